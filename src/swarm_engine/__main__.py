@@ -1,0 +1,3 @@
+from swarm_engine.cli.main import main
+
+main()

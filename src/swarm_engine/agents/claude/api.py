@@ -1,0 +1,182 @@
+"""One Messages API call with retries, returning the raw JSON of a well-formed response.
+
+The SDK's own retries are off (`max_retries=0`) so that every retry, its reason and its
+delay are ours: logged, visible in the transcript, and tunable (tests use tiny delays).
+Retried: 408, 409, 429, 5xx (incl. 529 overloaded), timeouts, connection errors and
+malformed responses (bad JSON, missing fields). Other statuses fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+
+from swarm_engine.agents.claude.settings import RetrySettings
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+RetryHook = Callable[[int, str, float], Awaitable[None]]
+"""(attempt number that failed, reason, seconds until the next attempt)."""
+
+UsageHook = Callable[[Mapping[str, Any]], None]
+"""Called with the `usage` of a response that was then rejected as malformed."""
+
+
+class ApiFailure(Exception):
+    """The request failed for good (after retries, or not retryable)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MalformedResponse(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    data: dict[str, Any]
+    attempts: int
+    request_id: str | None
+
+
+def make_client(api_key: str, base_url: str | None, timeout: float) -> anthropic.AsyncAnthropic:
+    """An SDK client that reads nothing from the environment and never retries by itself."""
+    return anthropic.AsyncAnthropic(
+        api_key=api_key,
+        base_url=base_url or "https://api.anthropic.com",
+        max_retries=0,
+        timeout=timeout,
+    )
+
+
+async def create_message(
+    client: anthropic.AsyncAnthropic,
+    body: Mapping[str, Any],
+    retry: RetrySettings,
+    *,
+    request_timeout: float,
+    on_retry: RetryHook | None = None,
+    on_rejected_usage: UsageHook | None = None,
+) -> ApiResponse:
+    attempt = 0
+    while True:
+        attempt += 1
+        retry_after: float | None = None
+        try:
+            raw = await client.messages.with_raw_response.create(**body, timeout=request_timeout)
+            try:
+                data = await raw.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise MalformedResponse(f"response is not JSON: {exc}") from None
+            validate_message(data, on_rejected_usage)
+            assert isinstance(data, dict)
+            return ApiResponse(data, attempt, raw.request_id)
+        except anthropic.APIStatusError as exc:
+            status = exc.status_code
+            reason = f"HTTP {status}: {_api_message(exc)}"
+            if not (status in RETRY_STATUSES or status >= 500):
+                raise ApiFailure(f"API request failed: {reason}", status) from None
+            retry_after = _retry_after(exc.response.headers)
+            failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}", status)
+        except anthropic.APITimeoutError:
+            reason = f"request timed out after {request_timeout:g}s"
+            failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
+        except anthropic.APIConnectionError as exc:
+            reason = f"connection error: {exc}"
+            failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
+        except (MalformedResponse, anthropic.APIResponseValidationError) as exc:
+            reason = f"malformed response: {exc}"
+            failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
+        if attempt > retry.max_retries:
+            raise failure
+        delay = backoff(retry, attempt, retry_after)
+        if on_retry is not None:
+            await on_retry(attempt, reason, delay)
+        await asyncio.sleep(delay)
+
+
+def backoff(retry: RetrySettings, attempt: int, retry_after: float | None = None) -> float:
+    """Delay after failed attempt number `attempt` (1-based)."""
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, retry.max_backoff_seconds)
+    base = retry.backoff_seconds * retry.backoff_factor ** (attempt - 1)
+    return min(base, retry.max_backoff_seconds) * (0.75 + 0.25 * random.random())
+
+
+def validate_message(data: object, on_rejected_usage: UsageHook | None = None) -> None:
+    """Raise `MalformedResponse` unless `data` is a usable Messages API response."""
+    if not isinstance(data, dict):
+        raise MalformedResponse("response body is not a JSON object")
+    usage = data.get("usage")
+    usage_ok = (
+        isinstance(usage, dict)
+        and _is_count(usage.get("input_tokens"))
+        and _is_count(usage.get("output_tokens"))
+    )
+    try:
+        if data.get("type", "message") != "message":
+            raise MalformedResponse(f"unexpected response type {data.get('type')!r}")
+        if not usage_ok:
+            raise MalformedResponse("response has no valid usage")
+        content = data.get("content")
+        if not isinstance(content, list):
+            raise MalformedResponse("response has no content list")
+        for block in content:
+            _validate_block(block)
+        stop = data.get("stop_reason")
+        if stop is not None and not isinstance(stop, str):
+            raise MalformedResponse("stop_reason is not a string")
+    except MalformedResponse:
+        if usage_ok and on_rejected_usage is not None:
+            assert isinstance(usage, dict)
+            on_rejected_usage(usage)
+        raise
+
+
+def _validate_block(block: object) -> None:
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        raise MalformedResponse("content block without a type")
+    kind = block["type"]
+    if kind == "text" and not isinstance(block.get("text"), str):
+        raise MalformedResponse("text block without text")
+    if kind == "tool_use" and not (
+        isinstance(block.get("id"), str)
+        and block["id"]
+        and isinstance(block.get("name"), str)
+        and isinstance(block.get("input"), dict)
+    ):
+        raise MalformedResponse("tool_use block needs id, name and an input object")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            kind = err.get("type")
+            return f"{kind}: {err['message']}" if isinstance(kind, str) else err["message"]
+    return exc.message
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / scale
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,133 @@
+"""Settings of the Claude agent kind: the agent's `config:` block and the host-side block.
+
+Two places configure a Claude step:
+
+* the agent definition (`agent.yaml`, `config:`), parsed into `ClaudeConfig`;
+* the host (`Settings.agents["claude"]`, i.e. `[agents.claude]` in config.toml), parsed into
+  `HostConfig`. Only the host may say where the API key comes from; an agent definition
+  may come from someone else's package and must not make the host run a command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from swarm_engine.errors import ConfigError
+
+ToolName = Literal["bash", "read_file", "write_file", "edit_file", "list_dir"]
+ALL_TOOLS: tuple[ToolName, ...] = ("bash", "read_file", "write_file", "edit_file", "list_dir")
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+
+DEFAULT_SYSTEM = (
+    "You are a careful software engineer working alone inside an isolated Linux VM. "
+    "Your working folder is /workspace; every path you use is relative to it and must stay "
+    "inside it. Use the tools to inspect, create, edit and run files there. Work step by "
+    "step, check your work by running it, and when the task is done reply with a short "
+    "final answer that states what you did and the result."
+)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "model": DEFAULT_MODEL,
+    "max_tokens": 8192,
+    "max_turns": 40,
+    "temperature": None,
+    "tools": list(ALL_TOOLS),
+    "budget": {"max_usd": 5.0},
+}
+"""What the registry's `_template:claude-agent` and ready agent `claude` carry as `config`."""
+
+HOST_ONLY_KEYS = frozenset({"api_key_file", "api_key_command"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """USD per million tokens. Cache prices default to 1.25x (write) and 0.1x (read) input."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+
+
+class Budget(_Strict):
+    """Stop the loop once the step has used this much (checked between turns)."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_usd: float | None = Field(default=None, gt=0)
+
+
+class RetrySettings(_Strict):
+    """Retries of one API request: 408/409/429/5xx/529, timeouts, connection errors and
+    malformed responses. Backoff is `backoff_seconds * backoff_factor**n`, capped; a
+    `retry-after` header from the server is honoured up to the cap."""
+
+    max_retries: int = Field(default=4, ge=0, le=20)
+    backoff_seconds: float = Field(default=1.0, ge=0, le=600)
+    backoff_factor: float = Field(default=2.0, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+
+class ClaudeConfig(_Strict):
+    """The `config:` block of an agent of kind `claude`."""
+
+    model: str = DEFAULT_MODEL
+    system: str | None = None
+    max_tokens: int = Field(default=8192, ge=1, le=1_000_000)
+    max_turns: int = Field(default=40, ge=1, le=10_000)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    tools: tuple[ToolName, ...] = ALL_TOOLS
+    budget: Budget = Field(default_factory=Budget)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    base_url: str | None = None
+    request_timeout: float = Field(default=600.0, gt=0, le=3600)
+    tool_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+    max_tool_output: int = Field(default=30_000, ge=256, le=1_000_000)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @property
+    def system_prompt(self) -> str:
+        return self.system if self.system is not None else DEFAULT_SYSTEM
+
+
+class HostConfig(_Strict):
+    """`Settings.agents["claude"]`: host-side settings that agent definitions cannot set."""
+
+    api_key_file: str | None = None
+    api_key_command: str | list[str] | None = None
+    base_url: str | None = None
+    prices: dict[str, Price] = Field(default_factory=dict)
+    retry: RetrySettings | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return f"{loc}: {first['msg']}" if loc else str(first["msg"])
+
+
+def parse_config(config: Mapping[str, Any], agent_name: str = "claude") -> ClaudeConfig:
+    """Validate an agent's `config:` block; `ConfigError` names the first bad key."""
+    bad = sorted(HOST_ONLY_KEYS & set(config))
+    if bad:
+        raise ConfigError(
+            f"agent {agent_name!r}: {', '.join(bad)} can only be set on the host "
+            "([agents.claude] in config.toml), not in agent.yaml"
+        )
+    try:
+        return ClaudeConfig.model_validate(dict(config))
+    except ValidationError as exc:
+        raise ConfigError(f"agent {agent_name!r} config {_first_error(exc)}") from exc
+
+
+def parse_host_config(config: Mapping[str, Any] | None) -> HostConfig:
+    try:
+        return HostConfig.model_validate(dict(config or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"setting agents.claude.{_first_error(exc)}") from exc

@@ -1,0 +1,30 @@
+"""`echo`: returns its inputs as its outputs, by a round trip through the VM."""
+
+from __future__ import annotations
+
+import json
+
+from swarm_engine.agents.base import StepContext, StepOutcome
+from swarm_engine.agents.files import INPUTS_FILE, put_inputs, tail
+from swarm_engine.models import AgentSpec
+
+
+class EchoAgent:
+    kind = "echo"
+
+    def preflight(self, agent: AgentSpec) -> None:
+        return None
+
+    async def run(self, ctx: StepContext) -> StepOutcome:
+        await put_inputs(ctx.vm, ctx.inputs)
+        result = await ctx.vm.exec(["cat", INPUTS_FILE], timeout=ctx.timeout_seconds)
+        if not result.ok:
+            return StepOutcome(
+                exit_code=result.exit_code, error=f"echo failed: {tail(result.stderr)}"
+            )
+        outputs = json.loads(result.stdout)
+        if ctx.log:
+            maybe = ctx.log("stdout", result.stdout.decode())
+            if maybe is not None:
+                await maybe
+        return StepOutcome(outputs=outputs, exit_code=0)

@@ -1,0 +1,87 @@
+"""Rendering for the CLI: Rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+STATUS_STYLE = {
+    "done": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "claimed": "cyan",
+    "open": "blue",
+    "draft": "dim",
+    "queued": "dim",
+    "skipped": "dim",
+}
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def styled(status: str | None) -> str:
+    if not status:
+        return ""
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    return t
+
+
+def ago(ts: str | None) -> str:
+    if not ts:
+        return ""
+    then = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    secs = (datetime.now(UTC) - then).total_seconds()
+    if secs < 60:
+        return f"{secs:.0f}s ago"
+    if secs < 3600:
+        return f"{secs / 60:.0f}m ago"
+    if secs < 86400:
+        return f"{secs / 3600:.1f}h ago"
+    return f"{secs / 86400:.1f}d ago"
+
+
+def ms(value: int | None) -> str:
+    if value is None:
+        return ""
+    return f"{value} ms" if value < 10_000 else f"{value / 1000:.1f} s"
+
+
+def usage_line(row: dict[str, Any]) -> str:
+    tokens = sum(
+        row.get(k) or 0
+        for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    if not tokens and not row.get("cost_usd"):
+        return ""
+    return (
+        f"in {row.get('input_tokens') or 0} / out {row.get('output_tokens') or 0} tokens"
+        f" (cache w {row.get('cache_creation_input_tokens') or 0}, r {row.get('cache_read_input_tokens') or 0})"
+        f", ${row.get('cost_usd') or 0:.4f}"
+    )

@@ -1,0 +1,92 @@
+"""Settings: flags > environment (SWARM_*) > config file (<home>/config.toml) > defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_data_dir
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from swarm_engine.errors import ConfigError
+
+
+def default_home() -> Path:
+    return Path(user_data_dir("swarm-engine", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Engine-wide settings. Every field can be set as SWARM_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SWARM_", extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    tickets_db: Path | None = None
+    registry_db: Path | None = None
+    backend: str = "process"
+    max_vms: int = Field(default=4, ge=1, le=1024)
+    poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    lease_ttl: float = Field(default=30.0, gt=0)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    log_level: str = "WARNING"
+    backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def tickets_path(self) -> Path:
+        return self.tickets_db or self.home / "tickets.db"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_db or self.home / "registry.db"
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.home / "vms"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.home / "packages"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings. `overrides` are command-line flags (None means 'not given')."""
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    home = Path(flags.get("home") or os.environ.get("SWARM_HOME") or default_home())
+    path = config_file or (
+        Path(os.environ["SWARM_CONFIG"]) if os.environ.get("SWARM_CONFIG") else home / "config.toml"
+    )
+    file_values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    elif config_file is not None:
+        raise ConfigError(f"config file {path} does not exist")
+    env_keys = {k[len("SWARM_") :].lower() for k in os.environ if k.startswith("SWARM_")}
+    merged = {k: v for k, v in file_values.items() if k not in env_keys}
+    merged.update(flags)
+    merged["home"] = home
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {loc}: {first['msg']}") from exc
+    return settings

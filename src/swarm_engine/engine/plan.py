@@ -1,0 +1,99 @@
+"""Turning a ticket into a plan: the steps to run, their agents, inputs and order.
+
+A single-agent ticket is a one-step plan (step id `main`), so it is recorded exactly
+like a workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm_engine.errors import ConfigError, NotFoundError
+from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
+from swarm_engine.registry import Registry
+from swarm_engine.registry.workflows import dependencies
+
+SINGLE_STEP_ID = "main"
+
+
+@dataclass
+class PlannedStep:
+    id: str
+    agent: AgentSpec
+    inputs: Any
+    needs: set[str]
+    timeout_seconds: float
+    retry: RetryPolicy
+
+
+@dataclass
+class Plan:
+    steps: dict[str, PlannedStep]
+    workflow: WorkflowSpec | None = None
+    timeout_seconds: float | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str | None:
+        return self.workflow.name if self.workflow else None
+
+    @property
+    def version(self) -> str | None:
+        return self.workflow.version if self.workflow else None
+
+    def leaves(self) -> list[str]:
+        needed = {d for s in self.steps.values() for d in s.needs}
+        return [s for s in self.steps if s not in needed]
+
+
+def _runnable(agent: AgentSpec) -> AgentSpec:
+    if agent.is_template:
+        raise ConfigError(f"agent {agent.name!r} is a template; register an agent made from it")
+    return agent
+
+
+def build_plan(ticket: dict[str, Any], registry: Registry) -> Plan:
+    """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError."""
+    ticket_timeout = ticket.get("timeout_seconds")
+    if ticket["execution_mode"] == "single":
+        if not ticket.get("agent_id"):
+            raise ConfigError(f"ticket {ticket['id']} has no agent_id")
+        agent = _runnable(registry.agent(ticket["agent_id"]))
+        step = PlannedStep(
+            id=SINGLE_STEP_ID,
+            agent=agent,
+            inputs=ticket["inputs"],
+            needs=set(),
+            timeout_seconds=agent.timeout_seconds,
+            retry=agent.retry,
+        )
+        return Plan({SINGLE_STEP_ID: step}, timeout_seconds=ticket_timeout)
+    if not ticket.get("workflow_id"):
+        raise ConfigError(f"ticket {ticket['id']} has no workflow_id")
+    workflow = registry.workflow(ticket["workflow_id"])
+    deps = dependencies(workflow)
+    steps: dict[str, PlannedStep] = {}
+    for s in workflow.steps:
+        try:
+            agent = _runnable(registry.agent(s.agent))
+        except NotFoundError as exc:
+            raise NotFoundError(f"workflow {workflow.ref}, step {s.id!r}: {exc}") from exc
+        steps[s.id] = PlannedStep(
+            id=s.id,
+            agent=agent,
+            inputs=s.inputs,
+            needs=deps[s.id],
+            timeout_seconds=s.timeout_seconds or agent.timeout_seconds,
+            retry=s.retry or agent.retry,
+        )
+    variables = dict(workflow.variables)
+    extra = ticket["inputs"].get("variables") if isinstance(ticket["inputs"], dict) else None
+    if isinstance(extra, dict):
+        variables.update(extra)
+    return Plan(
+        steps,
+        workflow=workflow,
+        timeout_seconds=ticket_timeout or workflow.timeout_seconds,
+        variables=variables,
+    )

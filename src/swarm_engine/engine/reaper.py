@@ -1,0 +1,110 @@
+"""Cleaning up after engines that died: orphan VMs, dead engine rows, expired leases.
+
+Host-scoped: an engine reaps only VMs recorded on its own host, because only there can
+it tell whether the owner process is alive and reach the VM's processes and files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm_engine.engine.session import HOST
+from swarm_engine.store import Store
+from swarm_engine.store.sqlite import transaction
+from swarm_engine.store.tickets import NOW
+from swarm_engine.vm.backends import create_backend
+from swarm_engine.vm.base import OrphanRecord
+from swarm_engine.vm.proctree import pid_alive
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapReport:
+    vms: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+
+
+def reap_engines(store: Store, report: ReapReport) -> None:
+    for engine in store.engines.running():
+        if engine["host"] == HOST and not pid_alive(engine["pid"]):
+            store.engines.stopped(engine["id"], state="dead")
+            report.engines.append(engine["id"])
+
+
+def reap_vms(
+    store: Store, home: Path, report: ReapReport, backend_options: dict[str, dict[str, object]]
+) -> None:
+    dead = {e["id"] for e in store.conn.execute("SELECT id FROM engines WHERE state IN ('stopped','dead')")}
+    for vm in store.vms.live(host=HOST):
+        if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
+            continue
+        record = OrphanRecord(
+            id=vm["id"],
+            pid=vm["pid"],
+            workspace=vm["workspace"],
+            socket_path=vm["socket_path"],
+            overlay_path=vm["overlay_path"],
+        )
+        try:
+            create_backend(vm["backend"], home, backend_options.get(vm["backend"], {})).reap(record)
+        except Exception as exc:  # keep reaping the others; say what failed
+            log.warning("could not reap VM %s: %s", vm["id"], exc)
+            continue
+        store.vms.record_destroyed(vm["id"], "reaped: owner engine is gone")
+        report.vms.append(vm["id"])
+
+
+def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
+    """Delete VM folders whose VM is recorded as gone (e.g. destroy was interrupted)."""
+    root = home / "vms"
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        row = store.vms.get(folder.name)
+        if row is not None and row["state"] in ("destroyed", "failed"):
+            shutil.rmtree(folder, ignore_errors=True)
+            report.folders.append(folder.name)
+
+
+def reclaim_expired(store: Store, report: ReapReport) -> None:
+    """Tickets whose lease expired: re-queue (or fail after max_attempts); close the run."""
+    with transaction(store.conn):
+        _reclaim(store, report)
+
+
+def _reclaim(store: Store, report: ReapReport) -> None:
+    rows = store.conn.execute(
+        "UPDATE tickets SET"
+        " status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,"
+        " error = CASE WHEN attempts < max_attempts THEN NULL"
+        "   ELSE 'lease expired after ' || attempts || ' attempt(s); engine ' || coalesce(engine_id,'?')"
+        "        || ' stopped heartbeating' END,"
+        f" completed_at = CASE WHEN attempts < max_attempts THEN NULL ELSE {NOW} END,"
+        " lease_expires_at = NULL, attempt_id = NULL"
+        f" WHERE status IN ('claimed','running') AND lease_expires_at < {NOW}"
+        " RETURNING id, status, (SELECT group_concat(r.id) FROM workflow_runs r"
+        "   WHERE r.ticket_id = tickets.id AND r.status = 'running') AS runs"
+    ).fetchall()
+    for row in rows:
+        for run_id in (row["runs"] or "").split(","):
+            if run_id:
+                store.runs.abandon_run(int(run_id), "lease expired: engine stopped heartbeating")
+        (report.requeued if row["status"] == "open" else report.failed).append(row["id"])
+
+
+def cleanup(
+    store: Store, home: Path, backend_options: dict[str, dict[str, object]] | None = None
+) -> ReapReport:
+    report = ReapReport()
+    reap_engines(store, report)
+    reap_vms(store, home, report, backend_options or {})
+    reap_folders(store, home, report)
+    reclaim_expired(store, report)
+    return report

@@ -1,0 +1,352 @@
+"""Running one claimed ticket: its plan as a DAG of steps, each in a fresh VM.
+
+Independent steps run in parallel (bounded by the VM pool); a step's outputs feed later
+steps through `${steps.<id>.outputs.<key>}`. Every step attempt is a `step_executions`
+row; the run and the ticket are closed together. A watcher renews the ticket's lease
+and stops the run within a fraction of a second if the ticket is cancelled or was
+reclaimed by another engine (then every write of this attempt is refused anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from swarm_engine.agents.base import StepContext, StepOutcome
+from swarm_engine.agents.kinds import get_agent
+from swarm_engine.config import Settings
+from swarm_engine.engine.events import Event, EventSink, ignore
+from swarm_engine.engine.plan import Plan, PlannedStep
+from swarm_engine.errors import StaleAttemptError, SwarmError
+from swarm_engine.models import Usage
+from swarm_engine.store import Store
+from swarm_engine.templating import render
+from swarm_engine.vm.base import VM
+from swarm_engine.vm.pool import VMPool, spec_for
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_GRACE = 5.0
+WATCH_INTERVAL = 0.2
+
+
+class StepFailed(Exception):
+    def __init__(self, step_id: str, error: str) -> None:
+        super().__init__(f"step {step_id!r} failed: {error}")
+        self.step_id = step_id
+        self.error = error
+
+
+class TicketRunner:
+    """Runs one ticket that this engine has claimed (`ticket['attempt_id']` is ours)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        pool: VMPool,
+        settings: Settings,
+        engine_id: str,
+        events: EventSink = ignore,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.settings = settings
+        self.engine_id = engine_id
+        self.events = events
+        self.host_env: dict[str, str] = {}
+        self.abort_status = "failed"
+        """Ticket status when the engine itself is stopped mid-run: 'failed' for
+        `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
+
+    async def run(self, ticket: dict[str, Any], plan: Plan | SwarmError) -> dict[str, Any]:
+        """Run the ticket to the end and return its final row. `plan` may be the error
+        that resolving it raised: the run is then recorded as failed with that error."""
+        runs = self.store.runs
+        run_id = runs.start_run(
+            ticket,
+            engine_id=self.engine_id,
+            workflow_name=None if isinstance(plan, SwarmError) else plan.name,
+            workflow_version=None if isinstance(plan, SwarmError) else plan.version,
+            inputs=ticket["inputs"],
+        )
+        self.events(Event("run_started", ticket["id"], run_id))
+        if isinstance(plan, SwarmError):
+            runs.finish_run(run_id, ticket, status="failed", error=str(plan))
+            return self._finished(ticket, run_id)
+        main = asyncio.current_task()
+        assert main is not None
+        stop_reason: list[str] = []
+        watcher = asyncio.create_task(self._watch(ticket, main, stop_reason))
+        try:
+            async with asyncio.timeout(plan.timeout_seconds):
+                outputs = await self._execute(plan, ticket, run_id)
+            runs.finish_run(run_id, ticket, status="done", outputs=outputs)
+        except StepFailed as exc:
+            runs.finish_run(run_id, ticket, status="failed", error=str(exc))
+        except TimeoutError:
+            runs.finish_run(
+                run_id,
+                ticket,
+                status="failed",
+                error=f"ticket timed out after {plan.timeout_seconds:g}s",
+            )
+        except StaleAttemptError:
+            log.warning("ticket %s: lost the lease; abandoning run %s", ticket["id"], run_id)
+        except asyncio.CancelledError:
+            if not stop_reason:  # the engine itself is being stopped: record, then go
+                with contextlib.suppress(StaleAttemptError):
+                    requeue = self.abort_status == "open" and ticket["attempts"] < ticket["max_attempts"]
+                    runs.finish_run(
+                        run_id,
+                        ticket,
+                        status="failed",
+                        error="aborted: the engine was stopped during the run",
+                        ticket_status="open" if requeue else "failed",
+                    )
+                raise
+            main.uncancel()
+            if stop_reason[0] == "cancelled":
+                with contextlib.suppress(StaleAttemptError):
+                    runs.finish_run(run_id, ticket, status="cancelled")
+            else:
+                log.warning("ticket %s: reclaimed elsewhere; run %s abandoned", ticket["id"], run_id)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return self._finished(ticket, run_id)
+
+    def _finished(self, ticket: dict[str, Any], run_id: int) -> dict[str, Any]:
+        final = self.store.tickets.get(ticket["id"])
+        run = self.store.runs.get_run(run_id)
+        self.events(Event("run_finished", ticket["id"], run_id, data={"ticket": final, "run": run}))
+        return final
+
+    async def _watch(self, ticket: dict[str, Any], main: asyncio.Task[Any], reason: list[str]) -> None:
+        tickets = self.store.tickets
+        loop = asyncio.get_running_loop()
+        next_renewal = loop.time() + self.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if loop.time() >= next_renewal:
+                tickets.renew_leases([ticket["attempt_id"]], self.settings.lease_ttl)
+                next_renewal = loop.time() + self.settings.heartbeat_interval
+            if not tickets.still_held(ticket["id"], ticket["attempt_id"]):
+                now = tickets.get(ticket["id"])
+                same = now["attempt_id"] == ticket["attempt_id"]
+                reason.append("cancelled" if same and now["status"] == "cancelled" else "lost")
+                main.cancel()
+                return
+
+    # -- the DAG ---------------------------------------------------------------------------
+    async def _execute(self, plan: Plan, ticket: dict[str, Any], run_id: int) -> Any:
+        context: dict[str, Any] = {
+            "ticket": {k: ticket[k] for k in ("id", "title", "description", "priority")},
+            "inputs": ticket["inputs"],
+            "variables": plan.variables,
+            "steps": {},
+        }
+        pending = dict(plan.steps)
+        running: dict[asyncio.Task[dict[str, Any]], str] = {}
+        failure: StepFailed | None = None
+        try:
+            while pending or running:
+                if failure is None:
+                    for sid, step in list(pending.items()):
+                        if step.needs <= context["steps"].keys():
+                            del pending[sid]
+                            task = asyncio.create_task(self._run_step(step, context, ticket, run_id))
+                            running[task] = sid
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    sid = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        context["steps"][sid] = {"outputs": task.result()}
+                        continue
+                    if isinstance(exc, StepFailed):
+                        failure = failure or exc
+                    else:
+                        raise exc
+                if failure is not None:
+                    for task in running:
+                        task.cancel()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if failure is not None:
+            for sid in pending:
+                step = plan.steps[sid]
+                with contextlib.suppress(StaleAttemptError):
+                    self.store.runs.add_step(
+                        run_id,
+                        step_id=sid,
+                        agent_name=step.agent.name,
+                        agent_version=step.agent.version,
+                        agent_kind=step.agent.kind,
+                        inputs={},
+                        status="skipped",
+                        error=f"not run: step {failure.step_id!r} failed",
+                    )
+            raise failure
+        outputs = {sid: context["steps"][sid]["outputs"] for sid in plan.leaves()}
+        if plan.workflow is None:
+            return outputs[next(iter(plan.steps))]
+        if plan.workflow.outputs is not None:
+            try:
+                return render(plan.workflow.outputs, context)
+            except SwarmError as exc:
+                raise StepFailed("outputs", str(exc)) from exc
+        return outputs
+
+    async def _run_step(
+        self, step: PlannedStep, context: dict[str, Any], ticket: dict[str, Any], run_id: int
+    ) -> dict[str, Any]:
+        runs = self.store.runs
+        outcome = StepOutcome(error="not run")
+        for attempt in range(step.retry.attempts):
+            if attempt:
+                delay = min(
+                    step.retry.backoff_seconds * step.retry.backoff_factor ** (attempt - 1),
+                    step.retry.max_backoff_seconds,
+                )
+                await asyncio.sleep(delay)
+            try:
+                inputs = render(step.inputs, context)
+                if step.agent.inputs:
+                    jsonschema.validate(inputs, step.agent.inputs)
+            except (SwarmError, jsonschema.ValidationError) as exc:
+                message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+                runs.add_step(
+                    run_id,
+                    step_id=step.id,
+                    agent_name=step.agent.name,
+                    agent_version=step.agent.version,
+                    agent_kind=step.agent.kind,
+                    inputs={},
+                    retry_count=attempt,
+                    status="failed",
+                    error=f"inputs: {message}",
+                )
+                raise StepFailed(step.id, f"inputs: {message}") from exc
+            exec_id = runs.add_step(
+                run_id,
+                step_id=step.id,
+                agent_name=step.agent.name,
+                agent_version=step.agent.version,
+                agent_kind=step.agent.kind,
+                inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+                retry_count=attempt,
+            )
+            self.events(Event("step_queued", ticket["id"], run_id, step.id, {"attempt": attempt}))
+            outcome = await self._attempt(step, exec_id, inputs, ticket, run_id, attempt)
+            if outcome.ok:
+                return outcome.outputs
+        raise StepFailed(step.id, outcome.error or "failed")
+
+    async def _attempt(
+        self,
+        step: PlannedStep,
+        exec_id: int,
+        inputs: Any,
+        ticket: dict[str, Any],
+        run_id: int,
+        attempt: int,
+    ) -> StepOutcome:
+        runs = self.store.runs
+        folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt}"
+        folder.mkdir(parents=True, exist_ok=True)
+        logfile = folder / "output.log"
+        agent_vm = step.agent.vm.model_dump()
+        spec = spec_for(agent_vm, step.agent.memory_mb, step.agent.vcpus, step.timeout_seconds)
+
+        def on_ready(vm: VM) -> None:
+            self.store.vms.record_busy(vm.id, exec_id)
+            runs.step_started(exec_id, vm.id)
+            self.events(Event("step_started", ticket["id"], run_id, step.id, {"vm_id": vm.id}))
+
+        with logfile.open("a", encoding="utf-8") as sink:
+
+            def on_log(stream: str, text: str) -> None:
+                prefix = "" if stream == "stdout" else f"[{stream}] "
+                sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
+                sink.flush()
+                self.events(
+                    Event("step_output", ticket["id"], run_id, step.id, {"stream": stream, "text": text})
+                )
+
+            try:
+                agent = get_agent(step.agent.kind)
+                async with self.pool.acquire(spec, step.agent.vm.backend, on_ready) as vm:
+                    ctx = StepContext(
+                        vm=vm,
+                        agent=step.agent,
+                        inputs=inputs,
+                        ticket=ticket,
+                        step_id=step.id,
+                        run_id=run_id,
+                        artifacts_dir=folder,
+                        timeout_seconds=step.timeout_seconds,
+                        log=on_log,
+                        host_env=self.host_env,
+                    )
+                    try:
+                        async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
+                            outcome = await agent.run(ctx)
+                    except TimeoutError:
+                        outcome = StepOutcome(
+                            exit_code=124,
+                            error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
+                        )
+            except asyncio.CancelledError:
+                with contextlib.suppress(StaleAttemptError):
+                    runs.step_finished(
+                        exec_id,
+                        status="cancelled",
+                        outputs=None,
+                        exit_code=None,
+                        error="cancelled",
+                        usage=Usage(),
+                        log_path=str(logfile),
+                    )
+                raise
+            except StaleAttemptError:
+                raise
+            except SwarmError as exc:
+                outcome = StepOutcome(error=str(exc))
+            except Exception as exc:
+                log.exception("step %s of run %s crashed", step.id, run_id)
+                outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
+        runs.step_finished(
+            exec_id,
+            status="done" if outcome.ok else "failed",
+            outputs=outcome.outputs,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            usage=outcome.usage,
+            log_path=str(logfile),
+        )
+        self.events(
+            Event(
+                "step_finished",
+                ticket["id"],
+                run_id,
+                step.id,
+                {"ok": outcome.ok, "error": outcome.error, "outputs": outcome.outputs},
+            )
+        )
+        return outcome
+
+
+def artifacts_of(settings: Settings, run_id: int) -> Path:
+    return settings.artifacts_dir / f"run-{run_id}"

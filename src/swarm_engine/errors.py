@@ -1,0 +1,73 @@
+"""The error tree. Every error the product raises on purpose derives from `SwarmError`.
+
+The CLI turns a `SwarmError` into one line on stderr and exits with its `exit_code`
+(documented in docs/cli.md). Library code never calls `sys.exit`.
+"""
+
+from __future__ import annotations
+
+
+class SwarmError(Exception):
+    """Base of every deliberate error; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(SwarmError):
+    """Bad command-line input: malformed JSON, bad KEY=VALUE, conflicting flags."""
+
+    exit_code = 2
+
+
+class NotFoundError(SwarmError):
+    """A ticket, agent, workflow or run that does not exist."""
+
+    exit_code = 3
+
+
+class ConflictError(SwarmError):
+    """The object exists but is in a state that forbids the action (e.g. already claimed)."""
+
+    exit_code = 4
+
+
+class ConfigError(SwarmError):
+    """Invalid configuration or definition: a malformed agent.yaml or workflow.yaml."""
+
+    exit_code = 5
+
+
+class WorkflowError(ConfigError):
+    """A workflow definition that cannot be registered (cycle, unknown step or agent)."""
+
+
+class StoreError(SwarmError):
+    """The ticket or registry database could not do what was asked."""
+
+    exit_code = 6
+
+
+class StaleAttemptError(StoreError):
+    """A write from an attempt that no longer holds the ticket's lease (fencing)."""
+
+
+class VMError(SwarmError):
+    """A VM backend could not boot, run in, or destroy a VM."""
+
+    exit_code = 7
+
+
+class VMTimeoutError(VMError):
+    """A command in a VM ran past its wall-clock timeout and was killed."""
+
+
+class AgentError(SwarmError):
+    """An agent failed in a way that fails its step (bad inputs, API failure, budget)."""
+
+    exit_code = 8
+
+
+class TicketFailed(SwarmError):
+    """`run-ticket --wait` finished and the ticket ended failed or cancelled."""
+
+    exit_code = 1

@@ -1,0 +1,177 @@
+"""Typed records shared by every layer: agent and workflow definitions, tickets, usage."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
+
+
+class TicketStatus(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({TicketStatus.DONE, TicketStatus.FAILED, TicketStatus.CANCELLED})
+
+
+@dataclass
+class Usage:
+    """API usage of one step (or a run, summed). Zero for agents without an API."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    turns: int = 0
+    cost_usd: float = 0.0
+    stop_reason: str | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.turns + other.turns,
+            self.cost_usd + other.cost_usd,
+            other.stop_reason or self.stop_reason,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VMRequirements(_Strict):
+    """The `vm:` block of agent.yaml."""
+
+    backend: str | None = None
+    memory_mb: int | None = Field(default=None, ge=16, le=65536)
+    vcpus: int | None = Field(default=None, ge=1, le=64)
+    network: bool = False
+    allowed_ports: tuple[int, ...] = ()
+    image: str | None = None
+
+
+class RetryPolicy(_Strict):
+    attempts: int = Field(default=1, ge=1, le=20)
+    backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
+    backoff_factor: float = Field(default=2.0, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=60.0, ge=0)
+
+
+class AgentSpec(_Strict):
+    """One agent definition, as written in agent.yaml (or built in)."""
+
+    name: str
+    version: str = "1.0.0"
+    description: str = ""
+    kind: str = "shell"
+    command: str | list[str] | None = None
+    entry: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    memory_mb: int = Field(default=512, ge=16, le=65536)
+    vcpus: int = Field(default=1, ge=1, le=64)
+    timeout_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    env: dict[str, str] = Field(default_factory=dict)
+    vm: VMRequirements = Field(default_factory=VMRequirements)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    config: dict[str, Any] = Field(default_factory=dict)
+    output_files: list[str] = Field(default_factory=list)
+    package_path: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "must be lowercase letters, digits, '.', '_' or '-' (optionally '_template:' first)"
+            )
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not VERSION_RE.match(str(v)):
+            raise ValueError("must be a version like 1.0.0")
+        return str(v)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def is_template(self) -> bool:
+        return self.name.startswith("_template:")
+
+
+class StepSpec(_Strict):
+    id: str
+    agent: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    needs: list[str] = Field(default_factory=list)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    retry: RetryPolicy | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$", v):
+            raise ValueError("step id must be a letter or '_' then letters, digits, '_' or '-'")
+        return v
+
+
+class WorkflowSpec(_Strict):
+    name: str
+    version: str = "1.0.0"
+    description: str = ""
+    variables: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepSpec]
+    outputs: dict[str, Any] | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v) or v.startswith("_template:"):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not VERSION_RE.match(str(v)):
+            raise ValueError("must be a version like 1.0.0")
+        return str(v)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None)."""
+    name, sep, version = ref.partition("@")
+    return name, (version if sep else None)

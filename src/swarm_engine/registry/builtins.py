@@ -1,0 +1,67 @@
+"""Agents every registry has from the start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swarm_engine.models import AgentSpec
+
+CLAUDE_DEFAULT_CONFIG: dict[str, Any] = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 4096,
+    "max_turns": 20,
+    "tools": ["bash", "read_file", "write_file", "edit_file", "list_dir"],
+}
+
+
+def builtin_agents() -> list[AgentSpec]:
+    claude_config = dict(CLAUDE_DEFAULT_CONFIG)
+    try:  # the Claude kind owns its defaults when it is installed
+        from swarm_engine.agents.claude import DEFAULT_CONFIG  # type: ignore[attr-defined]
+
+        claude_config = dict(DEFAULT_CONFIG)
+    except (ImportError, AttributeError):
+        pass
+    return [
+        AgentSpec(
+            name="echo",
+            version="1.0.0",
+            kind="echo",
+            description="Returns its inputs as its outputs (round trip through the VM).",
+            timeout_seconds=60,
+            memory_mb=256,
+        ),
+        AgentSpec(
+            name="shell",
+            version="1.0.0",
+            kind="shell",
+            description=(
+                "Runs inputs.command with sh in the VM; outputs stdout, stderr, exit_code and "
+                "any JSON written to $SWARM_OUTPUTS."
+            ),
+            inputs={
+                "type": "object",
+                "required": ["command"],
+                "properties": {"command": {"type": "string"}},
+            },
+            timeout_seconds=600,
+        ),
+        AgentSpec(
+            name="_template:claude-agent",
+            version="1.0.0",
+            kind="claude",
+            description="Template for Claude coding agents: copy it into an agent.yaml.",
+            config=claude_config,
+            timeout_seconds=1800,
+            memory_mb=1024,
+        ),
+        AgentSpec(
+            name="claude",
+            version="1.0.0",
+            kind="claude",
+            description="Claude coding agent: works on the ticket inside its VM with shell and file tools.",
+            config=claude_config,
+            timeout_seconds=1800,
+            memory_mb=1024,
+        ),
+    ]

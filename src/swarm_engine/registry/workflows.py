@@ -1,0 +1,75 @@
+"""Workflow checks at registration: references, dependencies, cycles; and step order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from swarm_engine.errors import WorkflowError
+from swarm_engine.models import WorkflowSpec
+from swarm_engine.templating import check_reference, references, step_dependencies
+
+
+def dependencies(spec: WorkflowSpec) -> dict[str, set[str]]:
+    """step id -> the steps it waits for (explicit `needs` plus `${steps.*}` references)."""
+    return {s.id: set(s.needs) | step_dependencies(s.inputs) for s in spec.steps}
+
+
+def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], source: str) -> None:
+    """Raise `WorkflowError` with one clear line for the first problem found."""
+    if not spec.steps:
+        raise WorkflowError(f"{source}: a workflow needs at least one step")
+    seen: set[str] = set()
+    for step in spec.steps:
+        if step.id in seen:
+            raise WorkflowError(f"{source}: duplicate step id {step.id!r}")
+        seen.add(step.id)
+    for step in spec.steps:
+        if step.agent.startswith("_template:"):
+            raise WorkflowError(f"{source}: step {step.id!r}: {step.agent!r} is a template")
+        if not agent_exists(step.agent):
+            raise WorkflowError(f"{source}: step {step.id!r}: unknown agent {step.agent!r}")
+        for path in references(step.inputs):
+            problem = check_reference(path)
+            if problem:
+                raise WorkflowError(f"{source}: step {step.id!r}: {problem}")
+        for dep in sorted(set(step.needs) | step_dependencies(step.inputs)):
+            if dep == step.id:
+                raise WorkflowError(f"{source}: step {step.id!r} depends on itself")
+            if dep not in seen:
+                raise WorkflowError(f"{source}: step {step.id!r} references unknown step {dep!r}")
+    for path in references(spec.outputs or {}):
+        problem = check_reference(path)
+        if problem:
+            raise WorkflowError(f"{source}: outputs: {problem}")
+        if path.startswith("steps.") and path.split(".")[1] not in seen:
+            raise WorkflowError(f"{source}: outputs reference unknown step {path.split('.')[1]!r}")
+    cycle = find_cycle(dependencies(spec))
+    if cycle:
+        raise WorkflowError(f"{source}: dependency cycle: {' -> '.join(cycle)}")
+
+
+def find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
+    """A cycle as a list of step ids (first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(deps.get(node, ())):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in deps:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None

@@ -1,0 +1,104 @@
+"""SQLite connections and migrations: WAL, foreign keys on every connection, busy timeout.
+
+Migrations are numbered `.sql` files in `store/sql/<schema>/`; `PRAGMA user_version`
+holds the number applied. Applying them is one `BEGIN IMMEDIATE` transaction, so two
+processes opening a fresh database at once never both migrate it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from swarm_engine.errors import StoreError
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def utcnow() -> str:
+    """Now as stored: UTC ISO-8601 with milliseconds and a Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def migrations(schema: str) -> list[tuple[int, str]]:
+    folder = resources.files("swarm_engine.store") / "sql" / schema
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text()))
+    return sorted(found)
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (creating if needed) the database at `path` and bring its schema up to date."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn, schema, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"database {path} is not usable: {exc}") from exc
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, schema: str, path: Path) -> None:
+    steps = migrations(schema)
+    latest = steps[-1][0] if steps else 0
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= latest:
+        return
+    with transaction(conn):
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > latest:
+            raise StoreError(f"{path} has schema version {current}, newer than this engine")
+        for number, sql in steps:
+            if number > current:
+                for statement in _split(sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _split(script: str) -> Iterator[str]:
+    """Split a migration into statements (sqlite3.complete_statement handles triggers)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")

@@ -1,0 +1,146 @@
+"""The VM layer's contract: a backend boots VMs; a VM runs commands and moves files.
+
+A *VM* here is any isolated place one step runs in: a process sandbox (the embedded
+default) or a QEMU microVM. Every VM has a workspace folder that commands start in and
+that every file path is relative to; no path may leave it.
+
+Backends are chosen by name from `swarm_engine.vm.backends.BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from swarm_engine.errors import VMError
+
+Stream = Literal["stdout", "stderr"]
+OutputCallback = Callable[[Stream, bytes], Awaitable[None] | None]
+
+GUEST_WORKSPACE = "/workspace"
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """What a step asks of its VM. Limits come from the agent definition."""
+
+    memory_mb: int = 512
+    vcpus: int = 1
+    timeout_seconds: float = 600.0
+    network: bool = False
+    allowed_ports: tuple[int, ...] = ()
+    image: str | None = None
+    max_open_files: int = 1024
+    max_processes: int = 256
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    duration_ms: int
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """What the pool records about a booted VM in the `vms` table."""
+
+    pid: int | None = None
+    workspace: str | None = None
+    socket_path: str | None = None
+    overlay_path: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class VM(Protocol):
+    """One booted VM. Used by exactly one step, then destroyed."""
+
+    id: str
+
+    def info(self) -> VMInfo: ...
+
+    async def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run `command` (argv, or a string for `sh -c`) in the workspace.
+
+        Output is streamed to `on_output` as it arrives and also returned whole.
+        On timeout the whole process tree is killed and `timed_out` is set (exit 124+).
+        """
+        ...
+
+    async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write `data` to `path` (relative to the workspace), creating folders."""
+        ...
+
+    async def get_file(self, path: str) -> bytes:
+        """Read `path` (relative to the workspace); `VMError` if it is missing."""
+        ...
+
+    async def is_alive(self) -> bool: ...
+
+    async def destroy(self) -> None:
+        """Kill everything the VM runs and delete its workspace. Idempotent."""
+        ...
+
+
+@dataclass(frozen=True)
+class OrphanRecord:
+    """A `vms` row whose owner is gone, handed to the backend that made it."""
+
+    id: str
+    pid: int | None
+    workspace: str | None
+    socket_path: str | None
+    overlay_path: str | None
+
+
+class VMBackend(Protocol):
+    """Boots VMs of one kind. Config is per backend; see `vm.backends`."""
+
+    name: str
+
+    async def boot(self, vm_id: str, spec: VMSpec) -> VM: ...
+
+    def reap(self, record: OrphanRecord) -> None:
+        """Kill and delete what an orphaned VM left behind (its owner process is dead)."""
+        ...
+
+    async def close(self) -> None:
+        """Release backend-wide resources (warm pools, helper processes)."""
+        ...
+
+
+def safe_relpath(path: str) -> str:
+    """Normalise a workspace path; refuse any path that escapes the workspace.
+
+    Accepts relative paths and absolute paths under `/workspace`. Returns a relative,
+    normalised POSIX path.
+    """
+    if "\x00" in path:
+        raise VMError(f"invalid path {path!r}: contains NUL")
+    if path.startswith(GUEST_WORKSPACE + "/") or path == GUEST_WORKSPACE:
+        path = path[len(GUEST_WORKSPACE) :].lstrip("/") or "."
+    if posixpath.isabs(path):
+        raise VMError(f"path {path!r} is outside the VM workspace")
+    norm = posixpath.normpath(path)
+    if norm == ".." or norm.startswith("../"):
+        raise VMError(f"path {path!r} is outside the VM workspace")
+    return norm

@@ -1,0 +1,123 @@
+"""The VM pool: at most `max_vms` VMs at once per engine, a fresh VM for every step.
+
+`acquire()` waits for a slot, boots a VM on the chosen backend, hands it out, and
+always destroys it afterwards, even when the step fails or is cancelled. Every
+transition is reported to a `VMRecorder` (the engine records them in the `vms` table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import VM, VMBackend, VMInfo, VMSpec
+
+
+class VMRecorder(Protocol):
+    def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None: ...
+    def ready(self, vm_id: str, info: VMInfo) -> None: ...
+    def destroyed(self, vm_id: str, error: str | None) -> None: ...
+
+
+class NullRecorder:
+    def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
+        pass
+
+    def ready(self, vm_id: str, info: VMInfo) -> None:
+        pass
+
+    def destroyed(self, vm_id: str, error: str | None) -> None:
+        pass
+
+
+BackendFactory = Callable[[str], VMBackend]
+
+
+class VMPool:
+    def __init__(
+        self,
+        max_vms: int,
+        backend_factory: BackendFactory,
+        default_backend: str,
+        recorder: VMRecorder | None = None,
+    ) -> None:
+        if max_vms < 1:
+            raise ValueError("max_vms must be at least 1")
+        self.max_vms = max_vms
+        self.default_backend = default_backend
+        self._factory = backend_factory
+        self._backends: dict[str, VMBackend] = {}
+        self._slots = asyncio.Semaphore(max_vms)
+        self._recorder = recorder or NullRecorder()
+        self._live: dict[str, VM] = {}
+        self.peak = 0
+
+    @property
+    def busy(self) -> int:
+        return len(self._live)
+
+    @property
+    def live_ids(self) -> list[str]:
+        return list(self._live)
+
+    def backend(self, name: str | None = None) -> VMBackend:
+        key = name or self.default_backend
+        if key not in self._backends:
+            self._backends[key] = self._factory(key)
+        return self._backends[key]
+
+    @asynccontextmanager
+    async def acquire(
+        self, spec: VMSpec, backend: str | None = None, on_ready: Callable[[VM], Any] | None = None
+    ) -> AsyncIterator[VM]:
+        """A fresh VM for one step; destroyed on exit, whatever happens."""
+        chosen = self.backend(backend)
+        async with self._slots:
+            vm_id = f"vm-{uuid.uuid4().hex[:12]}"
+            self._recorder.booting(vm_id, chosen.name, spec)
+            try:
+                vm = await chosen.boot(vm_id, spec)
+            except BaseException as exc:
+                self._recorder.destroyed(vm_id, f"boot failed: {exc}")
+                if isinstance(exc, Exception) and not isinstance(exc, VMError):
+                    raise VMError(f"{chosen.name} backend could not boot a VM: {exc}") from exc
+                raise
+            if vm_id in self._live:  # pragma: no cover - would be a pool bug
+                raise VMError(f"VM {vm_id} handed out twice")
+            self._live[vm_id] = vm
+            self.peak = max(self.peak, len(self._live))
+            error: str | None = None
+            try:
+                self._recorder.ready(vm_id, vm.info())
+                if on_ready is not None:
+                    on_ready(vm)
+                yield vm
+            finally:
+                try:
+                    await asyncio.shield(vm.destroy())
+                except Exception as exc:  # destroy failures are recorded, not hidden
+                    error = f"destroy failed: {exc}"
+                finally:
+                    self._live.pop(vm_id, None)
+                    self._recorder.destroyed(vm_id, error)
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            await backend.close()
+        self._backends.clear()
+
+
+def spec_for(agent_vm: Mapping[str, Any], memory_mb: int, vcpus: int, timeout: float) -> VMSpec:
+    """Build a VMSpec from an agent's limits and its `vm:` block."""
+    return VMSpec(
+        memory_mb=agent_vm.get("memory_mb") or memory_mb,
+        vcpus=agent_vm.get("vcpus") or vcpus,
+        timeout_seconds=timeout,
+        network=bool(agent_vm.get("network")),
+        allowed_ports=tuple(agent_vm.get("allowed_ports") or ()),
+        image=agent_vm.get("image"),
+    )

@@ -1,0 +1,459 @@
+"""The Claude agent end to end: the real SDK, a scripted Messages API server, a real VM
+from the process backend. No test sleeps; server-side checks run when a request arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm_engine.agents.base import StepContext, StepOutcome
+from swarm_engine.agents.claude.agent import ClaudeAgent
+from swarm_engine.agents.claude.pricing import PRICES, cost_usd
+from swarm_engine.errors import AgentError, ConfigError
+from swarm_engine.models import AgentSpec, Usage
+from swarm_engine.vm.backends import create_backend
+from swarm_engine.vm.base import VM, VMSpec
+from tests.support.messages_server import (
+    MessagesServer,
+    Recorded,
+    Reply,
+    api_error,
+    message,
+    text,
+    tool_use,
+    usage,
+)
+
+KEY = "sk-ant-test-0123456789abcdefSECRET"
+FAST_RETRY = {"max_retries": 3, "backoff_seconds": 0.001, "max_backoff_seconds": 0.01}
+MODEL = "claude-sonnet-4-6"
+
+
+@pytest.fixture
+async def vm(tmp_path: Path) -> AsyncIterator[VM]:
+    backend = create_backend("process", tmp_path / "home", {})
+    booted = await backend.boot("vm-claude", VMSpec())
+    try:
+        yield booted
+    finally:
+        await booted.destroy()
+        await backend.close()
+
+
+@pytest.fixture
+def server() -> AsyncIterator[MessagesServer]:  # type: ignore[misc]
+    with MessagesServer(api_key=KEY) as srv:
+        yield srv
+        assert srv.errors == []
+
+
+def spec(server: MessagesServer, **config: Any) -> AgentSpec:
+    output_files = config.pop("output_files", [])
+    env = config.pop("env", {})
+    base = {"model": MODEL, "base_url": server.url, "retry": FAST_RETRY, "max_turns": 10}
+    return AgentSpec(
+        name="claude-test",
+        kind="claude",
+        config={**base, **config},
+        output_files=output_files,
+        env=env,
+    )
+
+
+def context(
+    vm: VM, agent: AgentSpec, tmp_path: Path, lines: list[str] | None = None
+) -> StepContext:
+    def log(stream: str, text_: str) -> None:
+        if lines is not None:
+            lines.append(f"{stream}: {text_}")
+
+    return StepContext(
+        vm=vm,
+        agent=agent,
+        inputs={"greeting": "hello"},
+        ticket={"title": "Write a script", "description": "Write hello.sh and run it."},
+        step_id="code",
+        run_id=1,
+        artifacts_dir=tmp_path / "artifacts",
+        timeout_seconds=60,
+        log=log,
+    )
+
+
+def on_loop(vm: VM, loop: asyncio.AbstractEventLoop) -> Callable[[str], bytes]:
+    """Read a VM file from the server thread while the agent's loop awaits the reply."""
+
+    def read(path: str) -> bytes:
+        return asyncio.run_coroutine_threadsafe(vm.get_file(path), loop).result(timeout=10)
+
+    return read
+
+
+def agent_with_key(**host: Any) -> ClaudeAgent:
+    return ClaudeAgent(host_config=host, environ={"ANTHROPIC_API_KEY": KEY})
+
+
+def usage_of(outcome: StepOutcome) -> dict[str, int]:
+    u = outcome.usage
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": u.cache_creation_input_tokens,
+        "cache_read_input_tokens": u.cache_read_input_tokens,
+    }
+
+
+SCRIPT = 'echo "hello from $SWARM_VM_ID in $(pwd)"\nls\n'
+
+
+async def test_scripted_session_writes_runs_and_answers(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    read = on_loop(vm, asyncio.get_running_loop())
+    seen: dict[str, Any] = {}
+
+    def after_write(req: Recorded) -> dict[str, Any]:
+        (result,) = req.tool_results()
+        seen["write_result"] = result
+        seen["file_during_run"] = read("hello.sh")
+        seen["on_disk"] = (Path(vm.info().workspace or "") / "hello.sh").read_bytes()
+        return tool_use(("bash", {"command": "sh hello.sh"}), used=usage(200, 30, 0, 150))
+
+    def after_run(req: Recorded) -> dict[str, Any]:
+        (result,) = req.tool_results()
+        seen["run_result"] = result
+        return text("hello.sh prints a greeting; it ran fine.", used=usage(300, 12, 5, 100))
+
+    server.push(
+        tool_use(
+            ("write_file", {"path": "hello.sh", "content": SCRIPT}),
+            say="I will write the script.",
+            used=usage(120, 40, 50, 0),
+        ),
+        after_write,
+        after_run,
+    )
+    lines: list[str] = []
+    agent = agent_with_key()
+    agent.preflight(spec(server))
+    outcome = await agent.run(context(vm, spec(server, output_files=["hello.sh"]), tmp_path, lines))
+
+    assert outcome.ok, outcome.error
+    assert outcome.exit_code == 0
+    # The file existed in the VM while the loop was still running.
+    assert seen["file_during_run"] == SCRIPT.encode() == seen["on_disk"]
+    assert seen["write_result"]["content"] == f"wrote {len(SCRIPT)} bytes to hello.sh"
+    # The tool result the server got is the real output of the command in the VM.
+    real = await vm.exec("sh hello.sh")
+    assert real.stdout.decode().startswith("hello from vm-claude in /")
+    assert seen["run_result"]["content"] == real.stdout.decode().rstrip("\n") + "\n[exit code: 0]"
+    assert "is_error" not in seen["run_result"]
+    # Outputs: the final answer and the declared file, read from the VM.
+    assert outcome.outputs["answer"] == "hello.sh prints a greeting; it ran fine."
+    assert outcome.outputs["files"] == {"hello.sh": SCRIPT}
+    # Usage: exactly the sums the server reported; cost from the price table.
+    assert usage_of(outcome) == server.reported_usage()
+    assert server.reported_usage() == {
+        "input_tokens": 620,
+        "output_tokens": 82,
+        "cache_creation_input_tokens": 55,
+        "cache_read_input_tokens": 250,
+    }
+    assert outcome.usage.turns == 3
+    assert outcome.usage.stop_reason == "end_turn"
+    assert outcome.usage.cost_usd == pytest.approx(cost_usd(outcome.usage, PRICES[MODEL]))
+    assert outcome.usage.cost_usd == pytest.approx(
+        (620 * 3 + 82 * 15 + 55 * 3.75 + 250 * 0.3) / 1e6
+    )
+    # What the SDK sent: the key as a header, the task, our tools, the tool_use ids echoed.
+    reqs = server.message_requests()
+    assert len(reqs) == 3
+    assert all(r.api_key == KEY for r in reqs)
+    first = reqs[0].body
+    assert first["model"] == MODEL
+    assert "Write hello.sh and run it." in first["messages"][0]["content"]
+    assert '"greeting": "hello"' in first["messages"][0]["content"]
+    assert [t["name"] for t in first["tools"]] == [
+        "bash",
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_dir",
+    ]
+    tool_id = reqs[1].body["messages"][1]["content"][1]["id"]
+    assert reqs[1].tool_results()[0]["tool_use_id"] == tool_id
+    # The transcript artifact and the log lines.
+    transcript = json.loads((tmp_path / "artifacts" / "transcript.json").read_text())
+    assert transcript["usage"]["input_tokens"] == 620
+    assert len(transcript["messages"]) == 6
+    assert [t["turn"] for t in transcript["turns"]] == [1, 2, 3]
+    assert any("tool bash" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        api_error(429, "rate_limit_error", "slow down", {"retry-after": "0.001"}),
+        api_error(529, "overloaded_error", "Overloaded"),
+        api_error(500, "api_error", "Internal server error"),
+        api_error(503, "api_error", "unavailable"),
+        Reply(status=200, raw=b'{"type": "message", "content": [', content_type="application/json"),
+        Reply(status=200, body={"type": "message", "content": [{"type": "text", "text": "x"}]}),
+        Reply(status=200, body=message([{"type": "tool_use", "name": "bash"}], "tool_use")),
+        Reply(status=200, body="<html>bad gateway</html>", content_type="text/html"),
+        Reply(status=200, body=text("late"), delay=5),
+    ],
+    ids=["429", "529", "500", "503", "bad-json", "no-usage", "bad-block", "html", "timeout"],
+)
+async def test_transient_fault_is_retried_and_counted_once(
+    vm: VM, server: MessagesServer, tmp_path: Path, fault: Reply
+) -> None:
+    server.push(fault, text("all good", used=usage(11, 7)))
+    outcome = await agent_with_key().run(
+        context(vm, spec(server, request_timeout=0.5), tmp_path)
+    )
+    assert outcome.ok, outcome.error
+    assert outcome.outputs["answer"] == "all good"
+    assert len(server.message_requests()) == 2
+    # A 200 that was received but rejected as malformed still reported (billed) usage.
+    received = isinstance(fault.body, dict) and not fault.delay
+    rejected = fault.body.get("usage", {}) if received else {}
+    assert outcome.usage.input_tokens == 11 + int(rejected.get("input_tokens", 0))
+    assert outcome.usage.turns == 1
+    transcript = json.loads((tmp_path / "artifacts" / "transcript.json").read_text())
+    assert [e["type"] for e in transcript["events"] if e["type"] == "retry"] == ["retry"]
+
+
+async def test_persistent_500_fails_cleanly_with_usage(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(tool_use(("bash", {"command": "echo hi"}), used=usage(100, 20, 0, 0)))
+    server.fallback = api_error(500, "api_error", "Internal server error")
+    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert "after 4 attempts" in outcome.error and "HTTP 500" in outcome.error
+    assert len(server.message_requests()) == 1 + 4
+    assert usage_of(outcome) == server.reported_usage() == usage(100, 20, 0, 0)
+    assert outcome.usage.turns == 1
+    assert outcome.usage.stop_reason == "api_error"
+    assert outcome.usage.cost_usd == pytest.approx((100 * 3 + 20 * 15) / 1e6)
+    transcript = json.loads((tmp_path / "artifacts" / "transcript.json").read_text())
+    assert transcript["error"] == outcome.error
+    assert transcript["usage"]["input_tokens"] == 100
+
+
+async def test_client_error_is_not_retried(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(api_error(400, "invalid_request_error", "max_tokens: too large"))
+    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    assert outcome.error == (
+        "API request failed: HTTP 400: invalid_request_error: max_tokens: too large"
+    )
+    assert len(server.message_requests()) == 1
+    assert outcome.usage == Usage(stop_reason="api_error")
+
+
+async def test_token_budget_exceeded_mid_loop(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(
+        tool_use(("bash", {"command": "echo one > one.txt"}), used=usage(50, 10)),
+        tool_use(("bash", {"command": "echo two > two.txt"}), used=usage(80, 20)),
+    )
+    outcome = await agent_with_key().run(
+        context(vm, spec(server, budget={"max_tokens": 150}), tmp_path)
+    )
+    assert outcome.usage.stop_reason == "budget_exceeded"
+    assert outcome.error == "token budget exceeded: 160 of 150 tokens used"
+    assert len(server.message_requests()) == 2
+    assert await vm.get_file("one.txt") == b"one\n"
+    assert (await vm.exec("test -e two.txt")).exit_code != 0  # stopped before the 2nd tool
+    assert usage_of(outcome) == server.reported_usage()
+    assert outcome.usage.turns == 2
+
+
+async def test_cost_budget_uses_overridden_prices(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(tool_use(("list_dir", {}), used=usage(1000, 1000)))
+    prices = {MODEL: {"input": 1000.0, "output": 1000.0}}  # $0.001 a token
+    outcome = await agent_with_key().run(
+        context(vm, spec(server, prices=prices, budget={"max_usd": 1.5}), tmp_path)
+    )
+    assert outcome.usage.stop_reason == "budget_exceeded"
+    assert outcome.usage.cost_usd == pytest.approx(2.0)
+    assert outcome.error == "cost budget exceeded: $2.0000 of $1.5 used"
+
+
+async def test_host_prices_apply_when_agent_sets_none(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(text("ok", used=usage(1_000_000, 0)))
+    agent = agent_with_key(prices={MODEL: {"input": 7.0, "output": 1.0}})
+    outcome = await agent.run(context(vm, spec(server), tmp_path))
+    assert outcome.usage.cost_usd == pytest.approx(7.0)
+
+
+async def test_max_turns_stops_the_loop(vm: VM, server: MessagesServer, tmp_path: Path) -> None:
+    server.push(*(tool_use(("bash", {"command": f"echo {i}"})) for i in range(3)))
+    outcome = await agent_with_key().run(context(vm, spec(server, max_turns=2), tmp_path))
+    assert outcome.usage.stop_reason == "max_turns"
+    assert outcome.error == "max_turns (2) reached before the task ended"
+    assert len(server.message_requests()) == 2
+    assert outcome.usage.turns == 2
+    assert server._script  # the third turn was never asked for
+
+
+async def test_tool_errors_go_back_to_the_model(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def check(req: Recorded) -> dict[str, Any]:
+        seen.extend(req.tool_results())
+        return text("done")
+
+    server.push(
+        tool_use(
+            ("read_file", {"path": "../../etc/passwd"}),
+            ("write_file", {"path": "/etc/evil", "content": "x"}),
+            ("edit_file", {"path": "missing.txt", "old_text": "a", "new_text": "b"}),
+            ("bash", {"command": "echo out; echo err >&2; exit 3"}),
+        ),
+        check,
+    )
+    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    assert outcome.ok, outcome.error
+    assert [r.get("is_error", False) for r in seen] == [True, True, True, False]
+    assert "outside the VM workspace" in seen[0]["content"]
+    assert "outside the VM workspace" in seen[1]["content"]
+    assert seen[3]["content"] == "out\n[stderr]\nerr\n[exit code: 3]"
+
+
+async def test_missing_output_file_fails_the_step(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(text("done"))
+    outcome = await agent_with_key().run(
+        context(vm, spec(server, output_files=["report.md"]), tmp_path)
+    )
+    assert outcome.error == "declared output file 'report.md' was not written"
+    assert outcome.usage.turns == 1
+
+
+async def test_key_never_leaks(
+    vm: VM,
+    server: MessagesServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    caplog.set_level(logging.DEBUG)
+    results: list[dict[str, Any]] = []
+
+    def echo_back(req: Recorded) -> dict[str, Any]:
+        results.extend(req.tool_results())
+        # A model that repeats a secret it saw must not get it into outputs or files.
+        return message(
+            [
+                {"type": "text", "text": f"the key is {KEY}"},
+                {"type": "tool_use", "id": "toolu_x", "name": "write_file",
+                 "input": {"path": "notes.txt", "content": "nothing secret"}},
+            ],
+            "tool_use",
+        )  # fmt: skip
+
+    server.push(
+        tool_use(("bash", {"command": "env; cat .swarm/inputs.json"})),
+        echo_back,
+        text(f"done, key {KEY}"),
+    )
+    agent = AgentSpec(
+        name="claude-test",
+        kind="claude",
+        config={"model": MODEL, "retry": FAST_RETRY},
+        env={"ANTHROPIC_API_KEY": KEY, "OTHER": "visible"},
+        output_files=["notes.txt"],
+    )
+    ClaudeAgent(host_config={}).preflight(agent)
+    lines: list[str] = []
+    outcome = await ClaudeAgent(host_config={}).run(context(vm, agent, tmp_path, lines))
+    assert outcome.ok, outcome.error
+
+    assert server.message_requests()[0].api_key == KEY  # it was used...
+    env_output = results[0]["content"]
+    assert "OTHER=visible" in env_output and "SWARM_VM_ID=vm-claude" in env_output
+    own_env = (await vm.exec("env")).stdout.decode()
+    workspace = Path(vm.info().workspace or "")
+    files = "".join(p.read_text(errors="replace") for p in workspace.rglob("*") if p.is_file())
+    transcript = (tmp_path / "artifacts" / "transcript.json").read_text()
+    places = {
+        "vm env seen by the model": env_output,
+        "vm env": own_env,
+        "workspace files": files,
+        "transcript": transcript,
+        "outputs": json.dumps(outcome.outputs),
+        "step log": "".join(lines),
+        "python logs": caplog.text,
+        "request bodies": "".join(r.raw.decode() for r in server.requests),
+    }
+    for where, content in places.items():
+        assert KEY not in content, f"key leaked into {where}"
+    assert outcome.outputs["answer"] == "done, key [REDACTED]"
+    assert "[REDACTED]" in transcript
+
+
+async def test_key_from_host_command_and_base_url_from_env(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    server.push(text("ok"))
+    agent = ClaudeAgent(
+        host_config={"api_key_command": ["printf", "%s", KEY]},
+        environ={"ANTHROPIC_BASE_URL": server.url},
+    )
+    spec_ = AgentSpec(name="c", kind="claude", config={"model": MODEL})
+    agent.preflight(spec_)
+    outcome = await agent.run(context(vm, spec_, tmp_path))
+    assert outcome.ok, outcome.error
+    assert server.message_requests()[0].api_key == KEY
+
+
+def test_preflight_errors_are_one_clear_line(tmp_path: Path) -> None:
+    spec_ = AgentSpec(name="c", kind="claude", config={})
+    with pytest.raises(AgentError, match=r"^ANTHROPIC_API_KEY is not set: ") as err:
+        ClaudeAgent(host_config={}, environ={}).preflight(spec_)
+    assert "\n" not in str(err.value)
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    ClaudeAgent(host_config={"api_key_file": str(key_file)}, environ={}).preflight(spec_)
+    with pytest.raises(AgentError, match="api_key_file .* is empty"):
+        (tmp_path / "empty").write_text("")
+        ClaudeAgent(host_config={"api_key_file": str(tmp_path / "empty")}, environ={}).preflight(
+            spec_
+        )
+    bad = AgentSpec(name="c", kind="claude", config={"api_key_command": "cat /etc/passwd"})
+    with pytest.raises(ConfigError, match="only be set on the host"):
+        agent_with_key().preflight(bad)
+    unknown = AgentSpec(
+        name="c", kind="claude", config={"model": "claude-new-9", "budget": {"max_usd": 1}}
+    )
+    with pytest.raises(ConfigError, match="needs a price for model 'claude-new-9'"):
+        agent_with_key().preflight(unknown)
+    with pytest.raises(ConfigError, match="tools"):
+        agent_with_key().preflight(AgentSpec(name="c", kind="claude", config={"tools": ["rm"]}))
+
+
+async def test_missing_key_at_run_time_is_an_outcome(vm: VM, tmp_path: Path) -> None:
+    spec_ = AgentSpec(name="c", kind="claude", config={})
+    outcome = await ClaudeAgent(host_config={}, environ={}).run(context(vm, spec_, tmp_path))
+    assert outcome.error is not None and outcome.error.startswith("ANTHROPIC_API_KEY is not set")
