@@ -6,19 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from swarm_engine.agents.base import StepContext, StepOutcome
-from swarm_engine.agents.claude.agent import ClaudeAgent
-from swarm_engine.agents.claude.pricing import PRICES, cost_usd
-from swarm_engine.errors import AgentError, ConfigError
-from swarm_engine.models import AgentSpec, Usage
-from swarm_engine.vm.backends import create_backend
-from swarm_engine.vm.base import VM, VMSpec
 from tests.support.messages_server import (
     MessagesServer,
     Recorded,
@@ -29,6 +21,14 @@ from tests.support.messages_server import (
     tool_use,
     usage,
 )
+
+from swarm_engine.agents.base import StepContext, StepOutcome
+from swarm_engine.agents.claude.agent import ClaudeAgent
+from swarm_engine.agents.claude.pricing import PRICES, cost_usd
+from swarm_engine.errors import AgentError, ConfigError
+from swarm_engine.models import AgentSpec, Usage
+from swarm_engine.vm.backends import create_backend
+from swarm_engine.vm.base import VM, VMSpec
 
 KEY = "sk-ant-test-0123456789abcdefSECRET"
 FAST_RETRY = {"max_retries": 3, "backoff_seconds": 0.001, "max_backoff_seconds": 0.01}
@@ -47,7 +47,7 @@ async def vm(tmp_path: Path) -> AsyncIterator[VM]:
 
 
 @pytest.fixture
-def server() -> AsyncIterator[MessagesServer]:  # type: ignore[misc]
+def server() -> Iterator[MessagesServer]:
     with MessagesServer(api_key=KEY) as srv:
         yield srv
         assert srv.errors == []
@@ -107,6 +107,10 @@ def usage_of(outcome: StepOutcome) -> dict[str, int]:
         "cache_creation_input_tokens": u.cache_creation_input_tokens,
         "cache_read_input_tokens": u.cache_read_input_tokens,
     }
+
+
+def read_tree(root: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file())
 
 
 SCRIPT = 'echo "hello from $SWARM_VM_ID in $(pwd)"\nls\n'
@@ -215,9 +219,7 @@ async def test_transient_fault_is_retried_and_counted_once(
     vm: VM, server: MessagesServer, tmp_path: Path, fault: Reply
 ) -> None:
     server.push(fault, text("all good", used=usage(11, 7)))
-    outcome = await agent_with_key().run(
-        context(vm, spec(server, request_timeout=0.5), tmp_path)
-    )
+    outcome = await agent_with_key().run(context(vm, spec(server, request_timeout=0.5), tmp_path))
     assert outcome.ok, outcome.error
     assert outcome.outputs["answer"] == "all good"
     assert len(server.message_requests()) == 2
@@ -249,9 +251,7 @@ async def test_persistent_500_fails_cleanly_with_usage(
     assert transcript["usage"]["input_tokens"] == 100
 
 
-async def test_client_error_is_not_retried(
-    vm: VM, server: MessagesServer, tmp_path: Path
-) -> None:
+async def test_client_error_is_not_retried(vm: VM, server: MessagesServer, tmp_path: Path) -> None:
     server.push(api_error(400, "invalid_request_error", "max_tokens: too large"))
     outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
     assert outcome.error == (
@@ -394,8 +394,7 @@ async def test_key_never_leaks(
     env_output = results[0]["content"]
     assert "OTHER=visible" in env_output and "SWARM_VM_ID=vm-claude" in env_output
     own_env = (await vm.exec("env")).stdout.decode()
-    workspace = Path(vm.info().workspace or "")
-    files = "".join(p.read_text(errors="replace") for p in workspace.rglob("*") if p.is_file())
+    files = read_tree(Path(vm.info().workspace or ""))
     transcript = (tmp_path / "artifacts" / "transcript.json").read_text()
     places = {
         "vm env seen by the model": env_output,
@@ -436,7 +435,7 @@ def test_preflight_errors_are_one_clear_line(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
     ClaudeAgent(host_config={"api_key_file": str(key_file)}, environ={}).preflight(spec_)
-    with pytest.raises(AgentError, match="api_key_file .* is empty"):
+    with pytest.raises(AgentError, match=r"api_key_file .* is empty"):
         (tmp_path / "empty").write_text("")
         ClaudeAgent(host_config={"api_key_file": str(tmp_path / "empty")}, environ={}).preflight(
             spec_
@@ -457,3 +456,17 @@ async def test_missing_key_at_run_time_is_an_outcome(vm: VM, tmp_path: Path) -> 
     spec_ = AgentSpec(name="c", kind="claude", config={})
     outcome = await ClaudeAgent(host_config={}, environ={}).run(context(vm, spec_, tmp_path))
     assert outcome.error is not None and outcome.error.startswith("ANTHROPIC_API_KEY is not set")
+
+
+async def test_package_files_and_inputs_are_in_the_workspace(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "NOTES.md").write_text("house rules\n")
+    server.push(text("ok"))
+    agent = spec(server).model_copy(update={"package_path": str(package)})
+    outcome = await agent_with_key().run(context(vm, agent, tmp_path))
+    assert outcome.ok, outcome.error
+    assert await vm.get_file("NOTES.md") == b"house rules\n"
+    assert json.loads(await vm.get_file(".swarm/inputs.json")) == {"greeting": "hello"}

@@ -148,12 +148,15 @@ class MessagesServer:
         self._stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def _serve(self) -> None:
+        self._httpd.serve_forever(poll_interval=0.02)  # so that stop() returns promptly
 
     def push(self, *steps: Step) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import SwarmError
 from swarm_engine.registry import Registry
 from swarm_engine.store import Store, open_store
+from swarm_engine.store.tickets import not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.pool import VMPool
@@ -72,6 +73,7 @@ class EngineSession:
         self.backend_name = backend or settings.backend
         self.events = events
         self.engine_id = new_engine_id()
+        self.registered = False
         self.store: Store = open_store(settings.tickets_path)
         self.registry = Registry(settings.registry_path, settings.packages_dir)
         self.pool = VMPool(
@@ -92,7 +94,18 @@ class EngineSession:
         return create_backend(name, self.settings.home, self.settings.backend_options.get(name, {}))
 
     async def __aenter__(self) -> EngineSession:
-        self.pool.backend()  # fail early on an unknown backend
+        try:
+            self.pool.backend()  # fail early on an unknown backend
+            if self.kind == "daemon":
+                self._register()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def _register(self) -> None:
+        if self.registered:
+            return
         self.store.engines.register(
             self.engine_id,
             kind=self.kind,
@@ -101,7 +114,7 @@ class EngineSession:
             max_vms=self.max_vms,
             backend=self.backend_name,
         )
-        return self
+        self.registered = True
 
     async def __aexit__(
         self,
@@ -112,9 +125,13 @@ class EngineSession:
         try:
             await self.pool.close()
         finally:
-            self.store.engines.stopped(self.engine_id)
-            self.registry.close()
-            self.store.close()
+            if self.registered:
+                self.store.engines.stopped(self.engine_id)
+            self._close()
+
+    def _close(self) -> None:
+        self.registry.close()
+        self.store.close()
 
     def plan(self, ticket: dict[str, Any]) -> Plan:
         """Resolve the ticket's agent/workflow and run each agent kind's host checks."""
@@ -131,6 +148,9 @@ class EngineSession:
         """
         ticket = self.store.tickets.get(ticket_id)
         plan = self.plan(ticket)
+        if ticket["status"] not in ("draft", "open"):
+            raise not_claimable(ticket)
+        self._register()
         claimed = self.store.tickets.claim(
             ticket_id,
             engine_id=self.engine_id,

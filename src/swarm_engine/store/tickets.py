@@ -32,6 +32,15 @@ def lease_modifier(seconds: float) -> str:
     return f"{seconds:+.3f} seconds"
 
 
+def not_claimable(ticket: Ticket) -> ConflictError:
+    """Why a ticket cannot be claimed, as the error to raise."""
+    tid, status = ticket["id"], ticket["status"]
+    if status in LIVE:
+        return ConflictError(f"ticket {tid} is already {status} by engine {ticket['engine_id']}")
+    hint = " (use 'ticket reopen' first)" if status in TERMINAL else ""
+    return ConflictError(f"ticket {tid} is {status}{hint}")
+
+
 class TicketStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -164,13 +173,7 @@ class TicketStore:
             (engine_id, attempt_id, lease_modifier(lease_ttl), ticket_id, *allowed),
         ).fetchone()
         if row is None:
-            t = self.get(ticket_id)
-            if t["status"] in LIVE:
-                raise ConflictError(
-                    f"ticket {ticket_id} is already {t['status']} by engine {t['engine_id']}"
-                )
-            hint = " (use 'ticket reopen' first)" if t["status"] in TERMINAL else ""
-            raise ConflictError(f"ticket {ticket_id} is {t['status']}{hint}")
+            raise not_claimable(self.get(ticket_id))
         return row_to_ticket(row)
 
     def claim_next(self, *, engine_id: str, attempt_id: str, lease_ttl: float) -> Ticket | None:

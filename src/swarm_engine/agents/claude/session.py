@@ -107,9 +107,10 @@ class Session:
         )
 
     async def _loop(self, client: anthropic.AsyncAnthropic, toolbox: ToolBox) -> None:
-        package = self.ctx.agent.package_path
-        if package and Path(package).is_dir():
-            await upload_package(self.ctx.vm, Path(package))
+        if self.ctx.agent.package_path:
+            package = Path(self.ctx.agent.package_path)
+            if await asyncio.to_thread(package.is_dir):
+                await upload_package(self.ctx.vm, package)
         await put_inputs(self.ctx.vm, self.ctx.inputs)
         self.messages.append({"role": "user", "content": self.task()})
         cfg = self.config

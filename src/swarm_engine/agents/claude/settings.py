@@ -34,7 +34,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "model": DEFAULT_MODEL,
     "max_tokens": 8192,
     "max_turns": 40,
-    "temperature": None,
     "tools": list(ALL_TOOLS),
     "budget": {"max_usd": 5.0},
 }

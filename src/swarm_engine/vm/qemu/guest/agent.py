@@ -175,6 +175,8 @@ class Agent:
         env.setdefault("PATH", GUEST_PATH)
         env.setdefault("HOME", "/root")
         cwd = self.resolve(str(header.get("cwd") or "."))
+        if not os.path.isdir(cwd):
+            raise FileNotFoundError(f"working folder {header.get('cwd')!r} does not exist in the VM")
         timeout = header.get("timeout")
         cgroup = self.cgroup_for(rid)
         if cgroup is not None:
@@ -247,7 +249,7 @@ class Agent:
         if code < 0:
             code = 128 - code
         if timed_out.is_set():
-            code = 137
+            code = 124
         self.ch.send(
             {
                 "t": "exit",

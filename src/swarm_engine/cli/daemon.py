@@ -1,0 +1,130 @@
+"""`swarm-engine start` and `swarm-engine stop`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from swarm_engine.cli.app import pass_settings, store_of
+from swarm_engine.cli.output import console
+from swarm_engine.config import Settings
+from swarm_engine.engine.daemon import Daemon
+from swarm_engine.engine.session import HOST
+from swarm_engine.errors import SwarmError
+from swarm_engine.vm.proctree import pid_alive
+
+START_TIMEOUT = 15.0
+
+
+@click.command()
+@click.option("--foreground", is_flag=True, help="Run in this terminal instead of daemonizing.")
+@click.option("--max-vms", type=click.IntRange(1, 1024), help="At most this many VMs at once.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.01), help="Seconds between polls (floor).")
+@click.option("--backend", help="Default VM backend (process, qemu).")
+@click.option("--until-idle", is_flag=True, help="Exit once no ticket is open or running.")
+@pass_settings
+def start(
+    settings: Settings,
+    foreground: bool,
+    max_vms: int | None,
+    poll_interval: float | None,
+    backend: str | None,
+    until_idle: bool,
+) -> None:
+    """Start an engine that runs open tickets as they appear.
+
+    Tickets opened by anyone (the CLI, a script, the sqlite3 shell) are picked up. Stop
+    it with 'swarm-engine stop' (or Ctrl-C): the first stop drains, a second aborts.
+    """
+    if not foreground:
+        options = {"--max-vms": max_vms, "--poll-interval": poll_interval, "--backend": backend}
+        extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
+        _daemonize(settings, [*extra, *(["--until-idle"] if until_idle else [])])
+        return
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    daemon = Daemon(
+        settings, max_vms=max_vms, backend=backend, poll_interval=poll_interval, until_idle=until_idle
+    )
+
+    async def main() -> None:
+        daemon.install_signal_handlers()
+        await daemon.run()
+
+    console.print(
+        f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
+        f"home {settings.home} (Ctrl-C to stop)",
+        highlight=False,
+    )
+    asyncio.run(main())
+    console.print(f"engine stopped after running {daemon.claimed} ticket(s)")
+
+
+def _daemonize(settings: Settings, start_args: list[str]) -> None:
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    logfile = logs / "engine.log"
+    argv = [sys.executable, "-m", "swarm_engine", "--home", str(settings.home)]
+    argv += ["--tickets-db", str(settings.tickets_path), "--registry-db", str(settings.registry_path)]
+    argv += ["start", "--foreground", *start_args]
+    with logfile.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    (settings.run_dir / f"engine-{proc.pid}.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT
+    with store_of(settings) as store:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SwarmError(f"engine exited at start (code {proc.returncode}); see {logfile}")
+            row = store.conn.execute(
+                "SELECT id FROM engines WHERE pid = ? AND host = ? AND state = 'running'",
+                (proc.pid, HOST),
+            ).fetchone()
+            if row:
+                console.print(f"engine {row[0]} started (pid {proc.pid}); log: {logfile}")
+                return
+            time.sleep(0.05)
+    raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
+
+
+@click.command()
+@click.option("--now", is_flag=True, help="Abort running tickets instead of draining.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until engines exit.")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+@pass_settings
+def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
+    """Stop the engines of this host that use this store (drain; --now aborts)."""
+    with store_of(settings) as store:
+        engines = [e for e in store.engines.running() if e["host"] == HOST and e["kind"] == "daemon"]
+    pids = [e["pid"] for e in engines if pid_alive(e["pid"]) and e["pid"] != os.getpid()]
+    if not pids:
+        console.print("no engine is running on this host")
+        return
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        if now:
+            time.sleep(0.1)
+            os.kill(pid, signal.SIGTERM)
+    console.print(f"{'aborting' if now else 'draining'} {len(pids)} engine(s): {pids}")
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            raise SwarmError(f"engines still running after {timeout:g}s: run 'stop --now'")
+        time.sleep(0.1)
+    for pid in pids:
+        (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)
+    console.print("stopped")

@@ -1,0 +1,181 @@
+"""The polling engine: claims open tickets and runs them, many at once.
+
+One asyncio loop with supervised side tasks (heartbeat, store watcher). If a side task
+dies the daemon stops loudly. Stop protocol: the first stop request drains (no new
+claims; running tickets finish), the second aborts (running tickets are cancelled,
+their VMs destroyed, and the tickets re-queued for another attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from swarm_engine.config import Settings
+from swarm_engine.engine.events import EventSink, ignore
+from swarm_engine.engine.reaper import ReapReport, cleanup, reclaim_expired
+from swarm_engine.engine.session import EngineSession
+from swarm_engine.engine.wakeup import StoreWatcher
+from swarm_engine.errors import SwarmError
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_vms: int | None = None,
+        backend: str | None = None,
+        poll_interval: float | None = None,
+        until_idle: bool = False,
+        events: EventSink = ignore,
+    ) -> None:
+        self.settings = settings
+        self.max_vms = max_vms or settings.max_vms
+        self.backend = backend or settings.backend
+        self.poll_interval = poll_interval or settings.poll_interval
+        self.until_idle = until_idle
+        self.events = events
+        self.draining = asyncio.Event()
+        self.active: dict[asyncio.Task[Any], int] = {}
+        self.claimed = 0
+        self.started_report: ReapReport | None = None
+        self.session: EngineSession | None = None
+        self._stop_requests = 0
+        self._slot_freed = asyncio.Event()
+        self.failed: str | None = None
+
+    # -- stopping ------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """First call: drain. Second call: abort the running tickets."""
+        self._stop_requests += 1
+        if self._stop_requests == 1:
+            log.warning("stopping: draining %d running ticket(s); stop again to abort", len(self.active))
+            self.draining.set()
+        else:
+            log.warning("aborting %d running ticket(s)", len(self.active))
+            for task in self.active:
+                task.cancel()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    # -- running -------------------------------------------------------------------------
+    async def run(self) -> None:
+        session = EngineSession(
+            self.settings, kind="daemon", max_vms=self.max_vms, backend=self.backend, events=self.events
+        )
+        session.runner.abort_status = "open"
+        self.session = session
+        async with session:
+            self.started_report = cleanup(
+                session.store, self.settings.home, self.settings.backend_options
+            )
+            watcher = StoreWatcher(self.settings.tickets_path)
+            watcher.start()
+            side = [
+                asyncio.create_task(self._supervised("heartbeat", self._heartbeat)),
+                asyncio.create_task(self._supervised("store-watcher", watcher.poll_data_version)),
+            ]
+            try:
+                await self._claim_loop(session, watcher)
+                if self.failed:
+                    raise SwarmError(f"engine stopped: its {self.failed} task died (see the log)")
+            finally:
+                for task in side:
+                    task.cancel()
+                await asyncio.gather(*side, return_exceptions=True)
+                watcher.close()
+
+    async def _supervised(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await body()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("side task %s died; stopping the engine", name)
+            self.failed = name
+            self._stop_requests = 2
+            self.draining.set()
+            for task in self.active:
+                task.cancel()
+            raise
+
+    async def _heartbeat(self) -> None:
+        assert self.session is not None
+        store = self.session.store
+        while True:
+            state = "draining" if self.draining.is_set() else "running"
+            store.engines.heartbeat(self.session.engine_id, self.session.pool.busy, state)
+            report = ReapReport()
+            reclaim_expired(store, report)
+            if report.requeued:
+                log.warning("re-queued tickets with expired leases: %s", report.requeued)
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _claim_loop(self, session: EngineSession, watcher: StoreWatcher) -> None:
+        tickets = session.store.tickets
+        drained = asyncio.create_task(self.draining.wait())
+        try:
+            while not self.draining.is_set():
+                watcher.changed.clear()
+                while len(self.active) < self.max_vms and not self.draining.is_set():
+                    ticket = tickets.claim_next(
+                        engine_id=session.engine_id,
+                        attempt_id=uuid.uuid4().hex,
+                        lease_ttl=self.settings.lease_ttl,
+                    )
+                    if ticket is None:
+                        break
+                    self.claimed += 1
+                    task = asyncio.create_task(self._run_one(session, ticket))
+                    self.active[task] = ticket["id"]
+                    task.add_done_callback(self._finished)
+                if self.until_idle and not self.active and not self._has_open(session):
+                    break
+                changed = asyncio.create_task(watcher.changed.wait())
+                slot_freed = asyncio.create_task(self._slot_freed.wait())
+                await asyncio.wait(
+                    {changed, slot_freed, drained},
+                    timeout=self.poll_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                changed.cancel()
+                slot_freed.cancel()
+                self._slot_freed.clear()
+        finally:
+            drained.cancel()
+            if self.active:
+                await asyncio.gather(*self.active, return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.active.pop(task, None)
+        self._slot_freed.set()
+
+    def _has_open(self, session: EngineSession) -> bool:
+        row = session.store.conn.execute(
+            "SELECT 1 FROM tickets WHERE status IN ('open','claimed','running') LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    async def _run_one(self, session: EngineSession, ticket: dict[str, Any]) -> None:
+        try:
+            await session.run_claimed(ticket)
+        except asyncio.CancelledError:
+            log.warning("ticket %s aborted", ticket["id"])
+        except SwarmError as exc:
+            log.error("ticket %s: %s", ticket["id"], exc)
+        except Exception:
+            log.exception("ticket %s crashed the runner", ticket["id"])
+        finally:
+            with contextlib.suppress(Exception):
+                session.store.engines.heartbeat(session.engine_id, session.pool.busy)

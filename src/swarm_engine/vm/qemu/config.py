@@ -1,0 +1,32 @@
+"""Options of the qemu backend (`backend_options.qemu` in config.toml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Accel = Literal["auto", "kvm", "tcg"]
+
+
+class QemuOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["qemu"] = "qemu"
+    accel: Accel = "auto"
+    image: str = Field(default="cloud", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    images_dir: Path | None = None
+    """Where images live; default `<home>/images`."""
+    run_dir: Path | None = None
+    """Where per-VM sockets and logs live; default `<home>/run/qemu`."""
+    warm: int = Field(default=0, ge=0, le=64)
+    """Pre-booted VMs kept ready (for the default spec) so `boot` takes milliseconds."""
+    qemu_binary: str = "qemu-system-x86_64"
+    boot_timeout: float = Field(default=60.0, gt=0, le=600)
+    kill_grace: float = Field(default=10.0, gt=0, le=600)
+    """Seconds past an exec timeout before the host gives up on the guest and kills the VM."""
+    console_log: bool = True
+    """Keep the guest's serial console in `<run_dir>/<vm>/console.log` (for `vm doctor`)."""
+    default_memory_mb: int = Field(default=512, ge=64, le=65536)
+    default_vcpus: int = Field(default=1, ge=1, le=64)

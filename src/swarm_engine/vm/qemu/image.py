@@ -1,0 +1,96 @@
+"""Guest images on disk: `<images_dir>/<name>/` holds `vmlinux`, `initramfs.cpio`,
+`rootfs.squashfs` and `manifest.json`. Building them is `builder.py`'s job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swarm_engine.errors import VMError
+
+KERNEL = "vmlinux"
+INITRAMFS = "initramfs.cpio"
+ROOTFS = "rootfs.squashfs"
+MANIFEST = "manifest.json"
+FILES = (KERNEL, INITRAMFS, ROOTFS)
+GUEST_DIR = Path(__file__).parent / "guest"
+RECIPE_FILES = (
+    Path(__file__).parent / "builder.py",
+    Path(__file__).parent / "initramfs.py",
+    GUEST_DIR / "init",
+    GUEST_DIR / "agent.py",
+)
+
+
+def recipe_hash(kernel: str) -> str:
+    """A hash of everything that decides an image's content (except the Debian mirror)."""
+    h = hashlib.sha256(kernel.encode())
+    for path in RECIPE_FILES:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def kernel(self) -> Path:
+        return self.path / KERNEL
+
+    @property
+    def initramfs(self) -> Path:
+        return self.path / INITRAMFS
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / ROOTFS
+
+    @property
+    def cmdline_extra(self) -> str:
+        return str(self.manifest.get("cmdline", ""))
+
+    @property
+    def stale(self) -> bool:
+        """True when the guest agent or init changed since the image was built."""
+        kernel = str(self.manifest.get("kernel", "cloud"))
+        return self.manifest.get("recipe") != recipe_hash(kernel)
+
+    def size_bytes(self) -> int:
+        return sum((self.path / f).stat().st_size for f in FILES if (self.path / f).exists())
+
+
+def load_image(images_dir: Path, name: str) -> Image:
+    path = images_dir / name
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise VMError(
+            f"qemu image {name!r} is not built (looked in {path}); "
+            "run: swarm-engine vm image build"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise VMError(f"qemu image {name!r}: unreadable manifest: {exc}") from exc
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise VMError(f"qemu image {name!r} is incomplete (missing {', '.join(missing)}); rebuild it")
+    return Image(name, path, manifest)
+
+
+def list_images(images_dir: Path) -> list[Image]:
+    if not images_dir.is_dir():
+        return []
+    found = []
+    for entry in sorted(images_dir.iterdir()):
+        if entry.is_dir() and (entry / MANIFEST).is_file():
+            try:
+                found.append(load_image(images_dir, entry.name))
+            except VMError:
+                continue
+    return found

@@ -1,0 +1,151 @@
+"""The QEMU process of one microVM: its command line, its start, its end.
+
+QEMU runs in its own session (so one `killpg` ends it and anything it spawned) and gets
+SIGKILL if the engine process dies (`PR_SET_PDEATHSIG`), so a crashed engine leaves no
+running guest; `reap` handles the rest (sockets, logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.qemu.accel import AccelChoice
+from swarm_engine.vm.qemu.image import Image
+
+PORT_NAME = "swarm.0"
+GUEST_FORWARD_IP = "10.0.2.100"
+"""With `network`, the guest reaches host port P (if allowed) at 10.0.2.100:P."""
+MAX_SOCKET_PATH = 100
+PR_SET_PDEATHSIG = 1
+
+
+def host_tsc_khz() -> int | None:
+    """The host TSC in kHz, from /proc/cpuinfo. Passing it as `tsc_early_khz` spares the
+    guest a PIT calibration that sometimes hangs under TCG."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    image: Image
+    accel: AccelChoice
+    qemu_binary: str
+    socket_path: Path
+    memory_mb: int = 512
+    vcpus: int = 1
+    network: bool = False
+    allowed_ports: tuple[int, ...] = ()
+    console_log: Path | None = None
+    tsc_khz: int | None = field(default_factory=host_tsc_khz)
+
+    def cmdline(self) -> str:
+        parts = [self.image.cmdline_extra or "console=ttyS0 quiet panic=-1 rdinit=/init"]
+        if self.tsc_khz:
+            parts.append(f"tsc_early_khz={self.tsc_khz}")
+        if self.network:
+            parts.append("swarm.net=1")
+        return " ".join(parts)
+
+    def argv(self) -> list[str]:
+        argv = [
+            self.qemu_binary,
+            "-machine", "microvm,pit=off,pic=off,isa-serial=on,x-option-roms=off",
+            *self.accel.qemu_args(),
+            "-m", str(self.memory_mb),
+            "-smp", str(self.vcpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", str(self.image.kernel),
+            "-initrd", str(self.image.initramfs),
+            "-append", self.cmdline(),
+            "-serial", f"file:{self.console_log}" if self.console_log else "null",
+            "-monitor", "none",
+            "-drive", f"id=root,file={self.image.rootfs},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=root",
+            "-device", "virtio-serial-device,max_ports=2",
+            "-chardev", f"socket,id=agent,path={self.socket_path}",
+            "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
+        ]  # fmt: skip
+        if self.network:
+            netdev = "user,id=net0,restrict=on"
+            for port in self.allowed_ports:
+                netdev += f",guestfwd=tcp:{GUEST_FORWARD_IP}:{port}-tcp:127.0.0.1:{port}"
+            argv += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
+        return argv
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL this QEMU when the engine process goes away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def listen_socket(path: Path) -> socket.socket:
+    """The unix socket QEMU connects its agent port to (we listen, so there is no race)."""
+    if len(str(path)) > MAX_SOCKET_PATH:
+        raise VMError(f"socket path too long for a unix socket: {path}")
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(1)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def start_qemu(spec: MachineSpec, log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as stderr:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *spec.argv(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise VMError(f"cannot start {spec.qemu_binary}: {exc.strerror}") from exc
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group `pid` leads (QEMU's own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def is_our_qemu(pid: int, socket_path: str | None) -> bool:
+    """True if `pid` is still a QEMU started for `socket_path` (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if b"qemu" not in cmdline:
+        return False
+    return socket_path is None or socket_path.encode() in cmdline
+
+
+def log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

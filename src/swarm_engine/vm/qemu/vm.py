@@ -1,0 +1,190 @@
+"""One booted microVM: a QEMU process plus the channel to its guest agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import (
+    GUEST_WORKSPACE,
+    ExecResult,
+    OutputCallback,
+    Stream,
+    VMInfo,
+    VMSpec,
+    safe_relpath,
+)
+from swarm_engine.vm.qemu.machine import kill_group
+from swarm_engine.vm.qemu.protocol import Channel, ChannelClosed
+
+log = logging.getLogger(__name__)
+
+MAX_CAPTURE = 16 * 1024 * 1024
+TIMEOUT_EXIT = 124
+GUEST_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": GUEST_WORKSPACE,
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp",
+    "SWARM_WORKSPACE": GUEST_WORKSPACE,
+}
+
+
+class QemuVM:
+    """Used by one step, then destroyed. `id` may be renamed when a warm VM is handed out."""
+
+    def __init__(
+        self,
+        vm_id: str,
+        *,
+        spec: VMSpec,
+        proc: asyncio.subprocess.Process,
+        channel: Channel,
+        folder: Path,
+        socket_path: Path,
+        kill_grace: float,
+        accel: str,
+        booted_ms: int,
+    ) -> None:
+        self.id = vm_id
+        self.spec = spec
+        self.folder = folder
+        self.socket_path = socket_path
+        self.accel = accel
+        self.booted_ms = booted_ms
+        self._proc = proc
+        self._channel = channel
+        self._kill_grace = kill_grace
+        self._destroyed = False
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def info(self) -> VMInfo:
+        return VMInfo(
+            pid=self._proc.pid,
+            workspace=None,  # the workspace lives inside the guest (GUEST_WORKSPACE)
+            socket_path=str(self.socket_path),
+            overlay_path=str(self.folder),
+            extra={
+                "backend": "qemu",
+                "accel": self.accel,
+                "guest_workspace": GUEST_WORKSPACE,
+                "boot_ms": str(self.booted_ms),
+            },
+        )
+
+    def _check(self) -> None:
+        if self._destroyed:
+            raise VMError(f"VM {self.id} is destroyed")
+        if self._proc.returncode is not None:
+            raise VMError(f"VM {self.id} is not running (QEMU exited {self._proc.returncode})")
+
+    async def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        self._check()
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise VMError("empty command")
+        limit = timeout if timeout is not None else self.spec.timeout_seconds
+        request = {
+            "t": "exec",
+            "argv": argv,
+            "env": {**GUEST_ENV, **(env or {})},
+            "cwd": safe_relpath(cwd) if cwd else ".",
+            "timeout": limit,
+            "stdin": stdin is not None,
+        }
+        out, err = bytearray(), bytearray()
+        sinks: dict[Stream, bytearray] = {"stdout": out, "stderr": err}
+        started = time.monotonic()
+        deadline = started + limit + self._kill_grace
+        async with self._channel.request(request, stdin or b"") as replies:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(replies.get(), deadline - time.monotonic())
+                except TimeoutError:
+                    # The guest did not end the command itself: end the whole VM.
+                    log.warning("guest did not answer past the timeout", extra={"vm_id": self.id})
+                    await self.destroy()
+                    return _result(TIMEOUT_EXIT, out, err, started, timed_out=True)
+                if frame is None:
+                    raise VMError(f"VM {self.id} went away during exec")
+                header, data = frame
+                kind = header.get("t")
+                if kind == "out":
+                    stream: Stream = "stderr" if header.get("stream") == "stderr" else "stdout"
+                    sink = sinks[stream]
+                    if len(sink) < MAX_CAPTURE:
+                        sink += data[: MAX_CAPTURE - len(sink)]
+                    if on_output is not None:
+                        maybe = on_output(stream, data)
+                        if inspect.isawaitable(maybe):
+                            await maybe
+                elif kind == "exit":
+                    timed_out = bool(header.get("timed_out"))
+                    code = TIMEOUT_EXIT if timed_out else int(header.get("code", -1))
+                    return _result(code, out, err, started, timed_out=timed_out)
+                elif kind == "error":
+                    raise VMError(f"{self.id}: {header.get('message', 'exec failed')}")
+
+    async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._check()
+        await self._channel.call({"t": "put", "path": safe_relpath(path), "mode": mode}, data)
+
+    async def get_file(self, path: str) -> bytes:
+        self._check()
+        _, data = await self._channel.call({"t": "get", "path": safe_relpath(path)})
+        return data
+
+    async def ping(self) -> float:
+        """Round trip to the guest agent, in seconds."""
+        self._check()
+        started = time.perf_counter()
+        await self._channel.call({"t": "ping"})
+        return time.perf_counter() - started
+
+    async def is_alive(self) -> bool:
+        return (
+            not self._destroyed
+            and self._proc.returncode is None
+            and not self._channel.closed.is_set()
+        )
+
+    async def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
+        kill_group(self._proc.pid)
+        with contextlib.suppress(ChannelClosed, Exception):
+            await self._channel.close()
+        await self._proc.wait()
+        await asyncio.to_thread(shutil.rmtree, self.folder, True)
+
+
+def _result(
+    code: int, out: bytearray, err: bytearray, started: float, *, timed_out: bool
+) -> ExecResult:
+    return ExecResult(
+        exit_code=code,
+        stdout=bytes(out),
+        stderr=bytes(err),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        timed_out=timed_out,
+    )

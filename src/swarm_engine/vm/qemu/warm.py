@@ -1,0 +1,115 @@
+"""A warm pool: N booted guests waiting, so `boot` hands one out in milliseconds.
+
+Every warm VM is still used by exactly one step and then destroyed; a background task
+boots replacements one at a time (booting several at once only slows each down on a
+small host). Only requests for the pool's spec (memory, vcpus, image, no network) are
+served from it; anything else boots cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.qemu.vm import QemuVM
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+
+
+class WarmPool:
+    def __init__(
+        self, size: int, spec: VMSpec, image: str, boot: Callable[[], Awaitable[QemuVM]]
+    ) -> None:
+        self.size = size
+        self.spec = spec
+        self.image = image
+        self._boot = boot
+        self._ready: list[QemuVM] = []
+        self._wanted = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.failures = 0
+
+    def matches(self, spec: VMSpec, image: str) -> bool:
+        return (
+            spec.memory_mb == self.spec.memory_mb
+            and spec.vcpus == self.spec.vcpus
+            and image == self.image
+            and not spec.network
+        )
+
+    def start(self) -> None:
+        if self._task is None and not self._closed and self.size > 0:
+            self._wanted.set()
+            self._task = asyncio.create_task(self._refill(), name="qemu-warm-pool")
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    async def wait_ready(self, count: int | None = None, timeout: float | None = None) -> None:
+        """Wait until `count` (default: all) warm VMs are ready; for tests and benchmarks."""
+        want = self.size if count is None else count
+
+        async def _wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self._ready) >= want or self._closed)
+
+        await asyncio.wait_for(_wait(), timeout)
+
+    async def take(self) -> QemuVM | None:
+        while self._ready:
+            vm = self._ready.pop(0)
+            self._wanted.set()
+            if await vm.is_alive():
+                return vm
+            await vm.destroy()
+        self._wanted.set()
+        return None
+
+    async def _refill(self) -> None:
+        backoff = 1.0
+        while not self._closed:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while not self._closed and len(self._ready) < self.size:
+                try:
+                    vm = await self._boot()
+                except VMError as exc:
+                    self.failures += 1
+                    log.warning("warm VM failed to boot: %s", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_closed(), backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                backoff = 1.0
+                if self._closed:
+                    await vm.destroy()
+                    return
+                self._ready.append(vm)
+                async with self._changed:
+                    self._changed.notify_all()
+
+    async def _wait_closed(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._closed)
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        ready, self._ready = self._ready, []
+        for vm in ready:
+            await vm.destroy()

@@ -1,0 +1,134 @@
+"""Bad input of every kind: one clear line on stderr, a documented exit code, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import write_agent, write_workflow
+from tests.support.cli import snapshot, sqlite_shell, swarm, swarm_inproc
+
+
+@pytest.fixture
+def seeded(home: Path, tmp_path: Path) -> Path:
+    write_agent(tmp_path / "agents" / "ok", "name: ok\nkind: shell\ncommand: 'true'\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "agents" / "ok")).returncode == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "ok").returncode == 0
+    return home
+
+
+def unchanged(home: Path, args: list[str], code: int, message: str) -> None:
+    before = (snapshot(home / "tickets.db"), snapshot(home / "registry.db"))
+    done = swarm_inproc(home, *args)
+    after = (snapshot(home / "tickets.db"), snapshot(home / "registry.db"))
+    assert done.returncode == code, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert before == after
+
+
+CYCLE = """
+name: loop
+steps:
+  - {id: a, agent: echo, inputs: {x: "${steps.b.outputs.x}"}}
+  - {id: b, agent: echo, needs: [a]}
+"""
+SELF = "name: me\nsteps:\n  - {id: a, agent: echo, needs: [a]}\n"
+UNKNOWN_AGENT = "name: ua\nsteps:\n  - {id: a, agent: ghost}\n"
+UNKNOWN_STEP = "name: us\nsteps:\n  - {id: a, agent: echo, needs: [zz]}\n"
+DUP = "name: dup\nsteps:\n  - {id: a, agent: echo}\n  - {id: a, agent: echo}\n"
+BAD_YAML = "name: [unclosed\nsteps: {\n"
+NOT_A_WORKFLOW = "name: x\nsteps: 3\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (CYCLE, "dependency cycle: a -> b -> a"),
+        (SELF, "step 'a' depends on itself"),
+        (UNKNOWN_AGENT, "unknown agent 'ghost'"),
+        (UNKNOWN_STEP, "unknown step 'zz'"),
+        (DUP, "duplicate step id 'a'"),
+        (BAD_YAML, "invalid YAML"),
+        (NOT_A_WORKFLOW, "steps: Input should be a valid list"),
+    ],
+)
+def test_invalid_workflows_are_refused(seeded: Path, tmp_path: Path, text: str, message: str) -> None:
+    folder = write_workflow(tmp_path / "wf", text)
+    unchanged(seeded, ["workflow", "register", str(folder)], 5, message)
+
+
+def test_one_bad_workflow_in_a_folder_registers_none(seeded: Path, tmp_path: Path) -> None:
+    write_workflow(tmp_path / "many" / "good", "name: good\nsteps:\n  - {id: a, agent: echo}\n")
+    write_workflow(tmp_path / "many" / "bad", CYCLE)
+    unchanged(seeded, ["workflow", "register", "--all", str(tmp_path / "many")], 5, "cycle")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("name: Bad Name\nkind: shell\n", "name: Value error"),
+        ("name: x\nkind: shell\nmemory_mb: -1\n", "memory_mb"),
+        ("name: x\nkind: shell\nunknown_key: 1\n", "unknown_key: Extra inputs are not permitted"),
+        ("name: x\n  kind: [\n", "invalid YAML"),
+    ],
+)
+def test_invalid_agents_are_refused(seeded: Path, tmp_path: Path, yaml_text: str, message: str) -> None:
+    folder = write_agent(tmp_path / "bad", yaml_text)
+    unchanged(seeded, ["agent", "register", str(folder)], 5, message)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ticket", "create", "--title", "x", "--agent", "ghost"], 3, "unknown agent 'ghost'"),
+        (["ticket", "create", "--title", "x", "--workflow", "ghost"], 3, "unknown workflow 'ghost'"),
+        (["ticket", "create", "--title", "x", "--agent", "ok", "--inputs-json", "{bad"], 2, "not valid JSON"),
+        (["ticket", "create", "--title", "x", "--agent", "ok", "--inputs-json", "[1]"], 2, "JSON object"),
+        (["ticket", "create", "--title", "x", "--agent", "ok", "--input", "novalue"], 2, "KEY=VALUE"),
+        (["ticket", "create", "--title", "x"], 2, "exactly one of --agent or --workflow"),
+        (["ticket", "create", "--title", "x", "--agent", "_template:claude-agent"], 2, "is a template"),
+        (["run-ticket", "999", "--wait"], 3, "ticket 999 does not exist"),
+        (["ticket", "show", "999"], 3, "ticket 999 does not exist"),
+        (["ticket", "cancel", "999"], 3, "ticket 999 does not exist"),
+        (["agent", "show", "ghost"], 3, "unknown agent 'ghost'"),
+        (["agent", "register", "/nonexistent/agent"], 5, "no such file"),
+        (["run-ticket", "1", "--wait", "--backend", "nope"], 5, "unknown VM backend 'nope'"),
+        (["ticket", "list", "--status", "weird"], 2, "unknown status 'weird'"),
+    ],
+)
+def test_bad_commands_change_nothing(seeded: Path, args: list[str], code: int, message: str) -> None:
+    unchanged(seeded, args, code, message)
+
+
+def test_a_ticket_whose_agent_is_unknown_is_refused_before_the_claim(seeded: Path) -> None:
+    sqlite_shell(seeded / "tickets.db", "INSERT INTO tickets (title, status, agent_id) VALUES ('g', 'open', 'ghost')")
+    unchanged(seeded, ["run-ticket", "2", "--wait"], 3, "unknown agent 'ghost'")
+
+
+def test_a_claimed_ticket_is_refused(seeded: Path) -> None:
+    sqlite_shell(seeded / "tickets.db", "UPDATE tickets SET status='claimed', engine_id=NULL WHERE id=1")
+    unchanged(seeded, ["run-ticket", "1", "--wait"], 4, "ticket 1 is already claimed")
+
+
+def test_a_finished_ticket_needs_reopen(seeded: Path) -> None:
+    assert swarm_inproc(seeded, "run-ticket", "1", "--wait").returncode == 0
+    unchanged(seeded, ["run-ticket", "1", "--wait"], 4, "use 'ticket reopen' first")
+    assert swarm_inproc(seeded, "ticket", "reopen", "1").returncode == 0
+    assert swarm_inproc(seeded, "run-ticket", "1", "--wait").returncode == 0
+
+
+def test_errors_from_the_real_process_are_one_line(seeded: Path) -> None:
+    done = swarm(seeded, "run-ticket", "42", "--wait")
+    assert (done.returncode, done.stderr) == (3, "error: ticket 42 does not exist\n")
+
+
+def test_a_bad_config_file_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "config.toml").write_text("max_vms = 'lots'\n")
+    done = swarm(home, "status")
+    assert done.returncode == 5 and done.stderr.startswith("error: setting max_vms")

@@ -1,0 +1,184 @@
+"""`run-ticket --wait` end to end: real CLI processes, real SQLite files, real sandboxes."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from swarm_engine.vm.proctree import tagged
+from tests.acceptance.conftest import write_agent, write_workflow
+from tests.support.cli import query, sqlite_shell, swarm
+
+
+def fk_violations(db: Path) -> list[dict[str, object]]:
+    return query(db, "PRAGMA foreign_key_check")
+
+
+def test_ticket_inserted_with_sqlite3_runs_to_done(home: Path) -> None:
+    db = home / "tickets.db"
+    sqlite_shell(
+        db,
+        "INSERT INTO tickets (title, description, status, agent_id)"
+        " VALUES ('hello', 'say hello', 'open', 'echo');",
+    )
+    done = swarm(home, "run-ticket", "1", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "ticket 1 done" in done.stdout
+    ticket = query(db, "SELECT * FROM tickets WHERE id = 1")[0]
+    assert ticket["status"] == "done" and ticket["attempts"] == 1
+    runs = query(db, "SELECT * FROM workflow_runs")
+    steps = query(db, "SELECT * FROM step_executions")
+    assert len(runs) == 1 and len(steps) == 1
+    assert runs[0]["ticket_id"] == 1 and runs[0]["status"] == "done"
+    assert steps[0]["run_id"] == runs[0]["id"] and steps[0]["status"] == "done"
+    assert steps[0]["agent_name"] == "echo" and steps[0]["exit_code"] == 0
+    assert json.loads(steps[0]["outputs"]) == {}
+    assert steps[0]["vm_id"] and steps[0]["started_at"] and steps[0]["duration_ms"] is not None
+    vm = query(db, "SELECT * FROM vms WHERE id = ?", steps[0]["vm_id"])[0]
+    assert vm["state"] == "destroyed" and vm["step_execution_id"] == steps[0]["id"]
+    assert fk_violations(db) == []
+
+
+def test_echo_returns_its_inputs_through_the_vm(home: Path) -> None:
+    swarm(home, "ticket", "create", "--title", "e", "--agent", "echo",
+          "--inputs-json", '{"a": [1, 2], "b": {"c": "ü"}}', "--input", "n=3", check=True)  # fmt: skip
+    done = swarm(home, "run-ticket", "1", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "done"
+    assert out["result"] == {"a": [1, 2], "b": {"c": "ü"}, "n": 3}
+    assert out["run"]["steps"][0]["outputs"] == out["result"]
+
+
+def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_path: Path) -> None:
+    write_agent(
+        tmp_path / "pkg" / "timed",
+        """
+        name: timed
+        kind: shell
+        command: |
+          sleep 0.6
+          printf '{"value": "%s"}' "$INPUT_VALUE" > "$SWARM_OUTPUTS"
+        """,
+    )
+    write_agent(
+        tmp_path / "pkg" / "join",
+        """
+        name: join
+        kind: shell
+        command: printf '%s+%s' "$INPUT_LEFT" "$INPUT_RIGHT"
+        """,
+    )
+    write_workflow(
+        tmp_path / "wf",
+        """
+        name: fan-in
+        steps:
+          - id: left
+            agent: timed
+            inputs: {value: "L-${ticket.title}"}
+          - id: right
+            agent: timed
+            inputs: {value: "R-${inputs.tag}"}
+          - id: both
+            agent: join
+            inputs:
+              left: ${steps.left.outputs.value}
+              right: ${steps.right.outputs.value}
+        """,
+    )
+    swarm(home, "agent", "register", "--all", str(tmp_path / "pkg"), check=True)
+    swarm(home, "workflow", "register", str(tmp_path / "wf"), check=True)
+    swarm(home, "ticket", "create", "--title", "T", "--workflow", "fan-in", "--input", "tag=x", check=True)
+    done = swarm(home, "run-ticket", "1", "--wait", "--max-vms", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    db = home / "tickets.db"
+    steps = {s["step_id"]: s for s in query(db, "SELECT * FROM step_executions")}
+    left, right, both = steps["left"], steps["right"], steps["both"]
+    # the two independent steps overlapped in time (from the recorded timestamps)
+    assert max(left["started_at"], right["started_at"]) < min(left["completed_at"], right["completed_at"])
+    # and the third started after both and received both outputs
+    assert both["started_at"] >= max(left["completed_at"], right["completed_at"])
+    assert json.loads(both["inputs"]) == {"left": "L-T", "right": "R-x"}
+    assert json.loads(both["outputs"])["stdout"] == "L-T+R-x"
+    assert len({s["vm_id"] for s in steps.values()}) == 3
+    run = query(db, "SELECT * FROM workflow_runs")[0]
+    assert run["workflow_name"] == "fan-in" and run["status"] == "done"
+    assert fk_violations(db) == []
+
+
+def test_a_failing_step_fails_run_and_ticket_and_leaves_no_sandbox(home: Path, tmp_path: Path) -> None:
+    write_agent(
+        tmp_path / "boom",
+        """
+        name: boom
+        kind: shell
+        command: echo "disk on fire" >&2; exit 7
+        """,
+    )
+    swarm(home, "agent", "register", str(tmp_path / "boom"), check=True)
+    swarm(home, "ticket", "create", "--title", "b", "--agent", "boom", check=True)
+    done = swarm(home, "run-ticket", "1", "--wait")
+    assert done.returncode == 1
+    assert "disk on fire" in done.stderr and "exited with 7" in done.stderr
+    db = home / "tickets.db"
+    ticket = query(db, "SELECT * FROM tickets")[0]
+    assert ticket["status"] == "failed" and "exited with 7: disk on fire" in ticket["error"]
+    run = query(db, "SELECT * FROM workflow_runs")[0]
+    step = query(db, "SELECT * FROM step_executions")[0]
+    assert run["status"] == "failed" and step["status"] == "failed" and step["exit_code"] == 7
+    vm = query(db, "SELECT * FROM vms")[0]
+    assert vm["state"] == "destroyed"
+    assert not Path(vm["workspace"]).exists()
+    assert list((home / "vms").iterdir()) == []
+
+
+def test_a_step_over_its_timeout_is_killed_with_its_whole_tree(home: Path, tmp_path: Path) -> None:
+    marker = f"31{uuid.uuid4().int % 10**6}"
+    write_agent(
+        tmp_path / "hang",
+        f"""
+        name: hang
+        kind: shell
+        timeout_seconds: 1
+        command: sh -c 'sleep {marker} & sleep {marker}' & sleep {marker}
+        """,
+    )
+    swarm(home, "agent", "register", str(tmp_path / "hang"), check=True)
+    swarm(home, "ticket", "create", "--title", "h", "--agent", "hang", check=True)
+    done = swarm(home, "run-ticket", "1", "--wait")
+    assert done.returncode == 1
+    step = query(home / "tickets.db", "SELECT * FROM step_executions")[0]
+    assert step["status"] == "failed" and "timed out after 1s" in step["error"]
+    assert step["exit_code"] == 124
+    assert 900 <= step["duration_ms"] < 30_000
+    survivors = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, marker)]
+    assert survivors == []
+    assert tagged(step["vm_id"]) == []
+
+
+def _cmdline_has(pid: str, needle: str) -> bool:
+    try:
+        return needle.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_step_retries_are_separate_step_executions(home: Path, tmp_path: Path) -> None:
+    write_agent(
+        tmp_path / "flaky",
+        """
+        name: flaky
+        kind: shell
+        command: exit 1
+        retry: {attempts: 3, backoff_seconds: 0}
+        """,
+    )
+    swarm(home, "agent", "register", str(tmp_path / "flaky"), check=True)
+    swarm(home, "ticket", "create", "--title", "f", "--agent", "flaky", check=True)
+    assert swarm(home, "run-ticket", "1", "--wait").returncode == 1
+    steps = query(home / "tickets.db", "SELECT * FROM step_executions ORDER BY id")
+    assert [s["retry_count"] for s in steps] == [0, 1, 2]
+    assert {s["status"] for s in steps} == {"failed"} and len({s["vm_id"] for s in steps}) == 3

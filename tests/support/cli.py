@@ -1,0 +1,121 @@
+"""Running the real `swarm-engine` command as a subprocess, and reading its databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env["SWARM_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def swarm(home: Path, *args: str, check: bool = False, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m swarm_engine ARGS` with SWARM_HOME=home; returns the finished process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "swarm_engine", *args],
+        env=env_for(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"swarm-engine {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def start_engine(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`start --foreground ARGS` in the background; the caller stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "start", "--foreground", *args],
+        env=env_for(home, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def sqlite_shell(db: Path, sql: str) -> str:
+    """Write with the real sqlite3 command-line shell, as any outside writer would."""
+    done = subprocess.run(["sqlite3", str(db), sql], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def query(db: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
+
+
+def snapshot(db: Path) -> list[str]:
+    """Every row and schema statement, to prove a failed command changed nothing."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy (a condition wait, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)  # sleep-ok: polling interval of a condition wait
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def swarm_inproc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command run in this process (fast; for the many bad-input cases).
+
+    It goes through the real entry point, `swarm_engine.cli.main.main`, with the
+    environment of `swarm()`, and reports like `subprocess.run`.
+    """
+    import contextlib
+    import io
+
+    from swarm_engine.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env_for(home))
+    os.environ["COLUMNS"] = "200"
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
