@@ -4,7 +4,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from tests.support.cli import swarm_inproc
 
 

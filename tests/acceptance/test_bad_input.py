@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tests.acceptance.conftest import write_agent, write_workflow
 from tests.support.cli import snapshot, sqlite_shell, swarm, swarm_inproc
 
@@ -56,7 +55,9 @@ NOT_A_WORKFLOW = "name: x\nsteps: 3\n"
         (NOT_A_WORKFLOW, "steps: Input should be a valid list"),
     ],
 )
-def test_invalid_workflows_are_refused(seeded: Path, tmp_path: Path, text: str, message: str) -> None:
+def test_invalid_workflows_are_refused(
+    seeded: Path, tmp_path: Path, text: str, message: str
+) -> None:
     folder = write_workflow(tmp_path / "wf", text)
     unchanged(seeded, ["workflow", "register", str(folder)], 5, message)
 
@@ -76,7 +77,9 @@ def test_one_bad_workflow_in_a_folder_registers_none(seeded: Path, tmp_path: Pat
         ("name: x\n  kind: [\n", "invalid YAML"),
     ],
 )
-def test_invalid_agents_are_refused(seeded: Path, tmp_path: Path, yaml_text: str, message: str) -> None:
+def test_invalid_agents_are_refused(
+    seeded: Path, tmp_path: Path, yaml_text: str, message: str
+) -> None:
     folder = write_agent(tmp_path / "bad", yaml_text)
     unchanged(seeded, ["agent", "register", str(folder)], 5, message)
 
@@ -85,12 +88,32 @@ def test_invalid_agents_are_refused(seeded: Path, tmp_path: Path, yaml_text: str
     ("args", "code", "message"),
     [
         (["ticket", "create", "--title", "x", "--agent", "ghost"], 3, "unknown agent 'ghost'"),
-        (["ticket", "create", "--title", "x", "--workflow", "ghost"], 3, "unknown workflow 'ghost'"),
-        (["ticket", "create", "--title", "x", "--agent", "ok", "--inputs-json", "{bad"], 2, "not valid JSON"),
-        (["ticket", "create", "--title", "x", "--agent", "ok", "--inputs-json", "[1]"], 2, "JSON object"),
-        (["ticket", "create", "--title", "x", "--agent", "ok", "--input", "novalue"], 2, "KEY=VALUE"),
+        (
+            ["ticket", "create", "--title", "x", "--workflow", "ghost"],
+            3,
+            "unknown workflow 'ghost'",
+        ),
+        (
+            ["ticket", "create", "--title", "x", "--agent", "ok", "--inputs-json", "{bad"],
+            2,
+            "not valid JSON",
+        ),
+        (
+            ["ticket", "create", "--title", "x", "--agent", "ok", "--inputs-json", "[1]"],
+            2,
+            "JSON object",
+        ),
+        (
+            ["ticket", "create", "--title", "x", "--agent", "ok", "--input", "novalue"],
+            2,
+            "KEY=VALUE",
+        ),
         (["ticket", "create", "--title", "x"], 2, "exactly one of --agent or --workflow"),
-        (["ticket", "create", "--title", "x", "--agent", "_template:claude-agent"], 2, "is a template"),
+        (
+            ["ticket", "create", "--title", "x", "--agent", "_template:claude-agent"],
+            2,
+            "is a template",
+        ),
         (["run-ticket", "999", "--wait"], 3, "ticket 999 does not exist"),
         (["ticket", "show", "999"], 3, "ticket 999 does not exist"),
         (["ticket", "cancel", "999"], 3, "ticket 999 does not exist"),
@@ -100,17 +123,24 @@ def test_invalid_agents_are_refused(seeded: Path, tmp_path: Path, yaml_text: str
         (["ticket", "list", "--status", "weird"], 2, "unknown status 'weird'"),
     ],
 )
-def test_bad_commands_change_nothing(seeded: Path, args: list[str], code: int, message: str) -> None:
+def test_bad_commands_change_nothing(
+    seeded: Path, args: list[str], code: int, message: str
+) -> None:
     unchanged(seeded, args, code, message)
 
 
 def test_a_ticket_whose_agent_is_unknown_is_refused_before_the_claim(seeded: Path) -> None:
-    sqlite_shell(seeded / "tickets.db", "INSERT INTO tickets (title, status, agent_id) VALUES ('g', 'open', 'ghost')")
+    sqlite_shell(
+        seeded / "tickets.db",
+        "INSERT INTO tickets (title, status, agent_id) VALUES ('g', 'open', 'ghost')",
+    )
     unchanged(seeded, ["run-ticket", "2", "--wait"], 3, "unknown agent 'ghost'")
 
 
 def test_a_claimed_ticket_is_refused(seeded: Path) -> None:
-    sqlite_shell(seeded / "tickets.db", "UPDATE tickets SET status='claimed', engine_id=NULL WHERE id=1")
+    sqlite_shell(
+        seeded / "tickets.db", "UPDATE tickets SET status='claimed', engine_id=NULL WHERE id=1"
+    )
     unchanged(seeded, ["run-ticket", "1", "--wait"], 4, "ticket 1 is already claimed")
 
 

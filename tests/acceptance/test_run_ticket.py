@@ -7,9 +7,10 @@ import os
 import uuid
 from pathlib import Path
 
-from swarm_engine.vm.proctree import tagged
 from tests.acceptance.conftest import write_agent, write_workflow
 from tests.support.cli import query, sqlite_shell, swarm
+
+from swarm_engine.vm.proctree import tagged
 
 
 def fk_violations(db: Path) -> list[dict[str, object]]:
@@ -91,14 +92,27 @@ def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_
     )
     swarm(home, "agent", "register", "--all", str(tmp_path / "pkg"), check=True)
     swarm(home, "workflow", "register", str(tmp_path / "wf"), check=True)
-    swarm(home, "ticket", "create", "--title", "T", "--workflow", "fan-in", "--input", "tag=x", check=True)
+    swarm(
+        home,
+        "ticket",
+        "create",
+        "--title",
+        "T",
+        "--workflow",
+        "fan-in",
+        "--input",
+        "tag=x",
+        check=True,
+    )
     done = swarm(home, "run-ticket", "1", "--wait", "--max-vms", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     db = home / "tickets.db"
     steps = {s["step_id"]: s for s in query(db, "SELECT * FROM step_executions")}
     left, right, both = steps["left"], steps["right"], steps["both"]
     # the two independent steps overlapped in time (from the recorded timestamps)
-    assert max(left["started_at"], right["started_at"]) < min(left["completed_at"], right["completed_at"])
+    assert max(left["started_at"], right["started_at"]) < min(
+        left["completed_at"], right["completed_at"]
+    )
     # and the third started after both and received both outputs
     assert both["started_at"] >= max(left["completed_at"], right["completed_at"])
     assert json.loads(both["inputs"]) == {"left": "L-T", "right": "R-x"}
@@ -109,7 +123,9 @@ def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_
     assert fk_violations(db) == []
 
 
-def test_a_failing_step_fails_run_and_ticket_and_leaves_no_sandbox(home: Path, tmp_path: Path) -> None:
+def test_a_failing_step_fails_run_and_ticket_and_leaves_no_sandbox(
+    home: Path, tmp_path: Path
+) -> None:
     write_agent(
         tmp_path / "boom",
         """

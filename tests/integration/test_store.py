@@ -9,13 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.support.cli import sqlite_shell
 
 from swarm_engine.engine.reaper import ReapReport, reclaim_expired
 from swarm_engine.errors import ConflictError, NotFoundError, StaleAttemptError
 from swarm_engine.models import Usage
 from swarm_engine.store import open_store
 from swarm_engine.store.sqlite import migrations
-from tests.support.cli import sqlite_shell
 
 
 def test_migrations_create_the_schema_once(tmp_path: Path) -> None:
@@ -27,7 +27,14 @@ def test_migrations_create_the_schema_once(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"tickets", "workflow_runs", "step_executions", "vms", "engines", "ticket_events"} <= tables
+    assert {
+        "tickets",
+        "workflow_runs",
+        "step_executions",
+        "vms",
+        "engines",
+        "ticket_events",
+    } <= tables
     store.close()
 
 
@@ -62,7 +69,9 @@ def test_a_plain_sqlite3_insert_is_a_complete_ticket(tmp_path: Path) -> None:
     one, two = store.tickets.get(1), store.tickets.get(2)
     assert one["inputs"] == {} and one["priority"] == 0 and one["attempts"] == 0
     assert one["execution_mode"] == "single" and one["max_attempts"] >= 1
-    assert one["created_at"].endswith("Z") and len(one["created_at"]) == len("2026-01-01T00:00:00.000Z")
+    assert one["created_at"].endswith("Z") and len(one["created_at"]) == len(
+        "2026-01-01T00:00:00.000Z"
+    )
     assert two["execution_mode"] == "workflow"
     assert [e["new_status"] for e in store.tickets.events(1)] == ["open"]
 
@@ -94,7 +103,9 @@ def test_every_open_ticket_is_claimed_exactly_once_under_contention(tmp_path: Pa
         mine = open_store(db)  # one connection per actor, as separate engines would have
         got: list[int] = []
         barrier.wait()
-        while (t := mine.tickets.claim_next(engine_id=name, attempt_id=uuid.uuid4().hex, lease_ttl=30)) is not None:
+        while (
+            t := mine.tickets.claim_next(engine_id=name, attempt_id=uuid.uuid4().hex, lease_ttl=30)
+        ) is not None:
             got.append(t["id"])
         claims[name] = got
         mine.close()
@@ -106,7 +117,9 @@ def test_every_open_ticket_is_claimed_exactly_once_under_contention(tmp_path: Pa
         t.join()
     every = [tid for got in claims.values() for tid in got]
     assert sorted(every) == list(range(1, 201))
-    rows = sqlite3.connect(db).execute("SELECT count(*) FROM tickets WHERE status='claimed' AND attempts=1")
+    rows = sqlite3.connect(db).execute(
+        "SELECT count(*) FROM tickets WHERE status='claimed' AND attempts=1"
+    )
     assert rows.fetchone()[0] == 200
 
 
@@ -115,7 +128,10 @@ def test_claim_order_is_priority_then_age(tmp_path: Path) -> None:
     low = store.tickets.create(title="low", agent_id="echo", priority=0)
     high = store.tickets.create(title="high", agent_id="echo", priority=5)
     low2 = store.tickets.create(title="low2", agent_id="echo", priority=0)
-    order = [store.tickets.claim_next(engine_id="e", attempt_id=uuid.uuid4().hex, lease_ttl=30)["id"] for _ in range(3)]  # type: ignore[index]
+    order = [
+        store.tickets.claim_next(engine_id="e", attempt_id=uuid.uuid4().hex, lease_ttl=30)["id"]
+        for _ in range(3)
+    ]  # type: ignore[index]
     assert order == [high, low, low2]
 
 
@@ -136,17 +152,25 @@ def test_a_stale_attempt_cannot_write_after_reclaim(tmp_path: Path) -> None:
         store.engines.register(engine, kind="daemon", host="h", pid=1, max_vms=1, backend="process")
     tid = store.tickets.create(title="x", agent_id="echo")
     first = store.tickets.claim(tid, engine_id="a", attempt_id="old", lease_ttl=30)
-    run_id = store.runs.start_run(first, engine_id="a", workflow_name=None, workflow_version=None, inputs={})
-    step = store.runs.add_step(run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo", inputs={})
+    run_id = store.runs.start_run(
+        first, engine_id="a", workflow_name=None, workflow_version=None, inputs={}
+    )
+    step = store.runs.add_step(
+        run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo", inputs={}
+    )
     # the lease expires (moved in the database, not by sleeping) and another engine reclaims
-    store.conn.execute("UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00.000Z' WHERE id = ?", (tid,))
+    store.conn.execute(
+        "UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00.000Z' WHERE id = ?", (tid,)
+    )
     report = ReapReport()
     reclaim_expired(store, report)
     assert report.requeued == [tid]
     second = store.tickets.claim(tid, engine_id="b", attempt_id="new", lease_ttl=30)
     assert second["attempts"] == 2
     with pytest.raises(StaleAttemptError):
-        store.runs.step_finished(step, status="done", outputs={}, exit_code=0, error=None, usage=Usage())
+        store.runs.step_finished(
+            step, status="done", outputs={}, exit_code=0, error=None, usage=Usage()
+        )
     with pytest.raises(StaleAttemptError):
         store.runs.finish_run(run_id, first, status="done", outputs={"late": True})
     with pytest.raises(StaleAttemptError):

@@ -24,7 +24,9 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def swarm(home: Path, *args: str, check: bool = False, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+def swarm(
+    home: Path, *args: str, check: bool = False, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m swarm_engine ARGS` with SWARM_HOME=home; returns the finished process."""
     done = subprocess.run(
         [sys.executable, "-m", "swarm_engine", *args],
@@ -35,7 +37,9 @@ def swarm(home: Path, *args: str, check: bool = False, timeout: float = 120, **e
         stdin=subprocess.DEVNULL,
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"swarm-engine {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"swarm-engine {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 

@@ -21,7 +21,12 @@ def test_valid_dag_passes() -> None:
             [
                 {"id": "a", "agent": "echo"},
                 {"id": "b", "agent": "echo"},
-                {"id": "c", "agent": "echo", "inputs": {"x": "${steps.a.outputs.x}"}, "needs": ["b"]},
+                {
+                    "id": "c",
+                    "agent": "echo",
+                    "inputs": {"x": "${steps.a.outputs.x}"},
+                    "needs": ["b"],
+                },
             ]
         )
     )

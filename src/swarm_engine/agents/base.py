@@ -50,8 +50,9 @@ class StepOutcome:
 
 
 class Agent(Protocol):
-    """One agent kind. `run` must not raise for ordinary step failures: it returns
-    a `StepOutcome` with `error` set (and the usage consumed so far)."""
+    """One agent kind. Constructed as `Kind(host_config)` with the host-side settings
+    `Settings.agents[kind]` (never sent to the VM). `run` must not raise for ordinary
+    step failures: it returns a `StepOutcome` with `error` set (and the usage so far)."""
 
     kind: str
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.files import INPUTS_FILE, put_inputs, tail
@@ -11,6 +13,9 @@ from swarm_engine.models import AgentSpec
 
 class EchoAgent:
     kind = "echo"
+
+    def __init__(self, host_config: Mapping[str, Any] | None = None) -> None:
+        self.host_config = dict(host_config or {})
 
     def preflight(self, agent: AgentSpec) -> None:
         return None

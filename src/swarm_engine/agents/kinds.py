@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from swarm_engine.agents.base import Agent
 from swarm_engine.errors import ConfigError
@@ -14,7 +16,8 @@ AGENT_KINDS: dict[str, str] = {
 }
 
 
-def get_agent(kind: str) -> Agent:
+def get_agent(kind: str, host_config: Mapping[str, Any] | None = None) -> Agent:
+    """An agent of `kind`, given its host-side settings (`Settings.agents[kind]`)."""
     target = AGENT_KINDS.get(kind)
     if target is None:
         raise ConfigError(f"unknown agent kind {kind!r} (known: {', '.join(sorted(AGENT_KINDS))})")
@@ -23,5 +26,5 @@ def get_agent(kind: str) -> Agent:
         cls = getattr(importlib.import_module(module_name), attr)
     except ImportError as exc:
         raise ConfigError(f"agent kind {kind!r} is not available: {exc}") from exc
-    agent: Agent = cls()
+    agent: Agent = cls(host_config)
     return agent

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import inspect
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from swarm_engine.agents.base import StepContext, StepOutcome
-from swarm_engine.agents.files import ENV_PRELUDE, put_inputs, read_outputs_file, tail, upload_package
+from swarm_engine.agents.files import (
+    ENV_PRELUDE,
+    put_inputs,
+    read_outputs_file,
+    tail,
+    upload_package,
+)
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import render
@@ -25,11 +32,16 @@ from swarm_engine.vm.base import Stream
 class ShellAgent:
     kind = "shell"
 
+    def __init__(self, host_config: Mapping[str, Any] | None = None) -> None:
+        self.host_config = dict(host_config or {})
+
     def preflight(self, agent: AgentSpec) -> None:
         return None
 
     def command(self, ctx: StepContext) -> str:
-        spec: Any = ctx.agent.command if ctx.agent.command is not None else ctx.inputs.get("command")
+        spec: Any = (
+            ctx.agent.command if ctx.agent.command is not None else ctx.inputs.get("command")
+        )
         if spec is None:
             raise AgentError(f"agent {ctx.agent.ref} has no command and inputs.command is missing")
         spec = render(spec, {"inputs": ctx.inputs, "ticket": dict(ctx.ticket)})

@@ -49,7 +49,9 @@ def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, A
         try:
             loaded = json.loads(inputs_json)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"--inputs-json is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+            raise UsageError(
+                f"--inputs-json is not valid JSON: {exc.msg} (column {exc.colno})"
+            ) from exc
         if not isinstance(loaded, dict):
             raise UsageError("--inputs-json must be a JSON object")
         inputs.update(loaded)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -26,7 +25,9 @@ START_TIMEOUT = 15.0
 @click.command()
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of daemonizing.")
 @click.option("--max-vms", type=click.IntRange(1, 1024), help="At most this many VMs at once.")
-@click.option("--poll-interval", type=click.FloatRange(min=0.01), help="Seconds between polls (floor).")
+@click.option(
+    "--poll-interval", type=click.FloatRange(min=0.01), help="Seconds between polls (floor)."
+)
 @click.option("--backend", help="Default VM backend (process, qemu).")
 @click.option("--until-idle", is_flag=True, help="Exit once no ticket is open or running.")
 @pass_settings
@@ -54,7 +55,11 @@ def start(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     daemon = Daemon(
-        settings, max_vms=max_vms, backend=backend, poll_interval=poll_interval, until_idle=until_idle
+        settings,
+        max_vms=max_vms,
+        backend=backend,
+        poll_interval=poll_interval,
+        until_idle=until_idle,
     )
 
     async def main() -> None:
@@ -76,24 +81,40 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     logfile = logs / "engine.log"
     argv = [sys.executable, "-m", "swarm_engine", "--home", str(settings.home)]
-    argv += ["--tickets-db", str(settings.tickets_path), "--registry-db", str(settings.registry_path)]
+    argv += [
+        "--tickets-db",
+        str(settings.tickets_path),
+        "--registry-db",
+        str(settings.registry_path),
+    ]
     argv += ["start", "--foreground", *start_args]
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+    # posix_spawn, not Popen: the engine outlives this command, which never waits for it
+    with logfile.open("ab") as out, open(os.devnull, "rb") as null:
+        pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+            ],
+            setsid=True,
         )
-    (settings.run_dir / f"engine-{proc.pid}.pid").write_text(f"{proc.pid}\n")
+    (settings.run_dir / f"engine-{pid}.pid").write_text(f"{pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     with store_of(settings) as store:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SwarmError(f"engine exited at start (code {proc.returncode}); see {logfile}")
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                raise SwarmError(f"engine exited at start (code {code}); see {logfile}")
             row = store.conn.execute(
                 "SELECT id FROM engines WHERE pid = ? AND host = ? AND state = 'running'",
-                (proc.pid, HOST),
+                (pid, HOST),
             ).fetchone()
             if row:
-                console.print(f"engine {row[0]} started (pid {proc.pid}); log: {logfile}")
+                console.print(f"engine {row[0]} started (pid {pid}); log: {logfile}")
                 return
             time.sleep(0.05)
     raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
@@ -107,7 +128,9 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
 def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     """Stop the engines of this host that use this store (drain; --now aborts)."""
     with store_of(settings) as store:
-        engines = [e for e in store.engines.running() if e["host"] == HOST and e["kind"] == "daemon"]
+        engines = [
+            e for e in store.engines.running() if e["host"] == HOST and e["kind"] == "daemon"
+        ]
     pids = [e["pid"] for e in engines if pid_alive(e["pid"]) and e["pid"] != os.getpid()]
     if not pids:
         console.print("no engine is running on this host")

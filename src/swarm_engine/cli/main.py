@@ -17,9 +17,15 @@ EXIT_INTERRUPTED = 130
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(path_type=Path), help="Home folder [env SWARM_HOME].")
-@click.option("--tickets-db", type=click.Path(path_type=Path), help="Ticket store [env SWARM_TICKETS_DB].")
-@click.option("--registry-db", type=click.Path(path_type=Path), help="Registry [env SWARM_REGISTRY_DB].")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="Config file (TOML).")
+@click.option(
+    "--tickets-db", type=click.Path(path_type=Path), help="Ticket store [env SWARM_TICKETS_DB]."
+)
+@click.option(
+    "--registry-db", type=click.Path(path_type=Path), help="Registry [env SWARM_REGISTRY_DB]."
+)
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="Config file (TOML)."
+)
 @click.option("--log-level", help="Log level for engine logs (e.g. INFO, DEBUG).")
 @click.version_option(package_name="swarm-engine")
 @click.pass_context

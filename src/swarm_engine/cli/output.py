@@ -76,7 +76,12 @@ def ms(value: int | None) -> str:
 def usage_line(row: dict[str, Any]) -> str:
     tokens = sum(
         row.get(k) or 0
-        for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        for k in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        )
     )
     if not tokens and not row.get("cost_usd"):
         return ""

@@ -36,10 +36,14 @@ def agent() -> None:
 
 @agent.command("register")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--all", "all_dir", type=click.Path(path_type=Path), help="Every agent.yaml under DIR.")
+@click.option(
+    "--all", "all_dir", type=click.Path(path_type=Path), help="Every agent.yaml under DIR."
+)
 @click.option("--force", is_flag=True, help="Replace an existing name@version.")
 @pass_settings
-def agent_register(settings: Settings, path: Path | None, all_dir: Path | None, force: bool) -> None:
+def agent_register(
+    settings: Settings, path: Path | None, all_dir: Path | None, force: bool
+) -> None:
     """Register an agent package (a folder with agent.yaml), or all under --all DIR.
 
     All or nothing: if one definition is invalid, none is registered.
@@ -65,7 +69,16 @@ def agent_list(settings: Settings, as_json: bool) -> None:
         table(
             None,
             ["name", "version", "kind", "built in", "description"],
-            ((r["name"], r["version"], r["kind"], "yes" if r["builtin"] else "", short(r["description"], 70)) for r in rows),
+            (
+                (
+                    r["name"],
+                    r["version"],
+                    r["kind"],
+                    "yes" if r["builtin"] else "",
+                    short(r["description"], 70),
+                )
+                for r in rows
+            ),
         )
     )
 
@@ -92,10 +105,14 @@ def workflow() -> None:
 
 @workflow.command("register")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--all", "all_dir", type=click.Path(path_type=Path), help="Every workflow.yaml under DIR.")
+@click.option(
+    "--all", "all_dir", type=click.Path(path_type=Path), help="Every workflow.yaml under DIR."
+)
 @click.option("--force", is_flag=True, help="Replace an existing name@version.")
 @pass_settings
-def workflow_register(settings: Settings, path: Path | None, all_dir: Path | None, force: bool) -> None:
+def workflow_register(
+    settings: Settings, path: Path | None, all_dir: Path | None, force: bool
+) -> None:
     """Validate and register a workflow.yaml (or all under --all DIR); all or nothing."""
     files = _collect(path, all_dir, "workflow.yaml")
     loaded = [(load_workflow(p), str(p)) for p in files]
@@ -119,7 +136,10 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
         table(
             None,
             ["name", "version", "steps", "description"],
-            ((r["name"], r["version"], len(r["spec"]["steps"]), short(r["description"], 70)) for r in rows),
+            (
+                (r["name"], r["version"], len(r["spec"]["steps"]), short(r["description"], 70))
+                for r in rows
+            ),
         )
     )
 

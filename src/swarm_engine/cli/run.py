@@ -32,12 +32,19 @@ from swarm_engine.errors import ConflictError, NotFoundError, TicketFailed
 @click.command("run-ticket")
 @click.argument("ticket_id", type=int)
 @click.option("--wait", is_flag=True, help="Run it here and now, and wait for the end.")
-@click.option("--max-vms", type=click.IntRange(1, 1024), help="Parallel VMs for this ticket's steps.")
+@click.option(
+    "--max-vms", type=click.IntRange(1, 1024), help="Parallel VMs for this ticket's steps."
+)
 @click.option("--backend", help="VM backend (process, qemu).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final ticket and run as JSON.")
 @pass_settings
 def run_ticket(
-    settings: Settings, ticket_id: int, wait: bool, max_vms: int | None, backend: str | None, as_json: bool
+    settings: Settings,
+    ticket_id: int,
+    wait: bool,
+    max_vms: int | None,
+    backend: str | None,
+    as_json: bool,
 ) -> None:
     """Run a ticket. Without --wait it is queued (opened) for a running engine.
 
@@ -55,7 +62,9 @@ def run_ticket(
             elif row["status"] in ("claimed", "running"):
                 msg = f"ticket {ticket_id} is {row['status']} by engine {row['engine_id']}"
             else:
-                raise ConflictError(f"ticket {ticket_id} is {row['status']} (use 'ticket reopen' first)")
+                raise ConflictError(
+                    f"ticket {ticket_id} is {row['status']} (use 'ticket reopen' first)"
+                )
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:
@@ -125,7 +134,7 @@ def _summary(ticket: dict[str, Any], run: dict[str, Any]) -> None:
 def status(settings: Settings, as_json: bool) -> None:
     """Tickets by status, VMs in use, engines, recent runs."""
     with store_of(settings) as store:
-        data = {
+        data: dict[str, Any] = {
             "home": str(settings.home),
             "tickets": store.tickets.counts(),
             "vms": store.vms.live(),
@@ -155,11 +164,20 @@ def status(settings: Settings, as_json: bool) -> None:
             "engines",
             ["id", "kind", "host", "pid", "state", "max vms", "busy", "up", "heartbeat"],
             (
-                (e["id"], e["kind"], e["host"], e["pid"], e["state"], e["max_vms"], e["busy_vms"],
-                 ago(e["started_at"]).replace(" ago", ""), ago(e["heartbeat_at"]))
+                (
+                    e["id"],
+                    e["kind"],
+                    e["host"],
+                    e["pid"],
+                    e["state"],
+                    e["max_vms"],
+                    e["busy_vms"],
+                    ago(e["started_at"]).replace(" ago", ""),
+                    ago(e["heartbeat_at"]),
+                )
                 for e in engines
             ),
-        )  # fmt: skip
+        )
         if engines
         else "engines: none running"
     )
@@ -168,7 +186,18 @@ def status(settings: Settings, as_json: bool) -> None:
         table(
             "VMs in use",
             ["id", "backend", "state", "engine", "step exec", "pid", "since"],
-            ((v["id"], v["backend"], v["state"], v["engine_id"], v["step_execution_id"], v["pid"], ago(v["created_at"])) for v in vms),
+            (
+                (
+                    v["id"],
+                    v["backend"],
+                    v["state"],
+                    v["engine_id"],
+                    v["step_execution_id"],
+                    v["pid"],
+                    ago(v["created_at"]),
+                )
+                for v in vms
+            ),
         )
         if vms
         else "VMs in use: none"
@@ -180,11 +209,19 @@ def status(settings: Settings, as_json: bool) -> None:
                 "recent runs",
                 ["run", "ticket", "workflow", "status", "started", "duration", "usage", "error"],
                 (
-                    (r["id"], r["ticket_id"], r["workflow_name"] or "-", styled(r["status"]),
-                     ago(r["started_at"]), ms(r["duration_ms"]), usage_line(r), short(r["error"] or "", 40))
+                    (
+                        r["id"],
+                        r["ticket_id"],
+                        r["workflow_name"] or "-",
+                        styled(r["status"]),
+                        ago(r["started_at"]),
+                        ms(r["duration_ms"]),
+                        usage_line(r),
+                        short(r["error"] or "", 40),
+                    )
                     for r in runs
                 ),
-            )  # fmt: skip
+            )
         )
 
 

@@ -27,7 +27,9 @@ def ticket() -> None:
 @click.option("--inputs-json", help="All inputs as one JSON object.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True)
-@click.option("--timeout", "timeout_seconds", type=click.FloatRange(min=0.001), help="Ticket timeout (s).")
+@click.option(
+    "--timeout", "timeout_seconds", type=click.FloatRange(min=0.001), help="Ticket timeout (s)."
+)
 @click.option("--draft", is_flag=True, help="Create as draft (engines ignore it until queued).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ticket as JSON.")
 @pass_settings
@@ -90,7 +92,16 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
     console.print(
         table(
             None,
-            ["id", "status", "title", "agent / workflow", "prio", "tries", "updated", "result / error"],
+            [
+                "id",
+                "status",
+                "title",
+                "agent / workflow",
+                "prio",
+                "tries",
+                "updated",
+                "result / error",
+            ],
             (
                 (
                     r["id"],
@@ -141,7 +152,18 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
             table(
                 f"run {run['id']} (attempt {run['attempt']}): {styled(run['status'])} in "
                 f"{ms(run['duration_ms'])}" + (f" — {usage}" if usage else ""),
-                ["step", "try", "status", "agent", "vm", "duration", "exit", "tokens", "cost", "outputs / error"],
+                [
+                    "step",
+                    "try",
+                    "status",
+                    "agent",
+                    "vm",
+                    "duration",
+                    "exit",
+                    "tokens",
+                    "cost",
+                    "outputs / error",
+                ],
                 (
                     (
                         s["step_id"],

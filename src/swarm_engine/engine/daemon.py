@@ -57,7 +57,9 @@ class Daemon:
         """First call: drain. Second call: abort the running tickets."""
         self._stop_requests += 1
         if self._stop_requests == 1:
-            log.warning("stopping: draining %d running ticket(s); stop again to abort", len(self.active))
+            log.warning(
+                "stopping: draining %d running ticket(s); stop again to abort", len(self.active)
+            )
             self.draining.set()
         else:
             log.warning("aborting %d running ticket(s)", len(self.active))
@@ -72,7 +74,11 @@ class Daemon:
     # -- running -------------------------------------------------------------------------
     async def run(self) -> None:
         session = EngineSession(
-            self.settings, kind="daemon", max_vms=self.max_vms, backend=self.backend, events=self.events
+            self.settings,
+            kind="daemon",
+            max_vms=self.max_vms,
+            backend=self.backend,
+            events=self.events,
         )
         session.runner.abort_status = "open"
         self.session = session

@@ -41,7 +41,10 @@ def reap_engines(store: Store, report: ReapReport) -> None:
 def reap_vms(
     store: Store, home: Path, report: ReapReport, backend_options: dict[str, dict[str, object]]
 ) -> None:
-    dead = {e["id"] for e in store.conn.execute("SELECT id FROM engines WHERE state IN ('stopped','dead')")}
+    dead = {
+        e["id"]
+        for e in store.conn.execute("SELECT id FROM engines WHERE state IN ('stopped','dead')")
+    }
     for vm in store.vms.live(host=HOST):
         if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
             continue

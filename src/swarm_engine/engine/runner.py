@@ -99,7 +99,9 @@ class TicketRunner:
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
                 with contextlib.suppress(StaleAttemptError):
-                    requeue = self.abort_status == "open" and ticket["attempts"] < ticket["max_attempts"]
+                    requeue = (
+                        self.abort_status == "open" and ticket["attempts"] < ticket["max_attempts"]
+                    )
                     runs.finish_run(
                         run_id,
                         ticket,
@@ -113,7 +115,9 @@ class TicketRunner:
                 with contextlib.suppress(StaleAttemptError):
                     runs.finish_run(run_id, ticket, status="cancelled")
             else:
-                log.warning("ticket %s: reclaimed elsewhere; run %s abandoned", ticket["id"], run_id)
+                log.warning(
+                    "ticket %s: reclaimed elsewhere; run %s abandoned", ticket["id"], run_id
+                )
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,7 +130,9 @@ class TicketRunner:
         self.events(Event("run_finished", ticket["id"], run_id, data={"ticket": final, "run": run}))
         return final
 
-    async def _watch(self, ticket: dict[str, Any], main: asyncio.Task[Any], reason: list[str]) -> None:
+    async def _watch(
+        self, ticket: dict[str, Any], main: asyncio.Task[Any], reason: list[str]
+    ) -> None:
         tickets = self.store.tickets
         loop = asyncio.get_running_loop()
         next_renewal = loop.time() + self.settings.heartbeat_interval
@@ -159,7 +165,9 @@ class TicketRunner:
                     for sid, step in list(pending.items()):
                         if step.needs <= context["steps"].keys():
                             del pending[sid]
-                            task = asyncio.create_task(self._run_step(step, context, ticket, run_id))
+                            task = asyncio.create_task(
+                                self._run_step(step, context, ticket, run_id)
+                            )
                             running[task] = sid
                 if not running:
                     break
@@ -219,7 +227,7 @@ class TicketRunner:
                     step.retry.max_backoff_seconds,
                 )
                 await asyncio.sleep(delay)
-            import jsonschema  # noqa: PLC0415 - 70 ms at import; only steps need it
+            import jsonschema
 
             try:
                 inputs = render(step.inputs, context)
@@ -282,11 +290,17 @@ class TicketRunner:
                 sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
                 sink.flush()
                 self.events(
-                    Event("step_output", ticket["id"], run_id, step.id, {"stream": stream, "text": text})
+                    Event(
+                        "step_output",
+                        ticket["id"],
+                        run_id,
+                        step.id,
+                        {"stream": stream, "text": text},
+                    )
                 )
 
             try:
-                agent = get_agent(step.agent.kind)
+                agent = get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind))
                 async with self.pool.acquire(spec, step.agent.vm.backend, on_ready) as vm:
                     ctx = StepContext(
                         vm=vm,

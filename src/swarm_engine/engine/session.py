@@ -137,7 +137,9 @@ class EngineSession:
         """Resolve the ticket's agent/workflow and run each agent kind's host checks."""
         plan = build_plan(ticket, self.registry)
         for step in plan.steps.values():
-            get_agent(step.agent.kind).preflight(step.agent)
+            get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind)).preflight(
+                step.agent
+            )
         return plan
 
     async def run_ticket(self, ticket_id: int) -> dict[str, Any]:

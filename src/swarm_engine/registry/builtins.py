@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from swarm_engine.agents.claude.settings import DEFAULT_CONFIG
 from swarm_engine.models import AgentSpec
-
-CLAUDE_DEFAULT_CONFIG: dict[str, Any] = {
-    "model": "claude-sonnet-4-5",
-    "max_tokens": 4096,
-    "max_turns": 20,
-    "tools": ["bash", "read_file", "write_file", "edit_file", "list_dir"],
-}
 
 
 def builtin_agents() -> list[AgentSpec]:
-    claude_config = dict(CLAUDE_DEFAULT_CONFIG)
-    try:  # the Claude kind owns its defaults when it is installed
-        from swarm_engine.agents.claude import DEFAULT_CONFIG  # type: ignore[attr-defined]
-
-        claude_config = dict(DEFAULT_CONFIG)
-    except (ImportError, AttributeError):
-        pass
+    claude_config = dict(DEFAULT_CONFIG)  # the Claude kind owns its defaults
     return [
         AgentSpec(
             name="echo",

@@ -34,7 +34,8 @@ class Registry:
     def _seed(self) -> None:
         specs = builtin_agents()
         have = {
-            (r[0], r[1]) for r in self.conn.execute("SELECT name, version FROM agents WHERE builtin")
+            (r[0], r[1])
+            for r in self.conn.execute("SELECT name, version FROM agents WHERE builtin")
         }
         if all((s.name, s.version) in have for s in specs):
             return
@@ -79,7 +80,13 @@ class Registry:
                     self.conn.execute(
                         "INSERT OR REPLACE INTO agents (name, version, kind, description, spec)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
+                        (
+                            spec.name,
+                            spec.version,
+                            spec.kind,
+                            spec.description,
+                            spec.model_dump_json(),
+                        ),
                     )
                 for tmp, final_dir in staged:
                     if final_dir.exists():

@@ -6,6 +6,7 @@ was reclaimed (new attempt) or cancelled, the old attempt's writes are refused.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -52,7 +53,7 @@ class TicketStore:
             raise NotFoundError(f"ticket {ticket_id} does not exist")
         return row_to_ticket(row)
 
-    def list(self, status: str | None = None, limit: int = 100) -> list[Ticket]:
+    def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Ticket]:
         if status is not None and status not in {s.value for s in TicketStatus}:
             raise UsageError(f"unknown status {status!r}")
         sql = "SELECT * FROM tickets"
@@ -67,7 +68,7 @@ class TicketStore:
         rows = self.conn.execute("SELECT status, count(*) FROM tickets GROUP BY status")
         return {r[0]: r[1] for r in rows}
 
-    def events(self, ticket_id: int) -> list[dict[str, Any]]:
+    def events(self, ticket_id: int) -> builtins.list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT * FROM ticket_events WHERE ticket_id = ? ORDER BY id", (ticket_id,)
         )

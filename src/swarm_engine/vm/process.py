@@ -37,7 +37,16 @@ from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 
 MAX_CAPTURE = 16 * 1024 * 1024
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives", "ssl")
+ETC_FILES = (
+    "passwd",
+    "group",
+    "hosts",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "localtime",
+    "alternatives",
+    "ssl",
+)
 
 
 class ProcessConfig(BaseModel):

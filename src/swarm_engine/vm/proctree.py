@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -36,15 +37,11 @@ def descendants(root: int) -> list[int]:
 def kill_tree(pid: int) -> None:
     """SIGKILL `pid`, its process group and every descendant."""
     victims = [pid, *descendants(pid)]
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for victim in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(victim, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def tagged(vm_id: str) -> list[int]:

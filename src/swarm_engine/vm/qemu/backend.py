@@ -33,6 +33,7 @@ from swarm_engine.vm.qemu.machine import (
     start_qemu,
 )
 from swarm_engine.vm.qemu.protocol import Channel
+from swarm_engine.vm.qemu.snapshot import save_state
 from swarm_engine.vm.qemu.vm import QemuVM
 from swarm_engine.vm.qemu.warm import WarmPool
 
@@ -48,6 +49,9 @@ class QemuBackend:
         self.options = options
         self.images_dir = options.images_dir or home / "images"
         self.run_dir = options.run_dir or home / "run" / "qemu"
+        self.snapshot_dir = options.snapshot_dir or home / "run" / "qemu-snapshots"
+        self._snapshot_lock = asyncio.Lock()
+        self._snapshot_failed: set[str] = set()
         self._accel: AccelChoice | None = None
         self._images: dict[str, Image] = {}
         self._warm: WarmPool | None = None
@@ -140,6 +144,51 @@ class QemuBackend:
         return short / f"{digest}.sock"
 
     async def _cold_boot(self, vm_id: str, spec: VMSpec) -> QemuVM:
+        """Boot from the template snapshot when possible, else boot the kernel."""
+        state = await self.snapshot_for(spec) if self.options.snapshot else None
+        if state is not None:
+            try:
+                return await self._launch(vm_id, spec, incoming=state)
+            except VMError as exc:
+                log.warning("restore from %s failed, booting cold: %s", state, exc)
+                self._snapshot_failed.add(state.name)
+                with contextlib.suppress(OSError):
+                    state.unlink()
+        return await self._launch(vm_id, spec)
+
+    def _snapshot_path(self, spec: VMSpec, accel: AccelChoice) -> Path:
+        image = self.image(spec.image)
+        built = hashlib.sha256(str(image.manifest.get("built_at")).encode()).hexdigest()[:8]
+        key = (f"{image.name}-{image.manifest.get('recipe')}-{built}-"
+               f"{spec.memory_mb}m-{spec.vcpus}c-{accel.mode}")  # fmt: skip
+        return self.snapshot_dir / f"{key}.state"
+
+    async def snapshot_for(self, spec: VMSpec) -> Path | None:
+        """The template state for `spec`, made now if missing; None if it cannot be used."""
+        if spec.network:
+            return None
+        path = self._snapshot_path(spec, await self.accel())
+        if path.name in self._snapshot_failed:
+            return None
+        async with self._snapshot_lock:
+            if path.is_file():
+                return path
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            template = await self._launch(_new_id("template"), spec, qmp=True)
+            try:
+                saved_ms = await save_state(template.folder / "qmp.sock", path)
+                log.info("saved template VM state %s in %d ms", path, saved_ms)
+            except VMError as exc:
+                log.warning("cannot save a template VM (%s); booting cold", exc)
+                self._snapshot_failed.add(path.name)
+                return None
+            finally:
+                await template.destroy()
+        return path
+
+    async def _launch(
+        self, vm_id: str, spec: VMSpec, *, incoming: Path | None = None, qmp: bool = False
+    ) -> QemuVM:
         image = self.image(spec.image)
         accel = await self.accel()
         folder = self.run_dir / vm_id
@@ -160,6 +209,8 @@ class QemuBackend:
             network=spec.network,
             allowed_ports=spec.allowed_ports,
             console_log=folder / "console.log" if self.options.console_log else None,
+            qmp_socket=folder / "qmp.sock" if qmp else None,
+            incoming=incoming,
         )
         started = time.monotonic()
         listener = listen_socket(sock_path)
@@ -174,7 +225,12 @@ class QemuBackend:
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             channel = Channel(reader, writer)
             left = budget - (time.monotonic() - started)
-            await _until(channel.handshake(left), proc, left, folder, "its agent was ready")
+            if incoming is None:
+                await _until(channel.handshake(left), proc, left, folder, "its agent was ready")
+            else:
+                channel.start()
+                hello = channel.call({"t": "restored", "time": time.time()}, os.urandom(64))
+                await _until(hello, proc, left, folder, "the restored agent answered")
         except BaseException as exc:
             if proc is not None:
                 kill_group(proc.pid)

@@ -93,7 +93,7 @@ def _is_static_elf(path: Path) -> bool:
     data = path.read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2:
         return False
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     for i in range(phnum):
         (p_type,) = struct.unpack_from("<I", data, phoff + i * phentsize)

@@ -20,6 +20,11 @@ class QemuOptions(BaseModel):
     """Where images live; default `<home>/images`."""
     run_dir: Path | None = None
     """Where per-VM sockets and logs live; default `<home>/run/qemu`."""
+    snapshot: bool = True
+    """Start guests from a saved template state (`-incoming`) instead of booting a kernel;
+    the template is made on first use. Guests with network always boot cold."""
+    snapshot_dir: Path | None = None
+    """Where template states live; default `<home>/run/qemu-snapshots`."""
     warm: int = Field(default=0, ge=0, le=64)
     """Pre-booted VMs kept ready (for the default spec) so `boot` takes milliseconds."""
     qemu_binary: str = "qemu-system-x86_64"

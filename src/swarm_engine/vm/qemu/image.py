@@ -70,8 +70,7 @@ def load_image(images_dir: Path, name: str) -> Image:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise VMError(
-            f"qemu image {name!r} is not built (looked in {path}); "
-            "run: swarm-engine vm image build"
+            f"qemu image {name!r} is not built (looked in {path}); run: swarm-engine vm image build"
         )
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -79,7 +78,9 @@ def load_image(images_dir: Path, name: str) -> Image:
         raise VMError(f"qemu image {name!r}: unreadable manifest: {exc}") from exc
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
-        raise VMError(f"qemu image {name!r} is incomplete (missing {', '.join(missing)}); rebuild it")
+        raise VMError(
+            f"qemu image {name!r} is incomplete (missing {', '.join(missing)}); rebuild it"
+        )
     return Image(name, path, manifest)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shlex
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class MachineSpec:
     allowed_ports: tuple[int, ...] = ()
     console_log: Path | None = None
     tsc_khz: int | None = field(default_factory=host_tsc_khz)
+    qmp_socket: Path | None = None
+    """Where QEMU listens for QMP (only the snapshot template needs it)."""
+    incoming: Path | None = None
+    """Restore this saved state instead of booting the kernel."""
 
     def cmdline(self) -> str:
         parts = [self.image.cmdline_extra or "console=ttyS0 quiet panic=-1 rdinit=/init"]
@@ -80,6 +85,10 @@ class MachineSpec:
             "-chardev", f"socket,id=agent,path={self.socket_path}",
             "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
         ]  # fmt: skip
+        if self.qmp_socket is not None:
+            argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
+        if self.incoming is not None:
+            argv += ["-incoming", f"exec:cat {shlex.quote(str(self.incoming))}"]
         if self.network:
             netdev = "user,id=net0,restrict=on"
             for port in self.allowed_ports:

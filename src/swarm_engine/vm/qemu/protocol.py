@@ -80,8 +80,13 @@ class Channel:
                 f"guest agent speaks protocol {header.get('version')}, host {PROTOCOL_VERSION}"
                 " (rebuild the image: swarm-engine vm image build)"
             )
-        self._task = asyncio.create_task(self._route(), name="qemu-channel")
+        self.start()
         return header
+
+    def start(self) -> None:
+        """Start routing replies (a restored guest sent its `ready` long ago)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._route(), name="qemu-channel")
 
     async def _route(self) -> None:
         try:

@@ -29,6 +29,8 @@ MAX_JSON = 16 * 1024 * 1024
 MAX_PAYLOAD = 2 * 1024 * 1024 * 1024
 CHUNK = 64 * 1024
 PORT_NAME = "swarm.0"
+RNDADDENTROPY = 0x40085203
+RNDRESEEDCRNG = 0x5207
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -101,7 +103,7 @@ class Agent:
             rid = int(header.get("id", 0))
             if kind == "exec":
                 threading.Thread(target=self.guard, args=(rid, self.exec, header, payload)).start()
-            elif kind in ("put", "get", "ping", "kill"):
+            elif kind in ("put", "get", "ping", "kill", "restored"):
                 self.guard(rid, getattr(self, "do_" + kind), header, payload)
             elif kind == "shutdown":
                 self.ch.send({"t": "ok", "id": rid})
@@ -121,6 +123,28 @@ class Agent:
 
     def do_ping(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         self.ch.send({"t": "ok", "id": rid}, payload)
+
+    def do_restored(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        """This guest was restored from a snapshot: it is a clone, so mix fresh host
+        randomness into the kernel pool and set the clock to the host's."""
+        if payload:
+            import fcntl
+
+            fd = os.open("/dev/urandom", os.O_WRONLY)
+            try:  # credit the seed, then force the CRNG to reseed from it
+                entropy = struct.pack("ii", len(payload) * 8, len(payload)) + payload
+                fcntl.ioctl(fd, RNDADDENTROPY, entropy)
+                fcntl.ioctl(fd, RNDRESEEDCRNG)
+            except OSError:
+                os.write(fd, payload)
+            finally:
+                os.close(fd)
+        if "time" in header:
+            try:
+                time.clock_settime(time.CLOCK_REALTIME, float(header["time"]))
+            except OSError:
+                pass
+        self.ch.send({"t": "ok", "id": rid})
 
     def do_put(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         full = self.resolve(str(header["path"]))
@@ -176,7 +200,9 @@ class Agent:
         env.setdefault("HOME", "/root")
         cwd = self.resolve(str(header.get("cwd") or "."))
         if not os.path.isdir(cwd):
-            raise FileNotFoundError(f"working folder {header.get('cwd')!r} does not exist in the VM")
+            raise FileNotFoundError(
+                f"working folder {header.get('cwd')!r} does not exist in the VM"
+            )
         timeout = header.get("timeout")
         cgroup = self.cgroup_for(rid)
         if cgroup is not None:

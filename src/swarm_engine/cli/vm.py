@@ -1,0 +1,122 @@
+"""`swarm-engine vm ...`: build and list qemu guest images, and check the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from swarm_engine.config import Settings, load_settings
+from swarm_engine.vm.qemu.builder import BuildRequest, build_image
+from swarm_engine.vm.qemu.doctor import Check, run_boot_check, run_checks
+from swarm_engine.vm.qemu.image import list_images
+
+MARK = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]",
+        "info": "[dim]info[/dim]"}  # fmt: skip
+
+
+def _images_dir(settings: Settings) -> Path:
+    options = settings.backend_options.get("qemu", {})
+    configured = options.get("images_dir")
+    return Path(configured) if configured else settings.images_dir
+
+
+@click.group("vm")
+def vm_group() -> None:
+    """MicroVMs: guest images for the qemu backend, and what works on this host."""
+
+
+@vm_group.group("image")
+def image_group() -> None:
+    """Guest images (kernel, initramfs with the guest agent, Python root filesystem)."""
+
+
+@image_group.command("build")
+@click.option("--kernel", type=click.Choice(["cloud", "tiny"]), default="cloud", show_default=True,
+              help="Debian's cloud kernel, or a tiny kernel built from linux-source.")  # fmt: skip
+@click.option("--name", help="Image name (default: the kernel kind).")
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite of the root.")
+@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even if the image is up to date.")
+@click.pass_obj
+def image_build(
+    settings: Settings, kernel: str, name: str | None, suite: str, mirror: str, force: bool
+) -> None:
+    """Build a guest image into the home folder's image cache (idempotent)."""
+    from swarm_engine.cli.output import err_console
+
+    request = BuildRequest(
+        images_dir=_images_dir(settings),
+        name=name or kernel,
+        kernel="tiny" if kernel == "tiny" else "cloud",
+        suite=suite,
+        mirror=mirror,
+        force=force,
+        progress=lambda msg: err_console.print(f"[dim]vm image build:[/dim] {msg}"),
+    )
+    image = build_image(request)
+    click.echo(str(image.path))
+
+
+@image_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def image_list(settings: Settings, as_json: bool) -> None:
+    """List the built guest images."""
+    from rich.table import Table
+
+    from swarm_engine.cli.output import console, emit_json
+
+    images = list_images(_images_dir(settings))
+    if as_json:
+        emit_json([{**i.manifest, "path": str(i.path), "size_bytes": i.size_bytes(),
+                    "stale": i.stale} for i in images])  # fmt: skip
+        return
+    if not images:
+        console.print(
+            f"no images in {_images_dir(settings)} (build one: swarm-engine vm image build)"
+        )
+        return
+    table = Table("NAME", "KERNEL", "SIZE", "BUILT", "STATE", "PATH")
+    for i in images:
+        table.add_row(i.name, str(i.manifest.get("kernel_version", "?")),
+                      f"{i.size_bytes() / 1e6:.0f} MB", str(i.manifest.get("built_at", "?")),
+                      "stale" if i.stale else "current", str(i.path))  # fmt: skip
+    console.print(table)
+
+
+@vm_group.command("doctor")
+@click.option("--boot", is_flag=True, help="Also boot a test VM and time it.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
+    """Explain what works on this host: qemu, KVM or TCG, images, build tools."""
+    from swarm_engine.cli.output import console, emit_json
+
+    options = settings.backend_options.get("qemu", {})
+    images_dir = _images_dir(settings)
+    checks: list[Check] = _process_checks()
+    checks += run_checks(images_dir, str(options.get("qemu_binary", "qemu-system-x86_64")))
+    if boot and not any(c.level == "fail" for c in checks):
+        checks.append(run_boot_check(settings.home, images_dir, str(options.get("image", "cloud"))))
+    if as_json:
+        emit_json([c.__dict__ for c in checks])
+        return
+    for c in checks:
+        console.print(f"{MARK[c.level]} [bold]{c.name}[/bold]: {c.message}")
+
+
+def _process_checks() -> list[Check]:
+    try:
+        from swarm_engine.vm.process import bwrap_works
+    except ImportError:
+        return []
+    if bwrap_works():
+        return [Check("process backend", "ok", "bubblewrap works: sandboxes get their own "
+                      "namespaces and no network")]  # fmt: skip
+    return [Check("process backend", "warn", "bubblewrap is missing or does not work: the "
+                  "process sandbox runs commands in their workspace folder without namespaces")]  # fmt: skip
+
+
+if __name__ == "__main__":  # used by scripts/build-images.sh before the CLI is installed
+    vm_group(obj=load_settings())

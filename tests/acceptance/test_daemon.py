@@ -1,0 +1,296 @@
+"""The polling engine as users run it: real engine processes sharing one real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import write_agent
+from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
+
+from swarm_engine.vm.proctree import tagged
+
+FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
+
+
+def engine_ready(home: Path, proc: subprocess.Popen[str]) -> None:
+    def registered() -> bool:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        return bool(
+            query(
+                home / "tickets.db",
+                "SELECT 1 FROM engines WHERE pid = ? AND state = 'running'",
+                proc.pid,
+            )
+        )
+
+    wait_until(registered, 30, "the engine to register")
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+@pytest.fixture
+def engines() -> list[subprocess.Popen[str]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+
+
+def status_of(home: Path, tid: int) -> str:
+    return str(
+        query(home / "tickets.db", "SELECT status FROM tickets WHERE id = ?", tid)[0]["status"]
+    )
+
+
+def test_tickets_opened_by_the_sqlite3_shell_are_picked_up(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    db = home / "tickets.db"
+    proc = start_engine(home, "--max-vms", "2", **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    sqlite_shell(db, "INSERT INTO tickets (title, description, status, agent_id, inputs)"
+                     " VALUES ('ins', 'd', 'open', 'echo', '{\"k\": 1}')")  # fmt: skip
+    sqlite_shell(
+        db,
+        "INSERT INTO tickets (title, description, status, agent_id) VALUES ('later', 'd', 'draft', 'echo')",
+    )
+    wait_until(lambda: status_of(home, 1) == "done", 30, "the inserted ticket to run")
+    assert status_of(home, 2) == "draft"  # drafts are not picked up...
+    sqlite_shell(
+        db, "UPDATE tickets SET status = 'open' WHERE id = 2"
+    )  # ...until someone opens them
+    wait_until(lambda: status_of(home, 2) == "done", 30, "the updated ticket to run")
+    assert json.loads(query(db, "SELECT result FROM tickets WHERE id = 1")[0]["result"]) == {"k": 1}
+    out = stop(proc)
+    assert proc.returncode == 0, out
+    assert query(db, "SELECT state FROM engines WHERE pid = ?", proc.pid)[0]["state"] == "stopped"
+
+
+def test_five_sleeping_tickets_run_at_the_same_time(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 2\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap")).returncode == 0
+    for i in range(5):
+        assert (
+            swarm_inproc(home, "ticket", "create", "--title", f"n{i}", "--agent", "nap").returncode
+            == 0
+        )
+    proc = start_engine(home, "--max-vms", "5", "--until-idle", **FAST)
+    engines.append(proc)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    steps = query(
+        home / "tickets.db", "SELECT started_at, completed_at, status FROM step_executions"
+    )
+    assert len(steps) == 5 and {s["status"] for s in steps} == {"done"}
+    # all five intervals overlap: the last start comes before the first end
+    assert max(s["started_at"] for s in steps) < min(s["completed_at"] for s in steps)
+    runs = query(
+        home / "tickets.db", "SELECT min(started_at) a, max(completed_at) b FROM workflow_runs"
+    )[0]
+    span = query(
+        home / "tickets.db",
+        "SELECT (julianday(?) - julianday(?)) * 86400 AS s",
+        runs["b"],
+        runs["a"],
+    )[0]["s"]
+    assert span < 8, f"5 x 2 s tickets took {span:.1f} s: they did not run in parallel"
+
+
+def peak_concurrency(rows: list[dict[str, str]]) -> int:
+    """Most VMs alive at once, from recorded create/destroy times (ends sort before starts)."""
+    points = [(r["created_at"], 1) for r in rows] + [(r["destroyed_at"], -1) for r in rows]
+    live = peak = 0
+    for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def test_three_engines_run_every_ticket_exactly_once(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    db = home / "tickets.db"
+    total = 240
+    values = ",".join(f"('t{i}', '', 'open', 'echo', '{{\"i\": {i}}}')" for i in range(total))
+    sqlite_shell(
+        db, f"INSERT INTO tickets (title, description, status, agent_id, inputs) VALUES {values}"
+    )
+    for _ in range(3):
+        engines.append(start_engine(home, "--max-vms", "4", "--until-idle", **FAST))
+    for proc in engines:
+        proc.wait(timeout=300)
+        assert proc.returncode == 0, proc.communicate()[0]
+    tickets = query(db, "SELECT id, status, attempts, result, inputs FROM tickets")
+    assert Counter(t["status"] for t in tickets) == {"done": total}
+    assert all(json.loads(t["result"]) == json.loads(t["inputs"]) for t in tickets)
+    done_steps = query(
+        db,
+        "SELECT r.ticket_id, s.vm_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id WHERE s.status = 'done'",
+    )
+    per_ticket = Counter(s["ticket_id"] for s in done_steps)
+    assert sorted(per_ticket) == [t["id"] for t in sorted(tickets, key=lambda t: t["id"])]
+    assert set(per_ticket.values()) == {1}, "a ticket was executed more than once"
+    all_steps = query(db, "SELECT vm_id FROM step_executions")
+    assert len({s["vm_id"] for s in all_steps}) == len(all_steps), "two steps shared a VM"
+    vms = query(db, "SELECT engine_id, created_at, destroyed_at, state FROM vms")
+    assert {v["state"] for v in vms} == {"destroyed"}
+    by_engine: dict[str, list[dict[str, str]]] = {}
+    for v in vms:
+        by_engine.setdefault(v["engine_id"], []).append(v)
+    assert len(by_engine) == 3, "all three engines took part"
+    assert all(peak_concurrency(rows) <= 4 for rows in by_engine.values())
+    assert query(db, "PRAGMA foreign_key_check") == []
+
+
+def test_a_killed_engines_tickets_are_finished_by_another(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    db = home / "tickets.db"
+    write_agent(tmp_path / "slow", "name: slow\nkind: shell\ncommand: sleep 1.5; echo finished\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "slow")).returncode == 0
+    for i in range(4):
+        assert (
+            swarm_inproc(home, "ticket", "create", "--title", f"s{i}", "--agent", "slow").returncode
+            == 0
+        )
+    env = dict(FAST, SWARM_LEASE_TTL="2")
+    victim = start_engine(home, "--max-vms", "4", **env)
+    engines.append(victim)
+    wait_until(
+        lambda: len(query(db, "SELECT 1 FROM step_executions WHERE status = 'running'")) == 4,
+        30,
+        "4 running steps",
+    )
+    victim_vms = [v["id"] for v in query(db, "SELECT id FROM vms WHERE state IN ('ready','busy')")]
+    os.killpg(victim.pid, signal.SIGKILL)  # the engine and everything in its process group
+    victim.wait()
+    rescuer = start_engine(home, "--max-vms", "4", "--until-idle", **env)
+    engines.append(rescuer)
+    rescuer.wait(timeout=120)
+    assert rescuer.returncode == 0, rescuer.communicate()[0]
+    tickets = query(db, "SELECT status, attempts FROM tickets")
+    assert [t["status"] for t in tickets] == ["done"] * 4
+    assert {t["attempts"] for t in tickets} == {2}
+    runs = query(db, "SELECT ticket_id, status, error FROM workflow_runs ORDER BY id")
+    assert Counter(r["status"] for r in runs) == {"failed": 4, "done": 4}
+    assert all("lease expired" in r["error"] for r in runs if r["status"] == "failed")
+    # nothing of the dead engine is left: VMs reaped, folders gone, no sandbox process
+    rows = query(
+        db, f"SELECT state FROM vms WHERE id IN ({','.join('?' * len(victim_vms))})", *victim_vms
+    )
+    assert {r["state"] for r in rows} <= {"destroyed", "failed"}
+    assert list((home / "vms").iterdir()) == []
+    assert all(tagged(vm) == [] for vm in victim_vms)
+    assert query(db, "SELECT state FROM engines WHERE pid = ?", victim.pid)[0]["state"] == "dead"
+
+
+def test_cancel_stops_a_running_ticket(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    db = home / "tickets.db"
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "long")).returncode == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long").returncode == 0
+    proc = start_engine(home, "--max-vms", "1", **FAST)
+    engines.append(proc)
+    step = wait_until(
+        lambda: query(db, "SELECT * FROM step_executions WHERE status = 'running'"),
+        30,
+        "the step to run",
+    )[0]
+    assert swarm_inproc(home, "ticket", "cancel", "1").returncode == 0
+    vm = wait_until(
+        lambda: query(db, "SELECT * FROM vms WHERE id = ? AND state = 'destroyed'", step["vm_id"]),
+        10,
+        "the VM to be destroyed",
+    )[0]
+    assert not Path(vm["workspace"]).exists() and tagged(vm["id"]) == []
+    assert status_of(home, 1) == "cancelled"
+    run = wait_until(
+        lambda: query(db, "SELECT * FROM workflow_runs WHERE status = 'cancelled'"),
+        10,
+        "the run to be closed",
+    )[0]
+    assert run["ticket_id"] == 1
+    assert query(db, "SELECT status FROM step_executions")[0]["status"] == "cancelled"
+    stop(proc)
+    assert proc.returncode == 0
+
+
+def test_stop_drains_then_a_second_stop_aborts(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    db = home / "tickets.db"
+    write_agent(tmp_path / "mid", "name: mid\nkind: shell\ncommand: sleep 1; echo ok\n")
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    for name in ("mid", "long"):
+        assert swarm_inproc(home, "agent", "register", str(tmp_path / name)).returncode == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "m", "--agent", "mid").returncode == 0
+    proc = start_engine(home, "--max-vms", "1", **FAST)
+    engines.append(proc)
+    wait_until(lambda: status_of(home, 1) == "running", 30, "ticket 1 to run")
+    proc.send_signal(signal.SIGTERM)  # drain: the running ticket finishes
+    proc.wait(timeout=30)
+    assert proc.returncode == 0 and status_of(home, 1) == "done"
+
+    assert swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long").returncode == 0
+    proc = start_engine(home, "--max-vms", "1", **FAST)
+    engines.append(proc)
+    step = wait_until(
+        lambda: query(db, "SELECT * FROM step_executions WHERE status = 'running'"),
+        30,
+        "ticket 2 to run",
+    )[0]
+    proc.send_signal(signal.SIGTERM)
+    wait_until(
+        lambda: query(db, "SELECT 1 FROM engines WHERE pid = ? AND state = 'draining'", proc.pid),
+        10,
+        "draining",
+    )
+    proc.send_signal(
+        signal.SIGTERM
+    )  # abort: the ticket goes back to the queue, its VM is destroyed
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert status_of(home, 2) == "open"
+    assert query(db, "SELECT state FROM vms WHERE id = ?", step["vm_id"])[0]["state"] == "destroyed"
+    assert (
+        query(db, "SELECT status, error FROM workflow_runs WHERE ticket_id = 2")[0]["status"]
+        == "failed"
+    )
+
+
+def test_start_daemonizes_and_stop_stops_it(home: Path) -> None:
+    started = swarm_inproc(home, "start", "--max-vms", "1")
+    assert started.returncode == 0, started.stderr
+    assert "started (pid" in started.stdout
+    sqlite_shell(
+        home / "tickets.db",
+        "INSERT INTO tickets (title, status, agent_id) VALUES ('d', 'open', 'echo')",
+    )
+    wait_until(lambda: status_of(home, 1) == "done", 30, "the daemon to run the ticket")
+    stopped = swarm_inproc(home, "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert (
+        query(home / "tickets.db", "SELECT state FROM engines WHERE kind = 'daemon'")[0]["state"]
+        == "stopped"
+    )
+    assert (home / "logs" / "engine.log").is_file()
