@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,23 +19,19 @@ from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VM, VMBackend, VMSpec
+from swarm_engine.vm.qemu.backend import images_dir_for
+from swarm_engine.vm.qemu.doctor import unavailable
 
 BACKENDS = ["process", "qemu"]
 
 
 def qemu_images_dir() -> Path:
-    env = os.environ.get("SWARM_QEMU_IMAGES")
-    return Path(env) if env else load_settings().images_dir
+    return images_dir_for(load_settings().home)
 
 
 def qemu_missing() -> str | None:
     """Why the qemu backend cannot run here, or None."""
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed"
-    images = qemu_images_dir()
-    if not (images / "cloud" / "manifest.json").is_file():
-        return f"no qemu guest image in {images} (run scripts/build-images.sh)"
-    return None
+    return unavailable(qemu_images_dir())
 
 
 def backend_options(name: str) -> dict[str, object]:

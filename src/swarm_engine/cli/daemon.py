@@ -12,9 +12,10 @@ import time
 import click
 
 from swarm_engine.cli.app import pass_settings, store_of
-from swarm_engine.cli.output import console
+from swarm_engine.cli.output import console, ms, short, styled
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
+from swarm_engine.engine.events import Event
 from swarm_engine.engine.session import HOST
 from swarm_engine.errors import SwarmError
 from swarm_engine.vm.proctree import pid_alive
@@ -60,6 +61,7 @@ def start(
         backend=backend,
         poll_interval=poll_interval,
         until_idle=until_idle,
+        events=_print_finished,
     )
 
     async def main() -> None:
@@ -73,6 +75,20 @@ def start(
     )
     asyncio.run(main())
     console.print(f"engine stopped after running {daemon.claimed} ticket(s)")
+
+
+def _print_finished(event: Event) -> None:
+    """One line per finished ticket, for a person watching a foreground engine."""
+    if event.kind != "run_finished":
+        return
+    ticket, run = event.data["ticket"], event.data["run"]
+    outcome = short(ticket["result"], 70) if ticket["status"] == "done" else ticket["error"]
+    console.print(
+        f"ticket {ticket['id']} {styled(ticket['status'])} in {ms(run['duration_ms'])}"
+        f" ({ticket['title']}): {outcome}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _daemonize(settings: Settings, start_args: list[str]) -> None:

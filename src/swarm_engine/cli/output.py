@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -13,6 +14,9 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+for _c in (console, err_console):
+    if not _c.is_terminal and "COLUMNS" not in os.environ:
+        _c.width = 140  # piped or logged: don't squeeze tables into 80 columns
 
 STATUS_STYLE = {
     "done": "green",
@@ -38,7 +42,22 @@ def styled(status: str | None) -> str:
     return f"[{style}]{status}[/{style}]" if style else status
 
 
+def summarize(value: Any) -> Any:
+    """The interesting part of a result: shell outputs without empty or default fields."""
+    if not isinstance(value, dict):
+        return value
+    trimmed = {
+        k: v
+        for k, v in value.items()
+        if not (k in ("stdout", "stderr") and not v) and not (k == "exit_code" and v == 0)
+    }
+    if list(trimmed) == ["stdout"]:
+        return str(trimmed["stdout"]).strip()
+    return trimmed
+
+
 def short(value: Any, width: int = 60) -> str:
+    value = summarize(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"

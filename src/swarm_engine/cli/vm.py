@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from swarm_engine.config import Settings, load_settings
+from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.builder import BuildRequest, build_image
 from swarm_engine.vm.qemu.doctor import Check, run_boot_check, run_checks
 from swarm_engine.vm.qemu.image import list_images
@@ -18,7 +19,7 @@ MARK = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[
 def _images_dir(settings: Settings) -> Path:
     options = settings.backend_options.get("qemu", {})
     configured = options.get("images_dir")
-    return Path(configured) if configured else settings.images_dir
+    return Path(configured) if configured else images_dir_for(settings.home)
 
 
 @click.group("vm")

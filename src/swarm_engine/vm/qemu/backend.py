@@ -47,9 +47,11 @@ class QemuBackend:
 
     def __init__(self, home: Path, options: QemuOptions) -> None:
         self.options = options
-        self.images_dir = options.images_dir or home / "images"
+        self.images_dir = options.images_dir or images_dir_for(home)
         self.run_dir = options.run_dir or home / "run" / "qemu"
-        self.snapshot_dir = options.snapshot_dir or home / "run" / "qemu-snapshots"
+        self.snapshot_dir = options.snapshot_dir or _writable_or(
+            self.images_dir / ".snapshots", home / "run" / "qemu-snapshots"
+        )
         self._snapshot_lock = asyncio.Lock()
         self._snapshot_failed: set[str] = set()
         self._accel: AccelChoice | None = None
@@ -159,9 +161,12 @@ class QemuBackend:
     def _snapshot_path(self, spec: VMSpec, accel: AccelChoice) -> Path:
         image = self.image(spec.image)
         built = hashlib.sha256(str(image.manifest.get("built_at")).encode()).hexdigest()[:8]
-        key = (f"{image.name}-{image.manifest.get('recipe')}-{built}-"
-               f"{spec.memory_mb}m-{spec.vcpus}c-{accel.mode}")  # fmt: skip
-        return self.snapshot_dir / f"{key}.state"
+        stamp = f"{image.manifest.get('recipe')}-{built}"
+        return (
+            self.snapshot_dir
+            / image.name
+            / f"{stamp}-{spec.memory_mb}m-{spec.vcpus}c-{accel.mode}.state"
+        )
 
     async def snapshot_for(self, spec: VMSpec) -> Path | None:
         """The template state for `spec`, made now if missing; None if it cannot be used."""
@@ -173,11 +178,12 @@ class QemuBackend:
         async with self._snapshot_lock:
             if path.is_file():
                 return path
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             template = await self._launch(_new_id("template"), spec, qmp=True)
             try:
                 saved_ms = await save_state(template.folder / "qmp.sock", path)
                 log.info("saved template VM state %s in %d ms", path, saved_ms)
+                _prune_snapshots(path)
             except VMError as exc:
                 log.warning("cannot save a template VM (%s); booting cold", exc)
                 self._snapshot_failed.add(path.name)
@@ -284,6 +290,30 @@ async def _until(
     raise TimeoutError(what)
 
 
+def images_dir_for(home: Path) -> Path:
+    """Images live in `<home>/images`, unless $SWARM_QEMU_IMAGES names a shared folder (CI
+    builds or restores one image there for every test home)."""
+    shared = os.environ.get("SWARM_QEMU_IMAGES")
+    return Path(shared) if shared else home / "images"
+
+
+def _writable_or(preferred: Path, fallback: Path) -> Path:
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return fallback
+    return preferred if os.access(preferred, os.W_OK) else fallback
+
+
+def _prune_snapshots(keep: Path) -> None:
+    """Delete states of older builds of the same image (other recipe or build stamp)."""
+    stamp = "-".join(keep.name.split("-")[:2]) + "-"
+    for other in keep.parent.glob("*.state"):
+        if not other.name.startswith(stamp):
+            with contextlib.suppress(OSError):
+                other.unlink()
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
@@ -312,6 +342,6 @@ def create(home: Path, options: dict[str, Any]) -> QemuBackend:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"qemu backend option {loc}: {first['msg']}") from exc
-    backend = QemuBackend(home, config)
+    backend = QemuBackend(Path(home), config)
     backend.sweep()
     return backend

@@ -17,14 +17,15 @@ class QemuOptions(BaseModel):
     accel: Accel = "auto"
     image: str = Field(default="cloud", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     images_dir: Path | None = None
-    """Where images live; default `<home>/images`."""
+    """Where images live; default $SWARM_QEMU_IMAGES, else `<home>/images`."""
     run_dir: Path | None = None
     """Where per-VM sockets and logs live; default `<home>/run/qemu`."""
     snapshot: bool = True
     """Start guests from a saved template state (`-incoming`) instead of booting a kernel;
     the template is made on first use. Guests with network always boot cold."""
     snapshot_dir: Path | None = None
-    """Where template states live; default `<home>/run/qemu-snapshots`."""
+    """Where template states live; default `<images_dir>/.snapshots` (shared by every home
+    that uses those images), or `<home>/run/qemu-snapshots` if that is not writable."""
     warm: int = Field(default=0, ge=0, le=64)
     """Pre-booted VMs kept ready (for the default spec) so `boot` takes milliseconds."""
     qemu_binary: str = "qemu-system-x86_64"

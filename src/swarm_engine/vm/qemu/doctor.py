@@ -35,6 +35,16 @@ class Check:
     message: str
 
 
+def unavailable(images_dir: Path, image: str = "cloud",
+                qemu_binary: str = "qemu-system-x86_64") -> str | None:  # fmt: skip
+    """Why the qemu backend cannot boot `image` here, in one line; None if it can."""
+    if shutil.which(qemu_binary) is None:
+        return f"{qemu_binary} is not installed"
+    if not (images_dir / image / "manifest.json").is_file():
+        return f"no qemu guest image {image!r} in {images_dir} (run scripts/build-images.sh)"
+    return None
+
+
 def _qemu_version(binary: str) -> str | None:
     try:
         done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)

@@ -13,6 +13,7 @@ cgroup, so a timeout kills the whole tree (`cgroup.kill`, then `killpg`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,10 +141,8 @@ class Agent:
             finally:
                 os.close(fd)
         if "time" in header:
-            try:
+            with contextlib.suppress(OSError):
                 time.clock_settime(time.CLOCK_REALTIME, float(header["time"]))
-            except OSError:
-                pass
         self.ch.send({"t": "ok", "id": rid})
 
     def do_put(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
@@ -188,10 +187,8 @@ class Agent:
                     f.write("1")
             except OSError:
                 pass
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
 
     def exec(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         argv = [str(a) for a in header["argv"]]
@@ -301,10 +298,8 @@ class Agent:
         except (BrokenPipeError, OSError):
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()
-            except OSError:
-                pass
 
     def remove_cgroup(self, cgroup: str | None) -> None:
         if cgroup is None:

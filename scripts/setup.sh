@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up swarm-engine on a Debian/Ubuntu machine: system packages, then a venv in .venv.
+#
+#   bash scripts/setup.sh          # the embedded defaults (process sandbox)
+#   bash scripts/setup.sh --vm     # also QEMU and the image-build tools (microVM backend)
+#
+# Idempotent: installs only what is missing; runs `apt-get update` only when it must install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(bubblewrap sqlite3 util-linux)
+if [[ "${1:-}" == "--vm" ]]; then
+    packages+=(qemu-system-x86 busybox-static squashfs-tools debootstrap cpio lz4 zstd)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    echo "setup: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv"
+    "$python" -m venv .venv
+fi
+stamp=.venv/.installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "setup: installing swarm-engine into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    touch "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/swarm-engine --version))"

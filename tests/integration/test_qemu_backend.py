@@ -1,0 +1,213 @@
+"""What only the qemu backend does: cold boot, snapshot clones, warm pool, reaping, a
+crashed engine, limits and the restricted network. Skipped without QEMU or an image."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from swarm_engine.vm.base import OrphanRecord, VMSpec
+from swarm_engine.config import load_settings
+from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.doctor import unavailable
+
+
+def qemu_images_dir() -> Path:
+    return images_dir_for(load_settings().home)
+
+
+pytestmark = [pytest.mark.qemu]
+
+
+@pytest.fixture(autouse=True)
+def _needs_qemu() -> None:
+    reason = unavailable(qemu_images_dir())
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _vm_id() -> str:
+    return f"vm-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[QemuBackend]:
+    made = create(tmp_path / "home", {"images_dir": str(qemu_images_dir())})
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def wait_exit(pid: int, timeout: float = 30) -> None:
+    """Wait (event-driven, through a pidfd) until process `pid` has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+    loop.add_reader(fd, gone.set)
+    try:
+        await asyncio.wait_for(gone.wait(), timeout)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def is_running(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_cold_boot_without_snapshot(tmp_path: Path) -> None:
+    backend = create(tmp_path / "home", {"images_dir": str(qemu_images_dir()), "snapshot": False})
+    try:
+        vm = await backend.boot(_vm_id(), VMSpec())
+        info = vm.info()
+        assert info.pid and is_running(info.pid)
+        assert info.extra["accel"] in ("tcg", "kvm")
+        assert info.socket_path and info.overlay_path
+        res = await vm.exec(["python3", "-c", "import sys; print(sys.version_info[0])"])
+        assert res.stdout == b"3\n"
+        assert (await vm.exec("cat /proc/cmdline")).stdout.count(b"tsc_early_khz=") == 1
+        assert (await vm.exec("ls /sys/class/net")).stdout.split() == [b"lo"]  # no network
+        await vm.destroy()
+        assert not Path(info.overlay_path).exists()
+        assert not is_running(info.pid)
+    finally:
+        await backend.close()
+
+
+async def test_snapshot_clones_get_their_own_randomness_and_clock(backend: QemuBackend) -> None:
+    script = "head -c 16 /dev/urandom | od -An -tx1; date +%s"
+    outputs = []
+    for _ in range(2):
+        vm = await backend.boot(_vm_id(), VMSpec())
+        try:
+            outputs.append((await vm.exec(script)).stdout.split(b"\n"))
+        finally:
+            await vm.destroy()
+    assert outputs[0][0] != outputs[1][0]
+    host_now = int(subprocess.check_output(["date", "+%s"]))
+    for out in outputs:
+        assert abs(int(out[1]) - host_now) < 60
+
+
+async def test_warm_pool_hands_out_booted_vms_once(tmp_path: Path) -> None:
+    options = {"images_dir": str(qemu_images_dir()), "warm": 1}
+    backend = create(tmp_path / "home", options)
+    try:
+        await backend.start()
+        pool = backend.warm_pool
+        assert pool is not None
+        await pool.wait_ready(timeout=60)
+        vm = await backend.boot("vm-step-1", VMSpec())
+        assert vm.id == "vm-step-1"
+        assert vm.folder.name.startswith("warm-")  # it came from the pool
+        assert (await vm.exec("echo warm")).stdout == b"warm\n"
+        # A request the pool cannot serve (other memory) boots cold instead.
+        other = VMSpec(memory_mb=384)
+        assert not pool.matches(other, "cloud")
+        await vm.destroy()
+        await pool.wait_ready(timeout=60)  # refilled in the background
+        pids = [v.pid for v in pool._ready]
+    finally:
+        await backend.close()
+    assert pids and not any(is_running(p) for p in pids)
+
+
+async def test_reap_kills_qemu_and_deletes_its_files(backend: QemuBackend) -> None:
+    vm = await backend.boot(_vm_id(), VMSpec())
+    info = vm.info()
+    assert info.pid is not None
+    backend.reap(OrphanRecord(vm.id, info.pid, info.workspace, info.socket_path, info.overlay_path))
+    await wait_exit(info.pid)
+    assert not is_running(info.pid)
+    assert info.overlay_path and not Path(info.overlay_path).exists()
+    assert not await vm.is_alive()
+    await vm.destroy()  # still idempotent after a reap
+
+
+async def test_killed_engine_leaves_no_qemu(tmp_path: Path) -> None:
+    """An engine killed with SIGKILL takes its QEMU processes with it (PDEATHSIG); the next
+    backend start sweeps what is left on disk."""
+    home = tmp_path / "home"
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from swarm_engine.vm.base import VMSpec\n"
+        "from swarm_engine.vm.qemu.backend import create\n"
+        "async def main():\n"
+        f"    b = create(Path({str(home)!r}), {{'images_dir': {str(qemu_images_dir())!r}}})\n"
+        "    vm = await b.boot('vm-doomed', VMSpec())\n"
+        "    print(vm.pid, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    engine = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    assert engine.stdout is not None
+    line = await asyncio.wait_for(engine.stdout.readline(), 120)
+    qemu_pid = int(line)
+    assert is_running(qemu_pid)
+    engine.kill()
+    await engine.wait()
+    await wait_exit(qemu_pid)
+    assert not is_running(qemu_pid)
+    leftover = home / "run" / "qemu" / "vm-doomed"
+    assert leftover.exists()
+    fresh = create(home, {"images_dir": str(qemu_images_dir())})
+    await fresh.close()
+    assert not leftover.exists()
+
+
+async def test_limits_and_restricted_network(backend: QemuBackend) -> None:
+    served = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello from the host\n")
+        await writer.drain()
+        writer.close()
+        served.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    blocked = await asyncio.start_server(handle, "127.0.0.1", 0)
+    blocked_port = blocked.sockets[0].getsockname()[1]
+    spec = VMSpec(memory_mb=256, vcpus=2, network=True, allowed_ports=(port,))
+    async with server, blocked:
+        vm = await backend.boot(_vm_id(), spec)
+        try:
+            assert (await vm.exec("nproc")).stdout == b"2\n"
+            mem_kb = int((await vm.exec("awk '/MemTotal/ {print $2}' /proc/meminfo")).stdout)
+            assert 150_000 < mem_kb <= 256 * 1024
+            client = (
+                "import socket, sys\n"
+                "def get(host, port):\n"
+                "    try:\n"
+                "        s = socket.create_connection((host, port), timeout=5)\n"
+                "        return s.recv(100).decode().strip()\n"
+                "    except OSError as exc:\n"
+                "        return 'refused'\n"
+                f"print(get('10.0.2.100', {port}))\n"
+                f"print(get('10.0.2.2', {blocked_port}))\n"
+                f"print(get('10.0.2.100', {blocked_port}))\n"
+            )
+            res = await vm.exec(["python3", "-c", client], timeout=60)
+            assert res.stdout.decode().splitlines() == ["hello from the host", "refused", "refused"]
+            assert served.is_set()
+        finally:
+            await vm.destroy()

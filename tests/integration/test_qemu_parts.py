@@ -1,0 +1,180 @@
+"""The qemu backend's parts that need no QEMU: the guest agent (run on the host over a
+socketpair), the framing, the cpio writer, the vmlinux extractor, options, accel choice."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from swarm_engine.errors import ConfigError, VMError
+from swarm_engine.vm.backends import create_backend
+from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.qemu.accel import choose_accel
+from swarm_engine.vm.qemu.builder import strip_module_signature
+from swarm_engine.vm.qemu.config import QemuOptions
+from swarm_engine.vm.qemu.image import GUEST_DIR, recipe_hash
+from swarm_engine.vm.qemu.initramfs import Entry, write_cpio
+from swarm_engine.vm.qemu.machine import MachineSpec
+from swarm_engine.vm.qemu.protocol import Channel, encode, read_frame
+from swarm_engine.vm.qemu.vm import QemuVM
+from swarm_engine.vm.qemu.vmlinux import extract_vmlinux
+
+AGENT = GUEST_DIR / "agent.py"
+
+
+@pytest.fixture
+async def agent_vm(tmp_path: Path) -> AsyncIterator[QemuVM]:
+    """A QemuVM whose 'guest' is the real guest agent running on this host."""
+    host_end, guest_end = socket.socketpair()
+    workspace = tmp_path / "workspace"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-S", str(AGENT), "--fd", str(guest_end.fileno()),
+        "--workspace", str(workspace), "--cgroup-root", "none",
+        pass_fds=[guest_end.fileno()], start_new_session=True,
+    )  # fmt: skip
+    guest_end.close()
+    reader, writer = await asyncio.open_unix_connection(sock=host_end)
+    channel = Channel(reader, writer)
+    await channel.handshake(30)
+    vm = QemuVM(
+        "vm-agent", spec=VMSpec(timeout_seconds=30), proc=proc, channel=channel,
+        folder=tmp_path / "run", socket_path=tmp_path / "none.sock", kill_grace=5,
+        accel="none", booted_ms=0,
+    )  # fmt: skip
+    try:
+        yield vm
+    finally:
+        await vm.destroy()
+
+
+async def test_agent_exec_streams_and_exit_codes(agent_vm: QemuVM) -> None:
+    chunks: list[tuple[str, bytes]] = []
+    res = await agent_vm.exec(
+        "echo one; echo two >&2; exit 5", on_output=lambda s, c: chunks.append((s, c))
+    )
+    assert (res.exit_code, res.stdout, res.stderr) == (5, b"one\n", b"two\n")
+    assert b"".join(c for s, c in chunks if s == "stdout") == b"one\n"
+    res = await agent_vm.exec(["cat"], stdin=b"\x00\x01binary")
+    assert res.stdout == b"\x00\x01binary"
+    missing = await agent_vm.exec(["no-such-binary-xyz"])
+    assert missing.exit_code == 127
+
+
+async def test_agent_concurrent_requests_share_the_channel(agent_vm: QemuVM) -> None:
+    results = await asyncio.gather(*(agent_vm.exec(f"echo {i}") for i in range(8)))
+    assert [r.stdout for r in results] == [f"{i}\n".encode() for i in range(8)]
+    assert await agent_vm.ping() >= 0
+
+
+async def test_agent_timeout_kills_background_children(agent_vm: QemuVM) -> None:
+    res = await agent_vm.exec("sleep 120 & sleep 120", timeout=0.5)
+    assert res.timed_out and res.exit_code == 124
+
+
+async def test_agent_files_and_path_checks(agent_vm: QemuVM, tmp_path: Path) -> None:
+    await agent_vm.put_file("a/b/c.bin", b"\xff" * 70000, mode=0o600)
+    assert await agent_vm.get_file("a/b/c.bin") == b"\xff" * 70000
+    assert (tmp_path / "workspace/a/b/c.bin").stat().st_mode & 0o777 == 0o600
+    os.symlink("/etc", tmp_path / "workspace" / "out")
+    with pytest.raises(VMError, match="outside"):
+        await agent_vm.get_file("out/passwd")
+    with pytest.raises(VMError):
+        await agent_vm.get_file("missing")
+    with pytest.raises(VMError):
+        await agent_vm.exec("true", cwd="missing-folder")
+
+
+async def test_channel_reports_a_dead_guest(agent_vm: QemuVM) -> None:
+    os.killpg(agent_vm.pid, 9)
+    with pytest.raises(VMError):
+        await agent_vm.exec("echo never")
+
+
+async def test_framing_roundtrip() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(encode({"t": "out", "id": 7}, b"\x00payload"))
+    reader.feed_data(encode({"t": "exit", "id": 7, "code": 0}))
+    reader.feed_eof()
+    assert await read_frame(reader) == ({"t": "out", "id": 7}, b"\x00payload")
+    assert await read_frame(reader) == ({"t": "exit", "id": 7, "code": 0}, b"")
+    assert await read_frame(reader) is None
+    truncated = asyncio.StreamReader()
+    truncated.feed_data(encode({"t": "x"}, b"abc")[:-1])
+    truncated.feed_eof()
+    with pytest.raises(VMError):
+        await read_frame(truncated)
+
+
+def test_cpio_is_readable_by_cpio(tmp_path: Path) -> None:
+    archive = tmp_path / "initramfs.cpio"
+    write_cpio(
+        [Entry("bin/tool", 0o100755, b"#!/bin/sh\n"), Entry("init", 0o100755, b"x" * 5)], archive
+    )
+    listing = subprocess.run(
+        ["cpio", "-t", "--quiet"], input=archive.read_bytes(), capture_output=True, check=True
+    )
+    assert listing.stdout.decode().split() == ["bin", "bin/tool", "init"]
+
+
+def test_vmlinux_extraction_finds_the_elf() -> None:
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    bzimage = b"MZ header and setup code \x1f\x8b\x08 junk" + gzip.compress(elf) + b"\0" * 100
+    assert extract_vmlinux(bzimage) == elf
+    with pytest.raises(VMError):
+        extract_vmlinux(b"no kernel in here")
+
+
+def test_module_signature_is_stripped() -> None:
+    magic = b"~Module signature appended~\n"
+    signed = b"ELFDATA" + b"S" * 10 + struct.pack(">BBBBBxxxI", 0, 0, 0, 0, 0, 10) + magic
+    assert strip_module_signature(signed) == b"ELFDATA"
+    assert strip_module_signature(b"unsigned") == b"unsigned"
+
+
+def test_options_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        create_backend("qemu", tmp_path, {"accel": "warp"})
+    with pytest.raises(ConfigError):
+        create_backend("qemu", tmp_path, {"no_such_option": 1})
+    with pytest.raises(ConfigError):
+        create_backend("qemu", tmp_path, {"warm": -1})
+    assert QemuOptions(accel="tcg", warm=2).warm == 2
+
+
+def test_accel_choice() -> None:
+    assert choose_accel("tcg", "qemu-system-x86_64").mode == "tcg"
+    with pytest.raises(VMError):
+        choose_accel("auto", "/no/such/qemu")
+
+
+def test_recipe_hash_depends_on_the_kernel_kind() -> None:
+    assert recipe_hash("cloud") != recipe_hash("tiny")
+    assert recipe_hash("cloud") == recipe_hash("cloud")
+
+
+def test_command_line_has_no_network_unless_asked(tmp_path: Path) -> None:
+    from swarm_engine.vm.qemu.accel import AccelChoice
+    from swarm_engine.vm.qemu.image import Image
+
+    image = Image("cloud", tmp_path, {"cmdline": "console=ttyS0"})
+    base = MachineSpec(image, AccelChoice("tcg", "test"), "qemu", tmp_path / "s.sock", tsc_khz=1)
+    argv = base.argv()
+    assert "-netdev" not in argv and "-nodefaults" in argv
+    assert "tsc_early_khz=1" in argv[argv.index("-append") + 1]
+    net = MachineSpec(
+        image, AccelChoice("tcg", "test"), "qemu", tmp_path / "s.sock",
+        network=True, allowed_ports=(8080,),
+    )  # fmt: skip
+    netdev = net.argv()[net.argv().index("-netdev") + 1]
+    assert "restrict=on" in netdev
+    assert "guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:8080" in netdev
+    assert "hostfwd" not in netdev
