@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.config import load_settings
+from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
 

@@ -18,7 +18,7 @@ EXAMPLES = REPO / "examples"
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "ANTHROPIC_"))}
     env["SWARM_HOME"] = str(home)
     env.update(extra)
     return env
