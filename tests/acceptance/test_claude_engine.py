@@ -28,7 +28,9 @@ def test_a_claude_ticket_runs_in_its_vm_and_records_usage(home: Path, tmp_path: 
 
     def after_write(req: Recorded) -> dict[str, object]:
         seen["write"] = req
-        return tool_use(("bash", {"command": "cat notes.txt; env | sort"}), used=usage(210, 25, 0, 90))
+        return tool_use(
+            ("bash", {"command": "cat notes.txt; env | sort"}), used=usage(210, 25, 0, 90)
+        )
 
     def after_bash(req: Recorded) -> dict[str, object]:
         seen["bash"] = req
@@ -90,6 +92,9 @@ def test_a_missing_key_is_one_line_before_any_vm_boots(home: Path, tmp_path: Pat
     before = snapshot(home / "tickets.db")
     done = swarm(home, "run-ticket", "1", "--wait")
     assert done.returncode == 8, done.stdout + done.stderr
-    assert done.stderr.startswith("error: ANTHROPIC_API_KEY is not set") and done.stderr.count("\n") == 1
+    assert (
+        done.stderr.startswith("error: ANTHROPIC_API_KEY is not set")
+        and done.stderr.count("\n") == 1
+    )
     assert snapshot(home / "tickets.db") == before
     assert query(home / "tickets.db", "SELECT count(*) AS n FROM vms")[0]["n"] == 0

@@ -77,6 +77,16 @@ def test_tickets_opened_by_the_sqlite3_shell_are_picked_up(
     )  # ...until someone opens them
     wait_until(lambda: status_of(home, 2) == "done", 30, "the updated ticket to run")
     assert json.loads(query(db, "SELECT result FROM tickets WHERE id = 1")[0]["result"]) == {"k": 1}
+    # a ticket naming an agent nobody registered fails with the reason, and is recorded
+    sqlite_shell(
+        db, "INSERT INTO tickets (title, status, agent_id) VALUES ('ghost', 'open', 'ghost')"
+    )
+    wait_until(lambda: status_of(home, 3) == "failed", 30, "the unknown-agent ticket to fail")
+    ghost_run = query(db, "SELECT * FROM workflow_runs WHERE ticket_id = 3")[0]
+    assert ghost_run["status"] == "failed" and "unknown agent 'ghost'" in ghost_run["error"]
+    assert (
+        "unknown agent 'ghost'" in query(db, "SELECT error FROM tickets WHERE id = 3")[0]["error"]
+    )
     out = stop(proc)
     assert proc.returncode == 0, out
     assert query(db, "SELECT state FROM engines WHERE pid = ?", proc.pid)[0]["state"] == "stopped"

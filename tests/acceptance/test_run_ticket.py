@@ -198,3 +198,19 @@ def test_step_retries_are_separate_step_executions(home: Path, tmp_path: Path) -
     steps = query(home / "tickets.db", "SELECT * FROM step_executions ORDER BY id")
     assert [s["retry_count"] for s in steps] == [0, 1, 2]
     assert {s["status"] for s in steps} == {"failed"} and len({s["vm_id"] for s in steps}) == 3
+
+
+def test_a_ticket_over_its_timeout_fails_and_its_vm_is_destroyed(
+    home: Path, tmp_path: Path
+) -> None:
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 60\n")
+    swarm(home, "agent", "register", str(tmp_path / "nap"), check=True)
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "nap", "--timeout", "1", check=True)
+    done = swarm(home, "run-ticket", "1", "--wait")
+    assert done.returncode == 1 and "ticket timed out after 1s" in done.stderr
+    db = home / "tickets.db"
+    step = query(db, "SELECT * FROM step_executions")[0]
+    assert step["status"] == "cancelled"
+    vm = query(db, "SELECT * FROM vms")[0]
+    assert vm["state"] == "destroyed" and not Path(vm["workspace"]).exists()
+    assert tagged(vm["id"]) == []

@@ -140,6 +140,7 @@ class TicketRunner:
             await asyncio.sleep(WATCH_INTERVAL)
             if loop.time() >= next_renewal:
                 tickets.renew_leases([ticket["attempt_id"]], self.settings.lease_ttl)
+                self.store.engines.heartbeat(self.engine_id, self.pool.busy)
                 next_renewal = loop.time() + self.settings.heartbeat_interval
             if not tickets.still_held(ticket["id"], ticket["attempt_id"]):
                 now = tickets.get(ticket["id"])

@@ -179,6 +179,12 @@ class TicketStore:
 
     def claim_next(self, *, engine_id: str, attempt_id: str, lease_ttl: float) -> Ticket | None:
         """Claim the best open ticket (highest priority, then oldest), or None."""
+        # a read first: when nothing is open (the common wake-up) no write lock is taken
+        if (
+            self.conn.execute("SELECT 1 FROM tickets WHERE status = 'open' LIMIT 1").fetchone()
+            is None
+        ):
+            return None
         row = self.conn.execute(
             f"UPDATE tickets SET status = 'claimed', engine_id = ?, attempt_id = ?,"
             f" attempts = attempts + 1, claimed_at = {NOW}, started_at = NULL,"
