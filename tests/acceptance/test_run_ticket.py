@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.acceptance.conftest import write_agent, write_workflow
-from tests.support.cli import query, sqlite_shell, swarm
+from tests.support.cli import env_for, query, sqlite_shell, swarm, wait_until
 
 from swarm_engine.vm.proctree import tagged
 
@@ -214,3 +218,39 @@ def test_a_ticket_over_its_timeout_fails_and_its_vm_is_destroyed(
     vm = query(db, "SELECT * FROM vms")[0]
     assert vm["state"] == "destroyed" and not Path(vm["workspace"]).exists()
     assert tagged(vm["id"]) == []
+
+
+@pytest.mark.parametrize("isolation", ["auto", "none"])
+def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolation: str) -> None:
+    """kill -9 of `run-ticket --wait` mid-step; `cleanup` kills what ran in its sandbox
+    (without bubblewrap nothing else would) and deletes the workspace."""
+    (home / "config.toml").write_text(f'[backend_options.process]\nisolation = "{isolation}"\n')
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 300\n")
+    swarm(home, "agent", "register", str(tmp_path / "nap"), check=True)
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "nap", check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+                            env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    db = home / "tickets.db"
+    try:
+        step = wait_until(
+            lambda: query(db, "SELECT * FROM step_executions WHERE status = 'running'"),
+            30,
+            "the step",
+        )[0]
+        wait_until(lambda: tagged(step["vm_id"]), 10, "the sandbox process")
+    finally:
+        proc.kill()
+        proc.wait()
+    vm = query(db, "SELECT * FROM vms")[0]
+    assert vm["state"] == "busy" and Path(vm["workspace"]).exists()
+    done = swarm(home, "cleanup", "--json", check=True)
+    report = json.loads(done.stdout)
+    assert report["vms"] == [vm["id"]] and len(report["engines"]) == 1
+    vm = query(db, "SELECT * FROM vms")[0]
+    assert vm["state"] == "failed" and "reaped" in vm["error"]
+    assert not Path(vm["workspace"]).exists()
+    assert tagged(vm["id"]) == []
+    assert query(db, "SELECT state FROM engines")[0]["state"] == "dead"
+    # a second cleanup finds nothing more
+    again = json.loads(swarm(home, "cleanup", "--json", check=True).stdout)
+    assert again["vms"] == [] and again["engines"] == []

@@ -266,3 +266,7 @@ def logs(settings: Settings, ticket_id: int, run_id: int | None, step_id: str | 
             click.echo(path.read_text(errors="replace"), nl=False)
         if s["error"]:
             click.echo(f"error: {s['error']}")
+        if path and path.parent.is_dir():
+            others = sorted(p for p in path.parent.iterdir() if p != path)
+            for artifact in others:
+                click.echo(f"artifact: {artifact}")
