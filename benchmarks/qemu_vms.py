@@ -122,7 +122,9 @@ async def run(runs: int) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine()}
     with temp_root("qemu") as root:
         cold = create(root / "cold", {"images_dir": str(images), "snapshot": False})
-        snap = create(root / "snap", {"images_dir": str(images)})
+        # A fresh snapshot folder, so the template (boot + save) is measured too.
+        snap_options = {"images_dir": str(images), "snapshot_dir": str(root / "snapshots")}
+        snap = create(root / "snap", snap_options)
         try:
             accel = await cold.accel()
             results["accel"] = {"mode": accel.mode, "reason": accel.reason}

@@ -262,3 +262,11 @@ async def test_vms_are_isolated_from_each_other(backend: VMBackend) -> None:
         assert await a.get_file("only-in-a.txt") == b"a"
     finally:
         await a.destroy()
+
+
+async def test_open_files_limit_from_the_spec(backend: VMBackend) -> None:
+    vm = await backend.boot(f"vm-{uuid.uuid4().hex[:12]}", VMSpec(max_open_files=100))
+    try:
+        assert (await vm.exec("ulimit -n")).stdout == b"100\n"
+    finally:
+        await vm.destroy()

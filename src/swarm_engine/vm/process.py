@@ -279,7 +279,11 @@ class ProcessVM:
         self._destroyed = True
         for proc in list(self._procs):
             kill_tree(proc.pid)
-        kill_tagged(self.id)
+        if not self.isolated:
+            # without a PID namespace a command may have left daemons behind: find them by
+            # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
+            # the kernel already killed everything when each command's namespace ended.
+            await asyncio.to_thread(kill_tagged, self.id)
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
 
 

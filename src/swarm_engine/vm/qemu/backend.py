@@ -60,7 +60,7 @@ class QemuBackend:
         if options.warm:
             spec = VMSpec(memory_mb=options.default_memory_mb, vcpus=options.default_vcpus)
             self._warm = WarmPool(
-                options.warm, spec, options.image, lambda: self._cold_boot(_new_id("warm"), spec)
+                options.warm, spec, options.image, lambda: self._boot_new(_new_id("warm"), spec)
             )
 
     # -- configuration -----------------------------------------------------------------
@@ -98,7 +98,7 @@ class QemuBackend:
                     vm.id = vm_id
                     vm.spec = spec
                     return vm
-        return await self._cold_boot(vm_id, spec)
+        return await self._boot_new(vm_id, spec)
 
     def reap(self, record: OrphanRecord) -> None:
         if record.pid and is_our_qemu(record.pid, record.socket_path):
@@ -115,8 +115,9 @@ class QemuBackend:
 
     # -- internals ---------------------------------------------------------------------
     def _owns(self, path: Path) -> bool:
+        """Only delete folders this backend makes (in its run folder, or marked as ours)."""
         try:
-            return path.resolve().parent == self.run_dir.resolve()
+            return path.resolve().parent == self.run_dir.resolve() or (path / OWNER_FILE).exists()
         except OSError:
             return False
 
@@ -130,6 +131,8 @@ class QemuBackend:
             owner = _read_pid(folder / OWNER_FILE)
             if owner is not None and _pid_alive(owner):
                 continue
+            if owner is None and _age(folder) < self.options.boot_timeout:
+                continue  # another engine may be creating it right now
             qemu = _read_pid(folder / "qemu.pid")
             sock = (folder / "socket").read_text().strip() if (folder / "socket").exists() else None
             self.reap(OrphanRecord(folder.name, qemu, None, sock, str(folder)))
@@ -145,7 +148,7 @@ class QemuBackend:
         short.mkdir(mode=0o700, exist_ok=True)
         return short / f"{digest}.sock"
 
-    async def _cold_boot(self, vm_id: str, spec: VMSpec) -> QemuVM:
+    async def _boot_new(self, vm_id: str, spec: VMSpec) -> QemuVM:
         """Boot from the template snapshot when possible, else boot the kernel."""
         state = await self.snapshot_for(spec) if self.options.snapshot else None
         if state is not None:
@@ -323,6 +326,13 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _pid_alive(pid: int) -> bool:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,7 @@ class QMP:
 async def save_state(qmp_socket: Path, dest: Path) -> int:
     """Migrate the running guest behind `qmp_socket` into the file `dest`; returns ms."""
     started = time.monotonic()
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     qmp = await QMP.connect(qmp_socket)
     try:
         await qmp.execute("migrate-set-parameters", **{"max-bandwidth": 8 * 1024**3})
@@ -84,6 +86,10 @@ async def save_state(qmp_socket: Path, dest: Path) -> int:
             if status in ("failed", "cancelled") or time.monotonic() > deadline:
                 raise VMError(f"saving the template VM failed (migration {status})")
             await asyncio.sleep(POLL)  # QMP has no blocking wait for a migration to end
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     finally:
         await qmp.close()
     tmp.replace(dest)

@@ -110,6 +110,7 @@ class QemuVM:
             "cwd": safe_relpath(cwd) if cwd else ".",
             "timeout": limit,
             "stdin": stdin is not None,
+            "limits": {"nofile": self.spec.max_open_files, "nproc": self.spec.max_processes},
         }
         out, err = bytearray(), bytearray()
         sinks: dict[Stream, bytearray] = {"stdout": out, "stderr": err}

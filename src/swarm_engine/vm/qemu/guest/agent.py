@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import struct
 import subprocess
@@ -30,6 +31,7 @@ MAX_JSON = 16 * 1024 * 1024
 MAX_PAYLOAD = 2 * 1024 * 1024 * 1024
 CHUNK = 64 * 1024
 PORT_NAME = "swarm.0"
+RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
 RNDADDENTROPY = 0x40085203
 RNDRESEEDCRNG = 0x5207
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -208,7 +210,17 @@ class Agent:
             except OSError:
                 cgroup = None
 
+        limits = header.get("limits") or {}
+
         def enter_cgroup() -> None:
+            for name, value in limits.items():
+                which = RLIMITS.get(name)
+                if which is None:
+                    continue
+                hard = resource.getrlimit(which)[1]
+                wanted = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+                with contextlib.suppress(ValueError, OSError):
+                    resource.setrlimit(which, (wanted, wanted))
             if cgroup is not None:
                 fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY)
                 os.write(fd, b"0")
@@ -224,7 +236,7 @@ class Agent:
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=enter_cgroup if cgroup is not None else None,
+                preexec_fn=enter_cgroup,
             )
         except OSError as exc:
             self.remove_cgroup(cgroup)
