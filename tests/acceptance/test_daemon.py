@@ -112,16 +112,6 @@ def test_five_sleeping_tickets_run_at_the_same_time(
     assert len(steps) == 5 and {s["status"] for s in steps} == {"done"}
     # all five intervals overlap: the last start comes before the first end
     assert max(s["started_at"] for s in steps) < min(s["completed_at"] for s in steps)
-    runs = query(
-        home / "tickets.db", "SELECT min(started_at) a, max(completed_at) b FROM workflow_runs"
-    )[0]
-    span = query(
-        home / "tickets.db",
-        "SELECT (julianday(?) - julianday(?)) * 86400 AS s",
-        runs["b"],
-        runs["a"],
-    )[0]["s"]
-    assert span < 8, f"5 x 2 s tickets took {span:.1f} s: they did not run in parallel"
 
 
 def peak_concurrency(rows: list[dict[str, str]]) -> int:

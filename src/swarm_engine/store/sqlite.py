@@ -8,6 +8,7 @@ processes opening a fresh database at once never both migrate it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from pathlib import Path
 from swarm_engine.errors import StoreError
 
 BUSY_TIMEOUT_MS = 10_000
+SETUP_ATTEMPTS = 20
 
 
 def utcnow() -> str:
@@ -48,17 +50,26 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn, schema, path)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"database {path} is not usable: {exc}") from exc
-    return conn
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _migrate(conn, schema, path)
+            return conn
+        except sqlite3.OperationalError as exc:
+            # switching a brand-new file to WAL needs a moment alone with it; when many
+            # processes open it at once, some are told "locked" without waiting: retry
+            if "locked" not in str(exc) or attempt == SETUP_ATTEMPTS - 1:
+                conn.close()
+                raise StoreError(f"database {path} is not usable: {exc}") from exc
+            time.sleep(0.01 * (attempt + 1))
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"database {path} is not usable: {exc}") from exc
+    raise AssertionError("unreachable")
 
 
 def _migrate(conn: sqlite3.Connection, schema: str, path: Path) -> None:
