@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from tests.acceptance.conftest import write_agent, write_workflow
 from tests.support.cli import env_for, query, sqlite_shell, swarm, wait_until
 

@@ -254,6 +254,8 @@ class QemuBackend:
                 ) from exc
             raise
         listener.close()
+        with contextlib.suppress(OSError):
+            sock_path.unlink()  # QEMU is connected; the path is only a name for `reap` now
         booted_ms = int((time.monotonic() - started) * 1000)
         log.debug("booted", extra={"vm_id": vm_id, "boot_ms": booted_ms})
         return QemuVM(

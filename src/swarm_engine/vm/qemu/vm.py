@@ -176,6 +176,8 @@ class QemuVM:
         with contextlib.suppress(ChannelClosed, Exception):
             await self._channel.close()
         await self._proc.wait()
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink()
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
 
 
