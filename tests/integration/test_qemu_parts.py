@@ -19,7 +19,7 @@ from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu.accel import choose_accel
-from swarm_engine.vm.qemu.builder import strip_module_signature
+from swarm_engine.vm.qemu.builder import compile_agent, strip_module_signature
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.image import GUEST_DIR, recipe_hash
 from swarm_engine.vm.qemu.initramfs import Entry, write_cpio
@@ -31,13 +31,27 @@ from swarm_engine.vm.qemu.vmlinux import extract_vmlinux
 AGENT = GUEST_DIR / "agent.py"
 
 
-@pytest.fixture
-async def agent_vm(tmp_path: Path) -> AsyncIterator[QemuVM]:
-    """A QemuVM whose 'guest' is the real guest agent running on this host."""
+@pytest.fixture(scope="module")
+def c_agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C guest agent, compiled here like the image builder does (skipped without gcc)."""
+    out = tmp_path_factory.mktemp("c-agent") / "swarm-agent"
+    problem = compile_agent(out)
+    if problem is not None:
+        pytest.skip(f"cannot build the C guest agent: {problem}")
+    return out
+
+
+@pytest.fixture(params=["python", "c"])
+async def agent_vm(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QemuVM]:
+    """A QemuVM whose 'guest' is a real guest agent (Python or C) running on this host."""
     host_end, guest_end = socket.socketpair()
     workspace = tmp_path / "workspace"
+    if request.param == "c":
+        argv = [str(request.getfixturevalue("c_agent"))]
+    else:
+        argv = [sys.executable, "-S", str(AGENT)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-S", str(AGENT), "--fd", str(guest_end.fileno()),
+        *argv, "--fd", str(guest_end.fileno()),
         "--workspace", str(workspace), "--cgroup-root", "none",
         pass_fds=[guest_end.fileno()], start_new_session=True,
     )  # fmt: skip

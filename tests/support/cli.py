@@ -18,7 +18,12 @@ EXAMPLES = REPO / "examples"
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "ANTHROPIC_"))}
+    keep = ("SWARM_QEMU_IMAGES", "SWARM_IMAGE_CACHE")  # where the built microVM image is
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SWARM_", "ANTHROPIC_")) or k in keep
+    }
     env["SWARM_HOME"] = str(home)
     env.update(extra)
     return env

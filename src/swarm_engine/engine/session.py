@@ -98,6 +98,7 @@ class EngineSession:
             self.pool.backend()  # fail early on an unknown backend
             if self.kind == "daemon":
                 self._register()
+                await self.pool.start()
         except BaseException:
             self._close()
             raise

@@ -117,6 +117,10 @@ class VMBackend(Protocol):
 
     name: str
 
+    async def start(self) -> None:
+        """Get ready before the first boot (check images, fill warm pools); idempotent."""
+        ...
+
     async def boot(self, vm_id: str, spec: VMSpec) -> VM: ...
 
     def reap(self, record: OrphanRecord) -> None:

@@ -70,6 +70,10 @@ class VMPool:
             self._backends[key] = self._factory(key)
         return self._backends[key]
 
+    async def start(self) -> None:
+        """Start the default backend (warm pools fill now, not at the first step)."""
+        await self.backend().start()
+
     @asynccontextmanager
     async def acquire(
         self, spec: VMSpec, backend: str | None = None, on_ready: Callable[[VM], Any] | None = None

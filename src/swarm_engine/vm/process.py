@@ -90,6 +90,9 @@ class ProcessBackend:
                     raise VMError("isolation 'bwrap' asked for, but bubblewrap does not work here")
         return self._bwrap
 
+    async def start(self) -> None:
+        _ = self.isolated  # probe bubblewrap once, before the first step needs it
+
     async def boot(self, vm_id: str, spec: VMSpec) -> ProcessVM:
         workspace = self.root / vm_id / "workspace"
         try:

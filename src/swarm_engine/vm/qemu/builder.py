@@ -6,7 +6,8 @@ Steps (each skipped when its output is already there; the whole build is idempot
 2. `debootstrap --variant=minbase --include=python3 <suite>`, trimmed and packed as a
    read-only squashfs (cached under `<images_dir>/.build`, shared by every image).
 3. An initramfs (written in Python, no cpio tool) with static busybox, the modules,
-   `guest/init` and `guest/agent.py`.
+   `guest/init`, the C guest agent (`guest/agent.c`, compiled static with gcc; no Python
+   starts at boot) and `guest/agent.py` (the fallback when gcc or static libc is missing).
 4. `manifest.json`, then the finished folder replaces `<images_dir>/<name>` atomically.
 """
 
@@ -51,6 +52,7 @@ MODULES = (
     "squashfs", "overlay", "failover", "net_failover", "virtio_net",
 )  # fmt: skip
 SIG_MAGIC = b"~Module signature appended~\n"
+AGENT_CFLAGS = ("-static", "-Os", "-s", "-pthread", "-Wall")
 # cryptomgr.notests: the crypto self-tests alone cost ~0.6 s of a TCG boot.
 CMDLINE = "console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests rdinit=/init"
 ROOTFS_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
@@ -187,15 +189,41 @@ def _rootfs(work: Path, req: BuildRequest, log: Path) -> Path:
     return target
 
 
-def _agent_entries() -> list[Entry]:
+def compile_agent(dest: Path) -> str | None:
+    """Compile `guest/agent.c` into a static `dest`; None on success, else why not."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return "gcc not found (apt-get install gcc libc6-dev)"
+    argv = [gcc, *AGENT_CFLAGS, "-o", str(dest), str(GUEST_DIR / "agent.c")]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        return f"cannot run gcc: {exc.strerror}"
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-3:])
+        return f"gcc failed (static libc is in libc6-dev): {tail}"
+    return None
+
+
+def _agent_entries(progress: Progress) -> tuple[list[Entry], str]:
+    """The guest agent files for the initramfs, and which agent boots ("c" or "python")."""
     source = GUEST_DIR / "agent.py"
     entries = [file_entry("agent.py", source)]
+    kind = "python"
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "swarm-agent"
+        problem = compile_agent(binary)
+        if problem is None:
+            entries.append(file_entry("swarm-agent", binary, 0o755))
+            kind = "c"
+        else:
+            progress(f"C guest agent not built ({problem}); guests will start agent.py")
     if sys.version_info[:2] == (3, 11):  # the guest runs bookworm's Python 3.11
         with tempfile.TemporaryDirectory() as tmp:
             pyc = Path(tmp) / "agent.pyc"
             py_compile.compile(str(source), cfile=str(pyc), doraise=True)
             entries.append(file_entry("agent.pyc", pyc))
-    return entries
+    return entries, kind
 
 
 def build_image(req: BuildRequest) -> Image:
@@ -225,10 +253,11 @@ def build_image(req: BuildRequest) -> Image:
     rootfs = _rootfs(work, req, log)
     shutil.copyfile(rootfs, out / ROOTFS)
     req.progress("writing initramfs (busybox, modules, init, guest agent)")
+    agent_files, agent = _agent_entries(req.progress)
     entries = [
         file_entry("bin/busybox", find_busybox(), 0o755),
         file_entry("init", GUEST_DIR / "init", 0o755),
-        *_agent_entries(),
+        *agent_files,
         *_modules(unpacked, version),
     ]
     write_cpio(entries, out / INITRAMFS)
@@ -239,6 +268,7 @@ def build_image(req: BuildRequest) -> Image:
         "suite": req.suite,
         "recipe": recipe,
         "cmdline": CMDLINE,
+        "agent": agent,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

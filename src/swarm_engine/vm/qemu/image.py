@@ -22,6 +22,7 @@ RECIPE_FILES = (
     Path(__file__).parent / "initramfs.py",
     GUEST_DIR / "init",
     GUEST_DIR / "agent.py",
+    GUEST_DIR / "agent.c",
 )
 
 

@@ -1,0 +1,867 @@
+/* swarm-engine guest agent in C: the same framed protocol as guest/agent.py, without
+ * a Python start at boot (~2 s under TCG). Built static at image-build time:
+ *
+ *     gcc -static -Os -pthread -o swarm-agent agent.c
+ *
+ * Frame: 8-byte header ">II" (json length, payload length), a JSON object, then the raw
+ * payload. Requests carry an "id"; every reply carries the same "id". The agent opens the
+ * port once, read-write, and announces itself with a "ready" frame. Requests: exec (one
+ * thread each; own session and, with cgroup v2, own cgroup), put, get, ping, kill,
+ * restored, shutdown. Arguments: --workspace DIR --cgroup-root DIR|none --fd N --port DEV.
+ * Keep it in step with agent.py (the host tests run both over a socketpair).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/random.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROTOCOL_VERSION 1
+#define MAX_JSON (16u * 1024 * 1024)
+#define MAX_PAYLOAD (2u * 1024 * 1024 * 1024)
+#define CHUNK (64 * 1024)
+#define PORT_NAME "swarm.0"
+#define GUEST_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* ---- a small JSON reader ---------------------------------------------------------- */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+typedef struct json {
+    enum jtype type;
+    double num;
+    int boolean;
+    char *str;            /* J_STR (UTF-8, NUL-terminated); key for object members */
+    struct json *child;   /* J_ARR / J_OBJ: first element */
+    struct json *next;    /* next sibling */
+    char *key;
+} json;
+
+typedef struct {
+    const char *p, *end;
+} jparser;
+
+static void jfree(json *j) {
+    while (j) {
+        json *next = j->next;
+        jfree(j->child);
+        free(j->str);
+        free(j->key);
+        free(j);
+        j = next;
+    }
+}
+
+static void jskip(jparser *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int hex4(const char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t put_utf8(char *o, unsigned cp) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+static char *jstring(jparser *s) {
+    if (s->p >= s->end || *s->p != '"') return NULL;
+    s->p++;
+    const char *start = s->p;
+    while (s->p < s->end && *s->p != '"') s->p += (*s->p == '\\') ? 2 : 1;
+    if (s->p >= s->end) return NULL;
+    char *out = malloc((size_t)(s->p - start) + 1), *o = out;
+    if (!out) return NULL;
+    for (const char *q = start; q < s->p; q++) {
+        if (*q != '\\') { *o++ = *q; continue; }
+        q++;
+        switch (*q) {
+        case 'n': *o++ = '\n'; break;
+        case 't': *o++ = '\t'; break;
+        case 'r': *o++ = '\r'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (s->p - q < 5 || hex4(q + 1, &cp)) { free(out); return NULL; }
+            q += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && s->p - q >= 7 && q[1] == '\\' && q[2] == 'u'
+                && !hex4(q + 3, &lo) && lo >= 0xDC00 && lo < 0xE000) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                q += 6;
+            }
+            o += put_utf8(o, cp);
+            break;
+        }
+        default: *o++ = *q; break; /* \" \\ \/ */
+        }
+    }
+    *o = '\0';
+    s->p++;
+    return out;
+}
+
+static json *jvalue(jparser *s, int depth) {
+    jskip(s);
+    if (s->p >= s->end || depth > 64) return NULL;
+    json *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    char c = *s->p;
+    if (c == '"') {
+        j->type = J_STR;
+        if (!(j->str = jstring(s))) goto bad;
+    } else if (c == '{' || c == '[') {
+        j->type = c == '{' ? J_OBJ : J_ARR;
+        char close = c == '{' ? '}' : ']';
+        json **tail = &j->child;
+        s->p++;
+        jskip(s);
+        if (s->p < s->end && *s->p == close) { s->p++; return j; }
+        for (;;) {
+            char *key = NULL;
+            if (j->type == J_OBJ) {
+                jskip(s);
+                if (!(key = jstring(s))) goto bad;
+                jskip(s);
+                if (s->p >= s->end || *s->p != ':') { free(key); goto bad; }
+                s->p++;
+            }
+            json *item = jvalue(s, depth + 1);
+            if (!item) { free(key); goto bad; }
+            item->key = key;
+            *tail = item;
+            tail = &item->next;
+            jskip(s);
+            if (s->p < s->end && *s->p == ',') { s->p++; continue; }
+            if (s->p < s->end && *s->p == close) { s->p++; return j; }
+            goto bad;
+        }
+    } else if (s->end - s->p >= 4 && !strncmp(s->p, "true", 4)) {
+        j->type = J_BOOL; j->boolean = 1; s->p += 4;
+    } else if (s->end - s->p >= 5 && !strncmp(s->p, "false", 5)) {
+        j->type = J_BOOL; s->p += 5;
+    } else if (s->end - s->p >= 4 && !strncmp(s->p, "null", 4)) {
+        j->type = J_NULL; s->p += 4;
+    } else {
+        char buf[64];
+        size_t n = 0;
+        while (s->p + n < s->end && n < sizeof buf - 1 && s->p[n] && strchr("+-0123456789.eE", s->p[n]))
+            n++;
+        if (!n) goto bad;
+        memcpy(buf, s->p, n);
+        buf[n] = '\0';
+        j->type = J_NUM;
+        j->num = strtod(buf, NULL);
+        s->p += n;
+    }
+    return j;
+bad:
+    jfree(j);
+    return NULL;
+}
+
+static json *jparse(const char *data, size_t len) {
+    jparser s = {data, data + len};
+    json *j = jvalue(&s, 0);
+    if (j && j->type != J_OBJ) { jfree(j); return NULL; }
+    return j;
+}
+
+static json *jget(const json *obj, const char *key) {
+    if (!obj || obj->type != J_OBJ) return NULL;
+    for (json *m = obj->child; m; m = m->next)
+        if (m->key && !strcmp(m->key, key)) return m;
+    return NULL;
+}
+
+static const char *jstr(const json *obj, const char *key, const char *dflt) {
+    json *v = jget(obj, key);
+    return v && v->type == J_STR ? v->str : dflt;
+}
+
+static double jnum(const json *obj, const char *key, double dflt) {
+    json *v = jget(obj, key);
+    return v && v->type == J_NUM ? v->num : dflt;
+}
+
+/* ---- a small JSON writer ---------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+static void bput(buf_t *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n) cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (!grown) abort();
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void bprintf(buf_t *b, const char *fmt, ...) {
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    bput(b, tmp, n < (int)sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void bstr(buf_t *b, const char *s) {
+    bput(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { bput(b, "\\", 1); bput(b, s, 1); }
+        else if (c < 0x20) bprintf(b, "\\u%04x", c);
+        else bput(b, s, 1);
+    }
+    bput(b, "\"", 1);
+}
+
+/* ---- the channel ------------------------------------------------------------------ */
+
+static int chan_fd = -1;
+static pthread_mutex_t chan_lock = PTHREAD_MUTEX_INITIALIZER;
+static char workspace[PATH_MAX];
+static const char *cgroup_root;
+
+static void write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            _exit(1); /* the host is gone */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Send one frame; `head` is the JSON object without its closing brace. */
+static void send_frame(buf_t *head, const void *payload, size_t plen) {
+    bput(head, "}", 1);
+    unsigned char hdr[8];
+    uint32_t jl = (uint32_t)head->len, pl = (uint32_t)plen;
+    hdr[0] = jl >> 24; hdr[1] = jl >> 16; hdr[2] = jl >> 8; hdr[3] = jl;
+    hdr[4] = pl >> 24; hdr[5] = pl >> 16; hdr[6] = pl >> 8; hdr[7] = pl;
+    pthread_mutex_lock(&chan_lock);
+    write_all(chan_fd, (const char *)hdr, 8);
+    write_all(chan_fd, head->data, head->len);
+    if (plen) write_all(chan_fd, payload, plen);
+    pthread_mutex_unlock(&chan_lock);
+    free(head->data);
+    head->data = NULL;
+    head->len = head->cap = 0;
+}
+
+static void start(buf_t *b, const char *type, long rid) {
+    bprintf(b, "{\"t\":\"%s\",\"id\":%ld", type, rid);
+}
+
+static void send_ok(long rid, const void *payload, size_t plen) {
+    buf_t b = {0};
+    start(&b, "ok", rid);
+    send_frame(&b, payload, plen);
+}
+
+static void send_error(long rid, const char *kind, const char *fmt, ...) {
+    char msg[PATH_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    buf_t b = {0};
+    start(&b, "error", rid);
+    bput(&b, ",\"kind\":", 8);
+    bstr(&b, kind);
+    bput(&b, ",\"message\":", 11);
+    bstr(&b, msg);
+    send_frame(&b, NULL, 0);
+}
+
+static int read_exact(int fd, char *p, size_t n) {
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* ---- paths ------------------------------------------------------------------------ */
+
+/* Resolve `rest` onto the resolved folder `out` like Python's os.path.realpath (not
+ * strict): symlinks of existing components are followed, missing ones are kept as is. */
+static int join_real(char *out, const char *rest, int depth) {
+    if (depth > 40) return -1;
+    char *copy = strdup(rest), *save = NULL;
+    if (!copy) return -1;
+    for (char *name = strtok_r(copy, "/", &save); name; name = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(name, ".")) continue;
+        if (!strcmp(name, "..")) {
+            char *slash = strrchr(out, '/');
+            if (slash && slash != out) *slash = '\0';
+            else strcpy(out, "/");
+            continue;
+        }
+        char cand[PATH_MAX];
+        if (snprintf(cand, sizeof cand, "%s%s%s", out, strcmp(out, "/") ? "/" : "", name)
+            >= (int)sizeof cand) { free(copy); return -1; }
+        struct stat st;
+        if (lstat(cand, &st) == 0 && S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t n = readlink(cand, target, sizeof target - 1);
+            if (n < 0) { free(copy); return -1; }
+            target[n] = '\0';
+            if (target[0] == '/') strcpy(out, "/");
+            if (join_real(out, target, depth + 1)) { free(copy); return -1; }
+        } else {
+            strcpy(out, cand);
+        }
+    }
+    free(copy);
+    return 0;
+}
+
+/* Full path of workspace-relative `path`; on refusal sends the error and returns -1. */
+static int resolve(long rid, const char *path, int must_exist, char *full) {
+    strcpy(full, path[0] == '/' ? "/" : workspace);
+    size_t wl = strlen(workspace);
+    if (join_real(full, path, 0)
+        || (strcmp(full, workspace) && (strncmp(full, workspace, wl) || full[wl] != '/'))) {
+        send_error(rid, "denied", "path '%s' is outside the workspace", path);
+        return -1;
+    }
+    struct stat st;
+    if (must_exist && stat(full, &st) != 0) {
+        send_error(rid, "not_found", "no such file: %s", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int makedirs(const char *path) {
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0777) && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0777) && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* ---- requests --------------------------------------------------------------------- */
+
+static void do_put(long rid, const json *h, const char *payload, size_t plen) {
+    char full[PATH_MAX], tmp[PATH_MAX + 16];
+    const char *path = jstr(h, "path", "");
+    if (resolve(rid, path, 0, full)) return;
+    char *slash = strrchr(full, '/');
+    if (slash && slash != full) {
+        *slash = '\0';
+        int bad = makedirs(full);
+        *slash = '/';
+        if (bad) { send_error(rid, "failed", "%s: %s", path, strerror(errno)); return; }
+    }
+    snprintf(tmp, sizeof tmp, "%s.swarm-tmp", full);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) { send_error(rid, "failed", "%s: %s", path, strerror(errno)); return; }
+    for (size_t off = 0; off < plen;) {
+        ssize_t w = write(fd, payload + off, plen - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+            int err = errno;
+            close(fd);
+            unlink(tmp);
+            send_error(rid, "failed", "%s: %s", path, strerror(err));
+            return;
+        }
+        off += (size_t)w;
+    }
+    close(fd);
+    if (chmod(tmp, (mode_t)jnum(h, "mode", 0644)) || rename(tmp, full)) {
+        send_error(rid, "failed", "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    send_ok(rid, NULL, 0);
+}
+
+static void do_get(long rid, const json *h) {
+    char full[PATH_MAX];
+    const char *path = jstr(h, "path", "");
+    if (resolve(rid, path, 1, full)) return;
+    struct stat st;
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st)) {
+        send_error(rid, errno == ENOENT ? "not_found" : "failed", "%s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        send_error(rid, "failed", "IsADirectoryError('%s is a directory')", path);
+        return;
+    }
+    buf_t data = {0};
+    char chunk[CHUNK];
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        bput(&data, chunk, (size_t)r);
+    }
+    close(fd);
+    send_ok(rid, data.data, data.len);
+    free(data.data);
+}
+
+static void do_restored(long rid, const json *h, const char *payload, size_t plen) {
+    if (plen) {
+        int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            struct rand_pool_info *info = malloc(sizeof *info + plen);
+            if (info) { /* credit the seed, then force the CRNG to reseed from it */
+                info->entropy_count = (int)(plen * 8);
+                info->buf_size = (int)plen;
+                memcpy(info->buf, payload, plen);
+                if (ioctl(fd, RNDADDENTROPY, info) || ioctl(fd, RNDRESEEDCRNG))
+                    write_all(fd, payload, plen);
+                free(info);
+            }
+            close(fd);
+        }
+    }
+    json *t = jget(h, "time");
+    if (t && t->type == J_NUM) {
+        struct timespec ts = {(time_t)t->num, (long)((t->num - (double)(time_t)t->num) * 1e9)};
+        clock_settime(CLOCK_REALTIME, &ts);
+    }
+    send_ok(rid, NULL, 0);
+}
+
+/* ---- exec ------------------------------------------------------------------------- */
+
+typedef struct proc {
+    long rid;
+    pid_t pid;
+    char cgroup[PATH_MAX];
+    struct proc *next;
+} proc_t;
+
+static proc_t *procs;
+static pthread_mutex_t procs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void kill_tree(pid_t pid, const char *cgroup) {
+    if (cgroup[0]) {
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/cgroup.kill", cgroup);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (write(fd, "1", 1) < 0) { /* older kernels: killpg below */ }
+            close(fd);
+        }
+    }
+    killpg(pid, SIGKILL);
+}
+
+static void do_kill(long rid, const json *h) {
+    long target = (long)jnum(h, "target", -1);
+    pthread_mutex_lock(&procs_lock);
+    for (proc_t *p = procs; p; p = p->next)
+        if (p->rid == target) kill_tree(p->pid, p->cgroup);
+    pthread_mutex_unlock(&procs_lock);
+    send_ok(rid, NULL, 0);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct {
+    long rid;
+    json *header;
+    char *payload;
+    size_t plen;
+} request_t;
+
+static void send_out(long rid, const char *stream, const char *data, size_t n) {
+    buf_t b = {0};
+    start(&b, "out", rid);
+    bprintf(&b, ",\"stream\":\"%s\"", stream);
+    send_frame(&b, data, n);
+}
+
+static void send_exit(long rid, int code, int timed_out, double started) {
+    buf_t b = {0};
+    start(&b, "exit", rid);
+    bprintf(&b, ",\"code\":%d,\"timed_out\":%s,\"duration_ms\":%ld", code,
+            timed_out ? "true" : "false", (long)((now() - started) * 1000));
+    send_frame(&b, NULL, 0);
+}
+
+static void remove_cgroup(const char *cgroup) {
+    if (!cgroup[0]) return;
+    for (int i = 0; i < 100; i++) {
+        if (rmdir(cgroup) == 0) return;
+        usleep(10000);
+    }
+}
+
+static void exec_request(request_t *req) {
+    long rid = req->rid;
+    const json *h = req->header;
+    json *argv_j = jget(h, "argv");
+    int argc = 0;
+    for (json *a = argv_j ? argv_j->child : NULL; a; a = a->next) argc++;
+    if (!argv_j || argv_j->type != J_ARR || argc == 0) {
+        send_error(rid, "failed", "exec needs a non-empty argv");
+        return;
+    }
+    char **argv = calloc((size_t)argc + 1, sizeof *argv);
+    int i = 0;
+    for (json *a = argv_j->child; a; a = a->next) argv[i++] = a->type == J_STR ? a->str : "";
+    /* Environment: what the host sent, with PATH and HOME defaulted. */
+    json *env_j = jget(h, "env");
+    int envc = 0;
+    for (json *e = env_j && env_j->type == J_OBJ ? env_j->child : NULL; e; e = e->next) envc++;
+    char **envp = calloc((size_t)envc + 3, sizeof *envp);
+    const char *path_var = NULL;
+    int has_home = 0, n = 0;
+    for (json *e = env_j && env_j->type == J_OBJ ? env_j->child : NULL; e; e = e->next) {
+        const char *val = e->type == J_STR ? e->str : "";
+        if (asprintf(&envp[n], "%s=%s", e->key, val) < 0) abort();
+        n++;
+        if (!strcmp(e->key, "PATH")) path_var = val;
+        if (!strcmp(e->key, "HOME")) has_home = 1;
+    }
+    if (!path_var) { envp[n++] = strdup("PATH=" GUEST_PATH); path_var = GUEST_PATH; }
+    if (!has_home) envp[n++] = strdup("HOME=/root");
+    /* Executable candidates, searched in the child's PATH (like subprocess). */
+    int ncand = 0;
+    char **cands;
+    if (strchr(argv[0], '/')) {
+        cands = calloc(2, sizeof *cands);
+        cands[ncand++] = strdup(argv[0]);
+    } else {
+        cands = calloc(strlen(path_var) + 2, sizeof *cands);
+        char *dirs = strdup(path_var), *save = NULL;
+        for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save))
+            if (asprintf(&cands[ncand++], "%s/%s", d, argv[0]) < 0) abort();
+        free(dirs);
+    }
+    char cwd[PATH_MAX];
+    const char *cwd_rel = jstr(h, "cwd", ".");
+    proc_t *me = calloc(1, sizeof *me);
+    int out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, in_p[2] = {-1, -1}, status_p[2] = {-1, -1};
+    struct stat st;
+    if (resolve(rid, cwd_rel[0] ? cwd_rel : ".", 0, cwd)) goto done;
+    if (stat(cwd, &st) || !S_ISDIR(st.st_mode)) {
+        send_error(rid, "not_found", "working folder '%s' does not exist in the VM", cwd_rel);
+        goto done;
+    }
+    me->rid = rid;
+    if (cgroup_root) {
+        snprintf(me->cgroup, sizeof me->cgroup, "%s/exec-%ld", cgroup_root, rid);
+        if (mkdir(me->cgroup, 0755)) me->cgroup[0] = '\0';
+    }
+    json *limits = jget(h, "limits");
+    long nofile = (long)jnum(limits, "nofile", -1), nproc = (long)jnum(limits, "nproc", -1);
+    json *stdin_j = jget(h, "stdin");
+    int want_stdin = stdin_j && stdin_j->type == J_BOOL && stdin_j->boolean;
+    json *timeout_j = jget(h, "timeout");
+    double started = now();
+    double deadline = timeout_j && timeout_j->type == J_NUM ? started + timeout_j->num : -1;
+    if (pipe2(out_p, O_CLOEXEC) || pipe2(err_p, O_CLOEXEC) || pipe2(status_p, O_CLOEXEC)
+        || (want_stdin && pipe2(in_p, O_CLOEXEC))) {
+        send_error(rid, "failed", "pipe: %s", strerror(errno));
+        goto done;
+    }
+    char procs_path[PATH_MAX + 16];
+    snprintf(procs_path, sizeof procs_path, "%s/cgroup.procs", me->cgroup);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        setsid();
+        struct { int which; long value; } rl[2] = {{RLIMIT_NOFILE, nofile}, {RLIMIT_NPROC, nproc}};
+        for (int k = 0; k < 2; k++) {
+            struct rlimit cur;
+            if (rl[k].value < 0 || getrlimit(rl[k].which, &cur)) continue;
+            rlim_t want = (rlim_t)rl[k].value;
+            if (cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max) want = cur.rlim_max;
+            struct rlimit lim = {want, want};
+            setrlimit(rl[k].which, &lim);
+        }
+        if (me->cgroup[0]) {
+            int fd = open(procs_path, O_WRONLY | O_CLOEXEC);
+            if (fd >= 0) { if (write(fd, "0", 1) < 0) {} close(fd); }
+        }
+        int in_fd = want_stdin ? in_p[0] : open("/dev/null", O_RDONLY);
+        int err = 0;
+        if (in_fd < 0 || dup2(in_fd, 0) < 0 || dup2(out_p[1], 1) < 0 || dup2(err_p[1], 2) < 0
+            || chdir(cwd) < 0) {
+            err = errno;
+        } else {
+            for (int k = 0; k < ncand; k++) {
+                execve(cands[k], argv, envp);
+                if (err == 0 || (errno != ENOENT && errno != ENOTDIR)) err = errno;
+            }
+        }
+        if (write(status_p[1], &err, sizeof err) < 0) {}
+        _exit(127);
+    }
+    close(out_p[1]); out_p[1] = -1;
+    close(err_p[1]); err_p[1] = -1;
+    close(status_p[1]); status_p[1] = -1;
+    if (in_p[0] >= 0) { close(in_p[0]); in_p[0] = -1; }
+    if (pid < 0) {
+        send_error(rid, "failed", "fork: %s", strerror(errno));
+        goto done;
+    }
+    int child_err = 0;
+    ssize_t got;
+    do got = read(status_p[0], &child_err, sizeof child_err); while (got < 0 && errno == EINTR);
+    if (got == (ssize_t)sizeof child_err) { /* exec failed: report it like subprocess */
+        waitpid(pid, NULL, 0);
+        char msg[PATH_MAX];
+        int len = snprintf(msg, sizeof msg, "%s: %s\n", argv[0], strerror(child_err));
+        send_out(rid, "stderr", msg, len < (int)sizeof msg ? (size_t)len : sizeof msg - 1);
+        send_exit(rid, child_err == EACCES || child_err == EPERM ? 126 : 127, 0, started);
+        goto done;
+    }
+    me->pid = pid;
+    pthread_mutex_lock(&procs_lock);
+    me->next = procs;
+    procs = me;
+    pthread_mutex_unlock(&procs_lock);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int exited = 0, timed_out = 0, killed = 0, status = 0;
+    size_t fed = 0;
+    if (in_p[1] >= 0) {
+        fcntl(in_p[1], F_SETFL, O_NONBLOCK);
+        if (req->plen == 0) { close(in_p[1]); in_p[1] = -1; }
+    }
+    char *chunk = malloc(CHUNK);
+    while (out_p[0] >= 0 || err_p[0] >= 0 || !exited) {
+        struct pollfd fds[4];
+        int nfds = 0, idx_out = -1, idx_err = -1, idx_in = -1, idx_pid = -1;
+        if (out_p[0] >= 0) { idx_out = nfds; fds[nfds++] = (struct pollfd){out_p[0], POLLIN, 0}; }
+        if (err_p[0] >= 0) { idx_err = nfds; fds[nfds++] = (struct pollfd){err_p[0], POLLIN, 0}; }
+        if (in_p[1] >= 0) { idx_in = nfds; fds[nfds++] = (struct pollfd){in_p[1], POLLOUT, 0}; }
+        if (!exited && pidfd >= 0) { idx_pid = nfds; fds[nfds++] = (struct pollfd){pidfd, POLLIN, 0}; }
+        int wait_ms = -1;
+        if (deadline >= 0 && !killed) {
+            double left = deadline - now();
+            wait_ms = left <= 0 ? 0 : (int)(left * 1000) + 1;
+        } else if (!exited && pidfd < 0) {
+            wait_ms = 50; /* no pidfd (old kernel): poll the child */
+        }
+        int ready = poll(fds, (nfds_t)nfds, wait_ms);
+        if (ready < 0 && errno != EINTR) break;
+        if (deadline >= 0 && !killed && now() >= deadline) {
+            /* Past the deadline with the command (or its output) still alive. */
+            timed_out = killed = 1;
+            kill_tree(pid, me->cgroup);
+        }
+        if (ready <= 0) {
+            if (!exited && pidfd < 0 && waitpid(pid, &status, WNOHANG) == pid) exited = 1;
+            continue;
+        }
+        int pipes[2] = {idx_out, idx_err};
+        int *fdp[2] = {&out_p[0], &err_p[0]};
+        const char *names[2] = {"stdout", "stderr"};
+        for (int k = 0; k < 2; k++) {
+            if (pipes[k] < 0 || !fds[pipes[k]].revents) continue;
+            ssize_t r = read(*fdp[k], chunk, CHUNK);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) { close(*fdp[k]); *fdp[k] = -1; continue; }
+            send_out(rid, names[k], chunk, (size_t)r);
+        }
+        if (idx_in >= 0 && fds[idx_in].revents) {
+            ssize_t w = write(in_p[1], req->payload + fed, req->plen - fed);
+            if (w > 0) fed += (size_t)w;
+            if ((w < 0 && errno != EAGAIN && errno != EINTR) || fed >= req->plen) {
+                close(in_p[1]);
+                in_p[1] = -1;
+            }
+        }
+        if (idx_pid >= 0 && fds[idx_pid].revents) {
+            waitpid(pid, &status, 0);
+            exited = 1;
+        }
+    }
+    free(chunk);
+    if (!exited) waitpid(pid, &status, 0);
+    if (pidfd >= 0) close(pidfd);
+    pthread_mutex_lock(&procs_lock);
+    for (proc_t **pp = &procs; *pp; pp = &(*pp)->next)
+        if (*pp == me) { *pp = me->next; break; }
+    pthread_mutex_unlock(&procs_lock);
+    remove_cgroup(me->cgroup);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    send_exit(rid, timed_out ? 124 : code, timed_out, started);
+done:
+    for (int k = 0; k < 2; k++) {
+        int fds2[4] = {out_p[k], err_p[k], in_p[k], status_p[k]};
+        for (int m = 0; m < 4; m++) if (fds2[m] >= 0) close(fds2[m]);
+    }
+    for (int k = 0; k < n; k++) free(envp[k]);
+    for (int k = 0; k < ncand; k++) free(cands[k]);
+    free(envp);
+    free(cands);
+    free(argv);
+    free(me);
+}
+
+static void *exec_thread(void *arg) {
+    request_t *req = arg;
+    exec_request(req);
+    jfree(req->header);
+    free(req->payload);
+    free(req);
+    return NULL;
+}
+
+/* ---- main ------------------------------------------------------------------------- */
+
+static const char *find_port(void) {
+    static char dev[PATH_MAX];
+    const char *base = "/sys/class/virtio-ports";
+    for (int tries = 0; tries < 500; tries++) {
+        DIR *d = opendir(base);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                if (e->d_name[0] == '.') continue;
+                char path[PATH_MAX], name[64] = "";
+                snprintf(path, sizeof path, "%s/%s/name", base, e->d_name);
+                FILE *f = fopen(path, "re");
+                if (!f) continue;
+                if (fgets(name, sizeof name, f)) name[strcspn(name, "\n")] = '\0';
+                fclose(f);
+                if (!strcmp(name, PORT_NAME)) {
+                    snprintf(dev, sizeof dev, "/dev/%s", e->d_name);
+                    closedir(d);
+                    return dev;
+                }
+            }
+            closedir(d);
+        }
+        usleep(10000);
+    }
+    fprintf(stderr, "swarm-agent: no virtio port named %s\n", PORT_NAME);
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    const char *ws = "/workspace", *port = NULL, *cg = "/sys/fs/cgroup";
+    int fd = -1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--workspace")) ws = argv[i + 1];
+        else if (!strcmp(argv[i], "--cgroup-root")) cg = argv[i + 1];
+        else if (!strcmp(argv[i], "--fd")) fd = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--port")) port = argv[i + 1];
+    }
+    signal(SIGPIPE, SIG_IGN);
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/cgroup.controllers", cg);
+    cgroup_root = strcmp(cg, "none") && access(probe, F_OK) == 0 ? cg : NULL;
+    if (fd < 0) fd = open(port ? port : find_port(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) { perror("swarm-agent: cannot open the port"); return 1; }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    chan_fd = fd;
+    makedirs(ws);
+    if (!realpath(ws, workspace)) { perror("swarm-agent: workspace"); return 1; }
+    buf_t hello = {0};
+    bprintf(&hello, "{\"t\":\"ready\",\"version\":%d,\"pid\":%d,\"agent\":\"c\"",
+            PROTOCOL_VERSION, (int)getpid());
+    send_frame(&hello, NULL, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    for (;;) {
+        unsigned char hdr[8];
+        if (read_exact(fd, (char *)hdr, 8)) return 0;
+        uint32_t jl = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+        uint32_t pl = (uint32_t)hdr[4] << 24 | (uint32_t)hdr[5] << 16 | (uint32_t)hdr[6] << 8 | hdr[7];
+        if (jl > MAX_JSON || pl > MAX_PAYLOAD) {
+            fprintf(stderr, "swarm-agent: frame too large (%u, %u)\n", jl, pl);
+            return 1;
+        }
+        char *body = malloc((size_t)jl + 1), *payload = malloc(pl ? pl : 1);
+        if (!body || !payload || read_exact(fd, body, jl) || read_exact(fd, payload, pl)) return 0;
+        json *h = jparse(body, jl);
+        free(body);
+        if (!h) { fprintf(stderr, "swarm-agent: bad frame\n"); return 1; }
+        long rid = (long)jnum(h, "id", 0);
+        const char *kind = jstr(h, "t", "");
+        int keep = 0;
+        if (!strcmp(kind, "exec")) {
+            request_t *req = malloc(sizeof *req);
+            *req = (request_t){rid, h, payload, pl};
+            pthread_t th;
+            if (pthread_create(&th, &attr, exec_thread, req) == 0) keep = 1;
+            else { free(req); send_error(rid, "failed", "cannot start a thread"); }
+        } else if (!strcmp(kind, "put")) do_put(rid, h, payload, pl);
+        else if (!strcmp(kind, "get")) do_get(rid, h);
+        else if (!strcmp(kind, "ping")) send_ok(rid, payload, pl);
+        else if (!strcmp(kind, "kill")) do_kill(rid, h);
+        else if (!strcmp(kind, "restored")) do_restored(rid, h, payload, pl);
+        else if (!strcmp(kind, "shutdown")) { send_ok(rid, NULL, 0); return 0; }
+        else send_error(rid, "protocol", "%s?", kind);
+        if (!keep) { jfree(h); free(payload); }
+    }
+}
