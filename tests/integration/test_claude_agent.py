@@ -338,6 +338,21 @@ async def test_tool_errors_go_back_to_the_model(
     assert seen[3]["content"] == "out\n[stderr]\nerr\n[exit code: 3]"
 
 
+async def test_edit_file_keeps_a_script_executable(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    await vm.put_file("run.sh", b"#!/bin/sh\necho before\n", 0o755)
+    server.push(
+        tool_use(("edit_file", {"path": "run.sh", "old_text": "before", "new_text": "after"})),
+        tool_use(("bash", {"command": "./run.sh"})),
+        text("done"),
+    )
+    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    assert outcome.ok, outcome.error
+    ran = server.message_requests()[-1].tool_results()[0]["content"]
+    assert ran == "after\n[exit code: 0]"
+
+
 async def test_missing_output_file_fails_the_step(
     vm: VM, server: MessagesServer, tmp_path: Path
 ) -> None:

@@ -186,7 +186,10 @@ class ToolBox:
         if count != 1:
             where = "not found" if count == 0 else f"found {count} times"
             raise ToolFailure(f"old_text {where} in {path}; it must match exactly once")
-        await self.vm.put_file(path, text.replace(old, new, 1).encode())
+        # keep the file's executable bit (an edited script must still run)
+        probe = await self.vm.exec(["test", "-x", path], timeout=30)
+        mode = 0o755 if probe.exit_code == 0 else 0o644
+        await self.vm.put_file(path, text.replace(old, new, 1).encode(), mode)
         return f"edited {path}"
 
     async def _list(self, args: Mapping[str, Any]) -> ToolResult:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.vm.base import OrphanRecord, VMSpec
+from swarm_engine.vm.proctree import pid_alive
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.image import Image, load_image
@@ -129,7 +130,7 @@ class QemuBackend:
             return 0
         for folder in self.run_dir.iterdir():
             owner = _read_pid(folder / OWNER_FILE)
-            if owner is not None and _pid_alive(owner):
+            if owner is not None and pid_alive(owner):
                 continue
             if owner is None and _age(folder) < self.options.boot_timeout:
                 continue  # another engine may be creating it right now
@@ -335,16 +336,6 @@ def _age(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def create(home: Path, options: dict[str, Any]) -> QemuBackend:

@@ -5,9 +5,10 @@ Steps (each skipped when its output is already there; the whole build is idempot
    uncompressed `vmlinux` out of its bzImage and pick the virtio/squashfs/overlay modules.
 2. `debootstrap --variant=minbase --include=python3 <suite>`, trimmed and packed as a
    read-only squashfs (cached under `<images_dir>/.build`, shared by every image).
-3. An initramfs (written in Python, no cpio tool) with static busybox, the modules,
-   `guest/init`, the C guest agent (`guest/agent.c`, compiled static with gcc; no Python
-   starts at boot) and `guest/agent.py` (the fallback when gcc or static libc is missing).
+3. An initramfs (written in Python, no cpio tool) with static busybox, the modules and
+   the guest's /init and agent: `guest/init.c` and `guest/agent.c` compiled static with
+   gcc (no shell script and no Python at boot), or, when gcc or static libc is missing,
+   the busybox script `guest/init` and `guest/agent.py`.
 4. `manifest.json`, then the finished folder replaces `<images_dir>/<name>` atomically.
 """
 
@@ -47,12 +48,12 @@ Progress = Callable[[str], None]
 
 KERNEL_META = "linux-image-cloud-amd64"
 # Load order matters: dependencies first (there is no modprobe in the initramfs).
-MODULES = (
-    "virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio_blk",
-    "squashfs", "overlay", "failover", "net_failover", "virtio_net",
-)  # fmt: skip
+MODULES = ("virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio_blk",
+           "squashfs", "overlay")  # fmt: skip
+NET_MODULES = ("failover", "net_failover", "virtio_net")
+"""Loaded only by guests with network (`swarm.net=1` on the kernel command line)."""
 SIG_MAGIC = b"~Module signature appended~\n"
-AGENT_CFLAGS = ("-static", "-Os", "-s", "-pthread", "-Wall")
+GUEST_CFLAGS = ("-static", "-Os", "-s", "-pthread", "-Wall")
 # cryptomgr.notests: the crypto self-tests alone cost ~0.6 s of a TCG boot.
 CMDLINE = "console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests rdinit=/init"
 ROOTFS_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
@@ -145,14 +146,15 @@ def _modules(unpacked: Path, version: str) -> list[Entry]:
     root = unpacked / "lib" / "modules" / version / "kernel"
     by_name = {p.name.removesuffix(".ko"): p for p in root.rglob("*.ko")}
     entries = []
-    for name in MODULES:
+    for name in (*MODULES, *NET_MODULES):
         path = by_name.get(name)
         if path is None:
             raise VMError(f"kernel {version} has no module {name}.ko")
         data = strip_module_signature(path.read_bytes())
         entries.append(Entry(f"modules/{name}.ko", stat.S_IFREG | 0o644, data))
-    order = ("\n".join(MODULES) + "\n").encode()
-    entries.append(Entry("modules/order", stat.S_IFREG | 0o644, order))
+    for listing, names in (("order", MODULES), ("order.net", NET_MODULES)):
+        order = ("\n".join(names) + "\n").encode()
+        entries.append(Entry(f"modules/{listing}", stat.S_IFREG | 0o644, order))
     return entries
 
 
@@ -189,12 +191,12 @@ def _rootfs(work: Path, req: BuildRequest, log: Path) -> Path:
     return target
 
 
-def compile_agent(dest: Path) -> str | None:
-    """Compile `guest/agent.c` into a static `dest`; None on success, else why not."""
+def compile_guest(source: str, dest: Path) -> str | None:
+    """Compile `guest/<source>` (C) into a static `dest`; None on success, else why not."""
     gcc = shutil.which("gcc")
     if gcc is None:
         return "gcc not found (apt-get install gcc libc6-dev)"
-    argv = [gcc, *AGENT_CFLAGS, "-o", str(dest), str(GUEST_DIR / "agent.c")]
+    argv = [gcc, *GUEST_CFLAGS, "-o", str(dest), str(GUEST_DIR / source)]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -205,25 +207,28 @@ def compile_agent(dest: Path) -> str | None:
     return None
 
 
-def _agent_entries(progress: Progress) -> tuple[list[Entry], str]:
-    """The guest agent files for the initramfs, and which agent boots ("c" or "python")."""
+def compile_agent(dest: Path) -> str | None:
+    """The C guest agent (`guest/agent.c`), static, at `dest`; None or why it failed."""
+    return compile_guest("agent.c", dest)
+
+
+def _guest_entries(progress: Progress) -> tuple[list[Entry], str]:
+    """/init and the guest agent for the initramfs, and which pair boots: "c" (init.c and
+    agent.c, compiled static: no shell, no Python at boot) or "python" (the busybox
+    script `guest/init` starting `agent.py`, when gcc or static libc is missing)."""
     source = GUEST_DIR / "agent.py"
-    entries = [file_entry("agent.py", source)]
-    kind = "python"
     with tempfile.TemporaryDirectory() as tmp:
-        binary = Path(tmp) / "swarm-agent"
-        problem = compile_agent(binary)
+        agent, init = Path(tmp) / "swarm-agent", Path(tmp) / "init"
+        problem = compile_guest("agent.c", agent) or compile_guest("init.c", init)
         if problem is None:
-            entries.append(file_entry("swarm-agent", binary, 0o755))
-            kind = "c"
-        else:
-            progress(f"C guest agent not built ({problem}); guests will start agent.py")
-    if sys.version_info[:2] == (3, 11):  # the guest runs bookworm's Python 3.11
-        with tempfile.TemporaryDirectory() as tmp:
+            return [file_entry("init", init, 0o755), file_entry("swarm-agent", agent, 0o755)], "c"
+        progress(f"C guest init/agent not built ({problem}); guests will start agent.py")
+        entries = [file_entry("init", GUEST_DIR / "init", 0o755), file_entry("agent.py", source)]
+        if sys.version_info[:2] == (3, 11):  # the guest runs bookworm's Python 3.11
             pyc = Path(tmp) / "agent.pyc"
             py_compile.compile(str(source), cfile=str(pyc), doraise=True)
             entries.append(file_entry("agent.pyc", pyc))
-    return entries, kind
+    return entries, "python"
 
 
 def build_image(req: BuildRequest) -> Image:
@@ -253,11 +258,10 @@ def build_image(req: BuildRequest) -> Image:
     rootfs = _rootfs(work, req, log)
     shutil.copyfile(rootfs, out / ROOTFS)
     req.progress("writing initramfs (busybox, modules, init, guest agent)")
-    agent_files, agent = _agent_entries(req.progress)
+    guest_files, agent = _guest_entries(req.progress)
     entries = [
         file_entry("bin/busybox", find_busybox(), 0o755),
-        file_entry("init", GUEST_DIR / "init", 0o755),
-        *agent_files,
+        *guest_files,
         *_modules(unpacked, version),
     ]
     write_cpio(entries, out / INITRAMFS)

@@ -23,6 +23,7 @@ RECIPE_FILES = (
     GUEST_DIR / "init",
     GUEST_DIR / "agent.py",
     GUEST_DIR / "agent.c",
+    GUEST_DIR / "init.c",
 )
 
 
