@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -12,6 +11,7 @@ import time
 import click
 
 from swarm_engine.cli.app import pass_settings, store_of
+from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.output import console, ms, short, styled
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
@@ -50,11 +50,7 @@ def start(
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
         _daemonize(settings, [*extra, *(["--until-idle"] if until_idle else [])])
         return
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+    setup_logging(settings.log_level if settings.log_level != "WARNING" else "INFO")
     daemon = Daemon(
         settings,
         max_vms=max_vms,
@@ -73,7 +69,10 @@ def start(
         f"home {settings.home} (Ctrl-C to stop)",
         highlight=False,
     )
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
     console.print(f"engine stopped after running {daemon.claimed} ticket(s)")
 
 

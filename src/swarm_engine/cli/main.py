@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
 from swarm_engine.cli.app import ensure_home
+from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.config import load_settings
 from swarm_engine.errors import SwarmError
 
@@ -49,10 +49,7 @@ def cli(
     if ctx.invoked_subcommand and "--help" not in sys.argv and "-h" not in sys.argv:
         ensure_home(settings)
     if log_level or settings.log_level != "WARNING":
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        setup_logging(settings.log_level)
 
 
 def _register() -> None:

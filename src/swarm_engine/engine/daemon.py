@@ -143,6 +143,12 @@ class Daemon:
                     if ticket is None:
                         break
                     self.claimed += 1
+                    log.info(
+                        "claimed ticket %s (attempt %s)",
+                        ticket["id"],
+                        ticket["attempts"],
+                        extra={"ticket_id": ticket["id"], "engine_id": session.engine_id},
+                    )
                     task = asyncio.create_task(self._run_one(session, ticket))
                     self.active[task] = ticket["id"]
                     task.add_done_callback(self._finished)
@@ -175,7 +181,13 @@ class Daemon:
 
     async def _run_one(self, session: EngineSession, ticket: dict[str, Any]) -> None:
         try:
-            await session.run_claimed(ticket)
+            final = await session.run_claimed(ticket)
+            log.info(
+                "ticket %s %s",
+                ticket["id"],
+                final["status"],
+                extra={"ticket_id": ticket["id"], "engine_id": session.engine_id},
+            )
         except asyncio.CancelledError:
             log.warning("ticket %s aborted", ticket["id"])
         except SwarmError as exc:

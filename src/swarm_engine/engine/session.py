@@ -54,7 +54,7 @@ class StoreRecorder:
 
 
 def new_engine_id() -> str:
-    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class EngineSession:
