@@ -9,7 +9,6 @@ their VMs destroyed, and the tickets re-queued for another attempt).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import uuid
@@ -194,6 +193,3 @@ class Daemon:
             log.error("ticket %s: %s", ticket["id"], exc)
         except Exception:
             log.exception("ticket %s crashed the runner", ticket["id"])
-        finally:
-            with contextlib.suppress(Exception):
-                session.store.engines.heartbeat(session.engine_id, session.pool.busy)
