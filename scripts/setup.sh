@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=(bubblewrap sqlite3 util-linux)
 if [[ "${1:-}" == "--vm" ]]; then
-    packages+=(qemu-system-x86 busybox-static squashfs-tools debootstrap cpio lz4 zstd)
+    packages+=(qemu-system-x86 busybox-static squashfs-tools debootstrap cpio lz4 gcc libc6-dev)
 fi
 
 missing=()

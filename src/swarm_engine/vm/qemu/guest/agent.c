@@ -831,7 +831,7 @@ int main(int argc, char **argv) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_attr_setstacksize(&attr, 1024 * 1024); /* path resolution recurses */
     for (;;) {
         unsigned char hdr[8];
         if (read_exact(fd, (char *)hdr, 8)) return 0;

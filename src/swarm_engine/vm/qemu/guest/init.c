@@ -27,21 +27,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void say(const char *fmt, const char *arg) {
-    fprintf(stderr, "swarm-init: ");
-    fprintf(stderr, fmt, arg, strerror(errno));
-    fprintf(stderr, "\n");
+/* "swarm-init: <what> <arg> (<errno text>)" on the console. */
+static void say(const char *what, const char *arg) {
+    const char *why = strerror(errno);
+    fprintf(stderr, "swarm-init: %s %s (%s)\n", what, arg, why);
 }
 
-static void die(const char *what) {
-    say("%s (%s)", what);
+static void die(const char *what, const char *arg) {
+    say(what, arg);
     reboot(RB_POWER_OFF);
     _exit(1);
 }
 
 static void mounted(const char *src, const char *dst, const char *type, unsigned long flags,
                     const char *data) {
-    if (mount(src, dst, type, flags, data)) die(dst);
+    if (mount(src, dst, type, flags, data)) die("cannot mount", dst);
 }
 
 static void load_modules(const char *list) {
@@ -53,7 +53,7 @@ static void load_modules(const char *list) {
         if (!name[0]) continue;
         snprintf(path, sizeof path, "/modules/%s.ko", name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || syscall(SYS_finit_module, fd, "", 0)) say("insmod %s failed (%s)", name);
+        if (fd < 0 || syscall(SYS_finit_module, fd, "", 0)) say("insmod failed:", name);
         if (fd >= 0) close(fd);
     }
     fclose(f);
@@ -62,11 +62,11 @@ static void load_modules(const char *list) {
 static void copy(const char *src, const char *dst) {
     int in = open(src, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (in < 0 || fstat(in, &st)) die(src);
+    if (in < 0 || fstat(in, &st)) die("cannot read", src);
     int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-    if (out < 0) die(dst);
+    if (out < 0) die("cannot write", dst);
     for (off_t off = 0; off < st.st_size;)
-        if (sendfile(out, in, &off, (size_t)(st.st_size - off)) <= 0) die(dst);
+        if (sendfile(out, in, &off, (size_t)(st.st_size - off)) <= 0) die("cannot copy to", dst);
     close(in);
     close(out);
 }
@@ -149,24 +149,24 @@ int main(void) {
             {"/bin/busybox", "ip", "route", "add", "default", "via", "10.0.2.2", NULL},
         };
         for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
-            if (run(cmds[i])) say("%s failed (%s)", cmds[i][2]);
+            if (run(cmds[i])) say("network setup failed:", cmds[i][2]);
     }
     mounted("/dev", "/newroot/dev", NULL, MS_MOVE, NULL);
     mounted("/proc", "/newroot/proc", NULL, MS_MOVE, NULL);
     mounted("/sys", "/newroot/sys", NULL, MS_MOVE, NULL);
     /* switch_root: empty the initramfs, make /newroot the root, stay PID 1. */
     struct stat root;
-    if (chdir("/newroot") || stat("/", &root)) die("/newroot");
+    if (chdir("/newroot") || stat("/", &root)) die("cannot enter", "/newroot");
     int rootfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd >= 0) delete_contents(rootfd, root.st_dev);
     mounted(".", "/", NULL, MS_MOVE, NULL);
-    if (chroot(".") || chdir("/")) die("chroot");
+    if (chroot(".") || chdir("/")) die("cannot chroot to", "/newroot");
     if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, NULL)) { /* no cgroups: still fine */ }
     pid_t agent = fork();
     if (agent == 0) {
         char *argv[] = {"/opt/swarm/swarm-agent", NULL};
         execv(argv[0], argv);
-        die("cannot start /opt/swarm/swarm-agent");
+        die("cannot start", argv[0]);
     }
     /* PID 1: reap every orphan; power off when the agent is gone. */
     for (;;) {
