@@ -87,6 +87,10 @@ def test_tickets_opened_by_the_sqlite3_shell_are_picked_up(
     assert (
         "unknown agent 'ghost'" in query(db, "SELECT error FROM tickets WHERE id = 3")[0]["error"]
     )
+    status = json.loads(swarm_inproc(home, "status", "--json").stdout)
+    (engine,) = [e for e in status["engines"] if e["pid"] == proc.pid]
+    assert engine["max_vms"] == 2 and engine["kind"] == "daemon" and engine["state"] == "running"
+    assert status["tickets"] == {"done": 2, "failed": 1}
     out = stop(proc)
     assert proc.returncode == 0, out
     assert query(db, "SELECT state FROM engines WHERE pid = ?", proc.pid)[0]["state"] == "stopped"
