@@ -17,6 +17,7 @@ from platformdirs import user_data_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarm_engine.errors import ConfigError
+from swarm_engine.models import first_error
 
 
 def default_home() -> Path:
@@ -91,9 +92,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"setting {loc}: {first['msg']}") from exc
+        raise ConfigError(f"setting {first_error(exc)}") from exc
     return settings
 
 

@@ -1,7 +1,7 @@
 """The error tree. Every error the product raises on purpose derives from `SwarmError`.
 
-The CLI turns a `SwarmError` into one line on stderr and exits with its `exit_code`
-(documented in docs/cli.md). Library code never calls `sys.exit`.
+The CLI turns a `SwarmError` into one line on stderr and the process exit status `exit_code`
+(documented in docs/cli.md). Library code raises; only the CLI ends the process.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
@@ -169,6 +169,14 @@ class WorkflowSpec(_Strict):
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def first_error(exc: ValidationError) -> str:
+    """A validation failure as one line: where, what, and how many more."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {err['msg']}{more}"
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

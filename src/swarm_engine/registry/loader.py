@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from swarm_engine.errors import ConfigError
-from swarm_engine.models import AgentSpec, WorkflowSpec
+from swarm_engine.models import AgentSpec, WorkflowSpec, first_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,10 +41,7 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {err['msg']}{more}") from exc
+        raise ConfigError(f"{source}: {first_error(exc)}") from exc
 
 
 def load_agent(path: Path) -> AgentSpec:

@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
+from swarm_engine.models import first_error
 from swarm_engine.vm.base import (
     GUEST_WORKSPACE,
     ExecResult,
@@ -307,6 +308,6 @@ async def _pump(
 def create(home: Path, options: dict[str, Any]) -> ProcessBackend:
     try:
         config = ProcessConfig(**options)
-    except ValueError as exc:
-        raise ConfigError(f"process backend options: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"process backend option {first_error(exc)}") from exc
     return ProcessBackend(home, config)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarm_engine.errors import ConfigError
+from swarm_engine.models import first_error
 
 ToolName = Literal["bash", "read_file", "write_file", "edit_file", "list_dir"]
 ALL_TOOLS: tuple[ToolName, ...] = ("bash", "read_file", "write_file", "edit_file", "list_dir")
@@ -105,12 +106,6 @@ class HostConfig(_Strict):
     retry: RetrySettings | None = None
 
 
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    return f"{loc}: {first['msg']}" if loc else str(first["msg"])
-
-
 def parse_config(config: Mapping[str, Any], agent_name: str = "claude") -> ClaudeConfig:
     """Validate an agent's `config:` block; `ConfigError` names the first bad key."""
     bad = sorted(HOST_ONLY_KEYS & set(config))
@@ -122,11 +117,11 @@ def parse_config(config: Mapping[str, Any], agent_name: str = "claude") -> Claud
     try:
         return ClaudeConfig.model_validate(dict(config))
     except ValidationError as exc:
-        raise ConfigError(f"agent {agent_name!r} config {_first_error(exc)}") from exc
+        raise ConfigError(f"agent {agent_name!r} config {first_error(exc)}") from exc
 
 
 def parse_host_config(config: Mapping[str, Any] | None) -> HostConfig:
     try:
         return HostConfig.model_validate(dict(config or {}))
     except ValidationError as exc:
-        raise ConfigError(f"setting agents.claude.{_first_error(exc)}") from exc
+        raise ConfigError(f"setting agents.claude.{first_error(exc)}") from exc

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
+from swarm_engine.models import first_error
 from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.vm.proctree import pid_alive
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
@@ -342,9 +343,7 @@ def create(home: Path, options: dict[str, Any]) -> QemuBackend:
     try:
         config = QemuOptions(**options)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"qemu backend option {loc}: {first['msg']}") from exc
+        raise ConfigError(f"qemu backend option {first_error(exc)}") from exc
     backend = QemuBackend(Path(home), config)
     backend.sweep()
     return backend
