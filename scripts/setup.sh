@@ -31,9 +31,9 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 stamp=.venv/.installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    echo "setup: installing swarm-engine into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
+    echo "setup: installing swarm-engine into .venv (versions pinned by constraints.txt)"
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
     touch "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/swarm-engine --version))"
