@@ -1,10 +1,11 @@
 """QEMU microVM benchmarks: cold boot, snapshot restore, warm-pool acquire, exec round
 trip, memory per VM, and boots with 1/5/10 VMs at once. States the accel mode.
 
-    python benchmarks/qemu_vms.py [--runs N] [--json out.json]
+    python benchmarks/qemu_vms.py [--runs N] [--image cloud|tiny] [--json out.json]
 
 Needs qemu-system-x86_64 and a built image (swarm-engine vm image build); the image is
-found like the engine finds it ($SWARM_QEMU_IMAGES, else <home>/images).
+found like the engine finds it ($SWARM_QEMU_IMAGES, else <home>/images; the name from
+--image, else $SWARM_QEMU_IMAGE, else `cloud`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -24,7 +26,9 @@ from _common import install_sigterm_handler, machine, percentile, temp_root
 from swarm_engine.config import load_settings
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.image import load_image
 from swarm_engine.vm.qemu.vm import QemuVM
 
 
@@ -119,7 +123,11 @@ async def run(runs: int) -> dict[str, Any]:
     reason = unavailable(images)
     if reason:
         raise SystemExit(f"cannot benchmark: {reason}")
-    results: dict[str, Any] = {"machine": machine()}
+    image = load_image(images, default_image())
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "image": {"name": image.name, "kernel": image.manifest.get("kernel_version", "?")},
+    }
     with temp_root("qemu") as root:
         cold = create(root / "cold", {"images_dir": str(images), "snapshot": False})
         # A fresh snapshot folder, so the template (boot + save) is measured too.
@@ -167,7 +175,8 @@ def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']}, kernel {m['kernel']}; "
-        f"accel **{r['accel']['mode']}** ({r['accel']['reason']}).",
+        f"accel **{r['accel']['mode']}** ({r['accel']['reason']}); image "
+        f"`{r['image']['name']}` (kernel {r['image']['kernel']}).",
         "",
         "| measure | p50 | p95 | n |",
         "|---|---|---|---|",
@@ -204,7 +213,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--image", help="image name (default: $SWARM_QEMU_IMAGE, else cloud)")
     args = parser.parse_args()
+    if args.image:
+        os.environ["SWARM_QEMU_IMAGE"] = args.image  # every backend created here boots it
     install_sigterm_handler()
     results = asyncio.run(run(args.runs))
     if args.json:

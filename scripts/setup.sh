@@ -33,7 +33,9 @@ fi
 stamp=.venv/.installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints.txt -nt $stamp ]]; then
     echo "setup: installing swarm-engine into .venv (versions pinned by constraints.txt)"
-    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+    # (pip's notes about unused local index locations are noise here, so they are dropped)
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+        2> >(grep -v "^WARNING: Location" >&2)
     touch "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/swarm-engine --version))"

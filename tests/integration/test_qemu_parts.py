@@ -175,6 +175,33 @@ def test_recipe_hash_depends_on_the_kernel_kind() -> None:
     assert recipe_hash("cloud") == recipe_hash("cloud")
 
 
+def test_tiny_kernel_fragment_and_check() -> None:
+    from swarm_engine.vm.qemu.tinykernel import config_problems, fragment_options
+
+    wanted = fragment_options()
+    for needed in ("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES", "CONFIG_VIRTIO_BLK", "CONFIG_PVH",
+                   "CONFIG_VIRTIO_CONSOLE", "CONFIG_SQUASHFS_LZ4", "CONFIG_OVERLAY_FS",
+                   "CONFIG_CGROUPS", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_BLK_DEV_INITRD"):  # fmt: skip
+        assert wanted[needed], needed
+    assert wanted["CONFIG_MODULES"] is False and wanted["CONFIG_PCI"] is False
+    final = "CONFIG_PVH=y\n# CONFIG_PCI is not set\nCONFIG_VIRTIO_BLK=m\n"
+    problems = config_problems(final, {"CONFIG_PVH": True, "CONFIG_PCI": False,
+                                       "CONFIG_VIRTIO_BLK": True, "CONFIG_TTY": True,
+                                       "CONFIG_MODULES": False})  # fmt: skip
+    assert problems == ["CONFIG_TTY=y"]
+
+
+def test_default_image_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWARM_QEMU_IMAGE", raising=False)
+    assert QemuOptions().image == "cloud"
+    monkeypatch.setenv("SWARM_QEMU_IMAGE", "tiny")
+    assert QemuOptions().image == "tiny"
+    assert QemuOptions(image="cloud").image == "cloud"
+    monkeypatch.setenv("SWARM_QEMU_IMAGE", "../bad")
+    with pytest.raises(ValueError):
+        QemuOptions()
+
+
 def test_command_line_has_no_network_unless_asked(tmp_path: Path) -> None:
     from swarm_engine.vm.qemu.accel import AccelChoice
     from swarm_engine.vm.qemu.image import Image

@@ -50,7 +50,7 @@ def start(
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
         _daemonize(settings, [*extra, *(["--until-idle"] if until_idle else [])])
         return
-    setup_logging(settings.log_level if settings.log_level != "WARNING" else "INFO")
+    setup_logging(settings.log_level)  # a daemonized engine logs at INFO (see _daemonize)
     daemon = Daemon(
         settings,
         max_vms=max_vms,
@@ -95,7 +95,16 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     logfile = logs / "engine.log"
-    argv = [sys.executable, "-m", "swarm_engine", "--home", str(settings.home)]
+    level = settings.log_level if settings.log_level != "WARNING" else "INFO"
+    argv = [
+        sys.executable,
+        "-m",
+        "swarm_engine",
+        "--home",
+        str(settings.home),
+        "--log-level",
+        level,
+    ]
     argv += [
         "--tickets-db",
         str(settings.tickets_path),

@@ -10,6 +10,9 @@ Steps (each skipped when its output is already there; the whole build is idempot
    gcc (no shell script and no Python at boot), or, when gcc or static libc is missing,
    the busybox script `guest/init` and `guest/agent.py`.
 4. `manifest.json`, then the finished folder replaces `<images_dir>/<name>` atomically.
+
+With `kernel="tiny"`, step 1 is `tinykernel.py` instead: a tinyconfig kernel built from
+Debian's linux-source with everything built in, so the initramfs carries no modules.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ SIG_MAGIC = b"~Module signature appended~\n"
 GUEST_CFLAGS = ("-static", "-Os", "-s", "-pthread", "-Wall")
 # cryptomgr.notests: the crypto self-tests alone cost ~0.6 s of a TCG boot.
 CMDLINE = "console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests rdinit=/init"
+TINY_CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
+"""The tiny kernel has no crypto self-tests and no mitigations to switch off."""
 ROOTFS_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                "var/cache/apt", "var/lib/apt/lists", "var/log")  # fmt: skip
 
@@ -71,7 +76,7 @@ class BuildRequest:
     progress: Progress = field(default=lambda _msg: None)
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, log: Path | None = None) -> str:
+def run_tool(argv: list[str], *, cwd: Path | None = None, log: Path | None = None) -> str:
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -121,11 +126,11 @@ def _fetch_kernel(work: Path, progress: Progress, log: Path) -> tuple[Path, str]
     existing = sorted(debs.glob("linux-image-*-cloud-amd64_*.deb"))
     if not existing:
         progress(f"downloading {KERNEL_META} ...")
-        _run(["apt-get", "download", KERNEL_META], cwd=debs, log=log)
+        run_tool(["apt-get", "download", KERNEL_META], cwd=debs, log=log)
         meta = sorted(debs.glob(f"{KERNEL_META}_*.deb"))[-1]
-        depends = _run(["dpkg-deb", "-f", str(meta), "Depends"], log=log)
+        depends = run_tool(["dpkg-deb", "-f", str(meta), "Depends"], log=log)
         pkg = next(d.split()[0] for d in depends.split(",") if d.strip().startswith("linux-image"))
-        _run(["apt-get", "download", pkg], cwd=debs, log=log)
+        run_tool(["apt-get", "download", pkg], cwd=debs, log=log)
         existing = sorted(debs.glob("linux-image-*-cloud-amd64_*.deb"))
     if not existing:
         raise VMError("apt-get download did not produce a cloud kernel package")
@@ -137,7 +142,7 @@ def _fetch_kernel(work: Path, progress: Progress, log: Path) -> tuple[Path, str]
         tmp = unpacked.with_name(version + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _run(["dpkg-deb", "-x", str(deb), str(tmp)], log=log)
+        run_tool(["dpkg-deb", "-x", str(deb), str(tmp)], log=log)
         tmp.replace(unpacked)
     return unpacked, version
 
@@ -174,7 +179,7 @@ def _rootfs(work: Path, req: BuildRequest, log: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     req.progress(f"debootstrap {req.suite} (minbase + python3), about a minute ...")
     started = time.monotonic()
-    _run(["debootstrap", "--variant=minbase", "--include=python3", req.suite, str(staging),
+    run_tool(["debootstrap", "--variant=minbase", "--include=python3", req.suite, str(staging),
           req.mirror], log=log)  # fmt: skip
     req.progress(f"debootstrap done in {time.monotonic() - started:.0f} s; packing squashfs")
     for rel in ROOTFS_TRIM:
@@ -184,7 +189,7 @@ def _rootfs(work: Path, req: BuildRequest, log: Path) -> Path:
     (staging / "etc" / "hostname").write_text("swarm\n")
     tmp = target.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
-    _run(["mksquashfs", str(staging), str(tmp), "-comp", "lz4", "-noappend", "-quiet",
+    run_tool(["mksquashfs", str(staging), str(tmp), "-comp", "lz4", "-noappend", "-quiet",
           "-no-progress"], log=log)  # fmt: skip
     tmp.replace(target)
     shutil.rmtree(staging, ignore_errors=True)
@@ -242,28 +247,31 @@ def build_image(req: BuildRequest) -> Image:
         if current is not None and current.manifest.get("recipe") == recipe:
             req.progress(f"image {req.name!r} is up to date ({current.path})")
             return current
-    if req.kernel == "tiny":
-        raise VMError("--kernel tiny is not available yet; use --kernel cloud")
     work = req.images_dir / ".build"
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
     started = time.monotonic()
-    unpacked, version = _fetch_kernel(work, req.progress, log)
     out = req.images_dir / f".{req.name}.new"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    bzimage = unpacked / "boot" / f"vmlinuz-{version}"
-    req.progress(f"extracting vmlinux from {bzimage.name}")
-    extract_vmlinux_file(bzimage, out / KERNEL)
+    modules: list[Entry] = []
+    if req.kernel == "tiny":
+        from swarm_engine.vm.qemu.tinykernel import build_tiny_kernel  # imports this module
+
+        tiny = build_tiny_kernel(work, req.progress, log)
+        shutil.copyfile(tiny.vmlinux, out / KERNEL)
+        version, cmdline = f"{tiny.release}-swarm-tiny", TINY_CMDLINE
+    else:
+        unpacked, version = _fetch_kernel(work, req.progress, log)
+        bzimage = unpacked / "boot" / f"vmlinuz-{version}"
+        req.progress(f"extracting vmlinux from {bzimage.name}")
+        extract_vmlinux_file(bzimage, out / KERNEL)
+        modules, cmdline = _modules(unpacked, version), CMDLINE
     rootfs = _rootfs(work, req, log)
     shutil.copyfile(rootfs, out / ROOTFS)
-    req.progress("writing initramfs (busybox, modules, init, guest agent)")
+    req.progress(f"writing initramfs (busybox, {len(modules)} modules, init, guest agent)")
     guest_files, agent = _guest_entries(req.progress)
-    entries = [
-        file_entry("bin/busybox", find_busybox(), 0o755),
-        *guest_files,
-        *_modules(unpacked, version),
-    ]
+    entries = [file_entry("bin/busybox", find_busybox(), 0o755), *guest_files, *modules]
     write_cpio(entries, out / INITRAMFS)
     manifest = {
         "name": req.name,
@@ -271,7 +279,7 @@ def build_image(req: BuildRequest) -> Image:
         "kernel_version": version,
         "suite": req.suite,
         "recipe": recipe,
-        "cmdline": CMDLINE,
+        "cmdline": cmdline,
         "agent": agent,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

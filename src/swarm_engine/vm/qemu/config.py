@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -10,12 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field
 Accel = Literal["auto", "kvm", "tcg"]
 
 
+def default_image() -> str:
+    """The image booted when none is configured: $SWARM_QEMU_IMAGE, else `cloud` (lets a
+    test or benchmark run pick the `tiny` image without editing any option)."""
+    return os.environ.get("SWARM_QEMU_IMAGE") or "cloud"
+
+
 class QemuOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["qemu"] = "qemu"
     accel: Accel = "auto"
-    image: str = Field(default="cloud", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    image: str = Field(
+        default_factory=default_image, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", validate_default=True
+    )
+    """Image name under `images_dir`; default $SWARM_QEMU_IMAGE, else `cloud`."""
     images_dir: Path | None = None
     """Where images live; default $SWARM_QEMU_IMAGES, else `<home>/images`."""
     run_dir: Path | None = None

@@ -16,6 +16,7 @@ from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu.accel import probe_kvm
 from swarm_engine.vm.qemu.builder import find_busybox
+from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.image import list_images
 
 Level = Literal["ok", "warn", "fail", "info"]
@@ -35,9 +36,11 @@ class Check:
     message: str
 
 
-def unavailable(images_dir: Path, image: str = "cloud",
+def unavailable(images_dir: Path, image: str | None = None,
                 qemu_binary: str = "qemu-system-x86_64") -> str | None:  # fmt: skip
-    """Why the qemu backend cannot boot `image` here, in one line; None if it can."""
+    """Why the qemu backend cannot boot `image` (default: $SWARM_QEMU_IMAGE, else
+    `cloud`) here, in one line; None if it can."""
+    image = image or default_image()
     if shutil.which(qemu_binary) is None:
         return f"{qemu_binary} is not installed"
     if not (images_dir / image / "manifest.json").is_file():

@@ -25,12 +25,14 @@ RECIPE_FILES = (
     GUEST_DIR / "agent.c",
     GUEST_DIR / "init.c",
 )
+TINY_RECIPE_FILES = (Path(__file__).parent / "tinykernel.py", Path(__file__).parent / "tiny.config")
+"""Only the tiny image depends on these (the cloud image's recipe ignores them)."""
 
 
 def recipe_hash(kernel: str) -> str:
     """A hash of everything that decides an image's content (except the Debian mirror)."""
     h = hashlib.sha256(kernel.encode())
-    for path in RECIPE_FILES:
+    for path in (*RECIPE_FILES, *(TINY_RECIPE_FILES if kernel == "tiny" else ())):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
