@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 packages=(bubblewrap sqlite3 util-linux)
 if [[ "${1:-}" == "--vm" ]]; then
     packages+=(qemu-system-x86 busybox-static squashfs-tools debootstrap cpio lz4 gcc libc6-dev)
+    packages+=(make bc flex bison libelf-dev xz-utils)  # only for `vm image build --kernel tiny`
 fi
 
 missing=()

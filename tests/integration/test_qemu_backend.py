@@ -136,6 +136,9 @@ async def test_reap_kills_qemu_and_deletes_its_files(backend: QemuBackend) -> No
     await wait_exit(info.pid)
     assert not is_running(info.pid)
     assert info.overlay_path and not Path(info.overlay_path).exists()
+    # The VM learns of the kill from its channel's EOF, which can trail the exit a little
+    # (a fast-booting guest made this race show up).
+    await asyncio.wait_for(vm._channel.closed.wait(), timeout=10)
     assert not await vm.is_alive()
     await vm.destroy()  # still idempotent after a reap
 

@@ -18,7 +18,7 @@ EXAMPLES = REPO / "examples"
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    keep = ("SWARM_QEMU_IMAGES", "SWARM_IMAGE_CACHE")  # where the built microVM image is
+    keep = ("SWARM_QEMU_IMAGES", "SWARM_QEMU_IMAGE", "SWARM_IMAGE_CACHE")  # which microVM image
     env = {
         k: v
         for k, v in os.environ.items()

@@ -61,6 +61,12 @@ GUEST_CFLAGS = ("-static", "-Os", "-s", "-pthread", "-Wall")
 CMDLINE = "console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests rdinit=/init"
 TINY_CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
 """The tiny kernel has no crypto self-tests and no mitigations to switch off."""
+TINY_MACHINE = "acpi=off,pit=on,pic=on"
+"""The tiny kernel has no ACPI. Without ACPI tables QEMU's microvm lists the virtio-mmio
+devices on the kernel command line (`virtio_mmio.device=...`) and qboot's MP table
+describes the IOAPIC. Without ACPI's "reduced hardware" mode the kernel also verifies the
+local APIC timer against the PIT (TCG's CPU has no ARAT or TSC-deadline timer), so the
+PIT and PIC stay on: with them off, the APIC timer is disabled and timers never fire."""
 ROOTFS_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                "var/cache/apt", "var/lib/apt/lists", "var/log")  # fmt: skip
 
@@ -260,16 +266,17 @@ def build_image(req: BuildRequest) -> Image:
 
         tiny = build_tiny_kernel(work, req.progress, log)
         shutil.copyfile(tiny.vmlinux, out / KERNEL)
-        version, cmdline = f"{tiny.release}-swarm-tiny", TINY_CMDLINE
+        version, cmdline, machine = f"{tiny.release}-swarm-tiny", TINY_CMDLINE, TINY_MACHINE
     else:
         unpacked, version = _fetch_kernel(work, req.progress, log)
         bzimage = unpacked / "boot" / f"vmlinuz-{version}"
         req.progress(f"extracting vmlinux from {bzimage.name}")
         extract_vmlinux_file(bzimage, out / KERNEL)
-        modules, cmdline = _modules(unpacked, version), CMDLINE
+        modules, cmdline, machine = _modules(unpacked, version), CMDLINE, ""
     rootfs = _rootfs(work, req, log)
     shutil.copyfile(rootfs, out / ROOTFS)
-    req.progress(f"writing initramfs (busybox, {len(modules)} modules, init, guest agent)")
+    count = sum(e.path.endswith(".ko") for e in modules)
+    req.progress(f"writing initramfs (busybox, {count} modules, init, guest agent)")
     guest_files, agent = _guest_entries(req.progress)
     entries = [file_entry("bin/busybox", find_busybox(), 0o755), *guest_files, *modules]
     write_cpio(entries, out / INITRAMFS)
@@ -280,6 +287,7 @@ def build_image(req: BuildRequest) -> Image:
         "suite": req.suite,
         "recipe": recipe,
         "cmdline": cmdline,
+        **({"machine": machine} if machine else {}),
         "agent": agent,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -60,6 +60,12 @@ class Image:
         return str(self.manifest.get("cmdline", ""))
 
     @property
+    def machine_extra(self) -> str:
+        """Extra `-machine microvm` options the kernel needs (the tiny kernel: `acpi=off`,
+        so QEMU lists the virtio-mmio devices on the kernel command line)."""
+        return str(self.manifest.get("machine", ""))
+
+    @property
     def stale(self) -> bool:
         """True when the guest agent or init changed since the image was built."""
         kernel = str(self.manifest.get("kernel", "cloud"))

@@ -67,9 +67,12 @@ class MachineSpec:
         return " ".join(parts)
 
     def argv(self) -> list[str]:
+        machine = "microvm,pit=off,pic=off,isa-serial=on,x-option-roms=off"
+        if self.image.machine_extra:
+            machine += "," + self.image.machine_extra
         argv = [
             self.qemu_binary,
-            "-machine", "microvm,pit=off,pic=off,isa-serial=on,x-option-roms=off",
+            "-machine", machine,
             *self.accel.qemu_args(),
             "-m", str(self.memory_mb),
             "-smp", str(self.vcpus),
