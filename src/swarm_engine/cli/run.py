@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ async def _run_and_wait(
         loop.add_signal_handler(sig, main.cancel)
     try:
         async with session:
-            with progress if not quiet else _nothing():
+            with progress if not quiet else contextlib.nullcontext():
                 final = await session.run_ticket(ticket_id)
             runs = session.store.runs.runs_for_ticket(ticket_id)
             run = runs[-1] if runs else {}
@@ -104,14 +105,6 @@ async def _run_and_wait(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _summary(ticket: dict[str, Any], run: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from swarm_engine.agents.base import StepContext, StepOutcome
@@ -361,7 +360,3 @@ class TicketRunner:
             )
         )
         return outcome
-
-
-def artifacts_of(settings: Settings, run_id: int) -> Path:
-    return settings.artifacts_dir / f"run-{run_id}"

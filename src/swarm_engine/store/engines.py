@@ -38,7 +38,3 @@ class EngineStore:
             "SELECT * FROM engines WHERE state IN ('running','draining') ORDER BY started_at"
         )
         return [dict(r) for r in rows]
-
-    def get(self, engine_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM engines WHERE id = ?", (engine_id,)).fetchone()
-        return dict(row) if row else None
