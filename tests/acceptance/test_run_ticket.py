@@ -253,3 +253,15 @@ def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolat
     # a second cleanup finds nothing more
     again = json.loads(swarm(home, "cleanup", "--json", check=True).stdout)
     assert again["vms"] == [] and again["engines"] == []
+
+
+def test_the_first_command_creates_the_home_and_both_databases(tmp_path: Path) -> None:
+    home = tmp_path / "new" / "home"
+    done = swarm(home, "ticket", "list", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == []
+    assert (home / "tickets.db").is_file() and (home / "registry.db").is_file()
+    agents = {r["name"] for r in query(home / "registry.db", "SELECT name FROM agents")}
+    assert {"echo", "shell", "claude", "_template:claude-agent"} <= agents
+    custom = tmp_path / "elsewhere" / "t.db"
+    assert swarm(home, "--tickets-db", str(custom), "status").returncode == 0
+    assert custom.is_file()
