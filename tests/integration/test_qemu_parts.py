@@ -191,6 +191,20 @@ def test_tiny_kernel_fragment_and_check() -> None:
     assert problems == ["CONFIG_TTY=y"]
 
 
+def test_tiny_kernel_source_edits(tmp_path: Path) -> None:
+    from swarm_engine.vm.qemu.tinykernel import SOURCE_EDITS, apply_source_edits, kernel_key
+
+    for rel, old, _new in SOURCE_EDITS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"before\n{old}\nafter\n")
+    apply_source_edits(tmp_path)
+    for rel, _old, new in SOURCE_EDITS:
+        assert (tmp_path / rel).read_text() == f"before\n{new}\nafter\n"
+    with pytest.raises(VMError, match="exactly once"):  # a new source version moved it
+        apply_source_edits(tmp_path)
+    assert kernel_key("6.1.192-2") != kernel_key("6.1.192-3")
+
+
 def test_default_image_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SWARM_QEMU_IMAGE", raising=False)
     assert QemuOptions().image == "cloud"
