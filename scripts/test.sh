@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The test command: set up (including QEMU), build or restore the microVM image from its
-# cache, then run the whole suite. Extra arguments go to pytest.
+# The test command: set up (including QEMU), build or restore the microVM images from their
+# cache (the default `cloud` image and the fast-booting `tiny` one), lint and type-check, run
+# the QEMU suites on `tiny`, then the whole suite on the default image.
+# Extra arguments go to the main pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --vm
 export SWARM_QEMU_IMAGES="${SWARM_QEMU_IMAGES:-${SWARM_IMAGE_CACHE:-/var/cache/swarm-engine}/current}"
 PYTHON=.venv/bin/python bash scripts/build-images.sh
+SWARM_IMAGE_KERNEL=tiny PYTHON=.venv/bin/python bash scripts/build-images.sh
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+echo "== the QEMU suites on the tiny-kernel image =="
+SWARM_QEMU_IMAGE=tiny .venv/bin/python -m pytest -q -k "not process" \
+    tests/integration/test_vm_contract.py tests/integration/test_qemu_backend.py \
+    tests/acceptance/test_qemu_engine.py
+echo "== the whole suite (default image) =="
+.venv/bin/python -m pytest "$@"
