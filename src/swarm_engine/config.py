@@ -40,6 +40,11 @@ class Settings(BaseModel):
     log_level: str = "WARNING"
     backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,
+    # this many bytes of the head and as many of the tail are kept; the middle is cut.
+    output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Size cap of each step's log file (artifacts/.../output.log), in bytes.
+    max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
 
     @property
     def tickets_path(self) -> Path:

@@ -47,6 +47,16 @@ class StoreError(SwarmError):
     exit_code = 6
 
 
+class StoreBusyError(StoreError):
+    """A transient store failure: the database is locked past the busy timeout, the disk is
+    full or an I/O call failed. Callers that must not fail (lease renewal, a running step's
+    writes) retry with backoff; a command reports it and exits 6."""
+
+
+class StoreIntegrityError(StoreError):
+    """A write refused by a constraint (CHECK, NOT NULL, UNIQUE, FOREIGN KEY)."""
+
+
 class StaleAttemptError(StoreError):
     """A write from an attempt that no longer holds the ticket's lease (fencing)."""
 

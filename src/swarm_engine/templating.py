@@ -1,51 +1,148 @@
-"""`${...}` references in workflow inputs.
+"""`${...}` templates in agent and workflow *definitions* (never in ticket inputs).
 
-Namespaces: `ticket.<field>`, `inputs.<key>[.<key>...]`, `variables.<key>`,
-`steps.<step-id>.outputs.<key>[...]`. A string that is exactly one reference takes the
-referenced value as is (any JSON type); otherwise references are interpolated as text.
+Where templates are: an agent's `command`, a workflow step's `inputs`, a workflow's
+`outputs`. Everything else, above all a ticket's inputs and the values substituted into a
+template, is data: never scanned for references.
+
+Syntax: `${<path>}` is a reference (`ticket.<field>`, `inputs.<key>[.<key>...]`,
+`variables.<key>`, `steps.<step-id>.outputs.<key>[...]`; a numeric key indexes a list);
+`$${` is a literal `${`. Any other `${` (no closing `}`, a path with other characters) is
+malformed and refused when the definition is registered. A string that is exactly one
+reference takes the referenced value as is (any JSON type); otherwise references are
+interpolated as text (strings as they are, other values as JSON).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from swarm_engine.errors import SwarmError
 
-REF = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}")
+PATH = r"[A-Za-z_][A-Za-z0-9_.\-]*"
+TOKEN = re.compile(r"\$\$\{|\$\{\s*(" + PATH + r")\s*\}|\$\{")
+"""One of: the escape `$${`; a reference `${path}` (group 1); a bare, malformed `${`."""
 NAMESPACES = ("ticket", "inputs", "variables", "steps")
+TICKET_FIELDS = ("id", "title", "description", "priority")
+ESCAPE = "$${"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One `${path}` reference in a template."""
+
+    path: str
 
 
 class TemplateError(SwarmError):
-    """A reference that cannot be resolved at run time."""
+    """A malformed template, or a reference that cannot be resolved at run time."""
 
     exit_code = 5
 
 
-def references(value: Any) -> Iterator[str]:
-    """Every reference path in a (nested) value."""
+def _tokens(text: str) -> Iterator[str | Ref | None]:
+    """`text` as literal pieces, references, and None for each malformed `${`."""
+    pos = 0
+    for m in TOKEN.finditer(text):
+        if m.start() > pos:
+            yield text[pos : m.start()]
+        pos = m.end()
+        if m.group(0) == ESCAPE:
+            yield "${"
+        elif m.group(1) is not None:
+            yield Ref(m.group(1))
+        else:
+            yield None
+    if pos < len(text):
+        yield text[pos:]
+
+
+def malformed(text: str) -> str | None:
+    """An error message for the first `${` in `text` that starts no reference, else None."""
+    for m in TOKEN.finditer(text):
+        if m.group(0) != ESCAPE and m.group(1) is None:
+            snippet = text[m.start() : m.start() + 24].splitlines()[0]
+            return (
+                f"malformed reference {snippet!r} (a reference looks like ${{inputs.name}}; "
+                "for a literal '${' write '$${')"
+            )
+    return None
+
+
+def parse(text: str) -> list[str | Ref]:
+    """`text` as literal pieces and references; `$${` becomes a literal `${`.
+
+    Raises `TemplateError` for a malformed `${`."""
+    parts: list[str | Ref] = []
+    for token in _tokens(text):
+        if token is None:
+            raise TemplateError(malformed(text) or "malformed reference")
+        if isinstance(token, str) and parts and isinstance(parts[-1], str):
+            parts[-1] += token
+        else:
+            parts.append(token)
+    return parts
+
+
+def strings(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a nested value, with its dotted location (`inputs.list.0`)."""
     if isinstance(value, str):
-        for m in REF.finditer(value):
-            yield m.group(1)
+        yield where, value
     elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from references(v)
+        for k, v in value.items():
+            yield from strings(v, f"{where}.{k}" if where else str(k))
     elif isinstance(value, list | tuple):
-        for v in value:
-            yield from references(v)
+        for n, v in enumerate(value):
+            yield from strings(v, f"{where}.{n}" if where else str(n))
 
 
-def check_reference(path: str) -> str | None:
-    """Return an error message for a malformed reference, else None."""
+def references(value: Any) -> Iterator[str]:
+    """Every well-formed reference path in a (nested) value (escapes and malformed `${`
+    are skipped; `check_template` reports the latter)."""
+    for _, text in strings(value):
+        for token in _tokens(text):
+            if isinstance(token, Ref):
+                yield token.path
+
+
+def check_reference(path: str, namespaces: Collection[str] = NAMESPACES) -> str | None:
+    """Return an error message for a reference of the wrong shape, else None.
+
+    `namespaces` are the ones the place of the reference can see (an agent's command sees
+    only `inputs` and `ticket`)."""
     parts = path.split(".")
-    if parts[0] not in NAMESPACES:
-        return f"unknown namespace in ${{{path}}} (use one of {', '.join(NAMESPACES)})"
-    if len(parts) < 2:
+    if parts[0] not in namespaces:
+        return (
+            f"unknown namespace in ${{{path}}} (use one of {', '.join(namespaces)}; "
+            "for a literal '${' write '$${')"
+        )
+    if len(parts) < 2 or "" in parts:
         return f"${{{path}}} needs a field, e.g. ${{{parts[0]}.name}}"
+    if parts[0] == "ticket" and (len(parts) != 2 or parts[1] not in TICKET_FIELDS):
+        return f"${{{path}}}: a ticket has only ${{ticket.{'|'.join(TICKET_FIELDS)}}}"
     if parts[0] == "steps" and (len(parts) < 4 or parts[2] != "outputs"):
         return f"${{{path}}} must look like ${{steps.<id>.outputs.<key>}}"
+    return None
+
+
+def check_template(
+    value: Any, namespaces: Collection[str] = NAMESPACES, where: str = ""
+) -> tuple[str, str] | None:
+    """The first problem in the templates of a (nested) definition value, as
+    (location, message), or None. Problems: a malformed `${`, a reference outside
+    `namespaces` or of the wrong shape. What the references point to (steps, declared
+    inputs) is the caller's to check."""
+    for location, text in strings(value, where):
+        problem = malformed(text)
+        if problem is None:
+            problem = next(
+                filter(None, (check_reference(p, namespaces) for p in references(text))), None
+            )
+        if problem is not None:
+            return location, problem
     return None
 
 
@@ -66,17 +163,22 @@ def _lookup(path: str, context: Mapping[str, Any]) -> Any:
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Substitute every reference in `value` using `context` (keys: the namespaces)."""
+    """Substitute every reference in a definition `value` using `context` (keys: the
+    namespaces). Substituted values are inserted as they are and never scanned again.
+
+    Raises `TemplateError` for a malformed `${` or a reference that does not resolve."""
     if isinstance(value, str):
-        whole = REF.fullmatch(value.strip())
-        if whole and value.strip() == value:
-            return _lookup(whole.group(1), context)
-
-        def text(m: re.Match[str]) -> str:
-            found = _lookup(m.group(1), context)
-            return found if isinstance(found, str) else json.dumps(found)
-
-        return REF.sub(text, value)
+        parts = parse(value)
+        if len(parts) == 1 and isinstance(parts[0], Ref):
+            return _lookup(parts[0].path, context)
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                found = _lookup(part.path, context)
+                out.append(found if isinstance(found, str) else json.dumps(found))
+        return "".join(out)
     if isinstance(value, Mapping):
         return {k: render(v, context) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -16,14 +16,14 @@ def test_every_column_is_documented(tmp_path: Path) -> None:
     documented = set(re.findall(r"`([a-z_]+)`", text))
     tables = [
         r[0]
-        for r in store.conn.execute(
+        for r in store.db.conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
         )
     ]
     missing = [
         f"{table}.{col[1]}"
         for table in tables
-        for col in store.conn.execute(f"PRAGMA table_info({table})")
+        for col in store.db.conn.execute(f"PRAGMA table_info({table})")
         if col[1] not in documented
     ]
     assert tables and missing == []

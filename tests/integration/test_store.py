@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.support.cli import sqlite_shell
+from tests.support.cli import query, sqlite_shell
 
 from swarm_engine.engine.reaper import ReapReport, reclaim_expired
 from swarm_engine.errors import ConflictError, NotFoundError, StaleAttemptError
@@ -22,7 +22,7 @@ def test_migrations_create_the_schema_once(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     open_store(db).close()
     store = open_store(db)  # a second open applies nothing and keeps data
-    conn = store.conn
+    conn = store.db.conn
     assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations("tickets")[-1][0]
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -67,12 +67,12 @@ def test_a_plain_sqlite3_insert_is_a_complete_ticket(tmp_path: Path) -> None:
     )
     store = open_store(db)
     one, two = store.tickets.get(1), store.tickets.get(2)
-    assert one["inputs"] == {} and one["priority"] == 0 and one["attempts"] == 0
-    assert one["execution_mode"] == "single" and one["max_attempts"] >= 1
-    assert one["created_at"].endswith("Z") and len(one["created_at"]) == len(
-        "2026-01-01T00:00:00.000Z"
-    )
-    assert two["execution_mode"] == "workflow"
+    assert one.inputs == {} and one.priority == 0 and one.attempts == 0
+    assert one.execution_mode == "single" and one.max_attempts >= 1 and one.defects == ()
+    stored = query(db, "SELECT created_at FROM tickets WHERE id = 1")[0]["created_at"]
+    assert stored.endswith("Z") and len(stored) == len("2026-01-01T00:00:00.000Z")
+    assert one.created_at is not None and one.created_at.tzinfo is not None
+    assert two.execution_mode == "workflow"
     assert [e["new_status"] for e in store.tickets.events(1)] == ["open"]
 
 
@@ -106,7 +106,7 @@ def test_every_open_ticket_is_claimed_exactly_once_under_contention(tmp_path: Pa
         while (
             t := mine.tickets.claim_next(engine_id=name, attempt_id=uuid.uuid4().hex, lease_ttl=30)
         ) is not None:
-            got.append(t["id"])
+            got.append(t.id)
         claims[name] = got
         mine.close()
 
@@ -128,10 +128,11 @@ def test_claim_order_is_priority_then_age(tmp_path: Path) -> None:
     low = store.tickets.create(title="low", agent_id="echo", priority=0)
     high = store.tickets.create(title="high", agent_id="echo", priority=5)
     low2 = store.tickets.create(title="low2", agent_id="echo", priority=0)
-    order = [
-        store.tickets.claim_next(engine_id="e", attempt_id=uuid.uuid4().hex, lease_ttl=30)["id"]
+    claimed = [
+        store.tickets.claim_next(engine_id="e", attempt_id=uuid.uuid4().hex, lease_ttl=30)
         for _ in range(3)
-    ]  # type: ignore[index]
+    ]
+    order = [t.id for t in claimed if t is not None]
     assert order == [high, low, low2]
 
 
@@ -159,14 +160,14 @@ def test_a_stale_attempt_cannot_write_after_reclaim(tmp_path: Path) -> None:
         run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo", inputs={}
     )
     # the lease expires (moved in the database, not by sleeping) and another engine reclaims
-    store.conn.execute(
+    store.db.run(
         "UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00.000Z' WHERE id = ?", (tid,)
     )
     report = ReapReport()
     reclaim_expired(store, report)
     assert report.requeued == [tid]
     second = store.tickets.claim(tid, engine_id="b", attempt_id="new", lease_ttl=30)
-    assert second["attempts"] == 2
+    assert second.attempts == 2
     with pytest.raises(StaleAttemptError):
         store.runs.step_finished(
             step, status="done", outputs={}, exit_code=0, error=None, usage=Usage()
@@ -175,5 +176,5 @@ def test_a_stale_attempt_cannot_write_after_reclaim(tmp_path: Path) -> None:
         store.runs.finish_run(run_id, first, status="done", outputs={"late": True})
     with pytest.raises(StaleAttemptError):
         store.tickets.finish(tid, "old", status="done")
-    assert store.tickets.get(tid)["status"] == "claimed"
+    assert store.tickets.get(tid).status == "claimed"
     assert store.runs.get_run(run_id)["status"] == "failed"

@@ -61,9 +61,17 @@ def start_engine(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     )
 
 
-def sqlite_shell(db: Path, sql: str) -> str:
-    """Write with the real sqlite3 command-line shell, as any outside writer would."""
-    done = subprocess.run(["sqlite3", str(db), sql], capture_output=True, text=True, check=True)
+SHELL_TIMEOUT_MS = 10_000
+
+
+def sqlite_shell(db: Path, sql: str, *, busy_timeout_ms: int | None = SHELL_TIMEOUT_MS) -> str:
+    """Write with the real sqlite3 command-line shell, as any outside writer would, with
+    `.timeout` set as docs/schema.md tells shell users (a shell has no busy timeout of its
+    own, so without it any write that meets an engine's write fails at once)."""
+    argv = ["sqlite3"]
+    if busy_timeout_ms is not None:
+        argv += ["-cmd", f".timeout {busy_timeout_ms}"]
+    done = subprocess.run([*argv, str(db), sql], capture_output=True, text=True, check=True)
     return done.stdout.strip()
 
 

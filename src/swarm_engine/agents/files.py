@@ -15,6 +15,16 @@ INPUTS_FILE = f"{SWARM_DIR}/inputs.json"
 OUTPUTS_FILE = f"{SWARM_DIR}/outputs.json"
 SKIP_NAMES = {".git", "__pycache__", ".venv", "node_modules"}
 
+# How inputs reach a command. The inputs file ($SWARM_INPUTS) always holds all of them; a
+# scalar input is also an environment variable INPUT_<KEY> when its value is at most
+# INPUT_ENV_MAX_BYTES, while the INPUT_* variables stay within INPUT_ENV_TOTAL_BYTES in all
+# (keys in sorted order). Linux refuses to exec with any one argument or environment string
+# over MAX_ARG_STRLEN (128 KiB, counting its NUL), so no single value may ever get there.
+INPUT_ENV_MAX_BYTES = 32 * 1024
+INPUT_ENV_TOTAL_BYTES = 256 * 1024
+MAX_ARG_BYTES = 128 * 1024 - 1
+"""The longest one argv or environment string (`KEY=value`) may be, in bytes."""
+
 ENV_PRELUDE = (
     'SWARM_INPUTS="$SWARM_WORKSPACE/.swarm/inputs.json"; '
     'SWARM_OUTPUTS="$SWARM_WORKSPACE/.swarm/outputs.json"; '
@@ -23,7 +33,33 @@ ENV_PRELUDE = (
 
 
 async def put_inputs(vm: VM, inputs: dict[str, Any]) -> None:
+    """Write all of `inputs`, as JSON, to the inputs file ($SWARM_INPUTS); no size limit
+    beyond the VM's disk."""
     await vm.put_file(INPUTS_FILE, json.dumps(inputs, default=str).encode())
+
+
+def input_env(inputs: dict[str, Any]) -> dict[str, str]:
+    """The `INPUT_<KEY>` environment variables for `inputs`: one per scalar input whose key
+    is an identifier and whose value is at most `INPUT_ENV_MAX_BYTES` (UTF-8), in sorted
+    key order while they total at most `INPUT_ENV_TOTAL_BYTES`. Larger values, and values
+    no environment can hold (a NUL character, unpaired surrogates), are only in the
+    inputs file."""
+    env: dict[str, str] = {}
+    total = 0
+    for key in sorted(inputs):
+        value = inputs[key]
+        if not (isinstance(value, str | int | float | bool) and key.isidentifier()):
+            continue
+        text = str(value)
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            continue
+        if "\0" in text or size > INPUT_ENV_MAX_BYTES or total + size > INPUT_ENV_TOTAL_BYTES:
+            continue
+        env[f"INPUT_{key.upper()}"] = text
+        total += size
+    return env
 
 
 async def read_outputs_file(vm: VM) -> dict[str, Any] | None:

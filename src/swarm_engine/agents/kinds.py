@@ -8,12 +8,34 @@ from typing import Any
 
 from swarm_engine.agents.base import Agent
 from swarm_engine.errors import ConfigError
+from swarm_engine.models import AgentSpec
 
 AGENT_KINDS: dict[str, str] = {
     "echo": "swarm_engine.agents.echo:EchoAgent",
     "shell": "swarm_engine.agents.shell:ShellAgent",
     "claude": "swarm_engine.agents.claude.agent:ClaudeAgent",
 }
+COMMAND_KINDS = frozenset({"shell"})
+"""The kinds that run an agent's `command`."""
+
+
+def check_definition(agent: AgentSpec) -> None:
+    """Kind-specific checks of a definition, with nothing of the host's (no API key is
+    needed): `config` must suit the kind (only `claude` takes settings) and only a kind in
+    `COMMAND_KINDS` takes a `command`. Raises `ConfigError` naming the field."""
+    if agent.command is not None and agent.kind not in COMMAND_KINDS:
+        raise ConfigError(f"command: kind {agent.kind!r} runs no command")
+    if agent.kind == "claude":
+        from swarm_engine.agents.claude.settings import parse_config
+
+        try:
+            parse_config(agent.config, agent.name)
+        except ConfigError as exc:
+            raise ConfigError(f"config: {exc}") from exc
+    elif agent.config:
+        raise ConfigError(
+            f"config.{sorted(agent.config)[0]}: kind {agent.kind!r} takes no config settings"
+        )
 
 
 def get_agent(kind: str, host_config: Mapping[str, Any] | None = None) -> Agent:

@@ -1,8 +1,12 @@
 """`shell`: runs a command in the VM.
 
-The command comes from the agent definition (`command:` in agent.yaml, where
+The command comes from the agent definition (`command:` in agent.yaml, a template where
 `${inputs.*}` and `${ticket.*}` are substituted) or, for the built-in `shell` agent,
-from `inputs.command`. The agent's package files are copied into the workspace first.
+from `inputs.command` (data: run as given, never substituted). The agent's package files
+are copied into the workspace first. Inputs reach the command through the inputs file
+(`$SWARM_INPUTS`, always) and `$INPUT_<KEY>` variables (small scalars only; see
+`agents.files.input_env`). A command that would not fit the kernel's limit for one
+argument fails the step before anything runs.
 Outputs: stdout, stderr, exit_code, plus the keys of any JSON object the command wrote
 to `$SWARM_OUTPUTS`. A non-zero exit or a timeout fails the step.
 """
@@ -10,6 +14,7 @@ to `$SWARM_OUTPUTS`. A non-zero exit or a timeout fails the step.
 from __future__ import annotations
 
 import inspect
+import json
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +23,8 @@ from typing import Any
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.files import (
     ENV_PRELUDE,
+    MAX_ARG_BYTES,
+    input_env,
     put_inputs,
     read_outputs_file,
     tail,
@@ -25,8 +32,27 @@ from swarm_engine.agents.files import (
 )
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
-from swarm_engine.templating import render
+from swarm_engine.templating import TICKET_FIELDS, TemplateError, render
 from swarm_engine.vm.base import Stream
+
+INPUTS_HINT = "read large inputs from the inputs file ($SWARM_INPUTS) instead of ${inputs.<key>}"
+
+
+def check_exec_size(what: str, text: str, hint: str = INPUTS_HINT) -> None:
+    """Raise `AgentError` (one line, ending with `hint`) if `text` cannot be one argv or
+    environment string of an exec: over `MAX_ARG_BYTES` (UTF-8), holding a NUL, or not
+    encodable."""
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise AgentError(f"{what} cannot be passed to a process: {exc.reason}") from exc
+    if "\0" in text:
+        raise AgentError(f"{what} contains a NUL character; {hint}")
+    if size > MAX_ARG_BYTES:
+        raise AgentError(
+            f"{what} is {size} bytes, over the kernel's limit of "
+            f"{(MAX_ARG_BYTES + 1) // 1024} KiB for one argument; {hint}"
+        )
 
 
 class ShellAgent:
@@ -39,16 +65,27 @@ class ShellAgent:
         return None
 
     def command(self, ctx: StepContext) -> str:
-        spec: Any = (
-            ctx.agent.command if ctx.agent.command is not None else ctx.inputs.get("command")
-        )
-        if spec is None:
-            raise AgentError(f"agent {ctx.agent.ref} has no command and inputs.command is missing")
-        spec = render(spec, {"inputs": ctx.inputs, "ticket": dict(ctx.ticket)})
+        """The `sh -c` text to run. Raises `AgentError` (one line) if there is none, a
+        reference in the agent's command does not resolve, or the result cannot be
+        exec'd (over `MAX_ARG_BYTES`, or holding a NUL)."""
+        spec: Any = ctx.agent.command
+        if spec is not None:  # a definition: a template
+            ticket = {k: ctx.ticket.get(k) for k in TICKET_FIELDS}
+            try:
+                spec = render(spec, {"inputs": ctx.inputs, "ticket": ticket})
+            except TemplateError as exc:
+                raise AgentError(f"command: {exc}") from exc
+        else:  # inputs.command of the built-in shell agent: data, run as given
+            spec = ctx.inputs.get("command")
+            if spec is None:
+                raise AgentError(
+                    f"agent {ctx.agent.ref} has no command and inputs.command is missing"
+                )
         if isinstance(spec, list):
-            return " ".join(shlex.quote(str(a)) for a in spec)
+            spec = " ".join(shlex.quote(a if isinstance(a, str) else json.dumps(a)) for a in spec)
         if not isinstance(spec, str) or not spec.strip():
             raise AgentError("command must be a non-empty string or list")
+        check_exec_size("the command after substitution", ENV_PRELUDE + spec)
         return spec
 
     async def run(self, ctx: StepContext) -> StepOutcome:
@@ -58,11 +95,14 @@ class ShellAgent:
             return StepOutcome(error=str(exc))
         if ctx.agent.package_path and Path(ctx.agent.package_path).is_dir():
             await upload_package(ctx.vm, Path(ctx.agent.package_path))
-        await put_inputs(ctx.vm, ctx.inputs)
         env = {k: str(v) for k, v in ctx.agent.env.items()}
-        for key, value in ctx.inputs.items():
-            if isinstance(value, str | int | float | bool) and key.isidentifier():
-                env[f"INPUT_{key.upper()}"] = str(value)
+        try:
+            for key, value in env.items():
+                check_exec_size(f"env.{key}", f"{key}={value}", "shorten it in agent.yaml")
+        except AgentError as exc:
+            return StepOutcome(error=str(exc))
+        env.update(input_env(ctx.inputs))
+        await put_inputs(ctx.vm, ctx.inputs)
 
         async def stream(name: Stream, chunk: bytes) -> None:
             if ctx.log is not None:

@@ -12,7 +12,7 @@ import click
 
 from swarm_engine.cli.app import pass_settings, store_of
 from swarm_engine.cli.logsetup import setup_logging
-from swarm_engine.cli.output import console, ms, short, styled
+from swarm_engine.cli.output import console, ms, plain, short, styled
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
@@ -81,10 +81,10 @@ def _print_finished(event: Event) -> None:
     if event.kind != "run_finished":
         return
     ticket, run = event.data["ticket"], event.data["run"]
-    outcome = short(ticket["result"], 70) if ticket["status"] == "done" else ticket["error"]
+    outcome = short(ticket.result, 70) if ticket.status == "done" else ticket.error
     console.print(
-        f"ticket {ticket['id']} {styled(ticket['status'])} in {ms(run['duration_ms'])}"
-        f" ({ticket['title']}): {outcome}",
+        f"ticket {ticket.id} {styled(ticket.status)} in {ms(run['duration_ms'])}"
+        f" ({plain(ticket.title)}): {plain(outcome)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -133,12 +133,9 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
             if done:
                 code = os.waitstatus_to_exitcode(status)
                 raise SwarmError(f"engine exited at start (code {code}); see {logfile}")
-            row = store.conn.execute(
-                "SELECT id FROM engines WHERE pid = ? AND host = ? AND state = 'running'",
-                (pid, HOST),
-            ).fetchone()
-            if row:
-                console.print(f"engine {row[0]} started (pid {pid}); log: {logfile}")
+            engine_id = store.engines.find_running(pid, HOST)
+            if engine_id:
+                console.print(f"engine {engine_id} started (pid {pid}); log: {logfile}")
                 return
             time.sleep(0.05)
     raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")

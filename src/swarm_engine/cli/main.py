@@ -1,4 +1,9 @@
-"""The `swarm-engine` command. Errors become one line on stderr and a documented exit code."""
+"""The `swarm-engine` command. Errors become one line on stderr and a documented exit code.
+
+That includes click's own usage errors (a missing argument, a bad option value, an unknown
+option or command, a command group given no command): one `error: ...` line with a hint
+(`see 'swarm-engine ticket show --help'`) and exit 2, instead of click's usage block.
+"""
 
 from __future__ import annotations
 
@@ -80,14 +85,54 @@ def _register() -> None:
 _register()
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: its non-blank lines, stripped, joined with ' / '."""
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _command_path(argv: list[str]) -> str:
+    """The command that `argv` names, as far as it can be told (`swarm-engine ticket list`):
+    for errors click raises before it made the command's context."""
+    command: click.Command = cli
+    path = ["swarm-engine"]
+    for token in argv:
+        if not isinstance(command, click.Group):
+            break
+        sub = command.commands.get(token)
+        if sub is not None:
+            command = sub
+            path.append(token)
+    return " ".join(path)
+
+
+def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
+    """A click usage error as one `error:` line, e.g. `error: invalid value for 'ID': 'abc'
+    is not a valid integer (see 'swarm-engine ticket show --help')`."""
+    ctx = exc.ctx
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        if ctx is not None and isinstance(ctx.command, click.Group):
+            message = f"missing command; one of: {', '.join(ctx.command.list_commands(ctx))}"
+        else:
+            message = "missing arguments"
+    else:
+        message = " ".join(exc.format_message().split()).rstrip(".")
+    if message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]
+    path = ctx.command_path if ctx is not None else _command_path(argv)
+    return f"error: {message} (see '{path} --help')"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="swarm-engine", standalone_mode=False)
     except SwarmError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        click.echo(usage_error_line(exc, sys.argv[1:] if argv is None else argv), err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("error: aborted", err=True)

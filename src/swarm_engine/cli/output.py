@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from swarm_engine.store.rows import format_ts, parse_timestamp
 
 console = Console()
 err_console = Console(stderr=True)
@@ -35,11 +38,23 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def styled(status: str | None) -> str:
+class Markup(str):
+    """Rich markup we wrote ourselves; every other string is shown as plain text."""
+
+    __slots__ = ()
+
+
+def styled(status: str | None) -> Markup:
+    """A status in its colour (the text escaped: a status may come from any writer)."""
     if not status:
-        return ""
+        return Markup("")
     style = STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/{style}]" if style else status
+    return Markup(f"[{style}]{escape(status)}[/{style}]" if style else escape(status))
+
+
+def plain(value: Any) -> str:
+    """Any value as text that Rich prints literally (no markup in stored data)."""
+    return value if isinstance(value, Markup) else escape("" if value is None else str(value))
 
 
 def summarize(value: Any) -> Any:
@@ -68,15 +83,23 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(plain(v) for v in row))
     return t
 
 
-def ago(ts: str | None) -> str:
-    if not ts:
+def ago(ts: str | datetime | None) -> str:
+    """How long ago, for people ('3s ago'); any stored timestamp form; '' if unreadable."""
+    if ts is None or ts == "":
         return ""
-    then = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    try:
+        then = ts if isinstance(ts, datetime) else parse_timestamp(ts)
+    except (ValueError, OverflowError, OSError):
+        return "?"
+    if then is None:
+        return ""
     secs = (datetime.now(UTC) - then).total_seconds()
+    if secs < 0:
+        return f"in {format_ts(then)}" if secs < -60 else "just now"
     if secs < 60:
         return f"{secs:.0f}s ago"
     if secs < 3600:

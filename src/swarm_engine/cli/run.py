@@ -17,6 +17,7 @@ from swarm_engine.cli.output import (
     emit_json,
     err_console,
     ms,
+    plain,
     short,
     styled,
     table,
@@ -28,6 +29,7 @@ from swarm_engine.engine.events import ignore
 from swarm_engine.engine.reaper import cleanup
 from swarm_engine.engine.session import EngineSession
 from swarm_engine.errors import ConflictError, NotFoundError, TicketFailed
+from swarm_engine.store import Ticket
 
 
 @click.command("run-ticket")
@@ -55,34 +57,32 @@ def run_ticket(
     if not wait:
         with store_of(settings) as store:
             row = store.tickets.get(ticket_id)
-            if row["status"] == "draft":
+            if row.status == "draft":
                 store.tickets.open(ticket_id)
                 msg = f"ticket {ticket_id} queued; a running engine ('swarm-engine start') will run it"
-            elif row["status"] == "open":
+            elif row.status == "open":
                 msg = f"ticket {ticket_id} is already queued"
-            elif row["status"] in ("claimed", "running"):
-                msg = f"ticket {ticket_id} is {row['status']} by engine {row['engine_id']}"
+            elif row.status in ("claimed", "running"):
+                msg = f"ticket {ticket_id} is {row.status} by engine {row.engine_id}"
             else:
-                raise ConflictError(
-                    f"ticket {ticket_id} is {row['status']} (use 'ticket reopen' first)"
-                )
+                raise ConflictError(f"ticket {ticket_id} is {row.status} (use 'ticket reopen' first)")
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:
-            console.print(msg)
+            console.print(msg, markup=False, highlight=False)
         return
     final, run = asyncio.run(_run_and_wait(settings, ticket_id, max_vms, backend, as_json))
     if as_json:
-        emit_json(final | {"run": run})
+        emit_json(final.as_dict() | {"run": run})
     else:
         _summary(final, run)
-    if final["status"] != "done":
-        raise TicketFailed(f"ticket {ticket_id} {final['status']}: {final['error']}")
+    if final.status != "done":
+        raise TicketFailed(f"ticket {ticket_id} {final.status}: {final.error}")
 
 
 async def _run_and_wait(
     settings: Settings, ticket_id: int, max_vms: int | None, backend: str | None, quiet: bool
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Ticket, dict[str, Any]]:
     progress = Progress(err_console if quiet else console, ticket_id)
     session = EngineSession(
         settings, max_vms=max_vms, backend=backend, events=ignore if quiet else progress
@@ -96,9 +96,10 @@ async def _run_and_wait(
         async with session:
             with progress if not quiet else contextlib.nullcontext():
                 final = await session.run_ticket(ticket_id)
-            runs = session.store.runs.runs_for_ticket(ticket_id)
+            runs = await session.gate.retrying(session.store.runs.runs_for_ticket, ticket_id)
             run = runs[-1] if runs else {}
-            run["steps"] = session.store.runs.steps(run["id"]) if run else []
+            if run:
+                run["steps"] = await session.gate.retrying(session.store.runs.steps, run["id"])
             return final, run
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
@@ -107,18 +108,18 @@ async def _run_and_wait(
             loop.remove_signal_handler(sig)
 
 
-def _summary(ticket: dict[str, Any], run: dict[str, Any]) -> None:
-    line = f"ticket {ticket['id']} {styled(ticket['status'])}"
+def _summary(ticket: Ticket, run: dict[str, Any]) -> None:
+    line = f"ticket {ticket.id} {styled(ticket.status)}"
     if run:
         line += f" · run {run['id']} in {ms(run['duration_ms'])}"
         usage = usage_line(run)
         if usage:
             line += f" · {usage}"
     console.print(line)
-    if ticket["status"] == "done":
-        console.print(f"result: {short(ticket['result'], 300)}", highlight=False)
-    elif ticket["error"]:
-        console.print(f"[red]error:[/red] {ticket['error']}", highlight=False)
+    if ticket.status == "done":
+        console.print(f"result: {plain(short(ticket.result, 300))}", highlight=False)
+    elif ticket.error:
+        console.print(f"[red]error:[/red] {plain(ticket.error)}", highlight=False)
 
 
 @click.command()
@@ -134,13 +135,7 @@ def status(settings: Settings, as_json: bool) -> None:
             "engines": store.engines.running(),
             "recent_runs": store.runs.recent_runs(10),
         }
-        totals = store.conn.execute(
-            "SELECT coalesce(sum(input_tokens),0) input_tokens, coalesce(sum(output_tokens),0)"
-            " output_tokens, coalesce(sum(cache_creation_input_tokens),0) cache_creation_input_tokens,"
-            " coalesce(sum(cache_read_input_tokens),0) cache_read_input_tokens,"
-            " coalesce(sum(cost_usd),0) cost_usd FROM workflow_runs"
-        ).fetchone()
-        data["usage"] = dict(totals)
+        data["usage"] = store.runs.usage_totals()
     if as_json:
         emit_json(data)
         return
@@ -148,6 +143,12 @@ def status(settings: Settings, as_json: bool) -> None:
     order = ["draft", "open", "claimed", "running", "done", "failed", "cancelled"]
     console.print(f"home: {settings.home}")
     console.print("tickets: " + "  ".join(f"{styled(s)} {counts.get(s, 0)}" for s in order))
+    odd = {s: n for s, n in counts.items() if s not in order}
+    if odd:
+        console.print(
+            "tickets with an unknown status: "
+            + plain(", ".join(f"{s!r} {n}" for s, n in odd.items()))
+        )
     usage = usage_line(data["usage"])
     if usage:
         console.print(f"API usage (all runs): {usage}")
@@ -253,7 +254,7 @@ def logs(settings: Settings, ticket_id: int, run_id: int | None, step_id: str | 
     for s in steps:
         if step_id and s["step_id"] != step_id:
             continue
-        console.rule(f"{s['step_id']} (try {s['retry_count'] + 1}) · {s['status']}")
+        console.rule(plain(f"{s['step_id']} (try {s['retry_count'] + 1}) · {s['status']}"))
         path = Path(s["log_path"]) if s["log_path"] else None
         if path and path.is_file():
             click.echo(path.read_text(errors="replace"), nl=False)

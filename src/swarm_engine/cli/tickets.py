@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+from rich.markup import escape
 from rich.panel import Panel
 
 from swarm_engine.cli.app import parse_inputs, pass_settings, registry_of, store_of
@@ -72,9 +71,9 @@ def create(
         )
         row = store.tickets.get(ticket_id)
     if as_json:
-        emit_json(row)
+        emit_json(row.as_dict())
     else:
-        console.print(f"ticket {ticket_id} created ({styled(row['status'])})")
+        console.print(f"ticket {ticket_id} created ({styled(row.status)})")
 
 
 @ticket.command("list")
@@ -87,7 +86,7 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
     with store_of(settings) as store:
         rows = store.tickets.list(status, limit)
     if as_json:
-        emit_json(rows)
+        emit_json([r.as_dict() for r in rows])
         return
     console.print(
         table(
@@ -104,14 +103,14 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
             ],
             (
                 (
-                    r["id"],
-                    styled(r["status"]),
-                    short(r["title"], 40),
-                    r["agent_id"] or f"workflow:{r['workflow_id']}",
-                    r["priority"],
-                    r["attempts"],
-                    ago(r["updated_at"]),
-                    short(r["error"] or r["result"] or "", 50),
+                    r.id,
+                    styled(r.status),
+                    short(r.title, 40),
+                    r.target,
+                    r.priority,
+                    r.attempts,
+                    ago(r.updated_at),
+                    short(r.error or r.problem or r.result or "", 50),
                 )
                 for r in rows
             ),
@@ -132,19 +131,21 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
             run["steps"] = store.runs.steps(run["id"])
         events = store.tickets.events(ticket_id)
     if as_json:
-        emit_json(row | {"runs": runs, "events": events})
+        emit_json(row.as_dict() | {"runs": runs, "events": events})
         return
-    target = row["agent_id"] or f"workflow {row['workflow_id']}"
     body = [
-        f"[bold]{row['title']}[/bold]  ({styled(row['status'])}, {target}, priority {row['priority']})",
-        row["description"] or "",
-        f"inputs: {json.dumps(row['inputs'])}",
-        f"attempts: {row['attempts']}/{row['max_attempts']}   created {row['created_at']}",
+        f"[bold]{escape(row.title)}[/bold]  ({styled(row.status)}, {escape(row.target)},"
+        f" priority {row.priority})",
+        escape(row.description),
+        f"inputs: {escape(short(row.inputs, 400))}",
+        f"attempts: {row.attempts}/{row.max_attempts}   created {ago(row.created_at)}",
     ]
-    if row["result"] is not None:
-        body.append(f"result: {short(row['result'], 400)}")
-    if row["error"]:
-        body.append(f"[red]error: {row['error']}[/red]")
+    if row.result is not None:
+        body.append(f"result: {escape(short(row.result, 400))}")
+    if row.error:
+        body.append(f"[red]error: {escape(row.error)}[/red]")
+    for defect in row.defects:
+        body.append(f"[yellow]malformed: {escape(defect)}[/yellow]")
     console.print(Panel("\n".join(b for b in body if b), title=f"ticket {ticket_id}", expand=False))
     for run in runs:
         usage = usage_line(run)

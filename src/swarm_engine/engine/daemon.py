@@ -1,7 +1,8 @@
 """The polling engine: claims open tickets and runs them, many at once.
 
-One asyncio loop with supervised side tasks (heartbeat, store watcher). If a side task
-dies the daemon stops loudly. Stop protocol: the first stop request drains (no new
+One asyncio loop with supervised side tasks (the lease keeper, the reclaimer, the store
+watcher). A busy store never kills one (they retry); any other failure of a side task
+stops the daemon loudly. Stop protocol: the first stop request drains (no new
 claims; running tickets finish), the second aborts (running tickets are cancelled,
 their VMs destroyed, and the tickets re-queued for another attempt).
 """
@@ -17,10 +18,11 @@ from typing import Any
 
 from swarm_engine.config import Settings
 from swarm_engine.engine.events import EventSink, ignore
-from swarm_engine.engine.reaper import ReapReport, cleanup, reclaim_expired
+from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import EngineSession
 from swarm_engine.engine.wakeup import StoreWatcher
-from swarm_engine.errors import SwarmError
+from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
+from swarm_engine.store import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,16 @@ class Daemon:
         session.runner.abort_status = "open"
         self.session = session
         async with session:
-            self.started_report = cleanup(
-                session.store, self.settings.home, self.settings.backend_options
+            self.started_report = await session.gate.retrying(
+                cleanup, session.store, self.settings.home, self.settings.backend_options
             )
             watcher = StoreWatcher(self.settings.tickets_path)
             watcher.start()
+            assert session.keeper_task is not None
             side = [
-                asyncio.create_task(self._supervised("heartbeat", self._heartbeat)),
-                asyncio.create_task(self._supervised("store-watcher", watcher.poll_data_version)),
+                asyncio.create_task(self._supervised("lease keeper", self._watch_keeper)),
+                asyncio.create_task(self._supervised("reclaimer", self._reclaimer)),
+                asyncio.create_task(self._supervised("store watcher", watcher.run)),
             ]
             try:
                 await self._claim_loop(session, watcher)
@@ -115,43 +119,64 @@ class Daemon:
                 task.cancel()
             raise
 
-    async def _heartbeat(self) -> None:
+    async def _watch_keeper(self) -> None:
+        """The session's lease keeper is a side task too: its death stops the engine."""
+        assert self.session is not None and self.session.keeper_task is not None
+        await self.session.keeper_task
+        raise SwarmError("the lease keeper stopped")
+
+    async def _reclaimer(self) -> None:
+        """Every heartbeat interval: re-queue tickets whose lease ran out (any engine's)."""
         assert self.session is not None
-        store = self.session.store
+        session = self.session
         while True:
-            state = "draining" if self.draining.is_set() else "running"
-            store.engines.heartbeat(self.session.engine_id, self.session.pool.busy, state)
-            report = ReapReport()
-            reclaim_expired(store, report)
-            if report.requeued:
-                log.warning("re-queued tickets with expired leases: %s", report.requeued)
+            session.state = "draining" if self.draining.is_set() else "running"
+            try:
+                expired = await session.gate(session.store.tickets.reclaim_expired)
+            except StoreBusyError as exc:
+                session.gate.warn(f"reclaiming expired leases delayed: {exc}")
+            else:
+                requeued = [e.ticket_id for e in expired if e.status == "open"]
+                failed = [e.ticket_id for e in expired if e.status != "open"]
+                if requeued:
+                    log.warning("re-queued tickets with expired leases: %s", requeued)
+                if failed:
+                    log.warning("failed tickets whose leases expired too often: %s", failed)
             await asyncio.sleep(self.settings.heartbeat_interval)
 
+    async def _claim_one(self, session: EngineSession) -> Ticket | None:
+        """Claim the next open ticket, or None (nothing open, or the store is busy now)."""
+        try:
+            return await session.gate(
+                session.store.tickets.claim_next,
+                engine_id=session.engine_id,
+                attempt_id=uuid.uuid4().hex,
+                lease_ttl=self.settings.lease_ttl,
+            )
+        except StoreBusyError as exc:
+            session.gate.warn(f"claiming delayed (store busy): {exc}")
+            return None
+
     async def _claim_loop(self, session: EngineSession, watcher: StoreWatcher) -> None:
-        tickets = session.store.tickets
         drained = asyncio.create_task(self.draining.wait())
         try:
             while not self.draining.is_set():
                 watcher.changed.clear()
                 while len(self.active) < self.max_vms and not self.draining.is_set():
-                    ticket = tickets.claim_next(
-                        engine_id=session.engine_id,
-                        attempt_id=uuid.uuid4().hex,
-                        lease_ttl=self.settings.lease_ttl,
-                    )
+                    ticket = await self._claim_one(session)
                     if ticket is None:
                         break
                     self.claimed += 1
                     log.info(
                         "claimed ticket %s (attempt %s)",
-                        ticket["id"],
-                        ticket["attempts"],
-                        extra={"ticket_id": ticket["id"], "engine_id": session.engine_id},
+                        ticket.id,
+                        ticket.attempts,
+                        extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
                     )
                     task = asyncio.create_task(self._run_one(session, ticket))
-                    self.active[task] = ticket["id"]
+                    self.active[task] = ticket.id
                     task.add_done_callback(self._finished)
-                if self.until_idle and not self.active and not self._has_open(session):
+                if self.until_idle and not self.active and not await self._has_open(session):
                     break
                 changed = asyncio.create_task(watcher.changed.wait())
                 slot_freed = asyncio.create_task(self._slot_freed.wait())
@@ -172,24 +197,27 @@ class Daemon:
         self.active.pop(task, None)
         self._slot_freed.set()
 
-    def _has_open(self, session: EngineSession) -> bool:
-        row = session.store.conn.execute(
-            "SELECT 1 FROM tickets WHERE status IN ('open','claimed','running') LIMIT 1"
-        ).fetchone()
-        return row is not None
+    async def _has_open(self, session: EngineSession) -> bool:
+        try:
+            return await session.gate(session.store.tickets.any_unfinished)
+        except StoreBusyError:
+            return True
 
-    async def _run_one(self, session: EngineSession, ticket: dict[str, Any]) -> None:
+    async def _run_one(self, session: EngineSession, ticket: Ticket) -> None:
         try:
             final = await session.run_claimed(ticket)
-            log.info(
-                "ticket %s %s",
-                ticket["id"],
-                final["status"],
-                extra={"ticket_id": ticket["id"], "engine_id": session.engine_id},
-            )
+            if final is not None:
+                log.info(
+                    "ticket %s %s",
+                    ticket.id,
+                    final.status,
+                    extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
+                )
         except asyncio.CancelledError:
-            log.warning("ticket %s aborted", ticket["id"])
+            log.warning("ticket %s aborted", ticket.id)
+        except StaleAttemptError as exc:
+            log.warning("ticket %s: %s", ticket.id, exc)
         except SwarmError as exc:
-            log.error("ticket %s: %s", ticket["id"], exc)
+            log.error("ticket %s: %s", ticket.id, exc)
         except Exception:
-            log.exception("ticket %s crashed the runner", ticket["id"])
+            log.exception("ticket %s crashed the runner", ticket.id)

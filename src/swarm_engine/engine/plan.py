@@ -13,8 +13,12 @@ from swarm_engine.errors import ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
+from swarm_engine.store import Ticket
 
 SINGLE_STEP_ID = "main"
+TICKET_INPUTS = "${inputs}"
+"""A single-agent step's inputs template: the ticket's inputs, whole and as they are (data
+is never scanned for references; only definitions are templates)."""
 
 
 @dataclass
@@ -22,6 +26,7 @@ class PlannedStep:
     id: str
     agent: AgentSpec
     inputs: Any
+    """A template (rendered against the ticket, variables and earlier steps at run time)."""
     needs: set[str]
     timeout_seconds: float
     retry: RetryPolicy
@@ -53,25 +58,25 @@ def _runnable(agent: AgentSpec) -> AgentSpec:
     return agent
 
 
-def build_plan(ticket: dict[str, Any], registry: Registry) -> Plan:
+def build_plan(ticket: Ticket, registry: Registry) -> Plan:
     """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError."""
-    ticket_timeout = ticket.get("timeout_seconds")
-    if ticket["execution_mode"] == "single":
-        if not ticket.get("agent_id"):
-            raise ConfigError(f"ticket {ticket['id']} has no agent_id")
-        agent = _runnable(registry.agent(ticket["agent_id"]))
+    ticket_timeout = ticket.timeout_seconds
+    if ticket.execution_mode == "single":
+        if not ticket.agent_id:
+            raise ConfigError(f"ticket {ticket.id}: agent_id is empty")
+        agent = _runnable(registry.agent(ticket.agent_id))
         step = PlannedStep(
             id=SINGLE_STEP_ID,
             agent=agent,
-            inputs=ticket["inputs"],
+            inputs=TICKET_INPUTS,
             needs=set(),
             timeout_seconds=agent.timeout_seconds,
             retry=agent.retry,
         )
         return Plan({SINGLE_STEP_ID: step}, timeout_seconds=ticket_timeout)
-    if not ticket.get("workflow_id"):
-        raise ConfigError(f"ticket {ticket['id']} has no workflow_id")
-    workflow = registry.workflow(ticket["workflow_id"])
+    if not ticket.workflow_id:
+        raise ConfigError(f"ticket {ticket.id}: workflow_id is empty")
+    workflow = registry.workflow(ticket.workflow_id)
     deps = dependencies(workflow)
     steps: dict[str, PlannedStep] = {}
     for s in workflow.steps:
@@ -88,7 +93,7 @@ def build_plan(ticket: dict[str, Any], registry: Registry) -> Plan:
             retry=s.retry or agent.retry,
         )
     variables = dict(workflow.variables)
-    extra = ticket["inputs"].get("variables") if isinstance(ticket["inputs"], dict) else None
+    extra = ticket.inputs.get("variables")
     if isinstance(extra, dict):
         variables.update(extra)
     return Plan(

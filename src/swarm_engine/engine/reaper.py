@@ -13,8 +13,6 @@ from pathlib import Path
 
 from swarm_engine.engine.session import HOST
 from swarm_engine.store import Store
-from swarm_engine.store.sqlite import transaction
-from swarm_engine.store.tickets import NOW
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import OrphanRecord
 from swarm_engine.vm.proctree import pid_alive
@@ -41,10 +39,7 @@ def reap_engines(store: Store, report: ReapReport) -> None:
 def reap_vms(
     store: Store, home: Path, report: ReapReport, backend_options: dict[str, dict[str, object]]
 ) -> None:
-    dead = {
-        e["id"]
-        for e in store.conn.execute("SELECT id FROM engines WHERE state IN ('stopped','dead')")
-    }
+    dead = store.engines.gone()
     for vm in store.vms.live(host=HOST):
         if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
             continue
@@ -78,28 +73,8 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
 
 def reclaim_expired(store: Store, report: ReapReport) -> None:
     """Tickets whose lease expired: re-queue (or fail after max_attempts); close the run."""
-    with transaction(store.conn):
-        _reclaim(store, report)
-
-
-def _reclaim(store: Store, report: ReapReport) -> None:
-    rows = store.conn.execute(
-        "UPDATE tickets SET"
-        " status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,"
-        " error = CASE WHEN attempts < max_attempts THEN NULL"
-        "   ELSE 'lease expired after ' || attempts || ' attempt(s); engine ' || coalesce(engine_id,'?')"
-        "        || ' stopped heartbeating' END,"
-        f" completed_at = CASE WHEN attempts < max_attempts THEN NULL ELSE {NOW} END,"
-        " lease_expires_at = NULL, attempt_id = NULL"
-        f" WHERE status IN ('claimed','running') AND lease_expires_at < {NOW}"
-        " RETURNING id, status, (SELECT group_concat(r.id) FROM workflow_runs r"
-        "   WHERE r.ticket_id = tickets.id AND r.status = 'running') AS runs"
-    ).fetchall()
-    for row in rows:
-        for run_id in (row["runs"] or "").split(","):
-            if run_id:
-                store.runs.abandon_run(int(run_id), "lease expired: engine stopped heartbeating")
-        (report.requeued if row["status"] == "open" else report.failed).append(row["id"])
+    for expired in store.tickets.reclaim_expired():
+        (report.requeued if expired.status == "open" else report.failed).append(expired.ticket_id)
 
 
 def cleanup(

@@ -5,6 +5,10 @@ steps through `${steps.<id>.outputs.<key>}`. Every step attempt is a `step_execu
 row; the run and the ticket are closed together. A watcher renews the ticket's lease
 and stops the run within a fraction of a second if the ticket is cancelled or was
 reclaimed by another engine (then every write of this attempt is refused anyway).
+
+Every store call goes through the engine's `StoreGate` (off the event loop) and is
+retried while the store is busy, for as long as the `LeaseKeeper` says the attempt's
+lease is held: a locked database delays a run, it never aborts one.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.kinds import get_agent
 from swarm_engine.config import Settings
 from swarm_engine.engine.events import Event, EventSink, ignore
+from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.plan import Plan, PlannedStep
-from swarm_engine.errors import StaleAttemptError, SwarmError
+from swarm_engine.engine.steplog import StepLog
+from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
 from swarm_engine.models import Usage
-from swarm_engine.store import Store
+from swarm_engine.store import Store, Ticket
 from swarm_engine.templating import render
 from swarm_engine.vm.base import VM
 from swarm_engine.vm.pool import VMPool, spec_for
@@ -29,7 +37,8 @@ from swarm_engine.vm.pool import VMPool, spec_for
 log = logging.getLogger(__name__)
 
 TIMEOUT_GRACE = 5.0
-WATCH_INTERVAL = 0.2
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class StepFailed(Exception):
@@ -40,18 +49,22 @@ class StepFailed(Exception):
 
 
 class TicketRunner:
-    """Runs one ticket that this engine has claimed (`ticket['attempt_id']` is ours)."""
+    """Runs one ticket that this engine has claimed (`ticket.attempt_id` is ours)."""
 
     def __init__(
         self,
         *,
         store: Store,
+        gate: StoreGate,
+        keeper: LeaseKeeper,
         pool: VMPool,
         settings: Settings,
         engine_id: str,
         events: EventSink = ignore,
     ) -> None:
         self.store = store
+        self.gate = gate
+        self.keeper = keeper
         self.pool = pool
         self.settings = settings
         self.engine_id = engine_id
@@ -61,47 +74,91 @@ class TicketRunner:
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
 
-    async def run(self, ticket: dict[str, Any], plan: Plan | SwarmError) -> dict[str, Any]:
+    async def write(self, ticket: Ticket, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
+        """A store call for this attempt: retried while the store is busy and the lease is
+        held; once the lease has run out, `StaleAttemptError`."""
+        attempt = str(ticket.attempt_id)
+        try:
+            return await self.gate.retrying_while(
+                lambda: self.keeper.holds(attempt), fn, *args, **kw
+            )
+        except StoreBusyError as exc:
+            raise StaleAttemptError(
+                f"ticket {ticket.id}: the lease ran out while the store was busy ({exc})"
+            ) from exc
+
+    async def run(self, ticket: Ticket, plan: Plan | SwarmError) -> Ticket:
         """Run the ticket to the end and return its final row. `plan` may be the error
         that resolving it raised: the run is then recorded as failed with that error."""
+        assert ticket.attempt_id is not None
+        main = asyncio.current_task()
+        assert main is not None
+        stop_reason: list[LostReason] = []
+
+        def on_lost(reason: LostReason) -> None:
+            stop_reason.append(reason)
+            main.cancel()
+
+        self.keeper.hold(ticket.id, ticket.attempt_id, on_lost)
+        try:
+            return await self._run(ticket, plan, main, stop_reason)
+        finally:
+            self.keeper.release(ticket.attempt_id)
+
+    async def _run(
+        self,
+        ticket: Ticket,
+        plan: Plan | SwarmError,
+        main: asyncio.Task[Any],
+        stop_reason: list[LostReason],
+    ) -> Ticket:
         runs = self.store.runs
-        run_id = runs.start_run(
+        run_id = await self.write(
+            ticket,
+            runs.start_run,
             ticket,
             engine_id=self.engine_id,
             workflow_name=None if isinstance(plan, SwarmError) else plan.name,
             workflow_version=None if isinstance(plan, SwarmError) else plan.version,
-            inputs=ticket["inputs"],
+            inputs=ticket.inputs,
         )
-        self.events(Event("run_started", ticket["id"], run_id))
+        self.events(Event("run_started", ticket.id, run_id))
         if isinstance(plan, SwarmError):
-            runs.finish_run(run_id, ticket, status="failed", error=str(plan))
-            return self._finished(ticket, run_id)
-        main = asyncio.current_task()
-        assert main is not None
-        stop_reason: list[str] = []
-        watcher = asyncio.create_task(self._watch(ticket, main, stop_reason))
+            await self.write(ticket, runs.finish_run, run_id, ticket, status="failed", error=str(plan))
+            return await self._finished(ticket, run_id)
         try:
             async with asyncio.timeout(plan.timeout_seconds):
                 outputs = await self._execute(plan, ticket, run_id)
-            runs.finish_run(run_id, ticket, status="done", outputs=outputs)
+            await self.write(
+                ticket,
+                runs.finish_run,
+                run_id,
+                ticket,
+                status="done",
+                outputs=outputs,
+                # stored once (issue 8.5): not again in workflow_runs when it only repeats
+                # step rows (one agent's outputs, or a workflow's leaf outputs by step id)
+                outputs_in_steps=plan.workflow is None or plan.workflow.outputs is None,
+            )
         except StepFailed as exc:
-            runs.finish_run(run_id, ticket, status="failed", error=str(exc))
+            await self.write(ticket, runs.finish_run, run_id, ticket, status="failed", error=str(exc))
         except TimeoutError:
-            runs.finish_run(
+            await self.write(
+                ticket,
+                runs.finish_run,
                 run_id,
                 ticket,
                 status="failed",
                 error=f"ticket timed out after {plan.timeout_seconds:g}s",
             )
         except StaleAttemptError:
-            log.warning("ticket %s: lost the lease; abandoning run %s", ticket["id"], run_id)
+            log.warning("ticket %s: lost the lease; abandoning run %s", ticket.id, run_id)
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
-                with contextlib.suppress(StaleAttemptError):
-                    requeue = (
-                        self.abort_status == "open" and ticket["attempts"] < ticket["max_attempts"]
-                    )
-                    runs.finish_run(
+                with contextlib.suppress(StaleAttemptError, StoreBusyError):
+                    requeue = self.abort_status == "open" and ticket.attempts < ticket.max_attempts
+                    await self.gate(
+                        runs.finish_run,
                         run_id,
                         ticket,
                         status="failed",
@@ -112,47 +169,22 @@ class TicketRunner:
             main.uncancel()
             if stop_reason[0] == "cancelled":
                 with contextlib.suppress(StaleAttemptError):
-                    runs.finish_run(run_id, ticket, status="cancelled")
+                    await self.write(ticket, runs.finish_run, run_id, ticket, status="cancelled")
             else:
-                log.warning(
-                    "ticket %s: reclaimed elsewhere; run %s abandoned", ticket["id"], run_id
-                )
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-        return self._finished(ticket, run_id)
+                log.warning("ticket %s: reclaimed elsewhere; run %s abandoned", ticket.id, run_id)
+        return await self._finished(ticket, run_id)
 
-    def _finished(self, ticket: dict[str, Any], run_id: int) -> dict[str, Any]:
-        final = self.store.tickets.get(ticket["id"])
-        run = self.store.runs.get_run(run_id)
-        self.events(Event("run_finished", ticket["id"], run_id, data={"ticket": final, "run": run}))
+    async def _finished(self, ticket: Ticket, run_id: int) -> Ticket:
+        final = await self.gate.retrying(self.store.tickets.get, ticket.id)
+        run = await self.gate.retrying(self.store.runs.get_run, run_id)
+        self.events(Event("run_finished", ticket.id, run_id, data={"ticket": final, "run": run}))
         return final
 
-    async def _watch(
-        self, ticket: dict[str, Any], main: asyncio.Task[Any], reason: list[str]
-    ) -> None:
-        tickets = self.store.tickets
-        loop = asyncio.get_running_loop()
-        next_renewal = loop.time() + self.settings.heartbeat_interval
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL)
-            if loop.time() >= next_renewal:
-                tickets.renew_leases([ticket["attempt_id"]], self.settings.lease_ttl)
-                self.store.engines.heartbeat(self.engine_id, self.pool.busy)
-                next_renewal = loop.time() + self.settings.heartbeat_interval
-            if not tickets.still_held(ticket["id"], ticket["attempt_id"]):
-                now = tickets.get(ticket["id"])
-                same = now["attempt_id"] == ticket["attempt_id"]
-                reason.append("cancelled" if same and now["status"] == "cancelled" else "lost")
-                main.cancel()
-                return
-
     # -- the DAG ---------------------------------------------------------------------------
-    async def _execute(self, plan: Plan, ticket: dict[str, Any], run_id: int) -> Any:
+    async def _execute(self, plan: Plan, ticket: Ticket, run_id: int) -> Any:
         context: dict[str, Any] = {
-            "ticket": {k: ticket[k] for k in ("id", "title", "description", "priority")},
-            "inputs": ticket["inputs"],
+            "ticket": ticket_fields(ticket),
+            "inputs": ticket.inputs,
             "variables": plan.variables,
             "steps": {},
         }
@@ -194,7 +226,9 @@ class TicketRunner:
             for sid in pending:
                 step = plan.steps[sid]
                 with contextlib.suppress(StaleAttemptError):
-                    self.store.runs.add_step(
+                    await self.write(
+                        ticket,
+                        self.store.runs.add_step,
                         run_id,
                         step_id=sid,
                         agent_name=step.agent.name,
@@ -216,7 +250,7 @@ class TicketRunner:
         return outputs
 
     async def _run_step(
-        self, step: PlannedStep, context: dict[str, Any], ticket: dict[str, Any], run_id: int
+        self, step: PlannedStep, context: dict[str, Any], ticket: Ticket, run_id: int
     ) -> dict[str, Any]:
         runs = self.store.runs
         outcome = StepOutcome(error="not run")
@@ -235,7 +269,9 @@ class TicketRunner:
                     jsonschema.validate(inputs, step.agent.inputs)
             except (SwarmError, jsonschema.ValidationError) as exc:
                 message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
-                runs.add_step(
+                await self.write(
+                    ticket,
+                    runs.add_step,
                     run_id,
                     step_id=step.id,
                     agent_name=step.agent.name,
@@ -247,7 +283,9 @@ class TicketRunner:
                     error=f"inputs: {message}",
                 )
                 raise StepFailed(step.id, f"inputs: {message}") from exc
-            exec_id = runs.add_step(
+            exec_id = await self.write(
+                ticket,
+                runs.add_step,
                 run_id,
                 step_id=step.id,
                 agent_name=step.agent.name,
@@ -256,7 +294,7 @@ class TicketRunner:
                 inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
                 retry_count=attempt,
             )
-            self.events(Event("step_queued", ticket["id"], run_id, step.id, {"attempt": attempt}))
+            self.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
             outcome = await self._attempt(step, exec_id, inputs, ticket, run_id, attempt)
             if outcome.ok:
                 return outcome.outputs
@@ -267,7 +305,7 @@ class TicketRunner:
         step: PlannedStep,
         exec_id: int,
         inputs: Any,
-        ticket: dict[str, Any],
+        ticket: Ticket,
         run_id: int,
         attempt: int,
     ) -> StepOutcome:
@@ -276,14 +314,19 @@ class TicketRunner:
         folder.mkdir(parents=True, exist_ok=True)
         logfile = folder / "output.log"
         agent_vm = step.agent.vm.model_dump()
-        spec = spec_for(agent_vm, step.agent.memory_mb, step.agent.vcpus, step.timeout_seconds)
+        spec = spec_for(
+            agent_vm,
+            step.agent.memory_mb,
+            step.agent.vcpus,
+            step.timeout_seconds,
+            output_keep_bytes=self.settings.output_keep_bytes,  # bounded output (issue 8.5)
+        )
 
-        def on_ready(vm: VM) -> None:
-            self.store.vms.record_busy(vm.id, exec_id)
-            runs.step_started(exec_id, vm.id)
-            self.events(Event("step_started", ticket["id"], run_id, step.id, {"vm_id": vm.id}))
+        async def on_ready(vm: VM) -> None:
+            await self.write(ticket, self._step_started, exec_id, vm.id)
+            self.events(Event("step_started", ticket.id, run_id, step.id, {"vm_id": vm.id}))
 
-        with logfile.open("a", encoding="utf-8") as sink:
+        with StepLog(logfile, self.settings.max_log_bytes) as sink:  # capped (issue 8.5)
 
             def on_log(stream: str, text: str) -> None:
                 prefix = "" if stream == "stdout" else f"[{stream}] "
@@ -292,7 +335,7 @@ class TicketRunner:
                 self.events(
                     Event(
                         "step_output",
-                        ticket["id"],
+                        ticket.id,
                         run_id,
                         step.id,
                         {"stream": stream, "text": text},
@@ -306,7 +349,7 @@ class TicketRunner:
                         vm=vm,
                         agent=step.agent,
                         inputs=inputs,
-                        ticket=ticket,
+                        ticket=ticket_fields(ticket),
                         step_id=step.id,
                         run_id=run_id,
                         artifacts_dir=folder,
@@ -323,8 +366,9 @@ class TicketRunner:
                             error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
                         )
             except asyncio.CancelledError:
-                with contextlib.suppress(StaleAttemptError):
-                    runs.step_finished(
+                with contextlib.suppress(StaleAttemptError, StoreBusyError):
+                    await self.gate(
+                        runs.step_finished,
                         exec_id,
                         status="cancelled",
                         outputs=None,
@@ -341,7 +385,9 @@ class TicketRunner:
             except Exception as exc:
                 log.exception("step %s of run %s crashed", step.id, run_id)
                 outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
-        runs.step_finished(
+        await self.write(
+            ticket,
+            runs.step_finished,
             exec_id,
             status="done" if outcome.ok else "failed",
             outputs=outcome.outputs,
@@ -353,10 +399,27 @@ class TicketRunner:
         self.events(
             Event(
                 "step_finished",
-                ticket["id"],
+                ticket.id,
                 run_id,
                 step.id,
                 {"ok": outcome.ok, "error": outcome.error, "outputs": outcome.outputs},
             )
         )
         return outcome
+
+    def _step_started(self, exec_id: int, vm_id: str) -> None:
+        """The VM is up: mark it busy with the step and the step running, in one transaction."""
+        with self.store.db.transaction():
+            self.store.vms.record_busy(vm_id, exec_id)
+            self.store.runs.step_started(exec_id, vm_id)
+
+
+def ticket_fields(ticket: Ticket) -> dict[str, Any]:
+    """What agents and templates see of a ticket: `${ticket.<field>}`."""
+    return {
+        "id": ticket.id,
+        "title": ticket.title,
+        "description": ticket.description,
+        "priority": ticket.priority,
+        "inputs": ticket.inputs,
+    }

@@ -1,42 +1,51 @@
 """An engine session: the store, the registry, a VM pool and this engine's row.
 
 Both `run-ticket --wait` and the daemon run tickets through a session. Entering it
-registers the engine; leaving it closes the pool and marks the engine stopped.
+registers the engine and starts its lease keeper; leaving it closes the pool and marks
+the engine stopped. Every store call of a session goes through its `StoreGate`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import socket
 import uuid
 from types import TracebackType
-from typing import Any
 
 from swarm_engine.agents.kinds import get_agent
 from swarm_engine.config import Settings
 from swarm_engine.engine.events import EventSink, ignore
+from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.plan import Plan, build_plan
 from swarm_engine.engine.runner import TicketRunner
-from swarm_engine.errors import SwarmError
+from swarm_engine.errors import ConfigError, StaleAttemptError, StoreError, SwarmError
 from swarm_engine.registry import Registry
-from swarm_engine.store import Store, open_store
+from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.tickets import not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.pool import VMPool
 
 HOST = socket.gethostname()
+log = logging.getLogger(__name__)
 
 
 class StoreRecorder:
-    """Records the pool's VM transitions in the `vms` table."""
+    """Records the pool's VM transitions in the `vms` table (through the gate, patiently:
+    bookkeeping waits for a busy store rather than failing the step)."""
 
-    def __init__(self, store: Store, engine_id: str) -> None:
+    def __init__(self, store: Store, gate: StoreGate, engine_id: str) -> None:
         self.store = store
+        self.gate = gate
         self.engine_id = engine_id
 
-    def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
-        self.store.vms.record_boot(
+    async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
+        await self.gate.retrying(
+            self.store.vms.record_boot,
             vm_id,
             backend=backend,
             host=HOST,
@@ -46,11 +55,18 @@ class StoreRecorder:
             vcpus=spec.vcpus,
         )
 
-    def ready(self, vm_id: str, info: VMInfo) -> None:
-        self.store.vms.record_ready(vm_id, info)
+    async def ready(self, vm_id: str, info: VMInfo) -> None:
+        await self.gate.retrying(
+            self.store.vms.record_ready,
+            vm_id,
+            pid=info.pid,
+            workspace=info.workspace,
+            socket_path=info.socket_path,
+            overlay_path=info.overlay_path,
+        )
 
-    def destroyed(self, vm_id: str, error: str | None) -> None:
-        self.store.vms.record_destroyed(vm_id, error)
+    async def destroyed(self, vm_id: str, error: str | None) -> None:
+        await self.gate.retrying(self.store.vms.record_destroyed, vm_id, error)
 
 
 def new_engine_id() -> str:
@@ -74,16 +90,31 @@ class EngineSession:
         self.events = events
         self.engine_id = new_engine_id()
         self.registered = False
+        self.state: str | None = None
+        """What the heartbeat records as the engine's state (None: leave it)."""
         self.store: Store = open_store(settings.tickets_path)
         self.registry = Registry(settings.registry_path, settings.packages_dir)
+        self.gate = StoreGate()
         self.pool = VMPool(
             self.max_vms,
             self._make_backend,
             self.backend_name,
-            StoreRecorder(self.store, self.engine_id),
+            StoreRecorder(self.store, self.gate, self.engine_id),
         )
+        self.keeper = LeaseKeeper(
+            self.store,
+            self.gate,
+            self.engine_id,
+            lease_ttl=settings.lease_ttl,
+            heartbeat_interval=settings.heartbeat_interval,
+            busy_vms=lambda: self.pool.busy,
+            state=lambda: self.state,
+        )
+        self.keeper_task: asyncio.Task[None] | None = None
         self.runner = TicketRunner(
             store=self.store,
+            gate=self.gate,
+            keeper=self.keeper,
             pool=self.pool,
             settings=settings,
             engine_id=self.engine_id,
@@ -97,17 +128,19 @@ class EngineSession:
         try:
             self.pool.backend()  # fail early on an unknown backend
             if self.kind == "daemon":
-                self._register()
+                await self._register()
                 await self.pool.start()
+            self.keeper_task = asyncio.create_task(self.keeper.run(), name="lease-keeper")
         except BaseException:
-            self._close()
+            await self._close()
             raise
         return self
 
-    def _register(self) -> None:
+    async def _register(self) -> None:
         if self.registered:
             return
-        self.store.engines.register(
+        await self.gate.retrying(
+            self.store.engines.register,
             self.engine_id,
             kind=self.kind,
             host=HOST,
@@ -126,16 +159,25 @@ class EngineSession:
         try:
             await self.pool.close()
         finally:
+            if self.keeper_task is not None:
+                self.keeper_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.keeper_task
             if self.registered:
-                self.store.engines.stopped(self.engine_id)
-            self._close()
+                with contextlib.suppress(StoreError):
+                    await self.gate(self.store.engines.stopped, self.engine_id)
+            await self._close()
 
-    def _close(self) -> None:
+    async def _close(self) -> None:
+        self.gate.close()
         self.registry.close()
         self.store.close()
 
-    def plan(self, ticket: dict[str, Any]) -> Plan:
-        """Resolve the ticket's agent/workflow and run each agent kind's host checks."""
+    def plan(self, ticket: Ticket) -> Plan:
+        """Resolve the ticket's agent/workflow and run each agent kind's host checks.
+        A malformed row or definition raises `ConfigError` naming the field."""
+        if ticket.problem is not None:
+            raise ConfigError(ticket.problem)
         plan = build_plan(ticket, self.registry)
         for step in plan.steps.values():
             get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind)).preflight(
@@ -143,18 +185,19 @@ class EngineSession:
             )
         return plan
 
-    async def run_ticket(self, ticket_id: int) -> dict[str, Any]:
+    async def run_ticket(self, ticket_id: int) -> Ticket:
         """Claim one ticket by id and run it to the end (`run-ticket --wait`).
 
-        Resolution errors (unknown agent, missing key) are raised before the claim, so
-        they change nothing.
+        Resolution errors (unknown agent, missing key, a malformed row) are raised before
+        the claim, so they change nothing.
         """
-        ticket = self.store.tickets.get(ticket_id)
+        ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
         plan = self.plan(ticket)
-        if ticket["status"] not in ("draft", "open"):
+        if ticket.status not in ("draft", "open"):
             raise not_claimable(ticket)
-        self._register()
-        claimed = self.store.tickets.claim(
+        await self._register()
+        claimed = await self.gate.retrying(
+            self.store.tickets.claim,
             ticket_id,
             engine_id=self.engine_id,
             attempt_id=uuid.uuid4().hex,
@@ -162,11 +205,31 @@ class EngineSession:
         )
         return await self.runner.run(claimed, plan)
 
-    async def run_claimed(self, ticket: dict[str, Any]) -> dict[str, Any]:
-        """Run a ticket the daemon already claimed; resolution errors fail the ticket."""
+    async def run_claimed(self, ticket: Ticket) -> Ticket | None:
+        """Run a ticket the daemon already claimed; resolution errors fail the ticket.
+
+        Whatever goes wrong, the ticket does not stay claimed: an unexpected error fails
+        it with a one-line reason (unless the attempt lost the ticket meanwhile).
+        """
         plan: Plan | SwarmError
         try:
             plan = self.plan(ticket)
         except SwarmError as exc:
             plan = exc
-        return await self.runner.run(ticket, plan)
+        except Exception as exc:  # a definition that breaks a resolver: that ticket only
+            log.exception("ticket %s: resolving its plan crashed", ticket.id)
+            plan = ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
+        try:
+            return await self.runner.run(ticket, plan)
+        except (asyncio.CancelledError, StaleAttemptError):
+            raise
+        except Exception as exc:
+            log.exception("ticket %s: the run crashed", ticket.id)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            assert ticket.attempt_id is not None
+            with contextlib.suppress(StoreError):
+                await self.gate.retrying_while(
+                    lambda: True, self.store.tickets.fail_attempt, ticket.id, ticket.attempt_id,
+                    error,
+                )  # fmt: skip
+            return None

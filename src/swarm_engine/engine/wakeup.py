@@ -1,9 +1,13 @@
 """Waking the daemon when the ticket store changes, whoever wrote it.
 
-Linux inotify on the database's folder (the WAL file changes on every commit by any
-SQLite client) wakes the claim loop within a millisecond or so. Where inotify is not
-available the daemon falls back to polling `PRAGMA data_version` every 25 ms (cheap: it
-reads shared memory, not the disk). The poll interval stays as the floor either way.
+Linux inotify on the database's folder wakes the claim loop when any SQLite client writes
+the database or its WAL. That event can arrive *before* the write is visible: a writer
+appends its WAL frames (the event) and only then publishes the commit in shared memory,
+which raises no event. So each file event also opens a short settle window in which
+`PRAGMA data_version` (a read of shared memory, a few microseconds) is polled, every
+millisecond at first, and the loop is woken again the moment the commit shows. An idle
+engine gets no events and polls nothing. Where inotify is not available the daemon polls
+`data_version` every 25 ms instead. The poll interval stays as the floor either way.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 EVENT_HEADER = struct.Struct("iIII")
 FALLBACK_POLL = 0.025
+SETTLE_FAST = 0.020  # after a file event: poll every millisecond for this long,
+SETTLE_SLOW = 0.250  # then every 10 ms until this long after the last event
 
 
 class StoreWatcher:
@@ -37,6 +43,8 @@ class StoreWatcher:
         self.changed = asyncio.Event()
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+        self._last_event = 0.0
         self.mode = "poll"
 
     def start(self) -> None:
@@ -62,22 +70,40 @@ class StoreWatcher:
             offset += EVENT_HEADER.size + length
             if name.rstrip(b"\0").startswith(prefix):
                 self.changed.set()
+                assert self._loop is not None
+                self._last_event = self._loop.time()
+                self._event.set()
 
-    async def poll_data_version(self) -> None:
-        """The fallback: a side task that sets `changed` when data_version moves."""
-        if self.mode == "inotify":
-            return
-        conn = sqlite3.connect(self.db_path, isolation_level=None)
+    async def run(self) -> None:
+        """The side task: sets `changed` when `data_version` moves, polling only in the
+        settle window after a file event (inotify) or every 25 ms (fallback)."""
+        loop = asyncio.get_running_loop()
+        conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=0.05)
         try:
-            last = conn.execute("PRAGMA data_version").fetchone()[0]
+            last = self._version(conn)
             while True:
-                await asyncio.sleep(FALLBACK_POLL)
-                now = conn.execute("PRAGMA data_version").fetchone()[0]
-                if now != last:
+                if self.mode == "inotify":
+                    since = loop.time() - self._last_event
+                    if since >= SETTLE_SLOW:
+                        self._event.clear()
+                        await self._event.wait()
+                        continue
+                    await asyncio.sleep(0.001 if since < SETTLE_FAST else 0.01)
+                else:
+                    await asyncio.sleep(FALLBACK_POLL)
+                now = self._version(conn)
+                if now is not None and now != last:
                     last = now
                     self.changed.set()
         finally:
             conn.close()
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int | None:
+        try:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:  # busy for a moment: the next poll will see the change
+            return None
 
     def close(self) -> None:
         if self._fd is not None:

@@ -1,17 +1,81 @@
-"""Reading agent.yaml and workflow.yaml into validated specs, with one-line errors."""
+"""Reading agent.yaml and workflow.yaml into validated specs, with one-line errors.
+
+Definition files are untrusted input, so reading them is bounded: a file is at most
+`MAX_DEFINITION_BYTES`; YAML anchors and aliases (`&a`, `*a`, `<<: *a`) are refused outright
+(an alias bomb of a few hundred bytes would otherwise expand to gigabytes before any check
+could run); nesting is at most `MAX_YAML_DEPTH` levels; a key given twice in one mapping is
+an error. An agent package folder (what is copied into the registry and the VM) is at most
+`MAX_PACKAGE_BYTES` in `MAX_PACKAGE_FILES` files.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.events import AliasEvent, CollectionStartEvent
+from yaml.nodes import MappingNode, Node
 
+from swarm_engine.agents.files import SKIP_NAMES
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec, WorkflowSpec, first_error
+from swarm_engine.registry.agents import check_agent
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_DEFINITION_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 64
+MAX_PACKAGE_BYTES = 64 * 1024 * 1024
+MAX_PACKAGE_FILES = 2000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` without anchors or aliases, bounded in depth, refusing duplicate
+    keys. Every refusal is a `yaml.YAMLError` with the line and column of the problem."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark
+        if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ComposerError(
+                None,
+                None,
+                "YAML anchors and aliases (&name, *name, <<: *name) are not allowed in "
+                "definitions; write the value out",
+                mark,
+            )
+        nested = isinstance(event, CollectionStartEvent)
+        if nested:
+            self._depth += 1
+            if self._depth > MAX_YAML_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nested:
+                self._depth -= 1
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _definition_file(path: Path, filename: str) -> Path:
@@ -23,8 +87,16 @@ def _definition_file(path: Path, filename: str) -> Path:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in the YAML file `path`; `ConfigError` (one line naming the file) if it
+    is too big, not YAML, uses anchors or aliases, or is not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_DEFINITION_BYTES + 1)
+        if len(raw) > MAX_DEFINITION_BYTES:
+            raise ConfigError(
+                f"{path}: over {MAX_DEFINITION_BYTES // 1024} KiB (the limit for a definition file)"
+            )
+        data = yaml.load(raw.decode(), Loader=_BoundedLoader)  # a safe loader, bounded
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -53,7 +125,32 @@ def load_agent(path: Path) -> AgentSpec:
     spec = validate(AgentSpec, data, str(file))
     if spec.is_template:
         raise ConfigError(f"{file}: names starting with '_template:' are reserved")
+    check_agent(spec, str(file))
+    check_package(file.parent)
     return spec.model_copy(update={"package_path": str(file.parent.resolve())})
+
+
+def check_package(folder: Path) -> None:
+    """Raise `ConfigError` if the package `folder` holds more than `MAX_PACKAGE_FILES`
+    files or `MAX_PACKAGE_BYTES` bytes (not counting `SKIP_NAMES` folders, which are
+    neither registered nor uploaded). Stops at the first file over a limit."""
+    files = size = 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in SKIP_NAMES]
+        for name in names:
+            files += 1
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                size += os.lstat(full).st_size
+            if files > MAX_PACKAGE_FILES:
+                raise ConfigError(
+                    f"{folder}: the agent package has over {MAX_PACKAGE_FILES} files (the limit)"
+                )
+            if size > MAX_PACKAGE_BYTES:
+                raise ConfigError(
+                    f"{folder}: the agent package is over "
+                    f"{MAX_PACKAGE_BYTES // (1024 * 1024)} MiB (the limit)"
+                )
 
 
 def load_workflow(path: Path) -> WorkflowSpec:

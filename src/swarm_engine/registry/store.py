@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from swarm_engine.agents.files import SKIP_NAMES
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
-from swarm_engine.models import AgentSpec, WorkflowSpec, split_ref
+from swarm_engine.models import AgentSpec, WorkflowSpec, first_error, split_ref
+from swarm_engine.registry.agents import check_agent
 from swarm_engine.registry.builtins import builtin_agents
 from swarm_engine.registry.workflows import check_workflow
-from swarm_engine.store.sqlite import connect, transaction
+from swarm_engine.store.db import InvalidText, Row
+from swarm_engine.store.rows import decode_record
+from swarm_engine.store.sqlite import connect
+
+D = TypeVar("D", AgentSpec, WorkflowSpec)
 
 
 def version_key(version: str) -> tuple[Any, ...]:
@@ -22,26 +28,49 @@ def version_key(version: str) -> tuple[Any, ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.+-]", version))
 
 
+def decode_definition(model: type[D], what: str, row: Row) -> D:
+    """A registry row (written by anyone) as a validated spec, or `ConfigError` naming the
+    definition and the field: `agent x@1.0.0 in the registry: spec.command: ...`."""
+    name, version = row["name"], row["version"]
+    where = f"{what} {name}@{version} in the registry"
+    raw = row["spec"]
+    if not isinstance(raw, str) or isinstance(raw, InvalidText):
+        raise ConfigError(f"{where}: spec is not UTF-8 JSON text")
+    try:
+        spec = model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: spec.{first_error(exc)}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{where}: spec is not valid JSON") from exc
+    if (spec.name, spec.version) != (name, version):
+        raise ConfigError(f"{where}: spec names {spec.ref}")
+    kind = row["kind"] if "kind" in row.keys() else None  # noqa: SIM118 (Row: `in` is values)
+    spec_kind = getattr(spec, "kind", kind)
+    if kind is not None and kind != spec_kind:
+        raise ConfigError(f"{where}: kind column {kind!r} but spec.kind {spec_kind!r}")
+    return spec
+
+
 class Registry:
     def __init__(self, path: Path, packages_dir: Path) -> None:
-        self.conn = connect(path, "registry")
+        self.db = connect(path, "registry")
         self.packages_dir = packages_dir
         self._seed()
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def _seed(self) -> None:
         specs = builtin_agents()
         have = {
             (r[0], r[1])
-            for r in self.conn.execute("SELECT name, version FROM agents WHERE builtin")
+            for r in self.db.all("SELECT name, version FROM agents WHERE builtin")
         }
         if all((s.name, s.version) in have for s in specs):
             return
-        with transaction(self.conn):
+        with self.db.transaction():
             for spec in specs:
-                self.conn.execute(
+                self.db.run(
                     "INSERT OR IGNORE INTO agents (name, version, kind, description, spec, builtin)"
                     " VALUES (?, ?, ?, ?, ?, 1)",
                     (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
@@ -50,6 +79,8 @@ class Registry:
     # -- agents ----------------------------------------------------------------------------
     def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
         """Register all or none. Package files are copied under the home folder."""
+        for spec in specs:
+            check_agent(spec, f"agent {spec.ref}")
         names = [s.ref for s in specs]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -73,11 +104,16 @@ class Registry:
             for spec, final in zip(specs, stored, strict=True):
                 if spec.package_path:
                     tmp = Path(tempfile.mkdtemp(dir=self._ensure_packages_dir()))
-                    shutil.copytree(spec.package_path, tmp / "pkg", symlinks=True)
+                    shutil.copytree(
+                        spec.package_path,
+                        tmp / "pkg",
+                        symlinks=True,
+                        ignore=shutil.ignore_patterns(*SKIP_NAMES),
+                    )
                     staged.append((tmp, Path(str(final.package_path))))
-            with transaction(self.conn):
+            with self.db.transaction():
                 for spec in stored:
-                    self.conn.execute(
+                    self.db.run(
                         "INSERT OR REPLACE INTO agents (name, version, kind, description, spec)"
                         " VALUES (?, ?, ?, ?, ?)",
                         (
@@ -105,15 +141,13 @@ class Registry:
     def _package_dir(self, spec: AgentSpec) -> Path:
         return self.packages_dir / spec.name / spec.version
 
-    def _agent_row(self, name: str, version: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.conn.execute(
-            "SELECT * FROM agents WHERE name = ? AND version = ?", (name, version)
-        ).fetchone()
-        return row
+    def _agent_row(self, name: str, version: str) -> Row | None:
+        return self.db.one("SELECT * FROM agents WHERE name = ? AND version = ?", (name, version))
 
     def _latest(self, table: str, name: str) -> str | None:
-        rows = self.conn.execute(f"SELECT version FROM {table} WHERE name = ?", (name,)).fetchall()
-        return max((r[0] for r in rows), key=version_key) if rows else None
+        rows = self.db.all(f"SELECT version FROM {table} WHERE name = ?", (name,))
+        versions = [r[0] for r in rows if isinstance(r[0], str)]
+        return max(versions, key=version_key) if versions else None
 
     def agent(self, ref: str) -> AgentSpec:
         name, version = split_ref(ref)
@@ -121,7 +155,7 @@ class Registry:
         row = self._agent_row(name, version) if version else None
         if row is None:
             raise NotFoundError(f"unknown agent {ref!r} (see 'swarm-engine agent list')")
-        return AgentSpec.model_validate_json(row["spec"])
+        return decode_definition(AgentSpec, "agent", row)
 
     def has_agent(self, ref: str) -> bool:
         try:
@@ -131,8 +165,8 @@ class Registry:
         return True
 
     def agents(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM agents ORDER BY name, created_at").fetchall()
-        return [dict(r) | {"spec": json.loads(r["spec"])} for r in rows]
+        rows = self.db.all("SELECT * FROM agents ORDER BY name, created_at")
+        return [decode_record(r) for r in rows]
 
     # -- workflows -------------------------------------------------------------------------
     def register_workflows(
@@ -144,16 +178,16 @@ class Registry:
             if names.count(spec.ref) > 1:
                 raise ConfigError(f"{source}: workflow {spec.ref} is defined twice")
             check_workflow(spec, self.has_agent, source)
-            exists = self.conn.execute(
+            exists = self.db.one(
                 "SELECT 1 FROM workflows WHERE name = ? AND version = ?", (spec.name, spec.version)
-            ).fetchone()
+            )
             if exists and not force:
                 raise ConflictError(
                     f"workflow {spec.ref} is already registered (bump its version, or use --force)"
                 )
-        with transaction(self.conn):
+        with self.db.transaction():
             for spec, _ in specs:
-                self.conn.execute(
+                self.db.run(
                     "INSERT OR REPLACE INTO workflows (name, version, description, spec)"
                     " VALUES (?, ?, ?, ?)",
                     (spec.name, spec.version, spec.description, spec.model_dump_json()),
@@ -164,16 +198,16 @@ class Registry:
         name, version = split_ref(ref)
         version = version or self._latest("workflows", name)
         row = (
-            self.conn.execute(
-                "SELECT spec FROM workflows WHERE name = ? AND version = ?", (name, version)
-            ).fetchone()
+            self.db.one("SELECT * FROM workflows WHERE name = ? AND version = ?", (name, version))
             if version
             else None
         )
         if row is None:
             raise NotFoundError(f"unknown workflow {ref!r} (see 'swarm-engine workflow list')")
-        return WorkflowSpec.model_validate_json(row[0])
+        spec = decode_definition(WorkflowSpec, "workflow", row)
+        check_workflow(spec, self.has_agent, f"workflow {spec.ref} in the registry")
+        return spec
 
     def workflows(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM workflows ORDER BY name, created_at").fetchall()
-        return [dict(r) | {"spec": json.loads(r["spec"])} for r in rows]
+        rows = self.db.all("SELECT * FROM workflows ORDER BY name, created_at")
+        return [decode_record(r) for r in rows]

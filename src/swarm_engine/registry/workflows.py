@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from swarm_engine.errors import WorkflowError
 from swarm_engine.models import WorkflowSpec
-from swarm_engine.templating import check_reference, references, step_dependencies
+from swarm_engine.templating import check_template, references, step_dependencies
 
 
 def dependencies(spec: WorkflowSpec) -> dict[str, set[str]]:
@@ -28,19 +28,18 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
             raise WorkflowError(f"{source}: step {step.id!r}: {step.agent!r} is a template")
         if not agent_exists(step.agent):
             raise WorkflowError(f"{source}: step {step.id!r}: unknown agent {step.agent!r}")
-        for path in references(step.inputs):
-            problem = check_reference(path)
-            if problem:
-                raise WorkflowError(f"{source}: step {step.id!r}: {problem}")
+        problem = check_template(step.inputs, where="inputs")
+        if problem:
+            raise WorkflowError(f"{source}: step {step.id!r}: {problem[0]}: {problem[1]}")
         for dep in sorted(set(step.needs) | step_dependencies(step.inputs)):
             if dep == step.id:
                 raise WorkflowError(f"{source}: step {step.id!r} depends on itself")
             if dep not in seen:
                 raise WorkflowError(f"{source}: step {step.id!r} references unknown step {dep!r}")
+    problem = check_template(spec.outputs or {}, where="outputs")
+    if problem:
+        raise WorkflowError(f"{source}: {problem[0]}: {problem[1]}")
     for path in references(spec.outputs or {}):
-        problem = check_reference(path)
-        if problem:
-            raise WorkflowError(f"{source}: outputs: {problem}")
         if path.startswith("steps.") and path.split(".")[1] not in seen:
             raise WorkflowError(f"{source}: outputs reference unknown step {path.split('.')[1]!r}")
     cycle = find_cycle(dependencies(spec))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarm_engine.store.db import Database
 from swarm_engine.store.engines import EngineStore
+from swarm_engine.store.rows import Ticket
 from swarm_engine.store.runs import RunStore
 from swarm_engine.store.sqlite import connect
 from swarm_engine.store.tickets import TicketStore
@@ -15,19 +16,19 @@ from swarm_engine.store.vms import VMStore
 
 @dataclass
 class Store:
-    conn: sqlite3.Connection
+    db: Database
     tickets: TicketStore
     runs: RunStore
     vms: VMStore
     engines: EngineStore
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
 
 def open_store(path: Path) -> Store:
-    conn = connect(path, "tickets")
-    return Store(conn, TicketStore(conn), RunStore(conn), VMStore(conn), EngineStore(conn))
+    db = connect(path, "tickets")
+    return Store(db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db))
 
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "Ticket", "open_store"]

@@ -6,12 +6,12 @@ ticket (reclaimed by another engine) cannot be written any more.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError
 from swarm_engine.models import Usage
-from swarm_engine.store.sqlite import transaction
+from swarm_engine.store.db import Database
+from swarm_engine.store.rows import Ticket, decode_record
 from swarm_engine.store.tickets import NOW, TicketStore
 
 HELD = (
@@ -24,22 +24,14 @@ DURATION = (
 )
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for key in ("inputs", "outputs"):
-        if out.get(key) is not None:
-            out[key] = json.loads(out[key])
-    return out
-
-
 class RunStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.tickets = TicketStore(conn)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.tickets = TicketStore(db)
 
     def start_run(
         self,
-        ticket: dict[str, Any],
+        ticket: Ticket,
         *,
         engine_id: str,
         workflow_name: str | None,
@@ -47,21 +39,23 @@ class RunStore:
         inputs: dict[str, Any],
     ) -> int:
         """Create the run and move the ticket to `running`, in one transaction."""
-        with transaction(self.conn):
-            self.tickets.mark_running(ticket["id"], ticket["attempt_id"])
-            cur = self.conn.execute(
+        assert ticket.attempt_id is not None
+        with self.db.transaction():
+            self.tickets.mark_running(ticket.id, ticket.attempt_id)
+            cur = self.db.run(
                 "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id,"
                 " execution_mode, workflow_name, workflow_version, inputs)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    ticket["id"],
-                    ticket["attempts"],
-                    ticket["attempt_id"],
+                    ticket.id,
+                    ticket.attempts,
+                    ticket.attempt_id,
                     engine_id,
-                    ticket["execution_mode"],
+                    ticket.execution_mode if ticket.execution_mode in ("single", "workflow")
+                    else "single",
                     workflow_name,
                     workflow_version,
-                    json.dumps(inputs),
+                    json.dumps(inputs, default=str),
                 ),
             )
         assert cur.lastrowid is not None
@@ -80,7 +74,7 @@ class RunStore:
         status: str = "queued",
         error: str | None = None,
     ) -> int:
-        cur = self.conn.execute(
+        cur = self.db.run(
             "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version,"
             " agent_kind, inputs, retry_count, status, error, completed_at)"
             f" SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? = 'queued' THEN NULL ELSE {NOW} END"
@@ -152,7 +146,7 @@ class RunStore:
     def finish_run(
         self,
         run_id: int,
-        ticket: dict[str, Any],
+        ticket: Ticket,
         *,
         status: str,
         outputs: Any = None,
@@ -164,18 +158,19 @@ class RunStore:
         `ticket_status` defaults to the run status; 'open' re-queues the ticket (a retry).
         A cancelled ticket keeps its status; the run is recorded as cancelled.
         """
-        with transaction(self.conn):
-            held = self.conn.execute(
+        assert ticket.attempt_id is not None
+        with self.db.transaction():
+            held = self.db.one(
                 "SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id"
                 " WHERE r.id = ? AND t.attempt_id = r.attempt_id",
                 (run_id,),
-            ).fetchone()
+            )
             if held is None:
                 raise StaleAttemptError(f"run {run_id} no longer holds its ticket")
             cancelled = held[0] == "cancelled"
             if cancelled:
                 status, error = "cancelled", error or "cancelled by user"
-            self.conn.execute(
+            self.db.run(
                 "UPDATE workflow_runs SET status = ?, outputs = ?, error = ?,"
                 f" completed_at = {NOW}, duration_ms = {DURATION.format(start='started_at')},"
                 " input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,"
@@ -193,68 +188,65 @@ class RunStore:
                     run_id,
                 ),
             )
-            self.conn.execute(
+            self.db.run(
                 "UPDATE step_executions SET status = 'cancelled', completed_at = "
                 f"{NOW} WHERE run_id = ? AND status IN ('queued','running')",
                 (run_id,),
             )
             if not cancelled:
                 self.tickets.finish(
-                    ticket["id"],
-                    ticket["attempt_id"],
+                    ticket.id,
+                    ticket.attempt_id,
                     status=ticket_status or status,
                     result=outputs if status == "done" else None,
                     error=error,
                 )
 
-    def abandon_run(self, run_id: int, error: str) -> None:
-        """Mark a run whose engine lost its lease as failed (called by the reclaimer)."""
-        self.conn.execute(
-            f"UPDATE workflow_runs SET status = 'failed', error = ?, completed_at = {NOW},"
-            f" duration_ms = {DURATION.format(start='started_at')}"
-            " WHERE id = ? AND status = 'running'",
-            (error, run_id),
-        )
-        self.conn.execute(
-            f"UPDATE step_executions SET status = 'failed', error = ?, completed_at = {NOW}"
-            " WHERE run_id = ? AND status IN ('queued','running')",
-            (error, run_id),
-        )
-
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:
-        row = self.conn.execute("SELECT * FROM workflow_runs WHERE id = ?", (run_id,)).fetchone()
+        row = self.db.one("SELECT * FROM workflow_runs WHERE id = ?", (run_id,))
         if row is None:
             raise NotFoundError(f"run {run_id} does not exist")
-        return _decode(row)
+        return decode_record(row)
 
     def runs_for_ticket(self, ticket_id: int) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
+        rows = self.db.all(
             "SELECT * FROM workflow_runs WHERE ticket_id = ? ORDER BY id", (ticket_id,)
         )
-        return [_decode(r) for r in rows]
+        return [decode_record(r) for r in rows]
 
     def runs_for_workflow(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
+        rows = self.db.all(
             "SELECT * FROM workflow_runs WHERE workflow_name = ? ORDER BY id DESC LIMIT ?",
             (name, limit),
         )
-        return [_decode(r) for r in rows]
+        return [decode_record(r) for r in rows]
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM workflow_runs ORDER BY id DESC LIMIT ?", (limit,))
-        return [_decode(r) for r in rows]
+        rows = self.db.all("SELECT * FROM workflow_runs ORDER BY id DESC LIMIT ?", (limit,))
+        return [decode_record(r) for r in rows]
+
+    def usage_totals(self) -> dict[str, Any]:
+        """API usage summed over every run: the four token counts and `cost_usd`."""
+        row = self.db.one(
+            "SELECT coalesce(sum(input_tokens),0) input_tokens,"
+            " coalesce(sum(output_tokens),0) output_tokens,"
+            " coalesce(sum(cache_creation_input_tokens),0) cache_creation_input_tokens,"
+            " coalesce(sum(cache_read_input_tokens),0) cache_read_input_tokens,"
+            " coalesce(sum(cost_usd),0) cost_usd FROM workflow_runs"
+        )
+        return decode_record(row) if row is not None else {}
 
     def steps(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
+        rows = self.db.all(
             "SELECT * FROM step_executions WHERE run_id = ? ORDER BY id", (run_id,)
         )
-        return [_decode(r) for r in rows]
+        return [decode_record(r) for r in rows]
 
     def _fenced_step(self, sql: str, args: tuple[Any, ...], step_exec_id: int) -> None:
         guard = (
             " AND EXISTS (SELECT 1 FROM workflow_runs r JOIN tickets t ON t.id = r.ticket_id"
             " WHERE r.id = step_executions.run_id AND t.attempt_id = r.attempt_id)"
         )
-        if self.conn.execute(sql + guard, args).rowcount != 1:
+        if self.db.run(sql + guard, args).rowcount != 1:
             raise StaleAttemptError(f"step execution {step_exec_id} belongs to a stale attempt")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from swarm_engine.errors import StoreError
+from swarm_engine.errors import StoreBusyError, StoreError
+from swarm_engine.store.db import Database, decode_text, translate
 
 BUSY_TIMEOUT_MS = 10_000
 SETUP_ATTEMPTS = 20
@@ -24,10 +24,6 @@ SETUP_ATTEMPTS = 20
 def utcnow() -> str:
     """Now as stored: UTC ISO-8601 with milliseconds and a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_ts(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def migrations(schema: str) -> list[tuple[int, str]]:
@@ -40,8 +36,12 @@ def migrations(schema: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
-    """Open (creating if needed) the database at `path` and bring its schema up to date."""
+def connect(path: Path, schema: str) -> Database:
+    """Open (creating if needed) the database at `path` and bring its schema up to date.
+
+    Raises `StoreError` when the file cannot be opened or is not a usable database,
+    `StoreBusyError` when it stays locked past `SETUP_ATTEMPTS` tries.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
@@ -50,6 +50,8 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
+    conn.text_factory = decode_text
+    db = Database(conn, path)
     for attempt in range(SETUP_ATTEMPTS):
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -57,35 +59,39 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            _migrate(conn, schema, path)
-            return conn
-        except sqlite3.OperationalError as exc:
+            _migrate(db, schema, path)
+            return db
+        except (sqlite3.OperationalError, StoreBusyError) as exc:
             # switching a brand-new file to WAL needs a moment alone with it; when many
             # processes open it at once, some are told "locked" without waiting: retry
             if "locked" not in str(exc) or attempt == SETUP_ATTEMPTS - 1:
                 conn.close()
-                raise StoreError(f"database {path} is not usable: {exc}") from exc
+                if isinstance(exc, StoreError):
+                    raise
+                raise translate(exc, f"database {path} is not usable") from exc
             time.sleep(0.01 * (attempt + 1))
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"database {path} is not usable: {exc}") from exc
+        except StoreError:
+            conn.close()
+            raise
     raise AssertionError("unreachable")
 
 
-def _migrate(conn: sqlite3.Connection, schema: str, path: Path) -> None:
+def _migrate(db: Database, schema: str, path: Path) -> None:
     steps = migrations(schema)
     latest = steps[-1][0] if steps else 0
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= latest:
+    if db.conn.execute("PRAGMA user_version").fetchone()[0] >= latest:
         return
-    with transaction(conn):
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
+    with db.transaction():
+        current = db.conn.execute("PRAGMA user_version").fetchone()[0]
         if current > latest:
             raise StoreError(f"{path} has schema version {current}, newer than this engine")
         for number, sql in steps:
             if number > current:
-                for statement in _split(sql):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+                db.script(list(_split(sql)))
+                db.run(f"PRAGMA user_version = {number}")
 
 
 def _split(script: str) -> Iterator[str]:
@@ -100,16 +106,3 @@ def _split(script: str) -> Iterator[str]:
             buf = ""
     if buf.strip():
         yield buf
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+from swarm_engine.store.db import Database
+from swarm_engine.store.rows import decode_record
 from swarm_engine.store.tickets import NOW
-from swarm_engine.vm.base import VMInfo
 
 LIVE_STATES = ("booting", "ready", "busy", "destroying")
 
 
 class VMStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def record_boot(
         self,
@@ -26,27 +26,35 @@ class VMStore:
         memory_mb: int,
         vcpus: int,
     ) -> None:
-        self.conn.execute(
+        self.db.run(
             "INSERT INTO vms (id, backend, host, engine_id, owner_pid, memory_mb, vcpus)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (vm_id, backend, host, engine_id, owner_pid, memory_mb, vcpus),
         )
 
-    def record_ready(self, vm_id: str, info: VMInfo) -> None:
-        self.conn.execute(
+    def record_ready(
+        self,
+        vm_id: str,
+        *,
+        pid: int | None,
+        workspace: str | None,
+        socket_path: str | None,
+        overlay_path: str | None,
+    ) -> None:
+        self.db.run(
             f"UPDATE vms SET state = 'ready', ready_at = {NOW}, pid = ?, workspace = ?,"
             " socket_path = ?, overlay_path = ? WHERE id = ?",
-            (info.pid, info.workspace, info.socket_path, info.overlay_path, vm_id),
+            (pid, workspace, socket_path, overlay_path, vm_id),
         )
 
     def record_busy(self, vm_id: str, step_execution_id: int | None) -> None:
-        self.conn.execute(
+        self.db.run(
             "UPDATE vms SET state = 'busy', step_execution_id = ? WHERE id = ?",
             (step_execution_id, vm_id),
         )
 
     def record_destroyed(self, vm_id: str, error: str | None = None) -> None:
-        self.conn.execute(
+        self.db.run(
             f"UPDATE vms SET state = ?, destroyed_at = {NOW}, error = coalesce(?, error)"
             " WHERE id = ?",
             ("failed" if error else "destroyed", error, vm_id),
@@ -59,8 +67,8 @@ class VMStore:
         if host is not None:
             sql += " AND host = ?"
             args = (*args, host)
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
+        return [decode_record(r) for r in self.db.all(sql + " ORDER BY created_at", args)]
 
     def get(self, vm_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM vms WHERE id = ?", (vm_id,)).fetchone()
-        return dict(row) if row else None
+        row = self.db.one("SELECT * FROM vms WHERE id = ?", (vm_id,))
+        return decode_record(row) if row else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from swarm_engine.errors import VMError
+from swarm_engine.vm.output import DEFAULT_KEEP
 
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None] | None]
@@ -35,15 +36,40 @@ class VMSpec:
     max_open_files: int = 1024
     max_processes: int = 256
     labels: Mapping[str, str] = field(default_factory=dict)
+    output_keep_bytes: int = DEFAULT_KEEP
+    """Of each output stream of each command, this many bytes of its head and as many of
+    its tail are kept; the middle is cut (see `vm.output`)."""
 
 
 @dataclass(frozen=True)
 class ExecResult:
+    """A finished command. `stdout`/`stderr` are bounded (`VMSpec.output_keep_bytes`): when a
+    stream was longer they hold its head, a `[... N bytes cut ...]` line and its tail.
+    `stdout_bytes`/`stderr_bytes` are the true byte counts (default: the captured length)."""
+
     exit_code: int
     stdout: bytes
     stderr: bytes
     duration_ms: int
     timed_out: bool = False
+    stdout_bytes: int = -1
+    stderr_bytes: int = -1
+
+    def __post_init__(self) -> None:
+        if self.stdout_bytes < 0:
+            object.__setattr__(self, "stdout_bytes", len(self.stdout))
+        if self.stderr_bytes < 0:
+            object.__setattr__(self, "stderr_bytes", len(self.stderr))
+
+    @property
+    def stdout_cut(self) -> bool:
+        """True when `stdout` is not the whole stream (its middle was cut)."""
+        return self.stdout_bytes > len(self.stdout)
+
+    @property
+    def stderr_cut(self) -> bool:
+        """True when `stderr` is not the whole stream (its middle was cut)."""
+        return self.stderr_bytes > len(self.stderr)
 
     @property
     def ok(self) -> bool:
@@ -81,7 +107,10 @@ class VM(Protocol):
     ) -> ExecResult:
         """Run `command` (argv, or a string for `sh -c`) in the workspace.
 
-        Output is streamed to `on_output` as it arrives and also returned whole.
+        Output is streamed to `on_output` as it arrives (every byte) and returned bounded
+        (`VMSpec.output_keep_bytes` of each stream's head and tail, with the true counts).
+        The command is over when its own process exits: background processes it left are
+        killed and its pipes are read no further (see docs/sandbox.md).
         On timeout the whole process tree is killed and `timed_out` is set (exit 124+).
         """
         ...

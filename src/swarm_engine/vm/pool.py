@@ -2,12 +2,14 @@
 
 `acquire()` waits for a slot, boots a VM on the chosen backend, hands it out, and
 always destroys it afterwards, even when the step fails or is cancelled. Every
-transition is reported to a `VMRecorder` (the engine records them in the `vms` table).
+transition is reported to a `VMRecorder` (the engine records them in the `vms` table;
+its methods are coroutines, so a slow store never blocks the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -15,22 +17,23 @@ from typing import Any, Protocol
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VM, VMBackend, VMInfo, VMSpec
+from swarm_engine.vm.output import DEFAULT_KEEP
 
 
 class VMRecorder(Protocol):
-    def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None: ...
-    def ready(self, vm_id: str, info: VMInfo) -> None: ...
-    def destroyed(self, vm_id: str, error: str | None) -> None: ...
+    async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None: ...
+    async def ready(self, vm_id: str, info: VMInfo) -> None: ...
+    async def destroyed(self, vm_id: str, error: str | None) -> None: ...
 
 
 class NullRecorder:
-    def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
+    async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
         pass
 
-    def ready(self, vm_id: str, info: VMInfo) -> None:
+    async def ready(self, vm_id: str, info: VMInfo) -> None:
         pass
 
-    def destroyed(self, vm_id: str, error: str | None) -> None:
+    async def destroyed(self, vm_id: str, error: str | None) -> None:
         pass
 
 
@@ -82,11 +85,11 @@ class VMPool:
         chosen = self.backend(backend)
         async with self._slots:
             vm_id = f"vm-{uuid.uuid4().hex[:12]}"
-            self._recorder.booting(vm_id, chosen.name, spec)
+            await self._recorder.booting(vm_id, chosen.name, spec)
             try:
                 vm = await chosen.boot(vm_id, spec)
             except BaseException as exc:
-                self._recorder.destroyed(vm_id, f"boot failed: {exc}")
+                await asyncio.shield(self._recorder.destroyed(vm_id, f"boot failed: {exc}"))
                 if isinstance(exc, Exception) and not isinstance(exc, VMError):
                     raise VMError(f"{chosen.name} backend could not boot a VM: {exc}") from exc
                 raise
@@ -96,9 +99,11 @@ class VMPool:
             self.peak = max(self.peak, len(self._live))
             error: str | None = None
             try:
-                self._recorder.ready(vm_id, vm.info())
+                await self._recorder.ready(vm_id, vm.info())
                 if on_ready is not None:
-                    on_ready(vm)
+                    maybe = on_ready(vm)
+                    if inspect.isawaitable(maybe):
+                        await maybe
                 yield vm
             finally:
                 try:
@@ -107,7 +112,7 @@ class VMPool:
                     error = f"destroy failed: {exc}"
                 finally:
                     self._live.pop(vm_id, None)
-                    self._recorder.destroyed(vm_id, error)
+                    await asyncio.shield(self._recorder.destroyed(vm_id, error))
 
     async def close(self) -> None:
         for backend in self._backends.values():
@@ -115,8 +120,16 @@ class VMPool:
         self._backends.clear()
 
 
-def spec_for(agent_vm: Mapping[str, Any], memory_mb: int, vcpus: int, timeout: float) -> VMSpec:
-    """Build a VMSpec from an agent's limits and its `vm:` block."""
+def spec_for(
+    agent_vm: Mapping[str, Any],
+    memory_mb: int,
+    vcpus: int,
+    timeout: float,
+    *,
+    output_keep_bytes: int = DEFAULT_KEEP,
+) -> VMSpec:
+    """Build a VMSpec from an agent's limits and its `vm:` block (and the engine's
+    `output_keep_bytes` setting: bytes of each output stream's head and tail kept)."""
     return VMSpec(
         memory_mb=agent_vm.get("memory_mb") or memory_mb,
         vcpus=agent_vm.get("vcpus") or vcpus,
@@ -124,4 +137,5 @@ def spec_for(agent_vm: Mapping[str, Any], memory_mb: int, vcpus: int, timeout: f
         network=bool(agent_vm.get("network")),
         allowed_ports=tuple(agent_vm.get("allowed_ports") or ()),
         image=agent_vm.get("image"),
+        output_keep_bytes=output_keep_bytes,
     )

@@ -15,6 +15,7 @@ import inspect
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,9 +35,13 @@ from swarm_engine.vm.base import (
     VMSpec,
     safe_relpath,
 )
+from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 
-MAX_CAPTURE = 16 * 1024 * 1024
+SUBREAPER = Path(__file__).with_name("subreaper.py")
+DRAIN_SECONDS = 2.0
+"""After a command's own process has exited, how long its pipes are still read (what is
+buffered in them); its leftovers are killed by then, so they reach EOF at once."""
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 ETC_FILES = (
     "passwd",
@@ -120,7 +125,7 @@ class ProcessVM:
         self.workspace = folder / "workspace"
         self.spec = spec
         self.isolated = isolated
-        self._procs: set[asyncio.subprocess.Process] = set()
+        self._procs: set[asyncio.SubprocessTransport] = set()
         self._destroyed = False
 
     def info(self) -> VMInfo:
@@ -157,7 +162,10 @@ class ProcessVM:
             "--",
         ]
         if not self.isolated:
-            return [*limits, *argv]
+            # no PID namespace: a child subreaper keeps every descendant findable, and
+            # kills the leftovers when the command's own process exits (vm/subreaper.py)
+            reaper = [sys.executable, "-I", "-S", str(SUBREAPER), str(os.getpid()), "--"]
+            return [*reaper, *limits, *argv]
         wrap = [
             "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--ro-bind", "/usr", "/usr",
@@ -190,8 +198,10 @@ class ProcessVM:
         if not host_cwd.is_dir():
             raise VMError(f"working folder {cwd!r} does not exist in the VM")
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, proto = await loop.subprocess_exec(
+                lambda: _ExecProtocol(loop),
                 *self._argv(command, cwd, limit),
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -202,41 +212,57 @@ class ProcessVM:
             )
         except OSError as exc:
             raise VMError(f"cannot start command in {self.id}: {exc}") from exc
-        self._procs.add(proc)
-        out, err = bytearray(), bytearray()
+        self._procs.add(transport)
+        pid = transport.get_pid()
+        out = BoundedOutput(self.spec.output_keep_bytes)
+        err = BoundedOutput(self.spec.output_keep_bytes)
+        pumps = [
+            asyncio.create_task(_pump(proto.stdout, "stdout", out, on_output)),
+            asyncio.create_task(_pump(proto.stderr, "stderr", err, on_output)),
+        ]
         timed_out = False
         try:
-            if stdin is not None and proc.stdin is not None:
-                proc.stdin.write(stdin)
-                proc.stdin.close()
-            readers = asyncio.gather(
-                _pump(proc.stdout, "stdout", out, on_output),
-                _pump(proc.stderr, "stderr", err, on_output),
-                proc.wait(),
-            )
+            if stdin is not None and proto.stdin is not None:
+                proto.stdin.write(stdin)
+                proto.stdin.close()
+            # The command is over when its own process exits (the subreaper or bubblewrap
+            # has killed its leftovers by then), not when every holder of its pipes is gone.
             try:
-                await asyncio.wait_for(asyncio.shield(readers), limit)
+                await asyncio.wait_for(proto.exited.wait(), limit)
             except TimeoutError:
                 timed_out = True
-                kill_tree(proc.pid)
-                await readers
+                kill_tree(pid)
+                await proto.exited.wait()
+            late = (await asyncio.wait(pumps, timeout=DRAIN_SECONDS))[1]
+            if late:  # a pipe is still held by something outside the tree: stop reading
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
         except BaseException:
-            kill_tree(proc.pid)
-            await proc.wait()
+            if transport.get_returncode() is None:
+                kill_tree(pid)
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            await proto.exited.wait()
             raise
         finally:
-            self._procs.discard(proc)
-        code = proc.returncode if proc.returncode is not None else -9
+            self._procs.discard(transport)
+            transport.close()
+        returncode = transport.get_returncode()
+        code = returncode if returncode is not None else -9
         if code < 0:  # killed by a signal: report as a shell would
             code = 128 - code
         if timed_out:
             code = 124
         return ExecResult(
             exit_code=code,
-            stdout=bytes(out),
-            stderr=bytes(err),
+            stdout=out.value(),
+            stderr=err.value(),
             duration_ms=int((time.monotonic() - started) * 1000),
             timed_out=timed_out,
+            stdout_bytes=out.total,
+            stderr_bytes=err.total,
         )
 
     def _host_path(self, path: str) -> Path:
@@ -281,8 +307,9 @@ class ProcessVM:
         if self._destroyed:
             return
         self._destroyed = True
-        for proc in list(self._procs):
-            kill_tree(proc.pid)
+        for transport in list(self._procs):
+            if transport.get_returncode() is None:  # once reaped, its pid may be another's
+                kill_tree(transport.get_pid())
         if not self.isolated:
             # without a PID namespace a command may have left daemons behind: find them by
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
@@ -291,14 +318,29 @@ class ProcessVM:
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
 
 
+class _ExecProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """`create_subprocess_exec`'s protocol plus `exited`, set when the process itself
+    exits (`Process.wait()` also waits for every holder of its pipes to close them)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 async def _pump(
-    stream: asyncio.StreamReader | None, name: Stream, sink: bytearray, cb: OutputCallback | None
+    stream: asyncio.StreamReader | None,
+    name: Stream,
+    sink: BoundedOutput,
+    cb: OutputCallback | None,
 ) -> None:
     if stream is None:
         return
     while chunk := await stream.read(65536):
-        if len(sink) < MAX_CAPTURE:
-            sink += chunk[: MAX_CAPTURE - len(sink)]
+        sink.add(chunk)
         if cb is not None:
             maybe = cb(name, chunk)
             if inspect.isawaitable(maybe):

@@ -34,14 +34,29 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+KILL_ROUNDS = 50
+
+
 def kill_tree(pid: int) -> None:
-    """SIGKILL `pid`, its process group and every descendant."""
-    victims = [pid, *descendants(pid)]
+    """SIGKILL every descendant of `pid`, then `pid` itself and its process group.
+
+    Descendants go first and the tree is scanned again until none is left alive: when
+    `pid` is a child subreaper (`vm/subreaper.py`), whatever a killed process had started
+    is re-parented to it and caught by the next scan, however it changed its session or
+    environment. Bounded to `KILL_ROUNDS` scans (a process in uninterruptible sleep dies
+    when it wakes).
+    """
+    for _ in range(KILL_ROUNDS):
+        alive = [p for p in descendants(pid) if _state(p) not in (None, "Z", "X")]
+        if not alive:
+            break
+        for victim in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(victim, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    for victim in victims:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(victim, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def tagged(vm_id: str) -> list[int]:

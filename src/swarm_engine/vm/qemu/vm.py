@@ -21,12 +21,12 @@ from swarm_engine.vm.base import (
     VMSpec,
     safe_relpath,
 )
+from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.qemu.machine import kill_group
 from swarm_engine.vm.qemu.protocol import Channel, ChannelClosed
 
 log = logging.getLogger(__name__)
 
-MAX_CAPTURE = 16 * 1024 * 1024
 TIMEOUT_EXIT = 124
 GUEST_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -112,8 +112,9 @@ class QemuVM:
             "stdin": stdin is not None,
             "limits": {"nofile": self.spec.max_open_files, "nproc": self.spec.max_processes},
         }
-        out, err = bytearray(), bytearray()
-        sinks: dict[Stream, bytearray] = {"stdout": out, "stderr": err}
+        out = BoundedOutput(self.spec.output_keep_bytes)
+        err = BoundedOutput(self.spec.output_keep_bytes)
+        sinks: dict[Stream, BoundedOutput] = {"stdout": out, "stderr": err}
         started = time.monotonic()
         deadline = started + limit + self._kill_grace
         async with self._channel.request(request, stdin or b"") as replies:
@@ -131,9 +132,7 @@ class QemuVM:
                 kind = header.get("t")
                 if kind == "out":
                     stream: Stream = "stderr" if header.get("stream") == "stderr" else "stdout"
-                    sink = sinks[stream]
-                    if len(sink) < MAX_CAPTURE:
-                        sink += data[: MAX_CAPTURE - len(sink)]
+                    sinks[stream].add(data)
                     if on_output is not None:
                         maybe = on_output(stream, data)
                         if inspect.isawaitable(maybe):
@@ -182,12 +181,14 @@ class QemuVM:
 
 
 def _result(
-    code: int, out: bytearray, err: bytearray, started: float, *, timed_out: bool
+    code: int, out: BoundedOutput, err: BoundedOutput, started: float, *, timed_out: bool
 ) -> ExecResult:
     return ExecResult(
         exit_code=code,
-        stdout=bytes(out),
-        stderr=bytes(err),
+        stdout=out.value(),
+        stderr=err.value(),
         duration_ms=int((time.monotonic() - started) * 1000),
         timed_out=timed_out,
+        stdout_bytes=out.total,
+        stderr_bytes=err.total,
     )

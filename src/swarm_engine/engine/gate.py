@@ -1,0 +1,82 @@
+"""The engine's way into the store: off the event loop, one call at a time, and patient.
+
+SQLite calls block (up to the busy timeout while another writer holds the lock), so the
+engine runs each store call on one dedicated worker thread: the event loop stays free to
+pump output, renew leases and notice cancels, and the calls never interleave inside
+another call's transaction. `retrying` turns a busy store into a delay: a transient
+`StoreBusyError` is retried with capped exponential backoff for as long as the caller
+says it still makes sense (typically: while the attempt's lease is held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from swarm_engine.errors import StoreBusyError
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 2.0
+WARN_EVERY = 5.0
+
+
+class StoreGate:
+    """Runs store calls on one worker thread. Close it after the last call."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._last_warning = 0.0
+
+    async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def retrying(
+        self,
+        fn: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Like calling it, but a busy store is retried until it answers. (Callers that
+        must give up at some point pass a bound with `retrying_while`.)"""
+        return await self.retrying_while(lambda: True, fn, *args, **kwargs)
+
+    async def retrying_while(
+        self,
+        keep_trying: Callable[[], bool],
+        fn: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Call `fn`; on `StoreBusyError` back off (50 ms doubling to 2 s) and call again
+        while `keep_trying()` is true; then re-raise the last error."""
+        delay = FIRST_BACKOFF
+        while True:
+            try:
+                return await self(fn, *args, **kwargs)
+            except StoreBusyError as exc:
+                if not keep_trying():
+                    raise
+                self.warn(f"store busy, retrying in {delay:.2f}s: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def warn(self, message: str) -> None:
+        """Log a transient trouble at most every few seconds (a lock can last minutes)."""
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY:
+            self._last_warning = now
+            log.warning("%s", message)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,162 @@
+"""One lease keeper per engine: renews every attempt's lease and the engine's heartbeat.
+
+Every `heartbeat_interval` one short write transaction extends the leases of all the
+attempts this engine holds and stamps its `engines` row; nothing else is written while
+the engine is idle. Between renewals a cheap read (every `WATCH_INTERVAL`, only while
+attempts are held) notices an attempt that lost its ticket: cancelled by a user, or
+reclaimed by another engine after the lease ran out.
+
+A busy or failing store is a delay, not a failure: a renewal that fails transiently is
+retried with backoff. The keeper gives an attempt up only when its lease has really run
+out by this engine's own clock (`lease_ttl` after the start of the last renewal that
+succeeded); then the attempt's run is stopped and its VM destroyed, and the store's
+fencing refuses every late write of that attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from swarm_engine.engine.gate import FIRST_BACKOFF, StoreGate
+from swarm_engine.errors import StoreBusyError, SwarmError
+from swarm_engine.store import Store
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 0.2
+LostReason = Literal["cancelled", "lost"]
+OnLost = Callable[[LostReason], None]
+
+
+@dataclass
+class Holding:
+    ticket_id: int
+    attempt_id: str
+    renewed_at: float  # monotonic time at the start of the last successful renewal
+    on_lost: OnLost
+
+
+class LeaseKeeper:
+    """Renews leases and the heartbeat for one engine; run `run()` as a supervised task."""
+
+    def __init__(
+        self,
+        store: Store,
+        gate: StoreGate,
+        engine_id: str,
+        *,
+        lease_ttl: float,
+        heartbeat_interval: float,
+        busy_vms: Callable[[], int],
+        state: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.gate = gate
+        self.engine_id = engine_id
+        self.lease_ttl = lease_ttl
+        self.heartbeat_interval = heartbeat_interval
+        self.busy_vms = busy_vms
+        self.state = state
+        self.holdings: dict[str, Holding] = {}
+        self.renewals = 0
+        self.failed_renewals = 0
+        self._wake = asyncio.Event()
+
+    # -- what runners use ------------------------------------------------------------------
+    def hold(self, ticket_id: int, attempt_id: str, on_lost: OnLost) -> None:
+        """Keep this attempt's lease (its claim just set one `lease_ttl` long)."""
+        self.holdings[attempt_id] = Holding(ticket_id, attempt_id, time.monotonic(), on_lost)
+        self._wake.set()
+
+    def release(self, attempt_id: str) -> None:
+        self.holdings.pop(attempt_id, None)
+
+    def holds(self, attempt_id: str) -> bool:
+        """Whether this engine still believes it holds the attempt's lease."""
+        holding = self.holdings.get(attempt_id)
+        return holding is not None and time.monotonic() < holding.renewed_at + self.lease_ttl
+
+    # -- the side task ---------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_renewal = loop.time()
+        backoff = FIRST_BACKOFF
+        while True:
+            if loop.time() >= next_renewal:
+                if await self._renew():
+                    backoff = FIRST_BACKOFF
+                    next_renewal = loop.time() + self.heartbeat_interval
+                else:
+                    next_renewal = loop.time() + min(backoff, self.heartbeat_interval)
+                    backoff = min(backoff * 2, self.heartbeat_interval)
+            self._expire_locally()
+            if self.holdings:
+                await self._check_held()
+                wait = min(WATCH_INTERVAL, max(0.0, next_renewal - loop.time()))
+            else:
+                wait = max(0.0, next_renewal - loop.time())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _renew(self) -> bool:
+        started = time.monotonic()
+        ids = list(self.holdings)
+        try:
+            kept = await self.gate(self._write, ids)
+        except StoreBusyError as exc:
+            self.failed_renewals += 1
+            self.gate.warn(f"lease renewal delayed (store busy): {exc}")
+            return False
+        self.renewals += 1
+        for attempt_id in ids:
+            holding = self.holdings.get(attempt_id)
+            if holding is not None and attempt_id in kept:
+                holding.renewed_at = started
+        return True
+
+    def _write(self, attempt_ids: list[str]) -> set[str]:
+        """One transaction: the leases, then the heartbeat (runs on the store thread)."""
+        db = self.store.db
+        with db.transaction():
+            kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
+            self.store.engines.heartbeat(self.engine_id, self.busy_vms(), self.state())
+        return kept
+
+    async def _check_held(self) -> None:
+        ids = list(self.holdings)
+        try:
+            held = await self.gate(self.store.tickets.held, ids)
+        except StoreBusyError:
+            return  # a read that could not be done now is done at the next tick
+        for attempt_id in ids:
+            if attempt_id in held or attempt_id not in self.holdings:
+                continue
+            holding = self.holdings.pop(attempt_id)
+            reason: LostReason = "lost"
+            try:
+                now = await self.gate(self.store.tickets.get, holding.ticket_id)
+                if now.attempt_id == attempt_id and now.status == "cancelled":
+                    reason = "cancelled"
+            except SwarmError:  # the ticket row is gone or unreadable: the lease is lost
+                pass
+            holding.on_lost(reason)
+
+    def _expire_locally(self) -> None:
+        now = time.monotonic()
+        for attempt_id, holding in list(self.holdings.items()):
+            if now >= holding.renewed_at + self.lease_ttl:
+                log.error(
+                    "ticket %s: lease ran out after %.1fs without a renewal; stopping its run",
+                    holding.ticket_id,
+                    now - holding.renewed_at,
+                    extra={"ticket_id": holding.ticket_id},
+                )
+                del self.holdings[attempt_id]
+                holding.on_lost("lost")

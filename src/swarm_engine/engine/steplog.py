@@ -1,0 +1,97 @@
+"""A step's output log file (`artifacts/run-<id>/<step>.<try>/output.log`), capped in size.
+
+The first part of the output is written as it arrives (so `swarm-engine logs` and a
+reader of the file see it live); once that part is full, only the last `tail` bytes are
+kept, in memory, and written at the end after a `[... N bytes cut ...]` line (the same
+marker as a command's captured output, `vm.output.cut_marker`). The file never exceeds
+`limit` bytes, whatever the step prints.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+
+from swarm_engine.vm.output import _continuations, _partial_char, cut_marker
+
+MAX_TAIL = 1024 * 1024
+"""At most this many bytes of the end are held in memory (and written at the end)."""
+MARKER_ROOM = 64
+"""Bytes kept free for the marker line (it is at most 45 bytes)."""
+MIN_LIMIT = 4096
+
+
+class StepLog:
+    """A text sink with `write(str)` and `flush()`, appending UTF-8 to `path`.
+
+    `limit` (bytes, at least `MIN_LIMIT`): the file's size cap. The tail kept is
+    `min(limit // 2, MAX_TAIL)` bytes; the head written live is the rest of `limit` less
+    `MARKER_ROOM`. Use as a context manager; `close()` writes the marker and the tail.
+    Memory: at most the tail plus one write. `total` counts every byte written to it.
+    """
+
+    def __init__(self, path: Path, limit: int) -> None:
+        if limit < MIN_LIMIT:
+            raise ValueError(f"a step log's limit must be at least {MIN_LIMIT} bytes")
+        self.path = path
+        self.limit = limit
+        self.total = 0
+        self._keep_tail = min(limit // 2, MAX_TAIL)
+        self._head_room = limit - self._keep_tail - MARKER_ROOM
+        self._written = 0
+        self._head_full = False
+        self._tail: deque[bytes] = deque()
+        self._tail_len = 0
+        self._file = path.open("ab")
+
+    def write(self, text: str) -> int:
+        """Append `text`; returns its length in characters (as `TextIO.write` does)."""
+        data = text.encode("utf-8", errors="replace")
+        self.total += len(data)
+        if not self._head_full:
+            room = self._head_room - self._written
+            if len(data) <= room:
+                self._file.write(data)
+                self._written += len(data)
+                return len(text)
+            part = data[:room]
+            part = part[: len(part) - _partial_char(part)]  # do not split a character
+            self._file.write(part)
+            self._written += len(part)
+            self._head_full = True
+            data = data[len(part) :]
+        if len(data) >= self._keep_tail:
+            self._tail.clear()
+            data, self._tail_len = data[-self._keep_tail :], 0
+        self._tail.append(data)
+        self._tail_len += len(data)
+        while self._tail_len - len(self._tail[0]) >= self._keep_tail:
+            self._tail_len -= len(self._tail.popleft())
+        return len(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        """Write the marker and the tail (if anything was cut) and close the file."""
+        if self._file.closed:
+            return
+        tail = b"".join(self._tail)
+        if self.total > self._written + len(tail) or len(tail) > self._keep_tail:
+            tail = tail[-self._keep_tail :]
+            tail = tail[_continuations(tail) :]
+            self._file.write(cut_marker(self.total - self._written - len(tail)))
+        self._file.write(tail)
+        self._file.close()
+
+    def __enter__(self) -> StepLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

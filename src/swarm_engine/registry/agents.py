@@ -1,0 +1,88 @@
+"""Agent checks at registration: kind, kind settings, command templates, schemas, env.
+
+Everything an agent definition can get wrong without running it is refused here, with one
+line naming the file and the field, so that nothing bad reaches the registry.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+
+from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
+from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
+from swarm_engine.errors import ConfigError
+from swarm_engine.models import AgentSpec
+from swarm_engine.templating import check_template, references
+
+COMMAND_NAMESPACES = ("inputs", "ticket")
+"""What an agent's `command` can refer to (a workflow step's inputs see more)."""
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_agent(spec: AgentSpec, source: str) -> None:
+    """Raise `ConfigError` ("<source>: <field>: <problem>") for the first problem of an
+    agent definition that can be seen without running it:
+
+    - `kind` is not one of `AGENT_KINDS`; `config` is not valid for the kind; `command`
+      on a kind that runs no command;
+    - `command`: a malformed `${`, a reference other than `${inputs.*}` / `${ticket.*}`,
+      `${inputs.<key>}` where the `inputs` schema declares `properties` without `<key>`,
+      or over `MAX_ARG_BYTES` before any substitution;
+    - `inputs` / `outputs` are not valid JSON Schemas;
+    - `env`: a name that is not a shell variable name, a value over `INPUT_ENV_MAX_BYTES`.
+    """
+    if spec.kind not in AGENT_KINDS:
+        raise ConfigError(
+            f"{source}: kind: unknown agent kind {spec.kind!r} "
+            f"(known: {', '.join(sorted(AGENT_KINDS))})"
+        )
+    try:
+        check_definition(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    for field in ("inputs", "outputs"):
+        schema: dict[str, Any] = getattr(spec, field)
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            raise ConfigError(
+                f"{source}: {field}{'.' + where if where else ''}: not a valid JSON Schema: "
+                f"{exc.message}"
+            ) from exc
+    if spec.command is not None:
+        _check_command(spec, source)
+    for name, value in spec.env.items():
+        if not ENV_NAME.match(name):
+            raise ConfigError(f"{source}: env.{name}: not a valid environment variable name")
+        if len(value.encode()) > INPUT_ENV_MAX_BYTES:
+            raise ConfigError(
+                f"{source}: env.{name}: over {INPUT_ENV_MAX_BYTES // 1024} KiB "
+                "(put large values in a file of the package)"
+            )
+
+
+def _check_command(spec: AgentSpec, source: str) -> None:
+    command = spec.command
+    problem = check_template(command, COMMAND_NAMESPACES, where="command")
+    if problem:
+        raise ConfigError(f"{source}: {problem[0]}: {problem[1]}")
+    text = command if isinstance(command, str) else " ".join(command or [])
+    if len(text.encode()) > MAX_ARG_BYTES:
+        raise ConfigError(
+            f"{source}: command: over {(MAX_ARG_BYTES + 1) // 1024} KiB, the kernel's limit "
+            "for one argument (put the script in a file of the package)"
+        )
+    declared = spec.inputs.get("properties")
+    if not isinstance(declared, dict):
+        return
+    for path in references(command):
+        parts = path.split(".")
+        if parts[0] == "inputs" and parts[1] not in declared:
+            raise ConfigError(
+                f"{source}: command: ${{{path}}}: {parts[1]!r} is not declared in "
+                f"inputs.properties (declared: {', '.join(sorted(declared)) or 'none'})"
+            )

@@ -1,0 +1,306 @@
+"""Decoding stored rows into typed records: the one place that reads raw rows.
+
+The store is a public interface, so a row may hold anything another SQLite client put
+there: bytes that are not UTF-8, text in a numeric column, inputs that are not a JSON
+object, timestamps in any form SQLite itself accepts, a value that slipped past a CHECK.
+Decoding never raises. Each field that cannot be read as documented gets a fallback
+value and one line in `defects` ("priority: not an integer ('high')"); the engine fails
+such a ticket with that line, and every command still shows the row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from swarm_engine.models import TicketStatus
+from swarm_engine.store.db import InvalidText, Row
+
+STATUSES = frozenset(s.value for s in TicketStatus)
+MODES = frozenset({"single", "workflow"})
+UNIX_EPOCH_JD = 2440587.5
+_TS = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def format_ts(value: datetime | None) -> str | None:
+    """A timestamp as stored by the engine: UTC ISO-8601, milliseconds, `Z`."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Any timestamp form SQLite's date functions accept, as an aware UTC datetime.
+
+    Text: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.fff]]` with `T` or a space, optionally
+    ending in `Z` or `+HH:MM` (no zone means UTC, as in SQLite). Numbers: unix seconds
+    (or milliseconds when larger than 1e11), or a Julian day number when below 1e7.
+    Raises ValueError for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("not a timestamp")
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("not a finite number")
+        if 0 < number < 1e7:  # a Julian day number, e.g. julianday('now')
+            number = (number - UNIX_EPOCH_JD) * 86400.0
+        elif abs(number) > 1e11:  # unix milliseconds
+            number /= 1000.0
+        return datetime.fromtimestamp(number, UTC)
+    if isinstance(value, bytes):
+        raise ValueError("binary data, not a timestamp")
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
+        return parse_timestamp(float(text))
+    m = _TS.match(text)
+    if not m:
+        raise ValueError(f"not a timestamp ({_show(text)})")
+    year, month, day, hour, minute, sec, frac, zone = m.groups()
+    micro = round(float(frac) * 1_000_000) if frac else 0
+    tz = UTC
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    stamp = datetime(
+        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(sec or 0),
+        min(micro, 999_999), tzinfo=tz,
+    )  # fmt: skip
+    return stamp.astimezone(UTC)
+
+
+def _show(value: Any, width: int = 30) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class Decoder:
+    """Reads one row's columns leniently, collecting a line per defect."""
+
+    def __init__(self, row: Row | Mapping[str, Any]) -> None:
+        self.row = row
+        self.keys = set(row.keys())
+        self.defects: list[str] = []
+
+    def raw(self, name: str) -> Any:
+        return self.row[name] if name in self.keys else None
+
+    def bad(self, name: str, why: str) -> None:
+        self.defects.append(f"{name}: {why}")
+
+    def text(self, name: str, default: str = "") -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, InvalidText):
+            self.bad(name, "not valid UTF-8 text")
+            return str(value)
+        if isinstance(value, bytes):
+            self.bad(name, f"binary data ({len(value)} bytes), not text")
+            return value.decode("utf-8", errors="replace")
+        if not isinstance(value, str):
+            return str(value)
+        return value
+
+    def opt_text(self, name: str) -> str | None:
+        return None if self.raw(name) is None else self.text(name)
+
+    def integer(self, name: str, default: int = 0, *, minimum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.bad(name, f"not an integer ({_show(value)})")
+            return default
+        if minimum is not None and value < minimum:
+            self.bad(name, f"must be at least {minimum} (is {value})")
+            return default
+        return value
+
+    def number(self, name: str) -> float | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        self.bad(name, f"not a number ({_show(value)})")
+        return None
+
+    def json(self, name: str, default: Any = None) -> Any:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bytes | InvalidText):
+            self.bad(name, "not valid UTF-8 text")
+            return default
+        if not isinstance(value, str):
+            self.bad(name, f"not JSON text ({_show(value)})")
+            return default
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            self.bad(name, "not valid JSON")
+            return default
+
+    def json_object(self, name: str) -> dict[str, Any]:
+        value = self.json(name, {})
+        if not isinstance(value, dict):
+            self.bad(name, f"must be a JSON object, not {type(value).__name__}")
+            return {}
+        return value
+
+    def timestamp(self, name: str) -> datetime | None:
+        value = self.raw(name)
+        try:
+            return parse_timestamp(value)
+        except (ValueError, OverflowError, OSError) as exc:
+            self.bad(name, str(exc) or "not a timestamp")
+            return None
+
+    def choice(self, name: str, allowed: frozenset[str], default: str) -> str:
+        value = self.text(name, default)
+        if value not in allowed:
+            self.bad(name, f"unknown value {_show(value)} (one of {', '.join(sorted(allowed))})")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One `tickets` row, decoded (see docs/schema.md for each column).
+
+    `status` and `execution_mode` keep the stored text even when it is not a known
+    value (then `defects` says so). Timestamps are aware UTC datetimes.
+    """
+
+    id: int
+    title: str = ""
+    description: str = ""
+    status: str = "draft"
+    execution_mode: str = "single"
+    agent_id: str | None = None
+    workflow_id: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    attempts: int = 0
+    max_attempts: int = 3
+    timeout_seconds: float | None = None
+    result: Any = None
+    error: str | None = None
+    engine_id: str | None = None
+    attempt_id: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    claimed_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    defects: tuple[str, ...] = ()
+
+    @property
+    def problem(self) -> str | None:
+        """Why this row cannot run, as one line naming the field(s); None if it can."""
+        if not self.defects:
+            return None
+        more = f" (and {len(self.defects) - 1} more)" if len(self.defects) > 1 else ""
+        return f"ticket {self.id} row is malformed: {self.defects[0]}{more}"
+
+    @property
+    def target(self) -> str:
+        """What it runs: the agent, or `workflow:<name>`."""
+        if self.execution_mode == "workflow":
+            return f"workflow:{self.workflow_id or '?'}"
+        return self.agent_id or "?"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as stored-format strings, `defects` as a list."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = format_ts(value) if isinstance(value, datetime) else value
+        out["defects"] = list(self.defects)
+        return out
+
+
+def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
+    """A `tickets` row as a `Ticket`. Never raises (see the module docstring)."""
+    d = Decoder(row)
+    ticket_id = d.raw("id")
+    if not isinstance(ticket_id, int):  # INTEGER PRIMARY KEY: always an int in SQLite
+        raise TypeError(f"tickets.id is {ticket_id!r}")
+    timeout = d.number("timeout_seconds")
+    if timeout is not None and timeout <= 0:
+        d.bad("timeout_seconds", f"must be positive (is {timeout:g})")
+        timeout = None
+    mode = d.choice("execution_mode", MODES, "single")
+    agent_id = d.opt_text("agent_id")
+    workflow_id = d.opt_text("workflow_id")
+    status = d.choice("status", STATUSES, "draft")
+    return Ticket(
+        id=ticket_id,
+        title=d.text("title"),
+        description=d.text("description"),
+        status=status,
+        execution_mode=mode,
+        agent_id=agent_id,
+        workflow_id=workflow_id,
+        inputs=d.json_object("inputs"),
+        priority=d.integer("priority"),
+        attempts=d.integer("attempts"),
+        max_attempts=d.integer("max_attempts", 3, minimum=1),
+        timeout_seconds=timeout,
+        result=d.json("result"),
+        error=d.opt_text("error"),
+        engine_id=d.opt_text("engine_id"),
+        attempt_id=d.opt_text("attempt_id"),
+        lease_expires_at=d.timestamp("lease_expires_at"),
+        created_at=d.timestamp("created_at"),
+        updated_at=d.timestamp("updated_at"),
+        claimed_at=d.timestamp("claimed_at"),
+        started_at=d.timestamp("started_at"),
+        completed_at=d.timestamp("completed_at"),
+        defects=tuple(d.defects),
+    )
+
+
+JSON_COLUMNS = frozenset({"inputs", "outputs", "spec"})
+TIME_COLUMNS = frozenset(
+    {
+        "at", "created_at", "updated_at", "claimed_at", "started_at", "completed_at",
+        "queued_at", "ready_at", "destroyed_at", "heartbeat_at", "stopped_at",
+    }
+)  # fmt: skip
+
+
+def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
+    """Any other row (runs, steps, events, VMs, engines) as a plain dict, leniently:
+    JSON columns parsed (None if unreadable), timestamps normalized to the stored
+    format (None if unreadable), text decoded; `defects` lists what could not be read
+    (only present when something could not)."""
+    d = Decoder(row)
+    out: dict[str, Any] = {}
+    for key in row.keys():  # noqa: SIM118 (a Row iterates over its values)
+        value = d.raw(key)
+        if key in JSON_COLUMNS:
+            out[key] = d.json(key)
+        elif key in TIME_COLUMNS:
+            out[key] = format_ts(d.timestamp(key))
+        elif isinstance(value, InvalidText | bytes):
+            out[key] = d.text(key)
+        else:
+            out[key] = value
+    if d.defects:
+        out["defects"] = d.defects
+    return out
