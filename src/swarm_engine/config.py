@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from platformdirs import user_data_dir
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import first_error
+
+HEARTBEATS_PER_LEASE = 3
+"""A lease must outlast this many heartbeat intervals (renewals retry in between)."""
 
 
 def default_home() -> Path:
@@ -37,6 +40,9 @@ class Settings(BaseModel):
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
     lease_ttl: float = Field(default=30.0, gt=0)
     heartbeat_interval: float = Field(default=5.0, gt=0)
+    busy_timeout: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds one store call waits for another writer's lock before it counts as busy
+    (the engine then retries; a command reports it)."""
     log_level: str = "WARNING"
     backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -45,6 +51,16 @@ class Settings(BaseModel):
     output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Size cap of each step's log file (artifacts/.../output.log), in bytes.
     max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_lease(self) -> Settings:
+        if self.heartbeat_interval * HEARTBEATS_PER_LEASE > self.lease_ttl:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most 1/"
+                f"{HEARTBEATS_PER_LEASE} of lease_ttl ({self.lease_ttl:g}s), so that a lease"
+                " survives a few failed renewals"
+            )
+        return self
 
     @property
     def tickets_path(self) -> Path:

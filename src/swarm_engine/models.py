@@ -174,9 +174,10 @@ class WorkflowSpec(_Strict):
 def first_error(exc: ValidationError) -> str:
     """A validation failure as one line: where, what, and how many more."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {err['msg']}{more}"
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

@@ -38,7 +38,7 @@ class Ref:
 
 
 class TemplateError(SwarmError):
-    """A malformed template, or a reference that cannot be resolved at run time."""
+    """A reference that cannot be resolved at run time."""
 
     exit_code = 5
 
@@ -75,11 +75,12 @@ def malformed(text: str) -> str | None:
 def parse(text: str) -> list[str | Ref]:
     """`text` as literal pieces and references; `$${` becomes a literal `${`.
 
-    Raises `TemplateError` for a malformed `${`."""
+    A malformed `${` is kept as text: registration refuses it (`check_template`), so only a
+    definition stored by an older version can hold one, and it keeps working as it did."""
     parts: list[str | Ref] = []
     for token in _tokens(text):
         if token is None:
-            raise TemplateError(malformed(text) or "malformed reference")
+            token = "${"
         if isinstance(token, str) and parts and isinstance(parts[-1], str):
             parts[-1] += token
         else:
@@ -166,7 +167,7 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     """Substitute every reference in a definition `value` using `context` (keys: the
     namespaces). Substituted values are inserted as they are and never scanned again.
 
-    Raises `TemplateError` for a malformed `${` or a reference that does not resolve."""
+    Raises `TemplateError` for a reference that does not resolve."""
     if isinstance(value, str):
         parts = parse(value)
         if len(parts) == 1 and isinstance(parts[0], Ref):

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cli import swarm_inproc
+from tests.support.cli import query, swarm_inproc, wait_until
 
 
 @pytest.fixture
@@ -26,3 +30,42 @@ def write_workflow(folder: Path, yaml_text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "workflow.yaml").write_text(textwrap.dedent(yaml_text))
     return folder
+
+
+def engine_ready(home: Path, proc: subprocess.Popen[str]) -> None:
+    def registered() -> bool:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        return bool(
+            query(
+                home / "tickets.db",
+                "SELECT 1 FROM engines WHERE pid = ? AND state = 'running'",
+                proc.pid,
+            )
+        )
+
+    wait_until(registered, 30, "the engine to register")
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+@pytest.fixture
+def engines() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+
+
+def status_of(home: Path, tid: int) -> str:
+    return str(
+        query(home / "tickets.db", "SELECT status FROM tickets WHERE id = ?", tid)[0]["status"]
+    )

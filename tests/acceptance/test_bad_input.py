@@ -71,7 +71,7 @@ def test_one_bad_workflow_in_a_folder_registers_none(seeded: Path, tmp_path: Pat
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("name: Bad Name\nkind: shell\n", "name: Value error"),
+        ("name: Bad Name\nkind: shell\n", "name: must be lowercase letters"),
         ("name: x\nkind: shell\nmemory_mb: -1\n", "memory_mb"),
         ("name: x\nkind: shell\nunknown_key: 1\n", "unknown_key: Extra inputs are not permitted"),
         ("name: x\n  kind: [\n", "invalid YAML"),

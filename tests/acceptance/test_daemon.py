@@ -9,52 +9,12 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-import pytest
-from tests.acceptance.conftest import write_agent
+from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
 from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
 
 from swarm_engine.vm.proctree import tagged
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
-
-
-def engine_ready(home: Path, proc: subprocess.Popen[str]) -> None:
-    def registered() -> bool:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        return bool(
-            query(
-                home / "tickets.db",
-                "SELECT 1 FROM engines WHERE pid = ? AND state = 'running'",
-                proc.pid,
-            )
-        )
-
-    wait_until(registered, 30, "the engine to register")
-
-
-def stop(proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=timeout)
-    return out
-
-
-@pytest.fixture
-def engines() -> list[subprocess.Popen[str]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        if p.stdout is not None:
-            p.stdout.close()
-
-
-def status_of(home: Path, tid: int) -> str:
-    return str(
-        query(home / "tickets.db", "SELECT status FROM tickets WHERE id = ?", tid)[0]["status"]
-    )
 
 
 def test_tickets_opened_by_the_sqlite3_shell_are_picked_up(

@@ -233,3 +233,21 @@ def test_command_line_has_no_network_unless_asked(tmp_path: Path) -> None:
     assert "restrict=on" in netdev
     assert "guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:8080" in netdev
     assert "hostfwd" not in netdev
+
+
+async def test_agent_output_is_bounded_on_the_host(agent_vm: QemuVM) -> None:
+    """The host keeps 64 KiB of each end of a stream, a cut marker and the true count."""
+    streamed = 0
+
+    def count(stream: str, chunk: bytes) -> None:
+        nonlocal streamed
+        streamed += len(chunk)
+
+    res = await agent_vm.exec(
+        "echo first; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo last", on_output=count
+    )
+    total = len("first\n") + 3_000_000 + len("\nlast\n")
+    assert res.ok and res.stdout_bytes == total == streamed and res.stdout_cut
+    assert res.stdout.startswith(b"first\nxxx") and res.stdout.endswith(b"xxx\nlast\n")
+    marker = b"\n[... %d bytes cut ...]\n" % (total - 2 * 64 * 1024)
+    assert len(res.stdout) == 2 * 64 * 1024 + len(marker) and marker in res.stdout

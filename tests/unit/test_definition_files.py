@@ -9,6 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from tests.support.hostile_yaml import BOMB
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.registry.loader import (
@@ -21,12 +22,6 @@ from swarm_engine.registry.loader import (
     load_workflow,
     read_yaml,
 )
-
-LAUGHS = "".join(
-    f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 10)
-)
-BOMB = 'name: bomb\nkind: echo\ninputs:\n  l0: &l0 "lol"\n' + LAUGHS
-"""~800 bytes of YAML that expands to 9**9 (387 million) strings."""
 
 
 def write(path: Path, text: str) -> Path:

@@ -3,6 +3,8 @@ malformed references refused, and the limits on how inputs reach a command."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from swarm_engine.agents.files import (
@@ -62,11 +64,19 @@ def test_interpolated_non_strings_are_json() -> None:
 
 
 @pytest.mark.parametrize("text", ["${", "x ${HOME:-2}", "${ inputs.a b }", "${inputs.a"])
-def test_a_malformed_reference_is_an_error_and_names_the_escape(text: str) -> None:
-    with pytest.raises(TemplateError, match=r"malformed reference .*write '\$\$\{'"):
-        render(text, CTX)
+def test_a_malformed_reference_is_refused_and_names_the_escape(text: str) -> None:
     problem = check_template({"k": [text]}, where="inputs")
     assert problem is not None and problem[0] == "inputs.k.0"
+    assert re.fullmatch(
+        r"malformed reference '.+' \(.*for a literal '\$\{' write '\$\$\{'\)", problem[1]
+    )
+    # only a definition stored by an older version can hold one: it runs as it used to
+    assert render(text, CTX) == text
+
+
+def test_a_reference_that_does_not_resolve_is_an_error_at_run_time() -> None:
+    with pytest.raises(TemplateError, match=r"\$\{inputs.nope\} does not resolve \(no 'nope'\)"):
+        render("x ${inputs.nope}", CTX)
 
 
 @pytest.mark.parametrize(

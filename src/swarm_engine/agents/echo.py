@@ -27,7 +27,9 @@ class EchoAgent:
             return StepOutcome(
                 exit_code=result.exit_code, error=f"echo failed: {tail(result.stderr)}"
             )
-        outputs = json.loads(result.stdout)
+        # stdout is bounded (head and tail): a large round trip is read back as a file
+        raw = await ctx.vm.get_file(INPUTS_FILE) if result.stdout_cut else result.stdout
+        outputs = json.loads(raw)
         if ctx.log:
             maybe = ctx.log("stdout", result.stdout.decode())
             if maybe is not None:

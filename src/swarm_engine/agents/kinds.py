@@ -6,9 +6,11 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from swarm_engine.agents.base import Agent
 from swarm_engine.errors import ConfigError
-from swarm_engine.models import AgentSpec
+from swarm_engine.models import AgentSpec, first_error
 
 AGENT_KINDS: dict[str, str] = {
     "echo": "swarm_engine.agents.echo:EchoAgent",
@@ -26,12 +28,18 @@ def check_definition(agent: AgentSpec) -> None:
     if agent.command is not None and agent.kind not in COMMAND_KINDS:
         raise ConfigError(f"command: kind {agent.kind!r} runs no command")
     if agent.kind == "claude":
-        from swarm_engine.agents.claude.settings import parse_config
+        from swarm_engine.agents.claude.settings import HOST_ONLY_KEYS, ClaudeConfig
 
+        host_only = sorted(HOST_ONLY_KEYS & set(agent.config))
+        if host_only:
+            raise ConfigError(
+                f"config.{host_only[0]}: can only be set on the host "
+                "([agents.claude] in config.toml)"
+            )
         try:
-            parse_config(agent.config, agent.name)
-        except ConfigError as exc:
-            raise ConfigError(f"config: {exc}") from exc
+            ClaudeConfig.model_validate(agent.config)
+        except ValidationError as exc:
+            raise ConfigError(f"config.{first_error(exc)}") from exc
     elif agent.config:
         raise ConfigError(
             f"config.{sorted(agent.config)[0]}: kind {agent.kind!r} takes no config settings"

@@ -8,7 +8,9 @@ are copied into the workspace first. Inputs reach the command through the inputs
 `agents.files.input_env`). A command that would not fit the kernel's limit for one
 argument fails the step before anything runs.
 Outputs: stdout, stderr, exit_code, plus the keys of any JSON object the command wrote
-to `$SWARM_OUTPUTS`. A non-zero exit or a timeout fails the step.
+to `$SWARM_OUTPUTS`. A non-zero exit or a timeout fails the step. stdout/stderr are
+bounded (head, `[... N bytes cut ...]`, tail); a cut stream adds `stdout_bytes` /
+`stderr_bytes`, its true size in bytes.
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ class ShellAgent:
             "stderr": result.stderr.decode(errors="replace"),
             "exit_code": result.exit_code,
         }
+        # a stream longer than the VM keeps has its middle cut: record its true size
+        if result.stdout_cut:
+            outputs["stdout_bytes"] = result.stdout_bytes
+        if result.stderr_cut:
+            outputs["stderr_bytes"] = result.stderr_bytes
         if result.timed_out:
             return StepOutcome(
                 outputs=outputs,

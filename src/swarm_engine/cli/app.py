@@ -26,7 +26,7 @@ def ensure_home(settings: Settings) -> None:
 
 @contextmanager
 def store_of(settings: Settings) -> Iterator[Store]:
-    store = open_store(settings.tickets_path)
+    store = open_store(settings.tickets_path, busy_timeout=settings.busy_timeout)
     try:
         yield store
     finally:

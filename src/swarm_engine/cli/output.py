@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -71,11 +72,22 @@ def summarize(value: Any) -> Any:
     return trimmed
 
 
+CUT_TEXT = re.compile(r"\[\.\.\. \d+ bytes cut \.\.\.\]")
+
+
 def short(value: Any, width: int = 60) -> str:
+    """`value` summarized on one line of at most `width` characters. Output whose middle
+    was cut (a `[... N bytes cut ...]` marker) keeps its start, the marker and its end."""
     value = summarize(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width:
+        return text
+    cut = CUT_TEXT.search(text)
+    if cut is not None and width >= len(cut.group()) + 12:
+        room = width - len(cut.group()) - 2
+        return f"{text[: room // 2]}…{cut.group()}…{text[len(text) - (room - room // 2) :]}"
+    return text[: width - 1] + "…"
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

@@ -115,7 +115,7 @@ def workflow_register(
 ) -> None:
     """Validate and register a workflow.yaml (or all under --all DIR); all or nothing."""
     files = _collect(path, all_dir, "workflow.yaml")
-    loaded = [(load_workflow(p), str(p)) for p in files]
+    loaded = [(load_workflow(p), str(p / "workflow.yaml" if p.is_dir() else p)) for p in files]
     with registry_of(settings) as registry:
         stored = registry.register_workflows(loaded, force=force)
     for spec in stored:

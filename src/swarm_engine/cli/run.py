@@ -65,7 +65,9 @@ def run_ticket(
             elif row.status in ("claimed", "running"):
                 msg = f"ticket {ticket_id} is {row.status} by engine {row.engine_id}"
             else:
-                raise ConflictError(f"ticket {ticket_id} is {row.status} (use 'ticket reopen' first)")
+                raise ConflictError(
+                    f"ticket {ticket_id} is {row.status} (use 'ticket reopen' first)"
+                )
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:

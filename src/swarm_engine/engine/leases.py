@@ -142,7 +142,9 @@ class LeaseKeeper:
             reason: LostReason = "lost"
             try:
                 now = await self.gate(self.store.tickets.get, holding.ticket_id)
-                if now.attempt_id == attempt_id and now.status == "cancelled":
+                if now.attempt_id == attempt_id:
+                    if now.status != "cancelled":
+                        continue  # this attempt itself just finished the ticket
                     reason = "cancelled"
             except SwarmError:  # the ticket row is gone or unreadable: the lease is lost
                 pass

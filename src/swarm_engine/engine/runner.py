@@ -124,7 +124,9 @@ class TicketRunner:
         )
         self.events(Event("run_started", ticket.id, run_id))
         if isinstance(plan, SwarmError):
-            await self.write(ticket, runs.finish_run, run_id, ticket, status="failed", error=str(plan))
+            await self.write(
+                ticket, runs.finish_run, run_id, ticket, status="failed", error=str(plan)
+            )
             return await self._finished(ticket, run_id)
         try:
             async with asyncio.timeout(plan.timeout_seconds):
@@ -141,7 +143,9 @@ class TicketRunner:
                 outputs_in_steps=plan.workflow is None or plan.workflow.outputs is None,
             )
         except StepFailed as exc:
-            await self.write(ticket, runs.finish_run, run_id, ticket, status="failed", error=str(exc))
+            await self.write(
+                ticket, runs.finish_run, run_id, ticket, status="failed", error=str(exc)
+            )
         except TimeoutError:
             await self.write(
                 ticket,

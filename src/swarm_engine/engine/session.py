@@ -92,7 +92,7 @@ class EngineSession:
         self.registered = False
         self.state: str | None = None
         """What the heartbeat records as the engine's state (None: leave it)."""
-        self.store: Store = open_store(settings.tickets_path)
+        self.store: Store = open_store(settings.tickets_path, busy_timeout=settings.busy_timeout)
         self.registry = Registry(settings.registry_path, settings.packages_dir)
         self.gate = StoreGate()
         self.pool = VMPool(

@@ -13,7 +13,7 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
-from swarm_engine.vm.output import _continuations, _partial_char, cut_marker
+from swarm_engine.vm.output import continuation_bytes, cut_marker, unfinished_char
 
 MAX_TAIL = 1024 * 1024
 """At most this many bytes of the end are held in memory (and written at the end)."""
@@ -56,7 +56,7 @@ class StepLog:
                 self._written += len(data)
                 return len(text)
             part = data[:room]
-            part = part[: len(part) - _partial_char(part)]  # do not split a character
+            part = part[: len(part) - unfinished_char(part)]  # do not split a character
             self._file.write(part)
             self._written += len(part)
             self._head_full = True
@@ -70,6 +70,11 @@ class StepLog:
             self._tail_len -= len(self._tail.popleft())
         return len(text)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of the end held in memory now (at most the tail kept plus one write)."""
+        return self._tail_len
+
     def flush(self) -> None:
         self._file.flush()
 
@@ -80,7 +85,7 @@ class StepLog:
         tail = b"".join(self._tail)
         if self.total > self._written + len(tail) or len(tail) > self._keep_tail:
             tail = tail[-self._keep_tail :]
-            tail = tail[_continuations(tail) :]
+            tail = tail[continuation_bytes(tail) :]
             self._file.write(cut_marker(self.total - self._written - len(tail)))
         self._file.write(tail)
         self._file.close()

@@ -139,9 +139,10 @@ def check_package(folder: Path) -> None:
         dirs[:] = [d for d in dirs if d not in SKIP_NAMES]
         for name in names:
             files += 1
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                size += os.lstat(full).st_size
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size  # a symlink: its own size
+            except OSError as exc:
+                raise ConfigError(f"{folder}: cannot read the agent package: {exc}") from exc
             if files > MAX_PACKAGE_FILES:
                 raise ConfigError(
                     f"{folder}: the agent package has over {MAX_PACKAGE_FILES} files (the limit)"

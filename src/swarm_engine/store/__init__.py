@@ -9,7 +9,7 @@ from swarm_engine.store.db import Database
 from swarm_engine.store.engines import EngineStore
 from swarm_engine.store.rows import Ticket
 from swarm_engine.store.runs import RunStore
-from swarm_engine.store.sqlite import connect
+from swarm_engine.store.sqlite import BUSY_TIMEOUT_MS, connect
 from swarm_engine.store.tickets import TicketStore
 from swarm_engine.store.vms import VMStore
 
@@ -26,8 +26,9 @@ class Store:
         self.db.close()
 
 
-def open_store(path: Path) -> Store:
-    db = connect(path, "tickets")
+def open_store(path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> Store:
+    """Open the ticket store (creating and migrating it). Raises `StoreError`."""
+    db = connect(path, "tickets", busy_timeout=busy_timeout)
     return Store(db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db))
 
 

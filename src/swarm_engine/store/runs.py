@@ -51,7 +51,8 @@ class RunStore:
                     ticket.attempts,
                     ticket.attempt_id,
                     engine_id,
-                    ticket.execution_mode if ticket.execution_mode in ("single", "workflow")
+                    ticket.execution_mode
+                    if ticket.execution_mode in ("single", "workflow")
                     else "single",
                     workflow_name,
                     workflow_version,
@@ -152,11 +153,14 @@ class RunStore:
         outputs: Any = None,
         error: str | None = None,
         ticket_status: str | None = None,
+        outputs_in_steps: bool = False,
     ) -> None:
         """Close the run (usage rolled up from its steps) and the ticket, atomically.
 
         `ticket_status` defaults to the run status; 'open' re-queues the ticket (a retry).
         A cancelled ticket keeps its status; the run is recorded as cancelled.
+        `outputs` becomes the ticket's `result` when done; `workflow_runs.outputs` gets it
+        too unless `outputs_in_steps` (it only repeats step rows: stored once, issue 8.5).
         """
         assert ticket.attempt_id is not None
         with self.db.transaction():
@@ -170,6 +174,7 @@ class RunStore:
             cancelled = held[0] == "cancelled"
             if cancelled:
                 status, error = "cancelled", error or "cancelled by user"
+            keep = outputs is not None and not outputs_in_steps
             self.db.run(
                 "UPDATE workflow_runs SET status = ?, outputs = ?, error = ?,"
                 f" completed_at = {NOW}, duration_ms = {DURATION.format(start='started_at')},"
@@ -182,7 +187,7 @@ class RunStore:
                 " WHERE workflow_runs.id = ?",
                 (
                     status,
-                    None if outputs is None else json.dumps(outputs, default=str),
+                    json.dumps(outputs, default=str) if keep else None,
                     error,
                     run_id,
                     run_id,
@@ -238,9 +243,7 @@ class RunStore:
         return decode_record(row) if row is not None else {}
 
     def steps(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self.db.all(
-            "SELECT * FROM step_executions WHERE run_id = ? ORDER BY id", (run_id,)
-        )
+        rows = self.db.all("SELECT * FROM step_executions WHERE run_id = ? ORDER BY id", (run_id,))
         return [decode_record(r) for r in rows]
 
     def _fenced_step(self, sql: str, args: tuple[Any, ...], step_exec_id: int) -> None:

@@ -36,7 +36,7 @@ def migrations(schema: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def connect(path: Path, schema: str) -> Database:
+def connect(path: Path, schema: str, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> Database:
     """Open (creating if needed) the database at `path` and bring its schema up to date.
 
     Raises `StoreError` when the file cannot be opened or is not a usable database,
@@ -45,7 +45,7 @@ def connect(path: Path, schema: str) -> Database:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
@@ -54,7 +54,7 @@ def connect(path: Path, schema: str) -> Database:
     db = Database(conn, path)
     for attempt in range(SETUP_ATTEMPTS):
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")

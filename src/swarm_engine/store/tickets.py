@@ -71,9 +71,7 @@ class TicketStore:
 
     def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Ticket]:
         if status is not None and status not in STATUS_NAMES:
-            raise UsageError(
-                f"unknown status {status!r} (one of: {', '.join(STATUS_NAMES)})"
-            )
+            raise UsageError(f"unknown status {status!r} (one of: {', '.join(STATUS_NAMES)})")
         sql = "SELECT * FROM tickets"
         args: tuple[Any, ...] = ()
         if status:
@@ -340,7 +338,12 @@ class TicketStore:
     def reclaim_expired(self) -> builtins.list[Expired]:
         """Tickets whose lease ran out: re-queue them (or fail them after `max_attempts`)
         and close their runs, in one transaction. A read first: no lock when none expired."""
-        due = f"status IN ('claimed','running') AND lease_expires_at < {NOW}"
+        # a live row with no readable lease (NULL, a number, a blob: written by hand) has
+        # no holder that could renew it, so it counts as expired too
+        due = (
+            "status IN ('claimed','running') AND (typeof(lease_expires_at) != 'text'"
+            f" OR lease_expires_at < {NOW})"
+        )
         if self.db.one(f"SELECT 1 FROM tickets WHERE {due} LIMIT 1") is None:
             return []
         expired: builtins.list[Expired] = []

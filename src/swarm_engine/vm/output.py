@@ -70,13 +70,6 @@ class BoundedOutput:
         while self._tail_len - len(self._tail[0]) >= limit:
             self._tail_len -= len(self._tail.popleft())
 
-    @property
-    def cut(self) -> int:
-        """How many bytes `value()` leaves out (0 when the stream is whole)."""
-        if self.total == len(self._head) + self._tail_len:
-            return 0
-        return self.total - len(self._head) - self.keep
-
     def value(self) -> bytes:
         """The captured stream: whole, or head + marker + tail."""
         tail = b"".join(self._tail)
@@ -84,14 +77,14 @@ class BoundedOutput:
             return bytes(self._head) + tail
         tail = tail[-self.keep :]
         head = bytes(self._head)
-        back = _partial_char(head)
+        back = unfinished_char(head)
         head = head[: len(head) - back]
-        skip = _continuations(tail)
+        skip = continuation_bytes(tail)
         tail = tail[skip:]
         return head + cut_marker(self.total - len(head) - len(tail)) + tail
 
 
-def _partial_char(data: bytes) -> int:
+def unfinished_char(data: bytes) -> int:
     """How many bytes at the end of `data` are an unfinished UTF-8 character (0-3)."""
     for back in range(1, min(4, len(data)) + 1):
         byte = data[-back]
@@ -103,7 +96,7 @@ def _partial_char(data: bytes) -> int:
     return 0
 
 
-def _continuations(data: bytes) -> int:
+def continuation_bytes(data: bytes) -> int:
     """How many UTF-8 continuation bytes `data` starts with (0-3)."""
     count = 0
     while count < min(3, len(data)) and 0x80 <= data[count] < 0xC0:

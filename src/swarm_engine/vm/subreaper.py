@@ -22,11 +22,17 @@ command was not found / could not be run, as a shell reports it.
 
 from __future__ import annotations
 
-import contextlib
+# Lean imports: this starts before every command. `_signal` is what `signal` wraps (that
+# one imports enum), and no contextlib (collections, functools): ~7 ms less per command.
 import ctypes
 import os
-import signal
 import sys
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs ~5 ms
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -73,9 +79,16 @@ def sweep() -> None:
     """SIGKILL every descendant and reap them all; returns once no child is left."""
     me = os.getpid()
     while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0]:
+                continue  # reaped one that had ended
+        except ChildProcessError:
+            return  # no child left (the usual case: no /proc scan at all)
         for pid in descendants(me):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:  # noqa: SIM105 - no contextlib (import time)
                 os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             os.waitpid(-1, 0)  # one child gone; its own children are ours now: scan again
         except ChildProcessError:

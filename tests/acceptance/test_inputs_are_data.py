@@ -1,0 +1,160 @@
+"""Ticket inputs are data: they reach the agent byte for byte, whatever they contain and
+however large; only agent and workflow definitions are templates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tests.acceptance.conftest import write_agent, write_workflow
+from tests.support.cli import query, swarm
+
+TEMPLATE_LOOKALIKES = {
+    "snippet": "const s = `hi ${name}`;",
+    "title": "${ticket.title}",
+    "escape": "$${inputs.x} and $${",
+    "unclosed": "${",
+    "shell": "${HOME:-x} $(id) `id` '\"",
+    "nested": {"list": ["${steps.a.outputs.x}", "$$${inputs.y}", 3, None]},
+    "unicode": "ü \u2028 \U0001f600",
+}
+BIG = "".join(f"line {n} ${{inputs.x}} $${{ ${{ticket.title}} ü\n" for n in range(9000))
+assert len(BIG.encode()) > 300 * 1024
+
+
+def open_ticket(home: Path, inputs: dict[str, Any], agent: str, title: str = "t") -> int:
+    """Insert an open ticket as any SQLite client would (its inputs may be far larger than a
+    command line can carry)."""
+    conn = sqlite3.connect(home / "tickets.db", timeout=30)
+    try:
+        with conn:
+            cur = conn.execute(
+                "INSERT INTO tickets (title, status, agent_id, inputs) VALUES (?, 'open', ?, ?)",
+                (title, agent, json.dumps(inputs)),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+    finally:
+        conn.close()
+
+
+def run(home: Path, ticket: int) -> dict[str, Any]:
+    done = swarm(home, "run-ticket", str(ticket), "--wait", "--json")
+    out: dict[str, Any] = json.loads(done.stdout)
+    out["exit"], out["stderr"] = done.returncode, done.stderr
+    return out
+
+
+def test_inputs_that_look_like_templates_reach_the_echo_agent_unchanged(home: Path) -> None:
+    inputs = {**TEMPLATE_LOOKALIKES, "big": BIG}
+    ticket = open_ticket(home, inputs, "echo", title="T")
+    out = run(home, ticket)
+    assert (out["exit"], out["status"]) == (0, "done"), out["stderr"]
+    assert out["result"] == inputs
+    step = query(home / "tickets.db", "SELECT inputs FROM step_executions")[0]
+    assert json.loads(step["inputs"]) == inputs
+
+
+READER = """
+import hashlib, json, os
+with open(os.environ["SWARM_INPUTS"], encoding="utf-8") as f:
+    inputs = json.load(f)
+out = {
+    "digests": {
+        k: hashlib.sha256(v.encode()).hexdigest() for k, v in inputs.items() if isinstance(v, str)
+    },
+    "env": sorted(k for k in os.environ if k.startswith("INPUT_")),
+    "small": os.environ.get("INPUT_SMALL"),
+}
+with open(os.environ["SWARM_OUTPUTS"], "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_a_shell_agent_reads_a_large_input_from_the_inputs_file(home: Path, tmp_path: Path) -> None:
+    folder = write_agent(
+        tmp_path / "reader",
+        "name: reader\nkind: shell\ncommand: python3 reader.py\n",
+        {"reader.py": READER},
+    )
+    swarm(home, "agent", "register", str(folder), check=True)
+    small = "${ticket.title} $${x} " + TEMPLATE_LOOKALIKES["shell"]
+    inputs = {"big": BIG, "small": small, "doc": "word " * 60000, "n": 3.5}
+    out = run(home, open_ticket(home, inputs, "reader"))
+    assert (out["exit"], out["status"]) == (0, "done"), out["stderr"]
+    digests = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in inputs.items() if k != "n"}
+    assert out["result"]["digests"] == digests
+    assert out["result"]["env"] == ["INPUT_N", "INPUT_SMALL"]  # the big ones: file only
+    assert out["result"]["small"] == small
+
+
+def test_a_command_over_the_kernel_limit_fails_the_step_with_one_clear_line(
+    home: Path, tmp_path: Path
+) -> None:
+    folder = write_agent(
+        tmp_path / "inline",
+        "name: inline\nkind: shell\ncommand: printf %s '${inputs.text}' | wc -c\n",
+    )
+    swarm(home, "agent", "register", str(folder), check=True)
+    fits = run(home, open_ticket(home, {"text": "x" * 100_000}, "inline"))
+    assert (fits["exit"], fits["result"]["stdout"].strip()) == (0, "100000"), fits["stderr"]
+
+    out = run(home, open_ticket(home, {"text": "x" * 200_000}, "inline"))
+    assert (out["exit"], out["status"]) == (1, "failed")
+    error = out["run"]["steps"][0]["error"]
+    assert "\n" not in error
+    assert error.startswith("the command after substitution is 200")
+    assert "over the kernel's limit of 128 KiB for one argument" in error
+    assert error.endswith(
+        "read large inputs from the inputs file ($SWARM_INPUTS) instead of ${inputs.<key>}"
+    )
+    assert "Argument list too long" not in out["stderr"]
+
+
+def test_a_definition_is_substituted_once_and_its_escape_is_literal(
+    home: Path, tmp_path: Path
+) -> None:
+    folder = write_agent(
+        tmp_path / "show",
+        """
+        name: show
+        kind: shell
+        command: printf '%s|%s|%s' '${inputs.word}' "$${HOME:+home-set}" '${ticket.title}'
+        inputs: {properties: {word: {type: string}}}
+        """,
+    )
+    swarm(home, "agent", "register", str(folder), check=True)
+    ticket = open_ticket(home, {"word": "${ticket.title}"}, "show", title="T ${inputs.word} $${")
+    out = run(home, ticket)
+    assert out["exit"] == 0, out["stderr"]
+    assert out["result"]["stdout"] == "${ticket.title}|home-set|T ${inputs.word} $${"
+
+
+def test_the_builtin_shell_agent_runs_inputs_command_as_given(home: Path) -> None:
+    command = "printf '%s' '${inputs.x} $${y}'"
+    out = run(home, open_ticket(home, {"command": command, "x": "no"}, "shell"))
+    assert out["exit"] == 0, out["stderr"]
+    assert out["result"]["stdout"] == "${inputs.x} $${y}"
+
+
+def test_workflow_steps_get_ticket_inputs_verbatim(home: Path, tmp_path: Path) -> None:
+    write_workflow(
+        tmp_path / "wf",
+        """
+        name: relay
+        steps:
+          - id: a
+            agent: echo
+            inputs: {text: "${inputs.doc}", label: "$${literal} ${ticket.title}"}
+        """,
+    )
+    swarm(home, "workflow", "register", str(tmp_path / "wf"), check=True)
+    doc = "${ticket.title} $${ " + BIG
+    swarm(home, "ticket", "create", "--title", "${inputs.doc}", "--workflow", "relay",
+          "--inputs-json", json.dumps({"doc": doc[:1000]}), check=True)  # fmt: skip
+    out = run(home, 1)
+    assert out["exit"] == 0, out["stderr"]
+    assert out["result"] == {"a": {"text": doc[:1000], "label": "${literal} ${inputs.doc}"}}

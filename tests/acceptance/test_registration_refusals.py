@@ -1,0 +1,174 @@
+"""`agent register` / `workflow register` validate everything: exit 5, one line naming the
+file and the field, and nothing written (registry unchanged, no package folder copied)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import write_agent, write_workflow
+from tests.support.cli import env_for, snapshot, swarm_inproc
+from tests.support.hostile_yaml import BOMB, WORKFLOW_BOMB
+
+from swarm_engine.registry.loader import MAX_DEFINITION_BYTES
+
+
+def state(home: Path) -> tuple[list[str], list[str], list[str]]:
+    packages = home / "packages"
+    files = (
+        sorted(str(p.relative_to(home)) for p in packages.rglob("*")) if packages.exists() else []
+    )
+    return snapshot(home / "registry.db"), snapshot(home / "tickets.db"), files
+
+
+def refused(home: Path, args: list[str], message: str) -> str:
+    """Run a register command that must fail: exit 5, one `error:` line holding `message`,
+    nothing written. Returns the line."""
+    before = state(home)
+    done = swarm_inproc(home, *args)
+    assert done.returncode == 5, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert message in lines[0], lines[0]
+    assert done.stdout == ""
+    assert state(home) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("name: x\nkind: bogus\n", "agent.yaml: kind: unknown agent kind 'bogus' (known: claude"),
+        ("name: x\nkind: shell\nvm: {memory: 64}\n", "agent.yaml: vm.memory: Extra inputs"),
+        ("name: x\nkind: shell\nretry: {tries: 3}\n", "agent.yaml: retry.tries: Extra inputs"),
+        ("name: x\nkind: claude\nconfig: {modle: m}\n", "agent.yaml: config.modle: Extra inputs"),
+        ("name: x\nkind: claude\nconfig: {budget: {usd: 1}}\n", "budget.usd: Extra inputs"),
+        ("name: x\nkind: shell\nconfig: {a: 1}\n", "config.a: kind 'shell' takes no config"),
+        ("name: x\nkind: echo\ncommand: ls\n", "agent.yaml: command: kind 'echo' runs no command"),
+        ("name: x\nkind: shell\ncommand: echo ${HOME}\n", "agent.yaml: command: unknown namesp"),
+        ("name: x\nkind: shell\ncommand: echo ${HOME:-x}\n", "command: malformed reference"),
+        ("name: x\nkind: shell\ncommand: [echo, '${variables.v}']\n", "command.1: unknown"),
+        ("name: x\nkind: shell\ncommand: echo ${ticket.owner}\n", "a ticket has only"),
+        (
+            "name: x\nkind: shell\ncommand: echo ${inputs.txt}\n"
+            "inputs: {properties: {text: {type: string}}}\n",
+            "command: ${inputs.txt}: 'txt' is not declared in inputs.properties (declared: text)",
+        ),
+        ("name: x\nkind: shell\ninputs: {type: 12}\n", "agent.yaml: inputs.type: not a valid JSON"),
+        ("name: x\nkind: shell\nenv: {A-B: '1'}\n", "env.A-B: not a valid environment variable"),
+        ("name: x\nkind: shell\nenv: {A: '" + "v" * 40000 + "'}\n", "env.A: over 32 KiB"),
+        (BOMB, "agent.yaml: invalid YAML (line 4, column 7): YAML anchors and aliases"),
+        ("name: x\nkind: shell\nname: y\n", "key 'name' is given twice"),
+    ],
+)
+def test_bad_agents_are_refused(home: Path, tmp_path: Path, yaml_text: str, message: str) -> None:
+    folder = write_agent(tmp_path / "bad", yaml_text, {"run.sh": "echo hi\n"})
+    line = refused(home, ["agent", "register", str(folder)], message)
+    assert str(folder / "agent.yaml") in line
+
+
+def test_one_bad_agent_among_many_registers_none_and_copies_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    write_agent(tmp_path / "all" / "good", "name: good\nkind: shell\ncommand: 'true'\n")
+    write_agent(tmp_path / "all" / "zbad", "name: zbad\nkind: shel\n")
+    refused(home, ["agent", "register", "--all", str(tmp_path / "all")], "kind: unknown agent")
+
+
+def test_the_escape_and_declared_inputs_are_accepted(home: Path, tmp_path: Path) -> None:
+    folder = write_agent(
+        tmp_path / "ok",
+        """
+        name: ok
+        kind: shell
+        command: echo "$${HOME:-none}" ${inputs.text} ${ticket.title}
+        inputs: {properties: {text: {type: string}}}
+        env: {GREETING: hi}
+        """,
+    )
+    done = swarm_inproc(home, "agent", "register", str(folder))
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_oversized_agent_yaml_is_refused(home: Path, tmp_path: Path) -> None:
+    folder = write_agent(tmp_path / "big", "name: big\nkind: shell\n#" + "x" * MAX_DEFINITION_BYTES)
+    refused(home, ["agent", "register", str(folder)], "agent.yaml: over 1024 KiB (the limit")
+
+
+def test_an_oversized_package_is_refused_and_not_copied(home: Path, tmp_path: Path) -> None:
+    folder = write_agent(tmp_path / "heavy", "name: heavy\nkind: shell\ncommand: 'true'\n")
+    with (folder / "blob.bin").open("wb") as f:  # sparse: no disk used
+        f.truncate(64 * 1024 * 1024 + 1)
+    refused(home, ["agent", "register", str(folder)], "heavy: the agent package is over 64 MiB")
+
+
+WORKFLOWS = [
+    ("name: w\nsteps:\n  - {id: a, agent: echo, bogus: 1}\n", "steps.0.bogus: Extra inputs"),
+    ("name: w\nsteps:\n  - {id: a, agent: echo, retry: {n: 1}}\n", "steps.0.retry.n: Extra"),
+    ("name: w\nsteps:\n  - {id: a, agent: 'echo@9.9'}\n", "step 'a': unknown agent 'echo@9.9'"),
+    (
+        "name: w\nsteps:\n  - {id: a, agent: echo, inputs: {t: 'x ${ticket.owner}'}}\n",
+        "step 'a': inputs.t: ${ticket.owner}: a ticket has only",
+    ),
+    (
+        "name: w\nsteps:\n  - {id: a, agent: echo, inputs: {t: [ok, 'a ${b']}}\n",
+        "step 'a': inputs.t.1: malformed reference '${b'",
+    ),
+    (
+        "name: w\nsteps:\n  - {id: a, agent: echo}\noutputs: {r: '${steps.a.stdout}'}\n",
+        "outputs.r: ${steps.a.stdout} must look like",
+    ),
+    (
+        "name: w\nsteps:\n  - {id: a, agent: echo}\noutputs: {r: '${steps.z.outputs.x}'}\n",
+        "outputs reference unknown step 'z'",
+    ),
+    (WORKFLOW_BOMB, "workflow.yaml: invalid YAML (line 6, column 11): YAML anchors and aliases"),
+]
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), WORKFLOWS)
+def test_bad_workflows_are_refused(
+    home: Path, tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    folder = write_workflow(tmp_path / "wf", yaml_text)
+    line = refused(home, ["workflow", "register", str(folder)], message)
+    assert str(folder / "workflow.yaml") in line
+
+
+def test_an_alias_bomb_is_refused_fast_by_a_small_process(home: Path, tmp_path: Path) -> None:
+    """The real command, under a 1 GiB address-space cap and a 30 s CPU cap (so a
+    regression fails instead of eating the machine): exit 5 at once, a small peak RSS."""
+    folder = write_agent(tmp_path / "bomb", BOMB)
+    before = state(home)
+
+    def caps() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
+
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "agent", "register", str(folder)],
+        env=env_for(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=caps,
+    )
+    assert proc.stderr is not None
+    with proc.stderr:
+        stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 5, stderr
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1
+    assert "YAML anchors and aliases" in stderr
+    assert usage.ru_maxrss < 200 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
+    assert elapsed < 20
+    assert state(home) == before

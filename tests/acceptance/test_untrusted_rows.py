@@ -1,0 +1,260 @@
+"""Rows written by other SQLite clients are untrusted input: each odd row fails (or is
+shown) on its own, with a one-line reason naming the field; the engine and every command
+go on."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import engine_ready, status_of, stop
+from tests.support.cli import query, start_engine, swarm, swarm_inproc, wait_until
+
+FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
+
+
+def raw_insert(db: Path, columns: dict[str, object], *, past_checks: bool = False) -> int:
+    """Insert a ticket exactly as another client might (optionally past the CHECKs)."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    try:
+        if past_checks:
+            conn.execute("PRAGMA ignore_check_constraints = ON")
+        names = ", ".join(columns)
+        marks = ", ".join("?" * len(columns))
+        cur = conn.execute(
+            f"INSERT INTO tickets ({names}) VALUES ({marks})", tuple(columns.values())
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+    finally:
+        conn.close()
+
+
+BAD_BYTES = b"hi\xc3\x28\xff"
+# (what the row holds, the columns, whether it needs to slip past a CHECK, the field named)
+ODD_ROWS = [
+    ("invalid UTF-8 in a text column", {"description": BAD_BYTES.decode("latin-1")}, False, None),
+    ("text in a numeric column", {"priority": "high"}, False, "priority"),
+    ("inputs that are a JSON list", {"inputs": "[1, 2]"}, False, "inputs"),
+    ("inputs that are a JSON string", {"inputs": '"text"'}, False, "inputs"),
+    ("inputs that are not JSON (past the CHECK)", {"inputs": "{nope"}, True, "inputs"),
+    ("an unknown execution mode (past the CHECK)", {"execution_mode": "swarm"}, True, "constraint"),
+    ("max_attempts of zero (past the CHECK)", {"max_attempts": 0}, True, "max_attempts"),
+    ("a negative timeout", {"timeout_seconds": -5}, False, "timeout_seconds"),
+    ("a blob for a title", {"title": b"\x00\x01binary"}, False, "title"),
+]
+
+
+def insert_odd(db: Path, columns: dict[str, object], past_checks: bool) -> int:
+    row: dict[str, object] = {"title": "odd", "status": "open", "agent_id": "echo"}
+    row.update(columns)
+    if "description" in columns:  # stored as TEXT holding bytes that are not UTF-8
+        conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+        try:
+            cur = conn.execute(
+                "INSERT INTO tickets (title, description, status, agent_id)"
+                " VALUES ('odd', CAST(? AS TEXT), 'open', 'echo')",
+                (BAD_BYTES,),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+        finally:
+            conn.close()
+    return raw_insert(db, row, past_checks=past_checks)
+
+
+def assert_commands_show(home: Path, ticket_id: int) -> None:
+    for args in (
+        ("ticket", "list"),
+        ("ticket", "list", "--json"),
+        ("ticket", "show", str(ticket_id)),
+        ("ticket", "show", str(ticket_id), "--json"),
+        ("status",),
+        ("status", "--json"),
+    ):
+        done = swarm_inproc(home, *args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stdout + done.stderr, args
+
+
+@pytest.mark.parametrize(
+    ("what", "columns", "past_checks", "field"), ODD_ROWS, ids=[r[0] for r in ODD_ROWS]
+)
+def test_an_odd_row_fails_alone_and_the_engine_goes_on(
+    home: Path, what: str, columns: dict[str, object], past_checks: bool, field: str | None
+) -> None:
+    db = home / "tickets.db"
+    bad = insert_odd(db, columns, past_checks)
+    good = raw_insert(
+        db, {"title": "good", "status": "open", "agent_id": "echo", "inputs": '{"k": 1}'}
+    )
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **FAST)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    rows = {r["id"]: r for r in query(db, "SELECT id, status, error, attempts FROM tickets")}
+    assert rows[good]["status"] == "done"
+    assert rows[bad]["status"] == "failed", rows[bad]
+    error = rows[bad]["error"]
+    assert "\n" not in error and (f"ticket {bad}" in error or "constraint" in error)
+    assert (field or "description") in error, error
+    assert not query(db, "SELECT 1 FROM workflow_runs WHERE status = 'running'")
+    assert_commands_show(home, bad)
+    # a restart finds nothing to do: no crash loop, the failed row stays failed
+    again = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **FAST)
+    assert again.returncode == 0 and "running 0 ticket" in again.stdout, again.stdout + again.stderr
+    assert status_of(home, bad) == "failed"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["CURRENT_TIMESTAMP", "'2026-11-30T23:00:00+01:00'", "1764547200", "1764547200.5",
+     "julianday('now')", "'2026-11-30'", "'yesterday'", "X'00ff'"],
+)  # fmt: skip
+def test_timestamps_in_any_form_are_shown(home: Path, stamp: str) -> None:
+    db = home / "tickets.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "INSERT INTO tickets (title, status, agent_id, created_at, updated_at)"
+        f" VALUES ('stamped', 'draft', 'echo', {stamp}, {stamp})"
+    )
+    conn.close()
+    assert_commands_show(home, 1)
+    listed = swarm_inproc(home, "ticket", "list").stdout
+    assert "stamped" in listed
+
+
+def test_an_offset_timestamp_is_read_as_the_instant_it_names(home: Path) -> None:
+    db = home / "tickets.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "INSERT INTO tickets (title, status, agent_id, updated_at) VALUES"
+        " ('a', 'draft', 'echo', '2026-11-30T23:00:00+01:00'),"
+        " ('b', 'draft', 'echo', '2026-11-30 22:00:00'), ('c', 'draft', 'echo', 1796076000)"
+    )
+    conn.close()
+    rows = swarm_inproc(home, "ticket", "list", "--json")
+    assert rows.returncode == 0
+    import json
+
+    stamps = {t["title"]: t["updated_at"] for t in json.loads(rows.stdout)}
+    assert stamps == {
+        "a": "2026-11-30T22:00:00.000Z",
+        "b": "2026-11-30T22:00:00.000Z",
+        "c": "2026-11-30T22:00:00.000Z",
+    }
+
+
+def test_an_unknown_status_is_left_alone_and_shown(home: Path) -> None:
+    db = home / "tickets.db"
+    raw_insert(db, {"title": "weird", "status": "paused", "agent_id": "echo"}, past_checks=True)
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **FAST)
+    assert done.returncode == 0 and "running 0 ticket" in done.stdout
+    assert status_of(home, 1) == "paused"
+    status = swarm_inproc(home, "status")
+    assert status.returncode == 0 and "'paused' 1" in status.stdout
+    assert_commands_show(home, 1)
+
+
+def test_markup_in_stored_text_is_printed_literally(home: Path) -> None:
+    raw_insert(home / "tickets.db", {"title": "[/bold] [red]x", "status": "draft", "agent_id": "e"})
+    shown = swarm_inproc(home, "ticket", "show", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "[/bold] [red]x" in shown.stdout
+    assert "[/bold] [red]x" in swarm_inproc(home, "ticket", "list").stdout
+
+
+# -- registry rows written by hand ------------------------------------------------------
+HALF_SPECS = [
+    (
+        "workflows",
+        '(\'half-wf\', \'1.0.0\', \'{"steps":[{"id":"a","agent":"echo"}]}\')',
+        "workflow",
+        "half-wf",
+        "workflow half-wf@1.0.0 in the registry: spec.name: Field required",
+    ),
+    (
+        "workflows",
+        '(\'ghost-wf\', \'1.0.0\', \'{"name":"ghost-wf","version":"1.0.0",'
+        '"steps":[{"id":"a","agent":"nobody"}]}\')',
+        "workflow",
+        "ghost-wf",
+        "unknown agent 'nobody'",
+    ),
+    (
+        "agents",
+        "('half-agent', '1.0.0', 'shell', '{\"kind\":\"shell\"}')",
+        "single",
+        "half-agent",
+        "agent half-agent@1.0.0 in the registry: spec.name: Field required",
+    ),
+    (
+        "agents",
+        '(\'mixed\', \'1.0.0\', \'echo\', \'{"name":"mixed","version":"1.0.0","kind":"shell"}\')',
+        "single",
+        "mixed",
+        "kind column 'echo' but spec.kind 'shell'",
+    ),
+    (
+        "agents",
+        "('list-spec', '1.0.0', 'echo', '[1, 2]')",
+        "single",
+        "list-spec",
+        "agent list-spec@1.0.0 in the registry: spec",
+    ),
+]
+
+
+def add_registry_row(home: Path, table: str, values: str) -> None:
+    columns = "(name, version, spec)" if table == "workflows" else "(name, version, kind, spec)"
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    conn.execute(f"INSERT INTO {table} {columns} VALUES {values}")
+    conn.close()
+
+
+def ticket_for(home: Path, mode: str, name: str) -> int:
+    column = "workflow_id" if mode == "workflow" else "agent_id"
+    return raw_insert(
+        home / "tickets.db", {"title": name, "status": "open", "execution_mode": mode, column: name}
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "values", "mode", "name", "message"), HALF_SPECS, ids=[h[3] for h in HALF_SPECS]
+)
+def test_a_hand_written_registry_row_is_one_clear_line(
+    home: Path, table: str, values: str, mode: str, name: str, message: str
+) -> None:
+    add_registry_row(home, table, values)
+    tid = ticket_for(home, mode, name)
+    done = swarm(home, "run-ticket", str(tid), "--wait")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert message in done.stderr
+    assert status_of(home, tid) == "open"  # refused before the claim: nothing changed
+
+
+def test_under_the_engine_bad_definitions_fail_their_tickets_at_once(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    for table, values, _, _, _ in HALF_SPECS:
+        add_registry_row(home, table, values)
+    proc = start_engine(home, "--max-vms", "2", **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    ids = {ticket_for(home, mode, name): message for _, _, mode, name, message in HALF_SPECS}
+    good = raw_insert(home / "tickets.db", {"title": "good", "status": "open", "agent_id": "echo"})
+    wait_until(
+        lambda: (
+            all(status_of(home, t) == "failed" for t in ids) and status_of(home, good) == "done"
+        ),
+        30,
+        "the bad tickets to fail and the good one to run",
+    )
+    for tid, message in ids.items():
+        (row,) = query(home / "tickets.db", "SELECT error, attempts FROM tickets WHERE id = ?", tid)
+        assert message in row["error"] and row["attempts"] == 1
+    assert proc.poll() is None
+    out = stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in out, out
