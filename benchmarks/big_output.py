@@ -61,9 +61,7 @@ def run_size(size: int, isolation: str) -> dict[str, Any]:
     with temp_root("bigout") as root:
         home = root / "home"
         db = init_home(home)
-        (home / "config.toml").write_text(
-            f'[backend_options.process]\nisolation = "{isolation}"\n'
-        )
+        (home / "config.toml").write_text(f'[backend_options.process]\nisolation = "{isolation}"\n')
         package = root / "agent"
         package.mkdir()
         (package / "agent.yaml").write_text(AGENT)
@@ -83,7 +81,8 @@ def run_size(size: int, isolation: str) -> dict[str, Any]:
             except BaseException:
                 print(engine_log(home))
                 raise
-        ticket = query(db, "SELECT status, length(result) AS n, result FROM tickets WHERE id = 2")[0]
+        sql = "SELECT status, length(result) AS n, result FROM tickets WHERE id = 2"
+        ticket = query(db, sql)[0]
         step = query(
             db,
             "SELECT s.duration_ms, length(s.outputs) AS n, s.log_path, length(r.outputs) AS run_n"

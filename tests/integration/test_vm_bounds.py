@@ -310,3 +310,21 @@ def test_killing_the_engine_kills_the_tree(tmp_path: Path, isolation: str) -> No
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     wait_for(lambda: survivors(tag) == [], 10, "every process of the dead engine's VM to end")
+
+
+async def test_an_on_output_error_ends_the_command_at_once(process_backend: VMBackend) -> None:
+    """A failing output consumer (say, a full disk under the step log) is raised at once and
+    the command is killed, rather than the command blocking on a pipe nobody reads."""
+    tag = marker()
+    vm = await boot(process_backend)
+
+    def explode(stream: str, chunk: bytes) -> None:
+        raise OSError("no space left on device")
+
+    try:
+        with pytest.raises(OSError, match="no space left"):
+            await vm.exec(f"echo hello; sh -c 'sleep 300; true {tag}'", on_output=explode)
+        assert survivors(tag) == []
+        assert (await vm.exec("echo still here")).stdout == b"still here\n"
+    finally:
+        await vm.destroy()

@@ -110,7 +110,8 @@ class VM(Protocol):
         Output is streamed to `on_output` as it arrives (every byte) and returned bounded
         (`VMSpec.output_keep_bytes` of each stream's head and tail, with the true counts).
         The command is over when its own process exits: background processes it left are
-        killed and its pipes are read no further (see docs/sandbox.md).
+        killed and its pipes are read no further (docs/sandbox.md; the QEMU guest agent
+        still waits for every holder of its pipes, up to the timeout).
         On timeout the whole process tree is killed and `timed_out` is set (exit 124+).
         """
         ...

@@ -5,7 +5,11 @@ session, with a scrubbed environment and resource limits (`prlimit`). Where bubb
 works, the tree also gets its own user, pid, network, IPC and mount namespaces: it sees
 the system's read-only /usr, a private /tmp and its workspace at /workspace, nothing
 else, and has no network. Without bubblewrap it runs in the workspace folder directly
-(`vm doctor` says so).
+(`vm doctor` says so), under a child subreaper (`vm/subreaper.py`).
+
+Either way a command is over when its own process exits, and what it left running dies
+then (the PID namespace ends, or the subreaper kills it): a background job holding stdout
+does not hold the command. Output is captured bounded (`vm/output.py`).
 """
 
 from __future__ import annotations
@@ -227,17 +231,17 @@ class ProcessVM:
                 proto.stdin.close()
             # The command is over when its own process exits (the subreaper or bubblewrap
             # has killed its leftovers by then), not when every holder of its pipes is gone.
-            try:
-                await asyncio.wait_for(proto.exited.wait(), limit)
-            except TimeoutError:
+            if not await _exited_within(proto.exited, pumps, limit):
                 timed_out = True
                 kill_tree(pid)
                 await proto.exited.wait()
-            late = (await asyncio.wait(pumps, timeout=DRAIN_SECONDS))[1]
+            done, late = await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
             if late:  # a pipe is still held by something outside the tree: stop reading
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+            for task in done:
+                task.result()  # an error of `on_output` is the caller's
         except BaseException:
             if transport.get_returncode() is None:
                 kill_tree(pid)
@@ -316,6 +320,28 @@ class ProcessVM:
             # the kernel already killed everything when each command's namespace ended.
             await asyncio.to_thread(kill_tagged, self.id)
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
+
+
+async def _exited_within(
+    exited: asyncio.Event, pumps: list[asyncio.Task[None]], limit: float
+) -> bool:
+    """Wait until `exited` is set (True) or `limit` seconds pass (False). An error in a
+    pump (raised by `on_output`) is raised at once instead of waiting for the timeout."""
+    waiter = asyncio.ensure_future(exited.wait())
+    deadline = asyncio.get_running_loop().time() + limit
+    try:
+        while not waiter.done():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            running = [waiter, *(p for p in pumps if not p.done())]
+            done, _ = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter:
+                    task.result()
+        return True
+    finally:
+        waiter.cancel()
 
 
 class _ExecProtocol(asyncio.subprocess.SubprocessStreamProtocol):

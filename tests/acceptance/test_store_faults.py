@@ -1,0 +1,145 @@
+"""Store faults users meet: a full disk for a moment, a cancel undone by a reopen before
+the engine noticed, and `status` showing what runs now."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
+from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
+
+from swarm_engine.errors import StoreBusyError
+from swarm_engine.store import open_store
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that can really be filled (needs root, as in CI)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write until the disk is full; returns the filler file."""
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_a_transient_store_error(small_disk: Path) -> None:
+    store = open_store(small_disk / "tickets.db", busy_timeout=0.2)
+    filler = fill(small_disk)
+    with pytest.raises(StoreBusyError, match="full"):
+        for i in range(1000):  # the WAL has some slack: write until it is used up
+            store.tickets.create(title=f"t{i}" * 100, agent_id="echo")
+    filler.unlink()
+    assert store.tickets.create(title="after", agent_id="echo") > 0
+    store.close()
+
+
+def test_a_run_survives_a_moment_of_full_disk(
+    home: Path, tmp_path: Path, small_disk: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    db = small_disk / "tickets.db"
+    env = {
+        "SWARM_TICKETS_DB": str(db),
+        "SWARM_HEARTBEAT_INTERVAL": "0.3",
+        "SWARM_LEASE_TTL": "6",
+        "SWARM_BUSY_TIMEOUT": "0.2",
+    }
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 1; echo rested\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap")).returncode == 0
+    open_store(db).close()  # the store on the small disk, migrated
+    proc = start_engine(home, "--max-vms", "1", **env)
+    engines.append(proc)
+    wait_until(lambda: query(db, "SELECT 1 FROM engines"), 30, "the engine")
+    sqlite_shell(db, "INSERT INTO tickets (title, status, agent_id) VALUES ('n', 'open', 'nap')")
+    wait_until(
+        lambda: query(db, "SELECT 1 FROM step_executions WHERE status = 'running'"), 30, "step"
+    )
+    filler = fill(small_disk)
+    logs = home / "artifacts"
+    wait_until(
+        lambda: any("rested" in p.read_text() for p in logs.rglob("output.log")), 10, "the end"
+    )
+    time.sleep(1.0)  # sleep-ok: the disk stays full while the step's end must be recorded
+    assert proc.poll() is None
+    assert query(db, "SELECT status FROM tickets")[0]["status"] == "running"
+    filler.unlink()
+    wait_until(lambda: query(db, "SELECT status FROM tickets")[0]["status"] == "done", 30, "done")
+    (ticket,) = query(db, "SELECT attempts, result FROM tickets")
+    assert ticket["attempts"] == 1 and "rested" in ticket["result"]
+    assert [r["status"] for r in query(db, "SELECT status FROM workflow_runs")] == ["done"]
+    out = stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in out, out
+
+
+def test_a_reopen_before_the_engine_noticed_the_cancel_leaves_no_run_running(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "t.db")
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    tid = store.tickets.create(title="x", agent_id="echo")
+    ticket = store.tickets.claim(tid, engine_id="e", attempt_id="a1", lease_ttl=30)
+    run_id = store.runs.start_run(
+        ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={}
+    )
+    store.runs.add_step(
+        run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo", inputs={}
+    )
+    store.tickets.cancel(tid)
+    store.tickets.reopen(tid)  # before the engine had a chance to record the cancel
+    (run,) = store.runs.runs_for_ticket(tid)
+    assert run["status"] == "cancelled" and "reopened" in run["error"]
+    assert [s["status"] for s in store.runs.steps(run_id)] == ["cancelled"]
+    assert store.tickets.get(tid).status == "open"
+    store.close()
+
+
+def test_status_shows_busy_vms_as_they_are_now(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "long")).returncode == 0
+    # heartbeats far apart: what status shows cannot come from the last heartbeat
+    proc = start_engine(
+        home, "--max-vms", "2", SWARM_HEARTBEAT_INTERVAL="30", SWARM_LEASE_TTL="120"
+    )
+    engines.append(proc)
+    engine_ready(home, proc)
+
+    def busy() -> int:
+        data = json.loads(swarm_inproc(home, "status", "--json").stdout)
+        (engine,) = [e for e in data["engines"] if e["pid"] == proc.pid]
+        return int(engine["busy_vms"])
+
+    assert busy() == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long").returncode == 0
+    wait_until(lambda: status_of(home, 1) == "running", 30, "the ticket to run")
+    assert busy() == 1
+    assert swarm_inproc(home, "ticket", "cancel", "1").returncode == 0
+    wait_until(lambda: busy() == 0, 10, "the VM to be gone from status")
+    stop(proc)
