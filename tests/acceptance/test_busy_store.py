@@ -173,3 +173,36 @@ def test_an_idle_engine_writes_only_its_heartbeat(
     assert heartbeat() != beat
     assert dump() == before  # ...nothing but the engine row changed
     stop(proc)
+
+
+def test_an_outside_commit_wakes_an_idle_engine_without_the_poll(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """The fallback poll is a minute here and the heartbeat ten seconds, so only the
+    wake-up can start these tickets within the wait: each is inserted after the engine
+    has been idle (a file event may arrive before its commit is visible; the settle
+    window must still catch the commit)."""
+    db = home / "tickets.db"
+    proc = start_engine(
+        home,
+        "--max-vms",
+        "2",
+        SWARM_POLL_INTERVAL="60",
+        SWARM_HEARTBEAT_INTERVAL="10",
+        SWARM_LEASE_TTL="60",
+    )
+    engines.append(proc)
+    engine_ready(home, proc)
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        for i in range(6):
+            time.sleep(0.3)  # sleep-ok: the idle gap before an outside insert is the input
+            tid = conn.execute(
+                "INSERT INTO tickets (title, status, agent_id) VALUES (?, 'open', 'echo')",
+                (f"idle {i}",),
+            ).lastrowid
+            conn.commit()
+            wait_until(lambda tid=tid: status_of(home, tid) == "done", 20, f"ticket {tid}")
+    finally:
+        conn.close()
+    stop(proc)

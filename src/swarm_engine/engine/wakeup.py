@@ -17,9 +17,10 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import sqlite3
 import struct
 from pathlib import Path
+
+from swarm_engine.store.db import ChangeProbe
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,9 @@ class StoreWatcher:
         """The side task: sets `changed` when `data_version` moves, polling only in the
         settle window after a file event (inotify) or every 25 ms (fallback)."""
         loop = asyncio.get_running_loop()
-        conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=0.05)
+        probe = ChangeProbe(self.db_path)
         try:
-            last = self._version(conn)
+            last = probe.version()
             while True:
                 if self.mode == "inotify":
                     since = loop.time() - self._last_event
@@ -91,19 +92,12 @@ class StoreWatcher:
                     await asyncio.sleep(0.001 if since < SETTLE_FAST else 0.01)
                 else:
                     await asyncio.sleep(FALLBACK_POLL)
-                now = self._version(conn)
+                now = probe.version()  # None: unreadable for a moment; the next poll sees it
                 if now is not None and now != last:
                     last = now
                     self.changed.set()
         finally:
-            conn.close()
-
-    @staticmethod
-    def _version(conn: sqlite3.Connection) -> int | None:
-        try:
-            return int(conn.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.Error:  # busy for a moment: the next poll will see the change
-            return None
+            probe.close()
 
     def close(self) -> None:
         if self._fd is not None:

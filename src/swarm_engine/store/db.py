@@ -131,11 +131,29 @@ class Database:
     def checks_ignored(self) -> Iterator[None]:
         """Let one write through on a row that another client stored past a CHECK
         constraint (so the engine can mark that ticket failed without rewriting it)."""
-        self.conn.execute("PRAGMA ignore_check_constraints = ON")
+        self.run("PRAGMA ignore_check_constraints = ON")
         try:
             yield
         finally:
-            self.conn.execute("PRAGMA ignore_check_constraints = OFF")
+            self.run("PRAGMA ignore_check_constraints = OFF")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ChangeProbe:
+    """Tells whether any other connection committed to the database since the last look
+    (`PRAGMA data_version`: a read of shared memory, a few microseconds). Own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+
+    def version(self) -> int | None:
+        """The current data version, or None when it cannot be read right now."""
+        try:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
 
     def close(self) -> None:
         self.conn.close()
