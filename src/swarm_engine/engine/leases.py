@@ -67,12 +67,15 @@ class LeaseKeeper:
         self.renewals = 0
         self.failed_renewals = 0
         self._wake = asyncio.Event()
+        self._next_check = 0.0  # monotonic time of the next held-check
 
     # -- what runners use ------------------------------------------------------------------
     def hold(self, ticket_id: int, attempt_id: str, on_lost: OnLost) -> None:
         """Keep this attempt's lease (its claim just set one `lease_ttl` long)."""
+        if not self.holdings:  # an idle keeper starts watching; its first look waits a tick
+            self._next_check = time.monotonic() + WATCH_INTERVAL
+            self._wake.set()
         self.holdings[attempt_id] = Holding(ticket_id, attempt_id, time.monotonic(), on_lost)
-        self._wake.set()
 
     def release(self, attempt_id: str) -> None:
         self.holdings.pop(attempt_id, None)
@@ -96,11 +99,12 @@ class LeaseKeeper:
                     next_renewal = loop.time() + min(backoff, self.heartbeat_interval)
                     backoff = min(backoff * 2, self.heartbeat_interval)
             self._expire_locally()
+            wait = max(0.0, next_renewal - loop.time())
             if self.holdings:
-                await self._check_held()
-                wait = min(WATCH_INTERVAL, max(0.0, next_renewal - loop.time()))
-            else:
-                wait = max(0.0, next_renewal - loop.time())
+                if time.monotonic() >= self._next_check:
+                    await self._check_held()
+                    self._next_check = time.monotonic() + WATCH_INTERVAL
+                wait = min(wait, max(0.0, self._next_check - time.monotonic()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)

@@ -329,7 +329,7 @@ class TicketRunner:
         )
 
         async def on_ready(vm: VM) -> None:
-            await self.write(ticket, self._step_started, exec_id, vm.id)
+            await self.write(ticket, self._step_started, exec_id, vm)
             self.events(Event("step_started", ticket.id, run_id, step.id, {"vm_id": vm.id}))
 
         with StepLog(logfile, self.settings.max_log_bytes) as sink:  # capped (issue 8.5)
@@ -413,11 +413,20 @@ class TicketRunner:
         )
         return outcome
 
-    def _step_started(self, exec_id: int, vm_id: str) -> None:
-        """The VM is up: mark it busy with the step and the step running, in one transaction."""
+    def _step_started(self, exec_id: int, vm: VM) -> None:
+        """The VM is up: record it ready and busy with the step, and the step running, in
+        one transaction."""
+        info = vm.info()
         with self.store.db.transaction():
-            self.store.vms.record_busy(vm_id, exec_id)
-            self.store.runs.step_started(exec_id, vm_id)
+            self.store.vms.record_ready(
+                vm.id,
+                pid=info.pid,
+                workspace=info.workspace,
+                socket_path=info.socket_path,
+                overlay_path=info.overlay_path,
+            )
+            self.store.vms.record_busy(vm.id, exec_id)
+            self.store.runs.step_started(exec_id, vm.id)
 
 
 def ticket_fields(ticket: Ticket) -> dict[str, Any]:

@@ -142,11 +142,22 @@ class Database:
 
 
 class ChangeProbe:
-    """Tells whether any other connection committed to the database since the last look
-    (`PRAGMA data_version`: a read of shared memory, a few microseconds). Own connection."""
+    """Cheap reads an engine makes on its event loop, on a connection of their own (WAL
+    readers never wait for writers; a 50 ms busy timeout bounds the rare exceptions):
+    whether another connection committed since the last look (`PRAGMA data_version`, a
+    read of shared memory), and whether any ticket is open at all."""
 
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+        self.conn.execute("PRAGMA query_only = ON")
+
+    def any_open(self) -> bool:
+        """Whether some ticket is `open` (True when that cannot be read right now)."""
+        try:
+            row = self.conn.execute("SELECT 1 FROM tickets WHERE status = 'open' LIMIT 1")
+            return row.fetchone() is not None
+        except sqlite3.Error:
+            return True
 
     def version(self) -> int | None:
         """The current data version, or None when it cannot be read right now."""

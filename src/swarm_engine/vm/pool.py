@@ -81,7 +81,10 @@ class VMPool:
     async def acquire(
         self, spec: VMSpec, backend: str | None = None, on_ready: Callable[[VM], Any] | None = None
     ) -> AsyncIterator[VM]:
-        """A fresh VM for one step; destroyed on exit, whatever happens."""
+        """A fresh VM for one step; destroyed on exit, whatever happens.
+
+        `on_ready(vm)`, if given, runs once the VM is up and takes over recording it as
+        ready (so the engine can do that in the same transaction as the step's start)."""
         chosen = self.backend(backend)
         async with self._slots:
             vm_id = f"vm-{uuid.uuid4().hex[:12]}"
@@ -99,8 +102,9 @@ class VMPool:
             self.peak = max(self.peak, len(self._live))
             error: str | None = None
             try:
-                await self._recorder.ready(vm_id, vm.info())
-                if on_ready is not None:
+                if on_ready is None:
+                    await self._recorder.ready(vm_id, vm.info())
+                else:  # the caller records the VM as ready with its own first use
                     maybe = on_ready(vm)
                     if inspect.isawaitable(maybe):
                         await maybe
