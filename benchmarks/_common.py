@@ -69,8 +69,8 @@ def swarm(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str
 
 
 def init_home(home: Path) -> Path:
-    """Create the home's databases (the first command does); returns tickets.db."""
-    swarm(home, "status")
+    """Create the home's databases; returns tickets.db."""
+    swarm(home, "status", "--init")
     return home / "tickets.db"
 
 

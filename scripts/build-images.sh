@@ -6,7 +6,7 @@
 #   SWARM_IMAGE_CACHE   cache root (default /var/cache/swarm-engine); images go to
 #                       $SWARM_IMAGE_CACHE/images/<recipe-hash>/
 #   SWARM_IMAGE_KERNEL  cloud (default) or tiny (a kernel built from linux-source-6.1:
-#                       about 4 more minutes on 2 cores on a cache miss)
+#                       4 to 10 more minutes on 2 cores on a cache miss)
 #   SWARM_QEMU_IMAGES   where the engine looks for images (default: <home>/images)
 #   PYTHON              the Python with swarm_engine installed (default: python3)
 #
@@ -49,8 +49,8 @@ if [ -f "$CACHED/manifest.json" ] && [ "$(current_recipe "$CACHED")" = "$HASH" ]
 fi
 
 case "$KERNEL" in
-    tiny) log "no cached image for recipe $HASH; building from scratch (about 5-7 minutes)" ;;
-    *) log "no cached image for recipe $HASH; building from scratch (about 1-2 minutes)" ;;
+    tiny) log "no cached image for recipe $HASH; building from scratch (5 to 15 minutes on 2 cores)" ;;
+    *) log "no cached image for recipe $HASH; building from scratch (1 to 4 minutes on 2 cores)" ;;
 esac
 SWARM_QEMU_IMAGES="$IMAGES" "$PY" - "$IMAGES" "$KERNEL" <<'PYEOF'
 import sys

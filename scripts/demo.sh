@@ -9,6 +9,11 @@ bash scripts/setup.sh
 export SWARM_HOME="${SWARM_HOME:-$PWD/.demo-home}"
 se() { .venv/bin/swarm-engine "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+ids=$(mktemp)  # this run's ticket ids, one a line
+trap 'rm -f "$ids"' EXIT
+create() {  # `ticket create ARGS`, showing its line and keeping the new ticket's id
+    se ticket create "$@" | tee /dev/stderr | sed -n 's/^ticket \([0-9][0-9]*\) created.*/\1/p' >>"$ids"
+}
 
 say "registering example agents and the text-report workflow (home: $SWARM_HOME)"
 se agent register --all examples/agents --force
@@ -16,16 +21,20 @@ se workflow register examples/workflows/text-report --force
 
 say "queueing tickets"
 for i in 1 2 3 4; do
-    se ticket create --title "nap $i" --agent sleeper --input seconds=1.5
+    create --title "nap $i" --agent sleeper --input seconds=1.5
 done
-se ticket create --title "count a proverb" --agent word-count \
+create --title "count a proverb" --agent word-count \
     --input text="a journey of a thousand miles begins with a single step"
-se ticket create --title "echo some JSON" --agent echo --inputs-json '{"hello": "world", "n": [1, 2, 3]}'
-se ticket create --title "report" --workflow text-report \
+create --title "echo some JSON" --agent echo --inputs-json '{"hello": "world", "n": [1, 2, 3]}'
+create --title "report" --workflow text-report \
     --description "tickets in, isolated agent runs out, every step recorded"
-se ticket create --title "a failing command" --agent fail
-sqlite3 "$SWARM_HOME/tickets.db" \
-    "INSERT INTO tickets (title, description, status, agent_id) VALUES ('from the sqlite3 shell', 'any writer can queue work', 'open', 'echo')"
+report=$(tail -n 1 "$ids")
+create --title "a failing command" --agent fail
+failing=$(tail -n 1 "$ids")
+first=$(head -n 1 "$ids")
+last=$(sqlite3 -cmd ".timeout 5000" "$(se db path)" \
+    "INSERT INTO tickets (title, description, status, agent_id) VALUES ('from the sqlite3 shell', 'any writer can queue work', 'open', 'echo'); SELECT last_insert_rowid()")
+echo "ticket $last inserted with sqlite3 (open)"
 
 say "running them: one engine, 4 sandboxes at a time, until the queue is empty"
 se start --foreground --max-vms 4 --until-idle
@@ -33,4 +42,7 @@ se start --foreground --max-vms 4 --until-idle
 say "results"
 se ticket list --limit 9
 se status
-say "try: se ticket show 7   (se = $PWD/.venv/bin/swarm-engine, SWARM_HOME=$SWARM_HOME)"
+say "this run's tickets are $first to $last; to look closer, paste:"
+printf '  export SWARM_HOME=%q\n' "$SWARM_HOME"
+printf '  %q ticket show %s      # the workflow: its result and its 3 steps\n' "$PWD/.venv/bin/swarm-engine" "$report"
+printf '  %q logs %s             # what the failing command printed\n' "$PWD/.venv/bin/swarm-engine" "$failing"

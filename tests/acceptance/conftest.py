@@ -14,7 +14,7 @@ from tests.support.cli import query, swarm_inproc, wait_until
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     h = tmp_path / "home"
-    assert swarm_inproc(h, "status").returncode == 0  # the first command creates both databases
+    assert swarm_inproc(h, "status", "--init").returncode == 0  # creates both databases
     return h
 
 

@@ -89,7 +89,7 @@ def test_a_run_longer_than_three_leases_keeps_its_lease_with_two_engines(
     engines.append(first)
     engine_ready(home, first)
     running_step(db)
-    second = start_engine(home, "--max-vms", "1", **env)  # would reclaim an expired lease
+    second = start_engine(home, "--max-vms", "1", "--another", **env)  # would reclaim a lease
     engines.append(second)
     engine_ready(home, second)
     wait_until(lambda: status_of(home, 1) == "done", 30, "the long ticket to finish")

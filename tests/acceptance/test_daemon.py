@@ -98,7 +98,7 @@ def test_three_engines_run_every_ticket_exactly_once(
         db, f"INSERT INTO tickets (title, description, status, agent_id, inputs) VALUES {values}"
     )
     for _ in range(3):
-        engines.append(start_engine(home, "--max-vms", "4", "--until-idle", **FAST))
+        engines.append(start_engine(home, "--max-vms", "4", "--until-idle", "--another", **FAST))
     for proc in engines:
         proc.wait(timeout=300)
         assert proc.returncode == 0, proc.communicate()[0]

@@ -100,7 +100,7 @@ def engine(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     home = tmp_path_factory.mktemp("random") / "home"
-    assert swarm_inproc(home, "status").returncode == 0
+    assert swarm_inproc(home, "status", "--init").returncode == 0
     proc = start_engine(home, "--max-vms", "3", **FAST)
     engine_ready(home, proc)
     yield home, proc

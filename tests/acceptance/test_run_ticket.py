@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent, write_workflow
-from tests.support.cli import env_for, query, sqlite_shell, swarm, wait_until
+from tests.support.cli import env_for, query, sqlite_shell, swarm, swarm_inproc, wait_until
 
 from swarm_engine.vm.proctree import tagged
 
@@ -255,13 +255,62 @@ def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolat
     assert again["vms"] == [] and again["engines"] == []
 
 
-def test_the_first_command_creates_the_home_and_both_databases(tmp_path: Path) -> None:
+READ_ONLY = [
+    ("status",),
+    ("ticket", "list"),
+    ("ticket", "show", "1"),
+    ("ticket", "cancel", "1"),
+    ("logs", "1"),
+    ("agent", "list"),
+    ("workflow", "list"),
+    ("db", "path"),
+    ("stop",),
+    ("cleanup",),
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=[" ".join(a) for a in READ_ONLY])
+def test_a_command_that_only_looks_does_not_create_a_home(tmp_path: Path, args: tuple[str]) -> None:
+    home = tmp_path / "typo" / "home"
+    done = swarm_inproc(home, *args)
+    assert (done.returncode, done.stdout) == (6, ""), done.stderr
+    assert done.stderr == (
+        f"error: no swarm-engine home at {home} (a typo in --home or SWARM_HOME?);"
+        " 'swarm-engine status --init' creates it\n"
+    )
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_first_command_that_adds_creates_the_home_and_both_databases(tmp_path: Path) -> None:
     home = tmp_path / "new" / "home"
-    done = swarm(home, "ticket", "list", "--json")
-    assert done.returncode == 0 and json.loads(done.stdout) == []
+    done = swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["id"] == 1, done.stderr
     assert (home / "tickets.db").is_file() and (home / "registry.db").is_file()
     agents = {r["name"] for r in query(home / "registry.db", "SELECT name FROM agents")}
     assert {"echo", "shell", "claude", "_template:claude-agent"} <= agents
+    listed = swarm(home, "ticket", "list", "--json")
+    assert listed.stderr == "" and [t["id"] for t in json.loads(listed.stdout)] == [1]
+    # a ticket store elsewhere: not created by a look, created by `status --init`
     custom = tmp_path / "elsewhere" / "t.db"
-    assert swarm(home, "--tickets-db", str(custom), "status").returncode == 0
+    refused = swarm(home, "--tickets-db", str(custom), "status")
+    assert refused.returncode == 6 and refused.stderr.startswith(f"error: no database at {custom};")
+    assert not custom.exists()
+    assert swarm(home, "--tickets-db", str(custom), "status", "--init").returncode == 0
     assert custom.is_file()
+
+
+def test_an_empty_folder_becomes_a_home_with_a_note(tmp_path: Path) -> None:
+    """What `SWARM_HOME=$(mktemp -d) swarm-engine status` (the cases' _lib.sh) relies on."""
+    home = tmp_path / "made-by-mktemp"
+    home.mkdir()
+    done = swarm(home, "status")
+    assert done.returncode == 0
+    assert done.stderr == f"note: set up a new, empty home in {home}\n"
+    assert (home / "tickets.db").is_file() and (home / "registry.db").is_file()
+    assert swarm(home, "status").stderr == ""  # said once
+    busy = tmp_path / "not-empty"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine\n")
+    refused = swarm(busy, "ticket", "list")
+    assert refused.returncode == 6 and "no database at" in refused.stderr
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]

@@ -2,26 +2,81 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import click
 
 from swarm_engine.config import Settings
-from swarm_engine.errors import UsageError
+from swarm_engine.errors import StoreError, UsageError
 from swarm_engine.registry import Registry
 from swarm_engine.store import Store, open_store
 
-pass_settings = click.make_pass_decorator(Settings)
+F = TypeVar("F", bound=Callable[..., Any])
+Database = Literal["tickets", "registry"]
+INIT_HINT = "'swarm-engine status --init' creates it"
 
 
 def ensure_home(settings: Settings) -> None:
-    """Create the home folder and both databases (whatever command runs first)."""
+    """Create the home folder and both databases (the first command that writes does)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     open_store(settings.tickets_path).close()
     Registry(settings.registry_path, settings.packages_dir).close()
+
+
+def require_home(settings: Settings, needs: tuple[Database, ...]) -> None:
+    """Make sure the databases a command reads exist, without making a new store by mistake.
+
+    A home folder that does not exist (a typo in --home or SWARM_HOME) is an error; so is
+    a folder with other things in it but not the database. A folder that exists and is
+    empty (`mktemp -d`) is set up, with a note on stderr: nothing can be lost or hidden.
+    """
+    paths = {"tickets": settings.tickets_path, "registry": settings.registry_path}
+    missing = [paths[name] for name in needs if not paths[name].exists()]
+    if not missing:
+        return
+    home = settings.home
+    if home.is_dir() and not any(home.iterdir()):
+        ensure_home(settings)
+        click.echo(f"note: set up a new, empty home in {home}", err=True)
+        return
+    if not home.exists():
+        raise StoreError(
+            f"no swarm-engine home at {home} (a typo in --home or SWARM_HOME?); {INIT_HINT}"
+        )
+    raise StoreError(f"no database at {missing[0]}; {INIT_HINT}")
+
+
+def _passing(prepare: Callable[[Settings], None]) -> Callable[[F], F]:
+    def decorator(f: F) -> F:
+        @click.pass_context
+        def new_func(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+            settings = ctx.find_object(Settings)
+            if settings is None:
+                raise RuntimeError("no settings in the click context")
+            prepare(settings)
+            return ctx.invoke(f, settings, *args, **kwargs)
+
+        return functools.update_wrapper(new_func, f)  # type: ignore[return-value]
+
+    return decorator
+
+
+pass_settings = _passing(ensure_home)
+"""For commands that add to the store: the first one creates the home and both databases."""
+
+
+def example(*commands: str) -> str:
+    """A command's help epilog: `Example:` and the command lines, kept as written."""
+    return "\b\nExample:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+def pass_existing(*needs: Database) -> Callable[[F], F]:
+    """For commands that read (or change what is there): the home must exist already."""
+    return _passing(lambda settings: require_home(settings, needs or ("tickets",)))
 
 
 @contextmanager
@@ -40,6 +95,15 @@ def registry_of(settings: Settings) -> Iterator[Registry]:
         yield registry
     finally:
         registry.close()
+
+
+def numbered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step records with `attempt`: 1 for a step's first try, 2 for its first retry, ...
+    (the stored `retry_count` + 1; attempts are counted from 1 everywhere people see them)."""
+    for step in steps:
+        retries = step.get("retry_count")
+        step["attempt"] = retries + 1 if isinstance(retries, int) else None
+    return steps
 
 
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:

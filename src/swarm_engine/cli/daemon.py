@@ -10,27 +10,35 @@ import time
 
 import click
 
-from swarm_engine.cli.app import pass_settings, store_of
+from swarm_engine.cli.app import example, pass_existing, pass_settings, store_of
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.output import console, ms, plain, short, styled
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.session import HOST
-from swarm_engine.errors import SwarmError
+from swarm_engine.errors import ConflictError, SwarmError
 from swarm_engine.vm.proctree import pid_alive
 
 START_TIMEOUT = 15.0
 
 
-@click.command()
+@click.command(epilog=example("swarm-engine start --max-vms 4"))
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of daemonizing.")
-@click.option("--max-vms", type=click.IntRange(1, 1024), help="At most this many VMs at once.")
+@click.option("--max-vms", type=click.IntRange(1, 1024), metavar="N", help="At most N VMs at once.")
 @click.option(
-    "--poll-interval", type=click.FloatRange(min=0.01), help="Seconds between polls (floor)."
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    metavar="SECONDS",
+    help="Seconds between polls when no change is noticed.",
 )
-@click.option("--backend", help="Default VM backend (process, qemu).")
+@click.option("--backend", metavar="NAME", help="Default VM backend: process or qemu.")
 @click.option("--until-idle", is_flag=True, help="Exit once no ticket is open or running.")
+@click.option(
+    "--another",
+    is_flag=True,
+    help="Start even though an engine already runs on this host with this store.",
+)
 @pass_settings
 def start(
     settings: Settings,
@@ -39,16 +47,21 @@ def start(
     poll_interval: float | None,
     backend: str | None,
     until_idle: bool,
+    another: bool,
 ) -> None:
     """Start an engine that runs open tickets as they appear.
 
     Tickets opened by anyone (the CLI, a script, the sqlite3 shell) are picked up. Stop
     it with 'swarm-engine stop' (or Ctrl-C): the first stop drains, a second aborts.
+    One engine per host and store is the rule; --another starts a second one.
     """
+    if not another:
+        _refuse_a_second(settings)
     if not foreground:
         options = {"--max-vms": max_vms, "--poll-interval": poll_interval, "--backend": backend}
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
-        _daemonize(settings, [*extra, *(["--until-idle"] if until_idle else [])])
+        flags = [*(["--until-idle"] if until_idle else []), *(["--another"] if another else [])]
+        _daemonize(settings, [*extra, *flags])
         return
     setup_logging(settings.log_level)  # a daemonized engine logs at INFO (see _daemonize)
     daemon = Daemon(
@@ -76,15 +89,39 @@ def start(
     console.print(f"engine stopped after running {daemon.claimed} ticket(s)")
 
 
+def _refuse_a_second(settings: Settings) -> None:
+    """A ConflictError when an engine already runs on this host with this store."""
+    with store_of(settings) as store:
+        engines = store.engines.running()
+    for e in engines:
+        if (
+            e["kind"] == "daemon"
+            and e["state"] == "running"
+            and e["host"] == HOST
+            and isinstance(e["pid"], int)
+            and e["pid"] != os.getpid()
+            and pid_alive(e["pid"])
+        ):
+            raise ConflictError(
+                f"engine {e['id']} is already running on this host with this store"
+                f" (pid {e['pid']}); 'swarm-engine stop' stops it,"
+                " 'swarm-engine start --another' starts a second one"
+            )
+
+
 def _print_finished(event: Event) -> None:
-    """One line per finished ticket, for a person watching a foreground engine."""
+    """One line per finished ticket, for a person watching a foreground engine: cut to
+    the terminal's width (`ticket show` has the whole result or error)."""
     if event.kind != "run_finished":
         return
     ticket, run = event.data["ticket"], event.data["run"]
-    outcome = short(ticket.result, 70) if ticket.status == "done" else ticket.error
+    head = f"ticket {ticket.id} {ticket.status} in {ms(run['duration_ms'])}"
+    title = short(ticket.title, 30)
+    outcome = ticket.result if ticket.status == "done" else ticket.error
+    room = max(20, console.width - len(head) - len(title) - 5)
     console.print(
         f"ticket {ticket.id} {styled(ticket.status)} in {ms(run['duration_ms'])}"
-        f" ({plain(ticket.title)}): {plain(outcome)}",
+        f" ({plain(title)}): {plain(short(outcome or '', room))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -141,11 +178,21 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
 
 
-@click.command()
+@click.command(
+    short_help="Stop this host's engines (drain; --now aborts).",
+    epilog=example("swarm-engine stop --now"),
+)
 @click.option("--now", is_flag=True, help="Abort running tickets instead of draining.")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until engines exit.")
-@click.option("--timeout", type=float, default=600.0, show_default=True)
-@pass_settings
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for them (then: an error naming 'stop --now').",
+)
+@pass_existing("tickets")
 def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     """Stop the engines of this host that use this store (drain; --now aborts)."""
     with store_of(settings) as store:

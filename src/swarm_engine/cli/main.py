@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from swarm_engine.cli.app import ensure_home
+from swarm_engine.cli.app import example
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.config import load_settings
 from swarm_engine.errors import SwarmError
@@ -20,18 +20,38 @@ from swarm_engine.errors import SwarmError
 EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--home", type=click.Path(path_type=Path), help="Home folder [env SWARM_HOME].")
-@click.option(
-    "--tickets-db", type=click.Path(path_type=Path), help="Ticket store [env SWARM_TICKETS_DB]."
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=example(
+        "swarm-engine ticket create --title hi --agent echo --input greeting=hello",
+        "swarm-engine run-ticket 1 --wait",
+    ),
 )
 @click.option(
-    "--registry-db", type=click.Path(path_type=Path), help="Registry [env SWARM_REGISTRY_DB]."
+    "--home",
+    type=click.Path(path_type=Path),
+    help="Home folder [env SWARM_HOME; default ~/.local/share/swarm-engine].",
 )
 @click.option(
-    "--config", "config_file", type=click.Path(path_type=Path), help="Config file (TOML)."
+    "--tickets-db",
+    type=click.Path(path_type=Path),
+    help="Ticket store [env SWARM_TICKETS_DB; default HOME/tickets.db].",
 )
-@click.option("--log-level", help="Log level for engine logs (e.g. INFO, DEBUG).")
+@click.option(
+    "--registry-db",
+    type=click.Path(path_type=Path),
+    help="Registry of agents and workflows [env SWARM_REGISTRY_DB; default HOME/registry.db].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Config file (TOML) [env SWARM_CONFIG; default HOME/config.toml].",
+)
+@click.option(
+    "--log-level", metavar="LEVEL", help="Log level of engine logs (DEBUG, INFO, WARNING, ...)."
+)
 @click.version_option(package_name="swarm-engine")
 @click.pass_context
 def cli(
@@ -50,20 +70,19 @@ def cli(
     settings = load_settings(
         config_file, home=home, tickets_db=tickets_db, registry_db=registry_db, log_level=log_level
     )
-    ctx.obj = settings
-    if ctx.invoked_subcommand and "--help" not in sys.argv and "-h" not in sys.argv:
-        ensure_home(settings)
+    ctx.obj = settings  # each command makes or checks its home (cli/app.py: pass_settings)
     if log_level or settings.log_level != "WARNING":
         setup_logging(settings.log_level)
 
 
 def _register() -> None:
-    from swarm_engine.cli import registry_cmds, run, tickets
+    from swarm_engine.cli import db, registry_cmds, run, tickets
 
     cli.add_command(run.run_ticket)
     cli.add_command(run.status)
     cli.add_command(run.cleanup_cmd)
     cli.add_command(run.logs)
+    cli.add_command(db.db)
     cli.add_command(tickets.ticket)
     cli.add_command(registry_cmds.agent)
     cli.add_command(registry_cmds.workflow)

@@ -7,12 +7,15 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from swarm_engine.store.rows import format_ts, parse_timestamp
 
@@ -90,12 +93,86 @@ def short(value: Any, width: int = 60) -> str:
     return text[: width - 1] + "…"
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for col in columns:
-        t.add_column(col, overflow="fold")
-    for row in rows:
-        t.add_row(*(plain(v) for v in row))
+@dataclass(frozen=True)
+class Col:
+    """A table column. A `flex` column is cut (with `…`) when the rows would not fit the
+    terminal; the others always show their whole value. `min` is the least width a flex
+    column is cut to (default: its header's). A column with `hide_below` is left out of
+    tables narrower than that (detail that `--json` and a wider terminal still show)."""
+
+    header: str
+    flex: bool = False
+    min: int = 0
+    justify: Literal["left", "right"] = "left"
+    hide_below: int = 0
+
+
+GAP = 2  # spaces between columns
+
+
+def cell(value: Any) -> Text:
+    """A table cell: our own markup rendered, anything else literal, always one line."""
+    if isinstance(value, Markup):
+        return Text.from_markup(value)
+    return Text(" ".join(("" if value is None else str(value)).split()))
+
+
+def fit(natural: Sequence[int], minimum: Sequence[int], room: int) -> list[int]:
+    """Widths for flex columns wanting `natural` in `room` characters: each gets what it
+    needs if all fit, else at least its `minimum`, the rest shared out evenly (a column
+    never gets more than it needs)."""
+    if sum(natural) <= room:
+        return list(natural)
+    widths = [min(n, m) for n, m in zip(natural, minimum, strict=True)]
+    spare = room - sum(widths)
+    while spare > 0:
+        growing = [i for i, w in enumerate(widths) if w < natural[i]]
+        if not growing:
+            break
+        for i in growing[:spare]:
+            widths[i] += 1
+        spare -= min(spare, len(growing))
+    return widths
+
+
+def table(
+    title: str | None,
+    columns: Sequence[str | Col],
+    rows: Iterable[Sequence[Any]],
+    *,
+    width: int | None = None,
+) -> Table:
+    """A table whose every row is one line of at most `width` (default: the terminal's)
+    characters: flex columns are cut to fit, and no cell ever wraps. Cells are shown
+    literally (stored text is data, not markup), except `Markup` that we wrote."""
+    width = width or console.width
+    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
+    keep = [i for i, c in enumerate(cols) if c.hide_below <= width]
+    cols = [cols[i] for i in keep]
+    body = [[cell(row[i]) for i in keep] for row in rows]
+    natural = [max([len(c.header), *(r[i].cell_len for r in body)]) for i, c in enumerate(cols)]
+    total = width - GAP * (len(cols) - 1)
+    flex = [i for i, c in enumerate(cols) if c.flex]
+    room = total - sum(n for i, n in enumerate(natural) if i not in flex)
+    given = fit(
+        [natural[i] for i in flex], [max(cols[i].min, len(cols[i].header)) for i in flex], room
+    )
+    widths = list(natural)
+    for i, w in zip(flex, given, strict=True):
+        widths[i] = w
+    t = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, GAP - 1, 0, 0),
+    )
+    for c, w in zip(cols, widths, strict=True):
+        t.add_column(c.header, width=w, no_wrap=True, overflow="ellipsis", justify=c.justify)
+    for r in body:
+        t.add_row(*r)
     return t
 
 
@@ -121,10 +198,42 @@ def ago(ts: str | datetime | None) -> str:
     return f"{secs / 86400:.1f}d ago"
 
 
-def ms(value: int | None) -> str:
+def when(ts: datetime | None) -> str:
+    """A timestamp for people: `2026-12-01 02:26:40 UTC (3m ago)`."""
+    if ts is None:
+        return ""
+    return f"{ts.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({ago(ts)})"
+
+
+def whole(value: Any) -> str:
+    """A value in full: text as it is, anything else as JSON (indented when it is long)."""
+    if isinstance(value, str):
+        return value
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= 100:
+        return text
+    return json.dumps(value, ensure_ascii=False, default=str, indent=2)
+
+
+def ms(value: Any) -> str:
+    """A duration in milliseconds, for people: `85 ms`, `2.4 s`, `3m 05s`, `1h 02m`
+    (a stored value that is not a number is shown as it is)."""
     if value is None:
         return ""
-    return f"{value} ms" if value < 10_000 else f"{value / 1000:.1f} s"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    return duration(value / 1000)
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: `85 ms`, `2.4 s`, `3m 05s`, `1h 02m`."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
 
 
 def usage_line(row: dict[str, Any]) -> str:

@@ -8,9 +8,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
-from swarm_engine.cli.output import short, styled
+from swarm_engine.cli.output import Col, duration, styled, table
 from swarm_engine.engine.events import Event
 
 
@@ -20,7 +21,8 @@ class StepView:
     vm: str = ""
     started: float | None = None
     ended: float | None = None
-    attempt: int = 0
+    retries: int = 0
+    """Retries before this attempt (the stored `retry_count`); shown as attempt retries + 1."""
     last: str = ""
 
 
@@ -44,18 +46,21 @@ class Progress:
             self.live.__exit__(None, None, None)
 
     def render(self) -> Table:
-        t = Table(title=f"ticket {self.ticket_id}" + (f" · run {self.run_id}" if self.run_id else ""),
-                  title_justify="left", header_style="bold")  # fmt: skip
-        for col in ("step", "status", "vm", "time", "output"):
-            t.add_column(col, overflow="fold")
+        title = f"ticket {self.ticket_id}" + (f" · run {self.run_id}" if self.run_id else "")
         now = time.monotonic()
+        rows = []
         for sid, v in self.steps.items():
-            took = ""
-            if v.started is not None:
-                took = f"{(v.ended or now) - v.started:.1f}s"
-            name = sid if not v.attempt else f"{sid} (try {v.attempt + 1})"
-            t.add_row(name, styled(v.status), v.vm, took, short(v.last, 50))
-        return t
+            took = "" if v.started is None else duration((v.ended or now) - v.started)
+            name = sid if not v.retries else f"{sid} (attempt {v.retries + 1})"
+            rows.append((name, styled(v.status), v.vm, took, v.last))
+        columns: list[str | Col] = [
+            Col("step", flex=True, min=8),
+            "status",
+            Col("vm", flex=True, min=8),
+            "time",
+            Col("output", flex=True, min=10),
+        ]
+        return table(escape(title), columns, rows, width=self.console.width)
 
     def __call__(self, event: Event) -> None:
         sid = event.step_id or ""
@@ -63,7 +68,7 @@ class Progress:
             self.run_id = event.run_id
             self._line(f"run {event.run_id} started")
         elif event.kind == "step_queued":
-            self.steps[sid] = StepView(attempt=event.data.get("attempt", 0))
+            self.steps[sid] = StepView(retries=event.data.get("attempt", 0))
         elif event.kind == "step_started":
             view = self.steps.setdefault(sid, StepView())
             view.status, view.vm, view.started = "running", event.data["vm_id"], time.monotonic()
@@ -78,7 +83,7 @@ class Progress:
             view.status = "done" if event.data["ok"] else "failed"
             if event.data.get("error"):
                 view.last = event.data["error"]
-            took = f" in {view.ended - view.started:.2f}s" if view.started else ""
+            took = f" in {duration(view.ended - view.started)}" if view.started else ""
             extra = f": {event.data['error']}" if event.data.get("error") else ""
             self._line(f"step {sid} {view.status}{took}{extra}")
         if self.live is not None:
@@ -86,4 +91,4 @@ class Progress:
 
     def _line(self, text: str) -> None:
         if self.live is None:
-            self.console.print(text, highlight=False)
+            self.console.print(text, markup=False, highlight=False)  # names, errors: data

@@ -7,8 +7,19 @@ from pathlib import Path
 import click
 import yaml
 
-from swarm_engine.cli.app import pass_settings, registry_of, store_of
-from swarm_engine.cli.output import ago, console, emit_json, ms, short, styled, table, usage_line
+from swarm_engine.cli.app import example, pass_existing, pass_settings, registry_of, store_of
+from swarm_engine.cli.output import (
+    Col,
+    ago,
+    console,
+    emit_json,
+    ms,
+    plain,
+    short,
+    styled,
+    table,
+    usage_line,
+)
 from swarm_engine.config import Settings
 from swarm_engine.errors import ConfigError, UsageError
 from swarm_engine.models import AgentSpec, WorkflowSpec
@@ -29,15 +40,19 @@ def _collect(path: Path | None, all_dir: Path | None, filename: str) -> list[Pat
     return found
 
 
-@click.group()
+@click.group(epilog=example("swarm-engine agent list"))
 def agent() -> None:
     """Register and inspect agents."""
 
 
-@agent.command("register")
+@agent.command("register", epilog=example("swarm-engine agent register --all examples/agents"))
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option(
-    "--all", "all_dir", type=click.Path(path_type=Path), help="Every agent.yaml under DIR."
+    "--all",
+    "all_dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Every agent package (folder with an agent.yaml) under DIR.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing name@version.")
 @pass_settings
@@ -55,9 +70,9 @@ def agent_register(
         console.print(f"registered agent {spec.ref} ({spec.kind})")
 
 
-@agent.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@agent.command("list", epilog=example("swarm-engine agent list --json"))
+@click.option("--json", "as_json", is_flag=True, help="Print the agents as a JSON list.")
+@pass_existing("registry")
 def agent_list(settings: Settings, as_json: bool) -> None:
     """All agents and versions."""
     with registry_of(settings) as registry:
@@ -68,14 +83,20 @@ def agent_list(settings: Settings, as_json: bool) -> None:
     console.print(
         table(
             None,
-            ["name", "version", "kind", "built in", "description"],
+            [
+                Col("name", flex=True, min=12),
+                "version",
+                "kind",
+                "built in",
+                Col("description", flex=True, min=12),
+            ],
             (
                 (
                     r["name"],
                     r["version"],
                     r["kind"],
                     "yes" if r["builtin"] else "",
-                    short(r["description"], 70),
+                    r["description"],
                 )
                 for r in rows
             ),
@@ -83,10 +104,10 @@ def agent_list(settings: Settings, as_json: bool) -> None:
     )
 
 
-@agent.command("show")
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@agent.command("show", epilog=example("swarm-engine agent show word-count"))
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("--json", "as_json", is_flag=True, help="Print the definition as JSON.")
+@pass_existing("registry")
 def agent_show(settings: Settings, ref: str, as_json: bool) -> None:
     """One agent (NAME or NAME@VERSION; latest by default)."""
     with registry_of(settings) as registry:
@@ -98,15 +119,21 @@ def agent_show(settings: Settings, ref: str, as_json: bool) -> None:
         console.print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-@click.group()
+@click.group(epilog=example("swarm-engine workflow list"))
 def workflow() -> None:
     """Register and inspect workflows."""
 
 
-@workflow.command("register")
+@workflow.command(
+    "register", epilog=example("swarm-engine workflow register examples/workflows/text-report")
+)
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option(
-    "--all", "all_dir", type=click.Path(path_type=Path), help="Every workflow.yaml under DIR."
+    "--all",
+    "all_dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Every workflow.yaml under DIR.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing name@version.")
 @pass_settings
@@ -122,9 +149,9 @@ def workflow_register(
         console.print(f"registered workflow {spec.ref} ({len(spec.steps)} steps)")
 
 
-@workflow.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@workflow.command("list", epilog=example("swarm-engine workflow list --json"))
+@click.option("--json", "as_json", is_flag=True, help="Print the workflows as a JSON list.")
+@pass_existing("registry")
 def workflow_list(settings: Settings, as_json: bool) -> None:
     """All workflows and versions."""
     with registry_of(settings) as registry:
@@ -132,22 +159,27 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    if not rows:
+        console.print("no workflows (register one: swarm-engine workflow register PATH)")
+        return
     console.print(
         table(
             None,
-            ["name", "version", "steps", "description"],
-            (
-                (r["name"], r["version"], len(r["spec"]["steps"]), short(r["description"], 70))
-                for r in rows
-            ),
+            [
+                Col("name", flex=True, min=12),
+                "version",
+                "steps",
+                Col("description", flex=True, min=12),
+            ],
+            ((r["name"], r["version"], len(r["spec"]["steps"]), r["description"]) for r in rows),
         )
     )
 
 
-@workflow.command("show")
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@workflow.command("show", epilog=example("swarm-engine workflow show text-report"))
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("--json", "as_json", is_flag=True, help="Print the definition as JSON.")
+@pass_existing("registry")
 def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
     """One workflow (NAME or NAME@VERSION; latest by default)."""
     with registry_of(settings) as registry:
@@ -159,11 +191,18 @@ def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
         console.print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-@workflow.command("runs")
+@workflow.command("runs", epilog=example("swarm-engine workflow runs text-report"))
 @click.argument("name")
-@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10000),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="At most this many runs (the newest).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
+@pass_existing("tickets", "registry")
 def workflow_runs(settings: Settings, name: str, limit: int, as_json: bool) -> None:
     """Recent runs of a workflow."""
     with registry_of(settings) as registry:
@@ -173,10 +212,22 @@ def workflow_runs(settings: Settings, name: str, limit: int, as_json: bool) -> N
     if as_json:
         emit_json(rows)
         return
+    if not rows:
+        console.print(f"workflow {plain(name)} has not run yet", highlight=False)
+        return
     console.print(
         table(
             None,
-            ["run", "ticket", "version", "status", "started", "duration", "usage", "error"],
+            [
+                Col("run", justify="right"),
+                Col("ticket", justify="right"),
+                "version",
+                "status",
+                "started",
+                "duration",
+                Col("usage", flex=True, min=10),
+                Col("error", flex=True, min=10),
+            ],
             (
                 (
                     r["id"],
@@ -186,7 +237,7 @@ def workflow_runs(settings: Settings, name: str, limit: int, as_json: bool) -> N
                     ago(r["started_at"]),
                     ms(r["duration_ms"]),
                     usage_line(r),
-                    short(r["error"] or "", 50),
+                    short(r["error"] or "", 200),
                 )
                 for r in rows
             ),

@@ -10,8 +10,17 @@ from typing import Any
 
 import click
 
-from swarm_engine.cli.app import pass_settings, store_of
+from swarm_engine.cli.app import (
+    ensure_home,
+    example,
+    numbered,
+    pass_existing,
+    pass_settings,
+    require_home,
+    store_of,
+)
 from swarm_engine.cli.output import (
+    Col,
     ago,
     console,
     emit_json,
@@ -32,13 +41,16 @@ from swarm_engine.errors import ConflictError, NotFoundError, TicketFailed
 from swarm_engine.store import Ticket
 
 
-@click.command("run-ticket")
+@click.command("run-ticket", epilog=example("swarm-engine run-ticket 1 --wait"))
 @click.argument("ticket_id", type=int)
 @click.option("--wait", is_flag=True, help="Run it here and now, and wait for the end.")
 @click.option(
-    "--max-vms", type=click.IntRange(1, 1024), help="Parallel VMs for this ticket's steps."
+    "--max-vms",
+    type=click.IntRange(1, 1024),
+    metavar="N",
+    help="Parallel VMs for this ticket's steps.",
 )
-@click.option("--backend", help="VM backend (process, qemu).")
+@click.option("--backend", metavar="NAME", help="VM backend: process or qemu.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final ticket and run as JSON.")
 @pass_settings
 def run_ticket(
@@ -101,7 +113,8 @@ async def _run_and_wait(
             runs = await session.gate.retrying(session.store.runs.runs_for_ticket, ticket_id)
             run = runs[-1] if runs else {}
             if run:
-                run["steps"] = await session.gate.retrying(session.store.runs.steps, run["id"])
+                steps = await session.gate.retrying(session.store.runs.steps, run["id"])
+                run["steps"] = numbered(steps)
             return final, run
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
@@ -124,14 +137,26 @@ def _summary(ticket: Ticket, run: dict[str, Any]) -> None:
         console.print(f"[red]error:[/red] {plain(ticket.error)}", highlight=False)
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
-def status(settings: Settings, as_json: bool) -> None:
-    """Tickets by status, VMs in use, engines, recent runs."""
+@click.command(
+    short_help="Tickets, engines, VMs, recent runs; where the store is.",
+    epilog=example("swarm-engine status"),
+)
+@click.option(
+    "--init", is_flag=True, help="Create the home and its databases if they do not exist yet."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.pass_obj
+def status(settings: Settings, init: bool, as_json: bool) -> None:
+    """Tickets by status, engines, VMs in use, recent runs; where the store is."""
+    if init:
+        ensure_home(settings)
+    else:
+        require_home(settings, ("tickets",))
     with store_of(settings) as store:
         data: dict[str, Any] = {
             "home": str(settings.home),
+            "tickets_db": str(settings.tickets_path),
+            "registry_db": str(settings.registry_path),
             "tickets": store.tickets.counts(),
             "vms": store.vms.live(),
             "engines": store.engines.running(),
@@ -143,7 +168,7 @@ def status(settings: Settings, as_json: bool) -> None:
         return
     counts = data["tickets"]
     order = ["draft", "open", "claimed", "running", "done", "failed", "cancelled"]
-    console.print(f"home: {settings.home}")
+    console.print(f"home: {plain(settings.home)}   ticket store: {plain(settings.tickets_path)}")
     console.print("tickets: " + "  ".join(f"{styled(s)} {counts.get(s, 0)}" for s in order))
     odd = {s: n for s, n in counts.items() if s not in order}
     if odd:
@@ -158,7 +183,17 @@ def status(settings: Settings, as_json: bool) -> None:
     console.print(
         table(
             "engines",
-            ["id", "kind", "host", "pid", "state", "max vms", "busy", "up", "heartbeat"],
+            [
+                Col("id", flex=True, min=12),
+                "kind",
+                Col("host", flex=True, min=8),
+                "pid",
+                "state",
+                "max vms",
+                "busy",
+                "up",
+                "heartbeat",
+            ],
             (
                 (
                     e["id"],
@@ -181,7 +216,15 @@ def status(settings: Settings, as_json: bool) -> None:
     console.print(
         table(
             "VMs in use",
-            ["id", "backend", "state", "engine", "step exec", "pid", "since"],
+            [
+                Col("id", flex=True, min=12),
+                "backend",
+                "state",
+                Col("engine", flex=True, min=12),
+                "step exec",
+                "pid",
+                "since",
+            ],
             (
                 (
                     v["id"],
@@ -200,10 +243,20 @@ def status(settings: Settings, as_json: bool) -> None:
     )
     runs = data["recent_runs"]
     if runs:
+        with_usage = any(usage_line(r) for r in runs)
         console.print(
             table(
                 "recent runs",
-                ["run", "ticket", "workflow", "status", "started", "duration", "usage", "error"],
+                [
+                    Col("run", justify="right"),
+                    Col("ticket", justify="right"),
+                    Col("workflow", flex=True, min=8),
+                    "status",
+                    "started",
+                    "duration",
+                    *([Col("usage", flex=True, min=10)] if with_usage else []),
+                    Col("error", flex=True, min=10),
+                ],
                 (
                     (
                         r["id"],
@@ -212,8 +265,8 @@ def status(settings: Settings, as_json: bool) -> None:
                         styled(r["status"]),
                         ago(r["started_at"]),
                         ms(r["duration_ms"]),
-                        usage_line(r),
-                        short(r["error"] or "", 40),
+                        *([usage_line(r)] if with_usage else []),
+                        short(r["error"] or "", 200),
                     )
                     for r in runs
                 ),
@@ -221,11 +274,15 @@ def status(settings: Settings, as_json: bool) -> None:
         )
 
 
-@click.command("cleanup")
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@click.command(
+    "cleanup",
+    short_help="Reap what dead engines left behind.",
+    epilog=example("swarm-engine cleanup"),
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was cleaned up as JSON.")
+@pass_existing("tickets")
 def cleanup_cmd(settings: Settings, as_json: bool) -> None:
-    """Reap VMs whose engine is gone (processes, workspaces), dead engines, expired leases."""
+    """Reap what dead engines left: VMs, their processes and folders, expired leases."""
     with store_of(settings) as store:
         report = cleanup(store, settings.home, settings.backend_options)
     if as_json:
@@ -238,25 +295,40 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
     )
 
 
-@click.command()
+@click.command(
+    short_help="Print the recorded output of a ticket's steps.",
+    epilog=example("swarm-engine logs 7 --step report"),
+)
 @click.argument("ticket_id", type=int)
-@click.option("--run", "run_id", type=int, help="A specific run (default: the latest).")
-@click.option("--step", "step_id", help="Only this step.")
-@pass_settings
+@click.option("--run", "run_id", type=int, metavar="N", help="Run N (default: the latest).")
+@click.option("--step", "step_id", metavar="STEP", help="Only this step (its id in the workflow).")
+@pass_existing("tickets")
 def logs(settings: Settings, ticket_id: int, run_id: int | None, step_id: str | None) -> None:
-    """Print the recorded output of a ticket's steps."""
+    """Print the recorded output of a ticket's steps (of its latest run)."""
     with store_of(settings) as store:
-        store.tickets.get(ticket_id)
+        ticket = store.tickets.get(ticket_id)
         runs = store.runs.runs_for_ticket(ticket_id)
         if run_id is not None:
             runs = [r for r in runs if r["id"] == run_id]
+            if not runs:
+                raise NotFoundError(f"ticket {ticket_id} has no run {run_id}")
         if not runs:
-            raise NotFoundError(f"ticket {ticket_id} has no run{f' {run_id}' if run_id else ''}")
-        steps = store.runs.steps(runs[-1]["id"])
+            console.print(
+                f"ticket {ticket_id} has not run yet (it is {plain(ticket.status)})",
+                highlight=False,
+            )
+            return
+        run = runs[-1]
+        steps = numbered(store.runs.steps(run["id"]))
+    if step_id is not None and all(s["step_id"] != step_id for s in steps):
+        known = ", ".join(sorted({str(s["step_id"]) for s in steps}))
+        raise NotFoundError(f"run {run['id']} has no step {step_id!r} (its steps: {known})")
     for s in steps:
         if step_id and s["step_id"] != step_id:
             continue
-        console.rule(plain(f"{s['step_id']} (try {s['retry_count'] + 1}) · {s['status']}"))
+        console.rule(
+            plain(f"run {run['id']} · step {s['step_id']} · attempt {s['attempt']} · {s['status']}")
+        )
         path = Path(s["log_path"]) if s["log_path"] else None
         if path and path.is_file():
             click.echo(path.read_text(errors="replace"), nl=False)

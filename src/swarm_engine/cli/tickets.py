@@ -4,32 +4,76 @@ from __future__ import annotations
 
 import click
 from rich.markup import escape
-from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
-from swarm_engine.cli.app import parse_inputs, pass_settings, registry_of, store_of
-from swarm_engine.cli.output import ago, console, emit_json, ms, short, styled, table, usage_line
+from swarm_engine.cli.app import (
+    example,
+    numbered,
+    parse_inputs,
+    pass_existing,
+    pass_settings,
+    registry_of,
+    store_of,
+)
+from swarm_engine.cli.output import (
+    Col,
+    ago,
+    console,
+    emit_json,
+    ms,
+    short,
+    styled,
+    table,
+    usage_line,
+    when,
+    whole,
+)
 from swarm_engine.config import Settings
 from swarm_engine.errors import UsageError
+from swarm_engine.models import TicketStatus
 
 
-@click.group()
+@click.group(epilog=example("swarm-engine ticket list"))
 def ticket() -> None:
     """Create and manage tickets."""
 
 
-@ticket.command("create")
+@ticket.command(
+    "create",
+    epilog=example(
+        "swarm-engine ticket create --title count --agent word-count --input text='hi there'"
+    ),
+)
 @click.option("--title", required=True, help="One-line title.")
 @click.option("--description", default="", help="What to do (the agent's task).")
-@click.option("--agent", "agent_id", help="Agent to run: NAME or NAME@VERSION.")
-@click.option("--workflow", "workflow_id", help="Workflow to run: NAME or NAME@VERSION.")
-@click.option("--input", "pairs", multiple=True, metavar="KEY=VALUE", help="An input (repeatable).")
-@click.option("--inputs-json", help="All inputs as one JSON object.")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--agent", "agent_id", metavar="NAME", help="Agent to run: NAME or NAME@VERSION.")
 @click.option(
-    "--timeout", "timeout_seconds", type=click.FloatRange(min=0.001), help="Ticket timeout (s)."
+    "--workflow", "workflow_id", metavar="NAME", help="Workflow to run: NAME or NAME@VERSION."
 )
-@click.option("--draft", is_flag=True, help="Create as draft (engines ignore it until queued).")
+@click.option("--input", "pairs", multiple=True, metavar="KEY=VALUE", help="An input (repeatable).")
+@click.option("--inputs-json", metavar="JSON", help="All inputs as one JSON object.")
+@click.option(
+    "--priority", type=int, default=0, show_default=True, metavar="N", help="Higher runs first."
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    metavar="N",
+    help="Claims it may get (a run whose engine died is re-queued until then).",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(min=0.001),
+    metavar="SECONDS",
+    help="Whole-ticket timeout (default: the workflow's, else none).",
+)
+@click.option(
+    "--draft", is_flag=True, help="Create as draft (engines ignore it until 'ticket open')."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ticket as JSON.")
 @pass_settings
 def create(
@@ -76,41 +120,58 @@ def create(
         console.print(f"ticket {ticket_id} created ({styled(row.status)})")
 
 
-@ticket.command("list")
-@click.option("--status", help="Only tickets with this status.")
-@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@ticket.command("list", epilog=example("swarm-engine ticket list --status failed --limit 10"))
+@click.option(
+    "--status",
+    metavar="STATUS",
+    help=f"Only tickets with this status: {', '.join(s.value for s in TicketStatus)}.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="At most this many tickets (the newest).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the tickets as a JSON list.")
+@pass_existing("tickets")
 def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
-    """List tickets, newest first."""
+    """List tickets, newest first: one line each (long values cut; 'ticket show' has them whole)."""
     with store_of(settings) as store:
         rows = store.tickets.list(status, limit)
     if as_json:
         emit_json([r.as_dict() for r in rows])
         return
+    if not rows:
+        which = f" with status {escape(status)}" if status else ""
+        console.print(f"no tickets{which} (create one: swarm-engine ticket create --help)")
+        return
+    with_priority = any(r.priority for r in rows)
+    columns: list[str | Col] = [
+        Col("id", justify="right"),
+        "status",
+        Col("title", flex=True, min=10),
+        Col("agent / workflow", flex=True, min=20),
+        *([Col("prio", hide_below=100)] if with_priority else []),
+        "attempts",
+        "updated",
+        Col("result / error", flex=True, min=10),
+    ]
     console.print(
         table(
             None,
-            [
-                "id",
-                "status",
-                "title",
-                "agent / workflow",
-                "prio",
-                "tries",
-                "updated",
-                "result / error",
-            ],
+            columns,
             (
                 (
                     r.id,
                     styled(r.status),
-                    short(r.title, 40),
+                    r.title,
                     r.target,
-                    r.priority,
-                    r.attempts,
+                    *([r.priority] if with_priority else []),
+                    f"{r.attempts}/{r.max_attempts}",
                     ago(r.updated_at),
-                    short(r.error or r.problem or r.result or "", 50),
+                    short(r.error or r.problem or r.result or "", 200),
                 )
                 for r in rows
             ),
@@ -118,75 +179,101 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
     )
 
 
-@ticket.command("show")
+@ticket.command("show", epilog=example("swarm-engine ticket show 7"))
 @click.argument("ticket_id", type=int)
-@click.option("--json", "as_json", is_flag=True)
-@pass_settings
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the ticket, its runs, steps and events as JSON."
+)
+@pass_existing("tickets")
 def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
-    """A ticket with its runs and steps."""
+    """A ticket with its whole result or error, then each run's steps (one line each)."""
     with store_of(settings) as store:
         row = store.tickets.get(ticket_id)
         runs = store.runs.runs_for_ticket(ticket_id)
         for run in runs:
-            run["steps"] = store.runs.steps(run["id"])
+            run["steps"] = numbered(store.runs.steps(run["id"]))
         events = store.tickets.events(ticket_id)
     if as_json:
         emit_json(row.as_dict() | {"runs": runs, "events": events})
         return
-    body = [
-        f"[bold]{escape(row.title)}[/bold]  ({styled(row.status)}, {escape(row.target)},"
-        f" priority {row.priority})",
-        escape(row.description),
-        f"inputs: {escape(short(row.inputs, 400))}",
-        f"attempts: {row.attempts}/{row.max_attempts}   created {ago(row.created_at)}",
+    console.print(f"[bold]ticket {ticket_id}[/bold]: {escape(row.title)}", highlight=False)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    fields = [
+        (
+            "status",
+            f"{styled(row.status)} · {escape(row.target)} · priority {row.priority}"
+            f" · {row.attempts} of {row.max_attempts} attempts used",
+        ),
+        ("created", when(row.created_at)),
+        ("updated", when(row.updated_at)),
+        ("description", escape(row.description)),
+        ("inputs", escape(whole(row.inputs))),
     ]
     if row.result is not None:
-        body.append(f"result: {escape(short(row.result, 400))}")
+        fields.append(("result", escape(whole(row.result))))
     if row.error:
-        body.append(f"[red]error: {escape(row.error)}[/red]")
-    for defect in row.defects:
-        body.append(f"[yellow]malformed: {escape(defect)}[/yellow]")
-    console.print(Panel("\n".join(b for b in body if b), title=f"ticket {ticket_id}", expand=False))
+        fields.append(("error", f"[red]{escape(row.error)}[/red]"))
+    fields += [("malformed", f"[yellow]{escape(d)}[/yellow]") for d in row.defects]
+    for name, value in fields:
+        if value:
+            grid.add_row(name, Text.from_markup(value))
+    console.print(grid, highlight=False)
     for run in runs:
         usage = usage_line(run)
+        steps = run["steps"]
+        with_usage = any(s["input_tokens"] or s["output_tokens"] or s["cost_usd"] for s in steps)
+        console.print()
         console.print(
             table(
-                f"run {run['id']} (attempt {run['attempt']}): {styled(run['status'])} in "
-                f"{ms(run['duration_ms'])}" + (f" — {usage}" if usage else ""),
+                f"run {run['id']} (ticket attempt {escape(str(run['attempt']))}):"
+                f" {styled(run['status'])} in {ms(run['duration_ms']) or '-'}"
+                + (f" · {usage}" if usage else ""),
                 [
-                    "step",
-                    "try",
+                    Col("step", flex=True, min=12),
+                    "attempt",
                     "status",
-                    "agent",
-                    "vm",
+                    Col("agent", flex=True, min=16),
+                    Col("vm", flex=True, min=8, hide_below=100),
                     "duration",
                     "exit",
-                    "tokens",
-                    "cost",
-                    "outputs / error",
+                    *(["tokens", "cost"] if with_usage else []),
+                    Col("outputs / error", flex=True, min=12),
                 ],
                 (
                     (
                         s["step_id"],
-                        s["retry_count"],
+                        s["attempt"],
                         styled(s["status"]),
                         f"{s['agent_name']}@{s['agent_version']}",
                         s["vm_id"] or "",
                         ms(s["duration_ms"]),
                         s["exit_code"],
-                        (s["input_tokens"] + s["output_tokens"]) or "",
-                        f"${s['cost_usd']:.4f}" if s["cost_usd"] else "",
-                        short(s["error"] or s["outputs"] or "", 60),
+                        *(
+                            [
+                                (s["input_tokens"] or 0) + (s["output_tokens"] or 0) or "",
+                                f"${s['cost_usd']:.4f}" if s["cost_usd"] else "",
+                            ]
+                            if with_usage
+                            else []
+                        ),
+                        short(s["error"] or s["outputs"] or "", 200),
                     )
-                    for s in run["steps"]
+                    for s in steps
                 ),
             )
         )
+    if runs:
+        console.print(
+            f"[dim]whole outputs: swarm-engine logs {ticket_id} (or: ticket show {ticket_id}"
+            " --json)[/dim]"
+        )
 
 
-@ticket.command("cancel")
+@ticket.command("cancel", epilog=example("swarm-engine ticket cancel 7"))
 @click.argument("ticket_id", type=int)
-@pass_settings
+@pass_existing("tickets")
 def cancel(settings: Settings, ticket_id: int) -> None:
     """Cancel a ticket; a running one is stopped by its engine within about a second."""
     with store_of(settings) as store:
@@ -194,9 +281,9 @@ def cancel(settings: Settings, ticket_id: int) -> None:
     console.print(f"ticket {ticket_id} cancelled")
 
 
-@ticket.command("reopen")
+@ticket.command("reopen", epilog=example("swarm-engine ticket reopen 7"))
 @click.argument("ticket_id", type=int)
-@pass_settings
+@pass_existing("tickets")
 def reopen(settings: Settings, ticket_id: int) -> None:
     """Put a done, failed or cancelled ticket back in the queue (open)."""
     with store_of(settings) as store:
@@ -204,9 +291,9 @@ def reopen(settings: Settings, ticket_id: int) -> None:
     console.print(f"ticket {ticket_id} reopened")
 
 
-@ticket.command("open")
+@ticket.command("open", epilog=example("swarm-engine ticket open 7"))
 @click.argument("ticket_id", type=int)
-@pass_settings
+@pass_existing("tickets")
 def open_(settings: Settings, ticket_id: int) -> None:
     """Queue a draft ticket for the engines."""
     with store_of(settings) as store:

@@ -316,7 +316,7 @@ class TicketRunner:
         attempt: int,
     ) -> StepOutcome:
         runs = self.store.runs
-        folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt}"
+        folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         logfile = folder / "output.log"
         agent_vm = step.agent.vm.model_dump()

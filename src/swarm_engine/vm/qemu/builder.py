@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,10 +43,17 @@ from swarm_engine.vm.qemu.image import (
     recipe_hash,
 )
 from swarm_engine.vm.qemu.initramfs import Entry, file_entry, write_cpio
+from swarm_engine.vm.qemu.tools import (
+    DEBOOTSTRAP_LINES,
+    ESTIMATES,
+    Progress,
+    Watch,
+    elapsed,
+    run_tool,
+)
 from swarm_engine.vm.qemu.vmlinux import extract_vmlinux_file
 
 KernelKind = Literal["cloud", "tiny"]
-Progress = Callable[[str], None]
 
 KERNEL_META = "linux-image-cloud-amd64"
 # Load order matters: dependencies first (there is no modprobe in the initramfs).
@@ -70,6 +76,7 @@ TINY_MACHINE = "acpi=off,pit=on,pic=on"
 devices on the kernel command line (`virtio_mmio.device=...`) and qboot's MP table
 describes the IOAPIC. The PIT and PIC stay on: with `noapictimer` (TINY_CMDLINE) the PIT
 is the tick source, and with them off no timer ever fires."""
+DEBOOTSTRAP_PATTERN = r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) "
 ROOTFS_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                "var/cache/apt", "var/lib/apt/lists", "var/log")  # fmt: skip
 
@@ -83,20 +90,6 @@ class BuildRequest:
     mirror: str = "http://deb.debian.org/debian"
     force: bool = False
     progress: Progress = field(default=lambda _msg: None)
-
-
-def run_tool(argv: list[str], *, cwd: Path | None = None, log: Path | None = None) -> str:
-    try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise VMError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-    if log is not None:
-        with log.open("a") as fh:
-            fh.write(f"$ {' '.join(argv)}\n{done.stdout}{done.stderr}\n")
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-        raise VMError(f"{' '.join(argv[:3])} failed ({done.returncode}):\n{tail}")
-    return done.stdout
 
 
 def strip_module_signature(data: bytes) -> bytes:
@@ -134,12 +127,13 @@ def _fetch_kernel(work: Path, progress: Progress, log: Path) -> tuple[Path, str]
     debs.mkdir(parents=True, exist_ok=True)
     existing = sorted(debs.glob("linux-image-*-cloud-amd64_*.deb"))
     if not existing:
-        progress(f"downloading {KERNEL_META} ...")
+        progress(f"downloading {KERNEL_META} (~30 MB) ...")
         run_tool(["apt-get", "download", KERNEL_META], cwd=debs, log=log)
         meta = sorted(debs.glob(f"{KERNEL_META}_*.deb"))[-1]
         depends = run_tool(["dpkg-deb", "-f", str(meta), "Depends"], log=log)
         pkg = next(d.split()[0] for d in depends.split(",") if d.strip().startswith("linux-image"))
-        run_tool(["apt-get", "download", pkg], cwd=debs, log=log)
+        run_tool(["apt-get", "download", pkg], cwd=debs, log=log,
+                 watch=Watch(f"downloading {pkg}", progress))  # fmt: skip
         existing = sorted(debs.glob("linux-image-*-cloud-amd64_*.deb"))
     if not existing:
         raise VMError("apt-get download did not produce a cloud kernel package")
@@ -151,7 +145,8 @@ def _fetch_kernel(work: Path, progress: Progress, log: Path) -> tuple[Path, str]
         tmp = unpacked.with_name(version + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        run_tool(["dpkg-deb", "-x", str(deb), str(tmp)], log=log)
+        run_tool(["dpkg-deb", "-x", str(deb), str(tmp)], log=log,
+                 watch=Watch(f"unpacking {deb.name}", progress))  # fmt: skip
         tmp.replace(unpacked)
     return unpacked, version
 
@@ -186,11 +181,14 @@ def _rootfs(work: Path, req: BuildRequest, log: Path) -> Path:
             raise VMError(f"{tool} not found (apt-get install {pkg})")
     staging = work / "rootfs.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    req.progress(f"debootstrap {req.suite} (minbase + python3), about a minute ...")
+    req.progress(f"debootstrap {req.suite} (minbase + python3): 1 to 3 minutes, more on a slow"
+                 " mirror ...")  # fmt: skip
     started = time.monotonic()
     run_tool(["debootstrap", "--variant=minbase", "--include=python3", req.suite, str(staging),
-          req.mirror], log=log)  # fmt: skip
-    req.progress(f"debootstrap done in {time.monotonic() - started:.0f} s; packing squashfs")
+              req.mirror], log=log,
+             watch=Watch("debootstrap", req.progress, DEBOOTSTRAP_PATTERN,
+                         DEBOOTSTRAP_LINES))  # fmt: skip
+    req.progress(f"debootstrap done in {elapsed(time.monotonic() - started)}; packing squashfs")
     for rel in ROOTFS_TRIM:
         shutil.rmtree(staging / rel, ignore_errors=True)
     (staging / "workspace").mkdir(exist_ok=True)
@@ -199,7 +197,7 @@ def _rootfs(work: Path, req: BuildRequest, log: Path) -> Path:
     tmp = target.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     run_tool(["mksquashfs", str(staging), str(tmp), "-comp", "lz4", "-noappend", "-quiet",
-          "-no-progress"], log=log)  # fmt: skip
+              "-no-progress"], log=log, watch=Watch("packing squashfs", req.progress))  # fmt: skip
     tmp.replace(target)
     shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -260,10 +258,13 @@ def build_image(req: BuildRequest) -> Image:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
     started = time.monotonic()
+    req.progress(f"building image {req.name!r} ({req.kernel} kernel): from nothing "
+                 f"{ESTIMATES[req.kernel]}; steps done before are reused")  # fmt: skip
     out = req.images_dir / f".{req.name}.new"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     modules: list[Entry] = []
+    req.progress(f"step 1 of 3: the {req.kernel} kernel")
     if req.kernel == "tiny":
         from swarm_engine.vm.qemu.tinykernel import build_tiny_kernel  # imports this module
 
@@ -276,10 +277,11 @@ def build_image(req: BuildRequest) -> Image:
         req.progress(f"extracting vmlinux from {bzimage.name}")
         extract_vmlinux_file(bzimage, out / KERNEL)
         modules, cmdline, machine = _modules(unpacked, version), CMDLINE, ""
+    req.progress("step 2 of 3: the root filesystem")
     rootfs = _rootfs(work, req, log)
     shutil.copyfile(rootfs, out / ROOTFS)
     count = sum(e.path.endswith(".ko") for e in modules)
-    req.progress(f"writing initramfs (busybox, {count} modules, init, guest agent)")
+    req.progress(f"step 3 of 3: the initramfs (busybox, {count} modules, init, guest agent)")
     guest_files, agent = _guest_entries(req.progress)
     entries = [file_entry("bin/busybox", find_busybox(), 0o755), *guest_files, *modules]
     write_cpio(entries, out / INITRAMFS)
@@ -302,5 +304,5 @@ def build_image(req: BuildRequest) -> Image:
         final.replace(old)
     out.replace(final)
     shutil.rmtree(old, ignore_errors=True)
-    req.progress(f"image {req.name!r} built in {time.monotonic() - started:.0f} s: {final}")
+    req.progress(f"image {req.name!r} built in {elapsed(time.monotonic() - started)}: {final}")
     return load_image(req.images_dir, req.name)

@@ -6,7 +6,7 @@ plus the small source edits in `SOURCE_EDITS` (boot time under TCG).
 Nothing is installed: `apt-get download` + `dpkg-deb -x` like the cloud kernel. The
 uncompressed `vmlinux` and its `.config` are cached in `<build>/tiny-kernel/<key>/`, keyed
 on the fragment and the source package version; the source tree (~1.3 GB) is deleted
-after a successful build. A build takes about 4 minutes on 2 cores (`nice -n 10`).
+after a successful build. Compiling takes 4 to 10 minutes on 2 cores (`nice -n 10`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.qemu.builder import Progress, run_tool
+from swarm_engine.vm.qemu.tools import KBUILD_LINES, Progress, Watch, elapsed, run_tool
 
 SOURCE_PKG = "linux-source-6.1"
+KBUILD_PATTERN = r"  [A-Z][A-Z0-9_]* "
+"""A kbuild progress line, e.g. `  CC      init/main.o`."""
 FRAGMENT = Path(__file__).parent / "tiny.config"
 # tool -> the Debian package that provides it
 BUILD_TOOLS = {"gcc": "gcc", "make": "make", "flex": "flex", "bison": "bison", "bc": "bc",
@@ -86,7 +88,8 @@ def _fetch_source(work: Path, progress: Progress, log: Path) -> tuple[Path, str]
     existing = sorted(debs.glob(f"{SOURCE_PKG}_*.deb"))
     if not existing:
         progress(f"downloading {SOURCE_PKG} (~140 MB) ...")
-        run_tool(["apt-get", "download", SOURCE_PKG], cwd=debs, log=log)
+        run_tool(["apt-get", "download", SOURCE_PKG], cwd=debs, log=log,
+                 watch=Watch(f"downloading {SOURCE_PKG}", progress))  # fmt: skip
         existing = sorted(debs.glob(f"{SOURCE_PKG}_*.deb"))
     if not existing:
         raise VMError(f"apt-get download did not produce {SOURCE_PKG}")
@@ -127,14 +130,16 @@ def build_tiny_kernel(work: Path, progress: Progress, log: Path) -> TinyKernel:
     shutil.rmtree(tree, ignore_errors=True)
     unpacked = tree / "deb"
     unpacked.mkdir(parents=True)
-    progress(f"unpacking {deb.name}")
-    run_tool(["dpkg-deb", "-x", str(deb), str(unpacked)], log=log)
+    progress(f"unpacking {deb.name} (~1.3 GB of source; up to 2 minutes)")
+    run_tool(["dpkg-deb", "-x", str(deb), str(unpacked)], log=log,
+             watch=Watch(f"unpacking {deb.name}", progress))  # fmt: skip
     tarball = next((unpacked / "usr" / "src").glob(f"{SOURCE_PKG}.tar.*"), None)
     if tarball is None:
         raise VMError(f"{deb.name} holds no usr/src/{SOURCE_PKG}.tar.*")
     src = tree / "linux"
     src.mkdir()
-    run_tool(["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"], log=log)
+    run_tool(["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"], log=log,
+             watch=Watch(f"unpacking {tarball.name}", progress))  # fmt: skip
     shutil.rmtree(unpacked)
     apply_source_edits(src)
     wanted = fragment_options()
@@ -148,11 +153,13 @@ def build_tiny_kernel(work: Path, progress: Progress, log: Path) -> TinyKernel:
     if problems:
         raise VMError(f"tiny.config: not in the final .config: {', '.join(problems)}")
     jobs = str(os.cpu_count() or 1)
-    progress(f"building the tiny kernel (make -j{jobs} vmlinux, about 4 minutes on 2 cores) ...")
+    progress(f"compiling the tiny kernel (make -j{jobs} vmlinux): 4 to 10 minutes on 2 cores ...")
     started = time.monotonic()
-    run_tool(["nice", "-n", "10", "make", f"-j{jobs}", "vmlinux"], cwd=src, log=log)
+    run_tool(["nice", "-n", "10", "make", f"-j{jobs}", "vmlinux"], cwd=src, log=log,
+             watch=Watch("compiling the tiny kernel", progress, KBUILD_PATTERN,
+                         KBUILD_LINES))  # fmt: skip
     release = run_tool(["make", "-s", "kernelrelease"], cwd=src, log=log).strip()
-    progress(f"tiny kernel {release} built in {time.monotonic() - started:.0f} s")
+    progress(f"tiny kernel {release} compiled in {elapsed(time.monotonic() - started)}")
     staging = cache.with_name(cache.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

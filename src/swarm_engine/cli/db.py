@@ -1,0 +1,28 @@
+"""`swarm-engine db path`: where the databases are, for other SQLite clients."""
+
+from __future__ import annotations
+
+import click
+
+from swarm_engine.cli.app import example, pass_existing
+from swarm_engine.config import Settings
+
+
+@click.group(epilog=example("sqlite3 \"$(swarm-engine db path)\" 'SELECT id, status FROM tickets'"))
+def db() -> None:
+    """The databases, for other SQLite clients (see docs/schema.md)."""
+
+
+@db.command(
+    "path",
+    short_help="Print the ticket store's path (or the registry's).",
+    epilog=example(
+        'sqlite3 "$(swarm-engine db path)" "INSERT INTO tickets (title, status, agent_id)'
+        " VALUES ('hi', 'open', 'echo')\""
+    ),
+)
+@click.option("--registry", is_flag=True, help="The registry (agents, workflows) instead.")
+@pass_existing("tickets", "registry")
+def db_path(settings: Settings, registry: bool) -> None:
+    """Print the path of the ticket store (tickets.db), which must exist already."""
+    click.echo(str(settings.registry_path if registry else settings.tickets_path))

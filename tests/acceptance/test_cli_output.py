@@ -1,0 +1,217 @@
+"""What a person reads: tables that fit 80 and 120 columns (one line per row, through the
+real command with COLUMNS), attempts counted from 1 everywhere, human times, help with an
+example and a description for every option, and a second `start` that says what runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from tests.acceptance.conftest import write_agent
+from tests.support.cli import EXAMPLES, swarm, swarm_inproc
+
+from swarm_engine.cli.main import cli
+
+LONG_TITLE = "a rather long title that says more than any table column at 80 has room for"
+MARKUP_TITLE = "[b]x[/b] [red]y"
+STEP_IDS = ("count_first", "count_second", "report")
+
+
+@pytest.fixture(scope="module")
+def shown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home with the kinds of rows people look at: a workflow, a failure with a long
+    error, a step retried, results with times, and markup in a title."""
+    tmp = tmp_path_factory.mktemp("shown")
+    home = tmp / "home"
+    flaky = write_agent(
+        tmp / "flaky",
+        """
+        name: a-flaky-agent-with-a-long-name
+        kind: shell
+        command: echo "this command fails every time it is tried, with a long message" >&2; exit 2
+        retry: {attempts: 2, backoff_seconds: 0}
+        """,
+    )
+    for args in (
+        ("agent", "register", "--all", str(EXAMPLES / "agents")),
+        ("agent", "register", str(flaky)),
+        ("workflow", "register", str(EXAMPLES / "workflows" / "text-report")),
+        ("ticket", "create", "--title", LONG_TITLE, "--agent", "sleeper", "--input", "seconds=0.1"),
+        ("ticket", "create", "--title", "report", "--workflow", "text-report",
+         "--description", "tickets in, isolated agent runs out, every step recorded"),
+        ("ticket", "create", "--title", "flaky", "--agent", "a-flaky-agent-with-a-long-name"),
+        ("ticket", "create", "--title", MARKUP_TITLE, "--agent", "echo", "--priority", "5"),
+        ("ticket", "create", "--title", "never run", "--agent", "echo", "--draft"),
+    ):  # fmt: skip
+        done = swarm_inproc(home, *args)
+        assert done.returncode == 0, (args, done.stderr)
+    for tid in (1, 2, 3, 4):
+        swarm_inproc(home, "run-ticket", str(tid), "--wait")
+    yield home
+
+
+def rows_after_header(out: str, header: str, count: int, row: str) -> list[str]:
+    """The `count` rows of the table whose header line starts with `header`; each must
+    match `row`, and the line after them must not (a wrapped row would continue there)."""
+    lines = out.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
+    assert at is not None, f"no table headed {header!r} in:\n{out}"
+    assert set(lines[at + 1].strip()) == {"─"}, out
+    rows = lines[at + 2 : at + 2 + count]
+    assert len(rows) == count and all(re.match(row, r) for r in rows), out
+    after = lines[at + 2 + count : at + 3 + count]
+    assert not after or not re.match(row, after[0]), out
+    return rows
+
+
+def run_at(home: Path, width: int, *args: str) -> str:
+    done = swarm(home, *args, COLUMNS=str(width))
+    assert done.returncode == 0, done.stderr
+    too_wide = [line for line in done.stdout.splitlines() if len(line) > width]
+    assert too_wide == [], f"lines wider than {width}:\n" + "\n".join(too_wide)
+    return done.stdout
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_ticket_list_is_one_line_per_ticket(shown: Path, width: int) -> None:
+    out = run_at(shown, width, "ticket", "list")
+    header = next(line for line in out.splitlines() if line.startswith("id"))
+    prio = ["prio"] if width >= 100 else []  # a detail column, from 100 columns on
+    assert header.split() == ["id", "status", "title", "agent", "/", "workflow", *prio,
+                              "attempts", "updated", "result", "/", "error"]  # fmt: skip
+    rows = rows_after_header(out, "id", 5, r"^\s*\d+  ")
+    by_id = {int(r.split()[0]): r for r in rows}
+    assert "workflow:text-report" in by_id[2]  # names are never split across lines
+    assert "[b]x[/b]" in by_id[4]  # stored text is printed literally
+    assert "a-flaky-agent-with-" in by_id[3]
+    assert "1/3" in by_id[1] and "0/3" in by_id[5]
+    if width == 80:
+        assert "…" in by_id[1] and LONG_TITLE not in out  # cut, whole in `ticket show`
+    for row in rows:
+        assert not re.search(r"\d{10}\.\d", row), row  # no epoch floats
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_ticket_show_has_whole_values_and_one_line_per_step(shown: Path, width: int) -> None:
+    out = run_at(shown, width, "ticket", "show", "2")
+    rows = rows_after_header(out, "step ", 3, r"^(count_|report)")
+    assert [r.split()[0] for r in rows] == list(STEP_IDS)
+    assert all(r.split()[1] == "1" for r in rows)  # attempt 1: counted from 1
+    assert ("vm-" in rows[0]) == (width >= 100)
+    flaky = run_at(shown, width, "ticket", "show", "3")
+    rows = rows_after_header(flaky, "step ", 2, r"^main ")
+    assert [r.split()[1] for r in rows] == ["1", "2"]
+    sleeper = run_at(shown, width, "ticket", "show", "1")
+    flat = " ".join(sleeper.split())  # the whole title and result, however they wrap
+    assert " ".join(LONG_TITLE.split()) in flat
+    assert re.search(r'"started": "20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"', flat), sleeper
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize(
+    ("args", "header", "count", "row"),
+    [
+        (("status",), "run ", 4, r"^\s+\d+\s+\d+  "),
+        (("agent", "list"), "name ", 10, r"^[_a-z]"),
+        (("workflow", "list"), "name ", 1, r"^text-report "),
+        (("workflow", "runs", "text-report"), "run ", 1, r"^\s+\d+\s+2  "),
+    ],
+)
+def test_other_tables_fit(
+    shown: Path, width: int, args: tuple[str, ...], header: str, count: int, row: str
+) -> None:
+    rows_after_header(run_at(shown, width, *args), header, count, row)
+
+
+def test_attempts_are_counted_from_one_in_logs_and_json(shown: Path) -> None:
+    logs = swarm_inproc(shown, "logs", "3")
+    assert logs.returncode == 0
+    assert re.findall(r"step main · attempt (\d) · failed", logs.stdout) == ["1", "2"]
+    data = json.loads(swarm_inproc(shown, "ticket", "show", "3", "--json").stdout)
+    steps = data["runs"][0]["steps"]
+    assert [(s["attempt"], s["retry_count"]) for s in steps] == [(1, 0), (2, 1)]
+    assert data["runs"][0]["attempt"] == 1 and data["attempts"] == 1
+
+
+def test_a_ticket_that_has_not_run_has_no_logs_yet(shown: Path) -> None:
+    done = swarm_inproc(shown, "logs", "5")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "ticket 5 has not run yet (it is draft)\n"
+    missing = swarm_inproc(shown, "logs", "2", "--step", "nope")
+    assert missing.returncode == 3
+    assert missing.stderr == (
+        "error: run 2 has no step 'nope' (its steps: count_first, count_second, report)\n"
+    )
+
+
+def test_an_unknown_status_names_the_valid_ones(shown: Path) -> None:
+    done = swarm_inproc(shown, "ticket", "list", "--status", "bogus")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: unknown status 'bogus' (one of: draft, open, claimed, running, done, failed,"
+        " cancelled)\n"
+    )
+
+
+def commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def command_at(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+ALL = list(commands(cli))
+PLACEHOLDERS = {"DIR", "PATH", "FILE", "N", "NAME", "SECONDS", "STATUS", "URL", "LEVEL", "JSON"}
+
+
+@pytest.mark.parametrize("path", ALL, ids=[" ".join(p) or "swarm-engine" for p in ALL])
+def test_help_describes_every_option_and_shows_an_example(
+    tmp_path: Path, path: tuple[str, ...]
+) -> None:
+    done = swarm_inproc(tmp_path / "unused", *path, "--help")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    example = done.stdout.split("Example:\n", 1)
+    assert len(example) == 2, done.stdout
+    assert " ".join(("swarm-engine", *path)) in example[1]
+    for param in command_at(path).params:
+        if not isinstance(param, click.Option) or param.hidden:
+            continue
+        assert param.help, f"{param.opts[0]} has no description"
+        if param.is_flag:
+            continue
+        metavar = param.metavar or ""
+        named = set(re.findall(r"\b[A-Z]+\b", param.help)) & PLACEHOLDERS
+        assert named <= {metavar}, f"{param.opts[0]} {metavar}: its help names {named}"
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_second_start_says_an_engine_runs(home: Path) -> None:
+    started = swarm_inproc(home, "start", "--max-vms", "1")
+    assert started.returncode == 0, started.stderr
+    pid = int(re.search(r"\(pid (\d+)\)", started.stdout).group(1))  # type: ignore[union-attr]
+    try:
+        for args in (("start",), ("start", "--foreground")):
+            again = swarm_inproc(home, *args)
+            assert (again.returncode, again.stdout) == (4, ""), again.stderr
+            assert again.stderr.count("\n") == 1 and again.stderr.startswith("error: engine ")
+            assert f"is already running on this host with this store (pid {pid})" in again.stderr
+            assert "'swarm-engine start --another' starts a second one" in again.stderr
+        second = swarm_inproc(home, "start", "--another", "--max-vms", "1")
+        assert second.returncode == 0 and "started (pid" in second.stdout, second.stderr
+    finally:
+        stopped = swarm_inproc(home, "stop")
+    assert stopped.returncode == 0 and "draining 2 engine(s)" in stopped.stdout, stopped.stdout
