@@ -151,7 +151,8 @@ def step_dependencies(value: Any) -> set[str]:
     return {p.split(".")[1] for p in references(value) if p.startswith("steps.")}
 
 
-def _lookup(path: str, context: Mapping[str, Any]) -> Any:
+def lookup(path: str, context: Mapping[str, Any]) -> Any:
+    """The value at reference `path` in `context`; `TemplateError` if there is none."""
     node: Any = context
     for part in path.split("."):
         if isinstance(node, Mapping) and part in node:
@@ -171,13 +172,13 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         parts = parse(value)
         if len(parts) == 1 and isinstance(parts[0], Ref):
-            return _lookup(parts[0].path, context)
+            return lookup(parts[0].path, context)
         out: list[str] = []
         for part in parts:
             if isinstance(part, str):
                 out.append(part)
             else:
-                found = _lookup(part.path, context)
+                found = lookup(part.path, context)
                 out.append(found if isinstance(found, str) else json.dumps(found))
         return "".join(out)
     if isinstance(value, Mapping):

@@ -43,7 +43,7 @@ def isolated_home(request: pytest.FixtureRequest, home: Path, tmp_path: Path) ->
         name: bg
         version: 1.0.0
         kind: shell
-        command: "${inputs.cmd}"
+        command: sh -c ${inputs.cmd}   # the input is a script: run it as one, explicitly
         timeout_seconds: 5
         """,
     )

@@ -56,7 +56,7 @@ def server() -> Iterator[MessagesServer]:
 def spec(server: MessagesServer, **config: Any) -> AgentSpec:
     output_files = config.pop("output_files", [])
     env = config.pop("env", {})
-    base = {"model": MODEL, "base_url": server.url, "retry": FAST_RETRY, "max_turns": 10}
+    base = {"model": MODEL, "retry": FAST_RETRY, "max_turns": 10}
     return AgentSpec(
         name="claude-test",
         kind="claude",
@@ -95,7 +95,11 @@ def on_loop(vm: VM, loop: asyncio.AbstractEventLoop) -> Callable[[str], bytes]:
     return read
 
 
-def agent_with_key(**host: Any) -> ClaudeAgent:
+def agent_with_key(server: MessagesServer | None = None, **host: Any) -> ClaudeAgent:
+    """A Claude agent with the key on the host and, given a server, its URL as the host's
+    endpoint (only the host sets where the key goes)."""
+    if server is not None:
+        host["base_url"] = server.url
     return ClaudeAgent(host_config=host, environ={"ANTHROPIC_API_KEY": KEY})
 
 
@@ -144,7 +148,7 @@ async def test_scripted_session_writes_runs_and_answers(
         after_run,
     )
     lines: list[str] = []
-    agent = agent_with_key()
+    agent = agent_with_key(server)
     agent.preflight(spec(server))
     outcome = await agent.run(context(vm, spec(server, output_files=["hello.sh"]), tmp_path, lines))
 
@@ -219,7 +223,9 @@ async def test_transient_fault_is_retried_and_counted_once(
     vm: VM, server: MessagesServer, tmp_path: Path, fault: Reply
 ) -> None:
     server.push(fault, text("all good", used=usage(11, 7)))
-    outcome = await agent_with_key().run(context(vm, spec(server, request_timeout=0.5), tmp_path))
+    outcome = await agent_with_key(server).run(
+        context(vm, spec(server, request_timeout=0.5), tmp_path)
+    )
     assert outcome.ok, outcome.error
     assert outcome.outputs["answer"] == "all good"
     assert len(server.message_requests()) == 2
@@ -237,7 +243,7 @@ async def test_persistent_500_fails_cleanly_with_usage(
 ) -> None:
     server.push(tool_use(("bash", {"command": "echo hi"}), used=usage(100, 20, 0, 0)))
     server.fallback = api_error(500, "api_error", "Internal server error")
-    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
     assert not outcome.ok
     assert outcome.error is not None
     assert "after 4 attempts" in outcome.error and "HTTP 500" in outcome.error
@@ -253,7 +259,7 @@ async def test_persistent_500_fails_cleanly_with_usage(
 
 async def test_client_error_is_not_retried(vm: VM, server: MessagesServer, tmp_path: Path) -> None:
     server.push(api_error(400, "invalid_request_error", "max_tokens: too large"))
-    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
     assert outcome.error == (
         "API request failed: HTTP 400: invalid_request_error: max_tokens: too large"
     )
@@ -268,7 +274,7 @@ async def test_token_budget_exceeded_mid_loop(
         tool_use(("bash", {"command": "echo one > one.txt"}), used=usage(50, 10)),
         tool_use(("bash", {"command": "echo two > two.txt"}), used=usage(80, 20)),
     )
-    outcome = await agent_with_key().run(
+    outcome = await agent_with_key(server).run(
         context(vm, spec(server, budget={"max_tokens": 150}), tmp_path)
     )
     assert outcome.usage.stop_reason == "budget_exceeded"
@@ -285,7 +291,7 @@ async def test_cost_budget_uses_overridden_prices(
 ) -> None:
     server.push(tool_use(("list_dir", {}), used=usage(1000, 1000)))
     prices = {MODEL: {"input": 1000.0, "output": 1000.0}}  # $0.001 a token
-    outcome = await agent_with_key().run(
+    outcome = await agent_with_key(server).run(
         context(vm, spec(server, prices=prices, budget={"max_usd": 1.5}), tmp_path)
     )
     assert outcome.usage.stop_reason == "budget_exceeded"
@@ -297,14 +303,14 @@ async def test_host_prices_apply_when_agent_sets_none(
     vm: VM, server: MessagesServer, tmp_path: Path
 ) -> None:
     server.push(text("ok", used=usage(1_000_000, 0)))
-    agent = agent_with_key(prices={MODEL: {"input": 7.0, "output": 1.0}})
+    agent = agent_with_key(server, prices={MODEL: {"input": 7.0, "output": 1.0}})
     outcome = await agent.run(context(vm, spec(server), tmp_path))
     assert outcome.usage.cost_usd == pytest.approx(7.0)
 
 
 async def test_max_turns_stops_the_loop(vm: VM, server: MessagesServer, tmp_path: Path) -> None:
     server.push(*(tool_use(("bash", {"command": f"echo {i}"})) for i in range(3)))
-    outcome = await agent_with_key().run(context(vm, spec(server, max_turns=2), tmp_path))
+    outcome = await agent_with_key(server).run(context(vm, spec(server, max_turns=2), tmp_path))
     assert outcome.usage.stop_reason == "max_turns"
     assert outcome.error == "max_turns (2) reached before the task ended"
     assert len(server.message_requests()) == 2
@@ -330,7 +336,7 @@ async def test_tool_errors_go_back_to_the_model(
         ),
         check,
     )
-    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
     assert outcome.ok, outcome.error
     assert [r.get("is_error", False) for r in seen] == [True, True, True, False]
     assert "outside the VM workspace" in seen[0]["content"]
@@ -347,7 +353,7 @@ async def test_edit_file_keeps_a_script_executable(
         tool_use(("bash", {"command": "./run.sh"})),
         text("done"),
     )
-    outcome = await agent_with_key().run(context(vm, spec(server), tmp_path))
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
     assert outcome.ok, outcome.error
     ran = server.message_requests()[-1].tool_results()[0]["content"]
     assert ran == "after\n[exit code: 0]"
@@ -357,7 +363,7 @@ async def test_missing_output_file_fails_the_step(
     vm: VM, server: MessagesServer, tmp_path: Path
 ) -> None:
     server.push(text("done"))
-    outcome = await agent_with_key().run(
+    outcome = await agent_with_key(server).run(
         context(vm, spec(server, output_files=["report.md"]), tmp_path)
     )
     assert outcome.error == "declared output file 'report.md' was not written"
@@ -481,7 +487,7 @@ async def test_package_files_and_inputs_are_in_the_workspace(
     (package / "NOTES.md").write_text("house rules\n")
     server.push(text("ok"))
     agent = spec(server).model_copy(update={"package_path": str(package)})
-    outcome = await agent_with_key().run(context(vm, agent, tmp_path))
+    outcome = await agent_with_key(server).run(context(vm, agent, tmp_path))
     assert outcome.ok, outcome.error
     assert await vm.get_file("NOTES.md") == b"house rules\n"
     assert json.loads(await vm.get_file(".swarm/inputs.json")) == {"greeting": "hello"}

@@ -28,14 +28,15 @@ def check_definition(agent: AgentSpec) -> None:
     if agent.command is not None and agent.kind not in COMMAND_KINDS:
         raise ConfigError(f"command: kind {agent.kind!r} runs no command")
     if agent.kind == "claude":
-        from swarm_engine.agents.claude.settings import HOST_ONLY_KEYS, ClaudeConfig
+        from swarm_engine.agents.claude.settings import (
+            HOST_ONLY_KEYS,
+            ClaudeConfig,
+            host_only_error,
+        )
 
         host_only = sorted(HOST_ONLY_KEYS & set(agent.config))
         if host_only:
-            raise ConfigError(
-                f"config.{host_only[0]}: can only be set on the host "
-                "([agents.claude] in config.toml)"
-            )
+            raise ConfigError(f"config.{host_only[0]}: {host_only_error(host_only[0])}")
         try:
             ClaudeConfig.model_validate(agent.config)
         except ValidationError as exc:

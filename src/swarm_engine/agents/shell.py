@@ -2,7 +2,10 @@
 
 The command comes from the agent definition (`command:` in agent.yaml, a template where
 `${inputs.*}` and `${ticket.*}` are substituted) or, for the built-in `shell` agent,
-from `inputs.command` (data: run as given, never substituted). The agent's package files
+from `inputs.command` (data: run as given, never substituted). A value never becomes shell
+code: in a command string each reference is an expansion of a `SWARM_REF_n` variable
+holding the value, quoted to stay one literal word (`agents.shell_command`); in an argv list
+each element, references and all, is one argument. The agent's package files
 are copied into the workspace first. Inputs reach the command through the inputs file
 (`$SWARM_INPUTS`, always) and `$INPUT_<KEY>` variables (small scalars only; see
 `agents.files.input_env`). A command that would not fit the kernel's limit for one
@@ -32,6 +35,7 @@ from swarm_engine.agents.files import (
     tail,
     upload_package,
 )
+from swarm_engine.agents.shell_command import render_command
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import TICKET_FIELDS, TemplateError, render
@@ -66,15 +70,23 @@ class ShellAgent:
     def preflight(self, agent: AgentSpec) -> None:
         return None
 
-    def command(self, ctx: StepContext) -> str:
-        """The `sh -c` text to run. Raises `AgentError` (one line) if there is none, a
-        reference in the agent's command does not resolve, or the result cannot be
-        exec'd (over `MAX_ARG_BYTES`, or holding a NUL)."""
+    def command(self, ctx: StepContext) -> tuple[str, dict[str, str]]:
+        """The `sh -c` text to run and the `SWARM_REF_n` variables it expands. Raises
+        `AgentError` (one line) if there is none, a reference in the agent's command does
+        not resolve or stands where it cannot be one word, or the command with its values
+        cannot be exec'd (over `MAX_ARG_BYTES` together, or holding a NUL)."""
         spec: Any = ctx.agent.command
+        refs: dict[str, str] = {}
         if spec is not None:  # a definition: a template
-            ticket = {k: ctx.ticket.get(k) for k in TICKET_FIELDS}
+            context = {
+                "inputs": ctx.inputs,
+                "ticket": {k: ctx.ticket.get(k) for k in TICKET_FIELDS},
+            }
             try:
-                spec = render(spec, {"inputs": ctx.inputs, "ticket": ticket})
+                if isinstance(spec, str):
+                    spec, refs = render_command(spec, context)
+                else:
+                    spec = render(spec, context)
             except TemplateError as exc:
                 raise AgentError(f"command: {exc}") from exc
         else:  # inputs.command of the built-in shell agent: data, run as given
@@ -87,12 +99,15 @@ class ShellAgent:
             spec = " ".join(shlex.quote(a if isinstance(a, str) else json.dumps(a)) for a in spec)
         if not isinstance(spec, str) or not spec.strip():
             raise AgentError("command must be a non-empty string or list")
-        check_exec_size("the command after substitution", ENV_PRELUDE + spec)
-        return spec
+        # the values travel as environment strings (`SWARM_REF_n=value`); together with
+        # the command they stay within one argument's limit, as when they were pasted in
+        values = "".join(f"{k}={v}" for k, v in refs.items())
+        check_exec_size("the command after substitution", ENV_PRELUDE + spec + values)
+        return spec, refs
 
     async def run(self, ctx: StepContext) -> StepOutcome:
         try:
-            command = self.command(ctx)
+            command, refs = self.command(ctx)
         except AgentError as exc:
             return StepOutcome(error=str(exc))
         if ctx.agent.package_path and Path(ctx.agent.package_path).is_dir():
@@ -104,6 +119,7 @@ class ShellAgent:
         except AgentError as exc:
             return StepOutcome(error=str(exc))
         env.update(input_env(ctx.inputs))
+        env.update(refs)
         await put_inputs(ctx.vm, ctx.inputs)
 
         async def stream(name: Stream, chunk: bytes) -> None:

@@ -13,6 +13,7 @@ import jsonschema
 
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
+from swarm_engine.agents.shell_command import check_command
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import check_template, references
@@ -30,7 +31,8 @@ def check_agent(spec: AgentSpec, source: str) -> None:
       on a kind that runs no command;
     - `command`: a malformed `${`, a reference other than `${inputs.*}` / `${ticket.*}`,
       `${inputs.<key>}` where the `inputs` schema declares `properties` without `<key>`,
-      or over `MAX_ARG_BYTES` before any substitution;
+      or over `MAX_ARG_BYTES` before any substitution; in a command string, a reference
+      where no quoting keeps a value one literal word (`agents.shell_command`);
     - `inputs` / `outputs` are not valid JSON Schemas;
     - `env`: a name that is not a shell variable name, a value over `INPUT_ENV_MAX_BYTES`.
     """
@@ -70,6 +72,10 @@ def _check_command(spec: AgentSpec, source: str) -> None:
     problem = check_template(command, COMMAND_NAMESPACES, where="command")
     if problem:
         raise ConfigError(f"{source}: {problem[0]}: {problem[1]}")
+    if isinstance(command, str):
+        unsafe = check_command(command)
+        if unsafe:
+            raise ConfigError(f"{source}: command: {unsafe}")
     text = command if isinstance(command, str) else " ".join(command or [])
     if len(text.encode()) > MAX_ARG_BYTES:
         raise ConfigError(

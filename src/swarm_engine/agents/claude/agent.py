@@ -70,7 +70,8 @@ class ClaudeAgent:
             ctx,
             config,
             api_key=api_key,
-            base_url=config.base_url or env.get(BASE_URL_ENV) or host.base_url,
+            # where the key goes is the host's to say: never the agent definition's
+            base_url=env.get(BASE_URL_ENV) or host.base_url,
             price=self._price(config, host),
             retry=self._retry(ctx.agent, config, host),
         )

@@ -4,8 +4,9 @@ Two places configure a Claude step:
 
 * the agent definition (`agent.yaml`, `config:`), parsed into `ClaudeConfig`;
 * the host (`Settings.agents["claude"]`, i.e. `[agents.claude]` in config.toml), parsed into
-  `HostConfig`. Only the host may say where the API key comes from; an agent definition
-  may come from someone else's package and must not make the host run a command.
+  `HostConfig`. Only the host may say where the API key comes from and where it goes (the
+  endpoint, `base_url`); an agent definition may come from someone else's package and must
+  not make the host run a command or send its key to another server.
 """
 
 from __future__ import annotations
@@ -40,7 +41,19 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 """What the registry's `_template:claude-agent` and ready agent `claude` carry as `config`."""
 
-HOST_ONLY_KEYS = frozenset({"api_key_file", "api_key_command"})
+HOST_ONLY_KEYS = frozenset({"api_key_file", "api_key_command", "base_url"})
+"""Keys of `HostConfig` that an agent's `config:` may not hold: where the key comes from
+(a file, a command the host would run) and where it is sent (the endpoint)."""
+
+
+def host_only_error(key: str) -> str:
+    """Why `key` is refused in an agent's `config:`, to follow the key's name."""
+    if key == "base_url":
+        return (
+            "can only be set on the host (base_url under [agents.claude] in config.toml, or "
+            "ANTHROPIC_BASE_URL): the endpoint receives the host's API key"
+        )
+    return "can only be set on the host ([agents.claude] in config.toml), not in agent.yaml"
 
 
 class _Strict(BaseModel):
@@ -85,7 +98,6 @@ class ClaudeConfig(_Strict):
     tools: tuple[ToolName, ...] = ALL_TOOLS
     budget: Budget = Field(default_factory=Budget)
     prices: dict[str, Price] = Field(default_factory=dict)
-    base_url: str | None = None
     request_timeout: float = Field(default=600.0, gt=0, le=3600)
     tool_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
     max_tool_output: int = Field(default=30_000, ge=256, le=1_000_000)
@@ -97,7 +109,9 @@ class ClaudeConfig(_Strict):
 
 
 class HostConfig(_Strict):
-    """`Settings.agents["claude"]`: host-side settings that agent definitions cannot set."""
+    """`Settings.agents["claude"]`: host-side settings that agent definitions cannot set.
+    `base_url` is the endpoint that receives the key (after `ANTHROPIC_BASE_URL` on the host;
+    default https://api.anthropic.com)."""
 
     api_key_file: str | None = None
     api_key_command: str | list[str] | None = None
@@ -110,10 +124,7 @@ def parse_config(config: Mapping[str, Any], agent_name: str = "claude") -> Claud
     """Validate an agent's `config:` block; `ConfigError` names the first bad key."""
     bad = sorted(HOST_ONLY_KEYS & set(config))
     if bad:
-        raise ConfigError(
-            f"agent {agent_name!r}: {', '.join(bad)} can only be set on the host "
-            "([agents.claude] in config.toml), not in agent.yaml"
-        )
+        raise ConfigError(f"agent {agent_name!r}: {bad[0]} {host_only_error(bad[0])}")
     try:
         return ClaudeConfig.model_validate(dict(config))
     except ValidationError as exc:

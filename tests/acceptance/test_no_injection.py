@@ -1,0 +1,87 @@
+"""A ticket's title or inputs substituted into an agent's shell command run as text, never as
+shell code: the shell-injection case of issue 9, through the real CLI and a real sandbox."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import write_agent
+from tests.support.cli import query, snapshot, swarm, swarm_inproc
+
+TITLE = "x; echo INJECTED; id"
+HOSTILE = "$(echo INJECTED) `echo INJECTED` '\"; echo INJECTED #\n*"
+
+
+def run(home: Path, *create: str) -> dict[str, object]:
+    swarm(home, "ticket", "create", *create, check=True)
+    done = swarm(home, "run-ticket", "1", "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out: dict[str, object] = json.loads(done.stdout)
+    return out
+
+
+def test_the_title_in_a_shell_command_runs_as_text(home: Path, tmp_path: Path) -> None:
+    folder = write_agent(
+        tmp_path / "greet",
+        'name: greet\nversion: 1.0.0\nkind: shell\ncommand: "echo Hello ${ticket.title}"\n',
+    )
+    swarm(home, "agent", "register", str(folder), check=True)
+    out = run(home, "--title", TITLE, "--agent", "greet")
+    assert out["result"] == {"stdout": f"Hello {TITLE}\n", "stderr": "", "exit_code": 0}
+
+
+def test_values_stay_one_literal_word_in_every_quoting(home: Path, tmp_path: Path) -> None:
+    folder = write_agent(
+        tmp_path / "words",
+        """
+        name: words
+        kind: shell
+        command: |
+          printf '[%s]' ${inputs.v} "dq ${inputs.v}" 'sq ${inputs.v}' --v=${inputs.v}
+          printf '[%s]' "$(printf %s ${inputs.v})" ${ticket.title}  # it's ${inputs.v}
+        inputs: {properties: {v: {type: string}}}
+        """,
+    )
+    argv = write_agent(
+        tmp_path / "argv",
+        "name: argv\nkind: shell\ncommand: [printf, '[%s]', '${inputs.v}', 'a ${ticket.title}']\n",
+    )
+    for package in (folder, argv):
+        swarm(home, "agent", "register", str(package), check=True)
+    v = HOSTILE
+    out = run(home, "--title", TITLE, "--agent", "words", "--input", f"v={v}")
+    stdout = f"[{v}][dq {v}][sq {v}][--v={v}][{v}][{TITLE}]"
+    assert out["result"] == {"stdout": stdout, "stderr": "", "exit_code": 0}
+
+    swarm(home, "ticket", "create", "--title", TITLE, "--agent", "argv", "--input", f"v={v}",
+          check=True)  # fmt: skip
+    done = swarm(home, "run-ticket", "2", "--wait", "--json")
+    assert json.loads(done.stdout)["result"]["stdout"] == f"[{v}][a {TITLE}]", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        ("echo $(( ${inputs.n} + 1 ))", "stands inside $((...))"),
+        ("echo `cat ${inputs.f}`", "stands inside backquotes"),
+        ("echo $${X:-${inputs.f}}", "stands inside a $${...} expansion"),
+        ("cat <<EOF\\n${inputs.f}\\nEOF", "stands after a here-document (<<)"),
+    ],
+)
+def test_a_reference_where_no_quoting_holds_is_refused_at_registration(
+    home: Path, tmp_path: Path, command: str, where: str
+) -> None:
+    folder = write_agent(tmp_path / "bad", f'name: bad\nkind: shell\ncommand: "{command}"\n')
+    before = snapshot(home / "registry.db")
+    done = swarm_inproc(home, "agent", "register", str(folder))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: {folder / 'agent.yaml'}: command: ${{inputs.")
+    assert where in done.stderr
+    assert snapshot(home / "registry.db") == before
+    assert (
+        query(home / "registry.db", "SELECT count(*) AS n FROM agents WHERE name = 'bad'")[0]["n"]
+        == 0
+    )
