@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the qemu guest image, or restore it from a cache keyed on a hash of its recipe
-# (the builder, the guest init and agent, in C and in sh/Python). Idempotent; called
+# (the builder, the guest init and agent, in C). Idempotent; called
 # by .ci/run.
 #
 #   SWARM_IMAGE_CACHE   cache root (default /var/cache/swarm-engine); images go to
@@ -11,9 +11,8 @@
 #   PYTHON              the Python with swarm_engine installed (default: python3)
 #
 # Needs (see docs/qemu.md): qemu-system-x86 busybox-static squashfs-tools debootstrap
-# lz4 dpkg apt, and gcc libc6-dev for the fast C guest init/agent (without them the
-# image falls back to the busybox init and Python agent); root (debootstrap) when the
-# cache is empty. The tiny kernel also needs: make flex bison bc libelf-dev xz-utils perl.
+# lz4 dpkg apt gcc libc6-dev (the guest init and agent are static C programs); root
+# (debootstrap) when the cache is empty. The tiny kernel also needs: make flex bison bc libelf-dev xz-utils perl.
 set -euo pipefail
 
 PY=${PYTHON:-python3}

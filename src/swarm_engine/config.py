@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from platformdirs import user_data_dir
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import first_error
+from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
 
 HEARTBEATS_PER_LEASE = 3
 """A lease must outlast this many heartbeat intervals (renewals retry in between)."""
@@ -44,13 +52,28 @@ class Settings(BaseModel):
     """Seconds one store call waits for another writer's lock before it counts as busy
     (the engine then retries; a command reports it)."""
     log_level: str = "WARNING"
-    backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    backend_options: dict[str, BackendOptions] = Field(default_factory=dict)
+    """`[backend_options.<backend>]`: each table validated against that backend's model
+    (vm/options.py) here, when the settings load."""
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,
     # this many bytes of the head and as many of the tail are kept; the middle is cut.
     output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Size cap of each step's log file (artifacts/.../output.log), in bytes.
     max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _tag_backend_options(cls, value: Any) -> Any:
+        return tag_by_name(value)
+
+    @field_validator("backend_options")
+    @classmethod
+    def _backend_options_match_names(
+        cls, value: dict[str, BackendOptions]
+    ) -> dict[str, BackendOptions]:
+        check_names(value)
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_below_lease(self) -> Settings:

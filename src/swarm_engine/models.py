@@ -174,7 +174,9 @@ class WorkflowSpec(_Strict):
 def first_error(exc: ValidationError) -> str:
     """A validation failure as one line: where, what, and how many more."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    parts = [str(p) for p in err["loc"]]
+    # a tagged union repeats its tag (`backend_options.qemu.qemu.accel`): say it once
+    loc = ".".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])
     msg = str(err["msg"]).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"

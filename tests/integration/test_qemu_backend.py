@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from swarm_engine.config import load_settings
+from swarm_engine.errors import VMError
 from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
@@ -31,6 +32,20 @@ def _needs_qemu() -> None:
     reason = unavailable(qemu_images_dir())
     if reason is not None:
         pytest.skip(reason)
+
+
+HOSTILE_STEP = """
+import ctypes, os, time
+agent = next(p for p in os.listdir("/proc") if p.isdigit()
+             and open(f"/proc/{p}/comm").read().strip() == "swarm-agent")
+port = next(int(n) for n in os.listdir(f"/proc/{agent}/fd")
+            if os.readlink(f"/proc/{agent}/fd/{n}").startswith("/dev/vport"))
+pidfd = os.pidfd_open(int(agent))
+fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, port, 0)  # pidfd_getfd
+assert fd >= 0, os.strerror(ctypes.get_errno())
+os.write(fd, b"\\xff\\xff\\xff\\xff\\0\\0\\0\\0")
+time.sleep(30)
+"""
 
 
 def _vm_id() -> str:
@@ -214,3 +229,22 @@ async def test_limits_and_restricted_network(backend: QemuBackend) -> None:
             assert served.is_set()
         finally:
             await vm.destroy()
+
+
+async def test_a_guest_that_breaks_the_protocol_is_ended(backend: QemuBackend) -> None:
+    """A step (root in its guest) takes a copy of the agent's port fd (pidfd_getfd) and
+    writes a frame header claiming 4 GiB: the host ends that VM with a clear error; another
+    VM of the same backend goes on. (Killing the agent instead would power the guest off.)"""
+    script = HOSTILE_STEP
+    hostile = await backend.boot(_vm_id(), VMSpec())
+    other = await backend.boot(_vm_id(), VMSpec())
+    try:
+        with pytest.raises(VMError, match="broke the protocol: frame header of 4294967295"):
+            await hostile.exec(["python3", "-c", script], timeout=60)
+        await wait_exit(hostile.pid)
+        assert not await hostile.is_alive()
+        assert (await other.exec("echo fine")).stdout == b"fine\n"
+    finally:
+        await hostile.destroy()
+        await other.destroy()
+    assert not hostile.folder.exists()

@@ -10,6 +10,7 @@ from swarm_engine.cli.app import example
 from swarm_engine.config import Settings, load_settings
 from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.builder import BuildRequest, build_image
+from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.doctor import Check, run_boot_check, run_checks
 from swarm_engine.vm.qemu.image import list_images
 
@@ -17,10 +18,13 @@ MARK = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[
         "info": "[dim]info[/dim]"}  # fmt: skip
 
 
+def _qemu_options(settings: Settings) -> QemuOptions:
+    options = settings.backend_options.get("qemu")
+    return options if isinstance(options, QemuOptions) else QemuOptions()
+
+
 def _images_dir(settings: Settings) -> Path:
-    options = settings.backend_options.get("qemu", {})
-    configured = options.get("images_dir")
-    return Path(configured) if configured else images_dir_for(settings.home)
+    return _qemu_options(settings).images_dir or images_dir_for(settings.home)
 
 
 @click.group(
@@ -100,12 +104,12 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
     """Explain what works on this host: qemu, KVM or TCG, images, build tools."""
     from swarm_engine.cli.output import console, emit_json, plain
 
-    options = settings.backend_options.get("qemu", {})
+    options = _qemu_options(settings)
     images_dir = _images_dir(settings)
     checks: list[Check] = _process_checks()
-    checks += run_checks(images_dir, str(options.get("qemu_binary", "qemu-system-x86_64")))
+    checks += run_checks(images_dir, options.qemu_binary)
     if boot and not any(c.level == "fail" for c in checks):
-        checks.append(run_boot_check(settings.home, images_dir, str(options.get("image", "cloud"))))
+        checks.append(run_boot_check(settings.home, images_dir, options.image))
     if as_json:
         emit_json([c.__dict__ for c in checks])
         return

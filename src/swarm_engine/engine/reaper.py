@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from swarm_engine.engine.session import HOST
 from swarm_engine.store import Store
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import OrphanRecord
+from swarm_engine.vm.options import BackendOptions
 from swarm_engine.vm.proctree import pid_alive
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def reap_engines(store: Store, report: ReapReport) -> None:
 
 
 def reap_vms(
-    store: Store, home: Path, report: ReapReport, backend_options: dict[str, dict[str, object]]
+    store: Store, home: Path, report: ReapReport, backend_options: Mapping[str, BackendOptions]
 ) -> None:
     dead = store.engines.gone()
     for vm in store.vms.live(host=HOST):
@@ -51,7 +53,7 @@ def reap_vms(
             overlay_path=vm["overlay_path"],
         )
         try:
-            create_backend(vm["backend"], home, backend_options.get(vm["backend"], {})).reap(record)
+            create_backend(vm["backend"], home, backend_options.get(vm["backend"])).reap(record)
         except Exception as exc:  # keep reaping the others; say what failed
             log.warning("could not reap VM %s: %s", vm["id"], exc)
             continue
@@ -78,7 +80,7 @@ def reclaim_expired(store: Store, report: ReapReport) -> None:
 
 
 def cleanup(
-    store: Store, home: Path, backend_options: dict[str, dict[str, object]] | None = None
+    store: Store, home: Path, backend_options: Mapping[str, BackendOptions] | None = None
 ) -> ReapReport:
     report = ReapReport()
     reap_engines(store, report)

@@ -122,7 +122,7 @@ class EngineSession:
         )
 
     def _make_backend(self, name: str) -> VMBackend:
-        return create_backend(name, self.settings.home, self.settings.backend_options.get(name, {}))
+        return create_backend(name, self.settings.home, self.settings.backend_options.get(name))
 
     async def __aenter__(self) -> EngineSession:
         try:

@@ -1,4 +1,4 @@
-"""Build a guest image from Debian packages: kernel, busybox initramfs, Python root.
+"""Build a guest image from Debian packages: kernel, initramfs, Python root.
 
 Steps (each skipped when its output is already there; the whole build is idempotent):
 1. `apt-get download` the cloud kernel package, unpack it with `dpkg-deb -x`, cut the
@@ -7,8 +7,7 @@ Steps (each skipped when its output is already there; the whole build is idempot
    read-only squashfs (cached under `<images_dir>/.build`, shared by every image).
 3. An initramfs (written in Python, no cpio tool) with static busybox, the modules and
    the guest's /init and agent: `guest/init.c` and `guest/agent.c` compiled static with
-   gcc (no shell script and no Python at boot), or, when gcc or static libc is missing,
-   the busybox script `guest/init` and `guest/agent.py`.
+   gcc (no shell script and no Python at boot; gcc and libc6-dev are required).
 4. `manifest.json`, then the finished folder replaces `<images_dir>/<name>` atomically.
 
 With `kernel="tiny"`, step 1 is `tinykernel.py` instead: a tinyconfig kernel built from
@@ -19,12 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import py_compile
 import shutil
 import stat
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +40,7 @@ from swarm_engine.vm.qemu.image import (
     recipe_hash,
 )
 from swarm_engine.vm.qemu.initramfs import Entry, file_entry, write_cpio
+from swarm_engine.vm.qemu.tinykernel import build_tiny_kernel
 from swarm_engine.vm.qemu.tools import (
     DEBOOTSTRAP_LINES,
     ESTIMATES,
@@ -224,23 +222,16 @@ def compile_agent(dest: Path) -> str | None:
     return compile_guest("agent.c", dest)
 
 
-def _guest_entries(progress: Progress) -> tuple[list[Entry], str]:
-    """/init and the guest agent for the initramfs, and which pair boots: "c" (init.c and
-    agent.c, compiled static: no shell, no Python at boot) or "python" (the busybox
-    script `guest/init` starting `agent.py`, when gcc or static libc is missing)."""
-    source = GUEST_DIR / "agent.py"
+def _guest_entries() -> list[Entry]:
+    """/init and the guest agent for the initramfs: `init.c` and `agent.c`, compiled
+    static (no shell and no Python at boot). There is no fallback: the C agent is the
+    only one, so that one program is what the host's protocol checks are tested against."""
     with tempfile.TemporaryDirectory() as tmp:
         agent, init = Path(tmp) / "swarm-agent", Path(tmp) / "init"
         problem = compile_guest("agent.c", agent) or compile_guest("init.c", init)
-        if problem is None:
-            return [file_entry("init", init, 0o755), file_entry("swarm-agent", agent, 0o755)], "c"
-        progress(f"C guest init/agent not built ({problem}); guests will start agent.py")
-        entries = [file_entry("init", GUEST_DIR / "init", 0o755), file_entry("agent.py", source)]
-        if sys.version_info[:2] == (3, 11):  # the guest runs bookworm's Python 3.11
-            pyc = Path(tmp) / "agent.pyc"
-            py_compile.compile(str(source), cfile=str(pyc), doraise=True)
-            entries.append(file_entry("agent.pyc", pyc))
-    return entries, "python"
+        if problem is not None:
+            raise VMError(f"cannot build the guest init and agent: {problem}")
+        return [file_entry("init", init, 0o755), file_entry("swarm-agent", agent, 0o755)]
 
 
 def build_image(req: BuildRequest) -> Image:
@@ -260,14 +251,13 @@ def build_image(req: BuildRequest) -> Image:
     started = time.monotonic()
     req.progress(f"building image {req.name!r} ({req.kernel} kernel): from nothing "
                  f"{ESTIMATES[req.kernel]}; steps done before are reused")  # fmt: skip
+    guest_files = _guest_entries()  # first: a missing gcc stops the build at once
     out = req.images_dir / f".{req.name}.new"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     modules: list[Entry] = []
     req.progress(f"step 1 of 3: the {req.kernel} kernel")
     if req.kernel == "tiny":
-        from swarm_engine.vm.qemu.tinykernel import build_tiny_kernel  # imports this module
-
         tiny = build_tiny_kernel(work, req.progress, log)
         shutil.copyfile(tiny.vmlinux, out / KERNEL)
         version, cmdline, machine = f"{tiny.release}-swarm-tiny", TINY_CMDLINE, TINY_MACHINE
@@ -282,7 +272,6 @@ def build_image(req: BuildRequest) -> Image:
     shutil.copyfile(rootfs, out / ROOTFS)
     count = sum(e.path.endswith(".ko") for e in modules)
     req.progress(f"step 3 of 3: the initramfs (busybox, {count} modules, init, guest agent)")
-    guest_files, agent = _guest_entries(req.progress)
     entries = [file_entry("bin/busybox", find_busybox(), 0o755), *guest_files, *modules]
     write_cpio(entries, out / INITRAMFS)
     manifest = {
@@ -293,7 +282,7 @@ def build_image(req: BuildRequest) -> Image:
         "recipe": recipe,
         "cmdline": cmdline,
         **({"machine": machine} if machine else {}),
-        "agent": agent,
+        "agent": "c",
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

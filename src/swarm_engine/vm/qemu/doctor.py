@@ -26,7 +26,9 @@ BUILD_TOOLS = {
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
     "lz4": "lz4",
+    "gcc": "gcc",  # the guest init and agent are static C programs
 }
+STATIC_LIBC = Path("/usr/lib/x86_64-linux-gnu/libc.a")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ def run_checks(images_dir: Path, qemu_binary: str = "qemu-system-x86_64") -> lis
         find_busybox()
     except VMError:
         missing.append("static busybox (busybox-static)")
+    if not STATIC_LIBC.is_file():
+        missing.append("static libc (libc6-dev)")
     if missing:
         checks.append(
             Check("build tools", "warn", "cannot build images, missing: " + ", ".join(missing))

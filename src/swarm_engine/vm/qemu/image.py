@@ -20,8 +20,6 @@ GUEST_DIR = Path(__file__).parent / "guest"
 RECIPE_FILES = (
     Path(__file__).parent / "builder.py",
     Path(__file__).parent / "initramfs.py",
-    GUEST_DIR / "init",
-    GUEST_DIR / "agent.py",
     GUEST_DIR / "agent.c",
     GUEST_DIR / "init.c",
 )

@@ -23,7 +23,7 @@ from swarm_engine.vm.base import (
 )
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.qemu.machine import kill_group
-from swarm_engine.vm.qemu.protocol import Channel, ChannelClosed
+from swarm_engine.vm.qemu.protocol import MAX_FILE, Channel, ChannelClosed, Frame
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ class QemuVM:
         self._channel = channel
         self._kill_grace = kill_grace
         self._destroyed = False
+        channel.on_violation = self._guest_broke_protocol
+
+    def _guest_broke_protocol(self, problem: str) -> None:
+        """The guest is not to be trusted any more: end the whole VM now (`destroy` still
+        reaps it). Pending and later calls fail with the channel's close reason."""
+        log.error("ending VM: the guest broke the protocol: %s", problem, extra={"vm_id": self.id})
+        kill_group(self._proc.pid)
 
     @property
     def pid(self) -> int:
@@ -85,6 +92,8 @@ class QemuVM:
     def _check(self) -> None:
         if self._destroyed:
             raise VMError(f"VM {self.id} is destroyed")
+        if self._channel.violation is not None:
+            raise VMError(f"VM {self.id} was ended: {self._channel.close_reason}")
         if self._proc.returncode is not None:
             raise VMError(f"VM {self.id} is not running (QEMU exited {self._proc.returncode})")
 
@@ -98,6 +107,8 @@ class QemuVM:
         stdin: bytes | None = None,
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
+        """Run a command in the guest. `on_output` is awaited in line with the stream (the
+        guest is held back while it runs), so it must not wait on another call to this VM."""
         self._check()
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
@@ -127,11 +138,13 @@ class QemuVM:
                     await self.destroy()
                     return _result(TIMEOUT_EXIT, out, err, started, timed_out=True)
                 if frame is None:
-                    raise VMError(f"VM {self.id} went away during exec")
-                header, data = frame
-                kind = header.get("t")
+                    raise VMError(
+                        f"VM {self.id} went away during exec: {self._channel.close_reason}"
+                    )
+                header, data = frame  # types checked by the channel (protocol.check_reply)
+                kind = header["t"]
                 if kind == "out":
-                    stream: Stream = "stderr" if header.get("stream") == "stderr" else "stdout"
+                    stream: Stream = "stderr" if header["stream"] == "stderr" else "stdout"
                     sinks[stream].add(data)
                     if on_output is not None:
                         maybe = on_output(stream, data)
@@ -139,26 +152,45 @@ class QemuVM:
                             await maybe
                 elif kind == "exit":
                     timed_out = bool(header.get("timed_out"))
-                    code = TIMEOUT_EXIT if timed_out else int(header.get("code", -1))
+                    code = TIMEOUT_EXIT if timed_out else int(header["code"])
                     return _result(code, out, err, started, timed_out=timed_out)
                 elif kind == "error":
-                    raise VMError(f"{self.id}: {header.get('message', 'exec failed')}")
+                    raise VMError(f"{self.id}: {str(header.get('message', 'exec failed'))[:1000]}")
+                else:
+                    self._channel.fail(f"{kind} frame in reply to exec")
 
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self._check()
-        await self._channel.call({"t": "put", "path": safe_relpath(path), "mode": mode}, data)
+        if len(data) > MAX_FILE:
+            raise VMError(f"{path}: {len(data)} bytes; the qemu backend moves at most {MAX_FILE}")
+        await self._call({"t": "put", "path": safe_relpath(path), "mode": mode}, data)
 
     async def get_file(self, path: str) -> bytes:
         self._check()
-        _, data = await self._channel.call({"t": "get", "path": safe_relpath(path)})
+        _, data = await self._call({"t": "get", "path": safe_relpath(path)}, max_reply=MAX_FILE)
         return data
 
     async def ping(self) -> float:
         """Round trip to the guest agent, in seconds."""
         self._check()
         started = time.perf_counter()
-        await self._channel.call({"t": "ping"})
+        await self._call({"t": "ping"})
         return time.perf_counter() - started
+
+    async def _call(
+        self, header: dict[str, object], payload: bytes = b"", *, max_reply: int = 0
+    ) -> Frame:
+        """One request and its reply; a guest that does not answer within the step's
+        timeout (plus the kill grace) is ended like one that hangs an exec."""
+        limit = self.spec.timeout_seconds + self._kill_grace
+        try:
+            return await self._channel.call(header, payload, max_reply=max_reply, timeout=limit)
+        except TimeoutError:
+            log.warning("guest did not answer %s", header.get("t"), extra={"vm_id": self.id})
+            await self.destroy()
+            raise VMError(
+                f"VM {self.id}: no answer to {header.get('t')} in {limit:.0f} s"
+            ) from None
 
     async def is_alive(self) -> bool:
         return (

@@ -35,7 +35,7 @@
 
 #define PROTOCOL_VERSION 1
 #define MAX_JSON (16u * 1024 * 1024)
-#define MAX_PAYLOAD (2u * 1024 * 1024 * 1024)
+#define MAX_PAYLOAD (64u * 1024 * 1024) /* = MAX_FILE in the host's protocol.py */
 #define CHUNK (64 * 1024)
 #define PORT_NAME "swarm.0"
 #define GUEST_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -456,6 +456,12 @@ static void do_get(long rid, const json *h) {
         ssize_t r = read(fd, chunk, sizeof chunk);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
+        if (data.len + (size_t)r > MAX_PAYLOAD) { /* the host would refuse the frame */
+            close(fd);
+            free(data.data);
+            send_error(rid, "too_large", "%s: larger than %u bytes", path, MAX_PAYLOAD);
+            return;
+        }
         bput(&data, chunk, (size_t)r);
     }
     close(fd);
