@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from platformdirs import user_data_dir
 from pydantic import (
@@ -45,13 +45,13 @@ class Settings(BaseModel):
     registry_db: Path | None = None
     backend: str = "process"
     max_vms: int = Field(default=4, ge=1, le=1024)
-    poll_interval: float = Field(default=1.0, gt=0, le=3600)
-    lease_ttl: float = Field(default=30.0, gt=0)
-    heartbeat_interval: float = Field(default=5.0, gt=0)
-    busy_timeout: float = Field(default=10.0, ge=0, le=3600)
+    poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
+    lease_ttl: float = Field(default=30.0, ge=0.3, le=7 * 86400, allow_inf_nan=False)
+    heartbeat_interval: float = Field(default=5.0, ge=0.05, le=86400, allow_inf_nan=False)
+    busy_timeout: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
     """Seconds one store call waits for another writer's lock before it counts as busy
     (the engine then retries; a command reports it)."""
-    log_level: str = "WARNING"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     backend_options: dict[str, BackendOptions] = Field(default_factory=dict)
     """`[backend_options.<backend>]`: each table validated against that backend's model
     (vm/options.py) here, when the settings load."""
@@ -74,6 +74,11 @@ class Settings(BaseModel):
     ) -> dict[str, BackendOptions]:
         check_names(value)
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _heartbeat_below_lease(self) -> Settings:
@@ -124,9 +129,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     file_values: dict[str, Any] = {}
     if path.is_file():
         try:
-            file_values = tomllib.loads(path.read_text())
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}") from exc
     elif config_file is not None:
         raise ConfigError(f"config file {path} does not exist")
     merged = dict(file_values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -186,3 +187,20 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None)."""
     name, sep, version = ref.partition("@")
     return name, (version if sep else None)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """`json.loads` as the store's `json_valid` and other JSON readers see it: no NaN or
+    Infinity, no number that overflows to infinity (`1e999`). Raises ValueError."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)

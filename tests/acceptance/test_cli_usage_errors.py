@@ -14,7 +14,7 @@ from tests.support.cli import snapshot, swarm, swarm_inproc
     [
         (
             ["ticket", "show", "abc"],
-            "error: invalid value for 'TICKET_ID': 'abc' is not a valid integer"
+            "error: invalid value for 'TICKET_ID': 'abc' is not a valid integer range"
             " (see 'swarm-engine ticket show --help')",
         ),
         (
@@ -80,7 +80,7 @@ def test_the_real_process_prints_one_line_too(home: Path) -> None:
     done = swarm(home, "ticket", "show", "abc")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "error: invalid value for 'TICKET_ID': 'abc' is not a valid integer"
+        "error: invalid value for 'TICKET_ID': 'abc' is not a valid integer range"
         " (see 'swarm-engine ticket show --help')\n"
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
@@ -12,6 +13,7 @@ import click
 
 from swarm_engine.config import Settings
 from swarm_engine.errors import StoreError, UsageError
+from swarm_engine.models import strict_json
 from swarm_engine.registry import Registry
 from swarm_engine.store import Store, open_store
 
@@ -106,16 +108,35 @@ def numbered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return steps
 
 
+TICKET_ID = click.IntRange(1, 2**63 - 1)
+"""A ticket (or run) id: a positive 64-bit integer, as SQLite stores it."""
+INT64 = click.IntRange(-(2**63), 2**63 - 1)
+
+
+class Seconds(click.FloatRange):
+    """A finite number of seconds (no nan, no inf) within a range."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:
     """--inputs-json '{...}' then --input KEY=VALUE pairs (VALUE parsed as JSON if it can be)."""
     inputs: dict[str, Any] = {}
     if inputs_json is not None:
         try:
-            loaded = json.loads(inputs_json)
+            loaded = strict_json(inputs_json)
         except json.JSONDecodeError as exc:
             raise UsageError(
                 f"--inputs-json is not valid JSON: {exc.msg} (column {exc.colno})"
             ) from exc
+        except ValueError as exc:
+            raise UsageError(f"--inputs-json is not valid JSON: {exc}") from exc
         if not isinstance(loaded, dict):
             raise UsageError("--inputs-json must be a JSON object")
         inputs.update(loaded)
@@ -124,7 +145,7 @@ def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, A
         if not sep or not key.strip():
             raise UsageError(f"--input {pair!r} must look like KEY=VALUE")
         try:
-            inputs[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
+            inputs[key.strip()] = strict_json(value)
+        except ValueError:  # not JSON (or NaN, 1e999): the text as it is
             inputs[key.strip()] = value
     return inputs

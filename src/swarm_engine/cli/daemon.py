@@ -10,7 +10,7 @@ import time
 
 import click
 
-from swarm_engine.cli.app import example, pass_existing, pass_settings, store_of
+from swarm_engine.cli.app import Seconds, example, pass_existing, pass_settings, store_of
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.output import console, ms, plain, short, styled
 from swarm_engine.config import Settings
@@ -28,7 +28,7 @@ START_TIMEOUT = 15.0
 @click.option("--max-vms", type=click.IntRange(1, 1024), metavar="N", help="At most N VMs at once.")
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0.01),
+    type=Seconds(min=0.01, max=3600.0),
     metavar="SECONDS",
     help="Seconds between polls when no change is noticed.",
 )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
 FIELDS = ("ticket_id", "run_id", "step_id", "vm_id", "engine_id")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class JSONFormatter(logging.Formatter):
@@ -31,6 +33,21 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One line per record: control characters in the message (which may carry text from
+    a stored row) are shown as `\\xNN`, so no message can forge a line or drive a
+    terminal; a message is cut at `MAX_MESSAGE` characters. Tracebacks stay as they are."""
+
+    MAX_MESSAGE = 2000
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE] + f"… ({len(message)} characters)"
+        record.message = message
+        return super().formatMessage(record)
+
+
 def setup_logging(level: str) -> None:
     root = logging.getLogger()
     if root.handlers:
@@ -39,6 +56,6 @@ def setup_logging(level: str) -> None:
     if os.environ.get("SWARM_LOG_FORMAT", "").lower() == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())

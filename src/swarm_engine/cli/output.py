@@ -56,9 +56,21 @@ def styled(status: str | None) -> Markup:
     return Markup(f"[{style}]{escape(status)}[/{style}]" if style else escape(status))
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """Control characters (escape sequences, newlines, bells) shown as `\\xNN`, so stored
+    text can neither drive the terminal nor forge lines of output."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def plain(value: Any) -> str:
-    """Any value as text that Rich prints literally (no markup in stored data)."""
-    return value if isinstance(value, Markup) else escape("" if value is None else str(value))
+    """Any value as text that Rich prints literally: no markup and no control characters
+    from stored data."""
+    if isinstance(value, Markup):
+        return value
+    return escape(visible("" if value is None else str(value)))
 
 
 def summarize(value: Any) -> Any:

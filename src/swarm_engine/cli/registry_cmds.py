@@ -171,7 +171,10 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
                 "steps",
                 Col("description", flex=True, min=12),
             ],
-            ((r["name"], r["version"], len(r["spec"]["steps"]), r["description"]) for r in rows),
+            (
+                (r["name"], r["version"], _step_count(r.get("spec")), r["description"])
+                for r in rows
+            ),
         )
     )
 
@@ -243,3 +246,9 @@ def workflow_runs(settings: Settings, name: str, limit: int, as_json: bool) -> N
             ),
         )
     )
+
+
+def _step_count(spec: object) -> str:
+    """How many steps a stored workflow spec has; '?' for a spec that is not readable."""
+    steps = spec.get("steps") if isinstance(spec, dict) else None
+    return str(len(steps)) if isinstance(steps, list) else "?"

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from swarm_engine.cli.app import (
+    TICKET_ID,
     ensure_home,
     example,
     numbered,
@@ -42,7 +43,7 @@ from swarm_engine.store import Ticket
 
 
 @click.command("run-ticket", epilog=example("swarm-engine run-ticket 1 --wait"))
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--wait", is_flag=True, help="Run it here and now, and wait for the end.")
 @click.option(
     "--max-vms",
@@ -137,6 +138,11 @@ def _summary(ticket: Ticket, run: dict[str, Any]) -> None:
         console.print(f"[red]error:[/red] {plain(ticket.error)}", highlight=False)
 
 
+def sandbox(backend: Any, isolation: Any) -> str:
+    """A VM's backend and what isolated it: `process/bwrap`, `process/none`, `qemu`."""
+    return f"{backend}/{isolation}" if isolation else str(backend)
+
+
 @click.command(
     short_help="Tickets, engines, VMs, recent runs; where the store is.",
     epilog=example("swarm-engine status"),
@@ -228,7 +234,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
             (
                 (
                     v["id"],
-                    v["backend"],
+                    sandbox(v["backend"], v.get("isolation")),
                     v["state"],
                     v["engine_id"],
                     v["step_execution_id"],
@@ -272,6 +278,13 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
                 ),
             )
         )
+        unisolated = [r for r in runs if r.get("unisolated_steps")]
+        if unisolated:
+            console.print(
+                "[yellow]warning:[/yellow] run(s) "
+                + ", ".join(str(r["id"]) for r in unisolated)
+                + ' ran steps unisolated (isolation = "none")'
+            )
 
 
 @click.command(
@@ -299,8 +312,8 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
     short_help="Print the recorded output of a ticket's steps.",
     epilog=example("swarm-engine logs 7 --step report"),
 )
-@click.argument("ticket_id", type=int)
-@click.option("--run", "run_id", type=int, metavar="N", help="Run N (default: the latest).")
+@click.argument("ticket_id", type=TICKET_ID)
+@click.option("--run", "run_id", type=TICKET_ID, metavar="N", help="Run N (default: the latest).")
 @click.option("--step", "step_id", metavar="STEP", help="Only this step (its id in the workflow).")
 @pass_existing("tickets")
 def logs(settings: Settings, ticket_id: int, run_id: int | None, step_id: str | None) -> None:

@@ -8,6 +8,9 @@ from rich.table import Table
 from rich.text import Text
 
 from swarm_engine.cli.app import (
+    INT64,
+    TICKET_ID,
+    Seconds,
     example,
     numbered,
     parse_inputs,
@@ -54,7 +57,7 @@ def ticket() -> None:
 @click.option("--input", "pairs", multiple=True, metavar="KEY=VALUE", help="An input (repeatable).")
 @click.option("--inputs-json", metavar="JSON", help="All inputs as one JSON object.")
 @click.option(
-    "--priority", type=int, default=0, show_default=True, metavar="N", help="Higher runs first."
+    "--priority", type=INT64, default=0, show_default=True, metavar="N", help="Higher runs first."
 )
 @click.option(
     "--max-attempts",
@@ -67,7 +70,7 @@ def ticket() -> None:
 @click.option(
     "--timeout",
     "timeout_seconds",
-    type=click.FloatRange(min=0.001),
+    type=Seconds(min=0.001, max=365 * 86400.0),
     metavar="SECONDS",
     help="Whole-ticket timeout (default: the workflow's, else none).",
 )
@@ -180,7 +183,7 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
 
 
 @ticket.command("show", epilog=example("swarm-engine ticket show 7"))
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the ticket, its runs, steps and events as JSON."
 )
@@ -264,6 +267,13 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
                 ),
             )
         )
+        bare = [s["step_id"] for s in steps if s.get("vm_isolation") == "none"]
+        if bare:
+            console.print(
+                "[yellow]warning:[/yellow] step(s) "
+                + escape(", ".join(bare))
+                + ' ran unisolated (isolation = "none")'
+            )
     if runs:
         console.print(
             f"[dim]whole outputs: swarm-engine logs {ticket_id} (or: ticket show {ticket_id}"
@@ -272,7 +282,7 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
 
 
 @ticket.command("cancel", epilog=example("swarm-engine ticket cancel 7"))
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=TICKET_ID)
 @pass_existing("tickets")
 def cancel(settings: Settings, ticket_id: int) -> None:
     """Cancel a ticket; a running one is stopped by its engine within about a second."""
@@ -282,7 +292,7 @@ def cancel(settings: Settings, ticket_id: int) -> None:
 
 
 @ticket.command("reopen", epilog=example("swarm-engine ticket reopen 7"))
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=TICKET_ID)
 @pass_existing("tickets")
 def reopen(settings: Settings, ticket_id: int) -> None:
     """Put a done, failed or cancelled ticket back in the queue (open)."""
@@ -292,7 +302,7 @@ def reopen(settings: Settings, ticket_id: int) -> None:
 
 
 @ticket.command("open", epilog=example("swarm-engine ticket open 7"))
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=TICKET_ID)
 @pass_existing("tickets")
 def open_(settings: Settings, ticket_id: int) -> None:
     """Queue a draft ticket for the engines."""

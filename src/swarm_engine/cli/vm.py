@@ -106,7 +106,7 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
 
     options = _qemu_options(settings)
     images_dir = _images_dir(settings)
-    checks: list[Check] = _process_checks()
+    checks: list[Check] = _process_checks(settings)
     checks += run_checks(images_dir, options.qemu_binary)
     if boot and not any(c.level == "fail" for c in checks):
         checks.append(run_boot_check(settings.home, images_dir, options.image))
@@ -117,16 +117,32 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
         console.print(f"{MARK[c.level]} [bold]{plain(c.name)}[/bold]: {plain(c.message)}")
 
 
-def _process_checks() -> list[Check]:
+def _process_checks(settings: Settings) -> list[Check]:
+    """The process sandbox: does bubblewrap isolate here, and can declared ports be given."""
     try:
-        from swarm_engine.vm.process import bwrap_works
+        from swarm_engine.vm.process import HOW_TO_FIX, ProcessConfig, bwrap_problem, pasta_problem
     except ImportError:
         return []
-    if bwrap_works():
-        return [Check("process backend", "ok", "bubblewrap works: sandboxes get their own "
-                      "namespaces and no network")]  # fmt: skip
-    return [Check("process backend", "warn", "bubblewrap is missing or does not work: the "
-                  "process sandbox runs commands in their workspace folder without namespaces")]  # fmt: skip
+    options = settings.backend_options.get("process")
+    isolation = options.isolation if isinstance(options, ProcessConfig) else "auto"
+    if isolation == "none":
+        return [Check("process backend", "warn", 'isolation = "none": steps run on the host '
+                      "with the engine's user, files and network, unisolated; remove it to "
+                      "sandbox them with bubblewrap")]  # fmt: skip
+    problem = bwrap_problem()
+    if problem:
+        return [Check("process backend", "fail", f"{problem}: every step on the process "
+                      f"backend is refused; to fix: {HOW_TO_FIX}")]  # fmt: skip
+    checks = [Check("process backend", "ok", "bubblewrap works: each step gets its own "
+                    "namespaces, an unprivileged uid without capabilities, and no network")]  # fmt: skip
+    ports = pasta_problem()
+    if ports:
+        checks.append(Check("process network", "warn", f"{ports}: a step whose agent declares "
+                            "network ports is refused on the process backend"))  # fmt: skip
+    else:
+        checks.append(Check("process network", "ok", "pasta works: an agent's allowed_ports "
+                            "reach the same ports on the host's 127.0.0.1, nothing else"))  # fmt: skip
+    return checks
 
 
 if __name__ == "__main__":  # used by scripts/build-images.sh before the CLI is installed

@@ -7,10 +7,11 @@ attempts are held) notices an attempt that lost its ticket: cancelled by a user,
 reclaimed by another engine after the lease ran out.
 
 A busy or failing store is a delay, not a failure: a renewal that fails transiently is
-retried with backoff. The keeper gives an attempt up only when its lease has really run
-out by this engine's own clock (`lease_ttl` after the start of the last renewal that
-succeeded); then the attempt's run is stopped and its VM destroyed, and the store's
-fencing refuses every late write of that attempt.
+retried with backoff. The keeper gives an attempt up only when its lease is about to run
+out by this engine's own clock (three quarters of `lease_ttl` after the start of the last
+renewal that succeeded, checked by a loop that never waits on the store); then the
+attempt's run is stopped and its VM destroyed before any other engine can see the lease
+as expired, and the store's fencing refuses every late write of that attempt.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from swarm_engine.store import Store
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.2
+EXPIRY_TICK = 0.05
+EXPIRY_MARGIN = 0.25
+"""An attempt is given up a quarter of `lease_ttl` before its lease would expire."""
 LostReason = Literal["cancelled", "lost"]
 OnLost = Callable[[LostReason], None]
 
@@ -40,6 +44,7 @@ class Holding:
     attempt_id: str
     renewed_at: float  # monotonic time at the start of the last successful renewal
     on_lost: OnLost
+    finishing: bool = False
 
 
 class LeaseKeeper:
@@ -77,37 +82,63 @@ class LeaseKeeper:
             self._wake.set()
         self.holdings[attempt_id] = Holding(ticket_id, attempt_id, time.monotonic(), on_lost)
 
+    def finishing(self, attempt_id: str) -> None:
+        """The runner is about to write the attempt's end: when the ticket then leaves
+        `claimed`/`running` under this attempt, that is this attempt's own doing."""
+        holding = self.holdings.get(attempt_id)
+        if holding is not None:
+            holding.finishing = True
+
     def release(self, attempt_id: str) -> None:
         self.holdings.pop(attempt_id, None)
+
+    def deadline(self, holding: Holding) -> float:
+        """When this engine gives the attempt up (monotonic): `lease_ttl` after the start
+        of its last successful renewal, less a safety margin, so that the run is stopped
+        before any other engine can see the lease as expired."""
+        return holding.renewed_at + self.lease_ttl * (1 - EXPIRY_MARGIN)
 
     def holds(self, attempt_id: str) -> bool:
         """Whether this engine still believes it holds the attempt's lease."""
         holding = self.holdings.get(attempt_id)
-        return holding is not None and time.monotonic() < holding.renewed_at + self.lease_ttl
+        return holding is not None and time.monotonic() < self.deadline(holding)
 
     # -- the side task ---------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_renewal = loop.time()
+        """Three loops: renewals (they may wait on a busy store), the held-check (a read
+        that may wait too), and local expiry, which never waits on the store."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._renew_loop())
+            group.create_task(self._watch_loop())
+            group.create_task(self._expiry_loop())
+
+    async def _renew_loop(self) -> None:
         backoff = FIRST_BACKOFF
         while True:
-            if loop.time() >= next_renewal:
-                if await self._renew():
-                    backoff = FIRST_BACKOFF
-                    next_renewal = loop.time() + self.heartbeat_interval
-                else:
-                    next_renewal = loop.time() + min(backoff, self.heartbeat_interval)
-                    backoff = min(backoff * 2, self.heartbeat_interval)
-            self._expire_locally()
-            wait = max(0.0, next_renewal - loop.time())
-            if self.holdings:
-                if time.monotonic() >= self._next_check:
-                    await self._check_held()
-                    self._next_check = time.monotonic() + WATCH_INTERVAL
-                wait = min(wait, max(0.0, self._next_check - time.monotonic()))
+            if await self._renew():
+                backoff = FIRST_BACKOFF
+                await asyncio.sleep(self.heartbeat_interval)
+            else:
+                await asyncio.sleep(min(backoff, self.heartbeat_interval))
+                backoff = min(backoff * 2, self.heartbeat_interval)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            wait = max(0.0, self._next_check - time.monotonic()) if self.holdings else None
             self._wake.clear()
+            if wait is None:
+                await self._wake.wait()
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+            if self.holdings and time.monotonic() >= self._next_check:
+                await self._check_held()
+                self._next_check = time.monotonic() + WATCH_INTERVAL
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            self._expire_locally()
+            await asyncio.sleep(EXPIRY_TICK)
 
     async def _renew(self) -> bool:
         started = time.monotonic()
@@ -143,12 +174,12 @@ class LeaseKeeper:
             if attempt_id in held or attempt_id not in self.holdings:
                 continue
             holding = self.holdings.pop(attempt_id)
+            if holding.finishing:
+                continue  # this attempt itself just ended the ticket
             reason: LostReason = "lost"
             try:
                 now = await self.gate(self.store.tickets.get, holding.ticket_id)
-                if now.attempt_id == attempt_id:
-                    if now.status != "cancelled":
-                        continue  # this attempt itself just finished the ticket
+                if now.attempt_id == attempt_id and now.status == "cancelled":
                     reason = "cancelled"
             except SwarmError:  # the ticket row is gone or unreadable: the lease is lost
                 pass
@@ -157,7 +188,7 @@ class LeaseKeeper:
     def _expire_locally(self) -> None:
         now = time.monotonic()
         for attempt_id, holding in list(self.holdings.items()):
-            if now >= holding.renewed_at + self.lease_ttl:
+            if now >= self.deadline(holding):
                 log.error(
                     "ticket %s: lease ran out after %.1fs without a renewal; stopping its run",
                     holding.ticket_id,

@@ -29,7 +29,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.plan import Plan, PlannedStep
 from swarm_engine.engine.steplog import StepLog
-from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
+from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.templating import render
@@ -80,6 +80,8 @@ class TicketRunner:
         """A store call for this attempt: retried while the store is busy and the lease is
         held; once the lease has run out, `StaleAttemptError`."""
         attempt = str(ticket.attempt_id)
+        if fn == self.store.runs.finish_run:  # the attempt's own end, not a lost ticket
+            self.keeper.finishing(attempt)
         try:
             return await self.gate.retrying_while(
                 lambda: self.keeper.holds(attempt), fn, *args, **kw
@@ -163,6 +165,7 @@ class TicketRunner:
             if not stop_reason:  # the engine itself is being stopped: record, then go
                 with contextlib.suppress(StaleAttemptError, StoreBusyError):
                     requeue = self.abort_status == "open" and ticket.attempts < ticket.max_attempts
+                    self.keeper.finishing(str(ticket.attempt_id))
                     await self.gate(
                         runs.finish_run,
                         run_id,
@@ -177,7 +180,16 @@ class TicketRunner:
                 with contextlib.suppress(StaleAttemptError):
                     await self.write(ticket, runs.finish_run, run_id, ticket, status="cancelled")
             else:
-                log.warning("ticket %s: reclaimed elsewhere; run %s abandoned", ticket.id, run_id)
+                log.warning(
+                    "ticket %s: this attempt lost the ticket (reclaimed, or reset by another"
+                    " writer); run %s stopped",
+                    ticket.id,
+                    run_id,
+                )
+                with contextlib.suppress(StoreError):  # closing its own run is always safe
+                    await self.gate.retrying(
+                        runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
+                    )
         return await self._finished(ticket, run_id)
 
     async def _finished(self, ticket: Ticket, run_id: int) -> Ticket:
@@ -212,6 +224,8 @@ class TicketRunner:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     sid = running.pop(task)
+                    if task.cancelled():  # a sibling stopped because another step failed
+                        continue
                     exc = task.exception()
                     if exc is None:
                         context["steps"][sid] = {"outputs": task.result()}
@@ -317,7 +331,10 @@ class TicketRunner:
     ) -> StepOutcome:
         runs = self.store.runs
         folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full disk: the step runs; its log file is not written
+            log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, exc)
         logfile = folder / "output.log"
         agent_vm = step.agent.vm.model_dump()
         spec = spec_for(
@@ -424,6 +441,7 @@ class TicketRunner:
                 workspace=info.workspace,
                 socket_path=info.socket_path,
                 overlay_path=info.overlay_path,
+                isolation=info.isolation,
             )
             self.store.vms.record_busy(vm.id, exec_id)
             self.store.runs.step_started(exec_id, vm.id)

@@ -63,6 +63,7 @@ class StoreRecorder:
             workspace=info.workspace,
             socket_path=info.socket_path,
             overlay_path=info.overlay_path,
+            isolation=info.isolation,
         )
 
     async def destroyed(self, vm_id: str, error: str | None) -> None:

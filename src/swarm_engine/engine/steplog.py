@@ -9,11 +9,15 @@ marker as a command's captured output, `vm.output.cut_marker`). The file never e
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from swarm_engine.vm.output import continuation_bytes, cut_marker, unfinished_char
+
+log = logging.getLogger(__name__)
 
 MAX_TAIL = 1024 * 1024
 """At most this many bytes of the end are held in memory (and written at the end)."""
@@ -43,7 +47,26 @@ class StepLog:
         self._head_full = False
         self._tail: deque[bytes] = deque()
         self._tail_len = 0
-        self._file = path.open("ab")
+        self.failed: OSError | None = None
+        """Set when the file could not be written (a full disk): the step goes on, and its
+        output is still streamed and kept in the step's outputs; only the log file stops."""
+        self._file: BinaryIO | None = None
+        try:
+            self._file = path.open("ab")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.failed is None:
+            self.failed = exc
+            log.warning("step log %s is no longer written: %s", self.path, exc)
+
+    def _put(self, data: bytes) -> None:
+        if self.failed is None and self._file is not None:
+            try:
+                self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
 
     def write(self, text: str) -> int:
         """Append `text`; returns its length in characters (as `TextIO.write` does)."""
@@ -52,12 +75,12 @@ class StepLog:
         if not self._head_full:
             room = self._head_room - self._written
             if len(data) <= room:
-                self._file.write(data)
+                self._put(data)
                 self._written += len(data)
                 return len(text)
             part = data[:room]
             part = part[: len(part) - unfinished_char(part)]  # do not split a character
-            self._file.write(part)
+            self._put(part)
             self._written += len(part)
             self._head_full = True
             data = data[len(part) :]
@@ -76,19 +99,26 @@ class StepLog:
         return self._tail_len
 
     def flush(self) -> None:
-        self._file.flush()
+        if self.failed is None and self._file is not None:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
 
     def close(self) -> None:
         """Write the marker and the tail (if anything was cut) and close the file."""
-        if self._file.closed:
+        if self._file is None or self._file.closed:
             return
         tail = b"".join(self._tail)
         if self.total > self._written + len(tail) or len(tail) > self._keep_tail:
             tail = tail[-self._keep_tail :]
             tail = tail[continuation_bytes(tail) :]
-            self._file.write(cut_marker(self.total - self._written - len(tail)))
-        self._file.write(tail)
-        self._file.close()
+            self._put(cut_marker(self.total - self._written - len(tail)))
+        self._put(tail)
+        try:
+            self._file.close()
+        except OSError as exc:
+            self._fail(exc)
 
     def __enter__(self) -> StepLog:
         return self

@@ -25,7 +25,10 @@ D = TypeVar("D", AgentSpec, WorkflowSpec)
 
 def version_key(version: str) -> tuple[Any, ...]:
     """Order versions numerically where they are numbers: 1.10.0 > 1.9.0."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.+-]", version))
+    return tuple(
+        (0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
+        for p in re.split(r"[.+-]", version)
+    )
 
 
 def decode_definition(model: type[D], what: str, row: Row) -> D:
@@ -49,6 +52,17 @@ def decode_definition(model: type[D], what: str, row: Row) -> D:
     if kind is not None and kind != spec_kind:
         raise ConfigError(f"{where}: kind column {kind!r} but spec.kind {spec_kind!r}")
     return spec
+
+
+def _first_copy_error(exc: OSError | shutil.Error) -> str:
+    """One line from a copy failure (`shutil.Error` carries a list of them)."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        problems = exc.args[0]
+        if problems:
+            source, _, why = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return f"{source}: {why}{more}"
+    return str(exc)
 
 
 class Registry:
@@ -104,13 +118,19 @@ class Registry:
             for spec, final in zip(specs, stored, strict=True):
                 if spec.package_path:
                     tmp = Path(tempfile.mkdtemp(dir=self._ensure_packages_dir()))
-                    shutil.copytree(
-                        spec.package_path,
-                        tmp / "pkg",
-                        symlinks=True,
-                        ignore=shutil.ignore_patterns(*SKIP_NAMES),
-                    )
                     staged.append((tmp, Path(str(final.package_path))))
+                    try:
+                        shutil.copytree(
+                            spec.package_path,
+                            tmp / "pkg",
+                            symlinks=True,
+                            ignore=shutil.ignore_patterns(*SKIP_NAMES),
+                        )
+                    except (OSError, shutil.Error) as exc:
+                        raise ConfigError(
+                            f"{spec.package_path}: cannot copy the agent package: "
+                            + _first_copy_error(exc)
+                        ) from exc
             with self.db.transaction():
                 for spec in stored:
                     self.db.run(

@@ -56,8 +56,10 @@ def translate(exc: sqlite3.Error, where: str) -> StoreError:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreIntegrityError(f"{where}: {text}")
-    if primary in TRANSIENT_CODES or "locked" in text or "busy" in text:
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
         return StoreBusyError(f"{where} is busy: {text}")
+    if primary in TRANSIENT_CODES:
+        return StoreBusyError(f"{where} is unavailable for now: {text}")
     return StoreError(f"{where}: {text}")
 
 
@@ -89,6 +91,8 @@ class Database:
             return Outcome(rows, cur.rowcount, cur.lastrowid)
         except sqlite3.Error as exc:
             raise translate(exc, f"database {self.path}") from exc
+        except OverflowError as exc:  # a Python int past SQLite's 64 bits
+            raise StoreIntegrityError(f"database {self.path}: a number is out of range") from exc
 
     def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         rows = self.run(sql, args).rows

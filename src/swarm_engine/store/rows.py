@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from swarm_engine.models import TicketStatus
+from swarm_engine.models import TicketStatus, strict_json
 from swarm_engine.store.db import InvalidText, Row
 
 STATUSES = frozenset(s.value for s in TicketStatus)
@@ -125,6 +125,9 @@ class Decoder:
         if not isinstance(value, int) or isinstance(value, bool):
             self.bad(name, f"not an integer ({_show(value)})")
             return default
+        if not -(2**62) <= value <= 2**62:  # room left for counting up without overflow
+            self.bad(name, f"out of range ({_show(value)})")
+            return default
         if minimum is not None and value < minimum:
             self.bad(name, f"must be at least {minimum} (is {value})")
             return default
@@ -150,9 +153,13 @@ class Decoder:
             self.bad(name, f"not JSON text ({_show(value)})")
             return default
         try:
-            return json.loads(value)
-        except (ValueError, RecursionError):
-            self.bad(name, "not valid JSON")
+            return strict_json(value)
+        except RecursionError:
+            self.bad(name, "JSON nested too deeply")
+            return default
+        except ValueError as exc:
+            why = "" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
+            self.bad(name, f"not valid JSON{why}")
             return default
 
     def json_object(self, name: str) -> dict[str, Any]:

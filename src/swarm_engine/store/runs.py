@@ -207,6 +207,22 @@ class RunStore:
                     error=error,
                 )
 
+    def abandon_run(self, run_id: int, error: str) -> None:
+        """Close a run its own engine stopped because its attempt lost the ticket (and the
+        run's unfinished steps). Not fenced: it only closes that run's own rows."""
+        with self.db.transaction():
+            self.db.run(
+                f"UPDATE step_executions SET status = 'failed', error = coalesce(error, ?),"
+                f" completed_at = {NOW} WHERE run_id = ? AND status IN ('queued','running')",
+                (error, run_id),
+            )
+            self.db.run(
+                f"UPDATE workflow_runs SET status = 'failed', error = coalesce(error, ?),"
+                f" completed_at = {NOW}, duration_ms = {DURATION.format(start='started_at')}"
+                " WHERE id = ? AND status = 'running'",
+                (error, run_id),
+            )
+
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:
         row = self.db.one("SELECT * FROM workflow_runs WHERE id = ?", (run_id,))
@@ -228,7 +244,13 @@ class RunStore:
         return [decode_record(r) for r in rows]
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        rows = self.db.all("SELECT * FROM workflow_runs ORDER BY id DESC LIMIT ?", (limit,))
+        # unisolated_steps (issue 9): steps of the run whose VM had no isolation
+        rows = self.db.all(
+            "SELECT r.*, (SELECT count(*) FROM step_executions s JOIN vms v ON v.id = s.vm_id"
+            " WHERE s.run_id = r.id AND v.isolation = 'none') AS unisolated_steps"
+            " FROM workflow_runs r ORDER BY r.id DESC LIMIT ?",
+            (limit,),
+        )
         return [decode_record(r) for r in rows]
 
     def usage_totals(self) -> dict[str, Any]:
@@ -243,7 +265,13 @@ class RunStore:
         return decode_record(row) if row is not None else {}
 
     def steps(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self.db.all("SELECT * FROM step_executions WHERE run_id = ? ORDER BY id", (run_id,))
+        # vm_backend, vm_isolation (issue 9): what the step's VM was and what isolated it
+        rows = self.db.all(
+            "SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation"
+            " FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id"
+            " WHERE s.run_id = ? ORDER BY s.id",
+            (run_id,),
+        )
         return [decode_record(r) for r in rows]
 
     def _fenced_step(self, sql: str, args: tuple[Any, ...], step_exec_id: int) -> None:

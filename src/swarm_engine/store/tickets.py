@@ -32,7 +32,19 @@ CLAIM_SET = (
     f" claimed_at = {NOW}, started_at = NULL, completed_at = NULL, error = NULL,"
     " result = NULL, lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', ?)"
 )
-NEXT_OPEN = "SELECT id FROM tickets WHERE status = 'open' ORDER BY priority DESC, id LIMIT 1"
+STILL_RUNNING = (
+    "EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id"
+    " WHERE r.ticket_id = {ticket} AND r.status = 'running' AND e.state IN ('running','draining')"
+    " AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', ?))"
+)
+"""A run of the ticket is still going on an engine that heartbeats (its attempt lost the
+ticket, e.g. another writer set it back to `open`, and that engine is still stopping it).
+Such a ticket is not claimed again until the run is closed: never two runs at once."""
+NEXT_OPEN = (
+    "SELECT id FROM tickets t WHERE status = 'open'"
+    f" AND NOT {STILL_RUNNING.format(ticket='t.id')}"
+    " ORDER BY priority DESC, id LIMIT 1"
+)
 MAX_REJECTS_PER_CLAIM = 100
 
 
@@ -208,11 +220,25 @@ class TicketStore:
         allowed = tuple(statuses)
         marks = ",".join("?" * len(allowed))
         row = self.db.one(
-            f"UPDATE tickets SET {CLAIM_SET} WHERE id = ? AND status IN ({marks}) RETURNING *",
-            (engine_id, attempt_id, lease_modifier(lease_ttl), ticket_id, *allowed),
+            f"UPDATE tickets SET {CLAIM_SET} WHERE id = ? AND status IN ({marks})"
+            f" AND NOT {STILL_RUNNING.format(ticket='tickets.id')} RETURNING *",
+            (
+                engine_id,
+                attempt_id,
+                lease_modifier(lease_ttl),
+                ticket_id,
+                *allowed,
+                lease_modifier(-lease_ttl),
+            ),
         )
         if row is None:
-            raise not_claimable(self.get(ticket_id))
+            ticket = self.get(ticket_id)
+            if ticket.status in allowed:
+                raise ConflictError(
+                    f"ticket {ticket_id} still has a run going on engine {ticket.engine_id};"
+                    " try again once it has stopped"
+                )
+            raise not_claimable(ticket)
         return decode_ticket(row)
 
     def claim_next(self, *, engine_id: str, attempt_id: str, lease_ttl: float) -> Ticket | None:
@@ -222,18 +248,19 @@ class TicketStore:
         claim's UPDATE is refused): it is marked failed with the reason, and the next
         ticket is tried.
         """
+        alive = lease_modifier(-lease_ttl)
         # a read first: when nothing is open (the common wake-up) no write lock is taken
-        if self.db.one(NEXT_OPEN) is None:
+        if self.db.one(NEXT_OPEN, (alive,)) is None:
             return None
         for _ in range(MAX_REJECTS_PER_CLAIM):
             try:
                 row = self.db.one(
                     f"UPDATE tickets SET {CLAIM_SET} WHERE id = ({NEXT_OPEN})"
                     " AND status = 'open' RETURNING *",
-                    (engine_id, attempt_id, lease_modifier(lease_ttl)),
+                    (engine_id, attempt_id, lease_modifier(lease_ttl), alive),
                 )
             except StoreIntegrityError as exc:
-                candidate = self.db.one(NEXT_OPEN)
+                candidate = self.db.one(NEXT_OPEN, (alive,))
                 if candidate is None:
                     return None
                 self.reject(int(candidate["id"]), f"the row breaks a constraint ({exc})")
@@ -338,11 +365,13 @@ class TicketStore:
     def reclaim_expired(self) -> builtins.list[Expired]:
         """Tickets whose lease ran out: re-queue them (or fail them after `max_attempts`)
         and close their runs, in one transaction. A read first: no lock when none expired."""
-        # a live row with no readable lease (NULL, a number, a blob: written by hand) has
-        # no holder that could renew it, so it counts as expired too
+        # leases are read as instants (any form SQLite accepts: offsets, a space for the
+        # T, unix seconds); a live row with no readable lease (NULL, a blob, 'zzz': written
+        # by hand) has no holder that could renew it, so it counts as expired too
+        lease = "julianday(lease_expires_at, 'auto')"
         due = (
-            "status IN ('claimed','running') AND (typeof(lease_expires_at) != 'text'"
-            f" OR lease_expires_at < {NOW})"
+            f"status IN ('claimed','running') AND (typeof(lease_expires_at) NOT IN"
+            f" ('text','integer','real') OR {lease} IS NULL OR {lease} < julianday('now'))"
         )
         if self.db.one(f"SELECT 1 FROM tickets WHERE {due} LIMIT 1") is None:
             return []
@@ -353,14 +382,14 @@ class TicketStore:
                 " status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,"
                 " error = CASE WHEN attempts < max_attempts THEN NULL"
                 "   ELSE 'lease expired after ' || attempts || ' attempt(s); engine '"
-                "        || coalesce(engine_id,'?') || ' stopped heartbeating' END,"
+                "        || coalesce(engine_id,'?') || ' did not renew it in time' END,"
                 f" completed_at = CASE WHEN attempts < max_attempts THEN NULL ELSE {NOW} END,"
                 f" lease_expires_at = NULL, attempt_id = NULL WHERE {due}"
                 " RETURNING id, status"
             )
             for row in rows:
                 self.close_open_runs(
-                    int(row["id"]), "failed", "lease expired: engine stopped heartbeating"
+                    int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
                 )
                 expired.append(Expired(int(row["id"]), str(row["status"])))
         return expired

@@ -40,11 +40,13 @@ class VMStore:
         workspace: str | None,
         socket_path: str | None,
         overlay_path: str | None,
+        isolation: str | None = None,
     ) -> None:
+        # isolation (issue 9): what the backend says isolates the VM (migration 0002)
         self.db.run(
             f"UPDATE vms SET state = 'ready', ready_at = {NOW}, pid = ?, workspace = ?,"
-            " socket_path = ?, overlay_path = ? WHERE id = ?",
-            (pid, workspace, socket_path, overlay_path, vm_id),
+            " socket_path = ?, overlay_path = ?, isolation = ? WHERE id = ?",
+            (pid, workspace, socket_path, overlay_path, isolation, vm_id),
         )
 
     def record_busy(self, vm_id: str, step_execution_id: int | None) -> None:

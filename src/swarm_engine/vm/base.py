@@ -85,6 +85,9 @@ class VMInfo:
     socket_path: str | None = None
     overlay_path: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    isolation: str | None = None
+    """What isolates it, as recorded in `vms.isolation`: `bwrap` (process sandbox in its own
+    namespaces), `none` (process backend, `isolation = "none"`), `microvm` (qemu)."""
 
 
 @runtime_checkable

@@ -1,11 +1,14 @@
 """The process sandbox: the embedded default backend.
 
 Each VM is a workspace folder; each command runs as a fresh process tree in its own
-session, with a scrubbed environment and resource limits (`prlimit`). Where bubblewrap
-works, the tree also gets its own user, pid, network, IPC and mount namespaces: it sees
-the system's read-only /usr, a private /tmp and its workspace at /workspace, nothing
-else, and has no network. Without bubblewrap it runs in the workspace folder directly
-(`vm doctor` says so), under a child subreaper (`vm/subreaper.py`).
+session, with an environment built from scratch and resource limits (`prlimit`). By
+default the tree runs under bubblewrap: its own user, pid, network, IPC, UTS and mount
+namespaces, an unprivileged uid with every capability dropped, the system's read-only
+/usr, a size-capped private /tmp and its workspace at /workspace, nothing else; no network
+unless the agent declares ports (then pasta forwards exactly those to the host's
+loopback). Where bubblewrap does not work, steps are refused (fail closed), unless the
+host sets `isolation = "none"`: then commands run in the workspace folder directly (`vm
+doctor` says so), under a child subreaper (`vm/subreaper.py`).
 
 Either way a command is over when its own process exits, and what it left running dies
 then (the PID namespace ends, or the subreaper kills it): a background job holding stdout
@@ -15,17 +18,22 @@ does not hold the command. Output is captured bounded (`vm/output.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import inspect
+import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
@@ -40,22 +48,38 @@ from swarm_engine.vm.base import (
     safe_relpath,
 )
 from swarm_engine.vm.output import BoundedOutput
-from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree, tagged
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
 """After a command's own process has exited, how long its pipes are still read (what is
 buffered in them); its leftovers are killed by then, so they reach EOF at once."""
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-ETC_FILES = (
-    "passwd",
-    "group",
-    "hosts",
-    "nsswitch.conf",
-    "ld.so.cache",
-    "localtime",
-    "alternatives",
-    "ssl",
+ETC_FILES = ("hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives", "ssl")
+"""Host files of /etc a sandbox sees (read-only); its passwd and group are its own."""
+GUEST_UID = 1000
+"""The uid and gid commands have inside the sandbox: not root, no capabilities."""
+HOST_UID_BASE = 2_000_000_000
+HOST_UID_SPAN = 1 << 24
+"""When the engine runs as root, each sandbox runs as its own host uid drawn from
+[HOST_UID_BASE, HOST_UID_BASE + HOST_UID_SPAN): no host user, so it owns no host file
+and process, and its process limit counts its own processes only."""
+PASSWD = (
+    "root:x:0:0:root:/:/usr/sbin/nologin\n"
+    f"sandbox:x:{GUEST_UID}:{GUEST_UID}:sandbox:{GUEST_WORKSPACE}:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
+PASTA_READY_SECONDS = 10.0
+NS_GET_USERNS = 0xB701
+"""ioctl on a namespace fd: a new fd for the user namespace that owns it."""
+DISK_CHECK_SECONDS = 0.05
+"""How often a running command's workspace is measured against `disk_mb`."""
+MOUNT_POINT = "/mnt"
+"""Root engine: where a command's private mount namespace shows its workspace to bubblewrap."""
+HOW_TO_FIX = (
+    "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces, "
+    'or set [backend_options.process] isolation = "none" to run steps on the host unisolated'
 )
 
 
@@ -63,22 +87,74 @@ class ProcessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     isolation: Literal["auto", "bwrap", "none"] = "auto"
+    """`auto` and `bwrap`: bubblewrap, or every step is refused; `none`: no isolation."""
+    tmp_mb: int = Field(default=128, ge=1, le=1 << 20)
+    """Size of each sandbox's private /tmp (and /dev/shm), a tmpfs."""
+    disk_mb: int = Field(default=2048, ge=1, le=1 << 30)
+    """What a command may write: the largest file, and the workspace's total size."""
+
+
+def root_engine() -> bool:
+    return os.geteuid() == 0
+
+
+def bwrap_problem() -> str | None:
+    """Why the sandbox cannot be built here (one line), or None when it can: runs the
+    namespaces, uid, capability and tmpfs options every command uses."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return "bubblewrap (bwrap) is not installed"
+    if root_engine() and not shutil.which("setpriv"):
+        return "setpriv (util-linux) is not installed, so sandboxes cannot leave root"
+    argv = [exe, "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID), "--gid",
+            str(GUEST_UID), "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--size", "1048576", "--tmpfs", "/tmp",
+            "--remount-ro", "/", "true"]  # fmt: skip
+    if root_engine():  # as every command of a root engine runs: see ProcessVM._argv
+        if not os.path.isdir(MOUNT_POINT):
+            return f"{MOUNT_POINT} is missing (the root engine binds workspaces there)"
+        bind = [_tool("unshare"), "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                f'mount --bind -- "$0" {MOUNT_POINT} && exec "$@"', "/usr"]  # fmt: skip
+        argv = [*bind, *_drop_to(HOST_UID_BASE), *argv]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap does not run: {exc}"
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        return f"bubblewrap does not work here: {why[-1] if why else f'exit {done.returncode}'}"
+    return None
 
 
 def bwrap_works() -> bool:
-    exe = shutil.which("bwrap")
-    if not exe:
-        return False
+    return bwrap_problem() is None
+
+
+def pasta_problem() -> str | None:
+    """Why declared ports cannot be given to a sandbox here, or None."""
+    if not shutil.which("pasta"):
+        return "pasta is not installed (apt-get install passt)"
+    return None
+
+
+def _tool(name: str) -> str:
+    """A host program, found on the engine's PATH (the sandbox's PATH is its own)."""
+    return shutil.which(name) or name
+
+
+def _drop_to(uid: int) -> list[str]:
+    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+def _disables_userns() -> bool:
     try:
         done = subprocess.run(
-            [exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
-             "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-             "--symlink", "usr/lib64", "/lib64", "true"],
-            capture_output=True, timeout=10, check=False,
-        )  # fmt: skip
+            [_tool("bwrap"), "--help"], capture_output=True, timeout=10, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0
+    return b"--disable-userns" in done.stdout
 
 
 class ProcessBackend:
@@ -87,30 +163,69 @@ class ProcessBackend:
     def __init__(self, home: Path, config: ProcessConfig) -> None:
         self.root = home / "vms"
         self.config = config
-        self._bwrap: bool | None = None
+        self._problem: str | None = None
+        self._probed = False
+        self._no_userns = False
+        self._uids: set[int] = set()
+
+    def _probe(self) -> None:
+        if not self._probed:
+            self._problem = bwrap_problem()
+            self._no_userns = self._problem is None and _disables_userns()
+            self._probed = True
 
     @property
     def isolated(self) -> bool:
-        if self._bwrap is None:
-            if self.config.isolation == "none":
-                self._bwrap = False
-            else:
-                self._bwrap = bwrap_works()
-                if not self._bwrap and self.config.isolation == "bwrap":
-                    raise VMError("isolation 'bwrap' asked for, but bubblewrap does not work here")
-        return self._bwrap
+        """True when commands run under bubblewrap; False only with `isolation = "none"`.
+        Raises `VMError` (why, and how to fix it) when bubblewrap does not work here."""
+        if self.config.isolation == "none":
+            return False
+        self._probe()
+        if self._problem is not None:
+            raise VMError(f"process sandbox refused: {self._problem}; {HOW_TO_FIX}")
+        return True
 
     async def start(self) -> None:
-        _ = self.isolated  # probe bubblewrap once, before the first step needs it
+        # probe bubblewrap once, before the first step needs it; a failure is reported
+        # by every boot (the step is refused), not here
+        if self.config.isolation != "none":
+            await asyncio.to_thread(self._probe)
 
     async def boot(self, vm_id: str, spec: VMSpec) -> ProcessVM:
-        workspace = self.root / vm_id / "workspace"
+        await asyncio.to_thread(self._probe)
+        isolated = self.isolated
+        if isolated and spec.network and spec.allowed_ports:
+            problem = pasta_problem()
+            if problem:
+                raise VMError(
+                    f"process sandbox refused: the agent asks for network ports "
+                    f"{', '.join(map(str, spec.allowed_ports))}, but {problem}"
+                )
+        folder = self.root / vm_id
+        workspace = folder / "workspace"
         try:
             workspace.mkdir(parents=True, exist_ok=False)
         except OSError as exc:
             raise VMError(f"cannot create workspace for {vm_id}: {exc}") from exc
-        isolated = self.isolated
-        return ProcessVM(vm_id, self.root / vm_id, spec, isolated=isolated)
+        host_uid: int | None = None
+        if isolated:
+            (folder / "passwd").write_text(PASSWD)
+            (folder / "group").write_text(GROUP)
+            if root_engine():
+                host_uid = self._new_uid()
+                os.chown(workspace, host_uid, host_uid)
+            os.chmod(workspace, 0o700)
+        return ProcessVM(
+            vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
+            no_userns=self._no_userns, release=self._uids.discard,
+        )  # fmt: skip
+
+    def _new_uid(self) -> int:
+        while True:
+            uid = HOST_UID_BASE + secrets.randbelow(HOST_UID_SPAN)
+            if uid not in self._uids:
+                self._uids.add(uid)
+                return uid
 
     def reap(self, record: OrphanRecord) -> None:
         kill_tagged(record.id)
@@ -123,17 +238,37 @@ class ProcessBackend:
 
 
 class ProcessVM:
-    def __init__(self, vm_id: str, folder: Path, spec: VMSpec, *, isolated: bool) -> None:
+    def __init__(
+        self,
+        vm_id: str,
+        folder: Path,
+        spec: VMSpec,
+        *,
+        isolated: bool,
+        host_uid: int | None = None,
+        config: ProcessConfig | None = None,
+        no_userns: bool = False,
+        release: Callable[[int], None] | None = None,
+    ) -> None:
         self.id = vm_id
         self.folder = folder
         self.workspace = folder / "workspace"
         self.spec = spec
         self.isolated = isolated
+        self.host_uid = host_uid
+        """The host uid its commands run as when the engine is root (else the engine's)."""
+        self.config = config or ProcessConfig()
+        self._no_userns = no_userns
+        self._release = release
         self._procs: set[asyncio.SubprocessTransport] = set()
         self._destroyed = False
 
     def info(self) -> VMInfo:
-        return VMInfo(pid=None, workspace=str(self.workspace))
+        return VMInfo(
+            pid=None,
+            workspace=str(self.workspace),
+            isolation="bwrap" if self.isolated else "none",
+        )
 
     @property
     def guest_workspace(self) -> str:
@@ -152,38 +287,68 @@ class ProcessVM:
         env[VM_TAG] = self.id
         return env
 
-    def _argv(self, command: Sequence[str] | str, cwd: str | None, timeout: float) -> list[str]:
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        if not argv:
-            raise VMError("empty command")
-        rel = safe_relpath(cwd) if cwd else "."
-        limits = [
+    def _limits(self, timeout: float) -> list[str]:
+        return [
             "prlimit",
             f"--as={self.spec.memory_mb * 1024 * 1024 + 256 * 1024 * 1024}",
             f"--cpu={int(timeout) + 2}",
             f"--nofile={self.spec.max_open_files}",
             f"--nproc={self.spec.max_processes}",
+            f"--fsize={self.config.disk_mb * 1024 * 1024}",
             "--",
         ]
-        if not self.isolated:
+
+    def _argv(
+        self, command: Sequence[str] | str, cwd: str | None, timeout: float, fds: _Fds | None
+    ) -> list[str]:
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise VMError("empty command")
+        rel = safe_relpath(cwd) if cwd else "."
+        limits = self._limits(timeout)
+        if not self.isolated or fds is None:
             # no PID namespace: a child subreaper keeps every descendant findable, and
             # kills the leftovers when the command's own process exits (vm/subreaper.py)
             reaper = [sys.executable, "-I", "-S", str(SUBREAPER), str(os.getpid()), "--"]
             return [*reaper, *limits, *argv]
+        tmp = str(self.config.tmp_mb * 1024 * 1024)
         wrap = [
-            "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            _tool("bwrap"), "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID),
+            "--gid", str(GUEST_UID), "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--bind", str(self.workspace), GUEST_WORKSPACE,
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", tmp, "--tmpfs", "/dev/shm", "--size", tmp, "--tmpfs", "/tmp",
+            "--bind", MOUNT_POINT if self.host_uid is not None else str(self.workspace),
+            GUEST_WORKSPACE,
+            "--ro-bind-data", str(fds.passwd), "/etc/passwd",
+            "--ro-bind-data", str(fds.group), "/etc/group",
         ]  # fmt: skip
         for name in ETC_FILES:
             if os.path.exists(f"/etc/{name}"):
                 wrap += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        wrap += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        if self._no_userns:
+            wrap += ["--disable-userns"]
+        if fds.info is not None and fds.block is not None:
+            wrap += ["--info-fd", str(fds.info), "--block-fd", str(fds.block)]
         chdir = GUEST_WORKSPACE if rel == "." else f"{GUEST_WORKSPACE}/{rel}"
         wrap += ["--chdir", chdir, "--"]
-        return [*wrap, *limits, *argv]
+        if self.host_uid is None:
+            return [*wrap, *limits, *argv]
+        # Root engine: bubblewrap runs as the sandbox's own uid, which may not be able to
+        # reach the workspace's path (a 0700 home); so the workspace is first bound onto
+        # MOUNT_POINT in a private mount namespace that only this command sees.
+        bind = [_tool("unshare"), "--mount", "--propagation", "private", "--",
+                "/bin/sh", "-c", f'mount --bind -- "$0" {MOUNT_POINT} && exec "$@"',
+                str(self.workspace)]  # fmt: skip
+        return [*bind, *_drop_to(self.host_uid), *wrap, *limits, *argv]
+
+    @property
+    def _ports(self) -> tuple[int, ...]:
+        return self.spec.allowed_ports if self.isolated and self.spec.network else ()
 
     async def exec(
         self,
@@ -203,27 +368,125 @@ class ProcessVM:
             raise VMError(f"working folder {cwd!r} does not exist in the VM")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        fds = _Fds.open(self.folder, network=bool(self._ports)) if self.isolated else None
+        pasta: int | None = None
         try:
-            transport, proto = await loop.subprocess_exec(
-                lambda: _ExecProtocol(loop),
-                *self._argv(command, cwd, limit),
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
+            try:
+                transport, proto = await loop.subprocess_exec(
+                    lambda: _ExecProtocol(loop),
+                    *self._argv(command, cwd, limit, fds),
+                    stdin=asyncio.subprocess.PIPE
+                    if stdin is not None
+                    else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=self.workspace if self.isolated else host_cwd,
+                    env=self._env(env),
+                    start_new_session=True,
+                    pass_fds=fds.passed if fds else (),
+                )
+            except OSError as exc:
+                raise VMError(f"cannot start command in {self.id}: {exc}") from exc
+            if fds is not None:
+                fds.close_passed()
+            self._procs.add(transport)
+            pid = transport.get_pid()
+            if fds is not None and fds.block_w is not None:
+                try:  # the command waits (--block-fd) until its ports are forwarded
+                    pasta = await self._forward_ports(fds)
+                except BaseException:
+                    kill_tree(pid)
+                    await proto.exited.wait()
+                    self._procs.discard(transport)
+                    transport.close()
+                    raise
+        finally:
+            if fds is not None:
+                fds.close()
+        try:
+            return await self._finish(transport, proto, pid, started, limit, stdin, on_output)
+        finally:
+            if pasta is not None:
+                _kill_pasta(pasta, self.id)
+
+    async def _forward_ports(self, fds: _Fds) -> int:
+        """Start pasta on the sandbox's network namespace, forwarding its loopback ports
+        `allowed_ports` to the same ports on the host's loopback (nothing else is routed),
+        then let the command run. Returns pasta's pid; `VMError` if it cannot be done."""
+        assert fds.info_r is not None and fds.block_w is not None
+        child = await asyncio.to_thread(_read_child_pid, fds.info_r)
+        if child is None:
+            raise VMError(f"VM {self.id}: the sandbox did not start, so its ports cannot be given")
+        run = self.folder / "run"  # pasta's pid file, out of the sandbox's reach
+        run.mkdir(mode=0o700, exist_ok=True)
+        pidfile = run / "pasta.pid"
+        pidfile.unlink(missing_ok=True)
+        ports = ",".join(str(p) for p in self._ports)
+        try:
+            net = os.open(f"/proc/{child}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise VMError(f"VM {self.id}: cannot open the sandbox's network: {exc}") from exc
+        passed = [net]
+        try:
+            argv = [_tool("pasta"), "--quiet", "--tcp-ports", "none", "--udp-ports", "none",
+                    "--udp-ns", "none", "--tcp-ns", ports, "--pid", str(pidfile),
+                    "--netns", f"/proc/self/fd/{net}"]  # fmt: skip
+            if root_engine():  # root may join the namespace directly (and open /dev/net/tun)
+                argv += ["--runas", "0:0", "--netns-only"]
+            else:  # join the user namespace that owns the network namespace first
+                owner = fcntl.ioctl(net, NS_GET_USERNS)
+                passed.append(owner)
+                argv += ["--userns", f"/proc/self/fd/{owner}"]
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                cwd=host_cwd,
-                env=self._env(env),
-                start_new_session=True,
+                env={"PATH": BASE_PATH, VM_TAG: self.id},  # tagged: reaped with the VM
+                pass_fds=passed,
             )
         except OSError as exc:
-            raise VMError(f"cannot start command in {self.id}: {exc}") from exc
-        self._procs.add(transport)
-        pid = transport.get_pid()
+            raise VMError(f"VM {self.id}: cannot start pasta: {exc}") from exc
+        finally:
+            for fd in passed:
+                os.close(fd)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), PASTA_READY_SECONDS)
+        except TimeoutError:
+            kill_tree(proc.pid)
+            kill_tagged(self.id)
+            raise VMError(f"VM {self.id}: pasta did not set up the network ports in time") from None
+        try:
+            pasta = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            pasta = 0
+        if proc.returncode != 0 or pasta <= 0:
+            lines = [ln for ln in err.decode(errors="replace").splitlines()
+                     if ln.strip() and not ln.startswith("Failed to send")]  # fmt: skip
+            why = lines[-1] if lines else f"exit {proc.returncode}"
+            if pasta > 0:
+                _kill_pasta(pasta, self.id)
+            raise VMError(f"VM {self.id}: pasta could not forward ports {ports}: {why}")
+        os.write(fds.block_w, b"1")
+        return pasta
+
+    async def _finish(
+        self,
+        transport: asyncio.SubprocessTransport,
+        proto: _ExecProtocol,
+        pid: int,
+        started: float,
+        limit: float,
+        stdin: bytes | None,
+        on_output: OutputCallback | None,
+    ) -> ExecResult:
         out = BoundedOutput(self.spec.output_keep_bytes)
         err = BoundedOutput(self.spec.output_keep_bytes)
         pumps = [
             asyncio.create_task(_pump(proto.stdout, "stdout", out, on_output)),
             asyncio.create_task(_pump(proto.stderr, "stderr", err, on_output)),
         ]
+        watch = asyncio.create_task(self._watch_disk(pid, proto.exited))
         timed_out = False
         try:
             if stdin is not None and proto.stdin is not None:
@@ -251,6 +514,8 @@ class ProcessVM:
             await proto.exited.wait()
             raise
         finally:
+            watch.cancel()
+            over_disk = (await asyncio.gather(watch, return_exceptions=True))[0] is True
             self._procs.discard(transport)
             transport.close()
         returncode = transport.get_returncode()
@@ -259,6 +524,11 @@ class ProcessVM:
             code = 128 - code
         if timed_out:
             code = 124
+        if over_disk:
+            err.add(
+                f"\nswarm-engine: the workspace went over its disk limit of "
+                f"{self.config.disk_mb} MiB; the command was killed\n".encode()
+            )
         return ExecResult(
             exit_code=code,
             stdout=out.value(),
@@ -268,6 +538,19 @@ class ProcessVM:
             stdout_bytes=out.total,
             stderr_bytes=err.total,
         )
+
+    async def _watch_disk(self, pid: int, exited: asyncio.Event) -> bool:
+        """While the command runs, measure the workspace every `DISK_CHECK_SECONDS`; past
+        `disk_mb` kill the command and return True (a single file is capped by RLIMIT_FSIZE)."""
+        cap = self.config.disk_mb * 1024 * 1024
+        while not exited.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), DISK_CHECK_SECONDS)
+                return False
+            if await asyncio.to_thread(_disk_usage, self.workspace, cap) > cap:
+                kill_tree(pid)
+                return True
+        return False
 
     def _host_path(self, path: str) -> Path:
         """The host path for a workspace path; symlinks may not lead outside."""
@@ -292,6 +575,16 @@ class ProcessVM:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(target, mode)
+        if self.host_uid is not None:  # the sandbox's own uid owns its workspace
+            self._own(target)
+
+    def _own(self, target: Path) -> None:
+        assert self.host_uid is not None
+        root = self.workspace.resolve()
+        path = target
+        while path != self.workspace and path.resolve() != root:
+            os.lchown(path, self.host_uid, self.host_uid)
+            path = path.parent
 
     async def get_file(self, path: str) -> bytes:
         if self._destroyed:
@@ -320,6 +613,94 @@ class ProcessVM:
             # the kernel already killed everything when each command's namespace ended.
             await asyncio.to_thread(kill_tagged, self.id)
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
+        if self.host_uid is not None and self._release is not None:
+            self._release(self.host_uid)
+
+
+class _Fds:
+    """File descriptors handed to one bubblewrap: the sandbox's passwd and group (read by
+    bubblewrap from these fds, so the sandbox's uid needs no access to its folder's path),
+    and, for a command with ports, the info and block pipes that let pasta join it first."""
+
+    def __init__(self, passwd: int, group: int) -> None:
+        self.passwd = passwd
+        self.group = group
+        self.info: int | None = None
+        self.info_r: int | None = None
+        self.block: int | None = None
+        self.block_w: int | None = None
+        self._open = [passwd, group]
+
+    @classmethod
+    def open(cls, folder: Path, *, network: bool) -> _Fds:
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        opened: list[int] = []
+        try:
+            for name in ("passwd", "group"):
+                opened.append(os.open(folder / name, flags))
+        except OSError as exc:
+            for fd in opened:
+                os.close(fd)
+            raise VMError(f"VM folder {folder} is not usable: {exc.strerror}") from exc
+        fds = cls(*opened)
+        if network:
+            fds.info_r, fds.info = os.pipe()
+            fds.block, fds.block_w = os.pipe()
+            fds._open += [fds.info_r, fds.info, fds.block, fds.block_w]
+        return fds
+
+    @property
+    def passed(self) -> tuple[int, ...]:
+        extra = (self.info, self.block) if self.info is not None and self.block is not None else ()
+        return (self.passwd, self.group, *extra)
+
+    def _close(self, fd: int | None) -> None:
+        if fd is not None and fd in self._open:
+            self._open.remove(fd)
+            os.close(fd)
+
+    def close_passed(self) -> None:
+        """The child has its copies: close ours of the ends it uses (so EOF means it died)."""
+        for fd in self.passed:
+            self._close(fd)
+
+    def close(self) -> None:
+        for fd in list(self._open):
+            self._close(fd)
+
+
+def _read_child_pid(fd: int) -> int | None:
+    """bubblewrap's `--info-fd` JSON: the host pid of the sandbox's first process."""
+    data = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _kill_pasta(pid: int, vm_id: str) -> None:
+    """SIGKILL the pasta of this VM (checked by its tag, so a reused pid is left alone)."""
+    if pid in tagged(vm_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _disk_usage(folder: Path, stop_above: int) -> int:
+    """Bytes allocated under `folder` (not following links), counted until past `stop_above`."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in (*dirnames, *filenames):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        if total > stop_above:
+            break
+    return total
 
 
 async def _exited_within(

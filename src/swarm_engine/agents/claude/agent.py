@@ -24,6 +24,13 @@ from swarm_engine.models import AgentSpec, Usage
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 
 
+UNISOLATED = (
+    'claude refuses a VM without isolation (process backend, isolation = "none"): the '
+    "model's commands would run on the host; use bubblewrap or the qemu backend, or set "
+    "allow_unisolated = true under [agents.claude]"
+)
+
+
 class ClaudeAgent:
     """Agent kind `claude`.
 
@@ -66,6 +73,8 @@ class ClaudeAgent:
             api_key = resolve_api_key(host, env)
         except SwarmError as exc:
             return StepOutcome(exit_code=1, error=str(exc), usage=Usage(stop_reason="error"))
+        if ctx.vm.info().isolation == "none" and not host.allow_unisolated:  # issue 9
+            return StepOutcome(exit_code=1, error=UNISOLATED, usage=Usage(stop_reason="error"))
         session = Session(
             ctx,
             config,

@@ -41,7 +41,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 """What the registry's `_template:claude-agent` and ready agent `claude` carry as `config`."""
 
-HOST_ONLY_KEYS = frozenset({"api_key_file", "api_key_command", "base_url"})
+HOST_ONLY_KEYS = frozenset({"api_key_file", "api_key_command", "base_url", "allow_unisolated"})
 """Keys of `HostConfig` that an agent's `config:` may not hold: where the key comes from
 (a file, a command the host would run) and where it is sent (the endpoint)."""
 
@@ -118,6 +118,9 @@ class HostConfig(_Strict):
     base_url: str | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
     retry: RetrySettings | None = None
+    allow_unisolated: bool = False
+    """Issue 9: run Claude steps even in a VM without isolation (the process backend with
+    `isolation = "none"`), where the model's commands run on the host. Off: refused."""
 
 
 def parse_config(config: Mapping[str, Any], agent_name: str = "claude") -> ClaudeConfig:

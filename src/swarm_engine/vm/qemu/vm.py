@@ -87,6 +87,7 @@ class QemuVM:
                 "guest_workspace": GUEST_WORKSPACE,
                 "boot_ms": str(self.booted_ms),
             },
+            isolation="microvm",  # recorded in vms.isolation (issue 9)
         )
 
     def _check(self) -> None:

@@ -1,0 +1,264 @@
+"""Escape attempts from inside a process-sandbox step (bubblewrap), each one refused.
+
+Real bubblewrap, real processes, real listeners (only on 127.0.0.1, started here). Every
+test runs a hostile command in a VM and asserts what the user relies on: the secret is not
+in its output, the host is untouched, the limit held. docs/security.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.process import ProcessBackend, ProcessConfig, ProcessVM, bwrap_problem
+
+pytestmark = pytest.mark.skipif(bwrap_problem() is not None, reason=f"{bwrap_problem()}")
+
+SECRET = "s3cr3t-" + os.urandom(6).hex()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "tickets.db").write_text(f"SQLite format 3 {SECRET}")
+    key = tmp_path / "anthropic.key"
+    key.write_text(f"sk-ant-{SECRET}")
+    key.chmod(0o600)
+    return home
+
+
+@pytest.fixture
+async def backend(home: Path) -> AsyncIterator[ProcessBackend]:
+    backend = ProcessBackend(home, ProcessConfig(isolation="bwrap", tmp_mb=4, disk_mb=16))
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def vm(backend: ProcessBackend) -> AsyncIterator[ProcessVM]:
+    vm = await backend.boot("vm-escape0001", VMSpec(timeout_seconds=30, memory_mb=64,
+                                                    max_processes=40))  # fmt: skip
+    yield vm
+    await vm.destroy()
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.sendall(b"hello from the host\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listeners() -> Iterator[tuple[Listener, Listener]]:
+    a, b = Listener(), Listener()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def connect(port: int) -> str:
+    return (f"python3 -c \"import socket; c = socket.create_connection(('127.0.0.1', {port}), 3);"
+            ' print(c.recv(100).decode())"')  # fmt: skip
+
+
+async def test_host_files_outside_the_workspace_are_not_there(vm: ProcessVM, home: Path) -> None:
+    key = home.parent / "anthropic.key"
+    for path in (home / "tickets.db", key, home, Path("/root"), Path("/etc/shadow")):
+        res = await vm.exec(["cat", str(path)])
+        assert res.exit_code != 0 and SECRET.encode() not in res.stdout, path
+    # every file it can see outside /proc and the host's read-only /usr (the secret comes
+    # on stdin, so that it is in no command line)
+    res = await vm.exec(
+        "grep -rlsF --devices=skip --exclude-dir=proc --exclude-dir=usr -f /dev/stdin /; echo done",
+        stdin=SECRET.encode(),
+    )
+    assert res.stdout == b"done\n"
+    res = await vm.exec("ls /etc /")
+    assert sorted(res.stdout.split()) == sorted(
+        b"alternatives group hosts ld.so.cache localtime nsswitch.conf passwd ssl".split()
+        + b"/etc: /: bin dev etc lib lib64 proc sbin tmp usr workspace".split()
+    )
+
+
+async def test_the_system_folders_are_read_only(vm: ProcessVM) -> None:
+    res = await vm.exec(
+        "for d in / /usr /usr/bin /etc /dev; do touch $d/x 2>/dev/null && echo $d; done; true"
+    )
+    assert res.stdout == b""
+
+
+async def test_another_vms_workspace_is_out_of_reach(
+    backend: ProcessBackend, vm: ProcessVM
+) -> None:
+    other = await backend.boot("vm-escape0002", VMSpec(timeout_seconds=30))
+    try:
+        await other.put_file("secret.txt", SECRET.encode())
+        res = await vm.exec(f"cat {other.workspace}/secret.txt; cat /proc/*/root/workspace/secret.txt;"
+                            f" ls {other.folder}")  # fmt: skip
+        assert res.exit_code != 0 and SECRET.encode() not in res.stdout
+        assert (await other.get_file("secret.txt")) == SECRET.encode()
+    finally:
+        await other.destroy()
+
+
+async def test_no_network_without_declared_ports(
+    backend: ProcessBackend, vm: ProcessVM, listeners: tuple[Listener, Listener]
+) -> None:
+    allowed, _ = listeners
+    res = await vm.exec(connect(allowed.port))
+    assert res.exit_code != 0 and b"Connection refused" in res.stderr
+    res = await vm.exec("python3 -c 'import socket; print(socket.if_nameindex())'")
+    assert res.stdout.strip() == b"[(1, 'lo')]"
+    # network: true but no ports is no network either (as on qemu: restrict=on, no forwards)
+    bare = await backend.boot("vm-escape0003", VMSpec(timeout_seconds=30, network=True))
+    try:
+        res = await bare.exec(connect(allowed.port))
+        assert res.exit_code != 0 and b"Connection refused" in res.stderr
+    finally:
+        await bare.destroy()
+    assert allowed.accepted == 0
+
+
+async def test_declared_ports_and_nothing_else(
+    backend: ProcessBackend, listeners: tuple[Listener, Listener]
+) -> None:
+    allowed, other = listeners
+    spec = VMSpec(timeout_seconds=30, network=True, allowed_ports=(allowed.port,))
+    vm = await backend.boot("vm-escape0004", spec)
+    try:
+        res = await vm.exec(connect(allowed.port))
+        assert res.ok and res.stdout == b"hello from the host\n\n", res.stderr
+        res = await vm.exec(connect(other.port))
+        assert res.exit_code != 0 and b"Connection refused" in res.stderr
+        res = await vm.exec("ip route; ip -4 addr show scope global")
+        assert res.stdout.strip() == b""  # no route anywhere but its loopback
+    finally:
+        await vm.destroy()
+    assert (allowed.accepted, other.accepted) == (1, 0)
+
+
+async def test_host_processes_cannot_be_seen_or_signalled(vm: ProcessVM) -> None:
+    me = os.getpid()
+    res = await vm.exec(
+        f"kill -0 {me} || echo refused; ls /proc | grep -c '^[0-9]'; cat /proc/{me}/environ"
+    )
+    lines = res.stdout.decode().split()
+    assert lines[0] == "refused"
+    assert int(lines[1]) <= 4  # its init, sh, ls, grep: its own processes only
+    res = await vm.exec("ps -e -o comm=")
+    assert set(res.stdout.decode().split()) <= {"bwrap", "ps", "sh"}, res.stdout  # its own init
+
+
+async def test_no_root_no_capabilities_no_other_uid(vm: ProcessVM) -> None:
+    res = await vm.exec("id -u; id -g; grep -E '^Cap(Prm|Eff|Bnd|Amb)' /proc/self/status")
+    out = res.stdout.decode().split()
+    assert out[:2] == ["1000", "1000"]
+    assert [v for k, v in zip(out[2::2], out[3::2], strict=True)] == ["0000000000000000"] * 4
+    for attempt in ("python3 -c 'import os; os.setuid(0)'", "python3 -c 'import os; os.setgid(0)'",
+                    "unshare -r id", "unshare --user --map-root-user true",
+                    "python3 -c 'import os; os.setuid(1001)'"):  # fmt: skip
+        res = await vm.exec(attempt)
+        assert res.exit_code != 0, attempt
+    if vm.host_uid is not None:  # a root engine: the sandbox is not root on the host either
+        await vm.exec("echo x > mine")
+        assert (vm.workspace / "mine").stat().st_uid == vm.host_uid != 0
+
+
+async def test_host_environment_does_not_leak(
+    vm: ProcessVM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWARM_ESCAPE_SECRET", SECRET)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", f"sk-ant-{SECRET}")
+    res = await vm.exec("env; cat /proc/1/environ; cat /proc/self/environ")
+    assert SECRET.encode() not in res.stdout
+    names = {line.split(b"=", 1)[0] for line in res.stdout.splitlines() if b"=" in line}
+    assert names <= {b"PATH", b"HOME", b"LANG", b"TMPDIR", b"SWARM_WORKSPACE", b"SWARM_VM_ID",
+                     b"PWD", b"SHLVL", b"_", b"OLDPWD"}  # fmt: skip
+
+
+async def test_memory_is_bounded(vm: ProcessVM) -> None:
+    res = await vm.exec("python3 -c 'b = bytearray(1024 * 1024 * 1024)'")
+    assert res.exit_code != 0 and b"MemoryError" in res.stderr
+
+
+async def test_processes_are_bounded(vm: ProcessVM) -> None:
+    script = """
+import subprocess
+started, refused = [], 0
+for _ in range(100):
+    try:
+        started.append(subprocess.Popen(["sleep", "5"]))
+    except BlockingIOError:
+        refused += 1
+print(len(started), refused)
+"""
+    res = await vm.exec(["python3", "-c", script])
+    started, refused = map(int, res.stdout.split())
+    assert started < 40 and refused == 100 - started  # max_processes held: a fork bomb stops
+
+
+async def test_tmp_is_bounded(vm: ProcessVM) -> None:
+    for folder in ("/tmp", "/dev/shm"):
+        res = await vm.exec(f"head -c 50M /dev/zero > {folder}/fill")
+        assert res.exit_code != 0 and b"No space left" in res.stderr, folder
+        res = await vm.exec(f"du -sm {folder}")
+        assert int(res.stdout.split()[0]) <= 4
+
+
+async def test_one_big_file_is_bounded(vm: ProcessVM) -> None:
+    res = await vm.exec("head -c 100M /dev/zero > big")
+    assert res.exit_code != 0
+    assert (vm.workspace / "big").stat().st_size <= 16 * 1024 * 1024
+
+
+async def test_many_files_are_bounded(vm: ProcessVM) -> None:
+    res = await vm.exec(
+        "i=0; while true; do i=$((i+1)); head -c 1M /dev/zero > f$i || exit 3; done"
+    )
+    assert res.exit_code != 0 and not res.timed_out
+    assert b"over its disk limit of 16 MiB" in res.stderr
+    used = sum(p.stat().st_size for p in vm.workspace.iterdir())
+    assert used < 64 * 1024 * 1024  # stopped within a few checks of the cap
+
+
+async def test_ports_that_cannot_be_given_refuse_the_step(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    backend = ProcessBackend(home, ProcessConfig())
+    await backend.start()
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("bwrap", "setpriv", "unshare"):
+        (bare / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setenv("PATH", str(bare))  # everything but pasta
+    with pytest.raises(VMError, match=r"network ports 8080, but pasta is not installed"):
+        await backend.boot("vm-escape0005", VMSpec(network=True, allowed_ports=(8080,)))
+    assert not (home / "vms" / "vm-escape0005").exists()
