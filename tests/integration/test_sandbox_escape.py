@@ -157,9 +157,9 @@ async def test_declared_ports_and_nothing_else(
         res = await vm.exec(connect(allowed.port))
         assert res.ok and res.stdout == b"hello from the host\n\n", res.stderr
         res = await vm.exec(connect(other.port))
-        assert res.exit_code != 0 and b"Connection refused" in res.stderr
+        assert res.exit_code != 0 and b"Connection refused" in res.stderr, res
         res = await vm.exec("ip route; ip -4 addr show scope global")
-        assert res.stdout.strip() == b""  # no route anywhere but its loopback
+        assert res.stdout.strip() == b"", res  # no route anywhere but its loopback
     finally:
         await vm.destroy()
     assert (allowed.accepted, other.accepted) == (1, 0)

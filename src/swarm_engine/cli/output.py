@@ -65,6 +65,15 @@ def visible(text: str) -> str:
     return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def block(value: Any) -> str:
+    """Like `plain`, for a multi-line field shown whole: newlines and tabs are kept."""
+    text = "" if value is None else str(value)
+    return escape(CONTROL_BUT_LINES.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
 def plain(value: Any) -> str:
     """Any value as text that Rich prints literally: no markup and no control characters
     from stored data."""
@@ -95,7 +104,7 @@ def short(value: Any, width: int = 60) -> str:
     was cut (a `[... N bytes cut ...]` marker) keeps its start, the marker and its end."""
     value = summarize(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = " ".join(text.split())
+    text = visible(" ".join(text.split()))
     if len(text) <= width:
         return text
     cut = CUT_TEXT.search(text)
@@ -126,7 +135,7 @@ def cell(value: Any) -> Text:
     """A table cell: our own markup rendered, anything else literal, always one line."""
     if isinstance(value, Markup):
         return Text.from_markup(value)
-    return Text(" ".join(("" if value is None else str(value)).split()))
+    return Text(visible(" ".join(("" if value is None else str(value)).split())))
 
 
 def fit(natural: Sequence[int], minimum: Sequence[int], room: int) -> list[int]:

@@ -8,10 +8,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
-from swarm_engine.cli.output import Col, duration, styled, table
+from swarm_engine.cli.output import Col, duration, plain, styled, table
 from swarm_engine.engine.events import Event
 
 
@@ -60,7 +59,7 @@ class Progress:
             "time",
             Col("output", flex=True, min=10),
         ]
-        return table(escape(title), columns, rows, width=self.console.width)
+        return table(plain(title), columns, rows, width=self.console.width)
 
     def __call__(self, event: Event) -> None:
         sid = event.step_id or ""

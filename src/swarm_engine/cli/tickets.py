@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -22,9 +21,11 @@ from swarm_engine.cli.app import (
 from swarm_engine.cli.output import (
     Col,
     ago,
+    block,
     console,
     emit_json,
     ms,
+    plain,
     short,
     styled,
     table,
@@ -147,7 +148,7 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
         emit_json([r.as_dict() for r in rows])
         return
     if not rows:
-        which = f" with status {escape(status)}" if status else ""
+        which = f" with status {plain(status)}" if status else ""
         console.print(f"no tickets{which} (create one: swarm-engine ticket create --help)")
         return
     with_priority = any(r.priority for r in rows)
@@ -199,26 +200,26 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
     if as_json:
         emit_json(row.as_dict() | {"runs": runs, "events": events})
         return
-    console.print(f"[bold]ticket {ticket_id}[/bold]: {escape(row.title)}", highlight=False)
+    console.print(f"[bold]ticket {ticket_id}[/bold]: {plain(row.title)}", highlight=False)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     fields = [
         (
             "status",
-            f"{styled(row.status)} · {escape(row.target)} · priority {row.priority}"
+            f"{styled(row.status)} · {plain(row.target)} · priority {row.priority}"
             f" · {row.attempts} of {row.max_attempts} attempts used",
         ),
         ("created", when(row.created_at)),
         ("updated", when(row.updated_at)),
-        ("description", escape(row.description)),
-        ("inputs", escape(whole(row.inputs))),
+        ("description", block(row.description)),
+        ("inputs", block(whole(row.inputs))),
     ]
     if row.result is not None:
-        fields.append(("result", escape(whole(row.result))))
+        fields.append(("result", block(whole(row.result))))
     if row.error:
-        fields.append(("error", f"[red]{escape(row.error)}[/red]"))
-    fields += [("malformed", f"[yellow]{escape(d)}[/yellow]") for d in row.defects]
+        fields.append(("error", f"[red]{block(row.error)}[/red]"))
+    fields += [("malformed", f"[yellow]{plain(d)}[/yellow]") for d in row.defects]
     for name, value in fields:
         if value:
             grid.add_row(name, Text.from_markup(value))
@@ -230,7 +231,7 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
         console.print()
         console.print(
             table(
-                f"run {run['id']} (ticket attempt {escape(str(run['attempt']))}):"
+                f"run {run['id']} (ticket attempt {plain(str(run['attempt']))}):"
                 f" {styled(run['status'])} in {ms(run['duration_ms']) or '-'}"
                 + (f" · {usage}" if usage else ""),
                 [
@@ -271,7 +272,7 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
         if bare:
             console.print(
                 "[yellow]warning:[/yellow] step(s) "
-                + escape(", ".join(bare))
+                + plain(", ".join(bare))
                 + ' ran unisolated (isolation = "none")'
             )
     if runs:
