@@ -92,7 +92,11 @@ def test_the_microvm_block_works_line_by_line(used_home: Path) -> None:
         reason = f"the cloud image in {images} is stale; scripts/build-images.sh rebuilds it"
     if reason is not None:
         pytest.skip(f"no current QEMU image, so the README's microVM lines are not run: {reason}")
-    output = run_lines(block_with("--backend qemu"), used_home)
+    # pasted into the same terminal as the "Use it" block, whose first line activated the
+    # venv: carry that over (and only that)
+    activate = [c for c in block_with("swarm-engine start") if "source .venv/bin/activate" in c]
+    assert activate, "the Use it block activates the venv"
+    output = run_lines(["source .venv/bin/activate", *block_with("--backend qemu")], used_home)
     assert "ticket 3 done" in output
 
 
