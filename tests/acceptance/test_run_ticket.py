@@ -305,7 +305,7 @@ def test_an_empty_folder_becomes_a_home_with_a_note(tmp_path: Path) -> None:
     home.mkdir()
     done = swarm(home, "status")
     assert done.returncode == 0
-    assert done.stderr == f"note: set up a new, empty home in {home}\n"
+    assert done.stderr == f"note: created a new, empty store at {home / 'tickets.db'}\n"
     assert (home / "tickets.db").is_file() and (home / "registry.db").is_file()
     assert swarm(home, "status").stderr == ""  # said once
     busy = tmp_path / "not-empty"

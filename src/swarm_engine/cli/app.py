@@ -23,10 +23,17 @@ INIT_HINT = "'swarm-engine status --init' creates it"
 
 
 def ensure_home(settings: Settings) -> None:
-    """Create the home folder and both databases (the first command that writes does)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    """Create the home folder and both databases (the first command that writes does).
+    Creating a new store says so on stderr, so a typo in --home is seen at once."""
+    new = not settings.tickets_path.exists()
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the home {settings.home}: {exc.strerror}") from exc
     open_store(settings.tickets_path).close()
     Registry(settings.registry_path, settings.packages_dir).close()
+    if new:
+        click.echo(f"note: created a new, empty store at {settings.tickets_path}", err=True)
 
 
 def require_home(settings: Settings, needs: tuple[Database, ...]) -> None:
@@ -42,8 +49,7 @@ def require_home(settings: Settings, needs: tuple[Database, ...]) -> None:
         return
     home = settings.home
     if home.is_dir() and not any(home.iterdir()):
-        ensure_home(settings)
-        click.echo(f"note: set up a new, empty home in {home}", err=True)
+        ensure_home(settings)  # says so on stderr
         return
     if not home.exists():
         raise StoreError(
