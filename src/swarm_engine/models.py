@@ -6,11 +6,12 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
 
 
@@ -71,8 +72,24 @@ class VMRequirements(_Strict):
     memory_mb: int | None = Field(default=None, ge=16, le=65536)
     vcpus: int | None = Field(default=None, ge=1, le=64)
     network: bool = False
-    allowed_ports: tuple[int, ...] = ()
+    allowed_ports: tuple[Annotated[int, Field(strict=True, ge=1, le=65535)], ...] = ()
     image: str | None = None
+
+    @field_validator("allowed_ports")
+    @classmethod
+    def _distinct_ports(cls, ports: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(ports)) != len(ports):
+            raise ValueError("a port is listed twice")
+        return ports
+
+    @field_validator("image")
+    @classmethod
+    def _image_name(cls, name: str | None) -> str | None:
+        # a name in the host's images folder, never a path: an agent cannot choose the
+        # kernel, initrd or machine options its VM boots with
+        if name is not None and not IMAGE_RE.match(name):
+            raise ValueError("must be an image name (letters, digits, '.', '_', '-'), not a path")
+        return name
 
 
 class RetryPolicy(_Strict):

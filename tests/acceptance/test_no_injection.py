@@ -46,7 +46,7 @@ def test_values_stay_one_literal_word_in_every_quoting(home: Path, tmp_path: Pat
     )
     argv = write_agent(
         tmp_path / "argv",
-        "name: argv\nkind: shell\ncommand: [printf, '[%s]', '${inputs.v}', 'a ${ticket.title}']\n",
+        "name: argv\nkind: shell\ncommand: [printf, '[%s]', '${inputs.v}', '${ticket.title}']\n",
     )
     for package in (folder, argv):
         swarm(home, "agent", "register", str(package), check=True)
@@ -58,7 +58,23 @@ def test_values_stay_one_literal_word_in_every_quoting(home: Path, tmp_path: Pat
     swarm(home, "ticket", "create", "--title", TITLE, "--agent", "argv", "--input", f"v={v}",
           check=True)  # fmt: skip
     done = swarm(home, "run-ticket", "2", "--wait", "--json")
-    assert json.loads(done.stdout)["result"]["stdout"] == f"[{v}][a {TITLE}]", done.stderr
+    assert json.loads(done.stdout)["result"]["stdout"] == f"[{v}][{TITLE}]", done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["[sh, -c, 'echo Hello ${ticket.title}']", "[python3, -c, 'print(\"${inputs.v}\")']",
+     "[echo, 'a ${inputs.v}']", "[echo, '${inputs.v}${inputs.v}']"],
+)  # fmt: skip
+def test_a_reference_inside_an_argv_element_is_refused(
+    home: Path, tmp_path: Path, command: str
+) -> None:
+    """In a list, a value is one whole argument or nothing: embedded, it could be code
+    for the program that receives it (`sh -c`, `python3 -c`)."""
+    package = write_agent(tmp_path / "embed", f"name: embed\nkind: shell\ncommand: {command}\n")
+    done = swarm(home, "agent", "register", str(package))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "must be a whole element" in done.stderr and done.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ def test_without_bubblewrap_a_step_is_refused_unless_isolation_none(
         {"n": 0}
     ]  # no VM ever ran a command
     doctor = swarm(home, "vm", "doctor", "--json", PATH=path)
+    assert doctor.returncode == 7, doctor.stderr  # the default backend cannot run steps
+    assert doctor.stderr.startswith("error: the process backend cannot run steps here")
     check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process backend")
     assert check["level"] == "fail" and "apt-get install bubblewrap" in check["message"]
 

@@ -66,8 +66,10 @@ async def read_outputs_file(vm: VM) -> dict[str, Any] | None:
     """The JSON object an agent wrote to $SWARM_OUTPUTS, or None if it wrote none."""
     try:
         raw = await vm.get_file(OUTPUTS_FILE)
-    except VMError:
-        return None
+    except VMError as exc:
+        if "no such file" in str(exc).lower():  # it wrote none (every backend says so)
+            return None
+        raise AgentError(f"$SWARM_OUTPUTS cannot be read: {exc}") from exc
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -35,7 +35,7 @@ from swarm_engine.agents.files import (
     tail,
     upload_package,
 )
-from swarm_engine.agents.shell_command import render_command
+from swarm_engine.agents.shell_command import check_argv, render_command
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import TICKET_FIELDS, TemplateError, render
@@ -86,6 +86,9 @@ class ShellAgent:
                 if isinstance(spec, str):
                     spec, refs = render_command(spec, context)
                 else:
+                    unsafe = check_argv(spec) if isinstance(spec, list) else None
+                    if unsafe:  # a definition stored before this rule, or by hand
+                        raise AgentError(f"command{unsafe}")
                     spec = render(spec, context)
             except TemplateError as exc:
                 raise AgentError(f"command: {exc}") from exc

@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from swarm_engine.templating import Ref, TemplateError, lookup, parse
+from swarm_engine.templating import Ref, TemplateError, lookup, parse, references
 
 REF_ENV_PREFIX = "SWARM_REF_"
 
@@ -179,3 +179,19 @@ def render_command(text: str, context: Mapping[str, Any]) -> tuple[str, dict[str
             env[name] = value if isinstance(value, str) else json.dumps(value)
         out.append(_REPLACEMENT[next(contexts)] % name)
     return "".join(out), env
+
+
+def check_argv(command: list[Any]) -> str | None:
+    """Why an argv-list command is unsafe, or None. In a list, a reference must be a whole
+    element (`${inputs.x}`: exactly one literal argument): embedded in a larger element it
+    could land in an interpreter's code (`[sh, -c, 'echo ${ticket.title}']`)."""
+    for index, element in enumerate(command):
+        if not isinstance(element, str):
+            continue
+        paths = list(references(element))
+        if paths and (len(paths) != 1 or element != "${" + paths[0] + "}"):
+            return (
+                f"[{index}]: a reference in a list command must be a whole element (one"
+                " literal argument); give fixed text its own element, or use the string form"
+            )
+    return None

@@ -8,6 +8,7 @@ import click
 
 from swarm_engine.cli.app import example
 from swarm_engine.config import Settings, load_settings
+from swarm_engine.errors import VMError
 from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.builder import BuildRequest, build_image
 from swarm_engine.vm.qemu.config import QemuOptions
@@ -112,9 +113,19 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
         checks.append(run_boot_check(settings.home, images_dir, options.image))
     if as_json:
         emit_json([c.__dict__ for c in checks])
-        return
-    for c in checks:
-        console.print(f"{MARK[c.level]} [bold]{plain(c.name)}[/bold]: {plain(c.message)}")
+    else:
+        for c in checks:
+            console.print(f"{MARK[c.level]} [bold]{plain(c.name)}[/bold]: {plain(c.message)}")
+    # the exit status answers "can the default backend run steps here?"
+    failing = [
+        c
+        for c in checks
+        if c.level == "fail" and (settings.backend != "process" or c.name.startswith("process"))
+    ]
+    if failing:
+        raise VMError(
+            f"the {settings.backend} backend cannot run steps here: {failing[0].message}"
+        )
 
 
 def _process_checks(settings: Settings) -> list[Check]:

@@ -13,7 +13,7 @@ import jsonschema
 
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
-from swarm_engine.agents.shell_command import check_command
+from swarm_engine.agents.shell_command import check_argv, check_command
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import check_template, references
@@ -72,6 +72,10 @@ def _check_command(spec: AgentSpec, source: str) -> None:
     problem = check_template(command, COMMAND_NAMESPACES, where="command")
     if problem:
         raise ConfigError(f"{source}: {problem[0]}: {problem[1]}")
+    if isinstance(command, list):
+        unsafe_argv = check_argv(command)
+        if unsafe_argv:
+            raise ConfigError(f"{source}: command{unsafe_argv}")
     if isinstance(command, str):
         unsafe = check_command(command)
         if unsafe:

@@ -21,6 +21,8 @@ Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None] | None]
 
 GUEST_WORKSPACE = "/workspace"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+"""The largest file the host reads back from a VM (`get_file`), on every backend."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm_engine.errors import VMError
+from swarm_engine.models import IMAGE_RE
 
 KERNEL = "vmlinux"
 INITRAMFS = "initramfs.cpio"
@@ -74,6 +75,8 @@ class Image:
 
 
 def load_image(images_dir: Path, name: str) -> Image:
+    if not IMAGE_RE.match(name):  # a row written by hand may hold anything
+        raise VMError(f"qemu image {name!r}: not an image name (images are looked up by name)")
     path = images_dir / name
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():

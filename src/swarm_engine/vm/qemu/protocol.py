@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from swarm_engine.errors import VMError
+from swarm_engine.vm.base import MAX_FILE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ MAX_HEADER = 64 * 1024
 """A frame's JSON header. The guest's are under 5 KiB (an error with a path is the longest)."""
 MAX_CHUNK = 256 * 1024
 """A frame's payload, except the reply to a `get`. Output comes in 64 KiB chunks."""
-MAX_FILE = 64 * 1024 * 1024
+MAX_FILE = MAX_FILE_BYTES
 """The largest file `put_file`/`get_file` move (one frame each way)."""
 QUEUE_FRAMES = 32
 """Frames one request buffers before the router waits for its reader (backpressure)."""

@@ -1,0 +1,56 @@
+"""What a security tester found a step or an agent definition could do, now refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import write_agent
+from tests.support.cli import swarm, swarm_inproc
+
+
+def run_step(home: Path, tmp_path: Path, command: str) -> dict[str, object]:
+    write_agent(tmp_path / "s", f"name: s\nkind: shell\ncommand: {json.dumps(command)}\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "s")).returncode == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "s").returncode == 0
+    done = swarm(home, "run-ticket", "1", "--wait", "--json", timeout=60)
+    return dict(json.loads(done.stdout), returncode=done.returncode)
+
+
+def test_a_fifo_left_as_outputs_fails_the_step_instead_of_hanging_the_engine(
+    home: Path, tmp_path: Path
+) -> None:
+    out = run_step(home, tmp_path, 'mkfifo "$SWARM_OUTPUTS"; echo made')
+    assert out["returncode"] == 1 and out["status"] == "failed"
+    assert "not a regular file" in str(out["error"])
+
+
+def test_a_sparse_giant_outputs_file_is_refused_not_read(home: Path, tmp_path: Path) -> None:
+    out = run_step(home, tmp_path, 'truncate -s 1500M "$SWARM_OUTPUTS"; echo made')
+    assert out["returncode"] == 1 and out["status"] == "failed"
+    assert "over the 67108864-byte limit" in str(out["error"])
+
+
+@pytest.mark.parametrize(
+    ("vm_block", "message"),
+    [
+        ("{backend: qemu, image: ../../../etc}", "vm.image: must be an image name"),
+        ("{image: /abs/path}", "must be an image name"),
+        ("{network: true, allowed_ports: [-1]}", "greater than or equal to 1"),
+        ("{network: true, allowed_ports: [70000]}", "less than or equal to 65535"),
+        ("{network: true, allowed_ports: [8080, 8080]}", "a port is listed twice"),
+        ("{network: true, allowed_ports: [true]}", "valid integer"),
+        ("{network: true, allowed_ports: ['8080']}", "valid integer"),
+    ],
+)
+def test_vm_requirements_are_checked_at_registration(
+    home: Path, tmp_path: Path, vm_block: str, message: str
+) -> None:
+    package = write_agent(
+        tmp_path / "v", f"name: v\nkind: shell\ncommand: 'true'\nvm: {vm_block}\n"
+    )
+    done = swarm_inproc(home, "agent", "register", str(package))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert message.split(": ")[-1] in done.stderr, done.stderr
