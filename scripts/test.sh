@@ -14,6 +14,6 @@ SWARM_IMAGE_KERNEL=tiny PYTHON=.venv/bin/python bash scripts/build-images.sh
 echo "== the QEMU suites on the tiny-kernel image =="
 SWARM_QEMU_IMAGE=tiny .venv/bin/python -m pytest -q -k "not process" \
     tests/integration/test_vm_contract.py tests/integration/test_qemu_backend.py \
-    tests/acceptance/test_qemu_engine.py
+    tests/integration/test_qemu_escape.py tests/acceptance/test_qemu_engine.py
 echo "== the whole suite (default image) =="
 .venv/bin/python -m pytest "$@"
