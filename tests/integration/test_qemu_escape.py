@@ -309,6 +309,11 @@ async def test_host_environment_does_not_leak(vm: QemuVM) -> None:
     res = await vm.exec("env")
     names = {line.split(b"=", 1)[0].decode() for line in res.stdout.splitlines()}
     assert names <= {*GUEST_ENV, "PWD", "SHLVL", "_", "OLDPWD"}, names
+    # nor is it in the host process that runs the guest (an escape from QEMU finds nothing)
+    pid = vm.info().pid
+    assert pid is not None
+    qemu_env = Path(f"/proc/{pid}/environ").read_bytes()
+    assert SECRET.encode() not in qemu_env and b"sk-ant-" not in qemu_env
 
 
 async def test_memory_is_bounded(backend: QemuBackend, own_vm: QemuVM) -> None:

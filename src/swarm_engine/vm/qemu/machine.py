@@ -123,6 +123,15 @@ def listen_socket(path: Path) -> socket.socket:
     return sock
 
 
+def qemu_environment() -> dict[str, str]:
+    """QEMU's environment, built from scratch: nothing of the engine's (an API key, the
+    user's variables) is in the process that runs the guest."""
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    if "TMPDIR" in os.environ:
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    return env
+
+
 async def start_qemu(spec: MachineSpec, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as stderr:
         try:
@@ -133,6 +142,7 @@ async def start_qemu(spec: MachineSpec, log: Path) -> asyncio.subprocess.Process
                 stderr=stderr,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                env=qemu_environment(),
             )
         except OSError as exc:
             raise VMError(f"cannot start {spec.qemu_binary}: {exc.strerror}") from exc
