@@ -101,3 +101,19 @@ def test_a_reference_where_no_quoting_holds_is_refused_at_registration(
         query(home / "registry.db", "SELECT count(*) AS n FROM agents WHERE name = 'bad'")[0]["n"]
         == 0
     )
+
+
+def test_a_command_that_is_one_reference_runs_that_value_as_its_script(
+    home: Path, tmp_path: Path
+) -> None:
+    """Like the built-in shell agent's inputs.command: the definition hands its whole
+    command to one input, so that input is the script (nothing is pasted into a command
+    of the author's)."""
+    package = write_agent(
+        tmp_path / "whole", 'name: whole\nkind: shell\ncommand: "${inputs.cmd}"\n'
+    )
+    swarm(home, "agent", "register", str(package), check=True)
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "whole", "--input",
+          "cmd=echo a; echo b", check=True)  # fmt: skip
+    done = swarm(home, "run-ticket", "1", "--wait", "--json")
+    assert json.loads(done.stdout)["result"]["stdout"] == "a\nb\n", done.stderr

@@ -38,7 +38,7 @@ from swarm_engine.agents.files import (
 from swarm_engine.agents.shell_command import check_argv, render_command
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
-from swarm_engine.templating import TICKET_FIELDS, TemplateError, render
+from swarm_engine.templating import TICKET_FIELDS, TemplateError, lookup, references, render
 from swarm_engine.vm.base import Stream
 
 INPUTS_HINT = "read large inputs from the inputs file ($SWARM_INPUTS) instead of ${inputs.<key>}"
@@ -83,7 +83,14 @@ class ShellAgent:
                 "ticket": {k: ctx.ticket.get(k) for k in TICKET_FIELDS},
             }
             try:
-                if isinstance(spec, str):
+                whole = whole_reference(spec) if isinstance(spec, str) else None
+                if whole is not None:
+                    # the definition hands its whole command to one value: that value is
+                    # the script, as `inputs.command` is for the built-in shell agent
+                    spec = lookup(whole, context)
+                    if not isinstance(spec, str):
+                        raise AgentError(f"command: ${{{whole}}} is not text")
+                elif isinstance(spec, str):
                     spec, refs = render_command(spec, context)
                 else:
                     unsafe = check_argv(spec) if isinstance(spec, list) else None
@@ -164,3 +171,10 @@ class ShellAgent:
                 error=f"command exited with {result.exit_code}" + (f": {detail}" if detail else ""),
             )
         return StepOutcome(outputs=outputs, exit_code=0)
+
+
+def whole_reference(command: str) -> str | None:
+    """The path of a command that is exactly one reference (`${inputs.cmd}`), else None."""
+    text = command.strip()
+    paths = list(references(text))
+    return paths[0] if len(paths) == 1 and text == "${" + paths[0] + "}" else None
