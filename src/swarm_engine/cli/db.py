@@ -17,7 +17,7 @@ def db() -> None:
     "path",
     short_help="Print the ticket store's path (or the registry's).",
     epilog=example(
-        'sqlite3 "$(swarm-engine db path)" "INSERT INTO tickets (title, status, agent_id)'
+        'sqlite3 -cmd ".timeout 5000" "$(swarm-engine db path)" "INSERT INTO tickets (title, status, agent_id)'
         " VALUES ('hi', 'open', 'echo')\""
     ),
 )
