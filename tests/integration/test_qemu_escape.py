@@ -11,14 +11,13 @@ image; CI runs it on the `tiny` image (scripts/test.sh).
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from tests.support.listener import Greeter as Listener
 
 from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
@@ -87,38 +86,6 @@ async def own_vm(backend: QemuBackend) -> AsyncIterator[QemuVM]:
                                              max_processes=10))  # fmt: skip
     yield vm
     await vm.destroy()
-
-
-class Listener:
-    """A TCP server on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.sendall(b"hello from the host\n")
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def listeners() -> Iterator[tuple[Listener, Listener]]:
-    a, b = Listener(), Listener()
-    yield a, b
-    a.close()
-    b.close()
 
 
 CLIENT = """

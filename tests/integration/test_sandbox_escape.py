@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.support.listener import Greeter as Listener
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
@@ -50,38 +49,6 @@ async def vm(backend: ProcessBackend) -> AsyncIterator[ProcessVM]:
                                                     max_processes=40))  # fmt: skip
     yield vm
     await vm.destroy()
-
-
-class Listener:
-    """A TCP server on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.sendall(b"hello from the host\n")
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def listeners() -> Iterator[tuple[Listener, Listener]]:
-    a, b = Listener(), Listener()
-    yield a, b
-    a.close()
-    b.close()
 
 
 def connect(port: int) -> str:

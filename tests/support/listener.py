@@ -56,3 +56,27 @@ class Listener:
         while select.select([self._sock], [], [], 0)[0]:
             self._take()
         self._sock.close()
+
+
+class Greeter:
+    """A TCP server on 127.0.0.1 that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.sendall(b"hello from the host\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
