@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(bubblewrap passt sqlite3 util-linux)  # passt: pasta, for agents' allowed_ports
+if [[ "${1:-}" == "--vm" || "${2:-}" == "--postgres" || "${1:-}" == "--postgres" ]]; then
+    packages+=(postgresql iproute2)  # the tests start a throwaway PostgreSQL cluster
+fi
 if [[ "${1:-}" == "--vm" ]]; then
     packages+=(qemu-system-x86 busybox-static squashfs-tools debootstrap cpio lz4 gcc libc6-dev)
     packages+=(make bc flex bison libelf-dev xz-utils)  # only for `vm image build --kernel tiny`

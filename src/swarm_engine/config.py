@@ -31,6 +31,12 @@ HEARTBEATS_PER_LEASE = 3
 """A lease must outlast this many heartbeat intervals (renewals retry in between)."""
 
 
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname() or "localhost"
+
+
 def default_home() -> Path:
     return Path(user_data_dir("swarm-engine", appauthor=False))
 
@@ -43,6 +49,14 @@ class Settings(BaseModel):
     home: Path = Field(default_factory=default_home)
     tickets_db: Path | None = None
     registry_db: Path | None = None
+    database_url: str | None = None
+    """`postgresql://user@host/db`: the ticket store (and the registry, unless
+    `registry_url` says otherwise) in PostgreSQL, shared by several engine hosts
+    (docs/scale-out.md). Unset: SQLite files in the home folder."""
+    registry_url: str | None = None
+    host_id: str = Field(default_factory=lambda: _hostname(), min_length=1, max_length=253)
+    """This engine's host, as recorded with its engines and VMs: each host reaps only its
+    own VMs. Default: the machine's hostname."""
     backend: str = "process"
     max_vms: int = Field(default=4, ge=1, le=1024)
     poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
@@ -90,9 +104,28 @@ class Settings(BaseModel):
             )
         return self
 
+    @field_validator("database_url", "registry_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("postgresql://", "postgres://", "sqlite:///")
+        ):
+            raise ValueError("must start with postgresql://, postgres:// or sqlite:///")
+        return value
+
     @property
     def tickets_path(self) -> Path:
         return self.tickets_db or self.home / "tickets.db"
+
+    @property
+    def tickets_target(self) -> str | Path:
+        """The ticket store to open: `database_url`, or the SQLite file."""
+        return self.database_url or self.tickets_path
+
+    @property
+    def registry_target(self) -> str | Path:
+        """The registry to open: `registry_url`, else `database_url`, else the SQLite file."""
+        return self.registry_url or self.database_url or self.registry_path
 
     @property
     def registry_path(self) -> Path:

@@ -157,9 +157,17 @@ def test_an_unknown_status_names_the_valid_ones(shown: Path) -> None:
     )
 
 
+def subcommand(group: click.Group, name: str) -> click.Command:
+    """`group`'s command `name` (the top group imports its commands when asked: cli/lazy.py)."""
+    command = group.get_command(click.Context(group), name)
+    assert command is not None, name
+    return command
+
+
 def commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
-    for name, command in group.commands.items():
+    for name in group.list_commands(click.Context(group)):
+        command = subcommand(group, name)
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
         else:
@@ -170,7 +178,7 @@ def command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        command = subcommand(command, name)
     return command
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
+from tests.acceptance.conftest import engine_ready, stop, write_agent
 from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
 
 from swarm_engine.errors import StoreBusyError
@@ -138,7 +138,12 @@ def test_status_shows_busy_vms_as_they_are_now(
 
     assert busy() == 0
     assert swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long").returncode == 0
-    wait_until(lambda: status_of(home, 1) == "running", 30, "the ticket to run")
+    # the step is recorded running in the same transaction as its VM busy
+    wait_until(
+        lambda: query(home / "tickets.db", "SELECT 1 FROM step_executions WHERE status = 'running'"),
+        30,
+        "the step to run",
+    )
     assert busy() == 1
     assert swarm_inproc(home, "ticket", "cancel", "1").returncode == 0
     wait_until(lambda: busy() == 0, 10, "the VM to be gone from status")

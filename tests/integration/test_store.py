@@ -1,4 +1,6 @@
-"""The ticket store on real SQLite files: schema, public-interface defaults, atomic claims, fencing."""
+"""The store contract, on real SQLite files and a real PostgreSQL server alike: schema and
+defaults for outside writers, atomic claims (every ticket exactly once under contention),
+claim order, fencing of stale attempts, one reclaimer, a busy store as `StoreBusyError`."""
 
 from __future__ import annotations
 
@@ -9,42 +11,54 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.support.cli import query, sqlite_shell
+from tests.conftest import Target
 
 from swarm_engine.engine.reaper import ReapReport, reclaim_expired
-from swarm_engine.errors import ConflictError, NotFoundError, StaleAttemptError
+from swarm_engine.errors import (
+    ConflictError,
+    NotFoundError,
+    StaleAttemptError,
+    StoreBusyError,
+    StoreIntegrityError,
+)
 from swarm_engine.models import Usage
-from swarm_engine.store import open_store
+from swarm_engine.store import Store, open_store
 from swarm_engine.store.sqlite import migrations
 
 
-def test_migrations_create_the_schema_once(tmp_path: Path) -> None:
+def claim_all(store: Store, engine: str, limit: int = 1) -> list[int]:
+    got: list[int] = []
+    while batch := store.tickets.claim_next(
+        engine_id=engine, attempt_id=uuid.uuid4().hex, lease_ttl=30, limit=limit
+    ):
+        got += [t.id for t in batch]
+    return got
+
+
+def test_sqlite_migrations_set_up_the_file_once(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     open_store(db).close()
-    store = open_store(db)  # a second open applies nothing and keeps data
-    conn = store.db.conn
+    open_store(db).close()  # a second open applies nothing
+    conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations("tickets")[-1][0]
-    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {
-        "tickets",
-        "workflow_runs",
-        "step_executions",
-        "vms",
-        "engines",
-        "ticket_events",
-    } <= tables
+
+
+def test_reopening_keeps_data_and_applies_nothing(store_target: Target) -> None:
+    store = open_store(store_target.target)
+    tid = store.tickets.create(title="kept", agent_id="echo")
+    store.close()
+    store = open_store(store_target.target)
+    assert store.tickets.get(tid).title == "kept"
     store.close()
 
 
-def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
+def test_concurrent_first_opens_migrate_once(store_target: Target) -> None:
     errors: list[BaseException] = []
 
     def opener() -> None:
         try:
-            open_store(db).close()
+            open_store(store_target.target).close()
         except BaseException as exc:
             errors.append(exc)
 
@@ -56,43 +70,46 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     assert errors == []
 
 
-def test_a_plain_sqlite3_insert_is_a_complete_ticket(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-    open_store(db).close()
-    sqlite_shell(
-        db,
+def test_an_outside_insert_is_a_complete_ticket(store_target: Target) -> None:
+    open_store(store_target.target).close()
+    store_target.sql(
         "INSERT INTO tickets (title, description, status, agent_id) VALUES ('t', 'd', 'open', 'echo');"
         "INSERT INTO tickets (title, description, status, execution_mode, workflow_id)"
-        " VALUES ('w', 'd', 'open', 'workflow', 'text-report');",
+        " VALUES ('w', 'd', 'open', 'workflow', 'text-report');"
     )
-    store = open_store(db)
+    store = open_store(store_target.target)
     one, two = store.tickets.get(1), store.tickets.get(2)
     assert one.inputs == {} and one.priority == 0 and one.attempts == 0
     assert one.execution_mode == "single" and one.max_attempts >= 1 and one.defects == ()
-    stored = query(db, "SELECT created_at FROM tickets WHERE id = 1")[0]["created_at"]
-    assert stored.endswith("Z") and len(stored) == len("2026-01-01T00:00:00.000Z")
     assert one.created_at is not None and one.created_at.tzinfo is not None
+    assert store.tickets.list()[0].as_dict()["created_at"].endswith("Z")
     assert two.execution_mode == "workflow"
     assert [e["new_status"] for e in store.tickets.events(1)] == ["open"]
+    store.close()
 
 
-def test_the_schema_refuses_invalid_rows(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-    open_store(db).close()
-    for bad in (
+@pytest.mark.parametrize(
+    "bad",
+    [
         "INSERT INTO tickets (title, status, agent_id) VALUES ('x', 'bogus', 'echo')",
         "INSERT INTO tickets (title, status) VALUES ('x', 'open')",  # single needs agent_id
         "INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('x', 'open', 'echo', '{bad')",
         "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind)"
         " VALUES (999, 's', 'echo', '1', 'echo')",
-    ):
-        with pytest.raises(subprocess.CalledProcessError):
-            sqlite_shell(db, "PRAGMA foreign_keys=ON;" + bad)
+    ],
+)
+def test_the_schema_refuses_invalid_rows(store_target: Target, bad: str) -> None:
+    open_store(store_target.target).close()
+    prefix = "PRAGMA foreign_keys=ON;" if store_target.dialect == "sqlite" else ""
+    with pytest.raises(subprocess.CalledProcessError):
+        store_target.sql(prefix + bad)
 
 
-def test_every_open_ticket_is_claimed_exactly_once_under_contention(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-    store = open_store(db)
+@pytest.mark.parametrize("limit", [1, 4])
+def test_every_open_ticket_is_claimed_exactly_once_under_contention(
+    store_target: Target, limit: int
+) -> None:
+    store = open_store(store_target.target)
     for i in range(200):
         store.tickets.create(title=f"t{i}", agent_id="echo")
     store.close()
@@ -100,14 +117,9 @@ def test_every_open_ticket_is_claimed_exactly_once_under_contention(tmp_path: Pa
     barrier = threading.Barrier(8)
 
     def worker(name: str) -> None:
-        mine = open_store(db)  # one connection per actor, as separate engines would have
-        got: list[int] = []
+        mine = open_store(store_target.target)  # one connection per actor, as engines have
         barrier.wait()
-        while (
-            t := mine.tickets.claim_next(engine_id=name, attempt_id=uuid.uuid4().hex, lease_ttl=30)
-        ) is not None:
-            got.append(t.id)
-        claims[name] = got
+        claims[name] = claim_all(mine, name, limit)
         mine.close()
 
     threads = [threading.Thread(target=worker, args=(f"e{i}",)) for i in range(8)]
@@ -117,38 +129,41 @@ def test_every_open_ticket_is_claimed_exactly_once_under_contention(tmp_path: Pa
         t.join()
     every = [tid for got in claims.values() for tid in got]
     assert sorted(every) == list(range(1, 201))
-    rows = sqlite3.connect(db).execute(
-        "SELECT count(*) FROM tickets WHERE status='claimed' AND attempts=1"
+    rows = store_target.rows(
+        "SELECT count(*) AS n FROM tickets WHERE status='claimed' AND attempts=1"
+        " AND attempt_id IS NOT NULL"
     )
-    assert rows.fetchone()[0] == 200
+    assert rows[0]["n"] == 200
 
 
-def test_claim_order_is_priority_then_age(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.db")
+def test_claims_go_by_priority_then_age_and_batches_keep_that_order(store_target: Target) -> None:
+    store = open_store(store_target.target)
     low = store.tickets.create(title="low", agent_id="echo", priority=0)
     high = store.tickets.create(title="high", agent_id="echo", priority=5)
     low2 = store.tickets.create(title="low2", agent_id="echo", priority=0)
-    claimed = [
-        store.tickets.claim_next(engine_id="e", attempt_id=uuid.uuid4().hex, lease_ttl=30)
-        for _ in range(3)
-    ]
-    order = [t.id for t in claimed if t is not None]
-    assert order == [high, low, low2]
+    top = store.tickets.create(title="top", agent_id="echo", priority=9)
+    first = store.tickets.claim_next(engine_id="e", attempt_id="a", lease_ttl=30, limit=1)
+    rest = store.tickets.claim_next(engine_id="e", attempt_id="b", lease_ttl=30, limit=10)
+    assert [t.id for t in first] == [top]
+    assert [t.id for t in rest] == [high, low, low2]
+    assert len({t.attempt_id for t in [*first, *rest]}) == 4
+    assert store.tickets.claim_next(engine_id="e", attempt_id="c", lease_ttl=30, limit=10) == []
+    store.close()
 
 
-def test_claiming_a_claimed_ticket_is_refused(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.db")
+def test_claiming_a_claimed_ticket_is_refused(store_target: Target) -> None:
+    store = open_store(store_target.target)
     tid = store.tickets.create(title="x", agent_id="echo")
     store.tickets.claim(tid, engine_id="a", attempt_id="1", lease_ttl=30)
     with pytest.raises(ConflictError, match="already claimed by engine a"):
         store.tickets.claim(tid, engine_id="b", attempt_id="2", lease_ttl=30)
     with pytest.raises(NotFoundError):
         store.tickets.claim(999, engine_id="b", attempt_id="3", lease_ttl=30)
+    store.close()
 
 
-def test_a_stale_attempt_cannot_write_after_reclaim(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-    store = open_store(db)
+def test_a_stale_attempt_cannot_write_after_reclaim(store_target: Target) -> None:
+    store = open_store(store_target.target)
     for engine in ("a", "b"):
         store.engines.register(engine, kind="daemon", host="h", pid=1, max_vms=1, backend="process")
     tid = store.tickets.create(title="x", agent_id="echo")
@@ -159,9 +174,9 @@ def test_a_stale_attempt_cannot_write_after_reclaim(tmp_path: Path) -> None:
     step = store.runs.add_step(
         run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo", inputs={}
     )
-    # the lease expires (moved in the database, not by sleeping) and another engine reclaims
-    store.db.run(
-        "UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00.000Z' WHERE id = ?", (tid,)
+    # the lease expires (moved in the database by an outside writer, not by sleeping)
+    store_target.sql(
+        f"UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00.000Z' WHERE id = {tid}"
     )
     report = ReapReport()
     reclaim_expired(store, report)
@@ -178,3 +193,99 @@ def test_a_stale_attempt_cannot_write_after_reclaim(tmp_path: Path) -> None:
         store.tickets.finish(tid, "old", status="done")
     assert store.tickets.get(tid).status == "claimed"
     assert store.runs.get_run(run_id)["status"] == "failed"
+    store.close()
+
+
+def test_a_whole_run_is_recorded_with_usage_rolled_up(store_target: Target) -> None:
+    store = open_store(store_target.target)
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    tid = store.tickets.create(title="x", agent_id="echo", inputs={"n": 1})
+    [ticket] = store.tickets.claim_next(engine_id="e", attempt_id="a", lease_ttl=30)
+    run_id = store.runs.start_run(
+        ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={"n": 1}
+    )
+    step = store.runs.add_step(
+        run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo", inputs={}
+    )
+    store.vms.record_boot(
+        "vm-1", backend="process", host="h", engine_id="e", owner_pid=1, memory_mb=64, vcpus=1
+    )
+    with store.transaction():
+        store.vms.record_ready(
+            "vm-1", pid=2, workspace="/w", socket_path=None, overlay_path=None, isolation="bwrap"
+        )
+        store.vms.record_busy("vm-1", step)
+        store.runs.step_started(step, "vm-1")
+    usage = Usage(input_tokens=10, output_tokens=5, cost_usd=0.25)
+    store.runs.step_finished(
+        step, status="done", outputs={"ok": True}, exit_code=0, error=None, usage=usage
+    )
+    store.runs.finish_run(run_id, ticket, status="done", outputs={"ok": True})
+    store.vms.record_destroyed("vm-1")
+    done = store.tickets.get(tid)
+    assert done.status == "done" and done.result == {"ok": True}
+    run = store.runs.get_run(run_id)
+    assert run["status"] == "done" and run["input_tokens"] == 10 and run["cost_usd"] == 0.25
+    assert isinstance(run["duration_ms"], int)
+    [recorded] = store.runs.steps(run_id)
+    assert recorded["vm_isolation"] == "bwrap" and recorded["outputs"] == {"ok": True}
+    assert store.runs.usage_totals()["output_tokens"] == 5
+    assert [e["new_status"] for e in store.tickets.events(tid)] == [
+        "open",
+        "claimed",
+        "running",
+        "done",
+    ]
+    assert store.vms.live() == []
+    store.close()
+
+
+def test_expired_leases_are_reclaimed_once_by_many_reclaimers(store_target: Target) -> None:
+    store = open_store(store_target.target)
+    ids = [store.tickets.create(title=f"t{i}", agent_id="echo") for i in range(30)]
+    claim_all(store, "gone", limit=30)
+    store_target.sql("UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00Z'")
+    store.close()
+    requeued: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def reclaimer() -> None:
+        mine = open_store(store_target.target)
+        barrier.wait()
+        for _ in range(3):
+            got = [e.ticket_id for e in mine.tickets.reclaim_expired()]
+            with lock:
+                requeued.extend(got)
+        mine.close()
+
+    threads = [threading.Thread(target=reclaimer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(requeued) == ids
+    assert (
+        store_target.rows("SELECT count(*) AS n FROM tickets WHERE status = 'open'")[0]["n"] == 30
+    )
+
+
+def test_a_value_the_database_cannot_hold_is_an_integrity_error(store_target: Target) -> None:
+    store = open_store(store_target.target)
+    with pytest.raises(StoreIntegrityError):
+        store.tickets.create(title="x", agent_id="echo", priority=2**64)
+    assert store.tickets.list() == []
+    store.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_store_busy(store_target: Target) -> None:
+    store = open_store(store_target.target, busy_timeout=0.2)
+    tid = store.tickets.create(title="x", agent_id="echo")
+    other = open_store(store_target.target, busy_timeout=0.2)
+    with other.transaction():
+        other.tickets.cancel(tid)  # holds the row (PostgreSQL) or the write lock (SQLite)
+        with pytest.raises(StoreBusyError):
+            store.tickets.cancel(tid)
+    assert store.tickets.get(tid).status == "cancelled"
+    store.close()
+    other.close()

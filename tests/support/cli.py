@@ -109,7 +109,7 @@ def loads(text: str) -> Any:
     return json.loads(text)
 
 
-def swarm_inproc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def swarm_inproc(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The same command run in this process (fast; for the many bad-input cases).
 
     It goes through the real entry point, `swarm_engine.cli.main.main`, with the
@@ -123,7 +123,7 @@ def swarm_inproc(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     out, err = io.StringIO(), io.StringIO()
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(env_for(home))
+    os.environ.update(env_for(home, **env))
     os.environ["COLUMNS"] = "200"
     code = 0
     try:

@@ -7,15 +7,17 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from swarm_engine.config import Settings
 from swarm_engine.errors import StoreError, UsageError
-from swarm_engine.models import strict_json
-from swarm_engine.registry import Registry
-from swarm_engine.store import Store, open_store
+
+if TYPE_CHECKING:  # imported where used: a command imports only what it needs
+    from swarm_engine.config import Settings
+    from swarm_engine.registry import Registry
+    from swarm_engine.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 Database = Literal["tickets", "registry"]
@@ -25,13 +27,18 @@ INIT_HINT = "'swarm-engine status --init' creates it"
 def ensure_home(settings: Settings) -> None:
     """Create the home folder and both databases (the first command that writes does).
     Creating a new store says so on stderr, so a typo in --home is seen at once."""
-    new = not settings.tickets_path.exists()
+    from swarm_engine.registry import Registry
+    from swarm_engine.store import open_store
+
+    new = settings.database_url is None and not settings.tickets_path.exists()
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the home {settings.home}: {exc.strerror}") from exc
-    open_store(settings.tickets_path).close()
-    Registry(settings.registry_path, settings.packages_dir).close()
+    open_store(settings.tickets_target, busy_timeout=settings.busy_timeout).close()
+    Registry(
+        settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout
+    ).close()
     if new:
         click.echo(f"note: created a new, empty store at {settings.tickets_path}", err=True)
 
@@ -43,8 +50,10 @@ def require_home(settings: Settings, needs: tuple[Database, ...]) -> None:
     a folder with other things in it but not the database. A folder that exists and is
     empty (`mktemp -d`) is set up, with a note on stderr: nothing can be lost or hidden.
     """
-    paths = {"tickets": settings.tickets_path, "registry": settings.registry_path}
-    missing = [paths[name] for name in needs if not paths[name].exists()]
+    paths = {"tickets": settings.tickets_target, "registry": settings.registry_target}
+    # a server database (postgresql://) is created by its migrations when first opened
+    files = [path for name in needs if isinstance(path := paths[name], Path)]
+    missing = [path for path in files if not path.exists()]
     if not missing:
         return
     home = settings.home
@@ -62,6 +71,8 @@ def _passing(prepare: Callable[[Settings], None]) -> Callable[[F], F]:
     def decorator(f: F) -> F:
         @click.pass_context
         def new_func(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+            from swarm_engine.config import Settings
+
             settings = ctx.find_object(Settings)
             if settings is None:
                 raise RuntimeError("no settings in the click context")
@@ -77,6 +88,13 @@ pass_settings = _passing(ensure_home)
 """For commands that add to the store: the first one creates the home and both databases."""
 
 
+def store_label(target: str | Path) -> str:
+    """Where a database is, fit to print: its path, or its URL without the password."""
+    from swarm_engine.store import redact
+
+    return redact(target) if isinstance(target, str) else str(target)
+
+
 def example(*commands: str) -> str:
     """A command's help epilog: `Example:` and the command lines, kept as written."""
     return "\b\nExample:\n" + "\n".join(f"  {c}" for c in commands)
@@ -89,7 +107,9 @@ def pass_existing(*needs: Database) -> Callable[[F], F]:
 
 @contextmanager
 def store_of(settings: Settings) -> Iterator[Store]:
-    store = open_store(settings.tickets_path, busy_timeout=settings.busy_timeout)
+    from swarm_engine.store import open_store
+
+    store = open_store(settings.tickets_target, busy_timeout=settings.busy_timeout)
     try:
         yield store
     finally:
@@ -98,7 +118,11 @@ def store_of(settings: Settings) -> Iterator[Store]:
 
 @contextmanager
 def registry_of(settings: Settings) -> Iterator[Registry]:
-    registry = Registry(settings.registry_path, settings.packages_dir)
+    from swarm_engine.registry import Registry
+
+    registry = Registry(
+        settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout
+    )
     try:
         yield registry
     finally:
@@ -133,6 +157,8 @@ class Seconds(click.FloatRange):
 
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:
     """--inputs-json '{...}' then --input KEY=VALUE pairs (VALUE parsed as JSON if it can be)."""
+    from swarm_engine.models import strict_json
+
     inputs: dict[str, Any] = {}
     if inputs_json is not None:
         try:

@@ -16,7 +16,6 @@ from swarm_engine.cli.output import console, ms, plain, short, styled
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
-from swarm_engine.engine.session import HOST
 from swarm_engine.errors import ConflictError, SwarmError
 from swarm_engine.vm.proctree import pid_alive
 
@@ -97,7 +96,7 @@ def _refuse_a_second(settings: Settings) -> None:
         if (
             e["kind"] == "daemon"
             and e["state"] == "running"
-            and e["host"] == HOST
+            and e["host"] == settings.host_id
             and isinstance(e["pid"], int)
             and e["pid"] != os.getpid()
             and pid_alive(e["pid"])
@@ -170,7 +169,7 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
             if done:
                 code = os.waitstatus_to_exitcode(status)
                 raise SwarmError(f"engine exited at start (code {code}); see {logfile}")
-            engine_id = store.engines.find_running(pid, HOST)
+            engine_id = store.engines.find_running(pid, settings.host_id)
             if engine_id:
                 console.print(f"engine {engine_id} started (pid {pid}); log: {logfile}")
                 return
@@ -197,7 +196,9 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     """Stop the engines of this host that use this store (drain; --now aborts)."""
     with store_of(settings) as store:
         engines = [
-            e for e in store.engines.running() if e["host"] == HOST and e["kind"] == "daemon"
+            e
+            for e in store.engines.running()
+            if e["host"] == settings.host_id and e["kind"] == "daemon"
         ]
     pids = [e["pid"] for e in engines if pid_alive(e["pid"]) and e["pid"] != os.getpid()]
     if not pids:

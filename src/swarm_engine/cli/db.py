@@ -24,5 +24,8 @@ def db() -> None:
 @click.option("--registry", is_flag=True, help="The registry (agents, workflows) instead.")
 @pass_existing("tickets", "registry")
 def db_path(settings: Settings, registry: bool) -> None:
-    """Print the path of the ticket store (tickets.db), which must exist already."""
-    click.echo(str(settings.registry_path if registry else settings.tickets_path))
+    """Print the path of the ticket store (tickets.db), which must exist already; with
+    `database_url` set, its URL (password hidden): `psql` takes it as it is."""
+    from swarm_engine.cli.app import store_label
+
+    click.echo(store_label(settings.registry_target if registry else settings.tickets_target))

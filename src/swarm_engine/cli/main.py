@@ -13,14 +13,30 @@ from pathlib import Path
 import click
 
 from swarm_engine.cli.app import example
-from swarm_engine.cli.logsetup import setup_logging
-from swarm_engine.config import load_settings
+from swarm_engine.cli.lazy import LazyGroup
 from swarm_engine.errors import SwarmError
 
 EXIT_INTERRUPTED = 130
+COMMANDS = {
+    "run-ticket": "swarm_engine.cli.run:run_ticket",
+    "status": "swarm_engine.cli.run:status",
+    "cleanup": "swarm_engine.cli.run:cleanup_cmd",
+    "logs": "swarm_engine.cli.run:logs",
+    "db": "swarm_engine.cli.db:db",
+    "ticket": "swarm_engine.cli.tickets:ticket",
+    "agent": "swarm_engine.cli.registry_cmds:agent",
+    "workflow": "swarm_engine.cli.registry_cmds:workflow",
+    "start": "swarm_engine.cli.daemon:start",
+    "stop": "swarm_engine.cli.daemon:stop",
+    "vm": "swarm_engine.cli.vm:vm_group",
+}
+"""Every command, imported when it is used (cli/lazy.py): a short command's start-up
+imports only what that command needs."""
 
 
 @click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=example(
         "swarm-engine ticket create --title hi --agent echo --input greeting=hello",
@@ -67,41 +83,16 @@ def cli(
     Every ticket runs its agent (or each step of its workflow) in a fresh sandbox or
     microVM; every run and step is recorded in the ticket store.
     """
+    from swarm_engine.config import load_settings
+
     settings = load_settings(
         config_file, home=home, tickets_db=tickets_db, registry_db=registry_db, log_level=log_level
     )
     ctx.obj = settings  # each command makes or checks its home (cli/app.py: pass_settings)
     if log_level or settings.log_level != "WARNING":
+        from swarm_engine.cli.logsetup import setup_logging
+
         setup_logging(settings.log_level)
-
-
-def _register() -> None:
-    from swarm_engine.cli import db, registry_cmds, run, tickets
-
-    cli.add_command(run.run_ticket)
-    cli.add_command(run.status)
-    cli.add_command(run.cleanup_cmd)
-    cli.add_command(run.logs)
-    cli.add_command(db.db)
-    cli.add_command(tickets.ticket)
-    cli.add_command(registry_cmds.agent)
-    cli.add_command(registry_cmds.workflow)
-    try:
-        from swarm_engine.cli import daemon
-
-        cli.add_command(daemon.start)
-        cli.add_command(daemon.stop)
-    except ImportError:
-        pass
-    try:
-        from swarm_engine.cli.vm import vm_group
-
-        cli.add_command(vm_group)
-    except ImportError:
-        pass
-
-
-_register()
 
 
 def one_line(text: str) -> str:
@@ -117,7 +108,7 @@ def _command_path(argv: list[str]) -> str:
     for token in argv:
         if not isinstance(command, click.Group):
             break
-        sub = command.commands.get(token)
+        sub = command.get_command(click.Context(command), token)
         if sub is not None:
             command = sub
             path.append(token)

@@ -171,10 +171,7 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
                 "steps",
                 Col("description", flex=True, min=12),
             ],
-            (
-                (r["name"], r["version"], _step_count(r.get("spec")), r["description"])
-                for r in rows
-            ),
+            ((r["name"], r["version"], _step_count(r.get("spec")), r["description"]) for r in rows),
         )
     )
 

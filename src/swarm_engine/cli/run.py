@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +17,7 @@ from swarm_engine.cli.app import (
     pass_existing,
     pass_settings,
     require_home,
+    store_label,
     store_of,
 )
 from swarm_engine.cli.output import (
@@ -33,13 +33,11 @@ from swarm_engine.cli.output import (
     table,
     usage_line,
 )
-from swarm_engine.cli.progress import Progress
 from swarm_engine.config import Settings
-from swarm_engine.engine.events import ignore
-from swarm_engine.engine.reaper import cleanup
-from swarm_engine.engine.session import EngineSession
 from swarm_engine.errors import ConflictError, NotFoundError, TicketFailed
-from swarm_engine.store import Ticket
+
+if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
+    from swarm_engine.store import Ticket
 
 
 @click.command("run-ticket", epilog=example("swarm-engine run-ticket 1 --wait"))
@@ -86,6 +84,8 @@ def run_ticket(
         else:
             console.print(msg, markup=False, highlight=False)
         return
+    import asyncio
+
     final, run = asyncio.run(_run_and_wait(settings, ticket_id, max_vms, backend, as_json))
     if as_json:
         emit_json(final.as_dict() | {"run": run})
@@ -98,6 +98,12 @@ def run_ticket(
 async def _run_and_wait(
     settings: Settings, ticket_id: int, max_vms: int | None, backend: str | None, quiet: bool
 ) -> tuple[Ticket, dict[str, Any]]:
+    import asyncio
+
+    from swarm_engine.cli.progress import Progress
+    from swarm_engine.engine.events import ignore
+    from swarm_engine.engine.session import EngineSession
+
     progress = Progress(err_console if quiet else console, ticket_id)
     session = EngineSession(
         settings, max_vms=max_vms, backend=backend, events=ignore if quiet else progress
@@ -161,8 +167,10 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
     with store_of(settings) as store:
         data: dict[str, Any] = {
             "home": str(settings.home),
-            "tickets_db": str(settings.tickets_path),
-            "registry_db": str(settings.registry_path),
+            "tickets_db": store_label(settings.tickets_target),
+            "registry_db": store_label(settings.registry_target),
+            "host": settings.host_id,
+            "hosts": store.engines.hosts(),
             "tickets": store.tickets.counts(),
             "vms": store.vms.live(),
             "engines": store.engines.running(),
@@ -174,7 +182,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
         return
     counts = data["tickets"]
     order = ["draft", "open", "claimed", "running", "done", "failed", "cancelled"]
-    console.print(f"home: {plain(settings.home)}   ticket store: {plain(settings.tickets_path)}")
+    console.print(f"home: {plain(settings.home)}   ticket store: {plain(data['tickets_db'])}")
     console.print("tickets: " + "  ".join(f"{styled(s)} {counts.get(s, 0)}" for s in order))
     odd = {s: n for s, n in counts.items() if s not in order}
     if odd:
@@ -296,8 +304,10 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
 @pass_existing("tickets")
 def cleanup_cmd(settings: Settings, as_json: bool) -> None:
     """Reap what dead engines left: VMs, their processes and folders, expired leases."""
+    from swarm_engine.engine.reaper import cleanup
+
     with store_of(settings) as store:
-        report = cleanup(store, settings.home, settings.backend_options)
+        report = cleanup(store, settings.home, settings.host_id, settings.backend_options)
     if as_json:
         emit_json(report.__dict__)
         return

@@ -123,9 +123,7 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
         if c.level == "fail" and (settings.backend != "process" or c.name.startswith("process"))
     ]
     if failing:
-        raise VMError(
-            f"the {settings.backend} backend cannot run steps here: {failing[0].message}"
-        )
+        raise VMError(f"the {settings.backend} backend cannot run steps here: {failing[0].message}")
 
 
 def _process_checks(settings: Settings) -> list[Check]:

@@ -20,10 +20,9 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import EngineSession
-from swarm_engine.engine.wakeup import StoreWatcher
+from swarm_engine.engine.wakeup import Watcher, open_watcher
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
 from swarm_engine.store import Ticket
-from swarm_engine.store.db import ChangeProbe
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +85,13 @@ class Daemon:
         self.session = session
         async with session:
             self.started_report = await session.gate.retrying(
-                cleanup, session.store, self.settings.home, self.settings.backend_options
+                cleanup,
+                session.store,
+                self.settings.home,
+                self.settings.host_id,
+                self.settings.backend_options,
             )
-            watcher = StoreWatcher(self.settings.tickets_path)
+            watcher = open_watcher(self.settings)
             watcher.start()
             assert session.keeper_task is not None
             side = [
@@ -104,7 +107,7 @@ class Daemon:
                 for task in side:
                     task.cancel()
                 await asyncio.gather(*side, return_exceptions=True)
-                watcher.close()
+                await watcher.aclose()
 
     async def _supervised(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -143,46 +146,53 @@ class Daemon:
                     log.warning("re-queued tickets with expired leases: %s", requeued)
                 if failed:
                     log.warning("failed tickets whose leases expired too often: %s", failed)
+                await self._forget_silent(session)
             await asyncio.sleep(self.settings.heartbeat_interval)
 
-    async def _claim_one(self, session: EngineSession, probe: ChangeProbe) -> Ticket | None:
-        """Claim the next open ticket, or None (nothing open, or the store is busy now).
+    async def _forget_silent(self, session: EngineSession) -> None:
+        """Engines silent for two leases (a dead host) are recorded dead once their
+        tickets were reclaimed; their VMs are reaped when that host starts again."""
+        try:
+            gone = await session.gate(
+                session.store.engines.forget_silent, 2 * self.settings.lease_ttl
+            )
+        except StoreBusyError:
+            return
+        for engine in gone:
+            log.warning("engine %s on host %s stopped heartbeating: recorded dead",
+                        engine["id"], engine["host"])  # fmt: skip
 
-        Most wake-ups are this engine's own writes: a read on the loop first keeps them
-        from queueing claim statements in front of the running tickets' writes."""
-        if not probe.any_open():
-            return None
+    async def _claim(self, session: EngineSession, watcher: Watcher, slots: int) -> list[Ticket]:
+        """Claim up to `slots` open tickets in one statement; none when nothing is open
+        or the store is busy now.
+
+        Most wake-ups are this engine's own writes: a read off the store thread first
+        keeps them from queueing claim statements in front of the running tickets' writes."""
+        if not await watcher.any_open():
+            return []
         try:
             return await session.gate(
                 session.store.tickets.claim_next,
                 engine_id=session.engine_id,
                 attempt_id=uuid.uuid4().hex,
                 lease_ttl=self.settings.lease_ttl,
+                limit=slots,
             )
         except StoreBusyError as exc:
             session.gate.warn(f"claiming delayed (store busy): {exc}")
-            return None
+            return []
 
-    async def _claim_loop(self, session: EngineSession, watcher: StoreWatcher) -> None:
+    async def _claim_loop(self, session: EngineSession, watcher: Watcher) -> None:
         drained = asyncio.create_task(self.draining.wait())
-        probe = ChangeProbe(self.settings.tickets_path)
         try:
             while not self.draining.is_set():
                 watcher.changed.clear()
                 while len(self.active) < self.max_vms and not self.draining.is_set():
-                    ticket = await self._claim_one(session, probe)
-                    if ticket is None:
+                    tickets = await self._claim(session, watcher, self.max_vms - len(self.active))
+                    for ticket in tickets:
+                        self._launch(session, ticket)
+                    if not tickets:
                         break
-                    self.claimed += 1
-                    log.info(
-                        "claimed ticket %s (attempt %s)",
-                        ticket.id,
-                        ticket.attempts,
-                        extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
-                    )
-                    task = asyncio.create_task(self._run_one(session, ticket))
-                    self.active[task] = ticket.id
-                    task.add_done_callback(self._finished)
                 if self.until_idle and not self.active and not await self._has_open(session):
                     break
                 changed = asyncio.create_task(watcher.changed.wait())
@@ -196,10 +206,21 @@ class Daemon:
                 slot_freed.cancel()
                 self._slot_freed.clear()
         finally:
-            probe.close()
             drained.cancel()
             if self.active:
                 await asyncio.gather(*self.active, return_exceptions=True)
+
+    def _launch(self, session: EngineSession, ticket: Ticket) -> None:
+        self.claimed += 1
+        log.info(
+            "claimed ticket %s (attempt %s)",
+            ticket.id,
+            ticket.attempts,
+            extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
+        )
+        task = asyncio.create_task(self._run_one(session, ticket))
+        self.active[task] = ticket.id
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.active.pop(task, None)

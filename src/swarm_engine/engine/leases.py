@@ -158,8 +158,7 @@ class LeaseKeeper:
 
     def _write(self, attempt_ids: list[str]) -> set[str]:
         """One transaction: the leases, then the heartbeat (runs on the store thread)."""
-        db = self.store.db
-        with db.transaction():
+        with self.store.transaction():
             kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
             self.store.engines.heartbeat(self.engine_id, self.busy_vms(), self.state())
         return kept

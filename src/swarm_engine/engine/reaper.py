@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm_engine.engine.session import HOST
 from swarm_engine.store import Store
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import OrphanRecord
@@ -31,18 +30,22 @@ class ReapReport:
     folders: list[str] = field(default_factory=list)
 
 
-def reap_engines(store: Store, report: ReapReport) -> None:
+def reap_engines(store: Store, host: str, report: ReapReport) -> None:
     for engine in store.engines.running():
-        if engine["host"] == HOST and not pid_alive(engine["pid"]):
+        if engine["host"] == host and not pid_alive(engine["pid"]):
             store.engines.stopped(engine["id"], state="dead")
             report.engines.append(engine["id"])
 
 
 def reap_vms(
-    store: Store, home: Path, report: ReapReport, backend_options: Mapping[str, BackendOptions]
+    store: Store,
+    home: Path,
+    host: str,
+    report: ReapReport,
+    backend_options: Mapping[str, BackendOptions],
 ) -> None:
     dead = store.engines.gone()
-    for vm in store.vms.live(host=HOST):
+    for vm in store.vms.live(host=host):
         if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
             continue
         record = OrphanRecord(
@@ -80,11 +83,16 @@ def reclaim_expired(store: Store, report: ReapReport) -> None:
 
 
 def cleanup(
-    store: Store, home: Path, backend_options: Mapping[str, BackendOptions] | None = None
+    store: Store,
+    home: Path,
+    host: str,
+    backend_options: Mapping[str, BackendOptions] | None = None,
 ) -> ReapReport:
+    """Reap this host's dead engines and orphan VMs and its leftover VM folders, then
+    reclaim expired leases (of any host: a dead host's tickets come back this way)."""
     report = ReapReport()
-    reap_engines(store, report)
-    reap_vms(store, home, report, backend_options or {})
+    reap_engines(store, host, report)
+    reap_vms(store, home, host, report, backend_options or {})
     reap_folders(store, home, report)
     reclaim_expired(store, report)
     return report

@@ -434,7 +434,7 @@ class TicketRunner:
         """The VM is up: record it ready and busy with the step, and the step running, in
         one transaction."""
         info = vm.info()
-        with self.store.db.transaction():
+        with self.store.transaction():
             self.store.vms.record_ready(
                 vm.id,
                 pid=info.pid,

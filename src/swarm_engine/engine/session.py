@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import uuid
 from types import TracebackType
 
@@ -30,7 +29,6 @@ from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.pool import VMPool
 
-HOST = socket.gethostname()
 log = logging.getLogger(__name__)
 
 
@@ -38,17 +36,18 @@ class StoreRecorder:
     """Records the pool's VM transitions in the `vms` table (through the gate, patiently:
     bookkeeping waits for a busy store rather than failing the step)."""
 
-    def __init__(self, store: Store, gate: StoreGate, engine_id: str) -> None:
+    def __init__(self, store: Store, gate: StoreGate, engine_id: str, host: str) -> None:
         self.store = store
         self.gate = gate
         self.engine_id = engine_id
+        self.host = host
 
     async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
         await self.gate.retrying(
             self.store.vms.record_boot,
             vm_id,
             backend=backend,
-            host=HOST,
+            host=self.host,
             engine_id=self.engine_id,
             owner_pid=os.getpid(),
             memory_mb=spec.memory_mb,
@@ -70,8 +69,9 @@ class StoreRecorder:
         await self.gate.retrying(self.store.vms.record_destroyed, vm_id, error)
 
 
-def new_engine_id() -> str:
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+def new_engine_id(host: str) -> str:
+    """`<host>:<pid>:<6 hex>`: unique, and says where the engine runs."""
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class EngineSession:
@@ -89,18 +89,24 @@ class EngineSession:
         self.max_vms = max_vms or settings.max_vms
         self.backend_name = backend or settings.backend
         self.events = events
-        self.engine_id = new_engine_id()
+        self.engine_id = new_engine_id(settings.host_id)
         self.registered = False
         self.state: str | None = None
         """What the heartbeat records as the engine's state (None: leave it)."""
-        self.store: Store = open_store(settings.tickets_path, busy_timeout=settings.busy_timeout)
-        self.registry = Registry(settings.registry_path, settings.packages_dir)
+        self.store: Store = open_store(settings.tickets_target, busy_timeout=settings.busy_timeout)
+        try:
+            self.registry = Registry(
+                settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout
+            )
+        except BaseException:
+            self.store.close()
+            raise
         self.gate = StoreGate()
         self.pool = VMPool(
             self.max_vms,
             self._make_backend,
             self.backend_name,
-            StoreRecorder(self.store, self.gate, self.engine_id),
+            StoreRecorder(self.store, self.gate, self.engine_id, settings.host_id),
         )
         self.keeper = LeaseKeeper(
             self.store,
@@ -144,7 +150,7 @@ class EngineSession:
             self.store.engines.register,
             self.engine_id,
             kind=self.kind,
-            host=HOST,
+            host=self.settings.host_id,
             pid=os.getpid(),
             max_vms=self.max_vms,
             backend=self.backend_name,

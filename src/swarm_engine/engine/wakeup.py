@@ -1,6 +1,6 @@
 """Waking the daemon when the ticket store changes, whoever wrote it.
 
-Linux inotify on the database's folder wakes the claim loop when any SQLite client writes
+PostgreSQL: `LISTEN/NOTIFY` (`store/notify.py`). SQLite: Linux inotify on the database's folder wakes the claim loop when any SQLite client writes
 the database or its WAL. That event can arrive *before* the write is visible: a writer
 appends its WAL frames (the event) and only then publishes the commit in shared memory,
 which raises no event. So each file event also opens a short settle window in which
@@ -19,8 +19,12 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from swarm_engine.store.db import ChangeProbe
+from swarm_engine.store.sqlite import ChangeProbe
+
+if TYPE_CHECKING:
+    from swarm_engine.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,42 @@ SETTLE_FAST = 0.020  # after a file event: poll every millisecond for this long,
 SETTLE_SLOW = 0.250  # then every 10 ms until this long after the last event
 
 
+class Watcher(Protocol):
+    """What the claim loop waits on: `changed` is set when tickets may have become open."""
+
+    changed: asyncio.Event
+    mode: str
+
+    def start(self) -> None: ...
+
+    async def run(self) -> None:
+        """The side task that sets `changed`; runs until cancelled."""
+        ...
+
+    async def any_open(self) -> bool:
+        """Whether any ticket is open now (True when unsure), without the store thread."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_watcher(settings: Settings) -> Watcher:
+    """The watcher for the settings' ticket store."""
+    target = settings.tickets_target
+    if isinstance(target, str):
+        from swarm_engine.store.notify import NotifyWatcher
+
+        return NotifyWatcher(target)
+    return StoreWatcher(target)
+
+
 class StoreWatcher:
     """Sets `changed` whenever the database file (or its WAL) is written."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self.changed = asyncio.Event()
+        self._probe: ChangeProbe | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
@@ -99,7 +133,19 @@ class StoreWatcher:
         finally:
             probe.close()
 
+    async def any_open(self) -> bool:
+        """A read of the database on the loop (WAL readers never wait; about 20 µs)."""
+        if self._probe is None:
+            self._probe = ChangeProbe(self.db_path)
+        return self._probe.any_open()
+
+    async def aclose(self) -> None:
+        self.close()
+
     def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self._fd is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._fd)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import jsonschema
-
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
 from swarm_engine.agents.shell_command import check_argv, check_command
@@ -45,6 +43,8 @@ def check_agent(spec: AgentSpec, source: str) -> None:
         check_definition(spec)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+    import jsonschema  # here: only registering checks schemas, and it is slow to import
+
     for field in ("inputs", "outputs"):
         schema: dict[str, Any] = getattr(spec, field)
         try:

@@ -1,17 +1,26 @@
-"""The ticket store: tickets, execution records, VMs and engines in one SQLite file."""
+"""The ticket store: tickets, execution records, VMs and engines, in SQLite or PostgreSQL.
+
+`open_store(target)` takes a file path (SQLite, the embedded default) or a
+`postgresql://` URL (several engine hosts on one database; docs/scale-out.md). Both give
+the same `Store`: the same classes, each dialect's SQL in its own named `.sql` files.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm_engine.store.db import Database
+from swarm_engine.errors import ConfigError
+from swarm_engine.store.db import Database, Dialect
 from swarm_engine.store.engines import EngineStore
 from swarm_engine.store.rows import Ticket
 from swarm_engine.store.runs import RunStore
-from swarm_engine.store.sqlite import BUSY_TIMEOUT_MS, connect
 from swarm_engine.store.tickets import TicketStore
 from swarm_engine.store.vms import VMStore
+
+DEFAULT_BUSY_TIMEOUT = 10.0
+PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass
@@ -22,14 +31,65 @@ class Store:
     vms: VMStore
     engines: EngineStore
 
+    @property
+    def dialect(self) -> Dialect:
+        return self.db.dialect
+
+    def transaction(self) -> AbstractContextManager[Database]:
+        """Several store calls as one transaction (all or none)."""
+        return self.db.transaction()
+
     def close(self) -> None:
         self.db.close()
 
 
-def open_store(path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> Store:
-    """Open the ticket store (creating and migrating it). Raises `StoreError`."""
-    db = connect(path, "tickets", busy_timeout=busy_timeout)
+def is_url(target: str | Path) -> bool:
+    """Whether `target` names a PostgreSQL database (rather than a SQLite file)."""
+    return isinstance(target, str) and target.startswith(PG_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """A database URL fit for logs and errors: its password replaced by `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<a malformed URL>"
+
+
+def open_database(
+    target: str | Path, schema: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> Database:
+    """Open (creating and migrating) the `schema` ('tickets' or 'registry') database.
+
+    `target`: a path (SQLite), `sqlite:///abs/path`, or `postgresql://user@host/db`.
+    Raises `ConfigError` for a URL of another kind, `StoreError` when it cannot be used.
+    """
+    if isinstance(target, str):
+        if is_url(target):
+            from swarm_engine.store.postgres import connect as pg_connect
+
+            return pg_connect(target, schema, busy_timeout=busy_timeout)
+        if target.startswith("sqlite:///"):
+            target = Path(target.removeprefix("sqlite://"))
+        else:
+            raise ConfigError(
+                f"database URL {redact(target)!r}: use postgresql://..., sqlite:///path or a path"
+            )
+    from swarm_engine.store.sqlite import connect
+
+    return connect(target, schema, busy_timeout=busy_timeout)
+
+
+def open_store(target: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
+    """Open the ticket store. Raises `StoreError` (`ConfigError` for a bad URL)."""
+    db = open_database(target, "tickets", busy_timeout=busy_timeout)
     return Store(db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db))
 
 
-__all__ = ["Store", "Ticket", "open_store"]
+__all__ = ["Store", "Ticket", "is_url", "open_database", "open_store", "redact"]

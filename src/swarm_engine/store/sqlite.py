@@ -1,33 +1,172 @@
-"""SQLite connections and migrations: WAL, foreign keys on every connection, busy timeout.
+"""SQLite: the embedded store. WAL, foreign keys on every connection, a busy timeout.
 
-Migrations are numbered `.sql` files in `store/sql/<schema>/`; `PRAGMA user_version`
-holds the number applied. Applying them is one `BEGIN IMMEDIATE` transaction, so two
-processes opening a fresh database at once never both migrate it.
+Migrations are numbered `.sql` files in `store/sql/sqlite/<schema>/`; `PRAGMA
+user_version` holds the number applied. Applying them is one `BEGIN IMMEDIATE`
+transaction, so two processes opening a fresh database at once never both migrate it.
+
+Text is decoded leniently: another client may have stored bytes that are not UTF-8 in a
+TEXT column. Such a value comes back as `InvalidText` (a `str` with U+FFFD for the bad
+bytes) so the row decoder can name the field instead of the whole read failing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from swarm_engine.errors import StoreBusyError, StoreError
-from swarm_engine.store.db import Database, decode_text, translate
+from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
+from swarm_engine.store.db import Dialect, InvalidText, Outcome, Params, Row
 
 BUSY_TIMEOUT_MS = 10_000
 SETUP_ATTEMPTS = 20
+TRANSIENT_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
 
 
-def utcnow() -> str:
-    """Now as stored: UTC ISO-8601 with milliseconds and a Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def decode_text(raw: bytes) -> str:
+    """sqlite3 `text_factory`: UTF-8, or `InvalidText` where the bytes are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidText(raw.decode("utf-8", errors="replace"))
 
 
-def migrations(schema: str) -> list[tuple[int, str]]:
-    folder = resources.files("swarm_engine.store") / "sql" / schema
+def translate(exc: sqlite3.Error, where: str) -> StoreError:
+    """A driver error as the `StoreError` to raise (the caller chains it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreIntegrityError(f"{where}: {text}")
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+        return StoreBusyError(f"{where} is busy: {text}")
+    if primary in TRANSIENT_CODES:
+        return StoreBusyError(f"{where} is unavailable for now: {text}")
+    return StoreError(f"{where}: {text}")
+
+
+def _bind(params: Params | None) -> dict[str, Any] | tuple[()]:
+    """Named parameters for sqlite3: a list becomes JSON text (read with json_each)."""
+    if not params:
+        return ()
+    return {k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
+
+
+class SQLiteDatabase:
+    """One connection to one SQLite file, in autocommit mode (explicit transactions only)."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.where = f"database {path}"
+        self._in_transaction = False
+
+    def run(self, sql: str, params: Params | None = None) -> Outcome:
+        try:
+            cur = self.conn.execute(sql, _bind(params))
+            rows: list[Row] = cur.fetchall()
+            return Outcome(rows, cur.rowcount)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.where) from exc
+        except OverflowError as exc:  # a Python int past SQLite's 64 bits
+            raise StoreIntegrityError(f"{self.where}: a number is out of range") from exc
+
+    def one(self, sql: str, params: Params | None = None) -> Row | None:
+        rows = self.run(sql, params).rows
+        return rows[0] if rows else None
+
+    def all(self, sql: str, params: Params | None = None) -> list[Row]:
+        return self.run(sql, params).rows
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteDatabase]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error. Nests as a no-op."""
+        if self._in_transaction:
+            yield self
+            return
+        self.run("BEGIN IMMEDIATE")
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self._in_transaction = False
+            self._rollback()
+            raise
+        self._in_transaction = False
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise translate(exc, self.where) from exc
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the transaction is gone either way
+                self.conn.execute("ROLLBACK")
+
+    @contextmanager
+    def checks_ignored(self) -> Iterator[None]:
+        self.run("PRAGMA ignore_check_constraints = ON")
+        try:
+            yield
+        finally:
+            self.run("PRAGMA ignore_check_constraints = OFF")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ChangeProbe:
+    """Cheap reads an engine makes on its event loop, on a connection of their own (WAL
+    readers never wait for writers; a 50 ms busy timeout bounds the rare exceptions):
+    whether another connection committed since the last look (`PRAGMA data_version`, a
+    read of shared memory), and whether any ticket is open at all."""
+
+    def __init__(self, path: Path) -> None:
+        from swarm_engine.store.queries import load
+
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+        self.conn.execute("PRAGMA query_only = ON")
+        self._any_open = load("sqlite", "probe").any_open
+
+    def any_open(self) -> bool:
+        """Whether some ticket is `open` (True when that cannot be read right now)."""
+        try:
+            return self.conn.execute(self._any_open).fetchone() is not None
+        except sqlite3.Error:
+            return True
+
+    def version(self) -> int | None:
+        """The current data version, or None when it cannot be read right now."""
+        try:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def migrations(schema: str, dialect: Dialect = "sqlite") -> list[tuple[int, str]]:
+    """The numbered migrations of `schema` ('tickets' or 'registry') for `dialect`."""
+    folder = resources.files("swarm_engine.store") / "sql" / dialect / schema
     found = []
     for entry in folder.iterdir():
         name = entry.name
@@ -36,7 +175,9 @@ def migrations(schema: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def connect(path: Path, schema: str, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> Database:
+def connect(
+    path: Path, schema: str, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+) -> SQLiteDatabase:
     """Open (creating if needed) the database at `path` and bring its schema up to date.
 
     Raises `StoreError` when the file cannot be opened or is not a usable database,
@@ -51,7 +192,7 @@ def connect(path: Path, schema: str, *, busy_timeout: float = BUSY_TIMEOUT_MS / 
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
     conn.text_factory = decode_text
-    db = Database(conn, path)
+    db = SQLiteDatabase(conn, path)
     for attempt in range(SETUP_ATTEMPTS):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -79,10 +220,13 @@ def connect(path: Path, schema: str, *, busy_timeout: float = BUSY_TIMEOUT_MS / 
     raise AssertionError("unreachable")
 
 
-def _migrate(db: Database, schema: str, path: Path) -> None:
+def _migrate(db: SQLiteDatabase, schema: str, path: Path) -> None:
     steps = migrations(schema)
     latest = steps[-1][0] if steps else 0
-    if db.conn.execute("PRAGMA user_version").fetchone()[0] >= latest:
+    found = db.conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > latest:
+        raise StoreError(f"{path} has schema version {found}, newer than this engine")
+    if found == latest:
         return
     with db.transaction():
         current = db.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -90,11 +234,12 @@ def _migrate(db: Database, schema: str, path: Path) -> None:
             raise StoreError(f"{path} has schema version {current}, newer than this engine")
         for number, sql in steps:
             if number > current:
-                db.script(list(_split(sql)))
+                for statement in split_script(sql):
+                    db.run(statement)
                 db.run(f"PRAGMA user_version = {number}")
 
 
-def _split(script: str) -> Iterator[str]:
+def split_script(script: str) -> Iterator[str]:
     """Split a migration into statements (sqlite3.complete_statement handles triggers)."""
     buf = ""
     for line in script.splitlines(keepends=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from swarm_engine.store.db import Database
+from swarm_engine.store.queries import load
 from swarm_engine.store.rows import decode_record
-from swarm_engine.store.tickets import NOW
 
 LIVE_STATES = ("booting", "ready", "busy", "destroying")
 
@@ -14,6 +14,7 @@ LIVE_STATES = ("booting", "ready", "busy", "destroying")
 class VMStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.q = load(db.dialect, "vms")
 
     def record_boot(
         self,
@@ -27,9 +28,16 @@ class VMStore:
         vcpus: int,
     ) -> None:
         self.db.run(
-            "INSERT INTO vms (id, backend, host, engine_id, owner_pid, memory_mb, vcpus)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (vm_id, backend, host, engine_id, owner_pid, memory_mb, vcpus),
+            self.q.record_boot,
+            {
+                "id": vm_id,
+                "backend": backend,
+                "host": host,
+                "engine_id": engine_id,
+                "owner_pid": owner_pid,
+                "memory_mb": memory_mb,
+                "vcpus": vcpus,
+            },
         )
 
     def record_ready(
@@ -42,35 +50,29 @@ class VMStore:
         overlay_path: str | None,
         isolation: str | None = None,
     ) -> None:
-        # isolation (issue 9): what the backend says isolates the VM (migration 0002)
+        """The VM is up; `isolation` is what its backend says isolates it (issue 9)."""
         self.db.run(
-            f"UPDATE vms SET state = 'ready', ready_at = {NOW}, pid = ?, workspace = ?,"
-            " socket_path = ?, overlay_path = ?, isolation = ? WHERE id = ?",
-            (pid, workspace, socket_path, overlay_path, isolation, vm_id),
+            self.q.record_ready,
+            {
+                "id": vm_id,
+                "pid": pid,
+                "workspace": workspace,
+                "socket_path": socket_path,
+                "overlay_path": overlay_path,
+                "isolation": isolation,
+            },
         )
 
     def record_busy(self, vm_id: str, step_execution_id: int | None) -> None:
-        self.db.run(
-            "UPDATE vms SET state = 'busy', step_execution_id = ? WHERE id = ?",
-            (step_execution_id, vm_id),
-        )
+        self.db.run(self.q.record_busy, {"id": vm_id, "step_execution_id": step_execution_id})
 
     def record_destroyed(self, vm_id: str, error: str | None = None) -> None:
-        self.db.run(
-            f"UPDATE vms SET state = ?, destroyed_at = {NOW}, error = coalesce(?, error)"
-            " WHERE id = ?",
-            ("failed" if error else "destroyed", error, vm_id),
-        )
+        self.db.run(self.q.record_destroyed, {"id": vm_id, "error": error})
 
     def live(self, host: str | None = None) -> list[dict[str, Any]]:
-        marks = ",".join("?" * len(LIVE_STATES))
-        sql = f"SELECT * FROM vms WHERE state IN ({marks})"
-        args: tuple[Any, ...] = LIVE_STATES
-        if host is not None:
-            sql += " AND host = ?"
-            args = (*args, host)
-        return [decode_record(r) for r in self.db.all(sql + " ORDER BY created_at", args)]
+        """VMs not yet destroyed, oldest first; only `host`'s when given."""
+        return [decode_record(r) for r in self.db.all(self.q.live, {"host": host})]
 
     def get(self, vm_id: str) -> dict[str, Any] | None:
-        row = self.db.one("SELECT * FROM vms WHERE id = ?", (vm_id,))
+        row = self.db.one(self.q.get, {"id": vm_id})
         return decode_record(row) if row else None

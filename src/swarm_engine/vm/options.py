@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from swarm_engine.vm.process import ProcessConfig
+from swarm_engine.vm.process_config import ProcessConfig
 from swarm_engine.vm.qemu.config import QemuOptions
 
 

@@ -32,9 +32,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
@@ -50,6 +50,7 @@ from swarm_engine.vm.base import (
     safe_relpath,
 )
 from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree, tagged
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
@@ -83,17 +84,6 @@ HOW_TO_FIX = (
     "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces, "
     'or set [backend_options.process] isolation = "none" to run steps on the host unisolated'
 )
-
-
-class ProcessConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    isolation: Literal["auto", "bwrap", "none"] = "auto"
-    """`auto` and `bwrap`: bubblewrap, or every step is refused; `none`: no isolation."""
-    tmp_mb: int = Field(default=128, ge=1, le=1 << 20)
-    """Size of each sandbox's private /tmp (and /dev/shm), a tmpfs."""
-    disk_mb: int = Field(default=2048, ge=1, le=1 << 30)
-    """What a command may write: the largest file, and the workspace's total size."""
 
 
 def root_engine() -> bool:

@@ -1,4 +1,5 @@
-"""The registry database: versioned agents and workflows (`name@version`, latest by default)."""
+"""The registry: versioned agents and workflows (`name@version`, latest by default), checked
+before they are stored and decoded as untrusted rows when read back."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from swarm_engine.registry.agents import check_agent
 from swarm_engine.registry.builtins import builtin_agents
 from swarm_engine.registry.workflows import check_workflow
 from swarm_engine.store.db import InvalidText, Row
+from swarm_engine.store.definitions import DefinitionStore, Table, open_definitions
 from swarm_engine.store.rows import decode_record
-from swarm_engine.store.sqlite import connect
 
 D = TypeVar("D", AgentSpec, WorkflowSpec)
 
@@ -65,30 +66,39 @@ def _first_copy_error(exc: OSError | shutil.Error) -> str:
     return str(exc)
 
 
+def _agent_row(spec: AgentSpec) -> dict[str, str]:
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "kind": spec.kind,
+        "description": spec.description,
+        "spec": spec.model_dump_json(),
+    }
+
+
 class Registry:
-    def __init__(self, path: Path, packages_dir: Path) -> None:
-        self.db = connect(path, "registry")
+    """`target`: the registry database, a SQLite path or a postgresql:// URL."""
+
+    def __init__(
+        self, target: str | Path, packages_dir: Path, *, busy_timeout: float = 10.0
+    ) -> None:
+        self.defs: DefinitionStore = open_definitions(target, busy_timeout=busy_timeout)
         self.packages_dir = packages_dir
-        self._seed()
+        try:
+            self._seed()
+        except BaseException:
+            self.defs.close()
+            raise
 
     def close(self) -> None:
-        self.db.close()
+        self.defs.close()
 
     def _seed(self) -> None:
         specs = builtin_agents()
-        have = {
-            (r[0], r[1])
-            for r in self.db.all("SELECT name, version FROM agents WHERE builtin")
-        }
+        have = self.defs.builtin_agents()
         if all((s.name, s.version) in have for s in specs):
             return
-        with self.db.transaction():
-            for spec in specs:
-                self.db.run(
-                    "INSERT OR IGNORE INTO agents (name, version, kind, description, spec, builtin)"
-                    " VALUES (?, ?, ?, ?, ?, 1)",
-                    (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
-                )
+        self.defs.seed_agents(_agent_row(spec) for spec in specs)
 
     # -- agents ----------------------------------------------------------------------------
     def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
@@ -131,19 +141,8 @@ class Registry:
                             f"{spec.package_path}: cannot copy the agent package: "
                             + _first_copy_error(exc)
                         ) from exc
-            with self.db.transaction():
-                for spec in stored:
-                    self.db.run(
-                        "INSERT OR REPLACE INTO agents (name, version, kind, description, spec)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (
-                            spec.name,
-                            spec.version,
-                            spec.kind,
-                            spec.description,
-                            spec.model_dump_json(),
-                        ),
-                    )
+            with self.defs.db.transaction():
+                self.defs.put_agents(_agent_row(spec) for spec in stored)
                 for tmp, final_dir in staged:
                     if final_dir.exists():
                         shutil.rmtree(final_dir)
@@ -162,11 +161,10 @@ class Registry:
         return self.packages_dir / spec.name / spec.version
 
     def _agent_row(self, name: str, version: str) -> Row | None:
-        return self.db.one("SELECT * FROM agents WHERE name = ? AND version = ?", (name, version))
+        return self.defs.agent(name, version)
 
-    def _latest(self, table: str, name: str) -> str | None:
-        rows = self.db.all(f"SELECT version FROM {table} WHERE name = ?", (name,))
-        versions = [r[0] for r in rows if isinstance(r[0], str)]
+    def _latest(self, table: Table, name: str) -> str | None:
+        versions = [v for v in self.defs.versions(table, name) if isinstance(v, str)]
         return max(versions, key=version_key) if versions else None
 
     def agent(self, ref: str) -> AgentSpec:
@@ -185,8 +183,7 @@ class Registry:
         return True
 
     def agents(self) -> list[dict[str, Any]]:
-        rows = self.db.all("SELECT * FROM agents ORDER BY name, created_at")
-        return [decode_record(r) for r in rows]
+        return [decode_record(r) for r in self.defs.agents()]
 
     # -- workflows -------------------------------------------------------------------------
     def register_workflows(
@@ -198,30 +195,26 @@ class Registry:
             if names.count(spec.ref) > 1:
                 raise ConfigError(f"{source}: workflow {spec.ref} is defined twice")
             check_workflow(spec, self.has_agent, source)
-            exists = self.db.one(
-                "SELECT 1 FROM workflows WHERE name = ? AND version = ?", (spec.name, spec.version)
-            )
+            exists = self.defs.workflow(spec.name, spec.version) is not None
             if exists and not force:
                 raise ConflictError(
                     f"workflow {spec.ref} is already registered (bump its version, or use --force)"
                 )
-        with self.db.transaction():
-            for spec, _ in specs:
-                self.db.run(
-                    "INSERT OR REPLACE INTO workflows (name, version, description, spec)"
-                    " VALUES (?, ?, ?, ?)",
-                    (spec.name, spec.version, spec.description, spec.model_dump_json()),
-                )
+        self.defs.put_workflows(
+            {
+                "name": spec.name,
+                "version": spec.version,
+                "description": spec.description,
+                "spec": spec.model_dump_json(),
+            }
+            for spec, _ in specs
+        )
         return [s for s, _ in specs]
 
     def workflow(self, ref: str) -> WorkflowSpec:
         name, version = split_ref(ref)
         version = version or self._latest("workflows", name)
-        row = (
-            self.db.one("SELECT * FROM workflows WHERE name = ? AND version = ?", (name, version))
-            if version
-            else None
-        )
+        row = self.defs.workflow(name, version) if version else None
         if row is None:
             raise NotFoundError(f"unknown workflow {ref!r} (see 'swarm-engine workflow list')")
         spec = decode_definition(WorkflowSpec, "workflow", row)
@@ -229,5 +222,4 @@ class Registry:
         return spec
 
     def workflows(self) -> list[dict[str, Any]]:
-        rows = self.db.all("SELECT * FROM workflows ORDER BY name, created_at")
-        return [decode_record(r) for r in rows]
+        return [decode_record(r) for r in self.defs.workflows()]

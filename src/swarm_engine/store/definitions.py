@@ -1,0 +1,70 @@
+"""The registry's database: agent and workflow definitions as stored rows.
+
+Validation and packages live in `swarm_engine.registry`; this class only reads and
+writes rows (decoded by the registry, since anyone may have written them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from swarm_engine.store.db import Database, Row
+from swarm_engine.store.queries import load
+
+Table = Literal["agents", "workflows"]
+
+
+class DefinitionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.q = load(db.dialect, "definitions")
+
+    def builtin_agents(self) -> set[tuple[object, object]]:
+        """(name, version) of every agent stored as built in."""
+        return {(r[0], r[1]) for r in self.db.all(self.q.builtin_agents)}
+
+    def seed_agents(self, rows: Iterable[dict[str, str]]) -> None:
+        """Store built-in agents that are missing (name, version, kind, description, spec)."""
+        with self.db.transaction():
+            for row in rows:
+                self.db.run(self.q.seed_agent, row)
+
+    def agent(self, name: str, version: str) -> Row | None:
+        return self.db.one(self.q.agent, {"name": name, "version": version})
+
+    def workflow(self, name: str, version: str) -> Row | None:
+        return self.db.one(self.q.workflow, {"name": name, "version": version})
+
+    def versions(self, table: Table, name: str) -> list[object]:
+        query = self.q.agent_versions if table == "agents" else self.q.workflow_versions
+        return [r[0] for r in self.db.all(query, {"name": name})]
+
+    def agents(self) -> list[Row]:
+        return self.db.all(self.q.agents)
+
+    def workflows(self) -> list[Row]:
+        return self.db.all(self.q.workflows)
+
+    def put_agents(self, rows: Iterable[dict[str, str]]) -> None:
+        """Insert or replace agents (name, version, kind, description, spec); the caller
+        holds the transaction."""
+        for row in rows:
+            self.db.run(self.q.put_agent, row)
+
+    def put_workflows(self, rows: Iterable[dict[str, str]]) -> None:
+        """Insert or replace workflows (name, version, description, spec), all or none."""
+        with self.db.transaction():
+            for row in rows:
+                self.db.run(self.q.put_workflow, row)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_definitions(target: str | Path, *, busy_timeout: float = 10.0) -> DefinitionStore:
+    """Open (creating and migrating) the registry database: a path or a postgresql:// URL."""
+    from swarm_engine.store import open_database
+
+    return DefinitionStore(open_database(target, "registry", busy_timeout=busy_timeout))

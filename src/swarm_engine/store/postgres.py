@@ -1,0 +1,219 @@
+"""PostgreSQL: one database shared by the engines of several hosts (docs/scale-out.md).
+
+Driver psycopg 3 with a `psycopg_pool.ConnectionPool`; the engine calls the store on its
+store thread (`engine/gate.py`), so no round trip ever blocks its event loop. Every
+connection is set up alike: UTC, a `lock_timeout` equal to the busy timeout (a lock held
+longer is `StoreBusyError`, as SQLite's busy timeout is), and rows decoded exactly as the
+SQLite store returns them: timestamps as UTC ISO-8601 text with milliseconds and `Z`,
+JSON columns as their JSON text.
+
+Migrations are numbered `.sql` files in `store/sql/postgresql/<schema>/`, applied in
+one transaction under an advisory lock; table `swarm_schema` holds each schema's number.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import psycopg_pool
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.string import TextLoader
+
+from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
+from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row
+
+POOL_MAX = 4
+CONNECT_TIMEOUT = 10.0
+MIGRATION_LOCK = 0x5357_4D01  # pg_advisory_xact_lock key: "SWM" 1
+
+
+class IsoTimestampLoader(TimestamptzLoader):
+    """`timestamptz` as the text SQLite stores: `2026-12-01T04:41:45.123Z`."""
+
+    def load(self, data: Any) -> str:  # type: ignore[override]
+        value = super().load(data)
+        if not isinstance(value, datetime):
+            return str(value)
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _record_rows(cursor: Any) -> Any:
+    names = [c.name for c in cursor.description or ()]
+    index = {name: i for i, name in enumerate(names)}
+
+    def make(values: Sequence[Any]) -> Record:
+        return Record(index, tuple(values))
+
+    return make
+
+
+def _configure(conn: psycopg.Connection[Any], lock_timeout_ms: int) -> None:
+    conn.adapters.register_loader("timestamptz", IsoTimestampLoader)
+    conn.adapters.register_loader("jsonb", TextLoader)
+    conn.adapters.register_loader("json", TextLoader)
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
+
+
+def translate(exc: BaseException, where: str) -> StoreError:
+    """A driver or pool error as the `StoreError` to raise (the caller chains it)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, psycopg.IntegrityError | psycopg.DataError):
+        return StoreIntegrityError(f"{where}: {text}")
+    if isinstance(
+        exc,
+        psycopg.OperationalError  # lost connection, lock/statement timeout, admin shutdown
+        | psycopg.errors.TransactionRollback  # serialization failure, deadlock
+        | psycopg_pool.PoolTimeout
+        | psycopg.errors.InsufficientResources  # disk full, too many connections
+        | psycopg.InterfaceError,
+    ):
+        return StoreBusyError(f"{where} is unavailable for now: {text}")
+    return StoreError(f"{where}: {text}")
+
+
+class PostgresDatabase:
+    """A pool of connections to one PostgreSQL database, in autocommit mode (explicit
+    transactions only). A transaction pins one connection to the calling thread."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], where: str) -> None:
+        self.pool = pool
+        self.where = where
+        self._local = threading.local()
+
+    def _pinned(self) -> psycopg.Connection[Any] | None:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        return conn
+
+    def run(self, sql: str, params: Params | None = None) -> Outcome:
+        try:
+            pinned = self._pinned()
+            if pinned is not None:
+                return self._execute(pinned, sql, params)
+            with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn:
+                return self._execute(conn, sql, params)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise translate(exc, self.where) from exc
+
+    @staticmethod
+    def _execute(conn: psycopg.Connection[Any], sql: str, params: Params | None) -> Outcome:
+        with conn.cursor(row_factory=_record_rows) as cur:
+            cur.execute(sql, dict(params) if params else {})
+            rows: list[Row] = cur.fetchall() if cur.description else []
+            return Outcome(rows, cur.rowcount)
+
+    def script(self, sql: str) -> None:
+        """Run several statements as given (no parameters; a migration)."""
+        try:
+            conn = self._pinned()
+            assert conn is not None, "a script runs in a transaction"
+            conn.execute(sql.encode(), None)  # bytes: sent as is, `%` untouched
+        except psycopg.Error as exc:
+            raise translate(exc, self.where) from exc
+
+    def one(self, sql: str, params: Params | None = None) -> Row | None:
+        rows = self.run(sql, params).rows
+        return rows[0] if rows else None
+
+    def all(self, sql: str, params: Params | None = None) -> list[Row]:
+        return self.run(sql, params).rows
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresDatabase]:
+        """BEGIN ... COMMIT on one pooled connection, rolled back on any error."""
+        if self._pinned() is not None:
+            yield self
+            return
+        try:
+            with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn, conn.transaction():
+                self._local.conn = conn
+                try:
+                    yield self
+                finally:
+                    self._local.conn = None
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise translate(exc, self.where) from exc
+
+    @contextmanager
+    def checks_ignored(self) -> Iterator[None]:
+        yield  # PostgreSQL never stores a row that breaks a CHECK
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDatabase:
+    """Open a pool on `url` and bring `schema` up to date. Raises `StoreError` when the
+    server cannot be reached or refuses (the URL's password is never in the message)."""
+    from swarm_engine.store import redact
+
+    where = f"database {redact(url)}"
+    lock_ms = max(1, int(busy_timeout * 1000))
+    pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+        url,
+        min_size=1,
+        max_size=POOL_MAX,
+        kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
+        configure=lambda conn: _configure(conn, lock_ms),
+        open=False,
+        name="swarm-store",
+    )
+    try:
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+    except psycopg_pool.PoolTimeout as exc:
+        pool.close()
+        raise StoreError(
+            f"cannot connect to {where.removeprefix('database ')}: {_why(url)}"
+        ) from exc
+    db = PostgresDatabase(pool, where)
+    try:
+        _migrate(db, schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _why(url: str) -> str:
+    """Why a connection cannot be made, from one direct attempt (the pool only times out)."""
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return "the server did not answer in time"
+
+
+def _migrate(db: PostgresDatabase, schema: str) -> None:
+    from swarm_engine.store.sqlite import migrations
+
+    steps = migrations(schema, "postgresql")
+    latest = steps[-1][0] if steps else 0
+    with db.transaction():
+        db.run(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        db.run(
+            "CREATE TABLE IF NOT EXISTS swarm_schema"
+            " (name text PRIMARY KEY, version integer NOT NULL)"
+        )
+        row = db.one("SELECT version FROM swarm_schema WHERE name = %(name)s", {"name": schema})
+        current = int(row[0]) if row else 0
+        if current > latest:
+            raise StoreError(
+                f"{db.where} has {schema} schema version {current}, newer than this engine"
+            )
+        for number, sql in steps:
+            if number > current:
+                db.script(sql)
+        if latest > current:
+            db.run(
+                "INSERT INTO swarm_schema (name, version) VALUES (%(name)s, %(v)s)"
+                " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                {"name": schema, "v": latest},
+            )

@@ -1,0 +1,100 @@
+-- Execution records, PostgreSQL. Writes for a run are fenced: they apply only while the
+-- run's attempt still holds its ticket (tickets.attempt_id = workflow_runs.attempt_id).
+
+-- name: start_run
+INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode,
+                           workflow_name, workflow_version, inputs)
+VALUES (:ticket_id, :attempt, :attempt_id, :engine_id, :mode,
+        :workflow_name, :workflow_version, CAST(:inputs AS jsonb))
+RETURNING id
+
+-- name: add_step
+INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind, inputs,
+                             retry_count, status, error, completed_at)
+SELECT :run_id, CAST(:step_id AS text), CAST(:agent_name AS text),
+       CAST(:agent_version AS text), CAST(:agent_kind AS text), CAST(:inputs AS jsonb),
+       :retry_count, CAST(:status AS text), CAST(:error AS text),
+       CASE WHEN :status = 'queued' THEN NULL ELSE now() END
+ WHERE EXISTS (SELECT 1 FROM workflow_runs r JOIN tickets t ON t.id = r.ticket_id
+                WHERE r.id = :run_id AND t.attempt_id = r.attempt_id)
+RETURNING id
+
+-- name: step_started
+UPDATE step_executions SET status = 'running', vm_id = :vm_id,
+       started_at = now()
+ WHERE id = :id AND status = 'queued'
+   AND EXISTS (SELECT 1 FROM workflow_runs r JOIN tickets t ON t.id = r.ticket_id
+                WHERE r.id = step_executions.run_id AND t.attempt_id = r.attempt_id)
+
+-- name: step_finished
+UPDATE step_executions SET status = :status, outputs = CAST(:outputs AS jsonb), exit_code = :exit_code,
+       error = :error, completed_at = now(),
+       duration_ms = CASE WHEN started_at IS NULL THEN NULL
+           ELSE CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint) END,
+       input_tokens = :input_tokens, output_tokens = :output_tokens,
+       cache_creation_input_tokens = :cache_creation_input_tokens,
+       cache_read_input_tokens = :cache_read_input_tokens, turns = :turns,
+       stop_reason = :stop_reason, cost_usd = :cost_usd, log_path = coalesce(:log_path, log_path)
+ WHERE id = :id AND status IN ('queued','running')
+   AND EXISTS (SELECT 1 FROM workflow_runs r JOIN tickets t ON t.id = r.ticket_id
+                WHERE r.id = step_executions.run_id AND t.attempt_id = r.attempt_id)
+
+-- name: held_status
+SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id
+ WHERE r.id = :run_id AND t.attempt_id = r.attempt_id
+
+-- name: close_run
+UPDATE workflow_runs SET status = :status, outputs = CAST(:outputs AS jsonb), error = :error,
+       completed_at = now(),
+       duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint),
+       input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,
+       cache_read_input_tokens = s.cr, cost_usd = s.c
+  FROM (SELECT coalesce(sum(input_tokens),0) i, coalesce(sum(output_tokens),0) o,
+               coalesce(sum(cache_creation_input_tokens),0) cc,
+               coalesce(sum(cache_read_input_tokens),0) cr, coalesce(sum(cost_usd),0) c
+          FROM step_executions WHERE run_id = :run_id) s
+ WHERE workflow_runs.id = :run_id
+
+-- name: cancel_open_steps
+UPDATE step_executions SET status = 'cancelled', completed_at = now()
+ WHERE run_id = :run_id AND status IN ('queued','running')
+
+-- name: abandon_steps
+UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+       completed_at = now()
+ WHERE run_id = :run_id AND status IN ('queued','running')
+
+-- name: abandon_run
+UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
+       completed_at = now(),
+       duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint)
+ WHERE id = :run_id AND status = 'running'
+
+-- name: get_run
+SELECT * FROM workflow_runs WHERE id = :run_id
+
+-- name: runs_for_ticket
+SELECT * FROM workflow_runs WHERE ticket_id = :ticket_id ORDER BY id
+
+-- name: runs_for_workflow
+SELECT * FROM workflow_runs WHERE workflow_name = :name ORDER BY id DESC LIMIT :limit
+
+-- name: recent_runs
+-- unisolated_steps (issue 9): steps of the run whose VM had no isolation
+SELECT r.*, (SELECT count(*) FROM step_executions s JOIN vms v ON v.id = s.vm_id
+              WHERE s.run_id = r.id AND v.isolation = 'none') AS unisolated_steps
+  FROM workflow_runs r ORDER BY r.id DESC LIMIT :limit
+
+-- name: usage_totals
+SELECT CAST(coalesce(sum(input_tokens),0) AS bigint) input_tokens,
+       CAST(coalesce(sum(output_tokens),0) AS bigint) output_tokens,
+       CAST(coalesce(sum(cache_creation_input_tokens),0) AS bigint) cache_creation_input_tokens,
+       CAST(coalesce(sum(cache_read_input_tokens),0) AS bigint) cache_read_input_tokens,
+       CAST(coalesce(sum(cost_usd),0) AS double precision) cost_usd
+  FROM workflow_runs
+
+-- name: steps
+-- vm_backend, vm_isolation (issue 9): what the step's VM was and what isolated it
+SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+  FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE s.run_id = :run_id ORDER BY s.id

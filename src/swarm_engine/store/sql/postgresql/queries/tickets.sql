@@ -1,0 +1,157 @@
+-- Ticket statements, PostgreSQL. Timestamps are timestamptz (now(): the transaction's
+-- start). A ticket with a run still going on an engine that heartbeats is never claimed
+-- (tickets.py). Claims take rows FOR UPDATE SKIP LOCKED: engines on other hosts claiming
+-- at the same moment skip each other's rows instead of waiting.
+
+-- name: get
+SELECT * FROM tickets WHERE id = :id
+
+-- name: list
+SELECT * FROM tickets WHERE (CAST(:status AS text) IS NULL OR status = :status) ORDER BY id DESC LIMIT :limit
+
+-- name: counts
+SELECT status, count(*) AS n FROM tickets GROUP BY status
+
+-- name: events
+SELECT * FROM ticket_events WHERE ticket_id = :id ORDER BY id
+
+-- name: any_unfinished
+SELECT 1 FROM tickets WHERE status IN ('open','claimed','running') LIMIT 1
+
+-- name: create
+INSERT INTO tickets (title, description, status, execution_mode, agent_id, workflow_id,
+                     inputs, priority, max_attempts, timeout_seconds)
+VALUES (:title, :description, :status, :mode, :agent_id, :workflow_id,
+        CAST(:inputs AS jsonb), :priority, :max_attempts, :timeout_seconds)
+RETURNING id
+
+-- name: open
+UPDATE tickets SET status = 'open' WHERE id = :id AND status IN ('draft','open') RETURNING *
+
+-- name: cancel
+UPDATE tickets SET status = 'cancelled', error = 'cancelled by user',
+       completed_at = now(), lease_expires_at = NULL
+ WHERE id = :id AND status NOT IN ('done','failed','cancelled')
+RETURNING *
+
+-- name: reopen
+UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
+       engine_id = NULL, attempt_id = NULL, lease_expires_at = NULL,
+       claimed_at = NULL, started_at = NULL, completed_at = NULL
+ WHERE id = :id AND status IN ('done','failed','cancelled')
+RETURNING *
+
+-- name: close_open_steps
+UPDATE step_executions SET status = :status, error = coalesce(error, :error),
+       completed_at = now()
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE ticket_id = :id AND status = 'running')
+
+-- name: close_open_runs
+UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
+       completed_at = now()
+ WHERE ticket_id = :id AND status = 'running'
+
+-- name: claim
+UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :attempt_id,
+       attempts = attempts + 1, claimed_at = now(),
+       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       lease_expires_at = now() + make_interval(secs => :lease_ttl)
+ WHERE id = :id AND status = ANY(:statuses)
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+                    WHERE r.ticket_id = tickets.id AND r.status = 'running'
+                      AND e.state IN ('running','draining')
+                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl))
+RETURNING *
+
+-- name: next_open
+SELECT id FROM tickets t
+ WHERE status = 'open'
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+                    WHERE r.ticket_id = t.id AND r.status = 'running'
+                      AND e.state IN ('running','draining')
+                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl))
+ ORDER BY priority DESC, id LIMIT :limit
+
+-- name: claim_next
+-- Up to :limit open tickets, best first (priority, then age), in one statement.
+WITH ready AS (
+    SELECT id FROM tickets t
+     WHERE status = 'open'
+       AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+                        WHERE r.ticket_id = t.id AND r.status = 'running'
+                          AND e.state IN ('running','draining')
+                          AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl))
+     ORDER BY priority DESC, id
+     LIMIT :limit
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
+       attempt_id = CAST(:attempt_prefix AS text) || '-' || tickets.id,
+       attempts = attempts + 1, claimed_at = now(),
+       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       lease_expires_at = now() + make_interval(secs => :lease_ttl)
+  FROM ready
+ WHERE tickets.id = ready.id
+RETURNING tickets.*
+
+-- name: reject
+UPDATE tickets SET status = 'failed', error = :error,
+       completed_at = now(), lease_expires_at = NULL
+ WHERE id = :id AND status = 'open'
+
+-- name: mark_running
+UPDATE tickets SET status = 'running', started_at = now()
+ WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
+
+-- name: finish
+UPDATE tickets SET status = :status, result = CAST(:result AS jsonb), error = :error,
+       completed_at = CASE WHEN :status = 'open' THEN NULL
+                           ELSE now() END,
+       lease_expires_at = NULL
+ WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
+
+-- name: fail_attempt
+UPDATE tickets SET status = 'failed', error = :error,
+       completed_at = now(), lease_expires_at = NULL
+ WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
+
+-- name: renew_leases
+UPDATE tickets
+   SET lease_expires_at = now() + make_interval(secs => :lease_ttl)
+ WHERE attempt_id = ANY(:attempt_ids)
+   AND status IN ('claimed','running')
+RETURNING attempt_id
+
+-- name: held
+SELECT attempt_id FROM tickets
+ WHERE attempt_id = ANY(:attempt_ids) AND status IN ('claimed','running')
+
+-- name: still_held
+SELECT 1 FROM tickets WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
+
+-- name: any_expired
+-- A live row with no lease (NULL: written by hand) has no holder that could renew it,
+-- so it counts as expired too.
+SELECT 1 FROM tickets
+ WHERE status IN ('claimed','running')
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+ LIMIT 1
+
+-- name: reclaim_expired
+UPDATE tickets SET
+       status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
+       error = CASE WHEN attempts < max_attempts THEN NULL
+                    ELSE 'lease expired after ' || attempts || ' attempt(s); engine '
+                         || coalesce(engine_id,'?') || ' did not renew it in time' END,
+       completed_at = CASE WHEN attempts < max_attempts THEN NULL
+                           ELSE now() END,
+       lease_expires_at = NULL, attempt_id = NULL
+ WHERE status IN ('claimed','running')
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+RETURNING id, status
+
+-- name: reclaim_lock
+-- One reclaimer at a time across every host: a transaction-scoped advisory lock; an
+-- engine that does not get it skips this round.
+SELECT pg_try_advisory_xact_lock(1398230274)

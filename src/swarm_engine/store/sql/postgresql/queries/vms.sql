@@ -1,0 +1,27 @@
+-- The vms table, PostgreSQL.
+
+-- name: record_boot
+INSERT INTO vms (id, backend, host, engine_id, owner_pid, memory_mb, vcpus)
+VALUES (:id, :backend, :host, :engine_id, :owner_pid, :memory_mb, :vcpus)
+
+-- name: record_ready
+UPDATE vms SET state = 'ready', ready_at = now(), pid = :pid,
+       workspace = :workspace, socket_path = :socket_path, overlay_path = :overlay_path,
+       isolation = :isolation
+ WHERE id = :id
+
+-- name: record_busy
+UPDATE vms SET state = 'busy', step_execution_id = :step_execution_id WHERE id = :id
+
+-- name: record_destroyed
+UPDATE vms SET state = CASE WHEN CAST(:error AS text) IS NULL THEN 'destroyed' ELSE 'failed' END,
+       destroyed_at = now(), error = coalesce(:error, error)
+ WHERE id = :id
+
+-- name: live
+SELECT * FROM vms WHERE state IN ('booting','ready','busy','destroying')
+   AND (CAST(:host AS text) IS NULL OR host = :host)
+ ORDER BY created_at
+
+-- name: get
+SELECT * FROM vms WHERE id = :id

@@ -1,0 +1,54 @@
+-- The engines table, SQLite.
+
+-- name: register
+INSERT INTO engines (id, kind, host, pid, max_vms, backend)
+VALUES (:id, :kind, :host, :pid, :max_vms, :backend)
+
+-- name: heartbeat
+UPDATE engines SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms = :busy_vms,
+       state = coalesce(:state, state)
+ WHERE id = :id
+
+-- name: stopped
+UPDATE engines SET state = :state, stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms = 0
+ WHERE id = :id
+
+-- name: running
+-- busy_now: the VMs each engine holds now (from the vms table), not as of its heartbeat
+SELECT engines.*,
+       (SELECT count(*) FROM vms v WHERE v.engine_id = engines.id
+           AND v.state IN ('booting','ready','busy')) AS busy_now
+  FROM engines WHERE state IN ('running','draining') ORDER BY started_at
+
+-- name: gone
+SELECT id FROM engines WHERE state IN ('stopped','dead')
+
+-- name: find_running
+SELECT id FROM engines WHERE pid = :pid AND host = :host AND state = 'running'
+
+-- name: silent
+-- Running engines of any host whose last heartbeat is older than :seconds.
+SELECT * FROM engines WHERE state IN ('running','draining')
+   AND julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds))
+
+-- name: hosts
+-- One row per host that has a live engine or a live VM.
+SELECT host,
+       sum(CASE WHEN kind IS NOT NULL THEN 1 ELSE 0 END) AS engines,
+       sum(max_vms) AS slots,
+       (SELECT count(*) FROM vms v WHERE v.host = h.host
+           AND v.state IN ('booting','ready','busy','destroying')) AS vms
+  FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')
+        UNION ALL
+        SELECT DISTINCT host, NULL, 0 FROM vms WHERE state IN ('booting','ready','busy','destroying')) h
+ GROUP BY host ORDER BY host
+
+-- name: forget_silent
+-- Engines of any host silent for longer than :seconds and holding no live ticket any
+-- more (their leases ran out and were reclaimed first) are recorded as dead.
+UPDATE engines SET state = 'dead', stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms = 0
+ WHERE state IN ('running','draining')
+   AND julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds))
+   AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
+                     AND t.status IN ('claimed','running'))
+RETURNING id, host

@@ -1,0 +1,155 @@
+-- Ticket statements, SQLite. Timestamps are written as UTC ISO-8601 text with
+-- milliseconds: strftime('%Y-%m-%dT%H:%M:%fZ','now'). Leases are read as instants
+-- (julianday(..., 'auto') takes every form SQLite accepts). A ticket with a run still
+-- going on an engine that heartbeats is never claimed (see still_running in tickets.py).
+
+-- name: get
+SELECT * FROM tickets WHERE id = :id
+
+-- name: list
+SELECT * FROM tickets WHERE (:status IS NULL OR status = :status) ORDER BY id DESC LIMIT :limit
+
+-- name: counts
+SELECT status, count(*) AS n FROM tickets GROUP BY status
+
+-- name: events
+SELECT * FROM ticket_events WHERE ticket_id = :id ORDER BY id
+
+-- name: any_unfinished
+SELECT 1 FROM tickets WHERE status IN ('open','claimed','running') LIMIT 1
+
+-- name: create
+INSERT INTO tickets (title, description, status, execution_mode, agent_id, workflow_id,
+                     inputs, priority, max_attempts, timeout_seconds)
+VALUES (:title, :description, :status, :mode, :agent_id, :workflow_id,
+        :inputs, :priority, :max_attempts, :timeout_seconds)
+RETURNING id
+
+-- name: open
+UPDATE tickets SET status = 'open' WHERE id = :id AND status IN ('draft','open') RETURNING *
+
+-- name: cancel
+UPDATE tickets SET status = 'cancelled', error = 'cancelled by user',
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
+ WHERE id = :id AND status NOT IN ('done','failed','cancelled')
+RETURNING *
+
+-- name: reopen
+UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
+       engine_id = NULL, attempt_id = NULL, lease_expires_at = NULL,
+       claimed_at = NULL, started_at = NULL, completed_at = NULL
+ WHERE id = :id AND status IN ('done','failed','cancelled')
+RETURNING *
+
+-- name: close_open_steps
+UPDATE step_executions SET status = :status, error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE ticket_id = :id AND status = 'running')
+
+-- name: close_open_runs
+UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE ticket_id = :id AND status = 'running'
+
+-- name: claim
+UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :attempt_id,
+       attempts = attempts + 1, claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
+ WHERE id = :id AND status IN (SELECT value FROM json_each(:statuses))
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+                    WHERE r.ticket_id = tickets.id AND r.status = 'running'
+                      AND e.state IN ('running','draining')
+                      AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
+RETURNING *
+
+-- name: next_open
+SELECT id FROM tickets t
+ WHERE status = 'open'
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+                    WHERE r.ticket_id = t.id AND r.status = 'running'
+                      AND e.state IN ('running','draining')
+                      AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
+ ORDER BY priority DESC, id LIMIT :limit
+
+-- name: claim_next
+-- Up to :limit open tickets, best first (priority, then age), in one statement.
+UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
+       attempt_id = :attempt_prefix || '-' || id,
+       attempts = attempts + 1, claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
+ WHERE id IN (SELECT id FROM tickets t
+               WHERE status = 'open'
+                 AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+                                  WHERE r.ticket_id = t.id AND r.status = 'running'
+                                    AND e.state IN ('running','draining')
+                                    AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
+               ORDER BY priority DESC, id LIMIT :limit)
+   AND status = 'open'
+RETURNING *
+
+-- name: reject
+UPDATE tickets SET status = 'failed', error = :error,
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
+ WHERE id = :id AND status = 'open'
+
+-- name: mark_running
+UPDATE tickets SET status = 'running', started_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
+
+-- name: finish
+UPDATE tickets SET status = :status, result = :result, error = :error,
+       completed_at = CASE WHEN :status = 'open' THEN NULL
+                           ELSE strftime('%Y-%m-%dT%H:%M:%fZ','now') END,
+       lease_expires_at = NULL
+ WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
+
+-- name: fail_attempt
+UPDATE tickets SET status = 'failed', error = :error,
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
+ WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
+
+-- name: renew_leases
+UPDATE tickets
+   SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
+ WHERE attempt_id IN (SELECT value FROM json_each(:attempt_ids))
+   AND status IN ('claimed','running')
+RETURNING attempt_id
+
+-- name: held
+SELECT attempt_id FROM tickets
+ WHERE attempt_id IN (SELECT value FROM json_each(:attempt_ids)) AND status IN ('claimed','running')
+
+-- name: still_held
+SELECT 1 FROM tickets WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
+
+-- name: any_expired
+-- A live row with no readable lease (NULL, a blob, 'zzz': written by hand) has no holder
+-- that could renew it, so it counts as expired too.
+SELECT 1 FROM tickets
+ WHERE status IN ('claimed','running')
+   AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+        OR julianday(lease_expires_at, 'auto') IS NULL
+        OR julianday(lease_expires_at, 'auto') < julianday('now'))
+ LIMIT 1
+
+-- name: reclaim_expired
+UPDATE tickets SET
+       status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
+       error = CASE WHEN attempts < max_attempts THEN NULL
+                    ELSE 'lease expired after ' || attempts || ' attempt(s); engine '
+                         || coalesce(engine_id,'?') || ' did not renew it in time' END,
+       completed_at = CASE WHEN attempts < max_attempts THEN NULL
+                           ELSE strftime('%Y-%m-%dT%H:%M:%fZ','now') END,
+       lease_expires_at = NULL, attempt_id = NULL
+ WHERE status IN ('claimed','running')
+   AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+        OR julianday(lease_expires_at, 'auto') IS NULL
+        OR julianday(lease_expires_at, 'auto') < julianday('now'))
+RETURNING id, status
+
+-- name: reclaim_lock
+-- One reclaimer at a time: on SQLite the write transaction (BEGIN IMMEDIATE) already is.
+SELECT 1

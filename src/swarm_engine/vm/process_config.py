@@ -1,0 +1,20 @@
+"""The process backend's options, apart from the backend itself: settings validate them
+when they load (vm/options.py), and loading settings should not import the sandbox code
+(asyncio, subprocess handling) that only running a step needs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ProcessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    isolation: Literal["auto", "bwrap", "none"] = "auto"
+    """`auto` and `bwrap`: bubblewrap, or every step is refused; `none`: no isolation."""
+    tmp_mb: int = Field(default=128, ge=1, le=1 << 20)
+    """Size of each sandbox's private /tmp (and /dev/shm), a tmpfs."""
+    disk_mb: int = Field(default=2048, ge=1, le=1 << 30)
+    """What a command may write: the largest file, and the workspace's total size."""

@@ -1,0 +1,70 @@
+"""Fixtures shared by every suite: the store under test, SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.postgres import Server, pg_query, psql, start_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Server]:
+    """A throwaway PostgreSQL server for the session (skips, saying why, if none)."""
+    server = start_server()
+    if isinstance(server, str):
+        pytest.skip(f"no PostgreSQL server: {server}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Server) -> str:
+    """A new, empty database on the throwaway server."""
+    return postgres.create_database()
+
+
+@dataclass
+class Target:
+    """A store to test against: `target` is what `open_store` takes; `env` is what the
+    `swarm-engine` command needs to use it; `sql` writes as an outside client would."""
+
+    dialect: str
+    target: str | Path
+    env: dict[str, str]
+
+    def sql(self, statement: str) -> str:
+        if isinstance(self.target, str):
+            return psql(self.target, statement)
+        from tests.support.cli import sqlite_shell
+
+        return sqlite_shell(self.target, statement)
+
+    def rows(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Rows as dicts; `statement` uses psycopg's `%(name)s` parameters."""
+        if isinstance(self.target, str):
+            return pg_query(self.target, statement, params)
+        for key in params:
+            statement = statement.replace(f"%({key})s", f":{key}")
+        conn = sqlite3.connect(self.target, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(statement, params)]
+        finally:
+            conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """The ticket store under test, once per dialect."""
+    if request.param == "sqlite":
+        return Target("sqlite", tmp_path / "home" / "tickets.db", {})
+    url = request.getfixturevalue("pg_url")
+    return Target("postgresql", url, {"SWARM_DATABASE_URL": url})

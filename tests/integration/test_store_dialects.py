@@ -1,0 +1,134 @@
+"""SQLite and PostgreSQL stores are kept in step: after every migration both have the same
+tables, columns, keys, CHECK constraints and indexes, and the same named queries."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm_engine.store import open_database
+from swarm_engine.store.queries import GROUPS, load
+from swarm_engine.store.sqlite import migrations
+
+Shape = dict[str, Any]
+
+
+def sqlite_shape(path: Path) -> Shape:
+    conn = sqlite3.connect(path)
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    shape: Shape = {}
+    for table in sorted(tables):
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        shape[table] = {
+            "columns": sorted(r[1] for r in info),
+            "not_null": sorted(r[1] for r in info if r[3] or r[5]),
+            "primary_key": [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]],
+            "foreign_keys": sorted(
+                (r[3], r[2]) for r in conn.execute(f"PRAGMA foreign_key_list({table})")
+            ),
+            "unique": sorted(
+                tuple(c[2] for c in conn.execute(f"PRAGMA index_info({r[1]})"))
+                for r in conn.execute(f"PRAGMA index_list({table})")
+                if r[2] and r[3] == "u"
+            ),
+            # a JSON column's CHECK (json_valid(...)) is the jsonb type in PostgreSQL
+            "checks": len(re.findall(r"\bCHECK\s*\(", sql)) - sql.count("json_valid("),
+            "indexes": sorted(
+                r[1]
+                for r in conn.execute(f"PRAGMA index_list({table})")
+                if r[3] == "c"  # made by CREATE INDEX
+            ),
+        }
+    conn.close()
+    return shape
+
+
+def postgres_shape(url: str) -> Shape:
+    import psycopg
+
+    shape: Shape = {}
+    with psycopg.connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = 'public' AND table_name <> 'swarm_schema'"
+            )
+        ]
+        for table in sorted(tables):
+            cols = conn.execute(
+                "SELECT column_name, is_nullable FROM information_schema.columns"
+                " WHERE table_name = %s",
+                (table,),
+            ).fetchall()
+            cons = conn.execute(
+                "SELECT contype, pg_get_constraintdef(c.oid),"
+                " array(SELECT attname FROM unnest(conkey) WITH ORDINALITY k(n, o)"
+                "       JOIN pg_attribute a ON a.attrelid = conrelid AND a.attnum = k.n"
+                "       ORDER BY o), confrelid::regclass::text"
+                " FROM pg_constraint c WHERE conrelid = %s::regclass",
+                (table,),
+            ).fetchall()
+            shape[table] = {
+                "columns": sorted(c[0] for c in cols),
+                "not_null": sorted(c[0] for c in cols if c[1] == "NO"),
+                "primary_key": next((list(c[2]) for c in cons if c[0] == "p"), []),
+                "foreign_keys": sorted((c[2][0], c[3]) for c in cons if c[0] == "f"),
+                "unique": sorted(tuple(c[2]) for c in cons if c[0] == "u"),
+                "checks": sum(1 for c in cons if c[0] == "c"),
+                "indexes": sorted(
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT indexname FROM pg_indexes WHERE tablename = %s"
+                        " AND indexname NOT IN (SELECT conname FROM pg_constraint)",
+                        (table,),
+                    )
+                ),
+            }
+    return shape
+
+
+@pytest.mark.parametrize("schema", ["tickets", "registry"])
+def test_both_dialects_have_the_same_schema(tmp_path: Path, pg_url: str, schema: str) -> None:
+    open_database(tmp_path / "s.db", schema).close()
+    open_database(pg_url, schema).close()
+    lite, pg = sqlite_shape(tmp_path / "s.db"), postgres_shape(pg_url)
+    assert sorted(lite) == sorted(pg)
+    for table in lite:
+        assert lite[table] == pg[table], table
+
+
+@pytest.mark.parametrize("schema", ["tickets", "registry"])
+def test_both_dialects_have_the_same_migration_numbers(schema: str) -> None:
+    assert [n for n, _ in migrations(schema, "sqlite")] == [
+        n for n, _ in migrations(schema, "postgresql")
+    ]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_both_dialects_define_the_same_queries(group: str) -> None:
+    assert load("sqlite", group).names() == load("postgresql", group).names()
+
+
+def test_no_sql_outside_the_store() -> None:
+    src = Path(__file__).resolve().parents[2] / "src" / "swarm_engine"
+    statement = re.compile(r"[\"'](SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|PRAGMA)\b")
+    offenders = [
+        f"{path.relative_to(src)}: {line.strip()}"
+        for path in src.rglob("*.py")
+        if path.parts[len(src.parts)] != "store"
+        for line in path.read_text().splitlines()
+        # help texts show users sqlite3 and psql command lines: those are examples
+        if statement.search(line) and not re.search(r"\b(sqlite3|psql)\b", line)
+    ]
+    assert offenders == []

@@ -1,0 +1,103 @@
+"""Short commands import only what they use (issue 12 item 7): `--version` loads neither
+pydantic nor rich, and `status`, `ticket create` and `ticket cancel` load no engine, VM
+backend, agent runtime or asyncio. A behaviour check, read from `sys.modules` of a real
+command's process; how long start-up takes is benchmarks/cli_startup.py's business."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from tests.support.cli import env_for, swarm
+
+from swarm_engine.cli.main import COMMANDS, cli
+
+PROBE = """
+import json, sys
+from swarm_engine.cli.main import main
+out, args = sys.argv[1], sys.argv[2:]
+try:
+    main(args)
+except SystemExit as exc:
+    code = exc.code
+with open(out, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+NEVER_ON_SHORT_COMMANDS = (
+    "asyncio",
+    "anthropic",
+    "jsonschema",
+    "swarm_engine.engine",
+    "swarm_engine.agents.claude.agent",
+    "swarm_engine.vm.process",
+    "swarm_engine.vm.qemu.backend",
+    "swarm_engine.vm.qemu.builder",
+    "swarm_engine.cli.progress",
+    "swarm_engine.cli.daemon",
+    "swarm_engine.cli.vm",
+    "swarm_engine.cli.registry_cmds",
+)
+
+
+def imported(home: Path, *args: str) -> set[str]:
+    """The modules loaded by the time `swarm-engine ARGS` is done (it must exit 0)."""
+    out = home.parent / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args],
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["code"] == 0, done.stderr
+    return set(report["modules"])
+
+
+def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("imports") / "home"
+    swarm(home, "status", "--init", check=True)
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", check=True)
+    return home
+
+
+def test_version_loads_no_settings_store_or_output(home: Path) -> None:
+    modules = imported(home, "--version")
+    heavy = ("pydantic", "rich", "sqlite3", "swarm_engine.config", "swarm_engine.store")
+    assert loaded(modules, (*NEVER_ON_SHORT_COMMANDS, *heavy)) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("ticket", "cancel", "1"),
+        ("ticket", "create", "--title", "t", "--agent", "echo"),
+    ],
+    ids=" ".join,
+)
+def test_short_commands_load_no_engine_backend_or_agent(home: Path, args: tuple[str, ...]) -> None:
+    modules = imported(home, *args)
+    assert loaded(modules, NEVER_ON_SHORT_COMMANDS) == []
+    if args[0] != "ticket" or args[1] != "create":  # only create reads the registry
+        assert loaded(modules, ("swarm_engine.registry", "yaml")) == []
+
+
+def test_every_lazy_command_is_the_command_of_that_name() -> None:
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
