@@ -193,6 +193,15 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
     usage = usage_line(data["usage"])
     if usage:
         console.print(f"API usage (all runs): {usage}")
+    hosts = data["hosts"]
+    if len(hosts) > 1 or any(h["host"] != settings.host_id for h in hosts):
+        console.print(
+            table(
+                "hosts",
+                [Col("host", flex=True, min=8), "engines", "slots", "VMs"],
+                ((h["host"], h["engines"], h["slots"], h["vms"]) for h in hosts),
+            )
+        )
     engines = data["engines"]
     console.print(
         table(
