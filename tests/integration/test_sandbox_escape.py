@@ -37,7 +37,8 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def backend(home: Path) -> AsyncIterator[ProcessBackend]:
-    backend = ProcessBackend(home, ProcessConfig(isolation="bwrap", tmp_mb=4, disk_mb=16))
+    config = ProcessConfig(isolation="bwrap", tmp_mb=4, disk_mb=16, max_files=2000)
+    backend = ProcessBackend(home, config)
     await backend.start()
     yield backend
     await backend.close()
@@ -214,6 +215,17 @@ async def test_many_files_are_bounded(vm: ProcessVM) -> None:
     assert b"over its disk limit of 16 MiB" in res.stderr
     used = sum(p.stat().st_size for p in vm.workspace.iterdir())
     assert used < 64 * 1024 * 1024  # stopped within a few checks of the cap
+
+
+async def test_many_empty_files_are_bounded(vm: ProcessVM) -> None:
+    """Empty files take no blocks: the count of entries is bounded on its own."""
+    res = await vm.exec(
+        "mkdir d && cd d && i=0; while true; do i=$((i+1)); : > f$i || exit 3; done"
+    )
+    assert res.exit_code != 0 and not res.timed_out
+    assert b"or 2000 files" in res.stderr
+    left = sum(1 for _ in (vm.workspace / "d").iterdir())
+    assert 2000 < left < 200_000  # stopped within a few checks of the bound
 
 
 async def test_ports_that_cannot_be_given_refuse_the_step(

@@ -519,7 +519,8 @@ class ProcessVM:
         if over_disk:
             err.add(
                 f"\nswarm-engine: the workspace went over its disk limit of "
-                f"{self.config.disk_mb} MiB; the command was killed\n".encode()
+                f"{self.config.disk_mb} MiB or {self.config.max_files} files;"
+                " the command was killed\n".encode()
             )
         return ExecResult(
             exit_code=code,
@@ -533,13 +534,15 @@ class ProcessVM:
 
     async def _watch_disk(self, pid: int, exited: asyncio.Event) -> bool:
         """While the command runs, measure the workspace every `DISK_CHECK_SECONDS`; past
-        `disk_mb` kill the command and return True (a single file is capped by RLIMIT_FSIZE)."""
-        cap = self.config.disk_mb * 1024 * 1024
+        `disk_mb` or `max_files` kill the command and return True (a single file is capped
+        by RLIMIT_FSIZE)."""
+        cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
         while not exited.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exited.wait(), DISK_CHECK_SECONDS)
                 return False
-            if await asyncio.to_thread(_disk_usage, self.workspace, cap) > cap:
+            used, entries = await asyncio.to_thread(_disk_usage, self.workspace, cap, most)
+            if used > cap or entries > most:
                 kill_tree(pid)
                 return True
         return False
@@ -679,16 +682,18 @@ def _kill_pasta(pid: int, vm_id: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _disk_usage(folder: Path, stop_above: int) -> int:
-    """Bytes allocated under `folder` (not following links), counted until past `stop_above`."""
-    total = 0
+def _disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, int]:
+    """Bytes allocated under `folder` (not following links) and the entries (files,
+    folders, links) there, counted until past either bound."""
+    total = entries = 0
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in (*dirnames, *filenames):
+            entries += 1
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-        if total > stop_above:
+        if total > stop_above or entries > max_entries:
             break
-    return total
+    return total, entries
 
 
 async def _exited_within(

@@ -18,3 +18,6 @@ class ProcessConfig(BaseModel):
     """Size of each sandbox's private /tmp (and /dev/shm), a tmpfs."""
     disk_mb: int = Field(default=2048, ge=1, le=1 << 30)
     """What a command may write: the largest file, and the workspace's total size."""
+    max_files: int = Field(default=100_000, ge=10, le=1 << 30)
+    """How many files, folders and links the workspace may hold (empty files take no
+    blocks, so `disk_mb` alone would not stop a command filling the host's inode table)."""
