@@ -23,7 +23,7 @@ from swarm_engine.cli.output import (
 from swarm_engine.config import Settings
 from swarm_engine.errors import ConfigError, UsageError
 from swarm_engine.models import AgentSpec, WorkflowSpec
-from swarm_engine.registry import load_agent, load_workflow
+from swarm_engine.registry.loader import load_agent, load_workflow
 
 
 def _collect(path: Path | None, all_dir: Path | None, filename: str) -> list[Path]:

@@ -1,6 +1,6 @@
-"""Agent and workflow definitions: loading, validation and the registry database."""
+"""Agent and workflow definitions: loading (`registry.loader`), validation and the registry
+(`registry.catalog.Registry`). The YAML loader is imported only by what loads files."""
 
 from swarm_engine.registry.catalog import Registry
-from swarm_engine.registry.loader import load_agent, load_workflow
 
-__all__ = ["Registry", "load_agent", "load_workflow"]
+__all__ = ["Registry"]
