@@ -21,7 +21,7 @@ COMMANDS = {
     "run-ticket": "swarm_engine.cli.run:run_ticket",
     "status": "swarm_engine.cli.run:status",
     "cleanup": "swarm_engine.cli.run:cleanup_cmd",
-    "logs": "swarm_engine.cli.run:logs",
+    "logs": "swarm_engine.cli.logs:logs",
     "db": "swarm_engine.cli.db:db",
     "ticket": "swarm_engine.cli.tickets:ticket",
     "agent": "swarm_engine.cli.registry_cmds:agent",

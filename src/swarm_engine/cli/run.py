@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -34,7 +33,7 @@ from swarm_engine.cli.output import (
     usage_line,
 )
 from swarm_engine.config import Settings
-from swarm_engine.errors import ConflictError, NotFoundError, TicketFailed
+from swarm_engine.errors import ConflictError, TicketFailed
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
     from swarm_engine.store import Ticket
@@ -325,48 +324,3 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"{len(report.folders)} leftover folder(s); re-queued {len(report.requeued)} and failed "
         f"{len(report.failed)} ticket(s) with expired leases"
     )
-
-
-@click.command(
-    short_help="Print the recorded output of a ticket's steps.",
-    epilog=example("swarm-engine logs 7 --step report"),
-)
-@click.argument("ticket_id", type=TICKET_ID)
-@click.option("--run", "run_id", type=TICKET_ID, metavar="N", help="Run N (default: the latest).")
-@click.option("--step", "step_id", metavar="STEP", help="Only this step (its id in the workflow).")
-@pass_existing("tickets")
-def logs(settings: Settings, ticket_id: int, run_id: int | None, step_id: str | None) -> None:
-    """Print the recorded output of a ticket's steps (of its latest run)."""
-    with store_of(settings) as store:
-        ticket = store.tickets.get(ticket_id)
-        runs = store.runs.runs_for_ticket(ticket_id)
-        if run_id is not None:
-            runs = [r for r in runs if r["id"] == run_id]
-            if not runs:
-                raise NotFoundError(f"ticket {ticket_id} has no run {run_id}")
-        if not runs:
-            console.print(
-                f"ticket {ticket_id} has not run yet (it is {plain(ticket.status)})",
-                highlight=False,
-            )
-            return
-        run = runs[-1]
-        steps = numbered(store.runs.steps(run["id"]))
-    if step_id is not None and all(s["step_id"] != step_id for s in steps):
-        known = ", ".join(sorted({str(s["step_id"]) for s in steps}))
-        raise NotFoundError(f"run {run['id']} has no step {step_id!r} (its steps: {known})")
-    for s in steps:
-        if step_id and s["step_id"] != step_id:
-            continue
-        console.rule(
-            plain(f"run {run['id']} · step {s['step_id']} · attempt {s['attempt']} · {s['status']}")
-        )
-        path = Path(s["log_path"]) if s["log_path"] else None
-        if path and path.is_file():
-            click.echo(path.read_text(errors="replace"), nl=False)
-        if s["error"]:
-            click.echo(f"error: {s['error']}")
-        if path and path.parent.is_dir():
-            others = sorted(p for p in path.parent.iterdir() if p != path)
-            for artifact in others:
-                click.echo(f"artifact: {artifact}")

@@ -18,7 +18,8 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from swarm_engine.agents.base import StepContext, StepOutcome
@@ -27,13 +28,14 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
+from swarm_engine.engine.logship import LogShipper
 from swarm_engine.engine.plan import Plan, PlannedStep
 from swarm_engine.engine.steplog import StepLog
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.templating import render
-from swarm_engine.vm.base import VM
+from swarm_engine.vm.base import VM, VMSpec
 from swarm_engine.vm.pool import VMPool, spec_for
 
 log = logging.getLogger(__name__)
@@ -329,13 +331,12 @@ class TicketRunner:
         run_id: int,
         attempt: int,
     ) -> StepOutcome:
-        runs = self.store.runs
+        """One attempt of a step: its artifacts folder, its live log, its VM."""
         folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a full disk: the step runs; its log file is not written
             log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, exc)
-        logfile = folder / "output.log"
         agent_vm = step.agent.vm.model_dump()
         spec = spec_for(
             agent_vm,
@@ -349,7 +350,30 @@ class TicketRunner:
             await self.write(ticket, self._step_started, exec_id, vm)
             self.events(Event("step_started", ticket.id, run_id, step.id, {"vm_id": vm.id}))
 
-        with StepLog(logfile, self.settings.max_log_bytes) as sink:  # capped (issue 8.5)
+        async def append(text: str) -> object:
+            return await self.write(ticket, self.store.logs.append, exec_id, text)
+
+        shipper = LogShipper(append)  # the live copy in the store (issue 13)
+        async with shipper:
+            return await self._in_vm(
+                step, exec_id, inputs, ticket, run_id, folder, spec, shipper, on_ready
+            )
+
+    async def _in_vm(
+        self,
+        step: PlannedStep,
+        exec_id: int,
+        inputs: Any,
+        ticket: Ticket,
+        run_id: int,
+        folder: Path,
+        spec: VMSpec,
+        shipper: LogShipper,
+        on_ready: Callable[[VM], Awaitable[None]],
+    ) -> StepOutcome:
+        runs = self.store.runs
+        logfile = folder / "output.log"
+        with StepLog(logfile, self.settings.max_log_bytes, shipper.feed) as sink:
 
             def on_log(stream: str, text: str) -> None:
                 prefix = "" if stream == "stdout" else f"[{stream}] "

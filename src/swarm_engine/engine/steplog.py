@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -33,9 +34,14 @@ class StepLog:
     `min(limit // 2, MAX_TAIL)` bytes; the head written live is the rest of `limit` less
     `MARKER_ROOM`. Use as a context manager; `close()` writes the marker and the tail.
     Memory: at most the tail plus one write. `total` counts every byte written to it.
+    `mirror`, if given, is called with every piece of what the log holds, in order (the
+    same bytes as the file, even when the file cannot be written): the live copy in the
+    store (`engine/logship.py`).
     """
 
-    def __init__(self, path: Path, limit: int) -> None:
+    def __init__(
+        self, path: Path, limit: int, mirror: Callable[[bytes], None] | None = None
+    ) -> None:
         if limit < MIN_LIMIT:
             raise ValueError(f"a step log's limit must be at least {MIN_LIMIT} bytes")
         self.path = path
@@ -47,6 +53,7 @@ class StepLog:
         self._head_full = False
         self._tail: deque[bytes] = deque()
         self._tail_len = 0
+        self._mirror = mirror
         self.failed: OSError | None = None
         """Set when the file could not be written (a full disk): the step goes on, and its
         output is still streamed and kept in the step's outputs; only the log file stops."""
@@ -62,6 +69,8 @@ class StepLog:
             log.warning("step log %s is no longer written: %s", self.path, exc)
 
     def _put(self, data: bytes) -> None:
+        if self._mirror is not None and data:
+            self._mirror(data)
         if self.failed is None and self._file is not None:
             try:
                 self._file.write(data)

@@ -14,6 +14,7 @@ from pathlib import Path
 from swarm_engine.errors import ConfigError
 from swarm_engine.store.db import Database, Dialect
 from swarm_engine.store.engines import EngineStore
+from swarm_engine.store.logs import LogStore
 from swarm_engine.store.rows import Ticket
 from swarm_engine.store.runs import RunStore
 from swarm_engine.store.tickets import TicketStore
@@ -30,6 +31,7 @@ class Store:
     runs: RunStore
     vms: VMStore
     engines: EngineStore
+    logs: LogStore
 
     @property
     def dialect(self) -> Dialect:
@@ -89,7 +91,9 @@ def open_database(
 def open_store(target: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
     """Open the ticket store. Raises `StoreError` (`ConfigError` for a bad URL)."""
     db = open_database(target, "tickets", busy_timeout=busy_timeout)
-    return Store(db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db))
+    return Store(
+        db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db), LogStore(db)
+    )
 
 
 __all__ = ["Store", "Ticket", "is_url", "open_database", "open_store", "redact"]

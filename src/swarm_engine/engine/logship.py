@@ -1,0 +1,99 @@
+"""Shipping a step's log to the store while the step runs (`step_logs`, issue 13).
+
+`StepLog` hands every piece of the log it keeps to `LogShipper.feed` (so the store gets
+exactly what `output.log` holds: bounded by `max_log_bytes`). A task of the shipper's
+own writes what has gathered as one chunk every `FLUSH_SECONDS`, or sooner when
+`CHUNK_BYTES` are waiting, through the runner's `write` (retried while the store is busy
+and the lease is held). A slow store is a delay: what waits is held in memory, and that
+is bounded by the log's own cap. Once the attempt loses its ticket, shipping stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from swarm_engine.errors import StaleAttemptError
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.1
+CHUNK_BYTES = 32 * 1024
+
+Append = Callable[[str], Awaitable[object]]
+
+
+class LogShipper:
+    """Collects a step's log bytes (`feed`, from any code on the loop) and appends them to
+    the store in chunks with `append(text)`. Use `async with`: leaving it ships the rest."""
+
+    def __init__(self, append: Append) -> None:
+        self._append = append
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._closing = False
+
+    def feed(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._pending.append(data)
+        self._pending_len += len(data)
+        if self._pending_len >= CHUNK_BYTES:
+            self._wake.set()
+
+    async def __aenter__(self) -> LogShipper:
+        self._task = asyncio.create_task(self._run(), name="step-log-shipper")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Ship the rest and stop; when the step was cancelled, just stop (the rest is
+        still in `output.log`)."""
+        assert self._task is not None
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            return
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            self._wake.clear()
+            closing = self._closing
+            await self._ship(final=closing)
+            if closing or self._stopped:
+                return
+
+    async def _ship(self, *, final: bool) -> None:
+        if self._stopped or not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_len = 0
+        text = self._decoder.decode(data, final=final)
+        if not text:
+            return
+        try:
+            await self._append(text)
+        except StaleAttemptError:
+            self._stopped = True  # the attempt lost its ticket: its log is no longer wanted
+        except Exception as exc:  # a store failure must not fail the step: the file has it
+            log.warning("a step's live log could not be stored: %s", exc)
+            self._stopped = True
