@@ -195,14 +195,22 @@ class Daemon:
                         break
                 if self.until_idle and not self.active and not await self._has_open(session):
                     break
-                changed = asyncio.create_task(watcher.changed.wait())
+                # with every slot busy only a freed slot matters: store changes (mostly
+                # this engine's own writes) are not even looked at until then
+                full = len(self.active) >= self.max_vms
+                watcher.wanted = not full
                 slot_freed = asyncio.create_task(self._slot_freed.wait())
+                waits = {slot_freed, drained}
+                changed = None if full else asyncio.create_task(watcher.changed.wait())
+                if changed is not None:
+                    waits.add(changed)
                 await asyncio.wait(
-                    {changed, slot_freed, drained},
-                    timeout=self.poll_interval,
+                    waits,
+                    timeout=None if full else self.poll_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                changed.cancel()
+                if changed is not None:
+                    changed.cancel()
                 slot_freed.cancel()
                 self._slot_freed.clear()
         finally:

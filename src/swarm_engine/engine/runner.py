@@ -333,8 +333,8 @@ class TicketRunner:
     ) -> StepOutcome:
         """One attempt of a step: its artifacts folder, its live log, its VM."""
         folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
+        try:  # off the event loop: on a busy disk a mkdir can take milliseconds
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         except OSError as exc:  # a full disk: the step runs; its log file is not written
             log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, exc)
         agent_vm = step.agent.vm.model_dump()

@@ -45,6 +45,9 @@ class Watcher(Protocol):
 
     changed: asyncio.Event
     mode: str
+    wanted: bool
+    """False while the claim loop could not use a change (every slot busy): the watcher
+    may then skip work, and must report what it missed once it is wanted again."""
 
     def start(self) -> None: ...
 
@@ -75,6 +78,7 @@ class StoreWatcher:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self.changed = asyncio.Event()
+        self._wanted = True
         self._probe: ChangeProbe | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,7 +123,9 @@ class StoreWatcher:
             while True:
                 if self.mode == "inotify":
                     since = loop.time() - self._last_event
-                    if since >= SETTLE_SLOW:
+                    if since >= SETTLE_SLOW or not self._wanted:
+                        # idle, or every slot busy: sleep until the next file event or
+                        # until wanted again (the claim loop reads the store itself then)
                         self._event.clear()
                         await self._event.wait()
                         continue
@@ -132,6 +138,16 @@ class StoreWatcher:
                     self.changed.set()
         finally:
             probe.close()
+
+    @property
+    def wanted(self) -> bool:
+        return self._wanted
+
+    @wanted.setter
+    def wanted(self, value: bool) -> None:
+        if value and not self._wanted:
+            self._event.set()  # finish a settle window cut short while not wanted
+        self._wanted = value
 
     async def any_open(self) -> bool:
         """A read of the database on the loop (WAL readers never wait; about 20 µs)."""

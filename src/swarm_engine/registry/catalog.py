@@ -3,6 +3,7 @@ before they are stored and decoded as untrusted rows when read back."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import tempfile
@@ -32,6 +33,14 @@ def version_key(version: str) -> tuple[Any, ...]:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _validated(model: type[D], raw: str) -> D:
+    """`model.model_validate_json(raw)`, once per spec text: every ticket of an agent
+    reads its row again (definitions change), but validating the same text again is waste.
+    Specs are not changed once made (`model_copy` makes a new one)."""
+    return model.model_validate_json(raw)
+
+
 def decode_definition(model: type[D], what: str, row: Row) -> D:
     """A registry row (written by anyone) as a validated spec, or `ConfigError` naming the
     definition and the field: `agent x@1.0.0 in the registry: spec.command: ...`."""
@@ -41,7 +50,7 @@ def decode_definition(model: type[D], what: str, row: Row) -> D:
     if not isinstance(raw, str) or isinstance(raw, InvalidText):
         raise ConfigError(f"{where}: spec is not UTF-8 JSON text")
     try:
-        spec = model.model_validate_json(raw)
+        spec: D = _validated(model, raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}: spec.{first_error(exc)}") from exc
     except (ValueError, RecursionError) as exc:

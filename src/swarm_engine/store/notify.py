@@ -31,6 +31,7 @@ class NotifyWatcher:
         self.url = url
         self.changed = asyncio.Event()
         self.mode = "listen"
+        self.wanted = True  # notifications are cheap: they are taken either way
         self._probe: psycopg.AsyncConnection[Any] | None = None
         self._any_open = load("postgresql", "probe").any_open
         self._poller: asyncio.Task[None] | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import inspect
 import json
 import os
@@ -132,7 +133,18 @@ def pasta_problem() -> str | None:
 
 def _tool(name: str) -> str:
     """A host program, found on the engine's PATH (the sandbox's PATH is its own)."""
-    return shutil.which(name) or name
+    return _which(name, os.environ.get("PATH"))
+
+
+@functools.lru_cache(maxsize=64)
+def _which(name: str, path: str | None) -> str:
+    return shutil.which(name, path=path) or name
+
+
+@functools.lru_cache(maxsize=1)
+def _etc_files() -> tuple[str, ...]:
+    """The host's /etc files a sandbox sees, read-only (looked up once)."""
+    return tuple(name for name in ETC_FILES if os.path.exists(f"/etc/{name}"))
 
 
 def _drop_to(uid: int) -> list[str]:
@@ -184,7 +196,8 @@ class ProcessBackend:
             await asyncio.to_thread(self._probe)
 
     async def boot(self, vm_id: str, spec: VMSpec) -> ProcessVM:
-        await asyncio.to_thread(self._probe)
+        if not self._probed:
+            await asyncio.to_thread(self._probe)
         isolated = self.isolated
         if isolated and spec.network and spec.allowed_ports:
             problem = pasta_problem()
@@ -194,19 +207,13 @@ class ProcessBackend:
                     f"{', '.join(map(str, spec.allowed_ports))}, but {problem}"
                 )
         folder = self.root / vm_id
-        workspace = folder / "workspace"
-        try:
-            workspace.mkdir(parents=True, exist_ok=False)
+        host_uid = self._new_uid() if isolated and root_engine() else None
+        try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
+            await asyncio.to_thread(_prepare_folder, folder, isolated, host_uid)
         except OSError as exc:
+            if host_uid is not None:
+                self._uids.discard(host_uid)
             raise VMError(f"cannot create workspace for {vm_id}: {exc}") from exc
-        host_uid: int | None = None
-        if isolated:
-            (folder / "passwd").write_text(PASSWD)
-            (folder / "group").write_text(GROUP)
-            if root_engine():
-                host_uid = self._new_uid()
-                os.chown(workspace, host_uid, host_uid)
-            os.chmod(workspace, 0o700)
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard,
@@ -318,9 +325,10 @@ class ProcessVM:
             "--ro-bind-data", str(fds.passwd), "/etc/passwd",
             "--ro-bind-data", str(fds.group), "/etc/group",
         ]  # fmt: skip
-        for name in ETC_FILES:
-            if os.path.exists(f"/etc/{name}"):
-                wrap += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for name in _etc_files():
+            wrap += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for host, guest in self.spec.mounts:  # tools the engine installed, read-only
+            wrap += ["--ro-bind", host, guest]
         wrap += ["--remount-ro", "/dev", "--remount-ro", "/"]
         if self._no_userns:
             wrap += ["--disable-userns"]
@@ -409,6 +417,10 @@ class ProcessVM:
         child = await asyncio.to_thread(_read_child_pid, fds.info_r)
         if child is None:
             raise VMError(f"VM {self.id}: the sandbox did not start, so its ports cannot be given")
+        # bubblewrap reports the child before the child has set up its loopback; pasta
+        # brings `lo` up too, and if it comes first bubblewrap's own address request fails
+        # ("loopback: Failed RTM_NEWADDR") and the command never runs: so pasta waits
+        await asyncio.to_thread(_wait_for_loopback, child)
         run = self.folder / "run"  # pasta's pid file, out of the sandbox's reach
         run.mkdir(mode=0o700, exist_ok=True)
         pidfile = run / "pasta.pid"
@@ -459,7 +471,11 @@ class ProcessVM:
             if pasta > 0:
                 _kill_pasta(pasta, self.id)
             raise VMError(f"VM {self.id}: pasta could not forward ports {ports}: {why}")
-        os.write(fds.block_w, b"1")
+        try:
+            os.write(fds.block_w, b"1")
+        except BrokenPipeError:  # bubblewrap ended before the command could start
+            _kill_pasta(pasta, self.id)
+            raise VMError(f"VM {self.id}: the sandbox ended before its command started") from None
         return pasta
 
     async def _finish(
@@ -559,6 +575,9 @@ class ProcessVM:
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         if self._destroyed:
             raise VMError(f"VM {self.id} is destroyed")
+        await asyncio.to_thread(self._write_file, path, data, mode)  # off the event loop
+
+    def _write_file(self, path: str, data: bytes, mode: int) -> None:
         target = self._host_path(path)
         if target.is_dir():
             raise VMError(f"{path}: is a folder")
@@ -675,11 +694,43 @@ def _read_child_pid(fd: int) -> int | None:
     return None
 
 
+LOOPBACK_WAIT_SECONDS = 10.0
+
+
+def _wait_for_loopback(child: int) -> None:
+    """Wait until bubblewrap's child `child` has given its network namespace's loopback
+    its address (127.0.0.1 shows in the namespace's routing table), or has ended."""
+    deadline = time.monotonic() + LOOPBACK_WAIT_SECONDS
+    delay = 0.0005
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/net/fib_trie", "rb") as fh:
+                if b"127.0.0.1" in fh.read():
+                    return
+        except OSError:  # it ended: the command will not run, and the caller says so
+            return
+        time.sleep(delay)  # sleep-ok: polling a kernel state that has no event to wait on
+        delay = min(delay * 2, 0.01)
+
+
 def _kill_pasta(pid: int, vm_id: str) -> None:
     """SIGKILL the pasta of this VM (checked by its tag, so a reused pid is left alone)."""
     if pid in tagged(vm_id):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
+    """A new VM's folder: `workspace/` (owned by `host_uid` when given, private when
+    isolated) and the sandbox's passwd and group files."""
+    workspace = folder / "workspace"
+    workspace.mkdir(parents=True, exist_ok=False)
+    if isolated:
+        (folder / "passwd").write_text(PASSWD)
+        (folder / "group").write_text(GROUP)
+        if host_uid is not None:
+            os.chown(workspace, host_uid, host_uid)
+        os.chmod(workspace, 0o700)
 
 
 def _disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, int]:
