@@ -41,6 +41,11 @@ class VMSpec:
     output_keep_bytes: int = DEFAULT_KEEP
     """Of each output stream of each command, this many bytes of its head and as many of
     its tail are kept; the middle is cut (see `vm.output`)."""
+    mounts: tuple[tuple[str, str], ...] = ()
+    """Read-only host folders shown inside the VM, as (host path, guest path): tools the
+    engine installed (Claude Code). The process sandbox binds them read-only; without
+    isolation the host path itself is visible; a backend that cannot show host folders
+    (qemu) ignores them, so an agent looks for what it needs before it uses it."""
 
 
 @dataclass(frozen=True)
