@@ -70,7 +70,10 @@ class TicketStore:
     def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Ticket]:
         if status is not None and status not in STATUS_NAMES:
             raise UsageError(f"unknown status {status!r} (one of: {', '.join(STATUS_NAMES)})")
-        rows = self.db.all(self.q.list, {"status": status or None, "limit": limit})
+        if status:
+            rows = self.db.all(self.q.list_status, {"status": status, "limit": limit})
+        else:
+            rows = self.db.all(self.q.list, {"limit": limit})
         return [decode_ticket(r) for r in rows]
 
     def counts(self) -> dict[str, int]:

@@ -7,7 +7,11 @@
 SELECT * FROM tickets WHERE id = :id
 
 -- name: list
-SELECT * FROM tickets WHERE (CAST(:status AS text) IS NULL OR status = :status) ORDER BY id DESC LIMIT :limit
+SELECT * FROM tickets ORDER BY id DESC LIMIT :limit
+
+-- name: list_status
+-- By the claim-order index (status, ...): no scan of other statuses' rows.
+SELECT * FROM tickets WHERE status = :status ORDER BY id DESC LIMIT :limit
 
 -- name: counts
 SELECT status, count(*) AS n FROM tickets GROUP BY status
