@@ -92,6 +92,20 @@ class VMRequirements(_Strict):
         return name
 
 
+class ApiBudget(_Strict):
+    """Stop the step once it has used this many tokens (all four kinds) or USD."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_usd: float | None = Field(default=None, gt=0)
+
+
+class ModelApiSpec(_Strict):
+    """`model_api:` of a shell agent: its command may call the model API through the
+    engine's gateway (docs/agents.md), metered and held to `budget`."""
+
+    budget: ApiBudget = Field(default_factory=ApiBudget)
+
+
 class RetryPolicy(_Strict):
     attempts: int = Field(default=1, ge=1, le=20)
     backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
@@ -118,6 +132,8 @@ class AgentSpec(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     config: dict[str, Any] = Field(default_factory=dict)
     output_files: list[str] = Field(default_factory=list)
+    model_api: Annotated[bool, Field(strict=True)] | ModelApiSpec = False
+    """`true` or `{budget: ...}`: the step's VM gets the model API gateway (shell only)."""
     package_path: str | None = None
 
     @field_validator("name")
@@ -144,6 +160,13 @@ class AgentSpec(_Strict):
     def is_template(self) -> bool:
         return self.name.startswith("_template:")
 
+    @property
+    def model_api_spec(self) -> ModelApiSpec | None:
+        """What `model_api:` asks for, or None when the agent declares no model API use."""
+        if isinstance(self.model_api, ModelApiSpec):
+            return self.model_api
+        return ModelApiSpec() if self.model_api else None
+
 
 class StepSpec(_Strict):
     id: str
@@ -161,6 +184,38 @@ class StepSpec(_Strict):
         return v
 
 
+class TriggerSpec(_Strict):
+    """What starts a workflow on its own (issue 13): a cron schedule, or a webhook
+    (`POST /v1/triggers/<name>`, its secret in host configuration only). Each firing
+    creates one ticket of the workflow with these literal `inputs` (data, never a
+    template) and `priority`."""
+
+    name: str
+    cron: str | None = None
+    """Five fields (minute hour day month weekday) or six (seconds last), UTC."""
+    webhook: bool = False
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-(2**63), le=2**63 - 1)
+
+    @field_validator("name")
+    @classmethod
+    def _trigger_name(cls, v: str) -> str:
+        if not NAME_RE.match(v) or v.startswith("_template:"):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from croniter import croniter
+
+        if len(v.split()) not in (5, 6) or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a cron schedule (5 or 6 fields)")
+        return v
+
+
 class WorkflowSpec(_Strict):
     name: str
     version: str = "1.0.0"
@@ -169,6 +224,7 @@ class WorkflowSpec(_Strict):
     steps: list[StepSpec]
     outputs: dict[str, Any] | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
+    triggers: list[TriggerSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from swarm_engine.config import Settings
+from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import EngineSession
@@ -49,6 +50,7 @@ class Daemon:
         self.claimed = 0
         self.started_report: ReapReport | None = None
         self.session: EngineSession | None = None
+        self.cron: CronFirer | None = None
         self._stop_requests = 0
         self._slot_freed = asyncio.Event()
         self.failed: str | None = None
@@ -94,10 +96,12 @@ class Daemon:
             watcher = open_watcher(self.settings)
             watcher.start()
             assert session.keeper_task is not None
+            self.cron = CronFirer(session.store, session.registry, session.gate)
             side = [
                 asyncio.create_task(self._supervised("lease keeper", self._watch_keeper)),
                 asyncio.create_task(self._supervised("reclaimer", self._reclaimer)),
                 asyncio.create_task(self._supervised("store watcher", watcher.run)),
+                asyncio.create_task(self._supervised("cron triggers", self.cron.run)),
             ]
             try:
                 await self._claim_loop(session, watcher)

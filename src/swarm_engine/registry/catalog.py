@@ -200,7 +200,15 @@ class Registry:
     ) -> list[WorkflowSpec]:
         """Validate every workflow (source names the file), then write all or none."""
         names = [s.ref for s, _ in specs]
+        owners = {t.name: w.name for w, _ in self.latest_workflows() for t in w.triggers}
         for spec, source in specs:
+            for trigger in spec.triggers:  # a trigger's name is its address: one owner
+                owner = owners.get(trigger.name, spec.name)
+                if owner != spec.name:
+                    raise ConflictError(
+                        f"{source}: trigger {trigger.name!r} belongs to workflow {owner!r}"
+                    )
+                owners[trigger.name] = spec.name
             if names.count(spec.ref) > 1:
                 raise ConfigError(f"{source}: workflow {spec.ref} is defined twice")
             check_workflow(spec, self.has_agent, source)
@@ -229,6 +237,28 @@ class Registry:
         spec = decode_definition(WorkflowSpec, "workflow", row)
         check_workflow(spec, self.has_agent, f"workflow {spec.ref} in the registry")
         return spec
+
+    def latest_workflows(self) -> list[tuple[WorkflowSpec, str]]:
+        """The latest version of every workflow that decodes, with when it was registered
+        (its row's `created_at`); rows that do not decode are left out (each of their
+        tickets fails with the reason)."""
+        rows: dict[str, Row] = {}
+        for row in self.defs.workflows():
+            name, version = row["name"], row["version"]
+            if not isinstance(name, str) or not isinstance(version, str):
+                continue
+            best = rows.get(name)
+            if best is None or version_key(version) > version_key(str(best["version"])):
+                rows[name] = row
+        out: list[tuple[WorkflowSpec, str]] = []
+        for row in rows.values():
+            try:
+                out.append(
+                    (decode_definition(WorkflowSpec, "workflow", row), str(row["created_at"]))
+                )
+            except ConfigError:
+                continue
+        return out
 
     def workflows(self) -> list[dict[str, Any]]:
         return [decode_record(r) for r in self.defs.workflows()]

@@ -45,6 +45,15 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
     cycle = find_cycle(dependencies(spec))
     if cycle:
         raise WorkflowError(f"{source}: dependency cycle: {' -> '.join(cycle)}")
+    names: set[str] = set()
+    for trigger in spec.triggers:
+        if trigger.name in names:
+            raise WorkflowError(f"{source}: trigger {trigger.name!r} is defined twice")
+        names.add(trigger.name)
+        if (trigger.cron is None) == (not trigger.webhook):
+            raise WorkflowError(
+                f"{source}: trigger {trigger.name!r} needs exactly one of cron or webhook: true"
+            )
 
 
 def find_cycle(deps: dict[str, set[str]]) -> list[str] | None:

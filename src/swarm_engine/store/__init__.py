@@ -18,6 +18,7 @@ from swarm_engine.store.logs import LogStore
 from swarm_engine.store.rows import Ticket
 from swarm_engine.store.runs import RunStore
 from swarm_engine.store.tickets import TicketStore
+from swarm_engine.store.triggers import TriggerStore
 from swarm_engine.store.vms import VMStore
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -32,6 +33,7 @@ class Store:
     vms: VMStore
     engines: EngineStore
     logs: LogStore
+    triggers: TriggerStore
 
     @property
     def dialect(self) -> Dialect:
@@ -92,8 +94,9 @@ def open_store(target: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     """Open the ticket store. Raises `StoreError` (`ConfigError` for a bad URL)."""
     db = open_database(target, "tickets", busy_timeout=busy_timeout)
     return Store(
-        db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db), LogStore(db)
-    )
+        db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db), LogStore(db),
+        TriggerStore(db),
+    )  # fmt: skip
 
 
 __all__ = ["Store", "Ticket", "is_url", "open_database", "open_store", "redact"]

@@ -22,7 +22,7 @@ from swarm_engine.store.db import Dialect
 
 HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
 PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-GROUPS = ("tickets", "runs", "vms", "engines", "logs", "definitions", "probe")
+GROUPS = ("tickets", "runs", "vms", "engines", "logs", "triggers", "definitions", "probe")
 
 
 class Queries:

@@ -98,3 +98,10 @@ SELECT CAST(coalesce(sum(input_tokens),0) AS bigint) input_tokens,
 SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id ORDER BY s.id
+
+-- name: steps_after
+-- Step executions with an id above :after, oldest first, with their usage (metrics).
+SELECT id, status, agent_name, agent_version, agent_kind, queued_at, duration_ms,
+       input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+       cost_usd
+  FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit

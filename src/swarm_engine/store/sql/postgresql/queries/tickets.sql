@@ -159,3 +159,53 @@ RETURNING id, status
 -- One reclaimer at a time across every host: a transaction-scoped advisory lock; an
 -- engine that does not get it skips this round.
 SELECT pg_try_advisory_xact_lock(1398230274)
+
+-- name: page
+-- One page of tickets, newest first, after the keyset cursor :before (see the SQLite file).
+SELECT * FROM tickets
+ WHERE id < :before
+   AND (CAST(:statuses AS text[]) IS NULL OR status = ANY(CAST(:statuses AS text[])))
+   AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
+        OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')
+   AND (CAST(:workflow AS text) IS NULL OR workflow_id = :workflow
+        OR substr(workflow_id, 1, length(CAST(:workflow AS text)) + 1) = CAST(:workflow AS text) || '@')
+ ORDER BY id DESC LIMIT :limit
+
+-- name: cancel_many
+UPDATE tickets SET status = 'cancelled', error = 'cancelled by user',
+       completed_at = now(), lease_expires_at = NULL
+ WHERE id = ANY(:ids) AND status NOT IN ('done','failed','cancelled')
+RETURNING id
+
+-- name: reopen_many
+UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
+       engine_id = NULL, attempt_id = NULL, lease_expires_at = NULL,
+       claimed_at = NULL, started_at = NULL, completed_at = NULL
+ WHERE id = ANY(:ids) AND status IN ('done','failed','cancelled')
+RETURNING id
+
+-- name: close_open_steps_many
+UPDATE step_executions SET status = :status, error = coalesce(error, :error),
+       completed_at = now()
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE status = 'running'
+                   AND ticket_id = ANY(:ids))
+
+-- name: close_open_runs_many
+UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
+       completed_at = now()
+ WHERE status = 'running' AND ticket_id = ANY(:ids)
+
+-- name: events_after
+-- Status changes with an id above :after, oldest first (see the SQLite file).
+SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id, e.note,
+       CASE WHEN e.new_status = 'claimed' THEN
+           (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
+               AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
+  FROM ticket_events e WHERE e.id > :after ORDER BY e.id LIMIT :limit
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM ticket_events
+
+-- name: statuses_of
+SELECT id, status FROM tickets WHERE id = ANY(:ids)

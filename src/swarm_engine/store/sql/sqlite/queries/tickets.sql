@@ -157,3 +157,58 @@ RETURNING id, status
 -- name: reclaim_lock
 -- One reclaimer at a time: on SQLite the write transaction (BEGIN IMMEDIATE) already is.
 SELECT 1
+
+-- name: page
+-- One page of tickets, newest first, after the keyset cursor :before (an id; the first
+-- page passes the largest id there is). The primary key is walked backwards from :before,
+-- so a page costs about :limit rows however large the table (more when a filter is rare).
+-- :statuses: a list (JSON text here) or NULL for any; :agent / :workflow match `name`
+-- and every `name@version`.
+SELECT * FROM tickets
+ WHERE id < :before
+   AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+   AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
+   AND (:workflow IS NULL OR workflow_id = :workflow
+        OR substr(workflow_id, 1, length(:workflow) + 1) = :workflow || '@')
+ ORDER BY id DESC LIMIT :limit
+
+-- name: cancel_many
+UPDATE tickets SET status = 'cancelled', error = 'cancelled by user',
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
+ WHERE id IN (SELECT value FROM json_each(:ids)) AND status NOT IN ('done','failed','cancelled')
+RETURNING id
+
+-- name: reopen_many
+UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
+       engine_id = NULL, attempt_id = NULL, lease_expires_at = NULL,
+       claimed_at = NULL, started_at = NULL, completed_at = NULL
+ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('done','failed','cancelled')
+RETURNING id
+
+-- name: close_open_steps_many
+UPDATE step_executions SET status = :status, error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE status = 'running'
+                   AND ticket_id IN (SELECT value FROM json_each(:ids)))
+
+-- name: close_open_runs_many
+UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status = 'running' AND ticket_id IN (SELECT value FROM json_each(:ids))
+
+-- name: events_after
+-- Status changes of every ticket with an id above :after, oldest first (the events table
+-- only grows: a reader resumes after the last id it saw). For a claim, `opened_at` is
+-- when the ticket last became open (its time in the queue ends at `at`).
+SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id, e.note,
+       CASE WHEN e.new_status = 'claimed' THEN
+           (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
+               AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
+  FROM ticket_events e WHERE e.id > :after ORDER BY e.id LIMIT :limit
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM ticket_events
+
+-- name: statuses_of
+SELECT id, status FROM tickets WHERE id IN (SELECT value FROM json_each(:ids))

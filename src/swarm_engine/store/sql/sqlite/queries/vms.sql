@@ -25,3 +25,9 @@ SELECT * FROM vms WHERE state IN ('booting','ready','busy','destroying')
 
 -- name: get
 SELECT * FROM vms WHERE id = :id
+
+-- name: live_counts
+-- Live VMs per host and state (through the vms_live index: finished VMs are not read).
+SELECT host, state, count(*) AS n FROM vms
+ WHERE state IN ('booting','ready','busy','destroying')
+ GROUP BY host, state ORDER BY host, state

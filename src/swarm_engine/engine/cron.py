@@ -1,0 +1,118 @@
+"""Cron triggers: every engine evaluates them, and each slot makes exactly one ticket.
+
+A workflow's trigger with `cron: "*/5 * * * *"` (UTC; a sixth field is seconds) fires at
+each slot of its schedule. Every daemon looks about once a second (sooner when a slot is
+nearer) at the latest slot of every cron trigger of every workflow's latest version, and
+asks the store to fire it (`TriggerStore.fire`): the firing's primary key (trigger, slot
+time) lets exactly one engine make the ticket, across engines, hosts and restarts.
+
+Only the latest slot is fired, and only within `GRACE_SECONDS` after its time, never one
+from before the workflow was registered: when every engine was down for a while, missed
+slots are skipped, not made up in a burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from croniter import croniter
+
+from swarm_engine.engine.gate import StoreGate
+from swarm_engine.errors import StoreBusyError, SwarmError
+from swarm_engine.models import TriggerSpec, WorkflowSpec
+from swarm_engine.registry import Registry
+from swarm_engine.store import Store
+from swarm_engine.store.rows import parse_timestamp
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+GRACE_SECONDS = 60.0
+SCHEDULES_EVERY = 10.0
+"""Seconds between re-reads of the registry's workflows (new or changed triggers)."""
+
+
+def slot_key(slot: datetime) -> str:
+    """A slot as stored in `trigger_firings.key`: UTC ISO-8601 to the second."""
+    return slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def latest_slot(cron: str, now: datetime) -> datetime:
+    """The latest slot of `cron` at or before `now` (UTC)."""
+    it = croniter(cron, now + timedelta(microseconds=1))
+    slot: datetime = it.get_prev(datetime)
+    return slot.astimezone(UTC)
+
+
+class CronFirer:
+    """The side task of a daemon that fires cron triggers (see the module doc)."""
+
+    def __init__(self, store: Store, registry: Registry, gate: StoreGate) -> None:
+        self.store = store
+        self.registry = registry
+        self.gate = gate
+        self.fired = 0
+        self._schedules: list[tuple[WorkflowSpec, TriggerSpec, datetime]] = []
+        self._read_at = -SCHEDULES_EVERY
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if loop.time() - self._read_at >= SCHEDULES_EVERY:
+                await self._read_schedules()
+                self._read_at = loop.time()
+            now = datetime.now(UTC)
+            for workflow, trigger, registered in self._schedules:
+                assert trigger.cron is not None
+                slot = latest_slot(trigger.cron, now)
+                if slot < registered or (now - slot).total_seconds() > GRACE_SECONDS:
+                    continue
+                await self._fire(workflow, trigger, slot)
+            await asyncio.sleep(self._until_next(datetime.now(UTC)))
+
+    async def _read_schedules(self) -> None:
+        try:
+            latest = await self.gate(self.registry.latest_workflows)
+        except (StoreBusyError, SwarmError) as exc:
+            log.warning("cron triggers: the registry cannot be read now: %s", exc)
+            return
+        schedules = []
+        for workflow, created_at in latest:
+            try:
+                registered = parse_timestamp(created_at) or datetime.now(UTC)
+            except ValueError:
+                registered = datetime.now(UTC)
+            schedules += [(workflow, t, registered) for t in workflow.triggers if t.cron]
+        self._schedules = schedules
+
+    async def _fire(self, workflow: WorkflowSpec, trigger: TriggerSpec, slot: datetime) -> None:
+        key = slot_key(slot)
+        try:
+            ticket_id, made = await self.gate(
+                self.store.triggers.fire,
+                trigger.name,
+                key,
+                workflow_id=workflow.ref,
+                title=f"{trigger.name} {key}",
+                inputs=trigger.inputs,
+                priority=trigger.priority,
+            )
+        except StoreBusyError:
+            return  # the next tick tries again (the slot stays within its grace period)
+        except SwarmError as exc:
+            log.warning("cron trigger %s could not fire for %s: %s", trigger.name, key, exc)
+            return
+        if made:
+            self.fired += 1
+            log.info("cron trigger %s fired for %s: ticket %s", trigger.name, key, ticket_id)
+
+    def _until_next(self, now: datetime) -> float:
+        """Seconds to sleep: until the nearest next slot, at most `TICK_SECONDS`."""
+        wait = TICK_SECONDS
+        for _, trigger, _ in self._schedules:
+            assert trigger.cron is not None
+            nxt: datetime = croniter(trigger.cron, now).get_next(datetime)
+            wait = min(wait, max(0.01, (nxt - now).total_seconds() + 0.005))
+        return wait

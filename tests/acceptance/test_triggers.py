@@ -1,0 +1,119 @@
+"""Cron triggers declared in workflow.yaml: exactly one ticket per slot, however many
+engines evaluate them and however often they restart; bad triggers refused at registration."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from tests.conftest import Target
+from tests.support.cli import start_engine, swarm_inproc, wait_until
+
+FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
+
+
+def workflow(folder: Path, name: str, triggers: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "workflow.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: {name}
+        version: 1.0.0
+        steps:
+          - id: hello
+            agent: echo
+            inputs:
+              said: ${{ticket.title}}
+        triggers:
+        """)
+        + textwrap.indent(textwrap.dedent(triggers), "  ")
+    )
+    return folder
+
+
+def register(home: Path, target: Target, folder: Path) -> subprocess.CompletedProcess[str]:
+    return swarm_inproc(home, "workflow", "register", str(folder), **target.env)
+
+
+@pytest.fixture
+def home(store_target: Target, tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    return home
+
+
+def test_two_engines_make_exactly_one_ticket_per_slot(
+    home: Path, store_target: Target, tmp_path: Path
+) -> None:
+    folder = workflow(tmp_path / "tick", "tick", """\
+        - name: every-second
+          cron: "* * * * * *"
+          inputs: {said: "tick"}
+        """)  # fmt: skip
+    done = register(home, store_target, folder)
+    assert done.returncode == 0, done.stderr
+    procs = [
+        start_engine(home, "--max-vms", "2", "--another", **store_target.env, **FAST)
+        for _ in range(2)
+    ]
+    try:
+
+        def slots() -> int:
+            return len(store_target.rows("SELECT key FROM trigger_firings"))
+
+        wait_until(lambda: slots() >= 4, 60, "four slots to fire")
+        os.killpg(procs[0].pid, signal.SIGKILL)  # one engine dies; the other goes on
+        procs[0].wait()
+        first = slots()
+        wait_until(lambda: slots() >= first + 2, 30, "two more slots")
+        procs.append(start_engine(home, "--max-vms", "2", "--another", **store_target.env,
+                                  **FAST))  # fmt: skip
+        wait_until(lambda: slots() >= first + 4, 30, "two more, with a restarted engine")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.communicate(timeout=60)
+    firings = store_target.rows("SELECT key, ticket_id FROM trigger_firings ORDER BY key")
+    keys = [f["key"] for f in firings]
+    tickets = store_target.rows("SELECT id, title, inputs, workflow_id FROM tickets ORDER BY id")
+    # one ticket per slot, each slot once, and the slots follow each other second by second
+    assert len(tickets) == len(firings) == len(set(keys))
+    assert sorted(f["ticket_id"] for f in firings) == [t["id"] for t in tickets]
+    seconds = [int(k[17:19]) + 60 * int(k[14:16]) for k in keys]
+    assert all(b - a == 1 for a, b in itertools.pairwise(seconds)), keys
+    assert {t["workflow_id"] for t in tickets} == {"tick@1.0.0"}
+    assert all("tick" in str(t["inputs"]) for t in tickets)
+
+
+@pytest.mark.parametrize(
+    ("triggers", "message"),
+    [
+        ('- name: x\n  cron: "every day"\n', "is not a cron schedule"),
+        ("- name: x\n", "needs exactly one of cron or webhook"),
+        ('- name: x\n  cron: "* * * * *"\n  webhook: true\n', "needs exactly one of cron"),
+        ('- name: x\n  cron: "* * * * *"\n- name: x\n  webhook: true\n', "defined twice"),
+        ("- name: X Y\n  webhook: true\n", "lowercase letters"),
+    ],
+)
+def test_bad_triggers_are_refused_at_registration(
+    home: Path, store_target: Target, tmp_path: Path, triggers: str, message: str
+) -> None:
+    done = register(home, store_target, workflow(tmp_path / "bad", "bad", triggers))
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert "\n" not in done.stderr.strip()
+    assert swarm_inproc(home, "workflow", "list", **store_target.env).stdout.count("bad") == 0
+
+
+def test_a_trigger_name_belongs_to_one_workflow(
+    home: Path, store_target: Target, tmp_path: Path
+) -> None:
+    hook = "- name: shared\n  webhook: true\n"
+    assert register(home, store_target, workflow(tmp_path / "a", "first", hook)).returncode == 0
+    done = register(home, store_target, workflow(tmp_path / "b", "second", hook))
+    assert done.returncode != 0 and "belongs to workflow 'first'" in done.stderr
