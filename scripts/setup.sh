@@ -9,8 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(bubblewrap passt sqlite3 util-linux)  # passt: pasta, for agents' allowed_ports
-if [[ "${1:-}" == "--vm" || "${2:-}" == "--postgres" || "${1:-}" == "--postgres" ]]; then
+if [[ "${1:-}" == "--vm" ]]; then
     packages+=(postgresql iproute2)  # the tests start a throwaway PostgreSQL cluster
+    # npm: installs Claude Code (kind claude-code) into its cache; a Node that came with
+    # its own npm (nodesource) must not get Debian's npm on top
+    command -v npm >/dev/null || packages+=(npm)
 fi
 if [[ "${1:-}" == "--vm" ]]; then
     packages+=(qemu-system-x86 busybox-static squashfs-tools debootstrap cpio lz4 gcc libc6-dev)

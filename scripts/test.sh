@@ -9,6 +9,8 @@ bash scripts/setup.sh --vm
 export SWARM_QEMU_IMAGES="${SWARM_QEMU_IMAGES:-${SWARM_IMAGE_CACHE:-/var/cache/swarm-engine}/current}"
 PYTHON=.venv/bin/python bash scripts/build-images.sh
 SWARM_IMAGE_KERNEL=tiny PYTHON=.venv/bin/python bash scripts/build-images.sh
+# Claude Code (kind claude-code), installed once per version into its cache folder
+.venv/bin/python -m swarm_engine.agents.claude_code.install || echo "claude-code not installed: its tests will say why"
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
 echo "== the QEMU suites on the tiny-kernel image =="

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from swarm_engine.errors import ConfigError
+from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.models import first_error
 from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
 
@@ -70,6 +71,8 @@ class Settings(BaseModel):
     """`[backend_options.<backend>]`: each table validated against that backend's model
     (vm/options.py) here, when the settings load."""
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    """`[gateway]`: the model API gateway's port range and limits (docs/agents.md)."""
     # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,
     # this many bytes of the head and as many of the tail are kept; the middle is cut.
     output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
@@ -186,7 +189,9 @@ def _from_environment() -> dict[str, Any]:
         raw = os.environ.get(f"SWARM_{name.upper()}")
         if raw is None or name == "home":
             continue
-        if field.annotation is not None and "dict" in str(field.annotation):
+        if field.annotation is not None and (
+            "dict" in str(field.annotation) or field.annotation is GatewaySettings
+        ):
             try:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:

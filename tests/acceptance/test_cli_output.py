@@ -116,7 +116,7 @@ def test_ticket_show_has_whole_values_and_one_line_per_step(shown: Path, width: 
     ("args", "header", "count", "row"),
     [
         (("status",), "run ", 4, r"^\s+\d+\s+\d+  "),
-        (("agent", "list"), "name ", 10, r"^[_a-z]"),
+        (("agent", "list"), "name ", 12, r"^[_a-z]"),  # 6 built in (2 claude-code), 6 here
         (("workflow", "list"), "name ", 1, r"^text-report "),
         (("workflow", "runs", "text-report"), "run ", 1, r"^\s+\d+\s+2  "),
     ],

@@ -1,11 +1,13 @@
 """A scripted stand-in for the Anthropic Messages API, for tests.
 
 `MessagesServer` listens on 127.0.0.1 in a background thread and answers
-`POST /v1/messages` from a script: each request takes the next step, which is a response
-body (a dict, sent as JSON with status 200), a `Reply` (any status, headers, raw bytes,
-a delay), or a callable that sees the `Recorded` request and returns either. When the
-script is empty the `fallback` step answers (by default a 500 that also lands in `errors`).
-Requests with `"stream": true` get the same message as server-sent events.
+`POST /v1/messages` (also `?beta=true`, as Claude Code sends it) from a script: each
+request takes the next step, which is a response body (a dict, sent as JSON with status
+200), a `Reply` (any status, headers, raw bytes, a delay), or a callable that sees the
+`Recorded` request and returns either. When the script is empty the `fallback` step
+answers (by default a 500 that also lands in `errors`). Requests with `"stream": true` get
+the same message as server-sent events. `POST /v1/messages/count_tokens` and
+`GET /v1/models` are answered without touching the script (they are free).
 
 Every request (headers and JSON body) is kept in `requests`; every reply in `replies`.
 Callables run in the server thread: to look into a VM from one, use
@@ -23,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _ids = itertools.count(1)
+COUNT_TOKENS = 42
+"""What `POST /v1/messages/count_tokens` answers (it is free: no usage)."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ class MessagesServer:
         self.stop()
 
     def message_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.path.startswith("/v1/messages")]
+        return [r for r in self.requests if r.path.split("?", 1)[0] == "/v1/messages"]
 
     def reported_usage(self) -> dict[str, int]:
         """Sums of the usage this server reported in its successful (200) replies."""
@@ -195,10 +199,15 @@ class MessagesServer:
     def _next(self, request: Recorded) -> Reply:
         with self._lock:
             self.requests.append(request)
-            if request.method != "POST" or not request.path.startswith("/v1/messages"):
-                step: Step = api_error(404, "not_found_error", f"no route {request.path}")
-            elif self.api_key is not None and request.api_key != self.api_key:
-                step = api_error(401, "authentication_error", "invalid x-api-key")
+            path = request.path.split("?", 1)[0]
+            if self.api_key is not None and request.api_key != self.api_key:
+                step: Step = api_error(401, "authentication_error", "invalid x-api-key")
+            elif request.method == "POST" and path == "/v1/messages/count_tokens":
+                step = {"input_tokens": COUNT_TOKENS}  # free: no usage, no turn of the script
+            elif request.method == "GET" and path.startswith("/v1/models"):
+                step = {"data": [{"type": "model", "id": "claude-sonnet-4-6"}], "has_more": False}
+            elif request.method != "POST" or path != "/v1/messages":
+                step = api_error(404, "not_found_error", f"no route {request.path}")
             elif self._script:
                 step = self._script.pop(0)
             elif self.fallback is not None:

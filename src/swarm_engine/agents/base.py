@@ -10,13 +10,42 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from swarm_engine.models import AgentSpec, Usage
 from swarm_engine.vm.base import VM
 
+if TYPE_CHECKING:
+    from swarm_engine.agents.claude.settings import Price
+
 LogCallback = Callable[[str, str], Awaitable[None] | None]
 """(stream, text): stream is 'stdout', 'stderr' or 'agent'."""
+
+
+@dataclass(frozen=True)
+class ModelApiNeeds:
+    """What a step asks of the model API gateway: its budget (stop once this many tokens,
+    all four kinds, or this many USD are used) and price overrides (USD per million tokens,
+    per model) that come before the host's and the built-in table."""
+
+    max_tokens: int | None = None
+    max_usd: float | None = None
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    model: str | None = None
+    """The model the agent will ask for, when it is known before the step runs: a USD
+    budget on a model without a price is then refused before any VM boots."""
+
+
+class ModelApi(Protocol):
+    """The step's gateway, as an agent sees it (`StepContext.model_api`)."""
+
+    env: Mapping[str, str]
+    """For the VM: `ANTHROPIC_BASE_URL` (the gateway, as the VM reaches it) and
+    `ANTHROPIC_API_KEY` (the step's token, never the key)."""
+
+    def usage(self) -> Usage:
+        """What the step's requests used so far, as the gateway counted it."""
+        ...
 
 
 @dataclass
@@ -33,6 +62,8 @@ class StepContext:
     timeout_seconds: float
     log: LogCallback | None = None
     host_env: Mapping[str, str] = field(default_factory=dict)
+    model_api: ModelApi | None = None
+    """The step's model API gateway, when its agent calls the API from the VM."""
 
 
 @dataclass
@@ -61,3 +92,26 @@ class Agent(Protocol):
         ...
 
     async def run(self, ctx: StepContext) -> StepOutcome: ...
+
+
+@runtime_checkable
+class UsesModelApi(Protocol):
+    """An agent kind whose code in the VM may call the model API: the engine then opens a
+    gateway for each of its steps (`swarm_engine.gateway`)."""
+
+    def model_api(self, agent: AgentSpec) -> ModelApiNeeds | None:
+        """What the step needs of the gateway, or None when this agent makes no calls."""
+        ...
+
+
+@runtime_checkable
+class UsesHostTools(Protocol):
+    """An agent kind that runs a tool the engine installs on the host (Claude Code)."""
+
+    async def prepare(
+        self, agent: AgentSpec, log: LogCallback | None
+    ) -> tuple[tuple[str, str], ...]:
+        """Make sure the tool is there (installing it if the host allows), before the VM
+        boots; return the read-only host folders to show in the VM (`VMSpec.mounts`).
+        Raises `AgentError` (one line) when it cannot."""
+        ...

@@ -16,17 +16,29 @@ AGENT_KINDS: dict[str, str] = {
     "echo": "swarm_engine.agents.echo:EchoAgent",
     "shell": "swarm_engine.agents.shell:ShellAgent",
     "claude": "swarm_engine.agents.claude.agent:ClaudeAgent",
+    "claude-code": "swarm_engine.agents.claude_code.agent:ClaudeCodeAgent",
 }
 COMMAND_KINDS = frozenset({"shell"})
 """The kinds that run an agent's `command`."""
+MIN_CLAUDE_CODE_MB = 1024
+"""Below this address-space bound (+256 MiB) Claude Code's runtime crashes."""
+MODEL_API_KINDS = frozenset({"shell"})
+"""The kinds whose definition may declare `model_api:` (`claude-code` always has the
+gateway; `claude` calls the API from the host)."""
 
 
 def check_definition(agent: AgentSpec) -> None:
     """Kind-specific checks of a definition, with nothing of the host's (no API key is
-    needed): `config` must suit the kind (only `claude` takes settings) and only a kind in
-    `COMMAND_KINDS` takes a `command`. Raises `ConfigError` naming the field."""
+    needed): `config` must suit the kind (only `claude` and `claude-code` take settings), only
+    a kind in `COMMAND_KINDS` takes a `command` and only one in `MODEL_API_KINDS` declares
+    `model_api`. Raises `ConfigError` naming the field."""
     if agent.command is not None and agent.kind not in COMMAND_KINDS:
         raise ConfigError(f"command: kind {agent.kind!r} runs no command")
+    if agent.model_api_spec is not None and agent.kind not in MODEL_API_KINDS:
+        raise ConfigError(
+            f"model_api: kind {agent.kind!r} does not take it (only shell agents declare it: "
+            "claude-code always has the gateway, claude calls the API from the host)"
+        )
     if agent.kind == "claude":
         from swarm_engine.agents.claude.settings import (
             HOST_ONLY_KEYS,
@@ -41,6 +53,26 @@ def check_definition(agent: AgentSpec) -> None:
             ClaudeConfig.model_validate(agent.config)
         except ValidationError as exc:
             raise ConfigError(f"config.{first_error(exc)}") from exc
+    elif agent.kind == "claude-code":
+        from swarm_engine.agents.claude_code.settings import HOST_ONLY_KEYS as CODE_HOST_ONLY
+        from swarm_engine.agents.claude_code.settings import ClaudeCodeConfig
+
+        host_only = sorted(CODE_HOST_ONLY & set(agent.config))
+        if host_only:
+            raise ConfigError(
+                f"config.{host_only[0]}: can only be set on the host ([agents.claude-code] "
+                "or [agents.claude] in config.toml), not in agent.yaml"
+            )
+        try:
+            ClaudeCodeConfig.model_validate(agent.config)
+        except ValidationError as exc:
+            raise ConfigError(f"config.{first_error(exc)}") from exc
+        memory = agent.vm.memory_mb or agent.memory_mb
+        if memory < MIN_CLAUDE_CODE_MB:
+            raise ConfigError(
+                f"memory_mb: claude-code needs at least {MIN_CLAUDE_CODE_MB} (it is {memory}): "
+                "Claude Code reserves much address space, which the process sandbox bounds"
+            )
     elif agent.config:
         raise ConfigError(
             f"config.{sorted(agent.config)[0]}: kind {agent.kind!r} takes no config settings"

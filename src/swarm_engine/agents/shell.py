@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from swarm_engine.agents.base import StepContext, StepOutcome
+from swarm_engine.agents.base import ModelApiNeeds, StepContext, StepOutcome
 from swarm_engine.agents.files import (
     ENV_PRELUDE,
     MAX_ARG_BYTES,
@@ -69,6 +69,13 @@ class ShellAgent:
 
     def preflight(self, agent: AgentSpec) -> None:
         return None
+
+    def model_api(self, agent: AgentSpec) -> ModelApiNeeds | None:
+        """`model_api:` declared: the command may call the model API through the gateway."""
+        spec = agent.model_api_spec
+        if spec is None:
+            return None
+        return ModelApiNeeds(max_tokens=spec.budget.max_tokens, max_usd=spec.budget.max_usd)
 
     def command(self, ctx: StepContext) -> tuple[str, dict[str, str]]:
         """The `sh -c` text to run and the `SWARM_REF_n` variables it expands. Raises
@@ -130,6 +137,8 @@ class ShellAgent:
             return StepOutcome(error=str(exc))
         env.update(input_env(ctx.inputs))
         env.update(refs)
+        if ctx.model_api is not None:  # the gateway and the step's token (never the key)
+            env.update(ctx.model_api.env)
         await put_inputs(ctx.vm, ctx.inputs)
 
         async def stream(name: Stream, chunk: bytes) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -29,6 +30,7 @@ from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.logship import LogShipper
+from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import Plan, PlannedStep
 from swarm_engine.engine.steplog import StepLog
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
@@ -391,27 +393,39 @@ class TicketRunner:
 
             try:
                 agent = get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind))
-                async with self.pool.acquire(spec, step.agent.vm.backend, on_ready) as vm:
-                    ctx = StepContext(
-                        vm=vm,
-                        agent=step.agent,
-                        inputs=inputs,
-                        ticket=ticket_fields(ticket),
-                        step_id=step.id,
-                        run_id=run_id,
-                        artifacts_dir=folder,
-                        timeout_seconds=step.timeout_seconds,
-                        log=on_log,
-                        host_env=self.host_env,
-                    )
-                    try:
-                        async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
-                            outcome = await agent.run(ctx)
-                    except TimeoutError:
-                        outcome = StepOutcome(
-                            exit_code=124,
-                            error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
+                api = StepModelApi(
+                    self.settings,
+                    agent,
+                    step.agent,
+                    artifacts_dir=folder,
+                    log=on_log,
+                    environ={**os.environ, **self.host_env},
+                )
+                async with api:  # its tools and model API gateway, if it has any (issue 14)
+                    spec = await api.vm_spec(spec)
+                    async with self.pool.acquire(spec, step.agent.vm.backend, on_ready) as vm:
+                        ctx = StepContext(
+                            vm=vm,
+                            agent=step.agent,
+                            inputs=inputs,
+                            ticket=ticket_fields(ticket),
+                            step_id=step.id,
+                            run_id=run_id,
+                            artifacts_dir=folder,
+                            timeout_seconds=step.timeout_seconds,
+                            log=on_log,
+                            host_env=self.host_env,
+                            model_api=api.bind(vm),
                         )
+                        try:
+                            async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
+                                outcome = await api.run(ctx)
+                        except TimeoutError:
+                            outcome = StepOutcome(
+                                exit_code=124,
+                                error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
+                            )
+                outcome = api.settle(outcome)  # the usage the gateway counted
             except asyncio.CancelledError:
                 with contextlib.suppress(StaleAttemptError, StoreBusyError):
                     await self.gate(

@@ -19,6 +19,7 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper
+from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.plan import Plan, build_plan
 from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import ConfigError, StaleAttemptError, StoreError, SwarmError
@@ -187,9 +188,9 @@ class EngineSession:
             raise ConfigError(ticket.problem)
         plan = build_plan(ticket, self.registry)
         for step in plan.steps.values():
-            get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind)).preflight(
-                step.agent
-            )
+            agent = get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind))
+            agent.preflight(step.agent)
+            model_api_preflight(agent, step.agent, self.settings, os.environ)  # issue 14
         return plan
 
     async def run_ticket(self, ticket_id: int) -> Ticket:

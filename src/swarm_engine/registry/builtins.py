@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from swarm_engine.agents.claude.settings import DEFAULT_CONFIG
+from swarm_engine.agents.claude_code.settings import DEFAULT_CONFIG as CLAUDE_CODE_CONFIG
 from swarm_engine.models import AgentSpec
 
 
@@ -49,5 +50,23 @@ def builtin_agents() -> list[AgentSpec]:
             config=claude_config,
             timeout_seconds=1800,
             memory_mb=1024,
+        ),
+        AgentSpec(
+            name="_template:claude-code",
+            version="1.0.0",
+            kind="claude-code",
+            description="Template for Claude Code agents: copy it into an agent.yaml.",
+            config=dict(CLAUDE_CODE_CONFIG),
+            timeout_seconds=1800,
+            memory_mb=2048,
+        ),
+        AgentSpec(
+            name="claude-code",
+            version="1.0.0",
+            kind="claude-code",
+            description="Claude Code, headless in the VM; the key stays on the host (metered gateway).",
+            config=dict(CLAUDE_CODE_CONFIG),
+            timeout_seconds=1800,
+            memory_mb=2048,
         ),
     ]

@@ -1,4 +1,4 @@
-"""Where the API key comes from: the host, never the VM.
+"""Where the API key comes from, and where it goes: the host says both, never the VM.
 
 Order: `ANTHROPIC_API_KEY` in the host environment, then the host's `api_key_file`, then
 its `api_key_command` (its stdout, stripped). The key is only ever handed to the SDK client;
@@ -16,6 +16,8 @@ from swarm_engine.agents.claude.settings import HostConfig
 from swarm_engine.errors import AgentError
 
 KEY_ENV = "ANTHROPIC_API_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
 COMMAND_TIMEOUT = 30.0
 
 MISSING_KEY = (
@@ -41,6 +43,12 @@ def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
     if host.api_key_command:
         return _run_key_command(host.api_key_command)
     raise AgentError(MISSING_KEY)
+
+
+def resolve_endpoint(host: HostConfig, environ: Mapping[str, str]) -> str:
+    """Where the key goes: `ANTHROPIC_BASE_URL` of the host, else the host's `base_url`,
+    else the public API. Never an agent definition's choice."""
+    return environ.get(BASE_URL_ENV) or host.base_url or DEFAULT_ENDPOINT
 
 
 def _run_key_command(command: str | list[str]) -> str:

@@ -20,7 +20,8 @@ from swarm_engine.agents.claude.pricing import cost_usd
 from swarm_engine.agents.claude.redact import Redactor
 from swarm_engine.agents.claude.settings import ClaudeConfig, Price, RetrySettings
 from swarm_engine.agents.claude.tools import ToolBox
-from swarm_engine.agents.files import INPUTS_FILE, put_inputs, upload_package
+from swarm_engine.agents.files import put_inputs, upload_package
+from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.errors import VMError
 from swarm_engine.models import Usage
 from swarm_engine.vm.base import safe_relpath
@@ -220,20 +221,7 @@ class Session:
     # -- task, outputs, accounting -----------------------------------------------------
 
     def task(self) -> str:
-        ticket = self.ctx.ticket
-        title = str(ticket.get("title") or "").strip()
-        description = str(ticket.get("description") or "").strip()
-        inputs = self.ctx.inputs or ticket.get("inputs") or {}
-        parts = [f"# Task: {title}" if title else "# Task"]
-        if description:
-            parts.append(description)
-        if inputs:
-            rendered = json.dumps(inputs, indent=2, sort_keys=True, default=str)
-            parts.append(f"## Inputs (also in {INPUTS_FILE})\n```json\n{rendered}\n```")
-        if self.ctx.agent.output_files:
-            files = ", ".join(self.ctx.agent.output_files)
-            parts.append(f"## Output files\nBefore you finish, write these files: {files}")
-        return "\n\n".join(parts)
+        return task_prompt(self.ctx.ticket, self.ctx.inputs, self.ctx.agent.output_files)
 
     async def _outputs(self) -> dict[str, Any]:
         files: dict[str, str] = {}

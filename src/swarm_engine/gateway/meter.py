@@ -1,0 +1,196 @@
+"""What a step's model API use costs: usage read from every response, priced, summed, and
+held against the step's budget.
+
+Usage is read the way the built-in `claude` agent counts it (docs/claude.md): a response's
+`usage` exactly as reported, `input_tokens`, `output_tokens`, `cache_creation_input_tokens`,
+`cache_read_input_tokens` (missing counts are 0). A streamed response (server-sent events)
+reports its usage in `message_start` and, cumulatively, in `message_delta`; what the last
+event seen says is what counts, so a stream cut short still counts what it reported. Each
+response is priced by its model (`agents/claude/pricing.py`), so a step that uses two
+models pays each one's price.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm_engine.agents.claude.pricing import cost_usd, price_for
+from swarm_engine.agents.claude.settings import Price
+from swarm_engine.models import Usage
+
+COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""One server-sent event larger than this is skipped (not parsed) by the usage reader."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_tokens: int | None = None
+    max_usd: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_tokens is not None or self.max_usd is not None
+
+
+@dataclass
+class Meter:
+    """The usage, cost and request counts of one step."""
+
+    budget: Budget = field(default_factory=Budget)
+    prices: tuple[Mapping[str, Price], ...] = ()
+    """Override tables, lowest first (the host's, then the agent's); then the built-in."""
+    usage: Usage = field(default_factory=Usage)
+    requests: int = 0
+    rate_limited: int = 0
+    """Responses with status 429."""
+    server_errors: int = 0
+    """Responses with a 5xx status, and endpoint failures the gateway answered for."""
+    refused: int = 0
+    """Requests the gateway answered itself (budget, unknown path, no price...)."""
+    unmetered: int = 0
+    """Successful message responses whose usage could not be read."""
+
+    def price(self, model: str) -> Price | None:
+        return price_for(model, *self.prices)
+
+    def response(self) -> Counted:
+        """The count of one response, to update as its usage becomes known."""
+        return Counted(self)
+
+    def _add(self, delta: Usage) -> None:
+        stop = self.usage.stop_reason
+        self.usage = self.usage + delta
+        self.usage.stop_reason = stop
+        self.usage.cost_usd = round(self.usage.cost_usd, 10)
+
+    def over_budget(self) -> str | None:
+        """Why the next request must be refused, or None."""
+        used, budget = self.usage, self.budget
+        if budget.max_tokens is not None and used.total_tokens >= budget.max_tokens:
+            return f"token budget exceeded: {used.total_tokens} of {budget.max_tokens} tokens used"
+        if budget.max_usd is not None and used.cost_usd >= budget.max_usd:
+            return f"cost budget exceeded: ${used.cost_usd:.4f} of ${budget.max_usd:g} used"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "rate_limited": self.rate_limited,
+            "server_errors": self.server_errors,
+            "refused": self.refused,
+            "unmetered": self.unmetered,
+        }
+
+
+class Counted:
+    """One response's share of its step's usage. `update` may be called as often as the
+    response reports usage (a stream reports it twice or more): each call counts what is
+    new since the last, so the step's total is right at every moment, before the client
+    has seen the bytes that carried it. The response is one turn."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._meter = meter
+        self.model: str | None = None
+        self.used = Usage()
+
+    def update(self, model: str | None, raw: Mapping[str, Any]) -> None:
+        new = Usage(
+            input_tokens=_count(raw.get("input_tokens")),
+            output_tokens=_count(raw.get("output_tokens")),
+            cache_creation_input_tokens=_count(raw.get("cache_creation_input_tokens")),
+            cache_read_input_tokens=_count(raw.get("cache_read_input_tokens")),
+            turns=1,
+        )
+        new.cost_usd = cost_usd(new, self._meter.price(model) if model else None)
+        old = self.used
+        delta = Usage(
+            new.input_tokens - old.input_tokens,
+            new.output_tokens - old.output_tokens,
+            new.cache_creation_input_tokens - old.cache_creation_input_tokens,
+            new.cache_read_input_tokens - old.cache_read_input_tokens,
+            new.turns - old.turns,
+            new.cost_usd - old.cost_usd,
+        )
+        self.model, self.used = model, new
+        self._meter._add(delta)
+
+
+def json_usage(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """(model, usage) of a JSON message response; usage None when it has none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    usage = data.get("usage")
+    return model, dict(usage) if isinstance(usage, dict) else None
+
+
+class EventUsage:
+    """Reads usage from a stream of server-sent events as its bytes go by."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._skipping = False
+        self.model: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk.replace(b"\r\n", b"\n")
+        while True:
+            end = self._buffer.find(b"\n\n")
+            if end < 0:
+                if len(self._buffer) > MAX_EVENT_BYTES:  # an event too large to read: skip it
+                    self._buffer = b""
+                    self._skipping = True
+                return
+            event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            if self._skipping:
+                self._skipping = False
+                continue
+            self._event(event)
+
+    def close(self) -> None:
+        if self._buffer.strip() and not self._skipping:
+            self._event(self._buffer)
+        self._buffer = b""
+
+    def _event(self, raw: bytes) -> None:
+        data = b"\n".join(
+            line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
+        )
+        if not data:
+            return
+        try:
+            event = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(event, dict):
+            return
+        if event.get("type") == "message_start" and isinstance(event.get("message"), dict):
+            message = event["message"]
+            if isinstance(message.get("model"), str):
+                self.model = message["model"]
+            if isinstance(message.get("usage"), dict):
+                self.usage = dict(message["usage"])
+        elif event.get("type") == "message_delta" and isinstance(event.get("usage"), dict):
+            # cumulative counts: each one given replaces what was known
+            current = self.usage if self.usage is not None else {}
+            for key, value in event["usage"].items():
+                if value is not None:
+                    current[key] = value
+            self.usage = current
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

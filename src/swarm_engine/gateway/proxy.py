@@ -1,0 +1,423 @@
+"""The gateway of one step: a listener on the host's loopback that only that step's VM can
+reach, which takes the step's token, puts the host's key in its place and forwards to the
+endpoint the host configured.
+
+What it forwards: `POST /v1/messages` (metered: the usage of every response is counted,
+priced and held against the step's budget), `POST /v1/messages/count_tokens` and
+`GET /v1/models[/<id>]` (free). Anything else is answered by the gateway itself with a 404
+and never leaves the host. Responses stream through as they arrive, JSON and server-sent
+events alike, byte for byte (only the transfer framing is the gateway's); should the
+endpoint ever echo the host's key, it is replaced by `[REDACTED]` on the way.
+
+Answers of its own are API-style errors (`{"type": "error", "error": {...}}`), so every
+client reports them as it reports the API's: 401 for a missing or foreign token, 402
+`billing_error` once the budget is used up (the step is then stopped), 404, 413, 400 for a
+model without a price under a USD budget, 502/504 when the endpoint cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import hmac
+import json
+import logging
+import random
+import re
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx2
+
+from swarm_engine.agents.claude.redact import REDACTED, Redactor
+from swarm_engine.errors import AgentError
+from swarm_engine.gateway.http11 import ClientGone, Exchange, serve_connection
+from swarm_engine.gateway.meter import COUNTS, Counted, EventUsage, Meter, json_usage
+from swarm_engine.gateway.settings import GatewaySettings
+from swarm_engine.models import Usage
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "sk-swarm-"
+MESSAGES = "/v1/messages"
+FREE_PATHS = re.compile(r"^/v1/(messages/count_tokens|models(/[A-Za-z0-9._-]+)?)$")
+MAX_METERED_BODY = 64 * 1024 * 1024
+"""A JSON message response larger than this is passed on but not read for usage."""
+MAX_RECORDS = 10_000
+DROP_REQUEST = frozenset(
+    {"host", "x-api-key", "authorization", "content-length", "connection", "keep-alive",
+     "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding",
+     "upgrade", "accept-encoding", "expect"}
+)  # fmt: skip
+DROP_RESPONSE = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+     "proxy-authenticate", "trailer", "upgrade"}
+)  # fmt: skip
+
+Say = Callable[[str], None]
+
+
+def api_error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": f"swarm-engine gateway: {message}"}}
+
+
+class StepGateway:
+    """Serves one step. `start()` takes a port of `settings.ports`; `close()` ends every
+    connection and frees it, after which the token is worthless."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        upstream: str,
+        settings: GatewaySettings,
+        meter: Meter,
+        say: Say | None = None,
+    ) -> None:
+        self.token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.port = 0
+        self.meter = meter
+        self.exceeded = asyncio.Event()
+        """Set when a request was refused for the budget: the engine stops the step."""
+        self.stop_message: str | None = None
+        self.records: list[dict[str, Any]] = []
+        self._key = api_key
+        self._upstream = upstream.rstrip("/")
+        self._settings = settings
+        self._say = say
+        self._redactor = Redactor([api_key, self.token])
+        self._server: asyncio.Server | None = None
+        self._client: httpx2.AsyncClient | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    # -- life ------------------------------------------------------------------------------
+    async def start(self) -> int:
+        sock = _listen(self._settings.ports)
+        self.port = sock.getsockname()[1]
+        self._client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(self._settings.request_timeout, connect=30.0),
+            follow_redirects=False,
+        )
+        self._server = await asyncio.start_server(self._connection, sock=sock)
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def vm_env(self, host: str) -> dict[str, str]:
+        """What a VM that reaches the host at `host` gets: the gateway and its token."""
+        return {"ANTHROPIC_BASE_URL": f"http://{host}:{self.port}", "ANTHROPIC_API_KEY": self.token}
+
+    def usage(self) -> Usage:
+        """A copy of what the step used so far."""
+        return dataclasses.replace(self.meter.usage)
+
+    # -- one connection, one request -------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await serve_connection(
+                reader,
+                writer,
+                self._handle,
+                max_body=self._settings.max_request_mb * 1024 * 1024,
+                too_large=lambda n: api_error(
+                    "request_too_large", f"request body over {n // (1024 * 1024)} MB"
+                ),
+            )
+        except asyncio.CancelledError:
+            # only `close()` cancels it; ending quietly spares asyncio's stream callback
+            # an error report about a cancelled connection task
+            return
+        finally:
+            self._connections.discard(task)
+
+    async def _handle(self, ex: Exchange) -> None:
+        started = time.monotonic()
+        path = ex.target.split("?", 1)[0]
+        record: dict[str, Any] = {"method": ex.method, "path": path}
+        try:
+            await self._answer(ex, path, record)
+        finally:
+            record["ms"] = int((time.monotonic() - started) * 1000)
+            if len(self.records) < MAX_RECORDS:
+                self.records.append(record)
+
+    async def _answer(self, ex: Exchange, path: str, record: dict[str, Any]) -> None:
+        if not self._token_ok(ex):
+            record["status"] = 401
+            await ex.respond(
+                401,
+                api_error(
+                    "authentication_error",
+                    "invalid x-api-key: this gateway takes only the token of its own step",
+                ),
+            )
+            return
+        metered = ex.method == "POST" and path == MESSAGES
+        free = (ex.method == "POST" and path.startswith(MESSAGES + "/")) or ex.method == "GET"
+        if not metered and not (free and FREE_PATHS.match(path)):
+            await self._refuse(ex, record, 404, "not_found_error",
+                               f"{ex.method} {path} is not forwarded (only {MESSAGES}, "
+                               f"{MESSAGES}/count_tokens and /v1/models)")  # fmt: skip
+            return
+        self.meter.requests += 1
+        reason = self.meter.over_budget()
+        if reason is not None:
+            message = f"this step's model API budget is used up ({reason})"
+            self.meter.refused += 1
+            record["status"] = 402
+            if self.stop_message is None:
+                self.stop_message = (
+                    f"model API budget exceeded: {reason}; the gateway refused the next "
+                    "request and the step was stopped"
+                )
+                self._tell(f"model API: {reason}: request refused, stopping the step")
+            await ex.respond(402, api_error("billing_error", message))
+            self.exceeded.set()
+            return
+        model = _model_of(ex.body) if metered else None
+        record["model"] = model
+        if (
+            metered
+            and self.meter.budget.max_usd is not None
+            and (model is None or self.meter.price(model) is None)
+        ):
+            await self._refuse(ex, record, 400, "invalid_request_error",
+                               f"no price is known for model {model!r} and this step's budget is in USD; "
+                               "add it under prices")  # fmt: skip
+            return
+        await self._forward(ex, metered, record)
+
+    async def _forward(self, ex: Exchange, metered: bool, record: dict[str, Any]) -> None:
+        assert self._client is not None
+        headers = [(k, v) for k, v in ex.headers if k not in DROP_REQUEST]
+        headers += [("x-api-key", self._key), ("accept-encoding", "identity")]
+        request = self._client.build_request(
+            ex.method, self._upstream + ex.target, headers=headers, content=ex.body
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx2.TimeoutException:
+            self.meter.server_errors += 1
+            await self._refuse(
+                ex,
+                record,
+                504,
+                "timeout_error",
+                "the model API endpoint did not answer in time",
+                count=False,
+            )
+            return
+        except httpx2.HTTPError as exc:
+            self.meter.server_errors += 1
+            detail = self._redactor.text(f"{type(exc).__name__}: {exc}")
+            await self._refuse(
+                ex,
+                record,
+                502,
+                "api_error",
+                f"the model API endpoint cannot be reached: {detail}",
+                count=False,
+            )
+            return
+        status = response.status_code
+        record["status"] = status
+        if status == 429:
+            self.meter.rate_limited += 1
+        elif status >= 500:
+            self.meter.server_errors += 1
+        metered = metered and status == 200
+        events = "text/event-stream" in response.headers.get("content-type", "")
+        head = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in DROP_RESPONSE]
+        counted = self.meter.response() if metered else None
+        reader = EventUsage() if counted is not None and events else None
+        # A metered JSON answer is read whole, counted, then sent: its usage is in the
+        # step's total before the client can have read it. A stream is counted as it goes.
+        whole = counted is not None and not events
+        body = bytearray()
+        scrub = _Scrubber(self._key.encode())
+        to_client = True
+        try:
+            if not whole:
+                to_client = await _try(ex.start(status, head))
+            try:
+                async for chunk in response.aiter_bytes():
+                    if whole:
+                        body += chunk
+                        if len(body) > MAX_METERED_BODY:  # too big to read: pass it on
+                            whole = False
+                            to_client = await _try(ex.start(status, head))
+                            chunk, body = bytes(body), bytearray()
+                        else:
+                            continue
+                    if reader is not None and counted is not None:
+                        reader.feed(chunk)
+                        if reader.usage is not None:
+                            counted.update(reader.model or record.get("model"), reader.usage)
+                    if to_client:  # a client that hung up: still read on, to count it all
+                        to_client = await _try(ex.send(scrub.feed(chunk)))
+            except httpx2.HTTPError as exc:
+                record["error"] = self._redactor.text(f"{type(exc).__name__}: {exc}")
+                self.meter.server_errors += 1
+                if not ex.started:  # nothing sent yet: say so, API-style
+                    message = "the model API endpoint broke off its answer"
+                    await ex.respond(502, api_error("api_error", message))
+                    return
+                raise ClientGone("the endpoint broke off the response") from None
+            if whole and counted is not None:
+                model, raw = json_usage(bytes(body))
+                if raw is not None:
+                    counted.update(model or record.get("model"), raw)
+                to_client = await _try(ex.start(status, head)) and await _try(
+                    ex.send(scrub.feed(bytes(body)))
+                )
+            if to_client:
+                await ex.send(scrub.flush())
+                await ex.end()
+        finally:
+            await response.aclose()
+            if reader is not None and counted is not None:
+                reader.close()
+                if reader.usage is not None:
+                    counted.update(reader.model or record.get("model"), reader.usage)
+            if counted is not None:
+                self._counted(record, counted)
+
+    def _counted(self, record: dict[str, Any], counted: Counted) -> None:
+        used = counted.used
+        if used.turns == 0:
+            self.meter.unmetered += 1
+            record["error"] = "usage not readable"
+            self._tell(f"model API: {record['path']} answered 200 without readable usage")
+            return
+        record["model"] = counted.model
+        record["usage"] = {k: getattr(used, k) for k in COUNTS}
+        total = self.meter.usage
+        self._tell(
+            f"model API: {counted.model} in={used.input_tokens} out={used.output_tokens} "
+            f"cache_write={used.cache_creation_input_tokens} "
+            f"cache_read={used.cache_read_input_tokens} "
+            f"(step: {total.total_tokens} tokens, ${total.cost_usd:.4f})"
+        )
+
+    async def _refuse(
+        self,
+        ex: Exchange,
+        record: dict[str, Any],
+        status: int,
+        kind: str,
+        message: str,
+        *,
+        count: bool = True,
+    ) -> None:
+        if count:
+            self.meter.refused += 1
+        record["status"] = status
+        record["error"] = message
+        await ex.respond(status, api_error(kind, message))
+
+    def _token_ok(self, ex: Exchange) -> bool:
+        given = ex.header("x-api-key")
+        if given is None:
+            auth = ex.header("authorization") or ""
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def _tell(self, text: str) -> None:
+        text = self._redactor.text(text)
+        log.info("%s", text)
+        if self._say is not None:
+            self._say(text)
+
+
+async def _try(sending: Awaitable[None]) -> bool:
+    """Await a send to the client; False if the client is gone."""
+    try:
+        await sending
+    except ClientGone:
+        return False
+    return True
+
+
+def _model_of(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _listen(ports: tuple[int, int]) -> socket.socket:
+    """A listening socket on 127.0.0.1, on a free port of the range (tried from a random
+    place, so engines on one host rarely race for the same port)."""
+    first, last = ports
+    count = last - first + 1
+    offset = random.randrange(count)
+    for i in range(count):
+        port = first + (offset + i) % count
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise AgentError(
+                f"the model API gateway cannot listen on 127.0.0.1:{port}: {exc.strerror}"
+            ) from exc
+        return sock
+    raise AgentError(
+        f"the model API gateway found no free port in {first}-{last} ([gateway] ports in config.toml)"
+    )
+
+
+class _Scrubber:
+    """Replaces `secret` in a byte stream, holding back only a tail that could be its start."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._secret:
+            return chunk
+        buf = (self._buf + chunk).replace(self._secret, REDACTED.encode())
+        hold = _partial_tail(buf, self._secret)
+        self._buf = buf[len(buf) - hold :] if hold else b""
+        return buf[: len(buf) - hold]
+
+    def flush(self) -> bytes:
+        out, self._buf = self._buf, b""
+        return out
+
+
+def _partial_tail(buf: bytes, secret: bytes) -> int:
+    """The length of the longest end of `buf` that is a proper start of `secret`."""
+    first = secret[:1]
+    start = max(0, len(buf) - len(secret) + 1)
+    at = buf.find(first, start)
+    while at >= 0:
+        if secret.startswith(buf[at:]):
+            return len(buf) - at
+        at = buf.find(first, at + 1)
+    return 0

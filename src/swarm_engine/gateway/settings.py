@@ -1,0 +1,39 @@
+"""`[gateway]` in config.toml: where the model API gateway listens and what it allows.
+
+Only the host sets these. The key the gateway injects and the endpoint it forwards to are
+the Claude kind's host settings (`[agents.claude]`: `api_key_*`, `base_url`), so a key is
+configured once for the built-in agent and for every metered VM.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_PORTS = (29000, 29999)
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ports: tuple[int, int] = DEFAULT_PORTS
+    """The host ports (of 127.0.0.1) the gateway's per-step listeners take, first and last.
+    Reserved: a step whose own `vm.allowed_ports` names one of them is refused, so only the
+    engine forwards a gateway port into a VM, and only its own step's."""
+    request_timeout: float = Field(default=600.0, gt=0, le=3600)
+    """Seconds the gateway waits on the endpoint for one response (between bytes)."""
+    max_request_mb: int = Field(default=32, ge=1, le=1024)
+    """The largest request body a VM may send (the Messages API takes 32 MB)."""
+    allow_unisolated: bool = False
+    """Give the gateway to steps in a VM without isolation (the process backend with
+    `isolation = "none"`), whose commands run on the host as the engine's user and could
+    read other steps' tokens, or the engine's own environment. Off: such a step is refused."""
+
+    @model_validator(mode="after")
+    def _range(self) -> GatewaySettings:
+        first, last = self.ports
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError("ports must be [first, last] with 1024 <= first <= last <= 65535")
+        return self
+
+    def reserves(self, port: int) -> bool:
+        return self.ports[0] <= port <= self.ports[1]
