@@ -129,15 +129,6 @@ def registry_of(settings: Settings) -> Iterator[Registry]:
         registry.close()
 
 
-def numbered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Step records with `attempt`: 1 for a step's first try, 2 for its first retry, ...
-    (the stored `retry_count` + 1; attempts are counted from 1 everywhere people see them)."""
-    for step in steps:
-        retries = step.get("retry_count")
-        step["attempt"] = retries + 1 if isinstance(retries, int) else None
-    return steps
-
-
 TICKET_ID = click.IntRange(1, 2**63 - 1)
 """A ticket (or run) id: a positive 64-bit integer, as SQLite stores it."""
 INT64 = click.IntRange(-(2**63), 2**63 - 1)

@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from swarm_engine.cli.app import TICKET_ID, example, numbered, pass_existing, store_of
+from swarm_engine.cli.app import TICKET_ID, example, pass_existing, store_of
 from swarm_engine.cli.output import console, plain
 from swarm_engine.config import Settings
-from swarm_engine.errors import NotFoundError
+from swarm_engine.service.logs import LogFollower, pick_run, steps_of, whole
 
 if TYPE_CHECKING:
     from swarm_engine.store import Store
 
 FOLLOW_POLL = 0.2
 """Seconds between looks for new log lines while following."""
-TERMINAL = ("done", "failed", "cancelled")
 
 
 @click.command(
@@ -45,16 +44,19 @@ def logs(
         if follow:
             _follow(store, ticket_id, run_id, step_id)
             return
-        run = _pick_run(store, ticket_id, run_id)
+        ticket, run = pick_run(store, ticket_id, run_id)
         if run is None:
+            console.print(
+                f"ticket {ticket_id} has not run yet (it is {plain(ticket.status)})",
+                highlight=False,
+            )
             return
-        steps = _steps(store, run, step_id)
-        for s in steps:
+        for s in steps_of(store, run, step_id):
             _rule(run, s)
-            chunks = _all_chunks(store, int(s["id"]))
+            text = whole(store, int(s["id"]))
             path = Path(s["log_path"]) if s["log_path"] else None
-            if chunks:
-                _out("".join(chunks))
+            if text:
+                _out(text)
             elif path and path.is_file():  # a run recorded before logs were stored
                 _out(path.read_text(errors="replace"))
             if s["error"]:
@@ -62,38 +64,6 @@ def logs(
             if path and path.parent.is_dir():
                 for artifact in sorted(p for p in path.parent.iterdir() if p != path):
                     click.echo(f"artifact: {artifact}")
-
-
-def _pick_run(store: Store, ticket_id: int, run_id: int | None) -> dict[str, Any] | None:
-    ticket = store.tickets.get(ticket_id)
-    runs = store.runs.runs_for_ticket(ticket_id)
-    if run_id is not None:
-        runs = [r for r in runs if r["id"] == run_id]
-        if not runs:
-            raise NotFoundError(f"ticket {ticket_id} has no run {run_id}")
-    if not runs:
-        console.print(
-            f"ticket {ticket_id} has not run yet (it is {plain(ticket.status)})", highlight=False
-        )
-        return None
-    return runs[-1]
-
-
-def _steps(store: Store, run: dict[str, Any], step_id: str | None) -> list[dict[str, Any]]:
-    steps = numbered(store.runs.steps(int(run["id"])))
-    if step_id is not None and all(s["step_id"] != step_id for s in steps):
-        known = ", ".join(sorted({str(s["step_id"]) for s in steps}))
-        raise NotFoundError(f"run {run['id']} has no step {step_id!r} (its steps: {known})")
-    return [s for s in steps if step_id is None or s["step_id"] == step_id]
-
-
-def _all_chunks(store: Store, step_exec_id: int) -> list[str]:
-    out: list[str] = []
-    last = 0
-    while batch := store.logs.after([step_exec_id], last):
-        out += [c["data"] for c in batch]
-        last = batch[-1]["id"]
-    return out
 
 
 def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
@@ -109,46 +79,29 @@ def _out(text: str) -> None:
 
 
 def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | None) -> None:
-    """Print new chunks of the run's steps as they arrive; a later run (a retry) is
-    followed too unless `run_id` pins one. Ends once the ticket has ended and every
-    chunk is printed."""
-    store.tickets.get(ticket_id)  # NotFoundError for a ticket that does not exist
-    last = 0
-    shown_run: int | None = None
-    shown_step: int | None = None
+    """Print new chunks of the run's steps as they arrive (`service.logs.LogFollower`: a
+    later run, a retry, is followed too unless `run_id` pins one). Ends once the ticket
+    has ended and every chunk is printed."""
+    follower = LogFollower(ticket_id, run_id, step_id)
+    shown: tuple[Any, Any] | None = None
     while True:
-        ticket = store.tickets.get(ticket_id)
-        runs = store.runs.runs_for_ticket(ticket_id)
-        if run_id is not None:
-            runs = [r for r in runs if r["id"] == run_id]
-        run = runs[-1] if runs else None
-        ended = ticket.status in TERMINAL or ticket.status == "draft"
-        if run is None:
-            if ended or run_id is not None:
-                console.print(
-                    f"ticket {ticket_id} has not run (it is {plain(ticket.status)})",
-                    highlight=False,
-                )
-                return
-            time.sleep(FOLLOW_POLL)
-            continue
-        steps = {int(s["id"]): s for s in _steps(store, run, step_id)}
-        batch = store.logs.after(list(steps), last)
+        batch = follower.poll(store)
         for chunk in batch:
-            step = steps[chunk["step_execution_id"]]
-            if (shown_run, shown_step) != (run["id"], step["id"]):
-                _rule(run, step)
-                shown_run, shown_step = run["id"], step["id"]
-            _out(chunk["data"])
-            last = chunk["id"]
-        if batch:
-            continue
-        if ended and run["status"] != "running":
-            # everything is stored before the run closes: one last look, then done
-            if not store.logs.after(list(steps), last):
-                for s in steps.values():
-                    if s["error"]:
-                        click.echo(f"error ({s['step_id']}): {s['error']}")
-                return
-            continue
-        time.sleep(FOLLOW_POLL)
+            if shown != (chunk.run["id"], chunk.step["id"]):
+                _rule(chunk.run, chunk.step)
+                shown = (chunk.run["id"], chunk.step["id"])
+            _out(chunk.data)
+        if follower.finished:
+            break
+        if not batch:
+            time.sleep(FOLLOW_POLL)
+    if follower.never_ran:
+        assert follower.ticket is not None
+        console.print(
+            f"ticket {ticket_id} has not run (it is {plain(follower.ticket.status)})",
+            highlight=False,
+        )
+        return
+    for s in follower.steps.values():
+        if s["error"]:
+            click.echo(f"error ({s['step_id']}): {s['error']}")

@@ -28,6 +28,7 @@ COMMANDS = {
     "workflow": "swarm_engine.cli.registry_cmds:workflow",
     "start": "swarm_engine.cli.daemon:start",
     "stop": "swarm_engine.cli.daemon:stop",
+    "serve": "swarm_engine.cli.serve:serve",
     "vm": "swarm_engine.cli.vm:vm_group",
 }
 """Every command, imported when it is used (cli/lazy.py): a short command's start-up

@@ -21,23 +21,10 @@ from swarm_engine.cli.output import (
     usage_line,
 )
 from swarm_engine.config import Settings
-from swarm_engine.errors import ConfigError, UsageError
 from swarm_engine.models import AgentSpec, WorkflowSpec
-from swarm_engine.registry.loader import load_agent, load_workflow
-
-
-def _collect(path: Path | None, all_dir: Path | None, filename: str) -> list[Path]:
-    if (path is None) == (all_dir is None):
-        raise UsageError("give a PATH, or --all DIR")
-    if path is not None:
-        return [path]
-    assert all_dir is not None
-    if not all_dir.is_dir():
-        raise ConfigError(f"{all_dir}: not a folder")
-    found = sorted(p.parent for p in all_dir.rglob(filename))
-    if not found:
-        raise ConfigError(f"{all_dir}: no {filename} found")
-    return found
+from swarm_engine.service import registry as service
+from swarm_engine.service.registry import definition_folders
+from swarm_engine.service.runs import of_workflow
 
 
 @click.group(epilog=example("swarm-engine agent list"))
@@ -63,9 +50,9 @@ def agent_register(
 
     All or nothing: if one definition is invalid, none is registered.
     """
-    specs = [load_agent(p) for p in _collect(path, all_dir, "agent.yaml")]
+    folders = definition_folders(path, all_dir, "agent.yaml")
     with registry_of(settings) as registry:
-        stored = registry.register_agents(specs, force=force)
+        stored = service.register_agent_files(registry, folders, force=force)
     for spec in stored:
         console.print(f"registered agent {spec.ref} ({spec.kind})")
 
@@ -76,7 +63,7 @@ def agent_register(
 def agent_list(settings: Settings, as_json: bool) -> None:
     """All agents and versions."""
     with registry_of(settings) as registry:
-        rows = registry.agents()
+        rows = service.agents(registry)
     if as_json:
         emit_json(rows)
         return
@@ -111,7 +98,7 @@ def agent_list(settings: Settings, as_json: bool) -> None:
 def agent_show(settings: Settings, ref: str, as_json: bool) -> None:
     """One agent (NAME or NAME@VERSION; latest by default)."""
     with registry_of(settings) as registry:
-        spec: AgentSpec = registry.agent(ref)
+        spec: AgentSpec = service.agent(registry, ref)
     data = spec.model_dump(mode="json")
     if as_json:
         emit_json(data)
@@ -141,10 +128,9 @@ def workflow_register(
     settings: Settings, path: Path | None, all_dir: Path | None, force: bool
 ) -> None:
     """Validate and register a workflow.yaml (or all under --all DIR); all or nothing."""
-    files = _collect(path, all_dir, "workflow.yaml")
-    loaded = [(load_workflow(p), str(p / "workflow.yaml" if p.is_dir() else p)) for p in files]
+    files = definition_folders(path, all_dir, "workflow.yaml")
     with registry_of(settings) as registry:
-        stored = registry.register_workflows(loaded, force=force)
+        stored = service.register_workflow_files(registry, files, force=force)
     for spec in stored:
         console.print(f"registered workflow {spec.ref} ({len(spec.steps)} steps)")
 
@@ -155,7 +141,7 @@ def workflow_register(
 def workflow_list(settings: Settings, as_json: bool) -> None:
     """All workflows and versions."""
     with registry_of(settings) as registry:
-        rows = registry.workflows()
+        rows = service.workflows(registry)
     if as_json:
         emit_json(rows)
         return
@@ -183,7 +169,7 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
 def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
     """One workflow (NAME or NAME@VERSION; latest by default)."""
     with registry_of(settings) as registry:
-        spec: WorkflowSpec = registry.workflow(ref)
+        spec: WorkflowSpec = service.workflow(registry, ref)
     data = spec.model_dump(mode="json", exclude_none=True)
     if as_json:
         emit_json(data)
@@ -205,10 +191,8 @@ def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
 @pass_existing("tickets", "registry")
 def workflow_runs(settings: Settings, name: str, limit: int, as_json: bool) -> None:
     """Recent runs of a workflow."""
-    with registry_of(settings) as registry:
-        registry.workflow(name)
-    with store_of(settings) as store:
-        rows = store.runs.runs_for_workflow(name.partition("@")[0], limit)
+    with registry_of(settings) as registry, store_of(settings) as store:
+        rows = of_workflow(store, registry, name, limit)
     if as_json:
         emit_json(rows)
         return

@@ -12,7 +12,6 @@ from swarm_engine.cli.app import (
     TICKET_ID,
     ensure_home,
     example,
-    numbered,
     pass_existing,
     pass_settings,
     require_home,
@@ -33,7 +32,7 @@ from swarm_engine.cli.output import (
     usage_line,
 )
 from swarm_engine.config import Settings
-from swarm_engine.errors import ConflictError, TicketFailed
+from swarm_engine.errors import TicketFailed
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
     from swarm_engine.store import Ticket
@@ -65,19 +64,10 @@ def run_ticket(
     (already claimed, or finished: reopen it first).
     """
     if not wait:
+        from swarm_engine.service.tickets import queue
+
         with store_of(settings) as store:
-            row = store.tickets.get(ticket_id)
-            if row.status == "draft":
-                store.tickets.open(ticket_id)
-                msg = f"ticket {ticket_id} queued; a running engine ('swarm-engine start') will run it"
-            elif row.status == "open":
-                msg = f"ticket {ticket_id} is already queued"
-            elif row.status in ("claimed", "running"):
-                msg = f"ticket {ticket_id} is {row.status} by engine {row.engine_id}"
-            else:
-                raise ConflictError(
-                    f"ticket {ticket_id} is {row.status} (use 'ticket reopen' first)"
-                )
+            msg = queue(store, ticket_id)
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:
@@ -102,6 +92,7 @@ async def _run_and_wait(
     from swarm_engine.cli.progress import Progress
     from swarm_engine.engine.events import ignore
     from swarm_engine.engine.session import EngineSession
+    from swarm_engine.service.runs import numbered
 
     progress = Progress(err_console if quiet else console, ticket_id)
     session = EngineSession(
@@ -163,6 +154,9 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
         ensure_home(settings)
     else:
         require_home(settings, ("tickets",))
+    from swarm_engine.service import runs as run_service
+    from swarm_engine.service import vms as vm_service
+
     with store_of(settings) as store:
         data: dict[str, Any] = {
             "home": str(settings.home),
@@ -171,11 +165,11 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
             "host": settings.host_id,
             "hosts": store.engines.hosts(),
             "tickets": store.tickets.counts(),
-            "vms": store.vms.live(),
-            "engines": store.engines.running(),
-            "recent_runs": store.runs.recent_runs(10),
+            "vms": vm_service.live(store),
+            "engines": vm_service.engines(store),
+            "recent_runs": run_service.recent(store, 10),
         }
-        data["usage"] = store.runs.usage_totals()
+        data["usage"] = run_service.usage_totals(store)
     if as_json:
         emit_json(data)
         return

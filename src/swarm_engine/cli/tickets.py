@@ -11,7 +11,6 @@ from swarm_engine.cli.app import (
     TICKET_ID,
     Seconds,
     example,
-    numbered,
     parse_inputs,
     pass_existing,
     pass_settings,
@@ -34,8 +33,8 @@ from swarm_engine.cli.output import (
     whole,
 )
 from swarm_engine.config import Settings
-from swarm_engine.errors import UsageError
 from swarm_engine.models import TicketStatus
+from swarm_engine.service import tickets as service
 
 
 @click.group(epilog=example("swarm-engine ticket list"))
@@ -95,33 +94,24 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a ticket (open, unless --draft)."""
-    if (agent_id is None) == (workflow_id is None):
-        raise UsageError("give exactly one of --agent or --workflow")
-    inputs = parse_inputs(pairs, inputs_json)
-    with registry_of(settings) as registry:  # fail now on an unknown agent or workflow
-        if agent_id:
-            registry.agent(agent_id)
-            if agent_id.startswith("_template:"):
-                raise UsageError(f"{agent_id!r} is a template; register an agent made from it")
-        else:
-            registry.workflow(str(workflow_id))
-    with store_of(settings) as store:
-        ticket_id = store.tickets.create(
-            title=title,
-            description=description,
-            agent_id=agent_id,
-            workflow_id=workflow_id,
-            inputs=inputs,
-            priority=priority,
-            status="draft" if draft else "open",
-            max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds,
-        )
-        row = store.tickets.get(ticket_id)
+    service.check_target(agent_id, workflow_id, service.CLI_FIELDS)  # before the inputs
+    new = service.NewTicket(
+        title=title,
+        description=description,
+        agent=agent_id,
+        workflow=workflow_id,
+        inputs=parse_inputs(pairs, inputs_json),
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout_seconds=timeout_seconds,
+        draft=draft,
+    )
+    with registry_of(settings) as registry, store_of(settings) as store:
+        row = service.create(store, registry, new, service.CLI_FIELDS)
     if as_json:
         emit_json(row.as_dict())
     else:
-        console.print(f"ticket {ticket_id} created ({styled(row.status)})")
+        console.print(f"ticket {row.id} created ({styled(row.status)})")
 
 
 @ticket.command("list", epilog=example("swarm-engine ticket list --status failed --limit 10"))
@@ -143,7 +133,7 @@ def create(
 def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
     """List tickets, newest first: one line each (long values cut; 'ticket show' has them whole)."""
     with store_of(settings) as store:
-        rows = store.tickets.list(status, limit)
+        rows = service.page(store, statuses=[status] if status else [], limit=limit).items
     if as_json:
         emit_json([r.as_dict() for r in rows])
         return
@@ -192,11 +182,8 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
 def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
     """A ticket with its whole result or error, then each run's steps (one line each)."""
     with store_of(settings) as store:
-        row = store.tickets.get(ticket_id)
-        runs = store.runs.runs_for_ticket(ticket_id)
-        for run in runs:
-            run["steps"] = numbered(store.runs.steps(run["id"]))
-        events = store.tickets.events(ticket_id)
+        found = service.detail(store, ticket_id)
+    row, runs, events = found.ticket, found.runs, found.events
     if as_json:
         emit_json(row.as_dict() | {"runs": runs, "events": events})
         return
@@ -288,7 +275,7 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
 def cancel(settings: Settings, ticket_id: int) -> None:
     """Cancel a ticket; a running one is stopped by its engine within about a second."""
     with store_of(settings) as store:
-        store.tickets.cancel(ticket_id)
+        service.cancel(store, ticket_id)
     console.print(f"ticket {ticket_id} cancelled")
 
 
@@ -298,7 +285,7 @@ def cancel(settings: Settings, ticket_id: int) -> None:
 def reopen(settings: Settings, ticket_id: int) -> None:
     """Put a done, failed or cancelled ticket back in the queue (open)."""
     with store_of(settings) as store:
-        store.tickets.reopen(ticket_id)
+        service.reopen(store, ticket_id)
     console.print(f"ticket {ticket_id} reopened")
 
 
@@ -308,5 +295,5 @@ def reopen(settings: Settings, ticket_id: int) -> None:
 def open_(settings: Settings, ticket_id: int) -> None:
     """Queue a draft ticket for the engines."""
     with store_of(settings) as store:
-        store.tickets.open(ticket_id)
+        service.open_draft(store, ticket_id)
     console.print(f"ticket {ticket_id} is open")

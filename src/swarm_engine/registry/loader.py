@@ -118,16 +118,38 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
 
 def load_agent(path: Path) -> AgentSpec:
     file = _definition_file(path, "agent.yaml")
-    data = read_yaml(file)
-    data.pop("package_path", None)
-    if "version" in data:
-        data["version"] = str(data["version"])
-    spec = validate(AgentSpec, data, str(file))
-    if spec.is_template:
-        raise ConfigError(f"{file}: names starting with '_template:' are reserved")
-    check_agent(spec, str(file))
+    spec = agent_from_mapping(read_yaml(file), str(file))
     check_package(file.parent)
     return spec.model_copy(update={"package_path": str(file.parent.resolve())})
+
+
+def agent_from_mapping(data: dict[str, Any], source: str) -> AgentSpec:
+    """An agent definition given as a mapping (agent.yaml's content, or a JSON body),
+    checked exactly as a file is; without a package (`package_path` is ignored).
+    Raises `ConfigError` ("<source>: <field>: <problem>")."""
+    data = _version_as_text(data)
+    data.pop("package_path", None)
+    spec = validate(AgentSpec, data, source)
+    if spec.is_template:
+        raise ConfigError(f"{source}: names starting with '_template:' are reserved")
+    check_agent(spec, source)
+    return spec
+
+
+def workflow_from_mapping(data: dict[str, Any], source: str) -> WorkflowSpec:
+    """A workflow definition given as a mapping (workflow.yaml's content, or a JSON
+    body), validated as a file is. Raises `ConfigError`; the registry checks its steps'
+    agents and references when it registers it."""
+    return validate(WorkflowSpec, _version_as_text(data), source)
+
+
+def _version_as_text(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy with a numeric `version` (YAML reads `version: 1.0` as a number) as text."""
+    data = dict(data)
+    version = data.get("version")
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        data["version"] = str(version)
+    return data
 
 
 def check_package(folder: Path) -> None:
@@ -156,7 +178,4 @@ def check_package(folder: Path) -> None:
 
 def load_workflow(path: Path) -> WorkflowSpec:
     file = _definition_file(path, "workflow.yaml")
-    data = read_yaml(file)
-    if "version" in data:
-        data["version"] = str(data["version"])
-    return validate(WorkflowSpec, data, str(file))
+    return workflow_from_mapping(read_yaml(file), str(file))

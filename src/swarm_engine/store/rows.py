@@ -311,3 +311,9 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
     if d.defects:
         out["defects"] = d.defects
     return out
+
+
+def as_mapping(row: Row) -> dict[str, Any]:
+    """A row's values by column name, as stored (text that was not UTF-8 as
+    `InvalidText`): for readers of long histories that check each value themselves."""
+    return {key: row[i] for i, key in enumerate(row.keys())}

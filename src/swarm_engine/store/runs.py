@@ -12,7 +12,7 @@ from swarm_engine.errors import NotFoundError, StaleAttemptError
 from swarm_engine.models import Usage
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
-from swarm_engine.store.rows import Ticket, decode_record
+from swarm_engine.store.rows import Ticket, as_mapping, decode_record
 from swarm_engine.store.tickets import TicketStore
 
 
@@ -196,6 +196,14 @@ class RunStore:
     def steps(self, run_id: int) -> list[dict[str, Any]]:
         """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in."""
         return [decode_record(r) for r in self.db.all(self.q.steps, {"run_id": run_id})]
+
+    def steps_after(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """For metrics: step executions with an id above `after`, oldest first: `id`,
+        `status`, the agent (`agent_name`, `agent_version`, `agent_kind`), `queued_at`,
+        `duration_ms` and the usage columns. Walks the primary key. Values as stored (`id`
+        an int; the rest read leniently by the caller): a long history is read fast."""
+        rows = self.db.all(self.q.steps_after, {"after": after, "limit": limit})
+        return [as_mapping(r) for r in rows]
 
     def _fenced_step(self, rowcount: int, step_exec_id: int) -> None:
         if rowcount != 1:

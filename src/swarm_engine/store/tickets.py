@@ -23,11 +23,12 @@ from swarm_engine.errors import (
 from swarm_engine.models import TERMINAL, TicketStatus
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
-from swarm_engine.store.rows import Ticket, decode_record, decode_ticket
+from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket
 
 LIVE = ("claimed", "running")
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
+MAX_ID = 2**63 - 1
 
 
 def not_claimable(ticket: Ticket) -> ConflictError:
@@ -82,6 +83,60 @@ class TicketStore:
 
     def events(self, ticket_id: int) -> builtins.list[dict[str, Any]]:
         return [decode_record(r) for r in self.db.all(self.q.events, {"id": ticket_id})]
+
+    def page(
+        self,
+        *,
+        statuses: Iterable[str] | None = None,
+        agent: str | None = None,
+        workflow: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Ticket]:
+        """Tickets newest first with an id below `before` (a keyset cursor: the last id of
+        the previous page; None for the first page), at most `limit`. `statuses`: any of
+        these (None or empty: all); `agent` / `workflow`: `name` matches every
+        `name@version` too. Cost: about `limit` rows read per status asked for (the
+        (status, id) index, or the primary key walked backwards), more when an agent or
+        workflow filter matches few tickets."""
+        args = {
+            "agent": agent,
+            "workflow": workflow,
+            "before": before if before is not None else MAX_ID,
+            "limit": limit,
+        }
+        wanted = sorted(set(statuses or ()))
+        if not wanted:
+            return [decode_ticket(r) for r in self.db.all(self.q.page, args)]
+        rows = [
+            row
+            for status in wanted
+            for row in self.db.all(self.q.page_status, {**args, "status": status})
+        ]
+        rows.sort(key=lambda r: -int(r["id"]))
+        return [decode_ticket(r) for r in rows[:limit]]
+
+    def statuses_of(self, ticket_ids: Iterable[int]) -> dict[int, str]:
+        """The status of each of these tickets that exists (stored text, even unknown)."""
+        ids = builtins.list(ticket_ids)
+        if not ids:
+            return {}
+        rows = self.db.all(self.q.statuses_of, {"ids": ids})
+        return {int(r[0]): Decoder(r).text("status") for r in rows}
+
+    def events_after(self, after: int, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        """For metrics: claims from the queue, and live tickets going back to open or to
+        failed, with an event id above `after`, oldest first: `id`, `ticket_id`, `at`,
+        `old_status`, `new_status`, `attempt_id`, `note`, and for a claim `opened_at` (when
+        the ticket last became open). Walks the primary key. Values as stored (`id` an
+        int; the rest read leniently by the caller): a long history is read fast."""
+        rows = self.db.all(self.q.events_after, {"after": after, "limit": limit})
+        return [as_mapping(r) for r in rows]
+
+    def last_event_id(self) -> int:
+        """The highest id in `ticket_events` (0 when empty)."""
+        row = self.db.one(self.q.last_event_id)
+        return int(row[0]) if row is not None and isinstance(row[0], int) else 0
 
     def any_unfinished(self) -> bool:
         """Whether any ticket is open, claimed or running."""
@@ -152,6 +207,30 @@ class TicketStore:
                 )
             self.close_open_runs(ticket_id, "cancelled", "cancelled (the ticket was reopened)")
         return decode_ticket(row)
+
+    def cancel_many(self, ticket_ids: Iterable[int]) -> builtins.list[int]:
+        """Cancel every one of these tickets that has not ended, in one statement; returns
+        the ids it cancelled (the others are missing or already done, failed, cancelled)."""
+        ids = builtins.list(ticket_ids)
+        if not ids:
+            return []
+        return sorted(int(r[0]) for r in self.db.all(self.q.cancel_many, {"ids": ids}))
+
+    def reopen_many(self, ticket_ids: Iterable[int]) -> builtins.list[int]:
+        """Put every one of these tickets that ended (done, failed, cancelled) back in the
+        queue, in one statement, closing runs their old attempts left `running` in the same
+        transaction (as `reopen`); returns the ids it reopened."""
+        ids = builtins.list(ticket_ids)
+        if not ids:
+            return []
+        with self.db.transaction():
+            done = sorted(int(r[0]) for r in self.db.all(self.q.reopen_many, {"ids": ids}))
+            if done:
+                args = {"ids": done, "status": "cancelled",
+                        "error": "cancelled (the ticket was reopened)"}  # fmt: skip
+                self.db.run(self.q.close_open_steps_many, args)
+                self.db.run(self.q.close_open_runs_many, args)
+        return done
 
     def close_open_runs(self, ticket_id: int, status: str, error: str) -> None:
         """Close every run (and its unfinished steps) of a ticket still marked running."""

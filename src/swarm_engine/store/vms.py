@@ -73,6 +73,10 @@ class VMStore:
         """VMs not yet destroyed, oldest first; only `host`'s when given."""
         return [decode_record(r) for r in self.db.all(self.q.live, {"host": host})]
 
+    def live_counts(self) -> list[dict[str, Any]]:
+        """Live VMs per host and state: `host`, `state`, `n` (finished VMs are not read)."""
+        return [decode_record(r) for r in self.db.all(self.q.live_counts)]
+
     def get(self, vm_id: str) -> dict[str, Any] | None:
         row = self.db.one(self.q.get, {"id": vm_id})
         return decode_record(row) if row else None

@@ -161,10 +161,19 @@ RETURNING id, status
 SELECT pg_try_advisory_xact_lock(1398230274)
 
 -- name: page
--- One page of tickets, newest first, after the keyset cursor :before (see the SQLite file).
+-- One page of tickets, newest first, below the keyset cursor :before (see the SQLite file).
 SELECT * FROM tickets
  WHERE id < :before
-   AND (CAST(:statuses AS text[]) IS NULL OR status = ANY(CAST(:statuses AS text[])))
+   AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
+        OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')
+   AND (CAST(:workflow AS text) IS NULL OR workflow_id = :workflow
+        OR substr(workflow_id, 1, length(CAST(:workflow AS text)) + 1) = CAST(:workflow AS text) || '@')
+ ORDER BY id DESC LIMIT :limit
+
+-- name: page_status
+-- The same page of one status's tickets, by the (status, id) index (see the SQLite file).
+SELECT * FROM tickets
+ WHERE status = :status AND id < :before
    AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
         OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')
    AND (CAST(:workflow AS text) IS NULL OR workflow_id = :workflow
@@ -197,12 +206,16 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
  WHERE status = 'running' AND ticket_id = ANY(:ids)
 
 -- name: events_after
--- Status changes with an id above :after, oldest first (see the SQLite file).
+-- Claims, and live tickets going back to open or failed, above :after (see the SQLite file).
 SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id, e.note,
        CASE WHEN e.new_status = 'claimed' THEN
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
-  FROM ticket_events e WHERE e.id > :after ORDER BY e.id LIMIT :limit
+  FROM ticket_events e
+ WHERE e.id > :after
+   AND ((e.old_status = 'open' AND e.new_status = 'claimed')
+        OR (e.old_status IN ('claimed','running') AND e.new_status IN ('open','failed')))
+ ORDER BY e.id LIMIT :limit
 
 -- name: last_event_id
 SELECT coalesce(max(id), 0) FROM ticket_events

@@ -159,14 +159,22 @@ RETURNING id, status
 SELECT 1
 
 -- name: page
--- One page of tickets, newest first, after the keyset cursor :before (an id; the first
--- page passes the largest id there is). The primary key is walked backwards from :before,
--- so a page costs about :limit rows however large the table (more when a filter is rare).
--- :statuses: a list (JSON text here) or NULL for any; :agent / :workflow match `name`
--- and every `name@version`.
+-- One page of tickets, newest first, below the keyset cursor :before (an id; the first
+-- page passes the largest id there is): the primary key walked backwards from :before, so
+-- a page costs about :limit rows however large the table (more when a filter is rare).
+-- :agent / :workflow match `name` and every `name@version`.
 SELECT * FROM tickets
  WHERE id < :before
-   AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+   AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
+   AND (:workflow IS NULL OR workflow_id = :workflow
+        OR substr(workflow_id, 1, length(:workflow) + 1) = :workflow || '@')
+ ORDER BY id DESC LIMIT :limit
+
+-- name: page_status
+-- The same page of one status's tickets, by the (status, id) index: only that status's
+-- rows are read, in order (tickets.py merges the pages of several statuses).
+SELECT * FROM tickets
+ WHERE status = :status AND id < :before
    AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
    AND (:workflow IS NULL OR workflow_id = :workflow
         OR substr(workflow_id, 1, length(:workflow) + 1) = :workflow || '@')
@@ -198,14 +206,19 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
  WHERE status = 'running' AND ticket_id IN (SELECT value FROM json_each(:ids))
 
 -- name: events_after
--- Status changes of every ticket with an id above :after, oldest first (the events table
+-- Claims from the queue, and a live ticket going back to open or to failed (what the
+-- lease reclaimer does), with an event id above :after, oldest first (the events table
 -- only grows: a reader resumes after the last id it saw). For a claim, `opened_at` is
 -- when the ticket last became open (its time in the queue ends at `at`).
 SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id, e.note,
        CASE WHEN e.new_status = 'claimed' THEN
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
-  FROM ticket_events e WHERE e.id > :after ORDER BY e.id LIMIT :limit
+  FROM ticket_events e
+ WHERE e.id > :after
+   AND ((e.old_status = 'open' AND e.new_status = 'claimed')
+        OR (e.old_status IN ('claimed','running') AND e.new_status IN ('open','failed')))
+ ORDER BY e.id LIMIT :limit
 
 -- name: last_event_id
 SELECT coalesce(max(id), 0) FROM ticket_events

@@ -1,0 +1,63 @@
+"""Who may call the API: everyone on this machine when it listens on a loopback address
+without a token; otherwise only requests with `Authorization: Bearer <token>`.
+
+Listening on any other address without a token is refused before the server starts
+(`check_exposure`): the API creates, cancels and registers work, so it is never open to
+a network by accident.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Annotated
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from swarm_engine.errors import UsageError
+
+MIN_TOKEN_LENGTH = 16
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or name, as given to --host) is this machine only:
+    `localhost` or an address in 127.0.0.0/8 or ::1. Any other name counts as not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """`UsageError` when the server would listen beyond this machine without a token,
+    or the token is too short to be one."""
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters")
+    if token is None and not is_loopback(host):
+        raise UsageError(
+            f"--host {host} is reachable from other machines: give a bearer token"
+            " (--token, or SWARM_API_TOKEN in the environment), or listen on 127.0.0.1"
+        )
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
+    """A dependency: 401 unless the request carries the server's token (when it has one)."""
+    expected: str | None = request.app.state.token
+    if expected is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="a bearer token is required (Authorization: Bearer <token>)"
+            if credentials is None
+            else "the bearer token is not this server's",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,159 @@
+"""A ticket's step logs: whole, as a download, or live as server-sent events.
+
+The stream is `service.logs.LogFollower`, the one `swarm-engine logs --follow` prints:
+each chunk is an event whose id is the chunk's id (`step_logs.id`, increasing), so a
+client that reconnects with `Last-Event-ID` (browsers' EventSource does it by itself)
+goes on after the last chunk it got. It ends with an `end` event once the ticket has
+ended and every chunk is out. Each look at the store runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from swarm_engine.api.deps import Server as ServerState
+from swarm_engine.api.deps import ServerDep, StoreDep
+from swarm_engine.errors import UsageError
+from swarm_engine.service.logs import Chunk, LogFollower, as_text
+from swarm_engine.service.values import MAX_ID
+
+router = APIRouter(prefix="/v1/tickets", tags=["logs"])
+TicketPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A ticket id.")]
+RunQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run N (default: the latest).")]
+StepQuery = Annotated[str | None, Query(max_length=64, description="Only this step (its id).")]
+POLL_SECONDS = 0.25
+"""How often a stream looks for new chunks."""
+KEEPALIVE_SECONDS = 15.0
+"""A comment line after this long without an event keeps proxies from closing the stream."""
+
+
+@router.get(
+    "/{ticket_id}/logs",
+    summary="Download a ticket's log",
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "The whole log, as a text file.",
+        }
+    },
+)
+def download(
+    ticket_id: TicketPath, store: StoreDep, server: ServerDep, run: RunQuery = None,
+    step: StepQuery = None,
+) -> PlainTextResponse:  # fmt: skip
+    """The whole log of the ticket's latest run (or `run`), every step (or `step`) under
+    a header line, as a text file. 404 when the ticket has not run yet."""
+    found, text = as_text(store, ticket_id, run, step, server.settings.artifacts_dir)
+    name = f"ticket-{ticket_id}-run-{found['id']}.log"
+    return PlainTextResponse(
+        text, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get(
+    "/{ticket_id}/logs/stream",
+    summary="Follow a ticket's log (server-sent events)",
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "`log` events (id: the chunk id; data: JSON with `text`), then"
+            " one `end` event.",
+        }
+    },
+)
+async def stream(
+    ticket_id: TicketPath,
+    server: ServerDep,
+    run: RunQuery = None,
+    step: StepQuery = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Start after this chunk id.")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """The log of the ticket's latest run (a retry's run too, unless `run` is given) as
+    it is written, as server-sent events; ends when the ticket ends. Resumes after the
+    chunk named by `Last-Event-ID` (or `after`)."""
+    start = after or 0
+    if last_event_id is not None and last_event_id.strip():
+        text = last_event_id.strip()
+        if not text.isascii() or not text.isdigit() or int(text) > MAX_ID:
+            raise UsageError(f"Last-Event-ID {text[:32]!r} is not an event id of this stream")
+        start = int(text)
+    follower = LogFollower(ticket_id, run, step, after=start, strict=True)
+    first = await _poll(server, follower)  # a missing ticket, run or step is a 404 here
+    return StreamingResponse(
+        _events(server, follower, first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _poll(server: ServerState, follower: LogFollower) -> list[Chunk]:
+    def look() -> list[Chunk]:
+        with server.stores.borrow() as store:
+            return follower.poll(store)
+
+    return await anyio.to_thread.run_sync(look)
+
+
+async def _events(
+    server: ServerState, follower: LogFollower, first: list[Chunk]
+) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    batch, quiet = first, 0.0
+    while True:
+        for chunk in batch:
+            yield _event("log", _chunk(chunk), chunk.id)
+        if follower.finished:
+            yield _event("end", _end(follower))
+            return
+        if batch:
+            quiet = 0.0
+        else:
+            await anyio.sleep(POLL_SECONDS)
+            quiet += POLL_SECONDS
+            if quiet >= KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+        try:
+            batch = await _poll(server, follower)
+        except Exception as exc:  # the ticket was deleted, the store went away, ...
+            yield _event("error", {"message": " ".join(str(exc).split())})
+            return
+
+
+def _event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _chunk(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "run_id": chunk.run.get("id"),
+        "step_execution_id": chunk.step.get("id"),
+        "step_id": chunk.step.get("step_id"),
+        "attempt": chunk.step.get("attempt"),
+        "text": chunk.data,
+    }
+
+
+def _end(follower: LogFollower) -> dict[str, Any]:
+    ticket = follower.ticket
+    return {
+        "ticket_id": follower.ticket_id,
+        "status": ticket.status if ticket is not None else None,
+        "error": ticket.error if ticket is not None else None,
+        "never_ran": follower.never_ran,
+        "steps": [
+            {"step_id": s.get("step_id"), "attempt": s.get("attempt"),
+             "status": s.get("status"), "error": s.get("error")}
+            for s in follower.steps.values()
+        ],
+    }  # fmt: skip

@@ -1,0 +1,80 @@
+"""`/v1/agents` and `/v1/workflows`: register (a JSON body holding what agent.yaml or
+workflow.yaml would, checked the same way), list, show. An agent registered this way has
+no package: its command runs with what the VM has."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+
+from swarm_engine.api import models
+from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.service import registry as service
+from swarm_engine.service import runs as run_service
+
+router = APIRouter(prefix="/v1", tags=["registry"])
+Ref = Annotated[str, Path(max_length=200, description="NAME (latest version) or NAME@VERSION.")]
+Force = Annotated[bool, Query(description="Replace a registered name@version.")]
+AGENT_EXAMPLE = {"name": "hello", "version": "1.0.0", "kind": "shell",
+                 "command": "echo hello ${inputs.who}",
+                 "inputs": {"type": "object", "properties": {"who": {"type": "string"}}}}  # fmt: skip
+WORKFLOW_EXAMPLE = {"name": "greet", "version": "1.0.0",
+                    "steps": [{"id": "say", "agent": "hello", "inputs": {"who": "world"}}]}  # fmt: skip
+
+
+@router.post("/agents", status_code=201, summary="Register an agent")
+def register_agent(
+    definition: Annotated[dict[str, Any], Body(examples=[AGENT_EXAMPLE])],
+    registry: RegistryDep,
+    force: Force = False,
+) -> dict[str, Any]:
+    """Register an agent from its definition (agent.yaml's fields, as JSON; see
+    docs/agents.md). 422 names the first invalid field; 409 when name@version exists."""
+    spec = service.register_agent(registry, definition, force=force, source="agent")
+    return spec.model_dump(mode="json")
+
+
+@router.get("/agents", response_model=list[models.Definition], summary="List agents")
+def agents(registry: RegistryDep) -> list[dict[str, Any]]:
+    """Every agent and version, built-in ones included."""
+    return service.agents(registry)
+
+
+@router.get("/agents/{ref}", summary="Show an agent")
+def agent(ref: Ref, registry: RegistryDep) -> dict[str, Any]:
+    """One agent's definition."""
+    return service.agent(registry, ref).model_dump(mode="json")
+
+
+@router.post("/workflows", status_code=201, summary="Register a workflow")
+def register_workflow(
+    definition: Annotated[dict[str, Any], Body(examples=[WORKFLOW_EXAMPLE])],
+    registry: RegistryDep,
+    force: Force = False,
+) -> dict[str, Any]:
+    """Register a workflow from its definition (workflow.yaml's fields, as JSON): steps,
+    references and agents are checked as for a file."""
+    spec = service.register_workflow(registry, definition, force=force, source="workflow")
+    return spec.model_dump(mode="json", exclude_none=True)
+
+
+@router.get("/workflows", response_model=list[models.Definition], summary="List workflows")
+def workflows(registry: RegistryDep) -> list[dict[str, Any]]:
+    """Every workflow and version."""
+    return service.workflows(registry)
+
+
+@router.get("/workflows/{ref}", summary="Show a workflow")
+def workflow(ref: Ref, registry: RegistryDep) -> dict[str, Any]:
+    """One workflow's definition."""
+    return service.workflow(registry, ref).model_dump(mode="json", exclude_none=True)
+
+
+@router.get("/workflows/{ref}/runs", response_model=list[models.Run], summary="A workflow's runs")
+def workflow_runs(
+    ref: Ref, store: StoreDep, registry: RegistryDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The newest runs of a workflow (every version), newest first."""
+    return run_service.of_workflow(store, registry, ref, limit)

@@ -1,0 +1,43 @@
+"""`/v1/runs`: runs (one per ticket attempt) and their steps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from swarm_engine.api import models
+from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.service import runs as service
+from swarm_engine.service.values import MAX_ID
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+RunPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A run id.")]
+
+
+@router.get("", response_model=list[models.Run], summary="Recent runs")
+def recent(
+    store: StoreDep,
+    registry: RegistryDep,
+    workflow: Annotated[
+        str | None, Query(max_length=200, description="Only this workflow's runs (NAME).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> list[dict[str, Any]]:
+    """The newest runs of every ticket (or of one workflow), newest first, without steps."""
+    if workflow is not None:
+        return service.of_workflow(store, registry, workflow, limit)
+    return service.recent(store, limit)
+
+
+@router.get("/{run_id}", response_model=models.Run, summary="Show a run")
+def show(run_id: RunPath, store: StoreDep) -> dict[str, Any]:
+    """One run with its steps: timings, VM, exit code, outputs, usage and cost."""
+    return service.run(store, run_id)
+
+
+@router.get("/{run_id}/steps", response_model=list[models.Step], summary="A run's steps")
+def steps(run_id: RunPath, store: StoreDep) -> list[dict[str, Any]]:
+    """The run's step attempts, oldest first."""
+    store.runs.get_run(run_id)  # 404 for a run that does not exist
+    return service.steps(store, run_id)

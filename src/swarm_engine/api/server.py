@@ -1,0 +1,75 @@
+"""Running the API: uvicorn on a socket bound before it starts, so that an address in use
+is one clear error (and `--port 0` tells the port it got)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from swarm_engine.api.auth import check_exposure
+from swarm_engine.config import Settings
+from swarm_engine.errors import SwarmError, UsageError
+
+GRACEFUL_SECONDS = 5
+"""On stop, open requests and log streams get this long to finish."""
+BACKLOG = 2048
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` (0: any free port). `UsageError` when the
+    address cannot be used (unknown name, in use, not this machine's)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"cannot listen on {host}: {exc}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)  # connections wait from now on, until the server accepts them
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    token: str | None,
+    *,
+    ready: Callable[[str], None] = lambda url: None,
+) -> None:
+    """Serve the API until SIGINT or SIGTERM. `ready(url)` is called once it listens.
+    `UsageError` for a non-loopback `host` without `token`, or an address that cannot be
+    used."""
+    check_exposure(host, token)
+    import uvicorn
+
+    from swarm_engine.api.app import create_app
+
+    sock = bind(host, port)
+    try:
+        app = create_app(settings, token)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        )
+        server = uvicorn.Server(config)
+        ready(url_of(sock))
+        server.run(sockets=[sock])
+        if not server.started:
+            raise SwarmError("the API server did not start (see the log above)")
+    finally:
+        sock.close()

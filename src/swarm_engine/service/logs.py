@@ -1,0 +1,169 @@
+"""A ticket's step logs, read from the store (`step_logs`): whole, or followed as written.
+
+`LogFollower` is the one stream that `swarm-engine logs --follow` prints and the API
+serves as server-sent events: chunks of the latest run's steps (a retry's run too, unless
+a run is pinned), in id order, ending once the ticket has ended and every chunk is out.
+It holds only where it is; each `poll` takes the store to read with, so a caller may poll
+from any thread and sleep however it likes (the CLI sleeps, the API awaits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from swarm_engine.errors import NotFoundError
+from swarm_engine.service.runs import numbered
+from swarm_engine.service.values import check_text
+
+if TYPE_CHECKING:
+    from swarm_engine.store import Store
+    from swarm_engine.store.rows import Ticket
+
+ENDED = ("done", "failed", "cancelled", "draft")
+"""A ticket in one of these has no run going and none coming by itself."""
+BATCH = 500
+
+
+def pick_run(
+    store: Store, ticket_id: int, run_id: int | None = None
+) -> tuple[Ticket, dict[str, Any] | None]:
+    """The ticket and its latest run (or run `run_id`); None when it has not run yet.
+    `NotFoundError` for a missing ticket or a run that is not the ticket's."""
+    ticket = store.tickets.get(ticket_id)
+    runs = store.runs.runs_for_ticket(ticket_id)
+    if run_id is not None:
+        runs = [r for r in runs if r["id"] == run_id]
+        if not runs:
+            raise NotFoundError(f"ticket {ticket_id} has no run {run_id}")
+    return ticket, (runs[-1] if runs else None)
+
+
+def steps_of(store: Store, run: dict[str, Any], step_id: str | None = None) -> list[dict[str, Any]]:
+    """A run's steps (only `step_id`'s attempts when given), numbered. `NotFoundError`
+    when the run has no such step."""
+    if step_id is not None:
+        check_text(step_id, "step")
+    steps = numbered(store.runs.steps(int(run["id"])))
+    if step_id is not None and all(s["step_id"] != step_id for s in steps):
+        known = ", ".join(sorted({str(s["step_id"]) for s in steps}))
+        raise NotFoundError(f"run {run['id']} has no step {step_id!r} (its steps: {known})")
+    return [s for s in steps if step_id is None or s["step_id"] == step_id]
+
+
+def whole(store: Store, step_execution_id: int) -> str:
+    """Everything stored of one step's log, in order ('' when nothing is)."""
+    out: list[str] = []
+    last = 0
+    while batch := store.logs.after([step_execution_id], last, BATCH):
+        out += [c["data"] for c in batch]
+        last = batch[-1]["id"]
+    return "".join(out)
+
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+def as_text(
+    store: Store,
+    ticket_id: int,
+    run_id: int | None = None,
+    step_id: str | None = None,
+    artifacts: Path | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The whole log of a ticket's latest run (or run `run_id`; only `step_id` when
+    given) as one text: each step's log under a header line, its error after it. A step
+    whose log was not stored (a run recorded before logs were) is read from its log file
+    when that lies under `artifacts`. Returns (run, text); `NotFoundError` when the
+    ticket has not run."""
+    ticket, run = pick_run(store, ticket_id, run_id)
+    if run is None:
+        raise NotFoundError(f"ticket {ticket_id} has not run yet (it is {ticket.status})")
+    parts: list[str] = []
+    for step in steps_of(store, run, step_id):
+        parts.append(
+            f"=== run {run['id']} · step {step['step_id']} · attempt {step['attempt']}"
+            f" · {step['status']} ===\n"
+        )
+        text = whole(store, int(step["id"])) or _log_file(step.get("log_path"), artifacts)
+        parts.append(text + ("" if not text or text.endswith("\n") else "\n"))
+        if step.get("error"):
+            parts.append(f"error: {step['error']}\n")
+    return run, "".join(parts)
+
+
+def _log_file(path: Any, artifacts: Path | None) -> str:
+    """A log file's text, only from under `artifacts` (the path is a stored value: any
+    writer may have put anything there) and only a regular file."""
+    if artifacts is None or not isinstance(path, str) or "\x00" in path:
+        return ""
+    try:
+        file = Path(path).resolve()
+        if not file.is_relative_to(artifacts.resolve()) or not file.is_file():
+            return ""
+        with file.open("rb") as f:
+            return f.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a step's log: `id` (increasing; resume after it), the `run` and
+    `step` records it belongs to, and its text."""
+
+    id: int
+    run: dict[str, Any]
+    step: dict[str, Any]
+    data: str
+
+
+@dataclass
+class LogFollower:
+    """Where a reader of a ticket's live log is. `after`: the last chunk id already seen
+    (0: from the start). After a `poll`, `finished` says the stream is over; then `ticket`
+    is how it ended, `steps` the last run's steps (with their errors), and `never_ran`
+    whether there was no run to show at all."""
+
+    ticket_id: int
+    run_id: int | None = None
+    step_id: str | None = None
+    after: int = 0
+    strict: bool = False
+    """Raise `NotFoundError` for a pinned run that is not the ticket's (else: never_ran)."""
+    finished: bool = False
+    never_ran: bool = False
+    ticket: Ticket | None = None
+    steps: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def poll(self, store: Store) -> list[Chunk]:
+        """One look: the chunks written since the last, in order (empty when none; sleep a
+        little before the next look). `NotFoundError` for a ticket, run or step that does
+        not exist."""
+        if self.finished:
+            return []
+        ticket = self.ticket = store.tickets.get(self.ticket_id)
+        runs = store.runs.runs_for_ticket(self.ticket_id)
+        if self.run_id is not None:
+            runs = [r for r in runs if r["id"] == self.run_id]
+            if not runs and self.strict:
+                raise NotFoundError(f"ticket {self.ticket_id} has no run {self.run_id}")
+        run = runs[-1] if runs else None
+        ended = ticket.status in ENDED
+        if run is None:
+            if ended or self.run_id is not None:
+                self.finished = self.never_ran = True
+            return []
+        self.steps = {int(s["id"]): s for s in steps_of(store, run, self.step_id)}
+        batch = store.logs.after(list(self.steps), self.after, BATCH)
+        if not batch and ended and run["status"] != "running":
+            # everything is stored before a run closes: one last look, then done
+            batch = store.logs.after(list(self.steps), self.after, BATCH)
+            if not batch:
+                self.finished = True
+                return []
+        chunks = [Chunk(c["id"], run, self.steps[c["step_execution_id"]], c["data"]) for c in batch]
+        if chunks:
+            self.after = chunks[-1].id
+        return chunks

@@ -1,0 +1,101 @@
+"""Agent and workflow operations: register (from files, or from a mapping such as a JSON
+body, checked exactly as `agent.yaml` / `workflow.yaml` are), list and show.
+
+Errors: `UsageError` (neither or both of a path and a folder), `ConfigError` (an invalid
+definition, one line naming the field), `ConflictError` (name@version registered already,
+or built in), `NotFoundError` (unknown agent or workflow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from swarm_engine.errors import ConfigError, UsageError
+from swarm_engine.service.values import check_json, check_text
+
+if TYPE_CHECKING:
+    from swarm_engine.models import AgentSpec, WorkflowSpec
+    from swarm_engine.registry import Registry
+
+
+def definition_folders(path: Path | None, all_dir: Path | None, filename: str) -> list[Path]:
+    """What to register: `[path]`, or every folder under `all_dir` holding `filename`
+    (sorted). `UsageError` unless exactly one is given; `ConfigError` for a folder that is
+    not one or holds no definition."""
+    if (path is None) == (all_dir is None):
+        raise UsageError("give a PATH, or --all DIR")
+    if path is not None:
+        return [path]
+    assert all_dir is not None
+    if not all_dir.is_dir():
+        raise ConfigError(f"{all_dir}: not a folder")
+    found = sorted(p.parent for p in all_dir.rglob(filename))
+    if not found:
+        raise ConfigError(f"{all_dir}: no {filename} found")
+    return found
+
+
+def register_agent_files(
+    registry: Registry, folders: list[Path], *, force: bool = False
+) -> list[AgentSpec]:
+    """Register agent packages (folders with an agent.yaml), all or none."""
+    from swarm_engine.registry.loader import load_agent
+
+    return registry.register_agents([load_agent(p) for p in folders], force=force)
+
+
+def register_workflow_files(
+    registry: Registry, paths: list[Path], *, force: bool = False
+) -> list[WorkflowSpec]:
+    """Register workflow.yaml files (or folders holding one), all or none."""
+    from swarm_engine.registry.loader import load_workflow
+
+    loaded = [(load_workflow(p), str(p / "workflow.yaml" if p.is_dir() else p)) for p in paths]
+    return registry.register_workflows(loaded, force=force)
+
+
+def register_agent(
+    registry: Registry, data: dict[str, Any], *, force: bool = False, source: str = "agent"
+) -> AgentSpec:
+    """Register one agent from its definition as a mapping (what agent.yaml holds),
+    without a package: its command runs with what the VM has."""
+    from swarm_engine.registry.loader import agent_from_mapping
+
+    check_json(data, source)
+    spec = agent_from_mapping(data, source)
+    return registry.register_agents([spec], force=force)[0]
+
+
+def register_workflow(
+    registry: Registry, data: dict[str, Any], *, force: bool = False, source: str = "workflow"
+) -> WorkflowSpec:
+    """Register one workflow from its definition as a mapping (what workflow.yaml holds)."""
+    from swarm_engine.registry.loader import workflow_from_mapping
+
+    check_json(data, source)
+    spec = workflow_from_mapping(data, source)
+    return registry.register_workflows([(spec, source)], force=force)[0]
+
+
+def agents(registry: Registry) -> list[dict[str, Any]]:
+    """Every agent and version, as stored (`name`, `version`, `kind`, `description`,
+    `spec`, `builtin`, `created_at`)."""
+    return registry.agents()
+
+
+def agent(registry: Registry, ref: str) -> AgentSpec:
+    """One agent: `NAME` (latest version) or `NAME@VERSION`."""
+    check_text(ref, "agent")
+    return registry.agent(ref)
+
+
+def workflows(registry: Registry) -> list[dict[str, Any]]:
+    """Every workflow and version, as stored."""
+    return registry.workflows()
+
+
+def workflow(registry: Registry, ref: str) -> WorkflowSpec:
+    """One workflow: `NAME` (latest version) or `NAME@VERSION`."""
+    check_text(ref, "workflow")
+    return registry.workflow(ref)

@@ -1,0 +1,79 @@
+"""Runs and steps: what ran for a ticket or a workflow, with timings and usage.
+
+Records are dicts decoded leniently from the store (`store.rows.decode_record`): a run
+has the `workflow_runs` columns, a step the `step_executions` columns plus `attempt`
+(from 1), `vm_backend` and `vm_isolation`. `NotFoundError` for what does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from swarm_engine.errors import UsageError
+
+if TYPE_CHECKING:
+    from swarm_engine.registry import Registry
+    from swarm_engine.store import Store
+
+MAX_RUNS = 10000
+
+
+def numbered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step records with `attempt`: 1 for a step's first try, 2 for its first retry, ...
+    (the stored `retry_count` + 1; attempts are counted from 1 everywhere people see them)."""
+    for step in steps:
+        retries = step.get("retry_count")
+        step["attempt"] = retries + 1 if isinstance(retries, int) else None
+    return steps
+
+
+def steps(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """A run's steps, oldest first, numbered (`attempt`)."""
+    return numbered(store.runs.steps(run_id))
+
+
+def runs_with_steps(store: Store, ticket_id: int) -> list[dict[str, Any]]:
+    """A ticket's runs, oldest first, each with its `steps`."""
+    runs = store.runs.runs_for_ticket(ticket_id)
+    for run in runs:
+        run["steps"] = steps(store, int(run["id"]))
+    return runs
+
+
+def runs_of_ticket(store: Store, ticket_id: int) -> list[dict[str, Any]]:
+    """`runs_with_steps` of a ticket that must exist (`NotFoundError`)."""
+    store.tickets.get(ticket_id)
+    return runs_with_steps(store, ticket_id)
+
+
+def run(store: Store, run_id: int) -> dict[str, Any]:
+    """One run with its `steps`; `NotFoundError`."""
+    record = store.runs.get_run(run_id)
+    record["steps"] = steps(store, run_id)
+    return record
+
+
+def recent(store: Store, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest runs of every ticket (each with `unisolated_steps`), newest first."""
+    _check_limit(limit)
+    return store.runs.recent_runs(limit)
+
+
+def of_workflow(
+    store: Store, registry: Registry, ref: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The newest runs of a registered workflow (`NAME` or `NAME@VERSION`: every version's
+    runs), newest first. `NotFoundError` for a workflow that is not registered."""
+    _check_limit(limit)
+    registry.workflow(ref)
+    return store.runs.runs_for_workflow(ref.partition("@")[0], limit)
+
+
+def usage_totals(store: Store) -> dict[str, Any]:
+    """API usage summed over every run: the four token counts and `cost_usd`."""
+    return store.runs.usage_totals()
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_RUNS:
+        raise UsageError(f"limit must be 1 to {MAX_RUNS} (is {limit})")

@@ -1,0 +1,233 @@
+"""Ticket operations with their rules: create, list (filtered, keyset pages), show, cancel,
+reopen, queue, and the bulk forms. The CLI and the HTTP API call these; neither checks
+anything itself beyond its own syntax.
+
+Errors: `UsageError` (a request that can never succeed: bad value, unknown status, no
+agent or both), `NotFoundError` (ticket, agent or workflow), `ConflictError` (the ticket's
+state forbids it), `StoreError` (the store could not do it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from swarm_engine.errors import ConflictError, UsageError
+from swarm_engine.models import TicketStatus
+from swarm_engine.service.runs import runs_with_steps
+from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
+from swarm_engine.store.rows import Ticket
+
+if TYPE_CHECKING:
+    from swarm_engine.registry import Registry
+    from swarm_engine.store import Store
+
+STATUS_NAMES = tuple(s.value for s in TicketStatus)
+MAX_PAGE = 100_000
+MAX_ATTEMPTS = 100
+MAX_TIMEOUT = 365 * 86400.0
+
+
+class Fields(NamedTuple):
+    """How a caller names the fields in its messages (`--agent` on the command line)."""
+
+    agent: str = "agent"
+    workflow: str = "workflow"
+
+
+API_FIELDS = Fields()
+CLI_FIELDS = Fields("--agent", "--workflow")
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """A ticket to create. `agent` / `workflow`: `name` or `name@version` (exactly one);
+    `priority`: higher is claimed first (a 64-bit integer); `max_attempts`: 1..100;
+    `timeout_seconds`: a whole-ticket timeout, 0.001 s .. 365 days; `draft`: create it as a
+    draft that no engine runs until it is opened."""
+
+    title: str
+    description: str = ""
+    agent: str | None = None
+    workflow: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    max_attempts: int = 3
+    timeout_seconds: float | None = None
+    draft: bool = False
+
+
+def create(store: Store, registry: Registry, new: NewTicket, names: Fields = API_FIELDS) -> Ticket:
+    """Create a ticket (open, or draft) after checking it can run: exactly one of agent
+    or workflow, which must be registered and not a template; values the stores can hold.
+    Returns the stored ticket."""
+    check_target(new.agent, new.workflow, names)
+    check_text(new.title, "title")
+    check_text(new.description, "description")
+    check_json(dict(new.inputs), "inputs")
+    if not MIN_INT <= new.priority <= MAX_ID:
+        raise UsageError(f"priority must be a 64-bit integer (is {new.priority})")
+    if not 1 <= new.max_attempts <= MAX_ATTEMPTS:
+        raise UsageError(f"max_attempts must be 1 to {MAX_ATTEMPTS} (is {new.max_attempts})")
+    timeout = new.timeout_seconds
+    if timeout is not None and not 0.001 <= timeout <= MAX_TIMEOUT:  # False for NaN
+        raise UsageError(f"timeout_seconds must be 0.001 to {MAX_TIMEOUT:.0f} (is {timeout})")
+    if new.agent is not None:
+        check_text(new.agent, names.agent)
+        registry.agent(new.agent)  # NotFoundError for an unknown agent
+        if new.agent.startswith("_template:"):
+            raise UsageError(f"{new.agent!r} is a template; register an agent made from it")
+    else:
+        check_text(str(new.workflow), names.workflow)
+        registry.workflow(str(new.workflow))
+    ticket_id = store.tickets.create(
+        title=new.title,
+        description=new.description,
+        agent_id=new.agent,
+        workflow_id=new.workflow,
+        inputs=new.inputs,
+        priority=new.priority,
+        status="draft" if new.draft else "open",
+        max_attempts=new.max_attempts,
+        timeout_seconds=timeout,
+    )
+    return store.tickets.get(ticket_id)
+
+
+def check_target(agent: str | None, workflow: str | None, names: Fields = API_FIELDS) -> None:
+    """`UsageError` unless exactly one of `agent` and `workflow` is given."""
+    if (agent is None) == (workflow is None):
+        raise UsageError(f"give exactly one of {names.agent} or {names.workflow}")
+
+
+def check_statuses(statuses: Iterable[str]) -> list[str]:
+    """The statuses as given, or `UsageError` for one no ticket can have."""
+    out = list(statuses)
+    for status in out:
+        if status not in STATUS_NAMES:
+            raise UsageError(f"unknown status {status!r} (one of: {', '.join(STATUS_NAMES)})")
+    return out
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of tickets, newest first; `next_cursor` is what gets the next page (None
+    on the last one)."""
+
+    items: list[Ticket]
+    next_cursor: int | None
+
+
+def page(
+    store: Store,
+    *,
+    statuses: Sequence[str] = (),
+    agent: str | None = None,
+    workflow: str | None = None,
+    cursor: int | None = None,
+    limit: int = 50,
+) -> Page:
+    """Tickets newest first, filtered (any of `statuses`; `agent` / `workflow` by name or
+    `name@version`), `limit` (1..100,000) per page, from `cursor` (the previous page's
+    `next_cursor`; None for the first). Keyset paging: a page costs about `limit` rows
+    read, whatever its depth in a large table."""
+    wanted = check_statuses(statuses)
+    if not 1 <= limit <= MAX_PAGE:
+        raise UsageError(f"limit must be 1 to {MAX_PAGE} (is {limit})")
+    if cursor is not None and not 1 <= cursor <= MAX_ID:
+        raise UsageError(f"cursor {cursor} is not one this API gave")
+    for value, name in ((agent, "agent"), (workflow, "workflow")):
+        if value is not None:
+            check_text(value, name)
+    rows = store.tickets.page(
+        statuses=wanted or None, agent=agent, workflow=workflow, before=cursor, limit=limit + 1
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1].id if more and rows else None)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A ticket with its runs (each with `steps`, oldest first) and its status events."""
+
+    ticket: Ticket
+    runs: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+def detail(store: Store, ticket_id: int) -> Detail:
+    """`ticket show`: the ticket, its runs and steps, its events. `NotFoundError`."""
+    ticket = store.tickets.get(ticket_id)
+    return Detail(ticket, runs_with_steps(store, ticket_id), store.tickets.events(ticket_id))
+
+
+def events(store: Store, ticket_id: int) -> list[dict[str, Any]]:
+    """Every status change of a ticket, oldest first. `NotFoundError`."""
+    store.tickets.get(ticket_id)
+    return store.tickets.events(ticket_id)
+
+
+def cancel(store: Store, ticket_id: int) -> Ticket:
+    """Cancel a ticket that has not ended (its engine stops a running one within about a
+    second). `NotFoundError`; `ConflictError` when it has ended already."""
+    return store.tickets.cancel(ticket_id)
+
+
+def reopen(store: Store, ticket_id: int) -> Ticket:
+    """Put a done, failed or cancelled ticket back in the queue. `ConflictError` otherwise."""
+    return store.tickets.reopen(ticket_id)
+
+
+def open_draft(store: Store, ticket_id: int) -> Ticket:
+    """Queue a draft (draft -> open). `ConflictError` for a ticket past that."""
+    return store.tickets.open(ticket_id)
+
+
+def queue(store: Store, ticket_id: int) -> str:
+    """`run-ticket` without waiting: queue a draft for the engines. Returns what happened,
+    as one line; `ConflictError` for a ticket that ended (reopen it first)."""
+    row = store.tickets.get(ticket_id)
+    if row.status == "draft":
+        store.tickets.open(ticket_id)
+        return f"ticket {ticket_id} queued; a running engine ('swarm-engine start') will run it"
+    if row.status == "open":
+        return f"ticket {ticket_id} is already queued"
+    if row.status in ("claimed", "running"):
+        return f"ticket {ticket_id} is {row.status} by engine {row.engine_id}"
+    raise ConflictError(f"ticket {ticket_id} is {row.status} (use 'ticket reopen' first)")
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """What a bulk action did: the ids it `changed`, and why each other one was not
+    (`skipped`: id -> reason)."""
+
+    changed: list[int]
+    skipped: dict[int, str]
+
+
+def cancel_many(store: Store, ticket_ids: Iterable[int]) -> Bulk:
+    """Cancel these tickets (at most 1000) in one statement; ended ones are skipped."""
+    ids = check_ids(ticket_ids)
+    changed = store.tickets.cancel_many(ids)
+    return _bulk(store, ids, changed, "already {status}")
+
+
+def retry_many(store: Store, ticket_ids: Iterable[int]) -> Bulk:
+    """Reopen these tickets (at most 1000) in one statement: each that ended (done,
+    failed, cancelled) goes back in the queue; the others are skipped."""
+    ids = check_ids(ticket_ids)
+    changed = store.tickets.reopen_many(ids)
+    return _bulk(store, ids, changed, "{status}; only done, failed or cancelled reopen")
+
+
+def _bulk(store: Store, ids: list[int], changed: list[int], why: str) -> Bulk:
+    done = set(changed)
+    rest = [i for i in ids if i not in done]
+    statuses = store.tickets.statuses_of(rest)
+    skipped = {
+        i: why.format(status=statuses[i]) if i in statuses else "does not exist" for i in rest
+    }
+    return Bulk(sorted(done), skipped)

@@ -1,0 +1,64 @@
+"""VMs, engines and hosts: what runs where now, and how many slots are busy or free.
+
+Read from the store, so every host's engines and VMs are seen (each host records its own).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from swarm_engine.errors import NotFoundError
+from swarm_engine.service.values import check_text
+
+if TYPE_CHECKING:
+    from swarm_engine.store import Store
+
+
+def live(store: Store, host: str | None = None) -> list[dict[str, Any]]:
+    """VMs not yet destroyed (booting, ready, busy, destroying), oldest first; only
+    `host`'s when given."""
+    if host is not None:
+        check_text(host, "host")
+    return store.vms.live(host)
+
+
+def one(store: Store, vm_id: str) -> dict[str, Any]:
+    """One VM's row, whatever its state; `NotFoundError`."""
+    check_text(vm_id, "vm id")
+    record = store.vms.get(vm_id)
+    if record is None:
+        raise NotFoundError(f"VM {vm_id!r} does not exist")
+    return record
+
+
+def engines(store: Store) -> list[dict[str, Any]]:
+    """Engines not stopped, of every host, oldest first; `busy_vms` counts the VMs each
+    holds now."""
+    return store.engines.running()
+
+
+def hosts(store: Store) -> list[dict[str, Any]]:
+    """Per host with a live engine or VM: `host`, `engines`, `slots` (their max VMs),
+    `vms` (live VMs), `busy` (VMs holding a slot: booting, ready or busy), `free`
+    (slots - busy, at least 0)."""
+    busy: dict[str, int] = {}
+    for row in store.vms.live_counts():
+        if row["state"] in ("booting", "ready", "busy"):
+            busy[str(row["host"])] = busy.get(str(row["host"]), 0) + _int(row["n"])
+    out = []
+    for record in store.engines.hosts():
+        held = busy.get(str(record["host"]), 0)
+        slots = _int(record.get("slots"))
+        out.append(record | {"slots": slots, "busy": held, "free": max(slots - held, 0)})
+    return out
+
+
+def slot_counts(store: Store) -> list[tuple[str, str, int]]:
+    """(host, state, count) for metrics: live VMs by state, and `free` slots per host."""
+    out = [(str(r["host"]), str(r["state"]), _int(r["n"])) for r in store.vms.live_counts()]
+    out += [(str(h["host"]), "free", int(h["free"])) for h in hosts(store)]
+    return out
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,150 @@
+"""Parts of the service layer and the API that need no server: what counts as this machine
+only, which client values the stores can hold, lenient records, the handle pool."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from swarm_engine.api.auth import check_exposure, is_loopback
+from swarm_engine.api.models import Run, Step
+from swarm_engine.api.pools import Pool
+from swarm_engine.errors import UsageError
+from swarm_engine.service.metrics import Histogram, _is_reclaim
+from swarm_engine.service.values import check_ids, check_json, check_text
+
+ACCEPTANCE = Path(__file__).resolve().parents[1] / "acceptance"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("localhost", True), ("::1", True),
+     ("[::1]", True), ("0.0.0.0", False), ("::", False), ("10.0.0.5", False),
+     ("example.org", False), ("localhost.example.org", False), ("", False)],
+)  # fmt: skip
+def test_what_counts_as_this_machine_only(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    if loopback:
+        check_exposure(host, None)
+    else:
+        with pytest.raises(UsageError, match="give a bearer token"):
+            check_exposure(host, None)
+        check_exposure(host, "x" * 16)
+    with pytest.raises(UsageError, match="at least 16"):
+        check_exposure(host, "short")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [({"a": "\x00"}, "NUL"), ({"a": "\ud800"}, "surrogate"), ({"a": math.nan}, "finite"),
+     ({"a": [math.inf]}, "finite"), ({"\x00": 1}, "NUL"), ({"a": {1, 2}}, "not a JSON value"),
+     ({"a": 1, 2: 3}, "not text"), ({"a": [[[]]] * 1}, None), ({"a": 10**40, "b": None}, None)],
+)  # fmt: skip
+def test_json_the_stores_can_hold(value: dict[object, object], problem: str | None) -> None:
+    if problem is None:
+        assert check_json(value, "inputs") is value
+    else:
+        with pytest.raises(UsageError, match=problem):
+            check_json(value, "inputs")
+
+
+def test_nesting_is_bounded() -> None:
+    deep: list[object] = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(UsageError, match="nested deeper than 64"):
+        check_json({"a": deep}, "inputs")
+    assert check_text("fine ✓", "title") == "fine ✓"
+
+
+def test_ids_are_checked_and_made_distinct() -> None:
+    assert check_ids([3, 1, 3]) == [3, 1]
+    for bad in ([0], [2**63], [True], ["7"]):
+        with pytest.raises(UsageError):
+            check_ids(bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="at most 2"):
+        check_ids([1, 2, 3], most=2)
+
+
+def test_records_keep_what_they_can_read() -> None:
+    run = Run.model_validate({"id": 1, "duration_ms": "slow", "cost_usd": 0.5, "defects": ["x"],
+                              "steps": [{"id": 2, "exit_code": "x", "outputs": {"a": 1}}]})  # fmt: skip
+    assert run.duration_ms is None and run.cost_usd == 0.5
+    assert run.defects[0] == "x" and run.defects[1].startswith("duration_ms: unreadable")
+    assert run.steps is not None and run.steps[0].outputs == {"a": 1}
+    assert run.steps[0].exit_code is None and run.steps[0].defects
+    assert Step.model_validate({"id": 3}).defects == []
+
+
+def test_histograms_are_cumulative() -> None:
+    h = Histogram((1.0, 5.0, math.inf))
+    for value in (0.5, 2, 2, 100):
+        h.observe(value)
+    assert h.counts == [1, 3, 4] and h.count == 4 and h.sum == 104.5
+
+
+def test_what_a_reclaim_looks_like_in_the_events() -> None:
+    assert _is_reclaim({"new_status": "open", "attempt_id": None})
+    assert not _is_reclaim({"new_status": "open", "attempt_id": "a-1"})  # a retry
+    assert _is_reclaim({"new_status": "failed", "note": "lease expired after 3 attempt(s)"})
+    assert not _is_reclaim({"new_status": "failed", "note": "exit 3"})
+
+
+def test_a_pool_lends_each_handle_to_one_borrower() -> None:
+    made: list[object] = []
+    ended: list[object] = []
+
+    def make() -> object:
+        made.append(object())
+        return made[-1]
+
+    pool: Pool[object] = Pool(make, ended.append, shared=False)
+    with pool.borrow() as a, pool.borrow() as b:
+        assert a is not b
+    with pool.borrow() as again:
+        assert again in (a, b)
+    seen: set[int] = set()
+    barrier = threading.Barrier(4)
+
+    def borrow() -> None:
+        with pool.borrow() as handle:
+            barrier.wait(5)
+            seen.add(id(handle))
+
+    threads = [threading.Thread(target=borrow) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 4  # four at once: four handles
+    pool.close()
+    assert sorted(map(id, ended)) == sorted(map(id, made))
+    shared: Pool[object] = Pool(make, ended.append, shared=True)
+    with shared.borrow() as x, shared.borrow() as y:
+        assert x is y
+    shared.close()
+
+
+def test_every_endpoint_has_a_test(tmp_path: Path) -> None:
+    """Each path of the OpenAPI schema is called by the API's acceptance tests."""
+    from swarm_engine.api.app import create_app
+    from swarm_engine.config import Settings
+
+    app = create_app(Settings(home=tmp_path))
+    try:
+        paths = list(app.openapi()["paths"])
+    finally:
+        app.state.server.close()
+    tests = "".join(
+        (ACCEPTANCE / name).read_text() for name in ("test_api.py", "test_api_logs.py")
+    )
+    untested = [
+        path
+        for path in paths
+        if not re.search(re.sub(r"\\\{\w+\\\}", r"[^/\"'?]+", re.escape(path)) + "[\"'?]", tests)
+    ]
+    assert untested == []
