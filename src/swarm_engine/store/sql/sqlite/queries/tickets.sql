@@ -91,7 +91,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
                                     AND e.state IN ('running','draining')
                                     AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
                ORDER BY priority DESC, id LIMIT :limit)
-   AND status = 'open'
+   AND +status = 'open'  -- `+`: look rows up by id, never scan every open ticket
 RETURNING *
 
 -- name: reject

@@ -1,0 +1,436 @@
+"""Peers: one sandboxed job, 300 times on 4 slots, run bare, by huey and by swarm-engine.
+
+The job is what the process backend runs for the echo agent, with `sh -c 'echo hello'`
+as the command: the argv comes from the backend's own code (`ProcessBackend.boot` for the
+echo agent's VM spec, then `ProcessVM._argv`), so it is bubblewrap with the same
+namespaces, uid, mounts and /etc files, under the same `prlimit` limits, in the same
+environment (`ProcessVM._env`), in its own session, with stdout and stderr piped, exactly
+as the engine starts a step's command (as root, also the same `unshare` + `setpriv` to the
+VM's own host uid). Only the fds of the sandbox's passwd and group files change per job
+(opened fresh each time, as the engine does). Bare and huey run it in one VM folder.
+
+* bare: a `ThreadPoolExecutor(SLOTS)` calling `subprocess.run` of the job N times.
+* huey: `SqliteHuey` (huey's defaults: WAL, results stored), N tasks enqueued first, then
+  a consumer process with SLOTS thread workers (`create_consumer(workers=SLOTS,
+  worker_type="thread")`); each task runs the job and returns its start and end time.
+  huey lives in its own venv, `~/.cache/swarm-engine-bench/huey-<version>/` (made on first
+  use with pip), never in the project's.
+* swarm: a throw-away home, N open tickets for the built-in `echo` agent inserted first,
+  then `swarm-engine start --foreground --until-idle --max-vms SLOTS`. Its echo step writes
+  the inputs file and runs `cat` on it in a fresh VM per ticket (same sandbox, `cat`
+  instead of `sh -c 'echo hello'`).
+
+Rate = N / (process start -> last job done): bare from the executor's creation, huey and
+swarm from just before their process is started (so their start-up counts), to the last
+task's end (huey) or `tickets.completed_at` (swarm). Also shown: the steady span, first job
+started (or ticket claimed) -> last job done. Runs are interleaved (bare, huey, swarm,
+bare, ...), REPS times; medians and the ratios swarm/huey and swarm/bare are printed.
+CPU per job: each runner process's own CPU time (all threads, start-up included) and its
+waited-for children's (the sandboxes), over N. Homes, the huey database and the VM folder
+go under $TMPDIR (default /tmp): the file system matters to the engine, which makes and
+removes folders per ticket.
+
+Usage: python benchmarks/peers.py [-n 300] [--slots 4] [--reps 3] [--src PATH] [--quick]
+                                  [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shlex
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import _common
+from _common import (
+    engine_log,
+    init_home,
+    insert_tickets,
+    install_sigterm_handler,
+    load1,
+    parse_ts,
+    print_machine,
+    query,
+    start_engine,
+    stop_engine,
+    temp_root,
+    write_json,
+)
+
+HUEY_VERSION = "3.5.4"
+VENVS = Path.home() / ".cache" / "swarm-engine-bench"
+HERE = Path(__file__).resolve()
+JOB = "echo hello"
+"""The command run in the sandbox (`sh -c JOB`), and what it must print."""
+EXPECT = b"hello\n"
+FD_MARK = "@fd:{}@"
+"""Stands in the argv for the number of an fd opened per job (passwd, group)."""
+
+
+# -- the job (stdlib only: the huey side imports this file in its own venv) ------------------
+def run_job(recipe: dict[str, Any]) -> tuple[float, float]:
+    """Run the sandboxed job once; returns its (start, end) in Unix seconds."""
+    start = time.time()
+    fds = {
+        name: os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        for name, path in recipe["files"].items()
+    }
+    try:
+        marks = {FD_MARK.format(name): str(fd) for name, fd in fds.items()}
+        argv = [marks.get(a, a) for a in recipe["argv"]]
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            cwd=recipe["cwd"],
+            env=recipe["env"],
+            start_new_session=True,
+            pass_fds=tuple(fds.values()),
+            check=False,
+        )
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    if done.returncode != 0 or done.stdout != EXPECT:
+        raise RuntimeError(f"job failed ({done.returncode}): {done.stdout!r} {done.stderr!r}")
+    return start, time.time()
+
+
+# -- the job's recipe, from the process backend's own code -----------------------------------
+async def _boot_recipe(root: Path) -> tuple[dict[str, Any], Any]:
+    """Boot one VM as the engine does for an echo step; the job's argv, environment and
+    folder, with fd marks for passwd and group. Fails loudly if the backend's internals
+    change shape (rather than measuring some other job)."""
+    from swarm_engine.registry.builtins import builtin_agents
+    from swarm_engine.vm.pool import spec_for
+    from swarm_engine.vm.process import ProcessBackend, ProcessConfig
+
+    echo = next(a for a in builtin_agents() if a.name == "echo")
+    spec = spec_for(echo.vm.model_dump(), echo.memory_mb, echo.vcpus, echo.timeout_seconds)
+    backend = ProcessBackend(root, ProcessConfig())
+    if not backend.isolated:  # raises when bubblewrap does not work: no fair comparison
+        raise RuntimeError("the process backend is not isolated here")
+    vm = await backend.boot("vm-peers", spec)
+    # what `ProcessVM.exec` passes: an `_Fds` with the passwd and group fds, no ports
+    fds = SimpleNamespace(
+        passwd=FD_MARK.format("passwd"), group=FD_MARK.format("group"), info=None, block=None
+    )
+    argv = vm._argv(JOB, None, spec.timeout_seconds, fds)
+    recipe = {
+        "argv": argv,
+        "env": vm._env(None),
+        "cwd": str(vm.workspace),
+        "files": {"passwd": str(vm.folder / "passwd"), "group": str(vm.folder / "group")},
+    }
+    return recipe, vm
+
+
+def make_recipe(root: Path) -> tuple[dict[str, Any], Any]:
+    return asyncio.run(_boot_recipe(root))
+
+
+# -- bare ------------------------------------------------------------------------------------
+def run_bare(recipe: dict[str, Any], n: int, slots: int) -> dict[str, float]:
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=slots) as pool:
+        times = list(pool.map(run_job, [recipe] * n))
+    result = rates(n, started, times)
+    own2, kids2 = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    result["runner_cpu_ms"] = _cpu_s(own2, own) / n * 1000
+    result["sandbox_cpu_ms"] = _cpu_s(kids2, kids) / n * 1000
+    return result
+
+
+def _cpu_s(after: resource.struct_rusage, before: resource.struct_rusage) -> float:
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def rates(n: int, started: float, times: list[tuple[float, float]]) -> dict[str, float]:
+    first, last = min(t[0] for t in times), max(t[1] for t in times)
+    return {
+        "seconds": last - started,
+        "rate": n / (last - started),
+        "span_rate": n / (last - first),
+    }
+
+
+def wait_cpu(pid: int, timeout: float) -> tuple[float, float]:
+    """Wait until child `pid` exits, without reaping it, and return its final CPU seconds:
+    its own (every thread, start-up included) and its waited-for children's (the sandboxes)."""
+    deadline = time.monotonic() + timeout
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} still runs after {timeout:g} s")
+        time.sleep(0.005)
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / hz, (int(fields[13]) + int(fields[14])) / hz
+
+
+# -- huey ------------------------------------------------------------------------------------
+def huey_python(version: str) -> Path:
+    """The Python of the benchmark's own venv with huey `version` (made once, with pip)."""
+    venv = VENVS / f"huey-{version}"
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        print(f"setting up {venv} (huey {version}) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"huey=={version}"], check=True)
+        (venv / ".ready").write_text(version + "\n")
+    return python
+
+
+def _huey(db: str, recipe_file: str) -> Any:
+    """The huey app (in huey's venv): a SqliteHuey with one task, the job."""
+    from huey import SqliteHuey
+
+    recipe = json.loads(Path(recipe_file).read_text())
+    huey = SqliteHuey("peers", filename=db)
+
+    @huey.task(name="job")
+    def job(i: int) -> tuple[float, float]:
+        return run_job(recipe)
+
+    return huey, job
+
+
+def huey_consumer(db: str, recipe_file: str, slots: int) -> None:
+    """Consumer process (in huey's venv): SLOTS thread workers until SIGTERM."""
+    huey, _ = _huey(db, recipe_file)
+    huey.create_consumer(workers=slots, worker_type="thread", periodic=False).run()
+
+
+def huey_driver(db: str, recipe_file: str, n: int, slots: int) -> None:
+    """In huey's venv: enqueue N tasks, start the consumer, wait for N results; prints JSON."""
+    _, job = _huey(db, recipe_file)
+    results = [job(i) for i in range(n)]
+    conn = sqlite3.connect(db, timeout=30)
+    started = time.time()
+    log = Path(db).with_suffix(".log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE), "--huey-consumer", db, recipe_file, "--slots", str(slots)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        while conn.execute("SELECT count(*) FROM kv WHERE queue = 'peers'").fetchone()[0] < n:
+            if proc.poll() is not None:
+                raise RuntimeError(f"huey consumer exited {proc.returncode}:\n{log.read_text()}")
+            time.sleep(0.002)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        conn.close()
+    proc.send_signal(signal.SIGTERM)  # huey: immediate stop (nothing is running now)
+    own, kids = wait_cpu(proc.pid, 30)
+    proc.wait()
+    values = [r.get() for r in results]
+    if any(v is None for v in values):
+        raise RuntimeError(f"missing huey results:\n{log.read_text()[-2000:]}")
+    result = rates(n, started, [tuple(v) for v in values])
+    result |= {"runner_cpu_ms": own / n * 1000, "sandbox_cpu_ms": kids / n * 1000}
+    print(json.dumps(result))
+
+
+def run_huey(
+    python: Path, root: Path, recipe: dict[str, Any], n: int, slots: int, rep: int
+) -> dict[str, float]:
+    recipe_file = root / "recipe.json"
+    recipe_file.write_text(json.dumps(recipe))
+    db = root / f"huey-{rep}.db"
+    done = subprocess.run(
+        [
+            str(python),
+            str(HERE),
+            "--huey-driver",
+            str(db),
+            str(recipe_file),
+            "-n",
+            str(n),
+            "--slots",
+            str(slots),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120 + n,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"huey run failed:\n{done.stdout}{done.stderr[-4000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- swarm-engine ----------------------------------------------------------------------------
+def run_swarm(root: Path, n: int, slots: int, rep: int) -> dict[str, float]:
+    home = root / f"swarm-{rep}"
+    db = init_home(home)
+    insert_tickets(db, "echo", [{"i": i} for i in range(n)])
+    started = time.time()
+    proc = start_engine(
+        home, "--until-idle", "--max-vms", str(slots), log=home / "engine-bench.log"
+    )
+    try:
+        own, kids = wait_cpu(proc.pid, timeout=60 + n)
+        exited = time.time()
+        code = proc.wait()
+    except TimeoutError:
+        print(engine_log(home))
+        raise
+    finally:
+        stop_engine(proc)
+    if code != 0:
+        raise RuntimeError(f"engine exited {code}:\n{engine_log(home)}")
+    counts = {
+        r["status"]: r["c"]
+        for r in query(db, "SELECT status, count(*) AS c FROM tickets GROUP BY status")
+    }
+    if counts != {"done": n}:
+        raise RuntimeError(f"not every ticket is done: {counts}\n{engine_log(home)}")
+    span = query(db, "SELECT min(claimed_at) AS a, max(completed_at) AS b FROM tickets")[0]
+    first, last = parse_ts(span["a"]), parse_ts(span["b"])
+    return {
+        "seconds": last - started,
+        "rate": n / (last - started),
+        "span_rate": n / (last - first),
+        "exit_rate": n / (exited - started),
+        "runner_cpu_ms": own / n * 1000,
+        "sandbox_cpu_ms": kids / n * 1000,
+    }
+
+
+# -- main ------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=300, help="jobs per run (default 300)")
+    parser.add_argument("--slots", type=int, default=4, help="parallel slots each (default 4)")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
+    parser.add_argument("--huey-version", default=HUEY_VERSION, help=f"default {HUEY_VERSION}")
+    parser.add_argument("--src", help="run this src/ folder instead of the repository's")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 jobs, 1 repetition")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    install_sigterm_handler()
+    n, reps = (20, 1) if args.quick else (args.n, args.reps)
+    if args.src:  # the engine and the job's argv both come from that code
+        src = Path(os.path.abspath(args.src))
+        _common.REPO = src.parent
+        sys.path.insert(0, str(src))
+    python = huey_python(args.huey_version)
+    print_machine()
+    print(f"{n} jobs per run, {args.slots} slots, {reps} repetitions, huey {args.huey_version}")
+    runs: dict[str, list[dict[str, float]]] = {"bare": [], "huey": [], "swarm": []}
+    with temp_root("peers") as root:
+        recipe, vm = make_recipe(root)
+        try:
+            print("job:", shlex.join(recipe["argv"]), flush=True)
+            run_job(recipe)  # warm: the page cache holds bwrap, sh, prlimit
+            for rep in range(1, reps + 1):
+                for method in runs:
+                    before = load1()
+                    if method == "bare":
+                        result = run_bare(recipe, n, args.slots)
+                    elif method == "huey":
+                        result = run_huey(python, root, recipe, n, args.slots, rep)
+                    else:
+                        result = run_swarm(root, n, args.slots, rep)
+                    result |= {"load_before": before, "load_after": load1()}
+                    runs[method].append(result)
+                    print(
+                        f"rep {rep} {method:<5} {result['rate']:6.1f} jobs/s"
+                        f"  (steady {result['span_rate']:6.1f}/s)"
+                        f"  {result['seconds']:5.2f} s  load {before:.2f} -> {result['load_after']:.2f}"
+                        f"  cpu/job: runner {result['runner_cpu_ms']:5.2f} ms,"
+                        f" sandbox {result['sandbox_cpu_ms']:5.2f} ms",
+                        flush=True,
+                    )
+        finally:
+            asyncio.run(vm.destroy())
+    med = {m: statistics.median(r["rate"] for r in rs) for m, rs in runs.items()}
+    steady = {m: statistics.median(r["span_rate"] for r in rs) for m, rs in runs.items()}
+    print(f"\nmedians, jobs/s ({n} jobs, {args.slots} slots, {reps} reps)")
+    cpu = {
+        m: {k: statistics.median(r[k] for r in rs) for k in ("runner_cpu_ms", "sandbox_cpu_ms")}
+        for m, rs in runs.items()
+    }
+    print(
+        f"{'':>8}{'start->last':>13}{'steady':>9}{'runner CPU ms/job':>19}{'sandbox CPU ms/job':>20}"
+    )
+    for m in runs:
+        print(
+            f"{m:>8}{med[m]:>13.1f}{steady[m]:>9.1f}"
+            f"{cpu[m]['runner_cpu_ms']:>19.2f}{cpu[m]['sandbox_cpu_ms']:>20.2f}"
+        )
+    ratios = {
+        "swarm/huey": med["swarm"] / med["huey"],
+        "swarm/bare": med["swarm"] / med["bare"],
+        "huey/bare": med["huey"] / med["bare"],
+    }
+    print("  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    print(
+        "steady: "
+        + "  ".join(
+            f"{a}/{b} {steady[a] / steady[b]:.2f}"
+            for a, b in (("swarm", "huey"), ("swarm", "bare"), ("huey", "bare"))
+        )
+    )
+    print(f"load average (1 min) now: {load1():.2f}")
+    write_json(
+        args.json,
+        {
+            "benchmark": "peers",
+            "n": n,
+            "slots": args.slots,
+            "reps": reps,
+            "huey": args.huey_version,
+            "runs": runs,
+            "medians": med,
+            "steady_medians": steady,
+            "cpu_medians": cpu,
+            "ratios": ratios,
+        },
+    )
+
+
+def child() -> None:
+    """The huey side, run by huey's venv Python: `--huey-driver` or `--huey-consumer`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("db")
+    parser.add_argument("recipe")
+    parser.add_argument("-n", type=int, default=0)
+    parser.add_argument("--slots", type=int, default=4)
+    args = parser.parse_args(sys.argv[2:])
+    if sys.argv[1] == "--huey-driver":
+        huey_driver(args.db, args.recipe, args.n, args.slots)
+    else:
+        huey_consumer(args.db, args.recipe, args.slots)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("--huey-driver", "--huey-consumer"):
+        child()
+    else:
+        main()
