@@ -42,6 +42,28 @@ def default_home() -> Path:
     return Path(user_data_dir("swarm-engine", appauthor=False))
 
 
+class TriggerHostSettings(BaseModel):
+    """`[triggers.<name>]`: a webhook trigger's secret, on the host only (never in a
+    definition). `secret`, or `secret_env`: the environment variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str | None = Field(default=None, min_length=16)
+    secret_env: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TriggerHostSettings:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret or secret_env")
+        return self
+
+    def resolve(self) -> str | None:
+        """The secret, or None when `secret_env` names an unset or empty variable."""
+        if self.secret is not None:
+            return self.secret
+        return os.environ.get(str(self.secret_env)) or None
+
+
 class Settings(BaseModel):
     """Engine-wide settings. Every field can be set as SWARM_<FIELD> in the environment."""
 
@@ -71,6 +93,8 @@ class Settings(BaseModel):
     """`[backend_options.<backend>]`: each table validated against that backend's model
     (vm/options.py) here, when the settings load."""
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    triggers: dict[str, TriggerHostSettings] = Field(default_factory=dict)
+    """`[triggers.<name>]`: webhook secrets (docs/api.md#webhook-triggers)."""
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     """`[gateway]`: the model API gateway's port range and limits (docs/agents.md)."""
     # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,

@@ -1,0 +1,53 @@
+"""`POST /v1/triggers/{name}`: webhook deliveries (service/triggers.py). Authenticated by
+the trigger's HMAC signature, not by the API token: senders are other systems."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import JSONResponse
+
+from swarm_engine.api.deps import RegistryDep, ServerDep, StoreDep
+from swarm_engine.api.models import ErrorBody
+from swarm_engine.service.triggers import WebhookRefused, deliver
+
+router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
+
+
+@router.post(
+    "/{name}",
+    summary="Deliver a webhook",
+    responses={
+        200: {"description": "already delivered: the earlier ticket"},
+        201: {"description": "the ticket made"},
+        403: {"description": "no secret for this trigger here", "model": ErrorBody},
+    },
+)
+async def webhook(
+    request: Request,
+    store: StoreDep,
+    registry: RegistryDep,
+    server: ServerDep,
+    name: Annotated[str, Path(max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")],
+    x_swarm_signature: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """One delivery of webhook trigger `name`: `X-Swarm-Signature: sha256=<hex HMAC-SHA256
+    of the raw body with the trigger's secret>` and an `Idempotency-Key`. Answers 201 with
+    `{"ticket_id", "created": true}`, or 200 with the first delivery's ticket on a repeat."""
+    import anyio
+
+    body = await request.body()
+    try:
+        done = await anyio.to_thread.run_sync(
+            deliver, store, registry, server.settings, name, body, x_swarm_signature,
+            idempotency_key,
+        )  # fmt: skip
+    except WebhookRefused as exc:
+        code = "unauthorized" if exc.status == 401 else "forbidden"
+        return JSONResponse({"error": code, "message": str(exc)}, status_code=exc.status)
+    return JSONResponse(
+        {"ticket_id": done.ticket_id, "created": done.created},
+        status_code=201 if done.created else 200,
+    )

@@ -1,0 +1,94 @@
+"""Webhook triggers over real HTTP: a signed delivery makes one ticket; a retried delivery
+with the same idempotency key makes none; a bad signature, a missing key or a trigger with
+no secret on this host is refused."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import Target
+from tests.support.api import Api, start_api
+from tests.support.cli import swarm_inproc
+
+from swarm_engine.service.triggers import sign
+
+SECRET = "a-webhook-secret-of-some-length"
+
+
+@pytest.fixture
+def api(store_target: Target, tmp_path: Path) -> Iterator[Api]:
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    folder = tmp_path / "hooked"
+    folder.mkdir()
+    (folder / "workflow.yaml").write_text(textwrap.dedent("""\
+        name: hooked
+        steps:
+          - id: hello
+            agent: echo
+            inputs: {said: "${inputs.webhook.ref}"}
+        triggers:
+          - name: on-push
+            webhook: true
+            inputs: {source: "ci"}
+          - name: unsecret
+            webhook: true
+        """))  # fmt: skip
+    done = swarm_inproc(home, "workflow", "register", str(folder), **store_target.env)
+    assert done.returncode == 0, done.stderr
+    server = start_api(home, SWARM_TRIGGERS=json.dumps({"on-push": {"secret": SECRET}}),
+                       **store_target.env)  # fmt: skip
+    yield server
+    server.stop()
+
+
+def deliver(api: Api, name: str, body: bytes, key: str | None, secret: str = SECRET) -> object:
+    headers = {"X-Swarm-Signature": sign(secret, body), "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return api.post(f"/v1/triggers/{name}", data=body, headers=headers, token=None)
+
+
+def test_a_delivery_makes_one_ticket_and_a_retry_makes_none(api: Api, store_target: Target) -> None:
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    first = deliver(api, "on-push", body, "delivery-1")
+    assert first.status_code == 201, first.text  # type: ignore[attr-defined]
+    again = deliver(api, "on-push", body, "delivery-1")
+    assert again.status_code == 200 and again.json() == {**first.json(), "created": False}  # type: ignore[attr-defined]
+    other = deliver(api, "on-push", body, "delivery-2")
+    assert other.status_code == 201  # type: ignore[attr-defined]
+    tickets = store_target.rows("SELECT id, workflow_id, inputs FROM tickets ORDER BY id")
+    assert [t["id"] for t in tickets] == [first.json()["ticket_id"], other.json()["ticket_id"]]  # type: ignore[attr-defined]
+    inputs = tickets[0]["inputs"]
+    inputs = json.loads(inputs) if isinstance(inputs, str) else inputs
+    assert inputs == {"source": "ci", "webhook": {"ref": "refs/heads/main"}}
+    assert {t["workflow_id"] for t in tickets} == {"hooked@1.0.0"}
+
+
+@pytest.mark.parametrize(
+    ("name", "secret", "key", "status", "says"),
+    [
+        ("on-push", "not-the-secret-at-all-0000", "k", 401, "does not match"),
+        ("on-push", SECRET, None, 400, "Idempotency-Key"),
+        ("unsecret", SECRET, "k", 403, "no secret configured"),
+        ("nope", SECRET, "k", 404, "no webhook trigger named 'nope'"),
+    ],
+)
+def test_bad_deliveries_are_refused_and_make_nothing(
+    api: Api, store_target: Target, name: str, secret: str, key: str | None, status: int,
+    says: str,
+) -> None:  # fmt: skip
+    refused = deliver(api, name, b'{"ref": "x"}', key, secret)
+    assert refused.status_code == status, refused.text  # type: ignore[attr-defined]
+    assert says in refused.json()["message"]  # type: ignore[attr-defined]
+    assert store_target.rows("SELECT id FROM tickets") == []
+
+
+def test_a_body_that_is_not_json_is_refused(api: Api, store_target: Target) -> None:
+    refused = deliver(api, "on-push", b"\xff not json", "k")
+    assert refused.status_code == 400 and "not JSON" in refused.json()["message"]  # type: ignore[attr-defined]
+    assert store_target.rows("SELECT id FROM tickets") == []
