@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/tickets", tags=["logs"])
 TicketPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A ticket id.")]
 RunQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run N (default: the latest).")]
 StepQuery = Annotated[str | None, Query(max_length=64, description="Only this step (its id).")]
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 """How often a stream looks for new chunks."""
 KEEPALIVE_SECONDS = 15.0
 """A comment line after this long without an event keeps proxies from closing the stream."""

@@ -17,7 +17,7 @@ from swarm_engine.service.logs import LogFollower, pick_run, steps_of, whole
 if TYPE_CHECKING:
     from swarm_engine.store import Store
 
-FOLLOW_POLL = 0.2
+FOLLOW_POLL = 0.1
 """Seconds between looks for new log lines while following."""
 
 

@@ -21,7 +21,7 @@ from swarm_engine.errors import StaleAttemptError
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.05
 CHUNK_BYTES = 32 * 1024
 
 Append = Callable[[str], Awaitable[object]]
