@@ -32,6 +32,14 @@ HEARTBEATS_PER_LEASE = 3
 """A lease must outlast this many heartbeat intervals (renewals retry in between)."""
 
 
+def _target(url: str | None) -> str | Path | None:
+    """A database URL as `open_store` takes it: a `sqlite:///` URL is a file path (so
+    commands that only read treat it like the home's file: never made by mistake)."""
+    if url is not None and url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite://"))
+    return url
+
+
 def _hostname() -> str:
     import socket
 
@@ -134,6 +142,8 @@ class Settings(BaseModel):
     @field_validator("database_url", "registry_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # SWARM_DATABASE_URL= (empty) means: not set
         if value is not None and not value.startswith(
             ("postgresql://", "postgres://", "sqlite:///")
         ):
@@ -146,13 +156,14 @@ class Settings(BaseModel):
 
     @property
     def tickets_target(self) -> str | Path:
-        """The ticket store to open: `database_url`, or the SQLite file."""
-        return self.database_url or self.tickets_path
+        """The ticket store to open: `database_url` (a `sqlite:///` one as its path), or
+        the SQLite file in the home."""
+        return _target(self.database_url) or self.tickets_path
 
     @property
     def registry_target(self) -> str | Path:
         """The registry to open: `registry_url`, else `database_url`, else the SQLite file."""
-        return self.registry_url or self.database_url or self.registry_path
+        return _target(self.registry_url) or _target(self.database_url) or self.registry_path
 
     @property
     def registry_path(self) -> Path:

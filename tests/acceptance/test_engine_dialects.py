@@ -152,9 +152,8 @@ ODD = [
     ("an agent nobody registered", "agent_id", "'ghost'", "unknown agent 'ghost'"),
     ("a workflow nobody registered", "execution_mode, workflow_id", "'workflow', 'nope'",
      "unknown workflow 'nope'"),
-    ("a priority at the 64-bit edge", "agent_id, priority", "'echo', 9223372036854775807",
-     "priority: out of range"),
-    ("a big but fine priority", "agent_id, priority", "'echo', 4611686018427387904", None),
+    ("the highest 64-bit priority", "agent_id, priority", "'echo', 9223372036854775807", None),
+    ("the lowest 64-bit priority", "agent_id, priority", "'echo', -9223372036854775808", None),
 ]  # fmt: skip
 
 

@@ -30,7 +30,8 @@ def ensure_home(settings: Settings) -> None:
     from swarm_engine.registry import Registry
     from swarm_engine.store import open_store
 
-    new = settings.database_url is None and not settings.tickets_path.exists()
+    target = settings.tickets_target
+    new = isinstance(target, Path) and not target.exists()
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -40,7 +41,7 @@ def ensure_home(settings: Settings) -> None:
         settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout
     ).close()
     if new:
-        click.echo(f"note: created a new, empty store at {settings.tickets_path}", err=True)
+        click.echo(f"note: created a new, empty store at {target}", err=True)
 
 
 def require_home(settings: Settings, needs: tuple[Database, ...]) -> None:

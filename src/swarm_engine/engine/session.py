@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from types import TracebackType
 
@@ -22,7 +23,14 @@ from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.plan import Plan, build_plan
 from swarm_engine.engine.runner import TicketRunner
-from swarm_engine.errors import ConfigError, StaleAttemptError, StoreError, SwarmError
+from swarm_engine.errors import (
+    ConfigError,
+    NotFoundError,
+    StaleAttemptError,
+    StoreBusyError,
+    StoreError,
+    SwarmError,
+)
 from swarm_engine.registry import Registry
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.tickets import not_claimable
@@ -220,8 +228,18 @@ class EngineSession:
         it with a one-line reason (unless the attempt lost the ticket meanwhile).
         """
         plan: Plan | SwarmError
+        # on the store thread (the registry is a database too), patiently: a busy or
+        # restarting database is a delay, never the ticket's error, for as long as the
+        # claim's lease surely holds (nothing renews it before the run starts)
+        patience = time.monotonic() + self.settings.lease_ttl / 2
         try:
-            plan = self.plan(ticket)
+            plan = await self.gate.retrying_while(
+                lambda: time.monotonic() < patience, self.plan, ticket
+            )
+        except StoreBusyError as exc:  # the lease ran out meanwhile: the ticket is not ours
+            raise StaleAttemptError(
+                f"ticket {ticket.id}: the lease ran out while the registry was busy ({exc})"
+            ) from exc
         except SwarmError as exc:
             plan = exc
         except Exception as exc:  # a definition that breaks a resolver: that ticket only
@@ -231,6 +249,9 @@ class EngineSession:
             return await self.runner.run(ticket, plan)
         except (asyncio.CancelledError, StaleAttemptError):
             raise
+        except NotFoundError as exc:  # the row was deleted while it ran: nothing to record
+            log.warning("ticket %s: %s; its run was stopped", ticket.id, exc)
+            return None
         except Exception as exc:
             log.exception("ticket %s: the run crashed", ticket.id)
             error = f"internal error: {type(exc).__name__}: {exc}"
@@ -240,4 +261,6 @@ class EngineSession:
                     lambda: True, self.store.tickets.fail_attempt, ticket.id, ticket.attempt_id,
                     error,
                 )  # fmt: skip
+            with contextlib.suppress(StoreError):  # a run left open would block the ticket
+                await self.gate.retrying(self.store.runs.abandon_attempt, ticket.attempt_id, error)
             return None

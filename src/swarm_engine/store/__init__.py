@@ -53,17 +53,24 @@ def is_url(target: str | Path) -> bool:
 
 
 def redact(url: str) -> str:
-    """A database URL fit for logs and errors: its password replaced by `***`."""
-    from urllib.parse import urlsplit, urlunsplit
+    """A database URL fit for logs and errors: the password, in the user part or as a
+    `password=` parameter, replaced by `***`. Works on malformed URLs too (a password with
+    `/`, `#` or `@` in it, not percent-encoded): everything up to the last `@` of the
+    part before the query is taken as user and password."""
+    import re
 
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<a malformed URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+    query = ""
+    qmark = rest.find("?", rest.rfind("@") + 1)
+    if qmark >= 0:
+        rest, query = rest[:qmark], rest[qmark:]
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)(password=)[^&\s]*", r"\1***", query)
+    return f"{scheme}://{rest}{query}"
 
 
 def open_database(

@@ -13,6 +13,7 @@ one transaction under an advisory lock; table `swarm_schema` holds each schema's
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -151,18 +152,28 @@ class PostgresDatabase:
 
 
 def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDatabase:
-    """Open a pool on `url` and bring `schema` up to date. Raises `StoreError` when the
-    server cannot be reached or refuses (the URL's password is never in the message)."""
+    """Open a pool on `url` and bring `schema` up to date. Raises `StoreError` with one
+    line when the server cannot be reached or refuses (the password never in it).
+
+    One direct connection is tried first, so a wrong password, a missing database or a
+    malformed URL is one clear line at once, not the pool's retries. Pooled connections
+    are checked when lent (a server restart leaves closed ones in the pool)."""
     from swarm_engine.store import redact
 
     where = f"database {redact(url)}"
+    try:
+        psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
     lock_ms = max(1, int(busy_timeout * 1000))
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # its retries: not news
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
         url,
         min_size=1,
         max_size=POOL_MAX,
         kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
         configure=lambda conn: _configure(conn, lock_ms),
+        check=psycopg_pool.ConnectionPool.check_connection,
         open=False,
         name="swarm-store",
     )
@@ -171,7 +182,7 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
     except psycopg_pool.PoolTimeout as exc:
         pool.close()
         raise StoreError(
-            f"cannot connect to {where.removeprefix('database ')}: {_why(url)}"
+            f"cannot connect to {redact(url)}: the server did not answer in time"
         ) from exc
     db = PostgresDatabase(pool, where)
     try:
@@ -182,13 +193,27 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
     return db
 
 
-def _why(url: str) -> str:
-    """Why a connection cannot be made, from one direct attempt (the pool only times out)."""
+def _scrub(exc: BaseException, url: str) -> str:
+    """The driver's message on one line, without the URL's password in any form."""
+    from urllib.parse import unquote, urlsplit
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    secrets: set[str] = set()
     try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
-    return "the server did not answer in time"
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        secrets |= {password, unquote(password)}
+    _, _, rest = url.partition("://")
+    userinfo = rest.split("?", 1)[0].rpartition("@")[0]
+    if ":" in userinfo:
+        raw = userinfo.split(":", 1)[1]
+        secrets |= {raw, unquote(raw)}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _migrate(db: PostgresDatabase, schema: str) -> None:

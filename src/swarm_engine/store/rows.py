@@ -116,7 +116,11 @@ class Decoder:
     def opt_text(self, name: str) -> str | None:
         return None if self.raw(name) is None else self.text(name)
 
-    def integer(self, name: str, default: int = 0, *, minimum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int = 0, *, minimum: int | None = None, int64: bool = False
+    ) -> int:
+        """An integer column. Counters stay within +-2**62 (room to count up without
+        overflow); `int64`: any 64-bit value (a priority, which is only compared)."""
         value = self.raw(name)
         if value is None:
             return default
@@ -125,7 +129,8 @@ class Decoder:
         if not isinstance(value, int) or isinstance(value, bool):
             self.bad(name, f"not an integer ({_show(value)})")
             return default
-        if not -(2**62) <= value <= 2**62:  # room left for counting up without overflow
+        low, high = (-(2**63), 2**63 - 1) if int64 else (-(2**62), 2**62)
+        if not low <= value <= high:
             self.bad(name, f"out of range ({_show(value)})")
             return default
         if minimum is not None and value < minimum:
@@ -264,7 +269,7 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         agent_id=agent_id,
         workflow_id=workflow_id,
         inputs=d.json_object("inputs"),
-        priority=d.integer("priority"),
+        priority=d.integer("priority", int64=True),
         attempts=d.integer("attempts"),
         max_attempts=d.integer("max_attempts", 3, minimum=1),
         timeout_seconds=timeout,

@@ -153,7 +153,9 @@ class RunStore:
                 },
             )
             self.db.run(self.q.cancel_open_steps, {"run_id": run_id})
-            if not cancelled:
+            # a run stopped for a cancel whose ticket was put back meanwhile (a cancel, then
+            # a reopen, by another writer) closes as cancelled and leaves the ticket alone
+            if not cancelled and status != "cancelled":
                 self.tickets.finish(
                     ticket.id,
                     ticket.attempt_id,
@@ -168,6 +170,14 @@ class RunStore:
         with self.db.transaction():
             self.db.run(self.q.abandon_steps, {"run_id": run_id, "error": error})
             self.db.run(self.q.abandon_run, {"run_id": run_id, "error": error})
+
+    def abandon_attempt(self, attempt_id: str, error: str) -> None:
+        """Close whatever run of this attempt is still marked running (the engine's last
+        resort after its run crashed; only that attempt's own rows)."""
+        with self.db.transaction():
+            args = {"attempt_id": attempt_id, "error": error}
+            self.db.run(self.q.abandon_attempt_steps, args)
+            self.db.run(self.q.abandon_attempt_runs, args)
 
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:

@@ -107,3 +107,13 @@ SELECT id, status, agent_name, agent_version, agent_kind, queued_at, duration_ms
        input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
        cost_usd
   FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit
+
+-- name: abandon_attempt_steps
+UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
+
+-- name: abandon_attempt_runs
+UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error), completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE attempt_id = :attempt_id AND status = 'running'
