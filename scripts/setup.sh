@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 packages=(bubblewrap passt sqlite3 util-linux)  # passt: pasta, for agents' allowed_ports
 if [[ "${1:-}" == "--vm" ]]; then
     packages+=(postgresql iproute2)  # the tests start a throwaway PostgreSQL cluster
+    packages+=(chromium)  # the dashboard's browser test (Playwright drives /usr/bin/chromium)
     # npm: installs Claude Code (kind claude-code) into its cache; a Node that came with
     # its own npm (nodesource) must not get Debian's npm on top
     command -v npm >/dev/null || packages+=(npm)

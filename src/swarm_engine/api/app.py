@@ -14,7 +14,17 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 
-from swarm_engine.api import errors, fleet, logs, metrics, registry, runs, tickets, triggers
+from swarm_engine.api import (
+    dashboard,
+    errors,
+    fleet,
+    logs,
+    metrics,
+    registry,
+    runs,
+    tickets,
+    triggers,
+)
 from swarm_engine.api.auth import require_token
 from swarm_engine.api.deps import Server
 from swarm_engine.api.models import Health
@@ -53,6 +63,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     secured = [Depends(require_token)]
     for module in (tickets, logs, runs, fleet, registry, metrics):
         app.include_router(module.router, dependencies=secured)
+    dashboard.install(app)  # /ui: the web dashboard (its pages check the token themselves)
     app.include_router(triggers.router)  # signed by the trigger's secret, not the token
 
     @app.get("/healthz", response_model=Health, tags=["server"], summary="Liveness")

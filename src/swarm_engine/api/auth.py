@@ -18,6 +18,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from swarm_engine.errors import UsageError
 
 MIN_TOKEN_LENGTH = 16
+COOKIE = "swarm_token"
+"""The dashboard's cookie (set by `/ui/login`): the token, HttpOnly and SameSite=Strict."""
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")
 
 
@@ -48,11 +51,21 @@ def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> None:
-    """A dependency: 401 unless the request carries the server's token (when it has one)."""
+    """A dependency: 401 unless the request carries the server's token (when it has one),
+    in the Authorization header or in the dashboard's cookie. A request that changes
+    something with the cookie alone must also carry `HX-Request` (htmx sends it; another
+    site's form cannot), on top of SameSite=Strict."""
     expected: str | None = request.app.state.token
     if expected is None:
         return
     given = credentials.credentials if credentials is not None else ""
+    cookie = request.cookies.get(COOKIE)
+    if (
+        credentials is None
+        and cookie
+        and (request.method in SAFE_METHODS or request.headers.get("HX-Request") == "true")
+    ):
+        given = cookie
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
             status_code=401,
