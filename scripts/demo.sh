@@ -36,12 +36,41 @@ last=$(sqlite3 -cmd ".timeout 5000" "$(se db path)" \
     "INSERT INTO tickets (title, description, status, agent_id) VALUES ('from the sqlite3 shell', 'any writer can queue work', 'open', 'echo'); SELECT last_insert_rowid()")
 echo "ticket $last inserted with sqlite3 (open)"
 
+say "the web dashboard, to watch them run"
+serve_log="$SWARM_HOME/dashboard.log"
+serve_pid=""
+for port in 8080 0; do  # 0: any free port, when 8080 is taken
+    : >"$serve_log"
+    se serve --port "$port" >/dev/null 2>"$serve_log" &
+    serve_pid=$!
+    for _ in $(seq 100); do
+        grep -q "serving the API on" "$serve_log" && break
+        kill -0 "$serve_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    url=$(sed -n 's/.*serving the API on \(http[^ ]*\).*/\1/p' "$serve_log")
+    [[ -n "$url" ]] && break
+    serve_pid=""
+done
+if [[ -n "$serve_pid" ]]; then
+    echo "open $url/ui in a browser (tickets, runs, live logs, hosts)"
+else
+    echo "(no dashboard: see $serve_log)"
+fi
+
 say "running them: one engine, 4 sandboxes at a time, until the queue is empty"
 se start --foreground --max-vms 4 --until-idle
 
 say "results"
 se ticket list --limit 9
 se status
+if [[ -n "$serve_pid" ]]; then
+    if [[ -t 0 ]]; then  # a person at a terminal: leave the dashboard up to look around
+        echo "the dashboard stays up at $url/ui (stop it: kill $serve_pid)"
+    else
+        kill "$serve_pid" 2>/dev/null || true
+    fi
+fi
 say "this run's tickets are $first to $last; to look closer, paste:"
 printf '  export SWARM_HOME=%q\n' "$SWARM_HOME"
 printf '  %q ticket show %s      # the workflow: its result and its 3 steps\n' "$PWD/.venv/bin/swarm-engine" "$report"
