@@ -7,8 +7,8 @@ with 1,000 open and 1,000 failed among them):
 1. `swarm-engine serve` on a free port; each of these requests N times, interleaved, timed
    by the client (wall time, keep-alive connection): the first page of `GET /v1/tickets`
    (50 newest), a page of `?status=failed`, a page 1,000 pages deep (by cursor), `GET
-   /v1/tickets/{id}`, `GET /v1/status`, `GET /metrics`; p50 and p95 in ms. If the web
-   dashboard is there (`GET /` answers HTML), its ticket list page too.
+   /v1/tickets/{id}`, `GET /v1/status`, `GET /metrics`, and the web dashboard's ticket
+   list page (`/ui`, server-rendered HTML, and the rows it refreshes every 2 s); p50 and p95 in ms.
 2. SSE latency: an engine and the server; a shell agent prints a line holding the time it
    was printed (`date +%s%N`, in the sandbox) every 0.2 s, 20 times; a client following
    `GET /v1/tickets/{id}/logs/stream` notes when each line arrives. Latency = arrival -
@@ -100,9 +100,10 @@ def requests_table(api: Api, n: int) -> dict[str, dict[str, float]]:
         "status": "/v1/status",
         "metrics": "/metrics",
     }
-    page = api.session.get(api.url + "/", timeout=30)
+    page = api.get("/ui")
     if page.status_code == 200 and "html" in page.headers.get("content-type", ""):
-        paths["dashboard: ticket list"] = "/"
+        paths["dashboard: ticket list page"] = "/ui"
+        paths["dashboard: rows refresh"] = "/ui/tickets/rows"
     times: dict[str, list[float]] = {name: [] for name in paths}
     for path in paths.values():  # warm-up
         timed(api, path)
