@@ -231,6 +231,27 @@ async def test_limits_and_restricted_network(backend: QemuBackend) -> None:
             await vm.destroy()
 
 
+async def test_concurrent_execs_each_have_their_own_cgroup(backend: QemuBackend) -> None:
+    vm = await backend.boot(_vm_id(), VMSpec(max_processes=20))
+    try:
+        # a long command keeps its cgroup; a short one with a leftover job, started next to
+        # it, gets another one, and its leftover dies with it without touching the first
+        long = asyncio.create_task(vm.exec("cat /proc/self/cgroup; sleep 3; echo done"))
+        short = await vm.exec("sleep 60 & cat /proc/self/cgroup /sys/fs/cgroup$(cut -d: -f3 "
+                              "/proc/self/cgroup)/pids.max")  # fmt: skip
+        first = await long
+        assert first.stdout.endswith(b"done\n") and short.ok, (first, short)
+        groups = {first.stdout.split()[0], short.stdout.split()[0]}
+        assert len(groups) == 2 and short.stdout.split()[1] == b"20", (first, short)
+        left = await vm.exec("/opt/swarm/busybox ps -o args | grep -c '^sleep 60' || true")
+        assert left.stdout == b"0\n"
+        # and they are reused: one at a time, the commands land in the same cgroup
+        again = {(await vm.exec("cat /proc/self/cgroup")).stdout for _ in range(3)}
+        assert len(again) == 1
+    finally:
+        await vm.destroy()
+
+
 async def test_a_guest_that_breaks_the_protocol_is_ended(backend: QemuBackend) -> None:
     """A step (root in its guest) takes a copy of the agent's port fd (pidfd_getfd) and
     writes a frame header claiming 4 GiB: the host ends that VM with a clear error; another

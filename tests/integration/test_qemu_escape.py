@@ -296,13 +296,9 @@ async def test_memory_is_bounded(backend: QemuBackend, own_vm: QemuVM) -> None:
     await host_is_fine(backend, own_vm)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_processes is not enforced on qemu: the agent sets RLIMIT_NPROC, but steps run "
-    "as root in the guest and Linux does not apply RLIMIT_NPROC to root; the guest kernel has "
-    "no pids cgroup controller (cgroup.controllers is empty) and the agent sets no pids.max",
-)
 async def test_pids_are_bounded(own_vm: QemuVM) -> None:
+    # RLIMIT_NPROC does not hold root, so the agent puts each command in a cgroup whose
+    # pids.max is the spec's max_processes (the python below is one of them)
     script = """
 import subprocess
 started, refused = [], 0
@@ -314,9 +310,10 @@ for _ in range(30):
         refused += 1
 print(len(started), refused)
 """
-    res = await own_vm.exec(["python3", "-c", script])
-    started, refused = map(int, res.stdout.split())
-    assert started < 10 and refused == 30 - started  # max_processes = 10
+    for _ in range(2):  # each command has the whole budget (its cgroup starts empty)
+        res = await own_vm.exec(["python3", "-c", script])
+        started, refused = map(int, res.stdout.split())
+        assert 0 < started < 10 and refused == 30 - started  # max_processes = 10
 
 
 async def test_a_fork_bomb_ends_with_its_command(backend: QemuBackend, own_vm: QemuVM) -> None:
@@ -329,11 +326,14 @@ async def test_a_fork_bomb_ends_with_its_command(backend: QemuBackend, own_vm: Q
         assert not await own_vm.is_alive()
         await host_is_fine_after_end(backend)
         return
-    assert res.timed_out and res.exit_code == 124
+    # pids.max (max_processes = 10) starves the bomb: it burns out and the command ends
+    # by itself, or it lasts until the timeout
+    assert res.exit_code == 124 if res.timed_out else res.duration_ms < 3000, res
     if not await own_vm.is_alive():  # ended by the host for not answering (see above)
         await host_is_fine_after_end(backend)
         return
-    # its cgroup was killed: only the guest's own processes are left, and it answers
+    # its cgroup was killed (at the timeout, or when the command ended): only the guest's
+    # own processes are left, and it answers
     res = await own_vm.exec(["python3", "-c", GUEST_PS])
     user = [line for line in res.stdout.decode().splitlines() if not line.endswith("[kernel]")]
     assert [line.split()[2] for line in user] == ["/init", "/opt/swarm/swarm-agent", "python3"]

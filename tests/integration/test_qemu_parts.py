@@ -4,12 +4,15 @@ socketpair), the framing, the cpio writer, the vmlinux extractor, options, accel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -91,6 +94,30 @@ async def test_agent_concurrent_requests_share_the_channel(agent_vm: QemuVM) -> 
 async def test_agent_timeout_kills_background_children(agent_vm: QemuVM) -> None:
     res = await agent_vm.exec("sleep 120 & sleep 120", timeout=0.5)
     assert res.timed_out and res.exit_code == 124
+
+
+async def test_agent_exec_ends_with_its_own_process(agent_vm: QemuVM) -> None:
+    # no cgroups here (--cgroup-root none): the command's process group is killed
+    tag = f"swarm-tag-{uuid.uuid4().hex}"
+    res = await agent_vm.exec(f"sh -c 'sleep 120; true {tag}' & echo started", timeout=60)
+    assert (res.exit_code, res.stdout, res.timed_out) == (0, b"started\n", False)
+    assert res.duration_ms < 10_000 and not _tagged(tag)
+    # a job that left the group keeps the pipe: it is read for a short drain, then let go
+    script = f"setsid sh -c 'echo early; sleep 120; true {tag}-x' & sleep 0.5; echo main"
+    res = await agent_vm.exec(script, timeout=60)
+    assert (res.exit_code, res.timed_out) == (0, False)
+    assert sorted(res.stdout.split()) == [b"early", b"main"] and res.duration_ms < 10_000
+    for pid in _tagged(f"{tag}-x"):  # ours, found by its unique tag
+        os.kill(pid, signal.SIGKILL)
+
+
+def _tagged(tag: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and tag.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
 
 
 async def test_agent_files_and_path_checks(agent_vm: QemuVM, tmp_path: Path) -> None:
@@ -253,6 +280,10 @@ def test_command_line_has_no_network_unless_asked(tmp_path: Path) -> None:
     argv = base.argv()
     assert "-netdev" not in argv and "-nodefaults" in argv
     assert "tsc_early_khz=1" in argv[argv.index("-append") + 1]
+    # under TCG: no ASLR (translations are reused across processes), the TSC as the clock
+    assert "norandmaps tsc=reliable" in base.cmdline()
+    kvm = MachineSpec(image, AccelChoice("kvm", "test"), "qemu", tmp_path / "s.sock", tsc_khz=1)
+    assert "norandmaps" not in kvm.cmdline() and "tsc=reliable" not in kvm.cmdline()
     net = MachineSpec(
         image, AccelChoice("tcg", "test"), "qemu", tmp_path / "s.sock",
         network=True, allowed_ports=(8080,),

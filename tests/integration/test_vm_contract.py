@@ -228,6 +228,18 @@ async def test_timeout_kills_the_whole_tree(vm: VM, backend: VMBackend) -> None:
     assert (await vm.exec("echo still here")).stdout == b"still here\n"
 
 
+async def test_a_background_job_holding_stdout_does_not_hold_the_command(
+    vm: VM, backend: VMBackend
+) -> None:
+    # The command is over when its own process exits; what it left running (here a job
+    # that keeps the stdout pipe open) is killed then, on every backend.
+    marker = f"swarm-marker-{uuid.uuid4().hex}"
+    res = await vm.exec(f"sh -c 'sleep 300; true {marker}' & echo started", timeout=30)
+    assert (res.exit_code, res.stdout, res.timed_out) == (0, b"started\n", False)
+    assert res.duration_ms < 10_000  # the drain after the exit is short, not the timeout
+    assert await _marker_processes(vm, backend, marker) == 0
+
+
 async def test_destroy_is_idempotent_and_removes_everything(backend: VMBackend) -> None:
     vm = await backend.boot(f"vm-{uuid.uuid4().hex[:12]}", VMSpec())
     assert await vm.is_alive()

@@ -62,6 +62,15 @@ class MachineSpec:
         parts = [self.image.cmdline_extra or "console=ttyS0 quiet panic=-1 rdinit=/init"]
         if self.tsc_khz:
             parts.append(f"tsc_early_khz={self.tsc_khz}")
+        if self.accel.mode == "tcg":
+            # TCG (QEMU 7.2) keys translated code on virtual addresses: with ASLR every
+            # new process maps its libraries elsewhere and is translated again (~15 ms
+            # per exec of a dynamic binary). Inside a guest the step owns anyway, ASLR
+            # protects nothing from the host's point of view (docs/qemu.md, "Exec").
+            # TCG's TSC follows the host's clock; the PIT ticks it is checked against
+            # arrive late on a busy host, so the watchdog would often swap it for
+            # jiffies (4 ms steps, no high-resolution timers) in the saved template.
+            parts.append("norandmaps tsc=reliable")
         if self.network:
             parts.append("swarm.net=1")
         return " ".join(parts)

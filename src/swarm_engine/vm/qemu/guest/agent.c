@@ -5,9 +5,11 @@
  *
  * Frame: 8-byte header ">II" (json length, payload length), a JSON object, then the raw
  * payload. Requests carry an "id"; every reply carries the same "id". The agent opens the
- * port once, read-write, and announces itself with a "ready" frame. Requests: exec (one
- * thread each; own session and, with cgroup v2, own cgroup), put, get, ping, kill,
- * restored, shutdown. Arguments: --workspace DIR --cgroup-root DIR|none --fd N --port DEV.
+ * port once, read-write, and announces itself with a "ready" frame. Requests: exec (on a
+ * worker thread; started vfork-style, in its own session and, with cgroup v2, a cgroup
+ * of its own whose pids.max is the step's process limit; over when its own process
+ * exits, which kills what it left running), put, get, ping, kill, restored, shutdown.
+ * Arguments: --workspace DIR --cgroup-root DIR|none --fd N --port DEV.
  * Keep it in step with agent.py (the host tests run both over a socketpair).
  */
 #define _GNU_SOURCE
@@ -18,6 +20,7 @@
 #include <linux/random.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -279,18 +282,23 @@ static void write_all(int fd, const char *p, size_t n) {
     }
 }
 
-/* Send one frame; `head` is the JSON object without its closing brace. */
+/* Send one frame; `head` is the JSON object without its closing brace. A frame goes out
+ * in as few writes as it can: each write to the port is one virtqueue buffer and one
+ * notification of the host (a VM exit), so small frames are copied into one buffer. */
 static void send_frame(buf_t *head, const void *payload, size_t plen) {
     bput(head, "}", 1);
-    unsigned char hdr[8];
     uint32_t jl = (uint32_t)head->len, pl = (uint32_t)plen;
-    hdr[0] = jl >> 24; hdr[1] = jl >> 16; hdr[2] = jl >> 8; hdr[3] = jl;
-    hdr[4] = pl >> 24; hdr[5] = pl >> 16; hdr[6] = pl >> 8; hdr[7] = pl;
+    unsigned char hdr[8] = {jl >> 24, jl >> 16, jl >> 8, jl, pl >> 24, pl >> 16, pl >> 8, pl};
+    buf_t frame = {0};
+    bput(&frame, hdr, 8);
+    bput(&frame, head->data, head->len);
+    int joined = plen <= CHUNK;
+    if (joined && plen) bput(&frame, payload, plen);
     pthread_mutex_lock(&chan_lock);
-    write_all(chan_fd, (const char *)hdr, 8);
-    write_all(chan_fd, head->data, head->len);
-    if (plen) write_all(chan_fd, payload, plen);
+    write_all(chan_fd, frame.data, frame.len);
+    if (!joined) write_all(chan_fd, payload, plen);
     pthread_mutex_unlock(&chan_lock);
+    free(frame.data);
     free(head->data);
     head->data = NULL;
     head->len = head->cap = 0;
@@ -518,6 +526,14 @@ static void kill_tree(pid_t pid, const char *cgroup) {
     killpg(pid, SIGKILL);
 }
 
+/* Take an exec off the list `kill` requests look at (before its pid is reaped). */
+static void forget(proc_t *me) {
+    pthread_mutex_lock(&procs_lock);
+    for (proc_t **pp = &procs; *pp; pp = &(*pp)->next)
+        if (*pp == me) { *pp = me->next; break; }
+    pthread_mutex_unlock(&procs_lock);
+}
+
 static void do_kill(long rid, const json *h) {
     long target = (long)jnum(h, "target", -1);
     pthread_mutex_lock(&procs_lock);
@@ -555,13 +571,140 @@ static void send_exit(long rid, int code, int timed_out, double started) {
     send_frame(&b, NULL, 0);
 }
 
-static void remove_cgroup(const char *cgroup) {
-    if (!cgroup[0]) return;
-    for (int i = 0; i < 100; i++) {
-        if (rmdir(cgroup) == 0) return;
-        usleep(10000);
+/* Exec cgroups are kept and reused: making and removing one costs ~1 ms of guest time
+ * under TCG (controller state allocated, then freed through workqueues and RCU), while
+ * moving a new process into an existing one costs next to nothing. A slot is free
+ * again once its last process is gone. */
+typedef struct {
+    char path[PATH_MAX];
+    int events_fd;  /* its cgroup.events: "populated 0" once empty */
+    int procs_fd;   /* its cgroup.procs, open for writing: a child writes "0" to join */
+    long pids_max;  /* what its pids.max was last set to; -2: never set */
+    int busy;
+} slot_t;
+
+#define MAX_SLOTS 256
+static slot_t *slots[MAX_SLOTS];
+static int nslots;
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static slot_t *take_slot(void) {
+    slot_t *slot = NULL;
+    pthread_mutex_lock(&slots_lock);
+    for (int k = 0; k < nslots && !slot; k++)
+        if (!slots[k]->busy) slot = slots[k];
+    if (!slot && nslots < MAX_SLOTS && (slot = calloc(1, sizeof *slot))) {
+        snprintf(slot->path, sizeof slot->path, "%s/exec-%d", cgroup_root, nslots);
+        char events[PATH_MAX + 16], procs_path[PATH_MAX + 16];
+        snprintf(events, sizeof events, "%s/cgroup.events", slot->path);
+        snprintf(procs_path, sizeof procs_path, "%s/cgroup.procs", slot->path);
+        slot->events_fd = slot->procs_fd = -1;
+        if ((mkdir(slot->path, 0755) && errno != EEXIST)
+            || (slot->events_fd = open(events, O_RDONLY | O_CLOEXEC)) < 0
+            || (slot->procs_fd = open(procs_path, O_WRONLY | O_CLOEXEC)) < 0) {
+            if (slot->events_fd >= 0) close(slot->events_fd);
+            free(slot);
+            slot = NULL;
+        } else {
+            slot->pids_max = -2;
+            slots[nslots++] = slot;
+        }
     }
+    if (slot) slot->busy = 1;
+    pthread_mutex_unlock(&slots_lock);
+    return slot;
 }
+
+static int populated(const slot_t *slot) {
+    char events[256];
+    ssize_t n = pread(slot->events_fd, events, sizeof events - 1, 0);
+    if (n <= 0) return 1;
+    events[n] = '\0';
+    return strstr(events, "populated 0") == NULL;
+}
+
+/* Give a slot back once its last process is gone (they were killed with the command;
+ * waits on cgroup.events, no polling). A wait runs after the exit frame is sent, so it
+ * never delays a reply. A slot that does not empty stays taken. */
+static void release_slot(slot_t *slot) {
+    double until = now() + 10;
+    while (populated(slot) && now() < until) {
+        struct pollfd p = {slot->events_fd, POLLPRI, 0};
+        poll(&p, 1, (int)((until - now()) * 1000) + 1);
+    }
+    if (populated(slot)) return;
+    pthread_mutex_lock(&slots_lock);
+    slot->busy = 0;
+    pthread_mutex_unlock(&slots_lock);
+}
+
+/* The common case: the slot is empty as soon as the command's process is reaped, and is
+ * given back before the exit is sent, so the next command finds it free. */
+static slot_t *release_if_empty(slot_t *slot) {
+    if (!slot || populated(slot)) return slot;
+    release_slot(slot);
+    return NULL;
+}
+
+/* pids.max of the slot: the pids controller bounds root too (RLIMIT_NPROC does not). */
+static void set_pids_max(slot_t *slot, long nproc) {
+    if (nproc < 0) nproc = -1;
+    if (slot->pids_max == nproc) return;
+    char path[PATH_MAX + 16], value[32];
+    snprintf(path, sizeof path, "%s/pids.max", slot->path);
+    int len = nproc < 0 ? snprintf(value, sizeof value, "max") : snprintf(value, sizeof value, "%ld", nproc);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) { if (write(fd, value, (size_t)len) < 0) {} close(fd); }
+    slot->pids_max = nproc;
+}
+
+/* Everything the child needs, prepared by the parent: the child shares the parent's
+ * memory (CLONE_VM | CLONE_VFORK) until it execs, so it only makes system calls. */
+typedef struct {
+    char **argv, **envp, **cands;
+    int ncand, in_fd, out_fd, err_fd;
+    const char *cwd;
+    int procs_fd; /* the exec's cgroup.procs, or -1 */
+    long nofile, nproc;
+    volatile int err; /* why no candidate could be executed; 0 when one was */
+} spawn_t;
+
+static int null_fd = -1; /* /dev/null, opened once at start: every exec's default stdin */
+
+static int spawn_child(void *arg) {
+    spawn_t *s = arg;
+    signal(SIGPIPE, SIG_DFL); /* our own copy of the handlers (no CLONE_SIGHAND) */
+    setsid();
+    struct { int which; long value; } rl[2] = {{RLIMIT_NOFILE, s->nofile}, {RLIMIT_NPROC, s->nproc}};
+    for (int k = 0; k < 2; k++) {
+        struct rlimit cur;
+        if (rl[k].value < 0 || getrlimit(rl[k].which, &cur)) continue;
+        rlim_t want = (rlim_t)rl[k].value;
+        if (cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max) want = cur.rlim_max;
+        struct rlimit lim = {want, want};
+        setrlimit(rl[k].which, &lim);
+    }
+    if (s->procs_fd >= 0 && write(s->procs_fd, "0", 1) < 0) { /* stays in the agent's */ }
+    int err = 0;
+    if (dup2(s->in_fd, 0) < 0 || dup2(s->out_fd, 1) < 0 || dup2(s->err_fd, 2) < 0 || chdir(s->cwd) < 0) {
+        err = errno;
+    } else {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (int k = 0; k < s->ncand; k++) {
+            /* A missing candidate costs a lookup, not a failed execve (which builds a
+             * whole new address space first). */
+            if (access(s->cands[k], F_OK) == 0) execve(s->cands[k], s->argv, s->envp);
+            if (err == 0 || (errno != ENOENT && errno != ENOTDIR)) err = errno;
+        }
+    }
+    s->err = err ? err : ENOENT;
+    _exit(127);
+}
+
+#define DRAIN_SECONDS 1.0 /* after the command's own process exits: read what is left */
+#define SPAWN_STACK (64 * 1024)
 
 static void exec_request(request_t *req) {
     long rid = req->rid;
@@ -608,7 +751,9 @@ static void exec_request(request_t *req) {
     char cwd[PATH_MAX];
     const char *cwd_rel = jstr(h, "cwd", ".");
     proc_t *me = calloc(1, sizeof *me);
-    int out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, in_p[2] = {-1, -1}, status_p[2] = {-1, -1};
+    int out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, in_p[2] = {-1, -1};
+    char *stack = NULL;
+    slot_t *slot = NULL;
     struct stat st;
     if (resolve(rid, cwd_rel[0] ? cwd_rel : ".", 0, cwd)) goto done;
     if (stat(cwd, &st) || !S_ISDIR(st.st_mode)) {
@@ -616,70 +761,42 @@ static void exec_request(request_t *req) {
         goto done;
     }
     me->rid = rid;
-    if (cgroup_root) {
-        snprintf(me->cgroup, sizeof me->cgroup, "%s/exec-%ld", cgroup_root, rid);
-        if (mkdir(me->cgroup, 0755)) me->cgroup[0] = '\0';
-    }
     json *limits = jget(h, "limits");
     long nofile = (long)jnum(limits, "nofile", -1), nproc = (long)jnum(limits, "nproc", -1);
+    slot = cgroup_root ? take_slot() : NULL;
+    if (slot) {
+        snprintf(me->cgroup, sizeof me->cgroup, "%s", slot->path);
+        set_pids_max(slot, nproc);
+    }
     json *stdin_j = jget(h, "stdin");
     int want_stdin = stdin_j && stdin_j->type == J_BOOL && stdin_j->boolean;
     json *timeout_j = jget(h, "timeout");
     double started = now();
     double deadline = timeout_j && timeout_j->type == J_NUM ? started + timeout_j->num : -1;
-    if (pipe2(out_p, O_CLOEXEC) || pipe2(err_p, O_CLOEXEC) || pipe2(status_p, O_CLOEXEC)
-        || (want_stdin && pipe2(in_p, O_CLOEXEC))) {
+    if (pipe2(out_p, O_CLOEXEC) || pipe2(err_p, O_CLOEXEC) || (want_stdin && pipe2(in_p, O_CLOEXEC))) {
         send_error(rid, "failed", "pipe: %s", strerror(errno));
         goto done;
     }
-    char procs_path[PATH_MAX + 16];
-    snprintf(procs_path, sizeof procs_path, "%s/cgroup.procs", me->cgroup);
-    pid_t pid = fork();
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setsid();
-        struct { int which; long value; } rl[2] = {{RLIMIT_NOFILE, nofile}, {RLIMIT_NPROC, nproc}};
-        for (int k = 0; k < 2; k++) {
-            struct rlimit cur;
-            if (rl[k].value < 0 || getrlimit(rl[k].which, &cur)) continue;
-            rlim_t want = (rlim_t)rl[k].value;
-            if (cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max) want = cur.rlim_max;
-            struct rlimit lim = {want, want};
-            setrlimit(rl[k].which, &lim);
-        }
-        if (me->cgroup[0]) {
-            int fd = open(procs_path, O_WRONLY | O_CLOEXEC);
-            if (fd >= 0) { if (write(fd, "0", 1) < 0) {} close(fd); }
-        }
-        int in_fd = want_stdin ? in_p[0] : open("/dev/null", O_RDONLY);
-        int err = 0;
-        if (in_fd < 0 || dup2(in_fd, 0) < 0 || dup2(out_p[1], 1) < 0 || dup2(err_p[1], 2) < 0
-            || chdir(cwd) < 0) {
-            err = errno;
-        } else {
-            for (int k = 0; k < ncand; k++) {
-                execve(cands[k], argv, envp);
-                if (err == 0 || (errno != ENOENT && errno != ENOTDIR)) err = errno;
-            }
-        }
-        if (write(status_p[1], &err, sizeof err) < 0) {}
-        _exit(127);
-    }
+    spawn_t sp = {argv, envp, cands, ncand, want_stdin ? in_p[0] : null_fd, out_p[1], err_p[1],
+                  cwd, slot ? slot->procs_fd : -1, nofile, nproc, 0};
+    /* vfork-like: no copy of the agent's page tables; we resume once the child has
+     * exec'd (or failed). Signals stay blocked meanwhile, as posix_spawn does. */
+    stack = malloc(SPAWN_STACK);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t pid = stack ? clone(spawn_child, stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &sp) : -1;
+    int spawn_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(out_p[1]); out_p[1] = -1;
     close(err_p[1]); err_p[1] = -1;
-    close(status_p[1]); status_p[1] = -1;
     if (in_p[0] >= 0) { close(in_p[0]); in_p[0] = -1; }
     if (pid < 0) {
-        send_error(rid, "failed", "fork: %s", strerror(errno));
+        send_error(rid, "failed", "clone: %s", strerror(spawn_errno));
         goto done;
     }
-    int child_err = 0;
-    ssize_t got;
-    do got = read(status_p[0], &child_err, sizeof child_err); while (got < 0 && errno == EINTR);
-    if (got == (ssize_t)sizeof child_err) { /* exec failed: report it like subprocess */
+    if (sp.err) { /* exec failed: report it like subprocess */
+        int child_err = sp.err;
         waitpid(pid, NULL, 0);
         char msg[PATH_MAX];
         int len = snprintf(msg, sizeof msg, "%s: %s\n", argv[0], strerror(child_err));
@@ -693,7 +810,8 @@ static void exec_request(request_t *req) {
     procs = me;
     pthread_mutex_unlock(&procs_lock);
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    int exited = 0, timed_out = 0, killed = 0, status = 0;
+    int exited = 0, reaped = 0, timed_out = 0, killed = 0, status = 0;
+    double drain_until = -1;
     size_t fed = 0;
     if (in_p[1] >= 0) {
         fcntl(in_p[1], F_SETFL, O_NONBLOCK);
@@ -701,30 +819,45 @@ static void exec_request(request_t *req) {
     }
     char *chunk = malloc(CHUNK);
     while (out_p[0] >= 0 || err_p[0] >= 0 || !exited) {
+        if (exited && !reaped) {
+            /* The command is over when its own process exits: what it left running is
+             * killed now (before reaping, so its pid, the group's id, is not reused),
+             * so a background job holding stdout does not hold the exec; what is
+             * still in the pipes is read for at most DRAIN_SECONDS. */
+            if (!killed && (!slot || populated(slot))) kill_tree(pid, me->cgroup);
+            else if (!killed) killpg(pid, SIGKILL);
+            killed = reaped = 1;
+            forget(me);
+            waitpid(pid, &status, 0);
+            drain_until = now() + DRAIN_SECONDS;
+        }
+        if (drain_until >= 0 && now() >= drain_until) break;
         struct pollfd fds[4];
         int nfds = 0, idx_out = -1, idx_err = -1, idx_in = -1, idx_pid = -1;
         if (out_p[0] >= 0) { idx_out = nfds; fds[nfds++] = (struct pollfd){out_p[0], POLLIN, 0}; }
         if (err_p[0] >= 0) { idx_err = nfds; fds[nfds++] = (struct pollfd){err_p[0], POLLIN, 0}; }
         if (in_p[1] >= 0) { idx_in = nfds; fds[nfds++] = (struct pollfd){in_p[1], POLLOUT, 0}; }
         if (!exited && pidfd >= 0) { idx_pid = nfds; fds[nfds++] = (struct pollfd){pidfd, POLLIN, 0}; }
+        double until = drain_until >= 0 ? drain_until : (deadline >= 0 && !killed ? deadline : -1);
         int wait_ms = -1;
-        if (deadline >= 0 && !killed) {
-            double left = deadline - now();
+        if (until >= 0) {
+            double left = until - now();
             wait_ms = left <= 0 ? 0 : (int)(left * 1000) + 1;
-        } else if (!exited && pidfd < 0) {
-            wait_ms = 50; /* no pidfd (old kernel): poll the child */
         }
+        if (!exited && pidfd < 0 && (wait_ms < 0 || wait_ms > 50))
+            wait_ms = 50; /* no pidfd (old kernel): poll the child */
         int ready = poll(fds, (nfds_t)nfds, wait_ms);
         if (ready < 0 && errno != EINTR) break;
         if (deadline >= 0 && !killed && now() >= deadline) {
-            /* Past the deadline with the command (or its output) still alive. */
+            /* Past the deadline with the command still alive. */
             timed_out = killed = 1;
             kill_tree(pid, me->cgroup);
         }
-        if (ready <= 0) {
-            if (!exited && pidfd < 0 && waitpid(pid, &status, WNOHANG) == pid) exited = 1;
-            continue;
-        }
+        siginfo_t si = {0};
+        if (!exited && pidfd < 0 && !waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT)
+            && si.si_pid == pid)
+            exited = 1;
+        if (ready <= 0) continue;
         int pipes[2] = {idx_out, idx_err};
         int *fdp[2] = {&out_p[0], &err_p[0]};
         const char *names[2] = {"stdout", "stderr"};
@@ -743,41 +876,85 @@ static void exec_request(request_t *req) {
                 in_p[1] = -1;
             }
         }
-        if (idx_pid >= 0 && fds[idx_pid].revents) {
-            waitpid(pid, &status, 0);
-            exited = 1;
-        }
+        if (idx_pid >= 0 && fds[idx_pid].revents) exited = 1; /* a zombie until reaped above */
     }
     free(chunk);
-    if (!exited) waitpid(pid, &status, 0);
+    if (!reaped) {
+        forget(me);
+        waitpid(pid, &status, 0);
+    }
     if (pidfd >= 0) close(pidfd);
-    pthread_mutex_lock(&procs_lock);
-    for (proc_t **pp = &procs; *pp; pp = &(*pp)->next)
-        if (*pp == me) { *pp = me->next; break; }
-    pthread_mutex_unlock(&procs_lock);
-    remove_cgroup(me->cgroup);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    slot = release_if_empty(slot);
     send_exit(rid, timed_out ? 124 : code, timed_out, started);
 done:
+    if (slot) release_slot(slot);
     for (int k = 0; k < 2; k++) {
-        int fds2[4] = {out_p[k], err_p[k], in_p[k], status_p[k]};
-        for (int m = 0; m < 4; m++) if (fds2[m] >= 0) close(fds2[m]);
+        int fds2[3] = {out_p[k], err_p[k], in_p[k]};
+        for (int m = 0; m < 3; m++) if (fds2[m] >= 0) close(fds2[m]);
     }
     for (int k = 0; k < n; k++) free(envp[k]);
     for (int k = 0; k < ncand; k++) free(cands[k]);
+    free(stack);
     free(envp);
     free(cands);
     free(argv);
     free(me);
 }
 
-static void *exec_thread(void *arg) {
-    request_t *req = arg;
-    exec_request(req);
-    jfree(req->header);
-    free(req->payload);
-    free(req);
+/* Execs run on worker threads that wait for the next one when done: waking an idle
+ * worker costs less than starting a thread for each command. */
+typedef struct job {
+    request_t *req;
+    struct job *next;
+} job_t;
+
+static job_t *jobs, **jobs_tail = &jobs;
+static int idle_workers;
+static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jobs_ready = PTHREAD_COND_INITIALIZER;
+
+static void *exec_worker(void *started_for_a_job) {
+    int busy = started_for_a_job != NULL; /* the job that made it is counted as taken */
+    for (;;) {
+        pthread_mutex_lock(&jobs_lock);
+        if (!busy) idle_workers++;
+        busy = 0;
+        while (!jobs) pthread_cond_wait(&jobs_ready, &jobs_lock);
+        job_t *job = jobs;
+        if (!(jobs = job->next)) jobs_tail = &jobs;
+        pthread_mutex_unlock(&jobs_lock);
+        request_t *req = job->req;
+        free(job);
+        exec_request(req);
+        jfree(req->header);
+        free(req->payload);
+        free(req);
+    }
     return NULL;
+}
+
+/* Queue an exec for a worker, starting one if none is idle; 0 on success. */
+static int start_exec(request_t *req, const pthread_attr_t *attr) {
+    job_t *job = malloc(sizeof *job);
+    if (!job) return -1;
+    *job = (job_t){req, NULL};
+    pthread_mutex_lock(&jobs_lock);
+    int ok = 1;
+    if (idle_workers > 0) {
+        idle_workers--; /* one idle worker is this job's, even before it wakes up */
+    } else {
+        pthread_t th;
+        ok = pthread_create(&th, attr, exec_worker, job) == 0;
+    }
+    if (ok) {
+        *jobs_tail = job;
+        jobs_tail = &job->next;
+        pthread_cond_signal(&jobs_ready);
+    }
+    pthread_mutex_unlock(&jobs_lock);
+    if (!ok) free(job);
+    return ok ? 0 : -1;
 }
 
 /* ---- main ------------------------------------------------------------------------- */
@@ -824,6 +1001,17 @@ int main(int argc, char **argv) {
     char probe[PATH_MAX];
     snprintf(probe, sizeof probe, "%s/cgroup.controllers", cg);
     cgroup_root = strcmp(cg, "none") && access(probe, F_OK) == 0 ? cg : NULL;
+    if (cgroup_root) { /* once: each exec's cgroup gets pids.max (if the kernel has it) */
+        snprintf(probe, sizeof probe, "%s/cgroup.subtree_control", cg);
+        int ctl = open(probe, O_WRONLY | O_CLOEXEC);
+        if (ctl >= 0) { if (write(ctl, "+pids", 5) < 0) { /* no pids controller */ } close(ctl); }
+    }
+    if (cgroup_root) { /* the first slot is made at boot (and so is in the snapshot) */
+        slot_t *first = take_slot();
+        if (first) release_slot(first);
+    }
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) { perror("swarm-agent: /dev/null"); return 1; }
     if (fd < 0) fd = open(port ? port : find_port(), O_RDWR | O_CLOEXEC);
     if (fd < 0) { perror("swarm-agent: cannot open the port"); return 1; }
     fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -858,8 +1046,7 @@ int main(int argc, char **argv) {
         if (!strcmp(kind, "exec")) {
             request_t *req = malloc(sizeof *req);
             *req = (request_t){rid, h, payload, pl};
-            pthread_t th;
-            if (pthread_create(&th, &attr, exec_thread, req) == 0) keep = 1;
+            if (start_exec(req, &attr) == 0) keep = 1;
             else { free(req); send_error(rid, "failed", "cannot start a thread"); }
         } else if (!strcmp(kind, "put")) do_put(rid, h, payload, pl);
         else if (!strcmp(kind, "get")) do_get(rid, h);
