@@ -179,12 +179,6 @@ def test_an_sdk_script_in_the_sandbox_is_metered_and_never_sees_the_key(
 
 
 @pytest.mark.qemu
-@pytest.mark.xfail(
-    strict=True,
-    reason="QEMU's guestfwd=...-tcp:127.0.0.1:P (vm/qemu/machine.py) is one chardev connection "
-    "opened when QEMU starts: the guest's first connection to an allowed port works, every "
-    "later one hangs; a per-connection relay (guestfwd=...-cmd:<relay to 127.0.0.1:P>) fixes it",
-)
 def test_a_script_in_a_microvm_is_metered_and_never_sees_the_key(
     home: Path, tmp_path: Path
 ) -> None:

@@ -221,11 +221,17 @@ async def test_limits_and_restricted_network(backend: QemuBackend) -> None:
                 "    except OSError as exc:\n"
                 "        return 'refused'\n"
                 f"print(get('10.0.2.100', {port}))\n"
+                f"print(get('10.0.2.100', {port}))\n"  # a second connection works too
                 f"print(get('10.0.2.2', {blocked_port}))\n"
                 f"print(get('10.0.2.100', {blocked_port}))\n"
             )
             res = await vm.exec(["python3", "-c", client], timeout=60)
-            assert res.stdout.decode().splitlines() == ["hello from the host", "refused", "refused"]
+            assert res.stdout.decode().splitlines() == [
+                "hello from the host",
+                "hello from the host",
+                "refused",
+                "refused",
+            ]
             assert served.is_set()
         finally:
             await vm.destroy()

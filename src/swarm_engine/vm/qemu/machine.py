@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,10 +104,15 @@ class MachineSpec:
             argv += ["-incoming", f"exec:cat {shlex.quote(str(self.incoming))}"]
         if self.network:
             netdev = "user,id=net0,restrict=on"
-            for port in self.allowed_ports:
-                netdev += f",guestfwd=tcp:{GUEST_FORWARD_IP}:{port}-tcp:127.0.0.1:{port}"
+            for port in self.allowed_ports:  # one relay process per guest connection
+                relay = f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(RELAY))} {int(port)}"
+                netdev += f",guestfwd=tcp:{GUEST_FORWARD_IP}:{port}-cmd:{relay}"
             argv += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
         return argv
+
+
+RELAY = Path(__file__).with_name("relay.py")
+"""Relays one guest connection to an allowed port of the host's loopback (vm/qemu/relay.py)."""
 
 
 def _die_with_parent() -> None:
