@@ -146,7 +146,8 @@ class EventUsage:
         self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
+        # normalized after joining: a chunk may end between a CR and its LF
+        self._buffer = (self._buffer + chunk).replace(b"\r\n", b"\n")
         while True:
             end = self._buffer.find(b"\n\n")
             if end < 0:
