@@ -209,6 +209,7 @@ def test_a_budget_stops_a_runaway_script_with_a_clear_reason(home: Path, tmp_pat
     agent = AGENT.replace("model_api: true", "model_api: {budget: {max_tokens: 400}}").replace(
         "name: sdk-script", "name: runaway"
     )
+    agent += "retry: {attempts: 3, backoff_seconds: 0}\n"  # a budget stop is final
     with MessagesServer(api_key=KEY, fallback=text("more", used=usage(100, 50))) as server:
         package(tmp_path / "pkg", agent, {"call.py": RUNAWAY})
         swarm(home, "agent", "register", str(tmp_path / "pkg"), check=True)
@@ -217,7 +218,9 @@ def test_a_budget_stops_a_runaway_script_with_a_clear_reason(home: Path, tmp_pat
         reported = server.reported_usage()
         answered = len(server.message_requests())
     assert done.returncode == 1, done.stdout + done.stderr
-    step = query(home / "tickets.db", "SELECT * FROM step_executions")[0]
+    steps = query(home / "tickets.db", "SELECT * FROM step_executions")
+    assert len(steps) == 1  # not retried with a fresh budget
+    step = steps[0]
     assert step["status"] == "failed" and step["stop_reason"] == "budget_exceeded"
     assert step["error"] == (
         "model API budget exceeded: token budget exceeded: 450 of 400 tokens used; "

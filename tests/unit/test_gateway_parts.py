@@ -21,6 +21,7 @@ from swarm_engine.config import load_settings
 from swarm_engine.errors import ConfigError
 from swarm_engine.gateway.meter import Budget, EventUsage, Meter, json_usage
 from swarm_engine.gateway.proxy import _Scrubber
+from swarm_engine.gateway.request_log import MAX_TEXT, RequestLog
 from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.models import AgentSpec, Usage
 
@@ -117,6 +118,24 @@ def test_the_budget_says_what_was_used() -> None:
     meter = Meter(Budget(max_usd=0.001))
     meter.response().update("claude-sonnet-4-6", usage(1000, 0))
     assert meter.over_budget() == "cost budget exceeded: $0.0030 of $0.001 used"
+
+
+def test_over_the_budget_is_more_than_it_and_used_up_is_reaching_it() -> None:
+    meter = Meter(Budget(max_tokens=100))
+    meter.response().update("claude-sonnet-4-6", usage(60, 40))
+    assert meter.over_budget(above=True) is None and meter.over_budget() is not None
+    meter.response().update("claude-sonnet-4-6", usage(1, 0))
+    assert meter.over_budget(above=True) == "token budget exceeded: 101 of 100 tokens used"
+
+
+def test_the_request_log_is_bounded_in_bytes_and_each_text_is_cut() -> None:
+    log = RequestLog(max_bytes=4000)
+    for i in range(100):
+        log.add({"method": "GET", "path": "/v1/" + "x" * 60_000, "status": 404, "i": i})
+    assert log.records and log.dropped == 100 - len(log.records)
+    assert len(json.dumps(log.records)) <= 4000
+    assert all(len(r["path"]) <= MAX_TEXT + 20 for r in log.records)
+    assert log.records[0]["path"].endswith("... (60004 chars)")
 
 
 def test_gateway_settings_load_from_the_file_and_the_environment(

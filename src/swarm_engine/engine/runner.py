@@ -322,6 +322,8 @@ class TicketRunner:
             outcome = await self._attempt(step, exec_id, inputs, ticket, run_id, attempt)
             if outcome.ok:
                 return outcome.outputs
+            if outcome.usage.stop_reason == "budget_exceeded":
+                break  # final: a retry would start with a fresh budget
         raise StepFailed(step.id, outcome.error or "failed")
 
     async def _attempt(

@@ -1,9 +1,12 @@
 """A small HTTP/1.1 server connection on asyncio streams, with h11 doing the protocol.
 
-One `serve_connection` per accepted socket: it reads each request whole (bounded by
-`max_body`), hands it to the handler as an `Exchange`, and keeps the connection alive
-between requests as the client asks. The handler answers through the exchange, streaming
-the body in pieces; a client that hangs up mid-answer raises `ClientGone`.
+One `serve_connection` per accepted socket: it shows each request's head to `admit` before
+reading a byte of its body (a refused request is answered and the connection closed, its
+body never read), then reads the body whole (bounded by `max_body`), hands it to the
+handler as an `Exchange`, and keeps the connection alive between requests as the client
+asks. The handler answers through the exchange, streaming the body in pieces; a client
+that hangs up mid-answer raises `ClientGone`. A request h11 cannot parse (conflicting
+`Content-Length`, a head over 64 KiB) is answered 400 / 431 and the connection closed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import h11
 
 READ_BYTES = 65536
 MAX_HEAD_BYTES = 64 * 1024
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 5.0
+"""After refusing a request unread: how much of its body is drained, for how long, so that
+closing does not reset the connection before the client has read the answer."""
 
 
 class ClientGone(Exception):
@@ -25,7 +32,7 @@ class ClientGone(Exception):
 
 
 class Exchange:
-    """One request, read whole, and the means to answer it."""
+    """One request and the means to answer it. `body` is empty until `admit` let it in."""
 
     def __init__(
         self,
@@ -87,7 +94,9 @@ class Exchange:
 
 
 Handler = Callable[[Exchange], Awaitable[None]]
+Admit = Callable[[Exchange], Awaitable[bool]]
 TooLarge = Callable[[int], Any]
+Malformed = Callable[[int, str], Any]
 
 
 async def serve_connection(
@@ -95,28 +104,51 @@ async def serve_connection(
     writer: asyncio.StreamWriter,
     handle: Handler,
     *,
+    admit: Admit,
     max_body: int,
     too_large: TooLarge,
+    malformed: Malformed,
 ) -> None:
-    """Serve requests on one connection until either side closes it. A body over
-    `max_body` is answered with `too_large(max_body)` (a JSON body, status 413) and the
-    connection closed."""
+    """Serve requests on one connection until either side closes it. `admit` sees each
+    request's head first; when it answers (returns False) the connection is closed unread.
+    A body over `max_body` is answered with `too_large(max_body)` (a JSON body, status 413)
+    and the connection closed; a request h11 refuses, with `malformed(status, reason)`."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     try:
         while True:
-            event = await _next(conn, reader)
+            try:
+                event = await _next(conn, reader)
+            except h11.RemoteProtocolError as exc:
+                await _answer_malformed(conn, writer, exc, malformed)
+                await _linger(reader, writer)
+                return
             if not isinstance(event, h11.Request):
-                return  # closed, or a protocol error already answered
+                return  # closed by the client
+            if _head_size(event) > MAX_HEAD_BYTES:  # h11 lets up to one more read through
+                await _refuse(conn, writer, event, 431, malformed(431, "request head too large"))
+                await _linger(reader, writer)
+                return
+            exchange = Exchange(conn, writer, event, b"")
+            try:
+                if not await admit(exchange):
+                    await _linger(reader, writer)
+                    return
+            except ClientGone:
+                return
             length = _content_length(event)
             if length is not None and length > max_body:
                 await _refuse(conn, writer, event, 413, too_large(max_body))
+                await _linger(reader, writer)
                 return
             if conn.they_are_waiting_for_100_continue:
                 writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             chunks: list[bytes] = []
             size = 0
             while True:
-                part = await _next(conn, reader)
+                try:
+                    part = await _next(conn, reader)
+                except h11.RemoteProtocolError:
+                    return
                 if isinstance(part, h11.Data):
                     size += len(part.data)
                     if size > max_body:
@@ -127,7 +159,7 @@ async def serve_connection(
                     break
                 else:
                     return
-            exchange = Exchange(conn, writer, event, b"".join(chunks))
+            exchange.body = b"".join(chunks)
             try:
                 await handle(exchange)
             except ClientGone:
@@ -144,17 +176,19 @@ async def serve_connection(
 
 
 async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    """The next event; `h11.RemoteProtocolError` for a request h11 cannot take."""
     while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return None
+        event = conn.next_event()
         if event is h11.NEED_DATA:
             conn.receive_data(await reader.read(READ_BYTES))
             continue
         if event is h11.PAUSED:
             return None
         return event
+
+
+def _head_size(request: h11.Request) -> int:
+    return len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
 
 
 def _content_length(request: h11.Request) -> int | None:
@@ -177,3 +211,43 @@ async def _refuse(
     exchange = Exchange(conn, writer, request, b"")
     with contextlib.suppress(ClientGone):
         await exchange.respond(status, body, [("connection", "close")])
+
+
+async def _answer_malformed(
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    exc: h11.RemoteProtocolError,
+    malformed: Malformed,
+) -> None:
+    """Answer a request h11 refused (400, or 431 for a head too large), where h11 still
+    lets the server speak (nothing was answered on this connection's current request)."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    data = json.dumps(malformed(exc.error_status_hint, str(exc))).encode()
+    head = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(data))),
+        ("connection", "close"),
+    ]
+    with contextlib.suppress(h11.LocalProtocolError, ConnectionError, RuntimeError):
+        writer.write(
+            conn.send(h11.Response(status_code=exc.error_status_hint, headers=head)) or b""
+        )
+        writer.write(conn.send(h11.Data(data=data)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then drain (a bounded amount, for a bounded time) what the client still
+    sends of a request that was answered unread."""
+    with contextlib.suppress(Exception):
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER_SECONDS):
+            left = LINGER_BYTES
+            while left > 0:
+                data = await reader.read(min(READ_BYTES, left))
+                if not data:
+                    return
+                left -= len(data)

@@ -57,6 +57,10 @@ class Meter:
     """Requests the gateway answered itself (budget, unknown path, no price...)."""
     unmetered: int = 0
     """Successful message responses whose usage could not be read."""
+    unauthorized: int = 0
+    """Requests without the step's token (answered 401, never recorded one by one)."""
+    busy: int = 0
+    """Connections refused because the step already held `max_connections`."""
 
     def price(self, model: str) -> Price | None:
         return price_for(model, *self.prices)
@@ -71,12 +75,18 @@ class Meter:
         self.usage.stop_reason = stop
         self.usage.cost_usd = round(self.usage.cost_usd, 10)
 
-    def over_budget(self) -> str | None:
-        """Why the next request must be refused, or None."""
+    def over_budget(self, *, above: bool = False) -> str | None:
+        """Why the next request must be refused (the budget is used up), or None. With
+        `above`: why the step went over its budget (used more than it), or None."""
         used, budget = self.usage, self.budget
-        if budget.max_tokens is not None and used.total_tokens >= budget.max_tokens:
+        tokens, usd = used.total_tokens, used.cost_usd
+        if budget.max_tokens is not None and (
+            tokens > budget.max_tokens or (not above and tokens == budget.max_tokens)
+        ):
             return f"token budget exceeded: {used.total_tokens} of {budget.max_tokens} tokens used"
-        if budget.max_usd is not None and used.cost_usd >= budget.max_usd:
+        if budget.max_usd is not None and (
+            usd > budget.max_usd or (not above and usd == budget.max_usd)
+        ):
             return f"cost budget exceeded: ${used.cost_usd:.4f} of ${budget.max_usd:g} used"
         return None
 
@@ -87,6 +97,8 @@ class Meter:
             "server_errors": self.server_errors,
             "refused": self.refused,
             "unmetered": self.unmetered,
+            "unauthorized": self.unauthorized,
+            "busy": self.busy,
         }
 
 

@@ -5,19 +5,24 @@ endpoint the host configured.
 What it forwards: `POST /v1/messages` (metered: the usage of every response is counted,
 priced and held against the step's budget), `POST /v1/messages/count_tokens` and
 `GET /v1/models[/<id>]` (free). Anything else is answered by the gateway itself with a 404
-and never leaves the host. Responses stream through as they arrive, JSON and server-sent
-events alike, byte for byte (only the transfer framing is the gateway's); should the
-endpoint ever echo the host's key, it is replaced by `[REDACTED]` on the way.
+(400 for a path with dot segments) and never leaves the host. The token and the path are
+checked from the request's head, before its body is read. Requests that carry
+`mcp_servers` or server tools are refused unless the host allows them. Responses stream
+through as they arrive, JSON and server-sent events alike, byte for byte (only the transfer
+framing is the gateway's); should the endpoint ever echo the host's key (or anything
+key-shaped), it is replaced by `[REDACTED]` on the way, in the body and in every header.
 
 Answers of its own are API-style errors (`{"type": "error", "error": {...}}`), so every
 client reports them as it reports the API's: 401 for a missing or foreign token, 402
 `billing_error` once the budget is used up (the step is then stopped), 404, 413, 400 for a
-model without a price under a USD budget, 502/504 when the endpoint cannot be reached.
+model without a price under a USD budget or a server tool, 503 past `max_connections`,
+502/504 when the endpoint cannot be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import hmac
@@ -37,6 +42,7 @@ from swarm_engine.agents.claude.redact import REDACTED, Redactor
 from swarm_engine.errors import AgentError
 from swarm_engine.gateway.http11 import ClientGone, Exchange, serve_connection
 from swarm_engine.gateway.meter import COUNTS, Counted, EventUsage, Meter, json_usage
+from swarm_engine.gateway.request_log import RequestLog, clip
 from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.models import Usage
 
@@ -44,10 +50,13 @@ log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "sk-swarm-"
 MESSAGES = "/v1/messages"
-FREE_PATHS = re.compile(r"^/v1/(messages/count_tokens|models(/[A-Za-z0-9._-]+)?)$")
+FREE_PATHS = re.compile(r"^/v1/(messages/count_tokens|models(/[A-Za-z0-9_-][A-Za-z0-9._-]*)?)$")
+DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)|%2e", re.IGNORECASE)
+SERVER_TOOL = re.compile(r"^(web_search|web_fetch|code_execution)_")
 MAX_METERED_BODY = 64 * 1024 * 1024
 """A JSON message response larger than this is passed on but not read for usage."""
-MAX_RECORDS = 10_000
+PARSE_ON_LOOP = 256 * 1024
+"""A request body larger than this is parsed in a thread, not on the event loop."""
 DROP_REQUEST = frozenset(
     {"host", "x-api-key", "authorization", "content-length", "connection", "keep-alive",
      "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding",
@@ -84,7 +93,7 @@ class StepGateway:
         self.exceeded = asyncio.Event()
         """Set when a request was refused for the budget: the engine stops the step."""
         self.stop_message: str | None = None
-        self.records: list[dict[str, Any]] = []
+        self.log = RequestLog()
         self._key = api_key
         self._upstream = upstream.rstrip("/")
         self._settings = settings
@@ -93,6 +102,7 @@ class StepGateway:
         self._server: asyncio.Server | None = None
         self._client: httpx2.AsyncClient | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> int:
@@ -116,6 +126,24 @@ class StepGateway:
             await self._server.wait_closed()
         if self._client is not None:
             await self._client.aclose()
+        self._final_verdict()
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.log.records
+
+    def _final_verdict(self) -> None:
+        """Requests in flight together may have gone over the budget (by at most
+        `max_in_flight` answers) without any being refused: the step is over it all the
+        same, and is stopped for it."""
+        reason = self.meter.over_budget(above=True)
+        if reason is None or self.stop_message is not None:
+            return
+        self.stop_message = (
+            f"model API budget exceeded: {reason}; its answers went over it, no request was refused"
+        )
+        self._tell(f"model API: {reason}: the step is over its budget")
+        self.exceeded.set()
 
     def vm_env(self, host: str) -> dict[str, str]:
         """What a VM that reaches the host at `host` gets: the gateway and its token."""
@@ -129,15 +157,23 @@ class StepGateway:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self._settings.max_connections:
+            self.meter.busy += 1
+            await _busy(writer, self._settings.max_connections)
+            return
         self._connections.add(task)
         try:
             await serve_connection(
                 reader,
                 writer,
                 self._handle,
+                admit=self._admit,
                 max_body=self._settings.max_request_mb * 1024 * 1024,
                 too_large=lambda n: api_error(
                     "request_too_large", f"request body over {n // (1024 * 1024)} MB"
+                ),
+                malformed=lambda status, reason: api_error(
+                    "invalid_request_error", f"malformed request ({status}): {reason}"
                 ),
             )
         except asyncio.CancelledError:
@@ -147,6 +183,40 @@ class StepGateway:
         finally:
             self._connections.discard(task)
 
+    async def _admit(self, ex: Exchange) -> bool:
+        """The request's head, before its body is read: the token, then the path. A
+        refused request is answered here and its connection closed, its body unread."""
+        close = [("connection", "close")]
+        if not self._token_ok(ex):
+            self.meter.unauthorized += 1  # counted only: the VM could flood the log
+            await ex.respond(
+                401,
+                api_error(
+                    "authentication_error",
+                    "invalid x-api-key: this gateway takes only the token of its own step",
+                ),
+                close,
+            )
+            return False
+        path = ex.target.split("?", 1)[0]
+        record: dict[str, Any] = {"method": ex.method, "path": path}
+        metered = ex.method == "POST" and path == MESSAGES
+        free = (ex.method == "POST" and path.startswith(MESSAGES + "/")) or ex.method == "GET"
+        shown = clip(path)
+        if DOT_SEGMENT.search(path):
+            await self._refuse(ex, record, 400, "invalid_request_error",
+                               f"{ex.method} {shown}: dot segments are not allowed in a path",
+                               headers=close)  # fmt: skip
+        elif not metered and not (free and FREE_PATHS.match(path)):
+            await self._refuse(ex, record, 404, "not_found_error",
+                               f"{ex.method} {shown} is not forwarded (only {MESSAGES}, "
+                               f"{MESSAGES}/count_tokens and /v1/models)",
+                               headers=close)  # fmt: skip
+        else:
+            return True
+        self.log.add(record)
+        return False
+
     async def _handle(self, ex: Exchange) -> None:
         started = time.monotonic()
         path = ex.target.split("?", 1)[0]
@@ -155,28 +225,33 @@ class StepGateway:
             await self._answer(ex, path, record)
         finally:
             record["ms"] = int((time.monotonic() - started) * 1000)
-            if len(self.records) < MAX_RECORDS:
-                self.records.append(record)
+            self.log.add(record)
 
     async def _answer(self, ex: Exchange, path: str, record: dict[str, Any]) -> None:
-        if not self._token_ok(ex):
-            record["status"] = 401
-            await ex.respond(
-                401,
-                api_error(
-                    "authentication_error",
-                    "invalid x-api-key: this gateway takes only the token of its own step",
-                ),
-            )
-            return
         metered = ex.method == "POST" and path == MESSAGES
-        free = (ex.method == "POST" and path.startswith(MESSAGES + "/")) or ex.method == "GET"
-        if not metered and not (free and FREE_PATHS.match(path)):
-            await self._refuse(ex, record, 404, "not_found_error",
-                               f"{ex.method} {path} is not forwarded (only {MESSAGES}, "
-                               f"{MESSAGES}/count_tokens and /v1/models)")  # fmt: skip
-            return
         self.meter.requests += 1
+        model, refusal = None, None
+        if metered:
+            allow = self._settings.allow_server_tools
+            if len(ex.body) > PARSE_ON_LOOP:
+                model, refusal = await asyncio.to_thread(_inspect, ex.body, allow)
+            else:
+                model, refusal = _inspect(ex.body, allow)
+            record["model"] = model
+        if refusal is not None:
+            await self._refuse(ex, record, 400, "invalid_request_error", refusal)
+            return
+        # metered requests go `max_in_flight` at a time, each checked against the budget
+        # as its turn comes: requests in flight together overshoot it by a bounded amount
+        turn: contextlib.AbstractAsyncContextManager[Any] = (
+            self._in_flight if metered else contextlib.nullcontext()
+        )
+        async with turn:
+            await self._answer_in_turn(ex, metered, model, record)
+
+    async def _answer_in_turn(
+        self, ex: Exchange, metered: bool, model: str | None, record: dict[str, Any]
+    ) -> None:
         reason = self.meter.over_budget()
         if reason is not None:
             message = f"this step's model API budget is used up ({reason})"
@@ -191,8 +266,6 @@ class StepGateway:
             await ex.respond(402, api_error("billing_error", message))
             self.exceeded.set()
             return
-        model = _model_of(ex.body) if metered else None
-        record["model"] = model
         if (
             metered
             and self.meter.budget.max_usd is not None
@@ -244,7 +317,13 @@ class StepGateway:
             self.meter.server_errors += 1
         metered = metered and status == 200
         events = "text/event-stream" in response.headers.get("content-type", "")
-        head = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in DROP_RESPONSE]
+        # the endpoint's headers, with the key (and anything key-shaped) redacted in every
+        # value, and a header whose very name holds it dropped
+        head = [
+            (k, self._redactor.text(v))
+            for k, v in response.headers.multi_items()
+            if k.lower() not in DROP_RESPONSE and self._redactor.text(k) == k
+        ]
         counted = self.meter.response() if metered else None
         reader = EventUsage() if counted is not None and events else None
         # A metered JSON answer is read whole, counted, then sent: its usage is in the
@@ -325,12 +404,13 @@ class StepGateway:
         message: str,
         *,
         count: bool = True,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         if count:
             self.meter.refused += 1
         record["status"] = status
         record["error"] = message
-        await ex.respond(status, api_error(kind, message))
+        await ex.respond(status, api_error(kind, message), headers or ())
 
     def _token_ok(self, ex: Exchange) -> bool:
         given = ex.header("x-api-key")
@@ -355,13 +435,50 @@ async def _try(sending: Awaitable[None]) -> bool:
     return True
 
 
-def _model_of(body: bytes) -> str | None:
+def _inspect(body: bytes, allow_server_tools: bool) -> tuple[str | None, str | None]:
+    """(the model a message request names, why it is refused or None)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else None
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    if allow_server_tools:
+        return model, None
+    allow = "set allow_server_tools = true under [gateway] in the host's config.toml to allow it"
+    if data.get("mcp_servers"):
+        return model, (
+            "mcp_servers are not allowed: the API would connect to them on this step's behalf, "
+            f"outside its sandbox; {allow}"
+        )
+    tools = data.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and SERVER_TOOL.match(kind):
+            return model, (
+                f"server tool {clip(kind, 60)!r} is not allowed: the API would run it on this "
+                f"step's behalf, outside its sandbox and unpriced; {allow}"
+            )
+    return model, None
+
+
+async def _busy(writer: asyncio.StreamWriter, limit: int) -> None:
+    """Answer a connection past the limit with a 503 and close it."""
+    message = (
+        f"more than {limit} connections open to this step's gateway ([gateway] max_connections)"
+    )
+    data = json.dumps(api_error("overloaded_error", message)).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(data)}\r\nconnection: close\r\n\r\n"
+    )
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        writer.write(head.encode() + data)
+        await writer.drain()
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
 
 
 def _listen(ports: tuple[int, int]) -> socket.socket:

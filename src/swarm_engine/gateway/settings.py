@@ -21,8 +21,20 @@ class GatewaySettings(BaseModel):
     engine forwards a gateway port into a VM, and only its own step's."""
     request_timeout: float = Field(default=600.0, gt=0, le=3600)
     """Seconds the gateway waits on the endpoint for one response (between bytes)."""
-    max_request_mb: int = Field(default=32, ge=1, le=1024)
-    """The largest request body a VM may send (the Messages API takes 32 MB)."""
+    max_request_mb: int = Field(default=8, ge=1, le=256)
+    """The largest request body a VM may send (413 above it). The Messages API takes 32 MB;
+    a conversation with images may need more than the default."""
+    max_connections: int = Field(default=16, ge=1, le=1024)
+    """Connections a step's VM may hold open to its gateway at once; one more is answered
+    503 and closed."""
+    max_in_flight: int = Field(default=4, ge=1, le=256)
+    """`/v1/messages` requests of one step forwarded at once; more wait their turn. The
+    budget is checked as each one's turn comes, so requests in flight together can go over
+    it by at most this many answers (the step is then reported `budget_exceeded`)."""
+    allow_server_tools: bool = False
+    """Forward requests that carry `mcp_servers` or server tools (`web_search_*`,
+    `web_fetch_*`, `code_execution_*`): the API then fetches URLs and runs code on the
+    VM's behalf, outside its sandbox, at prices the gateway does not count. Off: 400."""
     allow_unisolated: bool = False
     """Give the gateway to steps in a VM without isolation (the process backend with
     `isolation = "none"`), whose commands run on the host as the engine's user and could

@@ -61,6 +61,11 @@ async def open_step_gateway(
                 f"model API: {counts['requests']} requests, {meter.usage.turns} answered with "
                 f"usage, {counts['rate_limited']} rate-limited (429), {counts['server_errors']} "
                 f"server errors, {counts['refused']} refused by the gateway"
+                + (
+                    f", {counts['unauthorized']} without the step's token"
+                    if counts["unauthorized"]
+                    else ""
+                )
             )
         if artifacts_dir is not None:
             await asyncio.to_thread(_write_record, artifacts_dir / RECORD_NAME, gateway)
@@ -74,7 +79,8 @@ def _write_record(path: Path, gateway: StepGateway) -> None:
         "usage": asdict(meter.usage),
         **meter.summary(),
         "stopped": gateway.stop_message,
-        "requests_log": gateway.records,
+        "requests_log": gateway.log.records,
+        "requests_not_logged": gateway.log.dropped,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
