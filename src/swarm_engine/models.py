@@ -213,6 +213,12 @@ class TriggerSpec(_Strict):
 
         if len(v.split()) not in (5, 6) or not croniter.is_valid(v):
             raise ValueError(f"{v!r} is not a cron schedule (5 or 6 fields)")
+        from datetime import UTC, datetime
+
+        try:  # a valid-looking schedule may never match (`0 0 31 2 *`: 31 February)
+            croniter(v, datetime.now(UTC)).get_next(datetime)
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            raise ValueError(f"{v!r} never matches a time") from exc
         return v
 
 

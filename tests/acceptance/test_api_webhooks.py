@@ -88,6 +88,12 @@ def test_bad_deliveries_are_refused_and_make_nothing(
     assert store_target.rows("SELECT id FROM tickets") == []
 
 
+def test_a_body_the_api_would_refuse_is_refused(api: Api, store_target: Target) -> None:
+    refused = deliver(api, "on-push", b'{"a": "x\\u0000y"}', "k")
+    assert refused.status_code == 400 and "NUL" in refused.json()["message"]  # type: ignore[attr-defined]
+    assert store_target.rows("SELECT id FROM tickets") == []
+
+
 def test_a_body_that_is_not_json_is_refused(api: Api, store_target: Target) -> None:
     refused = deliver(api, "on-push", b"\xff not json", "k")
     assert refused.status_code == 400 and "not JSON" in refused.json()["message"]  # type: ignore[attr-defined]

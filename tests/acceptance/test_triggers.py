@@ -95,6 +95,7 @@ def test_two_engines_make_exactly_one_ticket_per_slot(
     ("triggers", "message"),
     [
         ('- name: x\n  cron: "every day"\n', "is not a cron schedule"),
+        ('- name: x\n  cron: "0 0 31 2 *"\n', "never matches a time"),
         ("- name: x\n", "needs exactly one of cron or webhook"),
         ('- name: x\n  cron: "* * * * *"\n  webhook: true\n', "needs exactly one of cron"),
         ('- name: x\n  cron: "* * * * *"\n- name: x\n  webhook: true\n', "defined twice"),

@@ -66,7 +66,11 @@ class CronFirer:
             now = datetime.now(UTC)
             for workflow, trigger, registered in self._schedules:
                 assert trigger.cron is not None
-                slot = latest_slot(trigger.cron, now)
+                try:  # a definition is untrusted: a schedule that breaks skips, alone
+                    slot = latest_slot(trigger.cron, now)
+                except (ValueError, KeyError, ArithmeticError) as exc:
+                    log.warning("cron trigger %s: schedule %r: %s", trigger.name, trigger.cron, exc)
+                    continue
                 if slot < registered or (now - slot).total_seconds() > GRACE_SECONDS:
                     continue
                 await self._fire(workflow, trigger, slot)
@@ -113,6 +117,9 @@ class CronFirer:
         wait = TICK_SECONDS
         for _, trigger, _ in self._schedules:
             assert trigger.cron is not None
-            nxt: datetime = croniter(trigger.cron, now).get_next(datetime)
+            try:
+                nxt: datetime = croniter(trigger.cron, now).get_next(datetime)
+            except (ValueError, KeyError, ArithmeticError):
+                continue
             wait = min(wait, max(0.01, (nxt - now).total_seconds() + 0.005))
         return wait

@@ -9,6 +9,7 @@ state forbids it), `StoreError` (the store could not do it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -119,6 +120,10 @@ class Page:
     next_cursor: int | None
 
 
+PAGE_BYTES = 8 * 1024 * 1024
+"""A page of tickets stops once its tickets' inputs and results add up to this much."""
+
+
 def page(
     store: Store,
     *,
@@ -145,6 +150,16 @@ def page(
     )
     more = len(rows) > limit
     rows = rows[:limit]
+    # bounded in bytes too: tickets may hold megabytes of inputs and results each, so a
+    # page ends early (its cursor says where to go on) once it holds PAGE_BYTES of them
+    size = 0
+    for i, row in enumerate(rows):
+        size += 1024 + sum(
+            len(json.dumps(v, default=str))
+            for v in (row.inputs, row.result, row.title, row.description, row.error)
+        )
+        if size > PAGE_BYTES and i > 0:
+            return Page(rows[:i], rows[i - 1].id)
     return Page(rows, rows[-1].id if more and rows else None)
 
 

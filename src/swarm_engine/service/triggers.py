@@ -19,6 +19,7 @@ from swarm_engine.config import Settings
 from swarm_engine.errors import NotFoundError, SwarmError, UsageError
 from swarm_engine.models import strict_json
 from swarm_engine.registry import Registry
+from swarm_engine.service.values import check_json
 from swarm_engine.store import Store
 
 SIGNATURE_HEADER = "X-Swarm-Signature"
@@ -84,6 +85,7 @@ def deliver(
             payload = strict_json(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
             raise UsageError(f"the body is not JSON: {exc}") from exc
+    check_json(payload, "the body")  # what POST /v1/tickets refuses, a delivery may not bring
     inputs = {**trigger.inputs, "webhook": payload}
     ticket_id, created = store.triggers.fire(
         name,
