@@ -188,7 +188,7 @@ def test_a_hand_written_registry_row_fails_its_tickets_in_one_line(fleet: Fleet)
     if registry is not None:
         registry.sql(
             "INSERT INTO agents (name, version, kind, spec) VALUES"
-            " ('hand', '1', 'shell', '{\"name\": \"hand\", \"version\": \"1\", \"bogus\": 1}')"
+            ' (\'hand\', \'1\', \'shell\', \'{"name": "hand", "version": "1", "bogus": 1}\')'
         )
     else:
         from tests.support.cli import sqlite_shell
@@ -196,7 +196,7 @@ def test_a_hand_written_registry_row_fails_its_tickets_in_one_line(fleet: Fleet)
         sqlite_shell(
             fleet.home / "registry.db",
             "INSERT INTO agents (name, version, kind, spec) VALUES"
-            " ('hand', '1', 'shell', '{\"name\": \"hand\", \"version\": \"1\", \"bogus\": 1}')",
+            ' (\'hand\', \'1\', \'shell\', \'{"name": "hand", "version": "1", "bogus": 1}\')',
         )
     assert fleet.cli("ticket", "create", "--title", "h", "--agent", "hand").returncode != 0
     fleet.target.sql("INSERT INTO tickets (title, status, agent_id) VALUES ('h', 'open', 'hand')")

@@ -140,7 +140,9 @@ def test_status_shows_busy_vms_as_they_are_now(
     assert swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long").returncode == 0
     # the step is recorded running in the same transaction as its VM busy
     wait_until(
-        lambda: query(home / "tickets.db", "SELECT 1 FROM step_executions WHERE status = 'running'"),
+        lambda: query(
+            home / "tickets.db", "SELECT 1 FROM step_executions WHERE status = 'running'"
+        ),
         30,
         "the step to run",
     )
