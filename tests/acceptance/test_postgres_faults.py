@@ -94,9 +94,8 @@ def test_a_cancel_then_reopen_by_sql_leaves_no_run_open(pg_url: str, tmp_path: P
                 pg_url, f"SELECT 1 FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id"
                 f" WHERE r.ticket_id = {tid} AND s.status = 'running'"), 30, "the step to run")  # fmt: skip
             psql(pg_url, f"UPDATE tickets SET status = 'cancelled' WHERE id = {tid}")
-            time.sleep(
-                0.1 + 0.05 * round_
-            )  # sleep-ok: the gap between the two writers' updates is the input
+            gap = 0.1 + 0.05 * round_  # the gap between the two writers' updates is the input
+            time.sleep(gap)  # sleep-ok: an input of the test, not a wait
             psql(pg_url, f"UPDATE tickets SET status = 'open' WHERE id = {tid}")
             wait_until(lambda tid=tid: pg_query(pg_url, f"SELECT 1 FROM tickets WHERE id = {tid}"
                                                 " AND status = 'done'"), 60, "the ticket to run again")  # fmt: skip
