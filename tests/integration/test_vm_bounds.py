@@ -39,10 +39,6 @@ from swarm_engine.vm.qemu.doctor import unavailable
 
 VARIANTS = ["process-none", "process-bwrap", "qemu"]
 CUT = re.compile(rb"\n\[\.\.\. (\d+) bytes cut \.\.\.\]\n")
-QEMU_PIPES = (
-    "the guest agent (guest/agent.c) ends a command when every holder of its pipes has "
-    "closed them, not when its own process exits; the fix belongs in the guest"
-)
 
 
 def options(variant: str) -> tuple[str, dict[str, object]]:
@@ -206,10 +202,8 @@ async def test_200_mb_of_output_is_bounded(backend: VMBackend) -> None:
 
 
 async def test_a_background_job_holding_stdout_does_not_hold_the_command(
-    backend: VMBackend, request: pytest.FixtureRequest
+    backend: VMBackend,
 ) -> None:
-    if backend.name == "qemu":
-        request.applymarker(pytest.mark.xfail(reason=QEMU_PIPES, strict=True))
     tag = marker()
     vm = await boot(backend)
     try:
