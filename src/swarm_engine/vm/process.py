@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import inspect
-import json
 import os
 import secrets
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -51,8 +48,10 @@ from swarm_engine.vm.base import (
     safe_relpath,
 )
 from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.pasta import forward_ports, kill_pasta
+from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
-from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree, tagged
+from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
@@ -74,8 +73,6 @@ PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
 GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
-PASTA_READY_SECONDS = 10.0
-NS_GET_USERNS = 0xB701
 """ioctl on a namespace fd: a new fd for the user namespace that owns it."""
 DISK_CHECK_SECONDS = 0.05
 """How often a running command's workspace is measured against `disk_mb`."""
@@ -122,13 +119,6 @@ def bwrap_problem() -> str | None:
 
 def bwrap_works() -> bool:
     return bwrap_problem() is None
-
-
-def pasta_problem() -> str | None:
-    """Why declared ports cannot be given to a sandbox here, or None."""
-    if not shutil.which("pasta"):
-        return "pasta is not installed (apt-get install passt)"
-    return None
 
 
 def _tool(name: str) -> str:
@@ -407,76 +397,15 @@ class ProcessVM:
             return await self._finish(transport, proto, pid, started, limit, stdin, on_output)
         finally:
             if pasta is not None:
-                _kill_pasta(pasta, self.id)
+                kill_pasta(pasta, self.id)
 
     async def _forward_ports(self, fds: _Fds) -> int:
-        """Start pasta on the sandbox's network namespace, forwarding its loopback ports
-        `allowed_ports` to the same ports on the host's loopback (nothing else is routed),
-        then let the command run. Returns pasta's pid; `VMError` if it cannot be done."""
+        """Give the sandbox its `allowed_ports` (vm/pasta.py); returns pasta's pid."""
         assert fds.info_r is not None and fds.block_w is not None
-        child = await asyncio.to_thread(_read_child_pid, fds.info_r)
-        if child is None:
-            raise VMError(f"VM {self.id}: the sandbox did not start, so its ports cannot be given")
-        # bubblewrap reports the child before the child has set up its loopback; pasta
-        # brings `lo` up too, and if it comes first bubblewrap's own address request fails
-        # ("loopback: Failed RTM_NEWADDR") and the command never runs: so pasta waits
-        await asyncio.to_thread(_wait_for_loopback, child)
-        run = self.folder / "run"  # pasta's pid file, out of the sandbox's reach
-        run.mkdir(mode=0o700, exist_ok=True)
-        pidfile = run / "pasta.pid"
-        pidfile.unlink(missing_ok=True)
-        ports = ",".join(str(p) for p in self._ports)
-        try:
-            net = os.open(f"/proc/{child}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise VMError(f"VM {self.id}: cannot open the sandbox's network: {exc}") from exc
-        passed = [net]
-        try:
-            argv = [_tool("pasta"), "--quiet", "--tcp-ports", "none", "--udp-ports", "none",
-                    "--udp-ns", "none", "--tcp-ns", ports, "--pid", str(pidfile),
-                    "--netns", f"/proc/self/fd/{net}"]  # fmt: skip
-            if root_engine():  # root may join the namespace directly (and open /dev/net/tun)
-                argv += ["--runas", "0:0", "--netns-only"]
-            else:  # join the user namespace that owns the network namespace first
-                owner = fcntl.ioctl(net, NS_GET_USERNS)
-                passed.append(owner)
-                argv += ["--userns", f"/proc/self/fd/{owner}"]
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env={"PATH": BASE_PATH, VM_TAG: self.id},  # tagged: reaped with the VM
-                pass_fds=passed,
-            )
-        except OSError as exc:
-            raise VMError(f"VM {self.id}: cannot start pasta: {exc}") from exc
-        finally:
-            for fd in passed:
-                os.close(fd)
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), PASTA_READY_SECONDS)
-        except TimeoutError:
-            kill_tree(proc.pid)
-            kill_tagged(self.id)
-            raise VMError(f"VM {self.id}: pasta did not set up the network ports in time") from None
-        try:
-            pasta = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            pasta = 0
-        if proc.returncode != 0 or pasta <= 0:
-            lines = [ln for ln in err.decode(errors="replace").splitlines()
-                     if ln.strip() and not ln.startswith("Failed to send")]  # fmt: skip
-            why = lines[-1] if lines else f"exit {proc.returncode}"
-            if pasta > 0:
-                _kill_pasta(pasta, self.id)
-            raise VMError(f"VM {self.id}: pasta could not forward ports {ports}: {why}")
-        try:
-            os.write(fds.block_w, b"1")
-        except BrokenPipeError:  # bubblewrap ended before the command could start
-            _kill_pasta(pasta, self.id)
-            raise VMError(f"VM {self.id}: the sandbox ended before its command started") from None
-        return pasta
+        return await forward_ports(
+            self.id, self.folder, self._ports, fds.info_r, fds.block_w,
+            pasta=_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
+        )  # fmt: skip
 
     async def _finish(
         self,
@@ -677,47 +606,6 @@ class _Fds:
     def close(self) -> None:
         for fd in list(self._open):
             self._close(fd)
-
-
-def _read_child_pid(fd: int) -> int | None:
-    """bubblewrap's `--info-fd` JSON: the host pid of the sandbox's first process."""
-    data = b""
-    while True:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-        try:
-            return int(json.loads(data)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return None
-
-
-LOOPBACK_WAIT_SECONDS = 10.0
-
-
-def _wait_for_loopback(child: int) -> None:
-    """Wait until bubblewrap's child `child` has given its network namespace's loopback
-    its address (127.0.0.1 shows in the namespace's routing table), or has ended."""
-    deadline = time.monotonic() + LOOPBACK_WAIT_SECONDS
-    delay = 0.0005
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{child}/net/fib_trie", "rb") as fh:
-                if b"127.0.0.1" in fh.read():
-                    return
-        except OSError:  # it ended: the command will not run, and the caller says so
-            return
-        time.sleep(delay)  # sleep-ok: polling a kernel state that has no event to wait on
-        delay = min(delay * 2, 0.01)
-
-
-def _kill_pasta(pid: int, vm_id: str) -> None:
-    """SIGKILL the pasta of this VM (checked by its tag, so a reused pid is left alone)."""
-    if pid in tagged(vm_id):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
