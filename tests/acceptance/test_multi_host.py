@@ -63,6 +63,29 @@ def done_count(url: str) -> int:
     return int(pg_query(url, "SELECT count(*) AS n FROM tickets WHERE status = 'done'")[0]["n"])
 
 
+def freeze_holding(proc: subprocess.Popen[str], url: str, host: str) -> bool:
+    """Stop `proc`'s process group; keep it stopped only if `host` then holds a live run.
+
+    A stopped engine writes nothing, so what the store says it holds stays true until the
+    kill: the death is certain to strand work, whatever the timing of the echo tickets.
+    """
+    os.killpg(proc.pid, signal.SIGSTOP)
+    held = pg_query(
+        url,
+        "SELECT count(*) AS n FROM workflow_runs r JOIN engines e ON e.id = r.engine_id"
+        f" WHERE r.status = 'running' AND e.host = '{host}'",
+    )
+    if int(held[0]["n"]) > 0:
+        return True
+    os.killpg(proc.pid, signal.SIGCONT)
+    return False
+
+
+def open_count(url: str) -> int:
+    rows = pg_query(url, "SELECT count(*) AS n FROM tickets WHERE status = 'open'")
+    return int(rows[0]["n"])
+
+
 def run_fleet(
     tmp_path: Path,
     admin_url: str,
@@ -87,19 +110,35 @@ def run_fleet(
 
         wait_until(registered, 60, "every engine to register")
         batch = tickets // 10
-        for b in range(10):  # an outside writer, while the engines run
+        total = 0
+
+        def insert(n: int) -> None:  # an outside writer, while the engines run
+            nonlocal total
             psql(
                 admin_url,
                 "INSERT INTO tickets (title, status, agent_id, inputs)"
                 f" SELECT 'fleet ' || g, 'open', 'echo', jsonb_build_object('n', g)"
-                f" FROM generate_series({b * batch + 1}, {(b + 1) * batch}) g",
+                f" FROM generate_series({total + 1}, {total + n}) g",
             )
+            total += n
+
+        def stranding(victim: subprocess.Popen[str]) -> bool:
+            if freeze_holding(victim, admin_url, hosts[0]):
+                return True
+            if not open_count(admin_url):  # everything ran already: give the host work
+                insert(batch)
+            return False
+
+        for b in range(10):
+            insert(batch)
             if b == 4:
                 wait_until(lambda: done_count(admin_url) >= tickets // 4, 300, "a quarter done")
                 victim = procs[0]
+                wait_until(lambda: stranding(procs[0]), 120,
+                           "the first host frozen while it holds a ticket")  # fmt: skip
                 os.killpg(victim.pid, signal.SIGKILL)  # the host dies, sandboxes and all
                 victim.wait()
-        wait_until(lambda: done_count(admin_url) == tickets, 600, "every ticket done")
+        wait_until(lambda: done_count(admin_url) == total, 600, "every ticket done")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -110,7 +149,7 @@ def run_fleet(
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    check_exactly_once(admin_url, tickets, dead_host=hosts[0])
+    check_exactly_once(admin_url, total, dead_host=hosts[0])
 
 
 def check_exactly_once(url: str, tickets: int, dead_host: str) -> None:
