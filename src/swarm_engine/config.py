@@ -3,33 +3,63 @@
 Environment values are strings (`SWARM_MAX_VMS=8`); mapping settings take JSON
 (`SWARM_BACKEND_OPTIONS='{"qemu": {"warm": 2}}'`). Read by hand rather than through
 pydantic-settings: it costs a tenth of a second at every command's start.
+
+Every setting's rules are the pydantic model in config_model.py. Most commands start with
+plain values only (numbers, paths, names; no backend options, triggers or gateway table):
+those a quick check here accepts by itself, giving exactly what the model would, so a short
+command does not import pydantic (about 90 ms; docs/benchmarks.md, "CLI start-up").
+Anything the quick check does not vouch for, a bad value included, goes to the model,
+which makes the settings or the error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tomllib
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-
-from platformdirs import user_data_dir
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from swarm_engine.errors import ConfigError
-from swarm_engine.gateway.settings import GatewaySettings
-from swarm_engine.models import first_error
-from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
+
+if TYPE_CHECKING:
+    from swarm_engine.config_model import TriggerHostSettings
+    from swarm_engine.gateway.settings import GatewaySettings
+    from swarm_engine.vm.options import BackendOptions
 
 HEARTBEATS_PER_LEASE = 3
 """A lease must outlast this many heartbeat intervals (renewals retry in between)."""
+DATABASE_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+
+FIELDS = (
+    "home", "tickets_db", "registry_db", "database_url", "registry_url", "host_id",
+    "backend", "max_vms", "poll_interval", "lease_ttl", "heartbeat_interval", "busy_timeout",
+    "log_level", "backend_options", "agents", "triggers", "gateway", "output_keep_bytes",
+    "max_log_bytes",
+)  # fmt: skip
+"""Every setting, in the order of `SettingsModel`'s fields (a test checks they agree)."""
+JSON_FIELDS = frozenset({"backend_options", "agents", "triggers", "gateway"})
+"""The mapping settings: their environment variables hold JSON."""
+
+# The quick check's copy of the model's defaults and bounds for scalar settings (a test
+# checks them against config_model.py): name -> (default, least, most).
+INTS: dict[str, tuple[int, int, int | None]] = {
+    "max_vms": (4, 1, 1024),
+    "output_keep_bytes": (64 * 1024, 1024, 64 * 1024 * 1024),
+    "max_log_bytes": (10 * 1024 * 1024, 4096, None),
+}
+FLOATS: dict[str, tuple[float, float, float]] = {
+    "poll_interval": (1.0, 0.01, 3600),
+    "lease_ttl": (30.0, 0.3, 7 * 86400),
+    "heartbeat_interval": (5.0, 0.05, 86400),
+    "busy_timeout": (10.0, 0, 3600),
+}
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,15})?")
 
 
 def _target(url: str | None) -> str | Path | None:
@@ -40,115 +70,91 @@ def _target(url: str | None) -> str | Path | None:
     return url
 
 
-def _hostname() -> str:
-    import socket
+def hostname() -> str:
+    """The machine's name: `gethostname()`, which on POSIX is the `uname` node name (read
+    from os.uname: importing socket costs a short command 2-3 ms)."""
+    if hasattr(os, "uname"):
+        name = os.uname().nodename
+    else:  # pragma: no cover (Windows)
+        import socket
 
-    return socket.gethostname() or "localhost"
+        name = socket.gethostname()
+    return name or "localhost"
 
 
 def default_home() -> Path:
+    from platformdirs import user_data_dir
+
     return Path(user_data_dir("swarm-engine", appauthor=False))
 
 
-class TriggerHostSettings(BaseModel):
-    """`[triggers.<name>]`: a webhook trigger's secret, on the host only (never in a
-    definition). `secret`, or `secret_env`: the environment variable that holds it."""
+class Settings:
+    """Engine-wide settings, validated when made: `Settings(home=..., max_vms=8)` takes
+    the fields of `SettingsModel` (config_model.py, where each one's rules are) and raises
+    pydantic's `ValidationError` for a bad value; `load_settings` reads them from flags,
+    the environment and the config file."""
 
-    model_config = ConfigDict(extra="forbid")
+    home: Path
+    tickets_db: Path | None
+    registry_db: Path | None
+    database_url: str | None
+    registry_url: str | None
+    host_id: str
+    backend: str
+    max_vms: int
+    poll_interval: float
+    lease_ttl: float
+    heartbeat_interval: float
+    busy_timeout: float
+    log_level: LogLevel
+    backend_options: dict[str, BackendOptions]
+    agents: dict[str, dict[str, Any]]
+    triggers: dict[str, TriggerHostSettings]
+    output_keep_bytes: int
+    max_log_bytes: int
 
-    secret: str | None = Field(default=None, min_length=16)
-    secret_env: str | None = Field(default=None, min_length=1)
+    def __init__(self, **values: Any) -> None:
+        checked = _quick_check(values)
+        if checked is None:
+            from swarm_engine.config_model import SettingsModel
 
-    @model_validator(mode="after")
-    def _one_source(self) -> TriggerHostSettings:
-        if (self.secret is None) == (self.secret_env is None):
-            raise ValueError("give exactly one of secret or secret_env")
-        return self
+            checked = SettingsModel(**values).fields()
+        self._set(checked)
 
-    def resolve(self) -> str | None:
-        """The secret, or None when `secret_env` names an unset or empty variable."""
-        if self.secret is not None:
-            return self.secret
-        return os.environ.get(str(self.secret_env)) or None
-
-
-class Settings(BaseModel):
-    """Engine-wide settings. Every field can be set as SWARM_<FIELD> in the environment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    home: Path = Field(default_factory=default_home)
-    tickets_db: Path | None = None
-    registry_db: Path | None = None
-    database_url: str | None = None
-    """`postgresql://user@host/db`: the ticket store (and the registry, unless
-    `registry_url` says otherwise) in PostgreSQL, shared by several engine hosts
-    (docs/scale-out.md). Unset: SQLite files in the home folder."""
-    registry_url: str | None = None
-    host_id: str = Field(default_factory=lambda: _hostname(), min_length=1, max_length=253)
-    """This engine's host, as recorded with its engines and VMs: each host reaps only its
-    own VMs. Default: the machine's hostname."""
-    backend: str = "process"
-    max_vms: int = Field(default=4, ge=1, le=1024)
-    poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
-    lease_ttl: float = Field(default=30.0, ge=0.3, le=7 * 86400, allow_inf_nan=False)
-    heartbeat_interval: float = Field(default=5.0, ge=0.05, le=86400, allow_inf_nan=False)
-    busy_timeout: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
-    """Seconds one store call waits for another writer's lock before it counts as busy
-    (the engine then retries; a command reports it)."""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
-    backend_options: dict[str, BackendOptions] = Field(default_factory=dict)
-    """`[backend_options.<backend>]`: each table validated against that backend's model
-    (vm/options.py) here, when the settings load."""
-    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    triggers: dict[str, TriggerHostSettings] = Field(default_factory=dict)
-    """`[triggers.<name>]`: webhook secrets (docs/api.md#webhook-triggers)."""
-    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-    """`[gateway]`: the model API gateway's port range and limits (docs/agents.md)."""
-    # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,
-    # this many bytes of the head and as many of the tail are kept; the middle is cut.
-    output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
-    # Size cap of each step's log file (artifacts/.../output.log), in bytes.
-    max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
-
-    @field_validator("backend_options", mode="before")
     @classmethod
-    def _tag_backend_options(cls, value: Any) -> Any:
-        return tag_by_name(value)
+    def _of(cls, checked: dict[str, Any]) -> Settings:
+        """Settings of values already checked (`_quick_check` or the model)."""
+        settings = cls.__new__(cls)
+        settings._set(checked)
+        return settings
 
-    @field_validator("backend_options")
-    @classmethod
-    def _backend_options_match_names(
-        cls, value: dict[str, BackendOptions]
-    ) -> dict[str, BackendOptions]:
-        check_names(value)
-        return value
+    def _set(self, checked: dict[str, Any]) -> None:
+        values = dict(checked)
+        self._gateway: GatewaySettings | None = values.pop("gateway")
+        vars(self).update(values)
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level_upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+    @property
+    def gateway(self) -> GatewaySettings:
+        """`[gateway]`: the model API gateway's port range and limits (docs/agents.md);
+        its defaults are made when first asked for."""
+        if self._gateway is None:
+            from swarm_engine.gateway.settings import GatewaySettings
 
-    @model_validator(mode="after")
-    def _heartbeat_below_lease(self) -> Settings:
-        if self.heartbeat_interval * HEARTBEATS_PER_LEASE > self.lease_ttl:
-            raise ValueError(
-                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most 1/"
-                f"{HEARTBEATS_PER_LEASE} of lease_ttl ({self.lease_ttl:g}s), so that a lease"
-                " survives a few failed renewals"
-            )
-        return self
+            self._gateway = GatewaySettings()
+        return self._gateway
 
-    @field_validator("database_url", "registry_url")
-    @classmethod
-    def _database_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            return None  # SWARM_DATABASE_URL= (empty) means: not set
-        if value is not None and not value.startswith(
-            ("postgresql://", "postgres://", "sqlite:///")
-        ):
-            raise ValueError("must start with postgresql://, postgres:// or sqlite:///")
-        return value
+    def _values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the model it mirrors
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self._values().items())})"
 
     @property
     def tickets_path(self) -> Path:
@@ -190,6 +196,75 @@ class Settings(BaseModel):
         return self.home / "run"
 
 
+def _quick_check(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The settings exactly as `SettingsModel(**values)` makes them, when every value is
+    one it surely accepts and converts the same way: numbers as numbers or plain decimal
+    text within bounds, non-empty text for paths and names, no mapping setting but
+    `agents` (and empty ones). `gateway` is None: its defaults, made when first used.
+    None for anything else, valid or not: the model decides."""
+    if not values.keys() <= set(FIELDS):
+        return None  # an unknown setting
+    out: dict[str, Any] = {"gateway": None, "backend_options": {}, "triggers": {}}
+    for name in ("backend_options", "triggers", "gateway"):
+        if name in values and values[name] != {}:
+            return None
+    for name, (int_default, least, most) in INTS.items():
+        number = _plain_number(values.get(name, int_default), int)
+        if number is None or number < least or (most is not None and number > most):
+            return None
+        out[name] = number
+    for name, (default, low, high) in FLOATS.items():
+        real = _plain_number(values.get(name, default), float)
+        if real is None or not low <= real <= high:
+            return None
+        out[name] = real
+    if out["heartbeat_interval"] * HEARTBEATS_PER_LEASE > out["lease_ttl"]:
+        return None
+    paths = {"home": values["home"] if "home" in values else default_home()}
+    paths.update((name, values.get(name)) for name in ("tickets_db", "registry_db"))
+    for name, path in paths.items():
+        if isinstance(path, str) and path:
+            path = Path(path)
+        if not isinstance(path, Path) and (path is not None or name == "home"):
+            return None
+        out[name] = path
+    for name in ("database_url", "registry_url"):
+        url = values.get(name)
+        if isinstance(url, str) and not url.strip():
+            url = None  # SWARM_DATABASE_URL= (empty) means: not set
+        if not (url is None or (isinstance(url, str) and url.startswith(DATABASE_SCHEMES))):
+            return None
+        out[name] = url
+    host_id = values["host_id"] if "host_id" in values else hostname()
+    backend = values.get("backend", "process")
+    level = values.get("log_level", "WARNING")
+    level = level.upper() if isinstance(level, str) else level
+    if not (isinstance(host_id, str) and 1 <= len(host_id) <= 253):
+        return None
+    if not isinstance(backend, str) or level not in LOG_LEVELS:
+        return None
+    out.update(host_id=host_id, backend=backend, log_level=level)
+    agents = values.get("agents", {})
+    if not (isinstance(agents, dict) and all(_text_keys(a) for a in (agents, *agents.values()))):
+        return None
+    out["agents"] = {name: dict(table) for name, table in agents.items()}
+    return out
+
+
+def _plain_number(value: Any, kind: type[int] | type[float]) -> int | float | None:
+    """`value` as an int (`kind` int) or float when it is plainly one: a number (an int for
+    int settings; never a bool) or decimal digits as text; None otherwise."""
+    if type(value) is int or (kind is float and type(value) is float and math.isfinite(value)):
+        return kind(value)
+    if isinstance(value, str) and (_DIGITS if kind is int else _DECIMAL).fullmatch(value):
+        return kind(value)
+    return None
+
+
+def _text_keys(table: Any) -> bool:
+    return isinstance(table, dict) and all(isinstance(key, str) for key in table)
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings. `overrides` are command-line flags (None means 'not given')."""
     flags = {k: v for k, v in overrides.items() if v is not None}
@@ -199,6 +274,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     )
     file_values: dict[str, Any] = {}
     if path.is_file():
+        import tomllib
+
         try:
             file_values = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -211,22 +288,21 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     merged.update(_from_environment())
     merged.update(flags)
     merged["home"] = home
-    try:
-        settings = Settings(**merged)
-    except ValidationError as exc:
-        raise ConfigError(f"setting {first_error(exc)}") from exc
-    return settings
+    checked = _quick_check(merged)
+    if checked is None:
+        from swarm_engine.config_model import checked_settings
+
+        checked = checked_settings(merged)  # ConfigError for a bad value
+    return Settings._of(checked)
 
 
 def _from_environment() -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
+    for name in FIELDS:
         raw = os.environ.get(f"SWARM_{name.upper()}")
         if raw is None or name == "home":
             continue
-        if field.annotation is not None and (
-            "dict" in str(field.annotation) or field.annotation is GatewaySettings
-        ):
+        if name in JSON_FIELDS:
             try:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:

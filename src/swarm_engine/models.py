@@ -1,64 +1,24 @@
-"""Typed records shared by every layer: agent and workflow definitions, tickets, usage."""
+"""Typed records shared by every layer: agent and workflow definitions (validated by
+pydantic); ticket statuses and usage, from records.py."""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# the pydantic-free records live in records.py (the store and short commands import them
+# without pydantic); they are re-exported here for everything else
+from swarm_engine.records import TERMINAL as TERMINAL
+from swarm_engine.records import TicketStatus as TicketStatus
+from swarm_engine.records import Usage as Usage
+from swarm_engine.records import split_ref as split_ref
+from swarm_engine.records import strict_json as strict_json
+
 NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
-
-
-class TicketStatus(StrEnum):
-    DRAFT = "draft"
-    OPEN = "open"
-    CLAIMED = "claimed"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL = frozenset({TicketStatus.DONE, TicketStatus.FAILED, TicketStatus.CANCELLED})
-
-
-@dataclass
-class Usage:
-    """API usage of one step (or a run, summed). Zero for agents without an API."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    turns: int = 0
-    cost_usd: float = 0.0
-    stop_reason: str | None = None
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
-            self.cache_read_input_tokens + other.cache_read_input_tokens,
-            self.turns + other.turns,
-            self.cost_usd + other.cost_usd,
-            other.stop_reason or self.stop_reason,
-        )
-
-    @property
-    def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens
-        )
 
 
 class _Strict(BaseModel):
@@ -260,26 +220,3 @@ def first_error(exc: ValidationError) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
-
-
-def split_ref(ref: str) -> tuple[str, str | None]:
-    """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None)."""
-    name, sep, version = ref.partition("@")
-    return name, (version if sep else None)
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict_json(text: str | bytes) -> Any:
-    """`json.loads` as the store's `json_valid` and other JSON readers see it: no NaN or
-    Infinity, no number that overflows to infinity (`1e999`). Raises ValueError."""
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)

@@ -1,7 +1,9 @@
 """Short commands import only what they use (issue 12 item 7): `--version` loads neither
-pydantic nor rich, and `status`, `ticket create` and `ticket cancel` load no engine, VM
-backend, agent runtime or asyncio. A behaviour check, read from `sys.modules` of a real
-command's process; how long start-up takes is benchmarks/cli_startup.py's business."""
+pydantic nor rich nor the package metadata; `status`, `ticket create` and `ticket cancel`
+load no engine, VM backend, agent runtime, asyncio, HTTP client or server; `status` and
+`ticket cancel` not even pydantic (plain settings are checked without it, config.py).
+A behaviour check, read from `sys.modules` of a real command's process; how long start-up
+takes is benchmarks/cli_startup.py's business."""
 
 from __future__ import annotations
 
@@ -41,7 +43,24 @@ NEVER_ON_SHORT_COMMANDS = (
     "swarm_engine.cli.daemon",
     "swarm_engine.cli.vm",
     "swarm_engine.cli.registry_cmds",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "anthropic",
+    "swarm_engine.api",
+    "swarm_engine.gateway.proxy",
 )
+WITHOUT_PYDANTIC = (
+    "pydantic",
+    "pydantic_core",
+    "swarm_engine.models",
+    "swarm_engine.config_model",
+    "importlib.metadata",
+    "importlib.resources",
+)
+"""What `status` and `ticket cancel` need not load: their settings, store rows and output
+are plain (`ticket create` validates the agent's definition, with pydantic)."""
 
 
 def imported(home: Path, *args: str) -> set[str]:
@@ -75,8 +94,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_version_loads_no_settings_store_or_output(home: Path) -> None:
     modules = imported(home, "--version")
-    heavy = ("pydantic", "rich", "sqlite3", "swarm_engine.config", "swarm_engine.store")
-    assert loaded(modules, (*NEVER_ON_SHORT_COMMANDS, *heavy)) == []
+    heavy = ("rich", "sqlite3", "swarm_engine.config", "swarm_engine.store")
+    assert loaded(modules, (*NEVER_ON_SHORT_COMMANDS, *WITHOUT_PYDANTIC, *heavy)) == []
 
 
 @pytest.mark.parametrize(
@@ -92,7 +111,7 @@ def test_short_commands_load_no_engine_backend_or_agent(home: Path, args: tuple[
     modules = imported(home, *args)
     assert loaded(modules, NEVER_ON_SHORT_COMMANDS) == []
     if args[0] != "ticket" or args[1] != "create":  # only create reads the registry
-        assert loaded(modules, ("swarm_engine.registry", "yaml")) == []
+        assert loaded(modules, ("swarm_engine.registry", "yaml", *WITHOUT_PYDANTIC)) == []
 
 
 def test_every_lazy_command_is_the_command_of_that_name() -> None:
@@ -101,3 +120,23 @@ def test_every_lazy_command_is_the_command_of_that_name() -> None:
     for name in COMMANDS:
         command = cli.get_command(ctx, name)
         assert command is not None and command.name == name
+
+
+def test_the_version_is_the_project_s(home: Path) -> None:
+    """`--version` prints `swarm_engine.__version__`, which must be pyproject.toml's."""
+    import tomllib
+
+    import swarm_engine
+
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert swarm_engine.__version__ == version
+    done = swarm(home, "--version", check=True)
+    assert done.stdout == f"swarm-engine, version {version}\n"
+
+
+def test_the_builtin_refs_are_the_builtin_agents() -> None:
+    """The registry skips seeding when it holds `BUILTIN_REFS` (no specs built on open)."""
+    from swarm_engine.registry.builtins import BUILTIN_REFS, builtin_agents
+
+    assert {(a.name, a.version) for a in builtin_agents()} == BUILTIN_REFS

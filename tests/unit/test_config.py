@@ -1,6 +1,11 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarm_engine.config import load_settings
 from swarm_engine.errors import ConfigError
@@ -73,3 +78,149 @@ def test_backend_options_are_typed_models(tmp_path: Path, monkeypatch: pytest.Mo
     options = load_settings().backend_options["qemu"]
     assert isinstance(options, QemuOptions)
     assert (options.warm, options.accel, options.kill_grace) == (2, "tcg", 10.0)
+
+
+# -- the quick check (config.py) against the model (config_model.py) --------------------
+# Most commands' settings are checked without pydantic (issue 12 item 7); the model stays
+# the one word on what a setting accepts. These tests hold the two together.
+
+
+def test_the_quick_check_knows_the_model_s_fields_defaults_and_bounds() -> None:
+    import annotated_types
+
+    from swarm_engine.config import FIELDS, FLOATS, INTS, JSON_FIELDS
+    from swarm_engine.config_model import SettingsModel
+
+    fields = SettingsModel.model_fields
+    assert tuple(fields) == FIELDS
+    assert {n for n, f in fields.items() if "dict" in str(f.annotation)} | {"gateway"} == set(
+        JSON_FIELDS
+    )
+    for table in (INTS, FLOATS):
+        for name, (default, least, most) in table.items():
+            bounds = {type(m): m for m in fields[name].metadata}
+            assert fields[name].default == default and type(fields[name].default) is type(default)
+            assert bounds[annotated_types.Ge].ge == least, name
+            le = bounds.get(annotated_types.Le)
+            assert (le.le if le else None) == most, name
+
+
+ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.from_regex(r"\A[ +-]?[0-9]{0,6}(\.[0-9]{0,4})?([eE][0-9])?\Z"),
+    st.builds(Path, st.sampled_from(["/a", "b", "."])),
+    st.just({}),
+    st.lists(st.integers(0, 70000), max_size=2),
+)
+"""Values of every kind, for any setting: mostly refused by both, or left to the model."""
+
+
+def numbers(least: float, most: float) -> st.SearchStrategy[object]:
+    """Numbers about a setting's bounds, as numbers and as text."""
+    near = st.one_of(
+        st.sampled_from([least, most]),
+        st.integers(int(least) - 2, int(least) + 2),
+        st.integers(int(most) - 2, int(most) + 2),
+        st.floats(least - 1, most + 1),
+    )
+    return st.one_of(near, near.map(str), near.map(lambda n: f"{n:.6f}"))
+
+
+LIKELY: dict[str, st.SearchStrategy[object]] = {
+    "home": st.one_of(st.builds(Path, st.text(max_size=5)), st.text(max_size=5)),
+    "tickets_db": st.one_of(st.none(), st.text(max_size=5), st.builds(Path, st.just("/t"))),
+    "registry_db": st.one_of(st.none(), st.text(max_size=5)),
+    "database_url": st.sampled_from(
+        [None, "postgresql://u@h/db", "postgres://h", "sqlite:///x.db", "sqlite://x", " ", ""]
+    ),
+    "registry_url": st.sampled_from([None, "sqlite:///r.db", "mysql://h", "\t"]),
+    "host_id": st.one_of(st.text(max_size=4), st.text(min_size=250, max_size=256)),
+    "backend": st.one_of(st.sampled_from(["process", "qemu"]), st.integers(0, 1)),
+    "log_level": st.sampled_from(["debug", "Info", "WARNING", "error", "critical", "nope", 10]),
+    "max_vms": numbers(1, 1024),
+    "poll_interval": numbers(0.01, 3600),
+    "lease_ttl": numbers(0.3, 7 * 86400),
+    "heartbeat_interval": numbers(0.05, 86400),
+    "busy_timeout": numbers(0, 3600),
+    "output_keep_bytes": numbers(1024, 64 * 1024 * 1024),
+    "max_log_bytes": numbers(4096, 2**40),
+    "agents": st.dictionaries(
+        st.one_of(st.text(max_size=3), st.integers(0, 1)),
+        st.one_of(st.dictionaries(st.text(max_size=3), ANY, max_size=2), st.integers(0, 1)),
+        max_size=2,
+    ),
+    "backend_options": st.sampled_from([{}, {"qemu": {"warm": 1}}, {"docker": {}}]),
+    "triggers": st.sampled_from([{}, {"t": {"secret_env": "X"}}, {"t": {}}]),
+    "gateway": st.sampled_from([{}, {"max_in_flight": 2}]),
+}
+VALUES = st.one_of(
+    st.fixed_dictionaries({}, optional={n: st.one_of(v, ANY) for n, v in LIKELY.items()}),
+    st.fixed_dictionaries({}, optional=LIKELY),
+    st.lists(st.sampled_from(list(LIKELY)), max_size=3, unique=True).flatmap(
+        lambda names: st.fixed_dictionaries({n: LIKELY[n] for n in names})
+    ),
+    st.dictionaries(st.sampled_from([*LIKELY, "unknown"]), ANY, max_size=4),
+)
+
+
+def same(a: object, b: object) -> bool:
+    """Equal, and of the same type (30 and 30.0 are not the same setting value)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=1000, deadline=None)
+@given(values=VALUES)
+def test_what_the_quick_check_accepts_the_model_accepts_alike(values: dict[str, object]) -> None:
+    """Whatever the quick check vouches for, the model makes the very same settings of;
+    the rest goes to the model (errors included), so nothing is decided differently."""
+    from swarm_engine.config import _quick_check
+    from swarm_engine.config_model import SettingsModel
+    from swarm_engine.gateway.settings import GatewaySettings
+
+    quick = _quick_check(values)
+    if quick is None:
+        return
+    model = SettingsModel(**values).fields()
+    assert quick.pop("gateway") is None and model.pop("gateway") == GatewaySettings()
+    assert same(quick, model), (values, quick, model)
+
+
+def test_plain_settings_load_without_pydantic(tmp_path: Path) -> None:
+    """A config file and environment with plain values only: `load_settings` does not
+    import pydantic (checked in a fresh interpreter)."""
+    (tmp_path / "config.toml").write_text(
+        'max_vms = 8\nlog_level = "info"\n[agents.claude]\nmodel = "m"\n'
+    )
+    code = (
+        "import sys\n"
+        "from swarm_engine.config import load_settings\n"
+        "s = load_settings()\n"
+        "assert (s.max_vms, s.log_level, s.poll_interval, s.agents) == "
+        "(8, 'INFO', 2.5, {'claude': {'model': 'm'}}), s\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pydantic')))\n"
+        "assert s.gateway.ports == (29000, 29999)\n"  # the default, made when asked for
+    )
+    env = {**os.environ, "SWARM_HOME": str(tmp_path), "SWARM_POLL_INTERVAL": "2.5"}
+    env.pop("SWARM_CONFIG", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[]"
+
+
+def test_settings_made_directly_are_validated_and_compare_by_value(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from swarm_engine.config import Settings
+
+    assert Settings(home=tmp_path, max_vms="8") == Settings(home=tmp_path, max_vms=8.0)
+    with pytest.raises(ValidationError, match="max_vms"):
+        Settings(home=tmp_path, max_vms=0)
+    qemu = Settings(home=tmp_path, backend_options={"qemu": {"warm": 1}}).backend_options["qemu"]
+    assert qemu.warm == 1  # type: ignore[union-attr]

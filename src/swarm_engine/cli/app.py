@@ -26,16 +26,21 @@ INIT_HINT = "'swarm-engine status --init' creates it"
 
 def ensure_home(settings: Settings) -> None:
     """Create the home folder and both databases (the first command that writes does).
-    Creating a new store says so on stderr, so a typo in --home is seen at once."""
-    from swarm_engine.registry import Registry
-    from swarm_engine.store import open_store
-
+    Creating a new store says so on stderr, so a typo in --home is seen at once.
+    Database files that exist already are left to the command that uses them (opening
+    one brings its schema up to date): a short command opens only what it needs."""
     target = settings.tickets_target
     new = isinstance(target, Path) and not target.exists()
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the home {settings.home}: {exc.strerror}") from exc
+    registry_target = settings.registry_target
+    if all(isinstance(t, Path) and t.exists() for t in (target, registry_target)):
+        return
+    from swarm_engine.registry import Registry
+    from swarm_engine.store import open_store
+
     open_store(settings.tickets_target, busy_timeout=settings.busy_timeout).close()
     Registry(
         settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout
@@ -149,7 +154,7 @@ class Seconds(click.FloatRange):
 
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:
     """--inputs-json '{...}' then --input KEY=VALUE pairs (VALUE parsed as JSON if it can be)."""
-    from swarm_engine.models import strict_json
+    from swarm_engine.records import strict_json
 
     inputs: dict[str, Any] = {}
     if inputs_json is not None:

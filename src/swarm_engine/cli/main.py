@@ -7,11 +7,13 @@ option or command, a command group given no command): one `error: ...` line with
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
 import click
 
+from swarm_engine import __version__
 from swarm_engine.cli.app import example
 from swarm_engine.cli.lazy import LazyGroup
 from swarm_engine.errors import SwarmError
@@ -69,7 +71,7 @@ imports only what that command needs."""
 @click.option(
     "--log-level", metavar="LEVEL", help="Log level of engine logs (DEBUG, INFO, WARNING, ...)."
 )
-@click.version_option(package_name="swarm-engine")
+@click.version_option(__version__, package_name="swarm-engine")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -134,6 +136,22 @@ def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the command `argv` (default: the process's arguments); always ends in SystemExit.
+
+    Without `argv`, this is the process itself (the `swarm-engine` script, `python -m
+    swarm_engine`), which ends with the command: on the way out every object is frozen
+    (`gc.freeze`), so the interpreter's exit does not walk all that the imports made once
+    more (7-20 ms of a short command; docs/benchmarks.md, "CLI start-up"). Callers that
+    pass `argv` (tests, in-process) keep their collector as it was.
+    """
+    try:
+        _main(argv)
+    finally:
+        if argv is None:
+            gc.freeze()
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = cli.main(args=argv, prog_name="swarm-engine", standalone_mode=False)
     except SwarmError as exc:

@@ -33,7 +33,7 @@ from swarm_engine.cli.output import (
     whole,
 )
 from swarm_engine.config import Settings
-from swarm_engine.models import TicketStatus
+from swarm_engine.records import TicketStatus
 from swarm_engine.service import tickets as service
 
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from swarm_engine.agents.claude.settings import DEFAULT_CONFIG
-from swarm_engine.agents.claude_code.settings import DEFAULT_CONFIG as CLAUDE_CODE_CONFIG
-from swarm_engine.models import AgentSpec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from swarm_engine.models import AgentSpec
+
+BUILTIN_REFS = frozenset(
+    (name, "1.0.0")
+    for name in (
+        "echo", "shell", "_template:claude-agent", "claude", "_template:claude-code",
+        "claude-code",
+    )
+)  # fmt: skip
+"""(name, version) of every built-in agent: a registry that holds them all needs no seeding,
+so opening one does not build the specs (a test checks this is `builtin_agents()`)."""
 
 
 def builtin_agents() -> list[AgentSpec]:
+    from swarm_engine.agents.claude.settings import DEFAULT_CONFIG
+    from swarm_engine.agents.claude_code.settings import DEFAULT_CONFIG as CLAUDE_CODE_CONFIG
+    from swarm_engine.models import AgentSpec
+
     claude_config = dict(DEFAULT_CONFIG)  # the Claude kind owns its defaults
     return [
         AgentSpec(

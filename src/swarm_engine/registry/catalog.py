@@ -12,11 +12,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from swarm_engine.agents.files import SKIP_NAMES
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
 from swarm_engine.models import AgentSpec, WorkflowSpec, first_error, split_ref
-from swarm_engine.registry.agents import check_agent
-from swarm_engine.registry.builtins import builtin_agents
+from swarm_engine.registry.builtins import BUILTIN_REFS
 from swarm_engine.registry.workflows import check_workflow
 from swarm_engine.store.db import InvalidText, Row
 from swarm_engine.store.definitions import DefinitionStore, Table, open_definitions
@@ -103,15 +101,18 @@ class Registry:
         self.defs.close()
 
     def _seed(self) -> None:
-        specs = builtin_agents()
-        have = self.defs.builtin_agents()
-        if all((s.name, s.version) in have for s in specs):
+        if self.defs.builtin_agents() >= BUILTIN_REFS:
             return
-        self.defs.seed_agents(_agent_row(spec) for spec in specs)
+        from swarm_engine.registry.builtins import builtin_agents
+
+        self.defs.seed_agents(_agent_row(spec) for spec in builtin_agents())
 
     # -- agents ----------------------------------------------------------------------------
     def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
         """Register all or none. Package files are copied under the home folder."""
+        from swarm_engine.agents.files import SKIP_NAMES
+        from swarm_engine.registry.agents import check_agent
+
         for spec in specs:
             check_agent(spec, f"agent {spec.ref}")
         names = [s.ref for s in specs]

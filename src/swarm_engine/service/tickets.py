@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
-from swarm_engine.models import TicketStatus
+from swarm_engine.records import TicketStatus
 from swarm_engine.service.runs import runs_with_steps
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.rows import Ticket

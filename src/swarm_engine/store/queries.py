@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import functools
 import re
-from importlib import resources
+from pathlib import Path
 
 from swarm_engine.store.db import Dialect
 
 HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
 PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 GROUPS = ("tickets", "runs", "vms", "engines", "logs", "triggers", "definitions", "probe")
+SQL_DIR = Path(__file__).with_name("sql")
+"""`store/sql/`, read as files next to this module (not through importlib.resources, whose
+import costs a short command 5-10 ms; the package is always installed as files)."""
 
 
 class Queries:
@@ -84,7 +87,8 @@ def _native(sql: str) -> str:
 @functools.cache
 def load(dialect: Dialect, group: str) -> Queries:
     """The named statements of `group` for `dialect` (read once per process)."""
-    entry = resources.files("swarm_engine.store") / "sql" / dialect / "queries" / f"{group}.sql"
+    entry = SQL_DIR / dialect / "queries" / f"{group}.sql"
     return Queries(
-        group, parse(entry.read_text(), dialect=dialect, source=f"{dialect}/{group}.sql")
+        group,
+        parse(entry.read_text(encoding="utf-8"), dialect=dialect, source=f"{dialect}/{group}.sql"),
     )

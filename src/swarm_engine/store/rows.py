@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from swarm_engine.models import TicketStatus, strict_json
+from swarm_engine.records import TicketStatus, strict_json
 from swarm_engine.store.db import InvalidText, Row
 
 STATUSES = frozenset(s.value for s in TicketStatus)

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError
-from swarm_engine.models import Usage
+from swarm_engine.records import Usage
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record

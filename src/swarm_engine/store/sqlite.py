@@ -17,7 +17,6 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +165,12 @@ class ChangeProbe:
 
 def migrations(schema: str, dialect: Dialect = "sqlite") -> list[tuple[int, str]]:
     """The numbered migrations of `schema` ('tickets' or 'registry') for `dialect`."""
-    folder = resources.files("swarm_engine.store") / "sql" / dialect / schema
+    folder = Path(__file__).with_name("sql") / dialect / schema
     found = []
     for entry in folder.iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), entry.read_text()))
+            found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
     return sorted(found)
 
 

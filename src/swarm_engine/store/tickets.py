@@ -20,7 +20,7 @@ from swarm_engine.errors import (
     StoreIntegrityError,
     UsageError,
 )
-from swarm_engine.models import TERMINAL, TicketStatus
+from swarm_engine.records import TERMINAL, TicketStatus
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket

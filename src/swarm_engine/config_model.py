@@ -1,0 +1,142 @@
+"""Every setting's full rules, as pydantic models: the one word on what a setting accepts.
+
+`config.load_settings` builds `Settings` from these when its quick check (config.py) does
+not vouch for the values by itself: anything but plain values of scalar settings (a
+backend's options, triggers, the gateway, a number written as `"1e1"`, a bad value...).
+Bad values are refused here, with pydantic's message for the first problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from swarm_engine.config import (
+    DATABASE_SCHEMES,
+    FIELDS,
+    HEARTBEATS_PER_LEASE,
+    LogLevel,
+    default_home,
+    hostname,
+)
+from swarm_engine.errors import ConfigError
+from swarm_engine.gateway.settings import GatewaySettings
+from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
+
+
+class TriggerHostSettings(BaseModel):
+    """`[triggers.<name>]`: a webhook trigger's secret, on the host only (never in a
+    definition). `secret`, or `secret_env`: the environment variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str | None = Field(default=None, min_length=16)
+    secret_env: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TriggerHostSettings:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret or secret_env")
+        return self
+
+    def resolve(self) -> str | None:
+        """The secret, or None when `secret_env` names an unset or empty variable."""
+        if self.secret is not None:
+            return self.secret
+        return os.environ.get(str(self.secret_env)) or None
+
+
+class SettingsModel(BaseModel):
+    """Engine-wide settings, validated (`config.Settings` holds the result). Every field
+    can be set as SWARM_<FIELD> in the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    tickets_db: Path | None = None
+    registry_db: Path | None = None
+    database_url: str | None = None
+    """`postgresql://user@host/db`: the ticket store (and the registry, unless
+    `registry_url` says otherwise) in PostgreSQL, shared by several engine hosts
+    (docs/scale-out.md). Unset: SQLite files in the home folder."""
+    registry_url: str | None = None
+    host_id: str = Field(default_factory=lambda: hostname(), min_length=1, max_length=253)
+    """This engine's host, as recorded with its engines and VMs: each host reaps only its
+    own VMs. Default: the machine's hostname."""
+    backend: str = "process"
+    max_vms: int = Field(default=4, ge=1, le=1024)
+    poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
+    lease_ttl: float = Field(default=30.0, ge=0.3, le=7 * 86400, allow_inf_nan=False)
+    heartbeat_interval: float = Field(default=5.0, ge=0.05, le=86400, allow_inf_nan=False)
+    busy_timeout: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
+    """Seconds one store call waits for another writer's lock before it counts as busy
+    (the engine then retries; a command reports it)."""
+    log_level: LogLevel = "WARNING"
+    backend_options: dict[str, BackendOptions] = Field(default_factory=dict)
+    """`[backend_options.<backend>]`: each table validated against that backend's model
+    (vm/options.py) here, when the settings load."""
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    triggers: dict[str, TriggerHostSettings] = Field(default_factory=dict)
+    """`[triggers.<name>]`: webhook secrets (docs/api.md#webhook-triggers)."""
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    """`[gateway]`: the model API gateway's port range and limits (docs/agents.md)."""
+    # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,
+    # this many bytes of the head and as many of the tail are kept; the middle is cut.
+    output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Size cap of each step's log file (artifacts/.../output.log), in bytes.
+    max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _tag_backend_options(cls, value: Any) -> Any:
+        return tag_by_name(value)
+
+    @field_validator("backend_options")
+    @classmethod
+    def _backend_options_match_names(
+        cls, value: dict[str, BackendOptions]
+    ) -> dict[str, BackendOptions]:
+        check_names(value)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _heartbeat_below_lease(self) -> SettingsModel:
+        if self.heartbeat_interval * HEARTBEATS_PER_LEASE > self.lease_ttl:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most 1/"
+                f"{HEARTBEATS_PER_LEASE} of lease_ttl ({self.lease_ttl:g}s), so that a lease"
+                " survives a few failed renewals"
+            )
+        return self
+
+    @field_validator("database_url", "registry_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # SWARM_DATABASE_URL= (empty) means: not set
+        if value is not None and not value.startswith(DATABASE_SCHEMES):
+            raise ValueError("must start with postgresql://, postgres:// or sqlite:///")
+        return value
+
+    def fields(self) -> dict[str, Any]:
+        """Every setting's value, by name (what `config.Settings` holds)."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+def checked_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting, validated; `ConfigError` naming the first bad one, on one line."""
+    from swarm_engine.models import first_error
+
+    try:
+        return SettingsModel(**values).fields()
+    except ValidationError as exc:
+        raise ConfigError(f"setting {first_error(exc)}") from exc
