@@ -4,6 +4,8 @@ crashed engine, limits and the restricted network. Skipped without QEMU or an im
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +18,12 @@ import pytest
 from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import OrphanRecord, VMSpec
+from swarm_engine.vm.qemu import machine
+from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.image import load_image
 
 
 def qemu_images_dir() -> Path:
@@ -275,3 +281,116 @@ async def test_a_guest_that_breaks_the_protocol_is_ended(backend: QemuBackend) -
         await hostile.destroy()
         await other.destroy()
     assert not hostile.folder.exists()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def test_clones_of_a_mapped_template_are_private(tmp_path: Path) -> None:
+    """Clones restored from one template (its guest RAM a file every clone maps
+    copy-on-write) run commands, do not see each other's writes, and never write the
+    template's RAM file."""
+    options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(tmp_path / "snap")}
+    backend = create(tmp_path / "home", options)
+    try:
+        template = await backend.snapshot_for(VMSpec())
+        assert template is not None and template.mode == "mapped" and template.ram is not None
+        assert template.state.stat().st_size < 4 << 20  # device state only, not guest RAM
+        before = _sha256(template.ram)
+        a = await backend.boot(_vm_id(), VMSpec())
+        b = await backend.boot(_vm_id(), VMSpec())
+        try:
+            assert a.info().extra["start"] == b.info().extra["start"] == "mapped"
+            # A writes a file (its /workspace is tmpfs: guest RAM) and 64 MiB of memory.
+            write = "echo from-a > mine && head -c 67108864 /dev/urandom > /tmp/fill && ls"
+            assert (await a.exec(write)).stdout == b"mine\n"
+            assert (await b.exec("ls -A; ls /tmp/fill 2>/dev/null")).stdout == b""
+            assert (await a.exec("cat mine")).stdout == b"from-a\n"
+            # B's own writes stay its own too.
+            await b.exec("echo from-b > mine")
+            assert (await a.exec("cat mine")).stdout == b"from-a\n"
+            assert (await b.exec(["python3", "-c", "print(6 * 7)"])).stdout == b"42\n"
+        finally:
+            await a.destroy()
+            await b.destroy()
+        assert template.problem() is None
+        assert _sha256(template.ram) == before
+    finally:
+        await backend.close()
+
+
+async def test_template_is_rebuilt_when_stale(tmp_path: Path) -> None:
+    """A new build of the image makes a new template (the old one is deleted); a template
+    whose RAM file changed after it was saved is dropped and made again."""
+    source = load_image(qemu_images_dir(), default_image())
+    images = tmp_path / "images"
+    (images / source.name).mkdir(parents=True)
+    for item in source.path.iterdir():
+        if item.name != "manifest.json":
+            (images / source.name / item.name).symlink_to(item)
+    manifest = dict(source.manifest)
+    (images / source.name / "manifest.json").write_text(json.dumps(manifest))
+    options = {"images_dir": str(images), "snapshot_dir": str(tmp_path / "snap")}
+
+    async def template_of_a_boot() -> Path:
+        backend = create(tmp_path / "home", options)
+        try:
+            vm = await backend.boot(_vm_id(), VMSpec())
+            try:
+                assert (await vm.exec("echo up")).stdout == b"up\n"
+                assert vm.info().extra["start"] == "mapped"
+            finally:
+                await vm.destroy()
+            made = await backend.snapshot_for(VMSpec())
+            assert made is not None
+            return made.folder
+        finally:
+            await backend.close()
+
+    first = await template_of_a_boot()
+    assert await template_of_a_boot() == first  # reused while nothing changed
+    manifest["built_at"] = "2000-01-01T00:00:00Z"  # the image was rebuilt
+    (images / source.name / "manifest.json").write_text(json.dumps(manifest))
+    second = await template_of_a_boot()
+    assert second != first and not first.exists()
+    ram = second / "ram"
+    os.utime(ram)  # written after it was saved (by anything): not trusted any more
+    third = await template_of_a_boot()
+    assert third != second and not second.exists()
+
+
+@pytest.mark.parametrize("cause", ["file system", "qemu"])
+async def test_a_folder_that_cannot_map_guest_ram_gets_a_copy_template(
+    cause: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If guest RAM cannot be a file in the snapshot folder (the file system refuses the
+    mappings, or QEMU cannot use the file), the backend says so and uses a copy template:
+    every clone still gets RAM of its own."""
+    if cause == "file system":
+        monkeypatch.setattr(templates, "unmappable", lambda folder: "mmap: refused")
+        expected = "guest RAM cannot be mapped from a file in"
+    else:
+        real = machine.ram_backend
+
+        def refused(path: Path, memory_mb: int, shared: bool) -> str:
+            return real(Path("/proc/swarm-refuses/ram"), memory_mb, shared)
+
+        monkeypatch.setattr(machine, "ram_backend", refused)
+        expected = "cannot save a mapped template VM"
+    options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(tmp_path / "snap")}
+    backend = create(tmp_path / "home", options)
+    try:
+        vm = await backend.boot(_vm_id(), VMSpec())
+        try:
+            assert vm.info().extra["start"] == "copy"
+            assert (await vm.exec("echo copied")).stdout == b"copied\n"
+        finally:
+            await vm.destroy()
+    finally:
+        await backend.close()
+    assert expected in caplog.text and "trying a copy template" in caplog.text

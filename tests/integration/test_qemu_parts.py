@@ -335,3 +335,27 @@ def test_image_build_needs_gcc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     with pytest.raises(VMError, match="apt-get install gcc libc6-dev"):
         build_image(BuildRequest(tmp_path / "images", force=True))
     assert not (tmp_path / "images" / ".cloud.new").exists()
+
+
+def test_template_and_clone_command_lines_map_guest_ram(tmp_path: Path) -> None:
+    """The template writes its guest RAM through to the file (share=on); a clone maps it
+    private, copy-on-write (share=off) and waits for its device state over QMP."""
+    from swarm_engine.vm.qemu.accel import AccelChoice
+    from swarm_engine.vm.qemu.image import Image
+
+    image = Image("tiny", tmp_path, {"cmdline": "console=ttyS0"})
+    ram = tmp_path / "a,b" / "ram"
+    common = (image, AccelChoice("tcg", "test"), "qemu", tmp_path / "s.sock")
+    template = MachineSpec(*common, ram_file=ram, ram_shared=True, qmp_socket=tmp_path / "q")
+    clone = MachineSpec(*common, ram_file=ram, incoming_qmp=tmp_path / "c.sock")
+    for spec, share in ((template, "share=on"), (clone, "share=off")):
+        argv = spec.argv()
+        assert "memory-backend=ram" in argv[argv.index("-machine") + 1]
+        backend = argv[argv.index("-object") + 1]
+        assert backend.startswith("memory-backend-file,id=ram,size=512M,")
+        assert f"mem-path={tmp_path}/a,,b/ram," in backend and backend.endswith(share)
+        assert "tb-size=64" in argv[argv.index("-accel") + 1]
+    assert clone.argv()[clone.argv().index("-incoming") + 1] == "defer"
+    assert "-incoming" not in template.argv()
+    plain = MachineSpec(*common).argv()
+    assert "-object" not in plain and "memory-backend=ram" not in " ".join(plain)

@@ -43,9 +43,10 @@ class VMSpec:
     its tail are kept; the middle is cut (see `vm.output`)."""
     mounts: tuple[tuple[str, str], ...] = ()
     """Read-only host folders shown inside the VM, as (host path, guest path): tools the
-    engine installed (Claude Code). The process sandbox binds them read-only; without
-    isolation the host path itself is visible; a backend that cannot show host folders
-    (qemu) ignores them, so an agent looks for what it needs before it uses it."""
+    engine installed (Claude Code). The process sandbox binds them read-only; qemu packs
+    each into a squashfs image on a read-only drive that the guest mounts (a VM that
+    cannot get them does not boot); without isolation the host path itself is visible,
+    so an agent looks for what it needs before it uses it."""
 
 
 @dataclass(frozen=True)

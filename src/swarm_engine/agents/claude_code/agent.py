@@ -49,7 +49,8 @@ from swarm_engine.vm.base import VM, safe_relpath
 log = logging.getLogger(__name__)
 
 GUEST_DIR = "/opt/claude-code"
-"""Where the process sandbox shows the installed release (read-only)."""
+"""Where the VM shows the installed release, read-only: the process sandbox binds the
+folder; a microVM mounts a squashfs image of it from a read-only drive (vm/qemu/mounts.py)."""
 QUIET_ENV = {
     "DISABLE_TELEMETRY": "1",
     "DISABLE_ERROR_REPORTING": "1",
@@ -134,9 +135,9 @@ class ClaudeCodeAgent:
         return await _Run(ctx, config, binary).go()
 
     async def _binary(self, vm: VM) -> str:
-        """The program as the VM sees it: the mounted release (process sandbox), the host's
-        path (no isolation: the host's files are visible), else `claude` on the VM's PATH
-        (an image that has it)."""
+        """The program as the VM sees it: the mounted release (process sandbox, microVM),
+        the host's path (no isolation: the host's files are visible), else `claude` on the
+        VM's PATH (an image that has it)."""
         host = self.host()
         folder = install.installed(host.cache_dir, host.version)
         candidates = [f"{GUEST_DIR}/{install.BINARY}"]
@@ -151,8 +152,8 @@ class ClaudeCodeAgent:
             return found.stdout.decode().strip()
         raise AgentError(
             f"Claude Code is not available in this VM ({vm.info().isolation or 'unknown'}): "
-            "the process sandbox shows the host's installed release; a microVM image must "
-            "include it (docs/agents.md)"
+            f"the host's installed release is not at {GUEST_DIR} and no `claude` is on the "
+            "VM's PATH (docs/agents.md)"
         )
 
 

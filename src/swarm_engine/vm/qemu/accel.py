@@ -18,6 +18,10 @@ from swarm_engine.errors import VMError
 from swarm_engine.vm.qemu.config import Accel
 
 PROBE_TIMEOUT = 5.0
+TCG_TB_MB = 64
+"""TCG's translation buffer per VM (QEMU 7.2's default is 1 GiB, touched as code is
+translated; its pages are the VM's own memory). An idle restored guest uses ~12 MB; below
+~16 MB execs thrash on flushes (docs/benchmarks.md, "Restore from a mapped template")."""
 
 Mode = Literal["kvm", "tcg"]
 
@@ -30,7 +34,7 @@ class AccelChoice:
     def qemu_args(self) -> list[str]:
         if self.mode == "kvm":
             return ["-accel", "kvm", "-cpu", "host"]
-        return ["-accel", "tcg,thread=multi"]
+        return ["-accel", f"tcg,thread=multi,tb-size={TCG_TB_MB}"]
 
 
 def probe_kvm(qemu_binary: str) -> tuple[bool, str]:

@@ -22,6 +22,8 @@ from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
 from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.vm.proctree import pid_alive
+from swarm_engine.vm.qemu import mounts
+from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.image import Image, load_image
@@ -35,7 +37,7 @@ from swarm_engine.vm.qemu.machine import (
     start_qemu,
 )
 from swarm_engine.vm.qemu.protocol import Channel
-from swarm_engine.vm.qemu.snapshot import save_state
+from swarm_engine.vm.qemu.snapshot import save_state, start_restore
 from swarm_engine.vm.qemu.vm import QemuVM
 from swarm_engine.vm.qemu.warm import WarmPool
 
@@ -54,8 +56,13 @@ class QemuBackend:
         self.snapshot_dir = options.snapshot_dir or _writable_or(
             self.images_dir / ".snapshots", home / "run" / "qemu-snapshots"
         )
+        self._mounts_dirs = (self.images_dir / ".mounts", home / "run" / "qemu-mounts")
+        if options.mounts_dir is not None:
+            self._mounts_dirs = (options.mounts_dir, options.mounts_dir)
         self._snapshot_lock = asyncio.Lock()
         self._snapshot_failed: set[str] = set()
+        self._templates: dict[str, templates.Template] = {}
+        self._unmappable: set[Path] = set()
         self._accel: AccelChoice | None = None
         self._images: dict[str, Image] = {}
         self._warm: WarmPool | None = None
@@ -92,6 +99,8 @@ class QemuBackend:
 
     # -- VMBackend ---------------------------------------------------------------------
     async def boot(self, vm_id: str, spec: VMSpec) -> QemuVM:
+        if spec.mounts:  # extra drives: no template or warm VM has those devices
+            return await self._boot_with_mounts(vm_id, spec)
         if self._warm is not None:
             self._warm.start()
             if self._warm.matches(spec, spec.image or self.options.image):
@@ -141,64 +150,140 @@ class QemuBackend:
             removed += 1
         return removed
 
-    def _socket_path(self, folder: Path) -> Path:
-        path = folder / "agent.sock"
+    def _socket_path(self, folder: Path, name: str = "agent") -> Path:
+        path = folder / f"{name}.sock"
         if len(str(path)) <= MAX_SOCKET_PATH:
             return path
         digest = hashlib.sha256(str(folder).encode()).hexdigest()[:20]
         short = Path(tempfile.gettempdir()) / f"swarm-qemu-{os.getuid()}"
         short.mkdir(mode=0o700, exist_ok=True)
-        return short / f"{digest}.sock"
+        return short / (f"{digest}.sock" if name == "agent" else f"{digest}.{name}.sock")
+
+    async def _boot_with_mounts(self, vm_id: str, spec: VMSpec) -> QemuVM:
+        """A VM that shows host folders (`spec.mounts`), booted cold: each folder packed
+        into a cached squashfs image on a read-only drive, mounted by the guest; or no VM
+        (`VMError`) if any of that fails (vm/qemu/mounts.py)."""
+        cache = _writable_or(*self._mounts_dirs)
+        drives = await asyncio.to_thread(mounts.pack_all, spec.mounts, cache)
+        vm = await self._launch(vm_id, spec, drives=drives)
+        try:
+            await mounts.mount(vm, drives)
+        except BaseException:
+            await vm.destroy()
+            raise
+        return vm
 
     async def _boot_new(self, vm_id: str, spec: VMSpec) -> QemuVM:
         """Boot from the template snapshot when possible, else boot the kernel."""
-        state = await self.snapshot_for(spec) if self.options.snapshot else None
-        if state is not None:
+        template = await self.snapshot_for(spec) if self.options.snapshot else None
+        if template is not None:
             try:
-                return await self._launch(vm_id, spec, incoming=state)
+                return await self._launch(
+                    vm_id, spec, incoming=template.state, ram=template.ram, start=template.mode
+                )
             except VMError as exc:
-                log.warning("restore from %s failed, booting cold: %s", state, exc)
-                self._snapshot_failed.add(state.name)
-                with contextlib.suppress(OSError):
-                    state.unlink()
+                log.warning("restore from %s failed, booting cold: %s", template.folder, exc)
+                self._snapshot_failed.add(template.key)  # cold boots from now on
+                await asyncio.to_thread(templates.discard, template.folder)
         return await self._launch(vm_id, spec)
 
-    def _snapshot_path(self, spec: VMSpec, accel: AccelChoice) -> Path:
+    def _template_key(self, spec: VMSpec, accel: AccelChoice, mode: templates.Mode) -> str:
+        return templates.key_for(self._stamp(spec), spec.memory_mb, spec.vcpus, accel.mode, mode)
+
+    def _stamp(self, spec: VMSpec) -> str:
+        """Which build of the image a template was made from (recipe and build time)."""
         image = self.image(spec.image)
         built = hashlib.sha256(str(image.manifest.get("built_at")).encode()).hexdigest()[:8]
-        stamp = f"{image.manifest.get('recipe')}-{built}"
-        return (
-            self.snapshot_dir
-            / image.name
-            / f"{stamp}-{spec.memory_mb}m-{spec.vcpus}c-{accel.mode}.state"
-        )
+        return f"{image.manifest.get('recipe')}-{built}"
 
-    async def snapshot_for(self, spec: VMSpec) -> Path | None:
-        """The template state for `spec`, made now if missing; None if it cannot be used."""
+    async def snapshot_for(self, spec: VMSpec) -> templates.Template | None:
+        """The template for `spec`, made now if missing; None if it cannot be used.
+
+        Mapped mode (the default) falls back to a copy template only if the snapshot
+        folder cannot hold a mapped RAM file, and says so in the log: a copy template is
+        as isolated (each clone gets RAM of its own), only slower and larger."""
         if spec.network:
             return None
-        path = self._snapshot_path(spec, await self.accel())
-        if path.name in self._snapshot_failed:
-            return None
+        accel = await self.accel()
+        parent = self.snapshot_dir / self.image(spec.image).name
         async with self._snapshot_lock:
-            if path.is_file():
-                return path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            template = await self._launch(_new_id("template"), spec, qmp=True)
+            modes: list[templates.Mode] = ["copy"]
+            if self.options.snapshot_memory == "mapped" and parent not in self._unmappable:
+                modes.insert(0, "mapped")
+            for mode in modes:
+                key = self._template_key(spec, accel, mode)
+                if key in self._snapshot_failed:
+                    continue
+                found = self._templates.get(key)
+                if found is None or found.problem() is not None:
+                    found = await asyncio.to_thread(templates.find, parent, key)
+                if found is not None:
+                    problem = found.problem()
+                    if problem is None:
+                        self._templates[key] = found
+                        return found
+                    log.error("dropping template %s: %s", found.folder, problem)
+                    await asyncio.to_thread(templates.discard, found.folder)
+                made = await self._make_template(spec, parent, key, mode)
+                if made is not None:
+                    self._templates[key] = made
+                    return made
+                if mode == "mapped":
+                    log.warning(
+                        "no mapped template in %s; trying a copy template (as isolated: "
+                        "each clone reads guest RAM into memory of its own; slower, larger)",
+                        parent,
+                    )
+        return None
+
+    async def _make_template(
+        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
+    ) -> templates.Template | None:
+        """Boot a template VM and save it; None (logged) if that fails."""
+        try:
+            tmp = await asyncio.to_thread(templates.new_folder, parent, key)
+        except OSError as exc:
+            log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
+            self._snapshot_failed.add(key)
+            return None
+        ram = tmp / "ram" if mode == "mapped" else None
+        refused = await asyncio.to_thread(templates.unmappable, tmp) if ram else None
+        if refused is not None:
+            log.warning("guest RAM cannot be mapped from a file in %s: %s", parent, refused)
+            self._unmappable.add(parent)
+            await asyncio.to_thread(templates.discard, tmp)
+            return None
+        try:
+            template = await self._launch(
+                _new_id("template"), spec, qmp=True, ram=ram, ram_shared=True
+            )
             try:
-                saved_ms = await save_state(template.folder / "qmp.sock", path)
-                log.info("saved template VM state %s in %d ms", path, saved_ms)
-                _prune_snapshots(path)
-            except VMError as exc:
-                log.warning("cannot save a template VM (%s); booting cold", exc)
-                self._snapshot_failed.add(path.name)
-                return None
+                saved_ms = await save_state(
+                    template.folder / "qmp.sock", tmp / "state", mapped=mode == "mapped"
+                )
             finally:
                 await template.destroy()
-        return path
+            made = await asyncio.to_thread(templates.publish, tmp, key, mode)
+        except (VMError, OSError) as exc:
+            log.warning("cannot save a %s template VM: %s", mode, exc)
+            self._snapshot_failed.add(key)
+            await asyncio.to_thread(templates.discard, tmp)
+            return None
+        log.info("saved template %s (%s) in %d ms", made.folder, mode, saved_ms)
+        await asyncio.to_thread(templates.prune, parent, self._stamp(spec))
+        return made
 
     async def _launch(
-        self, vm_id: str, spec: VMSpec, *, incoming: Path | None = None, qmp: bool = False
+        self,
+        vm_id: str,
+        spec: VMSpec,
+        *,
+        incoming: Path | None = None,
+        qmp: bool = False,
+        ram: Path | None = None,
+        ram_shared: bool = False,
+        drives: tuple[mounts.Disk, ...] = (),
+        start: str = "boot",
     ) -> QemuVM:
         image = self.image(spec.image)
         accel = await self.accel()
@@ -210,6 +295,10 @@ class QemuBackend:
         (folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
         sock_path = self._socket_path(folder)
         (folder / "socket").write_text(f"{sock_path}\n")
+        # A clone of a mapped template waits (`-incoming defer`) for the host to switch on
+        # `x-ignore-shared` through QMP, which QEMU connects to us like the agent's port.
+        deferred = incoming is not None and ram is not None
+        qmp_path = self._socket_path(folder, "qmp") if deferred else None
         machine = MachineSpec(
             image=image,
             accel=accel,
@@ -221,18 +310,27 @@ class QemuBackend:
             allowed_ports=spec.allowed_ports,
             console_log=folder / "console.log" if self.options.console_log else None,
             qmp_socket=folder / "qmp.sock" if qmp else None,
-            incoming=incoming,
+            incoming=None if deferred else incoming,
+            incoming_qmp=qmp_path,
+            ram_file=ram,
+            ram_shared=ram_shared,
+            drives=drives,
+            tcg_cpu=mounts.TCG_CPU if drives else None,
         )
         started = time.monotonic()
         listener = listen_socket(sock_path)
+        qmp_listener = listen_socket(qmp_path) if qmp_path is not None else None
         proc: asyncio.subprocess.Process | None = None
+        writer: asyncio.StreamWriter | None = None
         try:
             proc = await start_qemu(machine, folder / "qemu.log")
             (folder / "qemu.pid").write_text(f"{proc.pid}\n")
             budget = self.options.boot_timeout
-            loop = asyncio.get_running_loop()
-            conn: socket.socket
-            conn, _ = await _until(loop.sock_accept(listener), proc, budget, folder, "connecting")
+            if qmp_listener is not None and incoming is not None:
+                qmp_conn = await _until(_accept(qmp_listener), proc, budget, folder, "QMP")
+                restore = start_restore(qmp_conn, incoming)
+                await _until(restore, proc, budget, folder, "the restore started")
+            conn = await _until(_accept(listener), proc, budget, folder, "connecting")
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             channel = Channel(reader, writer)
             left = budget - (time.monotonic() - started)
@@ -243,21 +341,19 @@ class QemuBackend:
                 hello = channel.call({"t": "restored", "time": time.time()}, os.urandom(64))
                 await _until(hello, proc, left, folder, "the restored agent answered")
         except BaseException as exc:
+            if writer is not None:
+                writer.close()
             if proc is not None:
                 kill_group(proc.pid)
                 await asyncio.shield(proc.wait())
-            listener.close()
-            with contextlib.suppress(OSError):
-                sock_path.unlink()
+            _close_listeners(listener, qmp_listener)
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, TimeoutError):
                 raise VMError(
                     f"VM {vm_id} was not ready within {self.options.boot_timeout:.0f} s"
                 ) from exc
             raise
-        listener.close()
-        with contextlib.suppress(OSError):
-            sock_path.unlink()  # QEMU is connected; the path is only a name for `reap` now
+        _close_listeners(listener, qmp_listener)  # QEMU is connected; the paths are names only
         booted_ms = int((time.monotonic() - started) * 1000)
         log.debug("booted", extra={"vm_id": vm_id, "boot_ms": booted_ms})
         return QemuVM(
@@ -270,6 +366,7 @@ class QemuBackend:
             kill_grace=self.options.kill_grace,
             accel=accel.mode,
             booted_ms=booted_ms,
+            start=start,
         )
 
 
@@ -297,6 +394,45 @@ async def _until(
     raise TimeoutError(what)
 
 
+async def _accept(listener: socket.socket) -> socket.socket:
+    """Accept one connection; unlike `loop.sock_accept`, a connection accepted just as the
+    wait is cancelled (QEMU connected, then exited) is closed, not dropped open."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[socket.socket] = loop.create_future()
+
+    def ready() -> None:
+        if accepted.done():
+            return
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            accepted.set_exception(exc)
+            return
+        conn.setblocking(False)
+        accepted.set_result(conn)
+
+    loop.add_reader(listener.fileno(), ready)
+    try:
+        return await accepted
+    except asyncio.CancelledError:
+        if accepted.done() and not accepted.cancelled() and accepted.exception() is None:
+            accepted.result().close()
+        raise
+    finally:
+        loop.remove_reader(listener.fileno())
+
+
+def _close_listeners(*listeners: socket.socket | None) -> None:
+    for listener in listeners:
+        if listener is None:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(listener.getsockname())
+        listener.close()
+
+
 def images_dir_for(home: Path) -> Path:
     """Images live in `<home>/images`, unless $SWARM_QEMU_IMAGES names a shared folder (CI
     builds or restores one image there for every test home)."""
@@ -310,15 +446,6 @@ def _writable_or(preferred: Path, fallback: Path) -> Path:
     except OSError:
         return fallback
     return preferred if os.access(preferred, os.W_OK) else fallback
-
-
-def _prune_snapshots(keep: Path) -> None:
-    """Delete states of older builds of the same image (other recipe or build stamp)."""
-    stamp = "-".join(keep.name.split("-")[:2]) + "-"
-    for other in keep.parent.glob("*.state"):
-        if not other.name.startswith(stamp):
-            with contextlib.suppress(OSError):
-                other.unlink()
 
 
 def _new_id(prefix: str) -> str:

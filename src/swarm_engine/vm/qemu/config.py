@@ -33,9 +33,15 @@ class QemuOptions(BaseModel):
     snapshot: bool = True
     """Start guests from a saved template state (`-incoming`) instead of booting a kernel;
     the template is made on first use. Guests with network always boot cold."""
+    snapshot_memory: Literal["mapped", "copy"] = "mapped"
+    """`mapped`: clones map the template's guest RAM file copy-on-write (fast, memory
+    shared); `copy`: each clone reads all of it into its own memory (docs/qemu.md)."""
     snapshot_dir: Path | None = None
     """Where template states live; default `<images_dir>/.snapshots` (shared by every home
     that uses those images), or `<home>/run/qemu-snapshots` if that is not writable."""
+    mounts_dir: Path | None = None
+    """Where host folders shown in guests (Claude Code) are cached as squashfs images;
+    default `<images_dir>/.mounts`, or `<home>/run/qemu-mounts` if that is not writable."""
     warm: int = Field(default=0, ge=0, le=64)
     """Pre-booted VMs kept ready (for the default spec) so `boot` takes milliseconds."""
     qemu_binary: str = "qemu-system-x86_64"

@@ -127,8 +127,9 @@ async def boot_check(home: Path, images_dir: Path, image: str) -> Check:
         await backend.close()
     if res.stdout.strip() != b"hello from the guest":
         return Check("boot", "fail", f"the guest answered {res.stdout!r} ({res.stderr!r})")
-    accel = vm.info().extra.get("accel", "?")
-    return Check("boot", "ok", f"booted in {boot_s:.2f} s ({accel}); agent round trip "
+    accel, start = vm.info().extra.get("accel", "?"), vm.start
+    how = "booted" if start == "boot" else f"restored from a {start} template"
+    return Check("boot", "ok", f"{how} in {boot_s:.2f} s ({accel}); agent round trip "
                  f"{rtt * 1000:.1f} ms; Python runs in the guest")  # fmt: skip
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm_engine.errors import VMError
+from swarm_engine.vm.qemu import mounts
 from swarm_engine.vm.qemu.accel import AccelChoice
 from swarm_engine.vm.qemu.image import Image
+from swarm_engine.vm.qemu.mounts import Disk
 
 PORT_NAME = "swarm.0"
 GUEST_FORWARD_IP = "10.0.2.100"
@@ -58,6 +60,17 @@ class MachineSpec:
     """Where QEMU listens for QMP (only the snapshot template needs it)."""
     incoming: Path | None = None
     """Restore this saved state instead of booting the kernel."""
+    drives: tuple[Disk, ...] = ()
+    """Host folders packed as squashfs images, attached read-only (vm/qemu/mounts.py)."""
+    tcg_cpu: str | None = None
+    """`-cpu` under TCG (default: QEMU's `qemu64`); KVM always passes the host's CPU."""
+    ram_file: Path | None = None
+    """Guest RAM is this file (a snapshot template's, docs/qemu.md "Snapshot restore"):
+    written through by the template (`ram_shared`), mapped copy-on-write by its clones."""
+    ram_shared: bool = False
+    incoming_qmp: Path | None = None
+    """Restore later (`-incoming defer`): QEMU connects its QMP monitor to this socket (the
+    host listens), where the host sets `x-ignore-shared` and starts the restore."""
 
     def cmdline(self) -> str:
         parts = [self.image.cmdline_extra or "console=ttyS0 quiet panic=-1 rdinit=/init"]
@@ -80,6 +93,8 @@ class MachineSpec:
         machine = "microvm,pit=off,pic=off,isa-serial=on,x-option-roms=off"
         if self.image.machine_extra:
             machine += "," + self.image.machine_extra
+        if self.ram_file is not None:
+            machine += ",memory-backend=ram"
         argv = [
             self.qemu_binary,
             "-machine", machine,
@@ -98,6 +113,14 @@ class MachineSpec:
             "-chardev", f"socket,id=agent,path={self.socket_path}",
             "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
         ]  # fmt: skip
+        argv += mounts.qemu_args(self.drives)
+        if self.tcg_cpu is not None and self.accel.mode == "tcg":
+            argv += ["-cpu", self.tcg_cpu]
+        if self.ram_file is not None:
+            argv += ["-object", ram_backend(self.ram_file, self.memory_mb, self.ram_shared)]
+        if self.incoming_qmp is not None:
+            argv += ["-chardev", f"socket,id=qmp,path={self.incoming_qmp}"]
+            argv += ["-mon", "chardev=qmp,mode=control", "-incoming", "defer"]
         if self.qmp_socket is not None:
             argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
         if self.incoming is not None:
@@ -109,6 +132,14 @@ class MachineSpec:
                 netdev += f",guestfwd=tcp:{GUEST_FORWARD_IP}:{port}-cmd:{relay}"
             argv += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
         return argv
+
+
+def ram_backend(path: Path, memory_mb: int, shared: bool) -> str:
+    """Guest RAM from a file: `share=on` writes through to it (the template only);
+    `share=off` is a private copy-on-write mapping, so a clone's writes never reach it."""
+    mem_path = str(path).replace(",", ",,")  # QEMU's escape for a comma in an option
+    share = "on" if shared else "off"
+    return f"memory-backend-file,id=ram,size={memory_mb}M,mem-path={mem_path},share={share}"
 
 
 RELAY = Path(__file__).with_name("relay.py")

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shlex
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -33,14 +34,22 @@ class QMP:
         self._writer = writer
 
     @classmethod
-    async def connect(cls, path: Path) -> QMP:
+    async def connect(cls, path: Path | None = None, *, sock: socket.socket | None = None) -> QMP:
+        """Connect to QEMU's QMP socket `path`, or speak QMP on the connected `sock`."""
         try:
-            reader, writer = await asyncio.open_unix_connection(str(path))
+            if sock is not None:
+                reader, writer = await asyncio.open_unix_connection(sock=sock)
+            else:
+                reader, writer = await asyncio.open_unix_connection(str(path))
         except OSError as exc:
             raise VMError(f"cannot reach QMP at {path}: {exc}") from exc
         qmp = cls(reader, writer)
-        await qmp._read()  # greeting
-        await qmp.execute("qmp_capabilities")
+        try:
+            await qmp._read()  # greeting
+            await qmp.execute("qmp_capabilities")
+        except BaseException:
+            writer.close()
+            raise
         return qmp
 
     async def _read(self) -> dict[str, Any]:
@@ -70,12 +79,19 @@ class QMP:
             await self._writer.wait_closed()
 
 
-async def save_state(qmp_socket: Path, dest: Path) -> int:
-    """Migrate the running guest behind `qmp_socket` into the file `dest`; returns ms."""
+IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
+"""Leave shared (file-mapped) guest RAM out of the saved state: only device state is saved."""
+
+
+async def save_state(qmp_socket: Path, dest: Path, *, mapped: bool = False) -> int:
+    """Migrate the running guest behind `qmp_socket` into the file `dest`; returns ms.
+    With `mapped`, guest RAM is already in the template's RAM file and is left out."""
     started = time.monotonic()
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     qmp = await QMP.connect(qmp_socket)
     try:
+        if mapped:
+            await qmp.execute("migrate-set-capabilities", capabilities=IGNORE_SHARED)
         await qmp.execute("migrate-set-parameters", **{"max-bandwidth": 8 * 1024**3})
         await qmp.execute("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
         deadline = started + MIGRATE_TIMEOUT
@@ -94,3 +110,14 @@ async def save_state(qmp_socket: Path, dest: Path) -> int:
         await qmp.close()
     tmp.replace(dest)
     return int((time.monotonic() - started) * 1000)
+
+
+async def start_restore(sock: socket.socket, state: Path) -> None:
+    """Start restoring `state` in a clone waiting with `-incoming defer`, whose QMP monitor
+    connected to `sock`; the clone runs on by itself once its device state is loaded."""
+    qmp = await QMP.connect(sock=sock)
+    try:
+        await qmp.execute("migrate-set-capabilities", capabilities=IGNORE_SHARED)
+        await qmp.execute("migrate-incoming", uri=f"exec:cat {shlex.quote(str(state))}")
+    finally:
+        await qmp.close()

@@ -52,6 +52,7 @@ class QemuVM:
         kill_grace: float,
         accel: str,
         booted_ms: int,
+        start: str = "boot",
     ) -> None:
         self.id = vm_id
         self.spec = spec
@@ -59,6 +60,9 @@ class QemuVM:
         self.socket_path = socket_path
         self.accel = accel
         self.booted_ms = booted_ms
+        self.start = start
+        """How it started: `boot` (a kernel boot), or restored from a `mapped` or `copy`
+        template (docs/qemu.md, "Snapshot restore")."""
         self._proc = proc
         self._channel = channel
         self._kill_grace = kill_grace
@@ -86,6 +90,7 @@ class QemuVM:
                 "accel": self.accel,
                 "guest_workspace": GUEST_WORKSPACE,
                 "boot_ms": str(self.booted_ms),
+                "start": self.start,
             },
             isolation="microvm",  # recorded in vms.isolation (issue 9)
         )

@@ -1,0 +1,207 @@
+"""Host folders shown read-only in a microVM (`VMSpec.mounts`: tools the engine installed,
+such as Claude Code).
+
+A guest cannot see the host's files, so each folder is packed once into a squashfs image
+(`mksquashfs`, LZ4 like the root filesystem, every file owned by root), cached by the
+folder's path and content, attached to the guest as one more read-only virtio-blk drive
+(`readonly=on`, serial `swarm-mount-N`) and mounted by the VM's first command, which runs
+as root in the guest: `mount -t squashfs -o ro,nodev,nosuid`. The guest image is unchanged.
+
+A VM that asks for mounts gets them or does not boot (`VMError`, one line): a step never
+runs without the tools it asked for, and nothing of the host is shared with the guest but
+a read-only copy. Such VMs boot cold (a saved template has other devices) and, under TCG,
+get `-cpu max`: host tools are native programs built for today's CPUs (Claude Code needs
+at least SSE4.2 and POPCNT; TCG's default `qemu64` model has neither).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import VM
+
+PACK_ARGS = ("-comp", "lz4", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress")
+"""How a folder is packed; part of each image's cache key (a change repacks)."""
+MKSQUASHFS = "mksquashfs"
+PACK_TIMEOUT = 900.0
+MOUNT_TIMEOUT = 60.0
+SERIAL_PREFIX = "swarm-mount-"
+MAX_MOUNTS = 8
+TCG_CPU = "max"
+GUEST_BUSYBOX = "/opt/swarm/busybox"
+"""Put into every guest by its init (guest/init.c): the mount needs nothing of the image."""
+MOUNT_SCRIPT = r"""
+bb="$0"; i=0
+for target; do
+    dev=
+    for block in /sys/block/*; do
+        if [ "$("$bb" cat "$block/serial" 2>/dev/null)" = "swarm-mount-$i" ]; then
+            dev="/dev/${block##*/}"
+        fi
+    done
+    [ -n "$dev" ] || { echo "no drive with serial swarm-mount-$i" >&2; exit 1; }
+    "$bb" mkdir -p "$target" && "$bb" mount -t squashfs -o ro,nodev,nosuid "$dev" "$target" || exit 1
+    i=$((i + 1))
+done
+"""
+"""Run in the guest as root by busybox (as `$0`), with the guest paths as arguments, in
+drive order."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One host folder as the guest gets it: a squashfs image on a read-only drive."""
+
+    image: Path
+    guest_path: str
+
+
+def guest_path(path: str) -> str:
+    """`path` if it is a normalized absolute path other than `/`; else `VMError`."""
+    if (
+        not path.startswith("/")
+        or path == "/"
+        or posixpath.normpath(path) != path
+        or "\0" in path
+        or "\n" in path
+    ):
+        raise VMError(f"cannot mount a host folder at {path!r} in a microVM: not an absolute path")
+    return path
+
+
+def pack(folder: Path, cache_dir: Path) -> Path:
+    """The squashfs image of `folder`, packed now unless the cache has it for this exact
+    content. Written to a temporary file and renamed into place, under a lock, so engines
+    sharing `cache_dir` never pack one folder twice or see half an image. Older images of
+    the same folder are deleted (a running VM keeps its open copy)."""
+    if not folder.is_dir():
+        raise VMError(f"cannot show {folder} in a microVM: not a folder")
+    real = folder.resolve()
+    where = hashlib.sha256(str(real).encode()).hexdigest()[:8]
+    stem = f"{_slug(real.name)}-{where}-"
+    target = cache_dir / f"{stem}{_content_key(real)}.squashfs"
+    if target.is_file():
+        return target
+    if shutil.which(MKSQUASHFS) is None:
+        raise VMError(
+            f"cannot show {folder} in a microVM: mksquashfs not found "
+            "(apt-get install squashfs-tools)"
+        )
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VMError(
+            f"cannot show {folder} in a microVM: cannot create {cache_dir}: {exc.strerror}"
+        ) from exc
+    with _locked(cache_dir / f".{stem}lock"):
+        if target.is_file():  # another engine packed it meanwhile
+            return target
+        tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
+        try:
+            _mksquashfs(real, tmp)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        for old in cache_dir.glob(f"{stem}*.squashfs"):
+            if old != target:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+    return target
+
+
+def pack_all(mounts: Sequence[tuple[str, str]], cache_dir: Path) -> tuple[Disk, ...]:
+    """The drives for a VM's mounts (host folder, guest path), in order."""
+    if len(mounts) > MAX_MOUNTS:
+        raise VMError(f"a microVM takes at most {MAX_MOUNTS} host folders, not {len(mounts)}")
+    where = [guest_path(guest) for _, guest in mounts]  # refused before anything is packed
+    return tuple(
+        Disk(pack(Path(host), cache_dir), at) for (host, _), at in zip(mounts, where, strict=True)
+    )
+
+
+def mount_argv(disks: Sequence[Disk]) -> list[str]:
+    """The guest command that mounts every drive at its path (drive N has serial
+    `swarm-mount-N`: device names depend on the kernel's probe order)."""
+    paths = (d.guest_path for d in disks)
+    return [GUEST_BUSYBOX, "sh", "-c", MOUNT_SCRIPT, GUEST_BUSYBOX, *paths]
+
+
+def qemu_args(disks: Sequence[Disk]) -> list[str]:
+    """One read-only drive per disk, after the root drive (which stays /dev/vda)."""
+    args: list[str] = []
+    for n, disk in enumerate(disks):
+        file = str(disk.image).replace(",", ",,")  # QEMU's option syntax
+        args += [
+            "-drive", f"id=mount{n},file={file},format=raw,if=none,readonly=on",
+            "-device", f"virtio-blk-device,drive=mount{n},serial={SERIAL_PREFIX}{n}",
+        ]  # fmt: skip
+    return args
+
+
+def _mksquashfs(folder: Path, dest: Path) -> None:
+    argv = [MKSQUASHFS, str(folder), str(dest), *PACK_ARGS]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, timeout=PACK_TIMEOUT, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VMError(f"cannot pack {folder} for a microVM: {exc}") from exc
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        raise VMError(
+            f"cannot pack {folder} for a microVM: mksquashfs exited with {done.returncode}: "
+            f"{why[-1] if why else 'no message'}"
+        )
+
+
+def _content_key(folder: Path) -> str:
+    """A hash of how the folder is packed and of every entry's name, type, mode, size and
+    modification time (a reinstall or an edit repacks it)."""
+    h = hashlib.sha256(" ".join(PACK_ARGS).encode() + b"\n")
+    try:
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted([*dirs, *files]):
+                path = os.path.join(root, name)
+                st = os.lstat(path)
+                rel = os.path.relpath(path, folder)
+                h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except OSError as exc:
+        raise VMError(f"cannot read {folder} to show it in a microVM: {exc}") from exc
+    return h.hexdigest()[:16]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-")[:48] or "folder"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+async def mount(vm: VM, disks: Sequence[Disk]) -> None:
+    """Mount every drive in the freshly booted guest `vm`; `VMError` (one line) if not."""
+    done = await vm.exec(mount_argv(disks), timeout=MOUNT_TIMEOUT)
+    if not done.ok:
+        lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit code {done.exit_code}"
+        where = ", ".join(d.guest_path for d in disks)
+        raise VMError(f"VM {vm.id}: cannot mount the host's read-only folders at {where}: {why}")
