@@ -19,6 +19,7 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
+from swarm_engine.engine.plan import Plan
 from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
@@ -47,6 +48,9 @@ class Daemon:
         self.events = events
         self.draining = asyncio.Event()
         self.active: dict[asyncio.Task[Any], int] = {}
+        self.slots: set[int] = set()
+        """Tickets holding one of the `max_vms` slots: claimed, until no step of theirs will
+        boot a VM any more (recording a run's end does not hold a slot)."""
         self.claimed = 0
         self.started_report: ReapReport | None = None
         self.session: EngineSession | None = None
@@ -166,9 +170,12 @@ class Daemon:
             log.warning("engine %s on host %s stopped heartbeating: recorded dead",
                         engine["id"], engine["host"])  # fmt: skip
 
-    async def _claim(self, session: EngineSession, watcher: Watcher, slots: int) -> list[Ticket]:
-        """Claim up to `slots` open tickets in one statement; none when nothing is open
-        or the store is busy now.
+    async def _claim(
+        self, session: EngineSession, watcher: Watcher, slots: int
+    ) -> list[tuple[Ticket, Plan | SwarmError | None]]:
+        """Claim up to `slots` open tickets in one statement, each with its plan resolved
+        in the same hand-off to the store thread; none when nothing is open or the store
+        is busy now.
 
         Most wake-ups are this engine's own writes: a read off the store thread first
         keeps them from queueing claim statements in front of the running tickets' writes."""
@@ -176,11 +183,7 @@ class Daemon:
             return []
         try:
             return await session.gate(
-                session.store.tickets.claim_next,
-                engine_id=session.engine_id,
-                attempt_id=uuid.uuid4().hex,
-                lease_ttl=self.settings.lease_ttl,
-                limit=slots,
+                session.claim_planned, attempt_id=uuid.uuid4().hex, limit=slots
             )
         except StoreBusyError as exc:
             session.gate.warn(f"claiming delayed (store busy): {exc}")
@@ -191,17 +194,17 @@ class Daemon:
         try:
             while not self.draining.is_set():
                 watcher.changed.clear()
-                while len(self.active) < self.max_vms and not self.draining.is_set():
-                    tickets = await self._claim(session, watcher, self.max_vms - len(self.active))
-                    for ticket in tickets:
-                        self._launch(session, ticket)
+                while len(self.slots) < self.max_vms and not self.draining.is_set():
+                    tickets = await self._claim(session, watcher, self.max_vms - len(self.slots))
+                    for ticket, plan in tickets:
+                        self._launch(session, ticket, plan)
                     if not tickets:
                         break
                 if self.until_idle and not self.active and not await self._has_open(session):
                     break
                 # with every slot busy only a freed slot matters: store changes (mostly
                 # this engine's own writes) are not even looked at until then
-                full = len(self.active) >= self.max_vms
+                full = len(self.slots) >= self.max_vms
                 watcher.wanted = not full
                 slot_freed = asyncio.create_task(self._slot_freed.wait())
                 waits = {slot_freed, drained}
@@ -222,7 +225,9 @@ class Daemon:
             if self.active:
                 await asyncio.gather(*self.active, return_exceptions=True)
 
-    def _launch(self, session: EngineSession, ticket: Ticket) -> None:
+    def _launch(
+        self, session: EngineSession, ticket: Ticket, plan: Plan | SwarmError | None
+    ) -> None:
         self.claimed += 1
         log.info(
             "claimed ticket %s (attempt %s)",
@@ -230,13 +235,19 @@ class Daemon:
             ticket.attempts,
             extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
         )
-        task = asyncio.create_task(self._run_one(session, ticket))
+        slot = self.claimed  # a number of this launch's own (a ticket may come back)
+        self.slots.add(slot)
+        task = asyncio.create_task(self._run_one(session, ticket, plan, lambda: self._free(slot)))
         self.active[task] = ticket.id
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda task: self._finished(task, slot))
 
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self.active.pop(task, None)
+    def _free(self, slot: int) -> None:
+        self.slots.discard(slot)
         self._slot_freed.set()
+
+    def _finished(self, task: asyncio.Task[Any], slot: int) -> None:
+        self.active.pop(task, None)
+        self._free(slot)
 
     async def _has_open(self, session: EngineSession) -> bool:
         try:
@@ -244,9 +255,15 @@ class Daemon:
         except StoreBusyError:
             return True
 
-    async def _run_one(self, session: EngineSession, ticket: Ticket) -> None:
+    async def _run_one(
+        self,
+        session: EngineSession,
+        ticket: Ticket,
+        plan: Plan | SwarmError | None,
+        steps_over: Callable[[], None],
+    ) -> None:
         try:
-            final = await session.run_claimed(ticket)
+            final = await session.run_claimed(ticket, steps_over, plan)
             if final is not None:
                 log.info(
                     "ticket %s %s",

@@ -1,11 +1,13 @@
 """Shipping a step's log to the store while the step runs (`step_logs`, issue 13).
 
 `StepLog` hands every piece of the log it keeps to `LogShipper.feed` (so the store gets
-exactly what `output.log` holds: bounded by `max_log_bytes`). A task of the shipper's
-own writes what has gathered as one chunk every `FLUSH_SECONDS`, or sooner when
-`CHUNK_BYTES` are waiting, through the runner's `write` (retried while the store is busy
-and the lease is held). A slow store is a delay: what waits is held in memory, and that
-is bounded by the log's own cap. Once the attempt loses its ticket, shipping stops.
+exactly what `output.log` holds: bounded by `max_log_bytes`). What has gathered is written
+as one chunk `FLUSH_SECONDS` after its first byte, or sooner when `CHUNK_BYTES` are
+waiting, by a task of the shipper's own (started only then: a step that ends sooner
+never has one), through the runner's `write` (retried while the store is busy and the
+lease is held). A slow store is a delay: what waits is held in memory, and that is
+bounded by the log's own cap. Once the attempt loses its ticket, shipping stops. At the
+step's end the runner may take the rest (`take_rest`) and store it with the step's end.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class LogShipper:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._closing = False
 
@@ -47,10 +50,39 @@ class LogShipper:
         self._pending.append(data)
         self._pending_len += len(data)
         if self._pending_len >= CHUNK_BYTES:
-            self._wake.set()
+            self._kick()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._kick)
+
+    def _kick(self) -> None:
+        """Ship what waits now (starting the shipping task on first use)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._stopped or self._closing:
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="step-log-shipper")
+        self._wake.set()
+
+    def take_rest(self) -> str | None:
+        """All that waits, as text, for the caller to store itself (then the shipper
+        stops); None when a chunk may still be on its way (the shipper ships the rest
+        itself on leaving, keeping the order)."""
+        if self._task is not None:
+            return None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._stopped:
+            return ""
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_len = 0
+        self._stopped = True
+        return self._decoder.decode(data, final=True)
 
     async def __aenter__(self) -> LogShipper:
-        self._task = asyncio.create_task(self._run(), name="step-log-shipper")
         return self
 
     async def __aexit__(
@@ -61,20 +93,25 @@ class LogShipper:
     ) -> None:
         """Ship the rest and stop; when the step was cancelled, just stop (the rest is
         still in `output.log`)."""
-        assert self._task is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             return
         self._closing = True
+        if self._task is None:
+            await self._ship(final=True)
+            return
         self._wake.set()
         await self._task
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            await self._wake.wait()
             self._wake.clear()
             closing = self._closing
             await self._ship(final=closing)

@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.kinds import get_agent
@@ -76,6 +76,8 @@ class TicketRunner:
         self.engine_id = engine_id
         self.events = events
         self.host_env: dict[str, str] = {}
+        self._closed: dict[int, tuple[Ticket, dict[str, Any]]] = {}
+        """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
         self.abort_status = "failed"
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
@@ -84,7 +86,7 @@ class TicketRunner:
         """A store call for this attempt: retried while the store is busy and the lease is
         held; once the lease has run out, `StaleAttemptError`."""
         attempt = str(ticket.attempt_id)
-        if fn == self.store.runs.finish_run:  # the attempt's own end, not a lost ticket
+        if fn == self._close_run:  # the attempt's own end, not a lost ticket
             self.keeper.finishing(attempt)
         try:
             return await self.gate.retrying_while(
@@ -95,9 +97,16 @@ class TicketRunner:
                 f"ticket {ticket.id}: the lease ran out while the store was busy ({exc})"
             ) from exc
 
-    async def run(self, ticket: Ticket, plan: Plan | SwarmError) -> Ticket:
+    async def run(
+        self,
+        ticket: Ticket,
+        plan: Plan | SwarmError,
+        steps_over: Callable[[], None] | None = None,
+    ) -> Ticket:
         """Run the ticket to the end and return its final row. `plan` may be the error
-        that resolving it raised: the run is then recorded as failed with that error."""
+        that resolving it raised: the run is then recorded as failed with that error.
+        `steps_over`, if given, is called once no step of the run will boot a VM any more
+        (every VM of the run is destroyed); what is left is recording the run's end."""
         assert ticket.attempt_id is not None
         main = asyncio.current_task()
         assert main is not None
@@ -109,7 +118,7 @@ class TicketRunner:
 
         self.keeper.hold(ticket.id, ticket.attempt_id, on_lost)
         try:
-            return await self._run(ticket, plan, main, stop_reason)
+            return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing)
         finally:
             self.keeper.release(ticket.attempt_id)
 
@@ -119,6 +128,7 @@ class TicketRunner:
         plan: Plan | SwarmError,
         main: asyncio.Task[Any],
         stop_reason: list[LostReason],
+        steps_over: Callable[[], None],
     ) -> Ticket:
         runs = self.store.runs
         run_id = await self.write(
@@ -132,18 +142,18 @@ class TicketRunner:
         )
         self.events(Event("run_started", ticket.id, run_id))
         if isinstance(plan, SwarmError):
-            await self.write(
-                ticket, runs.finish_run, run_id, ticket, status="failed", error=str(plan)
-            )
+            steps_over()
+            await self._close(ticket, run_id, status="failed", error=str(plan))
             return await self._finished(ticket, run_id)
         try:
-            async with asyncio.timeout(plan.timeout_seconds):
-                outputs = await self._execute(plan, ticket, run_id)
-            await self.write(
+            try:
+                async with asyncio.timeout(plan.timeout_seconds):
+                    outputs = await self._execute(plan, ticket, run_id)
+            finally:  # every step's VM is destroyed by now (the pool's own `finally`)
+                steps_over()
+            await self._close(
                 ticket,
-                runs.finish_run,
                 run_id,
-                ticket,
                 status="done",
                 outputs=outputs,
                 # stored once (issue 8.5): not again in workflow_runs when it only repeats
@@ -151,15 +161,11 @@ class TicketRunner:
                 outputs_in_steps=plan.workflow is None or plan.workflow.outputs is None,
             )
         except StepFailed as exc:
-            await self.write(
-                ticket, runs.finish_run, run_id, ticket, status="failed", error=str(exc)
-            )
+            await self._close(ticket, run_id, status="failed", error=str(exc))
         except TimeoutError:
-            await self.write(
+            await self._close(
                 ticket,
-                runs.finish_run,
                 run_id,
-                ticket,
                 status="failed",
                 error=f"ticket timed out after {plan.timeout_seconds:g}s",
             )
@@ -182,7 +188,7 @@ class TicketRunner:
             main.uncancel()
             if stop_reason[0] == "cancelled":
                 with contextlib.suppress(StaleAttemptError):
-                    await self.write(ticket, runs.finish_run, run_id, ticket, status="cancelled")
+                    await self._close(ticket, run_id, status="cancelled")
             else:
                 log.warning(
                     "ticket %s: this attempt lost the ticket (reclaimed, or reset by another"
@@ -196,9 +202,58 @@ class TicketRunner:
                     )
         return await self._finished(ticket, run_id)
 
+    async def _close(
+        self,
+        ticket: Ticket,
+        run_id: int,
+        *,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        outputs_in_steps: bool = False,
+    ) -> None:
+        """Close the run and the ticket (`RunStore.finish_run`), fenced and retried; the
+        final rows are read in the same transaction, for `_finished`."""
+        self._closed[run_id] = await self.write(
+            ticket,
+            self._close_run,
+            run_id,
+            ticket,
+            status=status,
+            outputs=outputs,
+            error=error,
+            outputs_in_steps=outputs_in_steps,
+        )
+
+    def _close_run(
+        self,
+        run_id: int,
+        ticket: Ticket,
+        *,
+        status: str,
+        outputs: Any,
+        error: str | None,
+        outputs_in_steps: bool,
+    ) -> tuple[Ticket, dict[str, Any]]:
+        """(On the store thread.) One transaction: the run's end, then its rows read back."""
+        with self.store.transaction():
+            self.store.runs.finish_run(
+                run_id,
+                ticket,
+                status=status,
+                outputs=outputs,
+                error=error,
+                outputs_in_steps=outputs_in_steps,
+            )
+            return self.store.tickets.get(ticket.id), self.store.runs.get_run(run_id)
+
     async def _finished(self, ticket: Ticket, run_id: int) -> Ticket:
-        final = await self.gate.retrying(self.store.tickets.get, ticket.id)
-        run = await self.gate.retrying(self.store.runs.get_run, run_id)
+        closed = self._closed.pop(run_id, None)
+        if closed is not None:
+            final, run = closed
+        else:  # closed by another path (or not at all): read what the store holds
+            final = await self.gate.retrying(self.store.tickets.get, ticket.id)
+            run = await self.gate.retrying(self.store.runs.get_run, run_id)
         self.events(Event("run_finished", ticket.id, run_id, data={"ticket": final, "run": run}))
         return final
 
@@ -337,10 +392,6 @@ class TicketRunner:
     ) -> StepOutcome:
         """One attempt of a step: its artifacts folder, its live log, its VM."""
         folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
-        try:  # off the event loop: on a busy disk a mkdir can take milliseconds
-            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        except OSError as exc:  # a full disk: the step runs; its log file is not written
-            log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, exc)
         agent_vm = step.agent.vm.model_dump()
         spec = spec_for(
             agent_vm,
@@ -349,6 +400,11 @@ class TicketRunner:
             step.timeout_seconds,
             output_keep_bytes=self.settings.output_keep_bytes,  # bounded output (issue 8.5)
         )
+        # the folder and its log file, off the event loop (on a busy disk a mkdir can take
+        # milliseconds); on a full disk the step runs, its log file is not written
+        opened = await _open_log(folder / "output.log")
+        if isinstance(opened, OSError):
+            log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, opened)
 
         async def on_ready(vm: VM) -> None:
             await self.write(ticket, self._step_started, exec_id, vm)
@@ -358,10 +414,24 @@ class TicketRunner:
             return await self.write(ticket, self.store.logs.append, exec_id, text)
 
         shipper = LogShipper(append)  # the live copy in the store (issue 13)
-        async with shipper:
-            return await self._in_vm(
-                step, exec_id, inputs, ticket, run_id, folder, spec, shipper, on_ready
-            )
+        destroyed: list[tuple[str, str | None]] = []  # VMs not yet recorded destroyed
+        try:
+            async with shipper:
+                return await self._in_vm(
+                    step, exec_id, inputs, ticket, run_id, folder, spec, shipper, on_ready,
+                    destroyed, opened,
+                )  # fmt: skip
+        finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
+            await self._record_destroyed(destroyed)
+
+    async def _record_destroyed(self, destroyed: list[tuple[str, str | None]]) -> None:
+        """Record these VMs destroyed now, waiting for a busy store (never for a lease)."""
+        gone = [*destroyed]
+        if not gone:
+            return
+        del destroyed[: len(gone)]
+        with contextlib.suppress(StoreError):
+            await asyncio.shield(self.gate.retrying(self._vms_destroyed, gone))
 
     async def _in_vm(
         self,
@@ -374,10 +444,16 @@ class TicketRunner:
         spec: VMSpec,
         shipper: LogShipper,
         on_ready: Callable[[VM], Awaitable[None]],
+        destroyed: list[tuple[str, str | None]],
+        opened: BinaryIO | OSError,
     ) -> StepOutcome:
         runs = self.store.runs
+
+        def on_destroyed(vm_id: str, error: str | None) -> None:
+            destroyed.append((vm_id, error))  # recorded with the step's end
+
         logfile = folder / "output.log"
-        with StepLog(logfile, self.settings.max_log_bytes, shipper.feed) as sink:
+        with StepLog(logfile, self.settings.max_log_bytes, shipper.feed, opened) as sink:
 
             def on_log(stream: str, text: str) -> None:
                 prefix = "" if stream == "stdout" else f"[{stream}] "
@@ -405,7 +481,9 @@ class TicketRunner:
                 )
                 async with api:  # its tools and model API gateway, if it has any (issue 14)
                     spec = await api.vm_spec(spec)
-                    async with self.pool.acquire(spec, step.agent.vm.backend, on_ready) as vm:
+                    async with self.pool.acquire(
+                        spec, step.agent.vm.backend, on_ready, on_destroyed
+                    ) as vm:
                         ctx = StepContext(
                             vm=vm,
                             agent=step.agent,
@@ -429,6 +507,7 @@ class TicketRunner:
                             )
                 outcome = api.settle(outcome)  # the usage the gateway counted
             except asyncio.CancelledError:
+                await self._record_destroyed(destroyed)  # first, as patiently as ever
                 with contextlib.suppress(StaleAttemptError, StoreBusyError):
                     await self.gate(
                         runs.step_finished,
@@ -448,10 +527,13 @@ class TicketRunner:
             except Exception as exc:
                 log.exception("step %s of run %s crashed", step.id, run_id)
                 outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
+        gone = [*destroyed]
         await self.write(
             ticket,
-            runs.step_finished,
+            self._step_finished,
             exec_id,
+            gone,
+            shipper.take_rest(),
             status="done" if outcome.ok else "failed",
             outputs=outcome.outputs,
             exit_code=outcome.exit_code,
@@ -459,6 +541,7 @@ class TicketRunner:
             usage=outcome.usage,
             log_path=str(logfile),
         )
+        del destroyed[: len(gone)]
         self.events(
             Event(
                 "step_finished",
@@ -469,6 +552,39 @@ class TicketRunner:
             )
         )
         return outcome
+
+    def _step_finished(
+        self,
+        exec_id: int,
+        destroyed: list[tuple[str, str | None]],
+        log_rest: str | None,
+        *,
+        status: str,
+        outputs: dict[str, Any] | None,
+        exit_code: int | None,
+        error: str | None,
+        usage: Usage,
+        log_path: str,
+    ) -> None:
+        """The step is over: the rest of its live log, its VMs destroyed and its end, in
+        one transaction (a stale attempt's end is refused, and then so is all of it)."""
+        with self.store.transaction():
+            if log_rest:
+                self.store.logs.append(exec_id, log_rest)
+            self._vms_destroyed(destroyed)
+            self.store.runs.step_finished(
+                exec_id,
+                status=status,
+                outputs=outputs,
+                exit_code=exit_code,
+                error=error,
+                usage=usage,
+                log_path=log_path,
+            )
+
+    def _vms_destroyed(self, destroyed: list[tuple[str, str | None]]) -> None:
+        for vm_id, error in destroyed:
+            self.store.vms.record_destroyed(vm_id, error)
 
     def _step_started(self, exec_id: int, vm: VM) -> None:
         """The VM is up: record it ready and busy with the step, and the step running, in
@@ -485,6 +601,27 @@ class TicketRunner:
             )
             self.store.vms.record_busy(vm.id, exec_id)
             self.store.runs.step_started(exec_id, vm.id)
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _open_log(path: Path) -> BinaryIO | OSError:
+    """`StepLog.open_log` on a worker thread (a file opened after a cancel is closed)."""
+    job = asyncio.ensure_future(asyncio.to_thread(StepLog.open_log, path))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_close_unused)
+        raise
+
+
+def _close_unused(job: asyncio.Future[BinaryIO | OSError]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        opened = job.result()
+        if not isinstance(opened, OSError):
+            opened.close()
 
 
 def ticket_fields(ticket: Ticket) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 
 from swarm_engine.agents.kinds import get_agent
@@ -189,6 +190,25 @@ class EngineSession:
         self.registry.close()
         self.store.close()
 
+    async def _plan_patiently(self, ticket: Ticket) -> Plan | SwarmError:
+        # on the store thread (the registry is a database too), patiently: a busy or
+        # restarting database is a delay, never the ticket's error, for as long as the
+        # claim's lease surely holds (nothing renews it before the run starts)
+        patience = time.monotonic() + self.settings.lease_ttl / 2
+        try:
+            return await self.gate.retrying_while(
+                lambda: time.monotonic() < patience, self.plan, ticket
+            )
+        except StoreBusyError as exc:  # the lease ran out meanwhile: the ticket is not ours
+            raise StaleAttemptError(
+                f"ticket {ticket.id}: the lease ran out while the registry was busy ({exc})"
+            ) from exc
+        except SwarmError as exc:
+            return exc
+        except Exception as exc:  # a definition that breaks a resolver: that ticket only
+            log.exception("ticket %s: resolving its plan crashed", ticket.id)
+            return ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
+
     def plan(self, ticket: Ticket) -> Plan:
         """Resolve the ticket's agent/workflow and run each agent kind's host checks.
         A malformed row or definition raises `ConfigError` naming the field."""
@@ -221,32 +241,47 @@ class EngineSession:
         )
         return await self.runner.run(claimed, plan)
 
-    async def run_claimed(self, ticket: Ticket) -> Ticket | None:
+    def claim_planned(
+        self, *, attempt_id: str, limit: int
+    ) -> list[tuple[Ticket, Plan | SwarmError | None]]:
+        """(On the store thread.) Claim up to `limit` open tickets and resolve each one's
+        plan in the same hand-off: the plan, the error resolving it raised (the ticket
+        fails with it), or None when the registry was busy (`run_claimed` retries)."""
+        claimed = self.store.tickets.claim_next(
+            engine_id=self.engine_id,
+            attempt_id=attempt_id,
+            lease_ttl=self.settings.lease_ttl,
+            limit=limit,
+        )
+        return [(ticket, self._try_plan(ticket)) for ticket in claimed]
+
+    def _try_plan(self, ticket: Ticket) -> Plan | SwarmError | None:
+        try:
+            return self.plan(ticket)
+        except StoreBusyError:
+            return None
+        except SwarmError as exc:
+            return exc
+        except Exception as exc:  # a definition that breaks a resolver: that ticket only
+            log.exception("ticket %s: resolving its plan crashed", ticket.id)
+            return ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
+
+    async def run_claimed(
+        self,
+        ticket: Ticket,
+        steps_over: Callable[[], None] | None = None,
+        plan: Plan | SwarmError | None = None,
+    ) -> Ticket | None:
         """Run a ticket the daemon already claimed; resolution errors fail the ticket.
+        `steps_over`: see `TicketRunner.run`; `plan`: as `claim_planned` resolved it.
 
         Whatever goes wrong, the ticket does not stay claimed: an unexpected error fails
         it with a one-line reason (unless the attempt lost the ticket meanwhile).
         """
-        plan: Plan | SwarmError
-        # on the store thread (the registry is a database too), patiently: a busy or
-        # restarting database is a delay, never the ticket's error, for as long as the
-        # claim's lease surely holds (nothing renews it before the run starts)
-        patience = time.monotonic() + self.settings.lease_ttl / 2
+        if plan is None:
+            plan = await self._plan_patiently(ticket)
         try:
-            plan = await self.gate.retrying_while(
-                lambda: time.monotonic() < patience, self.plan, ticket
-            )
-        except StoreBusyError as exc:  # the lease ran out meanwhile: the ticket is not ours
-            raise StaleAttemptError(
-                f"ticket {ticket.id}: the lease ran out while the registry was busy ({exc})"
-            ) from exc
-        except SwarmError as exc:
-            plan = exc
-        except Exception as exc:  # a definition that breaks a resolver: that ticket only
-            log.exception("ticket %s: resolving its plan crashed", ticket.id)
-            plan = ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
-        try:
-            return await self.runner.run(ticket, plan)
+            return await self.runner.run(ticket, plan, steps_over)
         except (asyncio.CancelledError, StaleAttemptError):
             raise
         except NotFoundError as exc:  # the row was deleted while it ran: nothing to record

@@ -40,7 +40,11 @@ class StepLog:
     """
 
     def __init__(
-        self, path: Path, limit: int, mirror: Callable[[bytes], None] | None = None
+        self,
+        path: Path,
+        limit: int,
+        mirror: Callable[[bytes], None] | None = None,
+        opened: BinaryIO | OSError | None = None,
     ) -> None:
         if limit < MIN_LIMIT:
             raise ValueError(f"a step log's limit must be at least {MIN_LIMIT} bytes")
@@ -58,8 +62,11 @@ class StepLog:
         """Set when the file could not be written (a full disk): the step goes on, and its
         output is still streamed and kept in the step's outputs; only the log file stops."""
         self._file: BinaryIO | None = None
+        if isinstance(opened, OSError):  # `open_log` could not open it
+            self._fail(opened)
+            return
         try:
-            self._file = path.open("ab")
+            self._file = opened if opened is not None else path.open("ab")
         except OSError as exc:
             self._fail(exc)
 
@@ -128,6 +135,16 @@ class StepLog:
             self._file.close()
         except OSError as exc:
             self._fail(exc)
+
+    @staticmethod
+    def open_log(path: Path) -> BinaryIO | OSError:
+        """Make the log's folder and open the file for a `StepLog` (`opened=`): blocking
+        file work, for a worker thread. An error is returned, not raised."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("ab")
+        except OSError as exc:
+            return exc
 
     def __enter__(self) -> StepLog:
         return self

@@ -32,6 +32,7 @@ IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
+IN_Q_OVERFLOW = 0x00004000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 EVENT_HEADER = struct.Struct("iIII")
@@ -104,10 +105,10 @@ class StoreWatcher:
         prefix = self.db_path.name.encode()
         offset = 0
         while offset + EVENT_HEADER.size <= len(data):
-            _, _, _, length = EVENT_HEADER.unpack_from(data, offset)
+            _, mask, _, length = EVENT_HEADER.unpack_from(data, offset)
             name = data[offset + EVENT_HEADER.size : offset + EVENT_HEADER.size + length]
             offset += EVENT_HEADER.size + length
-            if name.rstrip(b"\0").startswith(prefix):
+            if name.rstrip(b"\0").startswith(prefix) or mask & IN_Q_OVERFLOW:
                 self.changed.set()
                 assert self._loop is not None
                 self._last_event = self._loop.time()
@@ -145,9 +146,19 @@ class StoreWatcher:
 
     @wanted.setter
     def wanted(self, value: bool) -> None:
-        if value and not self._wanted:
-            self._event.set()  # finish a settle window cut short while not wanted
+        if value == self._wanted:
+            return
         self._wanted = value
+        if self._fd is not None and self._loop is not None:
+            # not wanted: the file events (mostly this engine's own commits) wait in the
+            # kernel's queue instead of waking the loop; wanted again, they are read at
+            # once (a queue that overflowed meanwhile counts as a change too)
+            if value:
+                self._loop.add_reader(self._fd, self._on_events)
+            else:
+                self._loop.remove_reader(self._fd)
+        if value:
+            self._event.set()  # finish a settle window cut short while not wanted
 
     async def any_open(self) -> bool:
         """A read of the database on the loop (WAL readers never wait; about 20 µs)."""
@@ -163,7 +174,7 @@ class StoreWatcher:
             self._probe.close()
             self._probe = None
         if self._fd is not None:
-            if self._loop is not None:
+            if self._loop is not None and self._wanted:
                 self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None

@@ -79,12 +79,18 @@ class VMPool:
 
     @asynccontextmanager
     async def acquire(
-        self, spec: VMSpec, backend: str | None = None, on_ready: Callable[[VM], Any] | None = None
+        self,
+        spec: VMSpec,
+        backend: str | None = None,
+        on_ready: Callable[[VM], Any] | None = None,
+        on_destroyed: Callable[[str, str | None], None] | None = None,
     ) -> AsyncIterator[VM]:
         """A fresh VM for one step; destroyed on exit, whatever happens.
 
         `on_ready(vm)`, if given, runs once the VM is up and takes over recording it as
-        ready (so the engine can do that in the same transaction as the step's start)."""
+        ready (so the engine can do that in the same transaction as the step's start).
+        `on_destroyed(vm_id, error)`, if given, is called once the VM is destroyed and
+        takes over recording that (the engine records it with the step's end)."""
         chosen = self.backend(backend)
         async with self._slots:
             vm_id = f"vm-{uuid.uuid4().hex[:12]}"
@@ -116,7 +122,10 @@ class VMPool:
                     error = f"destroy failed: {exc}"
                 finally:
                     self._live.pop(vm_id, None)
-                    await asyncio.shield(self._recorder.destroyed(vm_id, error))
+                    if on_destroyed is not None:
+                        on_destroyed(vm_id, error)
+                    else:
+                        await asyncio.shield(self._recorder.destroyed(vm_id, error))
 
     async def close(self) -> None:
         for backend in self._backends.values():

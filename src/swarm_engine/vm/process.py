@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.threaded import Command, Job
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
@@ -76,6 +78,9 @@ GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
 """ioctl on a namespace fd: a new fd for the user namespace that owns it."""
 DISK_CHECK_SECONDS = 0.05
 """How often a running command's workspace is measured against `disk_mb`."""
+COMMAND_THREADS = 1024
+"""At most this many commands run on worker threads at once (threads are made as needed);
+a command with ports or streamed output runs on the event loop instead (`exec`)."""
 MOUNT_POINT = "/mnt"
 """Root engine: where a command's private mount namespace shows its workspace to bubblewrap."""
 HOW_TO_FIX = (
@@ -161,6 +166,7 @@ class ProcessBackend:
         self._probed = False
         self._no_userns = False
         self._uids: set[int] = set()
+        self._threads: ThreadPoolExecutor | None = None
 
     def _probe(self) -> None:
         if not self._probed:
@@ -204,9 +210,11 @@ class ProcessBackend:
             if host_uid is not None:
                 self._uids.discard(host_uid)
             raise VMError(f"cannot create workspace for {vm_id}: {exc}") from exc
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="vm-command")
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
-            no_userns=self._no_userns, release=self._uids.discard,
+            no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
         )  # fmt: skip
 
     def _new_uid(self) -> int:
@@ -223,7 +231,9 @@ class ProcessBackend:
             shutil.rmtree(folder, ignore_errors=True)
 
     async def close(self) -> None:
-        return None
+        if self._threads is not None:  # its VMs are destroyed: no command runs any more
+            self._threads.shutdown(wait=False)
+            self._threads = None
 
 
 class ProcessVM:
@@ -238,6 +248,7 @@ class ProcessVM:
         config: ProcessConfig | None = None,
         no_userns: bool = False,
         release: Callable[[int], None] | None = None,
+        threads: ThreadPoolExecutor | None = None,
     ) -> None:
         self.id = vm_id
         self.folder = folder
@@ -250,6 +261,8 @@ class ProcessVM:
         self._no_userns = no_userns
         self._release = release
         self._procs: set[asyncio.SubprocessTransport] = set()
+        self._threads = threads
+        self._jobs: dict[Job, asyncio.Future[Any]] = {}
         self._destroyed = False
 
     def info(self) -> VMInfo:
@@ -359,6 +372,8 @@ class ProcessVM:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         fds = _Fds.open(self.folder, network=bool(self._ports)) if self.isolated else None
+        if self._threads is not None and on_output is None and not self._ports:
+            return await self._exec_on_thread(command, cwd, limit, fds, env, host_cwd, stdin)
         pasta: int | None = None
         try:
             try:
@@ -398,6 +413,87 @@ class ProcessVM:
         finally:
             if pasta is not None:
                 kill_pasta(pasta, self.id)
+
+    async def _exec_on_thread(
+        self,
+        command: Sequence[str] | str,
+        cwd: str | None,
+        limit: float,
+        fds: _Fds | None,
+        env: Mapping[str, str] | None,
+        host_cwd: Path,
+        stdin: bytes | None,
+    ) -> ExecResult:
+        """The whole command on a worker thread (`vm/threaded.py`): spawned, read, waited
+        for and killed there; the loop awaits one result."""
+        assert self._threads is not None
+        started = time.monotonic()
+        try:
+            job = Job(
+                Command(
+                    argv=self._argv(command, cwd, limit, fds),
+                    cwd=self.workspace if self.isolated else host_cwd,
+                    env=self._env(env),
+                    pass_fds=fds.passed if fds else (),
+                    stdin=stdin,
+                    limit=limit,
+                    keep=self.spec.output_keep_bytes,
+                    drain=DRAIN_SECONDS,
+                    check_every=DISK_CHECK_SECONDS,
+                    over_disk=self._over_disk,
+                    spawned=fds.close_passed if fds else _nothing,
+                )
+            )
+        except BaseException:
+            if fds is not None:
+                fds.close()
+            raise
+        done = asyncio.get_running_loop().run_in_executor(self._threads, job.run)
+        self._jobs[job] = done
+        try:
+            try:
+                outcome = await asyncio.shield(done)
+            except asyncio.CancelledError:
+                job.cancel()  # its tree is killed; wait until its process is gone
+                while not done.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([done])
+                raise
+        except OSError as exc:
+            raise VMError(f"cannot start command in {self.id}: {exc}") from exc
+        finally:
+            self._jobs.pop(job, None)
+            if fds is not None:
+                fds.close()
+        code = outcome.returncode if outcome.returncode is not None else -9
+        if code < 0:  # killed by a signal: report as a shell would
+            code = 128 - code
+        if outcome.timed_out:
+            code = 124
+        if outcome.over_disk:
+            outcome.stderr.add(self._over_disk_note())
+        return ExecResult(
+            exit_code=code,
+            stdout=outcome.stdout.value(),
+            stderr=outcome.stderr.value(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            timed_out=outcome.timed_out,
+            stdout_bytes=outcome.stdout.total,
+            stderr_bytes=outcome.stderr.total,
+        )
+
+    def _over_disk(self) -> bool:
+        """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call)."""
+        cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
+        used, entries = _disk_usage(self.workspace, cap, most)
+        return used > cap or entries > most
+
+    def _over_disk_note(self) -> bytes:
+        return (
+            f"\nswarm-engine: the workspace went over its disk limit of "
+            f"{self.config.disk_mb} MiB or {self.config.max_files} files;"
+            " the command was killed\n".encode()
+        )
 
     async def _forward_ports(self, fds: _Fds) -> int:
         """Give the sandbox its `allowed_ports` (vm/pasta.py); returns pasta's pid."""
@@ -462,11 +558,7 @@ class ProcessVM:
         if timed_out:
             code = 124
         if over_disk:
-            err.add(
-                f"\nswarm-engine: the workspace went over its disk limit of "
-                f"{self.config.disk_mb} MiB or {self.config.max_files} files;"
-                " the command was killed\n".encode()
-            )
+            err.add(self._over_disk_note())
         return ExecResult(
             exit_code=code,
             stdout=out.value(),
@@ -546,6 +638,11 @@ class ProcessVM:
         for transport in list(self._procs):
             if transport.get_returncode() is None:  # once reaped, its pid may be another's
                 kill_tree(transport.get_pid())
+        running = list(self._jobs.items())
+        for job, _ in running:  # its own thread kills it (it alone knows if reaped)
+            job.cancel()
+        if running:  # and the workspace goes once nothing runs in it any more
+            await asyncio.wait([done for _, done in running])
         if not self.isolated:
             # without a PID namespace a command may have left daemons behind: find them by
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
@@ -606,6 +703,10 @@ class _Fds:
     def close(self) -> None:
         for fd in list(self._open):
             self._close(fd)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
