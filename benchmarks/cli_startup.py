@@ -9,7 +9,7 @@ each `subprocess.run` (fork, exec, interpreter start-up, imports, the command, e
 stdout and stderr captured; every command must exit 0. CPU time (user + system, from
 `getrusage(RUSAGE_CHILDREN)` before and after) is reported too: on a shared machine it moves
 much less with other load than wall time does. Warm-up rounds (page cache, .pyc
-files) are not counted. Commands run as `python -m swarm_engine` with a `src/` folder
+files, written even when PYTHONDONTWRITEBYTECODE is set around it) are not counted. Commands run as `python -m swarm_engine` with a `src/` folder
 first on PYTHONPATH: the repository's, or each `--src` given (e.g. an older checkout's,
 `git archive <commit> src | tar -x -C /tmp/old`); with several, every round runs them all
 in turn, each on its own home, so before and after are measured side by side.
@@ -89,6 +89,9 @@ def home_for(root: Path, index: int, src: Path) -> dict[str, str]:
     """A fresh home with a small store, run with `src`; the environment to use it."""
     home = root / f"home-{index}"
     env = env_for(home, PYTHONPATH=str(src))
+    # as an installed package runs: .pyc files written once (in the warm-up), then read;
+    # without them every module is compiled at every start (a copy of an older checkout)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     done = subprocess.run(
         [sys.executable, "-m", "swarm_engine", "status", "--init"],
         env=env,

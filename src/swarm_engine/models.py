@@ -8,17 +8,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-# the pydantic-free records live in records.py (the store and short commands import them
-# without pydantic); they are re-exported here for everything else
+# the pydantic-free records and name patterns live in records.py (the store, short commands
+# and registry/plain.py use them without pydantic); they are re-exported here
+from swarm_engine.records import IMAGE_RE as IMAGE_RE
+from swarm_engine.records import NAME_RE as NAME_RE
 from swarm_engine.records import TERMINAL as TERMINAL
+from swarm_engine.records import VERSION_RE as VERSION_RE
 from swarm_engine.records import TicketStatus as TicketStatus
 from swarm_engine.records import Usage as Usage
 from swarm_engine.records import split_ref as split_ref
 from swarm_engine.records import strict_json as strict_json
-
-NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
-IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
-VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
 
 
 class _Strict(BaseModel):

@@ -1,17 +1,25 @@
 """Plain records and value rules shared by every layer, without pydantic: ticket statuses,
-API usage, `name@version` references, strict JSON.
+API usage, `name@version` references, strict JSON, the patterns of definition names.
 
-The store and the short commands (`status`, `ticket cancel`) need these and nothing of
-`models.py`'s validated definitions, whose pydantic import is a third of a short command's
-start-up (docs/benchmarks.md, "CLI start-up"). `models.py` re-exports them.
+The store and the short commands (`status`, `ticket create`, `ticket cancel`) need these
+and nothing of `models.py`'s validated definitions, whose pydantic import is a third of a
+short command's start-up (docs/benchmarks.md, "CLI start-up"). `models.py` re-exports them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
+"""An agent's, workflow's or trigger's name (only agents may be `_template:`s)."""
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+"""A VM image's name in the host's images folder (never a path)."""
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
+"""A definition's version."""
 
 
 class TicketStatus(StrEnum):

@@ -1,13 +1,15 @@
 """Short commands import only what they use (issue 12 item 7): `--version` loads neither
 pydantic nor rich nor the package metadata; `status`, `ticket create` and `ticket cancel`
-load no engine, VM backend, agent runtime, asyncio, HTTP client or server; `status` and
-`ticket cancel` not even pydantic (plain settings are checked without it, config.py).
+load no engine, VM backend, agent runtime, asyncio, HTTP client or server, and not even
+pydantic (plain settings are checked without it, config.py; a plain stored agent
+definition too, registry/plain.py).
 A behaviour check, read from `sys.modules` of a real command's process; how long start-up
 takes is benchmarks/cli_startup.py's business."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +61,8 @@ WITHOUT_PYDANTIC = (
     "importlib.metadata",
     "importlib.resources",
 )
-"""What `status` and `ticket cancel` need not load: their settings, store rows and output
-are plain (`ticket create` validates the agent's definition, with pydantic)."""
+"""What `status`, `ticket cancel` and `ticket create` of a plain agent need not load: their
+settings, store rows, agent definition and output are plain."""
 
 
 def imported(home: Path, *args: str) -> set[str]:
@@ -109,9 +111,32 @@ def test_version_loads_no_settings_store_or_output(home: Path) -> None:
 )
 def test_short_commands_load_no_engine_backend_or_agent(home: Path, args: tuple[str, ...]) -> None:
     modules = imported(home, *args)
-    assert loaded(modules, NEVER_ON_SHORT_COMMANDS) == []
+    assert loaded(modules, (*NEVER_ON_SHORT_COMMANDS, *WITHOUT_PYDANTIC, "yaml")) == []
     if args[0] != "ticket" or args[1] != "create":  # only create reads the registry
-        assert loaded(modules, ("swarm_engine.registry", "yaml", *WITHOUT_PYDANTIC)) == []
+        assert loaded(modules, ("swarm_engine.registry",)) == []
+
+
+@pytest.mark.parametrize("agent", ["echo", "shell", "claude", "claude-code"])
+def test_ticket_create_checks_a_plain_built_in_agent_without_pydantic(
+    home: Path, agent: str
+) -> None:
+    modules = imported(home, "ticket", "create", "--title", "t", "--agent", agent, "--draft")
+    assert "swarm_engine.registry.plain" in modules
+    assert loaded(modules, WITHOUT_PYDANTIC) == []
+
+
+def test_ticket_create_of_a_definition_that_is_not_plain_asks_the_model(home: Path) -> None:
+    """A stored definition the quick check does not vouch for (here, valid: `memory_mb`
+    as text) is decided by `AgentSpec`, which pydantic loads for."""
+    conn = sqlite3.connect(home / "registry.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO agents (name, version, kind, spec) VALUES ('texty', '1.0.0', 'echo', ?)",
+            ('{"name": "texty", "kind": "echo", "memory_mb": "256"}',),
+        )
+    conn.close()
+    modules = imported(home, "ticket", "create", "--title", "t", "--agent", "texty", "--draft")
+    assert "swarm_engine.models" in modules and "pydantic" in modules
 
 
 def test_every_lazy_command_is_the_command_of_that_name() -> None:

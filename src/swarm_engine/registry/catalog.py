@@ -1,5 +1,8 @@
 """The registry: versioned agents and workflows (`name@version`, latest by default), checked
-before they are stored and decoded as untrusted rows when read back."""
+before they are stored and decoded as untrusted rows when read back.
+
+pydantic and models.py are imported when a definition is built: `require_agent` (what
+`ticket create` asks) checks a plain stored agent without them (registry/plain.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +11,20 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
-from swarm_engine.models import AgentSpec, WorkflowSpec, first_error, split_ref
+from swarm_engine.records import split_ref
 from swarm_engine.registry.builtins import BUILTIN_REFS
-from swarm_engine.registry.workflows import check_workflow
+from swarm_engine.registry.plain import plain_agent
 from swarm_engine.store.db import InvalidText, Row
 from swarm_engine.store.definitions import DefinitionStore, Table, open_definitions
 from swarm_engine.store.rows import decode_record
 
-D = TypeVar("D", AgentSpec, WorkflowSpec)
+if TYPE_CHECKING:
+    from swarm_engine.models import AgentSpec, WorkflowSpec
+
+D = TypeVar("D", "AgentSpec", "WorkflowSpec")
 
 
 def version_key(version: str) -> tuple[Any, ...]:
@@ -39,27 +43,56 @@ def _validated(model: type[D], raw: str) -> D:
     return model.model_validate_json(raw)
 
 
-def decode_definition(model: type[D], what: str, row: Row) -> D:
-    """A registry row (written by anyone) as a validated spec, or `ConfigError` naming the
-    definition and the field: `agent x@1.0.0 in the registry: spec.command: ...`."""
-    name, version = row["name"], row["version"]
-    where = f"{what} {name}@{version} in the registry"
+def _where(what: str, row: Row) -> str:
+    return f"{what} {row['name']}@{row['version']} in the registry"
+
+
+def _spec_text(where: str, row: Row) -> str:
     raw = row["spec"]
     if not isinstance(raw, str) or isinstance(raw, InvalidText):
         raise ConfigError(f"{where}: spec is not UTF-8 JSON text")
+    return raw
+
+
+def _check_names(where: str, row: Row, name: str, version: str, kind: str | None) -> None:
+    """The spec's name, version and kind (None: a workflow's) must be its row's."""
+    if (name, version) != (row["name"], row["version"]):
+        raise ConfigError(f"{where}: spec names {name}@{version}")
+    column = row["kind"] if "kind" in row.keys() else None  # noqa: SIM118 (Row: `in` is values)
+    if column is not None and kind is not None and column != kind:
+        raise ConfigError(f"{where}: kind column {column!r} but spec.kind {kind!r}")
+
+
+def decode_definition(model: type[D], what: str, row: Row) -> D:
+    """A registry row (written by anyone) as a validated spec, or `ConfigError` naming the
+    definition and the field: `agent x@1.0.0 in the registry: spec.command: ...`."""
+    from pydantic import ValidationError
+
+    from swarm_engine.models import first_error
+
+    where = _where(what, row)
+    raw = _spec_text(where, row)
     try:
         spec: D = _validated(model, raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}: spec.{first_error(exc)}") from exc
     except (ValueError, RecursionError) as exc:
         raise ConfigError(f"{where}: spec is not valid JSON") from exc
-    if (spec.name, spec.version) != (name, version):
-        raise ConfigError(f"{where}: spec names {spec.ref}")
-    kind = row["kind"] if "kind" in row.keys() else None  # noqa: SIM118 (Row: `in` is values)
-    spec_kind = getattr(spec, "kind", kind)
-    if kind is not None and kind != spec_kind:
-        raise ConfigError(f"{where}: kind column {kind!r} but spec.kind {spec_kind!r}")
+    _check_names(where, row, spec.name, spec.version, getattr(spec, "kind", None))
     return spec
+
+
+def check_agent_row(row: Row) -> None:
+    """What `decode_definition(AgentSpec, "agent", row)` checks, the same errors in the
+    same order, without building the spec (nor importing pydantic) when it is plain."""
+    where = _where("agent", row)
+    plain = plain_agent(_spec_text(where, row))
+    if plain is None:  # not plain, or bad: the model decides (and says why)
+        from swarm_engine.models import AgentSpec
+
+        decode_definition(AgentSpec, "agent", row)
+        return
+    _check_names(where, row, *plain)
 
 
 def _first_copy_error(exc: OSError | shutil.Error) -> str:
@@ -177,13 +210,24 @@ class Registry:
         versions = [v for v in self.defs.versions(table, name) if isinstance(v, str)]
         return max(versions, key=version_key) if versions else None
 
-    def agent(self, ref: str) -> AgentSpec:
+    def _agent_of(self, ref: str) -> Row:
         name, version = split_ref(ref)
         version = version or self._latest("agents", name)
         row = self._agent_row(name, version) if version else None
         if row is None:
             raise NotFoundError(f"unknown agent {ref!r} (see 'swarm-engine agent list')")
-        return decode_definition(AgentSpec, "agent", row)
+        return row
+
+    def agent(self, ref: str) -> AgentSpec:
+        from swarm_engine.models import AgentSpec
+
+        return decode_definition(AgentSpec, "agent", self._agent_of(ref))
+
+    def require_agent(self, ref: str) -> None:
+        """`agent(ref)`'s checks (`NotFoundError`, `ConfigError` for a stored definition
+        that does not decode) without building the spec when it is plain (registry/plain.py):
+        `ticket create` needs to know the agent can run, not its spec."""
+        check_agent_row(self._agent_of(ref))
 
     def has_agent(self, ref: str) -> bool:
         try:
@@ -200,6 +244,8 @@ class Registry:
         self, specs: list[tuple[WorkflowSpec, str]], *, force: bool = False
     ) -> list[WorkflowSpec]:
         """Validate every workflow (source names the file), then write all or none."""
+        from swarm_engine.registry.workflows import check_workflow
+
         names = [s.ref for s, _ in specs]
         owners = {t.name: w.name for w, _ in self.latest_workflows() for t in w.triggers}
         for spec, source in specs:
@@ -235,6 +281,9 @@ class Registry:
         row = self.defs.workflow(name, version) if version else None
         if row is None:
             raise NotFoundError(f"unknown workflow {ref!r} (see 'swarm-engine workflow list')")
+        from swarm_engine.models import WorkflowSpec
+        from swarm_engine.registry.workflows import check_workflow
+
         spec = decode_definition(WorkflowSpec, "workflow", row)
         check_workflow(spec, self.has_agent, f"workflow {spec.ref} in the registry")
         return spec
@@ -243,6 +292,8 @@ class Registry:
         """The latest version of every workflow that decodes, with when it was registered
         (its row's `created_at`); rows that do not decode are left out (each of their
         tickets fails with the reason)."""
+        from swarm_engine.models import WorkflowSpec
+
         rows: dict[str, Row] = {}
         for row in self.defs.workflows():
             name, version = row["name"], row["version"]

@@ -76,7 +76,7 @@ def create(store: Store, registry: Registry, new: NewTicket, names: Fields = API
         raise UsageError(f"timeout_seconds must be 0.001 to {MAX_TIMEOUT:.0f} (is {timeout})")
     if new.agent is not None:
         check_text(new.agent, names.agent)
-        registry.agent(new.agent)  # NotFoundError for an unknown agent
+        registry.require_agent(new.agent)  # NotFoundError; ConfigError for a bad row
         if new.agent.startswith("_template:"):
             raise UsageError(f"{new.agent!r} is a template; register an agent made from it")
     else:
