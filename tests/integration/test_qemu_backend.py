@@ -354,7 +354,7 @@ async def test_template_is_rebuilt_when_stale(tmp_path: Path) -> None:
 
     first = await template_of_a_boot()
     assert await template_of_a_boot() == first  # reused while nothing changed
-    manifest["built_at"] = "2000-01-01T00:00:00Z"  # the image was rebuilt
+    manifest["built_at"] = "2099-01-01T00:00:00Z"  # the image was rebuilt
     (images / source.name / "manifest.json").write_text(json.dumps(manifest))
     second = await template_of_a_boot()
     assert second != first and not first.exists()
@@ -362,6 +362,98 @@ async def test_template_is_rebuilt_when_stale(tmp_path: Path) -> None:
     os.utime(ram)  # written after it was saved (by anything): not trusted any more
     third = await template_of_a_boot()
     assert third != second and not second.exists()
+
+
+def _image_copy(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    """A copy of the test image in `tmp_path/images` (kernel and initramfs linked, root
+    filesystem copied) and its manifest."""
+    source = load_image(qemu_images_dir(), default_image())
+    folder = tmp_path / "images" / source.name
+    folder.mkdir(parents=True)
+    for item in source.path.iterdir():
+        if item.name == "rootfs.squashfs":
+            subprocess.run(["cp", str(item), str(folder / item.name)], check=True)
+        elif item.name != "manifest.json":
+            (folder / item.name).symlink_to(item)
+    manifest = dict(source.manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, manifest
+
+
+def _rebuild(folder: Path, manifest: dict[str, object], tmp_path: Path) -> None:
+    """A new build of the image at the same path, as the builder makes one: another root
+    filesystem (the old one plus `/swarm-rebuilt`) and a later build time, each file
+    replaced whole."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "swarm-rebuilt").write_text("build 2\n")
+    new_rootfs = folder / ".rootfs.new"
+    subprocess.run(["cp", str(folder / "rootfs.squashfs"), str(new_rootfs)], check=True)
+    subprocess.run(
+        ["mksquashfs", str(extra), str(new_rootfs), "-all-root", "-quiet", "-no-progress"],
+        check=True,
+    )  # appended: the root directory now lists the new file
+    os.replace(new_rootfs, folder / "rootfs.squashfs")
+    manifest["built_at"] = "2099-01-01T00:00:00Z"
+    (folder / ".manifest.new").write_text(json.dumps(manifest))
+    os.replace(folder / ".manifest.new", folder / "manifest.json")
+
+
+async def test_a_running_engine_uses_a_rebuilt_image_with_a_new_template(tmp_path: Path) -> None:
+    """The image is rebuilt while an engine runs: its next VM is restored from a template
+    of the new build (never the old template, whose kernel caches the old root
+    filesystem, against the new file), and the old build's template is deleted."""
+    folder, manifest = _image_copy(tmp_path)
+    options = {"images_dir": str(folder.parent), "snapshot_dir": str(tmp_path / "snap")}
+    backend = create(tmp_path / "home", options)
+    try:
+        vm = await backend.boot(_vm_id(), VMSpec())
+        try:
+            assert vm.info().extra["start"] == "mapped"
+            assert not (await vm.exec("cat /swarm-rebuilt")).ok
+        finally:
+            await vm.destroy()
+        first = await backend.snapshot_for(VMSpec())
+        assert first is not None
+        _rebuild(folder, manifest, tmp_path)
+        vm = await backend.boot(_vm_id(), VMSpec())
+        try:
+            assert vm.info().extra["start"] == "mapped"
+            ran = await vm.exec("cat /swarm-rebuilt && ls /usr/bin | wc -l")
+            assert ran.ok and ran.stdout.startswith(b"build 2\n"), ran
+            assert int(ran.stdout.split()[-1]) > 10
+        finally:
+            await vm.destroy()
+        second = await backend.snapshot_for(VMSpec())
+        assert second is not None and second.folder != first.folder
+        assert not first.folder.exists()  # an older build: pruned when the new one was saved
+    finally:
+        await backend.close()
+
+
+async def test_engines_starting_together_make_one_template(tmp_path: Path) -> None:
+    """Three engines sharing a snapshot folder ask for the same template at once: one makes
+    it, the others wait for it and use it (their clones share its pages). Deleting a
+    template does not disturb a clone running from it."""
+    options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(tmp_path / "snap")}
+    backends = [create(tmp_path / f"h{n}", options) for n in range(3)]  # short socket paths
+    try:
+        made = await asyncio.gather(*(b.snapshot_for(VMSpec()) for b in backends))
+        folders = {t.folder for t in made if t is not None}
+        assert len(folders) == 1 and len(made) == 3
+        (image_dir,) = (tmp_path / "snap").iterdir()
+        assert [p.name for p in image_dir.glob("*.template")] == [next(iter(folders)).name]
+        vm = await backends[1].boot(_vm_id(), VMSpec())
+        try:
+            assert vm.info().extra["start"] == "mapped"
+            templates.discard(next(iter(folders)))  # e.g. pruned as a duplicate elsewhere
+            ran = await vm.exec(["python3", "-c", "print(sum(range(10**6)))"])
+            assert ran.ok and ran.stdout == b"499999500000\n", ran
+        finally:
+            await vm.destroy()
+    finally:
+        for b in backends:
+            await b.close()
 
 
 @pytest.mark.parametrize("cause", ["file system", "qemu"])

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from swarm_engine.agents.claude_code import install
 from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
@@ -75,6 +79,134 @@ def test_a_folder_is_packed_once_and_again_only_when_it_changes(tmp_path: Path) 
     assert second != first and second.is_file() and not first.exists()
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [second.name]
     assert not list(cache.glob("*.tmp"))
+
+
+@needs_mksquashfs
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbage", "no sidecar", "restamped"])
+def test_a_damaged_cached_image_is_packed_again(
+    damage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cached image is used only if it is whole: anything else is packed again (the
+    step would otherwise fail on every run)."""
+    folder, cache = tools(tmp_path / "tools"), tmp_path / "cache"
+    image = mounts.pack(folder, cache)
+    good = image.read_bytes()
+    assert mounts.damage(image) is None
+    size = len(good)
+    if damage == "zeroed":
+        image.write_bytes(bytes(size))
+    elif damage == "truncated":
+        with image.open("r+b") as fh:
+            fh.truncate(size // 2)
+    elif damage == "garbage":
+        image.write_bytes(os.urandom(size))
+    elif damage == "no sidecar":
+        image.with_name(f".{image.name}.ok").unlink()
+    else:  # same size, a lost write, mtime put back: only the superblock tells
+        st = image.stat()
+        with image.open("r+b") as fh:
+            fh.write(b"\0" * 96)
+        os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert mounts.damage(image) is not None
+    assert mounts.pack(folder, cache) == image
+    assert mounts.damage(image) is None and image.read_bytes()[:4] == b"hsqs"
+    assert image.stat().st_size == size
+    if damage != "no sidecar":
+        assert f"cached image {image} is not whole" in caplog.text
+
+
+FAKE_MKSQUASHFS = """#!/bin/sh
+echo partial > "$2"
+echo $$ > {fifo}
+exec sleep 600
+"""
+
+
+@needs_mksquashfs
+def test_a_killed_engine_leaves_no_packer_and_no_partial_image(tmp_path: Path) -> None:
+    """SIGKILL while packing: mksquashfs dies with the engine (PDEATHSIG), and the next
+    pack deletes the dead engine's temporary file."""
+    folder, cache = tools(tmp_path / "tools"), tmp_path / "cache"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fake = tmp_path / "fake-mksquashfs"
+    fake.write_text(FAKE_MKSQUASHFS.format(fifo=fifo))
+    fake.chmod(0o755)
+    script = (
+        "from pathlib import Path\n"
+        "from swarm_engine.vm.qemu import mounts\n"
+        f"mounts.MKSQUASHFS = {str(fake)!r}\n"
+        f"mounts.pack(Path({str(folder)!r}), Path({str(cache)!r}))\n"
+    )
+    engine = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        packer = int(fifo.read_text())  # blocks until the fake mksquashfs runs
+    finally:
+        engine.kill()
+        engine.wait()
+    assert _exits(packer, timeout=30), "mksquashfs outlived its engine"
+    partial = list(cache.glob(".*.tmp"))
+    assert [p.name for p in partial] == [f".{_target_name(cache)}.{engine.pid}.tmp"]
+    live = cache / f".other.squashfs.{os.getpid()}.tmp"  # a packer still at work: kept
+    live.write_bytes(b"x")
+    image = mounts.pack(folder, cache)
+    assert mounts.damage(image) is None
+    assert [p.name for p in cache.glob(".*.tmp")] == [live.name]
+
+
+def _target_name(cache: Path) -> str:
+    (partial,) = cache.glob(".*.tmp")
+    return partial.name.rsplit(".", 2)[0][1:]
+
+
+def _exits(pid: int, timeout: float) -> bool:
+    """Wait (on a pidfd, no polling) until `pid` has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+FAKE_NPM = """#!/bin/sh
+echo $$ > {fifo}
+exec sleep 600
+"""
+
+
+def test_a_killed_claude_code_install_leaves_no_npm_and_no_partial_folder(
+    tmp_path: Path,
+) -> None:
+    """The same for installing Claude Code: npm dies with the engine, and the next install
+    deletes the dead engine's `.<version>.<pid>.tmp` folder."""
+    cache = tmp_path / "claude-code"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fake = tmp_path / "npm"
+    fake.write_text(FAKE_NPM.format(fifo=fifo))
+    fake.chmod(0o755)
+    script = (
+        "from pathlib import Path\n"
+        "from swarm_engine.agents.claude_code import install\n"
+        f"install.ensure(Path({str(cache)!r}), '9.9.9', npm={str(fake)!r})\n"
+    )
+    engine = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        npm = int(fifo.read_text())
+    finally:
+        engine.kill()
+        engine.wait()
+    assert _exits(npm, timeout=30), "npm outlived its engine"
+    partial = cache / f".9.9.9.{engine.pid}.tmp"
+    live = cache / f".9.9.8.{os.getpid()}.tmp"
+    live.mkdir()
+    assert partial.is_dir()
+    assert install.sweep(cache) == 1
+    assert not partial.exists() and live.exists()
 
 
 def test_no_image_means_no_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,6 +287,8 @@ async def test_a_mount_that_fails_in_the_guest_ends_the_vm(
     assert str(failed.value).startswith(
         "VM vm-bad-mount: cannot mount the host's read-only folders at /proc/tools: "
     )
+    (image,) = (tmp_path / "cache").glob("*.squashfs")
+    assert str(failed.value).endswith(f"(cached images: {image})")  # the file to look at
     assert "\n" not in str(failed.value)
     assert not (backend.run_dir / "vm-bad-mount").exists()  # the VM was destroyed
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_qemu_for(p, backend)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 from pathlib import Path
@@ -98,3 +99,24 @@ def _state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn`: SIGKILL this child when the thread that started it (the engine) dies,
+    so a killed engine leaves no helper (mksquashfs, npm) running on its own."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def stale_tmp(path: Path) -> bool:
+    """True for a `<name>.<pid>.tmp` file or folder whose writer process is gone."""
+    parts = path.name.rsplit(".", 2)
+    return (
+        len(parts) == 3
+        and parts[2] == "tmp"
+        and parts[1].isdigit()
+        and not pid_alive(int(parts[1]))
+    )

@@ -6,7 +6,9 @@ program is the native binary of the platform package npm picks
 (`node_modules/@anthropic-ai/claude-code-<platform>/claude`); it needs no Node.js to run.
 A release is installed into a temporary folder, checked (`claude --version`), then renamed
 into place, under a lock, so engines on one host never download it twice or see half of it;
-a folder that is there is never downloaded again.
+a folder that is there is never downloaded again. npm dies with the engine
+(`PR_SET_PDEATHSIG`), and the temporary folder of an engine that died while installing
+(`.<version>.<pid>.tmp`, the pid gone) is deleted by the next install.
 
     python -m swarm_engine.agents.claude_code.install [--version V] [--cache-dir DIR]
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from swarm_engine.agents.claude_code.settings import DEFAULT_VERSION, default_cache_dir
 from swarm_engine.errors import AgentError
+from swarm_engine.vm.proctree import die_with_parent, stale_tmp
 
 PACKAGE = "@anthropic-ai/claude-code"
 BINARY = "claude"
@@ -83,6 +86,7 @@ def ensure(
         found = installed(cache_dir, version)  # another engine may have done it meanwhile
         if found is not None:
             return found
+        sweep(cache_dir)
         if say is not None:
             say(f"installing Claude Code {version} from the npm registry into {cache_dir}")
         _install(exe, cache_dir, version)
@@ -90,6 +94,17 @@ def ensure(
     if found is None:  # pragma: no cover - _install checked it
         raise AgentError(f"Claude Code {version}: no binary after installing")
     return found
+
+
+def sweep(cache_dir: Path) -> int:
+    """Delete temporary folders of installs whose engine died (`.<version>.<pid>.tmp`)."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in cache_dir.glob(".*.tmp"):
+            if stale_tmp(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 def _install(npm: str, cache_dir: Path, version: str) -> None:
@@ -102,7 +117,7 @@ def _install(npm: str, cache_dir: Path, version: str) -> None:
         try:
             done = subprocess.run(
                 argv, capture_output=True, timeout=INSTALL_TIMEOUT, check=False,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AgentError(f"npm install {PACKAGE}@{version} failed: {exc}") from exc

@@ -26,7 +26,7 @@ from swarm_engine.vm.qemu import mounts
 from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
 from swarm_engine.vm.qemu.config import QemuOptions
-from swarm_engine.vm.qemu.image import Image, load_image
+from swarm_engine.vm.qemu.image import Image, image_identity, load_image
 from swarm_engine.vm.qemu.machine import (
     MAX_SOCKET_PATH,
     MachineSpec,
@@ -64,7 +64,7 @@ class QemuBackend:
         self._templates: dict[str, templates.Template] = {}
         self._unmappable: set[Path] = set()
         self._accel: AccelChoice | None = None
-        self._images: dict[str, Image] = {}
+        self._images: dict[str, tuple[Image, tuple[int, ...]]] = {}
         self._warm: WarmPool | None = None
         if options.warm:
             spec = VMSpec(memory_mb=options.default_memory_mb, vcpus=options.default_vcpus)
@@ -81,10 +81,18 @@ class QemuBackend:
         return self._accel
 
     def image(self, name: str | None = None) -> Image:
+        """The image `name`, read again whenever its files changed on disk (a rebuild
+        while this engine runs): a few `stat` calls per boot, so a restore never pairs
+        a template of the old build with the new root filesystem."""
         key = name or self.options.image
-        if key not in self._images:
-            self._images[key] = load_image(self.images_dir, key)
-        return self._images[key]
+        cached = self._images.get(key)
+        identity = image_identity(self.images_dir / key) if cached is not None else None
+        if cached is None or identity != cached[1]:
+            if cached is not None:
+                log.info("qemu image %s changed on disk; using the new build", key)
+            image = load_image(self.images_dir, key)
+            self._images[key] = cached = (image, image_identity(image.path))
+        return cached[0]
 
     @property
     def warm_pool(self) -> WarmPool | None:
@@ -134,8 +142,11 @@ class QemuBackend:
 
     def sweep(self) -> int:
         """Delete VM folders whose owning engine process is gone (e.g. warm VMs of a crashed
-        engine, which are not in the `vms` table). Returns how many were removed."""
+        engine, which are not in the `vms` table), and half-packed mount images of dead
+        engines. Returns how many VM folders were removed."""
         removed = 0
+        for cache in dict.fromkeys(self._mounts_dirs):  # squashfs files of dead packers
+            mounts.sweep(cache)
         if not self.run_dir.is_dir():
             return 0
         for folder in self.run_dir.iterdir():
@@ -178,23 +189,34 @@ class QemuBackend:
         template = await self.snapshot_for(spec) if self.options.snapshot else None
         if template is not None:
             try:
-                return await self._launch(
+                vm = await self._launch(
                     vm_id, spec, incoming=template.state, ram=template.ram, start=template.mode
                 )
             except VMError as exc:
                 log.warning("restore from %s failed, booting cold: %s", template.folder, exc)
-                self._snapshot_failed.add(template.key)  # cold boots from now on
-                await asyncio.to_thread(templates.discard, template.folder)
+                if template.problem() is None:  # not deleted meanwhile by another engine
+                    self._snapshot_failed.add(template.key)  # cold boots from now on
+                    await asyncio.to_thread(templates.discard, template.folder)
+            else:
+                if template.key.startswith(f"{self._stamp(spec)}-"):
+                    return vm
+                # The image was rebuilt while this clone started (QEMU may have opened the
+                # new files): never run an old build's template on them; start again.
+                await vm.destroy()
+                return await self._boot_new(vm_id, spec)
         return await self._launch(vm_id, spec)
 
     def _template_key(self, spec: VMSpec, accel: AccelChoice, mode: templates.Mode) -> str:
         return templates.key_for(self._stamp(spec), spec.memory_mb, spec.vcpus, accel.mode, mode)
 
     def _stamp(self, spec: VMSpec) -> str:
-        """Which build of the image a template was made from (recipe and build time)."""
+        """Which build of the image a template was made from: its recipe, build time and
+        the size and mtime of its kernel, initramfs and root filesystem (a root filesystem
+        replaced without a new manifest is another build too)."""
         image = self.image(spec.image)
-        built = hashlib.sha256(str(image.manifest.get("built_at")).encode()).hexdigest()[:8]
-        return f"{image.manifest.get('recipe')}-{built}"
+        build = hashlib.sha256(str(image.manifest.get("built_at")).encode())
+        build.update(repr(image_identity(image.path, inodes=False)).encode())
+        return f"{image.manifest.get('recipe')}-{build.hexdigest()[:8]}"
 
     async def snapshot_for(self, spec: VMSpec) -> templates.Template | None:
         """The template for `spec`, made now if missing; None if it cannot be used.
@@ -224,7 +246,7 @@ class QemuBackend:
                         return found
                     log.error("dropping template %s: %s", found.folder, problem)
                     await asyncio.to_thread(templates.discard, found.folder)
-                made = await self._make_template(spec, parent, key, mode)
+                made = await self._make_template_once(spec, parent, key, mode)
                 if made is not None:
                     self._templates[key] = made
                     return made
@@ -236,10 +258,31 @@ class QemuBackend:
                     )
         return None
 
+    async def _make_template_once(
+        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
+    ) -> templates.Template | None:
+        """Make `key`'s template under the lock every engine sharing `parent` takes, or
+        use the one another engine made while this one waited."""
+        try:
+            async with templates.locked(parent, key):
+                found = await asyncio.to_thread(templates.find, parent, key)
+                if found is not None and found.problem() is None:
+                    return found
+                return await self._make_template(spec, parent, key, mode)
+        except OSError as exc:
+            log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
+            self._snapshot_failed.add(key)
+            return None
+
     async def _make_template(
         self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
     ) -> templates.Template | None:
         """Boot a template VM and save it; None (logged) if that fails."""
+        full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
+        if full is not None:
+            log.warning("cannot save a %s template: %s; booting cold", mode, full)
+            self._snapshot_failed.add(key)
+            return None
         try:
             tmp = await asyncio.to_thread(templates.new_folder, parent, key)
         except OSError as exc:
@@ -263,15 +306,21 @@ class QemuBackend:
                 )
             finally:
                 await template.destroy()
-            made = await asyncio.to_thread(templates.publish, tmp, key, mode)
+            built_at = self._built_at(spec)
+            made = await asyncio.to_thread(templates.publish, tmp, key, mode, built_at)
         except (VMError, OSError) as exc:
-            log.warning("cannot save a %s template VM: %s", mode, exc)
+            full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
+            why = f"{exc}; {full}" if full else str(exc)
+            log.warning("cannot save a %s template VM: %s", mode, why)
             self._snapshot_failed.add(key)
             await asyncio.to_thread(templates.discard, tmp)
             return None
         log.info("saved template %s (%s) in %d ms", made.folder, mode, saved_ms)
-        await asyncio.to_thread(templates.prune, parent, self._stamp(spec))
+        await asyncio.to_thread(templates.prune, parent, self._stamp(spec), built_at)
         return made
+
+    def _built_at(self, spec: VMSpec) -> str:
+        return str(self.image(spec.image).manifest.get("built_at") or "")
 
     async def _launch(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,20 @@ class Image:
 
     def size_bytes(self) -> int:
         return sum((self.path / f).stat().st_size for f in FILES if (self.path / f).exists())
+
+
+def image_identity(path: Path, *, inodes: bool = True) -> tuple[int, ...]:
+    """Who the image's files are now: (inode,) size and mtime of the manifest and each
+    file, -1s for a missing one. Cheap enough to check before every boot."""
+    found: list[int] = []
+    for name in (MANIFEST, *FILES):
+        try:
+            st = os.stat(path / name)
+        except OSError:
+            found += [-1, -1, -1] if inodes else [-1, -1]
+            continue
+        found += [st.st_ino, st.st_size, st.st_mtime_ns] if inodes else [st.st_size, st.st_mtime_ns]
+    return tuple(found)
 
 
 def load_image(images_dir: Path, name: str) -> Image:

@@ -7,6 +7,12 @@ folder's path and content, attached to the guest as one more read-only virtio-bl
 (`readonly=on`, serial `swarm-mount-N`) and mounted by the VM's first command, which runs
 as root in the guest: `mount -t squashfs -o ro,nodev,nosuid`. The guest image is unchanged.
 
+A cached image is trusted only if it is whole: it is synced before it gets its name, then
+a sidecar (`.<image>.ok`: inode, size, mtime) is written; before each use the sidecar must
+match and the squashfs superblock must be there and claim the file's size. Anything else
+(zeroed, truncated, garbage, or from before sidecars) is packed again. `mksquashfs` dies
+with the engine (`PR_SET_PDEATHSIG`), and temporary files of dead engines are deleted.
+
 A VM that asks for mounts gets them or does not boot (`VMError`, one line): a step never
 runs without the tools it asked for, and nothing of the host is shared with the guest but
 a read-only copy. Such VMs boot cold (a saved template has other devices) and, under TCG,
@@ -19,10 +25,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import posixpath
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,12 +39,18 @@ from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VM
+from swarm_engine.vm.proctree import die_with_parent, stale_tmp
+
+log = logging.getLogger(__name__)
 
 PACK_ARGS = ("-comp", "lz4", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress")
 """How a folder is packed; part of each image's cache key (a change repacks)."""
 MKSQUASHFS = "mksquashfs"
 PACK_TIMEOUT = 900.0
 MOUNT_TIMEOUT = 60.0
+SQUASHFS_MAGIC = b"hsqs"
+PAD = 4096
+"""mksquashfs pads an image to a multiple of this (the superblock's `bytes_used` does not)."""
 SERIAL_PREFIX = "swarm-mount-"
 MAX_MOUNTS = 8
 TCG_CPU = "max"
@@ -91,7 +106,7 @@ def pack(folder: Path, cache_dir: Path) -> Path:
     where = hashlib.sha256(str(real).encode()).hexdigest()[:8]
     stem = f"{_slug(real.name)}-{where}-"
     target = cache_dir / f"{stem}{_content_key(real)}.squashfs"
-    if target.is_file():
+    if damage(target) is None:
         return target
     if shutil.which(MKSQUASHFS) is None:
         raise VMError(
@@ -104,21 +119,68 @@ def pack(folder: Path, cache_dir: Path) -> Path:
         raise VMError(
             f"cannot show {folder} in a microVM: cannot create {cache_dir}: {exc.strerror}"
         ) from exc
+    sweep(cache_dir)
     with _locked(cache_dir / f".{stem}lock"):
-        if target.is_file():  # another engine packed it meanwhile
+        why = damage(target)
+        if why is None:  # another engine packed it meanwhile
             return target
+        if target.exists():
+            log.warning("cached image %s is not whole (%s); packing it again", target, why)
+        _unlink(_sidecar(target))
         tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
         try:
             _mksquashfs(real, tmp)
+            _fsync(tmp)
             os.replace(tmp, target)
+            _fsync(cache_dir)
+            _write_sidecar(target)
+        except OSError as exc:
+            raise VMError(f"cannot pack {folder} for a microVM into {target}: {exc}") from exc
         finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            _unlink(tmp)
         for old in cache_dir.glob(f"{stem}*.squashfs"):
             if old != target:
-                with contextlib.suppress(OSError):
-                    old.unlink()
+                _unlink(old)
+                _unlink(_sidecar(old))
     return target
+
+
+def damage(image: Path) -> str | None:
+    """None if the cached `image` is whole (its sidecar matches, its squashfs superblock
+    claims its size); else what is wrong. Reads one file's stat, a sidecar and 96 bytes."""
+    try:
+        st = os.stat(image)
+    except OSError:
+        return "missing"
+    try:
+        recorded = json.loads(_sidecar(image).read_text())
+    except (OSError, ValueError):
+        return "no record that it was packed whole"
+    if recorded != {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+        return "changed after it was packed"
+    try:
+        with image.open("rb") as fh:
+            head = fh.read(96)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if len(head) < 96 or head[:4] != SQUASHFS_MAGIC:
+        return "no squashfs superblock"
+    (used,) = struct.unpack_from("<Q", head, 40)
+    if not used <= st.st_size < used + PAD:
+        return f"its superblock says {used} bytes, the file has {st.st_size}"
+    return None
+
+
+def sweep(cache_dir: Path) -> int:
+    """Delete temporary files of engines that died while packing (`.<name>.<pid>.tmp`,
+    the pid gone). Returns how many were removed."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in cache_dir.glob(".*.tmp"):
+            if stale_tmp(entry):
+                _unlink(entry)
+                removed += 1
+    return removed
 
 
 def pack_all(mounts: Sequence[tuple[str, str]], cache_dir: Path) -> tuple[Disk, ...]:
@@ -154,8 +216,9 @@ def _mksquashfs(folder: Path, dest: Path) -> None:
     argv = [MKSQUASHFS, str(folder), str(dest), *PACK_ARGS]
     try:
         done = subprocess.run(
-            argv, capture_output=True, timeout=PACK_TIMEOUT, check=False, stdin=subprocess.DEVNULL
-        )
+            argv, capture_output=True, timeout=PACK_TIMEOUT, check=False,
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VMError(f"cannot pack {folder} for a microVM: {exc}") from exc
     if done.returncode != 0:
@@ -183,6 +246,39 @@ def _content_key(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _sidecar(image: Path) -> Path:
+    return image.with_name(f".{image.name}.ok")
+
+
+def _write_sidecar(image: Path) -> None:
+    """Record the synced image's identity (written last: no sidecar, no trust)."""
+    st = os.stat(image)
+    side = _sidecar(image)
+    tmp = side.with_name(f"{side.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(
+            json.dumps({"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        )
+        _fsync(tmp)
+        os.replace(tmp, side)
+    finally:
+        _unlink(tmp)
+    _fsync(image.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-")[:48] or "folder"
 
@@ -204,4 +300,8 @@ async def mount(vm: VM, disks: Sequence[Disk]) -> None:
         lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
         why = lines[-1] if lines else f"exit code {done.exit_code}"
         where = ", ".join(d.guest_path for d in disks)
-        raise VMError(f"VM {vm.id}: cannot mount the host's read-only folders at {where}: {why}")
+        images = ", ".join(str(d.image) for d in disks)
+        raise VMError(
+            f"VM {vm.id}: cannot mount the host's read-only folders at {where}: {why} "
+            f"(cached images: {images})"
+        )

@@ -20,25 +20,38 @@ so a state and its RAM file always belong together; templates are replaced by ne
 folders, never rewritten (a running clone's mapping still reads its own file). Before
 each restore the RAM file is checked to be the same inode, size and mtime as when it was
 saved; if not, the template is dropped and made again.
+
+Engines sharing a snapshot folder make a template under a lock per key (`locked`): the
+second one waits and uses the first one's. `template.json` also records the image's build
+time, so saving a template deletes only templates of *older* builds (an engine still on
+the previous build never deletes a newer build's templates), duplicates of its own key
+but the newest, and folders whose `template.json` cannot be read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import json
 import mmap
 import os
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from swarm_engine.vm.proctree import pid_alive
 
 Mode = Literal["mapped", "copy"]
 META = "template.json"
 STALE_TMP = 3600.0
 """A `*.tmp` folder this old is a template whose engine died while saving it."""
+LOCK_POLL = 0.05
+"""How often a waiting engine retries the per-key lock (flock cannot be awaited)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,9 @@ class Template:
     mode: Mode
     ram_id: tuple[int, int, int] | None = None
     """(inode, size, mtime_ns) of `ram` when it was saved (mapped mode)."""
+    built_at: str = ""
+    """The image's build time (its manifest's `built_at`); empty in earlier templates."""
+    saved_at: float = 0.0
 
     @property
     def key(self) -> str:
@@ -80,23 +96,40 @@ def key_for(stamp: str, memory_mb: int, vcpus: int, accel: str, mode: Mode) -> s
 
 
 def find(parent: Path, key: str) -> Template | None:
-    """A saved template for `key` in `parent`, if there is one."""
-    for folder in sorted(parent.glob(f"{key}.*.template")):
-        template = load(folder)
-        if template is not None:
-            return template
-    return None
+    """The newest saved template for `key` in `parent`, if there is one (every engine
+    picks the same one, so their clones share its pages)."""
+    found = [t for t in map(load, parent.glob(f"{key}.*.template")) if t is not None]
+    return max(found, key=lambda t: (t.saved_at, t.folder.name), default=None)
 
 
 def load(folder: Path) -> Template | None:
     try:
         meta = json.loads((folder / META).read_text())
+        built_at, saved_at = str(meta.get("built_at") or ""), float(meta.get("saved_at", 0))
         if meta["mode"] == "copy":
-            return Template(folder, "copy")
+            return Template(folder, "copy", None, built_at, saved_at)
         ino, size, mtime_ns = (int(n) for n in meta["ram_id"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return Template(folder, "mapped", (ino, size, mtime_ns))
+    return Template(folder, "mapped", (ino, size, mtime_ns), built_at, saved_at)
+
+
+@contextlib.asynccontextmanager
+async def locked(parent: Path, key: str) -> AsyncIterator[None]:
+    """Hold the lock for making `key`'s template (`flock` on `.<key>.lock`), shared by
+    every engine using `parent`. Lock files stay (deleting one could let two holders in)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(parent / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def new_folder(parent: Path, key: str) -> Path:
@@ -128,7 +161,24 @@ def unmappable(folder: Path) -> str | None:
     return None
 
 
-def publish(tmp: Path, key: str, mode: Mode) -> Template:
+def space_problem(folder: Path, memory_mb: int) -> str | None:
+    """Why a template of a `memory_mb` guest may not fit in `folder` (None if it fits):
+    its RAM file or state can grow to the guest's memory size. A full disk otherwise shows
+    only as a template VM that dies (QEMU gets SIGBUS writing its RAM file)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError as exc:
+        return f"cannot check the free space in {folder}: {exc.strerror}"
+    free_mb = st.f_bavail * st.f_frsize // (1 << 20)
+    if free_mb < memory_mb:
+        return (
+            f"no space left for a template in {folder}: {free_mb} MB free, a "
+            f"{memory_mb} MB guest may need up to {memory_mb} MB"
+        )
+    return None
+
+
+def publish(tmp: Path, key: str, mode: Mode, built_at: str = "") -> Template:
     """Sync the saved files, record the RAM file's identity, and give the folder its name
     (blocking: call it in a thread)."""
     ram_id = None
@@ -140,12 +190,21 @@ def publish(tmp: Path, key: str, mode: Mode) -> Template:
             os.close(fd)
     if mode == "mapped":
         ram_id = _identity(tmp / "ram")
-    meta = {"mode": mode, "ram_id": list(ram_id) if ram_id else None, "saved_at": time.time()}
-    (tmp / META).write_text(json.dumps(meta) + "\n")
+    saved_at = time.time()
+    meta = {
+        "mode": mode,
+        "ram_id": list(ram_id) if ram_id else None,
+        "built_at": built_at,
+        "saved_at": saved_at,
+    }
+    with (tmp / META).open("w") as fh:
+        fh.write(json.dumps(meta) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     final = tmp.parent / f"{key}.{uuid.uuid4().hex[:8]}.template"
     tmp.rename(final)
     _fsync_dir(tmp.parent)
-    return Template(final, mode, ram_id)
+    return Template(final, mode, ram_id, built_at, saved_at)
 
 
 def discard(folder: Path) -> None:
@@ -153,18 +212,36 @@ def discard(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def prune(parent: Path, stamp: str) -> None:
-    """Delete templates of other builds of the image (another `stamp`), states in the
-    earlier one-file layout, and unfinished folders of engines that died while saving."""
+def prune(parent: Path, stamp: str, built_at: str) -> None:
+    """Delete what no engine of the image's build `stamp` (built at `built_at`) will use:
+    templates of builds not newer than this one (another `stamp`; an engine still on an
+    older build never deletes a newer build's), all but the newest template of each key of
+    this build, folders whose `template.json` cannot be read, states in the earlier
+    one-file layout, and unfinished folders of engines that died while saving. Running
+    clones keep their open mapping of a deleted RAM file (its inode lives on)."""
+    newest: dict[str, Template] = {}
     for entry in parent.iterdir():
         name = entry.name
-        other_build = name.endswith(".template") and not name.startswith(f"{stamp}-")
-        unfinished = name.endswith(".tmp") and _age(entry) > STALE_TMP
-        if name.endswith(".state") or other_build or unfinished:
-            if entry.is_dir():
-                discard(entry)
+        if name.endswith(".template"):
+            template = load(entry)
+            if template is None:
+                discard(entry)  # unreadable metadata: never restored, never replaced
+            elif not name.startswith(f"{stamp}-"):
+                if template.built_at <= built_at:  # ISO 8601 UTC: compares as text
+                    discard(entry)
             else:
-                _unlink(entry)
+                best = newest.get(template.key)
+                if best is None:
+                    newest[template.key] = template
+                else:
+                    older, newest[template.key] = sorted(
+                        (best, template), key=lambda t: (t.saved_at, t.folder.name)
+                    )
+                    discard(older.folder)
+        elif name.endswith(".tmp") and _abandoned(entry):
+            discard(entry)
+        elif name.endswith(".state"):
+            _unlink(entry)
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -184,6 +261,14 @@ def _fsync_dir(path: Path) -> None:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def _abandoned(folder: Path) -> bool:
+    """An unfinished folder (`<key>.<pid>.<nonce>.tmp`) whose engine is gone, or old."""
+    parts = folder.name.rsplit(".", 3)
+    if len(parts) == 4 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+        return True
+    return _age(folder) > STALE_TMP
 
 
 def _age(path: Path) -> float:
