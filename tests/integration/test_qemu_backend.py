@@ -431,12 +431,33 @@ async def test_a_running_engine_uses_a_rebuilt_image_with_a_new_template(tmp_pat
         await backend.close()
 
 
+async def test_a_home_whose_paths_are_too_long_for_sockets_still_gets_templates(
+    tmp_path: Path,
+) -> None:
+    """Unix socket paths hold about 100 bytes: under a deep home the template's QMP
+    socket, like the agent's, moves to a short path, and clones still restore."""
+    home = tmp_path / ("deep-" * 12) / "home"
+    options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(tmp_path / "snap")}
+    backend = create(home, options)
+    try:
+        template = await backend.snapshot_for(VMSpec())
+        assert template is not None and template.mode == "mapped"
+        vm = await backend.boot(_vm_id(), VMSpec())
+        try:
+            assert vm.info().extra["start"] == "mapped"
+            assert (await vm.exec("echo ok")).stdout == b"ok\n"
+        finally:
+            await vm.destroy()
+    finally:
+        await backend.close()
+
+
 async def test_engines_starting_together_make_one_template(tmp_path: Path) -> None:
     """Three engines sharing a snapshot folder ask for the same template at once: one makes
     it, the others wait for it and use it (their clones share its pages). Deleting a
     template does not disturb a clone running from it."""
     options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(tmp_path / "snap")}
-    backends = [create(tmp_path / f"h{n}", options) for n in range(3)]  # short socket paths
+    backends = [create(tmp_path / f"home-{n}", options) for n in range(3)]
     try:
         made = await asyncio.gather(*(b.snapshot_for(VMSpec()) for b in backends))
         folders = {t.folder for t in made if t is not None}

@@ -302,7 +302,9 @@ class QemuBackend:
             )
             try:
                 saved_ms = await save_state(
-                    template.folder / "qmp.sock", tmp / "state", mapped=mode == "mapped"
+                    self._socket_path(template.folder, "qmp"),
+                    tmp / "state",
+                    mapped=mode == "mapped",
                 )
             finally:
                 await template.destroy()
@@ -358,7 +360,7 @@ class QemuBackend:
             network=spec.network,
             allowed_ports=spec.allowed_ports,
             console_log=folder / "console.log" if self.options.console_log else None,
-            qmp_socket=folder / "qmp.sock" if qmp else None,
+            qmp_socket=self._socket_path(folder, "qmp") if qmp else None,
             incoming=None if deferred else incoming,
             incoming_qmp=qmp_path,
             ram_file=ram,
