@@ -6,7 +6,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 # the pydantic-free records and name patterns live in records.py (the store, short commands
 # and registry/plain.py use them without pydantic); they are re-exported here
@@ -28,9 +36,9 @@ class VMRequirements(_Strict):
     """The `vm:` block of agent.yaml."""
 
     backend: str | None = None
-    memory_mb: int | None = Field(default=None, ge=16, le=65536)
-    vcpus: int | None = Field(default=None, ge=1, le=64)
-    network: bool = False
+    memory_mb: int | None = Field(default=None, strict=True, ge=16, le=65536)
+    vcpus: int | None = Field(default=None, strict=True, ge=1, le=64)
+    network: bool = Field(default=False, strict=True)
     allowed_ports: tuple[Annotated[int, Field(strict=True, ge=1, le=65535)], ...] = ()
     image: str | None = None
 
@@ -52,10 +60,11 @@ class VMRequirements(_Strict):
 
 
 class ApiBudget(_Strict):
-    """Stop the step once it has used this many tokens (all four kinds) or USD."""
+    """Stop the step once it has used this many tokens (all four kinds) or USD: a whole
+    number and a finite amount (no budget is no `budget:`, never `.inf`)."""
 
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, strict=True, gt=0)
+    max_usd: float | None = Field(default=None, allow_inf_nan=False, gt=0)
 
 
 class ModelApiSpec(_Strict):
@@ -65,11 +74,15 @@ class ModelApiSpec(_Strict):
     budget: ApiBudget = Field(default_factory=ApiBudget)
 
 
+def _model_api_form(value: Any) -> str:
+    return "budget" if isinstance(value, dict | ModelApiSpec) else "bool"
+
+
 class RetryPolicy(_Strict):
-    attempts: int = Field(default=1, ge=1, le=20)
+    attempts: int = Field(default=1, strict=True, ge=1, le=20)
     backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
     backoff_factor: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_seconds: float = Field(default=60.0, ge=0)
+    max_backoff_seconds: float = Field(default=60.0, allow_inf_nan=False, ge=0)
 
 
 class AgentSpec(_Strict):
@@ -83,16 +96,21 @@ class AgentSpec(_Strict):
     entry: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
-    memory_mb: int = Field(default=512, ge=16, le=65536)
-    vcpus: int = Field(default=1, ge=1, le=64)
+    memory_mb: int = Field(default=512, strict=True, ge=16, le=65536)
+    vcpus: int = Field(default=1, strict=True, ge=1, le=64)
     timeout_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
     env: dict[str, str] = Field(default_factory=dict)
     vm: VMRequirements = Field(default_factory=VMRequirements)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     config: dict[str, Any] = Field(default_factory=dict)
     output_files: list[str] = Field(default_factory=list)
-    model_api: Annotated[bool, Field(strict=True)] | ModelApiSpec = False
-    """`true` or `{budget: ...}`: the step's VM gets the model API gateway (shell only)."""
+    model_api: Annotated[
+        Annotated[Annotated[bool, Field(strict=True)], Tag("bool")]
+        | Annotated[ModelApiSpec, Tag("budget")],
+        Discriminator(_model_api_form),
+    ] = False
+    """`true` or `{budget: ...}`: the step's VM gets the model API gateway (shell only). An
+    object is read as the spec alone, so its error names the field (`model_api.budget...`)."""
     package_path: str | None = None
 
     @field_validator("name")

@@ -64,6 +64,24 @@ def refused(home: Path, args: list[str], message: str) -> str:
         ("name: x\nkind: shell\nenv: {A: '" + "v" * 40000 + "'}\n", "env.A: over 32 KiB"),
         (BOMB, "agent.yaml: invalid YAML (line 4, column 7): YAML anchors and aliases"),
         ("name: x\nkind: shell\nname: y\n", "key 'name' is given twice"),
+        *(
+            (f"name: x\nkind: claude-code\nmemory_mb: 2048\nconfig: {config}\n", message)
+            for config, message in [
+                ("{model: ''}", "agent.yaml: config.model: String should match pattern"),
+                ('{model: "m\\nx"}', "agent.yaml: config.model: String should match pattern"),
+                ("{model: -p}", "agent.yaml: config.model: String should match pattern"),
+                ("{max_turns: true}", "config.max_turns: Input should be a valid integer"),
+                ("{max_turns: '5'}", "config.max_turns: Input should be a valid integer"),
+                ("{budget: {max_usd: .inf}}", "config.budget.max_usd: Input should be a finite"),
+                ("{budget: {max_tokens: 1.0}}", "config.budget.max_tokens: Input should be a"),
+            ]
+        ),
+        (
+            "name: x\nkind: shell\nmodel_api: {budget: {max_usd: .inf}}\n",
+            "model_api.budget.max_usd: Input",
+        ),
+        ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),
+        ("name: x\nkind: shell\nvm: {network: 'yes'}\n", "vm.network: Input should be a valid"),
     ],
 )
 def test_bad_agents_are_refused(home: Path, tmp_path: Path, yaml_text: str, message: str) -> None:

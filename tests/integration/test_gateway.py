@@ -193,8 +193,10 @@ async def test_errors_are_counted_passed_through_and_other_paths_never_leave_the
 async def test_a_key_the_endpoint_echoes_is_redacted_on_the_way_to_the_vm(
     server: MessagesServer, tmp_path: Path
 ) -> None:
+    other = "sk-ant-admin01-" + "Zz9_-" * 20  # not the host's key, but shaped like one
+
     def echo(req: Recorded) -> Reply:
-        return Reply(body=text(f"your key is {req.api_key}!", used=usage(1, 1)))
+        return Reply(body=text(f"your key is {req.api_key}! {other}.", used=usage(1, 1)))
 
     server.push(echo, echo)
     async for gw in gateway(server, tmp_path):
@@ -202,9 +204,10 @@ async def test_a_key_the_endpoint_echoes_is_redacted_on_the_way_to_the_vm(
         answer = await sdk.messages.create(
             model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
-        assert answer.content[0].text == "your key is [REDACTED]!"  # type: ignore[union-attr]
+        said = "your key is [REDACTED]! [REDACTED]."
+        assert answer.content[0].text == said  # type: ignore[union-attr]
         async with sdk.messages.stream(
             model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}]
         ) as stream:
-            assert await stream.get_final_text() == "your key is [REDACTED]!"
+            assert await stream.get_final_text() == said
         await sdk.close()

@@ -65,7 +65,7 @@ class Raw:
         await self.writer.drain()
 
     async def answer(self) -> tuple[int, dict[str, str], bytes]:
-        """One response: status, headers, body (by its content-length)."""
+        """One response: status, headers, body (by its content-length, or chunked)."""
         async with asyncio.timeout(HANG):
             head = await self.reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -73,7 +73,13 @@ class Raw:
                 (k.strip().lower(), v.strip())
                 for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)
             )
-            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+            if headers.get("transfer-encoding") == "chunked":
+                body = b""
+                while size := int((await self.reader.readuntil(b"\r\n"))[:-2], 16):
+                    body += (await self.reader.readexactly(size + 2))[:-2]
+                await self.reader.readuntil(b"\r\n")  # the end: no trailers
+            else:
+                body = await self.reader.readexactly(int(headers.get("content-length", "0")))
         return int(lines[0].split()[1]), headers, body
 
     async def close(self) -> None:
@@ -112,12 +118,100 @@ async def test_connections_past_the_cap_are_refused(server: MessagesServer, tmp_
             await raw.send(head("GET", "/v1/models", gw.token))
             assert (await raw.answer())[0] == 200
         extra = await Raw.open(gw)
+        await extra.send(head("GET", "/v1/models", gw.token))
         status, _, body = await extra.answer()
         assert status == 503 and "max_connections" in json.loads(body)["error"]["message"]
         for raw in (*held, extra):
             await raw.close()
         busy = gw.meter.busy
     assert busy == 1 and len(server.requests) == 4
+
+
+async def open_at_most(gw: StepGateway, count: int) -> None:
+    """Wait for the connections the gateway is closing (in neither of its pools) to end,
+    then check that it holds at most `count`."""
+    closing = gw._connections - set(gw._pending) - gw._authorized
+    if closing:
+        await asyncio.wait(closing, timeout=HANG)
+    assert len(gw._connections) <= count
+
+
+async def test_idle_connections_without_the_token_do_not_lock_the_step_out(
+    server: MessagesServer, tmp_path: Path
+) -> None:
+    pending = GatewaySettings().max_pending
+    async for gw in gateway(server, tmp_path):
+        # any local process can open them, more than either limit
+        idle = [await Raw.open(gw) for _ in range(pending + 20)]
+        mine = await Raw.open(gw)
+        await mine.send(head("GET", "/v1/models", gw.token))
+        assert (await mine.answer())[0] == 200
+        # the oldest idle ones were closed to make room; the rest wait for their heads
+        for raw in idle[:21]:
+            async with asyncio.timeout(HANG):
+                assert await raw.reader.read() == b""
+        await open_at_most(gw, pending + 1)
+        for raw in (*idle, mine):
+            await raw.close()
+        evicted = gw.meter.evicted
+    assert evicted == 21 and len(server.requests) == 1
+
+
+async def test_connections_are_bounded_in_total(server: MessagesServer, tmp_path: Path) -> None:
+    settings = GatewaySettings(max_connections=2, max_pending=3)
+    async for gw in gateway(server, tmp_path, settings=settings):
+        held = [await Raw.open(gw) for _ in range(2)]
+        for raw in held:
+            await raw.send(head("GET", "/v1/models", gw.token))
+            assert (await raw.answer())[0] == 200
+        idle = [await Raw.open(gw) for _ in range(10)]
+        for raw in idle[:7]:
+            async with asyncio.timeout(HANG):
+                assert await raw.reader.read() == b""
+        await open_at_most(gw, 2 + 3)
+        # one more with the token: past max_connections, refused; the held ones still work
+        extra = await Raw.open(gw)
+        await extra.send(head("GET", "/v1/models", gw.token))
+        assert (await extra.answer())[0] == 503
+        for raw in held:
+            await raw.send(head("GET", "/v1/models", gw.token))
+            assert (await raw.answer())[0] == 200
+        assert len(gw._connections) <= 2 + 3
+        for raw in (*held, *idle, extra):
+            await raw.close()
+    assert len(server.requests) == 4
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /v1/models HTTP/1.1\r\nhost: gat"])
+async def test_a_head_that_does_not_arrive_in_time_is_closed(
+    server: MessagesServer, tmp_path: Path, sent: bytes
+) -> None:
+    settings = GatewaySettings(head_timeout=0.3)
+    async for gw in gateway(server, tmp_path, settings=settings):
+        raw = await Raw.open(gw)
+        await raw.send(sent)
+        async with asyncio.timeout(HANG):
+            assert await raw.reader.read() == b""
+        if gw._connections:  # its end on the gateway's side
+            await asyncio.wait(set(gw._connections), timeout=HANG)
+        assert not gw._connections
+        await raw.close()
+    assert server.requests == []
+
+
+async def test_a_kept_alive_connection_is_closed_when_idle(
+    server: MessagesServer, tmp_path: Path
+) -> None:
+    settings = GatewaySettings(idle_timeout=0.3)
+    async for gw in gateway(server, tmp_path, settings=settings):
+        raw = await Raw.open(gw)
+        for _ in range(2):  # kept alive between requests that follow each other
+            await raw.send(head("GET", "/v1/models", gw.token))
+            assert (await raw.answer())[0] == 200
+        async with asyncio.timeout(HANG):
+            assert await raw.reader.read() == b""
+        await raw.close()
+    assert len(server.requests) == 2
 
 
 async def test_the_request_log_stays_small_and_tokenless_requests_are_only_counted(

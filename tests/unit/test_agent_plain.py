@@ -12,7 +12,8 @@ import annotated_types
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from pydantic.types import Strict
+from pydantic import Discriminator
+from pydantic.types import AllowInfNan, Strict
 
 from swarm_engine import models
 from swarm_engine.errors import ConfigError
@@ -27,7 +28,7 @@ BOUND_NAMES = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_typ
 def bounds_of(metadata: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in metadata:
-        if isinstance(item, Strict):
+        if isinstance(item, Strict | AllowInfNan | Discriminator):  # held to the rules below
             continue
         name = BOUND_NAMES.get(type(item))
         assert name is not None, f"a rule the quick check does not know: {item!r}"
@@ -50,6 +51,23 @@ def test_the_quick_check_knows_every_field_and_bound_of_the_models() -> None:
     assert found == BOUNDS
     for name, default in DEFAULTS.items():
         assert AgentSpec.model_fields[name].default == default
+
+
+def test_the_models_are_as_strict_as_the_quick_check() -> None:
+    """The quick check takes only an exact int for `int`, a bool for `bool` and a finite
+    number for `float`: the models take no more (`true` is no 1, `'5'` no 5, `.inf` no
+    budget), so a value is refused alike whether the quick check or the model decides."""
+    for model_name, fields in MODELS.items():
+        model = getattr(models, model_name)
+        for name, rule in fields.items():
+            info = model.model_fields[name]
+            rule = rule.rstrip("?")
+            if rule in ("int", "bool"):
+                assert Strict(True) in info.metadata, f"{model_name}.{name}: not strict"
+            if rule == "float":
+                bounds = BOUNDS[f"{model_name}.{name}"]
+                finite = AllowInfNan(False) in info.metadata
+                assert finite or "le" in bounds, f"{model_name}.{name}: takes .inf"
 
 
 def test_built_in_and_registered_definitions_are_plain() -> None:
@@ -79,7 +97,7 @@ def test_built_in_and_registered_definitions_are_plain() -> None:
         '{"name": "a", "name": "a"}',  # a key twice
         '{"name": "a", "config": {"x": "\\ud800"}}',  # a lone surrogate: the model refuses
         '{"name": "a", "config": %s}' % ("[" * 250 + "]" * 250),  # too deep for the model
-        '{"name": "a", "memory_mb": 512.0}',  # the model takes it; not plain
+        '{"name": "a", "memory_mb": 512.0}',  # not plain (the model refuses it too)
         '{"name": "a", "memory_mb": "512"}',
         '{"name": "a", "model_api": 1}',
         '{"name": "a", "unknown": 1}',

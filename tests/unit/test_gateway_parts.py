@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.messages_server import sse_events, text, usage
 
-from swarm_engine.agents.claude.redact import REDACTED
+from swarm_engine.agents.claude.redact import KEY_PATTERN, REDACTED
 from swarm_engine.agents.claude.settings import Price
 from swarm_engine.agents.claude_code.agent import LAUNCH, _reported_usage, _Run
 from swarm_engine.agents.claude_code.settings import parse_config, parse_host_settings
@@ -20,7 +20,7 @@ from swarm_engine.agents.kinds import check_definition
 from swarm_engine.config import load_settings
 from swarm_engine.errors import ConfigError
 from swarm_engine.gateway.meter import Budget, EventUsage, Meter, json_usage
-from swarm_engine.gateway.proxy import _Scrubber
+from swarm_engine.gateway.proxy import KEY_ALPHABET, KEY_BYTES, KEY_CHARS, KEY_SHORTEST, _Scrubber
 from swarm_engine.gateway.request_log import MAX_TEXT, RequestLog
 from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.models import AgentSpec, Usage
@@ -69,26 +69,57 @@ def test_json_usage_takes_what_the_body_says() -> None:
 
 
 SECRET = b"sk-ant-api03-SECRET-0123456789abcdef"
-
-
-@given(
-    before=st.binary(max_size=100),
-    after=st.binary(max_size=100),
-    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
-    twice=st.booleans(),
+OTHER_SHAPES = [b"sk-ant-", b"sk-ant-1234567", b"sk-ant-12345678", b"sk-ant-api03-" + b"x" * 90]
+SCRUBBED = st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from([SECRET, b"sk-", b"-_aZ9", b'"', b"\n", *OTHER_SHAPES]),
 )
-def test_the_key_is_scrubbed_however_the_stream_splits_it(
-    before: bytes, after: bytes, cuts: list[int], twice: bool
-) -> None:
-    data = before + SECRET + after + (SECRET if twice else b"")
-    scrub = _Scrubber(SECRET)
+
+
+def scrubbed_whole(data: bytes, secret: bytes) -> bytes:
+    """What `Redactor.text` makes of the stream in one piece."""
+    out = data.replace(secret, REDACTED.encode()) if secret else data
+    return KEY_BYTES.sub(REDACTED.encode(), out)
+
+
+def scrub_in_pieces(scrub: _Scrubber, data: bytes, cuts: list[int]) -> bytes:
     out, last = b"", 0
     for cut in sorted({min(c, len(data)) for c in cuts}):
         out += scrub.feed(data[last:cut])
         last = cut
-    out += scrub.feed(data[last:]) + scrub.flush()
-    assert out == data.replace(SECRET, REDACTED.encode())
-    assert SECRET not in out
+        # what it holds back stays small, however long a key-shaped run is
+        assert len(scrub._keys._tail) < KEY_SHORTEST
+    return out + scrub.feed(data[last:]) + scrub.flush()
+
+
+@settings(max_examples=500)
+@given(
+    parts=st.lists(SCRUBBED, max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=20),
+    secret=st.sampled_from([SECRET, b"plain-host-secret-42", b""]),
+)
+def test_the_key_and_key_shapes_are_scrubbed_however_the_stream_splits_them(
+    parts: list[bytes], cuts: list[int], secret: bytes
+) -> None:
+    data = b"".join(parts)
+    out = scrub_in_pieces(_Scrubber(secret), data, cuts)
+    assert out == scrubbed_whole(data, secret)
+    assert KEY_BYTES.search(out) is None and (not secret or secret not in out)
+
+
+def test_a_key_shape_split_byte_by_byte_is_one_redaction() -> None:
+    data = b'{"text": "' + OTHER_SHAPES[-1] + b'"}'
+    out = scrub_in_pieces(_Scrubber(SECRET), data, list(range(len(data))))
+    assert out == b'{"text": "[REDACTED]"}'
+
+
+def test_the_key_alphabet_is_the_patterns() -> None:
+    assert KEY_BYTES.pattern == KEY_PATTERN.pattern.encode()
+    alphabet = bytes(c for c in range(256) if KEY_BYTES.fullmatch(b"sk-ant-" + bytes([c]) * 8))
+    assert alphabet == bytes(sorted(KEY_CHARS))
+    assert all(KEY_ALPHABET.fullmatch(bytes([c])) for c in alphabet)
+    shortest = b"sk-ant-" + b"x" * (KEY_SHORTEST - 7)
+    assert KEY_BYTES.fullmatch(shortest) and not KEY_BYTES.search(shortest[:-1])
 
 
 def test_a_stream_without_the_key_passes_at_once() -> None:

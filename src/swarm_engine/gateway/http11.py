@@ -6,7 +6,8 @@ body never read), then reads the body whole (bounded by `max_body`), hands it to
 handler as an `Exchange`, and keeps the connection alive between requests as the client
 asks. The handler answers through the exchange, streaming the body in pieces; a client
 that hangs up mid-answer raises `ClientGone`. A request h11 cannot parse (conflicting
-`Content-Length`, a head over 64 KiB) is answered 400 / 431 and the connection closed.
+`Content-Length`, a head over 64 KiB) is answered 400 / 431 and the connection closed; a
+head that does not arrive in time (or a kept-alive connection left idle) is closed unanswered.
 """
 
 from __future__ import annotations
@@ -108,20 +109,29 @@ async def serve_connection(
     max_body: int,
     too_large: TooLarge,
     malformed: Malformed,
+    head_timeout: float,
+    idle_timeout: float,
 ) -> None:
     """Serve requests on one connection until either side closes it. `admit` sees each
     request's head first; when it answers (returns False) the connection is closed unread.
     A body over `max_body` is answered with `too_large(max_body)` (a JSON body, status 413)
-    and the connection closed; a request h11 refuses, with `malformed(status, reason)`."""
+    and the connection closed; a request h11 refuses, with `malformed(status, reason)`.
+    A head must arrive within `head_timeout` seconds (of the connection's opening for the
+    first request, of its first byte for the next ones), and a kept-alive connection may
+    wait `idle_timeout` for the next request: past either, the connection is closed."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    first = True
     try:
         while True:
             try:
-                event = await _next(conn, reader)
+                event = await _head(conn, reader, head_timeout, None if first else idle_timeout)
             except h11.RemoteProtocolError as exc:
                 await _answer_malformed(conn, writer, exc, malformed)
                 await _linger(reader, writer)
                 return
+            except TimeoutError:
+                return  # a head too slow, or a connection idle too long: closed unanswered
+            first = False
             if not isinstance(event, h11.Request):
                 return  # closed by the client
             if _head_size(event) > MAX_HEAD_BYTES:  # h11 lets up to one more read through
@@ -173,6 +183,27 @@ async def serve_connection(
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def _head(
+    conn: h11.Connection, reader: asyncio.StreamReader, head_timeout: float, idle: float | None
+) -> Any:
+    """The next request's head, as `_next`; `TimeoutError` when it is not whole within
+    `head_timeout` (counted from its first byte when `idle` is given, which bounds the wait
+    for that byte)."""
+    loop = asyncio.get_running_loop()
+    waiting = idle is not None and not conn.trailing_data[0]
+    wait = idle if idle is not None and waiting else head_timeout
+    async with asyncio.timeout_at(loop.time() + wait) as cm:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return None if event is h11.PAUSED else event
+            data = await reader.read(READ_BYTES)
+            conn.receive_data(data)
+            if waiting and data:  # the head has begun: it gets `head_timeout` from here
+                waiting = False
+                cm.reschedule(loop.time() + head_timeout)
 
 
 async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:

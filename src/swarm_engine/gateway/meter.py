@@ -60,7 +60,11 @@ class Meter:
     unauthorized: int = 0
     """Requests without the step's token (answered 401, never recorded one by one)."""
     busy: int = 0
-    """Connections refused because the step already held `max_connections`."""
+    """Requests with the token refused (503) because the step already held
+    `max_connections` connections that had shown it."""
+    evicted: int = 0
+    """Connections closed before showing the token, to make room for newer ones
+    (`max_pending`)."""
 
     def price(self, model: str) -> Price | None:
         return price_for(model, *self.prices)
@@ -99,6 +103,7 @@ class Meter:
             "unmetered": self.unmetered,
             "unauthorized": self.unauthorized,
             "busy": self.busy,
+            "evicted": self.evicted,
         }
 
 

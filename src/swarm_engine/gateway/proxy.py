@@ -15,8 +15,14 @@ key-shaped), it is replaced by `[REDACTED]` on the way, in the body and in every
 Answers of its own are API-style errors (`{"type": "error", "error": {...}}`), so every
 client reports them as it reports the API's: 401 for a missing or foreign token, 402
 `billing_error` once the budget is used up (the step is then stopped), 404, 413, 400 for a
-model without a price under a USD budget or a server tool, 503 past `max_connections`,
-502/504 when the endpoint cannot be reached.
+model without a price under a USD budget or a server tool, 503 for a request with the
+token past `max_connections`, 502/504 when the endpoint cannot be reached.
+
+Connections are bounded in two pools: those that have not yet presented the step's token
+(any local process may open them; at most `max_pending`, a new one closing the oldest, each
+closed unless its head arrives within `head_timeout`) and those that have (at most
+`max_connections`, each closed after `idle_timeout` between requests). Connections
+without the token can so never lock the step out of its gateway.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ import random
 import re
 import secrets
 import socket
+import string
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
 
-from swarm_engine.agents.claude.redact import REDACTED, Redactor
+from swarm_engine.agents.claude.redact import KEY_PATTERN, REDACTED, Redactor
 from swarm_engine.errors import AgentError
 from swarm_engine.gateway.http11 import ClientGone, Exchange, serve_connection
 from swarm_engine.gateway.meter import COUNTS, Counted, EventUsage, Meter, json_usage
@@ -102,6 +109,9 @@ class StepGateway:
         self._server: asyncio.Server | None = None
         self._client: httpx2.AsyncClient | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._pending: dict[asyncio.Task[Any], None] = {}
+        """Connections not yet shown the token, oldest first (a subset of `_connections`)."""
+        self._authorized: set[asyncio.Task[Any]] = set()
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
 
     # -- life ------------------------------------------------------------------------------
@@ -157,11 +167,13 @@ class StepGateway:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._settings.max_connections:
-            self.meter.busy += 1
-            await _busy(writer, self._settings.max_connections)
-            return
+        while len(self._pending) >= self._settings.max_pending:
+            oldest = next(iter(self._pending))  # its end, when cancelled, is its own
+            del self._pending[oldest]
+            oldest.cancel()
+            self.meter.evicted += 1
         self._connections.add(task)
+        self._pending[task] = None
         try:
             await serve_connection(
                 reader,
@@ -175,13 +187,17 @@ class StepGateway:
                 malformed=lambda status, reason: api_error(
                     "invalid_request_error", f"malformed request ({status}): {reason}"
                 ),
+                head_timeout=self._settings.head_timeout,
+                idle_timeout=self._settings.idle_timeout,
             )
         except asyncio.CancelledError:
-            # only `close()` cancels it; ending quietly spares asyncio's stream callback
-            # an error report about a cancelled connection task
+            # only `close()` and an eviction cancel it; ending quietly spares asyncio's
+            # stream callback an error report about a cancelled connection task
             return
         finally:
             self._connections.discard(task)
+            self._pending.pop(task, None)
+            self._authorized.discard(task)
 
     async def _admit(self, ex: Exchange) -> bool:
         """The request's head, before its body is read: the token, then the path. A
@@ -197,6 +213,8 @@ class StepGateway:
                 ),
                 close,
             )
+            return False
+        if not await self._authorize(ex):
             return False
         path = ex.target.split("?", 1)[0]
         record: dict[str, Any] = {"method": ex.method, "path": path}
@@ -215,6 +233,26 @@ class StepGateway:
         else:
             return True
         self.log.add(record)
+        return False
+
+    async def _authorize(self, ex: Exchange) -> bool:
+        """Move the connection of a request with the token from the pending pool to the
+        step's own, if it has room: else answer 503 and close it."""
+        task = asyncio.current_task()
+        if task in self._authorized:
+            return True  # shown the token before
+        if task not in self._pending:
+            return False  # evicted meanwhile: it ends unanswered
+        del self._pending[task]
+        limit = self._settings.max_connections
+        if len(self._authorized) < limit:
+            self._authorized.add(task)
+            return True
+        self.meter.busy += 1
+        message = (
+            f"more than {limit} connections open to this step's gateway ([gateway] max_connections)"
+        )
+        await ex.respond(503, api_error("overloaded_error", message), [("connection", "close")])
         return False
 
     async def _handle(self, ex: Exchange) -> None:
@@ -463,24 +501,6 @@ def _inspect(body: bytes, allow_server_tools: bool) -> tuple[str | None, str | N
     return model, None
 
 
-async def _busy(writer: asyncio.StreamWriter, limit: int) -> None:
-    """Answer a connection past the limit with a 503 and close it."""
-    message = (
-        f"more than {limit} connections open to this step's gateway ([gateway] max_connections)"
-    )
-    data = json.dumps(api_error("overloaded_error", message)).encode()
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(data)}\r\nconnection: close\r\n\r\n"
-    )
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        writer.write(head.encode() + data)
-        await writer.drain()
-    writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
-
-
 def _listen(ports: tuple[int, int]) -> socket.socket:
     """A listening socket on 127.0.0.1, on a free port of the range (tried from a random
     place, so engines on one host rarely race for the same port)."""
@@ -508,7 +528,32 @@ def _listen(ports: tuple[int, int]) -> socket.socket:
     )
 
 
+KEY_BYTES = re.compile(KEY_PATTERN.pattern.encode())
+KEY_START = b"sk-ant-"
+KEY_CHARS = string.ascii_letters.encode() + string.digits.encode() + b"_-"
+KEY_ALPHABET = re.compile(rb"[A-Za-z0-9_\-]*")
+KEY_SHORTEST = len(KEY_START) + 8
+"""A key-shaped string (`KEY_PATTERN`) is `sk-ant-` and at least 8 of its alphabet."""
+
+
 class _Scrubber:
+    """Replaces `secret`, then anything shaped like an Anthropic key, in a byte stream, as
+    `Redactor.text` does in a string: whatever the stream's cuts, what comes out is the
+    same. Holds back only a tail that could be the start of either (fewer bytes than
+    `secret` plus `KEY_SHORTEST`)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = _SecretScrubber(secret)
+        self._keys = _KeyScrubber()
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._keys.feed(self._secret.feed(chunk))
+
+    def flush(self) -> bytes:
+        return self._keys.feed(self._secret.flush()) + self._keys.flush()
+
+
+class _SecretScrubber:
     """Replaces `secret` in a byte stream, holding back only a tail that could be its start."""
 
     def __init__(self, secret: bytes) -> None:
@@ -526,6 +571,54 @@ class _Scrubber:
     def flush(self) -> bytes:
         out, self._buf = self._buf, b""
         return out
+
+
+class _KeyScrubber:
+    """Replaces each key-shaped string of a byte stream (`KEY_PATTERN`, which runs as long
+    as its alphabet does) by REDACTED. A match that reaches the end of what came so far is
+    replaced at once, and the rest of its run dropped as it comes; only a tail that could
+    become a match is held back (under `KEY_SHORTEST` bytes)."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._inside = False
+        """A match reached the end of the last chunk: its run may go on in the next."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf, self._tail = self._tail + chunk, b""
+        pos = 0
+        if self._inside:
+            pos = len(buf) - len(buf.lstrip(KEY_CHARS))
+            if pos == len(buf):
+                return b""
+            self._inside = False
+        out = bytearray()
+        while (found := KEY_BYTES.search(buf, pos)) is not None:
+            out += buf[pos : found.start()] + REDACTED.encode()
+            pos = found.end()
+            if pos == len(buf):
+                self._inside = True
+                return bytes(out)
+        hold = _key_start(buf, pos)
+        self._tail = buf[hold:]
+        out += buf[pos:hold]
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        out, self._tail, self._inside = self._tail, b"", False
+        return out
+
+
+def _key_start(buf: bytes, pos: int) -> int:
+    """Where the end of `buf` (from `pos` on, holding no whole match) could start a match
+    as more comes; `len(buf)` if nowhere."""
+    for at in range(max(pos, len(buf) - KEY_SHORTEST + 1), len(buf)):
+        end = buf[at:]
+        if KEY_START.startswith(end) or (
+            end.startswith(KEY_START) and KEY_ALPHABET.fullmatch(end, len(KEY_START))
+        ):
+            return at
+    return len(buf)
 
 
 def _partial_tail(buf: bytes, secret: bytes) -> int:

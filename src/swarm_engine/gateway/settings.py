@@ -25,8 +25,18 @@ class GatewaySettings(BaseModel):
     """The largest request body a VM may send (413 above it). The Messages API takes 32 MB;
     a conversation with images may need more than the default."""
     max_connections: int = Field(default=16, ge=1, le=1024)
-    """Connections a step's VM may hold open to its gateway at once; one more is answered
-    503 and closed."""
+    """Connections that presented the step's token a step may hold open to its gateway at
+    once; a request with the token on one more is answered 503 and its connection closed."""
+    max_pending: int = Field(default=64, ge=1, le=1024)
+    """Connections that have not yet presented the step's token, held at once; a new one
+    past it closes the oldest of them. Counted apart from `max_connections`, so connections
+    without the token (any local process can open them) never lock the step out; a
+    listener holds at most `max_connections + max_pending`."""
+    head_timeout: float = Field(default=5.0, gt=0, le=60)
+    """Seconds a request's head may take to arrive: from the connection's opening for its
+    first request, from its first byte for the next ones. The connection is then closed."""
+    idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds a kept-alive connection may stay idle between requests before it is closed."""
     max_in_flight: int = Field(default=4, ge=1, le=256)
     """`/v1/messages` requests of one step forwarded at once; more wait their turn. The
     budget is checked as each one's turn comes, so requests in flight together can go over

@@ -70,10 +70,11 @@ class Price(_Strict):
 
 
 class Budget(_Strict):
-    """Stop the loop once the step has used this much (checked between turns)."""
+    """Stop the loop once the step has used this much (checked between turns): a whole
+    number of tokens and a finite amount (no budget is no `budget:`, never `.inf`)."""
 
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, strict=True, gt=0)
+    max_usd: float | None = Field(default=None, allow_inf_nan=False, gt=0)
 
 
 class RetrySettings(_Strict):

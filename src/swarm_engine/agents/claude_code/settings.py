@@ -23,6 +23,8 @@ from swarm_engine.models import first_error
 DEFAULT_VERSION = "2.1.332"
 """The Claude Code release the engine installs and runs unless the host says otherwise."""
 VERSION_RE = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$"
+MODEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
+"""A model name or alias (`claude-sonnet-4-6`, `opus`, `us.anthropic.claude-...:0`)."""
 HOST_ONLY_KEYS = frozenset(
     {"version", "cache_dir", "install", "npm", "base_url", "api_key_file", "api_key_command"}
 )
@@ -52,8 +54,9 @@ class _Strict(BaseModel):
 class ClaudeCodeConfig(_Strict):
     """The `config:` block of an agent of kind `claude-code`."""
 
-    model: str = DEFAULT_MODEL
-    max_turns: int = Field(default=40, ge=1, le=10_000)
+    model: str = Field(default=DEFAULT_MODEL, pattern=MODEL_RE)
+    """Passed to Claude Code as `--model`: a name, never an option or a second line."""
+    max_turns: int = Field(default=40, strict=True, ge=1, le=10_000)
     allowed_tools: tuple[str, ...] | None = None
     """`--allowedTools`: the tools that run without asking (e.g. `Bash(git *)`, `Edit`).
     Given, the permission mode defaults to `dontAsk` (anything else is denied)."""
