@@ -52,6 +52,8 @@ class Daemon:
         """Tickets holding one of the `max_vms` slots: claimed, until no step of theirs will
         boot a VM any more (recording a run's end does not hold a slot)."""
         self.claimed = 0
+        self._backlog = False
+        """The last claim took every ticket it asked for: more are probably open."""
         self.started_report: ReapReport | None = None
         self.session: EngineSession | None = None
         self.cron: CronFirer | None = None
@@ -178,16 +180,21 @@ class Daemon:
         is busy now.
 
         Most wake-ups are this engine's own writes: a read off the store thread first
-        keeps them from queueing claim statements in front of the running tickets' writes."""
-        if not await watcher.any_open():
+        keeps them from queueing claim statements in front of the running tickets' writes.
+        That read is skipped while there is a backlog (the last claim took every ticket it
+        asked for): a slot freed then is worth a claim, and the read would cost the loop
+        a statement per ticket."""
+        if not self._backlog and not await watcher.any_open():
             return []
         try:
-            return await session.gate(
+            claimed = await session.gate(
                 session.claim_planned, attempt_id=uuid.uuid4().hex, limit=slots
             )
         except StoreBusyError as exc:
             session.gate.warn(f"claiming delayed (store busy): {exc}")
             return []
+        self._backlog = len(claimed) >= slots
+        return claimed
 
     async def _claim_loop(self, session: EngineSession, watcher: Watcher) -> None:
         drained = asyncio.create_task(self.draining.wait())

@@ -6,6 +6,8 @@ like a workflow.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
 from swarm_engine.store import Ticket
+from swarm_engine.templating import render
 
 SINGLE_STEP_ID = "main"
 TICKET_INPUTS = "${inputs}"
@@ -102,3 +105,45 @@ def build_plan(ticket: Ticket, registry: Registry) -> Plan:
         timeout_seconds=ticket_timeout or workflow.timeout_seconds,
         variables=variables,
     )
+
+
+# -- at run time: what a step's templates see, and its inputs -----------------------------
+def run_context(plan: Plan, ticket: Ticket) -> dict[str, Any]:
+    """What a run's templates see: `${ticket...}`, `${inputs...}`, `${variables...}` and,
+    as they finish, `${steps.<id>.outputs...}`."""
+    return {
+        "ticket": ticket_fields(ticket),
+        "inputs": ticket.inputs,
+        "variables": plan.variables,
+        "steps": {},
+    }
+
+
+def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
+    """A step's inputs rendered and checked against its agent's schema (raises
+    `SwarmError` or jsonschema's `ValidationError`)."""
+    inputs = render(step.inputs, context)
+    if step.agent.inputs:
+        input_validator(json.dumps(step.agent.inputs, sort_keys=True)).validate(inputs)
+    return inputs
+
+
+def ticket_fields(ticket: Ticket) -> dict[str, Any]:
+    """What agents and templates see of a ticket: `${ticket.<field>}`."""
+    return {
+        "id": ticket.id,
+        "title": ticket.title,
+        "description": ticket.description,
+        "priority": ticket.priority,
+        "inputs": ticket.inputs,
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def input_validator(schema_json: str) -> Any:
+    """A compiled validator for an agent's input schema (checked once at registration;
+    building one costs about half a millisecond, so it is built once per schema)."""
+    import jsonschema  # lazily: it costs every command's start-up otherwise
+
+    schema = json.loads(schema_json)
+    return jsonschema.validators.validator_for(schema)(schema)

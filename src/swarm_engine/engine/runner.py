@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -31,8 +29,15 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.logship import LogShipper
 from swarm_engine.engine.model_api import StepModelApi
-from swarm_engine.engine.plan import Plan, PlannedStep
+from swarm_engine.engine.plan import (
+    Plan,
+    PlannedStep,
+    run_context,
+    step_inputs,
+    ticket_fields,
+)
 from swarm_engine.engine.steplog import StepLog
+from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
@@ -75,9 +80,12 @@ class TicketRunner:
         self.settings = settings
         self.engine_id = engine_id
         self.events = events
+        self.writes = RunWrites(store)
         self.host_env: dict[str, str] = {}
         self._closed: dict[int, tuple[Ticket, dict[str, Any]]] = {}
         """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
+        self._held: dict[int, StepEnd] = {}
+        """The end of a run's only step, held back to be written with the run's end."""
         self.abort_status = "failed"
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
@@ -86,7 +94,7 @@ class TicketRunner:
         """A store call for this attempt: retried while the store is busy and the lease is
         held; once the lease has run out, `StaleAttemptError`."""
         attempt = str(ticket.attempt_id)
-        if fn == self._close_run:  # the attempt's own end, not a lost ticket
+        if fn == self.writes.close_run:  # the attempt's own end, not a lost ticket
             self.keeper.finishing(attempt)
         try:
             return await self.gate.retrying_while(
@@ -130,25 +138,52 @@ class TicketRunner:
         stop_reason: list[LostReason],
         steps_over: Callable[[], None],
     ) -> Ticket:
-        runs = self.store.runs
-        run_id = await self.write(
+        context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
+        first = None if isinstance(plan, SwarmError) else _only_step(plan, context)
+        run_id, first_exec = await self.write(
             ticket,
-            runs.start_run,
+            self.writes.start_run,
             ticket,
             engine_id=self.engine_id,
             workflow_name=None if isinstance(plan, SwarmError) else plan.name,
             workflow_version=None if isinstance(plan, SwarmError) else plan.version,
-            inputs=ticket.inputs,
+            first=None if first is None else first[0],
         )
         self.events(Event("run_started", ticket.id, run_id))
         if isinstance(plan, SwarmError):
             steps_over()
             await self._close(ticket, run_id, status="failed", error=str(plan))
             return await self._finished(ticket, run_id)
+        queued = (
+            {}
+            if first is None or first_exec is None
+            else {first[0].step_id: (first_exec, first[1])}
+        )
+        try:
+            return await self._run_plan(
+                ticket, plan, run_id, context, queued, main, stop_reason, steps_over
+            )
+        finally:  # a held step end that no write took: its VMs are still recorded destroyed
+            held = self._held.pop(run_id, None)
+            if held is not None:
+                await self._record_destroyed(held.destroyed)
+
+    async def _run_plan(
+        self,
+        ticket: Ticket,
+        plan: Plan,
+        run_id: int,
+        context: dict[str, Any],
+        queued: dict[str, tuple[int, Any]],
+        main: asyncio.Task[Any],
+        stop_reason: list[LostReason],
+        steps_over: Callable[[], None],
+    ) -> Ticket:
+        runs = self.store.runs
         try:
             try:
                 async with asyncio.timeout(plan.timeout_seconds):
-                    outputs = await self._execute(plan, ticket, run_id)
+                    outputs = await self._execute(plan, ticket, run_id, context, queued)
             finally:  # every step's VM is destroyed by now (the pool's own `finally`)
                 steps_over()
             await self._close(
@@ -177,13 +212,15 @@ class TicketRunner:
                     requeue = self.abort_status == "open" and ticket.attempts < ticket.max_attempts
                     self.keeper.finishing(str(ticket.attempt_id))
                     await self.gate(
-                        runs.finish_run,
+                        self.writes.close_run,
                         run_id,
                         ticket,
                         status="failed",
                         error="aborted: the engine was stopped during the run",
                         ticket_status="open" if requeue else "failed",
+                        step_end=self._held.get(run_id),
                     )
+                    self._emit_held(run_id)
                 raise
             main.uncancel()
             if stop_reason[0] == "cancelled":
@@ -213,39 +250,26 @@ class TicketRunner:
         outputs_in_steps: bool = False,
     ) -> None:
         """Close the run and the ticket (`RunStore.finish_run`), fenced and retried; the
-        final rows are read in the same transaction, for `_finished`."""
+        end of its only step goes first if it was held back for it; the final rows are
+        read in the same transaction, for `_finished`."""
         self._closed[run_id] = await self.write(
             ticket,
-            self._close_run,
+            self.writes.close_run,
             run_id,
             ticket,
             status=status,
             outputs=outputs,
             error=error,
             outputs_in_steps=outputs_in_steps,
+            step_end=self._held.get(run_id),
         )
+        self._emit_held(run_id)
 
-    def _close_run(
-        self,
-        run_id: int,
-        ticket: Ticket,
-        *,
-        status: str,
-        outputs: Any,
-        error: str | None,
-        outputs_in_steps: bool,
-    ) -> tuple[Ticket, dict[str, Any]]:
-        """(On the store thread.) One transaction: the run's end, then its rows read back."""
-        with self.store.transaction():
-            self.store.runs.finish_run(
-                run_id,
-                ticket,
-                status=status,
-                outputs=outputs,
-                error=error,
-                outputs_in_steps=outputs_in_steps,
-            )
-            return self.store.tickets.get(ticket.id), self.store.runs.get_run(run_id)
+    def _emit_held(self, run_id: int) -> None:
+        """The held step end was written with the run's end: its event now."""
+        held = self._held.pop(run_id, None)
+        if held is not None and held.event is not None:
+            self.events(held.event)
 
     async def _finished(self, ticket: Ticket, run_id: int) -> Ticket:
         closed = self._closed.pop(run_id, None)
@@ -258,13 +282,17 @@ class TicketRunner:
         return final
 
     # -- the DAG ---------------------------------------------------------------------------
-    async def _execute(self, plan: Plan, ticket: Ticket, run_id: int) -> Any:
-        context: dict[str, Any] = {
-            "ticket": ticket_fields(ticket),
-            "inputs": ticket.inputs,
-            "variables": plan.variables,
-            "steps": {},
-        }
+    async def _execute(
+        self,
+        plan: Plan,
+        ticket: Ticket,
+        run_id: int,
+        context: dict[str, Any],
+        queued: dict[str, tuple[int, Any]],
+    ) -> Any:
+        """Run the DAG; `queued`: steps whose first attempt's row is already written, by
+        step id: that row's id and the inputs it was written with."""
+        hold_end = len(plan.steps) == 1  # the only step's end goes with the run's end
         pending = dict(plan.steps)
         running: dict[asyncio.Task[dict[str, Any]], str] = {}
         failure: StepFailed | None = None
@@ -275,7 +303,9 @@ class TicketRunner:
                         if step.needs <= context["steps"].keys():
                             del pending[sid]
                             task = asyncio.create_task(
-                                self._run_step(step, context, ticket, run_id)
+                                self._run_step(
+                                    step, context, ticket, run_id, queued.get(sid), hold_end
+                                )
                             )
                             running[task] = sid
                 if not running:
@@ -329,9 +359,16 @@ class TicketRunner:
         return outputs
 
     async def _run_step(
-        self, step: PlannedStep, context: dict[str, Any], ticket: Ticket, run_id: int
+        self,
+        step: PlannedStep,
+        context: dict[str, Any],
+        ticket: Ticket,
+        run_id: int,
+        queued: tuple[int, Any] | None,
+        hold_end: bool,
     ) -> dict[str, Any]:
-        runs = self.store.runs
+        """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
+        if that row was written with the run's start."""
         outcome = StepOutcome(error="not run")
         for attempt in range(step.retry.attempts):
             if attempt:
@@ -340,29 +377,31 @@ class TicketRunner:
                     step.retry.max_backoff_seconds,
                 )
                 await asyncio.sleep(delay)
-            from jsonschema import ValidationError  # lazily (see input_validator)
+            if attempt == 0 and queued is not None:
+                exec_id, inputs = queued
+            else:
+                exec_id, inputs = await self._queue(step, context, ticket, run_id, attempt)
+            self.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
+            outcome = await self._attempt(step, exec_id, inputs, ticket, run_id, attempt, hold_end)
+            if outcome.ok:
+                return outcome.outputs
+            if outcome.usage.stop_reason == "budget_exceeded":
+                break  # final: a retry would start with a fresh budget
+        raise StepFailed(step.id, outcome.error or "failed")
 
-            try:
-                inputs = render(step.inputs, context)
-                if step.agent.inputs:
-                    input_validator(json.dumps(step.agent.inputs, sort_keys=True)).validate(inputs)
-            except (SwarmError, ValidationError) as exc:
-                message = exc.message if isinstance(exc, ValidationError) else str(exc)
-                await self.write(
-                    ticket,
-                    runs.add_step,
-                    run_id,
-                    step_id=step.id,
-                    agent_name=step.agent.name,
-                    agent_version=step.agent.version,
-                    agent_kind=step.agent.kind,
-                    inputs={},
-                    retry_count=attempt,
-                    status="failed",
-                    error=f"inputs: {message}",
-                )
-                raise StepFailed(step.id, f"inputs: {message}") from exc
-            exec_id = await self.write(
+    async def _queue(
+        self, step: PlannedStep, context: dict[str, Any], ticket: Ticket, run_id: int, attempt: int
+    ) -> tuple[int, Any]:
+        """A step attempt's inputs rendered and its row written (`queued`); if the inputs
+        do not render, a failed row and `StepFailed`."""
+        runs = self.store.runs
+        from jsonschema import ValidationError  # lazily (see input_validator)
+
+        try:
+            inputs = step_inputs(step, context)
+        except (SwarmError, ValidationError) as exc:
+            message = exc.message if isinstance(exc, ValidationError) else str(exc)
+            await self.write(
                 ticket,
                 runs.add_step,
                 run_id,
@@ -370,16 +409,24 @@ class TicketRunner:
                 agent_name=step.agent.name,
                 agent_version=step.agent.version,
                 agent_kind=step.agent.kind,
-                inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+                inputs={},
                 retry_count=attempt,
+                status="failed",
+                error=f"inputs: {message}",
             )
-            self.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
-            outcome = await self._attempt(step, exec_id, inputs, ticket, run_id, attempt)
-            if outcome.ok:
-                return outcome.outputs
-            if outcome.usage.stop_reason == "budget_exceeded":
-                break  # final: a retry would start with a fresh budget
-        raise StepFailed(step.id, outcome.error or "failed")
+            raise StepFailed(step.id, f"inputs: {message}") from exc
+        exec_id = await self.write(
+            ticket,
+            runs.add_step,
+            run_id,
+            step_id=step.id,
+            agent_name=step.agent.name,
+            agent_version=step.agent.version,
+            agent_kind=step.agent.kind,
+            inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+            retry_count=attempt,
+        )
+        return exec_id, inputs
 
     async def _attempt(
         self,
@@ -389,8 +436,10 @@ class TicketRunner:
         ticket: Ticket,
         run_id: int,
         attempt: int,
+        hold_end: bool,
     ) -> StepOutcome:
-        """One attempt of a step: its artifacts folder, its live log, its VM."""
+        """One attempt of a step: its artifacts folder, its live log, its VM. With
+        `hold_end` (the run's only step) a successful end is written with the run's."""
         folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         agent_vm = step.agent.vm.model_dump()
         spec = spec_for(
@@ -407,7 +456,7 @@ class TicketRunner:
             log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, opened)
 
         async def on_ready(vm: VM) -> None:
-            await self.write(ticket, self._step_started, exec_id, vm)
+            await self.write(ticket, self.writes.step_started, exec_id, vm)
             self.events(Event("step_started", ticket.id, run_id, step.id, {"vm_id": vm.id}))
 
         async def append(text: str) -> object:
@@ -419,7 +468,7 @@ class TicketRunner:
             async with shipper:
                 return await self._in_vm(
                     step, exec_id, inputs, ticket, run_id, folder, spec, shipper, on_ready,
-                    destroyed, opened,
+                    destroyed, opened, hold_end,
                 )  # fmt: skip
         finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
             await self._record_destroyed(destroyed)
@@ -431,7 +480,7 @@ class TicketRunner:
             return
         del destroyed[: len(gone)]
         with contextlib.suppress(StoreError):
-            await asyncio.shield(self.gate.retrying(self._vms_destroyed, gone))
+            await asyncio.shield(self.gate.retrying(self.writes.vms_destroyed, gone))
 
     async def _in_vm(
         self,
@@ -446,6 +495,7 @@ class TicketRunner:
         on_ready: Callable[[VM], Awaitable[None]],
         destroyed: list[tuple[str, str | None]],
         opened: BinaryIO | OSError,
+        hold_end: bool,
     ) -> StepOutcome:
         runs = self.store.runs
 
@@ -528,9 +578,7 @@ class TicketRunner:
                 log.exception("step %s of run %s crashed", step.id, run_id)
                 outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
         gone = [*destroyed]
-        await self.write(
-            ticket,
-            self._step_finished,
+        end = StepEnd(
             exec_id,
             gone,
             shipper.take_rest(),
@@ -540,67 +588,23 @@ class TicketRunner:
             error=outcome.error,
             usage=outcome.usage,
             log_path=str(logfile),
-        )
-        del destroyed[: len(gone)]
-        self.events(
-            Event(
+            event=Event(
                 "step_finished",
                 ticket.id,
                 run_id,
                 step.id,
                 {"ok": outcome.ok, "error": outcome.error, "outputs": outcome.outputs},
-            )
+            ),
         )
+        if hold_end and outcome.ok:  # written with the run's end (`_close`), outside the
+            self._held[run_id] = end  # ticket's timeout as the run's end always was
+            del destroyed[: len(gone)]
+            return outcome
+        await self.write(ticket, self.writes.step_finished, end)
+        del destroyed[: len(gone)]
+        assert end.event is not None
+        self.events(end.event)
         return outcome
-
-    def _step_finished(
-        self,
-        exec_id: int,
-        destroyed: list[tuple[str, str | None]],
-        log_rest: str | None,
-        *,
-        status: str,
-        outputs: dict[str, Any] | None,
-        exit_code: int | None,
-        error: str | None,
-        usage: Usage,
-        log_path: str,
-    ) -> None:
-        """The step is over: the rest of its live log, its VMs destroyed and its end, in
-        one transaction (a stale attempt's end is refused, and then so is all of it)."""
-        with self.store.transaction():
-            if log_rest:
-                self.store.logs.append(exec_id, log_rest)
-            self._vms_destroyed(destroyed)
-            self.store.runs.step_finished(
-                exec_id,
-                status=status,
-                outputs=outputs,
-                exit_code=exit_code,
-                error=error,
-                usage=usage,
-                log_path=log_path,
-            )
-
-    def _vms_destroyed(self, destroyed: list[tuple[str, str | None]]) -> None:
-        for vm_id, error in destroyed:
-            self.store.vms.record_destroyed(vm_id, error)
-
-    def _step_started(self, exec_id: int, vm: VM) -> None:
-        """The VM is up: record it ready and busy with the step, and the step running, in
-        one transaction."""
-        info = vm.info()
-        with self.store.transaction():
-            self.store.vms.record_ready(
-                vm.id,
-                pid=info.pid,
-                workspace=info.workspace,
-                socket_path=info.socket_path,
-                overlay_path=info.overlay_path,
-                isolation=info.isolation,
-            )
-            self.store.vms.record_busy(vm.id, exec_id)
-            self.store.runs.step_started(exec_id, vm.id)
 
 
 def _nothing() -> None:
@@ -624,22 +628,22 @@ def _close_unused(job: asyncio.Future[BinaryIO | OSError]) -> None:
             opened.close()
 
 
-def ticket_fields(ticket: Ticket) -> dict[str, Any]:
-    """What agents and templates see of a ticket: `${ticket.<field>}`."""
-    return {
-        "id": ticket.id,
-        "title": ticket.title,
-        "description": ticket.description,
-        "priority": ticket.priority,
-        "inputs": ticket.inputs,
-    }
-
-
-@functools.lru_cache(maxsize=256)
-def input_validator(schema_json: str) -> Any:
-    """A compiled validator for an agent's input schema (checked once at registration;
-    building one costs about half a millisecond, so it is built once per schema)."""
-    import jsonschema  # lazily: it costs every command's start-up otherwise
-
-    schema = json.loads(schema_json)
-    return jsonschema.validators.validator_for(schema)(schema)
+def _only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:
+    """The row of a one-step plan's step, to write with the run's start, and its rendered
+    inputs; None if the plan has more steps or the inputs do not render for any reason
+    (the step's attempt then renders them again, and records or raises why, as ever)."""
+    if len(plan.steps) != 1:
+        return None
+    (step,) = plan.steps.values()
+    try:
+        inputs = step_inputs(step, context)
+    except Exception:
+        return None
+    row = NewStep(
+        step_id=step.id,
+        agent_name=step.agent.name,
+        agent_version=step.agent.version,
+        agent_kind=step.agent.kind,
+        inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+    )
+    return row, inputs

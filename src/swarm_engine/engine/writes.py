@@ -1,0 +1,145 @@
+"""The runner's writes that span several store calls, each one transaction.
+
+These run on the store thread (through `StoreGate`), never on the event loop. Each is
+all or nothing: a stale attempt's fenced write is refused, and then so is the rest of
+its transaction (a VM of a refused step's end is recorded destroyed apart, by the
+runner, waiting for a busy store but never for a lease).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm_engine.engine.events import Event
+from swarm_engine.models import Usage
+from swarm_engine.store import Store, Ticket
+from swarm_engine.vm.base import VM
+
+
+@dataclass
+class NewStep:
+    """A `step_executions` row to add (see `RunStore.add_step`)."""
+
+    step_id: str
+    agent_name: str
+    agent_version: str
+    agent_kind: str
+    inputs: dict[str, Any]
+
+
+@dataclass
+class StepEnd:
+    """A step attempt's end: the rest of its live log, its VMs destroyed and its row; and
+    the event to emit once it is stored."""
+
+    exec_id: int
+    destroyed: list[tuple[str, str | None]]
+    log_rest: str | None
+    status: str
+    outputs: dict[str, Any] | None
+    exit_code: int | None
+    error: str | None
+    usage: Usage
+    log_path: str
+    event: Event | None = field(default=None, compare=False)
+
+
+class RunWrites:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def start_run(
+        self,
+        ticket: Ticket,
+        *,
+        engine_id: str,
+        workflow_name: str | None,
+        workflow_version: str | None,
+        first: NewStep | None,
+    ) -> tuple[int, int | None]:
+        """The run (the ticket `running`) and, if given, its first step's row (`queued`),
+        in one transaction: `(run_id, step_execution_id or None)`."""
+        runs = self.store.runs
+        with self.store.transaction():
+            run_id = runs.start_run(
+                ticket,
+                engine_id=engine_id,
+                workflow_name=workflow_name,
+                workflow_version=workflow_version,
+                inputs=ticket.inputs,
+            )
+            if first is None:
+                return run_id, None
+            exec_id = runs.add_step(
+                run_id,
+                step_id=first.step_id,
+                agent_name=first.agent_name,
+                agent_version=first.agent_version,
+                agent_kind=first.agent_kind,
+                inputs=first.inputs,
+            )
+            return run_id, exec_id
+
+    def step_started(self, exec_id: int, vm: VM) -> None:
+        """The VM is up: recorded ready and busy with the step, and the step running."""
+        info = vm.info()
+        with self.store.transaction():
+            self.store.vms.record_ready(
+                vm.id,
+                pid=info.pid,
+                workspace=info.workspace,
+                socket_path=info.socket_path,
+                overlay_path=info.overlay_path,
+                isolation=info.isolation,
+            )
+            self.store.vms.record_busy(vm.id, exec_id)
+            self.store.runs.step_started(exec_id, vm.id)
+
+    def step_finished(self, end: StepEnd) -> None:
+        """The step is over: the rest of its live log, its VMs destroyed and its end."""
+        with self.store.transaction():
+            if end.log_rest:
+                self.store.logs.append(end.exec_id, end.log_rest)
+            self.vms_destroyed(end.destroyed)
+            self.store.runs.step_finished(
+                end.exec_id,
+                status=end.status,
+                outputs=end.outputs,
+                exit_code=end.exit_code,
+                error=end.error,
+                usage=end.usage,
+                log_path=end.log_path,
+            )
+
+    def close_run(
+        self,
+        run_id: int,
+        ticket: Ticket,
+        *,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        outputs_in_steps: bool = False,
+        ticket_status: str | None = None,
+        step_end: StepEnd | None = None,
+    ) -> tuple[Ticket, dict[str, Any]]:
+        """The run's end (`RunStore.finish_run`), after the end of its last step if that
+        was held back for it (`step_end`), then the final ticket and run rows read back."""
+        with self.store.transaction():
+            if step_end is not None:
+                self.step_finished(step_end)
+            self.store.runs.finish_run(
+                run_id,
+                ticket,
+                status=status,
+                outputs=outputs,
+                error=error,
+                ticket_status=ticket_status,
+                outputs_in_steps=outputs_in_steps,
+            )
+            return self.store.tickets.get(ticket.id), self.store.runs.get_run(run_id)
+
+    def vms_destroyed(self, destroyed: list[tuple[str, str | None]]) -> None:
+        for vm_id, error in destroyed:
+            self.store.vms.record_destroyed(vm_id, error)
