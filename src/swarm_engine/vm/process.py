@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import os
 import secrets
 import shutil
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +46,23 @@ from swarm_engine.vm.base import (
     VMSpec,
     safe_relpath,
 )
+from swarm_engine.vm.bwrap import (
+    GROUP,
+    GUEST_UID,
+    HOST_UID_BASE,
+    HOST_UID_SPAN,
+    MOUNT_POINT,
+    PASSWD,
+    SandboxFds,
+    disables_userns,
+    drop_to,
+    etc_files,
+    host_tool,
+    root_engine,
+)
+from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
+from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
+from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
@@ -60,100 +75,11 @@ DRAIN_SECONDS = 2.0
 """After a command's own process has exited, how long its pipes are still read (what is
 buffered in them); its leftovers are killed by then, so they reach EOF at once."""
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-ETC_FILES = ("hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives", "ssl")
-"""Host files of /etc a sandbox sees (read-only); its passwd and group are its own."""
-GUEST_UID = 1000
-"""The uid and gid commands have inside the sandbox: not root, no capabilities."""
-HOST_UID_BASE = 2_000_000_000
-HOST_UID_SPAN = 1 << 24
-"""When the engine runs as root, each sandbox runs as its own host uid drawn from
-[HOST_UID_BASE, HOST_UID_BASE + HOST_UID_SPAN): no host user, so it owns no host file
-and process, and its process limit counts its own processes only."""
-PASSWD = (
-    "root:x:0:0:root:/:/usr/sbin/nologin\n"
-    f"sandbox:x:{GUEST_UID}:{GUEST_UID}:sandbox:{GUEST_WORKSPACE}:/bin/sh\n"
-    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-)
-GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
-"""ioctl on a namespace fd: a new fd for the user namespace that owns it."""
 DISK_CHECK_SECONDS = 0.05
 """How often a running command's workspace is measured against `disk_mb`."""
 COMMAND_THREADS = 1024
 """At most this many commands run on worker threads at once (threads are made as needed);
 a command with ports or streamed output runs on the event loop instead (`exec`)."""
-MOUNT_POINT = "/mnt"
-"""Root engine: where a command's private mount namespace shows its workspace to bubblewrap."""
-HOW_TO_FIX = (
-    "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces, "
-    'or set [backend_options.process] isolation = "none" to run steps on the host unisolated'
-)
-
-
-def root_engine() -> bool:
-    return os.geteuid() == 0
-
-
-def bwrap_problem() -> str | None:
-    """Why the sandbox cannot be built here (one line), or None when it can: runs the
-    namespaces, uid, capability and tmpfs options every command uses."""
-    exe = shutil.which("bwrap")
-    if not exe:
-        return "bubblewrap (bwrap) is not installed"
-    if root_engine() and not shutil.which("setpriv"):
-        return "setpriv (util-linux) is not installed, so sandboxes cannot leave root"
-    argv = [exe, "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID), "--gid",
-            str(GUEST_UID), "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64", "--size", "1048576", "--tmpfs", "/tmp",
-            "--remount-ro", "/", "true"]  # fmt: skip
-    if root_engine():  # as every command of a root engine runs: see ProcessVM._argv
-        if not os.path.isdir(MOUNT_POINT):
-            return f"{MOUNT_POINT} is missing (the root engine binds workspaces there)"
-        bind = [_tool("unshare"), "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-                f'mount --bind -- "$0" {MOUNT_POINT} && exec "$@"', "/usr"]  # fmt: skip
-        argv = [*bind, *_drop_to(HOST_UID_BASE), *argv]
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bubblewrap does not run: {exc}"
-    if done.returncode != 0:
-        why = done.stderr.decode(errors="replace").strip().splitlines()
-        return f"bubblewrap does not work here: {why[-1] if why else f'exit {done.returncode}'}"
-    return None
-
-
-def bwrap_works() -> bool:
-    return bwrap_problem() is None
-
-
-def _tool(name: str) -> str:
-    """A host program, found on the engine's PATH (the sandbox's PATH is its own)."""
-    return _which(name, os.environ.get("PATH"))
-
-
-@functools.lru_cache(maxsize=64)
-def _which(name: str, path: str | None) -> str:
-    return shutil.which(name, path=path) or name
-
-
-@functools.lru_cache(maxsize=1)
-def _etc_files() -> tuple[str, ...]:
-    """The host's /etc files a sandbox sees, read-only (looked up once)."""
-    return tuple(name for name in ETC_FILES if os.path.exists(f"/etc/{name}"))
-
-
-def _drop_to(uid: int) -> list[str]:
-    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
-
-
-def _disables_userns() -> bool:
-    try:
-        done = subprocess.run(
-            [_tool("bwrap"), "--help"], capture_output=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return b"--disable-userns" in done.stdout
 
 
 class ProcessBackend:
@@ -171,7 +97,7 @@ class ProcessBackend:
     def _probe(self) -> None:
         if not self._probed:
             self._problem = bwrap_problem()
-            self._no_userns = self._problem is None and _disables_userns()
+            self._no_userns = self._problem is None and disables_userns()
             self._probed = True
 
     @property
@@ -301,7 +227,7 @@ class ProcessVM:
         ]
 
     def _argv(
-        self, command: Sequence[str] | str, cwd: str | None, timeout: float, fds: _Fds | None
+        self, command: Sequence[str] | str, cwd: str | None, timeout: float, fds: SandboxFds | None
     ) -> list[str]:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
@@ -315,7 +241,7 @@ class ProcessVM:
             return [*reaper, *limits, *argv]
         tmp = str(self.config.tmp_mb * 1024 * 1024)
         wrap = [
-            _tool("bwrap"), "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID),
+            host_tool("bwrap"), "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID),
             "--gid", str(GUEST_UID), "--cap-drop", "ALL", "--die-with-parent", "--new-session",
             "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
@@ -328,7 +254,7 @@ class ProcessVM:
             "--ro-bind-data", str(fds.passwd), "/etc/passwd",
             "--ro-bind-data", str(fds.group), "/etc/group",
         ]  # fmt: skip
-        for name in _etc_files():
+        for name in etc_files():
             wrap += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         for host, guest in self.spec.mounts:  # tools the engine installed, read-only
             wrap += ["--ro-bind", host, guest]
@@ -344,10 +270,10 @@ class ProcessVM:
         # Root engine: bubblewrap runs as the sandbox's own uid, which may not be able to
         # reach the workspace's path (a 0700 home); so the workspace is first bound onto
         # MOUNT_POINT in a private mount namespace that only this command sees.
-        bind = [_tool("unshare"), "--mount", "--propagation", "private", "--",
+        bind = [host_tool("unshare"), "--mount", "--propagation", "private", "--",
                 "/bin/sh", "-c", f'mount --bind -- "$0" {MOUNT_POINT} && exec "$@"',
                 str(self.workspace)]  # fmt: skip
-        return [*bind, *_drop_to(self.host_uid), *wrap, *limits, *argv]
+        return [*bind, *drop_to(self.host_uid), *wrap, *limits, *argv]
 
     @property
     def _ports(self) -> tuple[int, ...]:
@@ -371,7 +297,7 @@ class ProcessVM:
             raise VMError(f"working folder {cwd!r} does not exist in the VM")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        fds = _Fds.open(self.folder, network=bool(self._ports)) if self.isolated else None
+        fds = SandboxFds.open(self.folder, network=bool(self._ports)) if self.isolated else None
         if self._threads is not None and on_output is None and not self._ports:
             return await self._exec_on_thread(command, cwd, limit, fds, env, host_cwd, stdin)
         pasta: int | None = None
@@ -419,7 +345,7 @@ class ProcessVM:
         command: Sequence[str] | str,
         cwd: str | None,
         limit: float,
-        fds: _Fds | None,
+        fds: SandboxFds | None,
         env: Mapping[str, str] | None,
         host_cwd: Path,
         stdin: bytes | None,
@@ -495,12 +421,12 @@ class ProcessVM:
             " the command was killed\n".encode()
         )
 
-    async def _forward_ports(self, fds: _Fds) -> int:
+    async def _forward_ports(self, fds: SandboxFds) -> int:
         """Give the sandbox its `allowed_ports` (vm/pasta.py); returns pasta's pid."""
         assert fds.info_r is not None and fds.block_w is not None
         return await forward_ports(
             self.id, self.folder, self._ports, fds.info_r, fds.block_w,
-            pasta=_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
+            pasta=host_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
         )  # fmt: skip
 
     async def _finish(
@@ -651,58 +577,6 @@ class ProcessVM:
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
         if self.host_uid is not None and self._release is not None:
             self._release(self.host_uid)
-
-
-class _Fds:
-    """File descriptors handed to one bubblewrap: the sandbox's passwd and group (read by
-    bubblewrap from these fds, so the sandbox's uid needs no access to its folder's path),
-    and, for a command with ports, the info and block pipes that let pasta join it first."""
-
-    def __init__(self, passwd: int, group: int) -> None:
-        self.passwd = passwd
-        self.group = group
-        self.info: int | None = None
-        self.info_r: int | None = None
-        self.block: int | None = None
-        self.block_w: int | None = None
-        self._open = [passwd, group]
-
-    @classmethod
-    def open(cls, folder: Path, *, network: bool) -> _Fds:
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-        opened: list[int] = []
-        try:
-            for name in ("passwd", "group"):
-                opened.append(os.open(folder / name, flags))
-        except OSError as exc:
-            for fd in opened:
-                os.close(fd)
-            raise VMError(f"VM folder {folder} is not usable: {exc.strerror}") from exc
-        fds = cls(*opened)
-        if network:
-            fds.info_r, fds.info = os.pipe()
-            fds.block, fds.block_w = os.pipe()
-            fds._open += [fds.info_r, fds.info, fds.block, fds.block_w]
-        return fds
-
-    @property
-    def passed(self) -> tuple[int, ...]:
-        extra = (self.info, self.block) if self.info is not None and self.block is not None else ()
-        return (self.passwd, self.group, *extra)
-
-    def _close(self, fd: int | None) -> None:
-        if fd is not None and fd in self._open:
-            self._open.remove(fd)
-            os.close(fd)
-
-    def close_passed(self) -> None:
-        """The child has its copies: close ours of the ends it uses (so EOF means it died)."""
-        for fd in self.passed:
-            self._close(fd)
-
-    def close(self) -> None:
-        for fd in list(self._open):
-            self._close(fd)
 
 
 def _nothing() -> None:

@@ -1,0 +1,159 @@
+"""Bubblewrap on this host: whether a sandbox can be built here, and who a sandbox is.
+
+The identity every command of the process backend has (its uid, passwd and group, the
+host uid a root engine gives it), the host files of /etc it sees, the probe that says in
+one line why bubblewrap cannot run here, and the file descriptors handed to each
+bubblewrap (`vm/process.py` builds the command line itself).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import GUEST_WORKSPACE
+
+ETC_FILES = ("hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives", "ssl")
+"""Host files of /etc a sandbox sees (read-only); its passwd and group are its own."""
+GUEST_UID = 1000
+"""The uid and gid commands have inside the sandbox: not root, no capabilities."""
+HOST_UID_BASE = 2_000_000_000
+HOST_UID_SPAN = 1 << 24
+"""When the engine runs as root, each sandbox runs as its own host uid drawn from
+[HOST_UID_BASE, HOST_UID_BASE + HOST_UID_SPAN): no host user, so it owns no host file
+and process, and its process limit counts its own processes only."""
+PASSWD = (
+    "root:x:0:0:root:/:/usr/sbin/nologin\n"
+    f"sandbox:x:{GUEST_UID}:{GUEST_UID}:sandbox:{GUEST_WORKSPACE}:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
+MOUNT_POINT = "/mnt"
+"""Root engine: where a command's private mount namespace shows its workspace to bubblewrap."""
+HOW_TO_FIX = (
+    "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces, "
+    'or set [backend_options.process] isolation = "none" to run steps on the host unisolated'
+)
+
+
+def root_engine() -> bool:
+    return os.geteuid() == 0
+
+
+def bwrap_problem() -> str | None:
+    """Why the sandbox cannot be built here (one line), or None when it can: runs the
+    namespaces, uid, capability and tmpfs options every command uses."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return "bubblewrap (bwrap) is not installed"
+    if root_engine() and not shutil.which("setpriv"):
+        return "setpriv (util-linux) is not installed, so sandboxes cannot leave root"
+    argv = [exe, "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID), "--gid",
+            str(GUEST_UID), "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--size", "1048576", "--tmpfs", "/tmp",
+            "--remount-ro", "/", "true"]  # fmt: skip
+    if root_engine():  # as every command of a root engine runs: see ProcessVM._argv
+        if not os.path.isdir(MOUNT_POINT):
+            return f"{MOUNT_POINT} is missing (the root engine binds workspaces there)"
+        bind = [host_tool("unshare"), "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                f'mount --bind -- "$0" {MOUNT_POINT} && exec "$@"', "/usr"]  # fmt: skip
+        argv = [*bind, *drop_to(HOST_UID_BASE), *argv]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap does not run: {exc}"
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        return f"bubblewrap does not work here: {why[-1] if why else f'exit {done.returncode}'}"
+    return None
+
+
+def bwrap_works() -> bool:
+    return bwrap_problem() is None
+
+
+def host_tool(name: str) -> str:
+    """A host program, found on the engine's PATH (the sandbox's PATH is its own)."""
+    return _which(name, os.environ.get("PATH"))
+
+
+@functools.lru_cache(maxsize=64)
+def _which(name: str, path: str | None) -> str:
+    return shutil.which(name, path=path) or name
+
+
+@functools.lru_cache(maxsize=1)
+def etc_files() -> tuple[str, ...]:
+    """The host's /etc files a sandbox sees, read-only (looked up once)."""
+    return tuple(name for name in ETC_FILES if os.path.exists(f"/etc/{name}"))
+
+
+def drop_to(uid: int) -> list[str]:
+    return [host_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+def disables_userns() -> bool:
+    try:
+        done = subprocess.run(
+            [host_tool("bwrap"), "--help"], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--disable-userns" in done.stdout
+
+
+class SandboxFds:
+    """File descriptors handed to one bubblewrap: the sandbox's passwd and group (read by
+    bubblewrap from these fds, so the sandbox's uid needs no access to its folder's path),
+    and, for a command with ports, the info and block pipes that let pasta join it first."""
+
+    def __init__(self, passwd: int, group: int) -> None:
+        self.passwd = passwd
+        self.group = group
+        self.info: int | None = None
+        self.info_r: int | None = None
+        self.block: int | None = None
+        self.block_w: int | None = None
+        self._open = [passwd, group]
+
+    @classmethod
+    def open(cls, folder: Path, *, network: bool) -> SandboxFds:
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        opened: list[int] = []
+        try:
+            for name in ("passwd", "group"):
+                opened.append(os.open(folder / name, flags))
+        except OSError as exc:
+            for fd in opened:
+                os.close(fd)
+            raise VMError(f"VM folder {folder} is not usable: {exc.strerror}") from exc
+        fds = cls(*opened)
+        if network:
+            fds.info_r, fds.info = os.pipe()
+            fds.block, fds.block_w = os.pipe()
+            fds._open += [fds.info_r, fds.info, fds.block, fds.block_w]
+        return fds
+
+    @property
+    def passed(self) -> tuple[int, ...]:
+        extra = (self.info, self.block) if self.info is not None and self.block is not None else ()
+        return (self.passwd, self.group, *extra)
+
+    def _close(self, fd: int | None) -> None:
+        if fd is not None and fd in self._open:
+            self._open.remove(fd)
+            os.close(fd)
+
+    def close_passed(self) -> None:
+        """The child has its copies: close ours of the ends it uses (so EOF means it died)."""
+        for fd in self.passed:
+            self._close(fd)
+
+    def close(self) -> None:
+        for fd in list(self._open):
+            self._close(fd)
