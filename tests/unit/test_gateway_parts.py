@@ -20,8 +20,14 @@ from swarm_engine.agents.kinds import check_definition
 from swarm_engine.config import load_settings
 from swarm_engine.errors import ConfigError
 from swarm_engine.gateway.meter import Budget, EventUsage, Meter, json_usage
-from swarm_engine.gateway.proxy import KEY_ALPHABET, KEY_BYTES, KEY_CHARS, KEY_SHORTEST, _Scrubber
 from swarm_engine.gateway.request_log import MAX_TEXT, RequestLog
+from swarm_engine.gateway.scrub import (
+    KEY_ALPHABET,
+    KEY_BYTES,
+    KEY_CHARS,
+    KEY_SHORTEST,
+    StreamScrubber,
+)
 from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.models import AgentSpec, Usage
 
@@ -82,7 +88,7 @@ def scrubbed_whole(data: bytes, secret: bytes) -> bytes:
     return KEY_BYTES.sub(REDACTED.encode(), out)
 
 
-def scrub_in_pieces(scrub: _Scrubber, data: bytes, cuts: list[int]) -> bytes:
+def scrub_in_pieces(scrub: StreamScrubber, data: bytes, cuts: list[int]) -> bytes:
     out, last = b"", 0
     for cut in sorted({min(c, len(data)) for c in cuts}):
         out += scrub.feed(data[last:cut])
@@ -102,14 +108,14 @@ def test_the_key_and_key_shapes_are_scrubbed_however_the_stream_splits_them(
     parts: list[bytes], cuts: list[int], secret: bytes
 ) -> None:
     data = b"".join(parts)
-    out = scrub_in_pieces(_Scrubber(secret), data, cuts)
+    out = scrub_in_pieces(StreamScrubber(secret), data, cuts)
     assert out == scrubbed_whole(data, secret)
     assert KEY_BYTES.search(out) is None and (not secret or secret not in out)
 
 
 def test_a_key_shape_split_byte_by_byte_is_one_redaction() -> None:
     data = b'{"text": "' + OTHER_SHAPES[-1] + b'"}'
-    out = scrub_in_pieces(_Scrubber(SECRET), data, list(range(len(data))))
+    out = scrub_in_pieces(StreamScrubber(SECRET), data, list(range(len(data))))
     assert out == b'{"text": "[REDACTED]"}'
 
 
@@ -123,7 +129,7 @@ def test_the_key_alphabet_is_the_patterns() -> None:
 
 
 def test_a_stream_without_the_key_passes_at_once() -> None:
-    scrub = _Scrubber(SECRET)
+    scrub = StreamScrubber(SECRET)
     assert scrub.feed(b"event: ping\ndata: {}\n\n") == b"event: ping\ndata: {}\n\n"
     assert scrub.feed(b"ends with sk-ant") == b"ends with "  # could be the key's start
     assert scrub.flush() == b"sk-ant"
