@@ -50,7 +50,7 @@ pidfd = os.pidfd_open(int(agent))
 fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, port, 0)  # pidfd_getfd
 assert fd >= 0, os.strerror(ctypes.get_errno())
 os.write(fd, b"\\xff\\xff\\xff\\xff\\0\\0\\0\\0")
-time.sleep(30)
+time.sleep(30)  # sleep-ok: the hostile process stays up until the host ends the guest
 """
 
 
