@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import secrets
 import shutil
-import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,22 +35,18 @@ from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
 from swarm_engine.vm.base import (
     GUEST_WORKSPACE,
-    MAX_FILE_BYTES,
     ExecResult,
     OrphanRecord,
     OutputCallback,
-    Stream,
     VMInfo,
     VMSpec,
     safe_relpath,
 )
 from swarm_engine.vm.bwrap import (
-    GROUP,
     GUEST_UID,
     HOST_UID_BASE,
     HOST_UID_SPAN,
     MOUNT_POINT,
-    PASSWD,
     SandboxFds,
     disables_userns,
     drop_to,
@@ -68,7 +62,9 @@ from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.streamed import ExecProtocol, exited_within, pump
 from swarm_engine.vm.threaded import Command, Job
+from swarm_engine.vm.workspace import disk_usage, prepare_folder, read_regular_file
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
@@ -131,7 +127,7 @@ class ProcessBackend:
         folder = self.root / vm_id
         host_uid = self._new_uid() if isolated and root_engine() else None
         try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
-            await asyncio.to_thread(_prepare_folder, folder, isolated, host_uid)
+            await asyncio.to_thread(prepare_folder, folder, isolated, host_uid)
         except OSError as exc:
             if host_uid is not None:
                 self._uids.discard(host_uid)
@@ -304,7 +300,7 @@ class ProcessVM:
         try:
             try:
                 transport, proto = await loop.subprocess_exec(
-                    lambda: _ExecProtocol(loop),
+                    lambda: ExecProtocol(loop),
                     *self._argv(command, cwd, limit, fds),
                     stdin=asyncio.subprocess.PIPE
                     if stdin is not None
@@ -411,7 +407,7 @@ class ProcessVM:
     def _over_disk(self) -> bool:
         """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call)."""
         cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
-        used, entries = _disk_usage(self.workspace, cap, most)
+        used, entries = disk_usage(self.workspace, cap, most)
         return used > cap or entries > most
 
     def _over_disk_note(self) -> bytes:
@@ -432,7 +428,7 @@ class ProcessVM:
     async def _finish(
         self,
         transport: asyncio.SubprocessTransport,
-        proto: _ExecProtocol,
+        proto: ExecProtocol,
         pid: int,
         started: float,
         limit: float,
@@ -442,8 +438,8 @@ class ProcessVM:
         out = BoundedOutput(self.spec.output_keep_bytes)
         err = BoundedOutput(self.spec.output_keep_bytes)
         pumps = [
-            asyncio.create_task(_pump(proto.stdout, "stdout", out, on_output)),
-            asyncio.create_task(_pump(proto.stderr, "stderr", err, on_output)),
+            asyncio.create_task(pump(proto.stdout, "stdout", out, on_output)),
+            asyncio.create_task(pump(proto.stderr, "stderr", err, on_output)),
         ]
         watch = asyncio.create_task(self._watch_disk(pid, proto.exited))
         timed_out = False
@@ -453,7 +449,7 @@ class ProcessVM:
                 proto.stdin.close()
             # The command is over when its own process exits (the subreaper or bubblewrap
             # has killed its leftovers by then), not when every holder of its pipes is gone.
-            if not await _exited_within(proto.exited, pumps, limit):
+            if not await exited_within(proto.exited, pumps, limit):
                 timed_out = True
                 kill_tree(pid)
                 await proto.exited.wait()
@@ -504,7 +500,7 @@ class ProcessVM:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exited.wait(), DISK_CHECK_SECONDS)
                 return False
-            used, entries = await asyncio.to_thread(_disk_usage, self.workspace, cap, most)
+            used, entries = await asyncio.to_thread(disk_usage, self.workspace, cap, most)
             if used > cap or entries > most:
                 kill_tree(pid)
                 return True
@@ -583,120 +579,9 @@ def _nothing() -> None:
     return None
 
 
-def _prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
-    """A new VM's folder: `workspace/` (owned by `host_uid` when given, private when
-    isolated) and the sandbox's passwd and group files."""
-    workspace = folder / "workspace"
-    workspace.mkdir(parents=True, exist_ok=False)
-    if isolated:
-        (folder / "passwd").write_text(PASSWD)
-        (folder / "group").write_text(GROUP)
-        if host_uid is not None:
-            os.chown(workspace, host_uid, host_uid)
-        os.chmod(workspace, 0o700)
-
-
-def _disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, int]:
-    """Bytes allocated under `folder` (not following links) and the entries (files,
-    folders, links) there, counted until past either bound."""
-    total = entries = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in (*dirnames, *filenames):
-            entries += 1
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-        if total > stop_above or entries > max_entries:
-            break
-    return total, entries
-
-
-async def _exited_within(
-    exited: asyncio.Event, pumps: list[asyncio.Task[None]], limit: float
-) -> bool:
-    """Wait until `exited` is set (True) or `limit` seconds pass (False). An error in a
-    pump (raised by `on_output`) is raised at once instead of waiting for the timeout."""
-    waiter = asyncio.ensure_future(exited.wait())
-    deadline = asyncio.get_running_loop().time() + limit
-    try:
-        while not waiter.done():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            running = [waiter, *(p for p in pumps if not p.done())]
-            done, _ = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not waiter:
-                    task.result()
-        return True
-    finally:
-        waiter.cancel()
-
-
-class _ExecProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """`create_subprocess_exec`'s protocol plus `exited`, set when the process itself
-    exits (`Process.wait()` also waits for every holder of its pipes to close them)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2**16, loop=loop)
-        self.exited = asyncio.Event()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        self.exited.set()
-
-
-async def _pump(
-    stream: asyncio.StreamReader | None,
-    name: Stream,
-    sink: BoundedOutput,
-    cb: OutputCallback | None,
-) -> None:
-    if stream is None:
-        return
-    while chunk := await stream.read(65536):
-        sink.add(chunk)
-        if cb is not None:
-            maybe = cb(name, chunk)
-            if inspect.isawaitable(maybe):
-                await maybe
-
-
 def create(home: Path, options: dict[str, Any]) -> ProcessBackend:
     try:
         config = ProcessConfig(**options)
     except ValidationError as exc:
         raise ConfigError(f"process backend option {first_error(exc)}") from exc
     return ProcessBackend(home, config)
-
-
-def read_regular_file(target: Path, shown: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file a step left in its workspace, at most `limit` of them.
-
-    Opened without following a final symlink and without blocking, so a FIFO or device
-    the step put there is refused instead of hanging the engine; a file over `limit`
-    (a sparse 2 GB file costs the step no disk) is refused too. Raises `VMError`.
-    """
-    try:
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise VMError(f"{shown}: no such file in the VM") from exc
-    except OSError as exc:
-        raise VMError(f"{shown}: cannot read: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise VMError(f"{shown}: is a folder")
-        if not stat.S_ISREG(info.st_mode):
-            raise VMError(f"{shown}: not a regular file (a pipe, socket or device)")
-        if info.st_size > limit:
-            raise VMError(f"{shown}: {info.st_size} bytes, over the {limit}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise VMError(f"{shown}: over the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)

@@ -1,0 +1,75 @@
+"""A process VM's workspace folder on the host: made (`prepare_folder`), measured against
+its disk limits (`disk_usage`) and read from without trusting what a step left there
+(`read_regular_file`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import MAX_FILE_BYTES
+from swarm_engine.vm.bwrap import GROUP, PASSWD
+
+
+def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
+    """A new VM's folder: `workspace/` (owned by `host_uid` when given, private when
+    isolated) and the sandbox's passwd and group files."""
+    workspace = folder / "workspace"
+    workspace.mkdir(parents=True, exist_ok=False)
+    if isolated:
+        (folder / "passwd").write_text(PASSWD)
+        (folder / "group").write_text(GROUP)
+        if host_uid is not None:
+            os.chown(workspace, host_uid, host_uid)
+        os.chmod(workspace, 0o700)
+
+
+def disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, int]:
+    """Bytes allocated under `folder` (not following links) and the entries (files,
+    folders, links) there, counted until past either bound."""
+    total = entries = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in (*dirnames, *filenames):
+            entries += 1
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        if total > stop_above or entries > max_entries:
+            break
+    return total, entries
+
+
+def read_regular_file(target: Path, shown: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file a step left in its workspace, at most `limit` of them.
+
+    Opened without following a final symlink and without blocking, so a FIFO or device
+    the step put there is refused instead of hanging the engine; a file over `limit`
+    (a sparse 2 GB file costs the step no disk) is refused too. Raises `VMError`.
+    """
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise VMError(f"{shown}: no such file in the VM") from exc
+    except OSError as exc:
+        raise VMError(f"{shown}: cannot read: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise VMError(f"{shown}: is a folder")
+        if not stat.S_ISREG(info.st_mode):
+            raise VMError(f"{shown}: not a regular file (a pipe, socket or device)")
+        if info.st_size > limit:
+            raise VMError(f"{shown}: {info.st_size} bytes, over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise VMError(f"{shown}: over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
