@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, open_store
+from swarm_engine.store.rows import parse_timestamp
 from swarm_engine.store.sqlite import migrations
 
 
@@ -237,6 +239,25 @@ def test_a_whole_run_is_recorded_with_usage_rolled_up(store_target: Target) -> N
         "done",
     ]
     assert store.vms.live() == []
+    store.close()
+
+
+def test_a_vm_recorded_destroyed_late_keeps_the_time_it_went(store_target: Target) -> None:
+    """A VM's end written after the fact (with its run's end) says when it really went."""
+    store = open_store(store_target.target)
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    for vm_id in ("vm-late", "vm-now"):
+        store.vms.record_boot(
+            vm_id, backend="process", host="h", engine_id="e", owner_pid=1, memory_mb=64, vcpus=1
+        )
+    went = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    before = datetime.now(UTC).replace(microsecond=0)
+    store.vms.record_destroyed("vm-late", None, went)
+    store.vms.record_destroyed("vm-now", "destroy failed: x")
+    late, now = store.vms.get("vm-late"), store.vms.get("vm-now")
+    assert late is not None and now is not None
+    assert late["state"] == "destroyed" and late["destroyed_at"] == "2026-01-02T03:04:05.678Z"
+    assert now["state"] == "failed" and parse_timestamp(now["destroyed_at"]) >= before
     store.close()
 
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar
 
@@ -37,7 +38,7 @@ from swarm_engine.engine.plan import (
     ticket_fields,
 )
 from swarm_engine.engine.steplog import StepLog
-from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
+from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
@@ -86,6 +87,9 @@ class TicketRunner:
         """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
         self._held: dict[int, StepEnd] = {}
         """The end of a run's only step, held back to be written with the run's end."""
+        self._steps_over: dict[int, Callable[[], None]] = {}
+        """A run's `steps_over`, by run id, for its only step to call once its work has
+        succeeded: no VM of the run boots after that (its own is being destroyed)."""
         self.abort_status = "failed"
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
@@ -159,11 +163,13 @@ class TicketRunner:
             if first is None or first_exec is None
             else {first[0].step_id: (first_exec, first[1])}
         )
+        self._steps_over[run_id] = steps_over
         try:
             return await self._run_plan(
                 ticket, plan, run_id, context, queued, main, stop_reason, steps_over
             )
         finally:  # a held step end that no write took: its VMs are still recorded destroyed
+            self._steps_over.pop(run_id, None)
             held = self._held.pop(run_id, None)
             if held is not None:
                 await self._record_destroyed(held.destroyed)
@@ -463,7 +469,7 @@ class TicketRunner:
             return await self.write(ticket, self.store.logs.append, exec_id, text)
 
         shipper = LogShipper(append)  # the live copy in the store (issue 13)
-        destroyed: list[tuple[str, str | None]] = []  # VMs not yet recorded destroyed
+        destroyed: list[Destroyed] = []  # VMs not yet recorded destroyed
         try:
             async with shipper:
                 return await self._in_vm(
@@ -473,7 +479,7 @@ class TicketRunner:
         finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
             await self._record_destroyed(destroyed)
 
-    async def _record_destroyed(self, destroyed: list[tuple[str, str | None]]) -> None:
+    async def _record_destroyed(self, destroyed: list[Destroyed]) -> None:
         """Record these VMs destroyed now, waiting for a busy store (never for a lease)."""
         gone = [*destroyed]
         if not gone:
@@ -493,14 +499,14 @@ class TicketRunner:
         spec: VMSpec,
         shipper: LogShipper,
         on_ready: Callable[[VM], Awaitable[None]],
-        destroyed: list[tuple[str, str | None]],
+        destroyed: list[Destroyed],
         opened: BinaryIO | OSError,
         hold_end: bool,
     ) -> StepOutcome:
         runs = self.store.runs
 
         def on_destroyed(vm_id: str, error: str | None) -> None:
-            destroyed.append((vm_id, error))  # recorded with the step's end
+            destroyed.append((vm_id, error, datetime.now(UTC)))  # recorded with the step's end
 
         logfile = folder / "output.log"
         with StepLog(logfile, self.settings.max_log_bytes, shipper.feed, opened) as sink:
@@ -555,6 +561,12 @@ class TicketRunner:
                                 exit_code=124,
                                 error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
                             )
+                        if hold_end and outcome.ok:
+                            # the run's only step succeeded: no VM of this run boots any
+                            # more, so its slot goes to the next ticket now, whose claim
+                            # and start overlap this VM's destruction (the pool still
+                            # counts the VM until it is gone: never more than max_vms)
+                            self._steps_over.pop(run_id, _nothing)()
                 outcome = api.settle(outcome)  # the usage the gateway counted
             except asyncio.CancelledError:
                 await self._record_destroyed(destroyed)  # first, as patiently as ever

@@ -9,12 +9,17 @@ runner, waiting for a busy store but never for a lease).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from swarm_engine.engine.events import Event
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm.base import VM
+
+Destroyed = tuple[str, str | None, datetime]
+"""A VM gone, to be recorded: its id, the error its destruction hit (None: clean), and
+when (UTC; the record may be written later, with the step's or the run's end)."""
 
 
 @dataclass
@@ -34,7 +39,7 @@ class StepEnd:
     the event to emit once it is stored."""
 
     exec_id: int
-    destroyed: list[tuple[str, str | None]]
+    destroyed: list[Destroyed]
     log_rest: str | None
     status: str
     outputs: dict[str, Any] | None
@@ -140,6 +145,6 @@ class RunWrites:
             )
             return self.store.tickets.get(ticket.id), self.store.runs.get_run(run_id)
 
-    def vms_destroyed(self, destroyed: list[tuple[str, str | None]]) -> None:
-        for vm_id, error in destroyed:
-            self.store.vms.record_destroyed(vm_id, error)
+    def vms_destroyed(self, destroyed: list[Destroyed]) -> None:
+        for vm_id, error, at in destroyed:
+            self.store.vms.record_destroyed(vm_id, error, at)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
-from swarm_engine.store.rows import decode_record
+from swarm_engine.store.rows import decode_record, format_ts
 
 LIVE_STATES = ("booting", "ready", "busy", "destroying")
 
@@ -66,8 +67,12 @@ class VMStore:
     def record_busy(self, vm_id: str, step_execution_id: int | None) -> None:
         self.db.run(self.q.record_busy, {"id": vm_id, "step_execution_id": step_execution_id})
 
-    def record_destroyed(self, vm_id: str, error: str | None = None) -> None:
-        self.db.run(self.q.record_destroyed, {"id": vm_id, "error": error})
+    def record_destroyed(
+        self, vm_id: str, error: str | None = None, at: datetime | None = None
+    ) -> None:
+        """The VM is gone (`failed` with `error`); `at`: when, if not now (a record
+        written after the fact keeps the true time)."""
+        self.db.run(self.q.record_destroyed, {"id": vm_id, "error": error, "at": format_ts(at)})
 
     def live(self, host: str | None = None) -> list[dict[str, Any]]:
         """VMs not yet destroyed, oldest first; only `host`'s when given."""

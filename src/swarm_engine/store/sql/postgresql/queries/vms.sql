@@ -14,8 +14,9 @@ UPDATE vms SET state = 'ready', ready_at = now(), pid = :pid,
 UPDATE vms SET state = 'busy', step_execution_id = :step_execution_id WHERE id = :id
 
 -- name: record_destroyed
+-- :at, when given, is when the VM was destroyed (its record may be written later)
 UPDATE vms SET state = CASE WHEN CAST(:error AS text) IS NULL THEN 'destroyed' ELSE 'failed' END,
-       destroyed_at = now(), error = coalesce(:error, error)
+       destroyed_at = coalesce(CAST(:at AS timestamptz), now()), error = coalesce(:error, error)
  WHERE id = :id
 
 -- name: live

@@ -14,8 +14,10 @@ UPDATE vms SET state = 'ready', ready_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
 UPDATE vms SET state = 'busy', step_execution_id = :step_execution_id WHERE id = :id
 
 -- name: record_destroyed
+-- :at, when given, is when the VM was destroyed (its record may be written later)
 UPDATE vms SET state = CASE WHEN :error IS NULL THEN 'destroyed' ELSE 'failed' END,
-       destroyed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), error = coalesce(:error, error)
+       destroyed_at = coalesce(:at, strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+       error = coalesce(:error, error)
  WHERE id = :id
 
 -- name: live
