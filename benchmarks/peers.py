@@ -6,8 +6,8 @@ echo agent's VM spec, then `ProcessVM._argv`), so it is bubblewrap with the same
 namespaces, uid, mounts and /etc files, under the same `prlimit` limits, in the same
 environment (`ProcessVM._env`), in its own session, with stdout and stderr piped, exactly
 as the engine starts a step's command (as root, also the same `unshare` + `setpriv` to the
-VM's own host uid). Only the fds of the sandbox's passwd and group files change per job
-(opened fresh each time, as the engine does). Bare and huey run it in one VM folder.
+VM's own host uid). Only the fds of the sandbox's passwd and group change per job (memory
+files made fresh each time, as the engine does). Bare and huey run it in one VM folder.
 
 * bare: a `ThreadPoolExecutor(SLOTS)` calling `subprocess.run` of the job N times.
 * huey: `SqliteHuey` (huey's defaults: WAL, results stored), N tasks enqueued first, then
@@ -26,7 +26,9 @@ task's end (huey) or `tickets.completed_at` (swarm). Also shown: the steady span
 started (or ticket claimed) -> last job done. Runs are interleaved (bare, huey, swarm,
 bare, ...), REPS times; medians and the ratios swarm/huey and swarm/bare are printed.
 CPU per job: each runner process's own CPU time (all threads, start-up included) and its
-waited-for children's (the sandboxes), over N. Homes, the huey database and the VM folder
+waited-for children's (the sandboxes), over N. VM occupancy (swarm): the sum of its VMs'
+lifetimes (`vms.created_at` -> `destroyed_at`) over SLOTS x the steady span, i.e. how
+full the engine kept its `--max-vms` slots (1.0: a VM in every slot all the time). Homes, the huey database and the VM folder
 go under $TMPDIR (default /tmp): the file system matters to the engine, which makes and
 removes folders per ticket.
 
@@ -76,17 +78,18 @@ JOB = "echo hello"
 """The command run in the sandbox (`sh -c JOB`), and what it must print."""
 EXPECT = b"hello\n"
 FD_MARK = "@fd:{}@"
-"""Stands in the argv for the number of an fd opened per job (passwd, group)."""
+"""Stands in the argv for the number of an fd made per job (passwd, group)."""
 
 
 # -- the job (stdlib only: the huey side imports this file in its own venv) ------------------
 def run_job(recipe: dict[str, Any]) -> tuple[float, float]:
     """Run the sandboxed job once; returns its (start, end) in Unix seconds."""
     start = time.time()
-    fds = {
-        name: os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        for name, path in recipe["files"].items()
-    }
+    fds: dict[str, int] = {}
+    for name, text in recipe["data"].items():  # as the backend does: a memory file each
+        fds[name] = os.memfd_create(f"swarm-{name}", os.MFD_CLOEXEC)
+        os.write(fds[name], text.encode())
+        os.lseek(fds[name], 0, os.SEEK_SET)
     try:
         marks = {FD_MARK.format(name): str(fd) for name, fd in fds.items()}
         argv = [marks.get(a, a) for a in recipe["argv"]]
@@ -114,6 +117,7 @@ async def _boot_recipe(root: Path) -> tuple[dict[str, Any], Any]:
     folder, with fd marks for passwd and group. Fails loudly if the backend's internals
     change shape (rather than measuring some other job)."""
     from swarm_engine.registry.builtins import builtin_agents
+    from swarm_engine.vm.bwrap import GROUP, PASSWD
     from swarm_engine.vm.pool import spec_for
     from swarm_engine.vm.process import ProcessBackend, ProcessConfig
 
@@ -132,7 +136,7 @@ async def _boot_recipe(root: Path) -> tuple[dict[str, Any], Any]:
         "argv": argv,
         "env": vm._env(None),
         "cwd": str(vm.workspace),
-        "files": {"passwd": str(vm.folder / "passwd"), "group": str(vm.folder / "group")},
+        "data": {"passwd": PASSWD, "group": GROUP},
     }
     return recipe, vm
 
@@ -312,7 +316,11 @@ def run_swarm(root: Path, n: int, slots: int, rep: int) -> dict[str, float]:
         raise RuntimeError(f"not every ticket is done: {counts}\n{engine_log(home)}")
     span = query(db, "SELECT min(claimed_at) AS a, max(completed_at) AS b FROM tickets")[0]
     first, last = parse_ts(span["a"]), parse_ts(span["b"])
+    vms = query(db, "SELECT created_at, destroyed_at FROM vms")
+    held = sum(parse_ts(v["destroyed_at"]) - parse_ts(v["created_at"]) for v in vms)
     return {
+        # how full the engine kept its VM slots, from each VM's recorded boot and end
+        "occupancy": held / (slots * (last - first)),
         "seconds": last - started,
         "rate": n / (last - started),
         "span_rate": n / (last - first),
@@ -364,7 +372,12 @@ def main() -> None:
                         f"  (steady {result['span_rate']:6.1f}/s)"
                         f"  {result['seconds']:5.2f} s  load {before:.2f} -> {result['load_after']:.2f}"
                         f"  cpu/job: runner {result['runner_cpu_ms']:5.2f} ms,"
-                        f" sandbox {result['sandbox_cpu_ms']:5.2f} ms",
+                        f" sandbox {result['sandbox_cpu_ms']:5.2f} ms"
+                        + (
+                            f", VM occupancy {result['occupancy']:.2f}"
+                            if "occupancy" in result
+                            else ""
+                        ),
                         flush=True,
                     )
         finally:

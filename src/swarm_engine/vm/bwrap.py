@@ -12,7 +12,6 @@ import functools
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import GUEST_WORKSPACE
@@ -108,9 +107,10 @@ def disables_userns() -> bool:
 
 
 class SandboxFds:
-    """File descriptors handed to one bubblewrap: the sandbox's passwd and group (read by
-    bubblewrap from these fds, so the sandbox's uid needs no access to its folder's path),
-    and, for a command with ports, the info and block pipes that let pasta join it first."""
+    """File descriptors handed to one bubblewrap: the sandbox's passwd and group (memory
+    files bubblewrap reads, so no file is made on disk for them and the sandbox's uid
+    needs no access to any host path), and, for a command with ports, the info and block
+    pipes that let pasta join it first."""
 
     def __init__(self, passwd: int, group: int) -> None:
         self.passwd = passwd
@@ -122,16 +122,17 @@ class SandboxFds:
         self._open = [passwd, group]
 
     @classmethod
-    def open(cls, folder: Path, *, network: bool) -> SandboxFds:
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    def open(cls, *, network: bool) -> SandboxFds:
+        """New fds for one command (each bubblewrap reads its own to the end). Raises
+        `VMError` when they cannot be had (out of file descriptors or memory)."""
         opened: list[int] = []
         try:
-            for name in ("passwd", "group"):
-                opened.append(os.open(folder / name, flags))
+            for name, text in (("passwd", PASSWD), ("group", GROUP)):
+                opened.append(_memory_file(name, text.encode()))
         except OSError as exc:
             for fd in opened:
                 os.close(fd)
-            raise VMError(f"VM folder {folder} is not usable: {exc.strerror}") from exc
+            raise VMError(f"cannot hand the sandbox its passwd and group: {exc.strerror}") from exc
         fds = cls(*opened)
         if network:
             fds.info_r, fds.info = os.pipe()
@@ -157,3 +158,17 @@ class SandboxFds:
     def close(self) -> None:
         for fd in list(self._open):
             self._close(fd)
+
+
+def _memory_file(name: str, data: bytes) -> int:
+    """A close-on-exec memory file holding `data`, read from its start (`memfd_create`)."""
+    fd = os.memfd_create(f"swarm-{name}", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -293,7 +293,7 @@ class ProcessVM:
             raise VMError(f"working folder {cwd!r} does not exist in the VM")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        fds = SandboxFds.open(self.folder, network=bool(self._ports)) if self.isolated else None
+        fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
         if self._threads is not None and on_output is None and not self._ports:
             return await self._exec_on_thread(command, cwd, limit, fds, env, host_cwd, stdin)
         pasta: int | None = None

@@ -12,17 +12,14 @@ from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import MAX_FILE_BYTES
-from swarm_engine.vm.bwrap import GROUP, PASSWD
 
 
 def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
-    """A new VM's folder: `workspace/` (owned by `host_uid` when given, private when
-    isolated) and the sandbox's passwd and group files."""
+    """A new VM's folder and its `workspace/` (owned by `host_uid` when given, private when
+    isolated)."""
     workspace = folder / "workspace"
     workspace.mkdir(parents=True, exist_ok=False)
     if isolated:
-        (folder / "passwd").write_text(PASSWD)
-        (folder / "group").write_text(GROUP)
         if host_uid is not None:
             os.chown(workspace, host_uid, host_uid)
         os.chmod(workspace, 0o700)
