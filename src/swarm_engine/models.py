@@ -1,5 +1,9 @@
 """Typed records shared by every layer: agent and workflow definitions (validated by
-pydantic); ticket statuses and usage, from records.py."""
+pydantic); ticket statuses and usage, from records.py.
+
+Numbers in a definition are strict: a whole-number field takes an integer (not `true`, not
+`'5'`, not `5.0`), an on/off field a bool, and a number field such as `timeout_seconds` a
+number, never text (`'30'`), and a finite one. registry/plain.py relies on it."""
 
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ class ApiBudget(_Strict):
     number and a finite amount (no budget is no `budget:`, never `.inf`)."""
 
     max_tokens: int | None = Field(default=None, strict=True, gt=0)
-    max_usd: float | None = Field(default=None, allow_inf_nan=False, gt=0)
+    max_usd: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
 
 
 class ModelApiSpec(_Strict):
@@ -80,9 +84,9 @@ def _model_api_form(value: Any) -> str:
 
 class RetryPolicy(_Strict):
     attempts: int = Field(default=1, strict=True, ge=1, le=20)
-    backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
-    backoff_factor: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_seconds: float = Field(default=60.0, allow_inf_nan=False, ge=0)
+    backoff_seconds: float = Field(default=1.0, strict=True, ge=0, le=3600)
+    backoff_factor: float = Field(default=2.0, strict=True, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=60.0, strict=True, allow_inf_nan=False, ge=0)
 
 
 class AgentSpec(_Strict):
@@ -98,7 +102,7 @@ class AgentSpec(_Strict):
     outputs: dict[str, Any] = Field(default_factory=dict)
     memory_mb: int = Field(default=512, strict=True, ge=16, le=65536)
     vcpus: int = Field(default=1, strict=True, ge=1, le=64)
-    timeout_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    timeout_seconds: float = Field(default=600.0, strict=True, gt=0, le=7 * 24 * 3600)
     env: dict[str, str] = Field(default_factory=dict)
     vm: VMRequirements = Field(default_factory=VMRequirements)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -150,7 +154,7 @@ class StepSpec(_Strict):
     agent: str
     inputs: dict[str, Any] = Field(default_factory=dict)
     needs: list[str] = Field(default_factory=list)
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
     retry: RetryPolicy | None = None
 
     @field_validator("id")
@@ -206,7 +210,7 @@ class WorkflowSpec(_Strict):
     variables: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepSpec]
     outputs: dict[str, Any] | None = None
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
     triggers: list[TriggerSpec] = Field(default_factory=list)
 
     @field_validator("name")

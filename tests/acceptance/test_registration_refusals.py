@@ -76,10 +76,27 @@ def refused(home: Path, args: list[str], message: str) -> str:
                 ("{budget: {max_tokens: 1.0}}", "config.budget.max_tokens: Input should be a"),
             ]
         ),
+        *(  # the claude kind's model is held to the same rule as claude-code's
+            (f"name: x\nkind: claude\nconfig: {config}\n", message)
+            for config, message in [
+                ("{model: ''}", "agent.yaml: config.model: String should match pattern"),
+                ('{model: "m\\nx"}', "agent.yaml: config.model: String should match pattern"),
+                ("{model: -p}", "agent.yaml: config.model: String should match pattern"),
+                ("{model: 5}", "agent.yaml: config.model: Input should be a valid string"),
+                ("{request_timeout: '30'}", "config.request_timeout: Input should be a valid n"),
+                ("{retry: {backoff_seconds: '1'}}", "config.retry.backoff_seconds: Input should"),
+                ("{max_tokens: '100'}", "config.max_tokens: Input should be a valid integer"),
+            ]
+        ),
         (
             "name: x\nkind: shell\nmodel_api: {budget: {max_usd: .inf}}\n",
             "model_api.budget.max_usd: Input",
         ),
+        ("name: x\nkind: shell\ntimeout_seconds: '30'\n", "timeout_seconds: Input should be a"),
+        ("name: x\nkind: shell\ntimeout_seconds: true\n", "timeout_seconds: Input should be a"),
+        ("name: x\nkind: shell\ntimeout_seconds: 1e3\n", "timeout_seconds: Input should be a"),
+        ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: Input should be"),
+        ("name: x\nkind: shell\nretry: {backoff_seconds: '1'}\n", "retry.backoff_seconds: In"),
         ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),
         ("name: x\nkind: shell\nvm: {network: 'yes'}\n", "vm.network: Input should be a valid"),
     ],
@@ -145,6 +162,10 @@ WORKFLOWS = [
         "name: w\nsteps:\n  - {id: a, agent: echo}\noutputs: {r: '${steps.z.outputs.x}'}\n",
         "outputs reference unknown step 'z'",
     ),
+    ("name: w\nsteps:\n  - {id: a, agent: echo, timeout_seconds: '30'}\n", "steps.0.timeout_s"),
+    ("name: w\nsteps:\n  - {id: a, agent: echo, timeout_seconds: .inf}\n", "a finite number"),
+    ("name: w\ntimeout_seconds: '30'\nsteps:\n  - {id: a, agent: echo}\n", "timeout_seconds: In"),
+    ("name: w\ntimeout_seconds: .inf\nsteps:\n  - {id: a, agent: echo}\n", "a finite number"),
     (WORKFLOW_BOMB, "workflow.yaml: invalid YAML (line 6, column 11): YAML anchors and aliases"),
 ]
 

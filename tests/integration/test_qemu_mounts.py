@@ -6,12 +6,14 @@ where they pack); the last ones boot guests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -154,6 +156,90 @@ def test_a_killed_engine_leaves_no_packer_and_no_partial_image(tmp_path: Path) -
     assert [p.name for p in cache.glob(".*.tmp")] == [live.name]
 
 
+def cached(cache: Path) -> list[str]:
+    """The images in `cache` (names), sorted; each must have its sidecar, and every
+    sidecar its image."""
+    images = sorted(p.name for p in cache.glob("*.squashfs"))
+    sidecars = sorted(p.name[1:-3] for p in cache.glob(".*.squashfs.ok"))
+    assert sidecars == images
+    return images
+
+
+@needs_mksquashfs
+def test_the_cache_keeps_the_most_recently_used_images(tmp_path: Path) -> None:
+    """After each pack the cache keeps the newest image of each folder, `keep` in all,
+    by last use (packed or held); sidecars go with their images, other files stay."""
+    cache = tmp_path / "cache"
+    folders = {n: tools(tmp_path / f"claude-code-{n}", f"{n}\n") for n in "abcd"}
+    a, b, c, d = folders.values()
+    images = {n: mounts.pack(folders[n], cache, keep=3) for n in "abc"}
+    live = cache / f".other.squashfs.{os.getpid()}.tmp"  # a packer still at work
+    live.write_bytes(b"x")
+    (cache / "notes.txt").write_text("not an image\n")
+    assert cached(cache) == sorted(p.name for p in images.values())
+    assert mounts.pack(a, cache, keep=3) == images["a"]  # used again: now newer than b, c
+    images["d"] = mounts.pack(d, cache, keep=3)
+    assert cached(cache) == sorted(images[n].name for n in "acd")  # b: least recently used
+    tools(c, "c, reinstalled\n")  # new content: a new image replaces the folder's old one
+    images["c2"] = mounts.pack(c, cache, keep=3)
+    assert cached(cache) == sorted(images[n].name for n in ("a", "c2", "d"))
+    images["b2"] = mounts.pack(b, cache, keep=1)  # a smaller bound applies at the next pack
+    assert cached(cache) == [images["b2"].name]
+    assert live.exists() and (cache / "notes.txt").exists()
+    assert mounts.damage(images["b2"]) is None
+
+
+@needs_mksquashfs
+def test_an_image_held_for_a_vm_is_never_pruned(tmp_path: Path) -> None:
+    """An image handed to a VM (held until QEMU has opened it) survives any prune, whole
+    and with its sidecar; once released, the next pack deletes it. An open file (what a
+    running QEMU has) still reads the deleted image."""
+    cache = tmp_path / "cache"
+    a, b, c = (tools(tmp_path / f"tools-{n}", f"{n}\n") for n in "abc")
+    with contextlib.ExitStack() as running:
+        with contextlib.ExitStack() as holds:
+            (disk,) = mounts.pack_all([(str(a), "/opt/a")], cache, holds, keep=1)
+            qemu = running.enter_context(disk.image.open("rb"))  # as QEMU opens a drive
+            for folder in (b, c):
+                mounts.pack(folder, cache, keep=1)
+                assert disk.image.exists() and mounts.damage(disk.image) is None
+            assert len(cached(cache)) == 2  # held: over the bound for now
+        other = mounts.pack(b, cache, keep=1)
+        assert cached(cache) == [other.name]  # released: deleted at the next pack
+        assert qemu.read(4) == b"hsqs"  # the running VM keeps its copy
+
+
+@needs_mksquashfs
+def test_engines_packing_and_pruning_at_once_never_lose_a_held_image(tmp_path: Path) -> None:
+    """Many engines (threads, each with its own files and locks) share one cache bounded
+    to one image, each packing a folder of its own and one shared with another: every
+    image they hold stays whole under its name until they let go, and at the end the
+    cache is within its bound."""
+    cache = tmp_path / "cache"
+    folders = [tools(tmp_path / f"tools-{n}", f"{n}\n") for n in range(6)]
+    problems: list[str] = []
+
+    def engine(n: int) -> None:
+        for turn in range(10):
+            folder = folders[(n + turn % 2) % len(folders)]
+            with contextlib.ExitStack() as holds:
+                (disk,) = mounts.pack_all([(str(folder), "/opt/t")], cache, holds, keep=1)
+                for _ in range(3):  # while held: whole, under its name, readable by path
+                    why = mounts.damage(disk.image)
+                    if why is not None:
+                        problems.append(f"engine {n}: {disk.image.name}: {why}")
+                    with disk.image.open("rb") as fh:
+                        if fh.read(4) != b"hsqs":
+                            problems.append(f"engine {n}: {disk.image.name}: not squashfs")
+
+    with ThreadPoolExecutor(len(folders)) as pool:
+        list(pool.map(engine, range(len(folders))))
+    assert problems == []
+    mounts.pack(folders[0], cache, keep=1)  # nothing held now: the bound holds
+    assert len(cached(cache)) == 1
+    assert not list(cache.glob("*.tmp"))
+
+
 def _target_name(cache: Path) -> str:
     (partial,) = cache.glob(".*.tmp")
     return partial.name.rsplit(".", 2)[0][1:]
@@ -271,9 +357,13 @@ async def test_a_host_folder_is_shown_read_only_in_the_guest(
         for attempt in ("touch /opt/tools/x", "mount -o remount,rw /opt/tools"):
             refused = await vm.exec(attempt)  # root in the guest; the drive is read-only
             assert not refused.ok, attempt
+        assert len(list((tmp_path / "cache").glob("*.squashfs"))) == 1  # one image, two drives
+        other = mounts.pack(tools(tmp_path / "other"), tmp_path / "cache", keep=1)
+        assert [p.name for p in (tmp_path / "cache").glob("*.squashfs")] == [other.name]
+        again = await vm.exec("echo 3 > /proc/sys/vm/drop_caches && cat /srv/again/data.txt")
+        assert again.ok and again.stdout == b"v1\n", again  # pruned: QEMU still has it open
     finally:
         await vm.destroy()
-    assert len(list((tmp_path / "cache").glob("*.squashfs"))) == 1  # one image, two drives
 
 
 @pytest.mark.qemu

@@ -55,14 +55,15 @@ def test_the_quick_check_knows_every_field_and_bound_of_the_models() -> None:
 
 def test_the_models_are_as_strict_as_the_quick_check() -> None:
     """The quick check takes only an exact int for `int`, a bool for `bool` and a finite
-    number for `float`: the models take no more (`true` is no 1, `'5'` no 5, `.inf` no
-    budget), so a value is refused alike whether the quick check or the model decides."""
+    number for `float`: the models take no more (`true` is no 1, `'5'` no 5, `'30'` no 30
+    seconds, `.inf` no budget), so a value is refused alike whether the quick check or the
+    model decides."""
     for model_name, fields in MODELS.items():
         model = getattr(models, model_name)
         for name, rule in fields.items():
             info = model.model_fields[name]
             rule = rule.rstrip("?")
-            if rule in ("int", "bool"):
+            if rule in ("int", "bool", "float"):
                 assert Strict(True) in info.metadata, f"{model_name}.{name}: not strict"
             if rule == "float":
                 bounds = BOUNDS[f"{model_name}.{name}"]

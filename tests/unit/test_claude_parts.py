@@ -45,6 +45,33 @@ def test_config_errors_name_the_key() -> None:
         parse_host_config({"prices": {"m": {"input": -1, "output": 1}}})
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model": ""}, "config model: String should match pattern"),
+        ({"model": "claude\n--x"}, "config model: String should match pattern"),
+        ({"model": "-p"}, "config model: String should match pattern"),
+        ({"model": "a" * 129}, "config model: String should match pattern"),
+        ({"request_timeout": "30"}, "config request_timeout: Input should be a valid number"),
+        ({"tool_timeout": True}, "config tool_timeout: Input should be a valid number"),
+        ({"retry": {"max_backoff_seconds": "9"}}, "config retry.max_backoff_seconds: Input"),
+        ({"max_turns": "5"}, "config max_turns: Input should be a valid integer"),
+        ({"budget": {"max_usd": "1"}}, "config budget.max_usd: Input should be a valid number"),
+    ],
+)
+def test_the_model_is_a_name_and_numbers_are_numbers(config: dict[str, Any], message: str) -> None:
+    """`model` as `claude-code` takes it (never empty, an option or a second line), and a
+    number of seconds (or any number) given as text is refused, not read as a number."""
+    with pytest.raises(ConfigError, match=f"^agent 'a' {message}"):
+        parse_config(config, "a")
+
+
+def test_model_names_and_aliases_are_taken() -> None:
+    for model in ("claude-sonnet-4-6", "opus", "us.anthropic.claude-x-v1:0", "a/b@c"):
+        assert parse_config({"model": model}).model == model
+    assert parse_config({"request_timeout": 30, "tool_timeout": 1.5}).request_timeout == 30
+
+
 def test_prices_dated_ids_and_overrides() -> None:
     assert price_for("claude-haiku-4-5-20251001") == PRICES["claude-haiku-4-5"]
     assert price_for("claude-opus-4-20250514") == PRICES["claude-opus-4"]

@@ -10,9 +10,10 @@ and gives its name, version and kind as the model would. It says None for anythi
 valid or not: the model decides, and makes the spec or the same one-line error as before.
 
 `tests/unit/test_agent_plain.py` holds this copy to models.py: its fields, defaults and
-bounds are the models', the models' ints and bools are strict and their unbounded floats
-finite as here, and a Hypothesis test checks that whatever it accepts, the model accepts
-with the same name, version and kind.
+bounds are the models', the models' ints, bools and floats are strict (a float field takes
+a number, never text such as `'30'`) and their unbounded floats finite as here, and a
+Hypothesis test checks that whatever it accepts, the model accepts with the same name,
+version and kind.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 from swarm_engine.records import IMAGE_RE, NAME_RE, VERSION_RE
 
 # Each model's fields and the rule its value must meet: a type (`str`, `int` and `bool`
-# exactly, as the models' strict fields take them; `float`, a finite number), a pattern
+# exactly, as the models' strict fields take them; `float`, a finite number, as the strict
+# float fields take it: an int or a float, never a bool or text), a pattern
 # (`name`, `version`, `image`), `json` (any JSON object), `env` (text values), `strings` (a
 # list of text), `command` (text or a list of text), `ports`, a model of this table, or
 # `model_api` (a bool or a ModelApiSpec); `?`: or null.

@@ -23,6 +23,9 @@ ToolName = Literal["bash", "read_file", "write_file", "edit_file", "list_dir"]
 ALL_TOOLS: tuple[ToolName, ...] = ("bash", "read_file", "write_file", "edit_file", "list_dir")
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+MODEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
+"""A model name or alias (`claude-sonnet-4-6`, `opus`, `us.anthropic.claude-...:0`): never
+empty, an option (`-p`) or a second line. Both Claude kinds hold `model` to it."""
 
 DEFAULT_SYSTEM = (
     "You are a careful software engineer working alone inside an isolated Linux VM. "
@@ -63,10 +66,10 @@ class _Strict(BaseModel):
 class Price(_Strict):
     """USD per million tokens. Cache prices default to 1.25x (write) and 0.1x (read) input."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_write: float | None = Field(default=None, ge=0)
-    cache_read: float | None = Field(default=None, ge=0)
+    input: float = Field(strict=True, allow_inf_nan=False, ge=0)
+    output: float = Field(strict=True, allow_inf_nan=False, ge=0)
+    cache_write: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=0)
+    cache_read: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=0)
 
 
 class Budget(_Strict):
@@ -74,7 +77,7 @@ class Budget(_Strict):
     number of tokens and a finite amount (no budget is no `budget:`, never `.inf`)."""
 
     max_tokens: int | None = Field(default=None, strict=True, gt=0)
-    max_usd: float | None = Field(default=None, allow_inf_nan=False, gt=0)
+    max_usd: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
 
 
 class RetrySettings(_Strict):
@@ -82,26 +85,28 @@ class RetrySettings(_Strict):
     malformed responses. Backoff is `backoff_seconds * backoff_factor**n`, capped; a
     `retry-after` header from the server is honoured up to the cap."""
 
-    max_retries: int = Field(default=4, ge=0, le=20)
-    backoff_seconds: float = Field(default=1.0, ge=0, le=600)
-    backoff_factor: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
+    max_retries: int = Field(default=4, strict=True, ge=0, le=20)
+    backoff_seconds: float = Field(default=1.0, strict=True, ge=0, le=600)
+    backoff_factor: float = Field(default=2.0, strict=True, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=30.0, strict=True, ge=0, le=3600)
 
 
 class ClaudeConfig(_Strict):
-    """The `config:` block of an agent of kind `claude`."""
+    """The `config:` block of an agent of kind `claude`. Numbers are strict, as in the
+    agent definition (models.py): an integer, a bool, a number, never text."""
 
-    model: str = DEFAULT_MODEL
+    model: str = Field(default=DEFAULT_MODEL, pattern=MODEL_RE)
+    """The API's `model`: a name (as for `claude-code`), never empty or a second line."""
     system: str | None = None
-    max_tokens: int = Field(default=8192, ge=1, le=1_000_000)
-    max_turns: int = Field(default=40, ge=1, le=10_000)
-    temperature: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int = Field(default=8192, strict=True, ge=1, le=1_000_000)
+    max_turns: int = Field(default=40, strict=True, ge=1, le=10_000)
+    temperature: float | None = Field(default=None, strict=True, ge=0, le=1)
     tools: tuple[ToolName, ...] = ALL_TOOLS
     budget: Budget = Field(default_factory=Budget)
     prices: dict[str, Price] = Field(default_factory=dict)
-    request_timeout: float = Field(default=600.0, gt=0, le=3600)
-    tool_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
-    max_tool_output: int = Field(default=30_000, ge=256, le=1_000_000)
+    request_timeout: float = Field(default=600.0, strict=True, gt=0, le=3600)
+    tool_timeout: float = Field(default=300.0, strict=True, gt=0, le=7 * 24 * 3600)
+    max_tool_output: int = Field(default=30_000, strict=True, ge=256, le=1_000_000)
     retry: RetrySettings = Field(default_factory=RetrySettings)
 
     @property

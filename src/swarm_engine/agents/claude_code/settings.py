@@ -16,15 +16,13 @@ from typing import Any, Literal
 from platformdirs import user_cache_dir
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swarm_engine.agents.claude.settings import DEFAULT_MODEL, Budget, Price
+from swarm_engine.agents.claude.settings import DEFAULT_MODEL, MODEL_RE, Budget, Price
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import first_error
 
 DEFAULT_VERSION = "2.1.332"
 """The Claude Code release the engine installs and runs unless the host says otherwise."""
 VERSION_RE = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$"
-MODEL_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
-"""A model name or alias (`claude-sonnet-4-6`, `opus`, `us.anthropic.claude-...:0`)."""
 HOST_ONLY_KEYS = frozenset(
     {"version", "cache_dir", "install", "npm", "base_url", "api_key_file", "api_key_command"}
 )

@@ -175,8 +175,10 @@ class QemuBackend:
         into a cached squashfs image on a read-only drive, mounted by the guest; or no VM
         (`VMError`) if any of that fails (vm/qemu/mounts.py)."""
         cache = _writable_or(*self._mounts_dirs)
-        drives = await asyncio.to_thread(mounts.pack_all, spec.mounts, cache)
-        vm = await self._launch(vm_id, spec, drives=drives)
+        keep = self.options.mounts_keep
+        with contextlib.ExitStack() as holds:  # no engine prunes them until QEMU has them open
+            drives = await asyncio.to_thread(mounts.pack_all, spec.mounts, cache, holds, keep=keep)
+            vm = await self._launch(vm_id, spec, drives=drives)
         try:
             await mounts.mount(vm, drives)
         except BaseException:

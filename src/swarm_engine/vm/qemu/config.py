@@ -42,6 +42,10 @@ class QemuOptions(BaseModel):
     mounts_dir: Path | None = None
     """Where host folders shown in guests (Claude Code) are cached as squashfs images;
     default `<images_dir>/.mounts`, or `<home>/run/qemu-mounts` if that is not writable."""
+    mounts_keep: int = Field(default=3, ge=1, le=1000)
+    """Images kept in `mounts_dir` (about 250 MB each for Claude Code): the most recently
+    used of each host folder, this many in all; older ones are deleted after each pack,
+    never one a VM is starting with (vm/qemu/mounts.py)."""
     warm: int = Field(default=0, ge=0, le=64)
     """Pre-booted VMs kept ready (for the default spec) so `boot` takes milliseconds."""
     qemu_binary: str = "qemu-system-x86_64"

@@ -13,6 +13,15 @@ match and the squashfs superblock must be there and claim the file's size. Anyth
 (zeroed, truncated, garbage, or from before sidecars) is packed again. `mksquashfs` dies
 with the engine (`PR_SET_PDEATHSIG`), and temporary files of dead engines are deleted.
 
+The cache is bounded (`prune`, after each pack): the most recently used image of each
+folder is kept, at most `keep` of them in all, and the rest are deleted with their
+sidecars. An engine holds each image it hands to a VM (a shared `flock` on the open file,
+taken before the image is checked, so the check and the hold see the same file) until QEMU
+has opened it; a pruner deletes an image only under an exclusive `flock`, which it cannot
+get while anyone holds the image, and under the lock of the image's folder, so no
+engine's new image is deleted in its place. A running QEMU keeps its open copy of a
+deleted image (the inode lives on until it is closed).
+
 A VM that asks for mounts gets them or does not boot (`VMError`, one line): a step never
 runs without the tools it asked for, and nothing of the host is shared with the guest but
 a read-only copy. Such VMs boot cold (a saved template has other devices) and, under TCG,
@@ -33,9 +42,11 @@ import re
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VM
@@ -53,6 +64,11 @@ PAD = 4096
 """mksquashfs pads an image to a multiple of this (the superblock's `bytes_used` does not)."""
 SERIAL_PREFIX = "swarm-mount-"
 MAX_MOUNTS = 8
+KEEP = 3
+"""Images a cache folder keeps (`mounts_keep`): the most recently used of each host folder,
+this many in all, besides any image held right now."""
+IMAGE_NAME = re.compile(r"^(?P<stem>[^.].*-[0-9a-f]{8}-)[0-9a-f]{16}\.squashfs$")
+"""A cached image: `<folder's name>-<hash of its path>-<hash of its content>.squashfs`."""
 TCG_CPU = "max"
 GUEST_BUSYBOX = "/opt/swarm/busybox"
 """Put into every guest by its init (guest/init.c): the mount needs nothing of the image."""
@@ -95,19 +111,29 @@ def guest_path(path: str) -> str:
     return path
 
 
-def pack(folder: Path, cache_dir: Path) -> Path:
+def pack(folder: Path, cache_dir: Path, *, keep: int = KEEP) -> Path:
+    """The squashfs image of `folder` (see `hold`), not held: a pruner may delete it at
+    any time after this returns. For callers that only need it packed."""
+    image, held = hold(folder, cache_dir, keep=keep)
+    held.close()
+    return image
+
+
+def hold(folder: Path, cache_dir: Path, *, keep: int = KEEP) -> tuple[Path, BinaryIO]:
     """The squashfs image of `folder`, packed now unless the cache has it for this exact
-    content. Written to a temporary file and renamed into place, under a lock, so engines
-    sharing `cache_dir` never pack one folder twice or see half an image. Older images of
-    the same folder are deleted (a running VM keeps its open copy)."""
+    content, and the image opened under a shared `flock`: no pruner deletes it until that
+    file is closed. Written to a temporary file and renamed into place, under a lock, so
+    engines sharing `cache_dir` never pack one folder twice or see half an image; then the
+    cache is pruned to `keep` images (`prune`)."""
     if not folder.is_dir():
         raise VMError(f"cannot show {folder} in a microVM: not a folder")
     real = folder.resolve()
     where = hashlib.sha256(str(real).encode()).hexdigest()[:8]
     stem = f"{_slug(real.name)}-{where}-"
     target = cache_dir / f"{stem}{_content_key(real)}.squashfs"
-    if damage(target) is None:
-        return target
+    held = _hold(target)
+    if held is not None:
+        return target, held
     if shutil.which(MKSQUASHFS) is None:
         raise VMError(
             f"cannot show {folder} in a microVM: mksquashfs not found "
@@ -120,29 +146,57 @@ def pack(folder: Path, cache_dir: Path) -> Path:
             f"cannot show {folder} in a microVM: cannot create {cache_dir}: {exc.strerror}"
         ) from exc
     sweep(cache_dir)
-    with _locked(cache_dir / f".{stem}lock"):
+    with _locked(_stem_lock(cache_dir, stem)):
+        held = _hold(target)
+        if held is not None:  # another engine packed it meanwhile
+            return target, held
         why = damage(target)
-        if why is None:  # another engine packed it meanwhile
-            return target
-        if target.exists():
+        if why != "missing":
             log.warning("cached image %s is not whole (%s); packing it again", target, why)
         _unlink(_sidecar(target))
         tmp = cache_dir / f".{target.name}.{os.getpid()}.tmp"
         try:
             _mksquashfs(real, tmp)
-            _fsync(tmp)
+            held = tmp.open("rb")
+            fcntl.flock(held, fcntl.LOCK_SH)  # held from before it has its name
+            os.fsync(held.fileno())
             os.replace(tmp, target)
             _fsync(cache_dir)
             _write_sidecar(target)
-        except OSError as exc:
-            raise VMError(f"cannot pack {folder} for a microVM into {target}: {exc}") from exc
+        except BaseException as exc:
+            if held is not None:
+                held.close()
+            if isinstance(exc, OSError):
+                raise VMError(f"cannot pack {folder} for a microVM into {target}: {exc}") from exc
+            raise
         finally:
             _unlink(tmp)
-        for old in cache_dir.glob(f"{stem}*.squashfs"):
-            if old != target:
-                _unlink(old)
-                _unlink(_sidecar(old))
-    return target
+        prune(cache_dir, keep, locked=stem)
+    return target, held
+
+
+def prune(cache_dir: Path, keep: int = KEEP, *, locked: str | None = None) -> int:
+    """Delete cached images beyond the bound: every image but the most recently used (packed
+    or held) of each host folder, and then all but the `keep` most recently used. An image
+    someone holds, or whose folder another engine is packing, is left for a later prune;
+    sidecars go with their images; temporary files and lock files are not touched.
+    `locked`: the stem whose lock the caller holds. Returns how many images were deleted."""
+    try:
+        names = [(m, entry) for entry in cache_dir.iterdir() if (m := IMAGE_NAME.match(entry.name))]
+    except OSError:
+        return 0
+    ranked = sorted(((_last_use(e), e.name, m["stem"], e) for m, e in names), reverse=True)
+    seen: set[str] = set()
+    removed = 0
+    for _, _, stem, image in ranked:
+        if stem not in seen and len(seen) < keep:
+            seen.add(stem)
+            continue
+        seen.add(stem)
+        if _remove(image, stem, locked):
+            log.info("deleted cached image %s (mounts_keep %d)", image, keep)
+            removed += 1
+    return removed
 
 
 def damage(image: Path) -> str | None:
@@ -183,14 +237,24 @@ def sweep(cache_dir: Path) -> int:
     return removed
 
 
-def pack_all(mounts: Sequence[tuple[str, str]], cache_dir: Path) -> tuple[Disk, ...]:
-    """The drives for a VM's mounts (host folder, guest path), in order."""
+def pack_all(
+    mounts: Sequence[tuple[str, str]],
+    cache_dir: Path,
+    holds: contextlib.ExitStack,
+    *,
+    keep: int = KEEP,
+) -> tuple[Disk, ...]:
+    """The drives for a VM's mounts (host folder, guest path), in order; each image is
+    held (`hold`) until `holds` closes, which the caller does once QEMU has opened them."""
     if len(mounts) > MAX_MOUNTS:
         raise VMError(f"a microVM takes at most {MAX_MOUNTS} host folders, not {len(mounts)}")
     where = [guest_path(guest) for _, guest in mounts]  # refused before anything is packed
-    return tuple(
-        Disk(pack(Path(host), cache_dir), at) for (host, _), at in zip(mounts, where, strict=True)
-    )
+    disks = []
+    for (host, _), at in zip(mounts, where, strict=True):
+        image, held = hold(Path(host), cache_dir, keep=keep)
+        holds.enter_context(held)
+        disks.append(Disk(image, at))
+    return tuple(disks)
 
 
 def mount_argv(disks: Sequence[Disk]) -> list[str]:
@@ -250,6 +314,79 @@ def _sidecar(image: Path) -> Path:
     return image.with_name(f".{image.name}.ok")
 
 
+def _stem_lock(cache_dir: Path, stem: str) -> Path:
+    """The lock held while one host folder's image is packed (or deleted)."""
+    return cache_dir / f".{stem}lock"
+
+
+def _hold(image: Path) -> BinaryIO | None:
+    """`image` opened under a shared `flock` if it is whole and still has its name (a
+    pruner may have deleted it, or a packer replaced it, between the open and the lock);
+    else None. Marks it used now (its sidecar's mtime: `prune`'s order)."""
+    try:
+        held = image.open("rb")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(held, fcntl.LOCK_SH)
+        opened = os.fstat(held.fileno())
+        if damage(image) is None and _same(opened, os.stat(image)):
+            _touch(_sidecar(image))
+            return held
+    except OSError:
+        pass
+    held.close()
+    return None
+
+
+def _remove(image: Path, stem: str, locked: str | None) -> bool:
+    """Delete `image` and its sidecar if nobody holds it (an exclusive `flock`, never
+    waited for) and nobody packs its folder (its stem's lock, unless the caller has it)."""
+    with contextlib.ExitStack() as stack:
+        if stem != locked and not _try_lock(stack, _stem_lock(image.parent, stem)):
+            return False
+        try:
+            victim = stack.enter_context(image.open("rb"))
+            fcntl.flock(victim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _same(os.fstat(victim.fileno()), os.stat(image)):
+                return False  # replaced since it was opened: the new one is not ours
+        except OSError:  # gone, or held (EWOULDBLOCK)
+            return False
+        _unlink(_sidecar(image))  # first: without it, nobody trusts the image
+        _unlink(image)
+        return True
+    return False  # pragma: no cover (mypy: the stack swallows nothing)
+
+
+def _try_lock(stack: contextlib.ExitStack, path: Path) -> bool:
+    try:
+        fh = stack.enter_context(path.open("a+b"))
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _last_use(image: Path) -> int:
+    """When `image` was last packed or held (its sidecar's mtime); 0 without a sidecar
+    (damaged, or still being written, and then held by its writer)."""
+    try:
+        return os.stat(_sidecar(image)).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _touch(path: Path) -> None:
+    """Set `path`'s mtime to now, from the clock (finer than the file system's own stamps)."""
+    now = time.time_ns()
+    with contextlib.suppress(OSError):
+        os.utime(path, ns=(now, now))
+
+
 def _write_sidecar(image: Path) -> None:
     """Record the synced image's identity (written last: no sidecar, no trust)."""
     st = os.stat(image)
@@ -259,6 +396,7 @@ def _write_sidecar(image: Path) -> None:
         tmp.write_text(
             json.dumps({"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
         )
+        _touch(tmp)  # packed now: `prune`'s order
         _fsync(tmp)
         os.replace(tmp, side)
     finally:
