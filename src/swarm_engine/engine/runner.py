@@ -15,40 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, BinaryIO, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-from swarm_engine.agents.base import StepContext, StepOutcome
-from swarm_engine.agents.kinds import get_agent
+from swarm_engine.agents.base import StepOutcome
 from swarm_engine.config import Settings
+from swarm_engine.engine.attempt import StepAttempt, record_destroyed
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
-from swarm_engine.engine.logship import LogShipper
-from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import (
     Plan,
     PlannedStep,
     run_context,
     step_inputs,
-    ticket_fields,
 )
-from swarm_engine.engine.steplog import StepLog
-from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
+from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
-from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.templating import render
-from swarm_engine.vm.base import VM, VMSpec
-from swarm_engine.vm.pool import VMPool, spec_for
+from swarm_engine.vm.pool import VMPool
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_GRACE = 5.0
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -172,7 +163,7 @@ class TicketRunner:
             self._steps_over.pop(run_id, None)
             held = self._held.pop(run_id, None)
             if held is not None:
-                await self._record_destroyed(held.destroyed)
+                await record_destroyed(self.gate, self.writes, held.destroyed)
 
     async def _run_plan(
         self,
@@ -388,7 +379,11 @@ class TicketRunner:
             else:
                 exec_id, inputs = await self._queue(step, context, ticket, run_id, attempt)
             self.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
-            outcome = await self._attempt(step, exec_id, inputs, ticket, run_id, attempt, hold_end)
+            outcome = await StepAttempt(
+                self, step, exec_id, inputs, ticket, run_id, attempt,
+                on_succeeded=lambda: self._steps_over.pop(run_id, _nothing)(),
+                on_held=functools.partial(self._held.__setitem__, run_id) if hold_end else None,
+            ).run()  # fmt: skip
             if outcome.ok:
                 return outcome.outputs
             if outcome.usage.stop_reason == "budget_exceeded":
@@ -434,210 +429,9 @@ class TicketRunner:
         )
         return exec_id, inputs
 
-    async def _attempt(
-        self,
-        step: PlannedStep,
-        exec_id: int,
-        inputs: Any,
-        ticket: Ticket,
-        run_id: int,
-        attempt: int,
-        hold_end: bool,
-    ) -> StepOutcome:
-        """One attempt of a step: its artifacts folder, its live log, its VM. With
-        `hold_end` (the run's only step) a successful end is written with the run's."""
-        folder = self.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
-        agent_vm = step.agent.vm.model_dump()
-        spec = spec_for(
-            agent_vm,
-            step.agent.memory_mb,
-            step.agent.vcpus,
-            step.timeout_seconds,
-            output_keep_bytes=self.settings.output_keep_bytes,  # bounded output (issue 8.5)
-        )
-        # the folder and its log file, off the event loop (on a busy disk a mkdir can take
-        # milliseconds); on a full disk the step runs, its log file is not written
-        opened = await _open_log(folder / "output.log")
-        if isinstance(opened, OSError):
-            log.warning("step %s of run %s: no artifacts folder: %s", step.id, run_id, opened)
-
-        async def on_ready(vm: VM) -> None:
-            await self.write(ticket, self.writes.step_started, exec_id, vm)
-            self.events(Event("step_started", ticket.id, run_id, step.id, {"vm_id": vm.id}))
-
-        async def append(text: str) -> object:
-            return await self.write(ticket, self.store.logs.append, exec_id, text)
-
-        shipper = LogShipper(append)  # the live copy in the store (issue 13)
-        destroyed: list[Destroyed] = []  # VMs not yet recorded destroyed
-        try:
-            async with shipper:
-                return await self._in_vm(
-                    step, exec_id, inputs, ticket, run_id, folder, spec, shipper, on_ready,
-                    destroyed, opened, hold_end,
-                )  # fmt: skip
-        finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
-            await self._record_destroyed(destroyed)
-
-    async def _record_destroyed(self, destroyed: list[Destroyed]) -> None:
-        """Record these VMs destroyed now, waiting for a busy store (never for a lease)."""
-        gone = [*destroyed]
-        if not gone:
-            return
-        del destroyed[: len(gone)]
-        with contextlib.suppress(StoreError):
-            await asyncio.shield(self.gate.retrying(self.writes.vms_destroyed, gone))
-
-    async def _in_vm(
-        self,
-        step: PlannedStep,
-        exec_id: int,
-        inputs: Any,
-        ticket: Ticket,
-        run_id: int,
-        folder: Path,
-        spec: VMSpec,
-        shipper: LogShipper,
-        on_ready: Callable[[VM], Awaitable[None]],
-        destroyed: list[Destroyed],
-        opened: BinaryIO | OSError,
-        hold_end: bool,
-    ) -> StepOutcome:
-        runs = self.store.runs
-
-        def on_destroyed(vm_id: str, error: str | None) -> None:
-            destroyed.append((vm_id, error, datetime.now(UTC)))  # recorded with the step's end
-
-        logfile = folder / "output.log"
-        with StepLog(logfile, self.settings.max_log_bytes, shipper.feed, opened) as sink:
-
-            def on_log(stream: str, text: str) -> None:
-                prefix = "" if stream == "stdout" else f"[{stream}] "
-                sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
-                sink.flush()
-                self.events(
-                    Event(
-                        "step_output",
-                        ticket.id,
-                        run_id,
-                        step.id,
-                        {"stream": stream, "text": text},
-                    )
-                )
-
-            try:
-                agent = get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind))
-                api = StepModelApi(
-                    self.settings,
-                    agent,
-                    step.agent,
-                    artifacts_dir=folder,
-                    log=on_log,
-                    environ={**os.environ, **self.host_env},
-                )
-                async with api:  # its tools and model API gateway, if it has any (issue 14)
-                    spec = await api.vm_spec(spec)
-                    async with self.pool.acquire(
-                        spec, step.agent.vm.backend, on_ready, on_destroyed
-                    ) as vm:
-                        ctx = StepContext(
-                            vm=vm,
-                            agent=step.agent,
-                            inputs=inputs,
-                            ticket=ticket_fields(ticket),
-                            step_id=step.id,
-                            run_id=run_id,
-                            artifacts_dir=folder,
-                            timeout_seconds=step.timeout_seconds,
-                            log=on_log,
-                            host_env=self.host_env,
-                            model_api=api.bind(vm),
-                        )
-                        try:
-                            async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
-                                outcome = await api.run(ctx)
-                        except TimeoutError:
-                            outcome = StepOutcome(
-                                exit_code=124,
-                                error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
-                            )
-                        if hold_end and outcome.ok:
-                            # the run's only step succeeded: no VM of this run boots any
-                            # more, so its slot goes to the next ticket now, whose claim
-                            # and start overlap this VM's destruction (the pool still
-                            # counts the VM until it is gone: never more than max_vms)
-                            self._steps_over.pop(run_id, _nothing)()
-                outcome = api.settle(outcome)  # the usage the gateway counted
-            except asyncio.CancelledError:
-                await self._record_destroyed(destroyed)  # first, as patiently as ever
-                with contextlib.suppress(StaleAttemptError, StoreBusyError):
-                    await self.gate(
-                        runs.step_finished,
-                        exec_id,
-                        status="cancelled",
-                        outputs=None,
-                        exit_code=None,
-                        error="cancelled",
-                        usage=Usage(),
-                        log_path=str(logfile),
-                    )
-                raise
-            except StaleAttemptError:
-                raise
-            except SwarmError as exc:
-                outcome = StepOutcome(error=str(exc))
-            except Exception as exc:
-                log.exception("step %s of run %s crashed", step.id, run_id)
-                outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
-        gone = [*destroyed]
-        end = StepEnd(
-            exec_id,
-            gone,
-            shipper.take_rest(),
-            status="done" if outcome.ok else "failed",
-            outputs=outcome.outputs,
-            exit_code=outcome.exit_code,
-            error=outcome.error,
-            usage=outcome.usage,
-            log_path=str(logfile),
-            event=Event(
-                "step_finished",
-                ticket.id,
-                run_id,
-                step.id,
-                {"ok": outcome.ok, "error": outcome.error, "outputs": outcome.outputs},
-            ),
-        )
-        if hold_end and outcome.ok:  # written with the run's end (`_close`), outside the
-            self._held[run_id] = end  # ticket's timeout as the run's end always was
-            del destroyed[: len(gone)]
-            return outcome
-        await self.write(ticket, self.writes.step_finished, end)
-        del destroyed[: len(gone)]
-        assert end.event is not None
-        self.events(end.event)
-        return outcome
-
 
 def _nothing() -> None:
     return None
-
-
-async def _open_log(path: Path) -> BinaryIO | OSError:
-    """`StepLog.open_log` on a worker thread (a file opened after a cancel is closed)."""
-    job = asyncio.ensure_future(asyncio.to_thread(StepLog.open_log, path))
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        job.add_done_callback(_close_unused)
-        raise
-
-
-def _close_unused(job: asyncio.Future[BinaryIO | OSError]) -> None:
-    if not job.cancelled() and job.exception() is None:
-        opened = job.result()
-        if not isinstance(opened, OSError):
-            opened.close()
 
 
 def _only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:

@@ -1,0 +1,264 @@
+"""One attempt of one step: its artifacts folder, its live log, its VM, its recorded end.
+
+`StepAttempt.run` is called by the ticket runner (`engine/runner.py`) for each attempt of
+each step, after the attempt's `step_executions` row was written (`queued`). It opens the
+artifacts folder and `output.log` off the event loop, prepares the agent's tools and model
+API gateway, takes a fresh VM from the pool (recorded ready and the step running in one
+write), runs the agent in it under the step's timeout, and records the end: the rest of
+the live log, the VM destroyed (at the time it went) and the step's row, in one
+transaction. The end of a run's only step, when it succeeded, is not written here but
+handed back for the run's end to write with its own (see `RunWrites.close_run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from swarm_engine.agents.base import StepContext, StepOutcome
+from swarm_engine.agents.kinds import get_agent
+from swarm_engine.engine.events import Event
+from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.logship import LogShipper
+from swarm_engine.engine.model_api import StepModelApi
+from swarm_engine.engine.plan import PlannedStep, ticket_fields
+from swarm_engine.engine.steplog import StepLog
+from swarm_engine.engine.writes import Destroyed, RunWrites, StepEnd
+from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
+from swarm_engine.models import Usage
+from swarm_engine.store import Ticket
+from swarm_engine.vm.base import VM, VMSpec
+from swarm_engine.vm.pool import spec_for
+
+if TYPE_CHECKING:
+    from swarm_engine.engine.runner import TicketRunner
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_GRACE = 5.0
+"""Seconds past a step's timeout before its agent is stopped from the host side."""
+
+
+class StepAttempt:
+    """One attempt of `step` (row `exec_id`, rendered `inputs`) of run `run_id`.
+
+    `on_held`, given for the run's only step: its successful end is handed to it (at
+    once, before anything else is awaited) for the run's end to write, and `on_succeeded`
+    is called as soon as the agent's work has succeeded, before its VM is destroyed (no
+    VM of the run boots after that)."""
+
+    def __init__(
+        self,
+        runner: TicketRunner,
+        step: PlannedStep,
+        exec_id: int,
+        inputs: Any,
+        ticket: Ticket,
+        run_id: int,
+        attempt: int,
+        *,
+        on_succeeded: Callable[[], None] | None = None,
+        on_held: Callable[[StepEnd], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.step = step
+        self.exec_id = exec_id
+        self.inputs = inputs
+        self.ticket = ticket
+        self.run_id = run_id
+        self.hold_end = on_held is not None
+        self.on_succeeded = on_succeeded
+        self.on_held = on_held
+        self.folder = runner.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
+        self.destroyed: list[Destroyed] = []
+        """VMs gone but not yet recorded destroyed."""
+
+    async def run(self) -> StepOutcome:
+        """Run the attempt to its end (recorded, or held) and return its outcome."""
+        runner, step = self.runner, self.step
+        spec = spec_for(
+            step.agent.vm.model_dump(),
+            step.agent.memory_mb,
+            step.agent.vcpus,
+            step.timeout_seconds,
+            output_keep_bytes=runner.settings.output_keep_bytes,  # bounded output (issue 8.5)
+        )
+        # the folder and its log file, off the event loop (on a busy disk a mkdir can take
+        # milliseconds); on a full disk the step runs, its log file is not written
+        opened = await open_log(self.folder / "output.log")
+        if isinstance(opened, OSError):
+            log.warning("step %s of run %s: no artifacts folder: %s", step.id, self.run_id, opened)
+
+        async def append(text: str) -> object:
+            return await runner.write(self.ticket, runner.store.logs.append, self.exec_id, text)
+
+        shipper = LogShipper(append)  # the live copy in the store (issue 13)
+        try:
+            async with shipper:
+                return await self._in_vm(spec, shipper, opened)
+        finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
+            await record_destroyed(runner.gate, runner.writes, self.destroyed)
+
+    async def _on_ready(self, vm: VM) -> None:
+        runner = self.runner
+        await runner.write(self.ticket, runner.writes.step_started, self.exec_id, vm)
+        runner.events(
+            Event("step_started", self.ticket.id, self.run_id, self.step.id, {"vm_id": vm.id})
+        )
+
+    def _on_destroyed(self, vm_id: str, error: str | None) -> None:
+        self.destroyed.append((vm_id, error, datetime.now(UTC)))  # recorded with the end
+
+    async def _in_vm(
+        self, spec: VMSpec, shipper: LogShipper, opened: BinaryIO | OSError
+    ) -> StepOutcome:
+        runner, step, ticket, run_id = self.runner, self.step, self.ticket, self.run_id
+        logfile = self.folder / "output.log"
+        with StepLog(logfile, runner.settings.max_log_bytes, shipper.feed, opened) as sink:
+
+            def on_log(stream: str, text: str) -> None:
+                prefix = "" if stream == "stdout" else f"[{stream}] "
+                sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
+                sink.flush()
+                runner.events(
+                    Event(
+                        "step_output",
+                        ticket.id,
+                        run_id,
+                        step.id,
+                        {"stream": stream, "text": text},
+                    )
+                )
+
+            try:
+                agent = get_agent(step.agent.kind, runner.settings.agents.get(step.agent.kind))
+                api = StepModelApi(
+                    runner.settings,
+                    agent,
+                    step.agent,
+                    artifacts_dir=self.folder,
+                    log=on_log,
+                    environ={**os.environ, **runner.host_env},
+                )
+                async with api:  # its tools and model API gateway, if it has any (issue 14)
+                    spec = await api.vm_spec(spec)
+                    async with runner.pool.acquire(
+                        spec, step.agent.vm.backend, self._on_ready, self._on_destroyed
+                    ) as vm:
+                        ctx = StepContext(
+                            vm=vm,
+                            agent=step.agent,
+                            inputs=self.inputs,
+                            ticket=ticket_fields(ticket),
+                            step_id=step.id,
+                            run_id=run_id,
+                            artifacts_dir=self.folder,
+                            timeout_seconds=step.timeout_seconds,
+                            log=on_log,
+                            host_env=runner.host_env,
+                            model_api=api.bind(vm),
+                        )
+                        try:
+                            async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
+                                outcome = await api.run(ctx)
+                        except TimeoutError:
+                            outcome = StepOutcome(
+                                exit_code=124,
+                                error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
+                            )
+                        if self.hold_end and outcome.ok and self.on_succeeded is not None:
+                            # the run's only step succeeded: no VM of this run boots any
+                            # more, so its slot goes to the next ticket now, whose claim
+                            # and start overlap this VM's destruction (the pool still
+                            # counts the VM until it is gone: never more than max_vms)
+                            self.on_succeeded()
+                outcome = api.settle(outcome)  # the usage the gateway counted
+            except asyncio.CancelledError:
+                # first, as patiently as ever
+                await record_destroyed(runner.gate, runner.writes, self.destroyed)
+                with contextlib.suppress(StaleAttemptError, StoreBusyError):
+                    await runner.gate(
+                        runner.store.runs.step_finished,
+                        self.exec_id,
+                        status="cancelled",
+                        outputs=None,
+                        exit_code=None,
+                        error="cancelled",
+                        usage=Usage(),
+                        log_path=str(logfile),
+                    )
+                raise
+            except StaleAttemptError:
+                raise
+            except SwarmError as exc:
+                outcome = StepOutcome(error=str(exc))
+            except Exception as exc:
+                log.exception("step %s of run %s crashed", step.id, run_id)
+                outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
+        return await self._end(outcome, shipper, logfile)
+
+    async def _end(self, outcome: StepOutcome, shipper: LogShipper, logfile: Path) -> StepOutcome:
+        """Record the end (or hand it to `on_held`), with every VM recorded destroyed."""
+        runner, ticket = self.runner, self.ticket
+        gone = [*self.destroyed]
+        end = StepEnd(
+            self.exec_id,
+            gone,
+            shipper.take_rest(),
+            status="done" if outcome.ok else "failed",
+            outputs=outcome.outputs,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            usage=outcome.usage,
+            log_path=str(logfile),
+            event=Event(
+                "step_finished",
+                ticket.id,
+                self.run_id,
+                self.step.id,
+                {"ok": outcome.ok, "error": outcome.error, "outputs": outcome.outputs},
+            ),
+        )
+        if self.on_held is not None and outcome.ok:
+            self.on_held(end)  # written with the run's end, outside the ticket's timeout
+            del self.destroyed[: len(gone)]  # as the run's end always was
+            return outcome
+        await runner.write(ticket, runner.writes.step_finished, end)
+        del self.destroyed[: len(gone)]
+        assert end.event is not None
+        runner.events(end.event)
+        return outcome
+
+
+async def record_destroyed(gate: StoreGate, writes: RunWrites, destroyed: list[Destroyed]) -> None:
+    """Record these VMs destroyed now (emptying `destroyed`), waiting for a busy store but
+    never for a lease; a store that fails otherwise leaves them to the reaper."""
+    gone = [*destroyed]
+    if not gone:
+        return
+    del destroyed[: len(gone)]
+    with contextlib.suppress(StoreError):
+        await asyncio.shield(gate.retrying(writes.vms_destroyed, gone))
+
+
+async def open_log(path: Path) -> BinaryIO | OSError:
+    """`StepLog.open_log` on a worker thread (a file opened after a cancel is closed)."""
+    job = asyncio.ensure_future(asyncio.to_thread(StepLog.open_log, path))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_close_unused)
+        raise
+
+
+def _close_unused(job: asyncio.Future[BinaryIO | OSError]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        opened = job.result()
+        if not isinstance(opened, OSError):
+            opened.close()
