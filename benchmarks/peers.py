@@ -32,8 +32,13 @@ full the engine kept its `--max-vms` slots (1.0: a VM in every slot all the time
 go under $TMPDIR (default /tmp): the file system matters to the engine, which makes and
 removes folders per ticket.
 
+* floor (with `--floor`): bare's job plus what swarm-engine records and makes for a
+  one-step ticket (claim, run and step rows, VM rows, artifacts folder and log, VM folder
+  and inputs file, run's end), done in line by each of SLOTS threads through the store's
+  own classes: what any design of the engine could reach while keeping those records.
+
 Usage: python benchmarks/peers.py [-n 300] [--slots 4] [--reps 3] [--src PATH] [--quick]
-                                  [--json out.json]
+                                  [--floor] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -161,6 +167,109 @@ def run_bare(recipe: dict[str, Any], n: int, slots: int) -> dict[str, float]:
     )
     result["runner_cpu_ms"] = _cpu_s(own2, own) / n * 1000
     result["sandbox_cpu_ms"] = _cpu_s(kids2, kids) / n * 1000
+    return result
+
+
+# -- floor: the engine's bookkeeping, in line ----------------------------------------------
+def run_floor(recipe: dict[str, Any], root: Path, n: int, slots: int, rep: int) -> dict[str, float]:
+    """Bare's job, plus what swarm-engine records and makes for a one-step ticket, done in
+    line by each of SLOTS threads (no event loop, no hand-offs): the claim, the run's start
+    with its step row, the VM's boot record, the artifacts folder and `output.log`, a VM
+    folder with its workspace and inputs file, the VM ready and the step running, then the
+    job, the folder removed and the run's end (step end, VM destroyed, run and ticket rows
+    read back), each through the store's own classes, one connection per thread. It bounds
+    what any design of the engine could reach while keeping these records."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
+    from swarm_engine.models import Usage
+    from swarm_engine.store import open_store
+    from swarm_engine.vm.base import VMInfo
+    from swarm_engine.vm.workspace import prepare_folder
+
+    home = root / f"floor-{rep}"
+    db = init_home(home)
+    insert_tickets(db, "echo", [{"i": i} for i in range(n)])
+    engine_id = f"floor:{os.getpid()}:{rep}"
+    setup = open_store(db)
+    setup.engines.register(
+        engine_id, kind="daemon", host="floor", pid=os.getpid(), max_vms=slots, backend="process"
+    )
+    setup.close()
+
+    class _VM:  # what `RunWrites.step_started` reads of a VM
+        def __init__(self, vm_id: str, folder: Path) -> None:
+            self.id, self.folder = vm_id, folder
+
+        def info(self) -> VMInfo:
+            return VMInfo(workspace=str(self.folder / "workspace"), isolation="bwrap")
+
+    def worker() -> list[tuple[float, float]]:
+        store = open_store(db)
+        writes = RunWrites(store)
+        times = []
+        try:
+            while True:
+                claimed = store.tickets.claim_next(
+                    engine_id=engine_id, attempt_id=uuid.uuid4().hex, lease_ttl=30
+                )
+                if not claimed:
+                    return times
+                ticket = claimed[0]
+                step = NewStep("main", "echo", "1", "echo", dict(ticket.inputs or {}))
+                run_id, exec_id = writes.start_run(
+                    ticket, engine_id=engine_id, workflow_name=None, workflow_version=None,
+                    first=step,
+                )  # fmt: skip
+                assert exec_id is not None
+                vm = _VM(f"vm-{uuid.uuid4().hex[:12]}", home / "vms" / uuid.uuid4().hex[:12])
+                store.vms.record_boot(
+                    vm.id, backend="process", host="floor", engine_id=engine_id,
+                    owner_pid=os.getpid(), memory_mb=512, vcpus=1,
+                )  # fmt: skip
+                artifacts = home / "artifacts" / f"run-{run_id}" / "main.1"
+                artifacts.mkdir(parents=True)
+                with open(artifacts / "output.log", "ab") as log_file:
+                    prepare_folder(vm.folder, True, None)
+                    writes.step_started(exec_id, vm)
+                    inputs = json.dumps(step.inputs).encode()
+                    (vm.folder / "workspace" / "inputs.json").write_bytes(inputs)
+                    times.append(run_job(recipe))
+                    log_file.write(EXPECT)
+                shutil.rmtree(vm.folder)
+                end = StepEnd(
+                    exec_id, [(vm.id, None, datetime.now(UTC))], None, status="done",
+                    outputs=step.inputs, exit_code=0, error=None, usage=Usage(),
+                    log_path=str(artifacts / "output.log"),
+                )  # fmt: skip
+                writes.close_run(
+                    run_id, ticket, status="done", outputs=step.inputs, outputs_in_steps=True,
+                    step_end=end,
+                )  # fmt: skip
+        finally:
+            store.close()
+
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=slots) as pool:
+        times = [t for part in pool.map(lambda _: worker(), range(slots)) for t in part]
+    result = rates(n, started, times)
+    own2, kids2 = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    result["runner_cpu_ms"] = _cpu_s(own2, own) / n * 1000
+    result["sandbox_cpu_ms"] = _cpu_s(kids2, kids) / n * 1000
+    counts = {
+        r["status"]: r["c"]
+        for r in query(db, "SELECT status, count(*) AS c FROM tickets GROUP BY status")
+    }
+    if counts != {"done": n} or len(times) != n:
+        raise RuntimeError(f"floor: not every ticket is done: {counts}")
     return result
 
 
@@ -340,6 +449,11 @@ def main() -> None:
     parser.add_argument("--src", help="run this src/ folder instead of the repository's")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 jobs, 1 repetition")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run 'floor': bare plus the engine's records and files, in line per slot",
+    )
     args = parser.parse_args()
     install_sigterm_handler()
     n, reps = (20, 1) if args.quick else (args.n, args.reps)
@@ -351,6 +465,8 @@ def main() -> None:
     print_machine()
     print(f"{n} jobs per run, {args.slots} slots, {reps} repetitions, huey {args.huey_version}")
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "huey": [], "swarm": []}
+    if args.floor:
+        runs["floor"] = []
     with temp_root("peers") as root:
         recipe, vm = make_recipe(root)
         try:
@@ -363,6 +479,8 @@ def main() -> None:
                         result = run_bare(recipe, n, args.slots)
                     elif method == "huey":
                         result = run_huey(python, root, recipe, n, args.slots, rep)
+                    elif method == "floor":
+                        result = run_floor(recipe, root, n, args.slots, rep)
                     else:
                         result = run_swarm(root, n, args.slots, rep)
                     result |= {"load_before": before, "load_after": load1()}
@@ -402,6 +520,11 @@ def main() -> None:
         "swarm/bare": med["swarm"] / med["bare"],
         "huey/bare": med["huey"] / med["bare"],
     }
+    if "floor" in med:
+        ratios |= {
+            "floor/huey": med["floor"] / med["huey"],
+            "swarm/floor": med["swarm"] / med["floor"],
+        }
     print("  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     print(
         "steady: "
