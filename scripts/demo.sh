@@ -41,7 +41,7 @@ serve_log="$SWARM_HOME/dashboard.log"
 serve_pid=""
 for port in 8080 0; do  # 0: any free port, when 8080 is taken
     : >"$serve_log"
-    se serve --port "$port" >/dev/null 2>"$serve_log" &
+    .venv/bin/swarm-engine serve --port "$port" >/dev/null 2>"$serve_log" &  # its own pid in $!
     serve_pid=$!
     for _ in $(seq 100); do
         grep -q "serving the API on" "$serve_log" && break
@@ -68,7 +68,7 @@ if [[ -n "$serve_pid" ]]; then
     if [[ -t 0 ]]; then  # a person at a terminal: leave the dashboard up to look around
         echo "the dashboard stays up at $url/ui (stop it: kill $serve_pid)"
     else
-        kill "$serve_pid" 2>/dev/null || true
+        kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
     fi
 fi
 say "this run's tickets are $first to $last; to look closer, paste:"

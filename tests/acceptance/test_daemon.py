@@ -88,6 +88,35 @@ def peak_concurrency(rows: list[dict[str, str]]) -> int:
     return peak
 
 
+def test_a_tickets_timeout_does_not_run_while_another_tickets_vm_is_destroyed(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """A ticket is claimed only once a VM slot is really free: with one slot, a quick
+    ticket with a 1 s timeout behind a ticket whose workspace takes long to delete still
+    runs in its own time (its timeout never covers the other VM's destruction)."""
+    write_agent(
+        tmp_path / "many",
+        "name: many\nkind: shell\ncommand: mkdir d && cd d && seq 1 90000 | xargs touch\n",
+    )
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "many")).returncode == 0
+    db = home / "tickets.db"
+    sqlite_shell(
+        db,
+        "INSERT INTO tickets (title, status, agent_id, priority) VALUES ('many', 'open', 'many', 1);"
+        "INSERT INTO tickets (title, status, agent_id, timeout_seconds, inputs)"
+        " VALUES ('quick', 'open', 'echo', 1, '{\"q\": 1}')",
+    )
+    proc = start_engine(home, "--max-vms", "1", "--until-idle", **FAST)
+    engines.append(proc)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    rows = {r["title"]: r for r in query(db, "SELECT title, status, error FROM tickets")}
+    assert rows["many"]["status"] == "done", rows
+    assert rows["quick"]["status"] == "done", rows  # not "ticket timed out after 1s"
+    vms = query(db, "SELECT created_at, destroyed_at FROM vms ORDER BY created_at")
+    assert len(vms) == 2 and vms[0]["destroyed_at"] <= vms[1]["created_at"]
+
+
 def test_three_engines_run_every_ticket_exactly_once(
     home: Path, engines: list[subprocess.Popen[str]]
 ) -> None:

@@ -108,6 +108,7 @@ def test_the_demo_runs_and_its_last_hint_can_be_pasted(tmp_path: Path) -> None:
     ]
     home = tmp_path / "demo-home"
     output = run_lines([first[0]], home)  # not scripts/test.sh: it runs this very suite
+    assert _servers_of(home) == [], "the demo left its dashboard server running"
     plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
     hint = plain.split("to look closer, paste:\n", 1)
     assert len(hint) == 2, plain
@@ -117,3 +118,19 @@ def test_the_demo_runs_and_its_last_hint_can_be_pasted(tmp_path: Path) -> None:
     assert re.search(r"ticket \d+: report", shown) and "count_first" in shown
     assert "something went wrong" in shown  # `logs` of the failing ticket
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Pids of `swarm-engine serve` processes running with `home` as their SWARM_HOME."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and f"SWARM_HOME={home}".encode() in environ:
+            found.append(int(proc.name))
+    return found

@@ -49,9 +49,7 @@ class StepAttempt:
     """One attempt of `step` (row `exec_id`, rendered `inputs`) of run `run_id`.
 
     `on_held`, given for the run's only step: its successful end is handed to it (at
-    once, before anything else is awaited) for the run's end to write, and `on_succeeded`
-    is called as soon as the agent's work has succeeded, before its VM is destroyed (no
-    VM of the run boots after that)."""
+    once, before anything else is awaited) for the run's end to write."""
 
     def __init__(
         self,
@@ -63,7 +61,6 @@ class StepAttempt:
         run_id: int,
         attempt: int,
         *,
-        on_succeeded: Callable[[], None] | None = None,
         on_held: Callable[[StepEnd], None] | None = None,
     ) -> None:
         self.runner = runner
@@ -72,8 +69,6 @@ class StepAttempt:
         self.inputs = inputs
         self.ticket = ticket
         self.run_id = run_id
-        self.hold_end = on_held is not None
-        self.on_succeeded = on_succeeded
         self.on_held = on_held
         self.folder = runner.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         self.destroyed: list[Destroyed] = []
@@ -172,12 +167,6 @@ class StepAttempt:
                                 exit_code=124,
                                 error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
                             )
-                        if self.hold_end and outcome.ok and self.on_succeeded is not None:
-                            # the run's only step succeeded: no VM of this run boots any
-                            # more, so its slot goes to the next ticket now, whose claim
-                            # and start overlap this VM's destruction (the pool still
-                            # counts the VM until it is gone: never more than max_vms)
-                            self.on_succeeded()
                 outcome = api.settle(outcome)  # the usage the gateway counted
             except asyncio.CancelledError:
                 # first, as patiently as ever

@@ -78,9 +78,6 @@ class TicketRunner:
         """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
         self._held: dict[int, StepEnd] = {}
         """The end of a run's only step, held back to be written with the run's end."""
-        self._steps_over: dict[int, Callable[[], None]] = {}
-        """A run's `steps_over`, by run id, for its only step to call once its work has
-        succeeded: no VM of the run boots after that (its own is being destroyed)."""
         self.abort_status = "failed"
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
@@ -154,13 +151,11 @@ class TicketRunner:
             if first is None or first_exec is None
             else {first[0].step_id: (first_exec, first[1])}
         )
-        self._steps_over[run_id] = steps_over
         try:
             return await self._run_plan(
                 ticket, plan, run_id, context, queued, main, stop_reason, steps_over
             )
         finally:  # a held step end that no write took: its VMs are still recorded destroyed
-            self._steps_over.pop(run_id, None)
             held = self._held.pop(run_id, None)
             if held is not None:
                 await record_destroyed(self.gate, self.writes, held.destroyed)
@@ -381,7 +376,6 @@ class TicketRunner:
             self.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
             outcome = await StepAttempt(
                 self, step, exec_id, inputs, ticket, run_id, attempt,
-                on_succeeded=lambda: self._steps_over.pop(run_id, _nothing)(),
                 on_held=functools.partial(self._held.__setitem__, run_id) if hold_end else None,
             ).run()  # fmt: skip
             if outcome.ok:

@@ -1,7 +1,9 @@
 """The VM pool: at most `max_vms` VMs at once per engine, a fresh VM for every step.
 
 `acquire()` waits for a slot, boots a VM on the chosen backend, hands it out, and
-always destroys it afterwards, even when the step fails or is cancelled. Every
+always destroys it afterwards, even when the step fails or is cancelled (a cancel that
+comes while the VM is being destroyed waits for that to end: the VM keeps its slot, and
+is recorded destroyed, only once it is gone). Every
 transition is reported to a `VMRecorder` (the engine records them in the `vms` table;
 its methods are coroutines, so a slow store never blocks the event loop).
 """
@@ -92,6 +94,7 @@ class VMPool:
         `on_destroyed(vm_id, error)`, if given, is called once the VM is destroyed and
         takes over recording that (the engine records it with the step's end)."""
         chosen = self.backend(backend)
+        cancelled = False  # while the VM was being destroyed: raised once it is gone
         async with self._slots:
             vm_id = f"vm-{uuid.uuid4().hex[:12]}"
             await self._recorder.booting(vm_id, chosen.name, spec)
@@ -116,21 +119,38 @@ class VMPool:
                         await maybe
                 yield vm
             finally:
-                try:
-                    await asyncio.shield(vm.destroy())
-                except Exception as exc:  # destroy failures are recorded, not hidden
-                    error = f"destroy failed: {exc}"
+                try:  # destroy failures are recorded, not hidden
+                    cancelled, error = await _destroy(vm)
                 finally:
                     self._live.pop(vm_id, None)
                     if on_destroyed is not None:
                         on_destroyed(vm_id, error)
                     else:
                         await asyncio.shield(self._recorder.destroyed(vm_id, error))
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def close(self) -> None:
         for backend in self._backends.values():
             await backend.close()
         self._backends.clear()
+
+
+async def _destroy(vm: VM) -> tuple[bool, str | None]:
+    """Destroy `vm` to the end, even when cancelled meanwhile: the VM keeps its slot, and
+    its recorded end its time, until it is really gone. Returns whether a cancel came
+    (the caller raises it then) and what the destruction failed with, if it did."""
+    job = asyncio.ensure_future(vm.destroy())
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.wait([job])  # a cancel stops this wait, never the destruction
+        except asyncio.CancelledError:
+            cancelled = True
+    if job.cancelled():  # pragma: no cover - a backend that cancels its own destroy
+        return True, "destroy failed: cancelled"
+    exc = job.exception()
+    return cancelled, None if exc is None else f"destroy failed: {exc}"
 
 
 def spec_for(

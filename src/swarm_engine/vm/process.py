@@ -64,7 +64,12 @@ from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 from swarm_engine.vm.streamed import ExecProtocol, exited_within, pump
 from swarm_engine.vm.threaded import Command, Job
-from swarm_engine.vm.workspace import disk_usage, prepare_folder, read_regular_file
+from swarm_engine.vm.workspace import (
+    disk_usage,
+    prepare_folder,
+    read_regular_file,
+    remove_folder,
+)
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
@@ -570,9 +575,11 @@ class ProcessVM:
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
             # the kernel already killed everything when each command's namespace ended.
             await asyncio.to_thread(kill_tagged, self.id)
-        await asyncio.to_thread(shutil.rmtree, self.folder, True)
+        left = await asyncio.to_thread(remove_folder, self.folder)
         if self.host_uid is not None and self._release is not None:
             self._release(self.host_uid)
+        if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
+            raise VMError(left)
 
 
 def _nothing() -> None:

@@ -1,12 +1,13 @@
 """A process VM's workspace folder on the host: made (`prepare_folder`), measured against
-its disk limits (`disk_usage`) and read from without trusting what a step left there
-(`read_regular_file`).
+its disk limits (`disk_usage`), read from without trusting what a step left there
+(`read_regular_file`) and deleted (`remove_folder`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -23,6 +24,22 @@ def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
         if host_uid is not None:
             os.chown(workspace, host_uid, host_uid)
         os.chmod(workspace, 0o700)
+
+
+def remove_folder(folder: Path) -> str | None:
+    """Delete `folder` and everything in it (never following links). Returns None once it
+    is gone, else one line saying what is left and why (e.g. out of file descriptors)."""
+    errors: list[str] = []
+
+    def note(function: object, path: str, info: tuple[type, BaseException, object]) -> None:
+        exc = info[1]
+        if not errors:
+            errors.append(f"{path}: {exc.strerror if isinstance(exc, OSError) else exc}")
+
+    shutil.rmtree(folder, onerror=note)
+    if not folder.exists():
+        return None
+    return f"could not delete VM folder {folder}: {errors[0] if errors else 'still there'}"
 
 
 def disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, int]:
