@@ -232,12 +232,14 @@ class WorkflowSpec(_Strict):
         return f"{self.name}@{self.version}"
 
 
-def first_error(exc: ValidationError) -> str:
-    """A validation failure as one line: where, what, and how many more."""
+def first_error(exc: ValidationError, under: str = "") -> str:
+    """A validation failure as one line: where (below `under`, a dotted path), what, and
+    how many more."""
     err = exc.errors()[0]
     parts = [str(p) for p in err["loc"]]
     # a tagged union repeats its tag (`backend_options.qemu.qemu.accel`): say it once
     loc = ".".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])
     msg = str(err["msg"]).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+    where = ".".join(p for p in (under, loc) if p)
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"

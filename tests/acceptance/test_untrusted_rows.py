@@ -201,7 +201,7 @@ HALF_SPECS = [
         "('list-spec', '1.0.0', 'echo', '[1, 2]')",
         "single",
         "list-spec",
-        "agent list-spec@1.0.0 in the registry: spec",
+        "agent list-spec@1.0.0 in the registry: spec: Input should be an object",
     ),
 ]
 

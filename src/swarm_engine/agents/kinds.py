@@ -52,7 +52,7 @@ def check_definition(agent: AgentSpec) -> None:
         try:
             ClaudeConfig.model_validate(agent.config)
         except ValidationError as exc:
-            raise ConfigError(f"config.{first_error(exc)}") from exc
+            raise ConfigError(first_error(exc, "config")) from exc
     elif agent.kind == "claude-code":
         from swarm_engine.agents.claude_code.settings import HOST_ONLY_KEYS as CODE_HOST_ONLY
         from swarm_engine.agents.claude_code.settings import ClaudeCodeConfig
@@ -66,7 +66,7 @@ def check_definition(agent: AgentSpec) -> None:
         try:
             ClaudeCodeConfig.model_validate(agent.config)
         except ValidationError as exc:
-            raise ConfigError(f"config.{first_error(exc)}") from exc
+            raise ConfigError(first_error(exc, "config")) from exc
         memory = agent.vm.memory_mb or agent.memory_mb
         if memory < MIN_CLAUDE_CODE_MB:
             raise ConfigError(

@@ -75,7 +75,7 @@ def decode_definition(model: type[D], what: str, row: Row) -> D:
     try:
         spec: D = _validated(model, raw)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: spec.{first_error(exc)}") from exc
+        raise ConfigError(f"{where}: {first_error(exc, 'spec')}") from exc
     except (ValueError, RecursionError) as exc:
         raise ConfigError(f"{where}: spec is not valid JSON") from exc
     _check_names(where, row, spec.name, spec.version, getattr(spec, "kind", None))

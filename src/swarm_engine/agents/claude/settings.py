@@ -144,4 +144,4 @@ def parse_host_config(config: Mapping[str, Any] | None) -> HostConfig:
     try:
         return HostConfig.model_validate(dict(config or {}))
     except ValidationError as exc:
-        raise ConfigError(f"setting agents.claude.{first_error(exc)}") from exc
+        raise ConfigError(f"setting {first_error(exc, 'agents.claude')}") from exc

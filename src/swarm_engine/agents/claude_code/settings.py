@@ -111,4 +111,4 @@ def parse_host_settings(config: Mapping[str, Any] | None) -> HostSettings:
     try:
         return HostSettings.model_validate(dict(config or {}))
     except ValidationError as exc:
-        raise ConfigError(f"setting agents.claude-code.{first_error(exc)}") from exc
+        raise ConfigError(f"setting {first_error(exc, 'agents.claude-code')}") from exc
