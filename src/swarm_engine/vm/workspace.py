@@ -1,6 +1,7 @@
 """A process VM's workspace folder on the host: made (`prepare_folder`), measured against
 its disk limits (`disk_usage`), read from without trusting what a step left there
-(`read_regular_file`) and deleted (`remove_folder`).
+(`read_regular_file`) and deleted (`remove_folder`, which the qemu backend uses for its
+VM folders too).
 """
 
 from __future__ import annotations

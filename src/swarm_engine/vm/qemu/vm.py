@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from swarm_engine.vm.base import (
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.qemu.machine import kill_group
 from swarm_engine.vm.qemu.protocol import MAX_FILE, Channel, ChannelClosed, Frame
+from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ class QemuVM:
                 except TimeoutError:
                     # The guest did not end the command itself: end the whole VM.
                     log.warning("guest did not answer past the timeout", extra={"vm_id": self.id})
-                    await self.destroy()
+                    with contextlib.suppress(VMError):  # the timeout is what to report
+                        await self.destroy()
                     return _result(TIMEOUT_EXIT, out, err, started, timed_out=True)
                 if frame is None:
                     raise VMError(
@@ -193,7 +194,8 @@ class QemuVM:
             return await self._channel.call(header, payload, max_reply=max_reply, timeout=limit)
         except TimeoutError:
             log.warning("guest did not answer %s", header.get("t"), extra={"vm_id": self.id})
-            await self.destroy()
+            with contextlib.suppress(VMError):  # the unanswered call is the error to report
+                await self.destroy()
             raise VMError(
                 f"VM {self.id}: no answer to {header.get('t')} in {limit:.0f} s"
             ) from None
@@ -215,7 +217,9 @@ class QemuVM:
         await self._proc.wait()
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
-        await asyncio.to_thread(shutil.rmtree, self.folder, True)
+        left = await asyncio.to_thread(remove_folder, self.folder)
+        if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
+            raise VMError(left)
 
 
 def _result(
