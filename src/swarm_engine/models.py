@@ -232,6 +232,36 @@ class WorkflowSpec(_Strict):
         return f"{self.name}@{self.version}"
 
 
+_NUMBER_TYPES = frozenset({"int_type", "float_type", "bool_type"})
+
+
+def _given(err: Any) -> str:
+    """For a strict number or switch given as something else, what it was (shortened):
+    most often a number YAML read as text (`1e3`, `'30'`)."""
+    if err.get("type") not in _NUMBER_TYPES or "input" not in err:
+        return ""
+    given = err["input"]
+    if isinstance(given, str):
+        shown = given if len(given) <= 40 else given[:37] + "..."
+        hint = ""
+        if err["type"] == "float_type" and _numeric(given):
+            hint = " (YAML reads 1e3 and quoted numbers as text: write 1000 or 1.0e+3)"
+        elif err["type"] == "int_type" and _numeric(given):
+            hint = " (write the number without quotes)"
+        return f", not the text {shown!r}{hint}"
+    if isinstance(given, bool | int | float):
+        return f", not {given!r}"
+    return f", not {type(given).__name__}"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def first_error(exc: ValidationError, under: str = "") -> str:
     """A validation failure as one line: where (below `under`, a dotted path), what, and
     how many more."""
@@ -239,7 +269,7 @@ def first_error(exc: ValidationError, under: str = "") -> str:
     parts = [str(p) for p in err["loc"]]
     # a tagged union repeats its tag (`backend_options.qemu.qemu.accel`): say it once
     loc = ".".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"]).removeprefix("Value error, ") + _given(err)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     where = ".".join(p for p in (under, loc) if p)
     return f"{where}: {msg}{more}" if where else f"{msg}{more}"

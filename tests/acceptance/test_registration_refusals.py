@@ -92,9 +92,19 @@ def refused(home: Path, args: list[str], message: str) -> str:
             "name: x\nkind: shell\nmodel_api: {budget: {max_usd: .inf}}\n",
             "model_api.budget.max_usd: Input",
         ),
-        ("name: x\nkind: shell\ntimeout_seconds: '30'\n", "timeout_seconds: Input should be a"),
-        ("name: x\nkind: shell\ntimeout_seconds: true\n", "timeout_seconds: Input should be a"),
-        ("name: x\nkind: shell\ntimeout_seconds: 1e3\n", "timeout_seconds: Input should be a"),
+        (
+            "name: x\nkind: shell\ntimeout_seconds: '30'\n",
+            "timeout_seconds: Input should be a valid number, not the text '30' (YAML reads",
+        ),
+        (
+            "name: x\nkind: shell\ntimeout_seconds: true\n",
+            "timeout_seconds: Input should be a valid number, not True",
+        ),
+        (
+            "name: x\nkind: shell\ntimeout_seconds: 1e3\n",
+            "not the text '1e3' (YAML reads 1e3 and quoted numbers as text: write 1000 or 1.0e+3)",
+        ),
+        ("name: x\nkind: shell\nmemory_mb: '512'\n", "not the text '512' (write the number"),
         ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: Input should be"),
         ("name: x\nkind: shell\nretry: {backoff_seconds: '1'}\n", "retry.backoff_seconds: In"),
         ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),
