@@ -10,7 +10,16 @@ export SWARM_HOME="${SWARM_HOME:-$PWD/.demo-home}"
 se() { .venv/bin/swarm-engine "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 ids=$(mktemp)  # this run's ticket ids, one a line
-trap 'rm -f "$ids"' EXIT
+serve_pid=""
+keep_serve=""  # set once the demo went well at a terminal: its dashboard stays up
+finish() {
+    rm -f "$ids"
+    if [[ -n "$serve_pid" && -z "$keep_serve" ]]; then
+        kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
+    fi
+    return 0
+}
+trap finish EXIT
 create() {  # `ticket create ARGS`, showing its line and keeping the new ticket's id
     se ticket create "$@" | tee /dev/stderr | sed -n 's/^ticket \([0-9][0-9]*\) created.*/\1/p' >>"$ids"
 }
@@ -38,7 +47,6 @@ echo "ticket $last inserted with sqlite3 (open)"
 
 say "the web dashboard, to watch them run"
 serve_log="$SWARM_HOME/dashboard.log"
-serve_pid=""
 for port in 8080 0; do  # 0: any free port, when 8080 is taken
     : >"$serve_log"
     .venv/bin/swarm-engine serve --port "$port" >/dev/null 2>"$serve_log" &  # its own pid in $!
@@ -66,10 +74,9 @@ se ticket list --limit 9
 se status
 if [[ -n "$serve_pid" ]]; then
     if [[ -t 0 ]]; then  # a person at a terminal: leave the dashboard up to look around
+        keep_serve=1
         echo "the dashboard stays up at $url/ui (stop it: kill $serve_pid)"
-    else
-        kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
-    fi
+    fi  # otherwise `finish` stops it, as it does when anything above fails
 fi
 say "this run's tickets are $first to $last; to look closer, paste:"
 printf '  export SWARM_HOME=%q\n' "$SWARM_HOME"

@@ -6,19 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
-from tests.support.cli import (
-    env_for,
-    query,
-    sqlite_shell,
-    start_engine,
-    swarm_inproc,
-    wait_until,
-)
+from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
 
 from swarm_engine.vm.proctree import tagged
 
@@ -123,34 +115,6 @@ def test_a_tickets_timeout_does_not_run_while_another_tickets_vm_is_destroyed(
     assert rows["quick"]["status"] == "done", rows  # not "ticket timed out after 1s"
     vms = query(db, "SELECT created_at, destroyed_at FROM vms ORDER BY created_at")
     assert len(vms) == 2 and vms[0]["destroyed_at"] <= vms[1]["created_at"]
-
-
-def test_an_engine_short_of_file_descriptors_waits_instead_of_failing_tickets(
-    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
-) -> None:
-    """Under a `ulimit -n` too low to start a command, the engine claims nothing and says
-    why, and the tickets stay open; once the limit is raised it runs them all. (It used to
-    claim them and fail every one within a second: `Too many open files`.)"""
-    db = home / "tickets.db"
-    values = ",".join(f"('t{i}', 'open', 'echo', '{{\"i\": {i}}}')" for i in range(6))
-    sqlite_shell(db, f"INSERT INTO tickets (title, status, agent_id, inputs) VALUES {values}")
-    log_path = tmp_path / "engine.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            ["prlimit", "--nofile=27:4096", "--", sys.executable, "-m", "swarm_engine", "start",
-             "--foreground", "--until-idle", "--max-vms", "2"],
-            env=env_for(home, **FAST), stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, text=True,
-        )  # fmt: skip
-    engines.append(proc)
-    wait_until(lambda: "not claiming:" in log_path.read_text(), 60, "the engine to say why")
-    assert "ulimit -n 27" in log_path.read_text()
-    statuses = Counter(r["status"] for r in query(db, "SELECT status FROM tickets"))
-    assert statuses == {"open": 6}, (statuses, log_path.read_text())
-    subprocess.run(["prlimit", f"--pid={proc.pid}", "--nofile=1024:4096"], check=True)
-    assert proc.wait(timeout=120) == 0, log_path.read_text()
-    statuses = Counter(r["status"] for r in query(db, "SELECT status FROM tickets"))
-    assert statuses == {"done": 6}, (statuses, log_path.read_text())
 
 
 def test_three_engines_run_every_ticket_exactly_once(

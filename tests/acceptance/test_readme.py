@@ -7,7 +7,9 @@ root and minutes; CI builds it first)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +120,29 @@ def test_the_demo_runs_and_its_last_hint_can_be_pasted(tmp_path: Path) -> None:
     assert re.search(r"ticket \d+: report", shown) and "count_first" in shown
     assert "something went wrong" in shown  # `logs` of the failing ticket
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_demo_that_fails_midway_stops_its_dashboard_too(tmp_path: Path) -> None:
+    """Another engine already runs on the demo's home, so the demo's own `start` fails
+    (exit 4): the demo exits with it and leaves no dashboard server behind."""
+    home = tmp_path / "demo-home"
+    run_lines(["bash scripts/setup.sh", ".venv/bin/swarm-engine status --init"], home)
+    engine = subprocess.Popen(
+        [str(REPO / ".venv/bin/swarm-engine"), "start", "--foreground", "--max-vms", "1"],
+        cwd=REPO, env=env_for(home), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            ["bash", "scripts/demo.sh"], cwd=REPO, env=env_for(home), stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 4, done.stdout + done.stderr
+        assert "already running" in done.stderr, done.stderr
+        assert _servers_of(home) == [], "the failed demo left its dashboard server running"
+    finally:
+        os.killpg(engine.pid, signal.SIGKILL)
+        engine.wait()
 
 
 def _servers_of(home: Path) -> list[int]:

@@ -7,6 +7,8 @@ bubblewrap is made unavailable the way a host without it looks: it is not on the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.cli import query, swarm
@@ -63,3 +65,36 @@ def test_with_bubblewrap_the_vm_row_says_bwrap(home: Path) -> None:
     assert query(home / "tickets.db", "SELECT isolation FROM vms") == [{"isolation": "bwrap"}]
     show = swarm(home, "ticket", "show", "1", check=True)
     assert "unisolated" not in show.stdout
+
+
+PROBE_UNDER_A_LOW_FD_LIMIT = """
+import os, resource, sys, tempfile
+from pathlib import Path
+from swarm_engine.errors import VMError
+from swarm_engine.vm.process import ProcessBackend, ProcessConfig
+
+backend = ProcessBackend(Path(tempfile.mkdtemp()), ProcessConfig())
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 1, hard))
+try:
+    backend.isolated
+except VMError as exc:
+    print("refused:", exc)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("then:", backend.isolated)
+"""
+
+
+def test_a_sandbox_check_the_engine_cannot_run_now_is_not_a_verdict() -> None:
+    """Out of file descriptors, the engine cannot even start bubblewrap's check: that is
+    said as such (not "bubblewrap does not run", whose fix would be `isolation = "none"`),
+    and the check runs again once descriptors are back, instead of refusing every step
+    until a restart."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_UNDER_A_LOW_FD_LIMIT],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("refused: cannot check the process sandbox now:"), done.stdout
+    assert "isolation" not in lines[0] and "raise ulimit -n" in lines[0]
+    assert lines[1] == "then: True", done.stdout

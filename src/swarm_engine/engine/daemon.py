@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +19,6 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
-from swarm_engine.engine.headroom import FDS_PER_VM, free_fds, needed, vms_with_room
 from swarm_engine.engine.plan import Plan
 from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import EngineSession
@@ -30,9 +27,6 @@ from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
 from swarm_engine.store import Ticket
 
 log = logging.getLogger(__name__)
-
-SHORT_WARN_EVERY = 30.0
-"""Seconds between two "not claiming: file descriptors" warnings."""
 
 
 class Daemon:
@@ -65,7 +59,6 @@ class Daemon:
         self.cron: CronFirer | None = None
         self._stop_requests = 0
         self._slot_freed = asyncio.Event()
-        self._short_warned = -SHORT_WARN_EVERY
         self.failed: str | None = None
 
     # -- stopping ------------------------------------------------------------------------
@@ -98,16 +91,6 @@ class Daemon:
         )
         session.runner.abort_status = "open"
         self.session = session
-        free = free_fds()
-        if free is not None and free < needed(self.max_vms):
-            log.warning(
-                "ulimit -n %s leaves room for about %d VM(s) at once, not --max-vms %d "
-                "(each needs about %d file descriptors)",
-                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                vms_with_room(self.max_vms, free),
-                self.max_vms,
-                FDS_PER_VM,
-            )
         async with session:
             self.started_report = await session.gate.retrying(
                 cleanup,
@@ -219,10 +202,7 @@ class Daemon:
             while not self.draining.is_set():
                 watcher.changed.clear()
                 while len(self.slots) < self.max_vms and not self.draining.is_set():
-                    room = self._room(self.max_vms - len(self.slots))
-                    if room == 0:  # tickets stay open; looked at again after a poll
-                        break
-                    tickets = await self._claim(session, watcher, room)
+                    tickets = await self._claim(session, watcher, self.max_vms - len(self.slots))
                     for ticket, plan in tickets:
                         self._launch(session, ticket, plan)
                     if not tickets:
@@ -251,23 +231,6 @@ class Daemon:
             drained.cancel()
             if self.active:
                 await asyncio.gather(*self.active, return_exceptions=True)
-
-    def _room(self, wanted: int) -> int:
-        """How many of `wanted` tickets to claim: as many as this process has file
-        descriptors for (`engine/headroom.py`); says so, now and then, when that is none."""
-        free = free_fds()
-        room = vms_with_room(wanted, free)
-        now = time.monotonic()
-        if room == 0 and not self.slots and now - self._short_warned >= SHORT_WARN_EVERY:
-            self._short_warned = now
-            log.warning(
-                "not claiming: %s file descriptors free (ulimit -n %s); each VM needs about "
-                "%d: raise the limit (ulimit -n) or lower --max-vms",
-                free,
-                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                FDS_PER_VM,
-            )
-        return room
 
     def _launch(
         self, session: EngineSession, ticket: Ticket, plan: Plan | SwarmError | None

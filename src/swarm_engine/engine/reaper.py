@@ -7,7 +7,6 @@ it tell whether the owner process is alive and reach the VM's processes and file
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import OrphanRecord
 from swarm_engine.vm.options import BackendOptions
 from swarm_engine.vm.proctree import pid_alive
+from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
     for folder in root.iterdir():
         row = store.vms.get(folder.name)
         if row is not None and row["state"] in ("destroyed", "failed"):
-            shutil.rmtree(folder, ignore_errors=True)
-            report.folders.append(folder.name)
+            left = remove_folder(folder)
+            if left is None:
+                report.folders.append(folder.name)
+            else:  # counted only once it is gone; said every time until then
+                log.warning("%s", left)
 
 
 def reclaim_expired(store: Store, report: ReapReport) -> None:

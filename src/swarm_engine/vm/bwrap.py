@@ -8,6 +8,7 @@ bubblewrap (`vm/process.py` builds the command line itself).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -31,6 +32,8 @@ PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
 GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
+SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+"""Errors that say the engine's host is short of something for now."""
 MOUNT_POINT = "/mnt"
 """Root engine: where a command's private mount namespace shows its workspace to bubblewrap."""
 HOW_TO_FIX = (
@@ -45,7 +48,9 @@ def root_engine() -> bool:
 
 def bwrap_problem() -> str | None:
     """Why the sandbox cannot be built here (one line), or None when it can: runs the
-    namespaces, uid, capability and tmpfs options every command uses."""
+    namespaces, uid, capability and tmpfs options every command uses. Raises `VMError`
+    when the engine cannot even start the check now (out of descriptors, memory or
+    processes): that passes, and says nothing about bubblewrap."""
     exe = shutil.which("bwrap")
     if not exe:
         return "bubblewrap (bwrap) is not installed"
@@ -64,7 +69,14 @@ def bwrap_problem() -> str | None:
         argv = [*bind, *drop_to(HOST_UID_BASE), *argv]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except OSError as exc:
+        if exc.errno in SHORTAGES:  # the host, for now, not bubblewrap: not a verdict
+            raise VMError(
+                f"cannot check the process sandbox now: {exc.strerror} (the engine is short "
+                "of file descriptors, memory or processes: raise ulimit -n, or wait)"
+            ) from exc
+        return f"bubblewrap does not run: {exc}"
+    except subprocess.TimeoutExpired as exc:
         return f"bubblewrap does not run: {exc}"
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip().splitlines()

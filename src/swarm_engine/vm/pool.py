@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ class NullRecorder:
     async def destroyed(self, vm_id: str, error: str | None) -> None:
         pass
 
+
+log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str], VMBackend]
 
@@ -121,6 +124,8 @@ class VMPool:
             finally:
                 try:  # destroy failures are recorded, not hidden
                     cancelled, error = await _destroy(vm)
+                    if error is not None:
+                        log.warning("VM %s: %s", vm_id, error, extra={"vm_id": vm_id})
                 finally:
                     self._live.pop(vm_id, None)
                     if on_destroyed is not None:

@@ -116,7 +116,8 @@ class ProcessBackend:
         # probe bubblewrap once, before the first step needs it; a failure is reported
         # by every boot (the step is refused), not here
         if self.config.isolation != "none":
-            await asyncio.to_thread(self._probe)
+            with contextlib.suppress(VMError):  # a shortage now: the first boot checks again
+                await asyncio.to_thread(self._probe)
 
     async def boot(self, vm_id: str, spec: VMSpec) -> ProcessVM:
         if not self._probed:

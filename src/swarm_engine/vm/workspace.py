@@ -34,8 +34,9 @@ def remove_folder(folder: Path) -> str | None:
 
     def note(function: object, path: str, info: tuple[type, BaseException, object]) -> None:
         exc = info[1]
-        if not errors:
-            errors.append(f"{path}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        if not errors:  # a name inside is the step's own: shown escaped, on one line
+            shown = path.encode("unicode_escape", "backslashreplace").decode("ascii")
+            errors.append(f"{shown[:300]}: {exc.strerror if isinstance(exc, OSError) else exc}")
 
     shutil.rmtree(folder, onerror=note)
     if not folder.exists():
