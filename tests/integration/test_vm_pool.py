@@ -12,6 +12,7 @@ import pytest
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.pool import VMPool
 from swarm_engine.vm.process import ProcessBackend, ProcessConfig
+from swarm_engine.vm.workspace import remove_folder
 
 
 async def test_a_cancel_during_destruction_keeps_the_slot_until_the_vm_is_gone(
@@ -79,3 +80,12 @@ async def test_a_vm_folder_that_cannot_be_deleted_is_a_failed_destroy(tmp_path: 
         for path in mounted:
             subprocess.run(["umount", str(path)], check=False)
         await pool.close()
+
+
+def test_removing_a_folder_that_is_gone_already_is_fine(tmp_path: Path) -> None:
+    """A VM folder another process (the reaper, `cleanup`) deleted first is simply gone."""
+    assert remove_folder(tmp_path / "never-made") is None
+    made = tmp_path / "made" / "workspace"
+    made.mkdir(parents=True)
+    (made / "f").write_text("x")
+    assert remove_folder(tmp_path / "made") is None and not (tmp_path / "made").exists()

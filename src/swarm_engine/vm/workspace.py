@@ -32,10 +32,12 @@ def remove_folder(folder: Path) -> str | None:
     is gone, else one line saying what is left and why (e.g. out of file descriptors)."""
     errors: list[str] = []
 
-    def note(function: object, path: str, info: tuple[type, BaseException, object]) -> None:
+    def note(function: object, path: object, info: tuple[type, BaseException, object]) -> None:
         exc = info[1]
+        if isinstance(exc, FileNotFoundError):  # gone already: nothing to delete there
+            return
         if not errors:  # a name inside is the step's own: shown escaped, on one line
-            shown = path.encode("unicode_escape", "backslashreplace").decode("ascii")
+            shown = str(path).encode("unicode_escape", "backslashreplace").decode("ascii")
             errors.append(f"{shown[:300]}: {exc.strerror if isinstance(exc, OSError) else exc}")
 
     shutil.rmtree(folder, onerror=note)
