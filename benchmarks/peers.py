@@ -56,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,13 +154,24 @@ def make_recipe(root: Path) -> tuple[dict[str, Any], Any]:
 
 # -- bare ------------------------------------------------------------------------------------
 def run_bare(recipe: dict[str, Any], n: int, slots: int) -> dict[str, float]:
+    def jobs(pool: ThreadPoolExecutor) -> list[tuple[float, float]]:
+        return list(pool.map(run_job, [recipe] * n))
+
+    return _in_process(n, slots, jobs)[0]
+
+
+def _in_process(
+    n: int, slots: int, jobs: Callable[[ThreadPoolExecutor], list[tuple[float, float]]]
+) -> tuple[dict[str, float], list[tuple[float, float]]]:
+    """Run `jobs` on a pool of `slots` threads in this process: its rates and CPU per job
+    (this process's, and its waited-for sandboxes'), and each job's (start, end)."""
     own, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     started = time.time()
     with ThreadPoolExecutor(max_workers=slots) as pool:
-        times = list(pool.map(run_job, [recipe] * n))
+        times = jobs(pool)
     result = rates(n, started, times)
     own2, kids2 = (
         resource.getrusage(resource.RUSAGE_SELF),
@@ -167,7 +179,7 @@ def run_bare(recipe: dict[str, Any], n: int, slots: int) -> dict[str, float]:
     )
     result["runner_cpu_ms"] = _cpu_s(own2, own) / n * 1000
     result["sandbox_cpu_ms"] = _cpu_s(kids2, kids) / n * 1000
-    return result
+    return result, times
 
 
 # -- floor: the engine's bookkeeping, in line ----------------------------------------------
@@ -208,7 +220,7 @@ def run_floor(recipe: dict[str, Any], root: Path, n: int, slots: int, rep: int) 
     def worker() -> list[tuple[float, float]]:
         store = open_store(db)
         writes = RunWrites(store)
-        times = []
+        times: list[tuple[float, float]] = []
         try:
             while True:
                 claimed = store.tickets.claim_next(
@@ -250,20 +262,10 @@ def run_floor(recipe: dict[str, Any], root: Path, n: int, slots: int, rep: int) 
         finally:
             store.close()
 
-    own, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    started = time.time()
-    with ThreadPoolExecutor(max_workers=slots) as pool:
-        times = [t for part in pool.map(lambda _: worker(), range(slots)) for t in part]
-    result = rates(n, started, times)
-    own2, kids2 = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    result["runner_cpu_ms"] = _cpu_s(own2, own) / n * 1000
-    result["sandbox_cpu_ms"] = _cpu_s(kids2, kids) / n * 1000
+    def jobs(pool: ThreadPoolExecutor) -> list[tuple[float, float]]:
+        return [t for part in pool.map(lambda _: worker(), range(slots)) for t in part]
+
+    result, times = _in_process(n, slots, jobs)
     counts = {
         r["status"]: r["c"]
         for r in query(db, "SELECT status, count(*) AS c FROM tickets GROUP BY status")
