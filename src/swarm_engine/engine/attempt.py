@@ -28,7 +28,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.logship import LogShipper
 from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import PlannedStep, ticket_fields
-from swarm_engine.engine.steplog import StepLog
+from swarm_engine.engine.steplog import DEFERRED, StepLog
 from swarm_engine.engine.writes import Destroyed, RunWrites, StepEnd
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.models import Usage
@@ -73,6 +73,8 @@ class StepAttempt:
         self.folder = runner.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         self.destroyed: list[Destroyed] = []
         """VMs gone but not yet recorded destroyed."""
+        self.sink: StepLog | None = None
+        self.opening: asyncio.Future[BinaryIO | OSError] | None = None
 
     async def run(self) -> StepOutcome:
         """Run the attempt to its end (recorded, or held) and return its outcome."""
@@ -85,10 +87,11 @@ class StepAttempt:
             output_keep_bytes=runner.settings.output_keep_bytes,  # bounded output (issue 8.5)
         )
         # the folder and its log file, off the event loop (on a busy disk a mkdir can take
-        # milliseconds); on a full disk the step runs, its log file is not written
-        opened = await open_log(self.folder / "output.log")
-        if isinstance(opened, OSError):
-            log.warning("step %s of run %s: no artifacts folder: %s", step.id, self.run_id, opened)
+        # milliseconds) and while the VM boots; on a full disk the step runs, its log file
+        # is not written
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(StepLog.open_log, self.folder / "output.log")
+        )
 
         async def append(text: str) -> object:
             return await runner.write(self.ticket, runner.store.logs.append, self.exec_id, text)
@@ -96,12 +99,31 @@ class StepAttempt:
         shipper = LogShipper(append)  # the live copy in the store (issue 13)
         try:
             async with shipper:
-                return await self._in_vm(spec, shipper, opened)
+                return await self._in_vm(spec, shipper, opening)
         finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
+            if self.sink is None:  # cancelled before the log was made: its file is closed
+                opening.add_done_callback(_close_unused)
             await record_destroyed(runner.gate, runner.writes, self.destroyed)
+
+    async def _attach(self, sink: StepLog, opening: asyncio.Future[BinaryIO | OSError]) -> None:
+        """Give the step's log its file once it is open (before the agent runs)."""
+        if not sink.deferred:
+            return
+        try:
+            opened = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the file is closed (and the log's end written) later
+            opening.add_done_callback(lambda job: _attach_later(sink, job))
+            raise
+        if isinstance(opened, OSError):
+            log.warning(
+                "step %s of run %s: no artifacts folder: %s", self.step.id, self.run_id, opened
+            )
+        sink.attach(opened)
 
     async def _on_ready(self, vm: VM) -> None:
         runner = self.runner
+        assert self.sink is not None and self.opening is not None
+        await self._attach(self.sink, self.opening)  # the artifacts folder is there now
         await runner.write(self.ticket, runner.writes.step_started, self.exec_id, vm)
         runner.events(
             Event("step_started", self.ticket.id, self.run_id, self.step.id, {"vm_id": vm.id})
@@ -111,86 +133,99 @@ class StepAttempt:
         self.destroyed.append((vm_id, error, datetime.now(UTC)))  # recorded with the end
 
     async def _in_vm(
-        self, spec: VMSpec, shipper: LogShipper, opened: BinaryIO | OSError
+        self, spec: VMSpec, shipper: LogShipper, opening: asyncio.Future[BinaryIO | OSError]
     ) -> StepOutcome:
-        runner, step, ticket, run_id = self.runner, self.step, self.ticket, self.run_id
         logfile = self.folder / "output.log"
-        with StepLog(logfile, runner.settings.max_log_bytes, shipper.feed, opened) as sink:
-
-            def on_log(stream: str, text: str) -> None:
-                prefix = "" if stream == "stdout" else f"[{stream}] "
-                sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
-                sink.flush()
-                runner.events(
-                    Event(
-                        "step_output",
-                        ticket.id,
-                        run_id,
-                        step.id,
-                        {"stream": stream, "text": text},
-                    )
-                )
-
-            try:
-                agent = get_agent(step.agent.kind, runner.settings.agents.get(step.agent.kind))
-                api = StepModelApi(
-                    runner.settings,
-                    agent,
-                    step.agent,
-                    artifacts_dir=self.folder,
-                    log=on_log,
-                    environ={**os.environ, **runner.host_env},
-                )
-                async with api:  # its tools and model API gateway, if it has any (issue 14)
-                    spec = await api.vm_spec(spec)
-                    async with runner.pool.acquire(
-                        spec, step.agent.vm.backend, self._on_ready, self._on_destroyed
-                    ) as vm:
-                        ctx = StepContext(
-                            vm=vm,
-                            agent=step.agent,
-                            inputs=self.inputs,
-                            ticket=ticket_fields(ticket),
-                            step_id=step.id,
-                            run_id=run_id,
-                            artifacts_dir=self.folder,
-                            timeout_seconds=step.timeout_seconds,
-                            log=on_log,
-                            host_env=runner.host_env,
-                            model_api=api.bind(vm),
-                        )
-                        try:
-                            async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
-                                outcome = await api.run(ctx)
-                        except TimeoutError:
-                            outcome = StepOutcome(
-                                exit_code=124,
-                                error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
-                            )
-                outcome = api.settle(outcome)  # the usage the gateway counted
-            except asyncio.CancelledError:
-                # first, as patiently as ever
-                await record_destroyed(runner.gate, runner.writes, self.destroyed)
-                with contextlib.suppress(StaleAttemptError, StoreBusyError):
-                    await runner.gate(
-                        runner.store.runs.step_finished,
-                        self.exec_id,
-                        status="cancelled",
-                        outputs=None,
-                        exit_code=None,
-                        error="cancelled",
-                        usage=Usage(),
-                        log_path=str(logfile),
-                    )
-                raise
-            except StaleAttemptError:
-                raise
-            except SwarmError as exc:
-                outcome = StepOutcome(error=str(exc))
-            except Exception as exc:
-                log.exception("step %s of run %s crashed", step.id, run_id)
-                outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
+        sink = StepLog(logfile, self.runner.settings.max_log_bytes, shipper.feed, DEFERRED)
+        self.sink, self.opening = sink, opening
+        try:
+            outcome = await self._step(spec, sink, logfile)
+        finally:
+            try:  # the log's file, if no VM came up to wait for it
+                await self._attach(sink, opening)
+            finally:
+                sink.close()
         return await self._end(outcome, shipper, logfile)
+
+    async def _step(self, spec: VMSpec, sink: StepLog, logfile: Path) -> StepOutcome:
+        """The agent in its VM, under its timeout: its outcome (a cancel is recorded and
+        raised)."""
+        runner, step, ticket, run_id = self.runner, self.step, self.ticket, self.run_id
+
+        def on_log(stream: str, text: str) -> None:
+            prefix = "" if stream == "stdout" else f"[{stream}] "
+            sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
+            sink.flush()
+            runner.events(
+                Event(
+                    "step_output",
+                    ticket.id,
+                    run_id,
+                    step.id,
+                    {"stream": stream, "text": text},
+                )
+            )
+
+        try:
+            agent = get_agent(step.agent.kind, runner.settings.agents.get(step.agent.kind))
+            api = StepModelApi(
+                runner.settings,
+                agent,
+                step.agent,
+                artifacts_dir=self.folder,
+                log=on_log,
+                environ={**os.environ, **runner.host_env},
+            )
+            async with api:  # its tools and model API gateway, if it has any (issue 14)
+                spec = await api.vm_spec(spec)
+                async with runner.pool.acquire(
+                    spec, step.agent.vm.backend, self._on_ready, self._on_destroyed
+                ) as vm:
+                    ctx = StepContext(
+                        vm=vm,
+                        agent=step.agent,
+                        inputs=self.inputs,
+                        ticket=ticket_fields(ticket),
+                        step_id=step.id,
+                        run_id=run_id,
+                        artifacts_dir=self.folder,
+                        timeout_seconds=step.timeout_seconds,
+                        log=on_log,
+                        host_env=runner.host_env,
+                        model_api=api.bind(vm),
+                    )
+                    try:
+                        async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
+                            outcome = await api.run(ctx)
+                    except TimeoutError:
+                        outcome = StepOutcome(
+                            exit_code=124,
+                            error=f"timed out after {step.timeout_seconds:g}s; VM destroyed",
+                        )
+            outcome = api.settle(outcome)  # the usage the gateway counted
+        except asyncio.CancelledError:
+            # first, as patiently as ever
+            await record_destroyed(runner.gate, runner.writes, self.destroyed)
+            with contextlib.suppress(StaleAttemptError, StoreBusyError):
+                await runner.gate(
+                    runner.store.runs.step_finished,
+                    self.exec_id,
+                    status="cancelled",
+                    outputs=None,
+                    exit_code=None,
+                    error="cancelled",
+                    usage=Usage(),
+                    log_path=str(logfile),
+                )
+            raise
+        except StaleAttemptError:
+            raise
+        except SwarmError as exc:
+            outcome = StepOutcome(error=str(exc))
+        except Exception as exc:
+            log.exception("step %s of run %s crashed", step.id, run_id)
+            outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
+        return outcome
 
     async def _end(self, outcome: StepOutcome, shipper: LogShipper, logfile: Path) -> StepOutcome:
         """Record the end (or hand it to `on_held`), with every VM recorded destroyed."""
@@ -236,14 +271,9 @@ async def record_destroyed(gate: StoreGate, writes: RunWrites, destroyed: list[D
         await asyncio.shield(gate.retrying(writes.vms_destroyed, gone))
 
 
-async def open_log(path: Path) -> BinaryIO | OSError:
-    """`StepLog.open_log` on a worker thread (a file opened after a cancel is closed)."""
-    job = asyncio.ensure_future(asyncio.to_thread(StepLog.open_log, path))
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        job.add_done_callback(_close_unused)
-        raise
+def _attach_later(sink: StepLog, job: asyncio.Future[BinaryIO | OSError]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        sink.attach(job.result())
 
 
 def _close_unused(job: asyncio.Future[BinaryIO | OSError]) -> None:

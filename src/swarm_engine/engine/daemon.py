@@ -19,12 +19,10 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
-from swarm_engine.engine.plan import Plan
 from swarm_engine.engine.reaper import ReapReport, cleanup
-from swarm_engine.engine.session import EngineSession
+from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
-from swarm_engine.store import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +170,10 @@ class Daemon:
             log.warning("engine %s on host %s stopped heartbeating: recorded dead",
                         engine["id"], engine["host"])  # fmt: skip
 
-    async def _claim(
-        self, session: EngineSession, watcher: Watcher, slots: int
-    ) -> list[tuple[Ticket, Plan | SwarmError | None]]:
+    async def _claim(self, session: EngineSession, watcher: Watcher, slots: int) -> list[Claimed]:
         """Claim up to `slots` open tickets in one statement, each with its plan resolved
-        in the same hand-off to the store thread; none when nothing is open or the store
-        is busy now.
+        and its run started in the same hand-off to the store thread; none when nothing is
+        open or the store is busy now.
 
         Most wake-ups are this engine's own writes: a read off the store thread first
         keeps them from queueing claim statements in front of the running tickets' writes.
@@ -203,8 +199,8 @@ class Daemon:
                 watcher.changed.clear()
                 while len(self.slots) < self.max_vms and not self.draining.is_set():
                     tickets = await self._claim(session, watcher, self.max_vms - len(self.slots))
-                    for ticket, plan in tickets:
-                        self._launch(session, ticket, plan)
+                    for claimed in tickets:
+                        self._launch(session, claimed)
                     if not tickets:
                         break
                 if self.until_idle and not self.active and not await self._has_open(session):
@@ -232,9 +228,8 @@ class Daemon:
             if self.active:
                 await asyncio.gather(*self.active, return_exceptions=True)
 
-    def _launch(
-        self, session: EngineSession, ticket: Ticket, plan: Plan | SwarmError | None
-    ) -> None:
+    def _launch(self, session: EngineSession, claimed: Claimed) -> None:
+        ticket = claimed[0]
         self.claimed += 1
         log.info(
             "claimed ticket %s (attempt %s)",
@@ -244,7 +239,7 @@ class Daemon:
         )
         slot = self.claimed  # a number of this launch's own (a ticket may come back)
         self.slots.add(slot)
-        task = asyncio.create_task(self._run_one(session, ticket, plan, lambda: self._free(slot)))
+        task = asyncio.create_task(self._run_one(session, claimed, lambda: self._free(slot)))
         self.active[task] = ticket.id
         task.add_done_callback(lambda task: self._finished(task, slot))
 
@@ -263,14 +258,11 @@ class Daemon:
             return True
 
     async def _run_one(
-        self,
-        session: EngineSession,
-        ticket: Ticket,
-        plan: Plan | SwarmError | None,
-        steps_over: Callable[[], None],
+        self, session: EngineSession, claimed: Claimed, steps_over: Callable[[], None]
     ) -> None:
+        ticket, plan, started = claimed
         try:
-            final = await session.run_claimed(ticket, steps_over, plan)
+            final = await session.run_claimed(ticket, steps_over, plan, started)
             if final is not None:
                 log.info(
                     "ticket %s %s",

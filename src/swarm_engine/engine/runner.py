@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from swarm_engine.agents.base import StepOutcome
@@ -42,6 +43,16 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+@dataclass
+class Started:
+    """A started run: its id, its template context, and its only step's queued row as
+    `(step id, step_executions id, rendered inputs)` if that was written with it."""
+
+    run_id: int
+    context: dict[str, Any]
+    first: tuple[str, int, Any] | None
 
 
 class StepFailed(Exception):
@@ -97,16 +108,46 @@ class TicketRunner:
                 f"ticket {ticket.id}: the lease ran out while the store was busy ({exc})"
             ) from exc
 
+    def start_now(self, ticket: Ticket, plan: Plan | SwarmError) -> Started | None:
+        """(On the store thread, in the hand-off that claimed `ticket`.) Start its run as
+        `run` would, in one transaction; the daemon saves a hand-off per ticket this way.
+        None when that failed for any reason (a busy store, a row that does not render):
+        `run` then starts it as ever, waiting for the store or failing as it does."""
+        try:
+            context, first, start = self._opening(ticket, plan)
+            return _started(start(), context, first)
+        except Exception as exc:
+            log.debug("ticket %s: its run is started apart: %s", ticket.id, exc)
+            return None
+
+    def _opening(
+        self, ticket: Ticket, plan: Plan | SwarmError
+    ) -> tuple[dict[str, Any], tuple[NewStep, Any] | None, Callable[[], tuple[int, int | None]]]:
+        """The run's context, its only step (row, inputs) if it has one, and its start."""
+        context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
+        first = None if isinstance(plan, SwarmError) else _only_step(plan, context)
+        start = functools.partial(
+            self.writes.start_run,
+            ticket,
+            engine_id=self.engine_id,
+            workflow_name=None if isinstance(plan, SwarmError) else plan.name,
+            workflow_version=None if isinstance(plan, SwarmError) else plan.version,
+            first=None if first is None else first[0],
+        )
+        return context, first, start
+
     async def run(
         self,
         ticket: Ticket,
         plan: Plan | SwarmError,
         steps_over: Callable[[], None] | None = None,
+        started: Started | None = None,
     ) -> Ticket:
         """Run the ticket to the end and return its final row. `plan` may be the error
         that resolving it raised: the run is then recorded as failed with that error.
         `steps_over`, if given, is called once no step of the run will boot a VM any more
-        (every VM of the run is destroyed); what is left is recording the run's end."""
+        (every VM of the run is destroyed); what is left is recording the run's end.
+        `started`: the run as `start_now` started it, if it did."""
         assert ticket.attempt_id is not None
         main = asyncio.current_task()
         assert main is not None
@@ -118,7 +159,7 @@ class TicketRunner:
 
         self.keeper.hold(ticket.id, ticket.attempt_id, on_lost)
         try:
-            return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing)
+            return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing, started)
         finally:
             self.keeper.release(ticket.attempt_id)
 
@@ -129,28 +170,17 @@ class TicketRunner:
         main: asyncio.Task[Any],
         stop_reason: list[LostReason],
         steps_over: Callable[[], None],
+        started: Started | None,
     ) -> Ticket:
-        context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
-        first = None if isinstance(plan, SwarmError) else _only_step(plan, context)
-        run_id, first_exec = await self.write(
-            ticket,
-            self.writes.start_run,
-            ticket,
-            engine_id=self.engine_id,
-            workflow_name=None if isinstance(plan, SwarmError) else plan.name,
-            workflow_version=None if isinstance(plan, SwarmError) else plan.version,
-            first=None if first is None else first[0],
-        )
+        if started is None:
+            started = await self._start(ticket, plan)
+        run_id, context = started.run_id, started.context
         self.events(Event("run_started", ticket.id, run_id))
         if isinstance(plan, SwarmError):
             steps_over()
             await self._close(ticket, run_id, status="failed", error=str(plan))
             return await self._finished(ticket, run_id)
-        queued = (
-            {}
-            if first is None or first_exec is None
-            else {first[0].step_id: (first_exec, first[1])}
-        )
+        queued = {} if started.first is None else {started.first[0]: started.first[1:]}
         try:
             return await self._run_plan(
                 ticket, plan, run_id, context, queued, main, stop_reason, steps_over
@@ -159,6 +189,10 @@ class TicketRunner:
             held = self._held.pop(run_id, None)
             if held is not None:
                 await record_destroyed(self.gate, self.writes, held.destroyed)
+
+    async def _start(self, ticket: Ticket, plan: Plan | SwarmError) -> Started:
+        context, first, start = self._opening(ticket, plan)
+        return _started(await self.write(ticket, start), context, first)
 
     async def _run_plan(
         self,
@@ -426,6 +460,15 @@ class TicketRunner:
 
 def _nothing() -> None:
     return None
+
+
+def _started(
+    ids: tuple[int, int | None], context: dict[str, Any], first: tuple[NewStep, Any] | None
+) -> Started:
+    run_id, exec_id = ids
+    if first is None or exec_id is None:
+        return Started(run_id, context, None)
+    return Started(run_id, context, (first[0].step_id, exec_id, first[1]))
 
 
 def _only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:

@@ -23,7 +23,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.plan import Plan, build_plan
-from swarm_engine.engine.runner import TicketRunner
+from swarm_engine.engine.runner import Started, TicketRunner
 from swarm_engine.errors import (
     ConfigError,
     NotFoundError,
@@ -40,6 +40,9 @@ from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.pool import VMPool
 
 log = logging.getLogger(__name__)
+
+Claimed = tuple[Ticket, Plan | SwarmError | None, Started | None]
+"""A ticket claimed by the daemon, its plan and its run (see `claim_planned`)."""
 
 
 class StoreRecorder:
@@ -241,19 +244,25 @@ class EngineSession:
         )
         return await self.runner.run(claimed, plan)
 
-    def claim_planned(
-        self, *, attempt_id: str, limit: int
-    ) -> list[tuple[Ticket, Plan | SwarmError | None]]:
-        """(On the store thread.) Claim up to `limit` open tickets and resolve each one's
-        plan in the same hand-off: the plan, the error resolving it raised (the ticket
-        fails with it), or None when the registry was busy (`run_claimed` retries)."""
+    def claim_planned(self, *, attempt_id: str, limit: int) -> list[Claimed]:
+        """(On the store thread.) Claim up to `limit` open tickets and, in the same
+        hand-off, resolve each one's plan and start its run: `(ticket, plan, started)`.
+        The plan is the plan, the error resolving it raised (the ticket fails with it), or
+        None when the registry was busy (`run_claimed` retries); `started` is None when
+        the run was not started here (`TicketRunner.start_now`)."""
         claimed = self.store.tickets.claim_next(
             engine_id=self.engine_id,
             attempt_id=attempt_id,
             lease_ttl=self.settings.lease_ttl,
             limit=limit,
         )
-        return [(ticket, self._try_plan(ticket)) for ticket in claimed]
+        out: list[Claimed] = []
+        for ticket in claimed:
+            plan = self._try_plan(ticket)
+            out.append(
+                (ticket, plan, None if plan is None else self.runner.start_now(ticket, plan))
+            )
+        return out
 
     def _try_plan(self, ticket: Ticket) -> Plan | SwarmError | None:
         try:
@@ -271,9 +280,11 @@ class EngineSession:
         ticket: Ticket,
         steps_over: Callable[[], None] | None = None,
         plan: Plan | SwarmError | None = None,
+        started: Started | None = None,
     ) -> Ticket | None:
         """Run a ticket the daemon already claimed; resolution errors fail the ticket.
-        `steps_over`: see `TicketRunner.run`; `plan`: as `claim_planned` resolved it.
+        `steps_over`: see `TicketRunner.run`; `plan` and `started`: as `claim_planned`
+        resolved and started it.
 
         Whatever goes wrong, the ticket does not stay claimed: an unexpected error fails
         it with a one-line reason (unless the attempt lost the ticket meanwhile).
@@ -281,7 +292,7 @@ class EngineSession:
         if plan is None:
             plan = await self._plan_patiently(ticket)
         try:
-            return await self.runner.run(ticket, plan, steps_over)
+            return await self.runner.run(ticket, plan, steps_over, started)
         except (asyncio.CancelledError, StaleAttemptError):
             raise
         except NotFoundError as exc:  # the row was deleted while it ran: nothing to record

@@ -9,6 +9,7 @@ marker as a command's captured output, `vm.output.cut_marker`). The file never e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +28,14 @@ MARKER_ROOM = 64
 MIN_LIMIT = 4096
 
 
+class Deferred:
+    """The type of `DEFERRED`."""
+
+
+DEFERRED = Deferred()
+"""`StepLog(opened=DEFERRED)`: the file is given later, to `StepLog.attach`."""
+
+
 class StepLog:
     """A text sink with `write(str)` and `flush()`, appending UTF-8 to `path`.
 
@@ -37,6 +46,10 @@ class StepLog:
     `mirror`, if given, is called with every piece of what the log holds, in order (the
     same bytes as the file, even when the file cannot be written): the live copy in the
     store (`engine/logship.py`).
+
+    `opened`: the file as `open_log` opened it (or the error it met); None: opened here;
+    `DEFERRED`: given later to `attach` (what is written before that is held in memory,
+    at most the head's room, and written then).
     """
 
     def __init__(
@@ -44,7 +57,7 @@ class StepLog:
         path: Path,
         limit: int,
         mirror: Callable[[bytes], None] | None = None,
-        opened: BinaryIO | OSError | None = None,
+        opened: BinaryIO | OSError | Deferred | None = None,
     ) -> None:
         if limit < MIN_LIMIT:
             raise ValueError(f"a step log's limit must be at least {MIN_LIMIT} bytes")
@@ -62,13 +75,46 @@ class StepLog:
         """Set when the file could not be written (a full disk): the step goes on, and its
         output is still streamed and kept in the step's outputs; only the log file stops."""
         self._file: BinaryIO | None = None
+        self._ended = False
+        self._early: list[bytes] | None = [] if isinstance(opened, Deferred) else None
+        """What was written before `attach` (None: attached, or never deferred)."""
+        if isinstance(opened, Deferred):
+            return
+        self._open(opened)
+
+    def _open(self, opened: BinaryIO | OSError | None) -> None:
         if isinstance(opened, OSError):  # `open_log` could not open it
             self._fail(opened)
             return
         try:
-            self._file = opened if opened is not None else path.open("ab")
+            self._file = opened if opened is not None else self.path.open("ab")
         except OSError as exc:
             self._fail(exc)
+
+    @property
+    def deferred(self) -> bool:
+        """Made `DEFERRED` and not given its file yet."""
+        return self._early is not None
+
+    def attach(self, opened: BinaryIO | OSError) -> None:
+        """The file of a log made `DEFERRED` (as `open_log` returned it): what was
+        written so far goes to it now. Only the first call counts; after `close`, a file
+        given is closed."""
+        if self._early is None:
+            if not isinstance(opened, OSError) and opened is not self._file:
+                with contextlib.suppress(OSError):
+                    opened.close()
+            return
+        early, self._early = self._early, None
+        self._open(opened)
+        if self.failed is None and self._file is not None:
+            try:
+                for data in early:
+                    self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        if self._ended:  # closed before its file came
+            self._close_file()
 
     def _fail(self, exc: OSError) -> None:
         if self.failed is None:
@@ -78,7 +124,9 @@ class StepLog:
     def _put(self, data: bytes) -> None:
         if self._mirror is not None and data:
             self._mirror(data)
-        if self.failed is None and self._file is not None:
+        if self._early is not None:
+            self._early.append(data)
+        elif self.failed is None and self._file is not None:
             try:
                 self._file.write(data)
             except OSError as exc:
@@ -122,15 +170,30 @@ class StepLog:
                 self._fail(exc)
 
     def close(self) -> None:
-        """Write the marker and the tail (if anything was cut) and close the file."""
+        """Write the marker and the tail (if anything was cut) and close the file (a log
+        still `DEFERRED` keeps them in memory, and `attach` writes them and closes it)."""
+        if self._early is not None:
+            if not self._ended:
+                self._ended = True
+                self._put_end()
+            return
         if self._file is None or self._file.closed:
             return
+        self._ended = True
+        self._put_end()
+        self._close_file()
+
+    def _put_end(self) -> None:
         tail = b"".join(self._tail)
         if self.total > self._written + len(tail) or len(tail) > self._keep_tail:
             tail = tail[-self._keep_tail :]
             tail = tail[continuation_bytes(tail) :]
             self._put(cut_marker(self.total - self._written - len(tail)))
         self._put(tail)
+
+    def _close_file(self) -> None:
+        if self._file is None or self._file.closed:
+            return
         try:
             self._file.close()
         except OSError as exc:
