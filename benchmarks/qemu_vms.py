@@ -62,6 +62,19 @@ def mem_available_mb() -> float:
     return float("nan")
 
 
+def other_qemus(ours: set[int]) -> int:
+    """QEMU processes on the host besides `ours`: they share QEMU's code and libraries
+    with ours, so a VM measured "alone" is alone only if this is 0."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in ours:
+            try:
+                count += (entry / "comm").read_text().startswith("qemu-system")
+            except OSError:
+                continue
+    return count
+
+
 def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -108,6 +121,7 @@ async def held(backend: QemuBackend, count: int, settle: float = 2.0) -> dict[st
         pss = [pss_mb(vm.pid) for vm in vms]
         rss = [rss_mb(vm.pid) for vm in vms]
         drop = before - mem_available_mb()
+        others = other_qemus({vm.pid for vm in vms})
     finally:
         for vm in vms:
             await vm.destroy()
@@ -117,6 +131,7 @@ async def held(backend: QemuBackend, count: int, settle: float = 2.0) -> dict[st
         "pss_mb_sum": sum(pss),
         "rss_mb": stats(rss),
         "memavailable_drop_mb": drop,
+        "other_qemus": others,
         "start": vms[0].start if vms else "?",
     }
 
@@ -347,8 +362,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['cold_boot']['rss_mb']['p50']:.0f} MB (512 MB guests).",
         "",
         "| template | VMs held, idle | PSS per VM p50 (max) | PSS sum | MemAvailable drop "
-        "| RSS per VM p50 |",
-        "|---|---|---|---|---|---|",
+        "| RSS per VM p50 | other QEMUs on the host |",
+        "|---|---|---|---|---|---|---|",
     ]
     for rep in range(2):
         for mode in r["modes"]:
@@ -357,7 +372,8 @@ def markdown(r: dict[str, Any]) -> str:
                 lines.append(
                     f"| {mode} (run {rep + 1}) | {count} | {h['pss_mb']['p50']:.1f} MB "
                     f"({h['pss_mb']['max']:.1f}) | {h['pss_mb_sum']:.0f} MB | "
-                    f"{h['memavailable_drop_mb']:.0f} MB | {h['rss_mb']['p50']:.0f} MB |"
+                    f"{h['memavailable_drop_mb']:.0f} MB | {h['rss_mb']['p50']:.0f} MB | "
+                    f"{h.get('other_qemus', '?')} |"
                 )
     lines += [
         "",

@@ -324,6 +324,42 @@ async def test_clones_of_a_mapped_template_are_private(tmp_path: Path) -> None:
         await backend.close()
 
 
+RESIDENT_PAGES = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+fd = os.open(os.path.realpath(sys.argv[1]), os.O_RDONLY)
+size = os.fstat(fd).st_size
+addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED: faults nothing in
+pages = (ctypes.c_ubyte * ((size + 4095) // 4096))()
+assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), pages) == 0
+print(sum(page & 1 for page in pages))
+"""
+
+
+async def test_a_template_has_run_a_command_before_it_is_saved(tmp_path: Path) -> None:
+    """The template guest runs one shell command before it is saved, so every clone
+    starts with the shell and libc in its page cache (shared template pages, not pages
+    each clone reads from the root filesystem and writes into memory of its own)."""
+    options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(tmp_path / "snap")}
+    backend = create(tmp_path / "home", options)
+    try:
+        vm = await backend.boot(_vm_id(), VMSpec())
+        try:
+            assert vm.info().extra["start"] == "mapped"
+            # The clone's first command, run without a shell: only the template can
+            # have read /bin/sh (nothing in the guest's boot runs it).
+            res = await vm.exec(["python3", "-c", RESIDENT_PAGES, "/bin/sh"])
+            assert res.exit_code == 0, res.stderr
+            assert int(res.stdout) > 0
+        finally:
+            await vm.destroy()
+    finally:
+        await backend.close()
+
+
 async def test_template_is_rebuilt_when_stale(tmp_path: Path) -> None:
     """A new build of the image makes a new template (the old one is deleted); a template
     whose RAM file changed after it was saved is dropped and made again."""

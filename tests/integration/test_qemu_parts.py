@@ -192,8 +192,25 @@ def test_options_are_validated(tmp_path: Path) -> None:
 
 def test_accel_choice() -> None:
     assert choose_accel("tcg", "qemu-system-x86_64").mode == "tcg"
+    assert choose_accel("tcg", "qemu").qemu_args() == ["-accel", "tcg,thread=multi,tb-size=64"]
     with pytest.raises(VMError):
         choose_accel("auto", "/no/such/qemu")
+
+
+async def test_the_tcg_translation_buffer_is_an_option(tmp_path: Path) -> None:
+    """`tcg_tb_mb` sets `-accel tcg,tb-size=N` (the most memory a busy VM's translated
+    code takes); below 16 MiB execs thrash, so that is refused when the settings load."""
+    from swarm_engine.vm.qemu.backend import create
+
+    backend = create(tmp_path, {"accel": "tcg", "tcg_tb_mb": 32})
+    try:
+        assert (await backend.accel()).qemu_args() == ["-accel", "tcg,thread=multi,tb-size=32"]
+    finally:
+        await backend.close()
+    assert QemuOptions().tcg_tb_mb == 64
+    for bad in (8, 4096):
+        with pytest.raises(ConfigError):
+            create_backend("qemu", tmp_path, {"tcg_tb_mb": bad})
 
 
 def test_qemu_modules_import_no_circle() -> None:

@@ -15,13 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.qemu.config import Accel
+from swarm_engine.vm.qemu.config import TCG_TB_MB, Accel
 
 PROBE_TIMEOUT = 5.0
-TCG_TB_MB = 64
-"""TCG's translation buffer per VM (QEMU 7.2's default is 1 GiB, touched as code is
-translated; its pages are the VM's own memory). An idle restored guest uses ~12 MB; below
-~16 MB execs thrash on flushes (docs/benchmarks.md, "Restore from a mapped template")."""
 
 Mode = Literal["kvm", "tcg"]
 
@@ -30,11 +26,13 @@ Mode = Literal["kvm", "tcg"]
 class AccelChoice:
     mode: Mode
     reason: str
+    tcg_tb_mb: int = TCG_TB_MB
+    """TCG's translation buffer in MiB (the `tcg_tb_mb` option)."""
 
     def qemu_args(self) -> list[str]:
         if self.mode == "kvm":
             return ["-accel", "kvm", "-cpu", "host"]
-        return ["-accel", f"tcg,thread=multi,tb-size={TCG_TB_MB}"]
+        return ["-accel", f"tcg,thread=multi,tb-size={self.tcg_tb_mb}"]
 
 
 def probe_kvm(qemu_binary: str) -> tuple[bool, str]:
@@ -61,10 +59,11 @@ def probe_kvm(qemu_binary: str) -> tuple[bool, str]:
     return True, "KVM works"
 
 
-def choose_accel(wanted: Accel, qemu_binary: str) -> AccelChoice:
-    """The accelerator for `wanted` (auto, kvm or tcg)."""
+def choose_accel(wanted: Accel, qemu_binary: str, tcg_tb_mb: int = TCG_TB_MB) -> AccelChoice:
+    """The accelerator for `wanted` (auto, kvm or tcg); TCG with a `tcg_tb_mb` MiB
+    translation buffer."""
     if wanted == "tcg":
-        return AccelChoice("tcg", "TCG asked for in the backend options")
+        return AccelChoice("tcg", "TCG asked for in the backend options", tcg_tb_mb)
     if shutil.which(qemu_binary) is None:
         raise VMError(f"{qemu_binary} not found (apt-get install qemu-system-x86)")
     works, why = probe_kvm(qemu_binary)
@@ -74,4 +73,4 @@ def choose_accel(wanted: Accel, qemu_binary: str) -> AccelChoice:
         return AccelChoice("kvm", "KVM asked for in the backend options")
     if works:
         return AccelChoice("kvm", why)
-    return AccelChoice("tcg", f"{why}; using TCG software emulation")
+    return AccelChoice("tcg", f"{why}; using TCG software emulation", tcg_tb_mb)

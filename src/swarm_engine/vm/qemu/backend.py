@@ -37,7 +37,7 @@ from swarm_engine.vm.qemu.machine import (
     start_qemu,
 )
 from swarm_engine.vm.qemu.protocol import Channel
-from swarm_engine.vm.qemu.snapshot import save_state, start_restore
+from swarm_engine.vm.qemu.snapshot import WARM_UP, WARM_UP_TIMEOUT, save_state, start_restore
 from swarm_engine.vm.qemu.vm import QemuVM
 from swarm_engine.vm.qemu.warm import WarmPool
 
@@ -75,8 +75,10 @@ class QemuBackend:
     # -- configuration -----------------------------------------------------------------
     async def accel(self) -> AccelChoice:
         if self._accel is None:
-            wanted, binary = self.options.accel, self.options.qemu_binary
-            self._accel = await asyncio.to_thread(choose_accel, wanted, binary)
+            options = self.options
+            self._accel = await asyncio.to_thread(
+                choose_accel, options.accel, options.qemu_binary, options.tcg_tb_mb
+            )
             log.info("qemu accel: %s (%s)", self._accel.mode, self._accel.reason)
         return self._accel
 
@@ -303,6 +305,9 @@ class QemuBackend:
                 _new_id("template"), spec, qmp=True, ram=ram, ram_shared=True
             )
             try:
+                warmed = await template.exec(WARM_UP, timeout=WARM_UP_TIMEOUT)
+                if warmed.exit_code != 0:
+                    raise VMError(f"the template VM's first command `{WARM_UP}` failed")
                 saved_ms = await save_state(
                     self._socket_path(template.folder, "qmp"),
                     tmp / "state",

@@ -9,6 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Accel = Literal["auto", "kvm", "tcg"]
+TCG_TB_MB = 64
+"""TCG's translation buffer per VM, in MiB (QEMU 7.2's default is 1 GiB). Only the part a
+guest has filled is memory: ~10 MB for an idle restored guest after one command, more as
+it runs new code (Python's start: ~30 MB more); below ~16 MB execs thrash on flushes
+(docs/qemu.md, "TCG translation buffer")."""
 
 
 def default_image() -> str:
@@ -22,6 +27,9 @@ class QemuOptions(BaseModel):
 
     backend: Literal["qemu"] = "qemu"
     accel: Accel = "auto"
+    tcg_tb_mb: int = Field(default=TCG_TB_MB, ge=16, le=1024)
+    """TCG's translation buffer per VM in MiB (`-accel tcg,tb-size=N`): the most host
+    memory a busy VM's translated code takes; smaller means more retranslation."""
     image: str = Field(
         default_factory=default_image, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", validate_default=True
     )
