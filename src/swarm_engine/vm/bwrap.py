@@ -136,20 +136,23 @@ class SandboxFds:
     @classmethod
     def open(cls, *, network: bool) -> SandboxFds:
         """New fds for one command (each bubblewrap reads its own to the end). Raises
-        `VMError` when they cannot be had (out of file descriptors or memory)."""
+        `OSError` when they cannot be had (e.g. out of file descriptors or memory, which
+        `vm/shortage.py` waits out), with none of them left open."""
         opened: list[int] = []
         try:
             for name, text in (("passwd", PASSWD), ("group", GROUP)):
                 opened.append(_memory_file(name, text.encode()))
-        except OSError as exc:
+            if network:
+                opened += os.pipe()
+                opened += os.pipe()
+        except BaseException:
             for fd in opened:
                 os.close(fd)
-            raise VMError(f"cannot hand the sandbox its passwd and group: {exc.strerror}") from exc
-        fds = cls(*opened)
+            raise
+        fds = cls(opened[0], opened[1])
         if network:
-            fds.info_r, fds.info = os.pipe()
-            fds.block, fds.block_w = os.pipe()
-            fds._open += [fds.info_r, fds.info, fds.block, fds.block_w]
+            fds.info_r, fds.info, fds.block, fds.block_w = opened[2:]
+            fds._open += opened[2:]
         return fds
 
     @property

@@ -47,6 +47,7 @@ from swarm_engine.vm.bwrap import (
     HOST_UID_BASE,
     HOST_UID_SPAN,
     MOUNT_POINT,
+    SHORTAGES,
     SandboxFds,
     disables_userns,
     drop_to,
@@ -62,6 +63,7 @@ from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.shortage import patiently
 from swarm_engine.vm.streamed import ExecProtocol, exited_within, pump
 from swarm_engine.vm.threaded import Command, Job
 from swarm_engine.vm.workspace import (
@@ -133,11 +135,15 @@ class ProcessBackend:
         folder = self.root / vm_id
         host_uid = self._new_uid() if isolated and root_engine() else None
         try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
-            await asyncio.to_thread(prepare_folder, folder, isolated, host_uid)
-        except OSError as exc:
+            await patiently(  # a shortage (of memory) is waited out: vm/shortage.py
+                lambda: asyncio.to_thread(prepare_folder, folder, isolated, host_uid),
+                deadline=time.monotonic() + spec.timeout_seconds,
+                doing=f"create workspace for {vm_id}", vm_id=vm_id,
+            )  # fmt: skip
+        except VMError:
             if host_uid is not None:
                 self._uids.discard(host_uid)
-            raise VMError(f"cannot create workspace for {vm_id}: {exc}") from exc
+            raise
         if self._threads is None:
             self._threads = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="vm-command")
         return ProcessVM(
@@ -298,30 +304,20 @@ class ProcessVM:
         if not host_cwd.is_dir():
             raise VMError(f"working folder {cwd!r} does not exist in the VM")
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
+        deadline = started + limit  # a start the host is short for is tried until then
+        doing = f"start command in {self.id}"  # vm/shortage.py
         if self._threads is not None and on_output is None and not self._ports:
-            return await self._exec_on_thread(command, cwd, limit, fds, env, host_cwd, stdin)
+            return await patiently(
+                lambda: self._exec_on_thread(command, cwd, deadline, env, host_cwd, stdin),
+                deadline=deadline, doing=doing, vm_id=self.id,
+            )  # fmt: skip
+        fds, transport, proto = await patiently(
+            lambda: self._spawn(command, cwd, deadline - time.monotonic(), env, host_cwd, stdin),
+            deadline=deadline, doing=doing, vm_id=self.id,
+        )  # fmt: skip
+        limit = deadline - time.monotonic()  # what the wait for a shortage left of it
         pasta: int | None = None
         try:
-            try:
-                transport, proto = await loop.subprocess_exec(
-                    lambda: ExecProtocol(loop),
-                    *self._argv(command, cwd, limit, fds),
-                    stdin=asyncio.subprocess.PIPE
-                    if stdin is not None
-                    else asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    cwd=self.workspace if self.isolated else host_cwd,
-                    env=self._env(env),
-                    start_new_session=True,
-                    pass_fds=fds.passed if fds else (),
-                )
-            except OSError as exc:
-                raise VMError(f"cannot start command in {self.id}: {exc}") from exc
-            if fds is not None:
-                fds.close_passed()
             self._procs.add(transport)
             pid = transport.get_pid()
             if fds is not None and fds.block_w is not None:
@@ -342,20 +338,59 @@ class ProcessVM:
             if pasta is not None:
                 kill_pasta(pasta, self.id)
 
-    async def _exec_on_thread(
+    async def _spawn(
         self,
         command: Sequence[str] | str,
         cwd: str | None,
         limit: float,
-        fds: SandboxFds | None,
+        env: Mapping[str, str] | None,
+        host_cwd: Path,
+        stdin: bytes | None,
+    ) -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
+        """Start the command on the event loop, with its sandbox's fds. Raises `OSError`
+        when it cannot, with nothing left open or running."""
+        if self._destroyed:  # while it waited for a shortage to pass
+            raise VMError(f"VM {self.id} is destroyed")
+        loop = asyncio.get_running_loop()
+        fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
+        try:
+            transport, proto = await loop.subprocess_exec(
+                lambda: ExecProtocol(loop),
+                *self._argv(command, cwd, limit, fds),
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.workspace if self.isolated else host_cwd,
+                env=self._env(env),
+                start_new_session=True,
+                pass_fds=fds.passed if fds else (),
+            )
+        except BaseException:
+            if fds is not None:
+                fds.close()
+            raise
+        if fds is not None:
+            fds.close_passed()
+        return fds, transport, proto
+
+    async def _exec_on_thread(
+        self,
+        command: Sequence[str] | str,
+        cwd: str | None,
+        deadline: float,
         env: Mapping[str, str] | None,
         host_cwd: Path,
         stdin: bytes | None,
     ) -> ExecResult:
         """The whole command on a worker thread (`vm/threaded.py`): spawned, read, waited
-        for and killed there; the loop awaits one result."""
+        for and killed there; the loop awaits one result. Raises `OSError` only when it
+        could not start (nothing ran)."""
         assert self._threads is not None
+        if self._destroyed:  # while it waited for a shortage to pass
+            raise VMError(f"VM {self.id} is destroyed")
         started = time.monotonic()
+        limit = deadline - started
+        fds = SandboxFds.open(network=False) if self.isolated else None
         try:
             job = Job(
                 Command(
@@ -388,7 +423,9 @@ class ProcessVM:
                         await asyncio.wait([done])
                 raise
         except OSError as exc:
-            raise VMError(f"cannot start command in {self.id}: {exc}") from exc
+            if not job.started:
+                raise  # nothing ran: it may be tried again (vm/shortage.py)
+            raise VMError(f"cannot run command in {self.id}: {exc}") from exc
         finally:
             self._jobs.pop(job, None)
             if fds is not None:
@@ -524,9 +561,15 @@ class ProcessVM:
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         if self._destroyed:
             raise VMError(f"VM {self.id} is destroyed")
-        await asyncio.to_thread(self._write_file, path, data, mode)  # off the event loop
+        await patiently(  # off the event loop; a host shortage is waited out (shortage.py)
+            lambda: asyncio.to_thread(self._write_file, path, data, mode),
+            deadline=time.monotonic() + self.spec.timeout_seconds,
+            doing=f"write {path!r} in {self.id}", vm_id=self.id,
+        )  # fmt: skip
 
     def _write_file(self, path: str, data: bytes, mode: int) -> None:
+        """Write the file (again, if called again: nothing is appended). Raises `VMError`,
+        or `OSError` (a shortage, before the file was opened; any other, from its folder)."""
         target = self._host_path(path)
         if target.is_dir():
             raise VMError(f"{path}: is a folder")
@@ -534,6 +577,8 @@ class ProcessVM:
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         except OSError as exc:
+            if exc.errno in SHORTAGES:
+                raise
             raise VMError(f"{path}: cannot write: {exc.strerror}") from exc
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -554,7 +599,11 @@ class ProcessVM:
             raise VMError(f"VM {self.id} is destroyed")
         target = self._host_path(path)
         # off the event loop, never blocking (a FIFO), never unbounded (a sparse file)
-        return await asyncio.to_thread(read_regular_file, Path(os.path.realpath(target)), path)
+        return await patiently(  # a host shortage is waited out (vm/shortage.py)
+            lambda: asyncio.to_thread(read_regular_file, Path(os.path.realpath(target)), path),
+            deadline=time.monotonic() + self.spec.timeout_seconds,
+            doing=f"read {path!r} in {self.id}", vm_id=self.id,
+        )  # fmt: skip
 
     async def is_alive(self) -> bool:
         return not self._destroyed and self.workspace.is_dir()

@@ -65,6 +65,9 @@ class Job:
 
     def __init__(self, command: Command) -> None:
         self.command = command
+        self.started = False
+        """Whether its process was started: an `OSError` from `run()` before that means
+        nothing ran (so it may be tried again, `vm/shortage.py`)."""
         self._cancelled = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -76,24 +79,31 @@ class Job:
     def run(self) -> Outcome:
         """Spawn the command and wait for its end. Raises `OSError` when it cannot start."""
         cmd = self.command
-        try:
-            proc = subprocess.Popen(
-                cmd.argv,
-                stdin=subprocess.PIPE if cmd.stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cmd.cwd,
-                env=cmd.env,
-                start_new_session=True,
-                pass_fds=cmd.pass_fds,
-            )
+        try:  # its selector first: a shortage of fds for it is met before anything runs
+            sel = selectors.DefaultSelector()
+            try:
+                proc = subprocess.Popen(
+                    cmd.argv,
+                    stdin=subprocess.PIPE if cmd.stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cmd.cwd,
+                    env=cmd.env,
+                    start_new_session=True,
+                    pass_fds=cmd.pass_fds,
+                )
+            except BaseException:
+                sel.close()
+                raise
         except BaseException:
             self._close_wake()
             raise
-        cmd.spawned()
+        self.started = True
         try:
-            return self._wait(proc)
+            cmd.spawned()
+            return self._wait(proc, sel)
         finally:
+            sel.close()
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     with contextlib.suppress(OSError):
@@ -105,7 +115,7 @@ class Job:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _wait(self, proc: subprocess.Popen[bytes]) -> Outcome:
+    def _wait(self, proc: subprocess.Popen[bytes], sel: selectors.BaseSelector) -> Outcome:
         cmd = self.command
         out = Outcome(None, BoundedOutput(cmd.keep), BoundedOutput(cmd.keep))
         sinks = {"stdout": out.stdout, "stderr": out.stderr}
@@ -119,7 +129,7 @@ class Job:
             pidfd: int | None = os.pidfd_open(proc.pid)
         except (OSError, AttributeError):  # no pidfd here: the exit is polled instead
             pidfd = None
-        with selectors.DefaultSelector() as sel:
+        with sel:
             assert proc.stdout is not None and proc.stderr is not None
             sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
             sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")

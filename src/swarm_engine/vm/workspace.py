@@ -14,6 +14,7 @@ from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import MAX_FILE_BYTES
+from swarm_engine.vm.bwrap import SHORTAGES
 
 
 def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
@@ -65,13 +66,17 @@ def read_regular_file(target: Path, shown: str, limit: int = MAX_FILE_BYTES) -> 
 
     Opened without following a final symlink and without blocking, so a FIFO or device
     the step put there is refused instead of hanging the engine; a file over `limit`
-    (a sparse 2 GB file costs the step no disk) is refused too. Raises `VMError`.
+    (a sparse 2 GB file costs the step no disk) is refused too. Raises `VMError`, or the
+    `OSError` of a host shortage (`SHORTAGES`: out of fds or memory) before it opened the
+    file, for the caller to wait out (`vm/shortage.py`).
     """
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise VMError(f"{shown}: no such file in the VM") from exc
     except OSError as exc:
+        if exc.errno in SHORTAGES:
+            raise
         raise VMError(f"{shown}: cannot read: {exc.strerror}") from exc
     try:
         info = os.fstat(fd)

@@ -1,0 +1,85 @@
+"""Waiting out a shortage of the engine's host: a busy host is a delay, not a failure.
+
+Where the process backend makes what a command needs (its VM's folder, the memory files
+and pipes handed to bubblewrap, the command's own process and pipes), the host may refuse
+for now: out of file descriptors (EMFILE, or ENFILE for the whole system), memory (ENOMEM)
+or processes (EAGAIN from fork/clone). `patiently` tries again, 10 ms apart then doubling
+up to 1 s, until the deadline it is given (the command's own timeout); then it fails with
+one line naming the shortage and how long it waited. The wait is logged once, when it
+begins; a cancel ends it at once (it waits on the event loop). Any other error fails at
+once, as one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.bwrap import SHORTAGES
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_DELAY = 0.01
+MAX_DELAY = 1.0
+WHAT = {
+    errno.EMFILE: ("no file descriptors free", "raise ulimit -n or lower --max-vms"),
+    errno.ENFILE: (
+        "the host has no file descriptors free",
+        "raise fs.file-max (sysctl) or lower --max-vms",
+    ),
+    errno.ENOMEM: ("no memory free", "lower --max-vms or the agents' memory_mb"),
+    errno.EAGAIN: ("no processes free", "raise ulimit -u or lower --max-vms"),
+}
+"""Each shortage: what is missing, and what makes room for it."""
+
+
+def shortage(exc: OSError) -> str:
+    """`no file descriptors free (EMFILE)`: what the host is short of, in words."""
+    code = exc.errno if exc.errno is not None else 0
+    return f"{WHAT[code][0]} ({errno.errorcode.get(code, code)})"
+
+
+async def patiently(
+    start: Callable[[], Awaitable[T]], *, deadline: float, doing: str, vm_id: str
+) -> T:
+    """`await start()` until it does not fail for a shortage, or `deadline` (monotonic
+    time) passes. `start` must raise `OSError` only when it started nothing (so that trying
+    again is safe). Raises `VMError` (`cannot <doing>: ...`) for any `OSError`: at once when
+    it is not a shortage, at the deadline when it is."""
+    delay = FIRST_DELAY
+    since: float | None = None
+    while True:
+        try:
+            done = await start()
+        except OSError as exc:
+            if exc.errno not in SHORTAGES:
+                raise VMError(f"cannot {doing}: {exc}") from exc
+            now = time.monotonic()
+            if since is None:
+                since = now
+                log.warning(
+                    "cannot %s yet: %s; trying again for up to %gs",
+                    doing, shortage(exc), round(max(deadline - now, 0.0), 1),
+                    extra={"vm_id": vm_id},
+                )  # fmt: skip
+            if now < deadline:
+                await asyncio.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, MAX_DELAY)
+            if time.monotonic() >= deadline:  # no time left to run what would start now
+                _, fix = WHAT[exc.errno]
+                waited = round(time.monotonic() - since, 1)
+                raise VMError(f"cannot {doing}: {shortage(exc)} for {waited:g}s: {fix}") from exc
+            continue
+        if since is not None:
+            log.info(
+                "%s: the shortage passed after %gs",
+                doing, round(time.monotonic() - since, 1), extra={"vm_id": vm_id},
+            )  # fmt: skip
+        return done

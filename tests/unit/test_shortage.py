@@ -1,0 +1,82 @@
+"""`patiently` (vm/shortage.py): which errors are waited out, and the one line each ends with.
+
+The waits here are on a start that fails a given number of times; the deadlines are far
+(the real backend under a real shortage is tested in tests/integration/test_host_shortage.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+
+import pytest
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.shortage import patiently
+
+
+class Start:
+    """A start that fails with `code` for its first `failures` calls."""
+
+    def __init__(self, code: int, failures: int) -> None:
+        self.code = code
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError(self.code, "refused")
+        return "started"
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN])
+async def test_a_shortage_is_tried_again_and_logged_once(
+    code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = Start(code, failures=5)
+    with caplog.at_level(logging.INFO, logger="swarm_engine.vm.shortage"):
+        done = await patiently(
+            start, deadline=time.monotonic() + 60, doing="start command in vm-1", vm_id="vm-1"
+        )
+    assert done == "started" and start.calls == 6
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert f"({errno.errorcode[code]})" in warnings[0].getMessage()
+    assert getattr(warnings[0], "vm_id", None) == "vm-1"
+
+
+@pytest.mark.parametrize("code", [errno.ENOENT, errno.EACCES, errno.E2BIG, errno.ENOSPC])
+async def test_any_other_error_fails_at_once(code: int, caplog: pytest.LogCaptureFixture) -> None:
+    start = Start(code, failures=1)
+    with pytest.raises(VMError) as caught:
+        await patiently(
+            start, deadline=time.monotonic() + 60, doing="start command in vm-1", vm_id="vm-1"
+        )
+    assert start.calls == 1
+    assert str(caught.value) == f"cannot start command in vm-1: [Errno {code}] refused"
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [
+        (
+            errno.EMFILE,
+            "no file descriptors free (EMFILE) for 0s: raise ulimit -n or lower --max-vms",
+        ),
+        (errno.ENFILE, "the host has no file descriptors free (ENFILE) for 0s: raise fs.file-max"),
+        (errno.ENOMEM, "no memory free (ENOMEM) for 0s: lower --max-vms or the agents' memory_mb"),
+        (errno.EAGAIN, "no processes free (EAGAIN) for 0s: raise ulimit -u or lower --max-vms"),
+    ],
+)
+async def test_past_the_deadline_it_says_what_is_short_and_how_to_make_room(
+    code: int, line: str
+) -> None:
+    start = Start(code, failures=1000)
+    with pytest.raises(VMError) as caught:
+        await patiently(start, deadline=time.monotonic(), doing="create workspace", vm_id="vm-1")
+    assert str(caught.value).startswith(f"cannot create workspace: {line}")
+    assert "\n" not in str(caught.value)
+    assert start.calls == 1
