@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.cli import query, swarm
+from tests.support.cli import env_for, query, swarm
 
 
 def no_bwrap_path(tmp_path: Path) -> str:
@@ -98,3 +98,25 @@ def test_a_sandbox_check_the_engine_cannot_run_now_is_not_a_verdict() -> None:
     assert lines[0].startswith("refused: cannot check the process sandbox now:"), done.stdout
     assert "isolation" not in lines[0] and "raise ulimit -n" in lines[0]
     assert lines[1] == "then: True", done.stdout
+
+
+def test_an_engine_whose_hard_fd_limit_is_below_the_sandboxes_refuses_with_the_fix(
+    home: Path,
+) -> None:
+    """Under `ulimit -n 40`, the sandbox cannot give a command its 1024 open files (a
+    user namespace cannot raise a hard limit): each step is refused with one line saying
+    what to raise, not `prlimit: failed to set the NOFILE resource limit`."""
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", check=True)
+    done = subprocess.run(
+        ["bash", "-c", 'ulimit -n 40 && exec "$0" -m swarm_engine run-ticket 1 --wait',
+         sys.executable],
+        env=env_for(home), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    (ticket,) = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed"
+    assert ticket["error"] == (
+        "step 'main' failed: process sandbox refused: each command may have 1024 open files,"
+        " above this engine's hard limit of 40 (ulimit -Hn): start the engine with"
+        " ulimit -Hn 1024 or more"
+    )

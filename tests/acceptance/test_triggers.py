@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,10 @@ def test_two_engines_make_exactly_one_ticket_per_slot(
     # one ticket per slot, each slot once, and the slots follow each other second by second
     assert len(tickets) == len(firings) == len(set(keys))
     assert sorted(f["ticket_id"] for f in firings) == [t["id"] for t in tickets]
-    seconds = [int(k[17:19]) + 60 * int(k[14:16]) for k in keys]
+    seconds = [
+        datetime.strptime(k[-20:], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        for k in keys
+    ]
     assert all(b - a == 1 for a, b in itertools.pairwise(seconds)), keys
     assert {t["workflow_id"] for t in tickets} == {"tick@1.0.0"}
     assert all("tick" in str(t["inputs"]) for t in tickets)

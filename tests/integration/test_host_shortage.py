@@ -207,3 +207,66 @@ def test_a_file_written_or_read_short_of_fds_waits_and_then_is(isolation: str) -
         if records:
             assert len(records) == 2 and FILE_WAITING.match(records[0]), one
     assert results[0]["records"], "with no descriptor free the file was not waited for"
+
+
+TWICE = r"""
+import asyncio, errno, json, os, sys, tempfile
+from pathlib import Path
+from swarm_engine.cli.daemon import use_pidfd_child_watcher
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.process import ProcessBackend, ProcessConfig
+
+real = os.pidfd_open
+failed = []
+
+
+def once_short(pid, *args):  # the daemon's child watcher, out of fds after the fork
+    if not failed:
+        failed.append(pid)
+        raise OSError(errno.EMFILE, "Too many open files")
+    return real(pid, *args)
+
+
+async def main() -> None:
+    use_pidfd_child_watcher()  # as the daemon does
+    backend = ProcessBackend(Path(tempfile.mkdtemp()), ProcessConfig(isolation=sys.argv[1]))
+    await backend.start()
+    vm = await backend.boot("vm-twice", VMSpec(timeout_seconds=30))
+    await vm.exec("true", on_output=lambda stream, chunk: None)
+    os.pidfd_open = once_short
+    try:
+        await vm.exec("echo started >> runs.txt; sleep 3", on_output=lambda stream, chunk: None)
+        error = None
+    except VMError as exc:
+        error = str(exc)
+    os.pidfd_open = real
+    await asyncio.sleep(3.5)  # past the command's own end, had it been started again
+    try:
+        runs = (await vm.get_file("runs.txt")).decode().split()
+    except VMError:
+        runs = []
+    await vm.destroy()
+    await backend.close()
+    print(json.dumps({"error": error, "runs": runs, "forked": bool(failed)}))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("isolation", ["none", "bwrap"])
+def test_a_start_that_fails_after_the_fork_is_not_tried_again(isolation: str) -> None:
+    """asyncio can fail to watch a command it already forked (its pidfd is one fd more):
+    that start is not a shortage to wait out but a failure, so the command never runs
+    twice."""
+    if isolation == "bwrap" and not bwrap_works():
+        pytest.skip("bubblewrap does not work on this host")
+    done = subprocess.run(
+        [sys.executable, "-c", TWICE, isolation], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["forked"], out
+    assert out["error"] == "cannot start command in vm-twice: [Errno 24] Too many open files"
+    assert len(out["runs"]) <= 1, out

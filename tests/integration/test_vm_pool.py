@@ -89,3 +89,44 @@ def test_removing_a_folder_that_is_gone_already_is_fine(tmp_path: Path) -> None:
     made.mkdir(parents=True)
     (made / "f").write_text("x")
     assert remove_folder(tmp_path / "made") is None and not (tmp_path / "made").exists()
+
+
+OUT_OF_FDS = r"""
+import errno, os, resource, sys
+from pathlib import Path
+from swarm_engine.vm.workspace import remove_folder
+
+folder = Path(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+held = []
+while True:
+    try:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as exc:
+        assert exc.errno == errno.EMFILE
+        break
+print(remove_folder(folder))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a file system in the folder")
+def test_a_folder_left_for_lack_of_fds_is_named_as_it_is(tmp_path: Path) -> None:
+    """Out of file descriptors, the line saying what was left names the folder and why,
+    not a file the engine failed to load to write that line."""
+    stuck = tmp_path / "vm-x" / "workspace" / "stuck"
+    stuck.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(stuck)], check=True)
+    try:
+        import sys
+
+        done = subprocess.run(
+            [sys.executable, "-c", OUT_OF_FDS, str(tmp_path / "vm-x")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(stuck)], check=False)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(f"could not delete VM folder {tmp_path / 'vm-x'}: "), line
+    assert line.endswith(": Too many open files") and "encodings" not in line, line

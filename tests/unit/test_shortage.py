@@ -13,7 +13,7 @@ import time
 import pytest
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.shortage import patiently
+from swarm_engine.vm.shortage import patiently, waiting
 
 
 class Start:
@@ -80,3 +80,27 @@ async def test_past_the_deadline_it_says_what_is_short_and_how_to_make_room(
     assert str(caught.value).startswith(f"cannot create workspace: {line}")
     assert "\n" not in str(caught.value)
     assert start.calls == 1
+
+
+async def test_a_wait_is_counted_while_it_lasts_for_the_daemon_to_hold_back() -> None:
+    """`waiting()` (the daemon claims nothing while it is not 0) counts each start that
+    waits out a shortage, from its first refusal to its end, however it ends."""
+    seen: list[int] = []
+
+    class Watched(Start):
+        async def __call__(self) -> str:
+            seen.append(waiting())
+            return await super().__call__()
+
+    assert waiting() == 0
+    assert await patiently(
+        Watched(errno.EMFILE, failures=2),
+        deadline=time.monotonic() + 60, doing="start command in vm-1", vm_id="vm-1",
+    ) == "started"  # fmt: skip
+    assert seen == [0, 1, 1] and waiting() == 0
+    with pytest.raises(VMError):
+        await patiently(
+            Start(errno.EMFILE, failures=10**6),
+            deadline=time.monotonic() + 0.05, doing="start command in vm-2", vm_id="vm-2",
+        )  # fmt: skip
+    assert waiting() == 0

@@ -23,6 +23,7 @@ from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
+from swarm_engine.vm import shortage
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,10 @@ class Daemon:
         keeps them from queueing claim statements in front of the running tickets' writes.
         That read is skipped while there is a backlog (the last claim took every ticket it
         asked for): a slot freed then is worth a claim, and the read would cost the loop
-        a statement per ticket."""
+        a statement per ticket. Nothing is claimed while a VM's start waits out a shortage
+        of the host (`vm/shortage.py`: out of fds, memory or processes)."""
+        if shortage.waiting():  # a claimed ticket would only hold more of what is short
+            return []
         if not self._backlog and not await watcher.any_open():
             return []
         try:

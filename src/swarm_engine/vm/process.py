@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import secrets
 import shutil
 import sys
@@ -63,7 +64,7 @@ from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
-from swarm_engine.vm.shortage import patiently
+from swarm_engine.vm.shortage import SPAWN_FDS, patiently, room_for
 from swarm_engine.vm.streamed import ExecProtocol, exited_within, pump
 from swarm_engine.vm.threaded import Command, Job
 from swarm_engine.vm.workspace import (
@@ -132,6 +133,10 @@ class ProcessBackend:
                     f"process sandbox refused: the agent asks for network ports "
                     f"{', '.join(map(str, spec.allowed_ports))}, but {problem}"
                 )
+        if isolated or not root_engine():  # then prlimit cannot raise a hard limit
+            problem = hard_limit_problem(spec)
+            if problem:
+                raise VMError(f"process sandbox refused: {problem}")
         folder = self.root / vm_id
         host_uid = self._new_uid() if isolated and root_engine() else None
         try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
@@ -348,10 +353,13 @@ class ProcessVM:
         stdin: bytes | None,
     ) -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
         """Start the command on the event loop, with its sandbox's fds. Raises `OSError`
-        when it cannot, with nothing left open or running."""
+        only when nothing was started (the caller may try again); a spawn that fails is a
+        `VMError`, never tried again: asyncio can fail after the fork (watching the child
+        takes a pidfd), and the command must not run twice."""
         if self._destroyed:  # while it waited for a shortage to pass
             raise VMError(f"VM {self.id} is destroyed")
         loop = asyncio.get_running_loop()
+        room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
         fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
         try:
             transport, proto = await loop.subprocess_exec(
@@ -365,10 +373,15 @@ class ProcessVM:
                 start_new_session=True,
                 pass_fds=fds.passed if fds else (),
             )
-        except BaseException:
+        except BaseException as exc:
             if fds is not None:
                 fds.close()
-            raise
+            if not isinstance(exc, OSError):
+                raise
+            # it may have started: whatever carries this VM's tag is stopped, not run again
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(kill_tagged, self.id)
+            raise VMError(f"cannot start command in {self.id}: {exc}") from exc
         if fds is not None:
             fds.close_passed()
         return fds, transport, proto
@@ -630,6 +643,23 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
+
+
+def hard_limit_problem(spec: VMSpec) -> str | None:
+    """What a command's limits ask above this engine's own hard limits, which the sandbox
+    cannot raise (`prlimit` would fail in every command), or None."""
+    asks = (
+        (resource.RLIMIT_NOFILE, spec.max_open_files, "open files", "ulimit -Hn"),
+        (resource.RLIMIT_NPROC, spec.max_processes, "processes", "ulimit -Hu"),
+    )
+    for which, wanted, what, how in asks:
+        hard = resource.getrlimit(which)[1]
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            return (
+                f"each command may have {wanted} {what}, above this engine's hard limit of "
+                f"{hard} ({how}): start the engine with {how} {wanted} or more"
+            )
+    return None
 
 
 def _nothing() -> None:

@@ -45,10 +45,15 @@ def kill_tree(pid: int) -> None:
     `pid` is a child subreaper (`vm/subreaper.py`), whatever a killed process had started
     is re-parented to it and caught by the next scan, however it changed its session or
     environment. Bounded to `KILL_ROUNDS` scans (a process in uninterruptible sleep dies
-    when it wakes).
+    when it wakes). When `/proc` cannot be listed (the engine is out of file
+    descriptors), only the process group and `pid` are killed.
     """
     for _ in range(KILL_ROUNDS):
-        alive = [p for p in descendants(pid) if _state(p) not in (None, "Z", "X")]
+        try:
+            found = descendants(pid)
+        except OSError:  # /proc cannot be read now (out of fds): the group and `pid` still go
+            break
+        alive = [p for p in found if _state(p) not in (None, "Z", "X")]
         if not alive:
             break
         for victim in alive:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -40,6 +41,33 @@ WHAT = {
 """Each shortage: what is missing, and what makes room for it."""
 
 
+SPAWN_FDS = 16
+"""File descriptors a command's start may need at once (its sandbox's memory files and
+pipes, its own pipes, the pipe that reports a failed exec, the pidfd that watches it)."""
+
+
+_waits = 0
+
+
+def waiting() -> int:
+    """How many starts wait out a shortage now, in this process (the daemon claims no
+    more tickets meanwhile: each would only hold more of what is short)."""
+    return _waits
+
+
+def room_for(count: int) -> None:
+    """Raise the `OSError` of a shortage (EMFILE, ENFILE) unless `count` more file
+    descriptors can be opened now; they are closed again at once. For starts that must
+    not be tried again once they fail midway: the shortage is met here, before them."""
+    opened: list[int] = []
+    try:
+        for _ in range(count):
+            opened.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
 def shortage(exc: OSError) -> str:
     """`no file descriptors free (EMFILE)`: what the host is short of, in words."""
     code = exc.errno if exc.errno is not None else 0
@@ -53,33 +81,41 @@ async def patiently(
     time) passes. `start` must raise `OSError` only when it started nothing (so that trying
     again is safe). Raises `VMError` (`cannot <doing>: ...`) for any `OSError`: at once when
     it is not a shortage, at the deadline when it is."""
+    global _waits
     delay = FIRST_DELAY
     since: float | None = None
-    while True:
-        try:
-            done = await start()
-        except OSError as exc:
-            if exc.errno not in SHORTAGES:
-                raise VMError(f"cannot {doing}: {exc}") from exc
-            now = time.monotonic()
-            if since is None:
-                since = now
-                log.warning(
-                    "cannot %s yet: %s; trying again for up to %gs",
-                    doing, shortage(exc), round(max(deadline - now, 0.0), 1),
-                    extra={"vm_id": vm_id},
+    try:
+        while True:
+            try:
+                done = await start()
+            except OSError as exc:
+                if exc.errno not in SHORTAGES:
+                    raise VMError(f"cannot {doing}: {exc}") from exc
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    _waits += 1
+                    log.warning(
+                        "cannot %s yet: %s; trying again for up to %gs",
+                        doing, shortage(exc), round(max(deadline - now, 0.0), 1),
+                        extra={"vm_id": vm_id},
+                    )  # fmt: skip
+                if now < deadline:
+                    await asyncio.sleep(min(delay, deadline - now))
+                    delay = min(delay * 2, MAX_DELAY)
+                if time.monotonic() >= deadline:  # no time left to run what would start now
+                    _, fix = WHAT[exc.errno]
+                    waited = round(time.monotonic() - since, 1)
+                    raise VMError(
+                        f"cannot {doing}: {shortage(exc)} for {waited:g}s: {fix}"
+                    ) from exc
+                continue
+            if since is not None:
+                log.info(
+                    "%s: the shortage passed after %gs",
+                    doing, round(time.monotonic() - since, 1), extra={"vm_id": vm_id},
                 )  # fmt: skip
-            if now < deadline:
-                await asyncio.sleep(min(delay, deadline - now))
-                delay = min(delay * 2, MAX_DELAY)
-            if time.monotonic() >= deadline:  # no time left to run what would start now
-                _, fix = WHAT[exc.errno]
-                waited = round(time.monotonic() - since, 1)
-                raise VMError(f"cannot {doing}: {shortage(exc)} for {waited:g}s: {fix}") from exc
-            continue
+            return done
+    finally:
         if since is not None:
-            log.info(
-                "%s: the shortage passed after %gs",
-                doing, round(time.monotonic() - since, 1), extra={"vm_id": vm_id},
-            )  # fmt: skip
-        return done
+            _waits -= 1

@@ -7,6 +7,7 @@ VM folders too).
 from __future__ import annotations
 
 import contextlib
+import encodings.unicode_escape  # noqa: F401  (loaded now: see remove_folder)
 import os
 import shutil
 import stat
@@ -37,7 +38,8 @@ def remove_folder(folder: Path) -> str | None:
         exc = info[1]
         if isinstance(exc, FileNotFoundError):  # gone already: nothing to delete there
             return
-        if not errors:  # a name inside is the step's own: shown escaped, on one line
+        if not errors:  # a name inside is the step's own: shown escaped, on one line (the
+            # codec is imported with this module: out of fds, importing it would fail here)
             shown = str(path).encode("unicode_escape", "backslashreplace").decode("ascii")
             errors.append(f"{shown[:300]}: {exc.strerror if isinstance(exc, OSError) else exc}")
 
