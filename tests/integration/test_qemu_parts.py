@@ -208,7 +208,7 @@ async def test_the_tcg_translation_buffer_is_an_option(tmp_path: Path) -> None:
     finally:
         await backend.close()
     assert QemuOptions().tcg_tb_mb == 64
-    for bad in (8, 4096):
+    for bad in (8, 4096, "64", 1e2, True):  # a number of MiB, not text, a float or a flag
         with pytest.raises(ConfigError):
             create_backend("qemu", tmp_path, {"tcg_tb_mb": bad})
 

@@ -27,7 +27,7 @@ class QemuOptions(BaseModel):
 
     backend: Literal["qemu"] = "qemu"
     accel: Accel = "auto"
-    tcg_tb_mb: int = Field(default=TCG_TB_MB, ge=16, le=1024)
+    tcg_tb_mb: int = Field(default=TCG_TB_MB, ge=16, le=1024, strict=True)
     """TCG's translation buffer per VM in MiB (`-accel tcg,tb-size=N`): the most host
     memory a busy VM's translated code takes; smaller means more retranslation."""
     image: str = Field(
