@@ -133,7 +133,7 @@ class ProcessBackend:
                     f"process sandbox refused: the agent asks for network ports "
                     f"{', '.join(map(str, spec.allowed_ports))}, but {problem}"
                 )
-        if isolated or not root_engine():  # then prlimit cannot raise a hard limit
+        if isolated or not can_raise_limits():  # then prlimit cannot raise a hard limit
             problem = hard_limit_problem(spec)
             if problem:
                 raise VMError(f"process sandbox refused: {problem}")
@@ -359,8 +359,13 @@ class ProcessVM:
         if self._destroyed:  # while it waited for a shortage to pass
             raise VMError(f"VM {self.id} is destroyed")
         loop = asyncio.get_running_loop()
-        room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
         fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
+        try:
+            room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
+        except BaseException:
+            if fds is not None:
+                fds.close()
+            raise
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: ExecProtocol(loop),
@@ -643,6 +648,22 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def can_raise_limits() -> bool:
+    """Whether this engine may raise a hard resource limit (CAP_SYS_RESOURCE in its
+    effective set: root in a container often lacks it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def hard_limit_problem(spec: VMSpec) -> str | None:

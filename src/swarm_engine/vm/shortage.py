@@ -41,9 +41,10 @@ WHAT = {
 """Each shortage: what is missing, and what makes room for it."""
 
 
-SPAWN_FDS = 16
-"""File descriptors a command's start may need at once (its sandbox's memory files and
-pipes, its own pipes, the pipe that reports a failed exec, the pidfd that watches it)."""
+SPAWN_FDS = 8
+"""File descriptors an event-loop spawn needs at once besides its sandbox's memory files:
+its stdin, stdout and stderr pipes and the pipe that reports a failed exec (the pidfd
+that watches the child comes once the child's ends are closed)."""
 
 
 _waits = 0
