@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from tests.support.cli import env_for, query, swarm
 
-from swarm_engine.vm.process import bwrap_works, can_raise_limits
+from swarm_engine.vm.hostlimits import can_raise_limits
+from swarm_engine.vm.process import bwrap_works
 
 
 def no_bwrap_path(tmp_path: Path) -> str:

@@ -108,7 +108,7 @@ async def main() -> None:
             else:  # cancel, once it waits
                 task = asyncio.create_task(vm.exec(["echo", "ran"], timeout=60, on_output=on_output))
                 while not waiting.is_set() and not task.done():
-                    await asyncio.sleep(0)  # the wait is logged on this loop
+                    await asyncio.sleep(0)  # sleep-ok: a yield; the wait is logged on this loop
                 task.cancel()
                 await asyncio.wait([task], timeout=30)  # its own timeout is 60 s
                 out.update(cancelled=task.cancelled())
@@ -243,8 +243,7 @@ async def main() -> None:
         error = None
     except VMError as exc:
         error = str(exc)
-    os.pidfd_open = real
-    await asyncio.sleep(3.5)  # past the command's own end, had it been started again
+    os.pidfd_open = real  # a start tried again would have run to its end before exec returned
     try:
         runs = (await vm.get_file("runs.txt")).decode().split()
     except VMError:

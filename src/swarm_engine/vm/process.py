@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import secrets
 import shutil
 import sys
@@ -48,7 +47,6 @@ from swarm_engine.vm.bwrap import (
     HOST_UID_BASE,
     HOST_UID_SPAN,
     MOUNT_POINT,
-    SHORTAGES,
     SandboxFds,
     disables_userns,
     drop_to,
@@ -59,19 +57,20 @@ from swarm_engine.vm.bwrap import (
 from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
 from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
 from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
-from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
 from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 from swarm_engine.vm.shortage import SPAWN_FDS, patiently, room_for
-from swarm_engine.vm.streamed import ExecProtocol, exited_within, pump
+from swarm_engine.vm.streamed import ExecProtocol, finish
 from swarm_engine.vm.threaded import Command, Job
 from swarm_engine.vm.workspace import (
     disk_usage,
     prepare_folder,
     read_regular_file,
     remove_folder,
+    write_file,
 )
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
@@ -338,8 +337,14 @@ class ProcessVM:
             if fds is not None:
                 fds.close()
         try:
-            return await self._finish(transport, proto, pid, started, limit, stdin, on_output)
+            return await finish(
+                transport, proto, started=started, limit=limit, stdin=stdin,
+                on_output=on_output, keep=self.spec.output_keep_bytes,
+                over_disk=self._over_disk, over_disk_note=self._over_disk_note(),
+                drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
+            )  # fmt: skip
         finally:
+            self._procs.discard(transport)
             if pasta is not None:
                 kill_pasta(pasta, self.id)
 
@@ -486,87 +491,6 @@ class ProcessVM:
             pasta=host_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
         )  # fmt: skip
 
-    async def _finish(
-        self,
-        transport: asyncio.SubprocessTransport,
-        proto: ExecProtocol,
-        pid: int,
-        started: float,
-        limit: float,
-        stdin: bytes | None,
-        on_output: OutputCallback | None,
-    ) -> ExecResult:
-        out = BoundedOutput(self.spec.output_keep_bytes)
-        err = BoundedOutput(self.spec.output_keep_bytes)
-        pumps = [
-            asyncio.create_task(pump(proto.stdout, "stdout", out, on_output)),
-            asyncio.create_task(pump(proto.stderr, "stderr", err, on_output)),
-        ]
-        watch = asyncio.create_task(self._watch_disk(pid, proto.exited))
-        timed_out = False
-        try:
-            if stdin is not None and proto.stdin is not None:
-                proto.stdin.write(stdin)
-                proto.stdin.close()
-            # The command is over when its own process exits (the subreaper or bubblewrap
-            # has killed its leftovers by then), not when every holder of its pipes is gone.
-            if not await exited_within(proto.exited, pumps, limit):
-                timed_out = True
-                kill_tree(pid)
-                await proto.exited.wait()
-            done, late = await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
-            if late:  # a pipe is still held by something outside the tree: stop reading
-                for task in late:
-                    task.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
-            for task in done:
-                task.result()  # an error of `on_output` is the caller's
-        except BaseException:
-            if transport.get_returncode() is None:
-                kill_tree(pid)
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            await proto.exited.wait()
-            raise
-        finally:
-            watch.cancel()
-            over_disk = (await asyncio.gather(watch, return_exceptions=True))[0] is True
-            self._procs.discard(transport)
-            transport.close()
-        returncode = transport.get_returncode()
-        code = returncode if returncode is not None else -9
-        if code < 0:  # killed by a signal: report as a shell would
-            code = 128 - code
-        if timed_out:
-            code = 124
-        if over_disk:
-            err.add(self._over_disk_note())
-        return ExecResult(
-            exit_code=code,
-            stdout=out.value(),
-            stderr=err.value(),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            timed_out=timed_out,
-            stdout_bytes=out.total,
-            stderr_bytes=err.total,
-        )
-
-    async def _watch_disk(self, pid: int, exited: asyncio.Event) -> bool:
-        """While the command runs, measure the workspace every `DISK_CHECK_SECONDS`; past
-        `disk_mb` or `max_files` kill the command and return True (a single file is capped
-        by RLIMIT_FSIZE)."""
-        cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
-        while not exited.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(exited.wait(), DISK_CHECK_SECONDS)
-                return False
-            used, entries = await asyncio.to_thread(disk_usage, self.workspace, cap, most)
-            if used > cap or entries > most:
-                kill_tree(pid)
-                return True
-        return False
-
     def _host_path(self, path: str) -> Path:
         """The host path for a workspace path; symlinks may not lead outside."""
         full = self.workspace / safe_relpath(path)
@@ -586,31 +510,7 @@ class ProcessVM:
         )  # fmt: skip
 
     def _write_file(self, path: str, data: bytes, mode: int) -> None:
-        """Write the file (again, if called again: nothing is appended). Raises `VMError`,
-        or `OSError` (a shortage, before the file was opened; any other, from its folder)."""
-        target = self._host_path(path)
-        if target.is_dir():
-            raise VMError(f"{path}: is a folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        except OSError as exc:
-            if exc.errno in SHORTAGES:
-                raise
-            raise VMError(f"{path}: cannot write: {exc.strerror}") from exc
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(target, mode)
-        if self.host_uid is not None:  # the sandbox's own uid owns its workspace
-            self._own(target)
-
-    def _own(self, target: Path) -> None:
-        assert self.host_uid is not None
-        root = self.workspace.resolve()
-        path = target
-        while path != self.workspace and path.resolve() != root:
-            os.lchown(path, self.host_uid, self.host_uid)
-            path = path.parent
+        write_file(self.workspace, self._host_path(path), path, data, mode, self.host_uid)
 
     async def get_file(self, path: str) -> bytes:
         if self._destroyed:
@@ -648,39 +548,6 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
-
-
-CAP_SYS_RESOURCE = 24
-
-
-def can_raise_limits() -> bool:
-    """Whether this engine may raise a hard resource limit (CAP_SYS_RESOURCE in its
-    effective set: root in a container often lacks it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-def hard_limit_problem(spec: VMSpec) -> str | None:
-    """What a command's limits ask above this engine's own hard limits, which the sandbox
-    cannot raise (`prlimit` would fail in every command), or None."""
-    asks = (
-        (resource.RLIMIT_NOFILE, spec.max_open_files, "open files", "ulimit -Hn"),
-        (resource.RLIMIT_NPROC, spec.max_processes, "processes", "ulimit -Hu"),
-    )
-    for which, wanted, what, how in asks:
-        hard = resource.getrlimit(which)[1]
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            return (
-                f"each command may have {wanted} {what}, above this engine's hard limit of "
-                f"{hard} ({how}): start the engine with {how} {wanted} or more"
-            )
-    return None
 
 
 def _nothing() -> None:

@@ -1,7 +1,7 @@
 """The event-loop path of a sandbox command (`ProcessVM.exec` when output is streamed to a
 callback or ports are forwarded): the subprocess protocol that tells when the command's
 own process exits, the pumps that read its pipes into bounded output (and the callback),
-and the wait for its exit within its time limit.
+and the command from its start to its end within its time and disk limits (`finish`).
 
 The common path runs the whole command on a worker thread instead (`vm/threaded.py`).
 """
@@ -9,10 +9,14 @@ The common path runs the whole command on a worker thread instead (`vm/threaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import time
+from collections.abc import Callable
 
-from swarm_engine.vm.base import OutputCallback, Stream
+from swarm_engine.vm.base import ExecResult, OutputCallback, Stream
 from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.proctree import kill_tree
 
 
 class ExecProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -64,3 +68,94 @@ async def exited_within(
         return True
     finally:
         waiter.cancel()
+
+
+async def finish(
+    transport: asyncio.SubprocessTransport,
+    proto: ExecProtocol,
+    *,
+    started: float,
+    limit: float,
+    stdin: bytes | None,
+    on_output: OutputCallback | None,
+    keep: int,
+    over_disk: Callable[[], bool],
+    over_disk_note: bytes,
+    drain: float,
+    check_every: float,
+) -> ExecResult:
+    """A started command to its end: `stdin` written, its output pumped (bounded to `keep`
+    bytes of head and tail per stream, and to `on_output` as it comes), its tree killed
+    past `limit` seconds (exit code 124) or when `over_disk()` (a worker thread's call,
+    every `check_every` seconds) says its workspace is over its limits; what its pipes
+    still hold is read for `drain` seconds after it exits. The transport is closed."""
+    pid = transport.get_pid()
+    out, err = BoundedOutput(keep), BoundedOutput(keep)
+    pumps = [
+        asyncio.create_task(pump(proto.stdout, "stdout", out, on_output)),
+        asyncio.create_task(pump(proto.stderr, "stderr", err, on_output)),
+    ]
+    watch = asyncio.create_task(_watch_disk(pid, proto.exited, over_disk, check_every))
+    timed_out = False
+    try:
+        if stdin is not None and proto.stdin is not None:
+            proto.stdin.write(stdin)
+            proto.stdin.close()
+        # The command is over when its own process exits (the subreaper or bubblewrap
+        # has killed its leftovers by then), not when every holder of its pipes is gone.
+        if not await exited_within(proto.exited, pumps, limit):
+            timed_out = True
+            kill_tree(pid)
+            await proto.exited.wait()
+        done, late = await asyncio.wait(pumps, timeout=drain)
+        if late:  # a pipe is still held by something outside the tree: stop reading
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for task in done:
+            task.result()  # an error of `on_output` is the caller's
+    except BaseException:
+        if transport.get_returncode() is None:
+            kill_tree(pid)
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await proto.exited.wait()
+        raise
+    finally:
+        watch.cancel()
+        went_over = (await asyncio.gather(watch, return_exceptions=True))[0] is True
+        transport.close()
+    returncode = transport.get_returncode()
+    code = returncode if returncode is not None else -9
+    if code < 0:  # killed by a signal: report as a shell would
+        code = 128 - code
+    if timed_out:
+        code = 124
+    if went_over:
+        err.add(over_disk_note)
+    return ExecResult(
+        exit_code=code,
+        stdout=out.value(),
+        stderr=err.value(),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        timed_out=timed_out,
+        stdout_bytes=out.total,
+        stderr_bytes=err.total,
+    )
+
+
+async def _watch_disk(
+    pid: int, exited: asyncio.Event, over_disk: Callable[[], bool], every: float
+) -> bool:
+    """While the command runs, ask `over_disk()` (on a worker thread) every `every`
+    seconds; when it says so, kill the command and return True (a single file is capped
+    by RLIMIT_FSIZE)."""
+    while not exited.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited.wait(), every)
+            return False
+        if await asyncio.to_thread(over_disk):
+            kill_tree(pid)
+            return True
+    return False

@@ -29,6 +29,33 @@ def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
         os.chmod(workspace, 0o700)
 
 
+def write_file(
+    workspace: Path, target: Path, shown: str, data: bytes, mode: int, owner: int | None
+) -> None:
+    """Write `data` to `target` (a path inside `workspace`, checked by the caller), with
+    `mode`, owned up to the workspace by `owner` when given (the sandbox's own uid); again,
+    if called again (nothing is appended). Raises `VMError` (`shown` names the file), or
+    the `OSError` of a host shortage before the file was opened, or that of its folder."""
+    if target.is_dir():
+        raise VMError(f"{shown}: is a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno in SHORTAGES:
+            raise
+        raise VMError(f"{shown}: cannot write: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(target, mode)
+    if owner is not None:
+        root = workspace.resolve()
+        path = target
+        while path != workspace and path.resolve() != root:
+            os.lchown(path, owner, owner)
+            path = path.parent
+
+
 def remove_folder(folder: Path) -> str | None:
     """Delete `folder` and everything in it (never following links). Returns None once it
     is gone, else one line saying what is left and why (e.g. out of file descriptors)."""
