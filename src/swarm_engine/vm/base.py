@@ -10,12 +10,13 @@ Backends are chosen by name from `swarm_engine.vm.backends.BACKENDS`.
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.output import DEFAULT_KEEP
+from swarm_engine.vm.output import DEFAULT_KEEP, BoundedOutput
 
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None] | None]
@@ -49,6 +50,19 @@ class VMSpec:
     so an agent looks for what it needs before it uses it."""
 
 
+TIMEOUT_EXIT = 124
+"""A command's exit code when its time limit killed it (as `timeout(1)` reports)."""
+
+
+def shell_exit_code(returncode: int | None, timed_out: bool) -> int:
+    """A host process's return code as a shell reports it: 128+N when signal N ended it
+    (unknown: killed, 137), `TIMEOUT_EXIT` when its time limit did."""
+    if timed_out:
+        return TIMEOUT_EXIT
+    code = returncode if returncode is not None else -9
+    return 128 - code if code < 0 else code
+
+
 @dataclass(frozen=True)
 class ExecResult:
     """A finished command. `stdout`/`stderr` are bounded (`VMSpec.output_keep_bytes`): when a
@@ -62,6 +76,22 @@ class ExecResult:
     timed_out: bool = False
     stdout_bytes: int = -1
     stderr_bytes: int = -1
+
+    @classmethod
+    def of(
+        cls, code: int, out: BoundedOutput, err: BoundedOutput, started: float, *, timed_out: bool
+    ) -> ExecResult:
+        """The result of a command that began at `started` (monotonic seconds) and ended
+        now with exit `code`, from its bounded output streams."""
+        return cls(
+            exit_code=code,
+            stdout=out.value(),
+            stderr=err.value(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            timed_out=timed_out,
+            stdout_bytes=out.total,
+            stderr_bytes=err.total,
+        )
 
     def __post_init__(self) -> None:
         if self.stdout_bytes < 0:

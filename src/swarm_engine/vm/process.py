@@ -41,6 +41,7 @@ from swarm_engine.vm.base import (
     VMInfo,
     VMSpec,
     safe_relpath,
+    shell_exit_code,
 )
 from swarm_engine.vm.bwrap import (
     GUEST_UID,
@@ -453,21 +454,11 @@ class ProcessVM:
             self._jobs.pop(job, None)
             if fds is not None:
                 fds.close()
-        code = outcome.returncode if outcome.returncode is not None else -9
-        if code < 0:  # killed by a signal: report as a shell would
-            code = 128 - code
-        if outcome.timed_out:
-            code = 124
         if outcome.over_disk:
             outcome.stderr.add(self._over_disk_note())
-        return ExecResult(
-            exit_code=code,
-            stdout=outcome.stdout.value(),
-            stderr=outcome.stderr.value(),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            timed_out=outcome.timed_out,
-            stdout_bytes=outcome.stdout.total,
-            stderr_bytes=outcome.stderr.total,
+        code = shell_exit_code(outcome.returncode, outcome.timed_out)
+        return ExecResult.of(
+            code, outcome.stdout, outcome.stderr, started, timed_out=outcome.timed_out
         )
 
     def _over_disk(self) -> bool:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import time
 from collections.abc import Callable
 
-from swarm_engine.vm.base import ExecResult, OutputCallback, Stream
+from swarm_engine.vm.base import ExecResult, OutputCallback, Stream, shell_exit_code
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import kill_tree
 
@@ -126,23 +125,10 @@ async def finish(
         watch.cancel()
         went_over = (await asyncio.gather(watch, return_exceptions=True))[0] is True
         transport.close()
-    returncode = transport.get_returncode()
-    code = returncode if returncode is not None else -9
-    if code < 0:  # killed by a signal: report as a shell would
-        code = 128 - code
-    if timed_out:
-        code = 124
     if went_over:
         err.add(over_disk_note)
-    return ExecResult(
-        exit_code=code,
-        stdout=out.value(),
-        stderr=err.value(),
-        duration_ms=int((time.monotonic() - started) * 1000),
-        timed_out=timed_out,
-        stdout_bytes=out.total,
-        stderr_bytes=err.total,
-    )
+    code = shell_exit_code(transport.get_returncode(), timed_out)
+    return ExecResult.of(code, out, err, started, timed_out=timed_out)
 
 
 async def _watch_disk(

@@ -13,6 +13,7 @@ from pathlib import Path
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import (
     GUEST_WORKSPACE,
+    TIMEOUT_EXIT,
     ExecResult,
     OutputCallback,
     Stream,
@@ -27,7 +28,6 @@ from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_EXIT = 124
 GUEST_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": GUEST_WORKSPACE,
@@ -143,7 +143,7 @@ class QemuVM:
                     log.warning("guest did not answer past the timeout", extra={"vm_id": self.id})
                     with contextlib.suppress(VMError):  # the timeout is what to report
                         await self.destroy()
-                    return _result(TIMEOUT_EXIT, out, err, started, timed_out=True)
+                    return ExecResult.of(TIMEOUT_EXIT, out, err, started, timed_out=True)
                 if frame is None:
                     raise VMError(
                         f"VM {self.id} went away during exec: {self._channel.close_reason}"
@@ -160,7 +160,7 @@ class QemuVM:
                 elif kind == "exit":
                     timed_out = bool(header.get("timed_out"))
                     code = TIMEOUT_EXIT if timed_out else int(header["code"])
-                    return _result(code, out, err, started, timed_out=timed_out)
+                    return ExecResult.of(code, out, err, started, timed_out=timed_out)
                 elif kind == "error":
                     raise VMError(f"{self.id}: {str(header.get('message', 'exec failed'))[:1000]}")
                 else:
@@ -220,17 +220,3 @@ class QemuVM:
         left = await asyncio.to_thread(remove_folder, self.folder)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
-
-
-def _result(
-    code: int, out: BoundedOutput, err: BoundedOutput, started: float, *, timed_out: bool
-) -> ExecResult:
-    return ExecResult(
-        exit_code=code,
-        stdout=out.value(),
-        stderr=err.value(),
-        duration_ms=int((time.monotonic() - started) * 1000),
-        timed_out=timed_out,
-        stdout_bytes=out.total,
-        stderr_bytes=err.total,
-    )
