@@ -204,6 +204,17 @@ def load1() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def host_cpu() -> tuple[float, float]:
+    """The whole host's CPU time so far, from the first line of `/proc/stat`: `(busy, idle)`
+    in seconds summed over every core (busy: user, nice, system, irq, softirq, steal;
+    idle: idle and iowait). Kernel work done for no process (namespace teardown in
+    kworkers, RCU) counts here and in no process's own CPU time."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / hz, (idle + iowait) / hz
+
+
 def machine() -> dict[str, str]:
     model = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -65,6 +65,7 @@ from typing import Any
 import _common
 from _common import (
     engine_log,
+    host_cpu,
     init_home,
     insert_tickets,
     install_sigterm_handler,
@@ -477,6 +478,7 @@ def main() -> None:
             for rep in range(1, reps + 1):
                 for method in runs:
                     before = load1()
+                    busy0, idle0 = host_cpu()
                     if method == "bare":
                         result = run_bare(recipe, n, args.slots)
                     elif method == "huey":
@@ -485,14 +487,21 @@ def main() -> None:
                         result = run_floor(recipe, root, n, args.slots, rep)
                     else:
                         result = run_swarm(root, n, args.slots, rep)
-                    result |= {"load_before": before, "load_after": load1()}
+                    busy1, idle1 = host_cpu()
+                    result |= {
+                        "load_before": before,
+                        "load_after": load1(),
+                        "host_cpu_ms": (busy1 - busy0) / n * 1000,
+                        "host_busy": (busy1 - busy0) / max(busy1 - busy0 + idle1 - idle0, 1e-9),
+                    }
                     runs[method].append(result)
                     print(
                         f"rep {rep} {method:<5} {result['rate']:6.1f} jobs/s"
                         f"  (steady {result['span_rate']:6.1f}/s)"
                         f"  {result['seconds']:5.2f} s  load {before:.2f} -> {result['load_after']:.2f}"
                         f"  cpu/job: runner {result['runner_cpu_ms']:5.2f} ms,"
-                        f" sandbox {result['sandbox_cpu_ms']:5.2f} ms"
+                        f" sandbox {result['sandbox_cpu_ms']:5.2f} ms,"
+                        f" host {result['host_cpu_ms']:5.2f} ms (busy {result['host_busy']:.2f})"
                         + (
                             f", VM occupancy {result['occupancy']:.2f}"
                             if "occupancy" in result
@@ -506,16 +515,21 @@ def main() -> None:
     steady = {m: statistics.median(r["span_rate"] for r in rs) for m, rs in runs.items()}
     print(f"\nmedians, jobs/s ({n} jobs, {args.slots} slots, {reps} reps)")
     cpu = {
-        m: {k: statistics.median(r[k] for r in rs) for k in ("runner_cpu_ms", "sandbox_cpu_ms")}
+        m: {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("runner_cpu_ms", "sandbox_cpu_ms", "host_cpu_ms", "host_busy")
+        }
         for m, rs in runs.items()
     }
     print(
-        f"{'':>8}{'start->last':>13}{'steady':>9}{'runner CPU ms/job':>19}{'sandbox CPU ms/job':>20}"
+        f"{'':>8}{'start->last':>13}{'steady':>9}{'runner CPU ms/job':>19}"
+        f"{'sandbox CPU ms/job':>20}{'host CPU ms/job':>17}{'host busy':>11}"
     )
     for m in runs:
         print(
             f"{m:>8}{med[m]:>13.1f}{steady[m]:>9.1f}"
             f"{cpu[m]['runner_cpu_ms']:>19.2f}{cpu[m]['sandbox_cpu_ms']:>20.2f}"
+            f"{cpu[m]['host_cpu_ms']:>17.2f}{cpu[m]['host_busy']:>11.2f}"
         )
     ratios = {
         "swarm/huey": med["swarm"] / med["huey"],

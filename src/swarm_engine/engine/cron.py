@@ -17,8 +17,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
-
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.errors import StoreBusyError, SwarmError
 from swarm_engine.models import TriggerSpec, WorkflowSpec
@@ -41,6 +39,8 @@ def slot_key(slot: datetime) -> str:
 
 def latest_slot(cron: str, now: datetime) -> datetime:
     """The latest slot of `cron` at or before `now` (UTC)."""
+    from croniter import croniter  # imported by the first cron trigger: engine start-up
+
     it = croniter(cron, now + timedelta(microseconds=1))
     slot: datetime = it.get_prev(datetime)
     return slot.astimezone(UTC)
@@ -116,6 +116,8 @@ class CronFirer:
         """Seconds to sleep: until the nearest next slot, at most `TICK_SECONDS`."""
         wait = TICK_SECONDS
         for _, trigger, _ in self._schedules:
+            from croniter import croniter  # (see latest_slot)
+
             assert trigger.cron is not None
             try:
                 nxt: datetime = croniter(trigger.cron, now).get_next(datetime)

@@ -71,6 +71,7 @@ from swarm_engine.vm.workspace import (
     prepare_folder,
     read_regular_file,
     remove_folder,
+    resolve_inside,
     write_file,
 )
 
@@ -97,9 +98,12 @@ class ProcessBackend:
         self._no_userns = False
         self._uids: set[int] = set()
         self._threads: ThreadPoolExecutor | None = None
+        self._real_root: str | None = None
+        """`root` with its symlinks resolved, once (its VM folders are the engine's own)."""
 
     def _probe(self) -> None:
         if not self._probed:
+            self._real_root = os.path.realpath(self.root)
             self._problem = bwrap_problem()
             self._no_userns = self._problem is None and disables_userns()
             self._probed = True
@@ -151,9 +155,13 @@ class ProcessBackend:
             raise
         if self._threads is None:
             self._threads = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="vm-command")
+        real = (
+            None if self._real_root is None else os.path.join(self._real_root, vm_id, "workspace")
+        )
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
+            real_workspace=real,
         )  # fmt: skip
 
     def _new_uid(self) -> int:
@@ -188,10 +196,14 @@ class ProcessVM:
         no_userns: bool = False,
         release: Callable[[int], None] | None = None,
         threads: ThreadPoolExecutor | None = None,
+        real_workspace: str | None = None,
     ) -> None:
         self.id = vm_id
         self.folder = folder
         self.workspace = folder / "workspace"
+        self._real_workspace = real_workspace
+        """`workspace` with its symlinks resolved (made by the engine: none of its parts is
+        the step's); found on first use when not given."""
         self.spec = spec
         self.isolated = isolated
         self.host_uid = host_uid
@@ -482,14 +494,16 @@ class ProcessVM:
             pasta=host_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
         )  # fmt: skip
 
-    def _host_path(self, path: str) -> Path:
-        """The host path for a workspace path; symlinks may not lead outside."""
-        full = self.workspace / safe_relpath(path)
-        root = os.path.realpath(self.workspace)
-        real = os.path.realpath(full)
-        if real != root and not real.startswith(root + os.sep):
+    def _host_path(self, path: str) -> tuple[Path, str]:
+        """The host path for a workspace path, and its real path: symlinks may not lead
+        outside. Blocking file work (an `lstat` per part of `path`), for a worker thread."""
+        relpath = safe_relpath(path)
+        if self._real_workspace is None:
+            self._real_workspace = os.path.realpath(self.workspace)
+        real = resolve_inside(self._real_workspace, relpath)
+        if real is None:
             raise VMError(f"path {path!r} is outside the VM workspace")
-        return full
+        return self.workspace / relpath, real
 
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         if self._destroyed:
@@ -501,15 +515,18 @@ class ProcessVM:
         )  # fmt: skip
 
     def _write_file(self, path: str, data: bytes, mode: int) -> None:
-        write_file(self.workspace, self._host_path(path), path, data, mode, self.host_uid)
+        write_file(self.workspace, self._host_path(path)[0], path, data, mode, self.host_uid)
+
+    def _read_file(self, path: str) -> bytes:
+        return read_regular_file(Path(self._host_path(path)[1]), path)
 
     async def get_file(self, path: str) -> bytes:
         if self._destroyed:
             raise VMError(f"VM {self.id} is destroyed")
-        target = self._host_path(path)
+        safe_relpath(path)  # a path that cannot be inside is refused at once
         # off the event loop, never blocking (a FIFO), never unbounded (a sparse file)
         return await patiently(  # a host shortage is waited out (vm/shortage.py)
-            lambda: asyncio.to_thread(read_regular_file, Path(os.path.realpath(target)), path),
+            lambda: asyncio.to_thread(self._read_file, path),
             deadline=time.monotonic() + self.spec.timeout_seconds,
             doing=f"read {path!r} in {self.id}", vm_id=self.id,
         )  # fmt: skip

@@ -22,11 +22,36 @@ def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
     """A new VM's folder and its `workspace/` (owned by `host_uid` when given, private when
     isolated)."""
     workspace = folder / "workspace"
-    workspace.mkdir(parents=True, exist_ok=False)
+    folder.mkdir(parents=True, exist_ok=False)  # one mkdir each when the root is there
+    workspace.mkdir()
     if isolated:
         if host_uid is not None:
             os.chown(workspace, host_uid, host_uid)
         os.chmod(workspace, 0o700)
+
+
+def resolve_inside(root: str, relpath: str) -> str | None:
+    """`os.path.realpath(root + "/" + relpath)`, or None when that leads outside `root`.
+
+    `root` is a real path already (no symlink in it) and `relpath` a normalised relative
+    path (`safe_relpath`: no `..`). As `realpath` does, symlinks are followed and parts
+    that do not exist are kept; unlike it, the parts of `root` are not looked at again:
+    one `lstat` per part of `relpath` (a symlink costs one `realpath` of its own). Each
+    file call of a worker thread lets go of the GIL, so on a busy engine they cost CPU.
+    """
+    real = root
+    for name in relpath.split("/"):
+        if name in ("", "."):
+            continue
+        step = os.path.join(real, name)
+        try:
+            link = stat.S_ISLNK(os.lstat(step).st_mode)
+        except OSError:  # missing (or unreadable): kept as it is, as realpath does
+            link = False
+        real = os.path.realpath(step) if link else step
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    return real
 
 
 def write_file(
@@ -38,7 +63,8 @@ def write_file(
     the `OSError` of a host shortage before the file was opened, or that of its folder."""
     if target.is_dir():
         raise VMError(f"{shown}: is a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent != workspace:  # the workspace itself is there from the VM's boot
+        target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     except OSError as exc:
@@ -48,12 +74,10 @@ def write_file(
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.chmod(target, mode)
-    if owner is not None:
-        root = workspace.resolve()
-        path = target
-        while path != workspace and path.resolve() != root:
-            os.lchown(path, owner, owner)
-            path = path.parent
+    if owner is not None:  # the file and each folder between it and the workspace
+        parts = target.relative_to(workspace).parts
+        for depth in range(len(parts), 0, -1):
+            os.lchown(workspace.joinpath(*parts[:depth]), owner, owner)
 
 
 def remove_folder(folder: Path) -> str | None:
