@@ -223,3 +223,24 @@ def test_a_second_start_says_an_engine_runs(home: Path) -> None:
     finally:
         stopped = swarm_inproc(home, "stop")
     assert stopped.returncode == 0 and "draining 2 engine(s)" in stopped.stdout, stopped.stdout
+
+
+def test_the_foreground_engine_prints_one_plain_line_per_ticket_that_fits(home: Path) -> None:
+    """Each finished ticket is one line, cut to COLUMNS (140 when piped without it), with
+    stored text shown literally: no markup, no control characters."""
+    long = {"text": "word " * 200}
+    for title, inputs in ((MARKUP_TITLE, long), ("bell\x07and\x1b[2Jclear", long)):
+        swarm(home, "ticket", "create", "--title", title, "--agent", "echo",
+              "--inputs-json", json.dumps(inputs), check=True)  # fmt: skip
+    for columns, width in (("100", 100), ("", 140)):
+        swarm(home, "ticket", "create", "--title", "again", "--agent", "echo",
+              "--inputs-json", json.dumps(long), check=True)  # fmt: skip
+        done = swarm(home, "start", "--foreground", "--until-idle", COLUMNS=columns, check=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("ticket ")]
+        assert lines and all(re.match(r"ticket \d+ done in ", line) for line in lines), lines
+        assert all(len(line) <= width for line in lines), (width, lines)
+        assert max(len(line) for line in lines) > width - 10  # the room is used
+        assert "\x07" not in done.stdout and "\x1b" not in done.stdout
+        if columns:  # the first run: the titles as they were written, shown literally
+            assert any(MARKUP_TITLE in line for line in lines), lines
+            assert any("bell\\x07and\\x1b[2Jclear" in line for line in lines), lines

@@ -12,7 +12,7 @@ import click
 
 from swarm_engine.cli.app import Seconds, example, pass_existing, pass_settings, store_of
 from swarm_engine.cli.logsetup import setup_logging
-from swarm_engine.cli.output import console, ms, short, visible
+from swarm_engine.cli.text import ms, short, terminal_width, visible
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
@@ -77,16 +77,15 @@ def start(
         daemon.install_signal_handlers()
         await daemon.run()
 
-    console.print(
+    click.echo(
         f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
-        f"home {settings.home} (Ctrl-C to stop)",
-        highlight=False,
+        f"home {visible(str(settings.home))} (Ctrl-C to stop)"
     )
     try:
         asyncio.run(main())
     finally:
         (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
-    console.print(f"engine stopped after running {daemon.claimed} ticket(s)")
+    click.echo(f"engine stopped after running {daemon.claimed} ticket(s)")
 
 
 def use_pidfd_child_watcher() -> None:
@@ -140,7 +139,7 @@ class _FinishedPrinter:
         outcome = ticket.result if ticket.status == "done" else ticket.error
         now = time.monotonic()
         if now - self._width_read >= 1.0:
-            self._width, self._width_read = console.width, now
+            self._width, self._width_read = terminal_width(), now
         room = max(20, self._width - len(head) - len(title) - 5)
         # plain text (control characters shown as \xNN), not rich: one line per ticket at
         # hundreds of tickets a second should cost the engine's loop next to nothing
@@ -192,7 +191,7 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
                 raise SwarmError(f"engine exited at start (code {code}); see {logfile}")
             engine_id = store.engines.find_running(pid, settings.host_id)
             if engine_id:
-                console.print(f"engine {engine_id} started (pid {pid}); log: {logfile}")
+                click.echo(f"engine {engine_id} started (pid {pid}); log: {visible(str(logfile))}")
                 return
             time.sleep(0.05)
     raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
@@ -223,14 +222,14 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
         ]
     pids = [e["pid"] for e in engines if pid_alive(e["pid"]) and e["pid"] != os.getpid()]
     if not pids:
-        console.print("no engine is running on this host")
+        click.echo("no engine is running on this host")
         return
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
         if now:
             time.sleep(0.1)
             os.kill(pid, signal.SIGTERM)
-    console.print(f"{'aborting' if now else 'draining'} {len(pids)} engine(s): {pids}")
+    click.echo(f"{'aborting' if now else 'draining'} {len(pids)} engine(s): {pids}")
     if not wait:
         return
     deadline = time.monotonic() + timeout
@@ -240,4 +239,4 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
         time.sleep(0.1)
     for pid in pids:
         (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)
-    console.print("stopped")
+    click.echo("stopped")

@@ -17,6 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from swarm_engine.cli.text import CONTROL as CONTROL  # re-exported
+from swarm_engine.cli.text import duration as duration  # re-exported
+from swarm_engine.cli.text import ms as ms  # re-exported
+from swarm_engine.cli.text import short as short  # re-exported
+from swarm_engine.cli.text import summarize as summarize  # re-exported
+from swarm_engine.cli.text import visible as visible  # re-exported
 from swarm_engine.store.rows import format_ts, parse_timestamp
 
 console = Console()
@@ -56,15 +62,6 @@ def styled(status: str | None) -> Markup:
     return Markup(f"[{style}]{escape(status)}[/{style}]" if style else escape(status))
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def visible(text: str) -> str:
-    """Control characters (escape sequences, newlines, bells) shown as `\\xNN`, so stored
-    text can neither drive the terminal nor forge lines of output."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -80,38 +77,6 @@ def plain(value: Any) -> str:
     if isinstance(value, Markup):
         return value
     return escape(visible("" if value is None else str(value)))
-
-
-def summarize(value: Any) -> Any:
-    """The interesting part of a result: shell outputs without empty or default fields."""
-    if not isinstance(value, dict):
-        return value
-    trimmed = {
-        k: v
-        for k, v in value.items()
-        if not (k in ("stdout", "stderr") and not v) and not (k == "exit_code" and v == 0)
-    }
-    if list(trimmed) == ["stdout"]:
-        return str(trimmed["stdout"]).strip()
-    return trimmed
-
-
-CUT_TEXT = re.compile(r"\[\.\.\. \d+ bytes cut \.\.\.\]")
-
-
-def short(value: Any, width: int = 60) -> str:
-    """`value` summarized on one line of at most `width` characters. Output whose middle
-    was cut (a `[... N bytes cut ...]` marker) keeps its start, the marker and its end."""
-    value = summarize(value)
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = visible(" ".join(text.split()))
-    if len(text) <= width:
-        return text
-    cut = CUT_TEXT.search(text)
-    if cut is not None and width >= len(cut.group()) + 12:
-        room = width - len(cut.group()) - 2
-        return f"{text[: room // 2]}…{cut.group()}…{text[len(text) - (room - room // 2) :]}"
-    return text[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -234,27 +199,6 @@ def whole(value: Any) -> str:
     if len(text) <= 100:
         return text
     return json.dumps(value, ensure_ascii=False, default=str, indent=2)
-
-
-def ms(value: Any) -> str:
-    """A duration in milliseconds, for people: `85 ms`, `2.4 s`, `3m 05s`, `1h 02m`
-    (a stored value that is not a number is shown as it is)."""
-    if value is None:
-        return ""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return str(value)
-    return duration(value / 1000)
-
-
-def duration(seconds: float) -> str:
-    """A duration for people: `85 ms`, `2.4 s`, `3m 05s`, `1h 02m`."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
 
 
 def usage_line(row: dict[str, Any]) -> str:

@@ -1,0 +1,86 @@
+"""Plain text for the CLI, without Rich: what the foreground engine prints per ticket
+(importing Rich costs every `swarm-engine start` ~30 ms; `cli/output.py` re-exports these)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from typing import Any
+
+PIPED_WIDTH = 140
+"""Columns assumed when output goes to a pipe or file (and `COLUMNS` is not set)."""
+
+
+def terminal_width() -> int:
+    """Columns for one line of output: `COLUMNS` if set, the terminal's width, or
+    `PIPED_WIDTH` when stdout is not a terminal (as `cli/output.py`'s Rich consoles)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if not sys.stdout.isatty():
+        return PIPED_WIDTH
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """Control characters (escape sequences, newlines, bells) shown as `\\xNN`, so stored
+    text can neither drive the terminal nor forge lines of output."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def summarize(value: Any) -> Any:
+    """The interesting part of a result: shell outputs without empty or default fields."""
+    if not isinstance(value, dict):
+        return value
+    trimmed = {
+        k: v
+        for k, v in value.items()
+        if not (k in ("stdout", "stderr") and not v) and not (k == "exit_code" and v == 0)
+    }
+    if list(trimmed) == ["stdout"]:
+        return str(trimmed["stdout"]).strip()
+    return trimmed
+
+
+CUT_TEXT = re.compile(r"\[\.\.\. \d+ bytes cut \.\.\.\]")
+
+
+def short(value: Any, width: int = 60) -> str:
+    """`value` summarized on one line of at most `width` characters. Output whose middle
+    was cut (a `[... N bytes cut ...]` marker) keeps its start, the marker and its end."""
+    value = summarize(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = visible(" ".join(text.split()))
+    if len(text) <= width:
+        return text
+    cut = CUT_TEXT.search(text)
+    if cut is not None and width >= len(cut.group()) + 12:
+        room = width - len(cut.group()) - 2
+        return f"{text[: room // 2]}…{cut.group()}…{text[len(text) - (room - room // 2) :]}"
+    return text[: width - 1] + "…"
+
+
+def ms(value: Any) -> str:
+    """A duration in milliseconds, for people: `85 ms`, `2.4 s`, `3m 05s`, `1h 02m`
+    (a stored value that is not a number is shown as it is)."""
+    if value is None:
+        return ""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    return duration(value / 1000)
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: `85 ms`, `2.4 s`, `3m 05s`, `1h 02m`."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
