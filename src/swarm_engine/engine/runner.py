@@ -44,6 +44,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.store import Store, Ticket
 from swarm_engine.templating import render
+from swarm_engine.vm import shortage
 from swarm_engine.vm.pool import VMPool
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,10 @@ class TicketRunner:
         runs = self.store.runs
         try:
             try:
-                async with asyncio.timeout(plan.timeout_seconds):
-                    outputs = await self._execute(plan, ticket, run_id, context, queued)
+                # a host shortage that the ticket's timeout cuts short is named with it
+                with shortage.noticing() as cut:
+                    async with asyncio.timeout(plan.timeout_seconds):
+                        outputs = await self._execute(plan, ticket, run_id, context, queued)
             finally:  # every step's VM is destroyed by now (the pool's own `finally`)
                 steps_over()
             await self._close(
@@ -300,12 +303,10 @@ class TicketRunner:
         except StepFailed as exc:
             await self._close(ticket, run_id, status="failed", error=str(exc))
         except TimeoutError:
-            await self._close(
-                ticket,
-                run_id,
-                status="failed",
-                error=f"ticket timed out after {plan.timeout_seconds:g}s",
-            )
+            error = f"ticket timed out after {plan.timeout_seconds:g}s"
+            if cut:  # its steps' starts were waiting on a shortage of the host
+                error += f" while waiting on a host shortage: {cut[0]}"
+            await self._close(ticket, run_id, status="failed", error=error)
         except StaleAttemptError as exc:
             if isinstance(exc, TicketDeletedError):  # its run would stay `running`
                 await self._abandon(run_id, "stopped: the ticket was deleted during the run")
