@@ -65,3 +65,32 @@ def test_a_ticket_timeout_that_cuts_a_shortage_wait_short_names_the_shortage(
         r" raise ulimit -n or lower --max-vms",
         ticket["error"],
     ), (ticket, out)
+
+
+def test_many_slots_under_a_tight_fd_limit_make_progress_and_keep_every_log_line(
+    home: Path, tmp_path: Path
+) -> None:
+    """8 slots under `ulimit -Sn 32`: the 8 steps claimed at once meet the shortage
+    together. Each waiting step held its open `output.log`, so none could ever start (all
+    failed at their timeout); a step waiting now holds no log descriptor, the steps start
+    one after another, and every log is whole, the file the same as the live copy."""
+    register(home, tmp_path, "seq 1 2000", timeout=20)
+    for n in range(16):
+        done = swarm_inproc(home, "ticket", "create", "--title", f"t{n}", "--agent", "say")
+        assert done.returncode == 0, done.stderr
+    out = run_engine_short_of_fds(home, 32, "--max-vms", "8")
+    assert "trying again for up to" in out, out  # the shortage was met
+    db = home / "tickets.db"
+    tickets = query(db, "SELECT id, status, error FROM tickets")
+    assert [t for t in tickets if t["status"] != "done"] == [], out
+    expected = "".join(f"{n}\n" for n in range(1, 2001))
+    for step in query(db, "SELECT id, log_path FROM step_executions"):
+        live = "".join(
+            r["data"]
+            for r in query(
+                db, "SELECT data FROM step_logs WHERE step_execution_id = ? ORDER BY id", step["id"]
+            )
+        )
+        assert Path(step["log_path"]).read_text() == live, step
+        # (a chunk that ends mid-line is written with a newline: the lines, not the bytes)
+        assert [line for line in live.splitlines() if line] == expected.splitlines(), step

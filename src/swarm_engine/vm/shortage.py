@@ -9,7 +9,9 @@ one line naming the shortage and how long it waited. The wait is logged once, wh
 begins; a cancel ends it at once (it waits on the event loop). Any other error fails at
 once, as one line. A wait that a cancel ends (a timeout above the command's own, such as
 the ticket's) leaves its line with whoever asked, through `noticing`, so that the timeout
-can name the shortage it cut short.
+can name the shortage it cut short. As a wait begins, what its caller can do without
+meanwhile is given back (`releasing`: a step's open log file), so that steps waiting do
+not hold what they wait for.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ that watches the child comes once the child's ends are closed)."""
 
 _waits = 0
 _cut: ContextVar[list[str] | None] = ContextVar("shortage_cut", default=None)
+_spare: ContextVar[tuple[Callable[[], None], ...]] = ContextVar("shortage_spare", default=())
+
+
+@contextlib.contextmanager
+def releasing(spare: Callable[[], None]) -> Iterator[None]:
+    """Within it (and in the tasks made within it), a wait for a shortage calls `spare`
+    as it begins: the caller gives back what it holds and can do without while it waits
+    (a step's open `output.log`: with 8 steps waiting under `ulimit -n 28`, each holding
+    its log, none could ever start). `spare` must not raise, and takes it back itself."""
+    token = _spare.set((*_spare.get(), spare))
+    try:
+        yield
+    finally:
+        _spare.reset(token)
 
 
 @contextlib.contextmanager
@@ -117,6 +133,8 @@ async def patiently(
                 if since is None:
                     since = now
                     _waits += 1
+                    for spare in _spare.get():  # what this wait can do without, given back
+                        spare()
                     log.warning(
                         "cannot %s yet: %s; trying again for up to %gs",
                         doing, shortage(exc), round(max(deadline - now, 0.0), 1),
