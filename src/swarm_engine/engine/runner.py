@@ -336,7 +336,7 @@ class TicketRunner:
             if isinstance(ended, TicketDeletedError):
                 await self._abandon(run_id, "stopped: the ticket was deleted during the run")
                 raise ended from None
-            if stop_reason[0] == "ended":
+            if ended is not None or stop_reason[0] == "ended":
                 pass  # the ticket was failed, its run closed, and that logged (`_refused`)
             elif stop_reason[0] == "cancelled":
                 with contextlib.suppress(StaleAttemptError):
