@@ -61,6 +61,17 @@ class StaleAttemptError(StoreError):
     """A write from an attempt that no longer holds the ticket's lease (fencing)."""
 
 
+class AttemptEndedError(StaleAttemptError):
+    """A fenced write of this attempt was refused because another writer deleted its
+    ticket or changed the attempt's rows (a trigger inside the engine's own write, whose
+    change was undone with it, included): the engine ended the attempt at once, failing
+    a ticket it still held with the reason, and logged it (one line)."""
+
+
+class TicketDeletedError(AttemptEndedError):
+    """The ticket of a running attempt was deleted by another writer."""
+
+
 class VMError(SwarmError):
     """A VM backend could not boot, run in, or destroy a VM."""
 

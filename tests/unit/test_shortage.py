@@ -6,14 +6,16 @@ The waits here are on a start that fails a given number of times; the deadlines 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+import re
 import time
 
 import pytest
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.shortage import patiently, waiting
+from swarm_engine.vm.shortage import noticing, patiently, waiting
 
 
 class Start:
@@ -104,3 +106,44 @@ async def test_a_wait_is_counted_while_it_lasts_for_the_daemon_to_hold_back() ->
             deadline=time.monotonic() + 0.05, doing="start command in vm-2", vm_id="vm-2",
         )  # fmt: skip
     assert waiting() == 0
+
+
+async def test_a_wait_that_a_cancel_ends_leaves_its_line_with_whoever_notices() -> None:
+    """A timeout above the command's own (the ticket's) ends the wait with a cancel: the
+    wait's line goes to `noticing`, for the timeout's error to name (tasks made inside it
+    share the list); outside it, or once the shortage passed, nothing is left."""
+
+    async def waits_once_started(started: asyncio.Event) -> str:
+        async def never() -> str:
+            started.set()
+            raise OSError(errno.EMFILE, "refused")
+
+        return await patiently(
+            never, deadline=time.monotonic() + 60, doing="start command in vm-1", vm_id="vm-1"
+        )
+
+    with noticing() as cut:
+        started = asyncio.Event()
+        task = asyncio.create_task(waits_once_started(started))
+        await started.wait()
+        await asyncio.sleep(0)  # sleep-ok: a yield, so the wait has begun
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        passed = await patiently(
+            Start(errno.EMFILE, failures=1), deadline=time.monotonic() + 60,
+            doing="start command in vm-2", vm_id="vm-2",
+        )  # fmt: skip
+    assert passed == "started"
+    assert len(cut) == 1 and re.fullmatch(
+        r"cannot start command in vm-1: no file descriptors free \(EMFILE\) for \d+(\.\d)?s:"
+        r" raise ulimit -n or lower --max-vms",
+        cut[0],
+    ), cut
+    started = asyncio.Event()
+    task = asyncio.create_task(waits_once_started(started))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(cut) == 1 and waiting() == 0

@@ -7,6 +7,7 @@ the file and the live copy end up holding exactly what a log opened at once hold
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,78 @@ def test_a_file_given_twice_is_closed(tmp_path: Path) -> None:
     assert again.closed and not first.closed
     log.close()
     assert first.closed
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(st.text(min_size=0, max_size=3000), max_size=12),
+    park=st.integers(min_value=0, max_value=13),
+    short=st.integers(min_value=0, max_value=4),
+    attach=st.one_of(st.none(), st.integers(min_value=0, max_value=13)),
+)
+def test_a_log_parked_for_a_shortage_holds_what_a_log_opened_at_once_holds(
+    tmp_path_factory: pytest.TempPathFactory,
+    pieces: list[str],
+    park: int,
+    short: int,
+    attach: int | None,
+) -> None:
+    """A step waiting out a shortage of descriptors gives its log's back (`park`), before
+    or after the log got its file; its reopenings fail `short` times (the host still
+    short); whenever it gets its file back (at a flush, or at close), the file and the
+    live copy hold exactly what a log opened at once holds."""
+    root = tmp_path_factory.mktemp("logs")
+    at_once = root / "a" / "output.log"
+    at_once.parent.mkdir()
+    with StepLog(at_once, LIMIT) as log:
+        for piece in pieces:
+            log.write(piece)
+    path = root / "b" / "output.log"
+    mirrored: list[bytes] = []
+    log = StepLog(path, LIMIT, mirrored.append, DEFERRED)
+    refusals = [short]
+    real_open = Path.open
+
+    def opening(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path and refusals[0] > 0:
+            refusals[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "open", opening)
+        for i, piece in enumerate(pieces):
+            if i == attach:
+                log.attach(StepLog.open_log(path))
+            if i == park:
+                log.park()
+                assert log.parked
+            log.write(piece)
+            log.flush()
+        if attach is None or attach >= len(pieces):
+            log.attach(StepLog.open_log(path))
+        if park >= len(pieces):
+            log.park()
+        refusals[0] = 0  # the shortage passed (else the file would say it stopped)
+        log.close()
+    assert not log.parked and log.failed is None
+    assert path.read_bytes() == at_once.read_bytes()
+    assert b"".join(mirrored) == path.read_bytes()
+
+
+def test_a_parked_log_holds_no_descriptor_until_it_is_written_again(tmp_path: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    log = StepLog(tmp_path / "output.log", LIMIT, None, DEFERRED)
+    log.attach(StepLog.open_log(tmp_path / "output.log"))
+    log.write("before\n")
+    held = open_fds()
+    log.park()
+    assert open_fds() == held - 1
+    log.write("during\n")  # held in memory
+    assert open_fds() == held - 1
+    log.flush()  # the step runs again: the file is back
+    assert open_fds() == held and not log.parked
+    log.close()
+    assert (tmp_path / "output.log").read_text() == "before\nduring\n"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from swarm_engine.errors import AgentError, VMError
 from swarm_engine.vm.base import VM
+from swarm_engine.vm.shortage import patiently
 
 SWARM_DIR = ".swarm"
 INPUTS_FILE = f"{SWARM_DIR}/inputs.json"
@@ -79,20 +83,41 @@ async def read_outputs_file(vm: VM) -> dict[str, Any] | None:
     return data
 
 
-async def upload_package(vm: VM, package: Path) -> int:
-    """Copy an agent's package folder into the workspace; returns the file count."""
-    count = 0
-    for folder, dirs, files in os.walk(package):
+async def upload_package(vm: VM, package: Path, *, timeout: float) -> int:
+    """Copy an agent's package folder into the workspace; returns the file count. The
+    package is listed and read off the event loop; a host short of descriptors or memory
+    is waited out up to `timeout` seconds (`vm/shortage.py`), and a folder that cannot be
+    listed fails the step (it is never uploaded in part)."""
+    deadline = time.monotonic() + timeout
+    names = await patiently(
+        lambda: asyncio.to_thread(_package_files, package), deadline=deadline,
+        doing=f"list the agent package {package}", vm_id=vm.id,
+    )  # fmt: skip
+    for rel, executable in names:
+        data = await patiently(
+            functools.partial(asyncio.to_thread, (package / rel).read_bytes), deadline=deadline,
+            doing=f"read {rel!r} of the agent package", vm_id=vm.id,
+        )  # fmt: skip
+        await vm.put_file(rel, data, 0o755 if executable else 0o644)
+    return len(names)
+
+
+def _package_files(package: Path) -> list[tuple[str, bool]]:
+    """Each file of the package (relative path, executable), symlinks and SKIP_NAMES
+    left out; an error listing a folder is raised."""
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    out: list[tuple[str, bool]] = []
+    for folder, dirs, files in os.walk(package, onerror=fail):
         dirs[:] = [d for d in dirs if d not in SKIP_NAMES]
         for name in files:
             full = Path(folder) / name
             if full.is_symlink():
                 continue
-            rel = full.relative_to(package).as_posix()
-            mode = 0o755 if os.access(full, os.X_OK) else 0o644
-            await vm.put_file(rel, full.read_bytes(), mode)
-            count += 1
-    return count
+            out.append((full.relative_to(package).as_posix(), os.access(full, os.X_OK)))
+    return out
 
 
 def tail(text: bytes | str, lines: int = 5, limit: int = 500) -> str:

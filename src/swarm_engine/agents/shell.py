@@ -128,7 +128,7 @@ class ShellAgent:
         except AgentError as exc:
             return StepOutcome(error=str(exc))
         if ctx.agent.package_path and Path(ctx.agent.package_path).is_dir():
-            await upload_package(ctx.vm, Path(ctx.agent.package_path))
+            await upload_package(ctx.vm, Path(ctx.agent.package_path), timeout=ctx.timeout_seconds)
         env = {k: str(v) for k, v in ctx.agent.env.items()}
         try:
             for key, value in env.items():

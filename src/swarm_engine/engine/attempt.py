@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +31,10 @@ from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import PlannedStep, ticket_fields
 from swarm_engine.engine.steplog import DEFERRED, StepLog
 from swarm_engine.engine.writes import Destroyed, RunWrites, StepEnd
-from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
+from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError, VMError
 from swarm_engine.models import Usage
 from swarm_engine.store import Ticket
+from swarm_engine.vm import shortage
 from swarm_engine.vm.base import VM, VMSpec
 from swarm_engine.vm.pool import spec_for
 
@@ -139,13 +141,32 @@ class StepAttempt:
         sink = StepLog(logfile, self.runner.settings.max_log_bytes, shipper.feed, DEFERRED)
         self.sink, self.opening = sink, opening
         try:
-            outcome = await self._step(spec, sink, logfile)
+            # while the step waits out a shortage of the host its log holds no descriptor
+            with shortage.releasing(sink.park):
+                outcome = await self._step(spec, sink, logfile)
         finally:
             try:  # the log's file, if no VM came up to wait for it
                 await self._attach(sink, opening)
+                await self._unpark(sink)
             finally:
                 sink.close()
         return await self._end(outcome, shipper, logfile)
+
+    async def _unpark(self, sink: StepLog) -> None:
+        """A log parked for a shortage gets its file back before it is closed, waiting
+        out the shortage up to the step's timeout (then, or on a cancel, the file keeps
+        what it has; the live copy in the store has it all)."""
+        if not sink.parked:
+            return
+
+        async def reopen() -> None:
+            sink.reopen()
+
+        with contextlib.suppress(VMError):
+            await shortage.patiently(
+                reopen, deadline=time.monotonic() + self.step.timeout_seconds,
+                doing=f"reopen {sink.path}", vm_id="",
+            )  # fmt: skip
 
     async def _step(self, spec: VMSpec, sink: StepLog, logfile: Path) -> StepOutcome:
         """The agent in its VM, under its timeout: its outcome (a cancel is recorded and

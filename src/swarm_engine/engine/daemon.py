@@ -22,7 +22,7 @@ from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.reaper import ReapReport, cleanup
 from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
-from swarm_engine.errors import StaleAttemptError, StoreBusyError, SwarmError
+from swarm_engine.errors import AttemptEndedError, StaleAttemptError, StoreBusyError, SwarmError
 from swarm_engine.vm import shortage
 
 log = logging.getLogger(__name__)
@@ -276,6 +276,8 @@ class Daemon:
                 )
         except asyncio.CancelledError:
             log.warning("ticket %s aborted", ticket.id)
+        except AttemptEndedError:
+            pass  # logged where it ended (one line)
         except StaleAttemptError as exc:
             log.warning("ticket %s: %s", ticket.id, exc)
         except SwarmError as exc:

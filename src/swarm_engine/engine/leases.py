@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from swarm_engine.engine.gate import FIRST_BACKOFF, StoreGate
-from swarm_engine.errors import StoreBusyError, SwarmError
+from swarm_engine.errors import NotFoundError, StoreBusyError, SwarmError
 from swarm_engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,10 @@ WATCH_INTERVAL = 0.2
 EXPIRY_TICK = 0.05
 EXPIRY_MARGIN = 0.25
 """An attempt is given up a quarter of `lease_ttl` before its lease would expire."""
-LostReason = Literal["cancelled", "lost"]
+LostReason = Literal["cancelled", "lost", "deleted", "ended"]
+"""Why an attempt's run is stopped: its ticket was cancelled, lost (reclaimed, given
+another attempt, or the lease ran out), deleted, or `ended` by the runner itself after
+one of its writes was refused (`TicketRunner._refused`)."""
 OnLost = Callable[[LostReason], None]
 
 
@@ -180,7 +183,9 @@ class LeaseKeeper:
                 now = await self.gate(self.store.tickets.get, holding.ticket_id)
                 if now.attempt_id == attempt_id and now.status == "cancelled":
                     reason = "cancelled"
-            except SwarmError:  # the ticket row is gone or unreadable: the lease is lost
+            except NotFoundError:  # another writer deleted the ticket
+                reason = "deleted"
+            except SwarmError:  # the ticket row is unreadable: the lease is lost
                 pass
             holding.on_lost(reason)
 

@@ -34,15 +34,33 @@ from swarm_engine.engine.plan import (
     step_inputs,
 )
 from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
-from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError
+from swarm_engine.errors import (
+    AttemptEndedError,
+    StaleAttemptError,
+    StoreBusyError,
+    StoreError,
+    SwarmError,
+    TicketDeletedError,
+)
 from swarm_engine.store import Store, Ticket
 from swarm_engine.templating import render
+from swarm_engine.vm import shortage
 from swarm_engine.vm.pool import VMPool
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+RECORDS = {
+    "start_run": "the run's start",
+    "add_step": "a step's row",
+    "step_started": "a step's start",
+    "step_finished": "a step's end",
+    "close_run": "the run's end",
+    "append": "a step's live log",
+}
+"""What each fenced write of a run records, by the store call's name (for one line)."""
 
 
 @dataclass
@@ -89,6 +107,10 @@ class TicketRunner:
         """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
         self._held: dict[int, StepEnd] = {}
         """The end of a run's only step, held back to be written with the run's end."""
+        self._stops: dict[str, tuple[asyncio.Task[Any], Callable[[LostReason], None]]] = {}
+        """Each running attempt's main task and how to stop it (see `run`)."""
+        self._ended: dict[str, AttemptEndedError] = {}
+        """Attempts a refused write ended (see `_refused`), with why."""
         self.abort_status = "failed"
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
@@ -107,6 +129,56 @@ class TicketRunner:
             raise StaleAttemptError(
                 f"ticket {ticket.id}: the lease ran out while the store was busy ({exc})"
             ) from exc
+        except StaleAttemptError as exc:
+            name = getattr(getattr(fn, "func", fn), "__name__", "")  # (a partial's too)
+            raise await self._refused(ticket, name, exc) from exc
+
+    async def _refused(
+        self, ticket: Ticket, name: str, exc: StaleAttemptError
+    ) -> StaleAttemptError:
+        """A fenced write of this attempt was refused: find out at once why, and end the
+        attempt when it is over. If the attempt still holds the ticket (another writer
+        changed a row of it, or a trigger deleted or changed the ticket inside the
+        engine's own write, which was undone with it), the ticket is failed with one line
+        saying so; if the ticket is gone, its run is stopped. Either way the run stops now
+        (its slot is freed, nothing is retried) and one line is logged. Otherwise (a
+        cancel, a reclaim) the lease keeper handles it, as ever: `exc` is returned."""
+        attempt = str(ticket.attempt_id)
+        if attempt in self._ended:
+            return self._ended[attempt]
+        what = RECORDS.get(name, "a write of its run")
+        line = (
+            f"{what} could not be recorded: another writer (a trigger?) deleted or changed"
+            " the ticket or its run during the engine's write"
+        )
+        try:
+            fate = await self.gate.retrying_while(
+                lambda: self.keeper.holds(attempt), self.writes.refused, ticket, line
+            )
+        except StoreError:  # the lease's end settles it
+            return exc
+        if fate == "taken":
+            return exc
+        ended: AttemptEndedError
+        if fate == "failed":
+            log.warning("ticket %s failed: %s", ticket.id, line, extra={"ticket_id": ticket.id})
+            ended = AttemptEndedError(f"ticket {ticket.id} failed: {line}")
+        else:
+            ended = self._deleted(ticket, f"seen at {what}")
+        self._ended[attempt] = ended
+        self.keeper.release(attempt)  # not for the keeper to see as lost
+        main, stop = self._stops.get(attempt, (None, None))
+        if stop is not None and asyncio.current_task() is not main:
+            stop("ended")  # a step's (or its log's) write: the run stops now
+        return ended
+
+    @staticmethod
+    def _deleted(ticket: Ticket, seen: str) -> TicketDeletedError:
+        log.warning(
+            "ticket %s was deleted by another writer during its run (%s); the run is stopped",
+            ticket.id, seen, extra={"ticket_id": ticket.id},
+        )  # fmt: skip
+        return TicketDeletedError(f"ticket {ticket.id} was deleted during its run ({seen})")
 
     def start_now(self, ticket: Ticket, plan: Plan | SwarmError) -> Started | None:
         """(On the store thread, in the hand-off that claimed `ticket`.) Start its run as
@@ -154,14 +226,19 @@ class TicketRunner:
         stop_reason: list[LostReason] = []
 
         def on_lost(reason: LostReason) -> None:
+            if stop_reason:  # stopped once already
+                return
             stop_reason.append(reason)
             main.cancel()
 
         self.keeper.hold(ticket.id, ticket.attempt_id, on_lost)
+        self._stops[ticket.attempt_id] = (main, on_lost)
         try:
             return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing, started)
         finally:
             self.keeper.release(ticket.attempt_id)
+            self._stops.pop(ticket.attempt_id, None)
+            self._ended.pop(ticket.attempt_id, None)
 
     async def _run(
         self,
@@ -208,8 +285,10 @@ class TicketRunner:
         runs = self.store.runs
         try:
             try:
-                async with asyncio.timeout(plan.timeout_seconds):
-                    outputs = await self._execute(plan, ticket, run_id, context, queued)
+                # a host shortage that the ticket's timeout cuts short is named with it
+                with shortage.noticing() as cut:
+                    async with asyncio.timeout(plan.timeout_seconds):
+                        outputs = await self._execute(plan, ticket, run_id, context, queued)
             finally:  # every step's VM is destroyed by now (the pool's own `finally`)
                 steps_over()
             await self._close(
@@ -224,14 +303,16 @@ class TicketRunner:
         except StepFailed as exc:
             await self._close(ticket, run_id, status="failed", error=str(exc))
         except TimeoutError:
-            await self._close(
-                ticket,
-                run_id,
-                status="failed",
-                error=f"ticket timed out after {plan.timeout_seconds:g}s",
-            )
-        except StaleAttemptError:
-            log.warning("ticket %s: lost the lease; abandoning run %s", ticket.id, run_id)
+            error = f"ticket timed out after {plan.timeout_seconds:g}s"
+            if cut:  # its steps' starts were waiting on a shortage of the host
+                error += f" while waiting on a host shortage: {cut[0]}"
+            await self._close(ticket, run_id, status="failed", error=error)
+        except StaleAttemptError as exc:
+            if isinstance(exc, TicketDeletedError):  # its run would stay `running`
+                await self._abandon(run_id, "stopped: the ticket was deleted during the run")
+                raise
+            if not isinstance(exc, AttemptEndedError):  # (that one was logged)
+                log.warning("ticket %s: %s; run %s abandoned", ticket.id, exc, run_id)
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
                 with contextlib.suppress(StaleAttemptError, StoreBusyError):
@@ -249,7 +330,15 @@ class TicketRunner:
                     self._emit_held(run_id)
                 raise
             main.uncancel()
-            if stop_reason[0] == "cancelled":
+            ended = self._ended.get(str(ticket.attempt_id))
+            if stop_reason[0] == "deleted":  # seen by the lease keeper
+                ended = self._deleted(ticket, "seen by the lease keeper")
+            if isinstance(ended, TicketDeletedError):
+                await self._abandon(run_id, "stopped: the ticket was deleted during the run")
+                raise ended from None
+            if ended is not None or stop_reason[0] == "ended":
+                pass  # the ticket was failed, its run closed, and that logged (`_refused`)
+            elif stop_reason[0] == "cancelled":
                 with contextlib.suppress(StaleAttemptError):
                     await self._close(ticket, run_id, status="cancelled")
             else:
@@ -264,6 +353,10 @@ class TicketRunner:
                         runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
                     )
         return await self._finished(ticket, run_id)
+
+    async def _abandon(self, run_id: int, error: str) -> None:
+        with contextlib.suppress(StoreError):  # closing its own run is always safe
+            await self.gate.retrying(self.store.runs.abandon_run, run_id, error)
 
     async def _close(
         self,

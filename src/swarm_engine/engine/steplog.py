@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from swarm_engine.vm.bwrap import SHORTAGES
 from swarm_engine.vm.output import continuation_bytes, cut_marker, unfinished_char
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ class StepLog:
     `opened`: the file as `open_log` opened it (or the error it met); None: opened here;
     `DEFERRED`: given later to `attach` (what is written before that is held in memory,
     at most the head's room, and written then).
+
+    `park()` gives the file's descriptor back while the step waits out a shortage of them
+    (`vm/shortage.py`, `releasing`): what is written meanwhile is held in memory the same
+    way, and the file is opened again (appending) at the next `flush`, by `reopen`, or at
+    `close`. A file given or opened again while the host is still short keeps the log
+    parked; no byte is lost and the order is kept.
     """
 
     def __init__(
@@ -77,7 +84,9 @@ class StepLog:
         self._file: BinaryIO | None = None
         self._ended = False
         self._early: list[bytes] | None = [] if isinstance(opened, Deferred) else None
-        """What was written before `attach` (None: attached, or never deferred)."""
+        """What was written before `attach`, or while parked (None: written to the file)."""
+        self._given = not isinstance(opened, Deferred)
+        self._parked = False
         if isinstance(opened, Deferred):
             return
         self._open(opened)
@@ -94,18 +103,33 @@ class StepLog:
     @property
     def deferred(self) -> bool:
         """Made `DEFERRED` and not given its file yet."""
-        return self._early is not None
+        return not self._given
+
+    @property
+    def parked(self) -> bool:
+        """Its file's descriptor given back (`park`) and not opened again yet."""
+        return self._parked
 
     def attach(self, opened: BinaryIO | OSError) -> None:
         """The file of a log made `DEFERRED` (as `open_log` returned it): what was
         written so far goes to it now. Only the first call counts; after `close`, a file
-        given is closed."""
-        if self._early is None:
+        given is closed. A log parked meanwhile, or given a shortage (EMFILE...), closes
+        the file and stays parked."""
+        if self._given:
             if not isinstance(opened, OSError) and opened is not self._file:
                 with contextlib.suppress(OSError):
                     opened.close()
             return
-        early, self._early = self._early, None
+        self._given = True
+        if self._parked or (isinstance(opened, OSError) and opened.errno in SHORTAGES):
+            self._parked = True
+            if not isinstance(opened, OSError):
+                with contextlib.suppress(OSError):
+                    opened.close()
+            if self._ended:
+                self._reopen_or_fail()
+            return
+        early, self._early = self._early or [], None
         self._open(opened)
         if self.failed is None and self._file is not None:
             try:
@@ -116,7 +140,61 @@ class StepLog:
         if self._ended:  # closed before its file came
             self._close_file()
 
+    def park(self) -> None:
+        """Give the file's descriptor back for now (the step waits out a shortage of
+        them); see the class. A log not given its file yet closes it when it comes."""
+        if self._parked or self._ended or self.failed is not None:
+            return
+        self._parked = True
+        if not self._given or self._file is None:
+            return
+        opened, self._file = self._file, None
+        self._early = []
+        try:
+            opened.close()  # (what it holds is flushed)
+        except OSError as exc:
+            self._fail(exc)
+
+    def reopen(self) -> None:
+        """A parked log's file opened again now, what was held written to it (and closed
+        if the log was closed meanwhile). Raises the `OSError` of a shortage (the log
+        stays parked); any other error stops the file (`failed`)."""
+        if not (self._parked and self._given) or self.failed is not None:
+            return
+        try:
+            try:
+                opened = self.path.open("ab")
+            except FileNotFoundError:  # its folder was not made (the host was short then)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                opened = self.path.open("ab")
+        except OSError as exc:
+            if exc.errno in SHORTAGES:
+                raise
+            self._parked = False
+            self._fail(exc)
+            return
+        self._parked = False
+        early, self._early = self._early or [], None
+        self._file = opened
+        try:
+            for data in early:
+                opened.write(data)
+            opened.flush()
+        except OSError as exc:
+            self._fail(exc)
+        if self._ended:
+            self._close_file()
+
+    def _reopen_or_fail(self) -> None:
+        """Reopen a parked log now; if the host is still short, the file keeps what it
+        has (the live copy has all) and says so."""
+        try:
+            self.reopen()
+        except OSError as exc:
+            self._fail(exc)
+
     def _fail(self, exc: OSError) -> None:
+        self._early = None  # nothing more goes to the file
         if self.failed is None:
             self.failed = exc
             log.warning("step log %s is no longer written: %s", self.path, exc)
@@ -163,6 +241,9 @@ class StepLog:
         return self._tail_len
 
     def flush(self) -> None:
+        if self._parked and self._given:  # the step runs again: its file back, if it can
+            with contextlib.suppress(OSError):  # still short: held a while longer
+                self.reopen()
         if self.failed is None and self._file is not None:
             try:
                 self._file.flush()
@@ -176,6 +257,8 @@ class StepLog:
             if not self._ended:
                 self._ended = True
                 self._put_end()
+            if self._parked and self._given:
+                self._reopen_or_fail()
             return
         if self._file is None or self._file.closed:
             return

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from swarm_engine.engine.events import Event
+from swarm_engine.errors import NotFoundError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm.base import VM
@@ -20,6 +21,10 @@ from swarm_engine.vm.base import VM
 Destroyed = tuple[str, str | None, datetime]
 """A VM gone, to be recorded: its id, the error its destruction hit (None: clean), and
 when (UTC; the record may be written later, with the step's or the run's end)."""
+
+Fate = Literal["failed", "deleted", "taken"]
+"""What became of a ticket after a fenced write of its attempt was refused (see
+`RunWrites.refused`)."""
 
 
 @dataclass
@@ -144,6 +149,22 @@ class RunWrites:
                 outputs_in_steps=outputs_in_steps,
             )
             return self.store.tickets.get(ticket.id), self.store.runs.get_run(run_id)
+
+    def refused(self, ticket: Ticket, error: str) -> Fate:
+        """After a fenced write of this attempt was refused: fail the ticket with `error`
+        (one line; its open runs and steps closed) if the attempt still holds it, for then
+        the refusal came from a row of this attempt another writer changed, or from inside
+        the write itself (a trigger that deleted or changed the ticket, undone with it):
+        'failed'. Else 'deleted' (the row is gone) or 'taken' (cancelled, reclaimed, or
+        given another attempt: what the lease keeper sees and handles)."""
+        assert ticket.attempt_id is not None
+        if self.store.tickets.fail_attempt(ticket.id, ticket.attempt_id, error):
+            return "failed"
+        try:
+            self.store.tickets.get(ticket.id)
+        except NotFoundError:
+            return "deleted"
+        return "taken"
 
     def vms_destroyed(self, destroyed: list[Destroyed]) -> None:
         for vm_id, error, at in destroyed:

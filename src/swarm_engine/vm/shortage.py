@@ -7,17 +7,23 @@ or processes (EAGAIN from fork/clone). `patiently` tries again, 10 ms apart then
 up to 1 s, until the deadline it is given (the command's own timeout); then it fails with
 one line naming the shortage and how long it waited. The wait is logged once, when it
 begins; a cancel ends it at once (it waits on the event loop). Any other error fails at
-once, as one line.
+once, as one line. A wait that a cancel ends (a timeout above the command's own, such as
+the ticket's) leaves its line with whoever asked, through `noticing`, so that the timeout
+can name the shortage it cut short. As a wait begins, what its caller can do without
+meanwhile is given back (`releasing`: a step's open log file), so that steps waiting do
+not hold what they wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import TypeVar
 
 from swarm_engine.errors import VMError
@@ -48,6 +54,35 @@ that watches the child comes once the child's ends are closed)."""
 
 
 _waits = 0
+_cut: ContextVar[list[str] | None] = ContextVar("shortage_cut", default=None)
+_spare: ContextVar[tuple[Callable[[], None], ...]] = ContextVar("shortage_spare", default=())
+
+
+@contextlib.contextmanager
+def releasing(spare: Callable[[], None]) -> Iterator[None]:
+    """Within it (and in the tasks made within it), a wait for a shortage calls `spare`
+    as it begins: the caller gives back what it holds and can do without while it waits
+    (a step's open `output.log`: with 8 steps waiting under `ulimit -n 28`, each holding
+    its log, none could ever start). `spare` must not raise, and takes it back itself."""
+    token = _spare.set((*_spare.get(), spare))
+    try:
+        yield
+    finally:
+        _spare.reset(token)
+
+
+@contextlib.contextmanager
+def noticing() -> Iterator[list[str]]:
+    """Within it (and in the tasks made within it), each wait for a shortage that a
+    cancel ends adds its one line to the list yielded (`cannot start command in vm-...:
+    no file descriptors free (EMFILE) for 3s: raise ulimit -n or lower --max-vms`): what
+    a timeout above the command's own cut short, for that timeout's error to name."""
+    seen: list[str] = []
+    token = _cut.set(seen)
+    try:
+        yield seen
+    finally:
+        _cut.reset(token)
 
 
 def waiting() -> int:
@@ -85,6 +120,7 @@ async def patiently(
     global _waits
     delay = FIRST_DELAY
     since: float | None = None
+    short: OSError | None = None
     try:
         while True:
             try:
@@ -92,10 +128,13 @@ async def patiently(
             except OSError as exc:
                 if exc.errno not in SHORTAGES:
                     raise VMError(f"cannot {doing}: {exc}") from exc
+                short = exc
                 now = time.monotonic()
                 if since is None:
                     since = now
                     _waits += 1
+                    for spare in _spare.get():  # what this wait can do without, given back
+                        spare()
                     log.warning(
                         "cannot %s yet: %s; trying again for up to %gs",
                         doing, shortage(exc), round(max(deadline - now, 0.0), 1),
@@ -105,11 +144,7 @@ async def patiently(
                     await asyncio.sleep(min(delay, deadline - now))
                     delay = min(delay * 2, MAX_DELAY)
                 if time.monotonic() >= deadline:  # no time left to run what would start now
-                    _, fix = WHAT[exc.errno]
-                    waited = round(time.monotonic() - since, 1)
-                    raise VMError(
-                        f"cannot {doing}: {shortage(exc)} for {waited:g}s: {fix}"
-                    ) from exc
+                    raise VMError(_line(doing, exc, since)) from exc
                 continue
             if since is not None:
                 log.info(
@@ -117,6 +152,19 @@ async def patiently(
                     doing, round(time.monotonic() - since, 1), extra={"vm_id": vm_id},
                 )  # fmt: skip
             return done
+    except asyncio.CancelledError:
+        seen = _cut.get()
+        if since is not None and short is not None and seen is not None:
+            seen.append(_line(doing, short, since))  # for the timeout that cut it short
+        raise
     finally:
         if since is not None:
             _waits -= 1
+
+
+def _line(doing: str, exc: OSError, since: float) -> str:
+    """`cannot start command in vm-...: no file descriptors free (EMFILE) for 30s: raise
+    ulimit -n or lower --max-vms`"""
+    _, fix = WHAT[exc.errno if exc.errno is not None else 0]
+    waited = round(time.monotonic() - since, 1)
+    return f"cannot {doing}: {shortage(exc)} for {waited:g}s: {fix}"

@@ -111,7 +111,7 @@ class Session:
         if self.ctx.agent.package_path:
             package = Path(self.ctx.agent.package_path)
             if await asyncio.to_thread(package.is_dir):
-                await upload_package(self.ctx.vm, package)
+                await upload_package(self.ctx.vm, package, timeout=self.ctx.timeout_seconds)
         await put_inputs(self.ctx.vm, self.ctx.inputs)
         self.messages.append({"role": "user", "content": self.task()})
         cfg = self.config

@@ -197,7 +197,7 @@ class _Run:
             for arg in argv:
                 check_exec_size("a claude-code setting", arg, "shorten it in agent.yaml")
             if ctx.agent.package_path and Path(ctx.agent.package_path).is_dir():
-                await upload_package(vm, Path(ctx.agent.package_path))
+                await upload_package(vm, Path(ctx.agent.package_path), timeout=ctx.timeout_seconds)
             await put_inputs(vm, ctx.inputs)
             before = await snapshot(vm)
         except (SwarmError, OSError) as exc:
