@@ -1,8 +1,8 @@
-"""Running one claimed ticket: its plan as a DAG of steps, each in a fresh VM.
+"""Running one claimed ticket: its run started, its plan executed as a DAG of steps, each
+in a fresh VM (`engine/dag.py`), and its end recorded.
 
-Independent steps run in parallel (bounded by the VM pool); a step's outputs feed later
-steps through `${steps.<id>.outputs.<key>}`. Every step attempt is a `step_executions`
-row; the run and the ticket are closed together. A watcher renews the ticket's lease
+Every step attempt is a `step_executions` row; the run and the ticket are closed
+together. A watcher renews the ticket's lease
 and stops the run within a fraction of a second if the ticket is cancelled or was
 reclaimed by another engine (then every write of this attempt is refused anyway).
 
@@ -21,15 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from swarm_engine.agents.base import StepOutcome
 from swarm_engine.config import Settings
-from swarm_engine.engine.attempt import StepAttempt, record_destroyed
+from swarm_engine.engine.attempt import record_destroyed
+from swarm_engine.engine.dag import StepFailed, execute
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.plan import (
     Plan,
-    PlannedStep,
     run_context,
     step_inputs,
 )
@@ -43,7 +42,6 @@ from swarm_engine.errors import (
     TicketDeletedError,
 )
 from swarm_engine.store import Store, Ticket
-from swarm_engine.templating import render
 from swarm_engine.vm import shortage
 from swarm_engine.vm.pool import VMPool
 
@@ -71,13 +69,6 @@ class Started:
     run_id: int
     context: dict[str, Any]
     first: tuple[str, int, Any] | None
-
-
-class StepFailed(Exception):
-    def __init__(self, step_id: str, error: str) -> None:
-        super().__init__(f"step {step_id!r} failed: {error}")
-        self.step_id = step_id
-        self.error = error
 
 
 class TicketRunner:
@@ -288,7 +279,7 @@ class TicketRunner:
                 # a host shortage that the ticket's timeout cuts short is named with it
                 with shortage.noticing() as cut:
                     async with asyncio.timeout(plan.timeout_seconds):
-                        outputs = await self._execute(plan, ticket, run_id, context, queued)
+                        outputs = await execute(self, plan, ticket, run_id, context, queued)
             finally:  # every step's VM is destroyed by now (the pool's own `finally`)
                 steps_over()
             await self._close(
@@ -384,6 +375,11 @@ class TicketRunner:
         )
         self._emit_held(run_id)
 
+    def holder(self, run_id: int) -> Callable[[StepEnd], None]:
+        """Where the successful end of run `run_id`'s only step is handed, to be written
+        with the run's end (`StepAttempt`'s `on_held`)."""
+        return functools.partial(self._held.__setitem__, run_id)
+
     def _emit_held(self, run_id: int) -> None:
         """The held step end was written with the run's end: its event now."""
         held = self._held.pop(run_id, None)
@@ -399,156 +395,6 @@ class TicketRunner:
             run = await self.gate.retrying(self.store.runs.get_run, run_id)
         self.events(Event("run_finished", ticket.id, run_id, data={"ticket": final, "run": run}))
         return final
-
-    # -- the DAG ---------------------------------------------------------------------------
-    async def _execute(
-        self,
-        plan: Plan,
-        ticket: Ticket,
-        run_id: int,
-        context: dict[str, Any],
-        queued: dict[str, tuple[int, Any]],
-    ) -> Any:
-        """Run the DAG; `queued`: steps whose first attempt's row is already written, by
-        step id: that row's id and the inputs it was written with."""
-        hold_end = len(plan.steps) == 1  # the only step's end goes with the run's end
-        pending = dict(plan.steps)
-        running: dict[asyncio.Task[dict[str, Any]], str] = {}
-        failure: StepFailed | None = None
-        try:
-            while pending or running:
-                if failure is None:
-                    for sid, step in list(pending.items()):
-                        if step.needs <= context["steps"].keys():
-                            del pending[sid]
-                            task = asyncio.create_task(
-                                self._run_step(
-                                    step, context, ticket, run_id, queued.get(sid), hold_end
-                                )
-                            )
-                            running[task] = sid
-                if not running:
-                    break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    sid = running.pop(task)
-                    if task.cancelled():  # a sibling stopped because another step failed
-                        continue
-                    exc = task.exception()
-                    if exc is None:
-                        context["steps"][sid] = {"outputs": task.result()}
-                        continue
-                    if isinstance(exc, StepFailed):
-                        failure = failure or exc
-                    else:
-                        raise exc
-                if failure is not None:
-                    for task in running:
-                        task.cancel()
-        finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-        if failure is not None:
-            for sid in pending:
-                step = plan.steps[sid]
-                with contextlib.suppress(StaleAttemptError):
-                    await self.write(
-                        ticket,
-                        self.store.runs.add_step,
-                        run_id,
-                        step_id=sid,
-                        agent_name=step.agent.name,
-                        agent_version=step.agent.version,
-                        agent_kind=step.agent.kind,
-                        inputs={},
-                        status="skipped",
-                        error=f"not run: step {failure.step_id!r} failed",
-                    )
-            raise failure
-        outputs = {sid: context["steps"][sid]["outputs"] for sid in plan.leaves()}
-        if plan.workflow is None:
-            return outputs[next(iter(plan.steps))]
-        if plan.workflow.outputs is not None:
-            try:
-                return render(plan.workflow.outputs, context)
-            except SwarmError as exc:
-                raise StepFailed("outputs", str(exc)) from exc
-        return outputs
-
-    async def _run_step(
-        self,
-        step: PlannedStep,
-        context: dict[str, Any],
-        ticket: Ticket,
-        run_id: int,
-        queued: tuple[int, Any] | None,
-        hold_end: bool,
-    ) -> dict[str, Any]:
-        """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
-        if that row was written with the run's start."""
-        outcome = StepOutcome(error="not run")
-        for attempt in range(step.retry.attempts):
-            if attempt:
-                delay = min(
-                    step.retry.backoff_seconds * step.retry.backoff_factor ** (attempt - 1),
-                    step.retry.max_backoff_seconds,
-                )
-                await asyncio.sleep(delay)
-            if attempt == 0 and queued is not None:
-                exec_id, inputs = queued
-            else:
-                exec_id, inputs = await self._queue(step, context, ticket, run_id, attempt)
-            self.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
-            outcome = await StepAttempt(
-                self, step, exec_id, inputs, ticket, run_id, attempt,
-                on_held=functools.partial(self._held.__setitem__, run_id) if hold_end else None,
-            ).run()  # fmt: skip
-            if outcome.ok:
-                return outcome.outputs
-            if outcome.usage.stop_reason == "budget_exceeded":
-                break  # final: a retry would start with a fresh budget
-        raise StepFailed(step.id, outcome.error or "failed")
-
-    async def _queue(
-        self, step: PlannedStep, context: dict[str, Any], ticket: Ticket, run_id: int, attempt: int
-    ) -> tuple[int, Any]:
-        """A step attempt's inputs rendered and its row written (`queued`); if the inputs
-        do not render, a failed row and `StepFailed`."""
-        runs = self.store.runs
-        from jsonschema import ValidationError  # lazily (see input_validator)
-
-        try:
-            inputs = step_inputs(step, context)
-        except (SwarmError, ValidationError) as exc:
-            message = exc.message if isinstance(exc, ValidationError) else str(exc)
-            await self.write(
-                ticket,
-                runs.add_step,
-                run_id,
-                step_id=step.id,
-                agent_name=step.agent.name,
-                agent_version=step.agent.version,
-                agent_kind=step.agent.kind,
-                inputs={},
-                retry_count=attempt,
-                status="failed",
-                error=f"inputs: {message}",
-            )
-            raise StepFailed(step.id, f"inputs: {message}") from exc
-        exec_id = await self.write(
-            ticket,
-            runs.add_step,
-            run_id,
-            step_id=step.id,
-            agent_name=step.agent.name,
-            agent_version=step.agent.version,
-            agent_kind=step.agent.kind,
-            inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
-            retry_count=attempt,
-        )
-        return exec_id, inputs
 
 
 def _nothing() -> None:

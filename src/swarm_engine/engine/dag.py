@@ -1,0 +1,188 @@
+"""A run's plan as a DAG of steps: each step started once the steps it needs are done,
+independent ones at once (bounded by the VM pool), each attempt a `StepAttempt`.
+
+`execute` is called by the ticket runner (`engine/runner.py`) with the run's context, in
+which each finished step's outputs feed later steps (`${steps.<id>.outputs.<key>}`). A
+step that fails stops its running siblings; the steps not started are recorded skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from swarm_engine.agents.base import StepOutcome
+from swarm_engine.engine.attempt import StepAttempt
+from swarm_engine.engine.events import Event
+from swarm_engine.engine.plan import Plan, PlannedStep, step_inputs
+from swarm_engine.errors import StaleAttemptError, SwarmError
+from swarm_engine.store import Ticket
+from swarm_engine.templating import render
+
+if TYPE_CHECKING:
+    from swarm_engine.engine.runner import TicketRunner
+
+
+class StepFailed(Exception):
+    def __init__(self, step_id: str, error: str) -> None:
+        super().__init__(f"step {step_id!r} failed: {error}")
+        self.step_id = step_id
+        self.error = error
+
+
+async def execute(
+    runner: TicketRunner,
+    plan: Plan,
+    ticket: Ticket,
+    run_id: int,
+    context: dict[str, Any],
+    queued: dict[str, tuple[int, Any]],
+) -> Any:
+    """Run the DAG; `queued`: steps whose first attempt's row is already written, by
+    step id: that row's id and the inputs it was written with."""
+    hold_end = len(plan.steps) == 1  # the only step's end goes with the run's end
+    pending = dict(plan.steps)
+    running: dict[asyncio.Task[dict[str, Any]], str] = {}
+    failure: StepFailed | None = None
+    try:
+        while pending or running:
+            if failure is None:
+                for sid, step in list(pending.items()):
+                    if step.needs <= context["steps"].keys():
+                        del pending[sid]
+                        task = asyncio.create_task(
+                            _run_step(
+                                runner, step, context, ticket, run_id, queued.get(sid), hold_end
+                            )
+                        )
+                        running[task] = sid
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                sid = running.pop(task)
+                if task.cancelled():  # a sibling stopped because another step failed
+                    continue
+                exc = task.exception()
+                if exc is None:
+                    context["steps"][sid] = {"outputs": task.result()}
+                    continue
+                if isinstance(exc, StepFailed):
+                    failure = failure or exc
+                else:
+                    raise exc
+            if failure is not None:
+                for task in running:
+                    task.cancel()
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    if failure is not None:
+        for sid in pending:
+            step = plan.steps[sid]
+            with contextlib.suppress(StaleAttemptError):
+                await runner.write(
+                    ticket,
+                    runner.store.runs.add_step,
+                    run_id,
+                    step_id=sid,
+                    agent_name=step.agent.name,
+                    agent_version=step.agent.version,
+                    agent_kind=step.agent.kind,
+                    inputs={},
+                    status="skipped",
+                    error=f"not run: step {failure.step_id!r} failed",
+                )
+        raise failure
+    outputs = {sid: context["steps"][sid]["outputs"] for sid in plan.leaves()}
+    if plan.workflow is None:
+        return outputs[next(iter(plan.steps))]
+    if plan.workflow.outputs is not None:
+        try:
+            return render(plan.workflow.outputs, context)
+        except SwarmError as exc:
+            raise StepFailed("outputs", str(exc)) from exc
+    return outputs
+
+
+async def _run_step(
+    runner: TicketRunner,
+    step: PlannedStep,
+    context: dict[str, Any],
+    ticket: Ticket,
+    run_id: int,
+    queued: tuple[int, Any] | None,
+    hold_end: bool,
+) -> dict[str, Any]:
+    """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
+    if that row was written with the run's start."""
+    outcome = StepOutcome(error="not run")
+    for attempt in range(step.retry.attempts):
+        if attempt:
+            delay = min(
+                step.retry.backoff_seconds * step.retry.backoff_factor ** (attempt - 1),
+                step.retry.max_backoff_seconds,
+            )
+            await asyncio.sleep(delay)
+        if attempt == 0 and queued is not None:
+            exec_id, inputs = queued
+        else:
+            exec_id, inputs = await _queue(runner, step, context, ticket, run_id, attempt)
+        runner.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
+        outcome = await StepAttempt(
+            runner, step, exec_id, inputs, ticket, run_id, attempt,
+            on_held=runner.holder(run_id) if hold_end else None,
+        ).run()  # fmt: skip
+        if outcome.ok:
+            return outcome.outputs
+        if outcome.usage.stop_reason == "budget_exceeded":
+            break  # final: a retry would start with a fresh budget
+    raise StepFailed(step.id, outcome.error or "failed")
+
+
+async def _queue(
+    runner: TicketRunner,
+    step: PlannedStep,
+    context: dict[str, Any],
+    ticket: Ticket,
+    run_id: int,
+    attempt: int,
+) -> tuple[int, Any]:
+    """A step attempt's inputs rendered and its row written (`queued`); if the inputs
+    do not render, a failed row and `StepFailed`."""
+    runs = runner.store.runs
+    from jsonschema import ValidationError  # lazily (see input_validator)
+
+    try:
+        inputs = step_inputs(step, context)
+    except (SwarmError, ValidationError) as exc:
+        message = exc.message if isinstance(exc, ValidationError) else str(exc)
+        await runner.write(
+            ticket,
+            runs.add_step,
+            run_id,
+            step_id=step.id,
+            agent_name=step.agent.name,
+            agent_version=step.agent.version,
+            agent_kind=step.agent.kind,
+            inputs={},
+            retry_count=attempt,
+            status="failed",
+            error=f"inputs: {message}",
+        )
+        raise StepFailed(step.id, f"inputs: {message}") from exc
+    exec_id = await runner.write(
+        ticket,
+        runs.add_step,
+        run_id,
+        step_id=step.id,
+        agent_name=step.agent.name,
+        agent_version=step.agent.version,
+        agent_kind=step.agent.kind,
+        inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+        retry_count=attempt,
+    )
+    return exec_id, inputs
