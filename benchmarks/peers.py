@@ -26,7 +26,11 @@ task's end (huey) or `tickets.completed_at` (swarm). Also shown: the steady span
 started (or ticket claimed) -> last job done. Runs are interleaved (bare, huey, swarm,
 bare, ...), REPS times; medians and the ratios swarm/huey and swarm/bare are printed.
 CPU per job: each runner process's own CPU time (all threads, start-up included) and its
-waited-for children's (the sandboxes), over N. VM occupancy (swarm): the sum of its VMs'
+waited-for children's (the sandboxes), over N. Host CPU per job: the whole host's busy
+CPU time over the run (`/proc/stat`, every core), over N, and the busy fraction of all
+cores: it also counts the kernel's work for the jobs that no process is charged with
+(namespace teardown in kworkers, RCU, the file system's), and shows whether the host was
+CPU-bound (busy near 1.0). VM occupancy (swarm): the sum of its VMs'
 lifetimes (`vms.created_at` -> `destroyed_at`) over SLOTS x the steady span, i.e. how
 full the engine kept its `--max-vms` slots (1.0: a VM in every slot all the time). Homes, the huey database and the VM folder
 go under $TMPDIR (default /tmp): the file system matters to the engine, which makes and

@@ -26,6 +26,7 @@ from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.kinds import get_agent
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.loglines import LogLines
 from swarm_engine.engine.logship import LogShipper
 from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import PlannedStep, ticket_fields
@@ -140,11 +141,13 @@ class StepAttempt:
         logfile = self.folder / "output.log"
         sink = StepLog(logfile, self.runner.settings.max_log_bytes, shipper.feed, DEFERRED)
         self.sink, self.opening = sink, opening
+        lines = LogLines(sink.write)
         try:
             # while the step waits out a shortage of the host its log holds no descriptor
             with shortage.releasing(sink.park):
-                outcome = await self._step(spec, sink, logfile)
+                outcome = await self._step(spec, sink, lines, logfile)
         finally:
+            lines.close()
             try:  # the log's file, if no VM came up to wait for it
                 await self._attach(sink, opening)
                 await self._unpark(sink)
@@ -168,14 +171,15 @@ class StepAttempt:
                 doing=f"reopen {sink.path}", vm_id="",
             )  # fmt: skip
 
-    async def _step(self, spec: VMSpec, sink: StepLog, logfile: Path) -> StepOutcome:
+    async def _step(
+        self, spec: VMSpec, sink: StepLog, lines: LogLines, logfile: Path
+    ) -> StepOutcome:
         """The agent in its VM, under its timeout: its outcome (a cancel is recorded and
         raised)."""
         runner, step, ticket, run_id = self.runner, self.step, self.ticket, self.run_id
 
         def on_log(stream: str, text: str) -> None:
-            prefix = "" if stream == "stdout" else f"[{stream}] "
-            sink.write(prefix + text if text.endswith("\n") else prefix + text + "\n")
+            lines.feed(stream, text)  # each stream's bytes as they came, stderr prefixed
             sink.flush()
             runner.events(
                 Event(
