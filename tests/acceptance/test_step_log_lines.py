@@ -1,5 +1,6 @@
 """A step's `output.log` and its live copy keep what the command printed: a line written
-in several pieces stays one line, and every stderr line is marked `[stderr] `."""
+in several pieces stays one line (a character cut between two pieces too), and every
+stderr line is marked `[stderr] `."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ sleep 0.2
 printf 'done\n'
 printf 'e1\ne2\n' >&2
 sleep 0.2
+printf 'caf\303'
+sleep 0.2
+printf '\251\n'
 printf 'last words, no newline'
 """
 
@@ -30,7 +34,7 @@ def test_a_line_printed_in_pieces_stays_one_line(home: Path, tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     db = home / "tickets.db"
     (step,) = query(db, "SELECT id, log_path FROM step_executions")
-    expected = "progress: 50%... done\n[stderr] e1\n[stderr] e2\nlast words, no newline\n"
+    expected = "progress: 50%... done\n[stderr] e1\n[stderr] e2\ncafé\nlast words, no newline\n"
     assert Path(step["log_path"]).read_text() == expected
     live = query(db, "SELECT data FROM step_logs WHERE step_execution_id = ? ORDER BY id",
                  step["id"])  # fmt: skip

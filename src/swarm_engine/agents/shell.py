@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 import shlex
+from codecs import getincrementaldecoder
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,15 +142,24 @@ class ShellAgent:
             env.update(ctx.model_api.env)
         await put_inputs(ctx.vm, ctx.inputs)
 
-        async def stream(name: Stream, chunk: bytes) -> None:
-            if ctx.log is not None:
-                maybe = ctx.log(name, chunk.decode(errors="replace"))
+        # a character cut between two chunks is decoded whole, once its end has come
+        streams: tuple[Stream, ...] = ("stdout", "stderr")
+        decoders = {name: getincrementaldecoder("utf-8")("replace") for name in streams}
+
+        async def log(name: Stream, text: str) -> None:
+            if ctx.log is not None and text:
+                maybe = ctx.log(name, text)
                 if inspect.isawaitable(maybe):
                     await maybe
+
+        async def stream(name: Stream, chunk: bytes) -> None:
+            await log(name, decoders[name].decode(chunk))
 
         result = await ctx.vm.exec(
             ENV_PRELUDE + command, env=env, timeout=ctx.timeout_seconds, on_output=stream
         )
+        for name in streams:  # a character the command left unfinished
+            await log(name, decoders[name].decode(b"", final=True))
         outputs: dict[str, Any] = {
             "stdout": result.stdout.decode(errors="replace"),
             "stderr": result.stderr.decode(errors="replace"),

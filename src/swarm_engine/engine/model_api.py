@@ -128,7 +128,9 @@ class StepModelApi:
                     environ=self.environ,
                     needs=self.needs,
                     artifacts_dir=self.artifacts_dir,
-                    say=lambda text: self.log("agent", text),
+                    say=lambda text: self.log(
+                        "agent", text if text.endswith("\n") else text + "\n"
+                    ),
                 )
             )
         return self
