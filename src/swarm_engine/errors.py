@@ -53,6 +53,12 @@ class StoreBusyError(StoreError):
     writes) retry with backoff; a command reports it and exits 6."""
 
 
+class HostShortageError(StoreBusyError):
+    """The engine's host is short of file descriptors, memory or processes for now, where
+    a store call would be (resolving a ticket's plan imports its agent kind): waited out
+    by every caller that waits out a busy store, and logged as a shortage."""
+
+
 class StoreIntegrityError(StoreError):
     """A write refused by a constraint (CHECK, NOT NULL, UNIQUE, FOREIGN KEY)."""
 

@@ -92,5 +92,22 @@ def test_many_slots_under_a_tight_fd_limit_make_progress_and_keep_every_log_line
             )
         )
         assert Path(step["log_path"]).read_text() == live, step
-        # (a chunk that ends mid-line is written with a newline: the lines, not the bytes)
-        assert [line for line in live.splitlines() if line] == expected.splitlines(), step
+        assert live == expected, step  # the command's bytes, however its chunks fell
+
+
+def test_an_engine_too_short_of_fds_to_import_fails_its_tickets_with_one_line(
+    home: Path, tmp_path: Path
+) -> None:
+    """Under `ulimit -Sn 17` the engine can open its databases but not import an agent
+    kind: importing one when a ticket is planned crashed (a traceback, `cannot resolve
+    ticket 1: OSError`). The built-in kinds are imported as the engine starts, so the
+    ticket gets as far as its step, which fails with a line naming the shortage."""
+    register(home, tmp_path, "echo hi", timeout=2)
+    done = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "say")
+    assert done.returncode == 0, done.stderr
+    out = run_engine_short_of_fds(home, 17, "--max-vms", "1")
+    (ticket,) = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed", (ticket, out)
+    assert "\n" not in ticket["error"] and "cannot resolve" not in ticket["error"], ticket
+    assert re.search(r"Too many open files|EMFILE", ticket["error"]), (ticket, out)
+    assert ticket["error"].startswith("step 'main' failed: "), ticket  # planned: it got there

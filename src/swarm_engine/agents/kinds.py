@@ -79,6 +79,17 @@ def check_definition(agent: AgentSpec) -> None:
         )
 
 
+LIGHT_KINDS = ("echo", "shell")
+"""The kinds a daemon imports as it starts (a few ms): importing one later, on a host out
+of file descriptors, would fail (the Claude kinds, heavy, stay imported on first use)."""
+
+
+def load_kinds(kinds: tuple[str, ...] = LIGHT_KINDS) -> None:
+    """Import the modules of `kinds` now. Raises `ImportError` as an import would."""
+    for kind in kinds:
+        importlib.import_module(AGENT_KINDS[kind].partition(":")[0])
+
+
 def get_agent(kind: str, host_config: Mapping[str, Any] | None = None) -> Agent:
     """An agent of `kind`, given its host-side settings (`Settings.agents[kind]`)."""
     target = AGENT_KINDS.get(kind)

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_GRACE = 5.0
 """Seconds past a step's timeout before its agent is stopped from the host side."""
+REOPEN_SECONDS = 10.0
+"""At most this long, at a step's end, a log parked for a shortage of fds waits for its file."""
 
 
 class StepAttempt:
@@ -157,8 +159,9 @@ class StepAttempt:
 
     async def _unpark(self, sink: StepLog) -> None:
         """A log parked for a shortage gets its file back before it is closed, waiting
-        out the shortage up to the step's timeout (then, or on a cancel, the file keeps
-        what it has; the live copy in the store has it all)."""
+        out the shortage up to `REOPEN_SECONDS` (the step is over: its ticket's slot is not
+        held longer for its log's file); then, or on a cancel, the file keeps what it has
+        and the live copy in the store has it all."""
         if not sink.parked:
             return
 
@@ -167,7 +170,7 @@ class StepAttempt:
 
         with contextlib.suppress(VMError):
             await shortage.patiently(
-                reopen, deadline=time.monotonic() + self.step.timeout_seconds,
+                reopen, deadline=time.monotonic() + min(self.step.timeout_seconds, REOPEN_SECONDS),
                 doing=f"reopen {sink.path}", vm_id="",
             )  # fmt: skip
 

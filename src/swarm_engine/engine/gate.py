@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from swarm_engine.errors import StoreBusyError
+from swarm_engine.errors import HostShortageError, StoreBusyError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ class StoreGate:
             except StoreBusyError as exc:
                 if not keep_trying():
                     raise
-                self.warn(f"store busy, retrying in {delay:.2f}s: {exc}")
+                trouble = "host short" if isinstance(exc, HostShortageError) else "store busy"
+                self.warn(f"{trouble}, retrying in {delay:.2f}s: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 

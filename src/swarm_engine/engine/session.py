@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 
-from swarm_engine.agents.kinds import get_agent
+from swarm_engine.agents.kinds import get_agent, load_kinds
 from swarm_engine.config import Settings
 from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
@@ -26,6 +26,7 @@ from swarm_engine.engine.plan import Plan, build_plan
 from swarm_engine.engine.runner import Started, TicketRunner
 from swarm_engine.errors import (
     ConfigError,
+    HostShortageError,
     NotFoundError,
     StaleAttemptError,
     StoreBusyError,
@@ -37,6 +38,7 @@ from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.tickets import not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
+from swarm_engine.vm.bwrap import SHORTAGES
 from swarm_engine.vm.pool import VMPool
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ class EngineSession:
         try:
             self.pool.backend()  # fail early on an unknown backend
             if self.kind == "daemon":
+                load_kinds()  # now, while the host has file descriptors to import them
                 await self._register()
                 await self.pool.start()
             self.keeper_task = asyncio.create_task(self.keeper.run(), name="lease-keeper")
@@ -202,6 +205,12 @@ class EngineSession:
             return await self.gate.retrying_while(
                 lambda: time.monotonic() < patience, self.plan, ticket
             )
+        except HostShortageError as exc:  # still short at the end: the ticket's error
+            waited = self.settings.lease_ttl / 2
+            return HostShortageError(
+                f"{exc} for {waited:g}s (out of file descriptors, memory or processes):"
+                " raise ulimit -n or lower --max-vms"
+            )
         except StoreBusyError as exc:  # the lease ran out meanwhile: the ticket is not ours
             raise StaleAttemptError(
                 f"ticket {ticket.id}: the lease ran out while the registry was busy ({exc})"
@@ -217,11 +226,16 @@ class EngineSession:
         A malformed row or definition raises `ConfigError` naming the field."""
         if ticket.problem is not None:
             raise ConfigError(ticket.problem)
-        plan = build_plan(ticket, self.registry)
-        for step in plan.steps.values():
-            agent = get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind))
-            agent.preflight(step.agent)
-            model_api_preflight(agent, step.agent, self.settings, os.environ)  # issue 14
+        try:
+            plan = build_plan(ticket, self.registry)
+            for step in plan.steps.values():
+                agent = get_agent(step.agent.kind, self.settings.agents.get(step.agent.kind))
+                agent.preflight(step.agent)
+                model_api_preflight(agent, step.agent, self.settings, os.environ)  # issue 14
+        except OSError as exc:  # importing an agent kind, out of fds: waited out as a
+            if exc.errno not in SHORTAGES:  # busy registry is (never the ticket's error)
+                raise
+            raise HostShortageError(f"resolving the plan: {exc.strerror}") from exc
         return plan
 
     async def run_ticket(self, ticket_id: int) -> Ticket:

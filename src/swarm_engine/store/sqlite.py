@@ -208,7 +208,7 @@ def connect(
                 conn.close()
                 if isinstance(exc, StoreError):
                     raise
-                raise translate(exc, f"database {path} is not usable") from exc
+                raise translate(exc, f"database {path}") from exc
             time.sleep(0.01 * (attempt + 1))
         except sqlite3.DatabaseError as exc:
             conn.close()
