@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 from tests.acceptance.conftest import write_agent
-from tests.support.cli import EXAMPLES, swarm, swarm_inproc
+from tests.support.cli import EXAMPLES, sqlite_shell, swarm, swarm_inproc
 
 from swarm_engine.cli.main import cli
 
@@ -244,3 +244,24 @@ def test_the_foreground_engine_prints_one_plain_line_per_ticket_that_fits(home: 
         if columns:  # the first run: the titles as they were written, shown literally
             assert any(MARKUP_TITLE in line for line in lines), lines
             assert any("bell\\x07and\\x1b[2Jclear" in line for line in lines), lines
+
+
+def test_a_forged_run_duration_is_shown_as_data(home: Path) -> None:
+    """`workflow_runs.duration_ms` is any writer's: text with control characters shows
+    escaped on the ticket's one line, and a number too big to be a duration as it is
+    (it crashed the line's printer)."""
+    for title in ("text", "huge"):
+        swarm(home, "ticket", "create", "--title", title, "--agent", "echo", check=True)
+    sqlite_shell(home / "tickets.db",
+                 "CREATE TRIGGER forge AFTER UPDATE OF status ON workflow_runs"
+                 " WHEN NEW.status = 'done' BEGIN UPDATE workflow_runs SET duration_ms ="
+                 " CASE (SELECT title FROM tickets WHERE id = NEW.ticket_id)"
+                 " WHEN 'text' THEN char(27) || '[31m' || char(10) || 'forged' ELSE 9e999 END"
+                 " WHERE id = NEW.id; END;")  # fmt: skip
+    done = swarm(home, "start", "--foreground", "--until-idle", check=True)
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ticket ")]
+    assert len(lines) == 2 and not any(line.startswith("forged") for line in
+                                       done.stdout.splitlines()), done.stdout  # fmt: skip
+    assert any("\\x1b[31m\\x0aforged" in line for line in lines), lines
+    assert any(" in inf " in line for line in lines), lines

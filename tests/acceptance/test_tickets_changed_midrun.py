@@ -97,3 +97,74 @@ def test_a_ticket_deleted_while_its_step_runs_stops_its_run_and_frees_its_slot(
     assert proc.returncode == 0 and "Traceback" not in out, out
     lines = [line for line in out.splitlines() if f"ticket {running['id']}" in line]
     assert len(lines) == 1 and "was deleted by another writer during its run" in lines[0], out
+
+
+def test_an_attempt_taken_inside_its_own_write_leaves_no_run_behind(
+    home: Path, tmp_path: Path
+) -> None:
+    """A trigger that hands the ticket to another attempt (re-opened, `attempt_id` forged)
+    inside the engine's insert of the step's row: the engine's write commits, its next one
+    is refused and the ticket is not its own any more. Its own run was left `running`,
+    which kept the ticket from any new claim: `--until-idle` never ended."""
+    db = home / "tickets.db"
+    make_tickets(home, tmp_path)
+    trigger = (
+        "CREATE TRIGGER hostile AFTER INSERT ON step_executions"
+        " WHEN (SELECT ticket_id FROM workflow_runs WHERE id = NEW.run_id) = {victim}"
+        " AND (SELECT attempts FROM tickets WHERE id = {victim}) = 1"
+        " BEGIN UPDATE tickets SET attempt_id = 'forged', status = 'open'"
+        " WHERE id = {victim}; END;"
+    )
+    sqlite_shell(db, trigger.format(victim=VICTIM))
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
+                 timeout=120, **FAST)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    assert not query(db, "SELECT 1 FROM workflow_runs WHERE status = 'running'"), out
+    rows = {r["title"]: r for r in query(db, "SELECT * FROM tickets")}
+    assert rows["bystander"]["status"] == "done", rows
+    # the re-opened ticket was claimed again and ran to its end, once more
+    assert rows["victim"]["status"] == "done" and rows["victim"]["attempts"] == 2, rows
+    runs = query(db, "SELECT status FROM workflow_runs WHERE ticket_id = ? ORDER BY id",
+                 rows["victim"]["id"])  # fmt: skip
+    assert [r["status"] for r in runs] == ["failed", "done"], runs
+
+
+@pytest.mark.parametrize(
+    ("stage", "trigger"),
+    [
+        ("the run's start",
+         "BEFORE INSERT ON workflow_runs WHEN NEW.ticket_id = {victim}"
+         " BEGIN SELECT RAISE(ABORT, 'no runs for you'); END"),
+        ("a step's start",
+         "BEFORE UPDATE OF status ON step_executions WHEN NEW.status = 'running'"
+         " AND NEW.run_id IN (SELECT id FROM workflow_runs WHERE ticket_id = {victim})"
+         " BEGIN SELECT RAISE(ABORT, 'no runs for you'); END"),
+        ("the run's end",
+         "BEFORE UPDATE OF status ON workflow_runs WHEN NEW.ticket_id = {victim}"
+         " AND NEW.status = 'done' BEGIN SELECT RAISE(ABORT, 'no runs for you'); END"),
+    ],
+)  # fmt: skip
+def test_a_write_the_store_refuses_fails_the_ticket_with_one_line(
+    home: Path, tmp_path: Path, stage: str, trigger: str
+) -> None:
+    """A trigger that RAISEs on one of the engine's writes (or any constraint): that ticket
+    fails at once with one line naming the stage and what the store said; it was an
+    'internal error' with a traceback in the engine's log."""
+    db = home / "tickets.db"
+    make_tickets(home, tmp_path)
+    sqlite_shell(db, f"CREATE TRIGGER hostile {trigger.format(victim=VICTIM)};")
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
+                 timeout=120, **FAST)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    rows = {r["title"]: r for r in query(db, "SELECT * FROM tickets")}
+    victim, bystander = rows["victim"], rows["bystander"]
+    assert bystander["status"] == "done", bystander
+    assert victim["status"] == "failed" and victim["attempts"] == 1, victim
+    assert victim["error"] == (
+        f"{stage} could not be recorded: the store refused it (no runs for you)"
+    ), victim
+    assert not query(db, "SELECT 1 FROM workflow_runs WHERE status = 'running'")
+    assert not query(db, "SELECT 1 FROM step_executions WHERE status IN ('queued','running')")
+    assert not query(db, "SELECT 1 FROM vms WHERE state NOT IN ('destroyed', 'failed')")

@@ -17,7 +17,7 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
 from swarm_engine.errors import ConflictError, SwarmError
-from swarm_engine.vm.proctree import pid_alive
+from swarm_engine.vm.proctree import is_engine, pid_alive
 
 START_TIMEOUT = 15.0
 
@@ -110,15 +110,16 @@ def _refuse_a_second(settings: Settings) -> None:
             e["kind"] == "daemon"
             and e["state"] == "running"
             and e["host"] == settings.host_id
-            and isinstance(e["pid"], int)
-            and e["pid"] != os.getpid()
-            and pid_alive(e["pid"])
+            and is_engine(e["pid"])
         ):
             raise ConflictError(
                 f"engine {e['id']} is already running on this host with this store"
                 f" (pid {e['pid']}); 'swarm-engine stop' stops it,"
                 " 'swarm-engine start --another' starts a second one"
             )
+
+
+FINISHED = frozenset({"done", "failed", "cancelled"})
 
 
 class _FinishedPrinter:
@@ -134,6 +135,8 @@ class _FinishedPrinter:
         if event.kind != "run_finished":
             return
         ticket, run = event.data["ticket"], event.data["run"]
+        if ticket.status not in FINISHED or run.get("attempt_id") != ticket.attempt_id:
+            return  # a run this engine stopped: the ticket is not (or no longer) its own
         head = f"ticket {ticket.id} {ticket.status} in {ms(run['duration_ms'])}"
         title = short(ticket.title, 30)
         outcome = ticket.result if ticket.status == "done" else ticket.error
@@ -220,7 +223,8 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
             for e in store.engines.running()
             if e["host"] == settings.host_id and e["kind"] == "daemon"
         ]
-    pids = [e["pid"] for e in engines if pid_alive(e["pid"]) and e["pid"] != os.getpid()]
+    # only processes that run `swarm-engine start`: a row's pid is anything a writer put there
+    pids = [e["pid"] for e in engines if is_engine(e["pid"])]
     if not pids:
         click.echo("no engine is running on this host")
         return

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -71,6 +72,8 @@ def ms(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, int | float) or isinstance(value, bool):
+        return visible(str(value))[:40]
+    if not math.isfinite(value) or abs(value) > 1e15:  # (stored by any writer)
         return str(value)
     return duration(value / 1000)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from swarm_engine.store import Store
 from swarm_engine.vm.backends import create_backend
-from swarm_engine.vm.base import OrphanRecord
+from swarm_engine.vm.base import OrphanRecord, is_plain_name
 from swarm_engine.vm.options import BackendOptions
 from swarm_engine.vm.proctree import pid_alive
 from swarm_engine.vm.workspace import remove_folder
@@ -47,6 +47,10 @@ def reap_vms(
     dead = store.engines.gone()
     for vm in store.vms.live(host=host):
         if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
+            continue
+        if not is_plain_name(vm["id"]):  # a path, not an id: nothing on the host is touched
+            log.warning("VM row %r is not a VM id: recorded failed, nothing reaped", vm["id"])
+            store.vms.record_destroyed(vm["id"], "not a VM id: nothing reaped on the host")
             continue
         record = OrphanRecord(
             id=vm["id"],

@@ -38,6 +38,7 @@ from swarm_engine.errors import (
     StaleAttemptError,
     StoreBusyError,
     StoreError,
+    StoreIntegrityError,
     SwarmError,
     TicketDeletedError,
 )
@@ -120,12 +121,12 @@ class TicketRunner:
             raise StaleAttemptError(
                 f"ticket {ticket.id}: the lease ran out while the store was busy ({exc})"
             ) from exc
-        except StaleAttemptError as exc:
+        except (StaleAttemptError, StoreIntegrityError) as exc:
             name = getattr(getattr(fn, "func", fn), "__name__", "")  # (a partial's too)
             raise await self._refused(ticket, name, exc) from exc
 
     async def _refused(
-        self, ticket: Ticket, name: str, exc: StaleAttemptError
+        self, ticket: Ticket, name: str, exc: StaleAttemptError | StoreIntegrityError
     ) -> StaleAttemptError:
         """A fenced write of this attempt was refused: find out at once why, and end the
         attempt when it is over. If the attempt still holds the ticket (another writer
@@ -133,7 +134,9 @@ class TicketRunner:
         engine's own write, which was undone with it), the ticket is failed with one line
         saying so; if the ticket is gone, its run is stopped. Either way the run stops now
         (its slot is freed, nothing is retried) and one line is logged. Otherwise (a
-        cancel, a reclaim) the lease keeper handles it, as ever: `exc` is returned."""
+        cancel, a reclaim) the lease keeper handles it, as ever: `exc` is returned. A write
+        the store refused outright (a constraint, or a trigger's `RAISE`) fails the ticket
+        the same way, its line saying what the store said."""
         attempt = str(ticket.attempt_id)
         if attempt in self._ended:
             return self._ended[attempt]
@@ -142,6 +145,10 @@ class TicketRunner:
             f"{what} could not be recorded: another writer (a trigger?) deleted or changed"
             " the ticket or its run during the engine's write"
         )
+        if isinstance(exc, StoreIntegrityError):  # what the store (or a trigger) said
+            said = " ".join(str(exc.__cause__ or exc).split())[:300]
+            line = f"{what} could not be recorded: the store refused it ({said})"
+            exc = StaleAttemptError(f"ticket {ticket.id}: {line}")
         try:
             fate = await self.gate.retrying_while(
                 lambda: self.keeper.holds(attempt), self.writes.refused, ticket, line
@@ -304,6 +311,8 @@ class TicketRunner:
                 raise
             if not isinstance(exc, AttemptEndedError):  # (that one was logged)
                 log.warning("ticket %s: %s; run %s abandoned", ticket.id, exc, run_id)
+                # its own run, left `running`, would keep the ticket from any new claim
+                await self._abandon(run_id, f"stopped: this attempt lost the ticket ({exc})")
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
                 with contextlib.suppress(StaleAttemptError, StoreBusyError):

@@ -10,6 +10,7 @@ Backends are chosen by name from `swarm_engine.vm.backends.BACKENDS`.
 from __future__ import annotations
 
 import posixpath
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,6 +202,15 @@ class VMBackend(Protocol):
     async def close(self) -> None:
         """Release backend-wide resources (warm pools, helper processes)."""
         ...
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_plain_name(name: object) -> bool:
+    """True for a VM id that is one file name (no `/`, not `.` or `..`, no NUL): the only
+    kind a backend turns into a folder path. A `vms.id` is anything a writer put there."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None and ".." not in name
 
 
 def safe_relpath(path: str) -> str:

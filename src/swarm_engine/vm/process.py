@@ -40,6 +40,7 @@ from swarm_engine.vm.base import (
     OutputCallback,
     VMInfo,
     VMSpec,
+    is_plain_name,
     safe_relpath,
     shell_exit_code,
 )
@@ -172,6 +173,8 @@ class ProcessBackend:
                 return uid
 
     def reap(self, record: OrphanRecord) -> None:
+        if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path
+            raise VMError(f"not a VM id: {record.id!r}")
         kill_tagged(record.id)
         folder = self.root / record.id
         if folder.exists():

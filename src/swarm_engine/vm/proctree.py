@@ -89,6 +89,11 @@ def kill_tagged(vm_id: str) -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """True if process `pid` exists and is not a zombie. A pid read from the store is
+    anything a writer put there: only a positive whole number can be alive (0 and -1
+    would ask about a process group, or every process)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -125,3 +130,16 @@ def stale_tmp(path: Path) -> bool:
         and parts[1].isdigit()
         and not pid_alive(int(parts[1]))
     )
+
+
+def is_engine(pid: int) -> bool:
+    """True if `pid` is alive and runs `swarm-engine start` (its command line says so):
+    what `stop` may signal, whatever pid an `engines` row holds."""
+    if not pid_alive(pid) or pid == os.getpid():
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    named = any(a.endswith((b"swarm-engine", b"swarm_engine")) for a in argv[:3])
+    return named and b"start" in argv

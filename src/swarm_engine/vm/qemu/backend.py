@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -124,7 +125,7 @@ class QemuBackend:
     def reap(self, record: OrphanRecord) -> None:
         if record.pid and is_our_qemu(record.pid, record.socket_path):
             kill_group(record.pid)
-        if record.socket_path:
+        if record.socket_path and self._owns_socket(Path(record.socket_path)):
             with contextlib.suppress(OSError):
                 os.unlink(record.socket_path)
         if record.overlay_path and self._owns(Path(record.overlay_path)):
@@ -141,6 +142,18 @@ class QemuBackend:
             return path.resolve().parent == self.run_dir.resolve() or (path / OWNER_FILE).exists()
         except OSError:
             return False
+
+    def _owns_socket(self, path: Path) -> bool:
+        """Only unlink a socket this backend makes: in a VM folder of its run folder, or in
+        its short-path folder (`vms.socket_path` is anything a writer put there)."""
+        try:
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                return False
+            parent = path.parent.resolve()
+        except OSError:
+            return False
+        short = Path(tempfile.gettempdir()) / f"swarm-qemu-{os.getuid()}"
+        return parent.parent == self.run_dir.resolve() or parent == short.resolve()
 
     def sweep(self) -> int:
         """Delete VM folders whose owning engine process is gone (e.g. warm VMs of a crashed
