@@ -111,3 +111,26 @@ def test_an_engine_too_short_of_fds_to_import_fails_its_tickets_with_one_line(
     assert "\n" not in ticket["error"] and "cannot resolve" not in ticket["error"], ticket
     assert re.search(r"Too many open files|EMFILE", ticket["error"]), (ticket, out)
     assert ticket["error"].startswith("step 'main' failed: "), ticket  # planned: it got there
+
+
+def test_a_wait_no_step_can_end_fails_without_holding_the_engine(
+    home: Path, tmp_path: Path
+) -> None:
+    """Under `ulimit -Sn 24` no command can start. When every running step waits for
+    descriptors, none will be given back (EMFILE is the engine's own limit): each step
+    failed only at its timeout, and meanwhile the daemon claimed nothing. Now it fails
+    once all have waited a few seconds, with a line that says why waiting is no use."""
+    register(home, tmp_path, "echo hi", timeout=600)
+    for n in range(3):
+        done = swarm_inproc(home, "ticket", "create", "--title", f"t{n}", "--agent", "say")
+        assert done.returncode == 0, done.stderr
+    out = run_engine_short_of_fds(home, 24, "--max-vms", "2")
+    tickets = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert [t["status"] for t in tickets] == ["failed"] * 3, (tickets, out)
+    for t in tickets:
+        assert re.fullmatch(
+            r"step 'main' failed: cannot start command in vm-\w+: no file descriptors free"
+            r" \(EMFILE\) for \d+(\.\d)?s, and every running step waits for them too:"
+            r" raise ulimit -n \(now 24\) or lower --max-vms",
+            t["error"],
+        ), (t, out)

@@ -108,11 +108,13 @@ class Daemon:
                 asyncio.create_task(self._supervised("store watcher", watcher.run)),
                 asyncio.create_task(self._supervised("cron triggers", self.cron.run)),
             ]
+            shortage.count_busy(lambda: len(self.active))  # (a wait that cannot end)
             try:
                 await self._claim_loop(session, watcher)
                 if self.failed:
                     raise SwarmError(f"engine stopped: its {self.failed} task died (see the log)")
             finally:
+                shortage.count_busy(None)
                 for task in side:
                     task.cancel()
                 await asyncio.gather(*side, return_exceptions=True)

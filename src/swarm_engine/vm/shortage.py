@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -53,7 +54,11 @@ its stdin, stdout and stderr pipes and the pipe that reports a failed exec (the 
 that watches the child comes once the child's ends are closed)."""
 
 
+FUTILE_SECONDS = 5.0
+"""Out of its own descriptors (EMFILE) with every busy step waiting this long, a wait ends."""
+
 _waits = 0
+_busy: Callable[[], int] | None = None
 _cut: ContextVar[list[str] | None] = ContextVar("shortage_cut", default=None)
 _spare: ContextVar[tuple[Callable[[], None], ...]] = ContextVar("shortage_spare", default=())
 
@@ -89,6 +94,16 @@ def waiting() -> int:
     """How many starts wait out a shortage now, in this process (the daemon claims no
     more tickets meanwhile: each would only hold more of what is short)."""
     return _waits
+
+
+def count_busy(steps: Callable[[], int] | None) -> None:
+    """Tell `patiently` how many steps of this engine may hold descriptors now (the
+    daemon's running tickets; None: not known). EMFILE is the engine's own limit: when
+    every one of them waits for descriptors, none will be given back, and waiting longer
+    would only hold the ticket (and, through `waiting`, the daemon's claims) until the
+    timeout."""
+    global _busy
+    _busy = steps
 
 
 def room_for(count: int) -> None:
@@ -140,6 +155,8 @@ async def patiently(
                         doing, shortage(exc), round(max(deadline - now, 0.0), 1),
                         extra={"vm_id": vm_id},
                     )  # fmt: skip
+                if _futile(exc) and now - since >= FUTILE_SECONDS:
+                    raise VMError(_line(doing, exc, since, futile=True)) from exc
                 if now < deadline:
                     await asyncio.sleep(min(delay, deadline - now))
                     delay = min(delay * 2, MAX_DELAY)
@@ -162,9 +179,19 @@ async def patiently(
             _waits -= 1
 
 
-def _line(doing: str, exc: OSError, since: float) -> str:
+def _futile(exc: OSError) -> bool:
+    return exc.errno == errno.EMFILE and _busy is not None and _waits >= _busy()
+
+
+def _line(doing: str, exc: OSError, since: float, *, futile: bool = False) -> str:
     """`cannot start command in vm-...: no file descriptors free (EMFILE) for 30s: raise
     ulimit -n or lower --max-vms`"""
     _, fix = WHAT[exc.errno if exc.errno is not None else 0]
     waited = round(time.monotonic() - since, 1)
+    if futile:  # (see count_busy)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (
+            f"cannot {doing}: {shortage(exc)} for {waited:g}s, and every running step waits"
+            f" for them too: raise ulimit -n (now {soft}) or lower --max-vms"
+        )
     return f"cannot {doing}: {shortage(exc)} for {waited:g}s: {fix}"
