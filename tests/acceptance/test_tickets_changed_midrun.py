@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.acceptance.conftest import engine_ready, stop, write_agent
@@ -24,6 +25,20 @@ def make_tickets(home: Path, tmp_path: Path, command: str = "echo hi") -> None:
     for title in ("victim", "bystander"):
         done = swarm_inproc(home, "ticket", "create", "--title", title, "--agent", "say")
         assert done.returncode == 0, done.stderr
+
+
+def run_with_trigger(home: Path, tmp_path: Path, trigger: str) -> tuple[str, dict[str, Any]]:
+    """A victim and a bystander ticket run by `start --until-idle` with `trigger` on the
+    store: the engine's output and the victim's row (the bystander is done)."""
+    make_tickets(home, tmp_path)
+    sqlite_shell(home / "tickets.db", f"CREATE TRIGGER hostile {trigger.format(victim=VICTIM)};")
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
+                 timeout=120, **FAST)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    rows = {r["title"]: r for r in query(home / "tickets.db", "SELECT * FROM tickets")}
+    assert rows["bystander"]["status"] == "done", rows
+    return out, rows["victim"]
 
 
 @pytest.mark.parametrize(
@@ -51,15 +66,7 @@ def test_a_trigger_that_takes_the_ticket_inside_the_engines_write_fails_it_at_on
     home: Path, tmp_path: Path, stage: str, trigger: str
 ) -> None:
     db = home / "tickets.db"
-    make_tickets(home, tmp_path)
-    sqlite_shell(db, f"CREATE TRIGGER hostile {trigger.format(victim=VICTIM)};")
-    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
-                 timeout=120, **FAST)  # fmt: skip
-    out = done.stdout + done.stderr
-    assert done.returncode == 0 and "Traceback" not in out, out
-    rows = {r["title"]: r for r in query(db, "SELECT * FROM tickets")}
-    victim, bystander = rows["victim"], rows["bystander"]
-    assert bystander["status"] == "done", bystander
+    out, victim = run_with_trigger(home, tmp_path, trigger)
     # failed once, at once, with the stage named; never re-queued, no lease left to expire
     assert victim["status"] == "failed" and victim["attempts"] == 1, victim
     assert victim["error"].startswith(f"{stage} could not be recorded: another writer"), victim
@@ -152,15 +159,7 @@ def test_a_write_the_store_refuses_fails_the_ticket_with_one_line(
     fails at once with one line naming the stage and what the store said; it was an
     'internal error' with a traceback in the engine's log."""
     db = home / "tickets.db"
-    make_tickets(home, tmp_path)
-    sqlite_shell(db, f"CREATE TRIGGER hostile {trigger.format(victim=VICTIM)};")
-    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
-                 timeout=120, **FAST)  # fmt: skip
-    out = done.stdout + done.stderr
-    assert done.returncode == 0 and "Traceback" not in out, out
-    rows = {r["title"]: r for r in query(db, "SELECT * FROM tickets")}
-    victim, bystander = rows["victim"], rows["bystander"]
-    assert bystander["status"] == "done", bystander
+    _, victim = run_with_trigger(home, tmp_path, trigger)
     assert victim["status"] == "failed" and victim["attempts"] == 1, victim
     assert victim["error"] == (
         f"{stage} could not be recorded: the store refused it (no runs for you)"
