@@ -310,3 +310,37 @@ def test_a_lock_held_past_the_busy_timeout_is_store_busy(store_target: Target) -
     assert store.tickets.get(tid).status == "cancelled"
     store.close()
     other.close()
+
+
+def test_a_ticket_the_store_will_not_reclaim_leaves_the_others_reclaimed(
+    store_target: Target,
+) -> None:
+    """A trigger (or constraint) that refuses to change one expired ticket made the whole
+    reclaim fail: the daemon's reclaimer died, stopping the engine, and `cleanup` and every
+    `start` failed from then on. That ticket is left as it is, the others come back."""
+    store = open_store(store_target.target)
+    ids = [store.tickets.create(title=f"t{i}", agent_id="echo") for i in range(3)]
+    claim_all(store, "gone", limit=3)
+    store_target.sql("UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00Z'")
+    stuck = ids[1]
+    if store_target.dialect == "sqlite":
+        store_target.sql(
+            f"CREATE TRIGGER keep BEFORE UPDATE OF status ON tickets WHEN OLD.id = {stuck}"
+            " BEGIN SELECT RAISE(ABORT, 'ticket stays'); END"
+        )
+    else:  # a trigger's own error (P0001), not a constraint's
+        store_target.sql(
+            "CREATE FUNCTION keep() RETURNS trigger AS $$ BEGIN"
+            f" IF OLD.id = {stuck} THEN RAISE EXCEPTION 'ticket stays'; END IF;"
+            " RETURN NEW; END $$ LANGUAGE plpgsql;"
+            " CREATE TRIGGER keep BEFORE UPDATE ON tickets FOR EACH ROW EXECUTE FUNCTION keep()"
+        )
+    got = {e.ticket_id: e for e in store.tickets.reclaim_expired()}
+    assert sorted(got) == ids
+    assert [got[i].status for i in ids] == ["open", "stuck", "open"], got
+    assert "ticket stays" in str(got[stuck].error) and "\n" not in str(got[stuck].error)
+    report = ReapReport()  # `cleanup`'s part: the same, without failing
+    reclaim_expired(store, report)
+    assert report.requeued == [] and report.failed == []
+    assert store.tickets.get(stuck).status == "claimed"
+    store.close()

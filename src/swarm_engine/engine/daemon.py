@@ -152,7 +152,9 @@ class Daemon:
                 session.gate.warn(f"reclaiming expired leases delayed: {exc}")
             else:
                 requeued = [e.ticket_id for e in expired if e.status == "open"]
-                failed = [e.ticket_id for e in expired if e.status != "open"]
+                failed = [e.ticket_id for e in expired if e.status == "failed"]
+                for stuck in (e for e in expired if e.status == "stuck"):
+                    session.gate.warn(f"ticket {stuck.ticket_id}: lease ran out, {stuck.error}")
                 if requeued:
                     log.warning("re-queued tickets with expired leases: %s", requeued)
                 if failed:

@@ -86,6 +86,9 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
 def reclaim_expired(store: Store, report: ReapReport) -> None:
     """Tickets whose lease expired: re-queue (or fail after max_attempts); close the run."""
     for expired in store.tickets.reclaim_expired():
+        if expired.status == "stuck":  # the store refused to change it: left as it is
+            log.warning("ticket %s: its lease ran out, but %s", expired.ticket_id, expired.error)
+            continue
         (report.requeued if expired.status == "open" else report.failed).append(expired.ticket_id)
 
 

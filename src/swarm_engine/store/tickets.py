@@ -17,6 +17,8 @@ from swarm_engine.errors import (
     ConflictError,
     NotFoundError,
     StaleAttemptError,
+    StoreBusyError,
+    StoreError,
     StoreIntegrityError,
     UsageError,
 )
@@ -46,7 +48,11 @@ class Expired:
     """A ticket whose lease ran out, as the reclaimer left it."""
 
     ticket_id: int
-    status: str  # 'open' (re-queued) or 'failed' (attempts used up)
+    status: str
+    """'open' (re-queued), 'failed' (attempts used up), or 'stuck': the store refused to
+    change the row (a trigger's RAISE, a constraint; `error` says what it said), which is
+    left as it is and tried again next round."""
+    error: str | None = None
 
 
 class TicketStore:
@@ -371,12 +377,30 @@ class TicketStore:
         taken in the transaction; the others skip that round)."""
         if self.db.one(self.q.any_expired) is None:
             return []
+        try:
+            return self._reclaim(None)
+        except StoreBusyError:
+            raise
+        except StoreError:  # a row the store will not let change (a trigger's RAISE, a
+            pass  # constraint): the others one by one, that one left as it is
+        expired: builtins.list[Expired] = []
+        for row in self.db.all(self.q.expired_ids):
+            ticket_id = int(row["id"])
+            try:
+                expired += self._reclaim(ticket_id)
+            except StoreBusyError:
+                raise
+            except StoreError as exc:
+                expired.append(Expired(ticket_id, "stuck", _one_line(str(exc), 200)))
+        return expired
+
+    def _reclaim(self, only: int | None) -> builtins.list[Expired]:
         expired: builtins.list[Expired] = []
         with self.db.transaction(), self.db.checks_ignored():
             lock = self.db.one(self.q.reclaim_lock)
             if lock is None or not lock[0]:
                 return []  # another engine is reclaiming right now
-            for row in self.db.all(self.q.reclaim_expired):
+            for row in self.db.all(self.q.reclaim_expired, {"only": only}):
                 self.close_open_runs(
                     int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
                 )

@@ -142,7 +142,14 @@ SELECT 1 FROM tickets
    AND (lease_expires_at IS NULL OR lease_expires_at < now())
  LIMIT 1
 
+-- name: expired_ids
+SELECT id FROM tickets
+ WHERE status IN ('claimed','running')
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+ ORDER BY id
+
 -- name: reclaim_expired
+-- :only NULL: every expired ticket; else that one (when the store refused the batch).
 UPDATE tickets SET
        status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
        error = CASE WHEN attempts < max_attempts THEN NULL
@@ -153,6 +160,7 @@ UPDATE tickets SET
        lease_expires_at = NULL, attempt_id = NULL
  WHERE status IN ('claimed','running')
    AND (lease_expires_at IS NULL OR lease_expires_at < now())
+   AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
 RETURNING id, status
 
 -- name: reclaim_lock

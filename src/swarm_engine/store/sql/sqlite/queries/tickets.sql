@@ -139,7 +139,16 @@ SELECT 1 FROM tickets
         OR julianday(lease_expires_at, 'auto') < julianday('now'))
  LIMIT 1
 
+-- name: expired_ids
+SELECT id FROM tickets
+ WHERE status IN ('claimed','running')
+   AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+        OR julianday(lease_expires_at, 'auto') IS NULL
+        OR julianday(lease_expires_at, 'auto') < julianday('now'))
+ ORDER BY id
+
 -- name: reclaim_expired
+-- :only NULL: every expired ticket; else that one (when the store refused the batch).
 UPDATE tickets SET
        status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
        error = CASE WHEN attempts < max_attempts THEN NULL
@@ -152,6 +161,7 @@ UPDATE tickets SET
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
         OR julianday(lease_expires_at, 'auto') IS NULL
         OR julianday(lease_expires_at, 'auto') < julianday('now'))
+   AND (:only IS NULL OR id = :only)
 RETURNING id, status
 
 -- name: reclaim_lock
