@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from tests.support.cli import query, sqlite_shell, swarm
+from tests.acceptance.conftest import engine_ready, stop, write_agent
+from tests.support.cli import query, sqlite_shell, start_engine, swarm, swarm_inproc, wait_until
 
 HOST = os.uname().nodename
 
@@ -43,14 +46,61 @@ def test_stop_and_start_ignore_engine_rows_that_are_not_engines(
     assert bystander.poll() is None
 
 
-def test_cleanup_never_follows_a_vm_row_out_of_its_folders(home: Path, tmp_path: Path) -> None:
+def test_stop_signals_this_homes_engines_only_and_each_once(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """Another home's engine on this host (its pid in this home's `engines` table) is not
+    stopped, nor does it keep this home's engine from starting; this home's own engine,
+    named by two rows, is sent one stop (a drain), not two (an abort)."""
+    other = tmp_path / "other"
+    assert swarm_inproc(other, "status", "--init").returncode == 0
+    theirs = start_engine(other, "--max-vms", "1")
+    engines.append(theirs)
+    engine_ready(other, theirs)
+    db = home / "tickets.db"
+    sqlite_shell(db, "INSERT INTO engines (id, kind, host, pid, max_vms, backend, state)"
+                     f" VALUES ('theirs', 'daemon', '{HOST}', {theirs.pid}, 1, 'process',"
+                     " 'running')")  # fmt: skip
+    assert swarm(home, "stop", "--no-wait").stdout.strip() == "no engine is running on this host"
+    mine = start_engine(home, "--max-vms", "1")  # not refused as "already running"
+    engines.append(mine)
+    engine_ready(home, mine)
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 2\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap")).returncode == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "nap").returncode == 0
+    wait_until(lambda: query(db, "SELECT 1 FROM tickets WHERE status = 'running'"), 30, "a run")
+    sqlite_shell(db, "INSERT INTO engines (id, kind, host, pid, max_vms, backend, state)"
+                     f" VALUES ('twice', 'daemon', '{HOST}', {mine.pid}, 1, 'process',"
+                     " 'running')")  # fmt: skip
+    stopped = swarm(home, "stop", "--timeout", "60")
+    assert stopped.stdout.startswith(f"draining 1 engine(s): [{mine.pid}]"), stopped.stdout
+    out = stop(mine)
+    assert "aborting" not in out, out  # drained: its ticket ran to its end
+    assert query(db, "SELECT status FROM tickets")[0]["status"] == "done"
+    assert theirs.poll() is None  # the other home's engine runs on
+
+
+def test_cleanup_never_follows_a_vm_row_out_of_its_folders(
+    home: Path, tmp_path: Path, bystander: subprocess.Popen[bytes]
+) -> None:
     victim = tmp_path / "victim"
     (victim / "inside").mkdir(parents=True)
+    (victim / "owner.pid").write_text("1\n")  # as a qemu VM folder has
+    qemuish = subprocess.Popen(  # "qemu" on its command line
+        [sys.executable, "-c", "import time; time.sleep(300)", "qemu-notes.txt"],
+        start_new_session=True,
+    )
+    short = Path(tempfile.gettempdir()) / f"swarm-qemu-{os.getuid()}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    theirs = socket.socket(socket.AF_UNIX)  # another home's VM socket, in the shared folder
+    theirs.bind(str(short / f"test-{os.getpid()}.sock"))
     unix = socket.socket(socket.AF_UNIX)
     unix.bind(str(tmp_path / "other.sock"))  # a socket of someone else's
     (tmp_path / "file").write_text("keep me")
     db = home / "tickets.db"
     rows = [
+        ("qemu", "vm-cccccccccccc", "NULL"),  # (pid and overlay set below)
+        ("qemu", "vm-dddddddddddd", f"'{short / f'test-{os.getpid()}.sock'}'"),
         ("process", str(victim), "NULL"),
         ("process", "../../victim", "NULL"),
         ("process", "..", "NULL"),
@@ -61,8 +111,17 @@ def test_cleanup_never_follows_a_vm_row_out_of_its_folders(home: Path, tmp_path:
         sqlite_shell(db, "INSERT INTO vms (id, backend, host, owner_pid, state, socket_path)"
                          f" VALUES ('{vm_id}', '{backend}', '{HOST}', 999999999, 'busy',"
                          f" {sock})")  # fmt: skip
+    sqlite_shell(db, f"UPDATE vms SET pid = {qemuish.pid}, overlay_path = '{victim}'"
+                     " WHERE id = 'vm-cccccccccccc'")  # fmt: skip
     done = swarm(home, "cleanup")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    alive = qemuish.poll() is None
+    qemuish.kill()
+    qemuish.wait()
+    assert alive, "a process named in a row was killed"
+    assert (short / f"test-{os.getpid()}.sock").exists()
+    theirs.close()
+    (short / f"test-{os.getpid()}.sock").unlink()
     assert (victim / "inside").is_dir()
     assert (tmp_path / "file").read_text() == "keep me"
     assert (tmp_path / "other.sock").exists()
@@ -71,3 +130,30 @@ def test_cleanup_never_follows_a_vm_row_out_of_its_folders(home: Path, tmp_path:
     assert all(r["state"] in ("destroyed", "failed") for r in left), left
     refused = [r for r in left if r["error"] == "not a VM id: nothing reaped on the host"]
     assert {r["id"] for r in refused} == {str(victim), "../../victim", ".."}, left
+
+
+def test_cleanup_leaves_another_homes_running_vm_alone(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """A row naming the id of a VM that another home's engine runs: this home has no
+    folder of that id, so nothing is killed (its commands were found by the id alone)."""
+    other = tmp_path / "other"
+    assert swarm_inproc(other, "status", "--init").returncode == 0
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 3\n")
+    assert swarm_inproc(other, "agent", "register", str(tmp_path / "nap")).returncode == 0
+    assert swarm_inproc(other, "ticket", "create", "--title", "t", "--agent", "nap").returncode == 0
+    theirs = start_engine(other, "--max-vms", "1")
+    engines.append(theirs)
+    busy = wait_until(
+        lambda: query(other / "tickets.db", "SELECT id FROM vms WHERE state = 'busy'"), 30, "a VM"
+    )
+    sqlite_shell(home / "tickets.db", "INSERT INTO vms (id, backend, host, owner_pid, state)"
+                 f" VALUES ('{busy[0]['id']}', 'process', '{HOST}', 999999999, 'busy')")  # fmt: skip
+    assert swarm(home, "cleanup").returncode == 0
+    wait_until(
+        lambda: query(other / "tickets.db", "SELECT 1 FROM tickets WHERE status IN ('done', 'failed')"),
+        60, "the other home's ticket to end",
+    )  # fmt: skip
+    ticket = query(other / "tickets.db", "SELECT status, error FROM tickets")[0]
+    assert ticket["status"] == "done", ticket
+    stop(theirs)

@@ -81,6 +81,12 @@ def start(
         f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
         f"home {visible(str(settings.home))} (Ctrl-C to stop)"
     )
+    try:  # this home's mark of its engine: what `stop` signals (see `_ours`)
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        (settings.run_dir / f"engine-{os.getpid()}.pid").write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        click.echo(f"warning: no pid file in {settings.run_dir} ({exc.strerror}):"
+                   " 'swarm-engine stop' will not find this engine", err=True)  # fmt: skip
     try:
         asyncio.run(main())
     finally:
@@ -101,6 +107,17 @@ def use_pidfd_child_watcher() -> None:
         return
 
 
+def _ours(settings: Settings, pid: object) -> bool:
+    """True if `pid` is an engine started from this home: a live `swarm-engine start`
+    whose pid file is in this home's run folder (only the engine, or the `start` that
+    spawned it, writes one there; an `engines` row is any writer's)."""
+    return (
+        isinstance(pid, int)
+        and is_engine(pid)
+        and (settings.run_dir / f"engine-{pid}.pid").is_file()
+    )
+
+
 def _refuse_a_second(settings: Settings) -> None:
     """A ConflictError when an engine already runs on this host with this store."""
     with store_of(settings) as store:
@@ -110,7 +127,7 @@ def _refuse_a_second(settings: Settings) -> None:
             e["kind"] == "daemon"
             and e["state"] == "running"
             and e["host"] == settings.host_id
-            and is_engine(e["pid"])
+            and _ours(settings, e["pid"])
         ):
             raise ConflictError(
                 f"engine {e['id']} is already running on this host with this store"
@@ -223,8 +240,8 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
             for e in store.engines.running()
             if e["host"] == settings.host_id and e["kind"] == "daemon"
         ]
-    # only processes that run `swarm-engine start`: a row's pid is anything a writer put there
-    pids = [e["pid"] for e in engines if is_engine(e["pid"])]
+    # a row's pid is anything a writer put there: only this home's engines, each once
+    pids = list(dict.fromkeys(e["pid"] for e in engines if _ours(settings, e["pid"])))
     if not pids:
         click.echo("no engine is running on this host")
         return

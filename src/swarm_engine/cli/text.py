@@ -25,7 +25,9 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+"""Control characters, and the invisible ones that reorder or hide text (bidi overrides,
+zero-width spaces): stored text shown with them could pass for something else."""
 
 
 def visible(text: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm_engine.store import Store
-from swarm_engine.vm.backends import create_backend
+from swarm_engine.vm.backends import BACKENDS, create_backend
 from swarm_engine.vm.base import OrphanRecord, is_plain_name
 from swarm_engine.vm.options import BackendOptions
 from swarm_engine.vm.proctree import pid_alive
@@ -48,8 +48,9 @@ def reap_vms(
     for vm in store.vms.live(host=host):
         if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
             continue
-        if not is_plain_name(vm["id"]):  # a path, not an id: nothing on the host is touched
-            log.warning("VM row %r is not a VM id: recorded failed, nothing reaped", vm["id"])
+        if not is_plain_name(vm["id"]) or vm["backend"] not in BACKENDS:
+            # a path, not an id, or no backend of ours: nothing on the host is touched
+            log.warning("VM row %r is not a VM of a backend: recorded failed", vm["id"])
             store.vms.record_destroyed(vm["id"], "not a VM id: nothing reaped on the host")
             continue
         record = OrphanRecord(

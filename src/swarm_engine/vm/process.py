@@ -175,10 +175,11 @@ class ProcessBackend:
     def reap(self, record: OrphanRecord) -> None:
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path
             raise VMError(f"not a VM id: {record.id!r}")
-        kill_tagged(record.id)
         folder = self.root / record.id
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+        if not folder.is_dir():  # not a VM of this home (its commands are tagged with the
+            return  # id alone: another home's VM of that id would be killed)
+        kill_tagged(record.id)
+        shutil.rmtree(folder, ignore_errors=True)
 
     async def close(self) -> None:
         if self._threads is not None:  # its VMs are destroyed: no command runs any more

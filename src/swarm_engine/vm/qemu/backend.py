@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import socket
-import stat
 import tempfile
 import time
 import uuid
@@ -123,37 +122,42 @@ class QemuBackend:
         return await self._boot_new(vm_id, spec)
 
     def reap(self, record: OrphanRecord) -> None:
-        if record.pid and is_our_qemu(record.pid, record.socket_path):
-            kill_group(record.pid)
-        if record.socket_path and self._owns_socket(Path(record.socket_path)):
-            with contextlib.suppress(OSError):
-                os.unlink(record.socket_path)
-        if record.overlay_path and self._owns(Path(record.overlay_path)):
-            shutil.rmtree(record.overlay_path, ignore_errors=True)
+        """Kill and delete what is left of a VM whose engine is gone. Only its folder in
+        this backend's run folder is looked at (a `vms` row is any writer's: its pid and
+        socket path are not trusted): the QEMU process named in that folder, if it still
+        runs for that folder's socket, the socket and the folder. Raises `VMError` when the
+        folder belongs to a live engine."""
+        folder = self._vm_folder(record.overlay_path)
+        if folder is None:
+            return  # nothing of this backend's is named: nothing is touched
+        owner = _read_pid(folder / OWNER_FILE)
+        if owner is not None and owner != os.getpid() and pid_alive(owner):
+            raise VMError(f"VM folder {folder} belongs to a running engine (pid {owner})")
+        sock = self._socket_path(folder)
+        qemu = _read_pid(folder / "qemu.pid")
+        if qemu is not None and is_our_qemu(qemu, str(sock)):
+            kill_group(qemu)
+        with contextlib.suppress(OSError):
+            sock.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
 
     async def close(self) -> None:
         if self._warm is not None:
             await self._warm.close()
 
     # -- internals ---------------------------------------------------------------------
-    def _owns(self, path: Path) -> bool:
-        """Only delete folders this backend makes (in its run folder, or marked as ours)."""
+    def _vm_folder(self, path: str | None) -> Path | None:
+        """`path` if it is a VM folder of this backend: a folder right in its run folder
+        (not a link), else None."""
+        if not path:
+            return None
+        folder = Path(path)
         try:
-            return path.resolve().parent == self.run_dir.resolve() or (path / OWNER_FILE).exists()
+            if folder.is_symlink() or not folder.is_dir():
+                return None
+            return folder if folder.resolve().parent == self.run_dir.resolve() else None
         except OSError:
-            return False
-
-    def _owns_socket(self, path: Path) -> bool:
-        """Only unlink a socket this backend makes: in a VM folder of its run folder, or in
-        its short-path folder (`vms.socket_path` is anything a writer put there)."""
-        try:
-            if not stat.S_ISSOCK(path.lstat().st_mode):
-                return False
-            parent = path.parent.resolve()
-        except OSError:
-            return False
-        short = Path(tempfile.gettempdir()) / f"swarm-qemu-{os.getuid()}"
-        return parent.parent == self.run_dir.resolve() or parent == short.resolve()
+            return None
 
     def sweep(self) -> int:
         """Delete VM folders whose owning engine process is gone (e.g. warm VMs of a crashed
