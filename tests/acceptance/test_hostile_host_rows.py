@@ -62,6 +62,13 @@ def test_stop_signals_this_homes_engines_only_and_each_once(
                      f" VALUES ('theirs', 'daemon', '{HOST}', {theirs.pid}, 1, 'process',"
                      " 'running')")  # fmt: skip
     assert swarm(home, "stop", "--no-wait").stdout.strip() == "no engine is running on this host"
+    # a pid file this home's engine left when it was killed, its pid since reused
+    stale = home / "run" / f"engine-{theirs.pid}.pid"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text(f"{theirs.pid}\n")
+    os.utime(stale, (0, 0))  # written long before that process started
+    assert swarm(home, "stop", "--no-wait").stdout.strip() == "no engine is running on this host"
+    stale.unlink()
     mine = start_engine(home, "--max-vms", "1")  # not refused as "already running"
     engines.append(mine)
     engine_ready(home, mine)

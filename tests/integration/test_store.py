@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import Target
 
-from swarm_engine.engine.reaper import ReapReport, reclaim_expired
+from swarm_engine.engine.reaper import ReapReport, cleanup, reclaim_expired
 from swarm_engine.errors import (
     ConflictError,
     NotFoundError,
@@ -343,4 +343,38 @@ def test_a_ticket_the_store_will_not_reclaim_leaves_the_others_reclaimed(
     reclaim_expired(store, report)
     assert report.requeued == [] and report.failed == []
     assert store.tickets.get(stuck).status == "claimed"
+    store.close()
+
+
+def test_rows_the_store_will_not_change_leave_cleanup_and_the_reclaimer_going(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """An engine or VM row a trigger keeps from changing: forgetting silent engines and
+    `cleanup` leave it as it is and do the rest (one refused row made them fail: the
+    daemon's reclaimer died, and `cleanup` and every `start` failed)."""
+    store = open_store(store_target.target)
+    for name in ("ghost", "other"):
+        store.engines.register(name, kind="daemon", host="elsewhere", pid=1, max_vms=1,
+                               backend="process")  # fmt: skip
+    store_target.sql("UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
+    for vm in ("vm-keep", "vm-gone"):
+        store.vms.record_boot(vm, backend="process", host="here", engine_id="ghost",
+                              owner_pid=999999999, memory_mb=64, vcpus=1)  # fmt: skip
+    if store_target.dialect == "sqlite":
+        for table, row in (("engines", "ghost"), ("vms", "vm-keep")):
+            store_target.sql(f"CREATE TRIGGER keep_{table} BEFORE UPDATE ON {table}"
+                             f" WHEN OLD.id = '{row}' BEGIN SELECT RAISE(ABORT, 'stays'); END")  # fmt: skip
+    else:
+        store_target.sql(
+            "CREATE FUNCTION keep() RETURNS trigger AS $$ BEGIN"
+            " IF OLD.id IN ('ghost', 'vm-keep') THEN RAISE EXCEPTION 'stays'; END IF;"
+            " RETURN NEW; END $$ LANGUAGE plpgsql;"
+            " CREATE TRIGGER keep BEFORE UPDATE ON engines FOR EACH ROW EXECUTE FUNCTION keep();"
+            " CREATE TRIGGER keep BEFORE UPDATE ON vms FOR EACH ROW EXECUTE FUNCTION keep()"
+        )
+    assert [e["id"] for e in store.engines.forget_silent(60)] == ["other"]
+    report = cleanup(store, tmp_path, "here")
+    assert report.vms == ["vm-gone"], report
+    states = {r["id"]: r["state"] for r in store_target.rows("SELECT id, state FROM vms")}
+    assert states["vm-keep"] == "booting" and states["vm-gone"] in ("destroyed", "failed")
     store.close()

@@ -17,7 +17,7 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
 from swarm_engine.errors import ConflictError, SwarmError
-from swarm_engine.vm.proctree import is_engine, pid_alive
+from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
 
 START_TIMEOUT = 15.0
 
@@ -109,13 +109,17 @@ def use_pidfd_child_watcher() -> None:
 
 def _ours(settings: Settings, pid: object) -> bool:
     """True if `pid` is an engine started from this home: a live `swarm-engine start`
-    whose pid file is in this home's run folder (only the engine, or the `start` that
-    spawned it, writes one there; an `engines` row is any writer's)."""
-    return (
-        isinstance(pid, int)
-        and is_engine(pid)
-        and (settings.run_dir / f"engine-{pid}.pid").is_file()
-    )
+    whose pid file is in this home's run folder, written after it started (only the
+    engine, or the `start` that spawned it, writes one there; an `engines` row is any
+    writer's, and a pid file left by a killed engine names a pid that may be reused)."""
+    if not (isinstance(pid, int) and is_engine(pid)):
+        return False
+    try:  # written once the process ran: a pid reused since has started after it
+        written = (settings.run_dir / f"engine-{pid}.pid").stat().st_mtime
+    except OSError:
+        return False
+    began = started_at(pid)
+    return began is not None and written >= began - 1.0  # (boot time: whole seconds)
 
 
 def _refuse_a_second(settings: Settings) -> None:

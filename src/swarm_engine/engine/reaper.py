@@ -7,10 +7,12 @@ it tell whether the owner process is alive and reach the VM's processes and file
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store import Store
 from swarm_engine.vm.backends import BACKENDS, create_backend
 from swarm_engine.vm.base import OrphanRecord, is_plain_name
@@ -33,8 +35,23 @@ class ReapReport:
 def reap_engines(store: Store, host: str, report: ReapReport) -> None:
     for engine in store.engines.running():
         if engine["host"] == host and not pid_alive(engine["pid"]):
-            store.engines.stopped(engine["id"], state="dead")
+            if _refused(store.engines.stopped, engine["id"], state="dead"):
+                continue
             report.engines.append(engine["id"])
+
+
+def _refused(write: Callable[..., object], row_id: object, *args: Any, **kwargs: Any) -> bool:
+    """Write `row_id`'s change; True (one line logged) if the store refused it: a row any
+    writer can make unchangeable (a trigger's RAISE, a constraint) is left as it is, and
+    the others are cleaned up. A busy store is raised (the caller waits it out)."""
+    try:
+        write(row_id, *args, **kwargs)
+    except StoreBusyError:
+        raise
+    except StoreError as exc:
+        log.warning("row %r left as it is: the store refused to change it (%s)", row_id, exc)
+        return True
+    return False
 
 
 def reap_vms(
@@ -51,7 +68,9 @@ def reap_vms(
         if not is_plain_name(vm["id"]) or vm["backend"] not in BACKENDS:
             # a path, not an id, or no backend of ours: nothing on the host is touched
             log.warning("VM row %r is not a VM of a backend: recorded failed", vm["id"])
-            store.vms.record_destroyed(vm["id"], "not a VM id: nothing reaped on the host")
+            _refused(
+                store.vms.record_destroyed, vm["id"], "not a VM id: nothing reaped on the host"
+            )
             continue
         record = OrphanRecord(
             id=vm["id"],
@@ -65,8 +84,8 @@ def reap_vms(
         except Exception as exc:  # keep reaping the others; say what failed
             log.warning("could not reap VM %s: %s", vm["id"], exc)
             continue
-        store.vms.record_destroyed(vm["id"], "reaped: owner engine is gone")
-        report.vms.append(vm["id"])
+        if not _refused(store.vms.record_destroyed, vm["id"], "reaped: owner engine is gone"):
+            report.vms.append(vm["id"])
 
 
 def reap_folders(store: Store, home: Path, report: ReapReport) -> None:

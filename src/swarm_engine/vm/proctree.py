@@ -143,3 +143,18 @@ def is_engine(pid: int) -> bool:
         return False
     named = any(a.endswith((b"swarm-engine", b"swarm_engine")) for a in argv[:3])
     return named and b"start" in argv
+
+
+def started_at(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds, to the kernel's clock tick; the boot
+    time it counts from is whole seconds), or None if it cannot be read."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")

@@ -92,7 +92,8 @@ def remove_folder(folder: Path) -> str | None:
         if not errors:  # a name inside is the step's own: shown escaped, on one line (the
             # codec is imported with this module: out of fds, importing it would fail here)
             shown = str(path).encode("unicode_escape", "backslashreplace").decode("ascii")
-            errors.append(f"{shown[:300]}: {exc.strerror if isinstance(exc, OSError) else exc}")
+            why = (exc.strerror if isinstance(exc, OSError) else None) or exc
+            errors.append(f"{shown[:300]}: {why}")
 
     shutil.rmtree(folder, onerror=note)
     if not folder.exists():

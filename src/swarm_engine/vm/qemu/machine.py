@@ -203,12 +203,14 @@ def kill_group(pid: int) -> None:
 def is_our_qemu(pid: int, socket_path: str | None) -> bool:
     """True if `pid` is still a QEMU started for `socket_path` (guards against pid reuse)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if b"qemu" not in cmdline:
-        return False
-    return socket_path is None or socket_path.encode() in cmdline
+    if not os.path.basename(argv[0]).startswith(b"qemu-system-"):
+        return False  # not QEMU (a command line that merely mentions it)
+    if socket_path is None:
+        return True
+    return f"socket,id=agent,path={socket_path}".encode() in argv  # the whole argument
 
 
 def log_tail(path: Path, lines: int = 8) -> str:

@@ -45,10 +45,12 @@ SELECT host,
 
 -- name: forget_silent
 -- Engines of any host silent for longer than :seconds and holding no live ticket any
--- more (their leases ran out and were reclaimed first) are recorded as dead.
+-- more (their leases ran out and were reclaimed first) are recorded as dead (:only: that
+-- one engine, NULL: all).
 UPDATE engines SET state = 'dead', stopped_at = now(), busy_vms = 0
  WHERE state IN ('running','draining')
    AND heartbeat_at < now() - make_interval(secs => :seconds)
    AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
                      AND t.status IN ('claimed','running'))
+   AND (CAST(:only AS TEXT) IS NULL OR id = CAST(:only AS TEXT))
 RETURNING id, host
