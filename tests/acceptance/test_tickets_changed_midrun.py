@@ -5,6 +5,7 @@ with the reason if it is still there), never runs it again, and goes on with the
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ def run_with_trigger(home: Path, tmp_path: Path, trigger: str) -> tuple[str, dic
                  timeout=120, **FAST)  # fmt: skip
     out = done.stdout + done.stderr
     assert done.returncode == 0 and "Traceback" not in out, out
+    assert not re.search(r"ticket (\d+): ticket \1:", out), out  # each line names it once
     rows = {r["title"]: r for r in query(home / "tickets.db", "SELECT * FROM tickets")}
     assert rows["bystander"]["status"] == "done", rows
     return out, rows["victim"]

@@ -283,8 +283,14 @@ class Daemon:
         except AttemptEndedError:
             pass  # logged where it ended (one line)
         except StaleAttemptError as exc:
-            log.warning("ticket %s: %s", ticket.id, exc)
+            log.warning("%s", _about(ticket.id, exc))
         except SwarmError as exc:
-            log.error("ticket %s: %s", ticket.id, exc)
+            log.error("%s", _about(ticket.id, exc))
         except Exception:
             log.exception("ticket %s crashed the runner", ticket.id)
+
+
+def _about(ticket_id: int, exc: BaseException) -> str:
+    """`ticket N: <exc>`, without saying `ticket N:` twice when the error already does."""
+    text = str(exc)
+    return text if text.startswith(f"ticket {ticket_id}:") else f"ticket {ticket_id}: {text}"
