@@ -93,8 +93,9 @@ def test_cleanup_never_follows_a_vm_row_out_of_its_folders(
     victim = tmp_path / "victim"
     (victim / "inside").mkdir(parents=True)
     (victim / "owner.pid").write_text("1\n")  # as a qemu VM folder has
-    qemuish = subprocess.Popen(  # "qemu" on its command line
-        [sys.executable, "-c", "import time; time.sleep(300)", "qemu-notes.txt"],  # sleep-ok: a bystander process, not a wait
+    # a bystander with "qemu" on its command line (its sleep is what it is, not a wait)
+    qemuish = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", "qemu-notes.txt"],  # sleep-ok
         start_new_session=True,
     )
     short = Path(tempfile.gettempdir()) / f"swarm-qemu-{os.getuid()}"
