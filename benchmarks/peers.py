@@ -199,7 +199,7 @@ def run_floor(recipe: dict[str, Any], root: Path, n: int, slots: int, rep: int) 
     import uuid
     from datetime import UTC, datetime
 
-    from swarm_engine.engine.writes import NewStep, NewVM, RunWrites, StepEnd
+    from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
     from swarm_engine.models import Usage
     from swarm_engine.store import open_store
     from swarm_engine.vm.base import VMInfo
@@ -235,13 +235,16 @@ def run_floor(recipe: dict[str, Any], root: Path, n: int, slots: int, rep: int) 
                     return times
                 ticket = claimed[0]
                 step = NewStep("main", "echo", "1", "echo", dict(ticket.inputs or {}))
-                vm = _VM(f"vm-{uuid.uuid4().hex[:12]}", home / "vms" / uuid.uuid4().hex[:12])
-                booting = NewVM(vm.id, "process", "floor", os.getpid(), 512, 1)
-                run_id, exec_id = writes.start_run(  # the VM's row with it, as the engine
+                run_id, exec_id = writes.start_run(
                     ticket, engine_id=engine_id, workflow_name=None, workflow_version=None,
-                    first=step, vm=booting,
+                    first=step,
                 )  # fmt: skip
                 assert exec_id is not None
+                vm = _VM(f"vm-{uuid.uuid4().hex[:12]}", home / "vms" / uuid.uuid4().hex[:12])
+                store.vms.record_boot(
+                    vm.id, backend="process", host="floor", engine_id=engine_id,
+                    owner_pid=os.getpid(), memory_mb=512, vcpus=1,
+                )  # fmt: skip
                 artifacts = home / "artifacts" / f"run-{run_id}" / "main.1"
                 artifacts.mkdir(parents=True)
                 with open(artifacts / "output.log", "ab") as log_file:

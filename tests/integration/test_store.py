@@ -261,27 +261,6 @@ def test_a_vm_recorded_destroyed_late_keeps_the_time_it_went(store_target: Targe
     store.close()
 
 
-def test_only_a_vm_never_booted_is_taken_back(store_target: Target) -> None:
-    """`forget_unbooted` deletes a VM row still `booting` (written with its run's start,
-    never booted) and leaves a VM that got further as it is."""
-    store = open_store(store_target.target)
-    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
-    for vm_id in ("vm-never", "vm-ran", "vm-gone"):
-        store.vms.record_boot(
-            vm_id, backend="process", host="h", engine_id="e", owner_pid=1, memory_mb=64, vcpus=1
-        )
-    store.vms.record_ready("vm-ran", pid=None, workspace="/w", socket_path=None,
-                           overlay_path=None, isolation="bwrap")  # fmt: skip
-    store.vms.record_destroyed("vm-gone", None)
-    for vm_id in ("vm-never", "vm-ran", "vm-gone", "vm-unknown"):
-        store.vms.forget_unbooted(vm_id)
-    assert store.vms.get("vm-never") is None
-    ran, gone = store.vms.get("vm-ran"), store.vms.get("vm-gone")
-    assert ran is not None and ran["state"] == "ready"
-    assert gone is not None and gone["state"] == "destroyed"
-    store.close()
-
-
 def test_expired_leases_are_reclaimed_once_by_many_reclaimers(store_target: Target) -> None:
     store = open_store(store_target.target)
     ids = [store.tickets.create(title=f"t{i}", agent_id="echo") for i in range(30)]

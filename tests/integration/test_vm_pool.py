@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.pool import VMPool
 from swarm_engine.vm.process import ProcessBackend, ProcessConfig
@@ -131,68 +130,3 @@ def test_a_folder_left_for_lack_of_fds_is_named_as_it_is(tmp_path: Path) -> None
     line = done.stdout.strip()
     assert line.startswith(f"could not delete VM folder {tmp_path / 'vm-x'}: "), line
     assert line.endswith(": Too many open files") and "encodings" not in line, line
-
-
-class _Rows:
-    """The pool's `Recorder` contract, kept as a list of calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
-        self.calls.append(("booting", vm_id))
-
-    async def ready(self, vm_id: str, info: object) -> None:
-        self.calls.append(("ready", vm_id))
-
-    async def destroyed(self, vm_id: str, error: str | None) -> None:
-        self.calls.append(("destroyed", f"{vm_id}: {error}"))
-
-    async def unbooted(self, vm_id: str) -> None:
-        self.calls.append(("unbooted", vm_id))
-
-
-async def test_a_vm_recorded_by_the_caller_is_booted_under_its_id_or_recorded_gone(
-    tmp_path: Path,
-) -> None:
-    """A VM the caller recorded as booting (with its run's start) is booted under that id
-    and not recorded booting again; cancelled while it waits for a slot, or asking for a
-    backend that does not exist, its record is taken back, never left booting."""
-    backend = ProcessBackend(tmp_path / "home", ProcessConfig())
-    rows = _Rows()
-    pool = VMPool(1, lambda name: backend if name == "process" else _no_backend(name),
-                  "process", rows)  # fmt: skip
-    try:
-        async with pool.acquire(VMSpec(), recorded="vm-pre") as vm:
-            assert vm.id == "vm-pre"
-            waiting = asyncio.create_task(_enter(pool, "vm-waits"))
-            await asyncio.sleep(0)  # it runs up to its wait for the only slot
-            assert not waiting.done()
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-        with pytest.raises(Exception, match="no backend named 'nope'"):
-            async with pool.acquire(VMSpec(), "nope", recorded="vm-nope"):
-                pass  # pragma: no cover
-        async with pool.acquire(VMSpec()) as own:
-            pass
-    finally:
-        await pool.close()
-    assert rows.calls == [
-        ("ready", "vm-pre"),
-        ("unbooted", "vm-waits"),
-        ("destroyed", "vm-pre: None"),
-        ("unbooted", "vm-nope"),
-        ("booting", own.id),
-        ("ready", own.id),
-        ("destroyed", f"{own.id}: None"),
-    ]
-
-
-def _no_backend(name: str) -> ProcessBackend:
-    raise VMError(f"no backend named {name!r}")
-
-
-async def _enter(pool: VMPool, vm_id: str) -> None:
-    async with pool.acquire(VMSpec(), recorded=vm_id):
-        pass  # pragma: no cover - never gets the slot

@@ -31,7 +31,7 @@ from swarm_engine.engine.logship import LogShipper
 from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import PlannedStep, ticket_fields
 from swarm_engine.engine.steplog import DEFERRED, StepLog
-from swarm_engine.engine.writes import NOT_BOOTED, Destroyed, RunWrites, StepEnd
+from swarm_engine.engine.writes import Destroyed, RunWrites, StepEnd
 from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError, VMError
 from swarm_engine.models import Usage
 from swarm_engine.store import Ticket
@@ -54,10 +54,7 @@ class StepAttempt:
     """One attempt of `step` (row `exec_id`, rendered `inputs`) of run `run_id`.
 
     `on_held`, given for the run's only step: its successful end is handed to it (at
-    once, before anything else is awaited) for the run's end to write. `vm_id`: its VM's
-    id when the run's start recorded that VM as booting already (the first attempt of a
-    run's only step); it is booted under that id, or taken back with the step's
-    end if the attempt never gets to boot it (its row deleted then)."""
+    once, before anything else is awaited) for the run's end to write."""
 
     def __init__(
         self,
@@ -70,7 +67,6 @@ class StepAttempt:
         attempt: int,
         *,
         on_held: Callable[[StepEnd], None] | None = None,
-        vm_id: str | None = None,
     ) -> None:
         self.runner = runner
         self.step = step
@@ -79,8 +75,6 @@ class StepAttempt:
         self.ticket = ticket
         self.run_id = run_id
         self.on_held = on_held
-        self.vm_id = vm_id
-        """The VM recorded as booting with the run's start, until the pool takes it."""
         self.folder = runner.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         self.destroyed: list[Destroyed] = []
         """VMs gone but not yet recorded destroyed."""
@@ -114,7 +108,6 @@ class StepAttempt:
         finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
             if self.sink is None:  # cancelled before the log was made: its file is closed
                 opening.add_done_callback(_close_unused)
-            self._not_booted()
             await record_destroyed(runner.gate, runner.writes, self.destroyed)
 
     async def _attach(self, sink: StepLog, opening: asyncio.Future[BinaryIO | OSError]) -> None:
@@ -213,9 +206,8 @@ class StepAttempt:
             )
             async with api:  # its tools and model API gateway, if it has any (issue 14)
                 spec = await api.vm_spec(spec)
-                recorded, self.vm_id = self.vm_id, None  # the pool records its fate now
                 async with runner.pool.acquire(
-                    spec, step.agent.vm.backend, self._on_ready, self._on_destroyed, recorded
+                    spec, step.agent.vm.backend, self._on_ready, self._on_destroyed
                 ) as vm:
                     ctx = StepContext(
                         vm=vm,
@@ -240,7 +232,6 @@ class StepAttempt:
                         )
             outcome = api.settle(outcome)  # the usage the gateway counted
         except asyncio.CancelledError:
-            self._not_booted()
             # first, as patiently as ever
             await record_destroyed(runner.gate, runner.writes, self.destroyed)
             with contextlib.suppress(StaleAttemptError, StoreBusyError):
@@ -256,22 +247,13 @@ class StepAttempt:
                 )
             raise
         except StaleAttemptError:
-            self._not_booted()
             raise
         except SwarmError as exc:
             outcome = StepOutcome(error=str(exc))
         except Exception as exc:
             log.exception("step %s of run %s crashed", step.id, run_id)
             outcome = StepOutcome(error=f"internal error: {type(exc).__name__}: {exc}")
-        self._not_booted()
         return outcome
-
-    def _not_booted(self) -> None:
-        """The VM recorded with the run's start, if the pool never got it: its row is
-        taken back with the step's end (`NOT_BOOTED`)."""
-        if self.vm_id is not None:
-            self.destroyed.append((self.vm_id, NOT_BOOTED, datetime.now(UTC)))
-            self.vm_id = None
 
     async def _end(self, outcome: StepOutcome, shipper: LogShipper, logfile: Path) -> StepOutcome:
         """Record the end (or hand it to `on_held`), with every VM recorded destroyed."""

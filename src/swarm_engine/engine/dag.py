@@ -37,11 +37,10 @@ async def execute(
     ticket: Ticket,
     run_id: int,
     context: dict[str, Any],
-    queued: dict[str, tuple[int, Any, str]],
+    queued: dict[str, tuple[int, Any]],
 ) -> Any:
     """Run the DAG; `queued`: steps whose first attempt's row is already written, by
-    step id: that row's id, the inputs it was written with and its VM's id (its `vms` row
-    written too, booting)."""
+    step id: that row's id and the inputs it was written with."""
     hold_end = len(plan.steps) == 1  # the only step's end goes with the run's end
     pending = dict(plan.steps)
     running: dict[asyncio.Task[dict[str, Any]], str] = {}
@@ -115,11 +114,11 @@ async def _run_step(
     context: dict[str, Any],
     ticket: Ticket,
     run_id: int,
-    queued: tuple[int, Any, str] | None,
+    queued: tuple[int, Any] | None,
     hold_end: bool,
 ) -> dict[str, Any]:
-    """The step's attempts; `queued`: its first attempt's row id, rendered inputs and VM
-    id, if that row (and the VM's) was written with the run's start."""
+    """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
+    if that row was written with the run's start."""
     outcome = StepOutcome(error="not run")
     for attempt in range(step.retry.attempts):
         if attempt:
@@ -128,15 +127,14 @@ async def _run_step(
                 step.retry.max_backoff_seconds,
             )
             await asyncio.sleep(delay)
-        vm_id: str | None = None
         if attempt == 0 and queued is not None:
-            exec_id, inputs, vm_id = queued
+            exec_id, inputs = queued
         else:
             exec_id, inputs = await _queue(runner, step, context, ticket, run_id, attempt)
         runner.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
         outcome = await StepAttempt(
             runner, step, exec_id, inputs, ticket, run_id, attempt,
-            on_held=runner.holder(run_id) if hold_end else None, vm_id=vm_id,
+            on_held=runner.holder(run_id) if hold_end else None,
         ).run()  # fmt: skip
         if outcome.ok:
             return outcome.outputs

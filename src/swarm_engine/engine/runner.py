@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -33,7 +32,7 @@ from swarm_engine.engine.plan import (
     run_context,
     step_inputs,
 )
-from swarm_engine.engine.writes import NewStep, NewVM, RunWrites, StepEnd
+from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
 from swarm_engine.errors import (
     AttemptEndedError,
     StaleAttemptError,
@@ -45,7 +44,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm import shortage
-from swarm_engine.vm.pool import VMPool, new_vm_id
+from swarm_engine.vm.pool import VMPool
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +65,11 @@ RECORDS = {
 @dataclass
 class Started:
     """A started run: its id, its template context, and its only step's queued row as
-    `(step id, step_executions id, rendered inputs, VM id)` if that was written with it
-    (and the VM's `vms` row, booting)."""
+    `(step id, step_executions id, rendered inputs)` if that was written with it."""
 
     run_id: int
     context: dict[str, Any]
-    first: tuple[str, int, Any, str] | None
-
-
-Opening = tuple[NewStep, Any, NewVM]
-"""A one-step run's step row, its rendered inputs and its VM's row, written with the
-run's start."""
+    first: tuple[str, int, Any] | None
 
 
 class TicketRunner:
@@ -199,11 +192,10 @@ class TicketRunner:
 
     def _opening(
         self, ticket: Ticket, plan: Plan | SwarmError
-    ) -> tuple[dict[str, Any], Opening | None, Callable[[], tuple[int, int | None]]]:
-        """The run's context, its only step (row, inputs, VM) if it has one, and its
-        start."""
+    ) -> tuple[dict[str, Any], tuple[NewStep, Any] | None, Callable[[], tuple[int, int | None]]]:
+        """The run's context, its only step (row, inputs) if it has one, and its start."""
         context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
-        first = None if isinstance(plan, SwarmError) else self._only_step(plan, context)
+        first = None if isinstance(plan, SwarmError) else _only_step(plan, context)
         start = functools.partial(
             self.writes.start_run,
             ticket,
@@ -211,40 +203,8 @@ class TicketRunner:
             workflow_name=None if isinstance(plan, SwarmError) else plan.name,
             workflow_version=None if isinstance(plan, SwarmError) else plan.version,
             first=None if first is None else first[0],
-            vm=None if first is None else first[2],
         )
         return context, first, start
-
-    def _only_step(self, plan: Plan, context: dict[str, Any]) -> Opening | None:
-        """The row of a one-step plan's step, to write with the run's start, its rendered
-        inputs and its VM's row (booting: one commit per ticket less than the pool's own
-        record of it); None if the plan has more steps or the inputs do not render for
-        any reason (the step's attempt then renders them again, and records or raises
-        why, as ever)."""
-        if len(plan.steps) != 1:
-            return None
-        (step,) = plan.steps.values()
-        try:
-            inputs = step_inputs(step, context)
-        except Exception:
-            return None
-        agent = step.agent
-        row = NewStep(
-            step_id=step.id,
-            agent_name=agent.name,
-            agent_version=agent.version,
-            agent_kind=agent.kind,
-            inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
-        )
-        vm = NewVM(
-            vm_id=new_vm_id(),
-            backend=agent.vm.backend or self.pool.default_backend,
-            host=self.settings.host_id,
-            owner_pid=os.getpid(),
-            memory_mb=agent.vm.memory_mb or agent.memory_mb,  # as `spec_for` sizes it
-            vcpus=agent.vm.vcpus or agent.vcpus,
-        )
-        return row, inputs, vm
 
     async def run(
         self,
@@ -315,7 +275,7 @@ class TicketRunner:
         plan: Plan,
         run_id: int,
         context: dict[str, Any],
-        queued: dict[str, tuple[int, Any, str]],
+        queued: dict[str, tuple[int, Any]],
         main: asyncio.Task[Any],
         stop_reason: list[LostReason],
         steps_over: Callable[[], None],
@@ -451,9 +411,30 @@ def _nothing() -> None:
 
 
 def _started(
-    ids: tuple[int, int | None], context: dict[str, Any], first: Opening | None
+    ids: tuple[int, int | None], context: dict[str, Any], first: tuple[NewStep, Any] | None
 ) -> Started:
     run_id, exec_id = ids
     if first is None or exec_id is None:
         return Started(run_id, context, None)
-    return Started(run_id, context, (first[0].step_id, exec_id, first[1], first[2].vm_id))
+    return Started(run_id, context, (first[0].step_id, exec_id, first[1]))
+
+
+def _only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:
+    """The row of a one-step plan's step, to write with the run's start, and its rendered
+    inputs; None if the plan has more steps or the inputs do not render for any reason
+    (the step's attempt then renders them again, and records or raises why, as ever)."""
+    if len(plan.steps) != 1:
+        return None
+    (step,) = plan.steps.values()
+    try:
+        inputs = step_inputs(step, context)
+    except Exception:
+        return None
+    row = NewStep(
+        step_id=step.id,
+        agent_name=step.agent.name,
+        agent_version=step.agent.version,
+        agent_kind=step.agent.kind,
+        inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+    )
+    return row, inputs

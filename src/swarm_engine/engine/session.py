@@ -83,9 +83,6 @@ class StoreRecorder:
     async def destroyed(self, vm_id: str, error: str | None) -> None:
         await self.gate.retrying(self.store.vms.record_destroyed, vm_id, error)
 
-    async def unbooted(self, vm_id: str) -> None:
-        await self.gate.retrying(self.store.vms.forget_unbooted, vm_id)
-
 
 def new_engine_id(host: str) -> str:
     """`<host>:<pid>:<6 hex>`: unique, and says where the engine runs."""

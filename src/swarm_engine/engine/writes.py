@@ -22,10 +22,6 @@ Destroyed = tuple[str, str | None, datetime]
 """A VM gone, to be recorded: its id, the error its destruction hit (None: clean), and
 when (UTC; the record may be written later, with the step's or the run's end)."""
 
-NOT_BOOTED = "not booted"
-"""The error of a `Destroyed` whose VM, recorded with its run's start, was never booted:
-its row is deleted, as if it had never been written (`vms` holds VMs that were booted)."""
-
 Fate = Literal["failed", "deleted", "taken"]
 """What became of a ticket after a fenced write of its attempt was refused (see
 `RunWrites.refused`)."""
@@ -40,18 +36,6 @@ class NewStep:
     agent_version: str
     agent_kind: str
     inputs: dict[str, Any]
-
-
-@dataclass
-class NewVM:
-    """A `vms` row to add, `booting` (see `VMStore.record_boot`)."""
-
-    vm_id: str
-    backend: str
-    host: str
-    owner_pid: int
-    memory_mb: int
-    vcpus: int
 
 
 @dataclass
@@ -83,11 +67,9 @@ class RunWrites:
         workflow_name: str | None,
         workflow_version: str | None,
         first: NewStep | None,
-        vm: NewVM | None = None,
     ) -> tuple[int, int | None]:
-        """The run (the ticket `running`) and, if given, its first step's row (`queued`)
-        and that step's VM (`booting`), in one transaction: `(run_id, step_execution_id
-        or None)`."""
+        """The run (the ticket `running`) and, if given, its first step's row (`queued`),
+        in one transaction: `(run_id, step_execution_id or None)`."""
         runs = self.store.runs
         with self.store.transaction():
             run_id = runs.start_run(
@@ -107,11 +89,6 @@ class RunWrites:
                 agent_kind=first.agent_kind,
                 inputs=first.inputs,
             )
-            if vm is not None:
-                self.store.vms.record_boot(
-                    vm.vm_id, backend=vm.backend, host=vm.host, engine_id=engine_id,
-                    owner_pid=vm.owner_pid, memory_mb=vm.memory_mb, vcpus=vm.vcpus,
-                )  # fmt: skip
             return run_id, exec_id
 
     def step_started(self, exec_id: int, vm: VM) -> None:
@@ -191,7 +168,4 @@ class RunWrites:
 
     def vms_destroyed(self, destroyed: list[Destroyed]) -> None:
         for vm_id, error, at in destroyed:
-            if error == NOT_BOOTED:
-                self.store.vms.forget_unbooted(vm_id)
-            else:
-                self.store.vms.record_destroyed(vm_id, error, at)
+            self.store.vms.record_destroyed(vm_id, error, at)

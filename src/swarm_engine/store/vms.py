@@ -74,11 +74,6 @@ class VMStore:
         written after the fact keeps the true time)."""
         self.db.run(self.q.record_destroyed, {"id": vm_id, "error": error, "at": format_ts(at)})
 
-    def forget_unbooted(self, vm_id: str) -> None:
-        """Delete the row of a VM recorded `booting` that was never booted (a row in any
-        other state is left as it is)."""
-        self.db.run(self.q.forget_unbooted, {"id": vm_id})
-
     def live(self, host: str | None = None) -> list[dict[str, Any]]:
         """VMs not yet destroyed, oldest first; only `host`'s when given."""
         return [decode_record(r) for r in self.db.all(self.q.live, {"host": host})]

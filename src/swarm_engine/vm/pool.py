@@ -27,7 +27,6 @@ class VMRecorder(Protocol):
     async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None: ...
     async def ready(self, vm_id: str, info: VMInfo) -> None: ...
     async def destroyed(self, vm_id: str, error: str | None) -> None: ...
-    async def unbooted(self, vm_id: str) -> None: ...
 
 
 class NullRecorder:
@@ -40,18 +39,10 @@ class NullRecorder:
     async def destroyed(self, vm_id: str, error: str | None) -> None:
         pass
 
-    async def unbooted(self, vm_id: str) -> None:
-        pass
-
 
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str], VMBackend]
-
-
-def new_vm_id() -> str:
-    """A fresh VM id: `vm-` and 12 hex digits."""
-    return f"vm-{uuid.uuid4().hex[:12]}"
 
 
 class VMPool:
@@ -98,30 +89,18 @@ class VMPool:
         backend: str | None = None,
         on_ready: Callable[[VM], Any] | None = None,
         on_destroyed: Callable[[str, str | None], None] | None = None,
-        recorded: str | None = None,
     ) -> AsyncIterator[VM]:
         """A fresh VM for one step; destroyed on exit, whatever happens.
 
         `on_ready(vm)`, if given, runs once the VM is up and takes over recording it as
         ready (so the engine can do that in the same transaction as the step's start).
         `on_destroyed(vm_id, error)`, if given, is called once the VM is destroyed and
-        takes over recording that (the engine records it with the step's end).
-        `recorded`, if given, is the id of a VM the caller recorded as booting already
-        (with the run's start): it is booted under that id (a failed boot is recorded as
-        ever), or, when it never gets to boot (a backend that cannot be had, a cancel
-        while waiting for a slot), its record is taken back (`unbooted`)."""
+        takes over recording that (the engine records it with the step's end)."""
+        chosen = self.backend(backend)
         cancelled = False  # while the VM was being destroyed: raised once it is gone
-        try:
-            chosen = self.backend(backend)
-            await self._slots.acquire()
-        except BaseException:
-            if recorded is not None:  # no VM is booted for that row: it is taken back
-                await asyncio.shield(self._recorder.unbooted(recorded))
-            raise
-        try:
-            vm_id = recorded or new_vm_id()
-            if recorded is None:
-                await self._recorder.booting(vm_id, chosen.name, spec)
+        async with self._slots:
+            vm_id = f"vm-{uuid.uuid4().hex[:12]}"
+            await self._recorder.booting(vm_id, chosen.name, spec)
             try:
                 vm = await chosen.boot(vm_id, spec)
             except BaseException as exc:
@@ -153,8 +132,6 @@ class VMPool:
                         on_destroyed(vm_id, error)
                     else:
                         await asyncio.shield(self._recorder.destroyed(vm_id, error))
-        finally:
-            self._slots.release()
         if cancelled:
             raise asyncio.CancelledError
 

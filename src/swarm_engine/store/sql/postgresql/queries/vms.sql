@@ -19,10 +19,6 @@ UPDATE vms SET state = CASE WHEN CAST(:error AS text) IS NULL THEN 'destroyed' E
        destroyed_at = coalesce(CAST(:at AS timestamptz), now()), error = coalesce(:error, error)
  WHERE id = :id
 
--- name: forget_unbooted
--- a VM recorded with its run's start that was never booted: as if never recorded
-DELETE FROM vms WHERE id = :id AND state = 'booting'
-
 -- name: live
 SELECT * FROM vms WHERE state IN ('booting','ready','busy','destroying')
    AND (CAST(:host AS text) IS NULL OR host = :host)

@@ -20,10 +20,6 @@ UPDATE vms SET state = CASE WHEN :error IS NULL THEN 'destroyed' ELSE 'failed' E
        error = coalesce(:error, error)
  WHERE id = :id
 
--- name: forget_unbooted
--- a VM recorded with its run's start that was never booted: as if never recorded
-DELETE FROM vms WHERE id = :id AND state = 'booting'
-
 -- name: live
 SELECT * FROM vms WHERE state IN ('booting','ready','busy','destroying')
    AND (:host IS NULL OR host = :host)
