@@ -130,3 +130,93 @@ def test_a_folder_left_for_lack_of_fds_is_named_as_it_is(tmp_path: Path) -> None
     line = done.stdout.strip()
     assert line.startswith(f"could not delete VM folder {tmp_path / 'vm-x'}: "), line
     assert line.endswith(": Too many open files") and "encodings" not in line, line
+
+
+class _Rows:
+    """The pool's `Recorder` contract, kept as a list of calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
+        self.calls.append(("booting", vm_id))
+
+    async def ready(self, vm_id: str, info: object) -> None:  # pragma: no cover
+        self.calls.append(("ready", vm_id))
+
+    async def destroyed(self, vm_id: str, error: str | None) -> None:
+        self.calls.append(("destroyed", f"{vm_id}: {error}"))
+
+
+class _SlowRows:
+    """A recorder whose `booting` record lands at once but whose wait for it never ends
+    (as a store write does when the wait is cancelled while the store thread writes)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, str] = {}
+        self.writing = asyncio.Event()
+
+    async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
+        self.rows[vm_id] = "booting"
+        self.writing.set()
+        await asyncio.Event().wait()
+
+    async def ready(self, vm_id: str, info: object) -> None:  # pragma: no cover
+        self.rows[vm_id] = "ready"
+
+    async def destroyed(self, vm_id: str, error: str | None) -> None:
+        self.rows[vm_id] = f"failed: {error}"
+
+
+async def test_a_cancel_during_the_boot_record_leaves_no_vm_booting(tmp_path: Path) -> None:
+    """A step cancelled (or timed out) while its VM's `booting` record is being written:
+    the record is closed (`failed`, not booted), never left `booting` for good."""
+    rows = _SlowRows()
+    backend = ProcessBackend(tmp_path / "home", ProcessConfig())
+    pool = VMPool(1, lambda _: backend, "process", rows)
+
+    async def step() -> None:
+        async with pool.acquire(VMSpec()):
+            pass  # pragma: no cover - its VM is never booted
+
+    task = asyncio.create_task(step())
+    await rows.writing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await pool.close()
+    assert list(rows.rows.values()) == ["failed: not booted"]
+    assert not (tmp_path / "home" / "vms").exists() or not os.listdir(tmp_path / "home" / "vms")
+
+
+async def test_a_boot_cut_short_is_recorded_with_why(tmp_path: Path) -> None:
+    """A VM whose boot a cancel (a ticket's timeout) cuts short is recorded failed with
+    `boot failed: boot cancelled`, not with an empty reason."""
+    rows = _Rows()
+    backend = ProcessBackend(tmp_path / "home", ProcessConfig())
+    booting = asyncio.Event()
+    real_boot = backend.boot
+
+    async def slow_boot(vm_id: str, spec: VMSpec) -> object:
+        booting.set()
+        await asyncio.Event().wait()
+        return await real_boot(vm_id, spec)  # pragma: no cover
+
+    backend.boot = slow_boot  # type: ignore[method-assign]
+    pool = VMPool(1, lambda _: backend, "process", rows)
+
+    async def step() -> None:
+        async with pool.acquire(VMSpec()):
+            pass  # pragma: no cover
+
+    task = asyncio.create_task(step())
+    await booting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await pool.close()
+    (booted, gone) = rows.calls
+    assert booted[0] == "booting" and gone == (
+        "destroyed",
+        f"{booted[1]}: boot failed: boot cancelled",
+    )

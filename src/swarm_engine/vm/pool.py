@@ -100,11 +100,18 @@ class VMPool:
         cancelled = False  # while the VM was being destroyed: raised once it is gone
         async with self._slots:
             vm_id = f"vm-{uuid.uuid4().hex[:12]}"
-            await self._recorder.booting(vm_id, chosen.name, spec)
+            try:
+                await self._recorder.booting(vm_id, chosen.name, spec)
+            except BaseException:
+                # the record may have been written although its wait was cut short (a
+                # cancel, a ticket's timeout): it must not stay `booting`
+                await asyncio.shield(self._recorder.destroyed(vm_id, "not booted"))
+                raise
             try:
                 vm = await chosen.boot(vm_id, spec)
             except BaseException as exc:
-                await asyncio.shield(self._recorder.destroyed(vm_id, f"boot failed: {exc}"))
+                why = "boot cancelled" if isinstance(exc, asyncio.CancelledError) else exc
+                await asyncio.shield(self._recorder.destroyed(vm_id, f"boot failed: {why}"))
                 if isinstance(exc, Exception) and not isinstance(exc, VMError):
                     raise VMError(f"{chosen.name} backend could not boot a VM: {exc}") from exc
                 raise

@@ -1,0 +1,95 @@
+"""Every VM a step boots has one `vms` row, under that step, that ends destroyed or failed:
+one per VM that was booted, linked to its step, never more alive at once than
+`--max-vms`; no row (never one left `booting`) for a VM that could not be had at all,
+and none left `booting` by a ticket whose timeout or cancel cut its VM's boot short.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from tests.acceptance.test_daemon import FAST, peak_concurrency
+from tests.support.cli import query, start_engine
+
+from swarm_engine.models import AgentSpec
+
+
+def _insert(db: Path, rows: list[tuple[str, str, str]]) -> None:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO tickets (title, status, agent_id, inputs) VALUES (?, 'open', ?, ?)",
+                rows,
+            )
+    finally:
+        conn.close()
+
+
+def _run_until_idle(home: Path, *args: str) -> str:
+    proc = start_engine(home, *args, "--until-idle", **FAST)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_each_step_has_one_vm_row_that_ends_destroyed(home: Path) -> None:
+    """24 tickets (echo, a shell command that fails, one that succeeds) on 3 slots: one VM
+    row per step, the step's `vm_id` and the VM's `step_execution_id` naming each other,
+    every VM destroyed, no more than 3 alive at once."""
+    db = home / "tickets.db"
+    subprocess.run(["true"], check=True)
+    rows = []
+    for i in range(8):
+        rows += [
+            (f"e{i}", "echo", json.dumps({"i": i})),
+            (f"f{i}", "shell", json.dumps({"command": "exit 3"})),
+            (f"s{i}", "shell", json.dumps({"command": "echo ok"})),
+        ]
+    _insert(db, rows)
+    _run_until_idle(home, "--max-vms", "3")
+    tickets = query(db, "SELECT title, status FROM tickets")
+    assert {t["title"][0] + t["status"] for t in tickets} == {"edone", "ffailed", "sdone"}
+    steps = query(db, "SELECT id, vm_id FROM step_executions")
+    vms = query(db, "SELECT id, state, step_execution_id, created_at, destroyed_at FROM vms")
+    assert len(steps) == len(vms) == 24
+    assert {v["state"] for v in vms} == {"destroyed"}, vms
+    assert {(s["vm_id"], s["id"]) for s in steps} == {
+        (v["id"], v["step_execution_id"]) for v in vms
+    }
+    assert peak_concurrency(vms) <= 3
+
+
+def test_a_vm_that_is_never_booted_leaves_no_row(home: Path) -> None:
+    """An agent (as any writer of the registry may store it) whose VM asks for a backend
+    that does not exist: its ticket fails with one line naming it, no VM row is written
+    for it, and the tickets around it run."""
+    spec = AgentSpec.model_validate(
+        {"name": "nowhere", "kind": "echo", "vm": {"backend": "no-such-backend"}}
+    )
+    conn = sqlite3.connect(home / "registry.db", timeout=30)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO agents (name, version, kind, description, spec) VALUES (?, ?, ?, ?, ?)",
+                (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
+            )
+    finally:
+        conn.close()
+    db = home / "tickets.db"
+    _insert(db, [("before", "echo", "{}"), ("odd", "nowhere", "{}"), ("after", "echo", "{}")])
+    _run_until_idle(home, "--max-vms", "2")
+    by_title = {t["title"]: t for t in query(db, "SELECT title, status, error FROM tickets")}
+    assert by_title["before"]["status"] == by_title["after"]["status"] == "done"
+    odd = by_title["odd"]
+    assert odd["status"] == "failed" and "no-such-backend" in odd["error"], odd
+    assert "\n" not in odd["error"]
+    vms = query(db, "SELECT state, backend FROM vms")
+    assert vms == [{"state": "destroyed", "backend": "process"}] * 2, vms
+    (step,) = query(db, "SELECT s.vm_id FROM step_executions s JOIN workflow_runs r"
+                        " ON r.id = s.run_id JOIN tickets t ON t.id = r.ticket_id"
+                        " WHERE t.title = 'odd'")  # fmt: skip
+    assert step["vm_id"] is None
