@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from tests.acceptance.test_daemon import FAST, peak_concurrency
-from tests.support.cli import query, start_engine
+from tests.support.cli import insert_agent_row, query, start_engine
 
 from swarm_engine.models import AgentSpec
 
@@ -70,15 +70,7 @@ def test_a_vm_that_is_never_booted_leaves_no_row(home: Path) -> None:
     spec = AgentSpec.model_validate(
         {"name": "nowhere", "kind": "echo", "vm": {"backend": "no-such-backend"}}
     )
-    conn = sqlite3.connect(home / "registry.db", timeout=30)
-    try:
-        with conn:
-            conn.execute(
-                "INSERT INTO agents (name, version, kind, description, spec) VALUES (?, ?, ?, ?, ?)",
-                (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
-            )
-    finally:
-        conn.close()
+    insert_agent_row(home, spec)
     db = home / "tickets.db"
     _insert(db, [("before", "echo", "{}"), ("odd", "nowhere", "{}"), ("after", "echo", "{}")])
     _run_until_idle(home, "--max-vms", "2")

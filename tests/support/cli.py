@@ -136,3 +136,17 @@ def swarm_inproc(home: Path, *args: str, **env: str) -> subprocess.CompletedProc
         os.environ.clear()
         os.environ.update(saved)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def insert_agent_row(home: Path, spec: Any) -> None:
+    """Store agent `spec` (an `AgentSpec`) in the home's registry as any SQLite client
+    may, past the registry's own checks."""
+    conn = sqlite3.connect(home / "registry.db", timeout=30)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO agents (name, version, kind, description, spec) VALUES (?, ?, ?, ?, ?)",
+                (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
+            )
+    finally:
+        conn.close()
