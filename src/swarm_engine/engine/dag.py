@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.agents.base import StepOutcome
@@ -153,36 +154,24 @@ async def _queue(
 ) -> tuple[int, Any]:
     """A step attempt's inputs rendered and its row written (`queued`); if the inputs
     do not render, a failed row and `StepFailed`."""
-    runs = runner.store.runs
     from jsonschema import ValidationError  # lazily (see input_validator)
+
+    def add(
+        inputs: dict[str, Any], status: str = "queued", error: str | None = None
+    ) -> Awaitable[int]:
+        """The attempt's row, written as the attempt's ticket's (fenced) write."""
+        return runner.write(
+            ticket, runner.store.runs.add_step, run_id, step_id=step.id,
+            agent_name=step.agent.name, agent_version=step.agent.version,
+            agent_kind=step.agent.kind, inputs=inputs, retry_count=attempt,
+            status=status, error=error,
+        )  # fmt: skip
 
     try:
         inputs = step_inputs(step, context)
     except (SwarmError, ValidationError) as exc:
         message = exc.message if isinstance(exc, ValidationError) else str(exc)
-        await runner.write(
-            ticket,
-            runs.add_step,
-            run_id,
-            step_id=step.id,
-            agent_name=step.agent.name,
-            agent_version=step.agent.version,
-            agent_kind=step.agent.kind,
-            inputs={},
-            retry_count=attempt,
-            status="failed",
-            error=f"inputs: {message}",
-        )
+        await add({}, "failed", f"inputs: {message}")
         raise StepFailed(step.id, f"inputs: {message}") from exc
-    exec_id = await runner.write(
-        ticket,
-        runs.add_step,
-        run_id,
-        step_id=step.id,
-        agent_name=step.agent.name,
-        agent_version=step.agent.version,
-        agent_kind=step.agent.kind,
-        inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
-        retry_count=attempt,
-    )
+    exec_id = await add(inputs if isinstance(inputs, dict) else {"value": inputs})
     return exec_id, inputs
