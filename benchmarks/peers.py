@@ -53,7 +53,6 @@ import json
 import os
 import resource
 import shlex
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -189,83 +188,32 @@ def _in_process(
 
 # -- floor: the engine's bookkeeping, in line ----------------------------------------------
 def run_floor(recipe: dict[str, Any], root: Path, n: int, slots: int, rep: int) -> dict[str, float]:
-    """Bare's job, plus what swarm-engine records and makes for a one-step ticket, done in
-    line by each of SLOTS threads (no event loop, no hand-offs): the claim, the run's start
-    with its step row, the VM's boot record, the artifacts folder and `output.log`, a VM
-    folder with its workspace and inputs file, the VM ready and the step running, then the
-    job, the folder removed and the run's end (step end, VM destroyed, run and ticket rows
-    read back), each through the store's own classes, one connection per thread. It bounds
-    what any design of the engine could reach while keeping these records."""
-    import uuid
-    from datetime import UTC, datetime
-
-    from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
-    from swarm_engine.models import Usage
-    from swarm_engine.store import open_store
-    from swarm_engine.vm.base import VMInfo
-    from swarm_engine.vm.workspace import prepare_folder
+    """Bare's job, plus what swarm-engine records and makes for a one-step ticket
+    (`_records.TicketRecords`), done in line by each of SLOTS threads (no event loop, no
+    hand-offs), one store connection per thread. It bounds what any design of the engine
+    could reach while keeping these records."""
+    from _records import TicketRecords, register_engine
 
     home = root / f"floor-{rep}"
     db = init_home(home)
     insert_tickets(db, "echo", [{"i": i} for i in range(n)])
     engine_id = f"floor:{os.getpid()}:{rep}"
-    setup = open_store(db)
-    setup.engines.register(
-        engine_id, kind="daemon", host="floor", pid=os.getpid(), max_vms=slots, backend="process"
-    )
-    setup.close()
-
-    class _VM:  # what `RunWrites.step_started` reads of a VM
-        def __init__(self, vm_id: str, folder: Path) -> None:
-            self.id, self.folder = vm_id, folder
-
-        def info(self) -> VMInfo:
-            return VMInfo(workspace=str(self.folder / "workspace"), isolation="bwrap")
+    register_engine(db, engine_id, slots)
 
     def worker() -> list[tuple[float, float]]:
-        store = open_store(db)
-        writes = RunWrites(store)
+        records = TicketRecords(db, home, engine_id)
         times: list[tuple[float, float]] = []
+
+        def job() -> bytes:
+            times.append(run_job(recipe))
+            return EXPECT
+
         try:
-            while True:
-                claimed = store.tickets.claim_next(
-                    engine_id=engine_id, attempt_id=uuid.uuid4().hex, lease_ttl=30
-                )
-                if not claimed:
-                    return times
-                ticket = claimed[0]
-                step = NewStep("main", "echo", "1", "echo", dict(ticket.inputs or {}))
-                run_id, exec_id = writes.start_run(
-                    ticket, engine_id=engine_id, workflow_name=None, workflow_version=None,
-                    first=step,
-                )  # fmt: skip
-                assert exec_id is not None
-                vm = _VM(f"vm-{uuid.uuid4().hex[:12]}", home / "vms" / uuid.uuid4().hex[:12])
-                store.vms.record_boot(
-                    vm.id, backend="process", host="floor", engine_id=engine_id,
-                    owner_pid=os.getpid(), memory_mb=512, vcpus=1,
-                )  # fmt: skip
-                artifacts = home / "artifacts" / f"run-{run_id}" / "main.1"
-                artifacts.mkdir(parents=True)
-                with open(artifacts / "output.log", "ab") as log_file:
-                    prepare_folder(vm.folder, True, None)
-                    writes.step_started(exec_id, vm)
-                    inputs = json.dumps(step.inputs).encode()
-                    (vm.folder / "workspace" / "inputs.json").write_bytes(inputs)
-                    times.append(run_job(recipe))
-                    log_file.write(EXPECT)
-                shutil.rmtree(vm.folder)
-                end = StepEnd(
-                    exec_id, [(vm.id, None, datetime.now(UTC))], None, status="done",
-                    outputs=step.inputs, exit_code=0, error=None, usage=Usage(),
-                    log_path=str(artifacts / "output.log"),
-                )  # fmt: skip
-                writes.close_run(
-                    run_id, ticket, status="done", outputs=step.inputs, outputs_in_steps=True,
-                    step_end=end,
-                )  # fmt: skip
+            while records.one_ticket(job, lambda stage: None):
+                pass
+            return times
         finally:
-            store.close()
+            records.close()
 
     def jobs(pool: ThreadPoolExecutor) -> list[tuple[float, float]]:
         return [t for part in pool.map(lambda _: worker(), range(slots)) for t in part]
