@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 import struct
@@ -181,11 +180,8 @@ class StoreWatcher:
 
 
 def _inotify_watch(folder: Path) -> int | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
+    try:  # the C library this process already has (`find_library` would run `ldconfig`)
+        libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
     except (OSError, AttributeError):
         return None
