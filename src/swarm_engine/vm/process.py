@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -64,6 +65,7 @@ from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.settled import settled
 from swarm_engine.vm.shortage import SPAWN_FDS, patiently, room_for
 from swarm_engine.vm.streamed import ExecProtocol, finish
 from swarm_engine.vm.threaded import Command, Job
@@ -75,6 +77,10 @@ from swarm_engine.vm.workspace import (
     resolve_inside,
     write_file,
 )
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
@@ -144,15 +150,26 @@ class ProcessBackend:
                 raise VMError(f"process sandbox refused: {problem}")
         folder = self.root / vm_id
         host_uid = self._new_uid() if isolated and root_engine() else None
+        made = False
+
+        def prepare() -> None:
+            nonlocal made
+            prepare_folder(folder, isolated, host_uid)
+            made = True
+
         try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
             await patiently(  # a shortage (of memory) is waited out: vm/shortage.py
-                lambda: asyncio.to_thread(prepare_folder, folder, isolated, host_uid),
+                lambda: settled(prepare),  # a cancel waits for it to end (vm/settled.py)
                 deadline=time.monotonic() + spec.timeout_seconds,
                 doing=f"create workspace for {vm_id}", vm_id=vm_id,
             )  # fmt: skip
-        except VMError:
-            if host_uid is not None:
-                self._uids.discard(host_uid)
+        except BaseException:
+            try:  # a cancel that came as the folder was made: the folder goes again
+                if made:
+                    await self._unmake(folder, vm_id)
+            finally:
+                if host_uid is not None:
+                    self._uids.discard(host_uid)
             raise
         if self._threads is None:
             self._threads = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="vm-command")
@@ -164,6 +181,13 @@ class ProcessBackend:
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
             real_workspace=real,
         )  # fmt: skip
+
+    async def _unmake(self, folder: Path, vm_id: str) -> None:
+        """Delete the folder of a VM whose boot was cut short once it was made (to the end,
+        whatever cancel comes meanwhile)."""
+        left = await settled(remove_folder, folder, drop=False)
+        if left is not None:  # `cleanup` deletes it later
+            log.warning("VM %s: boot cancelled: %s", vm_id, left, extra={"vm_id": vm_id})
 
     def _new_uid(self) -> int:
         while True:
@@ -218,6 +242,8 @@ class ProcessVM:
         self._procs: set[asyncio.SubprocessTransport] = set()
         self._threads = threads
         self._jobs: dict[Job, asyncio.Future[Any]] = {}
+        self._files: set[asyncio.Future[Any]] = set()
+        """File work on its folder that a worker thread may be doing now (`_on_thread`)."""
         self._destroyed = False
 
     def info(self) -> VMInfo:
@@ -509,11 +535,19 @@ class ProcessVM:
             raise VMError(f"path {path!r} is outside the VM workspace")
         return self.workspace / relpath, real
 
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`, file work in this VM's folder, on a worker thread that never runs on
+        after a cancel of this await (`vm/settled.py`) nor while the VM is destroyed: not
+        begun once it is, and waited for by `destroy` before the folder goes."""
+        if self._destroyed:  # (also while a shortage was waited out)
+            raise VMError(f"VM {self.id} is destroyed")
+        return await settled(fn, *args, busy=self._files)
+
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         if self._destroyed:
             raise VMError(f"VM {self.id} is destroyed")
         await patiently(  # off the event loop; a host shortage is waited out (shortage.py)
-            lambda: asyncio.to_thread(self._write_file, path, data, mode),
+            lambda: self._on_thread(self._write_file, path, data, mode),
             deadline=time.monotonic() + self.spec.timeout_seconds,
             doing=f"write {path!r} in {self.id}", vm_id=self.id,
         )  # fmt: skip
@@ -530,7 +564,7 @@ class ProcessVM:
         safe_relpath(path)  # a path that cannot be inside is refused at once
         # off the event loop, never blocking (a FIFO), never unbounded (a sparse file)
         return await patiently(  # a host shortage is waited out (vm/shortage.py)
-            lambda: asyncio.to_thread(self._read_file, path),
+            lambda: self._on_thread(self._read_file, path),
             deadline=time.monotonic() + self.spec.timeout_seconds,
             doing=f"read {path!r} in {self.id}", vm_id=self.id,
         )  # fmt: skip
@@ -548,14 +582,15 @@ class ProcessVM:
         running = list(self._jobs.items())
         for job, _ in running:  # its own thread kills it (it alone knows if reaped)
             job.cancel()
-        if running:  # and the workspace goes once nothing runs in it any more
-            await asyncio.wait([done for _, done in running])
+        busy = [*(done for _, done in running), *self._files]
+        if busy:  # and the workspace goes once nothing runs or writes in it any more
+            await asyncio.wait(busy)
         if not self.isolated:
             # without a PID namespace a command may have left daemons behind: find them by
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
             # the kernel already killed everything when each command's namespace ended.
-            await asyncio.to_thread(kill_tagged, self.id)
-        left = await asyncio.to_thread(remove_folder, self.folder)
+            await settled(kill_tagged, self.id, drop=False)
+        left = await settled(remove_folder, self.folder, drop=False)  # to its end
         if self.host_uid is not None and self._release is not None:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from swarm_engine.vm.base import ExecResult, OutputCallback, Stream, shell_exit_code
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import kill_tree
+from swarm_engine.vm.settled import settled
 
 
 class ExecProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -141,7 +142,7 @@ async def _watch_disk(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(exited.wait(), every)
             return False
-        if await asyncio.to_thread(over_disk):
+        if await settled(over_disk):  # never walks on after a cancel (vm/settled.py)
             kill_tree(pid)
             return True
     return False

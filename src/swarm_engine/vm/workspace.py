@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import encodings.unicode_escape  # noqa: F401  (loaded now: see remove_folder)
+import errno
 import os
 import shutil
 import stat
@@ -20,14 +21,18 @@ from swarm_engine.vm.bwrap import SHORTAGES
 
 def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
     """A new VM's folder and its `workspace/` (owned by `host_uid` when given, private when
-    isolated)."""
+    isolated); nothing is left when it fails."""
     workspace = folder / "workspace"
     folder.mkdir(parents=True, exist_ok=False)  # one mkdir each when the root is there
-    workspace.mkdir()
-    if isolated:
-        if host_uid is not None:
-            os.chown(workspace, host_uid, host_uid)
-        os.chmod(workspace, 0o700)
+    try:
+        workspace.mkdir()
+        if isolated:
+            if host_uid is not None:
+                os.chown(workspace, host_uid, host_uid)
+            os.chmod(workspace, 0o700)
+    except BaseException:  # not left half made (a shortage is tried again from the start)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def resolve_inside(root: str, relpath: str) -> str | None:
@@ -65,13 +70,20 @@ def write_file(
         raise VMError(f"{shown}: is a folder")
     if target.parent != workspace:  # the workspace itself is there from the VM's boot
         target.parent.mkdir(parents=True, exist_ok=True)
+    # never blocking: a FIFO the step put there would hold the open until a reader comes,
+    # and the thread doing this is waited for by a cancel (vm/settled.py)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        fd = os.open(target, flags, mode)
     except OSError as exc:
         if exc.errno in SHORTAGES:
             raise
+        if exc.errno == errno.ENXIO:  # a FIFO (or socket) with no reader
+            raise VMError(f"{shown}: not a regular file (a pipe, socket or device)") from exc
         raise VMError(f"{shown}: cannot write: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VMError(f"{shown}: not a regular file (a pipe, socket or device)")
         fh.write(data)
     os.chmod(target, mode)
     if owner is not None:  # the file and each folder between it and the workspace
