@@ -48,7 +48,7 @@ async def forward_ports(
     `block_w`, its `--block-fd`). Returns pasta's pid; `VMError` if it cannot be done.
     `pasta`: the program; `as_root`: the engine is root (pasta joins the namespace
     directly); `path`: pasta's PATH. Its pid file goes under `folder/run`."""
-    child = await asyncio.to_thread(_read_child_pid, info_r)
+    child = await _read_child_pid(info_r)
     if child is None:
         raise VMError(f"VM {vm_id}: the sandbox did not start, so its ports cannot be given")
     # bubblewrap reports the child before the child has set up its loopback; pasta
@@ -120,19 +120,35 @@ def kill_pasta(pid: int, vm_id: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _read_child_pid(fd: int) -> int | None:
-    """bubblewrap's `--info-fd` JSON: the host pid of the sandbox's first process."""
+async def _read_child_pid(fd: int) -> int | None:
+    """bubblewrap's `--info-fd` JSON: the host pid of the sandbox's first process; None
+    if bubblewrap ended first. Read on the event loop, never on a thread: a cancel leaves
+    nothing reading `fd` once the caller closes it (a thread would read on from whatever
+    file gets its number next)."""
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
     data = b""
     while True:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
+        readable: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, readable)
         try:
-            return int(json.loads(data)["child-pid"])
-        except (ValueError, KeyError, TypeError):
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
             continue
-    return None
+        if not chunk:
+            return None
+        data += chunk
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return int(json.loads(data)["child-pid"])
+
+
+def _wake(readable: asyncio.Future[None]) -> None:
+    if not readable.done():
+        readable.set_result(None)
 
 
 def _wait_for_loopback(child: int) -> None:
