@@ -150,3 +150,22 @@ def test_status_shows_busy_vms_as_they_are_now(
     assert swarm_inproc(home, "ticket", "cancel", "1").returncode == 0
     wait_until(lambda: busy() == 0, 10, "the VM to be gone from status")
     stop(proc)
+
+
+def test_a_spent_autoincrement_is_named_with_the_full_disk(home: Path) -> None:
+    """An outside writer's row with the largest id spends a table's AUTOINCREMENT: SQLite
+    then refuses every insert as "database or disk is full". The command waits, then
+    fails with exit 6 and a line that names both causes and where to look."""
+    assert swarm_inproc(home, "ticket", "create", "--title", "a", "--agent", "echo").returncode == 0
+    sqlite_shell(
+        home / "tickets.db",
+        "INSERT INTO ticket_events (id, ticket_id, new_status)"
+        " VALUES (9223372036854775807, 1, 'open');",
+    )
+    done = swarm_inproc(
+        home, "ticket", "create", "--title", "b", "--agent", "echo", SWARM_BUSY_TIMEOUT="0.2"
+    )
+    assert done.returncode == 6, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "AUTOINCREMENT" in line and "sqlite_sequence" in line, line
+    assert [r["c"] for r in query(home / "tickets.db", "SELECT count(*) AS c FROM tickets")] == [1]

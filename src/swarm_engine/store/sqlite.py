@@ -36,6 +36,14 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
+FULL_CAUSES = (
+    "the disk is full, or a table's AUTOINCREMENT id reached its largest value:"
+    " see `SELECT name, seq FROM sqlite_sequence`"
+)
+"""What SQLITE_FULL may mean: both are transient for the engine (it waits), and only an
+operator can end them (free the disk, or lower the sequence and delete the row that set
+it)."""
+
 
 def decode_text(raw: bytes) -> str:
     """sqlite3 `text_factory`: UTF-8, or `InvalidText` where the bytes are not UTF-8."""
@@ -54,6 +62,8 @@ def translate(exc: sqlite3.Error, where: str) -> StoreError:
         return StoreIntegrityError(f"{where}: {text}")
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
         return StoreBusyError(f"{where} is busy: {text}")
+    if primary == sqlite3.SQLITE_FULL:  # SQLite says the same for a spent AUTOINCREMENT
+        return StoreBusyError(f"{where} is unavailable for now: {text} ({FULL_CAUSES})")
     if primary in TRANSIENT_CODES:
         return StoreBusyError(f"{where} is unavailable for now: {text}")
     return StoreError(f"{where}: {text}")
