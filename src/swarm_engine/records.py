@@ -89,3 +89,44 @@ def strict_json(text: str | bytes) -> Any:
     """`json.loads` as the store's `json_valid` and other JSON readers see it: no NaN or
     Infinity, no number that overflows to infinity (`1e999`). Raises ValueError."""
     return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
+MAX_READ_DEPTH = 128
+"""Nesting kept when a stored JSON value is read back (`readable_json`): well below what
+every reader can write out again (pydantic's serializer stops at 255 levels, counting the
+response around the value), and above what a client may store (`MAX_JSON_DEPTH`, 64)."""
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class TooDeep(ValueError):
+    """A JSON value nested deeper than `MAX_READ_DEPTH` levels."""
+
+
+def readable_json(text: str | bytes) -> Any:
+    """`strict_json(text)` made safe for every reader to write out again: a lone UTF-16
+    surrogate (what an escape such as `\\udcff` decodes to, which no UTF-8 writer can
+    encode) becomes U+FFFD, in keys and values alike; a value nested deeper than
+    `MAX_READ_DEPTH` raises `TooDeep`. Raises ValueError (never RecursionError)."""
+    if isinstance(text, bytes):
+        text = text.decode(json.detect_encoding(text))
+    try:
+        value = strict_json(text)
+    except RecursionError:
+        raise TooDeep(f"nested deeper than {MAX_READ_DEPTH} levels") from None
+    # only walk the value when it may need it (both checks run in C over the text)
+    if text.count("[") + text.count("{") > MAX_READ_DEPTH or _SURROGATE_ESCAPE.search(text):
+        value = _mend(value, 0)
+    return value
+
+
+def _mend(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict | list) and depth >= MAX_READ_DEPTH:
+        raise TooDeep(f"nested deeper than {MAX_READ_DEPTH} levels")
+    if isinstance(value, dict):
+        return {_LONE_SURROGATE.sub("\ufffd", k): _mend(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mend(item, depth + 1) for item in value]
+    return value

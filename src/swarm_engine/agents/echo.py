@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.files import INPUTS_FILE, put_inputs, tail
 from swarm_engine.models import AgentSpec
+from swarm_engine.records import readable_json
 
 
 class EchoAgent:
@@ -29,7 +29,7 @@ class EchoAgent:
             )
         # stdout is bounded (head and tail): a large round trip is read back as a file
         raw = await ctx.vm.get_file(INPUTS_FILE) if result.stdout_cut else result.stdout
-        outputs = json.loads(raw)
+        outputs = readable_json(raw)
         if ctx.log:
             maybe = ctx.log("stdout", result.stdout.decode())
             if maybe is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm_engine.errors import AgentError, VMError
+from swarm_engine.records import readable_json
 from swarm_engine.vm.base import VM
 from swarm_engine.vm.shortage import patiently
 
@@ -75,8 +76,8 @@ async def read_outputs_file(vm: VM) -> dict[str, Any] | None:
             return None
         raise AgentError(f"$SWARM_OUTPUTS cannot be read: {exc}") from exc
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        data = readable_json(raw)  # what the store's readers can write out again
+    except ValueError as exc:
         raise AgentError(f"$SWARM_OUTPUTS is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise AgentError("$SWARM_OUTPUTS must hold a JSON object")

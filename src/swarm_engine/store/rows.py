@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from swarm_engine.records import TicketStatus, strict_json
+from swarm_engine.records import TicketStatus, TooDeep, readable_json
 from swarm_engine.store.db import InvalidText, Row
 
 STATUSES = frozenset(s.value for s in TicketStatus)
@@ -158,9 +158,9 @@ class Decoder:
             self.bad(name, f"not JSON text ({_show(value)})")
             return default
         try:
-            return strict_json(value)
-        except RecursionError:
-            self.bad(name, "JSON nested too deeply")
+            return readable_json(value)
+        except TooDeep as exc:
+            self.bad(name, f"JSON {exc}")
             return default
         except ValueError as exc:
             why = "" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
