@@ -242,6 +242,42 @@ def test_a_whole_run_is_recorded_with_usage_rolled_up(store_target: Target) -> N
     store.close()
 
 
+def test_sums_of_usage_and_slots_never_overflow(store_target: Target) -> None:
+    """Any writer may store 2**63-1 tokens or a cost of 1e308: the run's roll-up, the usage
+    totals (`status`) and the hosts' slots are clamped to the column's range, not an
+    `integer overflow` (SQLite) or `bigint out of range` (PostgreSQL) error."""
+    most = 2**63 - 1
+    store = open_store(store_target.target)
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    store.engines.register("f", kind="daemon", host="h", pid=2, max_vms=1, backend="process")
+    store_target.sql(f"UPDATE engines SET max_vms = {most}")
+    assert [h["slots"] for h in store.engines.hosts()] == [most]
+    store.tickets.create(title="x", agent_id="echo", inputs={})
+    [ticket] = store.tickets.claim_next(engine_id="e", attempt_id="a", lease_ttl=30)
+    run_id = store.runs.start_run(
+        ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={}
+    )
+    for name in ("one", "two"):
+        step = store.runs.add_step(
+            run_id, step_id=name, agent_name="echo", agent_version="1", agent_kind="echo",
+            inputs={},
+        )  # fmt: skip
+        store.runs.step_finished(step, status="done", outputs={}, exit_code=0, error=None,
+                                 usage=Usage(input_tokens=most, cost_usd=1e308))  # fmt: skip
+    store.runs.finish_run(run_id, ticket, status="done", outputs={})
+    run = store.runs.get_run(run_id)
+    assert run["input_tokens"] == most and 1e308 < run["cost_usd"] < float("inf")
+    store_target.sql(
+        "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status,"
+        f" input_tokens, output_tokens, cost_usd) VALUES ({ticket.id}, 2, 'b', 'single',"
+        f" 'done', {most}, 5, 1e308)"
+    )
+    totals = store.runs.usage_totals()
+    assert totals["input_tokens"] == most and totals["output_tokens"] == 5
+    assert 1e308 < totals["cost_usd"] < float("inf")
+    store.close()
+
+
 def test_a_vm_recorded_destroyed_late_keeps_the_time_it_went(store_target: Target) -> None:
     """A VM's end written after the fact (with its run's end) says when it really went."""
     store = open_store(store_target.target)

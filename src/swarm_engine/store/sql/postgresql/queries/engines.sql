@@ -32,10 +32,11 @@ SELECT * FROM engines WHERE state IN ('running','draining')
    AND heartbeat_at < now() - make_interval(secs => :seconds)
 
 -- name: hosts
--- One row per host that has a live engine or a live VM.
+-- One row per host that has a live engine or a live VM. `slots`: the numeric sum clamped
+-- to bigint (two engines of 2**63-1 must not fail the query).
 SELECT host,
-       CAST(sum(CASE WHEN kind IS NOT NULL THEN 1 ELSE 0 END) AS bigint) AS engines,
-       CAST(sum(max_vms) AS bigint) AS slots,
+       count(kind) AS engines,
+       CAST(GREATEST(LEAST(coalesce(sum(max_vms), 0), 9223372036854775807), -9223372036854775808) AS bigint) AS slots,
        (SELECT count(*) FROM vms v WHERE v.host = h.host
            AND v.state IN ('booting','ready','busy','destroying')) AS vms
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')

@@ -44,14 +44,18 @@ SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id
  WHERE r.id = :run_id AND t.attempt_id = r.attempt_id
 
 -- name: close_run
+-- Sums never overflow: sum() of bigint is numeric, clamped to the column's range
+-- (cost_usd is summed as numeric: a float8 sum past 1.8e308 is an error in PostgreSQL).
 UPDATE workflow_runs SET status = :status, outputs = CAST(:outputs AS jsonb), error = :error,
        completed_at = now(),
        duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint),
        input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,
        cache_read_input_tokens = s.cr, cost_usd = s.c
-  FROM (SELECT coalesce(sum(input_tokens),0) i, coalesce(sum(output_tokens),0) o,
-               coalesce(sum(cache_creation_input_tokens),0) cc,
-               coalesce(sum(cache_read_input_tokens),0) cr, coalesce(sum(cost_usd),0) c
+  FROM (SELECT CAST(GREATEST(LEAST(coalesce(sum(input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) i,
+               CAST(GREATEST(LEAST(coalesce(sum(output_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) o,
+               CAST(GREATEST(LEAST(coalesce(sum(cache_creation_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cc,
+               CAST(GREATEST(LEAST(coalesce(sum(cache_read_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cr,
+               CAST(GREATEST(LEAST(coalesce(sum(CAST(cost_usd AS numeric)), 0), 1.7976931348623157e308), -1.7976931348623157e308) AS double precision) c
           FROM step_executions WHERE run_id = :run_id) s
  WHERE workflow_runs.id = :run_id
 
@@ -86,11 +90,13 @@ SELECT r.*, (SELECT count(*) FROM step_executions s JOIN vms v ON v.id = s.vm_id
   FROM workflow_runs r ORDER BY r.id DESC LIMIT :limit
 
 -- name: usage_totals
-SELECT CAST(coalesce(sum(input_tokens),0) AS bigint) input_tokens,
-       CAST(coalesce(sum(output_tokens),0) AS bigint) output_tokens,
-       CAST(coalesce(sum(cache_creation_input_tokens),0) AS bigint) cache_creation_input_tokens,
-       CAST(coalesce(sum(cache_read_input_tokens),0) AS bigint) cache_read_input_tokens,
-       CAST(coalesce(sum(cost_usd),0) AS double precision) cost_usd
+-- Sums never overflow: sum() of bigint is numeric, clamped to the column's range
+-- (cost_usd is summed as numeric: a float8 sum past 1.8e308 is an error in PostgreSQL).
+SELECT CAST(GREATEST(LEAST(coalesce(sum(input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) input_tokens,
+       CAST(GREATEST(LEAST(coalesce(sum(output_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) output_tokens,
+       CAST(GREATEST(LEAST(coalesce(sum(cache_creation_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cache_creation_input_tokens,
+       CAST(GREATEST(LEAST(coalesce(sum(cache_read_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cache_read_input_tokens,
+       CAST(GREATEST(LEAST(coalesce(sum(CAST(cost_usd AS numeric)), 0), 1.7976931348623157e308), -1.7976931348623157e308) AS double precision) cost_usd
   FROM workflow_runs
 
 -- name: steps

@@ -32,10 +32,11 @@ SELECT * FROM engines WHERE state IN ('running','draining')
    AND julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds))
 
 -- name: hosts
--- One row per host that has a live engine or a live VM.
+-- One row per host that has a live engine or a live VM. `slots` is a float sum clamped to
+-- 64 bits (max_vms is any writer's: 2**63-1 twice, or 1e400, must not fail the query).
 SELECT host,
-       sum(CASE WHEN kind IS NOT NULL THEN 1 ELSE 0 END) AS engines,
-       sum(max_vms) AS slots,
+       count(kind) AS engines,
+       CAST(coalesce(max(min(total(max_vms), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) AS slots,
        (SELECT count(*) FROM vms v WHERE v.host = h.host
            AND v.state IN ('booting','ready','busy','destroying')) AS vms
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')

@@ -44,15 +44,19 @@ SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id
  WHERE r.id = :run_id AND t.attempt_id = r.attempt_id
 
 -- name: close_run
+-- Sums never overflow (issue: two runs of 2**63-1 tokens failed `status`): total() is a
+-- float sum, clamped to the column's range (exact below 2**53).
 UPDATE workflow_runs SET status = :status, outputs = :outputs, error = :error,
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
        duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at))
                                 * 86400000) AS INTEGER),
        input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,
        cache_read_input_tokens = s.cr, cost_usd = s.c
-  FROM (SELECT coalesce(sum(input_tokens),0) i, coalesce(sum(output_tokens),0) o,
-               coalesce(sum(cache_creation_input_tokens),0) cc,
-               coalesce(sum(cache_read_input_tokens),0) cr, coalesce(sum(cost_usd),0) c
+  FROM (SELECT CAST(coalesce(max(min(total(input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) i,
+               CAST(coalesce(max(min(total(output_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) o,
+               CAST(coalesce(max(min(total(cache_creation_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cc,
+               CAST(coalesce(max(min(total(cache_read_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cr,
+               coalesce(max(min(total(cost_usd), 1.7976931348623157e308), -1.7976931348623157e308), 0) c
           FROM step_executions WHERE run_id = :run_id) s
  WHERE workflow_runs.id = :run_id
 
@@ -88,11 +92,13 @@ SELECT r.*, (SELECT count(*) FROM step_executions s JOIN vms v ON v.id = s.vm_id
   FROM workflow_runs r ORDER BY r.id DESC LIMIT :limit
 
 -- name: usage_totals
-SELECT coalesce(sum(input_tokens),0) input_tokens,
-       coalesce(sum(output_tokens),0) output_tokens,
-       coalesce(sum(cache_creation_input_tokens),0) cache_creation_input_tokens,
-       coalesce(sum(cache_read_input_tokens),0) cache_read_input_tokens,
-       coalesce(sum(cost_usd),0) cost_usd
+-- Sums never overflow (issue: two runs of 2**63-1 tokens failed `status`): total() is a
+-- float sum, clamped to the column's range (exact below 2**53).
+SELECT CAST(coalesce(max(min(total(input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) input_tokens,
+       CAST(coalesce(max(min(total(output_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) output_tokens,
+       CAST(coalesce(max(min(total(cache_creation_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cache_creation_input_tokens,
+       CAST(coalesce(max(min(total(cache_read_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cache_read_input_tokens,
+       coalesce(max(min(total(cost_usd), 1.7976931348623157e308), -1.7976931348623157e308), 0) cost_usd
   FROM workflow_runs
 
 -- name: steps
