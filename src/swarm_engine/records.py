@@ -9,6 +9,7 @@ short command's start-up (docs/benchmarks.md, "CLI start-up"). `models.py` re-ex
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -72,6 +73,29 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None)."""
     name, sep, version = ref.partition("@")
     return name, (version if sep else None)
+
+
+def finite_only(value: Any) -> Any:
+    """`value` (a JSON-like structure) with every float that is not finite (infinity, NaN,
+    which no strict JSON reader takes) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_only(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_only(v) for v in value]
+    return value
+
+
+def strict_dumps(value: Any, **options: Any) -> str:
+    """`json.dumps(value, **options)` as strict JSON (`allow_nan=False`): a float that is not
+    finite is written as `null`. Every `--json` output is written through it (the API's
+    response models write `null` alike: pydantic's default `ser_json_inf_nan`); the common
+    case (nothing to replace) costs one `json.dumps`."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:  # "Out of range float values are not JSON compliant" (or a cycle)
+        return json.dumps(finite_only(value), allow_nan=False, **options)
 
 
 def _finite(text: str) -> float:

@@ -148,3 +148,56 @@ def test_an_agent_writing_a_lone_surrogate_ends_done_and_is_readable(
         assert server.get("/v1/tickets").status_code == 200
     finally:
         server.stop()
+
+
+def strict(text: str) -> object:
+    """Parse as a strict JSON reader does: `Infinity`, `-Infinity` and `NaN` are refused."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def write_numbers(home: Path) -> None:
+    """Numbers no strict JSON reader takes: costs and sizes of 1e400 (SQLite's infinity),
+    costs that sum past the largest float."""
+    tickets = sqlite3.connect(home / "tickets.db")
+    with tickets:
+        tickets.executescript(
+            "INSERT INTO tickets (id, title, status, agent_id) VALUES (100, 't', 'done', 'echo');"
+            "INSERT INTO workflow_runs (id, ticket_id, attempt, attempt_id, execution_mode,"
+            " status, cost_usd) VALUES (1, 100, 1, 'a1', 'single', 'done', 1e308),"
+            " (2, 100, 2, 'a2', 'single', 'done', 1e308), (3, 100, 3, 'a3', 'single', 'done', 1e400);"
+            "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind,"
+            " status, cost_usd) VALUES (3, 'main', 'echo', '1', 'echo', 'done', -1e400);"
+            "INSERT INTO engines (id, kind, host, pid, state, max_vms, backend)"
+            " VALUES ('e1', 'daemon', 'h', 1, 'running', 1e400, 'process');"
+            "INSERT INTO vms (id, backend, host, owner_pid, state, memory_mb)"
+            " VALUES ('v1', 'process', 'h', 1, 'busy', 1e400);"
+        )
+    tickets.close()
+
+
+def test_json_out_of_numbers_beyond_json_is_strict(home: Path) -> None:
+    write_numbers(home)
+    for args in [("status", "--json"), ("ticket", "show", "100", "--json"),
+                 ("ticket", "list", "--json")]:  # fmt: skip
+        done = swarm_inproc(home, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        strict(done.stdout)
+    shown = swarm_inproc(home, "ticket", "show", "100", "--json")
+    runs = {r["id"]: r for r in strict(shown.stdout)["runs"]}  # type: ignore[index]
+    assert runs[3]["cost_usd"] is None and runs[1]["cost_usd"] == 1e308
+    table = swarm_inproc(home, "status").stdout + swarm_inproc(home, "ticket", "show", "100").stdout
+    assert "$inf" not in table and "$-inf" not in table and "$1.0000e+308" in table
+    server = start_api(home)
+    try:
+        for path in ["/v1/status", "/v1/runs", "/v1/runs/3", "/v1/runs/3/steps",
+                     "/v1/tickets/100", "/v1/tickets/100/runs", "/v1/hosts", "/v1/engines",
+                     "/v1/vms", "/v1/usage", "/v1/tickets"]:  # fmt: skip
+            got = server.get(path)
+            assert got.status_code == 200, (path, got.text[:300])
+            strict(got.text)
+    finally:
+        server.stop()

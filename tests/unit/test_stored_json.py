@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from swarm_engine.records import MAX_READ_DEPTH, readable_json
+from swarm_engine.records import MAX_READ_DEPTH, finite_only, readable_json, strict_dumps
 from swarm_engine.store.rows import Decoder, decode_record
 
 ANY = TypeAdapter(Any)
@@ -92,3 +92,27 @@ def test_the_depth_bound_leaves_room_for_every_reader() -> None:
     value = readable_json(nested(MAX_READ_DEPTH))
     assert value is not None
     writable(value, envelope=(PYDANTIC_DEPTH - MAX_READ_DEPTH) // 2 - 1)  # ~120 levels more
+
+
+any_numbers = st.recursive(
+    st.none() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(any_numbers)
+def test_strict_dumps_writes_strict_json_and_keeps_every_finite_number(value: Any) -> None:
+    text = strict_dumps(value, indent=2, default=str)
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == finite_only(value)
+    if "inf" not in repr(value) and "nan" not in repr(value):
+        assert text == json.dumps(value, indent=2, default=str)
+
+
+def test_a_number_beyond_json_is_null() -> None:
+    assert strict_dumps({"c": float("inf"), "d": [float("nan"), -float("inf"), 1e308]}) == (
+        '{"c": null, "d": [null, null, 1e+308]}'
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from swarm_engine.cli.text import ms as ms  # re-exported
 from swarm_engine.cli.text import short as short  # re-exported
 from swarm_engine.cli.text import summarize as summarize  # re-exported
 from swarm_engine.cli.text import visible as visible  # re-exported
+from swarm_engine.records import strict_dumps
 from swarm_engine.store.rows import format_ts, parse_timestamp
 
 console = Console()
@@ -45,7 +47,16 @@ STATUS_STYLE = {
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Every `--json` output: strict JSON (a number that is not finite is `null`)."""
+    sys.stdout.write(strict_dumps(data, indent=2, default=str) + "\n")
+
+
+def money(value: Any) -> str:
+    """A cost in USD for a table: `-` when it is not a finite number (a row any writer
+    stored), exponent notation past a trillion."""
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"${value:.4f}" if abs(value) < 1e12 else f"${value:.4e}"
 
 
 class Markup(str):
@@ -216,5 +227,5 @@ def usage_line(row: dict[str, Any]) -> str:
     return (
         f"in {row.get('input_tokens') or 0} / out {row.get('output_tokens') or 0} tokens"
         f" (cache w {row.get('cache_creation_input_tokens') or 0}, r {row.get('cache_read_input_tokens') or 0})"
-        f", ${row.get('cost_usd') or 0:.4f}"
+        f", {money(row.get('cost_usd') or 0)}"
     )

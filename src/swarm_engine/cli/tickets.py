@@ -23,6 +23,7 @@ from swarm_engine.cli.output import (
     block,
     console,
     emit_json,
+    money,
     ms,
     plain,
     short,
@@ -244,7 +245,7 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
                         *(
                             [
                                 (s["input_tokens"] or 0) + (s["output_tokens"] or 0) or "",
-                                f"${s['cost_usd']:.4f}" if s["cost_usd"] else "",
+                                money(s["cost_usd"]) if s["cost_usd"] else "",
                             ]
                             if with_usage
                             else []
