@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from swarm_engine.cli.app import TICKET_ID, example, pass_existing, store_of
-from swarm_engine.cli.output import console, plain
+from swarm_engine.cli.output import console, plain, visible, visible_lines
 from swarm_engine.config import Settings
 from swarm_engine.service.logs import LogFollower, pick_run, steps_of, whole
 
@@ -60,10 +60,10 @@ def logs(
             elif path and path.is_file():  # a run recorded before logs were stored
                 _out(path.read_text(errors="replace"))
             if s["error"]:
-                click.echo(f"error: {s['error']}")
+                click.echo(f"error: {visible_lines(str(s['error']))}")
             if path and path.parent.is_dir():
                 for artifact in sorted(p for p in path.parent.iterdir() if p != path):
-                    click.echo(f"artifact: {artifact}")
+                    click.echo(f"artifact: {visible(str(artifact))}")
 
 
 def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
@@ -74,7 +74,9 @@ def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
 
 
 def _out(text: str) -> None:
-    sys.stdout.write(text)
+    """Stored log text, its control characters shown as `\\xNN` (newlines and tabs kept),
+    to a terminal and a pipe alike (docs/cli.md; the API's log download is verbatim)."""
+    sys.stdout.write(visible_lines(text))
     sys.stdout.flush()
 
 
@@ -104,4 +106,4 @@ def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | Non
         return
     for s in follower.steps.values():
         if s["error"]:
-            click.echo(f"error ({s['step_id']}): {s['error']}")
+            click.echo(f"error ({visible(str(s['step_id']))}): {visible_lines(str(s['error']))}")

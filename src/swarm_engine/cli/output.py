@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from swarm_engine.cli.text import ms as ms  # re-exported
 from swarm_engine.cli.text import short as short  # re-exported
 from swarm_engine.cli.text import summarize as summarize  # re-exported
 from swarm_engine.cli.text import visible as visible  # re-exported
+from swarm_engine.cli.text import visible_lines as visible_lines  # re-exported
 from swarm_engine.records import strict_dumps
 from swarm_engine.store.rows import format_ts, parse_timestamp
 
@@ -73,13 +73,9 @@ def styled(status: str | None) -> Markup:
     return Markup(f"[{style}]{escape(status)}[/{style}]" if style else escape(status))
 
 
-CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def block(value: Any) -> str:
     """Like `plain`, for a multi-line field shown whole: newlines and tabs are kept."""
-    text = "" if value is None else str(value)
-    return escape(CONTROL_BUT_LINES.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+    return escape(visible_lines("" if value is None else str(value)))
 
 
 def plain(value: Any) -> str:

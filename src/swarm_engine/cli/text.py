@@ -36,6 +36,18 @@ def visible(text: str) -> str:
     return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters but newline and tab: what `visible_lines` shows as escapes."""
+
+
+def visible_lines(text: str) -> str:
+    """Multi-line stored text (a log, a whole result) as `visible` shows one line: each
+    control character as `\\xNN` (escape sequences, carriage returns, bells), newlines and
+    tabs kept. For text written straight to stdout, whether a terminal or not: a log saved
+    with `>` and shown later with `cat` must not drive the terminal either."""
+    return CONTROL_BUT_LINES.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def summarize(value: Any) -> Any:
     """The interesting part of a result: shell outputs without empty or default fields."""
     if not isinstance(value, dict):
