@@ -278,6 +278,33 @@ def test_sums_of_usage_and_slots_never_overflow(store_target: Target) -> None:
     store.close()
 
 
+def test_a_tickets_runs_and_events_are_read_a_window_at_a_time(store_target: Target) -> None:
+    """The newest N below a cursor, oldest first, and the count of all: what keeps a
+    ticket's detail bounded however many runs and events it has."""
+    store = open_store(store_target.target)
+    tid = store.tickets.create(title="x", agent_id="echo", inputs={})
+    store_target.sql(
+        "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status)"
+        f" SELECT {tid}, i, 'a' || i, 'single', 'done' FROM"
+        " (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30)"
+        " SELECT i FROM n) AS n;"
+        "INSERT INTO ticket_events (ticket_id, old_status, new_status)"
+        f" SELECT {tid}, 'open', 'done' FROM"
+        " (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30)"
+        " SELECT i FROM n) AS n;"
+    )
+    ids = [r["id"] for r in store.runs.runs_for_ticket(tid)]
+    assert len(ids) == 30 == store.runs.count_for_ticket(tid) and ids == sorted(ids)
+    assert [r["id"] for r in store.runs.runs_for_ticket(tid, limit=5)] == ids[-5:]
+    older = store.runs.runs_for_ticket(tid, before=ids[-5], limit=5)
+    assert [r["id"] for r in older] == ids[-10:-5]
+    events = store.tickets.events(tid)
+    assert len(events) == 31 == store.tickets.count_events(tid)
+    assert store.tickets.events(tid, limit=3) == events[-3:]
+    assert store.tickets.events(tid, before=events[1]["id"], limit=3) == events[:1]
+    store.close()
+
+
 def test_a_vm_recorded_destroyed_late_keeps_the_time_it_went(store_target: Target) -> None:
     """A VM's end written after the fact (with its run's end) says when it really went."""
     store = open_store(store_target.target)

@@ -242,7 +242,8 @@ def _told(message: str, refresh: str) -> HTMLResponse:
 # -- one ticket -----------------------------------------------------------------------------
 def _detail(store: Store, registry: Registry, ticket_id: int) -> dict[str, Any]:
     ticket = store.tickets.get(ticket_id)  # NotFoundError: the API's 404
-    runs = runs_with_steps(store, ticket_id)
+    shown = runs_with_steps(store, ticket_id)  # the newest SHOWN_RUNS
+    runs = shown.items
     for run in runs:
         needs: dict[str, set[str]] = {}
         if run.get("workflow_name") and run.get("workflow_version"):
@@ -253,7 +254,13 @@ def _detail(store: Store, registry: Registry, ticket_id: int) -> dict[str, Any]:
                 pass  # a workflow no longer registered: steps without their edges
         for step in run["steps"]:
             step["needs"] = sorted(needs.get(str(step.get("step_id")), ()))
-    return {"ticket": ticket, "runs": list(reversed(runs)), "ended": ticket.status in ENDED}
+    return {
+        "ticket": ticket,
+        "runs": list(reversed(runs)),
+        "older_runs": shown.total - len(runs),
+        "runs_before": shown.before,
+        "ended": ticket.status in ENDED,
+    }
 
 
 @router.get("/tickets/{ticket_id}", response_class=HTMLResponse)

@@ -157,10 +157,17 @@ class Event(Record):
 
 
 class TicketDetail(Ticket):
-    """A ticket with its runs (each with its steps) and its status events, oldest first."""
+    """A ticket with its newest runs (each with its steps) and newest status events, each
+    oldest first; the totals count them all, and `runs_before` / `events_before` (null when
+    none is left out) are the `before` of `/v1/tickets/ID/runs` / `.../events` for the
+    older ones."""
 
     runs: list[Run]
     events: list[Event]
+    runs_total: int
+    events_total: int
+    runs_before: int | None
+    events_before: int | None
 
 
 class TicketPage(BaseModel):

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from swarm_engine.api import models
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.service import tickets as service
-from swarm_engine.service.runs import runs_of_ticket
+from swarm_engine.service.runs import MAX_PAGE_RUNS, PAGE_RUNS, Window, runs_of_ticket
 from swarm_engine.service.values import MAX_ID
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
@@ -77,12 +77,10 @@ def _bulk(result: service.Bulk) -> models.BulkResult:
 
 @router.get("/{ticket_id}", response_model=models.TicketDetail, summary="Show a ticket")
 def show(ticket_id: TicketPath, store: StoreDep) -> models.TicketDetail:
-    """A ticket with its whole inputs, result and error, its runs with their steps, and
-    its status events."""
-    found = service.detail(store, ticket_id)
-    return models.TicketDetail.model_validate(
-        found.ticket.as_dict() | {"runs": found.runs, "events": found.events}
-    )
+    """A ticket with its whole inputs, result and error, its newest 20 runs with their
+    steps and its newest 100 status events (`runs_total`, `events_total` count them all;
+    `runs_before`, `events_before` page on to the older ones through `/runs`, `/events`)."""
+    return models.TicketDetail.model_validate(service.detail(store, ticket_id).as_dict())
 
 
 @router.post("/{ticket_id}/cancel", response_model=models.Ticket, summary="Cancel a ticket")
@@ -104,13 +102,43 @@ def open_draft(ticket_id: TicketPath, store: StoreDep) -> models.Ticket:
     return ticket_out(service.open_draft(store, ticket_id))
 
 
+Before = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_ID, description="Only those with a lower id (the `X-Before` of the "
+          "previous answer, or the detail's `runs_before` / `events_before`)."),
+]  # fmt: skip
+
+
+def paged(response: Response, shown: Window) -> list[dict[str, Any]]:
+    """`shown.items`, with `X-Total-Count` (how many in all) and, when older ones are left
+    out, `X-Before` (what to pass as `before` for them)."""
+    response.headers["X-Total-Count"] = str(shown.total)
+    if shown.before is not None:
+        response.headers["X-Before"] = str(shown.before)
+    return shown.items
+
+
 @router.get("/{ticket_id}/runs", response_model=list[models.Run], summary="A ticket's runs")
-def runs(ticket_id: TicketPath, store: StoreDep) -> list[dict[str, Any]]:
-    """Every run of the ticket (one per attempt), oldest first, each with its steps."""
-    return runs_of_ticket(store, ticket_id)
+def runs(
+    ticket_id: TicketPath,
+    store: StoreDep,
+    response: Response,
+    before: Before = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_RUNS)] = PAGE_RUNS,
+) -> list[dict[str, Any]]:
+    """The ticket's newest `limit` runs (one per attempt) below `before`, oldest first, each
+    with its steps; `X-Total-Count` and `X-Before` headers page on."""
+    return paged(response, runs_of_ticket(store, ticket_id, before=before, limit=limit))
 
 
 @router.get("/{ticket_id}/events", response_model=list[models.Event], summary="A ticket's events")
-def events(ticket_id: TicketPath, store: StoreDep) -> list[dict[str, Any]]:
-    """Every status change of the ticket, by any writer, oldest first."""
-    return service.events(store, ticket_id)
+def events(
+    ticket_id: TicketPath,
+    store: StoreDep,
+    response: Response,
+    before: Before = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_EVENTS)] = service.PAGE_EVENTS,
+) -> list[dict[str, Any]]:
+    """The ticket's newest `limit` status changes (by any writer) below `before`, oldest
+    first; `X-Total-Count` and `X-Before` headers page on."""
+    return paged(response, service.events(store, ticket_id, before=before, limit=limit))

@@ -23,6 +23,7 @@ from swarm_engine.cli.output import (
     block,
     console,
     emit_json,
+    err_console,
     money,
     ms,
     plain,
@@ -36,6 +37,7 @@ from swarm_engine.cli.output import (
 from swarm_engine.config import Settings
 from swarm_engine.records import TicketStatus
 from swarm_engine.service import tickets as service
+from swarm_engine.service.runs import MAX_PAGE_RUNS, SHOWN_RUNS
 
 
 @click.group(epilog=example("swarm-engine ticket list"))
@@ -129,14 +131,25 @@ def create(
     metavar="N",
     help="At most this many tickets (the newest).",
 )
+@click.option(
+    "--cursor",
+    type=TICKET_ID,
+    metavar="ID",
+    help="Only tickets older than ticket ID (the next page, as the last page said).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the tickets as a JSON list.")
 @pass_existing("tickets")
-def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
+def list_(
+    settings: Settings, status: str | None, limit: int, cursor: int | None, as_json: bool
+) -> None:
     """List tickets, newest first: one line each (long values cut; 'ticket show' has them whole)."""
     with store_of(settings) as store:
-        rows = service.page(store, statuses=[status] if status else [], limit=limit).items
+        found = service.page(store, statuses=[status] if status else [], limit=limit,
+                             cursor=cursor)  # fmt: skip
+    rows = found.items
     if as_json:
         emit_json([r.as_dict() for r in rows])
+        _next_page(found, status, limit, err=True)
         return
     if not rows:
         which = f" with status {plain(status)}" if status else ""
@@ -172,21 +185,52 @@ def list_(settings: Settings, status: str | None, limit: int, as_json: bool) -> 
             ),
         )
     )
+    _next_page(found, status, limit)
+
+
+def _next_page(found: service.Page, status: str | None, limit: int, *, err: bool = False) -> None:
+    """Say how to list the older tickets when some were left out: past `--limit`, or
+    sooner when the page's tickets hold `PAGE_BYTES` of inputs and results (never a page
+    cut silently). On stderr under --json, so stdout stays one JSON list."""
+    if found.next_cursor is None:
+        return
+    why = "" if len(found.items) >= limit else " (this page ended early: its tickets are large)"
+    again = " --status " + plain(status) if status else ""
+    line = (
+        f"more tickets{why}: swarm-engine ticket list{again} --limit {limit}"
+        f" --cursor {found.next_cursor}"
+    )
+    (err_console if err else console).print(f"[dim]{line}[/dim]", highlight=False)
 
 
 @ticket.command("show", epilog=example("swarm-engine ticket show 7"))
 @click.argument("ticket_id", type=TICKET_ID)
 @click.option(
+    "--runs",
+    "shown_runs",
+    type=click.IntRange(1, MAX_PAGE_RUNS),
+    default=SHOWN_RUNS,
+    show_default=True,
+    metavar="N",
+    help="Show the newest N runs.",
+)
+@click.option(
+    "--before", type=TICKET_ID, metavar="RUN", help="Only runs older than run RUN (to page)."
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the ticket, its runs, steps and events as JSON."
 )
 @pass_existing("tickets")
-def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
-    """A ticket with its whole result or error, then each run's steps (one line each)."""
+def show(
+    settings: Settings, ticket_id: int, shown_runs: int, before: int | None, as_json: bool
+) -> None:
+    """A ticket with its whole result or error, then its newest runs' steps (one line each)."""
     with store_of(settings) as store:
-        found = service.detail(store, ticket_id)
-    row, runs, events = found.ticket, found.runs, found.events
+        found = service.detail(store, ticket_id, runs=shown_runs, before=before)
+    row, runs = found.ticket, found.runs.items
     if as_json:
-        emit_json(row.as_dict() | {"runs": runs, "events": events})
+        emit_json(found.as_dict())
+        _more_runs(ticket_id, found, err=True)
         return
     console.print(f"[bold]ticket {ticket_id}[/bold]: {plain(row.title)}", highlight=False)
     grid = Table.grid(padding=(0, 2))
@@ -268,6 +312,19 @@ def show(settings: Settings, ticket_id: int, as_json: bool) -> None:
             f"[dim]whole outputs: swarm-engine logs {ticket_id} (or: ticket show {ticket_id}"
             " --json)[/dim]"
         )
+    _more_runs(ticket_id, found)
+
+
+def _more_runs(ticket_id: int, found: service.Detail, *, err: bool = False) -> None:
+    """Say that older runs were left out, and how to see them (never hide them silently)."""
+    shown = found.runs
+    if shown.before is None:
+        return
+    line = (
+        f"{len(shown.items)} of {shown.total} runs shown (the newest); older ones:"
+        f" swarm-engine ticket show {ticket_id} --before {shown.before} [--runs N]"
+    )
+    (err_console if err else console).print(f"[dim]{line}[/dim]", highlight=False)
 
 
 @ticket.command("cancel", epilog=example("swarm-engine ticket cancel 7"))

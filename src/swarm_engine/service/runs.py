@@ -7,9 +7,12 @@ has the `workflow_runs` columns, a step the `step_executions` columns plus `atte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import UsageError
+from swarm_engine.service.values import MAX_ID
 
 if TYPE_CHECKING:
     from swarm_engine.registry import Registry
@@ -32,18 +35,66 @@ def steps(store: Store, run_id: int) -> list[dict[str, Any]]:
     return numbered(store.runs.steps(run_id))
 
 
-def runs_with_steps(store: Store, ticket_id: int) -> list[dict[str, Any]]:
-    """A ticket's runs, oldest first, each with its `steps`."""
-    runs = store.runs.runs_for_ticket(ticket_id)
-    for run in runs:
+SHOWN_RUNS = 20
+"""Runs a ticket's detail shows (`ticket show`, `GET /v1/tickets/ID`, its page): the newest."""
+PAGE_RUNS = 100
+"""Runs `GET /v1/tickets/ID/runs` gives by default (at most `MAX_PAGE_RUNS`)."""
+MAX_PAGE_RUNS = 1000
+
+
+@dataclass(frozen=True)
+class Window:
+    """The newest records of a ticket below a cursor, oldest first, of `total` in all;
+    `before` is the cursor for the older ones (None when none is older)."""
+
+    items: list[dict[str, Any]]
+    total: int
+    before: int | None
+
+
+def window(
+    fetch: Callable[[int], list[dict[str, Any]]], limit: int, count: Callable[[], int], paged: bool
+) -> Window:
+    """The newest `limit` records `fetch(n)` gives (n newest, oldest first) as a `Window`;
+    counted only when some are left out (`paged`: a page past the newest, always)."""
+    items = fetch(limit + 1)
+    more = len(items) > limit
+    items = items[1:] if more else items
+    first = items[0].get("id") if items else None
+    cursor = first if more and isinstance(first, int) else None
+    return Window(items, count() if more or paged else len(items), cursor)
+
+
+def check_window(before: int | None, limit: int, most: int) -> None:
+    if not 1 <= limit <= most:
+        raise UsageError(f"limit must be 1 to {most} (is {limit})")
+    if before is not None and not 1 <= before <= MAX_ID:
+        raise UsageError(f"before must be 1 to {MAX_ID} (is {before})")
+
+
+def runs_with_steps(
+    store: Store, ticket_id: int, *, before: int | None = None, limit: int = SHOWN_RUNS
+) -> Window:
+    """A ticket's newest `limit` runs below id `before`, oldest first, each with its
+    `steps`, and how many runs it has in all (a ticket may have any number of runs)."""
+    check_window(before, limit, MAX_PAGE_RUNS)
+    shown = window(
+        lambda n: store.runs.runs_for_ticket(ticket_id, before=before, limit=n),
+        limit,
+        lambda: store.runs.count_for_ticket(ticket_id),
+        before is not None,
+    )
+    for run in shown.items:
         run["steps"] = steps(store, int(run["id"]))
-    return runs
+    return shown
 
 
-def runs_of_ticket(store: Store, ticket_id: int) -> list[dict[str, Any]]:
+def runs_of_ticket(
+    store: Store, ticket_id: int, *, before: int | None = None, limit: int = PAGE_RUNS
+) -> Window:
     """`runs_with_steps` of a ticket that must exist (`NotFoundError`)."""
     store.tickets.get(ticket_id)
-    return runs_with_steps(store, ticket_id)
+    return runs_with_steps(store, ticket_id, before=before, limit=limit)
 
 
 def run(store: Store, run_id: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
 from swarm_engine.records import TicketStatus
-from swarm_engine.service.runs import runs_with_steps
+from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.rows import Ticket
 
@@ -163,25 +163,59 @@ def page(
     return Page(rows, rows[-1].id if more and rows else None)
 
 
+SHOWN_EVENTS = 100
+"""Status events a ticket's detail shows: the newest."""
+PAGE_EVENTS = 1000
+"""Events `GET /v1/tickets/ID/events` gives by default (at most `MAX_PAGE_EVENTS`)."""
+MAX_PAGE_EVENTS = 10000
+
+
 @dataclass(frozen=True)
 class Detail:
-    """A ticket with its runs (each with `steps`, oldest first) and its status events."""
+    """A ticket with its newest runs (each with `steps`) and newest status events, each
+    oldest first, with how many it has in all and the cursors to the older ones (a ticket
+    may have any number of either: one answer stays bounded)."""
 
     ticket: Ticket
-    runs: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    runs: Window
+    events: Window
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ticket's fields, `runs`, `events`, and `runs_total`, `events_total`,
+        `runs_before`, `events_before` (the `before` for the older ones, or None)."""
+        return self.ticket.as_dict() | {
+            "runs": self.runs.items,
+            "events": self.events.items,
+            "runs_total": self.runs.total,
+            "events_total": self.events.total,
+            "runs_before": self.runs.before,
+            "events_before": self.events.before,
+        }
 
 
-def detail(store: Store, ticket_id: int) -> Detail:
-    """`ticket show`: the ticket, its runs and steps, its events. `NotFoundError`."""
+def detail(
+    store: Store, ticket_id: int, *, runs: int = SHOWN_RUNS, before: int | None = None
+) -> Detail:
+    """`ticket show`: the ticket, its newest `runs` runs (below id `before`) with their
+    steps, its newest `SHOWN_EVENTS` events. `NotFoundError`."""
     ticket = store.tickets.get(ticket_id)
-    return Detail(ticket, runs_with_steps(store, ticket_id), store.tickets.events(ticket_id))
+    shown = runs_with_steps(store, ticket_id, before=before, limit=runs)
+    return Detail(ticket, shown, events(store, ticket_id, limit=SHOWN_EVENTS))
 
 
-def events(store: Store, ticket_id: int) -> list[dict[str, Any]]:
-    """Every status change of a ticket, oldest first. `NotFoundError`."""
+def events(
+    store: Store, ticket_id: int, *, before: int | None = None, limit: int = PAGE_EVENTS
+) -> Window:
+    """A ticket's newest `limit` status changes below id `before`, oldest first.
+    `NotFoundError`."""
+    check_window(before, limit, MAX_PAGE_EVENTS)
     store.tickets.get(ticket_id)
-    return store.tickets.events(ticket_id)
+    return window(
+        lambda n: store.tickets.events(ticket_id, before=before, limit=n),
+        limit,
+        lambda: store.tickets.count_events(ticket_id),
+        before is not None,
+    )
 
 
 def cancel(store: Store, ticket_id: int) -> Ticket:

@@ -13,7 +13,7 @@ from swarm_engine.records import Usage
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
-from swarm_engine.store.tickets import TicketStore
+from swarm_engine.store.tickets import MAX_ID, TicketStore
 
 
 class RunStore:
@@ -186,9 +186,23 @@ class RunStore:
             raise NotFoundError(f"run {run_id} does not exist")
         return decode_record(row)
 
-    def runs_for_ticket(self, ticket_id: int) -> list[dict[str, Any]]:
-        rows = self.db.all(self.q.runs_for_ticket, {"ticket_id": ticket_id})
-        return [decode_record(r) for r in rows]
+    def runs_for_ticket(
+        self, ticket_id: int, *, before: int | None = None, limit: int = MAX_ID
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` runs (default: all) of a ticket with an id below `before` (None:
+        any), oldest first."""
+        args = {
+            "ticket_id": ticket_id,
+            "through": MAX_ID if before is None else before - 1,
+            "limit": limit,
+        }
+        rows = self.db.all(self.q.runs_for_ticket, args)
+        return [decode_record(r) for r in reversed(rows)]
+
+    def count_for_ticket(self, ticket_id: int) -> int:
+        """How many runs a ticket has."""
+        row = self.db.one(self.q.count_runs_for_ticket, {"ticket_id": ticket_id})
+        return int(row[0]) if row is not None else 0
 
     def runs_for_workflow(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.all(self.q.runs_for_workflow, {"name": name, "limit": limit})

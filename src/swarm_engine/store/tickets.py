@@ -87,8 +87,22 @@ class TicketStore:
         """Tickets per status; a status no engine knows is counted under its own text."""
         return {str(r["status"]): int(r["n"]) for r in self.db.all(self.q.counts)}
 
-    def events(self, ticket_id: int) -> builtins.list[dict[str, Any]]:
-        return [decode_record(r) for r in self.db.all(self.q.events, {"id": ticket_id})]
+    def events(
+        self, ticket_id: int, *, before: int | None = None, limit: int = MAX_ID
+    ) -> builtins.list[dict[str, Any]]:
+        """The newest `limit` status events (default: all) of a ticket with an id below
+        `before` (None: any), oldest first."""
+        args = {
+            "id": ticket_id,
+            "through": MAX_ID if before is None else before - 1,
+            "limit": limit,
+        }
+        return [decode_record(r) for r in reversed(self.db.all(self.q.events, args))]
+
+    def count_events(self, ticket_id: int) -> int:
+        """How many status events a ticket has."""
+        row = self.db.one(self.q.count_events, {"id": ticket_id})
+        return int(row[0]) if row is not None else 0
 
     def page(
         self,

@@ -17,7 +17,11 @@ SELECT * FROM tickets WHERE status = :status ORDER BY id DESC LIMIT :limit
 SELECT status, count(*) AS n FROM tickets GROUP BY status
 
 -- name: events
-SELECT * FROM ticket_events WHERE ticket_id = :id ORDER BY id
+-- The newest :limit status events of a ticket up to id :through, newest first.
+SELECT * FROM ticket_events WHERE ticket_id = :id AND id <= :through ORDER BY id DESC LIMIT :limit
+
+-- name: count_events
+SELECT count(*) FROM ticket_events WHERE ticket_id = :id
 
 -- name: any_unfinished
 SELECT 1 FROM tickets WHERE status IN ('open','claimed','running') LIMIT 1

@@ -80,7 +80,13 @@ UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
 SELECT * FROM workflow_runs WHERE id = :run_id
 
 -- name: runs_for_ticket
-SELECT * FROM workflow_runs WHERE ticket_id = :ticket_id ORDER BY id
+-- The newest :limit runs of a ticket up to id :through, newest first (a ticket may have any
+-- number of runs: one response shows a window of them).
+SELECT * FROM workflow_runs WHERE ticket_id = :ticket_id AND id <= :through
+ ORDER BY id DESC LIMIT :limit
+
+-- name: count_runs_for_ticket
+SELECT count(*) FROM workflow_runs WHERE ticket_id = :ticket_id
 
 -- name: runs_for_workflow
 SELECT * FROM workflow_runs WHERE workflow_name = :name ORDER BY id DESC LIMIT :limit

@@ -1,0 +1,99 @@
+"""One answer about tickets stays bounded, and never hides rows silently: `ticket list`
+says how to see the tickets a page left out (past `--limit`, or sooner when the page's
+tickets are large), and a ticket's detail (`ticket show`, `GET /v1/tickets/ID`, its page)
+shows its newest runs and events with how many there are and how to page to the rest."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.support.api import start_api
+from tests.support.cli import swarm_inproc
+
+from swarm_engine.service.runs import SHOWN_RUNS
+from swarm_engine.service.tickets import PAGE_BYTES, SHOWN_EVENTS
+
+
+def sql(home: Path, script: str, *args: object) -> None:
+    conn = sqlite3.connect(home / "tickets.db")
+    with conn:
+        if args:
+            conn.execute(script, args)
+        else:
+            conn.executescript(script)
+    conn.close()
+
+
+def test_ticket_list_says_how_to_see_what_a_page_left_out(home: Path) -> None:
+    big = json.dumps({"blob": "x" * (PAGE_BYTES + 1024)})
+    for tid, inputs in ((1, "{}"), (2, big), (3, "{}")):
+        sql(home, "INSERT INTO tickets (id, title, status, agent_id, inputs)"
+                  " VALUES (?, ?, 'done', 'echo', ?)", tid, f"t{tid}", inputs)  # fmt: skip
+    seen: list[int] = []
+    args: tuple[str, ...] = ("ticket", "list", "--status", "done", "--json")
+    while True:
+        done = swarm_inproc(home, *args)
+        assert done.returncode == 0, done.stderr
+        seen += [t["id"] for t in json.loads(done.stdout)]
+        if "--cursor" not in done.stderr:
+            break
+        assert "ended early" in done.stderr
+        args = (*args[:4], "--json", "--cursor", done.stderr.split("--cursor")[1].split()[0])
+    assert seen == [3, 2, 1]  # every ticket, each once, over three pages
+    first = swarm_inproc(home, "ticket", "list")
+    assert "ended early" in first.stdout and "--cursor 3" in first.stdout
+    limited = swarm_inproc(home, "ticket", "list", "--limit", "1", "--cursor", "2")
+    assert "t1" in limited.stdout and "--cursor" not in limited.stdout
+
+
+def test_ticket_detail_shows_the_newest_runs_and_events_and_how_to_page(home: Path) -> None:
+    sql(
+        home,
+        "INSERT INTO tickets (id, title, status, agent_id) VALUES (7, 't', 'done', 'echo');"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)"
+        " INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status)"
+        " SELECT 7, i, 'a' || i, 'single', 'done' FROM n;"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500)"
+        " INSERT INTO ticket_events (ticket_id, old_status, new_status)"
+        " SELECT 7, 'open', 'done' FROM n;",
+    )
+    runs = list(range(1, 501))
+    shown = swarm_inproc(home, "ticket", "show", "7", "--json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert [r["id"] for r in detail["runs"]] == runs[-SHOWN_RUNS:]
+    assert (detail["runs_total"], detail["runs_before"]) == (500, runs[-SHOWN_RUNS])
+    assert len(detail["events"]) == SHOWN_EVENTS and detail["events_total"] == 1501
+    assert f"--before {runs[-SHOWN_RUNS]}" in shown.stderr
+    text = swarm_inproc(home, "ticket", "show", "7").stdout
+    assert text.count("run ") >= SHOWN_RUNS and "run 480 " not in text
+    assert "20 of 500 runs shown" in text and "--before 481" in text
+    older = json.loads(
+        swarm_inproc(
+            home, "ticket", "show", "7", "--json", "--before", "481", "--runs", "1000"
+        ).stdout
+    )
+    assert [r["id"] for r in older["runs"]] == runs[:480] and older["runs_before"] is None
+    server = start_api(home)
+    try:
+        got = server.get("/v1/tickets/7").json()
+        assert len(got["runs"]) == SHOWN_RUNS and got["runs_total"] == 500
+        assert got["runs_before"] == 481 and len(got["events"]) == SHOWN_EVENTS
+        paged: list[int] = []
+        before: str | None = str(got["runs_before"])
+        while before is not None:
+            page = server.get(f"/v1/tickets/7/runs?limit=200&before={before}")
+            assert page.status_code == 200 and page.headers["X-Total-Count"] == "500"
+            paged = [r["id"] for r in page.json()] + paged
+            before = page.headers.get("X-Before")
+        assert paged == runs[:480]
+        events = server.get("/v1/tickets/7/events")
+        assert len(events.json()) == 1000 and events.headers["X-Total-Count"] == "1501"
+        assert server.get("/v1/tickets/7/runs?limit=1001").status_code == 422
+        page = server.get("/ui/tickets/7")
+        assert page.status_code == 200 and "480 older runs not shown" in page.text
+        assert page.text.count("<h2>Run ") == SHOWN_RUNS
+    finally:
+        server.stop()
