@@ -87,6 +87,14 @@ def finite_only(value: Any) -> Any:
     return value
 
 
+def money(value: Any) -> str:
+    """A cost in USD for people (CLI tables, dashboard): `-` when it is not a finite number
+    (a row any writer stored), exponent notation past a trillion."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"${value:.4f}" if abs(value) < 1e12 else f"${value:.4e}"
+
+
 def strict_dumps(value: Any, **options: Any) -> str:
     """`json.dumps(value, **options)` as strict JSON (`allow_nan=False`): a float that is not
     finite is written as `null`. Every `--json` output is written through it (the API's

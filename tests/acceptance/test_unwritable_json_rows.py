@@ -199,5 +199,7 @@ def test_json_out_of_numbers_beyond_json_is_strict(home: Path) -> None:
             got = server.get(path)
             assert got.status_code == 200, (path, got.text[:300])
             strict(got.text)
+        page = server.get("/ui/tickets/100").text
+        assert "$inf" not in page and "$-inf" not in page and "$1.0000e+308" in page
     finally:
         server.stop()

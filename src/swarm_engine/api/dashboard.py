@@ -42,6 +42,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from swarm_engine.api.auth import COOKIE, bearer, require_token
 from swarm_engine.api.deps import RegistryDep, Server, ServerDep, StoreDep
 from swarm_engine.errors import SwarmError
+from swarm_engine.records import money
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
 from swarm_engine.service import tickets as tickets_service
@@ -93,6 +94,7 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+templates.filters["money"] = money
 TicketPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 

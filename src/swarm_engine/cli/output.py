@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from swarm_engine.cli.text import short as short  # re-exported
 from swarm_engine.cli.text import summarize as summarize  # re-exported
 from swarm_engine.cli.text import visible as visible  # re-exported
 from swarm_engine.cli.text import visible_lines as visible_lines  # re-exported
+from swarm_engine.records import money as money  # re-exported
 from swarm_engine.records import strict_dumps
 from swarm_engine.store.rows import format_ts, parse_timestamp
 
@@ -49,14 +49,6 @@ STATUS_STYLE = {
 def emit_json(data: Any) -> None:
     """Every `--json` output: strict JSON (a number that is not finite is `null`)."""
     sys.stdout.write(strict_dumps(data, indent=2, default=str) + "\n")
-
-
-def money(value: Any) -> str:
-    """A cost in USD for a table: `-` when it is not a finite number (a row any writer
-    stored), exponent notation past a trillion."""
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        return "-"
-    return f"${value:.4f}" if abs(value) < 1e12 else f"${value:.4e}"
 
 
 class Markup(str):
