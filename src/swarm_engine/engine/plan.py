@@ -11,10 +11,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm_engine.errors import ConfigError, NotFoundError
+from swarm_engine.errors import AgentError, ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
+from swarm_engine.schemas import LOCAL_ONLY
+from swarm_engine.schemas import validator as schema_validator
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
 
@@ -121,10 +123,19 @@ def run_context(plan: Plan, ticket: Ticket) -> dict[str, Any]:
 
 def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
     """A step's inputs rendered and checked against its agent's schema (raises
-    `SwarmError` or jsonschema's `ValidationError`)."""
+    `SwarmError` or jsonschema's `ValidationError`). A schema whose reference does not
+    resolve within it (a row's: registration refuses one) is an `AgentError`."""
+    from referencing.exceptions import Unresolvable  # lazily (see input_validator)
+
     inputs = render(step.inputs, context)
     if step.agent.inputs:
-        input_validator(json.dumps(step.agent.inputs, sort_keys=True)).validate(inputs)
+        try:
+            input_validator(json.dumps(step.agent.inputs, sort_keys=True)).validate(inputs)
+        except RecursionError as exc:  # `$ref: "#"` refers to itself without end
+            raise AgentError("the agent's inputs schema: validating recursed too deep") from exc
+        except (ConfigError, Unresolvable) as exc:
+            why = str(exc) if isinstance(exc, ConfigError) else f"{exc!s:.300} ({LOCAL_ONLY})"
+            raise AgentError(f"the agent's inputs schema: {' '.join(why.split())}") from exc
     return inputs
 
 
@@ -142,8 +153,7 @@ def ticket_fields(ticket: Ticket) -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def input_validator(schema_json: str) -> Any:
     """A compiled validator for an agent's input schema (checked once at registration;
-    building one costs about half a millisecond, so it is built once per schema)."""
-    import jsonschema  # lazily: it costs every command's start-up otherwise
-
-    schema = json.loads(schema_json)
-    return jsonschema.validators.validator_for(schema)(schema)
+    building one costs about half a millisecond, so it is built once per schema). Its
+    references resolve within the schema only (`swarm_engine.schemas`); `ConfigError`
+    for one that does not."""
+    return schema_validator(json.loads(schema_json))

@@ -31,7 +31,8 @@ def check_agent(spec: AgentSpec, source: str) -> None:
       `${inputs.<key>}` where the `inputs` schema declares `properties` without `<key>`,
       or over `MAX_ARG_BYTES` before any substitution; in a command string, a reference
       where no quoting keeps a value one literal word (`agents.shell_command`);
-    - `inputs` / `outputs` are not valid JSON Schemas;
+    - `inputs` / `outputs` are not valid JSON Schemas, or hold a `$ref` that does not
+      resolve within the schema (nothing is fetched: `swarm_engine.schemas`);
     - `env`: a name that is not a shell variable name, a value over `INPUT_ENV_MAX_BYTES`.
     """
     if spec.kind not in AGENT_KINDS:
@@ -45,10 +46,12 @@ def check_agent(spec: AgentSpec, source: str) -> None:
         raise ConfigError(f"{source}: {exc}") from exc
     import jsonschema  # here: only registering checks schemas, and it is slow to import
 
+    from swarm_engine.schemas import check_schema
+
     for field in ("inputs", "outputs"):
         schema: dict[str, Any] = getattr(spec, field)
         try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
+            check_schema(schema)
         except jsonschema.SchemaError as exc:
             where = ".".join(str(p) for p in exc.absolute_path)
             raise ConfigError(

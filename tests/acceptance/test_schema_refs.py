@@ -1,0 +1,93 @@
+"""An agent's `inputs` schema is data: a `$ref` resolves only within the schema (and the
+JSON Schema meta-schemas), never from a URL or a file, at registration or at run time
+(docs/security.md). Registration refuses a schema whose reference does not resolve so; a
+row holding one (any SQLite client writes the registry) fails its own ticket with one
+line, and the engine and the tickets around it go on."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import write_agent
+from tests.acceptance.test_daemon import FAST
+from tests.support.cli import insert_agent_row, query, start_engine, swarm_inproc
+from tests.support.listener import Listener
+
+from swarm_engine.models import AgentSpec
+
+
+def _tickets(db: Path, rows: list[tuple[str, str, str]]) -> None:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO tickets (title, status, agent_id, inputs) VALUES (?, 'open', ?, ?)",
+                rows,
+            )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["{url}/s.json", "file:///etc/passwd", "other.json", "#/$defs/missing"],
+)
+def test_registration_refuses_a_ref_from_outside_the_schema(
+    home: Path, tmp_path: Path, ref: str
+) -> None:
+    with Listener() as ear:
+        schema = {"type": "object", "properties": {"x": {"$ref": ref.format(url=ear.url)}}}
+        write_agent(tmp_path / "a", f"name: a\nkind: echo\ninputs: {json.dumps(schema)}\n")
+        done = swarm_inproc(home, "agent", "register", str(tmp_path / "a"))
+    assert done.returncode == 5, done.stdout + done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    assert "inputs.properties.x: not a valid JSON Schema: $ref" in line, line
+    assert "does not resolve" in line, line
+    assert ear.received == []  # never contacted
+    assert query(home / "registry.db", "SELECT 1 FROM agents WHERE name = 'a'") == []
+
+
+def test_registration_keeps_refs_within_the_schema(home: Path, tmp_path: Path) -> None:
+    schema = {
+        "$defs": {"word": {"type": "string"}},
+        "type": "object",
+        "properties": {"x": {"$ref": "#/$defs/word"}, "y": {"$ref": "#/properties/x"}},
+    }
+    write_agent(tmp_path / "a", f"name: a\nkind: echo\ninputs: {json.dumps(schema)}\n")
+    done = swarm_inproc(home, "agent", "register", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_row_whose_schema_refers_to_a_url_fails_its_ticket_alone(home: Path) -> None:
+    """The tester's `tarpit` row: its `$ref` names a listening port. Nothing connects to
+    it; the ticket fails with one line naming the reference; the good tickets before and
+    after it are done, and a ticket of an agent whose refs stay within its schema runs."""
+    with Listener() as ear:
+        for name, schema in (
+            ("tarpit", {"$ref": f"{ear.url}/s.json"}),
+            ("fileref", {"properties": {"x": {"$ref": "file:///etc/passwd"}}}),
+            ("local", {"$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}}}),
+        ):  # fmt: skip
+            insert_agent_row(home, AgentSpec(name=name, kind="echo", inputs=schema))
+        db = home / "tickets.db"
+        _tickets(db, [("before", "echo", "{}"), ("tarpit", "tarpit", '{"n": 1}'),
+                      ("fileref", "fileref", '{"x": 1}'), ("local", "local", '{"n": 2}'),
+                      ("bad-local", "local", '{"n": "two"}'), ("after", "echo", "{}")])  # fmt: skip
+        proc = start_engine(home, "--max-vms", "2", "--until-idle", **FAST)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert ear.received == []  # the engine never connected to the schema's URL
+    by_title = {t["title"]: t for t in query(db, "SELECT title, status, error FROM tickets")}
+    for title in ("before", "local", "after"):
+        assert by_title[title]["status"] == "done", by_title[title]
+    for title, ref in (("tarpit", f"$ref '{ear.url}/s.json'"), ("fileref", "file:///etc/passwd")):
+        ticket = by_title[title]
+        assert ticket["status"] == "failed", ticket
+        assert "\n" not in ticket["error"] and "internal error" not in ticket["error"], ticket
+        assert ref in ticket["error"] and "does not resolve" in ticket["error"], ticket
+    assert by_title["bad-local"]["status"] == "failed"
+    assert "'two' is not of type 'integer'" in by_title["bad-local"]["error"]
