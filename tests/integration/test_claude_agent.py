@@ -482,12 +482,28 @@ async def test_missing_key_at_run_time_is_an_outcome(vm: VM, tmp_path: Path) -> 
 async def test_package_files_and_inputs_are_in_the_workspace(
     vm: VM, server: MessagesServer, tmp_path: Path
 ) -> None:
-    package = tmp_path / "pkg"
-    package.mkdir()
+    package = tmp_path / "packages" / "claude-test" / "1.0.0"  # where registration puts it
+    package.mkdir(parents=True)
     (package / "NOTES.md").write_text("house rules\n")
     server.push(text("ok"))
     agent = spec(server).model_copy(update={"package_path": str(package)})
-    outcome = await agent_with_key(server).run(context(vm, agent, tmp_path))
+    ctx = context(vm, agent, tmp_path)
+    ctx.packages_dir = tmp_path / "packages"
+    outcome = await agent_with_key(server).run(ctx)
     assert outcome.ok, outcome.error
     assert await vm.get_file("NOTES.md") == b"house rules\n"
     assert json.loads(await vm.get_file(".swarm/inputs.json")) == {"greeting": "hello"}
+
+
+async def test_a_package_path_of_a_row_outside_the_packages_folder_fails_the_step(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    """A row's `package_path` naming any other folder (`/etc`) fails the step with one
+    line; nothing is uploaded and the model is never asked."""
+    agent = spec(server).model_copy(update={"package_path": "/etc"})
+    ctx = context(vm, agent, tmp_path)
+    ctx.packages_dir = tmp_path / "packages"
+    outcome = await agent_with_key(server).run(ctx)
+    assert outcome.error is not None and "is not its registered package folder" in outcome.error
+    assert "\n" not in outcome.error
+    assert server.requests == []

@@ -60,6 +60,10 @@ class StepContext:
     run_id: int
     artifacts_dir: Path
     timeout_seconds: float
+    packages_dir: Path | None = None
+    """Where `agent register` copies packages (`<home>/packages`): an agent's package is
+    read only from `<packages_dir>/<name>/<version>` (`agents.files.package_root`); None:
+    an agent with a package fails."""
     log: LogCallback | None = None
     host_env: Mapping[str, str] = field(default_factory=dict)
     model_api: ModelApi | None = None

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import errno
 import json
 import os
+import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import AgentError, VMError
 from swarm_engine.records import readable_json
 from swarm_engine.vm.base import VM
 from swarm_engine.vm.shortage import patiently
 
+if TYPE_CHECKING:
+    from swarm_engine.models import AgentSpec
+
 SWARM_DIR = ".swarm"
 INPUTS_FILE = f"{SWARM_DIR}/inputs.json"
 OUTPUTS_FILE = f"{SWARM_DIR}/outputs.json"
 SKIP_NAMES = {".git", "__pycache__", ".venv", "node_modules"}
+MAX_PACKAGE_FILES = 2000
+MAX_PACKAGE_BYTES = 64 * 1024 * 1024
+"""An agent package (what registration copies and a step uploads) is at most this many
+regular files and bytes, `SKIP_NAMES` folders not counted."""
 
 # How inputs reach a command. The inputs file ($SWARM_INPUTS) always holds all of them; a
 # scalar input is also an environment variable INPUT_<KEY> when its value is at most
@@ -84,41 +92,124 @@ async def read_outputs_file(vm: VM) -> dict[str, Any] | None:
     return data
 
 
-async def upload_package(vm: VM, package: Path, *, timeout: float) -> int:
-    """Copy an agent's package folder into the workspace; returns the file count. The
-    package is listed and read off the event loop; a host short of descriptors or memory
-    is waited out up to `timeout` seconds (`vm/shortage.py`), and a folder that cannot be
-    listed fails the step (it is never uploaded in part)."""
+async def upload_package(
+    vm: VM, agent: AgentSpec, packages_dir: Path | None, *, timeout: float
+) -> int:
+    """Copy an agent's package folder into the workspace; returns the file count (0 for
+    an agent without one). The package is read only from where `agent register` put it
+    (`package_root`) and only as `package_contents` allows; anything else is an
+    `AgentError` (one line) and nothing is uploaded. It is read off the event loop; a host
+    short of descriptors or memory is waited out up to `timeout` seconds
+    (`vm/shortage.py`)."""
+    if not agent.package_path:
+        return 0
     deadline = time.monotonic() + timeout
-    names = await patiently(
-        lambda: asyncio.to_thread(_package_files, package), deadline=deadline,
-        doing=f"list the agent package {package}", vm_id=vm.id,
+    files = await patiently(
+        lambda: asyncio.to_thread(package_contents, agent, packages_dir), deadline=deadline,
+        doing=f"read the package of agent {agent.ref}", vm_id=vm.id,
     )  # fmt: skip
-    for rel, executable in names:
-        data = await patiently(
-            functools.partial(asyncio.to_thread, (package / rel).read_bytes), deadline=deadline,
-            doing=f"read {rel!r} of the agent package", vm_id=vm.id,
-        )  # fmt: skip
+    for rel, executable, data in files:
         await vm.put_file(rel, data, 0o755 if executable else 0o644)
-    return len(names)
+    return len(files)
 
 
-def _package_files(package: Path) -> list[tuple[str, bool]]:
-    """Each file of the package (relative path, executable), symlinks and SKIP_NAMES
-    left out; an error listing a folder is raised."""
+def package_root(agent: AgentSpec, packages_dir: Path | None) -> str:
+    """The real path of `agent`'s package folder: `<packages_dir>/<name>/<version>`,
+    where `agent register` copies it. The row's `package_path` (a stored value: any writer
+    may have put any path there) must resolve to that folder or inside it, or
+    `AgentError`."""
+    where = agent.package_path
+    if packages_dir is None or not isinstance(where, str) or "\x00" in where:
+        raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
+    packages = os.path.realpath(packages_dir)
+    own = Path(os.path.realpath(os.path.join(packages, agent.name, agent.version)))
+    given = os.path.realpath(where)
+    if not own.is_relative_to(packages) or own.relative_to(packages).parts != (
+        agent.name,
+        agent.version,
+    ):  # a name or version that is a path (`..`, a symlink): no package of its own
+        raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
+    if not Path(given).is_relative_to(own):
+        raise AgentError(
+            f"agent {agent.ref}: package_path {where[:200]!r} is not its registered package "
+            f"folder ({own}); a package is read only from there"
+        )
+    return given
+
+
+def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[str, bool, bytes]]:
+    """Each file of the agent's package (`package_root`): relative path, executable,
+    bytes. Only regular files are read, each opened without following a symlink and
+    without blocking; symlinks and `SKIP_NAMES` folders are left out; a device, FIFO or
+    socket, over `MAX_PACKAGE_FILES` files or over `MAX_PACKAGE_BYTES` bytes in all is an
+    `AgentError`. An error listing or reading is raised (`OSError`). Blocking: run it in a
+    worker thread."""
+    root = package_root(agent, packages_dir)
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise AgentError(f"agent {agent.ref}: its package folder {root} is missing") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AgentError(f"agent {agent.ref}: its package folder {root} is a symlink") from exc
+        raise
 
     def fail(exc: OSError) -> None:
         raise exc
 
-    out: list[tuple[str, bool]] = []
-    for folder, dirs, files in os.walk(package, onerror=fail):
-        dirs[:] = [d for d in dirs if d not in SKIP_NAMES]
-        for name in files:
-            full = Path(folder) / name
-            if full.is_symlink():
-                continue
-            out.append((full.relative_to(package).as_posix(), os.access(full, os.X_OK)))
+    out: list[tuple[str, bool, bytes]] = []
+    total = 0
+    try:
+        walk = os.fwalk(".", dir_fd=root_fd, follow_symlinks=False, onerror=fail)
+        for folder, dirs, names, dir_fd in walk:
+            dirs[:] = [d for d in dirs if d not in SKIP_NAMES]
+            for name in names:
+                rel = os.path.normpath(os.path.join(folder, name))
+                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    continue
+                if not stat.S_ISREG(mode):
+                    raise AgentError(
+                        f"agent {agent.ref}: package file {rel[:200]!r} is not a regular file "
+                        "(a device, FIFO or socket); a package holds regular files only"
+                    )
+                if len(out) >= MAX_PACKAGE_FILES:
+                    raise AgentError(
+                        f"agent {agent.ref}: its package has over {MAX_PACKAGE_FILES} files "
+                        "(the limit)"
+                    )
+                data = _read_regular(name, dir_fd, MAX_PACKAGE_BYTES - total)
+                if data is None:
+                    raise AgentError(
+                        f"agent {agent.ref}: package file {rel[:200]!r} is not a regular file"
+                    )
+                total += len(data)
+                if total > MAX_PACKAGE_BYTES:
+                    raise AgentError(
+                        f"agent {agent.ref}: its package is over "
+                        f"{MAX_PACKAGE_BYTES // (1024 * 1024)} MiB (the limit)"
+                    )
+                out.append((rel, bool(mode & stat.S_IXUSR), data))
+    finally:
+        os.close(root_fd)
     return out
+
+
+def _read_regular(name: str, dir_fd: int, limit: int) -> bytes | None:
+    """At most `limit + 1` bytes of the regular file `name` in `dir_fd`, opened without
+    following a symlink or blocking; None if it is not a regular file when opened."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1024 * 1024))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def tail(text: bytes | str, lines: int = 5, limit: int = 500) -> str:

@@ -23,7 +23,6 @@ import json
 import shlex
 from codecs import getincrementaldecoder
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from swarm_engine.agents.base import ModelApiNeeds, StepContext, StepOutcome
@@ -128,8 +127,7 @@ class ShellAgent:
             command, refs = self.command(ctx)
         except AgentError as exc:
             return StepOutcome(error=str(exc))
-        if ctx.agent.package_path and Path(ctx.agent.package_path).is_dir():
-            await upload_package(ctx.vm, Path(ctx.agent.package_path), timeout=ctx.timeout_seconds)
+        await upload_package(ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
         env = {k: str(v) for k, v in ctx.agent.env.items()}
         try:
             for key, value in env.items():

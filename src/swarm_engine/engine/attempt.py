@@ -218,6 +218,7 @@ class StepAttempt:
                         run_id=run_id,
                         artifacts_dir=self.folder,
                         timeout_seconds=step.timeout_seconds,
+                        packages_dir=runner.settings.packages_dir,
                         log=on_log,
                         host_env=runner.host_env,
                         model_api=api.bind(vm),

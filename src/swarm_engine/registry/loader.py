@@ -11,6 +11,7 @@ an error. An agent package folder (what is copied into the registry and the VM) 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node
 
+from swarm_engine.agents.files import MAX_PACKAGE_BYTES as MAX_PACKAGE_BYTES
+from swarm_engine.agents.files import MAX_PACKAGE_FILES as MAX_PACKAGE_FILES
 from swarm_engine.agents.files import SKIP_NAMES
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec, WorkflowSpec, first_error
@@ -30,8 +33,6 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_DEFINITION_BYTES = 1024 * 1024
 MAX_YAML_DEPTH = 64
-MAX_PACKAGE_BYTES = 64 * 1024 * 1024
-MAX_PACKAGE_FILES = 2000
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -155,16 +156,25 @@ def _version_as_text(data: dict[str, Any]) -> dict[str, Any]:
 def check_package(folder: Path) -> None:
     """Raise `ConfigError` if the package `folder` holds more than `MAX_PACKAGE_FILES`
     files or `MAX_PACKAGE_BYTES` bytes (not counting `SKIP_NAMES` folders, which are
-    neither registered nor uploaded). Stops at the first file over a limit."""
+    neither registered nor uploaded), or anything but regular files, folders and symlinks
+    (a device, FIFO or socket: copying one would read without end or block). Stops at
+    the first file over a limit."""
     files = size = 0
     for root, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if d not in SKIP_NAMES]
         for name in names:
             files += 1
             try:
-                size += os.lstat(os.path.join(root, name)).st_size  # a symlink: its own size
+                st = os.lstat(os.path.join(root, name))
             except OSError as exc:
                 raise ConfigError(f"{folder}: cannot read the agent package: {exc}") from exc
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                rel = os.path.relpath(os.path.join(root, name), folder)
+                raise ConfigError(
+                    f"{folder}: {rel}: not a regular file (a device, FIFO or socket); an agent "
+                    "package holds regular files only"
+                )
+            size += st.st_size  # a symlink: its own size
             if files > MAX_PACKAGE_FILES:
                 raise ConfigError(
                     f"{folder}: the agent package has over {MAX_PACKAGE_FILES} files (the limit)"

@@ -22,7 +22,7 @@ from swarm_engine.agents.claude.settings import ClaudeConfig, Price, RetrySettin
 from swarm_engine.agents.claude.tools import ToolBox
 from swarm_engine.agents.files import put_inputs, upload_package
 from swarm_engine.agents.prompt import task_prompt
-from swarm_engine.errors import VMError
+from swarm_engine.errors import AgentError, VMError
 from swarm_engine.models import Usage
 from swarm_engine.vm.base import safe_relpath
 
@@ -91,6 +91,9 @@ class Session:
         except TimeoutError:
             self.usage.stop_reason = "timeout"
             error = f"step timed out after {self.ctx.timeout_seconds:g}s"
+        except AgentError as exc:  # a package that cannot be uploaded: one line
+            self.usage.stop_reason = "error"
+            error = str(exc)
         except Exception as exc:  # a bug or a dead VM: still report the usage spent
             log.exception("claude step failed unexpectedly")
             self.usage.stop_reason = "error"
@@ -108,10 +111,8 @@ class Session:
         )
 
     async def _loop(self, client: anthropic.AsyncAnthropic, toolbox: ToolBox) -> None:
-        if self.ctx.agent.package_path:
-            package = Path(self.ctx.agent.package_path)
-            if await asyncio.to_thread(package.is_dir):
-                await upload_package(self.ctx.vm, package, timeout=self.ctx.timeout_seconds)
+        ctx = self.ctx
+        await upload_package(ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
         await put_inputs(self.ctx.vm, self.ctx.inputs)
         self.messages.append({"role": "user", "content": self.task()})
         cfg = self.config

@@ -196,8 +196,7 @@ class _Run:
         try:
             for arg in argv:
                 check_exec_size("a claude-code setting", arg, "shorten it in agent.yaml")
-            if ctx.agent.package_path and Path(ctx.agent.package_path).is_dir():
-                await upload_package(vm, Path(ctx.agent.package_path), timeout=ctx.timeout_seconds)
+            await upload_package(vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
             await put_inputs(vm, ctx.inputs)
             before = await snapshot(vm)
         except (SwarmError, OSError) as exc:
