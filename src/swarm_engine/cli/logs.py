@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,7 +11,14 @@ import click
 from swarm_engine.cli.app import TICKET_ID, example, pass_existing, store_of
 from swarm_engine.cli.output import console, plain, visible, visible_lines
 from swarm_engine.config import Settings
-from swarm_engine.service.logs import LogFollower, pick_run, steps_of, whole
+from swarm_engine.service.logs import (
+    LogFollower,
+    pick_run,
+    read_log_file,
+    step_artifacts,
+    steps_of,
+    whole,
+)
 
 if TYPE_CHECKING:
     from swarm_engine.store import Store
@@ -51,19 +57,20 @@ def logs(
                 highlight=False,
             )
             return
+        artifacts_dir = settings.artifacts_dir
         for s in steps_of(store, run, step_id):
             _rule(run, s)
-            text = whole(store, int(s["id"]))
-            path = Path(s["log_path"]) if s["log_path"] else None
+            # a run recorded before logs were stored: its log file, as the API reads it
+            text = whole(store, int(s["id"])) or read_log_file(s["log_path"], artifacts_dir)
             if text:
                 _out(text)
-            elif path and path.is_file():  # a run recorded before logs were stored
-                _out(path.read_text(errors="replace"))
             if s["error"]:
                 click.echo(f"error: {visible_lines(str(s['error']))}")
-            if path and path.parent.is_dir():
-                for artifact in sorted(p for p in path.parent.iterdir() if p != path):
-                    click.echo(f"artifact: {visible(str(artifact))}")
+            listed, more = step_artifacts(s["log_path"], artifacts_dir)
+            for artifact in listed:
+                click.echo(f"artifact: {visible(str(artifact))}")
+            if more:
+                click.echo(f"(more artifacts in {visible(str(listed[0].parent))} are not listed)")
 
 
 def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:

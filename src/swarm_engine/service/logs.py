@@ -9,6 +9,8 @@ from any thread and sleep however it likes (the CLI sleeps, the API awaits).
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +65,8 @@ def whole(store: Store, step_execution_id: int) -> str:
 
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+"""The most of a step's log file that is read (one kept before logs were stored)."""
+MAX_ARTIFACTS_LISTED = 1000
 
 
 def as_text(
@@ -86,26 +90,67 @@ def as_text(
             f"=== run {run['id']} · step {step['step_id']} · attempt {step['attempt']}"
             f" · {step['status']} ===\n"
         )
-        text = whole(store, int(step["id"])) or _log_file(step.get("log_path"), artifacts)
+        text = whole(store, int(step["id"])) or read_log_file(step.get("log_path"), artifacts)
         parts.append(text + ("" if not text or text.endswith("\n") else "\n"))
         if step.get("error"):
             parts.append(f"error: {step['error']}\n")
     return run, "".join(parts)
 
 
-def _log_file(path: Any, artifacts: Path | None) -> str:
-    """A log file's text, only from under `artifacts` (the path is a stored value: any
-    writer may have put anything there) and only a regular file."""
-    if artifacts is None or not isinstance(path, str) or "\x00" in path:
+def log_file(path: Any, artifacts: Path | None) -> Path | None:
+    """A step's log file, by its real path, when `path` (a stored value: any writer may
+    have put anything there) names a regular file under `artifacts`; else None. The one
+    rule by which both `swarm-engine logs` and the API read a step's log file."""
+    if artifacts is None or not isinstance(path, str) or not path or "\x00" in path:
+        return None
+    try:
+        file = Path(os.path.realpath(path))
+        if not file.is_relative_to(os.path.realpath(artifacts)):
+            return None
+        return file if stat.S_ISREG(file.lstat().st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_log_file(path: Any, artifacts: Path | None) -> str:
+    """The text of a step's log file (`log_file`'s rule), at most `MAX_FILE_BYTES` of it,
+    opened without following a symlink or blocking and checked to be a regular file once
+    open; '' for anything else."""
+    file = log_file(path, artifacts)
+    if file is None:
         return ""
     try:
-        file = Path(path).resolve()
-        if not file.is_relative_to(artifacts.resolve()) or not file.is_file():
-            return ""
-        with file.open("rb") as f:
-            return f.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ""
+            return f.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+
+def step_artifacts(path: Any, artifacts: Path | None) -> tuple[list[Path], bool]:
+    """The other files in the folder of a step's log file (`log_file`'s rule: none for a
+    path outside `artifacts`), sorted, at most `MAX_ARTIFACTS_LISTED`; and whether there
+    were more."""
+    file = log_file(path, artifacts)
+    if file is None:
+        return [], False
+    found: list[Path] = []
+    try:
+        with os.scandir(file.parent) as entries:
+            for entry in entries:
+                if entry.name == file.name:
+                    continue
+                if len(found) == MAX_ARTIFACTS_LISTED:
+                    return sorted(found), True
+                found.append(Path(entry.path))
+    except OSError:
+        pass
+    return sorted(found), False
 
 
 @dataclass(frozen=True)
