@@ -7,6 +7,9 @@ line, and the engine and the tickets around it go on."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -63,28 +66,46 @@ def test_registration_keeps_refs_within_the_schema(home: Path, tmp_path: Path) -
 
 
 def test_a_row_whose_schema_refers_to_a_url_fails_its_ticket_alone(home: Path) -> None:
-    """The tester's `tarpit` row: its `$ref` names a listening port. Nothing connects to
-    it; the ticket fails with one line naming the reference; the good tickets before and
-    after it are done, and a ticket of an agent whose refs stay within its schema runs."""
-    with Listener() as ear:
+    """The tester's `tarpit` row: its `$ref` names a port that accepts and never answers
+    (it froze the whole engine), another one a listener that would answer. Nothing
+    connects to either; each ticket fails with one line naming the reference; the good
+    tickets before and after are done, and an agent whose refs stay within its schema
+    runs."""
+    tarpit = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody answers
+    tarpit_url = f"http://127.0.0.1:{tarpit.getsockname()[1]}"
+    with Listener() as ear, tarpit:
         for name, schema in (
-            ("tarpit", {"$ref": f"{ear.url}/s.json"}),
+            ("tarpit", {"$ref": f"{tarpit_url}/s.json"}),
+            ("listener", {"$ref": f"{ear.url}/s.json"}),
             ("fileref", {"properties": {"x": {"$ref": "file:///etc/passwd"}}}),
             ("local", {"$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}}}),
         ):  # fmt: skip
             insert_agent_row(home, AgentSpec(name=name, kind="echo", inputs=schema))
         db = home / "tickets.db"
         _tickets(db, [("before", "echo", "{}"), ("tarpit", "tarpit", '{"n": 1}'),
+                      ("listener", "listener", "{}"),
                       ("fileref", "fileref", '{"x": 1}'), ("local", "local", '{"n": 2}'),
                       ("bad-local", "local", '{"n": "two"}'), ("after", "echo", "{}")])  # fmt: skip
         proc = start_engine(home, "--max-vms", "2", "--until-idle", **FAST)
-        out, _ = proc.communicate(timeout=120)
+        try:
+            out, _ = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:  # an engine frozen on the tarpit
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        tarpit.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection is waiting to be taken
+            tarpit.accept()
     assert proc.returncode == 0, out
     assert ear.received == []  # the engine never connected to the schema's URL
     by_title = {t["title"]: t for t in query(db, "SELECT title, status, error FROM tickets")}
     for title in ("before", "local", "after"):
         assert by_title[title]["status"] == "done", by_title[title]
-    for title, ref in (("tarpit", f"$ref '{ear.url}/s.json'"), ("fileref", "file:///etc/passwd")):
+    for title, ref in (
+        ("tarpit", f"$ref '{tarpit_url}/s.json'"),
+        ("listener", f"$ref '{ear.url}/s.json'"),
+        ("fileref", "file:///etc/passwd"),
+    ):
         ticket = by_title[title]
         assert ticket["status"] == "failed", ticket
         assert "\n" not in ticket["error"] and "internal error" not in ticket["error"], ticket
