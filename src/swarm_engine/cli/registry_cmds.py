@@ -26,6 +26,10 @@ from swarm_engine.service import registry as service
 from swarm_engine.service.registry import definition_folders
 from swarm_engine.service.runs import of_workflow
 
+VERSION_WIDTH = 33
+"""A stored version in a list, cut to the longest a definition can have (`VERSION_RE`,
+32) and a mark: any SQLite client may have stored one thousands of characters long."""
+
 
 @click.group(epilog=example("swarm-engine agent list"))
 def agent() -> None:
@@ -80,7 +84,7 @@ def agent_list(settings: Settings, as_json: bool) -> None:
             (
                 (
                     r["name"],
-                    r["version"],
+                    short(r["version"], VERSION_WIDTH),
                     r["kind"],
                     "yes" if r["builtin"] else "",
                     r["description"],
@@ -157,7 +161,15 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
                 "steps",
                 Col("description", flex=True, min=12),
             ],
-            ((r["name"], r["version"], _step_count(r.get("spec")), r["description"]) for r in rows),
+            (
+                (
+                    r["name"],
+                    short(r["version"], VERSION_WIDTH),
+                    _step_count(r.get("spec")),
+                    r["description"],
+                )
+                for r in rows
+            ),
         )
     )
 

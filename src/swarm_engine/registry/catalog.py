@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
-from swarm_engine.records import split_ref
+from swarm_engine.records import VERSION_RE, split_ref
 from swarm_engine.registry.builtins import BUILTIN_REFS
 from swarm_engine.registry.plain import plain_agent
 from swarm_engine.store.db import InvalidText, Row
@@ -28,11 +28,34 @@ D = TypeVar("D", "AgentSpec", "WorkflowSpec")
 
 
 def version_key(version: str) -> tuple[Any, ...]:
-    """Order versions numerically where they are numbers: 1.10.0 > 1.9.0."""
-    return tuple(
-        (0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
-        for p in re.split(r"[.+-]", version)
-    )
+    """Order versions numerically where they are numbers: 1.10.0 > 1.9.0.
+
+    A number is compared by its digits (fewer digits, once leading zeros are dropped, is
+    smaller), never converted to an int: a stored version is untrusted and may hold more
+    digits than Python converts (4,300). Any text gives a key, and keys always compare."""
+    key: list[tuple[int, int, str]] = []
+    for part in re.split(r"[.+-]", version):
+        if part.isascii() and part.isdigit():
+            digits = part.lstrip("0")
+            key.append((0, len(digits), digits))
+        else:
+            key.append((1, 0, part))
+    return tuple(key)
+
+
+def latest_key(version: str) -> tuple[bool, tuple[Any, ...]]:
+    """How a row's `version` column ranks for "the latest": a version that can be one
+    (`VERSION_RE`) above any that cannot (such a row would only fail to decode), then
+    `version_key`. A name whose rows all hold bad versions still resolves, to a row that
+    fails with one line naming it."""
+    valid = not isinstance(version, InvalidText) and VERSION_RE.match(version) is not None
+    return valid, version_key(version)
+
+
+def _short(value: object, width: int = 40) -> str:
+    """A row's name or version for a message: as stored, cut at `width` characters."""
+    text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @functools.lru_cache(maxsize=256)
@@ -44,7 +67,7 @@ def _validated(model: type[D], raw: str) -> D:
 
 
 def _where(what: str, row: Row) -> str:
-    return f"{what} {row['name']}@{row['version']} in the registry"
+    return f"{what} {_short(row['name'])}@{_short(row['version'])} in the registry"
 
 
 def _spec_text(where: str, row: Row) -> str:
@@ -208,7 +231,7 @@ class Registry:
 
     def _latest(self, table: Table, name: str) -> str | None:
         versions = [v for v in self.defs.versions(table, name) if isinstance(v, str)]
-        return max(versions, key=version_key) if versions else None
+        return max(versions, key=latest_key) if versions else None
 
     def _agent_of(self, ref: str) -> Row:
         name, version = split_ref(ref)
@@ -300,7 +323,7 @@ class Registry:
             if not isinstance(name, str) or not isinstance(version, str):
                 continue
             best = rows.get(name)
-            if best is None or version_key(version) > version_key(str(best["version"])):
+            if best is None or latest_key(version) > latest_key(str(best["version"])):
                 rows[name] = row
         out: list[tuple[WorkflowSpec, str]] = []
         for row in rows.values():

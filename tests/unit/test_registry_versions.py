@@ -1,0 +1,100 @@
+"""Any version a registry row holds orders and compares (never converted to an int of
+unbounded digits); a row whose version cannot be one is never the latest."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from swarm_engine.errors import ConfigError
+from swarm_engine.registry import Registry
+from swarm_engine.registry.catalog import version_key
+
+HUGE = "9" * 5000  # more digits than Python converts to an int (4,300)
+
+
+# -- versions ---------------------------------------------------------------------------
+@given(
+    st.lists(st.integers(0, 10**30), min_size=1, max_size=4),
+    st.lists(st.integers(0, 10**30), min_size=1, max_size=4),
+    st.integers(0, 3),
+)
+def test_numeric_versions_order_as_numbers(a: list[int], b: list[int], zeros: int) -> None:
+    left = ".".join("0" * zeros + str(n) for n in a)  # leading zeros do not count
+    right = ".".join(str(n) for n in b)
+    assert (version_key(left) < version_key(right)) == (a < b)
+    assert (version_key(left) == version_key(right)) == (a == b)
+
+
+@given(st.one_of(st.text(), st.just(HUGE), st.just(f"1.{HUGE}.0")), st.text())
+def test_any_stored_version_has_a_key_that_compares(a: str, b: str) -> None:
+    keys = sorted([version_key(a), version_key(b), version_key("1.0.0")])
+    assert len(keys) == 3
+    assert version_key(f"1.{HUGE}") > version_key("1.9") > version_key("1.1")
+
+
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry.db", tmp_path / "packages")
+
+
+def add_rows(tmp_path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """(table, version, name) rows as any SQLite client writes them."""
+    conn = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+    for table, name, version in rows:
+        spec: dict[str, Any] = {"name": name, "version": version}
+        if table == "workflows":
+            spec["steps"] = [{"id": "s", "agent": "echo"}]
+            conn.execute(
+                "INSERT INTO workflows (name, version, spec) VALUES (?, ?, ?)",
+                (name, version, json.dumps(spec)),
+            )
+        else:
+            conn.execute(
+                "INSERT INTO agents (name, version, kind, spec) VALUES (?, ?, 'echo', ?)",
+                (name, version, json.dumps({**spec, "kind": "echo"})),
+            )
+    conn.close()
+
+
+def test_a_row_whose_version_cannot_be_one_is_the_latest_only_when_alone(
+    tmp_path: Path,
+) -> None:
+    reg = registry(tmp_path)
+    try:
+        add_rows(
+            tmp_path,
+            [
+                ("workflows", "vk", "1.0.0"),
+                ("workflows", "vk", HUGE),
+                ("agents", "vka", "1.0.0"),
+                ("agents", "vka", HUGE),
+                ("agents", "vka", "2.0.0\x00"),
+                ("workflows", "only", HUGE),
+                ("agents", "lone", HUGE),
+            ],
+        )
+        assert reg.workflow("vk").version == "1.0.0"
+        assert reg.agent("vka").version == "1.0.0"
+        reg.require_agent("vka")
+        assert [w.ref for w, _ in reg.latest_workflows()] == ["vk@1.0.0"]
+        # named outright, or the only rows of their name: refused in one short line
+        for get, ref in (
+            (reg.workflow, f"vk@{HUGE}"),
+            (reg.agent, f"vka@{HUGE}"),
+            (reg.workflow, "only"),
+            (reg.agent, "lone"),
+            (reg.require_agent, "lone"),
+        ):
+            with pytest.raises(ConfigError) as caught:
+                get(ref)
+            message = str(caught.value)
+            assert "spec.version: must be a version" in message, message
+            assert len(message) < 200 and "\n" not in message, message
+    finally:
+        reg.close()
