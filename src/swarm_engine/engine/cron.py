@@ -56,6 +56,8 @@ class CronFirer:
         self.fired = 0
         self._schedules: list[tuple[WorkflowSpec, TriggerSpec, datetime]] = []
         self._read_at = -SCHEDULES_EVERY
+        self._warned: set[tuple[str, str]] = set()
+        """(workflow, what was wrong) already warned about: a bad row is told once."""
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,12 +86,29 @@ class CronFirer:
             return
         schedules = []
         for workflow, created_at in latest:
-            try:
-                registered = parse_timestamp(created_at) or datetime.now(UTC)
-            except ValueError:
-                registered = datetime.now(UTC)
-            schedules += [(workflow, t, registered) for t in workflow.triggers if t.cron]
+            crons = [t for t in workflow.triggers if t.cron]
+            if not crons:
+                continue
+            try:  # a row is untrusted: one that cannot say when it was made fires nothing
+                registered = parse_timestamp(created_at)
+                if registered is None:
+                    raise ValueError("empty")
+            except ValueError as exc:
+                self._warn_once(workflow, f"created_at is not a timestamp ({exc})")
+                continue
+            schedules += [(workflow, t, registered) for t in crons]
         self._schedules = schedules
+
+    def _warn_once(self, workflow: WorkflowSpec, problem: str) -> None:
+        """One warning line per workflow and problem, not one per re-read."""
+        if (workflow.ref, problem) in self._warned:
+            return
+        self._warned.add((workflow.ref, problem))
+        names = ", ".join(t.name for t in workflow.triggers if t.cron)
+        log.warning(
+            "workflow %s in the registry: %s: its cron triggers (%s) are skipped",
+            workflow.ref, problem, names,
+        )  # fmt: skip
 
     async def _fire(self, workflow: WorkflowSpec, trigger: TriggerSpec, slot: datetime) -> None:
         key = slot_key(slot)

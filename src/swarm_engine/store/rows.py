@@ -43,8 +43,17 @@ def parse_timestamp(value: Any) -> datetime | None:
     Text: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.fff]]` with `T` or a space, optionally
     ending in `Z` or `+HH:MM` (no zone means UTC, as in SQLite). Numbers: unix seconds
     (or milliseconds when larger than 1e11), or a Julian day number when below 1e7.
-    Raises ValueError for anything else.
+    Raises ValueError for anything else, and only ValueError, whatever the value: a form
+    that reads but names no time Python can hold (year 0, a year past 9999, a zone of 24
+    hours or more) is "anything else" too.
     """
+    try:
+        return _parse_timestamp(value)
+    except (OverflowError, OSError) as exc:  # past time_t, or past datetime's years
+        raise ValueError(f"not a timestamp in range ({_show(value)})") from exc
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -62,7 +71,7 @@ def parse_timestamp(value: Any) -> datetime | None:
         raise ValueError("binary data, not a timestamp")
     text = str(value).strip()
     if re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
-        return parse_timestamp(float(text))
+        return _parse_timestamp(float(text))
     m = _TS.match(text)
     if not m:
         raise ValueError(f"not a timestamp ({_show(text)})")
@@ -178,7 +187,7 @@ class Decoder:
         value = self.raw(name)
         try:
             return parse_timestamp(value)
-        except (ValueError, OverflowError, OSError) as exc:
+        except ValueError as exc:
             self.bad(name, str(exc) or "not a timestamp")
             return None
 
