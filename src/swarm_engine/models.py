@@ -22,6 +22,7 @@ from pydantic import (
 
 # the pydantic-free records and name patterns live in records.py (the store, short commands
 # and registry/plain.py use them without pydantic); they are re-exported here
+from swarm_engine.records import ENV_NAME_RE as ENV_NAME_RE
 from swarm_engine.records import IMAGE_RE as IMAGE_RE
 from swarm_engine.records import NAME_RE as NAME_RE
 from swarm_engine.records import TERMINAL as TERMINAL
@@ -132,6 +133,22 @@ class AgentSpec(_Strict):
         if not VERSION_RE.match(str(v)):
             raise ValueError("must be a version like 1.0.0")
         return str(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        # checked whenever a definition is read (a registry row is untrusted), not only at
+        # registration: a process cannot be started with such a variable
+        for name, value in env.items():
+            shown = repr(name) if len(name) <= 40 else repr(name[:39] + "…")
+            if not ENV_NAME_RE.fullmatch(name):
+                raise ValueError(
+                    f"{shown} is not an environment variable name "
+                    "(letters, digits and '_', not starting with a digit)"
+                )
+            if "\x00" in value:
+                raise ValueError(f"the value of {shown} contains a NUL character")
+        return env
 
     @property
     def ref(self) -> str:

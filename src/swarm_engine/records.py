@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,6 +22,8 @@ IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 """A VM image's name in the host's images folder (never a path)."""
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
 """A definition's version."""
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A name in an agent's `env` (a shell variable's name): match it with `fullmatch`."""
 
 
 class TicketStatus(StrEnum):
@@ -104,6 +107,27 @@ def strict_dumps(value: Any, **options: Any) -> str:
         return json.dumps(value, allow_nan=False, **options)
     except ValueError:  # "Out of range float values are not JSON compliant" (or a cycle)
         return json.dumps(finite_only(value), allow_nan=False, **options)
+
+
+def json_type(value: Any) -> str:
+    """What JSON calls the type of a decoded value, for messages: `an array`, `null`..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def variables_problem(inputs: Mapping[str, Any]) -> str | None:
+    """Why a workflow ticket's `inputs.variables` (which override the workflow's
+    `variables`) cannot be used, or None: when given, it must be a JSON object."""
+    if "variables" not in inputs or isinstance(inputs["variables"], dict):
+        return None
+    return f"inputs.variables must be a JSON object, not {json_type(inputs['variables'])}"
 
 
 def _finite(text: str) -> float:

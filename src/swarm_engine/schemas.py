@@ -105,7 +105,9 @@ def check_schema(schema: Any) -> None:
 
 def validator(schema: Any) -> Validator:
     """A validator for `schema` whose references resolve only within it. Raises
-    `ConfigError` (one line) for a reference that does not; validating may still raise
+    `jsonschema.SchemaError` if `schema` is not a valid JSON Schema of its dialect (the
+    validator's own `check_schema`), `ConfigError` (one line) for a reference that does
+    not resolve; validating may still raise
     `referencing.exceptions.Unresolvable` for a dynamic reference (see `validate`)."""
     import jsonschema
 
@@ -117,4 +119,5 @@ def validator(schema: Any) -> Validator:
         at = "".join(f"[{p!r}]" for p in where)
         raise ConfigError(f"{ref}{' at ' + at if at else ''} does not resolve ({LOCAL_ONLY})")
     cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
     return cls(schema, registry=local_registry())

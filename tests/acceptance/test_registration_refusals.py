@@ -60,7 +60,10 @@ def refused(home: Path, args: list[str], message: str) -> str:
             "command: ${inputs.txt}: 'txt' is not declared in inputs.properties (declared: text)",
         ),
         ("name: x\nkind: shell\ninputs: {type: 12}\n", "agent.yaml: inputs.type: not a valid JSON"),
-        ("name: x\nkind: shell\nenv: {A-B: '1'}\n", "env.A-B: not a valid environment variable"),
+        (
+            "name: x\nkind: shell\nenv: {A-B: '1'}\n",
+            "env: 'A-B' is not an environment variable name",
+        ),
         ("name: x\nkind: shell\nenv: {A: '" + "v" * 40000 + "'}\n", "env.A: over 32 KiB"),
         (BOMB, "agent.yaml: invalid YAML (line 4, column 7): YAML anchors and aliases"),
         ("name: x\nkind: shell\nname: y\n", "key 'name' is given twice"),

@@ -140,6 +140,10 @@ NAMES = st.one_of(
     st.sampled_from(["a", "echo", "_template:t", "a.b-c_1", "a" * 63, "a" * 64, "A", "a\n", ""]),
     TEXT,
 )
+ENV_NAMES = st.one_of(
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,4}", fullmatch=True),
+    st.sampled_from(["A=B", "1A", "A\n", "", "É", "A\x00"]),
+)
 VERSIONS = st.one_of(st.sampled_from(["1.0.0", "1", "2.0+b", "x" * 33, "1.0.0\n", "-1"]), TEXT)
 SCALARS = st.one_of(
     st.none(),
@@ -219,7 +223,7 @@ LIKELY_PLAIN: dict[str, st.SearchStrategy[Any]] = {
     "memory_mb": mostly_within(16, 65536, whole=True),
     "vcpus": mostly_within(1, 64, whole=True),
     "timeout_seconds": mostly_within(0, 7 * 24 * 3600),
-    "env": st.dictionaries(PLAIN_TEXT, PLAIN_TEXT, max_size=2),
+    "env": st.dictionaries(st.one_of(ENV_NAMES, PLAIN_TEXT), PLAIN_TEXT, max_size=2),
     "vm": st.fixed_dictionaries(
         {},
         optional={
@@ -277,7 +281,7 @@ LIKELY: dict[str, st.SearchStrategy[Any]] = {
     "memory_mb": numbers(16, 65536),
     "vcpus": numbers(1, 64),
     "timeout_seconds": numbers(0, 7 * 24 * 3600),
-    "env": st.dictionaries(TEXT, st.one_of(TEXT, SCALARS), max_size=2),
+    "env": st.dictionaries(st.one_of(ENV_NAMES, TEXT), st.one_of(TEXT, SCALARS), max_size=2),
     "vm": block(
         {
             "backend": st.one_of(st.none(), TEXT, st.integers(0, 1)),

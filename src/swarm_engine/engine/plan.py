@@ -13,6 +13,7 @@ from typing import Any
 
 from swarm_engine.errors import AgentError, ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
+from swarm_engine.records import variables_problem
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
 from swarm_engine.schemas import LOCAL_ONLY
@@ -98,9 +99,10 @@ def build_plan(ticket: Ticket, registry: Registry) -> Plan:
             retry=s.retry or agent.retry,
         )
     variables = dict(workflow.variables)
-    extra = ticket.inputs.get("variables")
-    if isinstance(extra, dict):
-        variables.update(extra)
+    problem = variables_problem(ticket.inputs)  # a row is untrusted: never ignored silently
+    if problem:
+        raise ConfigError(f"ticket {ticket.id}: {problem}")
+    variables.update(ticket.inputs.get("variables", {}))
     return Plan(
         steps,
         workflow=workflow,
@@ -123,18 +125,31 @@ def run_context(plan: Plan, ticket: Ticket) -> dict[str, Any]:
 
 def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
     """A step's inputs rendered and checked against its agent's schema (raises
-    `SwarmError` or jsonschema's `ValidationError`). A schema whose reference does not
-    resolve within it (a row's: registration refuses one) is an `AgentError`."""
-    from referencing.exceptions import Unresolvable  # lazily (see input_validator)
+    `SwarmError` or jsonschema's `ValidationError`). An agent's schema is checked here too
+    (its registry row is untrusted): an invalid one is a `ConfigError` naming the agent;
+    one whose reference does not resolve within it (registration refuses one) is an
+    `AgentError`."""
+    import jsonschema  # lazily (see input_validator)
+    from referencing.exceptions import Unresolvable
 
     inputs = render(step.inputs, context)
     if step.agent.inputs:
         try:
-            input_validator(json.dumps(step.agent.inputs, sort_keys=True)).validate(inputs)
+            validator = input_validator(json.dumps(step.agent.inputs, sort_keys=True))
+        except jsonschema.SchemaError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            raise ConfigError(
+                f"agent {step.agent.ref}: inputs{'.' + where if where else ''}: "
+                f"not a valid JSON Schema: {exc.message}"
+            ) from exc
+        except ConfigError as exc:  # a reference that does not resolve within it
+            raise AgentError(f"the agent's inputs schema: {' '.join(str(exc).split())}") from exc
+        try:
+            validator.validate(inputs)
         except RecursionError as exc:  # `$ref: "#"` refers to itself without end
             raise AgentError("the agent's inputs schema: validating recursed too deep") from exc
-        except (ConfigError, Unresolvable) as exc:
-            why = str(exc) if isinstance(exc, ConfigError) else f"{exc!s:.300} ({LOCAL_ONLY})"
+        except Unresolvable as exc:
+            why = f"{exc!s:.300} ({LOCAL_ONLY})"
             raise AgentError(f"the agent's inputs schema: {' '.join(why.split())}") from exc
     return inputs
 
@@ -152,8 +167,9 @@ def ticket_fields(ticket: Ticket) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=256)
 def input_validator(schema_json: str) -> Any:
-    """A compiled validator for an agent's input schema (checked once at registration;
-    building one costs about half a millisecond, so it is built once per schema). Its
-    references resolve within the schema only (`swarm_engine.schemas`); `ConfigError`
-    for one that does not."""
+    """A compiled validator for an agent's input schema, checked with the validator's own
+    `check_schema` (raises `jsonschema.SchemaError`: a registry row may hold any schema;
+    checking and building one cost about a millisecond, so it is done once per schema). Its
+    references resolve within the schema only (`swarm_engine.schemas`); `ConfigError` for
+    one that does not."""
     return schema_validator(json.loads(schema_json))

@@ -6,7 +6,6 @@ line naming the file and the field, so that nothing bad reaches the registry.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
@@ -18,7 +17,6 @@ from swarm_engine.templating import check_template, references
 
 COMMAND_NAMESPACES = ("inputs", "ticket")
 """What an agent's `command` can refer to (a workflow step's inputs see more)."""
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_agent(spec: AgentSpec, source: str) -> None:
@@ -33,7 +31,8 @@ def check_agent(spec: AgentSpec, source: str) -> None:
       where no quoting keeps a value one literal word (`agents.shell_command`);
     - `inputs` / `outputs` are not valid JSON Schemas, or hold a `$ref` that does not
       resolve within the schema (nothing is fetched: `swarm_engine.schemas`);
-    - `env`: a name that is not a shell variable name, a value over `INPUT_ENV_MAX_BYTES`.
+    - `env`: a value over `INPUT_ENV_MAX_BYTES` (its names, and NULs in its values, are
+      `AgentSpec`'s to check: whenever a definition is read, a registry row included).
     """
     if spec.kind not in AGENT_KINDS:
         raise ConfigError(
@@ -60,9 +59,7 @@ def check_agent(spec: AgentSpec, source: str) -> None:
             ) from exc
     if spec.command is not None:
         _check_command(spec, source)
-    for name, value in spec.env.items():
-        if not ENV_NAME.match(name):
-            raise ConfigError(f"{source}: env.{name}: not a valid environment variable name")
+    for name, value in spec.env.items():  # names: AgentSpec checks them on every read
         if len(value.encode()) > INPUT_ENV_MAX_BYTES:
             raise ConfigError(
                 f"{source}: env.{name}: over {INPUT_ENV_MAX_BYTES // 1024} KiB "

@@ -22,14 +22,14 @@ import json
 import math
 from typing import Any
 
-from swarm_engine.records import IMAGE_RE, NAME_RE, VERSION_RE
+from swarm_engine.records import ENV_NAME_RE, IMAGE_RE, NAME_RE, VERSION_RE
 
 # Each model's fields and the rule its value must meet: a type (`str`, `int` and `bool`
 # exactly, as the models' strict fields take them; `float`, a finite number, as the strict
 # float fields take it: an int or a float, never a bool or text), a pattern
-# (`name`, `version`, `image`), `json` (any JSON object), `env` (text values), `strings` (a
-# list of text), `command` (text or a list of text), `ports`, a model of this table, or
-# `model_api` (a bool or a ModelApiSpec); `?`: or null.
+# (`name`, `version`, `image`), `json` (any JSON object), `env` (names as `ENV_NAME_RE`,
+# text values without NUL), `strings` (a list of text), `command` (text or a list of text),
+# `ports`, a model of this table, or `model_api` (a bool or a ModelApiSpec); `?`: or null.
 MODELS: dict[str, dict[str, str]] = {
     "AgentSpec": {
         "name": "name",
@@ -149,7 +149,10 @@ def _fits(value: Any, rule: str, field: str) -> bool:
     if rule == "json":
         return type(value) is dict and _json(value, 0)
     if rule == "env":
-        return type(value) is dict and all(_text(k) and _text(v) for k, v in value.items())
+        return type(value) is dict and all(
+            _text(k) and ENV_NAME_RE.fullmatch(k) is not None and _text(v) and "\x00" not in v
+            for k, v in value.items()
+        )
     if rule == "command" and _text(value):
         return True
     if rule in ("strings", "command"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
-from swarm_engine.records import TicketStatus
+from swarm_engine.records import TicketStatus, variables_problem
 from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.rows import Ticket
@@ -81,6 +81,9 @@ def create(store: Store, registry: Registry, new: NewTicket, names: Fields = API
             raise UsageError(f"{new.agent!r} is a template; register an agent made from it")
     else:
         check_text(str(new.workflow), names.workflow)
+        problem = variables_problem(new.inputs)
+        if problem:
+            raise UsageError(problem)
         registry.workflow(str(new.workflow))
     ticket_id = store.tickets.create(
         title=new.title,
