@@ -220,12 +220,17 @@ class TriggerSpec(_Strict):
         return v
 
 
+MAX_STEPS = 1000
+"""The most steps a workflow may have: each is a VM run and a row of its own, and a
+definition row is untrusted (any SQLite client writes it), so its size is bounded."""
+
+
 class WorkflowSpec(_Strict):
     name: str
     version: str = "1.0.0"
     description: str = ""
     variables: dict[str, Any] = Field(default_factory=dict)
-    steps: list[StepSpec]
+    steps: list[StepSpec] = Field(max_length=MAX_STEPS)
     outputs: dict[str, Any] | None = None
     timeout_seconds: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
     triggers: list[TriggerSpec] = Field(default_factory=list)

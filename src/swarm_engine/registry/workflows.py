@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from graphlib import CycleError, TopologicalSorter
 
 from swarm_engine.errors import WorkflowError
 from swarm_engine.models import WorkflowSpec
@@ -57,27 +58,15 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
 
 
 def find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
-    """A cycle as a list of step ids (first repeated at the end), or None."""
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for dep in sorted(deps.get(node, ())):
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in deps:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+    """A cycle as a list of step ids, each needing the next (the first repeated at the
+    end), or None. No recursion: a workflow's steps are user-sized (a row written by any
+    SQLite client may hold thousands), so `graphlib` walks them."""
+    graph: TopologicalSorter[str] = TopologicalSorter()
+    for node, needs in deps.items():
+        graph.add(node, *sorted(needs))
+    try:
+        graph.prepare()
+    except CycleError as exc:
+        cycle: list[str] = list(exc.args[1])
+        return cycle[::-1]  # graphlib lists each step before the ones that need it
     return None
