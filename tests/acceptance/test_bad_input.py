@@ -40,6 +40,15 @@ UNKNOWN_AGENT = "name: ua\nsteps:\n  - {id: a, agent: ghost}\n"
 UNKNOWN_STEP = "name: us\nsteps:\n  - {id: a, agent: echo, needs: [zz]}\n"
 DUP = "name: dup\nsteps:\n  - {id: a, agent: echo}\n  - {id: a, agent: echo}\n"
 BAD_YAML = "name: [unclosed\nsteps: {\n"
+
+
+def backward(n: int, *, closed: bool = False) -> str:
+    """A workflow of `n` steps where s_i needs s_{i+1} (`closed`: the last needs s0)."""
+    steps = [f"  - {{id: s{i}, agent: echo, needs: [s{i + 1}]}}" for i in range(n - 1)]
+    steps.append(f"  - {{id: s{n - 1}, agent: echo{', needs: [s0]' if closed else ''}}}")
+    return "name: chain\nsteps:\n" + "\n".join(steps) + "\n"
+
+
 NOT_A_WORKFLOW = "name: x\nsteps: 3\n"
 
 
@@ -53,6 +62,19 @@ NOT_A_WORKFLOW = "name: x\nsteps: 3\n"
         (DUP, "duplicate step id 'a'"),
         (BAD_YAML, "invalid YAML"),
         (NOT_A_WORKFLOW, "steps: Input should be a valid list"),
+        (backward(1000, closed=True), "dependency cycle: s0 -> s1 -> s2 -> "),
+        (backward(1200), "steps: List should have at most 1000 items"),
+    ],
+    ids=[
+        "cycle",
+        "self",
+        "unknown-agent",
+        "unknown-step",
+        "dup",
+        "bad-yaml",
+        "not-a-workflow",
+        "backward-1000-cycle",
+        "backward-1200",
     ],
 )
 def test_invalid_workflows_are_refused(
@@ -60,6 +82,23 @@ def test_invalid_workflows_are_refused(
 ) -> None:
     folder = write_workflow(tmp_path / "wf", text)
     unchanged(seeded, ["workflow", "register", str(folder)], 5, message)
+
+
+def test_the_largest_workflow_registers_in_any_order(seeded: Path, tmp_path: Path) -> None:
+    folder = write_workflow(tmp_path / "wf", backward(1000))
+    done = swarm_inproc(seeded, "workflow", "register", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for args in (("workflow", "show", "chain"), ("ticket", "create", "--workflow", "chain",
+                                                 "--title", "t", "--draft")):  # fmt: skip
+        done = swarm_inproc(seeded, *args)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    unchanged(
+        seeded,
+        ["ticket", "create", "--title", "x", "--workflow", "chain", "--inputs-json",
+         '{"variables": [1]}'],
+        2,
+        "inputs.variables must be a JSON object, not an array",
+    )  # fmt: skip
 
 
 def test_one_bad_workflow_in_a_folder_registers_none(seeded: Path, tmp_path: Path) -> None:
@@ -75,6 +114,7 @@ def test_one_bad_workflow_in_a_folder_registers_none(seeded: Path, tmp_path: Pat
         ("name: x\nkind: shell\nmemory_mb: -1\n", "memory_mb"),
         ("name: x\nkind: shell\nunknown_key: 1\n", "unknown_key: Extra inputs are not permitted"),
         ("name: x\n  kind: [\n", "invalid YAML"),
+        ("name: x\nkind: shell\nenv: {'A=B': v}\n", "env: 'A=B' is not an environment variable"),
     ],
 )
 def test_invalid_agents_are_refused(

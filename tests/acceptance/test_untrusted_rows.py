@@ -4,6 +4,7 @@ go on."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -136,8 +137,6 @@ def test_an_offset_timestamp_is_read_as_the_instant_it_names(home: Path) -> None
     conn.close()
     rows = swarm_inproc(home, "ticket", "list", "--json")
     assert rows.returncode == 0
-    import json
-
     stamps = {t["title"]: t["updated_at"] for t in json.loads(rows.stdout)}
     assert stamps == {
         "a": "2026-11-30T22:00:00.000Z",
@@ -166,6 +165,10 @@ def test_markup_in_stored_text_is_printed_literally(home: Path) -> None:
 
 
 # -- registry rows written by hand ------------------------------------------------------
+BACKWARD_3000: list[dict[str, object]] = [
+    {"id": f"s{i}", "agent": "echo", "needs": [f"s{i + 1}"] if i < 2999 else []}
+    for i in range(3000)
+]  # s_i needs s_{i+1}: a recursive walk of it goes 3,000 calls deep
 HALF_SPECS = [
     (
         "workflows",
@@ -202,6 +205,23 @@ HALF_SPECS = [
         "single",
         "list-spec",
         "agent list-spec@1.0.0 in the registry: spec: Input should be an object",
+    ),
+    (
+        "agents",
+        '(\'env-eq\', \'1.0.0\', \'shell\', \'{"name":"env-eq","version":"1.0.0",'
+        '"kind":"shell","command":"true","env":{"A=B":"x"}}\')',
+        "single",
+        "env-eq",
+        "agent env-eq@1.0.0 in the registry: spec.env: 'A=B' is not an environment variable",
+    ),
+    (
+        "workflows",
+        "('rchain', '1.0.0', '"
+        + json.dumps({"name": "rchain", "version": "1.0.0", "steps": BACKWARD_3000})
+        + "')",
+        "workflow",
+        "rchain",
+        "workflow rchain@1.0.0 in the registry: spec.steps: List should have at most 1000 items",
     ),
 ]
 
@@ -258,3 +278,111 @@ def test_under_the_engine_bad_definitions_fail_their_tickets_at_once(
     assert proc.poll() is None
     out = stop(proc)
     assert proc.returncode == 0 and "Traceback" not in out, out
+
+
+HUGE_VERSION = "9" * 5000  # more digits than Python converts to an int
+SCHEMAS = {
+    "schema-type": ({"type": 5}, "inputs.type: not a valid JSON Schema"),
+    "schema-re": (
+        {"type": "object", "properties": {"a": {"type": "string", "pattern": "(("}}},
+        "inputs.properties.a.pattern: not a valid JSON Schema: '((' is not a 'regex'",
+    ),
+}
+
+
+def registry_row(home: Path, table: str, spec: dict[str, object], **columns: str) -> None:
+    """A registry row as any SQLite client writes it, its name and version the spec's."""
+    row = {"name": spec["name"], "version": spec["version"], "spec": json.dumps(spec), **columns}
+    if table == "agents":
+        row.setdefault("kind", str(spec.get("kind", "shell")))
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    conn.execute(
+        f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        tuple(row.values()),
+    )
+    conn.close()
+
+
+def test_rows_that_once_stopped_the_engine_affect_their_tickets_alone(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    steps = [{"id": "s", "agent": "echo"}]
+    for version in ("1.0.0", HUGE_VERSION):
+        registry_row(home, "workflows", {"name": "vk", "version": version, "steps": steps})
+        registry_row(home, "agents", {"name": "vka", "version": version, "kind": "echo"})
+    every_second = [{"name": "tick", "cron": "* * * * * *"}]
+    registry_row(
+        home,
+        "workflows",
+        {"name": "cronbad", "version": "1.0.0", "steps": steps,
+         "triggers": [{"name": "every-min", "cron": "* * * * *"}]},
+        created_at="10000000000000000000000",
+    )  # fmt: skip
+    registry_row(
+        home, "workflows", {"name": "cronok", "version": "1.0.0", "steps": steps,
+                            "triggers": every_second},
+    )  # fmt: skip
+    registry_row(home, "workflows", {"name": "rchain", "version": "1.0.0", "steps": BACKWARD_3000})
+    for name, (schema, _) in SCHEMAS.items():
+        registry_row(
+            home,
+            "agents",
+            {"name": name, "version": "1.0.0", "kind": "shell", "command": "true",
+             "inputs": schema},
+        )  # fmt: skip
+    proc = start_engine(home, "--max-vms", "2", **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    db = home / "tickets.db"
+    good = raw_insert(db, {"title": "vka", "status": "open", "agent_id": "vka"})
+    failing = {
+        raw_insert(db, {"title": n, "status": "open", "agent_id": n, "inputs": '{"a": "x"}'}): m
+        for n, (_, m) in SCHEMAS.items()
+    }
+    for variables, kind in (("5", "a number"), ("[1, 2]", "an array")):
+        tid = raw_insert(
+            db,
+            {"title": "v", "status": "open", "execution_mode": "workflow", "workflow_id": "vk",
+             "inputs": f'{{"variables": {variables}}}'},
+        )  # fmt: skip
+        failing[tid] = f"ticket {tid}: inputs.variables must be a JSON object, not {kind}"
+    chained = ticket_for(home, "workflow", "rchain")
+    failing[chained] = "spec.steps: List should have at most 1000 items"
+
+    def firings() -> int:
+        assert proc.poll() is None, "the engine stopped"
+        return int(query(db, "SELECT count(*) AS n FROM trigger_firings")[0]["n"])
+
+    # past the registry's second re-read (every 10 s): the good trigger fires all along
+    wait_until(lambda: firings() >= 12, 60, "the good cron trigger to fire for 12 seconds")
+    wait_until(lambda: all(status_of(home, t) == "failed" for t in failing), 30, "the failures")
+    assert status_of(home, good) == "done"
+    for tid, message in failing.items():
+        (row,) = query(db, "SELECT error FROM tickets WHERE id = ?", tid)
+        assert message in row["error"] and "\n" not in row["error"], row
+    assert proc.poll() is None, "the engine stopped"
+    for args, code, shown in (
+        (("workflow", "show", "vk"), 0, "version: 1.0.0"),
+        (("workflow", "runs", "vk"), 0, "vk"),
+        (("workflow", "list"), 0, "rchain"),
+        (("agent", "show", "vka"), 0, "version: 1.0.0"),
+        (("agent", "list"), 0, "vka"),
+        (("ticket", "create", "--agent", "vka", "--title", "t", "--draft"), 0, "created"),
+        (("workflow", "show", "rchain"), 5, "at most 1000 items"),
+        (("ticket", "create", "--workflow", "rchain", "--title", "t"), 5, "at most 1000 items"),
+        (("agent", "show", f"vka@{HUGE_VERSION}"), 5, "spec.version: must be a version"),
+    ):
+        done = swarm_inproc(home, *args)
+        text = done.stdout + done.stderr
+        assert done.returncode == code and shown in text and "Traceback" not in text, (args, text)
+        if code:
+            assert done.stderr.count("\n") == 1 and len(done.stderr) < 300, done.stderr
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "workflow.yaml").write_text("name: other\nsteps:\n  - {id: a, agent: echo}\n")
+    done = swarm_inproc(home, "workflow", "register", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    warned = [line for line in out.splitlines() if "cronbad" in line]
+    assert len(warned) == 1 and "created_at" in warned[0], out
