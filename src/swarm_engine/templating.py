@@ -151,14 +151,23 @@ def step_dependencies(value: Any) -> set[str]:
     return {p.split(".")[1] for p in references(value) if p.startswith("steps.")}
 
 
+def _index(part: str) -> int:
+    """A path part as a list index, or -1 if it is none: digits only, and never more
+    than 18 (no list is that long; a definition is untrusted, and Python refuses to
+    convert more than 4,300 digits)."""
+    if part.isascii() and part.isdigit() and len(part) <= 18:
+        return int(part)
+    return -1
+
+
 def lookup(path: str, context: Mapping[str, Any]) -> Any:
     """The value at reference `path` in `context`; `TemplateError` if there is none."""
     node: Any = context
     for part in path.split("."):
         if isinstance(node, Mapping) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+        elif isinstance(node, list) and 0 <= _index(part) < len(node):
+            node = node[_index(part)]
         else:
             raise TemplateError(f"${{{path}}} does not resolve (no {part!r})")
     return node

@@ -31,6 +31,12 @@ def test_missing_reference_is_a_clear_error() -> None:
         render("${steps.b.outputs.x}", CTX)
 
 
+@pytest.mark.parametrize("index", ["9" * 5000, "9" * 19, "2", "-1"])
+def test_an_index_past_the_list_is_a_clear_error(index: str) -> None:
+    with pytest.raises(TemplateError, match="does not resolve"):
+        render(f"${{steps.a.outputs.list.{index}}}", CTX)
+
+
 def test_step_references_imply_dependencies() -> None:
     value = {"a": "${steps.one.outputs.x}", "b": ["${steps.two.outputs.y} ${inputs.z}"]}
     assert step_dependencies(value) == {"one", "two"}
