@@ -414,8 +414,8 @@ class ProcessVM:
             if fds is not None:
                 fds.close()
             raise
-        spawn = asyncio.ensure_future(
-            loop.subprocess_exec(
+        try:
+            transport, proto = await loop.subprocess_exec(
                 lambda: ExecProtocol(loop),
                 *self._argv(command, cwd, limit, fds),
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -426,14 +426,6 @@ class ProcessVM:
                 start_new_session=True,
                 pass_fds=fds.passed if fds else (),
             )
-        )
-        try:
-            transport, proto = await asyncio.shield(spawn)
-        except asyncio.CancelledError:
-            if fds is not None:
-                fds.close()
-            await _stop_spawned(spawn)
-            raise
         except BaseException as exc:
             if fds is not None:
                 fds.close()
@@ -603,30 +595,6 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
-
-
-async def _stop_spawned(
-    spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, ExecProtocol]],
-) -> None:
-    """A spawn whose caller was cancelled: let it end, then kill what it started, its
-    whole tree and process group, and wait for its exit (whatever cancel comes meanwhile).
-
-    asyncio's own answer to a cancel there is to SIGKILL the command's process alone and
-    wait until its pipes close. Under bubblewrap that process may have just cloned the
-    sandbox's first process, which waits for it (on an eventfd) before it asks to die
-    with its parent: it would wait forever, holding the pipes, and the wait with it."""
-    while not spawn.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([spawn])
-    if spawn.cancelled() or spawn.exception() is not None:
-        return  # nothing started, or asyncio stopped what it did (its own error path)
-    transport, proto = spawn.result()
-    if transport.get_returncode() is None:
-        kill_tree(transport.get_pid())
-    while not proto.exited.is_set():
-        with contextlib.suppress(asyncio.CancelledError):
-            await proto.exited.wait()
-    transport.close()
 
 
 def _nothing() -> None:
