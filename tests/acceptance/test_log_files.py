@@ -81,7 +81,8 @@ def test_logs_reads_no_file_outside_the_artifacts(home: Path, tmp_path: Path) ->
 
 def test_logs_reads_a_log_file_under_the_artifacts_bounded(home: Path) -> None:
     """A log file the engine wrote (under `artifacts/`) is printed, with its artifacts; a
-    256 MiB sparse one there is read to the API's bound (64 MiB), not into memory whole."""
+    256 MiB one there (text, then a hole) is read to the API's bound (64 MiB), not into
+    memory whole. (Text, because `logs` shows a NUL as `\\x00`: four characters a byte.)"""
     step_dir = home / "artifacts" / "run-1" / "main.1"
     step_dir.mkdir(parents=True)
     (step_dir / "output.log").write_text("hello from the step\n")
@@ -89,6 +90,7 @@ def test_logs_reads_a_log_file_under_the_artifacts_bounded(home: Path) -> None:
     big_dir = home / "artifacts" / "run-2" / "main.1"
     big_dir.mkdir(parents=True)
     with (big_dir / "output.log").open("wb") as f:
+        f.write(b"x" * (MAX_FILE_BYTES + 1))
         f.truncate(256 * 1024**2)
     _step(home, 300, str(step_dir / "output.log"))
     _step(home, 301, str(big_dir / "output.log"))

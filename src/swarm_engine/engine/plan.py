@@ -129,11 +129,11 @@ def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
     (its registry row is untrusted): an invalid one is a `ConfigError` naming the agent;
     one whose reference does not resolve within it (registration refuses one) is an
     `AgentError`."""
-    import jsonschema  # lazily (see input_validator)
-    from referencing.exceptions import Unresolvable
-
     inputs = render(step.inputs, context)
     if step.agent.inputs:
+        import jsonschema  # lazily, and only for a schema (see input_validator)
+        from referencing.exceptions import Unresolvable
+
         try:
             validator = input_validator(json.dumps(step.agent.inputs, sort_keys=True))
         except jsonschema.SchemaError as exc:
