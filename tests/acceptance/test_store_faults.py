@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.acceptance.conftest import engine_ready, stop, write_agent
 from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
+from tests.support.disk import fill, small_tmpfs
 
 from swarm_engine.errors import StoreBusyError
 from swarm_engine.store import open_store
@@ -19,34 +20,8 @@ from swarm_engine.store import open_store
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs: a disk that can really be filled (needs root, as in CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write until the disk is full; returns the filler file."""
-    filler = folder / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_disk_is_a_transient_store_error(small_disk: Path) -> None:

@@ -2,8 +2,9 @@
 
 Where the process backend makes what a command needs (its VM's folder, the memory files
 and pipes handed to bubblewrap, the command's own process and pipes), the host may refuse
-for now: out of file descriptors (EMFILE, or ENFILE for the whole system), memory (ENOMEM)
-or processes (EAGAIN from fork/clone). `patiently` tries again, 10 ms apart then doubling
+for now: out of file descriptors (EMFILE, or ENFILE for the whole system), memory (ENOMEM),
+processes (EAGAIN from fork/clone) or disk space (ENOSPC, EDQUOT: the VM's folder, the
+inputs file). `patiently` tries again, 10 ms apart then doubling
 up to 1 s, until the deadline it is given (the command's own timeout); then it fails with
 one line naming the shortage and how long it waited. The wait is logged once, when it
 begins; a cancel ends it at once (it waits on the event loop). Any other error fails at
@@ -44,14 +45,18 @@ WHAT = {
     ),
     errno.ENOMEM: ("no memory free", "lower --max-vms or the agents' memory_mb"),
     errno.EAGAIN: ("no processes free", "raise ulimit -u or lower --max-vms"),
+    errno.ENOSPC: ("no disk space free", "free space on the file system of the engine's home"),
+    errno.EDQUOT: ("no disk quota left", "raise the quota of the engine's user, or free space"),
 }
 """Each shortage: what is missing, and what makes room for it."""
 
 
-SPAWN_FDS = 8
-"""File descriptors an event-loop spawn needs at once besides its sandbox's memory files:
-its stdin, stdout and stderr pipes and the pipe that reports a failed exec (the pidfd
-that watches the child comes once the child's ends are closed)."""
+SPAWN_FDS = 12
+"""File descriptors free before an event-loop spawn: 8 that it needs at once besides its
+sandbox's memory files (its stdin, stdout and stderr pipes and the pipe that reports a
+failed exec; the pidfd that watches the child comes once the child's ends are closed),
+and 4 for what the engine's worker threads may open between this check and the fork (a
+package read, a log file): a spawn that fails midway is not tried again."""
 
 
 FUTILE_SECONDS = 5.0
