@@ -91,6 +91,13 @@ def _where(schema: Any, part: object) -> list[str | int]:
     return []
 
 
+def schema_problem(field: str, exc: Any) -> str:
+    """`inputs.properties.x: not a valid JSON Schema: ...`: one line for a
+    `jsonschema.SchemaError` raised checking the schema held in `field`."""
+    where = ".".join(str(p) for p in exc.absolute_path)
+    return f"{field}{'.' + where if where else ''}: not a valid JSON Schema: {exc.message}"
+
+
 def check_schema(schema: Any) -> None:
     """Raise `jsonschema.SchemaError` if `schema` is not a valid JSON Schema of its
     dialect, or holds a reference that does not resolve within it."""

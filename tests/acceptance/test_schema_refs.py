@@ -10,28 +10,21 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent
 from tests.acceptance.test_daemon import FAST
-from tests.support.cli import insert_agent_row, query, start_engine, swarm_inproc
+from tests.support.cli import (
+    insert_agent_row,
+    insert_open_tickets,
+    query,
+    start_engine,
+    swarm_inproc,
+)
 from tests.support.listener import Listener
 
 from swarm_engine.models import AgentSpec
-
-
-def _tickets(db: Path, rows: list[tuple[str, str, str]]) -> None:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        with conn:
-            conn.executemany(
-                "INSERT INTO tickets (title, status, agent_id, inputs) VALUES (?, 'open', ?, ?)",
-                rows,
-            )
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize(
@@ -82,7 +75,7 @@ def test_a_row_whose_schema_refers_to_a_url_fails_its_ticket_alone(home: Path) -
         ):  # fmt: skip
             insert_agent_row(home, AgentSpec(name=name, kind="echo", inputs=schema))
         db = home / "tickets.db"
-        _tickets(db, [("before", "echo", "{}"), ("tarpit", "tarpit", '{"n": 1}'),
+        insert_open_tickets(db, [("before", "echo", "{}"), ("tarpit", "tarpit", '{"n": 1}'),
                       ("listener", "listener", "{}"),
                       ("fileref", "fileref", '{"x": 1}'), ("local", "local", '{"n": 2}'),
                       ("bad-local", "local", '{"n": "two"}'), ("after", "echo", "{}")])  # fmt: skip

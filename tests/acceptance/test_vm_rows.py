@@ -14,21 +14,15 @@ from pathlib import Path
 
 from tests.acceptance.conftest import write_workflow
 from tests.acceptance.test_daemon import FAST, peak_concurrency
-from tests.support.cli import insert_agent_row, query, start_engine, swarm_inproc
+from tests.support.cli import (
+    insert_agent_row,
+    insert_open_tickets,
+    query,
+    start_engine,
+    swarm_inproc,
+)
 
 from swarm_engine.models import AgentSpec
-
-
-def _insert(db: Path, rows: list[tuple[str, str, str]]) -> None:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        with conn:
-            conn.executemany(
-                "INSERT INTO tickets (title, status, agent_id, inputs) VALUES (?, 'open', ?, ?)",
-                rows,
-            )
-    finally:
-        conn.close()
 
 
 def _run_until_idle(home: Path, *args: str) -> str:
@@ -50,7 +44,7 @@ def test_each_step_has_one_vm_row_that_ends_destroyed(home: Path) -> None:
             (f"f{i}", "shell", json.dumps({"command": "exit 3"})),
             (f"s{i}", "shell", json.dumps({"command": "echo ok"})),
         ]
-    _insert(db, rows)
+    insert_open_tickets(db, rows)
     _run_until_idle(home, "--max-vms", "3")
     tickets = query(db, "SELECT title, status FROM tickets")
     assert {t["title"][0] + t["status"] for t in tickets} == {"edone", "ffailed", "sdone"}
@@ -73,7 +67,9 @@ def test_a_vm_that_is_never_booted_leaves_no_row(home: Path) -> None:
     )
     insert_agent_row(home, spec)
     db = home / "tickets.db"
-    _insert(db, [("before", "echo", "{}"), ("odd", "nowhere", "{}"), ("after", "echo", "{}")])
+    insert_open_tickets(
+        db, [("before", "echo", "{}"), ("odd", "nowhere", "{}"), ("after", "echo", "{}")]
+    )
     _run_until_idle(home, "--max-vms", "2")
     by_title = {t["title"]: t for t in query(db, "SELECT title, status, error FROM tickets")}
     assert by_title["before"]["status"] == by_title["after"]["status"] == "done"

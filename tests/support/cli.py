@@ -150,3 +150,17 @@ def insert_agent_row(home: Path, spec: Any) -> None:
             )
     finally:
         conn.close()
+
+
+def insert_open_tickets(db: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Insert `(title, agent_id, inputs JSON)` rows as open tickets, as any SQLite client
+    may, in one transaction."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO tickets (title, status, agent_id, inputs) VALUES (?, 'open', ?, ?)",
+                rows,
+            )
+    finally:
+        conn.close()

@@ -16,7 +16,7 @@ from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.records import variables_problem
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
-from swarm_engine.schemas import LOCAL_ONLY
+from swarm_engine.schemas import LOCAL_ONLY, schema_problem
 from swarm_engine.schemas import validator as schema_validator
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
@@ -137,11 +137,7 @@ def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
         try:
             validator = input_validator(json.dumps(step.agent.inputs, sort_keys=True))
         except jsonschema.SchemaError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path)
-            raise ConfigError(
-                f"agent {step.agent.ref}: inputs{'.' + where if where else ''}: "
-                f"not a valid JSON Schema: {exc.message}"
-            ) from exc
+            raise ConfigError(f"agent {step.agent.ref}: {schema_problem('inputs', exc)}") from exc
         except ConfigError as exc:  # a reference that does not resolve within it
             raise AgentError(f"the agent's inputs schema: {' '.join(str(exc).split())}") from exc
         try:

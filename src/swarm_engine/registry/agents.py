@@ -45,18 +45,14 @@ def check_agent(spec: AgentSpec, source: str) -> None:
         raise ConfigError(f"{source}: {exc}") from exc
     import jsonschema  # here: only registering checks schemas, and it is slow to import
 
-    from swarm_engine.schemas import check_schema
+    from swarm_engine.schemas import check_schema, schema_problem
 
     for field in ("inputs", "outputs"):
         schema: dict[str, Any] = getattr(spec, field)
         try:
             check_schema(schema)
         except jsonschema.SchemaError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path)
-            raise ConfigError(
-                f"{source}: {field}{'.' + where if where else ''}: not a valid JSON Schema: "
-                f"{exc.message}"
-            ) from exc
+            raise ConfigError(f"{source}: {schema_problem(field, exc)}") from exc
     if spec.command is not None:
         _check_command(spec, source)
     for name, value in spec.env.items():  # names: AgentSpec checks them on every read
