@@ -33,7 +33,9 @@ class Start:
         return "started"
 
 
-@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN])
+@pytest.mark.parametrize(
+    "code", [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOSPC]
+)
 async def test_a_shortage_is_tried_again_and_logged_once(
     code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -49,7 +51,7 @@ async def test_a_shortage_is_tried_again_and_logged_once(
     assert getattr(warnings[0], "vm_id", None) == "vm-1"
 
 
-@pytest.mark.parametrize("code", [errno.ENOENT, errno.EACCES, errno.E2BIG, errno.ENOSPC])
+@pytest.mark.parametrize("code", [errno.ENOENT, errno.EACCES, errno.E2BIG, errno.EROFS])
 async def test_any_other_error_fails_at_once(code: int, caplog: pytest.LogCaptureFixture) -> None:
     start = Start(code, failures=1)
     with pytest.raises(VMError) as caught:

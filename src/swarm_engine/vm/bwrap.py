@@ -32,11 +32,12 @@ PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
 GROUP = f"root:x:0:\nsandbox:x:{GUEST_UID}:\nnogroup:x:65534:\n"
-SHORTAGES = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOSPC, errno.EDQUOT}
-)
-"""Errors that say the engine's host is short of something for now (descriptors, memory,
-processes, disk space)."""
+SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+"""Errors that say the engine's host is short of something for now."""
+DISK_SHORTAGES = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""Errors that say the disk under the engine's home is full for now: waited out where the
+engine makes what a step needs (`vm/shortage.py`), not where it writes a log file (the
+live copy in the store has it all)."""
 MOUNT_POINT = "/mnt"
 """Root engine: where a command's private mount namespace shows its workspace to bubblewrap."""
 HOW_TO_FIX = (
@@ -76,7 +77,7 @@ def bwrap_problem() -> str | None:
         if exc.errno in SHORTAGES:  # the host, for now, not bubblewrap: not a verdict
             raise VMError(
                 f"cannot check the process sandbox now: {exc.strerror} (the engine is short "
-                "of file descriptors, memory, processes or disk space: raise ulimit -n, or wait)"
+                "of file descriptors, memory or processes: raise ulimit -n, or wait)"
             ) from exc
         return f"bubblewrap does not run: {exc}"
     except subprocess.TimeoutExpired as exc:

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,7 @@ from swarm_engine.vm.bwrap import (
     HOST_UID_BASE,
     HOST_UID_SPAN,
     MOUNT_POINT,
+    SHORTAGES,
     SandboxFds,
     disables_userns,
     drop_to,
@@ -431,6 +433,10 @@ class ProcessVM:
                 fds.close()
             if not isinstance(exc, OSError):
                 raise
+            if exc.errno in SHORTAGES and not _past_fork(exc):
+                # Popen failed (before its fork, or its child before the exec): nothing ran.
+                # Another thread took what `room_for` saw free: waited out like a shortage
+                raise
             # it may have started: whatever carries this VM's tag is stopped, not run again
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(kill_tagged, self.id)
@@ -595,6 +601,16 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
+
+
+def _past_fork(exc: BaseException) -> bool:
+    """Whether asyncio raised `exc` once the command was running: watching the child
+    (`add_child_handler`, a pidfd) comes after `Popen` has returned, while an error of
+    `Popen` itself (its pipes, its fork, its child before the exec) means nothing ran."""
+    return any(
+        frame.f_code.co_name == "add_child_handler"
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def _nothing() -> None:

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from typing import TypeVar
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.bwrap import SHORTAGES
+from swarm_engine.vm.bwrap import DISK_SHORTAGES, SHORTAGES
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,13 @@ WHAT = {
 """Each shortage: what is missing, and what makes room for it."""
 
 
-SPAWN_FDS = 12
-"""File descriptors free before an event-loop spawn: 8 that it needs at once besides its
-sandbox's memory files (its stdin, stdout and stderr pipes and the pipe that reports a
-failed exec; the pidfd that watches the child comes once the child's ends are closed),
-and 4 for what the engine's worker threads may open between this check and the fork (a
-package read, a log file): a spawn that fails midway is not tried again."""
+SPAWN_FDS = 8
+"""File descriptors an event-loop spawn needs at once besides its sandbox's memory files:
+its stdin, stdout and stderr pipes and the pipe that reports a failed exec (the pidfd
+that watches the child comes once the child's ends are closed)."""
+
+WAITED = SHORTAGES | DISK_SHORTAGES
+"""What `patiently` waits out."""
 
 
 FUTILE_SECONDS = 5.0
@@ -146,7 +147,7 @@ async def patiently(
             try:
                 done = await start()
             except OSError as exc:
-                if exc.errno not in SHORTAGES:
+                if exc.errno not in WAITED:
                     raise VMError(f"cannot {doing}: {exc}") from exc
                 short = exc
                 now = time.monotonic()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import MAX_FILE_BYTES
-from swarm_engine.vm.bwrap import SHORTAGES
+from swarm_engine.vm.bwrap import DISK_SHORTAGES, SHORTAGES
 
 
 def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
@@ -76,7 +76,7 @@ def write_file(
     try:
         fd = os.open(target, flags, mode)
     except OSError as exc:
-        if exc.errno in SHORTAGES:
+        if exc.errno in SHORTAGES | DISK_SHORTAGES:  # waited out (vm/shortage.py)
             raise
         if exc.errno == errno.ENXIO:  # a FIFO (or socket) with no reader
             raise VMError(f"{shown}: not a regular file (a pipe, socket or device)") from exc
