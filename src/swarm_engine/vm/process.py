@@ -409,30 +409,51 @@ class ProcessVM:
         if self._destroyed:  # while it waited for a shortage to pass
             raise VMError(f"VM {self.id} is destroyed")
         loop = asyncio.get_running_loop()
-        fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
-        try:
-            room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
-        except BaseException:
-            if fds is not None:
-                fds.close()
-            raise
-        try:
-            transport, proto = await loop.subprocess_exec(
-                lambda: ExecProtocol(loop),
-                *self._argv(command, cwd, limit, fds),
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=self.workspace if self.isolated else host_cwd,
-                env=self._env(env),
-                start_new_session=True,
-                pass_fds=fds.passed if fds else (),
-            )
-        except BaseException as exc:
-            if fds is not None:
-                fds.close()
-            if not isinstance(exc, OSError):
+        forking = False
+
+        async def start() -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
+            # in one step of the loop up to the fork: the sandbox's fds, the check that the
+            # spawn has room, the fork (nothing is held from one try to the next)
+            nonlocal forking
+            fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
+            try:
+                room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
+                forking = True
+                transport, proto = await loop.subprocess_exec(
+                    lambda: ExecProtocol(loop),
+                    *self._argv(command, cwd, limit, fds),
+                    stdin=asyncio.subprocess.PIPE
+                    if stdin is not None
+                    else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=self.workspace if self.isolated else host_cwd,
+                    env=self._env(env),
+                    start_new_session=True,
+                    pass_fds=fds.passed if fds else (),
+                )
+            except BaseException:
+                if fds is not None:
+                    fds.close()
                 raise
+            if fds is not None:
+                fds.close_passed()
+            return fds, transport, proto
+
+        # a task of its own: a cancel of this step lets the start end, then stops it whole
+        # (`_stop_spawned`), where asyncio would kill the command's process alone
+        spawn = asyncio.ensure_future(start())
+        try:
+            return await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            if not forking:  # its first step has not run: it never will
+                spawn.cancel()
+            await _stop_spawned(spawn)
+            raise
+        except BaseException as exc:
+            del spawn  # (the task holds this error, whose traceback holds this frame)
+            if not isinstance(exc, OSError) or not forking:
+                raise  # a shortage before the fork: nothing started, it may be tried again
             if exc.errno in SHORTAGES and not _past_fork(exc):
                 # Popen failed (before its fork, or its child before the exec): nothing ran.
                 # Another thread took what `room_for` saw free: waited out like a shortage
@@ -441,9 +462,6 @@ class ProcessVM:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(kill_tagged, self.id)
             raise VMError(f"cannot start command in {self.id}: {exc}") from exc
-        if fds is not None:
-            fds.close_passed()
-        return fds, transport, proto
 
     async def _exec_on_thread(
         self,
@@ -601,6 +619,32 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
+
+
+async def _stop_spawned(
+    spawn: asyncio.Future[tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]],
+) -> None:
+    """A spawn whose caller was cancelled: let it end, then kill what it started, its
+    whole tree and process group, and wait for its exit (whatever cancel comes meanwhile).
+
+    asyncio's own answer to a cancel there is to SIGKILL the command's process alone and
+    wait until its pipes close. Under bubblewrap that process may have just cloned the
+    sandbox's first process, which waits for it (on an eventfd) before it asks to die
+    with its parent: it would wait forever, holding the pipes, and the wait with it."""
+    while not spawn.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([spawn])
+    if spawn.cancelled() or spawn.exception() is not None:
+        return  # nothing started, or asyncio stopped what it did (its own error path)
+    fds, transport, proto = spawn.result()
+    if fds is not None:
+        fds.close()
+    if transport.get_returncode() is None:
+        kill_tree(transport.get_pid())
+    while not proto.exited.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await proto.exited.wait()
+    transport.close()
 
 
 def _past_fork(exc: BaseException) -> bool:
