@@ -68,7 +68,7 @@ async def test_a_command_cancelled_as_it_starts_is_stopped_whole(vm: VM) -> None
         for _ in range(3000):  # and running: the subreaper and both sleeps (bounded poll)
             if len(tagged(vm.id)) >= 3:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # sleep-ok: polling /proc, which has no event
         assert len(tagged(vm.id)) >= 3, "the command never started"
         running.cancel()
         await asyncio.sleep(0)  # the cancel is taken before the pipes connect

@@ -1,4 +1,4 @@
-"""Which spawn failures mean nothing ran (`vm/process.py` `_past_fork`): an error of
+"""Which spawn failures mean nothing ran (`vm/spawned.py` `past_fork`): an error of
 `Popen` itself (its pipes, its fork, its child before the exec) is waited out like a
 shortage when it is one; an error once asyncio watches the running child is not (the
 command is killed, never run again). Real asyncio and real processes."""
@@ -10,14 +10,14 @@ import os
 
 import pytest
 
-from swarm_engine.vm.process import _past_fork
+from swarm_engine.vm.spawned import past_fork
 
 
 async def test_an_error_of_popen_itself_is_before_the_fork() -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(OSError) as caught:
         await loop.subprocess_exec(asyncio.SubprocessProtocol, "/nonexistent/swarm-no-such-program")
-    assert not _past_fork(caught.value)
+    assert not past_fork(caught.value)
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd on this host")
@@ -29,4 +29,4 @@ async def test_an_error_watching_the_child_is_past_the_fork() -> None:
     os.waitpid(gone, 0)  # reaped: pidfd_open of it fails, as one of EMFILE would
     with pytest.raises(OSError) as caught:
         watcher.add_child_handler(gone, lambda *args: None)
-    assert _past_fork(caught.value)
+    assert past_fork(caught.value)

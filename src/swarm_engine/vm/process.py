@@ -25,7 +25,6 @@ import secrets
 import shutil
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +68,7 @@ from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 from swarm_engine.vm.settled import settled
 from swarm_engine.vm.shortage import SPAWN_FDS, patiently, room_for
+from swarm_engine.vm.spawned import past_fork, stop_spawned
 from swarm_engine.vm.streamed import ExecProtocol, finish
 from swarm_engine.vm.threaded import Command, Job
 from swarm_engine.vm.workspace import (
@@ -441,20 +441,20 @@ class ProcessVM:
             return fds, transport, proto
 
         # a task of its own: a cancel of this step lets the start end, then stops it whole
-        # (`_stop_spawned`), where asyncio would kill the command's process alone
+        # (`vm/spawned.py`), where asyncio would kill the command's process alone
         spawn = asyncio.ensure_future(start())
         try:
             return await asyncio.shield(spawn)
         except asyncio.CancelledError:
             if not forking:  # its first step has not run: it never will
                 spawn.cancel()
-            await _stop_spawned(spawn)
+            await stop_spawned(spawn)
             raise
         except BaseException as exc:
             del spawn  # (the task holds this error, whose traceback holds this frame)
             if not isinstance(exc, OSError) or not forking:
                 raise  # a shortage before the fork: nothing started, it may be tried again
-            if exc.errno in SHORTAGES and not _past_fork(exc):
+            if exc.errno in SHORTAGES and not past_fork(exc):
                 # Popen failed (before its fork, or its child before the exec): nothing ran.
                 # Another thread took what `room_for` saw free: waited out like a shortage
                 raise
@@ -619,42 +619,6 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
-
-
-async def _stop_spawned(
-    spawn: asyncio.Future[tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]],
-) -> None:
-    """A spawn whose caller was cancelled: let it end, then kill what it started, its
-    whole tree and process group, and wait for its exit (whatever cancel comes meanwhile).
-
-    asyncio's own answer to a cancel there is to SIGKILL the command's process alone and
-    wait until its pipes close. Under bubblewrap that process may have just cloned the
-    sandbox's first process, which waits for it (on an eventfd) before it asks to die
-    with its parent: it would wait forever, holding the pipes, and the wait with it."""
-    while not spawn.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([spawn])
-    if spawn.cancelled() or spawn.exception() is not None:
-        return  # nothing started, or asyncio stopped what it did (its own error path)
-    fds, transport, proto = spawn.result()
-    if fds is not None:
-        fds.close()
-    if transport.get_returncode() is None:
-        kill_tree(transport.get_pid())
-    while not proto.exited.is_set():
-        with contextlib.suppress(asyncio.CancelledError):
-            await proto.exited.wait()
-    transport.close()
-
-
-def _past_fork(exc: BaseException) -> bool:
-    """Whether asyncio raised `exc` once the command was running: watching the child
-    (`add_child_handler`, a pidfd) comes after `Popen` has returned, while an error of
-    `Popen` itself (its pipes, its fork, its child before the exec) means nothing ran."""
-    return any(
-        frame.f_code.co_name == "add_child_handler"
-        for frame, _ in traceback.walk_tb(exc.__traceback__)
-    )
 
 
 def _nothing() -> None:
