@@ -329,21 +329,17 @@ def run_huey(
     recipe_file = root / "recipe.json"
     recipe_file.write_text(json.dumps(recipe))
     db = root / f"huey-{rep}.db"
+    args = ["--huey-driver", str(db), str(recipe_file), "-n", str(n), "--slots", str(slots)]
+    return huey_json(python, HERE, args, timeout=120 + n)
+
+
+def huey_json(python: Path, script: Path, args: list[str], *, timeout: float) -> dict[str, float]:
+    """Run `script ARGS` with huey's venv Python; its last stdout line, as JSON."""
     done = subprocess.run(
-        [
-            str(python),
-            str(HERE),
-            "--huey-driver",
-            str(db),
-            str(recipe_file),
-            "-n",
-            str(n),
-            "--slots",
-            str(slots),
-        ],
+        [str(python), str(script), *args],
         capture_output=True,
         text=True,
-        timeout=120 + n,
+        timeout=timeout,
         check=False,
     )
     if done.returncode != 0:

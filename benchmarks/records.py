@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,17 +72,10 @@ def run_swarm(root: Path, n: int, rep: int) -> dict[str, float]:
 
 
 def run_huey(python: Path, root: Path, n: int, rep: int) -> dict[str, float]:
-    done = subprocess.run(
-        [str(python), str(HERE), "--huey-child", str(root / f"huey-{rep}.db"), "-n", str(n)],
-        capture_output=True,
-        text=True,
-        timeout=120 + n,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"huey run failed:\n{done.stdout}{done.stderr[-4000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    import peers
+
+    args = ["--huey-child", str(root / f"huey-{rep}.db"), "-n", str(n)]
+    return peers.huey_json(python, HERE, args, timeout=120 + n)
 
 
 def huey_child(db: str, n: int) -> None:
