@@ -17,6 +17,7 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
 from swarm_engine.errors import ConflictError, SwarmError
+from swarm_engine.osthreads import name_file_workers
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
 
 START_TIMEOUT = 15.0
@@ -74,6 +75,7 @@ def start(
 
     async def main() -> None:
         use_pidfd_child_watcher()
+        name_file_workers(asyncio.get_running_loop())
         daemon.install_signal_handlers()
         await daemon.run()
 

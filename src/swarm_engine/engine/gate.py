@@ -15,10 +15,10 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from swarm_engine.errors import HostShortageError, StoreBusyError
+from swarm_engine.osthreads import executor
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class StoreGate:
     """Runs store calls on one worker thread. Close it after the last call."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._executor = executor(1, "store")
         self._last_warning = 0.0
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
+from swarm_engine.osthreads import executor
 from swarm_engine.vm.base import (
     GUEST_WORKSPACE,
     ExecResult,
@@ -174,7 +175,7 @@ class ProcessBackend:
                     self._uids.discard(host_uid)
             raise
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="vm-command")
+            self._threads = executor(COMMAND_THREADS, "vm-command")
         real = (
             None if self._real_root is None else os.path.join(self._real_root, vm_id, "workspace")
         )
