@@ -92,6 +92,7 @@ async def _run_and_wait(
     from swarm_engine.cli.progress import Progress
     from swarm_engine.engine.events import ignore
     from swarm_engine.engine.session import EngineSession
+    from swarm_engine.osthreads import name_file_workers
     from swarm_engine.service.runs import numbered
 
     progress = Progress(err_console if quiet else console, ticket_id)
@@ -101,6 +102,7 @@ async def _run_and_wait(
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
+    name_file_workers(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main.cancel)
     try:
