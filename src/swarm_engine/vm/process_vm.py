@@ -1,0 +1,476 @@
+"""A process sandbox's VM (`ProcessVM`): a workspace folder, and each command in it a
+fresh process tree in its own session, with an environment built from scratch and
+resource limits (`prlimit`), under bubblewrap (`_argv`) or, with `isolation = "none"`, a
+child subreaper (`vm/subreaper.py`); its files written and read off the event loop. The
+backend that boots and reaps these VMs is `vm/process.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.base import (
+    GUEST_WORKSPACE,
+    ExecResult,
+    OutputCallback,
+    VMInfo,
+    VMSpec,
+    safe_relpath,
+    shell_exit_code,
+)
+from swarm_engine.vm.bwrap import (
+    GUEST_UID,
+    MOUNT_POINT,
+    SHORTAGES,
+    SandboxFds,
+    drop_to,
+    etc_files,
+    host_tool,
+    root_engine,
+)
+from swarm_engine.vm.pasta import forward_ports, kill_pasta
+from swarm_engine.vm.process_config import ProcessConfig
+from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.settled import settled
+from swarm_engine.vm.shortage import SPAWN_FDS, patiently, room_for
+from swarm_engine.vm.spawned import past_fork, stop_spawned
+from swarm_engine.vm.streamed import ExecProtocol, finish
+from swarm_engine.vm.threaded import Command, Job
+from swarm_engine.vm.workspace import (
+    disk_usage,
+    read_regular_file,
+    remove_folder,
+    resolve_inside,
+    write_file,
+)
+
+T = TypeVar("T")
+
+SUBREAPER = Path(__file__).with_name("subreaper.py")
+DRAIN_SECONDS = 2.0
+"""After a command's own process has exited, how long its pipes are still read (what is
+buffered in them); its leftovers are killed by then, so they reach EOF at once."""
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+DISK_CHECK_SECONDS = 0.05
+"""How often a running command's workspace is measured against `disk_mb`."""
+
+
+class ProcessVM:
+    def __init__(
+        self,
+        vm_id: str,
+        folder: Path,
+        spec: VMSpec,
+        *,
+        isolated: bool,
+        host_uid: int | None = None,
+        config: ProcessConfig | None = None,
+        no_userns: bool = False,
+        release: Callable[[int], None] | None = None,
+        threads: ThreadPoolExecutor | None = None,
+        real_workspace: str | None = None,
+    ) -> None:
+        self.id = vm_id
+        self.folder = folder
+        self.workspace = folder / "workspace"
+        self._real_workspace = real_workspace
+        """`workspace` with its symlinks resolved (made by the engine: none of its parts is
+        the step's); found on first use when not given."""
+        self.spec = spec
+        self.isolated = isolated
+        self.host_uid = host_uid
+        """The host uid its commands run as when the engine is root (else the engine's)."""
+        self.config = config or ProcessConfig()
+        self._no_userns = no_userns
+        self._release = release
+        self._procs: set[asyncio.SubprocessTransport] = set()
+        self._threads = threads
+        self._jobs: dict[Job, asyncio.Future[Any]] = {}
+        self._files: set[asyncio.Future[Any]] = set()
+        """File work on its folder that a worker thread may be doing now (`_on_thread`)."""
+        self._destroyed = False
+
+    def info(self) -> VMInfo:
+        return VMInfo(
+            pid=None,
+            workspace=str(self.workspace),
+            isolation="bwrap" if self.isolated else "none",
+        )
+
+    @property
+    def guest_workspace(self) -> str:
+        return GUEST_WORKSPACE if self.isolated else str(self.workspace)
+
+    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        env = {
+            "PATH": BASE_PATH,
+            "HOME": self.guest_workspace,
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "SWARM_WORKSPACE": self.guest_workspace,
+            VM_TAG: self.id,
+        }
+        env.update(extra or {})
+        env[VM_TAG] = self.id
+        return env
+
+    def _limits(self, timeout: float) -> list[str]:
+        return [
+            "prlimit",
+            f"--as={self.spec.memory_mb * 1024 * 1024 + 256 * 1024 * 1024}",
+            f"--cpu={int(timeout) + 2}",
+            f"--nofile={self.spec.max_open_files}",
+            f"--nproc={self.spec.max_processes}",
+            f"--fsize={self.config.disk_mb * 1024 * 1024}",
+            "--",
+        ]
+
+    def _argv(
+        self, command: Sequence[str] | str, cwd: str | None, timeout: float, fds: SandboxFds | None
+    ) -> list[str]:
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise VMError("empty command")
+        rel = safe_relpath(cwd) if cwd else "."
+        limits = self._limits(timeout)
+        if not self.isolated or fds is None:
+            # no PID namespace: a child subreaper keeps every descendant findable, and
+            # kills the leftovers when the command's own process exits (vm/subreaper.py)
+            reaper = [sys.executable, "-I", "-S", str(SUBREAPER), str(os.getpid()), "--"]
+            return [*reaper, *limits, *argv]
+        tmp = str(self.config.tmp_mb * 1024 * 1024)
+        wrap = [
+            host_tool("bwrap"), "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID),
+            "--gid", str(GUEST_UID), "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", tmp, "--tmpfs", "/dev/shm", "--size", tmp, "--tmpfs", "/tmp",
+            "--bind", MOUNT_POINT if self.host_uid is not None else str(self.workspace),
+            GUEST_WORKSPACE,
+            "--ro-bind-data", str(fds.passwd), "/etc/passwd",
+            "--ro-bind-data", str(fds.group), "/etc/group",
+        ]  # fmt: skip
+        for name in etc_files():
+            wrap += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for host, guest in self.spec.mounts:  # tools the engine installed, read-only
+            wrap += ["--ro-bind", host, guest]
+        wrap += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        if self._no_userns:
+            wrap += ["--disable-userns"]
+        if fds.info is not None and fds.block is not None:
+            wrap += ["--info-fd", str(fds.info), "--block-fd", str(fds.block)]
+        chdir = GUEST_WORKSPACE if rel == "." else f"{GUEST_WORKSPACE}/{rel}"
+        wrap += ["--chdir", chdir, "--"]
+        if self.host_uid is None:
+            return [*wrap, *limits, *argv]
+        # Root engine: bubblewrap runs as the sandbox's own uid, which may not be able to
+        # reach the workspace's path (a 0700 home); so the workspace is first bound onto
+        # MOUNT_POINT in a private mount namespace that only this command sees.
+        bind = [host_tool("unshare"), "--mount", "--propagation", "private", "--",
+                "/bin/sh", "-c", f'mount --bind -- "$0" {MOUNT_POINT} && exec "$@"',
+                str(self.workspace)]  # fmt: skip
+        return [*bind, *drop_to(self.host_uid), *wrap, *limits, *argv]
+
+    @property
+    def _ports(self) -> tuple[int, ...]:
+        return self.spec.allowed_ports if self.isolated and self.spec.network else ()
+
+    async def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        if self._destroyed:
+            raise VMError(f"VM {self.id} is destroyed")
+        limit = timeout if timeout is not None else self.spec.timeout_seconds
+        host_cwd = self.workspace / (safe_relpath(cwd) if cwd else ".")
+        if not host_cwd.is_dir():
+            raise VMError(f"working folder {cwd!r} does not exist in the VM")
+        started = time.monotonic()
+        deadline = started + limit  # a start the host is short for is tried until then
+        doing = f"start command in {self.id}"  # vm/shortage.py
+        if self._threads is not None and on_output is None and not self._ports:
+            return await patiently(
+                lambda: self._exec_on_thread(command, cwd, deadline, env, host_cwd, stdin),
+                deadline=deadline, doing=doing, vm_id=self.id,
+            )  # fmt: skip
+        fds, transport, proto = await patiently(
+            lambda: self._spawn(command, cwd, deadline - time.monotonic(), env, host_cwd, stdin),
+            deadline=deadline, doing=doing, vm_id=self.id,
+        )  # fmt: skip
+        limit = deadline - time.monotonic()  # what the wait for a shortage left of it
+        pasta: int | None = None
+        try:
+            self._procs.add(transport)
+            pid = transport.get_pid()
+            if fds is not None and fds.block_w is not None:
+                try:  # the command waits (--block-fd) until its ports are forwarded
+                    pasta = await self._forward_ports(fds)
+                except BaseException:
+                    kill_tree(pid)
+                    await proto.exited.wait()
+                    self._procs.discard(transport)
+                    transport.close()
+                    raise
+        finally:
+            if fds is not None:
+                fds.close()
+        try:
+            return await finish(
+                transport, proto, started=started, limit=limit, stdin=stdin,
+                on_output=on_output, keep=self.spec.output_keep_bytes,
+                over_disk=self._over_disk, over_disk_note=self._over_disk_note(),
+                drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
+            )  # fmt: skip
+        finally:
+            self._procs.discard(transport)
+            if pasta is not None:
+                kill_pasta(pasta, self.id)
+
+    async def _spawn(
+        self,
+        command: Sequence[str] | str,
+        cwd: str | None,
+        limit: float,
+        env: Mapping[str, str] | None,
+        host_cwd: Path,
+        stdin: bytes | None,
+    ) -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
+        """Start the command on the event loop, with its sandbox's fds. Raises `OSError`
+        only when nothing was started (the caller may try again); a spawn that fails is a
+        `VMError`, never tried again: asyncio can fail after the fork (watching the child
+        takes a pidfd), and the command must not run twice."""
+        if self._destroyed:  # while it waited for a shortage to pass
+            raise VMError(f"VM {self.id} is destroyed")
+        loop = asyncio.get_running_loop()
+        forking = False
+
+        async def start() -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
+            # in one step of the loop up to the fork: the sandbox's fds, the check that the
+            # spawn has room, the fork (nothing is held from one try to the next)
+            nonlocal forking
+            fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
+            try:
+                room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
+                forking = True
+                transport, proto = await loop.subprocess_exec(
+                    lambda: ExecProtocol(loop),
+                    *self._argv(command, cwd, limit, fds),
+                    stdin=asyncio.subprocess.PIPE
+                    if stdin is not None
+                    else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=self.workspace if self.isolated else host_cwd,
+                    env=self._env(env),
+                    start_new_session=True,
+                    pass_fds=fds.passed if fds else (),
+                )
+            except BaseException:
+                if fds is not None:
+                    fds.close()
+                raise
+            if fds is not None:
+                fds.close_passed()
+            return fds, transport, proto
+
+        # a task of its own: a cancel of this step lets the start end, then stops it whole
+        # (`vm/spawned.py`), where asyncio would kill the command's process alone
+        spawn = asyncio.ensure_future(start())
+        try:
+            return await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            if not forking:  # its first step has not run: it never will
+                spawn.cancel()
+            await stop_spawned(spawn)
+            raise
+        except BaseException as exc:
+            del spawn  # (the task holds this error, whose traceback holds this frame)
+            if not isinstance(exc, OSError) or not forking:
+                raise  # a shortage before the fork: nothing started, it may be tried again
+            if exc.errno in SHORTAGES and not past_fork(exc):
+                # Popen failed (before its fork, or its child before the exec): nothing ran.
+                # Another thread took what `room_for` saw free: waited out like a shortage
+                raise
+            # it may have started: whatever carries this VM's tag is stopped, not run again
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(kill_tagged, self.id)
+            raise VMError(f"cannot start command in {self.id}: {exc}") from exc
+
+    async def _exec_on_thread(
+        self,
+        command: Sequence[str] | str,
+        cwd: str | None,
+        deadline: float,
+        env: Mapping[str, str] | None,
+        host_cwd: Path,
+        stdin: bytes | None,
+    ) -> ExecResult:
+        """The whole command on a worker thread (`vm/threaded.py`): spawned, read, waited
+        for and killed there; the loop awaits one result. Raises `OSError` only when it
+        could not start (nothing ran)."""
+        assert self._threads is not None
+        if self._destroyed:  # while it waited for a shortage to pass
+            raise VMError(f"VM {self.id} is destroyed")
+        started = time.monotonic()
+        limit = deadline - started
+        fds = SandboxFds.open(network=False) if self.isolated else None
+        try:
+            job = Job(
+                Command(
+                    argv=self._argv(command, cwd, limit, fds),
+                    cwd=self.workspace if self.isolated else host_cwd,
+                    env=self._env(env),
+                    pass_fds=fds.passed if fds else (),
+                    stdin=stdin,
+                    limit=limit,
+                    keep=self.spec.output_keep_bytes,
+                    drain=DRAIN_SECONDS,
+                    check_every=DISK_CHECK_SECONDS,
+                    over_disk=self._over_disk,
+                    spawned=fds.close_passed if fds else _nothing,
+                )
+            )
+        except BaseException:
+            if fds is not None:
+                fds.close()
+            raise
+        done = asyncio.get_running_loop().run_in_executor(self._threads, job.run)
+        self._jobs[job] = done
+        try:
+            try:
+                outcome = await asyncio.shield(done)
+            except asyncio.CancelledError:
+                job.cancel()  # its tree is killed; wait until its process is gone
+                while not done.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([done])
+                raise
+        except OSError as exc:
+            if not job.started:
+                raise  # nothing ran: it may be tried again (vm/shortage.py)
+            raise VMError(f"cannot run command in {self.id}: {exc}") from exc
+        finally:
+            self._jobs.pop(job, None)
+            if fds is not None:
+                fds.close()
+        if outcome.over_disk:
+            outcome.stderr.add(self._over_disk_note())
+        code = shell_exit_code(outcome.returncode, outcome.timed_out)
+        return ExecResult.of(
+            code, outcome.stdout, outcome.stderr, started, timed_out=outcome.timed_out
+        )
+
+    def _over_disk(self) -> bool:
+        """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call)."""
+        cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
+        used, entries = disk_usage(self.workspace, cap, most)
+        return used > cap or entries > most
+
+    def _over_disk_note(self) -> bytes:
+        return (
+            f"\nswarm-engine: the workspace went over its disk limit of "
+            f"{self.config.disk_mb} MiB or {self.config.max_files} files;"
+            " the command was killed\n".encode()
+        )
+
+    async def _forward_ports(self, fds: SandboxFds) -> int:
+        """Give the sandbox its `allowed_ports` (vm/pasta.py); returns pasta's pid."""
+        assert fds.info_r is not None and fds.block_w is not None
+        return await forward_ports(
+            self.id, self.folder, self._ports, fds.info_r, fds.block_w,
+            pasta=host_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
+        )  # fmt: skip
+
+    def _host_path(self, path: str) -> tuple[Path, str]:
+        """The host path for a workspace path, and its real path: symlinks may not lead
+        outside. Blocking file work (an `lstat` per part of `path`), for a worker thread."""
+        relpath = safe_relpath(path)
+        if self._real_workspace is None:
+            self._real_workspace = os.path.realpath(self.workspace)
+        real = resolve_inside(self._real_workspace, relpath)
+        if real is None:
+            raise VMError(f"path {path!r} is outside the VM workspace")
+        return self.workspace / relpath, real
+
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`, file work in this VM's folder, on a worker thread that never runs on
+        after a cancel of this await (`vm/settled.py`) nor while the VM is destroyed: not
+        begun once it is, and waited for by `destroy` before the folder goes."""
+        if self._destroyed:  # (also while a shortage was waited out)
+            raise VMError(f"VM {self.id} is destroyed")
+        return await settled(fn, *args, busy=self._files)
+
+    async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        if self._destroyed:
+            raise VMError(f"VM {self.id} is destroyed")
+        await patiently(  # off the event loop; a host shortage is waited out (shortage.py)
+            lambda: self._on_thread(self._write_file, path, data, mode),
+            deadline=time.monotonic() + self.spec.timeout_seconds,
+            doing=f"write {path!r} in {self.id}", vm_id=self.id,
+        )  # fmt: skip
+
+    def _write_file(self, path: str, data: bytes, mode: int) -> None:
+        write_file(self.workspace, self._host_path(path)[0], path, data, mode, self.host_uid)
+
+    def _read_file(self, path: str) -> bytes:
+        return read_regular_file(Path(self._host_path(path)[1]), path)
+
+    async def get_file(self, path: str) -> bytes:
+        if self._destroyed:
+            raise VMError(f"VM {self.id} is destroyed")
+        safe_relpath(path)  # a path that cannot be inside is refused at once
+        # off the event loop, never blocking (a FIFO), never unbounded (a sparse file)
+        return await patiently(  # a host shortage is waited out (vm/shortage.py)
+            lambda: self._on_thread(self._read_file, path),
+            deadline=time.monotonic() + self.spec.timeout_seconds,
+            doing=f"read {path!r} in {self.id}", vm_id=self.id,
+        )  # fmt: skip
+
+    async def is_alive(self) -> bool:
+        return not self._destroyed and self.workspace.is_dir()
+
+    async def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
+        for transport in list(self._procs):
+            if transport.get_returncode() is None:  # once reaped, its pid may be another's
+                kill_tree(transport.get_pid())
+        running = list(self._jobs.items())
+        for job, _ in running:  # its own thread kills it (it alone knows if reaped)
+            job.cancel()
+        busy = [*(done for _, done in running), *self._files]
+        if busy:  # and the workspace goes once nothing runs or writes in it any more
+            await asyncio.wait(busy)
+        if not self.isolated:
+            # without a PID namespace a command may have left daemons behind: find them by
+            # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
+            # the kernel already killed everything when each command's namespace ended.
+            await settled(kill_tagged, self.id, drop=False)
+        left = await settled(remove_folder, self.folder, drop=False)  # to its end
+        if self.host_uid is not None and self._release is not None:
+            self._release(self.host_uid)
+        if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
+            raise VMError(left)
+
+
+def _nothing() -> None:
+    return None
