@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent
-from tests.support.cli import swarm, swarm_inproc
+from tests.support.cli import query, start_engine, swarm, swarm_inproc
 
 
 def run_step(home: Path, tmp_path: Path, command: str) -> dict[str, object]:
@@ -54,3 +55,29 @@ def test_vm_requirements_are_checked_at_registration(
     assert done.returncode == 5, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert message.split(": ")[-1] in done.stderr, done.stderr
+
+
+def test_a_burst_of_files_past_max_files_fails_every_step(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """A command that makes 200 empty files and exits, in less time than the workspace's
+    periodic count, against `max_files = 10`: each of several tickets fails with the
+    limit's note (the workspace is counted again as each command ends), none is done."""
+    (home / "config.toml").write_text("[backend_options.process]\nmax_files = 10\n")
+    burst = "i=0; while [ $i -lt 200 ]; do : > f$i; i=$((i+1)); done"
+    write_agent(tmp_path / "burst", f"name: burst\nkind: shell\ncommand: {json.dumps(burst)}\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "burst")).returncode == 0
+    tickets = 8
+    for i in range(tickets):
+        made = swarm_inproc(home, "ticket", "create", "--title", f"b{i}", "--agent", "burst")
+        assert made.returncode == 0, made.stderr
+    proc = start_engine(home, "--max-vms", "2", "--until-idle")
+    engines.append(proc)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    rows = query(home / "tickets.db", "SELECT status, error FROM tickets ORDER BY id")
+    assert len(rows) == tickets
+    for row in rows:
+        assert row["status"] == "failed", row
+        assert row["error"].startswith("step 'main' failed: command exited with 137"), row
+        assert "the workspace went over its disk limit of 2048 MiB or 10 files" in row["error"]

@@ -241,3 +241,38 @@ async def test_ports_that_cannot_be_given_refuse_the_step(
     with pytest.raises(VMError, match=r"network ports 8080, but pasta is not installed"):
         await backend.boot("vm-escape0005", VMSpec(network=True, allowed_ports=(8080,)))
     assert not (home / "vms" / "vm-escape0005").exists()
+
+
+BURST = "i=0; while [ $i -lt 200 ]; do : > f$i; i=$((i+1)); done"
+"""200 empty files in a few milliseconds, then exit 0: over before the next periodic count."""
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["on-a-thread", "on-the-loop"])
+async def test_a_burst_of_files_between_two_counts_fails_the_command(
+    home: Path, streamed: bool
+) -> None:
+    """The workspace is counted once more as each command ends: a command that made more
+    files than `max_files` and exited before the next count fails all the same, every
+    time, on both paths of `exec` (a worker thread; the loop, when output is streamed)."""
+    backend = ProcessBackend(home, ProcessConfig(isolation="bwrap", max_files=10))
+    await backend.start()
+    seen: list[bytes] = []
+
+    def keep(_: str, chunk: bytes) -> None:
+        seen.append(chunk)
+
+    try:
+        for i in range(6):
+            vm = await backend.boot(f"vm-burst{i}", VMSpec(timeout_seconds=30))
+            try:
+                ok = await vm.exec("touch a b c", on_output=keep if streamed else None)
+                assert ok.exit_code == 0 and ok.stderr == b""  # within its limits
+                res = await vm.exec(BURST, on_output=keep if streamed else None)
+                assert res.exit_code == 137 and not res.timed_out, res
+                assert b"the workspace went over its disk limit of 2048 MiB or 10 files" in (
+                    res.stderr
+                )
+            finally:
+                await vm.destroy()
+    finally:
+        await backend.close()

@@ -53,6 +53,9 @@ class VMSpec:
 
 TIMEOUT_EXIT = 124
 """A command's exit code when its time limit killed it (as `timeout(1)` reports)."""
+OVER_DISK_EXIT = 137
+"""A process sandbox command's exit code when its workspace was over its disk limits as
+it ended (the code of one killed for them while it ran: 128 + SIGKILL)."""
 
 
 def shell_exit_code(returncode: int | None, timed_out: bool) -> int:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import (
     GUEST_WORKSPACE,
+    OVER_DISK_EXIT,
     ExecResult,
     OutputCallback,
     VMInfo,
@@ -236,7 +237,7 @@ class ProcessVM:
             return await finish(
                 transport, proto, started=started, limit=limit, stdin=stdin,
                 on_output=on_output, keep=self.spec.output_keep_bytes,
-                over_disk=self._over_disk, over_disk_note=self._over_disk_note(),
+                over_disk=self._over_disk, over_disk_note=self._over_disk_note,
                 drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
             )  # fmt: skip
         finally:
@@ -371,24 +372,33 @@ class ProcessVM:
             self._jobs.pop(job, None)
             if fds is not None:
                 fds.close()
-        if outcome.over_disk:
-            outcome.stderr.add(self._over_disk_note())
+        if outcome.over_disk or outcome.ended_over_disk:
+            outcome.stderr.add(self._over_disk_note(outcome.over_disk))
         code = shell_exit_code(outcome.returncode, outcome.timed_out)
+        if outcome.ended_over_disk:  # as if killed for it as it ended
+            code = OVER_DISK_EXIT
         return ExecResult.of(
             code, outcome.stdout, outcome.stderr, started, timed_out=outcome.timed_out
         )
 
     def _over_disk(self) -> bool:
-        """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call)."""
+        """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call,
+        while a command runs and as it ends; it counts no further than past either)."""
         cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
         used, entries = disk_usage(self.workspace, cap, most)
         return used > cap or entries > most
 
-    def _over_disk_note(self) -> bytes:
+    def _over_disk_note(self, killed: bool = True) -> bytes:
+        """The line a command's stderr ends with when its workspace went over its limits:
+        `killed` while it ran, or found over them as it ended (exit `OVER_DISK_EXIT`)."""
+        what = (
+            "the command was killed"
+            if killed
+            else f"found as the command ended; it fails with exit code {OVER_DISK_EXIT}"
+        )
         return (
             f"\nswarm-engine: the workspace went over its disk limit of "
-            f"{self.config.disk_mb} MiB or {self.config.max_files} files;"
-            " the command was killed\n".encode()
+            f"{self.config.disk_mb} MiB or {self.config.max_files} files; {what}\n".encode()
         )
 
     async def _forward_ports(self, fds: SandboxFds) -> int:

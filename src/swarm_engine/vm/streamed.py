@@ -13,7 +13,13 @@ import contextlib
 import inspect
 from collections.abc import Callable
 
-from swarm_engine.vm.base import ExecResult, OutputCallback, Stream, shell_exit_code
+from swarm_engine.vm.base import (
+    OVER_DISK_EXIT,
+    ExecResult,
+    OutputCallback,
+    Stream,
+    shell_exit_code,
+)
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import kill_tree
 from swarm_engine.vm.settled import settled
@@ -80,7 +86,7 @@ async def finish(
     on_output: OutputCallback | None,
     keep: int,
     over_disk: Callable[[], bool],
-    over_disk_note: bytes,
+    over_disk_note: Callable[[bool], bytes],
     drain: float,
     check_every: float,
 ) -> ExecResult:
@@ -88,7 +94,11 @@ async def finish(
     bytes of head and tail per stream, and to `on_output` as it comes), its tree killed
     past `limit` seconds (exit code 124) or when `over_disk()` (a worker thread's call,
     every `check_every` seconds) says its workspace is over its limits; what its pipes
-    still hold is read for `drain` seconds after it exits. The transport is closed."""
+    still hold is read for `drain` seconds after it exits. `over_disk()` is asked once
+    more when the command has ended by itself: over its limits then, it fails with
+    `OVER_DISK_EXIT`, as if killed for them. Either way stderr ends with
+    `over_disk_note(killed)` (`killed`: True when it was killed while it ran, False when it
+    had ended). The transport is closed."""
     pid = transport.get_pid()
     out, err = BoundedOutput(keep), BoundedOutput(keep)
     pumps = [
@@ -126,9 +136,14 @@ async def finish(
         watch.cancel()
         went_over = (await asyncio.gather(watch, return_exceptions=True))[0] is True
         transport.close()
-    if went_over:
-        err.add(over_disk_note)
+    # what it wrote since the last count (a burst shorter than `check_every`), on a worker
+    # thread that never walks on after a cancel (vm/settled.py)
+    ended_over = not went_over and not timed_out and await settled(over_disk)
+    if went_over or ended_over:
+        err.add(over_disk_note(went_over))
     code = shell_exit_code(transport.get_returncode(), timed_out)
+    if ended_over:
+        code = OVER_DISK_EXIT
     return ExecResult.of(code, out, err, started, timed_out=timed_out)
 
 

@@ -12,7 +12,8 @@ The semantics are the loop path's: the command is over when its own process exit
 leftovers die then: the PID namespace ends, or the subreaper kills them); what its pipes
 still hold is read for up to `drain` seconds after that; past `limit` seconds its tree is
 killed (exit code 124); the workspace is measured every `check_every` seconds and the
-tree killed when over its limits; output is kept bounded (`BoundedOutput`).
+tree killed when over its limits, and once more when the command ends (a burst shorter
+than `check_every` is caught too); output is kept bounded (`BoundedOutput`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Outcome:
     stderr: BoundedOutput
     timed_out: bool = False
     over_disk: bool = False
+    """Killed while it ran: its workspace was over its limits."""
+    ended_over_disk: bool = False
+    """Its workspace was over its limits when it ended (by itself: it was not killed)."""
     cancelled: bool = False
 
 
@@ -54,7 +58,8 @@ class Command:
     drain: float
     check_every: float
     over_disk: Callable[[], bool]
-    """True when the workspace is over its limits (called on this thread)."""
+    """True when the workspace is over its limits (called on this thread, every
+    `check_every` seconds while the command runs and once when it has ended by itself)."""
     spawned: Callable[[], None] = field(default=lambda: None)
     """Called on this thread once the child is started (to close fds only it needs)."""
 
@@ -196,4 +201,6 @@ class Job:
                 if pidfd is not None:
                     os.close(pidfd)
         out.returncode = proc.returncode
+        if not killed and not self._cancelled:  # what it wrote since the last count
+            out.ended_over_disk = cmd.over_disk()
         return out
