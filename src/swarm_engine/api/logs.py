@@ -1,4 +1,4 @@
-"""A ticket's step logs: whole, as a download, or live as server-sent events.
+"""A ticket's step logs: as a (bounded) download, or live as server-sent events.
 
 The stream is `service.logs.LogFollower`, the one `swarm-engine logs --follow` prints:
 each chunk is an event whose id is the chunk's id (`step_logs.id`, increasing), so a
@@ -39,7 +39,7 @@ KEEPALIVE_SECONDS = 15.0
     responses={
         200: {
             "content": {"text/plain": {"schema": {"type": "string"}}},
-            "description": "The whole log, as a text file.",
+            "description": "The log, as a text file (bounded: `service.logs.as_text`).",
         }
     },
 )
@@ -47,8 +47,10 @@ def download(
     ticket_id: TicketPath, store: StoreDep, server: ServerDep, run: RunQuery = None,
     step: StepQuery = None,
 ) -> PlainTextResponse:  # fmt: skip
-    """The whole log of the ticket's latest run (or `run`), every step (or `step`) under
-    a header line, as a text file. 404 when the ticket has not run yet."""
+    """The log of the ticket's latest run (or `run`), every step (or `step`) under a
+    header line, as a text file, bounded (`as_text`: a step's first and last 8 MiB, 64 MiB
+    of logs in all, with a line saying what was left out and where all of it is). 404
+    when the ticket has not run yet."""
     found, text = as_text(store, ticket_id, run, step, server.settings.artifacts_dir)
     name = f"ticket-{ticket_id}-run-{found['id']}.log"
     return PlainTextResponse(

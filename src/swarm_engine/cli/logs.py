@@ -13,11 +13,11 @@ from swarm_engine.cli.output import console, plain, visible, visible_lines
 from swarm_engine.config import Settings
 from swarm_engine.service.logs import (
     LogFollower,
+    chunks,
     pick_run,
     read_log_file,
     step_artifacts,
     steps_of,
-    whole,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ def logs(
     settings: Settings, ticket_id: int, run_id: int | None, step_id: str | None, follow: bool
 ) -> None:
     """Print the output of a ticket's steps (of its latest run, or run N): what each
-    step's `output.log` holds, read from the store, so any host can show it."""
+    step's `output.log` holds, read from the store, so any host can show it (all of it,
+    chunk by chunk as it is read: a log of any size takes little memory)."""
     with store_of(settings) as store:
         if follow:
             _follow(store, ticket_id, run_id, step_id)
@@ -60,10 +61,14 @@ def logs(
         artifacts_dir = settings.artifacts_dir
         for s in steps_of(store, run, step_id):
             _rule(run, s)
-            # a run recorded before logs were stored: its log file, as the API reads it
-            text = whole(store, int(s["id"])) or read_log_file(s["log_path"], artifacts_dir)
-            if text:
-                _out(text)
+            stored = False
+            for data in chunks(store, int(s["id"])):
+                _out(data)
+                stored = True
+            if not stored:  # a run recorded before logs were stored: its log file, as the
+                text = read_log_file(s["log_path"], artifacts_dir)  # API reads it
+                if text:
+                    _out(text)
             if s["error"]:
                 click.echo(f"error: {visible_lines(str(s['error']))}")
             listed, more = step_artifacts(s["log_path"], artifacts_dir)

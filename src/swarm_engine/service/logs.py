@@ -1,4 +1,6 @@
-"""A ticket's step logs, read from the store (`step_logs`): whole, or followed as written.
+"""A ticket's step logs, read from the store (`step_logs`): chunk by chunk (`chunks`, what
+`swarm-engine logs` prints), bounded as one text (`whole`, `as_text`: the API's download),
+or followed as written.
 
 `LogFollower` is the one stream that `swarm-engine logs --follow` prints and the API
 serves as server-sent events: chunks of the latest run's steps (a retry's run too, unless
@@ -10,14 +12,18 @@ from any thread and sleep however it likes (the CLI sleeps, the API awaits).
 from __future__ import annotations
 
 import os
+import shlex
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from swarm_engine.errors import NotFoundError
 from swarm_engine.service.runs import numbered
 from swarm_engine.service.values import check_text
+from swarm_engine.vm.output import BoundedOutput
 
 if TYPE_CHECKING:
     from swarm_engine.store import Store
@@ -54,14 +60,57 @@ def steps_of(store: Store, run: dict[str, Any], step_id: str | None = None) -> l
     return [s for s in steps if step_id is None or s["step_id"] == step_id]
 
 
-def whole(store: Store, step_execution_id: int) -> str:
-    """Everything stored of one step's log, in order ('' when nothing is)."""
-    out: list[str] = []
+MiB = 1024 * 1024
+LOG_KEEP_BYTES = 8 * MiB
+"""Of a step's stored log, `whole` keeps the first and the last this many bytes (UTF-8):
+a log up to twice that is whole (the engine stores at most `max_log_bytes`, 10 MiB by
+default, of each step)."""
+MAX_TEXT_BYTES = 64 * MiB
+"""`as_text` leaves out the logs of the steps that come after this many bytes of logs."""
+CHUNK_BATCH = 100
+"""Chunks read from the store at a time by `chunks` (the engine stores up to ~32 KiB in
+one, its last up to 1 MiB)."""
+
+
+def chunks(store: Store, step_execution_id: int, batch: int = CHUNK_BATCH) -> Iterator[str]:
+    """One step's stored log, chunk by chunk in order (none when nothing is stored); read
+    `batch` chunks at a time, so memory holds one batch, whatever the log's size."""
     last = 0
-    while batch := store.logs.after([step_execution_id], last, BATCH):
-        out += [c["data"] for c in batch]
-        last = batch[-1]["id"]
-    return "".join(out)
+    while rows := store.logs.after([step_execution_id], last, batch):
+        for row in rows:
+            yield row["data"]
+        last = rows[-1]["id"]
+
+
+def whole(
+    store: Store, step_execution_id: int, keep: int = LOG_KEEP_BYTES, get_all: str = ""
+) -> str:
+    """One step's stored log as one text ('' when nothing is stored): whole when it is at
+    most 2 x `keep` bytes of UTF-8 (+32), else its first and last `keep` bytes with one line
+    between them, `[... N bytes of this log left out here; all of it: GET_ALL ...]` (N in
+    bytes; `get_all` says where the whole log is). Every chunk is read (`chunks`); memory
+    holds at most 2 x `keep` bytes and one batch."""
+    kept = BoundedOutput(keep)
+    for data in chunks(store, step_execution_id):
+        kept.add(data.encode("utf-8", "replace"))
+    if not kept.total:
+        return ""
+    where = f"; all of it: {get_all}" if get_all else ""
+
+    def marker(left_out: int) -> bytes:
+        return f"\n[... {left_out} bytes of this log left out here{where} ...]\n".encode()
+
+    return kept.value(marker).decode("utf-8", "replace")
+
+
+def how_to_get_all(ticket_id: int, run_id: int, step_id: Any) -> str:
+    """Where a step's whole stored log is: the CLI command and the API's stream (the step
+    id, any writer's text, quoted for a shell and for a URL)."""
+    query = urlencode({"run": run_id, "step": str(step_id)})
+    return (
+        f"swarm-engine logs {ticket_id} --run {run_id} --step {shlex.quote(str(step_id))}"
+        f", or GET /v1/tickets/{ticket_id}/logs/stream?{query}"
+    )
 
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -75,22 +124,40 @@ def as_text(
     run_id: int | None = None,
     step_id: str | None = None,
     artifacts: Path | None = None,
+    *,
+    keep: int = LOG_KEEP_BYTES,
+    most: int = MAX_TEXT_BYTES,
 ) -> tuple[dict[str, Any], str]:
-    """The whole log of a ticket's latest run (or run `run_id`; only `step_id` when
-    given) as one text: each step's log under a header line, its error after it. A step
-    whose log was not stored (a run recorded before logs were) is read from its log file
-    when that lies under `artifacts`. Returns (run, text); `NotFoundError` when the
-    ticket has not run."""
+    """The log of a ticket's latest run (or run `run_id`; only `step_id` when given) as
+    one text: each step's log under a header line, its error after it. A step's log is
+    `whole`'s (its first and last `keep` bytes when longer, with a line saying how much
+    was left out and how to get all of it); once the steps' logs hold `most` bytes, the
+    logs of the steps after are left out, each with such a line (headers and errors
+    stay): the text holds at most about `most` + 2 x `keep` bytes. A step whose log was
+    not stored (a run recorded before logs were) is read from its log file when that lies
+    under `artifacts` (at most `MAX_FILE_BYTES`). Returns (run, text); `NotFoundError`
+    when the ticket has not run."""
     ticket, run = pick_run(store, ticket_id, run_id)
     if run is None:
         raise NotFoundError(f"ticket {ticket_id} has not run yet (it is {ticket.status})")
     parts: list[str] = []
+    size = 0
     for step in steps_of(store, run, step_id):
         parts.append(
             f"=== run {run['id']} · step {step['step_id']} · attempt {step['attempt']}"
             f" · {step['status']} ===\n"
         )
-        text = whole(store, int(step["id"])) or read_log_file(step.get("log_path"), artifacts)
+        get_all = how_to_get_all(ticket_id, int(run["id"]), step["step_id"])
+        if size >= most:
+            text = (
+                f"[... this step's log is left out: the logs above hold {size} bytes, over"
+                f" this text's cap of {most}; all of it: {get_all} ...]"
+            )
+        else:
+            text = whole(store, int(step["id"]), keep, get_all) or read_log_file(
+                step.get("log_path"), artifacts
+            )
+            size += len(text.encode("utf-8", "replace"))
         parts.append(text + ("" if not text or text.endswith("\n") else "\n"))
         if step.get("error"):
             parts.append(f"error: {step['error']}\n")

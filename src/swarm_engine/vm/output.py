@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 
 DEFAULT_KEEP = 64 * 1024
 """Bytes of the head, and as many of the tail, kept of each stream by default."""
@@ -70,8 +71,9 @@ class BoundedOutput:
         while self._tail_len - len(self._tail[0]) >= limit:
             self._tail_len -= len(self._tail.popleft())
 
-    def value(self) -> bytes:
-        """The captured stream: whole, or head + marker + tail."""
+    def value(self, marker: Callable[[int], bytes] = cut_marker) -> bytes:
+        """The captured stream: whole, or head + `marker(bytes left out)` + tail (a marker
+        longer than `cut_marker`'s may make a cut value longer than the stream)."""
         tail = b"".join(self._tail)
         if self.total == len(self._head) + len(tail):
             return bytes(self._head) + tail
@@ -81,7 +83,7 @@ class BoundedOutput:
         head = head[: len(head) - back]
         skip = continuation_bytes(tail)
         tail = tail[skip:]
-        return head + cut_marker(self.total - len(head) - len(tail)) + tail
+        return head + marker(self.total - len(head) - len(tail)) + tail
 
 
 def unfinished_char(data: bytes) -> int:
