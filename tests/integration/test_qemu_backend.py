@@ -324,6 +324,48 @@ async def test_clones_of_a_mapped_template_are_private(tmp_path: Path) -> None:
         await backend.close()
 
 
+def processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line holds `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes() and is_running(
+                    int(entry.name)
+                ):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_a_template_cancelled_while_it_is_made_leaves_no_folder(tmp_path: Path) -> None:
+    """A template whose making is cancelled once its VM runs (a step's timeout, an engine's
+    abort) leaves neither its temporary folder (its guest RAM file: up to the VM's memory)
+    nor a template nor a QEMU; the next ask makes it as if nothing had happened."""
+    snap = tmp_path / "snap"
+    options = {"images_dir": str(qemu_images_dir()), "snapshot_dir": str(snap)}
+    backend = create(tmp_path / "home", options)
+    try:
+        making = asyncio.ensure_future(backend.snapshot_for(VMSpec()))
+        # mid-way: the template VM's QEMU has made its guest RAM file in the folder
+        while not list(snap.glob("*/*.tmp/ram")):
+            assert not making.done(), making.result()
+            await asyncio.sleep(0.05)  # sleep-ok: polling interval of a condition wait
+        assert processes_naming(str(snap))  # its QEMU runs
+        making.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await making
+        assert list(snap.glob("*/*.tmp")) == [] and list(snap.glob("*/*.template")) == []
+        assert processes_naming(str(snap)) == []
+        assert list(backend.run_dir.iterdir()) == []
+        made = await backend.snapshot_for(VMSpec())
+        assert made is not None and made.problem() is None
+        assert list(snap.glob("*/*.tmp")) == []
+    finally:
+        await backend.close()
+
+
 RESIDENT_PAGES = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)

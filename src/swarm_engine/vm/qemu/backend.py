@@ -40,6 +40,7 @@ from swarm_engine.vm.qemu.protocol import Channel
 from swarm_engine.vm.qemu.snapshot import WARM_UP, WARM_UP_TIMEOUT, save_state, start_restore
 from swarm_engine.vm.qemu.vm import QemuVM
 from swarm_engine.vm.qemu.warm import WarmPool
+from swarm_engine.vm.settled import settled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -298,24 +299,37 @@ class QemuBackend:
     async def _make_template(
         self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
     ) -> templates.Template | None:
-        """Boot a template VM and save it; None (logged) if that fails."""
+        """Boot a template VM and save it; None (logged) if that fails. Its temporary
+        folder is deleted on every end but its publishing (a failure, a cancel: a step's
+        timeout, an engine's abort), off the event loop and to the end whatever cancel
+        comes meanwhile (`vm/settled.py`); file work in it never outlives a cancel."""
         full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
         if full is not None:
             log.warning("cannot save a %s template: %s; booting cold", mode, full)
             self._snapshot_failed.add(key)
             return None
+        tmp = templates.tmp_folder(parent, key)
         try:
-            tmp = await asyncio.to_thread(templates.new_folder, parent, key)
+            return await self._save_template(spec, parent, key, mode, tmp)
+        finally:  # once published the folder has another name: nothing is left to delete
+            await settled(templates.discard, tmp, drop=False)
+
+    async def _save_template(
+        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode, tmp: Path
+    ) -> templates.Template | None:
+        """`_make_template`'s work in `tmp` (made here, published at the end when all went
+        well; the caller deletes it otherwise)."""
+        try:
+            await settled(tmp.mkdir)
         except OSError as exc:
             log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
             self._snapshot_failed.add(key)
             return None
         ram = tmp / "ram" if mode == "mapped" else None
-        refused = await asyncio.to_thread(templates.unmappable, tmp) if ram else None
+        refused = await settled(templates.unmappable, tmp) if ram else None
         if refused is not None:
             log.warning("guest RAM cannot be mapped from a file in %s: %s", parent, refused)
             self._unmappable.add(parent)
-            await asyncio.to_thread(templates.discard, tmp)
             return None
         try:
             template = await self._launch(
@@ -333,13 +347,12 @@ class QemuBackend:
             finally:
                 await template.destroy()
             built_at = self._built_at(spec)
-            made = await asyncio.to_thread(templates.publish, tmp, key, mode, built_at)
+            made = await settled(templates.publish, tmp, key, mode, built_at)
         except (VMError, OSError) as exc:
             full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
             why = f"{exc}; {full}" if full else str(exc)
             log.warning("cannot save a %s template VM: %s", mode, why)
             self._snapshot_failed.add(key)
-            await asyncio.to_thread(templates.discard, tmp)
             return None
         log.info("saved template %s (%s) in %d ms", made.folder, mode, saved_ms)
         await asyncio.to_thread(templates.prune, parent, self._stamp(spec), built_at)

@@ -132,9 +132,15 @@ async def locked(parent: Path, key: str) -> AsyncIterator[None]:
         os.close(fd)  # closing the only descriptor releases the lock
 
 
+def tmp_folder(parent: Path, key: str) -> Path:
+    """A new name for a folder to save a template into (`<key>.<pid>.<nonce>.tmp`; not
+    made yet): known before it is made, so that whoever makes it can always delete it."""
+    return parent / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
 def new_folder(parent: Path, key: str) -> Path:
     """An empty folder to save a template into (published by `publish`)."""
-    folder = parent / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    folder = tmp_folder(parent, key)
     folder.mkdir(parents=True)
     return folder
 
