@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -73,10 +74,16 @@ def start(
         events=_FinishedPrinter(),
     )
 
+    stopping = settings.run_dir / f"engine-{os.getpid()}.stopping"
+
+    def mark(phase: str) -> None:  # what a later `stop` does to this engine (see `stop`)
+        with contextlib.suppress(OSError):
+            stopping.write_text(f"{phase}\n")
+
     async def main() -> None:
         use_pidfd_child_watcher()
         name_file_workers(asyncio.get_running_loop())
-        daemon.install_signal_handlers()
+        daemon.install_signal_handlers(mark)
         await daemon.run()
 
     click.echo(
@@ -93,7 +100,21 @@ def start(
         asyncio.run(main())
     finally:
         (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
+        stopping.unlink(missing_ok=True)
+        if daemon.unrecorded:
+            click.echo(f"warning: {left_running(daemon.unrecorded, settings)}", err=True)
     click.echo(f"engine stopped after running {daemon.claimed} ticket(s)")
+
+
+def left_running(ticket_ids: list[int], settings: Settings) -> str:
+    """One line: these aborted tickets could not be re-queued, and what becomes of them."""
+    ids = ", ".join(map(str, ticket_ids))
+    return (
+        f"ticket(s) {ids} could not be re-queued: the store stayed busy until their"
+        " leases were given up, and still says this engine holds them; they will be"
+        f" re-queued when their leases expire (within {settings.lease_ttl:g}s) by any"
+        " running engine or 'swarm-engine cleanup'"
+    )
 
 
 def use_pidfd_child_watcher() -> None:

@@ -233,6 +233,9 @@ class StepAttempt:
                         )
             outcome = api.settle(outcome)  # the usage the gateway counted
         except asyncio.CancelledError:
+            if runner.stopping:  # the engine's abort: recorded with the run's, in one write
+                runner.aborted_step(run_id, self.destroyed)
+                raise
             # first, as patiently as ever
             await record_destroyed(runner.gate, runner.writes, self.destroyed)
             with contextlib.suppress(StaleAttemptError, StoreBusyError):

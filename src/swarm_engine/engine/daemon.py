@@ -4,7 +4,10 @@ One asyncio loop with supervised side tasks (the lease keeper, the reclaimer, th
 watcher). A busy store never kills one (they retry); any other failure of a side task
 stops the daemon loudly. Stop protocol: the first stop request drains (no new
 claims; running tickets finish), the second aborts (running tickets are cancelled,
-their VMs destroyed, and the tickets re-queued for another attempt).
+their VMs destroyed, and the tickets re-queued for another attempt). An abort that a busy
+store keeps from being recorded is retried while the ticket's lease is held; a ticket
+whose lease is given up first stays `running` in the store until its lease expires and
+any engine (or `cleanup`) re-queues it: `Daemon.unrecorded` names those.
 """
 
 from __future__ import annotations
@@ -61,23 +64,53 @@ class Daemon:
         self.failed: str | None = None
 
     # -- stopping ------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """First call: drain. Second call: abort the running tickets."""
+    def request_stop(self) -> str:
+        """First call: drain. Second call: abort the running tickets. Later calls change
+        nothing (the abort is under way). Returns what the engine does now: 'draining' or
+        'aborting'."""
         self._stop_requests += 1
         if self._stop_requests == 1:
             log.warning(
                 "stopping: draining %d running ticket(s); stop again to abort", len(self.active)
             )
             self.draining.set()
+            if self.session is not None:  # recorded with the next heartbeat
+                self.session.state = "draining"
+            return "draining"
+        if self._stop_requests == 2:
+            log.warning(
+                "aborting %d running ticket(s): their runs are recorded failed and the"
+                " tickets re-queued",
+                len(self.active),
+            )
+            self._abort()
         else:
-            log.warning("aborting %d running ticket(s)", len(self.active))
-            for task in self.active:
-                task.cancel()
+            log.warning("already aborting %d running ticket(s)", len(self.active))
+        return "aborting"
 
-    def install_signal_handlers(self) -> None:
+    def _abort(self) -> None:
+        if self.session is not None:
+            self.session.abort()
+        for task in self.active:
+            task.cancel()
+
+    @property
+    def unrecorded(self) -> list[int]:
+        """Tickets whose abort the store did not take before their leases were given up:
+        still `claimed`/`running` until the expired-lease reclaim re-queues them."""
+        return [] if self.session is None else list(self.session.runner.unrecorded)
+
+    def install_signal_handlers(self, on_stop: Callable[[str], None] | None = None) -> None:
+        """SIGINT and SIGTERM call `request_stop`, then `on_stop` with what it returned."""
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            phase = self.request_stop()
+            if on_stop is not None:
+                on_stop(phase)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(sig, stop)
 
     # -- running -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -130,8 +163,7 @@ class Daemon:
             self.failed = name
             self._stop_requests = 2
             self.draining.set()
-            for task in self.active:
-                task.cancel()
+            self._abort()
             raise
 
     async def _watch_keeper(self) -> None:
@@ -250,6 +282,8 @@ class Daemon:
         task = asyncio.create_task(self._run_one(session, claimed, lambda: self._free(slot)))
         self.active[task] = ticket.id
         task.add_done_callback(lambda task: self._finished(task, slot))
+        if self._stop_requests >= 2:  # claimed as the abort came: aborted like the others,
+            asyncio.get_running_loop().call_soon(task.cancel)  # once its run is under way
 
     def _free(self, slot: int) -> None:
         self.slots.discard(slot)

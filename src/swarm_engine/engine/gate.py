@@ -5,7 +5,8 @@ engine runs each store call on one dedicated worker thread: the event loop stays
 pump output, renew leases and notice cancels, and the calls never interleave inside
 another call's transaction. `retrying` turns a busy store into a delay: a transient
 `StoreBusyError` is retried with capped exponential backoff for as long as the caller
-says it still makes sense (typically: while the attempt's lease is held).
+says it still makes sense (typically: while the attempt's lease is held), and never past
+the deadline an engine that is being stopped sets (`give_up_after`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class StoreGate:
     def __init__(self) -> None:
         self._executor = executor(1, "store")
         self._last_warning = 0.0
+        self._give_up_at: float | None = None
+        """Monotonic time after which a busy store is no longer waited out (see
+        `give_up_after`); None: never."""
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -59,18 +63,32 @@ class StoreGate:
         **kwargs: P.kwargs,
     ) -> T:
         """Call `fn`; on `StoreBusyError` back off (50 ms doubling to 2 s) and call again
-        while `keep_trying()` is true; then re-raise the last error."""
+        while `keep_trying()` is true and the `give_up_after` deadline (if any) has not
+        passed; then re-raise the last error."""
         delay = FIRST_BACKOFF
         while True:
             try:
                 return await self(fn, *args, **kwargs)
             except StoreBusyError as exc:
-                if not keep_trying():
+                if not keep_trying() or self.given_up():
                     raise
                 trouble = "host short" if isinstance(exc, HostShortageError) else "store busy"
                 self.warn(f"{trouble}, retrying in {delay:.2f}s: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+
+    def give_up_after(self, seconds: float) -> None:
+        """The engine is being stopped: `seconds` from now on (an earlier deadline set
+        before stays), no call waits out a busy store any more: each retrying call
+        raises its last `StoreBusyError`, so the engine exits in bounded time. What was not
+        written then is left to the reaper and the expired-lease reclaim."""
+        deadline = time.monotonic() + seconds
+        if self._give_up_at is None or deadline < self._give_up_at:
+            self._give_up_at = deadline
+
+    def given_up(self) -> bool:
+        """Whether the `give_up_after` deadline has passed."""
+        return self._give_up_at is not None and time.monotonic() >= self._give_up_at
 
     def warn(self, message: str) -> None:
         """Log a transient trouble at most every few seconds (a lock can last minutes)."""

@@ -32,7 +32,7 @@ from swarm_engine.engine.plan import (
     run_context,
     step_inputs,
 )
-from swarm_engine.engine.writes import NewStep, RunWrites, StepEnd
+from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
 from swarm_engine.errors import (
     AttemptEndedError,
     StaleAttemptError,
@@ -103,9 +103,21 @@ class TicketRunner:
         """Each running attempt's main task and how to stop it (see `run`)."""
         self._ended: dict[str, AttemptEndedError] = {}
         """Attempts a refused write ended (see `_refused`), with why."""
+        self._aborted: set[int] = set()
+        """Tickets whose run's abort was recorded, or tried (see `_abort`)."""
         self.abort_status = "failed"
         """Ticket status when the engine itself is stopped mid-run: 'failed' for
         `run-ticket --wait` (the user stopped it), 'open' for the daemon (re-queued)."""
+        self.abort_error = "aborted: the engine was stopped during the run"
+        """The aborted run's error (and the ticket's, when it is failed); `{id}`: its id."""
+        self.stopping = False
+        """The engine itself is stopping its runs (`EngineSession.abort`): a cancel of a
+        run now is an abort, whose records a lost lease no longer cuts short."""
+        self.unrecorded: dict[int, None] = {}
+        """Tickets (in order) whose abort could not be recorded before their leases were
+        given up: still `claimed`/`running` in the store until the lease reclaim."""
+        self._aborting: dict[int, list[Destroyed]] = {}
+        """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
 
     async def write(self, ticket: Ticket, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
         """A store call for this attempt: retried while the store is busy and the lease is
@@ -226,6 +238,8 @@ class TicketRunner:
         def on_lost(reason: LostReason) -> None:
             if stop_reason:  # stopped once already
                 return
+            if self.stopping and main.cancelling():  # aborted already: a second cancel
+                return  # would only cut its records short (their writes see the lease)
             stop_reason.append(reason)
             main.cancel()
 
@@ -233,6 +247,10 @@ class TicketRunner:
         self._stops[ticket.attempt_id] = (main, on_lost)
         try:
             return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing, started)
+        except asyncio.CancelledError:
+            if self.stopping and not stop_reason and ticket.id not in self._aborted:
+                self.left_claimed(ticket)  # stopped before its run could record the abort
+            raise
         finally:
             self.keeper.release(ticket.attempt_id)
             self._stops.pop(ticket.attempt_id, None)
@@ -264,6 +282,8 @@ class TicketRunner:
             held = self._held.pop(run_id, None)
             if held is not None:
                 await record_destroyed(self.gate, self.writes, held.destroyed)
+            left = self._aborting.pop(run_id, [])  # (a step stopped as the run ended anyway)
+            await record_destroyed(self.gate, self.writes, left)
 
     async def _start(self, ticket: Ticket, plan: Plan | SwarmError) -> Started:
         context, first, start = self._opening(ticket, plan)
@@ -315,19 +335,7 @@ class TicketRunner:
                 await self._abandon(run_id, f"stopped: this attempt lost the ticket ({exc})")
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
-                with contextlib.suppress(StaleAttemptError, StoreBusyError):
-                    requeue = self.abort_status == "open" and ticket.attempts < ticket.max_attempts
-                    self.keeper.finishing(str(ticket.attempt_id))
-                    await self.gate(
-                        self.writes.close_run,
-                        run_id,
-                        ticket,
-                        status="failed",
-                        error="aborted: the engine was stopped during the run",
-                        ticket_status="open" if requeue else "failed",
-                        step_end=self._held.get(run_id),
-                    )
-                    self._emit_held(run_id)
+                await self._abort(ticket, run_id)
                 raise
             main.uncancel()
             ended = self._ended.get(str(ticket.attempt_id))
@@ -353,6 +361,56 @@ class TicketRunner:
                         runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
                     )
         return await self._finished(ticket, run_id)
+
+    async def _abort(self, ticket: Ticket, run_id: int) -> None:
+        """The engine is stopping this run: record it failed (`abort_error`) and the ticket
+        re-queued or failed (`abort_status`; failed once its attempts are used up), with
+        its steps' VMs destroyed, in one write. A busy store is waited out for as long as
+        the attempt's lease is held, to the end whatever cancel comes meanwhile; if the
+        lease is given up first the ticket is left to the expired-lease reclaim and named
+        in `unrecorded`."""
+        attempt = str(ticket.attempt_id)
+        self._aborted.add(ticket.id)
+        requeue = self.abort_status == "open" and ticket.attempts < ticket.max_attempts
+        self.keeper.finishing(attempt)
+        destroyed = self._aborting.pop(run_id, [])
+        write = self.gate.retrying_while(
+            lambda: self.keeper.holds(attempt),
+            self.writes.close_run,
+            run_id,
+            ticket,
+            status="failed",
+            error=self.abort_error.format(id=ticket.id),
+            ticket_status="open" if requeue else "failed",
+            step_end=self._held.get(run_id),
+            destroyed=destroyed,
+        )
+        try:
+            await to_the_end(asyncio.ensure_future(write))
+        except StoreBusyError as exc:  # its VMs too are left to the reaper
+            log.info("ticket %s: its abort could not be recorded: %s", ticket.id, exc)
+            self._held.pop(run_id, None)
+            self.left_claimed(ticket)
+            return
+        except StoreError as exc:
+            if not isinstance(exc, StaleAttemptError):  # a constraint, a trigger's RAISE
+                log.warning("ticket %s: its abort could not be recorded: %s", ticket.id, exc)
+            # else not this attempt's any more (reclaimed, cancelled): its run is closed
+            await self._abandon(run_id, self.abort_error.format(id=ticket.id))
+            await record_destroyed(self.gate, self.writes, destroyed)
+            return
+        self._emit_held(run_id)
+
+    def aborted_step(self, run_id: int, destroyed: list[Destroyed]) -> None:
+        """A step of run `run_id` was stopped by the engine's abort: its VMs (moved out of
+        `destroyed`) are recorded destroyed with the run's abort (`_abort`)."""
+        self._aborting.setdefault(run_id, []).extend(destroyed)
+        del destroyed[:]
+
+    def left_claimed(self, ticket: Ticket) -> None:
+        """The engine stops without recording the end of `ticket`'s attempt: the store
+        still says it holds the ticket, until its lease expires and is reclaimed."""
+        self.unrecorded[ticket.id] = None
 
     async def _abandon(self, run_id: int, error: str) -> None:
         with contextlib.suppress(StoreError):  # closing its own run is always safe
@@ -408,6 +466,15 @@ class TicketRunner:
 
 def _nothing() -> None:
     return None
+
+
+async def to_the_end(job: asyncio.Future[T]) -> T:
+    """`job`'s result, waited for to its end: a cancel of this wait meanwhile does not
+    stop the job (the caller is being cancelled already and raises that itself)."""
+    while not job.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([job])
+    return job.result()
 
 
 def _started(

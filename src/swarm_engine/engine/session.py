@@ -196,6 +196,13 @@ class EngineSession:
         self.registry.close()
         self.store.close()
 
+    def abort(self) -> None:
+        """Stop the runs of this session now (the caller cancels their tasks): each records
+        its abort (`TicketRunner.stopping`), and from now on no busy store is waited out
+        for longer than one `lease_ttl`, so the engine exits in bounded time."""
+        self.runner.stopping = True
+        self.gate.give_up_after(self.settings.lease_ttl)
+
     async def _plan_patiently(self, ticket: Ticket) -> Plan | SwarmError:
         # on the store thread (the registry is a database too), patiently: a busy or
         # restarting database is a delay, never the ticket's error, for as long as the
@@ -304,7 +311,12 @@ class EngineSession:
         it with a one-line reason (unless the attempt lost the ticket meanwhile).
         """
         if plan is None:
-            plan = await self._plan_patiently(ticket)
+            try:
+                plan = await self._plan_patiently(ticket)
+            except asyncio.CancelledError:
+                if self.runner.stopping:  # claimed, no run: left to the lease reclaim
+                    self.runner.left_claimed(ticket)
+                raise
         try:
             return await self.runner.run(ticket, plan, steps_over, started)
         except (asyncio.CancelledError, StaleAttemptError):

@@ -133,12 +133,16 @@ class RunWrites:
         outputs_in_steps: bool = False,
         ticket_status: str | None = None,
         step_end: StepEnd | None = None,
+        destroyed: list[Destroyed] | None = None,
     ) -> tuple[Ticket, dict[str, Any]]:
         """The run's end (`RunStore.finish_run`), after the end of its last step if that
-        was held back for it (`step_end`), then the final ticket and run rows read back."""
+        was held back for it (`step_end`) and the VMs of its steps that are gone but not
+        yet recorded (`destroyed`: an abort's), then the final ticket and run rows read
+        back."""
         with self.store.transaction():
             if step_end is not None:
                 self.step_finished(step_end)
+            self.vms_destroyed(destroyed or [])
             self.store.runs.finish_run(
                 run_id,
                 ticket,
