@@ -3,17 +3,19 @@ be left to the lease reclaim when the store stays busy until the leases run out.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.acceptance.conftest import engine_ready, status_of, write_agent
-from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+from tests.support.cli import env_for, query, start_engine, swarm, swarm_inproc, wait_until
 
 BUSY = {
     "SWARM_BUSY_TIMEOUT": "0.2",
@@ -109,3 +111,76 @@ def test_a_second_stop_while_the_store_stays_locked_past_the_lease_names_the_tic
     wait_until(cleaned, 30, "cleanup to re-queue the ticket")
     (run,) = query(db, "SELECT status, error FROM workflow_runs")
     assert run["status"] == "failed" and "lease expired" in run["error"], run
+
+
+def test_a_second_stop_says_that_it_aborts(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    proc = running_engine(home, tmp_path, engines, **BUSY)
+    first = swarm(home, "stop", "--no-wait")
+    assert first.returncode == 0 and first.stdout.startswith(f"draining 1 engine(s): [{proc.pid}]")
+    assert "again aborts" in first.stdout, first.stdout
+    second = swarm(home, "stop", "--timeout", "60")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith(f"aborting the running tickets of 1 engine(s): [{proc.pid}]")
+    assert "draining" not in second.stdout and second.stdout.rstrip().endswith("stopped")
+    assert status_of(home, 1) == "open"  # aborted: back in the queue
+    out, _ = proc.communicate(timeout=60)
+    assert "aborting 1 running ticket" in out, out
+
+
+def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again(
+    home: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C stops a ticket run in this process: recorded failed, not re-queued (no
+    engine picks it up behind the user's back), with the way to run it again."""
+    db = home / "tickets.db"
+    long_ticket(home, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        step = wait_until(
+            lambda: query(db, "SELECT * FROM step_executions WHERE status = 'running'"),
+            30,
+            "the step to run",
+        )[0]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (out, err)
+    assert "ticket 1 failed: interrupted; 'swarm-engine ticket reopen 1' queues it again" in err
+    (ticket,) = query(db, "SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed" and ticket["error"].startswith("interrupted"), ticket
+    assert query(db, "SELECT state FROM vms WHERE id = ?", step["vm_id"])[0]["state"] == "destroyed"
+    helped = swarm(home, "run-ticket", "--help").stdout
+    assert "Ctrl-C" in helped and "ticket reopen" in helped, helped
+
+
+def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    proc = running_engine(home, tmp_path, engines, **BUSY)
+    (engine,) = query(home / "tickets.db", "SELECT id FROM engines")
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9: it records nothing
+    proc.wait()
+    gone = (
+        f"by engine {engine['id']}, which is not running (its process {proc.pid} on this"
+        " host is gone); it will be re-queued when its lease expires (in "
+    )
+    queued = swarm_inproc(home, "run-ticket", "1")
+    said = " ".join(queued.stdout.split())  # (as wide as the terminal)
+    assert queued.returncode == 0 and said.startswith(f"ticket 1 is running {gone}"), said
+    assert said.endswith("by any running engine or 'swarm-engine cleanup'"), said
+    waited = swarm_inproc(home, "run-ticket", "1", "--wait")
+    assert waited.returncode == 4, waited.stderr
+    assert waited.stderr.startswith(f"error: ticket 1 is already running {gone}"), waited.stderr
+    assert status_of(home, 1) == "running"  # both only said so

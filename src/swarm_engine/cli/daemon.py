@@ -13,7 +13,7 @@ import click
 
 from swarm_engine.cli.app import Seconds, example, pass_existing, pass_settings, store_of
 from swarm_engine.cli.logsetup import setup_logging
-from swarm_engine.cli.text import ms, short, terminal_width, visible
+from swarm_engine.cli.text import left_running, ms, short, terminal_width, visible
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
@@ -102,19 +102,9 @@ def start(
         (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
         stopping.unlink(missing_ok=True)
         if daemon.unrecorded:
-            click.echo(f"warning: {left_running(daemon.unrecorded, settings)}", err=True)
+            line = left_running(daemon.unrecorded, "re-queued", settings.lease_ttl)
+            click.echo(f"warning: {line}", err=True)
     click.echo(f"engine stopped after running {daemon.claimed} ticket(s)")
-
-
-def left_running(ticket_ids: list[int], settings: Settings) -> str:
-    """One line: these aborted tickets could not be re-queued, and what becomes of them."""
-    ids = ", ".join(map(str, ticket_ids))
-    return (
-        f"ticket(s) {ids} could not be re-queued: the store stayed busy until their"
-        " leases were given up, and still says this engine holds them; they will be"
-        f" re-queued when their leases expire (within {settings.lease_ttl:g}s) by any"
-        " running engine or 'swarm-engine cleanup'"
-    )
 
 
 def use_pidfd_child_watcher() -> None:
@@ -143,6 +133,20 @@ def _ours(settings: Settings, pid: object) -> bool:
         return False
     began = started_at(pid)
     return began is not None and written >= began - 1.0  # (boot time: whole seconds)
+
+
+def _draining(settings: Settings, pid: int) -> bool:
+    """True if engine `pid` (one of this home's, see `_ours`) got a stop already: its
+    own mark, written when it did (`start`), names a phase, and was written after it
+    started (a mark a killed engine left names a pid that may be reused)."""
+    mark = settings.run_dir / f"engine-{pid}.stopping"
+    try:
+        written = mark.stat().st_mtime
+        phase = mark.read_text(errors="replace").strip()
+    except OSError:
+        return False
+    began = started_at(pid)
+    return phase in ("draining", "aborting") and began is not None and written >= began - 1.0
 
 
 def _refuse_a_second(settings: Settings) -> None:
@@ -272,12 +276,29 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     if not pids:
         click.echo("no engine is running on this host")
         return
+    # an engine that drains already aborts at this stop (its own mark says so)
+    already = [pid for pid in pids if _draining(settings, pid)]
+    aborting = [pid for pid in pids if now or pid in already]
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
-        if now:
+        if now and pid not in already:
             time.sleep(0.1)
             os.kill(pid, signal.SIGTERM)
-    click.echo(f"{'aborting' if now else 'draining'} {len(pids)} engine(s): {pids}")
+    draining = [pid for pid in pids if pid not in aborting]
+    for pid in pids:  # marked now too, for a `stop` that comes before the engine marks it
+        with contextlib.suppress(OSError):
+            phase = "aborting" if pid in aborting else "draining"
+            (settings.run_dir / f"engine-{pid}.stopping").write_text(f"{phase}\n")
+    if draining:
+        click.echo(
+            f"draining {len(draining)} engine(s): {draining} (running tickets finish;"
+            " 'swarm-engine stop' again aborts them)"
+        )
+    if aborting:
+        click.echo(
+            f"aborting the running tickets of {len(aborting)} engine(s): {aborting} (their"
+            " runs are recorded failed, their VMs destroyed, the tickets re-queued)"
+        )
     if not wait:
         return
     deadline = time.monotonic() + timeout
@@ -287,4 +308,5 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
         time.sleep(0.1)
     for pid in pids:
         (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)
+        (settings.run_dir / f"engine-{pid}.stopping").unlink(missing_ok=True)
     click.echo("stopped")

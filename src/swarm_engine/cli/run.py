@@ -31,6 +31,7 @@ from swarm_engine.cli.output import (
     table,
     usage_line,
 )
+from swarm_engine.cli.text import left_running
 from swarm_engine.config import Settings
 from swarm_engine.errors import TicketFailed
 
@@ -60,14 +61,19 @@ def run_ticket(
 ) -> None:
     """Run a ticket. Without --wait it is queued (opened) for a running engine.
 
+    With --wait the ticket runs in this process: Ctrl-C (or SIGTERM) stops it, its VMs
+    are destroyed and it is recorded failed ('interrupted'); it is not re-queued, so no
+    engine runs it again until you reopen it ('swarm-engine ticket reopen ID').
+
     Exit status: 0 done, 1 failed or cancelled, 3 no such ticket, 4 not runnable
-    (already claimed, or finished: reopen it first).
+    (already claimed, or finished: reopen it first), 130 interrupted.
     """
     if not wait:
         from swarm_engine.service.tickets import queue
+        from swarm_engine.vm.proctree import pid_alive
 
         with store_of(settings) as store:
-            msg = queue(store, ticket_id)
+            msg = queue(store, ticket_id, host=settings.host_id, alive=pid_alive)
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:
@@ -99,12 +105,21 @@ async def _run_and_wait(
     session = EngineSession(
         settings, max_vms=max_vms, backend=backend, events=ignore if quiet else progress
     )
+    session.runner.abort_error = (
+        "interrupted: run-ticket --wait was stopped (Ctrl-C) during the run;"
+        " 'swarm-engine ticket reopen {id}' queues it again"
+    )
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
     name_file_workers(loop)
+
+    def interrupted() -> None:  # the run is aborted: recorded failed (`abort_status`)
+        session.abort()
+        main.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, main.cancel)
+        loop.add_signal_handler(sig, interrupted)
     try:
         async with session:
             with progress if not quiet else contextlib.nullcontext():
@@ -116,6 +131,18 @@ async def _run_and_wait(
                 run["steps"] = numbered(steps)
             return final, run
     except asyncio.CancelledError:
+        if ticket_id in session.runner.recorded_aborts:
+            err_console.print(
+                f"ticket {ticket_id} failed: interrupted; 'swarm-engine ticket reopen"
+                f" {ticket_id}' queues it again",
+                markup=False,
+                highlight=False,
+            )
+        elif session.runner.unrecorded:
+            line = left_running(
+                list(session.runner.unrecorded), "recorded failed", settings.lease_ttl
+            )
+            err_console.print(f"warning: {line}", markup=False, highlight=False)
         raise KeyboardInterrupt from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

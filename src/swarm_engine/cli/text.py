@@ -101,3 +101,15 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
+
+
+def left_running(ticket_ids: list[int], meant: str, lease_ttl: float) -> str:
+    """One line: these tickets' abort (`meant`: what it would have made them) could not
+    be recorded, and what becomes of them."""
+    ids = ", ".join(map(str, ticket_ids))
+    return (
+        f"ticket(s) {ids} could not be {meant}: the store stayed busy until their leases"
+        " were given up, and still says this engine holds them; they will be re-queued"
+        f" when their leases expire (within {lease_ttl:g}s) by any running engine or"
+        " 'swarm-engine cleanup'"
+    )

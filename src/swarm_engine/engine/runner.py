@@ -116,6 +116,8 @@ class TicketRunner:
         self.unrecorded: dict[int, None] = {}
         """Tickets (in order) whose abort could not be recorded before their leases were
         given up: still `claimed`/`running` in the store until the lease reclaim."""
+        self.recorded_aborts: set[int] = set()
+        """Tickets whose abort was recorded (`abort_status`)."""
         self._aborting: dict[int, list[Destroyed]] = {}
         """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
 
@@ -399,6 +401,7 @@ class TicketRunner:
             await self._abandon(run_id, self.abort_error.format(id=ticket.id))
             await record_destroyed(self.gate, self.writes, destroyed)
             return
+        self.recorded_aborts.add(ticket.id)
         self._emit_held(run_id)
 
     def aborted_step(self, run_id: int, destroyed: list[Destroyed]) -> None:

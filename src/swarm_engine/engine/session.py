@@ -35,11 +35,13 @@ from swarm_engine.errors import (
 )
 from swarm_engine.registry import Registry
 from swarm_engine.store import Store, Ticket, open_store
+from swarm_engine.store.engines import holder
 from swarm_engine.store.tickets import not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.bwrap import SHORTAGES
 from swarm_engine.vm.pool import VMPool
+from swarm_engine.vm.proctree import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ class EngineSession:
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
         plan = self.plan(ticket)
         if ticket.status not in ("draft", "open"):
-            raise not_claimable(ticket)
+            raise not_claimable(ticket, await self._holder(ticket))
         await self._register()
         claimed = await self.gate.retrying(
             self.store.tickets.claim,
@@ -264,6 +266,13 @@ class EngineSession:
             lease_ttl=self.settings.lease_ttl,
         )
         return await self.runner.run(claimed, plan)
+
+    async def _holder(self, ticket: Ticket) -> str | None:
+        """Who holds a live ticket, and whether it runs (`store.engines.holder`)."""
+        if ticket.status not in ("claimed", "running"):
+            return None
+        engine = await self.gate.retrying(self.store.engines.get, ticket.engine_id)
+        return holder(ticket, engine, host=self.settings.host_id, alive=pid_alive)
 
     def claim_planned(self, *, attempt_id: str, limit: int) -> list[Claimed]:
         """(On the store thread.) Claim up to `limit` open tickets and, in the same

@@ -10,7 +10,7 @@ state forbids it), `StoreError` (the store could not do it).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -18,6 +18,7 @@ from swarm_engine.errors import ConflictError, UsageError
 from swarm_engine.records import TicketStatus, variables_problem
 from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
+from swarm_engine.store.engines import holder
 from swarm_engine.store.rows import Ticket
 
 if TYPE_CHECKING:
@@ -237,9 +238,11 @@ def open_draft(store: Store, ticket_id: int) -> Ticket:
     return store.tickets.open(ticket_id)
 
 
-def queue(store: Store, ticket_id: int) -> str:
+def queue(store: Store, ticket_id: int, *, host: str, alive: Callable[[Any], bool]) -> str:
     """`run-ticket` without waiting: queue a draft for the engines. Returns what happened,
-    as one line; `ConflictError` for a ticket that ended (reopen it first)."""
+    as one line; `ConflictError` for a ticket that ended (reopen it first). A ticket an
+    engine holds is named with it, and whether that engine runs (`store.engines.holder`:
+    `host` is this host, `alive(pid)` says whether a process of it lives)."""
     row = store.tickets.get(ticket_id)
     if row.status == "draft":
         store.tickets.open(ticket_id)
@@ -247,7 +250,10 @@ def queue(store: Store, ticket_id: int) -> str:
     if row.status == "open":
         return f"ticket {ticket_id} is already queued"
     if row.status in ("claimed", "running"):
-        return f"ticket {ticket_id} is {row.status} by engine {row.engine_id}"
+        engine = store.engines.get(row.engine_id)
+        return (
+            f"ticket {ticket_id} is {row.status} by {holder(row, engine, host=host, alive=alive)}"
+        )
     raise ConflictError(f"ticket {ticket_id} is {row.status} (use 'ticket reopen' first)")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
-from swarm_engine.store.rows import decode_record
+from swarm_engine.store.rows import Ticket, decode_record
 
 
 class EngineStore:
@@ -74,7 +77,54 @@ class EngineStore:
         """Ids of engines recorded as stopped or dead."""
         return {str(r[0]) for r in self.db.all(self.q.gone)}
 
+    def get(self, engine_id: object) -> dict[str, Any] | None:
+        """The engine row `engine_id` (any value a ticket row names), or None."""
+        if not isinstance(engine_id, str):
+            return None
+        row = self.db.one(self.q.get, {"id": engine_id})
+        return decode_record(row) if row else None
+
     def find_running(self, pid: int, host: str) -> str | None:
         """The id of the running engine with this pid on this host, if any."""
         row = self.db.one(self.q.find_running, {"pid": pid, "host": host})
         return str(row[0]) if row else None
+
+
+def holder(
+    ticket: Ticket,
+    engine: Mapping[str, Any] | None,
+    *,
+    host: str,
+    alive: Callable[[Any], bool],
+    now: datetime | None = None,
+) -> str:
+    """Who holds a `claimed`/`running` ticket, for one line: `engine X` while it runs;
+    when it does not (its row is missing or says stopped or dead, or, on this `host`, its
+    process is gone by `alive(pid)`) or the lease ran out, also what becomes of the
+    ticket: `engine X, which is not running (...); it will be re-queued when its lease
+    expires (in 12s), by any running engine or 'swarm-engine cleanup'`. `engine`: the
+    row of `ticket.engine_id` (`EngineStore.get`)."""
+    name = f"engine {ticket.engine_id}" if ticket.engine_id else "no engine"
+    why: str | None = None
+    if engine is None:
+        why = "which is not running (no such engine is recorded)"
+    elif engine.get("state") in ("stopped", "dead"):
+        why = f"which is not running (recorded {engine['state']})"
+    elif engine.get("host") == host and not alive(engine.get("pid")):
+        why = f"which is not running (its process {engine.get('pid')} on this host is gone)"
+    now = now or datetime.now(UTC)
+    expires = ticket.lease_expires_at
+    left = None if expires is None else (expires - now).total_seconds()
+    if why is None and left is not None and left > 0:
+        return name
+    if why is None:
+        why = "whose lease on it ran out"
+    if left is not None and left > 0:
+        return (
+            f"{name}, {why}; it will be re-queued when its lease expires (in"
+            f" {math.ceil(left)}s), by any running engine or 'swarm-engine cleanup'"
+        )
+    return (
+        f"{name}, {why}; its lease has expired: any running engine re-queues it at its"
+        " next heartbeat, 'swarm-engine cleanup' at once"
+    )

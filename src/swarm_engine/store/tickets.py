@@ -33,11 +33,13 @@ MAX_REJECTS_PER_CLAIM = 100
 MAX_ID = 2**63 - 1
 
 
-def not_claimable(ticket: Ticket) -> ConflictError:
-    """Why a ticket cannot be claimed, as the error to raise."""
+def not_claimable(ticket: Ticket, holder: str | None = None) -> ConflictError:
+    """Why a ticket cannot be claimed, as the error to raise; `holder`: who holds a live
+    one, if known better than by its `engine_id` (`store.engines.holder`)."""
     if ticket.status in LIVE:
         return ConflictError(
-            f"ticket {ticket.id} is already {ticket.status} by engine {ticket.engine_id}"
+            f"ticket {ticket.id} is already {ticket.status} by"
+            f" {holder or f'engine {ticket.engine_id}'}"
         )
     hint = " (use 'ticket reopen' first)" if ticket.status in TERMINAL else ""
     return ConflictError(f"ticket {ticket.id} is {ticket.status}{hint}")

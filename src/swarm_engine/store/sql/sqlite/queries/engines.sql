@@ -23,6 +23,9 @@ SELECT engines.*,
 -- name: gone
 SELECT id FROM engines WHERE state IN ('stopped','dead')
 
+-- name: get
+SELECT * FROM engines WHERE id = :id
+
 -- name: find_running
 SELECT id FROM engines WHERE pid = :pid AND host = :host AND state = 'running'
 
