@@ -22,7 +22,7 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
-from swarm_engine.engine.reaper import ReapReport, cleanup
+from swarm_engine.engine.reaper import ReapReport, cleanup, vm_fence
 from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
 from swarm_engine.errors import AttemptEndedError, StaleAttemptError, StoreBusyError, SwarmError
@@ -173,13 +173,16 @@ class Daemon:
         raise SwarmError("the lease keeper stopped")
 
     async def _reclaimer(self) -> None:
-        """Every heartbeat interval: re-queue tickets whose lease ran out (any engine's)."""
+        """Every heartbeat interval: re-queue tickets whose lease ran out (any engine's),
+        their VMs of this host stopped first (`vm_fence`: a frozen engine's sandboxes)."""
         assert self.session is not None
         session = self.session
+        settings = self.settings
+        fence = vm_fence(settings.home, settings.host_id, settings.backend_options)
         while True:
             session.state = "draining" if self.draining.is_set() else "running"
             try:
-                expired = await session.gate(session.store.tickets.reclaim_expired)
+                expired = await session.gate(session.store.tickets.reclaim_expired, fence)
             except StoreBusyError as exc:
                 session.gate.warn(f"reclaiming expired leases delayed: {exc}")
             else:

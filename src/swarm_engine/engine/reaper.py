@@ -1,7 +1,9 @@
 """Cleaning up after engines that died: orphan VMs, dead engine rows, expired leases.
 
 Host-scoped: an engine reaps only VMs recorded on its own host, because only there can
-it tell whether the owner process is alive and reach the VM's processes and files.
+it tell whether the owner process is alive and reach the VM's processes and files. So is
+the fence of an expired lease: the VMs of this host that a reclaimed attempt still runs
+are stopped before its ticket is re-queued (`vm_fence`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store import Store
+from swarm_engine.store.tickets import Fence
 from swarm_engine.vm.backends import BACKENDS, create_backend
-from swarm_engine.vm.base import OrphanRecord, is_plain_name
+from swarm_engine.vm.base import OrphanRecord, VMBackend, is_plain_name
 from swarm_engine.vm.options import BackendOptions
 from swarm_engine.vm.proctree import pid_alive
 from swarm_engine.vm.workspace import remove_folder
@@ -103,9 +106,59 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
                 log.warning("%s", left)
 
 
-def reclaim_expired(store: Store, report: ReapReport) -> None:
-    """Tickets whose lease expired: re-queue (or fail after max_attempts); close the run."""
-    for expired in store.tickets.reclaim_expired():
+def vm_fence(
+    home: Path, host: str, backend_options: Mapping[str, BackendOptions] | None = None
+) -> Fence:
+    """The `Fence` of a reclaim on `host`: what the expired attempts' VMs of this host
+    still run is stopped (`VMBackend.fence`) before their tickets are re-queued, so that
+    a ticket never runs twice at once here, even when its old engine is frozen (alive,
+    but not renewing its leases). A VM of another host cannot be reached from here: it is
+    named in one line (a frozen host's VM runs on until that host resumes). A ticket whose
+    VM could not be stopped is left as it is this round."""
+
+    def fence(vms: list[dict[str, Any]]) -> dict[int, str]:
+        backends: dict[str, VMBackend] = {}
+        left: dict[int, str] = {}
+        for vm in vms:
+            ticket_id, vm_id = int(vm["ticket_id"]), vm["id"]
+            if vm["host"] != host:
+                log.warning(
+                    "ticket %s: its lease ran out; its VM %r is on host %r, which alone can"
+                    " stop it", ticket_id, vm_id, vm["host"],
+                )  # fmt: skip
+                continue
+            name = vm["backend"]
+            if not is_plain_name(vm_id) or name not in BACKENDS:
+                continue  # no VM of a backend of ours: nothing of it runs on the host
+            record = OrphanRecord(
+                id=vm_id,
+                pid=vm["pid"],
+                workspace=vm["workspace"],
+                socket_path=vm["socket_path"],
+                overlay_path=vm["overlay_path"],
+            )
+            try:
+                if name not in backends:
+                    backends[name] = create_backend(name, home, (backend_options or {}).get(name))
+                stopped = backends[name].fence(record)
+            except Exception as exc:  # then that ticket does not run again this round
+                left[ticket_id] = f"its VM {vm_id} on this host could not be stopped ({exc})"
+                continue
+            if stopped:
+                log.warning(
+                    "ticket %s: its lease ran out; stopped VM %s of engine %s (pid %s) on this"
+                    " host before re-queuing it", ticket_id, vm_id, vm["engine_id"],
+                    vm["owner_pid"],
+                )  # fmt: skip
+        return left
+
+    return fence
+
+
+def reclaim_expired(store: Store, report: ReapReport, fence: Fence | None = None) -> None:
+    """Tickets whose lease expired: re-queue (or fail after max_attempts); close the run.
+    `fence`: see `TicketStore.reclaim_expired` (`vm_fence`)."""
+    for expired in store.tickets.reclaim_expired(fence):
         if expired.status == "stuck":  # the store refused to change it: left as it is
             log.warning("ticket %s: its lease ran out, but %s", expired.ticket_id, expired.error)
             continue
@@ -119,10 +172,11 @@ def cleanup(
     backend_options: Mapping[str, BackendOptions] | None = None,
 ) -> ReapReport:
     """Reap this host's dead engines and orphan VMs and its leftover VM folders, then
-    reclaim expired leases (of any host: a dead host's tickets come back this way)."""
+    reclaim expired leases (of any host: a dead host's tickets come back this way; what
+    their VMs of this host still run is stopped first, `vm_fence`)."""
     report = ReapReport()
     reap_engines(store, host, report)
     reap_vms(store, home, host, report, backend_options or {})
     reap_folders(store, home, report)
-    reclaim_expired(store, report)
+    reclaim_expired(store, report, vm_fence(home, host, backend_options))
     return report

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,14 @@ from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket
 
 LIVE = ("claimed", "running")
+FENCED_VMS = 1000
+"""At most this many VMs are handed to a reclaim's `Fence` at once."""
+Fence = Callable[[builtins.list[dict[str, Any]]], dict[int, str]]
+"""Called by `reclaim_expired` inside its transaction, before it changes anything, with
+the live `vms` rows (each with its `ticket_id`) busy with a step of an expired attempt
+and booted by the engine that holds the ticket; it stops what they run on this host and
+returns, by ticket id, why a ticket must be left as it is this round (a VM that could not
+be stopped): that ticket is not run again while the VM may still run."""
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
 MAX_ID = 2**63 - 1
@@ -386,15 +394,20 @@ class TicketStore:
         args = {"id": ticket_id, "attempt_id": attempt_id}
         return self.db.one(self.q.still_held, args) is not None
 
-    def reclaim_expired(self) -> builtins.list[Expired]:
+    def reclaim_expired(self, fence: Fence | None = None) -> builtins.list[Expired]:
         """Tickets whose lease ran out, on any host: re-queue them (or fail them after
         `max_attempts`) and close their runs, in one transaction. A read first: no lock
         when none expired. On PostgreSQL one engine at a time does it (an advisory lock
-        taken in the transaction; the others skip that round)."""
+        taken in the transaction; the others skip that round).
+
+        `fence`, if given, is called in that transaction, before anything is changed,
+        with the live VMs of the expired attempts (see `Fence`): what they still run is
+        stopped before their tickets can run again. A ticket it names is left as it is
+        this round (`stuck`, with why)."""
         if self.db.one(self.q.any_expired) is None:
             return []
         try:
-            return self._reclaim(None)
+            return self._reclaim(None, fence)
         except StoreBusyError:
             raise
         except StoreError:  # a row the store will not let change (a trigger's RAISE, a
@@ -403,25 +416,52 @@ class TicketStore:
         for row in self.db.all(self.q.expired_ids):
             ticket_id = int(row["id"])
             try:
-                expired += self._reclaim(ticket_id)
+                expired += self._reclaim(ticket_id, fence)
             except StoreBusyError:
                 raise
             except StoreError as exc:
                 expired.append(Expired(ticket_id, "stuck", _one_line(str(exc), 200)))
         return expired
 
-    def _reclaim(self, only: int | None) -> builtins.list[Expired]:
+    def _reclaim(self, only: int | None, fence: Fence | None) -> builtins.list[Expired]:
         expired: builtins.list[Expired] = []
         with self.db.transaction(), self.db.checks_ignored():
             lock = self.db.one(self.q.reclaim_lock)
             if lock is None or not lock[0]:
                 return []  # another engine is reclaiming right now
-            for row in self.db.all(self.q.reclaim_expired, {"only": only}):
+            left = {} if fence is None else self._fence(only, fence)
+            expired += [Expired(ticket_id, "stuck", why) for ticket_id, why in left.items()]
+            if not left:
+                rows = self.db.all(self.q.reclaim_expired, {"only": only})
+            else:  # the others, one by one
+                ids = [int(r["id"]) for r in self.db.all(self.q.expired_ids)]
+                rows = [
+                    row
+                    for ticket_id in ids
+                    if ticket_id not in left and only in (None, ticket_id)
+                    for row in self.db.all(self.q.reclaim_expired, {"only": ticket_id})
+                ]
+            for row in rows:
                 self.close_open_runs(
                     int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
                 )
                 expired.append(Expired(int(row["id"]), str(row["status"])))
         return expired
+
+    def _fence(self, only: int | None, fence: Fence) -> dict[int, str]:
+        """(In the reclaim's transaction.) Hand the expired attempts' live VMs to `fence`;
+        the tickets to leave as they are this round, with why. At most `FENCED_VMS` VMs at
+        a time: when there are more, the tickets from the last one's on wait for the next
+        round (all of a ticket's VMs are fenced in one round)."""
+        rows = self.db.all(self.q.expired_vms, {"only": only, "limit": FENCED_VMS})
+        vms = [decode_record(r) for r in rows]
+        left = fence(vms) if vms else {}
+        if len(vms) >= FENCED_VMS:
+            cut = int(vms[-1]["ticket_id"])
+            for r in self.db.all(self.q.expired_ids):
+                if int(r["id"]) >= cut:
+                    left.setdefault(int(r["id"]), "more VMs than one round stops; next round")
+        return left
 
     def _fenced(self, rowcount: int, ticket_id: int) -> None:
         if rowcount != 1:

@@ -202,6 +202,16 @@ class VMBackend(Protocol):
         """Kill and delete what an orphaned VM left behind (its owner process is dead)."""
         ...
 
+    def fence(self, record: OrphanRecord) -> int | None:
+        """Kill what a VM of this host runs, though its owner engine may live: its ticket's
+        lease ran out (a frozen engine), and the ticket is about to run again. Only
+        processes provably that VM's are signalled (as `reap` finds them); its folder is
+        left to its owner, which deletes it when it wakes, or to `reap`. Returns how many
+        processes were signalled (0: none ran), or None when the record names nothing of
+        this backend here. Raises (`VMError`, `OSError`) when they could not be looked
+        for: the caller does not run the ticket again then."""
+        ...
+
     async def close(self) -> None:
         """Release backend-wide resources (warm pools, helper processes)."""
         ...

@@ -160,13 +160,15 @@ class ProcessBackend:
                 return uid
 
     def reap(self, record: OrphanRecord) -> None:
+        if self.fence(record) is not None:
+            shutil.rmtree(self.root / record.id, ignore_errors=True)
+
+    def fence(self, record: OrphanRecord) -> int | None:
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path
             raise VMError(f"not a VM id: {record.id!r}")
-        folder = self.root / record.id
-        if not folder.is_dir():  # not a VM of this home (its commands are tagged with the
-            return  # id alone: another home's VM of that id would be killed)
-        kill_tagged(record.id)
-        shutil.rmtree(folder, ignore_errors=True)
+        if not (self.root / record.id).is_dir():  # not a VM of this home (its commands are
+            return None  # tagged with the id alone: another home's VM of that id would die)
+        return kill_tagged(record.id)  # what carries its tag, with everything it started
 
     async def close(self) -> None:
         if self._threads is not None:  # its VMs are destroyed: no command runs any more

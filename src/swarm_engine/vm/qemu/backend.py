@@ -142,6 +142,23 @@ class QemuBackend:
             sock.unlink()
         shutil.rmtree(folder, ignore_errors=True)
 
+    def fence(self, record: OrphanRecord) -> int | None:
+        """Kill the QEMU process of a VM whose engine may live (see `VMBackend.fence`): the
+        one named in its folder, only while it runs for that folder's socket; the folder
+        and the socket stay for the owner."""
+        folder = self._vm_folder(record.overlay_path)
+        if folder is None:
+            return None  # nothing of this backend's is named: nothing is touched
+        qemu = _read_pid(folder / "qemu.pid")
+        if (
+            qemu is None
+            or not pid_alive(qemu)
+            or not is_our_qemu(qemu, str(self._socket_path(folder)))
+        ):
+            return 0
+        kill_group(qemu)
+        return 1
+
     async def close(self) -> None:
         if self._warm is not None:
             await self._warm.close()

@@ -152,6 +152,21 @@ SELECT id FROM tickets
    AND (lease_expires_at IS NULL OR lease_expires_at < now())
  ORDER BY id
 
+-- name: expired_vms
+-- Live VMs busy with a step of an expired attempt (see the SQLite file).
+SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
+       v.socket_path, v.overlay_path, t.id AS ticket_id
+  FROM tickets t
+  JOIN workflow_runs r ON r.ticket_id = t.id AND r.attempt_id = t.attempt_id
+  JOIN step_executions s ON s.run_id = r.id
+  JOIN vms v ON v.id = s.vm_id AND v.step_execution_id = s.id AND v.engine_id = t.engine_id
+ WHERE t.status IN ('claimed','running')
+   AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now())
+   AND (CAST(:only AS BIGINT) IS NULL OR t.id = CAST(:only AS BIGINT))
+   AND v.state IN ('booting','ready','busy','destroying')
+ ORDER BY t.id, v.id
+ LIMIT :limit
+
 -- name: reclaim_expired
 -- :only NULL: every expired ticket; else that one (when the store refused the batch).
 UPDATE tickets SET

@@ -151,6 +151,25 @@ SELECT id FROM tickets
         OR julianday(lease_expires_at, 'auto') < julianday('now'))
  ORDER BY id
 
+-- name: expired_vms
+-- Live VMs busy with a step of an expired attempt (see expired_ids), booted by the engine
+-- that holds the ticket (:only NULL: every expired ticket; else that one), by ticket:
+-- what the reclaimer stops on its own host before the ticket can run again.
+SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
+       v.socket_path, v.overlay_path, t.id AS ticket_id
+  FROM tickets t
+  JOIN workflow_runs r ON r.ticket_id = t.id AND r.attempt_id = t.attempt_id
+  JOIN step_executions s ON s.run_id = r.id
+  JOIN vms v ON v.id = s.vm_id AND v.step_execution_id = s.id AND v.engine_id = t.engine_id
+ WHERE t.status IN ('claimed','running')
+   AND (typeof(t.lease_expires_at) NOT IN ('text','integer','real')
+        OR julianday(t.lease_expires_at, 'auto') IS NULL
+        OR julianday(t.lease_expires_at, 'auto') < julianday('now'))
+   AND (:only IS NULL OR t.id = :only)
+   AND v.state IN ('booting','ready','busy','destroying')
+ ORDER BY t.id, v.id
+ LIMIT :limit
+
 -- name: reclaim_expired
 -- :only NULL: every expired ticket; else that one (when the store refused the batch).
 UPDATE tickets SET
