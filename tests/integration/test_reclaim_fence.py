@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import Target
-from tests.support.cli import sqlite_shell, wait_until
+from tests.support.cli import query, sqlite_shell, wait_until
 
 from swarm_engine.engine.reaper import cleanup, vm_fence
 from swarm_engine.store import Store, open_store
+from swarm_engine.store.tickets import FENCED_VMS
 from swarm_engine.vm.proctree import pid_alive
 
 HOST = "this-host"
@@ -149,4 +150,45 @@ def test_a_vm_that_cannot_be_looked_for_keeps_its_ticket_from_running_again(
         got.error
     )
     assert store.tickets.get(ticket).status == "running"
+    store.close()
+
+
+def test_more_vms_than_one_round_fences_leave_their_tickets_for_later(tmp_path: Path) -> None:
+    """Bounded: at most FENCED_VMS VMs are fenced per round, a ticket's all at once; the
+    tickets past the cut wait (a ticket with more VMs than that, which only a hostile
+    writer makes, is never re-queued while they may run)."""
+    db = tmp_path / "tickets.db"
+    store = open_store(db)
+    store.engines.register("e", kind="daemon", host=HOST, pid=1, max_vms=1, backend="process")
+    few, many = (store.tickets.create(title=t, agent_id="s") for t in "fm")
+    running_step(store, few, "e", "vm-few")
+    exec_id = running_step(store, many, "e", "vm-many-0")
+    (step,) = query(db, "SELECT run_id FROM step_executions WHERE id = ?", exec_id)
+    run_id = step["run_id"]
+    sqlite_shell(
+        db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
+        f"{FENCED_VMS}) "
+        "INSERT INTO vms (id, backend, host, engine_id, owner_pid, state) "
+        f"SELECT 'vm-many-' || i, 'process', '{HOST}', 'e', 1, 'busy' FROM n;"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
+        f"{FENCED_VMS}) "
+        "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind,"
+        f" vm_id, status) SELECT {run_id}, 's' || i, 's', '1', 'shell', 'vm-many-' || i,"
+        " 'running' FROM n;"
+        "UPDATE vms SET step_execution_id = (SELECT id FROM step_executions s"
+        " WHERE s.vm_id = vms.id) WHERE id LIKE 'vm-many-%';"
+        "UPDATE tickets SET lease_expires_at = '2000-01-01'",
+    )
+    fenced: list[list[str]] = []
+
+    def fence(vms: list[dict[str, Any]]) -> dict[int, str]:
+        fenced.append([vm["id"] for vm in vms])
+        return {}
+
+    got = {e.ticket_id: e for e in store.tickets.reclaim_expired(fence)}
+    assert len(fenced[0]) == FENCED_VMS and fenced[0][0] == "vm-few"
+    assert got[few].status == "open"
+    assert got[many].status == "stuck" and "next round" in str(got[many].error)
+    assert store.tickets.get(many).status == "running"
     store.close()

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from swarm_engine.agents.kinds import get_agent, load_kinds
 from swarm_engine.config import Settings
@@ -51,7 +52,9 @@ Claimed = tuple[Ticket, Plan | SwarmError | None, Started | None]
 
 class StoreRecorder:
     """Records the pool's VM transitions in the `vms` table (through the gate, patiently:
-    bookkeeping waits for a busy store rather than failing the step)."""
+    bookkeeping waits for a busy store rather than failing the step; once an engine that
+    is being stopped gives up waiting, `StoreGate.give_up_after`, what is not recorded is
+    left to the reaper, and the stop goes on)."""
 
     def __init__(self, store: Store, gate: StoreGate, engine_id: str, host: str) -> None:
         self.store = store
@@ -60,7 +63,7 @@ class StoreRecorder:
         self.host = host
 
     async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
-        await self.gate.retrying(
+        await self._patiently(
             self.store.vms.record_boot,
             vm_id,
             backend=backend,
@@ -72,7 +75,7 @@ class StoreRecorder:
         )
 
     async def ready(self, vm_id: str, info: VMInfo) -> None:
-        await self.gate.retrying(
+        await self._patiently(
             self.store.vms.record_ready,
             vm_id,
             pid=info.pid,
@@ -83,7 +86,15 @@ class StoreRecorder:
         )
 
     async def destroyed(self, vm_id: str, error: str | None) -> None:
-        await self.gate.retrying(self.store.vms.record_destroyed, vm_id, error)
+        await self._patiently(self.store.vms.record_destroyed, vm_id, error)
+
+    async def _patiently(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        try:
+            await self.gate.retrying(fn, *args, **kwargs)
+        except StoreBusyError as exc:
+            if not self.gate.given_up():
+                raise
+            log.info("VM %s not recorded (the engine stops): %s", args[0], exc)
 
 
 def new_engine_id(host: str) -> str:
