@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
 from tests.support.cli import query, start_engine, swarm_inproc, wait_until
 
-from swarm_engine.vm.proctree import pid_alive, tagged
+from swarm_engine.vm.proctree import tagged
 
 LEASE = {
     "SWARM_HEARTBEAT_INTERVAL": "0.3",
@@ -67,10 +67,10 @@ def test_a_frozen_engines_sandbox_is_stopped_before_its_ticket_runs_again(
             60,
             "the second run to beat ten times",
         )
-        # the frozen engine's sandbox was stopped before the second run began: none of
-        # its processes runs, and its last beat came before that run's start (a sandbox
-        # still running would have beaten ten times since)
-        assert not any(pid_alive(pid) for pid in sandbox), sandbox
+        # the frozen engine's sandbox was stopped before the second run began: no process
+        # carries its VM's tag any more, and its last beat came before that run's start
+        # (a sandbox still running would have beaten ten times since)
+        assert tagged(vm["id"]) == [], sandbox
         last = float(beats.read_text().split()[-1])
         assert last < epoch(second["started_at"]), (last, second)
         assert len(beats.read_text().split()) < BEATS  # it was cut short
@@ -85,7 +85,9 @@ def test_a_frozen_engines_sandbox_is_stopped_before_its_ticket_runs_again(
     (ticket,) = query(db, "SELECT attempts, result FROM tickets")
     assert ticket["attempts"] == 2 and "ok" in ticket["result"]
     wait_until(
-        lambda: query(db, "SELECT 1 FROM vms WHERE id = ? AND state = 'destroyed'", vm["id"]),
+        lambda: query(
+            db, "SELECT 1 FROM vms WHERE id = ? AND state IN ('destroyed', 'failed')", vm["id"]
+        ),
         30,
         "the frozen engine to destroy its VM once awake",
     )
