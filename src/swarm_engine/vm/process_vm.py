@@ -47,6 +47,7 @@ from swarm_engine.vm.spawned import past_fork, stop_spawned
 from swarm_engine.vm.streamed import ExecProtocol, finish
 from swarm_engine.vm.threaded import Command, Job
 from swarm_engine.vm.workspace import (
+    UncountableError,
     disk_usage,
     read_regular_file,
     remove_folder,
@@ -99,6 +100,8 @@ class ProcessVM:
         self._files: set[asyncio.Future[Any]] = set()
         """File work on its folder that a worker thread may be doing now (`_on_thread`)."""
         self._destroyed = False
+        self._uncountable: str | None = None
+        """Why the workspace could not be counted, once it could not (a note says so)."""
 
     def info(self) -> VMInfo:
         return VMInfo(
@@ -385,7 +388,11 @@ class ProcessVM:
         """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call,
         while a command runs and as it ends; it counts no further than past either)."""
         cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
-        used, entries = disk_usage(self.workspace, cap, most)
+        try:
+            used, entries = disk_usage(self.workspace, cap, most)
+        except UncountableError as exc:  # fail closed: a limit that cannot be checked
+            self._uncountable = str(exc)
+            return True
         return used > cap or entries > most
 
     def _over_disk_note(self, killed: bool = True) -> bytes:
@@ -396,6 +403,11 @@ class ProcessVM:
             if killed
             else f"found as the command ended; it fails with exit code {OVER_DISK_EXIT}"
         )
+        if self._uncountable is not None:
+            return (
+                f"\nswarm-engine: the workspace's disk limits cannot be checked: a folder in"
+                f" it cannot be listed ({self._uncountable}); {what}\n".encode()
+            )
         return (
             f"\nswarm-engine: the workspace went over its disk limit of "
             f"{self.config.disk_mb} MiB or {self.config.max_files} files; {what}\n".encode()

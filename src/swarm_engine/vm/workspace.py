@@ -113,11 +113,30 @@ def remove_folder(folder: Path) -> str | None:
     return f"could not delete VM folder {folder}: {errors[0] if errors else 'still there'}"
 
 
+class UncountableError(VMError):
+    """A folder in a workspace that cannot be listed: what it holds cannot be counted."""
+
+
 def disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, int]:
     """Bytes allocated under `folder` (not following links) and the entries (files,
-    folders, links) there, counted until past either bound."""
+    folders, links) there, counted until past either bound.
+
+    Raises `UncountableError` (one line, the folder's path relative to `folder`) for a
+    folder that cannot be listed, e.g. one a step made `chmod 000`, seen by an engine that
+    is not root: its limits cannot be checked, so the caller fails closed. A folder that
+    is gone by the time it is listed (the command deleted it) is skipped, and so is one
+    the host is too short of file descriptors or memory to list now (the next count, or
+    the command's end, counts it again)."""
+
+    def unlisted(exc: OSError) -> None:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) or exc.errno in SHORTAGES:
+            return
+        where = os.path.relpath(exc.filename, folder) if exc.filename else "?"
+        shown = where.encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
+        raise UncountableError(f"{shown}: {exc.strerror or exc}")
+
     total = entries = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):
         for name in (*dirnames, *filenames):
             entries += 1
             with contextlib.suppress(OSError):
