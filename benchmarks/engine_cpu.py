@@ -20,7 +20,8 @@ Runs alternate (baseline, engine, ...) `--reps` times; medians. With `--perf`, `
 record` samples the engine between the same two points (perf must be installed) and the
 top kernel and user symbols of the engine's threads are printed.
 
-Usage: python benchmarks/engine_cpu.py [-n 3000] [--slots 4] [--reps 3] [--perf] [--json F]
+Usage: python benchmarks/engine_cpu.py [-n 3000] [--slots 4] [--reps 3] [--perf] [--quick]
+                                      [--json F]
 """
 
 from __future__ import annotations
@@ -169,8 +170,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--hand-offs", type=int, default=9)
     parser.add_argument("--perf", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 200, 1 repetition")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.reps = 200, 1
     if args.perf and shutil.which("perf") is None:
         sys.exit("engine_cpu: --perf needs `perf` (apt-get install linux-perf)")
     print_machine()
