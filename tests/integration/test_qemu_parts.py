@@ -12,11 +12,13 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.support.cli import wait_until
 
 from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.vm.backends import create_backend
@@ -376,3 +378,49 @@ def test_template_and_clone_command_lines_map_guest_ram(tmp_path: Path) -> None:
     assert "-incoming" not in template.argv()
     plain = MachineSpec(*common).argv()
     assert "-object" not in plain and "memory-backend=ram" not in " ".join(plain)
+
+
+def test_the_fence_kills_a_folders_qemu_only_for_the_row_of_that_vm(tmp_path: Path) -> None:
+    """A `vms` row may name any folder of the run folder in `overlay_path`: the fence (a
+    lease ran out) kills the QEMU there only when that folder is the row's own VM's,
+    booted under its id or handed out under it from the warm pool."""
+    from swarm_engine.vm.base import OrphanRecord
+    from swarm_engine.vm.qemu.backend import SERVING_FILE, create
+
+    backend = create(tmp_path, {"accel": "tcg"})
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def vm_folder(name: str) -> Path:
+        """A VM folder with a live stand-in for its QEMU (named like one, started for the
+        folder's socket, as `is_our_qemu` checks)."""
+        folder = backend.run_dir / name
+        folder.mkdir(parents=True)
+        sock = backend._socket_path(folder)
+        proc = subprocess.Popen(
+            ["bash", "-c", 'exec -a qemu-system-x86_64 "$0" -c "import time; time.sleep(300)"'
+             ' "$1"', sys.executable, f"socket,id=agent,path={sock}"],
+            start_new_session=True,
+        )  # fmt: skip
+        procs.append(proc)
+        (folder / "qemu.pid").write_text(f"{proc.pid}\n")
+        wait_until(lambda: b"qemu-system" in Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+        return folder
+
+    try:
+        victim, warm = vm_folder("vm-victim"), vm_folder("vm-warm1")
+        # another VM's folder, named by a hand-written row: not touched
+        assert backend.fence(OrphanRecord("vm-fake", None, None, None, str(victim))) is None
+        assert procs[0].poll() is None
+        # a warm VM's folder serves the id it was handed out under, and no other
+        (warm / SERVING_FILE).write_text("vm-served\n")
+        assert backend.fence(OrphanRecord("vm-warm2", None, None, None, str(warm))) is None
+        assert backend.fence(OrphanRecord("vm-served", None, None, None, str(warm))) == 1
+        assert procs[1].wait(timeout=10) is not None
+        # the row of the VM itself
+        assert backend.fence(OrphanRecord("vm-victim", None, None, None, str(victim))) == 1
+        assert procs[0].wait(timeout=10) is not None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

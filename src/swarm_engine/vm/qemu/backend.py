@@ -45,6 +45,9 @@ from swarm_engine.vm.settled import settled
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 OWNER_FILE = "owner.pid"
+SERVING_FILE = "vm.id"
+"""In a warm VM's folder once it is handed out: the id it serves under (its folder keeps
+the name it was booted with). `fence` kills a folder's QEMU only for the row of that id."""
 
 
 class QemuBackend:
@@ -119,6 +122,8 @@ class QemuBackend:
                 if vm is not None:
                     vm.id = vm_id
                     vm.spec = spec
+                    with contextlib.suppress(OSError):  # (a few bytes, like owner.pid's)
+                        (vm.folder / SERVING_FILE).write_text(f"{vm_id}\n")
                     return vm
         return await self._boot_new(vm_id, spec)
 
@@ -144,11 +149,13 @@ class QemuBackend:
 
     def fence(self, record: OrphanRecord) -> int | None:
         """Kill the QEMU process of a VM whose engine may live (see `VMBackend.fence`): the
-        one named in its folder, only while it runs for that folder's socket; the folder
-        and the socket stay for the owner."""
+        one named in its folder, only while it runs for that folder's socket, and only when
+        that folder is the row's own VM's (named after its id, or a warm VM's folder that
+        says it serves that id: a row may name any folder); the folder and the socket stay
+        for the owner."""
         folder = self._vm_folder(record.overlay_path)
-        if folder is None:
-            return None  # nothing of this backend's is named: nothing is touched
+        if folder is None or not _serves(folder, record.id):
+            return None  # nothing of this backend's is named, or another VM's folder is
         qemu = _read_pid(folder / "qemu.pid")
         if (
             qemu is None
@@ -555,6 +562,17 @@ def _writable_or(preferred: Path, fallback: Path) -> Path:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _serves(folder: Path, vm_id: str) -> bool:
+    """Whether `folder` is the VM `vm_id`'s: booted under that id, or a warm VM's handed
+    out under it (`SERVING_FILE`)."""
+    if folder.name == vm_id:
+        return True
+    try:
+        return (folder / SERVING_FILE).read_text(errors="replace").strip() == vm_id
+    except OSError:
+        return False
 
 
 def _read_pid(path: Path) -> int | None:
