@@ -16,6 +16,7 @@ import asyncio
 import codecs
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
 CHUNK_BYTES = 32 * 1024
+ROW_BYTES = 256 * 1024
+"""The most one stored chunk holds (bytes of the log; its text may be a little longer where
+bytes that are not UTF-8 became U+FFFD): what gathered while the store was slow is stored
+as several rows, so whoever reads the log back (`logs`, the API) holds one bounded row at a
+time."""
 
 Append = Callable[[str], Awaitable[object]]
 
@@ -35,7 +41,7 @@ class LogShipper:
 
     def __init__(self, append: Append) -> None:
         self._append = append
-        self._pending: list[bytes] = []
+        self._pending: deque[bytes] = deque()
         self._pending_len = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._wake = asyncio.Event()
@@ -119,18 +125,32 @@ class LogShipper:
                 return
 
     async def _ship(self, *, final: bool) -> None:
-        if self._stopped or not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._pending_len = 0
-        text = self._decoder.decode(data, final=final)
-        if not text:
-            return
-        try:
-            await self._append(text)
-        except StaleAttemptError:
-            self._stopped = True  # the attempt lost its ticket: its log is no longer wanted
-        except Exception as exc:  # a store failure must not fail the step: the file has it
-            log.warning("a step's live log could not be stored: %s", exc)
-            self._stopped = True
+        """Store what waits, in rows of at most `ROW_BYTES` (what comes meanwhile too)."""
+        while not self._stopped and self._pending:
+            data = self._take(ROW_BYTES)
+            text = self._decoder.decode(data, final=final and not self._pending)
+            if not text:
+                continue
+            try:
+                await self._append(text)
+            except StaleAttemptError:
+                self._stopped = True  # the attempt lost its ticket: its log is not wanted
+            except Exception as exc:  # a store failure must not fail the step: the file has it
+                log.warning("a step's live log could not be stored: %s", exc)
+                self._stopped = True
+
+    def _take(self, most: int) -> bytes:
+        """Up to `most` bytes from the front of what waits (a piece is split if need be)."""
+        taken: list[bytes] = []
+        size = 0
+        while self._pending and size < most:
+            piece = self._pending[0]
+            room = most - size
+            if len(piece) <= room:
+                self._pending.popleft()
+            else:
+                piece, self._pending[0] = piece[:room], piece[room:]
+            taken.append(piece)
+            size += len(piece)
+        self._pending_len -= size
+        return b"".join(taken)

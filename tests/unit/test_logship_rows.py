@@ -1,0 +1,59 @@
+"""A step's live log reaches the store in bounded rows: what gathers while the store is
+slow (a held write lock) is stored as several rows of at most `ROW_BYTES`, in order, with
+nothing lost or doubled and UTF-8 characters never cut in two."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm_engine.engine.logship import CHUNK_BYTES, ROW_BYTES, LogShipper
+
+
+async def ship(pieces: list[bytes], hold: bool) -> list[str]:
+    """Feed `pieces` to a shipper whose store blocks (`hold`) until all were fed; the rows
+    it stored."""
+    rows: list[str] = []
+    gate = asyncio.Event()
+    if not hold:
+        gate.set()
+
+    async def append(text: str) -> None:
+        await gate.wait()
+        rows.append(text)
+
+    async with LogShipper(append) as shipper:
+        for piece in pieces:
+            shipper.feed(piece)
+            await asyncio.sleep(0)  # the shipper's task runs between pieces, as live
+        gate.set()
+    return rows
+
+
+def row_bound(row: str) -> bool:
+    # bytes that were not UTF-8 become U+FFFD (3 bytes for each bad byte, at most)
+    return len(row.encode("utf-8")) <= 3 * (ROW_BYTES + 3)
+
+
+def test_a_log_gathered_while_the_store_was_held_is_stored_in_bounded_rows() -> None:
+    line = "é-line of a busy step ✓\n".encode()
+    pieces = [line * 2000] * 40  # ~2.6 MB, fed while the first row's write waits
+    rows = asyncio.run(ship(pieces, hold=True))
+    assert "".join(rows) == b"".join(pieces).decode()
+    # (a row may begin with the end of a character the previous one could not finish)
+    assert len(rows) > 1 and all(len(r.encode()) <= ROW_BYTES + 3 for r in rows), [
+        len(r) for r in rows
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=3 * CHUNK_BYTES), min_size=1, max_size=30),
+    st.booleans(),
+)
+def test_rows_hold_the_log_in_order_whatever_its_bytes(pieces: list[bytes], hold: bool) -> None:
+    rows = asyncio.run(ship(pieces, hold))
+    assert "".join(rows) == b"".join(pieces).decode("utf-8", errors="replace")
+    assert all(row_bound(r) for r in rows)
