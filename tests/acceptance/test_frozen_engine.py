@@ -5,6 +5,7 @@ frozen engine's sandboxes first, so the two runs never overlap on that host."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from datetime import datetime
@@ -39,7 +40,7 @@ def test_a_frozen_engines_sandbox_is_stopped_before_its_ticket_runs_again(
         f"command: for i in $(seq {BEATS}); do date +%s.%N >> beats; sleep 0.1; done; echo ok\n",
     )
     assert swarm_inproc(home, "agent", "register", str(tmp_path / "beat")).returncode == 0
-    frozen = start_engine(home, "--max-vms", "1", **LEASE)
+    frozen = start_engine(home, "--max-vms", "1", **LEASE, SWARM_LOG_LEVEL="INFO")
     engines.append(frozen)
     engine_ready(home, frozen)
     assert swarm_inproc(home, "ticket", "create", "--title", "b", "--agent", "beat").returncode == 0
@@ -96,3 +97,6 @@ def test_a_frozen_engines_sandbox_is_stopped_before_its_ticket_runs_again(
     assert frozen.returncode == 0 and rescuer.returncode == 0, (woke, rescued)
     assert "Traceback" not in woke + rescued, (woke, rescued)
     assert f"stopped VM {vm['id']}" in rescued, rescued
+    # the frozen engine did not end the ticket: it never logs the status another wrote
+    assert "claimed ticket 1" in woke, woke
+    assert not re.search(r"ticket 1 (done|running|open|failed)\b", woke), woke

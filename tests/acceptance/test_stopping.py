@@ -3,6 +3,7 @@ be left to the lease reclaim when the store stays busy until the leases run out.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -113,6 +114,49 @@ def test_a_second_stop_while_the_store_stays_locked_past_the_lease_names_the_tic
     assert run["status"] == "failed" and "lease expired" in run["error"], run
 
 
+def test_aborts_of_many_tickets_under_a_held_lock_end_within_the_lease_not_in_turn(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """Each abort write used to wait out a whole busy timeout, one after another on the
+    store thread: (tickets + 2) x busy_timeout. From the abort on, a call waits only until
+    one lease_ttl after it, so the engine exits with the lock still held, well before
+    the old serial waits (6 x 4 s here) could have ended."""
+    db = home / "tickets.db"
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "long")).returncode == 0
+    for i in range(4):
+        made = swarm_inproc(home, "ticket", "create", "--title", f"l{i}", "--agent", "long")
+        assert made.returncode == 0
+    env = {"SWARM_BUSY_TIMEOUT": "4", "SWARM_LEASE_TTL": "4", "SWARM_HEARTBEAT_INTERVAL": "0.5"}
+    proc = start_engine(home, "--max-vms", "4", **env)
+    engines.append(proc)
+    engine_ready(home, proc)
+    running = "SELECT count(*) AS n FROM step_executions WHERE status = 'running'"
+    wait_until(lambda: query(db, running)[0]["n"] == 4, 60, "four steps to run")
+    draining(home, proc)
+    with write_lock(db):
+        proc.send_signal(signal.SIGTERM)  # abort; the lock outlasts the lease
+        # bound: one lease_ttl, or one busy timeout already waiting (+ teardown slack)
+        out, _ = proc.communicate(timeout=4 + 3 * 4)
+        assert status_of(home, 1) == "running"  # a read: nothing could be written
+        shown = json.loads(swarm_inproc(home, "status", "--json").stdout)["engines"]
+    assert proc.returncode == 0, out
+    said = [line for line in out.splitlines() if "could not be re-queued" in line]
+    assert len(said) == 1 and all(str(t) in said[0] for t in (1, 2, 3, 4)), out
+    for ticket in (1, 2, 3, 4):  # one true line per ticket, not "aborted" after "not recorded"
+        about = [line for line in out.splitlines() if f"ticket {ticket} aborted" in line]
+        assert len(about) == 1 and "not recorded" in about[0], out
+    # its end unrecorded, its row says draining: status judges it by its process
+    (engine,) = shown
+    assert engine["state"] == "dead" and engine["recorded_state"] == "draining", engine
+
+    def cleaned() -> bool:
+        assert swarm_inproc(home, "cleanup").returncode == 0
+        return all(status_of(home, t) == "open" for t in (1, 2, 3, 4))
+
+    wait_until(cleaned, 30, "cleanup to re-queue the tickets")
+
+
 def test_a_second_stop_says_that_it_aborts(
     home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
 ) -> None:
@@ -127,6 +171,24 @@ def test_a_second_stop_says_that_it_aborts(
     assert status_of(home, 1) == "open"  # aborted: back in the queue
     out, _ = proc.communicate(timeout=60)
     assert "aborting 1 running ticket" in out, out
+
+
+def test_stop_that_times_out_says_what_each_engine_still_does(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    proc = running_engine(home, tmp_path, engines, **BUSY, SWARM_LEASE_TTL="30")
+    first = swarm(home, "stop", "--timeout", "0.5")  # drains: the ticket sleeps on
+    assert first.returncode == 1, first
+    assert first.stderr.startswith(f"error: engines still running after 0.5s: [{proc.pid}]")
+    assert "still draining" in first.stderr and "'swarm-engine stop' again aborts" in first.stderr
+    with write_lock(home / "tickets.db"):  # the abort waits for the store to record it
+        second = swarm(home, "stop", "--timeout", "0.5")
+    assert second.returncode == 1, second
+    said = " ".join(second.stderr.split())
+    assert f"[{proc.pid}] still aborting" in said and "another stop changes nothing" in said
+    assert "--now" not in said and "kill -9" in said, said
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and status_of(home, 1) == "open", out
 
 
 def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again(
@@ -157,12 +219,44 @@ def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, (out, err)
-    assert "ticket 1 failed: interrupted; 'swarm-engine ticket reopen 1' queues it again" in err
+    assert err.strip() == (
+        "ticket 1 failed: interrupted; 'swarm-engine ticket reopen 1' queues it again"
+    ), err  # one line: no "error: aborted" after it
     (ticket,) = query(db, "SELECT status, error FROM tickets")
     assert ticket["status"] == "failed" and ticket["error"].startswith("interrupted"), ticket
     assert query(db, "SELECT state FROM vms WHERE id = ?", step["vm_id"])[0]["state"] == "destroyed"
     helped = swarm(home, "run-ticket", "--help").stdout
     assert "Ctrl-C" in helped and "ticket reopen" in helped, helped
+
+
+def test_ctrl_c_on_run_ticket_wait_before_the_claim_says_the_ticket_is_untouched(
+    home: Path, tmp_path: Path
+) -> None:
+    long_ticket(home, tmp_path)
+    with write_lock(home / "tickets.db"):  # its engine row cannot be written: no claim yet
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+            env=env_for(home, **BUSY),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # the gate's warning: it waits on the lock
+            assert "store busy" in first, first
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == (
+        "interrupted before ticket 1 was claimed: it is left as it was, not run"
+    ), err
+    assert status_of(home, 1) == "open"
 
 
 def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
@@ -184,3 +278,8 @@ def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
     assert waited.returncode == 4, waited.stderr
     assert waited.stderr.startswith(f"error: ticket 1 is already running {gone}"), waited.stderr
     assert status_of(home, 1) == "running"  # both only said so
+    # and status agrees: its process on this host is gone, whatever its heartbeat says
+    (shown,) = json.loads(swarm_inproc(home, "status", "--json").stdout)["engines"]
+    assert shown["state"] == "dead" and shown["recorded_state"] == "running", shown
+    text = " ".join(swarm_inproc(home, "status").stdout.split())
+    assert f"its process {proc.pid} on this host is gone (its row says running)" in text, text

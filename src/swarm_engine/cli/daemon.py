@@ -135,6 +135,34 @@ def _ours(settings: Settings, pid: object) -> bool:
     return began is not None and written >= began - 1.0  # (boot time: whole seconds)
 
 
+def _still_running(settings: Settings, pids: list[int], timeout: float) -> str:
+    """`stop`'s error when engines outlive its wait: those still draining are aborted by
+    another `stop`; those aborting already are past what any `stop` does (a busy store
+    delays their exit by at most one lease_ttl after the abort, or one busy timeout)."""
+    aborting = [p for p in pids if _mark(settings, p) == "aborting"]
+    draining = [p for p in pids if p not in aborting]
+    said = []
+    if draining:
+        said.append(
+            f"{draining} still draining (their running tickets have not finished):"
+            " 'swarm-engine stop' again aborts them"
+        )
+    if aborting:
+        said.append(
+            f"{aborting} still aborting (recording their tickets' ends; another stop changes"
+            " nothing): 'kill -9 PID' ends one at once, leaving its tickets to be re-queued"
+            " when their leases expire and its VMs to 'swarm-engine cleanup'"
+        )
+    return f"engines still running after {timeout:g}s: " + "; ".join(said)
+
+
+def _mark(settings: Settings, pid: int) -> str | None:
+    """The stop phase `stop` or the engine marked `pid` with, if any."""
+    with contextlib.suppress(OSError):
+        return (settings.run_dir / f"engine-{pid}.stopping").read_text(errors="replace").strip()
+    return None
+
+
 def _draining(settings: Settings, pid: int) -> bool:
     """True if engine `pid` (one of this home's, see `_ours`) got a stop already: its
     own mark, written when it did (`start`), names a phase, and was written after it
@@ -260,7 +288,7 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     default=600.0,
     show_default=True,
     metavar="SECONDS",
-    help="How long to wait for them (then: an error naming 'stop --now').",
+    help="How long to wait for them (then: an error saying what each one still does).",
 )
 @pass_existing("tickets")
 def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
@@ -304,7 +332,7 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while any(pid_alive(p) for p in pids):
         if time.monotonic() > deadline:
-            raise SwarmError(f"engines still running after {timeout:g}s: run 'stop --now'")
+            raise SwarmError(_still_running(settings, [p for p in pids if pid_alive(p)], timeout))
         time.sleep(0.1)
     for pid in pids:
         (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)

@@ -36,6 +36,7 @@ from swarm_engine.config import Settings
 from swarm_engine.errors import TicketFailed
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
+    from swarm_engine.engine.session import EngineSession
     from swarm_engine.store import Ticket
 
 
@@ -130,23 +131,38 @@ async def _run_and_wait(
                 steps = await session.gate.retrying(session.store.runs.steps, run["id"])
                 run["steps"] = numbered(steps)
             return final, run
-    except asyncio.CancelledError:
-        if ticket_id in session.runner.recorded_aborts:
-            err_console.print(
-                f"ticket {ticket_id} failed: interrupted; 'swarm-engine ticket reopen"
-                f" {ticket_id}' queues it again",
-                markup=False,
-                highlight=False,
-            )
-        elif session.runner.unrecorded:
-            line = left_running(
-                list(session.runner.unrecorded), "recorded failed", settings.lease_ttl
-            )
-            err_console.print(f"warning: {line}", markup=False, highlight=False)
-        raise KeyboardInterrupt from None
+    except asyncio.CancelledError:  # one line says what the interrupt left, exit 130
+        from swarm_engine.cli.main import EXIT_INTERRUPTED
+
+        err_console.print(_interrupted(settings, session, ticket_id), markup=False, highlight=False)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _interrupted(settings: Settings, session: EngineSession, ticket_id: int) -> str:
+    """The one line `run-ticket --wait` ends with when interrupted: what became of the
+    ticket."""
+    runner = session.runner
+    if ticket_id in runner.recorded_aborts:
+        return (
+            f"ticket {ticket_id} failed: interrupted; 'swarm-engine ticket reopen {ticket_id}'"
+            " queues it again"
+        )
+    if runner.unrecorded:
+        return "warning: " + left_running(
+            list(runner.unrecorded), "recorded failed", settings.lease_ttl
+        )
+    if ticket_id in runner.abort_refused:
+        return f"interrupted: {runner.abort_outcome(ticket_id)}"
+    if session.claiming:  # the claim's write was under way: it may have been recorded
+        return (
+            f"interrupted while claiming ticket {ticket_id}: if the claim was recorded, the"
+            f" ticket is re-queued when its lease expires (within {settings.lease_ttl:g}s)"
+            " by any running engine or 'swarm-engine cleanup'"
+        )
+    return f"interrupted before ticket {ticket_id} was claimed: it is left as it was, not run"
 
 
 def _summary(ticket: Ticket, run: dict[str, Any]) -> None:
@@ -185,6 +201,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
         require_home(settings, ("tickets",))
     from swarm_engine.service import runs as run_service
     from swarm_engine.service import vms as vm_service
+    from swarm_engine.vm.proctree import pid_alive
 
     with store_of(settings) as store:
         data: dict[str, Any] = {
@@ -195,7 +212,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
             "hosts": store.engines.hosts(),
             "tickets": store.tickets.counts(),
             "vms": vm_service.live(store),
-            "engines": vm_service.engines(store),
+            "engines": vm_service.engines(store, settings.host_id, pid_alive),
             "recent_runs": run_service.recent(store, 10),
         }
         data["usage"] = run_service.usage_totals(store)
@@ -257,6 +274,15 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
         if engines
         else "engines: none running"
     )
+    for e in engines:
+        if e["state"] == "dead" and e["recorded_state"] != "dead":
+            console.print(
+                plain(
+                    f"engine {e['id']}: its process {e['pid']} on this host is gone (its row"
+                    f" says {e['recorded_state']}); 'swarm-engine cleanup' records it dead"
+                ),
+                highlight=False,
+            )
     vms = data["vms"]
     console.print(
         table(

@@ -308,7 +308,7 @@ class Daemon:
         ticket, plan, started = claimed
         try:
             final = await session.run_claimed(ticket, steps_over, plan, started)
-            if final is not None:
+            if final is not None and session.runner.ended_here(ticket):  # not another's end
                 log.info(
                     "ticket %s %s",
                     ticket.id,
@@ -316,7 +316,7 @@ class Daemon:
                     extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
                 )
         except asyncio.CancelledError:
-            log.warning("ticket %s aborted", ticket.id)
+            log.warning("%s", session.runner.abort_outcome(ticket.id))
         except AttemptEndedError:
             pass  # logged where it ended (one line)
         except StaleAttemptError as exc:

@@ -6,7 +6,9 @@ pump output, renew leases and notice cancels, and the calls never interleave ins
 another call's transaction. `retrying` turns a busy store into a delay: a transient
 `StoreBusyError` is retried with capped exponential backoff for as long as the caller
 says it still makes sense (typically: while the attempt's lease is held), and never past
-the deadline an engine that is being stopped sets (`give_up_after`).
+the deadline an engine that is being stopped sets (`give_up_after`): from then on each call
+waits for a lock only until that deadline (none at all once it has passed), so calls
+queued on the one thread do not each wait out a whole busy timeout in turn.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ WARN_EVERY = 5.0
 class StoreGate:
     """Runs store calls on one worker thread. Close it after the last call."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_at_most: Callable[[float | None], None] | None = None) -> None:
         self._executor = executor(1, "store")
+        self._wait_at_most = wait_at_most
+        """How to cap the lock wait of the store's next calls (`Database.wait_at_most`)."""
         self._last_warning = 0.0
         self._give_up_at: float | None = None
         """Monotonic time after which a busy store is no longer waited out (see
@@ -43,7 +47,18 @@ class StoreGate:
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        if self._give_up_at is not None and self._wait_at_most is not None:
+            call = functools.partial(self._bounded, call)
+        return await loop.run_in_executor(self._executor, call)
+
+    def _bounded(self, call: Callable[[], T]) -> T:
+        """On the store thread, once a give-up deadline is set: the call waits for a lock
+        only until the deadline (not at all once it has passed: it is still tried, since
+        a free store takes it at once)."""
+        assert self._give_up_at is not None and self._wait_at_most is not None
+        self._wait_at_most(max(0.0, self._give_up_at - time.monotonic()))
+        return call()
 
     async def retrying(
         self,
@@ -80,7 +95,8 @@ class StoreGate:
     def give_up_after(self, seconds: float) -> None:
         """The engine is being stopped: `seconds` from now on (an earlier deadline set
         before stays), no call waits out a busy store any more: each retrying call
-        raises its last `StoreBusyError`, so the engine exits in bounded time. What was not
+        raises its last `StoreBusyError`, and every call started from now on waits for a
+        lock only until the deadline, so the engine exits in bounded time. What was not
         written then is left to the reaper and the expired-lease reclaim."""
         deadline = time.monotonic() + seconds
         if self._give_up_at is None or deadline < self._give_up_at:

@@ -118,6 +118,11 @@ class TicketRunner:
         given up: still `claimed`/`running` in the store until the lease reclaim."""
         self.recorded_aborts: set[int] = set()
         """Tickets whose abort was recorded (`abort_status`)."""
+        self.closed_attempts: set[str] = set()
+        """Attempts whose run this runner closed itself (`_close`): the ticket's final
+        status is this attempt's doing. The daemon takes its own out (`ended_here`)."""
+        self.abort_refused: dict[int, str] = {}
+        """Tickets whose abort the store refused (a constraint, a trigger), with why."""
         self._aborting: dict[int, list[Destroyed]] = {}
         """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
 
@@ -389,20 +394,43 @@ class TicketRunner:
         )
         try:
             await to_the_end(asyncio.ensure_future(write))
-        except StoreBusyError as exc:  # its VMs too are left to the reaper
-            log.info("ticket %s: its abort could not be recorded: %s", ticket.id, exc)
+        except StoreBusyError:  # its VMs too are left to the reaper (`abort_outcome` says)
             self._held.pop(run_id, None)
             self.left_claimed(ticket)
             return
         except StoreError as exc:
             if not isinstance(exc, StaleAttemptError):  # a constraint, a trigger's RAISE
-                log.warning("ticket %s: its abort could not be recorded: %s", ticket.id, exc)
+                self.abort_refused[ticket.id] = str(exc)
             # else not this attempt's any more (reclaimed, cancelled): its run is closed
             await self._abandon(run_id, self.abort_error.format(id=ticket.id))
             await record_destroyed(self.gate, self.writes, destroyed)
             return
         self.recorded_aborts.add(ticket.id)
         self._emit_held(run_id)
+
+    def ended_here(self, ticket: Ticket) -> bool:
+        """Whether this attempt of `ticket` ended it (closed its run with its status), as
+        opposed to losing it to another writer; asked once, after the run."""
+        attempt = str(ticket.attempt_id)
+        ended = attempt in self.closed_attempts
+        self.closed_attempts.discard(attempt)
+        return ended
+
+    def abort_outcome(self, ticket_id: int) -> str:
+        """One line on what the engine's abort of `ticket_id`'s run left in the store."""
+        if ticket_id in self.unrecorded:
+            return (
+                f"ticket {ticket_id} aborted, but not recorded: the store stayed busy until"
+                " its lease was given up (re-queued when its lease expires)"
+            )
+        if ticket_id in self.abort_refused:
+            return (
+                f"ticket {ticket_id} aborted; its abort could not be recorded: "
+                + (self.abort_refused[ticket_id])
+            )
+        if ticket_id in self.recorded_aborts:
+            return f"ticket {ticket_id} aborted: its run recorded failed"
+        return f"ticket {ticket_id} aborted"
 
     def aborted_step(self, run_id: int, destroyed: list[Destroyed]) -> None:
         """A step of run `run_id` was stopped by the engine's abort: its VMs (moved out of
@@ -460,6 +488,7 @@ class TicketRunner:
         closed = self._closed.pop(run_id, None)
         if closed is not None:
             final, run = closed
+            self.closed_attempts.add(str(ticket.attempt_id))
         else:  # closed by another path (or not at all): read what the store holds
             final = await self.gate.retrying(self.store.tickets.get, ticket.id)
             run = await self.gate.retrying(self.store.runs.get_run, run_id)

@@ -119,6 +119,8 @@ class EngineSession:
         self.events = events
         self.engine_id = new_engine_id(settings.host_id)
         self.registered = False
+        self.claiming = False
+        """`run_ticket` started to claim its ticket."""
         self.state: str | None = None
         """What the heartbeat records as the engine's state (None: leave it)."""
         self.store: Store = open_store(settings.tickets_target, busy_timeout=settings.busy_timeout)
@@ -129,7 +131,7 @@ class EngineSession:
         except BaseException:
             self.store.close()
             raise
-        self.gate = StoreGate()
+        self.gate = StoreGate(self.store.db.wait_at_most)
         self.pool = VMPool(
             self.max_vms,
             self._make_backend,
@@ -269,6 +271,7 @@ class EngineSession:
         if ticket.status not in ("draft", "open"):
             raise not_claimable(ticket, await self._holder(ticket))
         await self._register()
+        self.claiming = True  # (an interrupt from now on may leave it claimed)
         claimed = await self.gate.retrying(
             self.store.tickets.claim,
             ticket_id,

@@ -5,6 +5,7 @@ Read from the store, so every host's engines and VMs are seen (each host records
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import NotFoundError
@@ -31,10 +32,22 @@ def one(store: Store, vm_id: str) -> dict[str, Any]:
     return record
 
 
-def engines(store: Store) -> list[dict[str, Any]]:
+def engines(
+    store: Store, host: str | None = None, alive: Callable[[Any], bool] | None = None
+) -> list[dict[str, Any]]:
     """Engines not stopped, of every host, oldest first; `busy_vms` counts the VMs each
-    holds now."""
-    return store.engines.running()
+    holds now. Given `host` (this host) and `alive(pid)`, an engine of `host` whose
+    process is gone (killed, or exited unable to record its end) is `state` 'dead', what
+    its row says kept in `recorded_state`: the rule `run-ticket` names a holder by
+    (`store.engines.holder`). Other hosts' engines are as their rows (and heartbeats) say."""
+    rows = store.engines.running()
+    if host is None or alive is None:
+        return rows
+    for row in rows:
+        row["recorded_state"] = row.get("state")
+        if row.get("host") == host and not alive(row.get("pid")):
+            row["state"] = "dead"
+    return rows
 
 
 def hosts(store: Store) -> list[dict[str, Any]]:

@@ -99,4 +99,10 @@ class Database(Protocol):
         (SQLite only: PostgreSQL never stores such a row, so there it does nothing)."""
         ...
 
+    def wait_at_most(self, seconds: float | None) -> None:
+        """Let the calls that follow wait at most `seconds` (0: not at all) for a lock
+        another client holds, never longer than the busy timeout; None: the busy timeout
+        again. (SQLite only: a PostgreSQL lock wait stays its `lock_timeout`.)"""
+        ...
+
     def close(self) -> None: ...

@@ -147,6 +147,9 @@ class PostgresDatabase:
     def checks_ignored(self) -> Iterator[None]:
         yield  # PostgreSQL never stores a row that breaks a CHECK
 
+    def wait_at_most(self, seconds: float | None) -> None:
+        pass  # pooled connections: each keeps the `lock_timeout` it was configured with
+
     def close(self) -> None:
         self.pool.close()
 

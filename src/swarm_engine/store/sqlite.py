@@ -81,11 +81,16 @@ class SQLiteDatabase:
 
     dialect: Dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+    ) -> None:
         self.conn = conn
         self.path = path
         self.where = f"database {path}"
         self._in_transaction = False
+        self._busy_ms = int(busy_timeout * 1000)
+        self._wait_ms = self._busy_ms
+        """The busy timeout in force now (`wait_at_most`)."""
 
     def run(self, sql: str, params: Params | None = None) -> Outcome:
         try:
@@ -137,6 +142,12 @@ class SQLiteDatabase:
             yield
         finally:
             self.run("PRAGMA ignore_check_constraints = OFF")
+
+    def wait_at_most(self, seconds: float | None) -> None:
+        ms = self._busy_ms if seconds is None else min(self._busy_ms, max(0, int(seconds * 1000)))
+        if ms != self._wait_ms:
+            self.conn.execute(f"PRAGMA busy_timeout = {ms}")
+            self._wait_ms = ms
 
     def close(self) -> None:
         self.conn.close()
@@ -201,7 +212,7 @@ def connect(
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
     conn.text_factory = decode_text
-    db = SQLiteDatabase(conn, path)
+    db = SQLiteDatabase(conn, path, busy_timeout)
     for attempt in range(SETUP_ATTEMPTS):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
