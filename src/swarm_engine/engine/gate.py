@@ -48,16 +48,16 @@ class StoreGate:
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args, **kwargs)
-        if self._give_up_at is not None and self._wait_at_most is not None:
-            call = functools.partial(self._bounded, call)
-        return await loop.run_in_executor(self._executor, call)
+        return await loop.run_in_executor(self._executor, functools.partial(self._bounded, call))
 
     def _bounded(self, call: Callable[[], T]) -> T:
-        """On the store thread, once a give-up deadline is set: the call waits for a lock
-        only until the deadline (not at all once it has passed: it is still tried, since
-        a free store takes it at once)."""
-        assert self._give_up_at is not None and self._wait_at_most is not None
-        self._wait_at_most(max(0.0, self._give_up_at - time.monotonic()))
+        """On the store thread, as the call starts (a call queued before the deadline was
+        set is bounded too): once a give-up deadline is set, the call waits for a lock
+        only until it (not at all once it has passed: it is still tried, since a free
+        store takes it at once)."""
+        deadline = self._give_up_at
+        if deadline is not None and self._wait_at_most is not None:
+            self._wait_at_most(max(0.0, deadline - time.monotonic()))
         return call()
 
     async def retrying(
