@@ -6,12 +6,10 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
-from tests.support.cli import query, start_engine, swarm, swarm_inproc, wait_until
+from tests.support.cli import query, start_engine, swarm, swarm_inproc, wait_until, write_lock
 
 # the busy timeout is short so that a lock "twice the busy timeout" is quick to hold
 BUSY = {
@@ -20,19 +18,6 @@ BUSY = {
     "SWARM_LEASE_TTL": "3",
     "SWARM_POLL_INTERVAL": "0.5",
 }
-
-
-@contextmanager
-def write_lock(db: Path) -> Iterator[None]:
-    """Hold the database's write lock, as a long transaction of another client would."""
-    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("UPDATE tickets SET title = title WHERE id = 1")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
-        conn.close()
 
 
 def sleeper(home: Path, tmp_path: Path, seconds: float) -> None:

@@ -7,34 +7,27 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tests.acceptance.conftest import engine_ready, status_of, write_agent
-from tests.support.cli import env_for, query, start_engine, swarm, swarm_inproc, wait_until
+from tests.support.cli import (
+    env_for,
+    query,
+    start_engine,
+    swarm,
+    swarm_inproc,
+    wait_until,
+    write_lock,
+)
 
 BUSY = {
     "SWARM_BUSY_TIMEOUT": "0.2",
     "SWARM_HEARTBEAT_INTERVAL": "0.3",
     "SWARM_POLL_INTERVAL": "0.5",
 }
-
-
-@contextmanager
-def write_lock(db: Path) -> Iterator[None]:
-    """Hold the database's write lock, as a long transaction of another client would."""
-    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
-        conn.close()
 
 
 def long_ticket(home: Path, tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,4 +164,18 @@ def insert_open_tickets(db: Path, rows: list[tuple[str, str, str]]) -> None:
                 rows,
             )
     finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def write_lock(db: Path) -> Iterator[None]:
+    """Hold the database's write lock, as a long transaction of another client would (one
+    that has written: a row of `tickets` is rewritten as it was, if there is one)."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE tickets SET title = title WHERE id = (SELECT min(id) FROM tickets)")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
         conn.close()
