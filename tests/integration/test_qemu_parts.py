@@ -403,7 +403,9 @@ def test_the_fence_kills_a_folders_qemu_only_for_the_row_of_that_vm(tmp_path: Pa
         )  # fmt: skip
         procs.append(proc)
         (folder / "qemu.pid").write_text(f"{proc.pid}\n")
-        wait_until(lambda: b"qemu-system" in Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+        # (bash's own command line names it too: wait for the exec itself, argv[0])
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        wait_until(lambda: cmdline.read_bytes().split(b"\0")[0] == b"qemu-system-x86_64")
         return folder
 
     try:
