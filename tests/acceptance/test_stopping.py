@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.acceptance.conftest import engine_ready, status_of, write_agent
 from tests.support.cli import (
@@ -184,6 +186,30 @@ def test_stop_that_times_out_says_what_each_engine_still_does(
     assert proc.returncode == 0 and status_of(home, 1) == "open", out
 
 
+def interrupted_run_ticket(
+    home: Path, ready: Callable[[subprocess.Popen[str]], None], **env: str
+) -> tuple[int, str, str]:
+    """`run-ticket 1 --wait`, sent SIGINT once `ready(proc)` returns: its exit code,
+    stdout and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(home, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        ready(proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
 def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again(
     home: Path, tmp_path: Path
 ) -> None:
@@ -191,27 +217,20 @@ def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again
     engine picks it up behind the user's back), with the way to run it again."""
     db = home / "tickets.db"
     long_ticket(home, tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
-        env=env_for(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        step = wait_until(
-            lambda: query(db, "SELECT * FROM step_executions WHERE status = 'running'"),
-            30,
-            "the step to run",
-        )[0]
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, (out, err)
+    steps: list[dict[str, Any]] = []
+
+    def step_runs(proc: subprocess.Popen[str]) -> None:
+        steps.extend(
+            wait_until(
+                lambda: query(db, "SELECT * FROM step_executions WHERE status = 'running'"),
+                30,
+                "the step to run",
+            )
+        )
+
+    code, out, err = interrupted_run_ticket(home, step_runs)
+    step = steps[0]
+    assert code == 130, (out, err)
     assert err.strip() == (
         "ticket 1 failed: interrupted; 'swarm-engine ticket reopen 1' queues it again"
     ), err  # one line: no "error: aborted" after it
@@ -226,26 +245,15 @@ def test_ctrl_c_on_run_ticket_wait_before_the_claim_says_the_ticket_is_untouched
     home: Path, tmp_path: Path
 ) -> None:
     long_ticket(home, tmp_path)
+
+    def waits_on_the_lock(proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the gate's warning: it waits on the lock
+        assert "store busy" in first, first
+
     with write_lock(home / "tickets.db"):  # its engine row cannot be written: no claim yet
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
-            env=env_for(home, **BUSY),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            assert proc.stderr is not None
-            first = proc.stderr.readline()  # the gate's warning: it waits on the lock
-            assert "store busy" in first, first
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode == 130, (out, err)
+        code, out, err = interrupted_run_ticket(home, waits_on_the_lock, **BUSY)
+    assert code == 130, (out, err)
     assert err.strip() == (
         "interrupted before ticket 1 was claimed: it is left as it was, not run"
     ), err
