@@ -76,6 +76,9 @@ class LeaseKeeper:
         self.failed_renewals = 0
         self._wake = asyncio.Event()
         self._next_check = 0.0  # monotonic time of the next held-check
+        self.aborting = False
+        """Set when the engine aborts its runs: a lease given up then is logged by the
+        abort (one line per ticket, `TicketRunner`), not here as well."""
 
     # -- what runners use ------------------------------------------------------------------
     def hold(self, ticket_id: int, attempt_id: str, on_lost: OnLost) -> None:
@@ -193,7 +196,8 @@ class LeaseKeeper:
         now = time.monotonic()
         for attempt_id, holding in list(self.holdings.items()):
             if now >= self.deadline(holding):
-                log.error(
+                log.log(
+                    logging.DEBUG if self.aborting else logging.ERROR,
                     "ticket %s: lease ran out after %.1fs without a renewal; stopping its run",
                     holding.ticket_id,
                     now - holding.renewed_at,

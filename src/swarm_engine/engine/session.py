@@ -216,6 +216,7 @@ class EngineSession:
         its abort (`TicketRunner.stopping`), and from now on no busy store is waited out
         for longer than one `lease_ttl`, so the engine exits in bounded time."""
         self.runner.stopping = True
+        self.keeper.aborting = True
         self.gate.give_up_after(self.settings.lease_ttl)
 
     async def _plan_patiently(self, ticket: Ticket) -> Plan | SwarmError:
