@@ -8,11 +8,9 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +24,7 @@ from swarm_engine.vm.qemu import mounts
 from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
 from swarm_engine.vm.qemu.config import QemuOptions
+from swarm_engine.vm.qemu.connect import accept_one, close_listeners, until_ready
 from swarm_engine.vm.qemu.image import Image, image_identity, load_image
 from swarm_engine.vm.qemu.machine import (
     MAX_SOCKET_PATH,
@@ -33,7 +32,6 @@ from swarm_engine.vm.qemu.machine import (
     is_our_qemu,
     kill_group,
     listen_socket,
-    log_tail,
     start_qemu,
 )
 from swarm_engine.vm.qemu.protocol import Channel
@@ -439,33 +437,35 @@ class QemuBackend:
             (folder / "qemu.pid").write_text(f"{proc.pid}\n")
             budget = self.options.boot_timeout
             if qmp_listener is not None and incoming is not None:
-                qmp_conn = await _until(_accept(qmp_listener), proc, budget, folder, "QMP")
+                qmp_conn = await until_ready(accept_one(qmp_listener), proc, budget, folder, "QMP")
                 restore = start_restore(qmp_conn, incoming)
-                await _until(restore, proc, budget, folder, "the restore started")
-            conn = await _until(_accept(listener), proc, budget, folder, "connecting")
+                await until_ready(restore, proc, budget, folder, "the restore started")
+            conn = await until_ready(accept_one(listener), proc, budget, folder, "connecting")
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             channel = Channel(reader, writer)
             left = budget - (time.monotonic() - started)
             if incoming is None:
-                await _until(channel.handshake(left), proc, left, folder, "its agent was ready")
+                await until_ready(
+                    channel.handshake(left), proc, left, folder, "its agent was ready"
+                )
             else:
                 channel.start()
                 hello = channel.call({"t": "restored", "time": time.time()}, os.urandom(64))
-                await _until(hello, proc, left, folder, "the restored agent answered")
+                await until_ready(hello, proc, left, folder, "the restored agent answered")
         except BaseException as exc:
             if writer is not None:
                 writer.close()
             if proc is not None:
                 kill_group(proc.pid)
                 await asyncio.shield(proc.wait())
-            _close_listeners(listener, qmp_listener)
+            close_listeners(listener, qmp_listener)
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, TimeoutError):
                 raise VMError(
                     f"VM {vm_id} was not ready within {self.options.boot_timeout:.0f} s"
                 ) from exc
             raise
-        _close_listeners(listener, qmp_listener)  # QEMU is connected; the paths are names only
+        close_listeners(listener, qmp_listener)  # QEMU is connected; the paths are names only
         booted_ms = int((time.monotonic() - started) * 1000)
         log.debug("booted", extra={"vm_id": vm_id, "boot_ms": booted_ms})
         return QemuVM(
@@ -480,69 +480,6 @@ class QemuBackend:
             booted_ms=booted_ms,
             start=start,
         )
-
-
-async def _until(
-    work: Awaitable[T], proc: asyncio.subprocess.Process, timeout: float, folder: Path, what: str
-) -> T:
-    """Await `work`, but fail at once if QEMU exits first (with its log in the error)."""
-    task = asyncio.ensure_future(work)
-    exited = asyncio.ensure_future(proc.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {task, exited}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        exited.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-    if task in done:
-        return task.result()
-    if exited in done:
-        detail = log_tail(folder / "qemu.log") or log_tail(folder / "console.log")
-        raise VMError(f"QEMU exited ({proc.returncode}) before {what}: {detail}")
-    raise TimeoutError(what)
-
-
-async def _accept(listener: socket.socket) -> socket.socket:
-    """Accept one connection; unlike `loop.sock_accept`, a connection accepted just as the
-    wait is cancelled (QEMU connected, then exited) is closed, not dropped open."""
-    loop = asyncio.get_running_loop()
-    accepted: asyncio.Future[socket.socket] = loop.create_future()
-
-    def ready() -> None:
-        if accepted.done():
-            return
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            accepted.set_exception(exc)
-            return
-        conn.setblocking(False)
-        accepted.set_result(conn)
-
-    loop.add_reader(listener.fileno(), ready)
-    try:
-        return await accepted
-    except asyncio.CancelledError:
-        if accepted.done() and not accepted.cancelled() and accepted.exception() is None:
-            accepted.result().close()
-        raise
-    finally:
-        loop.remove_reader(listener.fileno())
-
-
-def _close_listeners(*listeners: socket.socket | None) -> None:
-    for listener in listeners:
-        if listener is None:
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(listener.getsockname())
-        listener.close()
 
 
 def images_dir_for(home: Path) -> Path:

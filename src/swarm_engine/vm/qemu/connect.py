@@ -1,0 +1,80 @@
+"""Waiting for a QEMU being launched: its first connection on a listening socket, and
+any step of its start-up, given up at once when the QEMU process exits first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm.qemu.machine import log_tail
+
+T = TypeVar("T")
+
+
+async def until_ready(
+    work: Awaitable[T], proc: asyncio.subprocess.Process, timeout: float, folder: Path, what: str
+) -> T:
+    """Await `work`, but fail at once if QEMU exits first (with its log in the error)."""
+    task = asyncio.ensure_future(work)
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, exited}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        exited.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task in done:
+        return task.result()
+    if exited in done:
+        detail = log_tail(folder / "qemu.log") or log_tail(folder / "console.log")
+        raise VMError(f"QEMU exited ({proc.returncode}) before {what}: {detail}")
+    raise TimeoutError(what)
+
+
+async def accept_one(listener: socket.socket) -> socket.socket:
+    """Accept one connection; unlike `loop.sock_accept`, a connection accepted just as the
+    wait is cancelled (QEMU connected, then exited) is closed, not dropped open."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[socket.socket] = loop.create_future()
+
+    def ready() -> None:
+        if accepted.done():
+            return
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            accepted.set_exception(exc)
+            return
+        conn.setblocking(False)
+        accepted.set_result(conn)
+
+    loop.add_reader(listener.fileno(), ready)
+    try:
+        return await accepted
+    except asyncio.CancelledError:
+        if accepted.done() and not accepted.cancelled() and accepted.exception() is None:
+            accepted.result().close()
+        raise
+    finally:
+        loop.remove_reader(listener.fileno())
+
+
+def close_listeners(*listeners: socket.socket | None) -> None:
+    for listener in listeners:
+        if listener is None:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(listener.getsockname())
+        listener.close()
