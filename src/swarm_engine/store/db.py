@@ -102,7 +102,8 @@ class Database(Protocol):
     def wait_at_most(self, seconds: float | None) -> None:
         """Let the calls that follow wait at most `seconds` (0: not at all) for a lock
         another client holds, never longer than the busy timeout; None: the busy timeout
-        again. (SQLite only: a PostgreSQL lock wait stays its `lock_timeout`.)"""
+        again (SQLite: the connection's busy timeout; PostgreSQL: each pooled
+        connection's `lock_timeout`, set as it is lent, at least 1 ms)."""
         ...
 
     def close(self) -> None: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -85,10 +86,29 @@ class PostgresDatabase:
 
     dialect: Dialect = "postgresql"
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], where: str) -> None:
+    def __init__(
+        self, pool: psycopg_pool.ConnectionPool[Any], where: str, lock_timeout_ms: int
+    ) -> None:
         self.pool = pool
         self.where = where
         self._local = threading.local()
+        self._busy_ms = lock_timeout_ms  # what each connection is configured with
+        self._wait_ms = lock_timeout_ms  # what calls may wait now (`wait_at_most`)
+        self._conn_ms: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._ms_lock = threading.Lock()
+
+    def _capped(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """`conn`, its `lock_timeout` made what calls may wait now (outside a transaction
+        only: a `SET` in one that rolls back would be undone)."""
+        with self._ms_lock:
+            want, has = self._wait_ms, self._conn_ms.get(conn, self._busy_ms)
+        if want != has:
+            conn.execute(f"SET lock_timeout = {want}")
+            with self._ms_lock:
+                self._conn_ms[conn] = want
+        return conn
 
     def _pinned(self) -> psycopg.Connection[Any] | None:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
@@ -100,7 +120,7 @@ class PostgresDatabase:
             if pinned is not None:
                 return self._execute(pinned, sql, params)
             with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn:
-                return self._execute(conn, sql, params)
+                return self._execute(self._capped(conn), sql, params)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
 
@@ -134,7 +154,10 @@ class PostgresDatabase:
             yield self
             return
         try:
-            with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn, conn.transaction():
+            with (
+                self.pool.connection(timeout=CONNECT_TIMEOUT) as conn,
+                self._capped(conn).transaction(),
+            ):
                 self._local.conn = conn
                 try:
                     yield self
@@ -148,7 +171,10 @@ class PostgresDatabase:
         yield  # PostgreSQL never stores a row that breaks a CHECK
 
     def wait_at_most(self, seconds: float | None) -> None:
-        pass  # pooled connections: each keeps the `lock_timeout` it was configured with
+        # PostgreSQL's lock_timeout 0 means no limit: the least cap is 1 ms
+        ms = self._busy_ms if seconds is None else min(self._busy_ms, max(1, int(seconds * 1000)))
+        with self._ms_lock:
+            self._wait_ms = ms
 
     def close(self) -> None:
         self.pool.close()
@@ -187,7 +213,7 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
         raise StoreError(
             f"cannot connect to {redact(url)}: the server did not answer in time"
         ) from exc
-    db = PostgresDatabase(pool, where)
+    db = PostgresDatabase(pool, where, lock_ms)
     try:
         _migrate(db, schema)
     except BaseException:
