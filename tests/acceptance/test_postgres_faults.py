@@ -5,6 +5,7 @@ at once, and never show the password."""
 from __future__ import annotations
 
 import itertools
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -130,3 +131,45 @@ def test_a_connection_error_is_one_line_at_once_without_the_password(
     assert done.stderr.startswith("error: cannot connect to postgresql://weird")
     assert hidden not in done.stderr + done.stdout and hidden not in redact(url)
     assert time.monotonic() - started < 8  # not the pool's retries (a bound, not a benchmark)
+
+
+def test_an_abort_under_a_held_lock_ends_within_the_lease_not_a_lock_wait_per_call(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The second stop while another client holds a write lock: each queued store call
+    used to wait its whole `lock_timeout` in turn (4 aborts, renewals, the engine's end:
+    (4 + 2) x 4 s here); from the abort on, a call waits only until one lease after it."""
+    import psycopg
+
+    home = home_for(tmp_path, pg_url)
+    folder = tmp_path / "long"
+    folder.mkdir()
+    (folder / "agent.yaml").write_text("name: long\nkind: shell\ncommand: sleep 300\n")
+    env = {"SWARM_DATABASE_URL": pg_url}
+    assert swarm_inproc(home, "agent", "register", str(folder), **env).returncode == 0
+    psql(pg_url, "INSERT INTO tickets (title, status, agent_id) SELECT 'l' || g, 'open', 'long'"
+                 " FROM generate_series(1, 4) g")  # fmt: skip
+    limits = {"SWARM_BUSY_TIMEOUT": "4", "SWARM_LEASE_TTL": "4"}
+    engine = start_engine(home, "--max-vms", "4", **env, **FAST, **limits)
+    running = "SELECT count(*) AS n FROM step_executions WHERE status = 'running'"
+    wait_until(lambda: pg_query(pg_url, running)[0]["n"] == 4, 60, "four steps to run")
+    engine.send_signal(signal.SIGTERM)
+    draining = "SELECT 1 FROM engines WHERE pid = %(pid)s AND state = 'draining'"
+    wait_until(lambda: pg_query(pg_url, draining, {"pid": engine.pid}), 20, "the engine to drain")
+    locker = psycopg.connect(pg_url)
+    try:  # reads go on; every write waits for this transaction
+        locker.execute("LOCK TABLE tickets, workflow_runs, step_executions, vms, engines"
+                       " IN EXCLUSIVE MODE")  # fmt: skip
+        engine.send_signal(signal.SIGTERM)  # abort
+        out, _ = engine.communicate(timeout=4 + 3 * 4)  # one lease, one wait in flight
+        statuses = pg_query(pg_url, "SELECT status FROM tickets")
+        assert {r["status"] for r in statuses} == {"running"}, statuses  # nothing written
+    finally:
+        locker.rollback()
+        locker.close()
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+    assert engine.returncode == 0, out
+    said = [line for line in out.splitlines() if "could not be re-queued" in line]
+    assert len(said) == 1 and all(str(t) in said[0] for t in (1, 2, 3, 4)), out
