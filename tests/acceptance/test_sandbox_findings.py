@@ -81,3 +81,19 @@ def test_a_burst_of_files_past_max_files_fails_every_step(
         assert row["status"] == "failed", row
         assert row["error"].startswith("step 'main' failed: command exited with 137"), row
         assert "the workspace went over its disk limit of 2048 MiB or 10 files" in row["error"]
+
+
+def test_a_file_past_disk_mb_fails_the_step_with_a_note_naming_the_limit(
+    home: Path, tmp_path: Path
+) -> None:
+    """A shell step whose one file reaches `disk_mb` (the per-file limit, SIGXFSZ) while
+    the workspace stays within its total: the step fails with exit code 153 and the error
+    names the limit, where it said only `File size limit exceeded` (found by a tester)."""
+    (home / "config.toml").write_text("[backend_options.process]\ndisk_mb = 8\n")
+    out = run_step(home, tmp_path, "head -c 20M /dev/zero > /tmp/big")
+    assert out["returncode"] == 1 and out["status"] == "failed"
+    error = str(out["error"])
+    assert error.startswith("step 'main' failed: command exited with 153"), error
+    assert "swarm-engine: exit code 153 means a file reached the size limit of 8 MiB per file" in (
+        error
+    )

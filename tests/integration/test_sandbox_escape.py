@@ -207,6 +207,48 @@ async def test_one_big_file_is_bounded(vm: ProcessVM) -> None:
     assert (vm.workspace / "big").stat().st_size <= 16 * 1024 * 1024
 
 
+FILE_SIZE_NOTE = (
+    b"\nswarm-engine: exit code 153 means a file reached the size limit of 8 MiB per file"
+    b" (disk_mb) and the write past it was stopped (SIGXFSZ), unless the command chose that"
+    b" exit code itself\n"
+)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["on-a-thread", "on-the-loop"])
+async def test_a_write_past_the_file_size_limit_says_which_limit_stopped_it(
+    home: Path, streamed: bool
+) -> None:
+    """One file written past `disk_mb` (in /tmp, so the workspace stays within its total)
+    is stopped by SIGXFSZ: the command exits 153 and its stderr ends with a line that
+    names the limit, on both paths of `exec` (a worker thread; the loop, when output is
+    streamed, as the shell agent does). A command that exits 153 by itself gets the same
+    line, which says it may have."""
+    backend = ProcessBackend(home, ProcessConfig(isolation="bwrap", disk_mb=8, tmp_mb=32))
+    await backend.start()
+    seen: list[bytes] = []
+
+    def keep(_: str, chunk: bytes) -> None:
+        seen.append(chunk)
+
+    vm = await backend.boot("vm-fsize0001", VMSpec(timeout_seconds=30))
+    try:
+        for command in (
+            "head -c 20M /dev/zero > /tmp/big",
+            "dd if=/dev/zero of=/tmp/d bs=1M count=999",
+        ):
+            res = await vm.exec(command, on_output=keep if streamed else None)
+            assert res.exit_code == 153 and not res.timed_out, res
+            assert res.stderr.endswith(FILE_SIZE_NOTE), res.stderr
+            assert res.stderr.count(b"swarm-engine:") == 1
+        own = await vm.exec("exit 153", on_output=keep if streamed else None)
+        assert own.exit_code == 153 and own.stderr == FILE_SIZE_NOTE
+        other = await vm.exec("echo no >&2; exit 3", on_output=keep if streamed else None)
+        assert other.exit_code == 3 and other.stderr == b"no\n"  # no note for other codes
+    finally:
+        await vm.destroy()
+        await backend.close()
+
+
 async def test_many_files_are_bounded(vm: ProcessVM) -> None:
     res = await vm.exec(
         "i=0; while true; do i=$((i+1)); head -c 1M /dev/zero > f$i || exit 3; done"

@@ -20,13 +20,11 @@ from typing import Any, TypeVar
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import (
     GUEST_WORKSPACE,
-    OVER_DISK_EXIT,
     ExecResult,
     OutputCallback,
     VMInfo,
     VMSpec,
     safe_relpath,
-    shell_exit_code,
 )
 from swarm_engine.vm.bwrap import (
     GUEST_UID,
@@ -38,6 +36,7 @@ from swarm_engine.vm.bwrap import (
     host_tool,
     root_engine,
 )
+from swarm_engine.vm.ending import DiskLimits, Ended, ending
 from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.process_config import ProcessConfig
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
@@ -240,7 +239,7 @@ class ProcessVM:
             return await finish(
                 transport, proto, started=started, limit=limit, stdin=stdin,
                 on_output=on_output, keep=self.spec.output_keep_bytes,
-                over_disk=self._over_disk, over_disk_note=self._over_disk_note,
+                over_disk=self._over_disk, ending=self._ending,
                 drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
             )  # fmt: skip
         finally:
@@ -375,11 +374,16 @@ class ProcessVM:
             self._jobs.pop(job, None)
             if fds is not None:
                 fds.close()
-        if outcome.over_disk or outcome.ended_over_disk:
-            outcome.stderr.add(self._over_disk_note(outcome.over_disk))
-        code = shell_exit_code(outcome.returncode, outcome.timed_out)
-        if outcome.ended_over_disk:  # as if killed for it as it ended
-            code = OVER_DISK_EXIT
+        code, note = self._ending(
+            Ended(
+                outcome.returncode,
+                timed_out=outcome.timed_out,
+                killed_over_disk=outcome.over_disk,
+                ended_over_disk=outcome.ended_over_disk,
+            )
+        )
+        if note:
+            outcome.stderr.add(note)
         return ExecResult.of(
             code, outcome.stdout, outcome.stderr, started, timed_out=outcome.timed_out
         )
@@ -395,23 +399,11 @@ class ProcessVM:
             return True
         return used > cap or entries > most
 
-    def _over_disk_note(self, killed: bool = True) -> bytes:
-        """The line a command's stderr ends with when its workspace went over its limits:
-        `killed` while it ran, or found over them as it ended (exit `OVER_DISK_EXIT`)."""
-        what = (
-            "the command was killed"
-            if killed
-            else f"found as the command ended; it fails with exit code {OVER_DISK_EXIT}"
-        )
-        if self._uncountable is not None:
-            return (
-                f"\nswarm-engine: the workspace's disk limits cannot be checked: a folder in"
-                f" it cannot be listed ({self._uncountable}); {what}\n".encode()
-            )
-        return (
-            f"\nswarm-engine: the workspace went over its disk limit of "
-            f"{self.config.disk_mb} MiB or {self.config.max_files} files; {what}\n".encode()
-        )
+    def _ending(self, ended: Ended) -> tuple[int, bytes]:
+        """How a command that `ended` so is told, on either path: its exit code and the
+        note its stderr ends with (b"" for none; `vm/ending.py`)."""
+        limits = DiskLimits(self.config.disk_mb, self.config.max_files, self._uncountable)
+        return ending(ended, limits)
 
     async def _forward_ports(self, fds: SandboxFds) -> int:
         """Give the sandbox its `allowed_ports` (vm/pasta.py); returns pasta's pid."""

@@ -13,13 +13,8 @@ import contextlib
 import inspect
 from collections.abc import Callable
 
-from swarm_engine.vm.base import (
-    OVER_DISK_EXIT,
-    ExecResult,
-    OutputCallback,
-    Stream,
-    shell_exit_code,
-)
+from swarm_engine.vm.base import ExecResult, OutputCallback, Stream
+from swarm_engine.vm.ending import Ended
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import kill_tree
 from swarm_engine.vm.settled import settled
@@ -86,7 +81,7 @@ async def finish(
     on_output: OutputCallback | None,
     keep: int,
     over_disk: Callable[[], bool],
-    over_disk_note: Callable[[bool], bytes],
+    ending: Callable[[Ended], tuple[int, bytes]],
     drain: float,
     check_every: float,
 ) -> ExecResult:
@@ -95,10 +90,9 @@ async def finish(
     past `limit` seconds (exit code 124) or when `over_disk()` (a worker thread's call,
     every `check_every` seconds) says its workspace is over its limits; what its pipes
     still hold is read for `drain` seconds after it exits. `over_disk()` is asked once
-    more when the command has ended by itself: over its limits then, it fails with
-    `OVER_DISK_EXIT`, as if killed for them. Either way stderr ends with
-    `over_disk_note(killed)` (`killed`: True when it was killed while it ran, False when it
-    had ended). The transport is closed."""
+    more when the command has ended by itself. How it ended goes to `ending` (as on the
+    worker-thread path, `vm/ending.py`), which gives its exit code and the note (b"" for
+    none) its stderr ends with. The transport is closed."""
     pid = transport.get_pid()
     out, err = BoundedOutput(keep), BoundedOutput(keep)
     pumps = [
@@ -139,11 +133,16 @@ async def finish(
     # what it wrote since the last count (a burst shorter than `check_every`), on a worker
     # thread that never walks on after a cancel (vm/settled.py)
     ended_over = not went_over and not timed_out and await settled(over_disk)
-    if went_over or ended_over:
-        err.add(over_disk_note(went_over))
-    code = shell_exit_code(transport.get_returncode(), timed_out)
-    if ended_over:
-        code = OVER_DISK_EXIT
+    code, note = ending(
+        Ended(
+            transport.get_returncode(),
+            timed_out=timed_out,
+            killed_over_disk=went_over,
+            ended_over_disk=ended_over,
+        )
+    )
+    if note:
+        err.add(note)
     return ExecResult.of(code, out, err, started, timed_out=timed_out)
 
 

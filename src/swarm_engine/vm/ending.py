@@ -1,0 +1,90 @@
+"""How a process sandbox command's end is told: the exit code it reports and the one
+`swarm-engine:` line its stderr ends with when a limit of the sandbox stopped it.
+
+Both paths of `ProcessVM.exec` (a worker thread, `vm/threaded.py`; the event loop,
+`vm/streamed.py`) end here, so a limit is told the same way whichever ran the command.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+from swarm_engine.vm.base import OVER_DISK_EXIT, shell_exit_code
+
+FILE_SIZE_EXIT = 128 + signal.SIGXFSZ
+"""153: the exit code, as a shell reports it, of a process stopped by SIGXFSZ, which the
+kernel sends to a write (or truncate) past `RLIMIT_FSIZE` (`prlimit --fsize`, `disk_mb`)."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a command ended, as the path that ran it saw it."""
+
+    returncode: int | None
+    """Its own process's return code (negative: killed by that signal; None: unknown)."""
+    timed_out: bool = False
+    """Killed at its time limit."""
+    killed_over_disk: bool = False
+    """Killed while it ran: its workspace was over `disk_mb` or `max_files`."""
+    ended_over_disk: bool = False
+    """Its workspace was over them when it ended by itself (found by the last count)."""
+
+
+@dataclass(frozen=True)
+class DiskLimits:
+    """The sandbox's file limits, for the notes that name them."""
+
+    disk_mb: int
+    """The largest file (`prlimit --fsize`) and the workspace's total, in MiB."""
+    max_files: int
+    """Files, folders and links the workspace may hold."""
+    uncountable: str | None = None
+    """Why the workspace could not be counted, once it could not (its limits fail closed)."""
+
+
+def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
+    """The exit code `ended` reports and the note (b"" for none) its stderr ends with.
+
+    The code is the shell's (`shell_exit_code`: 128 + N for signal N, 124 for a timeout).
+    A workspace over its limits comes first: killed for it (137) or found as the command
+    ended (`OVER_DISK_EXIT`, 137 too), with `over_disk_note`. Else an exit of 153
+    (`FILE_SIZE_EXIT`, SIGXFSZ) gets `file_size_note`: what 153 means under the file size
+    limit. A command may choose 153 itself; the note says so rather than guess."""
+    code = shell_exit_code(ended.returncode, ended.timed_out)
+    if ended.killed_over_disk or ended.ended_over_disk:
+        if ended.ended_over_disk:  # as if killed for it as it ended
+            code = OVER_DISK_EXIT
+        return code, over_disk_note(limits, killed=ended.killed_over_disk)
+    if code == FILE_SIZE_EXIT:
+        return code, file_size_note(limits.disk_mb)
+    return code, b""
+
+
+def over_disk_note(limits: DiskLimits, *, killed: bool) -> bytes:
+    """The line for a workspace over `disk_mb` or `max_files` (or that could not be
+    counted): `killed` while the command ran, or found over them as it ended."""
+    what = (
+        "the command was killed"
+        if killed
+        else f"found as the command ended; it fails with exit code {OVER_DISK_EXIT}"
+    )
+    if limits.uncountable is not None:
+        return (
+            f"\nswarm-engine: the workspace's disk limits cannot be checked: a folder in"
+            f" it cannot be listed ({limits.uncountable}); {what}\n".encode()
+        )
+    return (
+        f"\nswarm-engine: the workspace went over its disk limit of "
+        f"{limits.disk_mb} MiB or {limits.max_files} files; {what}\n".encode()
+    )
+
+
+def file_size_note(disk_mb: int) -> bytes:
+    """The line for an exit of `FILE_SIZE_EXIT` (153) under a file size limit of
+    `disk_mb` MiB: SIGXFSZ, unless the command chose 153 itself (nothing tells which)."""
+    return (
+        f"\nswarm-engine: exit code {FILE_SIZE_EXIT} means a file reached the size limit of"
+        f" {disk_mb} MiB per file (disk_mb) and the write past it was stopped (SIGXFSZ),"
+        f" unless the command chose that exit code itself\n".encode()
+    )

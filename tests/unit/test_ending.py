@@ -1,0 +1,42 @@
+"""How a process sandbox command's end is told (`vm/ending.py`): its exit code, and the one
+note its stderr ends with when a limit stopped it, the same on both paths of `exec`."""
+
+from __future__ import annotations
+
+import signal
+
+from swarm_engine.vm.ending import DiskLimits, Ended, ending
+
+LIMITS = DiskLimits(disk_mb=8, max_files=10)
+
+
+def test_a_write_stopped_by_sigxfsz_names_the_file_size_limit() -> None:
+    for returncode in (153, -signal.SIGXFSZ):  # as a shell reports it, or the signal itself
+        code, note = ending(Ended(returncode), LIMITS)
+        assert code == 153
+        assert note.startswith(b"\nswarm-engine: exit code 153 means a file reached the size")
+        assert b"limit of 8 MiB per file (disk_mb)" in note and note.count(b"\n") == 2
+        assert b"unless the command chose that exit code itself" in note
+
+
+def test_other_ends_get_no_file_size_note() -> None:
+    assert ending(Ended(0), LIMITS) == (0, b"")
+    assert ending(Ended(1), LIMITS) == (1, b"")
+    assert ending(Ended(-signal.SIGKILL), LIMITS) == (137, b"")
+    assert ending(Ended(153, timed_out=True), LIMITS) == (124, b"")  # the timeout's code
+
+
+def test_a_workspace_over_its_limits_comes_first() -> None:
+    """A file stopped at `disk_mb` can also take the workspace over its total: one note,
+    the workspace's, and the code it fails with (137)."""
+    code, note = ending(Ended(153, ended_over_disk=True), LIMITS)
+    assert code == 137
+    assert note == (
+        b"\nswarm-engine: the workspace went over its disk limit of 8 MiB or 10 files;"
+        b" found as the command ended; it fails with exit code 137\n"
+    )
+    code, note = ending(Ended(-signal.SIGKILL, killed_over_disk=True), LIMITS)
+    assert code == 137 and note.endswith(b"; the command was killed\n")
+    uncountable = DiskLimits(8, 10, uncountable="a/locked: Permission denied")
+    code, note = ending(Ended(0, ended_over_disk=True), uncountable)
+    assert code == 137 and b"cannot be listed (a/locked: Permission denied)" in note
