@@ -37,6 +37,11 @@ def test_a_workspace_over_its_limits_comes_first() -> None:
     )
     code, note = ending(Ended(-signal.SIGKILL, killed_over_disk=True), LIMITS)
     assert code == 137 and note.endswith(b"; the command was killed\n")
+    # the count that found it over ended as the command exited by itself, just before the
+    # kill: it fails all the same (a step was `done` with its workspace over its limits)
+    code, note = ending(Ended(0, killed_over_disk=True), LIMITS)
+    assert code == 137 and note.endswith(b"; the command was killed\n")
+    assert ending(Ended(-signal.SIGKILL, timed_out=True, killed_over_disk=True), LIMITS)[0] == 124
     uncountable = DiskLimits(8, 10, uncountable="a/locked: Permission denied")
     code, note = ending(Ended(0, ended_over_disk=True), uncountable)
     assert code == 137 and b"cannot be listed (a/locked: Permission denied)" in note

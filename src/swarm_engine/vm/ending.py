@@ -47,13 +47,15 @@ def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
     """The exit code `ended` reports and the note (b"" for none) its stderr ends with.
 
     The code is the shell's (`shell_exit_code`: 128 + N for signal N, 124 for a timeout).
-    A workspace over its limits comes first: killed for it (137) or found as the command
-    ended (`OVER_DISK_EXIT`, 137 too), with `over_disk_note`. Else an exit of 153
-    (`FILE_SIZE_EXIT`, SIGXFSZ) gets `file_size_note`: what 153 means under the file size
-    limit. A command may choose 153 itself; the note says so rather than guess."""
+    A workspace over its limits comes first: killed for it or found as the command ended,
+    it fails with `OVER_DISK_EXIT` (137), with `over_disk_note`, whatever its own code (a
+    command that exited by itself just before the kill that was meant for it keeps its
+    own, 0 say, otherwise). Else an exit of 153 (`FILE_SIZE_EXIT`, SIGXFSZ) gets
+    `file_size_note`: what 153 means under the file size limit. A command may choose 153
+    itself; the note says so rather than guess."""
     code = shell_exit_code(ended.returncode, ended.timed_out)
     if ended.killed_over_disk or ended.ended_over_disk:
-        if ended.ended_over_disk:  # as if killed for it as it ended
+        if not ended.timed_out:  # (a timeout's kill that came first keeps its code)
             code = OVER_DISK_EXIT
         return code, over_disk_note(limits, killed=ended.killed_over_disk)
     if code == FILE_SIZE_EXIT:
