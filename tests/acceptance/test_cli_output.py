@@ -4,7 +4,9 @@ example and a description for every option, and a second `start` that says what 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,18 @@ from pathlib import Path
 import click
 import pytest
 from tests.acceptance.conftest import write_agent
-from tests.support.cli import EXAMPLES, sqlite_shell, swarm, swarm_inproc
+from tests.support.cli import (
+    EXAMPLES,
+    query,
+    sqlite_shell,
+    start_engine,
+    swarm,
+    swarm_inproc,
+    wait_until,
+)
 
 from swarm_engine.cli.main import cli
+from swarm_engine.engine.hostlock import lock_path
 
 LONG_TITLE = "a rather long title that says more than any table column at 80 has room for"
 MARKUP_TITLE = "[b]x[/b] [red]y"
@@ -223,6 +234,48 @@ def test_a_second_start_says_an_engine_runs(home: Path) -> None:
     finally:
         stopped = swarm_inproc(home, "stop")
     assert stopped.returncode == 0 and "draining 2 engine(s)" in stopped.stdout, stopped.stdout
+
+
+def test_starts_at_the_same_moment_run_one_engine_and_the_others_say_why(home: Path) -> None:
+    """Reading the engines' rows and registering are two steps: six `start`s at once
+    could all read "none" and all run. One runs; each other exits 4 with one line."""
+    engines = [start_engine(home, "--max-vms", "1") for _ in range(6)]
+    try:
+        wait_until(lambda: sum(e.poll() is not None for e in engines) == 5, 60, "five to exit")
+        (running,) = [e for e in engines if e.poll() is None]
+        rows = query(home / "tickets.db", "SELECT pid FROM engines WHERE state = 'running'")
+        assert [r["pid"] for r in rows] == [running.pid]
+        for refused in (e for e in engines if e is not running):
+            out, _ = refused.communicate()
+            assert refused.returncode == 4, out
+            errors = [line for line in out.splitlines() if line.startswith("error: ")]
+            assert len(errors) == 1 and "already running on this host" in errors[0], out
+    finally:
+        for e in engines:
+            if e.poll() is None:
+                e.terminate()
+            e.communicate(timeout=60)
+
+
+def test_a_start_whose_engine_is_refused_says_the_engines_line(home: Path) -> None:
+    """An engine that `start` spawned and that then found another holding the lock (it
+    started between the two): `start` prints that engine's own line, exit 4, and leaves
+    no pid file of it."""
+    settings_run = home / "run"
+    settings_run.mkdir(parents=True, exist_ok=True)
+    held = os.open(lock_path(settings_run, home / "tickets.db"), os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(held, b"4242\n")
+        fcntl.flock(held, fcntl.LOCK_EX)
+        done = swarm_inproc(home, "start", "--max-vms", "1")
+    finally:
+        os.close(held)
+    assert done.returncode == 4, (done.stdout, done.stderr)
+    assert done.stderr == (
+        "error: an engine (pid 4242) is already running on this host with this store;"
+        " 'swarm-engine stop' stops it, 'swarm-engine start --another' starts a second one\n"
+    )
+    assert not list(settings_run.glob("engine-*.pid"))
 
 
 def test_the_foreground_engine_prints_one_plain_line_per_ticket_that_fits(home: Path) -> None:

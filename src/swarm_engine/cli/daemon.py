@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -17,6 +18,7 @@ from swarm_engine.cli.text import left_running, ms, short, terminal_width, visib
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
+from swarm_engine.engine.hostlock import hold_engine_lock
 from swarm_engine.errors import ConflictError, SwarmError
 from swarm_engine.osthreads import name_file_workers
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
@@ -65,6 +67,8 @@ def start(
         _daemonize(settings, [*extra, *flags])
         return
     setup_logging(settings.log_level)  # a daemonized engine logs at INFO (see _daemonize)
+    if not another:  # held until this process ends: two `start`s at once cannot both run
+        hold_engine_lock(settings.run_dir, settings.tickets_target)
     daemon = Daemon(
         settings,
         max_vms=max_vms,
@@ -249,6 +253,7 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     argv += ["start", "--foreground", *start_args]
     # posix_spawn, not Popen: the engine outlives this command, which never waits for it
     with logfile.open("ab") as out, open(os.devnull, "rb") as null:
+        logged = out.tell()  # where what the engine writes begins
         pid = os.posix_spawn(
             sys.executable,
             argv,
@@ -260,20 +265,38 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
             ],
             setsid=True,
         )
-    (settings.run_dir / f"engine-{pid}.pid").write_text(f"{pid}\n")
+    pidfile = settings.run_dir / f"engine-{pid}.pid"
+    pidfile.write_text(f"{pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
     with store_of(settings) as store:
         while time.monotonic() < deadline:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                code = os.waitstatus_to_exitcode(status)
-                raise SwarmError(f"engine exited at start (code {code}); see {logfile}")
+                pidfile.unlink(missing_ok=True)
+                raise _exited_at_start(os.waitstatus_to_exitcode(status), logfile, logged)
             engine_id = store.engines.find_running(pid, settings.host_id)
             if engine_id:
                 click.echo(f"engine {engine_id} started (pid {pid}); log: {visible(str(logfile))}")
                 return
             time.sleep(0.05)
     raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
+
+
+def _exited_at_start(code: int, logfile: Path, offset: int) -> SwarmError:
+    """The error of `start` when its engine exited before it registered: the engine's own
+    error line (`error: ...`, the last of what it wrote to `logfile` from `offset`, read
+    4 KiB at most) and its exit code (4 when another engine runs), else a line naming
+    the code and the log."""
+    line = ""
+    with contextlib.suppress(OSError), logfile.open("rb") as log_in:
+        log_in.seek(max(offset, log_in.seek(0, os.SEEK_END) - 4096))
+        said = log_in.read(4096).decode(errors="replace").splitlines()
+        line = next((x for x in reversed(said) if x.startswith("error: ")), "")
+    if not line:
+        return SwarmError(f"engine exited at start (code {code}); see {logfile}")
+    error = SwarmError(line.removeprefix("error: "))
+    error.exit_code = code if code > 0 else 1
+    return error
 
 
 @click.command(

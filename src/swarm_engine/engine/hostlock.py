@@ -1,0 +1,64 @@
+"""One engine per host, home and store: an exclusive `flock` its engine holds while it runs.
+
+The store's `engines` rows say which engines run, but reading them and then registering is
+two steps: several `start`s at the same moment all read "none" and all register. A lock
+file in the home's run folder, named after the store, closes that gap: the engine takes it
+before it registers and holds it until its process ends (the kernel lets go of it then,
+however the process ends, `kill -9` included). `start --another` neither takes it nor asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+from swarm_engine.errors import ConflictError, SwarmError
+
+
+def lock_path(run_dir: Path, store: str | Path) -> Path:
+    """The lock file of the engines of `store` (a database URL or a SQLite file's path) in
+    `run_dir`: `engine-<16 hex digits>.lock`, a hash, so no URL (nor its password) is
+    written into a file name."""
+    key = store if isinstance(store, str) else str(Path(store).absolute())
+    return run_dir / f"engine-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+
+
+def hold_engine_lock(run_dir: Path, store: str | Path) -> int:
+    """Take the lock of `store`'s engines in `run_dir` for as long as this process lives
+    (or until `os.close` of the descriptor returned). Raises `ConflictError` when another
+    process holds it, naming that process (its pid is written in the file), and
+    `SwarmError` when the lock file cannot be made or locked."""
+    path = lock_path(run_dir, store)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise SwarmError(f"cannot make the engine lock {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise ConflictError(
+            f"an engine{holder} is already running on this host with this store;"
+            " 'swarm-engine stop' stops it, 'swarm-engine start --another' starts a second one"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise SwarmError(f"cannot lock {path}: {exc.strerror}") from exc
+    with contextlib.suppress(OSError):  # who holds it, for the next one's message
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """` (pid N)` as the lock file says, or "" when it says nothing readable."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
