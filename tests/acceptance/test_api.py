@@ -281,6 +281,11 @@ def test_register_and_show_definitions(world: World) -> None:
     assert made["name"] == "api-hello" and made["version"] == "1.5"
     assert "already registered" in str(refused(api.post("/v1/agents", json=agent), 409)["message"])
     ok(api.post("/v1/agents", params={"force": "true"}, json=agent), 201)
+    for builtin in ("echo", "shell", "claude"):  # no version of a built-in's name, forced or not
+        taken = agent | {"name": builtin, "version": "2.0.0"}
+        for force in ("false", "true"):
+            said = refused(api.post("/v1/agents", params={"force": force}, json=taken), 409)
+            assert "name of a built-in agent" in said["message"], said
     bad_ref = agent | {"name": "api-bad", "command": "echo ${inputs.nope}"}
     body = refused(api.post("/v1/agents", json=bad_ref), 422)
     assert body["error"] == "invalid_definition"

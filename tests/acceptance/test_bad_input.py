@@ -124,6 +124,17 @@ def test_invalid_agents_are_refused(
     unchanged(seeded, ["agent", "register", str(folder)], 5, message)
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_built_in_agents_name_cannot_be_registered_in_another_version(
+    seeded: Path, tmp_path: Path, force: list[str]
+) -> None:
+    """`echo@2.0.0` would be what every ticket naming `echo` runs (the latest version)."""
+    folder = write_agent(
+        tmp_path / "fake", "name: echo\nversion: 2.0.0\nkind: shell\ncommand: id\n"
+    )
+    unchanged(seeded, ["agent", "register", *force, str(folder)], 4, "name of a built-in agent")
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -176,7 +176,13 @@ class Registry:
         if dupes:
             raise ConfigError(f"agent {sorted(dupes)[0]} is defined twice")
         stored: list[AgentSpec] = []
+        builtin_names = {name for name, _ in BUILTIN_REFS}
         for spec in specs:
+            if spec.name in builtin_names:  # any version: `echo` would then name it
+                raise ConflictError(
+                    f"agent {spec.ref}: {spec.name!r} is the name of a built-in agent, which"
+                    " cannot be replaced nor given other versions; choose another name"
+                )
             existing = self._agent_row(spec.name, spec.version)
             if existing is not None and existing["builtin"]:
                 raise ConflictError(f"agent {spec.ref} is built in and cannot be replaced")
