@@ -15,7 +15,7 @@ from swarm_engine.errors import AgentError, ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.records import variables_problem
 from swarm_engine.registry import Registry
-from swarm_engine.registry.workflows import dependencies
+from swarm_engine.registry.workflows import check_script_inputs, dependencies
 from swarm_engine.schemas import LOCAL_ONLY, schema_problem
 from swarm_engine.schemas import validator as schema_validator
 from swarm_engine.store import Ticket
@@ -65,7 +65,9 @@ def _runnable(agent: AgentSpec) -> AgentSpec:
 
 
 def build_plan(ticket: Ticket, registry: Registry) -> Plan:
-    """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError."""
+    """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError (a
+    `WorkflowError` for a step embedding a reference in an input its agent runs as code:
+    `registry.workflows.check_script_inputs`)."""
     ticket_timeout = ticket.timeout_seconds
     if ticket.execution_mode == "single":
         if not ticket.agent_id:
@@ -98,6 +100,10 @@ def build_plan(ticket: Ticket, registry: Registry) -> Plan:
             timeout_seconds=s.timeout_seconds or agent.timeout_seconds,
             retry=s.retry or agent.retry,
         )
+    # the row is untrusted and `name` means the latest version: checked against the agents
+    # this plan will run, whatever registration saw
+    planned = {s.agent: steps[s.id].agent for s in workflow.steps}
+    check_script_inputs(workflow, planned.__getitem__, f"workflow {workflow.ref} in the registry")
     variables = dict(workflow.variables)
     problem = variables_problem(ticket.inputs)  # a row is untrusted: never ignored silently
     if problem:

@@ -1,12 +1,14 @@
-"""Workflow checks at registration: references, dependencies, cycles; and step order."""
+"""Workflow checks at registration: references, dependencies, cycles, inputs run as code;
+and step order."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from graphlib import CycleError, TopologicalSorter
 
+from swarm_engine.agents.script_inputs import step_script_problem
 from swarm_engine.errors import WorkflowError
-from swarm_engine.models import WorkflowSpec
+from swarm_engine.models import AgentSpec, WorkflowSpec
 from swarm_engine.templating import check_template, references, step_dependencies
 
 
@@ -55,6 +57,21 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
             raise WorkflowError(
                 f"{source}: trigger {trigger.name!r} needs exactly one of cron or webhook: true"
             )
+
+
+def check_script_inputs(
+    spec: WorkflowSpec, agent_of: Callable[[str], AgentSpec], source: str
+) -> None:
+    """Raise `WorkflowError` (`<source>: step '<id>': inputs.<key>: ...`, one line with the
+    fix) for the first step that embeds a reference in an input its agent runs as code
+    (`agents.script_inputs`). `agent_of` gives a step's agent (registration: the registry's
+    latest or named version; at run time: the agent the plan resolved); its errors pass
+    through. Run at registration and again on every plan: a registry row is written by
+    anyone, and `name` (the latest version) may come to mean an agent that runs its input."""
+    for step in spec.steps:
+        problem = step_script_problem(step.inputs, agent_of(step.agent))
+        if problem:
+            raise WorkflowError(f"{source}: step {step.id!r}: {problem}")
 
 
 def find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
