@@ -3,8 +3,11 @@
 The stream is `service.logs.LogFollower`, the one `swarm-engine logs --follow` prints:
 each chunk is an event whose id is the chunk's id (`step_logs.id`, increasing), so a
 client that reconnects with `Last-Event-ID` (browsers' EventSource does it by itself)
-goes on after the last chunk it got. It ends with an `end` event once the ticket has
-ended and every chunk is out. Each look at the store runs in a worker thread.
+goes on after the last chunk it got. A chunk longer than `store.logs.PIECE_BYTES` (only
+another client writes one) comes as several events, all but its last with id `ID:END`
+(END: the byte of the chunk where the next one starts), so a reconnect goes on there. It
+ends with an `end` event once the ticket has ended and every chunk is out. Each look at
+the store runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from swarm_engine.api.deps import Server as ServerState
 from swarm_engine.api.deps import ServerDep, StoreDep
 from swarm_engine.errors import UsageError
-from swarm_engine.service.logs import Chunk, LogFollower, as_text
+from swarm_engine.service.logs import Chunk, LogFollower, as_text, parse_position
 from swarm_engine.service.values import MAX_ID
 
 router = APIRouter(prefix="/v1/tickets", tags=["logs"])
@@ -81,14 +84,15 @@ async def stream(
 ) -> StreamingResponse:
     """The log of the ticket's latest run (a retry's run too, unless `run` is given) as
     it is written, as server-sent events; ends when the ticket ends. Resumes after the
-    chunk named by `Last-Event-ID` (or `after`)."""
-    start = after or 0
+    event named by `Last-Event-ID` (or after chunk `after`)."""
+    position = (after or 0, 0)
     if last_event_id is not None and last_event_id.strip():
         text = last_event_id.strip()
-        if not text.isascii() or not text.isdigit() or int(text) > MAX_ID:
+        found = parse_position(text, MAX_ID)
+        if found is None:
             raise UsageError(f"Last-Event-ID {text[:32]!r} is not an event id of this stream")
-        start = int(text)
-    follower = LogFollower(ticket_id, run, step, after=start, strict=True)
+        position = found
+    follower = LogFollower(ticket_id, run, step, after=position[0], start=position[1], strict=True)
     first = await _poll(server, follower)  # a missing ticket, run or step is a 404 here
     return StreamingResponse(
         _events(server, follower, first),
@@ -112,7 +116,7 @@ async def _events(
     batch, quiet = first, 0.0
     while True:
         for chunk in batch:
-            yield _event("log", _chunk(chunk), chunk.id)
+            yield _event("log", _chunk(chunk), chunk.position)
         if follower.finished:
             yield _event("end", _end(follower))
             return
@@ -131,7 +135,7 @@ async def _events(
             return
 
 
-def _event(kind: str, data: dict[str, Any], event_id: int | None = None) -> str:
+def _event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 

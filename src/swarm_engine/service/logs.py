@@ -69,17 +69,19 @@ MAX_TEXT_BYTES = 64 * MiB
 """`as_text` leaves out the logs of the steps that come after this many bytes of logs."""
 CHUNK_BATCH = 100
 """Chunks read from the store at a time by `chunks` (the engine stores up to ~32 KiB in
-one, its last up to 1 MiB)."""
+one, at most 256 KiB); a call also stops at `store.logs.BATCH_BYTES`."""
 
 
 def chunks(store: Store, step_execution_id: int, batch: int = CHUNK_BATCH) -> Iterator[str]:
-    """One step's stored log, chunk by chunk in order (none when nothing is stored); read
-    `batch` chunks at a time, so memory holds one batch, whatever the log's size."""
-    last = 0
-    while rows := store.logs.after([step_execution_id], last, batch):
-        for row in rows:
-            yield row["data"]
-        last = rows[-1]["id"]
+    """One step's stored log, piece by piece in order (none when nothing is stored): each
+    chunk whole, a chunk longer than `store.logs.PIECE_BYTES` (only another client writes
+    one) in pieces of at most that. Read `batch` chunks and at most about
+    `store.logs.BATCH_BYTES` at a time, so memory holds one batch, whatever the rows hold."""
+    after, start = 0, 0
+    while pieces := store.logs.after([step_execution_id], after, batch, start=start):
+        for piece in pieces:
+            yield piece.data
+        after, start = pieces[-1].resume
 
 
 def whole(
@@ -222,26 +224,47 @@ def step_artifacts(path: Any, artifacts: Path | None) -> tuple[list[Path], bool]
 
 @dataclass(frozen=True)
 class Chunk:
-    """One piece of a step's log: `id` (increasing; resume after it), the `run` and
-    `step` records it belongs to, and its text."""
+    """One piece of a step's log: the stored chunk's `id` (increasing), the `run` and
+    `step` records it belongs to, and its text. `end`: 0 when the piece ends its chunk
+    (resume after `id`), else the byte of the chunk where the next piece starts (a chunk
+    longer than `store.logs.PIECE_BYTES` comes in pieces)."""
 
     id: int
     run: dict[str, Any]
     step: dict[str, Any]
     data: str
+    end: int = 0
+
+    @property
+    def position(self) -> str:
+        """Where a reader is after this piece, as `LogFollower` takes it back
+        (`parse_position`): `ID` after a whole chunk, `ID:END` inside one."""
+        return f"{self.id}:{self.end}" if self.end else str(self.id)
+
+
+def parse_position(text: str, most: int) -> tuple[int, int] | None:
+    """A `Chunk.position` (`ID` or `ID:END`, decimal, each at most `most`) as
+    (`after`, `start`); None for anything else."""
+    head, sep, tail = text.partition(":")
+    parts = [head, tail] if sep else [head]
+    if not all(p.isascii() and p.isdigit() and int(p) <= most for p in parts):
+        return None
+    return int(head), int(tail) if sep else 0
 
 
 @dataclass
 class LogFollower:
     """Where a reader of a ticket's live log is. `after`: the last chunk id already seen
-    (0: from the start). After a `poll`, `finished` says the stream is over; then `ticket`
-    is how it ended, `steps` the last run's steps (with their errors), and `never_ran`
-    whether there was no run to show at all."""
+    (0: from the start); `start`: 0, or how far into chunk `after` (bytes) it was read.
+    After a `poll`, `finished` says the stream is over; then `ticket` is how it ended,
+    `steps` the last run's steps (with their errors), and `never_ran` whether there was
+    no run to show at all."""
 
     ticket_id: int
     run_id: int | None = None
     step_id: str | None = None
     after: int = 0
+    start: int = 0
     strict: bool = False
     """Raise `NotFoundError` for a pinned run that is not the ticket's (else: never_ran)."""
     finished: bool = False
@@ -268,14 +291,16 @@ class LogFollower:
                 self.finished = self.never_ran = True
             return []
         self.steps = {int(s["id"]): s for s in steps_of(store, run, self.step_id)}
-        batch = store.logs.after(list(self.steps), self.after, BATCH)
+        batch = store.logs.after(list(self.steps), self.after, BATCH, start=self.start)
         if not batch and ended and run["status"] != "running":
             # everything is stored before a run closes: one last look, then done
-            batch = store.logs.after(list(self.steps), self.after, BATCH)
+            batch = store.logs.after(list(self.steps), self.after, BATCH, start=self.start)
             if not batch:
                 self.finished = True
                 return []
-        chunks = [Chunk(c["id"], run, self.steps[c["step_execution_id"]], c["data"]) for c in batch]
-        if chunks:
-            self.after = chunks[-1].id
+        chunks = [
+            Chunk(p.id, run, self.steps[p.step_execution_id], p.data, p.resume[1]) for p in batch
+        ]
+        if batch:
+            self.after, self.start = batch[-1].resume
         return chunks

@@ -31,6 +31,18 @@ class InvalidText(str):
     __slots__ = ()
 
 
+class ValueReader(Protocol):
+    """One stored value open for reading in pieces (`Database.open_value`)."""
+
+    size: int
+    """The value's size in bytes (TEXT as stored: UTF-8)."""
+
+    def read(self, start: int, size: int) -> bytes:
+        """Up to `size` bytes from byte `start` (b"" past the end). `StoreError` when the
+        row changed meanwhile or the store fails."""
+        ...
+
+
 class Row(Protocol):
     """One result row: `row["status"]`, `row[0]`, `row.keys()`."""
 
@@ -104,6 +116,15 @@ class Database(Protocol):
         another client holds, never longer than the busy timeout; None: the busy timeout
         again (SQLite: the connection's busy timeout; PostgreSQL: each pooled
         connection's `lock_timeout`, set as it is lent, at least 1 ms)."""
+        ...
+
+    def open_value(
+        self, table: str, column: str, rowid: int
+    ) -> AbstractContextManager[ValueReader | None]:
+        """One TEXT or BLOB value (`column` of `table`'s row `rowid`) open for reading in
+        pieces, never loaded whole; None when there is no such row. SQLite only
+        (incremental blob I/O: SQL loads a value whole to read any of it); PostgreSQL
+        slices a value in SQL instead, so there it raises `StoreError`."""
         ...
 
     def close(self) -> None: ...

@@ -17,7 +17,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.string import TextLoader
 
 from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
-from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row
+from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, ValueReader
 
 POOL_MAX = 4
 CONNECT_TIMEOUT = 10.0
@@ -175,6 +175,11 @@ class PostgresDatabase:
         ms = self._busy_ms if seconds is None else min(self._busy_ms, max(1, int(seconds * 1000)))
         with self._ms_lock:
             self._wait_ms = ms
+
+    def open_value(
+        self, table: str, column: str, rowid: int
+    ) -> AbstractContextManager[ValueReader | None]:
+        raise StoreError(f"{self.where}: no piecewise read here (PostgreSQL slices a value in SQL)")
 
     def close(self) -> None:
         self.pool.close()

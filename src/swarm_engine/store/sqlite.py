@@ -149,8 +149,44 @@ class SQLiteDatabase:
             self.conn.execute(f"PRAGMA busy_timeout = {ms}")
             self._wait_ms = ms
 
+    @contextmanager
+    def open_value(self, table: str, column: str, rowid: int) -> Iterator[BlobReader | None]:
+        try:
+            blob = self.conn.blobopen(table, column, rowid, readonly=True)
+        except sqlite3.Error as exc:
+            if not str(exc).startswith("no such rowid"):
+                raise translate(exc, self.where) from exc
+            blob = None
+        if blob is None:
+            yield None
+            return
+        try:
+            yield BlobReader(blob, self.where)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                blob.close()
+
     def close(self) -> None:
         self.conn.close()
+
+
+class BlobReader:
+    """A value open with incremental blob I/O: each read takes only the pages it needs
+    (and, on one handle, finds them without walking the value from its start again)."""
+
+    def __init__(self, blob: sqlite3.Blob, where: str) -> None:
+        self.blob = blob
+        self.size = len(blob)
+        self.where = where
+
+    def read(self, start: int, size: int) -> bytes:
+        if start >= self.size or size <= 0:
+            return b""
+        try:
+            self.blob.seek(start)
+            return self.blob.read(size)
+        except sqlite3.Error as exc:  # the row changed or went away meanwhile
+            raise translate(exc, self.where) from exc
 
 
 class ChangeProbe:

@@ -10,6 +10,29 @@ SELECT :step_execution_id, CAST(:data AS text)
 RETURNING id
 
 -- name: after
-SELECT id, step_execution_id, data FROM step_logs
- WHERE step_execution_id = ANY(:step_ids) AND id > :after
- ORDER BY id LIMIT :limit
+-- Chunks of these steps from chunk :first on, oldest first, at most :limit of them, and
+-- each only while the chunks before it hold less than :budget bytes (octet_length: it
+-- reads no more than a value's header). A chunk of at most :piece bytes comes whole, as
+-- text (`data`, `bytes` its size). A longer one, and chunk :resume when it is :first
+-- (:skip bytes of it read already), comes as bytes of its UTF-8 from byte :skip (`part`:
+-- what the budget leaves, at least :piece bytes, cut anywhere; `bytes`: the size of its
+-- UTF-8; the value is converted once, on the server), and counts as the whole budget: no
+-- chunk comes after it. So what this returns is bounded whatever the rows hold.
+SELECT c.id, c.step_execution_id, coalesce(octet_length(u.utf8), c.bytes) AS bytes,
+       CASE WHEN NOT c.sliced THEN c.data END AS data,
+       substring(u.utf8
+                 FROM CAST((CASE WHEN c.id = :resume THEN :skip ELSE 0 END) + 1 AS integer)
+                 FOR CAST(greatest(:budget - c.before, :piece) AS integer)) AS part
+  FROM (SELECT id, step_execution_id, data, bytes, sliced,
+               coalesce(sum(CASE WHEN sliced THEN :budget ELSE bytes END)
+                            OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                        0) AS before
+          FROM (SELECT id, step_execution_id, data, octet_length(data) AS bytes,
+                       octet_length(data) > :piece OR id = :resume AS sliced
+                  FROM step_logs
+                 WHERE step_execution_id = ANY(:step_ids) AND id >= :first
+                 ORDER BY id LIMIT :limit) AS listed) AS c
+  LEFT JOIN LATERAL (SELECT convert_to(c.data, 'UTF8') AS utf8 WHERE c.sliced OFFSET 0) AS u
+         ON true
+ WHERE c.before < :budget
+ ORDER BY c.id

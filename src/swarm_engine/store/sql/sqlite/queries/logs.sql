@@ -10,6 +10,11 @@ SELECT :step_execution_id, :data
 RETURNING id
 
 -- name: after
-SELECT id, step_execution_id, data FROM step_logs
- WHERE step_execution_id IN (SELECT value FROM json_each(:step_ids)) AND id > :after
+-- Chunks of these steps from chunk :first on, oldest first: their ids only. SQLite loads
+-- a value whole to read any of it by SQL (its length, a substr), and any client may have
+-- written a chunk of any size, so LogStore reads `data` by incremental blob I/O, piece by
+-- piece (Database.open_value). The columns are those of PostgreSQL's `after`, which does
+-- read short chunks here.
+SELECT id, step_execution_id, NULL AS bytes, NULL AS data, NULL AS part FROM step_logs
+ WHERE step_execution_id IN (SELECT value FROM json_each(:step_ids)) AND id >= :first
  ORDER BY id LIMIT :limit
