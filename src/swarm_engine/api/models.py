@@ -1,9 +1,12 @@
 """Request and response bodies of the HTTP API (what the OpenAPI schema shows).
 
 Responses are built from stored rows, which any writer may have filled with anything
-(docs/schema.md). The store decodes them leniently (`store/rows.py`); `Record` models then
-keep every value that has the documented type and put None in place of one that has not,
-naming it in `defects`, so an odd row is shown, never answered with a server error.
+(docs/schema.md). The store decodes them leniently (`store/rows.py`), once, for the CLI
+and the API alike: each field of the documented type, or None and a line in `defects`.
+`Record` models then find every stored field of its type; their own check (None, and
+`unreadable value` in `defects`) is a last guard for a value the store did not decode, so
+an odd row is shown, never answered with a server error
+(tests/acceptance/test_odd_number_columns.py checks that it finds nothing to add).
 Timestamps are the stored UTC ISO-8601 text (`2026-12-01T04:41:45.123Z`).
 """
 

@@ -147,6 +147,22 @@ class Decoder:
             return default
         return value
 
+    def opt_integer(self, name: str) -> int | None:
+        """A nullable integer column of a record (a count, a duration, an id): None,
+        with a defect, for anything but a 64-bit integer (an integral float is one)."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.bad(name, f"not an integer ({_show(value)})")
+            return None
+        if not -(2**63) <= value < 2**63:
+            self.bad(name, f"out of range ({_show(value)})")
+            return None
+        return value
+
     def number(self, name: str) -> float | None:
         value = self.raw(name)
         if value is None:
@@ -297,6 +313,20 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
 
 
 JSON_COLUMNS = frozenset({"inputs", "outputs", "spec"})
+INTEGER_COLUMNS = frozenset(
+    {
+        "ticket_id", "run_id", "attempt", "retry_count", "duration_ms", "exit_code",
+        "input_tokens", "output_tokens", "cache_creation_input_tokens",
+        "cache_read_input_tokens", "turns", "owner_pid", "pid", "step_execution_id",
+        "memory_mb", "vcpus", "max_vms", "busy_vms", "busy_now", "builtin",
+        "unisolated_steps", "engines", "slots", "vms", "busy", "free",
+    }
+)  # fmt: skip
+"""Record columns that hold an integer (or NULL) in every table and query that has them.
+Not `id`: an INTEGER PRIMARY KEY always holds an integer, and the `id` of a VM or an
+engine is text."""
+NUMBER_COLUMNS = frozenset({"cost_usd"})
+"""Record columns that hold a finite number (or NULL)."""
 TIME_COLUMNS = frozenset(
     {
         "at", "created_at", "updated_at", "claimed_at", "started_at", "completed_at",
@@ -308,8 +338,12 @@ TIME_COLUMNS = frozenset(
 def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
     """Any other row (runs, steps, events, VMs, engines) as a plain dict, leniently:
     JSON columns parsed (None if unreadable), timestamps normalized to the stored
-    format (None if unreadable), text decoded; `defects` lists what could not be read
-    (only present when something could not)."""
+    format (None if unreadable), `INTEGER_COLUMNS` an int and `NUMBER_COLUMNS` a float
+    (None if anything else: text, a blob, a fraction, past 64 bits), text decoded;
+    `defects` lists what could not be read (only present when something could not).
+
+    This is the one decoding of these rows: the CLI shows what it gives, and the HTTP
+    API's response models (`api/models.py`) find every field already of their type."""
     d = Decoder(row)
     out: dict[str, Any] = {}
     for key in row.keys():  # noqa: SIM118 (a Row iterates over its values)
@@ -318,6 +352,10 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
             out[key] = d.json(key)
         elif key in TIME_COLUMNS:
             out[key] = format_ts(d.timestamp(key))
+        elif key in INTEGER_COLUMNS:
+            out[key] = d.opt_integer(key)
+        elif key in NUMBER_COLUMNS:
+            out[key] = d.number(key)
         elif isinstance(value, InvalidText | bytes):
             out[key] = d.text(key)
         else:
