@@ -90,3 +90,28 @@ def test_help_still_works(home: Path, args: list[str]) -> None:
     done = swarm_inproc(home, *args)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("Usage: swarm-engine")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["stop"], "--timeout"),
+        (["start", "--foreground"], "--poll-interval"),
+        (["ticket", "create", "--title", "t", "--agent", "echo"], "--timeout"),
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_seconds_option_refuses_what_is_not_a_finite_number(
+    home: Path, args: list[str], option: str, value: str
+) -> None:
+    """One option type (`cli/app.py` `Seconds`) for every option in seconds: the same line
+    for each, nothing started or written."""
+    before = snapshot(home / "tickets.db"), snapshot(home / "registry.db")
+    done = swarm_inproc(home, *args, option, value)
+    assert (done.returncode, done.stdout) == (2, "")
+    command = " ".join(a for a in args if not a.startswith("-") and a not in ("t", "echo"))
+    assert done.stderr == (
+        f"error: invalid value for '{option}': '{value}' is not a finite number of seconds"
+        f" (see 'swarm-engine {command} --help')\n"
+    )
+    assert (snapshot(home / "tickets.db"), snapshot(home / "registry.db")) == before

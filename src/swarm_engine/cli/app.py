@@ -141,15 +141,17 @@ INT64 = click.IntRange(-(2**63), 2**63 - 1)
 
 
 class Seconds(click.FloatRange):
-    """A finite number of seconds (no nan, no inf) within a range."""
+    """A finite number of seconds (no nan, no inf) within a range: the type of every
+    option given in seconds, so each refuses `nan`, `inf` and `-inf` with the same line
+    (`'nan' is not a finite number of seconds`) before its range is checked."""
 
     name = "seconds"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
 
 
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:

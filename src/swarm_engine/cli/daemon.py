@@ -307,7 +307,7 @@ def _exited_at_start(code: int, logfile: Path, offset: int) -> SwarmError:
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until engines exit.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0, max=365 * 86400.0),
     default=600.0,
     show_default=True,
     metavar="SECONDS",
