@@ -90,6 +90,34 @@ def finite_only(value: Any) -> Any:
     return value
 
 
+SHOWN_CHARS = 200
+"""How much of a value a one-line error shows (`shown`)."""
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """`value` as an error message names it: its `repr`, whole when that is at most `limit`
+    characters, else the first `limit` characters, `…` and how long the value is:
+    `'aaaa…' (100,000 characters)`. Every one-line error that names a value from a row or
+    a request goes through here, so one value of any size makes a line of at most about
+    `limit` + 30 characters (a 100 KB `agent_id` is not copied into `tickets.error` and
+    its event's `note`). Only the first `limit` characters of text or bytes are read."""
+    if isinstance(value, str | bytes):
+        size, unit = len(value), "bytes" if isinstance(value, bytes) else "characters"
+        text = repr(value[:limit])
+    else:
+        text = repr(value)
+        size, unit = len(text), "characters"
+    if size <= limit and len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({size:,} {unit})"
+
+
+def cut_message(text: str, limit: int = 4 * SHOWN_CHARS) -> str:
+    """A message built elsewhere (jsonschema's, naming values it does not let us `shown`)
+    whole when at most `limit` characters, else cut as `shown` cuts a value."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def money(value: Any) -> str:
     """A cost in USD for people (CLI tables, dashboard): `-` when it is not a finite number
     (a row any writer stored), exponent notation past a trillion."""

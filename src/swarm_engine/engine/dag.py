@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from swarm_engine.agents.base import StepOutcome
 from swarm_engine.engine.attempt import StepAttempt
 from swarm_engine.engine.events import Event
-from swarm_engine.engine.plan import Plan, PlannedStep, step_inputs
+from swarm_engine.engine.plan import Plan, PlannedStep, schema_failure, step_inputs
 from swarm_engine.errors import StaleAttemptError, SwarmError
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
@@ -170,7 +170,7 @@ async def _queue(
     try:
         inputs = step_inputs(step, context)
     except (SwarmError, ValidationError) as exc:
-        message = exc.message if isinstance(exc, ValidationError) else str(exc)
+        message = schema_failure(exc) if isinstance(exc, ValidationError) else str(exc)
         await add({}, "failed", f"inputs: {message}")
         raise StepFailed(step.id, f"inputs: {message}") from exc
     exec_id = await add(inputs if isinstance(inputs, dict) else {"value": inputs})

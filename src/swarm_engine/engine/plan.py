@@ -13,7 +13,7 @@ from typing import Any
 
 from swarm_engine.errors import AgentError, ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
-from swarm_engine.records import variables_problem
+from swarm_engine.records import SHOWN_CHARS, cut_message, shown, variables_problem
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import check_script_inputs, dependencies
 from swarm_engine.schemas import LOCAL_ONLY, schema_problem
@@ -154,6 +154,18 @@ def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
             why = f"{exc!s:.300} ({LOCAL_ONLY})"
             raise AgentError(f"the agent's inputs schema: {' '.join(why.split())}") from exc
     return inputs
+
+
+def schema_failure(exc: Any) -> str:
+    """jsonschema `ValidationError` `exc` as one bounded line: its message names the
+    failing value whole (`'aaa…aaa' is not of type 'integer'`: a 100 KB input would be
+    copied into the step's and the ticket's error), so that value is `shown`, and the
+    rest (keys, a schema's own values) cut at `cut_message`'s limit."""
+    message = str(exc.message)
+    whole = repr(exc.instance)
+    if len(whole) > SHOWN_CHARS and whole in message:
+        message = message.replace(whole, shown(exc.instance), 1)
+    return cut_message(message)
 
 
 def ticket_fields(ticket: Ticket) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
-from swarm_engine.records import VERSION_RE, split_ref
+from swarm_engine.records import VERSION_RE, shown, split_ref
 from swarm_engine.registry.builtins import BUILTIN_REFS
 from swarm_engine.registry.plain import plain_agent
 from swarm_engine.store.db import InvalidText, Row
@@ -83,7 +83,7 @@ def _check_names(where: str, row: Row, name: str, version: str, kind: str | None
         raise ConfigError(f"{where}: spec names {name}@{version}")
     column = row["kind"] if "kind" in row.keys() else None  # noqa: SIM118 (Row: `in` is values)
     if column is not None and kind is not None and column != kind:
-        raise ConfigError(f"{where}: kind column {column!r} but spec.kind {kind!r}")
+        raise ConfigError(f"{where}: kind column {shown(column)} but spec.kind {shown(kind)}")
 
 
 def decode_definition(model: type[D], what: str, row: Row) -> D:
@@ -244,7 +244,7 @@ class Registry:
         version = version or self._latest("agents", name)
         row = self._agent_row(name, version) if version else None
         if row is None:
-            raise NotFoundError(f"unknown agent {ref!r} (see 'swarm-engine agent list')")
+            raise NotFoundError(f"unknown agent {shown(ref)} (see 'swarm-engine agent list')")
         return row
 
     def agent(self, ref: str) -> AgentSpec:
@@ -310,7 +310,7 @@ class Registry:
         version = version or self._latest("workflows", name)
         row = self.defs.workflow(name, version) if version else None
         if row is None:
-            raise NotFoundError(f"unknown workflow {ref!r} (see 'swarm-engine workflow list')")
+            raise NotFoundError(f"unknown workflow {shown(ref)} (see 'swarm-engine workflow list')")
         from swarm_engine.models import WorkflowSpec
         from swarm_engine.registry.workflows import check_workflow
 

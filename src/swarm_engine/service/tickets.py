@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
-from swarm_engine.records import TicketStatus, variables_problem
+from swarm_engine.records import TicketStatus, shown, variables_problem
 from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.engines import holder
@@ -79,7 +79,7 @@ def create(store: Store, registry: Registry, new: NewTicket, names: Fields = API
         check_text(new.agent, names.agent)
         registry.require_agent(new.agent)  # NotFoundError; ConfigError for a bad row
         if new.agent.startswith("_template:"):
-            raise UsageError(f"{new.agent!r} is a template; register an agent made from it")
+            raise UsageError(f"{shown(new.agent)} is a template; register an agent made from it")
     else:
         check_text(str(new.workflow), names.workflow)
         problem = variables_problem(new.inputs)
@@ -111,7 +111,7 @@ def check_statuses(statuses: Iterable[str]) -> list[str]:
     out = list(statuses)
     for status in out:
         if status not in STATUS_NAMES:
-            raise UsageError(f"unknown status {status!r} (one of: {', '.join(STATUS_NAMES)})")
+            raise UsageError(f"unknown status {shown(status)} (one of: {', '.join(STATUS_NAMES)})")
     return out
 
 

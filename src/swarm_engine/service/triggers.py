@@ -18,6 +18,7 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.errors import NotFoundError, SwarmError, UsageError
 from swarm_engine.models import strict_json
+from swarm_engine.records import shown
 from swarm_engine.registry import Registry
 from swarm_engine.service.values import check_json
 from swarm_engine.store import Store
@@ -67,12 +68,12 @@ def deliver(
         if trigger.name == name and trigger.webhook
     ]
     if not found:
-        raise NotFoundError(f"no webhook trigger named {name!r}")
+        raise NotFoundError(f"no webhook trigger named {shown(name)}")
     workflow, trigger = found[0]
     host = settings.triggers.get(name)
     secret = host.resolve() if host is not None else None
     if secret is None:
-        raise WebhookRefused(403, f"trigger {name!r} has no secret configured on this host")
+        raise WebhookRefused(403, f"trigger {shown(name)} has no secret configured on this host")
     if signature is None or not hmac.compare_digest(signature.strip(), sign(secret, body)):
         raise WebhookRefused(401, f"the {SIGNATURE_HEADER} header does not match the body")
     if key is None or not key.strip():

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from swarm_engine.errors import UsageError
+from swarm_engine.records import shown
 
 MAX_JSON_DEPTH = 64
 MAX_ID = 2**63 - 1
@@ -64,7 +65,7 @@ def _walk(value: Any, where: str, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise UsageError(f"{where}: key {key!r} is not text")
+                raise UsageError(f"{where}: key {shown(key)} is not text")
             check_text(key, f"{where}: key {key[:40]!r}")
             _walk(item, f"{where}.{key}", depth + 1)
         return
@@ -82,7 +83,7 @@ def check_ids(ids: Iterable[int], field: str = "ids", *, most: int = 1000) -> li
     seen: set[int] = set()
     for value in ids:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-            raise UsageError(f"{field}: {value!r} is not a ticket id (1 to {MAX_ID})")
+            raise UsageError(f"{field}: {shown(value)} is not a ticket id (1 to {MAX_ID})")
         if value not in seen:
             seen.add(value)
             out.append(value)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import NotFoundError
+from swarm_engine.records import shown
 from swarm_engine.service.values import check_text
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def one(store: Store, vm_id: str) -> dict[str, Any]:
     check_text(vm_id, "vm id")
     record = store.vms.get(vm_id)
     if record is None:
-        raise NotFoundError(f"VM {vm_id!r} does not exist")
+        raise NotFoundError(f"VM {shown(vm_id)} does not exist")
     return record
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from swarm_engine.records import TicketStatus, TooDeep, readable_json
+from swarm_engine.records import TicketStatus, TooDeep, readable_json, shown
 from swarm_engine.store.db import InvalidText, Row
 
 STATUSES = frozenset(s.value for s in TicketStatus)
@@ -90,8 +90,7 @@ def _parse_timestamp(value: Any) -> datetime | None:
 
 
 def _show(value: Any, width: int = 30) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return shown(value, width)
 
 
 class Decoder:

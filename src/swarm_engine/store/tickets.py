@@ -22,7 +22,7 @@ from swarm_engine.errors import (
     StoreIntegrityError,
     UsageError,
 )
-from swarm_engine.records import TERMINAL, TicketStatus
+from swarm_engine.records import TERMINAL, TicketStatus, shown
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket
@@ -86,7 +86,7 @@ class TicketStore:
 
     def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Ticket]:
         if status is not None and status not in STATUS_NAMES:
-            raise UsageError(f"unknown status {status!r} (one of: {', '.join(STATUS_NAMES)})")
+            raise UsageError(f"unknown status {shown(status)} (one of: {', '.join(STATUS_NAMES)})")
         if status:
             rows = self.db.all(self.q.list_status, {"status": status, "limit": limit})
         else:
