@@ -108,6 +108,14 @@ def refused(home: Path, args: list[str], message: str) -> str:
             "not the text '1e3' (YAML reads 1e3 and quoted numbers as text: write 1000 or 1.0e+3)",
         ),
         ("name: x\nkind: shell\nmemory_mb: '512'\n", "not the text '512' (write the number"),
+        *(  # the path rule the claude kinds read output files with, at registration
+            (
+                f"name: x\nkind: {kind}\nmemory_mb: 2048\noutput_files: [out.txt, {path}]\n",
+                f"agent.yaml: output_files.1: path '{path}' is outside the VM workspace",
+            )
+            for kind in ("claude", "claude-code")
+            for path in ("../../etc/passwd", "/etc/passwd", "/workspace/../x")
+        ),
         ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: Input should be"),
         ("name: x\nkind: shell\nretry: {backoff_seconds: '1'}\n", "retry.backoff_seconds: In"),
         ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),

@@ -11,9 +11,10 @@ from typing import Any
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
 from swarm_engine.agents.shell_command import check_argv, check_command
-from swarm_engine.errors import ConfigError
+from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import check_template, references
+from swarm_engine.vm.base import safe_relpath
 
 COMMAND_NAMESPACES = ("inputs", "ticket")
 """What an agent's `command` can refer to (a workflow step's inputs see more)."""
@@ -32,7 +33,10 @@ def check_agent(spec: AgentSpec, source: str) -> None:
     - `inputs` / `outputs` are not valid JSON Schemas, or hold a `$ref` that does not
       resolve within the schema (nothing is fetched: `swarm_engine.schemas`);
     - `env`: a value over `INPUT_ENV_MAX_BYTES` (its names, and NULs in its values, are
-      `AgentSpec`'s to check: whenever a definition is read, a registry row included).
+      `AgentSpec`'s to check: whenever a definition is read, a registry row included);
+    - `output_files`: a path outside the VM workspace (`/etc/passwd`, `../x`), by the rule
+      the claude kinds read them with after their session (`vm.base.safe_relpath`), so
+      such an agent is refused here rather than after a paid session.
     """
     if spec.kind not in AGENT_KINDS:
         raise ConfigError(
@@ -55,6 +59,11 @@ def check_agent(spec: AgentSpec, source: str) -> None:
             raise ConfigError(f"{source}: {schema_problem(field, exc)}") from exc
     if spec.command is not None:
         _check_command(spec, source)
+    for i, declared in enumerate(spec.output_files):
+        try:
+            safe_relpath(declared)
+        except VMError as exc:
+            raise ConfigError(f"{source}: output_files.{i}: {exc}") from exc
     for name, value in spec.env.items():  # names: AgentSpec checks them on every read
         if len(value.encode()) > INPUT_ENV_MAX_BYTES:
             raise ConfigError(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from swarm_engine.errors import VMError
+from swarm_engine.records import shown
 from swarm_engine.vm.output import DEFAULT_KEEP, BoundedOutput
 
 Stream = Literal["stdout", "stderr"]
@@ -233,12 +234,13 @@ def safe_relpath(path: str) -> str:
     normalised POSIX path.
     """
     if "\x00" in path:
-        raise VMError(f"invalid path {path!r}: contains NUL")
+        raise VMError(f"invalid path {shown(path)}: contains NUL")
+    given = path
     if path.startswith(GUEST_WORKSPACE + "/") or path == GUEST_WORKSPACE:
         path = path[len(GUEST_WORKSPACE) :].lstrip("/") or "."
     if posixpath.isabs(path):
-        raise VMError(f"path {path!r} is outside the VM workspace")
+        raise VMError(f"path {shown(given)} is outside the VM workspace")
     norm = posixpath.normpath(path)
     if norm == ".." or norm.startswith("../"):
-        raise VMError(f"path {path!r} is outside the VM workspace")
+        raise VMError(f"path {shown(given)} is outside the VM workspace")
     return norm
