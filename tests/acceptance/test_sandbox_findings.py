@@ -10,6 +10,8 @@ import pytest
 from tests.acceptance.conftest import write_agent
 from tests.support.cli import query, start_engine, swarm, swarm_inproc
 
+from swarm_engine.agents.files import MAX_OUTPUTS_BYTES
+
 
 def run_step(home: Path, tmp_path: Path, command: str) -> dict[str, object]:
     write_agent(tmp_path / "s", f"name: s\nkind: shell\ncommand: {json.dumps(command)}\n")
@@ -31,6 +33,23 @@ def test_a_sparse_giant_outputs_file_is_refused_not_read(home: Path, tmp_path: P
     out = run_step(home, tmp_path, 'truncate -s 1500M "$SWARM_OUTPUTS"; echo made')
     assert out["returncode"] == 1 and out["status"] == "failed"
     assert "over the 67108864-byte limit" in str(out["error"])
+
+
+def test_an_outputs_file_over_its_limit_fails_the_step_unread(home: Path, tmp_path: Path) -> None:
+    """$SWARM_OUTPUTS is capped at 4 MiB (`MAX_OUTPUTS_BYTES`), far below the 64 MiB any
+    file read back is: a tester's 60 MB object took an engine to 574 MB and was stored
+    twice. One over the cap fails the step with its size and the cap, and is not stored."""
+    size = MAX_OUTPUTS_BYTES + 1
+    command = (
+        """printf '{"x": "' > "$SWARM_OUTPUTS";"""
+        f""" head -c {size - 9} /dev/zero | tr '\\0' y >> "$SWARM_OUTPUTS";"""
+        """ printf '"}' >> "$SWARM_OUTPUTS"; wc -c < "$SWARM_OUTPUTS" """
+    )
+    out = run_step(home, tmp_path, command)
+    assert out["returncode"] == 1 and out["status"] == "failed"
+    assert f"$SWARM_OUTPUTS is {size:,} bytes, over its limit of 4 MiB" in str(out["error"])
+    (stored,) = query(home / "tickets.db", "SELECT length(outputs) n FROM step_executions")
+    assert stored["n"] < 10_000
 
 
 @pytest.mark.parametrize(

@@ -75,14 +75,31 @@ def input_env(inputs: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+MAX_OUTPUTS_BYTES = 4 * 1024 * 1024
+"""The largest `$SWARM_OUTPUTS` file a step may write. Its object becomes the step's
+outputs and, for a last step, the ticket's result: it is stored twice, sent whole by
+`ticket show` and `GET /v1/tickets/ID`, and a later step's templates may copy it into its
+inputs, each decoded copy a few times the file's size in memory. 4 MiB keeps one such
+ticket well within a `ticket list` page (`service.tickets.PAGE_BYTES`, 8 MiB) and an
+engine's memory bounded (a 60 MB file, under only the 64 MiB read limit, took an engine
+to 574 MB). Results larger than that do not belong in the ticket store."""
+
+
 async def read_outputs_file(vm: VM) -> dict[str, Any] | None:
-    """The JSON object an agent wrote to $SWARM_OUTPUTS, or None if it wrote none."""
+    """The JSON object an agent wrote to $SWARM_OUTPUTS, or None if it wrote none.
+    `AgentError` (one line, failing the step) for a file that cannot be read, is over
+    `MAX_OUTPUTS_BYTES` (checked before it is parsed), is not JSON or not an object."""
     try:
         raw = await vm.get_file(OUTPUTS_FILE)
     except VMError as exc:
         if "no such file" in str(exc).lower():  # it wrote none (every backend says so)
             return None
         raise AgentError(f"$SWARM_OUTPUTS cannot be read: {exc}") from exc
+    if len(raw) > MAX_OUTPUTS_BYTES:
+        raise AgentError(
+            f"$SWARM_OUTPUTS is {len(raw):,} bytes, over its limit of"
+            f" {MAX_OUTPUTS_BYTES // (1024 * 1024)} MiB"
+        )
     try:
         data = readable_json(raw)  # what the store's readers can write out again
     except ValueError as exc:
