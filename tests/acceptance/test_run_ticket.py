@@ -314,3 +314,29 @@ def test_an_empty_folder_becomes_a_home_with_a_note(tmp_path: Path) -> None:
     refused = swarm(busy, "ticket", "list")
     assert refused.returncode == 6 and "no database at" in refused.stderr
     assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("setting", ["SWARM_REGISTRY_URL", "SWARM_DATABASE_URL"])
+def test_a_sqlite_url_gets_a_note_for_a_new_file_and_no_folders_made(
+    home: Path, tmp_path: Path, setting: str
+) -> None:
+    """A mistyped `sqlite:///` URL is seen at once: a new database at it says so on stderr
+    (as a new home's store does), and a folder it names that does not exist is not made
+    (`sqlite:///nonexistent/dir/x.db` would make `/nonexistent` at the root)."""
+    missing = tmp_path / "typo" / "dir"
+    args = ("ticket", "create", "--title", "t", "--agent", "echo")
+    refused = swarm_inproc(home, *args, **{setting: f"sqlite://{missing}/x.db"})
+    assert (refused.returncode, refused.stdout) == (6, "")
+    assert refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1
+    assert f"no folder {missing} (a typo in the URL?)" in refused.stderr
+    assert not (tmp_path / "typo").exists()
+    folder = tmp_path / "there"
+    folder.mkdir()
+    env = {"SWARM_REGISTRY_URL": f"sqlite://{home}/registry.db"}  # (not the store's file)
+    env[setting] = f"sqlite://{folder}/x.db"
+    made = swarm_inproc(home, *args, **env)
+    assert made.returncode == 0, made.stderr
+    what = "registry" if setting == "SWARM_REGISTRY_URL" else "store"
+    assert made.stderr == f"note: created a new, empty {what} at {folder / 'x.db'}\n"
+    again = swarm_inproc(home, *args, **env)
+    assert (again.returncode, again.stderr) == (0, "")  # said once

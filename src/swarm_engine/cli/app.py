@@ -26,18 +26,31 @@ INIT_HINT = "'swarm-engine status --init' creates it"
 
 def ensure_home(settings: Settings) -> None:
     """Create the home folder and both databases (the first command that writes does).
-    Creating a new store says so on stderr, so a typo in --home is seen at once.
-    Database files that exist already are left to the command that uses them (opening
-    one brings its schema up to date): a short command opens only what it needs."""
+    Creating a new database says so on stderr (`note: created a new, empty store at
+    PATH`, and `... registry at PATH` for a registry outside a new home), so a typo in
+    --home, SWARM_DATABASE_URL or SWARM_REGISTRY_URL is seen at once. A `sqlite:///` URL's
+    file is made, never its folder: `StoreError` when that folder does not exist
+    (`url_folder_problem`). Database files that exist already are left to the command
+    that uses them (opening one brings its schema up to date): a short command opens only
+    what it needs."""
     target = settings.tickets_target
+    registry_target = settings.registry_target
     new = isinstance(target, Path) and not target.exists()
+    new_registry = (
+        isinstance(registry_target, Path)
+        and not registry_target.exists()
+        and registry_target != target
+        and not (new and registry_target == settings.home / "registry.db")  # a new home's
+    )
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the home {settings.home}: {exc.strerror}") from exc
-    registry_target = settings.registry_target
     if all(isinstance(t, Path) and t.exists() for t in (target, registry_target)):
         return
+    problem = url_folder_problem(settings)
+    if problem:
+        raise StoreError(problem)
     from swarm_engine.registry import Registry
     from swarm_engine.store import open_store
 
@@ -47,6 +60,32 @@ def ensure_home(settings: Settings) -> None:
     ).close()
     if new:
         click.echo(f"note: created a new, empty store at {target}", err=True)
+    if new_registry:
+        click.echo(f"note: created a new, empty registry at {registry_target}", err=True)
+
+
+def url_folder_problem(settings: Settings) -> str | None:
+    """Why a `sqlite:///` URL in `database_url` or `registry_url` cannot be created, or
+    None: its file is made when missing, but not the folders above it. A mistyped URL
+    (`sqlite:////tmp/x/r.db`, `sqlite:///nonexistent/dir/x.db`) would otherwise make
+    folders anywhere, even at the file system's root, and an empty database in them.
+    (`--tickets-db` and `--registry-db` paths, like the home, get their folders made.)"""
+    from swarm_engine.store import redact
+
+    for setting, url in (
+        ("database_url (SWARM_DATABASE_URL)", settings.database_url),
+        ("registry_url (SWARM_REGISTRY_URL)", settings.registry_url),
+    ):
+        if url is None or not url.startswith("sqlite:///"):
+            continue
+        path = Path(url.removeprefix("sqlite://"))
+        if not path.exists() and not path.parent.is_dir():
+            return (
+                f"{setting} {redact(url)}: no folder {path.parent} (a typo in the URL?);"
+                " create the folder first (swarm-engine makes the database file of a"
+                " sqlite:/// URL, never its folders)"
+            )
+    return None
 
 
 def require_home(settings: Settings, needs: tuple[Database, ...]) -> None:
