@@ -66,7 +66,7 @@ def _target(url: str | None) -> str | Path | None:
     """A database URL as `open_store` takes it: a `sqlite:///` URL is a file path (so
     commands that only read treat it like the home's file: never made by mistake)."""
     if url is not None and url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite://"))
+        return Path("/" + url.removeprefix("sqlite://").lstrip("/"))  # sqlite:////x too
     return url
 
 
@@ -168,8 +168,11 @@ class Settings:
 
     @property
     def registry_target(self) -> str | Path:
-        """The registry to open: `registry_url`, else `database_url`, else the SQLite file."""
-        return _target(self.registry_url) or _target(self.database_url) or self.registry_path
+        """The registry to open: `registry_url`, else a PostgreSQL `database_url` (its own
+        schema in that database), else the SQLite file (`registry_db`): a `sqlite:///`
+        `database_url` names the ticket store's file, which holds no second schema."""
+        shared = self.database_url if _target(self.database_url) == self.database_url else None
+        return _target(self.registry_url) or shared or self.registry_path
 
     @property
     def registry_path(self) -> Path:

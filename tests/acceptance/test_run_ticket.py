@@ -340,3 +340,22 @@ def test_a_sqlite_url_gets_a_note_for_a_new_file_and_no_folders_made(
     assert made.stderr == f"note: created a new, empty {what} at {folder / 'x.db'}\n"
     again = swarm_inproc(home, *args, **env)
     assert (again.returncode, again.stderr) == (0, "")  # said once
+
+
+def test_a_sqlite_database_url_alone_keeps_the_registry_in_its_own_file(
+    home: Path, tmp_path: Path
+) -> None:
+    """A `sqlite:///` `database_url` names the ticket store's file; the registry stays the
+    home's `registry.db` (both schemas in one SQLite file broke the second command)."""
+    env = {"SWARM_DATABASE_URL": f"sqlite:///{tmp_path}/store.db"}  # sqlite:////abs: fine too
+    for title in ("one", "two"):
+        made = swarm_inproc(home, "ticket", "create", "--title", title, "--agent", "echo", **env)
+        assert made.returncode == 0, made.stderr
+    assert made.stderr == ""
+    done = swarm_inproc(home, "run-ticket", "2", "--wait", **env)
+    assert done.returncode == 0, done.stderr
+    assert (home / "registry.db").exists()
+    assert [r["title"] for r in query(tmp_path / "store.db", "SELECT title FROM tickets")] == [
+        "one",
+        "two",
+    ]
