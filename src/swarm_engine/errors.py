@@ -94,6 +94,16 @@ class AgentError(SwarmError):
     exit_code = 8
 
 
+class InputsInvalidError(AgentError):
+    """A step's inputs do not match its agent's `inputs` JSON Schema (jsonschema's message)."""
+
+
+class SchemaCheckError(AgentError):
+    """A step's inputs could not be checked against its agent's schema: not within the
+    time or memory one check may take (`swarm_engine.schema_check`), or the process that
+    checks could not start. The inputs are refused (fail closed)."""
+
+
 class TicketFailed(SwarmError):
     """`run-ticket --wait` finished and the ticket ended failed or cancelled."""
 

@@ -3,17 +3,27 @@ inputs schema (with the validator's own `check_schema`), a ticket's `inputs.vari
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from swarm_engine.engine.plan import PlannedStep, step_inputs
+from swarm_engine.engine.plan import PlannedStep, checked_inputs
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec, RetryPolicy
 from swarm_engine.records import variables_problem
 from swarm_engine.registry.plain import plain_agent
+from swarm_engine.schema_check import SchemaChecker
+
+
+@pytest.fixture(scope="module")
+def checker() -> Iterator[SchemaChecker]:
+    checking = SchemaChecker()
+    yield checking
+    checking.close()
 
 
 @pytest.mark.parametrize(
@@ -60,11 +70,11 @@ def step_with(schema: dict[str, Any]) -> PlannedStep:
     ],
 )
 def test_an_invalid_input_schema_is_one_line_naming_the_agent(
-    schema: dict[str, Any], message: str
+    schema: dict[str, Any], message: str, checker: SchemaChecker
 ) -> None:
     context = {"inputs": {"k": "v"}, "ticket": {}, "variables": {}, "steps": {}}
     with pytest.raises(ConfigError) as caught:
-        step_inputs(step_with(schema), context)
+        asyncio.run(checked_inputs(step_with(schema), context, checker))
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from swarm_engine.agents.base import StepOutcome
 from swarm_engine.engine.attempt import StepAttempt
 from swarm_engine.engine.events import Event
-from swarm_engine.engine.plan import Plan, PlannedStep, schema_failure, step_inputs
+from swarm_engine.engine.plan import Plan, PlannedStep, checked_inputs
 from swarm_engine.errors import StaleAttemptError, SwarmError
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
@@ -152,9 +152,8 @@ async def _queue(
     run_id: int,
     attempt: int,
 ) -> tuple[int, Any]:
-    """A step attempt's inputs rendered and its row written (`queued`); if the inputs
-    do not render, a failed row and `StepFailed`."""
-    from jsonschema import ValidationError  # lazily (see input_validator)
+    """A step attempt's inputs rendered and checked, and its row written (`queued`); if
+    the inputs do not render or are refused, a failed row and `StepFailed`."""
 
     def add(
         inputs: dict[str, Any], status: str = "queued", error: str | None = None
@@ -168,10 +167,9 @@ async def _queue(
         )  # fmt: skip
 
     try:
-        inputs = step_inputs(step, context)
-    except (SwarmError, ValidationError) as exc:
-        message = schema_failure(exc) if isinstance(exc, ValidationError) else str(exc)
-        await add({}, "failed", f"inputs: {message}")
-        raise StepFailed(step.id, f"inputs: {message}") from exc
+        inputs = await checked_inputs(step, context, runner.checker)
+    except SwarmError as exc:
+        await add({}, "failed", f"inputs: {exc}")
+        raise StepFailed(step.id, f"inputs: {exc}") from exc
     exec_id = await add(inputs if isinstance(inputs, dict) else {"value": inputs})
     return exec_id, inputs

@@ -6,20 +6,19 @@ like a workflow.
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarm_engine.errors import AgentError, ConfigError, NotFoundError
+from swarm_engine.errors import ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
-from swarm_engine.records import SHOWN_CHARS, cut_message, shown, variables_problem
+from swarm_engine.records import variables_problem
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import check_script_inputs, dependencies
-from swarm_engine.schemas import LOCAL_ONLY, schema_problem
-from swarm_engine.schemas import validator as schema_validator
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
+
+if TYPE_CHECKING:
+    from swarm_engine.schema_check import SchemaChecker
 
 SINGLE_STEP_ID = "main"
 TICKET_INPUTS = "${inputs}"
@@ -129,43 +128,21 @@ def run_context(plan: Plan, ticket: Ticket) -> dict[str, Any]:
     }
 
 
-def step_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
-    """A step's inputs rendered and checked against its agent's schema (raises
-    `SwarmError` or jsonschema's `ValidationError`). An agent's schema is checked here too
-    (its registry row is untrusted): an invalid one is a `ConfigError` naming the agent;
-    one whose reference does not resolve within it (registration refuses one) is an
-    `AgentError`."""
+def rendered_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
+    """A step's inputs rendered, not checked (raises `SwarmError`): see `checked_inputs`."""
+    return render(step.inputs, context)
+
+
+async def checked_inputs(step: PlannedStep, context: dict[str, Any], checker: SchemaChecker) -> Any:
+    """A step's inputs rendered and checked against its agent's `inputs` schema, if it has
+    one, by `checker` (on its own thread and helper process: the schema and the inputs
+    are rows, untrusted, and a check is bounded in time and memory; the event loop and
+    the store thread go on meanwhile). Raises `SwarmError` with one line: see
+    `SchemaChecker.check` (an invalid schema is a `ConfigError` naming the agent)."""
     inputs = render(step.inputs, context)
     if step.agent.inputs:
-        import jsonschema  # lazily, and only for a schema (see input_validator)
-        from referencing.exceptions import Unresolvable
-
-        try:
-            validator = input_validator(json.dumps(step.agent.inputs, sort_keys=True))
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"agent {step.agent.ref}: {schema_problem('inputs', exc)}") from exc
-        except ConfigError as exc:  # a reference that does not resolve within it
-            raise AgentError(f"the agent's inputs schema: {' '.join(str(exc).split())}") from exc
-        try:
-            validator.validate(inputs)
-        except RecursionError as exc:  # `$ref: "#"` refers to itself without end
-            raise AgentError("the agent's inputs schema: validating recursed too deep") from exc
-        except Unresolvable as exc:
-            why = f"{exc!s:.300} ({LOCAL_ONLY})"
-            raise AgentError(f"the agent's inputs schema: {' '.join(why.split())}") from exc
+        await checker.check_async(step.agent.inputs, inputs, step.agent.ref)
     return inputs
-
-
-def schema_failure(exc: Any) -> str:
-    """jsonschema `ValidationError` `exc` as one bounded line: its message names the
-    failing value whole (`'aaa…aaa' is not of type 'integer'`: a 100 KB input would be
-    copied into the step's and the ticket's error), so that value is `shown`, and the
-    rest (keys, a schema's own values) cut at `cut_message`'s limit."""
-    message = str(exc.message)
-    whole = repr(exc.instance)
-    if len(whole) > SHOWN_CHARS and whole in message:
-        message = message.replace(whole, shown(exc.instance), 1)
-    return cut_message(message)
 
 
 def ticket_fields(ticket: Ticket) -> dict[str, Any]:
@@ -177,13 +154,3 @@ def ticket_fields(ticket: Ticket) -> dict[str, Any]:
         "priority": ticket.priority,
         "inputs": ticket.inputs,
     }
-
-
-@functools.lru_cache(maxsize=256)
-def input_validator(schema_json: str) -> Any:
-    """A compiled validator for an agent's input schema, checked with the validator's own
-    `check_schema` (raises `jsonschema.SchemaError`: a registry row may hold any schema;
-    checking and building one cost about a millisecond, so it is done once per schema). Its
-    references resolve within the schema only (`swarm_engine.schemas`); `ConfigError` for
-    one that does not."""
-    return schema_validator(json.loads(schema_json))

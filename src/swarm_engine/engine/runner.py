@@ -29,8 +29,8 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.plan import (
     Plan,
+    rendered_inputs,
     run_context,
-    step_inputs,
 )
 from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
 from swarm_engine.errors import (
@@ -42,6 +42,7 @@ from swarm_engine.errors import (
     SwarmError,
     TicketDeletedError,
 )
+from swarm_engine.schema_check import SchemaChecker
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm import shortage
 from swarm_engine.vm.pool import VMPool
@@ -85,6 +86,7 @@ class TicketRunner:
         settings: Settings,
         engine_id: str,
         events: EventSink = ignore,
+        checker: SchemaChecker | None = None,
     ) -> None:
         self.store = store
         self.gate = gate
@@ -94,6 +96,8 @@ class TicketRunner:
         self.engine_id = engine_id
         self.events = events
         self.writes = RunWrites(store)
+        self.checker = checker or SchemaChecker()
+        """Checks steps' inputs against their agents' schemas; its owner closes it."""
         self.host_env: dict[str, str] = {}
         self._closed: dict[int, tuple[Ticket, dict[str, Any]]] = {}
         """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
@@ -520,13 +524,17 @@ def _started(
 
 def _only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:
     """The row of a one-step plan's step, to write with the run's start, and its rendered
-    inputs; None if the plan has more steps or the inputs do not render for any reason
-    (the step's attempt then renders them again, and records or raises why, as ever)."""
+    inputs; None if the plan has more steps, its agent has an `inputs` schema (a check
+    that may take seconds is never made on the store thread) or the inputs do not render
+    for any reason (the step's attempt then renders and checks them, and records or
+    raises why, as ever)."""
     if len(plan.steps) != 1:
         return None
     (step,) = plan.steps.values()
+    if step.agent.inputs:  # checked apart, off this thread and bounded (`checked_inputs`)
+        return None
     try:
-        inputs = step_inputs(step, context)
+        inputs = rendered_inputs(step, context)
     except Exception:
         return None
     row = NewStep(

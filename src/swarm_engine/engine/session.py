@@ -207,6 +207,7 @@ class EngineSession:
             await self._close()
 
     async def _close(self) -> None:
+        self.runner.checker.close()
         self.gate.close()
         self.registry.close()
         self.store.close()
