@@ -74,7 +74,7 @@ class SchemaChecker:
         seconds or the helper's memory, or the helper could not start or died)."""
         try:
             data = json.dumps(
-                {"schema": json.dumps(schema, sort_keys=True), "instance": instance},
+                {"schema": json.dumps(schema), "instance": instance},
                 separators=(",", ":"),
             ).encode()
         except (TypeError, ValueError, RecursionError) as exc:
