@@ -104,6 +104,8 @@ class SchemaChecker:
     async def check_async(self, schema: Mapping[str, Any], instance: Any, agent: str) -> None:
         """`check` on the checker's own thread: the event loop goes on meanwhile. A cancel
         stops the wait, not the check (which ends within `limit` seconds)."""
+        if self._closed:  # (its thread is gone: nothing would run the check)
+            raise SchemaCheckError("could not be checked: the schema checker is closed")
         if self._pool is None:
             self._pool = executor(1, "schema-check")
         loop = asyncio.get_running_loop()

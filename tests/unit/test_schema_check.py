@@ -4,6 +4,7 @@ one line, and the next check gets a fresh helper."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -193,6 +194,8 @@ def test_after_close_nothing_is_accepted() -> None:
     assert not pid_alive(pid)
     with pytest.raises(SchemaCheckError, match="closed"):
         checker.check(SMALL, {"n": 1}, "a@1")
+    with pytest.raises(SchemaCheckError, match="closed"):
+        asyncio.run(checker.check_async(SMALL, {"n": 1}, "a@1"))
 
 
 def helper_pid(checker: SchemaChecker) -> int:
