@@ -115,7 +115,10 @@ def test_it_decides_as_jsonschema_does(checker: SchemaChecker, schema: Any, valu
     else:
         with pytest.raises(InputsInvalidError) as refused:
             checker.check(schema, value, "a@1")
-        assert str(refused.value) == expected
+        # one of jsonschema's own messages: which comes first may differ between two
+        # processes (it walks some keywords' keys as a set, ordered by string hashes)
+        messages = {e.message for e in validator(schema).iter_errors(value)}
+        assert str(refused.value) in messages, (schema, value)
 
 
 def test_a_schema_that_is_not_one_is_a_config_error_naming_the_agent(
@@ -134,7 +137,8 @@ def test_a_long_message_is_one_cut_line(checker: SchemaChecker) -> None:
     with pytest.raises(InputsInvalidError) as caught:
         checker.check({"uniqueItems": True}, ["x\ny"] * 5000, "a@1")
     message = str(caught.value)
-    assert len(message) <= 500 and "\n" not in message and message.endswith("…"), message
+    assert len(message) <= 500 and "\n" not in message, message
+    assert message.endswith("… (40,000 characters) has non-unique elements"), message
 
 
 def test_a_value_that_is_not_json_is_refused(checker: SchemaChecker) -> None:
