@@ -217,7 +217,8 @@ class _FinishedPrinter:
         ticket, run = event.data["ticket"], event.data["run"]
         if ticket.status not in FINISHED or run.get("attempt_id") != ticket.attempt_id:
             return  # a run this engine stopped: the ticket is not (or no longer) its own
-        head = f"ticket {ticket.id} {ticket.status} in {ms(run['duration_ms'])}"
+        took = ms(run["duration_ms"])  # "" when not stored or unreadable (any writer's)
+        head = f"ticket {ticket.id} {ticket.status}" + (f" in {took}" if took else "")
         title = short(ticket.title, 30)
         outcome = ticket.result if ticket.status == "done" else ticket.error
         now = time.monotonic()

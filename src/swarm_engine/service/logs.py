@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from swarm_engine.errors import NotFoundError
-from swarm_engine.records import shown
+from swarm_engine.records import SHOWN_CHARS, cut_message, shown
 from swarm_engine.service.runs import numbered
 from swarm_engine.service.values import check_text
 from swarm_engine.vm.output import BoundedOutput
@@ -56,7 +56,7 @@ def steps_of(store: Store, run: dict[str, Any], step_id: str | None = None) -> l
         check_text(step_id, "step")
     steps = numbered(store.runs.steps(int(run["id"])))
     if step_id is not None and all(s["step_id"] != step_id for s in steps):
-        known = shown(", ".join(sorted({str(s["step_id"]) for s in steps})))
+        known = cut_message(", ".join(sorted({str(s["step_id"]) for s in steps})), SHOWN_CHARS)
         raise NotFoundError(f"run {run['id']} has no step {shown(step_id)} (its steps: {known})")
     return [s for s in steps if step_id is None or s["step_id"] == step_id]
 
