@@ -24,6 +24,7 @@ from tests.support.messages_server import (
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.claude.agent import ClaudeAgent
+from swarm_engine.agents.claude.api import MAX_RESPONSE_BYTES
 from swarm_engine.agents.claude.pricing import PRICES, cost_usd
 from swarm_engine.errors import AgentError, ConfigError
 from swarm_engine.models import AgentSpec, Usage
@@ -236,6 +237,34 @@ async def test_transient_fault_is_retried_and_counted_once(
     assert outcome.usage.turns == 1
     transcript = json.loads((tmp_path / "artifacts" / "transcript.json").read_text())
     assert [e["type"] for e in transcript["events"] if e["type"] == "retry"] == ["retry"]
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_cut_at_the_request_timeout(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    """`request_timeout` bounds the whole request: the SDK's own timeout bounds each read,
+    so a body dripping a byte every 50 ms never timed out (a tester's ran 90 s)."""
+    server.push(Reply(status=200, body=text("slow", used=usage(3, 2)), drip=0.05))
+    server.push(text("all good", used=usage(11, 7)))
+    outcome = await agent_with_key(server).run(
+        context(vm, spec(server, request_timeout=0.5), tmp_path)
+    )
+    assert outcome.ok and outcome.outputs["answer"] == "all good", outcome.error
+    transcript = json.loads((tmp_path / "artifacts" / "transcript.json").read_text())
+    (retry,) = [e for e in transcript["events"] if e["type"] == "retry"]
+    assert "request timed out after 0.5s" in json.dumps(retry), retry
+
+
+async def test_a_response_over_its_size_limit_fails_at_once_unretried(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    huge = text("x" * (MAX_RESPONSE_BYTES + 1), used=usage(3, 2))
+    server.push(huge)
+    server.fallback = text("never asked for", used=usage(1, 1))
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
+    assert not outcome.ok
+    assert outcome.error is not None and "the response is over 16 MiB" in outcome.error
+    assert len(server.message_requests()) == 1
 
 
 async def test_persistent_500_fails_cleanly_with_usage(

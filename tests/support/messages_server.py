@@ -67,6 +67,9 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
     delay: float = 0.0
+    drip: float = 0.0
+    """Seconds between the body's bytes, sent one at a time after the headers (a slow
+    endpoint that is never silent for long)."""
 
 
 Step = Reply | dict[str, Any] | Callable[[Recorded], "Reply | dict[str, Any]"]
@@ -283,7 +286,14 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in reply.headers.items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        if not reply.drip:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            if self.server.owner._stopping.wait(reply.drip):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
 
     def _send_events(self, reply: Reply) -> None:
         self.send_response(200)

@@ -20,6 +20,10 @@ import anthropic
 from swarm_engine.agents.claude.settings import RetrySettings
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The most a response body may hold. A Messages API answer of the largest `max_tokens`
+is well under 1 MiB; anything near this is no answer (an endpoint or proxy gone wrong),
+so it fails the request at once, unretried, having read no more than this."""
 
 RetryHook = Callable[[int, str, float], Awaitable[None]]
 """(attempt number that failed, reason, seconds until the next attempt)."""
@@ -71,14 +75,19 @@ async def create_message(
         attempt += 1
         retry_after: float | None = None
         try:
-            raw = await client.messages.with_raw_response.create(**body, timeout=request_timeout)
-            try:
-                data = await raw.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise MalformedResponse(f"response is not JSON: {exc}") from None
+            # the whole request, its body included: the SDK's timeout bounds each read only,
+            # so an endpoint sending a byte a second would never time out
+            async with (
+                asyncio.timeout(request_timeout),
+                client.messages.with_streaming_response.create(
+                    **body, timeout=request_timeout
+                ) as raw,
+            ):
+                data = await _read_json(raw)
+                request_id = raw.request_id
             validate_message(data, on_rejected_usage)
             assert isinstance(data, dict)
-            return ApiResponse(data, attempt, raw.request_id)
+            return ApiResponse(data, attempt, request_id)
         except anthropic.APIStatusError as exc:
             status = exc.status_code
             reason = f"HTTP {status}: {_api_message(exc)}"
@@ -86,7 +95,7 @@ async def create_message(
                 raise ApiFailure(f"API request failed: {reason}", status) from None
             retry_after = _retry_after(exc.response.headers)
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}", status)
-        except anthropic.APITimeoutError:
+        except (anthropic.APITimeoutError, TimeoutError):
             reason = f"request timed out after {request_timeout:g}s"
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
         except anthropic.APIConnectionError as exc:
@@ -101,6 +110,23 @@ async def create_message(
         if on_retry is not None:
             await on_retry(attempt, reason, delay)
         await asyncio.sleep(delay)
+
+
+async def _read_json(raw: Any) -> Any:
+    """The JSON of a streamed response's body, read up to `MAX_RESPONSE_BYTES` (raises
+    `ApiFailure` past it, `MalformedResponse` when it is not JSON)."""
+    body = bytearray()
+    async for chunk in raw.iter_bytes():
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ApiFailure(
+                f"API request failed: the response is over {MAX_RESPONSE_BYTES // 2**20} MiB"
+                " (no Messages API answer is); not retried"
+            )
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedResponse(f"response is not JSON: {exc}") from None
 
 
 def backoff(retry: RetrySettings, attempt: int, retry_after: float | None = None) -> float:
