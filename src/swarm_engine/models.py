@@ -224,6 +224,13 @@ MAX_STEPS = 1000
 """The most steps a workflow may have: each is a VM run and a row of its own, and a
 definition row is untrusted (any SQLite client writes it), so its size is bounded."""
 
+MAX_TRIGGERS = 32
+"""The most triggers a workflow may have. Every engine evaluates every cron trigger of
+every workflow (`engine.cron`), and one schedule may cost croniter milliseconds, so a
+definition's triggers are bounded: more is refused at registration, and a registry row
+holding more (written by any SQLite client) does not decode (its workflow is left out,
+and the engine's cron task says so in one warning line)."""
+
 
 class WorkflowSpec(_Strict):
     name: str
@@ -234,6 +241,15 @@ class WorkflowSpec(_Strict):
     outputs: dict[str, Any] | None = None
     timeout_seconds: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
     triggers: list[TriggerSpec] = Field(default_factory=list)
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _few_triggers(cls, v: Any) -> Any:
+        """Refuse too many triggers before any is validated (each schedule is checked by
+        croniter, which may take milliseconds)."""
+        if isinstance(v, list) and len(v) > MAX_TRIGGERS:
+            raise ValueError(f"at most {MAX_TRIGGERS} triggers per workflow, not {len(v)}")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import Target
 from tests.support.cli import start_engine, swarm_inproc, wait_until
 
+from swarm_engine.models import MAX_TRIGGERS
+
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
 
 
@@ -113,6 +115,21 @@ def test_bad_triggers_are_refused_at_registration(
     assert done.returncode != 0 and message in done.stderr, done.stderr
     assert "\n" not in done.stderr.strip()
     assert swarm_inproc(home, "workflow", "list", **store_target.env).stdout.count("bad") == 0
+
+
+def test_a_workflow_has_at_most_max_triggers(
+    home: Path, store_target: Target, tmp_path: Path
+) -> None:
+    one = '- name: t{}\n  cron: "0 0 29 2 1#5"\n'
+    many = "".join(one.format(i) for i in range(MAX_TRIGGERS + 1))
+    done = register(home, store_target, workflow(tmp_path / "many", "many", many))
+    assert done.returncode == 5, done.stderr
+    assert done.stderr == (
+        f"error: {tmp_path / 'many' / 'workflow.yaml'}: triggers: at most {MAX_TRIGGERS}"
+        f" triggers per workflow, not {MAX_TRIGGERS + 1}\n"
+    )
+    few = "".join(one.format(i) for i in range(MAX_TRIGGERS))
+    assert register(home, store_target, workflow(tmp_path / "few", "few", few)).returncode == 0
 
 
 def test_a_trigger_name_belongs_to_one_workflow(

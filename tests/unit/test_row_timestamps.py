@@ -64,8 +64,8 @@ class _NoStore:
     pass
 
 
-async def _now(fn: Callable[[], Any]) -> Any:
-    return fn()
+async def _now(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
 
 
 async def test_a_workflow_whose_row_has_no_time_skips_its_triggers_with_one_warning(

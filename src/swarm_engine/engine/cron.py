@@ -9,6 +9,12 @@ time) lets exactly one engine make the ticket, across engines, hosts and restart
 Only the latest slot is fired, and only within `GRACE_SECONDS` after its time, never one
 from before the workflow was registered: when every engine was down for a while, missed
 slots are skipped, not made up in a burst.
+
+A schedule may cost croniter milliseconds (`0 0 29 2 1#5`), and the event loop also renews
+leases: the slots around now of each distinct schedule are computed off the loop
+(`asyncio.to_thread`) and kept until the next slot passes, so a tick only compares times.
+A workflow has at most `models.MAX_TRIGGERS` triggers; a registry row with more does not
+decode, and this task says so in one warning line.
 """
 
 from __future__ import annotations
@@ -46,6 +52,31 @@ def latest_slot(cron: str, now: datetime) -> datetime:
     return slot.astimezone(UTC)
 
 
+def next_slot(cron: str, now: datetime) -> datetime:
+    """The first slot of `cron` after `now` (UTC)."""
+    from croniter import croniter  # (see latest_slot)
+
+    slot: datetime = croniter(cron, now).get_next(datetime)
+    return slot.astimezone(UTC)
+
+
+Bounds = tuple[datetime, datetime] | str
+"""A schedule's (latest slot <= now, next slot > now), or why it cannot be computed."""
+
+
+def slot_bounds(crons: list[str], now: datetime) -> dict[str, Bounds]:
+    """For each schedule, its slots around `now` (see `Bounds`). CPU-bound, milliseconds
+    per costly schedule: run off the event loop. A schedule that breaks (an untrusted row)
+    gets its error's text, alone."""
+    out: dict[str, Bounds] = {}
+    for cron in crons:
+        try:
+            out[cron] = (latest_slot(cron, now), next_slot(cron, now))
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            out[cron] = str(exc) or type(exc).__name__
+    return out
+
+
 class CronFirer:
     """The side task of a daemon that fires cron triggers (see the module doc)."""
 
@@ -56,6 +87,8 @@ class CronFirer:
         self.fired = 0
         self._schedules: list[tuple[WorkflowSpec, TriggerSpec, datetime]] = []
         self._read_at = -SCHEDULES_EVERY
+        self._slots: dict[str, Bounds] = {}
+        """schedule -> its slots around now (`slot_bounds`), kept until the next one."""
         self._warned: set[tuple[str, str]] = set()
         """(workflow, what was wrong) already warned about: a bad row is told once."""
 
@@ -66,24 +99,49 @@ class CronFirer:
                 await self._read_schedules()
                 self._read_at = loop.time()
             now = datetime.now(UTC)
+            await self._refresh_slots(now)
             for workflow, trigger, registered in self._schedules:
                 assert trigger.cron is not None
-                try:  # a definition is untrusted: a schedule that breaks skips, alone
-                    slot = latest_slot(trigger.cron, now)
-                except (ValueError, KeyError, ArithmeticError) as exc:
-                    log.warning("cron trigger %s: schedule %r: %s", trigger.name, trigger.cron, exc)
-                    continue
+                bounds = self._slots.get(trigger.cron)
+                if not isinstance(bounds, tuple):
+                    continue  # broken (told once by _refresh_slots), or read since
+                slot = bounds[0]
                 if slot < registered or (now - slot).total_seconds() > GRACE_SECONDS:
                     continue
                 await self._fire(workflow, trigger, slot)
             await asyncio.sleep(self._until_next(datetime.now(UTC)))
 
+    async def _refresh_slots(self, now: datetime) -> None:
+        """Compute, off the loop, the slots of each schedule never computed or whose next
+        slot has come (`slot_bounds`); a schedule that breaks is warned about once."""
+        stale = sorted(
+            {
+                cron
+                for _, t, _ in self._schedules
+                if (cron := t.cron) is not None
+                and ((b := self._slots.get(cron)) is None or (isinstance(b, tuple) and b[1] <= now))
+            }
+        )
+        if not stale:
+            return
+        fresh = await asyncio.to_thread(slot_bounds, stale, now)
+        for cron, bounds in fresh.items():
+            if isinstance(bounds, str):
+                names = ", ".join(t.name for _, t, _ in self._schedules if t.cron == cron)
+                log.warning("cron trigger %s: schedule %r: %s", names, cron, bounds)
+        self._slots.update(fresh)
+
     async def _read_schedules(self) -> None:
+        skipped: list[str] = []
         try:
-            latest = await self.gate(self.registry.latest_workflows)
+            latest = await self.gate(self.registry.latest_workflows, skipped)
         except (StoreBusyError, SwarmError) as exc:
             log.warning("cron triggers: the registry cannot be read now: %s", exc)
             return
+        for problem in skipped:  # e.g. more than MAX_TRIGGERS triggers: told once
+            if ("", problem) not in self._warned:
+                self._warned.add(("", problem))
+                log.warning("%s: its triggers are skipped", problem)
         schedules = []
         for workflow, created_at in latest:
             crons = [t for t in workflow.triggers if t.cron]
@@ -98,6 +156,8 @@ class CronFirer:
                 continue
             schedules += [(workflow, t, registered) for t in crons]
         self._schedules = schedules
+        crons_now = {t.cron for _, t, _ in schedules}
+        self._slots = {c: b for c, b in self._slots.items() if c in crons_now}
 
     def _warn_once(self, workflow: WorkflowSpec, problem: str) -> None:
         """One warning line per workflow and problem, not one per re-read."""
@@ -132,15 +192,10 @@ class CronFirer:
             log.info("cron trigger %s fired for %s: ticket %s", trigger.name, key, ticket_id)
 
     def _until_next(self, now: datetime) -> float:
-        """Seconds to sleep: until the nearest next slot, at most `TICK_SECONDS`."""
+        """Seconds to sleep: until the nearest next slot, at most `TICK_SECONDS` (from the
+        slots already computed: no croniter call)."""
         wait = TICK_SECONDS
-        for _, trigger, _ in self._schedules:
-            from croniter import croniter  # (see latest_slot)
-
-            assert trigger.cron is not None
-            try:
-                nxt: datetime = croniter(trigger.cron, now).get_next(datetime)
-            except (ValueError, KeyError, ArithmeticError):
-                continue
-            wait = min(wait, max(0.01, (nxt - now).total_seconds() + 0.005))
+        for bounds in self._slots.values():
+            if isinstance(bounds, tuple):
+                wait = min(wait, max(0.01, (bounds[1] - now).total_seconds() + 0.005))
         return wait

@@ -318,10 +318,11 @@ class Registry:
         check_workflow(spec, self.has_agent, f"workflow {spec.ref} in the registry")
         return spec
 
-    def latest_workflows(self) -> list[tuple[WorkflowSpec, str]]:
+    def latest_workflows(self, skipped: list[str] | None = None) -> list[tuple[WorkflowSpec, str]]:
         """The latest version of every workflow that decodes, with when it was registered
         (its row's `created_at`); rows that do not decode are left out (each of their
-        tickets fails with the reason)."""
+        tickets fails with the reason), and why is appended to `skipped` when given (one
+        line each: `workflow x@1.0.0 in the registry: spec.triggers: ...`)."""
         from swarm_engine.models import WorkflowSpec
 
         rows: dict[str, Row] = {}
@@ -338,7 +339,9 @@ class Registry:
                 out.append(
                     (decode_definition(WorkflowSpec, "workflow", row), str(row["created_at"]))
                 )
-            except ConfigError:
+            except ConfigError as exc:
+                if skipped is not None:
+                    skipped.append(str(exc))
                 continue
         return out
 
