@@ -269,12 +269,14 @@ def _text_keys(table: Any) -> bool:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings. `overrides` are command-line flags (None means 'not given')."""
+    """Build settings. `overrides` are command-line flags (None means 'not given').
+    `ConfigError` for a config file named by `config_file` (--config) or `SWARM_CONFIG`
+    that is missing or not a file (`<home>/config.toml` may be missing), or that is not
+    TOML, or for a bad value."""
     flags = {k: v for k, v in overrides.items() if v is not None}
     home = Path(flags.get("home") or os.environ.get("SWARM_HOME") or default_home())
-    path = config_file or (
-        Path(os.environ["SWARM_CONFIG"]) if os.environ.get("SWARM_CONFIG") else home / "config.toml"
-    )
+    from_env = config_file is None and bool(os.environ.get("SWARM_CONFIG"))
+    path = config_file or (Path(os.environ["SWARM_CONFIG"]) if from_env else home / "config.toml")
     file_values: dict[str, Any] = {}
     if path.is_file():
         import tomllib
@@ -285,8 +287,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             raise ConfigError(f"config file {path}: {exc}") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}") from exc
-    elif config_file is not None:
-        raise ConfigError(f"config file {path} does not exist")
+    elif config_file is not None or from_env:  # named, so meant: a typo is not a default
+        named = " (SWARM_CONFIG)" if from_env else ""
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {path}{named} {what}")
     merged = dict(file_values)
     merged.update(_from_environment())
     merged.update(flags)

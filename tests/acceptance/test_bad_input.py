@@ -213,3 +213,26 @@ def test_a_bad_config_file_is_one_line(tmp_path: Path) -> None:
     (home / "config.toml").write_text("max_vms = 'lots'\n")
     done = swarm(home, "status")
     assert done.returncode == 5 and done.stderr.startswith("error: setting max_vms")
+
+
+@pytest.mark.parametrize("bad", ["reel.toml", "."], ids=["missing", "a-folder"])
+def test_a_swarm_config_that_is_not_a_file_is_refused_like_config(tmp_path: Path, bad: str) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    path = (home / bad).resolve()
+    by_flag = swarm(home, "--config", str(path), "status")
+    by_env = swarm(home, "status", SWARM_CONFIG=str(path))
+    what = "does not exist" if bad == "reel.toml" else "is not a file"
+    assert (by_flag.returncode, by_flag.stderr) == (5, f"error: config file {path} {what}\n")
+    assert (by_env.returncode, by_env.stderr) == (
+        5,
+        f"error: config file {path} (SWARM_CONFIG) {what}\n",
+    )
+    assert swarm(home, "status").returncode == 0  # <home>/config.toml may be missing
+
+
+def test_logs_follow_checks_the_run_and_step_first(seeded: Path) -> None:
+    assert swarm_inproc(seeded, "run-ticket", "1", "--wait").returncode == 0
+    for follow in ([], ["--follow"]):
+        unchanged(seeded, ["logs", "1", *follow, "--run", "999"], 3, "ticket 1 has no run 999")
+        unchanged(seeded, ["logs", "1", *follow, "--step", "nope"], 3, "has no step 'nope'")

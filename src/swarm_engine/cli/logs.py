@@ -95,8 +95,9 @@ def _out(text: str) -> None:
 def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | None) -> None:
     """Print new chunks of the run's steps as they arrive (`service.logs.LogFollower`: a
     later run, a retry, is followed too unless `run_id` pins one). Ends once the ticket
-    has ended and every chunk is printed."""
-    follower = LogFollower(ticket_id, run_id, step_id)
+    has ended and every chunk is printed. `NotFoundError` (exit 3), as without --follow,
+    for a run that is not the ticket's or a step the run does not have."""
+    follower = LogFollower(ticket_id, run_id, step_id, strict=True)
     shown: tuple[Any, Any] | None = None
     while True:
         batch = follower.poll(store)
