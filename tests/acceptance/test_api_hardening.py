@@ -1,15 +1,21 @@
-"""What a fresh tester found in the API: a page of tickets is bounded in bytes, and a
-browser page from another site cannot drive a tokenless loopback server."""
+"""What a fresh tester found in the API: a page of tickets is bounded in bytes, a browser
+page from another site (by a form, or by DNS rebinding) cannot drive a tokenless loopback
+server, live log streams are capped, and a dashboard form of too many fields is a 400."""
 
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.api import Api, start_api
 from tests.support.cli import swarm_inproc
+
+from swarm_engine.api.dashboard import MAX_FORM_FIELDS
+from swarm_engine.api.deps import MAX_LOG_STREAMS
 
 
 @pytest.fixture
@@ -54,3 +60,88 @@ def test_a_page_of_big_tickets_is_bounded_in_bytes(api: Api) -> None:
             break
     assert sorted(seen) == sorted(ids)  # every ticket, over more than one page, once
     assert len(json.dumps(seen)) > 0
+
+
+def test_a_rebound_page_cannot_reach_a_tokenless_server(api: Api) -> None:
+    """DNS rebinding: a page on evil.example, its name now pointing at 127.0.0.1, sends
+    `Host: evil.example:PORT` and a matching `Origin`; every request is refused."""
+    port = api.url.rsplit(":", 1)[1]
+    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    agent = {"name": "pwn", "kind": "shell", "command": "id"}
+    for answer in (
+        api.post("/v1/agents", json=agent, headers=rebound),
+        api.post("/v1/tickets", json={"title": "t", "agent": "echo"}, headers=rebound),
+        api.get("/v1/tickets", headers=rebound),
+        api.get("/ui", headers=rebound),
+        api.get("/v1/tickets", headers={"Host": "evil.example"}),
+        api.get("/v1/tickets", headers={"Host": "127.0.0.1.evil.example"}),
+    ):
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"] == "forbidden" and "Host" in answer.json()["message"]
+    assert api.get("/v1/tickets").json()["items"] == []
+    assert "pwn" not in api.get("/v1/agents").text
+    for host in (f"localhost:{port}", "127.0.0.1", f"127.0.0.2:{port}", f"[::1]:{port}"):
+        assert api.get("/v1/tickets", headers={"Host": host}).status_code == 200, host
+
+
+def test_a_server_with_a_token_answers_any_host_that_carries_it(tmp_path: Path) -> None:
+    """With a token (needed on 0.0.0.0) `Host` is not checked: the token authenticates."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    server = start_api(home, token="a-token-of-16-chars-or-more")
+    try:
+        host = {"Host": "swarm.example:8080"}
+        assert server.get("/v1/tickets", headers=host).status_code == 200
+        assert server.get("/v1/tickets", headers=host, token=None).status_code == 401
+    finally:
+        server.stop()
+
+
+def _open_stream(api: Api, ticket: int) -> socket.socket:
+    """A raw log stream of `ticket`, once the server has answered its first event."""
+    host, port = api.url.split("://", 1)[1].rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    request = f"GET /v1/tickets/{ticket}/logs/stream HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    sock.sendall(request.encode())
+    got = b""
+    while b"retry: 1000" not in got:
+        more = sock.recv(4096)
+        assert more and b" 200 " in (got + more)[:20], (got + more)[:200]
+        got += more
+    return sock
+
+
+def test_live_log_streams_are_capped(api: Api) -> None:
+    """Idle streams of a ticket no engine runs: one over the cap is a 503 with
+    `Retry-After`, other requests still answer, and a closed stream frees its slot."""
+    made = api.post("/v1/tickets", json={"title": "open", "agent": "echo"})
+    assert made.status_code == 201, made.text
+    tid = made.json()["id"]
+    streams = [_open_stream(api, tid) for _ in range(MAX_LOG_STREAMS)]
+    try:
+        over = api.get(f"/v1/tickets/{tid}/logs/stream")
+        assert over.status_code == 503 and over.headers["Retry-After"].isdigit()
+        assert over.json()["error"] == "too_many_streams"
+        assert str(MAX_LOG_STREAMS) in over.json()["message"]
+        assert api.get("/v1/tickets").status_code == 200
+        streams.pop().close()
+        deadline = time.monotonic() + 30  # the server sees the disconnect, frees the slot
+        while True:
+            with api.get(f"/v1/tickets/{tid}/logs/stream", stream=True) as again:
+                if again.status_code == 200:
+                    break
+                assert again.status_code == 503 and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        for sock in streams:
+            sock.close()
+
+
+@pytest.mark.parametrize("action", ["cancel", "create"])
+def test_a_dashboard_form_of_too_many_fields_is_a_400(api: Api, action: str) -> None:
+    form = "&".join("id=1" for _ in range(MAX_FORM_FIELDS + 1))
+    answer = api.post(f"/ui/tickets/{action}", data=form, headers={
+        "HX-Request": "true", "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert answer.status_code == 400, answer.text[:200]
+    assert f"more than {MAX_FORM_FIELDS} fields" in answer.json()["message"]
+    assert "Traceback" not in api.stop()

@@ -28,33 +28,11 @@ from swarm_engine.api import (
 from swarm_engine.api.auth import require_token
 from swarm_engine.api.deps import Server
 from swarm_engine.api.models import Health
+from swarm_engine.api.sites import LoopbackHost, SameOrigin
 from swarm_engine.config import Settings
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 """A request body larger than this is refused (413)."""
-
-
-class SameOrigin:
-    """Refuses (403) a request that changes something when a browser says it comes from
-    another site (`Origin` not this server's): a page elsewhere must not drive a
-    tokenless loopback server through a plain HTML form. Clients that are not browsers
-    send no `Origin` and are not affected."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            headers = dict(scope.get("headers") or [])
-            origin = headers.get(b"origin")
-            host = headers.get(b"host", b"")
-            if origin is not None and origin.split(b"://", 1)[-1] != host:
-                body = b'{"error":"forbidden","message":"a request from another site (Origin)"}'
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, token: str | None = None) -> FastAPI:
@@ -84,6 +62,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(SameOrigin)
+    app.add_middleware(LoopbackHost, checked=token is None)  # outermost: before all else
     secured = [Depends(require_token)]
     for module in (tickets, logs, runs, fleet, registry, metrics):
         app.include_router(module.router, dependencies=secured)

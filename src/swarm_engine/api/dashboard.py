@@ -187,9 +187,20 @@ def ticket_rows(store: StoreDep, server: ServerDep, filters: FiltersDep) -> HTML
     return render("ticket_rows.html", **_rows(store, server, filters))
 
 
+MAX_FORM_FIELDS = 2000
+"""A dashboard form with more fields than this is refused (400)."""
+
+
 async def _form(request: Request) -> dict[str, list[str]]:
-    """The fields of an urlencoded form (what htmx posts), without python-multipart."""
-    return parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=2000)
+    """The fields of an urlencoded form (what htmx posts), without python-multipart.
+    HTTP 400 for a form of more than `MAX_FORM_FIELDS` fields."""
+    text = (await request.body()).decode("utf-8", "replace")
+    try:
+        return parse_qs(text, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # parse_qs: "Max number of fields exceeded"
+        raise HTTPException(
+            400, f"a form of more than {MAX_FORM_FIELDS} fields is refused"
+        ) from None
 
 
 FormDep = Annotated[dict[str, list[str]], Depends(_form)]

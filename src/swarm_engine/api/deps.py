@@ -15,6 +15,29 @@ from swarm_engine.registry import Registry
 from swarm_engine.service.metrics import StatusCounts, Tally
 from swarm_engine.store import Store, is_url, open_store
 
+MAX_LOG_STREAMS = 128
+"""Live log streams (`GET /v1/tickets/{id}/logs/stream`) one server serves at once; one
+more is answered 503 with `Retry-After` (each open stream looks at the store about once a
+second even when idle)."""
+
+
+@dataclass
+class Slots:
+    """At most `limit` of something at once. Used from the event loop only: no lock."""
+
+    limit: int
+    taken: int = 0
+
+    def take(self) -> bool:
+        """Take a slot: False (and nothing taken) when all `limit` are."""
+        if self.taken >= self.limit:
+            return False
+        self.taken += 1
+        return True
+
+    def give_back(self) -> None:
+        self.taken = max(0, self.taken - 1)
+
 
 @dataclass
 class Server:
@@ -25,6 +48,7 @@ class Server:
     registries: Pool[Registry]
     tally: Tally = field(default_factory=Tally)
     counts: StatusCounts = field(default_factory=StatusCounts)
+    streams: Slots = field(default_factory=lambda: Slots(MAX_LOG_STREAMS))
 
     @classmethod
     def open(cls, settings: Settings) -> Server:

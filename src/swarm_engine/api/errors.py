@@ -6,12 +6,14 @@ status chosen from the `SwarmError` tree the service raised.
 | request body or parameter of the wrong shape | 422 | `invalid_request` |
 | `UsageError` (a value that can never work) | 400 | `bad_request` |
 | no or wrong bearer token | 401 | `unauthorized` |
+| another site's `Origin`; a tokenless server's non-loopback `Host` (`api/sites.py`) | 403 | `forbidden` |
 | `NotFoundError`, unknown path | 404 | `not_found` |
 | `ConflictError` (the ticket's state forbids it) | 409 | `conflict` |
 | body over the size limit | 413 | `payload_too_large` |
 | `ConfigError` (invalid agent or workflow) | 422 | `invalid_definition` |
 | `StoreIntegrityError` (the database refused a value) | 422 | `refused_by_store` |
 | `StoreError` (busy, unreachable) | 503 | `store_unavailable` (with `Retry-After`) |
+| as many live log streams as the server serves (`api/logs.py`) | 503 | `too_many_streams` |
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ goes on after the last chunk it got. A chunk longer than `store.logs.PIECE_BYTES
 another client writes one) comes as several events, all but its last with id `ID:END`
 (END: the byte of the chunk where the next one starts), so a reconnect goes on there. It
 ends with an `end` event once the ticket has ended and every chunk is out. Each look at
-the store runs in a worker thread.
+the store runs in a worker thread; an idle stream looks less and less often (every
+`POLL_SECONDS`, up to every `IDLE_POLL_SECONDS`), and at most `deps.MAX_LOG_STREAMS`
+streams are open at once (one more is a 503 with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from swarm_engine.api import errors
 from swarm_engine.api.deps import Server as ServerState
-from swarm_engine.api.deps import ServerDep, StoreDep
+from swarm_engine.api.deps import ServerDep, Slots, StoreDep
 from swarm_engine.errors import UsageError
 from swarm_engine.service.logs import Chunk, LogFollower, as_text, parse_position
 from swarm_engine.service.values import MAX_ID
@@ -31,7 +35,11 @@ TicketPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A ticket id.")]
 RunQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run N (default: the latest).")]
 StepQuery = Annotated[str | None, Query(max_length=64, description="Only this step (its id).")]
 POLL_SECONDS = 0.1
-"""How often a stream looks for new chunks."""
+"""How often a stream looks for new chunks while they come."""
+IDLE_POLL_SECONDS = 1.0
+"""While none come, each wait is half as long again as the last, up to this."""
+STREAMS_RETRY_AFTER = "5"
+"""`Retry-After` (seconds) of the 503 for a stream over `deps.MAX_LOG_STREAMS`."""
 KEEPALIVE_SECONDS = 15.0
 """A comment line after this long without an event keeps proxies from closing the stream."""
 
@@ -69,7 +77,8 @@ def download(
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "`log` events (id: the chunk id; data: JSON with `text`), then"
             " one `end` event.",
-        }
+        },
+        503: {"description": "as many streams as the server serves are open"},
     },
 )
 async def stream(
@@ -81,10 +90,11 @@ async def stream(
         int | None, Query(ge=0, le=MAX_ID, description="Start after this chunk id.")
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
-) -> StreamingResponse:
+) -> Response:
     """The log of the ticket's latest run (a retry's run too, unless `run` is given) as
     it is written, as server-sent events; ends when the ticket ends. Resumes after the
-    event named by `Last-Event-ID` (or after chunk `after`)."""
+    event named by `Last-Event-ID` (or after chunk `after`). 503 (`Retry-After`) while
+    `MAX_LOG_STREAMS` streams are open."""
     position = (after or 0, 0)
     if last_event_id is not None and last_event_id.strip():
         text = last_event_id.strip()
@@ -93,12 +103,36 @@ async def stream(
             raise UsageError(f"Last-Event-ID {text[:32]!r} is not an event id of this stream")
         position = found
     follower = LogFollower(ticket_id, run, step, after=position[0], start=position[1], strict=True)
-    first = await _poll(server, follower)  # a missing ticket, run or step is a 404 here
-    return StreamingResponse(
+    if not server.streams.take():
+        message = f"{server.streams.limit} log streams are open, as many as this server serves"
+        return errors.body(503, "too_many_streams", message,
+                           headers={"Retry-After": STREAMS_RETRY_AFTER})  # fmt: skip
+    try:
+        first = await _poll(server, follower)  # a missing ticket, run or step is a 404 here
+    except BaseException:
+        server.streams.give_back()
+        raise
+    return _SlotStream(
+        server.streams,
         _events(server, follower, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _SlotStream(StreamingResponse):
+    """A streamed response that gives its slot back once it is over, however it ends
+    (the stream's end, the client gone, the server stopping)."""
+
+    def __init__(self, slots: Slots, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slots.give_back()
 
 
 async def _poll(server: ServerState, follower: LogFollower) -> list[Chunk]:
@@ -113,7 +147,7 @@ async def _events(
     server: ServerState, follower: LogFollower, first: list[Chunk]
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
-    batch, quiet = first, 0.0
+    batch, quiet, wait = first, 0.0, POLL_SECONDS
     while True:
         for chunk in batch:
             yield _event("log", _chunk(chunk), chunk.position)
@@ -121,10 +155,11 @@ async def _events(
             yield _event("end", _end(follower))
             return
         if batch:
-            quiet = 0.0
+            quiet, wait = 0.0, POLL_SECONDS
         else:
-            await anyio.sleep(POLL_SECONDS)
-            quiet += POLL_SECONDS
+            await anyio.sleep(wait)
+            quiet += wait
+            wait = min(IDLE_POLL_SECONDS, wait * 1.5)  # idle: look less and less often
             if quiet >= KEEPALIVE_SECONDS:
                 yield ": keep-alive\n\n"
                 quiet = 0.0
