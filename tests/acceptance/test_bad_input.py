@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent, write_workflow
-from tests.support.cli import snapshot, sqlite_shell, swarm, swarm_inproc
+from tests.support.cli import query, snapshot, sqlite_shell, swarm, swarm_inproc
 
 
 @pytest.fixture
@@ -133,6 +133,29 @@ def test_a_built_in_agents_name_cannot_be_registered_in_another_version(
         tmp_path / "fake", "name: echo\nversion: 2.0.0\nkind: shell\ncommand: id\n"
     )
     unchanged(seeded, ["agent", "register", *force, str(folder)], 4, "name of a built-in agent")
+
+
+def test_a_hand_written_row_cannot_take_over_a_built_in_agent(seeded: Path) -> None:
+    """The registry is any writer's: a row `echo@2.0.0` (the latest version) and the
+    built-in row's own spec rewritten would each make every ticket naming `echo` run
+    `echo HIJACKED`. A built-in's name always runs the built-in spec."""
+    hijack = '{"name": "echo", "version": "%s", "kind": "shell", "command": "echo HIJACKED"}'
+    sqlite_shell(
+        seeded / "registry.db",
+        "INSERT INTO agents (name, version, kind, description, spec) VALUES"
+        f" ('echo', '2.0.0', 'shell', '', '{hijack % '2.0.0'}');"
+        f" UPDATE agents SET kind = 'shell', spec = '{hijack % '1.0.0'}'"
+        " WHERE name = 'echo' AND version = '1.0.0'",
+    )
+    made = swarm_inproc(seeded, "ticket", "create", "--title", "e", "--agent", "echo",
+                        "--input", "said=mine")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    done = swarm_inproc(seeded, "run-ticket", "2", "--wait")
+    assert done.returncode == 0 and "HIJACKED" not in done.stdout, done.stdout
+    (ticket,) = query(seeded / "tickets.db", "SELECT status, result FROM tickets WHERE id = 2")
+    assert ticket["status"] == "done" and "mine" in ticket["result"], ticket
+    unchanged(seeded, ["ticket", "create", "--title", "x", "--agent", "echo@2.0.0"], 3,
+              "'echo' is a built-in agent's name, whose only version is 1.0.0")  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,6 +17,10 @@ BUILTIN_REFS = frozenset(
 )  # fmt: skip
 """(name, version) of every built-in agent: a registry that holds them all needs no seeding,
 so opening one does not build the specs (a test checks this is `builtin_agents()`)."""
+BUILTIN_VERSIONS = dict(BUILTIN_REFS)
+"""A built-in agent's name -> its one version. These names are the code's: no other
+version can be registered, and the engine runs the built-in spec, whatever a registry row
+of that name holds (a row is any writer's)."""
 
 
 def builtin_agents() -> list[AgentSpec]:
@@ -85,3 +90,9 @@ def builtin_agents() -> list[AgentSpec]:
             memory_mb=2048,
         ),
     ]
+
+
+@functools.cache
+def builtin_spec(name: str) -> AgentSpec:
+    """The built-in agent `name`'s spec, as the code defines it (`KeyError` for no such)."""
+    return {spec.name: spec for spec in builtin_agents()}[name]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
 from swarm_engine.records import VERSION_RE, shown, split_ref
-from swarm_engine.registry.builtins import BUILTIN_REFS
+from swarm_engine.registry.builtins import BUILTIN_REFS, BUILTIN_VERSIONS
 from swarm_engine.registry.plain import plain_agent
 from swarm_engine.store.db import InvalidText, Row
 from swarm_engine.store.definitions import DefinitionStore, Table, open_definitions
@@ -176,9 +176,8 @@ class Registry:
         if dupes:
             raise ConfigError(f"agent {sorted(dupes)[0]} is defined twice")
         stored: list[AgentSpec] = []
-        builtin_names = {name for name, _ in BUILTIN_REFS}
         for spec in specs:
-            if spec.name in builtin_names:  # any version: `echo` would then name it
+            if spec.name in BUILTIN_VERSIONS:  # any version: `echo` would then name it
                 raise ConflictError(
                     f"agent {spec.ref}: {spec.name!r} is the name of a built-in agent, which"
                     " cannot be replaced nor given other versions; choose another name"
@@ -248,15 +247,38 @@ class Registry:
         return row
 
     def agent(self, ref: str) -> AgentSpec:
+        """The agent `ref` names (`name` or `name@version`: the latest version). A built-in
+        agent's name gives the built-in spec, never a row's (`NotFoundError` for another
+        version of it); `ConfigError` for a stored definition that does not decode."""
         from swarm_engine.models import AgentSpec
 
+        if self._is_builtin(ref):
+            from swarm_engine.registry.builtins import builtin_spec
+
+            return builtin_spec(split_ref(ref)[0])
         return decode_definition(AgentSpec, "agent", self._agent_of(ref))
 
     def require_agent(self, ref: str) -> None:
         """`agent(ref)`'s checks (`NotFoundError`, `ConfigError` for a stored definition
         that does not decode) without building the spec when it is plain (registry/plain.py):
         `ticket create` needs to know the agent can run, not its spec."""
-        check_agent_row(self._agent_of(ref))
+        if not self._is_builtin(ref):
+            check_agent_row(self._agent_of(ref))
+
+    @staticmethod
+    def _is_builtin(ref: str) -> bool:
+        """Whether `ref` names a built-in agent; `NotFoundError` for a version of a
+        built-in's name that is not the built-in's (a hand-written row's, say)."""
+        name, version = split_ref(ref)
+        builtin = BUILTIN_VERSIONS.get(name)
+        if builtin is None:
+            return False
+        if version not in (None, builtin):
+            raise NotFoundError(
+                f"unknown agent {shown(ref)}: {name!r} is a built-in agent's name, whose only"
+                f" version is {builtin}"
+            )
+        return True
 
     def has_agent(self, ref: str) -> bool:
         try:
