@@ -257,13 +257,33 @@ def test_starts_at_the_same_moment_run_one_engine_and_the_others_say_why(home: P
             e.communicate(timeout=60)
 
 
+def test_one_engine_per_store_whatever_home_or_path_names_it(home: Path, tmp_path: Path) -> None:
+    """Another home naming the same store file, through a symlink or `..`: still one
+    engine (each home used to lock its own run folder)."""
+    first = start_engine(home, "--max-vms", "1")
+    try:
+        wait_until(
+            lambda: query(home / "tickets.db", "SELECT 1 FROM engines WHERE state = 'running'"),
+            30, "the first engine to register",
+        )  # fmt: skip
+        (tmp_path / "link").symlink_to(home)
+        for store in (tmp_path / "link" / "tickets.db", home / "run" / ".." / "tickets.db"):
+            other = tmp_path / f"home-{len(store.parts)}"
+            done = swarm_inproc(other, "start", "--foreground", SWARM_TICKETS_DB=str(store))
+            assert done.returncode == 4, (done.stdout, done.stderr)
+            assert f"an engine (pid {first.pid}) is already running" in done.stderr
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+
+
 def test_a_start_whose_engine_is_refused_says_the_engines_line(home: Path) -> None:
     """An engine that `start` spawned and that then found another holding the lock (it
     started between the two): `start` prints that engine's own line, exit 4, and leaves
     no pid file of it."""
     settings_run = home / "run"
     settings_run.mkdir(parents=True, exist_ok=True)
-    held = os.open(lock_path(settings_run, home / "tickets.db"), os.O_RDWR | os.O_CREAT)
+    held = os.open(lock_path(home / "tickets.db"), os.O_RDWR | os.O_CREAT)
     try:
         os.write(held, b"4242\n")
         fcntl.flock(held, fcntl.LOCK_EX)

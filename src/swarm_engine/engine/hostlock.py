@@ -1,9 +1,9 @@
-"""One engine per host, home and store: an exclusive `flock` its engine holds while it runs.
+"""One engine per host and store: an exclusive `flock` its engine holds while it runs.
 
 The store's `engines` rows say which engines run, but reading them and then registering is
 two steps: several `start`s at the same moment all read "none" and all register. A lock
-file in the home's run folder, named after the store, closes that gap: the engine takes it
-before it registers and holds it until its process ends (the kernel lets go of it then,
+file per store (`lock_path`: next to a SQLite file, whatever home or path names it) closes
+that gap: the engine takes it before it registers and holds it until its process ends (the kernel lets go of it then,
 however the process ends, `kill -9` included). `start --another` neither takes it nor asks.
 """
 
@@ -13,27 +13,33 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from swarm_engine.errors import ConflictError, SwarmError
 
 
-def lock_path(run_dir: Path, store: str | Path) -> Path:
-    """The lock file of the engines of `store` (a database URL or a SQLite file's path) in
-    `run_dir`: `engine-<16 hex digits>.lock`, a hash, so no URL (nor its password) is
-    written into a file name."""
-    key = store if isinstance(store, str) else str(Path(store).absolute())
-    return run_dir / f"engine-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+def lock_path(store: str | Path) -> Path:
+    """The lock file of the engines of `store` on this host. A SQLite store's is next to
+    its file, `<file>.engine-lock`, by the file's real path (symlinks and `..` resolved), so
+    every home that names the same file finds the same lock. A database URL's is in this
+    user's folder of the host's temporary folder, `engine-<16 hex digits>.lock`, a hash of
+    the URL (no URL, nor its password, is written into a file name)."""
+    if isinstance(store, Path):
+        real = store.resolve()
+        return real.with_name(real.name + ".engine-lock")
+    folder = Path(tempfile.gettempdir()) / f"swarm-engine-{os.getuid()}"
+    return folder / f"engine-{hashlib.sha256(store.encode()).hexdigest()[:16]}.lock"
 
 
-def hold_engine_lock(run_dir: Path, store: str | Path) -> int:
-    """Take the lock of `store`'s engines in `run_dir` for as long as this process lives
+def hold_engine_lock(store: str | Path) -> int:
+    """Take the lock of `store`'s engines on this host for as long as this process lives
     (or until `os.close` of the descriptor returned). Raises `ConflictError` when another
     process holds it, naming that process (its pid is written in the file), and
     `SwarmError` when the lock file cannot be made or locked."""
-    path = lock_path(run_dir, store)
+    path = lock_path(store)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise SwarmError(f"cannot make the engine lock {path}: {exc.strerror}") from exc
