@@ -277,6 +277,14 @@ def test_one_engine_per_store_whatever_home_or_path_names_it(home: Path, tmp_pat
         first.communicate(timeout=60)
 
 
+def test_a_start_that_cannot_write_its_run_folder_says_so_in_one_line(home: Path) -> None:
+    (home / "run").write_text("not a folder\n")
+    done = swarm_inproc(home, "start", "--max-vms", "1")
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr == f"error: cannot start an engine: {home / 'run'}: File exists\n"
+    assert not query(home / "tickets.db", "SELECT 1 FROM engines")
+
+
 def test_a_start_whose_engine_is_refused_says_the_engines_line(home: Path) -> None:
     """An engine that `start` spawned and that then found another holding the lock (it
     started between the two): `start` prints that engine's own line, exit 4, and leaves

@@ -232,9 +232,17 @@ class _FinishedPrinter:
 
 def _daemonize(settings: Settings, start_args: list[str]) -> None:
     logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
     logfile = logs / "engine.log"
+    probe = settings.run_dir / f".start-{os.getpid()}"
+    try:  # where the engine's pid file and log go, before there is an engine
+        logs.mkdir(parents=True, exist_ok=True)
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+        logfile.open("ab").close()
+    except OSError as exc:
+        where = exc.filename or settings.run_dir
+        raise SwarmError(f"cannot start an engine: {where}: {exc.strerror}") from None
     level = settings.log_level if settings.log_level != "WARNING" else "INFO"
     argv = [
         sys.executable,
@@ -267,7 +275,12 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
             setsid=True,
         )
     pidfile = settings.run_dir / f"engine-{pid}.pid"
-    pidfile.write_text(f"{pid}\n")
+    try:
+        pidfile.write_text(f"{pid}\n")
+    except OSError as exc:  # an engine `stop` could not find: not left running
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise SwarmError(f"cannot start an engine: {pidfile}: {exc.strerror}") from None
     deadline = time.monotonic() + START_TIMEOUT
     with store_of(settings) as store:
         while time.monotonic() < deadline:
