@@ -16,7 +16,10 @@ answer: `{"ok": true}`, or `{"refused": KIND, "message": "<one line>"}` where KI
 `inputs` (the value does not match: jsonschema's message), `schema` (not a valid JSON
 Schema: `inputs.<where>: not a valid JSON Schema: ...`), `agent` (a schema that cannot be
 used: a reference that does not resolve within it, endless recursion, a crash), or
-`costly` (out of memory). EOF on stdin ends it (exit 0).
+`costly` (out of memory). A request `{"check_schema": "<a schema as JSON text>", "field":
+"inputs"}` checks the schema itself (`schemas.check_schema`): `{"ok": true}`, or
+`{"refused": "schema", "message": "inputs.<where>: not a valid JSON Schema: ..."}` (or
+`costly`). EOF on stdin ends it (exit 0).
 
 It dies with its parent (`PR_SET_PDEATHSIG`: SIGKILL when the thread that started it
 ends) and ignores SIGINT (a Ctrl-C is the engine's to handle). Its address space is capped
@@ -81,6 +84,8 @@ def _validator(schema_json: str) -> Any:
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:
     """The answer to one request (see the module's docstring)."""
+    if "check_schema" in request:
+        return schema_answer(request["check_schema"], str(request.get("field")))
     import jsonschema
     from referencing.exceptions import Unresolvable
 
@@ -107,6 +112,25 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         return _refused("costly", f"over {MEMORY_LIMIT // 1024**3} GiB of memory")
     except Exception as exc:  # a schema that breaks jsonschema: that check alone fails
         return _refused("agent", f"the agent's inputs schema: {type(exc).__name__}: {exc}")
+    return {"ok": True}
+
+
+def schema_answer(schema_json: str, field: str) -> dict[str, Any]:
+    """The answer to a request to check a schema itself (`schemas.check_schema`)."""
+    import jsonschema
+
+    from swarm_engine.schemas import check_schema, schema_problem
+
+    try:
+        check_schema(json.loads(schema_json))
+    except jsonschema.SchemaError as exc:
+        return _refused("schema", schema_problem(field, exc))
+    except MemoryError:
+        return _refused("costly", f"over {MEMORY_LIMIT // 1024**3} GiB of memory")
+    except RecursionError:
+        return _refused("schema", f"{field}: not a valid JSON Schema: nested too deep")
+    except Exception as exc:  # a schema that breaks jsonschema: refused, one line
+        return _refused("schema", f"{field}: not a valid JSON Schema: {type(exc).__name__}: {exc}")
     return {"ok": True}
 
 

@@ -159,3 +159,49 @@ def test_an_agent_with_a_schema_still_runs_and_is_refused_as_before(
         "result": None,
     }, rows[1]
     assert checkers_of(engine.pid) == []
+
+
+def test_good_tickets_are_done_while_a_costly_one_is_being_checked(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """Checks run side by side (a helper each, up to `min(max_vms, MAX_HELPERS)`): tickets
+    that come while a costly check runs are checked by another helper and done before the
+    costly one fails, not each after it."""
+    db = home / "tickets.db"
+    register(home, tmp_path / "checked", PATTERN)
+    engine = start_engine(home, "--max-vms", "2", **LEASE)
+    engines.append(engine)
+    engine_ready(home, engine)
+    insert_open_tickets(db, [("backtracks", "checked", BACKTRACKS)])
+    wait_until(lambda: checkers_of(engine.pid), 60, "the costly check to start")
+    good = json.dumps({"code": "aaa"})  # checked against the same schema: matches at once
+    insert_open_tickets(db, [("good 1", "checked", good), ("good 2", "checked", good)])
+
+    wait_until(lambda: status_of(home, 3) in ("done", "failed"), 60, "the good tickets to end")
+    assert [status_of(home, i) for i in (1, 2, 3)] == ["running", "done", "done"]
+    wait_until(lambda: status_of(home, 1) == "failed", 60, "the costly ticket to fail")
+    (row,) = query(db, "SELECT error FROM tickets WHERE id = 1")
+    assert row["error"] == costly("checked"), row
+
+    stopped = swarm(home, "stop", "--timeout", "30")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped
+    out, _ = engine.communicate(timeout=30)
+    assert engine.returncode == 0 and "Traceback" not in out, out
+    assert checkers_of(engine.pid) == []
+
+
+def test_registering_a_schema_too_costly_to_check_is_refused_with_one_line(
+    home: Path, tmp_path: Path
+) -> None:
+    """A draft-04 `enum` is `uniqueItems` to its meta-schema: checking 3,000 objects is
+    quadratic (about 15 s). The check runs in a helper, bounded as a ticket's is."""
+    enum = {"$schema": "http://json-schema.org/draft-04/schema#", "enum": [{"a": i} for i in range(3000)]}  # fmt: skip
+    text = f"name: slow\nkind: shell\ncommand: echo ok\ninputs: {json.dumps(enum)}\n"
+    done = swarm(home, "agent", "register", str(write_agent(tmp_path / "slow", text)))
+    assert done.returncode == 5, done
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"inputs: the schema could not be checked within {CHECK_SECONDS:g} s")
+    ), done.stderr
+    assert "slow" not in swarm(home, "agent", "list").stdout

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jsonschema
@@ -23,6 +24,7 @@ from swarm_engine.vm.proctree import pid_alive
 
 BACKTRACKS = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}
 UNIQUE = {"type": "object", "properties": {"items": {"type": "array", "uniqueItems": True}}}
+DRAFT4 = "http://json-schema.org/draft-04/schema#"
 SMALL = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
 
 
@@ -206,3 +208,51 @@ def helper_pid(checker: SchemaChecker) -> int:
     proc = checker._proc  # the helper's pid is not part of the interface
     assert proc is not None
     return proc.pid
+
+
+def test_a_costly_check_holds_one_helper_and_the_others_go_on() -> None:
+    """With two helpers, checks made while a costly one runs are answered before it fails
+    (with one helper they would wait for it: `limit` seconds each)."""
+    checker = SchemaChecker(limit=3, size=2)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            costly = pool.submit(checker.check, BACKTRACKS, {"code": "a" * 34 + "!"}, "c@1")
+            wait_until(lambda: len(checker._helpers) == 1, 30, "the costly check to start")
+            for n in range(5):
+                checker.check(SMALL, {"n": n}, "a@1")
+            assert not costly.done()  # still being checked: the good ones did not wait
+            with pytest.raises(SchemaCheckError, match="within 3 s"):
+                costly.result(timeout=30)
+        assert len(checker._helpers) == 1  # the costly one's helper killed, not replaced yet
+    finally:
+        checker.close()
+
+
+def test_close_cancels_the_checks_not_yet_started() -> None:
+    """A check waiting for a helper when the checker closes fails at once: not run."""
+    checker = SchemaChecker(limit=30, size=1)
+    with ThreadPoolExecutor(2) as pool:
+        costly = pool.submit(checker.check, BACKTRACKS, {"code": "a" * 34 + "!"}, "c@1")
+        wait_until(lambda: len(checker._helpers) == 1, 30, "the costly check to start")
+        waiting = pool.submit(checker.check, SMALL, {"n": 1}, "a@1")
+        checker.close()
+        for future in (costly, waiting):
+            with pytest.raises(SchemaCheckError, match="closed"):
+                future.result(timeout=10)  # not after the 30 s the costly check may take
+
+
+def test_a_schema_itself_is_checked_in_a_helper_within_the_limit() -> None:
+    """Checking a schema against its meta-schema may be quadratic (a draft-04 `enum` is
+    `uniqueItems`): past the limit it is refused with one line, not run on."""
+    checker = SchemaChecker(limit=0.5)
+    try:
+        checker.check_schema(SMALL, "inputs")
+        with pytest.raises(ConfigError, match=r"^inputs.type: not a valid JSON Schema: "):
+            checker.check_schema({"type": "integr"}, "inputs")
+        enum = {"$schema": DRAFT4, "enum": [{"a": i} for i in range(3000)]}
+        with pytest.raises(ConfigError) as caught:
+            checker.check_schema(enum, "inputs")
+        assert str(caught.value) == "inputs: the schema could not be checked within 0.5 s"
+        checker.check_schema(SMALL, "outputs")  # a new helper
+    finally:
+        checker.close()

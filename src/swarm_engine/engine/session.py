@@ -35,6 +35,7 @@ from swarm_engine.errors import (
     SwarmError,
 )
 from swarm_engine.registry import Registry
+from swarm_engine.schema_check import MAX_HELPERS, SchemaChecker
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.engines import holder
 from swarm_engine.store.tickets import not_claimable
@@ -156,6 +157,7 @@ class EngineSession:
             settings=settings,
             engine_id=self.engine_id,
             events=events,
+            checker=SchemaChecker(size=min(self.max_vms, MAX_HELPERS)),
         )
 
     def _make_backend(self, name: str) -> VMBackend:

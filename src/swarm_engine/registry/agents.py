@@ -6,8 +6,6 @@ line naming the file and the field, so that nothing bad reaches the registry.
 
 from __future__ import annotations
 
-from typing import Any
-
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
 from swarm_engine.agents.shell_command import check_argv, check_command
@@ -47,16 +45,12 @@ def check_agent(spec: AgentSpec, source: str) -> None:
         check_definition(spec)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
-    import jsonschema  # here: only registering checks schemas, and it is slow to import
+    # in a helper process, within `CHECK_SECONDS`: checking a schema may cost any time
+    from swarm_engine.schema_check import check_schemas
 
-    from swarm_engine.schemas import check_schema, schema_problem
-
-    for field in ("inputs", "outputs"):
-        schema: dict[str, Any] = getattr(spec, field)
-        try:
-            check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"{source}: {schema_problem(field, exc)}") from exc
+    schemas = {f: getattr(spec, f) for f in ("inputs", "outputs") if getattr(spec, f)}
+    if schemas:
+        check_schemas(schemas, source)
     if spec.command is not None:
         _check_command(spec, source)
     for i, declared in enumerate(spec.output_files):
