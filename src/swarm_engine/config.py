@@ -62,6 +62,16 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,15})?")
 
 
+def sqlite_url_problem(url: str) -> str | None:
+    """Why a `sqlite:///` URL is not a plain file path, or None: the store opens its path
+    as a file, so a query (`?mode=ro`), a fragment, `:memory:` or a NUL would name a
+    file no one meant (`/:memory:`, `x.db?mode=ro`)."""
+    path = url.removeprefix("sqlite:///")
+    if any(c in path for c in "?#\0") or path.strip("/") in ("", ":memory:"):
+        return "a sqlite:/// URL names a database file: no query, fragment or :memory:"
+    return None
+
+
 def _target(url: str | None) -> str | Path | None:
     """A database URL as `open_store` takes it: a `sqlite:///` URL is a file path (so
     commands that only read treat it like the home's file: never made by mistake)."""
@@ -237,6 +247,8 @@ def _quick_check(values: Mapping[str, Any]) -> dict[str, Any] | None:
             url = None  # SWARM_DATABASE_URL= (empty) means: not set
         if not (url is None or (isinstance(url, str) and url.startswith(DATABASE_SCHEMES))):
             return None
+        if url is not None and url.startswith("sqlite:///") and sqlite_url_problem(url):
+            return None  # the model says why
         out[name] = url
     host_id = values["host_id"] if "host_id" in values else hostname()
     backend = values.get("backend", "process")

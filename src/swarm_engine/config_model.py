@@ -22,6 +22,7 @@ from swarm_engine.config import (
     LogLevel,
     default_home,
     hostname,
+    sqlite_url_problem,
 )
 from swarm_engine.errors import ConfigError
 from swarm_engine.gateway.settings import GatewaySettings
@@ -125,6 +126,9 @@ class SettingsModel(BaseModel):
             return None  # SWARM_DATABASE_URL= (empty) means: not set
         if value is not None and not value.startswith(DATABASE_SCHEMES):
             raise ValueError("must start with postgresql://, postgres:// or sqlite:///")
+        problem = sqlite_url_problem(value) if value and value.startswith("sqlite:///") else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     def fields(self) -> dict[str, Any]:

@@ -48,6 +48,21 @@ def test_bad_values_are_one_line_config_errors(
 
 
 @pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite:///x/t.db?mode=ro", "sqlite:///t.db#a", "sqlite:///"]
+)
+@pytest.mark.parametrize("setting", ["SWARM_DATABASE_URL", "SWARM_REGISTRY_URL"])
+def test_a_sqlite_url_that_is_not_a_file_path_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, setting: str
+) -> None:
+    """Its path is opened as a file: `:memory:` made `/:memory:` at the root, `?mode=ro`
+    a file of that name."""
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv(setting, url)
+    with pytest.raises(ConfigError, match="no query, fragment or :memory:"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
     ("table", "problem"),
     [
         ('[backend_options.qemu]\naccel = "warp"\n', "accel: Input should be"),
