@@ -131,7 +131,7 @@ def test_live_log_streams_are_capped(api: Api) -> None:
                 if again.status_code == 200:
                     break
                 assert again.status_code == 503 and time.monotonic() < deadline
-            time.sleep(0.05)
+            time.sleep(0.05)  # sleep-ok: between polls of a condition with a deadline
     finally:
         for sock in streams:
             sock.close()
