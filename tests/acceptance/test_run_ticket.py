@@ -64,7 +64,7 @@ def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_
         kind: shell
         command: |
           sleep 0.6
-          printf '{"value": "%s"}' "$INPUT_VALUE" > "$SWARM_OUTPUTS"
+          printf '{"value": "%s-%s"}' "$INPUT_SIDE" "$INPUT_VALUE" > "$SWARM_OUTPUTS"
         """,
     )
     write_agent(
@@ -82,10 +82,10 @@ def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_
         steps:
           - id: left
             agent: timed
-            inputs: {value: "L-${ticket.title}"}
+            inputs: {side: L, value: "${ticket.title}"}
           - id: right
             agent: timed
-            inputs: {value: "R-${inputs.tag}"}
+            inputs: {side: R, value: "${inputs.tag}"}
           - id: both
             agent: join
             inputs:

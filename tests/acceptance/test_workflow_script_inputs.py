@@ -1,8 +1,9 @@
-"""A workflow step input that its agent runs as a script (the built-in `shell` agent's
-`inputs.command`, an agent's `command: ${inputs.cmd}` or `sh -c ${inputs.script}`) never
-has a value pasted into it: a reference inside such an input is refused at registration
-(CLI and HTTP API), and a registry row holding one fails its ticket at run time. The safe
-pattern, the value as an input of its own read as "$INPUT_<KEY>", runs it as text."""
+"""A workflow step of a shell agent (the built-in `shell` agent or any agent of kind
+`shell`, whatever its command) never has a value pasted into its inputs: each input holds
+literal text or exactly one whole reference, and a reference inside text is refused at
+registration (CLI and HTTP API); a registry row holding one fails its ticket at run time.
+The safe pattern, the value as an input of its own read as "$INPUT_<KEY>", runs it as
+text."""
 
 from __future__ import annotations
 
@@ -30,15 +31,16 @@ HOSTILE_STEP = """
         inputs: {command: "echo Hello '${steps.first.outputs.name}', from ${ticket.title}"}
 """
 FIX = (
-    "pass the value as an input of its own (name: ${steps.first.outputs.name}) and read it "
-    'in the script as "$INPUT_NAME" or from $SWARM_INPUTS'
+    "pass each value as an input of its own (name: ${steps.first.outputs.name}) and combine "
+    'them in the agent\'s command or script ("$INPUT_NAME", $SWARM_INPUTS)'
 )
 
 
-def line_for(source: str, agent: str = "shell@1.0.0", runs: str = "as its script") -> str:
+def line_for(source: str, agent: str = "shell@1.0.0", key: str = "command") -> str:
     return (
-        f"{source}: step 'say': inputs.command: ${{steps.first.outputs.name}} stands inside "
-        f"text that agent {agent} runs {runs} (its value would run as code); {FIX}"
+        f"{source}: step 'say': inputs.{key}: ${{steps.first.outputs.name}} stands inside "
+        f"text in an input of shell agent {agent} (a shell step's input is literal text or "
+        f"exactly one whole reference: a value pasted into text could run as code); {FIX}"
     )
 
 
@@ -55,10 +57,11 @@ WHOLE_STEP = """
         (None, HOSTILE_STEP),
         ('name: whole\nkind: shell\ncommand: "${inputs.command}"\n', WHOLE_STEP),
         ("name: whole\nkind: shell\ncommand: sh -c ${inputs.command}\n", WHOLE_STEP),
+        ("name: whole\nkind: shell\ncommand: echo ${inputs.command}\n", WHOLE_STEP),
     ],
-    ids=["builtin-shell", "whole-reference", "sh-c"],
+    ids=["builtin-shell", "whole-reference", "sh-c", "echo"],
 )
-def test_a_reference_inside_a_script_input_is_refused_at_registration(
+def test_a_reference_inside_a_shell_step_input_is_refused_at_registration(
     home: Path, tmp_path: Path, agent_yaml: str | None, step: str
 ) -> None:
     if agent_yaml is not None:
@@ -69,14 +72,74 @@ def test_a_reference_inside_a_script_input_is_refused_at_registration(
     assert done.returncode == 5, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     source = str(folder / "workflow.yaml")
-    if agent_yaml is None:
-        assert done.stderr == f"error: {line_for(source)}\n"
-    else:
-        runs = "as its script" if "sh -c" not in agent_yaml else "as code"
-        assert done.stderr.startswith(f"error: {source}: step 'say': inputs.command: ")
-        assert f"agent whole@1.0.0 runs {runs} (its value would run as code)" in done.stderr
-        assert done.stderr.rstrip().endswith(FIX)
+    agent = "shell@1.0.0" if agent_yaml is None else "whole@1.0.0"
+    assert done.stderr == f"error: {line_for(source, agent)}\n"
     assert snapshot(home / "registry.db") == before
+
+
+# A tester's commands that ran an embedded ticket title as code past the old scan of the
+# agent's command for interpreters, and commands that scan refused by mistake: now every
+# one is refused when a reference stands inside text, and registers with a whole one.
+COMMANDS = [
+    "sh -c -- ${inputs.x}",
+    "echo ${inputs.x} | tee /dev/null | sh",
+    'printf "%s\\n" ${inputs.x} | cat | bash',
+    "rbash -c ${inputs.x}",
+    '"$(command -v sh)" -c ${inputs.x}',
+    "node -p ${inputs.x}",
+    "env -S ${inputs.x}",
+    'printf "%s" ${inputs.x} | xargs -0 sh -c',
+    'printf "%s\\n" ${inputs.x} > s.sh; sh s.sh',
+    'sh -c "$1" _ ${inputs.x}',
+    "echo ${inputs.x} | tclsh",
+    "S=sh; $S -c ${inputs.x}",
+    "echo ${inputs.x} | . /dev/stdin",
+    "sh -o errexit -c ${inputs.x}",
+    "python3 tool.py -c ${inputs.x}",
+    "node app.js -e ${inputs.x}",
+    "git commit -m ${inputs.x}",
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_no_agent_command_lets_a_shell_step_embed_a_reference(
+    home: Path, tmp_path: Path, command: str
+) -> None:
+    agent_yaml = f"name: say\nkind: shell\ncommand: {json.dumps(command)}\n"
+    done = swarm_inproc(home, "agent", "register", str(write_agent(tmp_path / "a", agent_yaml)))
+    assert done.returncode == 0, done.stderr
+    embedded = "\n      - id: say\n        agent: say\n"
+    embedded += "        inputs: {x: 'echo hello ${steps.first.outputs.name}'}\n"
+    folder = write_workflow(tmp_path / "w", FIRST + embedded)
+    done = swarm_inproc(home, "workflow", "register", str(folder))
+    assert done.returncode == 5, done.stdout + done.stderr
+    source = str(folder / "workflow.yaml")
+    assert done.stderr == f"error: {line_for(source, 'say@1.0.0', 'x')}\n"
+    whole = embedded.replace("'echo hello ${steps", "'${steps")
+    folder = write_workflow(tmp_path / "w2", FIRST + whole)
+    done = swarm_inproc(home, "workflow", "register", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_nested_string_is_checked_and_other_kinds_keep_embedded_references(
+    home: Path, tmp_path: Path
+) -> None:
+    nested = "\n      - id: say\n        agent: shell\n"
+    nested += (
+        "        inputs: {command: 'true', opts: {list: [ok, 'a ${steps.first.outputs.name}']}}\n"
+    )
+    folder = write_workflow(tmp_path / "w", FIRST + nested)
+    done = swarm_inproc(home, "workflow", "register", str(folder))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.startswith(
+        f"error: {folder / 'workflow.yaml'}: step 'say': inputs.opts.list.1: "
+        "${steps.first.outputs.name} stands inside text in an input of shell agent shell@1.0.0"
+    )
+    echo = "\n      - id: say\n        agent: echo\n"
+    echo += "        inputs: {greeting: 'Hello ${steps.first.outputs.name}, ${ticket.title}'}\n"
+    folder = write_workflow(tmp_path / "w2", FIRST + echo)
+    done = swarm_inproc(home, "workflow", "register", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_literal_text_and_one_whole_reference_register(home: Path, tmp_path: Path) -> None:
@@ -144,10 +207,12 @@ def test_a_hand_written_row_fails_only_its_ticket(home: Path, tmp_path: Path) ->
     assert "INJECTED" not in json.dumps(steps) and "say" not in {s["step_id"] for s in steps}
 
 
-def test_an_agent_that_comes_to_run_its_input_fails_the_ticket(home: Path, tmp_path: Path) -> None:
-    """A step names `runner` (the latest version): registered when it pasted nothing, it
-    fails once the latest `runner` runs that input as its script."""
-    safe = "name: runner\nversion: 1.0.0\nkind: shell\ncommand: echo ${inputs.script}\n"
+def test_an_agent_that_comes_to_be_a_shell_agent_fails_the_ticket(
+    home: Path, tmp_path: Path
+) -> None:
+    """A step names `runner` (the latest version): registered when it was an `echo` agent,
+    it fails once the latest `runner` is a shell agent."""
+    safe = "name: runner\nversion: 1.0.0\nkind: echo\n"
     swarm_inproc(home, "agent", "register", str(write_agent(tmp_path / "r1", safe)))
     step = "\n      - id: say\n        agent: runner\n"
     step += "        inputs: {script: 'echo ${steps.first.outputs.name}'}\n"
@@ -163,8 +228,9 @@ def test_an_agent_that_comes_to_run_its_input_fails_the_ticket(home: Path, tmp_p
     assert ticket["status"] == "failed"
     assert (
         "workflow greet@1.0.0 in the registry: step 'say': inputs.script: "
-        "${steps.first.outputs.name} stands inside text that agent runner@2.0.0 runs as its "
-        "script (its value would run as code); " + FIX
+        "${steps.first.outputs.name} stands inside text in an input of shell agent "
+        "runner@2.0.0 (a shell step's input is literal text or exactly one whole reference: "
+        "a value pasted into text could run as code); " + FIX
     ) in ticket["error"]
 
 

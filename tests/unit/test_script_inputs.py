@@ -1,6 +1,6 @@
-"""Which inputs a shell agent runs as code (`agents.script_inputs`), and the rule for a
-workflow step feeding one: literal text or one whole reference, never a reference inside
-text."""
+"""The rule for a workflow step of a shell agent (`agents.shell_step_inputs`): every string
+in every input is literal text or exactly one whole reference, never a reference inside
+text, whatever the agent's command does with it; other kinds keep embedded references."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from swarm_engine.agents.script_inputs import script_inputs, step_script_problem
+from swarm_engine.agents.shell_step_inputs import shell_step_problem
 from swarm_engine.models import AgentSpec
 
 
@@ -16,62 +16,88 @@ def agent(command: Any, kind: str = "shell") -> AgentSpec:
     return AgentSpec(name="a", version="1.0.0", kind=kind, command=command)
 
 
+# Commands a tester used to run an embedded ticket title as code past the old interpreter
+# scan, and commands it refused by mistake: the rule no longer reads the command.
+COMMANDS = [
+    None,  # the built-in `shell` agent: runs inputs.command
+    "${inputs.x}",
+    "sh -c ${inputs.x}",
+    "sh -c -- ${inputs.x}",
+    "echo ${inputs.x} | tee /dev/null | sh",
+    'printf "%s\\n" ${inputs.x} | cat | bash',
+    "bash <<< ${inputs.x}",
+    "rbash -c ${inputs.x}",
+    '"$(command -v sh)" -c ${inputs.x}',
+    "node -p ${inputs.x}",
+    "env -S ${inputs.x}",
+    'printf "%s" ${inputs.x} | xargs -0 sh -c',
+    "sh -c ${inputs}",
+    'printf "%s\\n" ${inputs.x} > s.sh; sh s.sh',
+    'sh -c "$1" _ ${inputs.x}',
+    "echo ${inputs.x} | tclsh",
+    "busybox ash -c ${inputs.x}",
+    "S=sh; $S -c ${inputs.x}",
+    "echo ${inputs.x} | . /dev/stdin",
+    "sh -o errexit -c ${inputs.x}",
+    "python3 tool.py -c ${inputs.x}",
+    "bash build.sh -c ${inputs.x}",
+    "node app.js -e ${inputs.x}",
+    "grep -c ${inputs.x} data.txt; sh post.sh",
+    "echo ${inputs.x} | tee log.txt",
+    "git commit -m ${inputs.x}",
+    "echo ${inputs.x}",
+    ["sh", "-c", "${inputs.x}"],
+    ["printf", "%s", "${inputs.x}"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_reference_inside_text_is_refused_whatever_the_command(command: Any) -> None:
+    problem = shell_step_problem({"x": "echo hello ${ticket.title}"}, agent(command))
+    assert problem is not None
+    assert problem.startswith(
+        "inputs.x: ${ticket.title} stands inside text in an input of shell agent a@1.0.0 "
+    )
+    assert problem.endswith(
+        "pass each value as an input of its own (title: ${ticket.title}) and combine them "
+        'in the agent\'s command or script ("$INPUT_TITLE", $SWARM_INPUTS)'
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_literal_text_and_one_whole_reference_pass_whatever_the_command(command: Any) -> None:
+    inputs = {"x": "${ticket.title}", "y": "echo $${HOME} literal", "n": 3, "z": None}
+    assert shell_step_problem(inputs, agent(command)) is None
+
+
 @pytest.mark.parametrize(
-    ("command", "keys"),
+    ("value", "where"),
     [
-        (None, ["command"]),
-        ("${inputs.cmd}", ["cmd"]),
-        (" ${inputs.cmd}\n", ["cmd"]),
-        ("sh -c ${inputs.script}", ["script"]),
-        ('bash -ec "set -x; ${inputs.s}" name ${inputs.arg}', ["s"]),
-        ("echo hi; /bin/sh -c '${inputs.s}'", ["s"]),
-        ("x=$(env A=1 dash -c ${inputs.s})", ["s"]),
-        ('eval "${inputs.e}"', ["e"]),
-        ("python3 -c ${inputs.p} ${inputs.q}", ["p"]),
-        ("node -e ${inputs.j}", ["j"]),
-        ("echo ${inputs.a} | sh", ["a"]),
-        (["sh", "-c", "${inputs.s}"], ["s"]),
-        (["bash", "-o", "pipefail", "-c", "${inputs.s}", "${inputs.arg}"], ["s"]),
-        ("echo ${inputs.x}", []),
-        ("echo ${inputs.a} | grep x", []),
-        ("sh ${inputs.file}", []),
-        ("# sh -c ${inputs.c}\necho ${inputs.c}", []),
-        (["sh", "-c", "x", "${inputs.a}"], []),
-        (["printf", "%s", "${inputs.x}"], []),
-        ("sh -c ${ticket.title}", []),  # the author's own choice, not a step input
+        ("echo hello", None),
+        ("echo $${HOME}", None),
+        ("${steps.first.outputs.script}", None),
+        (" ${steps.first.outputs.script}", "inputs.command"),
+        ("${ticket.id}${ticket.title}", "inputs.command"),
+        ("echo '${inputs.name}'", "inputs.command"),
+        (["echo", "${inputs.name}"], None),
+        (["echo ${inputs.name}"], "inputs.command.0"),
+        ({"a": {"b": ["ok", "x-${ticket.id}"]}}, "inputs.command.a.b.1"),
+        ({"a": "${ticket.id}", "${k}": "literal"}, None),  # keys are never rendered
     ],
 )
-def test_the_inputs_a_shell_agent_runs_as_code(command: Any, keys: list[str]) -> None:
-    assert sorted(script_inputs(agent(command))) == keys
+def test_every_string_of_a_shell_step_input_is_checked(value: Any, where: str | None) -> None:
+    problem = shell_step_problem({"command": value}, agent(None))
+    assert (problem.split(":")[0] if problem else None) == where
 
 
-def test_kinds_that_run_no_command_run_no_input() -> None:
-    assert script_inputs(agent(None, kind="echo")) == {}
+@pytest.mark.parametrize("kind", ["echo", "claude", "claude-code"])
+def test_other_kinds_keep_embedded_references(kind: str) -> None:
+    assert shell_step_problem({"name": "Hello ${ticket.title}"}, agent(None, kind=kind)) is None
 
 
-@pytest.mark.parametrize(
-    ("value", "refused"),
-    [
-        ("echo hello", False),
-        ("echo $${HOME}", False),
-        ("${steps.first.outputs.script}", False),
-        (" ${steps.first.outputs.script}", True),
-        ("echo ${ticket.title}", True),
-        ("echo '${inputs.name}'", True),
-        (["echo", "${inputs.name}"], False),
-        (["echo ${inputs.name}"], True),
-    ],
-)
-def test_a_script_input_holds_literal_text_or_one_whole_reference(
-    value: Any, refused: bool
-) -> None:
-    problem = step_script_problem({"command": value, "other": "a ${ticket.title}"}, agent(None))
-    assert (problem is not None) == refused
-    if problem is not None:
-        assert problem.startswith("inputs.command")
-        assert "pass the value as an input of its own" in problem
-
-
-def test_other_inputs_may_embed_references() -> None:
-    assert step_script_problem({"name": "Hello ${ticket.title}"}, agent(None)) is None
-    assert step_script_problem({"command": "echo ${ticket.title}"}, agent("true")) is None
+def test_the_suggested_name_is_free() -> None:
+    problem = shell_step_problem({"title": "a ${ticket.title}"}, agent(None))
+    assert problem is not None and "(value: ${ticket.title})" in problem
+    problem = shell_step_problem({"title": "a ${ticket.title}", "value": 1}, agent(None))
+    assert problem is not None and "(value_2: ${ticket.title})" in problem
+    assert '"$INPUT_VALUE_2"' in problem

@@ -13,7 +13,7 @@ from swarm_engine.errors import ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.records import variables_problem
 from swarm_engine.registry import Registry
-from swarm_engine.registry.workflows import check_script_inputs, dependencies
+from swarm_engine.registry.workflows import check_shell_step_inputs, dependencies
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
 
@@ -65,8 +65,8 @@ def _runnable(agent: AgentSpec) -> AgentSpec:
 
 def build_plan(ticket: Ticket, registry: Registry) -> Plan:
     """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError (a
-    `WorkflowError` for a step embedding a reference in an input its agent runs as code:
-    `registry.workflows.check_script_inputs`)."""
+    `WorkflowError` for a step of a shell agent embedding a reference inside text in an
+    input: `registry.workflows.check_shell_step_inputs`)."""
     ticket_timeout = ticket.timeout_seconds
     if ticket.execution_mode == "single":
         if not ticket.agent_id:
@@ -102,7 +102,9 @@ def build_plan(ticket: Ticket, registry: Registry) -> Plan:
     # the row is untrusted and `name` means the latest version: checked against the agents
     # this plan will run, whatever registration saw
     planned = {s.agent: steps[s.id].agent for s in workflow.steps}
-    check_script_inputs(workflow, planned.__getitem__, f"workflow {workflow.ref} in the registry")
+    check_shell_step_inputs(
+        workflow, planned.__getitem__, f"workflow {workflow.ref} in the registry"
+    )
     variables = dict(workflow.variables)
     problem = variables_problem(ticket.inputs)  # a row is untrusted: never ignored silently
     if problem:

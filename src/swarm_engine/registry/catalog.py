@@ -295,7 +295,7 @@ class Registry:
         self, specs: list[tuple[WorkflowSpec, str]], *, force: bool = False
     ) -> list[WorkflowSpec]:
         """Validate every workflow (source names the file), then write all or none."""
-        from swarm_engine.registry.workflows import check_script_inputs, check_workflow
+        from swarm_engine.registry.workflows import check_shell_step_inputs, check_workflow
 
         names = [s.ref for s, _ in specs]
         owners = {t.name: w.name for w, _ in self.latest_workflows() for t in w.triggers}
@@ -310,7 +310,7 @@ class Registry:
             if names.count(spec.ref) > 1:
                 raise ConfigError(f"{source}: workflow {spec.ref} is defined twice")
             check_workflow(spec, self.has_agent, source)
-            check_script_inputs(spec, self.agent, source)
+            check_shell_step_inputs(spec, self.agent, source)
             exists = self.defs.workflow(spec.name, spec.version) is not None
             if exists and not force:
                 raise ConflictError(

@@ -1,12 +1,12 @@
-"""Workflow checks at registration: references, dependencies, cycles, inputs run as code;
-and step order."""
+"""Workflow checks at registration: references, dependencies, cycles, the inputs of shell
+steps; and step order."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from graphlib import CycleError, TopologicalSorter
 
-from swarm_engine.agents.script_inputs import step_script_problem
+from swarm_engine.agents.shell_step_inputs import shell_step_problem
 from swarm_engine.errors import WorkflowError
 from swarm_engine.models import AgentSpec, WorkflowSpec
 from swarm_engine.templating import check_template, references, step_dependencies
@@ -59,17 +59,18 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
             )
 
 
-def check_script_inputs(
+def check_shell_step_inputs(
     spec: WorkflowSpec, agent_of: Callable[[str], AgentSpec], source: str
 ) -> None:
     """Raise `WorkflowError` (`<source>: step '<id>': inputs.<key>: ...`, one line with the
-    fix) for the first step that embeds a reference in an input its agent runs as code
-    (`agents.script_inputs`). `agent_of` gives a step's agent (registration: the registry's
-    latest or named version; at run time: the agent the plan resolved); its errors pass
-    through. Run at registration and again on every plan: a registry row is written by
-    anyone, and `name` (the latest version) may come to mean an agent that runs its input."""
+    fix) for the first step whose agent is of kind `shell` and whose inputs embed a
+    reference inside text (`agents.shell_step_inputs`). `agent_of` gives a step's agent
+    (registration: the registry's latest or named version; at run time: the agent the plan
+    resolved); its errors pass through. Run at registration and again on every plan: a
+    registry row is written by anyone, and `name` (the latest version) may come to mean a
+    shell agent."""
     for step in spec.steps:
-        problem = step_script_problem(step.inputs, agent_of(step.agent))
+        problem = shell_step_problem(step.inputs, agent_of(step.agent))
         if problem:
             raise WorkflowError(f"{source}: step {step.id!r}: {problem}")
 

@@ -1,0 +1,58 @@
+"""What a workflow step may give a shell agent: literal text or one whole reference.
+
+A value substituted into an agent's `command` never becomes shell code
+(`agents.shell_command`: each reference is quoted as one word), but a workflow step is a
+template whose inputs are rendered as plain text: a reference embedded in other text
+(`echo Hello ${ticket.title}`) pastes the value (a ticket's title, an LLM's output) into
+that text, and what a shell agent does with the text is beyond telling: it may run it as
+code (the built-in `shell` agent runs `inputs.command`; `sh -c`, `eval`, a pipe into a
+shell, a file it writes and runs, ...). So the rule fails closed and does not read the
+agent's command: every string in every input of a step whose agent is of kind `shell` is
+literal text or exactly one whole reference (the value passes whole, as data). Other kinds
+(echo, claude, claude-code) take their inputs as data and keep embedded references.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from swarm_engine.templating import Ref, parse, strings
+
+if TYPE_CHECKING:
+    from swarm_engine.models import AgentSpec
+
+
+def shell_step_problem(inputs: dict[str, Any], agent: AgentSpec) -> str | None:
+    """Why a workflow step's `inputs` (a template) may not go to `agent`, as
+    `inputs.<key>[.<n>...]: <problem>; <fix>`, or None: the agent is of kind `shell` and
+    a string in an input (nested lists and mappings included) holds a reference inside
+    other text."""
+    if agent.kind != "shell":
+        return None
+    for where, text in strings(inputs, "inputs"):
+        parts = parse(text)
+        paths = [p.path for p in parts if isinstance(p, Ref)]
+        if not paths or len(parts) == 1:  # literal, or one whole reference: as `render`
+            continue
+        name = _input_name(paths[0], set(inputs))
+        return (
+            f"{where}: ${{{paths[0]}}} stands inside text in an input of shell agent "
+            f"{agent.ref} (a shell step's input is literal text or exactly one whole "
+            "reference: a value pasted into text could run as code); pass each value as an "
+            f"input of its own ({name}: ${{{paths[0]}}}) and combine them in the agent's "
+            f'command or script ("$INPUT_{name.upper()}", $SWARM_INPUTS)'
+        )
+    return None
+
+
+def _input_name(path: str, taken: set[str]) -> str:
+    """A name for an input of its own holding reference `path`: its last part when that
+    is an identifier no input of the step has, else `value` (or `value_2`, ...)."""
+    last = path.rsplit(".", 1)[-1]
+    if last.isidentifier() and last not in taken:
+        return last
+    name, n = "value", 1
+    while name in taken:
+        n += 1
+        name = f"value_{n}"
+    return name
