@@ -25,6 +25,7 @@ from tests.support.cli import (
 )
 
 from swarm_engine.cli.main import cli
+from swarm_engine.config import hostname
 from swarm_engine.engine.hostlock import lock_path
 
 LONG_TITLE = "a rather long title that says more than any table column at 80 has room for"
@@ -291,7 +292,7 @@ def test_a_start_whose_engine_is_refused_says_the_engines_line(home: Path) -> No
     no pid file of it."""
     settings_run = home / "run"
     settings_run.mkdir(parents=True, exist_ok=True)
-    held = os.open(lock_path(home / "tickets.db"), os.O_RDWR | os.O_CREAT)
+    held = os.open(lock_path(home / "tickets.db", hostname()), os.O_RDWR | os.O_CREAT)
     try:
         os.write(held, b"4242\n")
         fcntl.flock(held, fcntl.LOCK_EX)

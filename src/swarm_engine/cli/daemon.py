@@ -68,7 +68,7 @@ def start(
         return
     setup_logging(settings.log_level)  # a daemonized engine logs at INFO (see _daemonize)
     if not another:  # held until this process ends: two `start`s at once cannot both run
-        hold_engine_lock(settings.tickets_target)
+        hold_engine_lock(settings.tickets_target, settings.host_id)
     daemon = Daemon(
         settings,
         max_vms=max_vms,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.agents.base import StepOutcome
@@ -49,15 +48,21 @@ async def execute(
     try:
         while pending or running:
             if failure is None:
+                # steps ready together write their rows in the plan's order (their inputs
+                # are checked side by side, and a check's time is the schema's)
+                before: asyncio.Future[None] | None = None
                 for sid, step in list(pending.items()):
                     if step.needs <= context["steps"].keys():
                         del pending[sid]
+                        written = asyncio.get_running_loop().create_future()
                         task = asyncio.create_task(
                             _run_step(
-                                runner, step, context, ticket, run_id, queued.get(sid), hold_end
+                                runner, step, context, ticket, run_id, queued.get(sid),
+                                hold_end, (before, written),
                             )
-                        )
+                        )  # fmt: skip
                         running[task] = sid
+                        before = written
             if not running:
                 break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -109,6 +114,10 @@ async def execute(
     return outputs
 
 
+Order = tuple["asyncio.Future[None] | None", "asyncio.Future[None] | None"]
+"""(the row to be written before this step's first, this step's first row written)."""
+
+
 async def _run_step(
     runner: TicketRunner,
     step: PlannedStep,
@@ -117,9 +126,28 @@ async def _run_step(
     run_id: int,
     queued: tuple[int, Any] | None,
     hold_end: bool,
+    order: Order = (None, None),
 ) -> dict[str, Any]:
     """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
-    if that row was written with the run's start."""
+    if that row was written with the run's start; `order`: its first row is written once
+    `order[0]` is done, and `order[1]` is done once it is (or the step ended without)."""
+    try:
+        return await _attempts(runner, step, context, ticket, run_id, queued, hold_end, order)
+    finally:
+        if order[1] is not None and not order[1].done():
+            order[1].set_result(None)
+
+
+async def _attempts(
+    runner: TicketRunner,
+    step: PlannedStep,
+    context: dict[str, Any],
+    ticket: Ticket,
+    run_id: int,
+    queued: tuple[int, Any] | None,
+    hold_end: bool,
+    order: Order,
+) -> dict[str, Any]:
     outcome = StepOutcome(error="not run")
     for attempt in range(step.retry.attempts):
         if attempt:
@@ -131,7 +159,9 @@ async def _run_step(
         if attempt == 0 and queued is not None:
             exec_id, inputs = queued
         else:
-            exec_id, inputs = await _queue(runner, step, context, ticket, run_id, attempt)
+            exec_id, inputs = await _queue(
+                runner, step, context, ticket, run_id, attempt, order if attempt == 0 else None
+            )
         runner.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
         outcome = await StepAttempt(
             runner, step, exec_id, inputs, ticket, run_id, attempt,
@@ -151,20 +181,27 @@ async def _queue(
     ticket: Ticket,
     run_id: int,
     attempt: int,
+    order: Order | None = None,
 ) -> tuple[int, Any]:
     """A step attempt's inputs rendered and checked, and its row written (`queued`); if
-    the inputs do not render or are refused, a failed row and `StepFailed`."""
+    the inputs do not render or are refused, a failed row and `StepFailed`. `order`: see
+    `_run_step`."""
 
-    def add(
-        inputs: dict[str, Any], status: str = "queued", error: str | None = None
-    ) -> Awaitable[int]:
+    async def add(inputs: dict[str, Any], status: str = "queued", error: str | None = None) -> int:
         """The attempt's row, written as the attempt's ticket's (fenced) write."""
-        return runner.write(
-            ticket, runner.store.runs.add_step, run_id, step_id=step.id,
-            agent_name=step.agent.name, agent_version=step.agent.version,
-            agent_kind=step.agent.kind, inputs=inputs, retry_count=attempt,
-            status=status, error=error,
-        )  # fmt: skip
+        before, written = order or (None, None)
+        if before is not None:  # (`wait`: a cancel of this step leaves `before` alone)
+            await asyncio.wait([before])
+        try:
+            return await runner.write(
+                ticket, runner.store.runs.add_step, run_id, step_id=step.id,
+                agent_name=step.agent.name, agent_version=step.agent.version,
+                agent_kind=step.agent.kind, inputs=inputs, retry_count=attempt,
+                status=status, error=error,
+            )  # fmt: skip
+        finally:
+            if written is not None and not written.done():
+                written.set_result(None)
 
     try:
         inputs = await checked_inputs(step, context, runner.checker)

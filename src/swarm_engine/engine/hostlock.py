@@ -19,25 +19,29 @@ from pathlib import Path
 from swarm_engine.errors import ConflictError, SwarmError
 
 
-def lock_path(store: str | Path) -> Path:
-    """The lock file of the engines of `store` on this host. A SQLite store's is next to
-    its file, `<file>.engine-lock`, by the file's real path (symlinks and `..` resolved), so
-    every home that names the same file finds the same lock. A database URL's is in this
-    user's folder of the host's temporary folder, `engine-<16 hex digits>.lock`, a hash of
-    the URL (no URL, nor its password, is written into a file name)."""
+def lock_path(store: str | Path, host_id: str) -> Path:
+    """The lock file of the engines of `store` on host `host_id` (the `host_id` setting:
+    the store's name for this machine; hosts told apart by it may share one machine). A
+    SQLite store's is next to its file, `<file>.<hash of host_id>.engine-lock`, by the
+    file's real path (symlinks and `..` resolved), so every home that names the same file
+    finds the same lock. A database URL's is in this user's folder of the machine's
+    temporary folder, `engine-<hash of URL and host_id>.lock` (no URL, nor its password,
+    is written into a file name). Hashes: 16 hex digits of SHA-256."""
+    host = hashlib.sha256(host_id.encode()).hexdigest()[:16]
     if isinstance(store, Path):
         real = store.resolve()
-        return real.with_name(real.name + ".engine-lock")
+        return real.with_name(f"{real.name}.{host}.engine-lock")
     folder = Path(tempfile.gettempdir()) / f"swarm-engine-{os.getuid()}"
-    return folder / f"engine-{hashlib.sha256(store.encode()).hexdigest()[:16]}.lock"
+    key = hashlib.sha256(f"{host}\n{store}".encode()).hexdigest()[:16]
+    return folder / f"engine-{key}.lock"
 
 
-def hold_engine_lock(store: str | Path) -> int:
-    """Take the lock of `store`'s engines on this host for as long as this process lives
+def hold_engine_lock(store: str | Path, host_id: str) -> int:
+    """Take the lock of `store`'s engines on host `host_id` for as long as this process lives
     (or until `os.close` of the descriptor returned). Raises `ConflictError` when another
     process holds it, naming that process (its pid is written in the file), and
     `SwarmError` when the lock file cannot be made or locked."""
-    path = lock_path(store)
+    path = lock_path(store, host_id)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
