@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.agents.base import StepOutcome
@@ -61,6 +62,7 @@ async def execute(
                                 hold_end, (before, written),
                             )
                         )  # fmt: skip
+                        task.add_done_callback(functools.partial(_release, written))
                         running[task] = sid
                         before = written
             if not running:
@@ -114,6 +116,12 @@ async def execute(
     return outputs
 
 
+def _release(written: asyncio.Future[None], _task: object = None) -> None:
+    """Let the next step write its row: this one's is written, or never will be."""
+    if not written.done():
+        written.set_result(None)
+
+
 Order = tuple["asyncio.Future[None] | None", "asyncio.Future[None] | None"]
 """(the row to be written before this step's first, this step's first row written)."""
 
@@ -130,24 +138,8 @@ async def _run_step(
 ) -> dict[str, Any]:
     """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
     if that row was written with the run's start; `order`: its first row is written once
-    `order[0]` is done, and `order[1]` is done once it is (or the step ended without)."""
-    try:
-        return await _attempts(runner, step, context, ticket, run_id, queued, hold_end, order)
-    finally:
-        if order[1] is not None and not order[1].done():
-            order[1].set_result(None)
-
-
-async def _attempts(
-    runner: TicketRunner,
-    step: PlannedStep,
-    context: dict[str, Any],
-    ticket: Ticket,
-    run_id: int,
-    queued: tuple[int, Any] | None,
-    hold_end: bool,
-    order: Order,
-) -> dict[str, Any]:
+    `order[0]` is done, and `order[1]` is done once it is (or, by the DAG loop's
+    done-callback, once the step ended without)."""
     outcome = StepOutcome(error="not run")
     for attempt in range(step.retry.attempts):
         if attempt:
