@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -54,6 +55,24 @@ def test_echo_returns_its_inputs_through_the_vm(home: Path) -> None:
     assert out["status"] == "done"
     assert out["result"] == {"a": [1, 2], "b": {"c": "ü"}, "n": 3}
     assert out["run"]["steps"][0]["outputs"] == out["result"]
+
+
+def test_echo_returns_inputs_larger_than_the_kept_output_whole(home: Path) -> None:
+    """Echo's round trip goes through the VM's standard input and output; inputs longer
+    than what is kept of a command's output (its head and tail) come back whole."""
+    swarm(home, "ticket", "list", check=True)  # the store is made
+    inputs = {"doc": "".join(f"{i:06d}," for i in range(40_000)) + "ü", "n": 7}
+    with sqlite3.connect(home / "tickets.db") as db:  # longer than a command-line argument
+        db.execute(
+            "INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('big', 'open', 'echo', ?)",
+            (json.dumps(inputs),),
+        )
+    done = swarm(home, "run-ticket", "1", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "done" and out["result"] == inputs
+    log = swarm(home, "logs", "1", check=True).stdout
+    assert "bytes cut" in log and "000000," in log and "039999," in log
 
 
 def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
-"""`echo`: returns its inputs as its outputs, by a round trip through the VM."""
+"""`echo`: returns its inputs as its outputs, by a round trip through the VM: their JSON
+goes to `cat` on its standard input and comes back on its standard output (no file is
+written into the VM)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from swarm_engine.agents.base import StepContext, StepOutcome
-from swarm_engine.agents.files import INPUTS_FILE, put_inputs, tail
+from swarm_engine.agents.files import tail
 from swarm_engine.models import AgentSpec
 from swarm_engine.records import readable_json
 
@@ -21,15 +24,20 @@ class EchoAgent:
         return None
 
     async def run(self, ctx: StepContext) -> StepOutcome:
-        await put_inputs(ctx.vm, ctx.inputs)
-        result = await ctx.vm.exec(["cat", INPUTS_FILE], timeout=ctx.timeout_seconds)
+        sent = json.dumps(ctx.inputs, default=str).encode()
+        result = await ctx.vm.exec(["cat"], stdin=sent, timeout=ctx.timeout_seconds)
         if not result.ok:
             return StepOutcome(
                 exit_code=result.exit_code, error=f"echo failed: {tail(result.stderr)}"
             )
-        # stdout is bounded (head and tail): a large round trip is read back as a file
-        raw = await ctx.vm.get_file(INPUTS_FILE) if result.stdout_cut else result.stdout
-        outputs = readable_json(raw)
+        if result.stdout_bytes != len(sent):
+            return StepOutcome(
+                exit_code=1,
+                error=f"echo failed: {len(sent)} bytes sent, {result.stdout_bytes} came back",
+            )
+        # stdout is kept bounded (head and tail): a large round trip, whole in length (above),
+        # is read from what was sent
+        outputs = readable_json(sent if result.stdout_cut else result.stdout)
         if ctx.log:
             maybe = ctx.log("stdout", result.stdout.decode())
             if maybe is not None:
