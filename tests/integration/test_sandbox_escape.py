@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.support.listener import Greeter as Listener
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.bwrap import SandboxFds
 from swarm_engine.vm.process import ProcessBackend, ProcessConfig, ProcessVM, bwrap_problem
 
 pytestmark = pytest.mark.skipif(bwrap_problem() is not None, reason=f"{bwrap_problem()}")
@@ -24,15 +26,23 @@ pytestmark = pytest.mark.skipif(bwrap_problem() is not None, reason=f"{bwrap_pro
 SECRET = "s3cr3t-" + os.urandom(6).hex()
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
+@pytest.fixture(params=["private", "reachable"])
+def home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A home in a 0700 folder (a root engine binds each workspace in a private mount
+    first), or one that any uid may walk through (o+x down to it: bound by its path)."""
+    if request.param == "reachable":
+        tmp_path = Path(tempfile.mkdtemp(prefix="swarm-reachable-", dir="/tmp"))
+        tmp_path.chmod(0o711)
     home = tmp_path / "home"
     home.mkdir()
+    home.chmod(0o711 if request.param == "reachable" else 0o700)
     (home / "tickets.db").write_text(f"SQLite format 3 {SECRET}")
     key = tmp_path / "anthropic.key"
     key.write_text(f"sk-ant-{SECRET}")
     key.chmod(0o600)
-    return home
+    yield home
+    if request.param == "reachable":
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -158,6 +168,27 @@ async def test_no_root_no_capabilities_no_other_uid(vm: ProcessVM) -> None:
     if vm.host_uid is not None:  # a root engine: the sandbox is not root on the host either
         await vm.exec("echo x > mine")
         assert (vm.workspace / "mine").stat().st_uid == vm.host_uid != 0
+
+
+async def test_a_root_engine_binds_a_workspace_by_path_only_where_any_uid_reaches_it(
+    vm: ProcessVM, home: Path
+) -> None:
+    """A root engine runs bubblewrap as the VM's own uid. From a home any uid may walk
+    through, the workspace is bound by its path; from a private one (0700), each command
+    first binds it in a mount namespace of its own (programs of its own: unshare, mount).
+    Either way the command runs in its workspace as that uid."""
+    if vm.host_uid is None:
+        pytest.skip("a root engine's layout (the engine runs as root)")
+    res = await vm.exec("echo made > here")
+    assert res.exit_code == 0 and (vm.workspace / "here").read_text() == "made\n"
+    assert (vm.workspace / "here").stat().st_uid == vm.host_uid
+    fds = SandboxFds.open(network=False)
+    try:
+        argv = vm._argv(["true"], None, 10, fds)  # the command line it chose
+    finally:
+        fds.close()
+    private = (home.stat().st_mode & 0o001) == 0
+    assert (Path(argv[0]).name == "unshare") == private, argv
 
 
 async def test_host_environment_does_not_leak(

@@ -12,6 +12,7 @@ import errno
 import functools
 import os
 import shutil
+import stat
 import subprocess
 
 from swarm_engine.errors import VMError
@@ -48,6 +49,25 @@ HOW_TO_FIX = (
 
 def root_engine() -> bool:
     return os.geteuid() == 0
+
+
+def others_can_reach(folder: str) -> bool:
+    """Whether any uid may walk the path down to `folder` (a real path): each folder from
+    `/` to it is searchable by others (`o+x`). Then a root engine's sandbox uid reaches its
+    workspace there by path, and its commands need no private mount (`ProcessVM._argv`).
+    Mode bits only (an ACL that narrows them makes each command fail, with bubblewrap's
+    line). Blocking: one `stat` per folder."""
+    path = folder
+    while True:
+        try:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
 
 
 def bwrap_problem() -> str | None:

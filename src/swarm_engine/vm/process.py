@@ -37,7 +37,13 @@ from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
 from swarm_engine.osthreads import executor
 from swarm_engine.vm.base import OrphanRecord, VMSpec, is_plain_name
-from swarm_engine.vm.bwrap import HOST_UID_BASE, HOST_UID_SPAN, disables_userns, root_engine
+from swarm_engine.vm.bwrap import (
+    HOST_UID_BASE,
+    HOST_UID_SPAN,
+    disables_userns,
+    others_can_reach,
+    root_engine,
+)
 from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
 from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
 from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
@@ -70,6 +76,9 @@ class ProcessBackend:
         self._threads: ThreadPoolExecutor | None = None
         self._real_root: str | None = None
         """`root` with its symlinks resolved, once (its VM folders are the engine's own)."""
+        self._reachable: bool | None = None
+        """Root engine: whether any uid may walk down to a VM's folder (`others_can_reach`),
+        found once the first VM folder is made."""
 
     def _probe(self) -> None:
         if not self._probed:
@@ -119,6 +128,8 @@ class ProcessBackend:
             nonlocal made
             prepare_folder(folder, isolated, host_uid)
             made = True
+            if host_uid is not None and self._reachable is None:
+                self._reachable = others_can_reach(os.path.realpath(folder))
 
         try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
             await patiently(  # a shortage (of memory) is waited out: vm/shortage.py
@@ -142,7 +153,7 @@ class ProcessBackend:
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
-            real_workspace=real,
+            real_workspace=real, reachable=bool(self._reachable),
         )  # fmt: skip
 
     async def _unmake(self, folder: Path, vm_id: str) -> None:
