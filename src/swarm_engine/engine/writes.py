@@ -102,8 +102,8 @@ class RunWrites:
                 socket_path=info.socket_path,
                 overlay_path=info.overlay_path,
                 isolation=info.isolation,
+                busy_with=exec_id,
             )
-            self.store.vms.record_busy(vm.id, exec_id)
             self.store.runs.step_started(exec_id, vm.id)
 
     def step_finished(self, end: StepEnd) -> None:

@@ -50,19 +50,23 @@ class VMStore:
         socket_path: str | None,
         overlay_path: str | None,
         isolation: str | None = None,
+        busy_with: int | None = None,
     ) -> None:
-        """The VM is up; `isolation` is what its backend says isolates it (issue 9)."""
-        self.db.run(
-            self.q.record_ready,
-            {
-                "id": vm_id,
-                "pid": pid,
-                "workspace": workspace,
-                "socket_path": socket_path,
-                "overlay_path": overlay_path,
-                "isolation": isolation,
-            },
-        )
+        """The VM is up; `isolation` is what its backend says isolates it (issue 9). With
+        `busy_with` (a step execution's id) it is recorded busy with that step at once, in
+        the same statement (`ready_at` kept)."""
+        args: dict[str, Any] = {
+            "id": vm_id,
+            "pid": pid,
+            "workspace": workspace,
+            "socket_path": socket_path,
+            "overlay_path": overlay_path,
+            "isolation": isolation,
+        }
+        if busy_with is None:
+            self.db.run(self.q.record_ready, args)
+        else:
+            self.db.run(self.q.record_ready_busy, {**args, "step_execution_id": busy_with})
 
     def record_busy(self, vm_id: str, step_execution_id: int | None) -> None:
         self.db.run(self.q.record_busy, {"id": vm_id, "step_execution_id": step_execution_id})

@@ -10,6 +10,13 @@ UPDATE vms SET state = 'ready', ready_at = now(), pid = :pid,
        isolation = :isolation
  WHERE id = :id
 
+-- name: record_ready_busy
+-- The VM is up and at once busy with a step (one statement for both changes)
+UPDATE vms SET state = 'busy', ready_at = now(), pid = :pid,
+       workspace = :workspace, socket_path = :socket_path, overlay_path = :overlay_path,
+       isolation = :isolation, step_execution_id = :step_execution_id
+ WHERE id = :id
+
 -- name: record_busy
 UPDATE vms SET state = 'busy', step_execution_id = :step_execution_id WHERE id = :id
 
