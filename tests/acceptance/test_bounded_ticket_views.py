@@ -97,3 +97,39 @@ def test_ticket_detail_shows_the_newest_runs_and_events_and_how_to_page(home: Pa
         assert page.text.count("<h2>Run ") == SHOWN_RUNS
     finally:
         server.stop()
+
+
+def test_ticket_list_status_may_be_repeated_like_the_api_status_param(home: Path) -> None:
+    """`--status failed --status cancelled` lists the tickets in either status (it kept only
+    the last one), as `GET /v1/tickets?status=failed&status=cancelled` does, and the line
+    for the next page repeats every one of them."""
+    for tid, status in enumerate(("done", "failed", "open", "cancelled", "failed"), start=1):
+        sql(home, "INSERT INTO tickets (id, title, status, agent_id) VALUES (?, ?, ?, 'echo')",
+            tid, f"t{tid}", status)  # fmt: skip
+    args = ("ticket", "list", "--status", "failed", "--status", "cancelled")
+    done = swarm_inproc(home, *args, "--json")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [(t["id"], t["status"]) for t in json.loads(done.stdout)] == [
+        (5, "failed"),
+        (4, "cancelled"),
+        (2, "failed"),
+    ]
+    paged = swarm_inproc(home, *args, "--limit", "2")
+    assert paged.returncode == 0, paged.stderr
+    assert (
+        "swarm-engine ticket list --status failed --status cancelled --limit 2 --cursor 4"
+        in paged.stdout
+    )
+    rest = swarm_inproc(home, *args, "--limit", "2", "--cursor", "4", "--json")
+    assert [t["id"] for t in json.loads(rest.stdout)] == [2]
+    none = swarm_inproc(home, "ticket", "list", "--status", "draft", "--status", "running")
+    assert none.stdout.startswith("no tickets with status draft or running ")
+    bad = swarm_inproc(home, "ticket", "list", "--status", "done", "--status", "bogus")
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr.startswith("error: unknown status 'bogus' ")
+    server = start_api(home)
+    try:
+        got = server.get("/v1/tickets?status=failed&status=cancelled").json()
+        assert [t["id"] for t in got["items"]] == [5, 4, 2]
+    finally:
+        server.stop()

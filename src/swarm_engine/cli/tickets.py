@@ -117,11 +117,16 @@ def create(
         console.print(f"ticket {row.id} created ({styled(row.status)})")
 
 
-@ticket.command("list", epilog=example("swarm-engine ticket list --status failed --limit 10"))
+@ticket.command(
+    "list", epilog=example("swarm-engine ticket list --status failed --status cancelled --limit 10")
+)
 @click.option(
     "--status",
+    "statuses",
+    multiple=True,
     metavar="STATUS",
-    help=f"Only tickets with this status: {', '.join(s.value for s in TicketStatus)}.",
+    help="Only tickets with this status; repeat it for tickets in any of several:"
+    f" {', '.join(s.value for s in TicketStatus)}.",
 )
 @click.option(
     "--limit",
@@ -140,19 +145,23 @@ def create(
 @click.option("--json", "as_json", is_flag=True, help="Print the tickets as a JSON list.")
 @pass_existing("tickets")
 def list_(
-    settings: Settings, status: str | None, limit: int, cursor: int | None, as_json: bool
+    settings: Settings,
+    statuses: tuple[str, ...],
+    limit: int,
+    cursor: int | None,
+    as_json: bool,
 ) -> None:
     """List tickets, newest first: one line each (long values cut; 'ticket show' has them whole)."""
+    statuses = tuple(dict.fromkeys(statuses))  # each once, in the order given
     with store_of(settings) as store:
-        found = service.page(store, statuses=[status] if status else [], limit=limit,
-                             cursor=cursor)  # fmt: skip
+        found = service.page(store, statuses=statuses, limit=limit, cursor=cursor)
     rows = found.items
     if as_json:
         emit_json([r.as_dict() for r in rows])
-        _next_page(found, status, limit, err=True)
+        _next_page(found, statuses, limit, err=True)
         return
     if not rows:
-        which = f" with status {plain(status)}" if status else ""
+        which = f" with status {' or '.join(plain(s) for s in statuses)}" if statuses else ""
         console.print(f"no tickets{which} (create one: swarm-engine ticket create --help)")
         return
     with_priority = any(r.priority for r in rows)
@@ -185,17 +194,19 @@ def list_(
             ),
         )
     )
-    _next_page(found, status, limit)
+    _next_page(found, statuses, limit)
 
 
-def _next_page(found: service.Page, status: str | None, limit: int, *, err: bool = False) -> None:
+def _next_page(
+    found: service.Page, statuses: tuple[str, ...], limit: int, *, err: bool = False
+) -> None:
     """Say how to list the older tickets when some were left out: past `--limit`, or
     sooner when the page's tickets hold `PAGE_BYTES` of inputs and results (never a page
     cut silently). On stderr under --json, so stdout stays one JSON list."""
     if found.next_cursor is None:
         return
     why = "" if len(found.items) >= limit else " (this page ended early: its tickets are large)"
-    again = " --status " + plain(status) if status else ""
+    again = "".join(" --status " + plain(s) for s in statuses)
     line = (
         f"more tickets{why}: swarm-engine ticket list{again} --limit {limit}"
         f" --cursor {found.next_cursor}"
