@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -22,6 +23,7 @@ from pydantic import (
 
 # the pydantic-free records and name patterns live in records.py (the store, short commands
 # and registry/plain.py use them without pydantic); they are re-exported here
+from swarm_engine.errors import VMError
 from swarm_engine.records import ENV_NAME_RE as ENV_NAME_RE
 from swarm_engine.records import IMAGE_RE as IMAGE_RE
 from swarm_engine.records import NAME_RE as NAME_RE
@@ -31,6 +33,7 @@ from swarm_engine.records import TicketStatus as TicketStatus
 from swarm_engine.records import Usage as Usage
 from swarm_engine.records import split_ref as split_ref
 from swarm_engine.records import strict_json as strict_json
+from swarm_engine.vm.base import output_file_path
 
 
 class _Strict(BaseModel):
@@ -90,6 +93,16 @@ class RetryPolicy(_Strict):
     max_backoff_seconds: float = Field(default=60.0, strict=True, allow_inf_nan=False, ge=0)
 
 
+def _output_file(declared: str) -> str:
+    # checked whenever a definition is read (a registry row is untrusted), not only at
+    # registration: the claude kinds read these files after their (paid) session
+    try:
+        output_file_path(declared)
+    except VMError as exc:
+        raise ValueError(str(exc)) from None
+    return declared
+
+
 class AgentSpec(_Strict):
     """One agent definition, as written in agent.yaml (or built in)."""
 
@@ -108,7 +121,9 @@ class AgentSpec(_Strict):
     vm: VMRequirements = Field(default_factory=VMRequirements)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     config: dict[str, Any] = Field(default_factory=dict)
-    output_files: list[str] = Field(default_factory=list)
+    output_files: list[Annotated[str, AfterValidator(_output_file)]] = Field(default_factory=list)
+    """Workspace files the claude kinds return (`vm.base.output_file_path`): never a path
+    outside the workspace, the workspace itself or a folder."""
     model_api: Annotated[
         Annotated[Annotated[bool, Field(strict=True)], Tag("bool")]
         | Annotated[ModelApiSpec, Tag("budget")],

@@ -292,7 +292,9 @@ def test_register_and_show_definitions(world: World) -> None:
     assert body["message"].startswith("agent: command: ${inputs.nope}: 'nope' is not declared")
     for wrong, field in (({"name": "Bad Name"}, "name"), ({"name": "x", "kind": "nope"}, "kind"),
                          ({"name": "x", "memory_mb": 1}, "memory_mb"),
-                         ({"name": "_template:x"}, "reserved")):  # fmt: skip
+                         ({"name": "_template:x"}, "reserved"),
+                         ({"name": "x", "output_files": ["a/.."]}, "output_files.0: path 'a/..'"),
+                         ({"name": "x", "output_files": ["out/"]}, "names a folder")):  # fmt: skip
         assert field in str(refused(api.post("/v1/agents", json=wrong), 422)["message"])
     assert ok(api.get("/v1/agents/api-hello"))["command"] == "echo hello ${inputs.who}"
     assert ok(api.get("/v1/agents/api-hello@1.5"))["version"] == "1.5"

@@ -116,6 +116,24 @@ def refused(home: Path, args: list[str], message: str) -> str:
             for kind in ("claude", "claude-code")
             for path in ("../../etc/passwd", "/etc/passwd", "/workspace/../x")
         ),
+        *(  # a path that cannot name a file: the workspace itself, or a folder by its form
+            (
+                f"name: x\nkind: {kind}\nmemory_mb: 2048\noutput_files: [out.txt, {path!r}]\n",
+                f"agent.yaml: output_files.1: path {path!r} names {what}, not a file",
+            )
+            for kind in ("claude", "claude-code", "shell")
+            for path, what in (
+                (".", "the VM workspace itself"),
+                ("", "the VM workspace itself"),
+                ("./", "the VM workspace itself"),
+                ("a/..", "the VM workspace itself"),
+                ("/workspace", "the VM workspace itself"),
+                ("/workspace/", "the VM workspace itself"),
+                ("out/", "a folder"),
+                ("out/.", "a folder"),
+                ("a/b/..", "a folder"),
+            )
+        ),
         ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: Input should be"),
         ("name: x\nkind: shell\nretry: {backoff_seconds: '1'}\n", "retry.backoff_seconds: In"),
         ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),

@@ -214,6 +214,15 @@ HALF_SPECS = [
         "env-eq",
         "agent env-eq@1.0.0 in the registry: spec.env: 'A=B' is not an environment variable",
     ),
+    (  # registration refuses it; a row holding it fails its ticket alone, before any VM
+        "agents",
+        '(\'dot-out\', \'1.0.0\', \'shell\', \'{"name":"dot-out","version":"1.0.0",'
+        '"kind":"shell","command":"true","output_files":["out.txt","."]}\')',
+        "single",
+        "dot-out",
+        "agent dot-out@1.0.0 in the registry: spec.output_files.1: path '.' names the VM"
+        " workspace itself, not a file",
+    ),
     (
         "workflows",
         "('rchain', '1.0.0', '"

@@ -247,7 +247,10 @@ LIKELY_PLAIN: dict[str, st.SearchStrategy[Any]] = {
         },
     ),
     "config": st.dictionaries(PLAIN_TEXT, st.one_of(PLAIN_JSON, DEEP), max_size=3),
-    "output_files": st.lists(PLAIN_TEXT, max_size=2),
+    "output_files": st.lists(
+        st.one_of(PLAIN_TEXT, st.sampled_from(["out.txt", ".", "", "./", "a/..", "out/", "../x"])),
+        max_size=2,
+    ),
     "model_api": st.one_of(
         st.booleans(),
         st.fixed_dictionaries(

@@ -9,10 +9,9 @@ from __future__ import annotations
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
 from swarm_engine.agents.shell_command import check_argv, check_command
-from swarm_engine.errors import ConfigError, VMError
+from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import check_template, references
-from swarm_engine.vm.base import safe_relpath
 
 COMMAND_NAMESPACES = ("inputs", "ticket")
 """What an agent's `command` can refer to (a workflow step's inputs see more)."""
@@ -32,9 +31,10 @@ def check_agent(spec: AgentSpec, source: str) -> None:
       resolve within the schema (nothing is fetched: `swarm_engine.schemas`);
     - `env`: a value over `INPUT_ENV_MAX_BYTES` (its names, and NULs in its values, are
       `AgentSpec`'s to check: whenever a definition is read, a registry row included);
-    - `output_files`: a path outside the VM workspace (`/etc/passwd`, `../x`), by the rule
-      the claude kinds read them with after their session (`vm.base.safe_relpath`), so
-      such an agent is refused here rather than after a paid session.
+    - (`output_files` outside the VM workspace, naming the workspace itself or a folder
+      are `AgentSpec`'s to refuse, by the rule the claude kinds read them with after
+      their session, `vm.base.output_file_path`: whenever a definition is read, a
+      registry row included.)
     """
     if spec.kind not in AGENT_KINDS:
         raise ConfigError(
@@ -53,11 +53,6 @@ def check_agent(spec: AgentSpec, source: str) -> None:
         check_schemas(schemas, source)
     if spec.command is not None:
         _check_command(spec, source)
-    for i, declared in enumerate(spec.output_files):
-        try:
-            safe_relpath(declared)
-        except VMError as exc:
-            raise ConfigError(f"{source}: output_files.{i}: {exc}") from exc
     for name, value in spec.env.items():  # names: AgentSpec checks them on every read
         if len(value.encode()) > INPUT_ENV_MAX_BYTES:
             raise ConfigError(

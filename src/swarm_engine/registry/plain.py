@@ -22,13 +22,16 @@ import json
 import math
 from typing import Any
 
+from swarm_engine.errors import VMError
 from swarm_engine.records import ENV_NAME_RE, IMAGE_RE, NAME_RE, VERSION_RE
+from swarm_engine.vm.base import output_file_path
 
 # Each model's fields and the rule its value must meet: a type (`str`, `int` and `bool`
 # exactly, as the models' strict fields take them; `float`, a finite number, as the strict
 # float fields take it: an int or a float, never a bool or text), a pattern
 # (`name`, `version`, `image`), `json` (any JSON object), `env` (names as `ENV_NAME_RE`,
-# text values without NUL), `strings` (a list of text), `command` (text or a list of text),
+# text values without NUL), `files` (a list of text, each an output file's path as
+# `vm.base.output_file_path` takes it), `command` (text or a list of text),
 # `ports`, a model of this table, or `model_api` (a bool or a ModelApiSpec); `?`: or null.
 MODELS: dict[str, dict[str, str]] = {
     "AgentSpec": {
@@ -47,7 +50,7 @@ MODELS: dict[str, dict[str, str]] = {
         "vm": "VMRequirements",
         "retry": "RetryPolicy",
         "config": "json",
-        "output_files": "strings",
+        "output_files": "files",
         "model_api": "model_api",
         "package_path": "str?",
     },
@@ -155,8 +158,10 @@ def _fits(value: Any, rule: str, field: str) -> bool:
         )
     if rule == "command" and _text(value):
         return True
-    if rule in ("strings", "command"):
+    if rule == "command":
         return type(value) is list and all(_text(item) for item in value)
+    if rule == "files":
+        return type(value) is list and all(_text(item) and _file(item) for item in value)
     if rule == "ports":
         bounds = BOUNDS[field]
         return (
@@ -165,6 +170,14 @@ def _fits(value: Any, rule: str, field: str) -> bool:
             and len(set(value)) == len(value)
         )
     raise AssertionError(f"no rule {rule!r}")  # pragma: no cover (the table is fixed)
+
+
+def _file(path: str) -> bool:
+    try:
+        output_file_path(path)
+    except VMError:
+        return False
+    return True
 
 
 def _within(number: float, bounds: dict[str, int]) -> bool:

@@ -244,3 +244,15 @@ def safe_relpath(path: str) -> str:
     if norm == ".." or norm.startswith("../"):
         raise VMError(f"path {shown(given)} is outside the VM workspace")
     return norm
+
+
+def output_file_path(declared: str) -> str:
+    """An agent's declared output file as a workspace path (`safe_relpath`), or `VMError`
+    for one that cannot name a file: the workspace itself (`""`, `.`, `./`, `a/..`,
+    `/workspace`) or a folder by its form (a trailing `/`, or `.` / `..` last)."""
+    path = safe_relpath(declared)
+    if path == ".":
+        raise VMError(f"path {shown(declared)} names the VM workspace itself, not a file")
+    if declared.endswith("/") or declared.rsplit("/", 1)[-1] in (".", ".."):
+        raise VMError(f"path {shown(declared)} names a folder, not a file")
+    return path

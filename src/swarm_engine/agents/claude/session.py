@@ -24,7 +24,7 @@ from swarm_engine.agents.files import put_inputs, upload_package
 from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.errors import AgentError, VMError
 from swarm_engine.models import Usage
-from swarm_engine.vm.base import safe_relpath
+from swarm_engine.vm.base import output_file_path
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class Session:
         files: dict[str, str] = {}
         for declared in self.ctx.agent.output_files:
             try:
-                path = safe_relpath(declared)
+                path = output_file_path(declared)
                 files[declared] = (await self.ctx.vm.get_file(path)).decode("utf-8", "replace")
             except VMError:
                 raise _Stop(

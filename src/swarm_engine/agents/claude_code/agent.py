@@ -44,7 +44,7 @@ from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.agents.shell import check_exec_size
 from swarm_engine.errors import AgentError, SwarmError, VMError
 from swarm_engine.models import AgentSpec, Usage
-from swarm_engine.vm.base import VM, safe_relpath
+from swarm_engine.vm.base import VM, output_file_path
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class _Run:
         files: dict[str, str] = {}
         for declared in self.ctx.agent.output_files:
             try:
-                data = await self.ctx.vm.get_file(safe_relpath(declared))
+                data = await self.ctx.vm.get_file(output_file_path(declared))
             except VMError:
                 return files, declared
             files[declared] = data.decode("utf-8", "replace")
