@@ -80,6 +80,17 @@ def _target(url: str | None) -> str | Path | None:
     return url
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same real path (symlinks and `..` resolved),
+    or, when both exist, one file under two names (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing (or unreadable): not one file yet
+        return False
+
+
 def hostname() -> str:
     """The machine's name: `gethostname()`, which on POSIX is the `uname` node name (read
     from os.uname: importing socket costs a short command 2-3 ms)."""
@@ -142,6 +153,28 @@ class Settings:
         values = dict(checked)
         self._gateway: GatewaySettings | None = values.pop("gateway")
         vars(self).update(values)
+        problem = self._one_file_problem()
+        if problem:
+            raise ConfigError(problem)
+
+    def _one_file_problem(self) -> str | None:
+        """Why the ticket store and the registry would be one SQLite file (by real path:
+        symlinks and `..` resolved, or one file under two names), or None. Each holds its
+        own schema, so one file read as the other gave a misleading schema-version error."""
+        tickets, registry = self.tickets_target, self.registry_target
+        if not (isinstance(tickets, Path) and isinstance(registry, Path)):
+            return None  # a PostgreSQL registry has its own schema in a shared database
+        if not _same_file(tickets, registry):
+            return None
+        if _target(self.registry_url) is not None:
+            said = f"setting registry_url: names the ticket store's file {tickets}"
+        elif _target(self.database_url) is not None:
+            said = f"setting database_url: names the registry's file {registry}"
+        elif self.registry_db is not None:
+            said = f"setting registry_db: names the ticket store's file {tickets}"
+        else:
+            said = f"the ticket store {tickets} and the registry {registry} are one file"
+        return f"{said}; the registry and the ticket store must be different databases"
 
     @property
     def gateway(self) -> GatewaySettings:

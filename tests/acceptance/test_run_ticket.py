@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent, write_workflow
-from tests.support.cli import env_for, query, sqlite_shell, swarm, swarm_inproc, wait_until
+from tests.support.cli import (
+    env_for,
+    query,
+    snapshot,
+    sqlite_shell,
+    swarm,
+    swarm_inproc,
+    wait_until,
+)
 
 from swarm_engine.vm.proctree import tagged
 
@@ -359,6 +367,53 @@ def test_a_sqlite_url_gets_a_note_for_a_new_file_and_no_folders_made(
     assert made.stderr == f"note: created a new, empty {what} at {folder / 'x.db'}\n"
     again = swarm_inproc(home, *args, **env)
     assert (again.returncode, again.stderr) == (0, "")  # said once
+
+
+def test_a_registry_at_the_ticket_stores_own_file_is_refused_in_one_line(
+    home: Path, tmp_path: Path
+) -> None:
+    """`SWARM_REGISTRY_URL` (or `registry_url` in the config file) naming the ticket
+    store's file, by any path to it, said `tickets.db has schema version 6, newer than this
+    engine` (the store's schema read as the registry's): refused when settings load, exit 5,
+    nothing written, a fresh home not made. The same for a `database_url` naming the
+    registry's file."""
+    store = home / "tickets.db"
+    (tmp_path / "link.db").symlink_to(store)
+    (tmp_path / "hard.db").hardlink_to(store)
+    same = "the registry and the ticket store must be different databases\n"
+    by_url = f"error: setting registry_url: names the ticket store's file {store}; {same}"
+    before = snapshot(store), snapshot(home / "registry.db")
+    args = ("ticket", "create", "--title", "t", "--agent", "echo")
+    for env, line in (
+        ({"SWARM_REGISTRY_URL": f"sqlite://{store}"}, by_url),
+        ({"SWARM_REGISTRY_URL": f"sqlite:///{home}/../{home.name}/./tickets.db"}, by_url),
+        ({"SWARM_REGISTRY_URL": f"sqlite://{tmp_path}/link.db"}, by_url),
+        ({"SWARM_REGISTRY_URL": f"sqlite://{tmp_path}/hard.db"}, by_url),
+        (
+            {"SWARM_DATABASE_URL": f"sqlite://{home}/registry.db"},
+            f"error: setting database_url: names the registry's file {home}/registry.db; {same}",
+        ),
+        (
+            {"SWARM_REGISTRY_DB": str(tmp_path / "link.db")},
+            f"error: setting registry_db: names the ticket store's file {store}; {same}",
+        ),
+    ):
+        done = swarm_inproc(home, *args, **env)
+        assert (done.returncode, done.stdout, done.stderr) == (5, "", line), env
+        listed = swarm_inproc(home, "ticket", "list", **env)
+        assert (listed.returncode, listed.stderr) == (5, line), env
+    assert (snapshot(store), snapshot(home / "registry.db")) == before
+    (home / "config.toml").write_text(f'registry_url = "sqlite://{store}"\n')
+    done = swarm_inproc(home, *args)
+    assert (done.returncode, done.stderr) == (5, by_url)
+    (home / "config.toml").unlink()
+    fresh = tmp_path / "fresh"
+    done = swarm(fresh, *args, SWARM_REGISTRY_URL=f"sqlite://{fresh}/tickets.db")
+    assert (done.returncode, done.stdout) == (5, "")
+    assert done.stderr == (
+        f"error: setting registry_url: names the ticket store's file {fresh}/tickets.db; {same}"
+    )
+    assert not fresh.exists()
 
 
 def test_a_sqlite_database_url_alone_keeps_the_registry_in_its_own_file(

@@ -239,3 +239,22 @@ def test_settings_made_directly_are_validated_and_compare_by_value(tmp_path: Pat
         Settings(home=tmp_path, max_vms=0)
     qemu = Settings(home=tmp_path, backend_options={"qemu": {"warm": 1}}).backend_options["qemu"]
     assert qemu.warm == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("options", ["", '{"process": {"isolation": "none"}}'])
+def test_a_registry_at_the_ticket_stores_file_is_refused_by_both_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: str
+) -> None:
+    """Plain settings (the quick check) and others (the model) alike: the two databases
+    are compared by real path, so `..` or a symlink to the store's file is the same file;
+    a PostgreSQL registry beside a SQLite store, or two files, are fine."""
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv("SWARM_BACKEND_OPTIONS", options or "{}")
+    (tmp_path / "alias.db").symlink_to(tmp_path / "tickets.db")  # (dangling: no store yet)
+    for url in (f"sqlite://{tmp_path}/x/../tickets.db", f"sqlite://{tmp_path}/alias.db"):
+        monkeypatch.setenv("SWARM_REGISTRY_URL", url)
+        with pytest.raises(ConfigError, match="must be different databases"):
+            load_settings()
+    for url in (f"sqlite://{tmp_path}/registry.db", "postgresql://u@h/db"):
+        monkeypatch.setenv("SWARM_REGISTRY_URL", url)
+        assert load_settings().registry_url == url
