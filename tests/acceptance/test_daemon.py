@@ -6,12 +6,21 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
-from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
+from tests.support.cli import (
+    query,
+    sqlite_shell,
+    start_engine,
+    swarm,
+    swarm_inproc,
+    wait_until,
+)
 
+from swarm_engine.config import hostname
 from swarm_engine.vm.proctree import tagged
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
@@ -287,3 +296,59 @@ def test_start_daemonizes_and_stop_stops_it(home: Path) -> None:
         == "stopped"
     )
     assert (home / "logs" / "engine.log").is_file()
+
+
+def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """A QEMU warm pool's VMs are in no `vms` row until handed out, so the folders of a
+    killed engine's pool were left for the next `start` to remove, and `cleanup` said
+    nothing of them. It now names and removes them, but only while no engine of this host
+    runs with this store (by its row or by the engine lock), and never a folder whose
+    owner process lives."""
+    pool = home / "run" / "qemu"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    folders = {"warm-0123456789ab": int(ended.stdout), "warm-ba9876543210": os.getpid()}
+    for name, owner in folders.items():  # a gone engine's warm VM; a live process's one
+        (pool / name).mkdir(parents=True)
+        (pool / name / "owner.pid").write_text(f"{owner}\n")
+        (pool / name / "socket").write_text(f"{pool / name / 'agent.sock'}\n")
+        (pool / name / "console.log").write_text("booted\n")
+
+    def cleanup() -> dict[str, list[object]]:
+        done = swarm(home, "cleanup", "--json")
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        report: dict[str, list[object]] = json.loads(done.stdout)
+        return report
+
+    proc = start_engine(home, "--another", **FAST)  # (takes no engine lock: seen by its row)
+    engines.append(proc)
+    engine_ready(home, proc)
+    assert cleanup()["folders"] == []  # an engine of this home runs: its pool is its own
+    stop(proc)
+    assert proc.returncode == 0
+    holder = subprocess.Popen(  # an engine's lock, with no row (another pid namespace)
+        [sys.executable, "-c", HOLD_LOCK, str(home / "tickets.db"), hostname()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert cleanup()["folders"] == []
+    finally:
+        holder.communicate("")  # its stdin closed: it ends, and the lock goes with it
+    assert all((pool / name).is_dir() for name in folders)
+    assert cleanup()["folders"] == ["warm-0123456789ab"]
+    assert sorted(p.name for p in pool.iterdir()) == ["warm-ba9876543210"]
+    said = swarm(home, "cleanup")
+    assert said.stdout.startswith("reaped 0 VM(s), 0 dead engine(s), 0 leftover folder(s);")
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from swarm_engine.engine.hostlock import hold_engine_lock
+hold_engine_lock(Path(sys.argv[1]), sys.argv[2])
+print("held", flush=True)
+sys.stdin.read()
+"""

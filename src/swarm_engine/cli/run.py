@@ -360,11 +360,18 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was cleaned up as JSON.")
 @pass_existing("tickets")
 def cleanup_cmd(settings: Settings, as_json: bool) -> None:
-    """Reap what dead engines left: VMs, their processes and folders, expired leases."""
+    """Reap what dead engines left: VMs, their processes and folders (a QEMU warm pool's
+    too, when no engine of this host runs), expired leases."""
     from swarm_engine.engine.reaper import cleanup
 
     with store_of(settings) as store:
-        report = cleanup(store, settings.home, settings.host_id, settings.backend_options)
+        report = cleanup(
+            store,
+            settings.home,
+            settings.host_id,
+            settings.backend_options,
+            store_target=settings.tickets_target,
+        )
     if as_json:
         emit_json(report.__dict__)
         return

@@ -65,6 +65,25 @@ def hold_engine_lock(store: str | Path, host_id: str) -> int:
     return fd
 
 
+def engine_lock_held(store: str | Path, host_id: str) -> bool:
+    """Whether a process holds the lock of `store`'s engines on host `host_id` (an engine
+    started without `--another` runs, in any pid namespace: a lock is on the file). Nothing
+    is made or written; a lock file that cannot be opened or tested counts as held."""
+    try:
+        fd = os.open(lock_path(store, host_id), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # no engine ever took it
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: an engine holds it
+        return True
+    finally:
+        os.close(fd)  # (and a shared lock taken is let go with it)
+    return False
+
+
 def _holder(fd: int) -> str:
     """` (pid N)` as the lock file says, or "" when it says nothing readable."""
     try:

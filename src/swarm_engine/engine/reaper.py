@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarm_engine.engine.hostlock import engine_lock_held
 from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store import Store
 from swarm_engine.store.tickets import Fence
 from swarm_engine.vm.backends import BACKENDS, create_backend
 from swarm_engine.vm.base import OrphanRecord, VMBackend, is_plain_name
-from swarm_engine.vm.options import BackendOptions
+from swarm_engine.vm.options import BackendOptions, as_mapping
 from swarm_engine.vm.proctree import pid_alive
 from swarm_engine.vm.workspace import remove_folder
 
@@ -106,6 +107,32 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
                 log.warning("%s", left)
 
 
+def reap_pool_folders(
+    store: Store,
+    home: Path,
+    host: str,
+    report: ReapReport,
+    backend_options: Mapping[str, BackendOptions],
+    store_target: str | Path,
+) -> None:
+    """Delete the QEMU backend's VM folders that engines now gone left and no `vms` row
+    names: a warm pool's VMs, booted ahead and recorded only once handed out, which only
+    the next engine's start removed (`QemuBackend.sweep`). Only while no engine of this
+    host runs with this store (`store_target`): none recorded running (the dead ones were
+    just recorded dead) and the engine lock free; even then a folder whose owner process
+    lives is left alone. Each folder removed is named in `report.folders`."""
+    if any(e["host"] == host for e in store.engines.running()):
+        return
+    if engine_lock_held(store_target, host):
+        return
+    from swarm_engine.vm.qemu.backend import sweep_leftovers
+
+    try:
+        report.folders += sweep_leftovers(home, as_mapping(backend_options.get("qemu")))
+    except Exception as exc:  # the rest of the cleanup goes on; say what failed
+        log.warning("could not sweep the qemu backend's VM folders: %s", exc)
+
+
 def vm_fence(
     home: Path, host: str, backend_options: Mapping[str, BackendOptions] | None = None
 ) -> Fence:
@@ -170,12 +197,19 @@ def cleanup(
     home: Path,
     host: str,
     backend_options: Mapping[str, BackendOptions] | None = None,
+    *,
+    store_target: str | Path | None = None,
 ) -> ReapReport:
     """Reap this host's dead engines and orphan VMs and its leftover VM folders, then
     reclaim expired leases (of any host: a dead host's tickets come back this way; what
-    their VMs of this host still run is stopped first, `vm_fence`)."""
+    their VMs of this host still run is stopped first, `vm_fence`). With `store_target`
+    (the store's path or URL, as the engine lock names it; the `cleanup` command's), the
+    VM folders of gone engines' warm pools too, when no engine of this host runs
+    (`reap_pool_folders`; an engine's own start sweeps them for itself)."""
     report = ReapReport()
     reap_engines(store, host, report)
+    if store_target is not None:
+        reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
     reap_vms(store, home, host, report, backend_options or {})
     reap_folders(store, home, report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))

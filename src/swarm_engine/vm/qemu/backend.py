@@ -182,15 +182,15 @@ class QemuBackend:
         except OSError:
             return None
 
-    def sweep(self) -> int:
+    def sweep(self) -> list[str]:
         """Delete VM folders whose owning engine process is gone (e.g. warm VMs of a crashed
         engine, which are not in the `vms` table), and half-packed mount images of dead
-        engines. Returns how many VM folders were removed."""
-        removed = 0
+        engines. Returns the names of the VM folders removed."""
+        removed: list[str] = []
         for cache in dict.fromkeys(self._mounts_dirs):  # squashfs files of dead packers
             mounts.sweep(cache)
         if not self.run_dir.is_dir():
-            return 0
+            return removed
         for folder in self.run_dir.iterdir():
             owner = _read_pid(folder / OWNER_FILE)
             if owner is not None and pid_alive(owner):
@@ -200,7 +200,8 @@ class QemuBackend:
             qemu = _read_pid(folder / "qemu.pid")
             sock = (folder / "socket").read_text().strip() if (folder / "socket").exists() else None
             self.reap(OrphanRecord(folder.name, qemu, None, sock, str(folder)))
-            removed += 1
+            if not folder.exists():  # (a folder that could not be removed is not counted)
+                removed.append(folder.name)
         return removed
 
     def _socket_path(self, folder: Path, name: str = "agent") -> Path:
@@ -527,10 +528,24 @@ def _age(path: Path) -> float:
 
 
 def create(home: Path, options: dict[str, Any]) -> QemuBackend:
-    try:
-        config = QemuOptions(**options)
-    except ValidationError as exc:
-        raise ConfigError(f"qemu backend option {first_error(exc)}") from exc
-    backend = QemuBackend(Path(home), config)
+    backend = QemuBackend(Path(home), _options(options))
     backend.sweep()
     return backend
+
+
+def sweep_leftovers(home: Path, options: dict[str, Any]) -> list[str]:
+    """What `create` sweeps, for `cleanup` (which first makes sure that no engine of the
+    home runs): the VM folders whose owner process is gone, a warm pool's included (no
+    `vms` row names those); the names of the folders removed. Nothing is made, and the
+    backend is not set up, when its run folder does not exist."""
+    config = _options(options)
+    if not (config.run_dir or Path(home) / "run" / "qemu").is_dir():
+        return []
+    return QemuBackend(Path(home), config).sweep()
+
+
+def _options(options: dict[str, Any]) -> QemuOptions:
+    try:
+        return QemuOptions(**options)
+    except ValidationError as exc:
+        raise ConfigError(f"qemu backend option {first_error(exc)}") from exc
