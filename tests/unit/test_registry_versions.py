@@ -98,3 +98,35 @@ def test_a_row_whose_version_cannot_be_one_is_the_latest_only_when_alone(
             assert len(message) < 200 and "\n" not in message, message
     finally:
         reg.close()
+
+
+def test_latest_workflows_sees_each_rows_change_between_reads(tmp_path: Path) -> None:
+    """A daemon reads the latest workflows every 10 s and decodes a row only when it
+    changed: a row rewritten in place (same name, version and time), broken, mended or
+    deleted by any SQLite client is seen as it is at each read."""
+    reg = registry(tmp_path)
+    try:
+        add_rows(tmp_path, [("workflows", "a", "1.0.0"), ("workflows", "b", "1.0.0")])
+        first = reg.latest_workflows()
+        assert sorted(w.ref for w, _ in first) == ["a@1.0.0", "b@1.0.0"]
+        assert [w.steps[0].agent for w, _ in first] == ["echo", "echo"]
+        conn = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+        good = json.dumps({"name": "a", "version": "1.0.0",
+                           "steps": [{"id": "s", "agent": "shell", "inputs": {"command": "true"}}]})  # fmt: skip
+        conn.execute("UPDATE workflows SET spec = ? WHERE name = 'a'", (good,))
+        conn.execute("UPDATE workflows SET spec = '{\"name\": \"b\", \"version\": \"1.0.0\"}'"
+                     " WHERE name = 'b'")  # fmt: skip
+        skipped: list[str] = []
+        second = {w.ref: w for w, _ in reg.latest_workflows(skipped)}
+        assert list(second) == ["a@1.0.0"] and second["a@1.0.0"].steps[0].agent == "shell"
+        assert len(skipped) == 1 and skipped[0].startswith("workflow b@1.0.0 in the registry: ")
+        conn.execute("UPDATE workflows SET spec = ? WHERE name = 'b'",
+                     (good.replace('"a"', '"b"'),))  # fmt: skip
+        conn.execute("DELETE FROM workflows WHERE name = 'a'")
+        conn.close()
+        skipped = []
+        third = reg.latest_workflows(skipped)
+        assert [w.ref for w, _ in third] == ["b@1.0.0"] and skipped == []
+        assert third[0][0].steps[0].agent == "shell"
+    finally:
+        reg.close()
