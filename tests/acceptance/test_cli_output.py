@@ -8,6 +8,9 @@ import fcntl
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 from tests.acceptance.conftest import write_agent
 from tests.support.cli import (
     EXAMPLES,
+    env_for,
     query,
     sqlite_shell,
     start_engine,
@@ -276,6 +280,62 @@ def test_one_engine_per_store_whatever_home_or_path_names_it(home: Path, tmp_pat
     finally:
         first.terminate()
         first.communicate(timeout=60)
+
+
+USING = {
+    "tickets.db": [("ticket", "list"), ("start", "--foreground"), ("run-ticket", "1")],
+    "registry.db": [("agent", "list"), ("ticket", "create", "--title", "t", "--agent", "echo")],
+}
+TWO_NAMES = ": SQLite keeps a write-ahead log per name, so writers through two names lose data;"
+
+
+@pytest.mark.parametrize("db", ["tickets.db", "registry.db"])
+def test_a_store_file_with_a_hard_link_is_refused_by_every_command(
+    home: Path, tmp_path: Path, db: str
+) -> None:
+    """SQLite keeps a WAL per name: through a hard link in another folder, two engines ran
+    one ticket twice and rows were lost at a checkpoint. Whichever name is used, every
+    command refuses the file in one line (exit 6, as for any store error)."""
+    (tmp_path / "elsewhere").mkdir()
+    os.link(home / db, tmp_path / "elsewhere" / db)
+    before = sorted(p.name for p in home.iterdir())
+    for named in (home / db, tmp_path / "elsewhere" / db):
+        env = {"SWARM_TICKETS_DB" if db == "tickets.db" else "SWARM_REGISTRY_DB": str(named)}
+        for args in USING[db]:
+            done = swarm_inproc(home, *args, **env)
+            assert (done.returncode, done.stdout) == (6, ""), (args, done.stdout, done.stderr)
+            assert done.stderr == (
+                f"error: database {named} has 2 hard links{TWO_NAMES}"
+                " use one name (a symlink is fine)\n"
+            ), args
+    assert sorted(p.name for p in home.iterdir()) == before
+    os.unlink(tmp_path / "elsewhere" / db)
+    assert swarm_inproc(home, "ticket", "list").returncode == 0
+
+
+def test_a_store_file_bind_mounted_alone_is_refused(home: Path, tmp_path: Path) -> None:
+    """A bind mount of the file alone is a second name too (its WAL is next to the
+    mount): refused through that name, in a mount namespace of the command's own."""
+    if shutil.which("unshare") is None or os.getuid() != 0:
+        pytest.skip("a bind mount needs root and unshare")
+    mounted = tmp_path / "mounted.db"
+    mounted.touch()
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+            str(home / "tickets.db"), str(mounted), sys.executable, "-m", "swarm_engine",
+            "ticket", "list"]  # fmt: skip
+    done = subprocess.run(
+        argv,
+        env=env_for(home, SWARM_TICKETS_DB=str(mounted)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (6, ""), done.stderr
+    assert done.stderr == (
+        f"error: database {mounted} is a bind mount of the file alone{TWO_NAMES}"
+        " mount its folder instead\n"
+    )
 
 
 def test_a_start_that_cannot_write_its_run_folder_says_so_in_one_line(home: Path) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -239,6 +241,7 @@ def connect(
     Raises `StoreError` when the file cannot be opened or is not a usable database,
     `StoreBusyError` when it stays locked past `SETUP_ATTEMPTS` tries.
     """
+    one_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
@@ -257,6 +260,7 @@ def connect(
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, schema, path)
+            one_name(path)  # again: a link made while it opened
             return db
         except (sqlite3.OperationalError, StoreBusyError) as exc:
             # switching a brand-new file to WAL needs a moment alone with it; when many
@@ -274,6 +278,48 @@ def connect(
             conn.close()
             raise
     raise AssertionError("unreachable")
+
+
+def one_name(path: Path) -> None:
+    """Refuse a database file with a second name that is not a symlink: a hard link, or
+    a bind mount of the file alone. SQLite keeps its write-ahead log (`-wal`) and its
+    shared memory (`-shm`, which holds the write lock) next to the name it opened, so
+    writers through two such names do not see each other's writes nor wait for each
+    other, and rows are lost. A symlink (resolved by SQLite) is one name. A file that does
+    not exist yet, or cannot be read, is left to SQLite to say."""
+    try:
+        links = os.stat(path).st_nlink
+    except (OSError, ValueError):
+        return
+    if links > 1:
+        raise StoreError(
+            f"database {path} has {links} hard links: SQLite keeps a write-ahead log per"
+            " name, so writers through two names lose data; use one name (a symlink is fine)"
+        )
+    if os.path.realpath(path) in _mount_points():
+        raise StoreError(
+            f"database {path} is a bind mount of the file alone: SQLite keeps a write-ahead"
+            " log per name, so writers through two names lose data; mount its folder instead"
+        )
+
+
+_ESCAPED = re.compile(r"\\([0-7]{3})")
+
+
+def _mount_points() -> set[str]:
+    """This process's mount points (`/proc/self/mountinfo`; none where it is not there)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return set()
+    fields = (line.split(" ") for line in lines)
+    return {_ESCAPED.sub(_unescape, f[4]) for f in fields if len(f) > 4}
+
+
+def _unescape(octal: re.Match[str]) -> str:
+    """A mount point's escaped character: `\\040` is a space, `\\134` a backslash."""
+    return chr(int(octal[1], 8))
 
 
 def _migrate(db: SQLiteDatabase, schema: str, path: Path) -> None:
