@@ -4,7 +4,6 @@ example and a description for every option, and a second `start` that says what 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from tests.support.cli import (
 
 from swarm_engine.cli.main import cli
 from swarm_engine.config import hostname
-from swarm_engine.engine.hostlock import lock_path
+from swarm_engine.engine.hostlock import hold_engine_lock
 
 LONG_TITLE = "a rather long title that says more than any table column at 80 has room for"
 MARKUP_TITLE = "[b]x[/b] [red]y"
@@ -352,17 +351,16 @@ def test_a_start_whose_engine_is_refused_says_the_engines_line(home: Path) -> No
     no pid file of it."""
     settings_run = home / "run"
     settings_run.mkdir(parents=True, exist_ok=True)
-    held = os.open(lock_path(home / "tickets.db", hostname()), os.O_RDWR | os.O_CREAT)
+    held = hold_engine_lock(home / "tickets.db", hostname())  # this process: no engine
     try:
-        os.write(held, b"4242\n")
-        fcntl.flock(held, fcntl.LOCK_EX)
         done = swarm_inproc(home, "start", "--max-vms", "1")
     finally:
         os.close(held)
     assert done.returncode == 4, (done.stdout, done.stderr)
     assert done.stderr == (
-        "error: an engine (pid 4242) is already running on this host with this store;"
-        " 'swarm-engine stop' stops it, 'swarm-engine start --another' starts a second one\n"
+        "error: another process holds this store's engine lock on this host (not an engine"
+        " of this user: its own user's 'swarm-engine stop' stops it);"
+        " 'swarm-engine start --another' starts a second engine\n"
     )
     assert not list(settings_run.glob("engine-*.pid"))
 
