@@ -263,7 +263,8 @@ def test_starts_at_the_same_moment_run_one_engine_and_the_others_say_why(home: P
 
 def test_one_engine_per_store_whatever_home_or_path_names_it(home: Path, tmp_path: Path) -> None:
     """Another home naming the same store file, through a symlink or `..`: still one
-    engine (each home used to lock its own run folder)."""
+    engine (each home used to lock its own run folder), and the `stop` the refusal
+    names stops it from that home too (it said "no engine is running on this host")."""
     first = start_engine(home, "--max-vms", "1")
     try:
         wait_until(
@@ -275,7 +276,37 @@ def test_one_engine_per_store_whatever_home_or_path_names_it(home: Path, tmp_pat
             other = tmp_path / f"home-{len(store.parts)}"
             done = swarm_inproc(other, "start", "--foreground", SWARM_TICKETS_DB=str(store))
             assert done.returncode == 4, (done.stdout, done.stderr)
-            assert f"an engine (pid {first.pid}) is already running" in done.stderr
+            assert f"already running on this host with this store (pid {first.pid})" in done.stderr
+            assert "'swarm-engine stop' stops it" in done.stderr
+        stopped = swarm(other, "stop", SWARM_TICKETS_DB=str(store))
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"draining 1 engine(s): [{first.pid}]" in stopped.stdout, stopped.stdout
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.terminate()
+        first.communicate(timeout=60)
+
+
+def test_stop_from_another_home_leaves_an_engine_of_another_store_alone(
+    home: Path, tmp_path: Path
+) -> None:
+    """`stop` signals an engine of another home only when the kernel says it holds this
+    store's lock: a row naming the pid of an engine of another store is not enough."""
+    first = start_engine(home, "--max-vms", "1")
+    try:
+        wait_until(
+            lambda: query(home / "tickets.db", "SELECT 1 FROM engines WHERE state = 'running'"),
+            30, "the first engine to register",
+        )  # fmt: skip
+        other = tmp_path / "other"
+        assert swarm_inproc(other, "status", "--init").returncode == 0
+        sqlite_shell(other / "tickets.db",
+                     "INSERT INTO engines (id, host, pid, max_vms, backend)"
+                     f" VALUES ('forged', '{hostname()}', {first.pid}, 1, 'process')")  # fmt: skip
+        stopped = swarm(other, "stop", "--no-wait")
+        assert stopped.stdout == "no engine is running on this host\n", stopped.stdout
+        assert first.poll() is None
     finally:
         first.terminate()
         first.communicate(timeout=60)

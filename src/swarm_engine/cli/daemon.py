@@ -18,7 +18,7 @@ from swarm_engine.cli.text import left_running, ms, short, terminal_width, visib
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
-from swarm_engine.engine.hostlock import hold_engine_lock
+from swarm_engine.engine.hostlock import hold_engine_lock, holding
 from swarm_engine.errors import ConflictError, SwarmError
 from swarm_engine.osthreads import name_file_workers
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
@@ -125,12 +125,17 @@ def use_pidfd_child_watcher() -> None:
 
 
 def _ours(settings: Settings, pid: object) -> bool:
-    """True if `pid` is an engine started from this home: a live `swarm-engine start`
-    whose pid file is in this home's run folder, written after it started (only the
-    engine, or the `start` that spawned it, writes one there; an `engines` row is any
-    writer's, and a pid file left by a killed engine names a pid that may be reused)."""
+    """True if `pid` is an engine of this host on this store that `stop` may signal: a
+    live `swarm-engine start` that holds the store's engine lock for this `host_id` (the
+    kernel says so, whatever home or name of the store it was started with), or one
+    started from this home (`--another` takes no lock): its pid file is in this home's run
+    folder, written after it started (only the engine, or the `start` that spawned it,
+    writes one there; an `engines` row is any writer's, and a pid file left by a killed
+    engine names a pid that may be reused)."""
     if not (isinstance(pid, int) and is_engine(pid)):
         return False
+    if holding(settings.tickets_target, settings.host_id, [pid]):
+        return True
     try:  # written once the process ran: a pid reused since has started after it
         written = (settings.run_dir / f"engine-{pid}.pid").stat().st_mtime
     except OSError:
@@ -336,7 +341,8 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
             for e in store.engines.running()
             if e["host"] == settings.host_id and e["kind"] == "daemon"
         ]
-    # a row's pid is anything a writer put there: only this home's engines, each once
+    # a row's pid is anything a writer put there: only engines holding this store's lock,
+    # or started from this home, each once
     pids = list(dict.fromkeys(e["pid"] for e in engines if _ours(settings, e["pid"])))
     if not pids:
         click.echo("no engine is running on this host")
