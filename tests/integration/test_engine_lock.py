@@ -159,6 +159,7 @@ def tmpdir_of_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     tmp = tmp_path / "tmp"
     tmp.mkdir(mode=0o1777)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))  # for the processes it starts
     return tmp
 
 
@@ -223,3 +224,25 @@ def test_a_url_lock_folder_others_can_write_is_refused(
     if kind != "symlink":
         assert not any(folder.iterdir())
         shutil.rmtree(folder)
+
+
+def test_spellings_of_one_database_url_meet_one_lock(
+    tmpdir_of_test: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    """`postgres://` and `postgresql://`, `localhost` and `127.0.0.1`, the default port
+    written or not, a password or `sslmode` added: one database, so one lock (each text
+    had its own, and two engines ran on one host)."""
+    pid = hold(holder, "postgres://engine@localhost/swarm", "host-a")
+    for url in (
+        "postgresql://engine@127.0.0.1:5432/swarm",
+        "postgresql://engine:secret@[::1]/swarm?sslmode=require&application_name=x",
+        "postgresql://engine@LOCALHOST:5432/swarm?connect_timeout=3",
+    ):
+        assert "another process holds this store's engine lock" in refused(url, "host-a")
+        assert holding(url, "host-a", [pid]) == [pid]
+    for other in (
+        "postgresql://engine@localhost/other",  # another database
+        "postgresql://someone@localhost/swarm",  # another user
+        "postgresql://engine@localhost:5433/swarm",  # another server
+    ):
+        assert holding(other, "host-a", [pid]) == []

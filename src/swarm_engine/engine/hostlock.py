@@ -49,11 +49,53 @@ def lock_offset(host_id: str) -> int:
 
 def lock_path(url: str, host_id: str) -> Path:
     """The lock file of the engines of database `url` on host `host_id`: in this user's
-    folder of the machine's temporary folder, `swarm-engine-<uid>/engine-<hash of URL and
-    host_id>.lock` (no URL, nor its password, is written into a file name; 16 hex digits
-    of SHA-256)."""
-    key = hashlib.sha256(f"{_host_hash(host_id)}\n{url}".encode()).hexdigest()[:16]
-    return private_folder() / f"engine-{key}.lock"
+    folder of the machine's temporary folder, `swarm-engine-<uid>/engine-<hash of the
+    database and host_id>.lock` (the database as `database_key` says, so two spellings of
+    one URL meet one lock; no URL, nor its password, is written into a file name; 16 hex
+    digits of SHA-256)."""
+    key = hashlib.sha256(f"{_host_hash(host_id)}\n{database_key(url)}".encode()).hexdigest()
+    return private_folder() / f"engine-{key[:16]}.lock"
+
+
+IDENTITY = ("host", "hostaddr", "port", "dbname", "user", "options", "service")
+"""The connection parameters that say which database a URL names (a password, `sslmode`
+or `application_name` does not change it)."""
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def database_key(url: str) -> str:
+    """Which database `url` names, as one text: the URL as libpq parses it (`postgres://`
+    and `postgresql://` alike), its identity parameters only, with the defaults libpq
+    takes from the environment or its own (port 5432, user the login name, database the
+    user), a host name in lower case and the loopback names as one. A URL libpq cannot
+    parse is its own text. Left apart: other names of one host (`db` and its address), a
+    socket and TCP to the same server, a `service` file's contents."""
+    import getpass
+
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        said = conninfo_to_dict(url)
+    except Error:
+        return url
+    env = os.environ
+    host = str(said.get("host") or env.get("PGHOST") or "")
+    if not host.startswith("/"):
+        host = host.lower()
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        login = str(os.getuid())
+    user = str(said.get("user") or env.get("PGUSER") or login)
+    parts = {
+        **{k: str(said[k]) for k in IDENTITY if said.get(k) not in (None, "")},
+        "host": "localhost" if host in LOOPBACK else host,
+        "port": str(said.get("port") or env.get("PGPORT") or "5432"),
+        "user": user,
+        "dbname": str(said.get("dbname") or env.get("PGDATABASE") or user),
+    }
+    return " ".join(f"{k}={parts[k]!r}" for k in IDENTITY if k in parts)
 
 
 def private_folder() -> Path:
