@@ -389,8 +389,8 @@ def test_a_start_whose_engine_is_refused_says_the_engines_line(home: Path) -> No
         os.close(held)
     assert done.returncode == 4, (done.stdout, done.stderr)
     assert done.stderr == (
-        "error: another process holds this store's engine lock on this host (not an engine"
-        " of this user: its own user's 'swarm-engine stop' stops it);"
+        "error: another process holds this store's engine lock on this host, not an engine"
+        " of this user (another user's engine is stopped by that user's 'swarm-engine stop');"
         " 'swarm-engine start --another' starts a second engine\n"
     )
     assert not list(settings_run.glob("engine-*.pid"))

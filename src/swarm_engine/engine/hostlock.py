@@ -113,22 +113,19 @@ def hold_engine_lock(store: str | Path, host_id: str) -> int:
     has a transaction open on that file would drop SQLite's own (POSIX) locks, so it is
     closed only here, before any, when the lock is refused."""
     if isinstance(store, Path):
-        fd = _open_database(store)
-        lock: tuple[int, int] = (fd, lock_offset(host_id))
+        fd, offset = _open_database(store), lock_offset(host_id)
     else:
-        fd = _open_lock_file(lock_path(store, host_id))
-        lock = (fd, -1)
+        fd, offset = _open_lock_file(lock_path(store, host_id)), -1  # -1: an flock
     try:
-        if lock[1] >= 0:
-            fcntl.fcntl(
-                fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, lock[1], 1, 0)
-            )
+        if offset >= 0:
+            byte = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, byte)
         else:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (BlockingIOError, PermissionError):  # EAGAIN, or EACCES for a held fcntl lock
         held = os.fstat(fd)
         os.close(fd)
-        holders = lock_holders(held, lock[1], _engines_of_this_user())
+        holders = lock_holders(held, offset, _engines_of_this_user())
         raise ConflictError(refusal(holders)) from None
     except OSError as exc:
         os.close(fd)
@@ -141,8 +138,8 @@ def refusal(holders: list[int]) -> str:
     holder is not one of this user's engines)."""
     if not holders:
         return (
-            "another process holds this store's engine lock on this host (not an engine of"
-            " this user: its own user's 'swarm-engine stop' stops it);"
+            "another process holds this store's engine lock on this host, not an engine of"
+            " this user (another user's engine is stopped by that user's 'swarm-engine stop');"
             " 'swarm-engine start --another' starts a second engine"
         )
     pids = ", ".join(str(p) for p in holders)
