@@ -62,7 +62,7 @@ class VMRequirements(_Strict):
     def _image_name(cls, name: str | None) -> str | None:
         # a name in the host's images folder, never a path: an agent cannot choose the
         # kernel, initrd or machine options its VM boots with
-        if name is not None and not IMAGE_RE.match(name):
+        if name is not None and not IMAGE_RE.fullmatch(name):
             raise ValueError("must be an image name (letters, digits, '.', '_', '-'), not a path")
         return name
 
@@ -136,7 +136,7 @@ class AgentSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError(
                 "must be lowercase letters, digits, '.', '_' or '-' (optionally '_template:' first)"
             )
@@ -145,7 +145,7 @@ class AgentSpec(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if not VERSION_RE.match(str(v)):
+        if not VERSION_RE.fullmatch(str(v)):
             raise ValueError("must be a version like 1.0.0")
         return str(v)
 
@@ -192,7 +192,7 @@ class StepSpec(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$", v):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", v):
             raise ValueError("step id must be a letter or '_' then letters, digits, '_' or '-'")
         return v
 
@@ -213,7 +213,7 @@ class TriggerSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _trigger_name(cls, v: str) -> str:
-        if not NAME_RE.match(v) or v.startswith("_template:"):
+        if not NAME_RE.fullmatch(v) or v.startswith("_template:"):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
         return v
 
@@ -269,14 +269,14 @@ class WorkflowSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v) or v.startswith("_template:"):
+        if not NAME_RE.fullmatch(v) or v.startswith("_template:"):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
         return v
 
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if not VERSION_RE.match(str(v)):
+        if not VERSION_RE.fullmatch(str(v)):
             raise ValueError("must be a version like 1.0.0")
         return str(v)
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-NAME_RE = re.compile(r"^(_template:)?[a-z0-9][a-z0-9_.-]{0,62}$")
-"""An agent's, workflow's or trigger's name (only agents may be `_template:`s)."""
-IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
-"""A VM image's name in the host's images folder (never a path)."""
-VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
-"""A definition's version."""
+# `\Z`, never `$`: `$` also matches before a last newline, so `"echo\n"` was a name
+NAME_RE = re.compile(r"(_template:)?[a-z0-9][a-z0-9_.-]{0,62}\Z")
+"""An agent's, workflow's or trigger's name (only agents may be `_template:`s): match it
+with `fullmatch` (`match` is as good: it ends in `\\Z`)."""
+IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\Z")
+"""A VM image's name in the host's images folder (never a path): match it with `fullmatch`."""
+VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,31}\Z")
+"""A definition's version: match it with `fullmatch`."""
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """A name in an agent's `env` (a shell variable's name): match it with `fullmatch`."""
 

@@ -3,8 +3,10 @@ file and the field, and nothing written (registry unchanged, no package folder c
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +14,15 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent, write_workflow
-from tests.support.cli import env_for, snapshot, swarm_inproc
+from tests.support.api import start_api
+from tests.support.cli import (
+    env_for,
+    insert_open_tickets,
+    query,
+    snapshot,
+    swarm,
+    swarm_inproc,
+)
 from tests.support.hostile_yaml import BOMB, WORKFLOW_BOMB
 
 from swarm_engine.registry.loader import MAX_DEFINITION_BYTES
@@ -250,3 +260,77 @@ def test_an_alias_bomb_is_refused_fast_by_a_small_process(home: Path, tmp_path: 
     assert usage.ru_maxrss < 200 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
     assert elapsed < 20
     assert state(home) == before
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ('name: "echo\\n"\n', "name: must be lowercase letters"),
+        ('name: echo2\nversion: "1.0.0\\n"\n', "version: must be a version like 1.0.0"),
+    ],
+    ids=["name", "version"],
+)
+def test_a_last_newline_is_no_name_nor_version(
+    home: Path, tmp_path: Path, head: str, message: str
+) -> None:
+    """`$` also matched before a last newline: `echo\\n` registered as a second `echo`."""
+    folder = write_agent(tmp_path / "a", head + "kind: echo\n")
+    refused(home, ["agent", "register", str(folder)], "agent.yaml: " + message)
+    folder = write_workflow(tmp_path / "w", head + "steps:\n  - {id: a, agent: echo}\n")
+    refused(home, ["workflow", "register", str(folder)], "workflow.yaml: " + message)
+
+
+def test_the_http_api_refuses_a_last_newline_in_a_name(home: Path) -> None:
+    api = start_api(home, token="t0ken-newline-names")
+    try:
+        before = snapshot(home / "registry.db")
+        for body, field in [
+            ({"name": "echo\n", "kind": "echo"}, "name"),
+            ({"name": "echo2", "version": "1.0.0\n", "kind": "echo"}, "version"),
+        ]:
+            got = api.post("/v1/agents", json=body)
+            assert got.status_code == 422, got.text
+            assert got.json()["message"].startswith(f"agent: {field}: must be"), got.text
+        got = api.post(
+            "/v1/workflows", json={"name": "w\n", "steps": [{"id": "a", "agent": "echo"}]}
+        )
+        assert got.status_code == 422, got.text
+        assert snapshot(home / "registry.db") == before
+    finally:
+        api.stop()
+
+
+def test_rows_with_a_last_newline_fail_only_their_tickets(home: Path, tmp_path: Path) -> None:
+    """Rows written past registration: a ticket naming `echo\\n` fails with one line (the
+    built-in `echo` runs on), and a version `1.0.0\\n` is never taken as the latest."""
+    shell = {"name": "echo\n", "version": "1.0.0", "kind": "shell", "command": "echo INJECTED"}
+    good = {"name": "wc", "version": "1.0.0", "kind": "echo"}
+    newer = {"name": "wc", "version": "1.0.0\n", "kind": "shell", "command": "echo INJECTED"}
+    conn = sqlite3.connect(home / "registry.db")
+    with conn:
+        for spec in (shell, good, newer):
+            conn.execute(
+                "INSERT INTO agents (name, version, kind, spec) VALUES (?, ?, ?, ?)",
+                (spec["name"], spec["version"], spec["kind"], json.dumps(spec)),
+            )
+    conn.close()
+    done = swarm(home, "ticket", "create", "--title", "t", "--agent", "echo\n")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "agent echo\\n@1.0.0 in the registry" in done.stderr
+    insert_open_tickets(home / "tickets.db", [("bad", "echo\n", "{}"), ("ok", "echo", "{}")])
+    swarm(home, "ticket", "create", "--title", "wc", "--agent", "wc", check=True)
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tickets = {t["title"]: t for t in query(home / "tickets.db", "SELECT * FROM tickets")}
+    assert tickets["bad"]["status"] == "failed"
+    assert "\n" not in tickets["bad"]["error"]
+    assert tickets["bad"]["error"].startswith(
+        "agent echo\\n@1.0.0 in the registry: spec.name: must be lowercase"
+    ), tickets["bad"]["error"]
+    assert tickets["ok"]["status"] == "done" and tickets["wc"]["status"] == "done"
+    steps = query(
+        home / "tickets.db", "SELECT agent_name, agent_version, outputs FROM step_executions"
+    )
+    assert "INJECTED" not in json.dumps(steps)
+    wc = [s for s in steps if s["agent_name"] == "wc"]
+    assert [s["agent_version"] for s in wc] == ["1.0.0"]

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "sk-swarm-"
 MESSAGES = "/v1/messages"
-FREE_PATHS = re.compile(r"^/v1/(messages/count_tokens|models(/[A-Za-z0-9_-][A-Za-z0-9._-]*)?)$")
+FREE_PATHS = re.compile(r"^/v1/(messages/count_tokens|models(/[A-Za-z0-9_-][A-Za-z0-9._-]*)?)\Z")
 DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)|%2e", re.IGNORECASE)
 SERVER_TOOL = re.compile(r"^(web_search|web_fetch|code_execution)_")
 MAX_METERED_BODY = 64 * 1024 * 1024

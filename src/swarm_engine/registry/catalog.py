@@ -48,13 +48,16 @@ def latest_key(version: str) -> tuple[bool, tuple[Any, ...]]:
     (`VERSION_RE`) above any that cannot (such a row would only fail to decode), then
     `version_key`. A name whose rows all hold bad versions still resolves, to a row that
     fails with one line naming it."""
-    valid = not isinstance(version, InvalidText) and VERSION_RE.match(version) is not None
+    valid = not isinstance(version, InvalidText) and VERSION_RE.fullmatch(version) is not None
     return valid, version_key(version)
 
 
 def _short(value: object, width: int = 40) -> str:
-    """A row's name or version for a message: as stored, cut at `width` characters."""
+    """A row's name or version for a message: as stored, cut at `width` characters, with
+    any character that is not printable escaped (`echo\\n`): the message stays one line."""
     text = str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

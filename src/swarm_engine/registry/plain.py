@@ -140,7 +140,7 @@ def _fits(value: Any, rule: str, field: str) -> bool:
         return _model(value, rule)
     if rule in ("str", "name", "version", "image"):
         pattern = {"name": NAME_RE, "version": VERSION_RE, "image": IMAGE_RE}.get(rule)
-        return _text(value) and (pattern is None or pattern.match(value) is not None)
+        return _text(value) and (pattern is None or pattern.fullmatch(value) is not None)
     if rule == "int":
         return type(value) is int and _within(value, BOUNDS[field])
     if rule == "float":

@@ -26,7 +26,7 @@ MODES = frozenset({"single", "workflow"})
 UNIX_EPOCH_JD = 2440587.5
 _TS = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?"
-    r"\s*(Z|[+-]\d{2}:?\d{2})?$"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?\Z"
 )
 
 

@@ -90,7 +90,7 @@ def image_identity(path: Path, *, inodes: bool = True) -> tuple[int, ...]:
 
 
 def load_image(images_dir: Path, name: str) -> Image:
-    if not IMAGE_RE.match(name):  # a row written by hand may hold anything
+    if not IMAGE_RE.fullmatch(name):  # a row written by hand may hold anything
         raise VMError(f"qemu image {name!r}: not an image name (images are looked up by name)")
     path = images_dir / name
     manifest_path = path / MANIFEST

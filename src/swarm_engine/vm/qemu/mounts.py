@@ -67,7 +67,7 @@ MAX_MOUNTS = 8
 KEEP = 3
 """Images a cache folder keeps (`mounts_keep`): the most recently used of each host folder,
 this many in all, besides any image held right now."""
-IMAGE_NAME = re.compile(r"^(?P<stem>[^.].*-[0-9a-f]{8}-)[0-9a-f]{16}\.squashfs$")
+IMAGE_NAME = re.compile(r"^(?P<stem>[^.].*-[0-9a-f]{8}-)[0-9a-f]{16}\.squashfs\Z")
 """A cached image: `<folder's name>-<hash of its path>-<hash of its content>.squashfs`."""
 TCG_CPU = "max"
 GUEST_BUSYBOX = "/opt/swarm/busybox"
