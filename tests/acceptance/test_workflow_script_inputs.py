@@ -149,11 +149,83 @@ def test_literal_text_and_one_whole_reference_register(home: Path, tmp_path: Pat
         inputs: {command: "echo '$${HOME}' literal"}
       - id: whole
         agent: shell
-        inputs: {command: "${steps.first.outputs.script}"}
+        inputs: {command: 'sh -c "$INPUT_SCRIPT"', script: "${steps.first.outputs.script}"}
     """
     folder = write_workflow(tmp_path / "w", FIRST + steps)
     done = swarm_inproc(home, "workflow", "register", str(folder))
     assert done.returncode == 0, done.stderr
+
+
+# The tester's workflow: an echo step builds a script around the title, and the built-in
+# shell agent ran it (`inputs.command` a whole reference to it).
+FMT = """
+    name: fmt
+    version: 1.0.0
+    steps:
+      - id: fmt
+        agent: echo
+        inputs: {script: "echo Hello ${ticket.title}"}
+      - id: say
+        agent: shell
+        inputs: {command: "${steps.fmt.outputs.script}"}
+"""
+FMT_SPEC = {
+    "name": "fmt",
+    "version": "1.0.0",
+    "steps": [
+        {"id": "fmt", "agent": "echo", "inputs": {"script": "echo Hello ${ticket.title}"}},
+        {"id": "say", "agent": "shell", "inputs": {"command": "${steps.fmt.outputs.script}"}},
+    ],
+}
+
+
+def script_line(source: str) -> str:
+    return (
+        f"{source}: step 'say': inputs.command: ${{steps.fmt.outputs.script}} would run as "
+        "code: shell agent shell@1.0.0 runs inputs.command as its script, so a workflow step "
+        "gives it literal text only; pass the value as an input of its own (script: "
+        '${steps.fmt.outputs.script}) and read it in a literal script ("$INPUT_SCRIPT", '
+        "$SWARM_INPUTS), or run it as a script on purpose, in words: command: "
+        "'sh -c \"$INPUT_SCRIPT\"'"
+    )
+
+
+def test_a_whole_reference_as_the_shell_agent_s_command_is_refused(
+    home: Path, tmp_path: Path
+) -> None:
+    """CLI (exit 5) and HTTP API (422), nothing written."""
+    folder = write_workflow(tmp_path / "w", FMT)
+    before = snapshot(home / "registry.db")
+    done = swarm(home, "workflow", "register", str(folder))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr == f"error: {script_line(str(folder / 'workflow.yaml'))}\n"
+    api = start_api(home, token="t0ken-script-command")
+    try:
+        got = api.post("/v1/workflows", json=FMT_SPEC)
+        assert got.status_code == 422, got.text
+        assert got.json()["message"] == script_line("workflow")
+    finally:
+        api.stop()
+    assert snapshot(home / "registry.db") == before
+
+
+def test_a_hand_written_row_running_a_value_fails_its_ticket(home: Path) -> None:
+    """The same workflow written with sqlite3: its ticket fails before any step runs; the
+    title is never run."""
+    quoted = json.dumps(FMT_SPEC).replace("'", "''")
+    sqlite_shell(
+        home / "registry.db",
+        f"INSERT INTO workflows (name, version, spec) VALUES ('fmt', '1.0.0', '{quoted}')",
+    )
+    swarm(home, "ticket", "create", "--title", "x; echo INJECTED; id", "--workflow", "fmt",
+          check=True)  # fmt: skip
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ticket = json.loads(swarm(home, "ticket", "show", "1", "--json", check=True).stdout)
+    assert ticket["status"] == "failed"
+    assert script_line("workflow fmt@1.0.0 in the registry") in ticket["error"]
+    steps = query(home / "tickets.db", "SELECT step_id, outputs FROM step_executions")
+    assert "uid=" not in json.dumps(steps) and "say" not in {s["step_id"] for s in steps}
 
 
 def test_the_http_api_refuses_it_alike(home: Path) -> None:

@@ -1,6 +1,8 @@
 """The rule for a workflow step of a shell agent (`agents.shell_step_inputs`): every string
 in every input is literal text or exactly one whole reference, never a reference inside
-text, whatever the agent's command does with it; other kinds keep embedded references."""
+text, whatever the agent's command does with it; the input the agent runs as its script
+(`inputs.command` of the built-in `shell` agent, `x` of `command: ${inputs.x}`) holds no
+reference at all; other kinds keep embedded references."""
 
 from __future__ import annotations
 
@@ -64,30 +66,68 @@ def test_a_reference_inside_text_is_refused_whatever_the_command(command: Any) -
     )
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "${inputs.x}"])
 def test_literal_text_and_one_whole_reference_pass_whatever_the_command(command: Any) -> None:
     inputs = {"x": "${ticket.title}", "y": "echo $${HOME} literal", "n": 3, "z": None}
     assert shell_step_problem(inputs, agent(command)) is None
 
 
 @pytest.mark.parametrize(
-    ("value", "where"),
+    ("command", "key"),
     [
-        ("echo hello", None),
-        ("echo $${HOME}", None),
-        ("${steps.first.outputs.script}", None),
-        (" ${steps.first.outputs.script}", "inputs.command"),
-        ("${ticket.id}${ticket.title}", "inputs.command"),
-        ("echo '${inputs.name}'", "inputs.command"),
-        (["echo", "${inputs.name}"], None),
-        (["echo ${inputs.name}"], "inputs.command.0"),
-        ({"a": {"b": ["ok", "x-${ticket.id}"]}}, "inputs.command.a.b.1"),
-        ({"a": "${ticket.id}", "${k}": "literal"}, None),  # keys are never rendered
+        (None, "command"),  # the built-in `shell` agent, or any without a command
+        ("${inputs.x}", "x"),
+        (" ${inputs.x} ", "x"),
+        ("${inputs.x.script}", "x"),
     ],
 )
-def test_every_string_of_a_shell_step_input_is_checked(value: Any, where: str | None) -> None:
+def test_the_script_input_takes_literal_text_only(command: Any, key: str) -> None:
+    """A whole reference in the input an agent runs as its script would run a value (a
+    title, an LLM's output) as code: refused, with how to do it in words."""
+    problem = shell_step_problem({key: "${steps.fmt.outputs.script}"}, agent(command))
+    assert problem == (
+        f"inputs.{key}: ${{steps.fmt.outputs.script}} would run as code: shell agent "
+        f"a@1.0.0 runs inputs.{key} as its script, so a workflow step gives it literal text "
+        "only; pass the value as an input of its own (script: ${steps.fmt.outputs.script}) "
+        'and read it in a literal script ("$INPUT_SCRIPT", $SWARM_INPUTS), or run it as a '
+        f"script on purpose, in words: {key}: 'sh -c \"$INPUT_SCRIPT\"'"
+    )
+    literal = {key: 'sh -c "$INPUT_SCRIPT"', "script": "${steps.fmt.outputs.script}"}
+    assert shell_step_problem(literal, agent(command)) is None
+
+
+@pytest.mark.parametrize(
+    "command", ["${ticket.description}", "sh -c ${inputs.x}", "${inputs.x}; true", ["${inputs.x}"]]
+)
+def test_an_agent_s_own_command_leaves_whole_references_as_data(command: Any) -> None:
+    assert shell_step_problem({"x": "${steps.fmt.outputs.script}"}, agent(command)) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "as_script", "as_data"),
+    [
+        ("echo hello", None, None),
+        ("echo $${HOME}", None, None),
+        ("${steps.first.outputs.script}", "inputs.command", None),
+        (" ${steps.first.outputs.script}", "inputs.command", "inputs.data"),
+        ("${ticket.id}${ticket.title}", "inputs.command", "inputs.data"),
+        ("echo '${inputs.name}'", "inputs.command", "inputs.data"),
+        (["echo", "${inputs.name}"], "inputs.command.1", None),
+        (["echo ${inputs.name}"], "inputs.command.0", "inputs.data.0"),
+        ({"a": {"b": ["ok", "x-${ticket.id}"]}}, "inputs.command.a.b.1", "inputs.data.a.b.1"),
+        ({"a": "${ticket.id}", "${k}": "literal"}, "inputs.command.a", None),
+        ({"a": "literal", "${k}": "literal"}, None, None),  # keys are never rendered
+    ],
+)
+def test_every_string_of_a_shell_step_input_is_checked(
+    value: Any, as_script: str | None, as_data: str | None
+) -> None:
+    """`command` is the built-in shell agent's script: no reference at all; any other
+    input: literal text or one whole reference."""
     problem = shell_step_problem({"command": value}, agent(None))
-    assert (problem.split(":")[0] if problem else None) == where
+    assert (problem.split(":")[0] if problem else None) == as_script
+    problem = shell_step_problem({"command": "true", "data": value}, agent(None))
+    assert (problem.split(":")[0] if problem else None) == as_data
 
 
 @pytest.mark.parametrize("kind", ["echo", "claude", "claude-code"])

@@ -35,10 +35,10 @@ from swarm_engine.agents.files import (
     tail,
     upload_package,
 )
-from swarm_engine.agents.shell_command import check_argv, render_command
+from swarm_engine.agents.shell_command import check_argv, render_command, whole_reference
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
-from swarm_engine.templating import TICKET_FIELDS, TemplateError, lookup, references, render
+from swarm_engine.templating import TICKET_FIELDS, TemplateError, lookup, render
 from swarm_engine.vm.base import Stream
 
 INPUTS_HINT = "read large inputs from the inputs file ($SWARM_INPUTS) instead of ${inputs.<key>}"
@@ -188,10 +188,3 @@ class ShellAgent:
                 error=f"command exited with {result.exit_code}" + (f": {detail}" if detail else ""),
             )
         return StepOutcome(outputs=outputs, exit_code=0)
-
-
-def whole_reference(command: str) -> str | None:
-    """The path of a command that is exactly one reference (`${inputs.cmd}`), else None."""
-    text = command.strip()
-    paths = list(references(text))
-    return paths[0] if len(paths) == 1 and text == "${" + paths[0] + "}" else None

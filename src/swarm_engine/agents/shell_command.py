@@ -195,3 +195,11 @@ def check_argv(command: list[Any]) -> str | None:
                 " literal argument); give fixed text its own element, or use the string form"
             )
     return None
+
+
+def whole_reference(command: str) -> str | None:
+    """The path of a command that is exactly one reference (`${inputs.cmd}`), else None:
+    such a command is the value itself, run as the step's script."""
+    text = command.strip()
+    paths = list(references(text))
+    return paths[0] if len(paths) == 1 and text == "${" + paths[0] + "}" else None

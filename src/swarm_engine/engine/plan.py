@@ -66,7 +66,8 @@ def _runnable(agent: AgentSpec) -> AgentSpec:
 def build_plan(ticket: Ticket, registry: Registry) -> Plan:
     """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError (a
     `WorkflowError` for a step of a shell agent embedding a reference inside text in an
-    input: `registry.workflows.check_shell_step_inputs`)."""
+    input, or giving its script input any reference:
+    `registry.workflows.check_shell_step_inputs`)."""
     ticket_timeout = ticket.timeout_seconds
     if ticket.execution_mode == "single":
         if not ticket.agent_id:

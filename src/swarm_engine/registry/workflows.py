@@ -64,7 +64,8 @@ def check_shell_step_inputs(
 ) -> None:
     """Raise `WorkflowError` (`<source>: step '<id>': inputs.<key>: ...`, one line with the
     fix) for the first step whose agent is of kind `shell` and whose inputs embed a
-    reference inside text (`agents.shell_step_inputs`). `agent_of` gives a step's agent
+    reference inside text, or whose script input (`inputs.command` of the built-in
+    `shell` agent) holds any reference (`agents.shell_step_inputs`). `agent_of` gives a step's agent
     (registration: the registry's latest or named version; at run time: the agent the plan
     resolved); its errors pass through. Run at registration and again on every plan: a
     registry row is written by anyone, and `name` (the latest version) may come to mean a
