@@ -334,3 +334,43 @@ def test_rows_with_a_last_newline_fail_only_their_tickets(home: Path, tmp_path: 
     assert "INJECTED" not in json.dumps(steps)
     wc = [s for s in steps if s["agent_name"] == "wc"]
     assert [s["agent_version"] for s in wc] == ["1.0.0"]
+
+
+NOT_JSON = [
+    ("command: !!binary ZWNobyBoaQ==", "command: !!binary is not allowed; a definition holds"),
+    ("command: !!binary /w==", "command: !!binary is not allowed"),  # not UTF-8: a traceback
+    ("description: 2024-01-01", "description: a date or time (!!timestamp) is not allowed"),
+    ("env: {WHEN: 2024-01-01 10:00:00}", "env.WHEN: a date or time (!!timestamp) is not"),
+    ("inputs: {enum: !!set {a, b}}", "inputs.enum: !!set is not allowed"),
+    ("inputs: {enum: !!omap [a: 1]}", "inputs.enum: !!omap is not allowed"),
+    ("inputs: {properties: {1: {}}}", "inputs.properties: the key '1' is !!int, not text"),
+    ("config: {yes: 1}", "config: the key 'yes' is !!bool, not text"),
+    ("inputs: {properties: {x: !local {}}}", "inputs.properties.x: !local is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), NOT_JSON)
+def test_yaml_beyond_json_s_types_is_refused_naming_the_field(
+    home: Path, tmp_path: Path, line: str, message: str
+) -> None:
+    """`!!binary` became text past every check (or a traceback, not UTF-8); dates, sets
+    and keys that are not text are no JSON either: exit 5, one line naming the field."""
+    folder = write_agent(tmp_path / "a", f"name: x\nkind: shell\n{line}\n")
+    refused(home, ["agent", "register", str(folder)], "agent.yaml: invalid YAML (line 3, ")
+    refused(home, ["agent", "register", str(folder)], message)
+    text = f"name: w\nsteps:\n  - id: a\n    agent: echo\n    inputs:\n      {line}\n"
+    folder = write_workflow(tmp_path / "w", text)
+    refused(home, ["workflow", "register", str(folder)], "(line 6, column ")
+    refused(home, ["workflow", "register", str(folder)], f"steps.0.inputs.{message}")
+
+
+def test_a_non_utf8_binary_is_one_line_from_the_real_command(home: Path, tmp_path: Path) -> None:
+    text = "name: w\nsteps:\n  - {id: a, agent: shell, inputs: {command: !!binary /w==}}\n"
+    folder = write_workflow(tmp_path / "w", text)
+    done = swarm(home, "workflow", "register", str(folder))
+    assert done.returncode == 5, done.stderr
+    assert done.stderr == (
+        f"error: {folder / 'workflow.yaml'}: invalid YAML (line 3, column 45): "
+        "steps.0.inputs.command: !!binary is not allowed; a definition holds only text, "
+        "numbers, true/false, null, lists and mappings\n"
+    )

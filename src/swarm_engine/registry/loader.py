@@ -4,7 +4,9 @@ Definition files are untrusted input, so reading them is bounded: a file is at m
 `MAX_DEFINITION_BYTES`; YAML anchors and aliases (`&a`, `*a`, `<<: *a`) are refused outright
 (an alias bomb of a few hundred bytes would otherwise expand to gigabytes before any check
 could run); nesting is at most `MAX_YAML_DEPTH` levels; a key given twice in one mapping is
-an error. An agent package folder (what is copied into the registry and the VM) is at most
+an error; and a value is only one of JSON's types (text, a number, true/false, null, a list,
+a mapping with text keys): `!!binary`, timestamps, `!!set`, `!!omap`, any other tag and a
+key that is not text are refused, naming the field. An agent package folder (what is copied into the registry and the VM) is at most
 `MAX_PACKAGE_BYTES` in `MAX_PACKAGE_FILES` files.
 """
 
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent, CollectionStartEvent
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from swarm_engine.agents.files import MAX_PACKAGE_BYTES as MAX_PACKAGE_BYTES
 from swarm_engine.agents.files import MAX_PACKAGE_FILES as MAX_PACKAGE_FILES
@@ -33,6 +35,11 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_DEFINITION_BYTES = 1024 * 1024
 MAX_YAML_DEPTH = 64
+_TAG = "tag:yaml.org,2002:"
+JSON_SCALARS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null"))
+"""The YAML tags of the scalars a definition may hold: JSON's (a definition is stored as
+JSON, and the same checks read it as a JSON body from the API)."""
+JSON_ONLY = "a definition holds only text, numbers, true/false, null, lists and mappings"
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -63,6 +70,10 @@ class _BoundedLoader(yaml.SafeLoader):
             if nested:
                 self._depth -= 1
 
+    def construct_document(self, node: Node) -> Any:
+        _check_json_like(node, "")
+        return super().construct_document(node)
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -77,6 +88,45 @@ class _BoundedLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _check_json_like(node: Node, where: str) -> None:
+    """Raise `ConstructorError` (the field and the node's line) for the first node that is
+    not one of JSON's types: a tag such as `!!binary`, `!!timestamp` (also a plain
+    `2024-01-01`), `!!set` or `!!omap`, a local tag (`!x`), or a key that is not text
+    (`1:`, `yes:`, `null:`, `<<:`). Walked without building anything; the depth is
+    bounded by the composer (`MAX_YAML_DEPTH`)."""
+    field = where or "the top level"
+    if isinstance(node, ScalarNode):
+        expected = node.tag if node.tag in JSON_SCALARS else None
+    else:
+        expected = _TAG + ("seq" if isinstance(node, SequenceNode) else "map")
+    if node.tag != expected:
+        if node.tag == _TAG + "timestamp":
+            problem = "a date or time (!!timestamp) is not allowed; quote it to make it text"
+        else:
+            problem = f"{_tag_name(node.tag)} is not allowed; {JSON_ONLY}"
+        raise ConstructorError(None, None, f"{field}: {problem}", node.start_mark)
+    if isinstance(node, SequenceNode):
+        for n, item in enumerate(node.value):
+            _check_json_like(item, f"{where}.{n}" if where else str(n))
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            if not (isinstance(key, ScalarNode) and key.tag == _TAG + "str"):
+                shown = repr(key.value) if isinstance(key, ScalarNode) else "a list or mapping"
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"{field}: the key {shown} is {_tag_name(key.tag)}, not text; {JSON_ONLY}"
+                    " (quote the key to make it text)",
+                    key.start_mark,
+                )
+            _check_json_like(value, f"{where}.{key.value}" if where else str(key.value))
+
+
+def _tag_name(tag: str) -> str:
+    """`!!binary` for YAML's own tags, else the tag as written."""
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
 def _definition_file(path: Path, filename: str) -> Path:
