@@ -291,6 +291,10 @@ def test_the_http_api_refuses_a_last_newline_in_a_name(home: Path) -> None:
             got = api.post("/v1/agents", json=body)
             assert got.status_code == 422, got.text
             assert got.json()["message"].startswith(f"agent: {field}: must be"), got.text
+        template = {"name": "_template:claude-code", "version": "2.0.0", "kind": "claude-code"}
+        got = api.post("/v1/agents", params={"force": "true"}, json=template)
+        assert got.status_code == 422, got.text  # a reserved name, as docs/agents.md says
+        assert got.json()["message"] == "agent: names starting with '_template:' are reserved"
         got = api.post(
             "/v1/workflows", json={"name": "w\n", "steps": [{"id": "a", "agent": "echo"}]}
         )
@@ -373,4 +377,19 @@ def test_a_non_utf8_binary_is_one_line_from_the_real_command(home: Path, tmp_pat
         f"error: {folder / 'workflow.yaml'}: invalid YAML (line 3, column 45): "
         "steps.0.inputs.command: !!binary is not allowed; a definition holds only text, "
         "numbers, true/false, null, lists and mappings\n"
+    )
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_template_s_name_is_reserved_not_a_conflict(
+    home: Path, tmp_path: Path, force: list[str]
+) -> None:
+    """`_template:claude-code@2.0.0` is refused as a bad definition (exit 5), as any
+    `_template:` name is, before the registry is read (docs/agents.md)."""
+    text = "name: _template:claude-code\nversion: 2.0.0\nkind: claude-code\n"
+    folder = write_agent(tmp_path / "t", text)
+    refused(
+        home,
+        ["agent", "register", *force, str(folder)],
+        f"{folder / 'agent.yaml'}: names starting with '_template:' are reserved",
     )
