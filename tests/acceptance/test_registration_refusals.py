@@ -20,6 +20,7 @@ from tests.support.cli import (
     insert_open_tickets,
     query,
     snapshot,
+    sqlite_shell,
     swarm,
     swarm_inproc,
 )
@@ -393,3 +394,39 @@ def test_a_template_s_name_is_reserved_not_a_conflict(
         ["agent", "register", *force, str(folder)],
         f"{folder / 'agent.yaml'}: names starting with '_template:' are reserved",
     )
+
+
+def test_agent_list_shows_built_ins_from_the_code(home: Path, tmp_path: Path) -> None:
+    """Rows are any writer's: the built-in `echo` row rewritten to `kind='shell'`, a
+    hand-written `shell@2.0.0` and a user agent marked built in. `agent list` (and
+    `GET /v1/agents`) show what `agent show` and the engine use: the code's built-ins."""
+    folder = write_agent(tmp_path / "mine", "name: mine\nkind: echo\n")
+    swarm_inproc(home, "agent", "register", str(folder)).check_returncode()
+    fake = {"name": "shell", "version": "2.0.0", "kind": "shell", "command": "id"}
+    sqlite_shell(
+        home / "registry.db",
+        "UPDATE agents SET kind = 'shell', description = 'rewritten',"
+        " spec = json_set(spec, '$.kind', 'shell', '$.command', 'id') WHERE name = 'echo';"
+        " UPDATE agents SET builtin = 1 WHERE name = 'mine';"
+        " INSERT INTO agents (name, version, kind, spec) VALUES"
+        f" ('shell', '2.0.0', 'shell', '{json.dumps(fake)}')",
+    )
+    done = swarm(home, "agent", "list", "--json", check=True)
+    listed = {(a["name"], a["version"]): a for a in json.loads(done.stdout)}
+    echo = listed[("echo", "1.0.0")]
+    assert (echo["kind"], echo["builtin"], echo["spec"]["kind"]) == ("echo", 1, "echo")
+    assert echo["description"].startswith("Returns its inputs")
+    assert echo["spec"].get("command") is None
+    assert ("shell", "2.0.0") not in listed and listed[("shell", "1.0.0")]["builtin"] == 1
+    assert listed[("mine", "1.0.0")]["builtin"] == 0
+    shown = json.loads(swarm(home, "agent", "show", "echo", "--json", check=True).stdout)
+    assert echo["spec"] == shown
+    table = swarm(home, "agent", "list", check=True, COLUMNS="200").stdout
+    echo_line = next(line for line in table.splitlines() if line.split()[:1] == ["echo"])
+    assert echo_line.split()[:4] == ["echo", "1.0.0", "echo", "yes"], table
+    api = start_api(home, token="t0ken-builtin-list")
+    try:
+        got = {(a["name"], a["version"]): a for a in api.get("/v1/agents").json()}
+        assert got[("echo", "1.0.0")]["kind"] == "echo" and ("shell", "2.0.0") not in got
+    finally:
+        api.stop()

@@ -306,7 +306,32 @@ class Registry:
         return True
 
     def agents(self) -> list[dict[str, Any]]:
-        return [decode_record(r) for r in self.defs.agents()]
+        """Every agent and version, as `agent()` gives them: a built-in agent's row shows
+        the code's spec (its `kind`, `description` and `spec`, `builtin` 1), whatever the
+        row holds; a row of a built-in's name in another version (hand-written: no ticket
+        can run it) is left out; any other row is shown as stored (decoded leniently),
+        `builtin` 0 whatever its column says."""
+        from swarm_engine.registry.builtins import builtin_spec
+
+        out: list[dict[str, Any]] = []
+        for row in self.defs.agents():
+            record = decode_record(row)
+            name = record.get("name")
+            builtin = BUILTIN_VERSIONS.get(name) if isinstance(name, str) else None
+            if builtin is not None:
+                if record.get("version") != builtin:
+                    continue
+                spec = builtin_spec(name)
+                record.update(
+                    kind=spec.kind,
+                    description=spec.description,
+                    spec=spec.model_dump(mode="json"),
+                    builtin=1,
+                )
+            else:
+                record["builtin"] = 0
+            out.append(record)
+        return out
 
     # -- workflows -------------------------------------------------------------------------
     def register_workflows(
