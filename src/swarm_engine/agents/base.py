@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 from swarm_engine.models import AgentSpec, Usage
 from swarm_engine.vm.base import VM
@@ -119,3 +119,27 @@ class UsesHostTools(Protocol):
         boots; return the read-only host folders to show in the VM (`VMSpec.mounts`).
         Raises `AgentError` (one line) when it cannot."""
         ...
+
+
+_IMPLEMENTS: dict[tuple[type, str], bool] = {}
+"""(agent class, Protocol's name) -> whether the class implements it (a few entries)."""
+
+
+def _implements(agent: object, protocol: Any) -> bool:
+    """`isinstance(agent, protocol)` for a runtime-checkable Protocol of methods only,
+    answered once per agent class (`issubclass`): an agent kind's methods are its
+    class's, and the Protocol's own check looks up every member each time (~10 us of the
+    event loop per step)."""
+    key = (type(agent), protocol.__name__)
+    known = _IMPLEMENTS.get(key)
+    if known is None:
+        known = _IMPLEMENTS[key] = issubclass(key[0], protocol)
+    return known
+
+
+def uses_model_api(agent: object) -> TypeGuard[UsesModelApi]:
+    return _implements(agent, UsesModelApi)
+
+
+def uses_host_tools(agent: object) -> TypeGuard[UsesHostTools]:
+    return _implements(agent, UsesHostTools)

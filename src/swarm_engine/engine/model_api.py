@@ -27,8 +27,8 @@ from swarm_engine.agents.base import (
     ModelApiNeeds,
     StepContext,
     StepOutcome,
-    UsesHostTools,
-    UsesModelApi,
+    uses_host_tools,
+    uses_model_api,
 )
 from swarm_engine.config import Settings
 from swarm_engine.errors import AgentError, ConfigError
@@ -46,7 +46,7 @@ UNISOLATED = (
 
 
 def needs_of(agent: Agent, spec: AgentSpec) -> ModelApiNeeds | None:
-    return agent.model_api(spec) if isinstance(agent, UsesModelApi) else None
+    return agent.model_api(spec) if uses_model_api(agent) else None
 
 
 def preflight(
@@ -154,7 +154,7 @@ class StepModelApi:
 
     async def vm_spec(self, spec: VMSpec) -> VMSpec:
         """The VM the step needs: its tools mounted, the gateway's port forwarded."""
-        if isinstance(self.agent, UsesHostTools):
+        if uses_host_tools(self.agent):
             log: LogCallback = self.log
             mounts = await self.agent.prepare(self.spec, log)
             spec = dataclasses.replace(spec, mounts=(*spec.mounts, *mounts))
