@@ -232,7 +232,9 @@ class _FinishedPrinter:
         room = max(20, self._width - len(head) - len(title) - 5)
         # plain text (control characters shown as \xNN), not rich: one line per ticket at
         # hundreds of tickets a second should cost the engine's loop next to nothing
-        click.echo(f"{head} ({visible(title)}): {visible(short(outcome or '', room))}")
+        # color=True: nothing to strip (`visible` escapes control characters), so click
+        # does not ask isatty for each line
+        click.echo(f"{head} ({visible(title)}): {visible(short(outcome or '', room))}", color=True)
 
 
 def _daemonize(settings: Settings, start_args: list[str]) -> None:
