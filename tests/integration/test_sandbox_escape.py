@@ -349,3 +349,23 @@ async def test_a_burst_of_files_between_two_counts_fails_the_command(
                 await vm.destroy()
     finally:
         await backend.close()
+
+
+async def test_a_home_made_private_meanwhile_takes_the_private_mount_for_new_vms(
+    backend: ProcessBackend, vm: ProcessVM, home: Path
+) -> None:
+    """The path a root engine's command takes is chosen for each VM as its folder is
+    made: a home made private (0700) while the engine runs sends the next VMs through the
+    private mount, and their commands still run."""
+    if vm.host_uid is None or home.stat().st_mode & 0o001 == 0:
+        pytest.skip("a root engine's searchable home")
+    assert (await vm.exec("true")).exit_code == 0
+    home.chmod(0o700)
+    later = await backend.boot("vm-escape0003", VMSpec(timeout_seconds=30))
+    try:
+        res = await later.exec("echo made > here")
+        assert res.exit_code == 0, res.stderr
+        assert (later.workspace / "here").read_text() == "made\n"
+    finally:
+        await later.destroy()
+        home.chmod(0o711)

@@ -76,9 +76,6 @@ class ProcessBackend:
         self._threads: ThreadPoolExecutor | None = None
         self._real_root: str | None = None
         """`root` with its symlinks resolved, once (its VM folders are the engine's own)."""
-        self._reachable: bool | None = None
-        """Root engine: whether any uid may walk down to a VM's folder (`others_can_reach`),
-        found once the first VM folder is made."""
 
     def _probe(self) -> None:
         if not self._probed:
@@ -123,13 +120,14 @@ class ProcessBackend:
         folder = self.root / vm_id
         host_uid = self._new_uid() if isolated and root_engine() else None
         made = False
+        reachable = False
 
         def prepare() -> None:
-            nonlocal made
+            nonlocal made, reachable
             prepare_folder(folder, isolated, host_uid)
             made = True
-            if host_uid is not None and self._reachable is None:
-                self._reachable = others_can_reach(os.path.realpath(folder))
+            if host_uid is not None:  # each VM anew: a folder's mode may change meanwhile
+                reachable = others_can_reach(os.path.realpath(folder))
 
         try:  # file work off the event loop: on a busy ext4 a mkdir can take milliseconds
             await patiently(  # a shortage (of memory) is waited out: vm/shortage.py
@@ -153,7 +151,7 @@ class ProcessBackend:
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
-            real_workspace=real, reachable=bool(self._reachable),
+            real_workspace=real, reachable=reachable,
         )  # fmt: skip
 
     async def _unmake(self, folder: Path, vm_id: str) -> None:
