@@ -126,6 +126,20 @@ async def test_snapshot_clones_get_their_own_randomness_and_clock(backend: QemuB
         assert abs(int(out[1]) - host_now) < 60
 
 
+async def test_standard_input_past_one_frame_is_refused_at_once(backend: QemuBackend) -> None:
+    """A command's standard input goes to the guest in one frame: past `put_file`'s
+    bound (64 MiB) it is refused before anything is sent (the guest had dropped the
+    frame and the command waited out its timeout), and the VM runs on."""
+    vm = await backend.boot(_vm_id(), VMSpec(timeout_seconds=30))
+    try:
+        with pytest.raises(VMError, match="standard input of 67108865 bytes: the qemu"):
+            await vm.exec(["cat"], stdin=b"a" * (64 * 1024 * 1024 + 1))
+        res = await vm.exec(["wc", "-c"], stdin=b"a" * (1024 * 1024))
+        assert res.exit_code == 0 and res.stdout.strip() == b"1048576"
+    finally:
+        await vm.destroy()
+
+
 async def test_warm_pool_hands_out_booted_vms_once(tmp_path: Path) -> None:
     options = {"images_dir": str(qemu_images_dir()), "warm": 1}
     backend = create(tmp_path / "home", options)

@@ -1,6 +1,6 @@
 """`echo`: returns its inputs as its outputs, by a round trip through the VM: their JSON
 goes to `cat` on its standard input and comes back on its standard output (no file is
-written into the VM)."""
+written into the VM), at most `MAX_FILE_BYTES` of it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.files import tail
 from swarm_engine.models import AgentSpec
 from swarm_engine.records import readable_json
+from swarm_engine.vm.base import MAX_FILE_BYTES
 
 
 class EchoAgent:
@@ -25,11 +26,21 @@ class EchoAgent:
 
     async def run(self, ctx: StepContext) -> StepOutcome:
         sent = json.dumps(ctx.inputs, default=str).encode()
-        result = await ctx.vm.exec(["cat"], stdin=sent, timeout=ctx.timeout_seconds)
-        if not result.ok:
+        if len(sent) > MAX_FILE_BYTES:  # what one round trip moves on every backend
             return StepOutcome(
-                exit_code=result.exit_code, error=f"echo failed: {tail(result.stderr)}"
+                exit_code=1,
+                error=f"echo failed: inputs of {len(sent)} bytes as JSON, more than the "
+                f"{MAX_FILE_BYTES} it sends through a VM",
             )
+        result = await ctx.vm.exec(["cat"], stdin=sent, timeout=ctx.timeout_seconds)
+        if result.timed_out:
+            return StepOutcome(
+                exit_code=result.exit_code,
+                error=f"echo timed out after {ctx.timeout_seconds:g}s",
+            )
+        if not result.ok:
+            why = tail(result.stderr) or f"exit code {result.exit_code}"
+            return StepOutcome(exit_code=result.exit_code, error=f"echo failed: {why}")
         if result.stdout_bytes != len(sent):
             return StepOutcome(
                 exit_code=1,

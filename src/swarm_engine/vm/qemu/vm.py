@@ -119,6 +119,11 @@ class QemuVM:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
             raise VMError("empty command")
+        if stdin is not None and len(stdin) > MAX_FILE:  # one frame, as put_file's
+            raise VMError(
+                f"standard input of {len(stdin)} bytes: the qemu backend moves at most "
+                f"{MAX_FILE} into a command"
+            )
         limit = timeout if timeout is not None else self.spec.timeout_seconds
         request = {
             "t": "exec",
