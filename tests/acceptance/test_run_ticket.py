@@ -102,6 +102,21 @@ def test_echo_refuses_inputs_past_what_a_vm_round_trip_moves(home: Path) -> None
     assert "\n" not in error
 
 
+@pytest.mark.parametrize(("inputs", "kind"), [("[1, 2]", "an array"), ("null", "null"),
+                                             ("7", "a number"), ('"x"', "a string")])  # fmt: skip
+def test_inputs_that_are_no_object_are_named_in_json_terms(
+    home: Path, inputs: str, kind: str
+) -> None:
+    swarm(home, "ticket", "list", check=True)  # the store is made
+    sqlite_shell(home / "tickets.db",
+                 f"INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('t', 'open',"
+                 f" 'echo', '{inputs}');")  # fmt: skip
+    swarm(home, "start", "--foreground", "--until-idle", check=True)
+    (row,) = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert row["status"] == "failed"
+    assert f"inputs: must be a JSON object, not {kind}" in str(row["error"]), row
+
+
 def test_three_step_workflow_runs_independent_steps_in_parallel(home: Path, tmp_path: Path) -> None:
     write_agent(
         tmp_path / "pkg" / "timed",

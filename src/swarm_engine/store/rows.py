@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from swarm_engine.records import TicketStatus, TooDeep, readable_json, shown
+from swarm_engine.records import TicketStatus, TooDeep, json_type, readable_json, shown
 from swarm_engine.store.db import InvalidText, Row
 
 STATUSES = frozenset(s.value for s in TicketStatus)
@@ -194,7 +194,7 @@ class Decoder:
     def json_object(self, name: str) -> dict[str, Any]:
         value = self.json(name, {})
         if not isinstance(value, dict):
-            self.bad(name, f"must be a JSON object, not {type(value).__name__}")
+            self.bad(name, f"must be a JSON object, not {json_type(value)}")
             return {}
         return value
 
