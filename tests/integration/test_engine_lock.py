@@ -237,6 +237,7 @@ def test_spellings_of_one_database_url_meet_one_lock(
         "postgresql://engine@127.0.0.1:5432/swarm",
         "postgresql://engine:secret@[::1]/swarm?sslmode=require&application_name=x",
         "postgresql://engine@LOCALHOST:5432/swarm?connect_timeout=3",
+        "postgresql://engine@localhost:05432/swarm",  # a port as libpq reads it
     ):
         assert "another process holds this store's engine lock" in refused(url, "host-a")
         assert holding(url, "host-a", [pid]) == [pid]

@@ -91,11 +91,19 @@ def database_key(url: str) -> str:
     parts = {
         **{k: str(said[k]) for k in IDENTITY if said.get(k) not in (None, "")},
         "host": "localhost" if host in LOOPBACK else host,
-        "port": str(said.get("port") or env.get("PGPORT") or "5432"),
+        "port": _port(str(said.get("port") or env.get("PGPORT") or "5432")),
         "user": user,
         "dbname": str(said.get("dbname") or env.get("PGDATABASE") or user),
     }
     return " ".join(f"{k}={parts[k]!r}" for k in IDENTITY if k in parts)
+
+
+def _port(text: str) -> str:
+    """A port as libpq reads it (`055432`, `+55432` and `55432` are one), else as given."""
+    try:
+        return str(int(text.strip()))
+    except ValueError:
+        return text
 
 
 def private_folder() -> Path:
