@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.acceptance.conftest import engine_ready, status_of, write_agent
 from tests.support.cli import (
     env_for,
@@ -286,3 +288,32 @@ def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
     assert shown["state"] == "dead" and shown["recorded_state"] == "running", shown
     text = " ".join(swarm_inproc(home, "status").stdout.split())
     assert f"its process {proc.pid} on this host is gone (its row says running)" in text, text
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -> None:
+    """A SQLite store's name that stops naming the engine's file (`mv` of another file
+    over it, `rm`) stops the engine with one line: it would go on in a file nobody else
+    sees, while another engine ran the new file's tickets."""
+    db = home / "tickets.db"
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "shell",
+          "--input", "command=sleep 30", check=True)  # fmt: skip
+    engine = start_engine(home, SWARM_HEARTBEAT_INTERVAL="0.3")
+    try:
+        wait_until(lambda: query(db, "SELECT status FROM tickets")[0]["status"] == "running",
+                   30, "the ticket to run")  # fmt: skip
+        if how == "replaced":
+            copy = home / "copy.db"
+            with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+                src.backup(dst)
+            os.replace(copy, db)
+        else:
+            db.unlink()
+        out, _ = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+            engine.wait()
+    assert engine.returncode != 0
+    want = "replaced by another file" if how == "replaced" else "deleted"
+    assert f"engine stopped: the store {db} was {want} while this engine ran on it" in out, out

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from swarm_engine.config import Settings
@@ -62,6 +64,8 @@ class Daemon:
         self._stop_requests = 0
         self._slot_freed = asyncio.Event()
         self.failed: str | None = None
+        self.failed_why: str | None = None
+        """Why a side task stopped the engine, when it said so (a `SwarmError`)."""
 
     # -- stopping ------------------------------------------------------------------------
     def request_stop(self) -> str:
@@ -141,9 +145,16 @@ class Daemon:
                 asyncio.create_task(self._supervised("store watcher", watcher.run)),
                 asyncio.create_task(self._supervised("cron triggers", self.cron.run)),
             ]
+            target = self.settings.tickets_target
+            if isinstance(target, Path):
+                side.append(asyncio.create_task(
+                    self._supervised("store file watch", lambda: self._watch_file(target))
+                ))  # fmt: skip
             shortage.count_busy(lambda: len(self.active))  # (a wait that cannot end)
             try:
                 await self._claim_loop(session, watcher)
+                if self.failed_why:
+                    raise SwarmError(f"engine stopped: {self.failed_why}")
                 if self.failed:
                     raise SwarmError(f"engine stopped: its {self.failed} task died (see the log)")
             finally:
@@ -158,13 +169,30 @@ class Daemon:
             await body()
         except asyncio.CancelledError:
             raise
-        except BaseException:
-            log.exception("side task %s died; stopping the engine", name)
+        except BaseException as exc:
+            if isinstance(exc, SwarmError):  # it says why, in one line
+                log.error("%s: %s; stopping the engine", name, exc)
+                self.failed_why = str(exc)
+            else:
+                log.exception("side task %s died; stopping the engine", name)
             self.failed = name
             self._stop_requests = 2
             self.draining.set()
             self._abort()
             raise
+
+    async def _watch_file(self, path: Path) -> None:
+        """Every heartbeat interval: the SQLite store's name still names the file this
+        engine opened. Deleted or replaced (`rm`, `mv` over it), the engine would go on
+        in a file nobody else sees, while another engine ran the new file's tickets: it
+        stops instead (a stat, off the loop)."""
+        opened = await asyncio.to_thread(_identity, path)
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            now = await asyncio.to_thread(_identity, path)
+            if now != opened and opened is not None:
+                why = "deleted" if now is None else "replaced by another file"
+                raise SwarmError(f"the store {path} was {why} while this engine ran on it")
 
     async def _watch_keeper(self) -> None:
         """The session's lease keeper is a side task too: its death stops the engine."""
@@ -331,3 +359,12 @@ def _about(ticket_id: int, exc: BaseException) -> str:
     """`ticket N: <exc>`, without saying `ticket N:` twice when the error already does."""
     text = str(exc)
     return text if text.startswith(f"ticket {ticket_id}:") else f"ticket {ticket_id}: {text}"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file `path` names (device, inode), or None when it names none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
