@@ -106,8 +106,8 @@ def _output_file(declared: str) -> str:
 class AgentSpec(_Strict):
     """One agent definition, as written in agent.yaml (or built in)."""
 
-    name: str
-    version: str = "1.0.0"
+    name: str = Field(strict=True)
+    version: str = Field(default="1.0.0", strict=True)
     description: str = ""
     kind: str = "shell"
     command: str | list[str] | None = None
@@ -248,8 +248,8 @@ and the engine's cron task says so in one warning line)."""
 
 
 class WorkflowSpec(_Strict):
-    name: str
-    version: str = "1.0.0"
+    name: str = Field(strict=True)
+    version: str = Field(default="1.0.0", strict=True)
     description: str = ""
     variables: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(max_length=MAX_STEPS)
@@ -286,11 +286,19 @@ class WorkflowSpec(_Strict):
 
 
 _NUMBER_TYPES = frozenset({"int_type", "float_type", "bool_type"})
+_TEXT_FIELDS = frozenset({"name", "version"})
+"""Text fields whose value is often written as a number (`version: 1.10`): given one, the
+error says to quote it (the number may not say what was written: `1.10` reads as 1.1)."""
 
 
 def _given(err: Any) -> str:
     """For a strict number or switch given as something else, what it was (shortened):
     most often a number YAML read as text (`1e3`, `'30'`)."""
+    given = err.get("input")
+    if err.get("type") == "string_type" and isinstance(given, int | float):
+        if isinstance(given, bool) or not err["loc"] or err["loc"][-1] not in _TEXT_FIELDS:
+            return ""
+        return f", not the number {given!r} (quote it: a number is not read as written)"
     if err.get("type") not in _NUMBER_TYPES or "input" not in err:
         return ""
     given = err["input"]

@@ -274,7 +274,7 @@ def test_vms_engines_hosts_status_usage(world: World) -> None:
 
 def test_register_and_show_definitions(world: World) -> None:
     api = world.api
-    agent = {"name": "api-hello", "version": 1.5, "kind": "shell",
+    agent = {"name": "api-hello", "version": "1.5", "kind": "shell",
              "command": "echo hello ${inputs.who}",
              "inputs": {"type": "object", "properties": {"who": {"type": "string"}}}}  # fmt: skip
     made = ok(api.post("/v1/agents", json=agent), 201)

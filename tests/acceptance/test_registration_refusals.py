@@ -86,7 +86,7 @@ def refused(home: Path, args: list[str], message: str) -> str:
                 ("{model: -p}", "agent.yaml: config.model: String should match pattern"),
                 ("{max_turns: true}", "config.max_turns: Input should be a valid integer"),
                 ("{max_turns: '5'}", "config.max_turns: Input should be a valid integer"),
-                ("{budget: {max_usd: .inf}}", "config.budget.max_usd: Input should be a finite"),
+                ("{budget: {max_usd: .inf}}", "config.budget.max_usd: .inf is not a finite"),
                 ("{budget: {max_tokens: 1.0}}", "config.budget.max_tokens: Input should be a"),
             ]
         ),
@@ -104,7 +104,7 @@ def refused(home: Path, args: list[str], message: str) -> str:
         ),
         (
             "name: x\nkind: shell\nmodel_api: {budget: {max_usd: .inf}}\n",
-            "model_api.budget.max_usd: Input",
+            "model_api.budget.max_usd: .inf is not a finite number",
         ),
         (
             "name: x\nkind: shell\ntimeout_seconds: '30'\n",
@@ -145,7 +145,7 @@ def refused(home: Path, args: list[str], message: str) -> str:
                 ("a/b/..", "a folder"),
             )
         ),
-        ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: Input should be"),
+        ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: .inf is not a finite"),
         ("name: x\nkind: shell\nretry: {backoff_seconds: '1'}\n", "retry.backoff_seconds: In"),
         ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),
         ("name: x\nkind: shell\nvm: {network: 'yes'}\n", "vm.network: Input should be a valid"),
@@ -428,5 +428,94 @@ def test_agent_list_shows_built_ins_from_the_code(home: Path, tmp_path: Path) ->
     try:
         got = {(a["name"], a["version"]): a for a in api.get("/v1/agents").json()}
         assert got[("echo", "1.0.0")]["kind"] == "echo" and ("shell", "2.0.0") not in got
+    finally:
+        api.stop()
+
+
+CHANGED = "is a number YAML would change (octal, hexadecimal, binary, sexagesimal or with '_')"
+NUMBERS = [
+    ("timeout_seconds: 1:30", f"timeout_seconds: 1:30 {CHANGED}; write it in decimal"),
+    ("timeout_seconds: 0x1e", f"timeout_seconds: 0x1e {CHANGED}"),
+    ("memory_mb: 01000", f"memory_mb: 01000 {CHANGED}"),
+    ("vcpus: 0b1", f"vcpus: 0b1 {CHANGED}"),
+    ("memory_mb: 1_024", f"memory_mb: 1_024 {CHANGED}"),
+    ("inputs: {default: .inf}", "inputs.default: .inf is not a finite number"),
+    ("inputs: {default: -.Inf}", "inputs.default: -.Inf is not a finite number"),
+    ("inputs: {default: .nan}", "inputs.default: .nan is not a finite number"),
+    ("inputs: {default: 1.0e+999}", "inputs.default: 1.0e+999 is too large a number"),
+    ("inputs: {default: 9223372036854775808}", "inputs.default: 9223372036854775808 is outside"),
+    ("inputs: {default: -9223372036854775809}", "inputs.default: -9223372036854775809 is out"),
+    ("inputs: {default: " + "9" * 5000 + "}", "inputs.default: 99999999999999999999999999"),
+    ("inputs: {default: 0x" + "f" * 5000 + "}", "inputs.default: 0xfffffffffffffffff"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), NUMBERS)
+def test_numbers_yaml_would_change_are_refused_naming_the_field(
+    home: Path, tmp_path: Path, line: str, message: str
+) -> None:
+    """`1:30` was 90 seconds, `0x1e` 30, `.inf` stored as null, a 5000-digit integer a
+    traceback (or, in hexadecimal, a row no read could decode): exit 5, one line naming
+    the field, its line and column, nothing written."""
+    folder = write_agent(tmp_path / "a", f"name: x\nkind: shell\n{line}\n")
+    refused(home, ["agent", "register", str(folder)], "agent.yaml: invalid YAML (line 3, column ")
+    refused(home, ["agent", "register", str(folder)], message)
+    if not line.startswith("inputs:"):
+        return
+    text = f"name: w\nsteps:\n  - id: a\n    agent: echo\n    {line}\n"
+    folder = write_workflow(tmp_path / "w", text)
+    refused(home, ["workflow", "register", str(folder)], "(line 5, column ")
+    refused(home, ["workflow", "register", str(folder)], f"steps.0.{message}")
+
+
+def test_plain_decimal_numbers_at_the_limits_register(home: Path, tmp_path: Path) -> None:
+    text = (
+        "name: x\nkind: shell\ntimeout_seconds: 1.0e+3\nmemory_mb: 1024\n"
+        "inputs: {default: 9223372036854775807, minimum: -9223372036854775808, maximum: .5}\n"
+    )
+    done = swarm_inproc(home, "agent", "register", str(write_agent(tmp_path / "a", text)))
+    assert done.returncode == 0, done.stderr
+
+
+NOT_TEXT = "Input should be a valid string, not the number"
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ("name: x\nversion: 1.10\n", f"version: {NOT_TEXT} 1.1 (quote it"),
+        ("name: x\nversion: 1.0e+3\n", f"version: {NOT_TEXT} 1000.0 (quote it"),
+        ("name: x\nversion: 2\n", f"version: {NOT_TEXT} 2 (quote it"),
+        ("name: 5\n", f"name: {NOT_TEXT} 5 (quote it"),
+        ("name: x\nversion: 010\n", "version: 010 is a number YAML would change"),
+        ("name: x\nversion: 1:20\n", "version: 1:20 is a number YAML would change"),
+    ],
+)
+def test_a_name_or_version_written_as_a_number_is_refused(
+    home: Path, tmp_path: Path, head: str, message: str
+) -> None:
+    """`version: 1.10` registered `@1.1`, `010` `@8`, `1:20` `@80`, `1.0e+3` `@1000.0`:
+    a version is text, so a number is refused, saying to quote it."""
+    folder = write_agent(tmp_path / "a", head + "kind: echo\n")
+    refused(home, ["agent", "register", str(folder)], message)
+    folder = write_workflow(tmp_path / "w", head + "steps:\n  - {id: a, agent: echo}\n")
+    refused(home, ["workflow", "register", str(folder)], message)
+
+
+def test_the_http_api_refuses_a_name_or_version_given_as_a_number(home: Path) -> None:
+    api = start_api(home, token="t0ken-numeric-versions")
+    try:
+        before = snapshot(home / "registry.db")
+        for path, body in [
+            ("/v1/agents", {"name": "x", "version": 1.10, "kind": "echo"}),
+            ("/v1/agents", {"name": 5, "kind": "echo"}),
+            ("/v1/workflows", {"name": "w", "version": 2, "steps": [{"id": "a", "agent": "echo"}]}),
+        ]:
+            got = api.post(path, json=body)
+            assert got.status_code == 422, got.text
+            message = got.json()["message"]
+            assert "Input should be a valid string, not the number" in message, message
+            assert "(quote it" in message, message
+        assert snapshot(home / "registry.db") == before
     finally:
         api.stop()

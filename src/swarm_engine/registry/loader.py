@@ -6,13 +6,20 @@ Definition files are untrusted input, so reading them is bounded: a file is at m
 could run); nesting is at most `MAX_YAML_DEPTH` levels; a key given twice in one mapping is
 an error; and a value is only one of JSON's types (text, a number, true/false, null, a list,
 a mapping with text keys): `!!binary`, timestamps, `!!set`, `!!omap`, any other tag and a
-key that is not text are refused, naming the field. An agent package folder (what is copied into the registry and the VM) is at most
+key that is not text are refused, naming the field. A number is written in plain
+decimal (`30`, `-2`, `2.5`, `1.0e+3`) and is finite, an integer within the signed 64-bit
+range: YAML 1.1's other forms (`010` octal, `0x1e`, `0b1`, `1:30` sexagesimal, `1_000`)
+would silently change what was written, `.inf`/`.nan` are no JSON, and a huge integer
+could neither be stored nor read back, so each is refused naming the field, its line and
+column. An agent package folder (what is copied into the registry and the VM) is at most
 `MAX_PACKAGE_BYTES` in `MAX_PACKAGE_FILES` files.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +47,10 @@ JSON_SCALARS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null
 """The YAML tags of the scalars a definition may hold: JSON's (a definition is stored as
 JSON, and the same checks read it as a JSON body from the API)."""
 JSON_ONLY = "a definition holds only text, numbers, true/false, null, lists and mappings"
+_DECIMAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_DECIMAL_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?\Z")
+INT_RANGE = (-(2**63), 2**63 - 1)
+"""The integers a definition may hold: those SQLite (and PostgreSQL's bigint) store."""
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -107,6 +118,10 @@ def _check_json_like(node: Node, where: str) -> None:
         else:
             problem = f"{_tag_name(node.tag)} is not allowed; {JSON_ONLY}"
         raise ConstructorError(None, None, f"{field}: {problem}", node.start_mark)
+    if isinstance(node, ScalarNode) and node.tag in (_TAG + "int", _TAG + "float"):
+        number = _number_problem(node.value, node.tag == _TAG + "int")
+        if number:
+            raise ConstructorError(None, None, f"{field}: {number}", node.start_mark)
     if isinstance(node, SequenceNode):
         for n, item in enumerate(node.value):
             _check_json_like(item, f"{where}.{n}" if where else str(n))
@@ -122,6 +137,35 @@ def _check_json_like(node: Node, where: str) -> None:
                     key.start_mark,
                 )
             _check_json_like(value, f"{where}.{key.value}" if where else str(key.value))
+
+
+def _number_problem(text: str, whole: bool) -> str | None:
+    """Why the plain scalar `text`, which YAML 1.1 reads as a number (an integer when
+    `whole`), may not stand in a definition, or None: it is not written in plain decimal
+    (YAML would change it: `010` is 8, `1:30` is 90, `0x1e` 30, `1_0` 10), it is not
+    finite, or it is an integer outside `INT_RANGE`. Digits are counted before any is
+    converted (Python refuses to convert over 4300)."""
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if not (_DECIMAL_INT if whole else _DECIMAL_FLOAT).match(text):
+        if text.lstrip("+-").lower() in (".inf", ".nan"):
+            return (
+                f"{shown} is not a finite number; {JSON_ONLY} (a number is finite: quote it "
+                "to make it text)"
+            )
+        return (
+            f"{shown} is a number YAML would change (octal, hexadecimal, binary, "
+            "sexagesimal or with '_'); write it in decimal, or quote it to make it text"
+        )
+    if whole:
+        digits = text.lstrip("+-")
+        if len(digits) > 19 or not INT_RANGE[0] <= int(text) <= INT_RANGE[1]:
+            return (
+                f"{shown} is outside the integers a definition may hold "
+                f"({INT_RANGE[0]} to {INT_RANGE[1]}); quote it to make it text"
+            )
+    elif not math.isfinite(float(text)):
+        return f"{shown} is too large a number (not finite); quote it to make it text"
+    return None
 
 
 def _tag_name(tag: str) -> str:
@@ -178,7 +222,7 @@ def agent_from_mapping(data: dict[str, Any], source: str) -> AgentSpec:
     """An agent definition given as a mapping (agent.yaml's content, or a JSON body),
     checked exactly as a file is; without a package (`package_path` is ignored).
     Raises `ConfigError` ("<source>: <field>: <problem>")."""
-    data = _version_as_text(data)
+    data = dict(data)
     data.pop("package_path", None)
     spec = validate(AgentSpec, data, source)
     if spec.is_template:
@@ -191,16 +235,7 @@ def workflow_from_mapping(data: dict[str, Any], source: str) -> WorkflowSpec:
     """A workflow definition given as a mapping (workflow.yaml's content, or a JSON
     body), validated as a file is. Raises `ConfigError`; the registry checks its steps'
     agents and references when it registers it."""
-    return validate(WorkflowSpec, _version_as_text(data), source)
-
-
-def _version_as_text(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy with a numeric `version` (YAML reads `version: 1.0` as a number) as text."""
-    data = dict(data)
-    version = data.get("version")
-    if isinstance(version, int | float) and not isinstance(version, bool):
-        data["version"] = str(version)
-    return data
+    return validate(WorkflowSpec, data, source)
 
 
 def check_package(folder: Path) -> None:
