@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from swarm_engine.errors import ConfigError
+from swarm_engine.records import HOST_ID_RE
 
 if TYPE_CHECKING:
     from swarm_engine.config_model import TriggerHostSettings
@@ -287,8 +288,8 @@ def _quick_check(values: Mapping[str, Any]) -> dict[str, Any] | None:
     backend = values.get("backend", "process")
     level = values.get("log_level", "WARNING")
     level = level.upper() if isinstance(level, str) else level
-    if not (isinstance(host_id, str) and 1 <= len(host_id) <= 253):
-        return None
+    if not (isinstance(host_id, str) and HOST_ID_RE.fullmatch(host_id)):
+        return None  # the model says why
     if not isinstance(backend, str) or level not in LOG_LEVELS:
         return None
     out.update(host_id=host_id, backend=backend, log_level=level)

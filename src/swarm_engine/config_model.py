@@ -26,6 +26,7 @@ from swarm_engine.config import (
 )
 from swarm_engine.errors import ConfigError
 from swarm_engine.gateway.settings import GatewaySettings
+from swarm_engine.records import HOST_ID_FORM, HOST_ID_RE, shown
 from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
 
 
@@ -67,7 +68,8 @@ class SettingsModel(BaseModel):
     registry_url: str | None = None
     host_id: str = Field(default_factory=lambda: hostname(), min_length=1, max_length=253)
     """This engine's host, as recorded with its engines and VMs: each host reaps only its
-    own VMs. Default: the machine's hostname."""
+    own VMs. Default: the machine's hostname. A plain name (`HOST_ID_RE`): no space, no
+    control character, nothing that looks like another id."""
     backend: str = "process"
     max_vms: int = Field(default=4, ge=1, le=1024)
     poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
@@ -102,6 +104,16 @@ class SettingsModel(BaseModel):
         cls, value: dict[str, BackendOptions]
     ) -> dict[str, BackendOptions]:
         check_names(value)
+        return value
+
+    @field_validator("host_id")
+    @classmethod
+    def _plain_host_id(cls, value: str) -> str:
+        if not HOST_ID_RE.fullmatch(value):
+            raise ValueError(
+                f"{shown(value)} is not a plain name: {HOST_ID_FORM} characters (set "
+                "SWARM_HOST_ID or host_id in the config file)"
+            )
         return value
 
     @field_validator("log_level", mode="before")

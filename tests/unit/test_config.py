@@ -47,6 +47,29 @@ def test_bad_values_are_one_line_config_errors(
         load_settings()
 
 
+@pytest.mark.parametrize("host_id", ["vm\n", "vm ", " vm", "v m", "vm\t", "vm\x1b[2J", "vм", "-vm"])
+def test_a_host_id_that_is_not_a_plain_name_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_id: str
+) -> None:
+    """`vm\n` and `vm ` were accepted: an engine line printed with a raw newline, a second
+    engine lock on the same machine, `vm` twice in the hosts table."""
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv("SWARM_HOST_ID", host_id)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f"setting host_id: {host_id!r} is not a plain name: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("host_id", ["vm", "host-a.example.com", "h_1", "0abc"])
+def test_a_plain_host_id_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_id: str
+) -> None:
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv("SWARM_HOST_ID", host_id)
+    assert load_settings().host_id == host_id
+
+
 @pytest.mark.parametrize(
     "url", ["sqlite:///:memory:", "sqlite:///x/t.db?mode=ro", "sqlite:///t.db#a", "sqlite:///"]
 )
