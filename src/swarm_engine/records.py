@@ -97,6 +97,20 @@ def finite_only(value: Any) -> Any:
     return value
 
 
+def escaped_name(value: Any) -> str:
+    """A stored name or version as it is shown on one line, in an error or a table: as
+    stored when it is printable text without leading, trailing or repeated spaces; else
+    quoted as `repr` writes it when spaces would hide a difference (`'vm '`, `'echo\\n'`),
+    else with every character that is not printable escaped (`x\\x1b[2J`): a row's
+    `echo\\n` never shows as `echo`."""
+    text = str(value)
+    if text.isprintable() and text == " ".join(text.split()):
+        return text
+    if text.isprintable() or text.strip() != text or "  " in text:
+        return repr(text)
+    return text.encode("unicode_escape").decode("ascii")
+
+
 SHOWN_CHARS = 200
 """How much of a value a one-line error shows (`shown`)."""
 

@@ -519,3 +519,35 @@ def test_the_http_api_refuses_a_name_or_version_given_as_a_number(home: Path) ->
         assert snapshot(home / "registry.db") == before
     finally:
         api.stop()
+
+
+def test_list_tables_show_a_row_s_name_with_its_control_characters_escaped(
+    home: Path,
+) -> None:
+    """`agent list` / `workflow list` printed a hand-written row's `echo\\n` raw (so as a
+    second `echo`): names and versions that are not plain show escaped, as errors do."""
+    agents = [("echo\n", "1.0.0"), ("vm ", "1.0.0"), ("x\x1b[2J", "2.0.0\n")]
+    workflows = [("w\n", "1.0.0"), ("w", "1.0.0\n")]
+    conn = sqlite3.connect(home / "registry.db")
+    with conn:
+        for name, version in agents:
+            spec = {"name": name, "version": version, "kind": "echo"}
+            conn.execute(
+                "INSERT INTO agents (name, version, kind, spec) VALUES (?, ?, 'echo', ?)",
+                (name, version, json.dumps(spec)),
+            )
+        for name, version in workflows:
+            spec = {"name": name, "version": version, "steps": [{"id": "a", "agent": "echo"}]}
+            conn.execute(
+                "INSERT INTO workflows (name, version, spec) VALUES (?, ?, ?)",
+                (name, version, json.dumps(spec)),
+            )
+    conn.close()
+    shown = swarm(home, "agent", "list", check=True).stdout
+    assert "\x1b" not in shown
+    for text in ("'echo\\n'", "'vm '", "x\\x1b[2J", "'2.0.0\\n'"):
+        assert text in shown, shown
+    lines = shown.splitlines()
+    assert sum(1 for line in lines if line.split()[:1] == ["echo"]) == 1, shown
+    shown = swarm(home, "workflow", "list", check=True).stdout
+    assert "'w\\n'" in shown and "'1.0.0\\n'" in shown, shown

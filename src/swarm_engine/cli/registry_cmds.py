@@ -22,6 +22,7 @@ from swarm_engine.cli.output import (
 )
 from swarm_engine.config import Settings
 from swarm_engine.models import AgentSpec, WorkflowSpec
+from swarm_engine.records import escaped_name
 from swarm_engine.service import registry as service
 from swarm_engine.service.registry import definition_folders
 from swarm_engine.service.runs import of_workflow
@@ -83,8 +84,8 @@ def agent_list(settings: Settings, as_json: bool) -> None:
             ],
             (
                 (
-                    r["name"],
-                    short(r["version"], VERSION_WIDTH),
+                    escaped_name(r["name"]),
+                    short(escaped_name(r["version"]), VERSION_WIDTH),
                     r["kind"],
                     "yes" if r["builtin"] else "",
                     r["description"],
@@ -163,8 +164,8 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
             ],
             (
                 (
-                    r["name"],
-                    short(r["version"], VERSION_WIDTH),
+                    escaped_name(r["name"]),
+                    short(escaped_name(r["version"]), VERSION_WIDTH),
                     _step_count(r.get("spec")),
                     r["description"],
                 )
