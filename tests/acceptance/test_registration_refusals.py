@@ -516,6 +516,14 @@ def test_the_http_api_refuses_a_name_or_version_given_as_a_number(home: Path) ->
             message = got.json()["message"]
             assert "Input should be a valid string, not the number" in message, message
             assert "(quote it" in message, message
+        for path, body in [  # as in YAML: integers within 64 bits only
+            ("/v1/agents", {"name": "x", "kind": "echo", "inputs": {"default": 2**63}}),
+            ("/v1/workflows", {"name": "w", "steps": [{"id": "a", "agent": "echo",
+                                                       "inputs": {"n": [-(2**63) - 1]}}]}),
+        ]:  # fmt: skip
+            got = api.post(path, json=body)
+            assert got.status_code == 422, got.text
+            assert "an integer outside those a definition may hold" in got.json()["message"]
         assert snapshot(home / "registry.db") == before
     finally:
         api.stop()

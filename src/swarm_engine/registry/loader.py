@@ -224,6 +224,7 @@ def agent_from_mapping(data: dict[str, Any], source: str) -> AgentSpec:
     Raises `ConfigError` ("<source>: <field>: <problem>")."""
     data = dict(data)
     data.pop("package_path", None)
+    _check_numbers(data, source)
     spec = validate(AgentSpec, data, source)
     if spec.is_template:
         raise ConfigError(f"{source}: names starting with '_template:' are reserved")
@@ -235,7 +236,29 @@ def workflow_from_mapping(data: dict[str, Any], source: str) -> WorkflowSpec:
     """A workflow definition given as a mapping (workflow.yaml's content, or a JSON
     body), validated as a file is. Raises `ConfigError`; the registry checks its steps'
     agents and references when it registers it."""
+    _check_numbers(data, source)
     return validate(WorkflowSpec, data, source)
+
+
+def _check_numbers(data: dict[str, Any], source: str) -> None:
+    """Raise `ConfigError` ("<source>: <field>: ...") for the first integer outside
+    `INT_RANGE` or number that is not finite in a definition given as a mapping (a JSON
+    body: the YAML loader refuses them with their line). Walked without recursion."""
+    todo: list[tuple[str, Any]] = [(str(k), v) for k, v in data.items()]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend((f"{where}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((f"{where}.{n}", v) for n, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+                raise ConfigError(
+                    f"{source}: {where}: an integer outside those a definition may hold "
+                    f"({INT_RANGE[0]} to {INT_RANGE[1]}); give it as text"
+                )
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {where}: {value!r} is not a finite number")
 
 
 def check_package(folder: Path) -> None:
