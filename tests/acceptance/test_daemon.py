@@ -352,3 +352,60 @@ hold_engine_lock(Path(sys.argv[1]), sys.argv[2])
 print("held", flush=True)
 sys.stdin.read()
 """
+
+
+def test_cleanup_removes_only_folders_of_the_qemu_backends_shape(
+    home: Path, tmp_path: Path
+) -> None:
+    """`run_dir` is any path (the home itself, a shared folder): `cleanup` removed every
+    folder there with no live `owner.pid` (the home's `vms`, `packages`, a user's data).
+    Now only folders named and filled as the backend makes them are removed; nothing is
+    made (no `<images_dir>/.snapshots`); a dead VM folder that cannot be removed is said."""
+    run_dir = tmp_path / "shared"
+    images = tmp_path / "images"
+    images.mkdir()
+    (home / "config.toml").write_text(
+        f'[backend_options.qemu]\nrun_dir = "{run_dir}"\nimages_dir = "{images}"\n'
+    )
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(ended.stdout)
+    old = 1_000_000_000  # mtime: long past any boot timeout
+    kept = {
+        "packages": ["a.yaml"],  # a user's folders, no owner.pid
+        "vms": [],
+        "warm-0123456789ab.bak": ["owner.pid"],  # not a VM id
+        "warm-aaaaaaaaaaaa": ["owner.pid", "notes.txt"],  # a file the backend never makes
+        "vm-bbbbbbbbbbbb": ["owner.pid", "sub/"],  # a folder inside
+    }
+    for name, files in kept.items():
+        (run_dir / name).mkdir(parents=True)
+        for file in files:
+            if file.endswith("/"):
+                (run_dir / name / file).mkdir()
+            else:
+                (run_dir / name / file).write_text(f"{dead}\n")
+        os.utime(run_dir / name, (old, old))
+    ours = run_dir / "vm-0123456789ab"
+    ours.mkdir()
+    (ours / "owner.pid").write_text(f"{dead}\n")
+    (ours / "qemu.log").write_text("")
+    done = swarm(home, "cleanup", "--json")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert json.loads(done.stdout)["folders"] == ["vm-0123456789ab"]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(kept)
+    assert list(images.iterdir()) == []  # nothing made
+    stuck = run_dir / "warm-cccccccccccc"
+    stuck.mkdir()
+    (stuck / "owner.pid").write_text(f"{dead}\n")
+    os.utime(stuck, (old, old))
+    pinned = subprocess.run(["chattr", "+i", str(stuck / "owner.pid")], capture_output=True)
+    if pinned.returncode != 0:  # (not root, or a file system without the flag)
+        stuck.chmod(0o500)
+    try:
+        said = swarm(home, "cleanup", "--json")
+        assert said.returncode == 0 and json.loads(said.stdout)["folders"] == []
+        assert f"could not delete VM folder {stuck}" in said.stderr, said.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck / "owner.pid")], capture_output=True)
+        stuck.chmod(0o700)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -39,6 +42,7 @@ from swarm_engine.vm.qemu.snapshot import WARM_UP, WARM_UP_TIMEOUT, save_state, 
 from swarm_engine.vm.qemu.vm import QemuVM
 from swarm_engine.vm.qemu.warm import WarmPool
 from swarm_engine.vm.settled import settled
+from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +50,16 @@ OWNER_FILE = "owner.pid"
 SERVING_FILE = "vm.id"
 """In a warm VM's folder once it is handed out: the id it serves under (its folder keeps
 the name it was booted with). `fence` kills a folder's QEMU only for the row of that id."""
+VM_FOLDER = re.compile(r"(?:vm|warm|template)-[0-9a-f]{12}|doctor-[0-9a-f]{8}")
+"""The names of the VM folders this backend makes in its run folder: the ids of the VMs
+booted there (the engine's `vm-`, warm and template VMs', `vm doctor`'s)."""
+VM_FILES = frozenset(
+    {OWNER_FILE, SERVING_FILE, "socket", "qemu.pid", "qemu.log", "console.log", "agent.sock",
+     "qmp.sock"}
+)  # fmt: skip
+"""All that `_launch` (and QEMU) put in a VM folder: a folder holding anything else, or
+named otherwise, is not this backend's, and is never removed nor counted (a run folder
+may be shared, or be a home: `run_dir` is any path)."""
 
 
 class QemuBackend:
@@ -55,9 +69,7 @@ class QemuBackend:
         self.options = options
         self.images_dir = options.images_dir or images_dir_for(home)
         self.run_dir = options.run_dir or home / "run" / "qemu"
-        self.snapshot_dir = options.snapshot_dir or _writable_or(
-            self.images_dir / ".snapshots", home / "run" / "qemu-snapshots"
-        )
+        self._home = home
         self._mounts_dirs = (self.images_dir / ".mounts", home / "run" / "qemu-mounts")
         if options.mounts_dir is not None:
             self._mounts_dirs = (options.mounts_dir, options.mounts_dir)
@@ -75,6 +87,13 @@ class QemuBackend:
             )
 
     # -- configuration -----------------------------------------------------------------
+    @functools.cached_property
+    def snapshot_dir(self) -> Path:
+        """Where template states live; made when first asked for (a sweep makes nothing)."""
+        return self.options.snapshot_dir or _writable_or(
+            self.images_dir / ".snapshots", self._home / "run" / "qemu-snapshots"
+        )
+
     async def accel(self) -> AccelChoice:
         if self._accel is None:
             options = self.options
@@ -130,7 +149,7 @@ class QemuBackend:
         this backend's run folder is looked at (a `vms` row is any writer's: its pid and
         socket path are not trusted): the QEMU process named in that folder, if it still
         runs for that folder's socket, the socket and the folder. Raises `VMError` when the
-        folder belongs to a live engine."""
+        folder belongs to a live engine, or cannot be removed (one line: what is left)."""
         folder = self._vm_folder(record.overlay_path)
         if folder is None:
             return  # nothing of this backend's is named: nothing is touched
@@ -143,7 +162,9 @@ class QemuBackend:
             kill_group(qemu)
         with contextlib.suppress(OSError):
             sock.unlink()
-        shutil.rmtree(folder, ignore_errors=True)
+        left = remove_folder(folder)
+        if left is not None:
+            raise VMError(left)
 
     def fence(self, record: OrphanRecord) -> int | None:
         """Kill the QEMU process of a VM whose engine may live (see `VMBackend.fence`): the
@@ -171,12 +192,12 @@ class QemuBackend:
     # -- internals ---------------------------------------------------------------------
     def _vm_folder(self, path: str | None) -> Path | None:
         """`path` if it is a VM folder of this backend: a folder right in its run folder
-        (not a link), else None."""
+        (not a link) of the shape it makes (`is_vm_folder`), else None."""
         if not path:
             return None
         folder = Path(path)
         try:
-            if folder.is_symlink() or not folder.is_dir():
+            if not is_vm_folder(folder):
                 return None
             return folder if folder.resolve().parent == self.run_dir.resolve() else None
         except OSError:
@@ -185,13 +206,17 @@ class QemuBackend:
     def sweep(self) -> list[str]:
         """Delete VM folders whose owning engine process is gone (e.g. warm VMs of a crashed
         engine, which are not in the `vms` table), and half-packed mount images of dead
-        engines. Returns the names of the VM folders removed."""
+        engines. Returns the names of the VM folders removed. Only folders of the shape
+        this backend makes (`is_vm_folder`) are looked at; one that cannot be removed is
+        said in a warning line (every sweep, until it is gone) and not counted."""
         removed: list[str] = []
         for cache in dict.fromkeys(self._mounts_dirs):  # squashfs files of dead packers
             mounts.sweep(cache)
         if not self.run_dir.is_dir():
             return removed
         for folder in self.run_dir.iterdir():
+            if not is_vm_folder(folder):
+                continue  # not a folder this backend made: never touched
             owner = _read_pid(folder / OWNER_FILE)
             if owner is not None and pid_alive(owner):
                 continue
@@ -199,7 +224,11 @@ class QemuBackend:
                 continue  # another engine may be creating it right now
             qemu = _read_pid(folder / "qemu.pid")
             sock = (folder / "socket").read_text().strip() if (folder / "socket").exists() else None
-            self.reap(OrphanRecord(folder.name, qemu, None, sock, str(folder)))
+            try:
+                self.reap(OrphanRecord(folder.name, qemu, None, sock, str(folder)))
+            except VMError as exc:
+                log.warning("%s", exc)
+                continue
             if not folder.exists():  # (a folder that could not be removed is not counted)
                 removed.append(folder.name)
         return removed
@@ -490,6 +519,24 @@ def images_dir_for(home: Path) -> Path:
     return Path(shared) if shared else home / "images"
 
 
+def is_vm_folder(folder: Path) -> bool:
+    """Whether `folder` has the shape of a VM folder this backend makes: named like one of
+    its VMs (`VM_FOLDER`), a folder (not a link) holding only files `_launch` puts there
+    (`VM_FILES`; no folder). What cannot be read is not."""
+    if not VM_FOLDER.fullmatch(folder.name):
+        return False
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name not in VM_FILES or entry.is_dir(follow_symlinks=False):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
 def _writable_or(preferred: Path, fallback: Path) -> Path:
     try:
         preferred.mkdir(parents=True, exist_ok=True)
@@ -536,8 +583,10 @@ def create(home: Path, options: dict[str, Any]) -> QemuBackend:
 def sweep_leftovers(home: Path, options: dict[str, Any]) -> list[str]:
     """What `create` sweeps, for `cleanup` (which first makes sure that no engine of the
     home runs): the VM folders whose owner process is gone, a warm pool's included (no
-    `vms` row names those); the names of the folders removed. Nothing is made, and the
-    backend is not set up, when its run folder does not exist."""
+    `vms` row names those), of the shape this backend makes (`is_vm_folder`: nothing else
+    in a shared or odd `run_dir` is touched); the names of the folders removed. Nothing
+    is made (no snapshot folder either), and the backend is not set up, when its run
+    folder does not exist."""
     config = _options(options)
     if not (config.run_dir or Path(home) / "run" / "qemu").is_dir():
         return []
