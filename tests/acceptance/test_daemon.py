@@ -23,6 +23,10 @@ from tests.support.cli import (
 from swarm_engine.config import hostname
 from swarm_engine.vm.proctree import tagged
 
+LOCK_HELD = (
+    "an engine holds this store's engine lock on this host: none of this host's engines,"
+    " VMs or folders reaped (its engine cleans up after itself)\n"
+)
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
 
 
@@ -318,7 +322,8 @@ def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
 
     def cleanup() -> dict[str, list[object]]:
         done = swarm(home, "cleanup", "--json")
-        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        said = done.stderr.replace(LOCK_HELD, "")  # (the one line while the lock is held)
+        assert (done.returncode, said) == (0, ""), done.stderr
         report: dict[str, list[object]] = json.loads(done.stdout)
         return report
 
@@ -409,3 +414,51 @@ def test_cleanup_removes_only_folders_of_the_qemu_backends_shape(
     finally:
         subprocess.run(["chattr", "-i", str(stuck / "owner.pid")], capture_output=True)
         stuck.chmod(0o700)
+
+
+def test_cleanup_never_reaps_a_heartbeating_engine_whatever_its_row_pid_says(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """`cleanup` called an engine dead, and killed its running ticket's sandbox, when its
+    row's pid was not a process of this host (an engine in another pid namespace, or a
+    row edited). An engine is dead now only when its pid is gone AND its heartbeat is
+    older than `lease_ttl`; and while this store's engine lock of this host is held,
+    nothing of this host is reaped. `status` says the same."""
+    db = home / "tickets.db"
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "long")).returncode == 0
+    proc = start_engine(home, "--another", **FAST)  # no engine lock: the heartbeat alone
+    engines.append(proc)
+    engine_ready(home, proc)
+    sqlite_shell(db, "INSERT INTO tickets (title, status, agent_id) VALUES ('l', 'open', 'long')")
+    wait_until(lambda: status_of(home, 1) == "running", 30, "the ticket to run")
+    sqlite_shell(db, "UPDATE engines SET pid = 999999")
+    done = swarm(home, "cleanup", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["vms"], report["engines"]) == ([], []), report
+    (engine,) = json.loads(swarm(home, "status", "--json").stdout)["engines"]
+    assert engine["state"] == "running"
+    assert status_of(home, 1) == "running"
+    assert query(db, "SELECT state FROM vms")[0]["state"] != "destroyed"
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: query(db, "SELECT 1 FROM engines WHERE state = 'draining'"), 10, "drain")
+    proc.send_signal(signal.SIGTERM)  # abort
+    proc.wait(timeout=30)
+    # a silent engine row whose pid is gone, while an engine holds the lock: left alone
+    sqlite_shell(db, "INSERT INTO engines (id, host, pid, max_vms, backend, heartbeat_at)"
+                     f" VALUES ('ghost', '{hostname()}', 999999, 1, 'process',"
+                     " '2000-01-01T00:00:00Z')")  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(db), hostname()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        held = swarm(home, "cleanup", "--json")
+        assert held.returncode == 0 and json.loads(held.stdout)["engines"] == []
+        assert "holds this store's engine lock on this host" in held.stderr
+    finally:
+        holder.communicate("")
+    freed = swarm(home, "cleanup", "--json")
+    assert json.loads(freed.stdout)["engines"] == ["ghost"]

@@ -303,6 +303,9 @@ def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolat
         proc.wait()
     vm = query(db, "SELECT * FROM vms")[0]
     assert vm["state"] == "busy" and Path(vm["workspace"]).exists()
+    fresh = json.loads(swarm(home, "cleanup", "--json", check=True).stdout)
+    assert fresh["vms"] == [] and fresh["engines"] == []  # its heartbeat is recent yet
+    sqlite_shell(db, "UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")  # (as if later)
     done = swarm(home, "cleanup", "--json", check=True)
     report = json.loads(done.stdout)
     assert report["vms"] == [vm["id"]] and len(report["engines"]) == 1

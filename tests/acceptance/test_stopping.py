@@ -20,6 +20,7 @@ from tests.acceptance.conftest import engine_ready, status_of, write_agent
 from tests.support.cli import (
     env_for,
     query,
+    sqlite_shell,
     start_engine,
     swarm,
     swarm_inproc,
@@ -136,7 +137,6 @@ def test_aborts_of_many_tickets_under_a_held_lock_end_within_the_lease_not_in_tu
         # bound: one lease_ttl, or one busy timeout already waiting (+ teardown slack)
         out, _ = proc.communicate(timeout=4 + 3 * 4)
         assert status_of(home, 1) == "running"  # a read: nothing could be written
-        shown = json.loads(swarm_inproc(home, "status", "--json").stdout)["engines"]
     assert proc.returncode == 0, out
     said = [line for line in out.splitlines() if "could not be re-queued" in line]
     assert len(said) == 1 and all(str(t) in said[0] for t in (1, 2, 3, 4)), out
@@ -145,8 +145,10 @@ def test_aborts_of_many_tickets_under_a_held_lock_end_within_the_lease_not_in_tu
         assert len(about) == 1 and "not recorded" in about[0], out
     # the abort's lines say what happens; the lease keeper adds no line per ticket
     assert "lease ran out" not in out, out
-    # its end unrecorded, its row says draining: status judges it by its process
-    (engine,) = shown
+    # its end unrecorded, its row says draining: status judges it by its process, once its
+    # heartbeat is older than lease_ttl too (moved back here instead of waiting)
+    sqlite_shell(db, "UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
+    (engine,) = json.loads(swarm_inproc(home, "status", "--json").stdout)["engines"]
     assert engine["state"] == "dead" and engine["recorded_state"] == "draining", engine
 
     def cleaned() -> bool:
@@ -283,7 +285,11 @@ def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
     assert waited.returncode == 4, waited.stderr
     assert waited.stderr.startswith(f"error: ticket 1 is already running {gone}"), waited.stderr
     assert status_of(home, 1) == "running"  # both only said so
-    # and status agrees: its process on this host is gone, whatever its heartbeat says
+    # and status agrees once its heartbeat is older than lease_ttl too (moved back here):
+    # its process on this host is gone (a live engine's heartbeat keeps it alive)
+    (alive,) = json.loads(swarm_inproc(home, "status", "--json").stdout)["engines"]
+    assert alive["state"] == "running", alive
+    sqlite_shell(home / "tickets.db", "UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
     (shown,) = json.loads(swarm_inproc(home, "status", "--json").stdout)["engines"]
     assert shown["state"] == "dead" and shown["recorded_state"] == "running", shown
     text = " ".join(swarm_inproc(home, "status").stdout.split())

@@ -212,7 +212,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
             "hosts": store.engines.hosts(),
             "tickets": store.tickets.counts(),
             "vms": vm_service.live(store),
-            "engines": vm_service.engines(store, settings.host_id, pid_alive),
+            "engines": vm_service.engines(store, settings.host_id, pid_alive, settings.lease_ttl),
             "recent_runs": run_service.recent(store, 10),
         }
         data["usage"] = run_service.usage_totals(store)
@@ -371,6 +371,7 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
             settings.host_id,
             settings.backend_options,
             store_target=settings.tickets_target,
+            silent_after=settings.lease_ttl,
         )
     if as_json:
         emit_json(report.__dict__)

@@ -24,10 +24,16 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
-from swarm_engine.engine.reaper import ReapReport, cleanup, vm_fence
+from swarm_engine.engine.reaper import ReapReport, cleanup, reap_engines, reap_vms, vm_fence
 from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
-from swarm_engine.errors import AttemptEndedError, StaleAttemptError, StoreBusyError, SwarmError
+from swarm_engine.errors import (
+    AttemptEndedError,
+    StaleAttemptError,
+    StoreBusyError,
+    StoreError,
+    SwarmError,
+)
 from swarm_engine.vm import shortage
 
 log = logging.getLogger(__name__)
@@ -134,6 +140,7 @@ class Daemon:
                 self.settings.home,
                 self.settings.host_id,
                 self.settings.backend_options,
+                silent_after=self.settings.lease_ttl,
             )
             watcher = open_watcher(self.settings)
             watcher.start()
@@ -223,6 +230,7 @@ class Daemon:
                 if failed:
                     log.warning("failed tickets whose leases expired too often: %s", failed)
                 await self._forget_silent(session)
+                await self._reap_gone(session)
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _forget_silent(self, session: EngineSession) -> None:
@@ -237,6 +245,26 @@ class Daemon:
         for engine in gone:
             log.warning("engine %s on host %s stopped heartbeating: recorded dead",
                         engine["id"], engine["host"])  # fmt: skip
+
+    async def _reap_gone(self, session: EngineSession) -> None:
+        """Engines of this host gone since this one started (process gone and silent for
+        a lease: at the start's cleanup, one that had just died still had a recent
+        heartbeat) are recorded dead, and their VMs of this host reaped."""
+        settings, report = self.settings, ReapReport()
+        try:
+            await session.gate(
+                reap_engines, session.store, settings.host_id, report, settings.lease_ttl
+            )
+            await session.gate(
+                reap_vms, session.store, settings.home, settings.host_id, report,
+                settings.backend_options, settings.lease_ttl,
+            )  # fmt: skip
+        except StoreError as exc:  # busy, or a store fault: tried again next round
+            log.debug("reaping gone engines delayed: %s", exc)
+            return
+        if report.engines or report.vms:
+            log.warning("engines of this host gone: %s recorded dead, VMs reaped: %s",
+                        report.engines, report.vms)  # fmt: skip
 
     async def _claim(self, session: EngineSession, watcher: Watcher, slots: int) -> list[Claimed]:
         """Claim up to `slots` open tickets in one statement, each with its plan resolved

@@ -36,12 +36,21 @@ class ReapReport:
     folders: list[str] = field(default_factory=list)
 
 
-def reap_engines(store: Store, host: str, report: ReapReport) -> None:
-    for engine in store.engines.running():
-        if engine["host"] == host and not pid_alive(engine["pid"]):
-            if _refused(store.engines.stopped, engine["id"], state="dead"):
-                continue
-            report.engines.append(engine["id"])
+SILENT_AFTER = 30.0
+"""Seconds without a heartbeat after which an engine whose process is gone is dead (the
+callers pass their `lease_ttl`)."""
+
+
+def reap_engines(
+    store: Store, host: str, report: ReapReport, silent_after: float = SILENT_AFTER
+) -> None:
+    """Record dead the engines of `host` whose process is gone and whose heartbeat is
+    older than `silent_after` (`EngineStore.gone_from`: a row's pid alone is not
+    trusted; an engine in another pid namespace has a pid this host does not show)."""
+    for engine in store.engines.gone_from(host, pid_alive, silent_after):
+        if _refused(store.engines.stopped, engine["id"], state="dead"):
+            continue
+        report.engines.append(engine["id"])
 
 
 def _refused(write: Callable[..., object], row_id: object, *args: Any, **kwargs: Any) -> bool:
@@ -64,10 +73,18 @@ def reap_vms(
     host: str,
     report: ReapReport,
     backend_options: Mapping[str, BackendOptions],
+    silent_after: float = SILENT_AFTER,
 ) -> None:
+    """Reap the VMs of `host` whose engine is gone: recorded stopped or dead, or with no
+    heartbeating engine row and no live owner process. A VM of an engine that heartbeats
+    is never reaped, whatever its row's pids say."""
     dead = store.engines.gone()
+    beating = store.engines.heartbeating(silent_after)
     for vm in store.vms.live(host=host):
-        if pid_alive(vm["owner_pid"]) and vm["engine_id"] not in dead:
+        engine = vm["engine_id"]
+        if isinstance(engine, str) and engine in beating:
+            continue  # its engine lives (its pid may be another namespace's, or edited)
+        if pid_alive(vm["owner_pid"]) and engine not in dead:
             continue
         if not is_plain_name(vm["id"]) or vm["backend"] not in BACKENDS:
             # a path, not an id, or no backend of ours: nothing on the host is touched
@@ -199,18 +216,29 @@ def cleanup(
     backend_options: Mapping[str, BackendOptions] | None = None,
     *,
     store_target: str | Path | None = None,
+    silent_after: float = SILENT_AFTER,
 ) -> ReapReport:
     """Reap this host's dead engines and orphan VMs and its leftover VM folders, then
     reclaim expired leases (of any host: a dead host's tickets come back this way; what
     their VMs of this host still run is stopped first, `vm_fence`). With `store_target`
     (the store's path or URL, as the engine lock names it; the `cleanup` command's), the
     VM folders of gone engines' warm pools too, when no engine of this host runs
-    (`reap_pool_folders`; an engine's own start sweeps them for itself)."""
+    (`reap_pool_folders`; an engine's own start sweeps them for itself). An engine is
+    dead when its process is gone and it has not heartbeated for `silent_after` s (the
+    caller's `lease_ttl`). With `store_target`, nothing of this host is reaped while the
+    kernel says this store's engine lock of this host is held (an engine runs, whatever
+    the rows say: one line says so); expired leases are still reclaimed."""
     report = ReapReport()
-    reap_engines(store, host, report)
-    if store_target is not None:
-        reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
-    reap_vms(store, home, host, report, backend_options or {})
-    reap_folders(store, home, report)
+    if store_target is not None and engine_lock_held(store_target, host):
+        log.warning(
+            "an engine holds this store's engine lock on this host: none of this host's"
+            " engines, VMs or folders reaped (its engine cleans up after itself)"
+        )
+    else:
+        reap_engines(store, host, report, silent_after)
+        if store_target is not None:
+            reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
+        reap_vms(store, home, host, report, backend_options or {}, silent_after)
+        reap_folders(store, home, report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))
     return report

@@ -34,19 +34,25 @@ def one(store: Store, vm_id: str) -> dict[str, Any]:
 
 
 def engines(
-    store: Store, host: str | None = None, alive: Callable[[Any], bool] | None = None
+    store: Store,
+    host: str | None = None,
+    alive: Callable[[Any], bool] | None = None,
+    silent_after: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Engines not stopped, of every host, oldest first; `busy_vms` counts the VMs each
     holds now. Given `host` (this host) and `alive(pid)`, an engine of `host` whose
-    process is gone (killed, or exited unable to record its end) is `state` 'dead', what
-    its row says kept in `recorded_state`: the rule `run-ticket` names a holder by
-    (`store.engines.holder`). Other hosts' engines are as their rows (and heartbeats) say."""
+    process is gone (killed, or exited unable to record its end) and whose heartbeat is
+    older than `silent_after` s (`EngineStore.gone_from`, the rule `cleanup` reaps by: a
+    row's pid is any writer's, and an engine in another pid namespace has a pid this host
+    does not show) is `state` 'dead', what its row says kept in `recorded_state`. Other
+    hosts' engines are as their rows (and heartbeats) say."""
     rows = store.engines.running()
     if host is None or alive is None:
         return rows
+    gone = {str(e["id"]) for e in store.engines.gone_from(host, alive, silent_after)}
     for row in rows:
         row["recorded_state"] = row.get("state")
-        if row.get("host") == host and not alive(row.get("pid")):
+        if str(row.get("id")) in gone:
             row["state"] = "dead"
     return rows
 

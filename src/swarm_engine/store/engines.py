@@ -68,6 +68,20 @@ class EngineStore:
             gone += [decode_record(r) for r in rows]
         return gone
 
+    def gone_from(
+        self, host: str, alive: Callable[[Any], bool], silent_for: float
+    ) -> list[dict[str, Any]]:
+        """Running engines of `host` that are gone: their process is gone (`alive(pid)`
+        false) AND their last heartbeat is older than `silent_for` seconds. A row's pid is
+        any writer's, and an engine in another pid namespace has a pid this host does not
+        show: while it heartbeats, it lives."""
+        return [e for e in self.silent(silent_for) if e["host"] == host and not alive(e["pid"])]
+
+    def heartbeating(self, silent_for: float) -> set[str]:
+        """Ids of the running engines (any host) that heartbeat within `silent_for` s."""
+        silent = {str(e["id"]) for e in self.silent(silent_for)}
+        return {str(e["id"]) for e in self.running()} - silent
+
     def hosts(self) -> list[dict[str, Any]]:
         """Per host with a live engine or VM: `host`, `engines`, `slots` (their max_vms
         summed), `vms` (live VMs recorded on that host)."""
