@@ -323,3 +323,24 @@ def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -
     assert engine.returncode != 0
     want = "replaced by another file" if how == "replaced" else "deleted"
     assert f"engine stopped: the store {db} was {want} while this engine ran on it" in out, out
+
+
+def test_an_engine_started_with_interpreter_options_is_stopped(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """`python -u -X utf8 -m swarm_engine start` was not seen as an engine (only argv[:3]
+    was looked at): `stop` said none ran, a second `start` that the lock holder was "not
+    an engine of this user"."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-X", "utf8", "-m", "swarm_engine", "start", "--foreground"],
+        env=env_for(home, **BUSY), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    engines.append(proc)
+    engine_ready(home, proc)
+    second = swarm(home, "start")
+    assert second.returncode == 4, second.stderr
+    assert f"(pid {proc.pid})" in second.stderr and "not an engine" not in second.stderr
+    stopped = swarm(home, "stop", "--timeout", "60")
+    assert stopped.returncode == 0 and stopped.stdout.rstrip().endswith("stopped"), stopped
+    assert proc.wait(timeout=60) == 0

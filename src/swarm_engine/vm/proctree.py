@@ -141,8 +141,56 @@ def is_engine(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    named = any(a.endswith((b"swarm-engine", b"swarm_engine")) for a in argv[:3])
-    return named and b"start" in argv
+    args = engine_args(argv)
+    return args is not None and b"start" in args
+
+
+ENGINE_MODULES = (b"swarm_engine", b"swarm_engine.__main__")
+_VALUED = b"cmWX"  # the interpreter's one-letter options that take a value
+
+
+def engine_args(argv: list[bytes]) -> list[bytes] | None:
+    """The arguments given to swarm-engine when command line `argv` runs it, else None:
+    the `swarm-engine` script run as a program, or a Python interpreter (`python*`,
+    `pypy*`) run with any of its options (`-u`, `-I -S`, `-X dev`, `-Wignore`, `-um`...)
+    and then `-m swarm_engine` or the `swarm-engine` script (a shebang's form)."""
+    if not argv:
+        return None
+    program = os.path.basename(argv[0])
+    if program == b"swarm-engine":
+        return argv[1:]
+    if not program.startswith((b"python", b"pypy")):
+        return None
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == b"--":
+            i += 1
+            break
+        if not arg.startswith(b"-") or arg == b"-":
+            break
+        if arg == b"--check-hash-based-pycs":
+            i += 2
+            continue
+        if arg.startswith(b"--"):  # --help, --version...: no program runs
+            return None
+        for at in range(1, len(arg)):
+            letter = arg[at : at + 1]
+            if letter not in _VALUED:
+                continue
+            value = arg[at + 1 :]
+            if not value:  # the value is the next argument
+                i += 1
+                value = argv[i] if i < len(argv) else b""
+            if letter == b"m":
+                return argv[i + 1 :] if value in ENGINE_MODULES else None
+            if letter == b"c":
+                return None  # a program in the command line, not swarm-engine
+            break
+        i += 1
+    if i < len(argv) and os.path.basename(argv[i]) == b"swarm-engine":
+        return argv[i + 1 :]
+    return None
 
 
 def started_at(pid: int) -> float | None:
