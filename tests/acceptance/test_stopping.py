@@ -344,3 +344,32 @@ def test_an_engine_started_with_interpreter_options_is_stopped(
     stopped = swarm(home, "stop", "--timeout", "60")
     assert stopped.returncode == 0 and stopped.stdout.rstrip().endswith("stopped"), stopped
     assert proc.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("how", ["pid=1", "host='other'", "namespace"])
+def test_stop_finds_the_engine_holding_the_lock_whatever_its_row_says(
+    home: Path, engines: list[subprocess.Popen[str]], how: str
+) -> None:
+    """`stop` took its targets from `engines` rows only: with a running engine's row
+    edited, or an engine in another pid namespace (its row's pid is that namespace's),
+    it said "no engine is running on this host" while `start` said the lock was held."""
+    argv = [sys.executable, "-m", "swarm_engine", "start", "--foreground"]
+    if how == "namespace":
+        probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                               capture_output=True)  # fmt: skip
+        if probe.returncode != 0:
+            pytest.skip("no pid namespaces here")
+        argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
+    proc = subprocess.Popen(argv, env=env_for(home, **BUSY), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    engines.append(proc)
+    db = home / "tickets.db"
+    wait_until(lambda: query(db, "SELECT 1 FROM engines WHERE state = 'running'"), 30, "engine")
+    if how != "namespace":
+        sqlite_shell(db, f"UPDATE engines SET {how}")
+    stopped = swarm(home, "stop", "--timeout", "60")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("draining 1 engine(s)"), stopped.stdout
+    assert stopped.stdout.rstrip().endswith("stopped"), stopped.stdout
+    assert proc.wait(timeout=60) == 0

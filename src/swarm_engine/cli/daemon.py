@@ -18,7 +18,7 @@ from swarm_engine.cli.text import left_running, ms, short, terminal_width, visib
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
-from swarm_engine.engine.hostlock import hold_engine_lock, holding
+from swarm_engine.engine.hostlock import engines_holding, hold_engine_lock, holding
 from swarm_engine.errors import ConflictError, SwarmError
 from swarm_engine.osthreads import name_file_workers
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
@@ -344,8 +344,10 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
             if e["host"] == settings.host_id and e["kind"] == "daemon"
         ]
     # a row's pid is anything a writer put there: only engines holding this store's lock,
-    # or started from this home, each once
+    # or started from this home, each once; and this user's engines holding the lock
+    # whatever the rows say (a pid edited, an engine in another pid namespace)
     pids = list(dict.fromkeys(e["pid"] for e in engines if _ours(settings, e["pid"])))
+    pids += [p for p in engines_holding(settings.tickets_target, settings.host_id) if p not in pids]
     if not pids:
         click.echo("no engine is running on this host")
         return

@@ -171,6 +171,13 @@ def holding(store: str | Path, host_id: str, pids: Iterable[int]) -> list[int]:
     return lock_holders(held, offset, pids)
 
 
+def engines_holding(store: str | Path, host_id: str) -> list[int]:
+    """This user's engine processes (`swarm-engine start`, of any pid namespace: by their
+    pids in this one) holding the engine lock of `store` on host `host_id` now, whatever
+    the `engines` rows say (a row's pid may be edited, or another namespace's)."""
+    return holding(store, host_id, _engines_of_this_user())
+
+
 def lock_holders(held: os.stat_result, offset: int, pids: Iterable[int]) -> list[int]:
     """Those of `pids` with an open file holding a write lock on file `held`: an OFD lock
     on byte `offset`, or (`offset` -1) an `flock`. Read from `/proc/PID/fdinfo`, whose
