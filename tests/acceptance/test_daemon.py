@@ -10,8 +10,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from tests.acceptance.conftest import engine_ready, status_of, stop, write_agent
 from tests.support.cli import (
+    env_for,
     query,
     sqlite_shell,
     start_engine,
@@ -462,3 +464,44 @@ def test_cleanup_never_reaps_a_heartbeating_engine_whatever_its_row_pid_says(
         holder.communicate("")
     freed = swarm(home, "cleanup", "--json")
     assert json.loads(freed.stdout)["engines"] == ["ghost"]
+
+
+@pytest.mark.parametrize("another", [False, True])
+def test_cleanup_leaves_a_running_engine_of_another_pid_namespace_alone(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]], another: bool
+) -> None:
+    """An engine in another pid namespace (`unshare --pid --fork --mount-proc`) has a row
+    pid this host does not show: `cleanup` recorded it dead and killed its running ticket
+    (137). With the engine lock (a plain `start`) nothing of this host is reaped; without
+    it (`--another`) its heartbeat keeps it alive."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True)  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip("no pid namespaces here")
+    db = home / "tickets.db"
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "long")).returncode == 0
+    # its pid there: one that no process of this host has (pid 1 would be this host's init)
+    gap = next(n for n in range(3, 4000) if not os.path.exists(f"/proc/{n}"))
+    engine = [sys.executable, "-m", "swarm_engine", "start", "--foreground"]
+    script = f'i=2; while [ $i -lt {gap} ]; do /bin/true; i=$((i+1)); done; "$@"; true'
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh", *engine,
+            *(["--another"] if another else [])]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env_for(home, **FAST), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    engines.append(proc)
+    sqlite_shell(db, "INSERT INTO tickets (title, status, agent_id) VALUES ('l', 'open', 'long')")
+    wait_until(lambda: status_of(home, 1) == "running", 30, "the ticket to run")
+    assert query(db, "SELECT pid FROM engines")[0]["pid"] == gap
+    done = swarm(home, "cleanup", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["vms"], report["engines"]) == ([], []), report
+    (row,) = json.loads(swarm(home, "status", "--json").stdout)["engines"]
+    assert row["state"] == "running", row
+    assert status_of(home, 1) == "running"
+    assert query(db, "SELECT state FROM vms")[0]["state"] == "busy"
+    swarm(home, "ticket", "cancel", "1")
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
