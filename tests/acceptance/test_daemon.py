@@ -505,3 +505,25 @@ def test_cleanup_leaves_a_running_engine_of_another_pid_namespace_alone(
     swarm(home, "ticket", "cancel", "1")
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=60)
+
+
+def test_cleanup_leaves_the_vm_folders_of_another_pid_namespaces_engine(
+    home: Path, tmp_path: Path
+) -> None:
+    """A VM folder's `owner.pid` names its engine's pid in that engine's pid namespace:
+    from another namespace (an engine run in `unshare --pid`) that pid says nothing, and
+    the folder of a live VM was swept as its owner's pid was not a process here. The
+    namespace is recorded next to the pid; a folder of another one is never swept."""
+    pool = home / "run" / "qemu"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    here = os.readlink("/proc/self/ns/pid")
+    owners = {"warm-0123456789ab": f"{ended.stdout.strip()} pid:[1]", "warm-ba9876543210":
+              f"{ended.stdout.strip()} {here}"}  # fmt: skip
+    for name, owner in owners.items():
+        (pool / name).mkdir(parents=True)
+        (pool / name / "owner.pid").write_text(f"{owner}\n")
+    done = swarm(home, "cleanup", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["folders"] == ["warm-ba9876543210"]
+    assert [p.name for p in pool.iterdir()] == ["warm-0123456789ab"]

@@ -47,6 +47,7 @@ from swarm_engine.vm.workspace import remove_folder
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 OWNER_FILE = "owner.pid"
+"""In each VM folder: the pid of the engine that made it and its pid namespace."""
 SERVING_FILE = "vm.id"
 """In a warm VM's folder once it is handed out: the id it serves under (its folder keeps
 the name it was booted with). `fence` kills a folder's QEMU only for the row of that id."""
@@ -153,7 +154,9 @@ class QemuBackend:
         folder = self._vm_folder(record.overlay_path)
         if folder is None:
             return  # nothing of this backend's is named: nothing is touched
-        owner = _read_pid(folder / OWNER_FILE)
+        owner, elsewhere = _owner(folder)
+        if elsewhere:
+            raise VMError(f"VM folder {folder} belongs to an engine of another pid namespace")
         if owner is not None and owner != os.getpid() and pid_alive(owner):
             raise VMError(f"VM folder {folder} belongs to a running engine (pid {owner})")
         sock = self._socket_path(folder)
@@ -217,9 +220,9 @@ class QemuBackend:
         for folder in self.run_dir.iterdir():
             if not is_vm_folder(folder):
                 continue  # not a folder this backend made: never touched
-            owner = _read_pid(folder / OWNER_FILE)
-            if owner is not None and pid_alive(owner):
-                continue
+            owner, elsewhere = _owner(folder)
+            if elsewhere or (owner is not None and pid_alive(owner)):
+                continue  # its owner lives, or is another pid namespace's: not ours to judge
             if owner is None and _age(folder) < self.options.boot_timeout:
                 continue  # another engine may be creating it right now
             qemu = _read_pid(folder / "qemu.pid")
@@ -432,7 +435,7 @@ class QemuBackend:
             folder.mkdir(parents=True, exist_ok=False)
         except OSError as exc:
             raise VMError(f"cannot create the run folder of {vm_id}: {exc}") from exc
-        (folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        (folder / OWNER_FILE).write_text(f"{os.getpid()} {_pid_namespace()}\n")
         sock_path = self._socket_path(folder)
         (folder / "socket").write_text(f"{sock_path}\n")
         # A clone of a mapped template waits (`-incoming defer`) for the host to switch on
@@ -558,6 +561,26 @@ def _serves(folder: Path, vm_id: str) -> bool:
         return (folder / SERVING_FILE).read_text(errors="replace").strip() == vm_id
     except OSError:
         return False
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (`pid:[4026531836]`), or "" if it cannot be read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _owner(folder: Path) -> tuple[int | None, bool]:
+    """The pid in `folder`'s `owner.pid` (None if none can be read), and whether its
+    engine recorded another pid namespace than this process's: that pid means nothing
+    here, so such an owner is never judged gone (an engine run in `unshare --pid`)."""
+    try:
+        said = (folder / OWNER_FILE).read_text().split()
+        pid = int(said[0])
+    except (OSError, ValueError, IndexError):
+        return None, False
+    return pid, len(said) > 1 and said[1] != _pid_namespace()
 
 
 def _read_pid(path: Path) -> int | None:
