@@ -527,3 +527,25 @@ def test_cleanup_leaves_the_vm_folders_of_another_pid_namespaces_engine(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["folders"] == ["warm-ba9876543210"]
     assert [p.name for p in pool.iterdir()] == ["warm-0123456789ab"]
+
+
+def test_a_relative_qemu_run_dir_is_the_homes_not_the_current_folders(
+    home: Path, tmp_path: Path
+) -> None:
+    """A relative `run_dir` was taken from the current folder of `cleanup`: run elsewhere,
+    it swept that folder's `relrun`. It is from the home now, for every command."""
+    (home / "config.toml").write_text('[backend_options.qemu]\nrun_dir = "relrun"\n')
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    for root in (home, elsewhere):
+        (root / "relrun" / "vm-0123456789ab").mkdir(parents=True)
+        (root / "relrun" / "vm-0123456789ab" / "owner.pid").write_text(ended.stdout)
+    done = subprocess.run(
+        [sys.executable, "-m", "swarm_engine", "cleanup", "--json"], cwd=elsewhere,
+        env=env_for(home), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["folders"] == ["vm-0123456789ab"]
+    assert (elsewhere / "relrun" / "vm-0123456789ab").is_dir()
+    assert not (home / "relrun" / "vm-0123456789ab").exists()

@@ -69,7 +69,7 @@ class QemuBackend:
     def __init__(self, home: Path, options: QemuOptions) -> None:
         self.options = options
         self.images_dir = options.images_dir or images_dir_for(home)
-        self.run_dir = options.run_dir or home / "run" / "qemu"
+        self.run_dir = run_dir_of(home, options)
         self._home = home
         self._mounts_dirs = (self.images_dir / ".mounts", home / "run" / "qemu-mounts")
         if options.mounts_dir is not None:
@@ -515,6 +515,13 @@ class QemuBackend:
         )
 
 
+def run_dir_of(home: Path, options: QemuOptions) -> Path:
+    """The VM folders' parent: `run_dir` (a relative one from the home, never from the
+    current folder of whichever command reads it: `start`, `cleanup`), else
+    `<home>/run/qemu`."""
+    return home / options.run_dir if options.run_dir is not None else home / "run" / "qemu"
+
+
 def images_dir_for(home: Path) -> Path:
     """Images live in `<home>/images`, unless $SWARM_QEMU_IMAGES names a shared folder (CI
     builds or restores one image there for every test home)."""
@@ -611,7 +618,7 @@ def sweep_leftovers(home: Path, options: dict[str, Any]) -> list[str]:
     is made (no snapshot folder either), and the backend is not set up, when its run
     folder does not exist."""
     config = _options(options)
-    if not (config.run_dir or Path(home) / "run" / "qemu").is_dir():
+    if not run_dir_of(Path(home), config).is_dir():
         return []
     return QemuBackend(Path(home), config).sweep()
 

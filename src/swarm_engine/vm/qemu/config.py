@@ -37,7 +37,8 @@ class QemuOptions(BaseModel):
     images_dir: Path | None = None
     """Where images live; default $SWARM_QEMU_IMAGES, else `<home>/images`."""
     run_dir: Path | None = None
-    """Where per-VM sockets and logs live; default `<home>/run/qemu`."""
+    """Where per-VM sockets and logs live; default `<home>/run/qemu`; a relative path is
+    from the home."""
     snapshot: bool = True
     """Start guests from a saved template state (`-incoming`) instead of booting a kernel;
     the template is made on first use. Guests with network always boot cold."""
