@@ -89,6 +89,8 @@ def test_a_killed_engine_leaves_no_qemu_after_cleanup(home: Path, tmp_path: Path
     finally:
         os.kill(proc.pid, signal.SIGKILL)  # the engine only, not its process group
         proc.communicate()
+    # dead once its heartbeat is older than lease_ttl too (moved back, as if that long after)
+    sqlite_shell(db, "UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
     report = json.loads(swarm(home, "cleanup", "--json", check=True).stdout)
     assert len(report["vms"]) == 2
     wait_until(lambda: not any(running(p) for p in pids), 30, "QEMU processes to exit")
