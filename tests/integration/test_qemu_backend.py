@@ -182,6 +182,7 @@ async def test_killed_engine_leaves_no_qemu(tmp_path: Path) -> None:
     """An engine killed with SIGKILL takes its QEMU processes with it (PDEATHSIG); the next
     backend start sweeps what is left on disk."""
     home = tmp_path / "home"
+    doomed = _vm_id()  # the shape of the backend's own VM folders: only those are swept
     script = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
@@ -189,7 +190,7 @@ async def test_killed_engine_leaves_no_qemu(tmp_path: Path) -> None:
         "from swarm_engine.vm.qemu.backend import create\n"
         "async def main():\n"
         f"    b = create(Path({str(home)!r}), {{'images_dir': {str(qemu_images_dir())!r}}})\n"
-        "    vm = await b.boot('vm-doomed', VMSpec())\n"
+        f"    vm = await b.boot({doomed!r}, VMSpec())\n"
         "    print(vm.pid, flush=True)\n"
         "    await asyncio.Event().wait()\n"
         "asyncio.run(main())\n"
@@ -205,7 +206,7 @@ async def test_killed_engine_leaves_no_qemu(tmp_path: Path) -> None:
     await engine.wait()
     await wait_exit(qemu_pid)
     assert not is_running(qemu_pid)
-    leftover = home / "run" / "qemu" / "vm-doomed"
+    leftover = home / "run" / "qemu" / doomed
     assert leftover.exists()
     fresh = create(home, {"images_dir": str(qemu_images_dir())})
     await fresh.close()
