@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.support.api import start_api
-from tests.support.cli import swarm_inproc
+from tests.support.cli import swarm, swarm_inproc
 
 from swarm_engine.service.runs import SHOWN_RUNS
 from swarm_engine.service.tickets import PAGE_BYTES, SHOWN_EVENTS
@@ -133,3 +133,18 @@ def test_ticket_list_status_may_be_repeated_like_the_api_status_param(home: Path
         assert [t["id"] for t in got["items"]] == [5, 4, 2]
     finally:
         server.stop()
+
+
+def test_ticket_show_cuts_a_huge_field_and_json_keeps_it_whole(home: Path) -> None:
+    """`ticket show` prints at most 256 Ki characters of a field, then how many more
+    there are (Rich folding a 60 MB line took minutes); `--json` has all of it."""
+    swarm(home, "ticket", "list", check=True)  # the store is made
+    doc = "".join(f"{i:07d}," for i in range(400_000))  # 3.2 MB
+    with sqlite3.connect(home / "tickets.db") as db:
+        db.execute("INSERT INTO tickets (title, status, agent_id, inputs) VALUES"
+                   " ('big', 'open', 'echo', ?)", (json.dumps({"doc": doc}),))  # fmt: skip
+    shown = swarm(home, "ticket", "show", "1", check=True, COLUMNS="100").stdout
+    assert "more characters: --json shows all of it" in shown
+    assert len(shown) < 600_000 and "0000000," in shown and "0399999," not in shown
+    whole = json.loads(swarm(home, "ticket", "show", "1", "--json", check=True).stdout)
+    assert whole["inputs"] == {"doc": doc}

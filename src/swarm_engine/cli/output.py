@@ -65,9 +65,21 @@ def styled(status: str | None) -> Markup:
     return Markup(f"[{style}]{escape(status)}[/{style}]" if style else escape(status))
 
 
+BLOCK_MAX_CHARS = 256 * 1024
+"""The most of one field a table shows (Rich folds a long line in time that grows with
+the square of its length: 2 MB took a second, 60 MB minutes); `--json` has it all."""
+
+
 def block(value: Any) -> str:
-    """Like `plain`, for a multi-line field shown whole: newlines and tabs are kept."""
-    return escape(visible_lines("" if value is None else str(value)))
+    """Like `plain`, for a multi-line field: newlines and tabs are kept, and a field past
+    `BLOCK_MAX_CHARS` is cut there with a line that says how much more there is."""
+    text = "" if value is None else str(value)
+    more = len(text) - BLOCK_MAX_CHARS
+    if more > 0:
+        text = text[:BLOCK_MAX_CHARS]
+        tail = f"\n[... {more} more characters: --json shows all of it ...]"
+        return escape(visible_lines(text)) + escape(tail)
+    return escape(visible_lines(text))
 
 
 def plain(value: Any) -> str:
