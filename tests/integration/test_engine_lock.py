@@ -247,3 +247,20 @@ def test_spellings_of_one_database_url_meet_one_lock(
         "postgresql://engine@localhost:5433/swarm",  # another server
     ):
         assert holding(other, "host-a", [pid]) == []
+
+
+def test_stop_says_so_when_the_lock_holder_is_no_engine_it_can_stop(
+    tmp_path: Path, holder: list[subprocess.Popen[str]]
+) -> None:
+    """A process holding the store's engine lock that `stop` cannot tell for one of this
+    user's engines (another user's, or an interpreter of another name): `stop` exits 4
+    with one line, where it said "no engine is running" and exit 0."""
+    home = tmp_path / "home"
+    env = {**os.environ, "SWARM_HOME": str(home), "SWARM_HOST_ID": "host-a"}
+    run = [sys.executable, "-m", "swarm_engine"]
+    subprocess.run([*run, "status", "--init"], env=env, check=True, capture_output=True)
+    hold(holder, home / "tickets.db", "host-a")
+    done = subprocess.run([*run, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4, done
+    assert done.stderr.startswith("error: this store's engine lock on this host is held by a")
+    assert len(done.stderr.splitlines()) == 1 and "no engine is running" not in done.stdout

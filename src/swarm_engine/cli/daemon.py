@@ -18,7 +18,12 @@ from swarm_engine.cli.text import left_running, ms, short, terminal_width, visib
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
-from swarm_engine.engine.hostlock import engines_holding, hold_engine_lock, holding
+from swarm_engine.engine.hostlock import (
+    engine_lock_held,
+    engines_holding,
+    hold_engine_lock,
+    holding,
+)
 from swarm_engine.errors import ConflictError, SwarmError
 from swarm_engine.osthreads import name_file_workers
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
@@ -349,6 +354,12 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     pids = list(dict.fromkeys(e["pid"] for e in engines if _ours(settings, e["pid"])))
     pids += [p for p in engines_holding(settings.tickets_target, settings.host_id) if p not in pids]
     if not pids:
+        if engine_lock_held(settings.tickets_target, settings.host_id):
+            raise ConflictError(
+                "this store's engine lock on this host is held by a process that is not an "
+                "engine of this user (another user's engine is stopped by that user's "
+                "'swarm-engine stop'); nothing was stopped"
+            )
         click.echo("no engine is running on this host")
         return
     # an engine that drains already aborts at this stop (its own mark says so)
