@@ -24,11 +24,15 @@ IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\Z")
 """A VM image's name in the host's images folder (never a path): match it with `fullmatch`."""
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,31}\Z")
 """A definition's version: match it with `fullmatch`."""
-HOST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
+HOST_ID_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9_])?\Z")
 """An engine host's id (`host_id`, a hostname by default): a plain name, so that no two
 ids look alike (`vm` and `vm ` or `vm\n` took separate engine locks on one machine and
-showed as `vm` twice). Match it with `fullmatch`."""
-HOST_ID_FORM = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 253"
+showed as `vm` twice; so did `vm.`, a hostname's root form). Match it with `fullmatch`.
+Letter case is kept: `VM` and `vm` are two hosts."""
+HOST_ID_FORM = (
+    "letters, digits, '.', '_' and '-', starting with a letter or digit and not ending"
+    " in '.' or '-', at most 253"
+)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """A name in an agent's `env` (a shell variable's name): match it with `fullmatch`."""
 

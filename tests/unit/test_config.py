@@ -47,7 +47,9 @@ def test_bad_values_are_one_line_config_errors(
         load_settings()
 
 
-@pytest.mark.parametrize("host_id", ["vm\n", "vm ", " vm", "v m", "vm\t", "vm\x1b[2J", "vм", "-vm"])
+@pytest.mark.parametrize(
+    "host_id", ["vm\n", "vm ", " vm", "v m", "vm\t", "vm\x1b[2J", "vм", "-vm", "vm.", "vm-"]
+)
 def test_a_host_id_that_is_not_a_plain_name_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_id: str
 ) -> None:
@@ -61,7 +63,7 @@ def test_a_host_id_that_is_not_a_plain_name_is_refused(
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("host_id", ["vm", "host-a.example.com", "h_1", "0abc"])
+@pytest.mark.parametrize("host_id", ["vm", "host-a.example.com", "h_1", "0abc", "v", "VM"])
 def test_a_plain_host_id_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_id: str
 ) -> None:
