@@ -71,6 +71,8 @@ class Daemon:
         self._slot_freed = asyncio.Event()
         self.failed: str | None = None
         self.failed_why: str | None = None
+        self._reaped_at = 0.0
+        """When (loop time) this engine last looked for engines of its host gone since."""
         """Why a side task stopped the engine, when it said so (a `SwarmError`)."""
 
     # -- stopping ------------------------------------------------------------------------
@@ -230,7 +232,13 @@ class Daemon:
                 if failed:
                     log.warning("failed tickets whose leases expired too often: %s", failed)
                 await self._forget_silent(session)
-                await self._reap_gone(session)
+                loop_now = asyncio.get_running_loop().time()
+                # an engine counts as gone once silent for a lease: looked for once a lease,
+                # in a quiet round only (after a busy spell this engine's own lease keeper
+                # goes first: its run ends saying its lease ran out)
+                if not expired and loop_now - self._reaped_at >= self.settings.lease_ttl:
+                    self._reaped_at = loop_now
+                    await self._reap_gone(session)
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _forget_silent(self, session: EngineSession) -> None:
