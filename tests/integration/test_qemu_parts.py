@@ -409,7 +409,8 @@ def test_the_fence_kills_a_folders_qemu_only_for_the_row_of_that_vm(tmp_path: Pa
         return folder
 
     try:
-        victim, warm = vm_folder("vm-victim"), vm_folder("vm-warm1")
+        # (folder names of the backend's own shape: only those are its VM folders)
+        victim, warm = vm_folder("vm-0123456789ab"), vm_folder("warm-0123456789ab")
         # another VM's folder, named by a hand-written row: not touched
         assert backend.fence(OrphanRecord("vm-fake", None, None, None, str(victim))) is None
         assert procs[0].poll() is None
@@ -419,7 +420,7 @@ def test_the_fence_kills_a_folders_qemu_only_for_the_row_of_that_vm(tmp_path: Pa
         assert backend.fence(OrphanRecord("vm-served", None, None, None, str(warm))) == 1
         assert procs[1].wait(timeout=10) is not None
         # the row of the VM itself
-        assert backend.fence(OrphanRecord("vm-victim", None, None, None, str(victim))) == 1
+        assert backend.fence(OrphanRecord(victim.name, None, None, None, str(victim))) == 1
         assert procs[0].wait(timeout=10) is not None
     finally:
         for proc in procs:

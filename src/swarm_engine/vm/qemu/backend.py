@@ -8,9 +8,7 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import shutil
-import stat
 import tempfile
 import time
 import uuid
@@ -28,6 +26,16 @@ from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.connect import accept_one, close_listeners, until_ready
+from swarm_engine.vm.qemu.folders import (
+    OWNER_FILE,
+    SERVING_FILE,
+    age,
+    is_vm_folder,
+    owner_of,
+    pid_namespace,
+    read_pid,
+    serves,
+)
 from swarm_engine.vm.qemu.image import Image, image_identity, load_image
 from swarm_engine.vm.qemu.machine import (
     MAX_SOCKET_PATH,
@@ -46,21 +54,6 @@ from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-OWNER_FILE = "owner.pid"
-"""In each VM folder: the pid of the engine that made it and its pid namespace."""
-SERVING_FILE = "vm.id"
-"""In a warm VM's folder once it is handed out: the id it serves under (its folder keeps
-the name it was booted with). `fence` kills a folder's QEMU only for the row of that id."""
-VM_FOLDER = re.compile(r"(?:vm|warm|template)-[0-9a-f]{12}|doctor-[0-9a-f]{8}")
-"""The names of the VM folders this backend makes in its run folder: the ids of the VMs
-booted there (the engine's `vm-`, warm and template VMs', `vm doctor`'s)."""
-VM_FILES = frozenset(
-    {OWNER_FILE, SERVING_FILE, "socket", "qemu.pid", "qemu.log", "console.log", "agent.sock",
-     "qmp.sock"}
-)  # fmt: skip
-"""All that `_launch` (and QEMU) put in a VM folder: a folder holding anything else, or
-named otherwise, is not this backend's, and is never removed nor counted (a run folder
-may be shared, or be a home: `run_dir` is any path)."""
 
 
 class QemuBackend:
@@ -154,13 +147,13 @@ class QemuBackend:
         folder = self._vm_folder(record.overlay_path)
         if folder is None:
             return  # nothing of this backend's is named: nothing is touched
-        owner, elsewhere = _owner(folder)
+        owner, elsewhere = owner_of(folder)
         if elsewhere:
             raise VMError(f"VM folder {folder} belongs to an engine of another pid namespace")
         if owner is not None and owner != os.getpid() and pid_alive(owner):
             raise VMError(f"VM folder {folder} belongs to a running engine (pid {owner})")
         sock = self._socket_path(folder)
-        qemu = _read_pid(folder / "qemu.pid")
+        qemu = read_pid(folder / "qemu.pid")
         if qemu is not None and is_our_qemu(qemu, str(sock)):
             kill_group(qemu)
         with contextlib.suppress(OSError):
@@ -176,9 +169,9 @@ class QemuBackend:
         says it serves that id: a row may name any folder); the folder and the socket stay
         for the owner."""
         folder = self._vm_folder(record.overlay_path)
-        if folder is None or not _serves(folder, record.id):
+        if folder is None or not serves(folder, record.id):
             return None  # nothing of this backend's is named, or another VM's folder is
-        qemu = _read_pid(folder / "qemu.pid")
+        qemu = read_pid(folder / "qemu.pid")
         if (
             qemu is None
             or not pid_alive(qemu)
@@ -220,12 +213,12 @@ class QemuBackend:
         for folder in self.run_dir.iterdir():
             if not is_vm_folder(folder):
                 continue  # not a folder this backend made: never touched
-            owner, elsewhere = _owner(folder)
+            owner, elsewhere = owner_of(folder)
             if elsewhere or (owner is not None and pid_alive(owner)):
                 continue  # its owner lives, or is another pid namespace's: not ours to judge
-            if owner is None and _age(folder) < self.options.boot_timeout:
+            if owner is None and age(folder) < self.options.boot_timeout:
                 continue  # another engine may be creating it right now
-            qemu = _read_pid(folder / "qemu.pid")
+            qemu = read_pid(folder / "qemu.pid")
             sock = (folder / "socket").read_text().strip() if (folder / "socket").exists() else None
             try:
                 self.reap(OrphanRecord(folder.name, qemu, None, sock, str(folder)))
@@ -435,7 +428,7 @@ class QemuBackend:
             folder.mkdir(parents=True, exist_ok=False)
         except OSError as exc:
             raise VMError(f"cannot create the run folder of {vm_id}: {exc}") from exc
-        (folder / OWNER_FILE).write_text(f"{os.getpid()} {_pid_namespace()}\n")
+        (folder / OWNER_FILE).write_text(f"{os.getpid()} {pid_namespace()}\n")
         sock_path = self._socket_path(folder)
         (folder / "socket").write_text(f"{sock_path}\n")
         # A clone of a mapped template waits (`-incoming defer`) for the host to switch on
@@ -529,24 +522,6 @@ def images_dir_for(home: Path) -> Path:
     return Path(shared) if shared else home / "images"
 
 
-def is_vm_folder(folder: Path) -> bool:
-    """Whether `folder` has the shape of a VM folder this backend makes: named like one of
-    its VMs (`VM_FOLDER`), a folder (not a link) holding only files `_launch` puts there
-    (`VM_FILES`; no folder). What cannot be read is not."""
-    if not VM_FOLDER.fullmatch(folder.name):
-        return False
-    try:
-        if not stat.S_ISDIR(os.lstat(folder).st_mode):
-            return False
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name not in VM_FILES or entry.is_dir(follow_symlinks=False):
-                    return False
-    except OSError:
-        return False
-    return True
-
-
 def _writable_or(preferred: Path, fallback: Path) -> Path:
     try:
         preferred.mkdir(parents=True, exist_ok=True)
@@ -557,51 +532,6 @@ def _writable_or(preferred: Path, fallback: Path) -> Path:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def _serves(folder: Path, vm_id: str) -> bool:
-    """Whether `folder` is the VM `vm_id`'s: booted under that id, or a warm VM's handed
-    out under it (`SERVING_FILE`)."""
-    if folder.name == vm_id:
-        return True
-    try:
-        return (folder / SERVING_FILE).read_text(errors="replace").strip() == vm_id
-    except OSError:
-        return False
-
-
-def _pid_namespace() -> str:
-    """This process's pid namespace (`pid:[4026531836]`), or "" if it cannot be read."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _owner(folder: Path) -> tuple[int | None, bool]:
-    """The pid in `folder`'s `owner.pid` (None if none can be read), and whether its
-    engine recorded another pid namespace than this process's: that pid means nothing
-    here, so such an owner is never judged gone (an engine run in `unshare --pid`)."""
-    try:
-        said = (folder / OWNER_FILE).read_text().split()
-        pid = int(said[0])
-    except (OSError, ValueError, IndexError):
-        return None, False
-    return pid, len(said) > 1 and said[1] != _pid_namespace()
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def create(home: Path, options: dict[str, Any]) -> QemuBackend:

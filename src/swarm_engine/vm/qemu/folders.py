@@ -1,0 +1,89 @@
+"""The QEMU backend's VM folders, as found on disk: their names and files (what is this
+backend's, and so may be swept), and what their files say (owner engine, QEMU pid)."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from pathlib import Path
+
+OWNER_FILE = "owner.pid"
+"""In each VM folder: the pid of the engine that made it and its pid namespace."""
+SERVING_FILE = "vm.id"
+"""In a warm VM's folder once it is handed out: the id it serves under (its folder keeps
+the name it was booted with). `fence` kills a folder's QEMU only for the row of that id."""
+VM_FOLDER = re.compile(r"(?:vm|warm|template)-[0-9a-f]{12}|doctor-[0-9a-f]{8}")
+"""The names of the VM folders this backend makes in its run folder: the ids of the VMs
+booted there (the engine's `vm-`, warm and template VMs', `vm doctor`'s)."""
+VM_FILES = frozenset(
+    {OWNER_FILE, SERVING_FILE, "socket", "qemu.pid", "qemu.log", "console.log", "agent.sock",
+     "qmp.sock"}
+)  # fmt: skip
+"""All that `_launch` (and QEMU) put in a VM folder: a folder holding anything else, or
+named otherwise, is not this backend's, and is never removed nor counted (a run folder
+may be shared, or be a home: `run_dir` is any path)."""
+
+
+def is_vm_folder(folder: Path) -> bool:
+    """Whether `folder` has the shape of a VM folder this backend makes: named like one of
+    its VMs (`VM_FOLDER`), a folder (not a link) holding only files `_launch` puts there
+    (`VM_FILES`; no folder). What cannot be read is not."""
+    if not VM_FOLDER.fullmatch(folder.name):
+        return False
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name not in VM_FILES or entry.is_dir(follow_symlinks=False):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def serves(folder: Path, vm_id: str) -> bool:
+    """Whether `folder` is the VM `vm_id`'s: booted under that id, or a warm VM's handed
+    out under it (`SERVING_FILE`)."""
+    if folder.name == vm_id:
+        return True
+    try:
+        return (folder / SERVING_FILE).read_text(errors="replace").strip() == vm_id
+    except OSError:
+        return False
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (`pid:[4026531836]`), or "" if it cannot be read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def owner_of(folder: Path) -> tuple[int | None, bool]:
+    """The pid in `folder`'s `owner.pid` (None if none can be read), and whether its
+    engine recorded another pid namespace than this process's: that pid means nothing
+    here, so such an owner is never judged gone (an engine run in `unshare --pid`)."""
+    try:
+        said = (folder / OWNER_FILE).read_text().split()
+        pid = int(said[0])
+    except (OSError, ValueError, IndexError):
+        return None, False
+    return pid, len(said) > 1 and said[1] != pid_namespace()
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
