@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from tests.acceptance.conftest import engine_ready, status_of, write_agent
+from tests.support.api import start_api
 from tests.support.cli import (
     env_for,
     query,
@@ -373,3 +374,36 @@ def test_stop_finds_the_engine_holding_the_lock_whatever_its_row_says(
     assert stopped.stdout.startswith("draining 1 engine(s)"), stopped.stdout
     assert stopped.stdout.rstrip().endswith("stopped"), stopped.stdout
     assert proc.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+@pytest.mark.parametrize("asked", [True, False], ids=["asked", "idle"])
+def test_a_server_whose_store_file_goes_stops_saying_so(home: Path, how: str, asked: bool) -> None:
+    """`serve` as the engine: once its store's name no longer names the file it opened, a
+    request gets 503 saying so (not rows of the old file, nor of a new empty store that a
+    fresh connection would make), and the server stops with one line; an idle server too,
+    within a heartbeat."""
+    db = home / "tickets.db"
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", check=True)
+    api = start_api(home, SWARM_HEARTBEAT_INTERVAL="0.3" if not asked else "10")
+    try:
+        assert [t["title"] for t in api.get("/v1/tickets").json()["items"]] == ["t"]
+        if how == "replaced":
+            copy = home / "copy.db"
+            with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+                src.backup(dst)
+            os.replace(copy, db)
+        else:
+            db.unlink()
+        want = "replaced by another file" if how == "replaced" else "deleted"
+        said = f"the store {db} was {want} while the API served it"
+        if asked:
+            answer = api.get("/v1/tickets")
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["message"] == said
+        api.proc.wait(timeout=60)
+    finally:
+        err = api.stop()
+    assert api.proc.returncode == 1, err
+    assert f"error: API stopped: {said}\n" in err, err
+    assert how == "replaced" or not db.exists()  # no empty store made in its place

@@ -3,17 +3,23 @@ use until it has answered (borrowed from the server's pools, `api/pools.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from swarm_engine.api.pools import Pool
 from swarm_engine.config import Settings
+from swarm_engine.errors import StoreError
 from swarm_engine.registry import Registry
 from swarm_engine.service.metrics import StatusCounts, Tally
 from swarm_engine.store import Store, is_url, open_store
+from swarm_engine.store.sqlite import file_identity, name_moved
+
+log = logging.getLogger(__name__)
 
 MAX_LOG_STREAMS = 128
 """Live log streams (`GET /v1/tickets/{id}/logs/stream`) one server serves at once; one
@@ -49,11 +55,19 @@ class Server:
     tally: Tally = field(default_factory=Tally)
     counts: StatusCounts = field(default_factory=StatusCounts)
     streams: Slots = field(default_factory=lambda: Slots(MAX_LOG_STREAMS))
+    gone: str | None = None
+    """Why the server stopped serving its SQLite store: its file was deleted or replaced
+    while it served it (see `check_file`); None while it serves."""
+    on_gone: Callable[[str], None] = lambda why: None
+    """Called once, with `gone`, when that is seen (`serve` stops the server)."""
+    _watched: tuple[Path, tuple[int, int] | None] | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Server:
+        target = settings.tickets_target
+
         def store() -> Store:
-            return open_store(settings.tickets_target, busy_timeout=settings.busy_timeout)
+            return open_store(target, busy_timeout=settings.busy_timeout)
 
         def registry() -> Registry:
             return Registry(
@@ -61,11 +75,35 @@ class Server:
                 busy_timeout=settings.busy_timeout,
             )  # fmt: skip
 
-        return cls(
+        stores: Pool[Store] = Pool(store, Store.close, shared=is_url(target))
+        made = cls(
             settings,
-            Pool(store, Store.close, shared=is_url(settings.tickets_target)),
+            stores,
             Pool(registry, Registry.close, shared=is_url(settings.registry_target)),
         )
+        if isinstance(target, Path):
+            made._watched = (target, file_identity(target))
+            stores.check = made.check_file
+        return made
+
+    def check_file(self) -> None:
+        """Raise `StoreError` (503) once the SQLite store's name no longer names the file
+        the server opened (deleted, or replaced by `mv`): its open handles would go on in
+        a file no one else sees, and a new one would make an empty store. The first time,
+        the server is stopped (`on_gone`). A `stat` per request."""
+        if self.gone is None and self._watched is not None:
+            path, opened = self._watched
+            if opened is None:  # not made yet: the file the first store makes is watched
+                self._watched = (path, file_identity(path))
+                return
+            why = name_moved(path, opened)
+            if why is None:
+                return
+            self.gone = f"the store {self._watched[0]} was {why} while the API served it"
+            log.error("%s; stopping the server", self.gone)
+            self.on_gone(self.gone)
+        if self.gone is not None:
+            raise StoreError(self.gone)
 
     def close(self) -> None:
         self.stores.close()

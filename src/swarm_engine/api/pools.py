@@ -20,8 +20,17 @@ MAX_IDLE = 8
 class Pool(Generic[T]):
     """Handles made by `make` and ended by `end`; `shared`: one handle for every borrower."""
 
-    def __init__(self, make: Callable[[], T], end: Callable[[T], None], *, shared: bool) -> None:
+    def __init__(
+        self,
+        make: Callable[[], T],
+        end: Callable[[T], None],
+        *,
+        shared: bool,
+        check: Callable[[], None] | None = None,
+    ) -> None:
         self._make = make
+        self.check = check
+        """Called before each borrow: raises when no handle may be lent (see `borrow`)."""
         self._end = end
         self._shared = shared
         self._idle: list[T] = []
@@ -31,7 +40,10 @@ class Pool(Generic[T]):
 
     @contextmanager
     def borrow(self) -> Iterator[T]:
-        """A handle for the caller alone (or the shared one) until the block ends."""
+        """A handle for the caller alone (or the shared one) until the block ends; what
+        the pool's `check` raises, if it refuses."""
+        if self.check is not None:
+            self.check()
         if self._shared:
             with self._lock:
                 if self._one is None:

@@ -3,12 +3,18 @@ is one clear error (and `--port 0` tells the port it got)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from swarm_engine.api.auth import check_exposure
 from swarm_engine.config import Settings
-from swarm_engine.errors import SwarmError, UsageError
+from swarm_engine.errors import StoreError, SwarmError, UsageError
+
+if TYPE_CHECKING:
+    from swarm_engine.api.deps import Server
 
 GRACEFUL_SECONDS = 5
 """On stop, open requests and log streams get this long to finish."""
@@ -50,7 +56,8 @@ def serve(
 ) -> None:
     """Serve the API until SIGINT or SIGTERM. `ready(url)` is called once it listens.
     `UsageError` for a non-loopback `host` without `token`, or an address that cannot be
-    used."""
+    used; `SwarmError` when the server stopped because its SQLite store file was deleted
+    or replaced while it served it (`Server.check_file`)."""
     check_exposure(host, token)
     import uvicorn
 
@@ -67,9 +74,28 @@ def serve(
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
         )
         server = uvicorn.Server(config)
+        state = app.state.server
+        state.on_gone = lambda why: setattr(server, "should_exit", True)
+        stop = threading.Event()
+        threading.Thread(  # an idle server too sees its store file go (within a heartbeat)
+            target=_watch, args=(state, stop, settings.heartbeat_interval),
+            name="store-file-watch", daemon=True,
+        ).start()  # fmt: skip
         ready(url_of(sock))
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        finally:
+            stop.set()
+        if state.gone is not None:
+            raise SwarmError(f"API stopped: {state.gone}")
         if not server.started:
             raise SwarmError("the API server did not start (see the log above)")
     finally:
         sock.close()
+
+
+def _watch(state: Server, stop: threading.Event, every: float) -> None:
+    """Every `every` seconds until `stop`: the store file is still the one served."""
+    while not stop.wait(every):
+        with contextlib.suppress(StoreError):  # (it stops the server when it is not)
+            state.check_file()

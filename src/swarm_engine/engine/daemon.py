@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from swarm_engine.errors import (
     StoreError,
     SwarmError,
 )
+from swarm_engine.store.sqlite import file_identity, name_moved
 from swarm_engine.vm import shortage
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,11 @@ class Daemon:
         engine opened. Deleted or replaced (`rm`, `mv` over it), the engine would go on
         in a file nobody else sees, while another engine ran the new file's tickets: it
         stops instead (a stat, off the loop)."""
-        opened = await asyncio.to_thread(_identity, path)
+        opened = await asyncio.to_thread(file_identity, path)
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            now = await asyncio.to_thread(_identity, path)
-            if now != opened and opened is not None:
-                why = "deleted" if now is None else "replaced by another file"
+            why = await asyncio.to_thread(name_moved, path, opened)
+            if why is not None:
                 raise SwarmError(f"the store {path} was {why} while this engine ran on it")
 
     async def _watch_keeper(self) -> None:
@@ -395,12 +394,3 @@ def _about(ticket_id: int, exc: BaseException) -> str:
     """`ticket N: <exc>`, without saying `ticket N:` twice when the error already does."""
     text = str(exc)
     return text if text.startswith(f"ticket {ticket_id}:") else f"ticket {ticket_id}: {text}"
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file `path` names (device, inode), or None when it names none."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino

@@ -280,6 +280,27 @@ def connect(
     raise AssertionError("unreachable")
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file `path` names, as (device, inode); None when it names none (or cannot be
+    looked at). Two answers differ when the name was deleted or replaced (`rm`, `mv` over
+    it) in between."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def name_moved(path: Path, opened: tuple[int, int] | None) -> str | None:
+    """Why `path` no longer names the database file opened as `opened` ("deleted",
+    "replaced by another file"), or None while it still does. A writer that went on in
+    the old file would write where no one else looks."""
+    now = file_identity(path)
+    if opened is None or now == opened:
+        return None
+    return "deleted" if now is None else "replaced by another file"
+
+
 def one_name(path: Path) -> None:
     """Refuse a database file with a second name that is not a symlink: a hard link, or
     a bind mount of the file alone. SQLite keeps its write-ahead log (`-wal`) and its
