@@ -116,6 +116,28 @@ def escaped_name(value: Any) -> str:
 
 
 SHOWN_CHARS = 200
+
+MAX_INPUTS_BYTES = 8 * 1024 * 1024
+"""A ticket's `inputs` holds at most this much JSON (UTF-8 bytes): the store writes a
+ticket's whole row again at each change of it (claim, each lease renewal, end), under the
+write lock every engine waits for, and an engine holds several copies of the value while
+it runs; so one row's size must stay small against everyone's time and memory. Larger data
+is better handed in as a file or a URL."""
+
+
+def inputs_too_big(text: str) -> str | None:
+    """Why `text` (a ticket's inputs as JSON) is more than `MAX_INPUTS_BYTES`, or None."""
+    if len(text) * 4 <= MAX_INPUTS_BYTES:  # (UTF-8: at most 4 bytes a character)
+        return None
+    size = len(text) if len(text) > MAX_INPUTS_BYTES else len(text.encode("utf-8", "replace"))
+    if size <= MAX_INPUTS_BYTES:
+        return None
+    return (
+        f"{size:,} bytes of JSON, more than the {MAX_INPUTS_BYTES // 1024 // 1024} MiB a"
+        " ticket's inputs may hold (hand larger data in as a file or a URL)"
+    )
+
+
 """How much of a value a one-line error shows (`shown`)."""
 
 

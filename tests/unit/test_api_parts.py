@@ -52,6 +52,29 @@ def test_json_the_stores_can_hold(value: dict[object, object], problem: str | No
             check_json(value, "inputs")
 
 
+def test_inputs_over_the_limit_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Every way in (CLI, API, triggers) creates tickets through `service.tickets.create`:
+    inputs of more than `MAX_INPUTS_BYTES` of JSON are refused there with one line, the
+    store untouched; up to the limit is fine."""
+    from swarm_engine.records import MAX_INPUTS_BYTES
+    from swarm_engine.registry import Registry
+    from swarm_engine.service.tickets import NewTicket, create
+    from swarm_engine.store import open_store
+
+    store = open_store(tmp_path / "tickets.db")
+    registry = Registry(tmp_path / "registry.db", tmp_path / "packages")
+    try:
+        text = "w" * (MAX_INPUTS_BYTES - 20)
+        ok = create(store, registry, NewTicket("fits", agent="echo", inputs={"t": text}))
+        assert ok.inputs == {"t": text}
+        with pytest.raises(UsageError, match=r"^inputs: [\d,]+ bytes of JSON, more than the 8 MiB"):
+            create(store, registry, NewTicket("over", agent="echo", inputs={"t": text + "w" * 12}))
+        assert [t.title for t in store.tickets.list()] == ["fits"]
+    finally:
+        store.close()
+        registry.close()
+
+
 def test_nesting_is_bounded() -> None:
     deep: list[object] = []
     for _ in range(100):

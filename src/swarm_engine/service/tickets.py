@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
-from swarm_engine.records import TicketStatus, shown, variables_problem
+from swarm_engine.records import TicketStatus, inputs_too_big, shown, variables_problem
 from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.engines import holder
@@ -68,6 +68,9 @@ def create(store: Store, registry: Registry, new: NewTicket, names: Fields = API
     check_text(new.title, "title")
     check_text(new.description, "description")
     check_json(dict(new.inputs), "inputs")
+    too_big = inputs_too_big(json.dumps(dict(new.inputs)))  # (as the store writes it)
+    if too_big is not None:
+        raise UsageError(f"inputs: {too_big}")
     if not MIN_INT <= new.priority <= MAX_ID:
         raise UsageError(f"priority must be a 64-bit integer (is {new.priority})")
     if not 1 <= new.max_attempts <= MAX_ATTEMPTS:

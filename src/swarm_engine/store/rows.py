@@ -13,12 +13,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from swarm_engine.records import TicketStatus, TooDeep, json_type, readable_json, shown
+from swarm_engine.records import (
+    TicketStatus,
+    TooDeep,
+    inputs_too_big,
+    json_type,
+    readable_json,
+    shown,
+)
 from swarm_engine.store.db import InvalidText, Row
 
 STATUSES = frozenset(s.value for s in TicketStatus)
@@ -171,7 +178,10 @@ class Decoder:
         self.bad(name, f"not a number ({_show(value)})")
         return None
 
-    def json(self, name: str, default: Any = None) -> Any:
+    def json(
+        self, name: str, default: Any = None, too_big: Callable[[str], str | None] | None = None
+    ) -> Any:
+        """A JSON column; `too_big(text)` says why its text is too big to read, if it is."""
         value = self.raw(name)
         if value is None:
             return default
@@ -180,6 +190,10 @@ class Decoder:
             return default
         if not isinstance(value, str):
             self.bad(name, f"not JSON text ({_show(value)})")
+            return default
+        why_not = too_big(value) if too_big is not None else None
+        if why_not is not None:
+            self.bad(name, why_not)
             return default
         try:
             return readable_json(value)
@@ -191,8 +205,10 @@ class Decoder:
             self.bad(name, f"not valid JSON{why}")
             return default
 
-    def json_object(self, name: str) -> dict[str, Any]:
-        value = self.json(name, {})
+    def json_object(
+        self, name: str, too_big: Callable[[str], str | None] | None = None
+    ) -> dict[str, Any]:
+        value = self.json(name, {}, too_big)
         if not isinstance(value, dict):
             self.bad(name, f"must be a JSON object, not {json_type(value)}")
             return {}
@@ -292,7 +308,7 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         execution_mode=mode,
         agent_id=agent_id,
         workflow_id=workflow_id,
-        inputs=d.json_object("inputs"),
+        inputs=d.json_object("inputs", inputs_too_big),
         priority=d.integer("priority", int64=True),
         attempts=d.integer("attempts"),
         max_attempts=d.integer("max_attempts", 3, minimum=1),
