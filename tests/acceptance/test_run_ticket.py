@@ -83,25 +83,6 @@ def test_echo_returns_inputs_larger_than_the_kept_output_whole(home: Path) -> No
     assert "bytes cut" in log and "000000," in log and "039999," in log
 
 
-def test_echo_refuses_inputs_past_what_a_vm_round_trip_moves(home: Path) -> None:
-    """Echo moves at most 64 MiB of JSON through its VM (as `put_file` and the qemu
-    backend's frames do): more fails that ticket at once, in one line, and the next
-    ticket runs."""
-    swarm(home, "ticket", "list", check=True)  # the store is made
-    with sqlite3.connect(home / "tickets.db") as db:
-        db.execute(
-            "INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('huge', 'open', 'echo', ?)",
-            (json.dumps({"x": "a" * (64 * 1024 * 1024)}),),
-        )
-        db.execute("INSERT INTO tickets (title, status, agent_id) VALUES ('next', 'open', 'echo')")
-    swarm(home, "start", "--foreground", "--until-idle", check=True)
-    rows = query(home / "tickets.db", "SELECT id, status, error FROM tickets ORDER BY id")
-    assert [(r["id"], r["status"]) for r in rows] == [(1, "failed"), (2, "done")]
-    error = str(rows[0]["error"])
-    assert "echo failed: inputs of 67108873 bytes as JSON, more than the 67108864" in error
-    assert "\n" not in error
-
-
 @pytest.mark.parametrize(("inputs", "kind"), [("[1, 2]", "an array"), ("null", "null"),
                                              ("7", "a number"), ('"x"', "a string")])  # fmt: skip
 def test_inputs_that_are_no_object_are_named_in_json_terms(
