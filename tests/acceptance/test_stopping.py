@@ -297,6 +297,18 @@ def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
     assert f"its process {proc.pid} on this host is gone (its row says running)" in text, text
 
 
+def take_away(db: Path, how: str) -> None:
+    """Make the name `db` stop naming its file: `replaced` by a copy moved over it (as a
+    restore does), or `deleted`."""
+    if how == "replaced":
+        copy = db.with_name("copy.db")
+        with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+        os.replace(copy, db)
+    else:
+        db.unlink()
+
+
 @pytest.mark.parametrize("how", ["replaced", "deleted"])
 def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -> None:
     """A SQLite store's name that stops naming the engine's file (`mv` of another file
@@ -309,13 +321,7 @@ def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -
     try:
         wait_until(lambda: query(db, "SELECT status FROM tickets")[0]["status"] == "running",
                    30, "the ticket to run")  # fmt: skip
-        if how == "replaced":
-            copy = home / "copy.db"
-            with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
-                src.backup(dst)
-            os.replace(copy, db)
-        else:
-            db.unlink()
+        take_away(db, how)
         out, _ = engine.communicate(timeout=60)
     finally:
         if engine.poll() is None:
@@ -388,13 +394,7 @@ def test_a_server_whose_store_file_goes_stops_saying_so(home: Path, how: str, as
     api = start_api(home, SWARM_HEARTBEAT_INTERVAL="0.3" if not asked else "10")
     try:
         assert [t["title"] for t in api.get("/v1/tickets").json()["items"]] == ["t"]
-        if how == "replaced":
-            copy = home / "copy.db"
-            with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
-                src.backup(dst)
-            os.replace(copy, db)
-        else:
-            db.unlink()
+        take_away(db, how)
         want = "replaced by another file" if how == "replaced" else "deleted"
         said = f"the store {db} was {want} while the API served it"
         if asked:
