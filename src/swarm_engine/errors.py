@@ -59,6 +59,13 @@ class HostShortageError(StoreBusyError):
     by every caller that waits out a busy store, and logged as a shortage."""
 
 
+class StoreGoneError(StoreError):
+    """A SQLite database's name no longer names the file this process opened: it was
+    deleted, or another file was put in its place (`mv` over it). Nothing more is read or
+    written through that connection (SQLite pairs a database with its `-wal` and `-shm`
+    files by name, so writes would mix with the new file's). Final: an engine stops."""
+
+
 class StoreIntegrityError(StoreError):
     """A write refused by a constraint (CHECK, NOT NULL, UNIQUE, FOREIGN KEY)."""
 

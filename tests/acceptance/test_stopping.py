@@ -329,7 +329,106 @@ def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -
             engine.wait()
     assert engine.returncode != 0
     want = "replaced by another file" if how == "replaced" else "deleted"
-    assert f"engine stopped: the store {db} was {want} while this engine ran on it" in out, out
+    assert f"engine stopped: the store {db} was {want} while in use" in out, out
+
+
+ROWS = (
+    "SELECT 'ticket', id, status, attempts, attempt_id FROM tickets UNION ALL"
+    " SELECT 'run', id, status, ticket_id, attempt_id FROM workflow_runs UNION ALL"
+    " SELECT 'event', id, new_status, ticket_id, attempt_id FROM ticket_events ORDER BY 1, 2"
+)
+
+
+def restore_by_mv(db: Path) -> list[dict[str, Any]]:
+    """`mv` a backup of `db` over it (as restoring a backup by copying does); the rows
+    the backup holds."""
+    copy = db.with_name("backup.db")
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    rows = query(copy, ROWS)
+    os.replace(copy, db)
+    return rows
+
+
+def test_a_store_replaced_under_a_busy_engine_gets_no_write_of_it(home: Path) -> None:
+    """A backup moved over the store while the engine runs a ticket and another waits: the
+    engine stops before it writes anything into the new file (it had claimed and run its
+    own ticket again in it, and failed others on foreign keys), whatever it was doing."""
+    db = home / "tickets.db"
+    swarm(home, "ticket", "create", "--title", "long", "--agent", "shell",
+          "--input", "command=sleep 30", check=True)  # fmt: skip
+    swarm(home, "ticket", "create", "--title", "next", "--agent", "echo", check=True)
+    engine = start_engine(home, "--max-vms", "1", SWARM_HEARTBEAT_INTERVAL="0.5")
+    try:
+        wait_until(lambda: query(db, "SELECT status FROM tickets WHERE id = 1")[0]["status"]
+                   == "running", 30, "the first ticket to run")  # fmt: skip
+        restored = restore_by_mv(db)
+        out, _ = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+            engine.wait()
+    assert engine.returncode == 1, out
+    assert f"engine stopped: the store {db} was replaced by another file while in use" in out
+    assert query(db, ROWS) == restored  # not one row written into the restored file
+
+
+def test_run_ticket_stops_when_its_store_is_replaced(home: Path) -> None:
+    """`run-ticket --wait` ran its ticket to the end in the replaced file and said done,
+    while the new file kept it `running` for the next engine to run again: it now stops
+    at once with one line (exit 6), the new file untouched."""
+    db = home / "tickets.db"
+    swarm(home, "ticket", "create", "--title", "long", "--agent", "shell",
+          "--input", "command=sleep 30", check=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(home, SWARM_HEARTBEAT_INTERVAL="0.5"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: query(db, "SELECT status FROM tickets")[0]["status"] == "running",
+                   30, "the ticket to run")  # fmt: skip
+        restored = restore_by_mv(db)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 6, (out, err)
+    assert err.splitlines()[-1] == (
+        f"error: run-ticket stopped: the store {db} was replaced by another file while in use"
+    ), err
+    assert "done" not in out
+    assert query(db, ROWS) == restored
+
+
+def test_an_engine_whose_registry_file_goes_stops_without_failing_tickets(
+    home: Path, tmp_path: Path
+) -> None:
+    """The registry deleted and made again (`rm registry.db*`, then `agent register`)
+    while an engine runs: its tickets failed as "unknown agent" although `agent list`
+    showed the agent. The engine now stops with one line naming the registry, and the
+    ticket is not failed for it."""
+    swarm(home, "status", "--init", check=True)
+    engine = start_engine(home, SWARM_HEARTBEAT_INTERVAL="0.5")
+    try:
+        engine_ready(home, engine)
+        for name in ("registry.db", "registry.db-wal", "registry.db-shm"):
+            (home / name).unlink(missing_ok=True)
+        folder = write_agent(tmp_path / "newbie", "name: newbie\nkind: shell\ncommand: echo hi\n")
+        swarm(home, "agent", "register", str(folder), check=True)
+        swarm(home, "ticket", "create", "--title", "n", "--agent", "newbie", check=True)
+        out, _ = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+            engine.wait()
+    registry = home / "registry.db"
+    assert engine.returncode == 1, out
+    gone = "(deleted|replaced by another file)"  # as the engine found it (a race)
+    assert re.search(f"engine stopped: the registry {re.escape(str(registry))} was {gone}"
+                     " while in use", out), out  # fmt: skip
+    assert status_of(home, 1) in ("open", "claimed")  # not failed: no fault of the ticket's
 
 
 def test_an_engine_started_with_interpreter_options_is_stopped(
@@ -396,7 +495,7 @@ def test_a_server_whose_store_file_goes_stops_saying_so(home: Path, how: str, as
         assert [t["title"] for t in api.get("/v1/tickets").json()["items"]] == ["t"]
         take_away(db, how)
         want = "replaced by another file" if how == "replaced" else "deleted"
-        said = f"the store {db} was {want} while the API served it"
+        said = f"the store {db} was {want} while in use"
         if asked:
             answer = api.get("/v1/tickets")
             assert answer.status_code == 503, answer.text

@@ -99,7 +99,7 @@ class Server:
             why = name_moved(path, opened)
             if why is None:
                 return
-            self.gone = f"the store {self._watched[0]} was {why} while the API served it"
+            self.gone = f"the store {self._watched[0]} was {why} while in use"
             log.error("%s; stopping the server", self.gone)
             self.on_gone(self.gone)
         if self.gone is not None:

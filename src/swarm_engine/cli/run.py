@@ -115,9 +115,11 @@ async def _run_and_wait(
     loop = asyncio.get_running_loop()
     name_file_workers(loop)
 
-    def interrupted() -> None:  # the run is aborted: recorded failed (`abort_status`)
+    def interrupted(_why: str = "") -> None:  # the run is aborted: recorded failed
         session.abort()
         main.cancel()
+
+    session.on_gone = interrupted  # the store's file went away: nothing more is written
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupted)
@@ -133,6 +135,10 @@ async def _run_and_wait(
             return final, run
     except asyncio.CancelledError:  # one line says what the interrupt left, exit 130
         from swarm_engine.cli.main import EXIT_INTERRUPTED
+        from swarm_engine.errors import StoreGoneError
+
+        if session.gone is not None:  # exit 6, as any store error
+            raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
 
         err_console.print(_interrupted(settings, session, ticket_id), markup=False, highlight=False)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None

@@ -31,6 +31,7 @@ from swarm_engine.errors import (
     StaleAttemptError,
     StoreBusyError,
     StoreError,
+    StoreGoneError,
     SwarmError,
 )
 from swarm_engine.store.sqlite import file_identity, name_moved
@@ -135,6 +136,7 @@ class Daemon:
         )
         session.runner.abort_status = "open"
         self.session = session
+        session.on_gone = self._store_gone
         async with session:
             self.started_report = await session.gate.retrying(
                 cleanup,
@@ -179,7 +181,9 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if isinstance(exc, SwarmError):  # it says why, in one line
+            if self.failed_why is not None:  # the store went away: that says why
+                pass
+            elif isinstance(exc, SwarmError):  # it says why, in one line
                 log.error("%s: %s; stopping the engine", name, exc)
                 self.failed_why = str(exc)
             else:
@@ -189,6 +193,17 @@ class Daemon:
             self.draining.set()
             self._abort()
             raise
+
+    def _store_gone(self, why: str) -> None:
+        """A store call found the store's (or registry's) file gone: stop now, before any
+        other write, saying so (`StoreGoneError`)."""
+        if self.failed_why is None:
+            log.error("%s; stopping the engine", why)
+            self.failed_why = why
+            self.failed = "store"
+            self._stop_requests = 2
+            self.draining.set()
+            self._abort()
 
     async def _watch_file(self, path: Path) -> None:
         """Every heartbeat interval: the SQLite store's name still names the file this
@@ -200,7 +215,7 @@ class Daemon:
             await asyncio.sleep(self.settings.heartbeat_interval)
             why = await asyncio.to_thread(name_moved, path, opened)
             if why is not None:
-                raise SwarmError(f"the store {path} was {why} while this engine ran on it")
+                raise SwarmError(f"the store {path} was {why} while in use")
 
     async def _watch_keeper(self) -> None:
         """The session's lease keeper is a side task too: its death stops the engine."""
@@ -294,6 +309,8 @@ class Daemon:
             )
         except StoreBusyError as exc:
             session.gate.warn(f"claiming delayed (store busy): {exc}")
+            return []
+        except StoreGoneError:  # (`_store_gone` stops the engine, saying why)
             return []
         self._backlog = len(claimed) >= slots
         return claimed

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from swarm_engine.errors import HostShortageError, StoreBusyError
+from swarm_engine.errors import HostShortageError, StoreBusyError, StoreGoneError
 from swarm_engine.osthreads import executor
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,21 @@ class StoreGate:
         self._give_up_at: float | None = None
         """Monotonic time after which a busy store is no longer waited out (see
         `give_up_after`); None: never."""
+        self.on_gone: Callable[[StoreGoneError], None] | None = None
+        """Told (on the event loop) of each `StoreGoneError` a call raises, before the
+        caller sees it: the store's file went away, so its owner stops (`EngineSession`)."""
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, functools.partial(self._bounded, call))
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(self._bounded, call)
+            )
+        except StoreGoneError as exc:
+            if self.on_gone is not None:
+                self.on_gone(exc)
+            raise
 
     def _bounded(self, call: Callable[[], T]) -> T:
         """On the store thread, as the call starts (a call queued before the deadline was

@@ -32,6 +32,7 @@ from swarm_engine.errors import (
     StaleAttemptError,
     StoreBusyError,
     StoreError,
+    StoreGoneError,
     SwarmError,
 )
 from swarm_engine.registry import Registry
@@ -133,6 +134,12 @@ class EngineSession:
             self.store.close()
             raise
         self.gate = StoreGate(self.store.db.wait_at_most)
+        self.gate.on_gone = self._store_gone
+        self.gone: str | None = None
+        """Why this session stopped using its store: its file went away (`StoreGoneError`)."""
+        self.on_gone: Callable[[str], None] = lambda why: None
+        """Called once, with `gone`, when the store's file is seen gone: the session's
+        owner stops its runs (the daemon, `run-ticket`)."""
         self.pool = VMPool(
             self.max_vms,
             self._make_backend,
@@ -214,6 +221,11 @@ class EngineSession:
         self.registry.close()
         self.store.close()
 
+    def _store_gone(self, exc: StoreGoneError) -> None:
+        if self.gone is None:
+            self.gone = str(exc)
+            self.on_gone(self.gone)
+
     def abort(self) -> None:
         """Stop the runs of this session now (the caller cancels their tasks): each records
         its abort (`TicketRunner.stopping`), and from now on no busy store is waited out
@@ -241,6 +253,8 @@ class EngineSession:
             raise StaleAttemptError(
                 f"ticket {ticket.id}: the lease ran out while the registry was busy ({exc})"
             ) from exc
+        except StoreGoneError:  # the registry's file went away: the engine stops
+            raise
         except SwarmError as exc:
             return exc
         except Exception as exc:  # a definition that breaks a resolver: that ticket only
@@ -317,6 +331,8 @@ class EngineSession:
             return self.plan(ticket)
         except StoreBusyError:
             return None
+        except StoreGoneError:  # the registry's file went away: not this ticket's doing
+            raise  # (the engine stops; the claim is left to its lease, as after a crash)
         except SwarmError as exc:
             return exc
         except Exception as exc:  # a definition that breaks a resolver: that ticket only

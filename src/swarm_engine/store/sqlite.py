@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
+from swarm_engine.errors import StoreBusyError, StoreError, StoreGoneError, StoreIntegrityError
 from swarm_engine.store.db import Dialect, InvalidText, Outcome, Params, Row
 
 BUSY_TIMEOUT_MS = 10_000
@@ -93,8 +93,32 @@ class SQLiteDatabase:
         self._busy_ms = int(busy_timeout * 1000)
         self._wait_ms = self._busy_ms
         """The busy timeout in force now (`wait_at_most`)."""
+        self.what = "store"
+        """What the file is to users, for errors: `store` or `registry`."""
+        self._opened: tuple[int, int] | None = None
+        """The file opened (`pin`), checked before each transaction; None: not checked."""
+        self.gone: str | None = None
+        """Why the name no longer names the file opened, once seen (`StoreGoneError`)."""
+
+    def pin(self) -> None:
+        """From now on, each transaction (and each statement outside one) first checks
+        that the database's name still names the file open now (a `stat`), and raises
+        `StoreGoneError` for good once it does not."""
+        self._opened = file_identity(self.path)
+
+    def _same_file(self) -> None:
+        if self.gone is None:
+            if self._opened is None:
+                return
+            why = name_moved(self.path, self._opened)
+            if why is None:
+                return
+            self.gone = f"the {self.what} {self.path} was {why} while in use"
+        raise StoreGoneError(self.gone)
 
     def run(self, sql: str, params: Params | None = None) -> Outcome:
+        if not self._in_transaction:
+            self._same_file()
         try:
             cur = self.conn.execute(sql, _bind(params))
             rows: list[Row] = cur.fetchall()
@@ -261,6 +285,8 @@ def connect(
             conn.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, schema, path)
             one_name(path)  # again: a link made while it opened
+            db.what = "store" if schema == "tickets" else schema
+            db.pin()
             return db
         except (sqlite3.OperationalError, StoreBusyError) as exc:
             # switching a brand-new file to WAL needs a moment alone with it; when many
@@ -293,12 +319,18 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 def name_moved(path: Path, opened: tuple[int, int] | None) -> str | None:
     """Why `path` no longer names the database file opened as `opened` ("deleted",
-    "replaced by another file"), or None while it still does. A writer that went on in
-    the old file would write where no one else looks."""
-    now = file_identity(path)
-    if opened is None or now == opened:
+    "replaced by another file"), or None while it still does (or cannot be looked at just
+    now: a transient failure of `stat` is not taken for a deleted file). A writer that
+    went on in the old file would write where no one else looks."""
+    if opened is None:
         return None
-    return "deleted" if now is None else "replaced by another file"
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "deleted"
+    except (OSError, ValueError):
+        return None
+    return None if (info.st_dev, info.st_ino) == opened else "replaced by another file"
 
 
 def one_name(path: Path) -> None:
