@@ -103,12 +103,14 @@ def test_a_reference_where_no_quoting_holds_is_refused_at_registration(
     )
 
 
-def test_a_command_running_a_value_as_its_script_says_so(home: Path, tmp_path: Path) -> None:
-    """A value runs as a script only where the command says so in words (`sh -c
-    ${inputs.cmd}`); `command: ${inputs.cmd}` alone is refused at registration
-    (tests/acceptance/test_workflow_script_inputs.py)."""
+def test_a_command_that_is_one_reference_runs_that_value_as_its_script(
+    home: Path, tmp_path: Path
+) -> None:
+    """Like the built-in shell agent's inputs.command: the definition hands its whole
+    command to one input, so that input is the script (nothing is pasted into a command
+    of the author's)."""
     package = write_agent(
-        tmp_path / "whole", "name: whole\nkind: shell\ncommand: sh -c ${inputs.cmd}\n"
+        tmp_path / "whole", 'name: whole\nkind: shell\ncommand: "${inputs.cmd}"\n'
     )
     swarm(home, "agent", "register", str(package), check=True)
     swarm(home, "ticket", "create", "--title", "t", "--agent", "whole", "--input",

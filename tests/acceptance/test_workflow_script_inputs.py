@@ -55,10 +55,11 @@ WHOLE_STEP = """
     ("agent_yaml", "step"),
     [
         (None, HOSTILE_STEP),
+        ('name: whole\nkind: shell\ncommand: "${inputs.command}"\n', WHOLE_STEP),
         ("name: whole\nkind: shell\ncommand: sh -c ${inputs.command}\n", WHOLE_STEP),
         ("name: whole\nkind: shell\ncommand: echo ${inputs.command}\n", WHOLE_STEP),
     ],
-    ids=["builtin-shell", "sh-c", "echo"],
+    ids=["builtin-shell", "whole-reference", "sh-c", "echo"],
 )
 def test_a_reference_inside_a_shell_step_input_is_refused_at_registration(
     home: Path, tmp_path: Path, agent_yaml: str | None, step: str
@@ -289,7 +290,7 @@ def test_an_agent_that_comes_to_be_a_shell_agent_fails_the_ticket(
     step += "        inputs: {script: 'echo ${steps.first.outputs.name}'}\n"
     folder = write_workflow(tmp_path / "w", FIRST + step)
     assert swarm_inproc(home, "workflow", "register", str(folder)).returncode == 0
-    whole = "name: runner\nversion: 2.0.0\nkind: shell\ncommand: sh -c ${inputs.script}\n"
+    whole = 'name: runner\nversion: 2.0.0\nkind: shell\ncommand: "${inputs.script}"\n'
     swarm_inproc(home, "agent", "register", str(write_agent(tmp_path / "r2", whole)))
     swarm(home, "ticket", "create", "--title", "t", "--workflow", "greet", "--input",
           f"name={NAME}", check=True)  # fmt: skip
@@ -323,62 +324,3 @@ def test_the_safe_pattern_prints_a_hostile_value_literally(home: Path, tmp_path:
     say = json.loads(done.stdout)["result"]["say"]
     assert say["stdout"] == f"Hello {NAME}, from {TITLE}\n"
     assert "uid=" not in say["stdout"] and say["stderr"] == ""
-
-
-WHOLE_COMMANDS = ["${ticket.title}", "${ticket.description}", "${inputs.cmd}", " ${ticket.id}\n"]
-
-
-def whole_line(path: str) -> str:
-    return (
-        f"command: ${{{path}}} is the whole command, so its value would run as the step's "
-        "script (a value is data, never code unless the command says so); to run it as a "
-        f"script on purpose, say so in the command: sh -c ${{{path}}}"
-    )
-
-
-@pytest.mark.parametrize("command", WHOLE_COMMANDS)
-def test_an_agent_whose_command_is_one_whole_reference_is_refused(
-    home: Path, tmp_path: Path, command: str
-) -> None:
-    """`command: ${ticket.title}` ran the title as the step's script (CLI and API took
-    it): whatever a whole-command reference refers to, exit 5 (422), nothing written."""
-    path = command.strip()[2:-1]
-    folder = write_agent(
-        tmp_path / "a", f"name: whole\nkind: shell\ncommand: {json.dumps(command)}\n"
-    )
-    before = snapshot(home / "registry.db")
-    done = swarm_inproc(home, "agent", "register", str(folder))
-    assert done.returncode == 5, done.stdout + done.stderr
-    assert done.stderr == f"error: {folder / 'agent.yaml'}: {whole_line(path)}\n"
-    api = start_api(home, token="t0ken-whole-command")
-    try:
-        got = api.post("/v1/agents", json={"name": "whole", "kind": "shell", "command": command})
-        assert got.status_code == 422, got.text
-        assert got.json()["message"] == f"agent: {whole_line(path)}"
-    finally:
-        api.stop()
-    assert snapshot(home / "registry.db") == before
-
-
-def test_a_hand_written_whole_reference_agent_fails_its_ticket_at_plan(home: Path) -> None:
-    """The same agent written with sqlite3: its ticket fails before any VM runs, with the
-    same line; the title never runs. Another ticket runs on."""
-    spec = json.dumps({"name": "whole", "version": "1.0.0", "kind": "shell",
-                       "command": "${ticket.title}"})  # fmt: skip
-    sqlite_shell(
-        home / "registry.db",
-        "INSERT INTO agents (name, version, kind, spec) VALUES"
-        f" ('whole', '1.0.0', 'shell', '{spec}')",
-    )
-    swarm(home, "ticket", "create", "--title", "echo INJECTED; id", "--agent", "whole",
-          check=True)  # fmt: skip
-    swarm(home, "ticket", "create", "--title", "ok", "--agent", "echo", check=True)
-    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    ticket = json.loads(swarm(home, "ticket", "show", "1", "--json", check=True).stdout)
-    assert ticket["status"] == "failed"
-    assert f"agent whole@1.0.0 in the registry: {whole_line('ticket.title')}" in ticket["error"]
-    ok = json.loads(swarm(home, "ticket", "show", "2", "--json", check=True).stdout)
-    assert ok["status"] == "done", ok
-    steps = query(home / "tickets.db", "SELECT agent_name, outputs FROM step_executions")
-    assert "INJECTED" not in json.dumps(steps) and "uid=" not in json.dumps(steps)

@@ -35,10 +35,10 @@ from swarm_engine.agents.files import (
     tail,
     upload_package,
 )
-from swarm_engine.agents.shell_command import check_argv, render_command, whole_command_problem
+from swarm_engine.agents.shell_command import check_argv, render_command, whole_reference
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
-from swarm_engine.templating import TICKET_FIELDS, TemplateError, render
+from swarm_engine.templating import TICKET_FIELDS, TemplateError, lookup, render
 from swarm_engine.vm.base import Stream
 
 INPUTS_HINT = "read large inputs from the inputs file ($SWARM_INPUTS) instead of ${inputs.<key>}"
@@ -90,10 +90,14 @@ class ShellAgent:
                 "ticket": {k: ctx.ticket.get(k) for k in TICKET_FIELDS},
             }
             try:
-                whole = whole_command_problem(spec)
-                if whole is not None:  # a row written past registration (and the plan)
-                    raise AgentError(f"command: {whole}")
-                if isinstance(spec, str):
+                whole = whole_reference(spec) if isinstance(spec, str) else None
+                if whole is not None:
+                    # the definition hands its whole command to one value: that value is
+                    # the script, as `inputs.command` is for the built-in shell agent
+                    spec = lookup(whole, context)
+                    if not isinstance(spec, str):
+                        raise AgentError(f"command: ${{{whole}}} is not text")
+                elif isinstance(spec, str):
                     spec, refs = render_command(spec, context)
                 else:
                     unsafe = check_argv(spec) if isinstance(spec, list) else None

@@ -199,24 +199,7 @@ def check_argv(command: list[Any]) -> str | None:
 
 def whole_reference(command: str) -> str | None:
     """The path of a command that is exactly one reference (`${inputs.cmd}`), else None:
-    such a command would be the value itself, run as the step's script
-    (`whole_command_problem` refuses it)."""
+    such a command is the value itself, run as the step's script."""
     text = command.strip()
     paths = list(references(text))
     return paths[0] if len(paths) == 1 and text == "${" + paths[0] + "}" else None
-
-
-def whole_command_problem(command: str | list[str] | None) -> str | None:
-    """Why a command string that is exactly one reference (`${ticket.title}`,
-    `${inputs.cmd}`, whatever it refers to) may not be an agent's command, with how to run
-    a value as a script on purpose; else None. Such a command would run a value (a title,
-    an input: anyone's text) as the step's whole script without its author ever writing
-    that it does. Checked at registration and again on every plan (a row is anyone's)."""
-    whole = whole_reference(command) if isinstance(command, str) else None
-    if whole is None:
-        return None
-    return (
-        f"${{{whole}}} is the whole command, so its value would run as the step's script "
-        "(a value is data, never code unless the command says so); to run it as a script "
-        f"on purpose, say so in the command: sh -c ${{{whole}}}"
-    )

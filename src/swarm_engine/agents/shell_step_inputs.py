@@ -13,9 +13,8 @@ literal text or exactly one whole reference (the value passes whole, as data).
 One input is more than data: the agent's **script input**, the one it runs as its whole
 script. The built-in `shell` agent (any agent of kind `shell` without a `command:`) runs
 `inputs.command`; an agent whose `command:` is exactly one reference (`${inputs.script}`)
-would run that input (such a command is refused at registration and on every plan,
-`shell_command.whole_command_problem`, and still counted here, failing closed). A whole
-reference there would run a value (a title, another step's output) as code, so a step gives its script input literal text only, no reference at all.
+runs that input. A whole reference there would run a value (a title, another step's
+output) as code, so a step gives its script input literal text only, no reference at all.
 Running a value as a script on purpose is then written where it shows, in literal text
 (`command: 'sh -c "$INPUT_SCRIPT"'`, the value an input of its own), or in an agent's own
 command (`command: sh -c ${inputs.script}`). Other kinds (echo, claude, claude-code) take

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from swarm_engine.agents.shell_command import whole_command_problem
 from swarm_engine.errors import ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.records import variables_problem
@@ -59,13 +58,8 @@ class Plan:
 
 
 def _runnable(agent: AgentSpec) -> AgentSpec:
-    """`agent`, or `ConfigError` if it is a template or (a row is anyone's) its command is
-    exactly one reference, which registration refuses (`whole_command_problem`)."""
     if agent.is_template:
         raise ConfigError(f"agent {agent.name!r} is a template; register an agent made from it")
-    whole = whole_command_problem(agent.command) if agent.kind == "shell" else None
-    if whole is not None:
-        raise ConfigError(f"agent {agent.ref} in the registry: command: {whole}")
     return agent
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
-from swarm_engine.agents.shell_command import check_argv, check_command, whole_command_problem
+from swarm_engine.agents.shell_command import check_argv, check_command
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import check_template, references
@@ -25,9 +25,8 @@ def check_agent(spec: AgentSpec, source: str) -> None:
       on a kind that runs no command;
     - `command`: a malformed `${`, a reference other than `${inputs.*}` / `${ticket.*}`,
       `${inputs.<key>}` where the `inputs` schema declares `properties` without `<key>`,
-      or over `MAX_ARG_BYTES` before any substitution; a command string that is exactly
-      one reference (`whole_command_problem`), or holds a reference where no quoting
-      keeps a value one literal word (`agents.shell_command`);
+      or over `MAX_ARG_BYTES` before any substitution; in a command string, a reference
+      where no quoting keeps a value one literal word (`agents.shell_command`);
     - `inputs` / `outputs` are not valid JSON Schemas, or hold a `$ref` that does not
       resolve within the schema (nothing is fetched: `swarm_engine.schemas`);
     - `env`: a value over `INPUT_ENV_MAX_BYTES` (its names, and NULs in its values, are
@@ -72,7 +71,7 @@ def _check_command(spec: AgentSpec, source: str) -> None:
         if unsafe_argv:
             raise ConfigError(f"{source}: command{unsafe_argv}")
     if isinstance(command, str):
-        unsafe = whole_command_problem(command) or check_command(command)
+        unsafe = check_command(command)
         if unsafe:
             raise ConfigError(f"{source}: command: {unsafe}")
     text = command if isinstance(command, str) else " ".join(command or [])
