@@ -27,8 +27,8 @@ def sql(home: Path, script: str, *args: object) -> None:
 
 
 def test_ticket_list_says_how_to_see_what_a_page_left_out(home: Path) -> None:
-    big = json.dumps({"blob": "x" * (PAGE_BYTES + 1024)})
-    for tid, inputs in ((1, "{}"), (2, big), (3, "{}")):
+    big = json.dumps({"blob": "x" * (PAGE_BYTES // 2 + 1024)})  # (a ticket holds <= 8 MiB)
+    for tid, inputs in ((1, "{}"), (2, big), (3, big)):
         sql(home, "INSERT INTO tickets (id, title, status, agent_id, inputs)"
                   " VALUES (?, ?, 'done', 'echo', ?)", tid, f"t{tid}", inputs)  # fmt: skip
     seen: list[int] = []
@@ -41,7 +41,7 @@ def test_ticket_list_says_how_to_see_what_a_page_left_out(home: Path) -> None:
             break
         assert "ended early" in done.stderr
         args = (*args[:4], "--json", "--cursor", done.stderr.split("--cursor")[1].split()[0])
-    assert seen == [3, 2, 1]  # every ticket, each once, over three pages
+    assert seen == [3, 2, 1]  # every ticket, each once, over two pages
     first = swarm_inproc(home, "ticket", "list")
     assert "ended early" in first.stdout and "--cursor 3" in first.stdout
     limited = swarm_inproc(home, "ticket", "list", "--limit", "1", "--cursor", "2")
