@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from tests.support.api import start_api
 from tests.support.cli import swarm, swarm_inproc
 
-from swarm_engine.service.runs import SHOWN_RUNS
+from swarm_engine.cli.text import NAME_CHARS
+from swarm_engine.service.runs import SHOWN_RUNS, SHOWN_STEPS
 from swarm_engine.service.tickets import PAGE_BYTES, SHOWN_EVENTS
 
 
@@ -148,3 +150,49 @@ def test_ticket_show_cuts_a_huge_field_and_json_keeps_it_whole(home: Path) -> No
     assert len(shown) < 600_000 and "0000000," in shown and "0399999," not in shown
     whole = json.loads(swarm(home, "ticket", "show", "1", "--json", check=True).stdout)
     assert whole["inputs"] == {"doc": doc}
+
+
+def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> None:
+    """A title, an agent or a step id of any size is shown as its first `NAME_CHARS` and
+    its length (a 200,000-character step id in `logs`' header rule had taken minutes), and
+    `ticket show` prints a run's newest `SHOWN_STEPS` steps and how many it left out;
+    `--json` keeps every value and step whole."""
+    title, agent, step = "T" * 3_000_000, "a" * 1_000_000, "s" * 200_000
+    sql(
+        home,
+        "INSERT INTO tickets (id, title, status, agent_id) VALUES (1, ?, 'done', ?)",
+        title,
+        agent,
+    )
+    steps = SHOWN_STEPS + 50
+    sql(
+        home,
+        "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status)"
+        " VALUES (1, 1, 'a1', 'single', 'done');"
+        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {steps})"
+        " INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind,"
+        " status) SELECT 1, 'step' || i, 'echo', '1', 'echo', 'done' FROM n;",
+    )
+    sql(home, "UPDATE step_executions SET step_id = ? WHERE id = ?", step, steps)
+    started = time.monotonic()
+    show = swarm_inproc(home, "ticket", "show", "1")
+    logs = swarm_inproc(home, "logs", "1")
+    listed = swarm_inproc(home, "ticket", "list")
+    status = swarm_inproc(home, "status")
+    assert time.monotonic() - started < 15  # (each well under a second here)
+    for done in (show, logs, listed, status):
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout) < 100_000
+    shown = "".join(show.stdout.split())  # (Rich wraps a line past the width)
+    assert "T" * NAME_CHARS + "…(3,000,000characters)" in shown
+    assert "a" * NAME_CHARS + "…(1,000,000characters)" in shown
+    assert f"{SHOWN_STEPS} of {steps} steps shown (the newest); 50 older" in show.stdout
+    assert "step51 " in show.stdout and "step50 " not in show.stdout
+    assert logs.stdout.count(" · step ") == steps and "s" * (NAME_CHARS + 1) not in logs.stdout
+    assert "T" * (NAME_CHARS + 1) not in listed.stdout
+    whole = json.loads(swarm_inproc(home, "ticket", "show", "1", "--json").stdout)
+    assert (whole["title"], whole["agent_id"]) == (title, agent)
+    assert (
+        len(whole["runs"][0]["steps"]) == steps and whole["runs"][0]["steps"][-1]["step_id"] == step
+    )
+    assert "steps_total" not in whole["runs"][0]

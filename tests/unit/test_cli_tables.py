@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 
-from swarm_engine.cli.output import Col, duration, fit, ms, styled, table
+from swarm_engine.cli.output import NAME_CHARS, Col, cell, duration, fit, ms, styled, table
 
 ROWS = [
     (1, styled("done"), "a short title", "workflow:text-report", {"words": 4}),
@@ -64,3 +65,10 @@ def test_durations_read_like_a_person_says_them(seconds: float, text: str) -> No
     assert duration(seconds) == text
     assert ms(round(seconds * 1000)) == text
     assert ms(None) == ""
+
+
+def test_a_cell_and_a_status_show_at_most_a_short_form_of_a_long_value() -> None:
+    assert cell("a  b\n c").plain == "a b c"
+    long = cell("w" * 3_000_000)
+    assert long.plain == "w" * NAME_CHARS + "… (3,000,000 characters)"
+    assert "(1,000,000 characters)" in Text.from_markup(styled("s" * 1_000_000)).plain

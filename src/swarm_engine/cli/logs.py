@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from swarm_engine.cli.app import TICKET_ID, example, pass_existing, store_of
-from swarm_engine.cli.output import console, plain, visible, visible_lines
+from swarm_engine.cli.output import brief, console, label, plain, visible, visible_lines
 from swarm_engine.config import Settings
 from swarm_engine.service.logs import (
     LogFollower,
@@ -80,9 +80,9 @@ def logs(
 
 def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
     console.rule(
-        plain(f"run {run['id']} · step {step['step_id']} · attempt {step['attempt']}"
-              f" · {step['status']}")
-    )  # fmt: skip
+        f"run {label(run['id'])} · step {label(step['step_id'])}"
+        f" · attempt {label(step['attempt'])} · {label(step['status'])}"
+    )
 
 
 def _out(text: str) -> None:
@@ -119,4 +119,4 @@ def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | Non
         return
     for s in follower.steps.values():
         if s["error"]:
-            click.echo(f"error ({visible(str(s['step_id']))}): {visible_lines(str(s['error']))}")
+            click.echo(f"error ({brief(s['step_id'])}): {visible_lines(str(s['error']))}")

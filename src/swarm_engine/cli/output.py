@@ -17,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from swarm_engine.cli.text import CONTROL as CONTROL  # re-exported
+from swarm_engine.cli.text import NAME_CHARS as NAME_CHARS  # re-exported
+from swarm_engine.cli.text import brief as brief  # re-exported
 from swarm_engine.cli.text import duration as duration  # re-exported
 from swarm_engine.cli.text import ms as ms  # re-exported
 from swarm_engine.cli.text import short as short  # re-exported
@@ -62,7 +64,8 @@ def styled(status: str | None) -> Markup:
     if not status:
         return Markup("")
     style = STATUS_STYLE.get(status)
-    return Markup(f"[{style}]{escape(status)}[/{style}]" if style else escape(status))
+    text = escape(brief(status))
+    return Markup(f"[{style}]{text}[/{style}]" if style else text)
 
 
 BLOCK_MAX_CHARS = 256 * 1024
@@ -84,10 +87,17 @@ def block(value: Any) -> str:
 
 def plain(value: Any) -> str:
     """Any value as text that Rich prints literally: no markup and no control characters
-    from stored data."""
+    from stored data; cut at `BLOCK_MAX_CHARS` as `brief` cuts (a name, an id or a title
+    is shown by `label`, shorter)."""
     if isinstance(value, Markup):
         return value
-    return escape(visible("" if value is None else str(value)))
+    return escape(brief(value, BLOCK_MAX_CHARS))
+
+
+def label(value: Any) -> str:
+    """A stored name, id or title as Rich prints it literally, on one line and at most
+    `NAME_CHARS` of it, the cut said (`brief`): ticket titles, step ids, agents."""
+    return escape(brief(value))
 
 
 @dataclass(frozen=True)
@@ -108,10 +118,13 @@ GAP = 2  # spaces between columns
 
 
 def cell(value: Any) -> Text:
-    """A table cell: our own markup rendered, anything else literal, always one line."""
+    """A table cell: our own markup rendered, anything else literal, always one line, at
+    most `NAME_CHARS` of it (then `… (N characters)`, as `brief` says a cut)."""
     if isinstance(value, Markup):
         return Text.from_markup(value)
-    return Text(visible(" ".join(("" if value is None else str(value)).split())))
+    text = "" if value is None else str(value)
+    more = f"… ({len(text):,} characters)" if len(text) > NAME_CHARS else ""
+    return Text(visible(" ".join(text[:NAME_CHARS].split())) + more)
 
 
 def fit(natural: Sequence[int], minimum: Sequence[int], room: int) -> list[int]:

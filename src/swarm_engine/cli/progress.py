@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from swarm_engine.cli.output import Col, duration, plain, styled, table
+from swarm_engine.cli.output import Col, duration, label, styled, table
 from swarm_engine.engine.events import Event
 
 
@@ -59,7 +59,7 @@ class Progress:
             "time",
             Col("output", flex=True, min=10),
         ]
-        return table(plain(title), columns, rows, width=self.console.width)
+        return table(label(title), columns, rows, width=self.console.width)
 
     def __call__(self, event: Event) -> None:
         sid = event.step_id or ""

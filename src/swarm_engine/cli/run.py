@@ -24,6 +24,7 @@ from swarm_engine.cli.output import (
     console,
     emit_json,
     err_console,
+    label,
     ms,
     plain,
     short,
@@ -34,6 +35,7 @@ from swarm_engine.cli.output import (
 from swarm_engine.cli.text import left_running
 from swarm_engine.config import Settings
 from swarm_engine.errors import TicketFailed
+from swarm_engine.records import shown
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
     from swarm_engine.engine.session import EngineSession
@@ -233,7 +235,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
     if odd:
         console.print(
             "tickets with an unknown status: "
-            + plain(", ".join(f"{s!r} {n}" for s, n in odd.items()))
+            + plain(", ".join(f"{shown(s)} {n}" for s, n in odd.items()))
         )
     usage = usage_line(data["usage"])
     if usage:
@@ -283,10 +285,9 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
     for e in engines:
         if e["state"] == "dead" and e["recorded_state"] != "dead":
             console.print(
-                plain(
-                    f"engine {e['id']}: its process {e['pid']} on this host is gone (its row"
-                    f" says {e['recorded_state']}); 'swarm-engine cleanup' records it dead"
-                ),
+                f"engine {label(e['id'])}: its process {label(e['pid'])} on this host is gone"
+                f" (its row says {label(e['recorded_state'])}); 'swarm-engine cleanup' records"
+                " it dead",
                 highlight=False,
             )
     vms = data["vms"]

@@ -36,6 +36,23 @@ def visible(text: str) -> str:
     return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+NAME_CHARS = 200
+"""The most of a name, id or title a one-line view shows (`brief`): a header, a rule, a
+table cell. A row's value may be of any size; Rich lays a long line out in time that
+grows with its length (a 200,000-character step id in a rule took minutes)."""
+
+
+def brief(value: Any, limit: int = NAME_CHARS) -> str:
+    """A stored name, id or title for one line of a view: `visible`, whole when at most
+    `limit` characters, else its first `limit`, `…` and how long it is (`aaa… (3,000,000
+    characters)`), as `records.shown` names a value in an error. Only the first `limit`
+    characters are read, so a value of any size costs the same."""
+    text = "" if value is None else str(value)
+    if len(text) <= limit:
+        return visible(text)
+    return f"{visible(text[:limit])}… ({len(text):,} characters)"
+
+
 CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 """Control characters but newline and tab: what `visible_lines` shows as escapes."""
 

@@ -24,6 +24,7 @@ from swarm_engine.cli.output import (
     console,
     emit_json,
     err_console,
+    label,
     money,
     ms,
     plain,
@@ -37,7 +38,7 @@ from swarm_engine.cli.output import (
 from swarm_engine.config import Settings
 from swarm_engine.records import TicketStatus
 from swarm_engine.service import tickets as service
-from swarm_engine.service.runs import MAX_PAGE_RUNS, SHOWN_RUNS
+from swarm_engine.service.runs import MAX_PAGE_RUNS, SHOWN_RUNS, SHOWN_STEPS
 
 
 @click.group(epilog=example("swarm-engine ticket list"))
@@ -237,20 +238,26 @@ def show(
 ) -> None:
     """A ticket with its whole result or error, then its newest runs' steps (one line each)."""
     with store_of(settings) as store:
-        found = service.detail(store, ticket_id, runs=shown_runs, before=before)
+        found = service.detail(
+            store,
+            ticket_id,
+            runs=shown_runs,
+            before=before,
+            steps=None if as_json else SHOWN_STEPS,  # --json: every step, as the API's
+        )
     row, runs = found.ticket, found.runs.items
     if as_json:
         emit_json(found.as_dict())
         _more_runs(ticket_id, found, err=True)
         return
-    console.print(f"[bold]ticket {ticket_id}[/bold]: {plain(row.title)}", highlight=False)
+    console.print(f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     fields = [
         (
             "status",
-            f"{styled(row.status)} · {plain(row.target)} · priority {row.priority}"
+            f"{styled(row.status)} · {label(row.target)} · priority {row.priority}"
             f" · {row.attempts} of {row.max_attempts} attempts used",
         ),
         ("created", when(row.created_at)),
@@ -274,7 +281,7 @@ def show(
         console.print()
         console.print(
             table(
-                f"run {run['id']} (ticket attempt {plain(str(run['attempt']))}):"
+                f"run {run['id']} (ticket attempt {label(run['attempt'])}):"
                 f" {styled(run['status'])} in {ms(run['duration_ms']) or '-'}"
                 + (f" · {usage}" if usage else ""),
                 [
@@ -311,12 +318,19 @@ def show(
                 ),
             )
         )
-        bare = [s["step_id"] for s in steps if s.get("vm_isolation") == "none"]
+        bare = [label(s["step_id"]) for s in steps if s.get("vm_isolation") == "none"]
         if bare:
             console.print(
                 "[yellow]warning:[/yellow] step(s) "
-                + plain(", ".join(bare))
+                + ", ".join(bare)
                 + ' ran unisolated (isolation = "none")'
+            )
+        left_out = run.get("steps_total", len(steps)) - len(steps)
+        if left_out > 0:
+            console.print(
+                f"[dim]{len(steps)} of {run['steps_total']} steps shown (the newest);"
+                f" {left_out} older ones: swarm-engine ticket show {ticket_id} --json[/dim]",
+                highlight=False,
             )
     if runs:
         console.print(

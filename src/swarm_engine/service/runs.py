@@ -35,6 +35,10 @@ def steps(store: Store, run_id: int) -> list[dict[str, Any]]:
     return numbered(store.runs.steps(run_id))
 
 
+_steps = steps  # (`runs_with_steps` has an argument of that name)
+
+SHOWN_STEPS = 100
+"""Steps of each run `ticket show` prints: the newest (its `--json` has them all)."""
 SHOWN_RUNS = 20
 """Runs a ticket's detail shows (`ticket show`, `GET /v1/tickets/ID`, its page): the newest."""
 PAGE_RUNS = 100
@@ -73,11 +77,20 @@ def check_window(before: int | None, limit: int, most: int) -> None:
 
 
 def runs_with_steps(
-    store: Store, ticket_id: int, *, before: int | None = None, limit: int = SHOWN_RUNS
+    store: Store,
+    ticket_id: int,
+    *,
+    before: int | None = None,
+    limit: int = SHOWN_RUNS,
+    steps: int | None = None,
 ) -> Window:
     """A ticket's newest `limit` runs below id `before`, oldest first, each with its
-    `steps`, and how many runs it has in all (a ticket may have any number of runs)."""
+    `steps`, and how many runs it has in all (a ticket may have any number of runs).
+    With `steps`, a run has its newest `steps` steps only and `steps_total`, how many
+    it has (a run may have any number of step rows: `ticket show` stays bounded)."""
     check_window(before, limit, MAX_PAGE_RUNS)
+    if steps is not None and steps < 1:
+        raise UsageError(f"steps must be at least 1 (is {steps})")
     shown = window(
         lambda n: store.runs.runs_for_ticket(ticket_id, before=before, limit=n),
         limit,
@@ -85,8 +98,21 @@ def runs_with_steps(
         before is not None,
     )
     for run in shown.items:
-        run["steps"] = steps(store, int(run["id"]))
+        if steps is None:
+            run["steps"] = _steps(store, int(run["id"]))
+        else:
+            newest = _newest_steps(store, int(run["id"]), steps)
+            run["steps"], run["steps_total"] = numbered(newest.items), newest.total
     return shown
+
+
+def _newest_steps(store: Store, run_id: int, limit: int) -> Window:
+    return window(
+        lambda n: store.runs.last_steps(run_id, n),
+        limit,
+        lambda: store.runs.count_steps(run_id),
+        False,
+    )
 
 
 def runs_of_ticket(

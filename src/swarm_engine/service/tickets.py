@@ -201,12 +201,18 @@ class Detail:
 
 
 def detail(
-    store: Store, ticket_id: int, *, runs: int = SHOWN_RUNS, before: int | None = None
+    store: Store,
+    ticket_id: int,
+    *,
+    runs: int = SHOWN_RUNS,
+    before: int | None = None,
+    steps: int | None = None,
 ) -> Detail:
     """`ticket show`: the ticket, its newest `runs` runs (below id `before`) with their
-    steps, its newest `SHOWN_EVENTS` events. `NotFoundError`."""
+    steps (all, or each run's newest `steps` and its `steps_total`), its newest
+    `SHOWN_EVENTS` events. `NotFoundError`."""
     ticket = store.tickets.get(ticket_id)
-    shown = runs_with_steps(store, ticket_id, before=before, limit=runs)
+    shown = runs_with_steps(store, ticket_id, before=before, limit=runs, steps=steps)
     return Detail(ticket, shown, events(store, ticket_id, limit=SHOWN_EVENTS))
 
 

@@ -221,6 +221,16 @@ class RunStore:
         """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in."""
         return [decode_record(r) for r in self.db.all(self.q.steps, {"run_id": run_id})]
 
+    def last_steps(self, run_id: int, limit: int) -> list[dict[str, Any]]:
+        """A run's newest `limit` steps, oldest first, as `steps` gives them."""
+        rows = self.db.all(self.q.last_steps, {"run_id": run_id, "limit": limit})
+        return [decode_record(r) for r in reversed(rows)]
+
+    def count_steps(self, run_id: int) -> int:
+        """How many step executions a run has."""
+        row = self.db.one(self.q.count_steps, {"run_id": run_id})
+        return int(row[0]) if row is not None else 0
+
     def steps_after(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         """For metrics: step executions with an id above `after`, oldest first: `id`,
         `status`, the agent (`agent_name`, `agent_version`, `agent_kind`), `queued_at`,

@@ -113,6 +113,15 @@ SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id ORDER BY s.id
 
+-- name: last_steps
+-- A run's newest :limit steps, newest first (a view shows a window of a run's steps)
+SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+  FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE s.run_id = :run_id ORDER BY s.id DESC LIMIT :limit
+
+-- name: count_steps
+SELECT count(*) FROM step_executions WHERE run_id = :run_id
+
 -- name: steps_after
 -- Step executions with an id above :after, oldest first, with their usage (metrics).
 SELECT id, status, agent_name, agent_version, agent_kind, queued_at, duration_ms,
