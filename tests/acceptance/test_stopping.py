@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -506,3 +507,28 @@ def test_a_server_whose_store_file_goes_stops_saying_so(home: Path, how: str, as
     assert api.proc.returncode == 1, err
     assert f"error: API stopped: {said}\n" in err, err
     assert how == "replaced" or not db.exists()  # no empty store made in its place
+
+
+def test_stop_now_counts_an_engine_gone_after_its_first_signal_as_stopped(
+    home: Path, engines: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stop --now` signals twice, 0.1 s apart; an idle engine may exit on the first, so
+    the second found no process (a `ProcessLookupError` traceback). Here the pause waits
+    until the real engine has exited on the first signal and is reaped."""
+    from swarm_engine.cli import daemon
+
+    proc = start_engine(home)
+    engines.append(proc)
+    engine_ready(home, proc)
+    pause = time.sleep
+
+    def until_gone(seconds: float) -> None:
+        proc.wait(timeout=60)  # exited on the first SIGTERM, and reaped: its pid is free
+        pause(seconds)
+
+    # (only `stop`'s own clock: `proc.wait` sleeps with the real one)
+    monkeypatch.setattr(daemon, "time", SimpleNamespace(sleep=until_gone, monotonic=time.monotonic))
+    done = swarm_inproc(home, "stop", "--now", "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout.rstrip().endswith("stopped")
+    assert proc.returncode is not None

@@ -170,6 +170,16 @@ def _still_running(settings: Settings, pids: list[int], timeout: float) -> str:
     return f"engines still running after {timeout:g}s: " + "; ".join(said)
 
 
+def _terminate(pid: int) -> bool:
+    """SIGTERM to engine `pid`; False when it is gone already (it may exit between being
+    found and signalled, or on the first of `stop --now`'s two signals): stopped too."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _mark(settings: Settings, pid: int) -> str | None:
     """The stop phase `stop` or the engine marked `pid` with, if any."""
     with contextlib.suppress(OSError):
@@ -366,10 +376,9 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     already = [pid for pid in pids if _draining(settings, pid)]
     aborting = [pid for pid in pids if now or pid in already]
     for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-        if now and pid not in already:
+        if _terminate(pid) and now and pid not in already:
             time.sleep(0.1)
-            os.kill(pid, signal.SIGTERM)
+            _terminate(pid)
     draining = [pid for pid in pids if pid not in aborting]
     for pid in pids:  # marked now too, for a `stop` that comes before the engine marks it
         with contextlib.suppress(OSError):
