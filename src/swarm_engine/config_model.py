@@ -66,10 +66,13 @@ class SettingsModel(BaseModel):
     `registry_url` says otherwise) in PostgreSQL, shared by several engine hosts
     (docs/scale-out.md). Unset: SQLite files in the home folder."""
     registry_url: str | None = None
-    host_id: str = Field(default_factory=lambda: hostname(), min_length=1, max_length=253)
+    host_id: str = Field(
+        default_factory=lambda: hostname(), min_length=1, max_length=253, validate_default=True
+    )
     """This engine's host, as recorded with its engines and VMs: each host reaps only its
     own VMs. Default: the machine's hostname. A plain name (`HOST_ID_RE`): no space, no
-    control character, nothing that looks like another id."""
+    control character, nothing that looks like another id; the default too (a hostname
+    `böx .` is refused, as is `SWARM_HOST_ID=böx .`)."""
     backend: str = "process"
     max_vms: int = Field(default=4, ge=1, le=1024)
     poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
@@ -110,8 +113,9 @@ class SettingsModel(BaseModel):
     @classmethod
     def _plain_host_id(cls, value: str) -> str:
         if not HOST_ID_RE.fullmatch(value):
+            whose = " (this machine's hostname, the default)" if value == hostname() else ""
             raise ValueError(
-                f"{shown(value)} is not a plain name: {HOST_ID_FORM} characters (set "
+                f"{shown(value)}{whose} is not a plain name: {HOST_ID_FORM} characters (set "
                 "SWARM_HOST_ID or host_id in the config file)"
             )
         return value

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.cli import swarm_inproc
 
 from swarm_engine.config import load_settings
 from swarm_engine.errors import ConfigError
@@ -283,3 +284,29 @@ def test_a_registry_at_the_ticket_stores_file_is_refused_by_both_checks(
     for url in (f"sqlite://{tmp_path}/registry.db", "postgresql://u@h/db"):
         monkeypatch.setenv("SWARM_REGISTRY_URL", url)
         assert load_settings().registry_url == url
+
+
+@pytest.mark.parametrize("nodename", ["böx .", "vm\n", "vm.", "v m"])
+def test_a_hostname_that_is_not_a_plain_name_is_refused_as_the_default_host_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nodename: str
+) -> None:
+    """The default `host_id` (the hostname, `os.uname().nodename`) skipped the plain-name
+    rule that `SWARM_HOST_ID` gets: a hostname `böx .` ran an engine as `böx .:PID:...`."""
+    real = os.uname()
+    fake = os.uname_result((real.sysname, nodename, real.release, real.version, real.machine))
+    monkeypatch.setattr(os, "uname", lambda: fake)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.delenv("SWARM_HOST_ID", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    said = str(caught.value)
+    assert (
+        said.startswith(f"setting host_id: {nodename!r} (this machine's hostname")
+        and "\n" not in said
+    )
+    assert "set SWARM_HOST_ID or host_id" in said
+    done = swarm_inproc(tmp_path / "home", "status", "--init")
+    assert done.returncode == 5 and done.stdout == ""
+    assert done.stderr.startswith("error: setting host_id: ") and done.stderr.count("\n") == 1
+    monkeypatch.setenv("SWARM_HOST_ID", "vm")
+    assert load_settings().host_id == "vm"  # the way out it names
