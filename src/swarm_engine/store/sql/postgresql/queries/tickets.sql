@@ -143,13 +143,15 @@ SELECT 1 FROM tickets WHERE id = :id AND attempt_id = :attempt_id AND status IN 
 -- so it counts as expired too.
 SELECT 1 FROM tickets
  WHERE status IN ('claimed','running')
-   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+   AND (lease_expires_at IS NULL OR lease_expires_at < now()
+        OR lease_expires_at > now() + interval '7 days 1 hour')
  LIMIT 1
 
 -- name: expired_ids
 SELECT id FROM tickets
  WHERE status IN ('claimed','running')
-   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+   AND (lease_expires_at IS NULL OR lease_expires_at < now()
+        OR lease_expires_at > now() + interval '7 days 1 hour')
  ORDER BY id
 
 -- name: expired_vms
@@ -161,7 +163,8 @@ SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
   JOIN step_executions s ON s.run_id = r.id
   JOIN vms v ON v.id = s.vm_id AND v.step_execution_id = s.id AND v.engine_id = t.engine_id
  WHERE t.status IN ('claimed','running')
-   AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now())
+   AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now()
+        OR t.lease_expires_at > now() + interval '7 days 1 hour')
    AND (CAST(:only AS BIGINT) IS NULL OR t.id = CAST(:only AS BIGINT))
    AND v.state IN ('booting','ready','busy','destroying')
  ORDER BY t.id, v.id
@@ -178,7 +181,8 @@ UPDATE tickets SET
                            ELSE now() END,
        lease_expires_at = NULL, attempt_id = NULL
  WHERE status IN ('claimed','running')
-   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+   AND (lease_expires_at IS NULL OR lease_expires_at < now()
+        OR lease_expires_at > now() + interval '7 days 1 hour')
    AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
 RETURNING id, status
 

@@ -135,12 +135,14 @@ SELECT 1 FROM tickets WHERE id = :id AND attempt_id = :attempt_id AND status IN 
 
 -- name: any_expired
 -- A live row with no readable lease (NULL, a blob, 'zzz': written by hand) has no holder
--- that could renew it, so it counts as expired too.
+-- that could renew it, so it counts as expired too; so does a lease further ahead than the
+-- longest lease_ttl there is (7 days) and an hour of clock skew: no engine wrote it.
 SELECT 1 FROM tickets
  WHERE status IN ('claimed','running')
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
         OR julianday(lease_expires_at, 'auto') IS NULL
-        OR julianday(lease_expires_at, 'auto') < julianday('now'))
+        OR julianday(lease_expires_at, 'auto') < julianday('now')
+        OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
  LIMIT 1
 
 -- name: expired_ids
@@ -148,7 +150,8 @@ SELECT id FROM tickets
  WHERE status IN ('claimed','running')
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
         OR julianday(lease_expires_at, 'auto') IS NULL
-        OR julianday(lease_expires_at, 'auto') < julianday('now'))
+        OR julianday(lease_expires_at, 'auto') < julianday('now')
+        OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
  ORDER BY id
 
 -- name: expired_vms
@@ -164,7 +167,8 @@ SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
  WHERE t.status IN ('claimed','running')
    AND (typeof(t.lease_expires_at) NOT IN ('text','integer','real')
         OR julianday(t.lease_expires_at, 'auto') IS NULL
-        OR julianday(t.lease_expires_at, 'auto') < julianday('now'))
+        OR julianday(t.lease_expires_at, 'auto') < julianday('now')
+        OR julianday(t.lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
    AND (:only IS NULL OR t.id = :only)
    AND v.state IN ('booting','ready','busy','destroying')
  ORDER BY t.id, v.id
@@ -183,7 +187,8 @@ UPDATE tickets SET
  WHERE status IN ('claimed','running')
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
         OR julianday(lease_expires_at, 'auto') IS NULL
-        OR julianday(lease_expires_at, 'auto') < julianday('now'))
+        OR julianday(lease_expires_at, 'auto') < julianday('now')
+        OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
    AND (:only IS NULL OR id = :only)
 RETURNING id, status
 
