@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ ODD_ROWS = [
     ("max_attempts of zero (past the CHECK)", {"max_attempts": 0}, True, "max_attempts"),
     ("a negative timeout", {"timeout_seconds": -5}, False, "timeout_seconds"),
     ("a blob for a title", {"title": b"\x00\x01binary"}, False, "title"),
+    ("a time before year 1", {"created_at": "0000-01-01 00:00:00"}, False, "created_at"),
 ]
 
 
@@ -143,6 +145,62 @@ def test_an_offset_timestamp_is_read_as_the_instant_it_names(home: Path) -> None
         "b": "2026-11-30T22:00:00.000Z",
         "c": "2026-11-30T22:00:00.000Z",
     }
+
+
+# Forms SQLite's julianday() reads that the engine once refused as "not a timestamp"
+SQLITE_STAMPS = [
+    "2026-12-02T10:00:00z", "now", "2026-12-02T24:00:00Z", "10:00", "2026-12-02T10:00",
+    "10:00:00.123", "2026-12-02T10:00:00.123456789Z", "2026-12-02T10:00:00.5+01:00",
+    "2026-02-30", 2461011.5,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("stamp", SQLITE_STAMPS, ids=[str(s) for s in SQLITE_STAMPS])
+def test_every_form_sqlite_reads_runs_and_shows(home: Path, stamp: object) -> None:
+    db = home / "tickets.db"
+    done = raw_insert(db, {"title": "old", "status": "done", "agent_id": "echo",
+                           "updated_at": stamp})  # fmt: skip
+    fresh = raw_insert(db, {"title": "new", "status": "open", "agent_id": "echo",
+                            "created_at": stamp})  # fmt: skip
+    ran = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **FAST)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert status_of(home, fresh) == "done", query(db, "SELECT error FROM tickets")
+    for tid in (done, fresh):
+        assert_commands_show(home, tid)
+    listed = swarm_inproc(home, "ticket", "list")
+    assert "malformed" not in listed.stdout and "?" not in listed.stdout, listed.stdout
+    shown = swarm_inproc(home, "ticket", "show", str(done))
+    assert "malformed" not in shown.stdout and "not a timestamp" not in shown.stdout
+    (row,) = query(db, "SELECT julianday(updated_at, 'auto') AS jd FROM tickets WHERE id = ?", done)
+    stamps = {t["id"]: t for t in json.loads(swarm_inproc(home, "ticket", "list", "--json").stdout)}
+    assert stamps[done]["defects"] == [] and stamps[fresh]["defects"] == []
+    if stamp != "now":  # the same instant SQLite reads, to the millisecond
+        seen = datetime.fromisoformat(stamps[done]["updated_at"])
+        days = (seen - datetime(2000, 1, 1, 12, tzinfo=UTC)) / timedelta(days=1) + 2451545.0
+        assert abs(days - row["jd"]) * 86_400_000 < 1
+
+
+def test_a_cron_workflow_registered_in_a_form_sqlite_reads_fires(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    registry_row(
+        home,
+        "workflows",
+        {"name": "cronz", "version": "1.0.0", "steps": [{"id": "s", "agent": "echo"}],
+         "triggers": [{"name": "tick", "cron": "* * * * * *"}]},
+        created_at="2026-01-02T10:00:00.123456z",
+    )  # fmt: skip
+    proc = start_engine(home, **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    db = home / "tickets.db"
+
+    def firings() -> int:
+        assert proc.poll() is None, "the engine stopped"
+        return int(query(db, "SELECT count(*) AS n FROM trigger_firings")[0]["n"])
+
+    wait_until(lambda: firings() >= 2, 30, "the cron trigger to fire twice")
+    stop(proc)
 
 
 def test_an_unknown_status_is_left_alone_and_shown(home: Path) -> None:

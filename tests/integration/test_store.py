@@ -24,8 +24,8 @@ from swarm_engine.errors import (
 )
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, open_store
-from swarm_engine.store.rows import parse_timestamp
 from swarm_engine.store.sqlite import migrations
+from swarm_engine.store.timestamps import parse_timestamp
 
 
 def claim_all(store: Store, engine: str, limit: int = 1) -> list[int]:

@@ -27,7 +27,7 @@ from swarm_engine.cli.text import visible as visible  # re-exported
 from swarm_engine.cli.text import visible_lines as visible_lines  # re-exported
 from swarm_engine.records import money as money  # re-exported
 from swarm_engine.records import strict_dumps
-from swarm_engine.store.rows import format_ts, parse_timestamp
+from swarm_engine.store.timestamps import format_ts, parse_timestamp
 
 console = Console()
 err_console = Console(stderr=True)

@@ -28,7 +28,7 @@ from swarm_engine.errors import StoreBusyError, SwarmError
 from swarm_engine.models import TriggerSpec, WorkflowSpec
 from swarm_engine.registry import Registry
 from swarm_engine.store import Store
-from swarm_engine.store.rows import parse_timestamp
+from swarm_engine.store.timestamps import parse_timestamp
 
 log = logging.getLogger(__name__)
 

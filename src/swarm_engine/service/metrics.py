@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from swarm_engine.store.rows import parse_timestamp
+from swarm_engine.store.timestamps import parse_timestamp
 
 if TYPE_CHECKING:
     from swarm_engine.registry import Registry

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from swarm_engine.records import (
@@ -27,73 +26,10 @@ from swarm_engine.records import (
     shown,
 )
 from swarm_engine.store.db import InvalidText, Row
+from swarm_engine.store.timestamps import format_ts, parse_timestamp
 
 STATUSES = frozenset(s.value for s in TicketStatus)
 MODES = frozenset({"single", "workflow"})
-UNIX_EPOCH_JD = 2440587.5
-_TS = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?"
-    r"\s*(Z|[+-]\d{2}:?\d{2})?\Z"
-)
-
-
-def format_ts(value: datetime | None) -> str | None:
-    """A timestamp as stored by the engine: UTC ISO-8601, milliseconds, `Z`."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """Any timestamp form SQLite's date functions accept, as an aware UTC datetime.
-
-    Text: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.fff]]` with `T` or a space, optionally
-    ending in `Z` or `+HH:MM` (no zone means UTC, as in SQLite). Numbers: unix seconds
-    (or milliseconds when larger than 1e11), or a Julian day number when below 1e7.
-    Raises ValueError for anything else, and only ValueError, whatever the value: a form
-    that reads but names no time Python can hold (year 0, a year past 9999, a zone of 24
-    hours or more) is "anything else" too.
-    """
-    try:
-        return _parse_timestamp(value)
-    except (OverflowError, OSError) as exc:  # past time_t, or past datetime's years
-        raise ValueError(f"not a timestamp in range ({_show(value)})") from exc
-
-
-def _parse_timestamp(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("not a timestamp")
-    if isinstance(value, int | float):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError("not a finite number")
-        if 0 < number < 1e7:  # a Julian day number, e.g. julianday('now')
-            number = (number - UNIX_EPOCH_JD) * 86400.0
-        elif abs(number) > 1e11:  # unix milliseconds
-            number /= 1000.0
-        return datetime.fromtimestamp(number, UTC)
-    if isinstance(value, bytes):
-        raise ValueError("binary data, not a timestamp")
-    text = str(value).strip()
-    if re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
-        return _parse_timestamp(float(text))
-    m = _TS.match(text)
-    if not m:
-        raise ValueError(f"not a timestamp ({_show(text)})")
-    year, month, day, hour, minute, sec, frac, zone = m.groups()
-    micro = round(float(frac) * 1_000_000) if frac else 0
-    tz = UTC
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
-    stamp = datetime(
-        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(sec or 0),
-        min(micro, 999_999), tzinfo=tz,
-    )  # fmt: skip
-    return stamp.astimezone(UTC)
 
 
 def _show(value: Any, width: int = 30) -> str:

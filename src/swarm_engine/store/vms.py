@@ -7,7 +7,8 @@ from typing import Any
 
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
-from swarm_engine.store.rows import decode_record, format_ts
+from swarm_engine.store.rows import decode_record
+from swarm_engine.store.timestamps import format_ts
 
 LIVE_STATES = ("booting", "ready", "busy", "destroying")
 
