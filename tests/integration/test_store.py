@@ -441,3 +441,25 @@ def test_rows_the_store_will_not_change_leave_cleanup_and_the_reclaimer_going(
     states = {r["id"]: r["state"] for r in store_target.rows("SELECT id, state FROM vms")}
     assert states["vm-keep"] == "booting" and states["vm-gone"] in ("destroyed", "failed")
     store.close()
+
+
+def test_a_run_on_an_engine_heartbeating_in_another_form_keeps_its_ticket(
+    store_target: Target,
+) -> None:
+    """The claim guard reads `heartbeat_at` as an instant, as the reaper does: a fresh
+    heartbeat another client wrote as `CURRENT_TIMESTAMP` ('YYYY-MM-DD HH:MM:SS') is fresh
+    (compared as text, it sorted before the engine's own form and looked stale)."""
+    store = open_store(store_target.target)
+    store.engines.register("e", kind="daemon", host="here", pid=1, max_vms=1, backend="process")
+    tid = store.tickets.create(title="x", agent_id="echo", inputs={})
+    [ticket] = store.tickets.claim_next(engine_id="e", attempt_id="a", lease_ttl=30)
+    store.runs.start_run(ticket, engine_id="e", workflow_name=None, workflow_version=None,
+                         inputs={})  # fmt: skip
+    store_target.sql(
+        f"UPDATE tickets SET status = 'open' WHERE id = {tid};"
+        " UPDATE engines SET heartbeat_at = CURRENT_TIMESTAMP"
+    )
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    with pytest.raises(ConflictError, match="still has a run going"):
+        store.tickets.claim(tid, engine_id="f", attempt_id="c", lease_ttl=30)
+    store.close()

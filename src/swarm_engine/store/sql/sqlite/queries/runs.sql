@@ -29,7 +29,7 @@ UPDATE step_executions SET status = 'running', vm_id = :vm_id,
 UPDATE step_executions SET status = :status, outputs = :outputs, exit_code = :exit_code,
        error = :error, completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
        duration_ms = CASE WHEN started_at IS NULL THEN NULL
-           ELSE CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at))
+           ELSE CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
                            * 86400000) AS INTEGER) END,
        input_tokens = :input_tokens, output_tokens = :output_tokens,
        cache_creation_input_tokens = :cache_creation_input_tokens,
@@ -48,7 +48,7 @@ SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id
 -- float sum, clamped to the column's range (exact below 2**53).
 UPDATE workflow_runs SET status = :status, outputs = :outputs, error = :error,
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
-       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at))
+       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
                                 * 86400000) AS INTEGER),
        input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,
        cache_read_input_tokens = s.cr, cost_usd = s.c
@@ -72,7 +72,7 @@ UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
 -- name: abandon_run
 UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
-       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at))
+       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
                                 * 86400000) AS INTEGER)
  WHERE id = :run_id AND status = 'running'
 

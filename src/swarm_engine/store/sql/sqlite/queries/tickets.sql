@@ -69,7 +69,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                     WHERE r.ticket_id = tickets.id AND r.status = 'running'
                       AND e.state IN ('running','draining')
-                      AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
+                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl)))
 RETURNING *
 
 -- name: next_open
@@ -78,7 +78,7 @@ SELECT id FROM tickets t
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                     WHERE r.ticket_id = t.id AND r.status = 'running'
                       AND e.state IN ('running','draining')
-                      AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
+                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl)))
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claim_next
@@ -93,7 +93,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
                  AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                                   WHERE r.ticket_id = t.id AND r.status = 'running'
                                     AND e.state IN ('running','draining')
-                                    AND e.heartbeat_at > strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', -:lease_ttl)))
+                                    AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl)))
                ORDER BY priority DESC, id LIMIT :limit)
    AND +status = 'open'  -- `+`: look rows up by id, never scan every open ticket
 RETURNING *
