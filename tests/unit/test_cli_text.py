@@ -10,8 +10,8 @@ from swarm_engine.cli.text import NAME_CHARS, brief, ms, visible
 
 def test_control_and_invisible_characters_are_shown_as_escapes() -> None:
     assert visible("a\x1b[2Jb\nc\x07") == "a\\x1b[2Jb\\x0ac\\x07"
-    assert visible("invoice\u202etxt.exe") == "invoice\\x202etxt.exe"  # a bidi override
-    assert visible("pay\u200bpal") == "pay\\x200bpal"  # a zero-width space
+    assert visible("invoice\u202etxt.exe") == "invoice\\u202etxt.exe"  # a bidi override
+    assert visible("pay\u200bpal") == "pay\\u200bpal"  # a zero-width space
     assert visible("café ✓") == "café ✓"
 
 
@@ -27,3 +27,29 @@ def test_a_long_name_is_cut_to_a_short_form_that_says_the_cut() -> None:
     cut = brief("a\nb" * 1_000_000)
     assert cut.endswith("… (3,000,000 characters)") and "\\x0a" in cut and "\n" not in cut
     assert len(cut) < 4 * NAME_CHARS
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_one_escaping_for_lines_blocks_and_log_records() -> None:
+    """`visible_lines` (logs, a whole result) and the text log formatter escape what
+    `visible` escapes, bidi controls included; only a block keeps newline and tab."""
+    import logging
+
+    from swarm_engine.cli.logsetup import TextFormatter
+    from swarm_engine.cli.text import visible_lines
+
+    text = f"a\x1b]0;T\x07\x9b\x7f{BIDI}\tb\nc"
+    assert visible_lines(text) == visible(text).replace("\\x09", "\t").replace("\\x0a", "\n")
+    assert not any(c in visible_lines(text) for c in BIDI + "\x1b\x07\x9b\x7f")
+    assert visible("\u061c") == "\\u061c"  # not `\x61c`, which reads as `a` and `c`
+    record = logging.LogRecord("x", logging.WARNING, "f", 1, text, None, None)
+    try:
+        raise ValueError(text)
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    shown = TextFormatter("%(message)s").format(record)
+    assert shown.startswith(visible(text)) and not any(c in shown for c in BIDI + "\x1b\x07")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
+
+from swarm_engine.cli.text import visible, visible_lines
 
 FIELDS = ("ticket_id", "run_id", "step_id", "vm_id", "engine_id")
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class JSONFormatter(logging.Formatter):
@@ -34,14 +35,19 @@ class JSONFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """One line per record: control characters in the message (which may carry text from
-    a stored row) are shown as `\\xNN`, so no message can forge a line or drive a
-    terminal; a message is cut at `MAX_MESSAGE` characters. Tracebacks stay as they are."""
+    """One line per record: control and bidi characters in the message (which may carry
+    text from a stored row) are shown as `\\xNN` (`visible`), so no message can forge a
+    line or drive a terminal; a message is cut at `MAX_MESSAGE` characters. A traceback
+    keeps its lines, its control characters escaped too (an exception's message may be
+    a row's text)."""
 
     MAX_MESSAGE = 2000
 
+    def formatException(self, ei: Any) -> str:
+        return visible_lines(super().formatException(ei))
+
     def formatMessage(self, record: logging.LogRecord) -> str:
-        message = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
+        message = visible(record.message)
         if len(message) > self.MAX_MESSAGE:
             message = message[: self.MAX_MESSAGE] + f"… ({len(message)} characters)"
         record.message = message

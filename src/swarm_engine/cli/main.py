@@ -16,6 +16,7 @@ import click
 from swarm_engine import __version__
 from swarm_engine.cli.app import example
 from swarm_engine.cli.lazy import LazyGroup
+from swarm_engine.cli.text import visible
 from swarm_engine.errors import SwarmError
 
 EXIT_INTERRUPTED = 130
@@ -99,8 +100,10 @@ def cli(
 
 
 def one_line(text: str) -> str:
-    """`text` on one line: its non-blank lines, stripped, joined with ' / '."""
-    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    """`text` on one line: its non-blank lines, stripped, joined with ' / ', every control
+    or bidi character left shown as `\\xNN` (`visible`): an error's message may carry a
+    row's, an agent's or a step's text, and must not drive the terminal."""
+    return visible(" / ".join(line.strip() for line in text.splitlines() if line.strip()))
 
 
 def _command_path(argv: list[str]) -> str:
@@ -132,7 +135,7 @@ def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
     if message[:1].isupper() and not message[1:2].isupper():
         message = message[0].lower() + message[1:]
     path = ctx.command_path if ctx is not None else _command_path(argv)
-    return f"error: {message} (see '{path} --help')"
+    return visible(f"error: {message} (see '{path} --help')")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from swarm_engine.cli.output import Col, duration, label, styled, table
+from swarm_engine.cli.output import Col, duration, label, styled, table, visible
 from swarm_engine.engine.events import Event
 
 
@@ -89,5 +89,7 @@ class Progress:
             self.live.update(self.render())
 
     def _line(self, text: str) -> None:
+        """One progress line (off a terminal): step ids, VM ids and errors are any writer's
+        or any step's text, shown as data (`visible`: no control or bidi character)."""
         if self.live is None:
-            self.console.print(text, markup=False, highlight=False)  # names, errors: data
+            self.console.print(visible(text), markup=False, highlight=False)

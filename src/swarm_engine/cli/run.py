@@ -31,6 +31,7 @@ from swarm_engine.cli.output import (
     styled,
     table,
     usage_line,
+    visible,
 )
 from swarm_engine.cli.text import left_running
 from swarm_engine.config import Settings
@@ -80,7 +81,7 @@ def run_ticket(
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:
-            console.print(msg, markup=False, highlight=False)
+            console.print(visible(msg), markup=False, highlight=False)
         return
     import asyncio
 
@@ -142,7 +143,8 @@ async def _run_and_wait(
         if session.gone is not None:  # exit 6, as any store error
             raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
 
-        err_console.print(_interrupted(settings, session, ticket_id), markup=False, highlight=False)
+        line = visible(_interrupted(settings, session, ticket_id))
+        err_console.print(line, markup=False, highlight=False)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -25,15 +25,32 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-"""Control characters, and the invisible ones that reorder or hide text (bidi overrides,
-zero-width spaces): stored text shown with them could pass for something else."""
+INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+"""The characters that reorder or hide text without being control characters: bidi marks,
+embeddings, overrides and isolates (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069),
+zero-width spaces and joiners, line and paragraph separators, the byte-order mark."""
+
+CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{INVISIBLE}]")
+"""Control characters (C0, DEL, C1), and the invisible ones that reorder or hide text:
+stored text shown with them could drive the terminal or pass for something else."""
+
+CONTROL_BUT_LINES = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{INVISIBLE}]")
+"""`CONTROL` but newline and tab: what `visible_lines` shows as escapes."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """`\\xNN` for a character up to U+00FF, `\\uNNNN` above (as Python writes them):
+    `\\u061c` cannot be read as `\\x61` and a `c`."""
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def visible(text: str) -> str:
-    """Control characters (escape sequences, newlines, bells) shown as `\\xNN`, so stored
-    text can neither drive the terminal nor forge lines of output."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Control characters (escape sequences, newlines, bells) and bidi controls shown as
+    `\\xNN` or `\\uNNNN` (`\\x1b`, `\\u202e`), so stored text can neither drive the terminal, nor forge lines of
+    output, nor reorder what is shown. Every line the CLI prints with text from a row, an
+    agent, a step or an exception goes through this or `visible_lines`."""
+    return CONTROL.sub(_escaped, text)
 
 
 NAME_CHARS = 200
@@ -53,16 +70,12 @@ def brief(value: Any, limit: int = NAME_CHARS) -> str:
     return f"{visible(text[:limit])}… ({len(text):,} characters)"
 
 
-CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-"""Control characters but newline and tab: what `visible_lines` shows as escapes."""
-
-
 def visible_lines(text: str) -> str:
     """Multi-line stored text (a log, a whole result) as `visible` shows one line: each
-    control character as `\\xNN` (escape sequences, carriage returns, bells), newlines and
-    tabs kept. For text written straight to stdout, whether a terminal or not: a log saved
+    control character and bidi control as `\\xNN` (escape sequences, carriage returns,
+    bells, U+202E), newlines and tabs kept. For text written straight to stdout, whether a terminal or not: a log saved
     with `>` and shown later with `cat` must not drive the terminal either."""
-    return CONTROL_BUT_LINES.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return CONTROL_BUT_LINES.sub(_escaped, text)
 
 
 def summarize(value: Any) -> Any:
