@@ -91,6 +91,18 @@ def test_a_shell_agent_reads_a_large_input_from_the_inputs_file(home: Path, tmp_
     assert out["result"]["small"] == small
 
 
+def test_inputs_whose_env_names_collide_are_not_exported(home: Path) -> None:
+    """`{"A": "1", "a": "2"}` would both be `$INPUT_A`: neither is exported (fail closed),
+    both stay in `$SWARM_INPUTS`."""
+    command = 'printf "%s|%s|" "${INPUT_A-unset}" "$INPUT_B"; cat "$SWARM_INPUTS"'
+    inputs = {"command": command, "A": "1", "a": "2", "b": "3"}
+    out = run(home, open_ticket(home, inputs, "shell"))
+    assert (out["exit"], out["status"]) == (0, "done"), out["stderr"]
+    shown, got, rest = out["result"]["stdout"].split("|", 2)
+    assert (shown, got) == ("unset", "3")
+    assert json.loads(rest) == inputs
+
+
 def test_a_command_over_the_kernel_limit_fails_the_step_with_one_clear_line(
     home: Path, tmp_path: Path
 ) -> None:

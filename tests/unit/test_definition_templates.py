@@ -11,6 +11,7 @@ from swarm_engine.agents.files import (
     INPUT_ENV_MAX_BYTES,
     INPUT_ENV_TOTAL_BYTES,
     MAX_ARG_BYTES,
+    colliding_input_keys,
     input_env,
 )
 from swarm_engine.agents.shell import check_exec_size
@@ -129,6 +130,16 @@ def test_input_env_vars_stay_within_their_total() -> None:
     assert sum(len(v) for v in env.values()) <= INPUT_ENV_TOTAL_BYTES
     assert sorted(env) == [f"INPUT_K{i:03d}" for i in range(len(env))]  # sorted key order
     assert len(env) == INPUT_ENV_TOTAL_BYTES // INPUT_ENV_MAX_BYTES
+
+
+def test_inputs_whose_env_names_collide_are_only_in_the_file() -> None:
+    """`a` and `A` (or `ß` and `SS`: `upper` makes one name of both) would both be
+    `$INPUT_A`, one silently standing for the other: neither is exported, whatever its
+    value, and the other inputs are as before."""
+    inputs = {"A": "1", "a": "2", "ß": "3", "SS": {"x": 1}, "b": "4", "not-id": "5"}
+    assert colliding_input_keys(inputs) == ["A", "SS", "a", "ß"]
+    assert input_env(inputs) == {"INPUT_B": "4"}
+    assert input_env({"a": "2"}) == {"INPUT_A": "2"}
 
 
 def test_a_command_over_the_kernel_limit_is_refused_before_exec() -> None:

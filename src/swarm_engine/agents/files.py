@@ -31,8 +31,9 @@ regular files and bytes, `SKIP_NAMES` folders not counted."""
 # How inputs reach a command. The inputs file ($SWARM_INPUTS) always holds all of them; a
 # scalar input is also an environment variable INPUT_<KEY> when its value is at most
 # INPUT_ENV_MAX_BYTES, while the INPUT_* variables stay within INPUT_ENV_TOTAL_BYTES in all
-# (keys in sorted order). Linux refuses to exec with any one argument or environment string
-# over MAX_ARG_STRLEN (128 KiB, counting its NUL), so no single value may ever get there.
+# (keys in sorted order); keys whose INPUT_<KEY> names collide are only in the file.
+# Linux refuses to exec with any one argument or environment string over MAX_ARG_STRLEN
+# (128 KiB, counting its NUL), so no single value may ever get there.
 INPUT_ENV_MAX_BYTES = 32 * 1024
 INPUT_ENV_TOTAL_BYTES = 256 * 1024
 MAX_ARG_BYTES = 128 * 1024 - 1
@@ -51,17 +52,37 @@ async def put_inputs(vm: VM, inputs: dict[str, Any]) -> None:
     await vm.put_file(INPUTS_FILE, json.dumps(inputs, default=str).encode())
 
 
+def input_env_name(key: str) -> str | None:
+    """The environment variable that input `key` is exported as (`INPUT_<KEY>`, the key
+    upper-cased), or None for a key that is not an identifier."""
+    return f"INPUT_{key.upper()}" if key.isidentifier() else None
+
+
+def colliding_input_keys(inputs: dict[str, Any]) -> list[str]:
+    """The keys of `inputs` whose `INPUT_<KEY>` name another key has too (`a` and `A`,
+    `ß` and `SS`), sorted: none of them is exported (`input_env`), whatever its value."""
+    names: dict[str, list[str]] = {}
+    for key in inputs:
+        name = input_env_name(key)
+        if name is not None:
+            names.setdefault(name, []).append(key)
+    return sorted(k for keys in names.values() if len(keys) > 1 for k in keys)
+
+
 def input_env(inputs: dict[str, Any]) -> dict[str, str]:
     """The `INPUT_<KEY>` environment variables for `inputs`: one per scalar input whose key
     is an identifier and whose value is at most `INPUT_ENV_MAX_BYTES` (UTF-8), in sorted
     key order while they total at most `INPUT_ENV_TOTAL_BYTES`. Larger values, and values
     no environment can hold (a NUL character, unpaired surrogates), are only in the
-    inputs file."""
+    inputs file. So are keys whose names collide (`colliding_input_keys`: `a` and `A`
+    both `INPUT_A`): neither is exported, rather than one silently standing for both."""
     env: dict[str, str] = {}
     total = 0
+    colliding = set(colliding_input_keys(inputs))
     for key in sorted(inputs):
         value = inputs[key]
-        if not (isinstance(value, str | int | float | bool) and key.isidentifier()):
+        name = input_env_name(key)
+        if not isinstance(value, str | int | float | bool) or name is None or key in colliding:
             continue
         text = str(value)
         try:
@@ -70,7 +91,7 @@ def input_env(inputs: dict[str, Any]) -> dict[str, str]:
             continue
         if "\0" in text or size > INPUT_ENV_MAX_BYTES or total + size > INPUT_ENV_TOTAL_BYTES:
             continue
-        env[f"INPUT_{key.upper()}"] = text
+        env[name] = text
         total += size
     return env
 
