@@ -281,6 +281,14 @@ HALF_SPECS = [
         "agent dot-out@1.0.0 in the registry: spec.output_files.1: path '.' names the VM"
         " workspace itself, not a file",
     ),
+    (  # registration refuses it; a row holding it failed only when `sh` ran it
+        "agents",
+        '(\'unclosed\', \'1.0.0\', \'shell\', \'{"name":"unclosed","version":"1.0.0",'
+        '"kind":"shell","command":"echo ${inputs.x"}\')',
+        "single",
+        "unclosed",
+        "agent unclosed@1.0.0 in the registry: command: malformed reference '${inputs.x'",
+    ),
     (
         "workflows",
         "('rchain', '1.0.0', '"
@@ -320,6 +328,27 @@ def test_a_hand_written_registry_row_is_one_clear_line(
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     assert message in done.stderr
     assert status_of(home, tid) == "open"  # refused before the claim: nothing changed
+
+
+def test_a_hand_written_command_registration_refuses_fails_a_workflow_at_plan_time(
+    home: Path,
+) -> None:
+    """An agent row whose command registration refuses (`echo ${inputs.x`: `sh` said
+    "Missing '}'" once the step ran), used by a workflow's step: the ticket is refused at
+    plan time with one line naming the agent and the field; no run, no step."""
+    unclosed = next(h for h in HALF_SPECS if h[3] == "unclosed")
+    add_registry_row(home, "agents", unclosed[1])
+    add_registry_row(
+        home,
+        "workflows",
+        '(\'unclosed-wf\', \'1.0.0\', \'{"name":"unclosed-wf","version":"1.0.0",'
+        '"steps":[{"id":"a","agent":"echo"},{"id":"b","agent":"unclosed","needs":["a"]}]}\')',
+    )
+    tid = ticket_for(home, "workflow", "unclosed-wf")
+    done = swarm(home, "run-ticket", str(tid), "--wait")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {unclosed[4]} ") and done.stderr.count("\n") == 1
+    assert not query(home / "tickets.db", "SELECT id FROM workflow_runs")
 
 
 def test_under_the_engine_bad_definitions_fail_their_tickets_at_once(

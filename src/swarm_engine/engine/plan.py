@@ -13,6 +13,7 @@ from swarm_engine.errors import ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
 from swarm_engine.records import variables_problem
 from swarm_engine.registry import Registry
+from swarm_engine.registry.agents import check_agent_command
 from swarm_engine.registry.workflows import check_shell_step_inputs, dependencies
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
@@ -58,8 +59,11 @@ class Plan:
 
 
 def _runnable(agent: AgentSpec) -> AgentSpec:
+    """`agent`, if it can run: not a template, and its command one that registration
+    would take (the row is untrusted: `registry.agents.check_agent_command`)."""
     if agent.is_template:
         raise ConfigError(f"agent {agent.name!r} is a template; register an agent made from it")
+    check_agent_command(agent, f"agent {agent.ref} in the registry")
     return agent
 
 

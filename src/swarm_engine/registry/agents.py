@@ -52,7 +52,7 @@ def check_agent(spec: AgentSpec, source: str) -> None:
     if schemas:
         check_schemas(schemas, source)
     if spec.command is not None:
-        _check_command(spec, source)
+        check_agent_command(spec, source)
     for name, value in spec.env.items():  # names: AgentSpec checks them on every read
         if len(value.encode()) > INPUT_ENV_MAX_BYTES:
             raise ConfigError(
@@ -61,8 +61,14 @@ def check_agent(spec: AgentSpec, source: str) -> None:
             )
 
 
-def _check_command(spec: AgentSpec, source: str) -> None:
+def check_agent_command(spec: AgentSpec, source: str) -> None:
+    """`check_agent`'s checks of `command` alone (cheap: no schema is compiled), raising
+    `ConfigError` ("<source>: command...: <problem>"). Also run on every agent a plan
+    will run (`engine.plan`): a registry row is anyone's, so a command registration would
+    refuse (`echo ${inputs.x`) fails its ticket at plan time with this line, before a VM."""
     command = spec.command
+    if command is None:
+        return
     problem = check_template(command, COMMAND_NAMESPACES, where="command")
     if problem:
         raise ConfigError(f"{source}: {problem[0]}: {problem[1]}")
