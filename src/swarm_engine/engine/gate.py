@@ -33,6 +33,12 @@ MAX_BACKOFF = 2.0
 WARN_EVERY = 5.0
 
 
+def store_said(exc: BaseException) -> str:
+    """What the store (the database, or a trigger's `RAISE`) said in refusing a write, as
+    one line of at most 300 characters: the driver's own message when there is one."""
+    return " ".join(str(exc.__cause__ or exc).split())[:300]
+
+
 class StoreGate:
     """Runs store calls on one worker thread. Close it after the last call."""
 

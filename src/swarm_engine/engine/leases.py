@@ -12,6 +12,14 @@ out by this engine's own clock (three quarters of `lease_ttl` after the start of
 renewal that succeeded, checked by a loop that never waits on the store); then the
 attempt's run is stopped and its VM destroyed before any other engine can see the lease
 as expired, and the store's fencing refuses every late write of that attempt.
+
+Rows are any writer's, triggers included: a renewal the store refuses outright (a
+trigger's `RAISE`, a constraint) is not transient. The renewal is one statement for all
+held attempts; when the store refuses it, each lease is renewed apart, in a transaction
+of its own, and the heartbeat too: an attempt whose renewal is refused is ended by its
+runner (`OnRefused`: the ticket failed with one line saying what the store said), the
+others keep their leases. A heartbeat the store refuses stops the engine (it could not
+show it is alive), with one line (`HeartbeatRefusedError`).
 """
 
 from __future__ import annotations
@@ -24,8 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from swarm_engine.engine.gate import FIRST_BACKOFF, StoreGate
-from swarm_engine.errors import NotFoundError, StoreBusyError, SwarmError
+from swarm_engine.engine.gate import FIRST_BACKOFF, StoreGate, store_said
+from swarm_engine.errors import (
+    NotFoundError,
+    StaleAttemptError,
+    StoreBusyError,
+    StoreError,
+    StoreGoneError,
+    SwarmError,
+)
 from swarm_engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +54,21 @@ LostReason = Literal["cancelled", "lost", "deleted", "ended"]
 another attempt, or the lease ran out), deleted, or `ended` by the runner itself after
 one of its writes was refused (`TicketRunner._refused`)."""
 OnLost = Callable[[LostReason], None]
+OnRefused = Callable[[StoreError], None]
+"""Told (once) that the store refused the attempt's lease renewal, with what it raised."""
+
+
+class HeartbeatRefusedError(StoreError):
+    """The store refused the engine's heartbeat (a trigger's `RAISE`, a constraint): the
+    engine cannot show that it is alive, so it stops (fail closed)."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a store call's error is the store refusing the write (a constraint, a
+    trigger), as opposed to a delay (busy), its file gone, or fencing."""
+    return isinstance(exc, StoreError) and not isinstance(
+        exc, StoreBusyError | StoreGoneError | StaleAttemptError
+    )
 
 
 @dataclass
@@ -47,7 +77,9 @@ class Holding:
     attempt_id: str
     renewed_at: float  # monotonic time at the start of the last successful renewal
     on_lost: OnLost
+    on_refused: OnRefused
     finishing: bool = False
+    refused: bool = False  # the store refused its renewal (`on_refused` was told)
 
 
 class LeaseKeeper:
@@ -81,12 +113,16 @@ class LeaseKeeper:
         abort (one line per ticket, `TicketRunner`), not here as well."""
 
     # -- what runners use ------------------------------------------------------------------
-    def hold(self, ticket_id: int, attempt_id: str, on_lost: OnLost) -> None:
-        """Keep this attempt's lease (its claim just set one `lease_ttl` long)."""
+    def hold(self, ticket_id: int, attempt_id: str, on_lost: OnLost, on_refused: OnRefused) -> None:
+        """Keep this attempt's lease (its claim just set one `lease_ttl` long). `on_refused`
+        is told if the store refuses its renewal; until the attempt is released, its lease
+        is not renewed and runs out by this engine's clock as ever (fail closed)."""
         if not self.holdings:  # an idle keeper starts watching; its first look waits a tick
             self._next_check = time.monotonic() + WATCH_INTERVAL
             self._wake.set()
-        self.holdings[attempt_id] = Holding(ticket_id, attempt_id, time.monotonic(), on_lost)
+        self.holdings[attempt_id] = Holding(
+            ticket_id, attempt_id, time.monotonic(), on_lost, on_refused
+        )
 
     def finishing(self, attempt_id: str) -> None:
         """The runner is about to write the attempt's end: when the ticket then leaves
@@ -112,11 +148,18 @@ class LeaseKeeper:
     # -- the side task ---------------------------------------------------------------------
     async def run(self) -> None:
         """Three loops: renewals (they may wait on a busy store), the held-check (a read
-        that may wait too), and local expiry, which never waits on the store."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._renew_loop())
-            group.create_task(self._watch_loop())
-            group.create_task(self._expiry_loop())
+        that may wait too), and local expiry, which never waits on the store. What ends
+        one ends the keeper, raised as it came (a `SwarmError` says why in one line)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._renew_loop())
+                group.create_task(self._watch_loop())
+                group.create_task(self._expiry_loop())
+        except ExceptionGroup as group:
+            first = group.exceptions[0]
+            if len(group.exceptions) == 1 and isinstance(first, SwarmError):
+                raise first from None
+            raise
 
     async def _renew_loop(self) -> None:
         backoff = FIRST_BACKOFF
@@ -150,7 +193,7 @@ class LeaseKeeper:
         started = time.monotonic()
         ids = list(self.holdings)
         try:
-            kept = await self.gate(self._write, ids)
+            kept, refusals = await self.gate(self._write, ids)
         except StoreBusyError as exc:
             self.failed_renewals += 1
             self.gate.warn(f"lease renewal delayed (store busy): {exc}")
@@ -158,16 +201,49 @@ class LeaseKeeper:
         self.renewals += 1
         for attempt_id in ids:
             holding = self.holdings.get(attempt_id)
-            if holding is not None and attempt_id in kept:
+            if holding is None:
+                continue
+            if attempt_id in kept:
                 holding.renewed_at = started
+            elif attempt_id in refusals and not holding.refused:
+                holding.refused = True
+                holding.on_refused(refusals[attempt_id])
         return True
 
-    def _write(self, attempt_ids: list[str]) -> set[str]:
-        """One transaction: the leases, then the heartbeat (runs on the store thread)."""
+    def _write(self, attempt_ids: list[str]) -> tuple[set[str], dict[str, StoreError]]:
+        """One transaction: the leases, then the heartbeat (runs on the store thread).
+        Returns the attempts still held, and those whose renewal the store refused."""
+        try:
+            with self.store.transaction():
+                kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
+                self._heartbeat()
+            return kept, {}
+        except StoreError as exc:
+            if not refused(exc) or isinstance(exc, HeartbeatRefusedError):
+                raise
+        # refused as a whole: which lease (or the heartbeat) does the store refuse?
+        kept, refusals = set(), {}
+        for attempt_id in attempt_ids:
+            try:
+                with self.store.transaction():
+                    kept |= self.store.tickets.renew_leases([attempt_id], self.lease_ttl)
+            except StoreError as exc:
+                if not refused(exc):
+                    raise
+                refusals[attempt_id] = exc
         with self.store.transaction():
-            kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
+            self._heartbeat()
+        return kept, refusals
+
+    def _heartbeat(self) -> None:
+        try:
             self.store.engines.heartbeat(self.engine_id, self.busy_vms(), self.state())
-        return kept
+        except StoreError as exc:
+            if not refused(exc):
+                raise
+            raise HeartbeatRefusedError(
+                f"its heartbeat could not be recorded: the store refused it ({store_said(exc)})"
+            ) from exc
 
     async def _check_held(self) -> None:
         ids = list(self.holdings)

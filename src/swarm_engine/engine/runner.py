@@ -25,7 +25,7 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
 from swarm_engine.engine.dag import StepFailed, execute
 from swarm_engine.engine.events import Event, EventSink, ignore
-from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.gate import StoreGate, store_said
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.plan import (
     Plan,
@@ -59,6 +59,7 @@ RECORDS = {
     "step_finished": "a step's end",
     "close_run": "the run's end",
     "append": "a step's live log",
+    "renew_leases": "the renewal of its lease",
 }
 """What each fenced write of a run records, by the store call's name (for one line)."""
 
@@ -129,6 +130,8 @@ class TicketRunner:
         """Tickets whose abort the store refused (a constraint, a trigger), with why."""
         self._aborting: dict[int, list[Destroyed]] = {}
         """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
+        self._refusals: set[asyncio.Task[None]] = set()
+        """Attempts being ended because the store refused their lease renewal."""
 
     async def write(self, ticket: Ticket, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
         """A store call for this attempt: retried while the store is busy and the lease is
@@ -148,9 +151,7 @@ class TicketRunner:
             name = getattr(getattr(fn, "func", fn), "__name__", "")  # (a partial's too)
             raise await self._refused(ticket, name, exc) from exc
 
-    async def _refused(
-        self, ticket: Ticket, name: str, exc: StaleAttemptError | StoreIntegrityError
-    ) -> StaleAttemptError:
+    async def _refused(self, ticket: Ticket, name: str, exc: StoreError) -> StaleAttemptError:
         """A fenced write of this attempt was refused: find out at once why, and end the
         attempt when it is over. If the attempt still holds the ticket (another writer
         changed a row of it, or a trigger deleted or changed the ticket inside the
@@ -158,8 +159,9 @@ class TicketRunner:
         saying so; if the ticket is gone, its run is stopped. Either way the run stops now
         (its slot is freed, nothing is retried) and one line is logged. Otherwise (a
         cancel, a reclaim) the lease keeper handles it, as ever: `exc` is returned. A write
-        the store refused outright (a constraint, or a trigger's `RAISE`) fails the ticket
-        the same way, its line saying what the store said."""
+        the store refused outright (a constraint, or a trigger's `RAISE`; its lease's
+        renewal too, `renewal_refused`) fails the ticket the same way, its line saying
+        what the store said."""
         attempt = str(ticket.attempt_id)
         if attempt in self._ended:
             return self._ended[attempt]
@@ -168,9 +170,8 @@ class TicketRunner:
             f"{what} could not be recorded: another writer (a trigger?) deleted or changed"
             " the ticket or its run during the engine's write"
         )
-        if isinstance(exc, StoreIntegrityError):  # what the store (or a trigger) said
-            said = " ".join(str(exc.__cause__ or exc).split())[:300]
-            line = f"{what} could not be recorded: the store refused it ({said})"
+        if not isinstance(exc, StaleAttemptError):  # what the store (or a trigger) said
+            line = f"{what} could not be recorded: the store refused it ({store_said(exc)})"
             exc = StaleAttemptError(f"ticket {ticket.id}: {line}")
         try:
             fate = await self.gate.retrying_while(
@@ -192,6 +193,23 @@ class TicketRunner:
         if stop is not None and asyncio.current_task() is not main:
             stop("ended")  # a step's (or its log's) write: the run stops now
         return ended
+
+    def renewal_refused(self, ticket: Ticket, exc: StoreError) -> None:
+        """The lease keeper found that the store refuses this attempt's lease renewal (a
+        trigger's `RAISE`, a constraint): the attempt is ended as a refused write of its
+        run is (`_refused`), in a task of its own; the keeper goes on with the others."""
+
+        async def end() -> None:
+            if str(ticket.attempt_id) not in self._stops:  # its run is over already
+                return
+            try:
+                await self._refused(ticket, "renew_leases", exc)
+            except Exception:  # the lease's end (by the keeper's clock) settles it
+                log.exception("ticket %s: ending its attempt failed", ticket.id)
+
+        task = asyncio.create_task(end())
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
 
     @staticmethod
     def _deleted(ticket: Ticket, seen: str) -> TicketDeletedError:
@@ -254,7 +272,9 @@ class TicketRunner:
             stop_reason.append(reason)
             main.cancel()
 
-        self.keeper.hold(ticket.id, ticket.attempt_id, on_lost)
+        self.keeper.hold(
+            ticket.id, ticket.attempt_id, on_lost, functools.partial(self.renewal_refused, ticket)
+        )
         self._stops[ticket.attempt_id] = (main, on_lost)
         try:
             return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing, started)
