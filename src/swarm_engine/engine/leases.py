@@ -95,6 +95,7 @@ class LeaseKeeper:
         heartbeat_interval: float,
         busy_vms: Callable[[], int],
         state: Callable[[], str | None] = lambda: None,
+        restore_row: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.gate = gate
@@ -103,6 +104,9 @@ class LeaseKeeper:
         self.heartbeat_interval = heartbeat_interval
         self.busy_vms = busy_vms
         self.state = state
+        self.restore_row = restore_row
+        """(On the store thread.) Put the engine's row back if it is gone; whether it was
+        (`EngineRow.restore`)."""
         self.holdings: dict[str, Holding] = {}
         self.renewals = 0
         self.failed_renewals = 0
@@ -236,14 +240,20 @@ class LeaseKeeper:
         return kept, refusals
 
     def _heartbeat(self) -> None:
+        """Stamp the engine's row; a row another writer deleted (the heartbeat touches no
+        row) is put back at once, with the same id, and stamped."""
         try:
-            self.store.engines.heartbeat(self.engine_id, self.busy_vms(), self.state())
+            if not self._stamp() and self.restore_row():
+                self._stamp()
         except StoreError as exc:
             if not refused(exc):
                 raise
             raise HeartbeatRefusedError(
                 f"its heartbeat could not be recorded: the store refused it ({store_said(exc)})"
             ) from exc
+
+    def _stamp(self) -> bool:
+        return self.store.engines.heartbeat(self.engine_id, self.busy_vms(), self.state())
 
     async def _check_held(self) -> None:
         ids = list(self.holdings)

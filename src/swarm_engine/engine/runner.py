@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
 from swarm_engine.engine.dag import StepFailed, execute
+from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate, store_said
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
@@ -88,6 +89,7 @@ class TicketRunner:
         engine_id: str,
         events: EventSink = ignore,
         checker: SchemaChecker | None = None,
+        engine_row: EngineRow | None = None,
     ) -> None:
         self.store = store
         self.gate = gate
@@ -96,7 +98,7 @@ class TicketRunner:
         self.settings = settings
         self.engine_id = engine_id
         self.events = events
-        self.writes = RunWrites(store)
+        self.writes = RunWrites(store, engine_row)
         self.checker = checker or SchemaChecker()
         """Checks steps' inputs against their agents' schemas; its owner closes it."""
         self.host_env: dict[str, str] = {}

@@ -19,6 +19,7 @@ from typing import Any
 
 from swarm_engine.agents.kinds import get_agent, load_kinds
 from swarm_engine.config import Settings
+from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper
@@ -58,14 +59,20 @@ class StoreRecorder:
     is being stopped gives up waiting, `StoreGate.give_up_after`, what is not recorded is
     left to the reaper, and the stop goes on)."""
 
-    def __init__(self, store: Store, gate: StoreGate, engine_id: str, host: str) -> None:
+    def __init__(self, store: Store, gate: StoreGate, row: EngineRow) -> None:
         self.store = store
         self.gate = gate
-        self.engine_id = engine_id
-        self.host = host
+        self.row = row
+        self.engine_id = row.engine_id
+        self.host = row.host
 
     async def booting(self, vm_id: str, backend: str, spec: VMSpec) -> None:
-        await self._patiently(
+        await self._patiently(self._record_boot, vm_id, backend, spec)
+
+    def _record_boot(self, vm_id: str, backend: str, spec: VMSpec) -> None:
+        """(On the store thread.) The VM names its engine: refused because another writer
+        deleted the engine's row, the row is put back and the VM recorded."""
+        self.row.keeping(
             self.store.vms.record_boot,
             vm_id,
             backend=backend,
@@ -135,6 +142,10 @@ class EngineSession:
             raise
         self.gate = StoreGate(self.store.db.wait_at_most)
         self.gate.on_gone = self._store_gone
+        self.row = EngineRow(
+            self.store, self.engine_id, kind=kind, host=settings.host_id, pid=os.getpid(),
+            max_vms=self.max_vms, backend=self.backend_name,
+        )  # fmt: skip
         self.gone: str | None = None
         """Why this session stopped using its store: its file went away (`StoreGoneError`)."""
         self.on_gone: Callable[[str], None] = lambda why: None
@@ -144,7 +155,7 @@ class EngineSession:
             self.max_vms,
             self._make_backend,
             self.backend_name,
-            StoreRecorder(self.store, self.gate, self.engine_id, settings.host_id),
+            StoreRecorder(self.store, self.gate, self.row),
         )
         self.keeper = LeaseKeeper(
             self.store,
@@ -154,6 +165,7 @@ class EngineSession:
             heartbeat_interval=settings.heartbeat_interval,
             busy_vms=lambda: self.pool.busy,
             state=lambda: self.state,
+            restore_row=self.row.restore,
         )
         self.keeper_task: asyncio.Task[None] | None = None
         self.runner = TicketRunner(
@@ -165,6 +177,7 @@ class EngineSession:
             engine_id=self.engine_id,
             events=events,
             checker=SchemaChecker(size=min(self.max_vms, MAX_HELPERS)),
+            engine_row=self.row,
         )
 
     def _make_backend(self, name: str) -> VMBackend:
@@ -186,15 +199,7 @@ class EngineSession:
     async def _register(self) -> None:
         if self.registered:
             return
-        await self.gate.retrying(
-            self.store.engines.register,
-            self.engine_id,
-            kind=self.kind,
-            host=self.settings.host_id,
-            pid=os.getpid(),
-            max_vms=self.max_vms,
-            backend=self.backend_name,
-        )
+        await self.gate.retrying(self.row.register)
         self.registered = True
 
     async def __aexit__(

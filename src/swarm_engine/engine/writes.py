@@ -8,10 +8,12 @@ runner, waiting for a busy store but never for a lease).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event
 from swarm_engine.errors import NotFoundError
 from swarm_engine.models import Usage
@@ -56,10 +58,36 @@ class StepEnd:
 
 
 class RunWrites:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, engine_row: EngineRow | None = None) -> None:
         self.store = store
+        self.engine_row = engine_row
+        """The engine's own row, which a run names: put back if a run's start is refused
+        because another writer deleted it (`EngineRow.keeping`)."""
 
     def start_run(
+        self,
+        ticket: Ticket,
+        *,
+        engine_id: str,
+        workflow_name: str | None,
+        workflow_version: str | None,
+        first: NewStep | None,
+    ) -> tuple[int, int | None]:
+        """The run (the ticket `running`) and, if given, its first step's row (`queued`),
+        in one transaction: `(run_id, step_execution_id or None)`. Refused because the
+        engine's row is gone (the run names it), the row is put back and the start made
+        again, in the same call."""
+        start = functools.partial(
+            self._start_run,
+            ticket,
+            engine_id=engine_id,
+            workflow_name=workflow_name,
+            workflow_version=workflow_version,
+            first=first,
+        )
+        return start() if self.engine_row is None else self.engine_row.keeping(start)
+
+    def _start_run(
         self,
         ticket: Ticket,
         *,

@@ -27,8 +27,23 @@ class EngineStore:
              "backend": backend},
         )  # fmt: skip
 
-    def heartbeat(self, engine_id: str, busy_vms: int, state: str | None = None) -> None:
-        self.db.run(self.q.heartbeat, {"id": engine_id, "busy_vms": busy_vms, "state": state})
+    def restore(
+        self, engine_id: str, *, kind: str, host: str, pid: int, max_vms: int, backend: str
+    ) -> bool:
+        """Put the engine's row back (as `register` wrote it) if another writer deleted
+        it; whether it was missing (False: it is there, nothing written)."""
+        done = self.db.run(
+            self.q.restore,
+            {"id": engine_id, "kind": kind, "host": host, "pid": pid, "max_vms": max_vms,
+             "backend": backend},
+        )  # fmt: skip
+        return done.rowcount > 0
+
+    def heartbeat(self, engine_id: str, busy_vms: int, state: str | None = None) -> bool:
+        """Stamp the engine's row; False when there is no such row (deleted by another
+        writer: see `restore`)."""
+        args = {"id": engine_id, "busy_vms": busy_vms, "state": state}
+        return self.db.run(self.q.heartbeat, args).rowcount > 0
 
     def stopped(self, engine_id: str, state: str = "stopped") -> None:
         self.db.run(self.q.stopped, {"id": engine_id, "state": state})

@@ -4,6 +4,13 @@
 INSERT INTO engines (id, kind, host, pid, max_vms, backend)
 VALUES (:id, :kind, :host, :pid, :max_vms, :backend)
 
+-- name: restore
+-- The engine's own row, put back (same id) after another writer deleted it; nothing when
+-- it is there.
+INSERT INTO engines (id, kind, host, pid, max_vms, backend)
+VALUES (:id, :kind, :host, :pid, :max_vms, :backend)
+ON CONFLICT (id) DO NOTHING
+
 -- name: heartbeat
 UPDATE engines SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms = :busy_vms,
        state = coalesce(:state, state)
