@@ -51,7 +51,7 @@ from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.process_vm import ProcessVM as ProcessVM  # re-exported
-from swarm_engine.vm.proctree import kill_tagged
+from swarm_engine.vm.proctree import kill_tagged, kill_tree, live_work, tagged
 from swarm_engine.vm.settled import settled
 from swarm_engine.vm.shortage import patiently
 from swarm_engine.vm.workspace import prepare_folder, remove_folder
@@ -169,8 +169,20 @@ class ProcessBackend:
                 return uid
 
     def reap(self, record: OrphanRecord) -> None:
-        if self.fence(record) is not None:
-            shutil.rmtree(self.root / record.id, ignore_errors=True)
+        """Kill what carries the VM's tag and delete its folder, unless its processes are
+        the live work of a running engine (`live_work`; raises `VMError`, one line): a
+        row says whose VM it is, but any writer may have made it say so."""
+        if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path
+            raise VMError(f"not a VM id: {record.id!r}")
+        if not (self.root / record.id).is_dir():
+            return  # not a VM of this home (see `fence`)
+        pids = tagged(record.id)
+        why = live_work(pids)
+        if why is not None:
+            raise VMError(f"left as it is: {why}")
+        for pid in pids:
+            kill_tree(pid)
+        shutil.rmtree(self.root / record.id, ignore_errors=True)
 
     def fence(self, record: OrphanRecord) -> int | None:
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path

@@ -193,6 +193,69 @@ def engine_args(argv: list[bytes]) -> list[bytes] | None:
     return None
 
 
+def runs_swarm_engine(pid: int) -> bool:
+    """True if `pid` is alive and its command line runs swarm-engine (`engine_args`), any
+    command of it (`start`, `run-ticket`, `vm doctor`...), this process included."""
+    if _state(pid) in (None, "Z", "X"):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return engine_args(argv) is not None
+
+
+ANCESTRY_LIMIT = 4096
+"""At most this many processes are looked at above a VM's processes (a deeper chain is
+not judged: its VM is left alone)."""
+
+
+def live_work(pids: list[int]) -> str | None:
+    """Why the processes `pids` (all that carry one VM's tag) are the live work of a
+    running swarm-engine process, so that no reaper may kill them, or None when they are
+    not. Above each one, up to init or to another of `pids`, each ancestor's command line
+    is read (`/proc/<pid>/stat`'s ppid): one that runs swarm-engine (`runs_swarm_engine`:
+    the engine or `run-ticket` that started the VM and runs it; this process too, when it
+    is one) makes them so, whatever a row says. A process between two of `pids` is the
+    VM's own (a command can name itself anything): not looked at. What cannot be judged
+    counts as live (fail closed): an ancestor gone while read, a parent outside this pid
+    namespace (ppid 0 below init), more than `ANCESTRY_LIMIT` processes. A process gone
+    before it is read is no one's work. Each process is read at most once."""
+    tagged_here = set(pids)
+    judged: dict[int, str | None] = {1: None, 0: None}
+    looked = 0
+    for start in pids:
+        pid = _ppid(start)
+        if pid is None:
+            continue  # gone already: nothing of it to kill
+        chain: list[int] = []
+        verdict: str | None = None
+        while pid not in judged and pid not in tagged_here:  # a tagged one: its own walk
+            looked += 1
+            if looked > ANCESTRY_LIMIT:
+                verdict = f"more than {ANCESTRY_LIMIT} processes above them: not judged"
+                break
+            chain.append(pid)
+            if runs_swarm_engine(pid):
+                verdict = f"they are the live work of engine process {pid}"
+                break
+            parent = _ppid(pid)
+            if parent is None:
+                verdict = f"the parent of process {pid} could not be read"
+                break
+            if parent == 0:
+                verdict = f"process {pid} has a parent outside this pid namespace"
+                break
+            pid = parent
+        else:
+            verdict = judged.get(pid)
+        for seen in chain:
+            judged[seen] = verdict
+        if verdict is not None:
+            return verdict
+    return None
+
+
 def started_at(pid: int) -> float | None:
     """When process `pid` started (epoch seconds, to the kernel's clock tick; the boot
     time it counts from is whole seconds), or None if it cannot be read."""
