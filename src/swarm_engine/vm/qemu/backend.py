@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from swarm_engine.errors import ConfigError, VMError
 from swarm_engine.models import first_error
 from swarm_engine.vm.base import OrphanRecord, VMSpec
-from swarm_engine.vm.proctree import pid_alive
+from swarm_engine.vm.proctree import live_work, pid_alive, runs_swarm_engine
 from swarm_engine.vm.qemu import mounts
 from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
@@ -143,18 +143,24 @@ class QemuBackend:
         this backend's run folder is looked at (a `vms` row is any writer's: its pid and
         socket path are not trusted): the QEMU process named in that folder, if it still
         runs for that folder's socket, the socket and the folder. Raises `VMError` when the
-        folder belongs to a live engine, or cannot be removed (one line: what is left)."""
+        folder belongs to a live engine (its `owner.pid`: another process, or this one when
+        it runs swarm-engine; or the QEMU's ancestry, `live_work`), or cannot be removed
+        (one line: what is left)."""
         folder = self._vm_folder(record.overlay_path)
         if folder is None:
             return  # nothing of this backend's is named: nothing is touched
         owner, elsewhere = owner_of(folder)
         if elsewhere:
             raise VMError(f"VM folder {folder} belongs to an engine of another pid namespace")
-        if owner is not None and owner != os.getpid() and pid_alive(owner):
+        mine = owner == os.getpid() and not runs_swarm_engine(owner)  # (a test's, in-process)
+        if owner is not None and pid_alive(owner) and not mine:
             raise VMError(f"VM folder {folder} belongs to a running engine (pid {owner})")
         sock = self._socket_path(folder)
         qemu = read_pid(folder / "qemu.pid")
         if qemu is not None and is_our_qemu(qemu, str(sock)):
+            why = live_work([qemu])  # the engine above it, whatever owner.pid says
+            if why is not None:
+                raise VMError(f"VM folder {folder} left as it is: {why}")
             kill_group(qemu)
         with contextlib.suppress(OSError):
             sock.unlink()
