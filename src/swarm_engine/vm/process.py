@@ -48,6 +48,7 @@ from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
 from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
 from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
 from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
+from swarm_engine.vm.owner import engine_owner, write_owner
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
 from swarm_engine.vm.process_vm import ProcessVM as ProcessVM  # re-exported
@@ -126,6 +127,7 @@ class ProcessBackend:
             nonlocal made, reachable
             prepare_folder(folder, isolated, host_uid)
             made = True
+            write_owner(folder)  # whose it is, for a reaper (`reap`)
             if host_uid is not None:  # each VM anew: a folder's mode may change meanwhile
                 reachable = others_can_reach(os.path.realpath(folder))
 
@@ -169,20 +171,23 @@ class ProcessBackend:
                 return uid
 
     def reap(self, record: OrphanRecord) -> None:
-        """Kill what carries the VM's tag and delete its folder, unless its processes are
-        the live work of a running engine (`live_work`; raises `VMError`, one line): a
-        row says whose VM it is, but any writer may have made it say so."""
+        """Kill what carries the VM's tag and delete its folder, unless it is a running
+        engine's (raises `VMError`, one line): its folder's `owner.pid` names one
+        (`engine_owner`), or its processes are one's live work (`live_work`). A row says
+        whose VM it is, but any writer may have made it say so."""
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path
             raise VMError(f"not a VM id: {record.id!r}")
-        if not (self.root / record.id).is_dir():
+        folder = self.root / record.id
+        if not folder.is_dir():
             return  # not a VM of this home (see `fence`)
+        why = engine_owner(folder)  # between its commands, no process of it runs
         pids = tagged(record.id)
-        why = live_work(pids)
+        why = why or live_work(pids)
         if why is not None:
             raise VMError(f"left as it is: {why}")
         for pid in pids:
             kill_tree(pid)
-        shutil.rmtree(self.root / record.id, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def fence(self, record: OrphanRecord) -> int | None:
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path

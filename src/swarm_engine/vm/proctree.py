@@ -237,7 +237,7 @@ def live_work(pids: list[int]) -> str | None:
                 break
             chain.append(pid)
             if runs_swarm_engine(pid):
-                verdict = f"they are the live work of engine process {pid}"
+                verdict = f"its processes are the live work of engine process {pid}"
                 break
             parent = _ppid(pid)
             if parent is None:

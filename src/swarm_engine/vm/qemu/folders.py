@@ -9,8 +9,10 @@ import stat
 import time
 from pathlib import Path
 
-OWNER_FILE = "owner.pid"
-"""In each VM folder: the pid of the engine that made it and its pid namespace."""
+from swarm_engine.vm.owner import OWNER_FILE as OWNER_FILE  # re-exported
+from swarm_engine.vm.owner import owner_of as owner_of  # re-exported
+from swarm_engine.vm.owner import pid_namespace as pid_namespace  # re-exported
+
 SERVING_FILE = "vm.id"
 """In a warm VM's folder once it is handed out: the id it serves under (its folder keeps
 the name it was booted with). `fence` kills a folder's QEMU only for the row of that id."""
@@ -53,26 +55,6 @@ def serves(folder: Path, vm_id: str) -> bool:
         return (folder / SERVING_FILE).read_text(errors="replace").strip() == vm_id
     except OSError:
         return False
-
-
-def pid_namespace() -> str:
-    """This process's pid namespace (`pid:[4026531836]`), or "" if it cannot be read."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def owner_of(folder: Path) -> tuple[int | None, bool]:
-    """The pid in `folder`'s `owner.pid` (None if none can be read), and whether its
-    engine recorded another pid namespace than this process's: that pid means nothing
-    here, so such an owner is never judged gone (an engine run in `unshare --pid`)."""
-    try:
-        said = (folder / OWNER_FILE).read_text().split()
-        pid = int(said[0])
-    except (OSError, ValueError, IndexError):
-        return None, False
-    return pid, len(said) > 1 and said[1] != pid_namespace()
 
 
 def read_pid(path: Path) -> int | None:
