@@ -73,7 +73,7 @@ def test_the_daemons_reaper_spares_its_own_running_vm_whose_row_names_a_dead_eng
         30,
         "the reaper to look at the VM",
     )[0]
-    assert f"left as it is: its folder's owner.pid names engine process {proc.pid}" in line, line
+    assert f"left as it is: its folder's owner is engine process {proc.pid}" in line, line
     assert tagged(vm["id"]) and Path(vm["workspace"]).is_dir()
     assert query(db, "SELECT state FROM vms WHERE id = ?", vm["id"])[0]["state"] == "busy"
     release(vm)
@@ -105,7 +105,7 @@ def test_cleanup_spares_the_running_vm_of_a_run_ticket_whose_engine_row_looks_de
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["vms"] == [], done.stdout
         assert (
-            f"VM {vm['id']}: left as it is: its folder's owner.pid names engine process {proc.pid}"
+            f"VM {vm['id']}: left as it is: its folder's owner is engine process {proc.pid}"
             in done.stderr
         ), done.stderr
         assert tagged(vm["id"]) and Path(vm["workspace"]).is_dir()

@@ -127,7 +127,7 @@ class ProcessBackend:
             nonlocal made, reachable
             prepare_folder(folder, isolated, host_uid)
             made = True
-            write_owner(folder)  # whose it is, for a reaper (`reap`)
+            write_owner(folder, as_file=False)  # whose it is, for a reaper (`reap`)
             if host_uid is not None:  # each VM anew: a folder's mode may change meanwhile
                 reachable = others_can_reach(os.path.realpath(folder))
 
