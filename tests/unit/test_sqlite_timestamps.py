@@ -138,3 +138,28 @@ def test_an_instant_before_year_1_is_refused_by_name(value: object) -> None:
     assert sqlite_ms(value) is not None
     with pytest.raises(ValueError, match="before year 1"):
         parse_timestamp(value)
+
+
+CANONICAL = st.builds(
+    lambda y, mo, d, h, mi, s, ms: f"{y}-{mo}-{d}T{h}:{mi}:{s}.{ms}Z",
+    _n(4), _n(2), _n(2), _n(2), _n(2), _n(2), _n(3),
+)  # fmt: skip
+
+
+@given(CANONICAL)
+@example("2026-12-02T24:00:00.000Z")
+@example("2026-02-30T10:00:00.000Z")
+@example("0000-01-01T00:00:00.000Z")
+@example("2026-12-02T23:59:60.000Z")
+def test_the_engines_own_form_is_read_as_sqlite_reads_it(value: str) -> None:
+    """`format_ts`'s shape has a fast path (`datetime.fromisoformat`): whatever digits it
+    holds, the instant is SQLite's, or the value is refused where SQLite gives NULL."""
+    expected = sqlite_ms(value)
+    if expected is None or expected < _YEAR_1_MS:
+        with pytest.raises(ValueError):
+            parse_timestamp(value)
+        return
+    stamp = parse_timestamp(value)
+    assert stamp is not None
+    got = round((stamp - datetime(1, 1, 1, tzinfo=UTC)) / timedelta(milliseconds=1))
+    assert got == expected - _YEAR_1_MS

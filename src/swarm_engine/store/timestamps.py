@@ -41,6 +41,8 @@ _NUMBER = re.compile(
     r"[ \t\n\v\f\r]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\v\f\r]*"
 )  # what sqlite3AtoF reads as a whole number
 _YEAR_1 = datetime(1, 1, 1, tzinfo=UTC)
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+"""`format_ts`'s form, which every engine writes: read by `datetime.fromisoformat`."""
 
 
 def format_ts(value: datetime | None) -> str | None:
@@ -57,6 +59,11 @@ def parse_timestamp(value: Any) -> datetime | None:
     before year 1."""
     if value is None:
         return None
+    if type(value) is str and _CANONICAL.fullmatch(value):  # what the engine writes
+        try:
+            return datetime.fromisoformat(value)  # (the same instant, four times faster)
+        except ValueError:  # hour 24, February 30th: read as SQLite reads them, below
+            pass
     ms = julian_ms(value)
     if ms is None:
         raise ValueError(f"not a timestamp ({shown(value, 30)})")
