@@ -147,3 +147,51 @@ def test_a_refused_heartbeat_stops_the_engine_in_one_line(home: Home) -> None:
     assert long["status"] == "open" and long["attempts"] == 1, long
     runs = home.target.rows("SELECT status, error FROM workflow_runs")
     assert runs == [{"status": "failed", "error": "aborted: the engine was stopped during the run"}]
+
+
+STEP_START = {
+    "sqlite": (
+        "CREATE TRIGGER no_start BEFORE UPDATE OF status ON step_executions"
+        " WHEN NEW.status = 'running' AND NEW.run_id IN"
+        " (SELECT r.id FROM workflow_runs r JOIN tickets t ON t.id = r.ticket_id"
+        "  WHERE t.title = 'bad')"
+        " BEGIN SELECT RAISE(ABORT, 'no start'); END;"
+    ),
+    "postgresql": (
+        "CREATE FUNCTION no_start() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.status = 'running' AND NEW.run_id IN (SELECT r.id FROM workflow_runs r"
+        " JOIN tickets t ON t.id = r.ticket_id WHERE t.title = 'bad')"
+        " THEN RAISE EXCEPTION 'no start'; END IF; RETURN NEW; END $$;"
+        " CREATE TRIGGER no_start BEFORE UPDATE OF status ON step_executions"
+        " FOR EACH ROW EXECUTE FUNCTION no_start();"
+    ),
+}
+
+
+def test_a_run_write_a_trigger_refuses_fails_that_ticket_on_each_store(home: Home) -> None:
+    """On PostgreSQL a trigger's `RAISE EXCEPTION` is a refusal, as SQLite's `RAISE(ABORT)`
+    is: the ticket whose step start it refuses fails with one line saying so (it had come
+    through as an unknown store error), and the others run."""
+    home.target.sql(STEP_START[home.target.dialect])
+    home.add("bad", 0)
+    home.add("innocent", 0)
+    proc = home.start()
+    wait_until(
+        lambda: (
+            proc.poll() is not None
+            or {t["status"] for t in home.tickets().values()} <= {"done", "failed"}
+        ),
+        90,
+        "both tickets to end",
+    )
+    out = stop(proc)
+    rows = home.tickets()
+    assert rows["innocent"]["status"] == "done", rows
+    bad = rows["bad"]
+    assert bad["status"] == "failed" and bad["attempts"] == 1, bad
+    assert (
+        bad["error"].startswith("a step's start could not be recorded: the store refused it (")
+        and "no start" in bad["error"]
+        and "\n" not in bad["error"]
+    ), bad
+    assert "Traceback" not in out, out

@@ -66,7 +66,12 @@ def _configure(conn: psycopg.Connection[Any], lock_timeout_ms: int) -> None:
 def translate(exc: BaseException, where: str) -> StoreError:
     """A driver or pool error as the `StoreError` to raise (the caller chains it)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, psycopg.IntegrityError | psycopg.DataError):
+    if isinstance(
+        exc,
+        psycopg.IntegrityError
+        | psycopg.DataError
+        | psycopg.errors.RaiseException,  # a trigger's RAISE EXCEPTION: refused, as SQLite's
+    ):  # RAISE(ABORT) is (a write another client's rule does not allow)
         return StoreIntegrityError(f"{where}: {text}")
     if isinstance(
         exc,
