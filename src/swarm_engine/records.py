@@ -116,9 +116,10 @@ def escaped_name(value: Any) -> str:
 
 
 SHOWN_CHARS = 200
+"""How much of a value a one-line error shows (`shown`)."""
 
 MAX_INPUTS_BYTES = 8 * 1024 * 1024
-"""A ticket's `inputs` holds at most this much JSON (UTF-8 bytes): the store writes a
+"""A ticket's `inputs` holds at most this much JSON (UTF-8 bytes, and as the engine writes it again): the store writes a
 ticket's whole row again at each change of it (claim, each lease renewal, end), under the
 write lock every engine waits for, and an engine holds several copies of the value while
 it runs; so one row's size must stay small against everyone's time and memory. Larger data
@@ -126,19 +127,21 @@ is better handed in as a file or a URL."""
 
 
 def inputs_too_big(text: str) -> str | None:
-    """Why `text` (a ticket's inputs as JSON) is more than `MAX_INPUTS_BYTES`, or None."""
-    if len(text) * 4 <= MAX_INPUTS_BYTES:  # (UTF-8: at most 4 bytes a character)
+    """Why `text` (a ticket's inputs as JSON) is more than `MAX_INPUTS_BYTES` as the
+    engine writes it again (run and step rows: JSON with `\\u` escapes, up to 12 bytes a
+    character), or None; None too for text that is not JSON (its readers say so)."""
+    if len(text) * 12 <= MAX_INPUTS_BYTES:  # (no character takes more than 12)
         return None
-    size = len(text) if len(text) > MAX_INPUTS_BYTES else len(text.encode("utf-8", "replace"))
+    try:  # what it is, and what it becomes written again
+        size = max(len(text.encode("utf-8", "replace")), len(json.dumps(strict_json(text))))
+    except (ValueError, RecursionError):
+        return None
     if size <= MAX_INPUTS_BYTES:
         return None
     return (
         f"{size:,} bytes of JSON, more than the {MAX_INPUTS_BYTES // 1024 // 1024} MiB a"
         " ticket's inputs may hold (hand larger data in as a file or a URL)"
     )
-
-
-"""How much of a value a one-line error shows (`shown`)."""
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:

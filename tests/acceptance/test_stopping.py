@@ -306,11 +306,21 @@ def take_away(db: Path, how: str) -> None:
         with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
             src.backup(dst)
         os.replace(copy, db)
+    elif how == "linked":  # moved away, a symlink to it in its place: SQLite would keep
+        os.replace(db, db.with_name("real.db"))  # a second -wal next to the new name
+        db.symlink_to("real.db")
     else:
         db.unlink()
 
 
-@pytest.mark.parametrize("how", ["replaced", "deleted"])
+SAID = {
+    "replaced": "replaced by another file",
+    "deleted": "deleted",
+    "linked": "moved, its name now a link to it",
+}
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted", "linked"])
 def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -> None:
     """A SQLite store's name that stops naming the engine's file (`mv` of another file
     over it, `rm`) stops the engine with one line: it would go on in a file nobody else
@@ -329,7 +339,7 @@ def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -
             os.killpg(engine.pid, signal.SIGKILL)
             engine.wait()
     assert engine.returncode != 0
-    want = "replaced by another file" if how == "replaced" else "deleted"
+    want = SAID[how]
     assert f"engine stopped: the store {db} was {want} while in use" in out, out
 
 

@@ -169,3 +169,33 @@ def test_a_write_the_store_refuses_fails_the_ticket_with_one_line(
     assert not query(db, "SELECT 1 FROM workflow_runs WHERE status = 'running'")
     assert not query(db, "SELECT 1 FROM step_executions WHERE status IN ('queued','running')")
     assert not query(db, "SELECT 1 FROM vms WHERE state NOT IN ('destroyed', 'failed')")
+
+
+def test_a_run_row_a_trigger_silently_drops_fails_that_ticket_with_one_line(
+    home: Path, tmp_path: Path
+) -> None:
+    """`RAISE(IGNORE)` on the run's insert: the statement "succeeds" and no row is there
+    (it was an AssertionError traceback and 'internal error'); the ticket fails with one
+    line, the bystander runs."""
+    _, victim = run_with_trigger(
+        home, tmp_path,
+        "BEFORE INSERT ON workflow_runs WHEN NEW.ticket_id = {victim} BEGIN SELECT RAISE(IGNORE); END",
+    )  # fmt: skip
+    assert victim["status"] == "failed", victim
+    assert victim["error"] == (
+        "the run's start could not be recorded: the store refused it"
+        f" (ticket {victim['id']}: the store did not keep the run's row (a trigger?))"
+    ), victim
+
+
+def test_a_trigger_error_that_says_locked_is_no_busy_store(home: Path, tmp_path: Path) -> None:
+    """An error whose text holds "locked" (a trigger's JSON path error) was taken for a
+    busy store and retried until every lease ran out; it is the store refusing that
+    ticket's write: that ticket fails, the bystander runs."""
+    _, victim = run_with_trigger(
+        home, tmp_path,
+        "BEFORE INSERT ON workflow_runs WHEN NEW.ticket_id = {victim}"
+        " BEGIN SELECT json_extract('{{}}', 'locked'); END",
+    )  # fmt: skip
+    assert victim["status"] == "failed" and victim["attempts"] == 1, victim
+    assert "locked" in victim["error"] and "\n" not in victim["error"], victim

@@ -172,3 +172,21 @@ def test_every_endpoint_has_a_test(tmp_path: Path) -> None:
         if not re.search(re.sub(r"\\\{\w+\\\}", r"[^/\"'?]+", re.escape(path)) + "[\"'?]", tests)
     ]
     assert untested == []
+
+
+def test_the_inputs_limit_counts_what_the_engine_writes_again() -> None:
+    """Raw UTF-8 written by another client is counted as the engine writes it again (run
+    and step rows, `\\u` escapes): 8 MB of emoji is 24 MB there, over the limit, as
+    `ticket create` says for the same value."""
+    import json
+
+    from swarm_engine.records import MAX_INPUTS_BYTES, inputs_too_big
+
+    raw = json.dumps({"x": "😀" * 2_000_000}, ensure_ascii=False)
+    assert len(raw.encode()) <= MAX_INPUTS_BYTES
+    assert inputs_too_big(raw) == (
+        "24,000,009 bytes of JSON, more than the 8 MiB a ticket's inputs may hold"
+        " (hand larger data in as a file or a URL)"
+    )
+    assert inputs_too_big(json.dumps({"x": "a" * (MAX_INPUTS_BYTES - 20)})) is None
+    assert inputs_too_big("{not json" + " " * MAX_INPUTS_BYTES) is None  # (said elsewhere)

@@ -17,7 +17,7 @@ from swarm_engine.errors import StoreError
 from swarm_engine.registry import Registry
 from swarm_engine.service.metrics import StatusCounts, Tally
 from swarm_engine.store import Store, is_url, open_store
-from swarm_engine.store.sqlite import file_identity, name_moved
+from swarm_engine.store.sqlite import Identity, file_identity, name_moved
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Server:
     while it served it (see `check_file`); None while it serves."""
     on_gone: Callable[[str], None] = lambda why: None
     """Called once, with `gone`, when that is seen (`serve` stops the server)."""
-    _watched: tuple[Path, tuple[int, int] | None] | None = None
+    _watched: tuple[Path, Identity | None] | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Server:

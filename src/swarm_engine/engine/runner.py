@@ -39,6 +39,7 @@ from swarm_engine.errors import (
     StaleAttemptError,
     StoreBusyError,
     StoreError,
+    StoreGoneError,
     StoreIntegrityError,
     SwarmError,
     TicketDeletedError,
@@ -152,6 +153,12 @@ class TicketRunner:
         except (StaleAttemptError, StoreIntegrityError) as exc:
             name = getattr(getattr(fn, "func", fn), "__name__", "")  # (a partial's too)
             raise await self._refused(ticket, name, exc) from exc
+        except StoreGoneError:
+            raise
+        except StoreError as exc:  # any other error of a write: a trigger's own (a JSON
+            name = getattr(getattr(fn, "func", fn), "__name__", "")  # path error): refused
+            refused = StoreIntegrityError(str(exc))
+            raise await self._refused(ticket, name, refused) from exc
 
     async def _refused(self, ticket: Ticket, name: str, exc: StoreError) -> StaleAttemptError:
         """A fenced write of this attempt was refused: find out at once why, and end the

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from swarm_engine.errors import StoreBusyError, StoreError
+from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, decode_record
@@ -37,7 +37,14 @@ class EngineStore:
             {"id": engine_id, "kind": kind, "host": host, "pid": pid, "max_vms": max_vms,
              "backend": backend},
         )  # fmt: skip
-        return done.rowcount > 0
+        if done.rowcount > 0:
+            return True
+        if self.get(engine_id) is None:  # nothing written, nothing there: a trigger's IGNORE
+            raise StoreIntegrityError(
+                f"engine {engine_id}: the store did not keep its row in engines when it was"
+                " written again (a trigger?)"
+            )
+        return False
 
     def heartbeat(self, engine_id: str, busy_vms: int, state: str | None = None) -> bool:
         """Stamp the engine's row; False when there is no such row (deleted by another

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from swarm_engine.errors import NotFoundError, StaleAttemptError
+from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
 from swarm_engine.records import Usage
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
@@ -50,7 +50,10 @@ class RunStore:
                     "inputs": json.dumps(inputs, default=str),
                 },
             )
-        assert row is not None
+        if row is None:  # a trigger's RAISE(IGNORE): the store refused it, silently
+            raise StoreIntegrityError(
+                f"ticket {ticket.id}: the store did not keep the run's row (a trigger?)"
+            )
         return int(row[0])
 
     def add_step(

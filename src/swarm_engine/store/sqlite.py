@@ -62,7 +62,9 @@ def translate(exc: sqlite3.Error, where: str) -> StoreError:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreIntegrityError(f"{where}: {text}")
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+        primary is None and "database is locked" in text  # (an error with no code)
+    ):
         return StoreBusyError(f"{where} is busy: {text}")
     if primary == sqlite3.SQLITE_FULL:  # SQLite says the same for a spent AUTOINCREMENT
         return StoreBusyError(f"{where} is unavailable for now: {text} ({FULL_CAUSES})")
@@ -95,7 +97,7 @@ class SQLiteDatabase:
         """The busy timeout in force now (`wait_at_most`)."""
         self.what = "store"
         """What the file is to users, for errors: `store` or `registry`."""
-        self._opened: tuple[int, int] | None = None
+        self._opened: Identity | None = None
         """The file opened (`pin`), checked before each transaction; None: not checked."""
         self.gone: str | None = None
         """Why the name no longer names the file opened, once seen (`StoreGoneError`)."""
@@ -306,18 +308,25 @@ def connect(
     raise AssertionError("unreachable")
 
 
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """The file `path` names, as (device, inode); None when it names none (or cannot be
-    looked at). Two answers differ when the name was deleted or replaced (`rm`, `mv` over
-    it) in between."""
+Identity = tuple[int, int, int, int]
+"""A database file's name as opened: (device, inode) of the file it leads to, and of the
+name itself (`lstat`: the file, or the symlink that leads there)."""
+
+
+def file_identity(path: Path) -> Identity | None:
+    """The file `path` names and the name itself (see `Identity`); None when it names
+    none (or cannot be looked at). Two answers differ when the name was deleted, replaced
+    (`rm`, `mv` over it), or made a symlink or re-pointed in between: SQLite keeps the
+    `-wal` file next to the name it resolved at open, so a file moved away and linked
+    back under its old name would have two write-ahead logs."""
     try:
-        info = os.stat(path)
+        info, name = os.stat(path), os.lstat(path)
     except (OSError, ValueError):
         return None
-    return info.st_dev, info.st_ino
+    return info.st_dev, info.st_ino, name.st_dev, name.st_ino
 
 
-def name_moved(path: Path, opened: tuple[int, int] | None) -> str | None:
+def name_moved(path: Path, opened: Identity | None) -> str | None:
     """Why `path` no longer names the database file opened as `opened` ("deleted",
     "replaced by another file"), or None while it still does (or cannot be looked at just
     now: a transient failure of `stat` is not taken for a deleted file). A writer that
@@ -325,12 +334,17 @@ def name_moved(path: Path, opened: tuple[int, int] | None) -> str | None:
     if opened is None:
         return None
     try:
-        info = os.stat(path)
+        info, name = os.stat(path), os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return "deleted"
     except (OSError, ValueError):
         return None
-    return None if (info.st_dev, info.st_ino) == opened else "replaced by another file"
+    now = (info.st_dev, info.st_ino, name.st_dev, name.st_ino)
+    if now == opened:
+        return None
+    if now[:2] == opened[:2]:
+        return "moved, its name now a link to it"
+    return "replaced by another file"
 
 
 def one_name(path: Path) -> None:
