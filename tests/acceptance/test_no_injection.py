@@ -4,6 +4,7 @@ shell code: the shell-injection case of issue 9, through the real CLI and a real
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,31 @@ def test_a_command_that_is_one_reference_runs_that_value_as_its_script(
           "cmd=echo a; echo b", check=True)  # fmt: skip
     done = swarm(home, "run-ticket", "1", "--wait", "--json")
     assert json.loads(done.stdout)["result"]["stdout"] == "a\nb\n", done.stderr
+
+
+def test_a_ticket_field_is_never_the_whole_command(home: Path, tmp_path: Path) -> None:
+    """`command: ${ticket.title}` ran a ticket's title as the step's script, whatever a
+    workflow said (a workflow step gives an input that is a whole command literal text
+    only, but a title is no input). It is refused at registration, and a registry row
+    holding it fails its ticket at plan time, one line each; `${inputs.<key>}` as the
+    whole command stays (the workflow rule covers it)."""
+    pkg = tmp_path / "titled"
+    pkg.mkdir()
+    (pkg / "agent.yaml").write_text("name: titled\nkind: shell\ncommand: ${ticket.title}\n")
+    refused = swarm(home, "agent", "register", str(pkg))
+    assert refused.returncode == 5, refused.stderr
+    assert "command: ${ticket.title} is the whole command" in refused.stderr
+    assert "sh -c ${ticket.title}" in refused.stderr
+    spec = json.dumps({"name": "titled", "version": "1.0.0", "kind": "shell",
+                       "command": "${ticket.title}"})  # fmt: skip
+    with sqlite3.connect(home / "registry.db") as db:
+        db.execute(
+            "INSERT INTO agents (name, version, kind, spec) VALUES ('titled', '1.0.0', 'shell', ?)",
+            (spec,),
+        )
+    swarm(home, "ticket", "create", "--title", "echo PWNED; id", "--agent", "titled", check=True)
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=60)
+    assert done.returncode == 0, done.stderr
+    (row,) = query(home / "tickets.db", "SELECT status, error, result FROM tickets")
+    assert row["status"] == "failed" and "is the whole command" in row["error"], row
+    assert "PWNED" not in str(row["result"])

@@ -35,7 +35,12 @@ from swarm_engine.agents.files import (
     tail,
     upload_package,
 )
-from swarm_engine.agents.shell_command import check_argv, render_command, whole_reference
+from swarm_engine.agents.shell_command import (
+    check_argv,
+    render_command,
+    whole_command_problem,
+    whole_reference,
+)
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import TICKET_FIELDS, TemplateError, lookup, render
@@ -90,6 +95,9 @@ class ShellAgent:
                 "ticket": {k: ctx.ticket.get(k) for k in TICKET_FIELDS},
             }
             try:
+                refused = whole_command_problem(spec)
+                if refused is not None:  # a row written past registration and the plan
+                    raise AgentError(f"command: {refused}")
                 whole = whole_reference(spec) if isinstance(spec, str) else None
                 if whole is not None:
                     # the definition hands its whole command to one value: that value is

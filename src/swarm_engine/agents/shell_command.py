@@ -203,3 +203,20 @@ def whole_reference(command: str) -> str | None:
     text = command.strip()
     paths = list(references(text))
     return paths[0] if len(paths) == 1 and text == "${" + paths[0] + "}" else None
+
+
+def whole_command_problem(command: object) -> str | None:
+    """Why a command that is exactly one reference to anything but an input
+    (`${ticket.title}`, `${ticket.description}`) may not be an agent's command, else None.
+    `command: ${inputs.<key>}` runs that input as the step's script (a workflow step gives
+    such a script input literal text only: `shell_step_inputs`); a ticket's title or
+    description would run as code whatever the workflow says, so that is said explicitly
+    (`sh -c ${ticket.title}`) or not at all. Checked at registration and on every plan."""
+    whole = whole_reference(command) if isinstance(command, str) else None
+    if whole is None or whole.startswith("inputs."):
+        return None
+    return (
+        f"${{{whole}}} is the whole command, so that value would run as the step's script;"
+        " only an input may be the whole command (${inputs.<key>}); to run it as a script on"
+        f" purpose, say so: sh -c ${{{whole}}}"
+    )

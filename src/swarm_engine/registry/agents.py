@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from swarm_engine.agents.files import INPUT_ENV_MAX_BYTES, MAX_ARG_BYTES
 from swarm_engine.agents.kinds import AGENT_KINDS, check_definition
-from swarm_engine.agents.shell_command import check_argv, check_command
+from swarm_engine.agents.shell_command import check_argv, check_command, whole_command_problem
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec
 from swarm_engine.templating import check_template, references
@@ -77,7 +77,7 @@ def check_agent_command(spec: AgentSpec, source: str) -> None:
         if unsafe_argv:
             raise ConfigError(f"{source}: command{unsafe_argv}")
     if isinstance(command, str):
-        unsafe = check_command(command)
+        unsafe = check_command(command) or whole_command_problem(command)
         if unsafe:
             raise ConfigError(f"{source}: command: {unsafe}")
     text = command if isinstance(command, str) else " ".join(command or [])
