@@ -298,6 +298,14 @@ def test_run_ticket_says_when_the_engine_holding_the_ticket_is_not_running(
     assert f"its process {proc.pid} on this host is gone (its row says running)" in text, text
 
 
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """`kill -9` of a process started in its own session, and everything it started,
+    if it still runs (a test's cleanup)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def take_away(db: Path, how: str) -> None:
     """Make the name `db` stop naming its file: `replaced` by a copy moved over it (as a
     restore does), or `deleted`."""
@@ -335,9 +343,7 @@ def test_an_engine_whose_store_file_goes_stops_saying_so(home: Path, how: str) -
         take_away(db, how)
         out, _ = engine.communicate(timeout=60)
     finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGKILL)
-            engine.wait()
+        kill_group(engine)
     assert engine.returncode != 0
     want = SAID[how]
     assert f"engine stopped: the store {db} was {want} while in use" in out, out
@@ -376,9 +382,7 @@ def test_a_store_replaced_under_a_busy_engine_gets_no_write_of_it(home: Path) ->
         restored = restore_by_mv(db)
         out, _ = engine.communicate(timeout=60)
     finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGKILL)
-            engine.wait()
+        kill_group(engine)
     assert engine.returncode == 1, out
     assert f"engine stopped: the store {db} was replaced by another file while in use" in out
     assert query(db, ROWS) == restored  # not one row written into the restored file
@@ -402,9 +406,7 @@ def test_run_ticket_stops_when_its_store_is_replaced(home: Path) -> None:
         restored = restore_by_mv(db)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group(proc)
     assert proc.returncode == 6, (out, err)
     assert err.splitlines()[-1] == (
         f"error: run-ticket stopped: the store {db} was replaced by another file while in use"
@@ -431,9 +433,7 @@ def test_an_engine_whose_registry_file_goes_stops_without_failing_tickets(
         swarm(home, "ticket", "create", "--title", "n", "--agent", "newbie", check=True)
         out, _ = engine.communicate(timeout=60)
     finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGKILL)
-            engine.wait()
+        kill_group(engine)
     registry = home / "registry.db"
     assert engine.returncode == 1, out
     gone = "(deleted|replaced by another file)"  # as the engine found it (a race)
