@@ -8,7 +8,6 @@ runner, waiting for a busy store but never for a lease).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -77,47 +76,30 @@ class RunWrites:
         in one transaction: `(run_id, step_execution_id or None)`. Refused because the
         engine's row is gone (the run names it), the row is put back and the start made
         again, in the same call."""
-        start = functools.partial(
-            self._start_run,
-            ticket,
-            engine_id=engine_id,
-            workflow_name=workflow_name,
-            workflow_version=workflow_version,
-            first=first,
-        )
-        return start() if self.engine_row is None else self.engine_row.keeping(start)
 
-    def _start_run(
-        self,
-        ticket: Ticket,
-        *,
-        engine_id: str,
-        workflow_name: str | None,
-        workflow_version: str | None,
-        first: NewStep | None,
-    ) -> tuple[int, int | None]:
-        """The run (the ticket `running`) and, if given, its first step's row (`queued`),
-        in one transaction: `(run_id, step_execution_id or None)`."""
-        runs = self.store.runs
-        with self.store.transaction():
-            run_id = runs.start_run(
-                ticket,
-                engine_id=engine_id,
-                workflow_name=workflow_name,
-                workflow_version=workflow_version,
-                inputs=ticket.inputs,
-            )
-            if first is None:
-                return run_id, None
-            exec_id = runs.add_step(
-                run_id,
-                step_id=first.step_id,
-                agent_name=first.agent_name,
-                agent_version=first.agent_version,
-                agent_kind=first.agent_kind,
-                inputs=first.inputs,
-            )
-            return run_id, exec_id
+        def start() -> tuple[int, int | None]:
+            runs = self.store.runs
+            with self.store.transaction():
+                run_id = runs.start_run(
+                    ticket,
+                    engine_id=engine_id,
+                    workflow_name=workflow_name,
+                    workflow_version=workflow_version,
+                    inputs=ticket.inputs,
+                )
+                if first is None:
+                    return run_id, None
+                exec_id = runs.add_step(
+                    run_id,
+                    step_id=first.step_id,
+                    agent_name=first.agent_name,
+                    agent_version=first.agent_version,
+                    agent_kind=first.agent_kind,
+                    inputs=first.inputs,
+                )
+                return run_id, exec_id
+
+        return start() if self.engine_row is None else self.engine_row.keeping(start)
 
     def step_started(self, exec_id: int, vm: VM) -> None:
         """The VM is up: recorded ready and busy with the step, and the step running."""
