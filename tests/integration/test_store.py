@@ -463,3 +463,47 @@ def test_a_run_on_an_engine_heartbeating_in_another_form_keeps_its_ticket(
     with pytest.raises(ConflictError, match="still has a run going"):
         store.tickets.claim(tid, engine_id="f", attempt_id="c", lease_ttl=30)
     store.close()
+
+
+@pytest.mark.parametrize("lease", ["'now'", "'NOW'", "'infinity'"])
+def test_a_lease_written_as_text_for_the_time_of_reading_is_expired(
+    store_target: Target, lease: str
+) -> None:
+    """A lease is renewed by its engine only: SQLite's `julianday('now')` is the time of
+    reading, so a lease stored as the text `now` never expired and a dead engine's ticket
+    was never reclaimed. It counts as expired, as an unreadable lease does (PostgreSQL
+    reads `now` when it is written: it ages as any instant; `infinity` is too far ahead)."""
+    store = open_store(store_target.target)
+    tid = store.tickets.create(title="x", agent_id="echo")
+    claim_all(store, "gone")
+    store_target.sql(f"UPDATE tickets SET lease_expires_at = {lease}")
+    assert [e.ticket_id for e in store.tickets.reclaim_expired()] == [tid]
+    assert store.tickets.get(tid).status == "open"
+    store.close()
+
+
+@pytest.mark.parametrize("beat", ["'now'", "'Now'", "'infinity'", "'9999-01-01T00:00:00Z'"])
+def test_a_heartbeat_no_engine_wrote_is_stale(store_target: Target, beat: str) -> None:
+    """A heartbeat stored as the text `now` (always the time of reading), `infinity` or
+    years ahead was always fresh: a ticket whose run a dead engine left `running` was
+    never claimed again, and the engine never counted as silent. Such a heartbeat is stale
+    (fail closed: the ticket can be claimed); a real fresh heartbeat still guards it."""
+    store = open_store(store_target.target)
+    store.engines.register("e", kind="daemon", host="here", pid=1, max_vms=1, backend="process")
+    tid = store.tickets.create(title="x", agent_id="echo", inputs={})
+    [ticket] = store.tickets.claim_next(engine_id="e", attempt_id="a", lease_ttl=30)
+    store.runs.start_run(ticket, engine_id="e", workflow_name=None, workflow_version=None,
+                         inputs={})  # fmt: skip
+    store_target.sql(f"UPDATE tickets SET status = 'open' WHERE id = {tid}")
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    store_target.sql(f"UPDATE engines SET heartbeat_at = {beat}")
+    if store_target.dialect == "postgresql" and beat in ("'now'", "'Now'"):
+        # a timestamptz reads `now` once, as it is written: the engine's own heartbeat
+        assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+        return
+    if store_target.dialect == "sqlite" or beat != "'infinity'":  # (psycopg reads no infinity)
+        assert [e["id"] for e in store.engines.silent(60)] == ["e"]
+    assert [
+        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
+    ] == [tid]
+    store.close()

@@ -15,8 +15,10 @@ two to each other (tests/unit/test_sqlite_timestamps.py). The rules, as in SQLit
 - A number (stored as one, or text that reads as one, sign and exponent allowed): a
   Julian day number from 0 to 5373484.5, else unix seconds up to 9999-12-31.
 - `now` (any case): the time of reading, as every SQL statement of the store reads it. A
-  stored `now` is therefore always current: its age is 0, a lease `now` never expires
-  and a heartbeat `now` is always fresh. Write `strftime('%Y-%m-%dT%H:%M:%fZ','now')`.
+  stored `now` is therefore always current: its age is 0. The store's lease and
+  heartbeat statements refuse that reading (a lease or heartbeat renewed by text would
+  never run out): there a `now` is expired / stale. Write
+  `strftime('%Y-%m-%dT%H:%M:%fZ','now')`.
 
 SQLite holds instants from 4714 BC; Python's `datetime` starts at year 1, so an instant
 before 0001-01-01T00:00:00Z (year 0 included) is refused as "before year 1". A blob is

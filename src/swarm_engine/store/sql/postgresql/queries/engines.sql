@@ -37,9 +37,11 @@ SELECT * FROM engines WHERE id = :id
 SELECT id FROM engines WHERE pid = :pid AND host = :host AND state = 'running'
 
 -- name: silent
--- Running engines of any host whose last heartbeat is older than :seconds.
+-- Running engines of any host whose last heartbeat is older than :seconds, or more than
+-- an hour ahead ('infinity', written by hand: no engine wrote it, and it would never age).
 SELECT * FROM engines WHERE state IN ('running','draining')
-   AND heartbeat_at < now() - make_interval(secs => :seconds)
+   AND (heartbeat_at < now() - make_interval(secs => :seconds)
+        OR heartbeat_at > now() + interval '1 hour')
 
 -- name: hosts
 -- One row per host that has a live engine or a live VM. `slots`: the numeric sum clamped
@@ -60,7 +62,8 @@ SELECT host,
 -- one engine, NULL: all).
 UPDATE engines SET state = 'dead', stopped_at = now(), busy_vms = 0
  WHERE state IN ('running','draining')
-   AND heartbeat_at < now() - make_interval(secs => :seconds)
+   AND (heartbeat_at < now() - make_interval(secs => :seconds)
+        OR heartbeat_at > now() + interval '1 hour')
    AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
                      AND t.status IN ('claimed','running'))
    AND (CAST(:only AS TEXT) IS NULL OR id = CAST(:only AS TEXT))

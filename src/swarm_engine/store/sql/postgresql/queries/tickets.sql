@@ -1,6 +1,8 @@
 -- Ticket statements, PostgreSQL. Timestamps are timestamptz (now(): the transaction's
 -- start). A ticket with a run still going on an engine that heartbeats is never claimed
--- (tickets.py). Claims take rows FOR UPDATE SKIP LOCKED: engines on other hosts claiming
+-- (tickets.py); a heartbeat more than an hour ahead ('infinity', written by hand) is stale:
+-- no engine wrote it, and it would never age. (A client's text 'now' is an instant here:
+-- timestamptz reads it when it is written, so it ages as any other.) Claims take rows FOR UPDATE SKIP LOCKED: engines on other hosts claiming
 -- at the same moment skip each other's rows instead of waiting.
 
 -- name: get
@@ -69,7 +71,8 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                     WHERE r.ticket_id = tickets.id AND r.status = 'running'
                       AND e.state IN ('running','draining')
-                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl))
+                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
+                      AND e.heartbeat_at < now() + interval '1 hour')
 RETURNING *
 
 -- name: next_open
@@ -78,7 +81,8 @@ SELECT id FROM tickets t
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                     WHERE r.ticket_id = t.id AND r.status = 'running'
                       AND e.state IN ('running','draining')
-                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl))
+                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
+                      AND e.heartbeat_at < now() + interval '1 hour')
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claim_next
@@ -89,7 +93,8 @@ WITH ready AS (
        AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                         WHERE r.ticket_id = t.id AND r.status = 'running'
                           AND e.state IN ('running','draining')
-                          AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl))
+                          AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
+                          AND e.heartbeat_at < now() + interval '1 hour')
      ORDER BY priority DESC, id
      LIMIT :limit
      FOR UPDATE SKIP LOCKED

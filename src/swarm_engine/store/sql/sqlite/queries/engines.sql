@@ -37,9 +37,13 @@ SELECT * FROM engines WHERE id = :id
 SELECT id FROM engines WHERE pid = :pid AND host = :host AND state = 'running'
 
 -- name: silent
--- Running engines of any host whose last heartbeat is older than :seconds.
+-- Running engines of any host whose last heartbeat is older than :seconds, or that no
+-- engine wrote: unreadable ('zzz'), the text 'now' (which julianday reads as the time of
+-- reading, so it would never age) or an instant more than an hour ahead.
 SELECT * FROM engines WHERE state IN ('running','draining')
-   AND julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds))
+   AND (coalesce(julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds)), 1)
+        OR lower(substr(heartbeat_at, 1, 3)) = 'now'
+        OR julianday(heartbeat_at, 'auto') > julianday('now', '+1 hour'))
 
 -- name: hosts
 -- One row per host that has a live engine or a live VM. `slots` is a float sum clamped to
@@ -60,7 +64,9 @@ SELECT host,
 -- one engine, NULL: all).
 UPDATE engines SET state = 'dead', stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms = 0
  WHERE state IN ('running','draining')
-   AND julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds))
+   AND (coalesce(julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds)), 1)
+        OR lower(substr(heartbeat_at, 1, 3)) = 'now'
+        OR julianday(heartbeat_at, 'auto') > julianday('now', '+1 hour'))
    AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
                      AND t.status IN ('claimed','running'))
    AND (:only IS NULL OR id = :only)

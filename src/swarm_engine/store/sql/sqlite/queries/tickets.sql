@@ -1,7 +1,9 @@
 -- Ticket statements, SQLite. Timestamps are written as UTC ISO-8601 text with
 -- milliseconds: strftime('%Y-%m-%dT%H:%M:%fZ','now'). Leases are read as instants
 -- (julianday(..., 'auto') takes every form SQLite accepts). A ticket with a run still
--- going on an engine that heartbeats is never claimed (see still_running in tickets.py).
+-- going on an engine that heartbeats is never claimed (see still_running in tickets.py);
+-- a heartbeat counts only as an instant an engine wrote: the text 'now' (read as the time
+-- of reading, so forever fresh) or one more than an hour ahead is stale.
 
 -- name: get
 SELECT * FROM tickets WHERE id = :id
@@ -69,7 +71,9 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                     WHERE r.ticket_id = tickets.id AND r.status = 'running'
                       AND e.state IN ('running','draining')
-                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl)))
+                      AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
+                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
+                      AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
 RETURNING *
 
 -- name: next_open
@@ -78,7 +82,9 @@ SELECT id FROM tickets t
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                     WHERE r.ticket_id = t.id AND r.status = 'running'
                       AND e.state IN ('running','draining')
-                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl)))
+                      AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
+                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
+                      AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claim_next
@@ -93,7 +99,9 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
                  AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
                                   WHERE r.ticket_id = t.id AND r.status = 'running'
                                     AND e.state IN ('running','draining')
-                                    AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl)))
+                                    AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
+                                    AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
+                                    AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
                ORDER BY priority DESC, id LIMIT :limit)
    AND +status = 'open'  -- `+`: look rows up by id, never scan every open ticket
 RETURNING *
@@ -136,10 +144,13 @@ SELECT 1 FROM tickets WHERE id = :id AND attempt_id = :attempt_id AND status IN 
 -- name: any_expired
 -- A live row with no readable lease (NULL, a blob, 'zzz': written by hand) has no holder
 -- that could renew it, so it counts as expired too; so does a lease further ahead than the
--- longest lease_ttl there is (7 days) and an hour of clock skew: no engine wrote it.
+-- longest lease_ttl there is (7 days) and an hour of clock skew: no engine wrote it; and
+-- the text 'now' (any case, as julianday reads it), which julianday reads as the time of
+-- reading: a lease renewed by text, forever, that no engine wrote either.
 SELECT 1 FROM tickets
  WHERE status IN ('claimed','running')
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+        OR lower(substr(lease_expires_at, 1, 3)) = 'now'
         OR julianday(lease_expires_at, 'auto') IS NULL
         OR julianday(lease_expires_at, 'auto') < julianday('now')
         OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
@@ -149,6 +160,7 @@ SELECT 1 FROM tickets
 SELECT id FROM tickets
  WHERE status IN ('claimed','running')
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+        OR lower(substr(lease_expires_at, 1, 3)) = 'now'
         OR julianday(lease_expires_at, 'auto') IS NULL
         OR julianday(lease_expires_at, 'auto') < julianday('now')
         OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
@@ -166,6 +178,7 @@ SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
   JOIN vms v ON v.id = s.vm_id AND v.step_execution_id = s.id AND v.engine_id = t.engine_id
  WHERE t.status IN ('claimed','running')
    AND (typeof(t.lease_expires_at) NOT IN ('text','integer','real')
+        OR lower(substr(t.lease_expires_at, 1, 3)) = 'now'
         OR julianday(t.lease_expires_at, 'auto') IS NULL
         OR julianday(t.lease_expires_at, 'auto') < julianday('now')
         OR julianday(t.lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
@@ -186,6 +199,7 @@ UPDATE tickets SET
        lease_expires_at = NULL, attempt_id = NULL
  WHERE status IN ('claimed','running')
    AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+        OR lower(substr(lease_expires_at, 1, 3)) = 'now'
         OR julianday(lease_expires_at, 'auto') IS NULL
         OR julianday(lease_expires_at, 'auto') < julianday('now')
         OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
