@@ -519,6 +519,35 @@ def test_a_server_whose_store_file_goes_stops_saying_so(home: Path, how: str, as
     assert how == "replaced" or not db.exists()  # no empty store made in its place
 
 
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+@pytest.mark.parametrize("asked", [True, False], ids=["asked", "idle"])
+def test_a_server_whose_registry_file_goes_stops_saying_so(
+    home: Path, how: str, asked: bool
+) -> None:
+    """`serve` as the engine, for the registry too: once `registry.db` no longer names the
+    file it opened (a restore moved over it, `rm`), a request that reads the registry gets
+    503 saying so (not the old file's agents, nor an empty registry made in its place),
+    and the server stops with one line; an idle server too, within a heartbeat."""
+    reg = home / "registry.db"
+    swarm(home, "status", "--init", check=True)
+    api = start_api(home, SWARM_HEARTBEAT_INTERVAL="0.3" if not asked else "10")
+    try:
+        assert "echo" in [a["name"] for a in api.get("/v1/agents").json()]
+        take_away(reg, how)
+        want = "replaced by another file" if how == "replaced" else "deleted"
+        said = f"the registry {reg} was {want} while in use"
+        if asked:
+            answer = api.get("/v1/agents")
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["message"] == said
+        api.proc.wait(timeout=60)
+    finally:
+        err = api.stop()
+    assert api.proc.returncode == 1, err
+    assert f"error: API stopped: {said}\n" in err, err
+    assert how == "replaced" or not reg.exists()  # no empty registry made in its place
+
+
 def test_stop_now_counts_an_engine_gone_after_its_first_signal_as_stopped(
     home: Path, engines: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,11 +56,13 @@ class Server:
     counts: StatusCounts = field(default_factory=StatusCounts)
     streams: Slots = field(default_factory=lambda: Slots(MAX_LOG_STREAMS))
     gone: str | None = None
-    """Why the server stopped serving its SQLite store: its file was deleted or replaced
-    while it served it (see `check_file`); None while it serves."""
+    """Why the server stopped serving: its SQLite store's or registry's file was deleted
+    or replaced while it served it (see `check_file`); None while it serves."""
     on_gone: Callable[[str], None] = lambda why: None
     """Called once, with `gone`, when that is seen (`serve` stops the server)."""
-    _watched: tuple[Path, Identity | None] | None = None
+    _watched: dict[str, tuple[Path, Identity | None]] = field(default_factory=dict)
+    """The SQLite files served, by what they are to users (`store`, `registry`): each
+    name, and the file it named when opened (None: not made yet)."""
 
     @classmethod
     def open(cls, settings: Settings) -> Server:
@@ -75,33 +77,37 @@ class Server:
                 busy_timeout=settings.busy_timeout,
             )  # fmt: skip
 
+        registry_target = settings.registry_target
         stores: Pool[Store] = Pool(store, Store.close, shared=is_url(target))
-        made = cls(
-            settings,
-            stores,
-            Pool(registry, Registry.close, shared=is_url(settings.registry_target)),
-        )
-        if isinstance(target, Path):
-            made._watched = (target, file_identity(target))
-            stores.check = made.check_file
+        registries: Pool[Registry] = Pool(registry, Registry.close, shared=is_url(registry_target))
+        made = cls(settings, stores, registries)
+        for what, path, pool in (
+            ("store", target, stores),
+            ("registry", registry_target, registries),
+        ):
+            if isinstance(path, Path):
+                made._watched[what] = (path, file_identity(path))
+                pool.check = made.check_file
         return made
 
     def check_file(self) -> None:
-        """Raise `StoreError` (503) once the SQLite store's name no longer names the file
-        the server opened (deleted, or replaced by `mv`): its open handles would go on in
-        a file no one else sees, and a new one would make an empty store. The first time,
-        the server is stopped (`on_gone`). A `stat` per request."""
-        if self.gone is None and self._watched is not None:
-            path, opened = self._watched
-            if opened is None:  # not made yet: the file the first store makes is watched
-                self._watched = (path, file_identity(path))
-                return
-            why = name_moved(path, opened)
-            if why is None:
-                return
-            self.gone = f"the store {self._watched[0]} was {why} while in use"
-            log.error("%s; stopping the server", self.gone)
-            self.on_gone(self.gone)
+        """Raise `StoreError` (503) once the SQLite store's or the registry's name no
+        longer names the file the server opened (deleted, or replaced by `mv`): its open
+        handles would go on in a file no one else sees, and a new one would make an empty
+        store or registry. The first time, the server is stopped (`on_gone`). A `stat` per
+        file and request."""
+        if self.gone is None:
+            for what, (path, opened) in list(self._watched.items()):
+                if opened is None:  # not made yet: the file the first open makes is watched
+                    self._watched[what] = (path, file_identity(path))
+                    continue
+                why = name_moved(path, opened)
+                if why is None:
+                    continue
+                self.gone = f"the {what} {path} was {why} while in use"
+                log.error("%s; stopping the server", self.gone)
+                self.on_gone(self.gone)
+                break
         if self.gone is not None:
             raise StoreError(self.gone)
 

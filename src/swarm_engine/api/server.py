@@ -56,8 +56,8 @@ def serve(
 ) -> None:
     """Serve the API until SIGINT or SIGTERM. `ready(url)` is called once it listens.
     `UsageError` for a non-loopback `host` without `token`, or an address that cannot be
-    used; `SwarmError` when the server stopped because its SQLite store file was deleted
-    or replaced while it served it (`Server.check_file`)."""
+    used; `SwarmError` when the server stopped because its SQLite store's or registry's
+    file was deleted or replaced while it served it (`Server.check_file`)."""
     check_exposure(host, token)
     import uvicorn
 
@@ -95,7 +95,8 @@ def serve(
 
 
 def _watch(state: Server, stop: threading.Event, every: float) -> None:
-    """Every `every` seconds until `stop`: the store file is still the one served."""
+    """Every `every` seconds until `stop`: the store and registry files are still the
+    ones served."""
     while not stop.wait(every):
         with contextlib.suppress(StoreError):  # (it stops the server when it is not)
             state.check_file()
