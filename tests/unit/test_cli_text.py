@@ -53,3 +53,61 @@ def test_one_escaping_for_lines_blocks_and_log_records() -> None:
         record.exc_info = sys.exc_info()
     shown = TextFormatter("%(message)s").format(record)
     assert shown.startswith(visible(text)) and not any(c in shown for c in BIDI + "\x1b\x07")
+
+
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _code_points(ranges: tuple[tuple[int, int], ...]) -> set[int]:
+    return {code for start, end in ranges for code in range(start, end + 1)}
+
+
+def test_the_escaped_characters_are_every_control_and_format_character() -> None:
+    """`FORMAT_CHARS` is written out (computing it costs every start 0.2 s): it is
+    exactly the code points `unicodedata` puts in Cc, Cf, Cs, Zl and Zp."""
+    import sys
+    import unicodedata
+
+    from swarm_engine.cli.text import FORMAT_CHARS
+
+    wanted = {
+        code
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in HIDDEN_CATEGORIES
+    }
+    assert _code_points(FORMAT_CHARS) == wanted
+
+
+def test_soft_hyphens_tags_and_variation_selectors_are_escaped() -> None:
+    """Printed raw before: U+00AD (soft hyphen), tag characters (U+E0000-U+E007F, which
+    can spell out hidden text), other format characters, variation selectors."""
+    from swarm_engine.cli.text import visible_lines
+
+    assert visible("pay\u00adpal") == "pay\\xadpal"
+    assert visible("a\U000e0041\U000e0042b") == "a\\U000e0041\\U000e0042b"
+    assert visible("\u2064\u180e\ufff9x\u034f\ufe0f\U000e0100") == (
+        "\\u2064\\u180e\\ufff9x\\u034f\\ufe0f\\U000e0100"
+    )
+    assert visible_lines("a\u00ad\tb\n\U000e007f") == "a\\xad\tb\n\\U000e007f"
+
+
+@given(st.text(st.characters(exclude_categories=())))
+def test_no_invisible_character_is_ever_printed(text: str) -> None:
+    """Over any text (lone surrogates too): what `visible` prints holds no character of
+    Cc, Cf, Cs, Zl, Zp nor a default-ignorable one; `visible_lines` only newline and tab
+    of them; and the escapes keep everything else as it was."""
+    import unicodedata
+
+    from swarm_engine.cli.text import IGNORABLE_CHARS, visible_lines
+
+    ignorable = _code_points(IGNORABLE_CHARS)
+
+    def hidden(c: str) -> bool:
+        return unicodedata.category(c) in HIDDEN_CATEGORIES or ord(c) in ignorable
+
+    line, block = visible(text), visible_lines(text)
+    assert not any(hidden(c) for c in line)
+    assert not any(hidden(c) and c not in "\t\n" for c in block)
+    assert block.count("\n") == text.count("\n") and block.count("\t") == text.count("\t")
+    if not any(hidden(c) for c in text):
+        assert line == text == block

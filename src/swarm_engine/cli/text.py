@@ -25,30 +25,71 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
-"""The characters that reorder or hide text without being control characters: bidi marks,
-embeddings, overrides and isolates (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069),
-zero-width spaces and joiners, line and paragraph separators, the byte-order mark."""
+FORMAT_CHARS: tuple[tuple[int, int], ...] = (
+    (0x0000, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x0600, 0x0605),
+    (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891),
+    (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x2028, 0x202E),
+    (0x2060, 0x2064), (0x2066, 0x206F), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x13438),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)  # fmt: skip
+"""Every code point whose Unicode category (`unicodedata.category`, Unicode 14 as in
+Python 3.11) is Cc (control: C0, DEL, C1), Cf (format: bidi marks, embeddings, overrides
+and isolates, zero-width spaces and joiners, the soft hyphen U+00AD, the byte-order mark,
+tag characters U+E0001-U+E007F, ...), Cs (a lone surrogate), Zl or Zp (line and
+paragraph separators), as ranges. Written out, not computed, because computing it takes
+0.2 s at each start; tests/unit/test_cli_text.py checks it against `unicodedata`."""
 
-CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{INVISIBLE}]")
-"""Control characters (C0, DEL, C1), and the invisible ones that reorder or hide text:
-stored text shown with them could drive the terminal or pass for something else."""
+IGNORABLE_CHARS: tuple[tuple[int, int], ...] = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x2065, 0x2065), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+"""Default-ignorable code points outside those categories (Unicode's
+`Default_Ignorable_Code_Point`, which `unicodedata` does not give): shown as nothing, so
+they can hide text or data just as well. The combining grapheme joiner, Hangul fillers,
+Khmer inherent vowels, Mongolian and other variation selectors (U+FE00-U+FE0F,
+U+E0100-U+E01EF), and the code points Unicode keeps ignorable for later."""
 
-CONTROL_BUT_LINES = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{INVISIBLE}]")
+
+def _char_class(ranges: tuple[tuple[int, int], ...], keep: str = "") -> re.Pattern[str]:
+    """A pattern matching one character of `ranges`, except those in `keep`."""
+    kept = sorted(map(ord, keep))
+    parts: list[str] = []
+    for start, end in ranges:
+        low = start
+        for code in [*(k for k in kept if start <= k <= end), end + 1]:
+            if low < code:
+                parts.append(f"\\U{low:08x}-\\U{code - 1:08x}")
+            low = code + 1
+    return re.compile(f"[{''.join(parts)}]")
+
+
+CONTROL = _char_class(FORMAT_CHARS + IGNORABLE_CHARS)
+"""Control, format and other invisible characters (`FORMAT_CHARS`, `IGNORABLE_CHARS`):
+stored text shown with them could drive the terminal, hide text or data, or pass for
+something else."""
+
+CONTROL_BUT_LINES = _char_class(FORMAT_CHARS + IGNORABLE_CHARS, keep="\t\n")
 """`CONTROL` but newline and tab: what `visible_lines` shows as escapes."""
 
 
 def _escaped(match: re.Match[str]) -> str:
-    """`\\xNN` for a character up to U+00FF, `\\uNNNN` above (as Python writes them):
-    `\\u061c` cannot be read as `\\x61` and a `c`."""
+    """`\\xNN` for a character up to U+00FF, `\\uNNNN` up to U+FFFF, `\\UNNNNNNNN` above (as
+    Python writes them): `\\u061c` cannot be read as `\\x61` and a `c`, nor `\\U000e0041`
+    as `\\ue004` and a `1`."""
     code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def visible(text: str) -> str:
-    """Control characters (escape sequences, newlines, bells) and bidi controls shown as
-    `\\xNN` or `\\uNNNN` (`\\x1b`, `\\u202e`), so stored text can neither drive the terminal, nor forge lines of
-    output, nor reorder what is shown. Every line the CLI prints with text from a row, an
+    """Control characters (escape sequences, newlines, bells), format characters (bidi
+    controls, zero-width ones, the soft hyphen, tags) and other invisible ones shown as
+    `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN` (`\\x1b`, `\\u202e`, `\\U000e0041`), so stored text can
+    neither drive the terminal, nor forge lines of output, nor reorder or hide what is
+    shown. Every line the CLI prints with text from a row, an
     agent, a step or an exception goes through this or `visible_lines`."""
     return CONTROL.sub(_escaped, text)
 
@@ -72,8 +113,8 @@ def brief(value: Any, limit: int = NAME_CHARS) -> str:
 
 def visible_lines(text: str) -> str:
     """Multi-line stored text (a log, a whole result) as `visible` shows one line: each
-    control character and bidi control as `\\xNN` (escape sequences, carriage returns,
-    bells, U+202E), newlines and tabs kept. For text written straight to stdout, whether a terminal or not: a log saved
+    control, format or invisible character escaped (escape sequences, carriage returns,
+    bells, U+202E, U+00AD), newlines and tabs kept. For text written straight to stdout, whether a terminal or not: a log saved
     with `>` and shown later with `cat` must not drive the terminal either."""
     return CONTROL_BUT_LINES.sub(_escaped, text)
 
