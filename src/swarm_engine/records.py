@@ -144,6 +144,39 @@ def inputs_too_big(text: str) -> str | None:
     )
 
 
+MAX_TITLE_BYTES = 64 * 1024
+"""A ticket's `title` holds at most this much text (UTF-8 bytes, as stored). A title is a
+line for people and for `${ticket.title}`: views show its first 200 characters. Kept small
+for the same reason as `MAX_INPUTS_BYTES`: the store writes the whole row again at each
+claim, lease renewal and end, and every read of a ticket (each `ticket list` page, each
+claim's `RETURNING *`) copies it (a 60 MB title cost each lease renewal 0.2 s, under the
+write lock every engine waits for)."""
+
+MAX_DESCRIPTION_BYTES = 1024 * 1024
+"""A ticket's `description` holds at most this much text (UTF-8 bytes, as stored): an
+agent's task, or a model's prompt, with room to spare (a long prompt is tens of KiB), for
+the reasons of `MAX_TITLE_BYTES`. Larger data is better handed in as a file or a URL."""
+
+
+def text_too_big(text: str, limit: int) -> str | None:
+    """Why `text` (a ticket's title or description) is more than `limit` bytes as UTF-8,
+    or None. Costs nothing for text of up to `limit / 4` characters (no character takes
+    more than 4 bytes), a scan for ASCII text; a lone surrogate counts as 3 bytes."""
+    if len(text) * 4 <= limit:
+        return None
+    if text.isascii():
+        size = len(text)
+    else:  # encoded a piece at a time: a copy of at most 4 MiB, whatever the size
+        size = sum(
+            len(text[at : at + 1024 * 1024].encode("utf-8", "surrogatepass"))
+            for at in range(0, len(text), 1024 * 1024)
+        )
+    if size <= limit:
+        return None
+    unit = f"{limit // 1024 // 1024} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+    return f"{size:,} bytes of text, more than the {unit} it may hold"
+
+
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     """`value` as an error message names it: its `repr`, whole when that is at most `limit`
     characters, else the first `limit` characters, `…` and how long the value is:

@@ -207,3 +207,83 @@ def test_inputs_up_to_the_documented_limit_run_and_a_bigger_row_fails_alone(
     assert (
         json.loads(result["result"])["digests"]["doc"] == hashlib.sha256(doc.encode()).hexdigest()
     )
+
+
+def test_titles_and_descriptions_up_to_their_limits_run_and_bigger_rows_fail_alone(
+    home: Path,
+) -> None:
+    """A title may hold up to `MAX_TITLE_BYTES` (64 KiB) and a description up to
+    `MAX_DESCRIPTION_BYTES` (1 MiB) of UTF-8 text, as `inputs` has its 8 MiB: a row
+    another client wrote with more (a 60 MB title cost each lease renewal 0.2 s under
+    the write lock, and memory in every reader) fails at its claim with one line saying
+    the size and the limit; the tickets next to it run, and `ticket list` shows it
+    briefly."""
+    from swarm_engine.records import MAX_DESCRIPTION_BYTES, MAX_TITLE_BYTES
+
+    title = "é" * (MAX_TITLE_BYTES // 2)  # exactly the limit, in two-byte characters
+    description = "d" * MAX_DESCRIPTION_BYTES
+    rows = [(title, description), (title + "x", ""), ("t", description + "é"),
+            ("t" * 3_000_000, "")]  # fmt: skip
+    conn = sqlite3.connect(home / "tickets.db", timeout=30)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO tickets (title, description, status, agent_id)"
+                " VALUES (?, ?, 'open', 'echo')",
+                rows,
+            )
+    finally:
+        conn.close()
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "2", timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = {r["id"]: r for r in query(home / "tickets.db", "SELECT id, status, error FROM tickets")}
+    assert got[1]["status"] == "done", got[1]
+    assert [got[i]["status"] for i in (2, 3, 4)] == ["failed"] * 3
+    assert got[2]["error"] == (
+        f"ticket 2 row is malformed: title: {MAX_TITLE_BYTES + 1:,} bytes of text, more than"
+        " the 64 KiB it may hold"
+    )
+    assert got[3]["error"] == (
+        f"ticket 3 row is malformed: description: {MAX_DESCRIPTION_BYTES + 2:,} bytes of"
+        " text, more than the 1 MiB it may hold"
+    )
+    assert got[4]["error"] == (
+        "ticket 4 row is malformed: title: 3,000,000 bytes of text, more than the 64 KiB it"
+        " may hold"
+    )
+    shown = swarm(home, "ticket", "show", "4")
+    assert shown.returncode == 0, shown.stderr
+    assert "(3,000,000characters)" in "".join(shown.stdout.split()) and len(shown.stdout) < 5000
+
+
+def test_titles_and_descriptions_over_their_limits_are_refused_at_creation(home: Path) -> None:
+    """`ticket create` and `POST /v1/tickets` refuse a title over 64 KiB or a description
+    over 1 MiB (UTF-8) with one line, nothing written; up to the limits is fine."""
+    from tests.support.api import start_api
+    from tests.support.cli import swarm_inproc
+
+    from swarm_engine.records import MAX_DESCRIPTION_BYTES, MAX_TITLE_BYTES
+
+    fits = "é" * (MAX_TITLE_BYTES // 2)
+    made = swarm_inproc(home, "ticket", "create", "--title", fits, "--agent", "echo")
+    assert made.returncode == 0, made.stderr
+    over = swarm_inproc(home, "ticket", "create", "--title", fits + "x", "--agent", "echo")
+    assert over.returncode == 2, over.stderr
+    assert over.stderr == (
+        f"error: title: {MAX_TITLE_BYTES + 1:,} bytes of text, more than the 64 KiB it may hold\n"
+    )
+    api = start_api(home)
+    try:
+        answer = api.post("/v1/tickets", json={"title": "t", "agent": "echo",
+                                               "description": "d" * (MAX_DESCRIPTION_BYTES + 1)})  # fmt: skip
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["message"] == (
+            f"description: {MAX_DESCRIPTION_BYTES + 1:,} bytes of text, more than the 1 MiB it"
+            " may hold"
+        )
+        answer = api.post("/v1/tickets", json={"title": "t", "agent": "echo",
+                                               "description": "d" * MAX_DESCRIPTION_BYTES})  # fmt: skip
+        assert answer.status_code == 201, answer.text
+    finally:
+        api.stop()
+    assert [r["id"] for r in query(home / "tickets.db", "SELECT id FROM tickets")] == [1, 2]

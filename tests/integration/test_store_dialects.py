@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from swarm_engine.store import open_database
+from swarm_engine.store.db import Dialect
 from swarm_engine.store.queries import GROUPS, load
 from swarm_engine.store.sqlite import migrations
 
@@ -132,3 +133,16 @@ def test_no_sql_outside_the_store() -> None:
         if statement.search(line) and not re.search(r"\b(sqlite3|psql)\b", line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_engines_repeated_ticket_statements_copy_no_title_or_description(
+    dialect: Dialect,
+) -> None:
+    """What an engine runs at every heartbeat and step (lease renewals, the checks that
+    it still holds its tickets, status changes) reads back no whole row: a ticket's title
+    and description (up to 64 KiB and 1 MiB) are copied out by reads and claims only."""
+    queries = load(dialect, "tickets")
+    for name in ("renew_leases", "held", "still_held", "mark_running", "finish", "fail_attempt"):
+        sql = re.sub(r"--[^\n]*", "", getattr(queries, name))
+        assert "*" not in sql and "title" not in sql and "description" not in sql, name

@@ -190,3 +190,22 @@ def test_the_inputs_limit_counts_what_the_engine_writes_again() -> None:
     )
     assert inputs_too_big(json.dumps({"x": "a" * (MAX_INPUTS_BYTES - 20)})) is None
     assert inputs_too_big("{not json" + " " * MAX_INPUTS_BYTES) is None  # (said elsewhere)
+
+
+def test_a_title_or_description_is_measured_in_utf8_bytes_when_decoded() -> None:
+    """`text_too_big` counts UTF-8 bytes (four-byte characters too, without holding a
+    copy of the whole text); a decoded row over the limit has a defect saying the size
+    (its value is kept, as a row's other values are)."""
+    from swarm_engine.records import MAX_DESCRIPTION_BYTES, MAX_TITLE_BYTES, text_too_big
+    from swarm_engine.store.rows import decode_ticket
+
+    assert text_too_big("😀" * (MAX_TITLE_BYTES // 4), MAX_TITLE_BYTES) is None
+    assert text_too_big("😀" * (MAX_TITLE_BYTES // 4) + "x", MAX_TITLE_BYTES) == (
+        "65,537 bytes of text, more than the 64 KiB it may hold"
+    )
+    assert text_too_big("x" * MAX_DESCRIPTION_BYTES, MAX_DESCRIPTION_BYTES) is None
+    ticket = decode_ticket({"id": 7, "title": "é" * 40_000, "description": "ok"})
+    assert ticket.title == "é" * 40_000
+    assert ticket.problem == (
+        "ticket 7 row is malformed: title: 80,000 bytes of text, more than the 64 KiB it may hold"
+    )

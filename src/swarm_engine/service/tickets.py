@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
-from swarm_engine.records import TicketStatus, inputs_too_big, shown, variables_problem
+from swarm_engine.records import (
+    MAX_DESCRIPTION_BYTES,
+    MAX_TITLE_BYTES,
+    TicketStatus,
+    inputs_too_big,
+    shown,
+    text_too_big,
+    variables_problem,
+)
 from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.engines import holder
@@ -62,11 +70,20 @@ class NewTicket:
 
 def create(store: Store, registry: Registry, new: NewTicket, names: Fields = API_FIELDS) -> Ticket:
     """Create a ticket (open, or draft) after checking it can run: exactly one of agent
-    or workflow, which must be registered and not a template; values the stores can hold.
+    or workflow, which must be registered and not a template; values the stores can hold;
+    a title of at most `MAX_TITLE_BYTES` (64 KiB), a description of at most
+    `MAX_DESCRIPTION_BYTES` (1 MiB), inputs of at most `MAX_INPUTS_BYTES` (8 MiB).
     Returns the stored ticket."""
     check_target(new.agent, new.workflow, names)
     check_text(new.title, "title")
     check_text(new.description, "description")
+    for value, name, limit in (
+        (new.title, "title", MAX_TITLE_BYTES),
+        (new.description, "description", MAX_DESCRIPTION_BYTES),
+    ):
+        too_big = text_too_big(value, limit)
+        if too_big is not None:
+            raise UsageError(f"{name}: {too_big}")
     check_json(dict(new.inputs), "inputs")
     too_big = inputs_too_big(json.dumps(dict(new.inputs)))  # (as the store writes it)
     if too_big is not None:

@@ -18,12 +18,15 @@ from datetime import datetime
 from typing import Any
 
 from swarm_engine.records import (
+    MAX_DESCRIPTION_BYTES,
+    MAX_TITLE_BYTES,
     TicketStatus,
     TooDeep,
     inputs_too_big,
     json_type,
     readable_json,
     shown,
+    text_too_big,
 )
 from swarm_engine.store.db import InvalidText, Row
 from swarm_engine.store.timestamps import format_ts, parse_timestamp
@@ -62,6 +65,18 @@ class Decoder:
             return value.decode("utf-8", errors="replace")
         if not isinstance(value, str):
             return str(value)
+        return value
+
+    def bounded_text(self, name: str, limit: int) -> str:
+        """A text column of at most `limit` UTF-8 bytes; a longer value is a defect (its
+        ticket fails at its claim, so the engine never renews a lease on such a row). The
+        value is kept whole, as every other field a row holds, for `--json` and the API:
+        views show the first characters of it (`cli.text.brief`), and a page of tickets is
+        bounded in bytes (`service.tickets.page`)."""
+        value = self.text(name)
+        why_not = text_too_big(value, limit)
+        if why_not is not None:
+            self.bad(name, why_not)
         return value
 
     def opt_text(self, name: str) -> str | None:
@@ -238,8 +253,8 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
     status = d.choice("status", STATUSES, "draft")
     return Ticket(
         id=ticket_id,
-        title=d.text("title"),
-        description=d.text("description"),
+        title=d.bounded_text("title", MAX_TITLE_BYTES),
+        description=d.bounded_text("description", MAX_DESCRIPTION_BYTES),
         status=status,
         execution_mode=mode,
         agent_id=agent_id,
