@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from tests.acceptance.conftest import engine_ready, stop, write_agent
+from tests.conftest import Target
 from tests.support.cli import query, sqlite_shell, start_engine, swarm, swarm_inproc, wait_until
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5", "SWARM_LEASE_TTL": "6"}
@@ -20,11 +21,14 @@ FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5", "SWARM_
 VICTIM = "(SELECT id FROM tickets WHERE title = 'victim')"
 
 
-def make_tickets(home: Path, tmp_path: Path, command: str = "echo hi") -> None:
+def make_tickets(
+    home: Path, tmp_path: Path, command: str = "echo hi", env: dict[str, str] | None = None
+) -> None:
+    env = env or {}
     write_agent(tmp_path / "say", f"name: say\nkind: shell\ncommand: {command}\n")
-    assert swarm_inproc(home, "agent", "register", str(tmp_path / "say")).returncode == 0
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "say"), **env).returncode == 0
     for title in ("victim", "bystander"):
-        done = swarm_inproc(home, "ticket", "create", "--title", title, "--agent", "say")
+        done = swarm_inproc(home, "ticket", "create", "--title", title, "--agent", "say", **env)
         assert done.returncode == 0, done.stderr
 
 
@@ -152,6 +156,10 @@ def test_an_attempt_taken_inside_its_own_write_leaves_no_run_behind(
         ("the run's end",
          "BEFORE UPDATE OF status ON workflow_runs WHEN NEW.ticket_id = {victim}"
          " AND NEW.status = 'done' BEGIN SELECT RAISE(ABORT, 'no runs for you'); END"),
+        # the ticket's 'done' refused, its 'failed' allowed: failed once, at once
+        ("the run's end",
+         "BEFORE UPDATE OF status ON tickets WHEN NEW.id = {victim}"
+         " AND NEW.status = 'done' BEGIN SELECT RAISE(ABORT, 'no runs for you'); END"),
     ],
 )  # fmt: skip
 def test_a_write_the_store_refuses_fails_the_ticket_with_one_line(
@@ -199,3 +207,106 @@ def test_a_trigger_error_that_says_locked_is_no_busy_store(home: Path, tmp_path:
     )  # fmt: skip
     assert victim["status"] == "failed" and victim["attempts"] == 1, victim
     assert "locked" in victim["error"] and "\n" not in victim["error"], victim
+
+
+def _pg_trigger(name: str, body: str, on: str = "UPDATE OF status") -> str:
+    return (
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}"
+        f" RETURN NEW; END $$; CREATE TRIGGER {name} BEFORE {on} ON tickets"
+        f" FOR EACH ROW EXECUTE FUNCTION {name}();"
+    )
+
+
+NO_END = {
+    # 'done' and 'failed' both refused
+    "refused": {
+        "sqlite": "CREATE TRIGGER no_end BEFORE UPDATE OF status ON tickets"
+        " WHEN OLD.title = 'victim' AND NEW.status IN ('done','failed')"
+        " BEGIN SELECT RAISE(ABORT, 'no end here'); END;",
+        "postgresql": _pg_trigger(
+            "no_end",
+            "IF OLD.title = 'victim' AND NEW.status IN ('done','failed')"
+            " THEN RAISE EXCEPTION 'no end here'; END IF;",
+        ),
+    },
+    # the row frozen once it is running: no status change, no lease renewal
+    "frozen": {
+        "sqlite": "CREATE TRIGGER no_end BEFORE UPDATE OF status, lease_expires_at,"
+        " attempt_id, error ON tickets WHEN OLD.title = 'victim' AND OLD.status = 'running'"
+        " BEGIN SELECT RAISE(ABORT, 'no end here'); END;",
+        "postgresql": _pg_trigger(
+            "no_end",
+            "IF OLD.title = 'victim' AND OLD.status = 'running'"
+            " THEN RAISE EXCEPTION 'no end here'; END IF;",
+            "UPDATE OF status, lease_expires_at, attempt_id, error",
+        ),
+    },
+    # 'done' refused, 'failed' silently dropped
+    "ignored": {
+        "sqlite": "CREATE TRIGGER no_end BEFORE UPDATE OF status ON tickets"
+        " WHEN OLD.title = 'victim' AND NEW.status = 'done'"
+        " BEGIN SELECT RAISE(ABORT, 'no end here'); END;"
+        " CREATE TRIGGER no_fail BEFORE UPDATE OF status ON tickets"
+        " WHEN OLD.title = 'victim' AND NEW.status = 'failed'"
+        " BEGIN SELECT RAISE(IGNORE); END;",
+        "postgresql": _pg_trigger(
+            "no_end",
+            "IF OLD.title = 'victim' AND NEW.status = 'done'"
+            " THEN RAISE EXCEPTION 'no end here'; END IF;"
+            " IF OLD.title = 'victim' AND NEW.status = 'failed' THEN RETURN NULL; END IF;",
+        ),
+    },
+}
+"""Triggers that let the victim run but refuse every end of it the engine could write."""
+
+
+@pytest.mark.parametrize("kind", sorted(NO_END))
+def test_a_ticket_whose_every_end_is_refused_runs_once_and_the_engine_ends(
+    store_target: Target, tmp_path: Path, kind: str
+) -> None:
+    """The store refuses the run's end and the failing of the ticket too. Before, the run
+    was abandoned and the ticket left `running` with its lease: reclaimed when the lease
+    ran out, it ran again, three times in all, then stayed `running` for good (the
+    reclaim's 'failed' refused too) and `start --until-idle` never ended. Now it runs
+    once: its run is closed `ended unrecorded: ...`, one line is logged, the ticket is
+    left as the store keeps it and no engine (nor `cleanup`) runs it again."""
+    home = tmp_path / "home"
+    env = {**FAST, **store_target.env}
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    make_tickets(home, tmp_path, env=env)
+    store_target.sql(NO_END[kind][store_target.dialect])
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
+                 timeout=60, **env)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    rows = {r["title"]: r for r in store_target.rows("SELECT * FROM tickets")}
+    assert rows["bystander"]["status"] == "done", rows
+    victim = rows["victim"]
+    assert victim["status"] == "running" and victim["attempts"] == 1, victim
+    said = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(said) == 1 and f"ticket {victim['id']}: " in said[0], out
+    assert "could not be recorded: the store refused it (" in said[0], out
+    assert "the store refused to fail the ticket too" in said[0], out
+    assert "lease" not in out.replace("renewal of its lease", ""), out
+
+    def victim_runs() -> list[dict[str, Any]]:
+        return store_target.rows(
+            f"SELECT status, error FROM workflow_runs WHERE ticket_id = {victim['id']}"
+        )
+
+    (run,) = victim_runs()
+    assert run["status"] == "failed" and run["error"].startswith("ended unrecorded: "), run
+    # its lease runs out (moved in the store, with the trigger gone): no reclaim takes it
+    store_target.sql(
+        "DROP TRIGGER no_end" + ("" if store_target.dialect == "sqlite" else " ON tickets")
+    )
+    store_target.sql("UPDATE tickets SET lease_expires_at = '2000-01-01T00:00:00Z'")
+    assert swarm_inproc(home, "cleanup", **store_target.env).returncode == 0
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = {r["title"]: r for r in store_target.rows("SELECT * FROM tickets")}["victim"]
+    assert again["status"] == "running" and again["attempts"] == 1, again
+    assert len(victim_runs()) == 1
+    # a user ends it
+    cancel = swarm_inproc(home, "ticket", "cancel", str(victim["id"]), **env)
+    assert cancel.returncode == 0, cancel.stderr

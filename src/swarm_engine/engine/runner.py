@@ -170,7 +170,9 @@ class TicketRunner:
         cancel, a reclaim) the lease keeper handles it, as ever: `exc` is returned. A write
         the store refused outright (a constraint, or a trigger's `RAISE`; its lease's
         renewal too, `renewal_refused`) fails the ticket the same way, its line saying
-        what the store said."""
+        what the store said. When the store refuses to fail the ticket as well, its run
+        is closed as ended unrecorded (`RunWrites.refused`): the ticket stays as the store
+        keeps it, is never run again (no reclaim re-queues it), and one line says so."""
         attempt = str(ticket.attempt_id)
         if attempt in self._ended:
             return self._ended[attempt]
@@ -194,6 +196,13 @@ class TicketRunner:
         if fate == "failed":
             log.warning("ticket %s failed: %s", ticket.id, line, extra={"ticket_id": ticket.id})
             ended = AttemptEndedError(f"ticket {ticket.id} failed: {line}")
+        elif fate == "unrecorded":
+            line += (
+                "; the store refused to fail the ticket too: its run is closed, the ticket"
+                " is left as the store keeps it and is not run again"
+            )
+            log.warning("ticket %s: %s", ticket.id, line, extra={"ticket_id": ticket.id})
+            ended = AttemptEndedError(f"ticket {ticket.id}: {line}")
         else:
             ended = self._deleted(ticket, f"seen at {what}")
         self._ended[attempt] = ended

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event
-from swarm_engine.errors import NotFoundError
+from swarm_engine.engine.gate import store_said
+from swarm_engine.engine.leases import refused
+from swarm_engine.errors import NotFoundError, StoreError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm.base import VM
@@ -23,7 +25,7 @@ Destroyed = tuple[str, str | None, datetime]
 """A VM gone, to be recorded: its id, the error its destruction hit (None: clean), and
 when (UTC; the record may be written later, with the step's or the run's end)."""
 
-Fate = Literal["failed", "deleted", "taken"]
+Fate = Literal["failed", "unrecorded", "deleted", "taken"]
 """What became of a ticket after a fenced write of its attempt was refused (see
 `RunWrites.refused`)."""
 
@@ -170,14 +172,39 @@ class RunWrites:
         the refusal came from a row of this attempt another writer changed, or from inside
         the write itself (a trigger that deleted or changed the ticket, undone with it):
         'failed'. Else 'deleted' (the row is gone) or 'taken' (cancelled, reclaimed, or
-        given another attempt: what the lease keeper sees and handles)."""
-        assert ticket.attempt_id is not None
-        if self.store.tickets.fail_attempt(ticket.id, ticket.attempt_id, error):
-            return "failed"
+        given another attempt: what the lease keeper sees and handles).
+
+        When the store refuses to fail the ticket too (a trigger that refuses 'failed' as
+        well, or any change of the row), by raising or by silently ignoring the write, the
+        attempt's run is closed as ended unrecorded (`RunStore.end_unrecorded`):
+        'unrecorded'. The ticket stays as the store keeps it, and is never run again."""
+        attempt_id = ticket.attempt_id
+        assert attempt_id is not None
+        try:
+            if self.store.tickets.fail_attempt(ticket.id, attempt_id, error):
+                return "failed"
+        except StoreError as exc:
+            if not refused(exc):  # busy, its file gone: the caller's to handle
+                raise
+            why = f"{error}; failing the ticket was refused too ({store_said(exc)})"
+            return self._unrecorded(attempt_id, why, exc)
         try:
             self.store.tickets.get(ticket.id)
         except NotFoundError:
             return "deleted"
+        if self.store.tickets.still_held(ticket.id, attempt_id):  # the failing was ignored
+            why = f"{error}; failing the ticket was ignored by the store (a trigger?)"
+            return self._unrecorded(attempt_id, why, None)
+        return "taken"
+
+    def _unrecorded(self, attempt_id: str, why: str, exc: StoreError | None) -> Fate:
+        """Close the attempt's run as ended unrecorded; if it has no run to close (its
+        start was what the store refused), the failing's refusal is raised as it came:
+        the lease's end settles the ticket, as before."""
+        if self.store.runs.end_unrecorded(attempt_id, why):
+            return "unrecorded"
+        if exc is not None:
+            raise exc
         return "taken"
 
     def vms_destroyed(self, destroyed: list[Destroyed]) -> None:

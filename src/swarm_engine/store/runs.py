@@ -15,6 +15,11 @@ from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
 from swarm_engine.store.tickets import MAX_ID, TicketStore
 
+UNRECORDED_END = "ended unrecorded: "
+"""How the error of a run begins whose end the store refused, and the failing of its
+ticket too (`RunStore.end_unrecorded`): the mark, matched by the ticket statements, that
+keeps the ticket from being re-queued when its lease runs out."""
+
 
 class RunStore:
     def __init__(self, db: Database) -> None:
@@ -181,6 +186,18 @@ class RunStore:
             args = {"attempt_id": attempt_id, "error": error}
             self.db.run(self.q.abandon_attempt_steps, args)
             self.db.run(self.q.abandon_attempt_runs, args)
+
+    def end_unrecorded(self, attempt_id: str, error: str) -> bool:
+        """The attempt's run ended, and the store refused to record it and to fail its
+        ticket as well: close the run (and its unfinished steps) `failed`, its error
+        `UNRECORDED_END` + `error`. The ticket is left as the store keeps it (live, with
+        this attempt's lease), and never re-queued: no reclaim takes a ticket whose
+        attempt's run is so closed, and `any_unfinished` does not count it. Not fenced:
+        only that attempt's own rows. Returns whether its run was there to close."""
+        args = {"attempt_id": attempt_id, "error": UNRECORDED_END + error}
+        with self.db.transaction():
+            self.db.run(self.q.end_unrecorded_steps, args)
+            return self.db.run(self.q.end_unrecorded_run, args).rowcount == 1
 
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:

@@ -136,3 +136,17 @@ UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
 -- name: abandon_attempt_runs
 UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error), completed_at = now()
  WHERE attempt_id = :attempt_id AND status = 'running'
+
+-- name: end_unrecorded_steps
+-- The attempt's run ended and the store refused both its end and the ticket's failure:
+-- its run is closed with an error beginning `ended unrecorded: `, the mark that keeps the
+-- reclaim from re-queuing the ticket (see any_expired in tickets.sql). Only its own rows.
+UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+       completed_at = now()
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
+
+-- name: end_unrecorded_run
+UPDATE workflow_runs SET status = 'failed', error = :error, completed_at = now(),
+       duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint)
+ WHERE attempt_id = :attempt_id AND status = 'running'

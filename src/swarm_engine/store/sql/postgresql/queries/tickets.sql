@@ -26,7 +26,13 @@ SELECT * FROM ticket_events WHERE ticket_id = :id AND id <= :through ORDER BY id
 SELECT count(*) FROM ticket_events WHERE ticket_id = :id
 
 -- name: any_unfinished
-SELECT 1 FROM tickets WHERE status IN ('open','claimed','running') LIMIT 1
+-- A live ticket whose attempt's run ended unrecorded (see any_expired) is over.
+SELECT 1 FROM tickets
+ WHERE status IN ('open','claimed','running')
+   AND (status = 'open' OR NOT EXISTS (
+          SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
+             AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %'))
+ LIMIT 1
 
 -- name: create
 INSERT INTO tickets (title, description, status, execution_mode, agent_id, workflow_id,
@@ -144,12 +150,17 @@ SELECT attempt_id FROM tickets
 SELECT 1 FROM tickets WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
 
 -- name: any_expired
+-- Not a ticket whose attempt's run was closed `ended unrecorded: ...` (its engine ran it to
+-- an end the store refused to record, and refused to fail the ticket too): it stays as it
+-- is, live, and is never re-queued (runs.sql end_unrecorded_run; docs/engine.md).
 -- A live row with no lease (NULL: written by hand) has no holder that could renew it,
 -- so it counts as expired too.
 SELECT 1 FROM tickets
  WHERE status IN ('claimed','running')
    AND (lease_expires_at IS NULL OR lease_expires_at < now()
         OR lease_expires_at > now() + interval '7 days 1 hour')
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
+                     AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %')
  LIMIT 1
 
 -- name: expired_ids
@@ -157,6 +168,8 @@ SELECT id FROM tickets
  WHERE status IN ('claimed','running')
    AND (lease_expires_at IS NULL OR lease_expires_at < now()
         OR lease_expires_at > now() + interval '7 days 1 hour')
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
+                     AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %')
  ORDER BY id
 
 -- name: expired_vms
@@ -172,6 +185,8 @@ SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
         OR t.lease_expires_at > now() + interval '7 days 1 hour')
    AND (CAST(:only AS BIGINT) IS NULL OR t.id = CAST(:only AS BIGINT))
    AND v.state IN ('booting','ready','busy','destroying')
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs u WHERE u.attempt_id = t.attempt_id
+                     AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %')
  ORDER BY t.id, v.id
  LIMIT :limit
 
@@ -189,6 +204,8 @@ UPDATE tickets SET
    AND (lease_expires_at IS NULL OR lease_expires_at < now()
         OR lease_expires_at > now() + interval '7 days 1 hour')
    AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
+                     AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %')
 RETURNING id, status
 
 -- name: reclaim_lock

@@ -138,3 +138,19 @@ UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
 -- name: abandon_attempt_runs
 UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error), completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE attempt_id = :attempt_id AND status = 'running'
+
+-- name: end_unrecorded_steps
+-- The attempt's run ended and the store refused both its end and the ticket's failure:
+-- its run is closed with an error beginning `ended unrecorded: `, the mark that keeps the
+-- reclaim from re-queuing the ticket (see any_expired in tickets.sql). Only its own rows.
+UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
+
+-- name: end_unrecorded_run
+UPDATE workflow_runs SET status = 'failed', error = :error,
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
+                                * 86400000) AS INTEGER)
+ WHERE attempt_id = :attempt_id AND status = 'running'
