@@ -70,6 +70,13 @@ class StoreIntegrityError(StoreError):
     """A write refused by a constraint (CHECK, NOT NULL, UNIQUE, FOREIGN KEY)."""
 
 
+class EngineRowLostError(StoreIntegrityError):
+    """The engine's own `engines` row was deleted by another writer and the store would
+    not let it be put back (a trigger that drops or refuses its insert): no write that
+    names the engine can be made. Final: the engine stops, and a ticket it claimed but
+    could not start is put back in the queue for another engine."""
+
+
 class StaleAttemptError(StoreError):
     """A write from an attempt that no longer holds the ticket's lease (fencing)."""
 

@@ -94,3 +94,57 @@ def test_an_idle_engines_heartbeat_puts_its_row_back(home: Home) -> None:
         lambda: home.target.rows("SELECT 1 FROM tickets WHERE status = 'done'"), 30, "the ticket"
     )
     finish(home, proc)
+
+
+DROP_ROW = {
+    "sqlite": "CREATE TRIGGER keep_out BEFORE INSERT ON engines BEGIN SELECT RAISE(IGNORE); END;",
+    "postgresql": (
+        "CREATE FUNCTION keep_out() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RETURN NULL; END $$; CREATE TRIGGER keep_out BEFORE INSERT ON engines"
+        " FOR EACH ROW EXECUTE FUNCTION keep_out();"
+    ),
+}
+"""Silently drops every insert into `engines`: a deleted row cannot be put back."""
+
+
+def test_tickets_claimed_while_the_row_cannot_come_back_are_left_for_another_engine(
+    home: Home,
+) -> None:
+    """The row deleted and its insert dropped (a trigger's IGNORE): the engine stops at
+    once with one line, and the tickets it claimed meanwhile, which never ran, go back to
+    the queue, their attempts not counted. Before, each failed with `the run's start could
+    not be recorded: the store refused it (FOREIGN KEY constraint failed)`, and the engine
+    went on claiming until its next heartbeat stopped it."""
+    proc = home.start(SWARM_HEARTBEAT_INTERVAL="30", SWARM_LEASE_TTL="90")
+    engine = home.registered(proc)
+    wait_until(  # its first heartbeat, right after its start, is over: the next is far off
+        lambda: home.target.rows(
+            "SELECT 1 FROM engines WHERE id = %(id)s AND heartbeat_at <> started_at", id=engine
+        ),
+        30,
+        "the engine's first heartbeat",
+    )
+    home.target.sql("DELETE FROM engines")
+    home.target.sql(DROP_ROW[home.target.dialect])
+    values = ",".join(f"('e{i}', 'open', 'echo', '{{\"i\": {i}}}')" for i in range(2))
+    home.target.sql(f"INSERT INTO tickets (title, status, agent_id, inputs) VALUES {values}")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert errors == [
+        "error: engine stopped: its row in engines was deleted by another writer and the"
+        " store refused to put it back (engine " + errors[0].split("(engine ", 1)[-1]
+    ], out
+    requeued = [x for x in out.splitlines() if "re-queued for another engine" in x]
+    rows = home.target.rows("SELECT status, attempts, error, attempt_id FROM tickets")
+    assert len(requeued) == len(rows) == 2, out
+    assert rows == [{"status": "open", "attempts": 0, "error": None, "attempt_id": None}] * 2
+    assert not home.target.rows("SELECT 1 FROM workflow_runs")
+    # another engine (the trigger gone) runs them, once each
+    home.target.sql(
+        "DROP TRIGGER keep_out" + ("" if home.target.dialect == "sqlite" else " ON engines")
+    )
+    done = home.cli("start", "--foreground", "--until-idle")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = home.target.rows("SELECT status, attempts FROM tickets")
+    assert rows == [{"status": "done", "attempts": 1}] * 2, rows

@@ -135,6 +135,7 @@ class Daemon:
             events=self.events,
         )
         session.runner.abort_status = "open"
+        session.runner.on_row_lost = self._row_lost
         self.session = session
         session.on_gone = self._store_gone
         async with session:
@@ -204,6 +205,16 @@ class Daemon:
             self._stop_requests = 2
             self.draining.set()
             self._abort()
+
+    def _row_lost(self, why: str) -> None:
+        """A run's start found this engine's `engines` row gone and not to be put back:
+        no more claims (what it claimed and could not start goes back to the queue, the
+        runner's doing); the engine drains and stops, saying why, once."""
+        if self.failed_why is None:
+            log.error("%s; stopping the engine", why)
+            self.failed_why = why
+            self.failed = "engine row"
+            self.draining.set()
 
     async def _watch_file(self, path: Path) -> None:
         """Every heartbeat interval: the SQLite store's name still names the file this

@@ -14,7 +14,13 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
+from swarm_engine.errors import (
+    EngineRowLostError,
+    StoreBusyError,
+    StoreError,
+    StoreGoneError,
+    StoreIntegrityError,
+)
 from swarm_engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,7 +82,8 @@ class EngineRow:
     def keeping(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn` (one write that names this engine, a transaction of its own); if the store
         refuses it and this engine's row turns out to be gone, the row is put back and
-        `fn` made once more. Any other refusal stands (re-raised as it came)."""
+        `fn` made once more. Any other refusal stands (re-raised as it came). A row that is
+        gone and that the store will not let be put back: `EngineRowLostError`."""
         try:
             return fn(*args, **kwargs)
         except StoreIntegrityError as exc:
@@ -85,8 +92,13 @@ class EngineRow:
             back = self.restore()
         except StoreBusyError:
             raise
-        except StoreError:  # the row cannot be put back: the refusal stands
-            back = False
+        except StoreError as exc:  # the row cannot be put back: the refusal stands
+            if isinstance(exc, StoreGoneError) or self.store.engines.get(self.engine_id):
+                raise refused from None
+            raise EngineRowLostError(
+                "its row in engines was deleted by another writer and the store refused to"
+                f" put it back ({' '.join(str(exc).split())[:300]})"
+            ) from refused
         if not back:
             raise refused
         return fn(*args, **kwargs)

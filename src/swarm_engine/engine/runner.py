@@ -36,6 +36,7 @@ from swarm_engine.engine.plan import (
 from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
 from swarm_engine.errors import (
     AttemptEndedError,
+    EngineRowLostError,
     StaleAttemptError,
     StoreBusyError,
     StoreError,
@@ -133,6 +134,9 @@ class TicketRunner:
         """Tickets whose abort the store refused (a constraint, a trigger), with why."""
         self._aborting: dict[int, list[Destroyed]] = {}
         """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
+        self.on_row_lost: Callable[[str], None] = lambda why: None
+        """Told (with why) when a run's start finds this engine's row gone for good
+        (`EngineRowLostError`): the daemon stops."""
         self._refusals: set[asyncio.Task[None]] = set()
         """Attempts being ended because the store refused their lease renewal."""
 
@@ -150,6 +154,8 @@ class TicketRunner:
             raise StaleAttemptError(
                 f"ticket {ticket.id}: the lease ran out while the store was busy ({exc})"
             ) from exc
+        except EngineRowLostError as exc:  # (its run's start): not the ticket's doing
+            raise await self._left(ticket, exc) from exc
         except (StaleAttemptError, StoreIntegrityError) as exc:
             name = getattr(getattr(fn, "func", fn), "__name__", "")  # (a partial's too)
             raise await self._refused(ticket, name, exc) from exc
@@ -210,6 +216,32 @@ class TicketRunner:
         main, stop = self._stops.get(attempt, (None, None))
         if stop is not None and asyncio.current_task() is not main:
             stop("ended")  # a step's (or its log's) write: the run stops now
+        return ended
+
+    async def _left(self, ticket: Ticket, exc: EngineRowLostError) -> StaleAttemptError:
+        """The run's start was refused because this engine's own row is gone for good
+        (`EngineRowLostError`): the engine is told (`on_row_lost`: it stops) and the
+        ticket, which never ran, is put back in the queue for another engine, its attempt
+        not counted, with one line. If the store will not let it go back, it is failed as
+        any refused write's ticket is (`_refused`)."""
+        attempt = str(ticket.attempt_id)
+        self.on_row_lost(str(exc))
+        try:
+            released = await self.gate.retrying_while(
+                lambda: self.keeper.holds(attempt), self.store.tickets.release, ticket.id, attempt
+            )
+        except StoreError:
+            released = False
+        if not released:
+            return await self._refused(ticket, "start_run", exc)
+        line = (
+            f"ticket {ticket.id}: re-queued for another engine: its run could not start, this"
+            " engine's row in engines being gone for good"
+        )
+        log.warning("%s", line, extra={"ticket_id": ticket.id})
+        ended = AttemptEndedError(line)
+        self._ended[attempt] = ended
+        self.keeper.release(attempt)
         return ended
 
     def renewal_refused(self, ticket: Ticket, exc: StoreError) -> None:

@@ -375,6 +375,13 @@ class TicketStore:
                 self.close_open_runs(ticket_id, "failed", line)
         return done.rowcount == 1
 
+    def release(self, ticket_id: int, attempt_id: str) -> bool:
+        """Put a claimed ticket whose run never started back in the queue, its attempt not
+        counted (fenced; CHECKs ignored, as `fail_attempt`). Returns whether it did."""
+        args = {"id": ticket_id, "attempt_id": attempt_id}
+        with self.db.checks_ignored():
+            return self.db.run(self.q.release, args).rowcount == 1
+
     def renew_leases(self, attempt_ids: Iterable[str], lease_ttl: float) -> set[str]:
         """Extend the leases of live attempts; returns those still held."""
         ids = builtins.list(attempt_ids)

@@ -133,6 +133,13 @@ UPDATE tickets SET status = 'failed', error = :error,
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
  WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
 
+-- name: release
+-- A claimed ticket whose run could not start for a reason of its engine's own (its row in
+-- engines gone for good): back in the queue for another engine, the attempt not counted.
+UPDATE tickets SET status = 'open', attempts = max(attempts - 1, 0), engine_id = NULL,
+       attempt_id = NULL, lease_expires_at = NULL, claimed_at = NULL
+ WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
+
 -- name: renew_leases
 UPDATE tickets
    SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
