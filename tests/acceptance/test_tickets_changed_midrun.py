@@ -310,3 +310,21 @@ def test_a_ticket_whose_every_end_is_refused_runs_once_and_the_engine_ends(
     # a user ends it
     cancel = swarm_inproc(home, "ticket", "cancel", str(victim["id"]), **env)
     assert cancel.returncode == 0, cancel.stderr
+
+
+def test_run_ticket_says_why_a_ticket_whose_every_end_is_refused_stayed_running(
+    home: Path, tmp_path: Path
+) -> None:
+    """`run-ticket --wait` on such a ticket: exit 1, its error line the run's (it said
+    `error: ticket 1 running: None`)."""
+    make_tickets(home, tmp_path)
+    sqlite_shell(home / "tickets.db", NO_END["refused"]["sqlite"])
+    (victim,) = query(home / "tickets.db", "SELECT id FROM tickets WHERE title = 'victim'")
+    done = swarm(home, "run-ticket", str(victim["id"]), "--wait", timeout=60, **FAST)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: ticket {victim['id']} running: ended unrecorded: the run's end could not be"
+        " recorded: the store refused it (no end here); failing the ticket was refused too"
+        " (no end here)"
+    ], done.stderr

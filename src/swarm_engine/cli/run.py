@@ -91,7 +91,10 @@ def run_ticket(
     else:
         _summary(final, run)
     if final.status != "done":
-        raise TicketFailed(f"ticket {ticket_id} {final.status}: {final.error}")
+        # a ticket the store kept live while its run ended (`ended unrecorded: ...`) has
+        # no error of its own: its run's says why
+        why = final.error if final.error is not None else run.get("error")
+        raise TicketFailed(f"ticket {ticket_id} {final.status}: {why}")
 
 
 async def _run_and_wait(
