@@ -256,8 +256,19 @@ NO_END = {
             " IF OLD.title = 'victim' AND NEW.status = 'failed' THEN RETURN NULL; END IF;",
         ),
     },
+    # its start refused ('running'), and 'failed' too: it never runs, and has no run row
+    "unstarted": {
+        "sqlite": "CREATE TRIGGER no_end BEFORE UPDATE OF status ON tickets"
+        " WHEN OLD.title = 'victim' AND NEW.status IN ('running','failed')"
+        " BEGIN SELECT RAISE(ABORT, 'no end here'); END;",
+        "postgresql": _pg_trigger(
+            "no_end",
+            "IF OLD.title = 'victim' AND NEW.status IN ('running','failed')"
+            " THEN RAISE EXCEPTION 'no end here'; END IF;",
+        ),
+    },
 }
-"""Triggers that let the victim run but refuse every end of it the engine could write."""
+"""Triggers that refuse every end of the victim the engine could write."""
 
 
 @pytest.mark.parametrize("kind", sorted(NO_END))
@@ -269,7 +280,9 @@ def test_a_ticket_whose_every_end_is_refused_runs_once_and_the_engine_ends(
     ran out, it ran again, three times in all, then stayed `running` for good (the
     reclaim's 'failed' refused too) and `start --until-idle` never ended. Now it runs
     once: its run is closed `ended unrecorded: ...`, one line is logged, the ticket is
-    left as the store keeps it and no engine (nor `cleanup`) runs it again."""
+    left as the store keeps it and no engine (nor `cleanup`) runs it again. A start the
+    store refuses, with the failing, was re-queued in the same way: the attempt now gets
+    a run row so closed, and the ticket, never run, stays `claimed`."""
     home = tmp_path / "home"
     env = {**FAST, **store_target.env}
     assert swarm_inproc(home, "status", "--init", **env).returncode == 0
@@ -282,7 +295,8 @@ def test_a_ticket_whose_every_end_is_refused_runs_once_and_the_engine_ends(
     rows = {r["title"]: r for r in store_target.rows("SELECT * FROM tickets")}
     assert rows["bystander"]["status"] == "done", rows
     victim = rows["victim"]
-    assert victim["status"] == "running" and victim["attempts"] == 1, victim
+    left = "claimed" if kind == "unstarted" else "running"
+    assert victim["status"] == left and victim["attempts"] == 1, victim
     said = [line for line in out.splitlines() if "WARNING" in line]
     assert len(said) == 1 and f"ticket {victim['id']}: " in said[0], out
     assert "could not be recorded: the store refused it (" in said[0], out
@@ -305,7 +319,7 @@ def test_a_ticket_whose_every_end_is_refused_runs_once_and_the_engine_ends(
     done = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **env)
     assert done.returncode == 0, done.stdout + done.stderr
     again = {r["title"]: r for r in store_target.rows("SELECT * FROM tickets")}["victim"]
-    assert again["status"] == "running" and again["attempts"] == 1, again
+    assert again["status"] == left and again["attempts"] == 1, again
     assert len(victim_runs()) == 1
     # a user ends it
     cancel = swarm_inproc(home, "ticket", "cancel", str(victim["id"]), **env)

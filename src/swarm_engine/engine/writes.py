@@ -187,21 +187,21 @@ class RunWrites:
             if not refused(exc):  # busy, its file gone: the caller's to handle
                 raise
             why = f"{error}; failing the ticket was refused too ({store_said(exc)})"
-            return self._unrecorded(attempt_id, why, exc)
+            return self._unrecorded(ticket, why, exc)
         try:
             self.store.tickets.get(ticket.id)
         except NotFoundError:
             return "deleted"
         if self.store.tickets.still_held(ticket.id, attempt_id):  # the failing was ignored
             why = f"{error}; failing the ticket was ignored by the store (a trigger?)"
-            return self._unrecorded(attempt_id, why, None)
+            return self._unrecorded(ticket, why, None)
         return "taken"
 
-    def _unrecorded(self, attempt_id: str, why: str, exc: StoreError | None) -> Fate:
-        """Close the attempt's run as ended unrecorded; if it has no run to close (its
-        start was what the store refused), the failing's refusal is raised as it came:
-        the lease's end settles the ticket, as before."""
-        if self.store.runs.end_unrecorded(attempt_id, why):
+    def _unrecorded(self, ticket: Ticket, why: str, exc: StoreError | None) -> Fate:
+        """Close the attempt's run as ended unrecorded (`RunStore.end_unrecorded`); if
+        the store keeps even that from being written, the failing's refusal is raised as
+        it came: the lease's end settles the ticket, as before."""
+        if self.store.runs.end_unrecorded(ticket, why):
             return "unrecorded"
         if exc is not None:
             raise exc

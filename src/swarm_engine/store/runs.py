@@ -187,17 +187,34 @@ class RunStore:
             self.db.run(self.q.abandon_attempt_steps, args)
             self.db.run(self.q.abandon_attempt_runs, args)
 
-    def end_unrecorded(self, attempt_id: str, error: str) -> bool:
+    def end_unrecorded(self, ticket: Ticket, error: str) -> bool:
         """The attempt's run ended, and the store refused to record it and to fail its
         ticket as well: close the run (and its unfinished steps) `failed`, its error
-        `UNRECORDED_END` + `error`. The ticket is left as the store keeps it (live, with
-        this attempt's lease), and never re-queued: no reclaim takes a ticket whose
-        attempt's run is so closed, and `any_unfinished` does not count it. Not fenced:
-        only that attempt's own rows. Returns whether its run was there to close."""
-        args = {"attempt_id": attempt_id, "error": UNRECORDED_END + error}
+        `UNRECORDED_END` + `error`; an attempt without a run (its start was refused) gets
+        a run row so closed. The ticket is left as the store keeps it (live, with this
+        attempt's lease), and never re-queued: no reclaim takes a ticket whose attempt's
+        run is so closed, and `any_unfinished` does not count it. Not fenced: only that
+        attempt's own rows. Returns whether the mark was written."""
+        assert ticket.attempt_id is not None
+        args = {"attempt_id": ticket.attempt_id, "error": UNRECORDED_END + error}
         with self.db.transaction():
             self.db.run(self.q.end_unrecorded_steps, args)
-            return self.db.run(self.q.end_unrecorded_run, args).rowcount == 1
+            if self.db.run(self.q.end_unrecorded_run, args).rowcount == 1:
+                return True
+            row = self.db.one(
+                self.q.end_unrecorded_insert,
+                {
+                    **args,
+                    "ticket_id": ticket.id,
+                    "attempt": ticket.attempts,
+                    "engine_id": ticket.engine_id,
+                    "mode": ticket.execution_mode
+                    if ticket.execution_mode in ("single", "workflow")
+                    else "single",
+                    "inputs": json.dumps(ticket.inputs, default=str),
+                },
+            )
+            return row is not None
 
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:

@@ -150,3 +150,14 @@ UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
 UPDATE workflow_runs SET status = 'failed', error = :error, completed_at = now(),
        duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint)
  WHERE attempt_id = :attempt_id AND status = 'running'
+
+-- name: end_unrecorded_insert
+-- The same mark for an attempt that has no run (its start was what the store refused):
+-- a run row of its own, closed at once.
+INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode, inputs,
+                           status, error, started_at, completed_at, duration_ms)
+SELECT CAST(:ticket_id AS bigint), CAST(:attempt AS integer), CAST(:attempt_id AS text),
+       CAST(:engine_id AS text), CAST(:mode AS text), CAST(:inputs AS jsonb),
+       'failed', CAST(:error AS text), now(), now(), 0
+ WHERE NOT EXISTS (SELECT 1 FROM workflow_runs WHERE attempt_id = CAST(:attempt_id AS text))
+RETURNING id

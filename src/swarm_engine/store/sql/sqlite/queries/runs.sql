@@ -154,3 +154,13 @@ UPDATE workflow_runs SET status = 'failed', error = :error,
        duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
                                 * 86400000) AS INTEGER)
  WHERE attempt_id = :attempt_id AND status = 'running'
+
+-- name: end_unrecorded_insert
+-- The same mark for an attempt that has no run (its start was what the store refused):
+-- a run row of its own, closed at once.
+INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode, inputs,
+                           status, error, started_at, completed_at, duration_ms)
+SELECT :ticket_id, :attempt, :attempt_id, :engine_id, :mode, :inputs,
+       'failed', :error, strftime('%Y-%m-%dT%H:%M:%fZ','now'), strftime('%Y-%m-%dT%H:%M:%fZ','now'), 0
+ WHERE NOT EXISTS (SELECT 1 FROM workflow_runs WHERE attempt_id = :attempt_id)
+RETURNING id
