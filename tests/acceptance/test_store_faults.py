@@ -14,7 +14,7 @@ from tests.acceptance.conftest import engine_ready, stop, write_agent
 from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
 from tests.support.disk import fill, small_tmpfs
 
-from swarm_engine.errors import StoreBusyError
+from swarm_engine.errors import StaleAttemptError, StoreBusyError
 from swarm_engine.store import open_store
 
 
@@ -72,9 +72,13 @@ def test_a_run_survives_a_moment_of_full_disk(
     assert proc.returncode == 0 and "Traceback" not in out, out
 
 
-def test_a_reopen_before_the_engine_noticed_the_cancel_leaves_no_run_running(
+def test_a_reopen_before_the_engine_noticed_the_cancel_leaves_the_run_to_its_engine(
     tmp_path: Path,
 ) -> None:
+    """The engine (running, heartbeating) may still run the step: the reopen leaves the
+    run `running` for it to close once it has stopped the sandbox (closing it here let
+    another claim through while the old sandbox ran); the engine's close, refused as the
+    attempt's end (the ticket is not its any more), closes its own rows as cancelled."""
     store = open_store(tmp_path / "t.db")
     store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
     tid = store.tickets.create(title="x", agent_id="echo")
@@ -88,9 +92,15 @@ def test_a_reopen_before_the_engine_noticed_the_cancel_leaves_no_run_running(
     store.tickets.cancel(tid)
     store.tickets.reopen(tid)  # before the engine had a chance to record the cancel
     (run,) = store.runs.runs_for_ticket(tid)
+    assert run["status"] == "running"
+    assert [s["status"] for s in store.runs.steps(run_id)] == ["queued"]
+    assert store.tickets.get(tid).status == "open"
+    with pytest.raises(StaleAttemptError):
+        store.runs.finish_run(run_id, ticket, status="cancelled")
+    store.runs.cancel_run(run_id, "cancelled (the ticket was reopened)")
+    (run,) = store.runs.runs_for_ticket(tid)
     assert run["status"] == "cancelled" and "reopened" in run["error"]
     assert [s["status"] for s in store.runs.steps(run_id)] == ["cancelled"]
-    assert store.tickets.get(tid).status == "open"
     store.close()
 
 

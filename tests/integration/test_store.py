@@ -507,3 +507,84 @@ def test_a_heartbeat_no_engine_wrote_is_stale(store_target: Target, beat: str) -
         t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
     ] == [tid]
     store.close()
+
+
+def _cancelled_mid_run(store: Store, engine: str = "e") -> tuple[int, int]:
+    """A ticket claimed by `engine` (registered, heartbeating), its run started, then
+    cancelled by a user: the engine has not yet stopped the run. (ticket id, run id)"""
+    store.engines.register(engine, kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    tid = store.tickets.create(title="x", agent_id="echo", inputs={})
+    [ticket] = store.tickets.claim_next(engine_id=engine, attempt_id="a", lease_ttl=30)
+    run_id = store.runs.start_run(ticket, engine_id=engine, workflow_name=None,
+                                  workflow_version=None, inputs={})  # fmt: skip
+    store.tickets.cancel(tid)
+    return tid, run_id
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_reopened_ticket_waits_for_its_live_engine_to_close_the_old_run(
+    store_target: Target, bulk: bool
+) -> None:
+    """Cancel, then reopen at once, while the engine running the ticket has not stopped
+    its run yet: the reopen used to close that run itself, so the claim guard let another
+    engine (or the same) run the ticket again while the old sandbox still ran. The run is
+    left to its engine; the ticket is queued, and claimed only once that engine closed
+    its run."""
+    store = open_store(store_target.target)
+    tid, run_id = _cancelled_mid_run(store)
+    if bulk:
+        assert store.tickets.reopen_many([tid]) == [tid]
+    else:
+        assert store.tickets.reopen(tid).status == "open"
+    assert store.runs.get_run(run_id)["status"] == "running"
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    with pytest.raises(ConflictError, match="still has a run going on engine"):
+        store.tickets.claim(tid, engine_id="e", attempt_id="c", lease_ttl=30)
+    store.runs.cancel_run(run_id, "cancelled (the ticket was reopened)")  # its engine, done
+    run = store.runs.get_run(run_id)
+    assert (run["status"], run["error"]) == ("cancelled", "cancelled (the ticket was reopened)")
+    assert [
+        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
+    ] == [tid]
+    store.close()
+
+
+def test_a_reopened_ticket_whose_engine_went_silent_runs_again(store_target: Target) -> None:
+    """The old run's engine stopped heartbeating (dead) before it closed the run: the
+    ticket is claimed once that heartbeat is older than the lease, and the run is closed
+    when the engine is recorded dead."""
+    store = open_store(store_target.target)
+    tid, run_id = _cancelled_mid_run(store)
+    store.tickets.reopen(tid)
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    store_target.sql("UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
+    assert [
+        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
+    ] == [tid]
+    assert [e["id"] for e in store.engines.forget_silent(60)] == ["e"]
+    run = store.runs.get_run(run_id)
+    assert run["status"] == "failed" and "stopped heartbeating" in run["error"], run
+    store.close()
+
+
+@pytest.mark.parametrize("gone", ["stopped", "dead", "deleted"])
+def test_a_reopen_closes_the_run_of_an_engine_no_longer_running(
+    store_target: Target, gone: str
+) -> None:
+    """An engine that recorded its stop (or whose row is gone) will never close the run:
+    the reopen closes it, cancelled, and the ticket is claimed at once."""
+    if gone == "deleted" and store_target.dialect == "postgresql":
+        pytest.skip("a foreign key keeps a run's engine row in PostgreSQL")
+    store = open_store(store_target.target)
+    tid, run_id = _cancelled_mid_run(store)
+    if gone == "deleted":
+        store_target.sql("DELETE FROM engines")
+    else:
+        store_target.sql(f"UPDATE engines SET state = '{gone}'")
+    store.tickets.reopen(tid)
+    run = store.runs.get_run(run_id)
+    assert (run["status"], run["error"]) == ("cancelled", "cancelled (the ticket was reopened)")
+    assert [
+        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
+    ] == [tid]
+    store.close()

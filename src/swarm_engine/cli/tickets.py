@@ -35,6 +35,7 @@ from swarm_engine.cli.output import (
     when,
     whole,
 )
+from swarm_engine.cli.text import visible
 from swarm_engine.config import Settings
 from swarm_engine.records import TicketStatus
 from swarm_engine.service import tickets as service
@@ -366,10 +367,22 @@ def cancel(settings: Settings, ticket_id: int) -> None:
 @click.argument("ticket_id", type=TICKET_ID)
 @pass_existing("tickets")
 def reopen(settings: Settings, ticket_id: int) -> None:
-    """Put a done, failed or cancelled ticket back in the queue (open)."""
+    """Put a done, failed or cancelled ticket back in the queue (open).
+
+    A ticket just cancelled whose engine is still stopping its run is queued too, but no
+    engine runs it until that run has ended (never two runs of a ticket at once)."""
     with store_of(settings) as store:
         service.reopen(store, ticket_id)
-    console.print(f"ticket {ticket_id} reopened")
+        engine = service.stopping_on(store, ticket_id)
+    if engine is None:
+        console.print(f"ticket {ticket_id} reopened")
+    else:
+        console.print(
+            f"ticket {ticket_id} reopened; it runs once engine {visible(engine)} has stopped"
+            " its previous run",
+            markup=False,
+            highlight=False,
+        )
 
 
 @ticket.command("open", epilog=example("swarm-engine ticket open 7"))

@@ -47,6 +47,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.schema_check import SchemaChecker
 from swarm_engine.store import Store, Ticket
+from swarm_engine.store.tickets import REOPENED
 from swarm_engine.vm import shortage
 from swarm_engine.vm.pool import VMPool
 
@@ -428,8 +429,11 @@ class TicketRunner:
             if ended is not None or stop_reason[0] == "ended":
                 pass  # the ticket was failed, its run closed, and that logged (`_refused`)
             elif stop_reason[0] == "cancelled":
-                with contextlib.suppress(StaleAttemptError):
+                try:
                     await self._close(ticket, run_id, status="cancelled")
+                except StaleAttemptError:  # reopened meanwhile: the reopen left the run
+                    with contextlib.suppress(StoreError):  # to this engine to close
+                        await self.gate.retrying(runs.cancel_run, run_id, REOPENED)
             else:
                 log.warning(
                     "ticket %s: this attempt lost the ticket (reclaimed, or reset by another"

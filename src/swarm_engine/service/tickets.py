@@ -255,8 +255,21 @@ def cancel(store: Store, ticket_id: int) -> Ticket:
 
 
 def reopen(store: Store, ticket_id: int) -> Ticket:
-    """Put a done, failed or cancelled ticket back in the queue. `ConflictError` otherwise."""
+    """Put a done, failed or cancelled ticket back in the queue. `ConflictError` otherwise.
+    A run of it that a running engine is still stopping (a cancel just before) is left to
+    that engine: no engine claims the ticket until that run has ended (`stopping_on`)."""
     return store.tickets.reopen(ticket_id)
+
+
+def stopping_on(store: Store, ticket_id: int) -> str | None:
+    """The engine still stopping a run of this ticket (the newest run, still `running`),
+    if any: an open ticket waits for it to end before any engine claims it."""
+    runs = store.runs.runs_for_ticket(ticket_id, limit=1)
+    if not runs or runs[-1]["status"] != "running":
+        return None
+    if runs[-1]["attempt_id"] == store.tickets.get(ticket_id).attempt_id:
+        return None  # the new attempt's own run: it runs already
+    return str(runs[-1]["engine_id"])
 
 
 def open_draft(store: Store, ticket_id: int) -> Ticket:

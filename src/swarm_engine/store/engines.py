@@ -12,6 +12,8 @@ from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, decode_record
 
+DEAD_RUN = "its engine stopped heartbeating before it closed the run"
+
 
 class EngineStore:
     def __init__(self, db: Database) -> None:
@@ -71,10 +73,11 @@ class EngineStore:
 
     def forget_silent(self, seconds: float) -> list[dict[str, Any]]:
         """Record as dead the engines (any host) silent for over `seconds` that hold no
-        live ticket; returns their `id` and `host`."""
+        live ticket; returns their `id` and `host`. Runs they left `running` (of tickets
+        cancelled and reopened while they ran) are closed failed with them."""
         args: dict[str, Any] = {"seconds": float(seconds), "only": None}
         try:
-            return [decode_record(r) for r in self.db.all(self.q.forget_silent, args)]
+            return self._forget(args)
         except StoreBusyError:
             raise
         except StoreError:  # a row the store will not let change (a trigger, a constraint):
@@ -82,12 +85,20 @@ class EngineStore:
         gone: list[dict[str, Any]] = []
         for engine in self.silent(seconds):
             try:
-                rows = self.db.all(self.q.forget_silent, {**args, "only": str(engine["id"])})
+                gone += self._forget({**args, "only": str(engine["id"])})
             except StoreBusyError:
                 raise
             except StoreError:
                 continue
-            gone += [decode_record(r) for r in rows]
+        return gone
+
+    def _forget(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.db.transaction():
+            gone = [decode_record(r) for r in self.db.all(self.q.forget_silent, args)]
+            if gone:
+                closed = {"ids": [str(e["id"]) for e in gone], "error": DEAD_RUN}
+                self.db.run(self.q.close_dead_steps, closed)
+                self.db.run(self.q.close_dead_runs, closed)
         return gone
 
     def gone_from(

@@ -179,6 +179,14 @@ class RunStore:
             self.db.run(self.q.abandon_steps, {"run_id": run_id, "error": error})
             self.db.run(self.q.abandon_run, {"run_id": run_id, "error": error})
 
+    def cancel_run(self, run_id: int, error: str) -> None:
+        """Close as cancelled a run its own engine stopped for a cancel, when the ticket
+        was reopened before the run's end could be recorded (and its unfinished steps).
+        Not fenced: it only closes that run's own rows."""
+        with self.db.transaction():
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id})
+            self.db.run(self.q.cancel_run, {"run_id": run_id, "error": error})
+
     def abandon_attempt(self, attempt_id: str, error: str) -> None:
         """Close whatever run of this attempt is still marked running (the engine's last
         resort after its run crashed; only that attempt's own rows)."""

@@ -39,6 +39,9 @@ be stopped): that ticket is not run again while the VM may still run."""
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
 MAX_ID = 2**63 - 1
+REOPENED = "cancelled (the ticket was reopened)"
+"""The error of a run closed because its ticket was reopened (by the reopen itself when
+its engine no longer runs, else by that engine once it has stopped the run)."""
 
 
 def not_claimable(ticket: Ticket, holder: str | None = None) -> ConflictError:
@@ -227,7 +230,11 @@ class TicketStore:
 
     def reopen(self, ticket_id: int) -> Ticket:
         """Put a finished ticket back in the queue. A run the old attempt left `running`
-        (its engine had not yet noticed a cancel) is closed as cancelled, atomically."""
+        on an engine that is no longer running (stopped, dead, its row gone) is closed as
+        cancelled, atomically. One on an engine still running (it had not yet stopped the
+        run for a cancel) is left to that engine: it stops the sandbox, then closes its
+        run; until then, or until its heartbeat goes stale, no engine claims the ticket
+        (the claim guard), so the old and the new attempt never run at once."""
         with self.db.transaction():
             row = self.db.one(self.q.reopen, {"id": ticket_id})
             if row is None:
@@ -235,7 +242,9 @@ class TicketStore:
                 raise ConflictError(
                     f"ticket {ticket_id} is {t.status}; only done, failed or cancelled reopen"
                 )
-            self.close_open_runs(ticket_id, "cancelled", "cancelled (the ticket was reopened)")
+            args = {"id": ticket_id, "status": "cancelled", "error": REOPENED}
+            self.db.run(self.q.close_ended_steps, args)
+            self.db.run(self.q.close_ended_runs, args)
         return decode_ticket(row)
 
     def cancel_many(self, ticket_ids: Iterable[int]) -> builtins.list[int]:
@@ -248,18 +257,18 @@ class TicketStore:
 
     def reopen_many(self, ticket_ids: Iterable[int]) -> builtins.list[int]:
         """Put every one of these tickets that ended (done, failed, cancelled) back in the
-        queue, in one statement, closing runs their old attempts left `running` in the same
-        transaction (as `reopen`); returns the ids it reopened."""
+        queue, in one statement, closing runs their old attempts left `running` on engines
+        no longer running in the same transaction (as `reopen`); returns the ids it
+        reopened."""
         ids = builtins.list(ticket_ids)
         if not ids:
             return []
         with self.db.transaction():
             done = sorted(int(r[0]) for r in self.db.all(self.q.reopen_many, {"ids": ids}))
             if done:
-                args = {"ids": done, "status": "cancelled",
-                        "error": "cancelled (the ticket was reopened)"}  # fmt: skip
-                self.db.run(self.q.close_open_steps_many, args)
-                self.db.run(self.q.close_open_runs_many, args)
+                args = {"ids": done, "status": "cancelled", "error": REOPENED}
+                self.db.run(self.q.close_ended_steps_many, args)
+                self.db.run(self.q.close_ended_runs_many, args)
         return done
 
     def close_open_runs(self, ticket_id: int, status: str, error: str) -> None:

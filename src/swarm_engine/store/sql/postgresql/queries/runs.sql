@@ -74,6 +74,14 @@ UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
        duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint)
  WHERE id = :run_id AND status = 'running'
 
+-- name: cancel_run
+-- A run its own engine stopped for a cancel after the ticket was reopened (the attempt
+-- no longer holds it): closed as cancelled. Not fenced: only that run's own row.
+UPDATE workflow_runs SET status = 'cancelled', error = coalesce(error, :error),
+       completed_at = now(),
+       duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint)
+ WHERE id = :run_id AND status = 'running'
+
 -- name: get_run
 SELECT * FROM workflow_runs WHERE id = :run_id
 

@@ -71,3 +71,18 @@ UPDATE engines SET state = 'dead', stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','n
                      AND t.status IN ('claimed','running'))
    AND (:only IS NULL OR id = :only)
 RETURNING id, host
+
+-- name: close_dead_steps
+-- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs
+-- `running` of tickets they lost (cancelled and reopened while they ran): closed failed,
+-- with their unfinished steps. Only those engines' own rows.
+UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status IN ('queued','running')
+   AND run_id IN (SELECT id FROM workflow_runs WHERE status = 'running'
+                   AND engine_id IN (SELECT value FROM json_each(:ids)))
+
+-- name: close_dead_runs
+UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE status = 'running' AND engine_id IN (SELECT value FROM json_each(:ids))

@@ -76,6 +76,15 @@ UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
                                 * 86400000) AS INTEGER)
  WHERE id = :run_id AND status = 'running'
 
+-- name: cancel_run
+-- A run its own engine stopped for a cancel after the ticket was reopened (the attempt
+-- no longer holds it): closed as cancelled. Not fenced: only that run's own row.
+UPDATE workflow_runs SET status = 'cancelled', error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
+                                * 86400000) AS INTEGER)
+ WHERE id = :run_id AND status = 'running'
+
 -- name: get_run
 SELECT * FROM workflow_runs WHERE id = :run_id
 
