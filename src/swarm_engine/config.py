@@ -38,7 +38,7 @@ FIELDS = (
     "home", "tickets_db", "registry_db", "database_url", "registry_url", "host_id",
     "backend", "max_vms", "poll_interval", "lease_ttl", "heartbeat_interval", "busy_timeout",
     "log_level", "backend_options", "agents", "triggers", "gateway", "output_keep_bytes",
-    "max_log_bytes",
+    "max_log_bytes", "stream_stall_timeout",
 )  # fmt: skip
 """Every setting, in the order of `SettingsModel`'s fields (a test checks they agree)."""
 JSON_FIELDS = frozenset({"backend_options", "agents", "triggers", "gateway"})
@@ -56,6 +56,7 @@ FLOATS: dict[str, tuple[float, float, float]] = {
     "lease_ttl": (30.0, 0.3, 7 * 86400),
     "heartbeat_interval": (5.0, 0.05, 86400),
     "busy_timeout": (10.0, 0, 3600),
+    "stream_stall_timeout": (30.0, 0.1, 3600),
 }
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
@@ -134,6 +135,7 @@ class Settings:
     triggers: dict[str, TriggerHostSettings]
     output_keep_bytes: int
     max_log_bytes: int
+    stream_stall_timeout: float
 
     def __init__(self, **values: Any) -> None:
         checked = _quick_check(values)

@@ -95,6 +95,9 @@ class SettingsModel(BaseModel):
     output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Size cap of each step's log file (artifacts/.../output.log), in bytes.
     max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    stream_stall_timeout: float = Field(default=30.0, ge=0.1, le=3600, allow_inf_nan=False)
+    """Seconds a client of a live log stream (`serve`) may take to take one event (a
+    stalled client, one that stopped reading): then it is disconnected, its slot freed."""
 
     @field_validator("backend_options", mode="before")
     @classmethod

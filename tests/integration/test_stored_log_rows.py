@@ -22,6 +22,7 @@ from tests.conftest import Target
 from tests.support.api import sse_events, start_api
 from tests.support.cli import env_for, swarm_inproc
 
+from swarm_engine.api.logs import STREAM_PIECE_BYTES as PIECE
 from swarm_engine.service.logs import LOG_KEEP_BYTES, as_text, chunks
 from swarm_engine.store import Store, open_store
 from swarm_engine.store.logs import BATCH_BYTES, PIECE_BYTES, LogPiece
@@ -253,12 +254,12 @@ def test_logs_shows_blobs_and_bytes_that_are_not_utf8_as_replacement_characters(
 def test_the_stream_splits_a_huge_row_and_resumes_inside_it(
     store_target: Target, tmp_path: Path
 ) -> None:
-    """A hand-written row of 2.5 pieces comes as three events: ids `ID:END`, `ID:END`,
-    `ID`; reconnecting with the first's id gives exactly the rest. The download keeps the
+    """A hand-written row of 2.5 of the stream's pieces (`STREAM_PIECE_BYTES`) comes as
+    three events: ids `ID:END`, `ID:END`, `ID`; reconnecting with the first's id gives exactly the rest. The download keeps the
     row's first and last 8 MiB around one line saying what was left out."""
     home = tmp_path / "home"
     assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
-    row = "".join(f"line {n:07d}\n" for n in range(PIECE_BYTES * 5 // 26))  # 13 bytes a line
+    row = "".join(f"line {n:07d}\n" for n in range(PIECE * 5 // 26))  # 13 bytes a line
     big = "<big>\n" + "y" * (2 * LOG_KEEP_BYTES + 4 * MiB) + "\n</big>\n"
     write(store_target, SETUP, [(1, row), (1, "after\n"), (2, big)])
     api = start_api(home, **store_target.env)
@@ -268,9 +269,8 @@ def test_the_stream_splits_a_huge_row_and_resumes_inside_it(
         ids = [e["id"] for e in events]
         texts = [json.loads(e["data"])["text"] for e in events]
         chunk = ids[-2]
-        assert ids[:-1] == [f"{chunk}:{PIECE_BYTES}", f"{chunk}:{2 * PIECE_BYTES}", chunk]
-        assert texts[:3] == [row[:PIECE_BYTES], row[PIECE_BYTES : 2 * PIECE_BYTES],
-                             row[2 * PIECE_BYTES :]]  # fmt: skip
+        assert ids[:-1] == [f"{chunk}:{PIECE}", f"{chunk}:{2 * PIECE}", chunk]
+        assert texts[:3] == [row[:PIECE], row[PIECE : 2 * PIECE], row[2 * PIECE :]]
         assert texts[3] == "after\n"
         headers = {"Last-Event-ID": ids[0]}
         with api.get("/v1/tickets/100/logs/stream?step=s1", stream=True, headers=headers,

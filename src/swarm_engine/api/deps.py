@@ -26,6 +26,10 @@ MAX_LOG_STREAMS = 128
 more is answered 503 with `Retry-After` (each open stream looks at the store about once a
 second even when idle)."""
 
+ABORT_EXTENSION = "swarm.abort"
+"""The ASGI scope extension (`scope["extensions"]`) through which a handler may drop its
+connection at once: `{"abort": callable}` (`api.protocol` adds it; other servers do not)."""
+
 
 @dataclass
 class Slots:
@@ -55,6 +59,8 @@ class Server:
     tally: Tally = field(default_factory=Tally)
     counts: StatusCounts = field(default_factory=StatusCounts)
     streams: Slots = field(default_factory=lambda: Slots(MAX_LOG_STREAMS))
+    stalled_streams: int = 0
+    """Log streams whose client stopped reading, disconnected (`stream_stall_timeout`)."""
     gone: str | None = None
     """Why the server stopped serving: its SQLite store's or registry's file was deleted
     or replaced while it served it (see `check_file`); None while it serves."""

@@ -10,22 +10,30 @@ ends with an `end` event once the ticket has ended and every chunk is out. Each 
 the store runs in a worker thread; an idle stream looks less and less often (every
 `POLL_SECONDS`, up to every `IDLE_POLL_SECONDS`), and at most `deps.MAX_LOG_STREAMS`
 streams are open at once (one more is a 503 with `Retry-After`).
+
+A stream's memory is bounded whatever the client does: it reads at most about
+`STREAM_BATCH_BYTES` of log per look (in pieces of at most `STREAM_PIECE_BYTES`), and looks
+again only once the last look's events were handed to the connection, which takes one
+only when its buffer has drained (uvicorn's flow control). A client that stops reading
+is disconnected once one event has waited `stream_stall_timeout` seconds (a setting,
+default 30), which frees its slot.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from swarm_engine.api import errors
+from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, StoreDep
 from swarm_engine.api.deps import Server as ServerState
-from swarm_engine.api.deps import ServerDep, Slots, StoreDep
 from swarm_engine.errors import UsageError
 from swarm_engine.service.logs import Chunk, LogFollower, as_text, parse_position
 from swarm_engine.service.values import MAX_ID
@@ -42,6 +50,14 @@ STREAMS_RETRY_AFTER = "5"
 """`Retry-After` (seconds) of the 503 for a stream over `deps.MAX_LOG_STREAMS`."""
 KEEPALIVE_SECONDS = 15.0
 """A comment line after this long without an event keeps proxies from closing the stream."""
+KiB = 1024
+STREAM_BATCH_BYTES = 128 * KiB
+"""A stream's look at the store reads about this many bytes of log at most (the CLI's
+`--follow` reads up to `store.logs.BATCH_BYTES`): what one stream holds at a time."""
+STREAM_PIECE_BYTES = 64 * KiB
+"""A stored chunk longer than this (the engine writes 32 KiB ones, rarely up to 256 KiB)
+comes as several events (ids `ID:END`): one event holds at most this many bytes of log."""
+log = logging.getLogger(__name__)
 
 
 @router.get(
@@ -102,7 +118,10 @@ async def stream(
         if found is None:
             raise UsageError(f"Last-Event-ID {text[:32]!r} is not an event id of this stream")
         position = found
-    follower = LogFollower(ticket_id, run, step, after=position[0], start=position[1], strict=True)
+    follower = LogFollower(
+        ticket_id, run, step, after=position[0], start=position[1], strict=True,
+        budget=STREAM_BATCH_BYTES, piece=STREAM_PIECE_BYTES,
+    )  # fmt: skip
     if not server.streams.take():
         message = f"{server.streams.limit} log streams are open, as many as this server serves"
         return errors.body(503, "too_many_streams", message,
@@ -113,26 +132,57 @@ async def stream(
         server.streams.give_back()
         raise
     return _SlotStream(
-        server.streams,
+        server,
         _events(server, follower, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
+class _Stalled(Exception):
+    """The client took no event for `stream_stall_timeout` seconds."""
+
+
 class _SlotStream(StreamingResponse):
     """A streamed response that gives its slot back once it is over, however it ends
-    (the stream's end, the client gone, the server stopping)."""
+    (the stream's end, the client gone, the server stopping, the client stalled)."""
 
-    def __init__(self, slots: Slots, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, server: ServerState, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.slots = slots
+        self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stall = self.server.settings.stream_stall_timeout
+
+        async def send_in_time(message: Message) -> None:
+            try:
+                with anyio.fail_after(stall):
+                    await send(message)  # waits while the connection's buffer is full
+            except TimeoutError:
+                raise _Stalled from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except _Stalled:
+            self.server.stalled_streams += 1
+            log.warning("a log stream's client took nothing for %ss: disconnected", stall)
+            await _drop(scope, receive)
         finally:
-            self.slots.give_back()
+            self.server.streams.give_back()
+
+
+async def _drop(scope: Scope, receive: Receive) -> None:
+    """Close the connection at once, its unsent bytes dropped (a plain close would wait
+    for the stalled client to take them), when the server can (`api.protocol`); then wait
+    (briefly) for it to be gone, so the server does not take the unfinished response for a
+    bug."""
+    abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    if not callable(abort):
+        return
+    abort()
+    with anyio.move_on_after(1):
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
 
 async def _poll(server: ServerState, follower: LogFollower) -> list[Chunk]:

@@ -9,6 +9,8 @@
 | `swarm_lease_reclaims_total` | counter | | tickets the reclaimer took back from a silent engine |
 | `swarm_agent_tokens_total` | counter | `model`, `kind` | tokens per model and kind (input, output, cache_creation_input, cache_read_input) |
 | `swarm_agent_cost_usd_total` | counter | `model` | cost per model |
+| `swarm_api_log_streams` | gauge | | live log streams this server has open |
+| `swarm_api_log_streams_stalled_total` | counter | | log streams whose client stopped reading, disconnected |
 
 How each stays cheap on a large history: `service/metrics.py`.
 """
@@ -57,9 +59,11 @@ def _histogram(name: str, doc: str, data: Histogram) -> HistogramMetricFamily:
 
 
 def families(
-    counts: dict[str, int], slots: list[tuple[str, str, int]], tally: Tally
-) -> list[Metric]:
-    """Every metric, from what was read for this scrape."""
+    counts: dict[str, int], slots: list[tuple[str, str, int]], tally: Tally,
+    streams: tuple[int, int] = (0, 0),
+) -> list[Metric]:  # fmt: skip
+    """Every metric, from what was read for this scrape (`streams`: log streams open, and
+    stalled ones disconnected)."""
     tickets = GaugeMetricFamily("swarm_tickets", "Tickets per status.", labels=["status"])
     for status in [s.value for s in TicketStatus] + sorted(set(counts) - set(TicketStatus)):
         tickets.add_metric([status], counts.get(status, 0))
@@ -94,7 +98,15 @@ def families(
         steps = _histogram(
             "swarm_step_duration_seconds", "Duration of finished steps.", tally.steps
         )
-    return [tickets, vm_slots, dispatch, steps, reclaims, tokens, cost]
+    open_streams = GaugeMetricFamily(
+        "swarm_api_log_streams", "Live log streams open.", value=streams[0]
+    )
+    stalled = CounterMetricFamily(
+        "swarm_api_log_streams_stalled",
+        "Live log streams whose client stopped reading, disconnected.",
+        value=streams[1],
+    )
+    return [tickets, vm_slots, dispatch, steps, reclaims, tokens, cost, open_streams, stalled]
 
 
 @router.get(
@@ -109,6 +121,11 @@ def metrics(store: StoreDep, registry: RegistryDep, server: ServerDep) -> Respon
     server.tally.refresh(store, model_for(registry))
     collected = CollectorRegistry(auto_describe=False)
     collected.register(
-        Snapshot(families(server.counts.get(store), vms.slot_counts(store), server.tally))
-    )
+        Snapshot(
+            families(
+                server.counts.get(store), vms.slot_counts(store), server.tally,
+                (server.streams.taken, server.stalled_streams),
+            )
+        )
+    )  # fmt: skip
     return Response(generate_latest(collected), media_type=CONTENT_TYPE_LATEST)

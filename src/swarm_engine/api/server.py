@@ -62,12 +62,14 @@ def serve(
     import uvicorn
 
     from swarm_engine.api.app import create_app
+    from swarm_engine.api.protocol import AbortableH11Protocol
 
     sock = bind(host, port)
     try:
         app = create_app(settings, token)
         config = uvicorn.Config(
             app,
+            http=AbortableH11Protocol,
             log_config=None,
             access_log=False,
             server_header=False,

@@ -24,10 +24,12 @@ from swarm_engine.errors import NotFoundError
 from swarm_engine.records import SHOWN_CHARS, cut_message, shown
 from swarm_engine.service.runs import numbered
 from swarm_engine.service.values import check_text
+from swarm_engine.store.logs import BATCH_BYTES, PIECE_BYTES
 from swarm_engine.vm.output import BoundedOutput
 
 if TYPE_CHECKING:
     from swarm_engine.store import Store
+    from swarm_engine.store.logs import LogPiece
     from swarm_engine.store.rows import Ticket
 
 ENDED = ("done", "failed", "cancelled", "draft")
@@ -268,6 +270,10 @@ class LogFollower:
     start: int = 0
     strict: bool = False
     """Raise `NotFoundError` for a pinned run that is not the ticket's (else: never_ran)."""
+    budget: int = BATCH_BYTES
+    """A `poll` reads about this many bytes of log at most (`store.logs.LogStore.after`)."""
+    piece: int = PIECE_BYTES
+    """A chunk longer than this comes in pieces of at most this many bytes."""
     finished: bool = False
     never_ran: bool = False
     ticket: Ticket | None = None
@@ -292,10 +298,10 @@ class LogFollower:
                 self.finished = self.never_ran = True
             return []
         self.steps = {int(s["id"]): s for s in steps_of(store, run, self.step_id)}
-        batch = store.logs.after(list(self.steps), self.after, BATCH, start=self.start)
+        batch = self._read(store)
         if not batch and ended and run["status"] != "running":
             # everything is stored before a run closes: one last look, then done
-            batch = store.logs.after(list(self.steps), self.after, BATCH, start=self.start)
+            batch = self._read(store)
             if not batch:
                 self.finished = True
                 return []
@@ -305,3 +311,9 @@ class LogFollower:
         if batch:
             self.after, self.start = batch[-1].resume
         return chunks
+
+    def _read(self, store: Store) -> list[LogPiece]:
+        return store.logs.after(
+            list(self.steps), self.after, BATCH, start=self.start, budget=self.budget,
+            piece=self.piece,
+        )  # fmt: skip
