@@ -138,10 +138,36 @@ def inputs_too_big(text: str) -> str | None:
         return None
     if size <= MAX_INPUTS_BYTES:
         return None
-    return (
-        f"{size:,} bytes of JSON, more than the {MAX_INPUTS_BYTES // 1024 // 1024} MiB a"
-        " ticket's inputs may hold (hand larger data in as a file or a URL)"
-    )
+    return f"{size:,} bytes of JSON, {INPUTS_OVER}"
+
+
+INPUTS_OVER = (
+    f"more than the {MAX_INPUTS_BYTES // 1024 // 1024} MiB a ticket's inputs may hold (hand"
+    " larger data in as a file or a URL)"
+)
+
+
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+"""A ticket's `result` is read only when it holds at most this much JSON (UTF-8 bytes, as
+stored); a larger one (only another client writes one: the engine stores an agent's
+outputs, at most 4 MiB) is a row defect, read as null. Every read of a ticket (a list's
+line, a dashboard poll, a claim) would copy and parse it: a 60 MB result made
+`GET /v1/tickets` answer 60 MB and a dashboard poll take 2.4 GB. The store's ticket reads
+measure it in SQL and never hand a larger one over (`ticket_columns` in
+`store/sql/*/queries/tickets.sql`; `inputs` likewise, over `MAX_INPUTS_BYTES`)."""
+
+
+RESULT_OVER = (
+    f"more than the {MAX_RESULT_BYTES // 1024 // 1024} MiB a ticket's result may hold (not read)"
+)
+
+
+def result_too_big(text: str) -> str | None:
+    """Why `text` (a ticket's result as JSON) is more than `MAX_RESULT_BYTES`, or None."""
+    if len(text) * 4 <= MAX_RESULT_BYTES:  # (no character takes more than 4 bytes)
+        return None
+    size = len(text.encode("utf-8", "replace"))
+    return None if size <= MAX_RESULT_BYTES else f"{size:,} bytes of JSON, {RESULT_OVER}"
 
 
 MAX_TITLE_BYTES = 64 * 1024
@@ -149,7 +175,7 @@ MAX_TITLE_BYTES = 64 * 1024
 line for people and for `${ticket.title}`: views show its first 200 characters. Kept small
 for the same reason as `MAX_INPUTS_BYTES`: the store writes the whole row again at each
 claim, lease renewal and end, and every read of a ticket (each `ticket list` page, each
-claim's `RETURNING *`) copies it (a 60 MB title cost each lease renewal 0.2 s, under the
+claim's returned row) copies it (a 60 MB title cost each lease renewal 0.2 s, under the
 write lock every engine waits for)."""
 
 MAX_DESCRIPTION_BYTES = 1024 * 1024

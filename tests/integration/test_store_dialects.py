@@ -146,3 +146,32 @@ def test_an_engines_repeated_ticket_statements_copy_no_title_or_description(
     for name in ("renew_leases", "held", "still_held", "mark_running", "finish", "fail_attempt"):
         sql = re.sub(r"--[^\n]*", "", getattr(queries, name))
         assert "*" not in sql and "title" not in sql and "description" not in sql, name
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_every_read_of_a_ticket_measures_its_inputs_and_result(dialect: Dialect) -> None:
+    """Each statement that hands over ticket rows does so through `{{ticket_columns}}`,
+    whose cap on `inputs` and `result` is the records' (`MAX_INPUTS_BYTES`,
+    `MAX_RESULT_BYTES`): no `SELECT *` or `RETURNING *` of tickets is left to copy a value
+    of any size."""
+    from swarm_engine.records import MAX_INPUTS_BYTES, MAX_RESULT_BYTES
+
+    queries = load(dialect, "tickets")
+    columns = queries.ticket_columns
+    assert columns.count(f"<= {MAX_INPUTS_BYTES} THEN tickets.inputs END AS inputs") == 1
+    assert columns.count(f"<= {MAX_RESULT_BYTES} THEN tickets.result END AS result") == 1
+    for name in sorted(queries.names()):
+        sql = re.sub(r"--[^\n]*", "", getattr(queries, name))
+        assert not re.search(r"SELECT \*\s+FROM tickets|RETURNING (tickets\.)?\*", sql), name
+    for name in ("get", "list", "list_status", "page", "page_status", "open", "cancel",
+                 "reopen", "claim", "claim_next"):  # fmt: skip
+        assert columns in getattr(queries, name), name
+
+
+def test_a_statement_may_hold_another() -> None:
+    from swarm_engine.store.queries import parse
+
+    text = "-- name: cols\na, b\n-- name: get\nSELECT {{cols}} FROM t WHERE id = :id\n"
+    assert parse(text, dialect="sqlite", source="x")["get"] == "SELECT a, b FROM t WHERE id = :id"
+    with pytest.raises(ValueError, match="names no statement"):
+        parse("-- name: get\nSELECT {{nothing}} FROM t", dialect="sqlite", source="x")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from swarm_engine.errors import ConflictError, UsageError
@@ -175,16 +175,61 @@ def page(
     more = len(rows) > limit
     rows = rows[:limit]
     # bounded in bytes too: tickets may hold megabytes of inputs and results each, so a
-    # page ends early (its cursor says where to go on) once it holds PAGE_BYTES of them
+    # page ends early (its cursor says where to go on) once it holds PAGE_BYTES of them;
+    # a ticket bigger than that alone comes first on its page with its biggest values
+    # left out (`fitted`)
     size = 0
     for i, row in enumerate(rows):
-        size += 1024 + sum(
-            len(json.dumps(v, default=str))
-            for v in (row.inputs, row.result, row.title, row.description, row.error)
-        )
+        item = _size(row)
+        if item > PAGE_BYTES and i == 0:
+            rows[0] = row = fitted(row, PAGE_BYTES)
+            item = _size(row)
+        size += item
         if size > PAGE_BYTES and i > 0:
             return Page(rows[:i], rows[i - 1].id)
     return Page(rows, rows[-1].id if more and rows else None)
+
+
+LISTED_FIELDS = ("result", "inputs", "description", "title", "error")
+"""A ticket's values that may be big, which `fitted` may leave out of a list."""
+KEPT_CHARS = 200
+"""Of a text value left out of a list, the first this many characters stay."""
+
+
+def _bytes(value: Any) -> int:
+    return len(json.dumps(value, default=str))
+
+
+def _size(ticket: Ticket) -> int:
+    """About how many bytes a ticket takes in a list (its JSON)."""
+    return 1024 + sum(_bytes(getattr(ticket, name)) for name in LISTED_FIELDS)
+
+
+def fitted(ticket: Ticket, room: int) -> Ticket:
+    """`ticket` as a list shows it in at most about `room` bytes: while it takes more, its
+    biggest value is left out, a line in `defects` saying so (`result: N bytes of JSON
+    left out of this list; ticket show ID ...`): a JSON value as null (inputs: {}), a
+    text as its first `KEPT_CHARS` characters and a marker."""
+    changes: dict[str, Any] = {}
+    defects = list(ticket.defects)
+    while _size(replace(ticket, **changes)) > room:
+        name = max(
+            (n for n in LISTED_FIELDS if n not in changes),
+            key=lambda n: _bytes(getattr(ticket, n)),
+            default=None,
+        )
+        if name is None:
+            break
+        value = getattr(ticket, name)
+        size = _bytes(value)
+        where = f"`swarm-engine ticket show {ticket.id}` or GET /v1/tickets/{ticket.id} has it"
+        if isinstance(value, str):
+            changes[name] = value[:KEPT_CHARS] + f" [... left out of this list; {where} ...]"
+            defects.append(f"{name}: {size:,} bytes, cut in this list ({where})")
+        else:
+            changes[name] = {} if name == "inputs" else None
+            defects.append(f"{name}: {size:,} bytes of JSON, left out of this list ({where})")
+    return replace(ticket, **changes, defects=tuple(defects))
 
 
 SHOWN_EVENTS = 100

@@ -10,6 +10,9 @@ psycopg's `%(id)s` when the file loads (and a literal `%` doubled). A parameter 
 a list is passed as an array to PostgreSQL (`= ANY(:ids)`) and as JSON text to SQLite
 (`IN (SELECT value FROM json_each(:ids))`). Every dialect must define the same names
 (checked by tests/integration/test_store_dialects.py).
+
+A statement may hold another (a list of columns, say) as `{{name}}`: it is put in when the
+file loads (the other statement is defined in the same file, and holds none itself).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from swarm_engine.store.db import Dialect
 
 HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
+PART = re.compile(r"\{\{([a-z_][a-z0-9_]*)\}\}")
 PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 GROUPS = ("tickets", "runs", "vms", "engines", "logs", "triggers", "definitions", "probe")
 SQL_DIR = Path(__file__).with_name("sql")
@@ -69,7 +73,14 @@ def parse(text: str, *, dialect: Dialect, source: str) -> dict[str, str]:
         elif name is not None and not line.lstrip().startswith("--"):
             lines.append(line)
     close()
-    return statements
+
+    def part(match: re.Match[str]) -> str:
+        found = statements.get(match.group(1))
+        if found is None or PART.search(found):
+            raise ValueError(f"{source}: {match.group(0)} names no statement without parts")
+        return found
+
+    return {name: PART.sub(part, body) for name, body in statements.items()}
 
 
 def _native(sql: str) -> str:

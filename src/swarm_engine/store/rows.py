@@ -18,13 +18,18 @@ from datetime import datetime
 from typing import Any
 
 from swarm_engine.records import (
+    INPUTS_OVER,
     MAX_DESCRIPTION_BYTES,
+    MAX_INPUTS_BYTES,
+    MAX_RESULT_BYTES,
     MAX_TITLE_BYTES,
+    RESULT_OVER,
     TicketStatus,
     TooDeep,
     inputs_too_big,
     json_type,
     readable_json,
+    result_too_big,
     shown,
     text_too_big,
 )
@@ -156,10 +161,30 @@ class Decoder:
             self.bad(name, f"not valid JSON{why}")
             return default
 
+    def sized_json(
+        self, name: str, default: Any, too_big: Callable[[str], str | None],
+        limit: int, over: str,
+    ) -> Any:  # fmt: skip
+        """A JSON column the store leaves out when it holds more than `limit` bytes: the
+        ticket reads give it only when it holds at most that, and its size always, as
+        `<name>_bytes` (`ticket_columns` in store/sql/*/queries/tickets.sql); a larger value
+        is a defect (`N bytes of JSON, ` + `over`), read as `default`. `too_big(text)`
+        checks a value that was given (or a row read without its size)."""
+        size = self.raw(f"{name}_bytes")
+        if isinstance(size, int) and size > limit:
+            self.bad(name, f"{size:,} bytes of JSON, {over}")
+            return default
+        return self.json(name, default, too_big)
+
     def json_object(
-        self, name: str, too_big: Callable[[str], str | None] | None = None
-    ) -> dict[str, Any]:
-        value = self.json(name, {}, too_big)
+        self, name: str, too_big: Callable[[str], str | None] | None = None,
+        limit: int = 0, over: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """A JSON object column (read as `sized_json` reads it when `too_big` is given)."""
+        if too_big is None:
+            value = self.json(name, {})
+        else:
+            value = self.sized_json(name, {}, too_big, limit, over)
         if not isinstance(value, dict):
             self.bad(name, f"must be a JSON object, not {json_type(value)}")
             return {}
@@ -259,12 +284,12 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         execution_mode=mode,
         agent_id=agent_id,
         workflow_id=workflow_id,
-        inputs=d.json_object("inputs", inputs_too_big),
+        inputs=d.json_object("inputs", inputs_too_big, MAX_INPUTS_BYTES, INPUTS_OVER),
         priority=d.integer("priority", int64=True),
         attempts=d.integer("attempts"),
         max_attempts=d.integer("max_attempts", 3, minimum=1),
         timeout_seconds=timeout,
-        result=d.json("result"),
+        result=d.sized_json("result", None, result_too_big, MAX_RESULT_BYTES, RESULT_OVER),
         error=d.opt_text("error"),
         engine_id=d.opt_text("engine_id"),
         attempt_id=d.opt_text("attempt_id"),

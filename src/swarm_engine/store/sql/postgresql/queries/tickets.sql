@@ -5,15 +5,32 @@
 -- timestamptz reads it when it is written, so it ages as any other.) Claims take rows FOR UPDATE SKIP LOCKED: engines on other hosts claiming
 -- at the same moment skip each other's rows instead of waiting.
 
+-- name: ticket_columns
+-- A ticket row as every read of one returns it ({{ticket_columns}}): each column, but
+-- `inputs` and `result` only when they hold at most 8 MiB of JSON (8388608 bytes:
+-- MAX_INPUTS_BYTES and MAX_RESULT_BYTES in records.py; else NULL), with their sizes in
+-- `inputs_bytes` and `result_bytes`: no read of a ticket hands over (and no reader
+-- parses) a larger value any client wrote.
+tickets.id, tickets.title, tickets.description, tickets.status, tickets.execution_mode,
+tickets.agent_id, tickets.workflow_id,
+CASE WHEN octet_length(tickets.inputs::text) <= 8388608 THEN tickets.inputs END AS inputs,
+octet_length(tickets.inputs::text) AS inputs_bytes,
+tickets.priority, tickets.attempts, tickets.max_attempts, tickets.timeout_seconds,
+CASE WHEN octet_length(tickets.result::text) <= 8388608 THEN tickets.result END AS result,
+octet_length(tickets.result::text) AS result_bytes,
+tickets.error, tickets.engine_id, tickets.attempt_id, tickets.lease_expires_at,
+tickets.cancel_requested, tickets.created_at, tickets.updated_at, tickets.claimed_at,
+tickets.started_at, tickets.completed_at
+
 -- name: get
-SELECT * FROM tickets WHERE id = :id
+SELECT {{ticket_columns}} FROM tickets WHERE id = :id
 
 -- name: list
-SELECT * FROM tickets ORDER BY id DESC LIMIT :limit
+SELECT {{ticket_columns}} FROM tickets ORDER BY id DESC LIMIT :limit
 
 -- name: list_status
 -- By the claim-order index (status, ...): no scan of other statuses' rows.
-SELECT * FROM tickets WHERE status = :status ORDER BY id DESC LIMIT :limit
+SELECT {{ticket_columns}} FROM tickets WHERE status = :status ORDER BY id DESC LIMIT :limit
 
 -- name: counts
 SELECT status, count(*) AS n FROM tickets GROUP BY status
@@ -42,20 +59,20 @@ VALUES (:title, :description, :status, :mode, :agent_id, :workflow_id,
 RETURNING id
 
 -- name: open
-UPDATE tickets SET status = 'open' WHERE id = :id AND status IN ('draft','open') RETURNING *
+UPDATE tickets SET status = 'open' WHERE id = :id AND status IN ('draft','open') RETURNING {{ticket_columns}}
 
 -- name: cancel
 UPDATE tickets SET status = 'cancelled', error = 'cancelled by user',
        completed_at = now(), lease_expires_at = NULL
  WHERE id = :id AND status NOT IN ('done','failed','cancelled')
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: reopen
 UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
        engine_id = NULL, attempt_id = NULL, lease_expires_at = NULL,
        claimed_at = NULL, started_at = NULL, completed_at = NULL
  WHERE id = :id AND status IN ('done','failed','cancelled')
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: close_ended_steps
 -- Reopen: the unfinished steps of a ticket's runs left `running` by an engine that is no
@@ -98,7 +115,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
                       AND e.state IN ('running','draining')
                       AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
                       AND e.heartbeat_at < now() + interval '1 hour')
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
@@ -131,7 +148,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
        lease_expires_at = now() + make_interval(secs => :lease_ttl)
   FROM ready
  WHERE tickets.id = ready.id
-RETURNING tickets.*
+RETURNING {{ticket_columns}}
 
 -- name: reject
 UPDATE tickets SET status = 'failed', error = :error,
@@ -241,7 +258,7 @@ SELECT pg_try_advisory_xact_lock(1398230274)
 
 -- name: page
 -- One page of tickets, newest first, below the keyset cursor :before (see the SQLite file).
-SELECT * FROM tickets
+SELECT {{ticket_columns}} FROM tickets
  WHERE id < :before
    AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
         OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')
@@ -251,7 +268,7 @@ SELECT * FROM tickets
 
 -- name: page_status
 -- The same page of one status's tickets, by the (status, id) index (see the SQLite file).
-SELECT * FROM tickets
+SELECT {{ticket_columns}} FROM tickets
  WHERE status = :status AND id < :before
    AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
         OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')

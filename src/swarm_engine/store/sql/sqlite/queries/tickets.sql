@@ -5,15 +5,34 @@
 -- a heartbeat counts only as an instant an engine wrote: the text 'now' (read as the time
 -- of reading, so forever fresh) or one more than an hour ahead is stale.
 
+-- name: ticket_columns
+-- A ticket row as every read of one returns it ({{ticket_columns}}): each column, but
+-- `inputs` and `result` only when they hold at most 8 MiB of JSON (8388608 bytes:
+-- MAX_INPUTS_BYTES and MAX_RESULT_BYTES in records.py; else NULL), with their sizes in
+-- `inputs_bytes` and `result_bytes`: no read of a ticket hands over (and no reader
+-- parses) a larger value any client wrote.
+-- (SQLite loads a value to measure it, in its own memory, freed at the next row;
+-- `length` of text counts characters, hence the CAST.)
+tickets.id, tickets.title, tickets.description, tickets.status, tickets.execution_mode,
+tickets.agent_id, tickets.workflow_id,
+CASE WHEN length(CAST(tickets.inputs AS BLOB)) <= 8388608 THEN tickets.inputs END AS inputs,
+length(CAST(tickets.inputs AS BLOB)) AS inputs_bytes,
+tickets.priority, tickets.attempts, tickets.max_attempts, tickets.timeout_seconds,
+CASE WHEN length(CAST(tickets.result AS BLOB)) <= 8388608 THEN tickets.result END AS result,
+length(CAST(tickets.result AS BLOB)) AS result_bytes,
+tickets.error, tickets.engine_id, tickets.attempt_id, tickets.lease_expires_at,
+tickets.cancel_requested, tickets.created_at, tickets.updated_at, tickets.claimed_at,
+tickets.started_at, tickets.completed_at
+
 -- name: get
-SELECT * FROM tickets WHERE id = :id
+SELECT {{ticket_columns}} FROM tickets WHERE id = :id
 
 -- name: list
-SELECT * FROM tickets ORDER BY id DESC LIMIT :limit
+SELECT {{ticket_columns}} FROM tickets ORDER BY id DESC LIMIT :limit
 
 -- name: list_status
 -- By the claim-order index (status, ...): no scan of other statuses' rows.
-SELECT * FROM tickets WHERE status = :status ORDER BY id DESC LIMIT :limit
+SELECT {{ticket_columns}} FROM tickets WHERE status = :status ORDER BY id DESC LIMIT :limit
 
 -- name: counts
 SELECT status, count(*) AS n FROM tickets GROUP BY status
@@ -42,20 +61,20 @@ VALUES (:title, :description, :status, :mode, :agent_id, :workflow_id,
 RETURNING id
 
 -- name: open
-UPDATE tickets SET status = 'open' WHERE id = :id AND status IN ('draft','open') RETURNING *
+UPDATE tickets SET status = 'open' WHERE id = :id AND status IN ('draft','open') RETURNING {{ticket_columns}}
 
 -- name: cancel
 UPDATE tickets SET status = 'cancelled', error = 'cancelled by user',
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
  WHERE id = :id AND status NOT IN ('done','failed','cancelled')
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: reopen
 UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
        engine_id = NULL, attempt_id = NULL, lease_expires_at = NULL,
        claimed_at = NULL, started_at = NULL, completed_at = NULL
  WHERE id = :id AND status IN ('done','failed','cancelled')
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: close_ended_steps
 -- Reopen: the unfinished steps of a ticket's runs left `running` by an engine that is no
@@ -99,7 +118,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
                       AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
                       AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
                       AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
@@ -129,7 +148,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
                                     AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
                ORDER BY priority DESC, id LIMIT :limit)
    AND +status = 'open'  -- `+`: look rows up by id, never scan every open ticket
-RETURNING *
+RETURNING {{ticket_columns}}
 
 -- name: reject
 UPDATE tickets SET status = 'failed', error = :error,
@@ -258,7 +277,7 @@ SELECT 1
 -- page passes the largest id there is): the primary key walked backwards from :before, so
 -- a page costs about :limit rows however large the table (more when a filter is rare).
 -- :agent / :workflow match `name` and every `name@version`.
-SELECT * FROM tickets
+SELECT {{ticket_columns}} FROM tickets
  WHERE id < :before
    AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
    AND (:workflow IS NULL OR workflow_id = :workflow
@@ -268,7 +287,7 @@ SELECT * FROM tickets
 -- name: page_status
 -- The same page of one status's tickets, by the (status, id) index: only that status's
 -- rows are read, in order (tickets.py merges the pages of several statuses).
-SELECT * FROM tickets
+SELECT {{ticket_columns}} FROM tickets
  WHERE status = :status AND id < :before
    AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
    AND (:workflow IS NULL OR workflow_id = :workflow
