@@ -197,10 +197,13 @@ def text_too_big(text: str, limit: int) -> str | None:
             len(text[at : at + 1024 * 1024].encode("utf-8", "surrogatepass"))
             for at in range(0, len(text), 1024 * 1024)
         )
-    if size <= limit:
-        return None
+    return None if size <= limit else f"{size:,} bytes of text, {text_over(limit)}"
+
+
+def text_over(limit: int) -> str:
+    """The end of `text_too_big`'s line for a text over `limit` bytes."""
     unit = f"{limit // 1024 // 1024} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
-    return f"{size:,} bytes of text, more than the {unit} it may hold"
+    return f"more than the {unit} it may hold"
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:

@@ -43,6 +43,20 @@ def insert(target: Target, rows: list[tuple[str, str, str]]) -> None:
             pg.execute(sql + "(%s, 'done', 'echo', %s::jsonb, %s::jsonb)", row)
 
 
+def set_description(target: Target, ticket_id: int, text: str) -> None:
+    """Ticket `ticket_id`'s description set to `text`, as another client writes it."""
+    if target.dialect == "sqlite":
+        conn = sqlite3.connect(target.target, timeout=30)
+        with conn:
+            conn.execute("UPDATE tickets SET description = ? WHERE id = ?", (text, ticket_id))
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(str(target.target), autocommit=True) as pg:
+        pg.execute("UPDATE tickets SET description = %s WHERE id = %s", (text, ticket_id))
+
+
 @pytest.fixture
 def home(store_target: Target, tmp_path: Path) -> Iterator[Path]:
     """Tickets 1 (a small result) and 2 (a result over the cap: the newest)."""
@@ -136,4 +150,39 @@ def test_a_text_left_out_of_a_list_keeps_its_start() -> None:
     assert listed.defects == (
         f"description: {9 * MiB + 2:,} bytes, cut in this list (`swarm-engine ticket show 7`"
         " or GET /v1/tickets/7 has it)",
+    )
+
+
+def test_a_title_or_description_over_its_cap_is_read_as_its_start(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """A title over 64 KiB or a description over 1 MiB (UTF-8) is a defect of its row, and
+    the store's reads hand over only its first 200 characters, with its size: a list, a
+    claim or a lease's reader never copies the whole value another client wrote."""
+    from swarm_engine.records import MAX_DESCRIPTION_BYTES, MAX_TITLE_BYTES
+
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    insert(store_target, [("é" * MAX_TITLE_BYTES, "{}", "null"), ("fits", "{}", "null")])
+    description = "d" * (MAX_DESCRIPTION_BYTES + 1)
+    store = open_store(store_target.target)
+    try:
+        found = {t.id: t for t in page(store, limit=10).items}
+    finally:
+        store.close()
+    set_description(store_target, 2, description)
+    store = open_store(store_target.target)
+    try:
+        described = store.tickets.get(2)
+    finally:
+        store.close()
+    assert found[1].title == "é" * 200
+    assert found[1].defects == (
+        f"title: {2 * MAX_TITLE_BYTES:,} bytes of text, more than the 64 KiB it may hold",
+    )
+    assert found[2].title == "fits" and found[2].defects == ()
+    assert described.description == "d" * 200
+    assert described.defects == (
+        f"description: {MAX_DESCRIPTION_BYTES + 1:,} bytes of text, more than the 1 MiB it"
+        " may hold",
     )

@@ -31,6 +31,7 @@ from swarm_engine.records import (
     readable_json,
     result_too_big,
     shown,
+    text_over,
     text_too_big,
 )
 from swarm_engine.store.db import InvalidText, Row
@@ -75,10 +76,14 @@ class Decoder:
     def bounded_text(self, name: str, limit: int) -> str:
         """A text column of at most `limit` UTF-8 bytes; a longer value is a defect (its
         ticket fails at its claim, so the engine never renews a lease on such a row). The
-        value is kept whole, as every other field a row holds, for `--json` and the API:
-        views show the first characters of it (`cli.text.brief`), and a page of tickets is
-        bounded in bytes (`service.tickets.page`)."""
+        ticket reads give only the first 200 characters of a longer one, and its size as
+        `<name>_bytes` (`ticket_columns` in store/sql/*/queries/tickets.sql); a value read
+        without its size is checked here and kept whole."""
         value = self.text(name)
+        size = self.raw(f"{name}_bytes")
+        if isinstance(size, int) and size > limit:
+            self.bad(name, f"{size:,} bytes of text, {text_over(limit)}")
+            return value
         why_not = text_too_big(value, limit)
         if why_not is not None:
             self.bad(name, why_not)

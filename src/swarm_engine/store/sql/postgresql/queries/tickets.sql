@@ -10,8 +10,17 @@
 -- `inputs` and `result` only when they hold at most 8 MiB of JSON (8388608 bytes:
 -- MAX_INPUTS_BYTES and MAX_RESULT_BYTES in records.py; else NULL), with their sizes in
 -- `inputs_bytes` and `result_bytes`: no read of a ticket hands over (and no reader
--- parses) a larger value any client wrote.
-tickets.id, tickets.title, tickets.description, tickets.status, tickets.execution_mode,
+-- parses) a larger value any client wrote. Likewise `title` and `description` over
+-- 64 KiB and 1 MiB (MAX_TITLE_BYTES, MAX_DESCRIPTION_BYTES): only their first 200
+-- characters, with their sizes in `title_bytes` and `description_bytes`.
+tickets.id,
+CASE WHEN octet_length(tickets.title) <= 65536 THEN tickets.title
+     ELSE left(tickets.title, 200) END AS title,
+octet_length(tickets.title) AS title_bytes,
+CASE WHEN octet_length(tickets.description) <= 1048576 THEN tickets.description
+     ELSE left(tickets.description, 200) END AS description,
+octet_length(tickets.description) AS description_bytes,
+tickets.status, tickets.execution_mode,
 tickets.agent_id, tickets.workflow_id,
 CASE WHEN octet_length(tickets.inputs::text) <= 8388608 THEN tickets.inputs END AS inputs,
 octet_length(tickets.inputs::text) AS inputs_bytes,

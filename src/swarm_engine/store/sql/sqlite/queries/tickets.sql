@@ -10,10 +10,19 @@
 -- `inputs` and `result` only when they hold at most 8 MiB of JSON (8388608 bytes:
 -- MAX_INPUTS_BYTES and MAX_RESULT_BYTES in records.py; else NULL), with their sizes in
 -- `inputs_bytes` and `result_bytes`: no read of a ticket hands over (and no reader
--- parses) a larger value any client wrote.
+-- parses) a larger value any client wrote. Likewise `title` and `description` over
+-- 64 KiB and 1 MiB (MAX_TITLE_BYTES, MAX_DESCRIPTION_BYTES): only their first 200
+-- characters, with their sizes in `title_bytes` and `description_bytes`.
 -- (SQLite loads a value to measure it, in its own memory, freed at the next row;
 -- `length` of text counts characters, hence the CAST.)
-tickets.id, tickets.title, tickets.description, tickets.status, tickets.execution_mode,
+tickets.id,
+CASE WHEN length(CAST(tickets.title AS BLOB)) <= 65536 THEN tickets.title
+     ELSE substr(tickets.title, 1, 200) END AS title,
+length(CAST(tickets.title AS BLOB)) AS title_bytes,
+CASE WHEN length(CAST(tickets.description AS BLOB)) <= 1048576 THEN tickets.description
+     ELSE substr(tickets.description, 1, 200) END AS description,
+length(CAST(tickets.description AS BLOB)) AS description_bytes,
+tickets.status, tickets.execution_mode,
 tickets.agent_id, tickets.workflow_id,
 CASE WHEN length(CAST(tickets.inputs AS BLOB)) <= 8388608 THEN tickets.inputs END AS inputs,
 length(CAST(tickets.inputs AS BLOB)) AS inputs_bytes,
