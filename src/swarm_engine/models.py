@@ -24,6 +24,7 @@ from pydantic import (
 # the pydantic-free records and name patterns live in records.py (the store, short commands
 # and registry/plain.py use them without pydantic); they are re-exported here
 from swarm_engine.errors import VMError
+from swarm_engine.records import ENV_MAX_VARS
 from swarm_engine.records import ENV_NAME_RE as ENV_NAME_RE
 from swarm_engine.records import IMAGE_RE as IMAGE_RE
 from swarm_engine.records import NAME_RE as NAME_RE
@@ -153,7 +154,11 @@ class AgentSpec(_Strict):
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
         # checked whenever a definition is read (a registry row is untrusted), not only at
-        # registration: a process cannot be started with such a variable
+        # registration: a process cannot be started with such a variable. (Any name is
+        # safe to set: the environment reaches the command only, never a host program,
+        # docs/security.md, so `LD_PRELOAD` or `PATH` steer the sandbox's own programs.)
+        if len(env) > ENV_MAX_VARS:
+            raise ValueError(f"{len(env)} variables, over {ENV_MAX_VARS}")
         for name, value in env.items():
             shown = repr(name) if len(name) <= 40 else repr(name[:39] + "…")
             if not ENV_NAME_RE.fullmatch(name):

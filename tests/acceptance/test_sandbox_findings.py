@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,44 @@ def test_a_file_past_disk_mb_fails_the_step_with_a_note_naming_the_limit(
     assert "swarm-engine: exit code 153 means a file reached the size limit of 8 MiB per file" in (
         error
     )
+
+
+PRELOAD_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void loaded(void) {
+    FILE *f = fopen("MARKER", "a");
+    if (f) { fprintf(f, "uid %d\n", (int)getuid()); fclose(f); }
+}
+"""
+
+
+def test_an_agents_env_never_reaches_a_host_program(home: Path, tmp_path: Path) -> None:
+    """`env: {LD_PRELOAD: <a library the host could load>}` made the host's setpriv (root)
+    load it, and `env: {PATH: ...}` broke the host's exec: now both reach the command only."""
+    if subprocess.run(["sh", "-c", "command -v gcc"], capture_output=True).returncode != 0:
+        pytest.skip("gcc is not installed")
+    shared = Path(tempfile.mkdtemp(prefix="swarm-preload-", dir="/tmp"))
+    try:
+        shared.chmod(0o777)  # any uid (a root engine's sandbox uid too) may load and write
+        marker = shared / "marker"
+        (shared / "evil.c").write_text(PRELOAD_C.replace("MARKER", str(marker)))
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shared / "evil.so"),
+                        str(shared / "evil.c")], check=True)  # fmt: skip
+        (shared / "evil.so").chmod(0o755)
+        env = {"LD_PRELOAD": str(shared / "evil.so"), "PATH": "/usr/bin:/nonexist"}
+        command = 'echo "preload=$LD_PRELOAD path=$PATH secret=$INPUT_SECRET"'
+        write_agent(tmp_path / "s", f"name: s\nkind: shell\ncommand: {json.dumps(command)}\n"
+                    f"env: {json.dumps(env)}\n")  # fmt: skip
+        assert swarm_inproc(home, "agent", "register", str(tmp_path / "s")).returncode == 0
+        made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "s",
+                            "--input", "secret=s3cr3t")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        done = swarm(home, "run-ticket", "1", "--wait", "--json", timeout=60)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        result = json.loads(done.stdout)
+        assert not marker.exists(), f"a host program loaded the agent's LD_PRELOAD: {result}"
+        expected = f"preload={shared / 'evil.so'} path=/usr/bin:/nonexist secret=s3cr3t"
+        assert expected in json.dumps(result), result
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from swarm_engine.engine.plan import PlannedStep, checked_inputs
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec, RetryPolicy
-from swarm_engine.records import variables_problem
+from swarm_engine.records import ENV_MAX_VARS, variables_problem
 from swarm_engine.registry.plain import plain_agent
 from swarm_engine.schema_check import SchemaChecker
 
@@ -35,6 +35,7 @@ def checker() -> Iterator[SchemaChecker]:
         ({"": "x"}, "'' is not"),
         ({"É": "x"}, "'É' is not"),
         ({"A": "x\x00y"}, "the value of 'A' contains a NUL character"),
+        ({f"V{n}": "1" for n in range(ENV_MAX_VARS + 1)}, f"over {ENV_MAX_VARS}"),
     ],
 )
 def test_an_agent_env_is_checked_whenever_the_definition_is_read(

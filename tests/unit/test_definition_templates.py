@@ -9,6 +9,7 @@ import pytest
 
 from swarm_engine.agents.files import (
     INPUT_ENV_MAX_BYTES,
+    INPUT_ENV_MAX_VARS,
     INPUT_ENV_TOTAL_BYTES,
     MAX_ARG_BYTES,
     colliding_input_keys,
@@ -130,6 +131,12 @@ def test_input_env_vars_stay_within_their_total() -> None:
     assert sum(len(v) for v in env.values()) <= INPUT_ENV_TOTAL_BYTES
     assert sorted(env) == [f"INPUT_K{i:03d}" for i in range(len(env))]  # sorted key order
     assert len(env) == INPUT_ENV_TOTAL_BYTES // INPUT_ENV_MAX_BYTES
+
+
+def test_input_env_vars_are_at_most_so_many() -> None:
+    inputs = {f"k{i:05d}": "v" for i in range(INPUT_ENV_MAX_VARS + 5)}
+    env = input_env(inputs)
+    assert sorted(env) == [f"INPUT_K{i:05d}" for i in range(INPUT_ENV_MAX_VARS)]
 
 
 def test_inputs_whose_env_names_collide_are_only_in_the_file() -> None:

@@ -36,6 +36,9 @@ regular files and bytes, `SKIP_NAMES` folders not counted."""
 # (128 KiB, counting its NUL), so no single value may ever get there.
 INPUT_ENV_MAX_BYTES = 32 * 1024
 INPUT_ENV_TOTAL_BYTES = 256 * 1024
+INPUT_ENV_MAX_VARS = 1000
+"""The most `INPUT_*` variables a step gets (a command's environment holds at most 2,500,
+`vm.sandbox_env.MAX_ENV_VARS`); the rest of the inputs are in the inputs file only."""
 MAX_ARG_BYTES = 128 * 1024 - 1
 """The longest one argv or environment string (`KEY=value`) may be, in bytes."""
 
@@ -72,7 +75,8 @@ def colliding_input_keys(inputs: dict[str, Any]) -> list[str]:
 def input_env(inputs: dict[str, Any]) -> dict[str, str]:
     """The `INPUT_<KEY>` environment variables for `inputs`: one per scalar input whose key
     is an identifier and whose value is at most `INPUT_ENV_MAX_BYTES` (UTF-8), in sorted
-    key order while they total at most `INPUT_ENV_TOTAL_BYTES`. Larger values, and values
+    key order while they total at most `INPUT_ENV_TOTAL_BYTES` and number at most
+    `INPUT_ENV_MAX_VARS`. Larger values, and values
     no environment can hold (a NUL character, unpaired surrogates), are only in the
     inputs file. So are keys whose names collide (`colliding_input_keys`: `a` and `A`
     both `INPUT_A`): neither is exported, rather than one silently standing for both."""
@@ -91,6 +95,8 @@ def input_env(inputs: dict[str, Any]) -> dict[str, str]:
             continue
         if "\0" in text or size > INPUT_ENV_MAX_BYTES or total + size > INPUT_ENV_TOTAL_BYTES:
             continue
+        if len(env) >= INPUT_ENV_MAX_VARS:
+            break
         env[name] = text
         total += size
     return env

@@ -23,15 +23,15 @@ import math
 from typing import Any
 
 from swarm_engine.errors import VMError
-from swarm_engine.records import ENV_NAME_RE, IMAGE_RE, NAME_RE, VERSION_RE
+from swarm_engine.records import ENV_MAX_VARS, ENV_NAME_RE, IMAGE_RE, NAME_RE, VERSION_RE
 from swarm_engine.vm.base import output_file_path
 
 # Each model's fields and the rule its value must meet: a type (`str`, `int` and `bool`
 # exactly, as the models' strict fields take them; `float`, a finite number, as the strict
 # float fields take it: an int or a float, never a bool or text), a pattern
-# (`name`, `version`, `image`), `json` (any JSON object), `env` (names as `ENV_NAME_RE`,
-# text values without NUL), `files` (a list of text, each an output file's path as
-# `vm.base.output_file_path` takes it), `command` (text or a list of text),
+# (`name`, `version`, `image`), `json` (any JSON object), `env` (at most `ENV_MAX_VARS`
+# names as `ENV_NAME_RE`, text values without NUL), `files` (a list of text, each an
+# output file's path as `vm.base.output_file_path` takes it), `command` (text or a list of text),
 # `ports`, a model of this table, or `model_api` (a bool or a ModelApiSpec); `?`: or null.
 MODELS: dict[str, dict[str, str]] = {
     "AgentSpec": {
@@ -152,9 +152,13 @@ def _fits(value: Any, rule: str, field: str) -> bool:
     if rule == "json":
         return type(value) is dict and _json(value, 0)
     if rule == "env":
-        return type(value) is dict and all(
-            _text(k) and ENV_NAME_RE.fullmatch(k) is not None and _text(v) and "\x00" not in v
-            for k, v in value.items()
+        return (
+            type(value) is dict
+            and len(value) <= ENV_MAX_VARS
+            and all(
+                _text(k) and ENV_NAME_RE.fullmatch(k) is not None and _text(v) and "\x00" not in v
+                for k, v in value.items()
+            )
         )
     if rule == "command" and _text(value):
         return True

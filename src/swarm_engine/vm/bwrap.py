@@ -14,9 +14,11 @@ import os
 import shutil
 import stat
 import subprocess
+from collections.abc import Mapping
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import GUEST_WORKSPACE
+from swarm_engine.vm.sandbox_env import bwrap_env_args, env_block
 
 ETC_FILES = ("hosts", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives", "ssl")
 """Host files of /etc a sandbox sees (read-only); its passwd and group are its own."""
@@ -143,29 +145,39 @@ def disables_userns() -> bool:
 
 
 class SandboxFds:
-    """File descriptors handed to one bubblewrap: the sandbox's passwd and group (memory
-    files bubblewrap reads, so no file is made on disk for them and the sandbox's uid
-    needs no access to any host path), and, for a command with ports, the info and block
-    pipes that let pasta join it first."""
+    """File descriptors handed to one command's wrapper: the command's environment (a
+    memory file: `--setenv` triples bubblewrap reads with `--args`, or `NAME=value`
+    strings the subreaper reads, `vm/sandbox_env.py`); under bubblewrap also the
+    sandbox's passwd and group (memory files bubblewrap reads, so no file is made on disk
+    for them and the sandbox's uid needs no access to any host path), and, for a command
+    with ports, the info and block pipes that let pasta join it first."""
 
-    def __init__(self, passwd: int, group: int) -> None:
+    def __init__(self, env: int, passwd: int | None = None, group: int | None = None) -> None:
+        self.env = env
         self.passwd = passwd
         self.group = group
         self.info: int | None = None
         self.info_r: int | None = None
         self.block: int | None = None
         self.block_w: int | None = None
-        self._open = [passwd, group]
+        self._open = [fd for fd in (env, passwd, group) if fd is not None]
 
     @classmethod
-    def open(cls, *, network: bool) -> SandboxFds:
-        """New fds for one command (each bubblewrap reads its own to the end). Raises
-        `OSError` when they cannot be had (e.g. out of file descriptors or memory, which
-        `vm/shortage.py` waits out), with none of them left open."""
+    def open(
+        cls, *, network: bool, env: Mapping[str, str] | None = None, sandbox: bool = True
+    ) -> SandboxFds:
+        """New fds for one command (each wrapper reads its own to the end): `env` (none:
+        an empty environment) as bubblewrap's `--args` when `sandbox`, else as the
+        subreaper's block. Raises `OSError` when they cannot be had (e.g. out of file
+        descriptors or memory, which `vm/shortage.py` waits out), with none of them left
+        open; `VMError` (nothing opened) for an environment no process can have."""
+        block = bwrap_env_args(env or {}) if sandbox else env_block(env or {})
         opened: list[int] = []
         try:
-            for name, text in (("passwd", PASSWD), ("group", GROUP)):
-                opened.append(_memory_file(name, text.encode()))
+            opened.append(memory_file("env", block))
+            if sandbox:
+                for name, text in (("passwd", PASSWD), ("group", GROUP)):
+                    opened.append(memory_file(name, text.encode()))
             if network:
                 opened += os.pipe()
                 opened += os.pipe()
@@ -173,16 +185,19 @@ class SandboxFds:
             for fd in opened:
                 os.close(fd)
             raise
-        fds = cls(opened[0], opened[1])
+        fds = cls(*opened[:3]) if sandbox else cls(opened[0])
         if network:
-            fds.info_r, fds.info, fds.block, fds.block_w = opened[2:]
-            fds._open += opened[2:]
+            fds.info_r, fds.info, fds.block, fds.block_w = opened[-4:]
+            fds._open += opened[-4:]
         return fds
 
     @property
     def passed(self) -> tuple[int, ...]:
         extra = (self.info, self.block) if self.info is not None and self.block is not None else ()
-        return (self.passwd, self.group, *extra)
+        users = (
+            (self.passwd, self.group) if self.passwd is not None and self.group is not None else ()
+        )
+        return (self.env, *users, *extra)
 
     def _close(self, fd: int | None) -> None:
         if fd is not None and fd in self._open:
@@ -199,7 +214,7 @@ class SandboxFds:
             self._close(fd)
 
 
-def _memory_file(name: str, data: bytes) -> int:
+def memory_file(name: str, data: bytes) -> int:
     """A close-on-exec memory file holding `data`, read from its start (`memfd_create`)."""
     fd = os.memfd_create(f"swarm-{name}", os.MFD_CLOEXEC)
     try:

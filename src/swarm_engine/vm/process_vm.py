@@ -2,7 +2,9 @@
 fresh process tree in its own session, with an environment built from scratch and
 resource limits (`prlimit`), under bubblewrap (`_argv`) or, with `isolation = "none"`, a
 child subreaper (`vm/subreaper.py`); its files written and read off the event loop. The
-backend that boots and reaps these VMs is `vm/process.py`.
+command's environment goes to it alone, through a memory file; the host programs that
+start it get a fixed one (`vm/sandbox_env.py`). The backend that boots and reaps these
+VMs is `vm/process.py`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from swarm_engine.vm.ending import DiskLimits, Ended, ending
 from swarm_engine.vm.pasta import forward_ports, kill_pasta
 from swarm_engine.vm.process_config import ProcessConfig
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
+from swarm_engine.vm.sandbox_env import SANDBOX_PATH, host_env, prlimit
 from swarm_engine.vm.settled import settled
 from swarm_engine.vm.shortage import SPAWN_FDS, patiently, room_for
 from swarm_engine.vm.spawned import past_fork, stop_spawned
@@ -60,7 +63,7 @@ SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
 """After a command's own process has exited, how long its pipes are still read (what is
 buffered in them); its leftovers are killed by then, so they reach EOF at once."""
-BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+BASE_PATH = SANDBOX_PATH
 DISK_CHECK_SECONDS = 0.05
 """How often a running command's workspace is measured against `disk_mb`."""
 
@@ -117,7 +120,10 @@ class ProcessVM:
     def guest_workspace(self) -> str:
         return GUEST_WORKSPACE if self.isolated else str(self.workspace)
 
-    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+    def _guest_env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        """The command's own environment: the engine's defaults, then the step's `extra`
+        (an agent's `env:`, `INPUT_*`...), then the VM's tag. Handed to the command alone
+        (`SandboxFds`), never to a host program (`sandbox_env.host_env`)."""
         env = {
             "PATH": BASE_PATH,
             "HOME": self.guest_workspace,
@@ -132,7 +138,7 @@ class ProcessVM:
 
     def _limits(self, timeout: float) -> list[str]:
         return [
-            "prlimit",
+            prlimit(),
             f"--as={self.spec.memory_mb * 1024 * 1024 + 256 * 1024 * 1024}",
             f"--cpu={int(timeout) + 2}",
             f"--nofile={self.spec.max_open_files}",
@@ -142,18 +148,21 @@ class ProcessVM:
         ]
 
     def _argv(
-        self, command: Sequence[str] | str, cwd: str | None, timeout: float, fds: SandboxFds | None
+        self, command: Sequence[str] | str, cwd: str | None, timeout: float, fds: SandboxFds
     ) -> list[str]:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
             raise VMError("empty command")
         rel = safe_relpath(cwd) if cwd else "."
         limits = self._limits(timeout)
-        if not self.isolated or fds is None:
+        if not self.isolated:
             # no PID namespace: a child subreaper keeps every descendant findable, and
-            # kills the leftovers when the command's own process exits (vm/subreaper.py)
-            reaper = [sys.executable, "-I", "-S", str(SUBREAPER), str(os.getpid()), "--"]
+            # kills the leftovers when the command's own process exits (vm/subreaper.py);
+            # it gives the command its environment (fds.env), having a fixed one itself
+            reaper = [sys.executable, "-I", "-S", str(SUBREAPER), str(os.getpid()),
+                      str(fds.env), "--"]  # fmt: skip
             return [*reaper, *limits, *argv]
+        assert fds.passwd is not None and fds.group is not None
         tmp = str(self.config.tmp_mb * 1024 * 1024)
         wrap = [
             host_tool("bwrap"), "--unshare-all", "--unshare-user", "--uid", str(GUEST_UID),
@@ -178,6 +187,9 @@ class ProcessVM:
             wrap += ["--disable-userns"]
         if fds.info is not None and fds.block is not None:
             wrap += ["--info-fd", str(fds.info), "--block-fd", str(fds.block)]
+        # the command's environment, read from a memory file (no host program has it,
+        # no command line shows it): bubblewrap sets it for the program it starts
+        wrap += ["--clearenv", "--args", str(fds.env)]
         chdir = GUEST_WORKSPACE if rel == "." else f"{GUEST_WORKSPACE}/{rel}"
         wrap += ["--chdir", chdir, "--"]
         if self.host_uid is None:
@@ -242,7 +254,7 @@ class ProcessVM:
         try:
             self._procs.add(transport)
             pid = transport.get_pid()
-            if fds is not None and fds.block_w is not None:
+            if fds.block_w is not None:
                 try:  # the command waits (--block-fd) until its ports are forwarded
                     pasta = await self._forward_ports(fds)
                 except BaseException:
@@ -252,8 +264,7 @@ class ProcessVM:
                     transport.close()
                     raise
         finally:
-            if fds is not None:
-                fds.close()
+            fds.close()
         try:
             return await finish(
                 transport, proto, started=started, limit=limit, stdin=stdin,
@@ -274,7 +285,7 @@ class ProcessVM:
         env: Mapping[str, str] | None,
         host_cwd: Path,
         stdin: bytes | None,
-    ) -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
+    ) -> tuple[SandboxFds, asyncio.SubprocessTransport, ExecProtocol]:
         """Start the command on the event loop, with its sandbox's fds. Raises `OSError`
         only when nothing was started (the caller may try again); a spawn that fails is a
         `VMError`, never tried again: asyncio can fail after the fork (watching the child
@@ -284,11 +295,13 @@ class ProcessVM:
         loop = asyncio.get_running_loop()
         forking = False
 
-        async def start() -> tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]:
+        async def start() -> tuple[SandboxFds, asyncio.SubprocessTransport, ExecProtocol]:
             # in one step of the loop up to the fork: the sandbox's fds, the check that the
             # spawn has room, the fork (nothing is held from one try to the next)
             nonlocal forking
-            fds = SandboxFds.open(network=bool(self._ports)) if self.isolated else None
+            fds = SandboxFds.open(
+                network=bool(self._ports), env=self._guest_env(env), sandbox=self.isolated
+            )
             try:
                 room_for(SPAWN_FDS)  # a shortage now is waited out before anything starts
                 forking = True
@@ -301,16 +314,14 @@ class ProcessVM:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
                     cwd=self.workspace if self.isolated else host_cwd,
-                    env=self._env(env),
+                    env=host_env(self.id),
                     start_new_session=True,
-                    pass_fds=fds.passed if fds else (),
+                    pass_fds=fds.passed,
                 )
             except BaseException:
-                if fds is not None:
-                    fds.close()
+                fds.close()
                 raise
-            if fds is not None:
-                fds.close_passed()
+            fds.close_passed()
             return fds, transport, proto
 
         # a task of its own: a cancel of this step lets the start end, then stops it whole
@@ -353,26 +364,25 @@ class ProcessVM:
             raise VMError(f"VM {self.id} is destroyed")
         started = time.monotonic()
         limit = deadline - started
-        fds = SandboxFds.open(network=False) if self.isolated else None
+        fds = SandboxFds.open(network=False, env=self._guest_env(env), sandbox=self.isolated)
         try:
             job = Job(
                 Command(
                     argv=self._argv(command, cwd, limit, fds),
                     cwd=self.workspace if self.isolated else host_cwd,
-                    env=self._env(env),
-                    pass_fds=fds.passed if fds else (),
+                    env=host_env(self.id),
+                    pass_fds=fds.passed,
                     stdin=stdin,
                     limit=limit,
                     keep=self.spec.output_keep_bytes,
                     drain=DRAIN_SECONDS,
                     check_every=DISK_CHECK_SECONDS,
                     over_disk=self._over_disk,
-                    spawned=fds.close_passed if fds else _nothing,
+                    spawned=fds.close_passed,
                 )
             )
         except BaseException:
-            if fds is not None:
-                fds.close()
+            fds.close()
             raise
         done = asyncio.get_running_loop().run_in_executor(self._threads, job.run)
         self._jobs[job] = done
@@ -391,8 +401,7 @@ class ProcessVM:
             raise VMError(f"cannot run command in {self.id}: {exc}") from exc
         finally:
             self._jobs.pop(job, None)
-            if fds is not None:
-                fds.close()
+            fds.close()
         code, note = self._ending(
             Ended(
                 outcome.returncode,
@@ -503,7 +512,3 @@ class ProcessVM:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
             raise VMError(left)
-
-
-def _nothing() -> None:
-    return None

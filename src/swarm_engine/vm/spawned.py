@@ -14,7 +14,7 @@ from swarm_engine.vm.streamed import ExecProtocol
 
 
 async def stop_spawned(
-    spawn: asyncio.Future[tuple[SandboxFds | None, asyncio.SubprocessTransport, ExecProtocol]],
+    spawn: asyncio.Future[tuple[SandboxFds, asyncio.SubprocessTransport, ExecProtocol]],
 ) -> None:
     """A spawn whose caller was cancelled: let it end, then kill what it started, its
     whole tree and process group, and wait for its exit (whatever cancel comes meanwhile).
@@ -29,8 +29,7 @@ async def stop_spawned(
     if spawn.cancelled() or spawn.exception() is not None:
         return  # nothing started, or asyncio stopped what it did (its own error path)
     fds, transport, proto = spawn.result()
-    if fds is not None:
-        fds.close()
+    fds.close()
     if transport.get_returncode() is None:
         kill_tree(transport.get_pid())
     while not proto.exited.is_set():

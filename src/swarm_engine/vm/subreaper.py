@@ -3,7 +3,11 @@
 A standalone script (standard library only), run by the process backend around every
 command when there is no PID namespace (isolation "none"):
 
-    python -I -S subreaper.py PARENT_PID -- ARGV...
+    python -I -S subreaper.py PARENT_PID ENV_FD -- ARGV...
+
+ENV_FD is a file (a memory file the engine wrote) of the command's environment, as
+NUL-terminated `NAME=value` strings: the command gets exactly that, while this script runs
+with the engine's fixed host environment (`vm/sandbox_env.py`), never the command's.
 
 1. It marks itself a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`): every process the
    command starts and then orphans (a background job, a double fork, `setsid`, `env -i`,
@@ -95,6 +99,27 @@ def sweep() -> None:
             return
 
 
+def read_env(fd: int) -> dict[bytes, bytes]:
+    """The environment in file `fd` (NUL-terminated `NAME=value` strings), read to its end;
+    `fd` is closed, so the command does not inherit it."""
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    env = {}
+    for item in b"".join(chunks).split(b"\0")[:-1]:
+        name, sep, value = item.partition(b"=")
+        if not name or not sep:
+            raise ValueError(f"not NAME=value: {item[:40]!r}")
+        env[name] = value
+    return env
+
+
 def exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -102,10 +127,15 @@ def exit_code(status: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[2] != "--":
-        sys.stderr.write("usage: subreaper.py PARENT_PID -- COMMAND [ARG...]\n")
+    if len(argv) < 5 or argv[3] != "--":
+        sys.stderr.write("usage: subreaper.py PARENT_PID ENV_FD -- COMMAND [ARG...]\n")
         return 125
-    parent, command = int(argv[1]), argv[3:]
+    parent, command = int(argv[1]), argv[4:]
+    try:
+        env = read_env(int(argv[2]))
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"subreaper: cannot read the command's environment: {exc}\n")
+        return 125
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.stderr.write(f"subreaper: prctl: {os.strerror(ctypes.get_errno())}\n")
@@ -118,7 +148,7 @@ def main(argv: list[str]) -> int:
             return 128 + signal.SIGTERM
         try:
             child = os.posix_spawnp(
-                command[0], command, os.environ, setsigdef=RESET_SIGNALS + STOP_SIGNALS
+                command[0], command, env, setsigdef=RESET_SIGNALS + STOP_SIGNALS
             )
         except OSError as exc:
             sys.stderr.write(f"{command[0]}: {exc.strerror}\n")
