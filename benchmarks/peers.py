@@ -3,11 +3,13 @@
 The job is what the process backend runs for the echo agent, with `sh -c 'echo hello'`
 as the command: the argv comes from the backend's own code (`ProcessBackend.boot` for the
 echo agent's VM spec, then `ProcessVM._argv`), so it is bubblewrap with the same
-namespaces, uid, mounts and /etc files, under the same `prlimit` limits, in the same
-environment (`ProcessVM._env`), in its own session, with stdout and stderr piped, exactly
-as the engine starts a step's command (as root, also the same `unshare` + `setpriv` to the
-VM's own host uid). Only the fds of the sandbox's passwd and group change per job (memory
-files made fresh each time, as the engine does). Bare and huey run it in one VM folder.
+namespaces, uid, mounts and /etc files, under the same `prlimit` limits, with the same
+environment (`ProcessVM._guest_env`, handed to bubblewrap in a memory file; the host
+programs get `sandbox_env.host_env`), in its own session, with stdout and stderr piped,
+exactly as the engine starts a step's command (as root, also the same `unshare` +
+`setpriv` to the VM's own host uid). Only the fds of the command's environment, passwd and
+group change per job (memory files made fresh each time, as the engine does). Bare and
+huey run it in one VM folder.
 
 * bare: a `ThreadPoolExecutor(SLOTS)` calling `subprocess.run` of the job N times.
 * huey: `SqliteHuey` (huey's defaults: WAL, results stored), N tasks enqueued first, then
@@ -125,12 +127,13 @@ def run_job(recipe: dict[str, Any]) -> tuple[float, float]:
 # -- the job's recipe, from the process backend's own code -----------------------------------
 async def _boot_recipe(root: Path) -> tuple[dict[str, Any], Any]:
     """Boot one VM as the engine does for an echo step; the job's argv, environment and
-    folder, with fd marks for passwd and group. Fails loudly if the backend's internals
+    folder, with fd marks for its environment, passwd and group. Fails loudly if the backend's internals
     change shape (rather than measuring some other job)."""
     from swarm_engine.registry.builtins import builtin_agents
     from swarm_engine.vm.bwrap import GROUP, PASSWD
     from swarm_engine.vm.pool import spec_for
     from swarm_engine.vm.process import ProcessBackend, ProcessConfig
+    from swarm_engine.vm.sandbox_env import bwrap_env_args, host_env
 
     echo = next(a for a in builtin_agents() if a.name == "echo")
     spec = spec_for(echo.vm.model_dump(), echo.memory_mb, echo.vcpus, echo.timeout_seconds)
@@ -138,16 +141,22 @@ async def _boot_recipe(root: Path) -> tuple[dict[str, Any], Any]:
     if not backend.isolated:  # raises when bubblewrap does not work: no fair comparison
         raise RuntimeError("the process backend is not isolated here")
     vm = await backend.boot("vm-peers", spec)
-    # what `ProcessVM.exec` passes: an `_Fds` with the passwd and group fds, no ports
+    # what `ProcessVM.exec` passes: a `SandboxFds` with the command's environment (bwrap's
+    # `--args` memory file), the passwd and group fds, no ports
     fds = SimpleNamespace(
-        passwd=FD_MARK.format("passwd"), group=FD_MARK.format("group"), info=None, block=None
-    )
+        env=FD_MARK.format("env"), passwd=FD_MARK.format("passwd"),
+        group=FD_MARK.format("group"), info=None, block=None,
+    )  # fmt: skip
     argv = vm._argv(JOB, None, spec.timeout_seconds, fds)
     recipe = {
         "argv": argv,
-        "env": vm._env(None),
+        "env": host_env(vm.id),  # the host programs' fixed environment
         "cwd": str(vm.workspace),
-        "data": {"passwd": PASSWD, "group": GROUP},
+        "data": {
+            "env": bwrap_env_args(vm._guest_env(None)).decode(),
+            "passwd": PASSWD,
+            "group": GROUP,
+        },
     }
     return recipe, vm
 
