@@ -27,6 +27,7 @@ from swarm_engine.api import (
 )
 from swarm_engine.api.auth import require_token
 from swarm_engine.api.deps import Server
+from swarm_engine.api.methods import HeadAsGet
 from swarm_engine.api.models import Health
 from swarm_engine.api.sites import LoopbackHost, SameOrigin
 from swarm_engine.config import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.state.server = Server.open(settings)
     app.state.token = token
     errors.install(app)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(SameOrigin)
     app.add_middleware(LoopbackHost, checked=token is None)  # outermost: before all else

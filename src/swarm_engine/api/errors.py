@@ -26,9 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from swarm_engine.api.methods import allowed_methods
 from swarm_engine.api.models import ErrorBody
 from swarm_engine.errors import (
     ConfigError,
@@ -103,22 +103,13 @@ def install(app: FastAPI) -> None:
         code = STATUS_CODES.get(exc.status_code, "bad_request")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method of the path, not the first route's only
-            headers["Allow"] = ", ".join(allowed_methods(request))
+            headers["Allow"] = ", ".join(allowed_methods(request.scope))
         return body(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         return body(500, "internal", f"the server failed: {type(exc).__name__}")
-
-
-def allowed_methods(request: Request) -> list[str]:
-    """The methods some route of the app answers at the request's path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.path_regex.match(request.url.path):
-            methods |= route.methods or set()
-    return sorted(methods)
 
 
 class BodyLimit:

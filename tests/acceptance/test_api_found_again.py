@@ -1,0 +1,75 @@
+"""What a fresh tester found in the API, again: a 405 lists the path's methods in
+`Allow` and every GET route answers HEAD; a tokenless server parses `Host` strictly;
+request bodies are strictly typed (no `"5"` for a number, no `"yes"` for a boolean)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.api import Api, start_api
+from tests.support.cli import swarm_inproc
+
+from swarm_engine.api.deps import MAX_LOG_STREAMS
+
+TOKEN = "a-token-of-16-chars-or-more"
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    return home
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    server = start_api(_home(tmp_path), token=TOKEN)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tokenless(tmp_path: Path) -> Iterator[Api]:
+    server = start_api(_home(tmp_path))
+    yield server
+    server.stop()
+
+
+def test_a_405_lists_the_paths_methods(api: Api) -> None:
+    for method, path, allowed in [
+        ("PUT", "/v1/tickets/1", "GET, HEAD"),
+        ("DELETE", "/v1/tickets", "GET, HEAD, POST"),
+        ("GET", "/v1/tickets/1/cancel", "POST"),
+        ("POST", "/v1/status", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("PUT", "/ui", "GET, HEAD"),
+        ("POST", "/ui/static/dashboard.css", "GET, HEAD"),
+    ]:
+        answer = api.call(method, path)
+        assert answer.status_code == 405, (method, path, answer.text)
+        assert answer.headers["Allow"] == allowed, (method, path)
+        assert answer.json()["error"] == "method_not_allowed"
+
+
+def test_every_get_route_answers_head(api: Api) -> None:
+    made = api.post("/v1/tickets", json={"title": "t", "agent": "echo"})
+    assert made.status_code == 201, made.text
+    tid = made.json()["id"]
+    for path in ("/v1/status", "/v1/tickets", f"/v1/tickets/{tid}", "/v1/hosts", "/healthz",
+                 "/metrics", "/ui", "/ui/static/dashboard.css", "/openapi.json"):  # fmt: skip
+        got, head = api.get(path), api.call("HEAD", path)
+        assert head.status_code == got.status_code == 200, (path, head.status_code)
+        assert head.content == b"", path
+        assert head.headers["Content-Type"] == got.headers["Content-Type"], path
+    assert api.call("HEAD", "/v1/tickets/999999").status_code == 404
+    assert api.call("HEAD", "/v1/tickets/1", token=None).status_code == 401
+    # a live log stream: HEAD answers its headers at once and holds no stream slot
+    for _ in range(MAX_LOG_STREAMS + 2):
+        head = api.call("HEAD", f"/v1/tickets/{tid}/logs/stream", timeout=10)
+        assert head.status_code == 200 and head.headers["Content-Type"].startswith(
+            "text/event-stream"
+        )
+    assert api.get("/v1/tickets").status_code == 200
+    assert "Traceback" not in "".join(api.lines) and "failed" not in "".join(api.lines)
+
