@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.api import Api, start_api
-from tests.support.cli import swarm_inproc
+from tests.support.cli import swarm, swarm_inproc
 
 from swarm_engine.api.deps import MAX_LOG_STREAMS
 
@@ -73,3 +73,21 @@ def test_every_get_route_answers_head(api: Api) -> None:
     assert api.get("/v1/tickets").status_code == 200
     assert "Traceback" not in "".join(api.lines) and "failed" not in "".join(api.lines)
 
+
+@pytest.mark.parametrize(
+    "token", ["\u00e9" * 16, " " * 16, "a-token-of-16\nchars", "a-token-of-16\tchars", "\u00a0" * 16,
+              "a-token-of-16-chars\x7f"],
+)  # fmt: skip
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_token_no_client_can_send_is_refused_at_start(
+    tmp_path: Path, token: str, how: str
+) -> None:
+    home = tmp_path / "home"
+    if how == "option":
+        done = swarm(home, "serve", "--port", "0", "--token", token, timeout=30)
+    else:
+        done = swarm(home, "serve", "--port", "0", timeout=30, SWARM_API_TOKEN=token)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --token (or SWARM_API_TOKEN) may hold only printable")
+    assert len(done.stderr.splitlines()) == 1
+    assert not home.exists()  # refused before the home is made

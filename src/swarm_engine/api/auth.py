@@ -35,9 +35,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_sendable(token: str) -> bool:
+    """Whether a client can send `token` in an `Authorization: Bearer` header and have it
+    compared as given: printable ASCII without whitespace (a header is read as latin-1,
+    stripped of surrounding spaces, and ends at a line break)."""
+    return all("!" <= char <= "~" for char in token)
+
+
 def check_exposure(host: str, token: str | None) -> None:
     """`UsageError` when the server would listen beyond this machine without a token,
-    or the token is too short to be one."""
+    or the token is too short to be one or holds a character no client can send."""
+    if token is not None and not is_sendable(token):
+        raise UsageError(
+            "--token (or SWARM_API_TOKEN) may hold only printable ASCII characters, no"
+            " spaces or other whitespace ('!' to '~', as in `openssl rand -hex 24`):"
+            " a client could not send another in its Authorization header"
+        )
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters")
     if token is None and not is_loopback(host):
