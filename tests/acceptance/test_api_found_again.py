@@ -91,3 +91,17 @@ def test_a_token_no_client_can_send_is_refused_at_start(
     assert done.stderr.startswith("error: --token (or SWARM_API_TOKEN) may hold only printable")
     assert len(done.stderr.splitlines()) == 1
     assert not home.exists()  # refused before the home is made
+
+
+def test_a_tokenless_server_reads_host_strictly(tokenless: Api) -> None:
+    for host in ("[::1]evil", "[::1]:80@evil", "[::1]:80evil", "[::1", "[::1]:", "[::1]:8a",
+                 "[::1]]", "[::1%25lo]", "[::1%lo]:80", "[127.0.0.1]", "[localhost]", "::1",
+                 "127.0.0.1]", "127.0.0.1:", "127.0.0.1:80:80", "127.0.0.1:80@evil",
+                 "localhost.", "localhost:٨٠", "127.1", "[::ffff:7f00:1]",
+                 "evil@127.0.0.1"):  # fmt: skip
+        answer = tokenless.get("/v1/status", headers={"Host": host.encode()})
+        assert answer.status_code == 403, (host, answer.status_code)
+        assert answer.json()["error"] == "forbidden" and "Host" in answer.json()["message"]
+    for host in ("[::1]", "[::1]:8080", "[0:0:0:0:0:0:0:1]:1", "localhost", "LocalHost:1",
+                 "127.0.0.1:65535", "127.9.9.9"):  # fmt: skip
+        assert tokenless.get("/v1/status", headers={"Host": host}).status_code == 200, host

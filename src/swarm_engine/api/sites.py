@@ -15,21 +15,39 @@ it nor the dashboard's cookie (a browser keeps that for the name it was set on).
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from swarm_engine.api.auth import is_loopback
 from swarm_engine.api.errors import body
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+PORT = re.compile(r"(:[0-9]{1,5})?")
+"""What may follow a `Host` header's name: nothing, or `:` and a port."""
 
 
-def host_name(header: str) -> str:
-    """The name in a `Host` header, without its port: `[::1]:80` -> `::1`,
-    `localhost:8000` -> `localhost`, `127.0.0.1` -> `127.0.0.1`."""
-    header = header.strip()
+def is_loopback_host(header: str) -> bool:
+    """Whether a `Host` header names this machine's loopback, read strictly: `localhost`
+    or an IPv4 address in 127.0.0.0/8, or `[::1]` (a bracketed IPv6 literal, read by
+    `ipaddress`, no zone), then nothing or `:PORT` (ASCII digits) and nothing else."""
     if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+        literal, closed, rest = header[1:].partition("]")
+        if not closed or not PORT.fullmatch(rest) or "%" in literal:
+            return False
+        try:
+            return ipaddress.IPv6Address(literal).is_loopback
+        except ValueError:
+            return False
+    name, colon, port = header.partition(":")
+    if not PORT.fullmatch(colon + port):
+        return False
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.IPv4Address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class SameOrigin:
@@ -55,7 +73,7 @@ class SameOrigin:
 
 class LoopbackHost:
     """Refuses (403) every request, reading ones too, whose `Host` header names anything
-    but this machine's loopback (`localhost`, 127.0.0.0/8, `[::1]`; any port), when
+    but this machine's loopback (`localhost`, 127.0.0.0/8, `[::1]`; any port; read strictly: `is_loopback_host`), when
     `checked` (the server has no token). A request without `Host` (no browser sends
     one) passes."""
 
@@ -66,7 +84,7 @@ class LoopbackHost:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.checked and scope["type"] == "http":
             raw = dict(scope.get("headers") or []).get(b"host")
-            if raw is not None and not is_loopback(host_name(raw.decode("latin-1"))):
+            if raw is not None and not is_loopback_host(raw.decode("latin-1")):
                 shown = raw.decode("latin-1")[:100]
                 message = (
                     f"Host {shown!r} is not this machine's loopback: a server without a token"
