@@ -105,3 +105,36 @@ def test_a_tokenless_server_reads_host_strictly(tokenless: Api) -> None:
     for host in ("[::1]", "[::1]:8080", "[0:0:0:0:0:0:0:1]:1", "localhost", "LocalHost:1",
                  "127.0.0.1:65535", "127.9.9.9"):  # fmt: skip
         assert tokenless.get("/v1/status", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("priority", True), ("priority", "5"), ("priority", 5.0), ("priority", 5.5),
+     ("draft", "yes"), ("draft", 1), ("draft", "true"), ("max_attempts", "3"),
+     ("max_attempts", False), ("timeout_seconds", "10"), ("timeout_seconds", True),
+     ("title", 5), ("description", 1.5), ("agent", ["echo"]), ("inputs", "a=b"),
+     ("inputs", [["a", "b"]])],
+)  # fmt: skip
+def test_a_new_tickets_fields_are_strictly_typed(api: Api, field: str, value: object) -> None:
+    answer = api.post("/v1/tickets", json={"title": "t", "agent": "echo", "draft": True,
+                                           field: value})  # fmt: skip
+    assert answer.status_code == 422, (field, value, answer.text)
+    body = answer.json()
+    assert body["error"] == "invalid_request" and f"body.{field}" in body["message"]
+    assert "\n" not in body["message"]
+    assert api.get("/v1/tickets").json()["items"] == []  # nothing was made
+
+
+def test_strict_fields_take_their_own_types(api: Api) -> None:
+    made = api.post("/v1/tickets", json={"title": "t", "agent": "echo", "draft": True,
+                                         "priority": -5, "max_attempts": 2,
+                                         "timeout_seconds": 10, "inputs": {"n": "1"}})  # fmt: skip
+    assert made.status_code == 201, made.text
+    ticket = made.json()
+    assert (ticket["priority"], ticket["max_attempts"], ticket["status"]) == (-5, 2, "draft")
+    for ids in (["1"], [True], [1.0]):
+        answer = api.post("/v1/tickets/bulk/cancel", json={"ids": ids})
+        assert answer.status_code == 422 and "body.ids.0" in answer.json()["message"], ids
+    assert api.get(f"/v1/tickets/{ticket['id']}").json()["status"] == "draft"
+    cancelled = api.post("/v1/tickets/bulk/cancel", json={"ids": [ticket["id"]]})
+    assert cancelled.status_code == 200, cancelled.text

@@ -182,9 +182,11 @@ class TicketPage(BaseModel):
 
 
 class NewTicket(BaseModel):
-    """A ticket to create: exactly one of `agent` and `workflow`."""
+    """A ticket to create: exactly one of `agent` and `workflow`. Strict: a number is a
+    JSON number (an integer for an int field), a boolean `true` or `false`, text a string:
+    `"5"` or `true` for `priority`, `"yes"` for `draft` are 422s naming the field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str = Field(max_length=10_000, examples=["count words"])
     description: str = ""
@@ -198,9 +200,10 @@ class NewTicket(BaseModel):
 
 
 class TicketIds(BaseModel):
-    """Tickets to act on at once (at most 1000)."""
+    """Tickets to act on at once (at most 1000); strict, as `NewTicket`: ids are JSON
+    integers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
 
