@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import Target
 from tests.support.api import Api, start_api
 from tests.support.cli import swarm, swarm_inproc
 
@@ -138,3 +139,32 @@ def test_strict_fields_take_their_own_types(api: Api) -> None:
     assert api.get(f"/v1/tickets/{ticket['id']}").json()["status"] == "draft"
     cancelled = api.post("/v1/tickets/bulk/cancel", json={"ids": [ticket["id"]]})
     assert cancelled.status_code == 200, cancelled.text
+
+
+def test_a_negative_max_vms_is_a_defect_not_slots(store_target: Target, tmp_path: Path) -> None:
+    """An outside writer's `engines.max_vms = -5` adds no slot to its host (a defect of
+    the host says so) and is shown null with a defect on the engine, not as -5."""
+    home = tmp_path / "home"
+    done = swarm_inproc(home, "status", "--init", **store_target.env)
+    assert done.returncode == 0, done.stderr
+    store_target.sql(
+        "INSERT INTO engines (id, host, pid, max_vms, backend) VALUES"
+        " ('e-bad', 'h1', 1, -5, 'x'), ('e-good', 'h1', 2, 4, 'x'), ('e-alone', 'h2', 3, -5, 'x')"
+    )
+    server = start_api(home, token=TOKEN, **store_target.env)
+    try:
+        hosts = {h["host"]: h for h in server.get("/v1/hosts").json()}
+        assert (hosts["h1"]["slots"], hosts["h2"]["slots"], hosts["h2"]["free"]) == (4, 0, 0)
+        for name in ("h1", "h2"):
+            assert any("negative max_vms" in d for d in hosts[name]["defects"]), hosts[name]
+        engines = {e["id"]: e for e in server.get("/v1/engines").json()}
+        assert engines["e-bad"]["max_vms"] is None
+        assert "max_vms: negative (-5)" in engines["e-bad"]["defects"]
+        assert engines["e-good"]["max_vms"] == 4 and not engines["e-good"]["defects"]
+        status = server.get("/v1/status").json()
+        assert {h["host"]: h["slots"] for h in status["hosts"]} == {"h1": 4, "h2": 0}
+        assert all(e["max_vms"] != -5 for e in status["engines"])
+        metrics = server.get("/metrics").text
+        assert "-5" not in metrics.split("swarm_vm_slots", 1)[1].split("# HELP", 1)[0]
+    finally:
+        server.stop()

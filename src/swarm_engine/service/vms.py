@@ -58,9 +58,10 @@ def engines(
 
 
 def hosts(store: Store) -> list[dict[str, Any]]:
-    """Per host with a live engine or VM: `host`, `engines`, `slots` (their max VMs),
-    `vms` (live VMs), `busy` (VMs holding a slot: booting, ready or busy), `free`
-    (slots - busy, at least 0)."""
+    """Per host with a live engine or VM: `host`, `engines`, `slots` (their max VMs; an
+    engine row's negative max_vms adds none, and is a defect of the host), `vms` (live
+    VMs), `busy` (VMs holding a slot: booting, ready or busy), `free` (slots - busy, at
+    least 0)."""
     busy: dict[str, int] = {}
     for row in store.vms.live_counts():
         if row["state"] in ("booting", "ready", "busy"):
@@ -69,6 +70,10 @@ def hosts(store: Store) -> list[dict[str, Any]]:
     for record in store.engines.hosts():
         held = busy.get(str(record["host"]), 0)
         slots = _int(record.get("slots"))
+        negative = _int(record.pop("negative_max_vms", 0))
+        if negative:  # (they added no slot)
+            defects = record.setdefault("defects", [])
+            defects.append(f"slots: {negative} engine(s) with a negative max_vms, counted as 0")
         out.append(record | {"slots": slots, "busy": held, "free": max(slots - held, 0)})
     return out
 

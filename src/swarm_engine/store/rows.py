@@ -130,6 +130,15 @@ class Decoder:
             return None
         return value
 
+    def opt_count(self, name: str) -> int | None:
+        """A nullable count (`opt_integer`, and not negative): None, with a defect, for a
+        negative one too."""
+        value = self.opt_integer(name)
+        if value is not None and value < 0:
+            self.bad(name, f"negative ({value})")
+            return None
+        return value
+
     def number(self, name: str) -> float | None:
         value = self.raw(name)
         if value is None:
@@ -321,6 +330,12 @@ INTEGER_COLUMNS = frozenset(
 """Record columns that hold an integer (or NULL) in every table and query that has them.
 Not `id`: an INTEGER PRIMARY KEY always holds an integer, and the `id` of a VM or an
 engine is text."""
+COUNT_COLUMNS = frozenset(
+    {"max_vms", "busy_vms", "busy_now", "memory_mb", "vcpus", "engines", "slots", "vms",
+     "busy", "free", "negative_max_vms"}
+)  # fmt: skip
+"""`INTEGER_COLUMNS` that count something (VMs, slots, MiB, CPUs): a negative value,
+which no engine writes, is read as None with a defect, like any other unreadable one."""
 NUMBER_COLUMNS = frozenset({"cost_usd"})
 """Record columns that hold a finite number (or NULL)."""
 TIME_COLUMNS = frozenset(
@@ -348,6 +363,8 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
             out[key] = d.json(key)
         elif key in TIME_COLUMNS:
             out[key] = format_ts(d.timestamp(key))
+        elif key in COUNT_COLUMNS:
+            out[key] = d.opt_count(key)
         elif key in INTEGER_COLUMNS:
             out[key] = d.opt_integer(key)
         elif key in NUMBER_COLUMNS:

@@ -45,10 +45,13 @@ SELECT * FROM engines WHERE state IN ('running','draining')
 
 -- name: hosts
 -- One row per host that has a live engine or a live VM. `slots`: the numeric sum clamped
--- to bigint (two engines of 2**63-1 must not fail the query).
+-- to bigint (two engines of 2**63-1 must not fail the query); a negative max_vms (no
+-- engine writes one) adds nothing, and `negative_max_vms` counts them.
 SELECT host,
        count(kind) AS engines,
-       CAST(GREATEST(LEAST(coalesce(sum(max_vms), 0), 9223372036854775807), -9223372036854775808) AS bigint) AS slots,
+       CAST(GREATEST(LEAST(coalesce(sum(CASE WHEN max_vms < 0 THEN 0 ELSE max_vms END), 0),
+                           9223372036854775807), -9223372036854775808) AS bigint) AS slots,
+       count(CASE WHEN max_vms < 0 THEN 1 END) AS negative_max_vms,
        (SELECT count(*) FROM vms v WHERE v.host = h.host
            AND v.state IN ('booting','ready','busy','destroying')) AS vms
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')
