@@ -47,6 +47,18 @@ class StoreError(SwarmError):
     exit_code = 6
 
 
+class StoreUnreachableError(StoreError):
+    """The database server did not answer (connection refused, timed out, name not
+    found): it may not be up yet. `start` and `serve` wait for it at start-up; any other
+    command reports it and exits 6. A server that answers and refuses (a wrong password,
+    no such database) is a plain `StoreError`."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"cannot connect to {where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
 class StoreBusyError(StoreError):
     """A transient store failure: the database is locked past the busy timeout, the disk is
     full or an I/O call failed. Callers that must not fail (lease renewal, a running step's

@@ -81,12 +81,15 @@ def _as_owner(argv: list[str], owner: str | None) -> subprocess.CompletedProcess
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
 
 
-def start_server(*, listen: tuple[str, ...] = (), trust: tuple[str, ...] = ()) -> Server | str:
+def start_server(
+    *, listen: tuple[str, ...] = (), trust: tuple[str, ...] = (), port: int | None = None
+) -> Server | str:
     """A server to test against, or the reason there is none. `listen`: more addresses to
-    listen on besides 127.0.0.1; `trust`: networks (CIDR) allowed in without a password
-    (a new server is started for these, never the one SWARM_TEST_POSTGRES_URL names)."""
+    listen on besides 127.0.0.1; `trust`: networks (CIDR) allowed in without a password;
+    `port`: the port to listen on (a new server is started for these, never the one
+    SWARM_TEST_POSTGRES_URL names)."""
     url = os.environ.get("SWARM_TEST_POSTGRES_URL")
-    if url and not listen:
+    if url and not listen and port is None:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
@@ -119,7 +122,7 @@ def start_server(*, listen: tuple[str, ...] = (), trust: tuple[str, ...] = ()) -
         hba = data / "pg_hba.conf"
         lines = "".join(f"host all all {cidr} trust\n" for cidr in trust)
         _as_owner(["sh", "-c", f"printf '%s' '{lines}' >> {hba}"], owner)
-    port = _free_port()
+    port = _free_port() if port is None else port
     addresses = ",".join(("127.0.0.1", *listen))
     options = (
         f"-k {folder} -c listen_addresses={addresses} -p {port} -c fsync=off"

@@ -24,6 +24,36 @@ Database = Literal["tickets", "registry"]
 INIT_HINT = "'swarm-engine status --init' creates it"
 
 
+def wait_for_store(settings: Settings, *, first: float = 0.5, most: float = 15.0) -> None:
+    """Until the ticket store and the registry answer, when a database server holds them
+    (`start` and `serve`: a store not up yet at start-up is a delay, not a failure). One
+    line on stderr when it does not (`waiting for the store at URL (why); retrying`),
+    then retries, waiting `first` s and twice as long each time up to `most`, until it
+    answers or the user stops the process. A server that answers and refuses (a wrong
+    password, no such database) is not waited for: `StoreError`, as for every command.
+    SQLite files are opened by the command itself."""
+    import time
+
+    from swarm_engine.errors import StoreUnreachableError
+    from swarm_engine.store import is_url, open_database
+
+    said: set[str] = set()
+    for target, schema in ((settings.tickets_target, "tickets"),
+                           (settings.registry_target, "registry")):  # fmt: skip
+        delay = first
+        while isinstance(target, str) and is_url(target):
+            try:
+                open_database(target, schema, busy_timeout=settings.busy_timeout).close()
+                break
+            except StoreUnreachableError as exc:
+                if exc.where not in said:
+                    said.add(exc.where)
+                    click.echo(f"waiting for the store at {exc.where} ({exc.reason});"
+                               " retrying (Ctrl-C stops)", err=True)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, most)
+
+
 def ensure_home(settings: Settings) -> None:
     """Create the home folder and both databases (the first command that writes does).
     Creating a new database says so on stderr (`note: created a new, empty store at
@@ -131,6 +161,16 @@ def _passing(prepare: Callable[[Settings], None]) -> Callable[[F], F]:
 
 pass_settings = _passing(ensure_home)
 """For commands that add to the store: the first one creates the home and both databases."""
+
+
+def _wait_then_ensure(settings: Settings) -> None:
+    wait_for_store(settings)
+    ensure_home(settings)
+
+
+pass_settings_waiting = _passing(_wait_then_ensure)
+"""`pass_settings` for a long-running command (`start`): a database server not up yet is
+waited for first (`wait_for_store`)."""
 
 
 def store_label(target: str | Path) -> str:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import click
 
-from swarm_engine.cli.app import Seconds, example, pass_existing, pass_settings, store_of
+from swarm_engine.cli.app import (
+    Seconds,
+    example,
+    pass_existing,
+    pass_settings_waiting,
+    store_of,
+)
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.text import left_running, ms, short, terminal_width, visible
 from swarm_engine.config import Settings
@@ -47,7 +53,7 @@ START_TIMEOUT = 15.0
     is_flag=True,
     help="Start even though an engine already runs on this host with this store.",
 )
-@pass_settings
+@pass_settings_waiting  # a store not up yet is waited for (one line), not an exit 6
 def start(
     settings: Settings,
     foreground: bool,

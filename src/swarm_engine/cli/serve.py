@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from swarm_engine.cli.app import ensure_home, example
+from swarm_engine.cli.app import ensure_home, example, wait_for_store
 from swarm_engine.config import Settings
 
 
@@ -40,6 +40,7 @@ def serve(settings: Settings, host: str, port: int, token: str | None) -> None:
     from swarm_engine.api.server import serve as run
 
     check_exposure(host, token or None)  # before the home is made: a refusal changes nothing
+    wait_for_store(settings)  # a store not up yet is waited for (one line), not an exit 6
     ensure_home(settings)
 
     def ready(url: str) -> None:

@@ -27,7 +27,12 @@ import psycopg_pool
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.string import TextLoader
 
-from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
+from swarm_engine.errors import (
+    StoreBusyError,
+    StoreError,
+    StoreIntegrityError,
+    StoreUnreachableError,
+)
 from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, ValueReader
 
 POOL_MAX = 4
@@ -202,6 +207,10 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
     where = f"database {redact(url)}"
     try:
         psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate is None:  # no answer from a server (it sends a SQLSTATE when it refuses)
+            raise StoreUnreachableError(redact(url), _scrub(exc, url)) from None
+        raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
     lock_ms = max(1, int(busy_timeout * 1000))
@@ -220,9 +229,7 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
         pool.open(wait=True, timeout=CONNECT_TIMEOUT)
     except psycopg_pool.PoolTimeout as exc:
         pool.close()
-        raise StoreError(
-            f"cannot connect to {redact(url)}: the server did not answer in time"
-        ) from exc
+        raise StoreUnreachableError(redact(url), "the server did not answer in time") from exc
     db = PostgresDatabase(pool, where, lock_ms)
     try:
         _migrate(db, schema)
