@@ -288,6 +288,13 @@ def test_titles_and_descriptions_over_their_limits_are_refused_at_creation(home:
         answer = api.post("/v1/tickets", json={"title": "t", "agent": "echo",
                                                "description": "d" * MAX_DESCRIPTION_BYTES})  # fmt: skip
         assert answer.status_code == 201, answer.text
+        answer = api.post("/v1/tickets", json={"title": fits, "agent": "echo"})  # 32,768 chars
+        assert answer.status_code == 201, answer.text
+        answer = api.post("/v1/tickets", json={"title": fits + "x", "agent": "echo"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["message"] == (
+            f"title: {MAX_TITLE_BYTES + 1:,} bytes of text, more than the 64 KiB it may hold"
+        )
     finally:
         api.stop()
-    assert [r["id"] for r in query(home / "tickets.db", "SELECT id FROM tickets")] == [1, 2]
+    assert [r["id"] for r in query(home / "tickets.db", "SELECT id FROM tickets")] == [1, 2, 3]

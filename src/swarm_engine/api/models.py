@@ -188,7 +188,7 @@ class NewTicket(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    title: str = Field(max_length=10_000, examples=["count words"])
+    title: str = Field(examples=["count words"])  # at most 64 KiB (MAX_TITLE_BYTES): 400
     description: str = ""
     agent: str | None = Field(None, max_length=200, examples=["word-count"])
     workflow: str | None = Field(None, max_length=200)
