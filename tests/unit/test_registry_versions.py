@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.registry import Registry
-from swarm_engine.registry.catalog import version_key
+from swarm_engine.registry.catalog import latest_key, version_key
 
 HUGE = "9" * 5000  # more digits than Python converts to an int (4,300)
 
@@ -130,3 +130,90 @@ def test_latest_workflows_sees_each_rows_change_between_reads(tmp_path: Path) ->
         assert third[0][0].steps[0].agent == "shell"
     finally:
         reg.close()
+
+
+# -- SemVer precedence --------------------------------------------------------------------
+SEMVER_EXAMPLES = [  # semver.org, section 11, in ascending order, and more of the same
+    "1.0.0-alpha",
+    "1.0.0-alpha.1",
+    "1.0.0-alpha.beta",
+    "1.0.0-beta",
+    "1.0.0-beta.2",
+    "1.0.0-beta.11",
+    "1.0.0-rc.1",
+    "1.0.0",
+    "1.0.10-rc1",
+    "1.0.10",
+    "2.0.0-rc1",
+    "2.0.0",
+    "2.0.0+build9",  # build metadata: no part of precedence, only a tie-break
+    "2.0.0+build9.1",
+    "2.1.0-0",
+    "2.1.0-1.x-y",
+    "2.1.0-x",
+]
+
+
+def test_versions_order_by_semver_precedence() -> None:
+    assert sorted(SEMVER_EXAMPLES, key=version_key) == SEMVER_EXAMPLES
+    assert sorted(reversed(SEMVER_EXAMPLES), key=latest_key) == SEMVER_EXAMPLES
+
+
+IDENT = st.one_of(
+    st.integers(0, 10**25).map(str),
+    st.text("0123456789abcXYZ-", min_size=1, max_size=4),
+)
+SEMVER = st.builds(
+    lambda core, pre, build: (
+        ".".join(core)
+        + (f"-{'.'.join(pre)}" if pre else "")
+        + (f"+{'.'.join(build)}" if build else "")
+    ),
+    st.lists(st.integers(0, 10**25).map(str), min_size=3, max_size=3),
+    st.lists(IDENT, max_size=3),
+    st.lists(IDENT, max_size=2),
+)
+
+
+@given(st.lists(st.one_of(SEMVER, st.text(max_size=12), st.sampled_from(SEMVER_EXAMPLES)),
+                min_size=3, max_size=3))  # fmt: skip
+def test_latest_key_is_a_total_order(versions: list[str]) -> None:
+    a, b, _ = versions
+    ka, kb, kc = (latest_key(v) for v in versions)
+    assert (ka == kb) == (a == b)  # two distinct rows never tie
+    assert (ka < kb) != (kb < ka) or a == b  # antisymmetric
+    if ka <= kb and kb <= kc:
+        assert ka <= kc  # transitive
+
+
+def _semver_cmp(a: str, b: str) -> int:
+    """SemVer precedence straight from the spec's words, for checking (-1, 0, 1)."""
+
+    def cmp(x: Any, y: Any) -> int:
+        return int(x > y) - int(x < y)
+
+    (ca, _, pa), (cb, _, pb) = (v.split("+")[0].partition("-") for v in (a, b))
+    if d := cmp([int(n) for n in ca.split(".")], [int(n) for n in cb.split(".")]):
+        return d
+    if not pa or not pb:
+        return cmp(not pa, not pb)  # a pre-release ranks below its release
+    for x, y in zip(pa.split("."), pb.split("."), strict=False):
+        if x.isdigit() and y.isdigit():
+            d = cmp(int(x), int(y))
+        elif x.isdigit() or y.isdigit():
+            d = -1 if x.isdigit() else 1  # numeric < alphanumeric
+        else:
+            d = cmp(x, y)
+        if d:
+            return d
+    return cmp(len(pa.split(".")), len(pb.split(".")))
+
+
+@given(SEMVER, SEMVER)
+def test_version_key_matches_semver_precedence(a: str, b: str) -> None:
+    expected = _semver_cmp(a, b)
+    ka, kb = version_key(a), version_key(b)
+    if expected:
+        assert (ka < kb) == (expected < 0) and ka != kb
+    else:  # equal precedence: only build metadata (or leading zeros) differ
+        assert (ka[0], ka[1]) == (kb[0], kb[1])
