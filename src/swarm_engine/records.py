@@ -284,10 +284,24 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def strict_json(text: str | bytes) -> Any:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice in one object; give each key once")
+        out[key] = value
+    return out
+
+
+def strict_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     """`json.loads` as the store's `json_valid` and other JSON readers see it: no NaN or
-    Infinity, no number that overflows to infinity (`1e999`). Raises ValueError."""
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    Infinity, no number that overflows to infinity (`1e999`); with `unique_keys`, no
+    object holding a key twice (which `json.loads` would keep the last of). Raises
+    ValueError."""
+    hook = _unique_keys if unique_keys else None
+    return json.loads(
+        text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook
+    )
 
 
 MAX_READ_DEPTH = 128

@@ -234,13 +234,16 @@ class Seconds(click.FloatRange):
 
 
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:
-    """--inputs-json '{...}' then --input KEY=VALUE pairs (VALUE parsed as JSON if it can be)."""
+    """--inputs-json '{...}' and --input KEY=VALUE pairs (VALUE parsed as JSON if it can be).
+
+    A key given twice (two --input pairs, an --input and --inputs-json, or twice within
+    --inputs-json's object, at any depth) is a UsageError: one of them would be dropped."""
     from swarm_engine.records import strict_json
 
     inputs: dict[str, Any] = {}
     if inputs_json is not None:
         try:
-            loaded = strict_json(inputs_json)
+            loaded = strict_json(inputs_json, unique_keys=True)
         except json.JSONDecodeError as exc:
             raise UsageError(
                 f"--inputs-json is not valid JSON: {exc.msg} (column {exc.colno})"
@@ -250,12 +253,17 @@ def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, A
         if not isinstance(loaded, dict):
             raise UsageError("--inputs-json must be a JSON object")
         inputs.update(loaded)
+    from_json = set(inputs)
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UsageError(f"--input {pair!r} must look like KEY=VALUE")
+        if key in inputs:
+            where = "in --input and in --inputs-json" if key in from_json else "twice in --input"
+            raise UsageError(f"input {key!r} is given {where}; give each key once")
         try:
-            inputs[key.strip()] = strict_json(value)
+            inputs[key] = strict_json(value)
         except ValueError:  # not JSON (or NaN, 1e999): the text as it is
-            inputs[key.strip()] = value
+            inputs[key] = value
     return inputs
