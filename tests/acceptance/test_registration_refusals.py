@@ -559,3 +559,38 @@ def test_list_tables_show_a_row_s_name_with_its_control_characters_escaped(
     assert sum(1 for line in lines if line.split()[:1] == ["echo"]) == 1, shown
     shown = swarm(home, "workflow", "list", check=True).stdout
     assert "'w\\n'" in shown and "'1.0.0\\n'" in shown, shown
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink to /dev/zero"])
+def test_an_agent_yaml_that_is_not_a_regular_file_is_named_so(
+    home: Path, tmp_path: Path, kind: str
+) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    file = folder / "agent.yaml"
+    if kind == "fifo":
+        os.mkfifo(file)
+    elif kind == "directory":
+        file.mkdir()
+    else:
+        file.symlink_to("/dev/zero")
+    refused(home, ["agent", "register", str(folder)], f"{file}: not a regular file")
+
+
+def test_a_fifo_in_place_of_a_checked_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO put where the checked file was (or read_yaml called on one) is opened
+    without waiting for a writer that never comes, and refused."""
+    from swarm_engine.errors import ConfigError
+    from swarm_engine.registry.loader import read_yaml
+
+    os.mkfifo(tmp_path / "agent.yaml")
+    with pytest.raises(ConfigError, match=r"agent\.yaml: not a regular file"):
+        read_yaml(tmp_path / "agent.yaml")
+
+
+def test_the_note_of_a_new_store_escapes_its_path(tmp_path: Path) -> None:
+    home = tmp_path / "x\n\x1b[31mRED"
+    done = swarm(home, "--home", str(home), "ticket", "create", "--title", "t", "--agent", "echo")
+    assert done.returncode == 0, done.stderr
+    note = f"note: created a new, empty store at {tmp_path}/x\\x0a\\x1b[31mRED/tickets.db\n"
+    assert done.stderr == note, done.stderr

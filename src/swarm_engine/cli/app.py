@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+from swarm_engine.cli.text import visible
 from swarm_engine.errors import StoreError, UsageError
 
 if TYPE_CHECKING:  # imported where used: a command imports only what it needs
@@ -88,10 +89,12 @@ def ensure_home(settings: Settings) -> None:
     Registry(
         settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout
     ).close()
+    # the paths come from --home or the environment: escaped as every `error:` line is
     if new:
-        click.echo(f"note: created a new, empty store at {target}", err=True)
+        click.echo(f"note: created a new, empty store at {visible(str(target))}", err=True)
     if new_registry:
-        click.echo(f"note: created a new, empty registry at {registry_target}", err=True)
+        shown = visible(str(registry_target))
+        click.echo(f"note: created a new, empty registry at {shown}", err=True)
 
 
 def url_folder_problem(settings: Settings) -> str | None:

@@ -177,7 +177,8 @@ def _definition_file(path: Path, filename: str) -> Path:
     if path.is_dir():
         path = path / filename
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+        # exists() follows a symlink, as open does: one to /dev/zero is not a regular file
+        raise ConfigError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     return path
 
 
@@ -185,7 +186,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping in the YAML file `path`; `ConfigError` (one line naming the file) if it
     is too big, not YAML, uses anchors or aliases, or is not a mapping."""
     try:
-        with path.open("rb") as f:
+        # O_NONBLOCK: a FIFO put in the file's place since it was checked opens at once
+        # (and is refused) instead of waiting for a writer; no effect on a regular file
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{path}: not a regular file")
             raw = f.read(MAX_DEFINITION_BYTES + 1)
         if len(raw) > MAX_DEFINITION_BYTES:
             raise ConfigError(
