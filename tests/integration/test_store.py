@@ -305,6 +305,48 @@ def test_a_tickets_runs_and_events_are_read_a_window_at_a_time(store_target: Tar
     store.close()
 
 
+def test_a_runs_steps_and_their_logs_are_read_a_window_at_a_time(store_target: Target) -> None:
+    """A run may have any number of steps: they are read as the newest N below a cursor,
+    or page by page from the oldest (one step id's attempts only, when asked), and its
+    logs by run, never by a list of all its steps."""
+    store = open_store(store_target.target)
+    tid = store.tickets.create(title="x", agent_id="echo", inputs={})
+    store_target.sql(
+        "INSERT INTO workflow_runs (id, ticket_id, attempt, attempt_id, execution_mode, status)"
+        f" VALUES (40, {tid}, 1, 'a1', 'workflow', 'done'),"
+        f" (41, {tid}, 2, 'a2', 'workflow', 'done');"
+        "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind,"
+        " status) SELECT 40, CASE WHEN i % 10 = 0 THEN 'ten' ELSE 's' || i END, 'echo', '1',"
+        " 'echo', 'done' FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+        " WHERE i < 250) SELECT i FROM n) AS n;"
+        "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind,"
+        " status) VALUES (41, 'ten', 'echo', '1', 'echo', 'done');"
+        "INSERT INTO step_logs (step_execution_id, data)"
+        " SELECT id, 'log ' || step_id FROM step_executions ORDER BY id;"
+    )
+    ids = [int(r["id"]) for r in store_target.rows(
+        "SELECT id FROM step_executions WHERE run_id = 40 ORDER BY id")]  # fmt: skip
+    assert store.runs.count_steps(40) == 250
+    assert [s["id"] for s in store.runs.last_steps(40, 5)] == ids[-5:]
+    assert [s["id"] for s in store.runs.last_steps(40, 5, before=ids[-5])] == ids[-10:-5]
+    paged: list[int] = []
+    while page := store.runs.steps_from(40, paged[-1] if paged else 0, 100):
+        paged += [s["id"] for s in page]
+    assert paged == ids
+    tens = store.runs.steps_from(40, 0, 100, step_id="ten")
+    assert [s["id"] for s in tens] == ids[9::10]
+    assert [s["id"] for s in store.runs.steps_by_ids(40, [ids[3], ids[0], 10**9])] == [
+        ids[0], ids[3]]  # fmt: skip
+    assert store.runs.first_step_ids(40, 3) == ["s1", "s2", "s3"]
+    logs = store.logs.after((), 0, 1000, run=(40, None))
+    assert [p.data for p in logs] == [f"log {s}" for s in
+                                      (("ten" if i % 10 == 0 else f"s{i}") for i in range(1, 251))]  # fmt: skip
+    ten_logs = store.logs.after((), 0, 1000, run=(40, "ten"))
+    assert [p.step_execution_id for p in ten_logs] == ids[9::10]  # not run 41's step 'ten'
+    assert store.logs.after((), logs[-1].id, 10, run=(40, None)) == []
+    store.close()
+
+
 def test_a_vm_recorded_destroyed_late_keeps_the_time_it_went(store_target: Target) -> None:
     """A VM's end written after the fact (with its run's end) says when it really went."""
     store = open_store(store_target.target)

@@ -247,4 +247,5 @@ def _end(follower: LogFollower) -> dict[str, Any]:
              "status": s.get("status"), "error": s.get("error")}
             for s in follower.steps.values()
         ],
+        "steps_total": follower.steps_total,
     }  # fmt: skip

@@ -120,7 +120,8 @@ class Step(Record):
 
 
 class Run(Record):
-    """One execution of a ticket (table `workflow_runs`), with its `steps` where asked."""
+    """One execution of a ticket (table `workflow_runs`), with its newest `steps` where
+    asked (a run may have any number of steps: `steps_total` counts them all)."""
 
     id: int | None = None
     ticket_id: int | None = None
@@ -143,7 +144,17 @@ class Run(Record):
     cache_read_input_tokens: int | None = None
     cost_usd: float | None = None
     unisolated_steps: int | None = None
-    steps: list[Step] | None = None
+    steps: list[Step] | None = Field(
+        None,
+        description="Its newest steps (at most 100), oldest first, where asked; the older "
+        "ones: `GET /v1/runs/ID/steps?before=steps_before`.",
+    )
+    steps_total: int | None = Field(None, description="How many steps the run has.")
+    steps_before: int | None = Field(
+        None,
+        description="The `before` of `GET /v1/runs/ID/steps` for the steps left out; null "
+        "when none is.",
+    )
 
 
 class Event(Record):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from swarm_engine.api import models
 from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.api.tickets import paged
 from swarm_engine.service import runs as service
 from swarm_engine.service.values import MAX_ID
 
@@ -32,12 +33,27 @@ def recent(
 
 @router.get("/{run_id}", response_model=models.Run, summary="Show a run")
 def show(run_id: RunPath, store: StoreDep) -> dict[str, Any]:
-    """One run with its steps: timings, VM, exit code, outputs, usage and cost."""
+    """One run with its newest 100 steps: timings, VM, exit code, outputs, usage and cost
+    (`steps_total` counts them all; `steps_before` pages on through `/steps`)."""
     return service.run(store, run_id)
 
 
 @router.get("/{run_id}/steps", response_model=list[models.Step], summary="A run's steps")
-def steps(run_id: RunPath, store: StoreDep) -> list[dict[str, Any]]:
-    """The run's step attempts, oldest first."""
-    store.runs.get_run(run_id)  # 404 for a run that does not exist
-    return service.steps(store, run_id)
+def steps(
+    run_id: RunPath,
+    store: StoreDep,
+    response: Response,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="Only steps with a lower id (the `X-Before` of "
+            "the previous answer, or a run's `steps_before`).",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_STEPS)] = service.PAGE_STEPS,
+) -> list[dict[str, Any]]:
+    """The run's newest `limit` step attempts below `before`, oldest first; `X-Total-Count`
+    and `X-Before` headers page on (a run may have any number of steps)."""
+    return paged(response, service.steps(store, run_id, before=before, limit=limit))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 from rich.text import Text
@@ -38,8 +40,9 @@ from swarm_engine.cli.output import (
 from swarm_engine.cli.text import visible
 from swarm_engine.config import Settings
 from swarm_engine.records import TicketStatus
+from swarm_engine.service import runs as runs_service
 from swarm_engine.service import tickets as service
-from swarm_engine.service.runs import MAX_PAGE_RUNS, SHOWN_RUNS, SHOWN_STEPS
+from swarm_engine.service.runs import MAX_PAGE_RUNS, MAX_PAGE_STEPS, PAGE_STEPS, SHOWN_RUNS
 
 
 @click.group(epilog=example("swarm-engine ticket list"))
@@ -239,16 +242,12 @@ def show(
 ) -> None:
     """A ticket with its whole result or error, then its newest runs' steps (one line each)."""
     with store_of(settings) as store:
-        found = service.detail(
-            store,
-            ticket_id,
-            runs=shown_runs,
-            before=before,
-            steps=None if as_json else SHOWN_STEPS,  # --json: every step, as the API's
-        )
+        found = service.detail(store, ticket_id, runs=shown_runs, before=before)
     row, runs = found.ticket, found.runs.items
     if as_json:
         emit_json(found.as_dict())
+        for run in runs:
+            _more_steps(ticket_id, run, err=True)
         _more_runs(ticket_id, found, err=True)
         return
     console.print(f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False)
@@ -326,19 +325,66 @@ def show(
                 + ", ".join(bare)
                 + ' ran unisolated (isolation = "none")'
             )
-        left_out = run.get("steps_total", len(steps)) - len(steps)
-        if left_out > 0:
-            console.print(
-                f"[dim]{len(steps)} of {run['steps_total']} steps shown (the newest);"
-                f" {left_out} older ones: swarm-engine ticket show {ticket_id} --json[/dim]",
-                highlight=False,
-            )
+        _more_steps(ticket_id, run)
     if runs:
         console.print(
             f"[dim]whole outputs: swarm-engine logs {ticket_id} (or: ticket show {ticket_id}"
             " --json)[/dim]"
         )
     _more_runs(ticket_id, found)
+
+
+def _more_steps(ticket_id: int, run: dict[str, Any], *, err: bool = False) -> None:
+    """Say that a run's older steps were left out, how many, and how to page to them."""
+    if run.get("steps_before") is None:
+        return
+    shown, total = len(run["steps"]), run["steps_total"]
+    line = (
+        f"run {run['id']}: {shown} of {total} steps shown (the newest); {total - shown} older"
+        f" ones: swarm-engine ticket steps {ticket_id} --run {run['id']}"
+        f" --before {run['steps_before']} [--limit N]"
+    )
+    (err_console if err else console).print(f"[dim]{line}[/dim]", highlight=False)
+
+
+@ticket.command(
+    "steps", epilog=example("swarm-engine ticket steps 7", "swarm-engine ticket steps 7 --run 9")
+)
+@click.argument("ticket_id", type=TICKET_ID)
+@click.option("--run", "run_id", type=TICKET_ID, metavar="N", help="Run N (default: the latest).")
+@click.option(
+    "--before", type=TICKET_ID, metavar="STEP", help="Only steps older than STEP (an id; to page)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_PAGE_STEPS),
+    default=PAGE_STEPS,
+    show_default=True,
+    metavar="N",
+    help=f"Print the newest N steps (at most {MAX_PAGE_STEPS}).",
+)
+@pass_existing("tickets")
+def steps_(
+    settings: Settings, ticket_id: int, run_id: int | None, before: int | None, limit: int
+) -> None:
+    """A run's steps as JSON, a page at a time: the newest N below --before, oldest first
+    (as `GET /v1/runs/N/steps`); when older ones are left out, the last line on stderr
+    says how many and gives the command for the next page."""
+    from swarm_engine.errors import NotFoundError
+    from swarm_engine.service.logs import pick_run
+
+    with store_of(settings) as store:
+        found, run = pick_run(store, ticket_id, run_id)
+        if run is None:
+            raise NotFoundError(f"ticket {ticket_id} has not run yet (it is {found.status})")
+        page = runs_service.steps(store, int(run["id"]), before=before, limit=limit)
+    emit_json(page.items)
+    if page.before is not None:
+        line = (
+            f"run {run['id']} has {page.total} steps; older ones: swarm-engine ticket steps"
+            f" {ticket_id} --run {run['id']} --before {page.before} --limit {limit}"
+        )
+        err_console.print(f"[dim]{line}[/dim]", highlight=False)
 
 
 def _more_runs(ticket_id: int, found: service.Detail, *, err: bool = False) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 from swarm_engine.errors import NotFoundError
 from swarm_engine.records import SHOWN_CHARS, cut_message, shown
-from swarm_engine.service.runs import numbered
+from swarm_engine.service.runs import SHOWN_STEPS, numbered
 from swarm_engine.service.values import check_text
 from swarm_engine.store.logs import BATCH_BYTES, PIECE_BYTES
 from swarm_engine.vm.output import BoundedOutput
@@ -43,24 +43,39 @@ def pick_run(
     """The ticket and its latest run (or run `run_id`); None when it has not run yet.
     `NotFoundError` for a missing ticket or a run that is not the ticket's."""
     ticket = store.tickets.get(ticket_id)
-    runs = store.runs.runs_for_ticket(ticket_id)
-    if run_id is not None:
-        runs = [r for r in runs if r["id"] == run_id]
-        if not runs:
-            raise NotFoundError(f"ticket {ticket_id} has no run {run_id}")
-    return ticket, (runs[-1] if runs else None)
+    if run_id is None:  # (a ticket may have any number of runs: read the newest only)
+        runs = store.runs.runs_for_ticket(ticket_id, limit=1)
+        return ticket, (runs[-1] if runs else None)
+    try:
+        run = store.runs.get_run(run_id)
+    except NotFoundError:
+        run = None
+    if run is None or run.get("ticket_id") != ticket_id:
+        raise NotFoundError(f"ticket {ticket_id} has no run {run_id}")
+    return ticket, run
 
 
-def steps_of(store: Store, run: dict[str, Any], step_id: str | None = None) -> list[dict[str, Any]]:
-    """A run's steps (only `step_id`'s attempts when given), numbered. `NotFoundError`
-    when the run has no such step."""
+STEP_BATCH = 100
+"""Steps read from the store at a time by `steps_of`: a run may have any number."""
+
+
+def steps_of(
+    store: Store, run: dict[str, Any], step_id: str | None = None, batch: int = STEP_BATCH
+) -> Iterator[dict[str, Any]]:
+    """A run's steps (only `step_id`'s attempts when given), oldest first, numbered, read
+    `batch` at a time: memory holds one batch, however many steps the run has.
+    `NotFoundError` (before the first step) when the run has no such step."""
+    run_id = int(run["id"])
     if step_id is not None:
         check_text(step_id, "step")
-    steps = numbered(store.runs.steps(int(run["id"])))
-    if step_id is not None and all(s["step_id"] != step_id for s in steps):
-        known = cut_message(", ".join(sorted({str(s["step_id"]) for s in steps})), SHOWN_CHARS)
+    after = 0
+    while page := numbered(store.runs.steps_from(run_id, after, batch, step_id=step_id)):
+        yield from page
+        after = int(page[-1]["id"])
+    if step_id is not None and not after:
+        some = dict.fromkeys(str(i) for i in store.runs.first_step_ids(run_id, 200))
+        known = cut_message(", ".join(sorted(some)), SHOWN_CHARS)
         raise NotFoundError(f"run {run['id']} has no step {shown(step_id)} (its steps: {known})")
-    return [s for s in steps if step_id is None or s["step_id"] == step_id]
 
 
 MiB = 1024 * 1024
@@ -70,6 +85,9 @@ a log up to twice that is whole (the engine stores at most `max_log_bytes`, 10 M
 default, of each step)."""
 MAX_TEXT_BYTES = 64 * MiB
 """`as_text` leaves out the logs of the steps that come after this many bytes of logs."""
+MAX_STEPS_LEFT_OUT = 1000
+"""Steps `as_text` names one by one (a header and a line) once their logs are left out;
+one line stands for the steps after them (a run may have any number)."""
 CHUNK_BATCH = 100
 """Chunks read from the store at a time by `chunks` (the engine stores up to ~32 KiB in
 one, at most 256 KiB); a call also stops at `store.logs.BATCH_BYTES`."""
@@ -138,7 +156,8 @@ def as_text(
     `whole`'s (its first and last `keep` bytes when longer, with a line saying how much
     was left out and how to get all of it); once the steps' logs hold `most` bytes, the
     logs of the steps after are left out, each with such a line (headers and errors
-    stay): the text holds at most about `most` + 2 x `keep` bytes. A step whose log was
+    stay, for `MAX_STEPS_LEFT_OUT` steps, then one line for the rest): the text holds at
+    most about `most` + 2 x `keep` bytes. Steps are read a batch at a time. A step whose log was
     not stored (a run recorded before logs were) is read from its log file when that lies
     under `artifacts` (at most `MAX_FILE_BYTES`). Returns (run, text); `NotFoundError`
     when the ticket has not run."""
@@ -146,7 +165,7 @@ def as_text(
     if run is None:
         raise NotFoundError(f"ticket {ticket_id} has not run yet (it is {ticket.status})")
     parts: list[str] = []
-    size = 0
+    size = left_out = 0
     for step in steps_of(store, run, step_id):
         parts.append(
             f"=== run {run['id']} · step {step['step_id']} · attempt {step['attempt']}"
@@ -154,6 +173,16 @@ def as_text(
         )
         get_all = how_to_get_all(ticket_id, int(run["id"]), step["step_id"])
         if size >= most:
+            left_out += 1
+            if left_out > MAX_STEPS_LEFT_OUT:
+                parts.pop()
+                rest = f"swarm-engine logs {ticket_id} --run {run['id']}"
+                parts.append(
+                    f"[... the steps after these are left out too: the logs above hold"
+                    f" {size} bytes, over this text's cap of {most}; all of them: {rest}"
+                    f", or GET /v1/tickets/{ticket_id}/logs/stream?run={run['id']} ...]\n"
+                )
+                break
             text = (
                 f"[... this step's log is left out: the logs above hold {size} bytes, over"
                 f" this text's cap of {most}; all of it: {get_all} ...]"
@@ -260,8 +289,10 @@ class LogFollower:
     """Where a reader of a ticket's live log is. `after`: the last chunk id already seen
     (0: from the start); `start`: 0, or how far into chunk `after` (bytes) it was read.
     After a `poll`, `finished` says the stream is over; then `ticket` is how it ended,
-    `steps` the last run's steps (with their errors), and `never_ran` whether there was
-    no run to show at all."""
+    `steps` the last run's newest `SHOWN_STEPS` steps (with their errors; only `step_id`'s
+    attempts when given, its first `SHOWN_STEPS`), `steps_total` how many steps the run
+    has, and `never_ran` whether there was no run to show at all. A run may have any
+    number of steps: a poll reads only the steps its chunks belong to."""
 
     ticket_id: int
     run_id: int | None = None
@@ -278,6 +309,7 @@ class LogFollower:
     never_ran: bool = False
     ticket: Ticket | None = None
     steps: dict[int, dict[str, Any]] = field(default_factory=dict)
+    steps_total: int = 0
 
     def poll(self, store: Store) -> list[Chunk]:
         """One look: the chunks written since the last, in order (empty when none; sleep a
@@ -285,35 +317,54 @@ class LogFollower:
         not exist."""
         if self.finished:
             return []
-        ticket = self.ticket = store.tickets.get(self.ticket_id)
-        runs = store.runs.runs_for_ticket(self.ticket_id)
-        if self.run_id is not None:
-            runs = [r for r in runs if r["id"] == self.run_id]
-            if not runs and self.strict:
-                raise NotFoundError(f"ticket {self.ticket_id} has no run {self.run_id}")
-        run = runs[-1] if runs else None
+        try:
+            ticket, run = pick_run(store, self.ticket_id, self.run_id)
+        except NotFoundError:
+            if self.strict or self.run_id is None:
+                raise
+            ticket, run = store.tickets.get(self.ticket_id), None
+        self.ticket = ticket
         ended = ticket.status in ENDED
         if run is None:
             if ended or self.run_id is not None:
                 self.finished = self.never_ran = True
             return []
-        self.steps = {int(s["id"]): s for s in steps_of(store, run, self.step_id)}
-        batch = self._read(store)
+        run_id = int(run["id"])
+        if self.step_id is not None:  # NotFoundError when the run has no such step
+            next(steps_of(store, run, self.step_id, batch=1), None)
+        where = (run_id, self.step_id)
+        batch = store.logs.after(
+            (), self.after, BATCH, start=self.start, run=where, budget=self.budget,
+            piece=self.piece,
+        )  # fmt: skip
         if not batch and ended and run["status"] != "running":
             # everything is stored before a run closes: one last look, then done
-            batch = self._read(store)
+            batch = store.logs.after(
+                (), self.after, BATCH, start=self.start, run=where, budget=self.budget,
+                piece=self.piece,
+            )  # fmt: skip
             if not batch:
                 self.finished = True
+                self._last_steps(store, run)
                 return []
+        steps = {
+            int(s["id"]): s
+            for s in numbered(store.runs.steps_by_ids(run_id, {p.step_execution_id for p in batch}))
+        }
         chunks = [
-            Chunk(p.id, run, self.steps[p.step_execution_id], p.data, p.resume[1]) for p in batch
-        ]
+            Chunk(p.id, run, steps.get(p.step_execution_id, {"id": p.step_execution_id}),
+                  p.data, p.resume[1])
+            for p in batch
+        ]  # fmt: skip
         if batch:
             self.after, self.start = batch[-1].resume
         return chunks
 
-    def _read(self, store: Store) -> list[LogPiece]:
-        return store.logs.after(
-            list(self.steps), self.after, BATCH, start=self.start, budget=self.budget,
-            piece=self.piece,
-        )  # fmt: skip
+    def _last_steps(self, store: Store, run: dict[str, Any]) -> None:
+        run_id = int(run["id"])
+        if self.step_id is None:
+            shown = store.runs.last_steps(run_id, SHOWN_STEPS)
+        else:
+            shown = store.runs.steps_from(run_id, 0, SHOWN_STEPS, step_id=self.step_id)
+        self.steps = {int(s["id"]): s for s in numbered(shown)}
+        self.steps_total = store.runs.count_steps(run_id)

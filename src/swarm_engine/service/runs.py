@@ -30,15 +30,14 @@ def numbered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return steps
 
 
-def steps(store: Store, run_id: int) -> list[dict[str, Any]]:
-    """A run's steps, oldest first, numbered (`attempt`)."""
-    return numbered(store.runs.steps(run_id))
-
-
-_steps = steps  # (`runs_with_steps` has an argument of that name)
-
 SHOWN_STEPS = 100
-"""Steps of each run `ticket show` prints: the newest (its `--json` has them all)."""
+"""Steps of each run a view shows (`ticket show` and its `--json`, `GET /v1/tickets/ID`,
+`/v1/tickets/ID/runs`, `/v1/runs/ID`, the dashboard): the newest, with `steps_total` and
+`steps_before` (the `before` of `steps` for the older ones)."""
+PAGE_STEPS = 100
+"""Steps `GET /v1/runs/ID/steps` (and `ticket steps`) gives by default (at most
+`MAX_PAGE_STEPS`)."""
+MAX_PAGE_STEPS = 1000
 SHOWN_RUNS = 20
 """Runs a ticket's detail shows (`ticket show`, `GET /v1/tickets/ID`, its page): the newest."""
 PAGE_RUNS = 100
@@ -76,21 +75,55 @@ def check_window(before: int | None, limit: int, most: int) -> None:
         raise UsageError(f"before must be 1 to {MAX_ID} (is {before})")
 
 
+def steps(
+    store: Store, run_id: int, *, before: int | None = None, limit: int = PAGE_STEPS
+) -> Window:
+    """A run's newest `limit` steps below id `before`, oldest first, numbered, and how
+    many it has in all (a run may have any number of step rows: one answer stays
+    bounded). `NotFoundError` for a run that does not exist."""
+    check_window(before, limit, MAX_PAGE_STEPS)
+    store.runs.get_run(run_id)
+    return _steps_window(store, run_id, before=before, limit=limit)
+
+
+def _steps_window(store: Store, run_id: int, *, before: int | None, limit: int) -> Window:
+    shown = window(
+        lambda n: store.runs.last_steps(run_id, n, before=before),
+        limit,
+        lambda: store.runs.count_steps(run_id),
+        before is not None,
+    )
+    numbered(shown.items)
+    return shown
+
+
+def with_steps(store: Store, run: dict[str, Any], limit: int = SHOWN_STEPS) -> dict[str, Any]:
+    """`run` with its newest `limit` steps (`steps`, oldest first), `steps_total` (how many
+    it has) and `steps_before` (the `before` for the older ones; None when none is left
+    out)."""
+    newest = _steps_window(store, int(run["id"]), before=None, limit=limit)
+    run["steps"], run["steps_total"], run["steps_before"] = (
+        newest.items,
+        newest.total,
+        newest.before,
+    )
+    return run
+
+
 def runs_with_steps(
     store: Store,
     ticket_id: int,
     *,
     before: int | None = None,
     limit: int = SHOWN_RUNS,
-    steps: int | None = None,
+    steps: int = SHOWN_STEPS,
 ) -> Window:
-    """A ticket's newest `limit` runs below id `before`, oldest first, each with its
-    `steps`, and how many runs it has in all (a ticket may have any number of runs).
-    With `steps`, a run has its newest `steps` steps only and `steps_total`, how many
-    it has (a run may have any number of step rows: `ticket show` stays bounded)."""
+    """A ticket's newest `limit` runs below id `before`, oldest first, each `with_steps`
+    (its newest `steps` steps), and how many runs it has in all (a ticket may have any
+    number of runs, and a run any number of steps: one answer stays bounded)."""
     check_window(before, limit, MAX_PAGE_RUNS)
-    if steps is not None and steps < 1:
-        raise UsageError(f"steps must be at least 1 (is {steps})")
+    if not 1 <= steps <= MAX_PAGE_STEPS:
+        raise UsageError(f"steps must be 1 to {MAX_PAGE_STEPS} (is {steps})")
     shown = window(
         lambda n: store.runs.runs_for_ticket(ticket_id, before=before, limit=n),
         limit,
@@ -98,21 +131,8 @@ def runs_with_steps(
         before is not None,
     )
     for run in shown.items:
-        if steps is None:
-            run["steps"] = _steps(store, int(run["id"]))
-        else:
-            newest = _newest_steps(store, int(run["id"]), steps)
-            run["steps"], run["steps_total"] = numbered(newest.items), newest.total
+        with_steps(store, run, steps)
     return shown
-
-
-def _newest_steps(store: Store, run_id: int, limit: int) -> Window:
-    return window(
-        lambda n: store.runs.last_steps(run_id, n),
-        limit,
-        lambda: store.runs.count_steps(run_id),
-        False,
-    )
 
 
 def runs_of_ticket(
@@ -124,10 +144,8 @@ def runs_of_ticket(
 
 
 def run(store: Store, run_id: int) -> dict[str, Any]:
-    """One run with its `steps`; `NotFoundError`."""
-    record = store.runs.get_run(run_id)
-    record["steps"] = steps(store, run_id)
-    return record
+    """One run `with_steps` (its newest `SHOWN_STEPS`); `NotFoundError`."""
+    return with_steps(store, store.runs.get_run(run_id))
 
 
 def recent(store: Store, limit: int = 10) -> list[dict[str, Any]]:

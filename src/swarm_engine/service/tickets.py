@@ -24,7 +24,14 @@ from swarm_engine.records import (
     text_too_big,
     variables_problem,
 )
-from swarm_engine.service.runs import SHOWN_RUNS, Window, check_window, runs_with_steps, window
+from swarm_engine.service.runs import (
+    SHOWN_RUNS,
+    SHOWN_STEPS,
+    Window,
+    check_window,
+    runs_with_steps,
+    window,
+)
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.engines import holder
 from swarm_engine.store.rows import Ticket
@@ -268,11 +275,11 @@ def detail(
     *,
     runs: int = SHOWN_RUNS,
     before: int | None = None,
-    steps: int | None = None,
+    steps: int = SHOWN_STEPS,
 ) -> Detail:
-    """`ticket show`: the ticket, its newest `runs` runs (below id `before`) with their
-    steps (all, or each run's newest `steps` and its `steps_total`), its newest
-    `SHOWN_EVENTS` events. `NotFoundError`."""
+    """`ticket show`: the ticket, its newest `runs` runs (below id `before`), each with
+    its newest `steps` steps, `steps_total` and `steps_before` (`runs.with_steps`), its
+    newest `SHOWN_EVENTS` events. `NotFoundError`."""
     ticket = store.tickets.get(ticket_id)
     shown = runs_with_steps(store, ticket_id, before=before, limit=runs, steps=steps)
     return Detail(ticket, shown, events(store, ticket_id, limit=SHOWN_EVENTS))

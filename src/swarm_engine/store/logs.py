@@ -76,6 +76,7 @@ class LogStore:
         start: int = 0,
         budget: int = BATCH_BYTES,
         piece: int = PIECE_BYTES,
+        run: tuple[int, str | None] | None = None,
     ) -> list[LogPiece]:
         """The log of these steps after a position, oldest first, as `LogPiece`s: when
         `start` is 0, the chunks with an id above `after`; else the rest of chunk `after`
@@ -83,17 +84,21 @@ class LogStore:
         after a piece). At most `limit` chunks, each in pieces of at most `piece` bytes
         (>= 4), and only until the pieces hold `budget` bytes: memory holds at most
         `budget` + `piece` bytes of log (and their text), whatever the rows hold. Empty
-        when there is nothing after the position. `StoreError` when the store fails."""
+        when there is nothing after the position. `StoreError` when the store fails.
+
+        `run` (run id, step id or None) instead of `step_execution_ids`: the log of that
+        run's steps (only that step's attempts), however many steps it has."""
         ids = list(step_execution_ids)
-        if not ids or (not start and after >= MAX_ID):
+        if (not ids and run is None) or (not start and after >= MAX_ID):
             return []
         start = max(0, min(start, MAX_OFFSET))
         budget, piece = max(budget, 1), max(piece, 4)  # a piece has room for any character
-        rows = self.db.all(
-            self.q.after,
-            {"step_ids": ids, "first": after if start else after + 1, "resume": after,
-             "skip": start, "limit": limit, "budget": budget, "piece": piece},
-        )  # fmt: skip
+        args = {"first": after if start else after + 1, "resume": after, "skip": start,
+                "limit": limit, "budget": budget, "piece": piece}  # fmt: skip
+        if run is None:
+            rows = self.db.all(self.q.after, {**args, "step_ids": ids})
+        else:
+            rows = self.db.all(self.q.after_run, {**args, "run_id": run[0], "step_id": run[1]})
         pieces: list[LogPiece] = []
         used = 0
         for row in rows:

@@ -6,6 +6,7 @@ ticket (reclaimed by another engine) cannot be written any more.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
@@ -263,13 +264,42 @@ class RunStore:
         return decode_record(row) if row is not None else {}
 
     def steps(self, run_id: int) -> list[dict[str, Any]]:
-        """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in."""
+        """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in:
+        all of them (a run may have any number: views read `last_steps` or `steps_from`)."""
         return [decode_record(r) for r in self.db.all(self.q.steps, {"run_id": run_id})]
 
-    def last_steps(self, run_id: int, limit: int) -> list[dict[str, Any]]:
-        """A run's newest `limit` steps, oldest first, as `steps` gives them."""
-        rows = self.db.all(self.q.last_steps, {"run_id": run_id, "limit": limit})
+    def last_steps(
+        self, run_id: int, limit: int, *, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's newest `limit` steps with an id below `before` (None: any), oldest
+        first, as `steps` gives them."""
+        args = {"run_id": run_id, "limit": limit,
+                "through": MAX_ID if before is None else before - 1}  # fmt: skip
+        rows = self.db.all(self.q.last_steps, args)
         return [decode_record(r) for r in reversed(rows)]
+
+    def steps_from(
+        self, run_id: int, after: int, limit: int, *, step_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's next `limit` steps with an id above `after` (only `step_id`'s attempts
+        when given), oldest first, as `steps` gives them: a run read page by page."""
+        args: dict[str, Any] = {"run_id": run_id, "after": after, "limit": limit}
+        if step_id is None:
+            rows = self.db.all(self.q.steps_from, args)
+        else:
+            rows = self.db.all(self.q.step_attempts_from, {**args, "step_id": step_id})
+        return [decode_record(r) for r in rows]
+
+    def steps_by_ids(self, run_id: int, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """These steps of run `run_id` (those that are its), oldest first, as `steps`
+        gives them."""
+        rows = self.db.all(self.q.steps_by_ids, {"run_id": run_id, "ids": sorted(set(ids))})
+        return [decode_record(r) for r in rows]
+
+    def first_step_ids(self, run_id: int, limit: int) -> list[Any]:
+        """The `step_id`s of a run's first `limit` steps, as stored (any value)."""
+        rows = self.db.all(self.q.first_step_ids, {"run_id": run_id, "limit": limit})
+        return [r[0] for r in rows]
 
     def count_steps(self, run_id: int) -> int:
         """How many step executions a run has."""

@@ -36,3 +36,29 @@ SELECT c.id, c.step_execution_id, coalesce(octet_length(u.utf8), c.bytes) AS byt
          ON true
  WHERE c.before < :budget
  ORDER BY c.id
+
+-- name: after_run
+-- `after` of a run's steps (only :step_id's attempts unless it is NULL), however many it
+-- has: the steps are not listed by the caller.
+SELECT c.id, c.step_execution_id, coalesce(octet_length(u.utf8), c.bytes) AS bytes,
+       CASE WHEN NOT c.sliced THEN c.data END AS data,
+       substring(u.utf8
+                 FROM CAST((CASE WHEN c.id = :resume THEN :skip ELSE 0 END) + 1 AS integer)
+                 FOR CAST(greatest(:budget - c.before, :piece) AS integer)) AS part
+  FROM (SELECT id, step_execution_id, data, bytes, sliced,
+               coalesce(sum(CASE WHEN sliced THEN :budget ELSE bytes END)
+                            OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                        0) AS before
+          FROM (SELECT id, step_execution_id, data, octet_length(data) AS bytes,
+                       octet_length(data) > :piece OR id = :resume AS sliced
+                  FROM step_logs
+                 WHERE step_execution_id IN (SELECT id FROM step_executions
+                                             WHERE run_id = :run_id
+                                               AND (CAST(:step_id AS text) IS NULL
+                                                    OR step_id = CAST(:step_id AS text)))
+                   AND id >= :first
+                 ORDER BY id LIMIT :limit) AS listed) AS c
+  LEFT JOIN LATERAL (SELECT convert_to(c.data, 'UTF8') AS utf8 WHERE c.sliced OFFSET 0) AS u
+         ON true
+ WHERE c.before < :budget
+ ORDER BY c.id

@@ -18,3 +18,14 @@ RETURNING id
 SELECT id, step_execution_id, NULL AS bytes, NULL AS data, NULL AS part FROM step_logs
  WHERE step_execution_id IN (SELECT value FROM json_each(:step_ids)) AND id >= :first
  ORDER BY id LIMIT :limit
+
+-- name: after_run
+-- `after` of a run's steps (only :step_id's attempts unless it is NULL), however many it
+-- has: the steps are not listed by the caller.
+SELECT id, step_execution_id, NULL AS bytes, NULL AS data, NULL AS part FROM step_logs
+ WHERE step_execution_id IN (SELECT id FROM step_executions
+                              WHERE run_id = :run_id
+                                AND (CAST(:step_id AS TEXT) IS NULL
+                                     OR step_id = CAST(:step_id AS TEXT)))
+   AND id >= :first
+ ORDER BY id LIMIT :limit

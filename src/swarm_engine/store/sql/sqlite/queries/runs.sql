@@ -123,10 +123,35 @@ SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
  WHERE s.run_id = :run_id ORDER BY s.id
 
 -- name: last_steps
--- A run's newest :limit steps, newest first (a view shows a window of a run's steps)
+-- A run's newest :limit steps up to id :through, newest first (a run may have any number
+-- of steps: a view shows a window of them, and pages on to the older ones)
 SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
- WHERE s.run_id = :run_id ORDER BY s.id DESC LIMIT :limit
+ WHERE s.run_id = :run_id AND s.id <= :through ORDER BY s.id DESC LIMIT :limit
+
+-- name: steps_from
+-- A run's next :limit steps with an id above :after, oldest first (read page by page:
+-- `logs` never holds all of a run's steps)
+SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+  FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE s.run_id = :run_id AND s.id > :after ORDER BY s.id LIMIT :limit
+
+-- name: step_attempts_from
+-- `steps_from` of one step id's attempts only
+SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+  FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE s.run_id = :run_id AND s.step_id = :step_id AND s.id > :after ORDER BY s.id
+ LIMIT :limit
+
+-- name: steps_by_ids
+-- These steps of a run (the ones a batch of log chunks belongs to), oldest first
+SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+  FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE s.run_id = :run_id AND s.id IN (SELECT value FROM json_each(:ids)) ORDER BY s.id
+
+-- name: first_step_ids
+-- The step ids of a run's first :limit steps (to name some in a message)
+SELECT step_id FROM step_executions WHERE run_id = :run_id ORDER BY id LIMIT :limit
 
 -- name: count_steps
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
