@@ -16,7 +16,9 @@ from pathlib import Path
 from tests.support.api import start_api
 from tests.support.cli import env_for, swarm, swarm_inproc
 
+from swarm_engine.service.logs import MAX_STEPS_LEFT_OUT, as_text
 from swarm_engine.service.runs import MAX_PAGE_STEPS, SHOWN_STEPS
+from swarm_engine.store import open_store
 
 STEPS = 20_000
 BLOB = 2000  # characters of outputs per step: 40 MB of them in all
@@ -162,3 +164,21 @@ def test_logs_streams_a_run_of_many_steps_in_little_memory(home: Path) -> None:
         f"(errors of the newest {SHOWN_STEPS} of {STEPS} steps; the {STEPS - SHOWN_STEPS}"
         " older ones: swarm-engine ticket steps 14 --run 14 --before "
     ) in followed
+
+
+def test_the_log_download_names_a_bounded_number_of_left_out_steps(home: Path) -> None:
+    """Past its cap, the one-text log (`GET /v1/tickets/ID/logs`) names at most
+    `MAX_STEPS_LEFT_OUT` steps whose logs it left out, then one line for the rest."""
+    add_run(home, 14, STEPS)
+    store = open_store(home / "tickets.db")
+    try:
+        _, text = as_text(store, 14, most=1)
+    finally:
+        store.close()
+    assert text.count("=== run 14 · step ") == 1 + MAX_STEPS_LEFT_OUT
+    assert text.endswith(
+        "[... the steps after these are left out too: the logs above hold 10 bytes, over this"
+        " text's cap of 1; all of them: swarm-engine logs 14 --run 14, or"
+        " GET /v1/tickets/14/logs/stream?run=14 ...]\n"
+    )
+    assert len(text) < 1_000_000
