@@ -217,3 +217,22 @@ def test_version_key_matches_semver_precedence(a: str, b: str) -> None:
         assert (ka < kb) == (expected < 0) and ka != kb
     else:  # equal precedence: only build metadata (or leading zeros) differ
         assert (ka[0], ka[1]) == (kb[0], kb[1])
+
+
+def test_the_latest_workflow_is_the_release_not_its_pre_release(tmp_path: Path) -> None:
+    """Cron triggers fire each workflow's latest version: SemVer precedence there too."""
+    reg = registry(tmp_path)
+    try:
+        add_rows(
+            tmp_path,
+            [
+                ("workflows", "wf", "1.0.10"),
+                ("workflows", "wf", "2.0.0"),
+                ("workflows", "wf", "2.0.0-rc1"),
+                ("workflows", "wf", "1.9.0"),
+            ],
+        )
+        assert reg.workflow("wf").version == "2.0.0"
+        assert [w.ref for w, _ in reg.latest_workflows()] == ["wf@2.0.0"]
+    finally:
+        reg.close()
