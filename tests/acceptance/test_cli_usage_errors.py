@@ -44,7 +44,7 @@ from tests.support.cli import snapshot, swarm, swarm_inproc
         ),
         (
             ["ticket"],
-            "error: missing command; one of: cancel, create, list, open, reopen, show"
+            "error: missing command; one of: cancel, create, list, open, reopen, show, steps"
             " (see 'swarm-engine ticket --help')",
         ),
         (["--bogus", "status"], "error: no such option '--bogus' (see 'swarm-engine --help')"),
