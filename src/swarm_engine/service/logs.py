@@ -29,7 +29,6 @@ from swarm_engine.vm.output import BoundedOutput
 
 if TYPE_CHECKING:
     from swarm_engine.store import Store
-    from swarm_engine.store.logs import LogPiece
     from swarm_engine.store.rows import Ticket
 
 ENDED = ("done", "failed", "cancelled", "draft")
