@@ -156,7 +156,8 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
     """A title, an agent or a step id of any size is shown as its first `NAME_CHARS` and
     its length (a 200,000-character step id in `logs`' header rule had taken minutes), and
     `ticket show` prints a run's newest `SHOWN_STEPS` steps and how many it left out;
-    `--json` keeps every value whole (and the same newest steps)."""
+    `--json` keeps every value whole (and the same newest steps), but a title over its
+    64 KiB, which the store hands over as its first 200 characters and its size."""
     title, agent, step = "T" * 3_000_000, "a" * 1_000_000, "s" * 200_000
     sql(
         home,
@@ -184,14 +185,15 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
         assert done.returncode == 0, done.stderr
         assert len(done.stdout) < 100_000
     shown = "".join(show.stdout.split())  # (Rich wraps a line past the width)
-    assert "T" * NAME_CHARS + "…(3,000,000characters)" in shown
+    assert "T" * NAME_CHARS in shown and "title:3,000,000bytesoftext" in shown
     assert "a" * NAME_CHARS + "…(1,000,000characters)" in shown
     assert f"{SHOWN_STEPS} of {steps} steps shown (the newest); 50 older" in show.stdout
     assert "step51 " in show.stdout and "step50 " not in show.stdout
     assert logs.stdout.count(" · step ") == steps and "s" * (NAME_CHARS + 1) not in logs.stdout
     assert "T" * (NAME_CHARS + 1) not in listed.stdout
     whole = json.loads(swarm_inproc(home, "ticket", "show", "1", "--json").stdout)
-    assert (whole["title"], whole["agent_id"]) == (title, agent)
+    assert (whole["title"], whole["agent_id"]) == (title[:200], agent)
+    assert any(d.startswith("title: 3,000,000 bytes of text") for d in whole["defects"])
     run = whole["runs"][0]  # --json too: the newest SHOWN_STEPS, and how to page on
     assert len(run["steps"]) == SHOWN_STEPS and run["steps"][-1]["step_id"] == step
     assert (run["steps_total"], run["steps_before"]) == (steps, 51)
