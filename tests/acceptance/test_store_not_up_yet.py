@@ -98,3 +98,21 @@ def test_start_and_serve_wait_for_a_store_not_up_yet(tmp_path: Path) -> None:
         engine.stop()
         if not isinstance(server, str) and server is not None:
             server.stop()
+
+
+def test_a_server_that_answers_and_refuses_is_no_wait(tmp_path: Path, postgres: object) -> None:
+    """A server that answers but refuses (a database that does not exist, a user it does
+    not know) is a mistake in the URL, not a delay: `start` and `serve` exit 6 at once with
+    one line, as a one-shot command does, and never say they are waiting."""
+    from tests.support.postgres import Server
+
+    assert isinstance(postgres, Server)
+    base = postgres.url()
+    for url in (base.rsplit("/", 1)[0] + "/no_such_database",
+                base.replace("postgres@", "no_such_user@", 1)):  # fmt: skip
+        for args in (("start", "--foreground"), ("serve", "--port", "0")):
+            done = swarm(tmp_path / "home", *args, timeout=60, SWARM_DATABASE_URL=url)
+            assert done.returncode == 6, (args, url, done.stdout, done.stderr)
+            assert "waiting for the store" not in done.stdout + done.stderr
+            assert done.stderr.startswith("error: cannot connect to "), done.stderr
+            assert len(done.stderr.splitlines()) == 1, done.stderr

@@ -208,7 +208,7 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
     try:
         psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
     except psycopg.OperationalError as exc:
-        if exc.sqlstate is None:  # no answer from a server (it sends a SQLSTATE when it refuses)
+        if _no_answer(exc):
             raise StoreUnreachableError(redact(url), _scrub(exc, url)) from None
         raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
     except psycopg.Error as exc:
@@ -237,6 +237,30 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
         db.close()
         raise
     return db
+
+
+NO_ANSWER = (
+    "connection refused",
+    "timeout expired",
+    "could not translate host name",
+    "no such file or directory",
+    "network is unreachable",
+    "no route to host",
+    "cannot assign requested address",
+    "connection timed out",
+)
+"""What libpq says when no server answered at the address (lowercase): nothing listens
+there yet, the name does not resolve yet, or the network is not up."""
+
+
+def _no_answer(exc: psycopg.OperationalError) -> bool:
+    """Whether connecting failed because no server answered, as opposed to a server (or
+    something else listening there) that answered and refused: a wrong password, a missing
+    database or user, no SSL where it is required, another protocol on the port. libpq
+    gives no SQLSTATE for either at connection time, so its message tells them apart: a
+    server's own refusal is a `FATAL:` line."""
+    text = str(exc).lower()
+    return exc.sqlstate is None and "fatal:" not in text and any(p in text for p in NO_ANSWER)
 
 
 def _scrub(exc: BaseException, url: str) -> str:
