@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.acceptance.test_engine_dialects import FAST, Fleet, fleet, register
 from tests.support.cli import swarm, wait_until
 
@@ -19,9 +20,6 @@ from swarm_engine.store import open_store
 from swarm_engine.vm.proctree import tagged
 
 __all__ = ["fleet"]  # the fixture, shared with test_engine_dialects
-
-LEASE = {**FAST, "SWARM_LEASE_TTL": "60"}
-"""A lease far longer than the test's checks: the stopped engine's heartbeat stays fresh."""
 
 
 def instant(value: Any) -> float:
@@ -44,18 +42,24 @@ def heartbeat(fleet: Fleet, pid: int) -> float:
     return instant(rows[0]["heartbeat_at"])
 
 
+@pytest.mark.parametrize("lease", [60.0, 2.0], ids=["fresh", "frozen-past-its-lease"])
 def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, lease: float
 ) -> None:
+    """`frozen-past-its-lease`: the stopped engine stays silent for more than two leases
+    (a tester's frozen engine lost the ticket to the other one after one lease, while its
+    sandbox still ran): on its own host, a silent engine whose process lives is not dead,
+    and its run keeps the ticket from running again until it closes that run itself."""
+    timing = {**FAST, "SWARM_LEASE_TTL": str(lease)}
     register(fleet, tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
     assert fleet.cli("ticket", "create", "--title", "l", "--agent", "long").returncode == 0
-    holder = fleet.start("--max-vms", "1", **LEASE)
+    holder = fleet.start("--max-vms", "1", **timing)
     first = wait_until(
         lambda: fleet.rows("SELECT * FROM step_executions WHERE status = 'running'"), 30, "a step"
     )[0]
     old_vm = str(first["vm_id"])
     wait_until(lambda: tagged(old_vm), 30, "the first sandbox")
-    other = fleet.start("--max-vms", "1", "--another", **LEASE)
+    other = fleet.start("--max-vms", "1", "--another", **timing)
     wait_until(
         lambda: len(fleet.rows("SELECT 1 FROM engines WHERE state = 'running'")) == 2,
         30,
@@ -74,14 +78,15 @@ def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
         ), reopened.stdout
         assert fleet.status(1) == "open"
         # a claim by id is refused while the old run goes on (exit 4: not runnable)
-        env = {**fleet.target.env, **LEASE}
+        env = {**fleet.target.env, **timing}
         probe = swarm(fleet.home, "run-ticket", "1", "--wait", timeout=60, **env)
         assert probe.returncode == 4, probe.stdout + probe.stderr
         assert "still has a run going on engine" in probe.stderr, probe.stderr
         # the other engine heartbeats (and so polls) on, and leaves the ticket alone
         since = store_now(fleet)
+        silent = 1.5 if lease > 30 else 2 * lease + 1.5  # past two leases: "dead" by then
         wait_until(
-            lambda: heartbeat(fleet, other.pid) > since + 1.5, 30, "the other engine to poll"
+            lambda: heartbeat(fleet, other.pid) > since + silent, 30, "the other engine to poll"
         )
         assert len(fleet.rows("SELECT 1 FROM workflow_runs")) == 1
         assert fleet.rows("SELECT status FROM workflow_runs")[0]["status"] == "running"

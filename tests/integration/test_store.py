@@ -545,6 +545,10 @@ def test_a_heartbeat_no_engine_wrote_is_stale(store_target: Target, beat: str) -
         return
     if store_target.dialect == "sqlite" or beat != "'infinity'":  # (psycopg reads no infinity)
         assert [e["id"] for e in store.engines.silent(60)] == ["e"]
+    # a stale engine's run still blocks the claim until the engine is recorded dead, and
+    # its runs closed with it (a daemon's round, `forget_silent`)
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    assert [e["id"] for e in store.engines.forget_silent(60)] == ["e"]
     assert [
         t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
     ] == [tid]
@@ -593,19 +597,46 @@ def test_a_reopened_ticket_waits_for_its_live_engine_to_close_the_old_run(
 
 def test_a_reopened_ticket_whose_engine_went_silent_runs_again(store_target: Target) -> None:
     """The old run's engine stopped heartbeating (dead) before it closed the run: the
-    ticket is claimed once that heartbeat is older than the lease, and the run is closed
-    when the engine is recorded dead."""
+    ticket is claimed once the engine is recorded dead and the run closed with it, not
+    sooner (a stale heartbeat alone may be a frozen engine whose sandbox still runs); an
+    engine the caller spares (on its own host, its process alive) is not recorded dead."""
     store = open_store(store_target.target)
     tid, run_id = _cancelled_mid_run(store)
     store.tickets.reopen(tid)
     assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
     store_target.sql("UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
-    assert [
-        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
-    ] == [tid]
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    assert store.engines.forget_silent(60, lambda engine: engine["id"] == "e") == []
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
     assert [e["id"] for e in store.engines.forget_silent(60)] == ["e"]
     run = store.runs.get_run(run_id)
     assert run["status"] == "failed" and "stopped heartbeating" in run["error"], run
+    assert [
+        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
+    ] == [tid]
+    store.close()
+
+
+@pytest.mark.parametrize("state", ["stopped", "dead"])
+def test_a_run_of_an_engine_recorded_stopped_blocks_until_closed(
+    store_target: Target, state: str
+) -> None:
+    """Another writer records a live engine stopped (or dead): its run still blocks the
+    ticket's claim while it heartbeats; once it is silent for two leases its runs are
+    closed as a dead engine's, and the ticket runs again."""
+    store = open_store(store_target.target)
+    tid, run_id = _cancelled_mid_run(store)
+    store_target.sql(f"UPDATE tickets SET status = 'open' WHERE id = {tid}")
+    store_target.sql(f"UPDATE engines SET state = '{state}'")
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    assert store.engines.forget_silent(60) == []  # it heartbeats: its run stays
+    assert store.runs.get_run(run_id)["status"] == "running"
+    store_target.sql("UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
+    store.engines.forget_silent(60)
+    assert store.runs.get_run(run_id)["status"] == "failed"
+    assert [
+        t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
+    ] == [tid]
     store.close()
 
 

@@ -36,6 +36,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.store.sqlite import file_identity, name_moved
 from swarm_engine.vm import shortage
+from swarm_engine.vm.proctree import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,25 @@ class Daemon:
 
     async def _forget_silent(self, session: EngineSession) -> None:
         """Engines silent for two leases (a dead host) are recorded dead once their
-        tickets were reclaimed; their VMs are reaped when that host starts again."""
+        tickets were reclaimed, and the runs they left `running` closed; their VMs are
+        reaped when that host starts again. An engine of this host whose process lives is
+        not dead, however long it has been silent (a frozen engine: its sandbox runs on,
+        and a ticket of its run must not start again beside it)."""
+        host = self.settings.host_id
+
+        def alive_here(engine: dict[str, Any]) -> bool:
+            return engine.get("host") == host and pid_alive(engine.get("pid", 0))
+
         try:
             gone = await session.gate(
-                session.store.engines.forget_silent, 2 * self.settings.lease_ttl
+                session.store.engines.forget_silent, 2 * self.settings.lease_ttl, alive_here
             )
         except StoreBusyError:
+            return
+        except StoreGoneError:
+            raise
+        except StoreError as exc:  # a store fault: tried again next round
+            log.debug("recording silent engines dead delayed: %s", exc)
             return
         for engine in gone:
             log.warning("engine %s on host %s stopped heartbeating: recorded dead",

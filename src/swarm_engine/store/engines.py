@@ -71,19 +71,52 @@ class EngineStore:
         """Running engines (any host) whose last heartbeat is older than `seconds`."""
         return [decode_record(r) for r in self.db.all(self.q.silent, {"seconds": float(seconds)})]
 
-    def forget_silent(self, seconds: float) -> list[dict[str, Any]]:
+    def forget_silent(
+        self, seconds: float, spare: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
         """Record as dead the engines (any host) silent for over `seconds` that hold no
         live ticket; returns their `id` and `host`. Runs they left `running` (of tickets
-        cancelled and reopened while they ran) are closed failed with them."""
+        cancelled and reopened while they ran) are closed failed with them, and so are
+        the runs left `running` by engines recorded stopped or dead before (silent as
+        long): a ticket is never claimed while a run of it is `running`.
+
+        `spare(engine row)`: True for an engine to leave alone whatever its heartbeat
+        says (the caller's own host's engines whose process lives: a frozen engine, whose
+        sandbox still runs, is not dead)."""
         args: dict[str, Any] = {"seconds": float(seconds), "only": None}
-        try:
-            return self._forget(args)
-        except StoreBusyError:
-            raise
-        except StoreError:  # a row the store will not let change (a trigger, a constraint):
-            pass  # the others one by one, that one left as it is
+        if spare is None:
+            try:
+                gone = self._forget(args)
+            except StoreBusyError:
+                raise
+            except StoreError:  # a row the store will not let change (a trigger, a
+                gone = self._forget_each(args, spare)  # constraint): the others one by one
+        else:
+            gone = self._forget_each(args, spare)
+        stopped = [
+            str(e["id"])
+            for e in map(decode_record, self.db.all(self.q.stopped_with_runs, args))
+            if spare is None or not spare(e)
+        ]
+        if stopped:
+            closed = {"ids": stopped, "error": DEAD_RUN}
+            try:
+                with self.db.transaction():
+                    self.db.run(self.q.close_dead_steps, closed)
+                    self.db.run(self.q.close_dead_runs, closed)
+            except StoreBusyError:
+                raise
+            except StoreError:  # refused (a trigger, a constraint): those runs stay, and
+                pass  # their tickets wait for a reopen, as the row's writer wants
+        return gone
+
+    def _forget_each(
+        self, args: dict[str, Any], spare: Callable[[dict[str, Any]], bool] | None
+    ) -> list[dict[str, Any]]:
         gone: list[dict[str, Any]] = []
-        for engine in self.silent(seconds):
+        for engine in self.silent(float(args["seconds"])):
+            if spare is not None and spare(engine):
+                continue
             try:
                 gone += self._forget({**args, "only": str(engine["id"])})
             except StoreBusyError:

@@ -71,9 +71,11 @@ class Expired:
 class TicketStore:
     """Tickets: reading them, users' writes, and engines' claims, leases and results.
 
-    A ticket is never claimed while a run of it still goes on an engine that heartbeats
-    (its attempt lost the ticket, e.g. another writer set it back to `open`, and that
-    engine is still stopping it): never two runs at once.
+    A ticket is never claimed while a run of it is still `running` (its attempt lost the
+    ticket, e.g. another writer set it back to `open`, and that engine is still stopping
+    it; or that engine is frozen): never two runs at once. Such a run is closed by its
+    engine, by the lease reclaim, by a reopen (its engine gone), or with its engine when
+    a daemon records that engine dead (`EngineStore.forget_silent`).
     """
 
     def __init__(self, db: Database) -> None:

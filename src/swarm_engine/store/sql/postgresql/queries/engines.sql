@@ -72,6 +72,16 @@ UPDATE engines SET state = 'dead', stopped_at = now(), busy_vms = 0
    AND (CAST(:only AS TEXT) IS NULL OR id = CAST(:only AS TEXT))
 RETURNING id, host
 
+-- name: stopped_with_runs
+-- Engines recorded stopped or dead (or any state but running / draining) that still have
+-- runs `running`, silent for longer than :seconds (an engine whose state another writer
+-- changed while it runs goes on heartbeating): their runs are closed as a dead engine's.
+SELECT DISTINCT e.id, e.host, e.pid FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+ WHERE r.status = 'running' AND e.state NOT IN ('running','draining')
+   AND (e.heartbeat_at IS NULL
+        OR e.heartbeat_at < now() - make_interval(secs => :seconds)
+        OR e.heartbeat_at > now() + interval '1 hour')
+
 -- name: close_dead_steps
 -- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs
 -- `running` of tickets they lost (cancelled and reopened while they ran): closed failed,

@@ -1,5 +1,5 @@
 -- Ticket statements, PostgreSQL. Timestamps are timestamptz (now(): the transaction's
--- start). A ticket with a run still going on an engine that heartbeats is never claimed
+-- start). A ticket with a run still `running` is never claimed (whatever its engine's row says)
 -- (tickets.py); a heartbeat more than an hour ahead ('infinity', written by hand) is stale:
 -- no engine wrote it, and it would never age. (A client's text 'now' is an instant here:
 -- timestamptz reads it when it is written, so it ages as any other.) Claims take rows FOR UPDATE SKIP LOCKED: engines on other hosts claiming
@@ -87,7 +87,8 @@ RETURNING {{ticket_columns}}
 -- Reopen: the unfinished steps of a ticket's runs left `running` by an engine that is no
 -- longer running (stopped, dead, or its row gone). A run whose engine has not recorded
 -- that it stopped is left to that engine to close (it stops the sandbox first); until it
--- does, or its heartbeat goes stale, the claim guard keeps the ticket from running again.
+-- does, or it is recorded dead (engines.sql forget_silent), the claim guard keeps the ticket
+-- from running again.
 UPDATE step_executions SET status = :status, error = coalesce(error, :error),
        completed_at = now()
  WHERE status IN ('queued','running')
@@ -119,21 +120,15 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
        started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
        lease_expires_at = now() + make_interval(secs => :lease_ttl)
  WHERE id = :id AND status = ANY(:statuses)
-   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
-                    WHERE r.ticket_id = tickets.id AND r.status = 'running'
-                      AND e.state IN ('running','draining')
-                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
-                      AND e.heartbeat_at < now() + interval '1 hour')
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                    WHERE r.ticket_id = tickets.id AND r.status = 'running')
 RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
  WHERE status = 'open'
-   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
-                    WHERE r.ticket_id = t.id AND r.status = 'running'
-                      AND e.state IN ('running','draining')
-                      AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
-                      AND e.heartbeat_at < now() + interval '1 hour')
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                    WHERE r.ticket_id = t.id AND r.status = 'running')
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claim_next
@@ -141,11 +136,8 @@ SELECT id FROM tickets t
 WITH ready AS (
     SELECT id FROM tickets t
      WHERE status = 'open'
-       AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
-                        WHERE r.ticket_id = t.id AND r.status = 'running'
-                          AND e.state IN ('running','draining')
-                          AND e.heartbeat_at > now() - make_interval(secs => :lease_ttl)
-                          AND e.heartbeat_at < now() + interval '1 hour')
+       AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                        WHERE r.ticket_id = t.id AND r.status = 'running')
      ORDER BY priority DESC, id
      LIMIT :limit
      FOR UPDATE SKIP LOCKED

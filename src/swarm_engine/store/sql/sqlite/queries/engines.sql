@@ -75,6 +75,16 @@ UPDATE engines SET state = 'dead', stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','n
    AND (:only IS NULL OR id = :only)
 RETURNING id, host
 
+-- name: stopped_with_runs
+-- Engines recorded stopped or dead (or any state but running / draining) that still have
+-- runs `running`, silent for longer than :seconds (an engine whose state another writer
+-- changed while it runs goes on heartbeating): their runs are closed as a dead engine's.
+SELECT DISTINCT e.id, e.host, e.pid FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+ WHERE r.status = 'running' AND e.state NOT IN ('running','draining')
+   AND (coalesce(julianday(e.heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds)), 1)
+        OR lower(substr(e.heartbeat_at, 1, 3)) = 'now'
+        OR julianday(e.heartbeat_at, 'auto') > julianday('now', '+1 hour'))
+
 -- name: close_dead_steps
 -- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs
 -- `running` of tickets they lost (cancelled and reopened while they ran): closed failed,

@@ -1,7 +1,7 @@
 -- Ticket statements, SQLite. Timestamps are written as UTC ISO-8601 text with
 -- milliseconds: strftime('%Y-%m-%dT%H:%M:%fZ','now'). Leases are read as instants
 -- (julianday(..., 'auto') takes every form SQLite accepts). A ticket with a run still
--- going on an engine that heartbeats is never claimed (see still_running in tickets.py);
+-- `running` is never claimed, whatever its engine's row says (see still_running in tickets.py);
 -- a heartbeat counts only as an instant an engine wrote: the text 'now' (read as the time
 -- of reading, so forever fresh) or one more than an hour ahead is stale.
 
@@ -89,7 +89,8 @@ RETURNING {{ticket_columns}}
 -- Reopen: the unfinished steps of a ticket's runs left `running` by an engine that is no
 -- longer running (stopped, dead, or its row gone). A run whose engine has not recorded
 -- that it stopped is left to that engine to close (it stops the sandbox first); until it
--- does, or its heartbeat goes stale, the claim guard keeps the ticket from running again.
+-- does, or it is recorded dead (engines.sql forget_silent), the claim guard keeps the ticket
+-- from running again.
 UPDATE step_executions SET status = :status, error = coalesce(error, :error),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE status IN ('queued','running')
@@ -121,23 +122,15 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
        started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
        lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
  WHERE id = :id AND status IN (SELECT value FROM json_each(:statuses))
-   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
-                    WHERE r.ticket_id = tickets.id AND r.status = 'running'
-                      AND e.state IN ('running','draining')
-                      AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
-                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
-                      AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                    WHERE r.ticket_id = tickets.id AND r.status = 'running')
 RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
  WHERE status = 'open'
-   AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
-                    WHERE r.ticket_id = t.id AND r.status = 'running'
-                      AND e.state IN ('running','draining')
-                      AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
-                      AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
-                      AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                    WHERE r.ticket_id = t.id AND r.status = 'running')
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claim_next
@@ -149,12 +142,8 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
        lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
  WHERE id IN (SELECT id FROM tickets t
                WHERE status = 'open'
-                 AND NOT EXISTS (SELECT 1 FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
-                                  WHERE r.ticket_id = t.id AND r.status = 'running'
-                                    AND e.state IN ('running','draining')
-                                    AND lower(substr(e.heartbeat_at, 1, 3)) <> 'now'
-                                    AND julianday(e.heartbeat_at, 'auto') > julianday('now', printf('%+.3f seconds', -:lease_ttl))
-                                    AND julianday(e.heartbeat_at, 'auto') < julianday('now', '+1 hour'))
+                 AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                                  WHERE r.ticket_id = t.id AND r.status = 'running')
                ORDER BY priority DESC, id LIMIT :limit)
    AND +status = 'open'  -- `+`: look rows up by id, never scan every open ticket
 RETURNING {{ticket_columns}}
