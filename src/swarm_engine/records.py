@@ -187,6 +187,29 @@ agent's task, or a model's prompt, with room to spare (a long prompt is tens of 
 the reasons of `MAX_TITLE_BYTES`. Larger data is better handed in as a file or a URL."""
 
 
+MAX_ERROR_BYTES = 64 * 1024
+"""An `error` (of a ticket, a run or a step) or a step's `stop_reason` is read whole only
+when it holds at most this much text (UTF-8 bytes, as stored); a longer one (the engine
+writes one line: a ticket's error is at most 500 characters) is a row defect, read as its
+first 200 characters. Every read of a ticket, a run or a step measures it in SQL
+(`ticket_columns`, `run_columns`, `step_columns` in `store/sql/*/queries/`): a 60 MB error
+in each made `GET /v1/tickets/1` answer 720 MB."""
+
+MAX_RECORD_JSON_BYTES = 8 * 1024 * 1024
+"""A run's or a step's `inputs` and `outputs` are read only when they hold at most this much
+JSON (UTF-8 bytes, as stored; the cap of a ticket's inputs and result); a larger one is a
+row defect, read as null, never handed over by the store (`run_columns`, `step_columns`)."""
+
+MAX_NOTE_BYTES = 4 * 1024
+"""A status event's `note` (a copy of the ticket's error at the change) is read whole only
+when it holds at most this much text; a longer one is a row defect, read as its first 200
+characters (`event_columns` in `store/sql/*/queries/tickets.sql`)."""
+
+RECORD_JSON_OVER = (
+    f"more than the {MAX_RECORD_JSON_BYTES // 1024 // 1024} MiB it may hold (not read)"
+)
+
+
 def text_too_big(text: str, limit: int) -> str | None:
     """Why `text` (a ticket's title or description) is more than `limit` bytes as UTF-8,
     or None. Costs nothing for text of up to `limit / 4` characters (no character takes

@@ -168,6 +168,32 @@ def test_every_read_of_a_ticket_measures_its_inputs_and_result(dialect: Dialect)
         assert columns in getattr(queries, name), name
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_every_read_of_a_run_step_or_event_measures_its_big_columns(dialect: Dialect) -> None:
+    """Runs, steps and events are read through `{{run_columns}}`, `{{step_columns}}` and
+    `{{event_columns}}`, whose caps are the records' (`MAX_RECORD_JSON_BYTES`,
+    `MAX_ERROR_BYTES`, `MAX_NOTE_BYTES`): no `SELECT *` of them is left."""
+    from swarm_engine.records import MAX_ERROR_BYTES, MAX_NOTE_BYTES, MAX_RECORD_JSON_BYTES
+
+    runs, tickets = load(dialect, "runs"), load(dialect, "tickets")
+    for columns, prefix in ((runs.run_columns, "r"), (runs.step_columns, "s")):
+        for name in ("inputs", "outputs"):
+            assert f"<= {MAX_RECORD_JSON_BYTES} THEN {prefix}.{name} END AS {name}" in columns
+        assert f"<= {MAX_ERROR_BYTES} THEN {prefix}.error" in columns
+    assert f"<= {MAX_ERROR_BYTES} THEN s.stop_reason" in runs.step_columns
+    assert f"<= {MAX_NOTE_BYTES} THEN e.note" in tickets.event_columns
+    assert f"<= {MAX_ERROR_BYTES} THEN tickets.error" in tickets.ticket_columns
+    for queries in (runs, tickets):
+        for name in sorted(queries.names()):
+            sql = re.sub(r"--[^\n]*", "", getattr(queries, name))
+            assert not re.search(r"SELECT (\w+\.)?\*", sql), name
+    for name in ("get_run", "runs_for_ticket", "runs_for_workflow", "recent_runs"):
+        assert runs.run_columns in getattr(runs, name), name
+    for name in ("steps", "last_steps", "steps_from", "step_attempts_from", "steps_by_ids"):
+        assert runs.step_columns in getattr(runs, name), name
+    assert tickets.event_columns in tickets.events
+
+
 def test_a_statement_may_hold_another() -> None:
     from swarm_engine.store.queries import parse
 

@@ -20,9 +20,13 @@ from typing import Any
 from swarm_engine.records import (
     INPUTS_OVER,
     MAX_DESCRIPTION_BYTES,
+    MAX_ERROR_BYTES,
     MAX_INPUTS_BYTES,
+    MAX_NOTE_BYTES,
+    MAX_RECORD_JSON_BYTES,
     MAX_RESULT_BYTES,
     MAX_TITLE_BYTES,
+    RECORD_JSON_OVER,
     RESULT_OVER,
     TicketStatus,
     TooDeep,
@@ -91,6 +95,10 @@ class Decoder:
 
     def opt_text(self, name: str) -> str | None:
         return None if self.raw(name) is None else self.text(name)
+
+    def opt_bounded_text(self, name: str, limit: int) -> str | None:
+        """A nullable `bounded_text` column (a ticket's `error`)."""
+        return None if self.raw(name) is None else self.bounded_text(name, limit)
 
     def integer(
         self, name: str, default: int = 0, *, minimum: int | None = None, int64: bool = False
@@ -304,7 +312,7 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         max_attempts=d.integer("max_attempts", 3, minimum=1),
         timeout_seconds=timeout,
         result=d.sized_json("result", None, result_too_big, MAX_RESULT_BYTES, RESULT_OVER),
-        error=d.opt_text("error"),
+        error=d.opt_bounded_text("error", MAX_ERROR_BYTES),
         engine_id=d.opt_text("engine_id"),
         attempt_id=d.opt_text("attempt_id"),
         lease_expires_at=d.timestamp("lease_expires_at"),
@@ -318,6 +326,11 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
 
 
 JSON_COLUMNS = frozenset({"inputs", "outputs", "spec"})
+SIZED_TEXT_COLUMNS = {"error": MAX_ERROR_BYTES, "stop_reason": MAX_ERROR_BYTES,
+                      "note": MAX_NOTE_BYTES}  # fmt: skip
+"""Record text columns the store's reads of runs, steps and events measure in SQL (with
+their size as `<name>_bytes`; `run_columns`, `step_columns`, `event_columns`): over their
+cap, a defect, and only their first 200 characters are read."""
 INTEGER_COLUMNS = frozenset(
     {
         "ticket_id", "run_id", "attempt", "retry_count", "duration_ms", "exit_code",
@@ -359,7 +372,14 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in row.keys():  # noqa: SIM118 (a Row iterates over its values)
         value = d.raw(key)
-        if key in JSON_COLUMNS:
+        if key.endswith("_bytes") and key[: -len("_bytes")] in d.keys:
+            continue  # a sized column's size: read with the column, not handed on
+        if key in JSON_COLUMNS and f"{key}_bytes" in d.keys:
+            out[key] = d.sized_json(key, None, lambda _: None, MAX_RECORD_JSON_BYTES,
+                                    RECORD_JSON_OVER)  # fmt: skip
+        elif key in SIZED_TEXT_COLUMNS and f"{key}_bytes" in d.keys:
+            out[key] = d.opt_bounded_text(key, SIZED_TEXT_COLUMNS[key])
+        elif key in JSON_COLUMNS:
             out[key] = d.json(key)
         elif key in TIME_COLUMNS:
             out[key] = format_ts(d.timestamp(key))

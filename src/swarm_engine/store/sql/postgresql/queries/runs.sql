@@ -1,6 +1,45 @@
 -- Execution records, PostgreSQL. Writes for a run are fenced: they apply only while the
 -- run's attempt still holds its ticket (tickets.attempt_id = workflow_runs.attempt_id).
 
+-- name: run_columns
+-- A run row as every read of one returns it ({{run_columns}}): each column, but `inputs`
+-- and `outputs` only when they hold at most 8 MiB of JSON (8388608 bytes:
+-- MAX_RECORD_JSON_BYTES in records.py; else NULL), and `error` over 64 KiB
+-- (MAX_ERROR_BYTES) only as its first 200 characters, each with its size in `<name>_bytes`:
+-- no read hands over (and no reader parses) a larger value any client wrote.
+r.id, r.ticket_id, r.attempt, r.attempt_id, r.engine_id, r.execution_mode,
+r.workflow_name, r.workflow_version, r.status,
+CASE WHEN octet_length(r.inputs::text) <= 8388608 THEN r.inputs END AS inputs,
+octet_length(r.inputs::text) AS inputs_bytes,
+CASE WHEN octet_length(r.outputs::text) <= 8388608 THEN r.outputs END AS outputs,
+octet_length(r.outputs::text) AS outputs_bytes,
+CASE WHEN octet_length(r.error) <= 65536 THEN r.error
+     ELSE left(r.error, 200) END AS error,
+octet_length(r.error) AS error_bytes,
+r.started_at, r.completed_at, r.duration_ms, r.input_tokens, r.output_tokens,
+r.cache_creation_input_tokens, r.cache_read_input_tokens, r.cost_usd
+
+-- name: step_columns
+-- A step row as every read of one returns it ({{step_columns}}): as {{run_columns}},
+-- `inputs` and `outputs` up to 8 MiB of JSON, `error` and `stop_reason` up to 64 KiB of
+-- text (else their first 200 characters), with their sizes in `<name>_bytes`.
+s.id, s.run_id, s.step_id, s.agent_name, s.agent_version, s.agent_kind, s.vm_id,
+s.status,
+CASE WHEN octet_length(s.inputs::text) <= 8388608 THEN s.inputs END AS inputs,
+octet_length(s.inputs::text) AS inputs_bytes,
+CASE WHEN octet_length(s.outputs::text) <= 8388608 THEN s.outputs END AS outputs,
+octet_length(s.outputs::text) AS outputs_bytes,
+s.queued_at, s.started_at, s.completed_at, s.duration_ms, s.exit_code,
+CASE WHEN octet_length(s.error) <= 65536 THEN s.error
+     ELSE left(s.error, 200) END AS error,
+octet_length(s.error) AS error_bytes,
+s.retry_count, s.log_path, s.input_tokens, s.output_tokens,
+s.cache_creation_input_tokens, s.cache_read_input_tokens, s.turns,
+CASE WHEN octet_length(s.stop_reason) <= 65536 THEN s.stop_reason
+     ELSE left(s.stop_reason, 200) END AS stop_reason,
+octet_length(s.stop_reason) AS stop_reason_bytes,
+s.cost_usd
+
 -- name: start_run
 INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode,
                            workflow_name, workflow_version, inputs)
@@ -83,23 +122,23 @@ UPDATE workflow_runs SET status = 'cancelled', error = coalesce(error, :error),
  WHERE id = :run_id AND status = 'running'
 
 -- name: get_run
-SELECT * FROM workflow_runs WHERE id = :run_id
+SELECT {{run_columns}} FROM workflow_runs r WHERE id = :run_id
 
 -- name: runs_for_ticket
 -- The newest :limit runs of a ticket up to id :through, newest first (a ticket may have any
 -- number of runs: one response shows a window of them).
-SELECT * FROM workflow_runs WHERE ticket_id = :ticket_id AND id <= :through
+SELECT {{run_columns}} FROM workflow_runs r WHERE ticket_id = :ticket_id AND id <= :through
  ORDER BY id DESC LIMIT :limit
 
 -- name: count_runs_for_ticket
 SELECT count(*) FROM workflow_runs WHERE ticket_id = :ticket_id
 
 -- name: runs_for_workflow
-SELECT * FROM workflow_runs WHERE workflow_name = :name ORDER BY id DESC LIMIT :limit
+SELECT {{run_columns}} FROM workflow_runs r WHERE workflow_name = :name ORDER BY id DESC LIMIT :limit
 
 -- name: recent_runs
 -- unisolated_steps (issue 9): steps of the run whose VM had no isolation
-SELECT r.*, (SELECT count(*) FROM step_executions s JOIN vms v ON v.id = s.vm_id
+SELECT {{run_columns}}, (SELECT count(*) FROM step_executions s JOIN vms v ON v.id = s.vm_id
               WHERE s.run_id = r.id AND v.isolation = 'none') AS unisolated_steps
   FROM workflow_runs r ORDER BY r.id DESC LIMIT :limit
 
@@ -115,34 +154,34 @@ SELECT CAST(GREATEST(LEAST(coalesce(sum(input_tokens), 0), 9223372036854775807),
 
 -- name: steps
 -- vm_backend, vm_isolation (issue 9): what the step's VM was and what isolated it
-SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id ORDER BY s.id
 
 -- name: last_steps
 -- A run's newest :limit steps up to id :through, newest first (a run may have any number
 -- of steps: a view shows a window of them, and pages on to the older ones)
-SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.id <= :through ORDER BY s.id DESC LIMIT :limit
 
 -- name: steps_from
 -- A run's next :limit steps with an id above :after, oldest first (read page by page:
 -- `logs` never holds all of a run's steps)
-SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.id > :after ORDER BY s.id LIMIT :limit
 
 -- name: step_attempts_from
 -- `steps_from` of one step id's attempts only
-SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.step_id = :step_id AND s.id > :after ORDER BY s.id
  LIMIT :limit
 
 -- name: steps_by_ids
 -- These steps of a run (the ones a batch of log chunks belongs to), oldest first
-SELECT s.*, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.id = ANY(:ids) ORDER BY s.id
 

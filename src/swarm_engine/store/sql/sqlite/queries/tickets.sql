@@ -12,7 +12,8 @@
 -- `inputs_bytes` and `result_bytes`: no read of a ticket hands over (and no reader
 -- parses) a larger value any client wrote. Likewise `title` and `description` over
 -- 64 KiB and 1 MiB (MAX_TITLE_BYTES, MAX_DESCRIPTION_BYTES): only their first 200
--- characters, with their sizes in `title_bytes` and `description_bytes`.
+-- characters, with their sizes in `title_bytes` and `description_bytes`; `error` over
+-- 64 KiB (MAX_ERROR_BYTES) likewise, with `error_bytes`.
 -- (SQLite loads a value to measure it, in its own memory, freed at the next row;
 -- `length` of text counts characters, hence the CAST.)
 tickets.id,
@@ -29,9 +30,21 @@ length(CAST(tickets.inputs AS BLOB)) AS inputs_bytes,
 tickets.priority, tickets.attempts, tickets.max_attempts, tickets.timeout_seconds,
 CASE WHEN length(CAST(tickets.result AS BLOB)) <= 8388608 THEN tickets.result END AS result,
 length(CAST(tickets.result AS BLOB)) AS result_bytes,
-tickets.error, tickets.engine_id, tickets.attempt_id, tickets.lease_expires_at,
+CASE WHEN length(CAST(tickets.error AS BLOB)) <= 65536 THEN tickets.error
+     ELSE substr(tickets.error, 1, 200) END AS error,
+length(CAST(tickets.error AS BLOB)) AS error_bytes,
+tickets.engine_id, tickets.attempt_id, tickets.lease_expires_at,
 tickets.cancel_requested, tickets.created_at, tickets.updated_at, tickets.claimed_at,
 tickets.started_at, tickets.completed_at
+
+-- name: event_columns
+-- A status event as every read of one returns it ({{event_columns}}): its `note` (a copy
+-- of the ticket's error) only up to 4 KiB (MAX_NOTE_BYTES), else its first 200
+-- characters, with its size in `note_bytes`.
+e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.engine_id, e.attempt_id,
+CASE WHEN length(CAST(e.note AS BLOB)) <= 4096 THEN e.note
+     ELSE substr(e.note, 1, 200) END AS note,
+length(CAST(e.note AS BLOB)) AS note_bytes
 
 -- name: get
 SELECT {{ticket_columns}} FROM tickets WHERE id = :id
@@ -48,7 +61,7 @@ SELECT status, count(*) AS n FROM tickets GROUP BY status
 
 -- name: events
 -- The newest :limit status events of a ticket up to id :through, newest first.
-SELECT * FROM ticket_events WHERE ticket_id = :id AND id <= :through ORDER BY id DESC LIMIT :limit
+SELECT {{event_columns}} FROM ticket_events e WHERE ticket_id = :id AND id <= :through ORDER BY id DESC LIMIT :limit
 
 -- name: count_events
 SELECT count(*) FROM ticket_events WHERE ticket_id = :id
