@@ -168,3 +168,31 @@ def test_a_negative_max_vms_is_a_defect_not_slots(store_target: Target, tmp_path
         assert "-5" not in metrics.split("swarm_vm_slots", 1)[1].split("# HELP", 1)[0]
     finally:
         server.stop()
+
+
+def test_a_huge_max_vms_is_a_defect_not_slots(store_target: Target, tmp_path: Path) -> None:
+    """An outside writer's `engines.max_vms` of 2**63-1 (or, in SQLite, a REAL inf) adds no
+    slot to its host, with a defect of the host, instead of 2**63-1 free slots: no engine
+    runs more than 1024 VMs."""
+    home = tmp_path / "home"
+    done = swarm_inproc(home, "status", "--init", **store_target.env)
+    assert done.returncode == 0, done.stderr
+    huge = ["9223372036854775807"] + (["9e999"] if store_target.dialect == "sqlite" else [])
+    rows = [f"('e-huge{i}', 'h1', {i + 10}, {value}, 'x')" for i, value in enumerate(huge)]
+    store_target.sql(
+        "INSERT INTO engines (id, host, pid, max_vms, backend) VALUES"
+        f" {', '.join(rows)}, ('e-good', 'h1', 2, 4, 'x'), ('e-max', 'h2', 3, 1024, 'x')"
+    )
+    server = start_api(home, token=TOKEN, **store_target.env)
+    try:
+        hosts = {h["host"]: h for h in server.get("/v1/hosts").json()}
+        assert (hosts["h1"]["slots"], hosts["h1"]["free"]) == (4, 4)
+        assert hosts["h1"]["defects"] == [
+            f"slots: {len(huge)} engine(s) with a max_vms over 1024 (the most an engine runs),"
+            " counted as 0"
+        ]
+        assert hosts["h2"]["slots"] == 1024 and not hosts["h2"].get("defects")
+        status = server.get("/v1/status").json()
+        assert {h["host"]: h["slots"] for h in status["hosts"]} == {"h1": 4, "h2": 1024}
+    finally:
+        server.stop()

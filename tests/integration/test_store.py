@@ -244,14 +244,15 @@ def test_a_whole_run_is_recorded_with_usage_rolled_up(store_target: Target) -> N
 
 def test_sums_of_usage_and_slots_never_overflow(store_target: Target) -> None:
     """Any writer may store 2**63-1 tokens or a cost of 1e308: the run's roll-up, the usage
-    totals (`status`) and the hosts' slots are clamped to the column's range, not an
-    `integer overflow` (SQLite) or `bigint out of range` (PostgreSQL) error."""
+    totals (`status`) are clamped to the column's range, not an `integer overflow` (SQLite)
+    or `bigint out of range` (PostgreSQL) error; a max_vms over 1024 adds no slot to its
+    host (`huge_max_vms` counts it), so two of 2**63-1 fail nothing either."""
     most = 2**63 - 1
     store = open_store(store_target.target)
     store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
     store.engines.register("f", kind="daemon", host="h", pid=2, max_vms=1, backend="process")
     store_target.sql(f"UPDATE engines SET max_vms = {most}")
-    assert [h["slots"] for h in store.engines.hosts()] == [most]
+    assert [(h["slots"], h["huge_max_vms"]) for h in store.engines.hosts()] == [(0, 2)]
     store.tickets.create(title="x", agent_id="echo", inputs={})
     [ticket] = store.tickets.claim_next(engine_id="e", attempt_id="a", lease_ttl=30)
     run_id = store.runs.start_run(

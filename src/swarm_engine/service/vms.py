@@ -59,7 +59,8 @@ def engines(
 
 def hosts(store: Store) -> list[dict[str, Any]]:
     """Per host with a live engine or VM: `host`, `engines`, `slots` (their max VMs; an
-    engine row's negative max_vms adds none, and is a defect of the host), `vms` (live
+    engine row's negative max_vms, or one over 1024 (the most an engine runs: inf,
+    2**63-1), adds none, and is a defect of the host), `vms` (live
     VMs), `busy` (VMs holding a slot: booting, ready or busy), `free` (slots - busy, at
     least 0)."""
     busy: dict[str, int] = {}
@@ -74,6 +75,13 @@ def hosts(store: Store) -> list[dict[str, Any]]:
         if negative:  # (they added no slot)
             defects = record.setdefault("defects", [])
             defects.append(f"slots: {negative} engine(s) with a negative max_vms, counted as 0")
+        huge = _int(record.pop("huge_max_vms", 0))
+        if huge:  # (inf, 2**63-1: no engine runs more than 1024 VMs)
+            defects = record.setdefault("defects", [])
+            defects.append(
+                f"slots: {huge} engine(s) with a max_vms over 1024 (the most an engine runs),"
+                " counted as 0"
+            )
         out.append(record | {"slots": slots, "busy": held, "free": max(slots - held, 0)})
     return out
 

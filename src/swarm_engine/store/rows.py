@@ -345,7 +345,7 @@ Not `id`: an INTEGER PRIMARY KEY always holds an integer, and the `id` of a VM o
 engine is text."""
 COUNT_COLUMNS = frozenset(
     {"max_vms", "busy_vms", "busy_now", "memory_mb", "vcpus", "engines", "slots", "vms",
-     "busy", "free", "negative_max_vms"}
+     "busy", "free", "negative_max_vms", "huge_max_vms"}
 )  # fmt: skip
 """`INTEGER_COLUMNS` that count something (VMs, slots, MiB, CPUs): a negative value,
 which no engine writes, is read as None with a defect, like any other unreadable one."""

@@ -46,12 +46,15 @@ SELECT * FROM engines WHERE state IN ('running','draining')
 -- name: hosts
 -- One row per host that has a live engine or a live VM. `slots`: the numeric sum clamped
 -- to bigint (two engines of 2**63-1 must not fail the query); a negative max_vms (no
--- engine writes one) adds nothing, and `negative_max_vms` counts them.
+-- engine writes one) adds nothing, and `negative_max_vms` counts them; nor does one over
+-- 1024 (the most an engine runs: `max_vms` in config.py; 2**63-1), counted by `huge_max_vms`.
 SELECT host,
        count(kind) AS engines,
-       CAST(GREATEST(LEAST(coalesce(sum(CASE WHEN max_vms < 0 THEN 0 ELSE max_vms END), 0),
+       CAST(GREATEST(LEAST(coalesce(sum(CASE WHEN max_vms < 0 OR max_vms > 1024 THEN 0
+                                             ELSE max_vms END), 0),
                            9223372036854775807), -9223372036854775808) AS bigint) AS slots,
        count(CASE WHEN max_vms < 0 THEN 1 END) AS negative_max_vms,
+       count(CASE WHEN max_vms > 1024 THEN 1 END) AS huge_max_vms,
        (SELECT count(*) FROM vms v WHERE v.host = h.host
            AND v.state IN ('booting','ready','busy','destroying')) AS vms
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')

@@ -48,12 +48,16 @@ SELECT * FROM engines WHERE state IN ('running','draining')
 -- name: hosts
 -- One row per host that has a live engine or a live VM. `slots` is a float sum clamped to
 -- 64 bits (max_vms is any writer's: 2**63-1 twice, or 1e400, must not fail the query); a
--- negative max_vms (no engine writes one) adds nothing, and `negative_max_vms` counts them.
+-- negative max_vms (no engine writes one) adds nothing, and `negative_max_vms` counts them;
+-- nor does one over 1024 (the most an engine runs: `max_vms` in config.py; inf, 2**63-1),
+-- counted by `huge_max_vms`.
 SELECT host,
        count(kind) AS engines,
-       CAST(coalesce(max(min(total(CASE WHEN CAST(max_vms AS REAL) < 0 THEN 0 ELSE max_vms END),
+       CAST(coalesce(max(min(total(CASE WHEN CAST(max_vms AS REAL) < 0
+                                          OR CAST(max_vms AS REAL) > 1024 THEN 0 ELSE max_vms END),
                               9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) AS slots,
        count(CASE WHEN CAST(max_vms AS REAL) < 0 THEN 1 END) AS negative_max_vms,
+       count(CASE WHEN CAST(max_vms AS REAL) > 1024 THEN 1 END) AS huge_max_vms,
        (SELECT count(*) FROM vms v WHERE v.host = h.host
            AND v.state IN ('booting','ready','busy','destroying')) AS vms
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')
