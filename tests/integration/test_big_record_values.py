@@ -107,6 +107,12 @@ def test_errors_notes_and_run_values_over_their_caps_are_read_as_their_start(
         (event,) = store.tickets.events(1)
         assert event["note"] == "x" * 200 and event["defects"] == [f"note: {NOTE_OVER}"]
         assert "note_bytes" not in event
+        store_target.sql(  # a run's end, as metrics reads it (how the note begins)
+            "INSERT INTO ticket_events (ticket_id, old_status, new_status, note)"
+            f" VALUES (1, 'running', 'failed', {text(store_target, TEXT)})"
+        )
+        (metric,) = store.tickets.events_after(0)
+        assert metric["note"] == "x" * 200
         (run,) = store.runs.runs_for_ticket(1)
         check_run(run)
         check_run(store.runs.get_run(1))

@@ -321,8 +321,10 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
                      AND e.state IN ('running','draining'))
 
 -- name: events_after
--- Claims, and live tickets going back to open or failed, above :after (see the SQLite file).
-SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id, e.note,
+-- Claims, and live tickets going back to open or failed, above :after (see the SQLite file;
+-- only the first 200 characters of `note`).
+SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id,
+       left(e.note, 200) AS note,
        CASE WHEN e.new_status = 'claimed' THEN
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at

@@ -339,8 +339,11 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
 -- Claims from the queue, and a live ticket going back to open or to failed (what the
 -- lease reclaimer does), with an event id above :after, oldest first (the events table
 -- only grows: a reader resumes after the last id it saw). For a claim, `opened_at` is
--- when the ticket last became open (its time in the queue ends at `at`).
-SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id, e.note,
+-- when the ticket last became open (its time in the queue ends at `at`). Only the first
+-- 200 characters of `note` (its reader looks at how it begins; any client may write one of
+-- any size).
+SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id,
+       substr(e.note, 1, 200) AS note,
        CASE WHEN e.new_status = 'claimed' THEN
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
