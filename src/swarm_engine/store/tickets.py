@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket
 
+log = logging.getLogger(__name__)
+
 LIVE = ("claimed", "running")
 FENCED_VMS = 1000
 """At most this many VMs are handed to a reclaim's `Fence` at once."""
@@ -39,6 +42,8 @@ be stopped): that ticket is not run again while the VM may still run."""
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
 MAX_ID = 2**63 - 1
+IGNORED_CLAIM = "the store ignored its claim without an error (a trigger's RAISE(IGNORE)?)"
+"""Why an open, claimable ticket whose claim the store returned nothing for is not run."""
 REOPENED = "cancelled (the ticket was reopened)"
 """The error of a run closed because its ticket was reopened (by the reopen itself when
 its engine no longer runs, else by that engine once it has stopped the run)."""
@@ -81,6 +86,10 @@ class TicketStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.q = load(db.dialect, "tickets")
+        self.skipped: set[int] = set()
+        """Open tickets this store's engine cannot claim and could not fail either (the
+        store ignored the claim and the failing, e.g. a trigger's RAISE(IGNORE)):
+        `claim_next` passes them over and `any_unfinished` does not count them."""
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, ticket_id: int) -> Ticket:
@@ -174,8 +183,8 @@ class TicketStore:
         return int(row[0]) if row is not None and isinstance(row[0], int) else 0
 
     def any_unfinished(self) -> bool:
-        """Whether any ticket is open, claimed or running."""
-        return self.db.one(self.q.any_unfinished) is not None
+        """Whether any ticket is open, claimed or running (not one in `skipped`)."""
+        return self.db.one(self.q.any_unfinished, {"skip": sorted(self.skipped)}) is not None
 
     # -- writing by users ------------------------------------------------------------------
     def create(
@@ -303,6 +312,8 @@ class TicketStore:
         )
         if row is None:
             ticket = self.get(ticket_id)
+            if ticket.status == "open" and self._claimable(ticket_id, lease_ttl):
+                raise ConflictError(f"ticket {ticket_id}: {IGNORED_CLAIM}")
             if ticket.status in allowed:
                 raise ConflictError(
                     f"ticket {ticket_id} still has a run going on engine {ticket.engine_id};"
@@ -320,12 +331,67 @@ class TicketStore:
         A row that another client stored past a CHECK constraint cannot be claimed (the
         claim's UPDATE is refused): it is marked failed with the reason, and the claim is
         tried again.
+
+        Tickets the read before the claim chose but the claim did not return, though they
+        are still open and claimable, had their claim ignored by the store (a trigger's
+        RAISE(IGNORE)): each is claimed on its own, and when that is ignored too it is
+        failed with one line; when the failing is ignored as well it is added to
+        `skipped`, which this store passes over from then on.
         """
+        skip = sorted(self.skipped)
         args: dict[str, Any] = {"engine_id": engine_id, "attempt_prefix": attempt_id,
-                                "lease_ttl": float(lease_ttl), "limit": limit}  # fmt: skip
+                                "lease_ttl": float(lease_ttl), "limit": limit,
+                                "skip": skip}  # fmt: skip
         # a read first: when nothing is open (the common wake-up) no write lock is taken
-        if self.db.one(self.q.next_open, {"lease_ttl": float(lease_ttl), "limit": 1}) is None:
+        chosen = self.db.all(
+            self.q.next_open, {"lease_ttl": float(lease_ttl), "limit": limit, "skip": skip}
+        )
+        if not chosen:
             return []
+        claimed = self._claim_next(args)
+        got = {t.id for t in claimed}
+        for candidate in (int(r["id"]) for r in chosen):
+            if len(claimed) >= limit:
+                break
+            if candidate not in got:
+                one = self._claim_ignored(candidate, engine_id, attempt_id, float(lease_ttl))
+                claimed.extend(one)
+        return sorted(claimed, key=lambda t: (-t.priority, t.id))
+
+    def _claimable(self, ticket_id: int, lease_ttl: float) -> bool:
+        args = {"id": ticket_id, "lease_ttl": float(lease_ttl)}
+        return self.db.one(self.q.claimable, args) is not None
+
+    def _claim_ignored(
+        self, ticket_id: int, engine_id: str, attempt_id: str, lease_ttl: float
+    ) -> builtins.list[Ticket]:
+        """A ticket `claim_next` chose but did not claim: claimed on its own if it can be;
+        if that is ignored while it stays claimable, failed (or else skipped)."""
+        args = {"id": ticket_id, "engine_id": engine_id, "lease_ttl": lease_ttl,
+                "attempt_id": f"{attempt_id}-{ticket_id}", "statuses": ["open"]}  # fmt: skip
+        try:
+            with self.db.transaction():
+                row = self.db.one(self.q.claim, args)
+                if row is not None:
+                    return [decode_ticket(row)]
+                if not self._claimable(ticket_id, lease_ttl):
+                    return []  # taken by another engine meanwhile, or no longer open
+                if self.reject(ticket_id, IGNORED_CLAIM):
+                    log.warning("ticket %s: failed: %s", ticket_id, IGNORED_CLAIM)
+                    return []
+        except StoreIntegrityError as exc:  # the claim refused outright: as claim_next does
+            if self.reject(ticket_id, f"the row breaks a constraint ({exc})"):
+                return []
+        self.skipped.add(ticket_id)
+        log.warning(
+            "ticket %s: %s, and so was failing it: this engine passes it over",
+            ticket_id,
+            IGNORED_CLAIM,
+        )
+        return []
+
+    def _claim_next(self, args: dict[str, Any]) -> builtins.list[Ticket]:
+        lease_ttl = args["lease_ttl"]
         for _ in range(MAX_REJECTS_PER_CLAIM):
             try:
                 rows = self.db.all(self.q.claim_next, args)
@@ -334,13 +400,14 @@ class TicketStore:
                     args = {**args, "limit": 1}
                     continue
                 candidate = self.db.one(
-                    self.q.next_open, {"lease_ttl": float(lease_ttl), "limit": 1}
+                    self.q.next_open,
+                    {"lease_ttl": float(lease_ttl), "limit": 1, "skip": args["skip"]},
                 )
                 if candidate is None:
                     return []
                 self.reject(int(candidate["id"]), f"the row breaks a constraint ({exc})")
                 continue
-            return sorted((decode_ticket(r) for r in rows), key=lambda t: (-t.priority, t.id))
+            return [decode_ticket(r) for r in rows]
         return []
 
     def reject(self, ticket_id: int, reason: str) -> bool:

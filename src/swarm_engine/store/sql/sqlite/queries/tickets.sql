@@ -67,10 +67,11 @@ SELECT {{event_columns}} FROM ticket_events e WHERE ticket_id = :id AND id <= :t
 SELECT count(*) FROM ticket_events WHERE ticket_id = :id
 
 -- name: any_unfinished
--- A live ticket whose attempt's run ended unrecorded (see any_expired) is over.
+-- A live ticket whose attempt's run ended unrecorded (see any_expired) is over; so is
+-- an open one in :skip (the engine asking cannot claim it: tickets.py claim_next).
 SELECT 1 FROM tickets
  WHERE status IN ('open','claimed','running')
-   AND (status = 'open' OR NOT EXISTS (
+   AND (status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip)) OR status <> 'open' AND NOT EXISTS (
           SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
              AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %'))
  LIMIT 1
@@ -141,10 +142,18 @@ RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
- WHERE status = 'open'
+ WHERE status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
                     WHERE r.ticket_id = t.id AND r.status = 'running')
  ORDER BY priority DESC, id LIMIT :limit
+
+-- name: claimable
+-- Whether ticket :id is open and no run of it is `running` (what next_open and the
+-- claim guard ask), whatever a claim of it just returned.
+SELECT 1 FROM tickets t
+ WHERE id = :id AND status = 'open'
+   AND NOT EXISTS (SELECT 1 FROM workflow_runs r
+                    WHERE r.ticket_id = t.id AND r.status = 'running')
 
 -- name: claim_next
 -- Up to :limit open tickets, best first (priority, then age), in one statement.
@@ -154,7 +163,7 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
        started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
        lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
  WHERE id IN (SELECT id FROM tickets t
-               WHERE status = 'open'
+               WHERE status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip))
                  AND NOT EXISTS (SELECT 1 FROM workflow_runs r
                                   WHERE r.ticket_id = t.id AND r.status = 'running')
                ORDER BY priority DESC, id LIMIT :limit)

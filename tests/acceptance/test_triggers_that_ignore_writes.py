@@ -1,0 +1,71 @@
+"""Triggers that silently IGNORE (or refuse) an engine's claim, or its close of a run: the
+other tickets run, that ticket fails with one line (or is passed over), no run is left
+`running` that no engine holds, and `start --until-idle` ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.acceptance.conftest import write_agent
+from tests.support.cli import query, sqlite_shell, swarm, swarm_inproc
+
+FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5", "SWARM_LEASE_TTL": "3"}
+
+IGNORE_CLAIM = (
+    "CREATE TRIGGER t BEFORE UPDATE OF status ON tickets"
+    " WHEN NEW.status = 'claimed' AND OLD.id = 1 BEGIN SELECT RAISE(IGNORE); END;"
+)
+
+
+def make_tickets(home: Path, tmp_path: Path, n: int = 3) -> None:
+    write_agent(tmp_path / "say", "name: say\nkind: shell\ncommand: echo hi\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "say")).returncode == 0
+    for i in range(n):
+        done = swarm_inproc(home, "ticket", "create", "--title", f"t{i}", "--agent", "say")
+        assert done.returncode == 0, done.stderr
+
+
+def start(home: Path, max_vms: int) -> str:
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", str(max_vms),
+                 timeout=60, **FAST)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    return out
+
+
+def statuses(home: Path) -> dict[int, str]:
+    rows = query(home / "tickets.db", "SELECT id, status FROM tickets")
+    return {int(r["id"]): str(r["status"]) for r in rows}
+
+
+def test_an_ignored_claim_fails_that_ticket_and_the_others_run(home: Path, tmp_path: Path) -> None:
+    for max_vms in (1, 4):
+        case = home / str(max_vms)
+        make_tickets(case, tmp_path)
+        sqlite_shell(case / "tickets.db", IGNORE_CLAIM)
+        out = start(case, max_vms)
+        assert statuses(case) == {1: "failed", 2: "done", 3: "done"}, out
+        (row,) = query(case / "tickets.db", "SELECT error FROM tickets WHERE id = 1")
+        assert row["error"].startswith("the store ignored its claim without an error"), row
+
+
+def test_an_ignored_claim_and_failing_passes_the_ticket_over(home: Path, tmp_path: Path) -> None:
+    make_tickets(home, tmp_path)
+    sqlite_shell(
+        home / "tickets.db",
+        "CREATE TRIGGER t BEFORE UPDATE OF status ON tickets WHEN OLD.id = 1"
+        " BEGIN SELECT RAISE(IGNORE); END;",
+    )
+    out = start(home, 1)
+    assert statuses(home) == {1: "open", 2: "done", 3: "done"}, out
+    said = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(said) == 1 and "ticket 1: " in said[0] and "passes it over" in said[0], out
+
+
+def test_run_ticket_says_its_claim_was_ignored(home: Path, tmp_path: Path) -> None:
+    make_tickets(home, tmp_path, n=1)
+    sqlite_shell(home / "tickets.db", IGNORE_CLAIM)
+    done = swarm(home, "run-ticket", "1", "--wait", timeout=60, **FAST)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "still has a run going" not in done.stderr, done.stderr
+    assert "error: ticket 1: the store ignored its claim without an error" in done.stderr
