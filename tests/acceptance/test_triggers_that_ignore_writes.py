@@ -5,11 +5,16 @@ other tickets run, that ticket fails with one line (or is passed over), no run i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.acceptance.conftest import write_agent
 from tests.support.cli import query, sqlite_shell, swarm, swarm_inproc
 
-FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5", "SWARM_LEASE_TTL": "3"}
+FAST: dict[str, Any] = {
+    "SWARM_HEARTBEAT_INTERVAL": "0.3",
+    "SWARM_POLL_INTERVAL": "0.5",
+    "SWARM_LEASE_TTL": "3",
+}
 
 IGNORE_CLAIM = (
     "CREATE TRIGGER t BEFORE UPDATE OF status ON tickets"
