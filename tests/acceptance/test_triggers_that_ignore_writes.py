@@ -74,3 +74,34 @@ def test_run_ticket_says_its_claim_was_ignored(home: Path, tmp_path: Path) -> No
     assert done.returncode == 4, done.stdout + done.stderr
     assert "still has a run going" not in done.stderr, done.stderr
     assert "error: ticket 1: the store ignored its claim without an error" in done.stderr
+
+
+IGNORE_CLOSE = (
+    "CREATE TRIGGER t BEFORE UPDATE ON workflow_runs WHEN NEW.status <> 'running'"
+    " AND NEW.ticket_id = 1 BEGIN SELECT RAISE(IGNORE); END;"
+)
+
+
+def test_a_run_close_the_store_ignores_fails_the_ticket_and_lets_go_of_the_run(
+    home: Path, tmp_path: Path
+) -> None:
+    """Before: the ticket was `done` and its run `running` on that engine for ever (a
+    reopen then waited for that engine, the claim guard)."""
+    make_tickets(home, tmp_path, n=2)
+    sqlite_shell(home / "tickets.db", IGNORE_CLOSE)
+    out = start(home, 1)
+    assert statuses(home) == {1: "failed", 2: "done"}, out
+    (ticket,) = query(home / "tickets.db", "SELECT error FROM tickets WHERE id = 1")
+    assert ticket["error"] == (
+        "the run's end could not be recorded: the store refused it (the store ignored the"
+        " run's close without an error (a trigger's RAISE(IGNORE)?))"
+    ), ticket
+    (run,) = query(home / "tickets.db", "SELECT * FROM workflow_runs WHERE ticket_id = 1")
+    assert run["status"] == "running" and run["engine_id"] is None, run  # held by none
+    said = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(said) == 1 and "ticket 1 failed: the run's end could not be recorded" in said[0]
+    # reopened, it runs again at once (no run of a live engine to wait for)
+    assert swarm_inproc(home, "ticket", "reopen", "1").returncode == 0
+    out = start(home, 1)
+    assert statuses(home) == {1: "failed", 2: "done"}, out
+    assert len(query(home / "tickets.db", "SELECT id FROM workflow_runs WHERE ticket_id = 1")) == 2

@@ -16,7 +16,7 @@ from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.gate import store_said
 from swarm_engine.engine.leases import refused
-from swarm_engine.errors import NotFoundError, StoreError
+from swarm_engine.errors import NotFoundError, StoreError, StoreIntegrityError
 from swarm_engine.models import Usage
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm.base import VM
@@ -24,6 +24,9 @@ from swarm_engine.vm.base import VM
 Destroyed = tuple[str, str | None, datetime]
 """A VM gone, to be recorded: its id, the error its destruction hit (None: clean), and
 when (UTC; the record may be written later, with the step's or the run's end)."""
+
+IGNORED_CLOSE = "the store ignored the run's close without an error (a trigger's RAISE(IGNORE)?)"
+"""What a close of a run the store dropped says (`RunWrites.close_run`)."""
 
 Fate = Literal["failed", "unrecorded", "deleted", "taken"]
 """What became of a ticket after a fenced write of its attempt was refused (see
@@ -150,7 +153,8 @@ class RunWrites:
         """The run's end (`RunStore.finish_run`), after the end of its last step if that
         was held back for it (`step_end`) and the VMs of its steps that are gone but not
         yet recorded (`destroyed`: an abort's), then the final ticket and run rows read
-        back."""
+        back. A run still `running` after its close (the store dropped the write without
+        an error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
         with self.store.transaction():
             if step_end is not None:
                 self.step_finished(step_end)
@@ -164,7 +168,10 @@ class RunWrites:
                 ticket_status=ticket_status,
                 outputs_in_steps=outputs_in_steps,
             )
-            return self.store.tickets.get(ticket.id), self.store.runs.get_run(run_id)
+            run = self.store.runs.get_run(run_id)
+            if run.get("status") == "running":  # the close dropped (a trigger's IGNORE):
+                raise StoreIntegrityError(IGNORED_CLOSE)  # undone, a refused run's end
+            return self.store.tickets.get(ticket.id), run
 
     def refused(self, ticket: Ticket, error: str) -> Fate:
         """After a fenced write of this attempt was refused: fail the ticket with `error`

@@ -283,10 +283,14 @@ class TicketStore:
         return done
 
     def close_open_runs(self, ticket_id: int, status: str, error: str) -> None:
-        """Close every run (and its unfinished steps) of a ticket still marked running."""
+        """Close every run (and its unfinished steps) of a ticket still marked running. A
+        run the store keeps `running` (its close dropped by a trigger's RAISE(IGNORE)) is
+        let go of instead if the store allows that: its `engine_id` cleared, so that no
+        claim guard waits for the engine that ran it (only its error, if none, is set)."""
         args = {"id": ticket_id, "status": status, "error": error}
         self.db.run(self.q.close_open_steps, args)
         self.db.run(self.q.close_open_runs, args)
+        self.db.run(self.q.let_go_open_runs, args)
 
     # -- writing by engines ----------------------------------------------------------------
     def claim(

@@ -128,6 +128,13 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
        completed_at = now()
  WHERE ticket_id = :id AND status = 'running'
 
+-- name: let_go_open_runs
+-- A run still `running` after close_open_runs (the store dropped that close without an
+-- error): no longer held by the engine that ran it, so that the claim guard does not wait
+-- for that engine (tickets.py close_open_runs).
+UPDATE workflow_runs SET engine_id = NULL, error = coalesce(error, :error)
+ WHERE ticket_id = :id AND status = 'running'
+
 -- name: claim
 UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :attempt_id,
        attempts = attempts + 1, claimed_at = now(),
