@@ -105,3 +105,35 @@ def test_a_run_close_the_store_ignores_fails_the_ticket_and_lets_go_of_the_run(
     out = start(home, 1)
     assert statuses(home) == {1: "failed", 2: "done"}, out
     assert len(query(home / "tickets.db", "SELECT id FROM workflow_runs WHERE ticket_id = 1")) == 2
+
+
+NO_END_AT_ALL = (
+    "CREATE TRIGGER a BEFORE UPDATE OF status ON tickets WHEN OLD.id = 1"
+    " AND OLD.status = 'running' BEGIN SELECT RAISE(ABORT, 'no ticket end'); END;"
+    "CREATE TRIGGER b BEFORE UPDATE OF status ON workflow_runs WHEN OLD.ticket_id = 1"
+    " BEGIN SELECT RAISE(ABORT, 'no run end'); END;"
+)
+
+
+def test_a_ticket_whose_end_and_run_close_are_refused_runs_once_and_the_engine_ends(
+    home: Path, tmp_path: Path
+) -> None:
+    """Before: `--until-idle` never ended, `lease ran out, ...` was logged every lease,
+    and the run's end line said `ticket 1: ticket 1: `."""
+    make_tickets(home, tmp_path, n=2)
+    sqlite_shell(home / "tickets.db", NO_END_AT_ALL)
+    out = start(home, 1)
+    assert statuses(home) == {1: "running", 2: "done"}, out
+    assert "ticket 1: ticket 1:" not in out, out
+    said = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(said) == 1, out
+    assert "ticket 1: the run's end could not be recorded: the store refused it (no" in said[0]
+    assert "close its run too (no run end)" in said[0], out
+    (run,) = query(home / "tickets.db", "SELECT status FROM workflow_runs WHERE ticket_id = 1")
+    assert run["status"] == "running"
+    # an engine that meets its expired lease says so once, and ends too
+    sqlite_shell(home / "tickets.db", "UPDATE engines SET state = 'stopped';")
+    assert swarm_inproc(home, "ticket", "create", "--title", "t9", "--agent", "say").returncode == 0
+    out = start(home, 1)
+    said = [line for line in out.splitlines() if "lease ran out" in line]
+    assert len(said) <= 1, out

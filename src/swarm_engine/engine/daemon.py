@@ -57,6 +57,8 @@ class Daemon:
         self.backend = backend or settings.backend
         self.poll_interval = poll_interval or settings.poll_interval
         self.until_idle = until_idle
+        self._stuck_said: set[int] = set()
+        """Tickets whose expired lease the store refused to reclaim, already logged."""
         self.events = events
         self.draining = asyncio.Event()
         self.active: dict[asyncio.Task[Any], int] = {}
@@ -252,7 +254,11 @@ class Daemon:
                 requeued = [e.ticket_id for e in expired if e.status == "open"]
                 failed = [e.ticket_id for e in expired if e.status == "failed"]
                 for stuck in (e for e in expired if e.status == "stuck"):
-                    session.gate.warn(f"ticket {stuck.ticket_id}: lease ran out, {stuck.error}")
+                    if stuck.ticket_id not in self._stuck_said:  # once a ticket, not
+                        self._stuck_said.add(stuck.ticket_id)  # every round for ever
+                        log.warning("ticket %s: lease ran out, %s", stuck.ticket_id, stuck.error)
+                    if stuck.refused:  # frozen by the store: --until-idle does not wait for it
+                        await session.gate(session.store.tickets.frozen.add, stuck.ticket_id)
                 if requeued:
                     log.warning("re-queued tickets with expired leases: %s", requeued)
                 if failed:

@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
@@ -27,13 +27,13 @@ from swarm_engine.engine.dag import StepFailed, execute
 from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate, store_said
-from swarm_engine.engine.leases import LeaseKeeper, LostReason
+from swarm_engine.engine.leases import LeaseKeeper, LostReason, refused
 from swarm_engine.engine.plan import (
     Plan,
     rendered_inputs,
     run_context,
 )
-from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
+from swarm_engine.engine.writes import Destroyed, Fate, NewStep, RunWrites, StepEnd
 from swarm_engine.errors import (
     AttemptEndedError,
     EngineRowLostError,
@@ -191,18 +191,33 @@ class TicketRunner:
         if not isinstance(exc, StaleAttemptError):  # what the store (or a trigger) said
             line = f"{what} could not be recorded: the store refused it ({store_said(exc)})"
             exc = StaleAttemptError(f"ticket {ticket.id}: {line}")
+        fate: Fate | Literal["unmarked"]
         try:
             fate = await self.gate.retrying_while(
                 lambda: self.keeper.holds(attempt), self.writes.refused, ticket, line
             )
-        except StoreError:  # the lease's end settles it
-            return exc
+        except StoreError as mark:
+            if not refused(mark):  # busy, its file gone: the lease's end settles it
+                return exc
+            # the failing and the run's mark refused too: nothing of its end can be
+            # written; this engine leaves the ticket as the store keeps it and passes it
+            # over (not waited for by --until-idle), and says so once
+            await self.gate(self.store.tickets.frozen.add, ticket.id)  # (its thread's)
+            line += (
+                "; the store refused to fail the ticket and to close its run too"
+                f" ({store_said(mark)}): both are left as the store keeps them, and this"
+                " engine does not run the ticket again"
+            )
+            log.warning("ticket %s: %s", ticket.id, line, extra={"ticket_id": ticket.id})
+            fate = "unmarked"
         if fate == "taken":
             return exc
         ended: AttemptEndedError
         if fate == "failed":
             log.warning("ticket %s failed: %s", ticket.id, line, extra={"ticket_id": ticket.id})
             ended = AttemptEndedError(f"ticket {ticket.id} failed: {line}")
+        elif fate == "unmarked":
+            ended = AttemptEndedError(f"ticket {ticket.id}: {line}")
         elif fate == "unrecorded":
             line += (
                 "; the store refused to fail the ticket too: its run is closed, the ticket"

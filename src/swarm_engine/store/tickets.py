@@ -71,6 +71,8 @@ class Expired:
     change the row (a trigger's RAISE, a constraint; `error` says what it said), which is
     left as it is and tried again next round."""
     error: str | None = None
+    refused: bool = False
+    """'stuck' because the store refused the reclaim (not a VM the fence could not stop)."""
 
 
 class TicketStore:
@@ -89,7 +91,13 @@ class TicketStore:
         self.skipped: set[int] = set()
         """Open tickets this store's engine cannot claim and could not fail either (the
         store ignored the claim and the failing, e.g. a trigger's RAISE(IGNORE)):
-        `claim_next` passes them over and `any_unfinished` does not count them."""
+        `claim_next` passes them over and `any_unfinished` does not count them. (Changed
+        on the store thread only, as `frozen`.)"""
+        self.frozen: set[int] = set()
+        """Live tickets the store keeps live whatever this engine writes: one it ran to an
+        end the store refused to record in any way (the runner's `_refused`), one whose
+        expired lease the store refused to reclaim. `any_unfinished` does not count them
+        while they stay claimed or running."""
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, ticket_id: int) -> Ticket:
@@ -183,8 +191,10 @@ class TicketStore:
         return int(row[0]) if row is not None and isinstance(row[0], int) else 0
 
     def any_unfinished(self) -> bool:
-        """Whether any ticket is open, claimed or running (not one in `skipped`)."""
-        return self.db.one(self.q.any_unfinished, {"skip": sorted(self.skipped)}) is not None
+        """Whether any ticket is open, claimed or running (not one in `skipped` while
+        open, nor one in `frozen` while live)."""
+        args = {"skip": sorted(self.skipped), "frozen": sorted(self.frozen)}
+        return self.db.one(self.q.any_unfinished, args) is not None
 
     # -- writing by users ------------------------------------------------------------------
     def create(
@@ -509,7 +519,7 @@ class TicketStore:
             except StoreBusyError:
                 raise
             except StoreError as exc:
-                expired.append(Expired(ticket_id, "stuck", _one_line(str(exc), 200)))
+                expired.append(Expired(ticket_id, "stuck", _one_line(str(exc), 200), True))
         return expired
 
     def _reclaim(self, only: int | None, fence: Fence | None) -> builtins.list[Expired]:

@@ -68,10 +68,13 @@ SELECT count(*) FROM ticket_events WHERE ticket_id = :id
 
 -- name: any_unfinished
 -- A live ticket whose attempt's run ended unrecorded (see any_expired) is over; so is
--- an open one in :skip (the engine asking cannot claim it: tickets.py claim_next).
+-- an open one in :skip or a live one in :frozen (the engine asking can do nothing more
+-- with it: tickets.py `skipped`, `frozen`).
 SELECT 1 FROM tickets
  WHERE status IN ('open','claimed','running')
-   AND (status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip)) OR status <> 'open' AND NOT EXISTS (
+   AND NOT (status = 'open' AND id IN (SELECT value FROM json_each(:skip)))
+   AND NOT (status <> 'open' AND id IN (SELECT value FROM json_each(:frozen)))
+   AND (status = 'open' OR NOT EXISTS (
           SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
              AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %'))
  LIMIT 1
