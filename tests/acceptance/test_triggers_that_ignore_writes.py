@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.conftest import write_agent
+from tests.conftest import Target
 from tests.support.cli import query, sqlite_shell, swarm, swarm_inproc
 
 FAST: dict[str, Any] = {
@@ -22,11 +23,11 @@ IGNORE_CLAIM = (
 )
 
 
-def make_tickets(home: Path, tmp_path: Path, n: int = 3) -> None:
+def make_tickets(home: Path, tmp_path: Path, n: int = 3, **env: str) -> None:
     write_agent(tmp_path / "say", "name: say\nkind: shell\ncommand: echo hi\n")
-    assert swarm_inproc(home, "agent", "register", str(tmp_path / "say")).returncode == 0
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "say"), **env).returncode == 0
     for i in range(n):
-        done = swarm_inproc(home, "ticket", "create", "--title", f"t{i}", "--agent", "say")
+        done = swarm_inproc(home, "ticket", "create", "--title", f"t{i}", "--agent", "say", **env)
         assert done.returncode == 0, done.stderr
 
 
@@ -137,3 +138,25 @@ def test_a_ticket_whose_end_and_run_close_are_refused_runs_once_and_the_engine_e
     out = start(home, 1)
     said = [line for line in out.splitlines() if "lease ran out" in line]
     assert len(said) <= 1, out
+
+
+PG_IGNORE_CLAIM = (
+    "CREATE FUNCTION ign() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " IF NEW.status = 'claimed' AND OLD.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$;"
+    " CREATE TRIGGER t BEFORE UPDATE OF status ON tickets FOR EACH ROW EXECUTE FUNCTION ign();"
+)
+
+
+def test_an_ignored_claim_on_either_store(store_target: Target, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**FAST, **store_target.env}
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    make_tickets(home, tmp_path, 3, **store_target.env)
+    store_target.sql(IGNORE_CLAIM if store_target.dialect == "sqlite" else PG_IGNORE_CLAIM)
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1",
+                 timeout=60, **env)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    rows = store_target.rows("SELECT id, status, error FROM tickets ORDER BY id")
+    assert [r["status"] for r in rows] == ["failed", "done", "done"], out
+    assert rows[0]["error"].startswith("the store ignored its claim without an error"), rows
