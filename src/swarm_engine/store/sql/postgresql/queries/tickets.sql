@@ -145,14 +145,16 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
        lease_expires_at = now() + make_interval(secs => :lease_ttl)
  WHERE id = :id AND status = ANY(:statuses)
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                    WHERE r.ticket_id = tickets.id AND r.status = 'running')
+                    WHERE r.ticket_id = tickets.id AND r.status = 'running'
+                      AND r.engine_id IS NOT NULL)
 RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
  WHERE status = 'open' AND id <> ALL(CAST(:skip AS bigint[]))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                    WHERE r.ticket_id = t.id AND r.status = 'running')
+                    WHERE r.ticket_id = t.id AND r.status = 'running'
+                      AND r.engine_id IS NOT NULL)
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claimable
@@ -161,7 +163,8 @@ SELECT id FROM tickets t
 SELECT 1 FROM tickets t
  WHERE id = :id AND status = 'open'
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                    WHERE r.ticket_id = t.id AND r.status = 'running')
+                    WHERE r.ticket_id = t.id AND r.status = 'running'
+                      AND r.engine_id IS NOT NULL)
 
 -- name: claim_next
 -- Up to :limit open tickets, best first (priority, then age), in one statement.
@@ -169,7 +172,8 @@ WITH ready AS (
     SELECT id FROM tickets t
      WHERE status = 'open' AND id <> ALL(CAST(:skip AS bigint[]))
        AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                        WHERE r.ticket_id = t.id AND r.status = 'running')
+                        WHERE r.ticket_id = t.id AND r.status = 'running'
+                          AND r.engine_id IS NOT NULL)
      ORDER BY priority DESC, id
      LIMIT :limit
      FOR UPDATE SKIP LOCKED

@@ -147,14 +147,16 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :att
        lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
  WHERE id = :id AND status IN (SELECT value FROM json_each(:statuses))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                    WHERE r.ticket_id = tickets.id AND r.status = 'running')
+                    WHERE r.ticket_id = tickets.id AND r.status = 'running'
+                      AND r.engine_id IS NOT NULL)
 RETURNING {{ticket_columns}}
 
 -- name: next_open
 SELECT id FROM tickets t
  WHERE status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                    WHERE r.ticket_id = t.id AND r.status = 'running')
+                    WHERE r.ticket_id = t.id AND r.status = 'running'
+                      AND r.engine_id IS NOT NULL)
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: claimable
@@ -163,7 +165,8 @@ SELECT id FROM tickets t
 SELECT 1 FROM tickets t
  WHERE id = :id AND status = 'open'
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                    WHERE r.ticket_id = t.id AND r.status = 'running')
+                    WHERE r.ticket_id = t.id AND r.status = 'running'
+                      AND r.engine_id IS NOT NULL)
 
 -- name: claim_next
 -- Up to :limit open tickets, best first (priority, then age), in one statement.
@@ -175,7 +178,8 @@ UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
  WHERE id IN (SELECT id FROM tickets t
                WHERE status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip))
                  AND NOT EXISTS (SELECT 1 FROM workflow_runs r
-                                  WHERE r.ticket_id = t.id AND r.status = 'running')
+                                  WHERE r.ticket_id = t.id AND r.status = 'running'
+                                    AND r.engine_id IS NOT NULL)
                ORDER BY priority DESC, id LIMIT :limit)
    AND +status = 'open'  -- `+`: look rows up by id, never scan every open ticket
 RETURNING {{ticket_columns}}
