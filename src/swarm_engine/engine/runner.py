@@ -18,7 +18,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from swarm_engine.config import Settings
@@ -28,9 +27,9 @@ from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate, store_said
 from swarm_engine.engine.leases import LeaseKeeper, LostReason, refused
+from swarm_engine.engine.opening import Started, only_step, started_from
 from swarm_engine.engine.plan import (
     Plan,
-    rendered_inputs,
     run_context,
 )
 from swarm_engine.engine.writes import Destroyed, Fate, NewStep, RunWrites, StepEnd
@@ -66,16 +65,6 @@ RECORDS = {
     "renew_leases": "the renewal of its lease",
 }
 """What each fenced write of a run records, by the store call's name (for one line)."""
-
-
-@dataclass
-class Started:
-    """A started run: its id, its template context, and its only step's queued row as
-    `(step id, step_executions id, rendered inputs)` if that was written with it."""
-
-    run_id: int
-    context: dict[str, Any]
-    first: tuple[str, int, Any] | None
 
 
 class TicketRunner:
@@ -292,7 +281,7 @@ class TicketRunner:
         `run` then starts it as ever, waiting for the store or failing as it does."""
         try:
             context, first, start = self._opening(ticket, plan)
-            return _started(start(), context, first)
+            return started_from(start(), context, first)
         except Exception as exc:
             log.debug("ticket %s: its run is started apart: %s", ticket.id, exc)
             return None
@@ -302,7 +291,7 @@ class TicketRunner:
     ) -> tuple[dict[str, Any], tuple[NewStep, Any] | None, Callable[[], tuple[int, int | None]]]:
         """The run's context, its only step (row, inputs) if it has one, and its start."""
         context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
-        first = None if isinstance(plan, SwarmError) else _only_step(plan, context)
+        first = None if isinstance(plan, SwarmError) else only_step(plan, context)
         start = functools.partial(
             self.writes.start_run,
             ticket,
@@ -384,7 +373,7 @@ class TicketRunner:
 
     async def _start(self, ticket: Ticket, plan: Plan | SwarmError) -> Started:
         context, first, start = self._opening(ticket, plan)
-        return _started(await self.write(ticket, start), context, first)
+        return started_from(await self.write(ticket, start), context, first)
 
     async def _run_plan(
         self,
@@ -600,37 +589,3 @@ async def to_the_end(job: asyncio.Future[T]) -> T:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([job])
     return job.result()
-
-
-def _started(
-    ids: tuple[int, int | None], context: dict[str, Any], first: tuple[NewStep, Any] | None
-) -> Started:
-    run_id, exec_id = ids
-    if first is None or exec_id is None:
-        return Started(run_id, context, None)
-    return Started(run_id, context, (first[0].step_id, exec_id, first[1]))
-
-
-def _only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:
-    """The row of a one-step plan's step, to write with the run's start, and its rendered
-    inputs; None if the plan has more steps, its agent has an `inputs` schema (a check
-    that may take seconds is never made on the store thread) or the inputs do not render
-    for any reason (the step's attempt then renders and checks them, and records or
-    raises why, as ever)."""
-    if len(plan.steps) != 1:
-        return None
-    (step,) = plan.steps.values()
-    if step.agent.inputs:  # checked apart, off this thread and bounded (`checked_inputs`)
-        return None
-    try:
-        inputs = rendered_inputs(step, context)
-    except Exception:
-        return None
-    row = NewStep(
-        step_id=step.id,
-        agent_name=step.agent.name,
-        agent_version=step.agent.version,
-        agent_kind=step.agent.kind,
-        inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
-    )
-    return row, inputs

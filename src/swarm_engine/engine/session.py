@@ -24,8 +24,9 @@ from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.model_api import preflight as model_api_preflight
+from swarm_engine.engine.opening import Started
 from swarm_engine.engine.plan import Plan, build_plan
-from swarm_engine.engine.runner import Started, TicketRunner
+from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import (
     ConfigError,
     HostShortageError,

@@ -1,0 +1,55 @@
+"""A run's opening: the row of a one-step plan's only step, written with the run's start
+in one transaction (see `TicketRunner.start_now`), and the started run as the runner
+takes it on (`Started`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from swarm_engine.engine.plan import Plan, rendered_inputs
+from swarm_engine.engine.writes import NewStep
+
+
+@dataclass
+class Started:
+    """A started run: its id, its template context, and its only step's queued row as
+    `(step id, step_executions id, rendered inputs)` if that was written with it."""
+
+    run_id: int
+    context: dict[str, Any]
+    first: tuple[str, int, Any] | None
+
+
+def started_from(
+    ids: tuple[int, int | None], context: dict[str, Any], first: tuple[NewStep, Any] | None
+) -> Started:
+    run_id, exec_id = ids
+    if first is None or exec_id is None:
+        return Started(run_id, context, None)
+    return Started(run_id, context, (first[0].step_id, exec_id, first[1]))
+
+
+def only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:
+    """The row of a one-step plan's step, to write with the run's start, and its rendered
+    inputs; None if the plan has more steps, its agent has an `inputs` schema (a check
+    that may take seconds is never made on the store thread) or the inputs do not render
+    for any reason (the step's attempt then renders and checks them, and records or
+    raises why, as ever)."""
+    if len(plan.steps) != 1:
+        return None
+    (step,) = plan.steps.values()
+    if step.agent.inputs:  # checked apart, off this thread and bounded (`checked_inputs`)
+        return None
+    try:
+        inputs = rendered_inputs(step, context)
+    except Exception:
+        return None
+    row = NewStep(
+        step_id=step.id,
+        agent_name=step.agent.name,
+        agent_version=step.agent.version,
+        agent_kind=step.agent.kind,
+        inputs=inputs if isinstance(inputs, dict) else {"value": inputs},
+    )
+    return row, inputs
