@@ -81,7 +81,9 @@ def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
         env = {**fleet.target.env, **timing}
         probe = swarm(fleet.home, "run-ticket", "1", "--wait", timeout=60, **env)
         assert probe.returncode == 4, probe.stdout + probe.stderr
-        assert "still has a run going on engine" in probe.stderr, probe.stderr
+        assert f"still has a run going on engine {stopping['engine_id']};" in probe.stderr, (
+            probe.stderr
+        )
         # the other engine heartbeats (and so polls) on, and leaves the ticket alone
         since = store_now(fleet)
         silent = 1.5 if lease > 30 else 2 * lease + 1.5  # past two leases: "dead" by then

@@ -329,8 +329,10 @@ class TicketStore:
             if ticket.status == "open" and self._claimable(ticket_id, lease_ttl):
                 raise ConflictError(f"ticket {ticket_id}: {IGNORED_CLAIM}")
             if ticket.status in allowed:
+                holder = self.db.one(self.q.running_run_engine, {"id": ticket_id})
+                engine = ticket.engine_id if holder is None else holder["engine_id"]
                 raise ConflictError(
-                    f"ticket {ticket_id} still has a run going on engine {ticket.engine_id};"
+                    f"ticket {ticket_id} still has a run going on engine {str(engine)[:200]};"
                     " try again once it has stopped"
                 )
             raise not_claimable(ticket)

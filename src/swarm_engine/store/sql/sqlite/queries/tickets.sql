@@ -159,6 +159,12 @@ SELECT id FROM tickets t
                       AND r.engine_id IS NOT NULL)
  ORDER BY priority DESC, id LIMIT :limit
 
+-- name: running_run_engine
+-- The engine holding ticket :id's newest run still `running` (what keeps it from a claim).
+SELECT engine_id FROM workflow_runs
+ WHERE ticket_id = :id AND status = 'running' AND engine_id IS NOT NULL
+ ORDER BY id DESC LIMIT 1
+
 -- name: claimable
 -- Whether ticket :id is open and no run of it is `running` (what next_open and the
 -- claim guard ask), whatever a claim of it just returned.
