@@ -8,13 +8,15 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.acceptance.test_engine_dialects import FAST, Fleet, fleet, register
-from tests.support.cli import swarm, wait_until
+from tests.support.cli import env_for, swarm, wait_until
 
 from swarm_engine.store import open_store
 from swarm_engine.vm.proctree import tagged
@@ -42,14 +44,20 @@ def heartbeat(fleet: Fleet, pid: int) -> float:
     return instant(rows[0]["heartbeat_at"])
 
 
-@pytest.mark.parametrize("lease", [60.0, 2.0], ids=["fresh", "frozen-past-its-lease"])
+@pytest.mark.parametrize(
+    ("lease", "recorded"),
+    [(60.0, None), (2.0, None), (2.0, "dead")],
+    ids=["fresh", "frozen-past-its-lease", "frozen-and-recorded-dead-by-another-writer"],
+)
 def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
-    fleet: Fleet, tmp_path: Path, lease: float
+    fleet: Fleet, tmp_path: Path, lease: float, recorded: str | None
 ) -> None:
     """`frozen-past-its-lease`: the stopped engine stays silent for more than two leases
     (a tester's frozen engine lost the ticket to the other one after one lease, while its
     sandbox still ran): on its own host, a silent engine whose process lives is not dead,
-    and its run keeps the ticket from running again until it closes that run itself."""
+    and its run keeps the ticket from running again until it closes that run itself.
+    `...recorded-dead...`: another writer also records the frozen engine dead before the
+    reopen, which used to let the reopen close the old run at once."""
     timing = {**FAST, "SWARM_LEASE_TTL": str(lease)}
     register(fleet, tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
     assert fleet.cli("ticket", "create", "--title", "l", "--agent", "long").returncode == 0
@@ -69,12 +77,14 @@ def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
     os.kill(holder.pid, signal.SIGSTOP)  # it cannot notice the cancel: its sandbox runs on
     try:
         assert fleet.cli("ticket", "cancel", "1").returncode == 0
+        if recorded is not None:
+            fleet.target.sql(f"UPDATE engines SET state = '{recorded}' WHERE pid = {holder.pid}")
         reopened = fleet.cli("ticket", "reopen", "1")
         assert reopened.returncode == 0, reopened.stderr
         (stopping,) = fleet.rows("SELECT engine_id FROM workflow_runs")
         assert reopened.stdout.strip() == (
-            f"ticket 1 reopened; it runs once engine {stopping['engine_id']} has stopped"
-            " its previous run"
+            f"ticket 1 reopened; it runs once its previous run, on engine"
+            f" {stopping['engine_id']}, has ended"
         ), reopened.stdout
         assert fleet.status(1) == "open"
         # a claim by id is refused while the old run goes on (exit 4: not runnable)
@@ -163,3 +173,54 @@ def test_cancel_and_reopen_back_to_back_never_overlap_two_runs(
         assert earlier["status"] in ("cancelled", "failed"), earlier
         assert instant(earlier["completed_at"]) <= instant(later["started_at"]), (earlier, later)
         assert instant(destroyed[earlier["id"]]) <= instant(later["started_at"]), (earlier, later)
+
+
+def test_run_ticket_alone_runs_a_ticket_whose_old_run_a_killed_engine_left(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """No daemon: an engine is killed (-9) mid-run, the ticket cancelled and reopened.
+    `run-ticket --wait` used to exit 4 (`still has a run going`) for ever, since only a
+    daemon's round closed such a run; it now closes it itself once that engine has been
+    silent for two leases and its process is gone, and runs the ticket."""
+    timing = {**FAST, "SWARM_LEASE_TTL": "1"}
+    register(fleet, tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert fleet.cli("ticket", "create", "--title", "l", "--agent", "long").returncode == 0
+    holder = fleet.start("--max-vms", "1", **timing)
+    wait_until(
+        lambda: fleet.rows("SELECT 1 FROM step_executions WHERE status = 'running'"), 30, "a step"
+    )
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert fleet.cli("ticket", "cancel", "1").returncode == 0
+    assert fleet.cli("ticket", "reopen", "1").returncode == 0
+    since = store_now(fleet)
+    wait_until(lambda: store_now(fleet) > since + 2.5, 30, "two leases")
+    env = {**fleet.target.env, **timing}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(fleet.home, **env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                len(fleet.rows("SELECT 1 FROM step_executions WHERE status = 'running'")) == 1
+                and len(fleet.rows("SELECT 1 FROM workflow_runs")) == 2
+            ),
+            60,
+            "run-ticket to run the ticket",
+        )
+        runs = fleet.rows("SELECT * FROM workflow_runs ORDER BY id")
+        assert runs[0]["status"] == "failed", runs
+        assert "stopped heartbeating" in runs[0]["error"], runs
+        assert runs[1]["status"] == "running", runs
+        assert fleet.cli("ticket", "cancel", "1").returncode == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "ticket 1 cancelled" in out + err, out + err

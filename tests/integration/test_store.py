@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import Target
 
+from swarm_engine.engine.orphans import LeftRuns
 from swarm_engine.engine.reaper import ReapReport, cleanup, reclaim_expired
 from swarm_engine.errors import (
     ConflictError,
@@ -630,10 +631,10 @@ def test_a_run_of_an_engine_recorded_stopped_blocks_until_closed(
     store_target.sql(f"UPDATE tickets SET status = 'open' WHERE id = {tid}")
     store_target.sql(f"UPDATE engines SET state = '{state}'")
     assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
-    assert store.engines.forget_silent(60) == []  # it heartbeats: its run stays
+    assert store.engines.close_silent_runs(60) == []  # it heartbeats: its run stays
     assert store.runs.get_run(run_id)["status"] == "running"
     store_target.sql("UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
-    store.engines.forget_silent(60)
+    assert store.engines.close_silent_runs(60) == ["e"]
     assert store.runs.get_run(run_id)["status"] == "failed"
     assert [
         t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
@@ -641,24 +642,94 @@ def test_a_run_of_an_engine_recorded_stopped_blocks_until_closed(
     store.close()
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.mark.parametrize("gone", ["stopped", "dead", "deleted"])
-def test_a_reopen_closes_the_run_of_an_engine_no_longer_running(
-    store_target: Target, gone: str
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_reopen_trusts_no_engine_row_to_close_the_old_run(
+    store_target: Target, gone: str, bulk: bool
 ) -> None:
-    """An engine that recorded its stop (or whose row is gone) will never close the run:
-    the reopen closes it, cancelled, and the ticket is claimed at once."""
+    """Cancel, then another writer records the engine stopped or dead (or deletes its
+    row) while it is frozen with its sandbox still running, then reopen: the reopen
+    used to close the old run itself, so the ticket ran again beside that sandbox. The
+    run now stays until the engine has been silent for two leases (a row that is gone:
+    seen gone for two leases), and never closes while its process lives on the
+    closer's own host; then the ticket is claimed."""
     if gone == "deleted" and store_target.dialect == "postgresql":
         pytest.skip("a foreign key keeps a run's engine row in PostgreSQL")
     store = open_store(store_target.target)
     tid, run_id = _cancelled_mid_run(store)
     if gone == "deleted":
+        store_target.sql(
+            "INSERT INTO vms (id, backend, host, engine_id, owner_pid, state)"
+            " VALUES ('vm1', 'process', 'h', 'e', 1, 'busy');"
+            "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version,"
+            f" agent_kind, vm_id, status) VALUES ({run_id}, 'main', 'echo', '1', 'echo',"
+            " 'vm1', 'running')"
+        )
         store_target.sql("DELETE FROM engines")
     else:
         store_target.sql(f"UPDATE engines SET state = '{gone}'")
-    store.tickets.reopen(tid)
+    if bulk:
+        assert store.tickets.reopen_many([tid]) == [tid]
+    else:
+        assert store.tickets.reopen(tid).status == "open"
+    alive = {1}
+    clock = FakeClock()
+    here = LeftRuns("h", 30, alive=lambda pid: pid in alive, clock=clock)
+    elsewhere = LeftRuns("other-host", 30, alive=lambda pid: False, clock=clock)
+    for closer in (here, elsewhere):
+        assert closer.close(store, tid) == []
+    assert store.runs.get_run(run_id)["status"] == "running"
+    assert store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30) == []
+    if gone != "deleted":
+        store_target.sql("UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
+    clock.now += 61
+    assert here.close(store, tid) == []  # its process lives on this host: frozen, not dead
+    assert store.runs.get_run(run_id)["status"] == "running"
+    alive.clear()
+    assert here.close(store, tid) == ["e"]
     run = store.runs.get_run(run_id)
-    assert (run["status"], run["error"]) == ("cancelled", "cancelled (the ticket was reopened)")
+    assert run["status"] == "failed" and "stopped heartbeating" in run["error"], run
     assert [
         t.id for t in store.tickets.claim_next(engine_id="f", attempt_id="b", lease_ttl=30)
     ] == [tid]
+    store.close()
+
+
+def test_a_run_whose_engine_row_is_gone_closes_after_two_leases_elsewhere(
+    store_target: Target,
+) -> None:
+    """A row deleted by another writer, the engine's VMs on another host: a closer that
+    cannot look at that process closes its runs once it has seen the row gone for two
+    leases (an engine that lives writes its row back within a heartbeat); a row that
+    comes back in between starts the count again."""
+    if store_target.dialect == "postgresql":
+        pytest.skip("a foreign key keeps a run's engine row in PostgreSQL")
+    store = open_store(store_target.target)
+    tid, run_id = _cancelled_mid_run(store)
+    store.tickets.reopen(tid)
+    store_target.sql("DELETE FROM engines")
+    clock = FakeClock()
+    closer = LeftRuns("other-host", 30, alive=lambda pid: True, clock=clock)
+    assert closer.close(store) == []
+    clock.now += 59
+    assert closer.close(store) == []
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    assert closer.close(store) == []  # back: heartbeating again
+    store_target.sql("DELETE FROM engines")
+    clock.now += 59
+    assert closer.close(store) == []
+    clock.now += 2
+    assert closer.close(store) == []
+    assert store.runs.get_run(run_id)["status"] == "running"
+    clock.now += 59
+    assert closer.close(store) == ["e"]
+    assert store.runs.get_run(run_id)["status"] == "failed"
     store.close()

@@ -424,8 +424,8 @@ def reopen(settings: Settings, ticket_id: int) -> None:
         console.print(f"ticket {ticket_id} reopened")
     else:
         console.print(
-            f"ticket {ticket_id} reopened; it runs once engine {visible(engine)} has stopped"
-            " its previous run",
+            f"ticket {ticket_id} reopened; it runs once its previous run, on engine"
+            f" {visible(engine)}, has ended",
             markup=False,
             highlight=False,
         )

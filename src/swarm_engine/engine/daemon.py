@@ -23,6 +23,7 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
+from swarm_engine.engine.orphans import LeftRuns
 from swarm_engine.engine.reaper import ReapReport, cleanup, reap_engines, reap_vms, vm_fence
 from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
@@ -36,7 +37,6 @@ from swarm_engine.errors import (
 )
 from swarm_engine.store.sqlite import file_identity, name_moved
 from swarm_engine.vm import shortage
-from swarm_engine.vm.proctree import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class Daemon:
         self._reaped_at = 0.0
         """When (loop time) this engine last looked for engines of its host gone since."""
         """Why a side task stopped the engine, when it said so (a `SwarmError`)."""
+        self._left_runs = LeftRuns(settings.host_id, settings.lease_ttl)
+        """Runs left `running` by engines that are gone: who closes them, and when."""
 
     # -- stopping ------------------------------------------------------------------------
     def request_stop(self) -> str:
@@ -275,19 +277,17 @@ class Daemon:
 
     async def _forget_silent(self, session: EngineSession) -> None:
         """Engines silent for two leases (a dead host) are recorded dead once their
-        tickets were reclaimed, and the runs they left `running` closed; their VMs are
-        reaped when that host starts again. An engine of this host whose process lives is
-        not dead, however long it has been silent (a frozen engine: its sandbox runs on,
-        and a ticket of its run must not start again beside it)."""
-        host = self.settings.host_id
-
-        def alive_here(engine: dict[str, Any]) -> bool:
-            return engine.get("host") == host and pid_alive(engine.get("pid", 0))
-
+        tickets were reclaimed, and the runs they left `running` closed (and so are those
+        of engines recorded stopped, or whose row is gone: `engine/orphans.py`); their VMs
+        are reaped when that host starts again. An engine of this host whose process lives
+        is not dead, however long it has been silent (a frozen engine: its sandbox runs
+        on, and a ticket of its run must not start again beside it)."""
+        left = self._left_runs
         try:
             gone = await session.gate(
-                session.store.engines.forget_silent, 2 * self.settings.lease_ttl, alive_here
+                session.store.engines.forget_silent, left.silent_for, left.alive_here
             )
+            await session.gate(left.close, session.store)
         except StoreBusyError:
             return
         except StoreGoneError:

@@ -25,6 +25,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.opening import Started
+from swarm_engine.engine.orphans import LeftRuns
 from swarm_engine.engine.plan import Plan, build_plan
 from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import (
@@ -295,6 +296,12 @@ class EngineSession:
         if ticket.status not in ("draft", "open"):
             raise not_claimable(ticket, await self._holder(ticket))
         await self._register()
+        # a run an engine that is gone left `running` (its ticket cancelled and reopened)
+        # would keep the claim from ever happening without a daemon: closed here by the
+        # daemons' rule (`engine/orphans.py`), never while that engine may still run it
+        left = LeftRuns(self.settings.host_id, self.settings.lease_ttl)
+        await self.gate.retrying(self.store.engines.forget_silent, left.silent_for, left.alive_here)
+        await self.gate.retrying(left.close, self.store, ticket_id)
         self.claiming = True  # (an interrupt from now on may leave it claimed)
         claimed = await self.gate.retrying(
             self.store.tickets.claim,

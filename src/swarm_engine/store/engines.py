@@ -76,9 +76,9 @@ class EngineStore:
     ) -> list[dict[str, Any]]:
         """Record as dead the engines (any host) silent for over `seconds` that hold no
         live ticket; returns their `id` and `host`. Runs they left `running` (of tickets
-        cancelled and reopened while they ran) are closed failed with them, and so are
-        the runs left `running` by engines recorded stopped or dead before (silent as
-        long): a ticket is never claimed while a run of it is `running`.
+        cancelled and reopened while they ran) are closed failed with them: a ticket is
+        never claimed while a run of it is `running`. (Runs of engines recorded stopped
+        or dead before: `close_silent_runs`.)
 
         `spare(engine row)`: True for an engine to leave alone whatever its heartbeat
         says (the caller's own host's engines whose process lives: a frozen engine, whose
@@ -93,22 +93,56 @@ class EngineStore:
                 gone = self._forget_each(args, spare)  # constraint): the others one by one
         else:
             gone = self._forget_each(args, spare)
+        return gone
+
+    def close_silent_runs(
+        self,
+        seconds: float,
+        spare: Callable[[dict[str, Any]], bool] | None = None,
+        ticket_id: int | None = None,
+    ) -> list[str]:
+        """Close, failed, the runs left `running` by engines recorded stopped or dead (any
+        state but running / draining) that have been silent for over `seconds`, with their
+        unfinished steps; returns those engines' ids. `ticket_id`: only engines holding a
+        run of that ticket (`run-ticket` before its claim). `spare(engine row)`: True for
+        an engine to leave alone (on the caller's host, its process alive: a frozen engine
+        whose sandbox still runs). A close the store refuses (a trigger, a constraint)
+        leaves those runs, and their tickets unclaimed, as the row's writer wants."""
+        args = {"seconds": float(seconds), "ticket": ticket_id}
         stopped = [
             str(e["id"])
             for e in map(decode_record, self.db.all(self.q.stopped_with_runs, args))
             if spare is None or not spare(e)
         ]
-        if stopped:
-            closed = {"ids": stopped, "error": DEAD_RUN}
-            try:
-                with self.db.transaction():
-                    self.db.run(self.q.close_dead_steps, closed)
-                    self.db.run(self.q.close_dead_runs, closed)
-            except StoreBusyError:
-                raise
-            except StoreError:  # refused (a trigger, a constraint): those runs stay, and
-                pass  # their tickets wait for a reopen, as the row's writer wants
-        return gone
+        if stopped and not self.close_runs_of(stopped):
+            return []
+        return stopped
+
+    def close_runs_of(self, engine_ids: list[str]) -> bool:
+        """Close, failed (`DEAD_RUN`), every run still `running` of these engines, with
+        their unfinished steps, in one transaction; False when the store refused it."""
+        closed = {"ids": engine_ids, "error": DEAD_RUN}
+        try:
+            with self.db.transaction():
+                self.db.run(self.q.close_dead_steps, closed)
+                self.db.run(self.q.close_dead_runs, closed)
+        except StoreBusyError:
+            raise
+        except StoreError:
+            return False
+        return True
+
+    def runs_without_engine(self) -> dict[str, list[tuple[str, int]]]:
+        """Engines that hold a run still `running` but have no row in `engines` (another
+        writer deleted it; SQLite only: PostgreSQL's foreign key keeps it), each with
+        the `(host, owner_pid)` of the VMs its runs' steps used (who ran them). An
+        engine that lives puts its row back within a heartbeat (`restore`)."""
+        found: dict[str, list[tuple[str, int]]] = {}
+        for r in self.db.all(self.q.runs_without_engine):
+            vms = found.setdefault(str(r[0]), [])
+            if r[1] is not None and isinstance(r[2], int):
+                vms.append((str(r[1]), r[2]))
+        return found
 
     def _forget_each(
         self, args: dict[str, Any], spare: Callable[[dict[str, Any]], bool] | None

@@ -251,21 +251,18 @@ class TicketStore:
 
     def reopen(self, ticket_id: int) -> Ticket:
         """Put a finished ticket back in the queue. A run the old attempt left `running`
-        on an engine that is no longer running (stopped, dead, its row gone) is closed as
-        cancelled, atomically. One on an engine still running (it had not yet stopped the
-        run for a cancel) is left to that engine: it stops the sandbox, then closes its
-        run; until then, or until its heartbeat goes stale, no engine claims the ticket
-        (the claim guard), so the old and the new attempt never run at once."""
-        with self.db.transaction():
-            row = self.db.one(self.q.reopen, {"id": ticket_id})
-            if row is None:
-                t = self.get(ticket_id)
-                raise ConflictError(
-                    f"ticket {ticket_id} is {t.status}; only done, failed or cancelled reopen"
-                )
-            args = {"id": ticket_id, "status": "cancelled", "error": REOPENED}
-            self.db.run(self.q.close_ended_steps, args)
-            self.db.run(self.q.close_ended_runs, args)
+        is not touched: no engine claims the ticket until that run has ended (the claim
+        guard). Its engine closes it (it stops the sandbox first); if that engine is gone,
+        a daemon's round or `run-ticket` closes it once the engine has been silent for two
+        leases (`EngineStore.close_silent_runs`), and never while its process lives on the
+        closer's own host. So the old and the new attempt never run at once, whatever
+        another writer records in the `engines` table."""
+        row = self.db.one(self.q.reopen, {"id": ticket_id})
+        if row is None:
+            t = self.get(ticket_id)
+            raise ConflictError(
+                f"ticket {ticket_id} is {t.status}; only done, failed or cancelled reopen"
+            )
         return decode_ticket(row)
 
     def cancel_many(self, ticket_ids: Iterable[int]) -> builtins.list[int]:
@@ -278,19 +275,12 @@ class TicketStore:
 
     def reopen_many(self, ticket_ids: Iterable[int]) -> builtins.list[int]:
         """Put every one of these tickets that ended (done, failed, cancelled) back in the
-        queue, in one statement, closing runs their old attempts left `running` on engines
-        no longer running in the same transaction (as `reopen`); returns the ids it
-        reopened."""
+        queue, in one statement (runs left `running` are left, as by `reopen`); returns
+        the ids it reopened."""
         ids = builtins.list(ticket_ids)
         if not ids:
             return []
-        with self.db.transaction():
-            done = sorted(int(r[0]) for r in self.db.all(self.q.reopen_many, {"ids": ids}))
-            if done:
-                args = {"ids": done, "status": "cancelled", "error": REOPENED}
-                self.db.run(self.q.close_ended_steps_many, args)
-                self.db.run(self.q.close_ended_runs_many, args)
-        return done
+        return sorted(int(r[0]) for r in self.db.all(self.q.reopen_many, {"ids": ids}))
 
     def close_open_runs(self, ticket_id: int, status: str, error: str) -> None:
         """Close every run (and its unfinished steps) of a ticket still marked running. A

@@ -84,6 +84,18 @@ SELECT DISTINCT e.id, e.host, e.pid FROM workflow_runs r JOIN engines e ON e.id 
    AND (e.heartbeat_at IS NULL
         OR e.heartbeat_at < now() - make_interval(secs => :seconds)
         OR e.heartbeat_at > now() + interval '1 hour')
+   AND (CAST(:ticket AS BIGINT) IS NULL OR r.ticket_id = CAST(:ticket AS BIGINT))
+
+-- name: runs_without_engine
+-- (See the SQLite query: here the foreign key keeps a run's engine row, so this finds
+-- nothing unless a writer turned the constraint off.)
+SELECT DISTINCT r.engine_id, v.host, v.owner_pid
+  FROM workflow_runs r
+  LEFT JOIN step_executions s ON s.run_id = r.id
+  LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE r.status = 'running' AND r.engine_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = r.engine_id)
+ LIMIT 10000
 
 -- name: close_dead_steps
 -- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs

@@ -88,6 +88,18 @@ SELECT DISTINCT e.id, e.host, e.pid FROM workflow_runs r JOIN engines e ON e.id 
    AND (coalesce(julianday(e.heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds)), 1)
         OR lower(substr(e.heartbeat_at, 1, 3)) = 'now'
         OR julianday(e.heartbeat_at, 'auto') > julianday('now', '+1 hour'))
+   AND (:ticket IS NULL OR r.ticket_id = :ticket)
+
+-- name: runs_without_engine
+-- Engines named by a run still `running` that have no row (another writer deleted it with
+-- foreign keys off), with the host and engine pid of every VM of those runs' steps.
+SELECT DISTINCT r.engine_id, v.host, v.owner_pid
+  FROM workflow_runs r
+  LEFT JOIN step_executions s ON s.run_id = r.id
+  LEFT JOIN vms v ON v.id = s.vm_id
+ WHERE r.status = 'running' AND r.engine_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = r.engine_id)
+ LIMIT 10000
 
 -- name: close_dead_steps
 -- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs

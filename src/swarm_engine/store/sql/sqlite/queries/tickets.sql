@@ -102,26 +102,6 @@ UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
  WHERE id = :id AND status IN ('done','failed','cancelled')
 RETURNING {{ticket_columns}}
 
--- name: close_ended_steps
--- Reopen: the unfinished steps of a ticket's runs left `running` by an engine that is no
--- longer running (stopped, dead, or its row gone). A run whose engine has not recorded
--- that it stopped is left to that engine to close (it stops the sandbox first); until it
--- does, or it is recorded dead (engines.sql forget_silent), the claim guard keeps the ticket
--- from running again.
-UPDATE step_executions SET status = :status, error = coalesce(error, :error),
-       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
- WHERE status IN ('queued','running')
-   AND run_id IN (SELECT r.id FROM workflow_runs r WHERE r.ticket_id = :id AND r.status = 'running'
-                   AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = r.engine_id
-                     AND e.state IN ('running','draining')))
-
--- name: close_ended_runs
-UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
-       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
- WHERE ticket_id = :id AND status = 'running'
-   AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = workflow_runs.engine_id
-                     AND e.state IN ('running','draining'))
-
 -- name: close_open_steps
 UPDATE step_executions SET status = :status, error = coalesce(error, :error),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
@@ -346,23 +326,6 @@ UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
        claimed_at = NULL, started_at = NULL, completed_at = NULL
  WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('done','failed','cancelled')
 RETURNING id
-
--- name: close_ended_steps_many
--- (See close_ended_steps.)
-UPDATE step_executions SET status = :status, error = coalesce(error, :error),
-       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
- WHERE status IN ('queued','running')
-   AND run_id IN (SELECT r.id FROM workflow_runs r WHERE r.status = 'running'
-                   AND r.ticket_id IN (SELECT value FROM json_each(:ids))
-                   AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = r.engine_id
-                     AND e.state IN ('running','draining')))
-
--- name: close_ended_runs_many
-UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
-       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
- WHERE status = 'running' AND ticket_id IN (SELECT value FROM json_each(:ids))
-   AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = workflow_runs.engine_id
-                     AND e.state IN ('running','draining'))
 
 -- name: events_after
 -- Claims from the queue, and a live ticket going back to open or to failed (what the

@@ -1,0 +1,79 @@
+"""Runs left `running` by engines that are gone, and when another engine may close them.
+
+A ticket is never claimed while a run of it is `running` and held by an engine (the claim
+guard in the store). Its engine closes the run once its sandbox has stopped; when that
+engine is gone, someone else must, and only when it is truly gone: a frozen engine's
+sandbox still runs, and closing its run would let the ticket run beside it. The `engines`
+table is any writer's, so its `state` alone proves nothing. The rule, the same for a
+daemon's rounds and for `run-ticket` before its claim:
+
+* the engine's row says it is not running (stopped, dead, anything else) and its last
+  heartbeat is older than two leases; or its row is gone and this closer has seen it gone
+  for two leases (an engine that lives writes its row back within a heartbeat);
+* and on the closer's own host its process is not alive (the row's `pid`; for a row that
+  is gone, the engine pid recorded with the run's VMs). When every VM of a gone row's
+  runs was on this host and none of their engine processes lives, the engine is gone for
+  certain and its runs are closed at once.
+
+Across hosts a frozen engine cannot be told from a dead one: after two leases it counts
+as dead (docs/engine.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from swarm_engine.store import Store
+from swarm_engine.vm.proctree import pid_alive
+
+
+class LeftRuns:
+    """What one closer (a daemon, a `run-ticket`) knows of engines that left runs
+    `running`: `host` is its own host id, `lease_ttl` the lease in seconds. Its methods
+    are called on the thread that owns the store; `clock` is monotonic seconds."""
+
+    def __init__(
+        self,
+        host: str,
+        lease_ttl: float,
+        *,
+        alive: Callable[[Any], bool] = pid_alive,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self.silent_for = 2 * float(lease_ttl)
+        self.alive = alive
+        self.clock = clock
+        self.missing_since: dict[str, float] = {}
+        """Engines named by `running` runs whose row is gone: when this closer first saw
+        that (kept to the engines still missing at the last look)."""
+
+    def alive_here(self, engine: dict[str, Any]) -> bool:
+        """Whether an engine row names this host and a live process."""
+        return engine.get("host") == self.host and self.alive(engine.get("pid", 0))
+
+    def close(self, store: Store, ticket_id: int | None = None) -> list[str]:
+        """Close the runs of engines that are gone by the rule above; returns the ids of
+        the engines whose runs were closed. `ticket_id`: of the engines with a row, only
+        those holding a run of that ticket. Raises what the store raises (busy, gone);
+        a close the store refuses leaves the runs as they are."""
+        closed = store.engines.close_silent_runs(self.silent_for, self.alive_here, ticket_id)
+        missing = store.engines.runs_without_engine()
+        now = self.clock()
+        self.missing_since = {e: self.missing_since.get(e, now) for e in missing}
+        gone = []
+        for engine_id, vms in missing.items():
+            here = [pid for host, pid in vms if host == self.host]
+            if any(self.alive(pid) for pid in here):
+                self.missing_since[engine_id] = now  # alive: its row comes back
+                continue
+            certain = bool(vms) and len(here) == len(vms)
+            if certain or now - self.missing_since[engine_id] >= self.silent_for:
+                gone.append(engine_id)
+        if gone and store.engines.close_runs_of(gone):
+            for engine_id in gone:
+                self.missing_since.pop(engine_id, None)
+            closed += gone
+        return closed
