@@ -205,6 +205,30 @@ MAX_NOTE_BYTES = 4 * 1024
 when it holds at most this much text; a longer one is a row defect, read as its first 200
 characters (`event_columns` in `store/sql/*/queries/tickets.sql`)."""
 
+MAX_NAME_BYTES = 1024
+"""A name column another client may write (a VM's or an engine's `id`, `host`, `backend`,
+`kind`, `state`, a VM's `engine_id` and `isolation`, a definition's `name`, `version` and
+`kind`) is read only when it holds at most this much text (UTF-8 bytes, as stored; the
+engine writes at most a few dozen characters: `NAME_RE` allows 72, `VERSION_RE` 32, a host
+name 64); a longer one is a row defect, read as null, never a start that something could
+act on or look up (`vm_columns`, `engine_columns`, `agent_columns`, `workflow_columns` in
+`store/sql/*/queries/`)."""
+
+MAX_PATH_BYTES = 4096
+"""A VM's `workspace`, `socket_path` and `overlay_path` are read only when they hold at most
+this much text (PATH_MAX); a longer one is a row defect, read as null, never cut: the
+reaper never connects to or deletes a path it did not read whole (a null path names
+nothing of a backend's: nothing is touched)."""
+
+MAX_SPEC_BYTES = 8 * 1024 * 1024
+"""A registry row's `spec` (JSON) is read only when it holds at most this much (UTF-8
+bytes, as stored); a larger one is not read, and its definition fails with one line. The
+loader makes a spec of at most about 3 MiB from a definition file (`MAX_DEFINITION_BYTES`,
+1 MiB: an escape such as `"\\0"` in 2 bytes of YAML is 6 of JSON; the defaults of at most
+1,000 steps add some hundreds of KiB)."""
+
+SPEC_OVER = f"more than the {MAX_SPEC_BYTES // 1024 // 1024} MiB a definition may hold (not read)"
+
 RECORD_JSON_OVER = (
     f"more than the {MAX_RECORD_JSON_BYTES // 1024 // 1024} MiB it may hold (not read)"
 )

@@ -82,6 +82,10 @@ def reap_vms(
     beating = store.engines.heartbeating(silent_after)
     for vm in store.vms.live(host=host):
         engine = vm["engine_id"]
+        unread = [d for d in vm.get("defects", []) if d.startswith(("id: ", "engine_id: "))]
+        if unread:  # over its cap, not read (`vm_columns`): which VM, or whose, is not
+            log.warning("VM row left as it is: %s", unread[0])  # known: nothing touched
+            continue
         if isinstance(engine, str) and engine in beating:
             continue  # its engine lives (its pid may be another namespace's, or edited)
         if pid_alive(vm["owner_pid"]) and engine not in dead:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError
-from swarm_engine.records import VERSION_RE, shown, split_ref
+from swarm_engine.records import (
+    MAX_NAME_BYTES,
+    MAX_SPEC_BYTES,
+    SPEC_OVER,
+    VERSION_RE,
+    shown,
+    split_ref,
+    text_over,
+)
 from swarm_engine.registry.builtins import BUILTIN_REFS, BUILTIN_VERSIONS
 from swarm_engine.registry.plain import plain_agent
 from swarm_engine.store.db import InvalidText, Row
@@ -91,10 +99,37 @@ def _validated(model: type[D], raw: str) -> D:
 
 
 def _where(what: str, row: Row) -> str:
-    return f"{what} {_short(row['name'])}@{_short(row['version'])} in the registry"
+    """`agent x@1.0.0 in the registry`; a name or version the store did not read (over
+    `MAX_NAME_BYTES`: NULL) is `?`."""
+    name, version = (row[c] for c in ("name", "version"))
+    name = "?" if name is None else _short(name)
+    return f"{what} {name}@{'?' if version is None else _short(version)} in the registry"
+
+
+_SIZED = (
+    ("name", MAX_NAME_BYTES, f"text, {text_over(MAX_NAME_BYTES)} (not read)"),
+    ("version", MAX_NAME_BYTES, f"text, {text_over(MAX_NAME_BYTES)} (not read)"),
+    ("kind", MAX_NAME_BYTES, f"text, {text_over(MAX_NAME_BYTES)} (not read)"),
+    ("spec", MAX_SPEC_BYTES, f"JSON, {SPEC_OVER}"),
+)
+"""A registry row's columns the store gives as NULL over their cap (`agent_columns`,
+`workflow_columns` in store/sql/*/queries/definitions.sql), with the end of the line that
+says so."""
+
+
+def _oversized(where: str, row: Row) -> None:
+    """`ConfigError` for a row whose name, version, kind or spec the store did not read
+    (its size, `<name>_bytes`, over its cap): `agent x@1.0.0 in the registry: spec is
+    104,857,600 bytes of JSON, more than the 8 MiB a definition may hold (not read)`."""
+    keys = row.keys()
+    for column, limit, over in _SIZED:
+        size = row[f"{column}_bytes"] if f"{column}_bytes" in keys else None
+        if isinstance(size, int) and size > limit:
+            raise ConfigError(f"{where}: {column} is {size:,} bytes of {over}")
 
 
 def _spec_text(where: str, row: Row) -> str:
+    _oversized(where, row)
     raw = row["spec"]
     if not isinstance(raw, str) or isinstance(raw, InvalidText):
         raise ConfigError(f"{where}: spec is not UTF-8 JSON text")
@@ -163,7 +198,7 @@ def _agent_row(spec: AgentSpec) -> dict[str, str]:
     }
 
 
-_WORKFLOW_COLUMNS = ("name", "version", "description", "spec", "created_at")
+_WORKFLOW_COLUMNS = ("name", "version", "description", "spec", "spec_bytes", "created_at")
 """A workflow row's columns that its decode reads (and the cron task its `created_at`)."""
 
 
@@ -274,8 +309,20 @@ class Registry:
         return self.defs.agent(name, version)
 
     def _latest(self, table: Table, name: str) -> str | None:
-        versions = [v for v in self.defs.versions(table, name) if isinstance(v, str)]
-        return max(versions, key=latest_key) if versions else None
+        """The latest version of `name` (None: no row); `ConfigError` when its rows'
+        versions are all over `MAX_NAME_BYTES` (not read: no ticket can run them)."""
+        rows = self.defs.versions(table, name)
+        versions = [v for v, _ in rows if isinstance(v, str)]
+        if versions:
+            return max(versions, key=latest_key)
+        sizes = [size for v, size in rows if v is None and isinstance(size, int)]
+        if sizes:
+            what = "agent" if table == "agents" else "workflow"
+            raise ConfigError(
+                f"{what} {_short(name)}@? in the registry: version is {max(sizes):,} bytes of"
+                f" {_SIZED[1][2]}"
+            )
+        return None
 
     def _agent_of(self, ref: str) -> Row:
         name, version = split_ref(ref)
@@ -349,6 +396,7 @@ class Registry:
                     spec=spec.model_dump(mode="json"),
                     builtin=1,
                 )
+                record.pop("defects", None)  # (of columns the code's spec replaced)
             else:
                 record["builtin"] = 0
             out.append(record)
@@ -415,6 +463,11 @@ class Registry:
         for row in self.defs.workflows():
             name, version = row["name"], row["version"]
             if not isinstance(name, str) or not isinstance(version, str):
+                if skipped is not None and (name is None or version is None):
+                    try:  # not read (over its cap): no ticket can name it; said once
+                        _oversized(_where("workflow", row), row)
+                    except ConfigError as exc:
+                        skipped.append(str(exc))
                 continue
             best = rows.get(name)
             if best is None or latest_key(version) > latest_key(str(best["version"])):

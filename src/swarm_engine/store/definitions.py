@@ -37,9 +37,11 @@ class DefinitionStore:
     def workflow(self, name: str, version: str) -> Row | None:
         return self.db.one(self.q.workflow, {"name": name, "version": version})
 
-    def versions(self, table: Table, name: str) -> list[object]:
+    def versions(self, table: Table, name: str) -> list[tuple[object, object]]:
+        """`(version, its size in bytes)` of each row of `name`: a version over 1 KiB
+        (`MAX_NAME_BYTES`) as None (not read)."""
         query = self.q.agent_versions if table == "agents" else self.q.workflow_versions
-        return [r[0] for r in self.db.all(query, {"name": name})]
+        return [(r[0], r[1]) for r in self.db.all(query, {"name": name})]
 
     def agents(self) -> list[Row]:
         return self.db.all(self.q.agents)

@@ -59,7 +59,12 @@ class EngineStore:
 
     def running(self) -> list[dict[str, Any]]:
         """Engines not stopped, of every host, oldest first. `busy_vms` is live: the VMs
-        each one holds now (from the `vms` table), not as of its last heartbeat."""
+        each one holds now (from the `vms` table), not as of its last heartbeat.
+
+        A row's `id`, `kind`, `host`, `backend` or `state` over `MAX_NAME_BYTES` (1 KiB;
+        another client's) is None, named in its `defects` (`engine_columns`): such an
+        engine is shown, and never acted on (it cannot be named: it is not recorded dead,
+        its runs are not closed, its VMs are not reaped as its)."""
         out = []
         for r in self.db.all(self.q.running):
             record = decode_record(r)
@@ -149,8 +154,8 @@ class EngineStore:
     ) -> list[dict[str, Any]]:
         gone: list[dict[str, Any]] = []
         for engine in self.silent(float(args["seconds"])):
-            if spare is not None and spare(engine):
-                continue
+            if engine["id"] is None or (spare is not None and spare(engine)):
+                continue  # (an id over its cap is not read: such a row is left as it is)
             try:
                 gone += self._forget({**args, "only": str(engine["id"])})
             except StoreBusyError:
@@ -179,8 +184,8 @@ class EngineStore:
 
     def heartbeating(self, silent_for: float) -> set[str]:
         """Ids of the running engines (any host) that heartbeat within `silent_for` s."""
-        silent = {str(e["id"]) for e in self.silent(silent_for)}
-        return {str(e["id"]) for e in self.running()} - silent
+        silent = {str(e["id"]) for e in self.silent(silent_for) if e["id"] is not None}
+        return {str(e["id"]) for e in self.running() if e["id"] is not None} - silent
 
     def hosts(self) -> list[dict[str, Any]]:
         """Per host with a live engine or VM: `host`, `engines`, `slots` (their max_vms

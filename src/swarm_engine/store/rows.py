@@ -22,12 +22,16 @@ from swarm_engine.records import (
     MAX_DESCRIPTION_BYTES,
     MAX_ERROR_BYTES,
     MAX_INPUTS_BYTES,
+    MAX_NAME_BYTES,
     MAX_NOTE_BYTES,
+    MAX_PATH_BYTES,
     MAX_RECORD_JSON_BYTES,
     MAX_RESULT_BYTES,
+    MAX_SPEC_BYTES,
     MAX_TITLE_BYTES,
     RECORD_JSON_OVER,
     RESULT_OVER,
+    SPEC_OVER,
     TicketStatus,
     TooDeep,
     inputs_too_big,
@@ -99,6 +103,17 @@ class Decoder:
     def opt_bounded_text(self, name: str, limit: int) -> str | None:
         """A nullable `bounded_text` column (a ticket's `error`)."""
         return None if self.raw(name) is None else self.bounded_text(name, limit)
+
+    def sized_text(self, name: str, limit: int) -> str | None:
+        """A nullable text column the store reads as NULL when it holds more than `limit`
+        UTF-8 bytes, with its size as `<name>_bytes` (`vm_columns`, `engine_columns`,
+        `agent_columns`): such a value is a defect (`N bytes of text, more than the 1 KiB it
+        may hold (not read)`) and None, never a start that could be acted on."""
+        size = self.raw(f"{name}_bytes")
+        if isinstance(size, int) and size > limit:
+            self.bad(name, f"{size:,} bytes of text, {text_over(limit)} (not read)")
+            return None
+        return self.opt_text(name)
 
     def integer(
         self, name: str, default: int = 0, *, minimum: int | None = None, int64: bool = False
@@ -327,10 +342,20 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
 
 JSON_COLUMNS = frozenset({"inputs", "outputs", "spec"})
 SIZED_TEXT_COLUMNS = {"error": MAX_ERROR_BYTES, "stop_reason": MAX_ERROR_BYTES,
-                      "note": MAX_NOTE_BYTES}  # fmt: skip
+                      "note": MAX_NOTE_BYTES, "description": MAX_DESCRIPTION_BYTES}  # fmt: skip
 """Record text columns the store's reads of runs, steps and events measure in SQL (with
 their size as `<name>_bytes`; `run_columns`, `step_columns`, `event_columns`): over their
-cap, a defect, and only their first 200 characters are read."""
+cap, a defect, and only their first 200 characters are read. So is a definition's
+`description` (`agent_columns`, `workflow_columns`)."""
+NULLED_TEXT_COLUMNS = {
+    **dict.fromkeys(("id", "host", "backend", "kind", "state", "isolation", "engine_id",
+                     "name", "version"), MAX_NAME_BYTES),
+    **dict.fromkeys(("workspace", "socket_path", "overlay_path"), MAX_PATH_BYTES),
+}  # fmt: skip
+"""Text columns the store's reads of VMs, engines and definitions (`vm_columns`,
+`engine_columns`, `agent_columns`, `workflow_columns`) measure in SQL and give as NULL
+over their cap (`Decoder.sized_text`): names and paths, which are looked up and acted on,
+are never cut."""
 INTEGER_COLUMNS = frozenset(
     {
         "ticket_id", "run_id", "attempt", "retry_count", "duration_ms", "exit_code",
@@ -374,9 +399,13 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
         value = d.raw(key)
         if key.endswith("_bytes") and key[: -len("_bytes")] in d.keys:
             continue  # a sized column's size: read with the column, not handed on
-        if key in JSON_COLUMNS and f"{key}_bytes" in d.keys:
+        if key == "spec" and "spec_bytes" in d.keys:
+            out[key] = d.sized_json(key, None, lambda _: None, MAX_SPEC_BYTES, SPEC_OVER)
+        elif key in JSON_COLUMNS and f"{key}_bytes" in d.keys:
             out[key] = d.sized_json(key, None, lambda _: None, MAX_RECORD_JSON_BYTES,
                                     RECORD_JSON_OVER)  # fmt: skip
+        elif key in NULLED_TEXT_COLUMNS and f"{key}_bytes" in d.keys:
+            out[key] = d.sized_text(key, NULLED_TEXT_COLUMNS[key])
         elif key in SIZED_TEXT_COLUMNS and f"{key}_bytes" in d.keys:
             out[key] = d.opt_bounded_text(key, SIZED_TEXT_COLUMNS[key])
         elif key in JSON_COLUMNS:

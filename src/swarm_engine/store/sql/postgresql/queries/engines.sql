@@ -1,5 +1,25 @@
 -- The engines table, PostgreSQL.
 
+-- name: engine_columns
+-- An engine row as every read of one returns it ({{engine_columns}}): `id`, `kind`,
+-- `host`, `backend` and `state` only when they hold at most 1 KiB (MAX_NAME_BYTES in
+-- records.py; else NULL, with its size in `<name>_bytes`). Such a row is shown with its
+-- defects and never acted on by its id: the queries that name engines to change
+-- (`gone`, `find_running`, `forget_silent`, `stopped_with_runs`) leave it out.
+CASE WHEN octet_length(e.id) <= 1024 THEN e.id END AS id,
+octet_length(e.id) AS id_bytes,
+CASE WHEN octet_length(e.kind) <= 1024 THEN e.kind END AS kind,
+octet_length(e.kind) AS kind_bytes,
+CASE WHEN octet_length(e.host) <= 1024 THEN e.host END AS host,
+octet_length(e.host) AS host_bytes,
+e.pid, e.max_vms,
+CASE WHEN octet_length(e.backend) <= 1024 THEN e.backend END AS backend,
+octet_length(e.backend) AS backend_bytes,
+CASE WHEN octet_length(e.state) <= 1024 THEN e.state END AS state,
+octet_length(e.state) AS state_bytes,
+e.busy_vms, e.started_at, e.heartbeat_at, e.stopped_at
+
+
 -- name: register
 INSERT INTO engines (id, kind, host, pid, max_vms, backend)
 VALUES (:id, :kind, :host, :pid, :max_vms, :backend)
@@ -22,33 +42,36 @@ UPDATE engines SET state = :state, stopped_at = now(), busy_vms = 0
 
 -- name: running
 -- busy_now: the VMs each engine holds now (from the vms table), not as of its heartbeat
-SELECT engines.*,
-       (SELECT count(*) FROM vms v WHERE v.engine_id = engines.id
+SELECT {{engine_columns}},
+       (SELECT count(*) FROM vms v WHERE v.engine_id = e.id
            AND v.state IN ('booting','ready','busy')) AS busy_now
-  FROM engines WHERE state IN ('running','draining') ORDER BY started_at
+  FROM engines e WHERE e.state IN ('running','draining') ORDER BY e.started_at
 
 -- name: gone
-SELECT id FROM engines WHERE state IN ('stopped','dead')
+SELECT id FROM engines WHERE state IN ('stopped','dead') AND octet_length(id) <= 1024
 
 -- name: get
-SELECT * FROM engines WHERE id = :id
+SELECT {{engine_columns}} FROM engines e WHERE e.id = :id
 
 -- name: find_running
 SELECT id FROM engines WHERE pid = :pid AND host = :host AND state = 'running'
+   AND octet_length(id) <= 1024
 
 -- name: silent
 -- Running engines of any host whose last heartbeat is older than :seconds, or more than
 -- an hour ahead ('infinity', written by hand: no engine wrote it, and it would never age).
-SELECT * FROM engines WHERE state IN ('running','draining')
-   AND (heartbeat_at < now() - make_interval(secs => :seconds)
-        OR heartbeat_at > now() + interval '1 hour')
+SELECT {{engine_columns}} FROM engines e WHERE e.state IN ('running','draining')
+   AND (e.heartbeat_at < now() - make_interval(secs => :seconds)
+        OR e.heartbeat_at > now() + interval '1 hour')
 
 -- name: hosts
 -- One row per host that has a live engine or a live VM. `slots`: the numeric sum clamped
 -- to bigint (two engines of 2**63-1 must not fail the query); a negative max_vms (no
 -- engine writes one) adds nothing, and `negative_max_vms` counts them; nor does one over
 -- 1024 (the most an engine runs: `max_vms` in config.py; 2**63-1), counted by `huge_max_vms`.
-SELECT host,
+-- A host over 1 KiB (MAX_NAME_BYTES) is NULL, with its size in `host_bytes`.
+SELECT CASE WHEN octet_length(h.host) <= 1024 THEN h.host END AS host,
+       octet_length(h.host) AS host_bytes,
        count(kind) AS engines,
        CAST(GREATEST(LEAST(coalesce(sum(CASE WHEN max_vms < 0 OR max_vms > 1024 THEN 0
                                              ELSE max_vms END), 0),
@@ -60,7 +83,7 @@ SELECT host,
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')
         UNION ALL
         SELECT DISTINCT host, NULL, 0 FROM vms WHERE state IN ('booting','ready','busy','destroying')) h
- GROUP BY host ORDER BY host
+ GROUP BY h.host ORDER BY h.host
 
 -- name: forget_silent
 -- Engines of any host silent for longer than :seconds and holding no live ticket any
@@ -72,15 +95,16 @@ UPDATE engines SET state = 'dead', stopped_at = now(), busy_vms = 0
         OR heartbeat_at > now() + interval '1 hour')
    AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
                      AND t.status IN ('claimed','running'))
-   AND (CAST(:only AS TEXT) IS NULL OR id = CAST(:only AS TEXT))
-RETURNING id, host
+   AND (CAST(:only AS TEXT) IS NULL OR id = CAST(:only AS TEXT)) AND octet_length(id) <= 1024
+RETURNING id, CASE WHEN octet_length(host) <= 1024 THEN host END AS host
 
 -- name: stopped_with_runs
 -- Engines recorded stopped or dead (or any state but running / draining) that still have
 -- runs `running`, silent for longer than :seconds (an engine whose state another writer
 -- changed while it runs goes on heartbeating): their runs are closed as a dead engine's.
-SELECT DISTINCT e.id, e.host, e.pid FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
- WHERE r.status = 'running' AND e.state NOT IN ('running','draining')
+SELECT DISTINCT e.id, CASE WHEN octet_length(e.host) <= 1024 THEN e.host END AS host, e.pid
+  FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+ WHERE r.status = 'running' AND e.state NOT IN ('running','draining') AND octet_length(e.id) <= 1024
    AND (e.heartbeat_at IS NULL
         OR e.heartbeat_at < now() - make_interval(secs => :seconds)
         OR e.heartbeat_at > now() + interval '1 hour')

@@ -240,8 +240,18 @@ SELECT id FROM tickets
 
 -- name: expired_vms
 -- Live VMs busy with a step of an expired attempt (see the SQLite file).
-SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
-       v.socket_path, v.overlay_path, t.id AS ticket_id
+-- (names over 1 KiB and paths over 4 KiB as NULL, with their sizes: as vm_columns in
+-- vms.sql; a VM whose id is not read is no VM of a backend: nothing of it is stopped)
+SELECT
+       CASE WHEN octet_length(v.id) <= 1024 THEN v.id END AS id, octet_length(v.id) AS id_bytes,
+       CASE WHEN octet_length(v.backend) <= 1024 THEN v.backend END AS backend, octet_length(v.backend) AS backend_bytes,
+       CASE WHEN octet_length(v.host) <= 1024 THEN v.host END AS host, octet_length(v.host) AS host_bytes,
+       CASE WHEN octet_length(v.engine_id) <= 1024 THEN v.engine_id END AS engine_id, octet_length(v.engine_id) AS engine_id_bytes,
+       v.owner_pid, v.pid,
+       CASE WHEN octet_length(v.workspace) <= 4096 THEN v.workspace END AS workspace, octet_length(v.workspace) AS workspace_bytes,
+       CASE WHEN octet_length(v.socket_path) <= 4096 THEN v.socket_path END AS socket_path, octet_length(v.socket_path) AS socket_path_bytes,
+       CASE WHEN octet_length(v.overlay_path) <= 4096 THEN v.overlay_path END AS overlay_path, octet_length(v.overlay_path) AS overlay_path_bytes,
+       t.id AS ticket_id
   FROM tickets t
   JOIN workflow_runs r ON r.ticket_id = t.id AND r.attempt_id = t.attempt_id
   JOIN step_executions s ON s.run_id = r.id

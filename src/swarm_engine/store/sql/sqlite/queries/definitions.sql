@@ -1,7 +1,43 @@
 -- The registry's definitions: agents and workflows, SQLite.
 
+-- name: agent_columns
+-- An agent row as every read of one returns it ({{agent_columns}}): `name`, `version` and
+-- `kind` only when they hold at most 1 KiB (MAX_NAME_BYTES in records.py; else NULL),
+-- `description` over 1 MiB (MAX_DESCRIPTION_BYTES) only as its first 200 characters, and
+-- `spec` only when it holds at most 8 MiB of JSON (MAX_SPEC_BYTES; else NULL), each with
+-- its size in `<name>_bytes`: no read hands over (and no reader parses) a larger value
+-- any client wrote.
+CASE WHEN length(CAST(name AS BLOB)) <= 1024 THEN name END AS name,
+length(CAST(name AS BLOB)) AS name_bytes,
+CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS version,
+length(CAST(version AS BLOB)) AS version_bytes,
+CASE WHEN length(CAST(kind AS BLOB)) <= 1024 THEN kind END AS kind,
+length(CAST(kind AS BLOB)) AS kind_bytes,
+CASE WHEN length(CAST(description AS BLOB)) <= 1048576 THEN description
+     ELSE substr(description, 1, 200) END AS description,
+length(CAST(description AS BLOB)) AS description_bytes,
+CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN spec END AS spec,
+length(CAST(spec AS BLOB)) AS spec_bytes,
+builtin, created_at
+
+-- name: workflow_columns
+-- A workflow row as every read of one returns it ({{workflow_columns}}): as
+-- {{agent_columns}} (a workflow has no `kind` nor `builtin`).
+CASE WHEN length(CAST(name AS BLOB)) <= 1024 THEN name END AS name,
+length(CAST(name AS BLOB)) AS name_bytes,
+CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS version,
+length(CAST(version AS BLOB)) AS version_bytes,
+CASE WHEN length(CAST(description AS BLOB)) <= 1048576 THEN description
+     ELSE substr(description, 1, 200) END AS description,
+length(CAST(description AS BLOB)) AS description_bytes,
+CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN spec END AS spec,
+length(CAST(spec AS BLOB)) AS spec_bytes,
+created_at
+
 -- name: builtin_agents
+-- (a name or version over 1 KiB is no built-in's: left out)
 SELECT name, version FROM agents WHERE builtin <> 0
+   AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
 
 -- name: seed_agent
 INSERT INTO agents (name, version, kind, description, spec, builtin)
@@ -16,13 +52,15 @@ ON CONFLICT (name, version) DO UPDATE SET kind = excluded.kind,
        created_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
 
 -- name: agent
-SELECT * FROM agents WHERE name = :name AND version = :version
+SELECT {{agent_columns}} FROM agents WHERE agents.name = :name AND agents.version = :version
 
 -- name: agent_versions
-SELECT version FROM agents WHERE name = :name
+-- A version over 1 KiB (MAX_NAME_BYTES) is NULL (never a valid one), with its size.
+SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS version,
+       length(CAST(version AS BLOB)) AS version_bytes FROM agents WHERE name = :name
 
 -- name: agents
-SELECT * FROM agents ORDER BY name, created_at
+SELECT {{agent_columns}} FROM agents ORDER BY agents.name, agents.created_at
 
 -- name: workflow_exists
 SELECT 1 FROM workflows WHERE name = :name AND version = :version
@@ -34,10 +72,11 @@ ON CONFLICT (name, version) DO UPDATE SET description = excluded.description,
        spec = excluded.spec, created_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
 
 -- name: workflow
-SELECT * FROM workflows WHERE name = :name AND version = :version
+SELECT {{workflow_columns}} FROM workflows WHERE workflows.name = :name AND workflows.version = :version
 
 -- name: workflow_versions
-SELECT version FROM workflows WHERE name = :name
+SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS version,
+       length(CAST(version AS BLOB)) AS version_bytes FROM workflows WHERE name = :name
 
 -- name: workflows
-SELECT * FROM workflows ORDER BY name, created_at
+SELECT {{workflow_columns}} FROM workflows ORDER BY workflows.name, workflows.created_at

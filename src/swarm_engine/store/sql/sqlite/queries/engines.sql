@@ -1,5 +1,24 @@
 -- The engines table, SQLite.
 
+-- name: engine_columns
+-- An engine row as every read of one returns it ({{engine_columns}}): `id`, `kind`,
+-- `host`, `backend` and `state` only when they hold at most 1 KiB (MAX_NAME_BYTES in
+-- records.py; else NULL, with its size in `<name>_bytes`). Such a row is shown with its
+-- defects and never acted on by its id: the queries that name engines to change
+-- (`gone`, `find_running`, `forget_silent`, `stopped_with_runs`) leave it out.
+CASE WHEN length(CAST(e.id AS BLOB)) <= 1024 THEN e.id END AS id,
+length(CAST(e.id AS BLOB)) AS id_bytes,
+CASE WHEN length(CAST(e.kind AS BLOB)) <= 1024 THEN e.kind END AS kind,
+length(CAST(e.kind AS BLOB)) AS kind_bytes,
+CASE WHEN length(CAST(e.host AS BLOB)) <= 1024 THEN e.host END AS host,
+length(CAST(e.host AS BLOB)) AS host_bytes,
+e.pid, e.max_vms,
+CASE WHEN length(CAST(e.backend AS BLOB)) <= 1024 THEN e.backend END AS backend,
+length(CAST(e.backend AS BLOB)) AS backend_bytes,
+CASE WHEN length(CAST(e.state AS BLOB)) <= 1024 THEN e.state END AS state,
+length(CAST(e.state AS BLOB)) AS state_bytes,
+e.busy_vms, e.started_at, e.heartbeat_at, e.stopped_at
+
 -- name: register
 INSERT INTO engines (id, kind, host, pid, max_vms, backend)
 VALUES (:id, :kind, :host, :pid, :max_vms, :backend)
@@ -22,25 +41,26 @@ UPDATE engines SET state = :state, stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','n
 
 -- name: running
 -- busy_now: the VMs each engine holds now (from the vms table), not as of its heartbeat
-SELECT engines.*,
-       (SELECT count(*) FROM vms v WHERE v.engine_id = engines.id
+SELECT {{engine_columns}},
+       (SELECT count(*) FROM vms v WHERE v.engine_id = e.id
            AND v.state IN ('booting','ready','busy')) AS busy_now
-  FROM engines WHERE state IN ('running','draining') ORDER BY started_at
+  FROM engines e WHERE e.state IN ('running','draining') ORDER BY e.started_at
 
 -- name: gone
-SELECT id FROM engines WHERE state IN ('stopped','dead')
+SELECT id FROM engines WHERE state IN ('stopped','dead') AND length(CAST(id AS BLOB)) <= 1024
 
 -- name: get
-SELECT * FROM engines WHERE id = :id
+SELECT {{engine_columns}} FROM engines e WHERE e.id = :id
 
 -- name: find_running
 SELECT id FROM engines WHERE pid = :pid AND host = :host AND state = 'running'
+   AND length(CAST(id AS BLOB)) <= 1024
 
 -- name: silent
 -- Running engines of any host whose last heartbeat is older than :seconds, or that no
 -- engine wrote: unreadable ('zzz'), the text 'now' (which julianday reads as the time of
 -- reading, so it would never age) or an instant more than an hour ahead.
-SELECT * FROM engines WHERE state IN ('running','draining')
+SELECT {{engine_columns}} FROM engines e WHERE e.state IN ('running','draining')
    AND (coalesce(julianday(heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds)), 1)
         OR lower(substr(heartbeat_at, 1, 3)) = 'now'
         OR julianday(heartbeat_at, 'auto') > julianday('now', '+1 hour'))
@@ -51,7 +71,9 @@ SELECT * FROM engines WHERE state IN ('running','draining')
 -- negative max_vms (no engine writes one) adds nothing, and `negative_max_vms` counts them;
 -- nor does one over 1024 (the most an engine runs: `max_vms` in config.py; inf, 2**63-1),
 -- counted by `huge_max_vms`.
-SELECT host,
+-- A host over 1 KiB (MAX_NAME_BYTES) is NULL, with its size in `host_bytes`.
+SELECT CASE WHEN length(CAST(h.host AS BLOB)) <= 1024 THEN h.host END AS host,
+       length(CAST(h.host AS BLOB)) AS host_bytes,
        count(kind) AS engines,
        CAST(coalesce(max(min(total(CASE WHEN CAST(max_vms AS REAL) < 0
                                           OR CAST(max_vms AS REAL) > 1024 THEN 0 ELSE max_vms END),
@@ -63,7 +85,7 @@ SELECT host,
   FROM (SELECT host, kind, max_vms FROM engines WHERE state IN ('running','draining')
         UNION ALL
         SELECT DISTINCT host, NULL, 0 FROM vms WHERE state IN ('booting','ready','busy','destroying')) h
- GROUP BY host ORDER BY host
+ GROUP BY h.host ORDER BY h.host
 
 -- name: forget_silent
 -- Engines of any host silent for longer than :seconds and holding no live ticket any
@@ -76,15 +98,16 @@ UPDATE engines SET state = 'dead', stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','n
         OR julianday(heartbeat_at, 'auto') > julianday('now', '+1 hour'))
    AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
                      AND t.status IN ('claimed','running'))
-   AND (:only IS NULL OR id = :only)
-RETURNING id, host
+   AND (:only IS NULL OR id = :only) AND length(CAST(id AS BLOB)) <= 1024
+RETURNING id, CASE WHEN length(CAST(host AS BLOB)) <= 1024 THEN host END AS host
 
 -- name: stopped_with_runs
 -- Engines recorded stopped or dead (or any state but running / draining) that still have
 -- runs `running`, silent for longer than :seconds (an engine whose state another writer
 -- changed while it runs goes on heartbeating): their runs are closed as a dead engine's.
-SELECT DISTINCT e.id, e.host, e.pid FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
- WHERE r.status = 'running' AND e.state NOT IN ('running','draining')
+SELECT DISTINCT e.id, CASE WHEN length(CAST(e.host AS BLOB)) <= 1024 THEN e.host END AS host, e.pid
+  FROM workflow_runs r JOIN engines e ON e.id = r.engine_id
+ WHERE r.status = 'running' AND e.state NOT IN ('running','draining') AND length(CAST(e.id AS BLOB)) <= 1024
    AND (coalesce(julianday(e.heartbeat_at, 'auto') < julianday('now', printf('%+.3f seconds', -:seconds)), 1)
         OR lower(substr(e.heartbeat_at, 1, 3)) = 'now'
         OR julianday(e.heartbeat_at, 'auto') > julianday('now', '+1 hour'))

@@ -248,8 +248,18 @@ SELECT id FROM tickets
 -- Live VMs busy with a step of an expired attempt (see expired_ids), booted by the engine
 -- that holds the ticket (:only NULL: every expired ticket; else that one), by ticket:
 -- what the reclaimer stops on its own host before the ticket can run again.
-SELECT v.id, v.backend, v.host, v.engine_id, v.owner_pid, v.pid, v.workspace,
-       v.socket_path, v.overlay_path, t.id AS ticket_id
+-- (names over 1 KiB and paths over 4 KiB as NULL, with their sizes: as vm_columns in
+-- vms.sql; a VM whose id is not read is no VM of a backend: nothing of it is stopped)
+SELECT
+       CASE WHEN length(CAST(v.id AS BLOB)) <= 1024 THEN v.id END AS id, length(CAST(v.id AS BLOB)) AS id_bytes,
+       CASE WHEN length(CAST(v.backend AS BLOB)) <= 1024 THEN v.backend END AS backend, length(CAST(v.backend AS BLOB)) AS backend_bytes,
+       CASE WHEN length(CAST(v.host AS BLOB)) <= 1024 THEN v.host END AS host, length(CAST(v.host AS BLOB)) AS host_bytes,
+       CASE WHEN length(CAST(v.engine_id AS BLOB)) <= 1024 THEN v.engine_id END AS engine_id, length(CAST(v.engine_id AS BLOB)) AS engine_id_bytes,
+       v.owner_pid, v.pid,
+       CASE WHEN length(CAST(v.workspace AS BLOB)) <= 4096 THEN v.workspace END AS workspace, length(CAST(v.workspace AS BLOB)) AS workspace_bytes,
+       CASE WHEN length(CAST(v.socket_path AS BLOB)) <= 4096 THEN v.socket_path END AS socket_path, length(CAST(v.socket_path AS BLOB)) AS socket_path_bytes,
+       CASE WHEN length(CAST(v.overlay_path AS BLOB)) <= 4096 THEN v.overlay_path END AS overlay_path, length(CAST(v.overlay_path AS BLOB)) AS overlay_path_bytes,
+       t.id AS ticket_id
   FROM tickets t
   JOIN workflow_runs r ON r.ticket_id = t.id AND r.attempt_id = t.attempt_id
   JOIN step_executions s ON s.run_id = r.id
