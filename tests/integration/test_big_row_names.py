@@ -181,6 +181,15 @@ def test_vm_and_engine_names_and_paths_over_their_caps_are_read_as_null(
         assert vm["defects"][0] == f"workspace: {path_over} it may hold (not read)"
         assert vm["defects"][4] == f"isolation: {name_over(2000)}"
         assert not any(key.endswith("_bytes") for key in vm)
+        store_target.sql(
+            "INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('t', 'done', 'echo',"
+            " '{}'); INSERT INTO workflow_runs (ticket_id, attempt, attempt_id,"
+            " execution_mode, status) VALUES (1, 1, 'a-1', 'single', 'done');"
+            " INSERT INTO step_executions (run_id, step_id, agent_name, agent_version,"
+            " agent_kind, vm_id, status) VALUES (1, 'only', 'echo', '1', 'echo', 'vm-1', 'done')"
+        )
+        (step,) = store.runs.steps(1)  # what isolated its VM: not read either
+        assert step["vm_backend"] == "process" and step["vm_isolation"] is None
         live = store.vms.live("here")
         assert [v["id"] for v in live] == ["vm-1", None]
         assert live[1]["defects"] == [f"id: {name_over(2000)}"]

@@ -137,16 +137,19 @@ class EngineStore:
             return False
         return True
 
-    def runs_without_engine(self) -> dict[str, list[tuple[str, int]]]:
+    def runs_without_engine(self) -> dict[str, list[tuple[str | None, int]]]:
         """Engines that hold a run still `running` but have no row in `engines` (another
         writer deleted it; SQLite only: PostgreSQL's foreign key keeps it), each with
-        the `(host, owner_pid)` of the VMs its runs' steps used (who ran them). An
+        the `(host, owner_pid)` of the VMs its runs' steps used (who ran them; a host over
+        `MAX_NAME_BYTES` is None: not read, and no caller's). An
         engine that lives puts its row back within a heartbeat (`restore`)."""
-        found: dict[str, list[tuple[str, int]]] = {}
+        found: dict[str, list[tuple[str | None, int]]] = {}
         for r in self.db.all(self.q.runs_without_engine):
             vms = found.setdefault(str(r[0]), [])
             if r[1] is not None and isinstance(r[2], int):
                 vms.append((str(r[1]), r[2]))
+            elif isinstance(r[3], int) and isinstance(r[2], int):  # a host over 1 KiB: None,
+                vms.append((None, r[2]))  # on no host the caller is (not read)
         return found
 
     def _forget_each(

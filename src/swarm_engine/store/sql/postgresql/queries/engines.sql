@@ -113,12 +113,15 @@ SELECT DISTINCT e.id, CASE WHEN octet_length(e.host) <= 1024 THEN e.host END AS 
 -- name: runs_without_engine
 -- (See the SQLite query: here the foreign key keeps a run's engine row, so this finds
 -- nothing unless a writer turned the constraint off.)
-SELECT DISTINCT r.engine_id, v.host, v.owner_pid
+-- (a host over 1 KiB is NULL, with its size: a VM of an unknown host)
+SELECT DISTINCT r.engine_id, CASE WHEN octet_length(v.host) <= 1024 THEN v.host END AS host,
+       v.owner_pid, octet_length(v.host) AS host_bytes
   FROM workflow_runs r
   LEFT JOIN step_executions s ON s.run_id = r.id
   LEFT JOIN vms v ON v.id = s.vm_id
  WHERE r.status = 'running' AND r.engine_id IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = r.engine_id)
+   AND octet_length(r.engine_id) <= 1024
  LIMIT 10000
 
 -- name: close_dead_steps

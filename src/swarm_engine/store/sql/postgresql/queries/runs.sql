@@ -40,6 +40,13 @@ CASE WHEN octet_length(s.stop_reason) <= 65536 THEN s.stop_reason
 octet_length(s.stop_reason) AS stop_reason_bytes,
 s.cost_usd
 
+-- name: step_vm_columns
+-- What a step's VM was and what isolated it (issue 9), read with the step: a VM's
+-- `backend` or `isolation` over 1 KiB (MAX_NAME_BYTES) is NULL here (the VM's own row
+-- names the defect: vm_columns in vms.sql).
+CASE WHEN octet_length(v.backend) <= 1024 THEN v.backend END AS vm_backend,
+CASE WHEN octet_length(v.isolation) <= 1024 THEN v.isolation END AS vm_isolation
+
 -- name: start_run
 INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode,
                            workflow_name, workflow_version, inputs)
@@ -154,34 +161,34 @@ SELECT CAST(GREATEST(LEAST(coalesce(sum(input_tokens), 0), 9223372036854775807),
 
 -- name: steps
 -- vm_backend, vm_isolation (issue 9): what the step's VM was and what isolated it
-SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id ORDER BY s.id
 
 -- name: last_steps
 -- A run's newest :limit steps up to id :through, newest first (a run may have any number
 -- of steps: a view shows a window of them, and pages on to the older ones)
-SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.id <= :through ORDER BY s.id DESC LIMIT :limit
 
 -- name: steps_from
 -- A run's next :limit steps with an id above :after, oldest first (read page by page:
 -- `logs` never holds all of a run's steps)
-SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.id > :after ORDER BY s.id LIMIT :limit
 
 -- name: step_attempts_from
 -- `steps_from` of one step id's attempts only
-SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.step_id = :step_id AND s.id > :after ORDER BY s.id
  LIMIT :limit
 
 -- name: steps_by_ids
 -- These steps of a run (the ones a batch of log chunks belongs to), oldest first
-SELECT {{step_columns}}, v.backend AS vm_backend, v.isolation AS vm_isolation
+SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
  WHERE s.run_id = :run_id AND s.id = ANY(:ids) ORDER BY s.id
 

@@ -116,12 +116,15 @@ SELECT DISTINCT e.id, CASE WHEN length(CAST(e.host AS BLOB)) <= 1024 THEN e.host
 -- name: runs_without_engine
 -- Engines named by a run still `running` that have no row (another writer deleted it with
 -- foreign keys off), with the host and engine pid of every VM of those runs' steps.
-SELECT DISTINCT r.engine_id, v.host, v.owner_pid
+-- (a host over 1 KiB is NULL, with its size: a VM of an unknown host)
+SELECT DISTINCT r.engine_id, CASE WHEN length(CAST(v.host AS BLOB)) <= 1024 THEN v.host END AS host,
+       v.owner_pid, length(CAST(v.host AS BLOB)) AS host_bytes
   FROM workflow_runs r
   LEFT JOIN step_executions s ON s.run_id = r.id
   LEFT JOIN vms v ON v.id = s.vm_id
  WHERE r.status = 'running' AND r.engine_id IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM engines e WHERE e.id = r.engine_id)
+   AND length(CAST(r.engine_id AS BLOB)) <= 1024
  LIMIT 10000
 
 -- name: close_dead_steps
