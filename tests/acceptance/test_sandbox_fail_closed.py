@@ -132,3 +132,32 @@ def test_an_engine_whose_hard_fd_limit_is_below_the_sandboxes_refuses_with_the_f
         " above this engine's hard limit of 40 (ulimit -Hn): start the engine with"
         " ulimit -Hn 1024 or more"
     )
+
+
+def test_run_ticket_wait_refuses_a_backend_that_cannot_boot_before_its_claim(
+    home: Path, tmp_path: Path
+) -> None:
+    """An agent whose steps run on QEMU while the image is not built: `run-ticket --wait`
+    claimed the ticket, failed it at its first boot and exited 1 with the error twice. The
+    backends its steps name are made ready first: one line, exit 7 (a VM backend
+    failed), and the ticket as it was (no claim, no attempt, no run)."""
+    agent = tmp_path / "in-vm"
+    agent.mkdir()
+    (agent / "agent.yaml").write_text(
+        "name: in-vm\nversion: 1.0.0\nkind: shell\ncommand: echo hi\nvm: {backend: qemu}\n"
+    )
+    images = tmp_path / "no-images"
+    images.mkdir()
+    swarm(home, "agent", "register", str(agent), check=True)
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "in-vm", check=True)
+    done = swarm(
+        home, "run-ticket", "1", "--wait", SWARM_QEMU_IMAGES=str(images), SWARM_QEMU_IMAGE="cloud"
+    )
+    assert done.returncode == 7, (done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines() == [
+        f"error: qemu image 'cloud' is not built (looked in {images / 'cloud'});"
+        " run: swarm-engine vm image build"
+    ], done.stderr
+    (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
+    assert ticket == {"status": "open", "attempts": 0}
+    assert query(home / "tickets.db", "SELECT count(*) n FROM workflow_runs") == [{"n": 0}]

@@ -195,9 +195,12 @@ def test_stop_that_times_out_says_what_each_engine_still_does(
 
 
 def interrupted_run_ticket(
-    home: Path, ready: Callable[[subprocess.Popen[str]], None], **env: str
+    home: Path,
+    ready: Callable[[subprocess.Popen[str]], None],
+    sig: signal.Signals = signal.SIGINT,
+    **env: str,
 ) -> tuple[int, str, str]:
-    """`run-ticket 1 --wait`, sent SIGINT once `ready(proc)` returns: its exit code,
+    """`run-ticket 1 --wait`, sent `sig` once `ready(proc)` returns: its exit code,
     stdout and stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
@@ -209,7 +212,7 @@ def interrupted_run_ticket(
     )
     try:
         ready(proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -218,11 +221,18 @@ def interrupted_run_ticket(
     return proc.returncode, out, err
 
 
+@pytest.mark.parametrize(
+    ("sig", "how"),
+    [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")],
+)
 def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again(
-    home: Path, tmp_path: Path
+    home: Path, tmp_path: Path, sig: signal.Signals, how: str
 ) -> None:
     """Ctrl-C stops a ticket run in this process: recorded failed, not re-queued (no
-    engine picks it up behind the user's back), with the way to run it again."""
+    engine picks it up behind the user's back), with the way to run it again. So do
+    SIGTERM and SIGHUP (its terminal closed: that left the ticket `running`, its
+    engine's row `running` and its VMs' helpers alive, exit 129 without a word), each
+    named in the ticket's error."""
     db = home / "tickets.db"
     long_ticket(home, tmp_path)
     steps: list[dict[str, Any]] = []
@@ -236,15 +246,18 @@ def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again
             )
         )
 
-    code, out, err = interrupted_run_ticket(home, step_runs)
+    code, out, err = interrupted_run_ticket(home, step_runs, sig)
     step = steps[0]
     assert code == 130, (out, err)
     assert err.strip() == (
         "ticket 1 failed: interrupted; 'swarm-engine ticket reopen 1' queues it again"
     ), err  # one line: no "error: aborted" after it
     (ticket,) = query(db, "SELECT status, error FROM tickets")
-    assert ticket["status"] == "failed" and ticket["error"].startswith("interrupted"), ticket
+    assert ticket["status"] == "failed" and ticket["error"].startswith(
+        f"interrupted: run-ticket --wait was stopped ({how})"
+    ), ticket
     assert query(db, "SELECT state FROM vms WHERE id = ?", step["vm_id"])[0]["state"] == "destroyed"
+    assert query(db, "SELECT state FROM engines")[0]["state"] == "stopped"
     helped = swarm(home, "run-ticket", "--help").stdout
     assert "Ctrl-C" in helped and "ticket reopen" in helped, helped
 

@@ -38,6 +38,10 @@ from swarm_engine.config import Settings
 from swarm_engine.errors import TicketFailed
 from swarm_engine.records import shown
 
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+"""The signals that stop `run-ticket --wait` (its run recorded failed, 'interrupted'),
+with how its error names each: SIGHUP is its terminal closing."""
+
 if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
     from swarm_engine.engine.session import EngineSession
     from swarm_engine.store import Ticket
@@ -65,9 +69,10 @@ def run_ticket(
 ) -> None:
     """Run a ticket. Without --wait it is queued (opened) for a running engine.
 
-    With --wait the ticket runs in this process: Ctrl-C (or SIGTERM) stops it, its VMs
-    are destroyed and it is recorded failed ('interrupted'); it is not re-queued, so no
-    engine runs it again until you reopen it ('swarm-engine ticket reopen ID').
+    With --wait the ticket runs in this process: Ctrl-C (or SIGTERM, or SIGHUP: its
+    terminal closed) stops it, its VMs are destroyed and it is recorded failed
+    ('interrupted'); it is not re-queued, so no engine runs it again until you reopen
+    it ('swarm-engine ticket reopen ID').
 
     Exit status: 0 done, 1 failed or cancelled, 3 no such ticket, 4 not runnable
     (already claimed, or finished: reopen it first), 130 interrupted.
@@ -112,10 +117,14 @@ async def _run_and_wait(
     session = EngineSession(
         settings, max_vms=max_vms, backend=backend, events=ignore if quiet else progress
     )
-    session.runner.abort_error = (
-        "interrupted: run-ticket --wait was stopped (Ctrl-C) during the run;"
-        " 'swarm-engine ticket reopen {id}' queues it again"
-    )
+
+    def abort_error(how: str) -> str:
+        return (
+            f"interrupted: run-ticket --wait was stopped ({how}) during the run;"
+            " 'swarm-engine ticket reopen {id}' queues it again"
+        )
+
+    session.runner.abort_error = abort_error("Ctrl-C")
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
@@ -125,10 +134,14 @@ async def _run_and_wait(
         session.abort()
         main.cancel()
 
+    def signalled(how: str) -> None:
+        session.runner.abort_error = abort_error(how)
+        interrupted()
+
     session.on_gone = interrupted  # the store's file went away: nothing more is written
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupted)
+    for sig, how in STOP_SIGNALS.items():
+        loop.add_signal_handler(sig, signalled, how)
     try:
         async with session:
             with progress if not quiet else contextlib.nullcontext():
@@ -147,10 +160,11 @@ async def _run_and_wait(
             raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
 
         line = visible(_interrupted(settings, session, ticket_id))
-        err_console.print(line, markup=False, highlight=False)
+        with contextlib.suppress(OSError):  # (SIGHUP: the terminal may be gone)
+            err_console.print(line, markup=False, highlight=False)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

@@ -295,6 +295,10 @@ class EngineSession:
         plan = self.plan(ticket)
         if ticket.status not in ("draft", "open"):
             raise not_claimable(ticket, await self._holder(ticket))
+        # each VM backend its steps name is made ready first (its image checked): one
+        # that cannot boot is a `VMError` (exit 7) that leaves the ticket as it was
+        for name in sorted({s.agent.vm.backend for s in plan.steps.values() if s.agent.vm.backend}):
+            await self.pool.backend(name).start()
         await self._register()
         # a run an engine that is gone left `running` (its ticket cancelled and reopened)
         # would keep the claim from ever happening without a daemon: closed here by the
