@@ -117,6 +117,13 @@ class Step(Record):
     turns: int | None = None
     stop_reason: str | None = None
     cost_usd: float | None = None
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="`inputs` and/or `outputs` left out of this answer (null here) to keep it"
+        " within 16 MiB of values (newest first; the newest run's and step's are always"
+        " given): a page of one gives them, `GET /v1/runs/ID` or"
+        " `GET /v1/runs/RUN/steps?before=ID+1&limit=1`.",
+    )
 
 
 class Run(Record):
@@ -148,6 +155,13 @@ class Run(Record):
         None,
         description="Its newest steps (at most 100), oldest first, where asked; the older "
         "ones: `GET /v1/runs/ID/steps?before=steps_before`.",
+    )
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="`inputs` and/or `outputs` left out of this answer (null here) to keep it"
+        " within 16 MiB of values (newest first; the newest run's and step's are always"
+        " given): a page of one gives them, `GET /v1/runs/ID` or"
+        " `GET /v1/runs/RUN/steps?before=ID+1&limit=1`.",
     )
     steps_total: int | None = Field(None, description="How many steps the run has.")
     steps_before: int | None = Field(

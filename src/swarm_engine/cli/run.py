@@ -111,7 +111,7 @@ async def _run_and_wait(
     from swarm_engine.engine.events import ignore
     from swarm_engine.engine.session import EngineSession
     from swarm_engine.osthreads import name_file_workers
-    from swarm_engine.service.runs import numbered
+    from swarm_engine.service.runs import runs_with_steps
 
     progress = Progress(err_console if quiet else console, ticket_id)
     session = EngineSession(
@@ -146,12 +146,10 @@ async def _run_and_wait(
         async with session:
             with progress if not quiet else contextlib.nullcontext():
                 final = await session.run_ticket(ticket_id)
-            runs = await session.gate.retrying(session.store.runs.runs_for_ticket, ticket_id)
-            run = runs[-1] if runs else {}
-            if run:
-                steps = await session.gate.retrying(session.store.runs.steps, run["id"])
-                run["steps"] = numbered(steps)
-            return final, run
+            newest = await session.gate.retrying(
+                runs_with_steps, session.store, ticket_id, limit=1
+            )  # (its newest steps, their values within a view's budget)
+            return final, newest.items[-1] if newest.items else {}
     except asyncio.CancelledError:  # one line says what the interrupt left, exit 130
         from swarm_engine.cli.main import EXIT_INTERRUPTED
         from swarm_engine.errors import StoreGoneError

@@ -43,7 +43,7 @@ def pick_run(
     `NotFoundError` for a missing ticket or a run that is not the ticket's."""
     ticket = store.tickets.get(ticket_id)
     if run_id is None:  # (a ticket may have any number of runs: read the newest only)
-        runs = store.runs.runs_for_ticket(ticket_id, limit=1)
+        runs = store.runs.runs_for_ticket(ticket_id, limit=1, values=False)
         return ticket, (runs[-1] if runs else None)
     try:
         run = store.runs.get_run(run_id)
@@ -68,7 +68,9 @@ def steps_of(
     if step_id is not None:
         check_text(step_id, "step")
     after = 0
-    while page := numbered(store.runs.steps_from(run_id, after, batch, step_id=step_id)):
+    while page := numbered(
+        store.runs.steps_from(run_id, after, batch, step_id=step_id, values=False)
+    ):
         yield from page
         after = int(page[-1]["id"])
     if step_id is not None and not after:
@@ -348,7 +350,9 @@ class LogFollower:
                 return []
         steps = {
             int(s["id"]): s
-            for s in numbered(store.runs.steps_by_ids(run_id, {p.step_execution_id for p in batch}))
+            for s in numbered(
+                store.runs.steps_by_ids(run_id, {p.step_execution_id for p in batch}, values=False)
+            )
         }
         chunks = [
             Chunk(p.id, run, steps.get(p.step_execution_id, {"id": p.step_execution_id}),
@@ -362,8 +366,10 @@ class LogFollower:
     def _last_steps(self, store: Store, run: dict[str, Any]) -> None:
         run_id = int(run["id"])
         if self.step_id is None:
-            shown = store.runs.last_steps(run_id, SHOWN_STEPS)
+            shown = store.runs.last_steps(run_id, SHOWN_STEPS, values=False)
         else:
-            shown = store.runs.steps_from(run_id, 0, SHOWN_STEPS, step_id=self.step_id)
+            shown = store.runs.steps_from(
+                run_id, 0, SHOWN_STEPS, step_id=self.step_id, values=False
+            )
         self.steps = {int(s["id"]): s for s in numbered(shown)}
         self.steps_total = store.runs.count_steps(run_id)

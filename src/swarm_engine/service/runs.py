@@ -45,6 +45,53 @@ PAGE_RUNS = 100
 MAX_PAGE_RUNS = 1000
 
 
+VIEW_VALUES_BYTES = 16 * 1024 * 1024
+"""Bytes of `inputs` and `outputs` one view carries at most for its runs, and as many
+again for their steps: newest first, and always the view's newest run's and newest
+step's (up to the 8 MiB any value may hold), so that a page of one step or one run gives
+any of them whole. The others are None with `left_out` naming them (a ticket of 100 runs
+of 100 steps with 4 MiB of outputs each made a detail of 40 GB)."""
+
+
+@dataclass
+class Budget:
+    """What is left of a view's `VIEW_VALUES_BYTES` (`left`, bytes), and whether nothing
+    has been given values yet (`first`: the newest record gets its own whatever their
+    size)."""
+
+    left: int = VIEW_VALUES_BYTES
+    first: bool = True
+
+    def fill(
+        self, records: list[dict[str, Any]], values: Callable[[list[int], int, bool], Any]
+    ) -> None:
+        """Give `records` (read without their values; any order) their `inputs` and
+        `outputs` from `values(ids, budget, always)` (`RunStore.run_values` or
+        `step_values`), newest first, within what is left; a record whose values did not
+        fit gets `left_out`: the names of those it has."""
+        ids = [r["id"] for r in records if isinstance(r.get("id"), int)]
+        if not ids:
+            return
+        found: dict[int, dict[str, Any]] = values(ids, max(self.left, 0), self.first)
+        used = 0
+        for record in records:
+            got = found.get(record.get("id"))  # type: ignore[arg-type]
+            if got is None:
+                continue
+            if got.get("shown"):
+                record["inputs"], record["outputs"] = got.get("inputs"), got.get("outputs")
+                used = max(used, got["total"] if isinstance(got.get("total"), int) else 0)
+                for defect in got.get("defects", []):
+                    if defect not in record.setdefault("defects", []):
+                        record["defects"].append(defect)
+            else:
+                left_out = [k for k in ("inputs", "outputs") if got.get(f"{k}_size")]
+                if left_out:
+                    record["left_out"] = left_out
+        self.left -= used
+        self.first = False
+
+
 @dataclass(frozen=True)
 class Window:
     """The newest records of a ticket below a cursor, oldest first, of `total` in all;
@@ -80,28 +127,39 @@ def steps(
 ) -> Window:
     """A run's newest `limit` steps below id `before`, oldest first, numbered, and how
     many it has in all (a run may have any number of step rows: one answer stays
-    bounded). `NotFoundError` for a run that does not exist."""
+    bounded, their values within `VIEW_VALUES_BYTES`). `NotFoundError` for a run that
+    does not exist."""
     check_window(before, limit, MAX_PAGE_STEPS)
     store.runs.get_run(run_id)
-    return _steps_window(store, run_id, before=before, limit=limit)
+    return _steps_window(store, run_id, before=before, limit=limit, budget=Budget())
 
 
-def _steps_window(store: Store, run_id: int, *, before: int | None, limit: int) -> Window:
+def _steps_window(
+    store: Store, run_id: int, *, before: int | None, limit: int, budget: Budget
+) -> Window:
     shown = window(
-        lambda n: store.runs.last_steps(run_id, n, before=before),
+        lambda n: store.runs.last_steps(run_id, n, before=before, values=False),
         limit,
         lambda: store.runs.count_steps(run_id),
         before is not None,
+    )
+    budget.fill(
+        shown.items,
+        lambda ids, left, always: store.runs.step_values(run_id, ids, left, always=always),
     )
     numbered(shown.items)
     return shown
 
 
-def with_steps(store: Store, run: dict[str, Any], limit: int = SHOWN_STEPS) -> dict[str, Any]:
+def with_steps(
+    store: Store, run: dict[str, Any], limit: int = SHOWN_STEPS, budget: Budget | None = None
+) -> dict[str, Any]:
     """`run` with its newest `limit` steps (`steps`, oldest first), `steps_total` (how many
     it has) and `steps_before` (the `before` for the older ones; None when none is left
-    out)."""
-    newest = _steps_window(store, int(run["id"]), before=None, limit=limit)
+    out); their values within `budget` (a view's own by default)."""
+    newest = _steps_window(
+        store, int(run["id"]), before=None, limit=limit, budget=budget or Budget()
+    )
     run["steps"], run["steps_total"], run["steps_before"] = (
         newest.items,
         newest.total,
@@ -125,14 +183,21 @@ def runs_with_steps(
     if not 1 <= steps <= MAX_PAGE_STEPS:
         raise UsageError(f"steps must be 1 to {MAX_PAGE_STEPS} (is {steps})")
     shown = window(
-        lambda n: store.runs.runs_for_ticket(ticket_id, before=before, limit=n),
+        lambda n: store.runs.runs_for_ticket(ticket_id, before=before, limit=n, values=False),
         limit,
         lambda: store.runs.count_for_ticket(ticket_id),
         before is not None,
     )
-    for run in shown.items:
-        with_steps(store, run, steps)
+    _fill_runs(store, shown.items)
+    step_budget = Budget()
+    for run in reversed(shown.items):  # the newest run's steps first
+        with_steps(store, run, steps, step_budget)
     return shown
+
+
+def _fill_runs(store: Store, runs: list[dict[str, Any]]) -> None:
+    """Runs read without their values given them, within a view's budget."""
+    Budget().fill(runs, lambda ids, left, always: store.runs.run_values(ids, left, always=always))
 
 
 def runs_of_ticket(
@@ -149,9 +214,12 @@ def run(store: Store, run_id: int) -> dict[str, Any]:
 
 
 def recent(store: Store, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest runs of every ticket (each with `unisolated_steps`), newest first."""
+    """The newest runs of every ticket (each with `unisolated_steps`), newest first, their
+    values within `VIEW_VALUES_BYTES`."""
     _check_limit(limit)
-    return store.runs.recent_runs(limit)
+    runs = store.runs.recent_runs(limit, values=False)
+    _fill_runs(store, runs)
+    return runs
 
 
 def of_workflow(
@@ -161,7 +229,9 @@ def of_workflow(
     runs), newest first. `NotFoundError` for a workflow that is not registered."""
     _check_limit(limit)
     registry.workflow(ref)
-    return store.runs.runs_for_workflow(ref.partition("@")[0], limit)
+    runs = store.runs.runs_for_workflow(ref.partition("@")[0], limit, values=False)
+    _fill_runs(store, runs)
+    return runs
 
 
 def usage_totals(store: Store) -> dict[str, Any]:

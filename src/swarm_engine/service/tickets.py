@@ -316,7 +316,7 @@ def reopen(store: Store, ticket_id: int) -> Ticket:
 def stopping_on(store: Store, ticket_id: int) -> str | None:
     """The engine still stopping a run of this ticket (the newest run, still `running`),
     if any: an open ticket waits for it to end before any engine claims it."""
-    runs = store.runs.runs_for_ticket(ticket_id, limit=1)
+    runs = store.runs.runs_for_ticket(ticket_id, limit=1, values=False)
     if not runs or runs[-1]["status"] != "running":
         return None
     if runs[-1]["attempt_id"] == store.tickets.get(ticket_id).attempt_id:

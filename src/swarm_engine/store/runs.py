@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
-from swarm_engine.records import Usage
+from swarm_engine.records import MAX_RECORD_JSON_BYTES, Usage
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
@@ -20,6 +20,16 @@ UNRECORDED_END = "ended unrecorded: "
 """How the error of a run begins whose end the store refused, and the failing of its
 ticket too (`RunStore.end_unrecorded`): the mark, matched by the ticket statements, that
 keeps the ticket from being re-queued when its lease runs out."""
+
+
+ALL_VALUES = MAX_RECORD_JSON_BYTES
+"""`values_cap` of a read that hands over every `inputs` and `outputs` (up to the cap any
+value has)."""
+
+
+def _cap(values: bool) -> int:
+    """The `values_cap` of a read: every value, or none (-1)."""
+    return ALL_VALUES if values else -1
 
 
 class RunStore:
@@ -227,20 +237,27 @@ class RunStore:
 
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:
-        row = self.db.one(self.q.get_run, {"run_id": run_id})
+        row = self.db.one(self.q.get_run, {"run_id": run_id, "values_cap": ALL_VALUES})
         if row is None:
             raise NotFoundError(f"run {run_id} does not exist")
         return decode_record(row)
 
     def runs_for_ticket(
-        self, ticket_id: int, *, before: int | None = None, limit: int = MAX_ID
+        self,
+        ticket_id: int,
+        *,
+        before: int | None = None,
+        limit: int = MAX_ID,
+        values: bool = True,
     ) -> list[dict[str, Any]]:
         """The newest `limit` runs (default: all) of a ticket with an id below `before` (None:
-        any), oldest first."""
+        any), oldest first. `values=False`: their `inputs` and `outputs` are not read (None;
+        see `run_values`)."""
         args = {
             "ticket_id": ticket_id,
             "through": MAX_ID if before is None else before - 1,
             "limit": limit,
+            "values_cap": _cap(values),
         }
         rows = self.db.all(self.q.runs_for_ticket, args)
         return [decode_record(r) for r in reversed(rows)]
@@ -250,13 +267,17 @@ class RunStore:
         row = self.db.one(self.q.count_runs_for_ticket, {"ticket_id": ticket_id})
         return int(row[0]) if row is not None else 0
 
-    def runs_for_workflow(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.db.all(self.q.runs_for_workflow, {"name": name, "limit": limit})
+    def runs_for_workflow(
+        self, name: str, limit: int = 50, *, values: bool = True
+    ) -> list[dict[str, Any]]:
+        args = {"name": name, "limit": limit, "values_cap": _cap(values)}
+        rows = self.db.all(self.q.runs_for_workflow, args)
         return [decode_record(r) for r in rows]
 
-    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+    def recent_runs(self, limit: int = 10, *, values: bool = True) -> list[dict[str, Any]]:
         """The newest runs, each with `unisolated_steps`: its steps whose VM had no isolation."""
-        return [decode_record(r) for r in self.db.all(self.q.recent_runs, {"limit": limit})]
+        args = {"limit": limit, "values_cap": _cap(values)}
+        return [decode_record(r) for r in self.db.all(self.q.recent_runs, args)]
 
     def usage_totals(self) -> dict[str, Any]:
         """API usage summed over every run: the four token counts and `cost_usd`."""
@@ -266,35 +287,73 @@ class RunStore:
     def steps(self, run_id: int) -> list[dict[str, Any]]:
         """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in:
         all of them (a run may have any number: views read `last_steps` or `steps_from`)."""
-        return [decode_record(r) for r in self.db.all(self.q.steps, {"run_id": run_id})]
+        args = {"run_id": run_id, "values_cap": ALL_VALUES}
+        return [decode_record(r) for r in self.db.all(self.q.steps, args)]
 
     def last_steps(
-        self, run_id: int, limit: int, *, before: int | None = None
+        self, run_id: int, limit: int, *, before: int | None = None, values: bool = True
     ) -> list[dict[str, Any]]:
         """A run's newest `limit` steps with an id below `before` (None: any), oldest
-        first, as `steps` gives them."""
-        args = {"run_id": run_id, "limit": limit,
+        first, as `steps` gives them (`values=False`: without `inputs` and `outputs`,
+        None; see `step_values`)."""
+        args = {"run_id": run_id, "limit": limit, "values_cap": _cap(values),
                 "through": MAX_ID if before is None else before - 1}  # fmt: skip
         rows = self.db.all(self.q.last_steps, args)
         return [decode_record(r) for r in reversed(rows)]
 
     def steps_from(
-        self, run_id: int, after: int, limit: int, *, step_id: str | None = None
+        self,
+        run_id: int,
+        after: int,
+        limit: int,
+        *,
+        step_id: str | None = None,
+        values: bool = True,
     ) -> list[dict[str, Any]]:
         """A run's next `limit` steps with an id above `after` (only `step_id`'s attempts
-        when given), oldest first, as `steps` gives them: a run read page by page."""
-        args: dict[str, Any] = {"run_id": run_id, "after": after, "limit": limit}
+        when given), oldest first, as `steps` gives them: a run read page by page
+        (`values=False`: without `inputs` and `outputs`)."""
+        args: dict[str, Any] = {"run_id": run_id, "after": after, "limit": limit,
+                                "values_cap": _cap(values)}  # fmt: skip
         if step_id is None:
             rows = self.db.all(self.q.steps_from, args)
         else:
             rows = self.db.all(self.q.step_attempts_from, {**args, "step_id": step_id})
         return [decode_record(r) for r in rows]
 
-    def steps_by_ids(self, run_id: int, ids: Iterable[int]) -> list[dict[str, Any]]:
+    def steps_by_ids(
+        self, run_id: int, ids: Iterable[int], *, values: bool = True
+    ) -> list[dict[str, Any]]:
         """These steps of run `run_id` (those that are its), oldest first, as `steps`
-        gives them."""
-        rows = self.db.all(self.q.steps_by_ids, {"run_id": run_id, "ids": sorted(set(ids))})
+        gives them (`values=False`: without `inputs` and `outputs`)."""
+        args = {"run_id": run_id, "ids": sorted(set(ids)), "values_cap": _cap(values)}
+        rows = self.db.all(self.q.steps_by_ids, args)
         return [decode_record(r) for r in rows]
+
+    def run_values(
+        self, ids: Iterable[int], budget: int, *, always: bool
+    ) -> dict[int, dict[str, Any]]:
+        """The `inputs` and `outputs` of these runs, newest first, while their sizes add up
+        to at most `budget` bytes (`always`: the newest one's whatever its size, up to the
+        8 MiB any value may hold): `{id: {"inputs", "outputs", "shown", "total"}}`, where
+        `shown` is whether its values were read and `total` the bytes read up to it."""
+        args = {"ids": sorted(set(ids)), "budget": budget, "always": always}
+        return self._values(self.q.run_values, args)
+
+    def step_values(
+        self, run_id: int, ids: Iterable[int], budget: int, *, always: bool
+    ) -> dict[int, dict[str, Any]]:
+        """`run_values` of these steps of run `run_id`."""
+        args = {"run_id": run_id, "ids": sorted(set(ids)), "budget": budget, "always": always}
+        return self._values(self.q.step_values, args)
+
+    def _values(self, query: str, args: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for row in self.db.all(query, args):
+            record = decode_record(row)
+            if isinstance(record.get("id"), int):
+                out[record["id"]] = record
+        return out
 
     def first_step_ids(self, run_id: int, limit: int) -> list[Any]:
         """The `step_id`s of a run's first `limit` steps, as stored (any value)."""

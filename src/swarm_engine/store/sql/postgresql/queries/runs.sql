@@ -6,12 +6,14 @@
 -- and `outputs` only when they hold at most 8 MiB of JSON (8388608 bytes:
 -- MAX_RECORD_JSON_BYTES in records.py; else NULL), and `error` over 64 KiB
 -- (MAX_ERROR_BYTES) only as its first 200 characters, each with its size in `<name>_bytes`:
--- no read hands over (and no reader parses) a larger value any client wrote.
+-- no read hands over (and no reader parses) a larger value any client wrote. :values_cap
+-- lowers that cap for `inputs` and `outputs` (-1: none read; a view reads them for the rows
+-- it shows by `run_values` / `step_values`, within a budget of bytes).
 r.id, r.ticket_id, r.attempt, r.attempt_id, r.engine_id, r.execution_mode,
 r.workflow_name, r.workflow_version, r.status,
-CASE WHEN octet_length(r.inputs::text) <= 8388608 THEN r.inputs END AS inputs,
+CASE WHEN octet_length(r.inputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN r.inputs END AS inputs,
 octet_length(r.inputs::text) AS inputs_bytes,
-CASE WHEN octet_length(r.outputs::text) <= 8388608 THEN r.outputs END AS outputs,
+CASE WHEN octet_length(r.outputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN r.outputs END AS outputs,
 octet_length(r.outputs::text) AS outputs_bytes,
 CASE WHEN octet_length(r.error) <= 65536 THEN r.error
      ELSE left(r.error, 200) END AS error,
@@ -25,9 +27,9 @@ r.cache_creation_input_tokens, r.cache_read_input_tokens, r.cost_usd
 -- text (else their first 200 characters), with their sizes in `<name>_bytes`.
 s.id, s.run_id, s.step_id, s.agent_name, s.agent_version, s.agent_kind, s.vm_id,
 s.status,
-CASE WHEN octet_length(s.inputs::text) <= 8388608 THEN s.inputs END AS inputs,
+CASE WHEN octet_length(s.inputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN s.inputs END AS inputs,
 octet_length(s.inputs::text) AS inputs_bytes,
-CASE WHEN octet_length(s.outputs::text) <= 8388608 THEN s.outputs END AS outputs,
+CASE WHEN octet_length(s.outputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN s.outputs END AS outputs,
 octet_length(s.outputs::text) AS outputs_bytes,
 s.queued_at, s.started_at, s.completed_at, s.duration_ms, s.exit_code,
 CASE WHEN octet_length(s.error) <= 65536 THEN s.error
@@ -46,6 +48,52 @@ s.cost_usd
 -- names the defect: vm_columns in vms.sql).
 CASE WHEN octet_length(v.backend) <= 1024 THEN v.backend END AS vm_backend,
 CASE WHEN octet_length(v.isolation) <= 1024 THEN v.isolation END AS vm_isolation
+
+-- name: run_values
+-- The `inputs` and `outputs` of these runs (ids :ids), newest first, while their
+-- running total of bytes stays within :budget (and the newest one's whatever its size when
+-- :always): a view's values, bounded in all (service/runs.py). `shown` says whether the
+-- row's values were read; `total` is the running total up to that row; `inputs_size` and
+-- `outputs_size` are the values' sizes (NULL: no value) whether read or not. Values over 8 MiB
+-- count as 0 and are never read (their row's defect says so).
+WITH sized AS (
+  SELECT r.id,
+         sum(CASE WHEN octet_length(r.inputs::text) <= 8388608 THEN octet_length(r.inputs::text) ELSE 0 END + CASE WHEN octet_length(r.outputs::text) <= 8388608 THEN octet_length(r.outputs::text) ELSE 0 END)
+           OVER (ORDER BY r.id DESC ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY r.id DESC) AS nth
+    FROM workflow_runs r WHERE r.id = ANY(:ids)
+)
+SELECT r.id, z.total AS total, CASE WHEN (z.total <= :budget OR (z.nth = 1 AND CAST(:always AS BOOLEAN))) THEN 1 ELSE 0 END AS shown,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND CAST(:always AS BOOLEAN))) AND octet_length(r.inputs::text) <= 8388608 THEN r.inputs END AS inputs,
+       octet_length(r.inputs::text) AS inputs_bytes,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND CAST(:always AS BOOLEAN))) AND octet_length(r.outputs::text) <= 8388608 THEN r.outputs END AS outputs,
+       octet_length(r.outputs::text) AS outputs_bytes,
+       octet_length(r.inputs::text) AS inputs_size, octet_length(r.outputs::text) AS outputs_size
+  FROM sized z JOIN workflow_runs r ON r.id = z.id
+ ORDER BY r.id DESC
+
+-- name: step_values
+-- The `inputs` and `outputs` of these steps (ids :ids, of run :run_id), newest first, while their
+-- running total of bytes stays within :budget (and the newest one's whatever its size when
+-- :always): a view's values, bounded in all (service/runs.py). `shown` says whether the
+-- row's values were read; `total` is the running total up to that row; `inputs_size` and
+-- `outputs_size` are the values' sizes (NULL: no value) whether read or not. Values over 8 MiB
+-- count as 0 and are never read (their row's defect says so).
+WITH sized AS (
+  SELECT s.id,
+         sum(CASE WHEN octet_length(s.inputs::text) <= 8388608 THEN octet_length(s.inputs::text) ELSE 0 END + CASE WHEN octet_length(s.outputs::text) <= 8388608 THEN octet_length(s.outputs::text) ELSE 0 END)
+           OVER (ORDER BY s.id DESC ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY s.id DESC) AS nth
+    FROM step_executions s WHERE s.id = ANY(:ids) AND s.run_id = :run_id
+)
+SELECT s.id, z.total AS total, CASE WHEN (z.total <= :budget OR (z.nth = 1 AND CAST(:always AS BOOLEAN))) THEN 1 ELSE 0 END AS shown,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND CAST(:always AS BOOLEAN))) AND octet_length(s.inputs::text) <= 8388608 THEN s.inputs END AS inputs,
+       octet_length(s.inputs::text) AS inputs_bytes,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND CAST(:always AS BOOLEAN))) AND octet_length(s.outputs::text) <= 8388608 THEN s.outputs END AS outputs,
+       octet_length(s.outputs::text) AS outputs_bytes,
+       octet_length(s.inputs::text) AS inputs_size, octet_length(s.outputs::text) AS outputs_size
+  FROM sized z JOIN step_executions s ON s.id = z.id
+ ORDER BY s.id DESC
 
 -- name: start_run
 INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode,

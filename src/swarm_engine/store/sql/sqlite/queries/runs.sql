@@ -6,12 +6,14 @@
 -- and `outputs` only when they hold at most 8 MiB of JSON (8388608 bytes:
 -- MAX_RECORD_JSON_BYTES in records.py; else NULL), and `error` over 64 KiB
 -- (MAX_ERROR_BYTES) only as its first 200 characters, each with its size in `<name>_bytes`:
--- no read hands over (and no reader parses) a larger value any client wrote.
+-- no read hands over (and no reader parses) a larger value any client wrote. :values_cap
+-- lowers that cap for `inputs` and `outputs` (-1: none read; a view reads them for the rows
+-- it shows by `run_values` / `step_values`, within a budget of bytes).
 r.id, r.ticket_id, r.attempt, r.attempt_id, r.engine_id, r.execution_mode,
 r.workflow_name, r.workflow_version, r.status,
-CASE WHEN length(CAST(r.inputs AS BLOB)) <= 8388608 THEN r.inputs END AS inputs,
+CASE WHEN length(CAST(r.inputs AS BLOB)) <= min(8388608, :values_cap) THEN r.inputs END AS inputs,
 length(CAST(r.inputs AS BLOB)) AS inputs_bytes,
-CASE WHEN length(CAST(r.outputs AS BLOB)) <= 8388608 THEN r.outputs END AS outputs,
+CASE WHEN length(CAST(r.outputs AS BLOB)) <= min(8388608, :values_cap) THEN r.outputs END AS outputs,
 length(CAST(r.outputs AS BLOB)) AS outputs_bytes,
 CASE WHEN length(CAST(r.error AS BLOB)) <= 65536 THEN r.error
      ELSE substr(r.error, 1, 200) END AS error,
@@ -25,9 +27,9 @@ r.cache_creation_input_tokens, r.cache_read_input_tokens, r.cost_usd
 -- text (else their first 200 characters), with their sizes in `<name>_bytes`.
 s.id, s.run_id, s.step_id, s.agent_name, s.agent_version, s.agent_kind, s.vm_id,
 s.status,
-CASE WHEN length(CAST(s.inputs AS BLOB)) <= 8388608 THEN s.inputs END AS inputs,
+CASE WHEN length(CAST(s.inputs AS BLOB)) <= min(8388608, :values_cap) THEN s.inputs END AS inputs,
 length(CAST(s.inputs AS BLOB)) AS inputs_bytes,
-CASE WHEN length(CAST(s.outputs AS BLOB)) <= 8388608 THEN s.outputs END AS outputs,
+CASE WHEN length(CAST(s.outputs AS BLOB)) <= min(8388608, :values_cap) THEN s.outputs END AS outputs,
 length(CAST(s.outputs AS BLOB)) AS outputs_bytes,
 s.queued_at, s.started_at, s.completed_at, s.duration_ms, s.exit_code,
 CASE WHEN length(CAST(s.error AS BLOB)) <= 65536 THEN s.error
@@ -46,6 +48,52 @@ s.cost_usd
 -- names the defect: vm_columns in vms.sql).
 CASE WHEN length(CAST(v.backend AS BLOB)) <= 1024 THEN v.backend END AS vm_backend,
 CASE WHEN length(CAST(v.isolation AS BLOB)) <= 1024 THEN v.isolation END AS vm_isolation
+
+-- name: run_values
+-- The `inputs` and `outputs` of these runs (ids :ids), newest first, while their
+-- running total of bytes stays within :budget (and the newest one's whatever its size when
+-- :always): a view's values, bounded in all (service/runs.py). `shown` says whether the
+-- row's values were read; `total` is the running total up to that row; `inputs_size` and
+-- `outputs_size` are the values' sizes (NULL: no value) whether read or not. Values over 8 MiB
+-- count as 0 and are never read (their row's defect says so).
+WITH sized AS (
+  SELECT r.id,
+         sum(CASE WHEN length(CAST(r.inputs AS BLOB)) <= 8388608 THEN length(CAST(r.inputs AS BLOB)) ELSE 0 END + CASE WHEN length(CAST(r.outputs AS BLOB)) <= 8388608 THEN length(CAST(r.outputs AS BLOB)) ELSE 0 END)
+           OVER (ORDER BY r.id DESC ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY r.id DESC) AS nth
+    FROM workflow_runs r WHERE r.id IN (SELECT value FROM json_each(:ids))
+)
+SELECT r.id, z.total AS total, CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) THEN 1 ELSE 0 END AS shown,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(r.inputs AS BLOB)) <= 8388608 THEN r.inputs END AS inputs,
+       length(CAST(r.inputs AS BLOB)) AS inputs_bytes,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(r.outputs AS BLOB)) <= 8388608 THEN r.outputs END AS outputs,
+       length(CAST(r.outputs AS BLOB)) AS outputs_bytes,
+       length(CAST(r.inputs AS BLOB)) AS inputs_size, length(CAST(r.outputs AS BLOB)) AS outputs_size
+  FROM sized z JOIN workflow_runs r ON r.id = z.id
+ ORDER BY r.id DESC
+
+-- name: step_values
+-- The `inputs` and `outputs` of these steps (ids :ids, of run :run_id), newest first, while their
+-- running total of bytes stays within :budget (and the newest one's whatever its size when
+-- :always): a view's values, bounded in all (service/runs.py). `shown` says whether the
+-- row's values were read; `total` is the running total up to that row; `inputs_size` and
+-- `outputs_size` are the values' sizes (NULL: no value) whether read or not. Values over 8 MiB
+-- count as 0 and are never read (their row's defect says so).
+WITH sized AS (
+  SELECT s.id,
+         sum(CASE WHEN length(CAST(s.inputs AS BLOB)) <= 8388608 THEN length(CAST(s.inputs AS BLOB)) ELSE 0 END + CASE WHEN length(CAST(s.outputs AS BLOB)) <= 8388608 THEN length(CAST(s.outputs AS BLOB)) ELSE 0 END)
+           OVER (ORDER BY s.id DESC ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY s.id DESC) AS nth
+    FROM step_executions s WHERE s.id IN (SELECT value FROM json_each(:ids)) AND s.run_id = :run_id
+)
+SELECT s.id, z.total AS total, CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) THEN 1 ELSE 0 END AS shown,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(s.inputs AS BLOB)) <= 8388608 THEN s.inputs END AS inputs,
+       length(CAST(s.inputs AS BLOB)) AS inputs_bytes,
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(s.outputs AS BLOB)) <= 8388608 THEN s.outputs END AS outputs,
+       length(CAST(s.outputs AS BLOB)) AS outputs_bytes,
+       length(CAST(s.inputs AS BLOB)) AS inputs_size, length(CAST(s.outputs AS BLOB)) AS outputs_size
+  FROM sized z JOIN step_executions s ON s.id = z.id
+ ORDER BY s.id DESC
 
 -- name: start_run
 INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode,
