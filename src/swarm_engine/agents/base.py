@@ -68,6 +68,10 @@ class StepContext:
     host_env: Mapping[str, str] = field(default_factory=dict)
     model_api: ModelApi | None = None
     """The step's model API gateway, when its agent calls the API from the VM."""
+    inputs_json: str | None = None
+    """`inputs` as JSON, as the step's row holds them (measured against their cap when
+    they were rendered): what `agents.files.put_inputs` writes, not serialized again.
+    None: `inputs` is written out afresh."""
 
 
 @dataclass

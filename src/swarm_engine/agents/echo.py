@@ -25,7 +25,7 @@ class EchoAgent:
         return None
 
     async def run(self, ctx: StepContext) -> StepOutcome:
-        sent = json.dumps(ctx.inputs, default=str).encode()
+        sent = (ctx.inputs_json or json.dumps(ctx.inputs, default=str)).encode()
         if len(sent) > MAX_FILE_BYTES:  # what one round trip moves on every backend
             return StepOutcome(
                 exit_code=1,

@@ -49,10 +49,12 @@ ENV_PRELUDE = (
 )
 
 
-async def put_inputs(vm: VM, inputs: dict[str, Any]) -> None:
-    """Write all of `inputs`, as JSON, to the inputs file ($SWARM_INPUTS); no size limit
-    beyond the VM's disk."""
-    await vm.put_file(INPUTS_FILE, json.dumps(inputs, default=str).encode())
+async def put_inputs(vm: VM, inputs: dict[str, Any], text: str | None = None) -> None:
+    """Write all of `inputs`, as JSON, to the inputs file ($SWARM_INPUTS): `text` when
+    given (the JSON the step's row holds, `StepContext.inputs_json`: at most 8 MiB, the
+    engine's cap on a step's inputs), else `inputs` written out."""
+    data = text if text is not None else json.dumps(inputs, default=str)
+    await vm.put_file(INPUTS_FILE, data.encode())
 
 
 def input_env_name(key: str) -> str | None:
@@ -109,7 +111,32 @@ outputs and, for a last step, the ticket's result: it is stored twice, sent whol
 inputs, each decoded copy a few times the file's size in memory. 4 MiB keeps one such
 ticket well within a `ticket list` page (`service.tickets.PAGE_BYTES`, 8 MiB) and an
 engine's memory bounded (a 60 MB file, under only the 64 MiB read limit, took an engine
-to 574 MB). Results larger than that do not belong in the ticket store."""
+to 574 MB). Results larger than that do not belong in the ticket store. The same bound
+holds for a step's whole outputs as stored (the file's keys with `stdout`, `stderr`...),
+of every agent kind: `engine.bounds.step_outputs_json`."""
+
+
+ENGINE_OUTPUT_KEYS = ("stdout", "stderr", "exit_code", "stdout_bytes", "stderr_bytes")
+"""The keys of a command's outputs the engine fills itself (`stdout_bytes`, `stderr_bytes`
+only when that stream was cut): an outputs file may set none of them (`merged_outputs`)."""
+
+
+def merged_outputs(own: dict[str, Any], written: dict[str, Any] | None) -> dict[str, Any]:
+    """`own` (the outputs the engine filled: `stdout`, `stderr`, `exit_code`...) with the
+    keys of `written` (the object of `$SWARM_OUTPUTS`, None: no file) added. A file that
+    sets any of `ENGINE_OUTPUT_KEYS` is refused, never merged over the engine's values nor
+    dropped: `AgentError`, one line (`$SWARM_OUTPUTS sets stdout, exit_code: keys the
+    engine fills itself (stdout, stderr, exit_code, stdout_bytes, stderr_bytes); write
+    them under other names`), failing the step."""
+    if not written:
+        return own
+    taken = [key for key in written if key in ENGINE_OUTPUT_KEYS]
+    if taken:
+        raise AgentError(
+            f"$SWARM_OUTPUTS sets {', '.join(taken)}: keys the engine fills itself"
+            f" ({', '.join(ENGINE_OUTPUT_KEYS)}); write them under other names"
+        )
+    return {**own, **written}
 
 
 async def read_outputs_file(vm: VM) -> dict[str, Any] | None:

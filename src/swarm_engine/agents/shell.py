@@ -11,7 +11,8 @@ are copied into the workspace first. Inputs reach the command through the inputs
 `agents.files.input_env`). A command that would not fit the kernel's limit for one
 argument fails the step before anything runs.
 Outputs: stdout, stderr, exit_code, plus the keys of any JSON object the command wrote
-to `$SWARM_OUTPUTS`. A non-zero exit or a timeout fails the step. stdout/stderr are
+to `$SWARM_OUTPUTS` (a file setting one of the engine's own keys fails the step:
+`agents.files.merged_outputs`). A non-zero exit or a timeout fails the step. stdout/stderr are
 bounded (head, `[... N bytes cut ...]`, tail); a cut stream adds `stdout_bytes` /
 `stderr_bytes`, its true size in bytes.
 """
@@ -30,6 +31,7 @@ from swarm_engine.agents.files import (
     ENV_PRELUDE,
     MAX_ARG_BYTES,
     input_env,
+    merged_outputs,
     put_inputs,
     read_outputs_file,
     tail,
@@ -146,7 +148,7 @@ class ShellAgent:
         env.update(refs)
         if ctx.model_api is not None:  # the gateway and the step's token (never the key)
             env.update(ctx.model_api.env)
-        await put_inputs(ctx.vm, ctx.inputs)
+        await put_inputs(ctx.vm, ctx.inputs, ctx.inputs_json)
 
         # a character cut between two chunks is decoded whole, once its end has come
         streams: tuple[Stream, ...] = ("stdout", "stderr")
@@ -183,11 +185,9 @@ class ShellAgent:
                 error=f"timed out after {ctx.timeout_seconds:g}s; process tree killed",
             )
         try:
-            written = await read_outputs_file(ctx.vm)
+            outputs = merged_outputs(outputs, await read_outputs_file(ctx.vm))
         except AgentError as exc:
             return StepOutcome(outputs=outputs, exit_code=result.exit_code, error=str(exc))
-        if written:
-            outputs.update(written)
         if result.exit_code != 0:
             detail = tail(result.stderr) or tail(result.stdout)
             return StepOutcome(

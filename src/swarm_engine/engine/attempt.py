@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.kinds import get_agent
+from swarm_engine.engine.bounds import step_outputs_json
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.loglines import LogLines
@@ -32,8 +33,16 @@ from swarm_engine.engine.model_api import StepModelApi
 from swarm_engine.engine.plan import PlannedStep, ticket_fields
 from swarm_engine.engine.steplog import DEFERRED, StepLog
 from swarm_engine.engine.writes import Destroyed, RunWrites, StepEnd
-from swarm_engine.errors import StaleAttemptError, StoreBusyError, StoreError, SwarmError, VMError
+from swarm_engine.errors import (
+    AgentError,
+    StaleAttemptError,
+    StoreBusyError,
+    StoreError,
+    SwarmError,
+    VMError,
+)
 from swarm_engine.models import Usage
+from swarm_engine.records import JsonText
 from swarm_engine.store import Ticket
 from swarm_engine.vm import shortage
 from swarm_engine.vm.base import VM, VMSpec
@@ -51,10 +60,12 @@ REOPEN_SECONDS = 10.0
 
 
 class StepAttempt:
-    """One attempt of `step` (row `exec_id`, rendered `inputs`) of run `run_id`.
+    """One attempt of `step` (row `exec_id`, rendered `inputs`, `inputs_json` their JSON
+    as the row holds it) of run `run_id`.
 
     `on_held`, given for the run's only step: its successful end is handed to it (at
-    once, before anything else is awaited) for the run's end to write."""
+    once, before anything else is awaited) for the run's end to write. After `run`,
+    `outputs_json` holds the outputs as their row holds them (None: none were stored)."""
 
     def __init__(
         self,
@@ -67,6 +78,7 @@ class StepAttempt:
         attempt: int,
         *,
         on_held: Callable[[StepEnd], None] | None = None,
+        inputs_json: JsonText | None = None,
     ) -> None:
         self.runner = runner
         self.step = step
@@ -75,6 +87,8 @@ class StepAttempt:
         self.ticket = ticket
         self.run_id = run_id
         self.on_held = on_held
+        self.inputs_json = inputs_json
+        self.outputs_json: JsonText | None = None
         self.folder = runner.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         self.destroyed: list[Destroyed] = []
         """VMs gone but not yet recorded destroyed."""
@@ -222,6 +236,11 @@ class StepAttempt:
                         log=on_log,
                         host_env=runner.host_env,
                         model_api=api.bind(vm),
+                        inputs_json=(
+                            self.inputs_json.text
+                            if self.inputs_json is not None and isinstance(self.inputs, dict)
+                            else None
+                        ),
                     )
                     try:
                         async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
@@ -260,15 +279,18 @@ class StepAttempt:
         return outcome
 
     async def _end(self, outcome: StepOutcome, shipper: LogShipper, logfile: Path) -> StepOutcome:
-        """Record the end (or hand it to `on_held`), with every VM recorded destroyed."""
+        """Record the end (or hand it to `on_held`), with every VM recorded destroyed.
+        Outputs over `bounds.STEP_OUTPUTS_BYTES` are not stored (nor seen by any later
+        step): the step fails with one line (after its own error, if it failed)."""
         runner, ticket = self.runner, self.ticket
+        outcome = self._bounded(outcome)
         gone = [*self.destroyed]
         end = StepEnd(
             self.exec_id,
             gone,
             shipper.take_rest(),
             status="done" if outcome.ok else "failed",
-            outputs=outcome.outputs,
+            outputs=self.outputs_json,
             exit_code=outcome.exit_code,
             error=outcome.error,
             usage=outcome.usage,
@@ -289,6 +311,19 @@ class StepAttempt:
         del self.destroyed[: len(gone)]
         assert end.event is not None
         runner.events(end.event)
+        return outcome
+
+    def _bounded(self, outcome: StepOutcome) -> StepOutcome:
+        """`outcome` with its outputs measured (`outputs_json` set); over their cap, the
+        outcome failed with one line, its outputs dropped (never stored nor passed on)."""
+        try:
+            self.outputs_json = step_outputs_json(outcome.outputs)
+        except AgentError as exc:
+            self.outputs_json = None
+            error = str(exc) if outcome.ok else f"{outcome.error}; {exc}"
+            return StepOutcome(
+                outputs={}, exit_code=outcome.exit_code, error=error, usage=outcome.usage
+            )
         return outcome
 
 

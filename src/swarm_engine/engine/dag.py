@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from swarm_engine.agents.base import StepOutcome
 from swarm_engine.engine.attempt import StepAttempt
+from swarm_engine.engine.bounds import RESULT_BYTES, combined_json, result_json
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.plan import Plan, PlannedStep, checked_inputs
-from swarm_engine.errors import StaleAttemptError, SwarmError
+from swarm_engine.errors import AgentError, StaleAttemptError, SwarmError
+from swarm_engine.records import JsonText
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
 
@@ -25,11 +27,20 @@ if TYPE_CHECKING:
     from swarm_engine.engine.runner import TicketRunner
 
 
-class StepFailed(Exception):
+class RunFailed(Exception):
+    """The run failed; `str(exc)` is its one line (the run's and the ticket's error)."""
+
+
+class StepFailed(RunFailed):
     def __init__(self, step_id: str, error: str) -> None:
         super().__init__(f"step {step_id!r} failed: {error}")
         self.step_id = step_id
         self.error = error
+
+
+Queued = tuple[int, Any, JsonText]
+"""A step attempt's row written (`queued`): its id, the rendered inputs and their JSON as
+the row holds it (what is sent into the VM too)."""
 
 
 async def execute(
@@ -38,13 +49,18 @@ async def execute(
     ticket: Ticket,
     run_id: int,
     context: dict[str, Any],
-    queued: dict[str, tuple[int, Any]],
-) -> Any:
-    """Run the DAG; `queued`: steps whose first attempt's row is already written, by
-    step id: that row's id and the inputs it was written with."""
+    queued: dict[str, Queued],
+) -> JsonText:
+    """Run the DAG and return the run's result as it is to be stored: the only step's
+    outputs (single agent), the workflow's `outputs:` rendered, or else its leaf steps'
+    outputs by step id. `queued`: steps whose first attempt's row is already written, by
+    step id. Raises `StepFailed` for a failed step, `RunFailed` (one line: `result: N bytes
+    of JSON, more than the 8 MiB a ticket's result may hold (not stored)`) for a result
+    over `bounds.RESULT_BYTES`, which is never written."""
     hold_end = len(plan.steps) == 1  # the only step's end goes with the run's end
     pending = dict(plan.steps)
-    running: dict[asyncio.Task[dict[str, Any]], str] = {}
+    running: dict[asyncio.Task[tuple[dict[str, Any], JsonText]], str] = {}
+    texts: dict[str, JsonText] = {}  # each step's outputs, as its row holds them
     failure: StepFailed | None = None
     try:
         while pending or running:
@@ -74,7 +90,8 @@ async def execute(
                     continue
                 exc = task.exception()
                 if exc is None:
-                    context["steps"][sid] = {"outputs": task.result()}
+                    outputs, texts[sid] = task.result()
+                    context["steps"][sid] = {"outputs": outputs}
                     continue
                 if isinstance(exc, StepFailed):
                     failure = failure or exc
@@ -105,15 +122,18 @@ async def execute(
                     error=f"not run: step {failure.step_id!r} failed",
                 )
         raise failure
-    outputs = {sid: context["steps"][sid]["outputs"] for sid in plan.leaves()}
-    if plan.workflow is None:
-        return outputs[next(iter(plan.steps))]
-    if plan.workflow.outputs is not None:
-        try:
-            return render(plan.workflow.outputs, context)
-        except SwarmError as exc:
-            raise StepFailed("outputs", str(exc)) from exc
-    return outputs
+    if plan.workflow is None:  # (measured as the step's outputs, at most 4 MiB)
+        return texts[next(iter(plan.steps))]
+    try:
+        if plan.workflow.outputs is not None:
+            try:
+                rendered = render(plan.workflow.outputs, context, max_text=RESULT_BYTES)
+            except SwarmError as exc:
+                raise StepFailed("outputs", str(exc)) from exc
+            return result_json(rendered)
+        return combined_json({sid: texts[sid] for sid in plan.leaves()})
+    except AgentError as exc:
+        raise RunFailed(str(exc)) from None
 
 
 def _release(written: asyncio.Future[None], _task: object = None) -> None:
@@ -132,12 +152,13 @@ async def _run_step(
     context: dict[str, Any],
     ticket: Ticket,
     run_id: int,
-    queued: tuple[int, Any] | None,
+    queued: Queued | None,
     hold_end: bool,
     order: Order = (None, None),
-) -> dict[str, Any]:
-    """The step's attempts; `queued`: its first attempt's row id and rendered inputs,
-    if that row was written with the run's start; `order`: its first row is written once
+) -> tuple[dict[str, Any], JsonText]:
+    """The step's attempts, to the outputs of the one that succeeded (with their JSON as
+    its row holds them); `queued`: its first attempt's row, if that was written with the
+    run's start; `order`: its first row is written once
     `order[0]` is done, and `order[1]` is done once it is (or, by the DAG loop's
     done-callback, once the step ended without)."""
     outcome = StepOutcome(error="not run")
@@ -149,18 +170,19 @@ async def _run_step(
             )
             await asyncio.sleep(delay)
         if attempt == 0 and queued is not None:
-            exec_id, inputs = queued
+            exec_id, inputs, sent = queued
         else:
-            exec_id, inputs = await _queue(
+            exec_id, inputs, sent = await _queue(
                 runner, step, context, ticket, run_id, attempt, order if attempt == 0 else None
             )
         runner.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
-        outcome = await StepAttempt(
+        run = StepAttempt(
             runner, step, exec_id, inputs, ticket, run_id, attempt,
-            on_held=runner.holder(run_id) if hold_end else None,
-        ).run()  # fmt: skip
-        if outcome.ok:
-            return outcome.outputs
+            on_held=runner.holder(run_id) if hold_end else None, inputs_json=sent,
+        )  # fmt: skip
+        outcome = await run.run()
+        if outcome.ok and run.outputs_json is not None:
+            return outcome.outputs, run.outputs_json
         if outcome.usage.stop_reason == "budget_exceeded":
             break  # final: a retry would start with a fresh budget
     raise StepFailed(step.id, outcome.error or "failed")
@@ -174,12 +196,16 @@ async def _queue(
     run_id: int,
     attempt: int,
     order: Order | None = None,
-) -> tuple[int, Any]:
-    """A step attempt's inputs rendered and checked, and its row written (`queued`); if
-    the inputs do not render or are refused, a failed row and `StepFailed`. `order`: see
-    `_run_step`."""
+) -> Queued:
+    """A step attempt's inputs rendered, checked and measured, and its row written
+    (`queued`); if the inputs do not render, are refused or are over
+    `bounds.STEP_INPUTS_BYTES` (never written nor sent into a VM), a failed row and
+    `StepFailed` (`inputs: N bytes of JSON, more than the 8 MiB a step's inputs may
+    hold`). `order`: see `_run_step`."""
 
-    async def add(inputs: dict[str, Any], status: str = "queued", error: str | None = None) -> int:
+    async def add(
+        inputs: dict[str, Any] | JsonText, status: str = "queued", error: str | None = None
+    ) -> int:
         """The attempt's row, written as the attempt's ticket's (fenced) write."""
         before, written = order or (None, None)
         if before is not None:  # (`wait`: a cancel of this step leaves `before` alone)
@@ -196,9 +222,9 @@ async def _queue(
                 written.set_result(None)
 
     try:
-        inputs = await checked_inputs(step, context, runner.checker)
+        inputs, sent = await checked_inputs(step, context, runner.checker)
     except SwarmError as exc:
         await add({}, "failed", f"inputs: {exc}")
         raise StepFailed(step.id, f"inputs: {exc}") from exc
-    exec_id = await add(inputs if isinstance(inputs, dict) else {"value": inputs})
-    return exec_id, inputs
+    exec_id = await add(sent)
+    return exec_id, inputs, sent

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from swarm_engine.engine.bounds import STEP_INPUTS_BYTES, step_inputs_json
 from swarm_engine.errors import ConfigError, NotFoundError
 from swarm_engine.models import AgentSpec, RetryPolicy, WorkflowSpec
-from swarm_engine.records import variables_problem
+from swarm_engine.records import JsonText, variables_problem
 from swarm_engine.registry import Registry
 from swarm_engine.registry.agents import check_agent_command
 from swarm_engine.registry.workflows import check_shell_step_inputs, dependencies
@@ -136,20 +137,26 @@ def run_context(plan: Plan, ticket: Ticket) -> dict[str, Any]:
 
 
 def rendered_inputs(step: PlannedStep, context: dict[str, Any]) -> Any:
-    """A step's inputs rendered, not checked (raises `SwarmError`): see `checked_inputs`."""
-    return render(step.inputs, context)
+    """A step's inputs rendered, not checked (raises `SwarmError`): see `checked_inputs`.
+    Text its references build is bounded as the inputs are (`render`'s `max_text`)."""
+    return render(step.inputs, context, max_text=STEP_INPUTS_BYTES)
 
 
-async def checked_inputs(step: PlannedStep, context: dict[str, Any], checker: SchemaChecker) -> Any:
-    """A step's inputs rendered and checked against its agent's `inputs` schema, if it has
-    one, by `checker` (on its own thread and helper process: the schema and the inputs
-    are rows, untrusted, and a check is bounded in time and memory; the event loop and
-    the store thread go on meanwhile). Raises `SwarmError` with one line: see
-    `SchemaChecker.check` (an invalid schema is a `ConfigError` naming the agent)."""
-    inputs = render(step.inputs, context)
+async def checked_inputs(
+    step: PlannedStep, context: dict[str, Any], checker: SchemaChecker
+) -> tuple[Any, JsonText]:
+    """A step's inputs rendered, measured, and checked against its agent's `inputs`
+    schema, if it has one, by `checker` (on its own thread and helper process: the schema
+    and the inputs are rows, untrusted, and a check is bounded in time and memory; the
+    event loop and the store thread go on meanwhile); with their JSON as the step's row
+    holds them (`bounds.step_inputs_json`: over 8 MiB they are refused before any check,
+    write or VM sees them). Raises `SwarmError` with one line: see `SchemaChecker.check`
+    (an invalid schema is a `ConfigError` naming the agent) and `step_inputs_json`."""
+    inputs = render(step.inputs, context, max_text=STEP_INPUTS_BYTES)
+    sent = step_inputs_json(inputs)
     if step.agent.inputs:
         await checker.check_async(step.agent.inputs, inputs, step.agent.ref)
-    return inputs
+    return inputs, sent
 
 
 def ticket_fields(ticket: Ticket) -> dict[str, Any]:

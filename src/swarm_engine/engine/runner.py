@@ -22,7 +22,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
-from swarm_engine.engine.dag import StepFailed, execute
+from swarm_engine.engine.dag import Queued, RunFailed, execute
 from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate, store_said
@@ -381,7 +381,7 @@ class TicketRunner:
         plan: Plan,
         run_id: int,
         context: dict[str, Any],
-        queued: dict[str, tuple[int, Any]],
+        queued: dict[str, Queued],
         main: asyncio.Task[Any],
         stop_reason: list[LostReason],
         steps_over: Callable[[], None],
@@ -404,7 +404,7 @@ class TicketRunner:
                 # step rows (one agent's outputs, or a workflow's leaf outputs by step id)
                 outputs_in_steps=plan.workflow is None or plan.workflow.outputs is None,
             )
-        except StepFailed as exc:
+        except RunFailed as exc:  # a step failed, or the result is over its cap
             await self._close(ticket, run_id, status="failed", error=str(exc))
         except TimeoutError:
             error = f"ticket timed out after {plan.timeout_seconds:g}s"

@@ -18,6 +18,7 @@ from swarm_engine.engine.gate import store_said
 from swarm_engine.engine.leases import refused
 from swarm_engine.errors import NotFoundError, StoreError, StoreIntegrityError
 from swarm_engine.models import Usage
+from swarm_engine.records import JsonText
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm.base import VM
 
@@ -41,7 +42,8 @@ class NewStep:
     agent_name: str
     agent_version: str
     agent_kind: str
-    inputs: dict[str, Any]
+    inputs: JsonText
+    """Its rendered inputs as the row holds them (`bounds.step_inputs_json`)."""
 
 
 @dataclass
@@ -53,7 +55,8 @@ class StepEnd:
     destroyed: list[Destroyed]
     log_rest: str | None
     status: str
-    outputs: dict[str, Any] | None
+    outputs: JsonText | None
+    """As the row holds them (`bounds.step_outputs_json`); None: no outputs stored."""
     exit_code: int | None
     error: str | None
     usage: Usage

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
-from swarm_engine.records import MAX_RECORD_JSON_BYTES, Usage
+from swarm_engine.records import MAX_RECORD_JSON_BYTES, JsonText, Usage, json_text
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
@@ -80,7 +80,7 @@ class RunStore:
         agent_name: str,
         agent_version: str,
         agent_kind: str,
-        inputs: dict[str, Any],
+        inputs: dict[str, Any] | JsonText,
         retry_count: int = 0,
         status: str = "queued",
         error: str | None = None,
@@ -93,7 +93,7 @@ class RunStore:
                 "agent_name": agent_name,
                 "agent_version": agent_version,
                 "agent_kind": agent_kind,
-                "inputs": json.dumps(inputs, default=str),
+                "inputs": json_text(inputs),
                 "retry_count": retry_count,
                 "status": status,
                 "error": error,
@@ -112,7 +112,7 @@ class RunStore:
         step_exec_id: int,
         *,
         status: str,
-        outputs: dict[str, Any] | None,
+        outputs: dict[str, Any] | JsonText | None,
         exit_code: int | None,
         error: str | None,
         usage: Usage,
@@ -121,7 +121,7 @@ class RunStore:
         args = {
             "id": step_exec_id,
             "status": status,
-            "outputs": None if outputs is None else json.dumps(outputs, default=str),
+            "outputs": None if outputs is None else json_text(outputs),
             "exit_code": exit_code,
             "error": error,
             "input_tokens": usage.input_tokens,
@@ -152,6 +152,7 @@ class RunStore:
         A cancelled ticket keeps its status; the run is recorded as cancelled.
         `outputs` becomes the ticket's `result` when done; `workflow_runs.outputs` gets it
         too unless `outputs_in_steps` (it only repeats step rows: stored once, issue 8.5).
+        A `JsonText` is written as it is (measured against its cap by the engine).
         """
         assert ticket.attempt_id is not None
         with self.db.transaction():
@@ -167,7 +168,7 @@ class RunStore:
                 {
                     "run_id": run_id,
                     "status": status,
-                    "outputs": json.dumps(outputs, default=str) if keep else None,
+                    "outputs": json_text(outputs) if keep else None,
                     "error": error,
                 },
             )

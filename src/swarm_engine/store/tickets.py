@@ -23,7 +23,7 @@ from swarm_engine.errors import (
     StoreIntegrityError,
     UsageError,
 )
-from swarm_engine.records import TERMINAL, TicketStatus, shown
+from swarm_engine.records import TERMINAL, TicketStatus, json_text, shown
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket
@@ -442,7 +442,7 @@ class TicketStore:
             "id": ticket_id,
             "attempt_id": attempt_id,
             "status": status,
-            "result": None if result is None else json.dumps(result, default=str),
+            "result": None if result is None else json_text(result),
             "error": error,
         }
         self._fenced(self.db.run(self.q.finish, args).rowcount, ticket_id)

@@ -197,7 +197,7 @@ class _Run:
             for arg in argv:
                 check_exec_size("a claude-code setting", arg, "shorten it in agent.yaml")
             await upload_package(vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
-            await put_inputs(vm, ctx.inputs)
+            await put_inputs(vm, ctx.inputs, ctx.inputs_json)
             before = await snapshot(vm)
         except (SwarmError, OSError) as exc:
             return StepOutcome(exit_code=1, error=str(exc), usage=self._usage("error"))

@@ -1,0 +1,96 @@
+"""The engine's own writes, bounded where they are made: a step's rendered inputs (before
+its row is written or they are sent into a VM), a step's outputs (before its end is
+written or a later step's templates see them) and a ticket's result (before the run's end
+is written). Each is measured (`records.json_size`: a template's shared value is measured
+once, never written out many times) and refused over its cap with one line; one within
+it is written once (`records.JsonText`), the text the store then stores as it is.
+
+The caps are those of the store's readers (`records.MAX_RECORD_JSON_BYTES`,
+`MAX_RESULT_BYTES`) and the documented bound of a step's outputs
+(`agents.files.MAX_OUTPUTS_BYTES`): the engine never stores a row its own readers refuse.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from swarm_engine.agents.files import MAX_OUTPUTS_BYTES
+from swarm_engine.errors import AgentError
+from swarm_engine.records import (
+    MAX_RECORD_JSON_BYTES,
+    MAX_RESULT_BYTES,
+    JsonText,
+    JsonTooBig,
+    bounded_json,
+    mib,
+)
+
+STEP_INPUTS_BYTES = MAX_RECORD_JSON_BYTES
+"""A step's rendered inputs, as its row stores them, hold at most this much JSON (bytes)."""
+STEP_OUTPUTS_BYTES = MAX_OUTPUTS_BYTES
+"""A step's outputs (every key: `stdout`, `stderr`, `exit_code`, an outputs file's), as its
+row stores them, hold at most this much JSON (bytes)."""
+RESULT_BYTES = MAX_RESULT_BYTES
+"""A ticket's result, as stored, holds at most this much JSON (bytes)."""
+
+
+def _over(exc: JsonTooBig, whose: str) -> str:
+    return f"{exc.size:,} bytes of JSON, more than the {mib(exc.limit)} {whose} may hold"
+
+
+def step_inputs_json(inputs: Any) -> JsonText:
+    """A step's rendered `inputs` as its row stores them (an object as it is, another
+    value as `{"value": ...}`), measured before it is written. `AgentError` (one line,
+    which the caller prefixes with `inputs: `, as for inputs that do not render: `N bytes
+    of JSON, more than the 8 MiB a step's inputs may hold`) over `STEP_INPUTS_BYTES`, or
+    for a value JSON cannot hold."""
+    row = inputs if isinstance(inputs, dict) else {"value": inputs}
+    try:
+        return bounded_json(row, STEP_INPUTS_BYTES)
+    except JsonTooBig as exc:
+        raise AgentError(_over(exc, "a step's inputs")) from None
+    except (ValueError, TypeError) as exc:
+        raise AgentError(f"cannot be written as JSON: {exc}") from None
+
+
+def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
+    """A step's `outputs` as its row stores them, measured before anything is written.
+    `AgentError` (one line: `outputs: N bytes of JSON, more than the 4 MiB a step's
+    outputs may hold (not stored)`) over `STEP_OUTPUTS_BYTES`, or for a value JSON cannot
+    hold."""
+    try:
+        return bounded_json(outputs, STEP_OUTPUTS_BYTES)
+    except JsonTooBig as exc:
+        over = _over(exc, "a step's outputs")
+        raise AgentError(f"outputs: {over} (not stored)") from None
+    except (ValueError, TypeError) as exc:
+        raise AgentError(f"outputs cannot be written as JSON: {exc}") from None
+
+
+def result_json(result: Any) -> JsonText:
+    """A ticket's `result` (a workflow's `outputs:` rendered) as stored, measured before
+    it is written. `AgentError` (one line: `result: N bytes of JSON, more than the 8 MiB a
+    ticket's result may hold (not stored)`) over `RESULT_BYTES`."""
+    try:
+        return bounded_json(result, RESULT_BYTES)
+    except JsonTooBig as exc:
+        over = _over(exc, "a ticket's result")
+        raise AgentError(f"result: {over} (not stored)") from None
+    except (ValueError, TypeError) as exc:
+        raise AgentError(f"result cannot be written as JSON: {exc}") from None
+
+
+def combined_json(parts: dict[str, JsonText]) -> JsonText:
+    """The object `{step id: outputs}` (a workflow's result by default: its leaf steps'
+    outputs) written from each part's text, as `json.dumps` writes it, without writing
+    any part again; `AgentError` (one line, as `result_json`) when it would be over
+    `RESULT_BYTES` (three steps' legal 3 MiB outputs make 9 MiB): measured before it is
+    joined."""
+    keys = {key: json.dumps(key) for key in parts}
+    size = 2 + sum(len(keys[k]) + 2 + len(t.text) for k, t in parts.items())
+    size += 2 * max(len(parts) - 1, 0)
+    if size > RESULT_BYTES:
+        over = _over(JsonTooBig(size, RESULT_BYTES), "a ticket's result")
+        raise AgentError(f"result: {over} (not stored)")
+    return JsonText("{" + ", ".join(f"{keys[k]}: {t.text}" for k, t in parts.items()) + "}")
