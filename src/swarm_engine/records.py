@@ -334,12 +334,30 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object holding a key twice (`key`: that key). JSON readers disagree on which
+    one counts (Python keeps the last, SQLite's `json_extract` the first), so a stored
+    value holding one would be read differently by the engine and by SQL."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} is given twice in one object; give each key once")
+        self.key = key
+
+    @property
+    def line(self) -> str:
+        """`duplicate key "a"` (the key as JSON writes it, cut at 40 characters)."""
+        key = self.key if len(self.key) <= 40 else self.key[:39] + "…"
+        return f"duplicate key {json.dumps(key)}"
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} is given twice in one object; give each key once")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # (rare: only then find which key)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
     return out
 
 
@@ -354,6 +372,25 @@ def strict_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     )
 
 
+def loads_unique(text: str | bytes) -> Any:
+    """`json.loads(text)`, but `DuplicateKey` for an object holding a key twice, at any
+    depth (`json.JSONDecodeError` for text that is not JSON, as `json.loads`)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def check_unique_keys(text: str) -> None:
+    """Raise `DuplicateKey` when an object in the JSON `text` holds a key twice, at any
+    depth; anything else about the text (not JSON, too deep) is left to its reader. Costs
+    one `json.loads` of the text, with a Python call per object (on a busy 2-core host,
+    87 ms for 1 MiB of 60-byte objects, 1.4 ms for a 1 MiB string)."""
+    try:
+        loads_unique(text)
+    except DuplicateKey:
+        raise
+    except (ValueError, RecursionError):
+        return
+
+
 MAX_READ_DEPTH = 128
 """Nesting kept when a stored JSON value is read back (`readable_json`): well below what
 every reader can write out again (pydantic's serializer stops at 255 levels, counting the
@@ -366,15 +403,16 @@ class TooDeep(ValueError):
     """A JSON value nested deeper than `MAX_READ_DEPTH` levels."""
 
 
-def readable_json(text: str | bytes) -> Any:
+def readable_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     """`strict_json(text)` made safe for every reader to write out again: a lone UTF-16
     surrogate (what an escape such as `\\udcff` decodes to, which no UTF-8 writer can
     encode) becomes U+FFFD, in keys and values alike; a value nested deeper than
-    `MAX_READ_DEPTH` raises `TooDeep`. Raises ValueError (never RecursionError)."""
+    `MAX_READ_DEPTH` raises `TooDeep`; with `unique_keys`, an object holding a key twice
+    (at any depth) raises `DuplicateKey`. Raises ValueError (never RecursionError)."""
     if isinstance(text, bytes):
         text = text.decode(json.detect_encoding(text))
     try:
-        value = strict_json(text)
+        value = strict_json(text, unique_keys=unique_keys)
     except RecursionError:
         raise TooDeep(f"nested deeper than {MAX_READ_DEPTH} levels") from None
     # only walk the value when it may need it (both checks run in C over the text)

@@ -371,6 +371,25 @@ def test_bad_requests_get_a_clear_4xx(world: World) -> None:
                                                                    "b": "\u0000"}}), 400)  # fmt: skip
 
 
+def test_a_body_holding_a_key_twice_is_refused(world: World) -> None:
+    """Python keeps the last of two keys, SQLite's `json_extract` the first: a body holding
+    one is refused with one line rather than read as either."""
+    api = world.api
+    before = ok(api.get("/v1/tickets?limit=1000"))["items"]
+    for path, text, key in (
+        ("/v1/tickets", '{"title": "x", "agent": "echo", "inputs": {"a": 1, "a": 2}}', "a"),
+        ("/v1/tickets", '{"title": "x", "title": "y", "agent": "echo"}', "title"),
+        ("/v1/agents", '{"name": "dup", "command": "true", "env": {"A": "1", "A": "2"}}', "A"),
+        ("/v1/workflows", '{"name": "dup", "steps": [], "steps": []}', "steps"),
+    ):
+        body = refused(api.post(path, data=text, headers={"Content-Type": "application/json"}),
+                       422)  # fmt: skip
+        assert body["error"] == "invalid_request", body
+        assert body["message"] == f'body: duplicate key "{key}"', body
+    assert ok(api.get("/v1/tickets?limit=1000"))["items"] == before  # nothing was made
+    refused(api.get("/v1/agents/dup"), 404)
+
+
 def test_odd_rows_are_shown_not_failed(world: World) -> None:
     """Rows are untrusted input: what an outside writer stored past the documented types
     comes back with `defects` naming the field, never as a server error."""

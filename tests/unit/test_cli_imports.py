@@ -127,13 +127,17 @@ def test_ticket_create_checks_a_plain_built_in_agent_without_pydantic(
 
 
 def test_ticket_create_of_a_definition_that_is_not_plain_asks_the_model(home: Path) -> None:
-    """A stored definition the quick check does not vouch for (here, valid: a key given
-    twice, with one value) is decided by `AgentSpec`, which pydantic loads for."""
+    """A stored definition the quick check does not vouch for (here, valid: a `config`
+    nested deeper than `plain.MAX_DEPTH`) is decided by `AgentSpec`, which pydantic loads
+    for."""
+    deep: list[object] = []
+    for _ in range(40):
+        deep = [deep]
     conn = sqlite3.connect(home / "registry.db")
     with conn:
         conn.execute(
             "INSERT INTO agents (name, version, kind, spec) VALUES ('texty', '1.0.0', 'echo', ?)",
-            ('{"name": "texty", "kind": "echo", "kind": "echo"}',),
+            (json.dumps({"name": "texty", "kind": "echo", "config": {"a": deep}}),),
         )
     conn.close()
     modules = imported(home, "ticket", "create", "--title", "t", "--agent", "texty", "--draft")

@@ -17,7 +17,6 @@ Handlers are plain functions (FastAPI's thread pool), like the API's.
 from __future__ import annotations
 
 import hmac
-import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -42,7 +41,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from swarm_engine.api.auth import COOKIE, bearer, require_token
 from swarm_engine.api.deps import RegistryDep, Server, ServerDep, StoreDep
 from swarm_engine.errors import SwarmError
-from swarm_engine.records import money
+from swarm_engine.records import loads_unique, money
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
 from swarm_engine.service import tickets as tickets_service
@@ -212,7 +211,7 @@ def create_ticket(store: StoreDep, registry: RegistryDep, form: FormDep) -> HTML
     title, target, inputs = ((form.get(k) or [""])[0] for k in ("title", "target", "inputs"))
     kind, _, name = target.strip().partition(" ")
     try:
-        values = json.loads(inputs) if inputs.strip() else {}
+        values = loads_unique(inputs) if inputs.strip() else {}  # a key twice: refused
         if not isinstance(values, dict):
             raise ValueError("inputs must be a JSON object")
         new = tickets_service.NewTicket(

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 
 from swarm_engine.api import models
+from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.service import registry as service
 from swarm_engine.service import runs as run_service
 
-router = APIRouter(prefix="/v1", tags=["registry"])
+router = APIRouter(prefix="/v1", tags=["registry"], route_class=UniqueKeysRoute)
 Ref = Annotated[str, Path(max_length=200, description="NAME (latest version) or NAME@VERSION.")]
 Force = Annotated[bool, Query(description="Replace a registered name@version.")]
 AGENT_EXAMPLE = {"name": "hello", "version": "1.0.0", "kind": "shell",

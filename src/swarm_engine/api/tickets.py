@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from swarm_engine.api import models
+from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.service import tickets as service
 from swarm_engine.service.runs import MAX_PAGE_RUNS, PAGE_RUNS, Window, runs_of_ticket
 from swarm_engine.service.values import MAX_ID
 
-router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+router = APIRouter(prefix="/v1/tickets", tags=["tickets"], route_class=UniqueKeysRoute)
 TicketPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A ticket id.")]
 
 

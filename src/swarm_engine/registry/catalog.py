@@ -18,6 +18,8 @@ from swarm_engine.records import (
     MAX_SPEC_BYTES,
     SPEC_OVER,
     VERSION_RE,
+    DuplicateKey,
+    check_unique_keys,
     shown,
     split_ref,
     text_over,
@@ -94,7 +96,10 @@ def _short(value: object, width: int = 40) -> str:
 def _validated(model: type[D], raw: str) -> D:
     """`model.model_validate_json(raw)`, once per spec text: every ticket of an agent
     reads its row again (definitions change), but validating the same text again is waste.
-    Specs are not changed once made (`model_copy` makes a new one)."""
+    Specs are not changed once made (`model_copy` makes a new one). `DuplicateKey` first
+    for a text holding a key twice in an object, at any depth: the model's parser keeps
+    the last, SQL's `json_extract` the first, so what runs would not be what SQL shows."""
+    check_unique_keys(raw)
     return model.model_validate_json(raw)
 
 
@@ -147,7 +152,8 @@ def _check_names(where: str, row: Row, name: str, version: str, kind: str | None
 
 def decode_definition(model: type[D], what: str, row: Row) -> D:
     """A registry row (written by anyone) as a validated spec, or `ConfigError` naming the
-    definition and the field: `agent x@1.0.0 in the registry: spec.command: ...`."""
+    definition and the field: `agent x@1.0.0 in the registry: spec.command: ...`, or
+    `...: spec: duplicate key "steps"` for a spec holding a key twice (at any depth)."""
     from pydantic import ValidationError
 
     from swarm_engine.models import first_error
@@ -156,6 +162,8 @@ def decode_definition(model: type[D], what: str, row: Row) -> D:
     raw = _spec_text(where, row)
     try:
         spec: D = _validated(model, raw)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{where}: spec: {exc.line}") from exc
     except ValidationError as exc:
         raise ConfigError(f"{where}: {first_error(exc, 'spec')}") from exc
     except (ValueError, RecursionError) as exc:

@@ -32,6 +32,7 @@ from swarm_engine.records import (
     RECORD_JSON_OVER,
     RESULT_OVER,
     SPEC_OVER,
+    DuplicateKey,
     TicketStatus,
     TooDeep,
     inputs_too_big,
@@ -172,9 +173,13 @@ class Decoder:
         return None
 
     def json(
-        self, name: str, default: Any = None, too_big: Callable[[str], str | None] | None = None
-    ) -> Any:
-        """A JSON column; `too_big(text)` says why its text is too big to read, if it is."""
+        self, name: str, default: Any = None, too_big: Callable[[str], str | None] | None = None,
+        *, unique_keys: bool = False,
+    ) -> Any:  # fmt: skip
+        """A JSON column; `too_big(text)` says why its text is too big to read, if it is.
+        With `unique_keys`, an object holding a key twice, at any depth, is a defect
+        (`inputs: duplicate key "a"`) and the value is read as `default`: SQL's
+        `json_extract` reads the first of the two, Python the last."""
         value = self.raw(name)
         if value is None:
             return default
@@ -189,7 +194,10 @@ class Decoder:
             self.bad(name, why_not)
             return default
         try:
-            return readable_json(value)
+            return readable_json(value, unique_keys=unique_keys)
+        except DuplicateKey as exc:
+            self.bad(name, exc.line)
+            return default
         except TooDeep as exc:
             self.bad(name, f"JSON {exc}")
             return default
@@ -200,28 +208,30 @@ class Decoder:
 
     def sized_json(
         self, name: str, default: Any, too_big: Callable[[str], str | None],
-        limit: int, over: str,
+        limit: int, over: str, *, unique_keys: bool = False,
     ) -> Any:  # fmt: skip
         """A JSON column the store leaves out when it holds more than `limit` bytes: the
         ticket reads give it only when it holds at most that, and its size always, as
         `<name>_bytes` (`ticket_columns` in store/sql/*/queries/tickets.sql); a larger value
         is a defect (`N bytes of JSON, ` + `over`), read as `default`. `too_big(text)`
-        checks a value that was given (or a row read without its size)."""
+        checks a value that was given (or a row read without its size). `unique_keys`: as
+        `json` takes it."""
         size = self.raw(f"{name}_bytes")
         if isinstance(size, int) and size > limit:
             self.bad(name, f"{size:,} bytes of JSON, {over}")
             return default
-        return self.json(name, default, too_big)
+        return self.json(name, default, too_big, unique_keys=unique_keys)
 
     def json_object(
         self, name: str, too_big: Callable[[str], str | None] | None = None,
-        limit: int = 0, over: str = "",
+        limit: int = 0, over: str = "", *, unique_keys: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
-        """A JSON object column (read as `sized_json` reads it when `too_big` is given)."""
+        """A JSON object column (read as `sized_json` reads it when `too_big` is given;
+        `unique_keys` as `json` takes it)."""
         if too_big is None:
-            value = self.json(name, {})
+            value = self.json(name, {}, unique_keys=unique_keys)
         else:
-            value = self.sized_json(name, {}, too_big, limit, over)
+            value = self.sized_json(name, {}, too_big, limit, over, unique_keys=unique_keys)
         if not isinstance(value, dict):
             self.bad(name, f"must be a JSON object, not {json_type(value)}")
             return {}
@@ -321,7 +331,9 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         execution_mode=mode,
         agent_id=agent_id,
         workflow_id=workflow_id,
-        inputs=d.json_object("inputs", inputs_too_big, MAX_INPUTS_BYTES, INPUTS_OVER),
+        inputs=d.json_object(
+            "inputs", inputs_too_big, MAX_INPUTS_BYTES, INPUTS_OVER, unique_keys=True
+        ),
         priority=d.integer("priority", int64=True),
         attempts=d.integer("attempts"),
         max_attempts=d.integer("max_attempts", 3, minimum=1),
@@ -386,8 +398,9 @@ TIME_COLUMNS = frozenset(
 
 def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
     """Any other row (runs, steps, events, VMs, engines) as a plain dict, leniently:
-    JSON columns parsed (None if unreadable), timestamps normalized to the stored
-    format (None if unreadable), `INTEGER_COLUMNS` an int and `NUMBER_COLUMNS` a float
+    JSON columns parsed (None if unreadable, or a `spec` holding a key twice), timestamps
+    normalized to the stored format (None if unreadable), `INTEGER_COLUMNS` an int and
+    `NUMBER_COLUMNS` a float
     (None if anything else: text, a blob, a fraction, past 64 bits), text decoded;
     `defects` lists what could not be read (only present when something could not).
 
@@ -400,7 +413,8 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
         if key.endswith("_bytes") and key[: -len("_bytes")] in d.keys:
             continue  # a sized column's size: read with the column, not handed on
         if key == "spec" and "spec_bytes" in d.keys:
-            out[key] = d.sized_json(key, None, lambda _: None, MAX_SPEC_BYTES, SPEC_OVER)
+            out[key] = d.sized_json(key, None, lambda _: None, MAX_SPEC_BYTES, SPEC_OVER,
+                                    unique_keys=True)  # fmt: skip
         elif key in JSON_COLUMNS and f"{key}_bytes" in d.keys:
             out[key] = d.sized_json(key, None, lambda _: None, MAX_RECORD_JSON_BYTES,
                                     RECORD_JSON_OVER)  # fmt: skip
@@ -409,7 +423,7 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
         elif key in SIZED_TEXT_COLUMNS and f"{key}_bytes" in d.keys:
             out[key] = d.opt_bounded_text(key, SIZED_TEXT_COLUMNS[key])
         elif key in JSON_COLUMNS:
-            out[key] = d.json(key)
+            out[key] = d.json(key, unique_keys=key == "spec")
         elif key in TIME_COLUMNS:
             out[key] = format_ts(d.timestamp(key))
         elif key in COUNT_COLUMNS:

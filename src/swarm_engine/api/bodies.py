@@ -1,0 +1,41 @@
+"""JSON request bodies read with each key once: an object holding a key twice (at any
+depth) is refused with 422 `invalid_request` and one line (`body: duplicate key "a"`),
+instead of the last value silently winning (Python's reading; SQLite's `json_extract`
+reads the first), as `ticket create --inputs-json` refuses one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from swarm_engine.records import DuplicateKey, loads_unique
+
+
+class UniqueKeysRequest(Request):
+    """A request whose `json()` raises an HTTP 422 for a body holding a key twice; any
+    other body is read as `Request.json` reads it, in one pass (bad JSON: FastAPI's
+    422)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = loads_unique(await self.body())
+            except DuplicateKey as exc:
+                raise HTTPException(status_code=422, detail=f"body: {exc.line}") from None
+        return self._json
+
+
+class UniqueKeysRoute(APIRoute):
+    """A route whose JSON body is read by `UniqueKeysRequest` (`APIRouter(route_class=...)`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(UniqueKeysRequest(request.scope, request.receive))
+
+        return route
