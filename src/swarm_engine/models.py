@@ -150,6 +150,19 @@ class AgentSpec(_Strict):
             raise ValueError("must be a version like 1.0.0")
         return str(v)
 
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | list[str] | None) -> str | list[str] | None:
+        # checked whenever a definition is read too: such a command could never start
+        # (`/bin/sh: : Permission denied`), so every ticket of the agent would fail
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must not be empty or blank")
+        if isinstance(v, list) and not v:
+            raise ValueError("must not be an empty list")
+        if isinstance(v, list) and not v[0].strip():
+            raise ValueError("its first item, the program, must not be empty or blank")
+        return v
+
     @field_validator("env")
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:

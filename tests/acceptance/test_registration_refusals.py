@@ -61,6 +61,11 @@ def refused(home: Path, args: list[str], message: str) -> str:
         ("name: x\nkind: claude\nconfig: {budget: {usd: 1}}\n", "budget.usd: Extra inputs"),
         ("name: x\nkind: shell\nconfig: {a: 1}\n", "config.a: kind 'shell' takes no config"),
         ("name: x\nkind: echo\ncommand: ls\n", "agent.yaml: command: kind 'echo' runs no command"),
+        ("name: x\ncommand: []\n", "agent.yaml: command: must not be an empty list"),
+        ("name: x\ncommand: ''\n", "agent.yaml: command: must not be empty or blank"),
+        ("name: x\ncommand: '   '\n", "agent.yaml: command: must not be empty or"),
+        ("name: x\ncommand: ['']\n", "command: its first item, the program, must"),
+        ("name: x\ncommand: [' ', a]\n", "command: its first item, the program, mu"),
         ("name: x\nkind: shell\ncommand: echo ${HOME}\n", "agent.yaml: command: unknown namesp"),
         ("name: x\nkind: shell\ncommand: echo ${HOME:-x}\n", "command: malformed reference"),
         ("name: x\nkind: shell\ncommand: [echo, '${variables.v}']\n", "command.1: unknown"),
@@ -608,3 +613,29 @@ def test_the_note_of_a_new_store_escapes_its_path(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     note = f"note: created a new, empty store at {tmp_path}/x\\x0a\\x1b[31mRED/tickets.db\n"
     assert done.stderr == note, done.stderr
+
+
+@pytest.mark.parametrize("command", ["[]", '""', '"   "', '[""]'])
+def test_a_stored_command_with_no_program_fails_its_tickets_with_one_line(
+    home: Path, command: str
+) -> None:
+    """A row another client wrote is held to the rule `agent register` keeps: its tickets
+    are refused at `ticket create` and fail at their claim, with one line, not with
+    `/bin/sh: 1: : Permission denied` from inside the sandbox."""
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    conn.execute(
+        "INSERT INTO agents (name, version, kind, spec) VALUES ('noprog', '1.0.0', 'shell', ?)",
+        (f'{{"name": "noprog", "kind": "shell", "command": {command}}}',),
+    )
+    conn.close()
+    created = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "noprog")
+    assert created.returncode == 5, created.stdout + created.stderr
+    assert created.stderr.startswith("error: agent noprog@1.0.0 in the registry: spec.command: ")
+    assert created.stderr.count("\n") == 1, created.stderr
+    insert_open_tickets(home / "tickets.db", [("t", "noprog", "{}")])
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=60,
+                 SWARM_POLL_INTERVAL="0.5")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert row["status"] == "failed", row
+    assert "spec.command: " in row["error"] and "\n" not in row["error"], row

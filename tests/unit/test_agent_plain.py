@@ -102,6 +102,11 @@ def test_built_in_and_registered_definitions_are_plain() -> None:
         '{"name": "a", "memory_mb": "512"}',
         '{"name": "a", "model_api": 1}',
         '{"name": "a", "unknown": 1}',
+        '{"name": "a", "command": ""}',  # no program: the model refuses these
+        '{"name": "a", "command": "   "}',
+        '{"name": "a", "command": []}',
+        '{"name": "a", "command": [""]}',
+        '{"name": "a", "command": [" ", "x"]}',
         '{"version": "1.0.0"}',
         "[1, 2]",
         "not json",
@@ -216,7 +221,12 @@ LIKELY_PLAIN: dict[str, st.SearchStrategy[Any]] = {
     "version": VERSIONS,
     "description": PLAIN_TEXT,
     "kind": st.one_of(st.sampled_from(["shell", "echo", "claude"]), PLAIN_TEXT),
-    "command": st.one_of(st.none(), PLAIN_TEXT, st.lists(PLAIN_TEXT, max_size=2)),
+    "command": st.one_of(
+        st.none(),
+        PLAIN_TEXT,
+        st.lists(PLAIN_TEXT, max_size=2),
+        st.sampled_from(["", " \t ", [], [""], ["  ", "x"], ["x", ""]]),  # (blank programs)
+    ),
     "entry": st.one_of(st.none(), PLAIN_TEXT),
     "inputs": st.dictionaries(PLAIN_TEXT, PLAIN_JSON, max_size=3),
     "outputs": st.dictionaries(PLAIN_TEXT, st.one_of(PLAIN_JSON, DEEP), max_size=2),

@@ -31,8 +31,9 @@ from swarm_engine.vm.base import output_file_path
 # float fields take it: an int or a float, never a bool or text), a pattern
 # (`name`, `version`, `image`), `json` (any JSON object), `env` (at most `ENV_MAX_VARS`
 # names as `ENV_NAME_RE`, text values without NUL), `files` (a list of text, each an
-# output file's path as `vm.base.output_file_path` takes it), `command` (text or a list of text),
-# `ports`, a model of this table, or `model_api` (a bool or a ModelApiSpec); `?`: or null.
+# output file's path as `vm.base.output_file_path` takes it), `command` (text that is not
+# blank, or a list of text whose first item is not), `ports`, a model of this table, or
+# `model_api` (a bool or a ModelApiSpec); `?`: or null.
 MODELS: dict[str, dict[str, str]] = {
     "AgentSpec": {
         "name": "name",
@@ -161,9 +162,14 @@ def _fits(value: Any, rule: str, field: str) -> bool:
             )
         )
     if rule == "command" and _text(value):
-        return True
-    if rule == "command":
-        return type(value) is list and all(_text(item) for item in value)
+        return bool(value.strip())
+    if rule == "command":  # a program first: AgentSpec._command
+        return (
+            type(value) is list
+            and all(_text(item) for item in value)
+            and bool(value)
+            and bool(value[0].strip())
+        )
     if rule == "files":
         return type(value) is list and all(_text(item) and _file(item) for item in value)
     if rule == "ports":
