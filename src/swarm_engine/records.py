@@ -87,8 +87,18 @@ class Usage:
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
-    """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None)."""
+    """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None). `ConfigError` for an empty
+    version after the `@` (`'name@'`): neither the latest version nor a version `''`, the
+    one rule of every reference (`ticket create --agent/--workflow`, `agent show`, a
+    step's `agent:`, the HTTP API, list filters)."""
     name, sep, version = ref.partition("@")
+    if sep and not version:
+        from swarm_engine.errors import ConfigError
+
+        raise ConfigError(
+            f"{shown(ref)} has no version after '@' (write NAME for the latest version, or"
+            " NAME@VERSION)"
+        )
     return name, (version if sep else None)
 
 

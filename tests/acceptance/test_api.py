@@ -328,6 +328,8 @@ BAD_GETS = [
     ("/v1/tickets/0", 422), ("/v1/tickets/abc", 422), ("/v1/tickets/18446744073709551616", 422),
     ("/v1/tickets/999999", 404), ("/v1/tickets?limit=0", 422), ("/v1/tickets?limit=5000", 422),
     ("/v1/tickets?status=bogus", 422), ("/v1/tickets?cursor=-1", 422),
+    ("/v1/tickets?agent=echo@", 422), ("/v1/tickets?workflow=text-report@", 422),
+    ("/v1/agents/echo@", 422), ("/v1/workflows/text-report@", 422),
     ("/v1/tickets?cursor=9223372036854775808", 422), ("/v1/runs/999999", 404),
     ("/v1/runs/999999/steps", 404), ("/v1/runs?workflow=nope", 404), ("/v1/runs?limit=0", 422),
     ("/v1/tickets/999999/runs", 404), ("/v1/tickets/999999/events", 404),

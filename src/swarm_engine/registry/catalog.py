@@ -334,8 +334,8 @@ class Registry:
 
     def _agent_of(self, ref: str) -> Row:
         name, version = split_ref(ref)
-        version = version or self._latest("agents", name)
-        row = self._agent_row(name, version) if version else None
+        version = self._latest("agents", name) if version is None else version
+        row = self._agent_row(name, version) if version is not None else None
         if row is None:
             raise NotFoundError(f"unknown agent {shown(ref)} (see 'swarm-engine agent list')")
         return row
@@ -449,8 +449,8 @@ class Registry:
 
     def workflow(self, ref: str) -> WorkflowSpec:
         name, version = split_ref(ref)
-        version = version or self._latest("workflows", name)
-        row = self.defs.workflow(name, version) if version else None
+        version = self._latest("workflows", name) if version is None else version
+        row = self.defs.workflow(name, version) if version is not None else None
         if row is None:
             raise NotFoundError(f"unknown workflow {shown(ref)} (see 'swarm-engine workflow list')")
         from swarm_engine.models import WorkflowSpec

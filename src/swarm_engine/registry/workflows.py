@@ -7,8 +7,9 @@ from collections.abc import Callable
 from graphlib import CycleError, TopologicalSorter
 
 from swarm_engine.agents.shell_step_inputs import shell_step_problem
-from swarm_engine.errors import WorkflowError
+from swarm_engine.errors import ConfigError, WorkflowError
 from swarm_engine.models import AgentSpec, WorkflowSpec
+from swarm_engine.records import split_ref
 from swarm_engine.templating import check_template, references, step_dependencies
 
 
@@ -29,6 +30,10 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
     for step in spec.steps:
         if step.agent.startswith("_template:"):
             raise WorkflowError(f"{source}: step {step.id!r}: {step.agent!r} is a template")
+        try:
+            split_ref(step.agent)
+        except ConfigError as exc:
+            raise WorkflowError(f"{source}: step {step.id!r}: agent {exc}") from None
         if not agent_exists(step.agent):
             raise WorkflowError(f"{source}: step {step.id!r}: unknown agent {step.agent!r}")
         problem = check_template(step.inputs, where="inputs")

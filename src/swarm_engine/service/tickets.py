@@ -21,6 +21,7 @@ from swarm_engine.records import (
     TicketStatus,
     inputs_too_big,
     shown,
+    split_ref,
     text_too_big,
     variables_problem,
 )
@@ -176,6 +177,7 @@ def page(
     for value, name in ((agent, "agent"), (workflow, "workflow")):
         if value is not None:
             check_text(value, name)
+            split_ref(value)  # `name@`: no version, refused as every reference is
     rows = store.tickets.page(
         statuses=wanted or None, agent=agent, workflow=workflow, before=cursor, limit=limit + 1
     )
