@@ -39,7 +39,7 @@ def test_flex_columns_are_cut_with_an_ellipsis_and_keep_their_minimum() -> None:
     assert "…" in lines[3]
     assert "workflow:text-report" in lines[2]  # 20 characters: the column's minimum
     assert "[bold]not" in lines[4]  # markup in stored text is shown, not applied
-    assert "line one line two" in render(200)[4]  # newlines in a value become spaces
+    assert "line one\\x0aline two" in render(200)[4]  # a newline in a value: its escape
 
 
 def test_a_detail_column_shows_only_on_a_wide_terminal() -> None:
@@ -68,7 +68,7 @@ def test_durations_read_like_a_person_says_them(seconds: float, text: str) -> No
 
 
 def test_a_cell_and_a_status_show_at_most_a_short_form_of_a_long_value() -> None:
-    assert cell("a  b\n c").plain == "a b c"
+    assert cell("a  b\n c\r").plain == "a  b\\x0a c\\x0d"  # (as `ticket show` shows it)
     long = cell("w" * 3_000_000)
     assert long.plain == "w" * NAME_CHARS + "… (3,000,000 characters)"
     assert "(1,000,000 characters)" in Text.from_markup(styled("s" * 1_000_000)).plain

@@ -119,12 +119,15 @@ GAP = 2  # spaces between columns
 
 def cell(value: Any) -> Text:
     """A table cell: our own markup rendered, anything else literal, always one line, at
-    most `NAME_CHARS` of it (then `… (N characters)`, as `brief` says a cut)."""
+    most `NAME_CHARS` of it (then `… (N characters)`, as `brief` says a cut). Every
+    control character shows as `ticket show` shows it (`visible`: a newline as `\\x0a`,
+    a carriage return as `\\x0d`) and spaces as they are: a value is never rewritten to
+    look like another (`a  b` is not `a b`, nor `a\\nb`)."""
     if isinstance(value, Markup):
         return Text.from_markup(value)
     text = "" if value is None else str(value)
     more = f"… ({len(text):,} characters)" if len(text) > NAME_CHARS else ""
-    return Text(visible(" ".join(text[:NAME_CHARS].split())) + more)
+    return Text(visible(text[:NAME_CHARS]) + more)
 
 
 def fit(natural: Sequence[int], minimum: Sequence[int], room: int) -> list[int]:

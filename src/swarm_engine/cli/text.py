@@ -137,11 +137,13 @@ CUT_TEXT = re.compile(r"\[\.\.\. \d+ bytes cut \.\.\.\]")
 
 
 def short(value: Any, width: int = 60) -> str:
-    """`value` summarized on one line of at most `width` characters. Output whose middle
-    was cut (a `[... N bytes cut ...]` marker) keeps its start, the marker and its end."""
+    """`value` summarized on one line of at most `width` characters: text without its
+    leading and trailing whitespace, every control character inside it escaped as
+    `visible` escapes it (a newline as `\\x0a`), spaces kept. Output whose middle was cut
+    (a `[... N bytes cut ...]` marker) keeps its start, the marker and its end."""
     value = summarize(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = visible(" ".join(text.split()))
+    text = visible(text.strip())
     if len(text) <= width:
         return text
     cut = CUT_TEXT.search(text)
