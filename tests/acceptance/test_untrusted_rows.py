@@ -466,7 +466,11 @@ def test_rows_that_once_stopped_the_engine_affect_their_tickets_alone(
         (("ticket", "create", "--agent", "vka", "--title", "t", "--draft"), 0, "created"),
         (("workflow", "show", "rchain"), 5, "at most 1000 items"),
         (("ticket", "create", "--workflow", "rchain", "--title", "t"), 5, "at most 1000 items"),
-        (("agent", "show", f"vka@{HUGE_VERSION}"), 5, "version is 5,000 bytes of text, more than the 1 KiB"),
+        (
+            ("agent", "show", f"vka@{HUGE_VERSION}"),
+            5,
+            "version is 5,000 bytes of text, more than the 1 KiB",
+        ),
     ):
         done = swarm_inproc(home, *args)
         text = done.stdout + done.stderr
