@@ -402,6 +402,7 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         return
     console.print(
         f"reaped {len(report.vms)} VM(s), {len(report.engines)} dead engine(s), "
-        f"{len(report.folders)} leftover folder(s); re-queued {len(report.requeued)} and failed "
+        f"{len(report.folders)} leftover folder(s); stopped {len(report.helpers)} leftover VM "
+        f"helper process(es); re-queued {len(report.requeued)} and failed "
         f"{len(report.failed)} ticket(s) with expired leases"
     )

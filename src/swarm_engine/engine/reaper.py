@@ -21,7 +21,7 @@ from swarm_engine.store.tickets import Fence
 from swarm_engine.vm.backends import BACKENDS, create_backend
 from swarm_engine.vm.base import OrphanRecord, VMBackend, is_plain_name
 from swarm_engine.vm.options import BackendOptions, as_mapping
-from swarm_engine.vm.proctree import pid_alive
+from swarm_engine.vm.proctree import kill_tree, live_work, pid_alive
 from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,16 @@ class ReapReport:
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
+    helpers: list[int] = field(default_factory=list)
 
 
 SILENT_AFTER = 30.0
 """Seconds without a heartbeat after which an engine whose process is gone is dead (the
 callers pass their `lease_ttl`)."""
+
+
+GONE = ("destroyed", "failed")
+"""The states of a VM row whose VM is gone (its folder and processes are leftovers)."""
 
 
 def reap_engines(
@@ -120,12 +125,34 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
         return
     for folder in root.iterdir():
         row = store.vms.get(folder.name)
-        if row is not None and row["state"] in ("destroyed", "failed"):
+        if row is not None and row["state"] in GONE:
             left = remove_folder(folder)
             if left is None:
                 report.folders.append(folder.name)
             else:  # counted only once it is gone; said every time until then
                 log.warning("%s", left)
+
+
+def reap_helpers(store: Store, home: Path, host: str, report: ReapReport) -> None:
+    """Kill the helper processes (pasta) that VMs of this home recorded on `host` as
+    gone (`destroyed`, `failed`) left running: an engine killed as it destroyed one, or
+    an engine before helpers were tied to their VM (`vm/helper.py`). Found by their tags
+    (`helpers_under`), their VM's folder deleted or not; a VM not recorded here, or still
+    live (`reap_vms` reaps it with its engine), is left alone, and so is a helper that a
+    running engine started (`live_work`). Each pid killed is named in `report.helpers`."""
+    from swarm_engine.vm.helper import helpers_under
+
+    for vm_id, pids in helpers_under(home / "vms").items():
+        row = store.vms.get(vm_id)
+        if row is None or row.get("host") != host or row.get("state") not in GONE:
+            continue
+        why = live_work(pids)
+        if why is not None:
+            log.warning("helpers of VM %s left as they are: %s", vm_id, why)
+            continue
+        for pid in pids:
+            kill_tree(pid)
+        report.helpers += pids
 
 
 def reap_pool_folders(
@@ -244,5 +271,6 @@ def cleanup(
             reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
         reap_vms(store, home, host, report, backend_options or {}, silent_after)
         reap_folders(store, home, report)
+        reap_helpers(store, home, host, report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))
     return report

@@ -1,7 +1,9 @@
 """Declared network ports for the process sandbox: pasta joins a sandbox's network
 namespace and forwards its loopback ports `allowed_ports` to the same ports on the host's
-loopback (nothing else is routed). One pasta per command, tagged with the VM's id so that
-it is reaped with the VM.
+loopback (nothing else is routed). One pasta per command: a helper of its VM
+(`vm/helper.py`), the engine's child in the foreground, stopped with the command, or with
+the VM when it is destroyed first; tagged with the VM, so that `cleanup` finds one that a
+killed engine left.
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree, tagged
+from swarm_engine.vm.helper import Helper
 
 PASTA_READY_SECONDS = 10.0
 LOOPBACK_WAIT_SECONDS = 10.0
@@ -32,22 +32,31 @@ def pasta_problem() -> str | None:
     return None
 
 
+Spawn = Callable[[Sequence[str], Sequence[int], int], Helper]
+"""Starts pasta as a helper of the VM (`argv`, the fds it is given, its stderr), tracked
+from its fork; raises `VMError` when the VM is destroyed (nothing is started then)."""
+
+
 async def forward_ports(
     vm_id: str,
-    folder: Path,
     ports: Sequence[int],
     info_r: int,
     block_w: int,
     *,
     pasta: str,
     as_root: bool,
-    path: str,
-) -> int:
+    spawn: Spawn,
+) -> Helper:
     """Start pasta on the network namespace of the sandbox that bubblewrap reports on
     `info_r` (its `--info-fd`), forwarding `ports`, then let the command run (a byte on
-    `block_w`, its `--block-fd`). Returns pasta's pid; `VMError` if it cannot be done.
+    `block_w`, its `--block-fd`). Returns pasta; `VMError` if it cannot be done.
     `pasta`: the program; `as_root`: the engine is root (pasta joins the namespace
-    directly); `path`: pasta's PATH. Its pid file goes under `folder/run`."""
+    directly); `spawn`: starts it (`Spawn`).
+
+    pasta runs in the foreground, the engine's child from its fork (`vm/helper.py`), so
+    whoever stops the command or the VM stops it too, at whatever point of this start:
+    it holds the sandbox's network namespace, so it never ends by itself. It writes its
+    pid when its ports are forwarded, to a pipe (`--pid /proc/self/fd/N`): no pid file."""
     child = await _read_child_pid(info_r)
     if child is None:
         raise VMError(f"VM {vm_id}: the sandbox did not start, so its ports cannot be given")
@@ -55,69 +64,96 @@ async def forward_ports(
     # brings `lo` up too, and if it comes first bubblewrap's own address request fails
     # ("loopback: Failed RTM_NEWADDR") and the command never runs: so pasta waits
     await asyncio.to_thread(_wait_for_loopback, child)
-    run = folder / "run"  # pasta's pid file, out of the sandbox's reach
-    run.mkdir(mode=0o700, exist_ok=True)
-    pidfile = run / "pasta.pid"
-    pidfile.unlink(missing_ok=True)
     listed = ",".join(str(p) for p in ports)
+    passed: list[int] = []
+    ready_r, err = -1, -1
     try:
-        net = os.open(f"/proc/{child}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise VMError(f"VM {vm_id}: cannot open the sandbox's network: {exc}") from exc
-    passed = [net]
-    try:
-        argv = [pasta, "--quiet", "--tcp-ports", "none", "--udp-ports", "none",
-                "--udp-ns", "none", "--tcp-ns", listed, "--pid", str(pidfile),
-                "--netns", f"/proc/self/fd/{net}"]  # fmt: skip
-        if as_root:  # root may join the namespace directly (and open /dev/net/tun)
-            argv += ["--runas", "0:0", "--netns-only"]
-        else:  # join the user namespace that owns the network namespace first
-            owner = fcntl.ioctl(net, NS_GET_USERNS)
-            passed.append(owner)
-            argv += ["--userns", f"/proc/self/fd/{owner}"]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": path, VM_TAG: vm_id},  # tagged: reaped with the VM
-            pass_fds=passed,
-        )
-    except OSError as exc:
-        raise VMError(f"VM {vm_id}: cannot start pasta: {exc}") from exc
+        try:
+            passed.append(os.open(f"/proc/{child}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            raise VMError(f"VM {vm_id}: cannot open the sandbox's network: {exc}") from exc
+        try:
+            ready_r, ready_w = os.pipe()
+            passed.append(ready_w)
+            err = _stderr_file()
+            argv = [pasta, "--quiet", "--foreground", "--tcp-ports", "none",
+                    "--udp-ports", "none", "--udp-ns", "none", "--tcp-ns", listed,
+                    "--pid", f"/proc/self/fd/{ready_w}",
+                    "--netns", f"/proc/self/fd/{passed[0]}"]  # fmt: skip
+            if as_root:  # root may join the namespace directly (and open /dev/net/tun)
+                argv += ["--runas", "0:0", "--netns-only"]
+            else:  # join the user namespace that owns the network namespace first
+                passed.append(fcntl.ioctl(passed[0], NS_GET_USERNS))
+                argv += ["--userns", f"/proc/self/fd/{passed[-1]}"]
+            helper = spawn(argv, passed, err)
+        except OSError as exc:
+            raise VMError(f"VM {vm_id}: cannot start pasta: {exc}") from exc
+        finally:
+            for fd in passed:
+                os.close(fd)
+        try:  # the pipe ends when pasta does (it keeps its write end): its pid, or b""
+            ready = await asyncio.wait_for(_read_line(ready_r), PASTA_READY_SECONDS)
+        except TimeoutError:  # the caller stops it
+            raise VMError(f"VM {vm_id}: pasta did not set up the network ports in time") from None
+        if not ready.strip().isdigit():
+            await helper.exited()  # at once: it has closed its pipe
+            lines = [ln for ln in _first_text(err).splitlines()
+                     if ln.strip() and not ln.startswith("Failed to send")]  # fmt: skip
+            why = lines[-1] if lines else f"exit {helper.returncode}"
+            raise VMError(f"VM {vm_id}: pasta could not forward ports {listed}: {why}")
     finally:
-        for fd in passed:
-            os.close(fd)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), PASTA_READY_SECONDS)
-    except TimeoutError:
-        kill_tree(proc.pid)
-        kill_tagged(vm_id)
-        raise VMError(f"VM {vm_id}: pasta did not set up the network ports in time") from None
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        pid = 0
-    if proc.returncode != 0 or pid <= 0:
-        lines = [ln for ln in err.decode(errors="replace").splitlines()
-                 if ln.strip() and not ln.startswith("Failed to send")]  # fmt: skip
-        why = lines[-1] if lines else f"exit {proc.returncode}"
-        if pid > 0:
-            kill_pasta(pid, vm_id)
-        raise VMError(f"VM {vm_id}: pasta could not forward ports {listed}: {why}")
+        for fd in (ready_r, err):
+            if fd >= 0:
+                os.close(fd)
     try:
         os.write(block_w, b"1")
     except BrokenPipeError:  # bubblewrap ended before the command could start
-        kill_pasta(pid, vm_id)
         raise VMError(f"VM {vm_id}: the sandbox ended before its command started") from None
-    return pid
+    return helper
 
 
-def kill_pasta(pid: int, vm_id: str) -> None:
-    """SIGKILL the pasta of this VM (checked by its tag, so a reused pid is left alone)."""
-    if pid in tagged(vm_id):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+STDERR_BYTES = 64 * 1024
+"""What is kept of pasta's stderr (its reason, when it fails): a memory file of this size
+that cannot grow, so a pasta that writes on for hours holds no more."""
+
+
+def _stderr_file() -> int:
+    fd = os.memfd_create("pasta-stderr", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, STDERR_BYTES)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _first_text(fd: int) -> str:
+    """What was written to a `_stderr_file` (up to its first NUL)."""
+    return os.pread(fd, STDERR_BYTES, 0).split(b"\0", 1)[0].decode(errors="replace")
+
+
+async def _read_line(fd: int) -> bytes:
+    """The first line written to pipe `fd` (without waiting past its newline), or what
+    was written before it was closed (b"" for nothing). Read on the event loop."""
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+    data = b""
+    while b"\n" not in data and len(data) < 64:
+        readable: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, 64)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 async def _read_child_pid(fd: int) -> int | None:

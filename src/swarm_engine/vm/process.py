@@ -47,6 +47,7 @@ from swarm_engine.vm.bwrap import (
 from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
 from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
 from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
+from swarm_engine.vm.helper import vm_helpers
 from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
 from swarm_engine.vm.owner import engine_owner, write_owner
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
@@ -178,8 +179,9 @@ class ProcessBackend:
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path
             raise VMError(f"not a VM id: {record.id!r}")
         folder = self.root / record.id
-        if not folder.is_dir():
-            return  # not a VM of this home (see `fence`)
+        if not folder.is_dir():  # its helpers alone may be left (a destroy cut short)
+            self._stop_helpers(folder)
+            return  # nothing else is known to be this home's VM's (see `fence`)
         why = engine_owner(folder)  # between its commands, no process of it runs
         pids = tagged(record.id)
         why = why or live_work(pids)
@@ -188,6 +190,16 @@ class ProcessBackend:
         for pid in pids:
             kill_tree(pid)
         shutil.rmtree(folder, ignore_errors=True)
+
+    def _stop_helpers(self, folder: Path) -> None:
+        """Kill the helper processes (pasta) of the VM whose folder was `folder`, found by
+        their tags (`vm_helpers`), unless a running engine's live work (`VMError`)."""
+        pids = vm_helpers(folder)
+        why = live_work(pids) if pids else None
+        if why is not None:
+            raise VMError(f"left as it is: {why}")
+        for pid in pids:
+            kill_tree(pid)
 
     def fence(self, record: OrphanRecord) -> int | None:
         if not is_plain_name(record.id):  # `vms.id` is any writer's: never a path

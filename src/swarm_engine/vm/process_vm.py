@@ -39,7 +39,8 @@ from swarm_engine.vm.bwrap import (
     root_engine,
 )
 from swarm_engine.vm.ending import DiskLimits, Ended, ending
-from swarm_engine.vm.pasta import forward_ports, kill_pasta
+from swarm_engine.vm.helper import Helper, stop_helpers
+from swarm_engine.vm.pasta import forward_ports
 from swarm_engine.vm.process_config import ProcessConfig
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
 from swarm_engine.vm.sandbox_env import SANDBOX_PATH, host_env, prlimit
@@ -101,6 +102,8 @@ class ProcessVM:
         self._no_userns = no_userns
         self._release = release
         self._procs: set[asyncio.SubprocessTransport] = set()
+        self._helpers: set[Helper] = set()
+        """Its commands' helper processes (pasta) that run now, each from its fork on."""
         self._threads = threads
         self._jobs: dict[Job, asyncio.Future[Any]] = {}
         self._files: set[asyncio.Future[Any]] = set()
@@ -250,32 +253,36 @@ class ProcessVM:
             deadline=deadline, doing=doing, vm_id=self.id,
         )  # fmt: skip
         limit = deadline - time.monotonic()  # what the wait for a shortage left of it
-        pasta: int | None = None
+        helpers: list[Helper] = []  # this command's (pasta), each from its fork on
         try:
-            self._procs.add(transport)
-            pid = transport.get_pid()
-            if fds.block_w is not None:
-                try:  # the command waits (--block-fd) until its ports are forwarded
-                    pasta = await self._forward_ports(fds)
-                except BaseException:
-                    kill_tree(pid)
-                    await proto.exited.wait()
-                    self._procs.discard(transport)
-                    transport.close()
-                    raise
-        finally:
-            fds.close()
-        try:
-            return await finish(
-                transport, proto, started=started, limit=limit, stdin=stdin,
-                on_output=on_output, keep=self.spec.output_keep_bytes,
-                over_disk=self._over_disk, ending=self._ending,
-                drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
-            )  # fmt: skip
-        finally:
-            self._procs.discard(transport)
-            if pasta is not None:
-                kill_pasta(pasta, self.id)
+            try:
+                self._procs.add(transport)
+                pid = transport.get_pid()
+                if fds.block_w is not None:
+                    try:  # the command waits (--block-fd) until its ports are forwarded
+                        await self._forward_ports(fds, helpers)
+                    except BaseException:
+                        kill_tree(pid)
+                        await proto.exited.wait()
+                        self._procs.discard(transport)
+                        transport.close()
+                        raise
+            finally:
+                fds.close()
+            try:
+                return await finish(
+                    transport, proto, started=started, limit=limit, stdin=stdin,
+                    on_output=on_output, keep=self.spec.output_keep_bytes,
+                    over_disk=self._over_disk, ending=self._ending,
+                    drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
+                )  # fmt: skip
+            finally:
+                self._procs.discard(transport)
+        finally:  # whatever ended it (a cancel, a destroy, an error): its helpers go too
+            try:
+                await stop_helpers(helpers)
+            finally:
+                self._helpers.difference_update(helpers)
 
     async def _spawn(
         self,
@@ -433,12 +440,25 @@ class ProcessVM:
         limits = DiskLimits(self.config.disk_mb, self.config.max_files, self._uncountable)
         return ending(ended, limits)
 
-    async def _forward_ports(self, fds: SandboxFds) -> int:
-        """Give the sandbox its `allowed_ports` (vm/pasta.py); returns pasta's pid."""
+    async def _forward_ports(self, fds: SandboxFds, helpers: list[Helper]) -> None:
+        """Give the sandbox its `allowed_ports` (vm/pasta.py); pasta joins `helpers` (and
+        the VM's) at its fork, before anything else is awaited."""
         assert fds.info_r is not None and fds.block_w is not None
-        return await forward_ports(
-            self.id, self.folder, self._ports, fds.info_r, fds.block_w,
-            pasta=host_tool("pasta"), as_root=root_engine(), path=BASE_PATH,
+
+        def spawn(argv: Sequence[str], passed: Sequence[int], stderr: int) -> Helper:
+            if self._destroyed:  # while its sandbox started: it runs no command any more
+                raise VMError(f"VM {self.id} is destroyed")
+            helper = Helper(
+                self.id, self.folder, argv,
+                env={"PATH": BASE_PATH}, pass_fds=passed, stderr=stderr,
+            )  # fmt: skip
+            helpers.append(helper)
+            self._helpers.add(helper)
+            return helper
+
+        await forward_ports(
+            self.id, self._ports, fds.info_r, fds.block_w,
+            pasta=host_tool("pasta"), as_root=root_engine(), spawn=spawn,
         )  # fmt: skip
 
     def _host_path(self, path: str) -> tuple[Path, str]:
@@ -496,10 +516,13 @@ class ProcessVM:
         for transport in list(self._procs):
             if transport.get_returncode() is None:  # once reaped, its pid may be another's
                 kill_tree(transport.get_pid())
+        helpers = list(self._helpers)  # pasta: none starts after this (`_forward_ports`)
+        for helper in helpers:
+            helper.kill()
         running = list(self._jobs.items())
         for job, _ in running:  # its own thread kills it (it alone knows if reaped)
             job.cancel()
-        busy = [*(done for _, done in running), *self._files]
+        busy = [*(done for _, done in running), *self._files, *(h.exited() for h in helpers)]
         if busy:  # and the workspace goes once nothing runs or writes in it any more
             await asyncio.wait(busy)
         if not self.isolated:
