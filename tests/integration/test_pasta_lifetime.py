@@ -167,7 +167,7 @@ def test_a_sigkilled_engine_leaves_no_pasta(home: Path) -> None:
             [pasta] = pastas(home)
         finally:
             engine.kill()
-    # the kernel kills it with its parent (PR_SET_PDEATHSIG): no reaper needed
+    # the kernel kills it with its parent (setpriv --pdeathsig): no reaper needed
     deadline = time.monotonic() + 10
     while pid_alive(pasta) and time.monotonic() < deadline:
         time.sleep(0.01)  # sleep-ok: polling a condition (another process's end)

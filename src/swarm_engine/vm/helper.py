@@ -1,7 +1,7 @@
 """A VM's helper processes on the host (pasta, for a sandbox's ports): each one the
 engine's own child from its fork, tracked from then on, in the foreground (never a daemon
-found afterwards by a pid file), dying with the engine's thread that started it
-(`die_with_parent`), and stopped and reaped with the command or the VM it serves
+found afterwards by a pid file), killed by the kernel when the engine's thread that
+started it ends (`setpriv --pdeathsig`), and stopped and reaped with the command or the VM it serves
 (`stop_helpers`). Each carries its VM's tags, so that `cleanup` finds one a killed
 engine left (`vm_helpers`).
 """
@@ -17,7 +17,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from swarm_engine.vm.base import is_plain_name
-from swarm_engine.vm.proctree import VM_TAG, die_with_parent
+from swarm_engine.vm.proctree import VM_TAG
 
 FOLDER_TAG = "SWARM_VM_FOLDER"
 """A helper's environment names its VM's folder too: the VM id alone may be another
@@ -25,9 +25,10 @@ home's VM of the same id, and a destroyed VM has no folder left to tell them apa
 
 
 class Helper:
-    """A helper process of VM `vm_id` (whose folder is `folder`), started at once: the
-    fork and this object come in one step of the event loop, with nothing awaited between
-    them, so whoever holds it can always stop it."""
+    """A helper process of VM `vm_id` (whose folder is `folder`), started at once through
+    `setpriv` (the host's program): the fork and this object come in one step of the
+    event loop, with nothing awaited between them, so whoever holds it can always stop
+    it."""
 
     def __init__(
         self,
@@ -35,19 +36,21 @@ class Helper:
         folder: Path,
         argv: Sequence[str],
         *,
+        setpriv: str,
         env: Mapping[str, str],
         pass_fds: Sequence[int],
         stderr: int,
     ) -> None:
+        # a SIGKILLed engine leaves it running no longer: the kernel kills it then (set by
+        # `setpriv` in the forked child, kept across the exec; no Python runs in the child)
         self._proc = subprocess.Popen(
-            list(argv),
+            [setpriv, "--pdeathsig", "KILL", "--", *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env={**env, VM_TAG: vm_id, FOLDER_TAG: str(folder)},
             pass_fds=tuple(pass_fds),
             start_new_session=True,
-            preexec_fn=die_with_parent,  # a SIGKILLed engine leaves it running no longer
         )
         self.pid = self._proc.pid
         self._exited: asyncio.Future[None] | None = None

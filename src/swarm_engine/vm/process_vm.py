@@ -449,7 +449,7 @@ class ProcessVM:
             if self._destroyed:  # while its sandbox started: it runs no command any more
                 raise VMError(f"VM {self.id} is destroyed")
             helper = Helper(
-                self.id, self.folder, argv,
+                self.id, self.folder, argv, setpriv=host_tool("setpriv"),
                 env={"PATH": BASE_PATH}, pass_fds=passed, stderr=stderr,
             )  # fmt: skip
             helpers.append(helper)
