@@ -240,6 +240,11 @@ def test_cleanup_stops_the_pasta_a_gone_vm_left(home: Path, tmp_path: Path) -> N
     try:
         assert all(pid_alive(pid) for pid in kept.values())
         report = cleanup(store, home, "here")
+        # SIGKILLed: gone once the kernel has ended them (a dying one is still listed)
+        deadline = time.monotonic() + 10
+        while any(pid_alive(kept[name]) for name in ("vm-gone0001", "vm-gone0002")):
+            assert time.monotonic() < deadline, pastas(home)
+            time.sleep(0.01)  # sleep-ok: polling a condition (other processes' end)
         # a VM still live here is its engine's to reap (this one's engine, this test,
         # lives), and another host's VM of the same id is not this one's: left alone
         assert sorted(pastas(home)) == sorted([kept["vm-live0003"], kept["vm-else0004"]])
