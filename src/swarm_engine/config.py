@@ -38,7 +38,8 @@ FIELDS = (
     "home", "tickets_db", "registry_db", "database_url", "registry_url", "host_id",
     "backend", "max_vms", "poll_interval", "lease_ttl", "heartbeat_interval", "busy_timeout",
     "log_level", "backend_options", "agents", "triggers", "gateway", "output_keep_bytes",
-    "max_log_bytes", "stream_stall_timeout",
+    "max_log_bytes", "stream_stall_timeout", "request_head_timeout", "request_body_timeout",
+    "api_max_connections",
 )  # fmt: skip
 """Every setting, in the order of `SettingsModel`'s fields (a test checks they agree)."""
 JSON_FIELDS = frozenset({"backend_options", "agents", "triggers", "gateway"})
@@ -50,6 +51,7 @@ INTS: dict[str, tuple[int, int, int | None]] = {
     "max_vms": (4, 1, 1024),
     "output_keep_bytes": (64 * 1024, 1024, 64 * 1024 * 1024),
     "max_log_bytes": (10 * 1024 * 1024, 4096, None),
+    "api_max_connections": (1024, 1, 1_000_000),
 }
 FLOATS: dict[str, tuple[float, float, float]] = {
     "poll_interval": (1.0, 0.01, 3600),
@@ -57,6 +59,8 @@ FLOATS: dict[str, tuple[float, float, float]] = {
     "heartbeat_interval": (5.0, 0.05, 86400),
     "busy_timeout": (10.0, 0, 3600),
     "stream_stall_timeout": (30.0, 0.1, 3600),
+    "request_head_timeout": (10.0, 0.1, 3600),
+    "request_body_timeout": (30.0, 0.1, 3600),
 }
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
@@ -136,6 +140,9 @@ class Settings:
     output_keep_bytes: int
     max_log_bytes: int
     stream_stall_timeout: float
+    request_head_timeout: float
+    request_body_timeout: float
+    api_max_connections: int
 
     def __init__(self, **values: Any) -> None:
         checked = _quick_check(values)

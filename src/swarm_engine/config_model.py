@@ -98,6 +98,14 @@ class SettingsModel(BaseModel):
     stream_stall_timeout: float = Field(default=30.0, ge=0.1, le=3600, allow_inf_nan=False)
     """Seconds a client of a live log stream (`serve`) may take to take one event (a
     stalled client, one that stopped reading): then it is disconnected, its slot freed."""
+    request_head_timeout: float = Field(default=10.0, ge=0.1, le=3600, allow_inf_nan=False)
+    """Seconds a client of `serve` has to send a request's head (its request line and
+    headers) once it connected or began one: then its connection is closed."""
+    request_body_timeout: float = Field(default=30.0, ge=0.1, le=3600, allow_inf_nan=False)
+    """Seconds a client of `serve` has to send a request's body once its head came."""
+    api_max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    """Connections `serve` keeps open at once (fewer when its open-file limit is low):
+    one more is answered 503 and closed at once."""
 
     @field_validator("backend_options", mode="before")
     @classmethod

@@ -26,6 +26,11 @@ MAX_LOG_STREAMS = 128
 more is answered 503 with `Retry-After` (each open stream looks at the store about once a
 second even when idle)."""
 
+MAX_LOG_DOWNLOADS = 32
+"""Log downloads (`GET /v1/tickets/{id}/logs`) one server sends at once; one more is
+answered 503 with `Retry-After` (each holds a worker thread's reads and one batch of log
+while it is sent)."""
+
 ABORT_EXTENSION = "swarm.abort"
 """The ASGI scope extension (`scope["extensions"]`) through which a handler may drop its
 connection at once: `{"abort": callable}` (`api.protocol` adds it; other servers do not)."""
@@ -59,6 +64,7 @@ class Server:
     tally: Tally = field(default_factory=Tally)
     counts: StatusCounts = field(default_factory=StatusCounts)
     streams: Slots = field(default_factory=lambda: Slots(MAX_LOG_STREAMS))
+    downloads: Slots = field(default_factory=lambda: Slots(MAX_LOG_DOWNLOADS))
     stalled_streams: int = 0
     """Log streams whose client stopped reading, disconnected (`stream_stall_timeout`)."""
     gone: str | None = None

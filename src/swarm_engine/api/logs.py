@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Path, Query
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from swarm_engine.api import errors
-from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, StoreDep
+from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, Slots
 from swarm_engine.api.deps import Server as ServerState
 from swarm_engine.errors import UsageError
-from swarm_engine.service.logs import Chunk, LogFollower, as_text, parse_position
+from swarm_engine.service.logs import Chunk, LogFollower, log_text, parse_position
 from swarm_engine.service.values import MAX_ID
 
 router = APIRouter(prefix="/v1/tickets", tags=["logs"])
@@ -54,6 +54,9 @@ KiB = 1024
 STREAM_BATCH_BYTES = 128 * KiB
 """A stream's look at the store reads about this many bytes of log at most (the CLI's
 `--follow` reads up to `store.logs.BATCH_BYTES`): what one stream holds at a time."""
+DOWNLOAD_BATCH_BYTES = 128 * KiB
+"""A download reads about this many bytes of log from the store at a time (then sends
+them before it reads more): what one download holds at a time."""
 STREAM_PIECE_BYTES = 64 * KiB
 """A stored chunk longer than this (the engine writes 32 KiB ones, rarely up to 256 KiB)
 comes as several events (ids `ID:END`): one event holds at most this many bytes of log."""
@@ -66,22 +69,42 @@ log = logging.getLogger(__name__)
     responses={
         200: {
             "content": {"text/plain": {"schema": {"type": "string"}}},
-            "description": "The log, as a text file (bounded: `service.logs.as_text`).",
-        }
+            "description": "The log, as a text file (bounded: `service.logs.log_text`).",
+        },
+        503: {"description": "as many downloads as the server sends at once are going"},
     },
 )
-def download(
-    ticket_id: TicketPath, store: StoreDep, server: ServerDep, run: RunQuery = None,
-    step: StepQuery = None,
-) -> PlainTextResponse:  # fmt: skip
+async def download(
+    ticket_id: TicketPath, server: ServerDep, run: RunQuery = None, step: StepQuery = None
+) -> Response:
     """The log of the ticket's latest run (or `run`), every step (or `step`) under a
-    header line, as a text file, bounded (`as_text`: a step's first and last 8 MiB, 64 MiB
-    of logs in all, with a line saying what was left out and where all of it is). 404
-    when the ticket has not run yet."""
-    found, text = as_text(store, ticket_id, run, step, server.settings.artifacts_dir)
+    header line, as a text file, bounded (`log_text`: a step's first and last 8 MiB, 64
+    MiB of logs in all, with a line saying what was left out and where all of it is),
+    sent as it is read from the store (`DOWNLOAD_BATCH_BYTES` at a time). 404 when the
+    ticket has not run yet; 503 (`Retry-After`) while `MAX_LOG_DOWNLOADS` are going."""
+    if not server.downloads.take():
+        message = f"{server.downloads.limit} log downloads are going, as many as this server sends"
+        return errors.body(503, "too_many_downloads", message,
+                           headers={"Retry-After": STREAMS_RETRY_AFTER})  # fmt: skip
+
+    def start() -> tuple[dict[str, Any], Iterator[str]]:
+        return log_text(
+            server.stores.borrow, ticket_id, run, step, server.settings.artifacts_dir,
+            budget=DOWNLOAD_BATCH_BYTES, piece=STREAM_PIECE_BYTES,
+        )  # fmt: skip
+
+    try:
+        found, pieces = await anyio.to_thread.run_sync(start)  # a missing ticket: 404 here
+    except BaseException:
+        server.downloads.give_back()
+        raise
     name = f"ticket-{ticket_id}-run-{found['id']}.log"
-    return PlainTextResponse(
-        text, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    return _SlotStream(
+        server,
+        server.downloads,
+        pieces,  # (a plain iterator: starlette takes each piece in a worker thread)
+        media_type="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
@@ -133,6 +156,7 @@ async def stream(
         raise
     return _SlotStream(
         server,
+        server.streams,
         _events(server, follower, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -144,12 +168,14 @@ class _Stalled(Exception):
 
 
 class _SlotStream(StreamingResponse):
-    """A streamed response that gives its slot back once it is over, however it ends
-    (the stream's end, the client gone, the server stopping, the client stalled)."""
+    """A streamed response that gives its slot (of `slots`) back once it is over, however
+    it ends (the stream's end, the client gone, the server stopping, the client
+    stalled)."""
 
-    def __init__(self, server: ServerState, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, server: ServerState, slots: Slots, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.server = server
+        self.slots = slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stall = self.server.settings.stream_stall_timeout
@@ -165,10 +191,12 @@ class _SlotStream(StreamingResponse):
             await super().__call__(scope, receive, send_in_time)
         except _Stalled:
             self.server.stalled_streams += 1
-            log.warning("a log stream's client took nothing for %ss: disconnected", stall)
+            log.warning(
+                "a log stream's or download's client took nothing for %ss: disconnected", stall
+            )
             await _drop(scope, receive)
         finally:
-            self.server.streams.give_back()
+            self.slots.give_back()
 
 
 async def _drop(scope: Scope, receive: Receive) -> None:

@@ -1,23 +1,186 @@
-"""uvicorn's HTTP/1.1 protocol (h11), with one addition: each request's scope carries a way
-to drop its connection at once (`deps.ABORT_EXTENSION`). A plain close waits until the
-client has taken every byte still buffered, which a client that stopped reading never
-does; a live log stream whose client stalled drops it instead (`api/logs.py`).
+"""uvicorn's HTTP/1.1 protocol (h11), bounded so that no client can hold the server:
+
+- a request's head (request line and headers) must arrive within `request_head_timeout`
+  seconds of the connection (or of its first byte, after a kept-alive response; uvicorn's
+  `timeout_keep_alive` bounds the wait for that byte), and its body within
+  `request_body_timeout` seconds of the head; else the connection is closed (a head that
+  did not come is answered 408 first). uvicorn has no such bounds: it only times out an
+  idle kept-alive connection, so a head sent but never finished held its connection for
+  ever;
+- at most `Bounds.max_connections` connections are open at once: one more is answered 503
+  and closed as it comes (uvicorn's `limit_concurrency` answers only a request over its
+  limit, and a connection that never sends a whole head is never one);
+- a socket that cannot be accepted (no file descriptor left) is one log line a minute
+  (`quiet_accept_errors`), not a traceback per try.
+
+Each request's scope also carries a way to drop its connection at once
+(`deps.ABORT_EXTENSION`). A plain close waits until the client has taken every byte still
+buffered, which a client that stopped reading never does; a live log stream whose client
+stalled drops it instead (`api/logs.py`).
 
 Imported only by `server.serve`, with uvicorn (whose version `constraints.txt` pins: this
-leans on `H11Protocol.handle_events` making `self.cycle` for each request).
+leans on `H11Protocol.handle_events` making `self.cycle` for each request, and on its
+`connections` set).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from swarm_engine.api.deps import ABORT_EXTENSION
 
+log = logging.getLogger(__name__)
+
+NOTICE_SECONDS = 60.0
+"""A notice of one kind (connections refused, heads that did not come, accepts that
+failed) is logged at most once in this long, with how many times it happened."""
+FD_RESERVE = 256
+"""File descriptors kept for the store, the registry, log files and the event loop: the
+connection cap is at most the open-file limit less this (at most half of it)."""
+
+
+@dataclass
+class Notices:
+    """Log lines of one kind at most once per `NOTICE_SECONDS`, with the count since the
+    last one. Used from the event loop only: no lock."""
+
+    every: float = NOTICE_SECONDS
+    _last: dict[str, float] = field(default_factory=dict)
+    _count: dict[str, int] = field(default_factory=dict)
+
+    def note(self, kind: str, message: str) -> None:
+        count = self._count.get(kind, 0) + 1
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._count[kind] = count
+            return
+        self._last[kind], self._count[kind] = now, 0
+        log.warning("%s (%d of them since the last such line)", message, count)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    head_timeout: float
+    body_timeout: float
+    max_connections: int
+    notices: Notices = field(default_factory=Notices, compare=False)
+
+
+def connection_cap(wanted: int, open_files: int) -> int:
+    """The most connections to keep open: `wanted`, but never so many that the server's
+    other files (`FD_RESERVE`) find no descriptor left under an `open_files` limit
+    (negative: none, `RLIM_INFINITY`)."""
+    if open_files < 0:
+        return wanted
+    return max(1, min(wanted, max(open_files // 2, open_files - FD_RESERVE)))
+
+
+def _answer(status: str, code: str, message: str, *extra: str) -> bytes:
+    body = json.dumps({"error": code, "message": message}).encode()
+    head = [f"HTTP/1.1 {status}", "content-type: application/json", *extra,
+            "connection: close", f"content-length: {len(body)}"]  # fmt: skip
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
 
 class AbortableH11Protocol(H11Protocol):
+    bounds: ClassVar[Bounds] = Bounds(10.0, 30.0, 1024)
+    """Set by `bounded` for a server's settings."""
+    _deadline: asyncio.TimerHandle | None = None
+    _waiting: str = ""
+    """What the deadline waits for: "head", "body", or "" (none)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limit = self.bounds.max_connections
+        if len(self.connections) > limit:
+            self.connections.discard(self)
+            message = f"{limit} connections are open, as many as this server keeps"
+            transport.write(_answer("503 Service Unavailable", "too_many_connections",
+                                    message, "retry-after: 1"))  # fmt: skip
+            transport.close()
+            self.bounds.notices.note("refused", f"a connection was refused: {message}")
+            return
+        self._wait("head", self.bounds.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._wait("", 0)
+        super().connection_lost(exc)
+
     def handle_events(self) -> None:
         super().handle_events()
         # a new request's handler task is made here, but runs only after this returns
         if self.cycle is not None:
             extensions = self.cycle.scope.setdefault("extensions", {})
             extensions[ABORT_EXTENSION] = {"abort": self.transport.abort}
+        if self.transport.is_closing():
+            self._wait("", 0)
+        elif self.conn.their_state is h11.IDLE:
+            if self._waiting != "head":  # (a head's deadline runs on as more of it comes)
+                begun = bool(self.conn.trailing_data[0])  # else uvicorn's keep-alive waits
+                self._wait("head" if begun else "", self.bounds.head_timeout)
+        elif self.conn.their_state is h11.SEND_BODY:
+            if self._waiting != "body":
+                self._wait("body", self.bounds.body_timeout)
+        else:
+            self._wait("", 0)  # the request came whole (or the connection ends)
+
+    def _wait(self, what: str, seconds: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._waiting = what
+        if what:
+            self._deadline = self.loop.call_later(seconds, self._expired, what, seconds)
+
+    def _expired(self, what: str, seconds: float) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        self.bounds.notices.note(
+            what, f"a connection was closed: no whole request {what} within {seconds}s"
+        )
+        if what == "head":
+            message = f"no whole request head came within {seconds}s"
+            self.transport.write(_answer("408 Request Timeout", "request_timeout", message))
+            self.transport.close()
+        else:  # a handler waits for the body: it sees the client gone
+            self.transport.abort()
+
+
+def bounded(bounds: Bounds) -> type[AbortableH11Protocol]:
+    """The protocol class for a server with these bounds."""
+
+    class BoundedH11Protocol(AbortableH11Protocol):
+        pass
+
+    BoundedH11Protocol.bounds = bounds
+    return BoundedH11Protocol
+
+
+OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def quiet_accept_errors(notices: Notices) -> Any:
+    """An event loop exception handler that makes asyncio's "socket.accept() out of
+    system resource" (no file descriptor left: asyncio pauses accepting for a second and
+    tries again) one line a minute instead of a traceback per try; other contexts go to
+    the loop's default handler."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_FILES:
+            notices.note("accept", f"cannot accept connections: {exc.strerror or exc}")
+            return
+        loop.default_exception_handler(context)
+
+    return handler

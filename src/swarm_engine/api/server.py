@@ -3,7 +3,9 @@ is one clear error (and `--port 0` tells the port it got)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import resource
 import socket
 import threading
 from collections.abc import Callable
@@ -62,20 +64,32 @@ def serve(
     import uvicorn
 
     from swarm_engine.api.app import create_app
-    from swarm_engine.api.protocol import AbortableH11Protocol
+    from swarm_engine.api.protocol import Bounds, bounded, connection_cap, quiet_accept_errors
+
+    class QuietServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(quiet_accept_errors(bounds.notices))
+            await super().startup(sockets)
 
     sock = bind(host, port)
     try:
         app = create_app(settings, token)
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        bounds = Bounds(
+            settings.request_head_timeout,
+            settings.request_body_timeout,
+            connection_cap(settings.api_max_connections, open_files),
+        )
         config = uvicorn.Config(
             app,
-            http=AbortableH11Protocol,
+            http=bounded(bounds),
             log_config=None,
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
         )
-        server = uvicorn.Server(config)
+        server = QuietServer(config)
         state = app.state.server
         state.on_gone = lambda why: setattr(server, "should_exit", True)
         stop = threading.Event()

@@ -1,5 +1,5 @@
 """A ticket's step logs, read from the store (`step_logs`): chunk by chunk (`chunks`, what
-`swarm-engine logs` prints), bounded as one text (`whole`, `as_text`: the API's download),
+`swarm-engine logs` prints), bounded as one text (`step_log`, `log_text`: the API's download, sent as it is read),
 or followed as written.
 
 `LogFollower` is the one stream that `swarm-engine logs --follow` prints and the API
@@ -11,10 +11,12 @@ from any thread and sleep however it likes (the CLI sleeps, the API awaits).
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,7 @@ from swarm_engine.records import SHOWN_CHARS, cut_message, shown
 from swarm_engine.service.runs import SHOWN_STEPS, numbered
 from swarm_engine.service.values import check_text
 from swarm_engine.store.logs import BATCH_BYTES, PIECE_BYTES
-from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.output import SLACK, continuation_bytes, unfinished_char
 
 if TYPE_CHECKING:
     from swarm_engine.store import Store
@@ -64,24 +66,12 @@ def steps_of(
     """A run's steps (only `step_id`'s attempts when given), oldest first, numbered, read
     `batch` at a time: memory holds one batch, however many steps the run has.
     `NotFoundError` (before the first step) when the run has no such step."""
-    run_id = int(run["id"])
-    if step_id is not None:
-        check_text(step_id, "step")
-    after = 0
-    while page := numbered(
-        store.runs.steps_from(run_id, after, batch, step_id=step_id, values=False)
-    ):
-        yield from page
-        after = int(page[-1]["id"])
-    if step_id is not None and not after:
-        some = dict.fromkeys(str(i) for i in store.runs.first_step_ids(run_id, 200))
-        known = cut_message(", ".join(sorted(some)), SHOWN_CHARS)
-        raise NotFoundError(f"run {run['id']} has no step {shown(step_id)} (its steps: {known})")
+    yield from _steps(lend(store), run, step_id, batch)
 
 
 MiB = 1024 * 1024
 LOG_KEEP_BYTES = 8 * MiB
-"""Of a step's stored log, `whole` keeps the first and the last this many bytes (UTF-8):
+"""Of a step's stored log, `step_log` keeps the first and the last this many bytes (UTF-8):
 a log up to twice that is whole (the engine stores at most `max_log_bytes`, 10 MiB by
 default, of each step)."""
 MAX_TEXT_BYTES = 64 * MiB
@@ -106,27 +96,6 @@ def chunks(store: Store, step_execution_id: int, batch: int = CHUNK_BATCH) -> It
         after, start = pieces[-1].resume
 
 
-def whole(
-    store: Store, step_execution_id: int, keep: int = LOG_KEEP_BYTES, get_all: str = ""
-) -> str:
-    """One step's stored log as one text ('' when nothing is stored): whole when it is at
-    most 2 x `keep` bytes of UTF-8 (+32), else its first and last `keep` bytes with one line
-    between them, `[... N bytes of this log left out here; all of it: GET_ALL ...]` (N in
-    bytes; `get_all` says where the whole log is). Every chunk is read (`chunks`); memory
-    holds at most 2 x `keep` bytes and one batch."""
-    kept = BoundedOutput(keep)
-    for data in chunks(store, step_execution_id):
-        kept.add(data.encode("utf-8", "replace"))
-    if not kept.total:
-        return ""
-    where = f"; all of it: {get_all}" if get_all else ""
-
-    def marker(left_out: int) -> bytes:
-        return f"\n[... {left_out} bytes of this log left out here{where} ...]\n".encode()
-
-    return kept.value(marker).decode("utf-8", "replace")
-
-
 def how_to_get_all(ticket_id: int, run_id: int, step_id: Any) -> str:
     """Where a step's whole stored log is: the CLI command and the API's stream (the step
     id, any writer's text, quoted for a shell and for a URL)."""
@@ -142,6 +111,170 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_ARTIFACTS_LISTED = 1000
 
 
+Borrow = Callable[[], AbstractContextManager["Store"]]
+"""A store for one read: a server borrows one from its pool for each (the reads of one
+download run in any of its worker threads); `lend(store)` lends the one a caller has."""
+
+
+def lend(store: Store) -> Borrow:
+    return lambda: nullcontext(store)
+
+
+def _steps(
+    borrow: Borrow, run: dict[str, Any], step_id: str | None, batch: int = STEP_BATCH
+) -> Iterator[dict[str, Any]]:
+    run_id = int(run["id"])
+    if step_id is not None:
+        check_text(step_id, "step")
+    after = 0
+    while True:
+        with borrow() as store:
+            page = numbered(
+                store.runs.steps_from(run_id, after, batch, step_id=step_id, values=False)
+            )
+        if not page:
+            break
+        yield from page
+        after = int(page[-1]["id"])
+    if step_id is not None and not after:
+        with borrow() as store:
+            some = dict.fromkeys(str(i) for i in store.runs.first_step_ids(run_id, 200))
+        known = cut_message(", ".join(sorted(some)), SHOWN_CHARS)
+        raise NotFoundError(f"run {run['id']} has no step {shown(step_id)} (its steps: {known})")
+
+
+def _pieces(borrow: Borrow, step_execution_id: int, budget: int, piece: int) -> Iterator[bytes]:
+    """One step's stored log as UTF-8, piece by piece (`chunks`), each batch read with a
+    store of its own."""
+    after, start = 0, 0
+    while True:
+        with borrow() as store:
+            got = store.logs.after(
+                [step_execution_id], after, CHUNK_BATCH, start=start, budget=budget,
+                piece=piece,
+            )  # fmt: skip
+        if not got:
+            return
+        for each in got:
+            yield each.data.encode("utf-8", "replace")
+        after, start = got[-1].resume
+
+
+def step_log(
+    borrow: Borrow, step_execution_id: int, keep: int = LOG_KEEP_BYTES, get_all: str = "", *,
+    budget: int = BATCH_BYTES, piece: int = PIECE_BYTES,
+) -> Iterator[str]:  # fmt: skip
+    """One step's stored log, in pieces (none when nothing is stored): whole when it is
+    at most 2 x `keep` bytes of UTF-8 (+32), else its first and last `keep` bytes with one
+    line between them, `[... N bytes of this log left out here; all of it: GET_ALL ...]`
+    (N in bytes; `get_all` says where the whole log is), each cut moved back or on to a
+    character's edge. Read twice, a batch of `budget` bytes at a time: once to measure
+    it, once to send it (no further than was measured: a log that grows meanwhile is
+    cut where it was measured), so memory holds one batch, whatever the log's size."""
+    total = sum(len(data) for data in _pieces(borrow, step_execution_id, budget, piece))
+    at = 0
+    if total <= 2 * keep + SLACK:
+        for data in _pieces(borrow, step_execution_id, budget, piece):
+            if at >= total:
+                return
+            yield data[: total - at].decode("utf-8", "replace")
+            at += len(data)
+        return
+    where = f"; all of it: {get_all}" if get_all else ""
+    tail_at, head = total - keep, 0
+    for data in _pieces(borrow, step_execution_id, budget, piece):
+        end = at + len(data)
+        if at < keep:
+            part = data[: keep - at]
+            if end >= keep:
+                part = part[: len(part) - unfinished_char(part)]
+            head += len(part)
+            yield part.decode("utf-8", "replace")
+        if at <= tail_at < end:
+            part = data[tail_at - at :]
+            skip = continuation_bytes(part)
+            left_out = total - head - (keep - skip)
+            yield f"\n[... {left_out} bytes of this log left out here{where} ...]\n"
+            yield part[skip:].decode("utf-8", "replace")
+        elif at > tail_at:
+            yield data[: total - at].decode("utf-8", "replace")
+        at = end
+        if at >= total:
+            return
+
+
+def log_text(
+    borrow: Borrow, ticket_id: int, run_id: int | None = None, step_id: str | None = None,
+    artifacts: Path | None = None, *, keep: int = LOG_KEEP_BYTES, most: int = MAX_TEXT_BYTES,
+    budget: int = BATCH_BYTES, piece: int = PIECE_BYTES,
+) -> tuple[dict[str, Any], Iterator[str]]:  # fmt: skip
+    """The log of a ticket's latest run (or run `run_id`; only `step_id` when given) as
+    text in pieces, to be sent as they come: each step's log under a header line, its
+    error after it. A step's log is `step_log`'s (its first and last `keep` bytes when
+    longer, with a line saying how much was left out and how to get all of it); once
+    the steps' logs hold `most` bytes, the logs of the steps after are left out, each
+    with such a line (headers and errors stay, for `MAX_STEPS_LEFT_OUT` steps, then one
+    line for the rest): the text holds at most about `most` + 2 x `keep` bytes. Steps are
+    read a batch at a time, logs `budget` bytes at a time: memory holds one batch. A step
+    whose log was not stored (a run recorded before logs were) is read from its log file
+    when that lies under `artifacts` (at most `MAX_FILE_BYTES`). Returns (run, pieces);
+    `NotFoundError` (here, before any piece) when the ticket has not run, or its run has
+    no such step."""
+    with borrow() as store:
+        ticket, run = pick_run(store, ticket_id, run_id)
+    if run is None:
+        raise NotFoundError(f"ticket {ticket_id} has not run yet (it is {ticket.status})")
+    steps = _steps(borrow, run, step_id)
+    first = next(steps, None)
+    found = run
+    if first is None:
+        return found, iter(())
+
+    def pieces() -> Iterator[str]:
+        size = left_out = 0
+        for step in itertools.chain([first], steps):
+            if size >= most:
+                left_out += 1
+            if left_out > MAX_STEPS_LEFT_OUT:
+                rest = f"swarm-engine logs {ticket_id} --run {found['id']}"
+                yield (
+                    f"[... the steps after these are left out too: the logs above hold"
+                    f" {size} bytes, over this text's cap of {most}; all of them: {rest}"
+                    f", or GET /v1/tickets/{ticket_id}/logs/stream?run={found['id']} ...]\n"
+                )
+                return
+            yield (
+                f"=== run {found['id']} · step {step['step_id']} · attempt {step['attempt']}"
+                f" · {step['status']} ===\n"
+            )
+            get_all = how_to_get_all(ticket_id, int(found["id"]), step["step_id"])
+            last = ""
+            if size >= most:
+                last = (
+                    f"[... this step's log is left out: the logs above hold {size} bytes,"
+                    f" over this text's cap of {most}; all of it: {get_all} ...]"
+                )
+                yield last
+            else:
+                for text in step_log(
+                    borrow, int(step["id"]), keep, get_all, budget=budget, piece=piece
+                ):
+                    if text:
+                        size += len(text.encode("utf-8", "replace"))
+                        last = text
+                        yield text
+                if not last:
+                    last = read_log_file(step.get("log_path"), artifacts)
+                    size += len(last.encode("utf-8", "replace"))
+                    yield last
+            if last and not last.endswith("\n"):
+                yield "\n"
+            if step.get("error"):
+                yield f"error: {step['error']}\n"
+
+    return found, pieces()
+
+
 def as_text(
     store: Store,
     ticket_id: int,
@@ -152,51 +285,9 @@ def as_text(
     keep: int = LOG_KEEP_BYTES,
     most: int = MAX_TEXT_BYTES,
 ) -> tuple[dict[str, Any], str]:
-    """The log of a ticket's latest run (or run `run_id`; only `step_id` when given) as
-    one text: each step's log under a header line, its error after it. A step's log is
-    `whole`'s (its first and last `keep` bytes when longer, with a line saying how much
-    was left out and how to get all of it); once the steps' logs hold `most` bytes, the
-    logs of the steps after are left out, each with such a line (headers and errors
-    stay, for `MAX_STEPS_LEFT_OUT` steps, then one line for the rest): the text holds at
-    most about `most` + 2 x `keep` bytes. Steps are read a batch at a time. A step whose log was
-    not stored (a run recorded before logs were) is read from its log file when that lies
-    under `artifacts` (at most `MAX_FILE_BYTES`). Returns (run, text); `NotFoundError`
-    when the ticket has not run."""
-    ticket, run = pick_run(store, ticket_id, run_id)
-    if run is None:
-        raise NotFoundError(f"ticket {ticket_id} has not run yet (it is {ticket.status})")
-    parts: list[str] = []
-    size = left_out = 0
-    for step in steps_of(store, run, step_id):
-        parts.append(
-            f"=== run {run['id']} · step {step['step_id']} · attempt {step['attempt']}"
-            f" · {step['status']} ===\n"
-        )
-        get_all = how_to_get_all(ticket_id, int(run["id"]), step["step_id"])
-        if size >= most:
-            left_out += 1
-            if left_out > MAX_STEPS_LEFT_OUT:
-                parts.pop()
-                rest = f"swarm-engine logs {ticket_id} --run {run['id']}"
-                parts.append(
-                    f"[... the steps after these are left out too: the logs above hold"
-                    f" {size} bytes, over this text's cap of {most}; all of them: {rest}"
-                    f", or GET /v1/tickets/{ticket_id}/logs/stream?run={run['id']} ...]\n"
-                )
-                break
-            text = (
-                f"[... this step's log is left out: the logs above hold {size} bytes, over"
-                f" this text's cap of {most}; all of it: {get_all} ...]"
-            )
-        else:
-            text = whole(store, int(step["id"]), keep, get_all) or read_log_file(
-                step.get("log_path"), artifacts
-            )
-            size += len(text.encode("utf-8", "replace"))
-        parts.append(text + ("" if not text or text.endswith("\n") else "\n"))
-        if step.get("error"):
-            parts.append(f"error: {step['error']}\n")
-    return run, "".join(parts)
+    """`log_text` as one text: (run, text)."""
+    run, pieces = log_text(lend(store), ticket_id, run_id, step_id, artifacts, keep=keep, most=most)
+    return run, "".join(pieces)
 
 
 def log_file(path: Any, artifacts: Path | None) -> Path | None:
