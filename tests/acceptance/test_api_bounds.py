@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 import resource
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.acceptance.test_big_stored_logs import write_run
+from tests.acceptance.test_log_files import _step as step_with_log_file
 from tests.support.api import Api, start_api
 from tests.support.cli import swarm_inproc, wait_until
 
@@ -174,15 +176,15 @@ def rss(api: Api) -> int:
     return int(found.group(1)) * 1024
 
 
-def downloading(api: Api, n: int) -> Iterator[socket.socket]:
-    """`n` downloads of ticket 100's log that stop reading once the response began."""
+def downloading(api: Api, n: int, ticket: int = 100) -> Iterator[socket.socket]:
+    """`n` downloads of a ticket's log that stop reading once the response began."""
     for _ in range(n):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.settimeout(WAIT)
         sock.connect(address(api))
         sock.sendall(
-            b"GET /v1/tickets/100/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            f"GET /v1/tickets/{ticket}/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".encode()
             + TOKEN.encode() + b"\r\n\r\n"
         )  # fmt: skip
         head = sock.recv(64)
@@ -210,6 +212,30 @@ def test_log_downloads_are_sent_as_read_in_little_memory(logged: Path) -> None:
         socks = list(downloading(api, 24))
         grown = rss(api) - before
         assert grown < 48 * MiB, f"{grown / MiB:.0f} MiB for 24 slow downloads"
+    finally:
+        for sock in socks:
+            sock.close()
+        api.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_log_file_is_sent_as_read_too(home: Path) -> None:
+    """A step whose log is only a file (a run recorded before logs were stored): 8 slow
+    downloads of a 48 MiB one grow the server by far less than a copy each."""
+    folder = home / "artifacts" / "run-1" / "main.1"
+    folder.mkdir(parents=True)
+    line = b"a line of an old step's log \xe2\x82\xac\n"
+    (folder / "output.log").write_bytes(line * (48 * MiB // len(line)))
+    step_with_log_file(home, 300, str(folder / "output.log"))
+    api = start_api(home, token=TOKEN, SWARM_STREAM_STALL_TIMEOUT="3600")
+    socks: list[socket.socket] = []
+    try:
+        got = api.get("/v1/tickets/300/logs")
+        assert got.content.count(line) == 48 * MiB // len(line)
+        before = rss(api)
+        socks = list(downloading(api, 8, ticket=300))
+        grown = rss(api) - before
+        assert grown < 48 * MiB, f"{grown / MiB:.0f} MiB for 8 slow downloads"
     finally:
         for sock in socks:
             sock.close()
@@ -247,3 +273,26 @@ def test_a_stalled_download_is_dropped(logged: Path) -> None:
         sock.close()
     finally:
         api.stop()
+
+
+def test_a_download_whose_store_fails_midway_is_dropped(logged: Path) -> None:
+    """The store fails while a download is sent (its table dropped): the connection is
+    dropped (the client does not get a chunked body's end, so it cannot take the cut
+    text for the whole log), with one line in the log and no traceback."""
+    api = start_api(logged, token=TOKEN, SWARM_STREAM_STALL_TIMEOUT="3600")
+    try:
+        (sock,) = downloading(api, 1)
+        conn = sqlite3.connect(logged / "tickets.db", timeout=30)
+        try:
+            conn.execute("DROP TABLE step_logs")
+            conn.commit()
+        finally:
+            conn.close()
+        got = until_closed(sock)
+        sock.close()
+        assert not got.endswith(b"0\r\n\r\n")
+        assert len(got) < LOG_BYTES
+    finally:
+        log = api.stop()
+    assert "a log download failed midway, its connection dropped" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

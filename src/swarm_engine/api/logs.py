@@ -1,5 +1,11 @@
 """A ticket's step logs: as a (bounded) download, or live as server-sent events.
 
+The download (`service.logs.log_text`) is sent as it is read from the store, about
+`DOWNLOAD_BATCH_BYTES` at a time, each read in a worker thread with a store borrowed for
+it; at most `deps.MAX_LOG_DOWNLOADS` go at once (one more is a 503 with `Retry-After`),
+and like a stream, one whose client stalls is dropped, as is one whose store fails
+midway (its client must not take a cut text for the whole log).
+
 The stream is `service.logs.LogFollower`, the one `swarm-engine logs --follow` prints:
 each chunk is an event whose id is the chunk's id (`step_logs.id`, increasing), so a
 client that reconnects with `Last-Event-ID` (browsers' EventSource does it by itself)
@@ -34,7 +40,7 @@ from starlette.types import Message, Receive, Scope, Send
 from swarm_engine.api import errors
 from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, Slots
 from swarm_engine.api.deps import Server as ServerState
-from swarm_engine.errors import UsageError
+from swarm_engine.errors import SwarmError, UsageError
 from swarm_engine.service.logs import Chunk, LogFollower, log_text, parse_position
 from swarm_engine.service.values import MAX_ID
 
@@ -194,6 +200,11 @@ class _SlotStream(StreamingResponse):
             log.warning(
                 "a log stream's or download's client took nothing for %ss: disconnected", stall
             )
+            await _drop(scope, receive)
+        except SwarmError as exc:  # a download's store failed midway (a stream says so
+            # in an event): dropped, so the client does not take a cut text for the whole
+            why = " ".join(str(exc).split())
+            log.warning("a log download failed midway, its connection dropped: %s", why)
             await _drop(scope, receive)
         finally:
             self.slots.give_back()

@@ -11,6 +11,7 @@ from any thread and sleep however it likes (the CLI sleeps, the API awaits).
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import os
 import shlex
@@ -264,9 +265,10 @@ def log_text(
                         last = text
                         yield text
                 if not last:
-                    last = read_log_file(step.get("log_path"), artifacts)
-                    size += len(last.encode("utf-8", "replace"))
-                    yield last
+                    for text in log_file_pieces(step.get("log_path"), artifacts, piece):
+                        size += len(text.encode("utf-8", "replace"))
+                        last = text
+                        yield text
             if last and not last.endswith("\n"):
                 yield "\n"
             if step.get("error"):
@@ -309,20 +311,33 @@ def read_log_file(path: Any, artifacts: Path | None) -> str:
     """The text of a step's log file (`log_file`'s rule), at most `MAX_FILE_BYTES` of it,
     opened without following a symlink or blocking and checked to be a regular file once
     open; '' for anything else."""
+    return "".join(log_file_pieces(path, artifacts))
+
+
+def log_file_pieces(path: Any, artifacts: Path | None, piece: int = PIECE_BYTES) -> Iterator[str]:
+    """`read_log_file`'s text, read and decoded `piece` bytes at a time (none for a file
+    it would not read)."""
     file = log_file(path, artifacts)
     if file is None:
-        return ""
+        return
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return ""
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     with os.fdopen(fd, "rb") as f:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
-            return f.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+                return
+            left = MAX_FILE_BYTES
+            while left > 0 and (data := f.read(min(piece, left))):
+                left -= len(data)
+                if text := decoder.decode(data):
+                    yield text
         except OSError:
-            return ""
+            return
+    if text := decoder.decode(b"", final=True):
+        yield text
 
 
 def step_artifacts(path: Any, artifacts: Path | None) -> tuple[list[Path], bool]:
