@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import resource
+import select
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -90,6 +91,28 @@ def test_a_head_that_never_ends_is_answered_408_and_closed(home: Path) -> None:
         log = api.stop()
     assert "Traceback" not in log
     assert "no whole request head within 0.5s" in log
+
+
+def test_a_head_sent_a_line_at_a_time_does_not_push_its_deadline_back(home: Path) -> None:
+    """A client that sends one more header line whenever the server has said nothing for
+    a while (slowloris) still gets its 408 once `request_head_timeout` has passed since
+    the connection."""
+    api = start_api(home, token=TOKEN, SWARM_REQUEST_HEAD_TIMEOUT="1")
+    try:
+        sock = connect(api, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        got = b""
+        sent = 0
+        while not got and sent < 600:  # (60 s at most)
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable:
+                got = until_closed(sock)
+            else:
+                sock.sendall(b"X-More: %d\r\n" % sent)
+                sent += 1
+        sock.close()
+        assert got.startswith(b"HTTP/1.1 408 "), (sent, got)
+    finally:
+        api.stop()
 
 
 def test_a_body_that_never_ends_closes_its_connection(home: Path) -> None:

@@ -196,10 +196,10 @@ class _SlotStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send_in_time)
         except _Stalled:
-            self.server.stalled_streams += 1
-            log.warning(
-                "a log stream's or download's client took nothing for %ss: disconnected", stall
-            )
+            what = "download" if self.slots is self.server.downloads else "stream"
+            if what == "stream":
+                self.server.stalled_streams += 1  # (the metric counts live streams)
+            log.warning("a log %s's client took nothing for %ss: disconnected", what, stall)
             await _drop(scope, receive)
         except SwarmError as exc:  # a download's store failed midway (a stream says so
             # in an event): dropped, so the client does not take a cut text for the whole
