@@ -218,8 +218,10 @@ def downloading(api: Api, n: int, ticket: int = 100) -> Iterator[socket.socket]:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_log_downloads_are_sent_as_read_in_little_memory(logged: Path) -> None:
     """24 slow downloads of a 10 MiB log: the server grows by far less than one copy of
-    the log each (about 0.3 MiB each is measured; 48 MiB in all allowed); a whole
-    download is the bounded text, with the headers it always had."""
+    the log each (about 2 MiB each is measured, most of it the worker threads' SQLite
+    connections and their page caches; 96 MiB in all allowed, where the log built whole
+    took 166 MiB here and 615 MiB with clients that read); a whole download is the
+    bounded text, with the headers it always had."""
     api = start_api(logged, token=TOKEN, SWARM_STREAM_STALL_TIMEOUT="3600")
     socks: list[socket.socket] = []
     try:
@@ -234,7 +236,7 @@ def test_log_downloads_are_sent_as_read_in_little_memory(logged: Path) -> None:
         before = rss(api)
         socks = list(downloading(api, 24))
         grown = rss(api) - before
-        assert grown < 48 * MiB, f"{grown / MiB:.0f} MiB for 24 slow downloads"
+        assert grown < 96 * MiB, f"{grown / MiB:.0f} MiB for 24 slow downloads"
     finally:
         for sock in socks:
             sock.close()
