@@ -331,16 +331,21 @@ class TicketRunner:
             ticket.id, ticket.attempt_id, on_lost, functools.partial(self.renewal_refused, ticket)
         )
         self._stops[ticket.attempt_id] = (main, on_lost)
+        crash: Exception | None = None
         try:
             return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing, started)
         except asyncio.CancelledError:
             if self.stopping and not stop_reason and ticket.id not in self._aborted:
                 self.left_claimed(ticket)  # stopped before its run could record the abort
             raise
+        except Exception as exc:
+            crash = None if isinstance(exc, SwarmError) else exc
+            raise
         finally:
             self.keeper.release(ticket.attempt_id)
             self._stops.pop(ticket.attempt_id, None)
             self._ended.pop(ticket.attempt_id, None)
+            await self._close_left(ticket, crash)
 
     async def _run(
         self,
@@ -412,6 +417,10 @@ class TicketRunner:
                 error += f" while waiting on a host shortage: {cut[0]}"
             await self._close(ticket, run_id, status="failed", error=error)
         except StaleAttemptError as exc:
+            # the attempt is over: the keeper has nothing left to stop (its cancel, for the
+            # loss this close is about, came while the close waited on the store and cut
+            # it short: the run stayed `running` on this live engine, the ticket for ever)
+            self.keeper.release(str(ticket.attempt_id))
             if isinstance(exc, TicketDeletedError):  # its run would stay `running`
                 await self._abandon(run_id, "stopped: the ticket was deleted during the run")
                 raise
@@ -419,6 +428,9 @@ class TicketRunner:
                 log.warning("ticket %s: %s; run %s abandoned", ticket.id, exc, run_id)
                 # its own run, left `running`, would keep the ticket from any new claim
                 await self._abandon(run_id, f"stopped: this attempt lost the ticket ({exc})")
+            if self.stopping:  # an abort now has nothing of this lost attempt to record
+                self._aborted.add(ticket.id)
+            await _taken_back(main, stop_reason)
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
                 await self._abort(ticket, run_id)
@@ -436,8 +448,7 @@ class TicketRunner:
                 try:
                     await self._close(ticket, run_id, status="cancelled")
                 except StaleAttemptError:  # reopened meanwhile: the reopen left the run
-                    with contextlib.suppress(StoreError):  # to this engine to close
-                        await self.gate.retrying(runs.cancel_run, run_id, REOPENED)
+                    await self._unfenced(runs.cancel_run, run_id, REOPENED)  # to its engine
             else:
                 log.warning(
                     "ticket %s: this attempt lost the ticket (reclaimed, or reset by another"
@@ -445,10 +456,10 @@ class TicketRunner:
                     ticket.id,
                     run_id,
                 )
-                with contextlib.suppress(StoreError):  # closing its own run is always safe
-                    await self.gate.retrying(
-                        runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
-                    )
+                await self._unfenced(
+                    runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
+                )
+            await _taken_back(main, [])  # (the keeper's cancel was taken back above)
         return await self._finished(ticket, run_id)
 
     async def _abort(self, ticket: Ticket, run_id: int) -> None:
@@ -526,8 +537,50 @@ class TicketRunner:
         self.unrecorded[ticket.id] = None
 
     async def _abandon(self, run_id: int, error: str) -> None:
-        with contextlib.suppress(StoreError):  # closing its own run is always safe
-            await self.gate.retrying(self.store.runs.abandon_run, run_id, error)
+        await self._unfenced(self.store.runs.abandon_run, run_id, error)
+
+    async def _unfenced(self, close: Callable[[int, str], None], run_id: int, error: str) -> None:
+        """Close this engine's own run `run_id` (`abandon_run`, `cancel_run`: not fenced,
+        only that run's rows, always safe), retried while the store is busy, to the end
+        whatever cancel comes meanwhile (the caller sees to that cancel: `_taken_back`)."""
+        with contextlib.suppress(StoreError):  # a run left open: `_close_left` tries again
+            await to_the_end(asyncio.ensure_future(self.gate.retrying(close, run_id, error)))
+
+    async def _close_left(self, ticket: Ticket, crash: Exception | None) -> None:
+        """The attempt's task ends (done, failed, cancelled, lost, aborted, crashed): a run
+        of the attempt that the store still marks `running` is closed `failed` now (with
+        its unfinished steps), retried while the store is busy and to the end whatever
+        cancel comes meanwhile. The task has stopped its steps' sandboxes by then. This
+        engine no longer tracks that run, and a run left `running` with its `engine_id`
+        would keep the ticket from every later claim for as long as the engine lives (the
+        claim guard). Nothing is written after a close this runner recorded itself, nor
+        for an abort the busy store kept from being recorded (`unrecorded`: the lease
+        reclaim closes that run, as before)."""
+        attempt = str(ticket.attempt_id)
+        if (
+            attempt in self.closed_attempts
+            or ticket.id in self.recorded_aborts
+            or ticket.id in self.unrecorded
+        ):
+            return
+        error = LEFT_RUNNING
+        if crash is not None:  # (as `EngineSession.run_claimed` records a crash)
+            error = f"internal error: {type(crash).__name__}: {crash}"
+        write = self.gate.retrying(self.store.runs.abandon_attempt, attempt, error)
+        try:
+            closed = await to_the_end(asyncio.ensure_future(write))
+        except StoreError as exc:  # busy past an engine stop's deadline: the lease reclaim
+            log.log(  # (or the rule for gone engines) closes it; a run the store refused
+                logging.DEBUG if refused(exc) else logging.WARNING,  # to close was said
+                "ticket %s: its run could not be closed as its attempt ended: %s",
+                ticket.id, exc, extra={"ticket_id": ticket.id},
+            )  # fmt: skip
+            return
+        if closed and crash is None:  # (a crash is logged with its traceback)
+            log.warning(
+                "ticket %s: its run was left running as its attempt ended; closed failed",
+                ticket.id, extra={"ticket_id": ticket.id},
+            )  # fmt: skip
 
     async def _close(
         self,
@@ -580,6 +633,22 @@ class TicketRunner:
 
 def _nothing() -> None:
     return None
+
+
+LEFT_RUNNING = "stopped: its engine ended this attempt without closing its run"
+"""The error of a run closed by `TicketRunner._close_left`."""
+
+
+async def _taken_back(main: asyncio.Task[Any], stop_reason: list[LostReason]) -> None:
+    """After a run's close that a cancel could not cut short (`to_the_end`): the lease
+    keeper's cancel (`stop_reason` given: the attempt lost its ticket, which that close is
+    about) is taken back; a cancel of the engine's own (its stop) still stops the run."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(0)  # a cancel asked for but not yet delivered is delivered now
+    if stop_reason and main.cancelling():
+        main.uncancel()
+    if main.cancelling():
+        raise asyncio.CancelledError
 
 
 async def to_the_end(job: asyncio.Future[T]) -> T:

@@ -199,13 +199,14 @@ class RunStore:
             self.db.run(self.q.cancel_open_steps, {"run_id": run_id})
             self.db.run(self.q.cancel_run, {"run_id": run_id, "error": error})
 
-    def abandon_attempt(self, attempt_id: str, error: str) -> None:
-        """Close whatever run of this attempt is still marked running (the engine's last
-        resort after its run crashed; only that attempt's own rows)."""
+    def abandon_attempt(self, attempt_id: str, error: str) -> int:
+        """Close (`failed`) whatever run of this attempt is still marked running, and its
+        unfinished steps: the engine's last word as the attempt's task ends, however it
+        ended (only that attempt's own rows). Returns how many runs it closed."""
         with self.db.transaction():
             args = {"attempt_id": attempt_id, "error": error}
             self.db.run(self.q.abandon_attempt_steps, args)
-            self.db.run(self.q.abandon_attempt_runs, args)
+            return int(self.db.run(self.q.abandon_attempt_runs, args).rowcount)
 
     def end_unrecorded(self, ticket: Ticket, error: str) -> bool:
         """The attempt's run ended, and the store refused to record it and to fail its

@@ -261,7 +261,9 @@ UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
    AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
 
 -- name: abandon_attempt_runs
-UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error), completed_at = now()
+UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
+       completed_at = now(),
+       duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint)
  WHERE attempt_id = :attempt_id AND status = 'running'
 
 -- name: end_unrecorded_steps

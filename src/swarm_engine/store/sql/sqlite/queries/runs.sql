@@ -264,7 +264,10 @@ UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
    AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
 
 -- name: abandon_attempt_runs
-UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error), completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
+       completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
+                                * 86400000) AS INTEGER)
  WHERE attempt_id = :attempt_id AND status = 'running'
 
 -- name: end_unrecorded_steps
