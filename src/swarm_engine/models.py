@@ -161,6 +161,8 @@ class AgentSpec(_Strict):
             raise ValueError("must not be an empty list")
         if isinstance(v, list) and not v[0].strip():
             raise ValueError("its first item, the program, must not be empty or blank")
+        if any("\x00" in item for item in ([v] if isinstance(v, str) else v or [])):
+            raise ValueError("contains a NUL character (no program can be given one)")
         return v
 
     @field_validator("env")

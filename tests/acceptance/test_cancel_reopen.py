@@ -46,8 +46,13 @@ def heartbeat(fleet: Fleet, pid: int) -> float:
 
 @pytest.mark.parametrize(
     ("lease", "recorded"),
-    [(60.0, None), (2.0, None), (2.0, "dead")],
-    ids=["fresh", "frozen-past-its-lease", "frozen-and-recorded-dead-by-another-writer"],
+    [(60.0, None), (2.0, None), (2.0, "dead"), (2.0, "dead-pid")],
+    ids=[
+        "fresh",
+        "frozen-past-its-lease",
+        "frozen-and-recorded-dead-by-another-writer",
+        "frozen-and-its-row-forged-dead-with-a-dead-pid",
+    ],
 )
 def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
     fleet: Fleet, tmp_path: Path, lease: float, recorded: str | None
@@ -57,7 +62,9 @@ def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
     sandbox still ran): on its own host, a silent engine whose process lives is not dead,
     and its run keeps the ticket from running again until it closes that run itself.
     `...recorded-dead...`: another writer also records the frozen engine dead before the
-    reopen, which used to let the reopen close the old run at once."""
+    reopen, which used to let the reopen close the old run at once; `...dead-pid`: and
+    gives its row a dead pid and an old heartbeat, so that only its sandbox's processes
+    (found by their tag) show that it lives: they used to be closed after two leases."""
     timing = {**FAST, "SWARM_LEASE_TTL": str(lease)}
     register(fleet, tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
     assert fleet.cli("ticket", "create", "--title", "l", "--agent", "long").returncode == 0
@@ -77,8 +84,13 @@ def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
     os.kill(holder.pid, signal.SIGSTOP)  # it cannot notice the cancel: its sandbox runs on
     try:
         assert fleet.cli("ticket", "cancel", "1").returncode == 0
-        if recorded is not None:
-            fleet.target.sql(f"UPDATE engines SET state = '{recorded}' WHERE pid = {holder.pid}")
+        if recorded == "dead":
+            fleet.target.sql(f"UPDATE engines SET state = 'dead' WHERE pid = {holder.pid}")
+        elif recorded == "dead-pid":  # only its sandbox's tag says it lives on
+            fleet.target.sql(
+                "UPDATE engines SET state = 'dead', pid = 999999,"
+                f" heartbeat_at = '2000-01-01T00:00:00Z' WHERE pid = {holder.pid}"
+            )
         reopened = fleet.cli("ticket", "reopen", "1")
         assert reopened.returncode == 0, reopened.stderr
         (stopping,) = fleet.rows("SELECT engine_id FROM workflow_runs")
@@ -175,19 +187,26 @@ def test_cancel_and_reopen_back_to_back_never_overlap_two_runs(
         assert instant(destroyed[earlier["id"]]) <= instant(later["started_at"]), (earlier, later)
 
 
+@pytest.mark.parametrize("held", [1, 2], ids=["it-held-one-ticket", "it-held-two"])
 def test_run_ticket_alone_runs_a_ticket_whose_old_run_a_killed_engine_left(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, held: int
 ) -> None:
     """No daemon: an engine is killed (-9) mid-run, the ticket cancelled and reopened.
     `run-ticket --wait` used to exit 4 (`still has a run going`) for ever, since only a
     daemon's round closed such a run; it now closes it itself once that engine has been
-    silent for two leases and its process is gone, and runs the ticket."""
+    silent for two leases and its process is gone, and runs the ticket. `it-held-two`:
+    the engine also held another ticket, whose lease ran out: it was not recorded dead
+    while it held that ticket, and nothing but a daemon re-queued it; `run-ticket`
+    re-queues expired leases first, as a daemon does."""
     timing = {**FAST, "SWARM_LEASE_TTL": "1"}
     register(fleet, tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
-    assert fleet.cli("ticket", "create", "--title", "l", "--agent", "long").returncode == 0
-    holder = fleet.start("--max-vms", "1", **timing)
+    for _ in range(held):
+        assert fleet.cli("ticket", "create", "--title", "l", "--agent", "long").returncode == 0
+    holder = fleet.start("--max-vms", str(held), **timing)
     wait_until(
-        lambda: fleet.rows("SELECT 1 FROM step_executions WHERE status = 'running'"), 30, "a step"
+        lambda: len(fleet.rows("SELECT 1 FROM step_executions WHERE status = 'running'")) == held,
+        30,
+        "the steps",
     )
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
@@ -204,19 +223,15 @@ def test_run_ticket_alone_runs_a_ticket_whose_old_run_a_killed_engine_left(
         stderr=subprocess.PIPE,
         text=True,
     )
+    mine = "SELECT * FROM workflow_runs WHERE ticket_id = 1 ORDER BY id"
     try:
         wait_until(
-            lambda: (
-                len(fleet.rows("SELECT 1 FROM step_executions WHERE status = 'running'")) == 1
-                and len(fleet.rows("SELECT 1 FROM workflow_runs")) == 2
-            ),
+            lambda: [r["status"] for r in fleet.rows(mine)] == ["failed", "running"],
             60,
             "run-ticket to run the ticket",
         )
-        runs = fleet.rows("SELECT * FROM workflow_runs ORDER BY id")
-        assert runs[0]["status"] == "failed", runs
+        runs = fleet.rows(mine)
         assert "stopped heartbeating" in runs[0]["error"], runs
-        assert runs[1]["status"] == "running", runs
         assert fleet.cli("ticket", "cancel", "1").returncode == 0
         out, err = proc.communicate(timeout=60)
     finally:
@@ -224,3 +239,9 @@ def test_run_ticket_alone_runs_a_ticket_whose_old_run_a_killed_engine_left(
             proc.kill()
     assert proc.returncode == 1, out + err
     assert "ticket 1 cancelled" in out + err, out + err
+    if held == 2:  # the other one went back to the queue, its run closed
+        assert fleet.status(2) == "open"
+        assert fleet.rows("SELECT status FROM workflow_runs WHERE ticket_id = 2")[0]["status"] in (
+            "failed",
+            "cancelled",
+        )

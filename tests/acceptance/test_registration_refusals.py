@@ -66,6 +66,8 @@ def refused(home: Path, args: list[str], message: str) -> str:
         ("name: x\ncommand: '   '\n", "agent.yaml: command: must not be empty or"),
         ("name: x\ncommand: ['']\n", "command: its first item, the program, must"),
         ("name: x\ncommand: [' ', a]\n", "command: its first item, the program, mu"),
+        ('name: x\ncommand: ["\\u0000"]\n', "agent.yaml: command: contains a NUL character"),
+        ('name: x\ncommand: "echo a\\u0000b"\n', "agent.yaml: command: contains a NUL character"),
         ("name: x\nkind: shell\ncommand: echo ${HOME}\n", "agent.yaml: command: unknown namesp"),
         ("name: x\nkind: shell\ncommand: echo ${HOME:-x}\n", "command: malformed reference"),
         ("name: x\nkind: shell\ncommand: [echo, '${variables.v}']\n", "command.1: unknown"),

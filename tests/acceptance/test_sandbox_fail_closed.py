@@ -161,3 +161,22 @@ def test_run_ticket_wait_refuses_a_backend_that_cannot_boot_before_its_claim(
     (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
     assert ticket == {"status": "open", "attempts": 0}
     assert query(home / "tickets.db", "SELECT count(*) n FROM workflow_runs") == [{"n": 0}]
+
+
+def test_run_ticket_wait_refuses_a_default_backend_that_cannot_boot_before_its_claim(
+    home: Path, tmp_path: Path
+) -> None:
+    """The same when the backend is the run's default (`--backend qemu`), not the agent's:
+    the default backend was not checked before the claim."""
+    images = tmp_path / "no-images"
+    images.mkdir()
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", check=True)
+    done = swarm(
+        home, "run-ticket", "1", "--wait", "--backend", "qemu",
+        SWARM_QEMU_IMAGES=str(images), SWARM_QEMU_IMAGE="cloud",
+    )  # fmt: skip
+    assert done.returncode == 7, (done.stdout, done.stderr)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "qemu image 'cloud' is not built" in done.stderr
+    (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
+    assert ticket == {"status": "open", "attempts": 0}

@@ -285,7 +285,7 @@ class Daemon:
         left = self._left_runs
         try:
             gone = await session.gate(
-                session.store.engines.forget_silent, left.silent_for, left.alive_here
+                session.store.engines.forget_silent, left.silent_for, left.spare(session.store)
             )
             await session.gate(left.close, session.store)
         except StoreBusyError:

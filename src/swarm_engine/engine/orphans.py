@@ -11,9 +11,11 @@ daemon's rounds and for `run-ticket` before its claim:
   heartbeat is older than two leases; or its row is gone and this closer has seen it gone
   for two leases (an engine that lives writes its row back within a heartbeat);
 * and on the closer's own host its process is not alive (the row's `pid`; for a row that
-  is gone, the engine pid recorded with the run's VMs). When every VM of a gone row's
-  runs was on this host and none of their engine processes lives, the engine is gone for
-  certain and its runs are closed at once.
+  is gone, the engine pid recorded with the run's VMs), and no process of this host
+  carries the tag of a VM of its running runs' steps (`SWARM_VM_ID`: a sandbox's command
+  or helper still runs, whatever any row says of its engine). When every VM of a gone
+  row's runs was on this host and neither their engine process nor any tagged process
+  lives, the engine is gone for certain and its runs are closed at once.
 
 Across hosts a frozen engine cannot be told from a dead one: after two leases it counts
 as dead (docs/engine.md).
@@ -26,13 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 from swarm_engine.store import Store
-from swarm_engine.vm.proctree import pid_alive
+from swarm_engine.vm.proctree import pid_alive, tagged_ids
 
 
 class LeftRuns:
     """What one closer (a daemon, a `run-ticket`) knows of engines that left runs
     `running`: `host` is its own host id, `lease_ttl` the lease in seconds. Its methods
-    are called on the thread that owns the store; `clock` is monotonic seconds."""
+    are called on the thread that owns the store; `clock` is monotonic seconds, `alive`
+    tells whether a pid lives here and `tagged` which VM ids' tags processes here carry."""
 
     def __init__(
         self,
@@ -41,8 +44,10 @@ class LeftRuns:
         *,
         alive: Callable[[Any], bool] = pid_alive,
         clock: Callable[[], float] = time.monotonic,
+        tagged: Callable[[set[str]], set[str]] = tagged_ids,
     ) -> None:
         self.host = host
+        self.tagged = tagged
         self.silent_for = 2 * float(lease_ttl)
         self.alive = alive
         self.clock = clock
@@ -54,19 +59,36 @@ class LeftRuns:
         """Whether an engine row names this host and a live process."""
         return engine.get("host") == self.host and self.alive(engine.get("pid", 0))
 
+    def spare(self, store: Store) -> Callable[[dict[str, Any]], bool]:
+        """The test of an engine row that keeps its runs open (`forget_silent`,
+        `close_silent_runs`): its process lives on this host, or a sandbox of its running
+        runs still runs here (found by its tag, not by any row's pid)."""
+
+        def spared(engine: dict[str, Any]) -> bool:
+            if self.alive_here(engine):
+                return True
+            return isinstance(engine.get("id"), str) and self.sandbox_here(store, engine["id"])
+
+        return spared
+
+    def sandbox_here(self, store: Store, engine_id: str) -> bool:
+        """Whether a process of this host carries the tag of a VM of this engine's
+        running runs."""
+        return bool(self.tagged(store.engines.running_vm_ids([engine_id])))
+
     def close(self, store: Store, ticket_id: int | None = None) -> list[str]:
         """Close the runs of engines that are gone by the rule above; returns the ids of
         the engines whose runs were closed. `ticket_id`: of the engines with a row, only
         those holding a run of that ticket. Raises what the store raises (busy, gone);
         a close the store refuses leaves the runs as they are."""
-        closed = store.engines.close_silent_runs(self.silent_for, self.alive_here, ticket_id)
+        closed = store.engines.close_silent_runs(self.silent_for, self.spare(store), ticket_id)
         missing = store.engines.runs_without_engine()
         now = self.clock()
         self.missing_since = {e: self.missing_since.get(e, now) for e in missing}
         gone = []
         for engine_id, vms in missing.items():
             here = [pid for host, pid in vms if host == self.host]
-            if any(self.alive(pid) for pid in here):
+            if any(self.alive(pid) for pid in here) or self.sandbox_here(store, engine_id):
                 self.missing_since[engine_id] = now  # alive: its row comes back
                 continue
             certain = bool(vms) and len(here) == len(vms)

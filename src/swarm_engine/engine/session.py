@@ -27,6 +27,7 @@ from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.opening import Started
 from swarm_engine.engine.orphans import LeftRuns
 from swarm_engine.engine.plan import Plan, build_plan
+from swarm_engine.engine.reaper import ReapReport, reap_engines, reap_vms, vm_fence
 from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import (
     ConfigError,
@@ -297,14 +298,29 @@ class EngineSession:
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one
         # that cannot boot is a `VMError` (exit 7) that leaves the ticket as it was
-        for name in sorted({s.agent.vm.backend for s in plan.steps.values() if s.agent.vm.backend}):
+        names = {s.agent.vm.backend or self.pool.default_backend for s in plan.steps.values()}
+        for name in sorted(names):
             await self.pool.backend(name).start()
         await self._register()
         # a run an engine that is gone left `running` (its ticket cancelled and reopened)
         # would keep the claim from ever happening without a daemon: closed here by the
         # daemons' rule (`engine/orphans.py`), never while that engine may still run it
-        left = LeftRuns(self.settings.host_id, self.settings.lease_ttl)
-        await self.gate.retrying(self.store.engines.forget_silent, left.silent_for, left.alive_here)
+        settings = self.settings
+        left = LeftRuns(settings.host_id, settings.lease_ttl)
+        fence = vm_fence(settings.home, settings.host_id, settings.backend_options)
+        # as a daemon's rounds do: this host's gone engines recorded dead and their VMs
+        # (a sandbox a killed engine left running) reaped, expired leases re-queued
+        gone = ReapReport()
+        await self.gate.retrying(
+            reap_engines, self.store, settings.host_id, gone, settings.lease_ttl
+        )
+        await self.gate.retrying(
+            reap_vms, self.store, settings.home, settings.host_id, gone,
+            settings.backend_options, settings.lease_ttl,
+        )  # fmt: skip
+        await self.gate.retrying(self.store.tickets.reclaim_expired, fence)
+        spare = left.spare(self.store)
+        await self.gate.retrying(self.store.engines.forget_silent, left.silent_for, spare)
         await self.gate.retrying(left.close, self.store, ticket_id)
         self.claiming = True  # (an interrupt from now on may leave it claimed)
         claimed = await self.gate.retrying(

@@ -162,11 +162,11 @@ def _fits(value: Any, rule: str, field: str) -> bool:
             )
         )
     if rule == "command" and _text(value):
-        return bool(value.strip())
-    if rule == "command":  # a program first: AgentSpec._command
+        return bool(value.strip()) and "\x00" not in value
+    if rule == "command":  # a program first, no NUL: AgentSpec._command
         return (
             type(value) is list
-            and all(_text(item) for item in value)
+            and all(_text(item) and "\x00" not in item for item in value)
             and bool(value)
             and bool(value[0].strip())
         )

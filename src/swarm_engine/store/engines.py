@@ -137,6 +137,12 @@ class EngineStore:
             return False
         return True
 
+    def running_vm_ids(self, engine_ids: list[str]) -> set[str]:
+        """The VM ids of the steps of these engines' runs still `running` (at most
+        10,000)."""
+        rows = self.db.all(self.q.running_vm_ids, {"ids": engine_ids})
+        return {r[0] for r in rows if isinstance(r[0], str)}
+
     def runs_without_engine(self) -> dict[str, list[tuple[str | None, int]]]:
         """Engines that hold a run still `running` but have no row in `engines` (another
         writer deleted it; SQLite only: PostgreSQL's foreign key keeps it), each with

@@ -81,6 +81,28 @@ def tagged(vm_id: str) -> list[int]:
     return pids
 
 
+def tagged_ids(vm_ids: set[str]) -> set[str]:
+    """Which of these VM ids some host process still carries as its SWARM_VM_ID tag (a
+    sandbox's command, its helpers): one walk of /proc for them all."""
+    if not vm_ids:
+        return set()
+    prefix = f"{VM_TAG}=".encode()
+    found: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(prefix):
+                vm_id = item[len(prefix) :].decode(errors="replace")
+                if vm_id in vm_ids:
+                    found.add(vm_id)
+    return found
+
+
 def kill_tagged(vm_id: str) -> int:
     pids = tagged(vm_id)
     for pid in pids:

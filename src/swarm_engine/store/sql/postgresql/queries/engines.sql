@@ -124,6 +124,14 @@ SELECT DISTINCT r.engine_id, CASE WHEN octet_length(v.host) <= 1024 THEN v.host 
    AND octet_length(r.engine_id) <= 1024
  LIMIT 10000
 
+-- name: running_vm_ids
+-- The VM ids of the steps of these engines' runs still `running` (ids over 1 KiB left out:
+-- no VM of ours has one): what a closer on this host looks for among the host's processes
+-- before it closes those runs (engine/orphans.py).
+SELECT DISTINCT s.vm_id FROM workflow_runs r JOIN step_executions s ON s.run_id = r.id
+ WHERE r.status = 'running' AND r.engine_id = ANY(:ids) AND s.vm_id IS NOT NULL AND octet_length(s.vm_id) <= 1024
+ LIMIT 10000
+
 -- name: close_dead_steps
 -- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs
 -- `running` of tickets they lost (cancelled and reopened while they ran): closed failed,
