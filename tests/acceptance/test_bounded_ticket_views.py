@@ -157,7 +157,8 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
     its length (a 200,000-character step id in `logs`' header rule had taken minutes), and
     `ticket show` prints a run's newest `SHOWN_STEPS` steps and how many it left out;
     `--json` keeps every value whole (and the same newest steps), but a title over its
-    64 KiB, which the store hands over as its first 200 characters and its size."""
+    64 KiB, which the store hands over as its first 200 characters and its size, and a
+    step id over 1 KiB (`MAX_NAME_BYTES`), which it hands over as null with its size."""
     title, agent, step = "T" * 3_000_000, "a" * 1_000_000, "s" * 200_000
     sql(
         home,
@@ -195,5 +196,8 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
     assert (whole["title"], whole["agent_id"]) == (title[:200], agent)
     assert any(d.startswith("title: 3,000,000 bytes of text") for d in whole["defects"])
     run = whole["runs"][0]  # --json too: the newest SHOWN_STEPS, and how to page on
-    assert len(run["steps"]) == SHOWN_STEPS and run["steps"][-1]["step_id"] == step
+    assert len(run["steps"]) == SHOWN_STEPS and run["steps"][-1]["step_id"] is None
+    assert run["steps"][-1]["defects"] == [
+        f"step_id: {len(step):,} bytes of text, more than the 1 KiB it may hold (not read)"
+    ]
     assert (run["steps_total"], run["steps_before"]) == (steps, 51)

@@ -1,4 +1,5 @@
-"""Registry, VM and engine rows as any client may write them, with a column over its cap:
+"""Registry, VM, engine, run, step and event rows as any client may write them, with a
+column over its cap:
 a definition's `spec` over 8 MiB (`MAX_SPEC_BYTES`), a name (an id, a host, a version...)
 over 1 KiB (`MAX_NAME_BYTES`), a VM's path over 4 KiB (`MAX_PATH_BYTES`). The store's
 reads measure each in SQL and hand over null (a description or an error: its first 200
@@ -227,3 +228,95 @@ def test_vm_and_engine_names_and_paths_over_their_caps_are_read_as_null(
         assert hosts["None"]["defects"] == [f"host: {name_over(5000)}"], hosts
     finally:
         api.stop()
+
+
+MB = 1024 * 1024
+
+
+def test_run_step_and_event_names_over_their_caps_are_read_as_null(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """A run's, a step's and a status event's names of 1 MB (`attempt_id`, `engine_id`,
+    `workflow_name`, `step_id`, `agent_name`, `log_path`, `new_status`...) are read as
+    null with a defect each, never cut: a ticket's detail (`GET /v1/tickets/ID`, `ticket
+    show --json`) and `status --json` stay small (they were read whole: 100 events with
+    a 1 MB `engine_id` made a 50 MB answer)."""
+    home, env = tmp_path / "home", store_target.env
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+
+    def big(char: str, n: int = MB) -> str:
+        return text(store_target, n, char)
+
+    # a name PostgreSQL indexes (a key, a workflow's name, an engine's or a VM's id) holds at
+    # most about 2 KiB compressed there: 100,000 bytes of one character
+    keyed = MB if store_target.dialect == "sqlite" else 100_000
+
+    events = 10
+    store_target.sql(
+        "INSERT INTO engines (id, kind, host, pid, max_vms, backend, state) VALUES"
+        f" ({big('e', keyed)}, 'daemon', 'here', 999999999, 1, 'process', 'dead');"
+        " INSERT INTO vms (id, backend, host, owner_pid, state) VALUES"
+        f" ({big('m', keyed)}, 'process', 'here', 999999999, 'destroyed');"
+        " INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('t', 'done', 'echo',"
+        " '{}'); INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id,"
+        " execution_mode, workflow_name, workflow_version, status) VALUES (1, 1,"
+        f" {big('a', keyed)}, {big('e', keyed)}, 'workflow', {big('w', keyed)}, {big('v')}, 'done');"
+        " INSERT INTO step_executions (run_id, step_id, agent_name, agent_version,"
+        f" agent_kind, vm_id, status, log_path) VALUES (1, {big('s')}, {big('n')},"
+        f" {big('v')}, {big('k')}, {big('m', keyed)}, 'done', {big('/')});"
+        + "".join(
+            " INSERT INTO ticket_events (ticket_id, old_status, new_status, engine_id,"
+            f" attempt_id) VALUES (1, {big('o')}, {big('n')}, {big('e')}, {big('a')});"
+            for _ in range(events)
+        )
+    )
+    over, key_over = name_over(MB), name_over(keyed)
+    path_over = f"{MB:,} bytes of text, more than the 4 KiB it may hold (not read)"
+    run_names = ("attempt_id", "engine_id", "workflow_name", "workflow_version")
+    step_names = ("step_id", "agent_name", "agent_version", "agent_kind", "vm_id")
+    event_names = ("old_status", "new_status", "engine_id", "attempt_id")
+
+    def check(detail: dict[str, object]) -> None:
+        (run,) = detail["runs"]  # type: ignore[misc]
+        assert all(run[name] is None for name in run_names), run
+        assert run["defects"] == [
+            f"attempt_id: {key_over}", f"engine_id: {key_over}",
+            f"workflow_name: {key_over}", f"workflow_version: {over}",
+        ]  # fmt: skip
+        assert run["status"] == "done" and run["execution_mode"] == "workflow"
+        (step,) = run["steps"]
+        assert all(step[name] is None for name in (*step_names, "log_path")), step
+        assert step["defects"] == [
+            *(f"{name}: {over}" for name in step_names[:-1]),
+            f"vm_id: {key_over}", f"log_path: {path_over}",
+        ]  # fmt: skip
+        assert step["status"] == "done"
+        written = [e for e in detail["events"] if e.get("defects")]  # type: ignore[attr-defined]
+        assert len(written) == events
+        for event in written:
+            assert all(event[name] is None for name in event_names), event
+            assert event["defects"] == [f"{name}: {over}" for name in event_names]
+
+    api = start_api(home, token=TOKEN, **env)
+    try:
+        got = api.get("/v1/tickets/1")
+        assert got.status_code == 200 and len(got.content) < SMALL, len(got.content)
+        check(got.json())
+        for route in ("/v1/tickets/1/events", "/v1/runs/1/steps", "/v1/status"):
+            got = api.get(route)
+            assert got.status_code == 200 and len(got.content) < SMALL, route
+    finally:
+        api.stop()
+
+    shown = swarm_inproc(home, "ticket", "show", "1", "--json", **env)
+    assert shown.returncode == 0 and len(shown.stdout) < SMALL, len(shown.stdout)
+    data = json.loads(shown.stdout)
+    check(data)
+    assert not any(key.endswith("_bytes") for key in data["runs"][0])
+    assert swarm_inproc(home, "ticket", "show", "1", **env).returncode == 0
+
+    status = swarm_inproc(home, "status", "--json", **env)
+    assert status.returncode == 0 and len(status.stdout) < SMALL, len(status.stdout)
+    assert swarm_inproc(home, "status", **env).returncode == 0
+    logs = swarm_inproc(home, "logs", "1", **env)
+    assert logs.returncode == 0 and len(logs.stdout) < SMALL, logs.stderr

@@ -99,7 +99,13 @@ def chunks(store: Store, step_execution_id: int, batch: int = CHUNK_BATCH) -> It
 
 def how_to_get_all(ticket_id: int, run_id: int, step_id: Any) -> str:
     """Where a step's whole stored log is: the CLI command and the API's stream (the step
-    id, any writer's text, quoted for a shell and for a URL)."""
+    id, any writer's text, quoted for a shell and for a URL; None, a step id the store did
+    not read: the whole run's)."""
+    if step_id is None:
+        return (
+            f"swarm-engine logs {ticket_id} --run {run_id}"
+            f", or GET /v1/tickets/{ticket_id}/logs/stream?run={run_id}"
+        )
     query = urlencode({"run": run_id, "step": str(step_id)})
     return (
         f"swarm-engine logs {ticket_id} --run {run_id} --step {shlex.quote(str(step_id))}"

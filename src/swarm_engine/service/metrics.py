@@ -158,8 +158,8 @@ class Tally:
 def _is_reclaim(row: dict[str, Any]) -> bool:
     """A status change the lease reclaimer made: back to open with the attempt cleared,
     or failed with its 'lease expired' note (store/sql/*/queries/tickets.sql)."""
-    if row.get("new_status") == "open":
-        return row.get("attempt_id") is None
+    if row.get("new_status") == "open":  # (an attempt id over 1 KiB is NULL, with its size)
+        return row.get("attempt_id") is None and row.get("attempt_id_bytes") is None
     note = row.get("note")
     return (
         row.get("new_status") == "failed"

@@ -323,7 +323,8 @@ def stopping_on(store: Store, ticket_id: int) -> str | None:
         return None
     if runs[-1]["attempt_id"] == store.tickets.get(ticket_id).attempt_id:
         return None  # the new attempt's own run: it runs already
-    return str(runs[-1]["engine_id"])
+    engine = runs[-1]["engine_id"]
+    return "?" if engine is None else str(engine)  # (None: an id over 1 KiB, not read)
 
 
 def open_draft(store: Store, ticket_id: int) -> Ticket:

@@ -108,7 +108,7 @@ class Decoder:
     def sized_text(self, name: str, limit: int) -> str | None:
         """A nullable text column the store reads as NULL when it holds more than `limit`
         UTF-8 bytes, with its size as `<name>_bytes` (`vm_columns`, `engine_columns`,
-        `agent_columns`): such a value is a defect (`N bytes of text, more than the 1 KiB it
+        `agent_columns`, `run_columns`, `step_columns`, `event_columns`): such a value is a defect (`N bytes of text, more than the 1 KiB it
         may hold (not read)`) and None, never a start that could be acted on."""
         size = self.raw(f"{name}_bytes")
         if isinstance(size, int) and size > limit:
@@ -361,13 +361,17 @@ cap, a defect, and only their first 200 characters are read. So is a definition'
 `description` (`agent_columns`, `workflow_columns`)."""
 NULLED_TEXT_COLUMNS = {
     **dict.fromkeys(("id", "host", "backend", "kind", "state", "isolation", "engine_id",
-                     "name", "version"), MAX_NAME_BYTES),
-    **dict.fromkeys(("workspace", "socket_path", "overlay_path"), MAX_PATH_BYTES),
+                     "name", "version", "attempt_id", "execution_mode", "workflow_name",
+                     "workflow_version", "status", "step_id", "agent_name", "agent_version",
+                     "agent_kind", "vm_id", "old_status", "new_status"), MAX_NAME_BYTES),
+    **dict.fromkeys(("workspace", "socket_path", "overlay_path", "log_path"),
+                    MAX_PATH_BYTES),
 }  # fmt: skip
 """Text columns the store's reads of VMs, engines and definitions (`vm_columns`,
-`engine_columns`, `agent_columns`, `workflow_columns`) measure in SQL and give as NULL
-over their cap (`Decoder.sized_text`): names and paths, which are looked up and acted on,
-are never cut."""
+`engine_columns`, `agent_columns`, `workflow_columns`) and of runs, steps and events
+(`run_columns`, `step_columns`, `event_columns`) measure in SQL and give as NULL over
+their cap (`Decoder.sized_text`): names and paths, which are looked up and acted on, are
+never cut."""
 INTEGER_COLUMNS = frozenset(
     {
         "ticket_id", "run_id", "attempt", "retry_count", "duration_ms", "exit_code",

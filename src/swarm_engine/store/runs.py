@@ -358,7 +358,8 @@ class RunStore:
         return out
 
     def first_step_ids(self, run_id: int, limit: int) -> list[Any]:
-        """The `step_id`s of a run's first `limit` steps, as stored (any value)."""
+        """The `step_id`s of a run's first `limit` steps, as stored (any value; None for
+        one over 1 KiB, `MAX_NAME_BYTES`, which is not read)."""
         rows = self.db.all(self.q.first_step_ids, {"run_id": run_id, "limit": limit})
         return [r[0] for r in rows]
 
@@ -369,9 +370,10 @@ class RunStore:
 
     def steps_after(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
         """For metrics: step executions with an id above `after`, oldest first: `id`,
-        `status`, the agent (`agent_name`, `agent_version`, `agent_kind`), `queued_at`,
-        `duration_ms` and the usage columns. Walks the primary key. Values as stored (`id`
-        an int; the rest read leniently by the caller): a long history is read fast."""
+        `status`, the agent (`agent_name`, `agent_version`, `agent_kind`; these names None
+        over 1 KiB), `queued_at`, `duration_ms` and the usage columns. Walks the primary
+        key. Values as stored (`id` an int; the rest read leniently by the caller): a long
+        history is read fast."""
         rows = self.db.all(self.q.steps_after, {"after": after, "limit": limit})
         return [as_mapping(r) for r in rows]
 

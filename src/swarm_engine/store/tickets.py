@@ -179,8 +179,9 @@ class TicketStore:
     def events_after(self, after: int, limit: int = 1000) -> builtins.list[dict[str, Any]]:
         """For metrics: claims from the queue, and live tickets going back to open or to
         failed, with an event id above `after`, oldest first: `id`, `ticket_id`, `at`,
-        `old_status`, `new_status`, `attempt_id`, `note` (its first 200 characters), and for a claim `opened_at` (when
-        the ticket last became open). Walks the primary key. Values as stored (`id` an
+        `old_status`, `new_status`, `attempt_id` (NULL over 1 KiB, its size in
+        `attempt_id_bytes`), `note` (its first 200 characters), and for a claim
+        `opened_at` (when the ticket last became open). Walks the primary key. Values as stored (`id` an
         int; the rest read leniently by the caller): a long history is read fast."""
         rows = self.db.all(self.q.events_after, {"after": after, "limit": limit})
         return [as_mapping(r) for r in rows]

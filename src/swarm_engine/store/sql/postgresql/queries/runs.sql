@@ -8,9 +8,23 @@
 -- (MAX_ERROR_BYTES) only as its first 200 characters, each with its size in `<name>_bytes`:
 -- no read hands over (and no reader parses) a larger value any client wrote. :values_cap
 -- lowers that cap for `inputs` and `outputs` (-1: none read; a view reads them for the rows
--- it shows by `run_values` / `step_values`, within a budget of bytes).
-r.id, r.ticket_id, r.attempt, r.attempt_id, r.engine_id, r.execution_mode,
-r.workflow_name, r.workflow_version, r.status,
+-- it shows by `run_values` / `step_values`, within a budget of bytes). Its names
+-- (`attempt_id`, `engine_id`, `execution_mode`, `workflow_name`, `workflow_version`,
+-- `status`) only when they hold at most 1 KiB (MAX_NAME_BYTES), else NULL with their
+-- size in `<name>_bytes`: never cut, as names are looked up and acted on.
+r.id, r.ticket_id, r.attempt,
+CASE WHEN octet_length(r.attempt_id) <= 1024 THEN r.attempt_id END AS attempt_id,
+octet_length(r.attempt_id) AS attempt_id_bytes,
+CASE WHEN octet_length(r.engine_id) <= 1024 THEN r.engine_id END AS engine_id,
+octet_length(r.engine_id) AS engine_id_bytes,
+CASE WHEN octet_length(r.execution_mode) <= 1024 THEN r.execution_mode END AS execution_mode,
+octet_length(r.execution_mode) AS execution_mode_bytes,
+CASE WHEN octet_length(r.workflow_name) <= 1024 THEN r.workflow_name END AS workflow_name,
+octet_length(r.workflow_name) AS workflow_name_bytes,
+CASE WHEN octet_length(r.workflow_version) <= 1024 THEN r.workflow_version END AS workflow_version,
+octet_length(r.workflow_version) AS workflow_version_bytes,
+CASE WHEN octet_length(r.status) <= 1024 THEN r.status END AS status,
+octet_length(r.status) AS status_bytes,
 CASE WHEN octet_length(r.inputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN r.inputs END AS inputs,
 octet_length(r.inputs::text) AS inputs_bytes,
 CASE WHEN octet_length(r.outputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN r.outputs END AS outputs,
@@ -24,9 +38,22 @@ r.cache_creation_input_tokens, r.cache_read_input_tokens, r.cost_usd
 -- name: step_columns
 -- A step row as every read of one returns it ({{step_columns}}): as {{run_columns}},
 -- `inputs` and `outputs` up to 8 MiB of JSON, `error` and `stop_reason` up to 64 KiB of
--- text (else their first 200 characters), with their sizes in `<name>_bytes`.
-s.id, s.run_id, s.step_id, s.agent_name, s.agent_version, s.agent_kind, s.vm_id,
-s.status,
+-- text (else their first 200 characters), with their sizes in `<name>_bytes`; its names
+-- (`step_id`, `agent_name`, `agent_version`, `agent_kind`, `vm_id`, `status`) up to
+-- 1 KiB and `log_path` up to 4 KiB (MAX_PATH_BYTES), else NULL (never cut).
+s.id, s.run_id,
+CASE WHEN octet_length(s.step_id) <= 1024 THEN s.step_id END AS step_id,
+octet_length(s.step_id) AS step_id_bytes,
+CASE WHEN octet_length(s.agent_name) <= 1024 THEN s.agent_name END AS agent_name,
+octet_length(s.agent_name) AS agent_name_bytes,
+CASE WHEN octet_length(s.agent_version) <= 1024 THEN s.agent_version END AS agent_version,
+octet_length(s.agent_version) AS agent_version_bytes,
+CASE WHEN octet_length(s.agent_kind) <= 1024 THEN s.agent_kind END AS agent_kind,
+octet_length(s.agent_kind) AS agent_kind_bytes,
+CASE WHEN octet_length(s.vm_id) <= 1024 THEN s.vm_id END AS vm_id,
+octet_length(s.vm_id) AS vm_id_bytes,
+CASE WHEN octet_length(s.status) <= 1024 THEN s.status END AS status,
+octet_length(s.status) AS status_bytes,
 CASE WHEN octet_length(s.inputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN s.inputs END AS inputs,
 octet_length(s.inputs::text) AS inputs_bytes,
 CASE WHEN octet_length(s.outputs::text) <= LEAST(8388608, CAST(:values_cap AS BIGINT)) THEN s.outputs END AS outputs,
@@ -35,7 +62,10 @@ s.queued_at, s.started_at, s.completed_at, s.duration_ms, s.exit_code,
 CASE WHEN octet_length(s.error) <= 65536 THEN s.error
      ELSE left(s.error, 200) END AS error,
 octet_length(s.error) AS error_bytes,
-s.retry_count, s.log_path, s.input_tokens, s.output_tokens,
+s.retry_count,
+CASE WHEN octet_length(s.log_path) <= 4096 THEN s.log_path END AS log_path,
+octet_length(s.log_path) AS log_path_bytes,
+s.input_tokens, s.output_tokens,
 s.cache_creation_input_tokens, s.cache_read_input_tokens, s.turns,
 CASE WHEN octet_length(s.stop_reason) <= 65536 THEN s.stop_reason
      ELSE left(s.stop_reason, 200) END AS stop_reason,
@@ -177,19 +207,19 @@ UPDATE workflow_runs SET status = 'cancelled', error = coalesce(error, :error),
  WHERE id = :run_id AND status = 'running'
 
 -- name: get_run
-SELECT {{run_columns}} FROM workflow_runs r WHERE id = :run_id
+SELECT {{run_columns}} FROM workflow_runs r WHERE r.id = :run_id
 
 -- name: runs_for_ticket
 -- The newest :limit runs of a ticket up to id :through, newest first (a ticket may have any
 -- number of runs: one response shows a window of them).
-SELECT {{run_columns}} FROM workflow_runs r WHERE ticket_id = :ticket_id AND id <= :through
- ORDER BY id DESC LIMIT :limit
+SELECT {{run_columns}} FROM workflow_runs r WHERE r.ticket_id = :ticket_id AND r.id <= :through
+ ORDER BY r.id DESC LIMIT :limit
 
 -- name: count_runs_for_ticket
 SELECT count(*) FROM workflow_runs WHERE ticket_id = :ticket_id
 
 -- name: runs_for_workflow
-SELECT {{run_columns}} FROM workflow_runs r WHERE workflow_name = :name ORDER BY id DESC LIMIT :limit
+SELECT {{run_columns}} FROM workflow_runs r WHERE r.workflow_name = :name ORDER BY r.id DESC LIMIT :limit
 
 -- name: recent_runs
 -- unisolated_steps (issue 9): steps of the run whose VM had no isolation
@@ -241,15 +271,23 @@ SELECT {{step_columns}}, {{step_vm_columns}}
  WHERE s.run_id = :run_id AND s.id = ANY(:ids) ORDER BY s.id
 
 -- name: first_step_ids
--- The step ids of a run's first :limit steps (to name some in a message)
-SELECT step_id FROM step_executions WHERE run_id = :run_id ORDER BY id LIMIT :limit
+-- The step ids of a run's first :limit steps (to name some in a message); one over
+-- 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}
+SELECT CASE WHEN octet_length(step_id) <= 1024 THEN step_id END AS step_id
+  FROM step_executions WHERE run_id = :run_id ORDER BY id LIMIT :limit
 
 -- name: count_steps
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
 -- name: steps_after
 -- Step executions with an id above :after, oldest first, with their usage (metrics).
-SELECT id, status, agent_name, agent_version, agent_kind, queued_at, duration_ms,
+-- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}.
+SELECT id,
+       CASE WHEN octet_length(status) <= 1024 THEN status END AS status,
+       CASE WHEN octet_length(agent_name) <= 1024 THEN agent_name END AS agent_name,
+       CASE WHEN octet_length(agent_version) <= 1024 THEN agent_version END AS agent_version,
+       CASE WHEN octet_length(agent_kind) <= 1024 THEN agent_kind END AS agent_kind,
+       queued_at, duration_ms,
        input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
        cost_usd
   FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit

@@ -38,8 +38,18 @@ tickets.started_at, tickets.completed_at
 -- name: event_columns
 -- A status event as every read of one returns it ({{event_columns}}): its `note` (a copy
 -- of the ticket's error) only up to 4 KiB (MAX_NOTE_BYTES), else its first 200
--- characters, with its size in `note_bytes`.
-e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.engine_id, e.attempt_id,
+-- characters, with its size in `note_bytes`; its names (`old_status`, `new_status`,
+-- `engine_id`, `attempt_id`) only up to 1 KiB (MAX_NAME_BYTES), else NULL (never cut),
+-- with their sizes in `<name>_bytes`.
+e.id, e.ticket_id, e.at,
+CASE WHEN octet_length(e.old_status) <= 1024 THEN e.old_status END AS old_status,
+octet_length(e.old_status) AS old_status_bytes,
+CASE WHEN octet_length(e.new_status) <= 1024 THEN e.new_status END AS new_status,
+octet_length(e.new_status) AS new_status_bytes,
+CASE WHEN octet_length(e.engine_id) <= 1024 THEN e.engine_id END AS engine_id,
+octet_length(e.engine_id) AS engine_id_bytes,
+CASE WHEN octet_length(e.attempt_id) <= 1024 THEN e.attempt_id END AS attempt_id,
+octet_length(e.attempt_id) AS attempt_id_bytes,
 CASE WHEN octet_length(e.note) <= 4096 THEN e.note
      ELSE left(e.note, 200) END AS note,
 octet_length(e.note) AS note_bytes
@@ -59,7 +69,7 @@ SELECT status, count(*) AS n FROM tickets GROUP BY status
 
 -- name: events
 -- The newest :limit status events of a ticket up to id :through, newest first.
-SELECT {{event_columns}} FROM ticket_events e WHERE ticket_id = :id AND id <= :through ORDER BY id DESC LIMIT :limit
+SELECT {{event_columns}} FROM ticket_events e WHERE e.ticket_id = :id AND e.id <= :through ORDER BY e.id DESC LIMIT :limit
 
 -- name: count_events
 SELECT count(*) FROM ticket_events WHERE ticket_id = :id
@@ -325,7 +335,9 @@ RETURNING id
 -- name: events_after
 -- Claims, and live tickets going back to open or failed, above :after (see the SQLite file;
 -- only the first 200 characters of `note`).
-SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id,
+SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
+       CASE WHEN octet_length(e.attempt_id) <= 1024 THEN e.attempt_id END AS attempt_id,
+       octet_length(e.attempt_id) AS attempt_id_bytes,
        left(e.note, 200) AS note,
        CASE WHEN e.new_status = 'claimed' THEN
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id

@@ -8,9 +8,23 @@
 -- (MAX_ERROR_BYTES) only as its first 200 characters, each with its size in `<name>_bytes`:
 -- no read hands over (and no reader parses) a larger value any client wrote. :values_cap
 -- lowers that cap for `inputs` and `outputs` (-1: none read; a view reads them for the rows
--- it shows by `run_values` / `step_values`, within a budget of bytes).
-r.id, r.ticket_id, r.attempt, r.attempt_id, r.engine_id, r.execution_mode,
-r.workflow_name, r.workflow_version, r.status,
+-- it shows by `run_values` / `step_values`, within a budget of bytes). Its names
+-- (`attempt_id`, `engine_id`, `execution_mode`, `workflow_name`, `workflow_version`,
+-- `status`) only when they hold at most 1 KiB (MAX_NAME_BYTES), else NULL with their
+-- size in `<name>_bytes`: never cut, as names are looked up and acted on.
+r.id, r.ticket_id, r.attempt,
+CASE WHEN length(CAST(r.attempt_id AS BLOB)) <= 1024 THEN r.attempt_id END AS attempt_id,
+length(CAST(r.attempt_id AS BLOB)) AS attempt_id_bytes,
+CASE WHEN length(CAST(r.engine_id AS BLOB)) <= 1024 THEN r.engine_id END AS engine_id,
+length(CAST(r.engine_id AS BLOB)) AS engine_id_bytes,
+CASE WHEN length(CAST(r.execution_mode AS BLOB)) <= 1024 THEN r.execution_mode END AS execution_mode,
+length(CAST(r.execution_mode AS BLOB)) AS execution_mode_bytes,
+CASE WHEN length(CAST(r.workflow_name AS BLOB)) <= 1024 THEN r.workflow_name END AS workflow_name,
+length(CAST(r.workflow_name AS BLOB)) AS workflow_name_bytes,
+CASE WHEN length(CAST(r.workflow_version AS BLOB)) <= 1024 THEN r.workflow_version END AS workflow_version,
+length(CAST(r.workflow_version AS BLOB)) AS workflow_version_bytes,
+CASE WHEN length(CAST(r.status AS BLOB)) <= 1024 THEN r.status END AS status,
+length(CAST(r.status AS BLOB)) AS status_bytes,
 CASE WHEN length(CAST(r.inputs AS BLOB)) <= min(8388608, :values_cap) THEN r.inputs END AS inputs,
 length(CAST(r.inputs AS BLOB)) AS inputs_bytes,
 CASE WHEN length(CAST(r.outputs AS BLOB)) <= min(8388608, :values_cap) THEN r.outputs END AS outputs,
@@ -24,9 +38,22 @@ r.cache_creation_input_tokens, r.cache_read_input_tokens, r.cost_usd
 -- name: step_columns
 -- A step row as every read of one returns it ({{step_columns}}): as {{run_columns}},
 -- `inputs` and `outputs` up to 8 MiB of JSON, `error` and `stop_reason` up to 64 KiB of
--- text (else their first 200 characters), with their sizes in `<name>_bytes`.
-s.id, s.run_id, s.step_id, s.agent_name, s.agent_version, s.agent_kind, s.vm_id,
-s.status,
+-- text (else their first 200 characters), with their sizes in `<name>_bytes`; its names
+-- (`step_id`, `agent_name`, `agent_version`, `agent_kind`, `vm_id`, `status`) up to
+-- 1 KiB and `log_path` up to 4 KiB (MAX_PATH_BYTES), else NULL (never cut).
+s.id, s.run_id,
+CASE WHEN length(CAST(s.step_id AS BLOB)) <= 1024 THEN s.step_id END AS step_id,
+length(CAST(s.step_id AS BLOB)) AS step_id_bytes,
+CASE WHEN length(CAST(s.agent_name AS BLOB)) <= 1024 THEN s.agent_name END AS agent_name,
+length(CAST(s.agent_name AS BLOB)) AS agent_name_bytes,
+CASE WHEN length(CAST(s.agent_version AS BLOB)) <= 1024 THEN s.agent_version END AS agent_version,
+length(CAST(s.agent_version AS BLOB)) AS agent_version_bytes,
+CASE WHEN length(CAST(s.agent_kind AS BLOB)) <= 1024 THEN s.agent_kind END AS agent_kind,
+length(CAST(s.agent_kind AS BLOB)) AS agent_kind_bytes,
+CASE WHEN length(CAST(s.vm_id AS BLOB)) <= 1024 THEN s.vm_id END AS vm_id,
+length(CAST(s.vm_id AS BLOB)) AS vm_id_bytes,
+CASE WHEN length(CAST(s.status AS BLOB)) <= 1024 THEN s.status END AS status,
+length(CAST(s.status AS BLOB)) AS status_bytes,
 CASE WHEN length(CAST(s.inputs AS BLOB)) <= min(8388608, :values_cap) THEN s.inputs END AS inputs,
 length(CAST(s.inputs AS BLOB)) AS inputs_bytes,
 CASE WHEN length(CAST(s.outputs AS BLOB)) <= min(8388608, :values_cap) THEN s.outputs END AS outputs,
@@ -35,7 +62,10 @@ s.queued_at, s.started_at, s.completed_at, s.duration_ms, s.exit_code,
 CASE WHEN length(CAST(s.error AS BLOB)) <= 65536 THEN s.error
      ELSE substr(s.error, 1, 200) END AS error,
 length(CAST(s.error AS BLOB)) AS error_bytes,
-s.retry_count, s.log_path, s.input_tokens, s.output_tokens,
+s.retry_count,
+CASE WHEN length(CAST(s.log_path AS BLOB)) <= 4096 THEN s.log_path END AS log_path,
+length(CAST(s.log_path AS BLOB)) AS log_path_bytes,
+s.input_tokens, s.output_tokens,
 s.cache_creation_input_tokens, s.cache_read_input_tokens, s.turns,
 CASE WHEN length(CAST(s.stop_reason AS BLOB)) <= 65536 THEN s.stop_reason
      ELSE substr(s.stop_reason, 1, 200) END AS stop_reason,
@@ -180,19 +210,19 @@ UPDATE workflow_runs SET status = 'cancelled', error = coalesce(error, :error),
  WHERE id = :run_id AND status = 'running'
 
 -- name: get_run
-SELECT {{run_columns}} FROM workflow_runs r WHERE id = :run_id
+SELECT {{run_columns}} FROM workflow_runs r WHERE r.id = :run_id
 
 -- name: runs_for_ticket
 -- The newest :limit runs of a ticket up to id :through, newest first (a ticket may have any
 -- number of runs: one response shows a window of them).
-SELECT {{run_columns}} FROM workflow_runs r WHERE ticket_id = :ticket_id AND id <= :through
- ORDER BY id DESC LIMIT :limit
+SELECT {{run_columns}} FROM workflow_runs r WHERE r.ticket_id = :ticket_id AND r.id <= :through
+ ORDER BY r.id DESC LIMIT :limit
 
 -- name: count_runs_for_ticket
 SELECT count(*) FROM workflow_runs WHERE ticket_id = :ticket_id
 
 -- name: runs_for_workflow
-SELECT {{run_columns}} FROM workflow_runs r WHERE workflow_name = :name ORDER BY id DESC LIMIT :limit
+SELECT {{run_columns}} FROM workflow_runs r WHERE r.workflow_name = :name ORDER BY r.id DESC LIMIT :limit
 
 -- name: recent_runs
 -- unisolated_steps (issue 9): steps of the run whose VM had no isolation
@@ -244,15 +274,23 @@ SELECT {{step_columns}}, {{step_vm_columns}}
  WHERE s.run_id = :run_id AND s.id IN (SELECT value FROM json_each(:ids)) ORDER BY s.id
 
 -- name: first_step_ids
--- The step ids of a run's first :limit steps (to name some in a message)
-SELECT step_id FROM step_executions WHERE run_id = :run_id ORDER BY id LIMIT :limit
+-- The step ids of a run's first :limit steps (to name some in a message); one over
+-- 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}
+SELECT CASE WHEN length(CAST(step_id AS BLOB)) <= 1024 THEN step_id END AS step_id
+  FROM step_executions WHERE run_id = :run_id ORDER BY id LIMIT :limit
 
 -- name: count_steps
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
 -- name: steps_after
 -- Step executions with an id above :after, oldest first, with their usage (metrics).
-SELECT id, status, agent_name, agent_version, agent_kind, queued_at, duration_ms,
+-- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}.
+SELECT id,
+       CASE WHEN length(CAST(status AS BLOB)) <= 1024 THEN status END AS status,
+       CASE WHEN length(CAST(agent_name AS BLOB)) <= 1024 THEN agent_name END AS agent_name,
+       CASE WHEN length(CAST(agent_version AS BLOB)) <= 1024 THEN agent_version END AS agent_version,
+       CASE WHEN length(CAST(agent_kind AS BLOB)) <= 1024 THEN agent_kind END AS agent_kind,
+       queued_at, duration_ms,
        input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
        cost_usd
   FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit

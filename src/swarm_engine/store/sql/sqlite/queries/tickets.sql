@@ -40,8 +40,18 @@ tickets.started_at, tickets.completed_at
 -- name: event_columns
 -- A status event as every read of one returns it ({{event_columns}}): its `note` (a copy
 -- of the ticket's error) only up to 4 KiB (MAX_NOTE_BYTES), else its first 200
--- characters, with its size in `note_bytes`.
-e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.engine_id, e.attempt_id,
+-- characters, with its size in `note_bytes`; its names (`old_status`, `new_status`,
+-- `engine_id`, `attempt_id`) only up to 1 KiB (MAX_NAME_BYTES), else NULL (never cut),
+-- with their sizes in `<name>_bytes`.
+e.id, e.ticket_id, e.at,
+CASE WHEN length(CAST(e.old_status AS BLOB)) <= 1024 THEN e.old_status END AS old_status,
+length(CAST(e.old_status AS BLOB)) AS old_status_bytes,
+CASE WHEN length(CAST(e.new_status AS BLOB)) <= 1024 THEN e.new_status END AS new_status,
+length(CAST(e.new_status AS BLOB)) AS new_status_bytes,
+CASE WHEN length(CAST(e.engine_id AS BLOB)) <= 1024 THEN e.engine_id END AS engine_id,
+length(CAST(e.engine_id AS BLOB)) AS engine_id_bytes,
+CASE WHEN length(CAST(e.attempt_id AS BLOB)) <= 1024 THEN e.attempt_id END AS attempt_id,
+length(CAST(e.attempt_id AS BLOB)) AS attempt_id_bytes,
 CASE WHEN length(CAST(e.note AS BLOB)) <= 4096 THEN e.note
      ELSE substr(e.note, 1, 200) END AS note,
 length(CAST(e.note AS BLOB)) AS note_bytes
@@ -61,7 +71,7 @@ SELECT status, count(*) AS n FROM tickets GROUP BY status
 
 -- name: events
 -- The newest :limit status events of a ticket up to id :through, newest first.
-SELECT {{event_columns}} FROM ticket_events e WHERE ticket_id = :id AND id <= :through ORDER BY id DESC LIMIT :limit
+SELECT {{event_columns}} FROM ticket_events e WHERE e.ticket_id = :id AND e.id <= :through ORDER BY e.id DESC LIMIT :limit
 
 -- name: count_events
 SELECT count(*) FROM ticket_events WHERE ticket_id = :id
@@ -344,7 +354,9 @@ RETURNING id
 -- when the ticket last became open (its time in the queue ends at `at`). Only the first
 -- 200 characters of `note` (its reader looks at how it begins; any client may write one of
 -- any size).
-SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status, e.attempt_id,
+SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
+       CASE WHEN length(CAST(e.attempt_id AS BLOB)) <= 1024 THEN e.attempt_id END AS attempt_id,
+       length(CAST(e.attempt_id AS BLOB)) AS attempt_id_bytes,
        substr(e.note, 1, 200) AS note,
        CASE WHEN e.new_status = 'claimed' THEN
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
