@@ -322,8 +322,9 @@ class TicketStore:
             if ticket.status in allowed:
                 holder = self.db.one(self.q.running_run_engine, {"id": ticket_id})
                 engine = ticket.engine_id if holder is None else holder["engine_id"]
+                named = "?" if engine is None else str(engine)[:200]  # (None: over 1 KiB)
                 raise ConflictError(
-                    f"ticket {ticket_id} still has a run going on engine {str(engine)[:200]};"
+                    f"ticket {ticket_id} still has a run going on engine {named};"
                     " try again once it has stopped"
                 )
             raise not_claimable(ticket)

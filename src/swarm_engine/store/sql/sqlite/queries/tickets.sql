@@ -150,8 +150,9 @@ SELECT id FROM tickets t
  ORDER BY priority DESC, id LIMIT :limit
 
 -- name: running_run_engine
--- The engine holding ticket :id's newest run still `running` (what keeps it from a claim).
-SELECT engine_id FROM workflow_runs
+-- The engine holding ticket :id's newest run still `running` (what keeps it from a claim;
+-- an id over 1 KiB, MAX_NAME_BYTES, as NULL: as {{run_columns}}).
+SELECT CASE WHEN length(CAST(engine_id AS BLOB)) <= 1024 THEN engine_id END AS engine_id FROM workflow_runs
  WHERE ticket_id = :id AND status = 'running' AND engine_id IS NOT NULL
  ORDER BY id DESC LIMIT 1
 
