@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 VM_TAG = "SWARM_VM_ID"
@@ -65,29 +66,9 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def tagged(vm_id: str) -> list[int]:
-    """Host pids whose environment carries SWARM_VM_ID=<vm_id>."""
-    needle = f"{VM_TAG}={vm_id}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            pids.append(int(entry))
-    return pids
-
-
-def tagged_ids(vm_ids: set[str]) -> set[str]:
-    """Which of these VM ids some host process still carries as its SWARM_VM_ID tag (a
-    sandbox's command, its helpers): one walk of /proc for them all."""
-    if not vm_ids:
-        return set()
+def _tags() -> Iterator[tuple[int, str]]:
+    """(pid, VM id) for each host process that carries a SWARM_VM_ID tag."""
     prefix = f"{VM_TAG}=".encode()
-    found: set[str] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -97,10 +78,18 @@ def tagged_ids(vm_ids: set[str]) -> set[str]:
             continue
         for item in environ.split(b"\0"):
             if item.startswith(prefix):
-                vm_id = item[len(prefix) :].decode(errors="replace")
-                if vm_id in vm_ids:
-                    found.add(vm_id)
-    return found
+                yield int(entry), item[len(prefix) :].decode(errors="replace")
+
+
+def tagged(vm_id: str) -> list[int]:
+    """Host pids whose environment carries SWARM_VM_ID=<vm_id>."""
+    return [pid for pid, tag in _tags() if tag == vm_id]
+
+
+def tagged_ids(vm_ids: set[str]) -> set[str]:
+    """Which of these VM ids some host process still carries as its SWARM_VM_ID tag (a
+    sandbox's command, its helpers): one walk of /proc for them all."""
+    return {tag for _, tag in _tags() if tag in vm_ids} if vm_ids else set()
 
 
 def kill_tagged(vm_id: str) -> int:
