@@ -14,7 +14,6 @@ lease is held: a locked database delays a run, it never aborts one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
+from swarm_engine.engine.closing import close_left, taken_back, to_the_end, unfenced
 from swarm_engine.engine.dag import Queued, RunFailed, execute
 from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event, EventSink, ignore
@@ -430,7 +430,7 @@ class TicketRunner:
                 await self._abandon(run_id, f"stopped: this attempt lost the ticket ({exc})")
             if self.stopping:  # an abort now has nothing of this lost attempt to record
                 self._aborted.add(ticket.id)
-            await _taken_back(main, stop_reason)
+            await taken_back(main, stop_reason)
         except asyncio.CancelledError:
             if not stop_reason:  # the engine itself is being stopped: record, then go
                 await self._abort(ticket, run_id)
@@ -459,7 +459,7 @@ class TicketRunner:
                 await self._unfenced(
                     runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
                 )
-            await _taken_back(main, [])  # (the keeper's cancel was taken back above)
+            await taken_back(main, [])  # (the keeper's cancel was taken back above)
         return await self._finished(ticket, run_id)
 
     async def _abort(self, ticket: Ticket, run_id: int) -> None:
@@ -540,47 +540,20 @@ class TicketRunner:
         await self._unfenced(self.store.runs.abandon_run, run_id, error)
 
     async def _unfenced(self, close: Callable[[int, str], None], run_id: int, error: str) -> None:
-        """Close this engine's own run `run_id` (`abandon_run`, `cancel_run`: not fenced,
-        only that run's rows, always safe), retried while the store is busy, to the end
-        whatever cancel comes meanwhile (the caller sees to that cancel: `_taken_back`)."""
-        with contextlib.suppress(StoreError):  # a run left open: `_close_left` tries again
-            await to_the_end(asyncio.ensure_future(self.gate.retrying(close, run_id, error)))
+        await unfenced(self.gate, close, run_id, error)
 
     async def _close_left(self, ticket: Ticket, crash: Exception | None) -> None:
-        """The attempt's task ends (done, failed, cancelled, lost, aborted, crashed): a run
-        of the attempt that the store still marks `running` is closed `failed` now (with
-        its unfinished steps), retried while the store is busy and to the end whatever
-        cancel comes meanwhile. The task has stopped its steps' sandboxes by then. This
-        engine no longer tracks that run, and a run left `running` with its `engine_id`
-        would keep the ticket from every later claim for as long as the engine lives (the
-        claim guard). Nothing is written after a close this runner recorded itself, nor
-        for an abort the busy store kept from being recorded (`unrecorded`: the lease
-        reclaim closes that run, as before)."""
-        attempt = str(ticket.attempt_id)
+        """The attempt's task ends: a run of it the store still marks `running` is closed
+        (`closing.close_left`), unless this runner recorded its close itself, or an abort
+        the busy store kept from being recorded (`unrecorded`: the lease reclaim closes
+        that run, as before)."""
         if (
-            attempt in self.closed_attempts
+            str(ticket.attempt_id) in self.closed_attempts
             or ticket.id in self.recorded_aborts
             or ticket.id in self.unrecorded
         ):
             return
-        error = LEFT_RUNNING
-        if crash is not None:  # (as `EngineSession.run_claimed` records a crash)
-            error = f"internal error: {type(crash).__name__}: {crash}"
-        write = self.gate.retrying(self.store.runs.abandon_attempt, attempt, error)
-        try:
-            closed = await to_the_end(asyncio.ensure_future(write))
-        except StoreError as exc:  # busy past an engine stop's deadline: the lease reclaim
-            log.log(  # (or the rule for gone engines) closes it; a run the store refused
-                logging.DEBUG if refused(exc) else logging.WARNING,  # to close was said
-                "ticket %s: its run could not be closed as its attempt ended: %s",
-                ticket.id, exc, extra={"ticket_id": ticket.id},
-            )  # fmt: skip
-            return
-        if closed and crash is None:  # (a crash is logged with its traceback)
-            log.warning(
-                "ticket %s: its run was left running as its attempt ended; closed failed",
-                ticket.id, extra={"ticket_id": ticket.id},
-            )  # fmt: skip
+        await close_left(self.gate, self.store, ticket, crash)
 
     async def _close(
         self,
@@ -633,28 +606,3 @@ class TicketRunner:
 
 def _nothing() -> None:
     return None
-
-
-LEFT_RUNNING = "stopped: its engine ended this attempt without closing its run"
-"""The error of a run closed by `TicketRunner._close_left`."""
-
-
-async def _taken_back(main: asyncio.Task[Any], stop_reason: list[LostReason]) -> None:
-    """After a run's close that a cancel could not cut short (`to_the_end`): the lease
-    keeper's cancel (`stop_reason` given: the attempt lost its ticket, which that close is
-    about) is taken back; a cancel of the engine's own (its stop) still stops the run."""
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.sleep(0)  # a cancel asked for but not yet delivered is delivered now
-    if stop_reason and main.cancelling():
-        main.uncancel()
-    if main.cancelling():
-        raise asyncio.CancelledError
-
-
-async def to_the_end(job: asyncio.Future[T]) -> T:
-    """`job`'s result, waited for to its end: a cancel of this wait meanwhile does not
-    stop the job (the caller is being cancelled already and raises that itself)."""
-    while not job.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([job])
-    return job.result()
