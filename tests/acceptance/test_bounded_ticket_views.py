@@ -10,10 +10,14 @@ import sqlite3
 import time
 from pathlib import Path
 
+from tests.conftest import Target
+from tests.integration.test_big_record_values import text
 from tests.support.api import start_api
 from tests.support.cli import swarm, swarm_inproc
 
 from swarm_engine.cli.text import NAME_CHARS
+from swarm_engine.records import MAX_ERROR_BYTES
+from swarm_engine.service import runs as views
 from swarm_engine.service.runs import SHOWN_RUNS, SHOWN_STEPS
 from swarm_engine.service.tickets import PAGE_BYTES, SHOWN_EVENTS
 
@@ -201,3 +205,77 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
         f"step_id: {len(step):,} bytes of text, more than the 1 KiB it may hold (not read)"
     ]
     assert (run["steps_total"], run["steps_before"]) == (steps, 51)
+
+
+def each(target: Target, n: int, insert: str) -> str:
+    """`insert` (an `INSERT ... SELECT` of `i`) once for each `i` from 1 to `n`."""
+    if target.dialect == "sqlite":
+        rows = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})"
+        return f"{rows} {insert} FROM n"
+    return f"{insert} FROM generate_series(1, {n}) AS i"
+
+
+def test_views_bound_the_errors_of_runs_and_steps_too(store_target: Target, tmp_path: Path) -> None:
+    """A run's and a step's `error` (up to 64 KiB each, whole) is in a view's
+    `VIEW_VALUES_BYTES` with their values: 10 runs of 100 steps with 64 KiB errors made a
+    131 MB `GET /v1/tickets/ID`. The newest run's and step's error is whole; the older
+    ones past the budget are null, named in `left_out`, and a page of one gives them."""
+    home, error, runs = tmp_path / "home", MAX_ERROR_BYTES, 300  # 18.75 MiB of run errors
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    x = text(store_target, error)
+    store_target.sql(
+        "INSERT INTO tickets (id, title, status, agent_id) VALUES (1, 't', 'failed', 'echo')"
+    )
+    store_target.sql(
+        each(
+            store_target,
+            runs,
+            "INSERT INTO workflow_runs (id, ticket_id, attempt, attempt_id, execution_mode,"
+            f" status, error) SELECT i, 1, i, 'a-' || i, 'single', 'failed', {x}",
+        )
+    )
+    steps = 10 * SHOWN_STEPS  # the newest 10 runs' (62.5 MiB of step errors)
+    store_target.sql(
+        each(
+            store_target,
+            steps,
+            "INSERT INTO step_executions (id, run_id, step_id, agent_name, agent_version,"
+            f" agent_kind, status, error) SELECT i, {runs - 9} + (i - 1) / {SHOWN_STEPS},"
+            f" 's' || i, 'echo', '1', 'echo', 'failed', {x}",
+        )
+    )
+    bound = views.VIEW_VALUES_BYTES + 4 * 1024 * 1024  # (runs' errors, the rest of each row)
+    api = start_api(home, **store_target.env)
+    try:
+        got = api.get("/v1/tickets/1")
+        assert got.status_code == 200 and len(got.content) < bound
+        detail = got.json()
+        newest = detail["runs"][-1]
+        assert len(newest["error"]) == error and len(newest["steps"][-1]["error"]) == error
+        shown = [s for r in detail["runs"] for s in r.get("steps", [])]
+        left = [s for s in shown if s["left_out"]]
+        assert left and all("error" in s["left_out"] and s["error"] is None for s in left)
+        assert sum(len(s["error"] or "") for s in shown) <= views.VIEW_VALUES_BYTES
+        oldest = left[0]  # a page of one gives a left out error whole
+        page = api.get(f"/v1/runs/{oldest['run_id']}/steps?before={oldest['id'] + 1}&limit=1")
+        assert len(page.json()[0]["error"]) == error and not page.json()[0]["left_out"]
+        many = api.get("/v1/tickets/1/runs?limit=1000")
+        assert many.status_code == 200 and len(many.content) < 2 * bound
+        every = many.json()
+        assert len(every) == runs and len(every[-1]["error"]) == error
+        gone = [r for r in every if r["left_out"]]
+        assert gone and all("error" in r["left_out"] and r["error"] is None for r in gone)
+        assert sum(len(r["error"] or "") for r in every) <= views.VIEW_VALUES_BYTES
+        assert len(api.get(f"/v1/runs/{gone[0]['id']}").json()["error"]) == error
+        ui = api.get("/ui/tickets/1")
+        assert ui.status_code == 200 and len(ui.content) < bound
+        assert "left out here; whole: <code>GET /v1/runs/" in ui.text
+    finally:
+        api.stop()
+    out = swarm_inproc(home, "ticket", "show", "1", "--json", **store_target.env)
+    assert out.returncode == 0 and len(out.stdout) < bound, out.stderr
+    table = swarm_inproc(home, "ticket", "show", "1", **store_target.env, COLUMNS="400")
+    assert table.returncode == 0, table.stderr
+    assert (
+        f"(error left out here; whole: swarm-engine ticket steps 1 --run {runs - 9}" in table.stdout
+    )

@@ -119,9 +119,9 @@ class Step(Record):
     cost_usd: float | None = None
     left_out: list[str] = Field(
         default_factory=list,
-        description="`inputs` and/or `outputs` left out of this answer (null here) to keep it"
-        " within 16 MiB of values (newest first; the newest run's and step's are always"
-        " given): a page of one gives them, `GET /v1/runs/ID` or"
+        description="`inputs`, `outputs` and/or `error` left out of this answer (null here)"
+        " to keep it within 16 MiB of values and errors (newest first; the newest run's and"
+        " step's are always given): a page of one gives them, `GET /v1/runs/ID` or"
         " `GET /v1/runs/RUN/steps?before=ID+1&limit=1`.",
     )
 
@@ -158,9 +158,9 @@ class Run(Record):
     )
     left_out: list[str] = Field(
         default_factory=list,
-        description="`inputs` and/or `outputs` left out of this answer (null here) to keep it"
-        " within 16 MiB of values (newest first; the newest run's and step's are always"
-        " given): a page of one gives them, `GET /v1/runs/ID` or"
+        description="`inputs`, `outputs` and/or `error` left out of this answer (null here)"
+        " to keep it within 16 MiB of values and errors (newest first; the newest run's and"
+        " step's are always given): a page of one gives them, `GET /v1/runs/ID` or"
         " `GET /v1/runs/RUN/steps?before=ID+1&limit=1`.",
     )
     steps_total: int | None = Field(None, description="How many steps the run has.")

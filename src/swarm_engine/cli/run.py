@@ -361,7 +361,10 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
                         ago(r["started_at"]),
                         ms(r["duration_ms"]),
                         *([usage_line(r)] if with_usage else []),
-                        short(r["error"] or "", 200),
+                        short(r["error"] or "", 200)
+                        if "error" not in r.get("left_out", ())
+                        else f"(left out here; whole: swarm-engine ticket show {r['ticket_id']}"
+                        f" --before {r['id'] + 1} --runs 1 --json)",
                     )
                     for r in runs
                 ),

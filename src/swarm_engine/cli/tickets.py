@@ -312,7 +312,7 @@ def show(
                             if with_usage
                             else []
                         ),
-                        short(s["error"] or s["outputs"] or "", 200),
+                        _outcome(ticket_id, run, s),
                     )
                     for s in steps
                 ),
@@ -332,6 +332,20 @@ def show(
             " --json)[/dim]"
         )
     _more_runs(ticket_id, found)
+
+
+def _outcome(ticket_id: int, run: dict[str, Any], step: dict[str, Any]) -> str:
+    """A step's error, else its outputs, on one line; one the view left out (past its
+    `VIEW_VALUES_BYTES`: `left_out`) is said so, with the page of one that shows it whole."""
+    for name in ("error", "outputs"):
+        if step.get(name):
+            return short(step[name], 200)
+        if name in step.get("left_out", ()):
+            return (
+                f"({name} left out here; whole: swarm-engine ticket steps {ticket_id}"
+                f" --run {run['id']} --before {step['id'] + 1} --limit 1)"
+            )
+    return ""
 
 
 def _more_steps(ticket_id: int, run: dict[str, Any], *, err: bool = False) -> None:

@@ -46,11 +46,15 @@ MAX_PAGE_RUNS = 1000
 
 
 VIEW_VALUES_BYTES = 16 * 1024 * 1024
-"""Bytes of `inputs` and `outputs` one view carries at most for its runs, and as many
-again for their steps: newest first, and always the view's newest run's and newest
-step's (up to the 8 MiB any value may hold), so that a page of one step or one run gives
-any of them whole. The others are None with `left_out` naming them (a ticket of 100 runs
-of 100 steps with 4 MiB of outputs each made a detail of 40 GB)."""
+"""Bytes of `inputs`, `outputs` and `error` one view carries at most for its runs, and as
+many again for their steps: newest first, and always the view's newest run's and newest
+step's (up to the 8 MiB any value and the 64 KiB any error may hold), so that a page of
+one step or one run gives any of them whole. The others are None with `left_out` naming
+them (a ticket of 100 runs of 100 steps with 4 MiB of outputs each made a detail of
+40 GB; 10 runs of 100 steps with 64 KiB errors, one of 131 MB)."""
+
+BUDGETED = ("inputs", "outputs", "error")
+"""What a view reads of its runs and steps within `VIEW_VALUES_BYTES` (`Budget.fill`)."""
 
 
 @dataclass
@@ -65,10 +69,10 @@ class Budget:
     def fill(
         self, records: list[dict[str, Any]], values: Callable[[list[int], int, bool], Any]
     ) -> None:
-        """Give `records` (read without their values; any order) their `inputs` and
-        `outputs` from `values(ids, budget, always)` (`RunStore.run_values` or
-        `step_values`), newest first, within what is left; a record whose values did not
-        fit gets `left_out`: the names of those it has."""
+        """Give `records` (read without their values and errors; any order) their
+        `inputs`, `outputs` and `error` (`BUDGETED`) from `values(ids, budget, always)`
+        (`RunStore.run_values` or `step_values`), newest first, within what is left; a
+        record whose values did not fit gets `left_out`: the names of those it has."""
         ids = [r["id"] for r in records if isinstance(r.get("id"), int)]
         if not ids:
             return
@@ -79,13 +83,14 @@ class Budget:
             if got is None:
                 continue
             if got.get("shown"):
-                record["inputs"], record["outputs"] = got.get("inputs"), got.get("outputs")
+                for name in BUDGETED:
+                    record[name] = got.get(name)
                 used = max(used, got["total"] if isinstance(got.get("total"), int) else 0)
                 for defect in got.get("defects", []):
                     if defect not in record.setdefault("defects", []):
                         record["defects"].append(defect)
             else:
-                left_out = [k for k in ("inputs", "outputs") if got.get(f"{k}_size")]
+                left_out = [k for k in BUDGETED if got.get(f"{k}_size") is not None]
                 if left_out:
                     record["left_out"] = left_out
         self.left -= used
@@ -127,8 +132,8 @@ def steps(
 ) -> Window:
     """A run's newest `limit` steps below id `before`, oldest first, numbered, and how
     many it has in all (a run may have any number of step rows: one answer stays
-    bounded, their values within `VIEW_VALUES_BYTES`). `NotFoundError` for a run that
-    does not exist."""
+    bounded, their values and errors within `VIEW_VALUES_BYTES`). `NotFoundError` for a
+    run that does not exist."""
     check_window(before, limit, MAX_PAGE_STEPS)
     store.runs.get_run(run_id)
     return _steps_window(store, run_id, before=before, limit=limit, budget=Budget())
@@ -138,7 +143,7 @@ def _steps_window(
     store: Store, run_id: int, *, before: int | None, limit: int, budget: Budget
 ) -> Window:
     shown = window(
-        lambda n: store.runs.last_steps(run_id, n, before=before, values=False),
+        lambda n: store.runs.last_steps(run_id, n, before=before, values=False, errors=False),
         limit,
         lambda: store.runs.count_steps(run_id),
         before is not None,
@@ -183,7 +188,9 @@ def runs_with_steps(
     if not 1 <= steps <= MAX_PAGE_STEPS:
         raise UsageError(f"steps must be 1 to {MAX_PAGE_STEPS} (is {steps})")
     shown = window(
-        lambda n: store.runs.runs_for_ticket(ticket_id, before=before, limit=n, values=False),
+        lambda n: store.runs.runs_for_ticket(
+            ticket_id, before=before, limit=n, values=False, errors=False
+        ),
         limit,
         lambda: store.runs.count_for_ticket(ticket_id),
         before is not None,
@@ -196,7 +203,7 @@ def runs_with_steps(
 
 
 def _fill_runs(store: Store, runs: list[dict[str, Any]]) -> None:
-    """Runs read without their values given them, within a view's budget."""
+    """Runs read without their values and errors given them, within a view's budget."""
     Budget().fill(runs, lambda ids, left, always: store.runs.run_values(ids, left, always=always))
 
 
@@ -215,9 +222,9 @@ def run(store: Store, run_id: int) -> dict[str, Any]:
 
 def recent(store: Store, limit: int = 10) -> list[dict[str, Any]]:
     """The newest runs of every ticket (each with `unisolated_steps`), newest first, their
-    values within `VIEW_VALUES_BYTES`."""
+    values and errors within `VIEW_VALUES_BYTES`."""
     _check_limit(limit)
-    runs = store.runs.recent_runs(limit, values=False)
+    runs = store.runs.recent_runs(limit, values=False, errors=False)
     _fill_runs(store, runs)
     return runs
 
@@ -229,7 +236,7 @@ def of_workflow(
     runs), newest first. `NotFoundError` for a workflow that is not registered."""
     _check_limit(limit)
     registry.workflow(ref)
-    runs = store.runs.runs_for_workflow(ref.partition("@")[0], limit, values=False)
+    runs = store.runs.runs_for_workflow(ref.partition("@")[0], limit, values=False, errors=False)
     _fill_runs(store, runs)
     return runs
 

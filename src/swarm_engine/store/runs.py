@@ -27,9 +27,10 @@ ALL_VALUES = MAX_RECORD_JSON_BYTES
 value has)."""
 
 
-def _cap(values: bool) -> int:
-    """The `values_cap` of a read: every value, or none (-1)."""
-    return ALL_VALUES if values else -1
+def _cap(values: bool, errors: bool = True) -> dict[str, Any]:
+    """The `values_cap` of a read (every value, or none: -1) and its `errors` (whether
+    `error` is read: a view reads it with the values, `run_values`)."""
+    return {"values_cap": ALL_VALUES if values else -1, "errors": errors}
 
 
 class RunStore:
@@ -239,7 +240,7 @@ class RunStore:
 
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:
-        row = self.db.one(self.q.get_run, {"run_id": run_id, "values_cap": ALL_VALUES})
+        row = self.db.one(self.q.get_run, {"run_id": run_id, **_cap(True)})
         if row is None:
             raise NotFoundError(f"run {run_id} does not exist")
         return decode_record(row)
@@ -251,15 +252,16 @@ class RunStore:
         before: int | None = None,
         limit: int = MAX_ID,
         values: bool = True,
+        errors: bool = True,
     ) -> list[dict[str, Any]]:
         """The newest `limit` runs (default: all) of a ticket with an id below `before` (None:
         any), oldest first. `values=False`: their `inputs` and `outputs` are not read (None;
-        see `run_values`)."""
+        see `run_values`); `errors=False`: nor their `error`."""
         args = {
             "ticket_id": ticket_id,
             "through": MAX_ID if before is None else before - 1,
             "limit": limit,
-            "values_cap": _cap(values),
+            **_cap(values, errors),
         }
         rows = self.db.all(self.q.runs_for_ticket, args)
         return [decode_record(r) for r in reversed(rows)]
@@ -270,15 +272,17 @@ class RunStore:
         return int(row[0]) if row is not None else 0
 
     def runs_for_workflow(
-        self, name: str, limit: int = 50, *, values: bool = True
+        self, name: str, limit: int = 50, *, values: bool = True, errors: bool = True
     ) -> list[dict[str, Any]]:
-        args = {"name": name, "limit": limit, "values_cap": _cap(values)}
+        args = {"name": name, "limit": limit, **_cap(values, errors)}
         rows = self.db.all(self.q.runs_for_workflow, args)
         return [decode_record(r) for r in rows]
 
-    def recent_runs(self, limit: int = 10, *, values: bool = True) -> list[dict[str, Any]]:
+    def recent_runs(
+        self, limit: int = 10, *, values: bool = True, errors: bool = True
+    ) -> list[dict[str, Any]]:
         """The newest runs, each with `unisolated_steps`: its steps whose VM had no isolation."""
-        args = {"limit": limit, "values_cap": _cap(values)}
+        args = {"limit": limit, **_cap(values, errors)}
         return [decode_record(r) for r in self.db.all(self.q.recent_runs, args)]
 
     def usage_totals(self) -> dict[str, Any]:
@@ -289,16 +293,22 @@ class RunStore:
     def steps(self, run_id: int) -> list[dict[str, Any]]:
         """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in:
         all of them (a run may have any number: views read `last_steps` or `steps_from`)."""
-        args = {"run_id": run_id, "values_cap": ALL_VALUES}
+        args = {"run_id": run_id, **_cap(True)}
         return [decode_record(r) for r in self.db.all(self.q.steps, args)]
 
     def last_steps(
-        self, run_id: int, limit: int, *, before: int | None = None, values: bool = True
+        self,
+        run_id: int,
+        limit: int,
+        *,
+        before: int | None = None,
+        values: bool = True,
+        errors: bool = True,
     ) -> list[dict[str, Any]]:
         """A run's newest `limit` steps with an id below `before` (None: any), oldest
         first, as `steps` gives them (`values=False`: without `inputs` and `outputs`,
-        None; see `step_values`)."""
-        args = {"run_id": run_id, "limit": limit, "values_cap": _cap(values),
+        None; see `step_values`; `errors=False`: without `error`)."""
+        args = {"run_id": run_id, "limit": limit, **_cap(values, errors),
                 "through": MAX_ID if before is None else before - 1}  # fmt: skip
         rows = self.db.all(self.q.last_steps, args)
         return [decode_record(r) for r in reversed(rows)]
@@ -316,7 +326,7 @@ class RunStore:
         when given), oldest first, as `steps` gives them: a run read page by page
         (`values=False`: without `inputs` and `outputs`)."""
         args: dict[str, Any] = {"run_id": run_id, "after": after, "limit": limit,
-                                "values_cap": _cap(values)}  # fmt: skip
+                                **_cap(values)}  # fmt: skip
         if step_id is None:
             rows = self.db.all(self.q.steps_from, args)
         else:
@@ -328,17 +338,19 @@ class RunStore:
     ) -> list[dict[str, Any]]:
         """These steps of run `run_id` (those that are its), oldest first, as `steps`
         gives them (`values=False`: without `inputs` and `outputs`)."""
-        args = {"run_id": run_id, "ids": sorted(set(ids)), "values_cap": _cap(values)}
+        args = {"run_id": run_id, "ids": sorted(set(ids)), **_cap(values)}
         rows = self.db.all(self.q.steps_by_ids, args)
         return [decode_record(r) for r in rows]
 
     def run_values(
         self, ids: Iterable[int], budget: int, *, always: bool
     ) -> dict[int, dict[str, Any]]:
-        """The `inputs` and `outputs` of these runs, newest first, while their sizes add up
-        to at most `budget` bytes (`always`: the newest one's whatever its size, up to the
-        8 MiB any value may hold): `{id: {"inputs", "outputs", "shown", "total"}}`, where
-        `shown` is whether its values were read and `total` the bytes read up to it."""
+        """The `inputs`, `outputs` and `error` of these runs, newest first, while their
+        sizes add up to at most `budget` bytes (`always`: the newest one's whatever its
+        size, up to the 8 MiB any value and the 64 KiB any error may hold):
+        `{id: {"inputs", "outputs", "error", "shown", "total", "<name>_size"}}`, where
+        `shown` is whether they were read, `total` the bytes read up to it, and
+        `<name>_size` their sizes (None: none) whether read or not."""
         args = {"ids": sorted(set(ids)), "budget": budget, "always": always}
         return self._values(self.q.run_values, args)
 

@@ -8,7 +8,8 @@
 -- (MAX_ERROR_BYTES) only as its first 200 characters, each with its size in `<name>_bytes`:
 -- no read hands over (and no reader parses) a larger value any client wrote. :values_cap
 -- lowers that cap for `inputs` and `outputs` (-1: none read; a view reads them for the rows
--- it shows by `run_values` / `step_values`, within a budget of bytes). Its names
+-- it shows by `run_values` / `step_values`, within a budget of bytes); :errors false leaves
+-- `error` out likewise (NULL, its size still given; read by the same `run_values`). Its names
 -- (`attempt_id`, `engine_id`, `execution_mode`, `workflow_name`, `workflow_version`,
 -- `status`) only when they hold at most 1 KiB (MAX_NAME_BYTES), else NULL with their
 -- size in `<name>_bytes`: never cut, as names are looked up and acted on.
@@ -29,7 +30,7 @@ CASE WHEN length(CAST(r.inputs AS BLOB)) <= min(8388608, :values_cap) THEN r.inp
 length(CAST(r.inputs AS BLOB)) AS inputs_bytes,
 CASE WHEN length(CAST(r.outputs AS BLOB)) <= min(8388608, :values_cap) THEN r.outputs END AS outputs,
 length(CAST(r.outputs AS BLOB)) AS outputs_bytes,
-CASE WHEN length(CAST(r.error AS BLOB)) <= 65536 THEN r.error
+CASE WHEN NOT :errors THEN NULL WHEN length(CAST(r.error AS BLOB)) <= 65536 THEN r.error
      ELSE substr(r.error, 1, 200) END AS error,
 length(CAST(r.error AS BLOB)) AS error_bytes,
 r.started_at, r.completed_at, r.duration_ms, r.input_tokens, r.output_tokens,
@@ -59,7 +60,7 @@ length(CAST(s.inputs AS BLOB)) AS inputs_bytes,
 CASE WHEN length(CAST(s.outputs AS BLOB)) <= min(8388608, :values_cap) THEN s.outputs END AS outputs,
 length(CAST(s.outputs AS BLOB)) AS outputs_bytes,
 s.queued_at, s.started_at, s.completed_at, s.duration_ms, s.exit_code,
-CASE WHEN length(CAST(s.error AS BLOB)) <= 65536 THEN s.error
+CASE WHEN NOT :errors THEN NULL WHEN length(CAST(s.error AS BLOB)) <= 65536 THEN s.error
      ELSE substr(s.error, 1, 200) END AS error,
 length(CAST(s.error AS BLOB)) AS error_bytes,
 s.retry_count,
@@ -80,15 +81,17 @@ CASE WHEN length(CAST(v.backend AS BLOB)) <= 1024 THEN v.backend END AS vm_backe
 CASE WHEN length(CAST(v.isolation AS BLOB)) <= 1024 THEN v.isolation END AS vm_isolation
 
 -- name: run_values
--- The `inputs` and `outputs` of these runs (ids :ids), newest first, while their
+-- The `inputs`, `outputs` and `error` of these runs (ids :ids), newest first, while their
 -- running total of bytes stays within :budget (and the newest one's whatever its size when
 -- :always): a view's values, bounded in all (service/runs.py). `shown` says whether the
--- row's values were read; `total` is the running total up to that row; `inputs_size` and
--- `outputs_size` are the values' sizes (NULL: no value) whether read or not. Values over 8 MiB
--- count as 0 and are never read (their row's defect says so).
+-- row's values were read; `total` is the running total up to that row; `inputs_size`,
+-- `outputs_size` and `error_size` are their sizes (NULL: none) whether read or not. Values over
+-- 8 MiB count as 0 and are never read (their row's defect says so); an error over 64 KiB
+-- counts as (and is read as) its first 200 characters, as {{run_columns}} reads it.
 WITH sized AS (
   SELECT r.id,
-         sum(CASE WHEN length(CAST(r.inputs AS BLOB)) <= 8388608 THEN length(CAST(r.inputs AS BLOB)) ELSE 0 END + CASE WHEN length(CAST(r.outputs AS BLOB)) <= 8388608 THEN length(CAST(r.outputs AS BLOB)) ELSE 0 END)
+         sum(CASE WHEN length(CAST(r.inputs AS BLOB)) <= 8388608 THEN length(CAST(r.inputs AS BLOB)) ELSE 0 END + CASE WHEN length(CAST(r.outputs AS BLOB)) <= 8388608 THEN length(CAST(r.outputs AS BLOB)) ELSE 0 END
+             + CASE WHEN r.error IS NULL THEN 0 WHEN length(CAST(r.error AS BLOB)) <= 65536 THEN length(CAST(r.error AS BLOB)) ELSE length(CAST(substr(r.error, 1, 200) AS BLOB)) END)
            OVER (ORDER BY r.id DESC ROWS UNBOUNDED PRECEDING) AS total,
          row_number() OVER (ORDER BY r.id DESC) AS nth
     FROM workflow_runs r WHERE r.id IN (SELECT value FROM json_each(:ids))
@@ -98,20 +101,25 @@ SELECT r.id, z.total AS total, CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :
        length(CAST(r.inputs AS BLOB)) AS inputs_bytes,
        CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(r.outputs AS BLOB)) <= 8388608 THEN r.outputs END AS outputs,
        length(CAST(r.outputs AS BLOB)) AS outputs_bytes,
-       length(CAST(r.inputs AS BLOB)) AS inputs_size, length(CAST(r.outputs AS BLOB)) AS outputs_size
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(r.error AS BLOB)) <= 65536 THEN r.error
+            WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) THEN substr(r.error, 1, 200) END AS error,
+       length(CAST(r.error AS BLOB)) AS error_bytes,
+       length(CAST(r.inputs AS BLOB)) AS inputs_size, length(CAST(r.outputs AS BLOB)) AS outputs_size, length(CAST(r.error AS BLOB)) AS error_size
   FROM sized z JOIN workflow_runs r ON r.id = z.id
  ORDER BY r.id DESC
 
 -- name: step_values
--- The `inputs` and `outputs` of these steps (ids :ids, of run :run_id), newest first, while their
+-- The `inputs`, `outputs` and `error` of these steps (ids :ids, of run :run_id), newest first, while their
 -- running total of bytes stays within :budget (and the newest one's whatever its size when
 -- :always): a view's values, bounded in all (service/runs.py). `shown` says whether the
--- row's values were read; `total` is the running total up to that row; `inputs_size` and
--- `outputs_size` are the values' sizes (NULL: no value) whether read or not. Values over 8 MiB
--- count as 0 and are never read (their row's defect says so).
+-- row's values were read; `total` is the running total up to that row; `inputs_size`,
+-- `outputs_size` and `error_size` are their sizes (NULL: none) whether read or not. Values over
+-- 8 MiB count as 0 and are never read (their row's defect says so); an error over 64 KiB
+-- counts as (and is read as) its first 200 characters, as {{run_columns}} reads it.
 WITH sized AS (
   SELECT s.id,
-         sum(CASE WHEN length(CAST(s.inputs AS BLOB)) <= 8388608 THEN length(CAST(s.inputs AS BLOB)) ELSE 0 END + CASE WHEN length(CAST(s.outputs AS BLOB)) <= 8388608 THEN length(CAST(s.outputs AS BLOB)) ELSE 0 END)
+         sum(CASE WHEN length(CAST(s.inputs AS BLOB)) <= 8388608 THEN length(CAST(s.inputs AS BLOB)) ELSE 0 END + CASE WHEN length(CAST(s.outputs AS BLOB)) <= 8388608 THEN length(CAST(s.outputs AS BLOB)) ELSE 0 END
+             + CASE WHEN s.error IS NULL THEN 0 WHEN length(CAST(s.error AS BLOB)) <= 65536 THEN length(CAST(s.error AS BLOB)) ELSE length(CAST(substr(s.error, 1, 200) AS BLOB)) END)
            OVER (ORDER BY s.id DESC ROWS UNBOUNDED PRECEDING) AS total,
          row_number() OVER (ORDER BY s.id DESC) AS nth
     FROM step_executions s WHERE s.id IN (SELECT value FROM json_each(:ids)) AND s.run_id = :run_id
@@ -121,7 +129,10 @@ SELECT s.id, z.total AS total, CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :
        length(CAST(s.inputs AS BLOB)) AS inputs_bytes,
        CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(s.outputs AS BLOB)) <= 8388608 THEN s.outputs END AS outputs,
        length(CAST(s.outputs AS BLOB)) AS outputs_bytes,
-       length(CAST(s.inputs AS BLOB)) AS inputs_size, length(CAST(s.outputs AS BLOB)) AS outputs_size
+       CASE WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) AND length(CAST(s.error AS BLOB)) <= 65536 THEN s.error
+            WHEN (z.total <= :budget OR (z.nth = 1 AND :always)) THEN substr(s.error, 1, 200) END AS error,
+       length(CAST(s.error AS BLOB)) AS error_bytes,
+       length(CAST(s.inputs AS BLOB)) AS inputs_size, length(CAST(s.outputs AS BLOB)) AS outputs_size, length(CAST(s.error AS BLOB)) AS error_size
   FROM sized z JOIN step_executions s ON s.id = z.id
  ORDER BY s.id DESC
 
