@@ -39,7 +39,7 @@ FIELDS = (
     "backend", "max_vms", "poll_interval", "lease_ttl", "heartbeat_interval", "busy_timeout",
     "log_level", "backend_options", "agents", "triggers", "gateway", "output_keep_bytes",
     "max_log_bytes", "stream_stall_timeout", "request_head_timeout", "request_body_timeout",
-    "api_max_connections",
+    "api_max_connections", "api_max_connections_per_address",
 )  # fmt: skip
 """Every setting, in the order of `SettingsModel`'s fields (a test checks they agree)."""
 JSON_FIELDS = frozenset({"backend_options", "agents", "triggers", "gateway"})
@@ -52,6 +52,7 @@ INTS: dict[str, tuple[int, int, int | None]] = {
     "output_keep_bytes": (64 * 1024, 1024, 64 * 1024 * 1024),
     "max_log_bytes": (10 * 1024 * 1024, 4096, None),
     "api_max_connections": (1024, 1, 1_000_000),
+    "api_max_connections_per_address": (64, 0, 1_000_000),
 }
 FLOATS: dict[str, tuple[float, float, float]] = {
     "poll_interval": (1.0, 0.01, 3600),
@@ -143,6 +144,7 @@ class Settings:
     request_head_timeout: float
     request_body_timeout: float
     api_max_connections: int
+    api_max_connections_per_address: int
 
     def __init__(self, **values: Any) -> None:
         checked = _quick_check(values)

@@ -106,6 +106,11 @@ class SettingsModel(BaseModel):
     api_max_connections: int = Field(default=1024, ge=1, le=1_000_000)
     """Connections `serve` keeps open at once (fewer when its open-file limit is low):
     one more is answered 503 and closed at once."""
+    api_max_connections_per_address: int = Field(default=64, ge=0, le=1_000_000)
+    """Connections `serve` keeps open at once from one client address (an IPv6 one's
+    /64), so that one client cannot hold all `api_max_connections`; one more is answered
+    503 and closed at once. 0: no such cap (behind a reverse proxy, where every client
+    comes from the proxy's address)."""
 
     @field_validator("backend_options", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """No client can hold `swarm-engine serve`: a request head and body must come within their
 bounds (`request_head_timeout`, `request_body_timeout`), connections past
-`api_max_connections` are answered 503, running out of file descriptors is a log line
+`api_max_connections`, or past `api_max_connections_per_address` from one client
+address, are answered 503, running out of file descriptors is a log line
 and not a traceback per accept, and a log download is sent as it is read (a bounded
 amount of memory each, at most `MAX_LOG_DOWNLOADS` at once).
 
@@ -14,6 +15,7 @@ import resource
 import select
 import socket
 import sqlite3
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,6 +158,179 @@ def test_connections_over_the_cap_are_answered_503(home: Path) -> None:
             sock.close()
         log = api.stop()
     assert "a connection was refused: 8 connections are open" in log
+
+
+FLOODER, OTHER = "127.0.0.1", "127.0.0.2"
+"""Two client addresses: on Linux all of 127.0.0.0/8 is this machine's loopback."""
+HALF_HEAD = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n"  # no blank line: it never ends
+
+
+def from_address(api: Api, source: str, first: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(address(api), timeout=WAIT, source_address=(source, 0))
+    if first:
+        sock.sendall(first)
+    return sock
+
+
+def get_from(api: Api, source: str) -> bytes:
+    """The whole answer to `GET /healthz` sent from `source` (the server then closes)."""
+    host, port = address(api)
+    sock = from_address(
+        api,
+        source,
+        f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    try:
+        return until_closed(sock)
+    finally:
+        sock.close()
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a client that crashed or a middlebox does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def answered(socks: list[socket.socket]) -> list[socket.socket]:
+    """The sockets with something to read now (an answer, or the server's close)."""
+    return select.select(socks, [], [], 0)[0] if socks else []
+
+
+@pytest.fixture
+def second_address() -> None:
+    """Skips a test when this machine cannot connect from 127.0.0.2 (not Linux)."""
+    probe = socket.socket()
+    try:
+        probe.bind((OTHER, 0))
+    except OSError:
+        pytest.skip(f"cannot connect from {OTHER} here")
+    finally:
+        probe.close()
+
+
+@pytest.mark.usefixtures("second_address")
+def test_one_address_cannot_hold_every_connection(home: Path) -> None:
+    """One address opens more half-sent connections than the whole cap: only the
+    per-address cap of them is kept, so another address is still served; once the flood
+    closes (some of it by a reset), the first address is served again."""
+    api = start_api(
+        home, token=TOKEN, SWARM_API_MAX_CONNECTIONS="8",
+        SWARM_API_MAX_CONNECTIONS_PER_ADDRESS="4", SWARM_REQUEST_HEAD_TIMEOUT="3600",
+    )  # fmt: skip
+    flood = [from_address(api, FLOODER, HALF_HEAD) for _ in range(10)]
+    try:
+        got = get_from(api, OTHER)  # (taken after every one of the flood, in order)
+        assert got.startswith(b"HTTP/1.1 200 "), got
+        # The refused ones were answered before that 200 was sent: they can be read now.
+        refused = answered(flood)
+        assert len(refused) == 6, len(refused)
+        for sock in refused:
+            got = until_closed(sock)
+            assert got.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in got.lower(), got
+            assert b'"too_many_connections"' in got
+            assert b"4 connections from 127.0.0.1 are open" in got, got
+            flood.remove(sock)
+            sock.close()
+        assert get_from(api, FLOODER).startswith(b"HTTP/1.1 503 ")
+        for i, sock in enumerate(flood):  # half of them closed, half reset
+            if i % 2:
+                reset(sock)
+            else:
+                sock.close()
+        flood = []
+        wait_until(
+            lambda: get_from(api, FLOODER).startswith(b"HTTP/1.1 200 "),
+            WAIT, "the flooding address served again",
+        )  # fmt: skip
+    finally:
+        for sock in flood:
+            sock.close()
+        log = api.stop()
+    assert "Traceback" not in log, log[-3000:]
+    line = "a connection was refused: 4 connections from 127.0.0.1 are open"
+    assert log.count(line) == 1, log[-3000:]  # 7 refusals, one line (a minute)
+
+
+def held_body(api: Api, source: str) -> socket.socket:
+    """A request whose head came and whose body never ends (held for the body timeout)."""
+    return from_address(
+        api, source,
+        b"POST /v1/tickets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ti",
+    )  # fmt: skip
+
+
+@pytest.mark.usefixtures("second_address")
+def test_connections_that_end_any_way_are_uncounted(home: Path) -> None:
+    """Connections closed by their client, reset, refused as bad HTTP, timed out, and
+    reset in the middle of a request or after a kept-alive answer: once the server has
+    seen them go, none is still counted against their address (the whole per-address
+    cap less one held, one more request is served, and none of those held was
+    refused)."""
+    cap = 6
+    api = start_api(
+        home, token=TOKEN, SWARM_API_MAX_CONNECTIONS_PER_ADDRESS=str(cap),
+        SWARM_REQUEST_HEAD_TIMEOUT="1", SWARM_REQUEST_BODY_TIMEOUT="3600",
+    )  # fmt: skip
+    held: list[socket.socket] = []
+    try:
+        host, port = address(api)
+        closed = from_address(api, FLOODER, HALF_HEAD)
+        was_reset = from_address(api, FLOODER, HALF_HEAD)
+        bad = from_address(api, FLOODER, b"NOT HTTP AT ALL\r\n\r\n")
+        timed_out = from_address(api, FLOODER, HALF_HEAD)
+        in_request = held_body(api, FLOODER)
+        kept = from_address(
+            api, FLOODER, f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        )
+        assert kept.recv(64).startswith(b"HTTP/1.1 200 ")  # (and the connection kept alive)
+        closed.close()
+        reset(was_reset)
+        assert until_closed(bad).startswith(b"HTTP/1.1 400 ")
+        bad.close()
+        assert until_closed(timed_out).startswith(b"HTTP/1.1 408 ")
+        timed_out.close()
+        reset(in_request)
+        reset(kept)
+
+        def none_counted() -> bool:
+            for sock in held:
+                reset(sock)
+            held[:] = [held_body(api, FLOODER) for _ in range(cap - 1)]
+            got = get_from(api, FLOODER)  # (taken after the held ones, in order)
+            return got.startswith(b"HTTP/1.1 200 ") and not answered(held)
+
+        wait_until(none_counted, WAIT, "every ended connection uncounted")
+        held.append(held_body(api, FLOODER))  # the cap still holds: one more is refused
+        wait_until(
+            lambda: get_from(api, FLOODER).startswith(b"HTTP/1.1 503 "),
+            WAIT, "a connection over the per-address cap refused",
+        )  # fmt: skip
+        assert get_from(api, OTHER).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in held:
+            sock.close()
+        log = api.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.usefixtures("second_address")
+def test_no_per_address_cap_behind_a_proxy(home: Path) -> None:
+    """`api_max_connections_per_address = 0`: one address may hold connections up to the
+    whole cap (every client of a reverse proxy comes from its address)."""
+    api = start_api(
+        home, token=TOKEN, SWARM_API_MAX_CONNECTIONS_PER_ADDRESS="0",
+        SWARM_API_MAX_CONNECTIONS="80", SWARM_REQUEST_HEAD_TIMEOUT="3600",
+    )  # fmt: skip
+    held = [from_address(api, FLOODER, HALF_HEAD) for _ in range(78)]
+    try:
+        assert get_from(api, FLOODER).startswith(b"HTTP/1.1 200 ")
+        assert not answered(held)
+    finally:
+        for sock in held:
+            sock.close()
+        api.stop()
 
 
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs prlimit")

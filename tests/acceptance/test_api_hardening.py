@@ -111,9 +111,22 @@ def _open_stream(api: Api, ticket: int) -> socket.socket:
     return sock
 
 
-def test_live_log_streams_are_capped(api: Api) -> None:
+@pytest.fixture
+def one_address_api(tmp_path: Path) -> Iterator[Api]:
+    """A server that keeps any number of connections from one address (as behind a
+    reverse proxy), so that one client here can fill a cap of its own."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    server = start_api(home, SWARM_API_MAX_CONNECTIONS_PER_ADDRESS="0")
+    yield server
+    server.stop()
+
+
+def test_live_log_streams_are_capped(one_address_api: Api) -> None:
     """Idle streams of a ticket no engine runs: one over the cap is a 503 with
-    `Retry-After`, other requests still answer, and a closed stream frees its slot."""
+    `Retry-After`, other requests still answer, and a closed stream frees its slot.
+    (All from one address: more than `api_max_connections_per_address` of them.)"""
+    api = one_address_api
     made = api.post("/v1/tickets", json={"title": "open", "agent": "echo"})
     assert made.status_code == 201, made.text
     tid = made.json()["id"]

@@ -10,6 +10,12 @@
 - at most `Bounds.max_connections` connections are open at once: one more is answered 503
   and closed as it comes (uvicorn's `limit_concurrency` answers only a request over its
   limit, and a connection that never sends a whole head is never one);
+- at most `Bounds.per_address.cap` of them from one client address (`address_key`: an
+  IPv6 one's /64), answered the same way past it, so that one client holding
+  half-sent connections cannot fill the cap above for every other client (0: no such
+  cap, for a server behind a reverse proxy, whose clients all share its address). A
+  connection is counted once it is taken and uncounted when it is lost, however it
+  ends (closed, timed out, reset, failed);
 - a socket that cannot be accepted (no file descriptor left) is one log line a minute
   (`quiet_accept_errors`), not a traceback per try.
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import logging
 import time
@@ -68,11 +75,51 @@ class Notices:
         log.warning("%s (%d of them since the last such line)", message, count)
 
 
+def address_key(host: str) -> str:
+    """What a client's connections are counted under: its IPv4 address (an IPv4-mapped
+    IPv6 one's too), or its IPv6 address's /64, the least one site is given (a client
+    holding a /64 holds 2^64 addresses); any other name as it is."""
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])  # (no zone: fe80::1%eth0)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+@dataclass
+class PerAddress:
+    """Connections open from each client address (`address_key`), at most `cap` from
+    one (0: no cap). An address with none open has no entry, so the table holds only
+    the addresses with open connections. Used from the event loop only: no lock."""
+
+    cap: int = 0
+    open: dict[str, int] = field(default_factory=dict)
+
+    def take(self, key: str) -> bool:
+        """Count one more connection from `key`; False (nothing counted) at the cap."""
+        count = self.open.get(key, 0)
+        if count >= self.cap:
+            return False
+        self.open[key] = count + 1
+        return True
+
+    def give_back(self, key: str) -> None:
+        """Uncount one connection `take` counted."""
+        count = self.open.pop(key, 0) - 1
+        if count > 0:
+            self.open[key] = count
+
+
 @dataclass(frozen=True)
 class Bounds:
     head_timeout: float
     body_timeout: float
     max_connections: int
+    per_address: PerAddress = field(default_factory=PerAddress, compare=False)
     notices: Notices = field(default_factory=Notices, compare=False)
 
 
@@ -98,21 +145,44 @@ class AbortableH11Protocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
     _waiting: str = ""
     """What the deadline waits for: "head", "body", or "" (none)."""
+    _counted_as: str | None = None
+    """The address key this connection is counted under in `bounds.per_address`, until
+    it is lost (None: not counted)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        limit = self.bounds.max_connections
-        if len(self.connections) > limit:
+        refused = self._refusal()
+        if refused is not None:
+            kind, message = refused
             self.connections.discard(self)
-            message = f"{limit} connections are open, as many as this server keeps"
             transport.write(_answer("503 Service Unavailable", "too_many_connections",
                                     message, "retry-after: 1"))  # fmt: skip
             transport.close()
-            self.bounds.notices.note("refused", f"a connection was refused: {message}")
+            self.bounds.notices.note(kind, f"a connection was refused: {message}")
             return
         self._wait("head", self.bounds.head_timeout)
 
+    def _refusal(self) -> tuple[str, str] | None:
+        """Why this new connection is refused (a notice's kind and the message), or None
+        when it is taken, and then counted under its address."""
+        limit = self.bounds.max_connections
+        if len(self.connections) > limit:
+            return "refused", f"{limit} connections are open, as many as this server keeps"
+        per = self.bounds.per_address
+        if per.cap and self.client is not None:  # (None: the client is gone already)
+            key = address_key(self.client[0])
+            if not per.take(key):
+                return "refused from one address", (
+                    f"{per.cap} connections from {key} are open, as many as this server"
+                    " keeps from one address"
+                )
+            self._counted_as = key
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        key, self._counted_as = self._counted_as, None  # first: nothing below can skip it
+        if key is not None:
+            self.bounds.per_address.give_back(key)
         self._wait("", 0)
         super().connection_lost(exc)
 

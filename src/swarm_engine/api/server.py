@@ -64,7 +64,13 @@ def serve(
     import uvicorn
 
     from swarm_engine.api.app import create_app
-    from swarm_engine.api.protocol import Bounds, bounded, connection_cap, quiet_accept_errors
+    from swarm_engine.api.protocol import (
+        Bounds,
+        PerAddress,
+        bounded,
+        connection_cap,
+        quiet_accept_errors,
+    )
 
     class QuietServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -80,6 +86,7 @@ def serve(
             settings.request_head_timeout,
             settings.request_body_timeout,
             connection_cap(settings.api_max_connections, open_files),
+            PerAddress(settings.api_max_connections_per_address),
         )
         config = uvicorn.Config(
             app,
