@@ -29,15 +29,40 @@ from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.records import HOST_ID_FORM, HOST_ID_RE, shown
 from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
 
+MIN_SECRET_LENGTH = 16
+"""The fewest characters a webhook trigger's secret may hold (its HMAC key), blank never."""
+
+
+def secret_problem(value: str) -> str | None:
+    """Why `value` cannot be a webhook secret (shorter than `MIN_SECRET_LENGTH`, or
+    blank: only whitespace), or None. The secret itself is never in the line."""
+    if not value.strip():
+        return "is blank (only whitespace)"
+    if len(value) < MIN_SECRET_LENGTH:
+        return (
+            f"holds {len(value)} character{'s' if len(value) != 1 else ''}, fewer than the"
+            f" {MIN_SECRET_LENGTH} a webhook secret needs"
+        )
+    return None
+
 
 class TriggerHostSettings(BaseModel):
     """`[triggers.<name>]`: a webhook trigger's secret, on the host only (never in a
-    definition). `secret`, or `secret_env`: the environment variable that holds it."""
+    definition). `secret`, or `secret_env`: the environment variable that holds it. Either
+    way the secret is held to one rule (`secret_problem`): 16+ characters, not blank; a
+    variable's value when `serve` starts (`env_problem`) and at each delivery."""
 
     model_config = ConfigDict(extra="forbid")
 
-    secret: str | None = Field(default=None, min_length=16)
+    secret: str | None = Field(default=None, min_length=MIN_SECRET_LENGTH)
     secret_env: str | None = Field(default=None, min_length=1)
+
+    @field_validator("secret")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be blank (only whitespace)")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> TriggerHostSettings:
@@ -46,10 +71,24 @@ class TriggerHostSettings(BaseModel):
         return self
 
     def resolve(self) -> str | None:
-        """The secret, or None when `secret_env` names an unset or empty variable."""
+        """The secret, or None when `secret_env` names an unset or empty variable (no
+        secret here: deliveries are refused). `ValueError` naming the variable (never its
+        value) when it holds one that breaks the rule (`secret_problem`)."""
         if self.secret is not None:
             return self.secret
+        problem = self.env_problem()
+        if problem is not None:
+            raise ValueError(problem)
         return os.environ.get(str(self.secret_env)) or None
+
+    def env_problem(self) -> str | None:
+        """Why `secret_env`'s variable cannot be the secret (`$X holds 1 character, ...`),
+        or None: no `secret_env`, the variable unset or empty (no secret), or a good one."""
+        if self.secret_env is None:
+            return None
+        value = os.environ.get(self.secret_env)
+        problem = secret_problem(value) if value else None
+        return None if problem is None else f"${self.secret_env} {problem}"
 
 
 class SettingsModel(BaseModel):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import Target
 from tests.support.api import Api, start_api
-from tests.support.cli import swarm_inproc
+from tests.support.cli import swarm, swarm_inproc
 
 from swarm_engine.service.triggers import sign
 
@@ -98,3 +98,32 @@ def test_a_body_that_is_not_json_is_refused(api: Api, store_target: Target) -> N
     refused = deliver(api, "on-push", b"\xff not json", "k")
     assert refused.status_code == 400 and "not JSON" in refused.json()["message"]  # type: ignore[attr-defined]
     assert store_target.rows("SELECT id FROM tickets") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [(b'{"a": 1, "a": 2}', 'the body: duplicate key "a"'),
+     (b'{"x": [{"b": 1, "b": 1}]}', 'the body: duplicate key "b"'),
+     (b"", "the body is not JSON: it is empty"), (b" \n\t", "the body is not JSON: it is empty")],
+)  # fmt: skip
+def test_a_body_is_read_as_every_json_body_of_the_api(
+    api: Api, store_target: Target, body: bytes, says: str
+) -> None:
+    """A key given twice is refused, never read as its last value; an empty body is not
+    JSON (never `"webhook": null`)."""
+    refused = deliver(api, "on-push", body, "k")
+    assert refused.status_code == 400, refused.text  # type: ignore[attr-defined]
+    assert refused.json()["message"] == says  # type: ignore[attr-defined]
+    assert store_target.rows("SELECT id FROM tickets") == []
+
+
+def test_serve_refuses_a_secret_env_that_breaks_the_rule_of_a_secret(tmp_path: Path) -> None:
+    """`secret_env` naming a variable that holds 1 character or only spaces: `serve` does
+    not start (one line, exit 5), as for such an inline `secret`."""
+    home = tmp_path / "home"
+    hooks = json.dumps({"hk": {"secret_env": "HK_SECRET"}})
+    for value, says in (("x", "$HK_SECRET holds 1 character"), (" ", "$HK_SECRET is blank")):
+        done = swarm(home, "serve", "--port", "0", SWARM_TRIGGERS=hooks, HK_SECRET=value)
+        assert done.returncode == 5, done.stderr
+        assert done.stderr.startswith(f"error: setting triggers.hk.secret_env: {says}")
+        assert len(done.stderr.splitlines()) == 1, done.stderr

@@ -7,6 +7,7 @@ import math
 import re
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,6 +37,45 @@ def test_what_counts_as_this_machine_only(host: str, loopback: bool) -> None:
         check_exposure(host, "x" * 16)
     with pytest.raises(UsageError, match="at least 16"):
         check_exposure(host, "short")
+    for empty in ("", " \t"):  # given, but empty: refused, never read as "no token"
+        with pytest.raises(UsageError, match="is empty"):
+            check_exposure(host, empty)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(None, None), ("", None), ("x", "$HK holds 1 character, fewer than the 16"),
+     (" ", "$HK is blank"), (" " * 20, "$HK is blank"), ("x" * 15, "holds 15 characters"),
+     ("x" * 16, None)],
+)  # fmt: skip
+def test_a_secret_env_is_held_to_the_rule_of_a_secret(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, problem: str | None
+) -> None:
+    """A webhook secret from a variable: 16+ characters, not blank, as an inline `secret`
+    (an unset or empty variable is no secret: its deliveries get 403). `serve` refuses to
+    start on a bad one (`check_secrets`), and a delivery is refused if it became bad."""
+    from pydantic import ValidationError
+
+    from swarm_engine.config_model import TriggerHostSettings
+    from swarm_engine.errors import ConfigError
+    from swarm_engine.service.triggers import check_secrets
+
+    if value is None:
+        monkeypatch.delenv("HK", raising=False)
+    else:
+        monkeypatch.setenv("HK", value)
+    host = TriggerHostSettings(secret_env="HK")
+    settings = SimpleNamespace(triggers={"hk": host})  # (all check_secrets reads)
+    if problem is None:
+        assert host.resolve() == (value or None)
+        check_secrets(settings)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            host.resolve()
+        with pytest.raises(ConfigError, match=r"^setting triggers\.hk\.secret_env: \$HK "):
+            check_secrets(settings)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="blank"):  # inline: the same rule
+        TriggerHostSettings(secret=" " * 16)
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,15 @@ def is_sendable(token: str) -> bool:
 
 def check_exposure(host: str, token: str | None) -> None:
     """`UsageError` when the server would listen beyond this machine without a token,
-    or the token is too short to be one or holds a character no client can send."""
+    or the token is empty, too short to be one or holds a character no client can send.
+    An empty token given (`--token ""`, `SWARM_API_TOKEN=`: a variable that expanded to
+    nothing, say) is refused, never read as "no token"."""
+    if token is not None and not token.strip():
+        raise UsageError(
+            "--token (or SWARM_API_TOKEN) is empty: give a token of at least"
+            f" {MIN_TOKEN_LENGTH} characters, or neither (a server on a loopback address,"
+            " for this machine only)"
+        )
     if token is not None and not is_sendable(token):
         raise UsageError(
             "--token (or SWARM_API_TOKEN) may hold only printable ASCII characters, no"

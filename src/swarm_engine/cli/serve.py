@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from swarm_engine.cli.app import ensure_home, example, wait_for_store
@@ -38,8 +40,12 @@ def serve(settings: Settings, host: str, port: int, token: str | None) -> None:
     """
     from swarm_engine.api.auth import check_exposure
     from swarm_engine.api.server import serve as run
+    from swarm_engine.service.triggers import check_secrets
 
-    check_exposure(host, token or None)  # before the home is made: a refusal changes nothing
+    if token is None and os.environ.get("SWARM_API_TOKEN") == "":
+        token = ""  # (click reads an empty variable as unset: refused below, as --token "")
+    check_exposure(host, token)  # before the home is made: a refusal changes nothing
+    check_secrets(settings)
     wait_for_store(settings)  # a store not up yet is waited for (one line), not an exit 6
     ensure_home(settings)
 
@@ -47,4 +53,4 @@ def serve(settings: Settings, host: str, port: int, token: str | None) -> None:
         guard = "bearer token required" if token else "no token: this machine only"
         click.echo(f"serving the API on {url} ({guard}; Ctrl-C stops it)", err=True)
 
-    run(settings, host, port, token or None, ready=ready)
+    run(settings, host, port, token, ready=ready)

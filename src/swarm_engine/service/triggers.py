@@ -4,7 +4,11 @@ A delivery is `POST /v1/triggers/<name>` with the raw body signed by the trigger
 (host configuration, `[triggers.<name>]`): header `X-Swarm-Signature: sha256=<hex HMAC-SHA256
 of the body>`, and an `Idempotency-Key` header: a retried delivery with the same key makes
 no second ticket (`trigger_firings`, key `webhook:<key>`). The ticket's inputs are the
-trigger's literal `inputs` plus `webhook`: the body parsed as JSON (data, never a template).
+trigger's literal `inputs` plus `webhook`: the body parsed as JSON (data, never a template),
+read as every JSON body of the API is (`read_body`: a key given twice, or an empty body, is
+refused). The secret is held to one rule (16+ characters, not blank) whether it is given
+inline or by `secret_env`: `serve` checks the variables when it starts (`check_secrets`),
+and each delivery checks its secret again.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm_engine.config import Settings
-from swarm_engine.errors import NotFoundError, SwarmError, UsageError
+from swarm_engine.errors import ConfigError, NotFoundError, SwarmError, UsageError
 from swarm_engine.models import strict_json
-from swarm_engine.records import shown
+from swarm_engine.records import DuplicateKey, shown
 from swarm_engine.registry import Registry
 from swarm_engine.service.values import check_json
 from swarm_engine.store import Store
@@ -49,6 +53,32 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def check_secrets(settings: Settings) -> None:
+    """`ConfigError` (one line, exit 5) when a `[triggers.<name>]` of this host takes its
+    secret from a variable holding one that breaks the rule an inline `secret` is held to
+    (16+ characters, not blank): `serve` refuses to start, as it does for such a `secret`.
+    An unset or empty variable is no secret (its deliveries get 403), as documented."""
+    for name, host in sorted(settings.triggers.items()):
+        problem = host.env_problem()
+        if problem is not None:
+            raise ConfigError(f"setting triggers.{name}.secret_env: {problem}")
+
+
+def read_body(body: bytes) -> Any:
+    """The delivery's body as JSON, read as every JSON body of the API is: a key given
+    twice in one object, at any depth, is refused (`the body: duplicate key "a"`), never
+    read as its last value; so is an empty or blank body (it is not JSON). `UsageError`
+    (400) with one line."""
+    if not body.strip():
+        raise UsageError("the body is not JSON: it is empty")
+    try:
+        return strict_json(body.decode("utf-8"), unique_keys=True)
+    except DuplicateKey as exc:
+        raise UsageError(f"the body: {exc.line}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"the body is not JSON: {exc}") from exc
+
+
 def deliver(
     store: Store,
     registry: Registry,
@@ -71,7 +101,12 @@ def deliver(
         raise NotFoundError(f"no webhook trigger named {shown(name)}")
     workflow, trigger = found[0]
     host = settings.triggers.get(name)
-    secret = host.resolve() if host is not None else None
+    try:
+        secret = host.resolve() if host is not None else None
+    except ValueError as exc:  # the variable changed since start-up (check_secrets)
+        raise WebhookRefused(
+            403, f"trigger {shown(name)} has no usable secret on this host: {exc}"
+        ) from exc
     if secret is None:
         raise WebhookRefused(403, f"trigger {shown(name)} has no secret configured on this host")
     if signature is None or not hmac.compare_digest(signature.strip(), sign(secret, body)):
@@ -80,12 +115,7 @@ def deliver(
         raise UsageError(f"a delivery needs an {KEY_HEADER} header")
     if len(key) > MAX_KEY or not key.isprintable():
         raise UsageError(f"the {KEY_HEADER} is at most {MAX_KEY} printable characters")
-    payload: Any = None
-    if body.strip():
-        try:
-            payload = strict_json(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
-            raise UsageError(f"the body is not JSON: {exc}") from exc
+    payload = read_body(body)
     check_json(payload, "the body")  # what POST /v1/tickets refuses, a delivery may not bring
     inputs = {**trigger.inputs, "webhook": payload}
     ticket_id, created = store.triggers.fire(
