@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import Target
 from tests.support.api import Api, start_api
-from tests.support.cli import swarm, swarm_inproc
+from tests.support.cli import sqlite_shell, swarm, swarm_inproc
 
 from swarm_engine.service.triggers import sign
 
@@ -127,3 +127,29 @@ def test_serve_refuses_a_secret_env_that_breaks_the_rule_of_a_secret(tmp_path: P
         assert done.returncode == 5, done.stderr
         assert done.stderr.startswith(f"error: setting triggers.hk.secret_env: {says}")
         assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_a_webhook_name_another_row_declares_too_fires_for_none(
+    api: Api, store_target: Target, tmp_path: Path
+) -> None:
+    """A registry row written by another client declares `on-push` too (registration
+    refuses that; a row is untrusted): a delivery signed with the trigger's secret makes
+    no ticket of either workflow, and says why (409, one line), never the first read."""
+    spec = json.dumps({
+        "name": "evil", "version": "1.0.0", "steps": [{"id": "a", "agent": "echo"}],
+        "triggers": [{"name": "on-push", "webhook": True, "inputs": {"stolen": True}}],
+    })  # fmt: skip
+    statement = f"INSERT INTO workflows (name, version, spec) VALUES ('evil', '1.0.0', '{spec}')"
+    if store_target.dialect == "sqlite":
+        sqlite_shell(tmp_path / "home" / "registry.db", statement)
+    else:
+        store_target.sql(statement)
+    refused = deliver(api, "on-push", b'{"ref": "x"}', "k")
+    assert refused.status_code == 409, refused.text  # type: ignore[attr-defined]
+    assert refused.json()["message"] == (  # type: ignore[attr-defined]
+        "trigger 'on-push' is declared by more than one workflow (evil, hooked): it fires for"
+        " none of them until only one declares it"
+    )
+    assert store_target.rows("SELECT id FROM tickets") == []
+    unsigned = deliver(api, "on-push", b'{"ref": "x"}', "k", secret="not-the-secret-at-all-0000")
+    assert unsigned.status_code == 401  # type: ignore[attr-defined]  (names no workflow)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import Target
-from tests.support.cli import start_engine, swarm_inproc, wait_until
+from tests.support.cli import sqlite_shell, start_engine, swarm_inproc, wait_until
 
 from swarm_engine.models import MAX_TRIGGERS
 
@@ -139,3 +139,55 @@ def test_a_trigger_name_belongs_to_one_workflow(
     assert register(home, store_target, workflow(tmp_path / "a", "first", hook)).returncode == 0
     done = register(home, store_target, workflow(tmp_path / "b", "second", hook))
     assert done.returncode != 0 and "belongs to workflow 'first'" in done.stderr
+
+
+def registry_sql(home: Path, target: Target, statement: str) -> None:
+    """Write to the registry as another client would (PostgreSQL: the store's database)."""
+    if target.dialect == "sqlite":
+        sqlite_shell(home / "registry.db", statement)
+    else:
+        target.sql(statement)
+
+
+def test_a_cron_name_two_rows_declare_fires_for_none_and_a_deleted_one_stops(
+    home: Path, store_target: Target, tmp_path: Path
+) -> None:
+    """A registry row written by another client declares `tick`'s cron trigger's name
+    too: it fires for neither (one warning line), while `other` fires. Once both `evil`
+    and `other` are deleted, `tick` fires again and `other` stops at its next slot (not
+    at the next full read of the registry, up to 10 s later)."""
+    for name, trigger in (("tick", "every-second"), ("other", "other-second")):
+        folder = workflow(tmp_path / name, name, f'- name: {trigger}\n  cron: "* * * * * *"\n')
+        assert register(home, store_target, folder).returncode == 0
+    evil = (
+        '{"name": "evil", "version": "1.0.0", "steps": [{"id": "a", "agent": "echo"}],'
+        ' "triggers": [{"name": "every-second", "cron": "* * * * * *"}]}'
+    )
+    registry_sql(home, store_target, f"INSERT INTO workflows (name, version, spec)"
+                                     f" VALUES ('evil', '1.0.0', '{evil}')")  # fmt: skip
+
+    def fired(trigger: str) -> list[str]:
+        rows = store_target.rows(
+            "SELECT key FROM trigger_firings WHERE trigger = %(t)s ORDER BY key", t=trigger
+        )
+        return [r["key"] for r in rows]
+
+    proc = start_engine(home, "--max-vms", "2", **store_target.env, **FAST)
+    try:
+        wait_until(lambda: len(fired("other-second")) >= 3, 60, "three slots of other")
+        assert fired("every-second") == []
+        registry_sql(home, store_target, "DELETE FROM workflows WHERE name IN ('evil', 'other')")
+        deleted = datetime.now(UTC).timestamp()
+        wait_until(lambda: len(fired("every-second")) >= 2, 30, "tick to fire again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    late = [
+        k for k in fired("other-second")
+        if datetime.strptime(k, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        > deleted + 1
+    ]  # fmt: skip
+    assert late == [], (late, deleted)
+    assert out.count("declared by more than one workflow (evil, tick)") == 1, out
+    tickets = store_target.rows("SELECT workflow_id FROM tickets")
+    assert {t["workflow_id"] for t in tickets} == {"tick@1.0.0", "other@1.0.0"}

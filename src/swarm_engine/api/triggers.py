@@ -22,6 +22,7 @@ router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
         200: {"description": "already delivered: the earlier ticket"},
         201: {"description": "the ticket made"},
         403: {"description": "no secret for this trigger here", "model": ErrorBody},
+        409: {"description": "the name is declared by more than one workflow", "model": ErrorBody},
     },
 )
 async def webhook(

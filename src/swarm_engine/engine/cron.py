@@ -15,6 +15,13 @@ leases: the slots around now of each distinct schedule are computed off the loop
 (`asyncio.to_thread`) and kept until the next slot passes, so a tick only compares times.
 A workflow has at most `models.MAX_TRIGGERS` triggers; a registry row with more does not
 decode, and this task says so in one warning line.
+
+The registry is read whole every `SCHEDULES_EVERY` seconds; before a slot fires, one small
+query (`workflows_seen`: the rows' count and newest `created_at`) tells whether a workflow
+was added, deleted or registered again since, and then it is read again first: a deleted
+or changed definition does not fire at its next slot. A cron trigger's name declared by
+more than one workflow (a row any client may write: registry/triggers.py) fires for none
+of them, with one warning line per change.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.errors import StoreBusyError, SwarmError
 from swarm_engine.models import TriggerSpec, WorkflowSpec
 from swarm_engine.registry import Registry
+from swarm_engine.registry.triggers import ambiguity, trigger_owners
 from swarm_engine.store import Store
 from swarm_engine.store.timestamps import parse_timestamp
 
@@ -89,6 +97,11 @@ class CronFirer:
         self._read_at = -SCHEDULES_EVERY
         self._slots: dict[str, Bounds] = {}
         """schedule -> its slots around now (`slot_bounds`), kept until the next one."""
+        self._seen: tuple[object, object] = (None, None)
+        """The registry's `workflows_seen` when the schedules were last read."""
+        self._ambiguous: dict[str, str] = {}
+        """trigger name declared by more than one workflow -> the line warned about it
+        (registry/triggers.py): such a name fires for none of them."""
         self._warned: set[tuple[str, str]] = set()
         """(workflow, what was wrong) already warned about: a bad row is told once."""
 
@@ -100,16 +113,42 @@ class CronFirer:
                 self._read_at = loop.time()
             now = datetime.now(UTC)
             await self._refresh_slots(now)
-            for workflow, trigger, registered in self._schedules:
-                assert trigger.cron is not None
-                bounds = self._slots.get(trigger.cron)
-                if not isinstance(bounds, tuple):
-                    continue  # broken (told once by _refresh_slots), or read since
-                slot = bounds[0]
-                if slot < registered or (now - slot).total_seconds() > GRACE_SECONDS:
-                    continue
+            due = self._due(now)
+            if due and await self._registry_changed():  # deleted or changed: not fired
+                await self._read_schedules()
+                self._read_at = loop.time()
+                await self._refresh_slots(now)
+                due = self._due(now)
+            for workflow, trigger, slot in due:
                 await self._fire(workflow, trigger, slot)
             await asyncio.sleep(self._until_next(datetime.now(UTC)))
+
+    def _due(self, now: datetime) -> list[tuple[WorkflowSpec, TriggerSpec, datetime]]:
+        """The cron triggers whose latest slot is to fire now (within its grace period,
+        not from before its workflow was registered)."""
+        due = []
+        for workflow, trigger, registered in self._schedules:
+            assert trigger.cron is not None
+            bounds = self._slots.get(trigger.cron)
+            if not isinstance(bounds, tuple):
+                continue  # broken (told once by _refresh_slots), or read since
+            slot = bounds[0]
+            if slot < registered or (now - slot).total_seconds() > GRACE_SECONDS:
+                continue
+            due.append((workflow, trigger, slot))
+        return due
+
+    async def _registry_changed(self) -> bool:
+        """Whether a workflow row was added, deleted or registered again since the last
+        read (`workflows_seen`: one small query, made only when a slot is due), so that
+        a deleted or changed definition does not fire at its next slot. A row another
+        client edits in place, keeping its `created_at`, is seen at the next full read
+        (`SCHEDULES_EVERY`)."""
+        try:
+            seen = await self.gate(self.registry.defs.workflows_seen)
+        except (StoreBusyError, SwarmError):
+            return False  # (the full read says so when it fails too)
+        return seen != self._seen
 
     async def _refresh_slots(self, now: datetime) -> None:
         """Compute, off the loop, the slots of each schedule never computed or whose next
@@ -134,17 +173,30 @@ class CronFirer:
     async def _read_schedules(self) -> None:
         skipped: list[str] = []
         try:
+            seen = await self.gate(self.registry.defs.workflows_seen)  # (read first)
             latest = await self.gate(self.registry.latest_workflows, skipped)
         except (StoreBusyError, SwarmError) as exc:
             log.warning("cron triggers: the registry cannot be read now: %s", exc)
             return
+        self._seen = seen
         for problem in skipped:  # e.g. more than MAX_TRIGGERS triggers: told once
             if ("", problem) not in self._warned:
                 self._warned.add(("", problem))
                 log.warning("%s: its triggers are skipped", problem)
+        # a cron trigger's name declared by more than one workflow (rows any client may
+        # write) fires for none of them: told once per change, not once per re-read
+        owners = trigger_owners(w for w, _ in latest)
+        cron_names = {t.name for w, _ in latest for t in w.triggers if t.cron}
+        ambiguous = {
+            name: line for name in cron_names if (line := ambiguity(name, owners[name])) is not None
+        }
+        for name, line in sorted(ambiguous.items()):
+            if self._ambiguous.get(name) != line:
+                log.warning("cron triggers: %s", line)
+        self._ambiguous = ambiguous  # (bounded by the registry's trigger names)
         schedules = []
         for workflow, created_at in latest:
-            crons = [t for t in workflow.triggers if t.cron]
+            crons = [t for t in workflow.triggers if t.cron and t.name not in ambiguous]
             if not crons:
                 continue
             try:  # a row is untrusted: one that cannot say when it was made fires nothing

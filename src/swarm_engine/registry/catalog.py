@@ -26,6 +26,7 @@ from swarm_engine.records import (
 )
 from swarm_engine.registry.builtins import BUILTIN_REFS, BUILTIN_VERSIONS
 from swarm_engine.registry.plain import plain_agent
+from swarm_engine.registry.triggers import trigger_owners
 from swarm_engine.store.db import InvalidText, Row
 from swarm_engine.store.definitions import DefinitionStore, Table, open_definitions
 from swarm_engine.store.rows import decode_record
@@ -418,33 +419,36 @@ class Registry:
         from swarm_engine.registry.workflows import check_shell_step_inputs, check_workflow
 
         names = [s.ref for s, _ in specs]
-        owners = {t.name: w.name for w, _ in self.latest_workflows() for t in w.triggers}
         for spec, source in specs:
-            for trigger in spec.triggers:  # a trigger's name is its address: one owner
-                owner = owners.get(trigger.name, spec.name)
-                if owner != spec.name:
-                    raise ConflictError(
-                        f"{source}: trigger {trigger.name!r} belongs to workflow {owner!r}"
-                    )
-                owners[trigger.name] = spec.name
             if names.count(spec.ref) > 1:
                 raise ConfigError(f"{source}: workflow {spec.ref} is defined twice")
             check_workflow(spec, self.has_agent, source)
             check_shell_step_inputs(spec, self.agent, source)
-            exists = self.defs.workflow(spec.name, spec.version) is not None
-            if exists and not force:
-                raise ConflictError(
-                    f"workflow {spec.ref} is already registered (bump its version, or use --force)"
-                )
-        self.defs.put_workflows(
-            {
-                "name": spec.name,
-                "version": spec.version,
-                "description": spec.description,
-                "spec": spec.model_dump_json(),
-            }
-            for spec, _ in specs
-        )
+        with self.defs.registering():  # the owners read here hold until the insert commits
+            owners = trigger_owners(w for w, _ in self.latest_workflows())
+            for spec, source in specs:
+                for trigger in spec.triggers:  # a trigger's name is its address: one owner
+                    others = sorted(set(owners.get(trigger.name, [])) - {spec.name})
+                    if others:
+                        raise ConflictError(
+                            f"{source}: trigger {trigger.name!r} belongs to workflow {others[0]!r}"
+                        )
+                    owners[trigger.name] = [spec.name]
+                exists = self.defs.workflow(spec.name, spec.version) is not None
+                if exists and not force:
+                    raise ConflictError(
+                        f"workflow {spec.ref} is already registered (bump its version, or use"
+                        " --force)"
+                    )
+            self.defs.put_workflows(
+                {
+                    "name": spec.name,
+                    "version": spec.version,
+                    "description": spec.description,
+                    "spec": spec.model_dump_json(),
+                }
+                for spec, _ in specs
+            )
         return [s for s, _ in specs]
 
     def workflow(self, ref: str) -> WorkflowSpec:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm_engine.config import Settings
-from swarm_engine.errors import ConfigError, NotFoundError, SwarmError, UsageError
+from swarm_engine.errors import ConfigError, ConflictError, NotFoundError, SwarmError, UsageError
 from swarm_engine.models import strict_json
 from swarm_engine.records import DuplicateKey, shown
 from swarm_engine.registry import Registry
+from swarm_engine.registry.triggers import ambiguity
 from swarm_engine.service.values import check_json
 from swarm_engine.store import Store
 
@@ -89,17 +90,17 @@ def deliver(
     key: str | None,
 ) -> Delivery:
     """Check and fire one webhook delivery. Raises `NotFoundError` (no such webhook
-    trigger), `WebhookRefused` (401/403), `UsageError` (no key, or a body that is not
-    JSON)."""
-    found = [
+    trigger), `WebhookRefused` (401/403), `ConflictError` (409: the name is declared by
+    more than one workflow, registry/triggers.py), `UsageError` (no key, or a body that is
+    not JSON)."""
+    declared = [
         (workflow, trigger)
         for workflow, _ in registry.latest_workflows()
         for trigger in workflow.triggers
-        if trigger.name == name and trigger.webhook
+        if trigger.name == name
     ]
-    if not found:
+    if not any(trigger.webhook for _, trigger in declared):
         raise NotFoundError(f"no webhook trigger named {shown(name)}")
-    workflow, trigger = found[0]
     host = settings.triggers.get(name)
     try:
         secret = host.resolve() if host is not None else None
@@ -111,6 +112,12 @@ def deliver(
         raise WebhookRefused(403, f"trigger {shown(name)} has no secret configured on this host")
     if signature is None or not hmac.compare_digest(signature.strip(), sign(secret, body)):
         raise WebhookRefused(401, f"the {SIGNATURE_HEADER} header does not match the body")
+    # a name declared by more than one workflow (rows any client may write): for none
+    # of them, never the first one read; said only to a sender holding the secret
+    problem = ambiguity(name, [w.name for w, _ in declared])
+    if problem is not None:
+        raise ConflictError(problem)
+    workflow, trigger = declared[0]  # the one declaration, a webhook's
     if key is None or not key.strip():
         raise UsageError(f"a delivery needs an {KEY_HEADER} header")
     if len(key) > MAX_KEY or not key.isprintable():

@@ -6,7 +6,8 @@ writes rows (decoded by the registry, since anyone may have written them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,20 @@ class DefinitionStore:
         holds the transaction."""
         for row in rows:
             self.db.run(self.q.put_agent, row)
+
+    @contextmanager
+    def registering(self) -> Iterator[None]:
+        """A write transaction that registers workflows one at a time across every client
+        (`lock_workflows`): what is read in it (which workflow owns a trigger name) still
+        holds when its writes commit. Rolled back on any error."""
+        with self.db.transaction():
+            self.db.run(self.q.lock_workflows)
+            yield
+
+    def workflows_seen(self) -> tuple[object, object]:
+        """`(rows, newest created_at)` of the workflows table (see `workflows_seen`)."""
+        row = self.db.one(self.q.workflows_seen)
+        return (None, None) if row is None else (row[0], row[1])
 
     def put_workflows(self, rows: Iterable[dict[str, str]]) -> None:
         """Insert or replace workflows (name, version, description, spec), all or none."""

@@ -62,6 +62,18 @@ SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS versi
 -- name: agents
 SELECT {{agent_columns}} FROM agents ORDER BY agents.name, agents.created_at
 
+-- name: lock_workflows
+-- Taken first in the transaction that registers workflows (`DefinitionStore.registering`):
+-- the check that no other workflow owns a trigger name and the insert are one step.
+-- BEGIN IMMEDIATE (the transaction) already holds SQLite's one write lock: every
+-- registration waits for the one before it to commit. Nothing more to take.
+SELECT 1
+
+-- name: workflows_seen
+-- What changes when a workflow row is added, deleted or registered again (its created_at
+-- is set anew): the engine's cron task compares it before firing (engine/cron.py).
+SELECT count(*) AS rows, max(created_at) AS newest FROM workflows
+
 -- name: workflow_exists
 SELECT 1 FROM workflows WHERE name = :name AND version = :version
 
