@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from swarm_engine.api import models
 from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.registry.listing import (
+    MAX_CURSOR_CHARS,
+    MAX_PAGE_DEFINITIONS,
+    PAGE_DEFINITIONS,
+    DefinitionPage,
+)
 from swarm_engine.service import registry as service
 from swarm_engine.service import runs as run_service
 
@@ -36,10 +42,31 @@ def register_agent(
     return spec.model_dump(mode="json")
 
 
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_DEFINITIONS, description="At most this many.")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=MAX_CURSOR_CHARS, description="The `X-Next-Cursor` of the previous page."),
+]
+
+
+def listed(response: Response, found: DefinitionPage) -> list[dict[str, Any]]:
+    """`found.items`, with `X-Next-Cursor` when more are left (what to pass as `cursor`)."""
+    if found.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = found.next_cursor
+    return found.items
+
+
 @router.get("/agents", response_model=list[models.Definition], summary="List agents")
-def agents(registry: RegistryDep) -> list[dict[str, Any]]:
-    """Every agent and version, built-in ones included."""
-    return service.agents(registry)
+def agents(
+    registry: RegistryDep,
+    response: Response,
+    limit: Limit = PAGE_DEFINITIONS,
+    cursor: Cursor = None,
+) -> list[dict[str, Any]]:
+    """Agents and versions (built-in ones included) by name and version, `limit` per page,
+    their specs within 8 MiB a page (a page ends sooner; its first definition is always
+    whole); `X-Next-Cursor` pages on (absent on the last page)."""
+    return listed(response, service.agents(registry, cursor, limit))
 
 
 @router.get("/agents/{ref}", summary="Show an agent")
@@ -61,9 +88,14 @@ def register_workflow(
 
 
 @router.get("/workflows", response_model=list[models.Definition], summary="List workflows")
-def workflows(registry: RegistryDep) -> list[dict[str, Any]]:
-    """Every workflow and version."""
-    return service.workflows(registry)
+def workflows(
+    registry: RegistryDep,
+    response: Response,
+    limit: Limit = PAGE_DEFINITIONS,
+    cursor: Cursor = None,
+) -> list[dict[str, Any]]:
+    """Workflows and versions, paged as agents are."""
+    return listed(response, service.workflows(registry, cursor, limit))
 
 
 @router.get("/workflows/{ref}", summary="Show a workflow")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from swarm_engine.cli.output import (
     ago,
     console,
     emit_json,
+    err_console,
     ms,
     plain,
     short,
@@ -23,6 +25,7 @@ from swarm_engine.cli.output import (
 from swarm_engine.config import Settings
 from swarm_engine.models import AgentSpec, WorkflowSpec
 from swarm_engine.records import escaped_name
+from swarm_engine.registry.listing import MAX_PAGE_DEFINITIONS, DefinitionPage
 from swarm_engine.service import registry as service
 from swarm_engine.service.registry import definition_folders
 from swarm_engine.service.runs import of_workflow
@@ -62,15 +65,56 @@ def agent_register(
         console.print(f"registered agent {spec.ref} ({spec.kind})")
 
 
+def paging(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`--limit N` and `--cursor C` of a list of definitions."""
+
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--cursor",
+            metavar="C",
+            help=f"The next page of {what}, as the last page said.",
+        )(command)
+        return click.option(
+            "--limit",
+            type=click.IntRange(1, MAX_PAGE_DEFINITIONS),
+            default=MAX_PAGE_DEFINITIONS,
+            show_default=True,
+            metavar="N",
+            help=f"At most this many {what} (by name and version).",
+        )(command)
+
+    return wrap
+
+
+def _next_page(found: DefinitionPage, command: str, limit: int, *, err: bool = False) -> None:
+    """Say how to list the rest when some were left out: past `--limit`, or sooner under
+    --json when the page's specs hold `LIST_BYTES` (never a page cut silently). On stderr
+    under --json, so stdout stays one JSON list."""
+    if found.next_cursor is None:
+        return
+    why = "" if len(found.items) >= limit else " (this page ended early: its definitions are large)"
+    line = f"more{why}: swarm-engine {command} --limit {limit} --cursor {found.next_cursor}"
+    (err_console if err else console).print(f"[dim]{line}[/dim]", highlight=False)
+
+
 @agent.command("list", epilog=example("swarm-engine agent list --json"))
-@click.option("--json", "as_json", is_flag=True, help="Print the agents as a JSON list.")
+@paging("agents")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the agents as a JSON list, with their specs (8 MiB of them a page at most).",
+)
 @pass_existing("registry")
-def agent_list(settings: Settings, as_json: bool) -> None:
-    """All agents and versions."""
+def agent_list(settings: Settings, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Agents and versions, by name and version: one line each (descriptions cut;
+    'agent show' has a definition whole)."""
     with registry_of(settings) as registry:
-        rows = service.agents(registry)
+        found = service.agents(registry, cursor, limit, specs=as_json)
+    rows = found.items
     if as_json:
         emit_json(rows)
+        _next_page(found, "agent list --json", limit, err=True)
         return
     console.print(
         table(
@@ -94,6 +138,7 @@ def agent_list(settings: Settings, as_json: bool) -> None:
             ),
         )
     )
+    _next_page(found, "agent list", limit)
 
 
 @agent.command("show", epilog=example("swarm-engine agent show word-count"))
@@ -141,16 +186,25 @@ def workflow_register(
 
 
 @workflow.command("list", epilog=example("swarm-engine workflow list --json"))
-@click.option("--json", "as_json", is_flag=True, help="Print the workflows as a JSON list.")
+@paging("workflows")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the workflows as a JSON list, with their specs (8 MiB of them a page at most).",
+)
 @pass_existing("registry")
-def workflow_list(settings: Settings, as_json: bool) -> None:
-    """All workflows and versions."""
+def workflow_list(settings: Settings, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Workflows and versions, by name and version: one line each (descriptions cut;
+    'workflow show' has a definition whole)."""
     with registry_of(settings) as registry:
-        rows = service.workflows(registry)
+        found = service.workflows(registry, cursor, limit, specs=as_json)
+    rows = found.items
     if as_json:
         emit_json(rows)
+        _next_page(found, "workflow list --json", limit, err=True)
         return
-    if not rows:
+    if not rows and cursor is None:
         console.print("no workflows (register one: swarm-engine workflow register PATH)")
         return
     console.print(
@@ -166,13 +220,14 @@ def workflow_list(settings: Settings, as_json: bool) -> None:
                 (
                     escaped_name(r["name"]),
                     short(escaped_name(r["version"]), VERSION_WIDTH),
-                    _step_count(r.get("spec")),
+                    "?" if r.get("steps") is None else r["steps"],
                     r["description"],
                 )
                 for r in rows
             ),
         )
     )
+    _next_page(found, "workflow list", limit)
 
 
 @workflow.command("show", epilog=example("swarm-engine workflow show text-report"))
@@ -240,9 +295,3 @@ def workflow_runs(settings: Settings, name: str, limit: int, as_json: bool) -> N
             ),
         )
     )
-
-
-def _step_count(spec: object) -> str:
-    """How many steps a stored workflow spec has; '?' for a spec that is not readable."""
-    steps = spec.get("steps") if isinstance(spec, dict) else None
-    return str(len(steps)) if isinstance(steps, list) else "?"

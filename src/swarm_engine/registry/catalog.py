@@ -24,12 +24,13 @@ from swarm_engine.records import (
     split_ref,
     text_over,
 )
+from swarm_engine.registry import listing
 from swarm_engine.registry.builtins import BUILTIN_REFS, BUILTIN_VERSIONS
+from swarm_engine.registry.listing import PAGE_DEFINITIONS, DefinitionPage
 from swarm_engine.registry.plain import plain_agent
 from swarm_engine.registry.triggers import trigger_owners
 from swarm_engine.store.db import InvalidText, Row
 from swarm_engine.store.definitions import DefinitionStore, Table, open_definitions
-from swarm_engine.store.rows import decode_record
 
 if TYPE_CHECKING:
     from swarm_engine.models import AgentSpec, WorkflowSpec
@@ -382,34 +383,36 @@ class Registry:
             return False
         return True
 
-    def agents(self) -> list[dict[str, Any]]:
-        """Every agent and version, as `agent()` gives them: a built-in agent's row shows
-        the code's spec (its `kind`, `description` and `spec`, `builtin` 1), whatever the
-        row holds; a row of a built-in's name in another version (hand-written: no ticket
-        can run it) is left out; any other row is shown as stored (decoded leniently),
+    def agents(
+        self, cursor: str | None = None, limit: int = PAGE_DEFINITIONS, *, specs: bool = True
+    ) -> DefinitionPage:
+        """A page of agents and versions (`registry/listing.py`: keyset, bounded in bytes),
+        as `agent()` gives them: a built-in agent's row shows the code's spec (its `kind`,
+        `description` and `spec` (without `specs`: None), `builtin` 1), whatever the row
+        holds; a row of a built-in's name in another version (hand-written: no ticket can
+        run it) is left out; any other row is shown as stored (decoded leniently),
         `builtin` 0 whatever its column says."""
         from swarm_engine.registry.builtins import builtin_spec
 
-        out: list[dict[str, Any]] = []
-        for row in self.defs.agents():
-            record = decode_record(row)
+        def shown(record: dict[str, Any]) -> dict[str, Any] | None:
             name = record.get("name")
             builtin = BUILTIN_VERSIONS.get(name) if isinstance(name, str) else None
             if builtin is not None:
                 if record.get("version") != builtin:
-                    continue
+                    return None
                 spec = builtin_spec(name)
                 record.update(
                     kind=spec.kind,
                     description=spec.description,
-                    spec=spec.model_dump(mode="json"),
+                    spec=spec.model_dump(mode="json") if specs else None,
                     builtin=1,
                 )
                 record.pop("defects", None)  # (of columns the code's spec replaced)
             else:
                 record["builtin"] = 0
-            out.append(record)
-        return out
+            return record
+
+        return listing.page(self.defs, "agents", cursor, limit, specs=specs, shown=shown)
 
     # -- workflows -------------------------------------------------------------------------
     def register_workflows(
@@ -503,5 +506,9 @@ class Registry:
         self._decoded = decoded  # only the rows of this call: bounded by the registry's names
         return out
 
-    def workflows(self) -> list[dict[str, Any]]:
-        return [decode_record(r) for r in self.defs.workflows()]
+    def workflows(
+        self, cursor: str | None = None, limit: int = PAGE_DEFINITIONS, *, specs: bool = True
+    ) -> DefinitionPage:
+        """A page of workflows and versions as stored (`registry/listing.py`); without
+        `specs`, each with `steps` (how many its spec has; None: not readable) instead."""
+        return listing.page(self.defs, "workflows", cursor, limit, specs=specs)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import ConfigError, UsageError
+from swarm_engine.registry.listing import PAGE_DEFINITIONS, DefinitionPage
 from swarm_engine.service.values import check_json, check_text
 
 if TYPE_CHECKING:
@@ -78,10 +79,18 @@ def register_workflow(
     return registry.register_workflows([(spec, source)], force=force)[0]
 
 
-def agents(registry: Registry) -> list[dict[str, Any]]:
-    """Every agent and version, as stored (`name`, `version`, `kind`, `description`,
-    `spec`, `builtin`, `created_at`)."""
-    return registry.agents()
+def agents(
+    registry: Registry,
+    cursor: str | None = None,
+    limit: int = PAGE_DEFINITIONS,
+    *,
+    specs: bool = True,
+) -> DefinitionPage:
+    """A page of agents and versions by name and version, as stored (`name`, `version`,
+    `kind`, `description`, `spec`, `builtin`, `created_at`), from `cursor` (the previous
+    page's `next_cursor`), at most `limit`, their specs within `LIST_BYTES`
+    (registry/listing.py). `UsageError` for a bad limit or cursor."""
+    return registry.agents(_cursor(cursor), limit, specs=specs)
 
 
 def agent(registry: Registry, ref: str) -> AgentSpec:
@@ -90,9 +99,22 @@ def agent(registry: Registry, ref: str) -> AgentSpec:
     return registry.agent(ref)
 
 
-def workflows(registry: Registry) -> list[dict[str, Any]]:
-    """Every workflow and version, as stored."""
-    return registry.workflows()
+def workflows(
+    registry: Registry,
+    cursor: str | None = None,
+    limit: int = PAGE_DEFINITIONS,
+    *,
+    specs: bool = True,
+) -> DefinitionPage:
+    """A page of workflows and versions, as stored: as `agents` (without `specs`, each
+    with `steps` instead of its spec)."""
+    return registry.workflows(_cursor(cursor), limit, specs=specs)
+
+
+def _cursor(cursor: str | None) -> str | None:
+    if cursor is not None:
+        check_text(cursor, "cursor")
+    return cursor
 
 
 def workflow(registry: Registry, ref: str) -> WorkflowSpec:

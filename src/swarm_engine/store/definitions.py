@@ -44,11 +44,43 @@ class DefinitionStore:
         query = self.q.agent_versions if table == "agents" else self.q.workflow_versions
         return [(r[0], r[1]) for r in self.db.all(query, {"name": name})]
 
-    def agents(self) -> list[Row]:
-        return self.db.all(self.q.agents)
-
     def workflows(self) -> list[Row]:
         return self.db.all(self.q.workflows)
+
+    def page(
+        self,
+        table: Table,
+        after: tuple[bytes, bytes] | None,
+        limit: int,
+        *,
+        specs: bool,
+        budget: int,
+    ) -> list[Row]:
+        """At most `limit` rows of `table` after `(name, version)` `after` (None: from the
+        first; as UTF-8 bytes, a row's `key_name` and `key_version`: any text a row holds
+        is passed back exactly; `ValueError` for bytes no row of this store can hold),
+        in that order, of those whose name and version hold at most 1 KiB; each
+        with `total` (the running total of the bytes of their specs and descriptions,
+        measured in SQL) and `nth` (from 1). `specs`: a row's `spec` and whole
+        `description` are read only while `total` stays within `budget` (and for the
+        first row whatever it is); else (and always without `specs`) `spec` is None and
+        `description` its first 200 characters (`<table>_page` in definitions.sql)."""
+        query = self.q.agents_page if table == "agents" else self.q.workflows_page
+        name: bytes | str | None = None
+        version: bytes | str | None = None
+        if after is not None:
+            name, version = after
+            if self.db.dialect == "postgresql":  # text: UTF-8 without NUL (SQLite: any bytes)
+                name, version = (_pg_text(v) for v in after)
+        args = {"after_name": name, "after_version": version, "limit": limit,
+                "specs": specs, "budget": budget}  # fmt: skip
+        return self.db.all(query, args)
+
+    def unread(self, table: Table, offset: int, limit: int) -> list[Row]:
+        """At most `limit` rows of `table` whose name or version holds more than 1 KiB,
+        from the `offset`-th (sizes and defects only: nothing of them is read whole)."""
+        query = self.q.agents_unread if table == "agents" else self.q.workflows_unread
+        return self.db.all(query, {"offset": offset, "limit": limit})
 
     def put_agents(self, rows: Iterable[dict[str, str]]) -> None:
         """Insert or replace agents (name, version, kind, description, spec); the caller
@@ -78,6 +110,13 @@ class DefinitionStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _pg_text(value: bytes) -> str:
+    text = value.decode()  # (UnicodeDecodeError is a ValueError)
+    if "\0" in text:
+        raise ValueError("NUL in a key")
+    return text
 
 
 def open_definitions(target: str | Path, *, busy_timeout: float = 10.0) -> DefinitionStore:

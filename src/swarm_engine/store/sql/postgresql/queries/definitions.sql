@@ -59,9 +59,6 @@ SELECT {{agent_columns}} FROM agents WHERE agents.name = :name AND agents.versio
 SELECT CASE WHEN octet_length(version) <= 1024 THEN version END AS version,
        octet_length(version) AS version_bytes FROM agents WHERE name = :name
 
--- name: agents
-SELECT {{agent_columns}} FROM agents ORDER BY agents.name, agents.created_at
-
 -- name: lock_workflows
 -- Taken first in the transaction that registers workflows (`DefinitionStore.registering`):
 -- the check that no other workflow owns a trigger name and the insert are one step.
@@ -92,3 +89,113 @@ SELECT CASE WHEN octet_length(version) <= 1024 THEN version END AS version,
 
 -- name: workflows
 SELECT {{workflow_columns}} FROM workflows ORDER BY workflows.name, workflows.created_at
+
+-- name: agents_page
+-- A page of agents for a list, by (name, version) after (:after_name, :after_version)
+-- (NULL: from the first; UTF-8 bytes, `key_name` and `key_version` of a row, so that any
+-- text a row holds is passed on exactly), at most :limit rows; only rows whose name and
+-- version are text of at most 1 KiB (MAX_NAME_BYTES: the ones a reference can name; `agents_unread` lists the
+-- others). Each row's `spec` (up to 8 MiB) and `description` (up to 1 MiB) are measured
+-- here, before any is read: `total` is the running total of their bytes in page order,
+-- and they are read only when :specs and the row's `total` is within :budget, or it is
+-- the page's first (`nth` 1); else `spec` is NULL and `description` its first 200
+-- characters (a list's page ends at the first row not read whole: service/registry.py).
+-- :specs false reads no spec (a summary: a workflow's `steps` counted here instead).
+WITH keys AS (
+  SELECT name AS key_name, version AS key_version,
+         CASE WHEN octet_length(spec::text) <= 8388608 THEN octet_length(spec::text) ELSE 0 END
+         + CASE WHEN octet_length(description) <= 1048576 THEN octet_length(description) ELSE 200 END AS size
+    FROM agents
+   WHERE octet_length(name) <= 1024 AND octet_length(version) <= 1024
+     AND (CAST(:after_name AS text) IS NULL
+          OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))
+   ORDER BY name, version LIMIT :limit
+), sized AS (
+  SELECT key_name, key_version,
+         sum(size) OVER (ORDER BY key_name, key_version ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY key_name, key_version) AS nth
+    FROM keys
+)
+SELECT d.name, octet_length(d.name) AS name_bytes, d.version, octet_length(d.version) AS version_bytes,
+       CASE WHEN octet_length(d.kind) <= 1024 THEN d.kind END AS kind,
+       octet_length(d.kind) AS kind_bytes, d.builtin,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND octet_length(d.description) <= 1048576
+            THEN d.description ELSE left(d.description, 200) END AS description,
+       octet_length(d.description) AS description_bytes,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND octet_length(d.spec::text) <= 8388608
+            THEN d.spec END AS spec,
+       octet_length(d.spec::text) AS spec_bytes,
+       d.created_at, z.total, z.nth,
+       convert_to(d.name, 'UTF8') AS key_name, convert_to(d.version, 'UTF8') AS key_version
+  FROM sized z JOIN agents d ON d.name = z.key_name AND d.version = z.key_version
+ ORDER BY z.nth
+
+-- name: agents_unread
+-- The agents rows whose name or version is not text of at most 1 KiB (not read: no reference
+-- can name them; each listed with its sizes and the defect line), from the :offset-th, at
+-- most :limit; nothing else of them is read.
+SELECT CASE WHEN octet_length(d.name) <= 1024 THEN d.name END AS name, octet_length(d.name) AS name_bytes,
+       CASE WHEN octet_length(d.version) <= 1024 THEN d.version END AS version,
+       octet_length(d.version) AS version_bytes,
+       CASE WHEN octet_length(d.kind) <= 1024 THEN d.kind END AS kind,
+       octet_length(d.kind) AS kind_bytes, d.builtin,
+       left(d.description, 200) AS description,
+       octet_length(d.description) AS description_bytes,
+       NULL AS spec, octet_length(d.spec::text) AS spec_bytes, d.created_at
+  FROM agents d
+ WHERE octet_length(d.name) > 1024 OR octet_length(d.version) > 1024
+ ORDER BY d.name, d.version LIMIT :limit OFFSET :offset
+
+-- name: workflows_page
+-- A page of workflows for a list, by (name, version) after (:after_name, :after_version)
+-- (NULL: from the first; UTF-8 bytes, `key_name` and `key_version` of a row, so that any
+-- text a row holds is passed on exactly), at most :limit rows; only rows whose name and
+-- version are text of at most 1 KiB (MAX_NAME_BYTES: the ones a reference can name; `workflows_unread` lists the
+-- others). Each row's `spec` (up to 8 MiB) and `description` (up to 1 MiB) are measured
+-- here, before any is read: `total` is the running total of their bytes in page order,
+-- and they are read only when :specs and the row's `total` is within :budget, or it is
+-- the page's first (`nth` 1); else `spec` is NULL and `description` its first 200
+-- characters (a list's page ends at the first row not read whole: service/registry.py).
+-- :specs false reads no spec (a summary: a workflow's `steps` counted here instead).
+WITH keys AS (
+  SELECT name AS key_name, version AS key_version,
+         CASE WHEN octet_length(spec::text) <= 8388608 THEN octet_length(spec::text) ELSE 0 END
+         + CASE WHEN octet_length(description) <= 1048576 THEN octet_length(description) ELSE 200 END AS size
+    FROM workflows
+   WHERE octet_length(name) <= 1024 AND octet_length(version) <= 1024
+     AND (CAST(:after_name AS text) IS NULL
+          OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))
+   ORDER BY name, version LIMIT :limit
+), sized AS (
+  SELECT key_name, key_version,
+         sum(size) OVER (ORDER BY key_name, key_version ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY key_name, key_version) AS nth
+    FROM keys
+)
+SELECT d.name, octet_length(d.name) AS name_bytes, d.version, octet_length(d.version) AS version_bytes,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND octet_length(d.description) <= 1048576
+            THEN d.description ELSE left(d.description, 200) END AS description,
+       octet_length(d.description) AS description_bytes,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND octet_length(d.spec::text) <= 8388608
+            THEN d.spec END AS spec,
+       octet_length(d.spec::text) AS spec_bytes,
+       CASE WHEN NOT :specs AND octet_length(d.spec::text) <= 8388608
+          AND jsonb_typeof(d.spec -> 'steps') = 'array' THEN jsonb_array_length(d.spec -> 'steps') END AS steps,
+       d.created_at, z.total, z.nth,
+       convert_to(d.name, 'UTF8') AS key_name, convert_to(d.version, 'UTF8') AS key_version
+  FROM sized z JOIN workflows d ON d.name = z.key_name AND d.version = z.key_version
+ ORDER BY z.nth
+
+-- name: workflows_unread
+-- The workflows rows whose name or version is not text of at most 1 KiB (not read: no reference
+-- can name them; each listed with its sizes and the defect line), from the :offset-th, at
+-- most :limit; nothing else of them is read.
+SELECT CASE WHEN octet_length(d.name) <= 1024 THEN d.name END AS name, octet_length(d.name) AS name_bytes,
+       CASE WHEN octet_length(d.version) <= 1024 THEN d.version END AS version,
+       octet_length(d.version) AS version_bytes,
+       left(d.description, 200) AS description,
+       octet_length(d.description) AS description_bytes,
+       NULL AS spec, octet_length(d.spec::text) AS spec_bytes, d.created_at
+  FROM workflows d
+ WHERE octet_length(d.name) > 1024 OR octet_length(d.version) > 1024
+ ORDER BY d.name, d.version LIMIT :limit OFFSET :offset

@@ -59,9 +59,6 @@ SELECT {{agent_columns}} FROM agents WHERE agents.name = :name AND agents.versio
 SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS version,
        length(CAST(version AS BLOB)) AS version_bytes FROM agents WHERE name = :name
 
--- name: agents
-SELECT {{agent_columns}} FROM agents ORDER BY agents.name, agents.created_at
-
 -- name: lock_workflows
 -- Taken first in the transaction that registers workflows (`DefinitionStore.registering`):
 -- the check that no other workflow owns a trigger name and the insert are one step.
@@ -92,3 +89,117 @@ SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS versi
 
 -- name: workflows
 SELECT {{workflow_columns}} FROM workflows ORDER BY workflows.name, workflows.created_at
+
+-- name: agents_page
+-- A page of agents for a list, by (name, version) after (:after_name, :after_version)
+-- (NULL: from the first; UTF-8 bytes, `key_name` and `key_version` of a row, so that any
+-- text a row holds is passed on exactly), at most :limit rows; only rows whose name and
+-- version are text of at most 1 KiB (MAX_NAME_BYTES: the ones a reference can name; `agents_unread` lists the
+-- others). Each row's `spec` (up to 8 MiB) and `description` (up to 1 MiB) are measured
+-- here, before any is read: `total` is the running total of their bytes in page order,
+-- and they are read only when :specs and the row's `total` is within :budget, or it is
+-- the page's first (`nth` 1); else `spec` is NULL and `description` its first 200
+-- characters (a list's page ends at the first row not read whole: service/registry.py).
+-- :specs false reads no spec (a summary: a workflow's `steps` counted here instead).
+WITH keys AS (
+  SELECT name AS key_name, version AS key_version,
+         CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN length(CAST(spec AS BLOB)) ELSE 0 END
+         + CASE WHEN length(CAST(description AS BLOB)) <= 1048576 THEN length(CAST(description AS BLOB)) ELSE 200 END AS size
+    FROM agents
+   WHERE typeof(name) = 'text' AND typeof(version) = 'text'
+     AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
+     AND (:after_name IS NULL
+          OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
+   ORDER BY name, version LIMIT :limit
+), sized AS (
+  SELECT key_name, key_version,
+         sum(size) OVER (ORDER BY key_name, key_version ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY key_name, key_version) AS nth
+    FROM keys
+)
+SELECT d.name, length(CAST(d.name AS BLOB)) AS name_bytes, d.version, length(CAST(d.version AS BLOB)) AS version_bytes,
+       CASE WHEN length(CAST(d.kind AS BLOB)) <= 1024 THEN d.kind END AS kind,
+       length(CAST(d.kind AS BLOB)) AS kind_bytes, d.builtin,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND length(CAST(d.description AS BLOB)) <= 1048576
+            THEN d.description ELSE substr(d.description, 1, 200) END AS description,
+       length(CAST(d.description AS BLOB)) AS description_bytes,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND length(CAST(d.spec AS BLOB)) <= 8388608
+            THEN d.spec END AS spec,
+       length(CAST(d.spec AS BLOB)) AS spec_bytes,
+       d.created_at, z.total, z.nth,
+       CAST(d.name AS BLOB) AS key_name, CAST(d.version AS BLOB) AS key_version
+  FROM sized z JOIN agents d ON d.name = z.key_name AND d.version = z.key_version
+ ORDER BY z.nth
+
+-- name: agents_unread
+-- The agents rows whose name or version is not text of at most 1 KiB (not read: no reference
+-- can name them; each listed with its sizes and the defect line), from the :offset-th, at
+-- most :limit; nothing else of them is read.
+SELECT CASE WHEN length(CAST(d.name AS BLOB)) <= 1024 THEN d.name END AS name, length(CAST(d.name AS BLOB)) AS name_bytes,
+       CASE WHEN length(CAST(d.version AS BLOB)) <= 1024 THEN d.version END AS version,
+       length(CAST(d.version AS BLOB)) AS version_bytes,
+       CASE WHEN length(CAST(d.kind AS BLOB)) <= 1024 THEN d.kind END AS kind,
+       length(CAST(d.kind AS BLOB)) AS kind_bytes, d.builtin,
+       substr(d.description, 1, 200) AS description,
+       length(CAST(d.description AS BLOB)) AS description_bytes,
+       NULL AS spec, length(CAST(d.spec AS BLOB)) AS spec_bytes, d.created_at
+  FROM agents d
+ WHERE NOT (typeof(d.name) = 'text' AND typeof(d.version) = 'text'
+            AND length(CAST(d.name AS BLOB)) <= 1024 AND length(CAST(d.version AS BLOB)) <= 1024)
+ ORDER BY d.name, d.version LIMIT :limit OFFSET :offset
+
+-- name: workflows_page
+-- A page of workflows for a list, by (name, version) after (:after_name, :after_version)
+-- (NULL: from the first; UTF-8 bytes, `key_name` and `key_version` of a row, so that any
+-- text a row holds is passed on exactly), at most :limit rows; only rows whose name and
+-- version are text of at most 1 KiB (MAX_NAME_BYTES: the ones a reference can name; `workflows_unread` lists the
+-- others). Each row's `spec` (up to 8 MiB) and `description` (up to 1 MiB) are measured
+-- here, before any is read: `total` is the running total of their bytes in page order,
+-- and they are read only when :specs and the row's `total` is within :budget, or it is
+-- the page's first (`nth` 1); else `spec` is NULL and `description` its first 200
+-- characters (a list's page ends at the first row not read whole: service/registry.py).
+-- :specs false reads no spec (a summary: a workflow's `steps` counted here instead).
+WITH keys AS (
+  SELECT name AS key_name, version AS key_version,
+         CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN length(CAST(spec AS BLOB)) ELSE 0 END
+         + CASE WHEN length(CAST(description AS BLOB)) <= 1048576 THEN length(CAST(description AS BLOB)) ELSE 200 END AS size
+    FROM workflows
+   WHERE typeof(name) = 'text' AND typeof(version) = 'text'
+     AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
+     AND (:after_name IS NULL
+          OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
+   ORDER BY name, version LIMIT :limit
+), sized AS (
+  SELECT key_name, key_version,
+         sum(size) OVER (ORDER BY key_name, key_version ROWS UNBOUNDED PRECEDING) AS total,
+         row_number() OVER (ORDER BY key_name, key_version) AS nth
+    FROM keys
+)
+SELECT d.name, length(CAST(d.name AS BLOB)) AS name_bytes, d.version, length(CAST(d.version AS BLOB)) AS version_bytes,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND length(CAST(d.description AS BLOB)) <= 1048576
+            THEN d.description ELSE substr(d.description, 1, 200) END AS description,
+       length(CAST(d.description AS BLOB)) AS description_bytes,
+       CASE WHEN :specs AND (z.total <= :budget OR z.nth = 1) AND length(CAST(d.spec AS BLOB)) <= 8388608
+            THEN d.spec END AS spec,
+       length(CAST(d.spec AS BLOB)) AS spec_bytes,
+       CASE WHEN NOT :specs AND length(CAST(d.spec AS BLOB)) <= 8388608 AND json_valid(d.spec)
+          AND json_type(d.spec, '$.steps') = 'array' THEN json_array_length(d.spec, '$.steps') END AS steps,
+       d.created_at, z.total, z.nth,
+       CAST(d.name AS BLOB) AS key_name, CAST(d.version AS BLOB) AS key_version
+  FROM sized z JOIN workflows d ON d.name = z.key_name AND d.version = z.key_version
+ ORDER BY z.nth
+
+-- name: workflows_unread
+-- The workflows rows whose name or version is not text of at most 1 KiB (not read: no reference
+-- can name them; each listed with its sizes and the defect line), from the :offset-th, at
+-- most :limit; nothing else of them is read.
+SELECT CASE WHEN length(CAST(d.name AS BLOB)) <= 1024 THEN d.name END AS name, length(CAST(d.name AS BLOB)) AS name_bytes,
+       CASE WHEN length(CAST(d.version AS BLOB)) <= 1024 THEN d.version END AS version,
+       length(CAST(d.version AS BLOB)) AS version_bytes,
+       substr(d.description, 1, 200) AS description,
+       length(CAST(d.description AS BLOB)) AS description_bytes,
+       NULL AS spec, length(CAST(d.spec AS BLOB)) AS spec_bytes, d.created_at
+  FROM workflows d
+ WHERE NOT (typeof(d.name) = 'text' AND typeof(d.version) = 'text'
+            AND length(CAST(d.name AS BLOB)) <= 1024 AND length(CAST(d.version AS BLOB)) <= 1024)
+ ORDER BY d.name, d.version LIMIT :limit OFFSET :offset

@@ -1,0 +1,147 @@
+"""Lists of the registry's definitions stay bounded whatever its rows hold: `GET
+/v1/agents`, `GET /v1/workflows` and `agent list` / `workflow list` are keyset pages
+(`limit`, a cursor), their specs within `LIST_BYTES` a page, measured in SQL before any is
+read (40 workflows of 1.4 MB made one list 50 MB, and 4 of them at once took the server
+from 340 MB to 2.4 GB); the tables read no spec at all."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+from tests.conftest import Target
+from tests.integration.test_big_row_names import registry_sql, text
+from tests.support.api import Api, start_api
+from tests.support.cli import swarm_inproc
+
+from swarm_engine.records import MAX_NAME_BYTES
+from swarm_engine.registry.builtins import BUILTIN_VERSIONS
+from swarm_engine.registry.listing import LIST_BYTES
+
+TOKEN = "a-token-for-the-registry-lists"
+BIG = 3 * 1024 * 1024
+"""Bytes of each hand-written definition's spec: 12 of them are 36 MiB a table."""
+COUNT = 12
+PAGE_MOST = LIST_BYTES + BIG + 64 * 1024
+"""What one page may take: `LIST_BYTES`, and a first definition of its own."""
+
+
+def spec_sql(target: Target, **fields: str) -> str:
+    """SQL for a spec of `BIG` bytes of JSON with `fields` and 3 steps, made by the server."""
+    build, array = (
+        ("json_object", "json_array") if target.dialect == "sqlite" else
+        ("jsonb_build_object", "jsonb_build_array")
+    )  # fmt: skip
+    pairs = ", ".join(f"'{k}', '{v}'" for k, v in fields.items())
+    steps = f"{array}({build}('id', 'a'), {build}('id', 'b'), {build}('id', 'c'))"
+    return f"{build}({pairs}, 'steps', {steps}, 'notes', {text(target, BIG)})"
+
+
+def write_rows(target: Target, home: Path) -> None:
+    """COUNT big workflows and agents, and one of each whose name no key can hold, as an
+    outside writer would (SQL)."""
+    for i in range(COUNT):
+        registry_sql(
+            target, home,
+            "INSERT INTO workflows (name, version, description, spec) VALUES"
+            f" ('wf{i:02}', '1.0.0', 'workflow {i}', {spec_sql(target, name=f'wf{i:02}')})",
+        )  # fmt: skip
+        registry_sql(
+            target, home,
+            "INSERT INTO agents (name, version, kind, spec) VALUES"
+            f" ('ag{i:02}', '1.0.0', 'shell', {spec_sql(target, name=f'ag{i:02}')})",
+        )  # fmt: skip
+    for table, kind in (("workflows", ""), ("agents", "'shell', ")):
+        registry_sql(
+            target, home,
+            f"INSERT INTO {table} (name, version, {'kind, ' if kind else ''}spec) VALUES"
+            f" ({text(target, MAX_NAME_BYTES + 1, 'n')}, '1.0.0', {kind}'{{}}')",
+        )  # fmt: skip
+    if target.dialect == "sqlite":  # a name that is not text: listed, never a key
+        registry_sql(
+            target, home, "INSERT INTO workflows (name, version, spec) VALUES (X'ff41', '1', '{}')"
+        )
+
+
+def api_pages(api: Api, path: str, limit: int | None = None) -> list[list[dict[str, object]]]:
+    pages: list[list[dict[str, object]]] = []
+    cursor: str | None = None
+    for _ in range(200):
+        params = {k: v for k, v in (("limit", limit), ("cursor", cursor)) if v is not None}
+        got = api.get(path, params=params)
+        assert got.status_code == 200, got.text
+        assert len(got.content) <= PAGE_MOST, (path, len(pages), len(got.content))
+        pages.append(got.json())
+        cursor = got.headers.get("X-Next-Cursor")
+        if cursor is None:
+            return pages
+    raise AssertionError(f"{path}: no last page after 200")
+
+
+def names(pages: list[list[dict[str, object]]]) -> list[object]:
+    return [d["name"] for page in pages for d in page]
+
+
+def test_lists_page_through_big_definitions_within_their_budget(
+    store_target: Target, tmp_path: Path
+) -> None:
+    home, env = tmp_path / "home", store_target.env
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    assert swarm_inproc(home, "agent", "list", **env).returncode == 0  # (the registry made)
+    write_rows(store_target, home)
+    odd = 2 if store_target.dialect == "sqlite" else 1  # the rows no key can name
+    wanted = [f"wf{i:02}" for i in range(COUNT)]
+
+    api = start_api(home, token=TOKEN, **env)
+    try:
+        pages = api_pages(api, "/v1/workflows")
+        assert len(pages) > 2  # 36 MiB of specs: ended early by bytes, not by the limit
+        listed = names(pages)
+        assert listed[:COUNT] == wanted and len(listed) == COUNT + odd, listed[COUNT:]
+        assert all(d["name"] is None or d["defects"] for d in pages[-1][-odd:])
+        whole = [d for page in pages for d in page if d["name"] in wanted]
+        assert all(len(json.dumps(d["spec"])) > BIG for d in whole)  # every one listed whole
+
+        small = api_pages(api, "/v1/workflows", limit=5)  # the limit ends pages too
+        assert names(small) == listed and all(len(p) <= 5 for p in small)
+
+        agents = names(api_pages(api, "/v1/agents"))
+        mine = [f"ag{i:02}" for i in range(COUNT)]
+        assert [a for a in agents if a in mine] == mine and set(BUILTIN_VERSIONS) <= set(agents)
+        assert len(agents) == COUNT + len(BUILTIN_VERSIONS) + 1 and agents[-1] is None
+
+        for bad in ("xyz", "W10", "eyJrIjoxfQ", "x" * 13000):
+            got = api.get("/v1/workflows", params={"cursor": bad})
+            assert got.status_code in (400, 422) and "cursor" in got.text, (bad, got.text)
+        for limit in (0, 1001):
+            assert api.get("/v1/agents", params={"limit": limit}).status_code == 422
+    finally:
+        api.stop()
+
+    swarm_inproc(home, "workflow", "list", **env)  # (imports made before measuring)
+    tracemalloc.start()
+    try:
+        table = swarm_inproc(home, "workflow", "list", **env)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert table.returncode == 0, table.stderr
+    assert peak < BIG, f"workflow list took {peak:,} bytes: it read specs"
+    for name in wanted:  # every one, with its steps counted in SQL
+        assert any(line.split()[:3] == [name, "1.0.0", "3"] for line in table.stdout.splitlines())
+    assert "more" not in table.stdout
+    agents_table = swarm_inproc(home, "agent", "list", **env)
+    assert agents_table.returncode == 0 and len(agents_table.stdout) < 64 * 1024
+
+    seen: list[object] = []
+    args = ["workflow", "list", "--json"]
+    for _ in range(50):
+        page = swarm_inproc(home, *args, **env)
+        assert page.returncode == 0 and len(page.stdout) <= PAGE_MOST, page.stderr
+        seen += [d["name"] for d in json.loads(page.stdout)]
+        if not page.stderr.strip():
+            break
+        assert "this page ended early" in page.stderr, page.stderr
+        args = page.stderr.split("swarm-engine ", 1)[1].split()
+    assert seen == listed
