@@ -233,6 +233,11 @@ this much text (PATH_MAX); a longer one is a row defect, read as null, never cut
 reaper never connects to or deletes a path it did not read whole (a null path names
 nothing of a backend's: nothing is touched)."""
 
+MAX_DEFINITION_BYTES = 1024 * 1024
+"""A definition as given, by whatever way in: an `agent.yaml` or `workflow.yaml` file
+(`registry.loader.read_yaml`) or a JSON body of `POST /v1/agents` or `/v1/workflows`
+(`api/registry.py`, 413), at most this many bytes: one rule, whichever is used."""
+
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 """A registry row's `spec` (JSON) is read only when it holds at most this much (UTF-8
 bytes, as stored); a larger one is not read, and its definition fails with one line. The

@@ -2,7 +2,9 @@
 /v1/agents`, `GET /v1/workflows` and `agent list` / `workflow list` are keyset pages
 (`limit`, a cursor), their specs within `LIST_BYTES` a page, measured in SQL before any is
 read (40 workflows of 1.4 MB made one list 50 MB, and 4 of them at once took the server
-from 340 MB to 2.4 GB); the tables read no spec at all."""
+from 340 MB to 2.4 GB); the tables read no spec at all. A definition is at most 1 MiB
+(`MAX_DEFINITION_BYTES`) however it comes in: a 1.4 MB body was accepted by the API while
+the same file was refused by `workflow register`."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from tests.conftest import Target
 from tests.integration.test_big_row_names import registry_sql, text
 from tests.support.api import Api, start_api
 from tests.support.cli import swarm_inproc
 
-from swarm_engine.records import MAX_NAME_BYTES
+from swarm_engine.records import MAX_DEFINITION_BYTES, MAX_NAME_BYTES
 from swarm_engine.registry.builtins import BUILTIN_VERSIONS
 from swarm_engine.registry.listing import LIST_BYTES
 
@@ -145,3 +148,32 @@ def test_lists_page_through_big_definitions_within_their_budget(
         assert "this page ended early" in page.stderr, page.stderr
         args = page.stderr.split("swarm-engine ", 1)[1].split()
     assert seen == listed
+
+
+@pytest.mark.parametrize("route", ["/v1/workflows", "/v1/agents"])
+def test_a_definition_over_1_mib_is_refused_by_the_api_as_by_a_file(
+    route: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    base = (
+        {"name": "big", "version": "1.0.0", "steps": [{"id": "a", "agent": "echo"}]}
+        if route == "/v1/workflows"
+        else {"name": "big", "version": "1.0.0", "kind": "shell", "command": "true"}
+    )
+    pad = MAX_DEFINITION_BYTES - len(json.dumps({**base, "description": ""}))
+    api = start_api(home, token=TOKEN)
+    try:
+        over = json.dumps({**base, "description": "x" * (pad + 1)})
+        got = api.post(route, data=over, headers={"Content-Type": "application/json"})
+        assert got.status_code == 413, got.text
+        assert got.json()["message"] == (
+            f"the definition is {len(over):,} bytes, over the 1024 KiB a definition may hold"
+            " (as an agent.yaml or workflow.yaml file)"
+        )
+        assert api.get(route + "/big").status_code == 404  # nothing written
+        fits = json.dumps({**base, "description": "x" * pad})
+        got = api.post(route, data=fits, headers={"Content-Type": "application/json"})
+        assert got.status_code == 201, got.text
+    finally:
+        api.stop()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 
 from swarm_engine.api import models
 from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.records import MAX_DEFINITION_BYTES
 from swarm_engine.registry.listing import (
     MAX_CURSOR_CHARS,
     MAX_PAGE_DEFINITIONS,
@@ -30,7 +31,24 @@ WORKFLOW_EXAMPLE = {"name": "greet", "version": "1.0.0",
                     "steps": [{"id": "say", "agent": "hello", "inputs": {"who": "world"}}]}  # fmt: skip
 
 
-@router.post("/agents", status_code=201, summary="Register an agent")
+async def definition_size(request: Request) -> None:
+    """413 for a definition body over `MAX_DEFINITION_BYTES` (1 MiB): the limit of an
+    agent.yaml or workflow.yaml file, whichever way a definition comes in."""
+    size = len(await request.body())  # (read already, within the 2 MiB of any body)
+    if size > MAX_DEFINITION_BYTES:
+        raise HTTPException(
+            status_code=413,
+            detail=f"the definition is {size:,} bytes, over the {MAX_DEFINITION_BYTES // 1024}"
+            " KiB a definition may hold (as an agent.yaml or workflow.yaml file)",
+        )
+
+
+SizedDefinition = Depends(definition_size)
+
+
+@router.post(
+    "/agents", status_code=201, summary="Register an agent", dependencies=[SizedDefinition]
+)
 def register_agent(
     definition: Annotated[dict[str, Any], Body(examples=[AGENT_EXAMPLE])],
     registry: RegistryDep,
@@ -75,7 +93,9 @@ def agent(ref: Ref, registry: RegistryDep) -> dict[str, Any]:
     return service.agent(registry, ref).model_dump(mode="json")
 
 
-@router.post("/workflows", status_code=201, summary="Register a workflow")
+@router.post(
+    "/workflows", status_code=201, summary="Register a workflow", dependencies=[SizedDefinition]
+)
 def register_workflow(
     definition: Annotated[dict[str, Any], Body(examples=[WORKFLOW_EXAMPLE])],
     registry: RegistryDep,

@@ -36,11 +36,11 @@ from swarm_engine.agents.files import MAX_PACKAGE_FILES as MAX_PACKAGE_FILES
 from swarm_engine.agents.files import SKIP_NAMES
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import AgentSpec, WorkflowSpec, first_error
+from swarm_engine.records import MAX_DEFINITION_BYTES as MAX_DEFINITION_BYTES
 from swarm_engine.registry.agents import check_agent
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_DEFINITION_BYTES = 1024 * 1024
 MAX_YAML_DEPTH = 64
 _TAG = "tag:yaml.org,2002:"
 JSON_SCALARS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null"))
