@@ -86,6 +86,27 @@ class Usage:
         )
 
 
+MAX_STEP_TOKENS = 2**40
+"""The most tokens of one kind (input, output, cache writes, cache reads) a step or a run
+is believed to have used: about 1.1 trillion, some 5,000 times a full 200k context read
+at every turn of a 1,000-turn step (a step runs at most 7 days: `timeout_seconds`). A
+stored value past it (or negative, or not an integer) was written by no real run: it is a
+defect of its row, read as None and counted in no total (store/sql/*/queries/runs.sql:
+`close_run`, `usage_totals`, `steps_after`; `Decoder.usage`)."""
+MAX_STEP_COST_USD = 1e6
+"""The most a step or a run is believed to have cost, in USD (a million: no run reaches
+it; `max_usd` stops a Claude agent long before). Past it, negative or not finite: a
+defect, counted in no total, as `MAX_STEP_TOKENS`."""
+MAX_STEP_DURATION_MS = 366 * 86400 * 1000
+"""The longest a step is believed to have run, in ms (a year: a step's timeout is at most
+7 days, a ticket's 365). Past it or negative: a defect of the step, not in the duration
+histogram."""
+MAX_TOTAL_TOKENS = 2**53 - 1
+"""Token totals (of a run, of `/v1/usage`, of `/metrics`) stop here: the largest integer
+every JSON reader holds exactly (JavaScript's `Number.MAX_SAFE_INTEGER`). Reached only
+by more than 8,000 steps at `MAX_STEP_TOKENS` each."""
+
+
 def split_ref(ref: str) -> tuple[str, str | None]:
     """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None). `ConfigError` for an empty
     version after the `@` (`'name@'`): neither the latest version nor a version `''`, the

@@ -515,3 +515,72 @@ def test_metrics(world: World) -> None:
     again = metrics_of(api)  # counted once, however often scraped
     assert again["swarm_agent_cost_usd_total"] == got["swarm_agent_cost_usd_total"]
     assert again["swarm_step_duration_seconds_count"] == got["swarm_step_duration_seconds_count"]
+
+
+def test_implausible_usage_spoils_no_total(world: World) -> None:
+    """Step rows any client wrote with usage no real run reaches (2**63-1 tokens, 1e308
+    USD, a duration of 2**63-1 ms; records.py: over 2**40, 1e6 USD, 366 days) are left
+    out of `/metrics` and `/v1/usage`, and their own read names the defect: the totals
+    move by the one plausible step written with them, and stay exact JSON integers."""
+    target, api = world.target, world.api
+    before = metrics_of(api)
+    model = "claude-sonnet-4-6"
+    tokens = ("swarm_agent_tokens_total", (("kind", "input"), ("model", model)))
+
+    def value(got: dict[str, dict[Any, float]], name: str, labels: Any = ()) -> float:
+        return got.get(name, {}).get(labels, 0.0)
+
+    most = 2**63 - 1
+    target.sql(
+        "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status)"
+        " VALUES (1, 10, 'usage-huge', 'single', 'done')"
+    )
+    target.sql(
+        "INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind,"
+        " status, input_tokens, output_tokens, cost_usd, duration_ms)"
+        f" SELECT id, 'huge', 'claude', '1.0.0', 'claude', 'done', {most}, {2**40 + 1},"
+        f" 1e308, {most} FROM workflow_runs WHERE attempt_id = 'usage-huge'"
+        " UNION ALL"
+        " SELECT id, 'fine', 'claude', '1.0.0', 'claude', 'done', 1, 0, 0.125, 2000"
+        " FROM workflow_runs WHERE attempt_id = 'usage-huge'"
+    )
+    older = (
+        "UPDATE step_executions SET queued_at = strftime('%Y-%m-%dT%H:%M:%fZ', queued_at,"
+        " '-1 hour') WHERE step_id IN ('huge', 'fine')"
+        if target.dialect == "sqlite"
+        else "UPDATE step_executions SET queued_at = queued_at - interval '1 hour'"
+        " WHERE step_id IN ('huge', 'fine')"
+    )
+    target.sql(older)
+    count = "swarm_step_duration_seconds_count"
+
+    def counted() -> dict[str, dict[Any, float]] | None:
+        got = metrics_of(api)
+        return got if value(got, count) >= value(before, count) + 1 else None
+
+    got = wait_until(counted, 15, "the new steps to be counted")
+    assert value(got, count) == value(before, count) + 1
+    total = "swarm_step_duration_seconds_sum"
+    assert value(got, total) - value(before, total) == pytest.approx(2.0)
+    assert value(got, *tokens) == value(before, *tokens) + 1
+    output = ("swarm_agent_tokens_total", (("kind", "output"), ("model", model)))
+    assert value(got, *output) == value(before, *output)
+    cost = ("swarm_agent_cost_usd_total", (("model", model),))
+    assert value(got, *cost) == pytest.approx(value(before, *cost) + 0.125)
+    usage = ok(api.get("/v1/usage"))
+    for row in [usage["total"], *usage["by_model"]]:
+        assert all(0 <= row[k] <= 2**53 - 1 for k in row if k.endswith("_tokens"))
+        assert 0 <= row["cost_usd"] < 1e6
+    [run] = target.rows("SELECT id FROM workflow_runs WHERE attempt_id = 'usage-huge'")
+    steps = {s["step_id"]: s for s in ok(api.get(f"/v1/runs/{run['id']}/steps"))}
+    huge = steps["huge"]
+    assert (huge["input_tokens"], huge["output_tokens"], huge["cost_usd"]) == (None, None, None)
+    assert huge["duration_ms"] is None
+    assert {d.split(":")[0] for d in huge["defects"]} == {
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "duration_ms",
+    }
+    assert all("implausible" in d for d in huge["defects"])
+    assert steps["fine"]["defects"] == []

@@ -24,6 +24,7 @@ from swarm_engine.errors import (
     StoreIntegrityError,
 )
 from swarm_engine.models import Usage
+from swarm_engine.service import runs as run_service
 from swarm_engine.store import Store, open_store
 from swarm_engine.store.sqlite import migrations
 from swarm_engine.store.timestamps import parse_timestamp
@@ -245,9 +246,12 @@ def test_a_whole_run_is_recorded_with_usage_rolled_up(store_target: Target) -> N
 
 def test_sums_of_usage_and_slots_never_overflow(store_target: Target) -> None:
     """Any writer may store 2**63-1 tokens or a cost of 1e308: the run's roll-up, the usage
-    totals (`status`) are clamped to the column's range, not an `integer overflow` (SQLite)
-    or `bigint out of range` (PostgreSQL) error; a max_vms over 1024 adds no slot to its
-    host (`huge_max_vms` counts it), so two of 2**63-1 fail nothing either."""
+    totals (`status`) leave out such an implausible value (records.py: over 2**40 tokens
+    of a kind, or 1e6 USD, or negative), never an `integer overflow` (SQLite) or `bigint
+    out of range` (PostgreSQL) error, and never a total spoiled by one row: the row's own
+    read names the defect, the totals a count of runs left out. Token totals stop at
+    2**53-1, exact in every JSON reader. A max_vms over 1024 adds no slot to its host
+    (`huge_max_vms` counts it), so two of 2**63-1 fail nothing either."""
     most = 2**63 - 1
     store = open_store(store_target.target)
     store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
@@ -259,24 +263,54 @@ def test_sums_of_usage_and_slots_never_overflow(store_target: Target) -> None:
     run_id = store.runs.start_run(
         ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={}
     )
-    for name in ("one", "two"):
+    usages = [Usage(input_tokens=most, cost_usd=1e308), Usage(input_tokens=2**40 + 1,
+              output_tokens=-5, cost_usd=1e6 + 1), Usage(input_tokens=2**40 - 10, cost_usd=1e6 - 0.5),
+              Usage(input_tokens=10, output_tokens=3, cost_usd=0.5)]  # fmt: skip
+    for n, usage in enumerate(usages):
         step = store.runs.add_step(
-            run_id, step_id=name, agent_name="echo", agent_version="1", agent_kind="echo",
+            run_id, step_id=f"s{n}", agent_name="echo", agent_version="1", agent_kind="echo",
             inputs={},
         )  # fmt: skip
         store.runs.step_finished(step, status="done", outputs={}, exit_code=0, error=None,
-                                 usage=Usage(input_tokens=most, cost_usd=1e308))  # fmt: skip
+                                 usage=usage)  # fmt: skip
+    steps = store.runs.steps(run_id)
+    assert steps[0]["input_tokens"] is None and steps[0]["cost_usd"] is None
+    assert steps[0]["defects"] == [
+        "input_tokens: implausible (9223372036854775807: a step or run uses 0 to 2**40 of"
+        " a kind), left out of totals",
+        "cost_usd: implausible (1e+308: a step or run costs 0 to 1e6 USD), left out of totals",
+    ]
+    assert [d.split(":")[0] for d in steps[1]["defects"]] == ["input_tokens", "output_tokens",
+                                                              "cost_usd"]  # fmt: skip
+    assert "defects" not in steps[2] and "defects" not in steps[3]
     store.runs.finish_run(run_id, ticket, status="done", outputs={})
     run = store.runs.get_run(run_id)
-    assert run["input_tokens"] == most and 1e308 < run["cost_usd"] < float("inf")
+    assert (run["input_tokens"], run["output_tokens"], run["cost_usd"]) == (2**40, 3, 1e6)
+    assert "defects" not in run
     store_target.sql(
         "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status,"
         f" input_tokens, output_tokens, cost_usd) VALUES ({ticket.id}, 2, 'b', 'single',"
         f" 'done', {most}, 5, 1e308)"
     )
-    totals = store.runs.usage_totals()
-    assert totals["input_tokens"] == most and totals["output_tokens"] == 5
-    assert 1e308 < totals["cost_usd"] < float("inf")
+    assert store.runs.usage_totals()["implausible_runs"] == 1
+    totals = run_service.usage_totals(store)
+    assert (totals["input_tokens"], totals["output_tokens"], totals["cost_usd"]) == (2**40, 8, 1e6)
+    assert totals["defects"] == [
+        "usage: 1 run(s) with an implausible token count or cost (negative, not a number,"
+        " over 2**40 tokens or 1e6 USD), left out"
+    ]
+    # 8,193 runs of 2**40 tokens each: more than 2**53 in all, which stops at 2**53-1
+    many = (
+        "SELECT x FROM generate_series(3, 8195) x"
+        if store_target.dialect == "postgresql"
+        else "WITH RECURSIVE n(x) AS (SELECT 3 UNION ALL SELECT x + 1 FROM n WHERE x < 8195)"
+        " SELECT x FROM n"
+    )
+    store_target.sql(
+        "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status,"
+        f" input_tokens) SELECT {ticket.id}, x, 'm' || x, 'single', 'done', {2**40} FROM ({many}) q"
+    )
+    assert store.runs.usage_totals()["input_tokens"] == 2**53 - 1
     store.close()
 
 

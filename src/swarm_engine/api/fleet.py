@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from swarm_engine.api import models
 from swarm_engine.api.deps import RegistryDep, ServerDep, StoreDep
+from swarm_engine.records import MAX_TOTAL_TOKENS
 from swarm_engine.service import runs as run_service
 from swarm_engine.service import vms as service
 from swarm_engine.service.metrics import TOKEN_KINDS, Tally, model_for
@@ -50,7 +51,10 @@ def usage_report(tally: Tally) -> models.UsageReport:
         by_model.setdefault(model, {"model": model})["cost_usd"] = cost
     rows = [models.ModelUsage(**v) for _, v in sorted(by_model.items())]
     total = models.Usage(
-        **{f"{k}_tokens": sum(getattr(r, f"{k}_tokens") for r in rows) for k in TOKEN_KINDS},
+        **{
+            f"{k}_tokens": min(sum(getattr(r, f"{k}_tokens") for r in rows), MAX_TOTAL_TOKENS)
+            for k in TOKEN_KINDS
+        },
         cost_usd=sum(r.cost_usd for r in rows),
     )
     return models.UsageReport(total=total, by_model=rows)

@@ -257,6 +257,8 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
     usage = usage_line(data["usage"])
     if usage:
         console.print(f"API usage (all runs): {usage}")
+    for defect in data["usage"].get("defects", []):
+        console.print(f"[yellow]{plain(defect)}[/yellow]")
     hosts = data["hosts"]
     if len(hosts) > 1 or any(h["host"] != settings.host_id for h in hosts):
         console.print(

@@ -15,7 +15,10 @@
 A row is counted once it is settled: a step once it ended, anything once it is
 `SETTLE_SECONDS` old (on PostgreSQL a row with a lower id can become visible after one
 with a higher id, while its transaction commits). Rows are untrusted: a value that cannot
-be read is left out, never an error.
+be read is left out, never an error; so is an implausible one (records.py: a step's tokens
+of a kind over 2**40, its cost over 1e6 USD, its duration over 366 days, or any of them
+negative: the store reads it as NULL, `steps_after`, and it is checked here again), so
+that one row spoils no total. Token totals stop at 2**53-1 (`MAX_TOTAL_TOKENS`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from swarm_engine.records import (
+    MAX_STEP_COST_USD,
+    MAX_STEP_DURATION_MS,
+    MAX_STEP_TOKENS,
+    MAX_TOTAL_TOKENS,
+)
 from swarm_engine.store.timestamps import parse_timestamp
 
 if TYPE_CHECKING:
@@ -138,10 +147,12 @@ class Tally:
 
     def _count_step(self, row: dict[str, Any], model_of: Callable[[str, str, str], str]) -> None:
         duration = _number(row.get("duration_ms"))
-        if duration is not None and duration >= 0:
+        if duration is not None and 0 <= duration <= MAX_STEP_DURATION_MS:
             self.steps.observe(duration / 1000.0)
         used = {kind: _count(row.get(f"{kind}_tokens")) for kind in TOKEN_KINDS}
         cost = _number(row.get("cost_usd")) or 0.0
+        if cost > MAX_STEP_COST_USD:
+            cost = 0.0
         if not any(used.values()) and cost <= 0:
             return
         key = (str(row.get("agent_name")), str(row.get("agent_version")))
@@ -150,7 +161,9 @@ class Tally:
             model = self.models[key] = model_of(*key, str(row.get("agent_kind")))
         for kind, n in used.items():
             if n:
-                self.tokens[(model, kind)] = self.tokens.get((model, kind), 0) + n
+                self.tokens[(model, kind)] = min(
+                    self.tokens.get((model, kind), 0) + n, MAX_TOTAL_TOKENS
+                )
         if cost > 0:
             self.cost[model] = self.cost.get(model, 0.0) + cost
 
@@ -191,7 +204,10 @@ def _number(value: Any) -> float | None:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A step's token count: 0 unless an int in 1 .. `MAX_STEP_TOKENS`."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_STEP_TOKENS:
+        return value
+    return 0
 
 
 def model_for(registry: Registry) -> Callable[[str, str, str], str]:

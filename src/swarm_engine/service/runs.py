@@ -242,8 +242,17 @@ def of_workflow(
 
 
 def usage_totals(store: Store) -> dict[str, Any]:
-    """API usage summed over every run: the four token counts and `cost_usd`."""
-    return store.runs.usage_totals()
+    """API usage summed over every run: the four token counts and `cost_usd`. A run
+    whose usage no real run reaches (records.py: `MAX_STEP_TOKENS`, `MAX_STEP_COST_USD`;
+    negative, not a number) is left out, named in `defects`."""
+    totals = store.runs.usage_totals()
+    left_out = totals.pop("implausible_runs", 0)
+    if isinstance(left_out, int) and not isinstance(left_out, bool) and left_out > 0:
+        totals.setdefault("defects", []).append(
+            f"usage: {left_out} run(s) with an implausible token count or cost (negative,"
+            " not a number, over 2**40 tokens or 1e6 USD), left out"
+        )
+    return totals
 
 
 def _check_limit(limit: int) -> None:

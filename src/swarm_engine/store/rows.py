@@ -28,6 +28,9 @@ from swarm_engine.records import (
     MAX_RECORD_JSON_BYTES,
     MAX_RESULT_BYTES,
     MAX_SPEC_BYTES,
+    MAX_STEP_COST_USD,
+    MAX_STEP_DURATION_MS,
+    MAX_STEP_TOKENS,
     MAX_TITLE_BYTES,
     RECORD_JSON_OVER,
     RESULT_OVER,
@@ -171,6 +174,20 @@ class Decoder:
             return float(value)
         self.bad(name, f"not a number ({_show(value)})")
         return None
+
+    def usage(self, name: str, most: float, what: str) -> float | int | None:
+        """A usage value of a step or run (tokens, cost, a step's duration): as
+        `opt_integer` (`number` for `cost_usd`), and None with a defect (`input_tokens:
+        implausible (9223372036854775807: a step or run uses 0 to 2**40 of a kind), left
+        out of totals`) when negative or over `most`, which no real run reaches
+        (records.py: `MAX_STEP_TOKENS`): the store's sums leave it out alike."""
+        value = self.number(name) if name in NUMBER_COLUMNS else self.opt_integer(name)
+        if value is None:
+            return None
+        if not 0 <= value <= most:
+            self.bad(name, f"implausible ({_show(value)}: {what}), left out of totals")
+            return None
+        return value
 
     def json(
         self, name: str, default: Any = None, too_big: Callable[[str], str | None] | None = None,
@@ -392,6 +409,19 @@ COUNT_COLUMNS = frozenset(
 which no engine writes, is read as None with a defect, like any other unreadable one."""
 NUMBER_COLUMNS = frozenset({"cost_usd"})
 """Record columns that hold a finite number (or NULL)."""
+USAGE_BOUNDS = {
+    **dict.fromkeys(
+        ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+         "cache_read_input_tokens"),
+        (MAX_STEP_TOKENS, "a step or run uses 0 to 2**40 of a kind"),
+    ),
+    "cost_usd": (MAX_STEP_COST_USD, "a step or run costs 0 to 1e6 USD"),
+}  # fmt: skip
+"""Usage columns of runs and steps, with the most a real one holds (records.py): past
+it, or negative, a value is a defect (`Decoder.usage`) that no total counts."""
+STEP_DURATION_BOUND = (MAX_STEP_DURATION_MS, "a step runs 0 to 366 days")
+"""A step's `duration_ms` (a row with a `step_id`), bounded as `USAGE_BOUNDS`: a run's
+is not, being any number of steps long."""
 TIME_COLUMNS = frozenset(
     {
         "at", "created_at", "updated_at", "claimed_at", "started_at", "completed_at",
@@ -430,6 +460,10 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
             out[key] = d.json(key, unique_keys=key == "spec")
         elif key in TIME_COLUMNS:
             out[key] = format_ts(d.timestamp(key))
+        elif key in USAGE_BOUNDS:
+            out[key] = d.usage(key, *USAGE_BOUNDS[key])
+        elif key == "duration_ms" and "step_id" in d.keys:
+            out[key] = d.usage(key, *STEP_DURATION_BOUND)
         elif key in COUNT_COLUMNS:
             out[key] = d.opt_count(key)
         elif key in INTEGER_COLUMNS:

@@ -286,9 +286,12 @@ class RunStore:
         return [decode_record(r) for r in self.db.all(self.q.recent_runs, args)]
 
     def usage_totals(self) -> dict[str, Any]:
-        """API usage summed over every run: the four token counts and `cost_usd`."""
+        """API usage summed over every run: the four token counts and `cost_usd`, and
+        `implausible_runs`, the runs whose usage the sums left out. Values the query
+        computed (numbers, never a stored value), read as they are: a total is not
+        bounded as a run's own usage is (`decode_record`)."""
         row = self.db.one(self.q.usage_totals)
-        return decode_record(row) if row is not None else {}
+        return as_mapping(row) if row is not None else {}
 
     def steps(self, run_id: int) -> list[dict[str, Any]]:
         """A run's steps, each with `vm_backend` and `vm_isolation` of the VM it ran in:

@@ -179,18 +179,22 @@ SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id
  WHERE r.id = :run_id AND t.attempt_id = r.attempt_id
 
 -- name: close_run
--- Sums never overflow: sum() of bigint is numeric, clamped to the column's range
--- (cost_usd is summed as numeric: a float8 sum past 1.8e308 is an error in PostgreSQL).
+-- A run's usage is the sum of its steps' plausible values (records.py: a step's token count
+-- of each kind 0 .. 2**40, MAX_STEP_TOKENS; its cost 0 .. 1e6 USD, MAX_STEP_COST_USD, not
+-- NaN): a step row holding anything else (2**63-1, 1e308, -5, Infinity) is left out (its
+-- own read names the defect). sum() of bigint is numeric and never overflows; of bounded
+-- costs it cannot; token sums stop at 2**53-1 (MAX_TOTAL_TOKENS, exact in every JSON reader).
 UPDATE workflow_runs SET status = :status, outputs = CAST(:outputs AS jsonb), error = :error,
        completed_at = now(),
        duration_ms = CAST(round(EXTRACT(EPOCH FROM (now() - started_at)) * 1000) AS bigint),
        input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,
        cache_read_input_tokens = s.cr, cost_usd = s.c
-  FROM (SELECT CAST(GREATEST(LEAST(coalesce(sum(input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) i,
-               CAST(GREATEST(LEAST(coalesce(sum(output_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) o,
-               CAST(GREATEST(LEAST(coalesce(sum(cache_creation_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cc,
-               CAST(GREATEST(LEAST(coalesce(sum(cache_read_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cr,
-               CAST(GREATEST(LEAST(coalesce(sum(CAST(cost_usd AS numeric)), 0), 1.7976931348623157e308), -1.7976931348623157e308) AS double precision) c
+  FROM (SELECT
+               CAST(LEAST(coalesce(sum(CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END), 0), 9007199254740991) AS bigint) i,
+               CAST(LEAST(coalesce(sum(CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END), 0), 9007199254740991) AS bigint) o,
+               CAST(LEAST(coalesce(sum(CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END), 0), 9007199254740991) AS bigint) cc,
+               CAST(LEAST(coalesce(sum(CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END), 0), 9007199254740991) AS bigint) cr,
+               coalesce(sum(CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END), 0) c
           FROM step_executions WHERE run_id = :run_id) s
  WHERE workflow_runs.id = :run_id
 
@@ -239,13 +243,17 @@ SELECT {{run_columns}}, (SELECT count(*) FROM step_executions s JOIN vms v ON v.
   FROM workflow_runs r ORDER BY r.id DESC LIMIT :limit
 
 -- name: usage_totals
--- Sums never overflow: sum() of bigint is numeric, clamped to the column's range
--- (cost_usd is summed as numeric: a float8 sum past 1.8e308 is an error in PostgreSQL).
-SELECT CAST(GREATEST(LEAST(coalesce(sum(input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) input_tokens,
-       CAST(GREATEST(LEAST(coalesce(sum(output_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) output_tokens,
-       CAST(GREATEST(LEAST(coalesce(sum(cache_creation_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cache_creation_input_tokens,
-       CAST(GREATEST(LEAST(coalesce(sum(cache_read_input_tokens), 0), 9223372036854775807), -9223372036854775808) AS bigint) cache_read_input_tokens,
-       CAST(GREATEST(LEAST(coalesce(sum(CAST(cost_usd AS numeric)), 0), 1.7976931348623157e308), -1.7976931348623157e308) AS double precision) cost_usd
+-- Every run's plausible usage summed, as close_run sums a run's steps: a run whose token
+-- count or cost is out of a step's bounds (a run uses no more than 2**40 tokens of a kind,
+-- or 1e6 USD, either: records.py) is left out of every total, counted in `implausible_runs`
+-- (a defect of the totals; the run's own read names its value). Token sums stop at 2**53-1.
+SELECT
+       CAST(LEAST(coalesce(sum(CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END), 0), 9007199254740991) AS bigint) input_tokens,
+       CAST(LEAST(coalesce(sum(CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END), 0), 9007199254740991) AS bigint) output_tokens,
+       CAST(LEAST(coalesce(sum(CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END), 0), 9007199254740991) AS bigint) cache_creation_input_tokens,
+       CAST(LEAST(coalesce(sum(CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END), 0), 9007199254740991) AS bigint) cache_read_input_tokens,
+       coalesce(sum(CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END), 0) cost_usd,
+       count(CASE WHEN NOT input_tokens BETWEEN 0 AND 1099511627776 OR NOT output_tokens BETWEEN 0 AND 1099511627776 OR NOT cache_creation_input_tokens BETWEEN 0 AND 1099511627776 OR NOT cache_read_input_tokens BETWEEN 0 AND 1099511627776 OR NOT cost_usd BETWEEN 0 AND 1000000.0 THEN 1 END) implausible_runs
   FROM workflow_runs
 
 -- name: steps
@@ -292,15 +300,21 @@ SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
 -- name: steps_after
 -- Step executions with an id above :after, oldest first, with their usage (metrics).
--- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}.
+-- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
+-- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
+-- as NULL, counted nowhere (the step's own read names the defect).
 SELECT id,
        CASE WHEN octet_length(status) <= 1024 THEN status END AS status,
        CASE WHEN octet_length(agent_name) <= 1024 THEN agent_name END AS agent_name,
        CASE WHEN octet_length(agent_version) <= 1024 THEN agent_version END AS agent_version,
        CASE WHEN octet_length(agent_kind) <= 1024 THEN agent_kind END AS agent_kind,
-       queued_at, duration_ms,
-       input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
-       cost_usd
+       queued_at,
+       CASE WHEN duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
+       CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
+       CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
+       CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
+       CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
+       CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd
   FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: abandon_attempt_steps

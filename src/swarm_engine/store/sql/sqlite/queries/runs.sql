@@ -179,19 +179,23 @@ SELECT t.status FROM tickets t JOIN workflow_runs r ON r.ticket_id = t.id
  WHERE r.id = :run_id AND t.attempt_id = r.attempt_id
 
 -- name: close_run
--- Sums never overflow (issue: two runs of 2**63-1 tokens failed `status`): total() is a
--- float sum, clamped to the column's range (exact below 2**53).
+-- A run's usage is the sum of its steps' plausible values (records.py: a step's token count
+-- of each kind an integer 0 .. 2**40, MAX_STEP_TOKENS; its cost a number 0 .. 1e6 USD,
+-- MAX_STEP_COST_USD): a step row holding anything else (2**63-1, 1e308, -5, text) is left
+-- out (its own read names the defect). total() is a float sum, which never overflows;
+-- token sums stop at 2**53-1 (MAX_TOTAL_TOKENS, exact in every JSON reader).
 UPDATE workflow_runs SET status = :status, outputs = :outputs, error = :error,
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
        duration_ms = CAST(round((julianday(strftime('%Y-%m-%dT%H:%M:%fZ','now')) - julianday(started_at, 'auto'))
                                 * 86400000) AS INTEGER),
        input_tokens = s.i, output_tokens = s.o, cache_creation_input_tokens = s.cc,
        cache_read_input_tokens = s.cr, cost_usd = s.c
-  FROM (SELECT CAST(coalesce(max(min(total(input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) i,
-               CAST(coalesce(max(min(total(output_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) o,
-               CAST(coalesce(max(min(total(cache_creation_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cc,
-               CAST(coalesce(max(min(total(cache_read_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cr,
-               coalesce(max(min(total(cost_usd), 1.7976931348623157e308), -1.7976931348623157e308), 0) c
+  FROM (SELECT
+               CAST(min(total(CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END), 9007199254740991.0) AS INTEGER) i,
+               CAST(min(total(CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END), 9007199254740991.0) AS INTEGER) o,
+               CAST(min(total(CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END), 9007199254740991.0) AS INTEGER) cc,
+               CAST(min(total(CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END), 9007199254740991.0) AS INTEGER) cr,
+               total(CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END) c
           FROM step_executions WHERE run_id = :run_id) s
  WHERE workflow_runs.id = :run_id
 
@@ -242,13 +246,17 @@ SELECT {{run_columns}}, (SELECT count(*) FROM step_executions s JOIN vms v ON v.
   FROM workflow_runs r ORDER BY r.id DESC LIMIT :limit
 
 -- name: usage_totals
--- Sums never overflow (issue: two runs of 2**63-1 tokens failed `status`): total() is a
--- float sum, clamped to the column's range (exact below 2**53).
-SELECT CAST(coalesce(max(min(total(input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) input_tokens,
-       CAST(coalesce(max(min(total(output_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) output_tokens,
-       CAST(coalesce(max(min(total(cache_creation_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cache_creation_input_tokens,
-       CAST(coalesce(max(min(total(cache_read_input_tokens), 9223372036854775807.0), -9223372036854775808.0), 0) AS INTEGER) cache_read_input_tokens,
-       coalesce(max(min(total(cost_usd), 1.7976931348623157e308), -1.7976931348623157e308), 0) cost_usd
+-- Every run's plausible usage summed, as close_run sums a run's steps: a run whose token
+-- count or cost is out of a step's bounds (a run uses no more than 2**40 tokens of a kind,
+-- or 1e6 USD, either: records.py) is left out of every total, counted in `implausible_runs`
+-- (a defect of the totals; the run's own read names its value). Token sums stop at 2**53-1.
+SELECT
+       CAST(min(total(CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END), 9007199254740991.0) AS INTEGER) input_tokens,
+       CAST(min(total(CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END), 9007199254740991.0) AS INTEGER) output_tokens,
+       CAST(min(total(CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END), 9007199254740991.0) AS INTEGER) cache_creation_input_tokens,
+       CAST(min(total(CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END), 9007199254740991.0) AS INTEGER) cache_read_input_tokens,
+       total(CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END) cost_usd,
+       count(CASE WHEN NOT (input_tokens IS NULL OR typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776) OR NOT (output_tokens IS NULL OR typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776) OR NOT (cache_creation_input_tokens IS NULL OR typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776) OR NOT (cache_read_input_tokens IS NULL OR typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776) OR NOT (cost_usd IS NULL OR typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0) THEN 1 END) implausible_runs
   FROM workflow_runs
 
 -- name: steps
@@ -295,15 +303,21 @@ SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
 -- name: steps_after
 -- Step executions with an id above :after, oldest first, with their usage (metrics).
--- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}.
+-- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
+-- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
+-- as NULL, counted nowhere (the step's own read names the defect).
 SELECT id,
        CASE WHEN length(CAST(status AS BLOB)) <= 1024 THEN status END AS status,
        CASE WHEN length(CAST(agent_name AS BLOB)) <= 1024 THEN agent_name END AS agent_name,
        CASE WHEN length(CAST(agent_version AS BLOB)) <= 1024 THEN agent_version END AS agent_version,
        CASE WHEN length(CAST(agent_kind AS BLOB)) <= 1024 THEN agent_kind END AS agent_kind,
-       queued_at, duration_ms,
-       input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
-       cost_usd
+       queued_at,
+       CASE WHEN typeof(duration_ms) = 'integer' AND duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
+       CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
+       CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
+       CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
+       CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
+       CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd
   FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: abandon_attempt_steps
