@@ -464,14 +464,45 @@ def test_log_downloads_are_capped(logged: Path) -> None:
         api.stop()
 
 
-def test_a_stalled_download_is_dropped(logged: Path) -> None:
+def server_ends(api: Api, client_port: int) -> list[tuple[int, int]]:
+    """The server's end of the connection from `client_port`, as the kernel holds it:
+    (TCP state, bytes in its send queue), from /proc/net/tcp and tcp6 (empty: gone)."""
+    port, out = address(api)[1], []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        path = Path(name)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == port and int(remote, 16) == client_port:
+                out.append((int(fields[3], 16), int(fields[4].split(":")[0], 16)))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net/tcp")
+def test_a_stalled_download_is_reset(logged: Path) -> None:
+    """A download whose client stopped reading is reset, its unsent bytes dropped, the
+    kernel's too: the server's end of the connection is gone at once (a plain close left
+    it in FIN-WAIT-1 with some MiB still to send, for as long as the client did not
+    read), and the client's read ends in a reset, not in the rest of the log."""
     api = start_api(logged, token=TOKEN, SWARM_STREAM_STALL_TIMEOUT="0.5")
+    socks: list[socket.socket] = []
     try:
-        (sock,) = downloading(api, 1)
+        socks = list(downloading(api, 1))
+        sock = socks[0]
+        mine = sock.getsockname()[1]
+        assert server_ends(api, mine), "the server's end of the connection"
         wait_until(lambda: "took nothing for 0.5s" in "".join(api.lines), WAIT, "the drop")
-        until_closed(sock)
-        sock.close()
+        wait_until(lambda: not server_ends(api, mine), 10, "the server's end gone (not FIN-WAIT-1)")
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while more := sock.recv(65536):
+                got += more
+        assert len(got) < LOG_BYTES
     finally:
+        for each in socks:
+            each.close()
         api.stop()
 
 

@@ -22,7 +22,10 @@
 Each request's scope also carries a way to drop its connection at once
 (`deps.ABORT_EXTENSION`). A plain close waits until the client has taken every byte still
 buffered, which a client that stopped reading never does; a live log stream whose client
-stalled drops it instead (`api/logs.py`).
+stalled drops it instead (`api/logs.py`). Dropping resets the connection (`reset`:
+`SO_LINGER` 0, then the transport's abort): asyncio's abort alone discards only its own
+buffer and closes the socket, and the kernel then goes on sending what it holds (some
+MiB: the socket stayed in FIN-WAIT-1, the client saw no end) as if closed gracefully.
 
 Imported only by `server.serve`, with uvicorn (whose version `constraints.txt` pins: this
 leans on `H11Protocol.handle_events` making `self.cycle` for each request, and on its
@@ -32,10 +35,13 @@ leans on `H11Protocol.handle_events` making `self.cycle` for each request, and o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import json
 import logging
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -191,7 +197,7 @@ class AbortableH11Protocol(H11Protocol):
         # a new request's handler task is made here, but runs only after this returns
         if self.cycle is not None:
             extensions = self.cycle.scope.setdefault("extensions", {})
-            extensions[ABORT_EXTENSION] = {"abort": self.transport.abort}
+            extensions[ABORT_EXTENSION] = {"abort": self.reset}
         if self.transport.is_closing():
             self._wait("", 0)
         elif self.conn.their_state is h11.IDLE:
@@ -224,7 +230,17 @@ class AbortableH11Protocol(H11Protocol):
             self.transport.write(_answer("408 Request Timeout", "request_timeout", message))
             self.transport.close()
         else:  # a handler waits for the body: it sees the client gone
-            self.transport.abort()
+            self.reset()
+
+    def reset(self) -> None:
+        """Drop the connection at once: an RST, with every byte not yet sent discarded,
+        the kernel's too (`SO_LINGER` 0), not a close that waits for the client to take
+        them."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # (closed meanwhile: the abort ends it)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
 
 def bounded(bounds: Bounds) -> type[AbortableH11Protocol]:
