@@ -158,3 +158,27 @@ def test_a_dashboard_form_of_too_many_fields_is_a_400(api: Api, action: str) -> 
     assert answer.status_code == 400, answer.text[:200]
     assert f"more than {MAX_FORM_FIELDS} fields" in answer.json()["message"]
     assert "Traceback" not in api.stop()
+
+
+def test_a_dashboard_form_is_urlencoded_utf8_or_refused(api: Api) -> None:
+    """A form whose title is not valid UTF-8 (%-escaped or raw) is refused with one line,
+    as the JSON API refuses such a body, never stored with U+FFFD in its place; a
+    multipart form (or any other type) is refused by its type, not read as empty."""
+    hx = {"HX-Request": "true", "Content-Type": "application/x-www-form-urlencoded"}
+    for body in [b"title=a%FF&target=agent+echo", b"title=a\xff&target=agent+echo",
+                 b"title=%ED%A0%80&target=agent+echo"]:  # fmt: skip
+        answer = api.post("/ui/tickets/create", data=body, headers=hx)
+        assert answer.status_code == 400, (body, answer.text[:200])
+        assert answer.json()["message"] == "the form is not valid UTF-8 text"
+    for kind, body in [("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition:'
+                        b' form-data; name="title"\r\n\r\nx\r\n--b--\r\n'),
+                       ("text/plain", b"title=x"), ("", b"title=x")]:  # fmt: skip
+        answer = api.post("/ui/tickets/create", data=body, headers={**hx, "Content-Type": kind})
+        assert answer.status_code == 400, (kind, answer.text[:200])
+        message = answer.json()["message"]
+        assert message.startswith("a dashboard form is sent as application/x-www-form-urlencoded")
+    assert api.get("/v1/tickets").json()["items"] == []
+    good = api.post("/ui/tickets/create", data="title=caf%C3%A9&target=agent+echo", headers=hx)
+    assert good.status_code == 200 and "ticket 1 created" in good.text, good.text
+    assert [t["title"] for t in api.get("/v1/tickets").json()["items"]] == ["café"]
+    assert "Traceback" not in api.stop()

@@ -190,12 +190,26 @@ MAX_FORM_FIELDS = 2000
 """A dashboard form with more fields than this is refused (400)."""
 
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
 async def _form(request: Request) -> dict[str, list[str]]:
     """The fields of an urlencoded form (what htmx posts), without python-multipart.
-    HTTP 400 for a form of more than `MAX_FORM_FIELDS` fields."""
-    text = (await request.body()).decode("utf-8", "replace")
+    HTTP 400 for a form of more than `MAX_FORM_FIELDS` fields, for one that is not valid
+    UTF-8 (raw or %-escaped: never read with U+FFFD in its place, as the JSON API
+    refuses such a body too), and for a body of another type (a multipart form was read
+    as empty: `give exactly one of agent or workflow`)."""
+    raw = await request.body()
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if raw and kind != FORM_TYPE:
+        shown_kind = " ".join(kind.split())[:100] or "none"
+        raise HTTPException(
+            400, f"a dashboard form is sent as {FORM_TYPE} (this body's type: {shown_kind})"
+        )
     try:
-        return parse_qs(text, max_num_fields=MAX_FORM_FIELDS)
+        return parse_qs(raw.decode("utf-8"), max_num_fields=MAX_FORM_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the form is not valid UTF-8 text") from None
     except ValueError:  # parse_qs: "Max number of fields exceeded"
         raise HTTPException(
             400, f"a form of more than {MAX_FORM_FIELDS} fields is refused"
