@@ -47,7 +47,7 @@ def check_exposure(host: str, token: str | None) -> None:
     or the token is empty, too short to be one or holds a character no client can send.
     An empty token given (`--token ""`, `SWARM_API_TOKEN=`: a variable that expanded to
     nothing, say) is refused, never read as "no token"."""
-    if token is not None and not token.strip():
+    if token == "":
         raise UsageError(
             "--token (or SWARM_API_TOKEN) is empty: give a token of at least"
             f" {MIN_TOKEN_LENGTH} characters, or neither (a server on a loopback address,"
