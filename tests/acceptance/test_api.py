@@ -522,15 +522,26 @@ def test_metrics(world: World) -> None:
 def test_implausible_usage_spoils_no_total(world: World) -> None:
     """Step rows any client wrote with usage no real run reaches (2**63-1 tokens, 1e308
     USD, a duration of 2**63-1 ms; records.py: over 2**40, 1e6 USD, 366 days) are left
-    out of `/metrics` and `/v1/usage`, and their own read names the defect: the totals
-    move by the one plausible step written with them, and stay exact JSON integers."""
+    out of `/metrics` and `/v1/usage`, counted as left out there, and their own read names
+    the defect: the totals move by the one plausible step written with them, and stay
+    exact JSON integers."""
     target, api = world.target, world.api
-    before = metrics_of(api)
     model = "claude-sonnet-4-6"
     tokens = ("swarm_agent_tokens_total", (("kind", "input"), ("model", model)))
+    count = "swarm_step_duration_seconds_count"
 
     def value(got: dict[str, dict[Any, float]], name: str, labels: Any = ()) -> float:
         return got.get(name, {}).get(labels, 0.0)
+
+    [ended] = target.rows(  # the steps already there, once counted, are the baseline
+        "SELECT count(*) AS n FROM step_executions WHERE status NOT IN ('queued', 'running')"
+    )
+
+    def settled() -> dict[str, dict[Any, float]] | None:
+        got = metrics_of(api)
+        return got if value(got, count) >= ended["n"] else None
+
+    before = wait_until(settled, 30, "the steps already there to be counted")
 
     most = 2**63 - 1
     target.sql(
@@ -554,7 +565,6 @@ def test_implausible_usage_spoils_no_total(world: World) -> None:
         " WHERE step_id IN ('huge', 'fine')"
     )
     target.sql(older)
-    count = "swarm_step_duration_seconds_count"
 
     def counted() -> dict[str, dict[Any, float]] | None:
         got = metrics_of(api)
@@ -569,7 +579,10 @@ def test_implausible_usage_spoils_no_total(world: World) -> None:
     assert value(got, *output) == value(before, *output)
     cost = ("swarm_agent_cost_usd_total", (("model", model),))
     assert value(got, *cost) == pytest.approx(value(before, *cost) + 0.125)
+    left_out = "swarm_step_usage_left_out_total"  # the one huge step, counted as left out
+    assert value(got, left_out) == value(before, left_out) + 1
     usage = ok(api.get("/v1/usage"))
+    assert usage["left_out_steps"] == value(got, left_out)
     for row in [usage["total"], *usage["by_model"]]:
         assert all(0 <= row[k] <= 2**53 - 1 for k in row if k.endswith("_tokens"))
         assert 0 <= row["cost_usd"] < 1e6

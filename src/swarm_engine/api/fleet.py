@@ -57,7 +57,7 @@ def usage_report(tally: Tally) -> models.UsageReport:
         },
         cost_usd=sum(r.cost_usd for r in rows),
     )
-    return models.UsageReport(total=total, by_model=rows)
+    return models.UsageReport(total=total, by_model=rows, left_out_steps=tally.left_out)
 
 
 @router.get("/usage", response_model=models.UsageReport, summary="Usage and cost")

@@ -9,6 +9,7 @@
 | `swarm_lease_reclaims_total` | counter | | tickets the reclaimer took back from a silent engine |
 | `swarm_agent_tokens_total` | counter | `model`, `kind` | tokens per model and kind (input, output, cache_creation_input, cache_read_input) |
 | `swarm_agent_cost_usd_total` | counter | `model` | cost per model |
+| `swarm_step_usage_left_out_total` | counter | | finished steps with a duration, token count or cost left out of the totals above (implausible or unreadable) |
 | `swarm_api_log_streams` | gauge | | live log streams this server has open |
 | `swarm_api_log_streams_stalled_total` | counter | | log streams whose client stopped reading, disconnected |
 
@@ -90,6 +91,12 @@ def families(
             "Tickets taken back from an engine whose lease ran out.",
             value=tally.reclaims,
         )
+        left_out = CounterMetricFamily(
+            "swarm_step_usage_left_out",
+            "Finished steps with a duration, token count or cost left out of these totals"
+            " (implausible or unreadable: written by another client).",
+            value=tally.left_out,
+        )
         dispatch = _histogram(
             "swarm_dispatch_latency_seconds",
             "Time tickets waited in the queue: from becoming open to being claimed.",
@@ -106,7 +113,10 @@ def families(
         "Live log streams whose client stopped reading, disconnected.",
         value=streams[1],
     )
-    return [tickets, vm_slots, dispatch, steps, reclaims, tokens, cost, open_streams, stalled]
+    return [
+        tickets, vm_slots, dispatch, steps, reclaims, tokens, cost, left_out, open_streams,
+        stalled,
+    ]  # fmt: skip
 
 
 @router.get(

@@ -323,6 +323,9 @@ class UsageReport(BaseModel):
 
     total: Usage
     by_model: list[ModelUsage]
+    left_out_steps: int = 0
+    """Finished steps with a token count or cost (or duration) left out of these sums:
+    implausible or unreadable, written by another client (`swarm_step_usage_left_out`)."""
 
 
 class Status(BaseModel):

@@ -18,7 +18,9 @@ with a higher id, while its transaction commits). Rows are untrusted: a value th
 be read is left out, never an error; so is an implausible one (records.py: a step's tokens
 of a kind over 2**40, its cost over 1e6 USD, its duration over 366 days, or any of them
 negative: the store reads it as NULL, `steps_after`, and it is checked here again), so
-that one row spoils no total. Token totals stop at 2**53-1 (`MAX_TOTAL_TOKENS`).
+that one row spoils no total; each step with such a value is counted in `Tally.left_out`
+(the store says how many of its usage values a row holds, `usage_values`). Token totals
+stop at 2**53-1 (`MAX_TOTAL_TOKENS`).
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ class Tally:
     dispatch: Histogram = field(default_factory=lambda: Histogram(DISPATCH_BUCKETS))
     steps: Histogram = field(default_factory=lambda: Histogram(STEP_BUCKETS))
     reclaims: int = 0
+    left_out: int = 0
+    """Finished steps with a usage value (duration, tokens, cost) that was left out:
+    implausible or unreadable."""
     tokens: dict[tuple[str, str], int] = field(default_factory=dict)
     """(model, kind) -> tokens; kind is one of `TOKEN_KINDS`."""
     cost: dict[str, float] = field(default_factory=dict)
@@ -147,12 +152,20 @@ class Tally:
 
     def _count_step(self, row: dict[str, Any], model_of: Callable[[str, str, str], str]) -> None:
         duration = _number(row.get("duration_ms"))
+        usable = 0
         if duration is not None and 0 <= duration <= MAX_STEP_DURATION_MS:
             self.steps.observe(duration / 1000.0)
+            usable += 1
         used = {kind: _count(row.get(f"{kind}_tokens")) for kind in TOKEN_KINDS}
-        cost = _number(row.get("cost_usd")) or 0.0
-        if cost > MAX_STEP_COST_USD:
+        usable += sum(_is_count(row.get(f"{kind}_tokens")) for kind in TOKEN_KINDS)
+        cost = _number(row.get("cost_usd"))
+        if cost is not None and 0 <= cost <= MAX_STEP_COST_USD:
+            usable += 1
+        else:
             cost = 0.0
+        held = row.get("usage_values")
+        if isinstance(held, int) and not isinstance(held, bool) and held > usable:
+            self.left_out += 1
         if not any(used.values()) and cost <= 0:
             return
         key = (str(row.get("agent_name")), str(row.get("agent_version")))
@@ -201,6 +214,11 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+def _is_count(value: Any) -> bool:
+    """Whether a step's token count can be read: an int in 0 .. `MAX_STEP_TOKENS`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_STEP_TOKENS
 
 
 def _count(value: Any) -> int:

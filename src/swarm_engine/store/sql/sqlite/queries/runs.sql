@@ -305,7 +305,8 @@ SELECT count(*) FROM step_executions WHERE run_id = :run_id
 -- Step executions with an id above :after, oldest first, with their usage (metrics).
 -- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
 -- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
--- as NULL, counted nowhere (the step's own read names the defect).
+-- as NULL, counted nowhere (the step's own read names the defect); `usage_values`: how many
+-- of those six values the row holds at all, so the caller can count the ones left out.
 SELECT id,
        CASE WHEN length(CAST(status AS BLOB)) <= 1024 THEN status END AS status,
        CASE WHEN length(CAST(agent_name AS BLOB)) <= 1024 THEN agent_name END AS agent_name,
@@ -317,7 +318,8 @@ SELECT id,
        CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
        CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
        CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
-       CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd
+       CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
+       (duration_ms IS NOT NULL) + (input_tokens IS NOT NULL) + (output_tokens IS NOT NULL) + (cache_creation_input_tokens IS NOT NULL) + (cache_read_input_tokens IS NOT NULL) + (cost_usd IS NOT NULL) AS usage_values
   FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: abandon_attempt_steps
