@@ -38,7 +38,7 @@ FIELDS = (
     "home", "tickets_db", "registry_db", "database_url", "registry_url", "host_id",
     "backend", "max_vms", "poll_interval", "lease_ttl", "heartbeat_interval", "busy_timeout",
     "log_level", "backend_options", "agents", "triggers", "gateway", "output_keep_bytes",
-    "max_log_bytes", "stream_stall_timeout", "request_head_timeout", "request_body_timeout",
+    "max_log_bytes", "max_run_stored_bytes", "stream_stall_timeout", "request_head_timeout", "request_body_timeout",
     "api_max_connections", "api_max_connections_per_address",
 )  # fmt: skip
 """Every setting, in the order of `SettingsModel`'s fields (a test checks they agree)."""
@@ -51,6 +51,7 @@ INTS: dict[str, tuple[int, int, int | None]] = {
     "max_vms": (4, 1, 1024),
     "output_keep_bytes": (64 * 1024, 1024, 64 * 1024 * 1024),
     "max_log_bytes": (10 * 1024 * 1024, 4096, None),
+    "max_run_stored_bytes": (64 * 1024 * 1024, 1024 * 1024, 2**40),
     "api_max_connections": (1024, 1, 1_000_000),
     "api_max_connections_per_address": (64, 0, 1_000_000),
 }
@@ -140,6 +141,7 @@ class Settings:
     triggers: dict[str, TriggerHostSettings]
     output_keep_bytes: int
     max_log_bytes: int
+    max_run_stored_bytes: int
     stream_stall_timeout: float
     request_head_timeout: float
     request_body_timeout: float

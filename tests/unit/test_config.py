@@ -189,6 +189,7 @@ LIKELY: dict[str, st.SearchStrategy[object]] = {
     "busy_timeout": numbers(0, 3600),
     "output_keep_bytes": numbers(1024, 64 * 1024 * 1024),
     "max_log_bytes": numbers(4096, 2**40),
+    "max_run_stored_bytes": numbers(1024 * 1024, 2**40),
     "agents": st.dictionaries(
         st.one_of(st.text(max_size=3), st.integers(0, 1)),
         st.one_of(st.dictionaries(st.text(max_size=3), ANY, max_size=2), st.integers(0, 1)),

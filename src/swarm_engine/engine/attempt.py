@@ -314,10 +314,12 @@ class StepAttempt:
         return outcome
 
     def _bounded(self, outcome: StepOutcome) -> StepOutcome:
-        """`outcome` with its outputs measured (`outputs_json` set); over their cap, the
-        outcome failed with one line, its outputs dropped (never stored nor passed on)."""
+        """`outcome` with its outputs measured (`outputs_json` set); over their cap or
+        what the run may still store (`bounds.RunBudget`), the outcome failed with one
+        line, its outputs dropped (never stored nor passed on)."""
         try:
             self.outputs_json = step_outputs_json(outcome.outputs)
+            self.runner.budget(self.run_id).charge(self.outputs_json, "outputs: ")
         except AgentError as exc:
             self.outputs_json = None
             error = str(exc) if outcome.ok else f"{outcome.error}; {exc}"

@@ -94,3 +94,33 @@ def combined_json(parts: dict[str, JsonText]) -> JsonText:
         over = _over(JsonTooBig(size, RESULT_BYTES), "a ticket's result")
         raise AgentError(f"result: {over} (not stored)")
     return JsonText("{" + ", ".join(f"{keys[k]}: {t.text}" for k, t in parts.items()) + "}")
+
+
+class RunBudget:
+    """What one run may store in its steps' rows: the JSON of every attempt's inputs and
+    outputs, as stored, at most `limit` bytes in all (the `max_run_stored_bytes`
+    setting). Each row is bounded by itself, but a run repeats them: a ticket's 3 MiB of
+    inputs named by each of 100 steps stored 300 MiB. `charge` is called with a value
+    measured before it is written; one that would pass the limit is refused with one line
+    (`AgentError`), never written, and fails its step and so the run."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, size: int) -> bool:
+        """Whether `size` more bytes may still be stored."""
+        return self.used + size <= self.limit
+
+    def charge(self, text: JsonText, prefix: str = "") -> None:
+        """Count `text` (a row's value, about to be written) against the run's limit, or
+        `AgentError` (`<prefix>N bytes of JSON would bring the run's stored step values
+        to M bytes, more than the 64 MiB a run may store (setting max_run_stored_bytes)`)."""
+        size = len(text.text)  # (ASCII: its size in bytes as stored)
+        if not self.fits(size):
+            raise AgentError(
+                f"{prefix}{size:,} bytes of JSON would bring the run's stored step values to"
+                f" {self.used + size:,} bytes, more than the {mib(self.limit)} a run may store"
+                " (setting max_run_stored_bytes)"
+            )
+        self.used += size

@@ -199,9 +199,9 @@ async def _queue(
 ) -> Queued:
     """A step attempt's inputs rendered, checked and measured, and its row written
     (`queued`); if the inputs do not render, are refused or are over
-    `bounds.STEP_INPUTS_BYTES` (never written nor sent into a VM), a failed row and
-    `StepFailed` (`inputs: N bytes of JSON, more than the 8 MiB a step's inputs may
-    hold`). `order`: see `_run_step`."""
+    `bounds.STEP_INPUTS_BYTES` or what the run may still store (`bounds.RunBudget`)
+    (never written nor sent into a VM), a failed row and `StepFailed` (`inputs: N bytes
+    of JSON, more than the 8 MiB a step's inputs may hold`). `order`: see `_run_step`."""
 
     async def add(
         inputs: dict[str, Any] | JsonText, status: str = "queued", error: str | None = None
@@ -223,6 +223,7 @@ async def _queue(
 
     try:
         inputs, sent = await checked_inputs(step, context, runner.checker)
+        runner.budget(run_id).charge(sent)
     except SwarmError as exc:
         await add({}, "failed", f"inputs: {exc}")
         raise StepFailed(step.id, f"inputs: {exc}") from exc

@@ -33,12 +33,13 @@ def started_from(
     return Started(run_id, context, (first[0].step_id, exec_id, first[1], first[0].inputs))
 
 
-def only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None:
+def only_step(plan: Plan, context: dict[str, Any], budget: int) -> tuple[NewStep, Any] | None:
     """The row of a one-step plan's step, to write with the run's start, and its rendered
     inputs; None if the plan has more steps, its agent has an `inputs` schema (a check
     that may take seconds is never made on the store thread) or the inputs do not render
-    or are over their cap for any reason (`bounds.step_inputs_json`; the step's attempt
-    then renders, measures and checks them, and records or raises why, as ever)."""
+    or are over their cap for any reason (`bounds.step_inputs_json`, or more than
+    `budget`, the bytes the run may store: `bounds.RunBudget`; the step's attempt then
+    renders, measures and checks them, and records or raises why, as ever)."""
     if len(plan.steps) != 1:
         return None
     (step,) = plan.steps.values()
@@ -48,6 +49,8 @@ def only_step(plan: Plan, context: dict[str, Any]) -> tuple[NewStep, Any] | None
         inputs = rendered_inputs(step, context)
         sent = step_inputs_json(inputs)
     except Exception:
+        return None
+    if len(sent.text) > budget:
         return None
     row = NewStep(
         step_id=step.id,

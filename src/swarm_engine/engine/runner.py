@@ -21,6 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
+from swarm_engine.engine.bounds import RunBudget
 from swarm_engine.engine.closing import close_left, taken_back, to_the_end, unfenced
 from swarm_engine.engine.dag import Queued, RunFailed, execute
 from swarm_engine.engine.enginerow import EngineRow
@@ -96,6 +97,8 @@ class TicketRunner:
         self.host_env: dict[str, str] = {}
         self._closed: dict[int, tuple[Ticket, dict[str, Any]]] = {}
         """Runs this runner closed, with their final ticket and run rows (see `_close`)."""
+        self._budgets: dict[int, RunBudget] = {}
+        """What each run of this runner has stored in its steps' rows (`budget`)."""
         self._held: dict[int, StepEnd] = {}
         """The end of a run's only step, held back to be written with the run's end."""
         self._stops: dict[str, tuple[asyncio.Task[Any], Callable[[LostReason], None]]] = {}
@@ -291,7 +294,8 @@ class TicketRunner:
     ) -> tuple[dict[str, Any], tuple[NewStep, Any] | None, Callable[[], tuple[int, int | None]]]:
         """The run's context, its only step (row, inputs) if it has one, and its start."""
         context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
-        first = None if isinstance(plan, SwarmError) else only_step(plan, context)
+        limit = self.settings.max_run_stored_bytes
+        first = None if isinstance(plan, SwarmError) else only_step(plan, context, limit)
         start = functools.partial(
             self.writes.start_run,
             ticket,
@@ -365,11 +369,15 @@ class TicketRunner:
             await self._close(ticket, run_id, status="failed", error=str(plan))
             return await self._finished(ticket, run_id)
         queued = {} if started.first is None else {started.first[0]: started.first[1:]}
+        budget = self._budgets[run_id] = RunBudget(self.settings.max_run_stored_bytes)
+        if started.first is not None:  # (written with the run's start: within the limit)
+            budget.used += len(started.first[3].text)
         try:
             return await self._run_plan(
                 ticket, plan, run_id, context, queued, main, stop_reason, steps_over
             )
         finally:  # a held step end that no write took: its VMs are still recorded destroyed
+            self._budgets.pop(run_id, None)
             held = self._held.pop(run_id, None)
             if held is not None:
                 await record_destroyed(self.gate, self.writes, held.destroyed)
@@ -580,6 +588,11 @@ class TicketRunner:
             step_end=self._held.get(run_id),
         )
         self._emit_held(run_id)
+
+    def budget(self, run_id: int) -> RunBudget:
+        """What run `run_id` may still store in its steps' rows (`bounds.RunBudget`)."""
+        found = self._budgets.get(run_id)  # (set by `_run` for the run's whole life)
+        return found if found is not None else RunBudget(self.settings.max_run_stored_bytes)
 
     def holder(self, run_id: int) -> Callable[[StepEnd], None]:
         """Where the successful end of run `run_id`'s only step is handed, to be written
