@@ -72,7 +72,7 @@ def test_a_result_over_the_cap_is_a_defect_never_read(store_target: Target, home
     try:
         # the store's reads of a ticket never hand the value over: SQL measures it
         raw = store.tickets.db.all(store.tickets.q.page, {
-            "agent": None, "workflow": None, "before": 2**63 - 1, "limit": 10})  # fmt: skip
+            "agent": None, "workflow": None, "through": 2**63 - 1, "limit": 10})  # fmt: skip
         assert [r["result"] is None for r in raw] == [True, False]
         assert raw[0]["result_bytes"] > MAX_RESULT_BYTES
         size = raw[0]["result_bytes"]  # (PostgreSQL's jsonb text: its own spacing)

@@ -42,6 +42,7 @@ be stopped): that ticket is not run again while the VM may still run."""
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
 MAX_ID = 2**63 - 1
+MIN_ID = -(2**63)
 IGNORED_CLAIM = "the store ignored its claim without an error (a trigger's RAISE(IGNORE)?)"
 """Why an open, claimable ticket whose claim the store returned nothing for is not run."""
 REOPENED = "cancelled (the ticket was reopened)"
@@ -154,9 +155,11 @@ class TicketStore:
         args = {
             "agent": agent,
             "workflow": workflow,
-            "before": before if before is not None else MAX_ID,
+            "through": MAX_ID if before is None else before - 1,
             "limit": limit,
         }
+        if before is not None and before <= MIN_ID:
+            return []  # nothing is below the smallest id a row can hold
         wanted = sorted(set(statuses or ()))
         if not wanted:
             return [decode_ticket(r) for r in self.db.all(self.q.page, args)]

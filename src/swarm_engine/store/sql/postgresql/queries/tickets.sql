@@ -301,9 +301,9 @@ RETURNING id, status
 SELECT pg_try_advisory_xact_lock(1398230274)
 
 -- name: page
--- One page of tickets, newest first, below the keyset cursor :before (see the SQLite file).
+-- One page of tickets, newest first, up to id :through (see the SQLite file).
 SELECT {{ticket_columns}} FROM tickets
- WHERE id < :before
+ WHERE id <= :through
    AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
         OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')
    AND (CAST(:workflow AS text) IS NULL OR workflow_id = :workflow
@@ -313,7 +313,7 @@ SELECT {{ticket_columns}} FROM tickets
 -- name: page_status
 -- The same page of one status's tickets, by the (status, id) index (see the SQLite file).
 SELECT {{ticket_columns}} FROM tickets
- WHERE status = :status AND id < :before
+ WHERE status = :status AND id <= :through
    AND (CAST(:agent AS text) IS NULL OR agent_id = :agent
         OR substr(agent_id, 1, length(CAST(:agent AS text)) + 1) = CAST(:agent AS text) || '@')
    AND (CAST(:workflow AS text) IS NULL OR workflow_id = :workflow

@@ -314,12 +314,13 @@ RETURNING id, status
 SELECT 1
 
 -- name: page
--- One page of tickets, newest first, below the keyset cursor :before (an id; the first
--- page passes the largest id there is): the primary key walked backwards from :before, so
+-- One page of tickets, newest first, up to id :through (inclusive: the keyset cursor less
+-- one, or the largest id there is for the first page, which is listed too): the primary
+-- key walked backwards from :through, so
 -- a page costs about :limit rows however large the table (more when a filter is rare).
 -- :agent / :workflow match `name` and every `name@version`.
 SELECT {{ticket_columns}} FROM tickets
- WHERE id < :before
+ WHERE id <= :through
    AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
    AND (:workflow IS NULL OR workflow_id = :workflow
         OR substr(workflow_id, 1, length(:workflow) + 1) = :workflow || '@')
@@ -329,7 +330,7 @@ SELECT {{ticket_columns}} FROM tickets
 -- The same page of one status's tickets, by the (status, id) index: only that status's
 -- rows are read, in order (tickets.py merges the pages of several statuses).
 SELECT {{ticket_columns}} FROM tickets
- WHERE status = :status AND id < :before
+ WHERE status = :status AND id <= :through
    AND (:agent IS NULL OR agent_id = :agent OR substr(agent_id, 1, length(:agent) + 1) = :agent || '@')
    AND (:workflow IS NULL OR workflow_id = :workflow
         OR substr(workflow_id, 1, length(:workflow) + 1) = :workflow || '@')
