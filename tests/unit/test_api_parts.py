@@ -127,7 +127,8 @@ def test_nesting_is_bounded() -> None:
 
 def test_ids_are_checked_and_made_distinct() -> None:
     assert check_ids([3, 1, 3]) == [3, 1]
-    for bad in ([0], [2**63], [True], ["7"]):
+    assert check_ids([0, -5, 2**63 - 1, -(2**63)]) == [0, -5, 2**63 - 1, -(2**63)]
+    for bad in ([-(2**63) - 1], [2**63], [True], ["7"]):
         with pytest.raises(UsageError):
             check_ids(bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="at most 2"):

@@ -17,6 +17,7 @@ Handlers are plain functions (FastAPI's thread pool), like the API's.
 from __future__ import annotations
 
 import hmac
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -47,7 +48,7 @@ from swarm_engine.registry.workflows import dependencies
 from swarm_engine.service import tickets as tickets_service
 from swarm_engine.service import vms as vms_service
 from swarm_engine.service.runs import runs_with_steps
-from swarm_engine.service.values import MAX_ID
+from swarm_engine.service.values import MAX_ID, MIN_INT
 from swarm_engine.store import Store
 
 HERE = Path(__file__).parent
@@ -94,7 +95,9 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.filters["money"] = money
-TicketPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+TicketPath = Annotated[int, PathParam(ge=MIN_INT, le=MAX_ID)]
+TICKET_ID_TEXT = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+"""A checked row's id as the bulk cancel form sends it (any 64-bit integer)."""
 
 
 def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -149,7 +152,7 @@ def _filters(
     status: Annotated[list[str] | None, Query()] = None,
     agent: Annotated[str, Query(max_length=200)] = "",
     workflow: Annotated[str, Query(max_length=200)] = "",
-    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    cursor: Annotated[int | None, Query(ge=MIN_INT, le=MAX_ID)] = None,
 ) -> Filters:
     return Filters(status or [], agent, workflow, cursor)
 
@@ -243,7 +246,7 @@ def create_ticket(store: StoreDep, registry: RegistryDep, form: FormDep) -> HTML
 @router.post("/tickets/cancel", response_class=HTMLResponse)
 def cancel_tickets(store: StoreDep, form: FormDep) -> HTMLResponse:
     """Bulk cancel of the checked rows, in one statement (`service.tickets.cancel_many`)."""
-    ids = [int(i) for i in form.get("id", []) if i.isascii() and i.isdigit() and len(i) < 20]
+    ids = [int(i) for i in form.get("id", []) if TICKET_ID_TEXT.fullmatch(i)]
     if not ids:
         message = "no ticket checked"
     else:

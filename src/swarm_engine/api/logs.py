@@ -42,10 +42,12 @@ from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, Slots
 from swarm_engine.api.deps import Server as ServerState
 from swarm_engine.errors import SwarmError, UsageError
 from swarm_engine.service.logs import Chunk, LogFollower, log_text, parse_position
-from swarm_engine.service.values import MAX_ID
+from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/tickets", tags=["logs"])
-TicketPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A ticket id.")]
+TicketPath = Annotated[
+    int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer).")
+]
 RunQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run N (default: the latest).")]
 StepQuery = Annotated[str | None, Query(max_length=64, description="Only this step (its id).")]
 POLL_SECONDS = 0.1

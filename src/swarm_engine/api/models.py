@@ -230,7 +230,7 @@ class TicketIds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=MIN_INT, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
 
 
 class Skipped(BaseModel):

@@ -13,10 +13,12 @@ from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.service import tickets as service
 from swarm_engine.service.runs import MAX_PAGE_RUNS, PAGE_RUNS, Window, runs_of_ticket
-from swarm_engine.service.values import MAX_ID
+from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], route_class=UniqueKeysRoute)
-TicketPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A ticket id.")]
+TicketPath = Annotated[
+    int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer).")
+]
 
 
 def ticket_out(ticket: Any) -> models.Ticket:
@@ -44,7 +46,8 @@ def list_tickets(
     workflow: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="`next_cursor` of the previous page.")
+        int | None,
+        Query(ge=MIN_INT, le=MAX_ID, description="`next_cursor` of the previous page."),
     ] = None,
 ) -> models.TicketPage:
     """Tickets newest first, `limit` per page. Keyset paging: each page costs about

@@ -217,9 +217,44 @@ def registry_of(settings: Settings) -> Iterator[Registry]:
         registry.close()
 
 
-TICKET_ID = click.IntRange(1, 2**63 - 1)
-"""A ticket (or run) id: a positive 64-bit integer, as SQLite stores it."""
 INT64 = click.IntRange(-(2**63), 2**63 - 1)
+TICKET_ID = INT64
+"""A ticket id: any 64-bit integer, as a row's id can hold (the store numbers from 1, but
+any client may write 0 or a negative id; such a ticket runs and is listed, so every
+command addresses it: `swarm-engine ticket show -5`, through `IdCommand`)."""
+RUN_ID = click.IntRange(1, 2**63 - 1)
+"""A run's (or a step's) id: a positive 64-bit integer, as the store numbers them."""
+
+
+class IdCommand(click.Command):
+    """A command whose one argument is a `TICKET_ID`: a negative id is taken as that
+    argument wherever it stands (`ticket show -5 --json`), not as an unknown option (a
+    token that is an option's value, `--cursor -5`, stays one)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not any(isinstance(p, click.Argument) and p.type is TICKET_ID for p in self.params):
+            return super().parse_args(ctx, args)
+        valued = {
+            name
+            for p in self.params
+            if isinstance(p, click.Option) and not p.is_flag and not p.count
+            for name in p.opts
+        }
+        kept: list[str] = []
+        ids: list[str] = []
+        for i, token in enumerate(args):
+            if token == "--":
+                kept += args[i:]
+                break
+            negative = token[:1] == "-" and token[1:].isascii() and token[1:].isdigit()
+            if negative and not (kept and kept[-1] in valued):
+                ids.append(token)
+            else:
+                kept.append(token)
+        if ids:
+            kept += [] if "--" in kept else ["--"]
+            kept += ids
+        return super().parse_args(ctx, kept)
 
 
 class Seconds(click.FloatRange):

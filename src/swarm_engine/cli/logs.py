@@ -10,7 +10,7 @@ import click
 from rich.cells import cell_len
 from rich.markup import escape
 
-from swarm_engine.cli.app import TICKET_ID, example, pass_existing, store_of
+from swarm_engine.cli.app import RUN_ID, TICKET_ID, IdCommand, example, pass_existing, store_of
 from swarm_engine.cli.output import brief, console, plain, visible, visible_lines
 from swarm_engine.config import Settings
 from swarm_engine.service.logs import (
@@ -30,11 +30,12 @@ FOLLOW_POLL = 0.1
 
 
 @click.command(
+    cls=IdCommand,
     short_help="Print a ticket's step logs (--follow: as they are written).",
     epilog=example("swarm-engine logs 7 --step report", "swarm-engine logs 7 --follow"),
 )
 @click.argument("ticket_id", type=TICKET_ID)
-@click.option("--run", "run_id", type=TICKET_ID, metavar="N", help="Run N (default: the latest).")
+@click.option("--run", "run_id", type=RUN_ID, metavar="N", help="Run N (default: the latest).")
 @click.option("--step", "step_id", metavar="STEP", help="Only this step (its id in the workflow).")
 @click.option(
     "--follow",

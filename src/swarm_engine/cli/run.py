@@ -10,6 +10,7 @@ import click
 
 from swarm_engine.cli.app import (
     TICKET_ID,
+    IdCommand,
     ensure_home,
     example,
     pass_existing,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by 
     from swarm_engine.store import Ticket
 
 
-@click.command("run-ticket", epilog=example("swarm-engine run-ticket 1 --wait"))
+@click.command("run-ticket", cls=IdCommand, epilog=example("swarm-engine run-ticket 1 --wait"))
 @click.argument("ticket_id", type=TICKET_ID)
 @click.option("--wait", is_flag=True, help="Run it here and now, and wait for the end.")
 @click.option(

@@ -10,7 +10,9 @@ from rich.text import Text
 
 from swarm_engine.cli.app import (
     INT64,
+    RUN_ID,
     TICKET_ID,
+    IdCommand,
     Seconds,
     example,
     parse_inputs,
@@ -48,6 +50,9 @@ from swarm_engine.service.runs import MAX_PAGE_RUNS, MAX_PAGE_STEPS, PAGE_STEPS,
 @click.group(epilog=example("swarm-engine ticket list"))
 def ticket() -> None:
     """Create and manage tickets."""
+
+
+ticket.command_class = IdCommand  # (`ticket show -5`: any ticket id a row can hold)
 
 
 @ticket.command(
@@ -231,7 +236,7 @@ def _next_page(
     help="Show the newest N runs.",
 )
 @click.option(
-    "--before", type=TICKET_ID, metavar="RUN", help="Only runs older than run RUN (to page)."
+    "--before", type=RUN_ID, metavar="RUN", help="Only runs older than run RUN (to page)."
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the ticket, its runs, steps and events as JSON."
@@ -365,9 +370,9 @@ def _more_steps(ticket_id: int, run: dict[str, Any], *, err: bool = False) -> No
     "steps", epilog=example("swarm-engine ticket steps 7", "swarm-engine ticket steps 7 --run 9")
 )
 @click.argument("ticket_id", type=TICKET_ID)
-@click.option("--run", "run_id", type=TICKET_ID, metavar="N", help="Run N (default: the latest).")
+@click.option("--run", "run_id", type=RUN_ID, metavar="N", help="Run N (default: the latest).")
 @click.option(
-    "--before", type=TICKET_ID, metavar="STEP", help="Only steps older than STEP (an id; to page)."
+    "--before", type=RUN_ID, metavar="STEP", help="Only steps older than STEP (an id; to page)."
 )
 @click.option(
     "--limit",

@@ -172,7 +172,7 @@ def page(
     wanted = check_statuses(statuses)
     if not 1 <= limit <= MAX_PAGE:
         raise UsageError(f"limit must be 1 to {MAX_PAGE} (is {limit})")
-    if cursor is not None and not 1 <= cursor <= MAX_ID:
+    if cursor is not None and not MIN_INT <= cursor <= MAX_ID:
         raise UsageError(f"cursor {cursor} is not one this API gave")
     for value, name in ((agent, "agent"), (workflow, "workflow")):
         if value is not None:

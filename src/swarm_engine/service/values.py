@@ -77,13 +77,14 @@ def _walk(value: Any, where: str, depth: int) -> None:
 
 
 def check_ids(ids: Iterable[int], field: str = "ids", *, most: int = 1000) -> list[int]:
-    """Distinct ids in the order given, each 1..2**63-1, at most `most` of them; else
+    """Distinct ticket ids in the order given, each a 64-bit integer (what a row's id can
+    hold: any client may write 0 or a negative one), at most `most` of them; else
     `UsageError`."""
     out: list[int] = []
     seen: set[int] = set()
     for value in ids:
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-            raise UsageError(f"{field}: {shown(value)} is not a ticket id (1 to {MAX_ID})")
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_INT <= value <= MAX_ID:
+            raise UsageError(f"{field}: {shown(value)} is not a ticket id ({MIN_INT} to {MAX_ID})")
         if value not in seen:
             seen.add(value)
             out.append(value)
