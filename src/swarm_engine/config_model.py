@@ -135,9 +135,9 @@ class SettingsModel(BaseModel):
     # Size cap of each step's log file (artifacts/.../output.log), in bytes.
     max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
     max_run_stored_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=2**40)
-    """Bytes of JSON one run may store in its steps' rows (every attempt's inputs and
-    outputs, as stored): a ticket's inputs named by each of 100 steps were stored 100
-    times. A run that would store more fails with one line naming this setting
+    """Bytes one run may store in its steps' rows (every attempt's inputs and outputs, as
+    stored) and its steps' live logs: a ticket's inputs named by each of 100 steps were
+    stored 100 times. A run that would store more fails with one line naming this setting
     (`engine.bounds.RunBudget`)."""
     stream_stall_timeout: float = Field(default=30.0, ge=0.1, le=3600, allow_inf_nan=False)
     """Seconds a client of a live log stream (`serve`) may take to take one event (a

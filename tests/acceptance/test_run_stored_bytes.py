@@ -1,8 +1,9 @@
 """What one run stores in its steps' rows is bounded in all, not only row by row (a
 tester's finding): a ticket's 3 MiB of inputs named by each of a workflow's 100 steps made
-`tickets.db` grow by 311 MB. Each step row's inputs and outputs count against the run's
-`max_run_stored_bytes`; the step that would pass it fails, with one line naming the
-setting, and its value is never written. Both stores, the real engine command.
+`tickets.db` grow by 311 MB. Each step row's inputs and outputs, and each step's live log,
+count against the run's `max_run_stored_bytes`; the step that would pass it fails, with
+one line naming the setting, and its value is never written. Both stores, the real engine
+command.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.acceptance.conftest import write_workflow
+from tests.acceptance.conftest import write_agent, write_workflow
 from tests.conftest import Target
 from tests.support.cli import swarm, swarm_inproc
 
@@ -54,12 +55,13 @@ def run(store_target: Target, home: Path) -> None:
 
 
 def stored(store_target: Target) -> int:
-    """Bytes of JSON the steps' rows hold (inputs and outputs)."""
+    """Bytes the steps' rows hold (inputs and outputs) and their logs."""
     (row,) = store_target.rows(
         "SELECT sum(length(CAST(inputs AS TEXT)) + coalesce(length(CAST(outputs AS TEXT)), 0))"
         " AS n FROM step_executions"
     )
-    return int(row["n"] or 0)
+    (logs,) = store_target.rows("SELECT sum(length(data)) AS n FROM step_logs")
+    return int(row["n"] or 0) + int(logs["n"] or 0)
 
 
 def test_steps_naming_one_big_input_fail_the_run_at_the_limit(
@@ -86,8 +88,9 @@ def test_steps_naming_one_big_input_fail_the_run_at_the_limit(
 def test_a_chain_whose_outputs_pass_the_limit_fails_on_them(
     store_target: Target, tmp_path: Path
 ) -> None:
-    """Echo steps one after another: each stores its inputs and as much outputs; the
-    third step's outputs would pass 1 MiB, so they are not stored and the run fails."""
+    """Echo steps one after another: each stores its inputs, its log (the inputs it
+    prints) and as much outputs; the second step's outputs would pass 1 MiB, so they are
+    not stored and the run fails."""
     steps = '  - {id: s0, agent: echo, inputs: {text: "${inputs.big}"}}\n' + "".join(
         f'  - {{id: s{i}, agent: echo, needs: [s{i - 1}], inputs: {{text: "${{inputs.big}}"}}}}\n'
         for i in range(1, 6)
@@ -97,9 +100,41 @@ def test_a_chain_whose_outputs_pass_the_limit_fails_on_them(
     (ticket,) = store_target.rows("SELECT status, error FROM tickets")
     assert ticket["status"] == "failed"
     assert OVER.fullmatch(ticket["error"]), ticket["error"]
-    assert ticket["error"].startswith("step 's2' failed: outputs: ")
+    assert ticket["error"].startswith("step 's1' failed: outputs: ")
     rows = store_target.rows("SELECT step_id, status FROM step_executions ORDER BY id")
-    assert [(r["step_id"], r["status"]) for r in rows][:3] == [
-        ("s0", "done"), ("s1", "done"), ("s2", "failed")
-    ]  # fmt: skip
+    assert [(r["step_id"], r["status"]) for r in rows][:2] == [("s0", "done"), ("s1", "failed")]
+    assert stored(store_target) <= MIB + 1024
+
+
+def test_steps_whose_logs_pass_the_limit_fail_the_run_and_store_no_more(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """Each step prints 700 KiB (its outputs keep 128 KiB of it, its log all): the
+    second step's log passes 1 MiB; what is past it is not stored (a line says so), and
+    the run fails naming the setting."""
+    write_agent(
+        tmp_path / "noisy",
+        "name: noisy\nversion: 1.0.0\nkind: shell\n"
+        "command: \"head -c 716800 /dev/zero | tr '\\\\0' x\"\n",
+    )
+    added = swarm_inproc(home := tmp_path / "home", "agent", "register", str(tmp_path / "noisy"),
+                         **store_target.env)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    steps = "  - {id: s0, agent: noisy}\n" + "".join(
+        f"  - {{id: s{i}, agent: noisy, needs: [s{i - 1}]}}\n" for i in range(1, 4)
+    )
+    assert home_with(store_target, tmp_path, steps) == home
+    run(store_target, home)
+    (ticket,) = store_target.rows("SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed"
+    assert re.fullmatch(
+        r"step 's1' failed: log of step 's1': [\d,]+ bytes would bring the run's stored step"
+        r" values to [\d,]+ bytes, more than the 1 MiB a run may store \(setting"
+        r" max_run_stored_bytes\)",
+        ticket["error"],
+    ), ticket["error"]
+    rows = store_target.rows("SELECT step_id, status FROM step_executions ORDER BY id")
+    assert [(r["step_id"], r["status"]) for r in rows][:2] == [("s0", "done"), ("s1", "failed")]
+    logs = store_target.rows("SELECT data FROM step_logs ORDER BY id")
+    assert "the rest of this log is not stored" in logs[-1]["data"]
     assert stored(store_target) <= MIB + 1024

@@ -112,8 +112,13 @@ class StepAttempt:
             asyncio.to_thread(StepLog.open_log, self.folder / "output.log")
         )
 
+        budget = runner.budget(self.run_id)
+
         async def append(text: str) -> object:
-            return await runner.write(self.ticket, runner.store.logs.append, self.exec_id, text)
+            stored = budget.log_chunk(text, self.step.id)  # (a run's logs count: RunBudget)
+            if not stored:
+                return None
+            return await runner.write(self.ticket, runner.store.logs.append, self.exec_id, stored)
 
         shipper = LogShipper(append)  # the live copy in the store (issue 13)
         try:
@@ -283,12 +288,15 @@ class StepAttempt:
         Outputs over `bounds.STEP_OUTPUTS_BYTES` are not stored (nor seen by any later
         step): the step fails with one line (after its own error, if it failed)."""
         runner, ticket = self.runner, self.ticket
+        rest = shipper.take_rest()
+        if rest:
+            rest = runner.budget(self.run_id).log_chunk(rest, self.step.id) or None
         outcome = self._bounded(outcome)
         gone = [*self.destroyed]
         end = StepEnd(
             self.exec_id,
             gone,
-            shipper.take_rest(),
+            rest,
             status="done" if outcome.ok else "failed",
             outputs=self.outputs_json,
             exit_code=outcome.exit_code,

@@ -98,29 +98,54 @@ def combined_json(parts: dict[str, JsonText]) -> JsonText:
 
 class RunBudget:
     """What one run may store in its steps' rows: the JSON of every attempt's inputs and
-    outputs, as stored, at most `limit` bytes in all (the `max_run_stored_bytes`
-    setting). Each row is bounded by itself, but a run repeats them: a ticket's 3 MiB of
-    inputs named by each of 100 steps stored 300 MiB. `charge` is called with a value
-    measured before it is written; one that would pass the limit is refused with one line
-    (`AgentError`), never written, and fails its step and so the run."""
+    outputs, as stored, and its steps' live logs (`step_logs`), at most `limit` bytes in
+    all (the `max_run_stored_bytes` setting). Each row is bounded by itself, but a run
+    repeats them: a ticket's 3 MiB of inputs named by each of 100 steps stored 300 MiB.
+    A value is measured before it is written; one that would pass the limit is refused
+    with one line (`AgentError`), never written, and fails its step and so the run. A log
+    is a stream: the chunk that would pass the limit and the rest are not stored (one
+    line says so in their place; the log file keeps them), and the run fails (`over`)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.over: str | None = None
+        """Why the run fails, once a log passed the limit: every later charge is refused."""
 
     def fits(self, size: int) -> bool:
         """Whether `size` more bytes may still be stored."""
-        return self.used + size <= self.limit
+        return self.over is None and self.used + size <= self.limit
+
+    def _line(self, what: str, size: int, kind: str = "") -> str:
+        return (
+            f"{what}{size:,} bytes{kind} would bring the run's stored step values to"
+            f" {self.used + size:,} bytes, more than the {mib(self.limit)} a run may store"
+            " (setting max_run_stored_bytes)"
+        )
 
     def charge(self, text: JsonText, prefix: str = "") -> None:
         """Count `text` (a row's value, about to be written) against the run's limit, or
-        `AgentError` (`<prefix>N bytes of JSON would bring the run's stored step values
-        to M bytes, more than the 64 MiB a run may store (setting max_run_stored_bytes)`)."""
+        `AgentError` (`<prefix>N bytes of JSON would bring the run's stored step values to M
+        bytes, more than the 64 MiB a run may store (setting max_run_stored_bytes)`; once
+        a log passed it, `over`)."""
+        if self.over is not None:
+            raise AgentError(self.over)
         size = len(text.text)  # (ASCII: its size in bytes as stored)
         if not self.fits(size):
-            raise AgentError(
-                f"{prefix}{size:,} bytes of JSON would bring the run's stored step values to"
-                f" {self.used + size:,} bytes, more than the {mib(self.limit)} a run may store"
-                " (setting max_run_stored_bytes)"
-            )
+            raise AgentError(self._line(prefix, size, " of JSON"))
         self.used += size
+
+    def log_chunk(self, text: str, step_id: str) -> str:
+        """What to store of a piece of step `step_id`'s log: `text` if it fits; else, once,
+        a line saying the rest is not stored (setting `over`), then nothing."""
+        if self.over is not None:
+            return ""
+        size = len(text.encode("utf-8", "replace"))
+        if self.fits(size):
+            self.used += size
+            return text
+        self.over = self._line(f"log of step {step_id!r}: ", size)
+        return (
+            f"\n[... the rest of this log is not stored: the run's steps reached the"
+            f" {mib(self.limit)} of max_run_stored_bytes; the step's log file has it ...]\n"
+        )

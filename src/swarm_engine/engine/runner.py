@@ -406,6 +406,9 @@ class TicketRunner:
                 with shortage.noticing() as cut:
                     async with asyncio.timeout(plan.timeout_seconds):
                         outputs = await execute(self, plan, ticket, run_id, context, queued)
+                over = self.budget(run_id).over  # a step's log passed it as its step ended
+                if over is not None:
+                    raise RunFailed(over)
             finally:  # every step's VM is destroyed by now (the pool's own `finally`)
                 steps_over()
             await self._close(
