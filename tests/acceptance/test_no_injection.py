@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent
+from tests.support.api import start_api
 from tests.support.cli import query, snapshot, swarm, swarm_inproc
 
 TITLE = "x; echo INJECTED; id"
@@ -146,3 +147,80 @@ def test_a_ticket_field_is_never_the_whole_command(home: Path, tmp_path: Path) -
     (row,) = query(home / "tickets.db", "SELECT status, error, result FROM tickets")
     assert row["status"] == "failed" and "is the whole command" in row["error"], row
     assert "PWNED" not in str(row["result"])
+
+
+SCRIPTED = "sh -c 'echo Hello ${ticket.title}'"
+
+
+def test_a_reference_inside_a_shell_s_script_is_refused_everywhere(
+    home: Path, tmp_path: Path
+) -> None:
+    """`sh -c 'echo Hello ${ticket.title}'` ran the title as code in the inner shell (the
+    outer one kept it one word: the script). Refused at registration (CLI exit 5, HTTP
+    422, one line, nothing written); a registry row holding it, or an agent a workflow
+    feeds another step's output, fails its ticket at plan time with that line; the form
+    the line suggests runs the title as data."""
+    folder = write_agent(tmp_path / "greet", f'name: greet\nkind: shell\ncommand: "{SCRIPTED}"\n')
+    before = snapshot(home / "registry.db")
+    done = swarm_inproc(home, "agent", "register", str(folder))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr == (
+        f"error: {folder / 'agent.yaml'}: command: ${{ticket.title}} stands inside the script"
+        " of `sh -c`, which reads it as code: its value would run; pass it as an argument"
+        " after the script and read it there: sh -c '... \"$1\" ...' _ ${ticket.title} (or"
+        " read $INPUT_<KEY> or the inputs file)\n"
+    )
+    api = start_api(home, token="t0ken-scripted-refs")
+    try:
+        for command in (SCRIPTED, "bash -ec 'echo ${inputs.x}'", 'eval "echo ${inputs.x}"'):
+            got = api.post("/v1/agents", json={"name": "greet", "command": command})
+            assert got.status_code == 422, got.text
+            assert "which reads it as code" in got.json()["message"], got.text
+    finally:
+        api.stop()
+    assert snapshot(home / "registry.db") == before
+
+    rows = {
+        "greet": SCRIPTED,
+        "say": "bash -c 'echo said ${inputs.x}'",
+        "safe": "sh -c 'echo Hello \"$1\"' _ ${ticket.title}",
+    }
+    relay = {"name": "relay", "version": "1.0.0", "steps": [
+        {"id": "a", "agent": "echo", "inputs": {"v": "${inputs.v}"}},
+        {"id": "b", "agent": "say", "inputs": {"x": "${steps.a.outputs.v}"}},
+    ]}  # fmt: skip
+    with sqlite3.connect(home / "registry.db") as db:
+        for name, command in rows.items():
+            spec = {"name": name, "version": "1.0.0", "kind": "shell", "command": command}
+            db.execute(
+                "INSERT INTO agents (name, version, kind, spec) VALUES (?, '1.0.0', 'shell', ?)",
+                (name, json.dumps(spec)),
+            )
+        db.execute(
+            "INSERT INTO workflows (name, version, spec) VALUES ('relay', '1.0.0', ?)",
+            (json.dumps(relay),),
+        )
+    db.close()
+    swarm(home, "ticket", "create", "--title", TITLE, "--agent", "greet", check=True)
+    swarm(home, "ticket", "create", "--title", "relay", "--workflow", "relay",
+          "--inputs-json", json.dumps({"v": TITLE}), check=True)  # fmt: skip
+    swarm(home, "ticket", "create", "--title", TITLE, "--agent", "safe", check=True)
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120)
+    assert done.returncode == 0, done.stderr
+    greet, relayed, safe = query(home / "tickets.db", "SELECT * FROM tickets ORDER BY id")
+    assert greet["status"] == "failed" and greet["error"] == (
+        "agent greet@1.0.0 in the registry: command: ${ticket.title} stands inside the script"
+        " of `sh -c`, which reads it as code: its value would run; pass it as an argument"
+        " after the script and read it there: sh -c '... \"$1\" ...' _ ${ticket.title} (or"
+        " read $INPUT_<KEY> or the inputs file)"
+    ), greet
+    assert relayed["status"] == "failed", relayed
+    assert relayed["error"].startswith(
+        "agent say@1.0.0 in the registry: command: ${inputs.x} stands inside the script of"
+        " `bash -c`, which reads it as code"
+    ), relayed
+    assert safe["status"] == "done", safe
+    assert json.loads(safe["result"])["stdout"] == f"Hello {TITLE}\n"
+    steps = query(home / "tickets.db", "SELECT agent_name, outputs FROM step_executions")
+    assert {s["agent_name"] for s in steps} == {"safe"}  # nothing ran for the refused ones
+    assert "INJECTED\n" not in json.dumps(steps) and "uid=" not in json.dumps(steps)

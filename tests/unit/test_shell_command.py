@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm_engine.agents.shell_command import check_command, render_command
+from swarm_engine.templating import TemplateError
 
 # each line prints one field, NUL-terminated; the comment holds a quote that must not count
 COMMAND = "\n".join(
@@ -106,3 +107,81 @@ def test_places_where_no_quoting_holds_are_refused(command: str, where: str) -> 
 )
 def test_references_beside_those_places_are_accepted(command: str) -> None:
     assert check_command(command) is None
+
+
+# A reference inside a word another program reads as code: refused, unless it is that
+# whole word (running a value as code, said on purpose). `agents.shell_code`.
+CODE_WORDS = [
+    ("sh -c 'echo Hello ${ticket.title}'", "the script of `sh -c`"),
+    ('bash -c "echo ${inputs.v}"', "the script of `bash -c`"),
+    ("bash -ec 'echo ${inputs.v}'", "the script of `bash -c`"),
+    ("bash -lc 'echo ${inputs.v}'", "the script of `bash -c`"),
+    ("dash -xc echo\\ ${inputs.v}", "the script of `dash -c`"),
+    ("zsh -o pipefail +e -c 'echo ${inputs.v}'", "the script of `zsh -c`"),
+    ("/bin/sh -c 'x'${inputs.v}", "the script of `sh -c`"),
+    ("sh -c -- 'echo ${inputs.v}'", "the script of `sh -c`"),
+    ("sh 2>/dev/null -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    ("env A=1 timeout 5 nice sh -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    ("find . -exec sh -c 'echo ${inputs.v}' \\;", "the script of `sh -c`"),
+    ('x=$(bash -c "echo ${inputs.v}"); echo "$x"', "the script of `bash -c`"),
+    ('echo ok; sh -c "echo $(cat ${inputs.v})"', "the script of `sh -c`"),
+    ('"$SHELL" -c "echo ${inputs.v}"', "the script of `sh -c`"),
+    ("X=${inputs.n} sh -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    ('eval "echo ${inputs.v}"', "the arguments of `eval`"),
+    ("eval echo ${inputs.v}", "the arguments of `eval`"),
+    ("if true; then eval ${inputs.v} ${inputs.n}; fi", "the arguments of `eval`"),
+    ("python3 -c 'print(\"${inputs.v}\")'", "the code of `python3 -c`"),
+    ("python3 -Ic 'import os' ${inputs.n}; python3 -c'${inputs.v}'", "the code of `python3 -c`"),
+    ("perl -e 'print ${inputs.v}'", "the code of `perl -e`"),
+    ("node --eval 'f(${inputs.v})'", "the code of `node -e`"),
+    ("awk '{ print \"${inputs.v}\" }' file", "the program of `awk`"),
+    ("sed -n -e p -e 's/a/${inputs.v}/' file", "the script of `sed -e`"),
+    ("trap 'echo ${inputs.v}' EXIT", "the command of `trap`"),
+]
+
+
+@pytest.mark.parametrize(("command", "where"), CODE_WORDS)
+def test_a_reference_inside_another_program_s_code_is_refused(command: str, where: str) -> None:
+    problem = check_command(command)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"${{inputs.v}} stands inside {where}, which reads it as code") or (
+        problem.startswith(f"${{ticket.title}} stands inside {where},")
+    ), problem
+    with pytest.raises(TemplateError, match="reads it as code"):
+        render_command(command, {"inputs": {"v": "x", "n": 1}, "ticket": {"title": "t"}})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sh -c 'echo \"$1\"' _ ${inputs.v}",  # the form the refusal suggests
+        "sh -c ${inputs.v}",  # the whole script: a value run as code on purpose
+        'bash -ec "${inputs.v}" _ ${inputs.n}',
+        "eval ${inputs.v}",
+        "python3 -c 'import sys; print(sys.argv[1])' ${inputs.v}",
+        "python3 tool.py -c ${inputs.v}",
+        "awk -v value=${inputs.v} -F, '{ print value }' ${inputs.n}",
+        "sed -e 's/a/b/' ${inputs.v}",
+        "sh script.sh -c 'echo ${inputs.v}'",
+        "echo ${inputs.v} sh -c; echo eval ${inputs.v}",
+        'grep -c ${inputs.v} f; git commit -m "fix ${inputs.v}"',
+        "sh -c 'echo ok' # sh -c 'echo ${inputs.v}'",
+        "sh -c 'echo ok'; echo 'sh -c ${inputs.v}'",
+        "X=${inputs.v} sh -c 'echo \"$X\"'",
+    ],
+)
+def test_a_reference_outside_another_program_s_code_is_accepted(command: str) -> None:
+    assert check_command(command) is None
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_value_after_a_shell_s_script_is_data(value: str) -> None:
+    """The form the refusal suggests keeps the value one argument of the inner shell."""
+    text, env = render_command(
+        'sh -c \'printf "%s\\0" "$1"\' _ ${inputs.v}; bash -ec \'printf "%s" "$@"\' _ ${inputs.v}',
+        {"inputs": {"v": value}},
+    )
+    done = subprocess.run(
+        ["sh", "-c", text], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, check=True
+    )
+    assert done.stdout.decode() == f"{value}\0{value}"

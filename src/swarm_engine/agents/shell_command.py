@@ -15,7 +15,9 @@ The shell expands a variable once and never parses its value as code, so even a 
 the command text could only split or misquote a value, never run it. Places where no quoting
 keeps a value one literal word are refused (at registration, and at run time for a
 definition stored before this rule): inside backquotes, `$((...))`, a `${...}` expansion,
-right after a backslash, and anywhere after a here-document (`<<`).
+right after a backslash, and anywhere after a here-document (`<<`); and inside a word
+another program reads as code (the script of `sh -c '...'`, `eval`'s arguments, the code of
+`python3 -c`, ...: `agents.shell_code`), unless the reference is that whole word.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from swarm_engine.agents.shell_code import code_references
 from swarm_engine.templating import Ref, TemplateError, lookup, parse, references
 
 REF_ENV_PREFIX = "SWARM_REF_"
@@ -145,6 +148,16 @@ def _plan(parts: list[str | Ref]) -> list[str]:
             )
         contexts.append(where)
         scanner.after_reference()
+    code = code_references([p if isinstance(p, str) else None for p in parts])
+    if code:
+        index = min(code)
+        where, hint, prog = code[index]
+        path = [p for p in parts if isinstance(p, Ref)][index].path
+        raise TemplateError(
+            f"${{{path}}} stands inside {where}, which reads it as code: its value would"
+            f" run; {hint.format(prog=prog, path=path)} (or read $INPUT_<KEY> or the inputs"
+            " file)"
+        )
     return contexts
 
 
