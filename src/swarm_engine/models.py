@@ -24,7 +24,7 @@ from pydantic import (
 # the pydantic-free records and name patterns live in records.py (the store, short commands
 # and registry/plain.py use them without pydantic); they are re-exported here
 from swarm_engine.errors import VMError
-from swarm_engine.records import ENV_MAX_VARS
+from swarm_engine.records import ENV_MAX_VARS, MAX_STEP_COST_USD, MAX_STEP_TOKENS
 from swarm_engine.records import ENV_NAME_RE as ENV_NAME_RE
 from swarm_engine.records import IMAGE_RE as IMAGE_RE
 from swarm_engine.records import NAME_RE as NAME_RE
@@ -39,6 +39,15 @@ from swarm_engine.vm.base import output_file_path
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+STEP_TIMEOUT_MAX = 7 * 24 * 3600
+"""The longest a step may run (an agent's or a workflow step's `timeout_seconds`) and wait
+between its attempts (`retry.max_backoff_seconds`): 7 days. Past it a number stops meaning
+a time (from about 1.8e19 s, `prlimit --cpu` cannot take it); a registry row past it does
+not decode, so its tickets fail with one line naming the field."""
+RUN_TIMEOUT_MAX = 365 * 24 * 3600
+"""The longest a workflow's `timeout_seconds` may be: a year, as a ticket's."""
 
 
 class VMRequirements(_Strict):
@@ -70,10 +79,13 @@ class VMRequirements(_Strict):
 
 class ApiBudget(_Strict):
     """Stop the step once it has used this many tokens (all four kinds) or USD: a whole
-    number and a finite amount (no budget is no `budget:`, never `.inf`)."""
+    number and a finite amount (no budget is no `budget:`, never `.inf`), at most what a
+    step is believed to use (`records.MAX_STEP_TOKENS`, `MAX_STEP_COST_USD`)."""
 
-    max_tokens: int | None = Field(default=None, strict=True, gt=0)
-    max_usd: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
+    max_tokens: int | None = Field(default=None, strict=True, gt=0, le=MAX_STEP_TOKENS)
+    max_usd: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, gt=0, le=MAX_STEP_COST_USD
+    )
 
 
 class ModelApiSpec(_Strict):
@@ -91,7 +103,9 @@ class RetryPolicy(_Strict):
     attempts: int = Field(default=1, strict=True, ge=1, le=20)
     backoff_seconds: float = Field(default=1.0, strict=True, ge=0, le=3600)
     backoff_factor: float = Field(default=2.0, strict=True, ge=1, le=10)
-    max_backoff_seconds: float = Field(default=60.0, strict=True, allow_inf_nan=False, ge=0)
+    max_backoff_seconds: float = Field(
+        default=60.0, strict=True, allow_inf_nan=False, ge=0, le=STEP_TIMEOUT_MAX
+    )
 
 
 def _output_file(declared: str) -> str:
@@ -117,7 +131,7 @@ class AgentSpec(_Strict):
     outputs: dict[str, Any] = Field(default_factory=dict)
     memory_mb: int = Field(default=512, strict=True, ge=16, le=65536)
     vcpus: int = Field(default=1, strict=True, ge=1, le=64)
-    timeout_seconds: float = Field(default=600.0, strict=True, gt=0, le=7 * 24 * 3600)
+    timeout_seconds: float = Field(default=600.0, strict=True, gt=0, le=STEP_TIMEOUT_MAX)
     env: dict[str, str] = Field(default_factory=dict)
     vm: VMRequirements = Field(default_factory=VMRequirements)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -206,7 +220,9 @@ class StepSpec(_Strict):
     agent: str
     inputs: dict[str, Any] = Field(default_factory=dict)
     needs: list[str] = Field(default_factory=list)
-    timeout_seconds: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
+    timeout_seconds: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, gt=0, le=STEP_TIMEOUT_MAX
+    )
     retry: RetryPolicy | None = None
 
     @field_validator("id")
@@ -274,7 +290,9 @@ class WorkflowSpec(_Strict):
     variables: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(max_length=MAX_STEPS)
     outputs: dict[str, Any] | None = None
-    timeout_seconds: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
+    timeout_seconds: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, gt=0, le=RUN_TIMEOUT_MAX
+    )
     triggers: list[TriggerSpec] = Field(default_factory=list)
 
     @field_validator("triggers", mode="before")

@@ -28,6 +28,23 @@ from tests.support.hostile_yaml import BOMB, WORKFLOW_BOMB
 
 from swarm_engine.registry.loader import MAX_DEFINITION_BYTES
 
+AT_MOST = "Input should be less than or equal to"
+AGENT_CAPS = [
+    ("shell", "timeout_seconds: 604800.5", "timeout_seconds", 604800),
+    ("shell", "retry: {max_backoff_seconds: 1.0e+300}", "retry.max_backoff_seconds", 604800),
+    ("shell", "model_api: {budget: {max_tokens: 1099511627777}}", "budget.max_tokens", 2**40),
+    ("shell", "model_api: {budget: {max_usd: 1.0e+300}}", "model_api.budget.max_usd", 1000000),
+    ("claude", "config: {budget: {max_tokens: 1099511627777}}", "config.budget.max_tokens", 2**40),
+    ("claude-code", "config: {budget: {max_usd: 1.0e+7}}", "config.budget.max_usd", 1000000),
+    ("claude", "config: {prices: {m: {input: 1.0e+300, output: 1}}}", "m.input", 1000000),
+]
+WORKFLOW_CAPS = [
+    ("", ", timeout_seconds: 1.0e+20", "steps.0.timeout_seconds", 604800),
+    ("", ", timeout_seconds: 604800.5", "steps.0.timeout_seconds", 604800),
+    ("", ", retry: {max_backoff_seconds: 1.0e+9}", "steps.0.retry.max_backoff_seconds", 604800),
+    ("timeout_seconds: 1.0e+20\n", "", "workflow.yaml: timeout_seconds", 31536000),
+]
+
 
 def state(home: Path) -> tuple[list[str], list[str], list[str]]:
     packages = home / "packages"
@@ -153,6 +170,10 @@ def refused(home: Path, args: list[str], message: str) -> str:
             )
         ),
         ("name: x\nkind: shell\ntimeout_seconds: .inf\n", "timeout_seconds: .inf is not a finite"),
+        *(  # every number of a definition has a cap, as timeout_seconds has
+            (f"name: x\nkind: {kind}\nmemory_mb: 2048\n{line}\n", f"{field}: {AT_MOST} {cap}")
+            for kind, line, field, cap in AGENT_CAPS
+        ),
         ("name: x\nkind: shell\nretry: {backoff_seconds: '1'}\n", "retry.backoff_seconds: In"),
         ("name: x\nkind: shell\nvcpus: true\n", "agent.yaml: vcpus: Input should be a valid int"),
         ("name: x\nkind: shell\nvm: {network: 'yes'}\n", "vm.network: Input should be a valid"),
@@ -223,6 +244,10 @@ WORKFLOWS = [
     ("name: w\nsteps:\n  - {id: a, agent: echo, timeout_seconds: .inf}\n", "a finite number"),
     ("name: w\ntimeout_seconds: '30'\nsteps:\n  - {id: a, agent: echo}\n", "timeout_seconds: In"),
     ("name: w\ntimeout_seconds: .inf\nsteps:\n  - {id: a, agent: echo}\n", "a finite number"),
+    *(  # capped as an agent's are: past them a number is no time (prlimit failed every run)
+        (f"name: w\n{head}steps:\n  - {{id: a, agent: echo{step}}}\n", f"{field}: {AT_MOST} {cap}")
+        for head, step, field, cap in WORKFLOW_CAPS
+    ),
     (WORKFLOW_BOMB, "workflow.yaml: invalid YAML (line 6, column 11): YAML anchors and aliases"),
 ]
 
@@ -495,6 +520,18 @@ def test_plain_decimal_numbers_at_the_limits_register(home: Path, tmp_path: Path
         "inputs: {default: 9223372036854775807, minimum: -9223372036854775808, maximum: .5}\n"
     )
     done = swarm_inproc(home, "agent", "register", str(write_agent(tmp_path / "a", text)))
+    assert done.returncode == 0, done.stderr
+    text = (
+        "name: w\ntimeout_seconds: 31536000\nsteps:\n  - id: a\n    agent: echo\n"
+        "    timeout_seconds: 604800\n    retry: {max_backoff_seconds: 604800}\n"
+    )
+    done = swarm_inproc(home, "workflow", "register", str(write_workflow(tmp_path / "w", text)))
+    assert done.returncode == 0, done.stderr
+    text = (
+        "name: y\nkind: shell\ntimeout_seconds: 604800\nretry: {max_backoff_seconds: 604800}\n"
+        "model_api: {budget: {max_tokens: 1099511627776, max_usd: 1000000}}\n"
+    )
+    done = swarm_inproc(home, "agent", "register", str(write_agent(tmp_path / "y", text)))
     assert done.returncode == 0, done.stderr
 
 

@@ -82,9 +82,9 @@ BOUNDS: dict[str, dict[str, int]] = {
     "RetryPolicy.attempts": {"ge": 1, "le": 20},
     "RetryPolicy.backoff_seconds": {"ge": 0, "le": 3600},
     "RetryPolicy.backoff_factor": {"ge": 1, "le": 10},
-    "RetryPolicy.max_backoff_seconds": {"ge": 0},
-    "ApiBudget.max_tokens": {"gt": 0},
-    "ApiBudget.max_usd": {"gt": 0},
+    "RetryPolicy.max_backoff_seconds": {"ge": 0, "le": 7 * 24 * 3600},
+    "ApiBudget.max_tokens": {"gt": 0, "le": 2**40},
+    "ApiBudget.max_usd": {"gt": 0, "le": 10**6},
 }
 """The models' bounds on numbers (`allowed_ports`: on each port); a test checks them."""
 DEFAULTS = {"version": "1.0.0", "kind": "shell"}

@@ -60,12 +60,26 @@ from swarm_engine.vm.workspace import (
 
 T = TypeVar("T")
 
+
+def cpu_seconds(timeout: float) -> int:
+    """The CPU limit for a command with this wall-clock timeout: 2 s over it, clamped to
+    `CPU_SECONDS_MAX` (NaN and infinity too)."""
+    if not timeout < CPU_SECONDS_MAX:  # also NaN, inf
+        return CPU_SECONDS_MAX + 2
+    return max(int(timeout), 0) + 2
+
+
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
 """After a command's own process has exited, how long its pipes are still read (what is
 buffered in them); its leftovers are killed by then, so they reach EOF at once."""
 BASE_PATH = SANDBOX_PATH
 DISK_CHECK_SECONDS = 0.05
+CPU_SECONDS_MAX = 7 * 24 * 3600
+"""The most CPU time a command is given (`prlimit --cpu`): the longest a step may run
+(`models.STEP_TIMEOUT_MAX`). A longer or non-finite timeout (a caller's, or a row's that
+slipped past decoding) is clamped to it: past about 1.8e19 `prlimit` cannot parse the limit
+and fails every command as if it had exited 1."""
 """How often a running command's workspace is measured against `disk_mb`."""
 
 
@@ -143,7 +157,7 @@ class ProcessVM:
         return [
             prlimit(),
             f"--as={self.spec.memory_mb * 1024 * 1024 + 256 * 1024 * 1024}",
-            f"--cpu={int(timeout) + 2}",
+            f"--cpu={cpu_seconds(timeout)}",
             f"--nofile={self.spec.max_open_files}",
             f"--nproc={self.spec.max_processes}",
             f"--fsize={self.config.disk_mb * 1024 * 1024}",

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.models import first_error
+from swarm_engine.records import MAX_STEP_COST_USD, MAX_STEP_TOKENS
 
 ToolName = Literal["bash", "read_file", "write_file", "edit_file", "list_dir"]
 ALL_TOOLS: tuple[ToolName, ...] = ("bash", "read_file", "write_file", "edit_file", "list_dir")
@@ -63,21 +64,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+PRICE_MAX = MAX_STEP_COST_USD
+"""The most a price may be, in USD per million tokens: beyond it no cost is believable
+(`records.MAX_STEP_COST_USD`), and a step's cost stays finite."""
+
+
 class Price(_Strict):
     """USD per million tokens. Cache prices default to 1.25x (write) and 0.1x (read) input."""
 
-    input: float = Field(strict=True, allow_inf_nan=False, ge=0)
-    output: float = Field(strict=True, allow_inf_nan=False, ge=0)
-    cache_write: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=0)
-    cache_read: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=0)
+    input: float = Field(strict=True, allow_inf_nan=False, ge=0, le=PRICE_MAX)
+    output: float = Field(strict=True, allow_inf_nan=False, ge=0, le=PRICE_MAX)
+    cache_write: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, ge=0, le=PRICE_MAX
+    )
+    cache_read: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, ge=0, le=PRICE_MAX
+    )
 
 
 class Budget(_Strict):
     """Stop the loop once the step has used this much (checked between turns): a whole
-    number of tokens and a finite amount (no budget is no `budget:`, never `.inf`)."""
+    number of tokens and a finite amount (no budget is no `budget:`, never `.inf`), at most
+    what a step is believed to use (`records.MAX_STEP_TOKENS`, `MAX_STEP_COST_USD`)."""
 
-    max_tokens: int | None = Field(default=None, strict=True, gt=0)
-    max_usd: float | None = Field(default=None, strict=True, allow_inf_nan=False, gt=0)
+    max_tokens: int | None = Field(default=None, strict=True, gt=0, le=MAX_STEP_TOKENS)
+    max_usd: float | None = Field(
+        default=None, strict=True, allow_inf_nan=False, gt=0, le=MAX_STEP_COST_USD
+    )
 
 
 class RetrySettings(_Strict):
