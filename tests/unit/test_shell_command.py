@@ -185,3 +185,15 @@ def test_a_value_after_a_shell_s_script_is_data(value: str) -> None:
         ["sh", "-c", text], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, check=True
     )
     assert done.stdout.decode() == f"{value}\0{value}"
+
+
+def test_a_command_nested_too_deep_to_follow_is_refused_with_one_line() -> None:
+    """The parser that finds another program's code recurses into `$(...)`: a command
+    nested 50,000 deep (within the 128 KiB a command may hold) was a RecursionError."""
+    assert check_command("echo " + "$(echo " * 99 + "${inputs.v}" + ")" * 99) is None
+    assert check_command("echo " + "$(" * 50_000 + "x") is None  # no reference: not parsed
+    problem = check_command("echo " + "$(" * 50_000 + "${inputs.v}")
+    assert problem == (
+        "${inputs.v} stands in a command that nests $(...) or backquotes over 100 deep, too"
+        " deep to tell whether a program reads it as code"
+    )

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 Why = tuple[str, str, str]
 """Where a reference stands ("the script of `sh -c`"), how to pass it as data instead (a
 format string of `prog` and `path`), and the program."""
+MAX_NESTING = 100
+"""The deepest `$(...)` / backquotes the parser follows (it recurses): a command nested
+deeper, with a reference in it, is refused (too deep to tell where the reference stands)."""
 REF = "\x00"  # a reference, in a word's text
 EXPANSION = "\x01"  # any other expansion ($X, $(...), `...`, ${...}, $((...)))
 
@@ -267,6 +270,10 @@ class _Command:
         self.reset()
 
 
+class TooDeep(Exception):
+    """A command nests `$(...)` or backquotes deeper than `MAX_NESTING`."""
+
+
 class _Parser:
     """Reads shell text into words and simple commands (`_Command`), with the positions of
     the references in `refs`."""
@@ -276,6 +283,7 @@ class _Parser:
         self.refs = refs
         self.found: dict[int, Why] = {}
         self.stopped = False
+        self.depth = 0
 
     def commands(self, i: int, close: str) -> tuple[int, list[int]]:
         """Commands from `i` to `close` (`)`, a backquote, or "" for the end); the position
@@ -396,7 +404,11 @@ class _Parser:
             return k + len(close)
         if s.startswith("$(", i) or s[i] == "`":
             start, close = (i + 2, ")") if s[i] == "$" else (i + 1, "`")
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise TooDeep
             after, nested = self.commands(start, close)
+            self.depth -= 1
             word.refs.extend(nested)
             word.text += EXPANSION
             return after
@@ -411,7 +423,9 @@ class _Parser:
 def code_references(pieces: list[str | None]) -> dict[int, Why]:
     """For the references of a command (`None` in `pieces`, in order), those that stand
     inside another program's code: their index -> (where, how to pass it as data, the
-    program)."""
+    program). Raises `TooDeep` for a command nested past `MAX_NESTING`."""
+    if None not in pieces:
+        return {}
     text, refs, order = "", set[int](), dict[int, int]()
     for piece in pieces:
         if piece is None:

@@ -26,7 +26,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from swarm_engine.agents.shell_code import code_references
+from swarm_engine.agents.shell_code import MAX_NESTING, TooDeep, code_references
 from swarm_engine.templating import Ref, TemplateError, lookup, parse, references
 
 REF_ENV_PREFIX = "SWARM_REF_"
@@ -148,7 +148,14 @@ def _plan(parts: list[str | Ref]) -> list[str]:
             )
         contexts.append(where)
         scanner.after_reference()
-    code = code_references([p if isinstance(p, str) else None for p in parts])
+    try:
+        code = code_references([p if isinstance(p, str) else None for p in parts])
+    except TooDeep:
+        first = next(p for p in parts if isinstance(p, Ref))
+        raise TemplateError(
+            f"${{{first.path}}} stands in a command that nests $(...) or backquotes over"
+            f" {MAX_NESTING} deep, too deep to tell whether a program reads it as code"
+        ) from None
     if code:
         index = min(code)
         where, hint, prog = code[index]
