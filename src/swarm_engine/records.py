@@ -106,6 +106,10 @@ MAX_TOTAL_TOKENS = 2**53 - 1
 every JSON reader holds exactly (JavaScript's `Number.MAX_SAFE_INTEGER`). Reached only
 by more than 8,000 steps at `MAX_STEP_TOKENS` each."""
 
+MAX_TICKET_TIMEOUT_SECONDS = 365 * 86400.0
+"""The longest a ticket's `timeout_seconds` may be: a year. `ticket create` and the API
+refuse more; a row another client wrote with more fails its ticket with one line."""
+
 
 def split_ref(ref: str) -> tuple[str, str | None]:
     """'name@1.2' -> ('name', '1.2'); 'name' -> ('name', None). `ConfigError` for an empty

@@ -55,3 +55,26 @@ def test_a_row_past_a_cap_fails_its_ticket_with_one_line(
         f" equal to {cap}"
     ), ticket
     assert store_target.rows("SELECT count(*) AS n FROM step_executions") == [{"n": 0}]
+
+
+@pytest.mark.parametrize("timeout", [1e20, 1e308, 31536000.5])
+def test_a_ticket_row_past_a_year_fails_with_one_line(
+    store_target: Target, tmp_path: Path, timeout: float
+) -> None:
+    """A ticket row's own `timeout_seconds` past a year (what `ticket create` refuses)
+    fails that ticket with one line; the ticket beside it runs."""
+    home = tmp_path / "home"
+    env = store_target.env
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    store_target.sql(
+        "INSERT INTO tickets (title, status, execution_mode, agent_id, inputs, timeout_seconds)"
+        f" VALUES ('long', 'open', 'single', 'echo', '{{}}', {timeout!r}),"
+        " ('fine', 'open', 'single', 'echo', '{}', 60)"
+    )
+    done = swarm_inproc(home, "start", "--foreground", "--until-idle", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = store_target.rows("SELECT title, status, error FROM tickets ORDER BY id")
+    assert [(r["title"], r["status"]) for r in rows] == [("long", "failed"), ("fine", "done")]
+    error = rows[0]["error"]
+    assert "timeout_seconds: must be positive, at most 31536000" in error, error
+    assert "\n" not in error

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from swarm_engine.errors import ConflictError, UsageError
 from swarm_engine.records import (
     MAX_DESCRIPTION_BYTES,
+    MAX_TICKET_TIMEOUT_SECONDS,
     MAX_TITLE_BYTES,
     TicketStatus,
     inputs_too_big,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_PAGE = 100_000
 MAX_ATTEMPTS = 100
-MAX_TIMEOUT = 365 * 86400.0
+MAX_TIMEOUT = MAX_TICKET_TIMEOUT_SECONDS
 
 
 class Fields(NamedTuple):

@@ -31,6 +31,7 @@ from swarm_engine.records import (
     MAX_STEP_COST_USD,
     MAX_STEP_DURATION_MS,
     MAX_STEP_TOKENS,
+    MAX_TICKET_TIMEOUT_SECONDS,
     MAX_TITLE_BYTES,
     RECORD_JSON_OVER,
     RESULT_OVER,
@@ -333,8 +334,11 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
     if not isinstance(ticket_id, int):  # INTEGER PRIMARY KEY: always an int in SQLite
         raise TypeError(f"tickets.id is {ticket_id!r}")
     timeout = d.number("timeout_seconds")
-    if timeout is not None and timeout <= 0:
-        d.bad("timeout_seconds", f"must be positive (is {timeout:g})")
+    if timeout is not None and not 0 < timeout <= MAX_TICKET_TIMEOUT_SECONDS:
+        d.bad(
+            "timeout_seconds",
+            f"must be positive, at most {MAX_TICKET_TIMEOUT_SECONDS:.0f} (a year; is {timeout:g})",
+        )
         timeout = None
     mode = d.choice("execution_mode", MODES, "single")
     agent_id = d.opt_text("agent_id")
