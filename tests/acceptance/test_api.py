@@ -442,6 +442,53 @@ def test_odd_rows_are_shown_not_failed(world: World) -> None:
         )
 
 
+def test_timestamps_python_cannot_hold_are_shown_not_failed(world: World) -> None:
+    """PostgreSQL holds `infinity`, `-infinity`, year 294276 and BC dates; SQLite holds
+    what its date functions read before year 1. Python's datetime holds neither: such a
+    row made GET /v1/tickets answer 422 for everyone while it existed. The row is shown,
+    with a defect naming the column, in every table."""
+    far, minus, bc = (
+        ("'294276-12-31'", "'-infinity'", "'4713-01-01 BC'")
+        if world.target.dialect == "postgresql"
+        else ("'0000-06-01'", "1e300", "'-0001-01-01'")
+    )
+    world.target.sql(
+        "INSERT INTO tickets (id, title, status, agent_id, created_at, updated_at)"
+        f" VALUES (900002, 'far', 'done', 'echo', {far}, {far});"
+        "INSERT INTO workflow_runs (id, ticket_id, attempt, attempt_id, execution_mode, status,"
+        f" started_at) VALUES (900002, 900002, 1, 'far-1', 'single', 'done', {minus});"
+        "INSERT INTO step_executions (id, run_id, step_id, agent_name, agent_version,"
+        " agent_kind, status, queued_at) VALUES (900002, 900002, 'main', 'echo', '1', 'echo',"
+        f" 'done', {bc});"
+        "INSERT INTO vms (id, backend, host, owner_pid, state, created_at) VALUES"
+        f" ('far-vm', 'process', 'far-host', 1, 'busy', {bc});"
+    )
+    try:
+        listed = ok(world.api.get("/v1/tickets", params={"limit": 100}))
+        [item] = [t for t in listed["items"] if t["id"] == 900002]
+        assert item["created_at"] is None and any(
+            d.startswith("created_at:") for d in item["defects"]
+        ), item
+        ticket = ok(world.api.get("/v1/tickets/900002"))
+        assert {d.split(":")[0] for d in ticket["defects"]} >= {"created_at", "updated_at"}
+        step = ticket["runs"][0]["steps"][0]
+        assert any(d.startswith("queued_at:") for d in step["defects"]), step
+        run = ok(world.api.get("/v1/runs/900002"))
+        assert any(d.startswith("started_at:") for d in run["defects"]), run
+        vm = next(v for v in ok(world.api.get("/v1/vms")) if v["id"] == "far-vm")
+        assert any(d.startswith("created_at:") for d in vm["defects"]), vm
+        for path in ("/v1/runs", "/v1/status", "/v1/hosts", "/v1/usage", "/metrics",
+                     "/v1/tickets/900002/events", "/v1/tickets/900002/runs"):  # fmt: skip
+            assert world.api.get(path).status_code == 200, path
+        for args in (("ticket", "list"), ("ticket", "show", "900002"), ("status",)):
+            assert "created_at" in world.cli(*args) or args[0] == "status"
+    finally:
+        world.target.sql(
+            "DELETE FROM vms WHERE id = 'far-vm'; DELETE FROM step_executions WHERE id = 900002;"
+            "DELETE FROM workflow_runs WHERE id = 900002; DELETE FROM tickets WHERE id = 900002;"
+        )
+
+
 # -- metrics --------------------------------------------------------------------------------
 def metrics_of(api: Api) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     got = api.get("/metrics")

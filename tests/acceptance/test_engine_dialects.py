@@ -206,3 +206,43 @@ def test_a_hand_written_registry_row_fails_its_tickets_in_one_line(fleet: Fleet)
     [row] = fleet.rows("SELECT status, error FROM tickets")
     assert row["status"] == "failed" and "agent hand@1 in the registry" in row["error"]
     assert "\n" not in row["error"]
+
+
+# Instants each store holds but Python's datetime cannot (before year 1, after 9999,
+# infinite), and a number SQLite reads as no time at all.
+UNHELD = {
+    "postgresql": ["'infinity'", "'-infinity'", "'294276-12-31'", "'4713-01-01 BC'"],
+    "sqlite": ["'0000-06-01'", "'-0001-01-01'", "1e300", "'infinity'"],
+}
+
+
+def test_a_timestamp_python_cannot_hold_fails_its_ticket_at_its_claim(fleet: Fleet) -> None:
+    """A `created_at` PostgreSQL holds but Python cannot (`infinity`, year 294276, BC)
+    stopped the read of the claimed row: the ticket stayed claimed with no run, failed
+    leases later as "did not renew it in time", and `ticket list` failed for everyone
+    while the row existed. It fails at its claim, one line naming the column; every
+    command shows it."""
+    values = UNHELD[fleet.target.dialect]
+    for i, value in enumerate(values):
+        fleet.target.sql(
+            "INSERT INTO tickets (title, status, agent_id, created_at)"
+            f" VALUES ('bad {i}', 'open', 'echo', {value})"
+        )
+    fleet.target.sql(
+        "INSERT INTO tickets (title, status, agent_id) VALUES ('good', 'open', 'echo')"
+    )
+    done = swarm(fleet.home, "start", "--foreground", "--until-idle", timeout=60,
+                 **fleet.target.env, **FAST)  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    rows = {r["title"]: r for r in fleet.rows("SELECT title, status, attempts, error FROM tickets")}
+    assert rows["good"]["status"] == "done"
+    for i in range(len(values)):
+        row = rows[f"bad {i}"]
+        assert row["status"] == "failed" and row["attempts"] == 1, row
+        assert "created_at: " in row["error"] and "\n" not in row["error"], row
+    assert fleet.rows("SELECT 1 FROM workflow_runs WHERE status = 'running'") == []
+    for args in (("ticket", "list"), ("ticket", "list", "--json"), ("ticket", "show", "1"),
+                 ("ticket", "show", "1", "--json"), ("status",), ("status", "--json")):  # fmt: skip
+        shown = fleet.cli(*args)
+        assert shown.returncode == 0 and "Traceback" not in shown.stdout + shown.stderr, args
+        assert "created_at" in shown.stdout or args[0] == "status", (args, shown.stdout)

@@ -34,6 +34,7 @@ from swarm_engine.errors import (
     StoreUnreachableError,
 )
 from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, ValueReader
+from swarm_engine.store.timestamps import UnheldInstant
 
 POOL_MAX = 4
 CONNECT_TIMEOUT = 10.0
@@ -41,10 +42,15 @@ MIGRATION_LOCK = 0x5357_4D01  # pg_advisory_xact_lock key: "SWM" 1
 
 
 class IsoTimestampLoader(TimestamptzLoader):
-    """`timestamptz` as the text SQLite stores: `2026-12-01T04:41:45.123Z`."""
+    """`timestamptz` as the text SQLite stores: `2026-12-01T04:41:45.123Z`. A value
+    Python cannot hold (infinite, before year 1, after 9999) is `UnheldInstant`, the
+    server's text: never an error of the whole statement, whose other rows are fine."""
 
     def load(self, data: Any) -> str:  # type: ignore[override]
-        value = super().load(data)
+        try:
+            value = super().load(data)
+        except psycopg.DataError:
+            return UnheldInstant(bytes(data).decode("utf-8", errors="replace"))
         if not isinstance(value, datetime):
             return str(value)
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -23,6 +23,11 @@ two to each other (tests/unit/test_sqlite_timestamps.py). The rules, as in SQLit
 SQLite holds instants from 4714 BC; Python's `datetime` starts at year 1, so an instant
 before 0001-01-01T00:00:00Z (year 0 included) is refused as "before year 1". A blob is
 refused although SQLite would read its bytes as text.
+
+PostgreSQL's `timestamptz` holds `infinity`, `-infinity` and years from 4713 BC to
+294276 AD; its driver hands a value Python cannot hold over as `UnheldInstant` (the
+server's text), which `parse_timestamp` refuses with the reason: a defect of that row
+alone, never an error of the statement that read it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,22 @@ _CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\
 """`format_ts`'s form, which every engine writes: read by `datetime.fromisoformat`."""
 
 
+class UnheldInstant(str):
+    """A PostgreSQL `timestamptz` that Python's `datetime` cannot hold, as the server's
+    text (`infinity`, `-infinity`, `294276-12-31 00:00:00+00`, `4713-01-01 00:00:00+00 BC`)."""
+
+    __slots__ = ()
+
+    @property
+    def why(self) -> str:
+        """Why the engine cannot hold it, as a defect's reason."""
+        text = self.strip().lower()
+        if text in ("infinity", "-infinity"):
+            return f"{text}, which the engine cannot hold"
+        where = "before year 1" if text.endswith("bc") else "after year 9999"
+        return f"{where}, which the engine cannot hold ({shown(str(self), 30)})"
+
+
 def format_ts(value: datetime | None) -> str | None:
     """A timestamp as stored by the engine: UTC ISO-8601, milliseconds, `Z`."""
     if value is None:
@@ -61,6 +82,8 @@ def parse_timestamp(value: Any) -> datetime | None:
     before year 1."""
     if value is None:
         return None
+    if isinstance(value, UnheldInstant):
+        raise ValueError(value.why)
     if type(value) is str and _CANONICAL.fullmatch(value):  # what the engine writes
         try:
             return datetime.fromisoformat(value)  # (the same instant, four times faster)
