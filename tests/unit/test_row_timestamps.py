@@ -97,3 +97,25 @@ async def test_a_workflow_whose_row_has_no_time_skips_its_triggers_with_one_warn
         assert "cronbad-t" in warnings[0] and "\n" not in warnings[0]
     finally:
         reg.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("infinity", "infinity, which the engine cannot hold"),
+     ("-infinity", "-infinity, which the engine cannot hold"),
+     ("294276-12-31 00:00:00+00", "after year 9999, which the engine cannot hold"),
+     ("4713-01-01 00:00:00+00 BC", "before year 1, which the engine cannot hold")],
+)  # fmt: skip
+def test_a_postgresql_instant_python_cannot_hold_is_a_value_error_saying_why(
+    text: str, why: str
+) -> None:
+    """The PostgreSQL driver hands such a `timestamptz` over as `UnheldInstant` (its
+    text): read as a defect with its reason, never as an error of the whole statement."""
+    from swarm_engine.store.rows import decode_record
+    from swarm_engine.store.timestamps import UnheldInstant
+
+    with pytest.raises(ValueError, match=why):
+        parse_timestamp(UnheldInstant(text))
+    record = decode_record({"id": 1, "created_at": UnheldInstant(text)})
+    assert record["created_at"] is None
+    assert record["defects"][0].startswith(f"created_at: {why}")
