@@ -173,3 +173,30 @@ def test_an_abort_under_a_held_lock_ends_within_the_lease_not_a_lock_wait_per_ca
     assert engine.returncode == 0, out
     said = [line for line in out.splitlines() if "could not be re-queued" in line]
     assert len(said) == 1 and all(str(t) in said[0] for t in (1, 2, 3, 4)), out
+
+
+def test_a_server_error_is_its_first_line_only(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL follows its message with `LINE 1: <query text>` and a caret (a lock
+    timeout) or `CONTEXT: PL/pgSQL function ...` (a trigger's RAISE): both reached the
+    CLI's one-line error and a ticket's `error`. Only the message is kept."""
+    import psycopg
+
+    home = home_for(tmp_path, pg_url)
+    psql(pg_url, "CREATE FUNCTION no_title() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                 " IF NEW.title = 'refused' THEN RAISE EXCEPTION 'titles like this are refused';"
+                 " END IF; RETURN NEW; END $$;"
+                 "CREATE TRIGGER no_title BEFORE INSERT ON tickets FOR EACH ROW"
+                 " EXECUTE FUNCTION no_title()")  # fmt: skip
+    done = swarm_inproc(home, "ticket", "create", "--title", "refused", "--agent", "echo",
+                        SWARM_DATABASE_URL=pg_url)  # fmt: skip
+    assert done.returncode != 0 and "titles like this are refused" in done.stderr, done.stderr
+    assert "CONTEXT" not in done.stderr and "PL/pgSQL" not in done.stderr, done.stderr
+    with psycopg.connect(pg_url, autocommit=False) as holder:
+        holder.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+        done = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "echo",
+                            SWARM_DATABASE_URL=pg_url, SWARM_BUSY_TIMEOUT="0.3")  # fmt: skip
+        holder.rollback()
+    assert done.returncode == 6 and "lock timeout" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "LINE" not in done.stderr and "^" not in done.stderr, done.stderr
+    assert "INSERT" not in done.stderr, done.stderr

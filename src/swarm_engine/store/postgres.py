@@ -75,8 +75,10 @@ def _configure(conn: psycopg.Connection[Any], lock_timeout_ms: int) -> None:
 
 
 def translate(exc: BaseException, where: str) -> StoreError:
-    """A driver or pool error as the `StoreError` to raise (the caller chains it)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """A driver or pool error as the `StoreError` to raise (the caller chains it), on one
+    line: the server's primary message only, never its `LINE n:` query text and caret,
+    `DETAIL:`, `HINT:` or `CONTEXT:` lines."""
+    text = " ".join(_first_line(exc).split()) or type(exc).__name__
     if isinstance(
         exc,
         psycopg.IntegrityError
@@ -94,6 +96,16 @@ def translate(exc: BaseException, where: str) -> StoreError:
     ):
         return StoreBusyError(f"{where} is unavailable for now: {text}")
     return StoreError(f"{where}: {text}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, without what PostgreSQL adds after it on later lines."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if isinstance(primary, str) and primary.strip():
+        return primary
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 class PostgresDatabase:
