@@ -466,6 +466,45 @@ def test_cleanup_never_reaps_a_heartbeating_engine_whatever_its_row_pid_says(
     assert json.loads(freed.stdout)["engines"] == ["ghost"]
 
 
+def test_right_after_a_kill_status_cleanup_and_stop_agree_and_say_when_it_is_reaped(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """Right after `kill -9` of an engine, `status` said it was running, `cleanup` reaped
+    nothing without a word and `stop` said no engine was running. Its process is gone but
+    its heartbeat is younger than a lease (a pid alone is not trusted: an engine of
+    another pid namespace lives on): all three say its process is not on this host and
+    when `cleanup` reaps it."""
+    db = home / "tickets.db"
+    write_agent(tmp_path / "long", "name: long\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "long")).returncode == 0
+    assert swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long").returncode == 0
+    proc = start_engine(home, **FAST, SWARM_LEASE_TTL="120")
+    engines.append(proc)
+    wait_until(lambda: status_of(home, 1) == "running", 30, "the ticket to run")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    env = {"SWARM_LEASE_TTL": "120"}
+    (engine,) = json.loads(swarm(home, "status", "--json", **env).stdout)["engines"]
+    assert engine["process_seen"] is False and 0 < engine["reaped_in"] <= 120, engine
+    shown = swarm(home, "status", **env).stdout
+    assert "running, no process" in shown and f"its process {proc.pid} is not on this host" in shown
+    report = json.loads(swarm(home, "cleanup", "--json", **env).stdout)
+    assert report["engines"] == [] and report["vms"] == [], report
+    (waiting,) = report["waiting"]
+    assert (waiting["id"], waiting["pid"]) == (engine["id"], proc.pid)
+    assert 0 < waiting["reaped_in"] <= 120
+    said = swarm(home, "cleanup", **env).stdout
+    assert "not reaped yet" in said and "reaps it and its VMs once its heartbeat is a lease" in said
+    stopped = swarm(home, "stop", **env)
+    assert stopped.returncode == 0
+    assert stopped.stdout.startswith("no engine is running on this host\n"), stopped.stdout
+    assert f"its process {proc.pid} is not on this host" in stopped.stdout
+    # once its heartbeat is a lease old, cleanup reaps it, and nothing waits any more
+    sqlite_shell(db, "UPDATE engines SET heartbeat_at = '2000-01-01T00:00:00Z'")
+    reaped = json.loads(swarm(home, "cleanup", "--json", **env).stdout)
+    assert reaped["engines"] == [engine["id"]] and reaped["waiting"] == [], reaped
+
+
 @pytest.mark.parametrize("another", [False, True])
 def test_cleanup_leaves_a_running_engine_of_another_pid_namespace_alone(
     home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]], another: bool

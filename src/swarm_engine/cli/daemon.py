@@ -20,7 +20,7 @@ from swarm_engine.cli.app import (
     store_of,
 )
 from swarm_engine.cli.logsetup import setup_logging
-from swarm_engine.cli.text import left_running, ms, short, terminal_width, visible
+from swarm_engine.cli.text import left_running, ms, reaped_when, short, terminal_width, visible
 from swarm_engine.config import Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
@@ -364,6 +364,11 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
             for e in store.engines.running()
             if e["host"] == settings.host_id and e["kind"] == "daemon"
         ]
+        gone = [
+            e
+            for e in store.engines.gone_unreaped(settings.host_id, pid_alive, settings.lease_ttl)
+            if e["kind"] == "daemon"
+        ]
     # a row's pid is anything a writer put there: only engines holding this store's lock,
     # or started from this home, each once; and this user's engines holding the lock
     # whatever the rows say (a pid edited, an engine in another pid namespace)
@@ -377,6 +382,11 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
                 "'swarm-engine stop'); nothing was stopped"
             )
         click.echo("no engine is running on this host")
+        for e in gone:  # what `status` shows as 'gone': its row says running
+            click.echo(
+                f"engine {visible(str(e['id']))}: its process {e['pid']} is not on this host"
+                f" (its row says {visible(str(e['state']))}); {reaped_when(e['reaped_in'])}"
+            )
         return
     # an engine that drains already aborts at this stop (its own mark says so)
     already = [pid for pid in pids if _draining(settings, pid)]

@@ -34,7 +34,7 @@ from swarm_engine.cli.output import (
     usage_line,
     visible,
 )
-from swarm_engine.cli.text import left_running
+from swarm_engine.cli.text import left_running, reaped_when
 from swarm_engine.config import Settings
 from swarm_engine.errors import TicketFailed
 from swarm_engine.records import shown
@@ -290,7 +290,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
                     e["kind"],
                     e["host"],
                     e["pid"],
-                    e["state"],
+                    f"{e['state']}, no process" if e.get("process_seen") is False else e["state"],
                     e["max_vms"],
                     e["busy_vms"],
                     ago(e["started_at"]).replace(" ago", ""),
@@ -303,6 +303,12 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
         else "engines: none running"
     )
     for e in engines:
+        if e.get("process_seen") is False:
+            console.print(
+                f"engine {label(e['id'])}: its process {label(e['pid'])} is not on this host"
+                f" (killed?); {reaped_when(e['reaped_in'])}",
+                highlight=False,
+            )
         if e["state"] == "dead" and e["recorded_state"] != "dead":
             console.print(
                 f"engine {label(e['id'])}: its process {label(e['pid'])} on this host is gone"
@@ -412,3 +418,9 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"helper process(es); re-queued {len(report.requeued)} and failed "
         f"{len(report.failed)} ticket(s) with expired leases"
     )
+    for e in report.waiting:
+        console.print(
+            f"engine {label(e['id'])}: its process {label(e['pid'])} is not on this host, but"
+            f" it heartbeated less than a lease ago: not reaped yet; {reaped_when(e['reaped_in'])}",
+            highlight=False,
+        )

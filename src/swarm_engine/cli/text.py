@@ -186,3 +186,15 @@ def left_running(ticket_ids: list[int], meant: str, lease_ttl: float) -> str:
         f" when their leases expire (within {lease_ttl:g}s) by any running engine or"
         " 'swarm-engine cleanup'"
     )
+
+
+def reaped_when(seconds: int) -> str:
+    """What becomes of an engine of this host whose process this host does not show but
+    whose heartbeat is younger than a lease: killed, most likely, or an engine of another
+    pid namespace (which heartbeats on: a pid alone is not trusted, `EngineStore.gone_from`)."""
+    when = "now" if seconds <= 0 else f"in {seconds}s"
+    return (
+        f"unless it heartbeats again (an engine of another pid namespace), 'swarm-engine"
+        f" cleanup' reaps it and its VMs once its heartbeat is a lease old ({when}); its"
+        " tickets are re-queued as their leases expire"
+    )

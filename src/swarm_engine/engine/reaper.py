@@ -35,6 +35,9 @@ class ReapReport:
     failed: list[int] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     helpers: list[int] = field(default_factory=list)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    """Engines of this host whose process is gone but that heartbeated within the lease:
+    not reaped yet (`id`, `pid`, `reaped_in` seconds; `EngineStore.gone_unreaped`)."""
 
 
 SILENT_AFTER = 30.0
@@ -267,6 +270,10 @@ def cleanup(
         )
     else:
         reap_engines(store, host, report, silent_after)
+        report.waiting = [
+            {"id": e["id"], "pid": e["pid"], "reaped_in": e["reaped_in"]}
+            for e in store.engines.gone_unreaped(host, pid_alive, silent_after)
+        ]
         if store_target is not None:
             reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
         reap_vms(store, home, host, report, backend_options or {}, silent_after)

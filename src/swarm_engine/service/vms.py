@@ -44,16 +44,25 @@ def engines(
     process is gone (killed, or exited unable to record its end) and whose heartbeat is
     older than `silent_after` s (`EngineStore.gone_from`, the rule `cleanup` reaps by: a
     row's pid is any writer's, and an engine in another pid namespace has a pid this host
-    does not show) is `state` 'dead', what its row says kept in `recorded_state`. Other
-    hosts' engines are as their rows (and heartbeats) say."""
+    does not show) is `state` 'dead', what its row says kept in `recorded_state`. One
+    whose process this host does not show but whose heartbeat is younger keeps its
+    `state`, with `process_seen` false and `reaped_in` (the seconds until `cleanup`
+    records it dead and reaps its VMs, unless it heartbeats again). Other hosts' engines
+    are as their rows (and heartbeats) say."""
     rows = store.engines.running()
     if host is None or alive is None:
         return rows
     gone = {str(e["id"]) for e in store.engines.gone_from(host, alive, silent_after)}
+    unreaped = {
+        str(e["id"]): e["reaped_in"] for e in store.engines.gone_unreaped(host, alive, silent_after)
+    }
     for row in rows:
         row["recorded_state"] = row.get("state")
         if str(row.get("id")) in gone:
             row["state"] = "dead"
+        elif str(row.get("id")) in unreaped:
+            row["process_seen"] = False
+            row["reaped_in"] = unreaped[str(row.get("id"))]
     return rows
 
 

@@ -11,6 +11,7 @@ from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, decode_record
+from swarm_engine.store.timestamps import parse_timestamp
 
 DEAD_RUN = "its engine stopped heartbeating before it closed the run"
 
@@ -190,6 +191,31 @@ class EngineStore:
         any writer's, and an engine in another pid namespace has a pid this host does not
         show: while it heartbeats, it lives."""
         return [e for e in self.silent(silent_for) if e["host"] == host and not alive(e["pid"])]
+
+    def gone_unreaped(
+        self, host: str, alive: Callable[[Any], bool], silent_for: float
+    ) -> list[dict[str, Any]]:
+        """Running engines of `host` whose process is gone (`alive(pid)` false) but whose
+        last heartbeat is not yet `silent_for` seconds old: `gone_from` takes them once it
+        is (a pid alone is not trusted). Each with `reaped_in`, the whole seconds until
+        then (by this host's clock; an unreadable heartbeat: 0)."""
+        silent = {e["id"] for e in self.silent(silent_for)}
+        out = []
+        for engine in self.running():
+            if engine["host"] != host or engine["id"] is None or engine["id"] in silent:
+                continue
+            if alive(engine["pid"]):
+                continue
+            try:
+                beat = parse_timestamp(engine.get("heartbeat_at"))
+            except ValueError:
+                beat = None
+            left = 0.0
+            if beat is not None:
+                left = silent_for - (datetime.now(UTC) - beat).total_seconds()
+            engine["reaped_in"] = max(0, math.ceil(min(left, silent_for)))
+            out.append(engine)
+        return out
 
     def heartbeating(self, silent_for: float) -> set[str]:
         """Ids of the running engines (any host) that heartbeat within `silent_for` s."""
