@@ -21,7 +21,12 @@ finish() {
 }
 trap finish EXIT
 create() {  # `ticket create ARGS`, showing its line and keeping the new ticket's id
-    se ticket create "$@" | tee /dev/stderr | sed -n 's/^ticket \([0-9][0-9]*\) created.*/\1/p' >>"$ids"
+    # (not `tee /dev/stderr`: that opens the file stderr names again, truncating a log
+    # the demo's output is redirected to)
+    local line
+    line=$(se ticket create "$@")
+    printf '%s\n' "$line"
+    printf '%s\n' "$line" | sed -n 's/^ticket \([0-9][0-9]*\) created.*/\1/p' >>"$ids"
 }
 
 say "registering example agents and the text-report workflow (home: $SWARM_HOME)"

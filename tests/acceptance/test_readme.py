@@ -122,6 +122,23 @@ def test_the_demo_runs_and_its_last_hint_can_be_pasted(tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_the_demos_output_redirected_to_a_file_is_whole(tmp_path: Path) -> None:
+    """`bash scripts/demo.sh > demo.log 2>&1`: each `ticket create` line went through
+    `tee /dev/stderr`, which opened the log again and truncated it, leaving NUL bytes
+    where its first part was."""
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            ["bash", "scripts/demo.sh"], cwd=REPO, env=env_for(tmp_path / "demo-home"),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=600,
+        )  # fmt: skip
+    text = log.read_bytes()
+    assert done.returncode == 0, text.decode(errors="replace")
+    assert b"\0" not in text, text[:300]
+    assert b"registering example agents" in text
+    assert b"ticket 1 created" in text and b"ticket 7 created" in text, text[:300]
+
+
 def test_a_demo_that_fails_midway_stops_its_dashboard_too(tmp_path: Path) -> None:
     """Another engine already runs on the demo's home, so the demo's own `start` fails
     (exit 4): the demo exits with it and leaves no dashboard server behind."""
