@@ -343,6 +343,30 @@ def test_a_store_file_with_a_hard_link_is_refused_by_every_command(
     assert swarm_inproc(home, "ticket", "list").returncode == 0
 
 
+@pytest.mark.parametrize("db", ["tickets.db", "registry.db"])
+@pytest.mark.parametrize("kind", ["a directory", "a named pipe (FIFO)"])
+def test_a_store_name_that_is_not_a_file_is_refused_as_what_it_is(
+    tmp_path: Path, db: str, kind: str
+) -> None:
+    """A `tickets.db` that is a directory was refused as having "2 hard links" (a
+    directory's own `.` is a second link). A name that is not a file is one line saying
+    what it is (exit 6), left as it is."""
+    home = tmp_path / "home"
+    home.mkdir()
+    named = home / db
+    if kind == "a directory":
+        named.mkdir()
+    else:
+        os.mkfifo(named)
+    env = {"SWARM_TICKETS_DB" if db == "tickets.db" else "SWARM_REGISTRY_DB": str(named)}
+    for args in (("status", "--init"), *USING[db]):
+        done = swarm_inproc(home, *args, **env)
+        assert (done.returncode, done.stdout) == (6, ""), (args, done.stdout, done.stderr)
+        assert done.stderr == f"error: database {named} is {kind}, not a database file\n", args
+    assert named.is_dir() if kind == "a directory" else named.is_fifo()
+    assert not (home / f"{db}-wal").exists()
+
+
 def test_a_store_file_bind_mounted_alone_is_refused(home: Path, tmp_path: Path) -> None:
     """A bind mount of the file alone is a second name too (its WAL is next to the
     mount): refused through that name, in a mount namespace of the command's own."""

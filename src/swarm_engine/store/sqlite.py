@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -353,11 +354,15 @@ def one_name(path: Path) -> None:
     shared memory (`-shm`, which holds the write lock) next to the name it opened, so
     writers through two such names do not see each other's writes nor wait for each
     other, and rows are lost. A symlink (resolved by SQLite) is one name. A file that does
-    not exist yet, or cannot be read, is left to SQLite to say."""
+    not exist yet, or cannot be read, is left to SQLite to say. A name that leads to
+    something other than a file (a directory, a FIFO, a device) is refused as what it is."""
     try:
-        links = os.stat(path).st_nlink
+        info = os.stat(path)
     except (OSError, ValueError):
         return
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"database {path} is {_kind(info.st_mode)}, not a database file")
+    links = info.st_nlink
     if links > 1:
         raise StoreError(
             f"database {path} has {links} hard links: SQLite keeps a write-ahead log per"
@@ -368,6 +373,14 @@ def one_name(path: Path) -> None:
             f"database {path} is a bind mount of the file alone: SQLite keeps a write-ahead"
             " log per name, so writers through two names lose data; mount its folder instead"
         )
+
+
+def _kind(mode: int) -> str:
+    """What a name that is not a regular file leads to, as "a directory"."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 _ESCAPED = re.compile(r"\\([0-7]{3})")
