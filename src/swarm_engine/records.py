@@ -299,6 +299,12 @@ def text_over(limit: int) -> str:
     return f"more than the {unit} it may hold"
 
 
+def binary_not_text(value: bytes) -> str:
+    """Why a BLOB is refused where text is stored, and how to store the text instead (the
+    sqlite3 shell's `readfile()` and a driver's bytes store a BLOB)."""
+    return f"binary (a BLOB of {len(value):,} bytes), not text: write CAST(x AS TEXT)"
+
+
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     """`value` as an error message names it: its `repr`, whole when that is at most `limit`
     characters, else the first `limit` characters, `…` and how long the value is:

@@ -110,6 +110,24 @@ def test_an_odd_row_fails_alone_and_the_engine_goes_on(
     assert status_of(home, bad) == "failed"
 
 
+def test_a_blob_holding_json_text_is_said_to_be_binary(home: Path) -> None:
+    """Inputs written with the sqlite3 shell's `readfile()` are a BLOB (its JSON passes
+    the CHECK): the ticket failed as "not valid UTF-8 text", which its bytes were. It
+    fails saying it is binary, and how to store text instead."""
+    db = home / "tickets.db"
+    bad = raw_insert(db, {"title": "blob", "status": "open", "agent_id": "echo",
+                          "inputs": b'{"text": "plain ascii"}'})  # fmt: skip
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **FAST)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = query(db, "SELECT status, error FROM tickets WHERE id = ?", bad)
+    assert row["status"] == "failed"
+    assert row["error"] == (
+        f"ticket {bad} row is malformed: inputs: binary (a BLOB of 23 bytes), not text:"
+        " write CAST(x AS TEXT)"
+    )
+    assert_commands_show(home, bad)
+
+
 @pytest.mark.parametrize(
     "stamp",
     ["CURRENT_TIMESTAMP", "'2026-11-30T23:00:00+01:00'", "1764547200", "1764547200.5",
@@ -288,6 +306,14 @@ HALF_SPECS = [
         "single",
         "unclosed",
         "agent unclosed@1.0.0 in the registry: command: malformed reference '${inputs.x'",
+    ),
+    (  # the sqlite3 shell's readfile() stores a BLOB: said so, with how to store text
+        "agents",
+        "('blob-spec', '1.0.0', 'echo', CAST('{\"name\":\"blob-spec\"}' AS BLOB))",
+        "single",
+        "blob-spec",
+        "agent blob-spec@1.0.0 in the registry: spec is binary (a BLOB of 20 bytes), not text:"
+        " write CAST(x AS TEXT)",
     ),
     (
         "workflows",

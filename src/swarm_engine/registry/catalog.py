@@ -19,6 +19,7 @@ from swarm_engine.records import (
     SPEC_OVER,
     VERSION_RE,
     DuplicateKey,
+    binary_not_text,
     check_unique_keys,
     shown,
     split_ref,
@@ -138,6 +139,8 @@ def _oversized(where: str, row: Row) -> None:
 def _spec_text(where: str, row: Row) -> str:
     _oversized(where, row)
     raw = row["spec"]
+    if isinstance(raw, bytes):
+        raise ConfigError(f"{where}: spec is {binary_not_text(raw)}")
     if not isinstance(raw, str) or isinstance(raw, InvalidText):
         raise ConfigError(f"{where}: spec is not UTF-8 JSON text")
     return raw

@@ -39,6 +39,7 @@ from swarm_engine.records import (
     DuplicateKey,
     TicketStatus,
     TooDeep,
+    binary_not_text,
     inputs_too_big,
     json_type,
     readable_json,
@@ -80,7 +81,7 @@ class Decoder:
             self.bad(name, "not valid UTF-8 text")
             return str(value)
         if isinstance(value, bytes):
-            self.bad(name, f"binary data ({len(value)} bytes), not text")
+            self.bad(name, binary_not_text(value))
             return value.decode("utf-8", errors="replace")
         if not isinstance(value, str):
             return str(value)
@@ -201,7 +202,10 @@ class Decoder:
         value = self.raw(name)
         if value is None:
             return default
-        if isinstance(value, bytes | InvalidText):
+        if isinstance(value, bytes):
+            self.bad(name, binary_not_text(value))
+            return default
+        if isinstance(value, InvalidText):
             self.bad(name, "not valid UTF-8 text")
             return default
         if not isinstance(value, str):
