@@ -157,6 +157,20 @@ ODD = [
 ]  # fmt: skip
 
 
+def run_beside_a_good_ticket(fleet: Fleet) -> dict[str, dict[str, Any]]:
+    """Add a good `echo` ticket, run the engine until idle (no traceback), check the good
+    one is done, and return every ticket's `status`, `attempts` and `error` by title."""
+    fleet.target.sql(
+        "INSERT INTO tickets (title, status, agent_id) VALUES ('good', 'open', 'echo')"
+    )
+    done = swarm(fleet.home, "start", "--foreground", "--until-idle", timeout=60,
+                 **fleet.target.env, **FAST)  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    rows = {r["title"]: r for r in fleet.rows("SELECT title, status, attempts, error FROM tickets")}
+    assert rows["good"]["status"] == "done"
+    return rows
+
+
 @pytest.mark.parametrize(("what", "columns", "values", "named"), ODD, ids=[o[0] for o in ODD])
 def test_an_odd_row_fails_alone_and_the_engine_goes_on(
     fleet: Fleet, what: str, columns: str, values: str, named: str | None
@@ -164,14 +178,7 @@ def test_an_odd_row_fails_alone_and_the_engine_goes_on(
     fleet.target.sql(
         f"INSERT INTO tickets (title, status, {columns}) VALUES ('odd', 'open', {values})"
     )
-    fleet.target.sql(
-        "INSERT INTO tickets (title, status, agent_id) VALUES ('good', 'open', 'echo')"
-    )
-    done = swarm(fleet.home, "start", "--foreground", "--until-idle", timeout=60,
-                 **fleet.target.env, **FAST)  # fmt: skip
-    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
-    rows = {r["title"]: r for r in fleet.rows("SELECT title, status, error FROM tickets")}
-    assert rows["good"]["status"] == "done"
+    rows = run_beside_a_good_ticket(fleet)
     if named is None:  # an extreme but valid value: it simply runs
         assert rows["odd"]["status"] == "done"
     else:
@@ -228,14 +235,7 @@ def test_a_timestamp_python_cannot_hold_fails_its_ticket_at_its_claim(fleet: Fle
             "INSERT INTO tickets (title, status, agent_id, created_at)"
             f" VALUES ('bad {i}', 'open', 'echo', {value})"
         )
-    fleet.target.sql(
-        "INSERT INTO tickets (title, status, agent_id) VALUES ('good', 'open', 'echo')"
-    )
-    done = swarm(fleet.home, "start", "--foreground", "--until-idle", timeout=60,
-                 **fleet.target.env, **FAST)  # fmt: skip
-    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
-    rows = {r["title"]: r for r in fleet.rows("SELECT title, status, attempts, error FROM tickets")}
-    assert rows["good"]["status"] == "done"
+    rows = run_beside_a_good_ticket(fleet)
     for i in range(len(values)):
         row = rows[f"bad {i}"]
         assert row["status"] == "failed" and row["attempts"] == 1, row
