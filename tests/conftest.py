@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,21 @@ from typing import Any
 import pytest
 
 from tests.support.postgres import Server, pg_query, psql, start_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_workspace_mounts_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, unmount the workspaces (`vm/diskcap.py`) that engines killed by
+    tests left mounted under its temporary folders (`cleanup` would, once their leases
+    ran out), so that no loop device outlives the session and its folders can go."""
+    yield
+    if os.geteuid() != 0:
+        return
+    base = str(tmp_path_factory.getbasetemp()) + os.sep
+    with open("/proc/self/mountinfo", encoding="utf-8") as info:
+        points = [line.split()[4] for line in info]
+    for point in sorted((p for p in points if p.startswith(base)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -120,6 +120,39 @@ def test_a_file_past_disk_mb_fails_the_step_with_a_note_naming_the_limit(
     )
 
 
+def test_fallocate_past_disk_mb_is_refused_and_fails_the_step_naming_it(
+    home: Path, tmp_path: Path
+) -> None:
+    """`fallocate` is instant: with the workspace measured every 50 ms, six 1 GiB files put
+    6 GiB in a 2048 MiB workspace before the kill (found by a tester). The workspace is a
+    filesystem of disk_mb now: the kernel refuses the allocation past it, and the step
+    fails with one line naming the limit."""
+    (home / "config.toml").write_text("[backend_options.process]\ndisk_mb = 8\n")
+    out = run_step(home, tmp_path, "for i in 1 2 3 4 5 6; do fallocate -l 3M f$i; done")
+    assert out["returncode"] == 1 and out["status"] == "failed"
+    error = str(out["error"])
+    assert error.startswith("step 'main' failed: command exited with 137: fallocate: "), error
+    assert "No space left on device" in error
+    assert error.endswith("the workspace went over its disk limit of 8 MiB or 100000 files;"
+                          " found as the command ended; it fails with exit code 137"), error  # fmt: skip
+    assert error.count("No space left on device") >= 3  # f4 to f6 at least: refused whole
+
+
+def test_vm_doctor_says_whether_each_workspace_is_capped(home: Path) -> None:
+    doctor = swarm(home, "vm", "doctor", "--json")
+    check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process disk cap")
+    assert check == {
+        "name": "process disk cap",
+        "level": "ok",
+        "message": "each workspace is a filesystem of its own of 2048 MiB and 100000 files:"
+        " the kernel refuses writes past them",
+    }
+    (home / "config.toml").write_text('[backend_options.process]\ndisk_cap = "measured"\n')
+    doctor = swarm(home, "vm", "doctor", "--json")
+    check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process disk cap")
+    assert check["level"] == "warn" and "overshoots disk_mb" in check["message"]
+
+
 PRELOAD_C = r"""
 #include <stdio.h>
 #include <unistd.h>

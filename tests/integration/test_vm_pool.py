@@ -79,6 +79,7 @@ async def test_a_vm_folder_that_cannot_be_deleted_is_a_failed_destroy(tmp_path: 
     finally:
         for path in mounted:
             subprocess.run(["umount", str(path)], check=False)
+            assert remove_folder(path.parent.parent) is None  # as `cleanup` would, later
         await pool.close()
 
 

@@ -45,3 +45,19 @@ def test_a_workspace_over_its_limits_comes_first() -> None:
     uncountable = DiskLimits(8, 10, uncountable="a/locked: Permission denied")
     code, note = ending(Ended(0, ended_over_disk=True), uncountable)
     assert code == 137 and b"cannot be listed (a/locked: Permission denied)" in note
+
+
+def test_a_failed_command_that_found_no_space_in_a_capped_workspace_is_told_the_limits() -> None:
+    capped = DiskLimits(disk_mb=8, max_files=10, tmp_mb=4, capped=True)
+    code, note = ending(Ended(1, no_space=True), capped)
+    assert code == 1 and note == (
+        b"\nswarm-engine: a write found no space left: the workspace holds at most 8 MiB"
+        b" (disk_mb) and 10 files (max_files); /tmp and /dev/shm 4 MiB each (tmp_mb)\n"
+    )
+    unisolated = DiskLimits(disk_mb=8, max_files=10, capped=True)
+    assert ending(Ended(1, no_space=True), unisolated)[1].endswith(b"10 files (max_files)\n")
+    assert ending(Ended(0, no_space=True), capped) == (0, b"")  # it succeeded all the same
+    assert ending(Ended(1, no_space=True), LIMITS) == (1, b"")  # measured: the host's disk
+    assert ending(Ended(1, no_space=True, ended_over_disk=True), capped)[1].startswith(
+        b"\nswarm-engine: the workspace went over"
+    )

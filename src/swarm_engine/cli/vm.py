@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from swarm_engine.vm.qemu.builder import BuildRequest, build_image
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.doctor import Check, run_boot_check, run_checks
 from swarm_engine.vm.qemu.image import list_images
+
+if TYPE_CHECKING:
+    from swarm_engine.vm.process_config import ProcessConfig
 
 MARK = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]",
         "info": "[dim]info[/dim]"}  # fmt: skip
@@ -127,13 +131,20 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
 
 
 def _process_checks(settings: Settings) -> list[Check]:
-    """The process sandbox: does bubblewrap isolate here, and can declared ports be given."""
+    """The process sandbox: does bubblewrap isolate here, can declared ports be given, and
+    can each workspace be capped at disk_mb."""
     try:
-        from swarm_engine.vm.process import HOW_TO_FIX, ProcessConfig, bwrap_problem, pasta_problem
+        from swarm_engine.vm.process import ProcessConfig
     except ImportError:
         return []
     options = settings.backend_options.get("process")
-    isolation = options.isolation if isinstance(options, ProcessConfig) else "auto"
+    config = options if isinstance(options, ProcessConfig) else ProcessConfig()
+    return [*_isolation_checks(config.isolation), _disk_cap_check(config)]
+
+
+def _isolation_checks(isolation: str) -> list[Check]:
+    from swarm_engine.vm.process import HOW_TO_FIX, bwrap_problem, pasta_problem
+
     if isolation == "none":
         return [Check("process backend", "warn", 'isolation = "none": steps run on the host '
                       "with the engine's user, files and network, unisolated; remove it to "
@@ -152,6 +163,23 @@ def _process_checks(settings: Settings) -> list[Check]:
         checks.append(Check("process network", "ok", "pasta works: an agent's allowed_ports "
                             "reach the same ports on the host's 127.0.0.1, nothing else"))  # fmt: skip
     return checks
+
+
+def _disk_cap_check(config: ProcessConfig) -> Check:
+    """Whether each workspace can be a filesystem of `disk_mb` here (`vm/diskcap.py`)."""
+    from swarm_engine.vm.diskcap import FIX, DiskCapError, Template
+
+    if config.disk_cap == "measured":
+        return Check("process disk cap", "warn", 'disk_cap = "measured": a workspace is '
+                     "measured every 50 ms, and a fast writer overshoots disk_mb meanwhile")  # fmt: skip
+    try:
+        Template.build(config.disk_mb, config.max_files).close()
+    except DiskCapError as exc:
+        return Check("process disk cap", "fail", f"{exc}: every step on the process backend "
+                     f"is refused; to fix: {FIX}")  # fmt: skip
+    return Check("process disk cap", "ok", f"each workspace is a filesystem of its own of "
+                 f"{config.disk_mb} MiB and {config.max_files} files: the kernel refuses "
+                 "writes past them")  # fmt: skip
 
 
 if __name__ == "__main__":  # used by scripts/build-images.sh before the CLI is installed

@@ -29,6 +29,8 @@ class Ended:
     """Killed while it ran: its workspace was over `disk_mb` or `max_files`."""
     ended_over_disk: bool = False
     """Its workspace was over them when it ended by itself (found by the last count)."""
+    no_space: bool = False
+    """Its stderr says a write found no room (`said_no_space`)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,20 @@ class DiskLimits:
     """Files, folders and links the workspace may hold."""
     uncountable: str | None = None
     """Why the workspace could not be counted, once it could not (its limits fail closed)."""
+    tmp_mb: int | None = None
+    """The size of the sandbox's /tmp and /dev/shm (None: the host's own, unisolated)."""
+    capped: bool = False
+    """The workspace is a filesystem of its own, of `disk_mb` (`vm/diskcap.py`)."""
+
+
+NO_SPACE = (b"No space left on device", b"Disk quota exceeded")
+"""What a program says (strerror of ENOSPC, EDQUOT; the sandbox's LANG is C.UTF-8) when a
+write found no room."""
+
+
+def said_no_space(stderr: bytes) -> bool:
+    """Whether a command's (kept) stderr says a write found no room."""
+    return any(words in stderr for words in NO_SPACE)
 
 
 def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
@@ -52,7 +68,9 @@ def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
     command that exited by itself just before the kill that was meant for it keeps its
     own, 0 say, otherwise). Else an exit of 153 (`FILE_SIZE_EXIT`, SIGXFSZ) gets
     `file_size_note`: what 153 means under the file size limit. A command may choose 153
-    itself; the note says so rather than guess."""
+    itself; the note says so rather than guess. Else a failed command in a capped
+    workspace whose stderr says a write found no room gets `no_space_note` (a
+    `fallocate` past `disk_mb` is refused whole: nothing is over to count)."""
     code = shell_exit_code(ended.returncode, ended.timed_out)
     if ended.killed_over_disk or ended.ended_over_disk:
         if not ended.timed_out:  # (a timeout's kill that came first keeps its code)
@@ -60,6 +78,8 @@ def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
         return code, over_disk_note(limits, killed=ended.killed_over_disk)
     if code == FILE_SIZE_EXIT:
         return code, file_size_note(limits.disk_mb)
+    if code != 0 and not ended.timed_out and ended.no_space and limits.capped:
+        return code, no_space_note(limits)
     return code, b""
 
 
@@ -80,6 +100,20 @@ def over_disk_note(limits: DiskLimits, *, killed: bool) -> bytes:
         f"\nswarm-engine: the workspace went over its disk limit of "
         f"{limits.disk_mb} MiB or {limits.max_files} files; {what}\n".encode()
     )
+
+
+def no_space_note(limits: DiskLimits) -> bytes:
+    """The line for a failed command whose stderr says a write found no room, in a
+    capped workspace: which limits give that error (the workspace's, and /tmp's)."""
+    tmp = (
+        f"; /tmp and /dev/shm {limits.tmp_mb} MiB each (tmp_mb)"
+        if limits.tmp_mb is not None
+        else ""
+    )
+    return (
+        f"\nswarm-engine: a write found no space left: the workspace holds at most "
+        f"{limits.disk_mb} MiB (disk_mb) and {limits.max_files} files (max_files){tmp}\n"
+    ).encode()
 
 
 def file_size_note(disk_mb: int) -> bytes:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +47,8 @@ from swarm_engine.vm.bwrap import (
 from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
 from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
 from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
+from swarm_engine.vm.diskcap import FIX as DISK_CAP_FIX
+from swarm_engine.vm.diskcap import DiskCapError, Template
 from swarm_engine.vm.helper import vm_helpers
 from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
 from swarm_engine.vm.owner import engine_owner, write_owner
@@ -78,12 +80,27 @@ class ProcessBackend:
         self._threads: ThreadPoolExecutor | None = None
         self._real_root: str | None = None
         """`root` with its symlinks resolved, once (its VM folders are the engine's own)."""
+        self._image: Template | None = None
+        """Each workspace's filesystem as it starts (`disk_cap = "mount"`), made once."""
+        self._cap_problem: str | None = None
+        """Why the workspace cannot be capped here (`disk_cap = "mount"`), once known."""
+        self._probing = threading.Lock()
 
     def _probe(self) -> None:
+        with self._probing:  # once (two boots may ask at once, each on a thread)
+            self._probe_once()
+
+    def _probe_once(self) -> None:
         if not self._probed:
             self._real_root = os.path.realpath(self.root)
-            self._problem = bwrap_problem()
-            self._no_userns = self._problem is None and disables_userns()
+            if self.config.isolation != "none":
+                self._problem = bwrap_problem()
+                self._no_userns = self._problem is None and disables_userns()
+            if self.config.disk_cap == "mount":
+                try:
+                    self._image = Template.build(self.config.disk_mb, self.config.max_files)
+                except DiskCapError as exc:
+                    self._cap_problem = str(exc)
             self._probed = True
 
     @property
@@ -97,17 +114,31 @@ class ProcessBackend:
             raise VMError(f"process sandbox refused: {self._problem}; {HOW_TO_FIX}")
         return True
 
+    @property
+    def image(self) -> Template | None:
+        """Each workspace's filesystem (`disk_cap = "mount"`), None when measured. Raises
+        `VMError` (why, and how to fix it) when the cap cannot be had here."""
+        if self.config.disk_cap == "measured":
+            return None
+        self._probe()
+        if self._cap_problem is not None:
+            raise VMError(
+                f"process sandbox refused: the workspace cannot be capped at disk_mb: "
+                f"{self._cap_problem}; {DISK_CAP_FIX}"
+            )
+        return self._image
+
     async def start(self) -> None:
-        # probe bubblewrap once, before the first step needs it; a failure is reported
-        # by every boot (the step is refused), not here
-        if self.config.isolation != "none":
-            with contextlib.suppress(VMError):  # a shortage now: the first boot checks again
-                await asyncio.to_thread(self._probe)
+        # probe bubblewrap and the disk cap once, before the first step needs them; a
+        # failure is reported by every boot (the step is refused), not here
+        with contextlib.suppress(VMError):  # a shortage now: the first boot checks again
+            await asyncio.to_thread(self._probe)
 
     async def boot(self, vm_id: str, spec: VMSpec) -> ProcessVM:
         if not self._probed:
             await asyncio.to_thread(self._probe)
         isolated = self.isolated
+        image = self.image
         if isolated and spec.network and spec.allowed_ports:
             problem = pasta_problem()
             if problem:
@@ -126,7 +157,7 @@ class ProcessBackend:
 
         def prepare() -> None:
             nonlocal made, reachable
-            prepare_folder(folder, isolated, host_uid)
+            prepare_folder(folder, isolated, host_uid, image)
             made = True
             write_owner(folder, as_file=False)  # whose it is, for a reaper (`reap`)
             if host_uid is not None:  # each VM anew: a folder's mode may change meanwhile
@@ -154,7 +185,7 @@ class ProcessBackend:
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
-            real_workspace=real, reachable=reachable,
+            real_workspace=real, reachable=reachable, capped=image is not None,
         )  # fmt: skip
 
     async def _unmake(self, folder: Path, vm_id: str) -> None:
@@ -189,7 +220,7 @@ class ProcessBackend:
             raise VMError(f"left as it is: {why}")
         for pid in pids:
             kill_tree(pid)
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_folder(folder)  # (its filesystem unmounted; what is left, `cleanup` retries)
 
     def _stop_helpers(self, folder: Path) -> None:
         """Kill the helper processes (pasta) of the VM whose folder was `folder`, found by
@@ -212,6 +243,10 @@ class ProcessBackend:
         if self._threads is not None:  # its VMs are destroyed: no command runs any more
             self._threads.shutdown(wait=False)
             self._threads = None
+        if self._image is not None:
+            self._image.close()
+            self._image = None
+            self._probed = False
 
 
 def create(home: Path, options: dict[str, Any]) -> ProcessBackend:

@@ -18,6 +18,11 @@ class ProcessConfig(BaseModel):
     """Size of each sandbox's private /tmp (and /dev/shm), a tmpfs."""
     disk_mb: int = Field(default=2048, ge=1, le=1 << 30)
     """What a command may write: the largest file, and the workspace's total size."""
+    disk_cap: Literal["mount", "measured"] = "mount"
+    """`mount`: each workspace is a filesystem of its own that holds `disk_mb` and
+    `max_files` (a loop-mounted image, `vm/diskcap.py`: a root engine), or every step is
+    refused; `measured`: a folder of the home's disk, measured every 50 ms (a fast writer
+    overshoots `disk_mb` by what it writes meanwhile)."""
     max_files: int = Field(default=100_000, ge=10, le=1 << 30)
     """How many files, folders and links the workspace may hold (empty files take no
     blocks, so `disk_mb` alone would not stop a command filling the host's inode table)."""

@@ -98,6 +98,7 @@ class ProcessVM:
         threads: ThreadPoolExecutor | None = None,
         real_workspace: str | None = None,
         reachable: bool = False,
+        capped: bool = False,
     ) -> None:
         self.id = vm_id
         self.folder = folder
@@ -113,6 +114,8 @@ class ProcessVM:
         """Root engine: its folder is reachable by any uid, so bubblewrap, run as
         `host_uid`, binds the workspace by its path (no private mount first)."""
         self.config = config or ProcessConfig()
+        self.capped = capped
+        """Its workspace is a filesystem of its own, of `disk_mb` (`vm/diskcap.py`)."""
         self._no_userns = no_userns
         self._release = release
         self._procs: set[asyncio.SubprocessTransport] = set()
@@ -429,6 +432,7 @@ class ProcessVM:
                 timed_out=outcome.timed_out,
                 killed_over_disk=outcome.over_disk,
                 ended_over_disk=outcome.ended_over_disk,
+                no_space=outcome.no_space,
             )
         )
         if note:
@@ -451,7 +455,13 @@ class ProcessVM:
     def _ending(self, ended: Ended) -> tuple[int, bytes]:
         """How a command that `ended` so is told, on either path: its exit code and the
         note its stderr ends with (b"" for none; `vm/ending.py`)."""
-        limits = DiskLimits(self.config.disk_mb, self.config.max_files, self._uncountable)
+        limits = DiskLimits(
+            self.config.disk_mb,
+            self.config.max_files,
+            self._uncountable,
+            tmp_mb=self.config.tmp_mb if self.isolated else None,
+            capped=self.capped,
+        )
         return ending(ended, limits)
 
     async def _forward_ports(self, fds: SandboxFds, helpers: list[Helper]) -> None:
@@ -504,7 +514,13 @@ class ProcessVM:
         )  # fmt: skip
 
     def _write_file(self, path: str, data: bytes, mode: int) -> None:
-        write_file(self.workspace, self._host_path(path)[0], path, data, mode, self.host_uid)
+        capped = (
+            f"disk_mb = {self.config.disk_mb} MiB, max_files = {self.config.max_files}"
+            if self.capped
+            else None
+        )
+        target = self._host_path(path)[0]
+        write_file(self.workspace, target, path, data, mode, self.host_uid, capped)
 
     def _read_file(self, path: str) -> bytes:
         return read_regular_file(Path(self._host_path(path)[1]), path)

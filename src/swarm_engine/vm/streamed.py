@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable
 
 from swarm_engine.vm.base import ExecResult, OutputCallback, Stream
-from swarm_engine.vm.ending import Ended
+from swarm_engine.vm.ending import Ended, said_no_space
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import kill_tree
 from swarm_engine.vm.settled import settled
@@ -139,6 +139,7 @@ async def finish(
             timed_out=timed_out,
             killed_over_disk=went_over,
             ended_over_disk=ended_over,
+            no_space=transport.get_returncode() != 0 and said_no_space(err.value()),
         )
     )
     if note:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarm_engine.vm.ending import said_no_space
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.proctree import kill_tree
 
@@ -44,6 +45,11 @@ class Outcome:
     ended_over_disk: bool = False
     """Its workspace was over its limits when it ended (by itself: it was not killed)."""
     cancelled: bool = False
+
+    @property
+    def no_space(self) -> bool:
+        """It failed, and its stderr says a write found no room (`vm/ending.py`)."""
+        return self.returncode != 0 and said_no_space(self.stderr.value())
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""A process VM's workspace folder on the host: made (`prepare_folder`), measured against
-its disk limits (`disk_usage`), read from without trusting what a step left there
-(`read_regular_file`) and deleted (`remove_folder`, which the qemu backend uses for its
-VM folders too).
+"""A process VM's workspace folder on the host: made (`prepare_folder`, a filesystem of
+its own when capped: `vm/diskcap.py`), measured against its disk limits (`disk_usage`),
+read from without trusting what a step left there (`read_regular_file`) and deleted
+(`remove_folder`, which the qemu backend uses for its VM folders too).
 """
 
 from __future__ import annotations
@@ -17,20 +17,39 @@ from pathlib import Path
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import MAX_FILE_BYTES
 from swarm_engine.vm.bwrap import DISK_SHORTAGES, SHORTAGES
+from swarm_engine.vm.diskcap import IMAGE_NAME, Template, mount_image, mounted_workspace, unmount
 
 
-def prepare_folder(folder: Path, isolated: bool, host_uid: int | None) -> None:
+def prepare_folder(
+    folder: Path, isolated: bool, host_uid: int | None, image: Template | None = None
+) -> None:
     """A new VM's folder and its `workspace/` (owned by `host_uid` when given, private when
-    isolated); nothing is left when it fails."""
+    isolated): with `image`, a filesystem of its own (`vm/diskcap.py`). Nothing is left
+    when it fails. Raises the `OSError` of a host shortage (tried again from the start),
+    `VMError` (one line) for a workspace that cannot be mounted."""
     workspace = folder / "workspace"
     folder.mkdir(parents=True, exist_ok=False)  # one mkdir each when the root is there
     try:
         workspace.mkdir()
+        if image is not None:
+            try:
+                image.write(folder / IMAGE_NAME)
+                mount_image(folder / IMAGE_NAME, workspace)
+            except OSError as exc:
+                if exc.errno in SHORTAGES | DISK_SHORTAGES:  # waited out (vm/shortage.py)
+                    raise
+                raise VMError(
+                    f"cannot make the workspace's filesystem of disk_mb: {exc.strerror}"
+                ) from exc
+            (workspace / "lost+found").rmdir()  # the step's files alone
         if isolated:
             if host_uid is not None:
                 os.chown(workspace, host_uid, host_uid)
             os.chmod(workspace, 0o700)
     except BaseException:  # not left half made (a shortage is tried again from the start)
+        if image is not None and mounted_workspace(folder) is not None:
+            with contextlib.suppress(OSError):
+                unmount(workspace)
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
@@ -60,12 +79,31 @@ def resolve_inside(root: str, relpath: str) -> str | None:
 
 
 def write_file(
-    workspace: Path, target: Path, shown: str, data: bytes, mode: int, owner: int | None
+    workspace: Path,
+    target: Path,
+    shown: str,
+    data: bytes,
+    mode: int,
+    owner: int | None,
+    capped: str | None = None,
 ) -> None:
     """Write `data` to `target` (a path inside `workspace`, checked by the caller), with
     `mode`, owned up to the workspace by `owner` when given (the sandbox's own uid); again,
     if called again (nothing is appended). Raises `VMError` (`shown` names the file), or
-    the `OSError` of a host shortage before the file was opened, or that of its folder."""
+    the `OSError` of a host shortage before the file was opened, or that of its folder.
+    In a capped workspace (`capped` names its limits) no room is the workspace's own
+    limit, not the host's: a `VMError` at once, never waited out."""
+    try:
+        _write_file(workspace, target, shown, data, mode, owner)
+    except OSError as exc:
+        if capped is not None and exc.errno in DISK_SHORTAGES:
+            raise VMError(f"{shown}: no room for it in the workspace ({capped})") from exc
+        raise
+
+
+def _write_file(
+    workspace: Path, target: Path, shown: str, data: bytes, mode: int, owner: int | None
+) -> None:
     if target.is_dir():
         raise VMError(f"{shown}: is a folder")
     if target.parent != workspace:  # the workspace itself is there from the VM's boot
@@ -93,9 +131,17 @@ def write_file(
 
 
 def remove_folder(folder: Path) -> str | None:
-    """Delete `folder` and everything in it (never following links). Returns None once it
-    is gone, else one line saying what is left and why (e.g. out of file descriptors)."""
+    """Delete `folder` and everything in it (never following links), its workspace's
+    filesystem unmounted first (`vm/diskcap.py`). Returns None once it is gone, else one
+    line saying what is left and why (e.g. out of file descriptors)."""
     errors: list[str] = []
+    mounted = mounted_workspace(folder)
+    unmounted: str | None = None
+    if mounted is not None:
+        try:
+            unmount(mounted)
+        except OSError as exc:  # e.g. busy: what is inside says why, else this does
+            unmounted = f"{mounted}: {exc.strerror}"
 
     def note(function: object, path: object, info: tuple[type, BaseException, object]) -> None:
         exc = info[1]
@@ -110,7 +156,7 @@ def remove_folder(folder: Path) -> str | None:
     shutil.rmtree(folder, onerror=note)
     if not folder.exists():
         return None
-    return f"could not delete VM folder {folder}: {errors[0] if errors else 'still there'}"
+    return f"could not delete VM folder {folder}: {(errors or [unmounted or 'still there'])[0]}"
 
 
 class UncountableError(VMError):

@@ -1,0 +1,270 @@
+"""The hard cap on a process VM's workspace: a filesystem of its own, of `disk_mb`.
+
+With `disk_cap = "mount"` (the default) each workspace is an ext4 filesystem sized to hold
+`disk_mb` MiB of data and `max_files` files (plus a sliver, so that the count in
+`vm/workspace.py` sees a filled one as over its limit and says so), in a sparse image file
+in the VM's folder (`workspace.img`), on a loop device, mounted on `workspace/` (nosuid,
+nodev). The kernel refuses a write past it (`No space left on device`), however fast it
+comes (`fallocate`, several processes at once): the 50 ms count stays as the line that
+names the limit, no longer as the bound. The image is sparse: it takes host disk for what
+is written in it, at most its size, so the VMs of an engine take at most `max_vms` x that.
+A VM boots only where the host's disk has room for a full image then (else the boot waits,
+as for any shortage of the host); the room is not reserved (reserving it, `fallocate`,
+cost ~4 ms more per VM), so VMs that fill their workspaces at once on a host without room
+for all of them may find the host's disk full under them (I/O errors in the workspace).
+
+The filesystem is made once per backend (`Template.build`, `mke2fs` into a memory file,
+measured by mounting it once); each VM copies it (a few hundred KiB: ~0.2 ms), attaches
+a loop device that goes with its mount (autoclear) and mounts it (~1 ms; unmounting ~1
+ms). Mounting needs root with CAP_SYS_ADMIN, loop devices and `mke2fs`: where that cannot
+be had, `Template.build` raises `DiskCapError` with one line, and the backend refuses
+every step (fail closed), unless the host sets `disk_cap = "measured"`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+from swarm_engine.errors import VMError
+
+MIB = 1 << 20
+BLOCK = 4096
+IMAGE_NAME = "workspace.img"
+"""The image's name in the VM's folder, beside `workspace/` (which the sandbox sees)."""
+SLACK = 64 * 1024
+"""Room past `disk_mb`: a workspace the kernel stopped is counted over `disk_mb`."""
+MOST_SLACK = MIB
+"""At most this much room past `disk_mb` (the sizing is tried again until it fits)."""
+SPARE_INODES = 16
+"""Inodes past `max_files` (the filesystem's own: root, reserved, lost+found)."""
+INODE_BYTES = 256
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LO_FLAGS_AUTOCLEAR = 4
+LOOP_CONFIG_BYTES = 304
+"""`struct loop_config`: fd, block_size, `struct loop_info64` (232 bytes), 8 reserved u64."""
+LO_FLAGS_OFFSET = 8 + 5 * 8 + 3 * 4
+MS_NOSUID = 2
+MS_NODEV = 4
+MNT_OPTIONS = b"noinit_itable"
+"""The inode tables stay unwritten (the kernel would zero them, into the host's disk)."""
+LOOP_TRIES = 64
+SYSTEM_MKFS = ("/usr/sbin/mke2fs", "/sbin/mke2fs")
+"""Where mke2fs is when the engine's PATH leaves out the system's sbin folders."""
+FIX = (
+    "run the engine as root (with CAP_SYS_ADMIN, loop devices and mke2fs) to give each "
+    "workspace a filesystem of disk_mb, or set [backend_options.process] disk_cap = "
+    '"measured" to only measure it every 50 ms (a fast writer then overshoots disk_mb '
+    "by what it writes meanwhile)"
+)
+
+
+class DiskCapError(VMError):
+    """The workspace's hard cap cannot be had on this host (one line: why)."""
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        _libc = lib
+    return _libc
+
+
+def _errno_error(what: str) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, f"{what}: {os.strerror(code)}")
+
+
+class Template:
+    """An empty filesystem image in a memory file, and where its data is (the rest is
+    holes): what each VM's `workspace.img` starts as."""
+
+    def __init__(self, fd: int, size: int, extents: list[tuple[int, int]], avail: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.extents = extents
+        self.avail = avail
+        """Bytes the filesystem gives, as mounted (`statvfs`)."""
+
+    @classmethod
+    def build(cls, disk_mb: int, max_files: int) -> Template:
+        """An image with room for `disk_mb` MiB (at most `MOST_SLACK` more) and
+        `max_files` files, checked by mounting it once. Blocking (`mke2fs`, mounts:
+        ~20 ms). Raises `DiskCapError` (one line) where it cannot be had here."""
+        if os.geteuid() != 0:
+            raise DiskCapError("the engine does not run as root, so it cannot mount workspaces")
+        if not os.path.exists("/dev/loop-control"):
+            raise DiskCapError("this host has no loop devices (/dev/loop-control)")
+        mkfs = shutil.which("mke2fs") or next(filter(os.path.isfile, SYSTEM_MKFS), None)
+        if mkfs is None:
+            raise DiskCapError("mke2fs (e2fsprogs) is not installed")
+        want = disk_mb * MIB + SLACK
+        inodes = max_files + SPARE_INODES
+        size = _round(want + inodes * INODE_BYTES + min(want // 49, 16 * MIB) + 2 * MIB)
+        scratch = Path(tempfile.mkdtemp(prefix="swarm-diskcap-"))
+        try:
+            for _ in range(8):
+                template = cls._mkfs(mkfs, size, inodes)
+                try:
+                    template.avail = template._measure(scratch)
+                except BaseException:
+                    template.close()
+                    raise
+                if want <= template.avail <= want + MOST_SLACK:
+                    return template
+                template.close()
+                size = _round(
+                    size + want - template.avail + (BLOCK if template.avail < want else 0)
+                )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise DiskCapError(f"no filesystem image of {disk_mb} MiB could be sized here")
+
+    @classmethod
+    def _mkfs(cls, mkfs: str, size: int, inodes: int) -> Template:
+        fd = os.memfd_create("swarm-workspace", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            argv = [mkfs, "-q", "-F", "-t", "ext4", "-b", str(BLOCK), "-I", str(INODE_BYTES),
+                    "-O", "^has_journal,^resize_inode", "-m", "0", "-N", str(inodes),
+                    "-E", "lazy_itable_init=1,nodiscard", f"/proc/self/fd/{fd}"]  # fmt: skip
+            done = subprocess.run(
+                argv, pass_fds=(fd,), capture_output=True, timeout=60, check=False
+            )
+            if done.returncode != 0:
+                why = done.stderr.decode(errors="replace").strip().splitlines()
+                raise DiskCapError(f"mke2fs fails: {why[-1] if why else done.returncode}")
+            return cls(fd, size, _extents(fd), 0)
+        except subprocess.TimeoutExpired as exc:
+            os.close(fd)
+            raise DiskCapError("mke2fs did not finish within 60 s") from exc
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _measure(self, scratch: Path) -> int:
+        image, mnt = scratch / IMAGE_NAME, scratch / "mnt"
+        mnt.mkdir(exist_ok=True)
+        self.write(image)
+        try:
+            mount_image(image, mnt)
+        except OSError as exc:
+            raise DiskCapError(f"cannot mount a workspace's filesystem: {exc.strerror}") from exc
+        try:
+            info = os.statvfs(mnt)
+            return info.f_bavail * info.f_frsize
+        finally:
+            unmount(mnt)
+            image.unlink()
+
+    def write(self, path: Path) -> None:
+        """A new file `path` holding this image, sparse (its holes left holes: ~0.2 ms),
+        where the host's disk has room for all of it now. Raises `OSError` (ENOSPC: no
+        room for a full workspace now, a shortage of the host to wait out)."""
+        room = os.statvfs(path.parent)
+        if room.f_bavail * room.f_frsize < self.size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(out, self.size)
+            for offset, length in self.extents:
+                end = offset + length
+                while offset < end:
+                    chunk = os.pread(self.fd, min(end - offset, MIB), offset)
+                    if not chunk:
+                        break
+                    offset += os.pwrite(out, chunk, offset)
+        finally:
+            os.close(out)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _round(size: int) -> int:
+    return max(BLOCK, -(-size // BLOCK) * BLOCK)
+
+
+def _extents(fd: int) -> list[tuple[int, int]]:
+    """Where a file's data is: (offset, length) between its holes."""
+    found: list[tuple[int, int]] = []
+    offset = 0
+    while True:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data past `offset`
+                return found
+            raise
+        offset = os.lseek(fd, start, os.SEEK_HOLE)
+        found.append((start, offset - start))
+
+
+def mount_image(image: Path, target: Path) -> None:
+    """Mount the ext4 `image` on `target` through a free loop device that is let go with
+    the mount (autoclear). Raises `OSError` (nothing left attached or mounted)."""
+    control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            device, loop = _attach(control, backing)
+        finally:
+            os.close(backing)
+        try:  # the loop device lives as long as the mount, or until this close
+            done = _lib().mount(
+                device.encode(), os.fsencode(target), b"ext4", MS_NOSUID | MS_NODEV, MNT_OPTIONS
+            )
+            if done != 0:
+                raise _errno_error("mount")
+        finally:
+            os.close(loop)
+    finally:
+        os.close(control)
+
+
+def _attach(control: int, backing: int) -> tuple[str, int]:
+    config = bytearray(LOOP_CONFIG_BYTES)
+    struct.pack_into("=I", config, 0, backing)
+    struct.pack_into("=I", config, LO_FLAGS_OFFSET, LO_FLAGS_AUTOCLEAR)
+    for _ in range(LOOP_TRIES):  # another process may take the free device first
+        number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
+        device = f"/dev/loop{number}"
+        loop = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(loop, LOOP_CONFIGURE, bytes(config))
+        except OSError as exc:
+            os.close(loop)
+            if exc.errno == errno.EBUSY:
+                continue
+            raise
+        return device, loop
+    raise OSError(errno.EBUSY, "no loop device stayed free")
+
+
+def unmount(target: Path) -> None:
+    """Unmount `target` (its loop device goes with it). Raises `OSError` (e.g. EBUSY:
+    something is mounted inside it, or a process still has a file open there)."""
+    if _lib().umount2(os.fsencode(target), 0) != 0:
+        raise _errno_error("umount")
+
+
+def mounted_workspace(folder: Path) -> Path | None:
+    """`folder/workspace` when it is a mount point (a capped workspace), else None."""
+    workspace = folder / "workspace"
+    return workspace if os.path.ismount(workspace) else None
