@@ -223,3 +223,35 @@ def _attached(device: str) -> bool:
     """Whether the loop device still has a backing file."""
     name = os.path.basename(device)
     return os.path.exists(f"/sys/block/{name}/loop/backing_file")
+
+
+CAP_UNDER_A_LOW_FD_LIMIT = """
+import os, resource, tempfile
+from pathlib import Path
+from swarm_engine.errors import VMError
+from swarm_engine.vm.process import ProcessBackend, ProcessConfig
+
+backend = ProcessBackend(Path(tempfile.mkdtemp()), ProcessConfig(isolation="none"))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 1, hard))
+try:
+    backend.image
+except VMError as exc:
+    print("refused:", exc)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("then:", backend.image is not None)
+"""
+
+
+def test_a_cap_the_engine_cannot_check_now_is_not_a_verdict() -> None:
+    """Out of file descriptors, the engine cannot make the workspace's filesystem: that is
+    said as such, and it is tried again once descriptors are back (not every step refused
+    until a restart)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CAP_UNDER_A_LOW_FD_LIMIT],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("refused: cannot check the workspace's disk cap now:"), lines
+    assert "raise ulimit -n" in lines[0] and 'disk_cap = "measured"' not in lines[0]
+    assert lines[1] == "then: True", done.stdout

@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 from swarm_engine.errors import VMError
+from swarm_engine.vm.bwrap import SHORTAGES
 
 MIB = 1 << 20
 BLOCK = 4096
@@ -115,6 +116,19 @@ class Template:
         want = disk_mb * MIB + SLACK
         inodes = max_files + SPARE_INODES
         size = _round(want + inodes * INODE_BYTES + min(want // 49, 16 * MIB) + 2 * MIB)
+        try:
+            return cls._sized(mkfs, want, inodes, size, disk_mb)
+        except OSError as exc:
+            if exc.errno in SHORTAGES:  # the host, for now: not a verdict (tried again)
+                raise VMError(
+                    f"cannot check the workspace's disk cap now: {exc.strerror} (the engine"
+                    " is short of file descriptors, memory or processes: raise ulimit -n, or"
+                    " wait)"
+                ) from exc
+            raise DiskCapError(f"cannot make a workspace's filesystem: {exc}") from exc
+
+    @classmethod
+    def _sized(cls, mkfs: str, want: int, inodes: int, size: int, disk_mb: int) -> Template:
         scratch = Path(tempfile.mkdtemp(prefix="swarm-diskcap-"))
         try:
             for _ in range(8):
@@ -163,6 +177,8 @@ class Template:
         try:
             mount_image(image, mnt)
         except OSError as exc:
+            if exc.errno in SHORTAGES:
+                raise
             raise DiskCapError(f"cannot mount a workspace's filesystem: {exc.strerror}") from exc
         try:
             info = os.statvfs(mnt)
