@@ -47,11 +47,23 @@ def prepare_folder(
                 os.chown(workspace, host_uid, host_uid)
             os.chmod(workspace, 0o700)
     except BaseException:  # not left half made (a shortage is tried again from the start)
-        if image is not None and mounted_workspace(folder) is not None:
-            with contextlib.suppress(OSError):
-                unmount(workspace)
-        shutil.rmtree(folder, ignore_errors=True)
+        _unmake(folder, workspace)
         raise
+
+
+def _unmake(folder: Path, workspace: Path) -> None:
+    """Undo a `prepare_folder` cut short, with no file descriptor (out of them, `rmtree`
+    could not list the folder, and the next try would find it there)."""
+    with contextlib.suppress(OSError):
+        if os.path.ismount(workspace):
+            unmount(workspace)
+    with contextlib.suppress(OSError):
+        (folder / IMAGE_NAME).unlink()
+    for made in (workspace, folder):
+        with contextlib.suppress(OSError):
+            made.rmdir()
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def resolve_inside(root: str, relpath: str) -> str | None:
