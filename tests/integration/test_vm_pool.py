@@ -68,7 +68,7 @@ async def test_a_vm_folder_that_cannot_be_deleted_is_a_failed_destroy(tmp_path: 
     mounted: list[Path] = []
     try:
         async with pool.acquire(VMSpec(), on_destroyed=lambda *a: recorded.append(a)) as vm:
-            stuck = Path(vm.info().workspace or "") / "stuck\ninjected line"
+            stuck = Path(vm.info().workspace or "").parent / "stuck\ninjected line"
             stuck.mkdir()
             subprocess.run(["mount", "-t", "tmpfs", "none", str(stuck)], check=True)
             mounted.append(stuck)
@@ -79,7 +79,7 @@ async def test_a_vm_folder_that_cannot_be_deleted_is_a_failed_destroy(tmp_path: 
     finally:
         for path in mounted:
             subprocess.run(["umount", str(path)], check=False)
-            assert remove_folder(path.parent.parent) is None  # as `cleanup` would, later
+            assert remove_folder(path.parent) is None  # as `cleanup` would, later
         await pool.close()
 
 

@@ -8,6 +8,7 @@ image it reserved. Real bubblewrap, real loop devices (a root engine, as in CI).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -255,3 +256,26 @@ def test_a_cap_the_engine_cannot_check_now_is_not_a_verdict() -> None:
     assert lines[0].startswith("refused: cannot check the workspace's disk cap now:"), lines
     assert "raise ulimit -n" in lines[0] and 'disk_cap = "measured"' not in lines[0]
     assert lines[1] == "then: True", done.stdout
+
+
+async def test_a_vm_destroyed_while_its_workspace_is_busy_leaves_nothing(
+    backend: ProcessBackend,
+) -> None:
+    """A destroy does not wait for every process of a killed command to be gone (on the
+    event loop's path; bubblewrap's outer process has its cwd in the workspace): a
+    workspace still busy then (here: a file this test holds open in it) is detached at
+    once and the folder goes; the filesystem and its loop device follow the last user."""
+    vm = await backend.boot("vm-cap0007", VMSpec(timeout_seconds=30))
+    await vm.put_file("held", b"x")
+    held = os.open(vm.workspace / "held", os.O_RDONLY)
+    try:
+        device = _device_of(vm.workspace)
+        await vm.destroy()  # before: VMError, workspace: Device or resource busy
+        assert not vm.folder.exists() and _attached(device)
+    finally:
+        os.close(held)
+    for _ in range(3000):  # the loop device goes as the last user of its mount does
+        if not _attached(device):
+            break
+        await asyncio.sleep(0.01)  # sleep-ok: polling the kernel's state of the device
+    assert not _attached(device)

@@ -55,6 +55,7 @@ LOOP_CONFIG_BYTES = 304
 LO_FLAGS_OFFSET = 8 + 5 * 8 + 3 * 4
 MS_NOSUID = 2
 MS_NODEV = 4
+MNT_DETACH = 2
 MNT_OPTIONS = b"noinit_itable"
 """The inode tables stay unwritten (the kernel would zero them, into the host's disk)."""
 LOOP_TRIES = 64
@@ -274,9 +275,14 @@ def _attach(control: int, backing: int) -> tuple[str, int]:
 
 
 def unmount(target: Path) -> None:
-    """Unmount `target` (its loop device goes with it). Raises `OSError` (e.g. EBUSY:
-    something is mounted inside it, or a process still has a file open there)."""
-    if _lib().umount2(os.fsencode(target), 0) != 0:
+    """Unmount `target` (its loop device goes with it). Busy (a killed command's process
+    not yet gone, bubblewrap's outer process having its cwd there), it is detached at once
+    and goes, with its loop device, as the last of them does (`MNT_DETACH`). Raises
+    `OSError`."""
+    path = os.fsencode(target)
+    if _lib().umount2(path, 0) == 0:
+        return
+    if ctypes.get_errno() != errno.EBUSY or _lib().umount2(path, MNT_DETACH) != 0:
         raise _errno_error("umount")
 
 
