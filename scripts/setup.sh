@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(bubblewrap passt sqlite3 util-linux)  # passt: pasta, for agents' allowed_ports
+packages=(bubblewrap passt sqlite3 util-linux e2fsprogs)  # passt: pasta, for agents' allowed_ports; e2fsprogs: mke2fs, the workspaces' disk cap
 if [[ "${1:-}" == "--vm" ]]; then
     packages+=(postgresql iproute2)  # the tests start a throwaway PostgreSQL cluster
     packages+=(chromium)  # the dashboard's browser test (Playwright drives /usr/bin/chromium)
