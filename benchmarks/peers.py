@@ -42,9 +42,12 @@ removes folders per ticket.
   one-step ticket (claim, run and step rows, VM rows, artifacts folder and log, VM folder
   and inputs file, run's end), done in line by each of SLOTS threads through the store's
   own classes: what any design of the engine could reach while keeping those records.
+* swarm-m (with `--measured`): swarm-engine with `disk_cap = "measured"` in its home's
+  config.toml: each workspace a folder measured every 50 ms, not a filesystem of its own
+  mounted per VM (the default, `mount`); what the hard disk cap costs.
 
 Usage: python benchmarks/peers.py [-n 300] [--slots 4] [--reps 3] [--src PATH] [--quick]
-                                  [--floor] [--json out.json]
+                                  [--floor] [--measured] [--json out.json]
 """
 
 from __future__ import annotations
@@ -358,9 +361,16 @@ def huey_json(python: Path, script: Path, args: list[str], *, timeout: float) ->
 
 
 # -- swarm-engine ----------------------------------------------------------------------------
-def run_swarm(root: Path, n: int, slots: int, rep: int) -> dict[str, float]:
-    home = root / f"swarm-{rep}"
+def run_swarm(
+    root: Path, n: int, slots: int, rep: int, disk_cap: str | None = None
+) -> dict[str, float]:
+    """`disk_cap`: the process backend's `disk_cap` option (None: its default, "mount")."""
+    home = root / f"swarm-{rep}-{disk_cap or 'default'}"
     db = init_home(home)
+    if disk_cap is not None:
+        (home / "config.toml").write_text(
+            f'[backend_options.process]\ndisk_cap = "{disk_cap}"\n', encoding="utf-8"
+        )
     insert_tickets(db, "echo", [{"i": i} for i in range(n)])
     started = time.time()
     proc = start_engine(
@@ -410,6 +420,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 jobs, 1 repetition")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument(
+        "--measured",
+        action="store_true",
+        help="also run 'swarm-m': swarm-engine with disk_cap = \"measured\" (workspaces not"
+        " mounted, their size measured every 50 ms)",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also run 'floor': bare plus the engine's records and files, in line per slot",
@@ -425,6 +441,8 @@ def main() -> None:
     print_machine()
     print(f"{n} jobs per run, {args.slots} slots, {reps} repetitions, huey {args.huey_version}")
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "huey": [], "swarm": []}
+    if args.measured:
+        runs["swarm-m"] = []
     if args.floor:
         runs["floor"] = []
     with temp_root("peers") as root:
@@ -442,6 +460,8 @@ def main() -> None:
                         result = run_huey(python, root, recipe, n, args.slots, rep)
                     elif method == "floor":
                         result = run_floor(recipe, root, n, args.slots, rep)
+                    elif method == "swarm-m":
+                        result = run_swarm(root, n, args.slots, rep, disk_cap="measured")
                     else:
                         result = run_swarm(root, n, args.slots, rep)
                     busy1, idle1 = host_cpu()
@@ -493,6 +513,9 @@ def main() -> None:
         "swarm/bare": med["swarm"] / med["bare"],
         "huey/bare": med["huey"] / med["bare"],
     }
+    if "swarm-m" in med:
+        ratios |= {"swarm-m/huey": med["swarm-m"] / med["huey"]}
+        ratios |= {"swarm-m/bare": med["swarm-m"] / med["bare"]}
     if "floor" in med:
         ratios |= {
             "floor/huey": med["floor"] / med["huey"],
