@@ -382,10 +382,18 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
                 "'swarm-engine stop'); nothing was stopped"
             )
         click.echo("no engine is running on this host")
-        for e in gone:  # what `status` shows as 'gone': its row says running
+        if len(gone) == 1:  # what `status` shows with no process: its row says running
+            (e,) = gone
             click.echo(
-                f"engine {visible(str(e['id']))}: its process {e['pid']} is not on this host"
-                f" (its row says {visible(str(e['state']))}); {reaped_when(e['reaped_in'])}"
+                f"engine {visible(str(e['id']))}: its process {visible(str(e['pid']))} is not"
+                f" on this host (its row says {visible(str(e['state']))});"
+                f" {reaped_when(e['reaped_in'])}"
+            )
+        elif gone:  # one line, however many rows another client wrote (see `status`)
+            click.echo(
+                f"{len(gone)} engine rows of this host say running, their process not on this"
+                " host (see 'swarm-engine status'); each: "
+                + reaped_when(min(e["reaped_in"] for e in gone))
             )
         return
     # an engine that drains already aborts at this stop (its own mark says so)
