@@ -100,13 +100,14 @@ async def _ignore(stream: str, chunk: bytes) -> None:
 async def test_writers_at_once_cannot_take_the_workspace_past_its_cap(vm: ProcessVM) -> None:
     """Four writers at once, each of a file under the per-file limit, 20 MiB in all:
     each gets `No space left on device` where the filesystem ends, and the workspace
-    holds at most its cap (plus the sliver that lets the count say it is full)."""
+    holds at most its cap (plus the sliver that lets the count say it is full), however
+    fast they write."""
     res = await vm.exec(
         "for i in 1 2 3 4; do dd if=/dev/zero of=d$i bs=1M count=5 2>>err & done; wait; cat err"
     )
     assert b"No space left on device" in res.stdout, res
-    assert res.exit_code == 137, res
-    assert b"the workspace went over its disk limit of 8 MiB or 200 files" in res.stderr
+    # (whether the 50 ms count also saw it full before the command ended is a race: the
+    # kernel's refusal is the cap; the count's line is tested where a command stays)
     assert host_bytes(vm) <= (DISK_MB + 1) * MIB
     image = vm.folder / IMAGE_NAME  # on the host: the image, never more than its size
     assert image.stat().st_blocks * 512 <= (DISK_MB + 1) * MIB + 64 * MIB
