@@ -137,20 +137,97 @@ def test_status_shows_busy_vms_as_they_are_now(
     stop(proc)
 
 
-def test_a_spent_autoincrement_is_named_with_the_full_disk(home: Path) -> None:
-    """An outside writer's row with the largest id spends a table's AUTOINCREMENT: SQLite
-    then refuses every insert as "database or disk is full". The command waits, then
-    fails with exit 6 and a line that names both causes and where to look."""
+MAX_ID = 9223372036854775807
+
+
+@pytest.mark.parametrize(
+    ("table", "values"),
+    [
+        ("ticket_events", "(id, ticket_id, new_status) VALUES ({id}, 1, 'open')"),
+        (
+            "workflow_runs",
+            "(id, ticket_id, attempt, attempt_id, execution_mode, status)"
+            " VALUES ({id}, 1, 9, 'x', 'single', 'done')",
+        ),
+        ("tickets", "(id, title, status, agent_id) VALUES ({id}, 'edge', 'open', 'echo')"),
+    ],
+)
+def test_an_id_that_would_spend_the_sequence_is_refused(
+    home: Path, table: str, values: str
+) -> None:
+    """An outside writer's row with the largest id would spend a table's AUTOINCREMENT
+    (every later insert refused, for good): the store refuses an id above 2^62 where it is
+    written, and the engine goes on."""
+    assert swarm_inproc(home, "ticket", "create", "--title", "a", "--agent", "echo").returncode == 0
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        sqlite_shell(home / "tickets.db", f"INSERT INTO {table} " + values.format(id=MAX_ID))
+    assert "above 2^62 is refused" in str(refused.value.stderr)
+    done = swarm_inproc(home, "ticket", "create", "--title", "b", "--agent", "echo")
+    assert done.returncode == 0, done.stderr
+    ran = swarm_inproc(home, "run-ticket", "2", "--wait")
+    assert ran.returncode == 0, ran.stderr
+    with pytest.raises(subprocess.CalledProcessError) as refused:  # a row moved there
+        sqlite_shell(
+            home / "tickets.db",
+            f"UPDATE {table} SET id = {MAX_ID} WHERE id = (SELECT max(id) FROM {table})",
+        )
+    assert "above 2^62 is refused" in str(refused.value.stderr)
+
+
+def test_a_spent_autoincrement_fails_fast_and_is_repaired(home: Path) -> None:
+    """A store that already holds such a row (written before the guard): SQLite refuses
+    every insert as "database or disk is full". That is permanent, not a busy store: the
+    command fails at once with exit 6 and one line naming the table. Once the row is
+    deleted, the next process that opens the store lowers the sequence SQLite kept."""
     assert swarm_inproc(home, "ticket", "create", "--title", "a", "--agent", "echo").returncode == 0
     sqlite_shell(
         home / "tickets.db",
-        "INSERT INTO ticket_events (id, ticket_id, new_status)"
-        " VALUES (9223372036854775807, 1, 'open');",
+        "DROP TRIGGER ticket_events_id_guard;"
+        f" INSERT INTO ticket_events (id, ticket_id, new_status) VALUES ({MAX_ID}, 1, 'open');",
     )
-    done = swarm_inproc(
-        home, "ticket", "create", "--title", "b", "--agent", "echo", SWARM_BUSY_TIMEOUT="0.2"
-    )
-    assert done.returncode == 6, done.stderr
-    (line,) = done.stderr.strip().splitlines()
-    assert "AUTOINCREMENT" in line and "sqlite_sequence" in line, line
+    started = time.monotonic()
+    for argv in (
+        ("ticket", "create", "--title", "b", "--agent", "echo"),
+        ("run-ticket", "1", "--wait"),
+    ):
+        done = swarm_inproc(home, *argv, SWARM_BUSY_TIMEOUT="30")
+        assert done.returncode == 6, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "'ticket_events' has spent its AUTOINCREMENT ids" in line, line
+        assert "busy" not in line and "for now" not in line, line
+    assert time.monotonic() - started < 20  # not waited for as busy
     assert [r["c"] for r in query(home / "tickets.db", "SELECT count(*) AS c FROM tickets")] == [1]
+    sqlite_shell(home / "tickets.db", f"DELETE FROM ticket_events WHERE id = {MAX_ID}")
+    done = swarm_inproc(home, "ticket", "create", "--title", "b", "--agent", "echo")
+    assert done.returncode == 0, done.stderr
+    (seq,) = query(
+        home / "tickets.db", "SELECT seq FROM sqlite_sequence WHERE name = 'ticket_events'"
+    )
+    assert seq["seq"] < 1000
+    assert swarm_inproc(home, "run-ticket", "1", "--wait").returncode == 0
+
+
+def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> None:
+    """A store at schema version 6 whose sequence SQLite kept at the maximum after the
+    row was deleted: opening it adds the guard and lowers the sequence."""
+    path = tmp_path / "tickets.db"
+    open_store(path).close()
+    sqlite_shell(
+        path,
+        "DROP TRIGGER tickets_id_guard; DROP TRIGGER tickets_id_guard_update;"
+        " DROP TRIGGER ticket_events_id_guard; DROP TRIGGER ticket_events_id_guard_update;"
+        " DROP TRIGGER workflow_runs_id_guard; DROP TRIGGER workflow_runs_id_guard_update;"
+        " DROP TRIGGER step_executions_id_guard; DROP TRIGGER step_executions_id_guard_update;"
+        " DROP TRIGGER step_logs_id_guard; DROP TRIGGER step_logs_id_guard_update;"
+        " PRAGMA user_version = 6;"
+        f" INSERT INTO tickets (id, title, status) VALUES ({MAX_ID}, 'edge', 'draft');"
+        f" DELETE FROM tickets WHERE id = {MAX_ID};",
+    )
+    assert query(path, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [
+        {"seq": MAX_ID}
+    ]
+    open_store(path).close()
+    assert query(path, "PRAGMA user_version") == [{"user_version": 7}]
+    assert query(path, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [{"seq": 0}]
+    with pytest.raises(subprocess.CalledProcessError):
+        sqlite_shell(path, f"INSERT INTO tickets (id, title) VALUES ({MAX_ID}, 'edge')")

@@ -39,13 +39,19 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
-FULL_CAUSES = (
-    "the disk is full, or a table's AUTOINCREMENT id reached its largest value:"
-    " see `SELECT name, seq FROM sqlite_sequence`"
-)
-"""What SQLITE_FULL may mean: both are transient for the engine (it waits), and only an
-operator can end them (free the disk, or lower the sequence and delete the row that set
-it)."""
+FULL_CAUSES = "the disk is full"
+"""What SQLITE_FULL means once no AUTOINCREMENT sequence is spent (`spent_sequence`):
+transient for the engine (it waits until an operator frees the disk)."""
+
+MAX_ID = 2**63 - 1
+"""SQLite's largest rowid: an AUTOINCREMENT table whose sequence holds it refuses every
+later insert with SQLITE_FULL, for good."""
+
+ID_GUARD = 2**62
+"""Ids above this are refused where they are written (migration 0007_id_guard.sql)."""
+
+ID_TABLES = ("tickets", "ticket_events", "workflow_runs", "step_executions", "step_logs")
+"""The ticket store's AUTOINCREMENT tables."""
 
 
 def decode_text(raw: bytes) -> str:
@@ -67,7 +73,7 @@ def translate(exc: sqlite3.Error, where: str) -> StoreError:
         primary is None and "database is locked" in text  # (an error with no code)
     ):
         return StoreBusyError(f"{where} is busy: {text}")
-    if primary == sqlite3.SQLITE_FULL:  # SQLite says the same for a spent AUTOINCREMENT
+    if primary == sqlite3.SQLITE_FULL:  # a spent AUTOINCREMENT: see `spent_sequence`
         return StoreBusyError(f"{where} is unavailable for now: {text} ({FULL_CAUSES})")
     if primary in TRANSIENT_CODES:
         return StoreBusyError(f"{where} is unavailable for now: {text}")
@@ -127,7 +133,7 @@ class SQLiteDatabase:
             rows: list[Row] = cur.fetchall()
             return Outcome(rows, cur.rowcount)
         except sqlite3.Error as exc:
-            raise translate(exc, self.where) from exc
+            raise self._translate(exc) from exc
         except OverflowError as exc:  # a Python int past SQLite's 64 bits
             raise StoreIntegrityError(f"{self.where}: a number is out of range") from exc
 
@@ -157,7 +163,17 @@ class SQLiteDatabase:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise translate(exc, self.where) from exc
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        """`translate`, except that SQLITE_FULL from a spent AUTOINCREMENT sequence is a
+        permanent `StoreError` (waiting never ends it), not a busy store."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+            spent = spent_sequence(self.conn)
+            if spent is not None:
+                return StoreError(f"{self.where}: {spent}")
+        return translate(exc, self.where)
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:
@@ -249,6 +265,41 @@ class ChangeProbe:
         self.conn.close()
 
 
+def spent_sequence(conn: sqlite3.Connection) -> str | None:
+    """Why inserts fail for good when an AUTOINCREMENT sequence holds the largest id (one
+    line naming the table and what to do), or None when none does (or it cannot be read)."""
+    try:
+        row = conn.execute(
+            "SELECT name FROM sqlite_sequence WHERE seq >= ? ORDER BY name LIMIT 1", (MAX_ID,)
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    if row is None:
+        return None
+    name = str(row[0])[:64]
+    return (
+        f"table {name!r} has spent its AUTOINCREMENT ids (a row with id {MAX_ID} was written"
+        f" into it; no insert can succeed): delete the rows with id above {ID_GUARD} from it;"
+        " the next process that opens the store lowers the sequence"
+    )
+
+
+def repair_sequences(db: SQLiteDatabase) -> None:
+    """Lower each ticket-store AUTOINCREMENT sequence above `ID_GUARD` to its table's
+    largest id: SQLite keeps a sequence's maximum after the row that set it is deleted.
+    A read first, so the common case writes nothing."""
+    high = db.conn.execute("SELECT name FROM sqlite_sequence WHERE seq > ?", (ID_GUARD,)).fetchall()
+    tables = [str(r[0]) for r in high if str(r[0]) in ID_TABLES]
+    if not tables:
+        return
+    with db.transaction():
+        for table in tables:  # a name from ID_TABLES, not from the row
+            db.run(
+                f"UPDATE sqlite_sequence SET seq = (SELECT coalesce(max(id), 0) FROM {table})"
+                f" WHERE name = '{table}' AND seq > (SELECT coalesce(max(id), 0) FROM {table})"
+            )
+
+
 def migrations(schema: str, dialect: Dialect = "sqlite") -> list[tuple[int, str]]:
     """The numbered migrations of `schema` ('tickets' or 'registry') for `dialect`."""
     folder = Path(__file__).with_name("sql") / dialect / schema
@@ -287,6 +338,8 @@ def connect(
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, schema, path)
+            if schema == "tickets":
+                repair_sequences(db)
             one_name(path)  # again: a link made while it opened
             db.what = "store" if schema == "tickets" else schema
             db.pin()
