@@ -130,6 +130,13 @@ def test_ticket_list_status_may_be_repeated_like_the_api_status_param(home: Path
     assert [t["id"] for t in json.loads(rest.stdout)] == [2]
     none = swarm_inproc(home, "ticket", "list", "--status", "draft", "--status", "running")
     assert none.stdout.startswith("no tickets with status draft or running ")
+    for cursor in ("1", "-9223372036854775808"):  # past the last page: not an empty store
+        end = swarm_inproc(home, *args, "--cursor", cursor)
+        assert end.returncode == 0, end.stderr
+        assert end.stdout == (
+            f"no more tickets with status failed or cancelled below id {cursor}"
+            " (the end of the list)\n"
+        ), end.stdout
     bad = swarm_inproc(home, "ticket", "list", "--status", "done", "--status", "bogus")
     assert (bad.returncode, bad.stdout) == (2, "")
     assert bad.stderr.startswith("error: unknown status 'bogus' ")

@@ -77,4 +77,5 @@ def test_a_ticket_row_past_a_year_fails_with_one_line(
     assert [(r["title"], r["status"]) for r in rows] == [("long", "failed"), ("fine", "done")]
     error = rows[0]["error"]
     assert "timeout_seconds: must be positive, at most 31536000" in error, error
+    assert f"(a year; is {timeout!r})" in error, error  # the value itself, not 3.1536e+07
     assert "\n" not in error

@@ -172,7 +172,10 @@ def list_(
         return
     if not rows:
         which = f" with status {' or '.join(plain(s) for s in statuses)}" if statuses else ""
-        console.print(f"no tickets{which} (create one: swarm-engine ticket create --help)")
+        if cursor is not None:  # a page past the last: the store need not be empty
+            console.print(f"no more tickets{which} below id {cursor} (the end of the list)")
+        else:
+            console.print(f"no tickets{which} (create one: swarm-engine ticket create --help)")
         return
     with_priority = any(r.priority for r in rows)
     columns: list[str | Col] = [

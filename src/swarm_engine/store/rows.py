@@ -341,7 +341,7 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
     if timeout is not None and not 0 < timeout <= MAX_TICKET_TIMEOUT_SECONDS:
         d.bad(
             "timeout_seconds",
-            f"must be positive, at most {MAX_TICKET_TIMEOUT_SECONDS:.0f} (a year; is {timeout:g})",
+            f"must be positive, at most {MAX_TICKET_TIMEOUT_SECONDS:.0f} (a year; is {timeout!r})",
         )
         timeout = None
     mode = d.choice("execution_mode", MODES, "single")
