@@ -13,6 +13,7 @@ import pytest
 from tests.acceptance.conftest import engine_ready, stop, write_agent
 from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
 from tests.support.disk import fill, small_tmpfs
+from tests.support.postgres import psql
 
 from swarm_engine.errors import StaleAttemptError, StoreBusyError
 from swarm_engine.store import open_store
@@ -205,6 +206,24 @@ def test_a_spent_autoincrement_fails_fast_and_is_repaired(home: Path) -> None:
     )
     assert seq["seq"] < 1000
     assert swarm_inproc(home, "run-ticket", "1", "--wait").returncode == 0
+
+
+def test_a_spent_postgresql_sequence_is_permanent_not_busy(home: Path, pg_url: str) -> None:
+    """PostgreSQL's equivalent: an identity sequence an operator set to its maximum fails
+    `nextval` ("reached maximum value of sequence"). That is one line and exit 6 at once,
+    never retried as a busy store; nothing is half-written."""
+    env = {"SWARM_DATABASE_URL": pg_url}
+    args = ("ticket", "create", "--title", "a", "--agent", "echo")
+    assert swarm_inproc(home, *args, **env).returncode == 0
+    psql(pg_url, f"SELECT setval(pg_get_serial_sequence('ticket_events', 'id'), {MAX_ID})")
+    started = time.monotonic()
+    done = swarm_inproc(home, *args, SWARM_BUSY_TIMEOUT="30", **env)
+    assert done.returncode == 6, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "reached maximum value of sequence" in line, line
+    assert "busy" not in line and "for now" not in line, line
+    assert time.monotonic() - started < 20
+    assert psql(pg_url, "SELECT count(*) FROM tickets").strip() == "1"
 
 
 def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> None:
