@@ -126,6 +126,8 @@ CODE_WORDS = [
     ('x=$(bash -c "echo ${inputs.v}"); echo "$x"', "the script of `bash -c`"),
     ('echo ok; sh -c "echo $(cat ${inputs.v})"', "the script of `sh -c`"),
     ('"$SHELL" -c "echo ${inputs.v}"', "the script of `sh -c`"),
+    ('env A=1 "$SHELL" -c "echo ${inputs.v}"', "the script of `sh -c`"),
+    ('nohup ${inputs.n} -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ("X=${inputs.n} sh -c 'echo ${inputs.v}'", "the script of `sh -c`"),
     ('eval "echo ${inputs.v}"', "the arguments of `eval`"),
     ("eval echo ${inputs.v}", "the arguments of `eval`"),
@@ -168,6 +170,12 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         "sh -c 'echo ok' # sh -c 'echo ${inputs.v}'",
         "sh -c 'echo ok'; echo 'sh -c ${inputs.v}'",
         "X=${inputs.v} sh -c 'echo \"$X\"'",
+        # a word that is a reference is a shell in command position only
+        "tar -C ${inputs.v} -czf out/${inputs.n}.tgz .",
+        'python3 tool.py --input ${inputs.v} -c "${inputs.n}.yaml"',
+        "curl -sS ${inputs.v} -c cookies-${inputs.n}.txt",
+        "grep -e ${inputs.v} -c file-${inputs.n}.txt",
+        'echo "$X" -c "a ${inputs.v}"',
     ],
 )
 def test_a_reference_outside_another_program_s_code_is_accepted(command: str) -> None:

@@ -13,9 +13,10 @@ as data as an argument after it (`sh -c 'echo "$1"' _ ${ticket.title}`), or as
 The command's words are followed far enough to tell (`_Parser`): quotes, escapes, `$(...)`,
 backquotes and `${...}` (a reference nested in any of them is inside the word), command
 separators, redirections. Any word may start such a program (`env sh -c`, `timeout 5 bash
--c`, `find -exec sh -c`, `docker run img sh -c`), and so may a word that is an expansion
-(`"$SHELL" -c`, read as a shell): failing closed, a reference is refused even where such a
-word is only an argument (`echo sh -c 'x ${inputs.v}'`). Beyond telling: a program that
+-c`, `find -exec sh -c`, `docker run img sh -c`): failing closed, a reference is refused
+even where such a word is only an argument (`echo sh -c 'x ${inputs.v}'`). A word that is
+an expansion is read as a shell in command position only (`"$SHELL" -c`, `env "$SHELL"
+-c`): elsewhere it is an argument (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`). Beyond telling: a program that
 runs its arguments through a shell of its own (`ssh`, `su -c`, `watch`), or text piped into
 an interpreter.
 """
@@ -115,11 +116,18 @@ the builtin."""
 _EVAL_HINT = "use it as a word of its own, outside eval's code"
 
 
-def _program(text: str) -> tuple[str, _Program] | None:
+_WRAPPERS = frozenset(("env", "exec", "nohup", "nice", "sudo", "doas", "xargs", "setsid",
+                       "stdbuf", "command", "builtin", "time"))  # fmt: skip
+"""Programs whose next word may be the command they run: a word that is an expansion there
+stands in command position too (`env "$SHELL" -c`)."""
+
+
+def _program(text: str, command_position: bool) -> tuple[str, _Program] | None:
     """The program a word starts, by its name (a path's last part), or the shell's rules
-    for a word that is an expansion (`"$SHELL"`: which program is beyond telling)."""
+    for a word that is an expansion in command position (`"$SHELL" -c`: which program is
+    beyond telling); an expansion elsewhere is an argument (`tar -C ${inputs.dir} -czf`)."""
     if REF in text or EXPANSION in text:
-        return "sh", _SHELL
+        return ("sh", _SHELL) if command_position else None
     name = text.rsplit("/", 1)[-1]
     name = _ALIASES.get(name, name)
     if name in _PROGRAMS:
@@ -156,6 +164,7 @@ class _Command:
         self.from_option = False  # the code word comes from an option (more may follow)
         self.evaluated: list[_Word] = []
         self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
+        self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
 
     def _code(self, word: _Word, whole_allowed: bool = True) -> None:
         if word.refs and not (whole_allowed and word.whole):
@@ -194,7 +203,9 @@ class _Command:
         elif first and word.text == "eval":
             self.mode = "eval"
             return
-        found = _program(word.text)
+        after_wrapper = self.after_wrapper
+        self.after_wrapper = word.text.rsplit("/", 1)[-1] in _WRAPPERS
+        found = _program(word.text, first or after_wrapper)
         if found is not None:
             self.name, self.prog = found
             self.mode = "opts"
