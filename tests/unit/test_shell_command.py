@@ -135,10 +135,32 @@ CODE_WORDS = [
     ("python3 -c 'print(\"${inputs.v}\")'", "the code of `python3 -c`"),
     ("python3 -Ic 'import os' ${inputs.n}; python3 -c'${inputs.v}'", "the code of `python3 -c`"),
     ("perl -e 'print ${inputs.v}'", "the code of `perl -e`"),
-    ("node --eval 'f(${inputs.v})'", "the code of `node -e`"),
+    ("node --eval 'f(${inputs.v})'", "the code of `node --eval`"),
     ("awk '{ print \"${inputs.v}\" }' file", "the program of `awk`"),
     ("sed -n -e p -e 's/a/${inputs.v}/' file", "the script of `sed -e`"),
     ("trap 'echo ${inputs.v}' EXIT", "the command of `trap`"),
+    # options that take an argument, code in an option, versioned names, GNU abbreviations
+    ('perl -I /tmp -e "system(q(echo ${inputs.v}))"', "the code of `perl -e`"),
+    ('perl "-Mstrict;print(q(${inputs.v}))" -e 1', "the code of `perl -M`"),
+    ('perl5.36.0 -e "print q(${inputs.v})"', "the code of `perl5.36.0 -e`"),
+    ('node --input-type commonjs -e "f(${inputs.v})"', "the code of `node -e`"),
+    ('python3 -m timeit -n1 "f(${inputs.v})"', "the code of `python3 -m timeit`"),
+    ('python3.11 -c "f(${inputs.v})"', "the code of `python3.11 -c`"),
+    ('lua5.4 -e "f(${inputs.v})"', "the code of `lua5.4 -e`"),
+    ('php8.2 -r "f(${inputs.v});"', "the code of `php8.2 -r`"),
+    ('sed -n --expr="1e echo ${inputs.v}" f', "the script of `sed --expression`"),
+    ('sed -n --e "1e echo ${inputs.v}" f', "the script of `sed --expression`"),
+    ('awk -W interactive "BEGIN{system(\\"echo ${inputs.v}\\")}"', "the program of `awk`"),
+    # wrappers that hand a string to a shell
+    ("env -S 'sh -c \"echo ${inputs.v}\"'", "the command line of `env -S`"),
+    ('flock /tmp/lk -c "echo ${inputs.v}"', "the script of `flock -c`"),
+    ('flock -w 5 /tmp/lk sh -c "echo ${inputs.v}"', "the script of `sh -c`"),
+    ('script -qc "echo ${inputs.v}" /dev/null', "the script of `script -c`"),
+    # an alias may make any word code; an option the check does not know: fail closed
+    ('alias e=eval\ne "echo ${inputs.v}"', "a command that defines an alias"),
+    ("alias x='ls'; echo ${inputs.v}", "a command that defines an alias"),
+    ('perl -Z -x "print q(${inputs.v})"', "an argument of `perl` after `-Z`, an option"),
+    ('node --experimental-foo x "f(${inputs.v})"', "an argument of `node` after"),
 ]
 
 
@@ -146,9 +168,8 @@ CODE_WORDS = [
 def test_a_reference_inside_another_program_s_code_is_refused(command: str, where: str) -> None:
     problem = check_command(command)
     assert problem is not None and "\n" not in problem
-    assert problem.startswith(f"${{inputs.v}} stands inside {where}, which reads it as code") or (
-        problem.startswith(f"${{ticket.title}} stands inside {where},")
-    ), problem
+    assert problem.split(" ", 1)[1].startswith(f"stands inside {where}"), problem
+    assert "which reads it as code" in problem
     with pytest.raises(TemplateError, match="reads it as code"):
         render_command(command, {"inputs": {"v": "x", "n": 1}, "ticket": {"title": "t"}})
 
@@ -176,6 +197,15 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         "curl -sS ${inputs.v} -c cookies-${inputs.n}.txt",
         "grep -e ${inputs.v} -c file-${inputs.n}.txt",
         'echo "$X" -c "a ${inputs.v}"',
+        # options known to take an argument, or none: the words after them are data
+        "perl -I lib script.pl --name=x-${inputs.v}",
+        "perl -ne 'print' ${inputs.v}; ruby -rjson tool.rb a-${inputs.v}",
+        "python3 -u -W ignore tool.py -c x-${inputs.v}; python3 -m mytool --n x-${inputs.v}",
+        "node --no-warnings app.js --x=y-${inputs.v}",
+        "sed -i.bak --expression=s/a/b/ f-${inputs.v}; sed -n p f-${inputs.v}",
+        "awk -F, -v v=${inputs.v} '{ print v }' f-${inputs.v}",
+        "env -i A=1 python3 tool.py x-${inputs.v}; env -S 'printf %s' ${inputs.v}",
+        "flock -n /tmp/lk make x-${inputs.v}; script -q -c make log-${inputs.v}.txt",
     ],
 )
 def test_a_reference_outside_another_program_s_code_is_accepted(command: str) -> None:

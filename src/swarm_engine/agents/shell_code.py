@@ -16,9 +16,17 @@ separators, redirections. Any word may start such a program (`env sh -c`, `timeo
 -c`, `find -exec sh -c`, `docker run img sh -c`): failing closed, a reference is refused
 even where such a word is only an argument (`echo sh -c 'x ${inputs.v}'`). A word that is
 an expansion is read as a shell in command position only (`"$SHELL" -c`, `env "$SHELL"
--c`): elsewhere it is an argument (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`). Beyond telling: a program that
-runs its arguments through a shell of its own (`ssh`, `su -c`, `watch`), or text piped into
-an interpreter.
+-c`): elsewhere it is an argument (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`).
+Beyond telling: a program that runs its arguments through a shell of its own (`ssh`, `su
+-c`, `watch`), or text piped into an interpreter.
+
+The check knows a list of programs (`_PROGRAMS`, `_PYTHON`; versioned names such as
+`perl5.36.0` count) and every option of theirs: which take an argument (`perl -I DIR`,
+`awk -W ARG`), which take code (`perl -M`, `sed --expr`, a GNU abbreviation), which take
+none. After an option it does not know, a reference inside a larger word is refused (fail
+closed: `_Command.blind`); a command that defines an alias (`alias e=eval`) refuses every
+reference. Any program not on the list (`git -c alias.x=!...`, `make --eval`, `gdb -ex`)
+is not seen: docs/agents.md says so and gives the safe forms.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ EXPANSION = "\x01"  # any other expansion ($X, $(...), `...`, ${...}, $((...)))
 
 @dataclass(frozen=True)
 class _Program:
-    """How a program takes code in its arguments."""
+    """How a program takes code in its arguments, and every option it has (an option not
+    listed here makes the check fail closed: `_Command.blind`)."""
 
     what: str  # "the script of", "the code of", "the program of"
     hint: str  # how to pass a value as data instead
@@ -50,8 +59,15 @@ class _Program:
     switch: str = ""  # a flag making the first operand code (a shell's `-c`)
     operand_code: bool = False  # the first operand is code (unless an option gave it)
     plus_options: bool = False  # `+o`, `+e` are options too (shells)
+    known: str = ""  # short options taking no argument
+    rest_flags: str = ""  # short options whose argument, if any, is the rest of the word
+    known_long: tuple[str, ...] = ()  # long options taking no argument (or one after `=`)
+    abbrev: bool = False  # GNU getopt: a long option may be abbreviated (`--expr`)
+    command_operand: int = 0  # the operand (1, 2, ...) that is a command to run (`env`)
+    code_modules: tuple[str, ...] = ()  # `python3 -m timeit`: modules reading code
 
 
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _SHELL = _Program(
     "the script of",
     "pass it as an argument after the script and read it there: "
@@ -60,32 +76,81 @@ _SHELL = _Program(
     arg_long=("--rcfile", "--init-file"),
     switch="c",
     plus_options=True,
-)
+    known=_LETTERS,
+    known_long=("--norc", "--noprofile", "--login", "--posix", "--restricted", "--verbose",
+                "--version", "--help", "--debugger", "--noediting", "--dump-strings",
+                "--dump-po-strings", "--wordexp", "--protected"),
+)  # fmt: skip
 _SHELLS = ("sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "yash",
            "posh", "fish", "csh", "tcsh")  # fmt: skip
 _ARGV = "pass it as an argument after the code and read it there ({argv})"
+_SHELL_STRING = "give it as an argument of its own after the command string: {prog} ... ${{{path}}}"
 _PROGRAMS: dict[str, _Program] = {
     **dict.fromkeys(_SHELLS, _SHELL),
-    "perl": _Program("the code of", _ARGV.format(argv="@ARGV"), code_flags="eE"),
-    "ruby": _Program("the code of", _ARGV.format(argv="ARGV"), code_flags="e", arg_flags="rI"),
+    "perl": _Program(
+        "the code of", _ARGV.format(argv="@ARGV"), code_flags="eEMmFd", arg_flags="I",
+        rest_flags="0lixCDV", known="acnpsStTuUvwWXh",
+        known_long=("--help", "--version"),
+    ),
+    "ruby": _Program(
+        "the code of", _ARGV.format(argv="ARGV"), code_flags="e", arg_flags="rICE",
+        rest_flags="0xFiKTW", known="acdlnpsSvwyh",
+        arg_long=("--enable", "--disable", "--encoding", "--external-encoding",
+                  "--internal-encoding", "--dump"),
+        known_long=("--verbose", "--version", "--copyright", "--help", "--yydebug", "--jit",
+                    "--yjit"),
+    ),
     "node": _Program(
         "the code of",
         _ARGV.format(argv="process.argv"),
         code_flags="ep",
-        code_long=("--eval", "--print"),
-        arg_flags="r",
-        arg_long=("--require",),
+        code_long=("--eval", "--print", "--import", "--loader", "--experimental-loader"),
+        arg_flags="rC",
+        arg_long=("--require", "--input-type", "--conditions", "--title", "--env-file",
+                  "--max-old-space-size", "--stack-size", "--unhandled-rejections"),
+        known="civh",
+        known_long=("--check", "--interactive", "--version", "--help", "--no-warnings",
+                    "--trace-warnings", "--enable-source-maps", "--inspect", "--inspect-brk",
+                    "--abort-on-uncaught-exception", "--preserve-symlinks", "--test",
+                    "--watch", "--no-deprecation", "--trace-deprecation", "--expose-gc"),
     ),
-    "php": _Program("the code of", _ARGV.format(argv="$argv"), code_flags="r", arg_flags="cdf"),
-    "lua": _Program("the code of", _ARGV.format(argv="arg"), code_flags="e", arg_flags="l"),
-    "Rscript": _Program("the code of", _ARGV.format(argv="commandArgs()"), code_flags="e"),
+    "php": _Program(
+        "the code of", _ARGV.format(argv="$argv"), code_flags="rBRE", arg_flags="cdfztSF",
+        file_flags="fF", known="aCehHilmnqsvw",
+        code_long=("--run", "--process-begin", "--process-code", "--process-end"),
+        arg_long=("--php-ini", "--define", "--file", "--process-file", "--rf", "--rc", "--re",
+                  "--ri", "--zend-extension"),
+        known_long=("--info", "--modules", "--version", "--no-chdir", "--no-php-ini",
+                    "--hide-args", "--syntax-check", "--syntax-highlight", "--strip", "--help",
+                    "--interactive", "--ini"),
+    ),
+    "lua": _Program(
+        "the code of", _ARGV.format(argv="arg"), code_flags="e", arg_flags="l", known="ivEW"
+    ),
+    "Rscript": _Program(
+        "the code of", _ARGV.format(argv="commandArgs()"), code_flags="e",
+        known_long=("--vanilla", "--verbose", "--version", "--default-packages",
+                    "--no-environ", "--no-site-file", "--no-init-file", "--restore",
+                    "--no-restore", "--save", "--no-save", "--no-echo", "--quiet",
+                    "--silent", "--help"),
+    ),
     "awk": _Program(
         "the program of",
         "pass it as a variable: {prog} -v value=${{{path}}} '... value ...'",
+        code_flags="e",
         code_long=("--source",),
-        arg_flags="Fvf",
-        file_flags="f",
+        arg_flags="FvfEilW",
+        arg_long=("--assign", "--field-separator", "--file", "--exec", "--include", "--load"),
+        file_flags="fE",
         operand_code=True,
+        known="bcCghMnNOPrsStV",
+        rest_flags="dDLop",
+        known_long=("--characters-as-bytes", "--traditional", "--copyright", "--debug",
+                    "--dump-variables", "--gen-pot", "--help", "--lint", "--bignum",
+                    "--use-lc-numeric", "--non-decimal-data", "--optimize", "--profile",
+                    "--posix", "--re-interval", "--no-optimize", "--sandbox", "--lint-old",
+                    "--version", "--pretty-print", "--csv"),
+        abbrev=True,
     ),
     "sed": _Program(
         "the script of",
@@ -97,15 +162,56 @@ _PROGRAMS: dict[str, _Program] = {
         arg_long=("--file", "--line-length"),
         file_flags="f",
         operand_code=True,
+        known="nrEsuzb",
+        rest_flags="i",
+        known_long=("--quiet", "--silent", "--debug", "--posix", "--sandbox",
+                    "--follow-symlinks", "--in-place", "--null-data", "--zero-terminated",
+                    "--regexp-extended", "--separate", "--unbuffered", "--binary", "--help",
+                    "--version"),
+        abbrev=True,
     ),
     "trap": _Program(
-        "the command of", "read it from a variable there: trap '... \"$X\" ...'", operand_code=True
+        "the command of", "read it from a variable there: trap '... \"$X\" ...'",
+        operand_code=True, known="lp",
     ),
-}
-_PYTHON = _Program("the code of", _ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm")
+    "env": _Program(
+        "the command line of", _SHELL_STRING, code_flags="S", code_long=("--split-string",),
+        arg_flags="uCP", arg_long=("--unset", "--chdir"), known="i0v",
+        known_long=("--ignore-environment", "--null", "--debug", "--help", "--version",
+                    "--default-signal", "--ignore-signal", "--block-signal",
+                    "--list-signal-handling"),
+        abbrev=True, command_operand=1,
+    ),
+    "flock": _Program(
+        "the script of", _SHELL_STRING, code_flags="c", code_long=("--command",),
+        arg_flags="wE", arg_long=("--timeout", "--wait", "--conflict-exit-code"),
+        known="sxeunoFhVv",
+        known_long=("--shared", "--exclusive", "--unlock", "--nonblock", "--nb", "--close",
+                    "--no-fork", "--verbose", "--help", "--version"),
+        abbrev=True, command_operand=2,
+    ),
+    "script": _Program(
+        "the script of", _SHELL_STRING, code_flags="c", code_long=("--command",),
+        arg_flags="EIOBTmo",
+        arg_long=("--echo", "--log-in", "--log-out", "--log-io", "--log-timing",
+                  "--logging-format", "--output-limit"),
+        known="aefqhV", rest_flags="t",
+        known_long=("--append", "--return", "--flush", "--force", "--quiet", "--timing",
+                    "--help", "--version"),
+        abbrev=True, command_operand=99,
+    ),
+}  # fmt: skip
+_PYTHON = _Program(
+    "the code of", _ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm",
+    known="bBdEhiIOPqsSuvVxR?", arg_long=("--check-hash-based-pycs",),
+    known_long=("--help", "--version", "--help-env", "--help-xoptions", "--help-all"),
+    code_modules=("timeit", "pdb"),
+)  # fmt: skip
 _ALIASES = {"nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
-            "gsed": "sed"}  # fmt: skip
+            "gsed": "sed", "busybox-sh": "sh"}  # fmt: skip
 _PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
+_VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
+"""A versioned name (`perl5.36.0`, `lua5.4`, `php8.2`, `luajit-2.1`): the program it is."""
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-])")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _BEFORE_COMMAND = frozenset(
@@ -129,11 +235,13 @@ def _program(text: str, command_position: bool) -> tuple[str, _Program] | None:
     if REF in text or EXPANSION in text:
         return ("sh", _SHELL) if command_position else None
     name = text.rsplit("/", 1)[-1]
-    name = _ALIASES.get(name, name)
-    if name in _PROGRAMS:
-        return name, _PROGRAMS[name]
     if _PYTHON_RE.fullmatch(name):
         return name, _PYTHON
+    versioned = _VERSIONED.fullmatch(name)
+    base = versioned.group(1) if versioned and name not in _PROGRAMS else name
+    base = _ALIASES.get(base, base)
+    if base in _PROGRAMS:
+        return name, _PROGRAMS[base]
     return None
 
 
@@ -148,6 +256,17 @@ class _Word:
         return self.text == REF
 
 
+ALIAS = -1
+"""The key in `found` saying that the command defines an alias (`alias e=eval`, then `e
+...`): any word may then be code, so every reference in it is refused."""
+_ALIAS_WHY = (
+    "a command that defines an alias (`alias`), where any word may become code",
+    "define no alias in a command with a reference; write the program's name",
+    "alias",
+)
+_BLIND_HINT = "give it as a whole word of its own"
+
+
 class _Command:
     """The words of one simple command, read one by one: which of them are code."""
 
@@ -156,7 +275,7 @@ class _Command:
         self.reset()
 
     def reset(self) -> None:
-        self.mode = ""  # "", "opts", "code", "arg", "eval", "skip"
+        self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip"
         self.after_skip = ""  # the mode after a redirection's target
         self.name = ""
         self.prog: _Program | None = None
@@ -165,17 +284,35 @@ class _Command:
         self.evaluated: list[_Word] = []
         self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
+        self.operands = 0
+        self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
+        self.blind: Why | None = None  # past an option the check does not know
 
     def _code(self, word: _Word, whole_allowed: bool = True) -> None:
         if word.refs and not (whole_allowed and word.whole):
             assert self.prog is not None
-            flag = self.prog.switch or self.prog.code_flags[:1]
-            shown = f"{self.name} -{flag}" if flag else self.name
+            flag = self.prog.switch and f"-{self.prog.switch}"
+            flag = self.flag if self.from_option else flag
+            shown = f"{self.name} {flag}" if flag else self.name
             why = (f"{self.prog.what} `{shown}`", self.prog.hint, self.name)
             for pos in word.refs:
                 self.found.setdefault(pos, why)
 
+    def _go_blind(self, option: str, why: Why | None = None) -> None:
+        """Past an option this check does not know (it may take the next word, or make any
+        word code): every later partial reference of the command is refused."""
+        if self.blind is None:
+            self.blind = why or (
+                f"an argument of `{self.name}` after `{option}`, an option this check does"
+                " not know, so possibly code",
+                _BLIND_HINT,
+                self.name,
+            )
+
     def word(self, word: _Word) -> None:
+        if self.blind is not None and word.refs and not word.whole:
+            for pos in word.refs:
+                self.found.setdefault(pos, self.blind)
         mode = self.mode
         if mode == "skip":  # a redirection's target
             self.mode = self.after_skip
@@ -191,6 +328,9 @@ class _Command:
         if mode == "arg":
             self.mode = "opts"
             return
+        if mode == "module":
+            self._module(word.text)
+            return
         if mode == "opts":
             self._option_or_operand(word)
             return
@@ -203,6 +343,8 @@ class _Command:
         elif first and word.text == "eval":
             self.mode = "eval"
             return
+        elif first and word.text == "alias":
+            self.found[ALIAS] = _ALIAS_WHY
         after_wrapper = self.after_wrapper
         self.after_wrapper = word.text.rsplit("/", 1)[-1] in _WRAPPERS
         found = _program(word.text, first or after_wrapper)
@@ -210,11 +352,21 @@ class _Command:
             self.name, self.prog = found
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
+            self.operands = 0
 
     def redirect(self) -> None:
         """The next word is a redirection's target, not an argument."""
         self.after_skip = self.mode
         self.mode = "skip"
+
+    def _module(self, module: str) -> None:
+        """`python3 -m MODULE`: the rest are the module's arguments, code for some."""
+        assert self.prog is not None
+        self.mode = ""
+        if module in self.prog.code_modules:
+            self._go_blind(
+                "", (f"the code of `{self.name} -m {module}`", self.prog.hint, self.name)
+            )
 
     def _option_or_operand(self, word: _Word) -> None:
         prog = self.prog
@@ -227,32 +379,56 @@ class _Command:
         if not self.ended and len(text) > 1 and text[0] in starts:
             self._option(word)
             return
+        if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
+            if prog is _PROGRAMS["env"] and _ASSIGNMENT.match(text):
+                return
+            self.operands += 1
+            if self.operands < prog.command_operand:
+                return
+            self.mode = ""
+            self.after_wrapper = True
+            self.word(_Word(word.text))  # its references were seen above
+            return
         # the first operand
         if self.switched or (prog.operand_code and not self.coded):
             self.from_option = False
             self._code(word)
         self.mode = ""
 
+    def _long(self, name: str) -> str:
+        """A long option's full name (GNU programs take a unique prefix: `--expr`)."""
+        prog = self.prog
+        assert prog is not None
+        every = prog.code_long + prog.arg_long + prog.known_long
+        if name in every or not prog.abbrev:
+            return name
+        matches = {full for full in every if full.startswith(name)}
+        return matches.pop() if len(matches) == 1 else name
+
     def _option(self, word: _Word) -> None:
         prog = self.prog
         assert prog is not None
         text = word.text
         if text.startswith("--"):
-            name, eq, _ = text.partition("=")
+            given, eq, _ = text.partition("=")
+            name = self._long(given)
             if name in prog.code_long:
-                self.from_option = True
+                self.from_option, self.flag = True, name
                 if eq:
                     self._code(word, whole_allowed=False)
                     self.coded = True
                 else:
                     self.mode = "code"
-            elif name in prog.arg_long and not eq:
-                self.mode = "arg"
+            elif name in prog.arg_long:
+                if not eq:
+                    self.mode = "arg"
+            elif name not in prog.known_long:
+                self._go_blind(given)
             return
         for i, letter in enumerate(text[1:], 1):
             rest = text[i + 1 :]
             if letter in prog.code_flags:
-                self.from_option = True
+                self.from_option, self.flag = True, f"-{letter}"
                 if rest:  # attached: `-e'...'`
                     self._code(word, whole_allowed=False)
                     self.coded = True
@@ -261,13 +437,22 @@ class _Command:
                 return
             if letter in prog.file_flags:
                 self.coded = True
+            if letter == "m" and prog.code_modules:
+                if rest:
+                    self._module(rest)
+                else:
+                    self.mode = "module"
+                return
             if letter in prog.arg_flags:
                 if not rest:
                     self.mode = "arg"
                 return
+            if letter in prog.rest_flags:
+                return
             if letter == prog.switch and prog.switch:
                 self.switched = True
-            if letter in (REF, EXPANSION):  # a flag that is a value: beyond telling
+            elif letter not in prog.known:  # unknown, or a flag that is a value
+                self._go_blind(text[0] + letter)
                 return
 
     def end(self) -> None:
@@ -447,4 +632,6 @@ def code_references(pieces: list[str | None]) -> dict[int, Why]:
             text += piece
     parser = _Parser(text, refs)
     parser.commands(0, "")
+    if ALIAS in parser.found:
+        return dict.fromkeys(order.values(), _ALIAS_WHY)
     return {order[pos]: why for pos, why in parser.found.items()}
