@@ -159,6 +159,13 @@ CODE_WORDS = [
     # an alias may make any word code; an option the check does not know: fail closed
     ('alias e=eval\ne "echo ${inputs.v}"', "a command that defines an alias"),
     ("alias x='ls'; echo ${inputs.v}", "a command that defines an alias"),
+    # the long tail: programs reading an option's argument as commands
+    ('git -c alias.zz="!echo ${inputs.v}" zz', "the configuration of `git -c`"),
+    ('make -f /dev/null --eval="x:;echo ${inputs.v}" x', "the makefile text of `make --eval`"),
+    ("tar cf f --checkpoint-action=exec='echo ${inputs.v}' d", "the command of `tar --checkp"),
+    ('vim -es -u NONE -c "!echo ${inputs.v}" -c q', "the command of `vim -c`"),
+    ('gdb -batch -nx -ex "shell echo ${inputs.v}"', "the command of `gdb --ex`"),
+    ('flock -n /tmp/lk make x sh -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ('perl -Z -x "print q(${inputs.v})"', "an argument of `perl` after `-Z`, an option"),
     ('node --experimental-foo x "f(${inputs.v})"', "an argument of `node` after"),
 ]
@@ -206,6 +213,9 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         "awk -F, -v v=${inputs.v} '{ print v }' f-${inputs.v}",
         "env -i A=1 python3 tool.py x-${inputs.v}; env -S 'printf %s' ${inputs.v}",
         "flock -n /tmp/lk make x-${inputs.v}; script -q -c make log-${inputs.v}.txt",
+        "git -C d commit -m 'fix ${inputs.v}'; make -C d x-${inputs.v}",
+        "tar -C d -czf out/${inputs.v}.tgz .; gdb -batch a.out core-${inputs.v}",
+        "vim -es -u NONE file-${inputs.v}.txt",
     ],
 )
 def test_a_reference_outside_another_program_s_code_is_accepted(command: str) -> None:

@@ -65,6 +65,8 @@ class _Program:
     abbrev: bool = False  # GNU getopt: a long option may be abbreviated (`--expr`)
     command_operand: int = 0  # the operand (1, 2, ...) that is a command to run (`env`)
     code_modules: tuple[str, ...] = ()  # `python3 -m timeit`: modules reading code
+    open_options: bool = False  # only the code options are listed: others are let be
+    dash_long: bool = False  # `-ex` is `--ex` (gdb)
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -83,6 +85,7 @@ _SHELL = _Program(
 )  # fmt: skip
 _SHELLS = ("sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "yash",
            "posh", "fish", "csh", "tcsh")  # fmt: skip
+_BLIND_OPEN = "give it as a whole word of its own, or read $INPUT_<KEY> there"
 _ARGV = "pass it as an argument after the code and read it there ({argv})"
 _SHELL_STRING = "give it as an argument of its own after the command string: {prog} ... ${{{path}}}"
 _PROGRAMS: dict[str, _Program] = {
@@ -200,6 +203,28 @@ _PROGRAMS: dict[str, _Program] = {
                     "--help", "--version"),
         abbrev=True, command_operand=99,
     ),
+    "git": _Program(
+        "the configuration of", _BLIND_OPEN, code_flags="c", arg_flags="C", open_options=True,
+        code_long=("--config-env",),
+    ),
+    "make": _Program(
+        "the makefile text of", _BLIND_OPEN, code_flags="E", code_long=("--eval",),
+        open_options=True, command_operand=99,
+    ),
+    "tar": _Program(
+        "the command of", _BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
+        code_long=("--checkpoint-action", "--to-command", "--use-compress-program",
+                   "--info-script", "--new-volume-script", "--rmt-command", "--rsh-command"),
+    ),
+    "vim": _Program(
+        "the command of", _BLIND_OPEN, code_flags="c", code_long=("--cmd",),
+        open_options=True, plus_options=True, command_operand=99,
+    ),
+    "gdb": _Program(
+        "the command of", _BLIND_OPEN, open_options=True, dash_long=True, command_operand=99,
+        code_long=("--ex", "--iex", "--eval-command", "--init-eval-command", "--command",
+                   "--init-command"),
+    ),
 }  # fmt: skip
 _PYTHON = _Program(
     "the code of", _ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm",
@@ -207,7 +232,7 @@ _PYTHON = _Program(
     known_long=("--help", "--version", "--help-env", "--help-xoptions", "--help-all"),
     code_modules=("timeit", "pdb"),
 )  # fmt: skip
-_ALIASES = {"nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
+_ALIASES = {"vi": "vim", "nvim": "vim", "ex": "vim", "view": "vim", "nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
             "gsed": "sed", "busybox-sh": "sh"}  # fmt: skip
 _PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
 _VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
@@ -383,8 +408,8 @@ class _Command:
             if prog is _PROGRAMS["env"] and _ASSIGNMENT.match(text):
                 return
             self.operands += 1
-            if self.operands < prog.command_operand:
-                return
+            if self.operands < prog.command_operand and _program(text, False) is None:
+                return  # (a word naming a program starts it, failing closed, as anywhere)
             self.mode = ""
             self.after_wrapper = True
             self.word(_Word(word.text))  # its references were seen above
@@ -409,6 +434,12 @@ class _Command:
         prog = self.prog
         assert prog is not None
         text = word.text
+        if prog.dash_long and not text.startswith("--") and len(text) > 2:
+            text = "-" + text
+        if prog is _PROGRAMS["vim"] and text.startswith("+"):  # `vim +cmd`: a command
+            self.from_option, self.flag = True, "+"
+            self._code(word, whole_allowed=False)
+            return
         if text.startswith("--"):
             given, eq, _ = text.partition("=")
             name = self._long(given)
@@ -422,7 +453,7 @@ class _Command:
             elif name in prog.arg_long:
                 if not eq:
                     self.mode = "arg"
-            elif name not in prog.known_long:
+            elif name not in prog.known_long and not prog.open_options:
                 self._go_blind(given)
             return
         for i, letter in enumerate(text[1:], 1):
@@ -451,6 +482,8 @@ class _Command:
                 return
             if letter == prog.switch and prog.switch:
                 self.switched = True
+            elif prog.open_options:
+                continue
             elif letter not in prog.known:  # unknown, or a flag that is a value
                 self._go_blind(text[0] + letter)
                 return
