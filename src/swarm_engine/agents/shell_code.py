@@ -25,8 +25,9 @@ The check knows a list of programs (`_PROGRAMS`, `_PYTHON`; versioned names such
 `awk -W ARG`), which take code (`perl -M`, `sed --expr`, a GNU abbreviation), which take
 none. After an option it does not know, a reference inside a larger word is refused (fail
 closed: `_Command.blind`); a command that defines an alias (`alias e=eval`) refuses every
-reference. Any program not on the list (`git -c alias.x=!...`, `make --eval`, `gdb -ex`)
-is not seen: docs/agents.md says so and gives the safe forms.
+reference. For `git`, `make`, `tar`, `vim`, `gdb` only the options taking commands are
+known (`open_options`: the others are let be). Any program not on the list (`ssh`, `su
+-c`, `emacs --eval`) is not seen: docs/agents.md says so and gives the safe forms.
 """
 
 from __future__ import annotations
