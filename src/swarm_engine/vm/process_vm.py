@@ -443,12 +443,16 @@ class ProcessVM:
 
     def _over_disk(self) -> bool:
         """Whether the workspace is over `disk_mb` or `max_files` (a worker thread's call,
-        while a command runs and as it ends; it counts no further than past either)."""
+        while a command runs and as it ends; it counts no further than past either). A
+        count that fails, for any reason, says True: a limit not checked is not kept."""
         cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
         try:
             used, entries = disk_usage(self.workspace, cap, most)
         except UncountableError as exc:  # fail closed: a limit that cannot be checked
             self._uncountable = str(exc)
+            return True
+        except Exception as exc:  # any failure of the count fails closed too
+            self._uncountable = f"the count failed: {type(exc).__name__}: {exc}"[:300]
             return True
         return used > cap or entries > most
 

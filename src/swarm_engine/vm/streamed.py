@@ -152,12 +152,17 @@ async def _watch_disk(
 ) -> bool:
     """While the command runs, ask `over_disk()` (on a worker thread) every `every`
     seconds; when it says so, kill the command and return True (a single file is capped
-    by RLIMIT_FSIZE)."""
+    by RLIMIT_FSIZE). A call that raises is taken as a yes: the watcher never ends
+    silently, leaving the command uncapped."""
     while not exited.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(exited.wait(), every)
             return False
-        if await settled(over_disk):  # never walks on after a cancel (vm/settled.py)
+        try:
+            over = await settled(over_disk)  # never walks on after a cancel (vm/settled.py)
+        except Exception:  # fail closed
+            over = True
+        if over:
             kill_tree(pid)
             return True
     return False

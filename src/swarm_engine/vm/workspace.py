@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from swarm_engine.errors import VMError
@@ -165,10 +166,40 @@ def remove_folder(folder: Path) -> str | None:
             why = (exc.strerror if isinstance(exc, OSError) else None) or exc
             errors.append(f"{shown[:300]}: {why}")
 
-    shutil.rmtree(folder, onerror=note)
-    if not folder.exists():
-        return None
+    try:
+        try:
+            shutil.rmtree(folder, onerror=note)
+        except RecursionError:  # rmtree recurses (3.11): a chain of folders too deep for it
+            errors.clear()
+            errors.extend(_remove_with_rm(folder))
+        if not os.path.lexists(folder):
+            return None
+    except Exception as exc:  # never raised out of destroy, reap, cleanup or start
+        errors.insert(0, f"{type(exc).__name__}: {exc}")
     return f"could not delete VM folder {folder}: {(errors or [unmounted or 'still there'])[0]}"
+
+
+RM_SECONDS = 300.0  # what `rm -rf` gets to delete one VM folder
+
+
+def _remove_with_rm(folder: Path) -> list[str]:
+    """Delete `folder` with coreutils' `rm` (no depth limit, never following links, never
+    leaving its filesystem): what went wrong, as at most one line."""
+    try:
+        done = subprocess.run(
+            ["rm", "-rf", "--one-file-system", "--", os.fspath(folder)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=RM_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [f"rm -rf: {exc}"]
+    if done.returncode == 0:
+        return []
+    said = done.stderr.decode("utf-8", "backslashreplace").strip().splitlines()
+    return [f"rm -rf: {(said or ['exit code ' + str(done.returncode)])[0][:300]}"]
 
 
 class UncountableError(VMError):
@@ -194,13 +225,20 @@ def disk_usage(folder: Path, stop_above: int, max_entries: int) -> tuple[int, in
         raise UncountableError(f"{shown}: {exc.strerror or exc}")
 
     total = entries = 0
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):
-        for name in (*dirnames, *filenames):
-            entries += 1
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-        if total > stop_above or entries > max_entries:
-            break
+    stack = [os.fspath(folder)]  # no recursion: a chain of any depth is counted (or fails)
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as listing:
+                for entry in listing:
+                    entries += 1
+                    with contextlib.suppress(OSError):
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    if total > stop_above or entries > max_entries:
+                        return total, entries
+        except OSError as exc:
+            unlisted(exc)
     return total, entries
 
 
