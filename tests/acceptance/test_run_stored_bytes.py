@@ -138,3 +138,28 @@ def test_steps_whose_logs_pass_the_limit_fail_the_run_and_store_no_more(
     logs = store_target.rows("SELECT data FROM step_logs ORDER BY id")
     assert "the rest of this log is not stored" in logs[-1]["data"]
     assert stored(store_target) <= MIB + 1024
+
+
+def test_a_retry_after_a_log_passed_the_limit_names_the_log_not_its_inputs(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """A failing step that retries, printing 400 KiB each time: its log passes 1 MiB
+    on the third attempt, and the next attempt is refused before it runs. The line
+    names the log (before: `inputs: log of step 's0': ...`, blaming the inputs)."""
+    write_agent(
+        tmp_path / "noisy",
+        "name: noisy\nversion: 1.0.0\nkind: shell\nretry: {attempts: 6, backoff_seconds: 0}\n"
+        "command: \"head -c 409600 /dev/zero | tr '\\\\0' x; exit 1\"\n",
+    )
+    added = swarm_inproc(home := tmp_path / "home", "agent", "register", str(tmp_path / "noisy"),
+                         **store_target.env)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert home_with(store_target, tmp_path, "  - {id: s0, agent: noisy}\n") == home
+    run(store_target, home)
+    (ticket,) = store_target.rows("SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed"
+    assert ticket["error"].startswith("step 's0' failed: log of step 's0': "), ticket["error"]
+    (last,) = store_target.rows(
+        "SELECT error FROM step_executions WHERE id = (SELECT max(id) FROM step_executions)"
+    )
+    assert last["error"].startswith("log of step 's0': "), last["error"]

@@ -96,6 +96,12 @@ def combined_json(parts: dict[str, JsonText]) -> JsonText:
     return JsonText("{" + ", ".join(f"{keys[k]}: {t.text}" for k, t in parts.items()) + "}")
 
 
+class RunBudgetError(AgentError):
+    """A value refused by `RunBudget.charge`: its line names what passed the limit (the
+    value, by the caller's prefix, or the log that passed it first), so callers add no
+    prefix of their own."""
+
+
 class RunBudget:
     """What one run may store in its steps' rows: the JSON of every attempt's inputs and
     outputs, as stored, and its steps' live logs (`step_logs`), at most `limit` bytes in
@@ -125,14 +131,14 @@ class RunBudget:
 
     def charge(self, text: JsonText, prefix: str = "") -> None:
         """Count `text` (a row's value, about to be written) against the run's limit, or
-        `AgentError` (`<prefix>N bytes of JSON would bring the run's stored step values to M
+        `RunBudgetError` (`<prefix>N bytes of JSON would bring the run's stored step values to M
         bytes, more than the 64 MiB a run may store (setting max_run_stored_bytes)`; once
         a log passed it, `over`)."""
         if self.over is not None:
-            raise AgentError(self.over)
+            raise RunBudgetError(self.over)
         size = len(text.text)  # (ASCII: its size in bytes as stored)
         if not self.fits(size):
-            raise AgentError(self._line(prefix, size, " of JSON"))
+            raise RunBudgetError(self._line(prefix, size, " of JSON"))
         self.used += size
 
     def log_chunk(self, text: str, step_id: str) -> str:

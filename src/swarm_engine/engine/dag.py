@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from swarm_engine.agents.base import StepOutcome
 from swarm_engine.engine.attempt import StepAttempt
-from swarm_engine.engine.bounds import RESULT_BYTES, combined_json, result_json
+from swarm_engine.engine.bounds import RESULT_BYTES, RunBudgetError, combined_json, result_json
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.plan import Plan, PlannedStep, checked_inputs
 from swarm_engine.errors import AgentError, StaleAttemptError, SwarmError
@@ -223,9 +223,10 @@ async def _queue(
 
     try:
         inputs, sent = await checked_inputs(step, context, runner.checker)
-        runner.budget(run_id).charge(sent)
-    except SwarmError as exc:
-        await add({}, "failed", f"inputs: {exc}")
-        raise StepFailed(step.id, f"inputs: {exc}") from exc
+        runner.budget(run_id).charge(sent, "inputs: ")
+    except SwarmError as exc:  # (the budget's line names what passed it: a log, say)
+        why = str(exc) if isinstance(exc, RunBudgetError) else f"inputs: {exc}"
+        await add({}, "failed", why)
+        raise StepFailed(step.id, why) from exc
     exec_id = await add(sent)
     return exec_id, inputs, sent
