@@ -167,7 +167,7 @@ def _isolation_checks(isolation: str) -> list[Check]:
 
 def _disk_cap_check(config: ProcessConfig) -> Check:
     """Whether each workspace can be a filesystem of `disk_mb` here (`vm/diskcap.py`)."""
-    from swarm_engine.vm.diskcap import FIX, DiskCapError, Template
+    from swarm_engine.vm.diskcap import DiskCapError, Template, how_to_fix
 
     if config.disk_cap == "measured":
         return Check("process disk cap", "warn", 'disk_cap = "measured": a workspace is '
@@ -176,7 +176,7 @@ def _disk_cap_check(config: ProcessConfig) -> Check:
         Template.build(config.disk_mb, config.max_files).close()
     except DiskCapError as exc:
         return Check("process disk cap", "fail", f"{exc}: every step on the process backend "
-                     f"is refused; to fix: {FIX}")  # fmt: skip
+                     f"is refused; to fix: {how_to_fix()}")  # fmt: skip
     return Check("process disk cap", "ok", f"each workspace is a filesystem of its own of "
                  f"{config.disk_mb} MiB and {config.max_files} files: the kernel refuses "
                  "writes past them")  # fmt: skip

@@ -61,12 +61,24 @@ MNT_OPTIONS = b"noinit_itable"
 LOOP_TRIES = 64
 SYSTEM_MKFS = ("/usr/sbin/mke2fs", "/sbin/mke2fs")
 """Where mke2fs is when the engine's PATH leaves out the system's sbin folders."""
+ROOT_FIX = (
+    "make sure the engine has CAP_SYS_ADMIN and loop devices, and that this host's mke2fs"
+    " can make a filesystem of [backend_options.process] disk_mb and max_files (lower them"
+    ' if not), or set disk_cap = "measured" to only measure the workspace every 50 ms'
+)
+"""The fix for a root engine that cannot make the filesystem (root is not the fix)."""
 FIX = (
     "run the engine as root (with CAP_SYS_ADMIN, loop devices and mke2fs) to give each "
     "workspace a filesystem of disk_mb, or set [backend_options.process] disk_cap = "
     '"measured" to only measure it every 50 ms (a fast writer then overshoots disk_mb '
     "by what it writes meanwhile)"
 )
+
+
+def how_to_fix() -> str:
+    """What to do when the workspace's cap cannot be had: root is the fix only for an
+    engine that does not run as root."""
+    return ROOT_FIX if os.geteuid() == 0 else FIX
 
 
 class DiskCapError(VMError):
@@ -119,6 +131,8 @@ class Template:
         size = _round(want + inodes * INODE_BYTES + min(want // 49, 16 * MIB) + 2 * MIB)
         try:
             return cls._sized(mkfs, want, inodes, size, disk_mb)
+        except DiskCapError as exc:  # name the settings it was made for
+            raise DiskCapError(f"{exc} (disk_mb = {disk_mb}, max_files = {max_files})") from exc
         except OSError as exc:
             if exc.errno in SHORTAGES:  # the host, for now: not a verdict (tried again)
                 raise VMError(

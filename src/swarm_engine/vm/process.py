@@ -47,8 +47,7 @@ from swarm_engine.vm.bwrap import (
 from swarm_engine.vm.bwrap import HOW_TO_FIX as HOW_TO_FIX  # re-exported
 from swarm_engine.vm.bwrap import bwrap_problem as bwrap_problem  # re-exported
 from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
-from swarm_engine.vm.diskcap import FIX as DISK_CAP_FIX
-from swarm_engine.vm.diskcap import DiskCapError, Template
+from swarm_engine.vm.diskcap import DiskCapError, Template, how_to_fix
 from swarm_engine.vm.helper import vm_helpers
 from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
 from swarm_engine.vm.owner import engine_owner, write_owner
@@ -124,7 +123,7 @@ class ProcessBackend:
         if self._cap_problem is not None:
             raise VMError(
                 f"process sandbox refused: the workspace cannot be capped at disk_mb: "
-                f"{self._cap_problem}; {DISK_CAP_FIX}"
+                f"{self._cap_problem}; {how_to_fix()}"
             )
         return self._image
 
