@@ -139,7 +139,10 @@ def _process_checks(settings: Settings) -> list[Check]:
         return []
     options = settings.backend_options.get("process")
     config = options if isinstance(options, ProcessConfig) else ProcessConfig()
-    return [*_isolation_checks(config.isolation), _disk_cap_check(config)]
+    return [
+        *_isolation_checks(config.isolation),
+        _disk_cap_check(config, settings.home / "vms" if settings.home.is_dir() else None),
+    ]
 
 
 def _isolation_checks(isolation: str) -> list[Check]:
@@ -165,18 +168,21 @@ def _isolation_checks(isolation: str) -> list[Check]:
     return checks
 
 
-def _disk_cap_check(config: ProcessConfig) -> Check:
+def _disk_cap_check(config: ProcessConfig, vms: Path | None) -> Check:
     """Whether each workspace can be a filesystem of `disk_mb` here (`vm/diskcap.py`)."""
+    from swarm_engine.errors import VMError
     from swarm_engine.vm.diskcap import DiskCapError, Template, how_to_fix
 
     if config.disk_cap == "measured":
         return Check("process disk cap", "warn", 'disk_cap = "measured": a workspace is '
                      "measured every 50 ms, and a fast writer overshoots disk_mb meanwhile")  # fmt: skip
     try:
-        Template.build(config.disk_mb, config.max_files).close()
+        Template.build(config.disk_mb, config.max_files, vms).close()
     except DiskCapError as exc:
         return Check("process disk cap", "fail", f"{exc}: every step on the process backend "
                      f"is refused; to fix: {how_to_fix()}")  # fmt: skip
+    except VMError as exc:  # a shortage of the host now: steps wait for it, then go on
+        return Check("process disk cap", "warn", str(exc))
     return Check("process disk cap", "ok", f"each workspace is a filesystem of its own of "
                  f"{config.disk_mb} MiB and {config.max_files} files: the kernel refuses "
                  "writes past them")  # fmt: skip

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.bwrap import SHORTAGES
+from swarm_engine.vm.bwrap import DISK_SHORTAGES, SHORTAGES
 
 MIB = 1 << 20
 BLOCK = 4096
@@ -115,10 +115,13 @@ class Template:
         """Bytes the filesystem gives, as mounted (`statvfs`)."""
 
     @classmethod
-    def build(cls, disk_mb: int, max_files: int) -> Template:
+    def build(cls, disk_mb: int, max_files: int, scratch_in: Path | None = None) -> Template:
         """An image with room for `disk_mb` MiB (at most `MOST_SLACK` more) and
-        `max_files` files, checked by mounting it once. Blocking (`mke2fs`, mounts:
-        ~20 ms). Raises `DiskCapError` (one line) where it cannot be had here."""
+        `max_files` files, checked by mounting it once in a folder made in `scratch_in`
+        (the VMs' folder: the disk their workspaces are on; TMPDIR when None). Blocking
+        (`mke2fs`, mounts: ~20 ms). Raises `DiskCapError` (one line) where it cannot be
+        had here, `VMError` for a shortage of the host now (no room on that disk, out of
+        fds or memory): not a verdict, tried again later."""
         if os.geteuid() != 0:
             raise DiskCapError("the engine does not run as root, so it cannot mount workspaces")
         if not os.path.exists("/dev/loop-control"):
@@ -130,7 +133,9 @@ class Template:
         inodes = max_files + SPARE_INODES
         size = _round(want + inodes * INODE_BYTES + min(want // 49, 16 * MIB) + 2 * MIB)
         try:
-            return cls._sized(mkfs, want, inodes, size, disk_mb)
+            if scratch_in is not None:
+                scratch_in.mkdir(parents=True, exist_ok=True)
+            return cls._sized(mkfs, want, inodes, size, disk_mb, scratch_in)
         except DiskCapError as exc:  # name the settings it was made for
             raise DiskCapError(f"{exc} (disk_mb = {disk_mb}, max_files = {max_files})") from exc
         except OSError as exc:
@@ -140,11 +145,20 @@ class Template:
                     " is short of file descriptors, memory or processes: raise ulimit -n, or"
                     " wait)"
                 ) from exc
+            if exc.errno in DISK_SHORTAGES:  # the host's disk, for now: tried again later
+                where = exc.filename or scratch_in or tempfile.gettempdir()
+                raise VMError(
+                    f"cannot check the workspace's disk cap now: no room for a"
+                    f" {-(-size // MIB)} MiB image in {where} ({exc.strerror}); free"
+                    " some, or lower disk_mb"
+                ) from exc
             raise DiskCapError(f"cannot make a workspace's filesystem: {exc}") from exc
 
     @classmethod
-    def _sized(cls, mkfs: str, want: int, inodes: int, size: int, disk_mb: int) -> Template:
-        scratch = Path(tempfile.mkdtemp(prefix="swarm-diskcap-"))
+    def _sized(
+        cls, mkfs: str, want: int, inodes: int, size: int, disk_mb: int, where: Path | None
+    ) -> Template:
+        scratch = Path(tempfile.mkdtemp(prefix="swarm-diskcap-", dir=where))
         try:
             for _ in range(8):
                 template = cls._mkfs(mkfs, size, inodes)

@@ -97,7 +97,9 @@ class ProcessBackend:
                 self._no_userns = self._problem is None and disables_userns()
             if self.config.disk_cap == "mount":
                 try:
-                    self._image = Template.build(self.config.disk_mb, self.config.max_files)
+                    self._image = Template.build(
+                        self.config.disk_mb, self.config.max_files, self.root
+                    )
                 except DiskCapError as exc:
                     self._cap_problem = str(exc)
             self._probed = True
