@@ -20,7 +20,7 @@ an expansion is read as a shell in command position only (`"$SHELL" -c`, `env "$
 Beyond telling: a program that runs its arguments through a shell of its own (`ssh`, `su
 -c`, `watch`), or text piped into an interpreter.
 
-The check knows a list of programs (`_PROGRAMS`, `_PYTHON`; versioned names such as
+The check knows a list of programs (`PROGRAMS`, `PYTHON`; versioned names such as
 `perl5.36.0` count) and every option of theirs: which take an argument (`perl -I DIR`,
 `awk -W ARG`), which take code (`perl -M`, `sed --expr`, a GNU abbreviation), which take
 none. After an option it does not know, a reference inside a larger word is refused (fail
@@ -32,8 +32,20 @@ known (`open_options`: the others are let be). Any program not on the list (`ssh
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from swarm_engine.agents.code_programs import (
+    ASSIGNMENT,
+    BEFORE_COMMAND,
+    EVAL_HINT,
+    EXPANSION,
+    PROGRAMS,
+    REF,
+    VARIABLE,
+    WRAPPERS,
+    Program,
+    program_of,
+)
 
 Why = tuple[str, str, str]
 """Where a reference stands ("the script of `sh -c`"), how to pass it as data instead (a
@@ -41,234 +53,6 @@ format string of `prog` and `path`), and the program."""
 MAX_NESTING = 100
 """The deepest `$(...)` / backquotes the parser follows (it recurses): a command nested
 deeper, with a reference in it, is refused (too deep to tell where the reference stands)."""
-REF = "\x00"  # a reference, in a word's text
-EXPANSION = "\x01"  # any other expansion ($X, $(...), `...`, ${...}, $((...)))
-
-
-@dataclass(frozen=True)
-class _Program:
-    """How a program takes code in its arguments, and every option it has (an option not
-    listed here makes the check fail closed: `_Command.blind`)."""
-
-    what: str  # "the script of", "the code of", "the program of"
-    hint: str  # how to pass a value as data instead
-    code_flags: str = ""  # short options whose argument (attached or the next word) is code
-    code_long: tuple[str, ...] = ()  # long options whose argument is code
-    arg_flags: str = ""  # short options taking an argument that is not code
-    arg_long: tuple[str, ...] = ()
-    file_flags: str = ""  # options giving the code in a file: then no operand is code
-    switch: str = ""  # a flag making the first operand code (a shell's `-c`)
-    operand_code: bool = False  # the first operand is code (unless an option gave it)
-    plus_options: bool = False  # `+o`, `+e` are options too (shells)
-    known: str = ""  # short options taking no argument
-    rest_flags: str = ""  # short options whose argument, if any, is the rest of the word
-    known_long: tuple[str, ...] = ()  # long options taking no argument (or one after `=`)
-    abbrev: bool = False  # GNU getopt: a long option may be abbreviated (`--expr`)
-    command_operand: int = 0  # the operand (1, 2, ...) that is a command to run (`env`)
-    code_modules: tuple[str, ...] = ()  # `python3 -m timeit`: modules reading code
-    open_options: bool = False  # only the code options are listed: others are let be
-    dash_long: bool = False  # `-ex` is `--ex` (gdb)
-
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_SHELL = _Program(
-    "the script of",
-    "pass it as an argument after the script and read it there: "
-    "{prog} -c '... \"$1\" ...' _ ${{{path}}}",
-    arg_flags="oO",
-    arg_long=("--rcfile", "--init-file"),
-    switch="c",
-    plus_options=True,
-    known=_LETTERS,
-    known_long=("--norc", "--noprofile", "--login", "--posix", "--restricted", "--verbose",
-                "--version", "--help", "--debugger", "--noediting", "--dump-strings",
-                "--dump-po-strings", "--wordexp", "--protected"),
-)  # fmt: skip
-_SHELLS = ("sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "yash",
-           "posh", "fish", "csh", "tcsh")  # fmt: skip
-_BLIND_OPEN = "give it as a whole word of its own, or read $INPUT_<KEY> there"
-_ARGV = "pass it as an argument after the code and read it there ({argv})"
-_SHELL_STRING = "give it as an argument of its own after the command string: {prog} ... ${{{path}}}"
-_PROGRAMS: dict[str, _Program] = {
-    **dict.fromkeys(_SHELLS, _SHELL),
-    "perl": _Program(
-        "the code of", _ARGV.format(argv="@ARGV"), code_flags="eEMmFd", arg_flags="I",
-        rest_flags="0lixCDV", known="acnpsStTuUvwWXh",
-        known_long=("--help", "--version"),
-    ),
-    "ruby": _Program(
-        "the code of", _ARGV.format(argv="ARGV"), code_flags="e", arg_flags="rICE",
-        rest_flags="0xFiKTW", known="acdlnpsSvwyh",
-        arg_long=("--enable", "--disable", "--encoding", "--external-encoding",
-                  "--internal-encoding", "--dump"),
-        known_long=("--verbose", "--version", "--copyright", "--help", "--yydebug", "--jit",
-                    "--yjit"),
-    ),
-    "node": _Program(
-        "the code of",
-        _ARGV.format(argv="process.argv"),
-        code_flags="ep",
-        code_long=("--eval", "--print", "--import", "--loader", "--experimental-loader"),
-        arg_flags="rC",
-        arg_long=("--require", "--input-type", "--conditions", "--title", "--env-file",
-                  "--max-old-space-size", "--stack-size", "--unhandled-rejections"),
-        known="civh",
-        known_long=("--check", "--interactive", "--version", "--help", "--no-warnings",
-                    "--trace-warnings", "--enable-source-maps", "--inspect", "--inspect-brk",
-                    "--abort-on-uncaught-exception", "--preserve-symlinks", "--test",
-                    "--watch", "--no-deprecation", "--trace-deprecation", "--expose-gc"),
-    ),
-    "php": _Program(
-        "the code of", _ARGV.format(argv="$argv"), code_flags="rBRE", arg_flags="cdfztSF",
-        file_flags="fF", known="aCehHilmnqsvw",
-        code_long=("--run", "--process-begin", "--process-code", "--process-end"),
-        arg_long=("--php-ini", "--define", "--file", "--process-file", "--rf", "--rc", "--re",
-                  "--ri", "--zend-extension"),
-        known_long=("--info", "--modules", "--version", "--no-chdir", "--no-php-ini",
-                    "--hide-args", "--syntax-check", "--syntax-highlight", "--strip", "--help",
-                    "--interactive", "--ini"),
-    ),
-    "lua": _Program(
-        "the code of", _ARGV.format(argv="arg"), code_flags="e", arg_flags="l", known="ivEW"
-    ),
-    "Rscript": _Program(
-        "the code of", _ARGV.format(argv="commandArgs()"), code_flags="e",
-        known_long=("--vanilla", "--verbose", "--version", "--default-packages",
-                    "--no-environ", "--no-site-file", "--no-init-file", "--restore",
-                    "--no-restore", "--save", "--no-save", "--no-echo", "--quiet",
-                    "--silent", "--help"),
-    ),
-    "awk": _Program(
-        "the program of",
-        "pass it as a variable: {prog} -v value=${{{path}}} '... value ...'",
-        code_flags="e",
-        code_long=("--source",),
-        arg_flags="FvfEilW",
-        arg_long=("--assign", "--field-separator", "--file", "--exec", "--include", "--load"),
-        file_flags="fE",
-        operand_code=True,
-        known="bcCghMnNOPrsStV",
-        rest_flags="dDLop",
-        known_long=("--characters-as-bytes", "--traditional", "--copyright", "--debug",
-                    "--dump-variables", "--gen-pot", "--help", "--lint", "--bignum",
-                    "--use-lc-numeric", "--non-decimal-data", "--optimize", "--profile",
-                    "--posix", "--re-interval", "--no-optimize", "--sandbox", "--lint-old",
-                    "--version", "--pretty-print", "--csv"),
-        abbrev=True,
-    ),
-    "sed": _Program(
-        "the script of",
-        "give the value to a program that reads it as data (awk -v value=${{{path}}}, or"
-        " $INPUT_<KEY>)",
-        code_flags="e",
-        code_long=("--expression",),
-        arg_flags="fl",
-        arg_long=("--file", "--line-length"),
-        file_flags="f",
-        operand_code=True,
-        known="nrEsuzb",
-        rest_flags="i",
-        known_long=("--quiet", "--silent", "--debug", "--posix", "--sandbox",
-                    "--follow-symlinks", "--in-place", "--null-data", "--zero-terminated",
-                    "--regexp-extended", "--separate", "--unbuffered", "--binary", "--help",
-                    "--version"),
-        abbrev=True,
-    ),
-    "trap": _Program(
-        "the command of", "read it from a variable there: trap '... \"$X\" ...'",
-        operand_code=True, known="lp",
-    ),
-    "env": _Program(
-        "the command line of", _SHELL_STRING, code_flags="S", code_long=("--split-string",),
-        arg_flags="uCP", arg_long=("--unset", "--chdir"), known="i0v",
-        known_long=("--ignore-environment", "--null", "--debug", "--help", "--version",
-                    "--default-signal", "--ignore-signal", "--block-signal",
-                    "--list-signal-handling"),
-        abbrev=True, command_operand=1,
-    ),
-    "flock": _Program(
-        "the script of", _SHELL_STRING, code_flags="c", code_long=("--command",),
-        arg_flags="wE", arg_long=("--timeout", "--wait", "--conflict-exit-code"),
-        known="sxeunoFhVv",
-        known_long=("--shared", "--exclusive", "--unlock", "--nonblock", "--nb", "--close",
-                    "--no-fork", "--verbose", "--help", "--version"),
-        abbrev=True, command_operand=2,
-    ),
-    "script": _Program(
-        "the script of", _SHELL_STRING, code_flags="c", code_long=("--command",),
-        arg_flags="EIOBTmo",
-        arg_long=("--echo", "--log-in", "--log-out", "--log-io", "--log-timing",
-                  "--logging-format", "--output-limit"),
-        known="aefqhV", rest_flags="t",
-        known_long=("--append", "--return", "--flush", "--force", "--quiet", "--timing",
-                    "--help", "--version"),
-        abbrev=True, command_operand=99,
-    ),
-    "git": _Program(
-        "the configuration of", _BLIND_OPEN, code_flags="c", arg_flags="C", open_options=True,
-        code_long=("--config-env",),
-    ),
-    "make": _Program(
-        "the makefile text of", _BLIND_OPEN, code_flags="E", code_long=("--eval",),
-        open_options=True, command_operand=99,
-    ),
-    "tar": _Program(
-        "the command of", _BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
-        code_long=("--checkpoint-action", "--to-command", "--use-compress-program",
-                   "--info-script", "--new-volume-script", "--rmt-command", "--rsh-command"),
-    ),
-    "vim": _Program(
-        "the command of", _BLIND_OPEN, code_flags="c", code_long=("--cmd",),
-        open_options=True, plus_options=True, command_operand=99,
-    ),
-    "gdb": _Program(
-        "the command of", _BLIND_OPEN, open_options=True, dash_long=True, command_operand=99,
-        code_long=("--ex", "--iex", "--eval-command", "--init-eval-command", "--command",
-                   "--init-command"),
-    ),
-}  # fmt: skip
-_PYTHON = _Program(
-    "the code of", _ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm",
-    known="bBdEhiIOPqsSuvVxR?", arg_long=("--check-hash-based-pycs",),
-    known_long=("--help", "--version", "--help-env", "--help-xoptions", "--help-all"),
-    code_modules=("timeit", "pdb"),
-)  # fmt: skip
-_ALIASES = {"vi": "vim", "nvim": "vim", "ex": "vim", "view": "vim", "nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
-            "gsed": "sed", "busybox-sh": "sh"}  # fmt: skip
-_PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
-_VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
-"""A versioned name (`perl5.36.0`, `lua5.4`, `php8.2`, `luajit-2.1`): the program it is."""
-_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-])")
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-_BEFORE_COMMAND = frozenset(
-    ("!", "{", "if", "then", "else", "elif", "while", "until", "do", "time", "command", "builtin")
-)
-"""Words that may stand before a command name (with assignments): `eval` after them is
-the builtin."""
-_EVAL_HINT = "use it as a word of its own, outside eval's code"
-
-
-_WRAPPERS = frozenset(("env", "exec", "nohup", "nice", "sudo", "doas", "xargs", "setsid",
-                       "stdbuf", "command", "builtin", "time"))  # fmt: skip
-"""Programs whose next word may be the command they run: a word that is an expansion there
-stands in command position too (`env "$SHELL" -c`)."""
-
-
-def _program(text: str, command_position: bool) -> tuple[str, _Program] | None:
-    """The program a word starts, by its name (a path's last part), or the shell's rules
-    for a word that is an expansion in command position (`"$SHELL" -c`: which program is
-    beyond telling); an expansion elsewhere is an argument (`tar -C ${inputs.dir} -czf`)."""
-    if REF in text or EXPANSION in text:
-        return ("sh", _SHELL) if command_position else None
-    name = text.rsplit("/", 1)[-1]
-    if _PYTHON_RE.fullmatch(name):
-        return name, _PYTHON
-    versioned = _VERSIONED.fullmatch(name)
-    base = versioned.group(1) if versioned and name not in _PROGRAMS else name
-    base = _ALIASES.get(base, base)
-    if base in _PROGRAMS:
-        return name, _PROGRAMS[base]
-    return None
 
 
 @dataclass
@@ -304,7 +88,7 @@ class _Command:
         self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip"
         self.after_skip = ""  # the mode after a redirection's target
         self.name = ""
-        self.prog: _Program | None = None
+        self.prog: Program | None = None
         self.switched = self.coded = self.ended = False
         self.from_option = False  # the code word comes from an option (more may follow)
         self.evaluated: list[_Word] = []
@@ -361,10 +145,10 @@ class _Command:
             self._option_or_operand(word)
             return
         first, self.first = self.first, False
-        if _ASSIGNMENT.match(word.text):  # `X=v`: a variable (before a command), no program
+        if ASSIGNMENT.match(word.text):  # `X=v`: a variable (before a command), no program
             self.first = first
             return
-        if first and word.text in _BEFORE_COMMAND:
+        if first and word.text in BEFORE_COMMAND:
             self.first = True
         elif first and word.text == "eval":
             self.mode = "eval"
@@ -372,8 +156,8 @@ class _Command:
         elif first and word.text == "alias":
             self.found[ALIAS] = _ALIAS_WHY
         after_wrapper = self.after_wrapper
-        self.after_wrapper = word.text.rsplit("/", 1)[-1] in _WRAPPERS
-        found = _program(word.text, first or after_wrapper)
+        self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
+        found = program_of(word.text, first or after_wrapper)
         if found is not None:
             self.name, self.prog = found
             self.mode = "opts"
@@ -406,10 +190,10 @@ class _Command:
             self._option(word)
             return
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
-            if prog is _PROGRAMS["env"] and _ASSIGNMENT.match(text):
+            if prog is PROGRAMS["env"] and ASSIGNMENT.match(text):
                 return
             self.operands += 1
-            if self.operands < prog.command_operand and _program(text, False) is None:
+            if self.operands < prog.command_operand and program_of(text, False) is None:
                 return  # (a word naming a program starts it, failing closed, as anywhere)
             self.mode = ""
             self.after_wrapper = True
@@ -437,7 +221,7 @@ class _Command:
         text = word.text
         if prog.dash_long and not text.startswith("--") and len(text) > 2:
             text = "-" + text
-        if prog is _PROGRAMS["vim"] and text.startswith("+"):  # `vim +cmd`: a command
+        if prog is PROGRAMS["vim"] and text.startswith("+"):  # `vim +cmd`: a command
             self.from_option, self.flag = True, "+"
             self._code(word, whole_allowed=False)
             return
@@ -493,7 +277,7 @@ class _Command:
         if self.mode == "eval" and self.evaluated:
             whole = len(self.evaluated) == 1 and self.evaluated[0].whole
             if not whole:
-                why = ("the arguments of `eval`", _EVAL_HINT, "eval")
+                why = ("the arguments of `eval`", EVAL_HINT, "eval")
                 for word in self.evaluated:
                     for pos in word.refs:
                         self.found.setdefault(pos, why)
@@ -642,7 +426,7 @@ class _Parser:
             word.refs.extend(nested)
             word.text += EXPANSION
             return after
-        m = _VARIABLE.match(s, i)
+        m = VARIABLE.match(s, i)
         if m:
             word.text += EXPANSION
             return m.end()

@@ -1,0 +1,242 @@
+"""The programs that read some of their arguments as code, for `agents.shell_code`: how
+each takes code (a shell's `-c` script, `perl -e`, an `awk` program), every option it has
+(which take an argument, which take code), the names it goes by (`perl5.36.0`,
+`python3.11`, `vi` for `vim`), and which words may stand before a command.
+
+An option not listed for a covered program makes the check fail closed (`shell_code`'s
+`_Command.blind`); a program not listed here is not seen (docs/agents.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+REF = "\x00"  # a reference, in a word's text
+EXPANSION = "\x01"  # any other expansion ($X, $(...), `...`, ${...}, $((...)))
+
+
+@dataclass(frozen=True)
+class Program:
+    """How a program takes code in its arguments, and every option it has (an option not
+    listed here makes the check fail closed: `_Command.blind`)."""
+
+    what: str  # "the script of", "the code of", "the program of"
+    hint: str  # how to pass a value as data instead
+    code_flags: str = ""  # short options whose argument (attached or the next word) is code
+    code_long: tuple[str, ...] = ()  # long options whose argument is code
+    arg_flags: str = ""  # short options taking an argument that is not code
+    arg_long: tuple[str, ...] = ()
+    file_flags: str = ""  # options giving the code in a file: then no operand is code
+    switch: str = ""  # a flag making the first operand code (a shell's `-c`)
+    operand_code: bool = False  # the first operand is code (unless an option gave it)
+    plus_options: bool = False  # `+o`, `+e` are options too (shells)
+    known: str = ""  # short options taking no argument
+    rest_flags: str = ""  # short options whose argument, if any, is the rest of the word
+    known_long: tuple[str, ...] = ()  # long options taking no argument (or one after `=`)
+    abbrev: bool = False  # GNU getopt: a long option may be abbreviated (`--expr`)
+    command_operand: int = 0  # the operand (1, 2, ...) that is a command to run (`env`)
+    code_modules: tuple[str, ...] = ()  # `python3 -m timeit`: modules reading code
+    open_options: bool = False  # only the code options are listed: others are let be
+    dash_long: bool = False  # `-ex` is `--ex` (gdb)
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SHELL = Program(
+    "the script of",
+    "pass it as an argument after the script and read it there: "
+    "{prog} -c '... \"$1\" ...' _ ${{{path}}}",
+    arg_flags="oO",
+    arg_long=("--rcfile", "--init-file"),
+    switch="c",
+    plus_options=True,
+    known=LETTERS,
+    known_long=("--norc", "--noprofile", "--login", "--posix", "--restricted", "--verbose",
+                "--version", "--help", "--debugger", "--noediting", "--dump-strings",
+                "--dump-po-strings", "--wordexp", "--protected"),
+)  # fmt: skip
+SHELLS = ("sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "yash",
+           "posh", "fish", "csh", "tcsh")  # fmt: skip
+BLIND_OPEN = "give it as a whole word of its own, or read $INPUT_<KEY> there"
+ARGV = "pass it as an argument after the code and read it there ({argv})"
+SHELL_STRING = "give it as an argument of its own after the command string: {prog} ... ${{{path}}}"
+PROGRAMS: dict[str, Program] = {
+    **dict.fromkeys(SHELLS, SHELL),
+    "perl": Program(
+        "the code of", ARGV.format(argv="@ARGV"), code_flags="eEMmFd", arg_flags="I",
+        rest_flags="0lixCDV", known="acnpsStTuUvwWXh",
+        known_long=("--help", "--version"),
+    ),
+    "ruby": Program(
+        "the code of", ARGV.format(argv="ARGV"), code_flags="e", arg_flags="rICE",
+        rest_flags="0xFiKTW", known="acdlnpsSvwyh",
+        arg_long=("--enable", "--disable", "--encoding", "--external-encoding",
+                  "--internal-encoding", "--dump"),
+        known_long=("--verbose", "--version", "--copyright", "--help", "--yydebug", "--jit",
+                    "--yjit"),
+    ),
+    "node": Program(
+        "the code of",
+        ARGV.format(argv="process.argv"),
+        code_flags="ep",
+        code_long=("--eval", "--print", "--import", "--loader", "--experimental-loader"),
+        arg_flags="rC",
+        arg_long=("--require", "--input-type", "--conditions", "--title", "--env-file",
+                  "--max-old-space-size", "--stack-size", "--unhandled-rejections"),
+        known="civh",
+        known_long=("--check", "--interactive", "--version", "--help", "--no-warnings",
+                    "--trace-warnings", "--enable-source-maps", "--inspect", "--inspect-brk",
+                    "--abort-on-uncaught-exception", "--preserve-symlinks", "--test",
+                    "--watch", "--no-deprecation", "--trace-deprecation", "--expose-gc"),
+    ),
+    "php": Program(
+        "the code of", ARGV.format(argv="$argv"), code_flags="rBRE", arg_flags="cdfztSF",
+        file_flags="fF", known="aCehHilmnqsvw",
+        code_long=("--run", "--process-begin", "--process-code", "--process-end"),
+        arg_long=("--php-ini", "--define", "--file", "--process-file", "--rf", "--rc", "--re",
+                  "--ri", "--zend-extension"),
+        known_long=("--info", "--modules", "--version", "--no-chdir", "--no-php-ini",
+                    "--hide-args", "--syntax-check", "--syntax-highlight", "--strip", "--help",
+                    "--interactive", "--ini"),
+    ),
+    "lua": Program(
+        "the code of", ARGV.format(argv="arg"), code_flags="e", arg_flags="l", known="ivEW"
+    ),
+    "Rscript": Program(
+        "the code of", ARGV.format(argv="commandArgs()"), code_flags="e",
+        known_long=("--vanilla", "--verbose", "--version", "--default-packages",
+                    "--no-environ", "--no-site-file", "--no-init-file", "--restore",
+                    "--no-restore", "--save", "--no-save", "--no-echo", "--quiet",
+                    "--silent", "--help"),
+    ),
+    "awk": Program(
+        "the program of",
+        "pass it as a variable: {prog} -v value=${{{path}}} '... value ...'",
+        code_flags="e",
+        code_long=("--source",),
+        arg_flags="FvfEilW",
+        arg_long=("--assign", "--field-separator", "--file", "--exec", "--include", "--load"),
+        file_flags="fE",
+        operand_code=True,
+        known="bcCghMnNOPrsStV",
+        rest_flags="dDLop",
+        known_long=("--characters-as-bytes", "--traditional", "--copyright", "--debug",
+                    "--dump-variables", "--gen-pot", "--help", "--lint", "--bignum",
+                    "--use-lc-numeric", "--non-decimal-data", "--optimize", "--profile",
+                    "--posix", "--re-interval", "--no-optimize", "--sandbox", "--lint-old",
+                    "--version", "--pretty-print", "--csv"),
+        abbrev=True,
+    ),
+    "sed": Program(
+        "the script of",
+        "give the value to a program that reads it as data (awk -v value=${{{path}}}, or"
+        " $INPUT_<KEY>)",
+        code_flags="e",
+        code_long=("--expression",),
+        arg_flags="fl",
+        arg_long=("--file", "--line-length"),
+        file_flags="f",
+        operand_code=True,
+        known="nrEsuzb",
+        rest_flags="i",
+        known_long=("--quiet", "--silent", "--debug", "--posix", "--sandbox",
+                    "--follow-symlinks", "--in-place", "--null-data", "--zero-terminated",
+                    "--regexp-extended", "--separate", "--unbuffered", "--binary", "--help",
+                    "--version"),
+        abbrev=True,
+    ),
+    "trap": Program(
+        "the command of", "read it from a variable there: trap '... \"$X\" ...'",
+        operand_code=True, known="lp",
+    ),
+    "env": Program(
+        "the command line of", SHELL_STRING, code_flags="S", code_long=("--split-string",),
+        arg_flags="uCP", arg_long=("--unset", "--chdir"), known="i0v",
+        known_long=("--ignore-environment", "--null", "--debug", "--help", "--version",
+                    "--default-signal", "--ignore-signal", "--block-signal",
+                    "--list-signal-handling"),
+        abbrev=True, command_operand=1,
+    ),
+    "flock": Program(
+        "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
+        arg_flags="wE", arg_long=("--timeout", "--wait", "--conflict-exit-code"),
+        known="sxeunoFhVv",
+        known_long=("--shared", "--exclusive", "--unlock", "--nonblock", "--nb", "--close",
+                    "--no-fork", "--verbose", "--help", "--version"),
+        abbrev=True, command_operand=2,
+    ),
+    "script": Program(
+        "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
+        arg_flags="EIOBTmo",
+        arg_long=("--echo", "--log-in", "--log-out", "--log-io", "--log-timing",
+                  "--logging-format", "--output-limit"),
+        known="aefqhV", rest_flags="t",
+        known_long=("--append", "--return", "--flush", "--force", "--quiet", "--timing",
+                    "--help", "--version"),
+        abbrev=True, command_operand=99,
+    ),
+    "git": Program(
+        "the configuration of", BLIND_OPEN, code_flags="c", arg_flags="C", open_options=True,
+        code_long=("--config-env",),
+    ),
+    "make": Program(
+        "the makefile text of", BLIND_OPEN, code_flags="E", code_long=("--eval",),
+        open_options=True, command_operand=99,
+    ),
+    "tar": Program(
+        "the command of", BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
+        code_long=("--checkpoint-action", "--to-command", "--use-compress-program",
+                   "--info-script", "--new-volume-script", "--rmt-command", "--rsh-command"),
+    ),
+    "vim": Program(
+        "the command of", BLIND_OPEN, code_flags="c", code_long=("--cmd",),
+        open_options=True, plus_options=True, command_operand=99,
+    ),
+    "gdb": Program(
+        "the command of", BLIND_OPEN, open_options=True, dash_long=True, command_operand=99,
+        code_long=("--ex", "--iex", "--eval-command", "--init-eval-command", "--command",
+                   "--init-command"),
+    ),
+}  # fmt: skip
+PYTHON = Program(
+    "the code of", ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm",
+    known="bBdEhiIOPqsSuvVxR?", arg_long=("--check-hash-based-pycs",),
+    known_long=("--help", "--version", "--help-env", "--help-xoptions", "--help-all"),
+    code_modules=("timeit", "pdb"),
+)  # fmt: skip
+ALIASES = {"vi": "vim", "nvim": "vim", "ex": "vim", "view": "vim", "nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
+            "gsed": "sed", "busybox-sh": "sh"}  # fmt: skip
+PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
+VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
+"""A versioned name (`perl5.36.0`, `lua5.4`, `php8.2`, `luajit-2.1`): the program it is."""
+VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-])")
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+BEFORE_COMMAND = frozenset(
+    ("!", "{", "if", "then", "else", "elif", "while", "until", "do", "time", "command", "builtin")
+)
+"""Words that may stand before a command name (with assignments): `eval` after them is
+the builtin."""
+EVAL_HINT = "use it as a word of its own, outside eval's code"
+
+
+WRAPPERS = frozenset(("env", "exec", "nohup", "nice", "sudo", "doas", "xargs", "setsid",
+                       "stdbuf", "command", "builtin", "time"))  # fmt: skip
+"""Programs whose next word may be the command they run: a word that is an expansion there
+stands in command position too (`env "$SHELL" -c`)."""
+
+
+def program_of(text: str, command_position: bool) -> tuple[str, Program] | None:
+    """The program a word starts, by its name (a path's last part), or the shell's rules
+    for a word that is an expansion in command position (`"$SHELL" -c`: which program is
+    beyond telling); an expansion elsewhere is an argument (`tar -C ${inputs.dir} -czf`)."""
+    if REF in text or EXPANSION in text:
+        return ("sh", SHELL) if command_position else None
+    name = text.rsplit("/", 1)[-1]
+    if PYTHON_RE.fullmatch(name):
+        return name, PYTHON
+    versioned = VERSIONED.fullmatch(name)
+    base = versioned.group(1) if versioned and name not in PROGRAMS else name
+    base = ALIASES.get(base, base)
+    if base in PROGRAMS:
+        return name, PROGRAMS[base]
+    return None
