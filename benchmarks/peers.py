@@ -161,11 +161,18 @@ async def _boot_recipe(root: Path) -> tuple[dict[str, Any], Any]:
             "group": GROUP,
         },
     }
-    return recipe, vm
+    return recipe, (vm, backend)
 
 
 def make_recipe(root: Path) -> tuple[dict[str, Any], Any]:
+    """The job's recipe, and what `end_recipe` ends (its VM and backend)."""
     return asyncio.run(_boot_recipe(root))
+
+
+async def end_recipe(made: Any) -> None:
+    vm, backend = made
+    await vm.destroy()
+    await backend.close()  # (its spare workspace: vm/spares.py)
 
 
 # -- bare ------------------------------------------------------------------------------------
@@ -487,7 +494,7 @@ def main() -> None:
                         flush=True,
                     )
         finally:
-            asyncio.run(vm.destroy())
+            asyncio.run(end_recipe(vm))
     med = {m: statistics.median(r["rate"] for r in rs) for m, rs in runs.items()}
     steady = {m: statistics.median(r["span_rate"] for r in rs) for m, rs in runs.items()}
     print(f"\nmedians, jobs/s ({n} jobs, {args.slots} slots, {reps} reps)")

@@ -113,6 +113,9 @@ class Template:
         self.extents = extents
         self.avail = avail
         """Bytes the filesystem gives, as mounted (`statvfs`)."""
+        self.fresh: tuple[int, int] | None = None
+        """Its free blocks and free inodes as a VM's workspace starts (`lost+found`
+        deleted): what an emptied workspace must count again to be kept (`vm/spares.py`)."""
 
     @classmethod
     def build(cls, disk_mb: int, max_files: int, scratch_in: Path | None = None) -> Template:
@@ -211,6 +214,9 @@ class Template:
             raise DiskCapError(f"cannot mount a workspace's filesystem: {exc.strerror}") from exc
         try:
             info = os.statvfs(mnt)
+            (mnt / "lost+found").rmdir()  # as `prepare_folder` does
+            fresh = os.statvfs(mnt)
+            self.fresh = (fresh.f_bfree, fresh.f_ffree)
             return info.f_bavail * info.f_frsize
         finally:
             unmount(mnt)

@@ -57,7 +57,8 @@ from swarm_engine.vm.process_vm import ProcessVM as ProcessVM  # re-exported
 from swarm_engine.vm.proctree import kill_tagged, kill_tree, live_work, tagged
 from swarm_engine.vm.settled import settled
 from swarm_engine.vm.shortage import patiently
-from swarm_engine.vm.workspace import prepare_folder, remove_folder
+from swarm_engine.vm.spares import Spares
+from swarm_engine.vm.workspace import prepare_folder, remove_folder, workspace_for
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class ProcessBackend:
         self._cap_problem: str | None = None
         """Why the workspace cannot be capped here (`disk_cap = "mount"`), once known."""
         self._probing = threading.Lock()
+        self._spares: Spares | None = None
+        """Emptied workspaces kept mounted for the next VMs (`vm/spares.py`)."""
 
     def _probe(self) -> None:
         with self._probing:  # once (two boots may ask at once, each on a thread)
@@ -100,6 +103,8 @@ class ProcessBackend:
                     self._image = Template.build(
                         self.config.disk_mb, self.config.max_files, self.root
                     )
+                    if self.config.isolation != "none":
+                        self._spares = Spares(self.root, self._image)
                 except DiskCapError as exc:
                     self._cap_problem = str(exc)
             self._probed = True
@@ -156,9 +161,15 @@ class ProcessBackend:
         made = False
         reachable = False
 
+        spares = self._spares if isolated and image is not None else None
+
         def prepare() -> None:
             nonlocal made, reachable
-            prepare_folder(folder, isolated, host_uid, image)
+            if spares is not None and spares.take(folder):
+                made = True  # an emptied workspace, its filesystem mounted (vm/spares.py)
+                workspace_for(folder / "workspace", host_uid)
+            else:
+                prepare_folder(folder, isolated, host_uid, image)
             made = True
             write_owner(folder, as_file=False)  # whose it is, for a reaper (`reap`)
             if host_uid is not None:  # each VM anew: a folder's mode may change meanwhile
@@ -187,6 +198,7 @@ class ProcessBackend:
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
             real_workspace=real, reachable=reachable, capped=image is not None,
+            retire=remove_folder if spares is None else spares.retire,
         )  # fmt: skip
 
     async def _unmake(self, folder: Path, vm_id: str) -> None:
@@ -244,6 +256,9 @@ class ProcessBackend:
         if self._threads is not None:  # its VMs are destroyed: no command runs any more
             self._threads.shutdown(wait=False)
             self._threads = None
+        if self._spares is not None:
+            await asyncio.to_thread(self._spares.close)
+            self._spares = None
         if self._image is not None:
             self._image.close()
             self._image = None

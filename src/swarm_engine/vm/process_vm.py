@@ -99,6 +99,7 @@ class ProcessVM:
         real_workspace: str | None = None,
         reachable: bool = False,
         capped: bool = False,
+        retire: Callable[[Path], str | None] = remove_folder,
     ) -> None:
         self.id = vm_id
         self.folder = folder
@@ -118,6 +119,9 @@ class ProcessVM:
         """Its workspace is a filesystem of its own, of `disk_mb` (`vm/diskcap.py`)."""
         self._no_userns = no_userns
         self._release = release
+        self._retire = retire
+        """Ends its folder once it is destroyed: deleted, or its workspace kept emptied
+        for the next VM (`vm/spares.py`); None, or one line saying what is left."""
         self._procs: set[asyncio.SubprocessTransport] = set()
         self._helpers: set[Helper] = set()
         """Its commands' helper processes (pasta) that run now, each from its fork on."""
@@ -564,7 +568,7 @@ class ProcessVM:
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
             # the kernel already killed everything when each command's namespace ended.
             await settled(kill_tagged, self.id, drop=False)
-        left = await settled(remove_folder, self.folder, drop=False)  # to its end
+        left = await settled(self._retire, self.folder, drop=False)  # to its end
         if self.host_uid is not None and self._release is not None:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later

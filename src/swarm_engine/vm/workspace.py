@@ -44,12 +44,17 @@ def prepare_folder(
                 ) from exc
             (workspace / "lost+found").rmdir()  # the step's files alone
         if isolated:
-            if host_uid is not None:
-                os.chown(workspace, host_uid, host_uid)
-            os.chmod(workspace, 0o700)
+            workspace_for(workspace, host_uid)
     except BaseException:  # not left half made (a shortage is tried again from the start)
         _unmake(folder, workspace)
         raise
+
+
+def workspace_for(workspace: Path, host_uid: int | None) -> None:
+    """Make a sandboxed VM's `workspace` its own: owned by `host_uid` when given, private."""
+    if host_uid is not None:
+        os.chown(workspace, host_uid, host_uid)
+    os.chmod(workspace, 0o700)
 
 
 def _unmake(folder: Path, workspace: Path) -> None:
