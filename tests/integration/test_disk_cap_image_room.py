@@ -58,3 +58,18 @@ def test_no_room_for_the_image_now_is_waited_out_not_a_verdict(small_disk: Path)
     image = backend.image  # the room is back: the cap is had (before: refused for good)
     assert image is not None
     image.close()
+
+
+def test_a_disk_that_can_never_hold_the_image_is_a_verdict(small_disk: Path) -> None:
+    """A home on a disk smaller in all than one image: every step is refused at once
+    with the sizes, not waited out to its timeout as a shortage."""
+    backend = ProcessBackend(small_disk / "home", ProcessConfig(disk_mb=64, max_files=200))
+    with pytest.raises(VMError) as never:
+        _ = backend.image
+    line = str(never.value)
+    assert (
+        f"the disk of {small_disk / 'home' / 'vms'} holds 24 MiB in all, less than one"
+        " workspace's image (68 MiB) (disk_mb = 64, max_files = 200); lower" in line
+    ), line
+    assert "CAP_SYS_ADMIN" not in line and "\n" not in line, line
+    assert isinstance(backend._cap_problem, DiskCapError)  # a verdict: not tried per boot

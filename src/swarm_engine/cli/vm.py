@@ -180,7 +180,7 @@ def _disk_cap_check(config: ProcessConfig, vms: Path | None) -> Check:
         Template.build(config.disk_mb, config.max_files, vms).close()
     except DiskCapError as exc:
         return Check("process disk cap", "fail", f"{exc}: every step on the process backend "
-                     f"is refused; to fix: {how_to_fix()}")  # fmt: skip
+                     f"is refused; to fix: {how_to_fix(exc)}")  # fmt: skip
     except VMError as exc:  # a shortage of the host now: steps wait for it, then go on
         return Check("process disk cap", "warn", str(exc))
     return Check("process disk cap", "ok", f"each workspace is a filesystem of its own of "

@@ -75,14 +75,21 @@ FIX = (
 )
 
 
-def how_to_fix() -> str:
-    """What to do when the workspace's cap cannot be had: root is the fix only for an
-    engine that does not run as root."""
+def how_to_fix(problem: DiskCapError | None = None) -> str:
+    """What to do when the workspace's cap cannot be had: the problem's own fix when it
+    has one, else root, but only for an engine that does not run as root."""
+    if problem is not None and problem.fix is not None:
+        return problem.fix
     return ROOT_FIX if os.geteuid() == 0 else FIX
 
 
 class DiskCapError(VMError):
-    """The workspace's hard cap cannot be had on this host (one line: why)."""
+    """The workspace's hard cap cannot be had on this host (one line: why); `fix`, what
+    to do, when it is not `how_to_fix`'s."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 _libc: ctypes.CDLL | None = None
@@ -138,9 +145,12 @@ class Template:
         try:
             if scratch_in is not None:
                 scratch_in.mkdir(parents=True, exist_ok=True)
+            _could_hold(scratch_in or Path(tempfile.gettempdir()), size)
             return cls._sized(mkfs, want, inodes, size, disk_mb, scratch_in)
         except DiskCapError as exc:  # name the settings it was made for
-            raise DiskCapError(f"{exc} (disk_mb = {disk_mb}, max_files = {max_files})") from exc
+            raise DiskCapError(
+                f"{exc} (disk_mb = {disk_mb}, max_files = {max_files})", exc.fix
+            ) from exc
         except OSError as exc:
             if exc.errno in SHORTAGES:  # the host, for now: not a verdict (tried again)
                 raise VMError(
@@ -225,8 +235,9 @@ class Template:
     def write(self, path: Path) -> None:
         """A new file `path` holding this image, sparse (its holes left holes: ~0.2 ms),
         where the host's disk has room for all of it now. Raises `OSError` (ENOSPC: no
-        room for a full workspace now, a shortage of the host to wait out)."""
-        room = os.statvfs(path.parent)
+        room for a full workspace now, a shortage of the host to wait out), `DiskCapError`
+        where that disk could never hold it."""
+        room = _could_hold(path.parent, self.size)
         if room.f_bavail * room.f_frsize < self.size:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -246,6 +257,20 @@ class Template:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _could_hold(folder: Path, size: int) -> os.statvfs_result:
+    """The room on `folder`'s disk; raises `DiskCapError` where that disk is smaller in
+    all than `size` bytes (a verdict: never a shortage to wait out)."""
+    room = os.statvfs(folder)
+    if room.f_blocks * room.f_frsize < size:
+        raise DiskCapError(
+            f"the disk of {folder} holds {room.f_blocks * room.f_frsize // MIB} MiB in all,"
+            f" less than one workspace's image ({-(-size // MIB)} MiB)",
+            "lower [backend_options.process] disk_mb, or give the engine's home a larger"
+            ' disk, or set disk_cap = "measured" to only measure the workspace every 50 ms',
+        )
+    return room
 
 
 def _round(size: int) -> int:

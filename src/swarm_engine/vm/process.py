@@ -82,7 +82,7 @@ class ProcessBackend:
         """`root` with its symlinks resolved, once (its VM folders are the engine's own)."""
         self._image: Template | None = None
         """Each workspace's filesystem as it starts (`disk_cap = "mount"`), made once."""
-        self._cap_problem: str | None = None
+        self._cap_problem: DiskCapError | None = None
         """Why the workspace cannot be capped here (`disk_cap = "mount"`), once known."""
         self._probing = threading.Lock()
         self._spares: Spares | None = None
@@ -106,7 +106,7 @@ class ProcessBackend:
                     if self.config.isolation != "none":
                         self._spares = Spares(self.root, self._image)
                 except DiskCapError as exc:
-                    self._cap_problem = str(exc)
+                    self._cap_problem = exc
             self._probed = True
 
     @property
@@ -130,7 +130,7 @@ class ProcessBackend:
         if self._cap_problem is not None:
             raise VMError(
                 f"process sandbox refused: the workspace cannot be capped at disk_mb: "
-                f"{self._cap_problem}; {how_to_fix()}"
+                f"{self._cap_problem}; {how_to_fix(self._cap_problem)}"
             )
         return self._image
 
