@@ -64,6 +64,8 @@ FLOATS: dict[str, tuple[float, float, float]] = {
     "request_head_timeout": (10.0, 0.1, 3600),
     "request_body_timeout": (30.0, 0.1, 3600),
 }
+TEXTS = tuple(n for n in FIELDS if n not in INTS and n not in FLOATS and n not in JSON_FIELDS)
+"""The settings that are text (a path, a URL, a name): a number or a bool is refused."""
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -350,8 +352,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         named = " (SWARM_CONFIG)" if from_env else ""
         what = "is not a file" if path.exists() else "does not exist"
         raise ConfigError(f"config file {path}{named} {what}")
+    _check_types(file_values, f"config file {path}")
+    from_environment = _from_environment()
+    for name in JSON_FIELDS & from_environment.keys():
+        _check_types({name: from_environment[name]}, f"SWARM_{name.upper()}")
     merged = dict(file_values)
-    merged.update(_from_environment())
+    merged.update(from_environment)
     merged.update(flags)
     merged["home"] = home
     checked = _quick_check(merged)
@@ -360,6 +366,38 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
         checked = checked_settings(merged)  # ConfigError for a bad value
     return Settings._of(checked)
+
+
+def _check_types(values: Mapping[str, Any], source: str) -> None:
+    """`ConfigError` for a value of a typed source (TOML, JSON) that is not strictly of its
+    setting's type (typecheck.py): `disk_mb = true`, `max_vms = "8"`, `tmp_mb = 64.0`,
+    `poll_interval = nan`. One line: the key, the value, the type it needs, the source."""
+    from swarm_engine.typecheck import scalar_problem, type_problem
+
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        where = f"setting {name}"
+        if name in INTS:
+            problem = scalar_problem(int, value, where)
+        elif name in FLOATS:
+            problem = scalar_problem(float, value, where)
+        elif name in TEXTS:
+            problem = scalar_problem(str, value, where)
+        elif name == "agents":  # each kind's table is checked by that kind, strictly
+            problem = type_problem(dict[str, dict[str, Any]], value, where)
+        elif name in JSON_FIELDS:
+            nested[name] = value
+            continue
+        else:
+            continue  # an unknown setting: the model says so
+        if problem:
+            raise ConfigError(f"{problem} (in {source})")
+    if nested:
+        from swarm_engine.config_model import typed_problem
+
+        problem = typed_problem(nested)
+        if problem:
+            raise ConfigError(f"{problem} (in {source})")
 
 
 def _from_environment() -> dict[str, Any]:

@@ -212,6 +212,23 @@ class SettingsModel(BaseModel):
         return {name: getattr(self, name) for name in FIELDS}
 
 
+def typed_problem(values: Mapping[str, Any]) -> str | None:
+    """Why a mapping setting from TOML or JSON (`backend_options`, `triggers`, `gateway`)
+    holds a value not strictly of its declared type, anywhere inside (typecheck.py), or
+    None: `[backend_options.process] disk_mb = "64"` names `backend_options.process.disk_mb`."""
+    from swarm_engine.typecheck import type_problem
+
+    for name, value in values.items():
+        field = SettingsModel.model_fields.get(name)
+        if field is None:
+            continue  # an unknown setting: the model says so
+        shaped = tag_by_name(value) if name == "backend_options" else value
+        problem = type_problem(field.annotation, shaped, f"setting {name}")
+        if problem:
+            return problem
+    return None
+
+
 def checked_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """Every setting, validated; `ConfigError` naming the first bad one, on one line."""
     from swarm_engine.models import first_error

@@ -94,7 +94,10 @@ def test_a_sqlite_url_that_is_not_a_file_path_is_refused(
         ('[backend_options.qemu]\naccel = "warp"\n', "accel: Input should be"),
         ("[backend_options.qemu]\nno_such_option = 1\n", "no_such_option: Extra inputs"),
         ("[backend_options.qemu]\nwarm = -1\n", "warm: Input should be greater"),
-        ("[backend_options.process]\nisolation = 3\n", "isolation: Input should be"),
+        (
+            "[backend_options.process]\nisolation = 3\n",
+            "isolation: 3 is an integer, expected one of",
+        ),
         ("[backend_options.docker]\nx = 1\n", "tag 'docker'"),
         ('[backend_options.qemu]\nbackend = "process"\n', "holds options of backend 'process'"),
     ],

@@ -154,6 +154,11 @@ def parse_config(config: Mapping[str, Any], agent_name: str = "claude") -> Claud
 
 
 def parse_host_config(config: Mapping[str, Any] | None) -> HostConfig:
+    from swarm_engine.typecheck import type_problem
+
+    problem = type_problem(HostConfig, dict(config or {}), "setting agents.claude")
+    if problem:  # TOML and JSON values are typed: `install = "no"` is not a switch
+        raise ConfigError(problem)
     try:
         return HostConfig.model_validate(dict(config or {}))
     except ValidationError as exc:

@@ -108,6 +108,11 @@ def parse_config(config: Mapping[str, Any], agent_name: str = "claude-code") -> 
 
 
 def parse_host_settings(config: Mapping[str, Any] | None) -> HostSettings:
+    from swarm_engine.typecheck import type_problem
+
+    problem = type_problem(HostSettings, dict(config or {}), "setting agents.claude-code")
+    if problem:  # TOML and JSON values are typed: `install = "no"` is not a switch
+        raise ConfigError(problem)
     try:
         return HostSettings.model_validate(dict(config or {}))
     except ValidationError as exc:
