@@ -9,6 +9,8 @@ are stopped before its ticket is re-queued (`vm_fence`).
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +22,10 @@ from swarm_engine.store import Store
 from swarm_engine.store.tickets import Fence
 from swarm_engine.vm.backends import BACKENDS, create_backend
 from swarm_engine.vm.base import OrphanRecord, VMBackend, is_plain_name
+from swarm_engine.vm.diskcap import SCRATCH_PREFIX, remove_scratch
 from swarm_engine.vm.options import BackendOptions, as_mapping
-from swarm_engine.vm.proctree import kill_tree, live_work, pid_alive
+from swarm_engine.vm.owner import engine_owner, owner_of
+from swarm_engine.vm.proctree import kill_tree, live_work, pid_alive, tagged
 from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
@@ -134,6 +138,59 @@ def reap_folders(store: Store, home: Path, report: ReapReport) -> None:
                 report.folders.append(folder.name)
             else:  # counted only once it is gone; said every time until then
                 log.warning("%s", left)
+
+
+UNOWNED_GRACE = 600.0
+"""Seconds a folder of `vms/` that names no owner is left alone (`reap_unrecorded`): its
+owner is recorded right after the folder is made, so only an engine killed in between,
+or of a version that did not record it, leaves one; this much later no engine is still
+making it (sizing an image takes at most 8 mke2fs runs of 60 s)."""
+
+
+def reap_unrecorded(
+    store: Store, home: Path, report: ReapReport, *, clock: Callable[[], float] = time.time
+) -> None:
+    """Delete what an engine killed mid-way left in the home's `vms/` with no `vms` row to
+    say whose it is: a VM folder whose boot never got (or lost) its row, its workspace
+    perhaps still mounted, and the disk cap's sizing folder (`swarm-diskcap-*`, an image
+    perhaps mounted on its `mnt/`). Only a dead engine's: never one whose recorded owner
+    is a running engine (`engine_owner`, another pid namespace's included), nor a VM
+    folder whose tagged processes are a running engine's live work (`live_work`); one
+    naming no owner only once `UNOWNED_GRACE` old. Unmounted, then deleted; each one
+    deleted is named in `report.folders`, one that is left is said in a line."""
+    root = home / "vms"
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        name = folder.name
+        scratch = name.startswith(SCRATCH_PREFIX)
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if not scratch and (not is_plain_name(name) or store.vms.get(name) is not None):
+            continue  # a row says whose it is: `reap_vms` and `reap_folders` decide
+        why = engine_owner(folder)
+        if why is None and owner_of(folder)[0] is None:
+            try:
+                young = clock() - folder.lstat().st_mtime < UNOWNED_GRACE
+            except OSError:
+                continue  # gone meanwhile
+            why = "it names no owner and is younger than the grace" if young else None
+        pids = [] if scratch else tagged(name)
+        why = why or live_work(pids)
+        if why is not None:
+            log.debug("folder %s of vms/ left as it is: %s", name, why)
+            continue
+        for pid in pids:
+            kill_tree(pid)
+        if scratch:
+            remove_scratch(folder)
+            left = f"could not delete {folder}" if os.path.lexists(folder) else None
+        else:
+            left = remove_folder(folder)  # its workspace unmounted first
+        if left is None:
+            report.folders.append(name)
+        else:  # counted only once it is gone; said every time until then
+            log.warning("%s", left)
 
 
 def reap_helpers(store: Store, home: Path, host: str, report: ReapReport) -> None:
@@ -252,7 +309,8 @@ def cleanup(
     store_target: str | Path | None = None,
     silent_after: float = SILENT_AFTER,
 ) -> ReapReport:
-    """Reap this host's dead engines and orphan VMs and its leftover VM folders, then
+    """Reap this host's dead engines and orphan VMs and its leftover VM folders (those with
+    no `vms` row too: `reap_unrecorded`), then
     reclaim expired leases (of any host: a dead host's tickets come back this way; what
     their VMs of this host still run is stopped first, `vm_fence`). With `store_target`
     (the store's path or URL, as the engine lock names it; the `cleanup` command's), the
@@ -278,6 +336,7 @@ def cleanup(
             reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
         reap_vms(store, home, host, report, backend_options or {}, silent_after)
         reap_folders(store, home, report)
+        reap_unrecorded(store, home, report)
         reap_helpers(store, home, host, report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))
     return report

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.bwrap import DISK_SHORTAGES, SHORTAGES
+from swarm_engine.vm.owner import write_owner
 
 MIB = 1 << 20
 BLOCK = 4096
@@ -58,6 +59,9 @@ MS_NODEV = 4
 MNT_DETACH = 2
 MNT_OPTIONS = b"noinit_itable"
 """The inode tables stay unwritten (the kernel would zero them, into the host's disk)."""
+SCRATCH_PREFIX = "swarm-diskcap-"
+"""The folder, in the VMs' folder, where a new image is sized: its owner recorded in it
+(`vm/owner.py`), so that `cleanup` deletes one an engine killed meanwhile left."""
 LOOP_TRIES = 64
 SYSTEM_MKFS = ("/usr/sbin/mke2fs", "/sbin/mke2fs")
 """Where mke2fs is when the engine's PATH leaves out the system's sbin folders."""
@@ -171,8 +175,9 @@ class Template:
     def _sized(
         cls, mkfs: str, want: int, inodes: int, size: int, disk_mb: int, where: Path | None
     ) -> Template:
-        scratch = Path(tempfile.mkdtemp(prefix="swarm-diskcap-", dir=where))
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=where))
         try:
+            write_owner(scratch, as_file=False)  # whose it is, for a reaper (engine/reaper.py)
             for _ in range(8):
                 template = cls._mkfs(mkfs, size, inodes)
                 try:
@@ -187,7 +192,7 @@ class Template:
                     size + want - template.avail + (BLOCK if template.avail < want else 0)
                 )
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_scratch(scratch)
         raise DiskCapError(f"no filesystem image of {disk_mb} MiB could be sized here")
 
     @classmethod
@@ -343,6 +348,19 @@ def unmount(target: Path) -> None:
         return
     if ctypes.get_errno() != errno.EBUSY or _lib().umount2(path, MNT_DETACH) != 0:
         raise _errno_error("umount")
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Delete a sizing folder (`SCRATCH_PREFIX`), its `mnt/` unmounted first (an engine
+    killed as it measured an image left it mounted). Raises nothing: what is left is
+    still there for the next `cleanup`."""
+    mnt = scratch / "mnt"
+    if os.path.ismount(mnt):
+        try:
+            unmount(mnt)
+        except OSError:
+            return  # (never deleted through a mount: the image's files would go)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def mounted_workspace(folder: Path) -> Path | None:

@@ -19,6 +19,7 @@ from swarm_engine.errors import VMError
 from swarm_engine.vm.base import MAX_FILE_BYTES
 from swarm_engine.vm.bwrap import DISK_SHORTAGES, SHORTAGES
 from swarm_engine.vm.diskcap import IMAGE_NAME, Template, mount_image, mounted_workspace, unmount
+from swarm_engine.vm.owner import write_owner
 
 
 def prepare_folder(
@@ -31,6 +32,7 @@ def prepare_folder(
     workspace = folder / "workspace"
     folder.mkdir(parents=True, exist_ok=False)  # one mkdir each when the root is there
     try:
+        write_owner(folder, as_file=False)  # before it is mounted: whose, for a reaper
         workspace.mkdir()
         if image is not None:
             try:

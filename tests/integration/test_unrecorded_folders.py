@@ -1,0 +1,128 @@
+"""What an engine killed mid-way leaves in the home's `vms/` with no `vms` row: the disk
+cap's sizing folder (`swarm-diskcap-*`, an image mounted on its `mnt/`) and a VM folder
+whose workspace is still mounted. Both stayed (mounted) for ever; `cleanup` and each
+engine's start (`engine.reaper.cleanup`) now unmount and delete them, only when no
+running engine owns them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import Target
+from tests.support.cli import swarm
+
+from swarm_engine.engine.reaper import UNOWNED_GRACE, cleanup
+from swarm_engine.store import open_store
+from swarm_engine.vm.diskcap import SCRATCH_PREFIX, Template, mount_image
+from swarm_engine.vm.owner import OWNER_XATTR, pid_namespace
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/dev/loop-control") or not shutil.which("mke2fs"),
+    reason="a root engine with loop devices and mke2fs mounts workspaces",
+)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+    template = Template.build(8, 200, tmp_path_factory.mktemp("sizing"))
+    yield template
+    template.close()
+
+
+@pytest.fixture
+def live_engine() -> Iterator[int]:
+    """A process whose command line is swarm-engine's, as a running engine's is."""
+    proc = subprocess.Popen(["swarm-engine", "-c", "sleep 120; :"], executable="/bin/sh")
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def owned_by(folder: Path, pid: int | None) -> Path:
+    folder.mkdir(parents=True)
+    if pid is not None:
+        os.setxattr(folder, OWNER_XATTR, f"{pid} {pid_namespace()}\n".encode())
+    return folder
+
+
+def mounted(folder: Path, image: Template, point: str) -> Path:
+    image.write(folder / "workspace.img")
+    (folder / point).mkdir()
+    mount_image(folder / "workspace.img", folder / point)
+    assert os.path.ismount(folder / point)
+    return folder / point
+
+
+def leftovers(vms: Path, image: Template, live: int) -> dict[str, Path]:
+    """The folders of `vms/`, by what they stand for; the `live_*` ones a running
+    engine's, the others a dead one's."""
+    old = time.time() - UNOWNED_GRACE - 60
+    dead = dead_pid()
+    folders = {
+        "dead_scratch": owned_by(vms / f"{SCRATCH_PREFIX}a1", dead),
+        "old_unowned_scratch": owned_by(vms / f"{SCRATCH_PREFIX}b2", None),
+        "dead_vm": owned_by(vms / "vm-dead", dead),
+        "live_scratch": owned_by(vms / f"{SCRATCH_PREFIX}c3", live),
+        "live_vm": owned_by(vms / "vm-live", live),
+        "young_unowned_vm": owned_by(vms / "vm-young", None),
+    }
+    for name, folder in folders.items():
+        mounted(folder, image, "mnt" if "scratch" in name else "workspace")
+    os.utime(folders["old_unowned_scratch"], (old, old))
+    return folders
+
+
+def check(folders: dict[str, Path], reaped: list[str]) -> None:
+    for name, folder in folders.items():
+        point = folder / ("mnt" if "scratch" in name else "workspace")
+        if name.startswith(("live", "young")):
+            assert os.path.ismount(point), name  # a live engine's: never touched
+            assert folder.name not in reaped
+        else:
+            assert not folder.exists(), name
+            assert folder.name in reaped
+    with open("/proc/self/mountinfo", encoding="utf-8") as info:
+        points = [line.split()[4] for line in info]
+    assert not [p for p in points if "-dead/" in p or "a1/" in p or "b2/" in p]
+
+
+def test_cleanup_unmounts_and_deletes_a_dead_engine_s_unrecorded_folders(
+    tmp_path: Path, store_target: Target, image: Template, live_engine: int
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    open_store(store_target.target).close()  # the store made
+    folders = leftovers(home / "vms", image, live_engine)
+    done = swarm(home, "cleanup", "--json", **store_target.env)
+    assert done.returncode == 0, done.stderr
+    check(folders, json.loads(done.stdout)["folders"])
+
+
+def test_an_engine_s_start_reaps_them_too(
+    tmp_path: Path, store_target: Target, image: Template, live_engine: int
+) -> None:
+    """The engine's start runs `cleanup` without a store target (its own lock held)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    folders = leftovers(home / "vms", image, live_engine)
+    store = open_store(store_target.target)
+    try:
+        report = cleanup(store, home, "here")
+    finally:
+        store.close()
+    check(folders, report.folders)
