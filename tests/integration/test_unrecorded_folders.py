@@ -1,6 +1,6 @@
 """What an engine killed mid-way leaves in the home's `vms/` with no `vms` row: the disk
-cap's sizing folder (`swarm-diskcap-*`, an image mounted on its `mnt/`) and a VM folder
-whose workspace is still mounted. Both stayed (mounted) for ever; `cleanup` and each
+cap's sizing folder (`swarm-diskcap-*`, an image mounted on its `mnt/`), a VM folder
+whose workspace is still mounted, and spare workspaces (`.spare-*`, vm/spares.py). Both stayed (mounted) for ever; `cleanup` and each
 engine's start (`engine.reaper.cleanup`) now unmount and delete them, only when no
 running engine owns them."""
 
@@ -77,6 +77,8 @@ def leftovers(vms: Path, image: Template, live: int) -> dict[str, Path]:
         "dead_scratch": owned_by(vms / f"{SCRATCH_PREFIX}a1", dead),
         "old_unowned_scratch": owned_by(vms / f"{SCRATCH_PREFIX}b2", None),
         "dead_vm": owned_by(vms / "vm-dead", dead),
+        "dead_spare": owned_by(vms / ".spare-d4", dead),
+        "live_spare": owned_by(vms / ".spare-e5", live),
         "live_scratch": owned_by(vms / f"{SCRATCH_PREFIX}c3", live),
         "live_vm": owned_by(vms / "vm-live", live),
         "young_unowned_vm": owned_by(vms / "vm-young", None),
@@ -98,7 +100,7 @@ def check(folders: dict[str, Path], reaped: list[str]) -> None:
             assert folder.name in reaped
     with open("/proc/self/mountinfo", encoding="utf-8") as info:
         points = [line.split()[4] for line in info]
-    assert not [p for p in points if "-dead/" in p or "a1/" in p or "b2/" in p]
+    assert not [p for p in points if "-dead/" in p or "a1/" in p or "b2/" in p or "d4/" in p]
 
 
 def test_cleanup_unmounts_and_deletes_a_dead_engine_s_unrecorded_folders(

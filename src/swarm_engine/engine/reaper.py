@@ -26,6 +26,7 @@ from swarm_engine.vm.diskcap import SCRATCH_PREFIX, remove_scratch
 from swarm_engine.vm.options import BackendOptions, as_mapping
 from swarm_engine.vm.owner import engine_owner, owner_of
 from swarm_engine.vm.proctree import kill_tree, live_work, pid_alive, tagged
+from swarm_engine.vm.spares import is_spare
 from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ def reap_unrecorded(
 ) -> None:
     """Delete what an engine killed mid-way left in the home's `vms/` with no `vms` row to
     say whose it is: a VM folder whose boot never got (or lost) its row, its workspace
-    perhaps still mounted, and the disk cap's sizing folder (`swarm-diskcap-*`, an image
-    perhaps mounted on its `mnt/`). Only a dead engine's: never one whose recorded owner
+    perhaps still mounted, the disk cap's sizing folder (`swarm-diskcap-*`, an image
+    perhaps mounted on its `mnt/`) and its spare workspaces (`.spare-*`, mounted). Only a dead engine's: never one whose recorded owner
     is a running engine (`engine_owner`, another pid namespace's included), nor a VM
     folder whose tagged processes are a running engine's live work (`live_work`); one
     naming no owner only once `UNOWNED_GRACE` old. Unmounted, then deleted; each one
@@ -164,9 +165,10 @@ def reap_unrecorded(
     for folder in root.iterdir():
         name = folder.name
         scratch = name.startswith(SCRATCH_PREFIX)
+        spare = is_spare(name)  # an emptied workspace kept mounted (vm/spares.py)
         if folder.is_symlink() or not folder.is_dir():
             continue
-        if not scratch and (not is_plain_name(name) or store.vms.get(name) is not None):
+        if not (scratch or spare) and (not is_plain_name(name) or store.vms.get(name) is not None):
             continue  # a row says whose it is: `reap_vms` and `reap_folders` decide
         why = engine_owner(folder)
         if why is None and owner_of(folder)[0] is None:
@@ -175,7 +177,7 @@ def reap_unrecorded(
             except OSError:
                 continue  # gone meanwhile
             why = "it names no owner and is younger than the grace" if young else None
-        pids = [] if scratch else tagged(name)
+        pids = [] if scratch or spare else tagged(name)
         why = why or live_work(pids)
         if why is not None:
             log.debug("folder %s of vms/ left as it is: %s", name, why)
