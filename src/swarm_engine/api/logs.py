@@ -41,7 +41,7 @@ from swarm_engine.api import errors
 from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, Slots
 from swarm_engine.api.deps import Server as ServerState
 from swarm_engine.errors import SwarmError, UsageError
-from swarm_engine.service.logs import Chunk, LogFollower, log_text, parse_position
+from swarm_engine.service.logs import BEFORE_ALL, Chunk, LogFollower, log_text, parse_position
 from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/tickets", tags=["logs"])
@@ -134,7 +134,8 @@ async def stream(
     run: RunQuery = None,
     step: StepQuery = None,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_ID, description="Start after this chunk id.")
+        int | None,
+        Query(ge=MIN_INT, le=MAX_ID, description="Start after this chunk id (default: the first)."),
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> Response:
@@ -142,7 +143,7 @@ async def stream(
     it is written, as server-sent events; ends when the ticket ends. Resumes after the
     event named by `Last-Event-ID` (or after chunk `after`). 503 (`Retry-After`) while
     `MAX_LOG_STREAMS` streams are open."""
-    position = (after or 0, 0)
+    position = (BEFORE_ALL if after is None else after, 0)
     if last_event_id is not None and last_event_id.strip():
         text = last_event_id.strip()
         found = parse_position(text, MAX_ID)

@@ -28,6 +28,8 @@ from swarm_engine.records import SHOWN_CHARS, cut_message, shown
 from swarm_engine.service.runs import SHOWN_STEPS, numbered
 from swarm_engine.service.values import check_text
 from swarm_engine.store.logs import BATCH_BYTES, PIECE_BYTES
+from swarm_engine.store.tickets import BEFORE_ALL as BEFORE_ALL
+from swarm_engine.store.tickets import MIN_ID
 from swarm_engine.vm.output import SLACK, continuation_bytes, unfinished_char
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ def chunks(store: Store, step_execution_id: int, batch: int = CHUNK_BATCH) -> It
     chunk whole, a chunk longer than `store.logs.PIECE_BYTES` (only another client writes
     one) in pieces of at most that. Read `batch` chunks and at most about
     `store.logs.BATCH_BYTES` at a time, so memory holds one batch, whatever the rows hold."""
-    after, start = 0, 0
+    after, start = BEFORE_ALL, 0  # ids of 0 and below are any client's: read them too
     while pieces := store.logs.after([step_execution_id], after, batch, start=start):
         for piece in pieces:
             yield piece.data
@@ -133,7 +135,7 @@ def _steps(
     run_id = int(run["id"])
     if step_id is not None:
         check_text(step_id, "step")
-    after = 0
+    after = BEFORE_ALL  # from its first step, whatever its id (0 or below too)
     while True:
         with borrow() as store:
             page = numbered(
@@ -143,7 +145,7 @@ def _steps(
             break
         yield from page
         after = int(page[-1]["id"])
-    if step_id is not None and not after:
+    if step_id is not None and after == BEFORE_ALL:
         with borrow() as store:
             some = dict.fromkeys(str(i) for i in store.runs.first_step_ids(run_id, 200))
         known = cut_message(", ".join(sorted(some)), SHOWN_CHARS)
@@ -153,7 +155,7 @@ def _steps(
 def _pieces(borrow: Borrow, step_execution_id: int, budget: int, piece: int) -> Iterator[bytes]:
     """One step's stored log as UTF-8, piece by piece (`chunks`), each batch read with a
     store of its own."""
-    after, start = 0, 0
+    after, start = BEFORE_ALL, 0
     while True:
         with borrow() as store:
             got = store.logs.after(
@@ -388,19 +390,21 @@ class Chunk:
 
 
 def parse_position(text: str, most: int) -> tuple[int, int] | None:
-    """A `Chunk.position` (`ID` or `ID:END`, decimal, each at most `most`) as
-    (`after`, `start`); None for anything else."""
+    """A `Chunk.position` (`ID` or `ID:END`, decimal, each at most `most`; `ID` may be
+    negative, down to -2^63: any client may write such a chunk) as (`after`, `start`);
+    None for anything else."""
     head, sep, tail = text.partition(":")
-    parts = [head, tail] if sep else [head]
-    if not all(p.isascii() and p.isdigit() and int(p) <= most for p in parts):
+    parts = [head.removeprefix("-"), tail] if sep else [head.removeprefix("-")]
+    if not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
         return None
-    return int(head), int(tail) if sep else 0
+    after, start = int(head), int(tail) if sep else 0
+    return (after, start) if MIN_ID <= after <= most and start <= most else None
 
 
 @dataclass
 class LogFollower:
     """Where a reader of a ticket's live log is. `after`: the last chunk id already seen
-    (0: from the start); `start`: 0, or how far into chunk `after` (bytes) it was read.
+    (`BEFORE_ALL`: from the start, chunks of id 0 and below too); `start`: 0, or how far into chunk `after` (bytes) it was read.
     After a `poll`, `finished` says the stream is over; then `ticket` is how it ended,
     `steps` the last run's newest `SHOWN_STEPS` steps (with their errors; only `step_id`'s
     attempts when given, its first `SHOWN_STEPS`), `steps_total` how many steps the run
@@ -410,7 +414,7 @@ class LogFollower:
     ticket_id: int
     run_id: int | None = None
     step_id: str | None = None
-    after: int = 0
+    after: int = BEFORE_ALL
     start: int = 0
     strict: bool = False
     """Raise `NotFoundError` for a pinned run that is not the ticket's (else: never_ran)."""

@@ -39,6 +39,7 @@ from swarm_engine.records import (
     MAX_STEP_TOKENS,
     MAX_TOTAL_TOKENS,
 )
+from swarm_engine.store.tickets import BEFORE_ALL
 from swarm_engine.store.timestamps import parse_timestamp
 
 if TYPE_CHECKING:
@@ -97,8 +98,10 @@ class Tally:
     """(model, kind) -> tokens; kind is one of `TOKEN_KINDS`."""
     cost: dict[str, float] = field(default_factory=dict)
     """model -> USD."""
-    event_mark: int = 0
-    step_mark: int = 0
+    event_mark: int = BEFORE_ALL
+    step_mark: int = BEFORE_ALL
+    """The last `ticket_events` and `step_executions` ids counted (ids of 0 and below
+    are any client's, and counted too)."""
     models: dict[tuple[str, str], str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from swarm_engine.store.db import Database, Row
 from swarm_engine.store.queries import load
+from swarm_engine.store.tickets import BEFORE_ALL, MAX_ID, MIN_ID, first_after
 
 MiB = 1024 * 1024
 PIECE_BYTES = 1 * MiB
@@ -30,7 +31,6 @@ at most `engine.logship.ROW_BYTES` (256 KiB) of log, its UTF-8 at most three tim
 BATCH_BYTES = 8 * MiB
 """`after` stops once its pieces hold this many bytes (so it returns at most this plus one
 piece; at least one piece when there is any)."""
-MAX_ID = 2**63 - 1
 MAX_OFFSET = 2**31 - 2
 """No stored value is longer (SQLite's limit is 1e9 bytes, PostgreSQL's 1 GiB): an offset
 past it reads as the end of the chunk."""
@@ -70,7 +70,7 @@ class LogStore:
     def after(
         self,
         step_execution_ids: Iterable[int],
-        after: int = 0,
+        after: int = BEFORE_ALL,
         limit: int = 500,
         *,
         start: int = 0,
@@ -79,7 +79,8 @@ class LogStore:
         run: tuple[int, str | None] | None = None,
     ) -> list[LogPiece]:
         """The log of these steps after a position, oldest first, as `LogPiece`s: when
-        `start` is 0, the chunks with an id above `after`; else the rest of chunk `after`
+        `start` is 0, the chunks with an id above `after` (`BEFORE_ALL`, the default: all
+        of them, ids of 0 and below too); else the rest of chunk `after`
         from byte `start`, then the chunks after it (`LogPiece.resume` gives the position
         after a piece). At most `limit` chunks, each in pieces of at most `piece` bytes
         (>= 4), and only until the pieces hold `budget` bytes: memory holds at most
@@ -89,11 +90,12 @@ class LogStore:
         `run` (run id, step id or None) instead of `step_execution_ids`: the log of that
         run's steps (only that step's attempts), however many steps it has."""
         ids = list(step_execution_ids)
-        if (not ids and run is None) or (not start and after >= MAX_ID):
+        start = max(0, min(start, MAX_OFFSET)) if MIN_ID <= after <= MAX_ID else 0
+        first = after if start else first_after(after)
+        if (not ids and run is None) or first is None:
             return []
-        start = max(0, min(start, MAX_OFFSET))
         budget, piece = max(budget, 1), max(piece, 4)  # a piece has room for any character
-        args = {"first": after if start else after + 1, "resume": after, "skip": start,
+        args = {"first": first, "resume": after if start else None, "skip": start,
                 "limit": limit, "budget": budget, "piece": piece}  # fmt: skip
         if run is None:
             rows = self.db.all(self.q.after, {**args, "step_ids": ids})

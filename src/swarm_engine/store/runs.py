@@ -14,7 +14,7 @@ from swarm_engine.records import MAX_RECORD_JSON_BYTES, JsonText, Usage, json_te
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
-from swarm_engine.store.tickets import MAX_ID, TicketStore
+from swarm_engine.store.tickets import BEFORE_ALL, MAX_ID, TicketStore, first_after
 
 UNRECORDED_END = "ended unrecorded: "
 """How the error of a run begins whose end the store refused, and the failing of its
@@ -325,10 +325,14 @@ class RunStore:
         step_id: str | None = None,
         values: bool = True,
     ) -> list[dict[str, Any]]:
-        """A run's next `limit` steps with an id above `after` (only `step_id`'s attempts
+        """A run's next `limit` steps with an id above `after` (`BEFORE_ALL`: from its
+        first, whatever its id; only `step_id`'s attempts
         when given), oldest first, as `steps` gives them: a run read page by page
         (`values=False`: without `inputs` and `outputs`)."""
-        args: dict[str, Any] = {"run_id": run_id, "after": after, "limit": limit,
+        first = first_after(after)
+        if first is None:
+            return []
+        args: dict[str, Any] = {"run_id": run_id, "first": first, "limit": limit,
                                 **_cap(values)}  # fmt: skip
         if step_id is None:
             rows = self.db.all(self.q.steps_from, args)
@@ -383,13 +387,17 @@ class RunStore:
         row = self.db.one(self.q.count_steps, {"run_id": run_id})
         return int(row[0]) if row is not None else 0
 
-    def steps_after(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
-        """For metrics: step executions with an id above `after`, oldest first: `id`,
+    def steps_after(self, after: int = BEFORE_ALL, limit: int = 1000) -> list[dict[str, Any]]:
+        """For metrics: step executions with an id above `after` (`BEFORE_ALL`: every
+        one), oldest first: `id`,
         `status`, the agent (`agent_name`, `agent_version`, `agent_kind`; these names None
         over 1 KiB), `queued_at`, `duration_ms` and the usage columns. Walks the primary
         key. Values as stored (`id` an int; the rest read leniently by the caller): a long
         history is read fast."""
-        rows = self.db.all(self.q.steps_after, {"after": after, "limit": limit})
+        first = first_after(after)
+        if first is None:
+            return []
+        rows = self.db.all(self.q.steps_after, {"first": first, "limit": limit})
         return [as_mapping(r) for r in rows]
 
     def _fenced_step(self, rowcount: int, step_exec_id: int) -> None:

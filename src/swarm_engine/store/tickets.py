@@ -43,6 +43,21 @@ STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
 MAX_ID = 2**63 - 1
 MIN_ID = -(2**63)
+BEFORE_ALL = MIN_ID - 1
+"""A reader's position before every row. Ids are any 64-bit integer (any client may write
+0 or -5 into `ticket_events`, `workflow_runs`, `step_executions` or `step_logs`), so a
+reader that started "after 0" never showed those. No SQL integer holds it: readers pass
+the first id they want (`first_after`)."""
+
+
+def first_after(after: int) -> int | None:
+    """The first id a reader at `after` (the last id it saw, or `BEFORE_ALL`) wants, as a
+    SQL integer; None when no id can come after it (`after` is `MAX_ID`, or above)."""
+    if after >= MAX_ID:
+        return None
+    return max(after, BEFORE_ALL) + 1
+
+
 IGNORED_CLAIM = "the store ignored its claim without an error (a trigger's RAISE(IGNORE)?)"
 """Why an open, claimable ticket whose claim the store returned nothing for is not run."""
 REOPENED = "cancelled (the ticket was reopened)"
@@ -179,14 +194,19 @@ class TicketStore:
         rows = self.db.all(self.q.statuses_of, {"ids": ids})
         return {int(r[0]): Decoder(r).text("status") for r in rows}
 
-    def events_after(self, after: int, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+    def events_after(
+        self, after: int = BEFORE_ALL, limit: int = 1000
+    ) -> builtins.list[dict[str, Any]]:
         """For metrics: claims from the queue, and live tickets going back to open or to
-        failed, with an event id above `after`, oldest first: `id`, `ticket_id`, `at`,
+        failed, with an event id above `after` (`BEFORE_ALL`: every one), oldest first: `id`, `ticket_id`, `at`,
         `old_status`, `new_status`, `attempt_id` (NULL over 1 KiB, its size in
         `attempt_id_bytes`), `note` (its first 200 characters), and for a claim
         `opened_at` (when the ticket last became open). Walks the primary key. Values as stored (`id` an
         int; the rest read leniently by the caller): a long history is read fast."""
-        rows = self.db.all(self.q.events_after, {"after": after, "limit": limit})
+        first = first_after(after)
+        if first is None:
+            return []
+        rows = self.db.all(self.q.events_after, {"first": first, "limit": limit})
         return [as_mapping(r) for r in rows]
 
     def last_event_id(self) -> int:

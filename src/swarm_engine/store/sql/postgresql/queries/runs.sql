@@ -270,17 +270,17 @@ SELECT {{step_columns}}, {{step_vm_columns}}
  WHERE s.run_id = :run_id AND s.id <= :through ORDER BY s.id DESC LIMIT :limit
 
 -- name: steps_from
--- A run's next :limit steps with an id above :after, oldest first (read page by page:
+-- A run's next :limit steps from id :first on, oldest first (read page by page:
 -- `logs` never holds all of a run's steps)
 SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
- WHERE s.run_id = :run_id AND s.id > :after ORDER BY s.id LIMIT :limit
+ WHERE s.run_id = :run_id AND s.id >= :first ORDER BY s.id LIMIT :limit
 
 -- name: step_attempts_from
 -- `steps_from` of one step id's attempts only
 SELECT {{step_columns}}, {{step_vm_columns}}
   FROM step_executions s LEFT JOIN vms v ON v.id = s.vm_id
- WHERE s.run_id = :run_id AND s.step_id = :step_id AND s.id > :after ORDER BY s.id
+ WHERE s.run_id = :run_id AND s.step_id = :step_id AND s.id >= :first ORDER BY s.id
  LIMIT :limit
 
 -- name: steps_by_ids
@@ -299,7 +299,7 @@ SELECT CASE WHEN octet_length(step_id) <= 1024 THEN step_id END AS step_id
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
 -- name: steps_after
--- Step executions with an id above :after, oldest first, with their usage (metrics).
+-- Step executions from id :first on, oldest first, with their usage (metrics).
 -- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
 -- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
 -- as NULL, counted nowhere (the step's own read names the defect); `usage_values`: how many
@@ -317,7 +317,7 @@ SELECT id,
        CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
        CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
        (duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
-  FROM step_executions WHERE id > :after ORDER BY id LIMIT :limit
+  FROM step_executions WHERE id >= :first ORDER BY id LIMIT :limit
 
 -- name: abandon_attempt_steps
 UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),

@@ -334,7 +334,7 @@ UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
 RETURNING id
 
 -- name: events_after
--- Claims, and live tickets going back to open or failed, above :after (see the SQLite file;
+-- Claims, and live tickets going back to open or failed, from :first on (see the SQLite file;
 -- only the first 200 characters of `note`).
 SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
        CASE WHEN octet_length(e.attempt_id) <= 1024 THEN e.attempt_id END AS attempt_id,
@@ -344,7 +344,7 @@ SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
   FROM ticket_events e
- WHERE e.id > :after
+ WHERE e.id >= :first
    AND ((e.old_status = 'open' AND e.new_status = 'claimed')
         OR (e.old_status IN ('claimed','running') AND e.new_status IN ('open','failed')))
  ORDER BY e.id LIMIT :limit

@@ -351,7 +351,7 @@ RETURNING id
 
 -- name: events_after
 -- Claims from the queue, and a live ticket going back to open or to failed (what the
--- lease reclaimer does), with an event id above :after, oldest first (the events table
+-- lease reclaimer does), with an event id from :first on, oldest first (the events table
 -- only grows: a reader resumes after the last id it saw). For a claim, `opened_at` is
 -- when the ticket last became open (its time in the queue ends at `at`). Only the first
 -- 200 characters of `note` (its reader looks at how it begins; any client may write one of
@@ -364,7 +364,7 @@ SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
            (SELECT o.at FROM ticket_events o WHERE o.ticket_id = e.ticket_id AND o.id < e.id
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
   FROM ticket_events e
- WHERE e.id > :after
+ WHERE e.id >= :first
    AND ((e.old_status = 'open' AND e.new_status = 'claimed')
         OR (e.old_status IN ('claimed','running') AND e.new_status IN ('open','failed')))
  ORDER BY e.id LIMIT :limit
