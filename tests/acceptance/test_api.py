@@ -342,7 +342,8 @@ BAD_GETS = [
     ("/v1/runs/999999/steps", 404), ("/v1/runs?workflow=nope", 404), ("/v1/runs?limit=0", 422),
     ("/v1/tickets/999999/runs", 404), ("/v1/tickets/999999/events", 404),
     ("/v1/tickets/999999/logs", 404), ("/v1/tickets/999999/logs/stream", 404),
-    ("/v1/tickets/1/logs/stream?run=999999", 404), ("/v1/tickets/1/logs/stream?after=-1", 422),
+    ("/v1/tickets/1/logs/stream?run=999999", 404),
+    ("/v1/tickets/1/logs/stream?after=-9223372036854775809", 422), ("/v1/runs/-9223372036854775809", 422),
     ("/v1/agents/a%00b", 400), ("/v1/nothing-here", 404),
 ]  # fmt: skip
 

@@ -61,6 +61,12 @@ def test_every_reader_shows_rows_of_id_zero_and_below_once_in_order(
     at = [printed.stdout.find(t) for t in ("zeroth", "first", "third", "second")]
     assert -1 not in at and at == sorted(at), printed.stdout
 
+    pinned = swarm_inproc(home, "logs", "7", "--run", "-5", "--step", "b", **env)
+    assert pinned.returncode == 0 and "second" in pinned.stdout, pinned.stderr
+    older = swarm_inproc(home, "ticket", "steps", "7", "--run", "-5", "--before", "0", **env)
+    assert older.returncode == 0, older.stderr
+    assert "a" in older.stdout and " b " not in older.stdout, older.stdout
+
     store = open_store(store_target.target)
     try:
         assert [e["id"] for e in store.tickets.events_after() if e["ticket_id"] == 7] == [-3]
@@ -86,6 +92,14 @@ def test_every_reader_shows_rows_of_id_zero_and_below_once_in_order(
         assert stream(f"?after={MIN}") == CHUNKS[1:]
         assert stream(**{"Last-Event-ID": "-9"}) == CHUNKS[2:]
         assert stream(**{"Last-Event-ID": str(MIN)}) == CHUNKS[1:]
+        assert stream("?run=-5&step=b") == CHUNKS[2:3]
+        assert api.get("/v1/runs/-5").json()["id"] == -5
+        page = api.get("/v1/runs/-5/steps?limit=1")  # pages on below step 0, to step -7
+        assert [s["id"] for s in page.json()] == [0] and page.headers["X-Before"] == "0"
+        assert [s["id"] for s in api.get("/v1/runs/-5/steps?before=0").json()] == [-7]
+        assert api.get(f"/v1/runs/-5/steps?before={MIN}").json() == []
+        assert [r["id"] for r in api.get("/v1/tickets/7/runs?before=0").json()] == [-5]
+        assert [e["id"] for e in api.get("/v1/tickets/7/events?before=0").json()] == [-3]
         bad = api.get("/v1/tickets/7/logs/stream", headers={"Last-Event-ID": "--9"})
         assert bad.status_code == 400, bad.text
     finally:

@@ -48,7 +48,9 @@ router = APIRouter(prefix="/v1/tickets", tags=["logs"])
 TicketPath = Annotated[
     int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer).")
 ]
-RunQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run N (default: the latest).")]
+RunQuery = Annotated[
+    int | None, Query(ge=MIN_INT, le=MAX_ID, description="Run N (default: the latest).")
+]
 StepQuery = Annotated[str | None, Query(max_length=64, description="Only this step (its id).")]
 POLL_SECONDS = 0.1
 """How often a stream looks for new chunks while they come."""

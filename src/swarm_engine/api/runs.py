@@ -10,10 +10,10 @@ from swarm_engine.api import models
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.api.tickets import paged
 from swarm_engine.service import runs as service
-from swarm_engine.service.values import MAX_ID
+from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
-RunPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A run id.")]
+RunPath = Annotated[int, Path(ge=MIN_INT, le=MAX_ID, description="A run id (any 64-bit integer).")]
 
 
 @router.get("", response_model=list[models.Run], summary="Recent runs")
@@ -46,7 +46,7 @@ def steps(
     before: Annotated[
         int | None,
         Query(
-            ge=1,
+            ge=MIN_INT,
             le=MAX_ID,
             description="Only steps with a lower id (the `X-Before` of "
             "the previous answer, or a run's `steps_before`).",

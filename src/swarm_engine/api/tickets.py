@@ -108,7 +108,7 @@ def open_draft(ticket_id: TicketPath, store: StoreDep) -> models.Ticket:
 
 Before = Annotated[
     int | None,
-    Query(ge=1, le=MAX_ID, description="Only those with a lower id (the `X-Before` of the "
+    Query(ge=MIN_INT, le=MAX_ID, description="Only those with a lower id (the `X-Before` of the "
           "previous answer, or the detail's `runs_before` / `events_before`)."),
 ]  # fmt: skip
 

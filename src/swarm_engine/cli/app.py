@@ -222,7 +222,9 @@ TICKET_ID = INT64
 """A ticket id: any 64-bit integer, as a row's id can hold (the store numbers from 1, but
 any client may write 0 or a negative id; such a ticket runs and is listed, so every
 command addresses it: `swarm-engine ticket show -5`, through `IdCommand`)."""
-RUN_ID = click.IntRange(1, 2**63 - 1)
+RUN_ID = INT64
+"""A run or step id (`--run`, `--before`): any 64-bit integer, as a ticket id is (any client
+may write run -5 or step 0: every command addresses them and pages through them)."""
 """A run's (or a step's) id: a positive 64-bit integer, as the store numbers them."""
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import UsageError
-from swarm_engine.service.values import MAX_ID
+from swarm_engine.service.values import MAX_ID, MIN_INT
 
 if TYPE_CHECKING:
     from swarm_engine.registry import Registry
@@ -123,8 +123,8 @@ def window(
 def check_window(before: int | None, limit: int, most: int) -> None:
     if not 1 <= limit <= most:
         raise UsageError(f"limit must be 1 to {most} (is {limit})")
-    if before is not None and not 1 <= before <= MAX_ID:
-        raise UsageError(f"before must be 1 to {MAX_ID} (is {before})")
+    if before is not None and not MIN_INT <= before <= MAX_ID:  # ids are any client's
+        raise UsageError(f"before must be {MIN_INT} to {MAX_ID} (is {before})")
 
 
 def steps(

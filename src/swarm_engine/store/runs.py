@@ -14,7 +14,7 @@ from swarm_engine.records import MAX_RECORD_JSON_BYTES, JsonText, Usage, json_te
 from swarm_engine.store.db import Database
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
-from swarm_engine.store.tickets import BEFORE_ALL, MAX_ID, TicketStore, first_after
+from swarm_engine.store.tickets import BEFORE_ALL, MAX_ID, MIN_ID, TicketStore, first_after
 
 UNRECORDED_END = "ended unrecorded: "
 """How the error of a run begins whose end the store refused, and the failing of its
@@ -257,6 +257,8 @@ class RunStore:
         """The newest `limit` runs (default: all) of a ticket with an id below `before` (None:
         any), oldest first. `values=False`: their `inputs` and `outputs` are not read (None;
         see `run_values`); `errors=False`: nor their `error`."""
+        if before is not None and before <= MIN_ID:
+            return []  # nothing is below the smallest id a row can hold
         args = {
             "ticket_id": ticket_id,
             "through": MAX_ID if before is None else before - 1,
@@ -311,6 +313,8 @@ class RunStore:
         """A run's newest `limit` steps with an id below `before` (None: any), oldest
         first, as `steps` gives them (`values=False`: without `inputs` and `outputs`,
         None; see `step_values`; `errors=False`: without `error`)."""
+        if before is not None and before <= MIN_ID:
+            return []  # nothing is below the smallest id a row can hold
         args = {"run_id": run_id, "limit": limit, **_cap(values, errors),
                 "through": MAX_ID if before is None else before - 1}  # fmt: skip
         rows = self.db.all(self.q.last_steps, args)

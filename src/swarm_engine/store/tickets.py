@@ -140,6 +140,8 @@ class TicketStore:
     ) -> builtins.list[dict[str, Any]]:
         """The newest `limit` status events (default: all) of a ticket with an id below
         `before` (None: any), oldest first."""
+        if before is not None and before <= MIN_ID:
+            return []  # nothing is below the smallest id a row can hold
         args = {
             "id": ticket_id,
             "through": MAX_ID if before is None else before - 1,
