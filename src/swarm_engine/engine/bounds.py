@@ -110,7 +110,12 @@ class RunBudget:
     A value is measured before it is written; one that would pass the limit is refused
     with one line (`AgentError`), never written, and fails its step and so the run. A log
     is a stream: the chunk that would pass the limit and the rest are not stored (one
-    line says so in their place; the log file keeps them), and the run fails (`over`)."""
+    line says so in their place; the log file keeps them), and the run fails (`over`).
+
+    Per run, not per ticket, on purpose (docs/schema.md, "Where a result is stored"): a
+    budget summed over a ticket's runs would leave a ticket cut by it unable to run again
+    (its reopen would fail at once), bound nothing a client could not pass with new
+    tickets, and cost each run's start a read of every earlier value on SQLite."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
