@@ -128,3 +128,29 @@ def test_an_engine_s_start_reaps_them_too(
     finally:
         store.close()
     check(folders, report.folders)
+
+
+def test_each_folder_records_its_engine_the_moment_it_is_made(
+    tmp_path: Path, image: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before anything is mounted in it: a kill at any later point leaves a folder that
+    names a dead engine (reaped at once), not one that names none (left for a grace)."""
+    from swarm_engine.vm.owner import owner_of
+    from swarm_engine.vm.workspace import prepare_folder
+
+    seen: list[tuple[int | None, bool]] = []
+    real_mount = mount_image
+
+    def mount_and_look(image_path: Path, target: Path) -> None:
+        seen.append(owner_of(target.parent))
+        real_mount(image_path, target)
+
+    monkeypatch.setattr("swarm_engine.vm.workspace.mount_image", mount_and_look)
+    monkeypatch.setattr("swarm_engine.vm.diskcap.mount_image", mount_and_look)
+    prepare_folder(tmp_path / "vms" / "vm-1", False, None, image)
+    Template.build(8, 200, tmp_path / "vms").close()
+    assert len(seen) >= 2 and set(seen) == {(os.getpid(), False)}  # (sizing may mount twice)
+    assert [p.name for p in (tmp_path / "vms").iterdir()] == ["vm-1"]  # sizing folder gone
+    from swarm_engine.vm.workspace import remove_folder
+
+    assert remove_folder(tmp_path / "vms" / "vm-1") is None
