@@ -20,10 +20,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import GenericAlias
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.records import HOST_ID_RE
+from swarm_engine.typecheck import scalar_problem, table, type_problem
 
 if TYPE_CHECKING:
     from swarm_engine.config_model import TriggerHostSettings
@@ -66,6 +68,21 @@ FLOATS: dict[str, tuple[float, float, float]] = {
 }
 TEXTS = tuple(n for n in FIELDS if n not in INTS and n not in FLOATS and n not in JSON_FIELDS)
 """The settings that are text (a path, a URL, a name): a number or a bool is refused."""
+_PRICE = table({"input": float, "output": float, "cache_write": float | None,
+                "cache_read": float | None})  # fmt: skip
+_RETRY = table({"max_retries": int, "backoff_seconds": float, "backoff_factor": float,
+                "max_backoff_seconds": float})  # fmt: skip
+AGENT_HOST_TYPES: dict[str, type] = {
+    "claude": table({
+        "api_key_file": str | None, "api_key_command": str | list[str] | None,
+        "base_url": str | None, "prices": GenericAlias(dict, (str, _PRICE)), "retry": _RETRY | None,
+        "allow_unisolated": bool,
+    }),
+    "claude-code": table({"version": str, "cache_dir": Path, "install": bool, "npm": str}),
+}  # fmt: skip
+"""The types of the agent kinds' host settings (`[agents.claude]`: `HostConfig`,
+`[agents.claude-code]`: `HostSettings`), checked strictly at load without importing
+their models (a test checks that they agree)."""
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -372,8 +389,6 @@ def _check_types(values: Mapping[str, Any], source: str) -> None:
     """`ConfigError` for a value of a typed source (TOML, JSON) that is not strictly of its
     setting's type (typecheck.py): `disk_mb = true`, `max_vms = "8"`, `tmp_mb = 64.0`,
     `poll_interval = nan`. One line: the key, the value, the type it needs, the source."""
-    from swarm_engine.typecheck import scalar_problem, type_problem
-
     nested: dict[str, Any] = {}
     for name, value in values.items():
         where = f"setting {name}"
@@ -383,8 +398,13 @@ def _check_types(values: Mapping[str, Any], source: str) -> None:
             problem = scalar_problem(float, value, where)
         elif name in TEXTS:
             problem = scalar_problem(str, value, where)
-        elif name == "agents":  # each kind's table is checked by that kind, strictly
-            problem = type_problem(dict[str, dict[str, Any]], value, where)
+        elif name == "agents":  # each known kind's table by its types, the rest by the kind
+            problem = type_problem(dict[str, dict[str, Any]], value, where) or next(
+                filter(None, (
+                    type_problem(AGENT_HOST_TYPES[kind], host, f"{where}.{kind}")
+                    for kind, host in value.items() if kind in AGENT_HOST_TYPES
+                )), None,
+            )  # fmt: skip
         elif name in JSON_FIELDS:
             nested[name] = value
             continue

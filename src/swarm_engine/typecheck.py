@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import PurePath
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -77,6 +78,18 @@ def scalar_problem(tp: type, value: Any, where: str) -> str | None:
     else:
         ok = isinstance(value, str)
     return None if ok else problem_line(where, value, _SCALARS.get(tp, "text"))
+
+
+@dataclass(frozen=True)
+class _Field:
+    annotation: Any
+
+
+def table(fields: Mapping[str, Any]) -> type:
+    """A table's keys and their types as `type_problem` reads a model's (`model_fields`),
+    without importing one: `table({"install": bool, "npm": str})`. A class, so that it
+    goes in annotations (`table(...) | None`, `dict[str, table(...)]`)."""
+    return type("Table", (), {"model_fields": {n: _Field(tp) for n, tp in fields.items()}})
 
 
 def _is_model(tp: Any) -> bool:

@@ -50,6 +50,8 @@ TABLES: dict[str, type[Any]] = {
     "backend_options.qemu": QemuOptions,
     "gateway": GatewaySettings,
     "triggers.t": TriggerHostSettings,
+    "agents.claude": HostConfig,
+    "agents.claude-code": HostSettings,
 }
 KEYS = [
     (table, name, kind)
@@ -122,6 +124,29 @@ def test_a_wrong_typed_value_anywhere_is_refused_naming_key_value_and_type(
     assert "\n" not in line and "expected" in line and str(home) in line
     shown = toml(value) if not isinstance(value, str) else repr(value)
     assert shown in line, line
+
+
+def shape(tp: Any) -> Any:
+    """A type as comparable structure: a model (or `typecheck.table`) as its fields'."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is typing.Annotated:
+        return shape(args[0])
+    if origin in (Union, types.UnionType):
+        return frozenset(shape(a) for a in args)
+    if origin is not None:
+        return (origin, tuple(shape(a) for a in args))
+    if isinstance(tp, type) and hasattr(tp, "model_fields"):
+        return tuple(sorted((n, shape(f.annotation)) for n, f in tp.model_fields.items()))
+    return tp
+
+
+def test_the_agent_host_types_checked_at_load_are_the_models_own() -> None:
+    """config.py checks `[agents.<kind>]` at load without importing the kinds' models:
+    its copy of their types must be theirs."""
+    from swarm_engine.config import AGENT_HOST_TYPES
+
+    assert shape(AGENT_HOST_TYPES["claude"]) == shape(HostConfig)
+    assert shape(AGENT_HOST_TYPES["claude-code"]) == shape(HostSettings)
 
 
 def test_the_json_of_a_variable_is_held_to_the_same_types(
