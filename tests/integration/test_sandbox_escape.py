@@ -187,6 +187,7 @@ async def test_a_root_engine_binds_a_workspace_by_path_only_where_any_uid_reache
         argv = vm._argv(["true"], None, 10, fds)  # the command line it chose
     finally:
         fds.close()
+    argv = argv[len(vm.memory.join_argv()) :] if vm.memory is not None else argv
     private = (home.stat().st_mode & 0o001) == 0
     assert (Path(argv[0]).name == "unshare") == private, argv
 

@@ -416,7 +416,8 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"reaped {len(report.vms)} VM(s), {len(report.engines)} dead engine(s), "
         f"{len(report.folders)} leftover folder(s); stopped {len(report.helpers)} leftover VM "
         f"helper process(es); re-queued {len(report.requeued)} and failed "
-        f"{len(report.failed)} ticket(s) with expired leases"
+        f"{len(report.failed)} ticket(s) with expired leases; removed {len(report.cgroups)} "
+        "leftover memory cgroup folder(s)"
     )
     for e in report.waiting:
         console.print(

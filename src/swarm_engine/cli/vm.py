@@ -142,6 +142,7 @@ def _process_checks(settings: Settings) -> list[Check]:
     return [
         *_isolation_checks(config.isolation),
         _disk_cap_check(config, settings.home / "vms" if settings.home.is_dir() else None),
+        _memory_cap_check(config),
     ]
 
 
@@ -186,6 +187,28 @@ def _disk_cap_check(config: ProcessConfig, vms: Path | None) -> Check:
     return Check("process disk cap", "ok", f"each workspace is a filesystem of its own of "
                  f"{config.disk_mb} MiB and {config.max_files} files: the kernel refuses "
                  "writes past them")  # fmt: skip
+
+
+def _memory_cap_check(config: ProcessConfig) -> Check:
+    """Whether each VM can be a memory cgroup of its own here (`vm/memcap.py`)."""
+    from swarm_engine.errors import VMError
+    from swarm_engine.vm.memcap import Groups, MemCapError, how_to_fix
+
+    if config.memory_cap == "rlimit":
+        return Check("process memory cap", "warn", 'memory_cap = "rlimit": only each '
+                     "process's address space is limited; memfd, tmpfs, pipes and many "
+                     "processes hold more than memory_mb")  # fmt: skip
+    try:
+        groups = Groups.make()
+    except MemCapError as exc:
+        return Check("process memory cap", "fail", f"{exc}: every step on the process backend "
+                     f"is refused; to fix: {how_to_fix()}")  # fmt: skip
+    except VMError as exc:  # a shortage of the host now: steps wait for it, then go on
+        return Check("process memory cap", "warn", str(exc))
+    groups.close()
+    return Check("process memory cap", "ok", f"each VM is a memory cgroup of its own (cgroup "
+                 f"v{groups.hierarchy.version}, below {groups.hierarchy.base}): the kernel "
+                 "holds its processes to memory_mb, no swap past it")  # fmt: skip
 
 
 if __name__ == "__main__":  # used by scripts/build-images.sh before the CLI is installed

@@ -40,6 +40,9 @@ class ReapReport:
     failed: list[int] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     helpers: list[int] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)
+    """The memory cgroup folders of process backends whose engine is gone, removed
+    (`vm/memcap.py`: those below this process's own memory cgroup)."""
     waiting: list[dict[str, Any]] = field(default_factory=list)
     """Engines of this host whose process is gone but that heartbeated within the lease:
     not reaped yet (`id`, `pid`, `reaped_in` seconds; `EngineStore.gone_unreaped`)."""
@@ -217,6 +220,15 @@ def reap_helpers(store: Store, home: Path, host: str, report: ReapReport) -> Non
         report.helpers += pids
 
 
+def reap_memory_groups(report: ReapReport) -> None:
+    """Remove the memory cgroups (what runs in them killed) that process backends of
+    engines now gone left below this process's memory cgroup (`vm/memcap.py`: `sweep`,
+    which judges each by the pid and start time in its name)."""
+    from swarm_engine.vm.memcap import sweep
+
+    report.cgroups += sweep()
+
+
 def reap_pool_folders(
     store: Store,
     home: Path,
@@ -340,5 +352,6 @@ def cleanup(
         reap_folders(store, home, report)
         reap_unrecorded(store, home, report)
         reap_helpers(store, home, host, report)
+        reap_memory_groups(report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))
     return report

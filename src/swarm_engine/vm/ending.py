@@ -15,6 +15,8 @@ from swarm_engine.vm.base import OVER_DISK_EXIT, shell_exit_code
 FILE_SIZE_EXIT = 128 + signal.SIGXFSZ
 """153: the exit code, as a shell reports it, of a process stopped by SIGXFSZ, which the
 kernel sends to a write (or truncate) past `RLIMIT_FSIZE` (`prlimit --fsize`, `disk_mb`)."""
+OOM_EXIT = 128 + signal.SIGKILL
+"""137: what a command during which its VM ran out of memory fails with."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class Ended:
     """Its workspace was over them when it ended by itself (found by the last count)."""
     no_space: bool = False
     """Its stderr says a write found no room (`said_no_space`)."""
+    out_of_memory: bool = False
+    """The kernel killed a process of its VM for want of memory while it ran (its VM's
+    memory cgroup counted an OOM kill: `vm/memcap.py`)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class DiskLimits:
     """The size of the sandbox's /tmp and /dev/shm (None: the host's own, unisolated)."""
     capped: bool = False
     """The workspace is a filesystem of its own, of `disk_mb` (`vm/diskcap.py`)."""
+    memory_mb: int | None = None
+    """The agent's `memory_mb`, for the line of an OOM kill (None: no memory cgroup)."""
 
 
 NO_SPACE = (b"No space left on device", b"Disk quota exceeded")
@@ -70,8 +77,15 @@ def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
     `file_size_note`: what 153 means under the file size limit. A command may choose 153
     itself; the note says so rather than guess. Else a failed command in a capped
     workspace whose stderr says a write found no room gets `no_space_note` (a
-    `fallocate` past `disk_mb` is refused whole: nothing is over to count)."""
+    `fallocate` past `disk_mb` is refused whole: nothing is over to count). Before all
+    that, a command during which the kernel killed a process of its VM for want of memory
+    fails with `OOM_EXIT` (137) and `out_of_memory_note`, whatever its own code (a shell
+    that went on after its child was killed would otherwise hide it)."""
     code = shell_exit_code(ended.returncode, ended.timed_out)
+    if ended.out_of_memory and limits.memory_mb is not None:
+        if not ended.timed_out:  # a process of it was killed: it fails, whatever its code
+            code = OOM_EXIT
+        return code, out_of_memory_note(limits)
     if ended.killed_over_disk or ended.ended_over_disk:
         if not ended.timed_out:  # (a timeout's kill that came first keeps its code)
             code = OVER_DISK_EXIT
@@ -81,6 +95,20 @@ def ending(ended: Ended, limits: DiskLimits) -> tuple[int, bytes]:
     if code != 0 and not ended.timed_out and ended.no_space and limits.capped:
         return code, no_space_note(limits)
     return code, b""
+
+
+def out_of_memory_note(limits: DiskLimits) -> bytes:
+    """The line for a command during which its VM's memory cgroup killed a process."""
+    tmp = (
+        f" (+ 2 x tmp_mb = {2 * limits.tmp_mb} MiB for /tmp and /dev/shm)"
+        if limits.tmp_mb is not None
+        else ""
+    )
+    return (
+        f"\nswarm-engine: the step ran out of memory: its processes reached the agent's"
+        f" memory_mb = {limits.memory_mb} MiB{tmp}, and the kernel killed one; it fails"
+        f" with exit code {OOM_EXIT} (raise memory_mb, or use less)\n"
+    ).encode()
 
 
 def over_disk_note(limits: DiskLimits, *, killed: bool) -> bytes:

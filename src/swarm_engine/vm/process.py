@@ -40,6 +40,7 @@ from swarm_engine.vm.base import OrphanRecord, VMSpec, is_plain_name
 from swarm_engine.vm.bwrap import (
     HOST_UID_BASE,
     HOST_UID_SPAN,
+    SHORTAGES,
     disables_userns,
     others_can_reach,
     root_engine,
@@ -50,6 +51,8 @@ from swarm_engine.vm.bwrap import bwrap_works as bwrap_works  # re-exported
 from swarm_engine.vm.diskcap import DiskCapError, Template, how_to_fix
 from swarm_engine.vm.helper import vm_helpers
 from swarm_engine.vm.hostlimits import can_raise_limits, hard_limit_problem
+from swarm_engine.vm.memcap import Groups, MemCapError, VMGroup, sweep
+from swarm_engine.vm.memcap import how_to_fix as memory_fix
 from swarm_engine.vm.owner import engine_owner, write_owner
 from swarm_engine.vm.pasta import pasta_problem as pasta_problem  # re-exported
 from swarm_engine.vm.process_config import ProcessConfig as ProcessConfig  # re-exported
@@ -84,6 +87,10 @@ class ProcessBackend:
         """Each workspace's filesystem as it starts (`disk_cap = "mount"`), made once."""
         self._cap_problem: DiskCapError | None = None
         """Why the workspace cannot be capped here (`disk_cap = "mount"`), once known."""
+        self._groups: Groups | None = None
+        """Its VMs' memory cgroups' folder (`memory_cap = "cgroup"`), made once."""
+        self._memory_problem: str | None = None
+        """Why a VM's memory cannot be capped here (`memory_cap = "cgroup"`), once known."""
         self._probing = threading.Lock()
         self._spares: Spares | None = None
         """Emptied workspaces kept mounted for the next VMs (`vm/spares.py`)."""
@@ -107,6 +114,13 @@ class ProcessBackend:
                         self._spares = Spares(self.root, self._image)
                 except DiskCapError as exc:
                     self._cap_problem = exc
+            if self.config.memory_cap == "cgroup":
+                for name in sweep():  # the folders of engines now gone (vm/memcap.py)
+                    log.info("removed the memory cgroups of a gone engine: %s", name)
+                try:
+                    self._groups = Groups.make()
+                except MemCapError as exc:
+                    self._memory_problem = str(exc)
             self._probed = True
 
     @property
@@ -134,6 +148,20 @@ class ProcessBackend:
             )
         return self._image
 
+    @property
+    def groups(self) -> Groups | None:
+        """Its VMs' memory cgroups (`memory_cap = "cgroup"`), None with "rlimit". Raises
+        `VMError` (why, and how to fix it) when no memory cgroup can be had here."""
+        if self.config.memory_cap == "rlimit":
+            return None
+        self._probe()
+        if self._memory_problem is not None:
+            raise VMError(
+                f"process sandbox refused: the VM's memory cannot be capped at memory_mb: "
+                f"{self._memory_problem}; {memory_fix()}"
+            )
+        return self._groups
+
     async def start(self) -> None:
         # probe bubblewrap and the disk cap once, before the first step needs them; a
         # failure is reported by every boot (the step is refused), not here
@@ -145,6 +173,7 @@ class ProcessBackend:
             await asyncio.to_thread(self._probe)
         isolated = self.isolated
         image = self.image
+        groups = self.groups
         if isolated and spec.network and spec.allowed_ports:
             problem = pasta_problem()
             if problem:
@@ -160,16 +189,33 @@ class ProcessBackend:
         host_uid = self._new_uid() if isolated and root_engine() else None
         made = False
         reachable = False
+        memory: VMGroup | None = None
+        limit_mb = spec.memory_mb + (2 * self.config.tmp_mb if isolated else 0)
 
         spares = self._spares if isolated and image is not None else None
 
         def prepare() -> None:
-            nonlocal made, reachable
-            if spares is not None and spares.take(folder):
-                made = True  # an emptied workspace, its filesystem mounted (vm/spares.py)
-                workspace_for(folder / "workspace", host_uid)
-            else:
-                prepare_folder(folder, isolated, host_uid, image)
+            nonlocal made, reachable, memory
+            if groups is not None:  # its memory cgroup first: a shortage leaves nothing
+                try:
+                    memory = groups.create(vm_id, limit_mb)
+                except OSError as exc:
+                    if exc.errno in SHORTAGES:  # waited out (vm/shortage.py)
+                        raise
+                    raise VMError(
+                        f"cannot make the VM's memory cgroup of memory_mb: {exc.strerror}"
+                    ) from exc
+            try:
+                if spares is not None and spares.take(folder):
+                    made = True  # an emptied workspace, its filesystem mounted (vm/spares.py)
+                    workspace_for(folder / "workspace", host_uid)
+                else:
+                    prepare_folder(folder, isolated, host_uid, image)
+            except BaseException:
+                if memory is not None:
+                    memory.remove()
+                    memory = None
+                raise
             made = True
             write_owner(folder, as_file=False)  # whose it is, for a reaper (`reap`)
             if host_uid is not None:  # each VM anew: a folder's mode may change meanwhile
@@ -185,6 +231,8 @@ class ProcessBackend:
             try:  # a cancel that came as the folder was made: the folder goes again
                 if made:
                     await self._unmake(folder, vm_id)
+                if memory is not None:
+                    await settled(memory.remove, drop=False)
             finally:
                 if host_uid is not None:
                     self._uids.discard(host_uid)
@@ -197,7 +245,7 @@ class ProcessBackend:
         return ProcessVM(
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
-            real_workspace=real, reachable=reachable, capped=image is not None,
+            real_workspace=real, reachable=reachable, capped=image is not None, memory=memory,
             retire=remove_folder if spares is None else spares.retire,
         )  # fmt: skip
 
@@ -262,6 +310,12 @@ class ProcessBackend:
         if self._image is not None:
             self._image.close()
             self._image = None
+            self._probed = False
+        if self._groups is not None:  # its VMs are destroyed: their cgroups are gone
+            left = await asyncio.to_thread(self._groups.close)
+            if left is not None:  # the next start's (or cleanup's) sweep removes it
+                log.warning("%s", left)
+            self._groups = None
             self._probed = False
 
 

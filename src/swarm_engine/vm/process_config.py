@@ -25,6 +25,12 @@ class ProcessConfig(BaseModel):
     `max_files` (a loop-mounted image, `vm/diskcap.py`: a root engine), or every step is
     refused; `measured`: a folder of the home's disk, measured every 50 ms (a fast writer
     overshoots `disk_mb` by what it writes meanwhile)."""
+    memory_cap: Literal["cgroup", "rlimit"] = "cgroup"
+    """`cgroup`: each VM is a memory cgroup of its own that holds its processes' whole
+    memory (memfd, tmpfs, page cache and kernel memory too) to the agent's `memory_mb`
+    plus its two tmpfs of `tmp_mb`, with no swap past it (`vm/memcap.py`), or every step
+    is refused; `rlimit`: only each process's address space is limited (`memory_mb` +
+    256 MiB), which memfd, tmpfs, pipes and many processes each under it pass."""
     max_files: int = Field(default=100_000, ge=10, le=1 << 24)
     """How many files, folders and links the workspace may hold (empty files take no
     blocks, so `disk_mb` alone would not stop a command filling the host's inode table).

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import logging
 import os
 import sys
 import time
@@ -40,6 +43,7 @@ from swarm_engine.vm.bwrap import (
 )
 from swarm_engine.vm.ending import DiskLimits, Ended, ending
 from swarm_engine.vm.helper import Helper, stop_helpers
+from swarm_engine.vm.memcap import VMGroup
 from swarm_engine.vm.pasta import forward_ports
 from swarm_engine.vm.process_config import ProcessConfig
 from swarm_engine.vm.proctree import VM_TAG, kill_tagged, kill_tree
@@ -59,6 +63,7 @@ from swarm_engine.vm.workspace import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def cpu_seconds(timeout: float) -> int:
@@ -100,6 +105,7 @@ class ProcessVM:
         reachable: bool = False,
         capped: bool = False,
         retire: Callable[[Path], str | None] = remove_folder,
+        memory: VMGroup | None = None,
     ) -> None:
         self.id = vm_id
         self.folder = folder
@@ -117,6 +123,9 @@ class ProcessVM:
         self.config = config or ProcessConfig()
         self.capped = capped
         """Its workspace is a filesystem of its own, of `disk_mb` (`vm/diskcap.py`)."""
+        self.memory = memory
+        """Its memory cgroup, which each command joins first (`vm/memcap.py`); None with
+        `memory_cap = "rlimit"`."""
         self._no_userns = no_userns
         self._release = release
         self._retire = retire
@@ -178,6 +187,11 @@ class ProcessVM:
         if not argv:
             raise VMError("empty command")
         rel = safe_relpath(cwd) if cwd else "."
+        # its memory cgroup is joined by the first program, before anything else runs
+        join = self.memory.join_argv() if self.memory is not None else []
+        return [*join, *self._wrapped(argv, rel, timeout, fds)]
+
+    def _wrapped(self, argv: list[str], rel: str, timeout: float, fds: SandboxFds) -> list[str]:
         limits = self._limits(timeout)
         if not self.isolated:
             # no PID namespace: a child subreaper keeps every descendant findable, and
@@ -269,6 +283,7 @@ class ProcessVM:
                 lambda: self._exec_on_thread(command, cwd, deadline, env, host_cwd, stdin),
                 deadline=deadline, doing=doing, vm_id=self.id,
             )  # fmt: skip
+        ooms = self._oom_kills()  # its VM's OOM kills so far: one more is this command's
         fds, transport, proto = await patiently(
             lambda: self._spawn(command, cwd, deadline - time.monotonic(), env, host_cwd, stdin),
             deadline=deadline, doing=doing, vm_id=self.id,
@@ -294,7 +309,8 @@ class ProcessVM:
                 return await finish(
                     transport, proto, started=started, limit=limit, stdin=stdin,
                     on_output=on_output, keep=self.spec.output_keep_bytes,
-                    over_disk=self._over_disk, ending=self._ending,
+                    over_disk=self._over_disk,
+                    ending=functools.partial(self._ending, ooms_before=ooms),
                     drain=DRAIN_SECONDS, check_every=DISK_CHECK_SECONDS,
                 )  # fmt: skip
             finally:
@@ -392,6 +408,7 @@ class ProcessVM:
             raise VMError(f"VM {self.id} is destroyed")
         started = time.monotonic()
         limit = deadline - started
+        ooms = self._oom_kills()
         fds = SandboxFds.open(network=False, env=self._guest_env(env), sandbox=self.isolated)
         try:
             job = Job(
@@ -437,7 +454,8 @@ class ProcessVM:
                 killed_over_disk=outcome.over_disk,
                 ended_over_disk=outcome.ended_over_disk,
                 no_space=outcome.no_space,
-            )
+            ),
+            ooms,
         )
         if note:
             outcome.stderr.add(note)
@@ -460,15 +478,23 @@ class ProcessVM:
             return True
         return used > cap or entries > most
 
-    def _ending(self, ended: Ended) -> tuple[int, bytes]:
+    def _oom_kills(self) -> int:
+        """The OOM kills its memory cgroup counted so far (0 without one)."""
+        return self.memory.oom_kills() if self.memory is not None else 0
+
+    def _ending(self, ended: Ended, ooms_before: int | None = None) -> tuple[int, bytes]:
         """How a command that `ended` so is told, on either path: its exit code and the
-        note its stderr ends with (b"" for none; `vm/ending.py`)."""
+        note its stderr ends with (b"" for none; `vm/ending.py`). `ooms_before`: the OOM
+        kills its VM's cgroup had counted as it started (more now: it ran out of memory)."""
+        if ooms_before is not None and self._oom_kills() > ooms_before:
+            ended = dataclasses.replace(ended, out_of_memory=True)
         limits = DiskLimits(
             self.config.disk_mb,
             self.config.max_files,
             self._uncountable,
             tmp_mb=self.config.tmp_mb if self.isolated else None,
             capped=self.capped,
+            memory_mb=self.spec.memory_mb if self.memory is not None else None,
         )
         return ending(ended, limits)
 
@@ -568,6 +594,10 @@ class ProcessVM:
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
             # the kernel already killed everything when each command's namespace ended.
             await settled(kill_tagged, self.id, drop=False)
+        if self.memory is not None:  # what is left in it killed, then it goes
+            gone = await settled(self.memory.remove, drop=False)
+            if gone is not None:  # the next start's (or cleanup's) sweep removes it
+                log.warning("VM %s: %s", self.id, gone, extra={"vm_id": self.id})
         left = await settled(self._retire, self.folder, drop=False)  # to its end
         if self.host_uid is not None and self._release is not None:
             self._release(self.host_uid)

@@ -1,0 +1,241 @@
+"""A process VM's `memory_mb` is a hard cap, held by the kernel: a memory cgroup per VM
+(`vm/memcap.py`).
+
+Before, `memory_mb` was only each process's address-space limit (`prlimit --as`): a tester
+held 3,000 MiB of host RAM under a 512 MB agent with a memfd (its pages are mapped by no
+one), with pipes, or with many processes each under the limit. Now each VM's processes
+share one memory cgroup of `memory_mb` (+ its two tmpfs), with no swap past it; the kernel
+kills past it and the command fails with a line naming `memory_mb`. Real cgroups, real
+bubblewrap; skipped only where the host has no memory cgroup the engine can write.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.support.cli import swarm
+
+from swarm_engine.errors import VMError
+from swarm_engine.vm import memcap
+from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.memcap import Groups, MemCapError, find_hierarchy
+from swarm_engine.vm.process import ProcessBackend, ProcessConfig, ProcessVM, bwrap_problem
+
+
+def _no_memory_cgroup() -> str | None:
+    try:
+        Groups.make().close()
+    except VMError as exc:
+        return str(exc)
+    return None
+
+
+NO_CGROUP = _no_memory_cgroup()
+pytestmark = [
+    pytest.mark.skipif(bwrap_problem() is not None, reason=f"{bwrap_problem()}"),
+    pytest.mark.skipif(NO_CGROUP is not None, reason=f"no memory cgroup here: {NO_CGROUP}"),
+]
+
+MEMORY_MB = 64
+TMP_MB = 8
+LIMIT = (MEMORY_MB + 2 * TMP_MB) << 20
+MEMFD = f"""
+import os
+fd = os.memfd_create("hold")
+chunk = b"x" * (1 << 20)
+for _ in range({2 * MEMORY_MB}):
+    os.write(fd, chunk)
+print("held", os.fstat(fd).st_size >> 20, "MiB")
+"""
+LINE = (
+    b"\nswarm-engine: the step ran out of memory: its processes reached the agent's"
+    b" memory_mb = 64 MiB (+ 2 x tmp_mb = 16 MiB for /tmp and /dev/shm), and the kernel"
+    b" killed one; it fails with exit code 137 (raise memory_mb, or use less)\n"
+)
+
+
+def config(**options: object) -> ProcessConfig:
+    return ProcessConfig.model_validate({"tmp_mb": TMP_MB, "disk_cap": "measured", **options})
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[ProcessBackend]:
+    backend = ProcessBackend(tmp_path / "home", config())
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def vm(backend: ProcessBackend) -> AsyncIterator[ProcessVM]:
+    vm = await backend.boot("vm-mem0001", VMSpec(memory_mb=MEMORY_MB, timeout_seconds=60))
+    yield vm
+    await vm.destroy()
+
+
+def peak(vm: ProcessVM) -> int:
+    """The most the VM's cgroup held at once, in bytes (as the host counts it)."""
+    assert vm.memory is not None
+    name = "memory.peak" if vm.memory.version == 2 else "memory.max_usage_in_bytes"
+    return int((vm.memory.path / name).read_text())
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["thread", "loop"])
+async def test_a_memfd_of_twice_memory_mb_is_killed_with_the_memory_line(
+    vm: ProcessVM, streamed: bool
+) -> None:
+    """Either exec path (a worker thread; the loop, with output streamed)."""
+    seen: list[bytes] = []
+
+    async def on_output(stream: str, chunk: bytes) -> None:
+        seen.append(chunk)
+
+    res = await vm.exec(["python3", "-c", MEMFD], on_output=on_output if streamed else None)
+    assert res.exit_code == 137, res
+    assert b"held" not in res.stdout and res.stderr.endswith(LINE), res
+    assert peak(vm) <= LIMIT
+    after = await vm.exec("echo still here")  # the VM itself goes on
+    assert after.exit_code == 0 and after.stdout == b"still here\n", after
+
+
+async def test_a_shell_that_goes_on_after_the_kill_still_fails(vm: ProcessVM) -> None:
+    res = await vm.exec(f"python3 -c '{MEMFD}'; echo went on")
+    assert res.stdout == b"went on\n" and res.exit_code == 137, res
+    assert res.stderr.endswith(LINE), res
+
+
+async def test_many_processes_each_under_the_limit_are_held_together(vm: ProcessVM) -> None:
+    """Six processes of 24 MiB each: every one far under its address-space limit."""
+    hold = "python3 -c 'import time; b = bytearray(24 << 20); b[::4096] = b\"x\" * (6 << 10); time.sleep(3)'"
+    res = await vm.exec(" & ".join([hold] * 6) + " & wait")
+    assert res.exit_code == 137 and res.stderr.endswith(LINE), res
+    assert peak(vm) <= LIMIT
+
+
+async def test_pipes_filled_past_memory_mb_are_held_too(backend: ProcessBackend) -> None:
+    """Pipe buffers are kernel memory the cgroup is charged with: 480 full pipes of 64
+    KiB (30 MiB) in a VM of memory_mb = 16 (32 MiB with its tmpfs)."""
+    fill = """
+import os
+pipes = []
+for _ in range(480):
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    pipes.append((r, w))
+print("held", len(pipes), "pipes")
+"""
+    vm = await backend.boot("vm-mem0005", VMSpec(memory_mb=16, timeout_seconds=60))
+    try:
+        res = await vm.exec(["python3", "-c", fill])
+        assert res.exit_code == 137 and b"memory_mb = 16 MiB" in res.stderr, res
+        assert b"held" not in res.stdout and peak(vm) <= 32 << 20
+    finally:
+        await vm.destroy()
+
+
+async def test_its_cgroup_is_gone_with_the_vm_and_the_folder_with_the_backend(
+    tmp_path: Path,
+) -> None:
+    backend = ProcessBackend(tmp_path / "home", config())
+    vm = await backend.boot("vm-mem0002", VMSpec(memory_mb=MEMORY_MB, timeout_seconds=30))
+    assert vm.memory is not None
+    group, parent = vm.memory.path, vm.memory.path.parent
+    assert int((group / "memory.limit_in_bytes" if vm.memory.version == 1 else group /
+               "memory.max").read_text()) == LIMIT  # fmt: skip
+    res = await vm.exec("sleep 30 >/dev/null 2>&1 & echo started")  # (its namespace ends it)
+    assert res.exit_code == 0, res
+    await vm.destroy()
+    assert not group.exists() and parent.is_dir()
+    await backend.close()
+    assert not parent.exists()
+
+
+async def test_a_command_that_cannot_join_its_cgroup_is_not_run(vm: ProcessVM) -> None:
+    assert vm.memory is not None
+    os.rmdir(vm.memory.path)  # (nothing runs in it between commands)
+    res = await vm.exec("touch ran")
+    assert res.exit_code == memcap.JOIN_FAILED, res
+    assert res.stderr == (
+        b"swarm-engine: the command was not run: it cannot join its VM's memory cgroup"
+        b" (memory_cap = cgroup)\n"
+    ), res
+    assert not (vm.workspace / "ran").exists()
+
+
+async def test_rlimit_still_works_and_caps_only_the_address_space(tmp_path: Path) -> None:
+    backend = ProcessBackend(tmp_path / "home", config(memory_cap="rlimit"))
+    vm = await backend.boot("vm-mem0003", VMSpec(memory_mb=MEMORY_MB, timeout_seconds=30))
+    try:
+        assert vm.memory is None
+        res = await vm.exec(["python3", "-c", MEMFD])  # its known gap: memfd is not mapped
+        assert res.exit_code == 0 and res.stdout == b"held 128 MiB\n", res
+        res = await vm.exec(["python3", "-c", "bytearray(400 << 20)"])
+        assert res.exit_code == 1 and b"MemoryError" in res.stderr, res
+    finally:
+        await vm.destroy()
+        await backend.close()
+
+
+async def test_no_memory_cgroup_refuses_every_step_naming_the_opt_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def none() -> memcap.Hierarchy:
+        raise MemCapError("this host has no memory cgroup (neither v1's memory controller nor v2)")
+
+    monkeypatch.setattr(memcap, "find_hierarchy", none)
+    backend = ProcessBackend(tmp_path / "home", config())
+    for _ in range(2):  # each boot, not only the first
+        with pytest.raises(VMError) as refused:
+            await backend.boot("vm-mem0004", VMSpec(memory_mb=MEMORY_MB))
+        line = str(refused.value)
+        assert "\n" not in line and "this host has no memory cgroup" in line, line
+        assert 'memory_cap = "rlimit"' in line, line
+    assert not (tmp_path / "home" / "vms" / "vm-mem0004").exists()
+    await backend.close()
+
+
+def test_cleanup_reaps_a_dead_engines_cgroups_and_kills_what_runs_in_them(
+    tmp_path: Path,
+) -> None:
+    """A backend's folder named for an engine that is gone (its pid ended), with a VM's
+    cgroup in it and a process still there: `cleanup` kills it and removes both. A live
+    engine's folder (this process's) is left alone."""
+    home = tmp_path / "home"
+    assert swarm(home, "status", "--init").returncode == 0
+    base = find_hierarchy().base
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    dead = base / f"swarm-vms-{ns}-{gone.pid}-1-0badf00d"
+    os.mkdir(dead)
+    os.mkdir(dead / "vm-left0001")
+    procs = dead / "vm-left0001" / "cgroup.procs"
+    left = subprocess.Popen(["/bin/sh", "-c", 'echo 0 > "$0" && exec sleep 300', str(procs)])
+    live = Groups.make()
+    try:
+        deadline = time.monotonic() + 10
+        while str(left.pid) not in procs.read_text():
+            assert time.monotonic() < deadline, "the process did not join"
+            time.sleep(0.01)
+        done = swarm(home, "cleanup")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "removed 1 leftover memory cgroup folder(s)" in done.stdout, done.stdout
+        assert left.wait(timeout=10) == -9
+        assert not dead.exists()
+        assert live.parent.is_dir()
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
+        live.close()
+        memcap.remove_parent(dead, find_hierarchy().version)
