@@ -61,3 +61,23 @@ def test_a_failed_command_that_found_no_space_in_a_capped_workspace_is_told_the_
     assert ending(Ended(1, no_space=True, ended_over_disk=True), capped)[1].startswith(
         b"\nswarm-engine: the workspace went over"
     )
+
+
+def test_an_oom_kill_in_its_vm_fails_the_command_naming_memory_mb() -> None:
+    """Whatever its own code (a shell that went on after its child was killed exits 0),
+    and before any disk note; a timeout's kill that came first keeps its code. Without a
+    memory cgroup (`memory_mb` None: `memory_cap = "rlimit"`) nothing is said."""
+    limits = DiskLimits(disk_mb=8, max_files=10, tmp_mb=4, memory_mb=64)
+    for returncode in (0, -signal.SIGKILL, 1):
+        code, note = ending(Ended(returncode, out_of_memory=True, ended_over_disk=True), limits)
+        assert code == 137, returncode
+        assert note == (
+            b"\nswarm-engine: the step ran out of memory: its processes reached the agent's"
+            b" memory_mb = 64 MiB (+ 2 x tmp_mb = 8 MiB for /tmp and /dev/shm), and the"
+            b" kernel killed one; it fails with exit code 137 (raise memory_mb, or use less)\n"
+        )
+    code, note = ending(Ended(-signal.SIGKILL, timed_out=True, out_of_memory=True), limits)
+    assert code == 124 and b"ran out of memory" in note
+    unisolated = DiskLimits(disk_mb=8, max_files=10, memory_mb=64)
+    assert b"tmp_mb" not in ending(Ended(0, out_of_memory=True), unisolated)[1]
+    assert ending(Ended(0, out_of_memory=True), LIMITS) == (0, b"")

@@ -1,7 +1,8 @@
 """The process sandbox: the embedded default backend.
 
-Each VM is a workspace folder; each command runs as a fresh process tree in its own
-session, with an environment built from scratch and resource limits (`prlimit`). By
+Each VM is a workspace folder and a memory cgroup of `memory_mb` (`vm/memcap.py`, unless
+`memory_cap = "rlimit"`); each command runs as a fresh process tree in its own session, in
+that cgroup, with an environment built from scratch and resource limits (`prlimit`). By
 default the tree runs under bubblewrap: its own user, pid, network, IPC, UTS and mount
 namespaces, an unprivileged uid with every capability dropped, the system's read-only
 /usr, a size-capped private /tmp and its workspace at /workspace, nothing else; no network

@@ -1,7 +1,8 @@
 """A process sandbox's VM (`ProcessVM`): a workspace folder, and each command in it a
 fresh process tree in its own session, with an environment built from scratch and
-resource limits (`prlimit`), under bubblewrap (`_argv`) or, with `isolation = "none"`, a
-child subreaper (`vm/subreaper.py`); its files written and read off the event loop. The
+resource limits (`prlimit`), in the VM's memory cgroup, joined before anything of it runs
+(`vm/memcap.py`), under bubblewrap (`_argv`) or, with `isolation = "none"`, a child
+subreaper (`vm/subreaper.py`); its files written and read off the event loop. The
 command's environment goes to it alone, through a memory file; the host programs that
 start it get a fixed one (`vm/sandbox_env.py`). The backend that boots and reaps these
 VMs is `vm/process.py`.
