@@ -92,15 +92,20 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def find_hierarchy() -> Hierarchy:
-    """This process's memory cgroup and its hierarchy. Raises `MemCapError`."""
+def find_hierarchy(mountinfo: str | None = None, cgroups: str | None = None) -> Hierarchy:
+    """This process's memory cgroup and its hierarchy (from `/proc/self/mountinfo` and
+    `/proc/self/cgroup`, or the texts given): cgroup v1's memory controller where it is
+    mounted and this process is in it, else v2's. Raises `MemCapError`."""
     v1: tuple[str, str] | None = None
     v2: tuple[str, str] | None = None
     try:
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-        own = Path("/proc/self/cgroup").read_text().splitlines()
+        if mountinfo is None:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        if cgroups is None:
+            cgroups = Path("/proc/self/cgroup").read_text()
     except OSError as exc:
         raise MemCapError(f"cannot read this process's cgroups: {exc.strerror}") from exc
+    mounts, own = mountinfo.splitlines(), cgroups.splitlines()
     for line in mounts:
         head, _, tail = line.partition(" - ")
         fields, after = head.split(), tail.split()
