@@ -21,7 +21,10 @@ the folders of engines that are gone are reaped at a backend's start and by `cle
 
 cgroup v1 (the memory controller mounted on its own): `memory.limit_in_bytes` and
 `memory.memsw.limit_in_bytes` (the same: no swap past it; without swap accounting,
-`memory.swappiness` 0). In v1 socket buffers are not charged (v2 charges them).
+`memory.swappiness` 0), and `memory.kmem.tcp.limit_in_bytes` (the same again: v1 counts
+TCP buffers apart, and only once that is set; past it sends wait: a VM's loopback
+connections held 365 MiB under a 32 MiB cap before). Pipe and unix socket buffers are
+charged to the cgroup itself.
 cgroup v2: `memory.max`, `memory.swap.max` 0, `memory.oom.group` 1, `cgroup.kill` at the
 end; the engine's cgroup must have the memory controller (delegated to its user when not
 root) and, by the "no internal processes" rule, no process beside its child cgroups: an
@@ -278,6 +281,8 @@ class Groups:
                     _write(path / "memory.memsw.limit_in_bytes", limit)
                 except FileNotFoundError:  # no swap accounting: it may not swap at all
                     _write(path / "memory.swappiness", "0")
+                with contextlib.suppress(FileNotFoundError):  # v1 counts TCP buffers only
+                    _write(path / "memory.kmem.tcp.limit_in_bytes", limit)  # once limited
         except BaseException:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
