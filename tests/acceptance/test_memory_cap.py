@@ -91,3 +91,15 @@ def test_a_bad_memory_cap_is_refused_at_load(home: Path, value: str) -> None:
     assert done.returncode == 5, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "memory_cap" in done.stderr, done.stderr
+
+
+@needs_cgroup
+def test_vm_doctor_says_whether_each_vms_memory_is_capped(home: Path) -> None:
+    doctor = swarm(home, "vm", "doctor", "--json")
+    check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process memory cap")
+    assert check["level"] == "ok", check
+    assert check["message"].startswith("each VM is a memory cgroup of its own (cgroup v"), check
+    (home / "config.toml").write_text('[backend_options.process]\nmemory_cap = "rlimit"\n')
+    doctor = swarm(home, "vm", "doctor", "--json")
+    check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process memory cap")
+    assert check["level"] == "warn" and "hold more than memory_mb" in check["message"], check

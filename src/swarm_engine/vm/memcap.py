@@ -69,8 +69,10 @@ FIX = (
     'or set [backend_options.process] memory_cap = "rlimit" to cap only each process\'s'
     " address space (memfd, tmpfs, pipes and many processes then hold more than memory_mb)"
 )
-ROOT_FIX = "give the engine a writable memory cgroup (cgroup v1's memory controller mounted"
-" read-write, or cgroup v2 with the memory controller in the engine's cgroup)"
+ROOT_FIX = (
+    "give the engine a writable memory cgroup (cgroup v1's memory controller mounted"
+    " read-write, or cgroup v2 with the memory controller in the engine's cgroup)"
+)
 USER_FIX = "run the engine as root, or in a cgroup v2 with the memory controller delegated to it"
 
 
@@ -183,6 +185,14 @@ def _pid_namespace() -> int:
         return 0
 
 
+def _host_swaps() -> bool:
+    """Whether the host has swap (`SwapTotal` in /proc/meminfo; unknown: it may)."""
+    for line in _read(Path("/proc/meminfo")).splitlines():
+        if line.startswith("SwapTotal:"):
+            return line.split()[1:2] != ["0"]
+    return True
+
+
 def _events(path: Path, name: str) -> int:
     """The counter `name` in a flat keyed file (`memory.events`, `memory.oom_control`)."""
     for line in _read(path).splitlines():
@@ -257,14 +267,16 @@ class Groups:
             if hierarchy.version == 2:
                 _write(parent / "cgroup.subtree_control", "+memory")
             groups.create("probe", 16).remove()
-        except OSError as exc:
+        except BaseException as exc:
             groups.close()
-            raise MemCapError(f"cannot cap a memory cgroup in {base}: {exc.strerror}") from exc
+            if isinstance(exc, OSError):
+                raise MemCapError(f"cannot cap a memory cgroup in {base}: {exc.strerror}") from exc
+            raise
         return groups
 
     def create(self, vm_id: str, limit_mb: int) -> VMGroup:
         """VM `vm_id`'s cgroup, holding at most `limit_mb` MiB, no swap past it. Raises
-        `OSError` (nothing left made)."""
+        `OSError`, or `MemCapError` where swap cannot be kept out (nothing left made)."""
         path = self.parent / vm_id
         os.mkdir(path)
         group = VMGroup(path, self.hierarchy.version, limit_mb)
@@ -272,9 +284,16 @@ class Groups:
         try:
             if group.version == 2:
                 _write(path / "memory.max", limit)
-                with contextlib.suppress(FileNotFoundError):  # no swap accounting: no swap
+                try:
                     _write(path / "memory.swap.max", "0")
-                _write(path / "memory.oom.group", "1")
+                except FileNotFoundError:  # no swap accounting: fail closed where it swaps
+                    if _host_swaps():
+                        raise MemCapError(
+                            "this host has swap, and its cgroup v2 has no swap accounting"
+                            " (memory.swap.max), so a VM could swap past memory_mb"
+                        ) from None
+                with contextlib.suppress(FileNotFoundError):  # (Linux 4.19 on)
+                    _write(path / "memory.oom.group", "1")
             else:
                 _write(path / "memory.limit_in_bytes", limit)
                 try:
@@ -345,6 +364,7 @@ def _remove(path: Path, version: int) -> None:
     """Kill what is in cgroup `path` and remove it, waiting up to `REMOVE_SECONDS` for the
     killed to be gone. Raises `OSError` (EBUSY: still there then)."""
     deadline = time.monotonic() + REMOVE_SECONDS
+    pause = 0.0005
     while True:
         try:
             os.rmdir(path)
@@ -354,8 +374,9 @@ def _remove(path: Path, version: int) -> None:
         except OSError as exc:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise
-        _kill_all(path, version)
-        time.sleep(0.005)  # the killed exit (a condition polled, with a deadline)
+        _kill_all(path, version)  # (usually: a command's last process still exiting)
+        time.sleep(pause)  # the killed exit: a condition polled, with a deadline
+        pause = min(pause * 2, 0.05)
 
 
 def remove_parent(parent: Path, version: int) -> str | None:
