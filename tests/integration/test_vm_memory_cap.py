@@ -304,3 +304,23 @@ def test_cleanup_reaps_a_dead_engines_cgroups_and_kills_what_runs_in_them(
             left.wait()
         live.close()
         memcap.remove_parent(dead, find_hierarchy().version)
+
+
+async def test_each_command_runs_in_its_vms_cgroup_joined_without_the_global_lock(
+    tmp_path: Path,
+) -> None:
+    """On v1 a command moves itself through the cgroup's `tasks` (its one thread: no global
+    lock; through `cgroup.procs` each move waited for an RCU grace period, 10-15 ms per
+    command here). Unisolated, so that `/proc/self/cgroup` shows the host's path."""
+    backend = ProcessBackend(tmp_path / "home", config(isolation="none"))
+    vm = await backend.boot("vm-mem0008", VMSpec(memory_mb=MEMORY_MB, timeout_seconds=30))
+    try:
+        assert vm.memory is not None
+        name = "tasks" if vm.memory.version == 1 else "cgroup.procs"
+        assert vm.memory.join_argv()[3] == str(vm.memory.path / name)
+        res = await vm.exec("cat /proc/self/cgroup")
+        wanted = f"/{vm.memory.path.parent.name}/{vm.id}\n".encode()
+        assert res.exit_code == 0 and wanted in res.stdout, res
+    finally:
+        await vm.destroy()
+        await backend.close()
