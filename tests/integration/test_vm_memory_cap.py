@@ -324,3 +324,20 @@ async def test_each_command_runs_in_its_vms_cgroup_joined_without_the_global_loc
     finally:
         await vm.destroy()
         await backend.close()
+
+
+async def test_a_backends_start_reaps_a_dead_engines_cgroups(tmp_path: Path) -> None:
+    base = find_hierarchy().base
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    dead = base / f"swarm-vms-{ns}-{gone.pid}-1-0badf00e"
+    os.mkdir(dead)
+    os.mkdir(dead / "vm-left0002")
+    backend = ProcessBackend(tmp_path / "home", config())
+    try:
+        await backend.start()
+        assert not dead.exists()
+    finally:
+        await backend.close()
+        memcap.remove_parent(dead, find_hierarchy().version)
