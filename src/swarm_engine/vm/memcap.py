@@ -4,8 +4,8 @@ With `memory_cap = "cgroup"` (the default) each VM gets a memory cgroup, and the
 holds everything its commands make it hold (anonymous memory, shmem and memfd, /tmp and
 /dev/shm, the page cache they dirty, the kernel memory the hierarchy charges: pipe
 buffers, page tables...) to `memory_mb` plus its two tmpfs of `tmp_mb` each (they were
-never part of `memory_mb`: a command that fills /tmp keeps all of `memory_mb`), with no
-swap past it. Past it the kernel reclaims, then kills a process of the VM (cgroup v2: all
+never part of `memory_mb`: a command that fills /tmp keeps all of `memory_mb`; unisolated,
+`memory_mb` alone), with no swap past it. Past it the kernel reclaims, then kills a process of the VM (cgroup v2: all
 of them, `memory.oom.group`); the command fails with a line naming `memory_mb`
 (`vm/ending.py`). The `prlimit --as` of `memory_mb` + 256 MiB stays on each process.
 
