@@ -286,6 +286,23 @@ def test_stop_drains_then_a_second_stop_aborts(
     )
 
 
+def test_a_closed_terminal_stops_the_engine_as_sigterm_does(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """SIGHUP (the terminal of `start --foreground` closed) used to kill the engine at
+    once, its spare workspaces left mounted: it now stops it as SIGTERM does."""
+    assert swarm_inproc(home, "ticket", "create", "--title", "h", "--agent", "echo").returncode == 0
+    proc = start_engine(home, "--max-vms", "1", **FAST)
+    engines.append(proc)
+    wait_until(lambda: status_of(home, 1) == "done", 30, "ticket 1 to run")
+    proc.send_signal(signal.SIGHUP)
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert query(home / "tickets.db", "SELECT state FROM engines")[0]["state"] == "stopped"
+    vms = home / "vms"
+    assert not vms.exists() or os.listdir(vms) == []  # nothing left mounted or kept
+
+
 def test_start_daemonizes_and_stop_stops_it(home: Path) -> None:
     started = swarm_inproc(home, "start", "--max-vms", "1")
     assert started.returncode == 0, started.stderr

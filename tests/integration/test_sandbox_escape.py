@@ -107,6 +107,19 @@ async def test_another_vms_workspace_is_out_of_reach(
         await other.destroy()
 
 
+async def test_the_host_s_disks_are_not_seen_through_proc(vm: ProcessVM) -> None:
+    """A PID namespace's /proc still shows every filesystem's free blocks and every disk's
+    I/O counts: a step could watch other VMs' workspaces fill. They are hidden."""
+    res = await vm.exec(
+        "ls -A /proc/fs; cat /proc/diskstats /proc/partitions 2>/dev/null | wc -c;"
+        " cat /proc/fs/ext4/*/mb_groups 2>&1 | head -1"
+    )
+    assert res.stdout.split(b"\n")[0:2] == [
+        b"0",
+        b"cat: '/proc/fs/ext4/*/mb_groups': No such file or directory",
+    ], res
+
+
 async def test_no_network_without_declared_ports(
     backend: ProcessBackend, vm: ProcessVM, listeners: tuple[Listener, Listener]
 ) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from swarm_engine.vm.base import VMSpec
+from swarm_engine.vm.diskcap import IMAGE_NAME, folder_flags
 from swarm_engine.vm.process import ProcessBackend, ProcessConfig, ProcessVM, bwrap_problem
 from swarm_engine.vm.spares import MOST_SPARES, is_spare
 
@@ -56,7 +58,8 @@ async def test_the_next_vm_finds_nothing_of_the_step_before(backend: ProcessBack
     res = await first.exec(
         "mkdir -p .hidden/deep/er && echo s > .hidden/deep/er/f && ln -s / root-link"
         ' && mkfifo pipe && chmod 777 . && python3 -c \'import os; os.setxattr(".",'
-        ' "user.mark", b"1")\' && echo done'
+        ' "user.mark", b"1")\' && chattr +S +A +D +d .'
+        ' && touch -a -m -d "2031-05-05 05:05:05" . && echo done'
     )
     assert res.stdout == b"done\n", res
     await first.destroy()
@@ -69,6 +72,8 @@ async def test_the_next_vm_finds_nothing_of_the_step_before(backend: ProcessBack
         info = os.stat(second.workspace)
         assert (info.st_mode & 0o7777, info.st_uid) == (0o700, second.host_uid)
         assert os.listxattr(second.workspace) == []
+        assert folder_flags(second.workspace) == backend.image.root_flags  # chattr undone
+        assert info.st_atime < time.time() + 60 and info.st_mtime < time.time() + 60
         res = await second.exec("ls -A; echo end")
         assert res.stdout == b"end\n", res
         assert spares(backend) == []
@@ -102,3 +107,16 @@ async def test_spares_are_bounded_and_go_with_the_backend(backend: ProcessBacken
     await backend.close()
     assert os.listdir(backend.root) == []
     assert all(not fields[4].startswith(str(backend.root)) for fields in mounts())
+
+
+async def test_a_spare_gives_the_host_back_what_the_step_wrote(backend: ProcessBackend) -> None:
+    """An emptied workspace is trimmed: its image holds no more of the host's disk than
+    a new one's, not the 6 MiB the step wrote and deleted."""
+    first = await backend.boot("vm-sp2001", SPEC)
+    new_image = (first.folder / IMAGE_NAME).stat().st_blocks
+    res = await first.exec("head -c 6M /dev/urandom > big && sync && echo ok")
+    assert res.stdout == b"ok\n", res
+    assert (first.folder / IMAGE_NAME).stat().st_blocks > new_image + 6 * 2048 * 0.9
+    await first.destroy()
+    [spare] = spares(backend)
+    assert (backend.root / spare / IMAGE_NAME).stat().st_blocks < new_image + 1024

@@ -119,7 +119,8 @@ class Daemon:
         return [] if self.session is None else list(self.session.runner.unrecorded)
 
     def install_signal_handlers(self, on_stop: Callable[[str], None] | None = None) -> None:
-        """SIGINT and SIGTERM call `request_stop`, then `on_stop` with what it returned."""
+        """SIGINT, SIGTERM and SIGHUP (a closed terminal) call `request_stop`, then
+        `on_stop` with what it returned."""
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
@@ -127,7 +128,7 @@ class Daemon:
             if on_stop is not None:
                 on_stop(phase)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop)
 
     # -- running -------------------------------------------------------------------------

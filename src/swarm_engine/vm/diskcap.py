@@ -127,6 +127,9 @@ class Template:
         self.fresh: tuple[int, int] | None = None
         """Its free blocks and free inodes as a VM's workspace starts (`lost+found`
         deleted): what an emptied workspace must count again to be kept (`vm/spares.py`)."""
+        self.root_flags: int | None = None
+        """Its root folder's inode flags (`lsattr`) as made: what an emptied workspace's
+        root is set back to (`vm/spares.py`)."""
 
     @classmethod
     def build(cls, disk_mb: int, max_files: int, scratch_in: Path | None = None) -> Template:
@@ -232,6 +235,7 @@ class Template:
             (mnt / "lost+found").rmdir()  # as `prepare_folder` does
             fresh = os.statvfs(mnt)
             self.fresh = (fresh.f_bfree, fresh.f_ffree)
+            self.root_flags = folder_flags(mnt)
             return info.f_bavail * info.f_frsize
         finally:
             unmount(mnt)
@@ -276,6 +280,36 @@ def _could_hold(folder: Path, size: int) -> os.statvfs_result:
             ' disk, or set disk_cap = "measured" to only measure the workspace every 50 ms',
         )
     return room
+
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FITRIM = 0xC0185879
+
+
+def folder_flags(folder: Path, set_to: int | None = None) -> int:
+    """The inode flags of `folder` (`lsattr -d`), first set to `set_to` when given.
+    Raises `OSError`."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if set_to is not None:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=i", set_to))
+        got = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("=i", 0))
+        flags: int = struct.unpack("=i", got)[0]
+        return flags
+    finally:
+        os.close(fd)
+
+
+def trim(mount_point: Path) -> None:
+    """Give the host's disk back the blocks its filesystem no longer uses (`FITRIM`: the
+    loop device punches them out of the image). Raises `OSError` (EOPNOTSUPP where the
+    image's disk cannot)."""
+    fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, FITRIM, bytearray(struct.pack("=QQQ", 0, (1 << 64) - 1, 0)))
+    finally:
+        os.close(fd)
 
 
 def _round(size: int) -> int:

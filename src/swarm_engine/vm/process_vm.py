@@ -75,6 +75,13 @@ def cpu_seconds(timeout: float) -> int:
     return max(int(timeout), 0) + 2
 
 
+PROC_MASKS = (
+    "--tmpfs", "/proc/fs", "--remount-ro", "/proc/fs",
+    "--ro-bind", "/dev/null", "/proc/diskstats", "--ro-bind", "/dev/null", "/proc/partitions",
+)  # fmt: skip
+"""What the sandbox's /proc hides of the host's block devices, which a PID namespace does
+not: every filesystem's free blocks (`/proc/fs/ext4/*/mb_groups`) and every disk's I/O
+counts and size, through which a step could watch other VMs' workspaces fill."""
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 DRAIN_SECONDS = 2.0
 """After a command's own process has exited, how long its pipes are still read (what is
@@ -210,7 +217,7 @@ class ProcessVM:
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--proc", "/proc", "--dev", "/dev",
+            "--proc", "/proc", *PROC_MASKS, "--dev", "/dev",
             "--size", tmp, "--tmpfs", "/dev/shm", "--size", tmp, "--tmpfs", "/tmp",
             "--bind", MOUNT_POINT if self._private_mount else self._bind_source,
             GUEST_WORKSPACE,

@@ -10,8 +10,11 @@ new: as many free blocks and free inodes as the filesystem had just made
 (`Template.fresh`). Anything the step left that could not be deleted (a file still held
 open, a folder grown large), or anything unexpected, and the workspace is unmounted and
 deleted as before. Its root folder loses the step's attributes (extended attributes and
-ACLs, mode, owner). What a new VM could still learn of the one before is what an empty
-ext4 filesystem shows of its past: which inode numbers and blocks come next.
+ACLs, mode, owner, its inode flags as `chattr` sets them, its access and modification
+times), and the blocks the step wrote are given back to the host's disk (`FITRIM`), so
+a spare holds no more of it than a new workspace. What a new VM could still learn of the
+one before is what an empty ext4 filesystem shows of its past: which inode numbers and
+blocks come next, and its root folder's change time.
 
 A spare is a VM folder renamed `.spare-<hex>` in the VMs' folder (`home/vms`), its owner
 (`vm/owner.py`) still this engine: a killed engine's spares are reaped as its VM folders
@@ -28,7 +31,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from swarm_engine.vm.diskcap import IMAGE_NAME, Template
+from swarm_engine.vm.diskcap import IMAGE_NAME, Template, folder_flags, trim
 from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
@@ -104,8 +107,15 @@ class Spares:
             os.removexattr(workspace, name, follow_symlinks=False)
         os.chown(workspace, 0, 0, follow_symlinks=False)
         os.chmod(workspace, 0o700, follow_symlinks=False)
+        flags = self.image.root_flags  # `chattr` (sync, noatime, ...) set back as made
+        if flags is None or folder_flags(workspace, set_to=flags) != flags:
+            return False
+        os.utime(workspace, follow_symlinks=False)  # its times: now, as a new one's
         info = os.statvfs(workspace)
-        return (info.f_bfree, info.f_ffree) == self.image.fresh
+        if (info.f_bfree, info.f_ffree) != self.image.fresh:
+            return False
+        trim(workspace)  # what the step wrote goes back to the host's disk
+        return True
 
     def close(self) -> None:
         """Delete every spare (blocking; a spare that cannot be is logged and left for
