@@ -17,6 +17,7 @@ from tests.support.postgres import psql
 
 from swarm_engine.errors import StaleAttemptError, StoreBusyError
 from swarm_engine.store import open_store
+from swarm_engine.store.sqlite import ID_TABLES
 
 
 @pytest.fixture
@@ -238,7 +239,8 @@ def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> Non
         " DROP TRIGGER workflow_runs_id_guard; DROP TRIGGER workflow_runs_id_guard_update;"
         " DROP TRIGGER step_executions_id_guard; DROP TRIGGER step_executions_id_guard_update;"
         " DROP TRIGGER step_logs_id_guard; DROP TRIGGER step_logs_id_guard_update;"
-        " PRAGMA user_version = 6;"
+        + "".join(f" DROP TRIGGER {t}_sequence_guard;" for t in ID_TABLES)
+        + " PRAGMA user_version = 6;"
         f" INSERT INTO tickets (id, title, status) VALUES ({MAX_ID}, 'edge', 'draft');"
         f" DELETE FROM tickets WHERE id = {MAX_ID};",
     )
@@ -246,7 +248,7 @@ def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> Non
         {"seq": MAX_ID}
     ]
     open_store(path).close()
-    assert query(path, "PRAGMA user_version") == [{"user_version": 7}]
+    assert query(path, "PRAGMA user_version") == [{"user_version": 8}]
     assert query(path, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [{"seq": 0}]
     with pytest.raises(subprocess.CalledProcessError):
         sqlite_shell(path, f"INSERT INTO tickets (id, title) VALUES ({MAX_ID}, 'edge')")

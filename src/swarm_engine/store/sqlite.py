@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -25,6 +26,8 @@ from typing import Any
 
 from swarm_engine.errors import StoreBusyError, StoreError, StoreGoneError, StoreIntegrityError
 from swarm_engine.store.db import Dialect, InvalidText, Outcome, Params, Row
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 SETUP_ATTEMPTS = 20
@@ -48,10 +51,18 @@ MAX_ID = 2**63 - 1
 later insert with SQLITE_FULL, for good."""
 
 ID_GUARD = 2**62
-"""Ids above this are refused where they are written (migration 0007_id_guard.sql)."""
+"""Ids above this are refused where they are written, and a sequence at or above it is
+lowered before an insert (migrations 0007_id_guard.sql, 0008_sequence_guard.sql)."""
 
 ID_TABLES = ("tickets", "ticket_events", "workflow_runs", "step_executions", "step_logs")
 """The ticket store's AUTOINCREMENT tables."""
+
+SEQUENCE_REFUSED = re.compile(r"(\w+)\.id sequence at or above 2\^62 is refused")
+"""The message of a `<table>_sequence_guard` trigger (0008_sequence_guard.sql)."""
+
+SEQUENCE_REPAIRS = 3
+"""How many times one statement lowers a raised sequence and runs again (outside a
+transaction another client may raise it again in between; inside one it cannot)."""
 
 
 def decode_text(raw: bytes) -> str:
@@ -126,16 +137,62 @@ class SQLiteDatabase:
         raise StoreGoneError(self.gone)
 
     def run(self, sql: str, params: Params | None = None) -> Outcome:
+        """Run one statement. An insert refused because another client raised the
+        table's id sequence (`sequence_guard`) is run again once the sequence is lowered
+        (`_lower_sequence`), in the same transaction: a raised sequence is repaired
+        wherever the store meets it, not only when a process opens the store."""
         if not self._in_transaction:
             self._same_file()
-        try:
-            cur = self.conn.execute(sql, _bind(params))
-            rows: list[Row] = cur.fetchall()
-            return Outcome(rows, cur.rowcount)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-        except OverflowError as exc:  # a Python int past SQLite's 64 bits
-            raise StoreIntegrityError(f"{self.where}: a number is out of range") from exc
+        for attempt in range(SEQUENCE_REPAIRS + 1):
+            try:
+                cur = self.conn.execute(sql, _bind(params))
+                rows: list[Row] = cur.fetchall()
+                return Outcome(rows, cur.rowcount)
+            except sqlite3.Error as exc:
+                table = self._raised_sequence(exc)
+                if table is None or attempt == SEQUENCE_REPAIRS:
+                    raise self._translate(exc) from exc
+                try:
+                    self._lower_sequence(table)
+                except sqlite3.Error as again:
+                    raise self._translate(again) from again
+            except OverflowError as exc:  # a Python int past SQLite's 64 bits
+                raise StoreIntegrityError(f"{self.where}: a number is out of range") from exc
+        raise AssertionError("unreachable")
+
+    def _raised_sequence(self, exc: sqlite3.Error) -> str | None:
+        """The ticket-store table whose raised id sequence refused this statement (the
+        `sequence_guard` trigger, or SQLite's "full" for a sequence at 2^63 - 1 where that
+        guard was dropped), or None for any other error. For "full", only while the
+        statement can run again: outside a transaction, or in one SQLite kept."""
+        if isinstance(exc, sqlite3.IntegrityError):
+            found = SEQUENCE_REFUSED.match(str(exc))
+            table = found[1] if found else None
+        elif getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+            if self._in_transaction and not self.conn.in_transaction:
+                return None  # SQLite rolled the transaction back
+            table = _full_sequence(self.conn)
+        else:
+            return None
+        return table if table in ID_TABLES else None
+
+    def _lower_sequence(self, table: str) -> None:
+        """Lower `table`'s id sequence (at or above `ID_GUARD`) to its largest id. Raises
+        `StoreError` when that id is itself at or above `ID_GUARD`: a row only deleting
+        can undo (put there while the guard was dropped)."""
+        t = ID_TABLES[ID_TABLES.index(table)]  # a name of ours, not the error's text
+        before = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (t,))
+        seq = (before.fetchone() or (0,))[0]
+        top = int(self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0])
+        if top >= ID_GUARD:
+            raise StoreError(f"{self.where}: {high_row(t, top)}")
+        self.conn.execute(
+            "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq >= ?", (top, t, ID_GUARD)
+        )
+        log.warning(
+            "lowered the id sequence of %s from %s to %s (another client raised it)",
+            t, seq, top, extra={"table": t, "sequence": seq, "lowered_to": top},
+        )  # fmt: skip
 
     def one(self, sql: str, params: Params | None = None) -> Row | None:
         rows = self.run(sql, params).rows
@@ -268,19 +325,47 @@ class ChangeProbe:
 def spent_sequence(conn: sqlite3.Connection) -> str | None:
     """Why inserts fail for good when an AUTOINCREMENT sequence holds the largest id (one
     line naming the table and what to do), or None when none does (or it cannot be read)."""
+    table = _full_sequence(conn)
+    if table is None:
+        return None
+    if table not in ID_TABLES:
+        return high_row(table[:64], MAX_ID)
+    try:
+        top = int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
+    except sqlite3.Error:
+        top = MAX_ID
+    if top >= ID_GUARD:
+        return high_row(table, top)
+    return (
+        f"table {table!r} has its AUTOINCREMENT sequence at {MAX_ID} (set by another"
+        f" client; no row has such an id): the next write of this store lowers it"
+    )
+
+
+def _full_sequence(conn: sqlite3.Connection) -> str | None:
+    """The table whose AUTOINCREMENT sequence holds the largest id, or None."""
     try:
         row = conn.execute(
             "SELECT name FROM sqlite_sequence WHERE seq >= ? ORDER BY name LIMIT 1", (MAX_ID,)
         ).fetchone()
     except sqlite3.Error:
         return None
-    if row is None:
-        return None
-    name = str(row[0])[:64]
+    return None if row is None else str(row[0])
+
+
+def high_row(table: str, top: int) -> str:
+    """Why `table` takes no new row: it holds one with id `top`, at or above `ID_GUARD`
+    (written while its guard was dropped). One line naming the table and what to do."""
+    if top >= MAX_ID:
+        what = (
+            f"table {table!r} has spent its AUTOINCREMENT ids (a row with id {MAX_ID} was"
+            " written into it; no insert can succeed)"
+        )
+    else:
+        what = f"table {table!r} holds a row with id {top} (no id above 2^62 is given)"
     return (
-        f"table {name!r} has spent its AUTOINCREMENT ids (a row with id {MAX_ID} was written"
-        f" into it; no insert can succeed): delete the rows with id above {ID_GUARD} from it;"
-        " the next process that opens the store lowers the sequence"
+        f"{what}: delete the rows with id above {ID_GUARD} from it;"
+        " the next write of this store lowers the sequence"
     )
 
 
@@ -288,7 +373,9 @@ def repair_sequences(db: SQLiteDatabase) -> None:
     """Lower each ticket-store AUTOINCREMENT sequence above `ID_GUARD` to its table's
     largest id: SQLite keeps a sequence's maximum after the row that set it is deleted.
     A read first, so the common case writes nothing."""
-    high = db.conn.execute("SELECT name FROM sqlite_sequence WHERE seq > ?", (ID_GUARD,)).fetchall()
+    high = db.conn.execute(
+        "SELECT name FROM sqlite_sequence WHERE seq >= ?", (ID_GUARD,)
+    ).fetchall()
     tables = [str(r[0]) for r in high if str(r[0]) in ID_TABLES]
     if not tables:
         return

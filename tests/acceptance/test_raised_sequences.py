@@ -1,0 +1,141 @@
+"""Another SQLite client raises an AUTOINCREMENT sequence (`sqlite_sequence.seq`) of the
+ticket store, once or over and over, while the store is in use: the store lowers it where
+it meets it (0008_sequence_guard.sql, `SQLiteDatabase.run`), so no id above 2^62 is ever
+written, no insert fails, and a running engine goes on."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from tests.acceptance.conftest import engine_ready, stop
+from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+
+from swarm_engine.errors import StoreError
+from swarm_engine.store import open_store
+
+GUARD = 2**62
+MAX_ID = 2**63 - 1
+TABLES = ("tickets", "ticket_events", "workflow_runs", "step_executions", "step_logs")
+
+
+def raise_sequences(db: Path, seq: int, tables: tuple[str, ...] = TABLES) -> None:
+    """What the other client does: one UPDATE of `sqlite_sequence`, as any writer may."""
+    with sqlite3.connect(db, timeout=10, isolation_level=None) as conn:
+        conn.execute(
+            f"UPDATE sqlite_sequence SET seq = ? WHERE name IN ({','.join('?' * len(tables))})",
+            (seq, *tables),
+        )
+    conn.close()
+
+
+def highest(db: Path) -> dict[str, int]:
+    """Each table's largest id."""
+    return {
+        t: int(query(db, f"SELECT coalesce(max(id), 0) AS top FROM {t}")[0]["top"]) for t in TABLES
+    }
+
+
+@pytest.mark.parametrize("seq", [GUARD - 9, GUARD, GUARD + 5, MAX_ID - 7, MAX_ID])
+def test_each_insert_lowers_a_raised_sequence(tmp_path: Path, seq: int) -> None:
+    """Each kind of row the engine writes (a ticket, its events, a run, a step, a log
+    chunk), with every sequence raised just before: written with a small id, and the
+    sequence lowered again (in the transaction that writes it)."""
+    db = tmp_path / "tickets.db"
+    store = open_store(db)
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    for attempt in ("a1", "a2"):  # the second time, each table has its sequence row
+        raise_sequences(db, seq)
+        tid = store.tickets.create(title="x", agent_id="echo")
+        raise_sequences(db, seq)
+        ticket = store.tickets.claim(tid, engine_id="e", attempt_id=attempt, lease_ttl=30)
+        raise_sequences(db, seq)
+        run_id = store.runs.start_run(
+            ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={}
+        )
+        raise_sequences(db, seq)
+        step = store.runs.add_step(
+            run_id, step_id="main", agent_name="echo", agent_version="1", agent_kind="echo",
+            inputs={},
+        )  # fmt: skip
+        raise_sequences(db, seq)
+        assert store.logs.append(step, "hello\n") is not None
+    store.close()
+    tops = highest(db)
+    if seq < GUARD:  # a sequence below the guard is no one's concern: ids follow it
+        assert all(seq < top < GUARD for top in tops.values()), tops
+    else:
+        assert all(top < 100 for top in tops.values()), tops
+        (last,) = query(db, "SELECT seq FROM sqlite_sequence WHERE name = 'step_logs'")
+        assert last["seq"] == tops["step_logs"]  # the sequence lowered, then followed
+
+
+def test_a_row_above_the_guard_is_named_not_written_over(tmp_path: Path) -> None:
+    """A row above 2^62 put there while the guard was dropped: the sequence cannot be
+    lowered below it, so the insert fails at once with one line naming the table and row
+    (a permanent error, not a busy store); nothing is written."""
+    db = tmp_path / "tickets.db"
+    store = open_store(db)
+    store.tickets.create(title="x", agent_id="echo")
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("DROP TRIGGER tickets_id_guard")
+        conn.execute(f"INSERT INTO tickets (id, title) VALUES ({GUARD + 9}, 'high')")
+    conn.close()
+    with pytest.raises(StoreError, match=rf"'tickets' holds a row with id {GUARD + 9}") as err:
+        store.tickets.create(title="y", agent_id="echo")
+    assert type(err.value) is StoreError
+    assert query(db, "SELECT count(*) AS c FROM tickets") == [{"c": 2}]
+    store.close()
+
+
+def test_an_engine_goes_on_while_a_client_raises_its_sequences(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """A client raises every sequence, over and over (to 2^62 + 5 and to 2^63 - 1), while
+    an engine claims and runs tickets: every ticket ends `done`, the engine is still
+    running, no id above 2^62 was written, and commands go on."""
+    db = home / "tickets.db"
+    assert swarm_inproc(home, "ticket", "create", "--title", "w", "--agent", "echo").returncode == 0
+    proc = start_engine(home, "--max-vms", "2")
+    engines.append(proc)
+    engine_ready(home, proc)
+    stop_raising = threading.Event()
+    raised = [0]
+
+    def client() -> None:
+        values = (GUARD + 5, MAX_ID, GUARD, MAX_ID - 8)
+        while not stop_raising.is_set():
+            raise_sequences(db, values[raised[0] % len(values)])
+            raised[0] += 1
+            stop_raising.wait(0.02)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        for i in range(12):
+            made = swarm_inproc(home, "ticket", "create", "--title", f"t{i}", "--agent", "echo")
+            assert made.returncode == 0, made.stderr
+        wait_until(
+            lambda: (
+                proc.poll() is None
+                and query(db, "SELECT count(*) AS c FROM tickets WHERE status = 'done'")[0]["c"]
+                == 13
+            ),
+            90,
+            "every ticket to be done",
+        )
+        assert raised[0] > 10
+    finally:
+        stop_raising.set()
+        thread.join(30)
+    assert proc.poll() is None
+    assert [r["status"] for r in query(db, "SELECT DISTINCT status FROM tickets")] == ["done"]
+    tops = highest(db)  # the sequences may be left raised: the rows are what count
+    assert all(top < 1000 for top in tops.values()), tops
+    made = swarm_inproc(home, "ticket", "create", "--title", "after", "--agent", "echo")
+    assert made.returncode == 0, made.stderr
+    out = stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in out, out
