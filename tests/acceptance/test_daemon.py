@@ -321,6 +321,27 @@ def test_start_daemonizes_and_stop_stops_it(home: Path) -> None:
     assert (home / "logs" / "engine.log").is_file()
 
 
+def test_start_reports_an_engine_that_dies_after_it_registered(home: Path) -> None:
+    """`start` said "started", exit 0, for an engine that registered and died on its first
+    claim (here: a store whose `ticket_events` holds the largest id, written while its
+    guard was dropped). It now waits for the engine's first round of claims: the engine's
+    own error line and exit code instead, and nothing left of it in the run folder."""
+    made = swarm_inproc(home, "ticket", "create", "--title", "a", "--agent", "echo")
+    assert made.returncode == 0, made.stderr
+    sqlite_shell(
+        home / "tickets.db",
+        "DROP TRIGGER ticket_events_id_guard; INSERT INTO ticket_events (id, ticket_id,"
+        " new_status) VALUES (9223372036854775807, 1, 'open');",
+    )
+    started = swarm_inproc(home, "start", "--max-vms", "1")
+    assert started.returncode == 6, started.stdout + started.stderr
+    assert "started" not in started.stdout, started.stdout
+    (line,) = [x for x in started.stderr.splitlines() if not x.startswith("note:")]
+    assert "'ticket_events' has spent its AUTOINCREMENT ids" in line, started.stderr
+    assert sorted(p.name for p in (home / "run").glob("engine-*")) == []
+    assert query(home / "tickets.db", "SELECT state FROM engines WHERE state = 'running'") == []
+
+
 def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
     home: Path, engines: list[subprocess.Popen[str]]
 ) -> None:

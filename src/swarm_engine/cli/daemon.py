@@ -90,6 +90,13 @@ def start(
     )
 
     stopping = settings.run_dir / f"engine-{os.getpid()}.stopping"
+    ready = settings.run_dir / f"engine-{os.getpid()}.ready"
+
+    def say_ready() -> None:  # what the `start` that spawned it waits for (`_daemonize`)
+        with contextlib.suppress(OSError):
+            ready.write_text("")
+
+    daemon.on_ready = say_ready
 
     def mark(phase: str) -> None:  # what a later `stop` does to this engine (see `stop`)
         with contextlib.suppress(OSError):
@@ -116,6 +123,7 @@ def start(
     finally:
         (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
         stopping.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
         if daemon.unrecorded:
             line = left_running(daemon.unrecorded, "re-queued", settings.lease_ttl)
             click.echo(f"warning: {line}", err=True)
@@ -289,6 +297,7 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     ]
     argv += ["start", "--foreground", *start_args]
     # posix_spawn, not Popen: the engine outlives this command, which never waits for it
+    spawned = time.time()  # a `ready` file older than this is a killed engine's
     with logfile.open("ab") as out, open(os.devnull, "rb") as null:
         logged = out.tell()  # where what the engine writes begins
         pid = os.posix_spawn(
@@ -309,19 +318,42 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise SwarmError(f"cannot start an engine: {pidfile}: {exc.strerror}") from None
+    # started: registered, and through its start-up and a first round of claims (it
+    # writes `ready` then): an engine that registers and dies on its first write to the
+    # store is reported with its error line and exit code, not as started
+    ready = settings.run_dir / f"engine-{pid}.ready"
     deadline = time.monotonic() + START_TIMEOUT
+    engine_id = None
     with store_of(settings) as store:
-        while time.monotonic() < deadline:
+        while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 pidfile.unlink(missing_ok=True)
+                ready.unlink(missing_ok=True)
                 raise _exited_at_start(os.waitstatus_to_exitcode(status), logfile, logged)
-            engine_id = store.engines.find_running(pid, settings.host_id)
-            if engine_id:
-                click.echo(f"engine {engine_id} started (pid {pid}); log: {visible(str(logfile))}")
-                return
+            late = time.monotonic() >= deadline
+            if _written_since(ready, spawned) or late:
+                engine_id = store.engines.find_running(pid, settings.host_id)
+            if engine_id or late:
+                break
             time.sleep(0.05)
-    raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
+    if not engine_id:
+        raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
+    note = (
+        ""
+        if _written_since(ready, spawned)
+        else f" (its start-up not done within {START_TIMEOUT:g}s)"
+    )
+    click.echo(f"engine {engine_id} started (pid {pid}){note}; log: {visible(str(logfile))}")
+
+
+def _written_since(path: Path, since: float) -> bool:
+    """Whether `path` exists, written at `since` or later (a second of slack for file
+    systems with coarse times)."""
+    try:
+        return path.stat().st_mtime >= since - 1
+    except OSError:
+        return False
 
 
 def _exited_at_start(code: int, logfile: Path, offset: int) -> SwarmError:
@@ -428,4 +460,5 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     for pid in pids:
         (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)
         (settings.run_dir / f"engine-{pid}.stopping").unlink(missing_ok=True)
+        (settings.run_dir / f"engine-{pid}.ready").unlink(missing_ok=True)
     click.echo("stopped")

@@ -72,6 +72,9 @@ class Daemon:
         self.session: EngineSession | None = None
         self.cron: CronFirer | None = None
         self._stop_requests = 0
+        self.on_ready: Callable[[], None] | None = None
+        """Called once, when the first round of claims is done: the engine's start-up
+        (registration, clean-up, side tasks, a first claim) went through."""
         self._slot_freed = asyncio.Event()
         self.failed: str | None = None
         self.failed_why: str | None = None
@@ -358,6 +361,9 @@ class Daemon:
                         self._launch(session, claimed)
                     if not tickets:
                         break
+                if self.on_ready is not None:
+                    ready, self.on_ready = self.on_ready, None
+                    ready()
                 if self.until_idle and not self.active and not await self._has_open(session):
                     break
                 # with every slot busy only a freed slot matters: store changes (mostly
