@@ -118,6 +118,11 @@ def test_a_file_past_disk_mb_fails_the_step_with_a_note_naming_the_limit(
     assert "swarm-engine: exit code 153 means a file reached the size limit of 8 MiB per file" in (
         error
     )
+    # one line, its lines joined as every error line joins them (it showed `\x0a\x0a`)
+    assert "\n" not in error and "exceeded / swarm-engine: exit code 153" in error, error
+    shown = swarm_inproc(home, "ticket", "show", "1")
+    assert "exceeded / swarm-engine: exit code 153" in shown.stdout, shown.stdout
+    assert "\\x0a" not in shown.stdout, shown.stdout
 
 
 def test_fallocate_past_disk_mb_is_refused_and_fails_the_step_naming_it(

@@ -284,6 +284,11 @@ def _read_regular(name: str, dir_fd: int, limit: int) -> bytes | None:
 
 
 def tail(text: bytes | str, lines: int = 5, limit: int = 500) -> str:
-    s = text.decode(errors="replace") if isinstance(text, bytes) else text
-    out = "\n".join(s.strip().splitlines()[-lines:])
-    return out[-limit:]
+    """The end of a command's output for a step's one-line error: its last `lines`
+    non-blank lines, each stripped, joined with ` / ` (as `ticket show` and every
+    `error:` line join lines), at most `limit` characters (the end kept, `…` where cut).
+    Only the output's last `8 * limit` characters are looked at, whatever its size."""
+    end = text[-8 * limit :]
+    s = end.decode(errors="replace") if isinstance(end, bytes) else end
+    out = " / ".join([line.strip() for line in s.splitlines() if line.strip()][-lines:])
+    return out if len(out) <= limit else "…" + out[len(out) - limit + 1 :]
