@@ -139,3 +139,47 @@ def test_an_engine_goes_on_while_a_client_raises_its_sequences(
     assert made.returncode == 0, made.stderr
     out = stop(proc)
     assert proc.returncode == 0 and "Traceback" not in out, out
+
+
+def test_a_running_engine_lowers_a_raised_sequence_for_outside_writers(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """An outside writer's insert into a table whose sequence another client raised is
+    refused (`... id sequence at or above 2^62 is refused`) only until a running engine
+    lowers it (every heartbeat interval), even when the engine itself inserts nothing into
+    that table meanwhile."""
+    db = home / "tickets.db"
+    assert swarm_inproc(home, "ticket", "create", "--title", "w", "--agent", "echo").returncode == 0
+    raise_sequences(db, GUARD + 5, ("tickets",))
+    with pytest.raises(sqlite3.IntegrityError, match=r"tickets\.id sequence at or above 2\^62"):
+        insert_ticket(db)  # refused: no id above 2^62 is given
+    proc = start_engine(home, "--max-vms", "1", SWARM_HEARTBEAT_INTERVAL="0.3")
+    engines.append(proc)
+    engine_ready(home, proc)  # (its open lowered that one)
+    raise_sequences(db, GUARD + 5, ("tickets",))
+
+    def inserted() -> bool:
+        try:
+            insert_ticket(db)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    wait_until(inserted, 30, "the engine to lower the sequence")
+    wait_until(
+        lambda: query(db, "SELECT count(*) AS c FROM tickets WHERE status = 'done'")[0]["c"] == 2,
+        30,
+        "the outside writer's ticket to run",
+    )
+    assert highest(db)["tickets"] == 2
+    assert proc.poll() is None
+    out = stop(proc)
+    assert "lowered the id sequence of tickets" in out, out
+
+
+def insert_ticket(db: Path) -> None:
+    conn = sqlite3.connect(db, timeout=10, isolation_level=None)
+    try:
+        conn.execute("INSERT INTO tickets (title, status, agent_id) VALUES ('o', 'open', 'echo')")
+    finally:
+        conn.close()

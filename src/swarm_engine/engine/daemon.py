@@ -270,6 +270,7 @@ class Daemon:
                 if failed:
                     log.warning("failed tickets whose leases expired too often: %s", failed)
                 await self._forget_silent(session)
+                await self._lower_sequences(session)
                 loop_now = asyncio.get_running_loop().time()
                 # an engine counts as gone once silent for a lease: looked for once a lease,
                 # in a quiet round only (after a busy spell this engine's own lease keeper
@@ -278,6 +279,17 @@ class Daemon:
                     self._reaped_at = loop_now
                     await self._reap_gone(session)
             await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _lower_sequences(self, session: EngineSession) -> None:
+        """An id sequence another client raised (SQLite) is lowered here too, not only at
+        this engine's next insert into that table: an outside writer's inserts into it
+        are refused meanwhile (0008_sequence_guard.sql)."""
+        try:
+            await session.gate(session.store.lower_raised_sequences)
+        except StoreGoneError:
+            raise
+        except StoreError as exc:  # busy, or a store fault: tried again next round
+            log.debug("lowering raised id sequences delayed: %s", exc)
 
     async def _forget_silent(self, session: EngineSession) -> None:
         """Engines silent for two leases (a dead host) are recorded dead once their

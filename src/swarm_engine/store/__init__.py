@@ -43,6 +43,14 @@ class Store:
         """Several store calls as one transaction (all or none)."""
         return self.db.transaction()
 
+    def lower_raised_sequences(self) -> list[str]:
+        """SQLite: lower each id sequence another client raised to 2^62 or more to its
+        table's largest id (`sqlite.repair_sequences`); the tables lowered. PostgreSQL:
+        nothing (its sequences follow no id written explicitly)."""
+        from swarm_engine.store.sqlite import SQLiteDatabase, repair_sequences
+
+        return repair_sequences(self.db) if isinstance(self.db, SQLiteDatabase) else []
+
     def close(self) -> None:
         self.db.close()
 

@@ -369,22 +369,29 @@ def high_row(table: str, top: int) -> str:
     )
 
 
-def repair_sequences(db: SQLiteDatabase) -> None:
-    """Lower each ticket-store AUTOINCREMENT sequence above `ID_GUARD` to its table's
-    largest id: SQLite keeps a sequence's maximum after the row that set it is deleted.
-    A read first, so the common case writes nothing."""
-    high = db.conn.execute(
-        "SELECT name FROM sqlite_sequence WHERE seq >= ?", (ID_GUARD,)
-    ).fetchall()
-    tables = [str(r[0]) for r in high if str(r[0]) in ID_TABLES]
-    if not tables:
-        return
-    with db.transaction():
-        for table in tables:  # a name from ID_TABLES, not from the row
-            db.run(
+def repair_sequences(db: SQLiteDatabase) -> list[str]:
+    """Lower each ticket-store AUTOINCREMENT sequence at or above `ID_GUARD` to its
+    table's largest id (SQLite keeps a sequence's maximum after the row that set it is
+    deleted; another client may raise it): at open, and by a running engine every
+    heartbeat interval, so an outside writer's inserts are refused only meanwhile. A read
+    first, so the common case writes nothing. Returns the tables lowered."""
+    high = db.all("SELECT name FROM sqlite_sequence WHERE seq >= :guard", {"guard": ID_GUARD})
+    tables = [t for t in ID_TABLES if t in {str(r[0]) for r in high}]  # our names only
+    lowered = []
+    with contextlib.ExitStack() as stack:
+        if tables:
+            stack.enter_context(db.transaction())
+        for table in tables:
+            done = db.run(
                 f"UPDATE sqlite_sequence SET seq = (SELECT coalesce(max(id), 0) FROM {table})"
                 f" WHERE name = '{table}' AND seq > (SELECT coalesce(max(id), 0) FROM {table})"
             )
+            if done.rowcount:
+                lowered.append(table)
+    for table in lowered:
+        log.warning("lowered the id sequence of %s to its largest id (another client raised it)",
+                    table, extra={"table": table})  # fmt: skip
+    return lowered
 
 
 def migrations(schema: str, dialect: Dialect = "sqlite") -> list[tuple[int, str]]:
