@@ -35,6 +35,9 @@ from swarm_engine.osthreads import name_file_workers
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
 
 START_TIMEOUT = 15.0
+MAX_LINE = 4096
+"""The most of a finished ticket's error its progress line looks at (it is cut to the
+terminal's width)."""
 
 
 @click.command(epilog=example("swarm-engine start --max-vms 4"))
@@ -255,6 +258,10 @@ class _FinishedPrinter:
         head = f"ticket {ticket.id} {ticket.status}" + (f" in {took}" if took else "")
         title = short(ticket.title, 30)
         outcome = ticket.result if ticket.status == "done" else ticket.error
+        if ticket.status != "done" and isinstance(outcome, str) and "\n" in outcome[:MAX_LINE]:
+            # an error's lines joined as `ticket show` and every `error:` line join them
+            # (its start only: the line is cut to the terminal's width anyway)
+            outcome = " / ".join(x.strip() for x in outcome[:MAX_LINE].splitlines() if x.strip())
         now = time.monotonic()
         if now - self._width_read >= 1.0:
             self._width, self._width_read = terminal_width(), now
