@@ -139,6 +139,7 @@ def test_an_engine_goes_on_while_a_client_raises_its_sequences(
     assert made.returncode == 0, made.stderr
     out = stop(proc)
     assert proc.returncode == 0 and "Traceback" not in out, out
+    assert "lowered the id sequence of" in out, out  # the engine met them itself
 
 
 def test_a_running_engine_lowers_a_raised_sequence_for_outside_writers(
