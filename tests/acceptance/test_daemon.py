@@ -342,6 +342,18 @@ def test_start_reports_an_engine_that_dies_after_it_registered(home: Path) -> No
     assert query(home / "tickets.db", "SELECT state FROM engines WHERE state = 'running'") == []
 
 
+def test_start_until_idle_with_nothing_to_run_is_a_success(home: Path) -> None:
+    """An engine with nothing to run ends at once (exit 0), perhaps before `start` saw it
+    ready: `start` says so, exit 0, not "exited at start" (a race, so a few times)."""
+    for _ in range(3):
+        started = swarm_inproc(home, "start", "--until-idle", "--another")
+        assert started.returncode == 0, started.stderr
+        said = started.stdout
+        assert " started (pid " in said or "started and has stopped already" in said, said
+    running = "SELECT 1 FROM engines WHERE state IN ('running', 'draining')"
+    wait_until(lambda: not query(home / "tickets.db", running), 30, "the engines to end")
+
+
 def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
     home: Path, engines: list[subprocess.Popen[str]]
 ) -> None:

@@ -337,7 +337,12 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
             if done:
                 pidfile.unlink(missing_ok=True)
                 ready.unlink(missing_ok=True)
-                raise _exited_at_start(os.waitstatus_to_exitcode(status), logfile, logged)
+                code = os.waitstatus_to_exitcode(status)
+                if code == 0:  # (--until-idle with nothing to run; a `stop` at once)
+                    click.echo(f"engine (pid {pid}) started and has stopped already (exit 0);"
+                               f" log: {visible(str(logfile))}")  # fmt: skip
+                    return
+                raise _exited_at_start(code, logfile, logged)
             late = time.monotonic() >= deadline
             if _written_since(ready, spawned) or late:
                 engine_id = store.engines.find_running(pid, settings.host_id)
