@@ -369,19 +369,32 @@ def high_row(table: str, top: int) -> str:
     )
 
 
+SEQUENCES_HIGH = "SELECT name FROM sqlite_sequence WHERE seq >= :guard"
+
+
+def _above_top(table: str) -> str:
+    """A read: whether `table`'s sequence is above its largest id (`table`: of ours)."""
+    return (
+        "SELECT 1 FROM sqlite_sequence WHERE name = :t"
+        f" AND seq > (SELECT coalesce(max(id), 0) FROM {table})"
+    )
+
+
 def repair_sequences(db: SQLiteDatabase) -> list[str]:
     """Lower each ticket-store AUTOINCREMENT sequence at or above `ID_GUARD` to its
     table's largest id (SQLite keeps a sequence's maximum after the row that set it is
     deleted; another client may raise it): at open, and by a running engine every
     heartbeat interval, so an outside writer's inserts are refused only meanwhile. A read
     first, so the common case writes nothing. Returns the tables lowered."""
-    high = db.all("SELECT name FROM sqlite_sequence WHERE seq >= :guard", {"guard": ID_GUARD})
-    tables = [t for t in ID_TABLES if t in {str(r[0]) for r in high}]  # our names only
+    high = {str(r[0]) for r in db.all(SEQUENCES_HIGH, {"guard": ID_GUARD})}
+    # our names only; not one whose largest id is itself that high (nothing to lower:
+    # the guard names that row), so such a table costs a read a round, not a write
+    tables = [t for t in ID_TABLES if t in high and db.one(_above_top(t), {"t": t})]
     lowered = []
     with contextlib.ExitStack() as stack:
         if tables:
             stack.enter_context(db.transaction())
-        for table in tables:
+        for table in tables:  # (seq may be any value a client wrote: compared in SQL)
             done = db.run(
                 f"UPDATE sqlite_sequence SET seq = (SELECT coalesce(max(id), 0) FROM {table})"
                 f" WHERE name = '{table}' AND seq > (SELECT coalesce(max(id), 0) FROM {table})"
