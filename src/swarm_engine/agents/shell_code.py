@@ -11,8 +11,10 @@ as data as an argument after it (`sh -c 'echo "$1"' _ ${ticket.title}`), or as
 `$INPUT_<KEY>` or the inputs file.
 
 The command's words are followed far enough to tell (`_Parser`): quotes, escapes, `$(...)`,
-backquotes and `${...}` (a reference nested in any of them is inside the word), command
-separators, redirections. Any word may start such a program (`env sh -c`, `timeout 5 bash
+backquotes, `${...}`, `$((...))` and `$'...'` (a reference nested in any of them is inside
+the word), command separators, redirections, `case` patterns. Where the parser cannot be
+sure where something ends (an unclosed quote or expansion, a construct shells read
+differently), every reference of the command is refused (`_Parser.give_up`). Any word may start such a program (`env sh -c`, `timeout 5 bash
 -c`, `find -exec sh -c`, `docker run img sh -c`): failing closed, a reference is refused
 even where such a word is only an argument (`echo sh -c 'x ${inputs.v}'`). A word that is
 an expansion is read as a shell in command position only (`"$SHELL" -c`, `env "$SHELL"
@@ -285,32 +287,51 @@ class _Command:
 
 
 class TooDeep(Exception):
-    """A command nests `$(...)` or backquotes deeper than `MAX_NESTING`."""
+    """A command nests `$(...)` deeper than `MAX_NESTING`."""
+
+
+_UNSURE_HINT = "close it, or write the command without it"
+"""For a command the parser cannot follow (an unclosed quote or expansion, a construct
+shells read differently): every reference of it is refused, where it stands being beyond
+telling."""
 
 
 class _Parser:
     """Reads shell text into words and simple commands (`_Command`), with the positions of
-    the references in `refs`."""
+    the references in `refs`. Where it cannot be sure where something ends, it stops and
+    says why in `unsure` (failing closed: `code_references` refuses every reference)."""
 
     def __init__(self, text: str, refs: set[int]) -> None:
         self.s = text
         self.refs = refs
         self.found: dict[int, Why] = {}
         self.stopped = False
+        self.unsure = ""
         self.depth = 0
 
+    def give_up(self, what: str) -> int:
+        """Stop reading: the shell text is beyond following (`what`); the end."""
+        if not self.stopped:
+            self.unsure = what
+            self.stopped = True
+        return len(self.s)
+
     def commands(self, i: int, close: str) -> tuple[int, list[int]]:
-        """Commands from `i` to `close` (`)`, a backquote, or "" for the end); the position
-        after it and the references seen."""
+        """Commands from `i` to `close` (`)` or "" for the end); the position after it and
+        the references seen."""
         s = self.s
         seen: list[int] = []
         command = _Command(self.found)
         word: _Word | None = None
-        depth = 0
+        depth = cases = 0  # open `(`; open `case` (whose patterns end with `)`)
 
         def end_word() -> None:
-            nonlocal word
+            nonlocal word, cases
             if word is not None:
+                if command.first and word.text == "case":
+                    cases += 1
+                elif command.first and word.text == "esac" and cases:
+                    cases -= 1
                 seen.extend(word.refs)
                 command.word(word)
                 word = None
@@ -322,10 +343,12 @@ class _Parser:
                 word.text += REF
                 word.refs.append(i)
                 i += 1
-            elif c == close and (close != ")" or depth == 0):
-                end_word()
+            elif c == close and depth == 0:
+                end_word()  # (an `esac` may close the last `case` first)
                 command.end()
-                return i + 1, seen
+                i += 1
+                if not cases:
+                    return i, seen
             elif c in " \t":
                 end_word()
                 i += 1
@@ -356,6 +379,8 @@ class _Parser:
                 i = self.part(i, word)
         end_word()
         command.end()
+        if close:
+            i = self.give_up("a `$(` without its `)`")
         return i, seen
 
     def part(self, i: int, word: _Word) -> int:
@@ -367,77 +392,166 @@ class _Parser:
             word.text += s[i + 1 : i + 2].replace("\n", "")
             return i + 2
         if c == "'":
-            end = s.find("'", i + 1)
-            end = len(s) if end < 0 else end
-            for k in range(i + 1, end):
-                if k in self.refs:
-                    word.text += REF
-                    word.refs.append(k)
-                else:
-                    word.text += s[k]
-            return end + 1
+            return self.single(i, word)
         if c == '"':
-            k = i + 1
-            while k < len(s) and s[k] != '"' and not self.stopped:
-                if k in self.refs:
-                    word.text += REF
-                    word.refs.append(k)
-                    k += 1
-                elif s[k] == "\\":
-                    word.text += s[k + 1 : k + 2] if s[k + 1 : k + 2] in '$`"\\' else s[k : k + 2]
-                    k += 2
-                elif s[k] in "$`":
-                    k = self.expansion(k, word)
-                else:
-                    word.text += s[k]
-                    k += 1
-            return k + 1
+            return self.double(i, word)
         if c in "$`":
             return self.expansion(i, word)
         word.text += c
         return i + 1
 
-    def expansion(self, i: int, word: _Word) -> int:
-        """An expansion at `i` (`$X`, `$(...)`, `` `...` ``, `${...}`, `$((...))`; a `$`
-        starting none is a character) into `word`; the position after it."""
+    def single(self, i: int, word: _Word) -> int:
+        """A single-quoted string at `i`; the position after it."""
+        end = self.s.find("'", i + 1)
+        if end < 0:
+            return self.give_up("a `'` without its closing quote")
+        for k in range(i + 1, end):
+            if k in self.refs:
+                word.text += REF
+                word.refs.append(k)
+            else:
+                word.text += self.s[k]
+        return end + 1
+
+    def double(self, i: int, word: _Word) -> int:
+        """A double-quoted string at `i`; the position after it."""
         s = self.s
-        if s.startswith("$((", i) or s.startswith("${", i):
-            close, opener = ("))", "(") if s[i + 1] == "(" else ("}", "{")
-            depth, k = 0, i + 2
-            while k < len(s):
-                if k in self.refs:
-                    word.refs.append(k)
-                elif s[k] == opener:
-                    depth += 1
-                elif s.startswith(close, k) and depth == 0:
-                    break
-                elif s[k] == close[0] and depth:
-                    depth -= 1
+        k = i + 1
+        while k < len(s) and not self.stopped:
+            if k in self.refs:
+                word.text += REF
+                word.refs.append(k)
                 k += 1
-            word.text += EXPANSION
-            return k + len(close)
-        if s.startswith("$(", i) or s[i] == "`":
-            start, close = (i + 2, ")") if s[i] == "$" else (i + 1, "`")
+            elif s[k] == '"':
+                return k + 1
+            elif s[k] == "\\":
+                word.text += s[k + 1 : k + 2] if s[k + 1 : k + 2] in '$`"\\' else s[k : k + 2]
+                k += 2
+            elif s[k] in "$`":
+                k = self.expansion(k, word, quoted=True)
+            else:
+                word.text += s[k]
+                k += 1
+        return self.give_up('a `"` without its closing quote')
+
+    def expansion(self, i: int, word: _Word, quoted: bool = False) -> int:
+        """An expansion at `i` (`$X`, `$(...)`, `` `...` ``, `${...}`, `$((...))`, `$'...'`;
+        a `$` starting none is a character) into `word`; the position after it. Inside
+        double quotes when `quoted`."""
+        s = self.s
+        inner = _Word()  # what an expansion holds: only its references count
+        if s.startswith("$((", i):
+            after = self.arithmetic(i + 3, inner)
+        elif s.startswith("$(", i):
             self.depth += 1
             if self.depth > MAX_NESTING:
                 raise TooDeep
-            after, nested = self.commands(start, close)
+            after, nested = self.commands(i + 2, ")")
             self.depth -= 1
-            word.refs.extend(nested)
-            word.text += EXPANSION
-            return after
-        m = VARIABLE.match(s, i)
-        if m:
-            word.text += EXPANSION
-            return m.end()
-        word.text += s[i]
-        return i + 1
+            inner.refs.extend(nested)
+        elif s.startswith("${", i):
+            after = self.parameter(i + 2, inner, quoted)
+        elif s[i] == "`":
+            after = self.backquotes(i + 1, inner)
+        elif s.startswith("$'", i) and not quoted:
+            return self.ansi(i, word)
+        elif m := VARIABLE.match(s, i):
+            after = m.end()
+        else:
+            word.text += s[i]
+            return i + 1
+        word.refs.extend(inner.refs)
+        word.text += EXPANSION
+        return after
+
+    def nested(self, k: int, word: _Word, quoted: bool) -> int | None:
+        """A reference, escape, quoted string or expansion at `k` inside `${...}` or
+        `$((...))` into `word`; the position after it, or None for another character."""
+        s = self.s
+        if k in self.refs:
+            word.refs.append(k)
+            return k + 1
+        c = s[k]
+        if c == "\\":
+            return k + 2
+        if c == "'":
+            if quoted:  # dash reads it as a character there, bash as a quote
+                return self.give_up("a `'` inside `${...}` inside double quotes")
+            return self.single(k, word)
+        if c == '"':
+            return self.double(k, word)
+        if c in "$`":
+            return self.expansion(k, word, quoted)
+        return None
+
+    def parameter(self, k: int, word: _Word, quoted: bool) -> int:
+        """The inside of `${...}` from `k` (POSIX: quotes, escapes and expansions in it
+        are followed; a `{` does not nest); the position after its `}`."""
+        s = self.s
+        while k < len(s) and not self.stopped:
+            after = self.nested(k, word, quoted)
+            if after is not None:
+                k = after
+            elif s[k] == "}":
+                return k + 1
+            else:
+                k += 1
+        return self.give_up("a `${` without its `}`")
+
+    def arithmetic(self, k: int, word: _Word) -> int:
+        """The inside of `$((...))` from `k`; the position after its matching `))`."""
+        s = self.s
+        depth = 0
+        while k < len(s) and not self.stopped:
+            after = self.nested(k, word, False)
+            if after is not None:
+                k = after
+            elif s[k] == "(":
+                depth += 1
+                k += 1
+            elif s[k] == ")" and depth:
+                depth -= 1
+                k += 1
+            elif s.startswith("))", k):
+                return k + 2
+            elif s[k] == ")":  # bash reads `$((a) b)` as `$( (a) b)`, dash refuses it
+                return self.give_up("a `$((` closed by a single `)`")
+            else:
+                k += 1
+        return self.give_up("a `$((` without its `))`")
+
+    def backquotes(self, k: int, word: _Word) -> int:
+        """The inside of `` `...` `` from `k`: it ends at the first backquote not escaped,
+        whatever the quotes in it (any reference there is refused: `shell_command`)."""
+        s = self.s
+        while k < len(s):
+            if k in self.refs:
+                word.refs.append(k)
+            if s[k] == "\\":
+                k += 1
+            elif s[k] == "`":
+                return k + 1
+            k += 1
+        return self.give_up("a backquote without its closing backquote")
+
+    def ansi(self, i: int, word: _Word) -> int:
+        """`$'...'` at `i` (bash, zsh, ksh: a backslash escapes a quote there; dash: a `$`,
+        then a plain single-quoted string): where both readings end alike, it is quoted
+        text; else the shell's reading is beyond telling."""
+        s = self.s
+        k = i + 2
+        while k < len(s) and s[k] != "'":
+            k += 2 if s[k] == "\\" else 1
+        if k >= len(s) or k != s.find("'", i + 2):
+            return self.give_up("a `$'...'` string with an escaped quote")
+        return self.single(i + 1, word)
 
 
 def code_references(pieces: list[str | None]) -> dict[int, Why]:
     """For the references of a command (`None` in `pieces`, in order), those that stand
     inside another program's code: their index -> (where, how to pass it as data, the
-    program). Raises `TooDeep` for a command nested past `MAX_NESTING`."""
+    program). Raises `TooDeep` for a command nested past `MAX_NESTING`. Where the parser
+    loses its place, every reference is refused (fail closed)."""
     if None not in pieces:
         return {}
     text, refs, order = "", set[int](), dict[int, int]()
@@ -450,6 +564,9 @@ def code_references(pieces: list[str | None]) -> dict[int, Why]:
             text += piece
     parser = _Parser(text, refs)
     parser.commands(0, "")
+    if parser.unsure:
+        where = f"a command this check cannot follow ({parser.unsure}), so possibly code"
+        return dict.fromkeys(order.values(), (where, _UNSURE_HINT, ""))
     if ALIAS in parser.found:
         return dict.fromkeys(order.values(), _ALIAS_WHY)
     return {order[pos]: why for pos, why in parser.found.items()}
