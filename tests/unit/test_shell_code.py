@@ -81,3 +81,94 @@ def test_a_reference_in_code_after_any_prefix_is_refused(prefix: str) -> None:
     stray backquote), the script of `sh -c` after it is never accepted: either the lexer
     follows the prefix and sees the script, or it says it cannot."""
     assert check_command(prefix + "\n\n" + BAD) is not None
+
+
+# each program's option syntax (man perlrun, ruby --help, node --help, GNU getopt_long)
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        # perl's `-l`, `-0` take digits only: the `e` after them is still `-e`
+        ("echo a | perl -lne 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl -lane 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl -nle 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl -ple 's/a/${inputs.x}/'", "the code of `perl -e`"),
+        ("perl -0777ne 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl -0xfe -e 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl -F: -lane 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        # `-F`, `-M`, `-d` take the rest of their word only, never the next word
+        ("perl -F -e 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl -d -e 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("perl '-Mstrict;print(q(${inputs.x}))' -e 1", "the code of `perl -M`"),
+        # ruby: `-W` one digit (or `:cat`), `-K` one letter, `-0` octal digits
+        ("ruby -W0e 'puts \"${inputs.x}\"'", "the code of `ruby -e`"),
+        ("ruby -Kue 'puts \"${inputs.x}\"'", "the code of `ruby -e`"),
+        ("ruby -0ne 'puts \"${inputs.x}\"'", "the code of `ruby -e`"),
+        # node: each option a word of its own; `-pe` is `--print --eval`
+        ("node -pe '\"${inputs.x}\"'", "the code of `node -pe`"),
+        ("node -p -e '\"${inputs.x}\"'", "the code of `node -e`"),
+        ("node --experimental_loader 'x${inputs.x}'", "the code of `node --experimental-l"),
+        # GNU sed takes options after operands
+        ("sed p f -e '1e echo ${inputs.x}'", "the script of `sed -e`"),
+        # abbreviated long options, where the program takes them
+        ("make -f /dev/null --ev='$(shell echo ${inputs.x})'", "the makefile text of `make"),
+        ("make --eva 'x: ; echo ${inputs.x}'", "the makefile text of `make --eval`"),
+        ("tar -xf t.tar --to-com='echo ${inputs.x}'", "the command of `tar --to-command`"),
+        ("tar cf f --checkpoint-act=exec='echo ${inputs.x}' d", "the command of `tar --checkp"),
+        ("tar -cf f --use-compress-prog 'gzip ${inputs.x}' d", "the command of `tar --use-c"),
+        ("gdb -eval-comm='shell echo ${inputs.x}'", "the command of `gdb --eval-command`"),
+        ("gdb -batch --eval-c 'shell echo ${inputs.x}'", "the command of `gdb --eval-command`"),
+        ("vim --CMDx '!echo ${inputs.x}'", "the command of `vim --cmd`"),
+    ],
+)
+def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
+    command: str, where: str
+) -> None:
+    assert f"stands inside {where}" in refused(command)
+
+
+# an expansion as an option or as the command: what it holds is beyond telling
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        ("C=-c; sh $C 'echo ${inputs.x}'", "an argument of `sh` after a word that is an exp"),
+        ("sh ${inputs.opt} 'echo ${inputs.x}'", "an argument of `sh` after a word that is"),
+        ("python3 $(echo -c) 'print(\"${inputs.x}\")'", "an argument of `python3` after a"),
+        ('perl "$E" \'print "${inputs.x}"\'', "an argument of `perl` after a word that"),
+        ("sed -e p ${inputs.v} out-${inputs.x}", "an argument of `sed` after a word that"),
+        ("make -$E 'x: ; echo ${inputs.x}'", "an argument of `make` after `-$...`"),
+        ('e=eval; $e "echo ${inputs.x}"', "an argument of a command named by an expansion"),
+        ("${inputs.cmd} x-${inputs.x}", "an argument of a command named by an expansion"),
+        ("S=/bin/sh; timeout 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("timeout -s KILL 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("nice -n 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("sudo -u x A=1 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("xargs -0 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("setsid -f \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("stdbuf -o L \"$E\" 'echo ${inputs.x}'", "an argument of `stdbuf` after a word"),
+        ("sudo -s 'echo ${inputs.x}'", "an argument of `sudo` after `-s`"),
+    ],
+)
+def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
+    command: str, where: str
+) -> None:
+    assert f"stands inside {where}" in refused(command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "tar -C ${inputs.dir} -czf out/${inputs.name}.tgz .",
+        "sh -c 'echo \"$1\"' _ ${inputs.x}",
+        "echo ${inputs.x}",
+        "perl -lne 'print' ${inputs.x}; perl -F, -lane 'print $F[0]' f-${inputs.x}",
+        "node -pe '1+1' ${inputs.x}; ruby -W0 -ne 'puts' f-${inputs.x}",
+        "sed -n p f-${inputs.x} g-${inputs.x}",
+        "timeout 5 make x-${inputs.x}; nice -n 5 sh -c 'echo \"$1\"' _ ${inputs.x}",
+        "sudo -u x make x-${inputs.x}; xargs -0 -I{} cp {} out-${inputs.x}/",
+        "gdb -batch -ex bt a.out core-${inputs.x}; make -C d x-${inputs.x}",
+        "tar --checkpoint -cf out-${inputs.x}.tar .",
+        "x=$(case a in a) echo ok;; esac) ${inputs.x}",
+    ],
+)
+def test_harmless_forms_stay_accepted(command: str) -> None:
+    assert check_command(command) is None

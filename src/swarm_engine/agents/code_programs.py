@@ -39,6 +39,13 @@ class Program:
     code_modules: tuple[str, ...] = ()  # `python3 -m timeit`: modules reading code
     open_options: bool = False  # only the code options are listed: others are let be
     dash_long: bool = False  # `-ex` is `--ex` (gdb)
+    rest_code: str = ""  # short options whose argument is the rest of the word, as code
+    counted: tuple[tuple[str, str], ...] = ()  # (letter, regex): an attached argument of
+    # that shape, after which more letters follow (`perl -l0ne`: `-l0`, `-n`, `-e`)
+    whole_words: bool = False  # each option a word of its own, no clusters (node `-pe`)
+    optional_code: tuple[str, ...] = ()  # code options whose argument is optional
+    assignments: bool = False  # `NAME=value` words before the command (`env`, `sudo`)
+    permute: bool = False  # options may follow operands (GNU getopt without `+`: sed)
 
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -63,13 +70,17 @@ SHELL_STRING = "give it as an argument of its own after the command string: {pro
 PROGRAMS: dict[str, Program] = {
     **dict.fromkeys(SHELLS, SHELL),
     "perl": Program(
-        "the code of", ARGV.format(argv="@ARGV"), code_flags="eEMmFd", arg_flags="I",
-        rest_flags="0lixCDV", known="acnpsStTuUvwWXh",
+        # man perlrun: `-l`/`-0` take digits only, so `-lne` is `-l -n -e`
+        "the code of", ARGV.format(argv="@ARGV"), code_flags="eE", rest_code="MmFd",
+        arg_flags="I", rest_flags="ixCV", known="acfgnpsStTuUvwWXh?",
+        counted=(("0", r"x[0-9A-Fa-f]+|[0-7]*"), ("l", r"[0-7]*")),
         known_long=("--help", "--version"),
     ),
     "ruby": Program(
+        # ruby --help: `-0`, `-W`, `-T` take digits, `-K` one letter, then more letters
         "the code of", ARGV.format(argv="ARGV"), code_flags="e", arg_flags="rICE",
-        rest_flags="0xFiKTW", known="acdlnpsSvwyh",
+        rest_flags="xFi", known="acdlnpsSUvwyh",
+        counted=(("0", r"[0-7]{0,4}"), ("W", r":.*|[0-7]?"), ("K", r"."), ("T", r"[0-7]{0,2}")),
         arg_long=("--enable", "--disable", "--encoding", "--external-encoding",
                   "--internal-encoding", "--dump"),
         known_long=("--verbose", "--version", "--copyright", "--help", "--yydebug", "--jit",
@@ -78,13 +89,15 @@ PROGRAMS: dict[str, Program] = {
     "node": Program(
         "the code of",
         ARGV.format(argv="process.argv"),
-        code_flags="ep",
-        code_long=("--eval", "--print", "--import", "--loader", "--experimental-loader"),
-        arg_flags="rC",
-        arg_long=("--require", "--input-type", "--conditions", "--title", "--env-file",
-                  "--max-old-space-size", "--stack-size", "--unhandled-rejections"),
-        known="civh",
-        known_long=("--check", "--interactive", "--version", "--help", "--no-warnings",
+        # node --help: every option a word of its own (`-pe` is `--print --eval`)
+        whole_words=True,
+        optional_code=("-p", "--print"),
+        code_long=("-e", "-p", "-pe", "--eval", "--print", "--import", "--loader",
+                   "--experimental-loader"),
+        arg_long=("-r", "-C", "--require", "--input-type", "--conditions", "--title",
+                  "--env-file", "--max-old-space-size", "--stack-size",
+                  "--unhandled-rejections"),
+        known_long=("-c", "-i", "-v", "-h","--check", "--interactive", "--version", "--help", "--no-warnings",
                     "--trace-warnings", "--enable-source-maps", "--inspect", "--inspect-brk",
                     "--abort-on-uncaught-exception", "--preserve-symlinks", "--test",
                     "--watch", "--no-deprecation", "--trace-deprecation", "--expose-gc"),
@@ -139,6 +152,7 @@ PROGRAMS: dict[str, Program] = {
         operand_code=True,
         known="nrEsuzb",
         rest_flags="i",
+        permute=True,
         known_long=("--quiet", "--silent", "--debug", "--posix", "--sandbox",
                     "--follow-symlinks", "--in-place", "--null-data", "--zero-terminated",
                     "--regexp-extended", "--separate", "--unbuffered", "--binary", "--help",
@@ -155,7 +169,7 @@ PROGRAMS: dict[str, Program] = {
         known_long=("--ignore-environment", "--null", "--debug", "--help", "--version",
                     "--default-signal", "--ignore-signal", "--block-signal",
                     "--list-signal-handling"),
-        abbrev=True, command_operand=1,
+        abbrev=True, command_operand=1, assignments=True,
     ),
     "flock": Program(
         "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
@@ -181,21 +195,78 @@ PROGRAMS: dict[str, Program] = {
     ),
     "make": Program(
         "the makefile text of", BLIND_OPEN, code_flags="E", code_long=("--eval",),
-        open_options=True, command_operand=99,
+        arg_flags="CfIjloW", open_options=True, command_operand=99, abbrev=True,
     ),
     "tar": Program(
         "the command of", BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
         code_long=("--checkpoint-action", "--to-command", "--use-compress-program",
                    "--info-script", "--new-volume-script", "--rmt-command", "--rsh-command"),
+        arg_flags="bCfgHKLNTVX", known_long=("--checkpoint",), abbrev=True,
     ),
     "vim": Program(
         "the command of", BLIND_OPEN, code_flags="c", code_long=("--cmd",),
-        open_options=True, plus_options=True, command_operand=99,
+        arg_flags="uUiTsSwWt", open_options=True, plus_options=True, command_operand=99,
     ),
     "gdb": Program(
+        # getopt_long_only: one dash or two, and any prefix (`-eval-comm`)
         "the command of", BLIND_OPEN, open_options=True, dash_long=True, command_operand=99,
-        code_long=("--ex", "--iex", "--eval-command", "--init-eval-command", "--command",
-                   "--init-command"),
+        code_long=("--ex", "--iex", "--eiex", "--eval-command", "--init-eval-command",
+                   "--early-init-eval-command", "--x", "--ix", "--eix", "--command",
+                   "--init-command", "--early-init-command"),
+        known_long=("--e", "--c", "--i", "--exec", "--core", "--interpreter"),
+        arg_flags="bDlecspdi", abbrev=True,
+    ),
+    # wrappers: options of their own, then a command (`timeout 5 "$S" -c`)
+    "timeout": Program(
+        "the command of", SHELL_STRING, arg_flags="ks", known="fpv",
+        arg_long=("--kill-after", "--signal"),
+        known_long=("--foreground", "--preserve-status", "--verbose", "--help", "--version"),
+        abbrev=True, command_operand=2,
+    ),
+    "nice": Program(
+        "the command of", SHELL_STRING, arg_flags="n", arg_long=("--adjustment",),
+        known="0123456789", known_long=("--help", "--version"), abbrev=True,
+        command_operand=1,
+    ),
+    "nohup": Program(
+        "the command of", SHELL_STRING, known_long=("--help", "--version"), abbrev=True,
+        command_operand=1,
+    ),
+    "setsid": Program(
+        "the command of", SHELL_STRING, known="cfwhV",
+        known_long=("--ctty", "--fork", "--wait", "--help", "--version"), abbrev=True,
+        command_operand=1,
+    ),
+    "stdbuf": Program(
+        "the command of", SHELL_STRING, arg_flags="ioe",
+        arg_long=("--input", "--output", "--error"), known_long=("--help", "--version"),
+        abbrev=True, command_operand=1,
+    ),
+    "xargs": Program(
+        "the command of", SHELL_STRING, arg_flags="adEILnPs", rest_flags="eil",
+        known="0oprtx",
+        arg_long=("--arg-file", "--delimiter", "--max-args", "--max-procs", "--max-chars",
+                  "--process-slot-var"),
+        known_long=("--null", "--open-tty", "--interactive", "--no-run-if-empty",
+                    "--verbose", "--exit", "--show-limits", "--help", "--version", "--eof",
+                    "--replace", "--max-lines"),
+        abbrev=True, command_operand=1,
+    ),
+    "sudo": Program(  # `-s`, `-i` (a shell's command line) not known: fail closed
+        "the command of", SHELL_STRING, arg_flags="aCcDgpRrtTUu", known="AbEeHKklnPSVv",
+        arg_long=("--user", "--group", "--chdir", "--chroot", "--close-from", "--prompt",
+                  "--role", "--type", "--command-timeout", "--other-user"),
+        known_long=("--askpass", "--background", "--bell", "--preserve-env", "--edit",
+                    "--set-home", "--remove-timestamp", "--reset-timestamp", "--list",
+                    "--non-interactive", "--preserve-groups", "--stdin", "--validate",
+                    "--version", "--help"),
+        abbrev=True, command_operand=1, assignments=True,
+    ),
+    "doas": Program(
+        "the command of", SHELL_STRING, arg_flags="aCu", known="Ln", command_operand=1,
+    ),
+    "exec": Program(
+        "the command of", SHELL_STRING, arg_flags="a", known="cl", command_operand=1,
     ),
 }  # fmt: skip
 PYTHON = Program(

@@ -14,26 +14,33 @@ The command's words are followed far enough to tell (`_Parser`): quotes, escapes
 backquotes, `${...}`, `$((...))` and `$'...'` (a reference nested in any of them is inside
 the word), command separators, redirections, `case` patterns. Where the parser cannot be
 sure where something ends (an unclosed quote or expansion, a construct shells read
-differently), every reference of the command is refused (`_Parser.give_up`). Any word may start such a program (`env sh -c`, `timeout 5 bash
--c`, `find -exec sh -c`, `docker run img sh -c`): failing closed, a reference is refused
-even where such a word is only an argument (`echo sh -c 'x ${inputs.v}'`). A word that is
-an expansion is read as a shell in command position only (`"$SHELL" -c`, `env "$SHELL"
--c`): elsewhere it is an argument (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`).
-Beyond telling: a program that runs its arguments through a shell of its own (`ssh`, `su
--c`, `watch`), or text piped into an interpreter.
+differently), every reference of the command is refused (`_Parser.give_up`). Any word may
+start such a program (`env sh -c`, `timeout 5 bash -c`, `find -exec sh -c`, `docker run
+img sh -c`): failing closed, a reference is refused even where such a word is only an
+argument (`echo sh -c 'x ${inputs.v}'`). A command word that is an expansion is read as
+a shell (`"$SHELL" -c`, `timeout 5 "$S" -c`); as it may as well be `eval`, every later
+partial reference of the command is refused, as is one after an expansion standing where
+an option of a covered program may (`sh $C '...'`, `perl "$E" '...'`). The argument of an
+option is data (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`). Beyond telling: a
+program that runs its arguments through a shell of its own (`ssh`, `su -c`, `watch`), or
+text piped into an interpreter.
 
 The check knows a list of programs (`PROGRAMS`, `PYTHON`; versioned names such as
-`perl5.36.0` count) and every option of theirs: which take an argument (`perl -I DIR`,
-`awk -W ARG`), which take code (`perl -M`, `sed --expr`, a GNU abbreviation), which take
-none. After an option it does not know, a reference inside a larger word is refused (fail
-closed: `_Command.blind`); a command that defines an alias (`alias e=eval`) refuses every
-reference. For `git`, `make`, `tar`, `vim`, `gdb` only the options taking commands are
-known (`open_options`: the others are let be). Any program not on the list (`ssh`, `su
--c`, `emacs --eval`) is not seen: docs/agents.md says so and gives the safe forms.
+`perl5.36.0` count; wrappers such as `timeout`, `sudo`, `xargs`) and every option of
+theirs, in each program's own syntax: which take an argument (`perl -I DIR`, `awk -W
+ARG`) and of what shape (`perl -l`/`-0` digits only, so `-lne` is `-l -n -e`), which take
+code (`perl -M`, `sed --expr`, a GNU abbreviation), which take none; clusters or whole
+words (`node -pe`); options after operands (GNU `sed`). After an option it does not know,
+a reference inside a larger word is refused (fail closed: `_Command.blind`); a command
+that defines an alias (`alias e=eval`) refuses every reference. For `git`, `make`, `tar`,
+`vim`, `gdb` only the options taking commands are known (`open_options`: the others are
+let be; a prefix of one of those is taken for it). Any program not on the list (`ssh`,
+`su -c`, `emacs --eval`) is not seen: docs/agents.md says so and gives the safe forms.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from swarm_engine.agents.code_programs import (
@@ -77,6 +84,12 @@ _ALIAS_WHY = (
     "alias",
 )
 _BLIND_HINT = "give it as a whole word of its own"
+_NAMED_BY_EXPANSION = (
+    "an argument of a command named by an expansion (it may be `eval` or a shell), so"
+    " possibly code",
+    "write the program's name, and " + _BLIND_HINT,
+    "",
+)
 
 
 class _Command:
@@ -114,6 +127,7 @@ class _Command:
         """Past an option this check does not know (it may take the next word, or make any
         word code): every later partial reference of the command is refused."""
         if self.blind is None:
+            option = option.replace(EXPANSION, "$...").replace(REF, "${...}")
             self.blind = why or (
                 f"an argument of `{self.name}` after `{option}`, an option this check does"
                 " not know, so possibly code",
@@ -122,9 +136,12 @@ class _Command:
             )
 
     def word(self, word: _Word) -> None:
+        self._read(word)
         if self.blind is not None and word.refs and not word.whole:
             for pos in word.refs:
                 self.found.setdefault(pos, self.blind)
+
+    def _read(self, word: _Word) -> None:
         mode = self.mode
         if mode == "skip":  # a redirection's target
             self.mode = self.after_skip
@@ -136,6 +153,8 @@ class _Command:
             self._code(word)
             self.coded = True
             self.mode = "opts" if self.from_option else ""
+            if word.text.startswith("-") and self.flag in self.prog_optional():
+                self._option_or_operand(word)  # `node -p -e`: an option, not code
             return
         if mode == "arg":
             self.mode = "opts"
@@ -165,6 +184,11 @@ class _Command:
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
+            if REF in word.text or EXPANSION in word.text:  # `$e "..."`, `"$S" -c '...'`
+                self._go_blind("", _NAMED_BY_EXPANSION)
+
+    def prog_optional(self) -> tuple[str, ...]:
+        return self.prog.optional_code if self.prog else ()
 
     def redirect(self) -> None:
         """The next word is a redirection's target, not an argument."""
@@ -191,8 +215,18 @@ class _Command:
         if not self.ended and len(text) > 1 and text[0] in starts:
             self._option(word)
             return
+        if not self.ended and text[:1] in (REF, EXPANSION):  # `sh $C '...'`: maybe `-c`
+            self._go_blind(
+                "",
+                (
+                    f"an argument of `{self.name}` after a word that is an expansion (it may"
+                    " be an option), so possibly code",
+                    _BLIND_HINT,
+                    self.name,
+                ),
+            )
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
-            if prog is PROGRAMS["env"] and ASSIGNMENT.match(text):
+            if prog.assignments and ASSIGNMENT.match(text):
                 return
             self.operands += 1
             if self.operands < prog.command_operand and program_of(text, False) is None:
@@ -205,15 +239,20 @@ class _Command:
         if self.switched or (prog.operand_code and not self.coded):
             self.from_option = False
             self._code(word)
-        self.mode = ""
+            self.coded = True
+        self.mode = "opts" if prog.permute else ""  # GNU sed: `sed p f -e '...'`
 
     def _long(self, name: str) -> str:
-        """A long option's full name (GNU programs take a unique prefix: `--expr`)."""
+        """A long option's full name (GNU programs take a unique prefix: `--expr`). Where
+        only the code options are known (`open_options`), a prefix of one is taken for it
+        (failing closed: `tar --to-com`, `gdb -eval-comm`)."""
         prog = self.prog
         assert prog is not None
         every = prog.code_long + prog.arg_long + prog.known_long
         if name in every or not prog.abbrev:
             return name
+        if prog.open_options:
+            return min((c for c in prog.code_long if c.startswith(name)), default=name)
         matches = {full for full in every if full.startswith(name)}
         return matches.pop() if len(matches) == 1 else name
 
@@ -227,27 +266,16 @@ class _Command:
             self.from_option, self.flag = True, "+"
             self._code(word, whole_allowed=False)
             return
-        if text.startswith("--"):
-            given, eq, _ = text.partition("=")
-            name = self._long(given)
-            if name in prog.code_long:
-                self.from_option, self.flag = True, name
-                if eq:
-                    self._code(word, whole_allowed=False)
-                    self.coded = True
-                else:
-                    self.mode = "code"
-            elif name in prog.arg_long:
-                if not eq:
-                    self.mode = "arg"
-            elif name not in prog.known_long and not prog.open_options:
-                self._go_blind(given)
+        if text.startswith("--") or prog.whole_words:
+            self._long_option(word, text)
             return
-        for i, letter in enumerate(text[1:], 1):
-            rest = text[i + 1 :]
-            if letter in prog.code_flags:
+        i = 1
+        while i < len(text):
+            letter, rest = text[i], text[i + 1 :]
+            i += 1
+            if letter in prog.code_flags or letter in prog.rest_code:
                 self.from_option, self.flag = True, f"-{letter}"
-                if rest:  # attached: `-e'...'`
+                if rest or letter in prog.rest_code:  # attached: `-e'...'`, `-Mstrict`
                     self._code(word, whole_allowed=False)
                     self.coded = True
                 else:
@@ -267,13 +295,47 @@ class _Command:
                 return
             if letter in prog.rest_flags:
                 return
+            counted = dict(prog.counted).get(letter)
+            if counted is not None:  # `perl -l0`, `-0777`: then more letters (`-lne`)
+                m = re.match(counted, rest)
+                i += m.end() if m else 0
+                continue
             if letter == prog.switch and prog.switch:
                 self.switched = True
-            elif prog.open_options:
-                continue
-            elif letter not in prog.known:  # unknown, or a flag that is a value
+            elif letter in (REF, EXPANSION) or not (
+                prog.open_options or letter in prog.known
+            ):  # unknown, a flag that is a value, or an expansion (`-$X`)
                 self._go_blind(text[0] + letter)
                 return
+
+    def _long_option(self, word: _Word, text: str) -> None:
+        """A long option (`--eval=...`), or any option of a program whose options are
+        whole words (`node -pe`)."""
+        prog = self.prog
+        assert prog is not None
+        given, eq, _ = text.partition("=")
+        if prog.whole_words:  # node: `--experimental_loader` is `--experimental-loader`
+            dashes = len(given) - len(given.lstrip("-"))
+            given = given[:dashes] + given[dashes:].replace("_", "-")
+        name = self._long(given)
+        if prog is PROGRAMS["vim"] and name.lower().startswith(("--cmd", "--remote")):
+            name = "--cmd"  # vim takes any word starting so, in any case
+        if name in prog.code_long:
+            self.from_option, self.flag = True, name
+            if eq:
+                self._code(word, whole_allowed=False)
+                self.coded = True
+            else:
+                self.mode = "code"
+        elif name in prog.arg_long:
+            if not eq:
+                self.mode = "arg"
+        elif (
+            (name not in prog.known_long and not prog.open_options)
+            or REF in given
+            or EXPANSION in given
+        ):
+            self._go_blind(given)
 
     def end(self) -> None:
         if self.mode == "eval" and self.evaluated:
