@@ -146,6 +146,8 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ("setsid -f \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         ("stdbuf -o L \"$E\" 'echo ${inputs.x}'", "an argument of `stdbuf` after a word"),
         ("sudo -s 'echo ${inputs.x}'", "an argument of `sudo` after `-s`"),
+        # old-style tar: the letters' arguments follow in order
+        ("tar xIf 'gzip -d ${inputs.x}' a.tar", "an argument of `tar` after `xIf`, old-style"),
     ],
 )
 def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
@@ -166,7 +168,7 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "timeout 5 make x-${inputs.x}; nice -n 5 sh -c 'echo \"$1\"' _ ${inputs.x}",
         "sudo -u x make x-${inputs.x}; xargs -0 -I{} cp {} out-${inputs.x}/",
         "gdb -batch -ex bt a.out core-${inputs.x}; make -C d x-${inputs.x}",
-        "tar --checkpoint -cf out-${inputs.x}.tar .",
+        "tar --checkpoint -cf out-${inputs.x}.tar .; tar czf out-${inputs.x}.tgz .",
         "x=$(case a in a) echo ok;; esac) ${inputs.x}",
     ],
 )

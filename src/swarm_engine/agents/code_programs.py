@@ -46,6 +46,7 @@ class Program:
     optional_code: tuple[str, ...] = ()  # code options whose argument is optional
     assignments: bool = False  # `NAME=value` words before the command (`env`, `sudo`)
     permute: bool = False  # options may follow operands (GNU getopt without `+`: sed)
+    old_style: bool = False  # a first word of letters is options (`tar xIf PROG FILE`)
 
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -201,7 +202,7 @@ PROGRAMS: dict[str, Program] = {
         "the command of", BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
         code_long=("--checkpoint-action", "--to-command", "--use-compress-program",
                    "--info-script", "--new-volume-script", "--rmt-command", "--rsh-command"),
-        arg_flags="bCfgHKLNTVX", known_long=("--checkpoint",), abbrev=True,
+        arg_flags="bCfgHKLNTVX", known_long=("--checkpoint",), abbrev=True, old_style=True,
     ),
     "vim": Program(
         "the command of", BLIND_OPEN, code_flags="c", code_long=("--cmd",),

@@ -110,6 +110,7 @@ class _Command:
         self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
         self.operands = 0
+        self.opted = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
         self.blind: Why | None = None  # past an option the check does not know
 
@@ -184,6 +185,7 @@ class _Command:
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
+            self.opted = False  # an option came (then no old-style `tar xIf`)
             if REF in word.text or EXPANSION in word.text:  # `$e "..."`, `"$S" -c '...'`
                 self._go_blind("", _NAMED_BY_EXPANSION)
 
@@ -213,6 +215,7 @@ class _Command:
             self.ended = True
             return
         if not self.ended and len(text) > 1 and text[0] in starts:
+            self.opted = True
             self._option(word)
             return
         if not self.ended and text[:1] in (REF, EXPANSION):  # `sh $C '...'`: maybe `-c`
@@ -225,6 +228,11 @@ class _Command:
                     self.name,
                 ),
             )
+        old_style = prog.old_style and self.operands == 0 and not self.opted
+        if old_style and text.isalpha() and set(text) & set(prog.code_flags):
+            # `tar xIf PROG FILE`: the letters' arguments follow in order
+            why = f"an argument of `{self.name}` after `{text}`, old-style options one of"
+            self._go_blind("", (why + " which takes a command", _BLIND_HINT, self.name))
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
             if prog.assignments and ASSIGNMENT.match(text):
                 return
