@@ -4,11 +4,16 @@ the programs it covers (`agents.code_programs`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from swarm_engine.agents.shell_command import check_command
+from swarm_engine.agents.shell_command import check_command, render_command
 
 BAD = "sh -c 'echo ${inputs.x}'"
 
@@ -174,3 +179,40 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
 )
 def test_harmless_forms_stay_accepted(command: str) -> None:
     assert check_command(command) is None
+
+
+SHELL_PIECES = ["sh -c 'echo ${inputs.x}'", 'eval "echo ${inputs.x}"', "echo ${inputs.x}",
+                "bash -c \"echo '${inputs.x}'\"", "C=-c; sh $C 'echo ${inputs.x}'",
+                'e=eval; $e "echo ${inputs.x}"', "sh -c 'echo \"$1\"' _ ${inputs.x}",
+                "S=sh; timeout 5 \"$S\" -c 'echo ${inputs.x}'", "sh -c ${inputs.x}"]  # fmt: skip
+HOSTILE = 'x\';touch "$M";\'";touch "$M";"$(touch "$M")`touch "$M"`;touch "$M"'
+
+
+@pytest.mark.parametrize("shell", [s for s in ("dash", "bash") if shutil.which(s)])
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([f for f in FRAGMENTS if f not in ("&&", "|")] + SHELL_PIECES),
+        max_size=8,
+    ).map("".join)
+)
+def test_an_accepted_command_never_runs_a_value(shell: str, command: str) -> None:
+    """End to end: whenever the check accepts a command, the real shell running it with a
+    hostile value never runs the value (`$M` is touched only if it does). `sh -c
+    ${inputs.x}` (the whole script: said on purpose) is left out."""
+    assume("sh -c ${inputs.x}" not in command or check_command(command) is not None)
+    if check_command(command) is not None:
+        return
+    text, env = render_command(command, {"inputs": {"x": HOSTILE, "y": HOSTILE}})
+    with tempfile.TemporaryDirectory() as d:
+        mark = os.path.join(d, "ran")
+        subprocess.run(
+            [shell, "-c", text],
+            env={"PATH": "/usr/bin:/bin", "M": mark, **env},
+            cwd=d,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        assert not os.path.exists(mark), command
