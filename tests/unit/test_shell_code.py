@@ -143,6 +143,9 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ("make -$E 'x: ; echo ${inputs.x}'", "an argument of `make` after `-$...`"),
         ('e=eval; $e "echo ${inputs.x}"', "an argument of a command named by an expansion"),
         ("${inputs.cmd} x-${inputs.x}", "an argument of a command named by an expansion"),
+        ("./t/${inputs.t}.sh 'a ${inputs.x}'", "an argument of a command named by an expansion"),
+        ("E=E; make -$E'x:;echo ${inputs.x}'", "an argument of `make` after `-$...`"),
+        ("C=-c; sh $C'echo ${inputs.x}'", "an argument of `sh` after a word that is an"),
         ("S=/bin/sh; timeout 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         ("timeout -s KILL 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         ("nice -n 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
@@ -175,6 +178,7 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "gdb -batch -ex bt a.out core-${inputs.x}; make -C d x-${inputs.x}",
         "tar --checkpoint -cf out-${inputs.x}.tar .; tar czf out-${inputs.x}.tgz .",
         "x=$(case a in a) echo ok;; esac) ${inputs.x}",
+        "x-${inputs.x}; ./tools/${inputs.x}.sh --check",
     ],
 )
 def test_harmless_forms_stay_accepted(command: str) -> None:

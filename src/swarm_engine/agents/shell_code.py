@@ -111,6 +111,7 @@ class _Command:
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
         self.operands = 0
         self.opted = False
+        self.exempt = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
         self.blind: Why | None = None  # past an option the check does not know
 
@@ -137,8 +138,9 @@ class _Command:
             )
 
     def word(self, word: _Word) -> None:
+        self.exempt = False  # the word is the command named by an expansion (`x-${v}`)
         self._read(word)
-        if self.blind is not None and word.refs and not word.whole:
+        if self.blind is not None and word.refs and not word.whole and not self.exempt:
             for pos in word.refs:
                 self.found.setdefault(pos, self.blind)
 
@@ -186,8 +188,9 @@ class _Command:
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
             self.opted = False  # an option came (then no old-style `tar xIf`)
-            if REF in word.text or EXPANSION in word.text:  # `$e "..."`, `"$S" -c '...'`
-                self._go_blind("", _NAMED_BY_EXPANSION)
+            if (REF in word.text or EXPANSION in word.text) and self.blind is None:
+                self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
+                self.exempt = True  # (what follows the name, not the name)
 
     def prog_optional(self) -> tuple[str, ...]:
         return self.prog.optional_code if self.prog else ()
