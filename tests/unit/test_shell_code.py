@@ -84,7 +84,8 @@ FRAGMENTS = ["$((", "))", "(", ")", "$(", "$${X:-", "$${#", "}", "{", "'", '"', 
 def test_a_reference_in_code_after_any_prefix_is_refused(prefix: str) -> None:
     """Whatever comes first, valid or not (an unclosed `$((`, a quote inside `${...}`, a
     stray backquote), the script of `sh -c` after it is never accepted: either the lexer
-    follows the prefix and sees the script, or it says it cannot."""
+    follows the prefix and sees the script, or it says it cannot. (Two newlines between:
+    a trailing backslash joins one line only, and a comment ends at the first.)"""
     assert check_command(prefix + "\n\n" + BAD) is not None
 
 
