@@ -4,7 +4,7 @@ each takes code (a shell's `-c` script, `perl -e`, an `awk` program), every opti
 `python3.11`, `vi` for `vim`), and which words may stand before a command.
 
 An option not listed for a covered program makes the check fail closed (`shell_code`'s
-`_Command.blind`); a program not listed here is not seen (docs/agents.md).
+`code_words.Command.blind`); a program not listed here is not seen (docs/agents.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ EXPANSION = "\x01"  # any other expansion ($X, $(...), `...`, ${...}, $((...)))
 @dataclass(frozen=True)
 class Program:
     """How a program takes code in its arguments, and every option it has (an option not
-    listed here makes the check fail closed: `_Command.blind`)."""
+    listed here makes the check fail closed: `code_words.Command.blind`)."""
 
     what: str  # "the script of", "the code of", "the program of"
     hint: str  # how to pass a value as data instead

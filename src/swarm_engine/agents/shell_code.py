@@ -25,13 +25,14 @@ option is data (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`). Beyond tell
 program that runs its arguments through a shell of its own (`ssh`, `su -c`, `watch`), or
 text piped into an interpreter.
 
-The check knows a list of programs (`PROGRAMS`, `PYTHON`; versioned names such as
+What each simple command does with its words is `agents/code_words.py`'s `Command`. The
+check knows a list of programs (`agents/code_programs.py`: `PROGRAMS`, `PYTHON`; versioned names such as
 `perl5.36.0` count; wrappers such as `timeout`, `sudo`, `xargs`) and every option of
 theirs, in each program's own syntax: which take an argument (`perl -I DIR`, `awk -W
 ARG`) and of what shape (`perl -l`/`-0` digits only, so `-lne` is `-l -n -e`), which take
 code (`perl -M`, `sed --expr`, a GNU abbreviation), which take none; clusters or whole
 words (`node -pe`); options after operands (GNU `sed`). After an option it does not know,
-a reference inside a larger word is refused (fail closed: `_Command.blind`); a command
+a reference inside a larger word is refused (fail closed: `Command.blind`); a command
 that defines an alias (`alias e=eval`) refuses every reference. For `git`, `make`, `tar`,
 `vim`, `gdb` only the options taking commands are known (`open_options`: the others are
 let be; a prefix of one of those is taken for it). Any program not on the list (`ssh`,
@@ -40,323 +41,16 @@ let be; a prefix of one of those is taken for it). Any program not on the list (
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from swarm_engine.agents.code_programs import (
-    ASSIGNMENT,
-    BEFORE_COMMAND,
-    EVAL_HINT,
     EXPANSION,
-    PROGRAMS,
     REF,
     VARIABLE,
-    WRAPPERS,
-    Program,
-    program_of,
 )
+from swarm_engine.agents.code_words import ALIAS, ALIAS_WHY, Command, Why, Word
 
-Why = tuple[str, str, str]
-"""Where a reference stands ("the script of `sh -c`"), how to pass it as data instead (a
-format string of `prog` and `path`), and the program."""
 MAX_NESTING = 100
 """The deepest `$(...)` / backquotes the parser follows (it recurses): a command nested
 deeper, with a reference in it, is refused (too deep to tell where the reference stands)."""
-
-
-@dataclass
-class _Word:
-    text: str = ""
-    refs: list[int] = field(default_factory=list)  # positions of the references in it
-
-    @property
-    def whole(self) -> bool:
-        """The word is exactly one reference (quoted or not)."""
-        return self.text == REF
-
-
-ALIAS = -1
-"""The key in `found` saying that the command defines an alias (`alias e=eval`, then `e
-...`): any word may then be code, so every reference in it is refused."""
-_ALIAS_WHY = (
-    "a command that defines an alias (`alias`), where any word may become code",
-    "define no alias in a command with a reference; write the program's name",
-    "alias",
-)
-_BLIND_HINT = "give it as a whole word of its own"
-_NAMED_BY_EXPANSION = (
-    "an argument of a command named by an expansion (it may be `eval` or a shell), so"
-    " possibly code",
-    "write the program's name, and " + _BLIND_HINT,
-    "",
-)
-
-
-class _Command:
-    """The words of one simple command, read one by one: which of them are code."""
-
-    def __init__(self, found: dict[int, Why]) -> None:
-        self.found = found
-        self.reset()
-
-    def reset(self) -> None:
-        self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip"
-        self.after_skip = ""  # the mode after a redirection's target
-        self.name = ""
-        self.prog: Program | None = None
-        self.switched = self.coded = self.ended = False
-        self.from_option = False  # the code word comes from an option (more may follow)
-        self.evaluated: list[_Word] = []
-        self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
-        self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
-        self.operands = 0
-        self.opted = False
-        self.exempt = False
-        self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
-        self.blind: Why | None = None  # past an option the check does not know
-
-    def _code(self, word: _Word, whole_allowed: bool = True) -> None:
-        if word.refs and not (whole_allowed and word.whole):
-            assert self.prog is not None
-            flag = self.prog.switch and f"-{self.prog.switch}"
-            flag = self.flag if self.from_option else flag
-            shown = f"{self.name} {flag}" if flag else self.name
-            why = (f"{self.prog.what} `{shown}`", self.prog.hint, self.name)
-            for pos in word.refs:
-                self.found.setdefault(pos, why)
-
-    def _go_blind(self, option: str, why: Why | None = None) -> None:
-        """Past an option this check does not know (it may take the next word, or make any
-        word code): every later partial reference of the command is refused."""
-        if self.blind is None:
-            option = option.replace(EXPANSION, "$...").replace(REF, "${...}")
-            self.blind = why or (
-                f"an argument of `{self.name}` after `{option}`, an option this check does"
-                " not know, so possibly code",
-                _BLIND_HINT,
-                self.name,
-            )
-
-    def word(self, word: _Word) -> None:
-        self.exempt = False  # the word is the command named by an expansion (`x-${v}`)
-        self._read(word)
-        if self.blind is not None and word.refs and not word.whole and not self.exempt:
-            for pos in word.refs:
-                self.found.setdefault(pos, self.blind)
-
-    def _read(self, word: _Word) -> None:
-        mode = self.mode
-        if mode == "skip":  # a redirection's target
-            self.mode = self.after_skip
-            return
-        if mode == "eval":
-            self.evaluated.append(word)
-            return
-        if mode == "code":
-            self._code(word)
-            self.coded = True
-            self.mode = "opts" if self.from_option else ""
-            if word.text.startswith("-") and self.flag in self.prog_optional():
-                self._option_or_operand(word)  # `node -p -e`: an option, not code
-            return
-        if mode == "arg":
-            self.mode = "opts"
-            return
-        if mode == "module":
-            self._module(word.text)
-            return
-        if mode == "opts":
-            self._option_or_operand(word)
-            return
-        first, self.first = self.first, False
-        if ASSIGNMENT.match(word.text):  # `X=v`: a variable (before a command), no program
-            self.first = first
-            return
-        if first and word.text in BEFORE_COMMAND:
-            self.first = True
-        elif first and word.text == "eval":
-            self.mode = "eval"
-            return
-        elif first and word.text == "alias":
-            self.found[ALIAS] = _ALIAS_WHY
-        after_wrapper = self.after_wrapper
-        self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
-        found = program_of(word.text, first or after_wrapper)
-        if found is not None:
-            self.name, self.prog = found
-            self.mode = "opts"
-            self.switched = self.coded = self.ended = self.from_option = False
-            self.operands = 0
-            self.opted = False  # an option came (then no old-style `tar xIf`)
-            if (REF in word.text or EXPANSION in word.text) and self.blind is None:
-                self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
-                self.exempt = True  # (what follows the name, not the name)
-
-    def prog_optional(self) -> tuple[str, ...]:
-        return self.prog.optional_code if self.prog else ()
-
-    def redirect(self) -> None:
-        """The next word is a redirection's target, not an argument."""
-        self.after_skip = self.mode
-        self.mode = "skip"
-
-    def _module(self, module: str) -> None:
-        """`python3 -m MODULE`: the rest are the module's arguments, code for some."""
-        assert self.prog is not None
-        self.mode = ""
-        if module in self.prog.code_modules:
-            self._go_blind(
-                "", (f"the code of `{self.name} -m {module}`", self.prog.hint, self.name)
-            )
-
-    def _option_or_operand(self, word: _Word) -> None:
-        prog = self.prog
-        assert prog is not None
-        text = word.text
-        starts = "-+" if prog.plus_options else "-"
-        if not self.ended and text == "--":
-            self.ended = True
-            return
-        if not self.ended and len(text) > 1 and text[0] in starts:
-            self.opted = True
-            self._option(word)
-            return
-        if not self.ended and text[:1] in (REF, EXPANSION):  # `sh $C '...'`: maybe `-c`
-            self._go_blind(
-                "",
-                (
-                    f"an argument of `{self.name}` after a word that is an expansion (it may"
-                    " be an option), so possibly code",
-                    _BLIND_HINT,
-                    self.name,
-                ),
-            )
-        old_style = prog.old_style and self.operands == 0 and not self.opted
-        if old_style and text.isalpha() and set(text) & set(prog.code_flags):
-            # `tar xIf PROG FILE`: the letters' arguments follow in order
-            why = f"an argument of `{self.name}` after `{text}`, old-style options one of"
-            self._go_blind("", (why + " which takes a command", _BLIND_HINT, self.name))
-        if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
-            if prog.assignments and ASSIGNMENT.match(text):
-                return
-            self.operands += 1
-            if self.operands < prog.command_operand and program_of(text, False) is None:
-                return  # (a word naming a program starts it, failing closed, as anywhere)
-            self.mode = ""
-            self.after_wrapper = True
-            self.word(_Word(word.text))  # its references were seen above
-            return
-        # the first operand
-        if self.switched or (prog.operand_code and not self.coded):
-            self.from_option = False
-            self._code(word)
-            self.coded = True
-        self.mode = "opts" if prog.permute else ""  # GNU sed: `sed p f -e '...'`
-
-    def _long(self, name: str) -> str:
-        """A long option's full name (GNU programs take a unique prefix: `--expr`). Where
-        only the code options are known (`open_options`), a prefix of one is taken for it
-        (failing closed: `tar --to-com`, `gdb -eval-comm`)."""
-        prog = self.prog
-        assert prog is not None
-        every = prog.code_long + prog.arg_long + prog.known_long
-        if name in every or not prog.abbrev:
-            return name
-        if prog.open_options:
-            return min((c for c in prog.code_long if c.startswith(name)), default=name)
-        matches = {full for full in every if full.startswith(name)}
-        return matches.pop() if len(matches) == 1 else name
-
-    def _option(self, word: _Word) -> None:
-        prog = self.prog
-        assert prog is not None
-        text = word.text
-        if prog.dash_long and not text.startswith("--") and len(text) > 2:
-            text = "-" + text
-        if prog is PROGRAMS["vim"] and text.startswith("+"):  # `vim +cmd`: a command
-            self.from_option, self.flag = True, "+"
-            self._code(word, whole_allowed=False)
-            return
-        if text.startswith("--") or prog.whole_words:
-            self._long_option(word, text)
-            return
-        i = 1
-        while i < len(text):
-            letter, rest = text[i], text[i + 1 :]
-            i += 1
-            if letter in prog.code_flags or letter in prog.rest_code:
-                self.from_option, self.flag = True, f"-{letter}"
-                if rest or letter in prog.rest_code:  # attached: `-e'...'`, `-Mstrict`
-                    self._code(word, whole_allowed=False)
-                    self.coded = True
-                else:
-                    self.mode = "code"
-                return
-            if letter in prog.file_flags:
-                self.coded = True
-            if letter == "m" and prog.code_modules:
-                if rest:
-                    self._module(rest)
-                else:
-                    self.mode = "module"
-                return
-            if letter in prog.arg_flags:
-                if not rest:
-                    self.mode = "arg"
-                return
-            if letter in prog.rest_flags:
-                return
-            counted = dict(prog.counted).get(letter)
-            if counted is not None:  # `perl -l0`, `-0777`: then more letters (`-lne`)
-                m = re.match(counted, rest)
-                i += m.end() if m else 0
-                continue
-            if letter == prog.switch and prog.switch:
-                self.switched = True
-            elif letter in (REF, EXPANSION) or not (
-                prog.open_options or letter in prog.known
-            ):  # unknown, a flag that is a value, or an expansion (`-$X`)
-                self._go_blind(text[0] + letter)
-                return
-
-    def _long_option(self, word: _Word, text: str) -> None:
-        """A long option (`--eval=...`), or any option of a program whose options are
-        whole words (`node -pe`)."""
-        prog = self.prog
-        assert prog is not None
-        given, eq, _ = text.partition("=")
-        if prog.whole_words:  # node: `--experimental_loader` is `--experimental-loader`
-            dashes = len(given) - len(given.lstrip("-"))
-            given = given[:dashes] + given[dashes:].replace("_", "-")
-        name = self._long(given)
-        if prog is PROGRAMS["vim"] and name.lower().startswith(("--cmd", "--remote")):
-            name = "--cmd"  # vim takes any word starting so, in any case
-        if name in prog.code_long:
-            self.from_option, self.flag = True, name
-            if eq:
-                self._code(word, whole_allowed=False)
-                self.coded = True
-            else:
-                self.mode = "code"
-        elif name in prog.arg_long:
-            if not eq:
-                self.mode = "arg"
-        elif (
-            (name not in prog.known_long and not prog.open_options)
-            or REF in given
-            or EXPANSION in given
-        ):
-            self._go_blind(given)
-
-    def end(self) -> None:
-        if self.mode == "eval" and self.evaluated:
-            whole = len(self.evaluated) == 1 and self.evaluated[0].whole
-            if not whole:
-                why = ("the arguments of `eval`", EVAL_HINT, "eval")
-                for word in self.evaluated:
-                    for pos in word.refs:
-                        self.found.setdefault(pos, why)
-        self.reset()
 
 
 class TooDeep(Exception):
@@ -370,7 +64,7 @@ telling."""
 
 
 class _Parser:
-    """Reads shell text into words and simple commands (`_Command`), with the positions of
+    """Reads shell text into words and simple commands (`Command`), with the positions of
     the references in `refs`. Where it cannot be sure where something ends, it stops and
     says why in `unsure` (failing closed: `code_references` refuses every reference)."""
 
@@ -394,8 +88,8 @@ class _Parser:
         the references seen."""
         s = self.s
         seen: list[int] = []
-        command = _Command(self.found)
-        word: _Word | None = None
+        command = Command(self.found)
+        word: Word | None = None
         depth = cases = 0  # open `(`; open `case` (whose patterns end with `)`)
 
         def end_word() -> None:
@@ -412,7 +106,7 @@ class _Parser:
         while i < len(s) and not self.stopped:
             c = s[i]
             if i in self.refs:
-                word = word or _Word()
+                word = word or Word()
                 word.text += REF
                 word.refs.append(i)
                 i += 1
@@ -448,7 +142,7 @@ class _Parser:
                 while i < len(s) and s[i] != "\n":
                     i += 1
             else:
-                word = word or _Word()
+                word = word or Word()
                 i = self.part(i, word)
         end_word()
         command.end()
@@ -456,7 +150,7 @@ class _Parser:
             i = self.give_up("a `$(` without its `)`")
         return i, seen
 
-    def part(self, i: int, word: _Word) -> int:
+    def part(self, i: int, word: Word) -> int:
         """One piece of a word at `i` (a character, an escape, a quoted string, an
         expansion) into `word`; the position after it."""
         s = self.s
@@ -473,7 +167,7 @@ class _Parser:
         word.text += c
         return i + 1
 
-    def single(self, i: int, word: _Word) -> int:
+    def single(self, i: int, word: Word) -> int:
         """A single-quoted string at `i`; the position after it."""
         end = self.s.find("'", i + 1)
         if end < 0:
@@ -486,7 +180,7 @@ class _Parser:
                 word.text += self.s[k]
         return end + 1
 
-    def double(self, i: int, word: _Word) -> int:
+    def double(self, i: int, word: Word) -> int:
         """A double-quoted string at `i`; the position after it."""
         s = self.s
         k = i + 1
@@ -507,12 +201,12 @@ class _Parser:
                 k += 1
         return self.give_up('a `"` without its closing quote')
 
-    def expansion(self, i: int, word: _Word, quoted: bool = False) -> int:
+    def expansion(self, i: int, word: Word, quoted: bool = False) -> int:
         """An expansion at `i` (`$X`, `$(...)`, `` `...` ``, `${...}`, `$((...))`, `$'...'`;
         a `$` starting none is a character) into `word`; the position after it. Inside
         double quotes when `quoted`."""
         s = self.s
-        inner = _Word()  # what an expansion holds: only its references count
+        inner = Word()  # what an expansion holds: only its references count
         if s.startswith("$((", i):
             after = self.arithmetic(i + 3, inner)
         elif s.startswith("$(", i):
@@ -537,7 +231,7 @@ class _Parser:
         word.text += EXPANSION
         return after
 
-    def nested(self, k: int, word: _Word, quoted: bool) -> int | None:
+    def nested(self, k: int, word: Word, quoted: bool) -> int | None:
         """A reference, escape, quoted string or expansion at `k` inside `${...}` or
         `$((...))` into `word`; the position after it, or None for another character."""
         s = self.s
@@ -557,7 +251,7 @@ class _Parser:
             return self.expansion(k, word, quoted)
         return None
 
-    def parameter(self, k: int, word: _Word, quoted: bool) -> int:
+    def parameter(self, k: int, word: Word, quoted: bool) -> int:
         """The inside of `${...}` from `k` (POSIX: quotes, escapes and expansions in it
         are followed; a `{` does not nest); the position after its `}`."""
         s = self.s
@@ -571,7 +265,7 @@ class _Parser:
                 k += 1
         return self.give_up("a `${` without its `}`")
 
-    def arithmetic(self, k: int, word: _Word) -> int:
+    def arithmetic(self, k: int, word: Word) -> int:
         """The inside of `$((...))` from `k`; the position after its matching `))`."""
         s = self.s
         depth = 0
@@ -593,7 +287,7 @@ class _Parser:
                 k += 1
         return self.give_up("a `$((` without its `))`")
 
-    def backquotes(self, k: int, word: _Word) -> int:
+    def backquotes(self, k: int, word: Word) -> int:
         """The inside of `` `...` `` from `k`: it ends at the first backquote not escaped,
         whatever the quotes in it (any reference there is refused: `shell_command`)."""
         s = self.s
@@ -607,7 +301,7 @@ class _Parser:
             k += 1
         return self.give_up("a backquote without its closing backquote")
 
-    def ansi(self, i: int, word: _Word) -> int:
+    def ansi(self, i: int, word: Word) -> int:
         """`$'...'` at `i` (bash, zsh, ksh: a backslash escapes a quote there; dash: a `$`,
         then a plain single-quoted string): where both readings end alike, it is quoted
         text; else the shell's reading is beyond telling."""
@@ -641,5 +335,5 @@ def code_references(pieces: list[str | None]) -> dict[int, Why]:
         where = f"a command this check cannot follow ({parser.unsure}), so possibly code"
         return dict.fromkeys(order.values(), (where, _UNSURE_HINT, ""))
     if ALIAS in parser.found:
-        return dict.fromkeys(order.values(), _ALIAS_WHY)
+        return dict.fromkeys(order.values(), ALIAS_WHY)
     return {order[pos]: why for pos, why in parser.found.items()}
