@@ -40,11 +40,13 @@ class Helper:
         env: Mapping[str, str],
         pass_fds: Sequence[int],
         stderr: int,
+        prefix: Sequence[str] = (),
     ) -> None:
         # a SIGKILLed engine leaves it running no longer: the kernel kills it then (set by
-        # `setpriv` in the forked child, kept across the exec; no Python runs in the child)
+        # `setpriv` in the forked child, kept across the exec; no Python runs in the child);
+        # `prefix` execs it in turn (the VM's memory cgroup joined: vm/memcap.py)
         self._proc = subprocess.Popen(
-            [setpriv, "--pdeathsig", "KILL", "--", *argv],
+            [*prefix, setpriv, "--pdeathsig", "KILL", "--", *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

@@ -514,9 +514,10 @@ class ProcessVM:
         def spawn(argv: Sequence[str], passed: Sequence[int], stderr: int) -> Helper:
             if self._destroyed:  # while its sandbox started: it runs no command any more
                 raise VMError(f"VM {self.id} is destroyed")
-            helper = Helper(
+            helper = Helper(  # in the VM's memory cgroup: what it buffers is the VM's
                 self.id, self.folder, argv, setpriv=host_tool("setpriv"),
                 env={"PATH": BASE_PATH}, pass_fds=passed, stderr=stderr,
+                prefix=self.memory.join_argv() if self.memory is not None else (),
             )  # fmt: skip
             helpers.append(helper)
             self._helpers.add(helper)
