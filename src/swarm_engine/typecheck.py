@@ -63,6 +63,10 @@ def value_shown(value: Any) -> str:
 
 
 def problem_line(where: str, value: Any, expected: str) -> str:
+    """`where: "64" is text, expected an integer`; a table or list is said once (`is a
+    list`), not by its kind twice."""
+    if isinstance(value, Mapping | list | tuple):
+        return f"{where}: {kind(value)} given, expected {expected}"
     return f"{where}: {value_shown(value)} is {kind(value)}, expected {expected}"
 
 

@@ -210,3 +210,14 @@ def test_the_cli_says_one_line_and_exits_5(tmp_path: Path) -> None:
         "error: setting backend_options.process.disk_mb: true is a boolean, expected an"
         f" integer (in config file {tmp_path / 'config.toml'})"
     ]
+
+
+def test_a_list_or_table_is_named_once() -> None:
+    """`memory_cap = ["cgroup"]` said "a list is a list": the kind is said once."""
+    from swarm_engine.typecheck import problem_line
+
+    assert problem_line("setting x", ["cgroup"], "text") == "setting x: a list given, expected text"
+    assert problem_line("setting x", {"a": 1}, "text") == "setting x: a table given, expected text"
+    assert problem_line("setting x", "64", "an integer") == (
+        "setting x: '64' is text, expected an integer"
+    )
