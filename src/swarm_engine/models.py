@@ -329,10 +329,22 @@ _TEXT_FIELDS = frozenset({"name", "version"})
 error says to quote it (the number may not say what was written: `1.10` reads as 1.1)."""
 
 
+_BOUND_TYPES = frozenset(
+    {"literal_error", "enum", "greater_than", "greater_than_equal", "less_than",
+     "less_than_equal", "finite_number", "multiple_of"}
+)  # fmt: skip
+"""Errors of a value of the right type but out of its range or choices: the line names the
+value given (`Input should be 'cgroup' or 'rlimit', not 'none'`)."""
+
+
 def _given(err: Any) -> str:
     """For a strict number or switch given as something else, what it was (shortened):
-    most often a number YAML read as text (`1e3`, `'30'`)."""
+    most often a number YAML read as text (`1e3`, `'30'`); for a value out of its range
+    or choices, that value."""
     given = err.get("input")
+    if err.get("type") in _BOUND_TYPES and isinstance(given, str | int | float):
+        shown = repr(given) if len(repr(given)) <= 40 else repr(given)[:37] + "..."
+        return f", not {shown}"
     if err.get("type") == "string_type" and isinstance(given, int | float):
         if isinstance(given, bool) or not err["loc"] or err["loc"][-1] not in _TEXT_FIELDS:
             return ""
