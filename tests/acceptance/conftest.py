@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import textwrap
@@ -8,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cli import query, swarm_inproc, wait_until
+from tests.support.cli import end_engine, query, swarm_inproc, wait_until
 
 
 @pytest.fixture
@@ -58,11 +57,7 @@ def engines() -> Iterator[list[subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
     yield procs
     for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        if p.stdout is not None:
-            p.stdout.close()
+        end_engine(p)
 
 
 def status_of(home: Path, tid: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import Target
-from tests.support.cli import start_engine, swarm, swarm_inproc, wait_until
+from tests.support.cli import end_engine, start_engine, swarm, swarm_inproc, wait_until
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
 
@@ -49,11 +49,7 @@ class Fleet:
 
     def close(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            if p.stdout is not None:
-                p.stdout.close()
+            end_engine(p)
 
 
 @pytest.fixture

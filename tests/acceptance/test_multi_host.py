@@ -243,8 +243,14 @@ def test_hosts_in_their_own_network_namespaces_reach_postgres_over_tcp(
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert probe.returncode != 0
+        # nsenter enters the network namespace alone (`ip netns exec` also remounts /sys,
+        # which hides the cgroup mounts: each VM's memory cgroup could not be had there)
         run_fleet(
-            tmp_path, admin, urls, [["ip", "netns", "exec", ns] for ns, _, _ in links], tickets=300
+            tmp_path,
+            admin,
+            urls,
+            [["nsenter", f"--net=/run/netns/{ns}", "--"] for ns, _, _ in links],
+            tickets=300,
         )
     finally:
         server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -63,6 +64,25 @@ def start_engine(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
 
 
 SHELL_TIMEOUT_MS = 10_000
+
+
+def end_engine(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """End a test's engine as a user would: SIGTERM (drain), SIGTERM again (abort), so
+    it closes its VMs and spare workspaces; SIGKILL of its process group only past
+    `timeout` (a killed engine leaves them for `cleanup`)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)  # sleep-ok: the second signal must come after the first's drain
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def sqlite_shell(db: Path, sql: str, *, busy_timeout_ms: int | None = SHELL_TIMEOUT_MS) -> str:
