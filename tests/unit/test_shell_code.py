@@ -155,6 +155,13 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ("setsid -f \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         ("stdbuf -o L \"$E\" 'echo ${inputs.x}'", "an argument of `stdbuf` after a word"),
         ("sudo -s 'echo ${inputs.x}'", "an argument of `sudo` after `-s`"),
+        # a wrapper's own options (and `--`, `env -`) come before its command word
+        ('command -p eval "echo ${inputs.x}"', "the arguments of `eval`"),
+        ('command -- eval "echo ${inputs.x}"', "the arguments of `eval`"),
+        ("S=sh; command -p -- \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("S=sh; time -p \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ('time -f %e -o t.txt eval "echo ${inputs.x}"', "the arguments of `eval`"),
+        ("S=sh; env - PATH=/bin \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         # old-style tar: the letters' arguments follow in order
         ("tar xIf 'gzip -d ${inputs.x}' a.tar", "an argument of `tar` after `xIf`, old-style"),
     ],

@@ -47,6 +47,7 @@ class Program:
     assignments: bool = False  # `NAME=value` words before the command (`env`, `sudo`)
     permute: bool = False  # options may follow operands (GNU getopt without `+`: sed)
     old_style: bool = False  # a first word of letters is options (`tar xIf PROG FILE`)
+    dash_option: bool = False  # a lone `-` is an option (`env -`, the same as `env -i`)
 
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -170,7 +171,7 @@ PROGRAMS: dict[str, Program] = {
         known_long=("--ignore-environment", "--null", "--debug", "--help", "--version",
                     "--default-signal", "--ignore-signal", "--block-signal",
                     "--list-signal-handling"),
-        abbrev=True, command_operand=1, assignments=True,
+        abbrev=True, command_operand=1, assignments=True, dash_option=True,
     ),
     "flock": Program(
         "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
@@ -288,6 +289,15 @@ BEFORE_COMMAND = frozenset(
 )
 """Words that may stand before a command name (with assignments): `eval` after them is
 the builtin."""
+PREFIX_OPTIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
+    # (flags, letters taking an argument, long options taking one, long flags): after
+    # these options (and `--`) the next word is still the command word (`command -p eval`)
+    "command": ("pvV", "", (), ()),
+    "builtin": ("", "", (), ()),
+    # bash's keyword takes `-p`; /usr/bin/time (dash): `+af:o:pqvV` and long forms
+    "time": ("apqvV", "fo", ("--format", "--output"), ("--append", "--portability",
+             "--quiet", "--verbose", "--version", "--help")),
+}  # fmt: skip
 EVAL_HINT = "use it as a word of its own, outside eval's code"
 
 

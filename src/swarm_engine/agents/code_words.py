@@ -14,6 +14,7 @@ from swarm_engine.agents.code_programs import (
     BEFORE_COMMAND,
     EVAL_HINT,
     EXPANSION,
+    PREFIX_OPTIONS,
     PROGRAMS,
     REF,
     WRAPPERS,
@@ -76,6 +77,8 @@ class Command:
         self.exempt = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
         self.blind: Why | None = None  # past an option the check does not know
+        self.prefix = ""  # `command`, `time`, `builtin` just read: their options come next
+        self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
 
     def _code(self, word: Word, whole_allowed: bool = True) -> None:
         if word.refs and not (whole_allowed and word.whole):
@@ -130,12 +133,15 @@ class Command:
         if mode == "opts":
             self._option_or_operand(word)
             return
+        if self.first and self.prefix and self._prefix_option(word.text):
+            return
         first, self.first = self.first, False
         if ASSIGNMENT.match(word.text):  # `X=v`: a variable (before a command), no program
             self.first = first
             return
         if first and word.text in BEFORE_COMMAND:
             self.first = True
+            self.prefix = word.text if word.text in PREFIX_OPTIONS else ""
         elif first and word.text == "eval":
             self.mode = "eval"
             return
@@ -153,6 +159,45 @@ class Command:
             if (REF in word.text or EXPANSION in word.text) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
                 self.exempt = True  # (what follows the name, not the name)
+
+    def _prefix_option(self, text: str) -> bool:
+        """An option of `command`, `time` or `builtin` (`command -p`, `time -f FMT`, `--`):
+        read, the next word is still the command word (`command -p eval ...`). False for
+        the command word itself."""
+        if self.prefix_arg:
+            self.prefix_arg = False
+            return True
+        if text == "--":
+            self.prefix = ""
+            return True
+        if len(text) < 2 or text[0] != "-":
+            self.prefix = ""
+            return False
+        flags, with_arg, long_arg, long_flags = PREFIX_OPTIONS[self.prefix]
+        if text.startswith("--"):
+            name, eq, _ = text.partition("=")
+            if name in long_arg and not eq:
+                self.prefix_arg = True
+            elif name not in long_arg + long_flags:
+                self._go_blind(text, self._prefix_blind(text))
+            return True
+        for i, letter in enumerate(text[1:], 1):
+            if letter in with_arg:
+                self.prefix_arg = i == len(text) - 1  # `-f FMT`, or attached: `-fFMT`
+                return True
+            if letter not in flags:
+                self._go_blind(text, self._prefix_blind(text))
+                return True
+        return True
+
+    def _prefix_blind(self, text: str) -> Why:
+        option = text.replace(EXPANSION, "$...").replace(REF, "${...}")
+        return (
+            f"an argument of `{self.prefix}` after `{option}`, an option this check does"
+            " not know, so possibly code",
+            _BLIND_HINT,
+            self.prefix,
+        )
 
     def prog_optional(self) -> tuple[str, ...]:
         return self.prog.optional_code if self.prog else ()
@@ -178,6 +223,8 @@ class Command:
         starts = "-+" if prog.plus_options else "-"
         if not self.ended and text == "--":
             self.ended = True
+            return
+        if not self.ended and text == "-" and prog.dash_option:  # `env -`: `env -i`
             return
         if not self.ended and len(text) > 1 and text[0] in starts:
             self.opted = True
