@@ -162,6 +162,13 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ("S=sh; time -p \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         ('time -f %e -o t.txt eval "echo ${inputs.x}"', "the arguments of `eval`"),
         ("S=sh; env - PATH=/bin \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        # `env -S STRING`: the string's words stand in its place (a program, its options)
+        ("env -S 'sh -c' 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("env -S\"sh -ec\" 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("env --split-string='sh -c' 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("env -iS 'perl -e' 'print \"${inputs.x}\"'", "the code of `perl -e`"),
+        ("env -S '-i sh -c' 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("env -S 'sh -c \"$0\"' 'a ${inputs.x}'", "an argument of `env` after `-S` with a"),
         # old-style tar: the letters' arguments follow in order
         ("tar xIf 'gzip -d ${inputs.x}' a.tar", "an argument of `tar` after `xIf`, old-style"),
     ],
@@ -187,6 +194,7 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "tar --checkpoint -cf out-${inputs.x}.tar .; tar czf out-${inputs.x}.tgz .",
         "x=$(case a in a) echo ok;; esac) ${inputs.x}",
         "x-${inputs.x}; ./tools/${inputs.x}.sh --check",
+        "env -S 'sh -c' 'echo \"$1\"' _ ${inputs.x}; env -S 'python3 m.py' x-${inputs.x}",
     ],
 )
 def test_harmless_forms_stay_accepted(command: str) -> None:

@@ -48,6 +48,8 @@ class Program:
     permute: bool = False  # options may follow operands (GNU getopt without `+`: sed)
     old_style: bool = False  # a first word of letters is options (`tar xIf PROG FILE`)
     dash_option: bool = False  # a lone `-` is an option (`env -`, the same as `env -i`)
+    split: tuple[str, ...] = ()  # options whose argument is split into more arguments
+    # (`env -S 'sh -c'`): read as words of the command in its place
 
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -172,6 +174,7 @@ PROGRAMS: dict[str, Program] = {
                     "--default-signal", "--ignore-signal", "--block-signal",
                     "--list-signal-handling"),
         abbrev=True, command_operand=1, assignments=True, dash_option=True,
+        split=("-S", "--split-string"),
     ),
     "flock": Program(
         "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),

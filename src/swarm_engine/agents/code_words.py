@@ -127,6 +127,9 @@ class Command:
         if mode == "arg":
             self.mode = "opts"
             return
+        if mode == "split":
+            self._split(word.text, word)
+            return
         if mode == "module":
             self._module(word.text)
             return
@@ -198,6 +201,22 @@ class Command:
             _BLIND_HINT,
             self.prefix,
         )
+
+    def _split(self, text: str, word: Word) -> None:
+        """The argument of `env -S` (in `word`): its words stand in its place, options of
+        `env` or a command and its arguments (`env -S 'sh -c' '...'`). One holding a
+        quote, an escape, a `$` or an expansion is beyond splitting here: a reference in
+        it is refused, as is every later partial one (fail closed)."""
+        self.mode = "opts"
+        if REF in text or EXPANSION in text or set(text) & set("'\"\\$#"):
+            self.from_option = True
+            self._code(word, whole_allowed=text == word.text)  # `env -S ${inputs.cmd}`
+            why = f"an argument of `{self.name}` after `{self.flag}` with a string this"
+            self._go_blind("", (why + " check does not split, so possibly code",
+                                _BLIND_HINT, self.name))  # fmt: skip
+            return
+        for piece in text.split():
+            self._read(Word(piece))
 
     def prog_optional(self) -> tuple[str, ...]:
         return self.prog.optional_code if self.prog else ()
@@ -293,6 +312,13 @@ class Command:
         while i < len(text):
             letter, rest = text[i], text[i + 1 :]
             i += 1
+            if f"-{letter}" in prog.split:  # `env -S 'sh -c'`, `-S"sh -c"`
+                self.flag = f"-{letter}"
+                if rest:
+                    self._split(rest, word)
+                else:
+                    self.mode = "split"
+                return
             if letter in prog.code_flags or letter in prog.rest_code:
                 self.from_option, self.flag = True, f"-{letter}"
                 if rest or letter in prog.rest_code:  # attached: `-e'...'`, `-Mstrict`
@@ -340,7 +366,13 @@ class Command:
         name = self._long(given)
         if prog is PROGRAMS["vim"] and name.lower().startswith(("--cmd", "--remote")):
             name = "--cmd"  # vim takes any word starting so, in any case
-        if name in prog.code_long:
+        if name in prog.split:
+            self.flag = name
+            if eq:
+                self._split(text.partition("=")[2], word)
+            else:
+                self.mode = "split"
+        elif name in prog.code_long:
             self.from_option, self.flag = True, name
             if eq:
                 self._code(word, whole_allowed=False)
