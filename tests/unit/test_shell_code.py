@@ -105,6 +105,21 @@ def test_a_reference_in_code_after_any_prefix_is_refused(prefix: str) -> None:
         ("perl -F -e 'print \"${inputs.x}\"'", "the code of `perl -e`"),
         ("perl -d -e 'print \"${inputs.x}\"'", "the code of `perl -e`"),
         ("perl '-Mstrict;print(q(${inputs.x}))' -e 1", "the code of `perl -M`"),
+        # `-d` takes only `t` and `:Mod` attached, `-V` only `:name`: `-de` is `-d -e`
+        ("perl -de 'print qq(${inputs.x})'", "the code of `perl -e`"),
+        ("perl -dte 'print qq(${inputs.x})'", "the code of `perl -e`"),
+        ("perl -Ve 'print qq(${inputs.x})'", "the code of `perl -e`"),
+        ("perl -d:Foo=${inputs.x} t.pl", "the code of `perl -d`"),
+        # an optional argument is taken only in its shape (`make -j 4`; vim `-es`, `-S`)
+        ("make -f /dev/null -j -E 'x: ; echo ${inputs.x}'", "the makefile text of `make -E`"),
+        ("make -l --eval 'x: ; echo ${inputs.x}'", "the makefile text of `make --eval`"),
+        ("make -j 4 -E 'x: ; echo ${inputs.x}'", "the makefile text of `make -E`"),
+        ("vim -Nes -c 'let v = \"${inputs.x}\"'", "the command of `vim -c`"),
+        ("vim -S -c 'let v = \"${inputs.x}\"'", "the command of `vim -c`"),
+        # modules that run another module or code
+        ("python3 -m cProfile -m timeit 'f(\"${inputs.x}\")'", "the code of `python3 -m cP"),
+        ("python3 -m trace --count -m timeit 'f(${inputs.x})'", "the code of `python3 -m tr"),
+        ("python3 -m runpy timeit 'f(${inputs.x})'", "the code of `python3 -m runpy`"),
         # ruby: `-W` one digit (or `:cat`), `-K` one letter, `-0` octal digits
         ("ruby -W0e 'puts \"${inputs.x}\"'", "the code of `ruby -e`"),
         ("ruby -Kue 'puts \"${inputs.x}\"'", "the code of `ruby -e`"),
@@ -194,6 +209,7 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "tar --checkpoint -cf out-${inputs.x}.tar .; tar czf out-${inputs.x}.tgz .",
         "x=$(case a in a) echo ok;; esac) ${inputs.x}",
         "x-${inputs.x}; ./tools/${inputs.x}.sh --check",
+        "perl -V:version x-${inputs.x}; perl -dt t.pl x-${inputs.x}; vim -S s.vim x-${inputs.x}",
         "env -S 'sh -c' 'echo \"$1\"' _ ${inputs.x}; env -S 'python3 m.py' x-${inputs.x}",
     ],
 )

@@ -48,6 +48,10 @@ class Program:
     permute: bool = False  # options may follow operands (GNU getopt without `+`: sed)
     old_style: bool = False  # a first word of letters is options (`tar xIf PROG FILE`)
     dash_option: bool = False  # a lone `-` is an option (`env -`, the same as `env -i`)
+    optional_args: tuple[tuple[str, str], ...] = ()  # (letter, regex): an optional
+    # argument, the rest of the word, or the next word if it fully matches (`make -j 4`)
+    rest_code_if: tuple[tuple[str, str], ...] = ()  # (letter, regex): the rest of the
+    # word is code when it starts so (`perl -d:Mod=...`); else `counted` reads the letter
     split: tuple[str, ...] = ()  # options whose argument is split into more arguments
     # (`env -S 'sh -c'`): read as words of the command in its place
 
@@ -74,10 +78,13 @@ SHELL_STRING = "give it as an argument of its own after the command string: {pro
 PROGRAMS: dict[str, Program] = {
     **dict.fromkeys(SHELLS, SHELL),
     "perl": Program(
-        # man perlrun: `-l`/`-0` take digits only, so `-lne` is `-l -n -e`
-        "the code of", ARGV.format(argv="@ARGV"), code_flags="eE", rest_code="MmFd",
-        arg_flags="I", rest_flags="ixCV", known="acfgnpsStTuUvwWXh?",
-        counted=(("0", r"x[0-9A-Fa-f]+|[0-7]*"), ("l", r"[0-7]*")),
+        # man perlrun, perl.c: `-l`/`-0` take digits only, so `-lne` is `-l -n -e`; `-d`
+        # takes `t` and `:Mod...` only, `-V` `:name` only, so `-de` is `-d -e`
+        "the code of", ARGV.format(argv="@ARGV"), code_flags="eE", rest_code="MmF",
+        arg_flags="I", rest_flags="ixC", known="acfgnpsStTuUvwWXh?",
+        counted=(("0", r"x[0-9A-Fa-f]+|[0-7]*"), ("l", r"[0-7]*"),
+                 ("d", r"t(?![A-Za-z0-9_])|"), ("V", r":.*|")),
+        rest_code_if=(("d", r"t?[:=]"),),
         known_long=("--help", "--version"),
     ),
     "ruby": Program(
@@ -200,7 +207,8 @@ PROGRAMS: dict[str, Program] = {
     ),
     "make": Program(
         "the makefile text of", BLIND_OPEN, code_flags="E", code_long=("--eval",),
-        arg_flags="CfIjloW", open_options=True, command_operand=99, abbrev=True,
+        arg_flags="CfIoW", open_options=True, command_operand=99, abbrev=True,
+        optional_args=(("j", r"[0-9]+"), ("l", r"[0-9.]+")),
     ),
     "tar": Program(
         "the command of", BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
@@ -210,7 +218,10 @@ PROGRAMS: dict[str, Program] = {
     ),
     "vim": Program(
         "the command of", BLIND_OPEN, code_flags="c", code_long=("--cmd",),
-        arg_flags="uUiTsSwWt", open_options=True, plus_options=True, command_operand=99,
+        # `-s` takes no argument in Ex mode (`-es`): read as taking none (failing closed);
+        # `-S` takes the next word unless it is an option (vim's main.c)
+        arg_flags="uUiTwWt", open_options=True, plus_options=True, command_operand=99,
+        optional_args=(("S", r"(?!-).*"),),
     ),
     "gdb": Program(
         # getopt_long_only: one dash or two, and any prefix (`-eval-comm`)
@@ -278,7 +289,9 @@ PYTHON = Program(
     "the code of", ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm",
     known="bBdEhiIOPqsSuvVxR?", arg_long=("--check-hash-based-pycs",),
     known_long=("--help", "--version", "--help-env", "--help-xoptions", "--help-all"),
-    code_modules=("timeit", "pdb"),
+    # modules that read code, or run another module or script given after their options
+    code_modules=("timeit", "pdb", "cProfile", "profile", "trace", "runpy", "idlelib",
+                  "idlelib.idle", "doctest"),
 )  # fmt: skip
 ALIASES = {"vi": "vim", "nvim": "vim", "ex": "vim", "view": "vim", "nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
             "gsed": "sed", "busybox-sh": "sh"}  # fmt: skip

@@ -77,6 +77,7 @@ class Command:
         self.exempt = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
         self.blind: Why | None = None  # past an option the check does not know
+        self.optional = ""  # the shape of an optional argument (`make -j`: digits)
         self.prefix = ""  # `command`, `time`, `builtin` just read: their options come next
         self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
 
@@ -132,6 +133,11 @@ class Command:
             return
         if mode == "module":
             self._module(word.text)
+            return
+        if mode == "optional":
+            self.mode = "opts"
+            if not re.fullmatch(self.optional, word.text):
+                self._option_or_operand(word)  # not the option's argument
             return
         if mode == "opts":
             self._option_or_operand(word)
@@ -319,6 +325,12 @@ class Command:
                 else:
                     self.mode = "split"
                 return
+            shape = dict(prog.rest_code_if).get(letter)
+            if shape is not None and re.match(shape, rest):  # `perl -d:Mod=...`
+                self.from_option, self.flag = True, f"-{letter}"
+                self._code(word, whole_allowed=False)
+                self.coded = True
+                return
             if letter in prog.code_flags or letter in prog.rest_code:
                 self.from_option, self.flag = True, f"-{letter}"
                 if rest or letter in prog.rest_code:  # attached: `-e'...'`, `-Mstrict`
@@ -338,6 +350,11 @@ class Command:
             if letter in prog.arg_flags:
                 if not rest:
                     self.mode = "arg"
+                return
+            optional = dict(prog.optional_args).get(letter)
+            if optional is not None:  # `make -j 4`, `make -j -E ...`: only of that shape
+                if not rest:
+                    self.mode, self.optional = "optional", optional
                 return
             if letter in prog.rest_flags:
                 return
