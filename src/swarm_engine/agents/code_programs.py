@@ -45,13 +45,15 @@ class Program:
     whole_words: bool = False  # each option a word of its own, no clusters (node `-pe`)
     optional_code: tuple[str, ...] = ()  # code options whose argument is optional
     assignments: bool = False  # `NAME=value` words before the command (`env`, `sudo`)
-    permute: bool = False  # options may follow operands (GNU getopt without `+`: sed)
+    permute: bool = False  # options may follow operands (GNU getopt without `+`: sed,
+    # tar, make, gdb; vim): a value there may be an option (`--to-command=...`)
     old_style: bool = False  # a first word of letters is options (`tar xIf PROG FILE`)
     dash_option: bool = False  # a lone `-` is an option (`env -`, the same as `env -i`)
     optional_args: tuple[tuple[str, str], ...] = ()  # (letter, regex): an optional
     # argument, the rest of the word, or the next word if it fully matches (`make -j 4`)
     rest_code_if: tuple[tuple[str, str], ...] = ()  # (letter, regex): the rest of the
     # word is code when it starts so (`perl -d:Mod=...`); else `counted` reads the letter
+    assignment_operands: bool = False  # an operand holding `=` is code (make: `x:=...`)
     split: tuple[str, ...] = ()  # options whose argument is split into more arguments
     # (`env -S 'sh -c'`): read as words of the command in its place
 
@@ -208,20 +210,22 @@ PROGRAMS: dict[str, Program] = {
     "make": Program(
         "the makefile text of", BLIND_OPEN, code_flags="E", code_long=("--eval",),
         arg_flags="CfIoW", open_options=True, command_operand=99, abbrev=True,
-        optional_args=(("j", r"[0-9]+"), ("l", r"[0-9.]+")),
+        optional_args=(("j", r"[0-9]+"), ("l", r"[0-9.]+")), permute=True,
+        assignment_operands=True,
     ),
     "tar": Program(
         "the command of", BLIND_OPEN, code_flags="IF", open_options=True, command_operand=99,
         code_long=("--checkpoint-action", "--to-command", "--use-compress-program",
                    "--info-script", "--new-volume-script", "--rmt-command", "--rsh-command"),
         arg_flags="bCfgHKLNTVX", known_long=("--checkpoint",), abbrev=True, old_style=True,
+        permute=True,
     ),
     "vim": Program(
         "the command of", BLIND_OPEN, code_flags="c", code_long=("--cmd",),
         # `-s` takes no argument in Ex mode (`-es`): read as taking none (failing closed);
         # `-S` takes the next word unless it is an option (vim's main.c)
         arg_flags="uUiTwWt", open_options=True, plus_options=True, command_operand=99,
-        optional_args=(("S", r"(?!-).*"),),
+        optional_args=(("S", r"(?!-).*"),), permute=True,
     ),
     "gdb": Program(
         # getopt_long_only: one dash or two, and any prefix (`-eval-comm`)
@@ -230,7 +234,7 @@ PROGRAMS: dict[str, Program] = {
                    "--early-init-eval-command", "--x", "--ix", "--eix", "--command",
                    "--init-command", "--early-init-command"),
         known_long=("--e", "--c", "--i", "--exec", "--core", "--interpreter"),
-        arg_flags="bDlecspdi", abbrev=True,
+        arg_flags="bDlecspdi", abbrev=True, permute=True,
     ),
     # wrappers: options of their own, then a command (`timeout 5 "$S" -c`)
     "timeout": Program(
@@ -315,6 +319,8 @@ PREFIX_OPTIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
              "--quiet", "--verbose", "--version", "--help")),
 }  # fmt: skip
 EVAL_HINT = "use it as a word of its own, outside eval's code"
+OPTION_HINT = "put `--` before it: {prog} ... -- ${{{path}}}"
+MAKE_HINT = 'read it from the environment in a recipe: "$$INPUT_<KEY>"'
 
 
 WRAPPERS = frozenset(("env", "exec", "nohup", "nice", "sudo", "doas", "xargs", "setsid",

@@ -14,6 +14,8 @@ from swarm_engine.agents.code_programs import (
     BEFORE_COMMAND,
     EVAL_HINT,
     EXPANSION,
+    MAKE_HINT,
+    OPTION_HINT,
     PREFIX_OPTIONS,
     PROGRAMS,
     REF,
@@ -255,6 +257,12 @@ class Command:
             self.opted = True
             self._option(word)
             return
+        if word.refs and prog.assignment_operands:  # make: `x-${v}` may be `x-:=$(...)`
+            why = f"an operand of `{self.name}`, where a word holding `=` is makefile code"
+            self._refuse(word, (why + " (`NAME:=$(shell ...)`)", MAKE_HINT, self.name))
+        elif self._may_be_option(word):  # `tar -xf a.tar ${v}`: `--to-command=...`
+            why = f"an argument of `{self.name}` where it reads options (a value may be one)"
+            self._refuse(word, (why + ", so possibly code", OPTION_HINT, self.name))
         if not self.ended and text[:1] in (REF, EXPANSION):  # `sh $C '...'`: maybe `-c`
             self._go_blind(
                 "",
@@ -286,6 +294,19 @@ class Command:
             self._code(word)
             self.coded = True
         self.mode = "opts" if prog.permute else ""  # GNU sed: `sed p f -e '...'`
+
+    def _may_be_option(self, word: Word) -> bool:
+        """An operand starting with a reference, which a program reading options after
+        its operands (`permute`) reads as an option if the value starts with `-`; not the
+        operand that is its code (`sed ${inputs.script} f`)."""
+        prog = self.prog
+        assert prog is not None
+        code_operand = self.switched or (prog.operand_code and not self.coded)
+        return prog.permute and not self.ended and word.text[:1] == REF and not code_operand
+
+    def _refuse(self, word: Word, why: Why) -> None:
+        for pos in word.refs:
+            self.found.setdefault(pos, why)
 
     def _long(self, name: str) -> str:
         """A long option's full name (GNU programs take a unique prefix: `--expr`). Where
