@@ -193,6 +193,11 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ("make -s NAME=${inputs.x}", "an operand of `make`, where a word holding `=`"),
         ("make x-${inputs.x}", "an operand of `make`, where a word holding `=`"),
         ("make -- ${inputs.x}", "an operand of `make`, where a word holding `=`"),
+        # a program not on the list (a wrapper) may run a word that is an expansion
+        ("S=sh; find . -exec \"$S\" -c 'echo ${inputs.x}' \\;", "an argument of `find` after"),
+        ("taskset 1 \"$S\" -c 'echo ${inputs.x}'", "an argument of `taskset` after a word"),
+        ("chroot / \"$S\" -c 'echo ${inputs.x}'", "an argument of `chroot` after a word"),
+        ("timeout 5 strace -f \"$S\" -c 'echo ${inputs.x}'", "an argument of `strace` after"),
         # old-style tar: the letters' arguments follow in order
         ("tar xIf 'gzip -d ${inputs.x}' a.tar", "an argument of `tar` after `xIf`, old-style"),
     ],
@@ -218,6 +223,8 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "tar --checkpoint -cf out-${inputs.x}.tar .; tar czf out-${inputs.x}.tgz .",
         "x=$(case a in a) echo ok;; esac) ${inputs.x}",
         "x-${inputs.x}; ./tools/${inputs.x}.sh --check",
+        'cp "$HOME/a" "out/${inputs.x}.txt"; echo "$X" -c "a ${inputs.x}"',
+        'python3 main.py "$HOME" "out/${inputs.x}.txt"',
         "tar -xf a.tar -- ${inputs.x}; sed -e p -- ${inputs.x}; make -C ${inputs.dir} all",
         "perl -V:version x-${inputs.x}; perl -dt t.pl x-${inputs.x}; vim -S s.vim x-${inputs.x}",
         "env -S 'sh -c' 'echo \"$1\"' _ ${inputs.x}; env -S 'python3 m.py' x-${inputs.x}",

@@ -323,6 +323,14 @@ OPTION_HINT = "put `--` before it: {prog} ... -- ${{{path}}}"
 MAKE_HINT = 'read it from the environment in a recipe: "$$INPUT_<KEY>"'
 
 
+NO_COMMAND = frozenset(("echo", "printf", "cat", "cp", "mv", "rm", "ln", "mkdir", "rmdir",
+                         "ls", "touch", "test", "[", "grep", "head", "tail", "wc", "sort",
+                         "uniq", "cut", "tr", "tee", "diff", "cmp", "chmod", "basename",
+                         "dirname", "realpath", "readlink", "stat", "mktemp", "base64",
+                         "jq", "curl", "wget", "read", "export", "local", "set", "unset",
+                         "cd", "return", "exit", "shift"))  # fmt: skip
+"""Programs that run none of their arguments: after one, a word that is an expansion
+(`echo "$X" -c "..."`) names no program it runs (any other program may: `find -exec`)."""
 WRAPPERS = frozenset(("env", "exec", "nohup", "nice", "sudo", "doas", "xargs", "setsid",
                        "stdbuf", "command", "builtin", "time"))  # fmt: skip
 """Programs whose next word may be the command they run: a word that is an expansion there

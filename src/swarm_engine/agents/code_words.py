@@ -15,6 +15,7 @@ from swarm_engine.agents.code_programs import (
     EVAL_HINT,
     EXPANSION,
     MAKE_HINT,
+    NO_COMMAND,
     OPTION_HINT,
     PREFIX_OPTIONS,
     PROGRAMS,
@@ -79,6 +80,7 @@ class Command:
         self.exempt = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
         self.blind: Why | None = None  # past an option the check does not know
+        self.unknown = ""  # the command is a program not on the list (`find`, `chroot`)
         self.optional = ""  # the shape of an optional argument (`make -j`: digits)
         self.prefix = ""  # `command`, `time`, `builtin` just read: their options come next
         self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
@@ -161,7 +163,13 @@ class Command:
         after_wrapper = self.after_wrapper
         self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
         found = program_of(word.text, first or after_wrapper)
+        if found is None and (first or after_wrapper):
+            runs = word.text.rsplit("/", 1)[-1] not in NO_COMMAND
+            self.unknown = word.text if runs else ""  # `find`, `taskset`; not `echo`
+        elif found is None and self.unknown and EXPANSION in word.text.rsplit("/", 1)[-1]:
+            self._go_blind("", self._unknown_blind())  # `find -exec "$S" -c '...'`
         if found is not None:
+            self.unknown = ""
             self.name, self.prog = found
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
@@ -200,6 +208,15 @@ class Command:
                 self._go_blind(text, self._prefix_blind(text))
                 return True
         return True
+
+    def _unknown_blind(self) -> Why:
+        name = self.unknown.replace(EXPANSION, "$...").replace(REF, "${...}")
+        return (
+            f"an argument of `{name}` after a word that is an expansion (it may name a"
+            f" shell or `eval` that `{name}` runs), so possibly code",
+            "write the program's name, and " + _BLIND_HINT,
+            name,
+        )
 
     def _prefix_blind(self, text: str) -> Why:
         option = text.replace(EXPANSION, "$...").replace(REF, "${...}")
