@@ -225,6 +225,7 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "x-${inputs.x}; ./tools/${inputs.x}.sh --check",
         'cp "$HOME/a" "out/${inputs.x}.txt"; echo "$X" -c "a ${inputs.x}"',
         'python3 main.py "$HOME" "out/${inputs.x}.txt"',
+        "a=(); (cd d && ls) ${inputs.x}",
         "tar -xf a.tar -- ${inputs.x}; sed -e p -- ${inputs.x}; make -C ${inputs.dir} all",
         "perl -V:version x-${inputs.x}; perl -dt t.pl x-${inputs.x}; vim -S s.vim x-${inputs.x}",
         "env -S 'sh -c' 'echo \"$1\"' _ ${inputs.x}; env -S 'python3 m.py' x-${inputs.x}",

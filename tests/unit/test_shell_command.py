@@ -159,6 +159,10 @@ CODE_WORDS = [
     # an alias may make any word code; an option the check does not know: fail closed
     ('alias e=eval\ne "echo ${inputs.v}"', "a command that defines an alias"),
     ("alias x='ls'; echo ${inputs.v}", "a command that defines an alias"),
+    # so may a shell function's body
+    ('run() { eval "$@"; }; run "echo ${inputs.v}"', "a command that defines a shell func"),
+    ('run () { sh -c "$1"; }\nrun "a ${inputs.v}"', "a command that defines a shell func"),
+    ('function run { eval "$@"; }; run ${inputs.v}', "a command that defines a shell func"),
     # the long tail: programs reading an option's argument as commands
     ('git -c alias.zz="!echo ${inputs.v}" zz', "the configuration of `git -c`"),
     ('make -f /dev/null --eval="x:;echo ${inputs.v}" x', "the makefile text of `make --eval`"),

@@ -49,6 +49,12 @@ ALIAS_WHY = (
     "define no alias in a command with a reference; write the program's name",
     "alias",
 )
+FUNCTION_WHY = (
+    "a command that defines a shell function (`f() { ...; }`), whose body may run any"
+    " argument as code",
+    "define no function in a command with a reference; write the program's name",
+    "function",
+)
 _BLIND_HINT = "give it as a whole word of its own"
 _NAMED_BY_EXPANSION = (
     "an argument of a command named by an expansion (it may be `eval` or a shell), so"
@@ -159,7 +165,9 @@ class Command:
             self.mode = "eval"
             return
         elif first and word.text == "alias":
-            self.found[ALIAS] = ALIAS_WHY
+            self.found.setdefault(ALIAS, ALIAS_WHY)
+        elif first and word.text == "function":  # bash, ksh: `function f { ...; }`
+            self.defines_function()
         after_wrapper = self.after_wrapper
         self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
         found = program_of(word.text, first or after_wrapper)
@@ -242,6 +250,11 @@ class Command:
             return
         for piece in text.split():
             self._read(Word(piece))
+
+    def defines_function(self) -> None:
+        """The command defines a shell function (`f() { eval "$@"; }`, then `f "..."`):
+        any word may then be code, as after an alias."""
+        self.found.setdefault(ALIAS, FUNCTION_WHY)
 
     def prog_optional(self) -> tuple[str, ...]:
         return self.prog.optional_code if self.prog else ()

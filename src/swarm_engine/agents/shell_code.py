@@ -33,7 +33,8 @@ ARG`) and of what shape (`perl -l`/`-0` digits only, so `-lne` is `-l -n -e`), w
 code (`perl -M`, `sed --expr`, a GNU abbreviation), which take none; clusters or whole
 words (`node -pe`); options after operands (GNU `sed`). After an option it does not know,
 a reference inside a larger word is refused (fail closed: `Command.blind`); a command
-that defines an alias (`alias e=eval`) refuses every reference. For `git`, `make`, `tar`,
+that defines an alias (`alias e=eval`) or a shell function (`f() { eval "$@"; }`)
+refuses every reference. For `git`, `make`, `tar`,
 `vim`, `gdb` only the options taking commands are known (`open_options`: the others are
 let be; a prefix of one of those is taken for it). Any program not on the list (`ssh`,
 `su -c`, `emacs --eval`) is not seen: docs/agents.md says so and gives the safe forms.
@@ -46,7 +47,7 @@ from swarm_engine.agents.code_programs import (
     REF,
     VARIABLE,
 )
-from swarm_engine.agents.code_words import ALIAS, ALIAS_WHY, Command, Why, Word
+from swarm_engine.agents.code_words import ALIAS, Command, Why, Word
 
 MAX_NESTING = 100
 """The deepest `$(...)` / backquotes the parser follows (it recurses): a command nested
@@ -120,6 +121,9 @@ class _Parser:
                 end_word()
                 i += 1
             elif c in "\n;&|()":
+                array = word is not None and word.text.endswith("=")  # bash: `a=()`
+                if c == "(" and not array and s[i + 1 :].lstrip(" \t").startswith(")"):
+                    command.defines_function()  # `f() { ...; }`, `f () ...`
                 end_word()
                 command.end()
                 if c == "(":
@@ -334,6 +338,6 @@ def code_references(pieces: list[str | None]) -> dict[int, Why]:
     if parser.unsure:
         where = f"a command this check cannot follow ({parser.unsure}), so possibly code"
         return dict.fromkeys(order.values(), (where, _UNSURE_HINT, ""))
-    if ALIAS in parser.found:
-        return dict.fromkeys(order.values(), ALIAS_WHY)
+    if ALIAS in parser.found:  # an alias or a function: any word may be code
+        return dict.fromkeys(order.values(), parser.found[ALIAS])
     return {order[pos]: why for pos, why in parser.found.items()}
