@@ -226,6 +226,10 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         'cp "$HOME/a" "out/${inputs.x}.txt"; echo "$X" -c "a ${inputs.x}"',
         'python3 main.py "$HOME" "out/${inputs.x}.txt"',
         "a=(); (cd d && ls) ${inputs.x}",
+        # after `python3 -c CODE` every word is sys.argv; a redirection's target no option
+        'python3 -c \'import sys\' "${inputs.x}" "${inputs.x}-s" > "o/${inputs.x}.txt"',
+        'node -e \'f()\' "${inputs.x}" > "out/${inputs.x}.txt"',
+        'perl -e \'f()\' "$HOME" 2> "out/${inputs.x}.txt"',
         "tar -xf a.tar -- ${inputs.x}; sed -e p -- ${inputs.x}; make -C ${inputs.dir} all",
         "perl -V:version x-${inputs.x}; perl -dt t.pl x-${inputs.x}; vim -S s.vim x-${inputs.x}",
         "env -S 'sh -c' 'echo \"$1\"' _ ${inputs.x}; env -S 'python3 m.py' x-${inputs.x}",

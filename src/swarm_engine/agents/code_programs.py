@@ -53,6 +53,7 @@ class Program:
     # argument, the rest of the word, or the next word if it fully matches (`make -j 4`)
     rest_code_if: tuple[tuple[str, str], ...] = ()  # (letter, regex): the rest of the
     # word is code when it starts so (`perl -d:Mod=...`); else `counted` reads the letter
+    code_ends_options: bool = False  # after the code every word is an argument (python)
     assignment_operands: bool = False  # an operand holding `=` is code (make: `x:=...`)
     split: tuple[str, ...] = ()  # options whose argument is split into more arguments
     # (`env -S 'sh -c'`): read as words of the command in its place
@@ -294,6 +295,7 @@ PYTHON = Program(
     known="bBdEhiIOPqsSuvVxR?", arg_long=("--check-hash-based-pycs",),
     known_long=("--help", "--version", "--help-env", "--help-xoptions", "--help-all"),
     # modules that read code, or run another module or script given after their options
+    code_ends_options=True,
     code_modules=("timeit", "pdb", "cProfile", "profile", "trace", "runpy", "idlelib",
                   "idlelib.idle", "doctest"),
 )  # fmt: skip

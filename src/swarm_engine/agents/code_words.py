@@ -115,8 +115,10 @@ class Command:
 
     def word(self, word: Word) -> None:
         self.exempt = False  # the word is the command named by an expansion (`x-${v}`)
+        target = self.mode == "skip"  # a redirection's target: never a program's argument
         self._read(word)
-        if self.blind is not None and word.refs and not word.whole and not self.exempt:
+        exempt = self.exempt or target
+        if self.blind is not None and word.refs and not word.whole and not exempt:
             for pos in word.refs:
                 self.found.setdefault(pos, self.blind)
 
@@ -131,7 +133,9 @@ class Command:
         if mode == "code":
             self._code(word)
             self.coded = True
-            self.mode = "opts" if self.from_option else ""
+            assert self.prog is not None
+            ends = self.prog.code_ends_options  # `python3 -c CODE`: then sys.argv only
+            self.mode = "opts" if self.from_option and not ends else ""
             if word.text.startswith("-") and self.flag in self.prog_optional():
                 self._option_or_operand(word)  # `node -p -e`: an option, not code
             return
