@@ -1,14 +1,15 @@
 """One simple command's words, read one by one (`Command`): which of them another
 program reads as code (the script of `sh -c`, the code of `perl -e`, the arguments of
-`eval`), by each program's options in its own syntax (`agents/code_programs.py`). The
-shell text is split into words and commands by `agents/shell_code.py`'s parser.
+`eval`), by each program's options in its own syntax (`agents/code_programs.py`, read by
+`agents/code_options.py`). The shell text is split into words and commands by
+`agents/shell_code.py`'s parser.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
+from swarm_engine.agents.code_options import BLIND_HINT, OptionReader, Why, Word
 from swarm_engine.agents.code_programs import (
     ASSIGNMENT,
     BEFORE_COMMAND,
@@ -18,28 +19,11 @@ from swarm_engine.agents.code_programs import (
     NO_COMMAND,
     OPTION_HINT,
     PREFIX_OPTIONS,
-    PROGRAMS,
     REF,
     WRAPPERS,
     Program,
     program_of,
 )
-
-Why = tuple[str, str, str]
-"""Where a reference stands ("the script of `sh -c`"), how to pass it as data instead (a
-format string of `prog` and `path`), and the program."""
-
-
-@dataclass
-class Word:
-    text: str = ""
-    refs: list[int] = field(default_factory=list)  # positions of the references in it
-
-    @property
-    def whole(self) -> bool:
-        """The word is exactly one reference (quoted or not)."""
-        return self.text == REF
-
 
 ALIAS = -1
 """The key in `found` saying that the command defines an alias (`alias e=eval`, then `e
@@ -55,16 +39,15 @@ FUNCTION_WHY = (
     "define no function in a command with a reference; write the program's name",
     "function",
 )
-_BLIND_HINT = "give it as a whole word of its own"
 _NAMED_BY_EXPANSION = (
     "an argument of a command named by an expansion (it may be `eval` or a shell), so"
     " possibly code",
-    "write the program's name, and " + _BLIND_HINT,
+    "write the program's name, and " + BLIND_HINT,
     "",
 )
 
 
-class Command:
+class Command(OptionReader):
     """The words of one simple command, read one by one: which of them are code."""
 
     def __init__(self, found: dict[int, Why]) -> None:
@@ -90,28 +73,6 @@ class Command:
         self.optional = ""  # the shape of an optional argument (`make -j`: digits)
         self.prefix = ""  # `command`, `time`, `builtin` just read: their options come next
         self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
-
-    def _code(self, word: Word, whole_allowed: bool = True) -> None:
-        if word.refs and not (whole_allowed and word.whole):
-            assert self.prog is not None
-            flag = self.prog.switch and f"-{self.prog.switch}"
-            flag = self.flag if self.from_option else flag
-            shown = f"{self.name} {flag}" if flag else self.name
-            why = (f"{self.prog.what} `{shown}`", self.prog.hint, self.name)
-            for pos in word.refs:
-                self.found.setdefault(pos, why)
-
-    def _go_blind(self, option: str, why: Why | None = None) -> None:
-        """Past an option this check does not know (it may take the next word, or make any
-        word code): every later partial reference of the command is refused."""
-        if self.blind is None:
-            option = option.replace(EXPANSION, "$...").replace(REF, "${...}")
-            self.blind = why or (
-                f"an argument of `{self.name}` after `{option}`, an option this check does"
-                " not know, so possibly code",
-                _BLIND_HINT,
-                self.name,
-            )
 
     def word(self, word: Word) -> None:
         self.exempt = False  # the word is the command named by an expansion (`x-${v}`)
@@ -226,7 +187,7 @@ class Command:
         return (
             f"an argument of `{name}` after a word that is an expansion (it may name a"
             f" shell or `eval` that `{name}` runs), so possibly code",
-            "write the program's name, and " + _BLIND_HINT,
+            "write the program's name, and " + BLIND_HINT,
             name,
         )
 
@@ -235,7 +196,7 @@ class Command:
         return (
             f"an argument of `{self.prefix}` after `{option}`, an option this check does"
             " not know, so possibly code",
-            _BLIND_HINT,
+            BLIND_HINT,
             self.prefix,
         )
 
@@ -250,7 +211,7 @@ class Command:
             self._code(word, whole_allowed=text == word.text)  # `env -S ${inputs.cmd}`
             why = f"an argument of `{self.name}` after `{self.flag}` with a string this"
             self._go_blind("", (why + " check does not split, so possibly code",
-                                _BLIND_HINT, self.name))  # fmt: skip
+                                BLIND_HINT, self.name))  # fmt: skip
             return
         for piece in text.split():
             self._read(Word(piece))
@@ -267,15 +228,6 @@ class Command:
         """The next word is a redirection's target, not an argument."""
         self.after_skip = self.mode
         self.mode = "skip"
-
-    def _module(self, module: str) -> None:
-        """`python3 -m MODULE`: the rest are the module's arguments, code for some."""
-        assert self.prog is not None
-        self.mode = ""
-        if module in self.prog.code_modules:
-            self._go_blind(
-                "", (f"the code of `{self.name} -m {module}`", self.prog.hint, self.name)
-            )
 
     def _option_or_operand(self, word: Word) -> None:
         prog = self.prog
@@ -303,7 +255,7 @@ class Command:
                 (
                     f"an argument of `{self.name}` after a word that is an expansion (it may"
                     " be an option), so possibly code",
-                    _BLIND_HINT,
+                    BLIND_HINT,
                     self.name,
                 ),
             )
@@ -311,7 +263,7 @@ class Command:
         if old_style and text.isalpha() and set(text) & set(prog.code_flags):
             # `tar xIf PROG FILE`: the letters' arguments follow in order
             why = f"an argument of `{self.name}` after `{text}`, old-style options one of"
-            self._go_blind("", (why + " which takes a command", _BLIND_HINT, self.name))
+            self._go_blind("", (why + " which takes a command", BLIND_HINT, self.name))
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
             if prog.assignments and ASSIGNMENT.match(text):
                 return
@@ -337,129 +289,6 @@ class Command:
         assert prog is not None
         code_operand = self.switched or (prog.operand_code and not self.coded)
         return prog.permute and not self.ended and word.text[:1] == REF and not code_operand
-
-    def _refuse(self, word: Word, why: Why) -> None:
-        for pos in word.refs:
-            self.found.setdefault(pos, why)
-
-    def _long(self, name: str) -> str:
-        """A long option's full name (GNU programs take a unique prefix: `--expr`). Where
-        only the code options are known (`open_options`), a prefix of one is taken for it
-        (failing closed: `tar --to-com`, `gdb -eval-comm`)."""
-        prog = self.prog
-        assert prog is not None
-        every = prog.code_long + prog.arg_long + prog.known_long
-        if name in every or not prog.abbrev:
-            return name
-        if prog.open_options:
-            return min((c for c in prog.code_long if c.startswith(name)), default=name)
-        matches = {full for full in every if full.startswith(name)}
-        return matches.pop() if len(matches) == 1 else name
-
-    def _option(self, word: Word) -> None:
-        prog = self.prog
-        assert prog is not None
-        text = word.text
-        if prog.dash_long and not text.startswith("--") and len(text) > 2:
-            text = "-" + text
-        if prog is PROGRAMS["vim"] and text.startswith("+"):  # `vim +cmd`: a command
-            self.from_option, self.flag = True, "+"
-            self._code(word, whole_allowed=False)
-            return
-        if text.startswith("--") or prog.whole_words:
-            self._long_option(word, text)
-            return
-        i = 1
-        while i < len(text):
-            letter, rest = text[i], text[i + 1 :]
-            i += 1
-            if f"-{letter}" in prog.split:  # `env -S 'sh -c'`, `-S"sh -c"`
-                self.flag = f"-{letter}"
-                if rest:
-                    self._split(rest, word)
-                else:
-                    self.mode = "split"
-                return
-            shape = dict(prog.rest_code_if).get(letter)
-            if shape is not None and re.match(shape, rest):  # `perl -d:Mod=...`
-                self.from_option, self.flag = True, f"-{letter}"
-                self._code(word, whole_allowed=False)
-                self.coded = True
-                return
-            if letter in prog.code_flags or letter in prog.rest_code:
-                self.from_option, self.flag = True, f"-{letter}"
-                if rest or letter in prog.rest_code:  # attached: `-e'...'`, `-Mstrict`
-                    self._code(word, whole_allowed=False)
-                    self.coded = True
-                else:
-                    self.mode = "code"
-                return
-            if letter in prog.file_flags:
-                self.coded = True
-            if letter == "m" and prog.code_modules:
-                if rest:
-                    self._module(rest)
-                else:
-                    self.mode = "module"
-                return
-            if letter in prog.arg_flags:
-                if not rest:
-                    self.mode = "arg"
-                return
-            optional = dict(prog.optional_args).get(letter)
-            if optional is not None:  # `make -j 4`, `make -j -E ...`: only of that shape
-                if not rest:
-                    self.mode, self.optional = "optional", optional
-                return
-            if letter in prog.rest_flags:
-                return
-            counted = dict(prog.counted).get(letter)
-            if counted is not None:  # `perl -l0`, `-0777`: then more letters (`-lne`)
-                m = re.match(counted, rest)
-                i += m.end() if m else 0
-                continue
-            if letter == prog.switch and prog.switch:
-                self.switched = True
-            elif letter in (REF, EXPANSION) or not (
-                prog.open_options or letter in prog.known
-            ):  # unknown, a flag that is a value, or an expansion (`-$X`)
-                self._go_blind(text[0] + letter)
-                return
-
-    def _long_option(self, word: Word, text: str) -> None:
-        """A long option (`--eval=...`), or any option of a program whose options are
-        whole words (`node -pe`)."""
-        prog = self.prog
-        assert prog is not None
-        given, eq, _ = text.partition("=")
-        if prog.whole_words:  # node: `--experimental_loader` is `--experimental-loader`
-            dashes = len(given) - len(given.lstrip("-"))
-            given = given[:dashes] + given[dashes:].replace("_", "-")
-        name = self._long(given)
-        if prog is PROGRAMS["vim"] and name.lower().startswith(("--cmd", "--remote")):
-            name = "--cmd"  # vim takes any word starting so, in any case
-        if name in prog.split:
-            self.flag = name
-            if eq:
-                self._split(text.partition("=")[2], word)
-            else:
-                self.mode = "split"
-        elif name in prog.code_long:
-            self.from_option, self.flag = True, name
-            if eq:
-                self._code(word, whole_allowed=False)
-                self.coded = True
-            else:
-                self.mode = "code"
-        elif name in prog.arg_long:
-            if not eq:
-                self.mode = "arg"
-        elif (
-            (name not in prog.known_long and not prog.open_options)
-            or REF in given
-            or EXPANSION in given
-        ):
-            self._go_blind(given)
 
     def end(self) -> None:
         if self.mode == "eval" and self.evaluated:

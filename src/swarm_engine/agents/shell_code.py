@@ -25,7 +25,8 @@ option is data (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`). Beyond tell
 program that runs its arguments through a shell of its own (`ssh`, `su -c`, `watch`), or
 text piped into an interpreter.
 
-What each simple command does with its words is `agents/code_words.py`'s `Command`. The
+What each simple command does with its words is `agents/code_words.py`'s `Command`
+(a program's options: `agents/code_options.py`). The
 check knows a list of programs (`agents/code_programs.py`: `PROGRAMS`, `PYTHON`; versioned names such as
 `perl5.36.0` count; wrappers such as `timeout`, `sudo`, `xargs`) and every option of
 theirs, in each program's own syntax: which take an argument (`perl -I DIR`, `awk -W
@@ -42,12 +43,13 @@ let be; a prefix of one of those is taken for it). Any program not on the list (
 
 from __future__ import annotations
 
+from swarm_engine.agents.code_options import Why, Word
 from swarm_engine.agents.code_programs import (
     EXPANSION,
     REF,
     VARIABLE,
 )
-from swarm_engine.agents.code_words import ALIAS, Command, Why, Word
+from swarm_engine.agents.code_words import ALIAS, Command
 
 MAX_NESTING = 100
 """The deepest `$(...)` / backquotes the parser follows (it recurses): a command nested
