@@ -210,7 +210,7 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         'echo "$X" -c "a ${inputs.v}"',
         # options known to take an argument, or none: the words after them are data
         "perl -I lib script.pl --name=x-${inputs.v}",
-        "perl -ne 'print' ${inputs.v}; ruby -rjson tool.rb a-${inputs.v}",
+        "perl -ne 'print' -- ${inputs.v}; ruby -rjson tool.rb a-${inputs.v}",
         "python3 -u -W ignore tool.py -c x-${inputs.v}; python3 -m mytool --n x-${inputs.v}",
         "node --no-warnings app.js --x=y-${inputs.v}",
         "sed -i.bak --expression=s/a/b/ f-${inputs.v}; sed -n p f-${inputs.v}",

@@ -58,6 +58,13 @@ class Program:
     split: tuple[str, ...] = ()  # options whose argument is split into more arguments
     # (`env -S 'sh -c'`): read as words of the command in its place
 
+    @property
+    def reads_code(self) -> bool:
+        """Some option or operand of the program is code (not a wrapper's own options)."""
+        return bool(self.code_flags or self.code_long or self.rest_code or self.switch
+                    or self.split or self.code_modules or self.operand_code
+                    or self.rest_code_if)  # fmt: skip
+
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SHELL = Program(
@@ -77,13 +84,14 @@ SHELLS = ("sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "
            "posh", "fish", "csh", "tcsh")  # fmt: skip
 BLIND_OPEN = "give it as a whole word of its own, or read $INPUT_<KEY> there"
 ARGV = "pass it as an argument after the code and read it there ({argv})"
+ARGV_DASHES = "pass it as an argument after the code and `--`, and read it there ({argv})"
 SHELL_STRING = "give it as an argument of its own after the command string: {prog} ... ${{{path}}}"
 PROGRAMS: dict[str, Program] = {
     **dict.fromkeys(SHELLS, SHELL),
     "perl": Program(
         # man perlrun, perl.c: `-l`/`-0` take digits only, so `-lne` is `-l -n -e`; `-d`
         # takes `t` and `:Mod...` only, `-V` `:name` only, so `-de` is `-d -e`
-        "the code of", ARGV.format(argv="@ARGV"), code_flags="eE", rest_code="MmF",
+        "the code of", ARGV_DASHES.format(argv="@ARGV"), code_flags="eE", rest_code="MmF",
         arg_flags="I", rest_flags="ixC", known="acfgnpsStTuUvwWXh?",
         counted=(("0", r"x[0-9A-Fa-f]+|[0-7]*"), ("l", r"[0-7]*"),
                  ("d", r"t(?![A-Za-z0-9_])|"), ("V", r":.*|")),
@@ -92,7 +100,7 @@ PROGRAMS: dict[str, Program] = {
     ),
     "ruby": Program(
         # ruby --help: `-0`, `-W`, `-T` take digits, `-K` one letter, then more letters
-        "the code of", ARGV.format(argv="ARGV"), code_flags="e", arg_flags="rICE",
+        "the code of", ARGV_DASHES.format(argv="ARGV"), code_flags="e", arg_flags="rICE",
         rest_flags="xFi", known="acdlnpsSUvwyh",
         counted=(("0", r"[0-7]{0,4}"), ("W", r":.*|[0-7]?"), ("K", r"."), ("T", r"[0-7]{0,2}")),
         arg_long=("--enable", "--disable", "--encoding", "--external-encoding",
@@ -102,7 +110,7 @@ PROGRAMS: dict[str, Program] = {
     ),
     "node": Program(
         "the code of",
-        ARGV.format(argv="process.argv"),
+        ARGV_DASHES.format(argv="process.argv"),
         # node --help: every option a word of its own (`-pe` is `--print --eval`)
         whole_words=True,
         optional_code=("-p", "--print"),
@@ -117,7 +125,7 @@ PROGRAMS: dict[str, Program] = {
                     "--watch", "--no-deprecation", "--trace-deprecation", "--expose-gc"),
     ),
     "php": Program(
-        "the code of", ARGV.format(argv="$argv"), code_flags="rBRE", arg_flags="cdfztSF",
+        "the code of", ARGV_DASHES.format(argv="$argv"), code_flags="rBRE", arg_flags="cdfztSF",
         file_flags="fF", known="aCehHilmnqsvw",
         code_long=("--run", "--process-begin", "--process-code", "--process-end"),
         arg_long=("--php-ini", "--define", "--file", "--process-file", "--rf", "--rc", "--re",
@@ -196,7 +204,7 @@ PROGRAMS: dict[str, Program] = {
     ),
     "script": Program(
         "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
-        arg_flags="EIOBTmo",
+        permute=True, arg_flags="EIOBTmo",
         arg_long=("--echo", "--log-in", "--log-out", "--log-io", "--log-timing",
                   "--logging-format", "--output-limit"),
         known="aefqhV", rest_flags="t",

@@ -65,6 +65,7 @@ class Command(OptionReader):
         self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
         self.operands = 0
+        self.operated = False
         self.opted = False
         self.exempt = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
@@ -147,6 +148,7 @@ class Command(OptionReader):
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
+            self.operated = False  # an operand came (then options end, but for `permute`)
             self.opted = False  # an option came (then no old-style `tar xIf`)
             if (REF in word.text or EXPANSION in word.text) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
@@ -243,10 +245,11 @@ class Command(OptionReader):
             self.opted = True
             self._option(word)
             return
+        first_operand, self.operated = not self.operated, True
         if word.refs and prog.assignment_operands:  # make: `x-${v}` may be `x-:=$(...)`
             why = f"an operand of `{self.name}`, where a word holding `=` is makefile code"
             self._refuse(word, (why + " (`NAME:=$(shell ...)`)", MAKE_HINT, self.name))
-        elif self._may_be_option(word):  # `tar -xf a.tar ${v}`: `--to-command=...`
+        elif self._may_be_option(word, first_operand):  # `tar -xf a.tar ${v}`
             why = f"an argument of `{self.name}` where it reads options (a value may be one)"
             self._refuse(word, (why + ", so possibly code", OPTION_HINT, self.name))
         if not self.ended and text[:1] in (REF, EXPANSION):  # `sh $C '...'`: maybe `-c`
@@ -281,14 +284,23 @@ class Command(OptionReader):
             self.coded = True
         self.mode = "opts" if prog.permute else ""  # GNU sed: `sed p f -e '...'`
 
-    def _may_be_option(self, word: Word) -> bool:
-        """An operand starting with a reference, which a program reading options after
-        its operands (`permute`) reads as an option if the value starts with `-`; not the
-        operand that is its code (`sed ${inputs.script} f`)."""
+    def _may_be_option(self, word: Word, first_operand: bool) -> bool:
+        """A word starting with a reference where a program that reads code reads options
+        (its first operand, or any for one reading options after operands: `permute`), so
+        an option if the value starts with `-` (`perl -e '...' ${v}` with `-e...`, `tar
+        -xf a.tar ${v}` with `--to-command=...`); not the operand that is its code (`sed
+        ${inputs.script} f`)."""
         prog = self.prog
         assert prog is not None
         code_operand = self.switched or (prog.operand_code and not self.coded)
-        return prog.permute and not self.ended and word.text[:1] == REF and not code_operand
+        where = prog.permute or first_operand
+        return (
+            where
+            and prog.reads_code
+            and not self.ended
+            and word.text[:1] == REF
+            and not code_operand
+        )
 
     def end(self) -> None:
         if self.mode == "eval" and self.evaluated:
