@@ -232,6 +232,7 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         'cp "$HOME/a" "out/${inputs.x}.txt"; echo "$X" -c "a ${inputs.x}"',
         'python3 main.py "$HOME" "out/${inputs.x}.txt"',
         "a=(); (cd d && ls) ${inputs.x}",
+        'tar xzf "${inputs.x}.tgz"; tar cf ${inputs.x} .; tar xCf ${inputs.d} a.tar f',
         "awk '{ print }' ${inputs.x}; python3 -c 'f()' ${inputs.x}; env A=1 ${inputs.x}",
         # after `python3 -c CODE` every word is sys.argv; a redirection's target no option
         'python3 -c \'import sys\' "${inputs.x}" "${inputs.x}-s" > "o/${inputs.x}.txt"',

@@ -66,6 +66,7 @@ class Command(OptionReader):
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
         self.operands = 0
         self.operated = False
+        self.args_due = 0  # words still due as old-style options' arguments
         self.opted = False
         self.exempt = False
         self.flag = ""  # the option whose argument is code (`-e`, `--expression`)
@@ -149,6 +150,7 @@ class Command(OptionReader):
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
             self.operated = False  # an operand came (then options end, but for `permute`)
+            self.args_due = 0
             self.opted = False  # an option came (then no old-style `tar xIf`)
             if (REF in word.text or EXPANSION in word.text) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
@@ -236,6 +238,9 @@ class Command(OptionReader):
         assert prog is not None
         text = word.text
         starts = "-+" if prog.plus_options else "-"
+        if self.args_due:  # an argument of old-style options (`tar czf OUT.tgz`)
+            self.args_due -= 1
+            return
         if not self.ended and text == "--":
             self.ended = True
             return
@@ -267,6 +272,8 @@ class Command(OptionReader):
             # `tar xIf PROG FILE`: the letters' arguments follow in order
             why = f"an argument of `{self.name}` after `{text}`, old-style options one of"
             self._go_blind("", (why + " which takes a command", BLIND_HINT, self.name))
+        elif old_style and text.isalpha():  # `tar xzf FILE`: FILE is `f`'s argument
+            self.args_due = sum(letter in prog.arg_flags for letter in text)
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
             if prog.assignments and ASSIGNMENT.match(text):
                 return
