@@ -18,27 +18,33 @@ differently), every reference of the command is refused (`_Parser.give_up`). Any
 start such a program (`env sh -c`, `timeout 5 bash -c`, `find -exec sh -c`, `docker run
 img sh -c`): failing closed, a reference is refused even where such a word is only an
 argument (`echo sh -c 'x ${inputs.v}'`). A command word that is an expansion is read as
-a shell (`"$SHELL" -c`, `timeout 5 "$S" -c`); as it may as well be `eval`, every later
-partial reference of the command is refused, as is one after an expansion standing where
-an option of a covered program may (`sh $C '...'`, `perl "$E" '...'`). The argument of an
-option is data (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`). Beyond telling: a
-program that runs its arguments through a shell of its own (`ssh`, `su -c`, `watch`), or
-text piped into an interpreter.
+a shell (`"$SHELL" -c`, `timeout 5 "$S" -c`, after a wrapper's options: `command -p`,
+`time -p`, `env -`); as it may as well be `eval`, every later partial reference of the
+command is refused, as is one after an expansion standing where an option of a covered
+program may (`sh $C '...'`, `perl "$E" '...'`) or an argument that is an expansion of a
+program not on the list (`find -exec "$S" -c`). A reference starting a word where a
+program that reads code reads options is refused (`perl -e '...' ${v}`, `tar -xf a.tar
+${v}`: a value `-e...` or `--to-command=...` is an option; `--` first ends that), and any
+in an operand of `make` (`NAME=value` is makefile code). The argument of an option is
+data (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`), as is a redirection's target.
+Beyond telling: a program that runs its arguments through a shell of its own (`ssh`,
+`su -c`, `watch`), or text piped into an interpreter.
 
-What each simple command does with its words is `agents/code_words.py`'s `Command`
-(a program's options: `agents/code_options.py`). The
-check knows a list of programs (`agents/code_programs.py`: `PROGRAMS`, `PYTHON`; versioned names such as
-`perl5.36.0` count; wrappers such as `timeout`, `sudo`, `xargs`) and every option of
-theirs, in each program's own syntax: which take an argument (`perl -I DIR`, `awk -W
-ARG`) and of what shape (`perl -l`/`-0` digits only, so `-lne` is `-l -n -e`), which take
-code (`perl -M`, `sed --expr`, a GNU abbreviation), which take none; clusters or whole
-words (`node -pe`); options after operands (GNU `sed`). After an option it does not know,
-a reference inside a larger word is refused (fail closed: `Command.blind`); a command
-that defines an alias (`alias e=eval`) or a shell function (`f() { eval "$@"; }`)
-refuses every reference. For `git`, `make`, `tar`,
-`vim`, `gdb` only the options taking commands are known (`open_options`: the others are
-let be; a prefix of one of those is taken for it). Any program not on the list (`ssh`,
-`su -c`, `emacs --eval`) is not seen: docs/agents.md says so and gives the safe forms.
+What each simple command does with its words is `agents/code_words.py`'s `Command` (a
+program's options: `agents/code_options.py`). The check knows a list of programs
+(`agents/code_programs.py`: `PROGRAMS`, `PYTHON`; versioned names such as `perl5.36.0`
+count; wrappers such as `timeout`, `sudo`, `xargs`) and every option of theirs, in each
+program's own syntax: which take an argument (`perl -I DIR`, `awk -W ARG`), of what shape
+(`perl -l`/`-0` digits only, so `-lne` is `-l -n -e`; `perl -d` only `t`/`:Mod`), and
+whether it is optional (`make -j [N]`), which take code (`perl -M`, `sed --expr`, a GNU
+abbreviation), which take none; clusters or whole words (`node -pe`); options after
+operands (GNU `sed`, `tar`, `make`); the words `env -S` splits. After an option it does
+not know, a reference inside a larger word is refused (fail closed: `Command.blind`); a
+command that defines an alias (`alias e=eval`) or a shell function (`f() { eval "$@";
+}`) refuses every reference. For `git`, `make`, `tar`, `vim`, `gdb` only the options
+taking commands are known (`open_options`: the others are let be; a prefix of one of
+those is taken for it). Any program not on the list (`ssh`, `su -c`, `emacs --eval`) is
+not seen: docs/agents.md says so and gives the safe forms.
 """
 
 from __future__ import annotations
