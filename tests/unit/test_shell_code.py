@@ -116,6 +116,7 @@ def test_a_reference_in_code_after_any_prefix_is_refused(prefix: str) -> None:
         ("make -j 4 -E 'x: ; echo ${inputs.x}'", "the makefile text of `make -E`"),
         ("vim -Nes -c 'let v = \"${inputs.x}\"'", "the command of `vim -c`"),
         ("vim -S -c 'let v = \"${inputs.x}\"'", "the command of `vim -c`"),
+        ("vim -S ${inputs.x}", "an argument of `vim` where it reads options"),
         # modules that run another module or code
         ("python3 -m cProfile -m timeit 'f(\"${inputs.x}\")'", "the code of `python3 -m cP"),
         ("python3 -m trace --count -m timeit 'f(${inputs.x})'", "the code of `python3 -m tr"),

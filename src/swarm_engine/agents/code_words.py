@@ -113,7 +113,8 @@ class Command(OptionReader):
             return
         if mode == "optional":
             self.mode = "opts"
-            if not re.fullmatch(self.optional, word.text):
+            unsure = word.text[:1] in (REF, EXPANSION)  # `vim -S ${v}`: `-c...` is not it
+            if unsure or not re.fullmatch(self.optional, word.text):
                 self._option_or_operand(word)  # not the option's argument
             return
         if mode == "opts":
