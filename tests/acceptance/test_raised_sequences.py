@@ -1,7 +1,8 @@
 """Another SQLite client raises an AUTOINCREMENT sequence (`sqlite_sequence.seq`) of the
 ticket store, once or over and over, while the store is in use: the store lowers it where
-it meets it (0008_sequence_guard.sql, `SQLiteDatabase.run`), so no id above 2^62 is ever
-written, no insert fails, and a running engine goes on."""
+it meets it (0008_sequence_guard.sql, 0009_ids_past_the_guard.sql, `SQLiteDatabase.run`),
+so no id jumps past 2^62, no insert fails, and a running engine goes on. A sequence set
+just below 2^62 is followed: ids count on past 2^62 by one, never wedged."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from tests.acceptance.conftest import engine_ready, stop
 from tests.support.cli import query, start_engine, swarm_inproc, wait_until
 
-from swarm_engine.errors import StoreError
+from swarm_engine.errors import StoreError, StoreIntegrityError
 from swarm_engine.store import open_store
 
 GUARD = 2**62
@@ -39,7 +40,9 @@ def highest(db: Path) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("seq", [GUARD - 9, GUARD, GUARD + 5, MAX_ID - 7, MAX_ID, "zzz"])
+@pytest.mark.parametrize(
+    "seq", [GUARD - 9, GUARD - 2, GUARD - 1, GUARD, GUARD + 5, MAX_ID - 7, MAX_ID, "zzz"]
+)
 def test_each_insert_lowers_a_raised_sequence(tmp_path: Path, seq: int | str) -> None:
     """Each kind of row the engine writes (a ticket, its events, a run, a step, a log
     chunk), with every sequence raised just before: written with a small id, and the
@@ -65,33 +68,88 @@ def test_each_insert_lowers_a_raised_sequence(tmp_path: Path, seq: int | str) ->
         assert store.logs.append(step, "hello\n") is not None
     store.close()
     tops = highest(db)
-    if isinstance(seq, int) and seq < GUARD:  # no one's concern: ids follow it
-        assert all(seq < top < GUARD for top in tops.values()), tops
+    if isinstance(seq, int) and seq < GUARD:  # no one's concern: ids follow it, by one
+        assert all(seq < top < GUARD + 20 for top in tops.values()), tops  # (past 2^62 too)
     else:
         assert all(top < 100 for top in tops.values()), tops
         (last,) = query(db, "SELECT seq FROM sqlite_sequence WHERE name = 'step_logs'")
         assert last["seq"] == tops["step_logs"]  # the sequence lowered, then followed
 
 
-def test_a_row_above_the_guard_is_named_not_written_over(tmp_path: Path) -> None:
-    """A row above 2^62 put there while the guard was dropped: the sequence cannot be
-    lowered below it, so the insert fails at once with one line naming the table and row
-    (a permanent error, not a busy store); nothing is written."""
+def test_a_row_past_the_guard_is_counted_on_from(tmp_path: Path) -> None:
+    """A row at 2^62 (the store follows a sequence set to 2^62 - 1) or above it (put there
+    while the guard was dropped): later inserts get the next ids, one by one, and go on; a
+    jump past 2^62 is still refused, and a sequence raised past that row is lowered to it."""
+    db = tmp_path / "tickets.db"
+    store = open_store(db)
+    store.tickets.create(title="x", agent_id="echo")
+    raise_sequences(db, GUARD - 1, ("tickets",))
+    assert [store.tickets.create(title="y", agent_id="echo") for _ in range(3)] == [
+        GUARD, GUARD + 1, GUARD + 2
+    ]  # fmt: skip
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match=r"tickets\.id above 2\^62 is refused"):
+            conn.execute(f"INSERT INTO tickets (id, title) VALUES ({GUARD + 9}, 'jump')")
+        conn.execute("DROP TRIGGER tickets_id_guard")
+        conn.execute(f"INSERT INTO tickets (id, title) VALUES ({GUARD + 9}, 'high')")
+    conn.close()
+    assert store.tickets.create(title="z", agent_id="echo") == GUARD + 10
+    raise_sequences(db, GUARD + 500, ("tickets",))
+    assert store.tickets.create(title="z", agent_id="echo") == GUARD + 11
+    store.close()
+    store = open_store(db)  # a sequence that follows its rows: nothing to lower
+    assert store.lower_raised_sequences() == []
+    store.close()
+
+
+def test_a_row_at_the_largest_id_is_named_not_written_over(tmp_path: Path) -> None:
+    """A row with id 2^63 - 1 put there while the guard was dropped: no id is left, so the
+    insert fails at once with one line naming the table and the row to delete (a permanent
+    error, not a busy store); nothing is written, and deleting it is the cure."""
     db = tmp_path / "tickets.db"
     store = open_store(db)
     store.tickets.create(title="x", agent_id="echo")
     with sqlite3.connect(db, isolation_level=None) as conn:
         conn.execute("DROP TRIGGER tickets_id_guard")
-        conn.execute(f"INSERT INTO tickets (id, title) VALUES ({GUARD + 9}, 'high')")
+        conn.execute(f"INSERT INTO tickets (id, title) VALUES ({MAX_ID}, 'high')")
     conn.close()
-    with pytest.raises(StoreError, match=rf"'tickets' holds a row with id {GUARD + 9}") as err:
+    with pytest.raises(StoreError, match=rf"delete the row with id {MAX_ID} from it") as err:
         store.tickets.create(title="y", agent_id="echo")
-    assert type(err.value) is StoreError
+    assert type(err.value) is StoreIntegrityError
     assert query(db, "SELECT count(*) AS c FROM tickets") == [{"c": 2}]
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute(f"DELETE FROM tickets WHERE id = {MAX_ID}")
+    conn.close()
+    assert store.tickets.create(title="y", agent_id="echo") == 2
     store.close()
-    store = open_store(db)  # nothing to lower: opening it, or an engine's round, writes nothing
-    assert store.lower_raised_sequences() == []
-    store.close()
+
+
+def test_an_engine_goes_on_past_a_sequence_set_just_below_the_guard(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """The tester's case (h-130, 2): `ticket_events` and `step_executions` set to 2^62 - 1
+    while an engine runs. The engine writes ids 2^62, 2^62 + 1, ... and goes on: every
+    ticket ends `done`, every `ticket create` succeeds, the engine is still running."""
+    db = home / "tickets.db"
+    proc = start_engine(home, "--max-vms", "2")
+    engines.append(proc)
+    engine_ready(home, proc)
+    for i in range(4):
+        raise_sequences(db, GUARD - 1, ("ticket_events", "step_executions"))
+        made = swarm_inproc(home, "ticket", "create", "--title", f"t{i}", "--agent", "shell",
+                            "--input", "command=echo ok")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    wait_until(
+        lambda: query(db, "SELECT count(*) AS c FROM tickets WHERE status = 'done'")[0]["c"] == 4,
+        60,
+        "every ticket to be done",
+    )
+    assert proc.poll() is None
+    assert highest(db)["ticket_events"] > GUARD
+    made = swarm_inproc(home, "ticket", "create", "--title", "after", "--agent", "echo")
+    assert made.returncode == 0, made.stderr
+    out = stop(proc)
+    assert proc.returncode == 0 and "Traceback" not in out, out
 
 
 def test_an_engine_goes_on_while_a_client_raises_its_sequences(

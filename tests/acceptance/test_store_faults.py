@@ -248,7 +248,7 @@ def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> Non
         {"seq": MAX_ID}
     ]
     open_store(path).close()
-    assert query(path, "PRAGMA user_version") == [{"user_version": 8}]
+    assert query(path, "PRAGMA user_version") == [{"user_version": 9}]
     assert query(path, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [{"seq": 0}]
     with pytest.raises(subprocess.CalledProcessError):
         sqlite_shell(path, f"INSERT INTO tickets (id, title) VALUES ({MAX_ID}, 'edge')")

@@ -283,7 +283,7 @@ class Daemon:
     async def _lower_sequences(self, session: EngineSession) -> None:
         """An id sequence another client raised (SQLite) is lowered here too, not only at
         this engine's next insert into that table: an outside writer's inserts into it
-        are refused meanwhile (0008_sequence_guard.sql)."""
+        are refused meanwhile (0009_ids_past_the_guard.sql)."""
         try:
             await session.gate(session.store.lower_raised_sequences)
         except StoreGoneError:

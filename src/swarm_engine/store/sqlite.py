@@ -51,14 +51,16 @@ MAX_ID = 2**63 - 1
 later insert with SQLITE_FULL, for good."""
 
 ID_GUARD = 2**62
-"""Ids above this are refused where they are written, and a sequence at or above it is
-lowered before an insert (migrations 0007_id_guard.sql, 0008_sequence_guard.sql)."""
+"""Ids above this are refused where they are written unless one past the table's largest
+id, and a sequence at or above it and above the largest id is lowered to that id before
+an insert (migrations 0007_id_guard.sql, 0008_sequence_guard.sql,
+0009_ids_past_the_guard.sql): a jump is refused, counting on by one is not."""
 
 ID_TABLES = ("tickets", "ticket_events", "workflow_runs", "step_executions", "step_logs")
 """The ticket store's AUTOINCREMENT tables."""
 
 SEQUENCE_REFUSED = re.compile(r"(\w+)\.id sequence at or above 2\^62 is refused")
-"""The message of a `<table>_sequence_guard` trigger (0008_sequence_guard.sql)."""
+"""The message of a `<table>_sequence_guard` trigger (0009_ids_past_the_guard.sql)."""
 
 SEQUENCE_REPAIRS = 3
 """How many times one statement lowers a raised sequence and runs again (outside a
@@ -177,15 +179,15 @@ class SQLiteDatabase:
         return table if table in ID_TABLES else None
 
     def _lower_sequence(self, table: str) -> None:
-        """Lower `table`'s id sequence (at or above `ID_GUARD`) to its largest id. Raises
-        `StoreError` when that id is itself at or above `ID_GUARD`: a row only deleting
-        can undo (put there while the guard was dropped)."""
+        """Lower `table`'s id sequence (at or above `ID_GUARD`, above the largest id) to
+        its largest id. Raises `StoreIntegrityError` when that id is the largest SQLite has: a row
+        only deleting can undo (put there while the guard was dropped)."""
         t = ID_TABLES[ID_TABLES.index(table)]  # a name of ours, not the error's text
         before = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (t,))
         seq = (before.fetchone() or (0,))[0]
         top = int(self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0])
-        if top >= ID_GUARD:
-            raise StoreError(f"{self.where}: {high_row(t, top)}")
+        if top >= MAX_ID:
+            raise StoreIntegrityError(f"{self.where}: {high_row(t, top)}")
         self.conn.execute(
             "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq >= ?", (top, t, ID_GUARD)
         )
@@ -224,12 +226,13 @@ class SQLiteDatabase:
 
     def _translate(self, exc: sqlite3.Error) -> StoreError:
         """`translate`, except that SQLITE_FULL from a spent AUTOINCREMENT sequence is a
-        permanent `StoreError` (waiting never ends it), not a busy store."""
+        write refused over a row (`StoreIntegrityError`: waiting never ends it, and an
+        engine fails or passes over the ticket it was writing for), not a busy store."""
         code = getattr(exc, "sqlite_errorcode", None)
         if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
             spent = spent_sequence(self.conn)
             if spent is not None:
-                return StoreError(f"{self.where}: {spent}")
+                return StoreIntegrityError(f"{self.where}: {spent}")
         return translate(exc, self.where)
 
     def _rollback(self) -> None:
@@ -334,7 +337,7 @@ def spent_sequence(conn: sqlite3.Connection) -> str | None:
         top = int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
     except sqlite3.Error:
         top = MAX_ID
-    if top >= ID_GUARD:
+    if top >= MAX_ID:
         return high_row(table, top)
     return (
         f"table {table!r} has its AUTOINCREMENT sequence at {MAX_ID} (set by another"
@@ -354,17 +357,12 @@ def _full_sequence(conn: sqlite3.Connection) -> str | None:
 
 
 def high_row(table: str, top: int) -> str:
-    """Why `table` takes no new row: it holds one with id `top`, at or above `ID_GUARD`
-    (written while its guard was dropped). One line naming the table and what to do."""
-    if top >= MAX_ID:
-        what = (
-            f"table {table!r} has spent its AUTOINCREMENT ids (a row with id {MAX_ID} was"
-            " written into it; no insert can succeed)"
-        )
-    else:
-        what = f"table {table!r} holds a row with id {top} (no id above 2^62 is given)"
+    """Why `table` takes no new row: it holds one with id `top`, the largest SQLite has
+    (written while its guard was dropped). One line naming the table, the row and what
+    to do."""
     return (
-        f"{what}: delete the rows with id above {ID_GUARD} from it;"
+        f"table {table!r} has spent its AUTOINCREMENT ids (a row with id {top} was written"
+        f" into it; no insert can succeed): delete the row with id {top} from it;"
         " the next write of this store lowers the sequence"
     )
 

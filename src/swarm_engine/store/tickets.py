@@ -386,7 +386,7 @@ class TicketStore:
         for candidate in (int(r["id"]) for r in chosen):
             if len(claimed) >= limit:
                 break
-            if candidate not in got:
+            if candidate not in got and candidate not in self.skipped:
                 one = self._claim_ignored(candidate, engine_id, attempt_id, float(lease_ttl))
                 claimed.extend(one)
         return sorted(claimed, key=lambda t: (-t.priority, t.id))
@@ -413,7 +413,7 @@ class TicketStore:
                     log.warning("ticket %s: failed: %s", ticket_id, IGNORED_CLAIM)
                     return []
         except StoreIntegrityError as exc:  # the claim refused outright: as claim_next does
-            if self.reject(ticket_id, f"the row breaks a constraint ({exc})"):
+            if self._reject_or_pass_over(ticket_id, exc):
                 return []
         self.skipped.add(ticket_id)
         log.warning(
@@ -438,10 +438,25 @@ class TicketStore:
                 )
                 if candidate is None:
                     return []
-                self.reject(int(candidate["id"]), f"the row breaks a constraint ({exc})")
+                self._reject_or_pass_over(int(candidate["id"]), exc)
+                args = {**args, "skip": sorted(self.skipped)}  # (one it passed over)
                 continue
             return [decode_ticket(r) for r in rows]
         return []
+
+    def _reject_or_pass_over(self, ticket_id: int, refused: StoreIntegrityError) -> bool:
+        """A ticket whose claim the store refused outright: failed with the reason, or,
+        when failing it is refused too (a table every status change writes to, such as
+        `ticket_events` with its ids spent), passed over by this store from then on, with
+        one warning: the engine goes on either way (it never stops over a row). Returns
+        whether it did either (not when the failing was ignored)."""
+        try:
+            return self.reject(ticket_id, f"the row breaks a constraint ({refused})")
+        except StoreIntegrityError as exc:
+            self.skipped.add(ticket_id)
+            log.warning("ticket %s: cannot be claimed or failed: %s; this engine passes it over",
+                        ticket_id, _one_line(str(exc)))  # fmt: skip
+            return True
 
     def reject(self, ticket_id: int, reason: str) -> bool:
         """Fail an open ticket that cannot be run, without running it (and without
