@@ -23,7 +23,7 @@ from tests.support.cli import (
 )
 
 from swarm_engine.config import hostname
-from swarm_engine.vm.proctree import tagged
+from swarm_engine.vm.proctree import pid_alive, tagged
 
 LOCK_HELD = (
     "an engine holds this store's engine lock on this host: none of this host's engines,"
@@ -643,3 +643,63 @@ def test_a_relative_qemu_run_dir_is_the_homes_not_the_current_folders(
     assert json.loads(done.stdout)["folders"] == ["vm-0123456789ab"]
     assert (elsewhere / "relrun" / "vm-0123456789ab").is_dir()
     assert not (home / "relrun" / "vm-0123456789ab").exists()
+
+
+def test_start_waits_for_a_busy_store_while_its_engine_waits_for_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client holds the store's write lock past `START_TIMEOUT` (h-130 report, 7):
+    `start` said "engine did not register" (exit 1) and the engine came up anyway. It now
+    says once that it waits for the store, and reports the engine started once the lock
+    is let go (here: when that line is printed, past the start-up timeout)."""
+    import sqlite3
+
+    from swarm_engine.cli import daemon as cli_daemon
+
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    lock = sqlite3.connect(home / "tickets.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    said = []
+
+    def waiting(pid: int, bound: float) -> None:
+        said.append((pid, bound))
+        lock.execute("COMMIT")  # the other client lets go only now, past the timeout
+
+    monkeypatch.setattr(cli_daemon, "START_TIMEOUT", 1.0)
+    monkeypatch.setattr(cli_daemon, "say_waiting", waiting)
+    try:
+        started = swarm_inproc(home, "start", "--max-vms", "1", SWARM_BUSY_TIMEOUT="0.5")
+    finally:
+        lock.close()
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "started" in started.stdout, started.stdout
+    assert len(said) == 1 and said[0][1] == 1.0 + cli_daemon.STORE_WAIT
+    assert query(home / "tickets.db", "SELECT state FROM engines") == [{"state": "running"}]
+    assert swarm_inproc(home, "stop").returncode == 0
+
+
+def test_start_stops_the_engine_it_gives_up_on(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store stays locked past the start-up timeout and the wait for a busy store:
+    `start` fails with one line saying the engine was stopped, and no engine is left
+    running (no process, no pid file); the waiting line was printed once."""
+    import sqlite3
+
+    from swarm_engine.cli import daemon as cli_daemon
+
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    monkeypatch.setattr(cli_daemon, "START_TIMEOUT", 1.0)
+    monkeypatch.setattr(cli_daemon, "STORE_WAIT", 1.0)
+    monkeypatch.setattr(cli_daemon, "STOP_WAIT", 2.0)  # (then killed)
+    lock = sqlite3.connect(home / "tickets.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        started = swarm_inproc(home, "start", "--max-vms", "1", SWARM_BUSY_TIMEOUT="0.5")
+    finally:
+        lock.close()
+    assert started.returncode == 1, started.stdout + started.stderr
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("waiting for the store"), lines
+    assert "while waiting 2s for a busy store; it was stopped" in lines[1], lines
+    pid = int(lines[1].split("(pid ")[1].split(")")[0])
+    assert not pid_alive(pid)
+    assert sorted(p.name for p in (home / "run").glob("engine-*")) == []

@@ -30,11 +30,22 @@ from swarm_engine.engine.hostlock import (
     hold_engine_lock,
     holding,
 )
-from swarm_engine.errors import ConflictError, SwarmError
+from swarm_engine.errors import ConflictError, StoreBusyError, SwarmError
 from swarm_engine.osthreads import name_file_workers
+from swarm_engine.store import Store
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
 
 START_TIMEOUT = 15.0
+STORE_WAIT = 300.0
+"""How much longer than `START_TIMEOUT` `start` waits for an engine that is alive and
+only waiting for a busy store (its log says `store busy`, or this command's own read is
+refused as busy): a busy store is a delay, not a failure. Past it, the engine is stopped
+and `start` fails (it never leaves a running engine behind an error)."""
+STOP_WAIT = 30.0
+"""How long `start` waits for an engine it gives up on to exit after SIGTERM (a busy
+store's lock wait included) before it kills it."""
+STORE_BUSY = ("store busy, retrying", "waiting for the store")
+"""What an engine logs while it waits for a busy store (`engine/gate.py`)."""
 MAX_LINE = 4096
 """The most of a finished ticket's error its progress line looks at (it is cut to the
 terminal's width)."""
@@ -329,9 +340,36 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     # writes `ready` then): an engine that registers and dies on its first write to the
     # store is reported with its error line and exit code, not as started
     ready = settings.run_dir / f"engine-{pid}.ready"
+    try:
+        engine_id = _registered(settings, pid, spawned, logfile, logged)
+    except BaseException:  # an error, or Ctrl-C: no engine is left running behind it
+        _stop_unstarted(pid, pidfile, ready)
+        raise
+    if engine_id is None:  # (exited with 0)
+        return
+    note = (
+        ""
+        if _written_since(ready, spawned)
+        else f" (its start-up not done within {START_TIMEOUT:g}s)"
+    )
+    click.echo(f"engine {engine_id} started (pid {pid}){note}; log: {visible(str(logfile))}")
+
+
+def _registered(
+    settings: Settings, pid: int, spawned: float, logfile: Path, logged: int
+) -> str | None:
+    """The id of engine `pid` once it registered (and, within `START_TIMEOUT`, wrote its
+    ready file); None when it exited with 0 (said so). Raises the engine's own error when
+    it exited otherwise, and `SwarmError` when it did not register in time: within
+    `START_TIMEOUT`, or, while it is alive and only waiting for a busy store, within
+    `STORE_WAIT` more (one `waiting for the store` line on stderr meanwhile). The caller
+    stops the engine on any error."""
+    ready = settings.run_dir / f"engine-{pid}.ready"
+    pidfile = settings.run_dir / f"engine-{pid}.pid"
     deadline = time.monotonic() + START_TIMEOUT
-    engine_id = None
-    with store_of(settings) as store:
+    said_waiting = False
+    with contextlib.ExitStack() as stack:
+        store: Store | None = None
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -341,22 +379,77 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
                 if code == 0:  # (--until-idle with nothing to run; a `stop` at once)
                     click.echo(f"engine (pid {pid}) started and has stopped already (exit 0);"
                                f" log: {visible(str(logfile))}")  # fmt: skip
-                    return
+                    return None
                 raise _exited_at_start(code, logfile, logged)
-            late = time.monotonic() >= deadline
+            now = time.monotonic()
+            late = now >= deadline
+            busy = False
             if _written_since(ready, spawned) or late:
-                engine_id = store.engines.find_running(pid, settings.host_id)
-            if engine_id or late:
+                try:  # (opened here: a store locked now is waited for like the engine)
+                    if store is None:
+                        store = stack.enter_context(store_of(settings))
+                    engine_id = store.engines.find_running(pid, settings.host_id)
+                except StoreBusyError:  # this command's own read waited out the lock
+                    busy, engine_id = True, None
+                if engine_id:
+                    return engine_id
+            if late:
+                busy = busy or _waits_for_store(logfile, logged)
+                if not busy or now >= deadline + STORE_WAIT:
+                    why = (
+                        f"while waiting {START_TIMEOUT + STORE_WAIT:g}s for a busy store"
+                        if busy
+                        else f"within {START_TIMEOUT:g}s"
+                    )
+                    raise SwarmError(
+                        f"engine (pid {pid}) did not register {why}; it was stopped; see {logfile}"
+                    )
+                if not said_waiting:
+                    said_waiting = True
+                    say_waiting(pid, START_TIMEOUT + STORE_WAIT)
+            time.sleep(0.05)
+
+
+def say_waiting(pid: int, bound: float) -> None:
+    """The one line `start` prints while its engine waits for a busy store."""
+    click.echo(
+        f"waiting for the store (busy: another client holds its lock); engine pid {pid} is up"
+        f" and retrying; waiting up to {bound:g}s in all (Ctrl-C stops it)",
+        err=True,
+    )
+
+
+def _waits_for_store(logfile: Path, offset: int) -> bool:
+    """Whether the engine's last log lines (from `offset`, the last 4 KiB at most) say it
+    is waiting for a busy store (`STORE_BUSY`)."""
+    with contextlib.suppress(OSError), logfile.open("rb") as log_in:
+        log_in.seek(max(offset, log_in.seek(0, os.SEEK_END) - 4096))
+        said = log_in.read(4096).decode(errors="replace")
+        return any(mark in said for mark in STORE_BUSY)
+    return False
+
+
+def _stop_unstarted(pid: int, pidfile: Path, ready: Path) -> None:
+    """Stop an engine `start` gives up on: SIGTERM, at most `STOP_WAIT` seconds for it
+    to exit, then SIGKILL; reaped, and its files in the run folder removed. Nothing is sent
+    when it is no child of this process any more (reaped already: its pid may be reused)."""
+    try:
+        gone = os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return  # reaped already, its files removed
+    if not gone:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        until = time.monotonic() + STOP_WAIT
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() >= until:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
                 break
             time.sleep(0.05)
-    if not engine_id:
-        raise SwarmError(f"engine did not register within {START_TIMEOUT:g}s; see {logfile}")
-    note = (
-        ""
-        if _written_since(ready, spawned)
-        else f" (its start-up not done within {START_TIMEOUT:g}s)"
-    )
-    click.echo(f"engine {engine_id} started (pid {pid}){note}; log: {visible(str(logfile))}")
+    for left in (pidfile, ready, pidfile.with_suffix(".stopping")):  # (its own, if killed)
+        left.unlink(missing_ok=True)
 
 
 def _written_since(path: Path, since: float) -> bool:
