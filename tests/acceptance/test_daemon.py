@@ -703,3 +703,17 @@ def test_start_stops_the_engine_it_gives_up_on(home: Path, monkeypatch: pytest.M
     pid = int(lines[1].split("(pid ")[1].split(")")[0])
     assert not pid_alive(pid)
     assert sorted(p.name for p in (home / "run").glob("engine-*")) == []
+
+
+def test_an_engine_that_fails_its_own_start_is_recorded_stopped(home: Path, tmp_path: Path) -> None:
+    """`start --backend qemu` with no image: exit 7 with the one line, as before, and its
+    engine row, registered before the backend was found unusable, is marked stopped
+    (it was left `running`, h-130 report, 8)."""
+    images = tmp_path / "no-images"
+    images.mkdir()
+    started = swarm(home, "start", "--foreground", "--backend", "qemu",
+                    SWARM_QEMU_IMAGES=str(images), SWARM_QEMU_IMAGE="cloud")  # fmt: skip
+    assert started.returncode == 7, started.stdout + started.stderr
+    assert "qemu image 'cloud' is not built" in started.stderr
+    rows = query(home / "tickets.db", "SELECT state FROM engines")
+    assert rows == [{"state": "stopped"}], rows

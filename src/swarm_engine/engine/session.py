@@ -195,6 +195,9 @@ class EngineSession:
                 await self.pool.start()
             self.keeper_task = asyncio.create_task(self.keeper.run(), name="lease-keeper")
         except BaseException:
+            if self.registered:  # (its start failed, e.g. no VM image): not left "running"
+                with contextlib.suppress(StoreError):
+                    await self.gate(self.store.engines.stopped, self.engine_id)
             await self._close()
             raise
         return self
