@@ -43,3 +43,33 @@ def test_logs_show_control_characters_as_escapes(home: Path) -> None:
         assert "one\tcol\n\\x1b]52;c;ZWNobyBwd25lZA==\\x07two\n" in out
         assert "\\x1b[2J\\x1b[Hthree\\x0dfour\\x08\n" in out
         assert "bad\\x1b[2J\\x1b[Hend" in out
+
+
+def test_a_step_error_is_one_line_and_a_blank_error_says_so(home: Path) -> None:
+    """A step error another client wrote over several lines is shown on one line by
+    `logs` (its newlines as `\\x0a`, as `ticket show` shows it), and one of blank lines as
+    `(no error text)`; a failed ticket whose error is only whitespace shows
+    `(no error text)` in `ticket list`, not an empty column (h-130 report, 10)."""
+    write_log(home)
+    conn = sqlite3.connect(home / "tickets.db")
+    with conn:
+        conn.execute("UPDATE step_executions SET error = ? WHERE id = 1", ("s1\ns2\x1b[31m red",))
+        conn.execute("UPDATE tickets SET error = ? WHERE id = 100", ("\r\n\t",))
+    conn.close()
+    for args in (("logs", "100"), ("logs", "100", "--follow")):
+        done = swarm_inproc(home, *args)
+        assert done.returncode == 0, done.stderr
+        (line,) = [x for x in done.stdout.splitlines() if "s1" in x or "s2" in x]
+        assert line.endswith(": s1\\x0as2\\x1b[31m red"), done.stdout
+    conn = sqlite3.connect(home / "tickets.db")
+    with conn:
+        conn.execute("UPDATE step_executions SET error = ? WHERE id = 1", ("\n\n   \n",))
+    conn.close()
+    done = swarm_inproc(home, "logs", "100")
+    assert done.returncode == 0, done.stderr
+    assert "error: (no error text)" in done.stdout.splitlines(), done.stdout
+    assert not [x for x in done.stdout.splitlines() if not x.strip()], done.stdout
+    listed = swarm_inproc(home, "ticket", "list")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [x for x in listed.stdout.splitlines() if x.lstrip().startswith("100")]
+    assert "(no error text)" in row, listed.stdout

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from swarm_engine.cli.app import RUN_ID, TICKET_ID, IdCommand, example, pass_existing, store_of
 from swarm_engine.cli.output import brief, console, plain, visible, visible_lines
+from swarm_engine.cli.text import error_line
 from swarm_engine.config import Settings
 from swarm_engine.service.logs import (
     LogFollower,
@@ -73,7 +74,7 @@ def logs(
                 if text:
                     _out(text)
             if s["error"]:
-                click.echo(f"error: {visible_lines(str(s['error']))}")
+                click.echo(f"error: {error_line(s['error'])}")
             listed, more = step_artifacts(s["log_path"], artifacts_dir)
             for artifact in listed:
                 click.echo(f"artifact: {visible(str(artifact))}")
@@ -133,7 +134,7 @@ def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | Non
         return
     for s in follower.steps.values():
         if s["error"]:
-            click.echo(f"error ({brief(s['step_id'])}): {visible_lines(str(s['error']))}")
+            click.echo(f"error ({brief(s['step_id'])}): {error_line(s['error'])}")
     left_out = follower.steps_total - len(follower.steps)
     if step_id is None and left_out > 0 and follower.steps:
         first = min(follower.steps)

@@ -119,6 +119,17 @@ def visible_lines(text: str) -> str:
     return CONTROL_BUT_LINES.sub(_escaped, text)
 
 
+NO_ERROR_TEXT = "(no error text)"
+"""What a view shows for a stored error that is empty or only whitespace."""
+
+
+def error_line(value: Any) -> str:
+    """A stored error on one line, as `ticket show` shows it: without its leading and
+    trailing whitespace, every control character inside it escaped (a newline as
+    `\\x0a`); `NO_ERROR_TEXT` for one that is only whitespace."""
+    return visible(str(value).strip()) or NO_ERROR_TEXT
+
+
 def summarize(value: Any) -> Any:
     """The interesting part of a result: shell outputs without empty or default fields."""
     if not isinstance(value, dict):

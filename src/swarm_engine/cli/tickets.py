@@ -39,12 +39,13 @@ from swarm_engine.cli.output import (
     when,
     whole,
 )
-from swarm_engine.cli.text import visible
+from swarm_engine.cli.text import NO_ERROR_TEXT, visible
 from swarm_engine.config import Settings
 from swarm_engine.records import TicketStatus
 from swarm_engine.service import runs as runs_service
 from swarm_engine.service import tickets as service
 from swarm_engine.service.runs import MAX_PAGE_RUNS, MAX_PAGE_STEPS, PAGE_STEPS, SHOWN_RUNS
+from swarm_engine.store.rows import Ticket
 
 
 @click.group(epilog=example("swarm-engine ticket list"))
@@ -201,13 +202,24 @@ def list_(
                     *([r.priority] if with_priority else []),
                     f"{r.attempts}/{r.max_attempts}",
                     ago(r.updated_at),
-                    short(r.error or r.problem or r.result or "", 200),
+                    _listed_outcome(r),
                 )
                 for r in rows
             ),
         )
     )
     _next_page(found, statuses, limit)
+
+
+def _listed_outcome(row: Ticket) -> str:
+    """A listed ticket's error, problem or result on one line (`short`); for a failed
+    ticket whose error is empty or only whitespace, `NO_ERROR_TEXT`."""
+    for value in (row.error, row.problem, row.result):
+        if value:
+            text = short(value, 200)
+            if text:
+                return text
+    return NO_ERROR_TEXT if row.status == "failed" else ""
 
 
 def _next_page(
