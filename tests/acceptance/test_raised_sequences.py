@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import engine_ready, stop
-from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+from tests.support.cli import query, start_engine, swarm, swarm_inproc, wait_until
 
 from swarm_engine.errors import StoreError, StoreIntegrityError
 from swarm_engine.store import open_store
@@ -247,3 +247,31 @@ def insert_ticket(db: Path) -> None:
         conn.execute("INSERT INTO tickets (title, status, agent_id) VALUES ('o', 'open', 'echo')")
     finally:
         conn.close()
+
+
+def test_a_command_says_in_one_line_which_sequences_it_lowered(home: Path) -> None:
+    """Every sequence raised: the next command lowers them all when it opens the store
+    and says so in one warning line naming each table, not a line each (h-130 report,
+    11); its output follows."""
+    db = home / "tickets.db"
+    assert swarm_inproc(home, "ticket", "create", "--title", "w", "--agent", "shell",
+                        "--input", "command=echo hi").returncode == 0  # fmt: skip
+    store = open_store(db)  # a row in each table, so each has its sequence
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    ticket = store.tickets.claim(1, engine_id="e", attempt_id="a", lease_ttl=30)
+    run_id = store.runs.start_run(
+        ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={}
+    )
+    step = store.runs.add_step(
+        run_id, step_id="main", agent_name="shell", agent_version="1", agent_kind="shell",
+        inputs={},
+    )  # fmt: skip
+    assert store.logs.append(step, "hello\n") is not None
+    store.close()
+    raise_sequences(db, GUARD + 5)
+    listed = swarm(home, "ticket", "list")
+    assert listed.returncode == 0, listed.stderr
+    said = [x for x in listed.stderr.splitlines() if "lowered" in x]
+    assert len(said) == 1, listed.stderr
+    assert all(t in said[0] for t in TABLES), said
+    assert highest(db)["tickets"] == 1

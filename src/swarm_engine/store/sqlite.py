@@ -399,9 +399,14 @@ def repair_sequences(db: SQLiteDatabase) -> list[str]:
             )
             if done.rowcount:
                 lowered.append(table)
-    for table in lowered:
-        log.warning("lowered the id sequence of %s to its largest id (another client raised it)",
-                    table, extra={"table": table})  # fmt: skip
+    if lowered:  # one line however many (a command prints it before its output)
+        log.warning(
+            "lowered the id sequence of %s to %s largest id (another client raised %s)",
+            ", ".join(lowered),
+            "its" if len(lowered) == 1 else "each table's",
+            "it" if len(lowered) == 1 else "them",
+            extra={"tables": lowered},
+        )
     return lowered
 
 
