@@ -391,8 +391,17 @@ def _registered(
                     engine_id = store.engines.find_running(pid, settings.host_id)
                 except StoreBusyError:  # this command's own read waited out the lock
                     busy, engine_id = True, None
-                if engine_id:
+                # registered: started, unless it waited for the store and its start-up
+                # (the ready file) is still to come within the bound
+                if engine_id and not (
+                    said_waiting
+                    and not _written_since(ready, spawned)
+                    and now < deadline + STORE_WAIT
+                ):
                     return engine_id
+                if engine_id:
+                    time.sleep(0.05)
+                    continue
             if late:
                 busy = busy or _waits_for_store(logfile, logged)
                 if not busy or now >= deadline + STORE_WAIT:
