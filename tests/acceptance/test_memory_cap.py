@@ -11,22 +11,13 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent
+from tests.support.cgroups import no_memory_cgroup
 from tests.support.cli import query, swarm, swarm_inproc
 
-from swarm_engine.errors import VMError
-from swarm_engine.vm.memcap import Groups, find_hierarchy
+from swarm_engine.vm.memcap import find_hierarchy
 from swarm_engine.vm.process import bwrap_problem
 
-
-def _no_memory_cgroup() -> str | None:
-    try:
-        Groups.make().close()
-    except VMError as exc:
-        return str(exc)
-    return None
-
-
-NO_SANDBOX = bwrap_problem() or _no_memory_cgroup()
+NO_SANDBOX = bwrap_problem() or no_memory_cgroup()
 needs_cgroup = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"{NO_SANDBOX}")
 HOG = (
     "import os\nfd = os.memfd_create('hold')\nfor _ in range(128):\n"
