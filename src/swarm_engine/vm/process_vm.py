@@ -603,11 +603,13 @@ class ProcessVM:
             # their SWARM_VM_ID tag (a /proc scan, so off the event loop). Under bubblewrap
             # the kernel already killed everything when each command's namespace ended.
             await settled(kill_tagged, self.id, drop=False)
+        retire = self._retire
         if self.memory is not None:  # what is left in it killed, then it goes
             gone = await settled(self.memory.remove, drop=False)
             if gone is not None:  # the next start's (or cleanup's) sweep removes it
                 log.warning("VM %s: %s", self.id, gone, extra={"vm_id": self.id})
-        left = await settled(self._retire, self.folder, drop=False)  # to its end
+                retire = remove_folder  # something may live on: its workspace is not kept
+        left = await settled(retire, self.folder, drop=False)  # to its end
         if self.host_uid is not None and self._release is not None:
             self._release(self.host_uid)
         if left is not None:  # recorded as a failed destroy; `cleanup` deletes it later
