@@ -128,7 +128,16 @@ CODE_WORDS = [
     ('"$SHELL" -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ('env A=1 "$SHELL" -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ('nohup ${inputs.n} -c "echo ${inputs.v}"', "the script of `sh -c`"),
-    ("X=${inputs.n} sh -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    ("X=1 sh -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    # a command's environment: programs read code from some variables (BASH_ENV, ...)
+    ("X=${inputs.v} sh -c 'echo \"$X\"'", "a variable of a command's environment"),
+    ("BASH_ENV=${inputs.v} bash -c true", "a variable of a command's environment"),
+    ("TAR_OPTIONS=${inputs.v} tar -cf /dev/null f", "a variable of a command's environment"),
+    ("env PERL5OPT=${inputs.v} perl -e 1", "a variable of a command's environment"),
+    (
+        "env 'BASH_FUNC_f%%=() { echo ${inputs.v}; }' bash -c f",
+        "a variable of a command's environment",
+    ),
     ('eval "echo ${inputs.v}"', "the arguments of `eval`"),
     ("eval echo ${inputs.v}", "the arguments of `eval`"),
     ("if true; then eval ${inputs.v} ${inputs.n}; fi", "the arguments of `eval`"),
@@ -201,7 +210,7 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         'grep -c ${inputs.v} f; git commit -m "fix ${inputs.v}"',
         "sh -c 'echo ok' # sh -c 'echo ${inputs.v}'",
         "sh -c 'echo ok'; echo 'sh -c ${inputs.v}'",
-        "X=${inputs.v} sh -c 'echo \"$X\"'",
+        'X=${inputs.v}; echo "$X"',  # a shell variable of its own, no program's environment
         # a word that is a reference is a shell in command position only
         "tar -C ${inputs.v} -czf out/${inputs.n}.tgz .",
         'python3 tool.py --input ${inputs.v} -c "${inputs.n}.yaml"',

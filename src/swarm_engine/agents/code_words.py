@@ -47,6 +47,14 @@ _NAMED_BY_EXPANSION = (
 )
 
 
+ENVIRONMENT_WHY = (
+    "a variable of a command's environment (programs read code from some: BASH_ENV,"
+    " PERL5OPT, NODE_OPTIONS, TAR_OPTIONS)",
+    "give it as an argument, or read it from $INPUT_<KEY>, which the step has already",
+    "",
+)
+
+
 class Command(OptionReader):
     """The words of one simple command, read one by one: which of them are code."""
 
@@ -63,6 +71,7 @@ class Command(OptionReader):
         self.from_option = False  # the code word comes from an option (more may follow)
         self.evaluated: list[Word] = []
         self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
+        self.assigned: list[Word] = []  # `X=v` words so far: the next command's environment
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
         self.operands = 0
         self.operated = False
@@ -125,7 +134,11 @@ class Command(OptionReader):
         first, self.first = self.first, False
         if ASSIGNMENT.match(word.text):  # `X=v`: a variable (before a command), no program
             self.first = first
+            if first:
+                self.assigned.append(word)
             return
+        self._environment(self.assigned)  # a command follows them: its environment
+        self.assigned = []
         if first and word.text in BEFORE_COMMAND:
             self.first = True
             self.prefix = word.text if word.text in PREFIX_OPTIONS else ""
@@ -276,7 +289,8 @@ class Command(OptionReader):
         elif old_style and text.isalpha():  # `tar xzf FILE`: FILE is `f`'s argument
             self.args_due = sum(letter in prog.arg_flags for letter in text)
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
-            if prog.assignments and ASSIGNMENT.match(text):
+            if prog.assignments and text.find("=") > 0:  # any name: `BASH_FUNC_f%%=...`
+                self._environment([word])  # `env X=v cmd`: the command's environment
                 return
             self.operands += 1
             if self.operands < prog.command_operand and program_of(text, False) is None:
@@ -309,6 +323,14 @@ class Command(OptionReader):
             and word.text[:1] == REF
             and not code_operand
         )
+
+    def _environment(self, words: list[Word]) -> None:
+        """References in a command's environment (`X=${v} cmd`, `env X=${v} cmd`) are
+        refused: programs read code from some variables (`BASH_ENV`, `ENV`, `PERL5OPT`,
+        `NODE_OPTIONS`, `TAR_OPTIONS`, `BASH_FUNC_f%%`), and which is beyond telling."""
+        for word in words:
+            for pos in word.refs:
+                self.found.setdefault(pos, ENVIRONMENT_WHY)
 
     def end(self) -> None:
         if self.mode == "eval" and self.evaluated:
