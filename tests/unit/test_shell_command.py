@@ -129,6 +129,9 @@ CODE_WORDS = [
     ('env A=1 "$SHELL" -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ('nohup ${inputs.n} -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ("X=1 sh -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    # a command word with a glob names a program beyond telling (read as an expansion)
+    ("/bin/[s]h -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    ("/usr/bin/pyth*3 -c 'print(\"${inputs.v}\")'", "the script of `sh -c`"),
     # a command's environment: programs read code from some variables (BASH_ENV, ...)
     ("X=${inputs.v} sh -c 'echo \"$X\"'", "a variable of a command's environment"),
     ("BASH_ENV=${inputs.v} bash -c true", "a variable of a command's environment"),
@@ -211,6 +214,7 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         "sh -c 'echo ok' # sh -c 'echo ${inputs.v}'",
         "sh -c 'echo ok'; echo 'sh -c ${inputs.v}'",
         'X=${inputs.v}; echo "$X"',  # a shell variable of its own, no program's environment
+        '[ -n "${inputs.v}" ] && tar -czf a.tgz *.txt && echo "${inputs.n}"',  # `[`: no glob
         # a word that is a reference is a shell in command position only
         "tar -C ${inputs.v} -czf out/${inputs.n}.tgz .",
         'python3 tool.py --input ${inputs.v} -c "${inputs.n}.yaml"',

@@ -20,6 +20,7 @@ format string of `prog` and `path`), and the program."""
 class Word:
     text: str = ""
     refs: list[int] = field(default_factory=list)  # positions of the references in it
+    glob: bool = False  # it holds an unquoted `*`, `?` or `[...]`: a pathname expansion
 
     @property
     def whole(self) -> bool:

@@ -152,6 +152,8 @@ class Command(OptionReader):
         after_wrapper = self.after_wrapper
         self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
         found = program_of(word.text, first or after_wrapper)
+        if word.glob and (first or after_wrapper):  # `/bin/[s]h -c`: read as an expansion
+            found = program_of(EXPANSION, True)
         if found is None and (first or after_wrapper):
             runs = word.text.rsplit("/", 1)[-1] not in NO_COMMAND
             self.unknown = word.text if runs else ""  # `find`, `taskset`; not `echo`
@@ -166,7 +168,8 @@ class Command(OptionReader):
             self.operated = False  # an operand came (then options end, but for `permute`)
             self.args_due = 0
             self.opted = False  # an option came (then no old-style `tar xIf`)
-            if (REF in word.text or EXPANSION in word.text) and self.blind is None:
+            named = REF in word.text or EXPANSION in word.text or word.glob
+            if named and (first or after_wrapper) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
                 self.exempt = True  # (what follows the name, not the name)
 

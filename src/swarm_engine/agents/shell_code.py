@@ -49,6 +49,8 @@ not seen: docs/agents.md says so and gives the safe forms.
 
 from __future__ import annotations
 
+import re
+
 from swarm_engine.agents.code_options import Why, Word
 from swarm_engine.agents.code_programs import (
     EXPANSION,
@@ -176,6 +178,8 @@ class _Parser:
             return self.double(i, word)
         if c in "$`":
             return self.expansion(i, word)
+        if c in "*?" or (c == "[" and "]" in re.split(r"[\s;&|<>()]", s[i + 1 :], maxsplit=1)[0]):
+            word.glob = True  # `/bin/[s]h`, `pyth*3`: which program it names is beyond telling
         word.text += c
         return i + 1
 
