@@ -132,6 +132,14 @@ CODE_WORDS = [
     # a command word with a glob names a program beyond telling (read as an expansion)
     ("/bin/[s]h -c 'echo ${inputs.v}'", "the script of `sh -c`"),
     ("/usr/bin/pyth*3 -c 'print(\"${inputs.v}\")'", "the script of `sh -c`"),
+    ("timeout 5 /bin/[s]h -c 'echo ${inputs.v}'", "the script of `sh -c`"),
+    # a reference inside an expansion that names the command (its quotes make it code)
+    ("$${X:-sh -c 'echo ${inputs.v}'}", "an argument of a command named by an expansion"),
+    ("/usr/bin/env /usr/bin/pyth*3 -c 'print(\"${inputs.v}\")'", "the script of `sh -c`"),
+    # `export`'s arguments, and `env`'s before its command, are a command's environment
+    ("export BASH_ENV=${inputs.v}; bash -c true", "a variable of a command's environment"),
+    ("export ${inputs.v}; bash -c true", "a variable of a command's environment"),
+    ("env -- ${inputs.v} bash -c true", "a variable of a command's environment"),
     # a command's environment: programs read code from some variables (BASH_ENV, ...)
     ("X=${inputs.v} sh -c 'echo \"$X\"'", "a variable of a command's environment"),
     ("BASH_ENV=${inputs.v} bash -c true", "a variable of a command's environment"),
@@ -213,7 +221,6 @@ def test_a_reference_inside_another_program_s_code_is_refused(command: str, wher
         'grep -c ${inputs.v} f; git commit -m "fix ${inputs.v}"',
         "sh -c 'echo ok' # sh -c 'echo ${inputs.v}'",
         "sh -c 'echo ok'; echo 'sh -c ${inputs.v}'",
-        'X=${inputs.v}; echo "$X"',  # a shell variable of its own, no program's environment
         '[ -n "${inputs.v}" ] && tar -czf a.tgz *.txt && echo "${inputs.n}"',  # `[`: no glob
         # a word that is a reference is a shell in command position only
         "tar -C ${inputs.v} -czf out/${inputs.n}.tgz .",

@@ -47,6 +47,8 @@ _NAMED_BY_EXPANSION = (
 )
 
 
+EXPORTERS = frozenset(("export", "readonly", "declare", "typeset", "local"))
+"""Builtins whose arguments set (or name) variables a later command may get."""
 ENVIRONMENT_WHY = (
     "a variable of a command's environment (programs read code from some: BASH_ENV,"
     " PERL5OPT, NODE_OPTIONS, TAR_OPTIONS)",
@@ -63,7 +65,7 @@ class Command(OptionReader):
         self.reset()
 
     def reset(self) -> None:
-        self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip"
+        self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip", "exported"
         self.after_skip = ""  # the mode after a redirection's target
         self.name = ""
         self.prog: Program | None = None
@@ -72,6 +74,7 @@ class Command(OptionReader):
         self.evaluated: list[Word] = []
         self.first = True  # no command name yet (only assignments, `!`, `then`, ...)
         self.assigned: list[Word] = []  # `X=v` words so far: the next command's environment
+        self.env_whole: Word | None = None  # `env ${v}`: an assignment if a word follows
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
         self.operands = 0
         self.operated = False
@@ -86,6 +89,9 @@ class Command(OptionReader):
         self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
 
     def word(self, word: Word) -> None:
+        if self.env_whole is not None:  # a word after `env ${v}`: the value may be `X=...`
+            self._environment([self.env_whole])
+            self.env_whole = None
         self.exempt = False  # the word is the command named by an expansion (`x-${v}`)
         target = self.mode == "skip"  # a redirection's target: never a program's argument
         self._read(word)
@@ -110,6 +116,9 @@ class Command(OptionReader):
             self.mode = "opts" if self.from_option and not ends else ""
             if word.text.startswith("-") and self.flag in self.prog_optional():
                 self._option_or_operand(word)  # `node -p -e`: an option, not code
+            return
+        if mode == "exported":  # every argument may name or set an exported variable
+            self._environment([word])
             return
         if mode == "arg":
             self.mode = "opts"
@@ -139,6 +148,8 @@ class Command(OptionReader):
             return
         self._environment(self.assigned)  # a command follows them: its environment
         self.assigned = []
+        if first and word.text in EXPORTERS:  # `export X=${v}`, `export ${v}`
+            self.mode = "exported"
         if first and word.text in BEFORE_COMMAND:
             self.first = True
             self.prefix = word.text if word.text in PREFIX_OPTIONS else ""
@@ -171,7 +182,9 @@ class Command(OptionReader):
             named = REF in word.text or EXPANSION in word.text or word.glob
             if named and (first or after_wrapper) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
-                self.exempt = True  # (what follows the name, not the name)
+                # (what follows the name, not the name: `./t/${v}.sh`; but a reference
+                # inside another expansion, `${X:-sh -c '... ${v}'}`, may be code)
+                self.exempt = EXPANSION not in word.text
 
     def _prefix_option(self, text: str) -> bool:
         """An option of `command`, `time` or `builtin` (`command -p`, `time -f FMT`, `--`):
@@ -300,7 +313,9 @@ class Command(OptionReader):
                 return  # (a word naming a program starts it, failing closed, as anywhere)
             self.mode = ""
             self.after_wrapper = True
-            self.word(Word(word.text))  # its references were seen above
+            self.word(Word(word.text, glob=word.glob))  # its references were seen above
+            if prog.assignments and word.whole:  # `env -- ${v} cmd`: `X=...` if words follow
+                self.env_whole = word
             return
         # the first operand
         if self.switched or (prog.operand_code and not self.coded):
