@@ -416,7 +416,6 @@ class ProcessVM:
             raise VMError(f"VM {self.id} is destroyed")
         started = time.monotonic()
         limit = deadline - started
-        ooms = self._oom_kills()
         fds = SandboxFds.open(network=False, env=self._guest_env(env), sandbox=self.isolated)
         try:
             job = Job(
@@ -432,6 +431,7 @@ class ProcessVM:
                     check_every=DISK_CHECK_SECONDS,
                     over_disk=self._over_disk,
                     spawned=fds.close_passed,
+                    oom_kills=self._oom_kills,
                 )
             )
         except BaseException:
@@ -462,8 +462,8 @@ class ProcessVM:
                 killed_over_disk=outcome.over_disk,
                 ended_over_disk=outcome.ended_over_disk,
                 no_space=outcome.no_space,
-            ),
-            ooms,
+                out_of_memory=outcome.out_of_memory,
+            )
         )
         if note:
             outcome.stderr.add(note)

@@ -45,6 +45,8 @@ class Outcome:
     ended_over_disk: bool = False
     """Its workspace was over its limits when it ended (by itself: it was not killed)."""
     cancelled: bool = False
+    out_of_memory: bool = False
+    """Its VM's memory cgroup counted an OOM kill while it ran (`Command.oom_kills`)."""
 
     @property
     def no_space(self) -> bool:
@@ -68,6 +70,9 @@ class Command:
     `check_every` seconds while the command runs and once when it has ended by itself)."""
     spawned: Callable[[], None] = field(default=lambda: None)
     """Called on this thread once the child is started (to close fds only it needs)."""
+    oom_kills: Callable[[], int] = field(default=lambda: 0)
+    """The OOM kills its VM's memory cgroup counted so far (read on this thread before
+    the command starts and after it ends: more at the end, it ran out of memory)."""
 
 
 class Job:
@@ -90,6 +95,7 @@ class Job:
     def run(self) -> Outcome:
         """Spawn the command and wait for its end. Raises `OSError` when it cannot start."""
         cmd = self.command
+        ooms = cmd.oom_kills()
         try:  # its selector first: a shortage of fds for it is met before anything runs
             sel = selectors.DefaultSelector()
             try:
@@ -112,7 +118,9 @@ class Job:
         self.started = True
         try:
             cmd.spawned()
-            return self._wait(proc, sel)
+            outcome = self._wait(proc, sel)
+            outcome.out_of_memory = cmd.oom_kills() > ooms
+            return outcome
         finally:
             sel.close()
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
