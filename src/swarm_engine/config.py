@@ -350,7 +350,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build settings. `overrides` are command-line flags (None means 'not given').
     `ConfigError` for a config file named by `config_file` (--config) or `SWARM_CONFIG`
     that is missing or not a file (`<home>/config.toml` may be missing), or that is not
-    TOML, or for a bad value."""
+    TOML, or for a bad value; a bad value's line names where it came from (the config
+    file, `SWARM_<NAME>` or the flag)."""
     flags = {k: v for k, v in overrides.items() if v is not None}
     home = Path(flags.get("home") or os.environ.get("SWARM_HOME") or default_home())
     from_env = config_file is None and bool(os.environ.get("SWARM_CONFIG"))
@@ -381,7 +382,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if checked is None:
         from swarm_engine.config_model import checked_settings
 
-        checked = checked_settings(merged)  # ConfigError for a bad value
+        sources = {name: f"config file {path}" for name in file_values}
+        sources.update((name, f"SWARM_{name.upper()}") for name in from_environment)
+        sources.update((name, f"--{name.replace('_', '-')}") for name in flags)
+        checked = checked_settings(merged, sources)  # ConfigError for a bad value
     return Settings._of(checked)
 
 

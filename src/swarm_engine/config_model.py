@@ -229,11 +229,18 @@ def typed_problem(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-def checked_settings(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Every setting, validated; `ConfigError` naming the first bad one, on one line."""
+def checked_settings(
+    values: Mapping[str, Any], sources: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Every setting, validated; `ConfigError` naming the first bad one, on one line, and
+    where its value came from (`sources`: a setting's name -> `config file <path>`,
+    `SWARM_<NAME>`, `--<flag>`), as a type error names it (config.py, `_check_types`)."""
     from swarm_engine.models import first_error
 
     try:
         return SettingsModel(**values).fields()
     except ValidationError as exc:
-        raise ConfigError(f"setting {first_error(exc)}") from exc
+        loc = exc.errors()[0]["loc"]
+        source = (sources or {}).get(str(loc[0])) if loc else None
+        where = f" (in {source})" if source else ""
+        raise ConfigError(f"setting {first_error(exc)}{where}") from exc

@@ -314,3 +314,65 @@ def test_a_hostname_that_is_not_a_plain_name_is_refused_as_the_default_host_id(
     assert done.stderr.startswith("error: setting host_id: ") and done.stderr.count("\n") == 1
     monkeypatch.setenv("SWARM_HOST_ID", "vm")
     assert load_settings().host_id == "vm"  # the way out it names
+
+
+@pytest.mark.parametrize(
+    ("key", "toml", "env", "flag", "said"),
+    [
+        ("max_vms", "5000", "5000", None, "less than or equal to 1024, not 5000"),
+        ("poll_interval", "0.001", "0.001", None, "greater than or equal to 0.01"),
+        ("log_level", '"none"', "none", "none", "not 'NONE'"),
+        ("host_id", '"v m"', "v m", None, "is not a plain name"),
+        ("database_url", '"mysql://x"', "mysql://x", None, "must start with postgresql://"),
+    ],
+)
+def test_a_value_out_of_range_or_choices_names_its_source(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    toml: str,
+    env: str,
+    flag: str | None,
+    said: str,
+) -> None:
+    """Range and choice errors name the file, the variable or the flag, as type errors
+    do: `..., not 'none'` alone left the user to find where 'none' was set."""
+    for name in [n for n in os.environ if n.startswith("SWARM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    config = tmp_path / "config.toml"
+    config.write_text(f"{key} = {toml}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    line = str(caught.value)
+    assert line.startswith(f"setting {key}: ") and said in line, line
+    assert line.endswith(f" (in config file {config})"), line
+    config.unlink()
+    monkeypatch.setenv(f"SWARM_{key.upper()}", env)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).endswith(f" (in SWARM_{key.upper()})"), str(caught.value)
+    if flag is not None:
+        monkeypatch.delenv(f"SWARM_{key.upper()}")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(**{key: flag})
+        assert str(caught.value).endswith(f" (in --{key.replace('_', '-')})")
+
+
+def test_a_nested_value_out_of_its_choices_names_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.delenv("SWARM_BACKEND_OPTIONS", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text('[backend_options.process]\nmemory_cap = "none"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "setting backend_options.process.memory_cap: Input should be 'cgroup' or 'rlimit',"
+        f" not 'none' (in config file {config})"
+    )
+    config.unlink()
+    monkeypatch.setenv("SWARM_BACKEND_OPTIONS", '{"process": {"memory_cap": "none"}}')
+    with pytest.raises(ConfigError, match=r"not 'none' \(in SWARM_BACKEND_OPTIONS\)$"):
+        load_settings()
