@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import GenericAlias
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -353,23 +353,120 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     TOML, or for a bad value; a bad value's line names where it came from (the config
     file, `SWARM_<NAME>` or the flag)."""
     flags = {k: v for k, v in overrides.items() if v is not None}
+    home, path, text = _config_file(config_file, flags)
+    return _settings(home, path, _parsed(path, text), flags)
+
+
+def load_settings_tolerant(
+    keep: Collection[str], config_file: Path | None = None, **overrides: Any
+) -> tuple[Settings, str | None]:
+    """`load_settings` for a command that needs only the settings `keep` (where the home
+    and the store are, this host's id) from the config file, such as `stop`: it must stop
+    an engine started before the file was broken. When the file is broken (not TOML, or a
+    bad value), the settings are made of its `keep` keys alone, and the second item is a
+    one-line warning naming the file and its first problem; when those keys cannot be read
+    (the file is not TOML and one of them is not alone on its line, or one of them is
+    bad), or the environment or a flag is bad, `ConfigError` as `load_settings` raises."""
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    home, path, text = _config_file(config_file, flags)
+    try:
+        return _settings(home, path, _parsed(path, text), flags), None
+    except ConfigError as exc:
+        kept = None if text is None or not keep else _kept_keys(text, keep)
+        if kept is None:
+            raise  # no file (nothing broken to read around), nothing to keep, or its keys cannot be told
+        problem = exc
+    try:
+        settings = _settings(home, path, kept, flags)
+    except ConfigError:
+        raise problem from None  # the file's first problem, as a command that reads it all says
+    said = ", ".join(sorted(keep))
+    return settings, f"{problem}; this command reads only {said} from {path} and goes on"
+
+
+def _config_file(
+    config_file: Path | None, flags: Mapping[str, Any]
+) -> tuple[Path, Path, str | None]:
+    """The home, the config file's path and its text (None: no file, which only
+    `<home>/config.toml` may be). `ConfigError` for a named file that is missing, not a
+    file, or not UTF-8 text."""
     home = Path(flags.get("home") or os.environ.get("SWARM_HOME") or default_home())
     from_env = config_file is None and bool(os.environ.get("SWARM_CONFIG"))
     path = config_file or (Path(os.environ["SWARM_CONFIG"]) if from_env else home / "config.toml")
-    file_values: dict[str, Any] = {}
     if path.is_file():
-        import tomllib
-
         try:
-            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from exc
+            return home, path, path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}") from exc
-    elif config_file is not None or from_env:  # named, so meant: a typo is not a default
+    if config_file is not None or from_env:  # named, so meant: a typo is not a default
         named = " (SWARM_CONFIG)" if from_env else ""
         what = "is not a file" if path.exists() else "does not exist"
         raise ConfigError(f"config file {path}{named} {what}")
+    return home, path, None
+
+
+def _parsed(path: Path, text: str | None) -> dict[str, Any]:
+    """The config file's values; `ConfigError` when it is not TOML."""
+    if text is None:
+        return {}
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+_KEY_LINE = re.compile(r"""\s*["']?([A-Za-z0-9_-]+)["']?\s*[=.]""")
+_TABLE_LINE = re.compile(r"""\s*\[+\s*["']?([A-Za-z0-9_-]+)""")
+
+
+def _kept_keys(text: str, keep: Collection[str]) -> dict[str, Any] | None:
+    """The `keep` settings of a broken config file, or None when they cannot be told
+    apart from the rest. A file that is TOML gives them as parsed. One that is not gives
+    its top-level lines (those before the first table) that set one of them, each parsed
+    alone: None when one of them does not parse alone (or is set twice, or is dotted),
+    when a table of theirs is there (`[backend_options.qemu]`), or when a multi-line
+    string might hide a line that looks like a setting."""
+    import tomllib
+
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        pass
+    else:
+        return {name: value for name, value in values.items() if name in keep}
+    kept: dict[str, Any] = {}
+    top = True
+    for line in text.splitlines():
+        table = _TABLE_LINE.match(line)
+        if table:
+            top = False
+            if table.group(1) in keep:
+                return None
+            continue
+        if not top:
+            continue
+        if '"""' in line or "'''" in line:
+            return None
+        key = _KEY_LINE.match(line)
+        if key is None or key.group(1) not in keep:
+            continue
+        try:
+            value = tomllib.loads(line)
+        except tomllib.TOMLDecodeError:
+            return None
+        name = key.group(1)
+        if name in kept or set(value) != {name} or isinstance(value[name], dict):
+            return None
+        kept[name] = value[name]
+    return kept
+
+
+def _settings(
+    home: Path, path: Path, file_values: dict[str, Any], flags: dict[str, Any]
+) -> Settings:
+    """Settings of the config file's values, the environment and the flags."""
     _check_types(file_values, f"config file {path}")
     from_environment = _from_environment()
     for name in JSON_FIELDS & from_environment.keys():

@@ -280,8 +280,9 @@ def test_a_bad_config_file_is_one_line(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
     (home / "config.toml").write_text("max_vms = 'lots'\n")
-    done = swarm(home, "status")
+    done = swarm(home, "ticket", "list")
     assert done.returncode == 5 and done.stderr.startswith("error: setting max_vms")
+    assert len(done.stderr.splitlines()) == 1  # status, stop, cleanup: test_broken_config.py
 
 
 @pytest.mark.parametrize("bad", ["reel.toml", "."], ids=["missing", "a-folder"])

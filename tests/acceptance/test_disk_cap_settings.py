@@ -22,7 +22,7 @@ def test_a_setting_past_its_cap_is_refused_at_load(home: Path, setting: str, mos
     with pytest.raises(ValidationError):
         ProcessConfig.model_validate({setting: most + 1})
     (home / "config.toml").write_text(f"[backend_options.process]\n{setting} = {1 << 30}\n")
-    done = swarm_inproc(home, "status")
+    done = swarm_inproc(home, "ticket", "list")
     assert done.returncode == 5, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert setting in done.stderr and str(most) in done.stderr, done.stderr

@@ -78,7 +78,7 @@ def test_rlimit_keeps_the_address_space_limit_alone(home: Path, tmp_path: Path) 
 @pytest.mark.parametrize("value", ['"lots"', '"Cgroup"', "1", "true"])
 def test_a_bad_memory_cap_is_refused_at_load(home: Path, value: str) -> None:
     (home / "config.toml").write_text(f"[backend_options.process]\nmemory_cap = {value}\n")
-    done = swarm_inproc(home, "status")
+    done = swarm_inproc(home, "ticket", "list")
     assert done.returncode == 5, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "memory_cap" in done.stderr, done.stderr

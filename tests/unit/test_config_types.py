@@ -203,7 +203,10 @@ def test_the_cli_says_one_line_and_exits_5(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
     env["SWARM_HOME"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "swarm_engine", "status"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "swarm_engine", "ticket", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 5, done.stderr
     assert done.stderr.splitlines() == [

@@ -36,6 +36,17 @@ COMMANDS = {
 }
 """Every command, imported when it is used (cli/lazy.py): a short command's start-up
 imports only what that command needs."""
+WHERE_KEYS = frozenset({"tickets_db", "registry_db", "database_url", "registry_url", "host_id"})
+"""The settings that say where the home's store and registry are and which host this is."""
+TOLERANT: dict[str, frozenset[str]] = {
+    "stop": WHERE_KEYS,
+    "status": WHERE_KEYS,
+    "cleanup": WHERE_KEYS | {"lease_ttl", "heartbeat_interval", "backend_options"},
+}
+"""The commands that go on past a broken config file (with a warning), and the settings
+each reads from it (docs/configuration.md, "A broken config file"): `stop` must stop an
+engine started before the file was broken. Every other command, `start` and the engine
+among them, refuses a broken file."""
 
 
 @click.group(
@@ -87,11 +98,13 @@ def cli(
     Every ticket runs its agent (or each step of its workflow) in a fresh sandbox or
     microVM; every run and step is recorded in the ticket store.
     """
-    from swarm_engine.config import load_settings
+    from swarm_engine.config import load_settings_tolerant
 
-    settings = load_settings(
-        config_file, home=home, tickets_db=tickets_db, registry_db=registry_db, log_level=log_level
-    )
+    flags = {"home": home, "tickets_db": tickets_db, "registry_db": registry_db}
+    keep = TOLERANT.get(ctx.invoked_subcommand or "", frozenset())
+    settings, warning = load_settings_tolerant(keep, config_file, log_level=log_level, **flags)
+    if warning:
+        click.echo(f"warning: {one_line(warning)}", err=True)
     ctx.obj = settings  # each command makes or checks its home (cli/app.py: pass_settings)
     if log_level or settings.log_level != "WARNING":
         from swarm_engine.cli.logsetup import setup_logging
