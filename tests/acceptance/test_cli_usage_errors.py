@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from tests.support.cli import snapshot, swarm, swarm_inproc
 
 
@@ -14,7 +17,7 @@ from tests.support.cli import snapshot, swarm, swarm_inproc
     [
         (
             ["ticket", "show", "abc"],
-            "error: invalid value for 'TICKET_ID': 'abc' is not a valid integer range"
+            "error: TICKET_ID: 'abc' is not a ticket id (a whole number)"
             " (see 'swarm-engine ticket show --help')",
         ),
         (
@@ -80,7 +83,7 @@ def test_the_real_process_prints_one_line_too(home: Path) -> None:
     done = swarm(home, "ticket", "show", "abc")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "error: invalid value for 'TICKET_ID': 'abc' is not a valid integer range"
+        "error: TICKET_ID: 'abc' is not a ticket id (a whole number)"
         " (see 'swarm-engine ticket show --help')\n"
     )
 
@@ -115,3 +118,102 @@ def test_every_seconds_option_refuses_what_is_not_a_finite_number(
         f" (see 'swarm-engine {command} --help')\n"
     )
     assert (snapshot(home / "tickets.db"), snapshot(home / "registry.db")) == before
+
+
+def _id_params() -> list[tuple[list[str], str, str]]:
+    """Every (command path, parameter, what it is) that takes an id, found by walking the
+    command tree: a command added later is checked without a list to keep in step."""
+    from swarm_engine.cli.app import Id
+    from swarm_engine.cli.main import cli
+
+    found: list[tuple[list[str], str, str]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, [*path, name])
+            return
+        for param in command.params:
+            if isinstance(param.type, Id):
+                found.append((path, param.name or "", param.type.what))
+
+    walk(cli, [])
+    return found
+
+
+ID_PARAMS = _id_params()
+
+
+def test_every_command_taking_an_id_is_found() -> None:
+    commands = {" ".join(path) for path, _, _ in ID_PARAMS}
+    assert {"run-ticket", "logs", "ticket show", "ticket cancel", "ticket reopen"} <= commands
+    assert {"ticket open", "ticket steps", "ticket list"} <= commands
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["abc", "1.5", "", " ", "1e3", "0x10", "٣", "1_000", "99999999999999999999", "-" + "9" * 19],
+)
+@pytest.mark.parametrize(
+    ("path", "name", "what"), ID_PARAMS, ids=[f"{' '.join(p)}:{n}" for p, n, _ in ID_PARAMS]
+)
+def test_a_bad_id_is_one_line_naming_the_parameter_and_what_an_id_is(
+    home: Path, path: list[str], name: str, what: str, bad: str
+) -> None:
+    from swarm_engine.cli.main import cli
+
+    command = cli
+    for part in path:
+        assert isinstance(command, click.Group)
+        found = command.get_command(click.Context(command), part)
+        assert found is not None
+        command = found
+    args = list(path)
+    for param in command.params:  # the other ids: good ones
+        if isinstance(param, click.Argument) and param.name != name:
+            args.append("1")
+    param = next(p for p in command.params if p.name == name)
+    shown = param.opts[0] if isinstance(param, click.Option) else (param.metavar or name.upper())
+    args += [param.opts[0], bad] if isinstance(param, click.Option) else ["--", bad]
+    before = snapshot(home / "tickets.db"), snapshot(home / "registry.db")
+    done = swarm_inproc(home, *args)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    out_of_range = bad.strip("-").isascii() and bad.strip("-").isdigit()
+    said = "a whole number from -2^63 to 2^63-1" if out_of_range else "a whole number"
+    assert done.stderr == (
+        f"error: {shown}: {bad!r} is not a {what} ({said})"
+        f" (see 'swarm-engine {' '.join(path)} --help')\n"
+    )
+    assert (snapshot(home / "tickets.db"), snapshot(home / "registry.db")) == before
+
+
+@given(
+    st.text(max_size=30)
+    | st.integers().map(str)
+    | st.from_regex(r"\s*[-+]{0,2}0*[0-9_]{0,21}\s*", fullmatch=True)
+)
+@example("0" * 5000 + "7")  # leading zeros: still 7
+@example("9" * 5000)  # past int()'s digit limit: out of range, no traceback
+@example(" -9223372036854775808\n")
+def test_an_id_is_a_64_bit_whole_number_and_nothing_else(text: str) -> None:
+    from swarm_engine.cli.app import TICKET_ID
+    from swarm_engine.records import shown
+
+    core = text.strip(" \t\n\r\v\f")  # ASCII whitespace around it, as int() takes it
+    digits = core[1:] if core[:1] in ("+", "-") else core
+    whole = digits != "" and all(c in "0123456789" for c in digits)
+    significant = digits.lstrip("0") or "0"
+    sign = core[:1] if core[:1] in ("+", "-") else ""
+    number = int(sign + significant) if whole and len(significant) <= 4000 else None
+    if number is not None and not -(2**63) <= number < 2**63:
+        number = None
+    try:
+        got = TICKET_ID.convert(text, None, None)
+    except click.BadParameter as exc:
+        assert number is None, text
+        assert exc.message.startswith(f"{shown(text, 40)} is not a ticket id (a whole number")
+    else:
+        assert got == number, text

@@ -105,7 +105,7 @@ def test_every_command_and_the_api_address_edge_ids(store_target: Target, tmp_pa
     (row,) = store_target.rows("SELECT status FROM tickets WHERE id = -5")
     assert row["status"] == "done"
     over = swarm_inproc(home, "ticket", "show", str(MAX + 1), **store_target.env)
-    assert over.returncode == 2 and "is not in the range" in over.stderr
+    assert over.returncode == 2 and "(a whole number from -2^63 to 2^63-1)" in over.stderr
 
     api = start_api(home, token=TOKEN, **store_target.env)
     try:

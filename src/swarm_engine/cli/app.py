@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 
 from swarm_engine.cli.text import visible
 from swarm_engine.errors import StoreError, UsageError
+from swarm_engine.records import shown
 
 if TYPE_CHECKING:  # imported where used: a command imports only what it needs
     from swarm_engine.config import Settings
@@ -218,14 +220,50 @@ def registry_of(settings: Settings) -> Iterator[Registry]:
 
 
 INT64 = click.IntRange(-(2**63), 2**63 - 1)
-TICKET_ID = INT64
+_WHOLE = re.compile(r"([+-]?)0*([0-9]{1,20})")
+"""A whole number in ASCII digits (at most 20 after leading zeros: a longer one is out of
+range anyway, and is never handed to `int`)."""
+
+
+class Id(click.ParamType[int]):
+    """An id (a ticket's, a run's, a step's): any 64-bit integer, as a row's id can hold.
+    Anything else is one line naming the parameter and what an id is (`TICKET_ID: 'abc'
+    is not a ticket id (a whole number)`, cli/main.py), not click's `is not a valid
+    integer range` or its range in `<=x<=` form."""
+
+    name = "integer"
+    LEAST, MOST = -(2**63), 2**63 - 1
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            whole = _WHOLE.fullmatch(str(value).strip(" \t\n\r\v\f"))
+            if whole is None:
+                self.fail(f"{shown(value, 40)} is not a {self.what} (a whole number)", param, ctx)
+            number = int(whole[1] + whole[2])
+        if not self.LEAST <= number <= self.MOST:
+            self.fail(
+                f"{shown(str(value), 40)} is not a {self.what} (a whole number from -2^63 to"
+                " 2^63-1)",
+                param,
+                ctx,
+            )
+        return number
+
+
+TICKET_ID = Id("ticket id")
 """A ticket id: any 64-bit integer, as a row's id can hold (the store numbers from 1, but
 any client may write 0 or a negative id; such a ticket runs and is listed, so every
 command addresses it: `swarm-engine ticket show -5`, through `IdCommand`)."""
-RUN_ID = INT64
-"""A run or step id (`--run`, `--before`): any 64-bit integer, as a ticket id is (any client
-may write run -5 or step 0: every command addresses them and pages through them)."""
-"""A run's (or a step's) id: a positive 64-bit integer, as the store numbers them."""
+RUN_ID = Id("run id")
+"""A run id (`--run`, `ticket runs --before`): any 64-bit integer, as a ticket id is (any
+client may write run -5: every command addresses them and pages through them)."""
+STEP_ID = Id("step id")
+"""A step id (`ticket steps --before`): any 64-bit integer, as a run id is."""
 
 
 class IdCommand(click.Command):

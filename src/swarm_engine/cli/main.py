@@ -143,12 +143,21 @@ def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
             message = f"missing command; one of: {', '.join(ctx.command.list_commands(ctx))}"
         else:
             message = "missing arguments"
+    elif type(exc) is click.BadParameter and exc.param is not None and _is_id(exc.param):
+        name = exc.param.get_error_hint(ctx) if ctx is not None else exc.param.human_readable_name
+        message = f"{name.strip(chr(39))}: {exc.message}"  # `TICKET_ID: 'abc' is not a ticket id`
     else:
         message = " ".join(exc.format_message().split()).rstrip(".")
     if message[:1].isupper() and not message[1:2].isupper():
         message = message[0].lower() + message[1:]
     path = ctx.command_path if ctx is not None else _command_path(argv)
     return visible(f"error: {message} (see '{path} --help')")
+
+
+def _is_id(param: click.Parameter) -> bool:
+    from swarm_engine.cli.app import Id
+
+    return isinstance(param.type, Id)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from rich.text import Text
 from swarm_engine.cli.app import (
     INT64,
     RUN_ID,
+    STEP_ID,
     TICKET_ID,
     IdCommand,
     Seconds,
@@ -387,7 +388,7 @@ def _more_steps(ticket_id: int, run: dict[str, Any], *, err: bool = False) -> No
 @click.argument("ticket_id", type=TICKET_ID)
 @click.option("--run", "run_id", type=RUN_ID, metavar="N", help="Run N (default: the latest).")
 @click.option(
-    "--before", type=RUN_ID, metavar="STEP", help="Only steps older than STEP (an id; to page)."
+    "--before", type=STEP_ID, metavar="STEP", help="Only steps older than STEP (an id; to page)."
 )
 @click.option(
     "--limit",
