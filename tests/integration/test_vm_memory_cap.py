@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from tests.support.cgroups import no_memory_cgroup
-from tests.support.cli import swarm
+from tests.support.cli import swarm, wait_until
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm import memcap
@@ -287,10 +286,7 @@ def test_cleanup_reaps_a_dead_engines_cgroups_and_kills_what_runs_in_them(
     left = subprocess.Popen(["/bin/sh", "-c", 'echo 0 > "$0" && exec sleep 300', str(procs)])
     live = Groups.make()
     try:
-        deadline = time.monotonic() + 10
-        while str(left.pid) not in procs.read_text():
-            assert time.monotonic() < deadline, "the process did not join"
-            time.sleep(0.01)
+        wait_until(lambda: str(left.pid) in procs.read_text(), 10, "the process to join")
         done = swarm(home, "cleanup")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "removed 1 leftover memory cgroup folder(s)" in done.stdout, done.stdout
