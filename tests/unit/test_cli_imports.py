@@ -40,6 +40,7 @@ NEVER_ON_SHORT_COMMANDS = (
     "swarm_engine.agents.claude.agent",
     "swarm_engine.vm.process",
     "swarm_engine.vm.process_vm",
+    "swarm_engine.vm.process_argv",
     "swarm_engine.vm.qemu.backend",
     "swarm_engine.vm.qemu.builder",
     "swarm_engine.cli.progress",

@@ -10,54 +10,35 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swarm_engine.errors import (
     ConflictError,
     NotFoundError,
     StaleAttemptError,
-    StoreBusyError,
-    StoreError,
     StoreIntegrityError,
     UsageError,
 )
 from swarm_engine.records import TERMINAL, TicketStatus, json_text, shown
 from swarm_engine.store.db import Database
+from swarm_engine.store.ids import BEFORE_ALL as BEFORE_ALL
+from swarm_engine.store.ids import MAX_ID as MAX_ID
+from swarm_engine.store.ids import MIN_ID as MIN_ID
+from swarm_engine.store.ids import first_after as first_after
 from swarm_engine.store.queries import load
+from swarm_engine.store.reclaim import FENCED_VMS as FENCED_VMS
+from swarm_engine.store.reclaim import Expired as Expired
+from swarm_engine.store.reclaim import Fence as Fence
+from swarm_engine.store.reclaim import one_line as _one_line
+from swarm_engine.store.reclaim import reclaim_expired
 from swarm_engine.store.rows import Decoder, Ticket, as_mapping, decode_record, decode_ticket
 
 log = logging.getLogger(__name__)
 
 LIVE = ("claimed", "running")
-FENCED_VMS = 1000
-"""At most this many VMs are handed to a reclaim's `Fence` at once."""
-Fence = Callable[[builtins.list[dict[str, Any]]], dict[int, str]]
-"""Called by `reclaim_expired` inside its transaction, before it changes anything, with
-the live `vms` rows (each with its `ticket_id`) busy with a step of an expired attempt
-and booted by the engine that holds the ticket; it stops what they run on this host and
-returns, by ticket id, why a ticket must be left as it is this round (a VM that could not
-be stopped): that ticket is not run again while the VM may still run."""
 STATUS_NAMES = tuple(s.value for s in TicketStatus)
 MAX_REJECTS_PER_CLAIM = 100
-MAX_ID = 2**63 - 1
-MIN_ID = -(2**63)
-BEFORE_ALL = MIN_ID - 1
-"""A reader's position before every row. Ids are any 64-bit integer (any client may write
-0 or -5 into `ticket_events`, `workflow_runs`, `step_executions` or `step_logs`), so a
-reader that started "after 0" never showed those. No SQL integer holds it: readers pass
-the first id they want (`first_after`)."""
-
-
-def first_after(after: int) -> int | None:
-    """The first id a reader at `after` (the last id it saw, or `BEFORE_ALL`) wants, as a
-    SQL integer; None when no id can come after it (`after` is `MAX_ID`, or above)."""
-    if after >= MAX_ID:
-        return None
-    return max(after, BEFORE_ALL) + 1
-
-
 IGNORED_CLAIM = "the store ignored its claim without an error (a trigger's RAISE(IGNORE)?)"
 """Why an open, claimable ticket whose claim the store returned nothing for is not run."""
 REOPENED = "cancelled (the ticket was reopened)"
@@ -75,20 +56,6 @@ def not_claimable(ticket: Ticket, holder: str | None = None) -> ConflictError:
         )
     hint = " (use 'ticket reopen' first)" if ticket.status in TERMINAL else ""
     return ConflictError(f"ticket {ticket.id} is {ticket.status}{hint}")
-
-
-@dataclass(frozen=True, slots=True)
-class Expired:
-    """A ticket whose lease ran out, as the reclaimer left it."""
-
-    ticket_id: int
-    status: str
-    """'open' (re-queued), 'failed' (attempts used up), or 'stuck': the store refused to
-    change the row (a trigger's RAISE, a constraint; `error` says what it said), which is
-    left as it is and tried again next round."""
-    error: str | None = None
-    refused: bool = False
-    """'stuck' because the store refused the reclaim (not a VM the fence could not stop)."""
 
 
 class TicketStore:
@@ -528,81 +495,12 @@ class TicketStore:
         return self.db.one(self.q.still_held, args) is not None
 
     def reclaim_expired(self, fence: Fence | None = None) -> builtins.list[Expired]:
-        """Tickets whose lease ran out, on any host: re-queue them (or fail them after
-        `max_attempts`) and close their runs, in one transaction. A read first: no lock
-        when none expired. On PostgreSQL one engine at a time does it (an advisory lock
-        taken in the transaction; the others skip that round).
-
-        `fence`, if given, is called in that transaction, before anything is changed,
-        with the live VMs of the expired attempts (see `Fence`): what they still run is
-        stopped before their tickets can run again. A ticket it names is left as it is
-        this round (`stuck`, with why)."""
-        if self.db.one(self.q.any_expired) is None:
-            return []
-        try:
-            return self._reclaim(None, fence)
-        except StoreBusyError:
-            raise
-        except StoreError:  # a row the store will not let change (a trigger's RAISE, a
-            pass  # constraint): the others one by one, that one left as it is
-        expired: builtins.list[Expired] = []
-        for row in self.db.all(self.q.expired_ids):
-            ticket_id = int(row["id"])
-            try:
-                expired += self._reclaim(ticket_id, fence)
-            except StoreBusyError:
-                raise
-            except StoreError as exc:
-                expired.append(Expired(ticket_id, "stuck", _one_line(str(exc), 200), True))
-        return expired
-
-    def _reclaim(self, only: int | None, fence: Fence | None) -> builtins.list[Expired]:
-        expired: builtins.list[Expired] = []
-        with self.db.transaction(), self.db.checks_ignored():
-            lock = self.db.one(self.q.reclaim_lock)
-            if lock is None or not lock[0]:
-                return []  # another engine is reclaiming right now
-            left = {} if fence is None else self._fence(only, fence)
-            expired += [Expired(ticket_id, "stuck", why) for ticket_id, why in left.items()]
-            if not left:
-                rows = self.db.all(self.q.reclaim_expired, {"only": only})
-            else:  # the others, one by one
-                ids = [int(r["id"]) for r in self.db.all(self.q.expired_ids)]
-                rows = [
-                    row
-                    for ticket_id in ids
-                    if ticket_id not in left and only in (None, ticket_id)
-                    for row in self.db.all(self.q.reclaim_expired, {"only": ticket_id})
-                ]
-            for row in rows:
-                self.close_open_runs(
-                    int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
-                )
-                expired.append(Expired(int(row["id"]), str(row["status"])))
-        return expired
-
-    def _fence(self, only: int | None, fence: Fence) -> dict[int, str]:
-        """(In the reclaim's transaction.) Hand the expired attempts' live VMs to `fence`;
-        the tickets to leave as they are this round, with why. At most `FENCED_VMS` VMs at
-        a time: when there are more, the tickets from the last one's on wait for the next
-        round (all of a ticket's VMs are fenced in one round)."""
-        rows = self.db.all(self.q.expired_vms, {"only": only, "limit": FENCED_VMS})
-        vms = [decode_record(r) for r in rows]
-        left = fence(vms) if vms else {}
-        if len(vms) >= FENCED_VMS:
-            cut = int(vms[-1]["ticket_id"])
-            for r in self.db.all(self.q.expired_ids):
-                if int(r["id"]) >= cut:
-                    left.setdefault(int(r["id"]), "more VMs than one round stops; next round")
-        return left
+        """Tickets whose lease ran out, on any host: re-queued (or failed after
+        `max_attempts`), their runs closed, in one transaction (store/reclaim.py)."""
+        return reclaim_expired(self, fence)
 
     def _fenced(self, rowcount: int, ticket_id: int) -> None:
         if rowcount != 1:
             raise StaleAttemptError(
                 f"ticket {ticket_id}: this attempt no longer holds the ticket (reclaimed or cancelled)"
             )
-
-
-def _one_line(text: str, width: int = 500) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= width else line[: width - 1] + "…"

@@ -3,7 +3,7 @@
 The identity every command of the process backend has (its uid, passwd and group, the
 host uid a root engine gives it), the host files of /etc it sees, the probe that says in
 one line why bubblewrap cannot run here, and the file descriptors handed to each
-bubblewrap (`vm/process_vm.py` builds the command line itself).
+bubblewrap (`vm/process_argv.py` builds the command line itself).
 """
 
 from __future__ import annotations
