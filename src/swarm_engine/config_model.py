@@ -9,6 +9,7 @@ Bad values are refused here, with pydantic's message for the first problem.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,18 @@ def checked_settings(
     try:
         return SettingsModel(**values).fields()
     except ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        source = (sources or {}).get(str(loc[0])) if loc else None
-        where = f" (in {source})" if source else ""
-        raise ConfigError(f"setting {first_error(exc)}{where}") from exc
+        raise ConfigError(f"setting {first_error(exc)}{_where(exc, sources or {})}") from exc
+
+
+def _where(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    """Where the first error's value came from: ` (in SWARM_MAX_VMS)`; for a rule of
+    several settings (`heartbeat_interval` against `lease_ttl`), each one it names that
+    was set: ` (heartbeat_interval in config file PATH, lease_ttl in SWARM_LEASE_TTL)`."""
+    error = exc.errors()[0]
+    if error["loc"]:
+        source = sources.get(str(error["loc"][0]))
+        return f" (in {source})" if source else ""
+    msg = str(error["msg"])
+    spots = {n: m.start() for n in FIELDS if n in sources and (m := re.search(rf"\b{n}\b", msg))}
+    named = sorted(spots, key=spots.__getitem__)
+    return f" ({', '.join(f'{n} in {sources[n]}' for n in named)})" if named else ""

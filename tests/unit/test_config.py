@@ -376,3 +376,23 @@ def test_a_nested_value_out_of_its_choices_names_its_source(
     monkeypatch.setenv("SWARM_BACKEND_OPTIONS", '{"process": {"memory_cap": "none"}}')
     with pytest.raises(ConfigError, match=r"not 'none' \(in SWARM_BACKEND_OPTIONS\)$"):
         load_settings()
+
+
+def test_a_rule_of_two_settings_names_where_each_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("SWARM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    config = tmp_path / "config.toml"
+    config.write_text("heartbeat_interval = 20\n")
+    monkeypatch.setenv("SWARM_LEASE_TTL", "30")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("setting heartbeat_interval (20s) must be at most 1/3")
+    assert str(caught.value).endswith(
+        f" (heartbeat_interval in config file {config}, lease_ttl in SWARM_LEASE_TTL)"
+    )
+    monkeypatch.delenv("SWARM_LEASE_TTL")  # lease_ttl's default: only the file is named
+    with pytest.raises(ConfigError, match=r"\(heartbeat_interval in config file [^,]*\)$"):
+        load_settings()
