@@ -425,9 +425,10 @@ def _kept_keys(text: str, keep: Collection[str]) -> dict[str, Any] | None:
     """The `keep` settings of a broken config file, or None when they cannot be told
     apart from the rest. A file that is TOML gives them as parsed. One that is not gives
     its top-level lines (those before the first table) that set one of them, each parsed
-    alone: None when one of them does not parse alone (or is set twice, or is dotted),
-    when a table of theirs is there (`[backend_options.qemu]`), or when a multi-line
-    string might hide a line that looks like a setting."""
+    alone. None (fail closed) when one of them does not parse alone, is set twice or is
+    dotted, is set after a line that may start a table (inside it, or misplaced: it
+    cannot be told), or is a table itself (`[backend_options.qemu]`), and when the file
+    holds a multi-line string (which may hide a line that looks like a setting)."""
     import tomllib
 
     try:
@@ -436,6 +437,8 @@ def _kept_keys(text: str, keep: Collection[str]) -> dict[str, Any] | None:
         pass
     else:
         return {name: value for name, value in values.items() if name in keep}
+    if '"""' in text or "'''" in text:
+        return None
     kept: dict[str, Any] = {}
     top = True
     for line in text.splitlines():
@@ -445,13 +448,11 @@ def _kept_keys(text: str, keep: Collection[str]) -> dict[str, Any] | None:
             if table.group(1) in keep:
                 return None
             continue
-        if not top:
-            continue
-        if '"""' in line or "'''" in line:
-            return None
         key = _KEY_LINE.match(line)
         if key is None or key.group(1) not in keep:
             continue
+        if not top:
+            return None
         try:
             value = tomllib.loads(line)
         except tomllib.TOMLDecodeError:

@@ -79,8 +79,10 @@ def test_stop_status_and_cleanup_go_on_past_a_broken_config_start_does_not(
         "tickets_db = 5\n",  # the store's value is of the wrong type
         'x = """\ntickets_db = "/hidden/in/a/string"\n',  # cannot tell what is a setting
         'tickets_db = "/a.db"\ntickets_db = "/b.db"\n',  # set twice
+        'x = [\n  [1],\n]\ntickets_db = "/a.db"\ny = [\n',  # after what may start a table
+        '[gateway]\ntickets_db = "/a.db"\ny = [\n',  # in a table, or misplaced
     ],
-    ids=["broken-line", "wrong-type", "multiline-string", "twice"],
+    ids=["broken-line", "wrong-type", "multiline-string", "twice", "after-a-bracket", "in-a-table"],
 )
 def test_a_config_whose_store_location_cannot_be_read_stops_nothing(
     engine_home: tuple[Path, str], broken: str
