@@ -251,12 +251,16 @@ def test_harmless_forms_stay_accepted(command: str) -> None:
 SHELL_PIECES = ["sh -c 'echo ${inputs.x}'", 'eval "echo ${inputs.x}"', "echo ${inputs.x}",
                 "bash -c \"echo '${inputs.x}'\"", "C=-c; sh $C 'echo ${inputs.x}'",
                 'e=eval; $e "echo ${inputs.x}"', "sh -c 'echo \"$1\"' _ ${inputs.x}",
-                "S=sh; timeout 5 \"$S\" -c 'echo ${inputs.x}'", "sh -c ${inputs.x}"]  # fmt: skip
+                "S=sh; timeout 5 \"$S\" -c 'echo ${inputs.x}'", "sh -c ${inputs.x}",
+                # a value through the script's variables and functions (`code_flow`)
+                "BASH_ENV=${inputs.x}", "X=${inputs.x}", "export BASH_ENV", "set -a",
+                "BASH_ENV=$X", "bash -c true", 'sh -c "echo $X"', 'f() { eval "$1"; }',
+                'f() { echo "$1"; }', "f ${inputs.x}", 'declare -x X']  # fmt: skip
 HOSTILE = 'x\';touch "$M";\'";touch "$M";"$(touch "$M")`touch "$M"`;touch "$M"'
 
 
 @pytest.mark.parametrize("shell", [s for s in ("dash", "bash") if shutil.which(s)])
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.sampled_from([f for f in FRAGMENTS if f not in ("&&", "|")] + SHELL_PIECES),

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from swarm_engine.agents.code_programs import EXPANSION, PROGRAMS, REF, Program
+
+if TYPE_CHECKING:
+    from swarm_engine.agents.code_flow import Flow
 
 Why = tuple[str, str, str]
 """Where a reference stands ("the script of `sh -c`"), how to pass it as data instead (a
@@ -21,11 +25,18 @@ class Word:
     text: str = ""
     refs: list[int] = field(default_factory=list)  # positions of the references in it
     glob: bool = False  # it holds an unquoted `*`, `?` or `[...]`: a pathname expansion
+    names: set[str] = field(default_factory=set)  # the variables it expands (`$X`, `${X}`)
+    split: bool = False  # it holds an unquoted expansion (split into words, globbed)
 
     @property
     def whole(self) -> bool:
         """The word is exactly one reference (quoted or not)."""
         return self.text == REF
+
+    @property
+    def whole_variable(self) -> bool:
+        """The word is exactly one quoted expansion of a variable (`"$X"`)."""
+        return self.text == EXPANSION and len(self.names) == 1 and not self.split
 
 
 BLIND_HINT = "give it as a whole word of its own"
@@ -36,6 +47,7 @@ class OptionReader:
     reference in an option's argument is."""
 
     found: dict[int, Why]
+    flow: Flow
     mode: str
     name: str
     prog: Program | None
@@ -51,14 +63,14 @@ class OptionReader:
         raise NotImplementedError
 
     def _code(self, word: Word, whole_allowed: bool = True) -> None:
-        if word.refs and not (whole_allowed and word.whole):
+        whole = whole_allowed and (word.whole or word.whole_variable)  # said on purpose
+        if (word.refs or word.names) and not whole:
             assert self.prog is not None
             flag = self.prog.switch and f"-{self.prog.switch}"
             flag = self.flag if self.from_option else flag
             shown = f"{self.name} {flag}" if flag else self.name
             why = (f"{self.prog.what} `{shown}`", self.prog.hint, self.name)
-            for pos in word.refs:
-                self.found.setdefault(pos, why)
+            self._refuse(word, why)
 
     def _go_blind(self, option: str, why: Why | None = None) -> None:
         """Past an option this check does not know (it may take the next word, or make any
@@ -82,8 +94,10 @@ class OptionReader:
             )
 
     def _refuse(self, word: Word, why: Why) -> None:
+        """Refuse the word's references, and those its variables hold (`Flow`)."""
         for pos in word.refs:
             self.found.setdefault(pos, why)
+        self.flow.use(word.names, why)
 
     def _long(self, name: str) -> str:
         """A long option's full name (GNU programs take a unique prefix: `--expr`). Where

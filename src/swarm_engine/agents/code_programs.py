@@ -313,7 +313,7 @@ PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
 VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
 """A versioned name (`perl5.36.0`, `lua5.4`, `php8.2`, `luajit-2.1`): the program it is."""
 VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-])")
-ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 BEFORE_COMMAND = frozenset(
     ("!", "{", "if", "then", "else", "elif", "while", "until", "do", "time", "command", "builtin")
 )

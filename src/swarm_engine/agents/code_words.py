@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from swarm_engine.agents.code_flow import Flow
 from swarm_engine.agents.code_options import BLIND_HINT, OptionReader, Why, Word
 from swarm_engine.agents.code_programs import (
     ASSIGNMENT,
@@ -47,8 +48,8 @@ _NAMED_BY_EXPANSION = (
 )
 
 
-EXPORTERS = frozenset(("export", "readonly", "declare", "typeset", "local"))
-"""Builtins whose arguments set (or name) variables a later command may get."""
+DECLARERS = frozenset(("readonly", "declare", "typeset", "local"))
+"""Builtins whose arguments set variables (exported after `-x`), as `export`'s do."""
 ENVIRONMENT_WHY = (
     "a variable of a command's environment (programs read code from some: BASH_ENV,"
     " PERL5OPT, NODE_OPTIONS, TAR_OPTIONS)",
@@ -60,12 +61,15 @@ ENVIRONMENT_WHY = (
 class Command(OptionReader):
     """The words of one simple command, read one by one: which of them are code."""
 
-    def __init__(self, found: dict[int, Why]) -> None:
+    def __init__(self, found: dict[int, Why], flow: Flow) -> None:
         self.found = found
+        self.flow = flow
         self.reset()
 
     def reset(self) -> None:
-        self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip", "exported"
+        self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip", "exported",
+        # "declared" (`local`, `declare`, ...), "set"
+        self.declared = False  # `declare`'s options so far: `-x` (or any) makes it export
         self.after_skip = ""  # the mode after a redirection's target
         self.name = ""
         self.prog: Program | None = None
@@ -96,9 +100,12 @@ class Command(OptionReader):
         target = self.mode == "skip"  # a redirection's target: never a program's argument
         self._read(word)
         exempt = self.exempt or target
-        if self.blind is not None and word.refs and not word.whole and not exempt:
-            for pos in word.refs:
-                self.found.setdefault(pos, self.blind)
+        if self.blind is not None and not exempt:
+            if not word.whole:
+                for pos in word.refs:
+                    self.found.setdefault(pos, self.blind)
+            if not word.whole_variable:
+                self.flow.use(word.names, self.blind)
 
     def _read(self, word: Word) -> None:
         mode = self.mode
@@ -118,7 +125,18 @@ class Command(OptionReader):
                 self._option_or_operand(word)  # `node -p -e`: an option, not code
             return
         if mode == "exported":  # every argument may name or set an exported variable
-            self._environment([word])
+            self._export(word)
+            return
+        if mode == "declared":
+            self._declare(word)
+            return
+        if mode == "set":  # `set -a`, `set -o allexport`: every variable is exported
+            if word.text == "--":
+                self.mode = ""
+            elif re.fullmatch(r"-[A-Za-z]*a[A-Za-z]*|allexport", word.text) or (
+                word.text[:1] in (REF, EXPANSION)
+            ):
+                self.flow.export_all = True
             return
         if mode == "arg":
             self.mode = "opts"
@@ -148,8 +166,14 @@ class Command(OptionReader):
             return
         self._environment(self.assigned)  # a command follows them: its environment
         self.assigned = []
-        if first and word.text in EXPORTERS:  # `export X=${v}`, `export ${v}`
+        if first and word.text == "export":  # `export X=${v}`, `export ${v}`, `export X`
             self.mode = "exported"
+        elif first and word.text in DECLARERS:  # `local X=${v}`: an assignment
+            self.mode, self.declared = "declared", False
+        elif first and word.text == "set":
+            self.mode = "set"
+        elif first and word.text in (".", "source", "eval"):  # may export any variable
+            self.flow.export_all = True
         if first and word.text in BEFORE_COMMAND:
             self.first = True
             self.prefix = word.text if word.text in PREFIX_OPTIONS else ""
@@ -252,8 +276,35 @@ class Command(OptionReader):
 
     def defines_function(self) -> None:
         """The command defines a shell function (`f() { eval "$@"; }`, then `f "..."`):
-        any word may then be code, as after an alias."""
-        self.found.setdefault(ALIAS, FUNCTION_WHY)
+        if its positional parameters reach code, any word may (`Flow`)."""
+        self.flow.functions = True
+
+    def _export(self, word: Word) -> None:
+        """An argument of `export` (or of `declare -x`): it names (and may set) a variable
+        of every later command's environment."""
+        self._environment([word])
+        name = word.text.partition("=")[0]
+        if word.text.startswith("-"):
+            return
+        if REF in name or EXPANSION in name:  # `export "$N"`: any name
+            self.flow.export_all = True
+        self.flow.exported.add(name.removesuffix("+"))
+
+    def _declare(self, word: Word) -> None:
+        """An argument of `local`, `declare`, `typeset` or `readonly`: with no option, an
+        assignment (as `X=v` alone, `Flow`); after any option (`-x` exports, `-i` and `-n`
+        evaluate the value), a variable of a command's environment."""
+        text = word.text
+        if text[:1] in "-+" and not self.declared:
+            self.declared = True
+            if "x" in text or REF in text or EXPANSION in text:
+                self.mode = "exported"
+            return
+        if self.declared or word.split or REF in text.partition("=")[0]:
+            self._environment([word])  # (`local a=$1` splits in dash: `a=x PATH=...`)
+            return
+        if ASSIGNMENT.match(text):
+            self.flow.assign(text.partition("=")[0].removesuffix("+"), word.refs, word.names)
 
     def prog_optional(self) -> tuple[str, ...]:
         return self.prog.optional_code if self.prog else ()
@@ -347,15 +398,18 @@ class Command(OptionReader):
         refused: programs read code from some variables (`BASH_ENV`, `ENV`, `PERL5OPT`,
         `NODE_OPTIONS`, `TAR_OPTIONS`, `BASH_FUNC_f%%`), and which is beyond telling."""
         for word in words:
-            for pos in word.refs:
-                self.found.setdefault(pos, ENVIRONMENT_WHY)
+            self._refuse(word, ENVIRONMENT_WHY)
 
     def end(self) -> None:
         if self.mode == "eval" and self.evaluated:
-            whole = len(self.evaluated) == 1 and self.evaluated[0].whole
+            one = self.evaluated[0]
+            whole = len(self.evaluated) == 1 and (one.whole or one.whole_variable)
             if not whole:
                 why = ("the arguments of `eval`", EVAL_HINT, "eval")
                 for word in self.evaluated:
-                    for pos in word.refs:
-                        self.found.setdefault(pos, why)
+                    self._refuse(word, why)
+        if self.first:  # `X=${v}` alone: a variable of the script (`Flow`)
+            for word in self.assigned:
+                name = word.text.partition("=")[0].removesuffix("+")
+                self.flow.assign(name, word.refs, word.names)
         self.reset()

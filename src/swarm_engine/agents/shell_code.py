@@ -40,28 +40,37 @@ whether it is optional (`make -j [N]`), which take code (`perl -M`, `sed --expr`
 abbreviation), which take none; clusters or whole words (`node -pe`); options after
 operands (GNU `sed`, `tar`, `make`); the words `env -S` splits. After an option it does
 not know, a reference inside a larger word is refused (fail closed: `Command.blind`); a
-command that defines an alias (`alias e=eval`) or a shell function (`f() { eval "$@";
-}`) refuses every reference. For `git`, `make`, `tar`, `vim`, `gdb` only the options
+command that defines an alias (`alias e=eval`), or a shell function whose arguments
+reach code (`f() { eval "$@"; }`: `code_flow`), refuses every reference. For `git`, `make`, `tar`, `vim`, `gdb` only the options
 taking commands are known (`open_options`: the others are let be; a prefix of one of
 those is taken for it). Any program not on the list (`ssh`, `su -c`, `emacs --eval`) is
 not seen: docs/agents.md says so and gives the safe forms.
+
+What the script does with its own variables and functions across commands (a reference
+assigned to a variable that is exported, or expanded into code; a function that runs its
+arguments) is `agents/code_flow.py`'s `Flow`, resolved once the whole text is read.
 """
 
 from __future__ import annotations
 
 import re
 
+from swarm_engine.agents.code_flow import NAMES, PARAMS, Flow
 from swarm_engine.agents.code_options import Why, Word
 from swarm_engine.agents.code_programs import (
     EXPANSION,
     REF,
     VARIABLE,
 )
-from swarm_engine.agents.code_words import ALIAS, Command
+from swarm_engine.agents.code_words import ALIAS, FUNCTION_WHY, Command
 
 MAX_NESTING = 100
 """The deepest `$(...)` / backquotes the parser follows (it recurses): a command nested
 deeper, with a reference in it, is refused (too deep to tell where the reference stands)."""
+
+
+def _evaluated_why(where: str) -> Why:
+    return (f"a function's argument inside {where}, which bash evaluates", "", "")
 
 
 class TooDeep(Exception):
@@ -86,6 +95,7 @@ class _Parser:
         self.stopped = False
         self.unsure = ""
         self.depth = 0
+        self.flow = Flow()
 
     def give_up(self, what: str) -> int:
         """Stop reading: the shell text is beyond following (`what`); the end."""
@@ -99,7 +109,7 @@ class _Parser:
         the references seen."""
         s = self.s
         seen: list[int] = []
-        command = Command(self.found)
+        command = Command(self.found, self.flow)
         word: Word | None = None
         depth = cases = 0  # open `(`; open `case` (whose patterns end with `)`)
 
@@ -225,6 +235,7 @@ class _Parser:
         inner = Word()  # what an expansion holds: only its references count
         if s.startswith("$((", i):
             after = self.arithmetic(i + 3, inner)
+            self._evaluated(inner, "$((...))")
         elif s.startswith("$(", i):
             self.depth += 1
             if self.depth > MAX_NESTING:
@@ -234,6 +245,7 @@ class _Parser:
             inner.refs.extend(nested)
         elif s.startswith("${", i):
             after = self.parameter(i + 2, inner, quoted)
+            self._evaluated(inner, "${...}")  # `${v:$1}`, `${!1}`: arithmetic, a name
         elif s[i] == "`":
             after = self.backquotes(i + 1, inner)
         elif s.startswith("$'", i) and not quoted:
@@ -245,7 +257,21 @@ class _Parser:
             return i + 1
         word.refs.extend(inner.refs)
         word.text += EXPANSION
+        word.split = word.split or not quoted
+        span = s[i:after]
+        word.names.update(NAMES.findall(span))  # (`$(...)`: any name in it, failing closed)
+        if PARAMS.match(span) or (span[:1] == "`" and PARAMS.search(span)):
+            word.refs.append(self.flow.param())  # `$1`, `"$@"`: a function's argument
+            if span.startswith(("${!", "`")):  # (backquotes' commands are not followed)
+                self.found[word.refs[-1]] = _evaluated_why(span[:3] + "...")
         return after
+
+    def _evaluated(self, inner: Word, where: str) -> None:
+        """A function's argument inside `$((...))` or a `${...}` expansion: bash evaluates
+        it (`a[$(id)]` runs), so the function may run it."""
+        for pos in inner.refs:
+            if pos < ALIAS:
+                self.found.setdefault(pos, _evaluated_why(where))
 
     def nested(self, k: int, word: Word, quoted: bool) -> int | None:
         """A reference, escape, quoted string or expansion at `k` inside `${...}` or
@@ -347,9 +373,12 @@ def code_references(pieces: list[str | None]) -> dict[int, Why]:
             text += piece
     parser = _Parser(text, refs)
     parser.commands(0, "")
+    parser.flow.resolve(parser.found)
     if parser.unsure:
         where = f"a command this check cannot follow ({parser.unsure}), so possibly code"
         return dict.fromkeys(order.values(), (where, _UNSURE_HINT, ""))
-    if ALIAS in parser.found:  # an alias or a function: any word may be code
+    if ALIAS in parser.found:  # an alias: any word may be code
         return dict.fromkeys(order.values(), parser.found[ALIAS])
-    return {order[pos]: why for pos, why in parser.found.items()}
+    if parser.flow.functions and min(parser.found, default=0) < ALIAS:
+        return dict.fromkeys(order.values(), FUNCTION_WHY)  # its arguments reach code
+    return {order[pos]: why for pos, why in parser.found.items() if pos >= 0}

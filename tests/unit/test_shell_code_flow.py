@@ -1,0 +1,142 @@
+"""The code check across a script's own variables and functions (`agents.code_flow`): a
+reference assigned to a variable that reaches a program's environment or code, and a
+shell function whose body runs its arguments; each refused form shown to run a hostile
+value in real dash and bash, each accepted one shown not to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from swarm_engine.agents.shell_command import check_command, render_command
+
+assert render_command
+
+SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
+HOSTILE = 'x\';touch "$M";\'";touch "$M";"$(touch "$M")`touch "$M"`;touch "$M"'
+
+
+def runs_value(shell: str, command: str, value: str = HOSTILE) -> bool:
+    """Whether `shell` running the command with `value` for every reference runs it (an
+    unquoted reference rendered as `render_command` does, which refuses these)."""
+    text = command.replace("${inputs.x}", '"${SWARM_REF_1}"')
+    env = {"SWARM_REF_1": value}
+    with tempfile.TemporaryDirectory() as d:
+        mark = os.path.join(d, "ran")
+        subprocess.run(
+            [shell, "-c", text],
+            env={"PATH": "/usr/bin:/bin", "M": mark, **env},
+            cwd=d,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+        return os.path.exists(mark)
+
+
+REFUSED = [
+    # a variable assigned alone, exported anywhere (before or after), or `set -a`
+    ("BASH_ENV=${inputs.x}; export BASH_ENV; bash -c true", "reaches a program's env"),
+    ("export BASH_ENV; BASH_ENV=${inputs.x}; bash -c true", "reaches a program's env"),
+    ("X=${inputs.x}; export X; bash -c true", "reaches a program's environment"),
+    ("set -a; BASH_ENV=${inputs.x}; bash -c true", "reaches a program's environment"),
+    ("set -o allexport; BASH_ENV=${inputs.x}; bash -c true", "reaches a program's env"),
+    ("set -eua; BASH_ENV=${inputs.x}; bash -c true", "reaches a program's environment"),
+    ("BASH_ENV=${inputs.x}; declare -x BASH_ENV; bash -c true", "reaches a program's env"),
+    ("BASH_ENV=${inputs.x}; typeset -x BASH_ENV; bash -c true", "reaches a program's env"),
+    ("local BASH_ENV=${inputs.x}; export BASH_ENV; bash -c true", "reaches a program's env"),
+    ('N=BASH_ENV; BASH_ENV=${inputs.x}; export "$N"; bash -c true', "reaches a program's"),
+    ("BASH_ENV=${inputs.x}; . ./lib.sh; bash -c true", "reaches a program's environment"),
+    # a name programs read code from, which a parent may have exported
+    ("PERL5OPT=${inputs.x}; perl -e 1", "reaches a program's environment"),
+    ("NODE_OPTIONS=${inputs.x}; node -e 1", "reaches a program's environment"),
+    ("GIT_SSH_COMMAND=${inputs.x}; git fetch", "reaches a program's environment"),
+    # through another variable, or expanded into an environment or code
+    ("X=${inputs.x}; BASH_ENV=$X; export BASH_ENV; bash -c true", "reaches a program's"),
+    (
+        "for i in 1 2; do BASH_ENV=$X; X=${inputs.x}; done; export BASH_ENV; bash -c :",
+        "reaches a program's env",
+    ),
+    ("X=${inputs.x}; BASH_ENV=$X bash -c true", "a variable of a command's environment"),
+    ('X=${inputs.x}; export BASH_ENV="$X"; bash -c true', "a variable of a command's env"),
+    ('X=${inputs.x}; env BASH_ENV="$X" bash -c true', "a variable of a command's env"),
+    ('X=${inputs.x}; sh -c "echo $X"', "the script of `sh -c`"),
+    ('X=$(printf %s ${inputs.x}); sh -c "echo $X"', "the script of `sh -c`"),
+    ('X=${inputs.x}; eval "echo $X"', "the arguments of `eval`"),
+    ("X=${inputs.x}; python3 -c \"print('$X')\"", "the code of `python3 -c`"),
+    # a function whose body runs its arguments
+    ('f() { eval "$1"; }; f ${inputs.x}', "a command that defines a shell function"),
+    ('f() { "$@"; }; f eval ${inputs.x}', "a command that defines a shell function"),
+    ('f() { sh -c "$1"; }; f ${inputs.x}', "a command that defines a shell function"),
+    ('f() { x=$1; sh -c "echo $x"; }; f ${inputs.x}', "a command that defines a shell"),
+    ('f() { BASH_ENV="$1" bash -c true; }; f ${inputs.x}', "a command that defines a shell"),
+    ("f() { echo $(( $1 )); }; f ${inputs.x}", "a command that defines a shell function"),
+]
+
+
+@pytest.mark.parametrize(("command", "where"), REFUSED)
+def test_a_value_reaching_code_through_the_script_is_refused(command: str, where: str) -> None:
+    problem = check_command(command)
+    assert problem is not None and "\n" not in problem, command
+    assert where in problem, problem
+
+
+# (not shown: what needs a program or a parent's environment, `bash` only, or a name
+# that is exported but read by none: `X`)
+RUN_REFUSED = [c for c, _ in REFUSED if not any(
+    w in c for w in ("lib.sh", "git", "node", "$((", "PERL5OPT", "typeset", "declare",
+                     "local", "python3", "X=${inputs.x}; export X;")
+)]  # fmt: skip
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("command", RUN_REFUSED)
+def test_a_refused_form_does_run_a_value(shell: str, command: str) -> None:
+    """What the check refuses is no guess: each runs a hostile value in a real shell."""
+    assert runs_value(shell, command), command
+
+
+@pytest.mark.parametrize("shell", ["bash"] if "bash" in SHELLS else [])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "BASH_ENV=${inputs.x}; declare -x BASH_ENV; bash -c true",
+        "local BASH_ENV=${inputs.x}; export BASH_ENV; bash -c true",
+        "f() { echo $(( $1 )); }; f ${inputs.x}",
+    ],
+)
+def test_a_refused_bash_form_does_run_a_value(shell: str, command: str) -> None:
+    value = 'a[$(touch "$M")]' if "$((" in command else HOSTILE
+    if command.startswith("local"):
+        command = f"g() {{ {command}; }}; g"  # `local` only in a function
+    assert runs_value(shell, command, value), command
+
+
+ACCEPTED = [
+    'out=$(printf \'%s\' "${inputs.x}"); echo "$out"',
+    'name=${inputs.x}; echo "$name"; printf \'%s\\n\' "$name" > "out/$name.txt"',
+    'name=${inputs.x}; sh -c \'echo "$1"\' _ "$name"; readonly name',
+    'name=${inputs.x}; export OTHER=1; env OTHER2=1 python3 m.py "$name"',
+    'f() { echo "$1"; printf \'%s\\n\' "$@"; }; f "${inputs.x}"',
+    'f() { local n="$1"; cp -- "$n" out/; }; f "${inputs.x}"',
+    'f() { git commit -m "$1"; }; f "${inputs.x}"',
+    'name=${inputs.x}; sh -c "$name"',
+]
+
+
+@pytest.mark.parametrize("command", ACCEPTED)
+def test_common_uses_of_a_variable_stay_accepted(command: str) -> None:
+    assert check_command(command) is None, check_command(command)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("command", ACCEPTED[:3] + ACCEPTED[4:6])
+def test_an_accepted_form_does_not_run_a_value(shell: str, command: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "out"))
+    assert not runs_value(shell, command.replace("out/", "/tmp/h137-none/")), command
