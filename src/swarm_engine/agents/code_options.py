@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from swarm_engine.agents.code_programs import EXPANSION, PROGRAMS, REF, Program
+from swarm_engine.agents.code_programs import PROGRAMS
+from swarm_engine.agents.code_spec import EXPANSION, REF, Program
 
 if TYPE_CHECKING:
     from swarm_engine.agents.code_flow import Flow

@@ -10,61 +10,17 @@ An option not listed for a covered program makes the check fail closed (`shell_c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-REF = "\x00"  # a reference, in a word's text
-EXPANSION = "\x01"  # any other expansion ($X, $(...), `...`, ${...}, $((...)))
-
-
-@dataclass(frozen=True)
-class Program:
-    """How a program takes code in its arguments, and every option it has (an option not
-    listed here makes the check fail closed: `code_words.Command.blind`)."""
-
-    what: str  # "the script of", "the code of", "the program of"
-    hint: str  # how to pass a value as data instead
-    code_flags: str = ""  # short options whose argument (attached or the next word) is code
-    code_long: tuple[str, ...] = ()  # long options whose argument is code
-    arg_flags: str = ""  # short options taking an argument that is not code
-    arg_long: tuple[str, ...] = ()
-    file_flags: str = ""  # options giving the code in a file: then no operand is code
-    switch: str = ""  # a flag making the first operand code (a shell's `-c`)
-    operand_code: bool = False  # the first operand is code (unless an option gave it)
-    plus_options: bool = False  # `+o`, `+e` are options too (shells)
-    known: str = ""  # short options taking no argument
-    rest_flags: str = ""  # short options whose argument, if any, is the rest of the word
-    known_long: tuple[str, ...] = ()  # long options taking no argument (or one after `=`)
-    abbrev: bool = False  # GNU getopt: a long option may be abbreviated (`--expr`)
-    command_operand: int = 0  # the operand (1, 2, ...) that is a command to run (`env`)
-    code_modules: tuple[str, ...] = ()  # `python3 -m timeit`: modules reading code
-    open_options: bool = False  # only the code options are listed: others are let be
-    dash_long: bool = False  # `-ex` is `--ex` (gdb)
-    rest_code: str = ""  # short options whose argument is the rest of the word, as code
-    counted: tuple[tuple[str, str], ...] = ()  # (letter, regex): an attached argument of
-    # that shape, after which more letters follow (`perl -l0ne`: `-l0`, `-n`, `-e`)
-    whole_words: bool = False  # each option a word of its own, no clusters (node `-pe`)
-    optional_code: tuple[str, ...] = ()  # code options whose argument is optional
-    assignments: bool = False  # `NAME=value` words before the command (`env`, `sudo`)
-    permute: bool = False  # options may follow operands (GNU getopt without `+`: sed,
-    # tar, make, gdb; vim): a value there may be an option (`--to-command=...`)
-    old_style: bool = False  # a first word of letters is options (`tar xIf PROG FILE`)
-    dash_option: bool = False  # a lone `-` is an option (`env -`, the same as `env -i`)
-    optional_args: tuple[tuple[str, str], ...] = ()  # (letter, regex): an optional
-    # argument, the rest of the word, or the next word if it fully matches (`make -j 4`)
-    rest_code_if: tuple[tuple[str, str], ...] = ()  # (letter, regex): the rest of the
-    # word is code when it starts so (`perl -d:Mod=...`); else `counted` reads the letter
-    code_ends_options: bool = False  # after the code every word is an argument (python)
-    assignment_operands: bool = False  # an operand holding `=` is code (make: `x:=...`)
-    split: tuple[str, ...] = ()  # options whose argument is split into more arguments
-    # (`env -S 'sh -c'`): read as words of the command in its place
-
-    @property
-    def reads_code(self) -> bool:
-        """Some option or operand of the program is code (not a wrapper's own options)."""
-        return bool(self.code_flags or self.code_long or self.rest_code or self.switch
-                    or self.split or self.code_modules or self.operand_code
-                    or self.rest_code_if)  # fmt: skip
-
+from swarm_engine.agents.code_runners import RUNNERS
+from swarm_engine.agents.code_spec import (
+    ARGV,
+    ARGV_DASHES,
+    BLIND_OPEN,
+    EXPANSION,
+    REF,
+    SHELL_STRING,
+    Program,
+)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SHELL = Program(
@@ -82,10 +38,6 @@ SHELL = Program(
 )  # fmt: skip
 SHELLS = ("sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "yash",
            "posh", "fish", "csh", "tcsh")  # fmt: skip
-BLIND_OPEN = "give it as a whole word of its own, or read $INPUT_<KEY> there"
-ARGV = "pass it as an argument after the code and read it there ({argv})"
-ARGV_DASHES = "pass it as an argument after the code and `--`, and read it there ({argv})"
-SHELL_STRING = "give it as an argument of its own after the command string: {prog} ... ${{{path}}}"
 PROGRAMS: dict[str, Program] = {
     **dict.fromkeys(SHELLS, SHELL),
     "perl": Program(
@@ -194,24 +146,6 @@ PROGRAMS: dict[str, Program] = {
         abbrev=True, command_operand=1, assignments=True, dash_option=True,
         split=("-S", "--split-string"),
     ),
-    "flock": Program(
-        "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
-        arg_flags="wE", arg_long=("--timeout", "--wait", "--conflict-exit-code"),
-        known="sxeunoFhVv",
-        known_long=("--shared", "--exclusive", "--unlock", "--nonblock", "--nb", "--close",
-                    "--no-fork", "--verbose", "--help", "--version"),
-        abbrev=True, command_operand=2,
-    ),
-    "script": Program(
-        "the script of", SHELL_STRING, code_flags="c", code_long=("--command",),
-        permute=True, arg_flags="EIOBTmo",
-        arg_long=("--echo", "--log-in", "--log-out", "--log-io", "--log-timing",
-                  "--logging-format", "--output-limit"),
-        known="aefqhV", rest_flags="t",
-        known_long=("--append", "--return", "--flush", "--force", "--quiet", "--timing",
-                    "--help", "--version"),
-        abbrev=True, command_operand=99,
-    ),
     "git": Program(
         "the configuration of", BLIND_OPEN, code_flags="c", arg_flags="C", open_options=True,
         code_long=("--config-env",),
@@ -245,58 +179,7 @@ PROGRAMS: dict[str, Program] = {
         known_long=("--e", "--c", "--i", "--exec", "--core", "--interpreter"),
         arg_flags="bDlecspdi", abbrev=True, permute=True,
     ),
-    # wrappers: options of their own, then a command (`timeout 5 "$S" -c`)
-    "timeout": Program(
-        "the command of", SHELL_STRING, arg_flags="ks", known="fpv",
-        arg_long=("--kill-after", "--signal"),
-        known_long=("--foreground", "--preserve-status", "--verbose", "--help", "--version"),
-        abbrev=True, command_operand=2,
-    ),
-    "nice": Program(
-        "the command of", SHELL_STRING, arg_flags="n", arg_long=("--adjustment",),
-        known="0123456789", known_long=("--help", "--version"), abbrev=True,
-        command_operand=1,
-    ),
-    "nohup": Program(
-        "the command of", SHELL_STRING, known_long=("--help", "--version"), abbrev=True,
-        command_operand=1,
-    ),
-    "setsid": Program(
-        "the command of", SHELL_STRING, known="cfwhV",
-        known_long=("--ctty", "--fork", "--wait", "--help", "--version"), abbrev=True,
-        command_operand=1,
-    ),
-    "stdbuf": Program(
-        "the command of", SHELL_STRING, arg_flags="ioe",
-        arg_long=("--input", "--output", "--error"), known_long=("--help", "--version"),
-        abbrev=True, command_operand=1,
-    ),
-    "xargs": Program(
-        "the command of", SHELL_STRING, arg_flags="adEILnPs", rest_flags="eil",
-        known="0oprtx",
-        arg_long=("--arg-file", "--delimiter", "--max-args", "--max-procs", "--max-chars",
-                  "--process-slot-var"),
-        known_long=("--null", "--open-tty", "--interactive", "--no-run-if-empty",
-                    "--verbose", "--exit", "--show-limits", "--help", "--version", "--eof",
-                    "--replace", "--max-lines"),
-        abbrev=True, command_operand=1,
-    ),
-    "sudo": Program(  # `-s`, `-i` (a shell's command line) not known: fail closed
-        "the command of", SHELL_STRING, arg_flags="aCcDgpRrtTUu", known="AbEeHKklnPSVv",
-        arg_long=("--user", "--group", "--chdir", "--chroot", "--close-from", "--prompt",
-                  "--role", "--type", "--command-timeout", "--other-user"),
-        known_long=("--askpass", "--background", "--bell", "--preserve-env", "--edit",
-                    "--set-home", "--remove-timestamp", "--reset-timestamp", "--list",
-                    "--non-interactive", "--preserve-groups", "--stdin", "--validate",
-                    "--version", "--help"),
-        abbrev=True, command_operand=1, assignments=True,
-    ),
-    "doas": Program(
-        "the command of", SHELL_STRING, arg_flags="aCu", known="Ln", command_operand=1,
-    ),
-    "exec": Program(
-        "the command of", SHELL_STRING, arg_flags="a", known="cl", command_operand=1,
-    ),
+    **RUNNERS,
 }  # fmt: skip
 PYTHON = Program(
     "the code of", ARGV.format(argv="sys.argv"), code_flags="c", arg_flags="WXQm",

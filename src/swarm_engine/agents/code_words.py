@@ -15,16 +15,14 @@ from swarm_engine.agents.code_programs import (
     ASSIGNMENT,
     BEFORE_COMMAND,
     EVAL_HINT,
-    EXPANSION,
     MAKE_HINT,
     NO_COMMAND,
     OPTION_HINT,
     PREFIX_OPTIONS,
-    REF,
     WRAPPERS,
-    Program,
     program_of,
 )
+from swarm_engine.agents.code_spec import EXPANSION, REF, Program
 
 ALIAS = -1
 """The key in `found` saying that the command defines an alias (`alias e=eval`, then `e

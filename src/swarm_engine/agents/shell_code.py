@@ -58,10 +58,9 @@ import re
 from swarm_engine.agents.code_flow import NAMES, PARAMS, Flow
 from swarm_engine.agents.code_options import Why, Word
 from swarm_engine.agents.code_programs import (
-    EXPANSION,
-    REF,
     VARIABLE,
 )
+from swarm_engine.agents.code_spec import EXPANSION, REF
 from swarm_engine.agents.code_words import ALIAS, FUNCTION_WHY, Command
 
 MAX_NESTING = 100
