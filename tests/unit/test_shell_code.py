@@ -202,8 +202,8 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ("make -- ${inputs.x}", "an operand of `make`, where a word holding `=`"),
         # a program not on the list (a wrapper) may run a word that is an expansion
         ("S=sh; find . -exec \"$S\" -c 'echo ${inputs.x}' \\;", "an argument of `find` after"),
-        ("taskset 1 \"$S\" -c 'echo ${inputs.x}'", "an argument of `taskset` after a word"),
-        ("chroot / \"$S\" -c 'echo ${inputs.x}'", "an argument of `chroot` after a word"),
+        ("taskset 1 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("chroot / \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
         ("timeout 5 strace -f \"$S\" -c 'echo ${inputs.x}'", "an argument of `strace` after"),
         # old-style tar: the letters' arguments follow in order
         ("tar xIf 'gzip -d ${inputs.x}' a.tar", "an argument of `tar` after `xIf`, old-style"),
@@ -255,7 +255,12 @@ SHELL_PIECES = ["sh -c 'echo ${inputs.x}'", 'eval "echo ${inputs.x}"', "echo ${i
                 # a value through the script's variables and functions (`code_flow`)
                 "BASH_ENV=${inputs.x}", "X=${inputs.x}", "export BASH_ENV", "set -a",
                 "BASH_ENV=$X", "bash -c true", 'sh -c "echo $X"', 'f() { eval "$1"; }',
-                'f() { echo "$1"; }', "f ${inputs.x}", 'declare -x X']  # fmt: skip
+                'f() { echo "$1"; }', "f ${inputs.x}", 'declare -x X',
+                # through a program's input, or a program that runs its arguments
+                "echo ${inputs.x} | sh", " | sh", " | xargs -I{} sh -c 'echo {}'",
+                "find ${inputs.x} -exec sh -c 'echo {}' \\;", "busybox sh -c 'echo ${inputs.x}'",
+                "sqlite3 :memory: '.shell echo ${inputs.x}'", "{ echo ${inputs.x}; }",
+                "flock . -c 'echo ${inputs.x}'", "setsid -w sh -c 'echo ${inputs.x}'"]  # fmt: skip
 HOSTILE = 'x\';touch "$M";\'";touch "$M";"$(touch "$M")`touch "$M"`;touch "$M"'
 
 

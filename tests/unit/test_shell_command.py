@@ -184,7 +184,7 @@ CODE_WORDS = [
     ('run () { sh -c "$1"; }\nrun "a ${inputs.v}"', "a command that defines a shell func"),
     ('function run { eval "$@"; }; run ${inputs.v}', "a command that defines a shell func"),
     # the long tail: programs reading an option's argument as commands
-    ('git -c alias.zz="!echo ${inputs.v}" zz', "the configuration of `git -c`"),
+    ('git -c alias.zz="!echo ${inputs.v}" zz', "the command or configuration of `git -c`"),
     ('make -f /dev/null --eval="x:;echo ${inputs.v}" x', "the makefile text of `make --eval`"),
     ("tar cf f --checkpoint-action=exec='echo ${inputs.v}' d", "the command of `tar --checkp"),
     ('vim -es -u NONE -c "!echo ${inputs.v}" -c q', "the command of `vim -c`"),

@@ -28,6 +28,7 @@ class Word:
     glob: bool = False  # it holds an unquoted `*`, `?` or `[...]`: a pathname expansion
     names: set[str] = field(default_factory=set)  # the variables it expands (`$X`, `${X}`)
     split: bool = False  # it holds an unquoted expansion (split into words, globbed)
+    lead_param: bool = False  # it starts with a positional parameter (`"$1"`, `$@`)
 
     @property
     def whole(self) -> bool:
@@ -58,6 +59,9 @@ class OptionReader:
     flag: str
     blind: Why | None
     optional: str
+    letters: set[str]  # the short options read (`bash -s`, `python3 -m`)
+    replace: str  # `xargs -I R`: R ("\n" while its word is due)
+    code_texts: list[str]  # the words read as code (`sh -c 'echo {}'`)
 
     def _split(self, text: str, word: Word) -> None:
         """`env -S STRING` (`code_words.Command`)."""
@@ -65,6 +69,7 @@ class OptionReader:
 
     def _code(self, word: Word, whole_allowed: bool = True) -> None:
         whole = whole_allowed and (word.whole or word.whole_variable)  # said on purpose
+        self.code_texts.append(word.text)
         if (word.refs or word.names) and not whole:
             assert self.prog is not None
             flag = self.prog.switch and f"-{self.prog.switch}"
@@ -131,6 +136,9 @@ class OptionReader:
         while i < len(text):
             letter, rest = text[i], text[i + 1 :]
             i += 1
+            self.letters.add(letter)
+            if letter in prog.replace:  # `xargs -I R`, `-IR`, `-i[R]`
+                self.replace = rest or ("{}" if letter in prog.rest_flags else "\n")
             if f"-{letter}" in prog.split:  # `env -S 'sh -c'`, `-S"sh -c"`
                 self.flag = f"-{letter}"
                 if rest:
@@ -212,6 +220,8 @@ class OptionReader:
         elif name in prog.arg_long:
             if not eq:
                 self.mode = "arg"
+        elif name == "--replace" and prog.replace:
+            self.replace = text.partition("=")[2] or "{}"
         elif (
             (name not in prog.known_long and not prog.open_options)
             or REF in given

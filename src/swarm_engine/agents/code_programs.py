@@ -147,8 +147,50 @@ PROGRAMS: dict[str, Program] = {
         split=("-S", "--split-string"),
     ),
     "git": Program(
-        "the configuration of", BLIND_OPEN, code_flags="c", arg_flags="C", open_options=True,
-        code_long=("--config-env",),
+        # options of its own and of the subcommand (`git clone -c`, `git rebase --exec`)
+        "the command or configuration of", BLIND_OPEN, code_flags="cxu", arg_flags="C",
+        open_options=True,
+        code_long=("--config-env", "--exec", "--upload-pack", "--receive-pack", "--extcmd",
+                   "--tree-filter", "--env-filter", "--msg-filter", "--index-filter",
+                   "--commit-filter", "--parent-filter", "--tag-name-filter", "--setup"),
+        arg_long=("--file", "--blob", "--type", "--default", "--comment", "--git-dir",
+                  "--work-tree", "--namespace"),
+        subcommands=("clone", "fetch", "pull", "push", "ls-remote", "archive", "rebase",
+                     "difftool", "mergetool", "filter-branch", "send-email"),
+        shell_after=("foreach",), shell_whole=True, config="config",
+        safe_keys=("user.name", "user.email", "init.defaultbranch", "commit.gpgsign",
+                   "tag.gpgsign", "pull.rebase", "push.default", "core.autocrlf",
+                   "core.filemode", "safe.directory", "advice.detachedhead", "color.ui"),
+    ),
+    "sqlite3": Program(  # `sqlite3 [OPTS] DB SQL...`: each SQL an argument of its own
+        # (`.shell`, `.system`, `edit()` run commands); one dash or two, options anywhere
+        "the SQL of", "bind it from a file or stdin there, or read $INPUT_<KEY> there",
+        code_long=("--cmd",), dash_long=True, permute=True, code_from=2,
+        arg_long=("--init", "--separator", "--newline", "--nullvalue", "--maxsize",
+                  "--mmap", "--vfs", "--escape"),
+        known_long=("--append", "--ascii", "--bail", "--batch", "--box", "--column",
+                    "--csv", "--echo", "--header", "--noheader", "--html", "--interactive",
+                    "--json", "--line", "--list", "--markdown", "--memtrace", "--nofollow",
+                    "--readonly", "--safe", "--stats", "--table", "--version", "--help",
+                    "--deserialize", "--zip", "--quote", "--tabs", "--utf8",
+                    "--no-rowid-in-view", "--unsafe-testing"),
+    ),
+    "m4": Program(  # `-D NAME=TEXT` defines a macro: its text runs where it is expanded
+        "the macro text of", "read it from $INPUT_<KEY> there: esyscmd or the input file",
+        code_flags="D", code_long=("--define",), arg_flags="IUlotFRLHBST",
+        arg_long=("--include", "--undefine", "--arglength", "--error-output", "--trace",
+                  "--freeze-state", "--reload-state", "--nesting-limit", "--hashsize",
+                  "--word-regexp", "--debugfile", "--synclines"),
+        known="ePQsEGgihv", rest_flags="d",
+        known_long=("--interactive", "--prefix-builtins", "--quiet", "--silent",
+                    "--fatal-warnings", "--traditional", "--gnu", "--debug", "--help",
+                    "--version", "--import-environment", "--safer"),
+        abbrev=True, permute=True,
+    ),
+    "emacs": Program(  # `--eval EXPR`, `-f FUNC`; one dash or two, any unique prefix
+        "the code of", BLIND_OPEN, code_flags="f", dash_long=True, open_options=True,
+        code_long=("--eval", "--execute", "--funcall"), arg_flags="lLdtuT",
+        abbrev=True, permute=True, command_operand=99,
     ),
     "make": Program(
         "the makefile text of", BLIND_OPEN, code_flags="E", code_long=("--eval",),
@@ -191,7 +233,9 @@ PYTHON = Program(
                   "idlelib.idle", "doctest"),
 )  # fmt: skip
 ALIASES = {"vi": "vim", "nvim": "vim", "ex": "vim", "view": "vim", "nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
-            "gsed": "sed", "busybox-sh": "sh"}  # fmt: skip
+            "gsed": "sed", "busybox-sh": "sh",
+            "emacs-nox": "emacs", "emacsclient": "emacs", "sqlite": "sqlite3", "gm4": "m4",
+            "slogin": "ssh"}  # fmt: skip
 PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
 VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
 """A versioned name (`perl5.36.0`, `lua5.4`, `php8.2`, `luajit-2.1`): the program it is."""
@@ -225,7 +269,8 @@ NO_COMMAND = frozenset(("echo", "printf", "cat", "cp", "mv", "rm", "ln", "mkdir"
 """Programs that run none of their arguments: after one, a word that is an expansion
 (`echo "$X" -c "..."`) names no program it runs (any other program may: `find -exec`)."""
 WRAPPERS = frozenset(("env", "exec", "nohup", "nice", "sudo", "doas", "xargs", "setsid",
-                       "stdbuf", "command", "builtin", "time"))  # fmt: skip
+                       "stdbuf", "command", "builtin", "time", "busybox", "unshare",
+                       "nsenter", "ionice"))  # fmt: skip
 """Programs whose next word may be the command they run: a word that is an expansion there
 stands in command position too (`env "$SHELL" -c`)."""
 

@@ -59,11 +59,12 @@ class Program:
     shell_after: tuple[str, ...] = ()  # an operand after which the rest is a command line
     # (`git submodule foreach CMD`)
     code_from: int = 0  # from this operand on, each operand is code (`sqlite3 DB SQL...`)
-    subcommands: bool = False  # options after operands too (`git clone -c ...`); only the
-    # first operand may be an option
+    subcommands: tuple[str, ...] = ()  # options after operands too (`git clone -c`); where
+    # the first operand is one of these, a later one may be an option (`--upload-pack=`)
     config: str = ""  # an operand after which come a configuration key and value (`git
     # config alias.x '!cmd'`): a value is code unless the key is one of `safe_keys`
     safe_keys: tuple[str, ...] = ()
+    replace: str = ""  # options giving a string replaced by each input line (`xargs -I {}`)
 
     @property
     def reads_code(self) -> bool:

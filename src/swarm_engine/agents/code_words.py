@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 from swarm_engine.agents.code_flow import Flow
-from swarm_engine.agents.code_options import BLIND_HINT, OptionReader, Why, Word
+from swarm_engine.agents.code_options import BLIND_HINT, Why, Word
+from swarm_engine.agents.code_paths import DECLARERS, PathReader
 from swarm_engine.agents.code_programs import (
     ASSIGNMENT,
     BEFORE_COMMAND,
@@ -46,22 +47,13 @@ _NAMED_BY_EXPANSION = (
 )
 
 
-DECLARERS = frozenset(("readonly", "declare", "typeset", "local"))
-"""Builtins whose arguments set variables (exported after `-x`), as `export`'s do."""
-ENVIRONMENT_WHY = (
-    "a variable of a command's environment (programs read code from some: BASH_ENV,"
-    " PERL5OPT, NODE_OPTIONS, TAR_OPTIONS)",
-    "give it as an argument, or read it from $INPUT_<KEY>, which the step has already",
-    "",
-)
-
-
-class Command(OptionReader):
+class Command(PathReader):
     """The words of one simple command, read one by one: which of them are code."""
 
     def __init__(self, found: dict[int, Why], flow: Flow) -> None:
         self.found = found
         self.flow = flow
+        self.piped: list[Word] = []  # the words of the commands piped into this one
         self.reset()
 
     def reset(self) -> None:
@@ -78,8 +70,9 @@ class Command(OptionReader):
         self.assigned: list[Word] = []  # `X=v` words so far: the next command's environment
         self.env_whole: Word | None = None  # `env ${v}`: an assignment if a word follows
         self.after_wrapper = False  # the last word was `env`, `nohup`, ...: a command follows
-        self.operands = 0
-        self.operated = False
+        self.operands = self.count = 0
+        self.operated = self.shell_first = self.nested = False
+        self.sub = self.key = ""
         self.args_due = 0  # words still due as old-style options' arguments
         self.opted = False
         self.exempt = False
@@ -89,19 +82,27 @@ class Command(OptionReader):
         self.optional = ""  # the shape of an optional argument (`make -j`: digits)
         self.prefix = ""  # `command`, `time`, `builtin` just read: their options come next
         self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
+        self.letters = set()
+        self.replace = ""
+        self.code_texts = []
+        self.chain: list[str] = []  # the programs read so far (`find`, `xargs`, `sh`)
+        self.words: list[Word] = []  # the command's words
 
     def word(self, word: Word) -> None:
         if self.env_whole is not None:  # a word after `env ${v}`: the value may be `X=...`
             self._environment([self.env_whole])
             self.env_whole = None
         self.exempt = False  # the word is the command named by an expansion (`x-${v}`)
+        blind_before = self.blind is not None
         target = self.mode == "skip"  # a redirection's target: never a program's argument
+        self.words.append(word)
         self._read(word)
         exempt = self.exempt or target
         if self.blind is not None and not exempt:
-            if not word.whole:
+            if not word.whole:  # (a function's argument: if blind before it, `$e "$1"`)
                 for pos in word.refs:
-                    self.found.setdefault(pos, self.blind)
+                    if pos >= 0 or blind_before:
+                        self.found.setdefault(pos, self.blind)
             if not word.whole_variable:
                 self.flow.use(word.names, self.blind)
 
@@ -125,6 +126,9 @@ class Command(OptionReader):
         if mode == "exported":  # every argument may name or set an exported variable
             self._export(word)
             return
+        if mode == "function":
+            self.mode, self.first = "", True
+            return
         if mode == "declared":
             self._declare(word)
             return
@@ -138,6 +142,8 @@ class Command(OptionReader):
             return
         if mode == "arg":
             self.mode = "opts"
+            if self.replace == "\n":  # `xargs -I R`
+                self.replace = word.text
             return
         if mode == "split":
             self._split(word.text, word)
@@ -153,6 +159,14 @@ class Command(OptionReader):
             return
         if mode == "opts":
             self._option_or_operand(word)
+            return
+        if mode == "shellwords":
+            self._shell_word(word)
+            return
+        if mode == "shelldata":  # `parallel sh -c '... {}' ::: ${v}`: in that code
+            if self.nested:
+                why = f"an argument of `{self.name}` put into a program's code its command"
+                self._refuse(word, (why + " line runs (`{}`)", BLIND_HINT, self.name))
             return
         if self.first and self.prefix and self._prefix_option(word.text):
             return
@@ -182,9 +196,13 @@ class Command(OptionReader):
             self.found.setdefault(ALIAS, ALIAS_WHY)
         elif first and word.text == "function":  # bash, ksh: `function f { ...; }`
             self.defines_function()
+            self.mode = "function"  # its name, then its body's commands
+            return
         after_wrapper = self.after_wrapper
         self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
         found = program_of(word.text, first or after_wrapper)
+        if first or after_wrapper:
+            self.chain.append(word.text.rsplit("/", 1)[-1])
         if word.glob and (first or after_wrapper):  # `/bin/[s]h -c`: read as an expansion
             found = program_of(EXPANSION, True)
         if found is None and (first or after_wrapper):
@@ -195,13 +213,22 @@ class Command(OptionReader):
         if found is not None:
             self.unknown = ""
             self.name, self.prog = found
+            self.letters = set()
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
             self.operated = False  # an operand came (then options end, but for `permute`)
+            self.count = 0  # operands so far
+            self.sub = ""  # the first operand (`git clone`)
+            self.key = ""  # `git config KEY`
+            self.shell_first = self.nested = False
             self.args_due = 0
             self.opted = False  # an option came (then no old-style `tar xIf`)
             named = REF in word.text or EXPANSION in word.text or word.glob
+            if named and (first or after_wrapper):  # a function's argument as a command
+                for pos in word.refs:
+                    if pos < 0:
+                        self.found.setdefault(pos, _NAMED_BY_EXPANSION)
             if named and (first or after_wrapper) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
                 # (what follows the name, not the name: `./t/${v}.sh`; but a reference
@@ -277,33 +304,6 @@ class Command(OptionReader):
         if its positional parameters reach code, any word may (`Flow`)."""
         self.flow.functions = True
 
-    def _export(self, word: Word) -> None:
-        """An argument of `export` (or of `declare -x`): it names (and may set) a variable
-        of every later command's environment."""
-        self._environment([word])
-        name = word.text.partition("=")[0]
-        if word.text.startswith("-"):
-            return
-        if REF in name or EXPANSION in name:  # `export "$N"`: any name
-            self.flow.export_all = True
-        self.flow.exported.add(name.removesuffix("+"))
-
-    def _declare(self, word: Word) -> None:
-        """An argument of `local`, `declare`, `typeset` or `readonly`: with no option, an
-        assignment (as `X=v` alone, `Flow`); after any option (`-x` exports, `-i` and `-n`
-        evaluate the value), a variable of a command's environment."""
-        text = word.text
-        if text[:1] in "-+" and not self.declared:
-            self.declared = True
-            if "x" in text or REF in text or EXPANSION in text:
-                self.mode = "exported"
-            return
-        if self.declared or word.split or REF in text.partition("=")[0]:
-            self._environment([word])  # (`local a=$1` splits in dash: `a=x PATH=...`)
-            return
-        if ASSIGNMENT.match(text):
-            self.flow.assign(text.partition("=")[0].removesuffix("+"), word.refs, word.names)
-
     def prog_optional(self) -> tuple[str, ...]:
         return self.prog.optional_code if self.prog else ()
 
@@ -353,6 +353,10 @@ class Command(OptionReader):
             self._go_blind("", (why + " which takes a command", BLIND_HINT, self.name))
         elif old_style and text.isalpha():  # `tar xzf FILE`: FILE is `f`'s argument
             self.args_due = sum(letter in prog.arg_flags for letter in text)
+        self.count += 1
+        self.sub = self.sub or text
+        if self._operand_code(word):
+            return
         if prog.command_operand:  # `env`, `flock FILE`: options go on; then a command
             if prog.assignments and text.find("=") > 0:  # any name: `BASH_FUNC_f%%=...`
                 self._environment([word])  # `env X=v cmd`: the command's environment
@@ -371,7 +375,7 @@ class Command(OptionReader):
             self.from_option = False
             self._code(word)
             self.coded = True
-        self.mode = "opts" if prog.permute else ""  # GNU sed: `sed p f -e '...'`
+        self.mode = "opts" if prog.permute or prog.subcommands else ""  # `sed p f -e '...'`
 
     def _may_be_option(self, word: Word, first_operand: bool) -> bool:
         """A word starting with a reference where a program that reads code reads options
@@ -382,21 +386,14 @@ class Command(OptionReader):
         prog = self.prog
         assert prog is not None
         code_operand = self.switched or (prog.operand_code and not self.coded)
-        where = prog.permute or first_operand
+        where = prog.permute or first_operand or self.sub in prog.subcommands
         return (
             where
             and prog.reads_code
             and not self.ended
-            and word.text[:1] == REF
+            and (word.text[:1] == REF or word.lead_param)
             and not code_operand
         )
-
-    def _environment(self, words: list[Word]) -> None:
-        """References in a command's environment (`X=${v} cmd`, `env X=${v} cmd`) are
-        refused: programs read code from some variables (`BASH_ENV`, `ENV`, `PERL5OPT`,
-        `NODE_OPTIONS`, `TAR_OPTIONS`, `BASH_FUNC_f%%`), and which is beyond telling."""
-        for word in words:
-            self._refuse(word, ENVIRONMENT_WHY)
 
     def end(self) -> None:
         if self.mode == "eval" and self.evaluated:
@@ -406,6 +403,7 @@ class Command(OptionReader):
                 why = ("the arguments of `eval`", EVAL_HINT, "eval")
                 for word in self.evaluated:
                     self._refuse(word, why)
+        self._input_code()
         if self.first:  # `X=${v}` alone: a variable of the script (`Flow`)
             for word in self.assigned:
                 name = word.text.partition("=")[0].removesuffix("+")

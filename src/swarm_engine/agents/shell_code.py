@@ -27,8 +27,10 @@ program that reads code reads options is refused (`perl -e '...' ${v}`, `tar -xf
 ${v}`: a value `-e...` or `--to-command=...` is an option; `--` first ends that), and any
 in an operand of `make` (`NAME=value` is makefile code). The argument of an option is
 data (`tar -C ${inputs.dir} -czf out/${inputs.name}.tgz`), as is a redirection's target.
-Beyond telling: a program that runs its arguments through a shell of its own (`ssh`,
-`su -c`, `watch`), or text piped into an interpreter.
+A program that hands its words to a shell (`ssh HOST CMD...`, `su USER ARG...`, `watch`,
+`parallel`), an operand that is code (`sqlite3 DB SQL`, `git config alias.x ...`) and a
+value reaching code through a program's input (`echo ${v} | sh`, `| xargs -I{} sh -c
+'...{}'`, `find ${v} -exec sh -c '...{}'`) are `agents/code_paths.py`'s.
 
 What each simple command does with its words is `agents/code_words.py`'s `Command` (a
 program's options: `agents/code_options.py`). The check knows a list of programs
@@ -43,8 +45,9 @@ not know, a reference inside a larger word is refused (fail closed: `Command.bli
 command that defines an alias (`alias e=eval`), or a shell function whose arguments
 reach code (`f() { eval "$@"; }`: `code_flow`), refuses every reference. For `git`, `make`, `tar`, `vim`, `gdb` only the options
 taking commands are known (`open_options`: the others are let be; a prefix of one of
-those is taken for it). Any program not on the list (`ssh`, `su -c`, `emacs --eval`) is
-not seen: docs/agents.md says so and gives the safe forms.
+those is taken for it). Any program not on the list is not seen: docs/agents.md says so and gives
+the safe forms. Programs that run a command they are given (wrappers, `ssh`, `su`) are
+`agents/code_runners.py`'s.
 
 What the script does with its own variables and functions across commands (a reference
 assigned to a variable that is exported, or expanded into code; a function that runs its
@@ -70,6 +73,10 @@ deeper, with a reference in it, is refused (too deep to tell where the reference
 
 def _evaluated_why(where: str) -> Why:
     return (f"a function's argument inside {where}, which bash evaluates", "", "")
+
+
+_OPENERS = frozenset(("{", "if", "while", "until", "for", "select", "case"))
+_CLOSERS = frozenset(("}", "fi", "done", "esac"))
 
 
 class TooDeep(Exception):
@@ -111,17 +118,33 @@ class _Parser:
         command = Command(self.found, self.flow)
         word: Word | None = None
         depth = cases = 0  # open `(`; open `case` (whose patterns end with `)`)
+        groups = 0  # open `{`, `if`, `while`, ...: a pipe after one gets all inside
+        segment: list[Word] = []  # the words since the last `;`, `&&`, ... outside those
 
         def end_word() -> None:
-            nonlocal word, cases
+            nonlocal word, cases, groups
             if word is not None:
                 if command.first and word.text == "case":
                     cases += 1
                 elif command.first and word.text == "esac" and cases:
                     cases -= 1
+                if command.first and word.text in _OPENERS:
+                    groups += 1
+                elif command.first and word.text in _CLOSERS and groups:
+                    groups -= 1
                 seen.extend(word.refs)
+                segment.append(word)
                 command.word(word)
                 word = None
+
+        def separate(c: str) -> None:
+            """A command ends at `c`: after a pipe, the next reads what it writes."""
+            if c == "&" and s[i - 1 : i] == "|":  # bash's `|&`: still a pipe
+                return
+            pipe = c == "|" and not s.startswith("||", i) and s[i - 1 : i] != "|"
+            if not pipe and not depth and not groups:
+                segment.clear()
+            command.piped = list(segment) if pipe else []
 
         while i < len(s) and not self.stopped:
             c = s[i]
@@ -145,6 +168,7 @@ class _Parser:
                     command.defines_function()  # `f() { ...; }`, `f () ...`
                 end_word()
                 command.end()
+                separate(c)
                 if c == "(":
                     depth += 1
                 elif c == ")" and depth:
@@ -255,12 +279,14 @@ class _Parser:
             word.text += s[i]
             return i + 1
         word.refs.extend(inner.refs)
+        lead = not word.text
         word.text += EXPANSION
         word.split = word.split or not quoted
         span = s[i:after]
         word.names.update(NAMES.findall(span))  # (`$(...)`: any name in it, failing closed)
         if PARAMS.match(span) or (span[:1] == "`" and PARAMS.search(span)):
             word.refs.append(self.flow.param())  # `$1`, `"$@"`: a function's argument
+            word.lead_param = word.lead_param or lead
             if span.startswith(("${!", "`")):  # (backquotes' commands are not followed)
                 self.found[word.refs[-1]] = _evaluated_why(span[:3] + "...")
         return after
