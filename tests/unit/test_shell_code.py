@@ -161,6 +161,11 @@ def test_a_reference_in_code_given_by_any_option_syntax_is_refused(
         ('e=eval; $e "echo ${inputs.x}"', "an argument of a command named by an expansion"),
         ("${inputs.cmd} x-${inputs.x}", "an argument of a command named by an expansion"),
         ("./t/${inputs.t}.sh 'a ${inputs.x}'", "an argument of a command named by an expansion"),
+        ("$HOME/bin/t 'a ${inputs.x}'", "an argument of a command named by an expansion"),
+        ("\"$HOME/bin/$T\" 'a ${inputs.x}'", "an argument of a command named by an expansion"),
+        ("\"$D/sh\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
+        ("\"$D/bash\" -ec 'echo ${inputs.x}'", "the script of `bash -c`"),
+        ("m4 --d X=${inputs.x} f", "an argument of `m4` after `--d`"),
         ("E=E; make -$E'x:;echo ${inputs.x}'", "an argument of `make` after `-$...`"),
         ("C=-c; sh $C'echo ${inputs.x}'", "an argument of `sh` after a word that is an"),
         ("S=/bin/sh; timeout 5 \"$S\" -c 'echo ${inputs.x}'", "the script of `sh -c`"),
@@ -242,6 +247,12 @@ def test_a_reference_after_an_expansion_as_option_or_command_is_refused(
         "tar -xf a.tar -- ${inputs.x}; sed -e p -- ${inputs.x}; make -C ${inputs.dir} all",
         "perl -V:version x-${inputs.x}; perl -dt t.pl x-${inputs.x}; vim -S s.vim x-${inputs.x}",
         "env -S 'sh -c' 'echo \"$1\"' _ ${inputs.x}; env -S 'python3 m.py' x-${inputs.x}",
+        # a quoted expansion naming only the directory; an unknown long option of a
+        # program whose code options are all known and whose operands are no code
+        '"$HOME/bin/tool" --name="${inputs.x}"; "${inputs.d}/bin/tool" -n "a ${inputs.x}"',
+        'node --trace-uncaught script.js "${inputs.x}" "--name=${inputs.x}"',
+        'ruby --disable-gems x.rb "${inputs.x}" "--n=${inputs.x}"',
+        'node --experimental-foo x "f(${inputs.x})"',
     ],
 )
 def test_harmless_forms_stay_accepted(command: str) -> None:
@@ -260,7 +271,8 @@ SHELL_PIECES = ["sh -c 'echo ${inputs.x}'", 'eval "echo ${inputs.x}"', "echo ${i
                 "echo ${inputs.x} | sh", " | sh", " | xargs -I{} sh -c 'echo {}'",
                 "find ${inputs.x} -exec sh -c 'echo {}' \\;", "busybox sh -c 'echo ${inputs.x}'",
                 "sqlite3 :memory: '.shell echo ${inputs.x}'", "{ echo ${inputs.x}; }",
-                "flock . -c 'echo ${inputs.x}'", "setsid -w sh -c 'echo ${inputs.x}'"]  # fmt: skip
+                "flock . -c 'echo ${inputs.x}'", "setsid -w sh -c 'echo ${inputs.x}'",
+                "D=/bin; \"$D/sh\" -c 'echo ${inputs.x}'", '"$HOME/bin/tool" ']  # fmt: skip
 HOSTILE = 'x\';touch "$M";\'";touch "$M";"$(touch "$M")`touch "$M"`;touch "$M"'
 
 

@@ -191,7 +191,8 @@ CODE_WORDS = [
     ('gdb -batch -nx -ex "shell echo ${inputs.v}"', "the command of `gdb --ex`"),
     ('flock -n /tmp/lk make x sh -c "echo ${inputs.v}"', "the script of `sh -c`"),
     ('perl -Z -x "print q(${inputs.v})"', "an argument of `perl` after `-Z`, an option"),
-    ('node --experimental-foo x "f(${inputs.v})"', "an argument of `node` after"),
+    ('node -Z x "f(${inputs.v})"', "an argument of `node` after"),
+    ('node --ev "f(${inputs.v})"', "an argument of `node` after"),
 ]
 
 

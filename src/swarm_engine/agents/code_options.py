@@ -222,9 +222,23 @@ class OptionReader:
                 self.mode = "arg"
         elif name == "--replace" and prog.replace:
             self.replace = text.partition("=")[2] or "{}"
-        elif (
-            (name not in prog.known_long and not prog.open_options)
-            or REF in given
-            or EXPANSION in given
-        ):
+        elif REF in given or EXPANSION in given or not self._known(name):
             self._go_blind(given)
+
+    def _known(self, name: str) -> bool:
+        """A long option the check may read past (listed, or `_plain`)."""
+        prog = self.prog
+        assert prog is not None
+        return name in prog.known_long or prog.open_options or self._plain(name)
+
+    def _plain(self, name: str) -> bool:
+        """An unknown `--long` option of a program whose every code option is listed and
+        none of whose operands is code (`node --trace-uncaught`, `ruby --disable-gems`):
+        it may take the next word as an argument, which is then data (a script's name, or
+        its argument), so no later word is code; not a prefix of a code option."""
+        prog = self.prog
+        assert prog is not None
+        runs = (prog.operand_code or prog.switch or prog.split or prog.command_operand
+                or prog.shell_operands or prog.code_from)  # fmt: skip
+        prefix = any(c.startswith(name) for c in prog.code_long + prog.split)
+        return name.startswith("--") and not runs and not prefix

@@ -200,7 +200,13 @@ class Command(PathReader):
             return
         after_wrapper = self.after_wrapper
         self.after_wrapper = word.text.rsplit("/", 1)[-1] in WRAPPERS
-        found = program_of(word.text, first or after_wrapper)
+        directory, _, last = word.text.rpartition("/")
+        literal = (
+            bool(last)
+            and not (REF in last or EXPANSION in last or word.glob or word.split)
+            and any(c in directory for c in (REF, EXPANSION))
+        )  # `"$HOME/bin/tool"`: a quoted expansion names only the directory
+        found = program_of(last if literal else word.text, first or after_wrapper)
         if first or after_wrapper:
             self.chain.append(word.text.rsplit("/", 1)[-1])
         if word.glob and (first or after_wrapper):  # `/bin/[s]h -c`: read as an expansion
@@ -224,7 +230,7 @@ class Command(PathReader):
             self.shell_first = self.nested = False
             self.args_due = 0
             self.opted = False  # an option came (then no old-style `tar xIf`)
-            named = REF in word.text or EXPANSION in word.text or word.glob
+            named = (REF in word.text or EXPANSION in word.text or word.glob) and not literal
             if named and (first or after_wrapper):  # a function's argument as a command
                 for pos in word.refs:
                     if pos < 0:
