@@ -74,6 +74,9 @@ REFUSED = [
     ('echo "${inputs.x}" | perl', "the input piped into `perl`"),
     ('echo "${inputs.x}" | m4', "the input piped into `m4`"),
     ('echo "${inputs.x}" | sqlite3 :memory:', "the input piped into `sqlite3`"),
+    ('echo "${inputs.x}" | ssh -p 22 host', "the input piped into `ssh`"),
+    ('echo "${inputs.x}" | su bob', "the input piped into `su`"),
+    ('echo "${inputs.x}" | parallel', "the input piped into `parallel`"),
     ('{ echo a; echo "${inputs.x}"; } | sh', "the input piped into `sh`"),
     ('if true; then echo "${inputs.x}"; fi | sh', "the input piped into `sh`"),
     ('(echo "${inputs.x}") | sh', "the input piped into `sh`"),
@@ -169,7 +172,8 @@ def test_a_refused_program_form_does_run_a_value(
 
 ACCEPTED = [
     "ssh host -- uptime; ssh -p 22 host uptime; ssh ./h-${inputs.x} true",
-    "su bob -c 'echo \"$1\"' -- _ ${inputs.x}",
+    "su bob -c 'echo \"$1\"' -- _ ${inputs.x}; echo ${inputs.x} | su -c 'cat' bob",
+    "echo ${inputs.x} | ssh host cat; echo ${inputs.x} | parallel echo",
     "watch -n 5 ls; parallel echo {} ::: ${inputs.x} ${inputs.x}",
     "sqlite3 \"out-${inputs.x}.db\" 'create table t (a)'; sqlite3 db -- 'select 1'",
     "m4 in-${inputs.x}.m4 < /dev/null; m4 -I inc-${inputs.x} /dev/null",

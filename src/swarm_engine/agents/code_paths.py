@@ -162,5 +162,8 @@ def _reads_stdin_code(command: PathReader) -> bool:
         return not command.coded and no_file and "m" not in command.letters
     if prog.code_from:
         return command.count < prog.code_from
+    if prog.shell_operands:  # `| ssh host`, `| su bob`, `| parallel`: a shell's input
+        given = command.coded and "c" in prog.code_flags
+        return command.count < prog.shell_operands and not given and command.name != "watch"
     readers = [PROGRAMS[name] for name in STDIN_CODE]
     return any(prog is r for r in readers) and not command.coded and no_file
