@@ -114,3 +114,54 @@ def test_common_uses_of_a_variable_stay_accepted(command: str) -> None:
 @pytest.mark.parametrize("command", ACCEPTED[:3] + ACCEPTED[4:6])
 def test_an_accepted_form_does_not_run_a_value(shell: str, command: str) -> None:
     assert not runs_value(shell, command.replace("out/", "/tmp/h137-none/"), checked=True)
+
+
+# bash evaluates arithmetic and variable names with subscripts: `a[$(cmd)]` runs `cmd`
+EVALUATED = [
+    "(( ${inputs.x} + 1 ))",
+    "for ((i = 0; i < ${inputs.x}; i++)); do :; done",
+    "[[ ${inputs.x} -eq 1 ]]",
+    "[[ 1 -lt ${inputs.x} ]]",
+    "declare -A a; [[ -v ${inputs.x} ]]",
+    "declare -A a; test -v ${inputs.x}",
+    "printf -v ${inputs.x} %s 1",
+    "read ${inputs.x} < /dev/null",
+    "let ${inputs.x}",
+    "a[${inputs.x}]=1",
+    "X=${inputs.x}; echo $((X + 1))",
+    "X=${inputs.x}; (( X ))",
+    'n=${inputs.x}; echo "$((n))"',
+    "declare -i n; n=${inputs.x}",
+    "f() { [[ $1 -gt 0 ]]; }; f ${inputs.x}",
+    'f() { let "$1"; }; f ${inputs.x}',
+]
+ARITH_VALUE = 'a[$(touch "$M")]'
+
+
+@pytest.mark.parametrize("command", EVALUATED)
+def test_a_value_bash_evaluates_is_refused(command: str) -> None:
+    problem = check_command(command)
+    assert problem is not None and "\n" not in problem, command
+    assert "which bash evaluates" in problem or "defines a shell function" in problem
+
+
+@pytest.mark.parametrize("shell", ["bash"] if "bash" in SHELLS else [])
+@pytest.mark.parametrize("command", EVALUATED)
+def test_a_refused_evaluated_form_does_run_a_value_in_bash(shell: str, command: str) -> None:
+    assert runs_value(shell, command, ARITH_VALUE), command
+
+
+EVALUATED_ACCEPTED = [
+    '[[ -n ${inputs.x} ]] && [[ ${inputs.x} == a* ]] && echo "${inputs.x}"',
+    '[ "${inputs.x}" = a ] || test -n "${inputs.x}"; printf "%s" ${inputs.x}',
+    'echo $(( 1 + 2 )) ${inputs.x}; n=${inputs.x}; echo "$n"',
+]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("command", EVALUATED_ACCEPTED)
+def test_an_accepted_test_does_not_evaluate_a_value(shell: str, command: str) -> None:
+    assert check_command(command) is None, check_command(command)
+    if shell == "dash" and "[[" in command:
+        return
+    assert not runs_value(shell, command, ARITH_VALUE, checked=True)

@@ -37,6 +37,15 @@ EXPORTED_WHY = (
     "read it from $INPUT_<KEY>, which the step has already, or give it as an argument",
     "",
 )
+ARITH_WHY = (
+    "an arithmetic expression or a variable's name, which bash evaluates (a value"
+    " `a[$(cmd)]` runs `cmd`)",
+    "check that it is a number first (case ${{{path}}} in *[!0-9]*) exit 1;; esac), or read"
+    " $INPUT_<KEY> there",
+    "",
+)
+IDENTIFIERS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""Inside `$((...))` or `((...))`, a name is a variable whose value bash evaluates."""
 PARAMS = re.compile(r"\$(?:[0-9@*]|\{[#!]?[0-9@*])")
 """A positional parameter (`$1`, `"$@"`, `${1:-x}`, `${#1}`, `${!1}`): a function's
 arguments."""
@@ -57,6 +66,7 @@ class Flow:
         self.export_all = False  # `set -a`, `export "$N"`, `eval`, `.`: any name may be
         self.uses: list[tuple[set[str], Why]] = []  # names expanded where a value is code
         self.functions = False  # the script defines a shell function
+        self.integers: set[str] = set()  # `declare -i N`, `-n`: assigning N evaluates
         self.params = -1  # the next pseudo-reference (a positional parameter) position
 
     def param(self) -> int:
@@ -91,6 +101,9 @@ class Flow:
                 for pos in held.get(name, ()):
                     found.setdefault(pos, why)
         for name, positions in held.items():
+            if name in self.integers:
+                for pos in positions:
+                    found.setdefault(pos, ARITH_WHY)
             if self.export_all or name in self.exported or code_variable(name):
                 for pos in positions:
                     found.setdefault(pos, EXPORTED_WHY)

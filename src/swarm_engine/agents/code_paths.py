@@ -35,6 +35,7 @@ class PathReader(OptionReader):
     shell_first: bool
     nested: bool
     declared: bool
+    evaluates: bool  # `declare -i`, `-n`: its names' values are evaluated
 
     def _input_code(self) -> None:
         """References that reach code through a program's input: piped into a program
@@ -84,7 +85,10 @@ class PathReader(OptionReader):
             self.declared = True
             if "x" in text or REF in text or EXPANSION in text:
                 self.mode = "exported"
+            self.evaluates = "i" in text or "n" in text or self.mode == "exported"
             return
+        if self.declared and self.evaluates:  # `declare -i N`: assigning N evaluates
+            self.flow.integers.add(text.partition("=")[0].removesuffix("+"))
         if self.declared or word.split or REF in text.partition("=")[0]:
             self._environment([word])  # (`local a=$1` splits in dash: `a=x PATH=...`)
             return

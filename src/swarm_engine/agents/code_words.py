@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from swarm_engine.agents.code_flow import Flow
+from swarm_engine.agents.code_flow import ARITH_WHY, Flow
 from swarm_engine.agents.code_options import BLIND_HINT, Why, Word
 from swarm_engine.agents.code_paths import DECLARERS, PathReader
 from swarm_engine.agents.code_programs import (
@@ -24,6 +24,11 @@ from swarm_engine.agents.code_programs import (
     program_of,
 )
 from swarm_engine.agents.code_spec import EXPANSION, REF, Program
+
+EVALUATORS = frozenset(("let", "read", "unset", "getopts", "mapfile", "readarray"))
+"""Bash builtins whose arguments are arithmetic or variable names (`a[$(cmd)]` runs)."""
+ARITH_OPERATORS = frozenset(("-eq", "-ne", "-lt", "-le", "-gt", "-ge"))
+SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[")
 
 ALIAS = -1
 """The key in `found` saying that the command defines an alias (`alias e=eval`, then `e
@@ -60,6 +65,7 @@ class Command(PathReader):
         self.mode = ""  # "", "opts", "code", "arg", "module", "eval", "skip", "exported",
         # "declared" (`local`, `declare`, ...), "set"
         self.declared = False  # `declare`'s options so far: `-x` (or any) makes it export
+        self.evaluates = False  # `declare -i`/`-n`: its names' values are evaluated
         self.after_skip = ""  # the mode after a redirection's target
         self.name = ""
         self.prog: Program | None = None
@@ -85,6 +91,8 @@ class Command(PathReader):
         self.letters = set()
         self.replace = ""
         self.code_texts = []
+        self.prev: Word | None = None  # the last word of `[[ ... ]]`
+        self.arith = False  # it is `[[` (whose `-eq` operands are arithmetic)
         self.chain: list[str] = []  # the programs read so far (`find`, `xargs`, `sh`)
         self.words: list[Word] = []  # the command's words
 
@@ -125,6 +133,17 @@ class Command(PathReader):
             return
         if mode == "exported":  # every argument may name or set an exported variable
             self._export(word)
+            return
+        if mode == "evaluated":  # `let ${v}`, `read ${v}`: arithmetic or a variable's name
+            self._refuse(word, ARITH_WHY)
+            return
+        if mode == "cond":  # `[[ ${v} -eq 1 ]]`, `[ -v ${v} ]`
+            self._condition(word)
+            return
+        if mode == "printf":  # `printf -v ${v} ...`
+            self.mode = "evaluated" if word.text == "-v" else ""
+            if word.text.startswith("-v") and word.text != "-v":
+                self._refuse(word, ARITH_WHY)
             return
         if mode == "function":
             self.mode, self.first = "", True
@@ -171,6 +190,10 @@ class Command(PathReader):
         if self.first and self.prefix and self._prefix_option(word.text):
             return
         first, self.first = self.first, False
+        if SUBSCRIPT.match(word.text):  # `a[${v}]=1`: bash evaluates the subscript
+            self._refuse(word, ARITH_WHY)
+            self.first = first
+            return
         if ASSIGNMENT.match(word.text):  # `X=v`: a variable (before a command), no program
             self.first = first
             if first:
@@ -184,6 +207,11 @@ class Command(PathReader):
             self.mode, self.declared = "declared", False
         elif first and word.text == "set":
             self.mode = "set"
+        elif first and word.text in EVALUATORS:
+            self.mode = "evaluated"
+        elif first and word.text in ("[[", "[", "test", "printf"):
+            self.mode = "printf" if word.text == "printf" else "cond"
+            self.prev, self.arith = None, word.text == "[["
         elif first and word.text in (".", "source", "eval"):  # may export any variable
             self.flow.export_all = True
         if first and word.text in BEFORE_COMMAND:
@@ -240,6 +268,17 @@ class Command(PathReader):
                 # (what follows the name, not the name: `./t/${v}.sh`; but a reference
                 # inside another expansion, `${X:-sh -c '... ${v}'}`, may be code)
                 self.exempt = EXPANSION not in word.text
+
+    def _condition(self, word: Word) -> None:
+        """A word of `[[ ... ]]` or `test`: an operand of `-eq`, `-lt`, ... (in `[[`) or
+        of `-v` is evaluated (arithmetic, a variable's name with a subscript)."""
+        prev, self.prev = self.prev, word
+        if word.text in ARITH_OPERATORS and self.arith and prev is not None:
+            self._refuse(prev, ARITH_WHY)
+        if prev is not None and (
+            prev.text == "-v" or (self.arith and prev.text in ARITH_OPERATORS)
+        ):
+            self._refuse(word, ARITH_WHY)
 
     def _prefix_option(self, text: str) -> bool:
         """An option of `command`, `time` or `builtin` (`command -p`, `time -f FMT`, `--`):

@@ -51,14 +51,15 @@ the safe forms. Programs that run a command they are given (wrappers, `ssh`, `su
 
 What the script does with its own variables and functions across commands (a reference
 assigned to a variable that is exported, or expanded into code; a function that runs its
-arguments) is `agents/code_flow.py`'s `Flow`, resolved once the whole text is read.
+arguments; bash's arithmetic: `((...))`, `$((X))`) is `agents/code_flow.py`'s `Flow`,
+resolved once the whole text is read.
 """
 
 from __future__ import annotations
 
 import re
 
-from swarm_engine.agents.code_flow import NAMES, PARAMS, Flow
+from swarm_engine.agents.code_flow import ARITH_WHY, IDENTIFIERS, NAMES, PARAMS, Flow
 from swarm_engine.agents.code_options import Why, Word
 from swarm_engine.agents.code_programs import (
     VARIABLE,
@@ -162,6 +163,8 @@ class _Parser:
             elif c in " \t":
                 end_word()
                 i += 1
+            elif c == "(" and word is None and s.startswith("((", i):  # bash: arithmetic
+                i = self.arithmetic_command(i)
             elif c in "\n;&|()":
                 array = word is not None and word.text.endswith("=")  # bash: `a=()`
                 if c == "(" and not array and s[i + 1 :].lstrip(" \t").startswith(")"):
@@ -259,6 +262,7 @@ class _Parser:
         if s.startswith("$((", i):
             after = self.arithmetic(i + 3, inner)
             self._evaluated(inner, "$((...))")
+            self.flow.use(set(IDENTIFIERS.findall(s, i + 3, after)), ARITH_WHY)
         elif s.startswith("$(", i):
             self.depth += 1
             if self.depth > MAX_NESTING:
@@ -289,6 +293,16 @@ class _Parser:
             word.lead_param = word.lead_param or lead
             if span.startswith(("${!", "`")):  # (backquotes' commands are not followed)
                 self.found[word.refs[-1]] = _evaluated_why(span[:3] + "...")
+        return after
+
+    def arithmetic_command(self, i: int) -> int:
+        """`((...))` at `i` (bash: an arithmetic command; dash: nested subshells): every
+        reference and variable in it is evaluated as arithmetic, so refused."""
+        inner = Word()
+        after = self.arithmetic(i + 2, inner)
+        for pos in inner.refs:
+            self.found.setdefault(pos, ARITH_WHY)
+        self.flow.use(set(IDENTIFIERS.findall(self.s, i + 2, after)), ARITH_WHY)
         return after
 
     def _evaluated(self, inner: Word, where: str) -> None:
