@@ -52,6 +52,14 @@ REFUSED = [
     ('f() { x=$1; sh -c "echo $x"; }; f ${inputs.x}', "a command that defines a shell"),
     ('f() { BASH_ENV="$1" bash -c true; }; f ${inputs.x}', "a command that defines a shell"),
     ("f() { echo $(( $1 )); }; f ${inputs.x}", "a command that defines a shell function"),
+    ('f() { timeout 5 "$@"; }; f sh -c ${inputs.x}', "a command that defines a shell func"),
+    ('f() { exec "$@"; }; f eval ${inputs.x}', "a command that defines a shell function"),
+    ('f() { x=$1; eval "$x"; }; f ${inputs.x}', "a command that defines a shell function"),
+    ("f() { cmd=$1; $cmd; }; f ${inputs.x}", "a command that defines a shell function"),
+    ('f() { echo "$1" | sh; }; f ${inputs.x}', "a command that defines a shell function"),
+    ('f() { ssh host "$1"; }; f ${inputs.x}', "a command that defines a shell function"),
+    # a variable holding a reference as the command (split into words when unquoted)
+    ("cmd=${inputs.x}; $cmd", "a command named by an expansion"),
 ]
 
 
@@ -66,7 +74,8 @@ def test_a_value_reaching_code_through_the_script_is_refused(command: str, where
 # that is exported but read by none: `X`)
 RUN_REFUSED = [c for c, _ in REFUSED if not any(
     w in c for w in ("lib.sh", "git", "node", "$((", "PERL5OPT", "typeset", "declare",
-                     "local", "python3", "X=${inputs.x}; export X;")
+                     "local", "python3", "X=${inputs.x}; export X;", "exec", "cmd=",
+                     "ssh")
 )]  # fmt: skip
 
 

@@ -64,7 +64,9 @@ class Flow:
         self.assigned: list[tuple[str, list[int], set[str]]] = []  # name, refs, names
         self.exported: set[str] = set()
         self.export_all = False  # `set -a`, `export "$N"`, `eval`, `.`: any name may be
-        self.uses: list[tuple[set[str], Why]] = []  # names expanded where a value is code
+        self.uses: list[tuple[set[str], Why, bool]] = []  # names expanded where a value is
+        # code; True: as a whole word (`eval "$X"`), which is code on purpose but for a
+        # function's argument it holds (`f() { x=$1; eval "$x"; }`)
         self.functions = False  # the script defines a shell function
         self.integers: set[str] = set()  # `declare -i N`, `-n`: assigning N evaluates
         self.params = -1  # the next pseudo-reference (a positional parameter) position
@@ -79,10 +81,11 @@ class Flow:
         """`name=...` standing alone (or `local name=...`): what its value holds."""
         self.assigned.append((name, refs, names))
 
-    def use(self, names: set[str], why: Why) -> None:
-        """Variables expanded where a value is code or a command's environment."""
+    def use(self, names: set[str], why: Why, whole: bool = False) -> None:
+        """Variables expanded where a value is code or a command's environment (as the
+        whole word if `whole`: only a function's arguments they hold are refused)."""
         if names:
-            self.uses.append((names, why))
+            self.uses.append((names, why, whole))
 
     def resolve(self, found: dict[int, Why]) -> None:
         """Refuse the references held by variables that reach code or an environment."""
@@ -96,10 +99,11 @@ class Flow:
                 if new:
                     have |= new
                     changed = True
-        for names, why in self.uses:
+        for names, why, whole in self.uses:
             for name in names:
                 for pos in held.get(name, ()):
-                    found.setdefault(pos, why)
+                    if pos < 0 or not whole:
+                        found.setdefault(pos, why)
         for name, positions in held.items():
             if name in self.integers:
                 for pos in positions:

@@ -70,13 +70,13 @@ class OptionReader:
     def _code(self, word: Word, whole_allowed: bool = True) -> None:
         whole = whole_allowed and (word.whole or word.whole_variable)  # said on purpose
         self.code_texts.append(word.text)
-        if (word.refs or word.names) and not whole:
+        if word.refs or word.names:
             assert self.prog is not None
             flag = self.prog.switch and f"-{self.prog.switch}"
             flag = self.flag if self.from_option else flag
             shown = f"{self.name} {flag}" if flag else self.name
             why = (f"{self.prog.what} `{shown}`", self.prog.hint, self.name)
-            self._refuse(word, why)
+            self._refuse(word, why, whole)
 
     def _go_blind(self, option: str, why: Why | None = None) -> None:
         """Past an option this check does not know (it may take the next word, or make any
@@ -99,11 +99,14 @@ class OptionReader:
                 "", (f"the code of `{self.name} -m {module}`", self.prog.hint, self.name)
             )
 
-    def _refuse(self, word: Word, why: Why) -> None:
-        """Refuse the word's references, and those its variables hold (`Flow`)."""
-        for pos in word.refs:
-            self.found.setdefault(pos, why)
-        self.flow.use(word.names, why)
+    def _refuse(self, word: Word, why: Why, whole: bool = False) -> None:
+        """Refuse the word's references, and those its variables hold (`Flow`); for a
+        word that is code on purpose as a whole (`sh -c ${v}`, `eval "$X"`), only a
+        function's arguments it holds (`f() { x=$1; eval "$x"; }`)."""
+        if not whole:
+            for pos in word.refs:
+                self.found.setdefault(pos, why)
+        self.flow.use(word.names, why, whole)
 
     def _long(self, name: str) -> str:
         """A long option's full name (GNU programs take a unique prefix: `--expr`). Where

@@ -137,10 +137,12 @@ class PathReader(OptionReader):
         self.shell_first = False
         if program_of(word.text, False) or set(word.text) & set(" \t'\"\\$;|&<>()"):
             self.nested = True  # `sh -c '...{}'`, a word holding a command line
-        if (word.refs or word.names) and not (whole and (word.whole or word.whole_variable)):
+        if word.refs or word.names:
             why = f"the command line `{self.name}` hands a shell (its words joined)"
             hint = prog.hint if prog.shell_operands else BLIND_HINT
-            self._refuse(word, (why, hint, self.name))
+            self._refuse(
+                word, (why, hint, self.name), whole and (word.whole or word.whole_variable)
+            )
 
     def _environment(self, words: list[Word]) -> None:
         """References in a command's environment (`X=${v} cmd`, `env X=${v} cmd`) are

@@ -111,8 +111,7 @@ class Command(PathReader):
                 for pos in word.refs:
                     if pos >= 0 or blind_before:
                         self.found.setdefault(pos, self.blind)
-            if not word.whole_variable:
-                self.flow.use(word.names, self.blind)
+            self.flow.use(word.names, self.blind, word.whole_variable)
 
     def _read(self, word: Word) -> None:
         mode = self.mode
@@ -263,6 +262,7 @@ class Command(PathReader):
                 for pos in word.refs:
                     if pos < 0:
                         self.found.setdefault(pos, _NAMED_BY_EXPANSION)
+                self.flow.use(word.names, _NAMED_BY_EXPANSION, word.whole_variable)
             if named and (first or after_wrapper) and self.blind is None:
                 self._go_blind("", _NAMED_BY_EXPANSION)  # `$e "..."`, `"$S" -c '...'`
                 # (what follows the name, not the name: `./t/${v}.sh`; but a reference
@@ -411,7 +411,8 @@ class Command(PathReader):
                 return  # (a word naming a program starts it, failing closed, as anywhere)
             self.mode = ""
             self.after_wrapper = True
-            self.word(Word(word.text, glob=word.glob))  # its references were seen above
+            params = [pos for pos in word.refs if pos < 0]  # (the others were seen above)
+            self.word(Word(word.text, params, word.glob, word.names, word.split))
             if prog.assignments and word.whole:  # `env -- ${v} cmd`: `X=...` if words follow
                 self.env_whole = word
             return
@@ -444,10 +445,9 @@ class Command(PathReader):
         if self.mode == "eval" and self.evaluated:
             one = self.evaluated[0]
             whole = len(self.evaluated) == 1 and (one.whole or one.whole_variable)
-            if not whole:
-                why = ("the arguments of `eval`", EVAL_HINT, "eval")
-                for word in self.evaluated:
-                    self._refuse(word, why)
+            why = ("the arguments of `eval`", EVAL_HINT, "eval")
+            for word in self.evaluated:
+                self._refuse(word, why, whole)
         self._input_code()
         if self.first:  # `X=${v}` alone: a variable of the script (`Flow`)
             for word in self.assigned:
