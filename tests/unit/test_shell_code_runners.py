@@ -76,7 +76,17 @@ REFUSED = [
     ('echo "${inputs.x}" | sqlite3 :memory:', "the input piped into `sqlite3`"),
     ('echo "${inputs.x}" | ssh -p 22 host', "the input piped into `ssh`"),
     ('echo "${inputs.x}" | su bob', "the input piped into `su`"),
-    ('echo "${inputs.x}" | parallel', "the input piped into `parallel`"),
+    ('echo "${inputs.x}" | parallel', "the input `parallel` puts"),
+    ('echo "${inputs.x}" | parallel sh -c "echo {}"', "the input `parallel` puts"),
+    ("parallel ::: ${inputs.x}", "an argument of `parallel` put into"),
+    # a group after a pipe: each command in it reads the pipe
+    ('echo "${inputs.x}" | (cd / && sh)', "the input piped into `sh`"),
+    ('{ echo a; echo "${inputs.x}"; } | { read -r a; sh; }', "the input piped into `sh`"),
+    ('echo "${inputs.x}" | while read -r l; do eval "echo $l"; done', "the arguments of `eva"),
+    # a process substitution: a file a program may run
+    ('sh <(echo "${inputs.x}")', "a file `<(...)` gives `sh`"),
+    ('python3 <(printf %s "${inputs.x}")', "a file `<(...)` gives `python3`"),
+    ('X=${inputs.x}; bash <(echo "$X")', "a file `<(...)` gives `bash`"),
     ('{ echo a; echo "${inputs.x}"; } | sh', "the input piped into `sh`"),
     ('if true; then echo "${inputs.x}"; fi | sh', "the input piped into `sh`"),
     ('(echo "${inputs.x}") | sh', "the input piped into `sh`"),
@@ -105,7 +115,7 @@ def _here(command: str) -> bool:
     terminal or special value."""
     needs = ("ssh", "su ", "runuser", "watch", "parallel", "unshare", "nsenter", "chroot",
              "emacs", "m4", "git", "$S", "sqlite3", "-cmd", "busybox", "python3", "perl",
-             "xargs", "find .")  # fmt: skip
+             "xargs", "find .", "<(", "read -r")  # fmt: skip
     return not any(n in command for n in needs)
 
 
@@ -149,6 +159,13 @@ def test_a_refused_form_does_run_a_value(shell: str, command: str) -> None:
             "perl",
         ),
         ("printf '%s\\n' ${inputs.x} | xargs sh -c", "touch${IFS}$M", "xargs"),
+        ('echo "${inputs.x}" | (cd / && sh)', HOSTILE, "sh"),
+        ('{ echo a; echo "${inputs.x}"; } | { read -r a; sh; }', HOSTILE, "sh"),
+        (
+            'echo "${inputs.x}" | while read -r l; do eval "echo $l"; done',
+            '$(touch "$M")',
+            "sh",
+        ),
         (
             "touch ./${inputs.x}; find . -name ${inputs.x} -execdir bash -c 'echo {}' \\;",
             "a$(touch $M)",
@@ -174,7 +191,9 @@ ACCEPTED = [
     "ssh host -- uptime; ssh -p 22 host uptime; ssh ./h-${inputs.x} true",
     "su bob -c 'echo \"$1\"' -- _ ${inputs.x}; echo ${inputs.x} | su -c 'cat' bob",
     "echo ${inputs.x} | ssh host cat; echo ${inputs.x} | parallel echo",
-    "watch -n 5 ls; parallel echo {} ::: ${inputs.x} ${inputs.x}",
+    "watch -n 5 ls; parallel echo {} ::: ${inputs.x} ${inputs.x}; echo ${inputs.x} | parallel echo",
+    'diff <(echo "${inputs.x}") f; echo "${inputs.x}" | while read -r l; do echo "$l"; done',
+    'echo "${inputs.x}" | (cd / && cat); { echo a; } | sh',
     "sqlite3 \"out-${inputs.x}.db\" 'create table t (a)'; sqlite3 db -- 'select 1'",
     "m4 in-${inputs.x}.m4 < /dev/null; m4 -I inc-${inputs.x} /dev/null",
     'git config user.name "${inputs.x}"; git config --global user.email ${inputs.x}',
@@ -205,3 +224,11 @@ def test_ordinary_uses_stay_accepted(command: str) -> None:
                                      and "watch" not in c and "git c" not in c])  # fmt: skip
 def test_an_accepted_form_does_not_run_a_value(shell: str, command: str) -> None:
     assert not runs_value(shell, command, checked=True), command
+
+
+@pytest.mark.parametrize("shell", ["bash"] if "bash" in SHELLS else [])
+@pytest.mark.parametrize(
+    "command", ['sh <(echo "${inputs.x}")', 'X=${inputs.x}; bash <(echo "$X")']
+)
+def test_a_refused_process_substitution_does_run_a_value_in_bash(shell: str, command: str) -> None:
+    assert runs_value(shell, command), command

@@ -29,6 +29,7 @@ class Word:
     names: set[str] = field(default_factory=set)  # the variables it expands (`$X`, `${X}`)
     split: bool = False  # it holds an unquoted expansion (split into words, globbed)
     lead_param: bool = False  # it starts with a positional parameter (`"$1"`, `$@`)
+    procsub: bool = False  # it holds a process substitution (`<(echo ...)`: a file)
 
     @property
     def whole(self) -> bool:

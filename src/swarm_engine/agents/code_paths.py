@@ -48,11 +48,20 @@ class PathReader(OptionReader):
             why = f"a path `find` puts into the code of `{name}` (`{{}}`: {braces[0]!r})"
             for word in self.words:
                 self._refuse(word, (why, BLIND_HINT, name))
+        if self.piped and self.chain[:1] in (["read"], ["mapfile"], ["readarray"]):
+            refs = [pos for word in self.piped for pos in word.refs]
+            names = set().union(*(word.names for word in self.piped))
+            for word in self.words[1:]:  # `... | while read -r line`: `$line` holds it
+                if not word.text.startswith("-"):
+                    self.flow.assign(word.text, refs, names)
         if not self.piped or prog is None:
             return
         if "xargs" in self.chain and self.replace:
             code = [t for t in self.code_texts if self.replace in t]
             where = f"the input `xargs` puts into the code of `{name}` ({self.replace!r})"
+        elif prog.shell_end:  # `| parallel sh -c 'echo {}'`: the input lines are its args
+            code = ["args"] if self.nested or self.count == 0 else []
+            where = f"the input `{name}` puts into the code of its command line (`{{}}`)"
         elif "xargs" in self.chain:  # appended: an option (`-e...`) where one may be
             safe = self.ended or (self.coded and (prog.switch or prog.code_ends_options))
             code = [] if safe or not prog.reads_code else ["args"]
@@ -132,6 +141,7 @@ class PathReader(OptionReader):
         assert prog is not None
         if word.text in prog.shell_end:  # `parallel CMD ::: ARGS`: the arguments follow
             self.mode = "shelldata"
+            self.nested = self.nested or self.shell_first  # `parallel ::: CMD`: commands
             return
         whole = prog.shell_whole and self.shell_first  # `ssh host ${inputs.cmd}`
         self.shell_first = False

@@ -106,6 +106,10 @@ class Command(PathReader):
         self.words.append(word)
         self._read(word)
         exempt = self.exempt or target
+        sourced = self.chain[:1] in ([".", "source"],)
+        if word.procsub and ((self.prog is not None and self.prog.reads_code) or sourced):
+            why = f"a file `<(...)` gives `{self.name or self.chain[0]}`, which may run it"
+            self._refuse(word, (why + " as code", BLIND_HINT, self.name))
         if self.blind is not None and not exempt:
             if not word.whole:  # (a function's argument: if blind before it, `$e "$1"`)
                 for pos in word.refs:
@@ -234,7 +238,7 @@ class Command(PathReader):
             and any(c in directory for c in (REF, EXPANSION))
         )  # `"$HOME/bin/tool"`: a quoted expansion names only the directory
         found = program_of(last if literal else word.text, first or after_wrapper)
-        if first or after_wrapper:
+        if (first or after_wrapper) and not (first and word.text in BEFORE_COMMAND):
             self.chain.append(word.text.rsplit("/", 1)[-1])
         if word.glob and (first or after_wrapper):  # `/bin/[s]h -c`: read as an expansion
             found = program_of(EXPANSION, True)
@@ -413,6 +417,7 @@ class Command(PathReader):
             self.after_wrapper = True
             params = [pos for pos in word.refs if pos < 0]  # (the others were seen above)
             self.word(Word(word.text, params, word.glob, word.names, word.split))
+            self.words.pop()  # (seen once)
             if prog.assignments and word.whole:  # `env -- ${v} cmd`: `X=...` if words follow
                 self.env_whole = word
             return

@@ -121,6 +121,7 @@ class _Parser:
         depth = cases = 0  # open `(`; open `case` (whose patterns end with `)`)
         groups = 0  # open `{`, `if`, `while`, ...: a pipe after one gets all inside
         segment: list[Word] = []  # the words since the last `;`, `&&`, ... outside those
+        feeding: list[list[Word]] = []  # what is piped into each open group (`| { ...; }`)
 
         def end_word() -> None:
             nonlocal word, cases, groups
@@ -131,8 +132,11 @@ class _Parser:
                     cases -= 1
                 if command.first and word.text in _OPENERS:
                     groups += 1
+                    feeding.append(list(command.piped))
                 elif command.first and word.text in _CLOSERS and groups:
                     groups -= 1
+                    if feeding:
+                        feeding.pop()
                 seen.extend(word.refs)
                 segment.append(word)
                 command.word(word)
@@ -145,7 +149,7 @@ class _Parser:
             pipe = c == "|" and not s.startswith("||", i) and s[i - 1 : i] != "|"
             if not pipe and not depth and not groups:
                 segment.clear()
-            command.piped = list(segment) if pipe else []
+            command.piped = list(segment) if pipe else list(feeding[-1] if feeding else [])
 
         while i < len(s) and not self.stopped:
             c = s[i]
@@ -170,13 +174,21 @@ class _Parser:
                 if c == "(" and not array and s[i + 1 :].lstrip(" \t").startswith(")"):
                     command.defines_function()  # `f() { ...; }`, `f () ...`
                 end_word()
+                feed = command.piped
                 command.end()
                 separate(c)
                 if c == "(":
                     depth += 1
+                    feeding.append(feed)  # `... | (cd d && sh)`: each command reads it
+                    command.piped = list(feed)
                 elif c == ")" and depth:
                     depth -= 1
+                    if feeding:
+                        feeding.pop()
                 i += 1
+            elif c in "<>" and s.startswith("(", i + 1):  # bash: `<(...)`, a file's name
+                word = word or Word()
+                i = self.process_substitution(i, word)
             elif c in "<>":
                 if s.startswith("<<", i):  # a here-document: refused past here anyway
                     self.stopped = True
@@ -293,6 +305,20 @@ class _Parser:
             word.lead_param = word.lead_param or lead
             if span.startswith(("${!", "`")):  # (backquotes' commands are not followed)
                 self.found[word.refs[-1]] = _evaluated_why(span[:3] + "...")
+        return after
+
+    def process_substitution(self, i: int, word: Word) -> int:
+        """`<(...)` or `>(...)` at `i` into `word` (a file's name, its text written by the
+        commands in it: `Command.word` refuses it to a program that may run it)."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise TooDeep
+        after, nested = self.commands(i + 2, ")")
+        self.depth -= 1
+        word.refs.extend(nested)
+        word.text += EXPANSION
+        word.names.update(NAMES.findall(self.s, i, after))
+        word.procsub = True
         return after
 
     def arithmetic_command(self, i: int) -> int:
