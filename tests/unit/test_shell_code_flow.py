@@ -58,6 +58,10 @@ REFUSED = [
     ("f() { cmd=$1; $cmd; }; f ${inputs.x}", "a command that defines a shell function"),
     ('f() { echo "$1" | sh; }; f ${inputs.x}', "a command that defines a shell function"),
     ('f() { ssh host "$1"; }; f ${inputs.x}', "a command that defines a shell function"),
+    # a loop's variable over references or a function's arguments
+    ('for f in a ${inputs.x}; do sh -c "echo $f"; done', "the script of `sh -c`"),
+    ('f() { for a in "$@"; do eval "$a"; done; }; f ${inputs.x}', "defines a shell func"),
+    ('f() { for a; do eval "$a"; done; }; f ${inputs.x}', "defines a shell function"),
     # a variable holding a reference as the command (split into words when unquoted)
     ("cmd=${inputs.x}; $cmd", "a command named by an expansion"),
 ]
@@ -110,6 +114,7 @@ ACCEPTED = [
     'f() { echo "$1"; printf \'%s\\n\' "$@"; }; f "${inputs.x}"',
     'f() { local n="$1"; cp -- "$n" out/; }; f "${inputs.x}"',
     'f() { git commit -m "$1"; }; f "${inputs.x}"',
+    'for f in ${inputs.x}; do echo "$f"; done; f() { for a; do echo "$a"; done; }; f 1',
     'name=${inputs.x}; sh -c "$name"',
 ]
 

@@ -54,6 +54,14 @@ class PathReader(OptionReader):
             for word in self.words[1:]:  # `... | while read -r line`: `$line` holds it
                 if not word.text.startswith("-"):
                     self.flow.assign(word.text, refs, names)
+        texts = [word.text for word in self.words]
+        at = next((k for k, t in enumerate(texts) if t in ("for", "select")), -1)
+        if self.chain[:1] in (["for"], ["select"]) and texts[at + 2 : at + 3] == ["in"]:
+            values = self.words[at + 3 :]  # `for f in ${v}`: `$f` holds it
+            refs = [pos for word in values for pos in word.refs]
+            self.flow.assign(texts[at + 1], refs, set().union(*(w.names for w in values)))
+        elif self.chain[:1] in (["for"], ["select"]) and len(texts) > at + 1:  # `for a; do`
+            self.flow.assign(texts[at + 1], [self.flow.param()], set())  # over "$@"
         if not self.piped or prog is None:
             return
         if "xargs" in self.chain and self.replace:
