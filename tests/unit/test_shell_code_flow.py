@@ -139,6 +139,7 @@ EVALUATED = [
     "declare -A a; [[ -v ${inputs.x} ]]",
     "declare -A a; test -v ${inputs.x}",
     "printf -v ${inputs.x} %s 1",
+    "printf ${inputs.x} 1",
     "read ${inputs.x} < /dev/null",
     "let ${inputs.x}",
     "a[${inputs.x}]=1",
@@ -156,13 +157,14 @@ ARITH_VALUE = 'a[$(touch "$M")]'
 def test_a_value_bash_evaluates_is_refused(command: str) -> None:
     problem = check_command(command)
     assert problem is not None and "\n" not in problem, command
-    assert "which bash evaluates" in problem or "defines a shell function" in problem
+    assert "evaluates" in problem or "defines a shell function" in problem
 
 
 @pytest.mark.parametrize("shell", ["bash"] if "bash" in SHELLS else [])
 @pytest.mark.parametrize("command", EVALUATED)
 def test_a_refused_evaluated_form_does_run_a_value_in_bash(shell: str, command: str) -> None:
-    assert runs_value(shell, command, ARITH_VALUE), command
+    value = "-v" + ARITH_VALUE if command.startswith("printf ${") else ARITH_VALUE
+    assert runs_value(shell, command, value), command
 
 
 EVALUATED_ACCEPTED = [

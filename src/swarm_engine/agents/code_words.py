@@ -143,10 +143,13 @@ class Command(PathReader):
         if mode == "cond":  # `[[ ${v} -eq 1 ]]`, `[ -v ${v} ]`
             self._condition(word)
             return
-        if mode == "printf":  # `printf -v ${v} ...`
+        if mode == "printf":  # `printf -v ${v} ...`; a value first may be `-vNAME`
             self.mode = "evaluated" if word.text == "-v" else ""
             if word.text.startswith("-v") and word.text != "-v":
                 self._refuse(word, ARITH_WHY)
+            elif word.text[:1] == REF or word.lead_param:
+                why = "an argument of `printf` where it reads options (`-v NAME` evaluates NAME)"
+                self._refuse(word, (why, OPTION_HINT, "printf"))
             return
         if mode == "function":
             self.mode, self.first = "", True
