@@ -45,7 +45,7 @@ class PathReader(OptionReader):
         prog, name = self.prog, self.name
         braces = [t for t in self.code_texts if "{}" in t]
         if "find" in self.chain and braces:  # the paths found start with its operands
-            why = f"a path `find` puts into the code of `{name}` (`{{}}`: {braces[0]!r})"
+            why = f"a path `find` puts into the code of `{name}` (`{{}}`)"
             for word in self.words:
                 self._refuse(word, (why, BLIND_HINT, name))
         if self.piped and self.chain[:1] in (["read"], ["mapfile"], ["readarray"]):
