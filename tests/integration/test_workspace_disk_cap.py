@@ -120,6 +120,36 @@ async def test_files_past_max_files_are_refused_by_the_kernel(vm: ProcessVM) -> 
     assert len(os.listdir(vm.workspace)) <= 200 + 16
 
 
+async def test_the_count_reads_the_filesystems_counters_not_a_walk(tmp_path: Path) -> None:
+    """A mounted workspace's use is read from its own filesystem's counters, not by
+    walking its files (a fresh tester's finds: a step that left 95,000 files and slept
+    cost the engine a quarter of a core or more at every 50 ms count, and a chain of
+    folders deeper than PATH_MAX made the walk fail and the step with it). So: a chain
+    of 2,100 folders (4,200 bytes of path, 8.2 MiB of folder blocks) is no reason to fail; 300 hard links to one
+    file are one inode, under max_files = 1000 however many names it has; and what is
+    used is still found over the limits when it is (`max_files` here, disk_mb above)."""
+    backend = ProcessBackend(tmp_path / "home", ProcessConfig(disk_mb=32, max_files=2500))
+    vm = await backend.boot("vm-cap0010", VMSpec(timeout_seconds=60))
+    try:
+        deep = await vm.exec(
+            ["python3", "-c", "import os\nfor _ in range(2100): os.mkdir('d'); os.chdir('d')\n"
+             "print('deep')"]
+        )  # fmt: skip
+        assert (deep.exit_code, deep.stdout) == (0, b"deep\n"), deep
+        links = await vm.exec(
+            ": > f; i=0; while [ $i -lt 300 ]; do ln f l$i || exit 1; i=$((i+1)); done; echo linked"
+        )
+        assert (links.exit_code, links.stdout) == (0, b"linked\n"), links
+        over = await vm.exec(
+            "i=0; while [ $i -lt 500 ]; do : > e$i || break; i=$((i+1)); done; sleep 2"
+        )  # 2,100 + 2 + 500 inodes: past 2,500, the command is stopped and told
+        assert over.exit_code == 137, over
+        assert b"went over its disk limit of 32 MiB or 2500 files" in over.stderr, over
+    finally:
+        await vm.destroy()
+        await backend.close()
+
+
 async def test_an_input_past_disk_mb_fails_at_once_naming_it(vm: ProcessVM) -> None:
     """A file the engine writes into a full workspace fails at once, naming the limit:
     no room there is the workspace's own limit, not the host's shortage to wait out."""

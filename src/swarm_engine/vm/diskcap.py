@@ -287,6 +287,20 @@ FS_IOC_SETFLAGS = 0x40086602
 FITRIM = 0xC0185879
 
 
+def used_since(workspace: Path, fresh: tuple[int, int]) -> tuple[int, int]:
+    """Bytes and inodes (files, folders, links) used in a mounted workspace beyond what a
+    new one uses (`Template.fresh`: its free blocks and inodes as it starts), read from
+    its filesystem's counters (`statvfs`): one system call, whatever the step left in it
+    (a walk of 100,000 files costs the engine a quarter of a core at every count), and no
+    depth of folders it cannot count. Hard links count once, as on the disk. Raises
+    `OSError` when the counters cannot be read (the caller fails closed)."""
+    if not os.path.ismount(workspace):  # its filesystem's counters, no other's
+        raise OSError(errno.ENOENT, "the workspace is not mounted", str(workspace))
+    info = os.statvfs(workspace)
+    blocks, inodes = fresh
+    return max(blocks - info.f_bfree, 0) * info.f_frsize, max(inodes - info.f_ffree, 0)
+
+
 def folder_flags(folder: Path, set_to: int | None = None) -> int:
     """The inode flags of `folder` (`lsattr -d`), first set to `set_to` when given.
     Raises `OSError`."""

@@ -247,6 +247,7 @@ class ProcessBackend:
             vm_id, folder, spec, isolated=isolated, host_uid=host_uid, config=self.config,
             no_userns=self._no_userns, release=self._uids.discard, threads=self._threads,
             real_workspace=real, reachable=reachable, capped=image is not None, memory=memory,
+            fresh=None if image is None else image.fresh,
             retire=remove_folder if spares is None else spares.retire,
         )  # fmt: skip
 

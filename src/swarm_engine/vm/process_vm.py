@@ -37,6 +37,7 @@ from swarm_engine.vm.bwrap import (
     host_tool,
     root_engine,
 )
+from swarm_engine.vm.diskcap import used_since
 from swarm_engine.vm.ending import DiskLimits, Ended, ending
 from swarm_engine.vm.helper import Helper, stop_helpers
 from swarm_engine.vm.memcap import VMGroup
@@ -89,6 +90,7 @@ class ProcessVM(CommandLine):
         real_workspace: str | None = None,
         reachable: bool = False,
         capped: bool = False,
+        fresh: tuple[int, int] | None = None,
         retire: Callable[[Path], str | None] = remove_folder,
         memory: VMGroup | None = None,
     ) -> None:
@@ -108,6 +110,9 @@ class ProcessVM(CommandLine):
         self.config = config or ProcessConfig()
         self.capped = capped
         """Its workspace is a filesystem of its own, of `disk_mb` (`vm/diskcap.py`)."""
+        self._fresh = fresh if capped else None
+        """A new workspace filesystem's free blocks and inodes (`Template.fresh`): what its
+        use is counted from (`diskcap.used_since`), instead of a walk of its files."""
         self.memory = memory
         """Its memory cgroup, which each command joins first (`vm/memcap.py`); None with
         `memory_cap = "rlimit"`."""
@@ -348,7 +353,10 @@ class ProcessVM(CommandLine):
         count that fails, for any reason, says True: a limit not checked is not kept."""
         cap, most = self.config.disk_mb * 1024 * 1024, self.config.max_files
         try:
-            used, entries = disk_usage(self.workspace, cap, most)
+            if self._fresh is not None:  # its own filesystem: its counters, no walk
+                used, entries = used_since(self.workspace, self._fresh)
+            else:
+                used, entries = disk_usage(self.workspace, cap, most)
         except UncountableError as exc:  # fail closed: a limit that cannot be checked
             self._uncountable = str(exc)
             return True
