@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import engine_ready, stop, write_agent
-from tests.support.cli import query, sqlite_shell, start_engine, swarm_inproc, wait_until
+from tests.support.cli import (
+    query,
+    sqlite_shell,
+    start_engine,
+    swarm,
+    swarm_inproc,
+    wait_until,
+)
 from tests.support.disk import fill, small_tmpfs
 from tests.support.postgres import psql
 
@@ -209,22 +216,23 @@ def test_a_spent_autoincrement_fails_fast_and_is_repaired(home: Path) -> None:
     assert swarm_inproc(home, "run-ticket", "1", "--wait").returncode == 0
 
 
-def test_a_spent_postgresql_sequence_is_permanent_not_busy(home: Path, pg_url: str) -> None:
+def test_a_spent_postgresql_sequence_is_repaired_not_waited_for(home: Path, pg_url: str) -> None:
     """PostgreSQL's equivalent: an identity sequence an operator set to its maximum fails
-    `nextval` ("reached maximum value of sequence"). That is one line and exit 6 at once,
-    never retried as a busy store; nothing is half-written."""
+    `nextval` ("reached maximum value of sequence"). The store repairs it (one warning
+    line) and the command succeeds at once; one that may not repair it is one line and
+    exit 6, never waited for as a busy store (test_pg_sequences.py)."""
     env = {"SWARM_DATABASE_URL": pg_url}
     args = ("ticket", "create", "--title", "a", "--agent", "echo")
     assert swarm_inproc(home, *args, **env).returncode == 0
     psql(pg_url, f"SELECT setval(pg_get_serial_sequence('ticket_events', 'id'), {MAX_ID})")
     started = time.monotonic()
-    done = swarm_inproc(home, *args, SWARM_BUSY_TIMEOUT="30", **env)
-    assert done.returncode == 6, done.stderr
-    (line,) = done.stderr.strip().splitlines()
-    assert "reached maximum value of sequence" in line, line
-    assert "busy" not in line and "for now" not in line, line
+    done = swarm(home, *args, SWARM_BUSY_TIMEOUT="30", **env)
+    assert done.returncode == 0, done.stderr
+    said = [x for x in done.stderr.splitlines() if "repaired the id sequence" in x]
+    assert len(said) == 1 and "ticket_events_id_seq" in said[0], done.stderr
     assert time.monotonic() - started < 20
-    assert psql(pg_url, "SELECT count(*) FROM tickets").strip() == "1"
+    assert psql(pg_url, "SELECT count(*) FROM tickets").strip() == "2"
+    assert psql(pg_url, "SELECT max(id) FROM ticket_events").strip() == "2"
 
 
 def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> None:
@@ -248,7 +256,7 @@ def test_the_id_guard_migration_repairs_an_existing_store(tmp_path: Path) -> Non
         {"seq": MAX_ID}
     ]
     open_store(path).close()
-    assert query(path, "PRAGMA user_version") == [{"user_version": 9}]
+    assert query(path, "PRAGMA user_version") == [{"user_version": 10}]
     assert query(path, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [{"seq": 0}]
     with pytest.raises(subprocess.CalledProcessError):
         sqlite_shell(path, f"INSERT INTO tickets (id, title) VALUES ({MAX_ID}, 'edge')")

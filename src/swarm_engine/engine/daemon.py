@@ -281,9 +281,10 @@ class Daemon:
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _lower_sequences(self, session: EngineSession) -> None:
-        """An id sequence another client raised (SQLite) is lowered here too, not only at
-        this engine's next insert into that table: an outside writer's inserts into it
-        are refused meanwhile (0009_ids_past_the_guard.sql)."""
+        """An id sequence another client raised (SQLite) or wedged (PostgreSQL:
+        `store/pgsequences.py`) is repaired here too, not only at this engine's next
+        insert into that table: an outside writer's inserts into it are refused
+        meanwhile (0009_ids_past_the_guard.sql), and a raised INCREMENT fails none."""
         try:
             await session.gate(session.store.lower_raised_sequences)
         except StoreGoneError:

@@ -44,11 +44,16 @@ class Store:
         return self.db.transaction()
 
     def lower_raised_sequences(self) -> list[str]:
-        """SQLite: lower each id sequence another client raised to 2^62 or more to its
-        table's largest id (`sqlite.repair_sequences`); the tables lowered. PostgreSQL:
-        nothing (its sequences follow no id written explicitly)."""
+        """Lower each id sequence another client raised to 2^62 or more to its table's
+        largest id; the tables lowered. SQLite: `sqlite.repair_sequences`. PostgreSQL:
+        also put back a sequence's changed parameters (`store/pgsequences.py`)."""
         from swarm_engine.store.sqlite import SQLiteDatabase, repair_sequences
 
+        if self.db.dialect == "postgresql":  # (psycopg imported only then)
+            from swarm_engine.store.postgres import PostgresDatabase
+
+            assert isinstance(self.db, PostgresDatabase)
+            return self.db.lower_raised_sequences()
         return repair_sequences(self.db) if isinstance(self.db, SQLiteDatabase) else []
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ one transaction under an advisory lock; table `swarm_schema` holds each schema's
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -33,12 +34,19 @@ from swarm_engine.errors import (
     StoreIntegrityError,
     StoreUnreachableError,
 )
+from swarm_engine.store import pgsequences
 from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, ValueReader
 from swarm_engine.store.timestamps import UnheldInstant
 
 POOL_MAX = 4
 CONNECT_TIMEOUT = 10.0
 MIGRATION_LOCK = 0x5357_4D01  # pg_advisory_xact_lock key: "SWM" 1
+SEQUENCE_REPAIRS = 3
+"""How many times one statement repairs a wedged id sequence and runs again (another
+client may wedge it again in between, as SQLite's `store/sqlite.py` allows for too)."""
+WRITES = re.compile(r"\b(INSERT|UPDATE)\b", re.IGNORECASE)
+"""A statement that may take an id (an insert, or an update whose trigger writes a
+`ticket_events` row): run so that a wedged id sequence can be repaired and it run again."""
 
 
 class IsoTimestampLoader(TimestamptzLoader):
@@ -146,9 +154,48 @@ class PostgresDatabase:
         try:
             pinned = self._pinned()
             if pinned is not None:
-                return self._execute(pinned, sql, params)
+                return self._write(pinned, sql, params, in_transaction=True)
             with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn:
-                return self._execute(self._capped(conn), sql, params)
+                return self._write(self._capped(conn), sql, params, in_transaction=False)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise translate(exc, self.where) from exc
+
+    def _write(
+        self,
+        conn: psycopg.Connection[Any],
+        sql: str,
+        params: Params | None,
+        *,
+        in_transaction: bool,
+    ) -> Outcome:
+        """`_execute`; a write that fails because another client wedged an id sequence
+        (`nextval` at its limit, SQLSTATE 2200H) is run once more after the sequence is
+        repaired (`pgsequences.repair`). In a transaction, the write runs under a
+        savepoint, so that failing it does not end the transaction."""
+        if not WRITES.search(sql):
+            return self._execute(conn, sql, params)
+        for attempt in range(SEQUENCE_REPAIRS + 1):
+            try:
+                if not in_transaction:
+                    return self._execute(conn, sql, params)
+                with conn.transaction():  # a savepoint
+                    return self._execute(conn, sql, params)
+            except psycopg.errors.SequenceGeneratorLimitExceeded:
+                if attempt == SEQUENCE_REPAIRS:
+                    raise
+                pgsequences.repair(conn, self.where)  # (none wedged now: another engine
+                # repaired it meanwhile, or it is not ours: run again all the same, bounded)
+        raise AssertionError("unreachable")
+
+    def lower_raised_sequences(self) -> list[str]:
+        """Repair each id sequence another client wedged (`pgsequences`): by a running
+        engine every heartbeat interval, a read when none is. The tables repaired."""
+        try:
+            with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn:
+                conn = self._capped(conn)
+                if not any(s.wedged for s in pgsequences.read(conn)):
+                    return []
+                return pgsequences.repair(conn, self.where)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
 

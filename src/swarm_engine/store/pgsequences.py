@@ -1,0 +1,147 @@
+"""PostgreSQL: an id sequence another client wedged is repaired where the store meets it.
+
+The ticket store's ids are identity columns (`tickets`, `ticket_events`,
+`workflow_runs`, `step_executions`, `step_logs`). Another client may wedge one:
+`setval(seq, 9223372036854775807)` (every `nextval` then fails, SQLSTATE 2200H) or
+`ALTER SEQUENCE ... MAXVALUE`/`INCREMENT`/`MINVALUE`/`CYCLE`/`AS integer`. The store
+(`PostgresDatabase.run`) then repairs it and runs the statement once more; a running
+engine looks every heartbeat interval too (one read when none is wedged). A sequence is
+wedged when
+
+- its parameters are not the identity's own (`AS bigint INCREMENT BY 1 MINVALUE 1
+  MAXVALUE 9223372036854775807 NO CYCLE`): they are put back, since the store owns
+  these sequences and no other value is of use to it (a raised INCREMENT spends ids, a
+  lowered MAXVALUE ends them, CYCLE hands out ids in use); or
+- its last value is at or above 2^62 (SQLite's guard, `store/sqlite.py`): it is lowered
+  to the table's largest id below 2^62 (`setval`). A new row's id at or above 2^62 is
+  refused (0010_sequence_repair.sql, with `nextval`'s own SQLSTATE 2200H), so a sequence
+  set just below the maximum never writes a row there.
+
+The repair holds `SHARE ROW EXCLUSIVE` on the table (so no insert runs meanwhile and the
+largest id is final), in the caller's transaction or a short one of its own. A user that
+may not repair it (`ALTER SEQUENCE` needs the sequence's owner, `setval` its UPDATE
+privilege) gets `StoreIntegrityError`: one line naming the sequence and the statement
+its owner can run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg.errors
+
+from swarm_engine.errors import StoreIntegrityError
+
+log = logging.getLogger(__name__)
+
+ID_TABLES = ("tickets", "ticket_events", "workflow_runs", "step_executions", "step_logs")
+GUARD = 2**62
+MAX_ID = 2**63 - 1
+OWN = "AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 NO CYCLE"
+"""An identity column's own sequence parameters (bigint), put back when changed."""
+
+_TABLES = " UNION ALL ".join(
+    f"SELECT '{t}' AS name, pg_get_serial_sequence('{t}', 'id') AS seq,"
+    f" (SELECT coalesce(max(id), 0) FROM {t} WHERE id < {GUARD}) AS top"
+    for t in ID_TABLES
+)
+STATE = (
+    f"WITH t AS ({_TABLES})"
+    " SELECT t.name, p.seqrelid::regclass::text AS seq, t.top, p.seqtypid::regtype::text"
+    " AS type, p.seqincrement AS increment, p.seqmin AS min, p.seqmax AS max,"
+    " p.seqcycle AS cycle, CASE WHEN has_sequence_privilege(p.seqrelid, 'SELECT,USAGE')"
+    " THEN pg_sequence_last_value(p.seqrelid) END AS last"
+    " FROM t JOIN pg_sequence p ON p.seqrelid = t.seq::regclass"
+    " WHERE t.name = ANY(%(tables)s)"
+)
+"""Each id table's sequence, its parameters, its last value and the table's largest id
+below 2^62 (a row above it, written before 0010_sequence_repair.sql, is left alone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    table: str
+    name: str
+    top: int
+    changed: bool
+    """Its parameters are not the identity's own."""
+    last: int | None
+
+    @property
+    def raised(self) -> bool:
+        return self.last is not None and self.last >= GUARD and self.last > self.top
+
+    @property
+    def wedged(self) -> bool:
+        return self.changed or self.raised
+
+
+def read(conn: psycopg.Connection[Any], tables: tuple[str, ...] = ID_TABLES) -> list[Sequence]:
+    """The id tables' sequences (one read)."""
+    rows = conn.execute(STATE, {"tables": list(tables)}).fetchall()
+    return [
+        Sequence(
+            table=str(r[0]),
+            name=str(r[1]),
+            top=int(r[2]),
+            changed=(r[3], r[4], r[5], r[6], r[7]) != ("bigint", 1, 1, MAX_ID, False),
+            last=None if r[8] is None else int(r[8]),
+        )
+        for r in rows
+    ]
+
+
+def repair(conn: psycopg.Connection[Any], where: str) -> list[str]:
+    """Repair every wedged id sequence, in `conn`'s transaction (or one of its own when
+    it is in none); the tables repaired, each with one warning line. Raises
+    `StoreIntegrityError` when one cannot be repaired (no privilege)."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        with conn.transaction():
+            return _repair(conn, where)
+    return _repair(conn, where)
+
+
+def _repair(conn: psycopg.Connection[Any], where: str) -> list[str]:
+    done: list[tuple[str, str]] = []  # (table, what was done)
+    for seq in read(conn):
+        if not seq.wedged:
+            continue
+        table = ID_TABLES[ID_TABLES.index(seq.table)]  # a name of ours, not the row's text
+        try:
+            conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            (now,) = read(conn, (table,))  # the largest id, final under the lock
+            if not now.wedged:  # another engine repaired it meanwhile
+                continue
+            if now.changed:
+                conn.execute(f"ALTER SEQUENCE {now.name} {OWN}")
+            if now.raised or now.changed:
+                conn.execute(
+                    "SELECT setval(%(seq)s::regclass, %(v)s, %(called)s)",
+                    {"seq": now.name, "v": max(now.top, 1), "called": now.top > 0},
+                )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreIntegrityError(
+                f"{where}: the id sequence {seq.name} of table {table!r} was changed by"
+                f" another client (last value {seq.last}) and this user may not repair it"
+                f" ({_first(exc)}): as its owner run ALTER SEQUENCE {seq.name} {OWN};"
+                f" SELECT setval('{seq.name}', (SELECT greatest(max(id), 1) FROM {table}"
+                f" WHERE id < {GUARD}))"
+            ) from exc
+        put_back = f", parameters put back to {OWN}" if now.changed else ""
+        done.append((table, f"{now.name} of {table} from {seq.last} to {now.top}{put_back}"))
+    if done:  # one line however many
+        log.warning(
+            "repaired the id sequence %s (another client changed %s)",
+            "; ".join(what for _, what in done), "it" if len(done) == 1 else "them",
+            extra={"tables": [t for t, _ in done]},
+        )  # fmt: skip
+    return [t for t, _ in done]
+
+
+def _first(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    text = getattr(diag, "message_primary", None) or str(exc)
+    return " ".join(str(text).split())
