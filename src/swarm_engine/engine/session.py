@@ -43,6 +43,7 @@ from swarm_engine.registry import Registry
 from swarm_engine.schema_check import MAX_HELPERS, SchemaChecker
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.engines import holder
+from swarm_engine.store.passover import PASS_OVER_HEARTBEATS
 from swarm_engine.store.tickets import not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
@@ -136,6 +137,8 @@ class EngineSession:
         self.state: str | None = None
         """What the heartbeat records as the engine's state (None: leave it)."""
         self.store: Store = open_store(settings.tickets_target, busy_timeout=settings.busy_timeout)
+        for passed in (self.store.tickets.skipped, self.store.tickets.frozen):
+            passed.retry_after = PASS_OVER_HEARTBEATS * settings.heartbeat_interval
         try:
             self.registry = Registry(
                 settings.registry_target, settings.packages_dir, busy_timeout=settings.busy_timeout

@@ -26,6 +26,7 @@ from swarm_engine.store.ids import BEFORE_ALL as BEFORE_ALL
 from swarm_engine.store.ids import MAX_ID as MAX_ID
 from swarm_engine.store.ids import MIN_ID as MIN_ID
 from swarm_engine.store.ids import first_after as first_after
+from swarm_engine.store.passover import PassedOver
 from swarm_engine.store.queries import load
 from swarm_engine.store.reclaim import FENCED_VMS as FENCED_VMS
 from swarm_engine.store.reclaim import Expired as Expired
@@ -71,16 +72,17 @@ class TicketStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.q = load(db.dialect, "tickets")
-        self.skipped: set[int] = set()
+        self.skipped = PassedOver()
         """Open tickets this store's engine cannot claim and could not fail either (the
         store ignored the claim and the failing, e.g. a trigger's RAISE(IGNORE)):
-        `claim_next` passes them over and `any_unfinished` does not count them. (Changed
-        on the store thread only, as `frozen`.)"""
-        self.frozen: set[int] = set()
+        `claim_next` passes them over and `any_unfinished` does not count them, for a
+        while and at most so many (`store/passover.py`). (Changed on the store thread
+        only, as `frozen`.)"""
+        self.frozen = PassedOver()
         """Live tickets the store keeps live whatever this engine writes: one it ran to an
         end the store refused to record in any way (the runner's `_refused`), one whose
         expired lease the store refused to reclaim. `any_unfinished` does not count them
-        while they stay claimed or running."""
+        while they stay claimed or running (for a while, as `skipped`)."""
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, ticket_id: int) -> Ticket:
