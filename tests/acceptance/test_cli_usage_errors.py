@@ -34,7 +34,7 @@ from tests.support.cli import snapshot, swarm, swarm_inproc
         ),
         (
             ["ticket", "list", "--limit", "many"],
-            "error: invalid value for '--limit': 'many' is not a valid integer range"
+            "error: --limit: 'many' is not a whole number from 1 to 100000"
             " (see 'swarm-engine ticket list --help')",
         ),
         (
@@ -113,10 +113,8 @@ def test_every_seconds_option_refuses_what_is_not_a_finite_number(
     done = swarm_inproc(home, *args, option, value)
     assert (done.returncode, done.stdout) == (2, "")
     command = " ".join(a for a in args if not a.startswith("-") and a not in ("t", "echo"))
-    assert done.stderr == (
-        f"error: invalid value for '{option}': '{value}' is not a finite number of seconds"
-        f" (see 'swarm-engine {command} --help')\n"
-    )
+    assert done.stderr.startswith(f"error: {option}: '{value}' is not a finite number of seconds")
+    assert done.stderr.endswith(f" (see 'swarm-engine {command} --help')\n")
     assert (snapshot(home / "tickets.db"), snapshot(home / "registry.db")) == before
 
 
@@ -145,6 +143,68 @@ def _id_params() -> list[tuple[list[str], str, str]]:
 
 
 ID_PARAMS = _id_params()
+
+
+def _number_options() -> list[tuple[list[str], click.Option]]:
+    """Every (command path, option) that takes a number other than an id (`Whole`,
+    `Seconds`), found by walking the command tree; none takes click's own int or float."""
+    from swarm_engine.cli.app import Seconds, Whole
+    from swarm_engine.cli.main import cli
+
+    found: list[tuple[list[str], click.Option]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, [*path, name])
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, Whole | Seconds):
+                assert isinstance(param, click.Option), (path, param.name)
+                found.append((path, param))
+            else:  # click's own numbers say "is not a valid integer range"
+                assert not isinstance(
+                    kind, click.types.IntParamType | click.types.FloatParamType
+                ), (path, param.name, kind)
+
+    walk(cli, [])
+    return found
+
+
+NUMBER_OPTIONS = _number_options()
+
+
+def test_every_number_option_is_found() -> None:
+    named = {(" ".join(path), o.opts[0]) for path, o in NUMBER_OPTIONS}
+    assert {("ticket list", "--limit"), ("start", "--max-vms"), ("ticket create", "--priority"),
+            ("ticket create", "--timeout"), ("stop", "--timeout"), ("serve", "--port")} <= named  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["x", "1.5x", "", "0x10", "nan", "99999999999999999999999"])
+@pytest.mark.parametrize(
+    ("path", "option"),
+    NUMBER_OPTIONS,
+    ids=[f"{' '.join(p)}:{o.opts[0]}" for p, o in NUMBER_OPTIONS],
+)
+def test_a_bad_number_is_one_line_naming_the_option_and_what_it_takes(
+    home: Path, path: list[str], option: click.Option, bad: str
+) -> None:
+    from swarm_engine.cli.app import Seconds
+
+    args = [*path, *(["--foreground"] if path == ["start"] else []), option.opts[0], bad]
+    before = snapshot(home / "tickets.db"), snapshot(home / "registry.db")
+    done = swarm_inproc(home, *args)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    what = "a finite number of seconds" if isinstance(option.type, Seconds) else "a whole number"
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {option.opts[0]}: {bad!r} is not {what} "), lines
+    assert "<=" not in lines[0] and "valid" not in lines[0], lines
+    assert lines[0].endswith(f" (see 'swarm-engine {' '.join(path)} --help')"), lines
+    assert (snapshot(home / "tickets.db"), snapshot(home / "registry.db")) == before
 
 
 def test_every_command_taking_an_id_is_found() -> None:

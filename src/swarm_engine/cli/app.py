@@ -219,7 +219,6 @@ def registry_of(settings: Settings) -> Iterator[Registry]:
         registry.close()
 
 
-INT64 = click.IntRange(-(2**63), 2**63 - 1)
 _WHOLE = re.compile(r"([+-]?)0*([0-9]{1,20})")
 """A whole number in ASCII digits (at most 20 after leading zeros: a longer one is out of
 range anyway, and is never handed to `int`)."""
@@ -297,18 +296,78 @@ class IdCommand(click.Command):
         return super().parse_args(ctx, kept)
 
 
+def _figure(bound: float) -> str:
+    named = {-(2**63): "-2^63", 2**63 - 1: "2^63-1"}
+    if isinstance(bound, int) and bound in named:
+        return named[bound]
+    if isinstance(bound, float) and bound.is_integer():
+        return str(int(bound))
+    return str(bound)
+
+
+def _range(least: float | None, most: float | None) -> str:
+    if least is not None and most is not None:
+        return f" from {_figure(least)} to {_figure(most)}"
+    if least is not None:
+        return f" of at least {_figure(least)}"
+    return "" if most is None else f" of at most {_figure(most)}"
+
+
+class Whole(click.IntRange):
+    """A whole number within a range: the type of every integer option (`--limit`,
+    `--max-vms`, `--priority`, `--port`, ...). Anything else, or a number out of the
+    range, is one line naming the option and what it takes (`--limit: 'x' is not a
+    whole number from 1 to 100`, cli/main.py), not click's `is not a valid integer
+    range` or its range in `<=x<=` form."""
+
+    name = "integer range"  # (its metavar in --help, as before)
+
+    def __init__(self, least: int, most: int) -> None:
+        super().__init__(least, most)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number: int | None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            whole = _WHOLE.fullmatch(str(value).strip(" \t\n\r\v\f"))
+            number = None if whole is None else int(whole[1] + whole[2])
+        least, most = self.min, self.max
+        if (
+            number is None
+            or (least is not None and number < least)
+            or (most is not None and number > most)
+        ):
+            self.fail(
+                f"{shown(str(value), 40)} is not a whole number{_range(least, most)}", param, ctx
+            )
+        return number
+
+
+INT64 = Whole(-(2**63), 2**63 - 1)
+
+
 class Seconds(click.FloatRange):
     """A finite number of seconds (no nan, no inf) within a range: the type of every
-    option given in seconds, so each refuses `nan`, `inf` and `-inf` with the same line
-    (`'nan' is not a finite number of seconds`) before its range is checked."""
+    option given in seconds. Anything else is one line naming the option and what it
+    takes (`--timeout: 'nan' is not a finite number of seconds from 0.001 to 31536000`,
+    cli/main.py)."""
 
     name = "seconds"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = click.FLOAT.convert(value, param, ctx)
+        what = f"a finite number of seconds{_range(self.min, self.max)}"
+        try:
+            number = float(value) if isinstance(value, int | float) else float(str(value))
+        except ValueError:
+            number = math.nan
         if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
-        return super().convert(number, param, ctx)
+            self.fail(f"{shown(str(value), 40)} is not {what}", param, ctx)
+        if (self.min is not None and number < self.min) or (
+            self.max is not None and number > self.max
+        ):
+            self.fail(f"{shown(str(value), 40)} is not {what}", param, ctx)
+        return number
 
 
 def parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, Any]:

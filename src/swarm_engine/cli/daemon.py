@@ -14,6 +14,7 @@ import click
 
 from swarm_engine.cli.app import (
     Seconds,
+    Whole,
     example,
     pass_existing,
     pass_settings_waiting,
@@ -53,7 +54,7 @@ terminal's width)."""
 
 @click.command(epilog=example("swarm-engine start --max-vms 4"))
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of daemonizing.")
-@click.option("--max-vms", type=click.IntRange(1, 1024), metavar="N", help="At most N VMs at once.")
+@click.option("--max-vms", type=Whole(1, 1024), metavar="N", help="At most N VMs at once.")
 @click.option(
     "--poll-interval",
     type=Seconds(min=0.01, max=3600.0),

@@ -143,7 +143,9 @@ def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
             message = f"missing command; one of: {', '.join(ctx.command.list_commands(ctx))}"
         else:
             message = "missing arguments"
-    elif type(exc) is click.BadParameter and exc.param is not None and _is_id(exc.param):
+    elif (
+        type(exc) is click.BadParameter and exc.param is not None and _says_what_it_takes(exc.param)
+    ):
         name = exc.param.get_error_hint(ctx) if ctx is not None else exc.param.human_readable_name
         message = f"{name.strip(chr(39))}: {exc.message}"  # `TICKET_ID: 'abc' is not a ticket id`
     else:
@@ -154,10 +156,11 @@ def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
     return visible(f"error: {message} (see '{path} --help')")
 
 
-def _is_id(param: click.Parameter) -> bool:
-    from swarm_engine.cli.app import Id
+def _says_what_it_takes(param: click.Parameter) -> bool:
+    """An id or a number (`cli/app.py`): its line names the parameter and what it takes."""
+    from swarm_engine.cli.app import Id, Seconds, Whole
 
-    return isinstance(param.type, Id)
+    return isinstance(param.type, Id | Whole | Seconds)
 
 
 def main(argv: list[str] | None = None) -> None:

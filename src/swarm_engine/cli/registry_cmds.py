@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from swarm_engine.cli.app import example, pass_existing, pass_settings, registry_of, store_of
+from swarm_engine.cli.app import Whole, example, pass_existing, pass_settings, registry_of, store_of
 from swarm_engine.cli.output import (
     Col,
     ago,
@@ -76,7 +76,7 @@ def paging(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         )(command)
         return click.option(
             "--limit",
-            type=click.IntRange(1, MAX_PAGE_DEFINITIONS),
+            type=Whole(1, MAX_PAGE_DEFINITIONS),
             default=MAX_PAGE_DEFINITIONS,
             show_default=True,
             metavar="N",
@@ -249,7 +249,7 @@ def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option(
     "--limit",
-    type=click.IntRange(1, 10000),
+    type=Whole(1, 10000),
     default=20,
     show_default=True,
     metavar="N",

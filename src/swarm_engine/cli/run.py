@@ -11,6 +11,7 @@ import click
 from swarm_engine.cli.app import (
     TICKET_ID,
     IdCommand,
+    Whole,
     ensure_home,
     example,
     pass_existing,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by 
 @click.option("--wait", is_flag=True, help="Run it here and now, and wait for the end.")
 @click.option(
     "--max-vms",
-    type=click.IntRange(1, 1024),
+    type=Whole(1, 1024),
     metavar="N",
     help="Parallel VMs for this ticket's steps.",
 )

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from swarm_engine.cli.app import ensure_home, example, wait_for_store
+from swarm_engine.cli.app import Whole, ensure_home, example, wait_for_store
 from swarm_engine.config import Settings
 
 
@@ -22,7 +22,7 @@ from swarm_engine.config import Settings
     help="Address to listen on; any but a loopback one needs a token.",
 )  # fmt: skip
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, metavar="PORT",
+    "--port", type=Whole(0, 65535), default=8080, show_default=True, metavar="PORT",
     help="Port to listen on (0: any free one; the address is printed).",
 )  # fmt: skip
 @click.option(

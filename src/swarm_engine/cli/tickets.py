@@ -15,6 +15,7 @@ from swarm_engine.cli.app import (
     TICKET_ID,
     IdCommand,
     Seconds,
+    Whole,
     example,
     parse_inputs,
     pass_existing,
@@ -76,7 +77,7 @@ ticket.command_class = IdCommand  # (`ticket show -5`: any ticket id a row can h
 )
 @click.option(
     "--max-attempts",
-    type=click.IntRange(1, 100),
+    type=Whole(1, 100),
     default=3,
     show_default=True,
     metavar="N",
@@ -142,7 +143,7 @@ def create(
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, 100000),
+    type=Whole(1, 100000),
     default=50,
     show_default=True,
     metavar="N",
@@ -245,7 +246,7 @@ def _next_page(
 @click.option(
     "--runs",
     "shown_runs",
-    type=click.IntRange(1, MAX_PAGE_RUNS),
+    type=Whole(1, MAX_PAGE_RUNS),
     default=SHOWN_RUNS,
     show_default=True,
     metavar="N",
@@ -392,7 +393,7 @@ def _more_steps(ticket_id: int, run: dict[str, Any], *, err: bool = False) -> No
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, MAX_PAGE_STEPS),
+    type=Whole(1, MAX_PAGE_STEPS),
     default=PAGE_STEPS,
     show_default=True,
     metavar="N",
