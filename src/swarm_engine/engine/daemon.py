@@ -35,6 +35,7 @@ from swarm_engine.errors import (
     StoreGoneError,
     SwarmError,
 )
+from swarm_engine.store.passover import PASS_OVER_HEARTBEATS, PassedOver
 from swarm_engine.store.sqlite import file_identity, name_moved
 from swarm_engine.vm import shortage
 
@@ -57,8 +58,9 @@ class Daemon:
         self.backend = backend or settings.backend
         self.poll_interval = poll_interval or settings.poll_interval
         self.until_idle = until_idle
-        self._stuck_said: set[int] = set()
-        """Tickets whose expired lease the store refused to reclaim, already logged."""
+        self._stuck_said = PassedOver(PASS_OVER_HEARTBEATS * settings.heartbeat_interval)
+        """Tickets whose expired lease the store refused to reclaim, already logged: said
+        again once a pass-over interval, at most `passover.LIMIT` held."""
         self.events = events
         self.draining = asyncio.Event()
         self.active: dict[asyncio.Task[Any], int] = {}
@@ -260,8 +262,8 @@ class Daemon:
                 requeued = [e.ticket_id for e in expired if e.status == "open"]
                 failed = [e.ticket_id for e in expired if e.status == "failed"]
                 for stuck in (e for e in expired if e.status == "stuck"):
-                    if stuck.ticket_id not in self._stuck_said:  # once a ticket, not
-                        self._stuck_said.add(stuck.ticket_id)  # every round for ever
+                    if stuck.ticket_id not in self._stuck_said:  # once a ticket a pass-over
+                        self._stuck_said.add(stuck.ticket_id)  # interval, not every round
                         log.warning("ticket %s: lease ran out, %s", stuck.ticket_id, stuck.error)
                     if stuck.refused:  # frozen by the store: --until-idle does not wait for it
                         await session.gate(session.store.tickets.frozen.add, stuck.ticket_id)
