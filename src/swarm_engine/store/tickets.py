@@ -338,7 +338,7 @@ class TicketStore:
         are still open and claimable, had their claim ignored by the store (a trigger's
         RAISE(IGNORE)): each is claimed on its own, and when that is ignored too it is
         failed with one line; when the failing is ignored as well it is added to
-        `skipped`, which this store passes over from then on.
+        `skipped`, which this store passes over for a while (`store/passover.py`).
         """
         skip = sorted(self.skipped)
         args: dict[str, Any] = {"engine_id": engine_id, "attempt_prefix": attempt_id,
@@ -416,7 +416,7 @@ class TicketStore:
     def _reject_or_pass_over(self, ticket_id: int, refused: StoreIntegrityError) -> bool:
         """A ticket whose claim the store refused outright: failed with the reason, or,
         when failing it is refused too (a table every status change writes to, such as
-        `ticket_events` with its ids spent), passed over by this store from then on, with
+        `ticket_events` with its ids spent), passed over by this store for a while (`skipped`), with
         one warning: the engine goes on either way (it never stops over a row). Returns
         whether it did either (not when the failing was ignored)."""
         try:
