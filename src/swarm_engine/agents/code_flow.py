@@ -47,6 +47,8 @@ ARITH_WHY = (
 IDENTIFIERS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """Inside `$((...))` or `((...))`, a name is a variable whose value bash evaluates."""
 PARAMS = re.compile(r"\$(?:[0-9@*]|\{[#!]?[0-9@*])")
+WHICH = re.compile(r"\$(?:([0-9])|\{[#!]?([0-9]+)[^0-9])")
+"""Which positional parameter an expansion is (`$1`, `${12}`, `${1:-x}`): else any."""
 """A positional parameter (`$1`, `"$@"`, `${1:-x}`, `${#1}`, `${!1}`): a function's
 arguments."""
 NAMES = re.compile(r"\$\{?[#!]?([A-Za-z_][A-Za-z0-9_]*)")
@@ -70,16 +72,28 @@ class Flow:
         self.functions = False  # the script defines a shell function
         self.integers: set[str] = set()  # `declare -i N`, `-n`: assigning N evaluates
         self.params = -1  # the next pseudo-reference (a positional parameter) position
+        self.which: dict[int, str] = {}  # a parameter's position -> "0", "1", ... ("@": any)
+        self.scripts: list[tuple[set[str], bool, list[int], set[str], Why]] = []
 
-    def param(self) -> int:
+    def param(self, which: str = "@") -> int:
         """A new position for a positional parameter (negative: no reference of the
-        command; `ALIAS` is -1)."""
+        command; `ALIAS` is -1): `which` one (`"1"` for `$1`, `"@"` for `"$@"` or any)."""
         self.params -= 1
+        self.which[self.params] = which
         return self.params
 
     def assign(self, name: str, refs: list[int], names: set[str]) -> None:
         """`name=...` standing alone (or `local name=...`): what its value holds."""
         self.assigned.append((name, refs, names))
+
+    def script(self, script: tuple[set[str], bool], refs: list[int], names: set[str],
+               why: Why) -> None:  # fmt: skip
+        """A shell's script that is one quoted expansion (`sh -c "$S" _ ${v}`: the names it
+        expands, and whether it holds a positional parameter) and the references (and
+        variables) given as its arguments: refused if the script's text is the command's
+        own (a variable it assigns, a function's parameter), which is beyond reading here;
+        from outside (`"$INPUT_S"`, the step's own `"$1"`) it is code on purpose."""
+        self.scripts.append((script[0], script[1], refs, names, why))
 
     def use(self, names: set[str], why: Why, whole: bool = False) -> None:
         """Variables expanded where a value is code or a command's environment (as the
@@ -99,6 +113,11 @@ class Flow:
                 if new:
                     have |= new
                     changed = True
+        own = {name for name, _, _ in self.assigned}
+        for script, params, refs, names, why in self.scripts:
+            if script & own or (params and self.functions):
+                for pos in refs + [p for n in names for p in held.get(n, ())]:
+                    found.setdefault(pos, why)
         for names, why, whole in self.uses:
             for name in names:
                 for pos in held.get(name, ()):

@@ -2,13 +2,17 @@
 `agents/code_words.py`'s `Command` (`PathReader`, its base): a command's environment
 (`X=${v} cmd`, `export`, `declare`), its input (`echo ${v} | sh`, `| xargs -I{} sh -c
 '...{}'`, `find ${v} -exec sh -c '...{}'`), a command line a program hands a shell (`ssh
-HOST CMD...`, `su USER ARG...`, `watch CMD...`), and an operand that is code of its own
-(`sqlite3 DB SQL`, `git config KEY VALUE`).
+HOST CMD...`, `su USER ARG...`, `watch CMD...`), an operand that is code of its own
+(`sqlite3 DB SQL`, `git config KEY VALUE`), and a shell's positional parameter its script
+reads as code or evaluates (`bash -c '[[ $1 -gt 1 ]]' _ ${v}`, read by `ScriptReader`).
 """
 
 from __future__ import annotations
 
-from swarm_engine.agents.code_options import BLIND_HINT, OptionReader, Word
+from collections.abc import Callable
+
+from swarm_engine.agents.code_flow import ARITH_WHY
+from swarm_engine.agents.code_options import BLIND_HINT, OptionReader, Why, Word
 from swarm_engine.agents.code_programs import ASSIGNMENT, PROGRAMS, PYTHON, program_of
 from swarm_engine.agents.code_spec import EXPANSION, REF
 
@@ -19,6 +23,14 @@ ENVIRONMENT_WHY = (
     " PERL5OPT, NODE_OPTIONS, TAR_OPTIONS)",
     "give it as an argument, or read it from $INPUT_<KEY>, which the step has already",
     "",
+)
+
+ScriptReader = Callable[[str], dict[str, Why] | None]
+"""What a shell's script does with its positional parameters (`shell_code`'s
+`_Parser.script_params`): which (`"1"`, `"@"`: any) reach code, and where; None: beyond
+telling."""
+SCRIPT_HINT = (
+    'write the script literally (in single quotes) and read its arguments there only as data ("$1")'
 )
 
 
@@ -36,6 +48,49 @@ class PathReader(OptionReader):
     nested: bool
     declared: bool
     evaluates: bool  # `declare -i`, `-n`: its names' values are evaluated
+    script: Word | None
+    positional: list[Word]
+    script_reader: ScriptReader
+
+    def _positional(self) -> None:
+        """The words after a shell's script (`sh -c SCRIPT $0 ARGS...`) are its `$0` and
+        positional parameters: data, unless the script reads one as code, as arithmetic or
+        as a variable's name (bash: `[[ $1 -gt 1 ]]`, `$(( $1 ))`, `${2:0:$1}`, where a
+        value `a[$(cmd)]` runs cmd; dash reads it as a number only), which its text is
+        read for, as any command's (with what `xargs` appends, and the paths `find` gives
+        as `{}`). A script that is an expansion is beyond reading."""
+        script, words = self.script, self.positional
+        appended = self.piped if "xargs" in self.chain else []
+        paths = self.words if "find" in self.chain else []
+        given = words + appended + paths
+        if script is None or script.whole or not any(w.refs or w.names for w in given):
+            return  # (a whole reference as the script: code on purpose, its arguments too)
+        shown = f"{self.name} -c"
+        text = script.text
+        why = f"an argument of `{shown}` whose script this check cannot read or follow"
+        unread = (why + " (it may run its arguments)", SCRIPT_HINT, self.name)
+        if text == EXPANSION and not script.split:  # `sh -c "$S" _ ${v}`: whose is S?
+            refs = [pos for word in given for pos in word.refs]
+            names = set().union(*(word.names for word in given))
+            params = any(pos < 0 for pos in script.refs)
+            self.flow.script((script.names, params), refs, names, unread)
+            return
+        reached = None if REF in text or EXPANSION in text else self.script_reader(text)
+        if reached is None:
+            reached = {"@": unread}
+        for which, (where, hint, _) in reached.items():
+            if not where.startswith(f"an argument of `{shown}`"):
+                label = "a positional parameter" if which == "@" else f"${which}"
+                where = where.removeprefix("a function's argument inside ")  # `$((...))`
+                where = f"an argument of `{shown}` its script reads ({label}) in {where}"
+            hint = hint or ARITH_WHY[1]
+            chosen = words if which == "@" else words[int(which) : int(which) + 1]
+            if which == "@" or int(which) >= len(words):
+                chosen = chosen + appended  # `| xargs sh -c '...' _`: appended to them
+            if any("{}" in word.text for word in chosen):
+                chosen = chosen + paths  # `find ${v} -exec sh -c '...' _ {} \;`
+            for word in chosen:
+                self._refuse(word, (where, hint, self.name))
 
     def _input_code(self) -> None:
         """References that reach code through a program's input: piped into a program
@@ -182,6 +237,8 @@ def _reads_stdin_code(command: PathReader) -> bool:
     no_file = command.count == 0 or command.sub == "-"
     if prog.switch:  # a shell
         return not command.switched and (no_file or "s" in command.letters)
+    if prog.bang_operands:  # `ed`: its input is its commands (`!cmd` runs cmd)
+        return True
     if prog is PYTHON:
         return not command.coded and no_file and "m" not in command.letters
     if prog.code_from:

@@ -148,15 +148,15 @@ PROGRAMS: dict[str, Program] = {
     ),
     "git": Program(
         # options of its own and of the subcommand (`git clone -c`, `git rebase --exec`)
-        "the command or configuration of", BLIND_OPEN, code_flags="cxu", arg_flags="C",
+        "the command or configuration of", BLIND_OPEN, code_flags="cxu", arg_flags="CmFbBo",
         open_options=True,
         code_long=("--config-env", "--exec", "--upload-pack", "--receive-pack", "--extcmd",
                    "--tree-filter", "--env-filter", "--msg-filter", "--index-filter",
                    "--commit-filter", "--parent-filter", "--tag-name-filter", "--setup"),
         arg_long=("--file", "--blob", "--type", "--default", "--comment", "--git-dir",
-                  "--work-tree", "--namespace"),
-        subcommands=("clone", "fetch", "pull", "push", "ls-remote", "archive", "rebase",
-                     "difftool", "mergetool", "filter-branch", "send-email"),
+                  "--work-tree", "--namespace", "--message", "--author", "--branch",
+                  "--origin", "--date", "--depth", "--format", "--pretty"),
+        subcommands=True,
         shell_after=("foreach",), shell_whole=True, config="config",
         safe_keys=("user.name", "user.email", "init.defaultbranch", "commit.gpgsign",
                    "tag.gpgsign", "pull.rebase", "push.default", "core.autocrlf",
@@ -220,6 +220,11 @@ PROGRAMS: dict[str, Program] = {
                    "--init-command", "--early-init-command"),
         known_long=("--e", "--c", "--i", "--exec", "--core", "--interpreter"),
         arg_flags="bDlecspdi", abbrev=True, permute=True,
+    ),
+    "ed": Program(  # `ed !cmd` reads the output of cmd, run by a shell
+        "the file operand of", "start it with a literal: {prog} ./${{{path}}}",
+        arg_flags="p", arg_long=("--prompt",), open_options=True, permute=True,
+        bang_operands=True,
     ),
     **RUNNERS,
 }  # fmt: skip

@@ -59,12 +59,15 @@ class Program:
     shell_after: tuple[str, ...] = ()  # an operand after which the rest is a command line
     # (`git submodule foreach CMD`)
     code_from: int = 0  # from this operand on, each operand is code (`sqlite3 DB SQL...`)
-    subcommands: tuple[str, ...] = ()  # options after operands too (`git clone -c`); where
-    # the first operand is one of these, a later one may be an option (`--upload-pack=`)
+    subcommands: bool = False  # the first operand is a subcommand, which reads options
+    # after operands too (`git clone -c`): a later operand starting with a value may be
+    # one (`git ls-remote ${v}` with `--upload-pack=CMD`)
     config: str = ""  # an operand after which come a configuration key and value (`git
     # config alias.x '!cmd'`): a value is code unless the key is one of `safe_keys`
     safe_keys: tuple[str, ...] = ()
     replace: str = ""  # options giving a string replaced by each input line (`xargs -I {}`)
+    bang_operands: bool = False  # an operand starting with `!` is a shell command whose
+    # output is read (`ed !cmd`); its input is commands (`!cmd` too)
 
     @property
     def reads_code(self) -> bool:

@@ -11,7 +11,7 @@ import re
 
 from swarm_engine.agents.code_flow import ARITH_WHY, Flow
 from swarm_engine.agents.code_options import BLIND_HINT, Why, Word
-from swarm_engine.agents.code_paths import DECLARERS, PathReader
+from swarm_engine.agents.code_paths import DECLARERS, PathReader, ScriptReader
 from swarm_engine.agents.code_programs import (
     ASSIGNMENT,
     BEFORE_COMMAND,
@@ -55,9 +55,10 @@ _NAMED_BY_EXPANSION = (
 class Command(PathReader):
     """The words of one simple command, read one by one: which of them are code."""
 
-    def __init__(self, found: dict[int, Why], flow: Flow) -> None:
+    def __init__(self, found: dict[int, Why], flow: Flow, script: ScriptReader) -> None:
         self.found = found
         self.flow = flow
+        self.script_reader = script
         self.piped: list[Word] = []  # the words of the commands piped into this one
         self.reset()
 
@@ -95,6 +96,8 @@ class Command(PathReader):
         self.arith = False  # it is `[[` (whose `-eq` operands are arithmetic)
         self.chain: list[str] = []  # the programs read so far (`find`, `xargs`, `sh`)
         self.words: list[Word] = []  # the command's words
+        self.script: Word | None = None  # the script of `sh -c SCRIPT $0 ARGS...`
+        self.positional: list[Word] = []  # its `$0 ARGS...`
 
     def word(self, word: Word) -> None:
         if self.env_whole is not None:  # a word after `env ${v}`: the value may be `X=...`
@@ -124,6 +127,9 @@ class Command(PathReader):
             return
         if mode == "eval":
             self.evaluated.append(word)
+            return
+        if mode == "positional":  # `sh -c SCRIPT $0 ARGS...`: never options nor a command
+            self.positional.append(word)
             return
         if mode == "code":
             self._code(word)
@@ -382,7 +388,10 @@ class Command(PathReader):
             self._option(word)
             return
         first_operand, self.operated = not self.operated, True
-        if word.refs and prog.assignment_operands:  # make: `x-${v}` may be `x-:=$(...)`
+        if prog.bang_operands and (text[:1] == REF or word.lead_param):  # `ed !cmd`
+            why = f"an operand of `{self.name}`, where a value starting with `!` is a command"
+            self._refuse(word, (why + " it runs", prog.hint, self.name))
+        elif word.refs and prog.assignment_operands:  # make: `x-${v}` may be `x-:=$(...)`
             why = f"an operand of `{self.name}`, where a word holding `=` is makefile code"
             self._refuse(word, (why + " (`NAME:=$(shell ...)`)", MAKE_HINT, self.name))
         elif self._may_be_option(word, first_operand):  # `tar -xf a.tar ${v}`
@@ -429,6 +438,9 @@ class Command(PathReader):
             self.from_option = False
             self._code(word)
             self.coded = True
+            if self.switched:  # a shell's script: then its `$0` and positional parameters
+                self.script, self.mode = word, "positional"
+                return
         self.mode = "opts" if prog.permute or prog.subcommands else ""  # `sed p f -e '...'`
 
     def _may_be_option(self, word: Word, first_operand: bool) -> bool:
@@ -440,7 +452,9 @@ class Command(PathReader):
         prog = self.prog
         assert prog is not None
         code_operand = self.switched or (prog.operand_code and not self.coded)
-        where = prog.permute or first_operand or self.sub in prog.subcommands
+        # (`git config` stops reading options at its key)
+        later = prog.subcommands and self.sub != prog.config
+        where = prog.permute or first_operand or later
         return (
             where
             and prog.reads_code
@@ -457,6 +471,7 @@ class Command(PathReader):
             for word in self.evaluated:
                 self._refuse(word, why, whole)
         self._input_code()
+        self._positional()
         if self.first:  # `X=${v}` alone: a variable of the script (`Flow`)
             for word in self.assigned:
                 name = word.text.partition("=")[0].removesuffix("+")

@@ -7,8 +7,10 @@ program, the command of `trap`. A reference inside such a word is pasted into th
 `sh -c 'echo Hello ${ticket.title}'` runs the title. So such a reference is refused, as
 one inside backquotes is, unless it is the whole word (`sh -c ${inputs.script}`, `eval
 ${inputs.script}`: running that value as code, said on purpose). A value reaches such code
-as data as an argument after it (`sh -c 'echo "$1"' _ ${ticket.title}`), or as
-`$INPUT_<KEY>` or the inputs file.
+as data as an argument after it (`sh -c 'echo "$1"' _ ${ticket.title}`; the word after
+a shell's script is its `$0`, never an option), if the script reads that parameter as
+data (it is read as any command is: `eval "$1"` or bash's `[[ $1 -gt 1 ]]` refuses it,
+`_Parser.script_params`), or as `$INPUT_<KEY>` or the inputs file.
 
 The command's words are followed far enough to tell (`_Parser`): quotes, escapes, `$(...)`,
 backquotes, `${...}`, `$((...))` and `$'...'` (a reference nested in any of them is inside
@@ -59,7 +61,7 @@ from __future__ import annotations
 
 import re
 
-from swarm_engine.agents.code_flow import ARITH_WHY, IDENTIFIERS, NAMES, PARAMS, Flow
+from swarm_engine.agents.code_flow import ARITH_WHY, IDENTIFIERS, NAMES, PARAMS, WHICH, Flow
 from swarm_engine.agents.code_options import Why, Word
 from swarm_engine.agents.code_programs import (
     VARIABLE,
@@ -78,6 +80,9 @@ def _evaluated_why(where: str) -> Why:
 
 _OPENERS = frozenset(("{", "if", "while", "until", "for", "select", "case"))
 _CLOSERS = frozenset(("}", "fi", "done", "esac"))
+
+
+_SHIFTS = re.compile(r"(?<![\w-])(shift|set)(?![\w-])")
 
 
 class TooDeep(Exception):
@@ -116,7 +121,7 @@ class _Parser:
         the references seen."""
         s = self.s
         seen: list[int] = []
-        command = Command(self.found, self.flow)
+        command = Command(self.found, self.flow, self.script_params)
         word: Word | None = None
         depth = cases = 0  # open `(`; open `case` (whose patterns end with `)`)
         groups = 0  # open `{`, `if`, `while`, ...: a pipe after one gets all inside
@@ -212,6 +217,24 @@ class _Parser:
             i = self.give_up("a `$(` without its `)`")
         return i, seen
 
+    def script_params(self, text: str) -> dict[str, Why] | None:
+        """What the script of `sh -c SCRIPT $0 ARGS...` does with its positional parameters:
+        each (`"0"`, `"1"`, ...; `"@"`: any) that reaches code, an arithmetic expression
+        or a variable's name (`[[ $1 -gt 1 ]]`, `${2:0:$1}`), with where; None where that
+        is beyond telling (a script this check cannot follow, or one defining an alias or
+        a function its parameters reach code through)."""
+        inner = _Parser(text, set())
+        inner.depth = self.depth + 1
+        if inner.depth > MAX_NESTING:
+            raise TooDeep
+        inner.commands(0, "")
+        inner.flow.resolve(inner.found)
+        if inner.unsure or ALIAS in inner.found or (inner.flow.functions and inner.found):
+            return None
+        shifted = _SHIFTS.search(text) is not None  # `shift`, `set --`: which is beyond telling
+        which = inner.flow.which
+        return {"@" if shifted else which.get(pos, "@"): why for pos, why in inner.found.items()}
+
     def part(self, i: int, word: Word) -> int:
         """One piece of a word at `i` (a character, an escape, a quoted string, an
         expansion) into `word`; the position after it."""
@@ -301,7 +324,9 @@ class _Parser:
         span = s[i:after]
         word.names.update(NAMES.findall(span))  # (`$(...)`: any name in it, failing closed)
         if PARAMS.match(span) or (span[:1] == "`" and PARAMS.search(span)):
-            word.refs.append(self.flow.param())  # `$1`, `"$@"`: a function's argument
+            m = WHICH.match(span)
+            which = (m.group(1) or m.group(2)) if m else "@"
+            word.refs.append(self.flow.param(which))  # `$1`, `"$@"`: a function's argument
             word.lead_param = word.lead_param or lead
             if span.startswith(("${!", "`")):  # (backquotes' commands are not followed)
                 self.found[word.refs[-1]] = _evaluated_why(span[:3] + "...")
