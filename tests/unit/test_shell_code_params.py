@@ -30,6 +30,9 @@ EVALUATED = [
     "bash -c 'for v in \"$@\"; do (( v )); done' _ 1 ${inputs.x}",
     "bash -c 'shift; (( $1 > 1 ))' _ 5 ${inputs.x}",
     'bash -c \'sh -c "bash -c \\"(( \\\\\\$1 ))\\" _ \\"\\$1\\"" _ "$1"\' _ ${inputs.x}',
+    "bash -c 'echo $[ $1 ]' _ ${inputs.x}",
+    "bash -c 'echo \"${1@P}\"' _ ${inputs.x}",
+    "bash -c 'cat <<E\nx\nE\n(( $1 ))' _ ${inputs.x}",
     "echo ${inputs.x} | xargs bash -c '(( $1 ))' _",
     "touch -- ${inputs.x}; find ${inputs.x} -maxdepth 0 -exec bash -c '(( $1 ))' _ {} \\;",
 ]
@@ -137,3 +140,15 @@ def test_a_git_operand_where_any_subcommand_reads_options_is_refused(shell: str,
     assert check_command("git ls-remote -- ${inputs.x} HEAD") is None
     if sub.startswith("ls-remote ${"):
         assert runs_value(shell, "git " + sub, '--upload-pack=touch "$M"; false #')
+
+
+@pytest.mark.parametrize("shell", ["bash"] if "bash" in SHELLS else [])
+@pytest.mark.parametrize(
+    "command",
+    ['X=${inputs.x}; echo "$${X@P}"', "X=${inputs.x}; echo $[ X ]", "echo $[ ${inputs.x} ]"],
+)
+def test_bash_s_prompt_expansion_and_old_arithmetic_are_refused(shell: str, command: str) -> None:
+    """`${X@P}` runs the value's `$(...)`; `$[...]` is `$((...))`."""
+    problem = check_command(command)
+    assert problem is not None and ("evaluates" in problem or "prompt" in problem), problem
+    assert runs_value(shell, command, ARITH_VALUE), command

@@ -78,6 +78,11 @@ def _evaluated_why(where: str) -> Why:
     return (f"a function's argument inside {where}, which bash evaluates", "", "")
 
 
+_PROMPT_WHY = (
+    "a prompt expansion `${...@P}`, where bash runs the value's `$(...)`",
+    'expand it as "${{X}}" there, or read $INPUT_<KEY> there',
+    "",
+)
 _OPENERS = frozenset(("{", "if", "while", "until", "for", "select", "case"))
 _CLOSERS = frozenset(("}", "fi", "done", "esac"))
 
@@ -229,8 +234,8 @@ class _Parser:
             raise TooDeep
         inner.commands(0, "")
         inner.flow.resolve(inner.found)
-        if inner.unsure or ALIAS in inner.found or (inner.flow.functions and inner.found):
-            return None
+        if inner.stopped or ALIAS in inner.found or (inner.flow.functions and inner.found):
+            return None  # (stopped: beyond following, or at a here-document, `<<<` too)
         shifted = _SHIFTS.search(text) is not None  # `shift`, `set --`: which is beyond telling
         which = inner.flow.which
         return {"@" if shifted else which.get(pos, "@"): why for pos, why in inner.found.items()}
@@ -305,6 +310,11 @@ class _Parser:
             after, nested = self.commands(i + 2, ")")
             self.depth -= 1
             inner.refs.extend(nested)
+        elif s.startswith("$[", i):  # bash's old `$[...]`: arithmetic
+            after = self.bracket(i + 2, inner)
+            for pos in inner.refs:
+                self.found.setdefault(pos, ARITH_WHY if pos >= 0 else _evaluated_why("$[...]"))
+            self.flow.use(set(IDENTIFIERS.findall(s, i + 2, after)), ARITH_WHY)
         elif s.startswith("${", i):
             after = self.parameter(i + 2, inner, quoted)
             self._evaluated(inner, "${...}")  # `${v:$1}`, `${!1}`: arithmetic, a name
@@ -330,6 +340,10 @@ class _Parser:
             word.lead_param = word.lead_param or lead
             if span.startswith(("${!", "`")):  # (backquotes' commands are not followed)
                 self.found[word.refs[-1]] = _evaluated_why(span[:3] + "...")
+            if span.endswith("@P}"):
+                self.found[word.refs[-1]] = _PROMPT_WHY
+        if span.startswith("${") and span.endswith("@P}"):
+            self.flow.use(set(NAMES.findall(span)), _PROMPT_WHY)
         return after
 
     def process_substitution(self, i: int, word: Word) -> int:
@@ -418,6 +432,23 @@ class _Parser:
             else:
                 k += 1
         return self.give_up("a `$((` without its `))`")
+
+    def bracket(self, k: int, word: Word) -> int:
+        """The inside of bash's `$[...]` from `k`; the position after its matching `]`."""
+        s = self.s
+        depth = 0
+        while k < len(s) and not self.stopped:
+            after = self.nested(k, word, False)
+            if after is not None:
+                k = after
+            elif s[k] in "[]" and (s[k] == "[" or depth):
+                depth += 1 if s[k] == "[" else -1
+                k += 1
+            elif s[k] == "]":
+                return k + 1
+            else:
+                k += 1
+        return self.give_up("a `$[` without its `]`")
 
     def backquotes(self, k: int, word: Word) -> int:
         """The inside of `` `...` `` from `k`: it ends at the first backquote not escaped,
