@@ -31,9 +31,12 @@ EVALUATED = [
     "bash -c 'shift; (( $1 > 1 ))' _ 5 ${inputs.x}",
     'bash -c \'sh -c "bash -c \\"(( \\\\\\$1 ))\\" _ \\"\\$1\\"" _ "$1"\' _ ${inputs.x}',
     "bash -c 'echo $[ $1 ]' _ ${inputs.x}",
+    "bash -c 'declare \"$1\"' _ ${inputs.x}=1",
     "bash -c 'echo \"${1@P}\"' _ ${inputs.x}",
     "bash -c 'cat <<E\nx\nE\n(( $1 ))' _ ${inputs.x}",
     "echo ${inputs.x} | xargs bash -c '(( $1 ))' _",
+    "echo ${inputs.x} | xargs -I{} bash -c '(( $1 ))' _ {}",
+    "timeout 5 env bash -c '(( $1 ))' _ ${inputs.x}",
     "touch -- ${inputs.x}; find ${inputs.x} -maxdepth 0 -exec bash -c '(( $1 ))' _ {} \\;",
 ]
 RUN = [

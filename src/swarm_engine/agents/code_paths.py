@@ -89,6 +89,8 @@ class PathReader(OptionReader):
                 chosen = chosen + appended  # `| xargs sh -c '...' _`: appended to them
             if any("{}" in word.text for word in chosen):
                 chosen = chosen + paths  # `find ${v} -exec sh -c '...' _ {} \;`
+            if self.replace and any(self.replace in word.text for word in chosen):
+                chosen = chosen + appended  # `| xargs -I{} sh -c '...' _ {}`
             for word in chosen:
                 self._refuse(word, (where, hint, self.name))
 
@@ -161,6 +163,8 @@ class PathReader(OptionReader):
             return
         if self.declared and self.evaluates:  # `declare -i N`: assigning N evaluates
             self.flow.integers.add(text.partition("=")[0].removesuffix("+"))
+        if EXPANSION in text.partition("=")[0] and REF not in text.partition("=")[0]:
+            self._refuse(word, ARITH_WHY)  # `local "$1"`: a name `a[$(cmd)]` runs cmd
         if self.declared or word.split or REF in text.partition("=")[0]:
             self._environment([word])  # (`local a=$1` splits in dash: `a=x PATH=...`)
             return
