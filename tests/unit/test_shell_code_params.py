@@ -155,3 +155,24 @@ def test_bash_s_prompt_expansion_and_old_arithmetic_are_refused(shell: str, comm
     problem = check_command(command)
     assert problem is not None and ("evaluates" in problem or "prompt" in problem), problem
     assert runs_value(shell, command, ARITH_VALUE), command
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("command", "value", "program"),
+    [
+        (
+            "sqlite3 :memory: \"SELECT 'hello ' || '${inputs.x}'\"",
+            "x' || edit('', 'touch \"$M\"; true') || '",
+            "sqlite3",
+        ),
+        ('echo "Hello NAME" | m4 -DNAME=${inputs.x}', 'x syscmd(touch "$M")', "m4"),
+    ],
+)
+def test_a_tester_s_sql_and_macro_forms_are_refused(
+    shell: str, command: str, value: str, program: str
+) -> None:
+    problem = check_command(command)
+    assert problem is not None and f"`{program}" in problem, problem
+    if shutil.which(program):
+        assert runs_value(shell, command, value), command
