@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.support.shell_runs import HOSTILE, runs_value
 
 from swarm_engine.agents.shell_command import check_command
@@ -176,3 +178,25 @@ def test_a_tester_s_sql_and_macro_forms_are_refused(
     assert problem is not None and f"`{program}" in problem, problem
     if shutil.which(program):
         assert runs_value(shell, command, value), command
+
+
+SCRIPT_PIECES = ["echo", '"$1"', "$1", "(( ", " ))", "[[ ", " ]]", " -gt 1", "eval", "let",
+                 "x=$1;", "$x", '"$x"', "$${1:0:$2}", ";", " ", "a[", "]=1", "declare",
+                 "printf", " -v", "read", '"$@"', "$((", "))", "$${!1}", "sh -c", "|", "test",
+                 " -eq ", "local", "export", "trap", "for v in", "do", "done", "$v", "(", ")",
+                 "{", "}", "\n", "&&", "$[", "$${1@P}", "shift;", "$2", "$0", "f()", "unset",
+                 "x", "1"]  # fmt: skip
+
+
+@pytest.mark.skipif("bash" not in SHELLS, reason="needs bash")
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(SCRIPT_PIECES), min_size=1, max_size=8).map("".join))
+def test_an_accepted_script_never_runs_its_arguments(script: str) -> None:
+    """End to end: whenever the check accepts `bash -c SCRIPT _ ${inputs.x} ${inputs.y}`,
+    bash running it with a hostile value (shell code, an arithmetic subscript, a
+    command) never runs it."""
+    command = f"bash -c '{script}' _ ${{inputs.x}} ${{inputs.y}}"
+    if check_command(command) is not None:
+        return
+    for value in (HOSTILE, ARITH_VALUE, 'touch "$M"'):
+        assert not runs_value("bash", command, value, checked=True), (command, value)
