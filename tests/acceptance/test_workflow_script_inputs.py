@@ -79,16 +79,15 @@ def test_a_reference_inside_a_shell_step_input_is_refused_at_registration(
 
 # A tester's commands that ran an embedded ticket title as code past the old scan of the
 # agent's command for interpreters, and commands that scan refused by mistake: now every
-# one is refused when a reference stands inside text, and registers with a whole one.
+# one is refused when a reference stands inside text, and registers with a whole one. (A
+# value piped into a shell, `| sh`, `| xargs sh -c`, no longer registers: the code check
+# follows pipes; tests/unit/test_script_inputs.py keeps those forms for the step rule.)
 COMMANDS = [
     "sh -c -- ${inputs.x}",
-    "echo ${inputs.x} | tee /dev/null | sh",
-    'printf "%s\\n" ${inputs.x} | cat | bash',
     "rbash -c ${inputs.x}",
     '"$(command -v sh)" -c ${inputs.x}',
     "node -p ${inputs.x}",
     "env -S ${inputs.x}",
-    'printf "%s" ${inputs.x} | xargs -0 sh -c',
     'printf "%s\\n" ${inputs.x} > s.sh; sh s.sh',
     'sh -c "$1" _ ${inputs.x}',
     "echo ${inputs.x} | tclsh",
