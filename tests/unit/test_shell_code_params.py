@@ -114,6 +114,17 @@ def test_a_script_of_the_command_s_own_beyond_reading_refuses_its_arguments(
     assert runs_value(shell, command, HOSTILE)
 
 
+def test_find_s_words_after_a_shell_s_arguments_are_read_again() -> None:
+    """`find -exec sh -c SCRIPT _ {} \\;` ends at `;`: a later `-exec` is read as before."""
+    first = "find . -exec sh -c 'echo \"$1\"' _ {} \\; "
+    assert check_command(first + "-exec perl -e 'print \"${inputs.x}\"' \\;") is not None
+    problem = check_command(
+        "find ${inputs.x} -exec sh -c 'echo \"$1\"' _ {} + -exec bash -c '(( $1 ))' _ {} +"
+    )
+    assert problem is not None and "its script reads ($1)" in problem
+    assert check_command(first + "-exec sh -c 'echo \"$1\"' _ {} \\; -print") is None
+
+
 def test_a_script_from_outside_the_command_is_code_on_purpose() -> None:
     """A whole reference, `$INPUT_<KEY>` or the step's own `$1` as the script: its
     arguments are that code's business (docs/agents.md)."""

@@ -129,6 +129,10 @@ class Command(PathReader):
             self.evaluated.append(word)
             return
         if mode == "positional":  # `sh -c SCRIPT $0 ARGS...`: never options nor a command
+            if self.chain[:1] == ["find"] and word.text in (";", "+"):  # `-exec ... \;`
+                self._positional()  # then find's own words again (`-exec perl -e ...`)
+                self.mode, self.script, self.positional = "", None, []
+                return
             self.positional.append(word)
             return
         if mode == "code":
