@@ -47,10 +47,10 @@ ARITH_WHY = (
 IDENTIFIERS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """Inside `$((...))` or `((...))`, a name is a variable whose value bash evaluates."""
 PARAMS = re.compile(r"\$(?:[0-9@*]|\{[#!]?[0-9@*])")
-WHICH = re.compile(r"\$(?:([0-9])|\{[#!]?([0-9]+)[^0-9])")
-"""Which positional parameter an expansion is (`$1`, `${12}`, `${1:-x}`): else any."""
 """A positional parameter (`$1`, `"$@"`, `${1:-x}`, `${#1}`, `${!1}`): a function's
 arguments."""
+WHICH = re.compile(r"\$(?:([0-9])|\{[#!]?([0-9]+)[^0-9])")
+"""Which positional parameter an expansion is (`$1`, `${12}`, `${1:-x}`): else any."""
 NAMES = re.compile(r"\$\{?[#!]?([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -86,8 +86,9 @@ class Flow:
         """`name=...` standing alone (or `local name=...`): what its value holds."""
         self.assigned.append((name, refs, names))
 
-    def script(self, script: tuple[set[str], bool], refs: list[int], names: set[str],
-               why: Why) -> None:  # fmt: skip
+    def script(
+        self, script: tuple[set[str], bool], refs: list[int], names: set[str], why: Why
+    ) -> None:
         """A shell's script that is one quoted expansion (`sh -c "$S" _ ${v}`: the names it
         expands, and whether it holds a positional parameter) and the references (and
         variables) given as its arguments: refused if the script's text is the command's

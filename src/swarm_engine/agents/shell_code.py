@@ -88,6 +88,8 @@ _CLOSERS = frozenset(("}", "fi", "done", "esac"))
 
 
 _SHIFTS = re.compile(r"(?<![\w-])(shift|set)(?![\w-])")
+"""A script that moves its positional parameters (`shift`, `set -- ...`): which value
+each holds is beyond telling, so any counts."""
 
 
 class TooDeep(Exception):
