@@ -362,26 +362,83 @@ def load_settings_tolerant(
 ) -> tuple[Settings, str | None]:
     """`load_settings` for a command that needs only the settings `keep` (where the home
     and the store are, this host's id) from the config file, such as `stop`: it must stop
-    an engine started before the file was broken. When the file is broken (not TOML, or a
-    bad value), the settings are made of its `keep` keys alone, and the second item is a
-    one-line warning naming the file and its first problem; when those keys cannot be read
-    (the file is not TOML and one of them is not alone on its line, or one of them is
-    bad), or the environment or a flag is bad, `ConfigError` as `load_settings` raises."""
+    an engine started before the file was broken. The second item is then a one-line
+    warning naming the file and its first problem.
+
+    A file that is TOML but holds a bad value gives its `keep` keys as parsed (`ConfigError`
+    when one of them is bad). A file that is not TOML gives nothing: the command goes on
+    with the defaults, the environment and the flags only when its text cannot have set
+    any of `keep` (`_may_set`), or when each one it may set is given by the environment or
+    a flag; otherwise `ConfigError` naming the file, its TOML error and the key. A bad
+    environment variable or flag is refused as `load_settings` refuses it."""
     flags = {k: v for k, v in overrides.items() if v is not None}
     home, path, text = _config_file(config_file, flags)
+    import tomllib
+
     try:
-        return _settings(home, path, _parsed(path, text), flags), None
+        values = tomllib.loads(text) if text is not None else {}
+    except tomllib.TOMLDecodeError as exc:
+        if not keep:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        problem = ConfigError(f"config file {path}: {exc}")
+        unset = [name for name in _may_set(text or "", keep) if not _given(name, flags)]
+        if unset:
+            raise ConfigError(f"{problem}; {_unset_line(unset)}") from None
+        settings = _settings(home, path, {}, flags)
+        said = ", ".join(sorted(keep))
+        return settings, (
+            f"{problem}; this command needs only {said}, which the file cannot have set (or "
+            "the environment or a flag gives), and goes on without the file"
+        )
+    try:
+        return _settings(home, path, values, flags), None
     except ConfigError as exc:
-        kept = None if text is None or not keep else _kept_keys(text, keep)
-        if kept is None:
-            raise  # no file (nothing broken to read around), nothing to keep, or its keys cannot be told
+        if text is None or not keep:
+            raise  # no file (nothing broken to read around), or nothing to keep
         problem = exc
     try:
-        settings = _settings(home, path, kept, flags)
+        settings = _settings(home, path, {k: v for k, v in values.items() if k in keep}, flags)
     except ConfigError:
         raise problem from None  # the file's first problem, as a command that reads it all says
     said = ", ".join(sorted(keep))
     return settings, f"{problem}; this command reads only {said} from {path} and goes on"
+
+
+def _may_set(text: str, keep: Collection[str]) -> list[str]:
+    """The settings of `keep` that a config file's text (not TOML) may have been meant to
+    set, sorted: each whose name it holds anywhere, and every one when it holds a
+    backslash (a quoted key's escape can spell a name: `"tickets\\u005fdb"`). What TOML
+    cannot read is not read line by line: a reading that may disagree with TOML's (a BOM,
+    a table header, a line break inside a string) could act on another store."""
+    if "\\" in text:
+        return sorted(keep)
+    return sorted(name for name in keep if name in text)
+
+
+def _given(name: str, flags: Mapping[str, Any]) -> bool:
+    """Whether the environment or a flag sets `name` whole, whatever the file says (a
+    mapping setting's variable is merged with the file's table: it does not)."""
+    if name in JSON_FIELDS:
+        return False
+    return name in flags or os.environ.get(f"SWARM_{name.upper()}") is not None
+
+
+def _unset_line(names: list[str]) -> str:
+    """What the file may set that the command needs, and how to go on: fix the file, or
+    give each such setting by its variable (or flag), where that sets it whole."""
+    ways = [
+        f"SWARM_{name.upper()}" + (f" or --{name.replace('_', '-')}" if name in FLAGGED else "")
+        for name in names
+        if name not in JSON_FIELDS
+    ]
+    said = f"it may set {', '.join(names)}, which this command needs: fix the file"
+    if len(ways) < len(names):
+        return said  # a mapping setting's variable is merged with the file's table
+    return f"{said}, or give {'it' if len(names) == 1 else 'them'} by {', '.join(ways)}"
+
+
+FLAGGED = frozenset({"tickets_db", "registry_db"})
+"""The settings a global flag of the command line gives (`--tickets-db`, `--registry-db`)."""
 
 
 def _config_file(
@@ -415,53 +472,6 @@ def _parsed(path: Path, text: str | None) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
-
-
-_KEY_LINE = re.compile(r"""\s*["']?([A-Za-z0-9_-]+)["']?\s*[=.]""")
-_TABLE_LINE = re.compile(r"""\s*\[+\s*["']?([A-Za-z0-9_-]+)""")
-
-
-def _kept_keys(text: str, keep: Collection[str]) -> dict[str, Any] | None:
-    """The `keep` settings of a broken config file, or None when they cannot be told
-    apart from the rest. A file that is TOML gives them as parsed. One that is not gives
-    its top-level lines (those before the first table) that set one of them, each parsed
-    alone. None (fail closed) when one of them does not parse alone, is set twice or is
-    dotted, is set after a line that may start a table (inside it, or misplaced: it
-    cannot be told), or is a table itself (`[backend_options.qemu]`), and when the file
-    holds a multi-line string (which may hide a line that looks like a setting)."""
-    import tomllib
-
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        pass
-    else:
-        return {name: value for name, value in values.items() if name in keep}
-    if '"""' in text or "'''" in text:
-        return None
-    kept: dict[str, Any] = {}
-    top = True
-    for line in text.splitlines():
-        table = _TABLE_LINE.match(line)
-        if table:
-            top = False
-            if table.group(1) in keep:
-                return None
-            continue
-        key = _KEY_LINE.match(line)
-        if key is None or key.group(1) not in keep:
-            continue
-        if not top:
-            return None
-        try:
-            value = tomllib.loads(line)
-        except tomllib.TOMLDecodeError:
-            return None
-        name = key.group(1)
-        if name in kept or set(value) != {name} or isinstance(value[name], dict):
-            return None
-        kept[name] = value[name]
-    return kept
 
 
 def _settings(

@@ -12,8 +12,9 @@ import pytest
 from tests.conftest import Target
 from tests.support.cli import swarm
 
+from swarm_engine.config import hostname
+
 BREAKAGES = {
-    "not-toml": "max_vms = [\n",
     "wrong-type": 'max_vms = "lots"\n',
     "out-of-range": "max_vms = 5000\n",
     "not-a-choice": 'log_level = "none"\n',
@@ -112,3 +113,70 @@ def test_cleanup_refuses_a_broken_config_whose_backend_options_it_cannot_read(
     assert refused.returncode == 5 and refused.stderr.startswith("error: config file ")
     went_on = swarm(home, "stop")
     assert went_on.returncode == 0 and went_on.stderr.startswith("warning: config file ")
+
+
+NOT_TOML_NAMING_A_STORE = {
+    # each is not TOML; a line-by-line reading took another store than TOML would
+    "bom": "\ufeff{good}",
+    "escaped-key": '"tickets\\u005fdb" = "/other.db"\n{good}x = [\n',
+    "table-header-with-accent": '{good}["\u00e9"]\ntickets_db = "/other.db"\nx = [\n',
+    "empty-table-header": '{good}[""]\ntickets_db = "/other.db"\nx = [\n',
+    "line-separator-in-a-string": "{good}note = \"x\u2028tickets_db = '/other.db' #\"\nx = [\n",
+    "next-line-in-a-string": "{good}note = \"x\u0085tickets_db = '/other.db' #\"\nx = [\n",
+    "a-bad-line": "{good}max_vms = [\n",
+}
+
+
+@pytest.mark.parametrize("store_target", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("broken", NOT_TOML_NAMING_A_STORE.values(), ids=NOT_TOML_NAMING_A_STORE)
+def test_a_config_that_is_not_toml_and_may_name_the_store_stops_nothing(
+    engine_home: tuple[Path, str], broken: str
+) -> None:
+    """A file that is not TOML is not read line by line (such a reading may disagree with
+    TOML's and act on another store): when its text may set a setting the command needs,
+    the command refuses, naming the file, its TOML error and the setting; given that
+    setting by its variable, it goes on."""
+    home, good = engine_home
+    config = home / "config.toml"
+    config.write_text(broken.format(good=good), encoding="utf-8")
+    for command in ("stop", "status", "cleanup"):
+        done = swarm(home, command)
+        assert done.returncode == 5, (command, done.stdout, done.stderr)
+        assert done.stderr.startswith(f"error: config file {config}: "), done.stderr
+        assert "may set" in done.stderr and "tickets_db" in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    env = {
+        f"SWARM_{name.upper()}": value
+        for name, value in {
+            "tickets_db": str(home / "elsewhere.db"), "registry_db": str(home / "registry.db"),
+            "database_url": "", "registry_url": "", "host_id": hostname(),
+        }.items()
+    }  # fmt: skip
+    stopped = swarm(home, "stop", **env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+    assert stopped.stderr.startswith("warning: ") and "goes on" in stopped.stderr
+
+
+def test_a_config_that_is_not_toml_and_names_no_needed_setting_is_gone_past(
+    tmp_path: Path,
+) -> None:
+    """A file that is not TOML and holds no needed setting's name (nor a backslash) cannot
+    have said where the store is: `stop` goes on with the defaults and stops the engine."""
+    home = tmp_path / "home"
+    swarm(home, "status", "--init", check=True)
+    config = home / "config.toml"
+    config.write_text("max_vms = 1\n")
+    assert swarm(home, "start", "--max-vms", "1").returncode == 0
+    try:
+        config.write_text("max_vms = [\n")
+        assert swarm(home, "ticket", "list").returncode == 5
+        stopped = swarm(home, "stop")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+        assert stopped.stderr.startswith("warning: ") and "goes on" in stopped.stderr
+        config.write_text('max_vms = [\nnote = "a\\tb"\n')  # a backslash: it may spell one
+        refused = swarm(home, "stop")
+        assert refused.returncode == 5 and "may set" in refused.stderr, refused.stderr
+    finally:
+        config.write_text("")
+        with contextlib.suppress(Exception):
+            swarm(home, "stop", "--now")
