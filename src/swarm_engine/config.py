@@ -23,6 +23,7 @@ from pathlib import Path
 from types import GenericAlias
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from swarm_engine.config_file import read_config
 from swarm_engine.errors import ConfigError
 from swarm_engine.records import HOST_ID_RE
 from swarm_engine.typecheck import scalar_problem, table, type_problem
@@ -444,22 +445,12 @@ FLAGGED = frozenset({"tickets_db", "registry_db"})
 def _config_file(
     config_file: Path | None, flags: Mapping[str, Any]
 ) -> tuple[Path, Path, str | None]:
-    """The home, the config file's path and its text (None: no file, which only
-    `<home>/config.toml` may be). `ConfigError` for a named file that is missing, not a
-    file, or not UTF-8 text."""
+    """The home, the config file's path and its text (config_file.py: `read_config`)."""
     home = Path(flags.get("home") or os.environ.get("SWARM_HOME") or default_home())
     from_env = config_file is None and bool(os.environ.get("SWARM_CONFIG"))
     path = config_file or (Path(os.environ["SWARM_CONFIG"]) if from_env else home / "config.toml")
-    if path.is_file():
-        try:
-            return home, path, path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}") from exc
-    if config_file is not None or from_env:  # named, so meant: a typo is not a default
-        named = " (SWARM_CONFIG)" if from_env else ""
-        what = "is not a file" if path.exists() else "does not exist"
-        raise ConfigError(f"config file {path}{named} {what}")
-    return home, path, None
+    named = " (SWARM_CONFIG)" if from_env else "" if config_file is not None else None
+    return home, path, read_config(path, named)
 
 
 def _parsed(path: Path, text: str | None) -> dict[str, Any]:
