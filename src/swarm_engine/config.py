@@ -475,6 +475,11 @@ def _settings(
         _check_types({name: from_environment[name]}, f"SWARM_{name.upper()}")
     merged = dict(file_values)
     merged.update(from_environment)
+    both = "backend_options" in file_values and "backend_options" in from_environment
+    if both:
+        merged["backend_options"] = _merged_options(
+            file_values["backend_options"], from_environment["backend_options"]
+        )
     merged.update(flags)
     merged["home"] = home
     checked = _quick_check(merged)
@@ -483,9 +488,22 @@ def _settings(
 
         sources = {name: f"config file {path}" for name in file_values}
         sources.update((name, f"SWARM_{name.upper()}") for name in from_environment)
+        if both:
+            sources["backend_options"] = f"config file {path} or SWARM_BACKEND_OPTIONS"
         sources.update((name, f"--{name.replace('_', '-')}") for name in flags)
         checked = checked_settings(merged, sources)  # ConfigError for a bad value
     return Settings._of(checked)
+
+
+def _merged_options(from_file: Any, from_environment: Any) -> Any:
+    """`backend_options` of the file and of `SWARM_BACKEND_OPTIONS`, merged per backend
+    and per option, the environment's winning: a variable that sets `tmp_mb` keeps the
+    file's `disk_mb` (a limit is never dropped because another one was given). Both are
+    of their type already (`_check_types`): a table of tables."""
+    merged = {name: dict(options) for name, options in from_file.items()}
+    for name, options in from_environment.items():
+        merged[name] = {**merged.get(name, {}), **options}
+    return merged
 
 
 def _check_types(values: Mapping[str, Any], source: str) -> None:

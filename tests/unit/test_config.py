@@ -396,3 +396,28 @@ def test_a_rule_of_two_settings_names_where_each_was_set(
     monkeypatch.delenv("SWARM_LEASE_TTL")  # lease_ttl's default: only the file is named
     with pytest.raises(ConfigError, match=r"\(heartbeat_interval in config file [^,]*\)$"):
         load_settings()
+
+
+def test_swarm_backend_options_is_merged_per_backend_and_option_with_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setting `tmp_mb` by the variable keeps the file's `disk_mb`, `max_files` and
+    `disk_cap` (it replaced the whole table: the workspace cap went from 4 MiB to 2 GiB)."""
+    for key in ("SWARM_CONFIG", "SWARM_BACKEND_OPTIONS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text(
+        "[backend_options.process]\ndisk_mb = 4\nmax_files = 1000\ntmp_mb = 8\n"
+        "[backend_options.qemu]\nwarm = 2\n"
+    )
+    monkeypatch.setenv("SWARM_BACKEND_OPTIONS", '{"process": {"tmp_mb": 64}}')
+    options = load_settings().backend_options
+    process = options["process"]
+    assert isinstance(process, ProcessOptions)
+    assert (process.tmp_mb, process.disk_mb, process.max_files) == (64, 4, 1000)
+    assert getattr(options["qemu"], "warm", None) == 2  # the file's other backend kept
+    monkeypatch.setenv("SWARM_BACKEND_OPTIONS", '{"process": {"disk_mb": 0}}')
+    with pytest.raises(
+        ConfigError, match=r"disk_mb.*\(in config file .* or SWARM_BACKEND_OPTIONS\)"
+    ):
+        load_settings()
