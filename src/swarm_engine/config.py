@@ -84,6 +84,10 @@ AGENT_HOST_TYPES: dict[str, type] = {
 """The types of the agent kinds' host settings (`[agents.claude]`: `HostConfig`,
 `[agents.claude-code]`: `HostSettings`), checked strictly at load without importing
 their models (a test checks that they agree)."""
+BackendName = Literal["process", "qemu"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
+"""The VM backends' names, for checking `backend` when settings load without importing
+vm/ (a test checks they are `vm.backends.BACKENDS`'s)."""
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -323,7 +327,7 @@ def _quick_check(values: Mapping[str, Any]) -> dict[str, Any] | None:
     level = level.upper() if isinstance(level, str) else level
     if not (isinstance(host_id, str) and HOST_ID_RE.fullmatch(host_id)):
         return None  # the model says why
-    if not isinstance(backend, str) or level not in LOG_LEVELS:
+    if backend not in BACKEND_NAMES or level not in LOG_LEVELS:
         return None
     out.update(host_id=host_id, backend=backend, log_level=level)
     agents = values.get("agents", {})

@@ -20,6 +20,7 @@ from swarm_engine.config import (
     DATABASE_SCHEMES,
     FIELDS,
     HEARTBEATS_PER_LEASE,
+    BackendName,
     LogLevel,
     default_home,
     hostname,
@@ -113,7 +114,7 @@ class SettingsModel(BaseModel):
     own VMs. Default: the machine's hostname. A plain name (`HOST_ID_RE`): no space, no
     control character, nothing that looks like another id; the default too (a hostname
     `böx .` is refused, as is `SWARM_HOST_ID=böx .`)."""
-    backend: str = "process"
+    backend: BackendName = "process"
     max_vms: int = Field(default=4, ge=1, le=1024)
     poll_interval: float = Field(default=1.0, ge=0.01, le=3600, allow_inf_nan=False)
     lease_ttl: float = Field(default=30.0, ge=0.3, le=7 * 86400, allow_inf_nan=False)

@@ -239,7 +239,9 @@ def test_a_hand_written_row_cannot_take_over_a_built_in_agent(seeded: Path) -> N
         (["ticket", "cancel", "999"], 3, "ticket 999 does not exist"),
         (["agent", "show", "ghost"], 3, "unknown agent 'ghost'"),
         (["agent", "register", "/nonexistent/agent"], 5, "no such file"),
-        (["run-ticket", "1", "--wait", "--backend", "nope"], 5, "unknown VM backend 'nope'"),
+        (["run-ticket", "1", "--wait", "--backend", "nope"], 2, "'nope' is not one of"),
+        (["run-ticket", "1", "--wait", "--backend", ""], 2, "'' is not one of 'process', 'qemu'"),
+        (["start", "--foreground", "--backend", "qemu "], 2, "'qemu ' is not one of"),
         (["ticket", "list", "--status", "weird"], 2, "unknown status 'weird'"),
     ],
 )
@@ -283,6 +285,27 @@ def test_a_bad_config_file_is_one_line(tmp_path: Path) -> None:
     done = swarm(home, "ticket", "list")
     assert done.returncode == 5 and done.stderr.startswith("error: setting max_vms")
     assert len(done.stderr.splitlines()) == 1  # status, stop, cleanup: test_broken_config.py
+
+
+def test_a_backend_not_among_the_choices_is_refused_at_load_naming_its_source(
+    tmp_path: Path,
+) -> None:
+    """Every command refuses it (`ticket list` ran on `backend = "qemu "`, and `start`
+    said "engine starting" first), naming where it came from."""
+    home = tmp_path / "h"
+    home.mkdir()
+    config = home / "config.toml"
+    config.write_text('backend = "qemu "\n')
+    for args in (["ticket", "list"], ["start", "--foreground"]):
+        done = swarm(home, *args)
+        assert done.returncode == 5 and done.stdout == "", (args, done.stdout)
+        assert done.stderr == (
+            "error: setting backend: Input should be 'process' or 'qemu', not 'qemu ' "
+            f"(in config file {config})\n"
+        )
+    config.unlink()
+    done = swarm(home, "ticket", "list", SWARM_BACKEND="nosuch")
+    assert done.returncode == 5 and done.stderr.endswith(", not 'nosuch' (in SWARM_BACKEND)\n")
 
 
 @pytest.mark.parametrize("bad", ["reel.toml", "."], ids=["missing", "a-folder"])

@@ -421,3 +421,10 @@ def test_swarm_backend_options_is_merged_per_backend_and_option_with_the_file(
         ConfigError, match=r"disk_mb.*\(in config file .* or SWARM_BACKEND_OPTIONS\)"
     ):
         load_settings()
+
+
+def test_the_backend_names_checked_at_load_are_the_vm_backend_registry_s() -> None:
+    from swarm_engine.config import BACKEND_NAMES
+    from swarm_engine.vm.backends import BACKENDS
+
+    assert sorted(BACKEND_NAMES) == sorted(BACKENDS)

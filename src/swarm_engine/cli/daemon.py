@@ -22,7 +22,7 @@ from swarm_engine.cli.app import (
 )
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.text import left_running, ms, reaped_when, short, terminal_width, visible
-from swarm_engine.config import Settings
+from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.hostlock import (
@@ -61,7 +61,12 @@ terminal's width)."""
     metavar="SECONDS",
     help="Seconds between polls when no change is noticed.",
 )
-@click.option("--backend", metavar="NAME", help="Default VM backend: process or qemu.")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_NAMES),
+    metavar="NAME",
+    help="Default VM backend: process or qemu.",
+)
 @click.option("--until-idle", is_flag=True, help="Exit once no ticket is open or running.")
 @click.option(
     "--another",

@@ -36,7 +36,7 @@ from swarm_engine.cli.output import (
     visible,
 )
 from swarm_engine.cli.text import left_running, reaped_when
-from swarm_engine.config import Settings
+from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.errors import TicketFailed
 from swarm_engine.records import shown
 
@@ -58,7 +58,12 @@ if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by 
     metavar="N",
     help="Parallel VMs for this ticket's steps.",
 )
-@click.option("--backend", metavar="NAME", help="VM backend: process or qemu.")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_NAMES),
+    metavar="NAME",
+    help="VM backend: process or qemu.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final ticket and run as JSON.")
 @pass_settings
 def run_ticket(
