@@ -354,8 +354,9 @@ def _text_keys(table: Any) -> bool:
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings. `overrides` are command-line flags (None means 'not given').
     `ConfigError` for a config file named by `config_file` (--config) or `SWARM_CONFIG`
-    that is missing or not a file (`<home>/config.toml` may be missing), or that is not
-    TOML, or for a bad value; a bad value's line names where it came from (the config
+    that is missing, for one that is not a regular file of at most 1 MiB
+    (`<home>/config.toml` may be missing: nothing at its path), or that is not TOML, or
+    for a bad value; a bad value's line names where it came from (the config
     file, `SWARM_<NAME>` or the flag)."""
     flags = {k: v for k, v in overrides.items() if v is not None}
     home, path, text = _config_file(config_file, flags)

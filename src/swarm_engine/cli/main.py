@@ -44,7 +44,7 @@ TOLERANT: dict[str, frozenset[str]] = {
     "cleanup": WHERE_KEYS | {"lease_ttl", "heartbeat_interval", "backend_options"},
 }
 """The commands that go on past a broken config file (with a warning), and the settings
-each reads from it (docs/configuration.md, "A broken config file"): `stop` must stop an
+each reads from it (docs/cli.md, "A broken config file"): `stop` must stop an
 engine started before the file was broken. Every other command, `start` and the engine
 among them, refuses a broken file."""
 
