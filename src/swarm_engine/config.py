@@ -92,6 +92,11 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,15})?")
+_ENV_WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
+_ENV_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+"""How a number setting's `SWARM_*` variable is written: ASCII digits (a `.` for seconds),
+an optional `-` (its range says no); nothing `int()`/`float()` would also take (` 8`, `+8`,
+`8_0`, `'٨'`, `1e3`)."""
 
 
 def sqlite_url_problem(url: str) -> str | None:
@@ -558,5 +563,19 @@ def _from_environment() -> dict[str, Any]:
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"SWARM_{name.upper()} is not valid JSON: {exc.msg}") from exc
         else:
-            values[name] = raw
+            values[name] = _plain_text(name, raw)
     return values
+
+
+def _plain_text(name: str, raw: str) -> str:
+    """`raw`, the value of `SWARM_<NAME>`; `ConfigError` when `name` is a number setting
+    and `raw` is not written as `_ENV_WHOLE` or `_ENV_DECIMAL` say, naming the variable."""
+    if name in INTS and not _ENV_WHOLE.fullmatch(raw):
+        what = "a whole number in ASCII digits"
+    elif name in FLOATS and not _ENV_DECIMAL.fullmatch(raw):
+        what = "a number of seconds in plain decimal (ASCII digits, at most one '.')"
+    else:
+        return raw
+    from swarm_engine.records import shown
+
+    raise ConfigError(f"setting {name}: {shown(raw, 40)} is not {what} (in SWARM_{name.upper()})")

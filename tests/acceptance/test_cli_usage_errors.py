@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 import pytest
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests.support.cli import snapshot, swarm, swarm_inproc
 
@@ -183,7 +183,14 @@ def test_every_number_option_is_found() -> None:
             ("ticket create", "--timeout"), ("stop", "--timeout"), ("serve", "--port")} <= named  # fmt: skip
 
 
-@pytest.mark.parametrize("bad", ["x", "1.5x", "", "0x10", "nan", "99999999999999999999999"])
+NOT_PLAIN = [" 1", "1 ", "+1", "1\n", "1_0", "٣", "\uff13", "1e1"]
+"""What `int()` or `float()` takes and an option does not: ASCII digits only (`-?[0-9]+`,
+one `.` more in seconds), no sign but `-`, no space, `_`, exponent or other digits."""
+
+
+@pytest.mark.parametrize(
+    "bad", ["x", "1.5x", "", "0x10", "nan", "99999999999999999999999", *NOT_PLAIN]
+)
 @pytest.mark.parametrize(
     ("path", "option"),
     NUMBER_OPTIONS,
@@ -215,8 +222,9 @@ def test_every_command_taking_an_id_is_found() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["abc", "1.5", "", " ", "1e3", "0x10", "٣", "1_000", "99999999999999999999", "-" + "9" * 19],
-)
+    ["abc", "1.5", "", " ", "1e3", "0x10", "٣", "1_000", "99999999999999999999", "-" + "9" * 19,
+     *NOT_PLAIN, " -1", "+0", "-1\n"],
+)  # fmt: skip
 @pytest.mark.parametrize(
     ("path", "name", "what"), ID_PARAMS, ids=[f"{' '.join(p)}:{n}" for p, n, _ in ID_PARAMS]
 )
@@ -257,16 +265,17 @@ def test_a_bad_id_is_one_line_naming_the_parameter_and_what_an_id_is(
 )
 @example("0" * 5000 + "7")  # leading zeros: still 7
 @example("9" * 5000)  # past int()'s digit limit: out of range, no traceback
-@example(" -9223372036854775808\n")
+@example("-9223372036854775808")
+@example(" -9223372036854775808\n")  # int() takes it; an id does not
+@example("+1")
 def test_an_id_is_a_64_bit_whole_number_and_nothing_else(text: str) -> None:
     from swarm_engine.cli.app import TICKET_ID
     from swarm_engine.records import shown
 
-    core = text.strip(" \t\n\r\v\f")  # ASCII whitespace around it, as int() takes it
-    digits = core[1:] if core[:1] in ("+", "-") else core
+    digits = text[1:] if text[:1] == "-" else text
     whole = digits != "" and all(c in "0123456789" for c in digits)
     significant = digits.lstrip("0") or "0"
-    sign = core[:1] if core[:1] in ("+", "-") else ""
+    sign = text[:1] if text[:1] == "-" else ""
     number = int(sign + significant) if whole and len(significant) <= 4000 else None
     if number is not None and not -(2**63) <= number < 2**63:
         number = None
@@ -277,3 +286,35 @@ def test_an_id_is_a_64_bit_whole_number_and_nothing_else(text: str) -> None:
         assert exc.message.startswith(f"{shown(text, 40)} is not a ticket id (a whole number")
     else:
         assert got == number, text
+
+
+def _plain(text: str, seconds: bool) -> bool:
+    """Whether `text` is a number as the command line takes it: `-?[0-9]+` in ASCII (an
+    option in seconds: one `.` more, with a digit on either side of it or both)."""
+    digits = text.removeprefix("-")
+    if seconds and digits.count(".") == 1:
+        digits = digits.replace(".", "", 1) or "."
+    return digits != "" and all(c in "0123456789" for c in digits)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(max_size=12) | st.from_regex(r"\s*[-+]?[0-9_.eE٣\uff13]{0,6}\s*", fullmatch=True))
+@example("1 ")
+@example("1\n")
+@example("+5")
+def test_a_number_not_in_ascii_digits_is_one_line_and_exit_2(home: Path, text: str) -> None:
+    """Any text that is not `-?[0-9]+` in ASCII (seconds: with one `.`) is refused by an id
+    (`ticket steps 1 --before`), a whole-number option (`ticket list --limit`) and an option
+    in seconds (`stop --timeout`) alike: exit 2, one line, nothing on stdout."""
+    if "\0" in text:
+        text = text.replace("\0", "x")  # (no NUL reaches argv)
+    for args, seconds in ((["ticket", "steps", "1", "--before"], False),
+                          (["ticket", "list", "--limit"], False),
+                          (["stop", "--timeout"], True)):  # fmt: skip
+        if _plain(text, seconds):
+            continue
+        done = swarm_inproc(home, *args, text)
+        assert (done.returncode, done.stdout) == (2, ""), (args, text, done.stderr)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {args[-1]}: ")

@@ -428,3 +428,45 @@ def test_the_backend_names_checked_at_load_are_the_vm_backend_registry_s() -> No
     from swarm_engine.vm.backends import BACKENDS
 
     assert sorted(BACKEND_NAMES) == sorted(BACKENDS)
+
+
+@pytest.mark.parametrize(
+    "raw", [" 8", "8 ", "+8", "8\n", "8_0", "٨", "\uff18", "0x8", "8.0", "1e1", ""]
+)
+@pytest.mark.parametrize("name", ["max_vms", "api_max_connections", "poll_interval", "lease_ttl"])
+def test_a_number_setting_s_variable_takes_ascii_digits_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, raw: str
+) -> None:
+    """`SWARM_MAX_VMS=8_0` was 80 and `' 8'`, `+8`, `'8\\n'` were 8 (int() and pydantic take
+    them): a number setting's variable is `-?[0-9]+` in ASCII (seconds: one `.` more),
+    else one line naming the setting and the variable."""
+    from swarm_engine.config import INTS
+
+    for key in [n for n in os.environ if n.startswith("SWARM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv(f"SWARM_{name.upper()}", raw)
+    if raw == "8.0" and name not in INTS:
+        return  # a plain decimal number of seconds (a test below loads one)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    line = str(caught.value)
+    assert "\n" not in line.replace("\\n", "")
+    assert line.startswith(f"setting {name}: {raw!r} is not "), line
+    assert line.endswith(f" (in SWARM_{name.upper()})"), line
+
+
+def test_a_plain_number_setting_s_variable_still_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in [n for n in os.environ if n.startswith("SWARM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    for name, raw, value in (("max_vms", "8", 8), ("max_vms", "008", 8),
+                             ("poll_interval", "0.5", 0.5), ("poll_interval", ".5", 0.5),
+                             ("lease_ttl", "60", 60.0), ("lease_ttl", "60.", 60.0)):  # fmt: skip
+        monkeypatch.setenv(f"SWARM_{name.upper()}", raw)
+        assert getattr(load_settings(), name) == value, (name, raw)
+    monkeypatch.setenv("SWARM_MAX_VMS", "-1")  # a `-` is read: its range refuses it
+    with pytest.raises(ConfigError, match="greater than or equal to 1"):
+        load_settings()

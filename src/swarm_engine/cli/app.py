@@ -219,14 +219,20 @@ def registry_of(settings: Settings) -> Iterator[Registry]:
         registry.close()
 
 
-_WHOLE = re.compile(r"([+-]?)0*([0-9]{1,20})")
-"""A whole number in ASCII digits (at most 20 after leading zeros: a longer one is out of
-range anyway, and is never handed to `int`)."""
+_WHOLE = re.compile(r"(-?)0*([0-9]{1,20})", re.ASCII)
+"""A whole number in ASCII digits, `-?[0-9]+` and nothing else: no `+`, no space or line
+break around it (`' 1'`, `'1\\n'`), no `_` (`1_0`), no other script's digits (`'٣'`), all of
+which `int()` takes. At most 20 digits after leading zeros: a longer one is out of range
+anyway, and is never handed to `int`."""
+_DECIMAL = re.compile(r"(-?)(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+"""A number of seconds in plain decimal: ASCII digits with at most one `.` (`1`, `0.5`,
+`.5`, `2.`), a `-` only where the range takes negatives. No `+`, space, `_`, exponent
+(`1e3`), `nan`/`inf` or other script's digits, all of which `float()` takes."""
 
 
 class Id(click.ParamType[int]):
-    """An id (a ticket's, a run's, a step's): any 64-bit integer, as a row's id can hold.
-    Anything else is one line naming the parameter and what an id is (`TICKET_ID: 'abc'
+    """An id (a ticket's, a run's, a step's): any 64-bit integer, as a row's id can hold,
+    in ASCII digits with an optional `-` (`_WHOLE`). Anything else is one line naming the parameter and what an id is (`TICKET_ID: 'abc'
     is not a ticket id (a whole number)`, cli/main.py), not click's `is not a valid
     integer range` or its range in `<=x<=` form."""
 
@@ -240,7 +246,7 @@ class Id(click.ParamType[int]):
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         else:
-            whole = _WHOLE.fullmatch(str(value).strip(" \t\n\r\v\f"))
+            whole = _WHOLE.fullmatch(str(value))
             if whole is None:
                 self.fail(f"{shown(value, 40)} is not a {self.what} (a whole number)", param, ctx)
             number = int(whole[1] + whole[2])
@@ -315,7 +321,8 @@ def _range(least: float | None, most: float | None) -> str:
 
 class Whole(click.IntRange):
     """A whole number within a range: the type of every integer option (`--limit`,
-    `--max-vms`, `--priority`, `--port`, ...). Anything else, or a number out of the
+    `--max-vms`, `--priority`, `--port`, ...), in ASCII digits (`_WHOLE`; a `-` only
+    where the range takes negatives). Anything else, or a number out of the
     range, is one line naming the option and what it takes (`--limit: 'x' is not a
     whole number from 1 to 100`, cli/main.py), not click's `is not a valid integer
     range` or its range in `<=x<=` form."""
@@ -330,8 +337,9 @@ class Whole(click.IntRange):
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         else:
-            whole = _WHOLE.fullmatch(str(value).strip(" \t\n\r\v\f"))
-            number = None if whole is None else int(whole[1] + whole[2])
+            whole = _WHOLE.fullmatch(str(value))
+            negative = whole is not None and whole[1] and self.min is not None and self.min >= 0
+            number = None if whole is None or negative else int(whole[1] + whole[2])
         least, most = self.min, self.max
         if (
             number is None
@@ -348,8 +356,8 @@ INT64 = Whole(-(2**63), 2**63 - 1)
 
 
 class Seconds(click.FloatRange):
-    """A finite number of seconds (no nan, no inf) within a range: the type of every
-    option given in seconds. Anything else is one line naming the option and what it
+    """A finite number of seconds (no nan, no inf) within a range, in plain decimal
+    (`_DECIMAL`): the type of every option given in seconds. Anything else is one line naming the option and what it
     takes (`--timeout: 'nan' is not a finite number of seconds from 0.001 to 31536000`,
     cli/main.py)."""
 
@@ -357,10 +365,12 @@ class Seconds(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         what = f"a finite number of seconds{_range(self.min, self.max)}"
-        try:
-            number = float(value) if isinstance(value, int | float) else float(str(value))
-        except ValueError:
-            number = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            plain = _DECIMAL.fullmatch(str(value))
+            negative = plain is not None and plain[1] and self.min is not None and self.min >= 0
+            number = math.nan if plain is None or negative else float(str(value))
         if not math.isfinite(number):
             self.fail(f"{shown(str(value), 40)} is not {what}", param, ctx)
         if (self.min is not None and number < self.min) or (
