@@ -61,6 +61,7 @@ class OptionReader:
     blind: Why | None
     optional: str
     letters: set[str]  # the short options read (`bash -s`, `python3 -m`)
+    module: str  # `python3 -m MODULE`: the module
     replace: str  # `xargs -I R`: R ("\n" while its word is due)
     code_texts: list[str]  # the words read as code (`sh -c 'echo {}'`)
 
@@ -94,7 +95,7 @@ class OptionReader:
     def _module(self, module: str) -> None:
         """`python3 -m MODULE`: the rest are the module's arguments, code for some."""
         assert self.prog is not None
-        self.mode = ""
+        self.mode, self.module = "", module
         if module in self.prog.code_modules:
             self._go_blind(
                 "", (f"the code of `{self.name} -m {module}`", self.prog.hint, self.name)

@@ -229,8 +229,11 @@ class PathReader(OptionReader):
             self._refuse(word, ENVIRONMENT_WHY)
 
 
-STDIN_CODE = frozenset(("perl", "ruby", "node", "php", "lua", "m4", "Rscript"))
+STDIN_CODE = frozenset(("perl", "ruby", "node", "php", "lua", "m4", "Rscript", "tclsh"))
 """Programs that read code from their input when given none (`echo ... | perl`)."""
+STDIN_MODULES = frozenset(("pdb", "code"))
+"""Python modules that read commands or code from their input whatever their arguments
+(`echo ... | python3 -m pdb main.py`: pdb runs `!stmt` and any Python statement)."""
 
 
 def _reads_stdin_code(command: PathReader) -> bool:
@@ -243,7 +246,12 @@ def _reads_stdin_code(command: PathReader) -> bool:
         return not command.switched and (no_file or "s" in command.letters)
     if prog.bang_operands:  # `ed`: its input is its commands (`!cmd` runs cmd)
         return True
+    if prog is PROGRAMS["vim"]:  # Ex mode (`ex`, `vim -e`, `-E`): its input is commands
+        ex = command.name.rsplit("/", 1)[-1] in ("ex", "gex", "nex")
+        return ex or bool({"e", "E"} & command.letters)
     if prog is PYTHON:
+        if command.module in STDIN_MODULES:
+            return True
         return not command.coded and no_file and "m" not in command.letters
     if prog.code_from:
         return command.count < prog.code_from

@@ -226,6 +226,30 @@ PROGRAMS: dict[str, Program] = {
         arg_flags="p", arg_long=("--prompt",), open_options=True, permute=True,
         bang_operands=True,
     ),
+    "tclsh": Program(  # `tclsh [FILE [ARG...]]`: its input is Tcl code when given no file
+        "the code of", "pass it as an argument after the script and read it there ($argv)",
+        open_options=True,
+    ),
+    # GNU getopt reads options after operands: `--filter`/`--compress-program` run a
+    # command through the shell (`split -l 5 f ${v}` with `--filter=CMD`)
+    "split": Program(
+        "the command of", BLIND_OPEN, code_long=("--filter",), arg_flags="abClnt",
+        arg_long=("--suffix-length", "--additional-suffix", "--bytes", "--line-bytes",
+                  "--lines", "--number", "--separator"),
+        open_options=True, abbrev=True, permute=True,
+    ),
+    "sort": Program(
+        "the command of", BLIND_OPEN, code_long=("--compress-program",), arg_flags="kotST",
+        arg_long=("--key", "--output", "--field-separator", "--buffer-size",
+                  "--temporary-directory", "--parallel", "--batch-size", "--files0-from",
+                  "--random-source", "--sort"),
+        open_options=True, abbrev=True, permute=True,
+    ),
+    # zip reads options after operands too: `-TT CMD`/`--unzip-command CMD` runs CMD by sh
+    "zip": Program(
+        "the command of", BLIND_OPEN, code_long=("--unzip-command",),
+        arg_flags="bnOtxiP", open_options=True, permute=True,
+    ),
     **RUNNERS,
 }  # fmt: skip
 PYTHON = Program(
@@ -239,7 +263,7 @@ PYTHON = Program(
 )  # fmt: skip
 ALIASES = {"vi": "vim", "nvim": "vim", "ex": "vim", "view": "vim", "nodejs": "node", "luajit": "lua", "gawk": "awk", "mawk": "awk", "nawk": "awk",
             "gsed": "sed", "busybox-sh": "sh",
-            "emacs-nox": "emacs", "emacsclient": "emacs", "sqlite": "sqlite3", "gm4": "m4",
+            "emacs-nox": "emacs", "emacsclient": "emacs", "sqlite": "sqlite3", "gm4": "m4", "wish": "tclsh",
             "slogin": "ssh"}  # fmt: skip
 PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*")
 VERSIONED = re.compile(r"([A-Za-z]+?)-?[0-9][0-9.]*")
@@ -266,7 +290,7 @@ MAKE_HINT = 'read it from the environment in a recipe: "$$INPUT_<KEY>"'
 
 
 NO_COMMAND = frozenset(("echo", "printf", "cat", "cp", "mv", "rm", "ln", "mkdir", "rmdir",
-                         "ls", "touch", "test", "[", "grep", "head", "tail", "wc", "sort",
+                         "ls", "touch", "test", "[", "grep", "head", "tail", "wc",
                          "uniq", "cut", "tr", "tee", "diff", "cmp", "chmod", "basename",
                          "dirname", "realpath", "readlink", "stat", "mktemp", "base64",
                          "jq", "curl", "wget", "read", "export", "local", "set", "unset",

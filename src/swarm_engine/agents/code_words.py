@@ -90,6 +90,7 @@ class Command(PathReader):
         self.prefix = ""  # `command`, `time`, `builtin` just read: their options come next
         self.prefix_arg = False  # the next word is the argument of `time -f`/`-o`
         self.letters = set()
+        self.module = ""  # `python3 -m MODULE`: the module
         self.replace = ""
         self.code_texts = []
         self.prev: Word | None = None  # the last word of `[[ ... ]]`
@@ -263,7 +264,7 @@ class Command(PathReader):
         if found is not None:
             self.unknown = ""
             self.name, self.prog = found
-            self.letters = set()
+            self.letters, self.module = set(), ""
             self.mode = "opts"
             self.switched = self.coded = self.ended = self.from_option = False
             self.operands = 0
