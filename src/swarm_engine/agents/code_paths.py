@@ -133,7 +133,7 @@ class PathReader(OptionReader):
             where = f"the input `xargs` gives `{name}` as arguments where it reads options"
         else:
             code = ["stdin"] if _reads_stdin_code(self) else []
-            where = f"the input piped into `{name}` (its code when given none)"
+            where = f"the input piped into `{name}` (read as its code or commands)"
         if code:
             hint = "read it from $INPUT_<KEY> there, or pass it as an argument"
             for word in self.piped:
