@@ -23,6 +23,10 @@ REFUSED = [
     ("split data.txt ${inputs.x}", "argument of `split` where it", None, "split"),
     ("sort -o out.txt in.txt ${inputs.x}", "argument of `sort` where it", None, "sort"),
     ("sort ${inputs.x} in.txt", "argument of `sort` where it", None, "sort"),
+    # the value picks the program sort runs to compress its temporary files
+    ("printf '#!/bin/sh\\ntouch \"$M\"; cat\\n' > c; chmod +x c; seq 1 3000 > d;"
+     " sort -S 1k -T . d ${inputs.x} > /dev/null", "argument of `sort` where it",
+     "--compress-program=./c", "sort"),
     ("echo hi > f.txt; zip -T out.zip f.txt ${inputs.x}", "argument of `zip` where it",
      '--unzip-command=touch "$M";', "zip"),
     ("echo ${inputs.x} | ex -s notes.txt", "piped into `ex`", '!touch "$M"', "ex"),
