@@ -497,6 +497,13 @@ def name_moved(path: Path, opened: Identity | None) -> str | None:
     went on in the old file would write where no one else looks."""
     if opened is None:
         return None
+    if opened[:2] == opened[2:]:  # the name was the file itself: one `lstat` tells (hot path)
+        try:
+            name = os.lstat(path)
+        except (OSError, ValueError):
+            name = None
+        if name is not None and (name.st_dev, name.st_ino) == opened[:2]:
+            return None
     try:
         info, name = os.stat(path), os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
