@@ -46,8 +46,13 @@ removes folders per ticket.
   config.toml: each workspace a folder measured every 50 ms, not a filesystem of its own
   mounted per VM (the default, `mount`); what the hard disk cap costs.
 
+* bare-f, huey-f (with `--fresh`): bare and huey, each job given what swarm-engine gives
+  each ticket: a new workspace and a new memory cgroup, made before it and removed after
+  it (`_freshjob.py`): what "huey plus my own sandbox call" costs with the same isolation
+  per job, not one folder and one cgroup shared by every job.
+
 Usage: python benchmarks/peers.py [-n 300] [--slots 4] [--reps 3] [--src PATH] [--quick]
-                                  [--floor] [--measured] [--json out.json]
+                                  [--floor] [--measured] [--fresh] [--json out.json]
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import _common
+from _freshjob import run_fresh_job
 from _common import (
     engine_log,
     host_cpu,
@@ -177,8 +183,11 @@ async def end_recipe(made: Any) -> None:
 
 # -- bare ------------------------------------------------------------------------------------
 def run_bare(recipe: dict[str, Any], n: int, slots: int) -> dict[str, float]:
+    def one(recipe: dict[str, Any]) -> tuple[float, float]:
+        return run_fresh_job(recipe, run_job) if recipe.get("fresh") else run_job(recipe)
+
     def jobs(pool: ThreadPoolExecutor) -> list[tuple[float, float]]:
-        return list(pool.map(run_job, [recipe] * n))
+        return list(pool.map(one, [recipe] * n))
 
     return _in_process(n, slots, jobs)[0]
 
@@ -295,7 +304,7 @@ def _huey(db: str, recipe_file: str) -> Any:
 
     @huey.task(name="job")
     def job(i: int) -> tuple[float, float]:
-        return run_job(recipe)
+        return run_fresh_job(recipe, run_job) if recipe.get("fresh") else run_job(recipe)
 
     return huey, job
 
@@ -437,6 +446,12 @@ def main() -> None:
         action="store_true",
         help="also run 'floor': bare plus the engine's records and files, in line per slot",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="also run 'bare-f' and 'huey-f': each job in a new workspace and memory cgroup"
+        " of its own, removed after it, as swarm-engine gives each ticket (_freshjob.py)",
+    )
     args = parser.parse_args()
     install_sigterm_handler()
     n, reps = (20, 1) if args.quick else (args.n, args.reps)
@@ -452,11 +467,16 @@ def main() -> None:
         runs["swarm-m"] = []
     if args.floor:
         runs["floor"] = []
+    if args.fresh:
+        runs["bare-f"], runs["huey-f"] = [], []
     with temp_root("peers") as root:
         recipe, vm = make_recipe(root)
         try:
             print("job:", shlex.join(recipe["argv"]), flush=True)
             run_job(recipe)  # warm: the page cache holds bwrap, sh, prlimit
+            fresh = recipe | {"fresh": True}
+            if args.fresh:
+                run_fresh_job(fresh, run_job)
             for rep in range(1, reps + 1):
                 for method in runs:
                     before = load1()
@@ -465,6 +485,10 @@ def main() -> None:
                         result = run_bare(recipe, n, args.slots)
                     elif method == "huey":
                         result = run_huey(python, root, recipe, n, args.slots, rep)
+                    elif method == "bare-f":
+                        result = run_bare(fresh, n, args.slots)
+                    elif method == "huey-f":
+                        result = run_huey(python, root, fresh, n, args.slots, rep + reps)
                     elif method == "floor":
                         result = run_floor(recipe, root, n, args.slots, rep)
                     elif method == "swarm-m":
@@ -480,7 +504,7 @@ def main() -> None:
                     }
                     runs[method].append(result)
                     print(
-                        f"rep {rep} {method:<5} {result['rate']:6.1f} jobs/s"
+                        f"rep {rep} {method:<6} {result['rate']:6.1f} jobs/s"
                         f"  (steady {result['span_rate']:6.1f}/s)"
                         f"  {result['seconds']:5.2f} s  load {before:.2f} -> {result['load_after']:.2f}"
                         f"  cpu/job: runner {result['runner_cpu_ms']:5.2f} ms,"
@@ -523,6 +547,12 @@ def main() -> None:
     if "swarm-m" in med:
         ratios |= {"swarm-m/huey": med["swarm-m"] / med["huey"]}
         ratios |= {"swarm-m/bare": med["swarm-m"] / med["bare"]}
+    if "huey-f" in med:
+        ratios |= {
+            "swarm/huey-f": med["swarm"] / med["huey-f"],
+            "swarm/bare-f": med["swarm"] / med["bare-f"],
+            "huey-f/huey": med["huey-f"] / med["huey"],
+        }
     if "floor" in med:
         ratios |= {
             "floor/huey": med["floor"] / med["huey"],
