@@ -76,7 +76,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import _common
-from _freshjob import run_fresh_job
 from _common import (
     engine_log,
     host_cpu,
@@ -92,6 +91,7 @@ from _common import (
     temp_root,
     write_json,
 )
+from _freshjob import run_fresh_job
 
 HUEY_VERSION = "3.5.4"
 VENVS = Path.home() / ".cache" / "swarm-engine-bench"
