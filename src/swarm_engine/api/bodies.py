@@ -1,10 +1,14 @@
 """JSON request bodies read with each key once: an object holding a key twice (at any
 depth) is refused with 422 `invalid_request` and one line (`body: duplicate key "a"`),
 instead of the last value silently winning (Python's reading; SQLite's `json_extract`
-reads the first), as `ticket create --inputs-json` refuses one."""
+reads the first), as `ticket create --inputs-json` refuses one. An integer of more digits
+than Python reads (4300) is a 422 too (`body: a number of more than 4300 digits`), not
+FastAPI's 400 `There was an error parsing the body`."""
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,6 +30,12 @@ class UniqueKeysRequest(Request):
                 self._json = loads_unique(await self.body())
             except DuplicateKey as exc:
                 raise HTTPException(status_code=422, detail=f"body: {exc.line}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise  # FastAPI's answers (422 naming where it stops being JSON; 400)
+            except ValueError:  # an integer past `sys.get_int_max_str_digits`
+                digits = sys.get_int_max_str_digits()
+                detail = f"body: a number of more than {digits} digits"
+                raise HTTPException(status_code=422, detail=detail) from None
         return self._json
 
 

@@ -41,6 +41,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from swarm_engine.api.auth import COOKIE, bearer, require_token
 from swarm_engine.api.deps import RegistryDep, Server, ServerDep, StoreDep
+from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.errors import SwarmError
 from swarm_engine.records import loads_unique, money
 from swarm_engine.registry import Registry
@@ -95,7 +96,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.filters["money"] = money
-TicketPath = Annotated[int, PathParam(ge=MIN_INT, le=MAX_ID)]
+TicketPath = Annotated[int, PathParam(ge=MIN_INT, le=MAX_ID), ASCII_WHOLE]
 TICKET_ID_TEXT = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 """A checked row's id as the bulk cancel form sends it (any 64-bit integer)."""
 
@@ -152,7 +153,7 @@ def _filters(
     status: Annotated[list[str] | None, Query()] = None,
     agent: Annotated[str, Query(max_length=200)] = "",
     workflow: Annotated[str, Query(max_length=200)] = "",
-    cursor: Annotated[int | None, Query(ge=MIN_INT, le=MAX_ID)] = None,
+    cursor: Annotated[int | None, Query(ge=MIN_INT, le=MAX_ID), ASCII_WHOLE] = None,
 ) -> Filters:
     return Filters(status or [], agent, workflow, cursor)
 

@@ -40,16 +40,19 @@ from starlette.types import Message, Receive, Scope, Send
 from swarm_engine.api import errors
 from swarm_engine.api.deps import ABORT_EXTENSION, ServerDep, Slots
 from swarm_engine.api.deps import Server as ServerState
+from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.errors import SwarmError, UsageError
 from swarm_engine.service.logs import BEFORE_ALL, Chunk, LogFollower, log_text, parse_position
 from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/tickets", tags=["logs"])
 TicketPath = Annotated[
-    int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer).")
+    int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer)."), ASCII_WHOLE
 ]
 RunQuery = Annotated[
-    int | None, Query(ge=MIN_INT, le=MAX_ID, description="Run N (default: the latest).")
+    int | None,
+    Query(ge=MIN_INT, le=MAX_ID, description="Run N (default: the latest)."),
+    ASCII_WHOLE,
 ]
 StepQuery = Annotated[str | None, Query(max_length=64, description="Only this step (its id).")]
 POLL_SECONDS = 0.1
@@ -138,6 +141,7 @@ async def stream(
     after: Annotated[
         int | None,
         Query(ge=MIN_INT, le=MAX_ID, description="Start after this chunk id (default: the first)."),
+        ASCII_WHOLE,
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> Response:

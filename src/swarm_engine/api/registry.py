@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from swarm_engine.api import models
 from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.records import MAX_DEFINITION_BYTES
 from swarm_engine.registry.listing import (
     MAX_CURSOR_CHARS,
@@ -60,7 +61,9 @@ def register_agent(
     return spec.model_dump(mode="json")
 
 
-Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_DEFINITIONS, description="At most this many.")]
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE_DEFINITIONS, description="At most this many."), ASCII_WHOLE
+]
 Cursor = Annotated[
     str | None,
     Query(max_length=MAX_CURSOR_CHARS, description="The `X-Next-Cursor` of the previous page."),
@@ -127,7 +130,7 @@ def workflow(ref: Ref, registry: RegistryDep) -> dict[str, Any]:
 @router.get("/workflows/{ref}/runs", response_model=list[models.Run], summary="A workflow's runs")
 def workflow_runs(
     ref: Ref, store: StoreDep, registry: RegistryDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    limit: Annotated[int, Query(ge=1, le=1000), ASCII_WHOLE] = 20,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The newest runs of a workflow (every version), newest first."""
     return run_service.of_workflow(store, registry, ref, limit)

@@ -8,12 +8,15 @@ from fastapi import APIRouter, Path, Query, Response
 
 from swarm_engine.api import models
 from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.api.tickets import paged
 from swarm_engine.service import runs as service
 from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
-RunPath = Annotated[int, Path(ge=MIN_INT, le=MAX_ID, description="A run id (any 64-bit integer).")]
+RunPath = Annotated[
+    int, Path(ge=MIN_INT, le=MAX_ID, description="A run id (any 64-bit integer)."), ASCII_WHOLE
+]
 
 
 @router.get("", response_model=list[models.Run], summary="Recent runs")
@@ -23,7 +26,7 @@ def recent(
     workflow: Annotated[
         str | None, Query(max_length=200, description="Only this workflow's runs (NAME).")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    limit: Annotated[int, Query(ge=1, le=1000), ASCII_WHOLE] = 20,
 ) -> list[dict[str, Any]]:
     """The newest runs of every ticket (or of one workflow), newest first, without steps."""
     if workflow is not None:
@@ -51,8 +54,9 @@ def steps(
             description="Only steps with a lower id (the `X-Before` of "
             "the previous answer, or a run's `steps_before`).",
         ),
+        ASCII_WHOLE,
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_STEPS)] = service.PAGE_STEPS,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_STEPS), ASCII_WHOLE] = service.PAGE_STEPS,
 ) -> list[dict[str, Any]]:
     """The run's newest `limit` step attempts below `before`, oldest first; `X-Total-Count`
     and `X-Before` headers page on (a run may have any number of steps)."""

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Path, Query, Response
 from swarm_engine.api import models
 from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
+from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.service import tickets as service
 from swarm_engine.service.runs import MAX_PAGE_RUNS, PAGE_RUNS, Window, runs_of_ticket
 from swarm_engine.service.values import MAX_ID, MIN_INT
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], route_class=UniqueKeysRoute)
 TicketPath = Annotated[
-    int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer).")
+    int, Path(ge=MIN_INT, le=MAX_ID, description="A ticket id (any 64-bit integer)."), ASCII_WHOLE
 ]
 
 
@@ -44,10 +45,11 @@ def list_tickets(
         str | None, Query(max_length=200, description="Agent NAME or NAME@VERSION.")
     ] = None,
     workflow: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=1000), ASCII_WHOLE] = 50,
     cursor: Annotated[
         int | None,
         Query(ge=MIN_INT, le=MAX_ID, description="`next_cursor` of the previous page."),
+        ASCII_WHOLE,
     ] = None,
 ) -> models.TicketPage:
     """Tickets newest first, `limit` per page. Keyset paging: each page costs about
@@ -110,6 +112,7 @@ Before = Annotated[
     int | None,
     Query(ge=MIN_INT, le=MAX_ID, description="Only those with a lower id (the `X-Before` of the "
           "previous answer, or the detail's `runs_before` / `events_before`)."),
+    ASCII_WHOLE,
 ]  # fmt: skip
 
 
@@ -128,7 +131,7 @@ def runs(
     store: StoreDep,
     response: Response,
     before: Before = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_RUNS)] = PAGE_RUNS,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_RUNS), ASCII_WHOLE] = PAGE_RUNS,
 ) -> list[dict[str, Any]]:
     """The ticket's newest `limit` runs (one per attempt) below `before`, oldest first, each
     with its steps; `X-Total-Count` and `X-Before` headers page on."""
@@ -141,7 +144,9 @@ def events(
     store: StoreDep,
     response: Response,
     before: Before = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_EVENTS)] = service.PAGE_EVENTS,
+    limit: Annotated[
+        int, Query(ge=1, le=service.MAX_PAGE_EVENTS), ASCII_WHOLE
+    ] = service.PAGE_EVENTS,
 ) -> list[dict[str, Any]]:
     """The ticket's newest `limit` status changes (by any writer) below `before`, oldest
     first; `X-Total-Count` and `X-Before` headers page on."""
