@@ -20,6 +20,10 @@ the server `SWARM_TEST_POSTGRES_URL` names):
    last `completed_at`); also M / (first `claimed_at` -> last `completed_at`). SQLite
    with one engine is the baseline; ratios are against one engine on PostgreSQL. The
    host's CPU (busy, iowait; every process) over each run, from /proc/stat.
+4. (`--only savepoint`, PostgreSQL only) what a write's SAVEPOINT costs: ticket
+   lifecycles through the store API, this checkout against each `--src PATH` (another
+   checkout's `src/`), and the raw statements with and without SAVEPOINT
+   (`_lifecycles.py`).
 
 PostgreSQL durability: the test helper starts its throwaway server with fsync,
 full_page_writes and synchronous_commit off; this script restarts it without those
@@ -31,7 +35,8 @@ A server named by SWARM_TEST_POSTGRES_URL is used as it is (its settings are pri
 
 Usage: python benchmarks/store_scale.py [-n 5000] [-m 400] [--per-gap 0.2:25,1:25]
        [--engines 1,2,3,4] [--pg-sync on,off] [--rounds 2] [--pg-fast]
-       [--only claims,latency,throughput] [--quick] [--json out.json]
+       [--only claims,latency,throughput,savepoint] [--lifecycles 300] [--src PATH]
+       [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from _common import (
     wait_until,
     write_json,
 )
+from _lifecycles import child, raw_savepoint
 
 from swarm_engine.store import Store, open_database, open_store
 
@@ -490,6 +496,71 @@ def measure_throughput(
     return out
 
 
+# -- 4. what a write's savepoint costs -------------------------------------------------------
+def measure_savepoint(stores: Stores, targets: list[Target], args: argparse.Namespace) -> Any:
+    """Lifecycles per code (this checkout, then each `--src`) and raw transactions, on
+    fresh databases (not migrated here: each child's code migrates its own), in rounds."""
+    codes: list[tuple[str, str | None]] = [("this checkout", None)]
+    codes += [(src, src) for src in args.src]
+    out: dict[str, Any] = {"lifecycles": [], "raw": [], "counts": {}}
+    for t in targets:
+        if t.dialect != "postgresql":
+            continue
+        for label, src in codes:
+            out["counts"][label] = child(src, bare_database(stores, t), 1, count=True)
+        for r in range(args.rounds):
+            for label, src in codes if r % 2 == 0 else codes[::-1]:
+                got = child(src, bare_database(stores, t), args.lifecycles)
+                assert got["done"] == args.lifecycles, got
+                print(f"  {t.label} {label}: {got['seconds'] * 1000 / got['n']:.2f} ms a"
+                      f" lifecycle ({got['imported']})", flush=True)  # fmt: skip
+                out["lifecycles"].append({"target": t.label, "code": label, **got})
+            url = stores.fresh(t)
+            out["raw"].append({"target": t.label, **raw_savepoint(url, args.lifecycles * 4)})
+    return out
+
+
+def bare_database(stores: Stores, target: Target) -> str:
+    """A new, empty PostgreSQL database with `target`'s synchronous_commit (no schema)."""
+    url = stores.server.create_database()
+    name = url.rsplit("/", 1)[1]
+    psql(url, f"ALTER DATABASE {name} SET synchronous_commit = {target.sync}")
+    return url
+
+
+def report_savepoint(result: dict[str, Any]) -> None:
+    if not result:
+        return
+    print("\nticket lifecycles through the store API, an engine's writes for a one-step"
+          " ticket (_lifecycles.py), median (min-max) over rounds; x = ms / this checkout's"
+          " ms")  # fmt: skip
+    print(f"{'store':<24}{'code':<34}{'ms/lifecycle':>22}{'writes/s':>18}{'x':>6}")
+    for target in dict.fromkeys(r["target"] for r in result["lifecycles"]):
+        mine = [r for r in result["lifecycles"] if r["target"] == target]
+        base = statistics.median(r["seconds"] / r["n"] for r in mine
+                                 if r["code"] == "this checkout")  # fmt: skip
+        for code in dict.fromkeys(r["code"] for r in mine):
+            runs = [r for r in mine if r["code"] == code]
+            ms = [r["seconds"] * 1000 / r["n"] for r in runs]
+            writes = result["counts"][code]["writes"]
+            rate = [r["n"] * writes / r["seconds"] for r in runs]
+            print(
+                f"{target:<24}{code[-33:]:<34}{spread(ms, '.2f'):>22}"
+                f"{spread(rate, '.0f'):>18}{statistics.median(ms) / 1000 / base:>6.3f}"
+            )
+    for code, seen in result["counts"].items():
+        print(f"one lifecycle, {code}: {seen['round_trips']} round trips, {seen['writes']}"
+              f" writes, {seen['savepoints']} savepoints")  # fmt: skip
+    print("raw: a transaction of one UPDATE tickets SET status, µs, median: bare; nested"
+          " (SAVEPOINT, UPDATE, RELEASE); savepoint (SAVEPOINT, UPDATE; the commit releases"
+          " it); x = against bare")  # fmt: skip
+    for r in result["raw"]:
+        bare = r["bare_us"]
+        print(f"{r['target']:<24}n {r['n']:>6}  bare {bare:7.1f}  nested {r['nested_us']:7.1f}"
+              f" (x {r['nested_us'] / bare:.3f})  savepoint {r['savepoint_us']:7.1f}"
+              f" (x {r['savepoint_us'] / bare:.3f})")  # fmt: skip
+
+
 def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -511,6 +582,10 @@ def main() -> None:
                         help="keep the test server's fsync=off, full_page_writes=off (not durable)")  # fmt: skip
     parser.add_argument("--only", default="claims,latency,throughput",
                         help="which measurements to run (default %(default)s)")  # fmt: skip
+    parser.add_argument("--lifecycles", type=int, default=300,
+                        help="savepoint: ticket lifecycles per child (300)")  # fmt: skip
+    parser.add_argument("--src", action="append", default=[],
+                        help="savepoint: also run this src/ folder's store (repeatable)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -518,6 +593,7 @@ def main() -> None:
     if args.quick:
         args.n, args.m, args.engines, args.rounds = 300, 40, [1, 2], 1
         args.gaps = {0.2: 5, 1.0: 3}
+        args.lifecycles = 30
     targets = [Target("sqlite")] + [Target("postgresql", s) for s in args.pg_sync.split(",")]
 
     print_machine()
@@ -539,15 +615,18 @@ def main() -> None:
             throughput = (
                 measure_throughput(root, stores, targets, args) if "throughput" in only else []
             )
+            loads["after throughput"] = load1()
+            savepoint = measure_savepoint(stores, targets, args) if "savepoint" in only else {}
             loads["after"] = load1()
     finally:
         server.stop()
     report(claims, latency, throughput, targets, args.engines)
+    report_savepoint(savepoint)
     print("load average (1 min): " + ", ".join(f"{k} {v:.2f}" for k, v in loads.items()))
     write_json(args.json, {"benchmark": "store_scale", "code": commit, "postgresql": settings,
                            "loads": loads, "claims": claims, "latency_samples_ms": latency,
                            "latency": {k: lat_stats(every_sample(v)) for k, v in latency.items()},
-                           "throughput": throughput})  # fmt: skip
+                           "throughput": throughput, "savepoint": savepoint})  # fmt: skip
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -565,6 +644,15 @@ def report(
     targets: list[Target],
     engine_counts: list[int],
 ) -> None:
+    if claims:
+        report_claims(claims, targets)
+    if latency:
+        report_latency(latency)
+    if throughput:
+        report_throughput(throughput, targets, engine_counts)
+
+
+def report_claims(claims: list[dict[str, Any]], targets: list[Target]) -> None:
     print("\nclaims/s, median (min-max) over rounds; every ticket claimed exactly once")
     configs = sorted({(r["claimers"], r["limit"]) for r in claims})
     print(f"{'store':<24}" + "".join(f"{f'{c} x limit {k}':>20}" for c, k in configs))
@@ -576,6 +664,8 @@ def report(
             cells.append(f"{spread(rates, '.0f'):>20}")
         print(f"{t.label:<24}" + "".join(cells))
 
+
+def report_latency(latency: dict[str, dict[str, Any]]) -> None:
     print("\ndispatch latency, claimed_at - created_at (ms)")
     print(f"{'store':<26}{'gap':>6}{'n':>5}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
     for label, result in latency.items():
@@ -588,6 +678,10 @@ def report(
                 f"{st[k]:>8.1f}" for k in ("p50", "p95", "p99", "max")))  # fmt: skip
     print("(notify: created_at -> a LISTEN client of this script got the ticket's NOTIFY)")
 
+
+def report_throughput(
+    throughput: list[dict[str, Any]], targets: list[Target], engine_counts: list[int]
+) -> None:
     print("\nthroughput, tickets/s, median (min-max) over rounds: rate = M / (first engine"
           " start -> last completed_at), span = M / (first claimed_at -> last completed_at);"
           " x1 = rate / 1 engine on PostgreSQL with the same sync (SQLite: against sync on);"
