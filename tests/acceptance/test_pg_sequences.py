@@ -86,6 +86,41 @@ def test_each_insert_repairs_a_wedged_sequence(pg_url: str, how: str) -> None:
     assert {(s["increment_by"], s["max_value"]) for s in seqs} == {(1, MAX_ID)}, seqs
 
 
+def test_a_write_wedged_mid_transaction_keeps_the_writes_before_it(pg_url: str) -> None:
+    """In one transaction, tickets are made while another client wedges the events'
+    sequence between them: each failing insert is rolled back to the savepoint set just
+    before it (not to one before an earlier write), repaired and run again; every ticket
+    and its event row are there once, with small ids."""
+    store = open_store(pg_url)
+    with store.transaction():
+        made = [store.tickets.create(title="first", agent_id="echo")]
+        for i in range(3):
+            wedge(pg_url, "max", ("ticket_events",))
+            made.append(store.tickets.create(title=f"then {i}", agent_id="echo"))
+            made.append(store.tickets.create(title=f"and {i}", agent_id="echo"))
+    assert made == sorted(set(made)) and made[-1] < 20, made  # (a failed try spends an id)
+    rows = pg_query(pg_url, "SELECT ticket_id, new_status FROM ticket_events ORDER BY id")
+    assert [(r["ticket_id"], r["new_status"]) for r in rows] == [(t, "open") for t in made]
+    assert highest(pg_url)["ticket_events"] < 20
+    store.close()
+
+
+def test_a_refused_write_in_a_transaction_leaves_the_rest_standing(pg_url: str) -> None:
+    """A write the database refuses for another reason (a duplicate id) is undone alone,
+    back to its savepoint: the transaction's other writes are kept and it goes on."""
+    store = open_store(pg_url)
+    with store.transaction():
+        first = store.tickets.create(title="first", agent_id="echo")
+        with pytest.raises(StoreIntegrityError, match="duplicate key"):
+            store.db.run(
+                "INSERT INTO tickets (id, title, agent_id) VALUES (%(id)s, 'again', 'echo')",
+                {"id": first},
+            )
+        second = store.tickets.create(title="second", agent_id="echo")
+    assert [store.tickets.get(t).title for t in (first, second)] == ["first", "second"]
+    store.close()
+
+
 def test_the_heartbeat_check_repairs_a_sequence_for_outside_writers(pg_url: str) -> None:
     """A wedged sequence no engine insert meets is repaired by the engine's heartbeat
     check (`Store.lower_raised_sequences`), so an outside writer's insert goes through."""

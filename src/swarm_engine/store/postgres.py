@@ -13,6 +13,7 @@ one transaction under an advisory lock; table `swarm_schema` holds each schema's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -47,6 +48,18 @@ client may wedge it again in between, as SQLite's `store/sqlite.py` allows for t
 WRITES = re.compile(r"\b(INSERT|UPDATE)\b", re.IGNORECASE)
 """A statement that may take an id (an insert, or an update whose trigger writes a
 `ticket_events` row): run so that a wedged id sequence can be repaired and it run again."""
+DRAWS = re.compile(
+    r"\bINSERT\s+INTO\s+(?:" + "|".join(pgsequences.ID_TABLES) + r")\b|\bUPDATE\s+tickets\b",
+    re.IGNORECASE,
+)
+"""A statement that draws an id by the store's schema: an insert into an id table, or an
+update of `tickets` (its status trigger inserts a `ticket_events` row). Only these run
+under a savepoint in a transaction (`_write`); the other writes (`vms`, `engines`,
+updates of runs and steps, `SELECT ... FOR UPDATE`) take none."""
+SAVEPOINT = "swarm_write"
+
+
+_FAILED = psycopg.pq.TransactionStatus.INERROR
 
 
 class IsoTimestampLoader(TimestamptzLoader):
@@ -170,22 +183,42 @@ class PostgresDatabase:
     ) -> Outcome:
         """`_execute`; a write that fails because another client wedged an id sequence
         (`nextval` at its limit, SQLSTATE 2200H) is run once more after the sequence is
-        repaired (`pgsequences.repair`). In a transaction, the write runs under a
-        savepoint, so that failing it does not end the transaction."""
+        repaired (`pgsequences.repair`). In a transaction, a write that draws an id
+        (`DRAWS`) runs after a savepoint, rolled back to when it fails, so that failing it
+        does not end the transaction. One round trip per such write: the savepoint of the
+        transaction's previous one is released in the same query (`_savepoint`), and the
+        last is released by the commit (docs/benchmarks.md measures what it costs)."""
         if not WRITES.search(sql):
             return self._execute(conn, sql, params)
+        guarded = in_transaction and DRAWS.search(sql) is not None
         for attempt in range(SEQUENCE_REPAIRS + 1):
             try:
-                if not in_transaction:
-                    return self._execute(conn, sql, params)
-                with conn.transaction():  # a savepoint
-                    return self._execute(conn, sql, params)
+                if guarded:
+                    self._savepoint(conn)
+                return self._execute(conn, sql, params)
             except psycopg.errors.SequenceGeneratorLimitExceeded:
-                if attempt == SEQUENCE_REPAIRS:
+                if attempt == SEQUENCE_REPAIRS or (in_transaction and not guarded):
                     raise
+                if guarded:
+                    conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
                 pgsequences.repair(conn, self.where)  # (none wedged now: another engine
                 # repaired it meanwhile, or it is not ours: run again all the same, bounded)
+            except psycopg.Error:
+                if guarded and conn.info.transaction_status == _FAILED:
+                    with contextlib.suppress(psycopg.Error):  # the rest of it stands
+                        conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+                raise
         raise AssertionError("unreachable")
+
+    def _savepoint(self, conn: psycopg.Connection[Any]) -> None:
+        """Set this transaction's savepoint before a write: the previous one (at most one
+        is open) released in the same round trip, so a transaction of many writes holds
+        one subtransaction, not one per write."""
+        if getattr(self._local, "savepoint", False):
+            conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}".encode())
+        else:
+            conn.execute(f"SAVEPOINT {SAVEPOINT}".encode())
+            self._local.savepoint = True
 
     def lower_raised_sequences(self) -> list[str]:
         """Repair each id sequence another client wedged (`pgsequences`): by a running
@@ -234,6 +267,7 @@ class PostgresDatabase:
                 self._capped(conn).transaction(),
             ):
                 self._local.conn = conn
+                self._local.savepoint = False
                 try:
                     yield self
                 finally:
