@@ -192,3 +192,23 @@ def test_bulk_ids_are_json_integers(api: Api) -> None:
         else:
             assert got.status_code in (400, 422), (raw, got.status_code, got.text[:300])
             assert "\n" not in got.json()["message"], got.text
+
+
+def test_a_definition_takes_json_numbers_only(api: Api) -> None:
+    """`POST /v1/agents`: an agent's `memory_mb` is a JSON integer, its `timeout_seconds`
+    any JSON number; text, `true` (and `256.0` for the integer) are a 422 naming the field,
+    as for agent.yaml."""
+    for i, (field, raw, taken) in enumerate([
+        ("memory_mb", "256", 256), ("memory_mb", '"256"', None), ("memory_mb", '" 256"', None),
+        ("memory_mb", "256.0", None), ("memory_mb", "true", None), ("memory_mb", "2e2", None),
+        ("timeout_seconds", "30", 30.0), ("timeout_seconds", "3e1", 30.0),
+        ("timeout_seconds", '"30"', None), ("timeout_seconds", "true", None),
+    ]):  # fmt: skip
+        text = f'{{"name": "n{i}", "version": "1", "kind": "shell", "command": "true", "{field}": {raw}}}'
+        got = api.post("/v1/agents", data=text, headers={"Content-Type": "application/json"})
+        if taken is None:
+            assert got.status_code == 422, (field, raw, got.text[:300])
+            assert field in got.json()["message"], got.text
+            assert "\n" not in got.json()["message"], got.text
+        else:
+            assert got.status_code == 201 and got.json()[field] == taken, (field, raw, got.text)
