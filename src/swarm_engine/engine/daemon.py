@@ -176,6 +176,10 @@ class Daemon:
             shortage.count_busy(lambda: len(self.active))  # (a wait that cannot end)
             try:
                 await self._claim_loop(session, watcher)
+                if self.until_idle and not self.draining.is_set() and not self.failed:
+                    # idle: what engines of this host that died left (their VMs) is
+                    # recorded before it goes, not left to the next start or `cleanup`
+                    await self._reap_gone(session)
                 if self.failed_why:
                     raise SwarmError(f"engine stopped: {self.failed_why}")
                 if self.failed:
