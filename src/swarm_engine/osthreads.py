@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PR_SET_NAME = 15
 """`prctl` option: set the calling thread's name (linux/prctl.h)."""
@@ -72,3 +77,56 @@ def name_file_workers(loop: asyncio.AbstractEventLoop) -> None:
     """Make `loop`'s default executor (`asyncio.to_thread`, `run_in_executor(None, ...)`:
     the engine's file work) one of named threads, `files`, of Python's default size."""
     loop.set_default_executor(executor(min(32, (os.cpu_count() or 1) + 4), "files"))
+
+
+class OneThread(Executor):
+    """An executor of one daemon thread named `name`, in order: what the engine's store
+    calls run on (`engine/gate.py`). Unlike a `ThreadPoolExecutor`, whose threads the
+    interpreter joins as it exits, a call that never returns (a database server that
+    stopped answering mid-query) cannot keep the process from ending: `shutdown(wait=False)`
+    leaves it behind."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=name, args=(name,), daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        future: Future[T] = Future()
+        self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def _work(self, name: str) -> None:
+        name_this_thread(name)
+        while (job := self._jobs.get()) is not None:
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del job, future, call
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new calls; the queued ones still run (all of them cancelled first with
+        `cancel_futures`); `wait`: until the thread has run them all."""
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        self._jobs.put(None)
+        if wait:
+            self._thread.join()

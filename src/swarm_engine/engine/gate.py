@@ -6,9 +6,13 @@ pump output, renew leases and notice cancels, and the calls never interleave ins
 another call's transaction. `retrying` turns a busy store into a delay: a transient
 `StoreBusyError` is retried with capped exponential backoff for as long as the caller
 says it still makes sense (typically: while the attempt's lease is held), and never past
-the deadline an engine that is being stopped sets (`give_up_after`): from then on each call
-waits for a lock only until that deadline (none at all once it has passed), so calls
-queued on the one thread do not each wait out a whole busy timeout in turn.
+the deadline an engine that is being stopped sets: one `lease_ttl` without an answer from
+the store once it is told to stop (`stopping`), one `lease_ttl` after its abort
+(`give_up_after`). From then on each call waits for a lock only until that deadline (none
+at all once it has passed), so calls queued on the one thread do not each wait out a
+whole busy timeout in turn, and a call that never returns (a server paused or cut off
+mid-query) is no longer waited for: the engine exits in bounded time however the store
+fails (docs/engine.md, "A store that does not answer while the engine stops").
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import asyncio
 import functools
 import logging
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Future
+from typing import Any, ParamSpec, TypeVar
 
 from swarm_engine.errors import HostShortageError, StoreBusyError, StoreGoneError
-from swarm_engine.osthreads import executor
+from swarm_engine.osthreads import OneThread
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,9 @@ T = TypeVar("T")
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 WARN_EVERY = 5.0
+LAST_TRY = 1.0
+"""Seconds a call started after the store was given up is waited for (it is still tried:
+a store that answers again takes it at once)."""
 
 
 def store_said(exc: BaseException) -> str:
@@ -43,38 +52,111 @@ class StoreGate:
     """Runs store calls on one worker thread. Close it after the last call."""
 
     def __init__(self, wait_at_most: Callable[[float | None], None] | None = None) -> None:
-        self._executor = executor(1, "store")
+        self._thread = OneThread("store")
         self._wait_at_most = wait_at_most
         """How to cap the lock wait of the store's next calls (`Database.wait_at_most`)."""
         self._last_warning = 0.0
         self._give_up_at: float | None = None
         """Monotonic time after which a busy store is no longer waited out (see
         `give_up_after`); None: never."""
+        self._grace: float | None = None
+        """Seconds without an answer after which a stopping engine gives its store up
+        (`stopping`); None: not stopping."""
+        self._stopped_at = 0.0
+        self._gave_up = False
+        self.answered_at = time.monotonic()
+        """When a store call last ended otherwise than busy, or a call was asked of a
+        store that owed no answer (monotonic): the start of its silence, if any."""
+        self.trouble: str | None = None
+        """What the last busy (or unanswered) call since the store's last answer said,
+        for the line of a stop given up."""
+        self._pending: set[Future[Any]] = set()
+        """Calls handed to the thread and not ended yet."""
+        self._news: asyncio.Future[None] | None = None
+        """Resolved when a give-up deadline is set or brought forward (`_tell`)."""
         self.on_gone: Callable[[StoreGoneError], None] | None = None
         """Told (on the event loop) of each `StoreGoneError` a call raises, before the
         caller sees it: the store's file went away, so its owner stops (`EngineSession`)."""
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args, **kwargs)
+        if self._pending and self.given_up():  # the thread still waits on a store given up
+            raise self._unanswered()
+        if not self._pending and self.trouble is None:  # the store owes nothing: its
+            self.answered_at = time.monotonic()  # silence counts from this call on
+        job = self._thread.submit(self._bounded, call)
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
         try:
-            return await loop.run_in_executor(
-                self._executor, functools.partial(self._bounded, call)
-            )
+            return await self._outcome(job)
         except StoreGoneError as exc:
             if self.on_gone is not None:
                 self.on_gone(exc)
             raise
 
+    async def _outcome(self, job: Future[T]) -> T:
+        """`job`'s result, waited for while no give-up deadline has passed (a call started
+        after it gets `LAST_TRY` seconds); then `StoreBusyError`, the job left to end on
+        the thread as it will (a server that stopped answering mid-query: never)."""
+        started = time.monotonic()
+        waiting = asyncio.wrap_future(job)
+        try:
+            while True:
+                deadline = self.deadline()
+                timeout = None
+                if deadline is not None:
+                    timeout = max(deadline, started + LAST_TRY) - time.monotonic()
+                    if timeout <= 0:
+                        break
+                either: set[asyncio.Future[Any]] = {waiting, self._news_future()}
+                await asyncio.wait(either, timeout=timeout, return_when=FIRST_COMPLETED)
+                if waiting.done():
+                    return waiting.result()
+        except asyncio.CancelledError:
+            waiting.cancel()
+            raise
+        waiting.cancel()
+        self._gave_up = True
+        if self.trouble is None:
+            self.trouble = f"a call got no reply in {time.monotonic() - started:.0f}s"
+        raise self._unanswered()
+
+    def _news_future(self) -> asyncio.Future[None]:
+        if self._news is None or self._news.done():
+            self._news = asyncio.get_running_loop().create_future()
+        return self._news
+
+    def _tell(self) -> None:
+        """A give-up deadline was set or brought forward: waits look at it again."""
+        if self._news is not None and not self._news.done():
+            self._news.set_result(None)
+
+    def _unanswered(self) -> StoreBusyError:
+        silent = time.monotonic() - self.answered_at
+        return StoreBusyError(f"the store has not answered for {silent:.0f}s")
+
     def _bounded(self, call: Callable[[], T]) -> T:
         """On the store thread, as the call starts (a call queued before the deadline was
         set is bounded too): once a give-up deadline is set, the call waits for a lock
         only until it (not at all once it has passed: it is still tried, since a free
-        store takes it at once)."""
-        deadline = self._give_up_at
+        store takes it at once). A call that ends otherwise than busy is an answer."""
+        deadline = self.deadline()
         if deadline is not None and self._wait_at_most is not None:
             self._wait_at_most(max(0.0, deadline - time.monotonic()))
-        return call()
+        try:
+            result = call()
+        except StoreBusyError as exc:
+            self.trouble = str(exc)
+            raise
+        except BaseException:
+            self._answered()
+            raise
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        self.answered_at = time.monotonic()
+        self.trouble = None
 
     async def retrying(
         self,
@@ -108,19 +190,45 @@ class StoreGate:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
+    def stopping(self, grace: float) -> None:
+        """The engine is told to stop: from now on a store that goes `grace` seconds
+        without answering (busy, unreachable, or a call that never returns), counted from
+        now or from its last answer if later, is given up: each retrying call raises its
+        last `StoreBusyError`, a call under way is no longer waited for, and every later
+        call is tried once (`LAST_TRY`), so the engine exits in bounded time. The first
+        call counts."""
+        if self._grace is None:
+            self._grace = grace
+            self._stopped_at = time.monotonic()
+            self._tell()
+
     def give_up_after(self, seconds: float) -> None:
-        """The engine is being stopped: `seconds` from now on (an earlier deadline set
-        before stays), no call waits out a busy store any more: each retrying call
+        """The engine aborts: `seconds` from now on (an earlier deadline, this one's or
+        `stopping`'s, stays), no call waits out a busy store any more: each retrying call
         raises its last `StoreBusyError`, and every call started from now on waits for a
         lock only until the deadline, so the engine exits in bounded time. What was not
         written then is left to the reaper and the expired-lease reclaim."""
         deadline = time.monotonic() + seconds
         if self._give_up_at is None or deadline < self._give_up_at:
             self._give_up_at = deadline
+            self._tell()
+
+    def deadline(self) -> float | None:
+        """When (monotonic) the store is given up, as things stand; None: never."""
+        at = None
+        if self._grace is not None:
+            at = max(self._stopped_at, self.answered_at) + self._grace
+        if self._give_up_at is not None:
+            at = self._give_up_at if at is None else min(at, self._give_up_at)
+        return at
 
     def given_up(self) -> bool:
-        """Whether the `give_up_after` deadline has passed."""
-        return self._give_up_at is not None and time.monotonic() >= self._give_up_at
+        """Whether the store was given up (a deadline passed: for good, even if it answers
+        again later, so the stop stays bounded)."""
+        if not self._gave_up:
+            deadline = self.deadline()
+            self._gave_up = deadline is not None and time.monotonic() >= deadline
+        return self._gave_up
 
     def warn(self, message: str) -> None:
         """Log a transient trouble at most every few seconds (a lock can last minutes)."""
@@ -129,5 +237,12 @@ class StoreGate:
             self._last_warning = now
             log.warning("%s", message)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+    def close(self) -> bool:
+        """No more calls. Waits for the calls under way, unless the store was given up
+        while one still waits on it: that one is left behind (its thread never keeps the
+        process from ending). Whether the thread is done."""
+        if self._pending and self.given_up():
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            return False
+        self._thread.shutdown(wait=True)
+        return True
