@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LostReason, refused
-from swarm_engine.errors import StoreError
+from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store import Store, Ticket
 
 log = logging.getLogger("swarm_engine.engine.runner")  # (its lines are the runner's)
@@ -58,13 +58,14 @@ async def unfenced(
 
 async def close_left(
     gate: StoreGate, store: Store, ticket: Ticket, crash: Exception | None
-) -> None:
+) -> bool:
     """The attempt's task ends (done, failed, cancelled, lost, aborted, crashed): a run of
     the attempt that the store still marks `running` is closed `failed` now (with its
     unfinished steps; `LEFT_RUNNING`, or the crash), retried while the store is busy and to
     the end whatever cancel comes meanwhile. The task has stopped its steps' sandboxes by
     then. A store that stays busy past an engine stop's deadline leaves it to the lease
-    reclaim (or the rule for gone engines); a close the store refused is logged."""
+    reclaim (or the rule for gone engines): False then. A close the store refused is
+    logged."""
     attempt = str(ticket.attempt_id)
     error = LEFT_RUNNING
     if crash is not None:  # (as `EngineSession.run_claimed` records a crash)
@@ -72,15 +73,22 @@ async def close_left(
     write = gate.retrying(store.runs.abandon_attempt, attempt, error)
     try:
         closed = await to_the_end(asyncio.ensure_future(write))
+    except StoreBusyError as exc:  # the engine stops and gave the store up
+        log.warning(
+            "ticket %s: its run could not be closed as its attempt ended: %s; left to"
+            " the expired-lease reclaim", ticket.id, exc, extra={"ticket_id": ticket.id},
+        )  # fmt: skip
+        return False
     except StoreError as exc:
         log.log(
             logging.DEBUG if refused(exc) else logging.WARNING,
             "ticket %s: its run could not be closed as its attempt ended: %s",
             ticket.id, exc, extra={"ticket_id": ticket.id},
         )  # fmt: skip
-        return
+        return True
     if closed and crash is None:  # (a crash is logged with its traceback)
         log.warning(
             "ticket %s: its run was left running as its attempt ended; closed failed",
             ticket.id, extra={"ticket_id": ticket.id},
         )  # fmt: skip
+    return True

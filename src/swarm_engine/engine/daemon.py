@@ -7,7 +7,9 @@ claims; running tickets finish), the second aborts (running tickets are cancelle
 their VMs destroyed, and the tickets re-queued for another attempt). An abort that a busy
 store keeps from being recorded is retried while the ticket's lease is held; a ticket
 whose lease is given up first stays `running` in the store until its lease expires and
-any engine (or `cleanup`) re-queues it: `Daemon.unrecorded` names those.
+any engine (or `cleanup`) re-queues it: `Daemon.unrecorded` names those. From the first
+stop on, a store that goes one `lease_ttl` without answering is given up (the drain and
+the abort alike), so a stop ends in bounded time even when the store is gone.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class Daemon:
             self.draining.set()
             if self.session is not None:  # recorded with the next heartbeat
                 self.session.state = "draining"
+                self.session.stopping()  # a store that stops answering is given up
             return "draining"
         if self._stop_requests == 2:
             log.warning(
@@ -119,9 +122,20 @@ class Daemon:
 
     @property
     def unrecorded(self) -> list[int]:
-        """Tickets whose abort the store did not take before their leases were given up:
-        still `claimed`/`running` until the expired-lease reclaim re-queues them."""
+        """Tickets whose end (their abort, or the close of a run whose lease was given
+        up) the store did not take before the engine stopped waiting for it: still
+        `claimed`/`running` until the expired-lease reclaim re-queues them."""
         return [] if self.session is None else list(self.session.runner.unrecorded)
+
+    @property
+    def end_unrecorded(self) -> bool:
+        """The store was given up before this engine's own end was recorded."""
+        return self.session is not None and self.session.end_unrecorded
+
+    @property
+    def store_trouble(self) -> str | None:
+        """What the store last said in failing a call (busy, unreachable), if it did."""
+        return None if self.session is None else self.session.gate.trouble
 
     def install_signal_handlers(self, on_stop: Callable[[str], None] | None = None) -> None:
         """SIGINT, SIGTERM and SIGHUP (a closed terminal) call `request_stop`, then
@@ -149,6 +163,19 @@ class Daemon:
         session.runner.on_row_lost = self._row_lost
         self.session = session
         session.on_gone = self._store_gone
+        if self._stop_requests:  # told to stop before its session was made
+            session.stopping()
+        try:
+            await self._run(session)
+        except StoreBusyError:
+            if not session.gate.given_up():
+                raise
+            # a stopping engine gave the store up while starting: what that left
+            # unrecorded is said by its caller (`unrecorded`, `end_unrecorded`)
+        if self.failed_why:  # seen only as the engine ended (its store's file gone)
+            raise SwarmError(f"engine stopped: {self.failed_why}")
+
+    async def _run(self, session: EngineSession) -> None:
         async with session:
             self.started_report = await session.gate.retrying(
                 cleanup,

@@ -437,7 +437,8 @@ class TicketRunner(Refusals):
             or ticket.id in self.unrecorded
         ):
             return
-        await close_left(self.gate, self.store, ticket, crash)
+        if not await close_left(self.gate, self.store, ticket, crash):
+            self.left_claimed(ticket)  # the store was given up: its lease settles it
 
     async def _close(
         self,

@@ -152,6 +152,9 @@ class EngineSession:
             self.store, self.engine_id, kind=kind, host=settings.host_id, pid=os.getpid(),
             max_vms=self.max_vms, backend=self.backend_name,
         )  # fmt: skip
+        self.end_unrecorded = False
+        """The store was given up before this engine's end (`engines.stopped`) was
+        recorded: its row says `running` or `draining` until `cleanup` or a start."""
         self.gone: str | None = None
         """Why this session stopped using its store: its file went away (`StoreGoneError`)."""
         self.on_gone: Callable[[str], None] = lambda why: None
@@ -217,6 +220,7 @@ class EngineSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.stopping()  # (its runs are over: what is left to write is bounded too)
         try:
             await self.pool.close()
         finally:
@@ -225,15 +229,26 @@ class EngineSession:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self.keeper_task
             if self.registered:
-                with contextlib.suppress(StoreError):
-                    await self.gate(self.store.engines.stopped, self.engine_id)
+                try:
+                    await self.gate.retrying(self.store.engines.stopped, self.engine_id)
+                except StoreBusyError:  # given up: `cleanup` or the next start records it
+                    self.end_unrecorded = True
+                except StoreError:
+                    pass
             await self._close()
 
     async def _close(self) -> None:
         self.runner.checker.close()
-        self.gate.close()
+        if not self.gate.close():  # a call still waits on a store given up: its
+            return  # connection is left to the process's end, never waited for
         self.registry.close()
         self.store.close()
+
+    def stopping(self) -> None:
+        """The engine is told to stop (drains): a store that goes one `lease_ttl` without
+        answering from now on (or from its last answer, if later) is given up, so the
+        engine exits in bounded time however the store fails (`StoreGate.stopping`)."""
+        self.gate.stopping(self.settings.lease_ttl)
 
     def _store_gone(self, exc: StoreGoneError) -> None:
         if self.gone is None:
@@ -246,6 +261,7 @@ class EngineSession:
         for longer than one `lease_ttl`, so the engine exits in bounded time."""
         self.runner.stopping = True
         self.keeper.aborting = True
+        self.stopping()
         self.gate.give_up_after(self.settings.lease_ttl)
 
     async def _plan_patiently(self, ticket: Ticket) -> Plan | SwarmError:
@@ -405,6 +421,12 @@ class EngineSession:
             raise
         except NotFoundError as exc:  # the row was deleted while it ran: nothing to record
             log.warning("ticket %s: %s; its run was stopped", ticket.id, exc)
+            return None
+        except StoreBusyError as exc:
+            if not self.gate.given_up():  # (a retried call raises it only then)
+                raise
+            log.info("ticket %s: %s; its end is left to its lease's expiry", ticket.id, exc)
+            self.runner.left_claimed(ticket)
             return None
         except Exception as exc:
             log.exception("ticket %s: the run crashed", ticket.id)

@@ -10,6 +10,7 @@ it reconnects with backoff and sets `changed` every `FALLBACK_POLL` seconds inst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "swarm_tickets"
 FALLBACK_POLL = 1.0
 RECONNECT_MAX = 5.0
+PROBE_TIMEOUT = 5.0
+"""Seconds `any_open` (and closing its connection) waits for the server."""
 
 
 class NotifyWatcher:
@@ -83,23 +86,30 @@ class NotifyWatcher:
             await asyncio.sleep(FALLBACK_POLL)
 
     async def any_open(self) -> bool:
-        """Whether some ticket is open (True when that cannot be read right now)."""
+        """Whether some ticket is open (True when that cannot be read right now, or
+        within `PROBE_TIMEOUT`: a server that stopped answering mid-query, `SIGSTOP`, a
+        dropped network, would hold the claim loop, and the engine's stop, for ever)."""
         try:
-            if self._probe is None or self._probe.closed:
-                self._probe = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=5
-                )
-            cur = await self._probe.execute(self._any_open, {})
-            return await cur.fetchone() is not None
-        except psycopg.Error:
+            return await asyncio.wait_for(self._read_open(), PROBE_TIMEOUT)
+        except (psycopg.Error, TimeoutError):
             if self._probe is not None:
-                await self._probe.close()
-                self._probe = None
+                probe, self._probe = self._probe, None
+                with contextlib.suppress(psycopg.Error):
+                    await asyncio.wait_for(probe.close(), PROBE_TIMEOUT)
             return True
+
+    async def _read_open(self) -> bool:
+        if self._probe is None or self._probe.closed:
+            self._probe = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=5
+            )
+        cur = await self._probe.execute(self._any_open, {})
+        return await cur.fetchone() is not None
 
     async def aclose(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
         if self._probe is not None:
-            await self._probe.close()
-            self._probe = None
+            probe, self._probe = self._probe, None
+            with contextlib.suppress(psycopg.Error, TimeoutError):
+                await asyncio.wait_for(probe.close(), PROBE_TIMEOUT)
