@@ -21,7 +21,14 @@ from swarm_engine.cli.app import (
     store_of,
 )
 from swarm_engine.cli.logsetup import setup_logging
-from swarm_engine.cli.text import left_running, ms, reaped_when, short, terminal_width, visible
+from swarm_engine.cli.text import (
+    ms,
+    reaped_when,
+    short,
+    stop_unrecorded,
+    terminal_width,
+    visible,
+)
 from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
@@ -31,7 +38,7 @@ from swarm_engine.engine.hostlock import (
     hold_engine_lock,
     holding,
 )
-from swarm_engine.errors import ConflictError, StoreBusyError, SwarmError
+from swarm_engine.errors import ConflictError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.osthreads import name_file_workers
 from swarm_engine.store import Store
 from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
@@ -144,9 +151,13 @@ def start(
         (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
         stopping.unlink(missing_ok=True)
         ready.unlink(missing_ok=True)
-        if daemon.unrecorded:
-            line = left_running(daemon.unrecorded, "re-queued", settings.lease_ttl)
-            click.echo(f"warning: {line}", err=True)
+        lost = stop_unrecorded(
+            daemon.unrecorded, daemon.end_unrecorded, settings.lease_ttl, daemon.store_trouble
+        )
+        if lost is not None and sys.exc_info()[0] is not None:  # said with its error
+            click.echo(f"warning: {lost}", err=True)
+    if lost is not None:  # records lost: not a clean stop
+        raise StoreError(f"engine stopped after running {daemon.claimed} ticket(s), {lost}")
     click.echo(f"engine stopped after running {daemon.claimed} ticket(s)")
 
 

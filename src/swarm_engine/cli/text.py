@@ -199,6 +199,34 @@ def left_running(ticket_ids: list[int], meant: str, lease_ttl: float) -> str:
     )
 
 
+def stop_unrecorded(
+    ticket_ids: list[int], end_unrecorded: bool, lease_ttl: float, trouble: str | None
+) -> str | None:
+    """What an engine's stop left unrecorded because the store stayed busy or did not
+    answer (`ticket_ids`: tickets still leased to it; `end_unrecorded`: its own end), as
+    one clause; None when it recorded everything."""
+    if not ticket_ids and not end_unrecorded:
+        return None
+    said = []
+    if ticket_ids:
+        ids = ", ".join(map(str, sorted(ticket_ids)))
+        said.append(
+            f"ticket(s) {ids} left leased to it, never run twice: they are re-queued when"
+            f" their leases expire (within {lease_ttl:g}s) by any running engine or"
+            " 'swarm-engine cleanup'"
+        )
+    if end_unrecorded:
+        said.append(
+            "its own stop not recorded ('swarm-engine status' shows it dead, 'swarm-engine"
+            " cleanup' or the next start records it)"
+        )
+    why = f" ({short(trouble, 200)})" if trouble else ""
+    return (
+        f"without recording all of its stop: the store stayed busy or unreachable{why}"
+        f" until it was given up; " + "; ".join(said)
+    )
+
+
 def reaped_when(seconds: int) -> str:
     """What becomes of an engine of this host whose process this host does not show but
     whose heartbeat is younger than a lease: killed, most likely, or an engine of another
