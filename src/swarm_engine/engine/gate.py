@@ -118,7 +118,7 @@ class StoreGate:
         waiting.cancel()
         self._gave_up = True
         if self.trouble is None:
-            self.trouble = f"a call got no reply in {time.monotonic() - started:.0f}s"
+            self.trouble = f"a call still unanswered after {time.monotonic() - started:.0f}s"
         raise self._unanswered()
 
     def _news_future(self) -> asyncio.Future[None]:
