@@ -43,6 +43,10 @@ from swarm_engine.vm import shortage
 
 log = logging.getLogger(__name__)
 
+ABORT_GRACE = 0.5
+"""From the abort on (a second stop), the store is waited for at most this part of
+`lease_ttl` more, and never past the first stop's bound (`EngineSession.stopping`)."""
+
 
 class Daemon:
     def __init__(
@@ -115,8 +119,8 @@ class Daemon:
         return "aborting"
 
     def _abort(self) -> None:
-        if self.session is not None:
-            self.session.abort()
+        if self.session is not None:  # (a second stop goes faster than the first)
+            self.session.abort(ABORT_GRACE * self.settings.lease_ttl)
         for task in self.active:
             task.cancel()
 

@@ -255,14 +255,15 @@ class EngineSession:
             self.gone = str(exc)
             self.on_gone(self.gone)
 
-    def abort(self) -> None:
+    def abort(self, grace: float | None = None) -> None:
         """Stop the runs of this session now (the caller cancels their tasks): each records
         its abort (`TicketRunner.stopping`), and from now on no busy store is waited out
-        for longer than one `lease_ttl`, so the engine exits in bounded time."""
+        for longer than `grace` (one `lease_ttl` unless given) nor past the stop's own
+        bound (`stopping`), so the engine exits in bounded time."""
         self.runner.stopping = True
         self.keeper.aborting = True
         self.stopping()
-        self.gate.give_up_after(self.settings.lease_ttl)
+        self.gate.give_up_after(self.settings.lease_ttl if grace is None else grace)
 
     async def _plan_patiently(self, ticket: Ticket) -> Plan | SwarmError:
         # on the store thread (the registry is a database too), patiently: a busy or
