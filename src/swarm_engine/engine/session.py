@@ -423,13 +423,11 @@ class EngineSession:
         except NotFoundError as exc:  # the row was deleted while it ran: nothing to record
             log.warning("ticket %s: %s; its run was stopped", ticket.id, exc)
             return None
-        except StoreBusyError as exc:
-            if not self.gate.given_up():  # (a retried call raises it only then)
-                raise
-            log.info("ticket %s: %s; its end is left to its lease's expiry", ticket.id, exc)
-            self.runner.left_claimed(ticket)
-            return None
         except Exception as exc:
+            if isinstance(exc, StoreBusyError) and self.gate.given_up():  # the engine stops
+                log.info("ticket %s: %s; its end is left to its lease's expiry", ticket.id, exc)
+                self.runner.left_claimed(ticket)
+                return None
             log.exception("ticket %s: the run crashed", ticket.id)
             error = f"internal error: {type(exc).__name__}: {exc}"
             assert ticket.attempt_id is not None
