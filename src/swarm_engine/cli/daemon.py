@@ -196,8 +196,8 @@ def _ours(settings: Settings, pid: object) -> bool:
 
 def _still_running(settings: Settings, pids: list[int], timeout: float) -> str:
     """`stop`'s error when engines outlive its wait: those still draining are aborted by
-    another `stop`; those aborting already are past what any `stop` does (a busy store
-    delays their exit by at most one lease_ttl after the abort, or one busy timeout)."""
+    another `stop`; those aborting already are past what any `stop` does (a busy or
+    silent store delays their exit by at most half a lease_ttl after the abort)."""
     aborting = [p for p in pids if _mark(settings, p) == "aborting"]
     draining = [p for p in pids if p not in aborting]
     said = []
