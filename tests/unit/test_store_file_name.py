@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm_engine.store.sqlite import file_identity, name_moved
+from swarm_engine.store.dbfile import file_identity, name_moved
 
 
 def _db(folder: Path, through_link: bool) -> Path:

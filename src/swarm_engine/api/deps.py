@@ -17,7 +17,7 @@ from swarm_engine.errors import StoreError
 from swarm_engine.registry import Registry
 from swarm_engine.service.metrics import StatusCounts, Tally
 from swarm_engine.store import Store, is_url, open_store
-from swarm_engine.store.sqlite import Identity, file_identity, name_moved
+from swarm_engine.store.dbfile import Identity, file_identity, name_moved
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from swarm_engine.errors import (
     StoreGoneError,
     SwarmError,
 )
+from swarm_engine.store.dbfile import file_identity, name_moved
 from swarm_engine.store.passover import PASS_OVER_HEARTBEATS, PassedOver
-from swarm_engine.store.sqlite import file_identity, name_moved
 from swarm_engine.vm import shortage
 
 log = logging.getLogger(__name__)
