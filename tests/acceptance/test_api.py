@@ -647,3 +647,17 @@ def test_implausible_usage_spoils_no_total(world: World) -> None:
     }
     assert all("implausible" in d for d in huge["defects"])
     assert steps["fine"]["defects"] == []
+
+
+def test_sigterm_stops_the_server_saying_so(tmp_path: Path) -> None:
+    """SIGTERM (a service manager's stop) ends `serve` with exit 0 and one line, as Ctrl-C
+    ends it with its own; it used to die of the signal (exit 143) without a word."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    api = start_api(home)
+    assert api.get("/v1/tickets").status_code == 200
+    said = api.stop()  # SIGTERM
+    assert api.proc.returncode == 0, said
+    assert said.rstrip().splitlines()[-1] == (
+        "API stopped (SIGTERM): open requests were given their time to end"
+    ), said

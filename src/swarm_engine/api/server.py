@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -55,8 +56,11 @@ def serve(
     token: str | None,
     *,
     ready: Callable[[str], None] = lambda url: None,
-) -> None:
+) -> str | None:
     """Serve the API until SIGINT or SIGTERM. `ready(url)` is called once it listens.
+    Returns "SIGTERM" when a SIGTERM stopped it (open requests were given
+    `GRACEFUL_SECONDS` to end), None when it stopped otherwise; SIGINT raises
+    `KeyboardInterrupt` once it has stopped, as any command's Ctrl-C does.
     `UsageError` for a non-loopback `host` without `token`, or an address that cannot be
     used; `SwarmError` when the server stopped because its SQLite store's or registry's
     file was deleted or replaced while it served it (`Server.check_file`)."""
@@ -105,14 +109,24 @@ def serve(
             name="store-file-watch", daemon=True,
         ).start()  # fmt: skip
         ready(url_of(sock))
+        # uvicorn stops on SIGTERM, puts back the handler it found and sends the signal
+        # again: to this one, which notes it (the default would end the process unsaid)
+        # (signals reach the main thread only; a server run on another has none)
+        terminated: list[int] = []
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            previous = signal.signal(signal.SIGTERM, lambda sig, _: terminated.append(sig))
         try:
             server.run(sockets=[sock])
         finally:
             stop.set()
+            if main:
+                signal.signal(signal.SIGTERM, previous)
         if state.gone is not None:
             raise SwarmError(f"API stopped: {state.gone}")
         if not server.started:
             raise SwarmError("the API server did not start (see the log above)")
+        return "SIGTERM" if terminated else None
     finally:
         sock.close()
 
