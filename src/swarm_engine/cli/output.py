@@ -29,8 +29,11 @@ from swarm_engine.records import money as money  # re-exported
 from swarm_engine.records import strict_dumps
 from swarm_engine.store.timestamps import format_ts, parse_timestamp
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+"""Without Rich's highlighting: its patterns take time that grows with the square of an
+unbroken token's length (an 80,000-character description took 77 s); nothing the CLI
+prints is highlighted, what is styled is our own `Markup`."""
 for _c in (console, err_console):
     if not _c.is_terminal and "COLUMNS" not in os.environ:
         _c.width = 140  # piped or logged: don't squeeze tables into 80 columns
@@ -51,6 +54,18 @@ STATUS_STYLE = {
 def emit_json(data: Any) -> None:
     """Every `--json` output: strict JSON (a number that is not finite is `null`)."""
     sys.stdout.write(strict_dumps(data, indent=2, default=str) + "\n")
+
+
+def emit_yaml(data: Any) -> None:
+    """A definition as YAML (`agent show`, `workflow show`), written as plain text, not
+    through Rich: no markup, wrapping or highlighting, so its time grows with its size
+    alone (a 1 MiB token in one line is printed as it is). YAML escapes every control
+    and non-ASCII character (`"\\e[31m"`, `"\\u202E"`); `visible_lines` escapes any
+    left, so stored text never drives the terminal."""
+    import yaml  # (not at start-up: `status` and `ticket create` never load it)
+
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False).rstrip()
+    sys.stdout.write(visible_lines(text) + "\n")
 
 
 class Markup(str):

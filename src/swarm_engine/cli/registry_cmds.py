@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-import yaml
 
 from swarm_engine.cli.app import Whole, example, pass_existing, pass_settings, registry_of, store_of
 from swarm_engine.cli.output import (
@@ -14,6 +13,7 @@ from swarm_engine.cli.output import (
     ago,
     console,
     emit_json,
+    emit_yaml,
     err_console,
     ms,
     plain,
@@ -153,7 +153,7 @@ def agent_show(settings: Settings, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
-        console.print(yaml.safe_dump(data, sort_keys=False).rstrip())
+        emit_yaml(data)
 
 
 @click.group(epilog=example("swarm-engine workflow list"))
@@ -242,7 +242,7 @@ def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
-        console.print(yaml.safe_dump(data, sort_keys=False).rstrip())
+        emit_yaml(data)
 
 
 @workflow.command("runs", epilog=example("swarm-engine workflow runs text-report"))
