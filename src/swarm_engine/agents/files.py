@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import AgentError, VMError
+from swarm_engine.package_folders import is_package_folder, reading
 from swarm_engine.records import readable_json
 from swarm_engine.vm.base import VM
 from swarm_engine.vm.shortage import patiently
@@ -184,38 +185,62 @@ async def upload_package(
     return len(files)
 
 
-def package_root(agent: AgentSpec, packages_dir: Path | None) -> str:
-    """The real path of `agent`'s package folder: `<packages_dir>/<name>/<version>`,
-    where `agent register` copies it. The row's `package_path` (a stored value: any writer
-    may have put any path there) must resolve to that folder or inside it, or
-    `AgentError`."""
+def package_root(agent: AgentSpec, packages_dir: Path | None) -> tuple[str, str]:
+    """The real path of `agent`'s package folder, resolved once through the link
+    `<packages_dir>/<name>/<version>` that `agent register` swaps (`package_folders`),
+    and of the copy it is in (the same folder, unless the row names one inside it). The
+    row's `package_path` (a stored value: any writer may have put any path there) must
+    resolve to a copy of that name@version or inside it, or `AgentError`."""
     where = agent.package_path
     if packages_dir is None or not isinstance(where, str) or "\x00" in where:
         raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
     packages = os.path.realpath(packages_dir)
-    own = Path(os.path.realpath(os.path.join(packages, agent.name, agent.version)))
-    given = os.path.realpath(where)
-    if not own.is_relative_to(packages) or own.relative_to(packages).parts != (
+    link = Path(os.path.normpath(os.path.join(packages, agent.name, agent.version)))
+    if not link.is_relative_to(packages) or link.relative_to(packages).parts != (
         agent.name,
         agent.version,
-    ):  # a name or version that is a path (`..`, a symlink): no package of its own
+    ):  # a name or version that is a path (`..`, `/`): no package of its own
         raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
-    if not Path(given).is_relative_to(own):
+    given = Path(os.path.realpath(where))
+    parts = given.relative_to(packages).parts if given.is_relative_to(packages) else ()
+    if len(parts) < 2 or parts[0] != agent.name or not is_package_folder(parts[1], agent.version):
         raise AgentError(
             f"agent {agent.ref}: package_path {where[:200]!r} is not its registered package "
-            f"folder ({own}); a package is read only from there"
+            f"folder ({link}); a package is read only from there"
         )
-    return given
+    return str(given), os.path.join(packages, *parts[:2])
+
+
+READ_TRIES = 100
+"""How often a step resolves its package's link again when the copy it found was
+retired before it could hold it (each time, a registration swapped the package)."""
 
 
 def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[str, bool, bytes]]:
     """Each file of the agent's package (`package_root`): relative path, executable,
-    bytes. Only regular files are read, each opened without following a symlink and
-    without blocking; symlinks and `SKIP_NAMES` folders are left out; a device, FIFO or
-    socket, over `MAX_PACKAGE_FILES` files or over `MAX_PACKAGE_BYTES` bytes in all is an
-    `AgentError`. An error listing or reading is raised (`OSError`). Blocking: run it in a
-    worker thread."""
-    root = package_root(agent, packages_dir)
+    bytes, all of one registration's copy (held against removal while it is read,
+    `package_folders.reading`). Only regular files are read, each opened without
+    following a symlink and without blocking; symlinks and `SKIP_NAMES` folders are left
+    out; a device, FIFO or socket, over `MAX_PACKAGE_FILES` files or over
+    `MAX_PACKAGE_BYTES` bytes in all is an `AgentError`. An error listing or reading is
+    raised (`OSError`). Blocking: run it in a worker thread."""
+    last = None
+    for _ in range(READ_TRIES):
+        root, copy = package_root(agent, packages_dir)
+        if copy == last:  # not a copy retired as it was found (each has a new name): none
+            raise AgentError(f"agent {agent.ref}: its package folder {root} is missing")
+        with reading(copy) as held:
+            if held:
+                return _read_package(agent, root)
+        last = copy
+    raise AgentError(
+        f"agent {agent.ref}: its package was replaced {READ_TRIES} times while the step"
+        " read it (agent register --force in a loop?)"
+    )
+
+
+def _read_package(agent: AgentSpec, root: str) -> list[tuple[str, bool, bytes]]:
+    """`package_contents` of the folder `root`, held by the caller."""
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError) as exc:

@@ -254,6 +254,7 @@ class Registry:
     def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
         """Register all or none. Package files are copied under the home folder."""
         from swarm_engine.agents.files import SKIP_NAMES
+        from swarm_engine.package_folders import install
         from swarm_engine.registry.agents import check_agent
 
         for spec in specs:
@@ -281,12 +282,12 @@ class Registry:
                 if spec.package_path
                 else spec
             )
-        staged: list[tuple[Path, Path]] = []
+        staged: list[tuple[Path, AgentSpec]] = []
         try:
             for spec, final in zip(specs, stored, strict=True):
                 if spec.package_path:
                     tmp = Path(tempfile.mkdtemp(dir=self._ensure_packages_dir()))
-                    staged.append((tmp, Path(str(final.package_path))))
+                    staged.append((tmp, final))
                     try:
                         shutil.copytree(
                             spec.package_path,
@@ -301,11 +302,8 @@ class Registry:
                         ) from exc
             with self.defs.db.transaction():
                 self.defs.put_agents(_agent_row(spec) for spec in stored)
-                for tmp, final_dir in staged:
-                    if final_dir.exists():
-                        shutil.rmtree(final_dir)
-                    final_dir.parent.mkdir(parents=True, exist_ok=True)
-                    (tmp / "pkg").rename(final_dir)
+                for tmp, final in staged:  # each swapped in whole (package_folders.py)
+                    install(tmp / "pkg", self.packages_dir, final.name, final.version)
         finally:
             for tmp, _ in staged:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""Agent package folders on disk, replaced atomically for their readers.
+
+    <packages_dir>/<name>/<version>            a symlink to the version's current copy
+    <packages_dir>/<name>/.<version>.<16 hex>  one copy, whole before the link names it
+    <packages_dir>/<name>/.lock                held while a registration swaps the link
+    <packages_dir>/.trash/<16 hex>             a copy on its way out
+
+`agent register --force` writes each package into a copy of its own, then renames a new
+symlink over `<version>` (one `rename`: a reader resolves either the old copy or the new
+one, never a mix and never nothing). A reader holds a shared `flock` on the copy it reads
+(`reading`); a copy no longer linked is moved to the trash and deleted only while
+nobody holds it (`retire`, an exclusive lock taken without waiting), else a later
+registration of that name does it. A `<version>` that is a folder itself (registered
+before this layout) is exchanged with the link in one `renameat2(RENAME_EXCHANGE)`."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+TRASH = ".trash"
+LOCK = ".lock"
+_HEX = frozenset("0123456789abcdef")
+
+
+def copy_name(version: str) -> str:
+    """A new copy's folder name for `version` (hidden: no name or version starts with a dot)."""
+    return f".{version}.{os.urandom(8).hex()}"
+
+
+def is_copy_of(entry: str, version: str) -> bool:
+    """Whether the folder entry `entry` is a copy of `version`'s package (`copy_name`)."""
+    prefix = f".{version}."
+    tail = entry[len(prefix) :]
+    return entry.startswith(prefix) and len(tail) == 16 and set(tail) <= _HEX
+
+
+def is_package_folder(entry: str, version: str) -> bool:
+    """Whether `<name>/<entry>` may hold `version`'s package: a copy, or a folder of the
+    layout before copies (`<name>/<version>` itself)."""
+    return entry == version or is_copy_of(entry, version)
+
+
+def install(staged: Path, packages_dir: Path, name: str, version: str) -> None:
+    """Make the whole folder `staged` (on the same file system) `name@version`'s package:
+    moved in as a new copy, then the link renamed over the old one; copies nobody reads
+    any more are retired."""
+    folder = packages_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder / LOCK):
+        copy = copy_name(version)
+        staged.rename(folder / copy)
+        link = folder / version
+        new_link = folder / copy_name(version)  # a copy's name: retired if left behind
+        os.symlink(copy, new_link)
+        try:
+            os.replace(new_link, link)
+        except IsADirectoryError:  # a folder of the layout before copies
+            _exchange(new_link, link)
+        for entry in os.listdir(folder):
+            if is_copy_of(entry, version) and entry != copy:
+                retire(folder / entry, packages_dir / TRASH)
+    _empty_trash(packages_dir / TRASH)
+
+
+def retire(path: Path, trash: Path) -> bool:
+    """Move the copy `path` to the trash if no reader holds it (False: one does; it stays,
+    for a later registration to retire). A link left by a failed swap is just removed."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        trash.mkdir(exist_ok=True)
+        os.rename(path, trash / os.urandom(8).hex())  # under the lock: `reading` sees it
+    finally:
+        os.close(fd)
+    return True
+
+
+@contextlib.contextmanager
+def reading(copy: str) -> Iterator[bool]:
+    """Hold the copy folder `copy` (a real path, no symlink in it) against `retire` while
+    its files are read. Yields False when it was retired before the lock was taken
+    (missing, or no longer at `copy`): the caller resolves the link again."""
+    try:
+        fd = os.open(copy, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # `retire` holds it only for one rename
+        try:
+            here = os.stat(copy, follow_symlinks=False)
+        except FileNotFoundError:
+            here = None
+        yield here is not None and os.path.samestat(here, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def _exchange(new_link: Path, old: Path) -> None:
+    """Swap `new_link` and the folder `old` in one step (`renameat2(RENAME_EXCHANGE)`);
+    the folder is then retired under the link's temporary name. Where the kernel or file
+    system cannot exchange, the folder is moved aside and the link renamed in: for that
+    one moment, once per package of the old layout, the package is missing."""
+    import ctypes  # (only here: not at every start of the registry)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    done = -1
+    if renameat2 is not None:
+        done = renameat2(
+            AT_FDCWD, os.fsencode(new_link), AT_FDCWD, os.fsencode(old), RENAME_EXCHANGE
+        )
+    if done == 0:
+        return
+    code = ctypes.get_errno() if renameat2 is not None else errno.ENOSYS
+    if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        raise OSError(code, os.strerror(code), str(old))
+    aside = old.parent / copy_name(old.name)
+    os.rename(old, aside)
+    os.replace(new_link, old)
+
+
+def _empty_trash(trash: Path) -> None:
+    """Delete what the trash holds: every copy there was moved while nobody read it."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(trash):
+            shutil.rmtree(trash / entry, ignore_errors=True)

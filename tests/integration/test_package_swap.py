@@ -1,0 +1,112 @@
+"""`agent register --force` swaps a package whole for the steps that read it: many
+registrars re-register one agent, alternating two packages, while many readers read it as
+a step does (`package_contents`); every read is one registration's package, complete,
+never a mix and never an error (before, the old folder was deleted and only then the new
+one renamed in: a step could find no package, `[Errno 2] No such file or directory`).
+A package of the layout before copies (a folder at `<name>/<version>`) is swapped too."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+from swarm_engine.agents.files import package_contents
+from swarm_engine.models import AgentSpec
+from swarm_engine.package_folders import TRASH, is_copy_of
+from swarm_engine.registry.catalog import Registry
+from swarm_engine.service.registry import register_agent_files
+
+REGISTRARS = 3
+REGISTRATIONS = 15  # each registrar's
+READERS = 4
+FILE_BYTES = 200_000
+FILES = ("a.txt", "b.txt", "sub/c.txt")
+
+
+def _package(folder: Path, letter: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "agent.yaml").write_text(
+        "name: racer\nversion: 1.0.0\nkind: shell\ncommand: 'true'\n"
+    )
+    for rel in FILES:
+        (folder / rel).parent.mkdir(exist_ok=True)
+        (folder / rel).write_bytes(letter.encode() * FILE_BYTES)
+    return folder
+
+
+def _letters(files: list[tuple[str, bool, bytes]]) -> set[bytes]:
+    """The letters a read saw, after checking it holds every file whole."""
+    got = {rel: data for rel, _, data in files}
+    assert sorted(got) == sorted(["agent.yaml", *FILES]), sorted(got)
+    seen = set()
+    for rel in FILES:
+        data = got[rel]
+        assert len(data) == FILE_BYTES and data == data[:1] * FILE_BYTES, rel
+        seen.add(data[:1])
+    return seen
+
+
+def test_reads_see_one_whole_package_while_it_is_re_registered(tmp_path: Path) -> None:
+    packages_dir = tmp_path / "packages"
+    target = tmp_path / "registry.db"
+    sources = [_package(tmp_path / letter, letter) for letter in "XY"]
+    with contextlib.closing(Registry(target, packages_dir)) as first:
+        (spec,) = register_agent_files(first, [sources[0]])
+    errors: list[BaseException] = []
+    reads: list[set[bytes]] = []
+    writing = threading.Event()
+    writing.set()
+
+    def registrar(n: int) -> None:
+        try:
+            with contextlib.closing(Registry(target, packages_dir, busy_timeout=60)) as registry:
+                for i in range(REGISTRATIONS):
+                    register_agent_files(registry, [sources[(n + i) % 2]], force=True)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while writing.is_set():
+                reads.append(_letters(package_contents(spec, packages_dir)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    registrars = [threading.Thread(target=registrar, args=(n,)) for n in range(REGISTRARS)]
+    readers = [threading.Thread(target=reader) for _ in range(READERS)]
+    for t in readers + registrars:
+        t.start()
+    for t in registrars:
+        t.join()
+    writing.clear()
+    for t in readers:
+        t.join()
+    assert errors == [], errors[:3]
+    assert reads and all(len(letters) == 1 for letters in reads)  # never a mix
+    assert {b"X", b"Y"} <= set().union(*reads) or len(reads) < 10  # (both seen when many)
+    with contextlib.closing(
+        Registry(target, packages_dir)
+    ) as last:  # nobody reads: every old copy goes
+        register_agent_files(last, [sources[1]], force=True)
+    folder = packages_dir / "racer"
+    copies = [e for e in os.listdir(folder) if is_copy_of(e, "1.0.0")]
+    assert len(copies) == 1 and os.readlink(folder / "1.0.0") == copies[0]
+    assert os.listdir(packages_dir / TRASH) == []
+    assert _letters(package_contents(spec, packages_dir)) == {b"Y"}
+
+
+def test_a_package_of_the_old_layout_is_swapped_for_a_link(tmp_path: Path) -> None:
+    packages_dir = tmp_path / "packages"
+    old = _package(packages_dir / "racer" / "1.0.0", "X")  # a folder, as registered before
+    spec = AgentSpec(name="racer", kind="shell", command="true", package_path=str(old))
+    assert _letters(package_contents(spec, packages_dir)) == {b"X"}
+    with contextlib.closing(Registry(tmp_path / "registry.db", packages_dir)) as registry:
+        register_agent_files(registry, [_package(tmp_path / "Y", "Y")], force=True)
+    assert (packages_dir / "racer" / "1.0.0").is_symlink()
+    assert _letters(package_contents(spec, packages_dir)) == {b"Y"}
+    entries = os.listdir(packages_dir / "racer")
+    assert sorted(e for e in entries if not e.startswith(".lock")) == sorted(
+        ["1.0.0", os.readlink(packages_dir / "racer" / "1.0.0")]
+    )
