@@ -59,12 +59,14 @@ def emit_json(data: Any) -> None:
 def emit_yaml(data: Any) -> None:
     """A definition as YAML (`agent show`, `workflow show`), written as plain text, not
     through Rich: no markup, wrapping or highlighting, so its time grows with its size
-    alone (a 1 MiB token in one line is printed as it is). YAML escapes every control
+    alone (a 1 MiB token in one line is printed as it is), with libyaml's emitter where
+    PyYAML has it (the same YAML, long lines folded at other spaces). YAML escapes every control
     and non-ASCII character (`"\\e[31m"`, `"\\u202E"`); `visible_lines` escapes any
     left, so stored text never drives the terminal."""
     import yaml  # (not at start-up: `status` and `ticket create` never load it)
 
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False).rstrip()
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~100 times faster
+    text = yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=False).rstrip()
     sys.stdout.write(visible_lines(text) + "\n")
 
 
