@@ -33,6 +33,8 @@ def test_agent_show_prints_a_mebibyte_token_whole_as_yaml(home: Path, tmp_path: 
     assert shown["description"] == description  # whole, unwrapped, markup kept as text
     as_json = swarm(home, "agent", "show", "long", "--json", timeout=HANG_GUARD, check=True)
     assert shown == json.loads(as_json.stdout)
+    listed = swarm(home, "agent", "list", timeout=HANG_GUARD, check=True).stdout
+    assert "\\x1b[31m[bold]ddd" in listed and "\x1b" not in listed  # escaped, cut to a line
 
 
 def test_workflow_show_prints_a_mebibyte_variable_whole(home: Path, tmp_path: Path) -> None:
