@@ -147,6 +147,11 @@ class AgentSpec(_Strict):
     """`true` or `{budget: ...}`: the step's VM gets the model API gateway (shell only). An
     object is read as the spec alone, so its error names the field (`model_api.budget...`)."""
     package_path: str | None = None
+    """Where `agent register` copied the package (on the host that registered it); None:
+    nothing but `agent.yaml` to upload, the agent runs on any host."""
+    package_digest: str | None = None
+    """`sha256:...` of the package's files (`agents.files.package_digest`): a step reads
+    its own host's `<packages>/<name>/<version>` and runs it only if it holds these."""
 
     @field_validator("name")
     @classmethod

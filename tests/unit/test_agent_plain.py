@@ -85,6 +85,7 @@ def test_built_in_and_registered_definitions_are_plain() -> None:
             model_api={"budget": {"max_tokens": 10, "max_usd": 0.5}},
             output_files=["out.txt"],
             package_path="/p",
+            package_digest="sha256:00",
         ),
     ]
     for spec in specs:  # as `agent register` stores them
@@ -277,6 +278,7 @@ LIKELY_PLAIN: dict[str, st.SearchStrategy[Any]] = {
         ),
     ),
     "package_path": st.one_of(st.none(), PLAIN_TEXT),
+    "package_digest": st.one_of(st.none(), PLAIN_TEXT),
 }
 """Values of the plain types, about the bounds: mostly plain, some out of bounds."""
 BUDGET = block({"max_tokens": numbers(0, 10), "max_usd": numbers(0, 1)})
@@ -317,6 +319,7 @@ LIKELY: dict[str, st.SearchStrategy[Any]] = {
     "output_files": st.one_of(st.lists(TEXT, max_size=2), st.lists(SCALARS, max_size=2)),
     "model_api": st.one_of(st.booleans(), st.integers(0, 1), st.none(), block({"budget": BUDGET})),
     "package_path": st.one_of(st.none(), TEXT),
+    "package_digest": st.one_of(st.none(), TEXT),
 }
 """Values of every kind for each field: mostly refused, or left to the model."""
 MOSTLY_PLAIN = st.fixed_dictionaries(

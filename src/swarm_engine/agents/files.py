@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -185,12 +186,19 @@ async def upload_package(
     return len(files)
 
 
+REGISTER = "swarm-engine agent register PATH"
+"""What a host lacking an agent's package (or holding another content) is told to run."""
+
+
 def package_root(agent: AgentSpec, packages_dir: Path | None) -> tuple[str, str]:
     """The real path of `agent`'s package folder, resolved once through the link
     `<packages_dir>/<name>/<version>` that `agent register` swaps (`package_folders`),
-    and of the copy it is in (the same folder, unless the row names one inside it). The
-    row's `package_path` (a stored value: any writer may have put any path there) must
-    resolve to a copy of that name@version or inside it, or `AgentError`."""
+    and of the copy it is in (the same folder, unless the row names one inside it). A
+    row with a `package_digest` is read through this host's own link whatever its
+    `package_path` says (the registering host's folder: `package_contents`' check of the
+    digest stands for it); an older row's `package_path` (a stored value: any writer may
+    have put any path there) must resolve to a copy of that name@version or inside it,
+    or `AgentError`."""
     where = agent.package_path
     if packages_dir is None or not isinstance(where, str) or "\x00" in where:
         raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
@@ -201,6 +209,8 @@ def package_root(agent: AgentSpec, packages_dir: Path | None) -> tuple[str, str]
         agent.version,
     ):  # a name or version that is a path (`..`, `/`): no package of its own
         raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
+    if agent.package_digest is not None:
+        where = str(link)
     given = Path(os.path.realpath(where))
     parts = given.relative_to(packages).parts if given.is_relative_to(packages) else ()
     if len(parts) < 2 or parts[0] != agent.name or not is_package_folder(parts[1], agent.version):
@@ -216,22 +226,45 @@ READ_TRIES = 100
 retired before it could hold it (each time, a registration swapped the package)."""
 
 
+def package_digest(files: list[tuple[str, bool, bytes]]) -> str:
+    """`sha256:<hex>` of a package's files as a step uploads them (`package_contents`):
+    each one's path, executable bit and bytes, in path order."""
+    digest = hashlib.sha256()
+    for rel, executable, data in sorted(files):
+        name = rel.encode(errors="surrogateescape")
+        digest.update(b"%d:%s:%d:%d:" % (len(name), name, executable, len(data)))
+        digest.update(data)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[str, bool, bytes]]:
     """Each file of the agent's package (`package_root`): relative path, executable,
-    bytes, all of one registration's copy (held against removal while it is read,
-    `package_folders.reading`). Only regular files are read, each opened without
-    following a symlink and without blocking; symlinks and `SKIP_NAMES` folders are left
-    out; a device, FIFO or socket, over `MAX_PACKAGE_FILES` files or over
-    `MAX_PACKAGE_BYTES` bytes in all is an `AgentError`. An error listing or reading is
-    raised (`OSError`). Blocking: run it in a worker thread."""
+    bytes, as `folder_contents` reads them, all of one registration's copy (held against
+    removal while it is read, `package_folders.reading`). A row's `package_digest` must
+    be theirs: this host's copy missing or holding another content is an `AgentError`
+    saying to register the agent on this host (docs/scale-out.md). Blocking: run it in a
+    worker thread."""
+    want = agent.package_digest
     last = None
     for _ in range(READ_TRIES):
         root, copy = package_root(agent, packages_dir)
+        if want is not None and not os.path.lexists(root):
+            raise AgentError(
+                f"agent {agent.ref}: its package is not on this host ({root});"
+                f" register it on this host too: {REGISTER}"
+            )
         if copy == last:  # not a copy retired as it was found (each has a new name): none
             raise AgentError(f"agent {agent.ref}: its package folder {root} is missing")
         with reading(copy) as held:
             if held:
-                return _read_package(agent, root)
+                files = folder_contents(root, agent.ref)
+                if want is not None and package_digest(files) != want:
+                    raise AgentError(
+                        f"agent {agent.ref}: its package on this host ({root}) is not the"
+                        f" registered one (its files differ); register it on this host"
+                        f" again: {REGISTER}"
+                    )
+                return files
         last = copy
     raise AgentError(
         f"agent {agent.ref}: its package was replaced {READ_TRIES} times while the step"
@@ -239,15 +272,20 @@ def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[
     )
 
 
-def _read_package(agent: AgentSpec, root: str) -> list[tuple[str, bool, bytes]]:
-    """`package_contents` of the folder `root`, held by the caller."""
+def folder_contents(root: str, ref: str) -> list[tuple[str, bool, bytes]]:
+    """Each file of the package folder `root` of agent `ref`: relative path, executable,
+    bytes. Only regular files are read, each opened without following a symlink and
+    without blocking; symlinks and `SKIP_NAMES` folders are left out; a device, FIFO or
+    socket, over `MAX_PACKAGE_FILES` files or over `MAX_PACKAGE_BYTES` bytes in all is an
+    `AgentError`. An error listing or reading is raised (`OSError`). Blocking: run it in a
+    worker thread (the caller holds the folder against removal, or owns it)."""
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError) as exc:
-        raise AgentError(f"agent {agent.ref}: its package folder {root} is missing") from exc
+        raise AgentError(f"agent {ref}: its package folder {root} is missing") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise AgentError(f"agent {agent.ref}: its package folder {root} is a symlink") from exc
+            raise AgentError(f"agent {ref}: its package folder {root} is a symlink") from exc
         raise
 
     def fail(exc: OSError) -> None:
@@ -266,23 +304,22 @@ def _read_package(agent: AgentSpec, root: str) -> list[tuple[str, bool, bytes]]:
                     continue
                 if not stat.S_ISREG(mode):
                     raise AgentError(
-                        f"agent {agent.ref}: package file {rel[:200]!r} is not a regular file "
+                        f"agent {ref}: package file {rel[:200]!r} is not a regular file "
                         "(a device, FIFO or socket); a package holds regular files only"
                     )
                 if len(out) >= MAX_PACKAGE_FILES:
                     raise AgentError(
-                        f"agent {agent.ref}: its package has over {MAX_PACKAGE_FILES} files "
-                        "(the limit)"
+                        f"agent {ref}: its package has over {MAX_PACKAGE_FILES} files (the limit)"
                     )
                 data = _read_regular(name, dir_fd, MAX_PACKAGE_BYTES - total)
                 if data is None:
                     raise AgentError(
-                        f"agent {agent.ref}: package file {rel[:200]!r} is not a regular file"
+                        f"agent {ref}: package file {rel[:200]!r} is not a regular file"
                     )
                 total += len(data)
                 if total > MAX_PACKAGE_BYTES:
                     raise AgentError(
-                        f"agent {agent.ref}: its package is over "
+                        f"agent {ref}: its package is over "
                         f"{MAX_PACKAGE_BYTES // (1024 * 1024)} MiB (the limit)"
                     )
                 out.append((rel, bool(mode & stat.S_IXUSR), data))

@@ -201,6 +201,22 @@ def _first_copy_error(exc: OSError | shutil.Error) -> str:
     return str(exc)
 
 
+def _same_package(row: Row, spec: AgentSpec) -> bool:
+    """Whether `row` holds `spec` with the same package files (`package_digest`): so
+    registering it again, on another host sharing the registry, only copies its package
+    into this host's home (docs/scale-out.md)."""
+    from swarm_engine.models import AgentSpec
+
+    if spec.package_digest is None:
+        return False
+    try:
+        stored = decode_definition(AgentSpec, "agent", row)
+    except ConfigError:
+        return False
+    host_own = {"package_path"}  # the registering host's folder: no host reads it
+    return stored.model_dump(exclude=host_own) == spec.model_dump(exclude=host_own)
+
+
 def _agent_row(spec: AgentSpec) -> dict[str, str]:
     return {
         "name": spec.name,
@@ -273,7 +289,7 @@ class Registry:
             existing = self._agent_row(spec.name, spec.version)
             if existing is not None and existing["builtin"]:
                 raise ConflictError(f"agent {spec.ref} is built in and cannot be replaced")
-            if existing is not None and not force:
+            if existing is not None and not force and not _same_package(existing, spec):
                 raise ConflictError(
                     f"agent {spec.ref} is already registered (bump its version, or use --force)"
                 )

@@ -33,8 +33,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from swarm_engine.agents.files import MAX_PACKAGE_BYTES as MAX_PACKAGE_BYTES
 from swarm_engine.agents.files import MAX_PACKAGE_FILES as MAX_PACKAGE_FILES
-from swarm_engine.agents.files import SKIP_NAMES
-from swarm_engine.errors import ConfigError
+from swarm_engine.agents.files import SKIP_NAMES, folder_contents, package_digest
+from swarm_engine.errors import AgentError, ConfigError
 from swarm_engine.models import AgentSpec, WorkflowSpec, first_error
 from swarm_engine.records import MAX_DEFINITION_BYTES as MAX_DEFINITION_BYTES
 from swarm_engine.registry.agents import check_agent
@@ -221,15 +221,25 @@ def load_agent(path: Path) -> AgentSpec:
     file = _definition_file(path, "agent.yaml")
     spec = agent_from_mapping(read_yaml(file), str(file))
     check_package(file.parent)
-    return spec.model_copy(update={"package_path": str(file.parent.resolve())})
+    folder = file.parent.resolve()
+    try:
+        files = folder_contents(str(folder), spec.ref)
+    except (AgentError, OSError) as exc:
+        raise ConfigError(f"{folder}: cannot read the agent package: {exc}") from exc
+    if all(rel == file.name for rel, _, _ in files):
+        return spec  # nothing a step needs besides the definition: runs on any host
+    update = {"package_path": str(folder), "package_digest": package_digest(files)}
+    return spec.model_copy(update=update)
 
 
 def agent_from_mapping(data: dict[str, Any], source: str) -> AgentSpec:
     """An agent definition given as a mapping (agent.yaml's content, or a JSON body),
-    checked exactly as a file is; without a package (`package_path` is ignored).
+    checked exactly as a file is; without a package (`package_path` and `package_digest`
+    are ignored).
     Raises `ConfigError` ("<source>: <field>: <problem>")."""
     data = dict(data)
     data.pop("package_path", None)
+    data.pop("package_digest", None)
     _check_numbers(data, source)
     spec = validate(AgentSpec, data, source)
     if spec.is_template:

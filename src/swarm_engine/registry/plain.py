@@ -54,6 +54,7 @@ MODELS: dict[str, dict[str, str]] = {
         "output_files": "files",
         "model_api": "model_api",
         "package_path": "str?",
+        "package_digest": "str?",
     },
     "VMRequirements": {
         "backend": "str?",
