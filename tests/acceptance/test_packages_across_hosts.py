@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from tests.acceptance.conftest import write_agent
 from tests.support.cli import EXAMPLES, insert_agent_row, swarm_inproc
 
@@ -145,3 +147,45 @@ def test_a_rows_package_path_names_no_folder_a_step_reads(tmp_path: Path) -> Non
     assert code != 0
     assert "is not the registered one" in out
     assert "root:" not in out
+
+
+def test_an_agent_registered_before_package_digests_runs_everywhere_once_registered_again(
+    tmp_path: Path,
+) -> None:
+    """A row of an older engine: `package_path` names the registering host's folder, no
+    digest. Another host fails its tickets with a line saying what to do; registering
+    it again with `--force` (a folder of only agent.yaml: no package) mends every host."""
+    shared = {
+        "SWARM_DATABASE_URL": f"sqlite:///{tmp_path}/tickets.db",
+        "SWARM_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.db",
+    }
+    h1 = Host(tmp_path / "h1", {**shared, "SWARM_HOST_ID": "host1"})
+    h2 = Host(tmp_path / "h2", {**shared, "SWARM_HOST_ID": "host2"})
+    folder = EXAMPLES / "agents" / "sleeper"
+    assert h1.swarm("status", "--init")[0] == 0
+    old = h1.home / "packages" / "sleeper" / "1.1.0"
+    shutil.copytree(folder, old)  # as an older engine registered it
+    spec = AgentSpec.model_validate(
+        {**yaml.safe_load((folder / "agent.yaml").read_text()), "package_path": str(old)}
+    )
+    conn = sqlite3.connect(tmp_path / "registry.db", timeout=30)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO agents (name, version, kind, description, spec) VALUES (?, ?, ?, ?, ?)",
+                (spec.name, spec.version, spec.kind, spec.description, spec.model_dump_json()),
+            )
+    finally:
+        conn.close()
+    assert h1.run("sleeper", "seconds=0")[0] == 0
+    code, out = h2.run("sleeper", "seconds=0")
+    assert code != 0
+    assert (
+        "(registered by an older engine? register it again: swarm-engine agent register"
+        " --force PATH)" in out
+    ), out
+    code, out = h2.swarm("agent", "register", "--force", str(folder))
+    assert code == 0, out
+    for host in (h2, h1):
+        code, out = host.run("sleeper", "seconds=0")
+        assert code == 0, out

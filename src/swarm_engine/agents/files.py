@@ -216,7 +216,8 @@ def package_root(agent: AgentSpec, packages_dir: Path | None) -> tuple[str, str]
     if len(parts) < 2 or parts[0] != agent.name or not is_package_folder(parts[1], agent.version):
         raise AgentError(
             f"agent {agent.ref}: package_path {where[:200]!r} is not its registered package "
-            f"folder ({link}); a package is read only from there"
+            f"folder ({link}); a package is read only from there (registered by an older"
+            " engine? register it again: swarm-engine agent register --force PATH)"
         )
     return str(given), os.path.join(packages, *parts[:2])
 
