@@ -1,7 +1,10 @@
 """The tester's race (probe/reregister_race.sh), smaller: `agent register --force` of one
 agent, alternating two packages, while an engine runs that agent's tickets. Every ticket
 ends `done` with the package of one registration (`XXX` or `YYY`), never a mix and never
-`cannot read the package of agent racer@1.0.0: [Errno 2] No such file or directory`."""
+`cannot read the package of agent racer@1.0.0: [Errno 2] No such file or directory`; or,
+when the package's files changed between the step's plan and its read, fails with the
+one line that says so (the files of another registration are not run for the one the
+step was planned with)."""
 
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ def test_tickets_run_one_whole_package_while_it_is_re_registered(
 
     rows = wait_until(ended, 240, "the racer tickets to end")
     assert len(rows) == 2 * ROUNDS * PER_ROUND
-    for row in rows:
-        assert row["status"] == "done", row["error"]
+    for row in rows:  # a step planned with one registration whose files changed before
+        if row["status"] == "failed":  # it read them fails, saying so: never a mix
+            assert "is not the registered one (its files differ" in str(row["error"]), row
+            continue
         assert json.loads(str(row["result"]))["stdout"] in ("XXX", "YYY"), row["result"]
+    assert sum(r["status"] == "done" for r in rows) >= len(rows) // 2, rows

@@ -262,7 +262,8 @@ def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[
                 if want is not None and package_digest(files) != want:
                     raise AgentError(
                         f"agent {agent.ref}: its package on this host ({root}) is not the"
-                        f" registered one (its files differ); register it on this host"
+                        " registered one (its files differ: registered again since this"
+                        " step began, here or on another host); register it on this host"
                         f" again: {REGISTER}"
                     )
                 return files
