@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from tests.support.cli import (
     query,
     snapshot,
     sqlite_shell,
+    start_engine,
     swarm,
     swarm_inproc,
     wait_until,
@@ -298,6 +301,42 @@ def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolat
     # a second cleanup finds nothing more
     again = json.loads(swarm(home, "cleanup", "--json", check=True).stdout)
     assert again["vms"] == [] and again["engines"] == []
+
+
+def test_run_ticket_wait_runs_a_killed_engines_ticket_once_its_lease_expired(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """`kill -9` of the engine running a ticket; once its lease has expired, `run-ticket
+    --wait` re-queues the ticket (as a daemon's round would) and runs it to done. It
+    refused it with exit 4, "its lease has expired: any running engine re-queues it",
+    though it does the re-queuing itself first."""
+    db = home / "tickets.db"
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 3; echo rested\n")
+    swarm(home, "agent", "register", str(tmp_path / "nap"), check=True)
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "nap", check=True)
+    env = {"SWARM_LEASE_TTL": "2", "SWARM_HEARTBEAT_INTERVAL": "0.3"}
+    proc = start_engine(home, "--max-vms", "1", **env)
+    engines.append(proc)
+    wait_until(
+        lambda: query(db, "SELECT 1 FROM step_executions WHERE status = 'running'"), 30, "the step"
+    )
+    os.killpg(proc.pid, signal.SIGKILL)  # the engine and its sandbox: it records nothing
+    proc.wait()
+
+    def lease_expired() -> bool:
+        (row,) = query(db, "SELECT status, lease_expires_at FROM tickets")
+        assert row["status"] == "running", row
+        return datetime.fromisoformat(row["lease_expires_at"]) < datetime.now(UTC)
+
+    wait_until(lease_expired, 30, "the killed engine's lease to expire")
+    done = swarm(home, "run-ticket", "1", "--wait", **env)
+    assert done.returncode == 0, done.stderr
+    (ticket,) = query(db, "SELECT status, attempts FROM tickets")
+    assert (ticket["status"], ticket["attempts"]) == ("done", 2), ticket
+    runs = query(db, "SELECT status, error, engine_id FROM workflow_runs ORDER BY id")
+    assert [r["status"] for r in runs] == ["failed", "done"], runs
+    assert "lease expired" in runs[0]["error"], runs
+    assert runs[0]["engine_id"] != runs[1]["engine_id"], runs
 
 
 READ_ONLY = [

@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -44,7 +45,7 @@ from swarm_engine.schema_check import MAX_HELPERS, SchemaChecker
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.engines import holder
 from swarm_engine.store.passover import PASS_OVER_HEARTBEATS
-from swarm_engine.store.tickets import not_claimable
+from swarm_engine.store.tickets import LIVE, not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.bwrap import SHORTAGES
@@ -108,6 +109,13 @@ class StoreRecorder:
             if not self.gate.given_up():
                 raise
             log.info("VM %s not recorded (the engine stops): %s", args[0], exc)
+
+
+def _lease_ran_out(ticket: Ticket) -> bool:
+    """A live ticket whose lease has expired: the reclaim `run_ticket` does first may
+    re-queue it (by the store's clock; a ticket it leaves live is refused after it)."""
+    expires = ticket.lease_expires_at
+    return ticket.status in LIVE and expires is not None and expires <= datetime.now(UTC)
 
 
 def new_engine_id(host: str) -> str:
@@ -317,7 +325,7 @@ class EngineSession:
         """
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
         plan = self.plan(ticket)
-        if ticket.status not in ("draft", "open"):
+        if ticket.status not in ("draft", "open") and not _lease_ran_out(ticket):
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one
         # that cannot boot is a `VMError` (exit 7) that leaves the ticket as it was
@@ -345,6 +353,10 @@ class EngineSession:
         spare = left.spare(self.store)
         await self.gate.retrying(self.store.engines.forget_silent, left.silent_for, spare)
         await self.gate.retrying(left.close, self.store, ticket_id)
+        if ticket.status not in ("draft", "open"):  # its lease ran out: re-queued above,
+            ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)  # or not
+            if ticket.status not in ("draft", "open"):
+                raise not_claimable(ticket, await self._holder(ticket))
         self.claiming = True  # (an interrupt from now on may leave it claimed)
         claimed = await self.gate.retrying(
             self.store.tickets.claim,
