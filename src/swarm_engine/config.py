@@ -23,7 +23,7 @@ from pathlib import Path
 from types import GenericAlias
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from swarm_engine.config_file import read_config
+from swarm_engine.config_file import default_home, locate_config
 from swarm_engine.errors import ConfigError
 from swarm_engine.records import HOST_ID_RE
 from swarm_engine.typecheck import scalar_problem, table, type_problem
@@ -90,6 +90,8 @@ BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
 vm/ (a test checks they are `vm.backends.BACKENDS`'s)."""
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+LOG_FORMATS = ("text", "json")
+"""`SWARM_LOG_FORMAT`'s choices (cli/logsetup.py), in any letter case."""
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,15})?")
 _ENV_WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
@@ -138,12 +140,6 @@ def hostname() -> str:
 
         name = socket.gethostname()
     return name or "localhost"
-
-
-def default_home() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("swarm-engine", appauthor=False))
 
 
 class Settings:
@@ -312,15 +308,13 @@ def _quick_check(values: Mapping[str, Any]) -> dict[str, Any] | None:
     paths = {"home": values["home"] if "home" in values else default_home()}
     paths.update((name, values.get(name)) for name in ("tickets_db", "registry_db"))
     for name, path in paths.items():
-        if isinstance(path, str) and path:
+        if isinstance(path, str) and path.strip():  # a blank one: the model refuses it
             path = Path(path)
         if not isinstance(path, Path) and (path is not None or name == "home"):
             return None
         out[name] = path
     for name in ("database_url", "registry_url"):
         url = values.get(name)
-        if isinstance(url, str) and not url.strip():
-            url = None  # SWARM_DATABASE_URL= (empty) means: not set
         if not (url is None or (isinstance(url, str) and url.startswith(DATABASE_SCHEMES))):
             return None
         if url is not None and url.startswith("sqlite:///") and sqlite_url_problem(url):
@@ -364,7 +358,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     for a bad value; a bad value's line names where it came from (the config
     file, `SWARM_<NAME>` or the flag)."""
     flags = {k: v for k, v in overrides.items() if v is not None}
-    home, path, text = _config_file(config_file, flags)
+    home, path, text = locate_config(config_file, flags)
     return _settings(home, path, _parsed(path, text), flags)
 
 
@@ -383,7 +377,7 @@ def load_settings_tolerant(
     a flag; otherwise `ConfigError` naming the file, its TOML error and the key. A bad
     environment variable or flag is refused as `load_settings` refuses it."""
     flags = {k: v for k, v in overrides.items() if v is not None}
-    home, path, text = _config_file(config_file, flags)
+    home, path, text = locate_config(config_file, flags)
     import tomllib
 
     try:
@@ -452,15 +446,18 @@ FLAGGED = frozenset({"tickets_db", "registry_db"})
 """The settings a global flag of the command line gives (`--tickets-db`, `--registry-db`)."""
 
 
-def _config_file(
-    config_file: Path | None, flags: Mapping[str, Any]
-) -> tuple[Path, Path, str | None]:
-    """The home, the config file's path and its text (config_file.py: `read_config`)."""
-    home = Path(flags.get("home") or os.environ.get("SWARM_HOME") or default_home())
-    from_env = config_file is None and bool(os.environ.get("SWARM_CONFIG"))
-    path = config_file or (Path(os.environ["SWARM_CONFIG"]) if from_env else home / "config.toml")
-    named = " (SWARM_CONFIG)" if from_env else "" if config_file is not None else None
-    return home, path, read_config(path, named)
+def _log_format_problem() -> str | None:
+    """Why `SWARM_LOG_FORMAT` is not one of `LOG_FORMATS` (any letter case), or None (it
+    is, or it is unset): a typo would give text lines where JSON ones were meant."""
+    raw = os.environ.get("SWARM_LOG_FORMAT")
+    if raw is None or raw.lower() in LOG_FORMATS:
+        return None
+    from swarm_engine.records import shown
+
+    return (
+        f"setting log_format: {shown(raw, 40)} is not one of {', '.join(LOG_FORMATS)}"
+        " (in SWARM_LOG_FORMAT)"
+    )
 
 
 def _parsed(path: Path, text: str | None) -> dict[str, Any]:
@@ -479,6 +476,14 @@ def _settings(
     home: Path, path: Path, file_values: dict[str, Any], flags: dict[str, Any]
 ) -> Settings:
     """Settings of the config file's values, the environment and the flags."""
+    if "home" in file_values:  # (the file is found through the home: never read there)
+        raise ConfigError(
+            f"setting home: not read from a config file; the home is set by SWARM_HOME or"
+            f" --home (in config file {path})"
+        )
+    problem = _log_format_problem()
+    if problem:
+        raise ConfigError(problem)
     _check_types(file_values, f"config file {path}")
     from_environment = _from_environment()
     for name in JSON_FIELDS & from_environment.keys():

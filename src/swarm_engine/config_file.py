@@ -1,4 +1,5 @@
-"""Reading the config file: only a regular file, of bounded size, as UTF-8 text.
+"""Finding the home and its config file, and reading that file: only a regular file, of
+bounded size, as UTF-8 text.
 
 Only a path where nothing is (not even a dangling link) counts as a missing file: a
 dangling link, a folder or a FIFO at `<home>/config.toml` is refused, never taken for
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from swarm_engine.errors import ConfigError
 
@@ -60,3 +63,41 @@ def read_config(path: Path, named: str | None) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{said} cannot be read as UTF-8 text: {exc}") from exc
+
+
+def default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("swarm-engine", appauthor=False))
+
+
+def locate_config(
+    config_file: Path | None, flags: Mapping[str, Any]
+) -> tuple[Path, Path, str | None]:
+    """The home (`home_of`), the config file's path and its text (`read_config`).
+    `ConfigError` for an empty `SWARM_HOME` (the default home would be another store) and
+    for a home that is there but is no folder."""
+    home = home_of(flags)
+    from_env = config_file is None and bool(os.environ.get("SWARM_CONFIG"))
+    path = config_file or (Path(os.environ["SWARM_CONFIG"]) if from_env else home / "config.toml")
+    named = " (SWARM_CONFIG)" if from_env else "" if config_file is not None else None
+    return home, path, read_config(path, named)
+
+
+def home_of(flags: Mapping[str, Any]) -> Path:
+    """The home: `--home`, else `SWARM_HOME`, else the default; refused (one line naming
+    where it came from) when `SWARM_HOME` is empty or the home is a file (or a FIFO...)."""
+    env = os.environ.get("SWARM_HOME")
+    if flags.get("home"):
+        home, source = Path(flags["home"]), "--home"
+    elif env is not None:
+        if not env.strip():
+            raise ConfigError(
+                "setting home: is empty; unset it for the default, or give a value (in SWARM_HOME)"
+            )
+        home, source = Path(env), "SWARM_HOME"
+    else:
+        home, source = default_home(), "the default"
+    if os.path.exists(home) and not os.path.isdir(home):
+        raise ConfigError(f"setting home: {home} is not a folder (in {source})")
+    return home

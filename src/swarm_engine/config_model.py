@@ -22,14 +22,18 @@ from swarm_engine.config import (
     HEARTBEATS_PER_LEASE,
     BackendName,
     LogLevel,
-    default_home,
     hostname,
     sqlite_url_problem,
 )
+from swarm_engine.config_file import default_home
 from swarm_engine.errors import ConfigError
 from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.records import HOST_ID_FORM, HOST_ID_RE, shown
 from swarm_engine.vm.options import BackendOptions, check_names, tag_by_name
+
+BLANK = "is empty; unset it for the default, or give a value"
+"""Why an empty (or whitespace) database or path setting is refused: taken as unset, an
+engine with an unset `$PG_URL` would work a private SQLite queue in its home."""
 
 MIN_SECRET_LENGTH = 16
 """The fewest characters a webhook trigger's secret may hold (its HMAC key), blank never."""
@@ -197,11 +201,18 @@ class SettingsModel(BaseModel):
             )
         return self
 
+    @field_validator("tickets_db", "registry_db", mode="before")
+    @classmethod
+    def _path_not_blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # Path("") would be the cwd
+            raise ValueError(BLANK)
+        return value
+
     @field_validator("database_url", "registry_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            return None  # SWARM_DATABASE_URL= (empty) means: not set
+        if value is not None and not value.strip():  # (an unset $PG_URL): fail closed,
+            raise ValueError(BLANK)  # never a private SQLite queue in the home
         if value is not None and not value.startswith(DATABASE_SCHEMES):
             raise ValueError("must start with postgresql://, postgres:// or sqlite:///")
         problem = sqlite_url_problem(value) if value and value.startswith("sqlite:///") else None

@@ -329,3 +329,55 @@ def test_logs_follow_checks_the_run_and_step_first(seeded: Path) -> None:
     for follow in ([], ["--follow"]):
         unchanged(seeded, ["logs", "1", *follow, "--run", "999"], 3, "ticket 1 has no run 999")
         unchanged(seeded, ["logs", "1", *follow, "--step", "nope"], 3, "has no step 'nope'")
+
+
+EMPTY = "is empty; unset it for the default, or give a value"
+
+
+@pytest.mark.parametrize(
+    ("env", "config", "said"),
+    [
+        ({"SWARM_DATABASE_URL": ""}, "", f"database_url: {EMPTY} (in SWARM_DATABASE_URL)"),
+        ({"SWARM_REGISTRY_URL": " "}, "", f"registry_url: {EMPTY} (in SWARM_REGISTRY_URL)"),
+        ({"SWARM_TICKETS_DB": ""}, "", f"tickets_db: {EMPTY} (in SWARM_TICKETS_DB)"),
+        ({"SWARM_REGISTRY_DB": ""}, "", f"registry_db: {EMPTY} (in SWARM_REGISTRY_DB)"),
+        ({}, 'database_url = ""', f"database_url: {EMPTY} (in config file CONFIG)"),
+        ({}, 'registry_url = "\\t"', f"registry_url: {EMPTY} (in config file CONFIG)"),
+        ({}, 'tickets_db = ""', f"tickets_db: {EMPTY} (in config file CONFIG)"),
+        ({"SWARM_HOME": ""}, "", f"home: {EMPTY} (in SWARM_HOME)"),
+        ({"SWARM_HOME": "FILE"}, "", "home: FILE is not a folder (in SWARM_HOME)"),
+        (
+            {},
+            'home = "/tmp/elsewhere"',
+            "home: not read from a config file; the home is set by SWARM_HOME or --home"
+            " (in config file CONFIG)",
+        ),
+        (
+            {"SWARM_LOG_FORMAT": "xml"},
+            "",
+            "log_format: 'xml' is not one of text, json (in SWARM_LOG_FORMAT)",
+        ),
+    ],
+    ids=lambda v: "-" if not v else None,
+)
+def test_an_empty_or_unknown_setting_is_refused_before_anything_is_made(
+    tmp_path: Path, env: dict[str, str], config: str, said: str
+) -> None:
+    """Fail closed: an empty database URL (an unset `$PG_URL` on a scale-out host) made a
+    new SQLite store in the home and worked that private queue; an empty path setting said
+    "database . is a directory"; `SWARM_LOG_FORMAT=xml` and a `home` key in the config file
+    were taken without a word. Each is one line naming the setting and its source, exit
+    5, and nothing is made."""
+    home = tmp_path / "h"
+    home.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config_path = home / "config.toml"
+    if config:
+        config_path.write_text(config + "\n")
+    env = {k: str(afile) if v == "FILE" else v for k, v in env.items()}
+    done = swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", **env)
+    said = said.replace("CONFIG", str(config_path)).replace("FILE", str(afile))
+    assert (done.returncode, done.stdout, done.stderr) == (5, "", f"error: setting {said}\n")
+    assert sorted(p.name for p in home.iterdir()) == (["config.toml"] if config else [])
+    assert afile.read_text() == ""

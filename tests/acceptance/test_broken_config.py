@@ -149,7 +149,8 @@ def test_a_config_that_is_not_toml_and_may_name_the_store_stops_nothing(
         f"SWARM_{name.upper()}": value
         for name, value in {
             "tickets_db": str(home / "elsewhere.db"), "registry_db": str(home / "registry.db"),
-            "database_url": "", "registry_url": "", "host_id": hostname(),
+            "database_url": f"sqlite:///{home / 'elsewhere.db'}",  # (an empty one: refused)
+            "registry_url": f"sqlite:///{home / 'registry.db'}", "host_id": hostname(),
         }.items()
     }  # fmt: skip
     stopped = swarm(home, "stop", **env)
