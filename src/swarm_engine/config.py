@@ -50,10 +50,10 @@ JSON_FIELDS = frozenset({"backend_options", "agents", "triggers", "gateway"})
 
 # The quick check's copy of the model's defaults and bounds for scalar settings (a test
 # checks them against config_model.py): name -> (default, least, most).
-INTS: dict[str, tuple[int, int, int | None]] = {
+INTS: dict[str, tuple[int, int, int]] = {
     "max_vms": (4, 1, 1024),
     "output_keep_bytes": (64 * 1024, 1024, 64 * 1024 * 1024),
-    "max_log_bytes": (10 * 1024 * 1024, 4096, None),
+    "max_log_bytes": (10 * 1024 * 1024, 4096, 2**30),
     "max_run_stored_bytes": (64 * 1024 * 1024, 1024 * 1024, 2**40),
     "api_max_connections": (1024, 1, 1_000_000),
     "api_max_connections_per_address": (64, 0, 1_000_000),
@@ -295,7 +295,7 @@ def _quick_check(values: Mapping[str, Any]) -> dict[str, Any] | None:
             return None
     for name, (int_default, least, most) in INTS.items():
         number = _plain_number(values.get(name, int_default), int)
-        if number is None or number < least or (most is not None and number > most):
+        if number is None or not least <= number <= most:
             return None
         out[name] = number
     for name, (default, low, high) in FLOATS.items():

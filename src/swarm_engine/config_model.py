@@ -138,8 +138,10 @@ class SettingsModel(BaseModel):
     # Output bounds (issue 8 item 5; docs/sandbox.md). Of each command's stdout and stderr,
     # this many bytes of the head and as many of the tail are kept; the middle is cut.
     output_keep_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
-    # Size cap of each step's log file (artifacts/.../output.log), in bytes.
-    max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=4096, le=2**30)
+    """Size cap of each step's log file (artifacts/.../output.log), in bytes: at most 1 GiB,
+    a file on the host's disk per step (the run's store budget, `max_run_stored_bytes`, is
+    in the database; one step's kept output, `output_keep_bytes`, at most 64 MiB)."""
     max_run_stored_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=2**40)
     """Bytes one run may store in its steps' rows (every attempt's inputs and outputs, as
     stored) and its steps' live logs: a ticket's inputs named by each of 100 steps were

@@ -191,7 +191,7 @@ LIKELY: dict[str, st.SearchStrategy[object]] = {
     "heartbeat_interval": numbers(0.05, 86400),
     "busy_timeout": numbers(0, 3600),
     "output_keep_bytes": numbers(1024, 64 * 1024 * 1024),
-    "max_log_bytes": numbers(4096, 2**40),
+    "max_log_bytes": numbers(4096, 2**30),
     "max_run_stored_bytes": numbers(1024 * 1024, 2**40),
     "agents": st.dictionaries(
         st.one_of(st.text(max_size=3), st.integers(0, 1)),
@@ -320,6 +320,13 @@ def test_a_hostname_that_is_not_a_plain_name_is_refused_as_the_default_host_id(
     ("key", "toml", "env", "flag", "said"),
     [
         ("max_vms", "5000", "5000", None, "less than or equal to 1024, not 5000"),
+        (
+            "max_log_bytes",
+            "1073741825",
+            "99999999999999999",
+            None,
+            "less than or equal to 1073741824",
+        ),
         ("poll_interval", "0.001", "0.001", None, "greater than or equal to 0.01"),
         ("log_level", '"none"', "none", "none", "not 'NONE'"),
         ("host_id", '"v m"', "v m", None, "is not a plain name"),
@@ -357,6 +364,26 @@ def test_a_value_out_of_range_or_choices_names_its_source(
         with pytest.raises(ConfigError) as caught:
             load_settings(**{key: flag})
         assert str(caught.value).endswith(f" (in --{key.replace('_', '-')})")
+
+
+def test_max_log_bytes_is_capped_at_one_gib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SWARM_MAX_LOG_BYTES=99999999999999999` was taken: a step's 300 MB of output went
+    whole into its output.log on the host's disk. 1 GiB is the most, as other byte
+    settings have theirs."""
+    for name in [n for n in os.environ if n.startswith("SWARM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv("SWARM_MAX_LOG_BYTES", str(2**30))
+    assert load_settings().max_log_bytes == 2**30
+    monkeypatch.setenv("SWARM_MAX_LOG_BYTES", str(2**30 + 1))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "setting max_log_bytes: Input should be less than or equal to 1073741824, not"
+        " '1073741825' (in SWARM_MAX_LOG_BYTES)"
+    )
 
 
 def test_a_nested_value_out_of_its_choices_names_its_source(
