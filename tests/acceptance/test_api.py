@@ -661,3 +661,28 @@ def test_sigterm_stops_the_server_saying_so(tmp_path: Path) -> None:
     assert said.rstrip().splitlines()[-1] == (
         "API stopped (SIGTERM): open requests were given their time to end"
     ), said
+
+
+def test_post_tickets_answers_413_for_any_body_over_2_mib_before_the_inputs_cap(
+    world: World,
+) -> None:
+    """docs/api.md said `POST /v1/tickets` answers 400 for inputs over 8 MiB; any body over
+    2 MiB is answered 413 first, so inputs of 2 to 8 MiB (which the CLI takes) get 413.
+    A title or a description over its cap fits in a body: those get their 400 line."""
+    api = world.api
+    before = ok(api.get("/v1/tickets?limit=1000"))["items"]
+    title = {"title": "t" * (64 * 1024 + 1), "agent": "echo"}
+    assert refused(api.post("/v1/tickets", json=title), 400)["message"] == (
+        "title: 65,537 bytes of text, more than the 64 KiB it may hold"
+    )
+    described = {"title": "x", "agent": "echo", "description": "d" * (1024 * 1024 + 1)}
+    assert refused(api.post("/v1/tickets", json=described), 400)["message"] == (
+        "description: 1,048,577 bytes of text, more than the 1 MiB it may hold"
+    )
+    inputs = {"title": "x", "agent": "echo", "inputs": {"blob": "x" * (4 * 1024 * 1024)}}
+    big = refused(api.post("/v1/tickets", json=inputs), 413)  # under the 8 MiB of inputs
+    assert (big["error"], big["message"]) == (
+        "payload_too_large",
+        "the request body is over 2048 KiB (the limit)",
+    )
+    assert ok(api.get("/v1/tickets?limit=1000"))["items"] == before  # nothing was made
