@@ -153,3 +153,41 @@ def test_a_webhook_name_another_row_declares_too_fires_for_none(
     assert store_target.rows("SELECT id FROM tickets") == []
     unsigned = deliver(api, "on-push", b'{"ref": "x"}', "k", secret="not-the-secret-at-all-0000")
     assert unsigned.status_code == 401  # type: ignore[attr-defined]  (names no workflow)
+
+
+def test_a_webhook_of_a_row_that_fails_validation_is_not_found(
+    api: Api, store_target: Target, tmp_path: Path
+) -> None:
+    """Rows another client wrote that decode but fail `workflow show`'s checks (a trigger
+    both cron and webhook; a dependency cycle) have no webhook: a delivery signed with the
+    secret this host holds for the name gets 404 and makes no ticket, as for a row that
+    does not decode, while a valid workflow's webhook beside them still delivers."""
+    rows = {
+        "both": ([{"id": "a", "agent": "echo"}],
+                 {"name": "both-ways", "cron": "* * * * * */10", "webhook": True}),
+        "looped": ([{"id": "a", "agent": "echo", "needs": ["b"]},
+                    {"id": "b", "agent": "echo", "needs": ["a"]}],
+                   {"name": "looped-hook", "webhook": True}),
+    }  # fmt: skip
+    home = tmp_path / "home"
+    for name, (steps, trigger) in rows.items():
+        spec = json.dumps({"name": name, "version": "1.0.0", "steps": steps, "triggers": [trigger]})
+        statement = (
+            f"INSERT INTO workflows (name, version, spec) VALUES ('{name}', '1.0.0', '{spec}')"
+        )
+        if store_target.dialect == "sqlite":
+            sqlite_shell(home / "registry.db", statement)
+        else:
+            store_target.sql(statement)
+    secrets = {name: {"secret": SECRET} for name in ("both-ways", "looped-hook", "on-push")}
+    server = start_api(home, SWARM_TRIGGERS=json.dumps(secrets), **store_target.env)
+    try:
+        for trigger in ("both-ways", "looped-hook"):
+            refused = deliver(server, trigger, b'{"ref": "x"}', "k")
+            assert refused.status_code == 404, refused.text  # type: ignore[attr-defined]
+            assert refused.json()["message"] == f"no webhook trigger named '{trigger}'"  # type: ignore[attr-defined]
+        assert store_target.rows("SELECT id FROM tickets") == []
+        made = deliver(server, "on-push", b'{"ref": "x"}', "k")
+        assert made.status_code == 201, made.text  # type: ignore[attr-defined]
+    finally:
+        server.stop()

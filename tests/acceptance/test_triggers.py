@@ -4,6 +4,7 @@ engines evaluate them and however often they restart; bad triggers refused at re
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,67 @@ def test_a_cron_name_two_rows_declare_fires_for_none_and_a_deleted_one_stops(
     assert out.count("declared by more than one workflow (evil, tick)") == 1, out
     tickets = store_target.rows("SELECT workflow_id FROM tickets")
     assert {t["workflow_id"] for t in tickets} == {"tick@1.0.0", "other@1.0.0"}
+
+
+INVALID_ROWS = {
+    # workflow name -> (its steps, its trigger, the line `workflow show` refuses it with)
+    "both": (
+        [{"id": "a", "agent": "echo"}],
+        {"name": "both-ways", "cron": "* * * * * *", "webhook": True},
+        "trigger 'both-ways' needs exactly one of cron or webhook: true",
+    ),
+    "looped": (
+        [
+            {"id": "a", "agent": "echo", "needs": ["b"]},
+            {"id": "b", "agent": "echo", "needs": ["a"]},
+        ],
+        {"name": "looped-second", "cron": "* * * * * *"},
+        "dependency cycle: ",
+    ),
+    "ghostly": (
+        [{"id": "a", "agent": "ghost" * 1000}],
+        {"name": "ghostly-second", "cron": "* * * * * *"},
+        "step 'a': unknown agent 'ghostghost",
+    ),
+}
+
+
+def insert_invalid_rows(home: Path, target: Target) -> None:
+    """The rows of `INVALID_ROWS`, as another client writes them: each decodes, and each
+    fails the checks `workflow show` makes."""
+    for name, (steps, trigger, _) in INVALID_ROWS.items():
+        spec = json.dumps({"name": name, "version": "1.0.0", "steps": steps, "triggers": [trigger]})
+        registry_sql(home, target, f"INSERT INTO workflows (name, version, spec)"
+                                   f" VALUES ('{name}', '1.0.0', '{spec}')")  # fmt: skip
+
+
+def test_a_row_that_fails_validation_fires_no_cron_trigger(
+    home: Path, store_target: Target, tmp_path: Path
+) -> None:
+    """Rows that decode but fail `workflow show`'s checks (a trigger both cron and webhook,
+    a dependency cycle, an unknown agent) fire nothing, each skipped with one warning line
+    however many times the registry is read, while a valid workflow beside them fires."""
+    folder = workflow(tmp_path / "tick", "tick", '- name: every-second\n  cron: "* * * * * *"\n')
+    assert register(home, store_target, folder).returncode == 0
+    insert_invalid_rows(home, store_target)
+    for name, (_, _, line) in INVALID_ROWS.items():
+        shown = swarm_inproc(home, "workflow", "show", name, **store_target.env)
+        assert shown.returncode == 5 and line in shown.stderr, shown.stderr
+
+    def fired(trigger: str) -> int:
+        rows = store_target.rows("SELECT key FROM trigger_firings WHERE trigger = %(t)s", t=trigger)
+        return len(rows)
+
+    proc = start_engine(home, "--max-vms", "2", **store_target.env, **FAST)
+    try:  # the registry is read whole every 10 s (SCHEDULES_EVERY): past a second read
+        wait_until(lambda: fired("every-second") >= 13, 90, "13 slots of tick")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert [fired(trigger["name"]) for _, trigger, _ in INVALID_ROWS.values()] == [0, 0, 0]
+    tickets = store_target.rows("SELECT workflow_id FROM tickets")
+    assert {t["workflow_id"] for t in tickets} == {"tick@1.0.0"}
+    for name, (_, _, line) in INVALID_ROWS.items():
+        warned = [w for w in out.splitlines() if f"workflow {name}@1.0.0 in the registry" in w]
+        assert len(warned) == 1 and line in warned[0], out
+        assert warned[0].endswith("its triggers are skipped") and len(warned[0]) < 500, warned

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -478,17 +479,32 @@ class Registry:
         if row is None:
             raise NotFoundError(f"unknown workflow {shown(ref)} (see 'swarm-engine workflow list')")
         from swarm_engine.models import WorkflowSpec
-        from swarm_engine.registry.workflows import check_workflow
 
         spec = decode_definition(WorkflowSpec, "workflow", row)
-        check_workflow(spec, self.has_agent, f"workflow {spec.ref} in the registry")
+        self.check_stored_workflow(spec)
         return spec
+
+    def check_stored_workflow(
+        self, spec: WorkflowSpec, agent_exists: Callable[[str], bool] | None = None
+    ) -> None:
+        """`WorkflowError` (one line, `workflow x@1.0.0 in the registry: ...`) when a
+        decoded registry row does not hold a workflow registration would accept
+        (`check_workflow`): what `workflow()` (`workflow show`, every plan) checks, and
+        what `latest_workflows` checks before a trigger may fire. `agent_exists`: a
+        memoized `has_agent` (one lookup per agent, not per step)."""
+        from swarm_engine.registry.workflows import check_workflow
+
+        check_workflow(spec, agent_exists or self.has_agent, f"workflow {spec.ref} in the registry")
 
     def latest_workflows(self, skipped: list[str] | None = None) -> list[tuple[WorkflowSpec, str]]:
         """The latest version of every workflow that decodes, with when it was registered
         (its row's `created_at`); rows that do not decode are left out (each of their
         tickets fails with the reason), and why is appended to `skipped` when given (one
-        line each: `workflow x@1.0.0 in the registry: spec.triggers: ...`)."""
+        line each: `workflow x@1.0.0 in the registry: spec.triggers: ...`). So is a
+        workflow that declares triggers and fails `check_stored_workflow` (a cycle, a
+        trigger with both `cron` and `webhook`, an unknown agent): a trigger fires only
+        for a definition `workflow show` accepts, whose tickets can plan. (One without
+        triggers is not checked here: nothing fires for it, and its tickets fail at plan.)"""
         from swarm_engine.models import WorkflowSpec
 
         rows: dict[str, Row] = {}
@@ -506,6 +522,7 @@ class Registry:
                 rows[name] = row
         out: list[tuple[WorkflowSpec, str]] = []
         decoded: dict[tuple[Any, ...], WorkflowSpec | str] = {}
+        known: dict[str, bool] = {}  # agent ref -> has_agent, for this call
         for row in rows.values():
             key = tuple(_hashable(row[c]) for c in _WORKFLOW_COLUMNS)
             spec = self._decoded.get(key)
@@ -515,13 +532,32 @@ class Registry:
                 except ConfigError as exc:
                     spec = str(exc)
             decoded[key] = spec
-            if isinstance(spec, str):
+            problem = spec if isinstance(spec, str) else self._trigger_problem(spec, known)
+            if problem is not None:
                 if skipped is not None:
-                    skipped.append(spec)
+                    skipped.append(problem)
                 continue
+            assert not isinstance(spec, str)
             out.append((spec, str(row["created_at"])))
         self._decoded = decoded  # only the rows of this call: bounded by the registry's names
         return out
+
+    def _trigger_problem(self, spec: WorkflowSpec, known: dict[str, bool]) -> str | None:
+        """Why a decoded workflow's triggers may not fire (`check_stored_workflow`'s line),
+        or None (always None for a workflow without triggers)."""
+        if not spec.triggers:
+            return None
+
+        def agent_exists(ref: str) -> bool:
+            if ref not in known:
+                known[ref] = self.has_agent(ref)
+            return known[ref]
+
+        try:
+            self.check_stored_workflow(spec, agent_exists)
+        except ConfigError as exc:  # (WorkflowError; or an agent row that does not decode)
+            return str(exc)
+        return None
 
     def workflows(
         self, cursor: str | None = None, limit: int = PAGE_DEFINITIONS, *, specs: bool = True
