@@ -37,6 +37,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.store import pgsequences
 from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, ValueReader
+from swarm_engine.store.errortext import bounded_params
 from swarm_engine.store.timestamps import UnheldInstant
 
 POOL_MAX = 4
@@ -235,7 +236,7 @@ class PostgresDatabase:
     @staticmethod
     def _execute(conn: psycopg.Connection[Any], sql: str, params: Params | None) -> Outcome:
         with conn.cursor(row_factory=_record_rows) as cur:
-            cur.execute(sql, dict(params) if params else {})
+            cur.execute(sql, dict(bounded_params(params)) if params else {})  # (errortext.py)
             rows: list[Row] = cur.fetchall() if cur.description else []
             return Outcome(rows, cur.rowcount)
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from swarm_engine.store.db import Dialect
@@ -103,3 +105,17 @@ def load(dialect: Dialect, group: str) -> Queries:
         group,
         parse(entry.read_text(encoding="utf-8"), dialect=dialect, source=f"{dialect}/{group}.sql"),
     )
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Split a SQLite migration into statements (sqlite3.complete_statement handles triggers)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip():
+        yield buf

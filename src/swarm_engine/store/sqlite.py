@@ -25,6 +25,8 @@ from typing import Any
 from swarm_engine.errors import StoreBusyError, StoreError, StoreGoneError, StoreIntegrityError
 from swarm_engine.store.db import Dialect, InvalidText, Outcome, Params, Row
 from swarm_engine.store.dbfile import Identity, file_identity, name_moved, one_name
+from swarm_engine.store.errortext import bounded_params
+from swarm_engine.store.queries import split_script
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ def _bind(params: Params | None) -> dict[str, Any] | tuple[()]:
     """Named parameters for sqlite3: a list becomes JSON text (read with json_each)."""
     if not params:
         return ()
-    return {k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
+    bound = bounded_params(params)  # error text: one line of at most 500 characters
+    return {k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in bound.items()}
 
 
 class SQLiteDatabase:
@@ -488,17 +491,3 @@ def _migrate(db: SQLiteDatabase, schema: str, path: Path) -> None:
                 for statement in split_script(sql):
                     db.run(statement)
                 db.run(f"PRAGMA user_version = {number}")
-
-
-def split_script(script: str) -> Iterator[str]:
-    """Split a migration into statements (sqlite3.complete_statement handles triggers)."""
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        if not buf and (not line.strip() or line.lstrip().startswith("--")):
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            yield buf
-            buf = ""
-    if buf.strip():
-        yield buf

@@ -431,7 +431,7 @@ class TicketStore:
         """Fail an open ticket that cannot be run, without running it (and without
         rewriting what its writer stored). Returns whether this call failed it."""
         with self.db.checks_ignored():
-            done = self.db.run(self.q.reject, {"id": ticket_id, "error": _one_line(reason)})
+            done = self.db.run(self.q.reject, {"id": ticket_id, "error": reason})  # (errortext)
         return done.rowcount == 1
 
     def mark_running(self, ticket_id: int, attempt_id: str) -> None:
@@ -461,13 +461,12 @@ class TicketStore:
     def fail_attempt(self, ticket_id: int, attempt_id: str, error: str) -> bool:
         """Last resort when a run could not even be recorded: fail the ticket (fenced,
         CHECKs ignored so a malformed row cannot keep it claimed). Returns whether it did."""
-        line = _one_line(error)
         with self.db.transaction(), self.db.checks_ignored():
             done = self.db.run(
-                self.q.fail_attempt, {"id": ticket_id, "attempt_id": attempt_id, "error": line}
+                self.q.fail_attempt, {"id": ticket_id, "attempt_id": attempt_id, "error": error}
             )
             if done.rowcount == 1:
-                self.close_open_runs(ticket_id, "failed", line)
+                self.close_open_runs(ticket_id, "failed", error)
         return done.rowcount == 1
 
     def release(self, ticket_id: int, attempt_id: str) -> bool:
