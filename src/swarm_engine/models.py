@@ -24,7 +24,7 @@ from pydantic import (
 # the pydantic-free records and name patterns live in records.py (the store, short commands
 # and registry/plain.py use them without pydantic); they are re-exported here
 from swarm_engine.errors import VMError
-from swarm_engine.records import ENV_MAX_VARS, MAX_STEP_COST_USD, MAX_STEP_TOKENS
+from swarm_engine.records import ENV_MAX_VARS, ENV_NAME_MAX, MAX_STEP_COST_USD, MAX_STEP_TOKENS
 from swarm_engine.records import ENV_NAME_RE as ENV_NAME_RE
 from swarm_engine.records import IMAGE_RE as IMAGE_RE
 from swarm_engine.records import NAME_RE as NAME_RE
@@ -197,8 +197,9 @@ class AgentSpec(_Strict):
             shown = repr(name) if len(name) <= 40 else repr(name[:39] + "…")
             if not ENV_NAME_RE.fullmatch(name):
                 raise ValueError(
-                    f"{shown} is not an environment variable name "
-                    "(letters, digits and '_', not starting with a digit)"
+                    f"{shown} is not an environment variable name (letters, digits and '_',"
+                    f" not starting with a digit, at most {ENV_NAME_MAX} characters"
+                    + (f"; this one has {len(name):,})" if len(name) > ENV_NAME_MAX else ")")
                 )
             if "\x00" in value:
                 raise ValueError(f"the value of {shown} contains a NUL character")

@@ -33,11 +33,14 @@ HOST_ID_FORM = (
     "letters, digits, '.', '_' and '-', starting with a letter or digit and not ending"
     " in '.' or '-', at most 253"
 )
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME_MAX = 256
+"""The most characters a name in an agent's `env` may have."""
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+"""A name in an agent's `env` (a shell variable's name, at most `ENV_NAME_MAX` characters):
+match it with `fullmatch`."""
 ENV_MAX_VARS = 1000
 """The most variables an agent's `env:` may set (a command's environment holds at most
 2,500, `vm.sandbox_env.MAX_ENV_VARS`: room is left for its `INPUT_*` variables)."""
-"""A name in an agent's `env` (a shell variable's name): match it with `fullmatch`."""
 
 
 class TicketStatus(StrEnum):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm_engine.errors import SwarmError
-from swarm_engine.records import json_size
+from swarm_engine.records import json_size, shown
 
 PATH = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 TOKEN = re.compile(r"\$\$\{|\$\{\s*(" + PATH + r")\s*\}|\$\{")
@@ -29,6 +29,9 @@ TOKEN = re.compile(r"\$\$\{|\$\{\s*(" + PATH + r")\s*\}|\$\{")
 NAMESPACES = ("ticket", "inputs", "variables", "steps")
 TICKET_FIELDS = ("id", "title", "description", "priority")
 ESCAPE = "$${"
+MAX_REFERENCE = 256
+"""The most characters a reference's path may have (`steps.<id>.outputs.<key>`: a step id
+is at most 64): a longer one is refused where it is written, so no line quotes it whole."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,11 @@ def check_reference(path: str, namespaces: Collection[str] = NAMESPACES) -> str 
 
     `namespaces` are the ones the place of the reference can see (an agent's command sees
     only `inputs` and `ticket`)."""
+    if len(path) > MAX_REFERENCE:
+        return (
+            f"the reference ${{{path[:60]}…}} is {len(path):,} characters long,"
+            f" more than the {MAX_REFERENCE} a reference may have"
+        )
     parts = path.split(".")
     if parts[0] not in namespaces:
         return (
@@ -161,6 +169,11 @@ def _index(part: str) -> int:
     return -1
 
 
+def _path(path: str) -> str:
+    """A reference's path as a line quotes it: whole up to `MAX_REFERENCE` characters."""
+    return path if len(path) <= MAX_REFERENCE else path[: MAX_REFERENCE - 1] + "…"
+
+
 def lookup(path: str, context: Mapping[str, Any]) -> Any:
     """The value at reference `path` in `context`; `TemplateError` if there is none."""
     node: Any = context
@@ -170,7 +183,7 @@ def lookup(path: str, context: Mapping[str, Any]) -> Any:
         elif isinstance(node, list) and 0 <= _index(part) < len(node):
             node = node[_index(part)]
         else:
-            raise TemplateError(f"${{{path}}} does not resolve (no {part!r})")
+            raise TemplateError(f"${{{_path(path)}}} does not resolve (no {shown(part, 80)})")
     return node
 
 

@@ -45,6 +45,7 @@ from swarm_engine.agents.shell_command import (
 )
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
+from swarm_engine.records import cut_message
 from swarm_engine.templating import TICKET_FIELDS, TemplateError, lookup, render
 from swarm_engine.vm.base import Stream
 
@@ -141,7 +142,9 @@ class ShellAgent:
         env = {k: str(v) for k, v in ctx.agent.env.items()}
         try:
             for key, value in env.items():
-                check_exec_size(f"env.{key}", f"{key}={value}", "shorten it in agent.yaml")
+                check_exec_size(
+                    f"env.{cut_message(key, 80)}", f"{key}={value}", "shorten it in agent.yaml"
+                )
         except AgentError as exc:
             return StepOutcome(error=str(exc))
         env.update(input_env(ctx.inputs))

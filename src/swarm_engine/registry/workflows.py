@@ -9,8 +9,18 @@ from graphlib import CycleError, TopologicalSorter
 from swarm_engine.agents.shell_step_inputs import shell_step_problem
 from swarm_engine.errors import ConfigError, WorkflowError
 from swarm_engine.models import AgentSpec, WorkflowSpec
-from swarm_engine.records import split_ref
+from swarm_engine.records import shown, split_ref
 from swarm_engine.templating import check_template, references, step_dependencies
+
+NAME_SHOWN = 80
+"""How much of a name (an agent's, a step's) a line of `check_workflow` quotes (`shown`):
+a row's name of any size makes a line short enough to read whole."""
+CYCLE_SHOWN = 6
+"""The most step ids a cycle's line lists before `… (N more steps)` and its first again."""
+
+
+def _name(value: str) -> str:
+    return shown(value, NAME_SHOWN)
 
 
 def dependencies(spec: WorkflowSpec) -> dict[str, set[str]]:
@@ -25,42 +35,54 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
     seen: set[str] = set()
     for step in spec.steps:
         if step.id in seen:
-            raise WorkflowError(f"{source}: duplicate step id {step.id!r}")
+            raise WorkflowError(f"{source}: duplicate step id {_name(step.id)}")
         seen.add(step.id)
     for step in spec.steps:
         if step.agent.startswith("_template:"):
-            raise WorkflowError(f"{source}: step {step.id!r}: {step.agent!r} is a template")
+            raise WorkflowError(
+                f"{source}: step {_name(step.id)}: {_name(step.agent)} is a template"
+            )
         try:
             split_ref(step.agent)
         except ConfigError as exc:
-            raise WorkflowError(f"{source}: step {step.id!r}: agent {exc}") from None
+            raise WorkflowError(f"{source}: step {_name(step.id)}: agent {exc}") from None
         if not agent_exists(step.agent):
-            raise WorkflowError(f"{source}: step {step.id!r}: unknown agent {step.agent!r}")
+            raise WorkflowError(
+                f"{source}: step {_name(step.id)}: unknown agent {_name(step.agent)}"
+            )
         problem = check_template(step.inputs, where="inputs")
         if problem:
-            raise WorkflowError(f"{source}: step {step.id!r}: {problem[0]}: {problem[1]}")
+            raise WorkflowError(f"{source}: step {_name(step.id)}: {problem[0]}: {problem[1]}")
         for dep in sorted(set(step.needs) | step_dependencies(step.inputs)):
             if dep == step.id:
-                raise WorkflowError(f"{source}: step {step.id!r} depends on itself")
+                raise WorkflowError(f"{source}: step {_name(step.id)} depends on itself")
             if dep not in seen:
-                raise WorkflowError(f"{source}: step {step.id!r} references unknown step {dep!r}")
+                raise WorkflowError(
+                    f"{source}: step {_name(step.id)} references unknown step {_name(dep)}"
+                )
     problem = check_template(spec.outputs or {}, where="outputs")
     if problem:
         raise WorkflowError(f"{source}: {problem[0]}: {problem[1]}")
     for path in references(spec.outputs or {}):
         if path.startswith("steps.") and path.split(".")[1] not in seen:
-            raise WorkflowError(f"{source}: outputs reference unknown step {path.split('.')[1]!r}")
+            raise WorkflowError(
+                f"{source}: outputs reference unknown step {_name(path.split('.')[1])}"
+            )
     cycle = find_cycle(dependencies(spec))
     if cycle:
-        raise WorkflowError(f"{source}: dependency cycle: {' -> '.join(cycle)}")
+        listed = cycle if len(cycle) <= CYCLE_SHOWN + 2 else [
+            *cycle[:CYCLE_SHOWN], f"… ({len(cycle) - 1 - CYCLE_SHOWN:,} more steps)", cycle[-1]
+        ]  # fmt: skip
+        shown_cycle = " -> ".join(listed)
+        raise WorkflowError(f"{source}: dependency cycle: {shown_cycle}")
     names: set[str] = set()
     for trigger in spec.triggers:
         if trigger.name in names:
-            raise WorkflowError(f"{source}: trigger {trigger.name!r} is defined twice")
+            raise WorkflowError(f"{source}: trigger {_name(trigger.name)} is defined twice")
         names.add(trigger.name)
         if (trigger.cron is None) == (not trigger.webhook):
             raise WorkflowError(
-                f"{source}: trigger {trigger.name!r} needs exactly one of cron or webhook: true"
+                f"{source}: trigger {_name(trigger.name)} needs exactly one of cron or webhook: true"
             )
 
 
@@ -78,7 +100,7 @@ def check_shell_step_inputs(
     for step in spec.steps:
         problem = shell_step_problem(step.inputs, agent_of(step.agent))
         if problem:
-            raise WorkflowError(f"{source}: step {step.id!r}: {problem}")
+            raise WorkflowError(f"{source}: step {_name(step.id)}: {problem}")
 
 
 def find_cycle(deps: dict[str, set[str]]) -> list[str] | None:
