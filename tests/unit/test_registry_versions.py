@@ -238,3 +238,36 @@ def test_the_latest_workflow_is_the_release_not_its_pre_release(tmp_path: Path) 
         assert [w.ref for w, _ in reg.latest_workflows()] == ["wf@2.0.0"]
     finally:
         reg.close()
+
+
+def test_a_row_that_fails_validation_gives_no_triggers_and_owns_no_name(tmp_path: Path) -> None:
+    """A row another client wrote that decodes but fails `workflow()`'s checks (here a
+    dependency cycle) is left out of `latest_workflows` when it declares triggers, with
+    the line `workflow()` refuses it with; its trigger's name is nobody's, so another
+    workflow registers it. A row without triggers is not checked there (nothing fires)."""
+    from swarm_engine.models import WorkflowSpec
+
+    reg = registry(tmp_path)
+    try:
+        steps = [{"id": "a", "agent": "echo", "needs": ["b"]},
+                 {"id": "b", "agent": "echo", "needs": ["a"]}]  # fmt: skip
+        conn = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+        for name, triggers in (("looped", [{"name": "hook", "webhook": True}]), ("quiet", [])):
+            spec = {"name": name, "version": "1.0.0", "steps": steps, "triggers": triggers}
+            conn.execute("INSERT INTO workflows (name, version, spec) VALUES (?, '1.0.0', ?)",
+                         (name, json.dumps(spec)))  # fmt: skip
+        conn.close()
+        with pytest.raises(ConfigError) as refused:
+            reg.workflow("looped")
+        skipped: list[str] = []
+        assert [w.ref for w, _ in reg.latest_workflows(skipped)] == ["quiet@1.0.0"]
+        assert skipped == [str(refused.value)]
+        assert "dependency cycle: a -> b -> a" in skipped[0]
+        valid = WorkflowSpec.model_validate({
+            "name": "valid", "version": "1.0.0", "steps": [{"id": "s", "agent": "echo"}],
+            "triggers": [{"name": "hook", "webhook": True}],
+        })  # fmt: skip
+        reg.register_workflows([(valid, "valid.yaml")])
+        assert [w.ref for w, _ in reg.latest_workflows()] == ["quiet@1.0.0", "valid@1.0.0"]
+    finally:
+        reg.close()
