@@ -94,19 +94,34 @@ def read(conn: psycopg.Connection[Any], tables: tuple[str, ...] = ID_TABLES) -> 
     ]
 
 
-def repair(conn: psycopg.Connection[Any], where: str) -> list[str]:
-    """Repair every wedged id sequence, in `conn`'s transaction (or one of its own when
-    it is in none); the tables repaired, each with one warning line. Raises
+def repair(
+    conn: psycopg.Connection[Any], where: str, tables: tuple[str, ...] = ID_TABLES
+) -> list[str]:
+    """Repair every wedged id sequence of `tables`, in `conn`'s transaction (or one of its
+    own when it is in none); the tables repaired, each with one warning line. Raises
     `StoreIntegrityError` when one cannot be repaired (no privilege)."""
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         with conn.transaction():
-            return _repair(conn, where)
-    return _repair(conn, where)
+            return _repair(conn, where, tables)
+    return _repair(conn, where, tables)
 
 
-def _repair(conn: psycopg.Connection[Any], where: str) -> list[str]:
+def failed_tables(exc: BaseException) -> tuple[str, ...]:
+    """The id table whose sequence a `nextval` at its limit names in `exc` (SQLSTATE
+    2200H: `reached maximum value of sequence "tickets_id_seq"`), as a 1-tuple; every id
+    table when it names none of ours. Inside a caller's transaction only that one is
+    repaired: each repair locks its table until the commit, and a transaction that
+    locked every id table while another engine's held a write on one and waited for
+    another deadlocked (seen as `deadlock detected` from `ticket create`)."""
+    diag = getattr(exc, "diag", None)
+    text = str(getattr(diag, "message_primary", None) or exc)
+    named = [t for t in ID_TABLES if f'"{t}_id_seq"' in text]
+    return (named[0],) if len(named) == 1 else ID_TABLES
+
+
+def _repair(conn: psycopg.Connection[Any], where: str, tables: tuple[str, ...]) -> list[str]:
     done: list[tuple[str, str]] = []  # (table, what was done)
-    for seq in read(conn):
+    for seq in read(conn, tables):
         if not seq.wedged:
             continue
         table = ID_TABLES[ID_TABLES.index(seq.table)]  # a name of ours, not the row's text

@@ -197,12 +197,13 @@ class PostgresDatabase:
                 if guarded:
                     self._savepoint(conn)
                 return self._execute(conn, sql, params)
-            except psycopg.errors.SequenceGeneratorLimitExceeded:
+            except psycopg.errors.SequenceGeneratorLimitExceeded as exc:
                 if attempt == SEQUENCE_REPAIRS or (in_transaction and not guarded):
                     raise
                 if guarded:
                     conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-                pgsequences.repair(conn, self.where)  # (none wedged now: another engine
+                tables = pgsequences.failed_tables(exc) if in_transaction else pgsequences.ID_TABLES
+                pgsequences.repair(conn, self.where, tables)  # (none wedged now: another engine
                 # repaired it meanwhile, or it is not ours: run again all the same, bounded)
             except psycopg.Error:
                 if guarded and conn.info.transaction_status == _FAILED:
