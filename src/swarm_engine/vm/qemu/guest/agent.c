@@ -9,6 +9,8 @@
  * worker thread; started vfork-style, in its own session and, with cgroup v2, a cgroup
  * of its own whose pids.max is the step's process limit; over when its own process
  * exits, which kills what it left running), put, get, ping, kill, restored, shutdown.
+ * While a command runs, a guard thread kills the command holding the most memory once the
+ * guest is nearly out of it (see memory_guard), before the kernel would thrash.
  * Arguments: --workspace DIR --cgroup-root DIR|none --fd N --port DEV.
  * Keep it in step with agent.py (the host tests run both over a socketpair).
  */
@@ -507,11 +509,13 @@ typedef struct proc {
     long rid;
     pid_t pid;
     char cgroup[PATH_MAX];
+    int out_of_memory; /* killed by memory_guard (set under procs_lock) */
     struct proc *next;
 } proc_t;
 
 static proc_t *procs;
 static pthread_mutex_t procs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t procs_added = PTHREAD_COND_INITIALIZER; /* wakes memory_guard */
 
 static void kill_tree(pid_t pid, const char *cgroup) {
     if (cgroup[0]) {
@@ -541,6 +545,92 @@ static void do_kill(long rid, const json *h) {
         if (p->rid == target) kill_tree(p->pid, p->cgroup);
     pthread_mutex_unlock(&procs_lock);
     send_ok(rid, NULL, 0);
+}
+
+/* ---- memory guard ----------------------------------------------------------------- */
+
+/* The root filesystem is a squashfs: when the guest is nearly out of memory, the kernel
+ * evicts the programs' own pages and reads them back over and over (thrashing) long
+ * before its OOM killer runs; under TCG that lasted past a 120 s timeout. So while a
+ * command runs, MemAvailable is read every GUARD_MS, and once it is below a twentieth of
+ * MemTotal (between GUARD_MIN_KIB and GUARD_MAX_KIB) the command whose processes hold the
+ * most resident memory (and at least that much) is killed whole, as earlyoom and
+ * systemd-oomd do on a host. Its exit is 137 with one line saying why. */
+#define GUARD_MS 50
+#define GUARD_MIN_KIB (8L * 1024)
+#define GUARD_MAX_KIB (128L * 1024)
+
+static long meminfo_kib(const char *text, const char *key) {
+    const char *at = strstr(text, key);
+    return at ? strtol(at + strlen(key), NULL, 10) : -1;
+}
+
+/* Resident KiB of a process, -1 if it is gone. */
+static long rss_kib(long pid) {
+    char path[64], text[128];
+    snprintf(path, sizeof path, "/proc/%ld/statm", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    text[n] = '\0';
+    long size = 0, resident = 0;
+    if (sscanf(text, "%ld %ld", &size, &resident) != 2) return -1;
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Resident KiB of a command: every process of its cgroup, or its own process. */
+static long command_kib(const proc_t *p) {
+    if (!p->cgroup[0]) return rss_kib(p->pid);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/cgroup.procs", p->cgroup);
+    FILE *f = fopen(path, "re");
+    if (!f) return rss_kib(p->pid);
+    long total = 0, pid;
+    while (fscanf(f, "%ld", &pid) == 1) {
+        long kib = rss_kib(pid);
+        if (kib > 0) total += kib;
+    }
+    fclose(f);
+    return total;
+}
+
+static void *memory_guard(void *unused) {
+    (void)unused;
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    char text[4096];
+    for (;;) {
+        pthread_mutex_lock(&procs_lock);
+        while (!procs) pthread_cond_wait(&procs_added, &procs_lock);
+        pthread_mutex_unlock(&procs_lock);
+        struct timespec pause = {0, GUARD_MS * 1000000L};
+        nanosleep(&pause, NULL);
+        ssize_t n = pread(fd, text, sizeof text - 1, 0);
+        if (n <= 0) continue;
+        text[n] = '\0';
+        long total = meminfo_kib(text, "MemTotal:"), avail = meminfo_kib(text, "MemAvailable:");
+        if (total <= 0 || avail < 0) continue;
+        long floor = total / 20;
+        if (floor < GUARD_MIN_KIB) floor = GUARD_MIN_KIB;
+        if (floor > GUARD_MAX_KIB) floor = GUARD_MAX_KIB;
+        if (avail >= floor) continue;
+        pthread_mutex_lock(&procs_lock);
+        proc_t *victim = NULL;
+        long most = floor - 1; /* a command holding less would not give enough back */
+        for (proc_t *p = procs; p; p = p->next) {
+            if (p->out_of_memory) { victim = NULL; most = LONG_MAX; break; } /* still dying */
+            long kib = command_kib(p);
+            if (kib > most) { most = kib; victim = p; }
+        }
+        if (victim) {
+            victim->out_of_memory = 1;
+            kill_tree(victim->pid, victim->cgroup);
+        }
+        pthread_mutex_unlock(&procs_lock);
+    }
+    return NULL;
 }
 
 static double now(void) {
@@ -685,6 +775,8 @@ static int spawn_child(void *arg) {
         setrlimit(rl[k].which, &lim);
     }
     if (s->procs_fd >= 0 && write(s->procs_fd, "0", 1) < 0) { /* stays in the agent's */ }
+    int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); /* the agent's is -1000 */
+    if (adj >= 0) { if (write(adj, "0", 1) < 0) { /* stays protected */ } close(adj); }
     int err = 0;
     if (dup2(s->in_fd, 0) < 0 || dup2(s->out_fd, 1) < 0 || dup2(s->err_fd, 2) < 0 || chdir(s->cwd) < 0) {
         err = errno;
@@ -808,6 +900,7 @@ static void exec_request(request_t *req) {
     pthread_mutex_lock(&procs_lock);
     me->next = procs;
     procs = me;
+    pthread_cond_signal(&procs_added);
     pthread_mutex_unlock(&procs_lock);
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int exited = 0, reaped = 0, timed_out = 0, killed = 0, status = 0;
@@ -886,6 +979,14 @@ static void exec_request(request_t *req) {
     if (pidfd >= 0) close(pidfd);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     slot = release_if_empty(slot);
+    if (me->out_of_memory && !timed_out) { /* (forget() above: no lock needed to read it) */
+        static const char note[] =
+            "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
+            " (MemAvailable under a twentieth of MemTotal), and the command holding the most"
+            " was killed; it fails with exit code 137 (raise memory_mb, or use less)\n";
+        send_out(rid, "stderr", note, sizeof note - 1);
+        code = 137;
+    }
     send_exit(rid, timed_out ? 124 : code, timed_out, started);
 done:
     if (slot) release_slot(slot);
@@ -998,6 +1099,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--port")) port = argv[i + 1];
     }
     signal(SIGPIPE, SIG_IGN);
+    int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); /* the kernel's OOM */
+    if (adj >= 0) { if (write(adj, "-1000", 5) < 0) { /* killer spares the agent */ } close(adj); }
     char probe[PATH_MAX];
     snprintf(probe, sizeof probe, "%s/cgroup.controllers", cg);
     cgroup_root = strcmp(cg, "none") && access(probe, F_OK) == 0 ? cg : NULL;
@@ -1026,6 +1129,8 @@ int main(int argc, char **argv) {
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1024 * 1024); /* path resolution recurses */
+    pthread_t guard;
+    if (pthread_create(&guard, &attr, memory_guard, NULL)) { /* no guard: the kernel's OOM */ }
     for (;;) {
         unsigned char hdr[8];
         if (read_exact(fd, (char *)hdr, 8)) return 0;
