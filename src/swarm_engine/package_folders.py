@@ -10,7 +10,7 @@ symlink over `<version>` (one `rename`: a reader resolves either the old copy or
 one, never a mix and never nothing). A reader holds a shared `flock` on the copy it reads
 (`reading`); a copy no longer linked is moved to the trash and deleted only while
 nobody holds it (`retire`, an exclusive lock taken without waiting), else a later
-registration of that name does it. A `<version>` that is a folder itself (registered
+registration of that name, or `cleanup` (`sweep`), does it. A `<version>` that is a folder itself (registered
 before this layout) is exchanged with the link in one `renameat2(RENAME_EXCHANGE)`."""
 
 from __future__ import annotations
@@ -66,6 +66,49 @@ def install(staged: Path, packages_dir: Path, name: str, version: str) -> None:
             if is_copy_of(entry, version) and entry != copy:
                 retire(folder / entry, packages_dir / TRASH)
     _empty_trash(packages_dir / TRASH)
+
+
+def _is_any_copy(entry: str) -> bool:
+    """Whether `entry` has a copy's name (`copy_name`) for some version."""
+    stem, dot, tail = entry.rpartition(".")
+    return (
+        entry.startswith(".")
+        and bool(dot)
+        and len(stem) > 1
+        and len(tail) == 16
+        and set(tail) <= _HEX
+    )
+
+
+def sweep(packages_dir: Path) -> list[str]:
+    """Retire every copy in `packages_dir` that no `<version>` link names and nobody reads
+    (one a step still holds stays), and empty the trash. Safe while engines run and
+    registrations happen: each name's folder is swept under its registration lock.
+
+    Returns the `<name>/<copy>` entries removed. Raises OSError if the folder cannot be
+    read (a missing folder is nothing to sweep)."""
+    removed: list[str] = []
+    try:
+        names = sorted(os.listdir(packages_dir))
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        folder = packages_dir / name
+        if name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        with _locked(folder / LOCK):
+            entries = os.listdir(folder)
+            linked = {
+                os.readlink(folder / e)
+                for e in entries
+                if not e.startswith(".") and (folder / e).is_symlink()
+            }
+            for entry in sorted(entries):
+                gone = _is_any_copy(entry) and entry not in linked
+                if gone and retire(folder / entry, packages_dir / TRASH):
+                    removed.append(f"{name}/{entry}")
+    _empty_trash(packages_dir / TRASH)
+    return removed
 
 
 def retire(path: Path, trash: Path) -> bool:

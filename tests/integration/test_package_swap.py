@@ -8,16 +8,18 @@ A package of the layout before copies (a folder at `<name>/<version>`) is swappe
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from pathlib import Path
 
 import pytest
+from tests.support.cli import swarm
 
 from swarm_engine.agents.files import package_contents
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
-from swarm_engine.package_folders import TRASH, is_copy_of
+from swarm_engine.package_folders import TRASH, is_copy_of, reading, sweep
 from swarm_engine.registry.catalog import Registry
 from swarm_engine.service.registry import register_agent_files
 
@@ -118,3 +120,31 @@ def test_a_package_of_the_old_layout_is_swapped_for_a_link(tmp_path: Path) -> No
     assert sorted(e for e in entries if not e.startswith(".lock")) == sorted(
         ["1.0.0", os.readlink(packages_dir / "racer" / "1.0.0")]
     )
+
+
+def test_cleanup_removes_the_old_copies_no_step_holds_any_more(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    packages_dir = home / "packages"
+    folder = packages_dir / "racer"
+    with contextlib.closing(Registry(tmp_path / "registry.db", packages_dir)) as registry:
+        register_agent_files(registry, [_package(tmp_path / "X", "X")])
+        held = folder / os.readlink(folder / "1.0.0")
+        with reading(str(held)) as found:  # a step reads X's files while Y is registered
+            assert found
+            register_agent_files(registry, [_package(tmp_path / "Y", "Y")], force=True)
+            assert held.is_dir()  # held: it stays
+            assert sweep(packages_dir) == []  # still held: cleanup leaves it too
+            assert held.is_dir()
+    newest = os.readlink(folder / "1.0.0")
+    assert sorted(e for e in os.listdir(folder) if is_copy_of(e, "1.0.0")) == sorted(
+        [held.name, newest]
+    )
+    swarm(home, "status", "--init", check=True)  # (a home with its stores)
+    done = swarm(home, "cleanup", "--json", check=True)
+    assert json.loads(done.stdout)["packages"] == [f"racer/{held.name}"]
+    assert not held.exists() and os.listdir(packages_dir / TRASH) == []
+    assert [e for e in os.listdir(folder) if is_copy_of(e, "1.0.0")] == [newest]
+    spec = AgentSpec(name="racer", kind="shell", command="true", package_path=str(folder / "1.0.0"))
+    assert _letters(package_contents(spec, packages_dir)) == {b"Y"}  # the link's copy stays
+    again = swarm(home, "cleanup", check=True)
+    assert "0 old agent package copy(ies)" in again.stdout

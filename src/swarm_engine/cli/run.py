@@ -414,6 +414,7 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
             settings.backend_options,
             store_target=settings.tickets_target,
             silent_after=settings.lease_ttl,
+            packages_dir=settings.packages_dir,
         )
     if as_json:
         emit_json(report.__dict__)
@@ -423,7 +424,7 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"{len(report.folders)} leftover folder(s); stopped {len(report.helpers)} leftover VM "
         f"helper process(es); re-queued {len(report.requeued)} and failed "
         f"{len(report.failed)} ticket(s) with expired leases; removed {len(report.cgroups)} "
-        "leftover memory cgroup folder(s)"
+        f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies)"
     )
     for e in report.waiting:
         console.print(

@@ -18,6 +18,7 @@ from typing import Any
 
 from swarm_engine.engine.hostlock import engine_lock_held
 from swarm_engine.errors import StoreBusyError, StoreError
+from swarm_engine.package_folders import sweep
 from swarm_engine.store import Store
 from swarm_engine.store.tickets import Fence
 from swarm_engine.vm.backends import BACKENDS, create_backend
@@ -46,6 +47,9 @@ class ReapReport:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     """Engines of this host whose process is gone but that heartbeated within the lease:
     not reaped yet (`id`, `pid`, `reaped_in` seconds; `EngineStore.gone_unreaped`)."""
+    packages: list[str] = field(default_factory=list)
+    """Old agent package copies no link names and no step reads any more, removed
+    (`<name>/<copy>`; `package_folders.sweep`)."""
 
 
 SILENT_AFTER = 30.0
@@ -322,6 +326,7 @@ def cleanup(
     *,
     store_target: str | Path | None = None,
     silent_after: float = SILENT_AFTER,
+    packages_dir: Path | None = None,
 ) -> ReapReport:
     """Reap this host's dead engines and orphan VMs and its leftover VM folders (those with
     no `vms` row too: `reap_unrecorded`), then
@@ -333,8 +338,15 @@ def cleanup(
     dead when its process is gone and it has not heartbeated for `silent_after` s (the
     caller's `lease_ttl`). With `store_target`, nothing of this host is reaped while the
     kernel says this store's engine lock of this host is held (an engine runs, whatever
-    the rows say: one line says so); expired leases are still reclaimed."""
+    the rows say: one line says so); expired leases are still reclaimed. With
+    `packages_dir`, old agent package copies nobody reads any more are removed (whatever
+    runs: a copy a step holds stays; a folder that cannot be swept is a warning line)."""
     report = ReapReport()
+    if packages_dir is not None:
+        try:
+            report.packages = sweep(packages_dir)
+        except OSError as exc:
+            log.warning("old agent package copies in %s not removed: %s", packages_dir, exc)
     if store_target is not None and engine_lock_held(store_target, host):
         log.warning(
             "an engine holds this store's engine lock on this host: none of this host's"
