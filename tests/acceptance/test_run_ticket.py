@@ -303,19 +303,16 @@ def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolat
     assert again["vms"] == [] and again["engines"] == []
 
 
-def test_run_ticket_wait_runs_a_killed_engines_ticket_once_its_lease_expired(
-    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
-) -> None:
-    """`kill -9` of the engine running a ticket; once its lease has expired, `run-ticket
-    --wait` re-queues the ticket (as a daemon's round would) and runs it to done. It
-    refused it with exit 4, "its lease has expired: any running engine re-queues it",
-    though it does the re-queuing itself first."""
+LAPSE_ENV = {"SWARM_LEASE_TTL": "2", "SWARM_HEARTBEAT_INTERVAL": "0.3"}
+
+
+def _lapsed_ticket(home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]) -> Path:
+    """Ticket 1, running when its engine was `kill -9`ed, whose lease has since expired."""
     db = home / "tickets.db"
     write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 3; echo rested\n")
     swarm(home, "agent", "register", str(tmp_path / "nap"), check=True)
     swarm(home, "ticket", "create", "--title", "t", "--agent", "nap", check=True)
-    env = {"SWARM_LEASE_TTL": "2", "SWARM_HEARTBEAT_INTERVAL": "0.3"}
-    proc = start_engine(home, "--max-vms", "1", **env)
+    proc = start_engine(home, "--max-vms", "1", **LAPSE_ENV)
     engines.append(proc)
     wait_until(
         lambda: query(db, "SELECT 1 FROM step_executions WHERE status = 'running'"), 30, "the step"
@@ -329,14 +326,45 @@ def test_run_ticket_wait_runs_a_killed_engines_ticket_once_its_lease_expired(
         return datetime.fromisoformat(row["lease_expires_at"]) < datetime.now(UTC)
 
     wait_until(lease_expired, 30, "the killed engine's lease to expire")
-    done = swarm(home, "run-ticket", "1", "--wait", **env)
-    assert done.returncode == 0, done.stderr
+    return db
+
+
+def _ran_twice_once_each(db: Path) -> None:
     (ticket,) = query(db, "SELECT status, attempts FROM tickets")
     assert (ticket["status"], ticket["attempts"]) == ("done", 2), ticket
     runs = query(db, "SELECT status, error, engine_id FROM workflow_runs ORDER BY id")
     assert [r["status"] for r in runs] == ["failed", "done"], runs
     assert "lease expired" in runs[0]["error"], runs
     assert runs[0]["engine_id"] != runs[1]["engine_id"], runs
+
+
+def test_run_ticket_wait_runs_a_killed_engines_ticket_once_its_lease_expired(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """`kill -9` of the engine running a ticket; once its lease has expired, `run-ticket
+    --wait` re-queues the ticket (as a daemon's round would) and runs it to done. It
+    refused it with exit 4, "its lease has expired: any running engine re-queues it",
+    though it does the re-queuing itself first."""
+    db = _lapsed_ticket(home, tmp_path, engines)
+    done = swarm(home, "run-ticket", "1", "--wait", **LAPSE_ENV)
+    assert done.returncode == 0, done.stderr
+    _ran_twice_once_each(db)
+
+
+def test_run_ticket_re_queues_a_killed_engines_ticket_once_its_lease_expired(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """Without --wait, the same ticket is re-queued for the engines (it only said that its
+    lease had expired), and the next engine runs it once."""
+    db = _lapsed_ticket(home, tmp_path, engines)
+    done = swarm(home, "run-ticket", "1", **LAPSE_ENV)
+    assert done.returncode == 0, done.stderr
+    assert "its lease had run out" in done.stdout and "re-queued" in done.stdout, done.stdout
+    assert query(db, "SELECT status FROM tickets")[0]["status"] == "open"
+    again = swarm(home, "run-ticket", "1", **LAPSE_ENV)  # (queued already: nothing more)
+    assert again.stdout == "ticket 1 is already queued\n", again.stdout
+    swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1", check=True, **LAPSE_ENV)
+    _ran_twice_once_each(db)
 
 
 READ_ONLY = [

@@ -89,7 +89,14 @@ def run_ticket(
         from swarm_engine.vm.proctree import pid_alive
 
         with store_of(settings) as store:
-            msg = queue(store, ticket_id, host=settings.host_id, alive=pid_alive)
+
+            def reclaim() -> None:  # (what `cleanup` and every engine do: its VMs here first)
+                from swarm_engine.engine.reaper import ReapReport, reclaim_expired, vm_fence
+
+                fence = vm_fence(settings.home, settings.host_id, settings.backend_options)
+                reclaim_expired(store, ReapReport(), fence)
+
+            msg = queue(store, ticket_id, host=settings.host_id, alive=pid_alive, reclaim=reclaim)
         if as_json:
             emit_json({"ticket_id": ticket_id, "message": msg})
         else:

@@ -14,7 +14,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -45,7 +44,7 @@ from swarm_engine.schema_check import MAX_HELPERS, SchemaChecker
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.engines import holder
 from swarm_engine.store.passover import PASS_OVER_HEARTBEATS
-from swarm_engine.store.tickets import LIVE, not_claimable
+from swarm_engine.store.tickets import lease_ran_out, not_claimable
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.bwrap import SHORTAGES
@@ -109,13 +108,6 @@ class StoreRecorder:
             if not self.gate.given_up():
                 raise
             log.info("VM %s not recorded (the engine stops): %s", args[0], exc)
-
-
-def _lease_ran_out(ticket: Ticket) -> bool:
-    """A live ticket whose lease has expired: the reclaim `run_ticket` does first may
-    re-queue it (by the store's clock; a ticket it leaves live is refused after it)."""
-    expires = ticket.lease_expires_at
-    return ticket.status in LIVE and expires is not None and expires <= datetime.now(UTC)
 
 
 def new_engine_id(host: str) -> str:
@@ -325,7 +317,7 @@ class EngineSession:
         """
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
         plan = self.plan(ticket)
-        if ticket.status not in ("draft", "open") and not _lease_ran_out(ticket):
+        if ticket.status not in ("draft", "open") and not lease_ran_out(ticket):
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one
         # that cannot boot is a `VMError` (exit 7) that leaves the ticket as it was

@@ -37,6 +37,7 @@ from swarm_engine.service.runs import (
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.engines import holder
 from swarm_engine.store.rows import Ticket
+from swarm_engine.store.tickets import lease_ran_out
 
 if TYPE_CHECKING:
     from swarm_engine.registry import Registry
@@ -333,12 +334,30 @@ def open_draft(store: Store, ticket_id: int) -> Ticket:
     return store.tickets.open(ticket_id)
 
 
-def queue(store: Store, ticket_id: int, *, host: str, alive: Callable[[Any], bool]) -> str:
+def queue(
+    store: Store,
+    ticket_id: int,
+    *,
+    host: str,
+    alive: Callable[[Any], bool],
+    reclaim: Callable[[], object] | None = None,
+) -> str:
     """`run-ticket` without waiting: queue a draft for the engines. Returns what happened,
     as one line; `ConflictError` for a ticket that ended (reopen it first). A ticket an
     engine holds is named with it, and whether that engine runs (`store.engines.holder`:
-    `host` is this host, `alive(pid)` says whether a process of it lives)."""
+    `host` is this host, `alive(pid)` says whether a process of it lives). A held ticket
+    whose lease has run out is first reclaimed with `reclaim` (the engines' reclaim of
+    every expired lease, its VMs here stopped first): re-queued, or failed when it has no
+    attempts left (`ConflictError` naming its error)."""
     row = store.tickets.get(ticket_id)
+    if reclaim is not None and lease_ran_out(row):
+        reclaim()
+        row = store.tickets.get(ticket_id)
+        if row.status == "open":
+            return (
+                f"ticket {ticket_id}: its lease had run out (its engine stopped renewing it);"
+                " re-queued: a running engine ('swarm-engine start') will run it"
+            )
     if row.status == "draft":
         store.tickets.open(ticket_id)
         return f"ticket {ticket_id} queued; a running engine ('swarm-engine start') will run it"

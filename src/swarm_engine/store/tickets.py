@@ -11,6 +11,7 @@ import builtins
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from swarm_engine.errors import (
@@ -45,6 +46,13 @@ IGNORED_CLAIM = "the store ignored its claim without an error (a trigger's RAISE
 REOPENED = "cancelled (the ticket was reopened)"
 """The error of a run closed because its ticket was reopened (by the reopen itself when
 its engine no longer runs, else by that engine once it has stopped the run)."""
+
+
+def lease_ran_out(ticket: Ticket) -> bool:
+    """A live ticket whose lease has expired (by this host's clock): a reclaim
+    (`reclaim_expired`) may re-queue it (by the store's clock; it may still leave it live)."""
+    expires = ticket.lease_expires_at
+    return ticket.status in LIVE and expires is not None and expires <= datetime.now(UTC)
 
 
 def not_claimable(ticket: Ticket, holder: str | None = None) -> ConflictError:
