@@ -65,6 +65,13 @@ class StoreBusyError(StoreError):
     writes) retry with backoff; a command reports it and exits 6."""
 
 
+class StoreRolledBackError(StoreBusyError):
+    """PostgreSQL rolled back a transaction (or an autocommit statement) to break a
+    deadlock or a serialization conflict (SQLSTATE 40P01, 40001). It did nothing, so it
+    may run again from its start: the store does, a few times (`store/rerun.py`), before
+    it reports it as busy."""
+
+
 class HostShortageError(StoreBusyError):
     """The engine's host is short of file descriptors, memory or processes for now, where
     a store call would be (resolving a ticket's plan imports its agent kind): waited out

@@ -7,12 +7,13 @@ the same `Store`: the same classes, each dialect's SQL in its own named `.sql` f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from swarm_engine.errors import ConfigError
-from swarm_engine.store.db import Database, Dialect
+from swarm_engine.store.db import Database, Dialect, T
 from swarm_engine.store.engines import EngineStore
 from swarm_engine.store.logs import LogStore
 from swarm_engine.store.rows import Ticket
@@ -40,8 +41,15 @@ class Store:
         return self.db.dialect
 
     def transaction(self) -> AbstractContextManager[Database]:
-        """Several store calls as one transaction (all or none)."""
+        """Several store calls as one transaction (all or none); never run again when
+        PostgreSQL rolls it back (a busy error then): `atomic` is, where it can be."""
         return self.db.transaction()
+
+    def atomic(self, body: Callable[[], T]) -> T:
+        """`body()`, several store calls, as one transaction, run again from its start when
+        PostgreSQL rolls it back to break a deadlock (`Database.atomic`): only store calls
+        in `body`, nothing else that a second try would do twice."""
+        return self.db.atomic(body)
 
     def lower_raised_sequences(self) -> list[str]:
         """Lower each id sequence another client raised to 2^62 or more to its table's

@@ -16,13 +16,14 @@ Rows come back as `Row`: readable by column name or position, with `keys()`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 Dialect = Literal["sqlite", "postgresql"]
 Params = Mapping[str, Any]
+T = TypeVar("T")
 
 
 class InvalidText(str):
@@ -104,6 +105,14 @@ class Database(Protocol):
     def transaction(self) -> AbstractContextManager[Database]:
         """A write transaction, committed at the end, rolled back on any error. Nested
         use is part of the outer one."""
+        ...
+
+    def atomic(self, body: Callable[[], T]) -> T:
+        """`body()` in one `transaction`, its result returned. PostgreSQL: run again from
+        the start when the server rolls it back to break a deadlock or a serialization
+        conflict, a few times (`store/rerun.py`), so `body` must be only SQL through this
+        database (no file written, nothing kept between tries). SQLite: `transaction`.
+        Nested in a transaction, part of that one (only its owner may run it again)."""
         ...
 
     def checks_ignored(self) -> AbstractContextManager[None]:

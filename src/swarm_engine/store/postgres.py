@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -33,11 +33,13 @@ from swarm_engine.errors import (
     StoreBusyError,
     StoreError,
     StoreIntegrityError,
+    StoreRolledBackError,
     StoreUnreachableError,
 )
 from swarm_engine.store import pgsequences
-from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, ValueReader
+from swarm_engine.store.db import Dialect, Outcome, Params, Record, Row, T, ValueReader
 from swarm_engine.store.errortext import bounded_params
+from swarm_engine.store.rerun import rerun
 from swarm_engine.store.timestamps import UnheldInstant
 
 POOL_MAX = 4
@@ -108,10 +110,12 @@ def translate(exc: BaseException, where: str) -> StoreError:
         | psycopg.errors.RaiseException,  # a trigger's RAISE EXCEPTION: refused, as SQLite's
     ):  # RAISE(ABORT) is (a write another client's rule does not allow)
         return StoreIntegrityError(f"{where}: {text}")
+    if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+        return StoreRolledBackError(f"{where} is unavailable for now: {text}")  # (rerun.py)
     if isinstance(
         exc,
         psycopg.OperationalError  # lost connection, lock/statement timeout, admin shutdown
-        | psycopg.errors.TransactionRollback  # serialization failure, deadlock
+        | psycopg.errors.TransactionRollback  # the rest of class 40 (not run again)
         | psycopg_pool.PoolTimeout
         | psycopg.errors.InsufficientResources  # disk full, too many connections
         | psycopg.InterfaceError,
@@ -165,10 +169,19 @@ class PostgresDatabase:
         return conn
 
     def run(self, sql: str, params: Params | None = None) -> Outcome:
-        try:
-            pinned = self._pinned()
-            if pinned is not None:
+        """One statement: in the transaction this thread holds, or else on its own
+        (autocommit), run again from the start when PostgreSQL rolls it back to break a
+        deadlock or a serialization conflict (`store/rerun.py`)."""
+        pinned = self._pinned()
+        if pinned is not None:
+            try:
                 return self._write(pinned, sql, params, in_transaction=True)
+            except psycopg.Error as exc:
+                raise translate(exc, self.where) from exc
+        return rerun(lambda: self._run_alone(sql, params), self._wait_ms)
+
+    def _run_alone(self, sql: str, params: Params | None) -> Outcome:
+        try:
             with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn:
                 return self._write(self._capped(conn), sql, params, in_transaction=False)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -224,7 +237,11 @@ class PostgresDatabase:
 
     def lower_raised_sequences(self) -> list[str]:
         """Repair each id sequence another client wedged (`pgsequences`): by a running
-        engine every heartbeat interval, a read when none is. The tables repaired."""
+        engine every heartbeat interval, a read when none is. The tables repaired (run
+        again when PostgreSQL rolls the repair back: `store/rerun.py`)."""
+        return rerun(self._lower_raised_sequences, self._wait_ms)
+
+    def _lower_raised_sequences(self) -> list[str]:
         try:
             with self.pool.connection(timeout=CONNECT_TIMEOUT) as conn:
                 conn = self._capped(conn)
@@ -276,6 +293,20 @@ class PostgresDatabase:
                     self._local.conn = None
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
+
+    def atomic(self, body: Callable[[], T]) -> T:
+        """`body()` in one transaction (`transaction`); when PostgreSQL rolls it back to
+        break a deadlock or a serialization conflict, run again from the start, a few
+        times (`store/rerun.py`). Inside a transaction this thread holds already, part of
+        that one (whose owner decides)."""
+        if self._pinned() is not None:
+            return body()
+
+        def once() -> T:
+            with self.transaction():
+                return body()
+
+        return rerun(once, self._wait_ms)
 
     @contextmanager
     def checks_ignored(self) -> Iterator[None]:
@@ -392,7 +423,8 @@ def _migrate(db: PostgresDatabase, schema: str) -> None:
 
     steps = migrations(schema, "postgresql")
     latest = steps[-1][0] if steps else 0
-    with db.transaction():
+
+    def migrate() -> None:
         db.run(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         db.run(
             "CREATE TABLE IF NOT EXISTS swarm_schema"
@@ -413,3 +445,5 @@ def _migrate(db: PostgresDatabase, schema: str) -> None:
                 " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
                 {"name": schema, "v": latest},
             )
+
+    db.atomic(migrate)

@@ -17,13 +17,13 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from swarm_engine.errors import StoreBusyError, StoreError, StoreGoneError, StoreIntegrityError
-from swarm_engine.store.db import Dialect, InvalidText, Outcome, Params, Row
+from swarm_engine.store.db import Dialect, InvalidText, Outcome, Params, Row, T
 from swarm_engine.store.dbfile import Identity, file_identity, name_moved, one_name
 from swarm_engine.store.errortext import bounded_params
 from swarm_engine.store.queries import split_script
@@ -225,6 +225,11 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             self._rollback()
             raise self._translate(exc) from exc
+
+    def atomic(self, body: Callable[[], T]) -> T:
+        """`body()` in one `transaction` (SQLite has no deadlock: its busy timeout waits)."""
+        with self.transaction():
+            return body()
 
     def _translate(self, exc: sqlite3.Error) -> StoreError:
         """`translate`, except that SQLITE_FULL from a spent AUTOINCREMENT sequence is a

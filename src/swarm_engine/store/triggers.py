@@ -30,7 +30,8 @@ class TriggerStore:
         """Make the ticket of firing (`trigger`, `key`) unless it was made already, in one
         transaction. Returns (ticket id, whether this call made it); the id is that of the
         earlier ticket on a repeat (None if that ticket was deleted since)."""
-        with self.db.transaction():
+
+        def fire() -> tuple[int | None, bool]:  # only SQL: run again if rolled back (rerun.py)
             if self.db.one(self.q.claim_firing, {"trigger": trigger, "key": key}) is None:
                 row = self.db.one(self.q.firing, {"trigger": trigger, "key": key})
                 earlier = row["ticket_id"] if row is not None else None
@@ -43,6 +44,8 @@ class TriggerStore:
             )
             self.db.run(self.q.set_ticket, {"trigger": trigger, "key": key, "ticket_id": ticket_id})
             return ticket_id, True
+
+        return self.db.atomic(fire)
 
     def recent(self, trigger: str, limit: int = 20) -> list[dict[str, Any]]:
         """The trigger's latest firings, newest first: `key`, `ticket_id`, `fired_at`."""
