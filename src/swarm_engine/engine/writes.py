@@ -85,34 +85,37 @@ class RunWrites:
         engine's row is gone (the run names it), the row is put back and the start made
         again, in the same call."""
 
-        def start() -> tuple[int, int | None]:
+        def started() -> tuple[int, int | None]:  # only store calls (store/rerun.py)
             runs = self.store.runs
-            with self.store.transaction():
-                run_id = runs.start_run(
-                    ticket,
-                    engine_id=engine_id,
-                    workflow_name=workflow_name,
-                    workflow_version=workflow_version,
-                    inputs=ticket.inputs,
-                )
-                if first is None:
-                    return run_id, None
-                exec_id = runs.add_step(
-                    run_id,
-                    step_id=first.step_id,
-                    agent_name=first.agent_name,
-                    agent_version=first.agent_version,
-                    agent_kind=first.agent_kind,
-                    inputs=first.inputs,
-                )
-                return run_id, exec_id
+            run_id = runs.start_run(
+                ticket,
+                engine_id=engine_id,
+                workflow_name=workflow_name,
+                workflow_version=workflow_version,
+                inputs=ticket.inputs,
+            )
+            if first is None:
+                return run_id, None
+            exec_id = runs.add_step(
+                run_id,
+                step_id=first.step_id,
+                agent_name=first.agent_name,
+                agent_version=first.agent_version,
+                agent_kind=first.agent_kind,
+                inputs=first.inputs,
+            )
+            return run_id, exec_id
+
+        def start() -> tuple[int, int | None]:
+            return self.store.atomic(started)
 
         return start() if self.engine_row is None else self.engine_row.keeping(start)
 
     def step_started(self, exec_id: int, vm: VM) -> None:
         """The VM is up: recorded ready and busy with the step, and the step running."""
         info = vm.info()
-        with self.store.transaction():
+
+        def started() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self.store.vms.record_ready(
                 vm.id,
                 pid=info.pid,
@@ -124,9 +127,12 @@ class RunWrites:
             )
             self.store.runs.step_started(exec_id, vm.id)
 
+        self.store.atomic(started)
+
     def step_finished(self, end: StepEnd) -> None:
         """The step is over: the rest of its live log, its VMs destroyed and its end."""
-        with self.store.transaction():
+
+        def finished() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             if end.log_rest:
                 self.store.logs.append(end.exec_id, end.log_rest)
             self.vms_destroyed(end.destroyed)
@@ -139,6 +145,8 @@ class RunWrites:
                 usage=end.usage,
                 log_path=end.log_path,
             )
+
+        self.store.atomic(finished)
 
     def close_run(
         self,
@@ -158,7 +166,8 @@ class RunWrites:
         yet recorded (`destroyed`: an abort's), then the final ticket and run rows read
         back. A run still `running` after its close (the store dropped the write without
         an error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
-        with self.store.transaction():
+
+        def close() -> tuple[Ticket, dict[str, Any]]:  # only SQL: run again (store/rerun.py)
             if step_end is not None:
                 self.step_finished(step_end)
             self.vms_destroyed(destroyed or [])
@@ -175,6 +184,8 @@ class RunWrites:
             if run.get("status") == "running":  # the close dropped (a trigger's IGNORE):
                 raise StoreIntegrityError(IGNORED_CLOSE)  # undone, a refused run's end
             return self.store.tickets.get(ticket.id), run
+
+        return self.store.atomic(close)
 
     def refused(self, ticket: Ticket, error: str) -> Fate:
         """After a fenced write of this attempt was refused: fail the ticket with `error`

@@ -445,7 +445,8 @@ class Registry:
                 raise ConfigError(f"{source}: workflow {spec.ref} is defined twice")
             check_workflow(spec, self.has_agent, source)
             check_shell_step_inputs(spec, self.agent, source)
-        with self.defs.registering():  # the owners read here hold until the insert commits
+
+        def register() -> None:  # store reads and writes only (run again if rolled back)
             owners = trigger_owners(w for w, _ in self.latest_workflows())
             for spec, source in specs:
                 for trigger in spec.triggers:  # a trigger's name is its address: one owner
@@ -470,6 +471,8 @@ class Registry:
                 }
                 for spec, _ in specs
             )
+
+        self.defs.registering(register)  # the owners read hold until the insert commits
         return [s for s, _ in specs]
 
     def workflow(self, ref: str) -> WorkflowSpec:

@@ -6,12 +6,11 @@ writes rows (decoded by the registry, since anyone may have written them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-from swarm_engine.store.db import Database, Row
+from swarm_engine.store.db import Database, Row, T
 from swarm_engine.store.queries import load
 
 Table = Literal["agents", "workflows"]
@@ -28,9 +27,13 @@ class DefinitionStore:
 
     def seed_agents(self, rows: Iterable[dict[str, str]]) -> None:
         """Store built-in agents that are missing (name, version, kind, description, spec)."""
-        with self.db.transaction():
+        rows = list(rows)  # (read once: each try writes them all)
+
+        def seed() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             for row in rows:
                 self.db.run(self.q.seed_agent, row)
+
+        self.db.atomic(seed)
 
     def agent(self, name: str, version: str) -> Row | None:
         return self.db.one(self.q.agent, {"name": name, "version": version})
@@ -88,14 +91,18 @@ class DefinitionStore:
         for row in rows:
             self.db.run(self.q.put_agent, row)
 
-    @contextmanager
-    def registering(self) -> Iterator[None]:
-        """A write transaction that registers workflows one at a time across every client
-        (`lock_workflows`): what is read in it (which workflow owns a trigger name) still
-        holds when its writes commit. Rolled back on any error."""
-        with self.db.transaction():
+    def registering(self, body: Callable[[], T]) -> T:
+        """`body()` in a write transaction that registers workflows one at a time across
+        every client (`lock_workflows`): what is read in it (which workflow owns a trigger
+        name) still holds when its writes commit. Rolled back on any error; run again from
+        its start when PostgreSQL rolls it back (`Database.atomic`): `body` reads and
+        writes the store only."""
+
+        def locked() -> T:
             self.db.run(self.q.lock_workflows)
-            yield
+            return body()
+
+        return self.db.atomic(locked)
 
     def workflows_seen(self) -> tuple[object, object]:
         """`(rows, newest created_at)` of the workflows table (see `workflows_seen`)."""
@@ -104,9 +111,13 @@ class DefinitionStore:
 
     def put_workflows(self, rows: Iterable[dict[str, str]]) -> None:
         """Insert or replace workflows (name, version, description, spec), all or none."""
-        with self.db.transaction():
+        rows = list(rows)  # (read once: each try writes them all)
+
+        def put() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             for row in rows:
                 self.db.run(self.q.put_workflow, row)
+
+        self.db.atomic(put)
 
     def close(self) -> None:
         self.db.close()

@@ -128,10 +128,13 @@ class EngineStore:
         """Close, failed (`DEAD_RUN`), every run still `running` of these engines, with
         their unfinished steps, in one transaction; False when the store refused it."""
         closed = {"ids": engine_ids, "error": DEAD_RUN}
+
+        def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
+            self.db.run(self.q.close_dead_steps, closed)
+            self.db.run(self.q.close_dead_runs, closed)
+
         try:
-            with self.db.transaction():
-                self.db.run(self.q.close_dead_steps, closed)
-                self.db.run(self.q.close_dead_runs, closed)
+            self.db.atomic(close)
         except StoreBusyError:
             raise
         except StoreError:
@@ -175,13 +178,15 @@ class EngineStore:
         return gone
 
     def _forget(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        with self.db.transaction():
+        def forget() -> list[dict[str, Any]]:  # only SQL: run again if rolled back (rerun.py)
             gone = [decode_record(r) for r in self.db.all(self.q.forget_silent, args)]
             if gone:
                 closed = {"ids": [str(e["id"]) for e in gone], "error": DEAD_RUN}
                 self.db.run(self.q.close_dead_steps, closed)
                 self.db.run(self.q.close_dead_runs, closed)
-        return gone
+            return gone
+
+        return self.db.atomic(forget)
 
     def gone_from(
         self, host: str, alive: Callable[[Any], bool], silent_for: float

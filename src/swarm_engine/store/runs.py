@@ -11,7 +11,7 @@ from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
 from swarm_engine.records import MAX_RECORD_JSON_BYTES, JsonText, Usage, json_text
-from swarm_engine.store.db import Database
+from swarm_engine.store.db import Database, Row
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
 from swarm_engine.store.tickets import BEFORE_ALL, MAX_ID, MIN_ID, TicketStore, first_after
@@ -49,10 +49,12 @@ class RunStore:
         inputs: dict[str, Any],
     ) -> int:
         """Create the run and move the ticket to `running`, in one transaction."""
-        assert ticket.attempt_id is not None
-        with self.db.transaction():
-            self.tickets.mark_running(ticket.id, ticket.attempt_id)
-            row = self.db.one(
+        attempt_id = ticket.attempt_id
+        assert attempt_id is not None
+
+        def start() -> Row | None:  # only SQL: run again if rolled back (store/rerun.py)
+            self.tickets.mark_running(ticket.id, attempt_id)
+            return self.db.one(
                 self.q.start_run,
                 {
                     "ticket_id": ticket.id,
@@ -67,6 +69,8 @@ class RunStore:
                     "inputs": json.dumps(inputs, default=str),
                 },
             )
+
+        row = self.db.atomic(start)
         if row is None:  # a trigger's RAISE(IGNORE): the store refused it, silently
             raise StoreIntegrityError(
                 f"ticket {ticket.id}: the store did not keep the run's row (a trigger?)"
@@ -155,8 +159,10 @@ class RunStore:
         too unless `outputs_in_steps` (it only repeats step rows: stored once, issue 8.5).
         A `JsonText` is written as it is (measured against its cap by the engine).
         """
-        assert ticket.attempt_id is not None
-        with self.db.transaction():
+        attempt_id = ticket.attempt_id
+        assert attempt_id is not None
+
+        def close(status: str, error: str | None) -> None:  # only SQL: run again (rerun.py)
             held = self.db.one(self.q.held_status, {"run_id": run_id})
             if held is None:
                 raise StaleAttemptError(f"run {run_id} no longer holds its ticket")
@@ -179,35 +185,46 @@ class RunStore:
             if not cancelled and status != "cancelled":
                 self.tickets.finish(
                     ticket.id,
-                    ticket.attempt_id,
+                    attempt_id,
                     status=ticket_status or status,
                     result=outputs if status == "done" else None,
                     error=error,
                 )
 
+        self.db.atomic(lambda: close(status, error))  # (each try from the arguments)
+
     def abandon_run(self, run_id: int, error: str) -> None:
         """Close a run its own engine stopped because its attempt lost the ticket (and the
         run's unfinished steps). Not fenced: it only closes that run's own rows."""
-        with self.db.transaction():
+
+        def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self.db.run(self.q.abandon_steps, {"run_id": run_id, "error": error})
             self.db.run(self.q.abandon_run, {"run_id": run_id, "error": error})
+
+        self.db.atomic(close)
 
     def cancel_run(self, run_id: int, error: str) -> None:
         """Close as cancelled a run its own engine stopped for a cancel, when the ticket
         was reopened before the run's end could be recorded (and its unfinished steps).
         Not fenced: it only closes that run's own rows."""
-        with self.db.transaction():
+
+        def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self.db.run(self.q.cancel_open_steps, {"run_id": run_id})
             self.db.run(self.q.cancel_run, {"run_id": run_id, "error": error})
+
+        self.db.atomic(close)
 
     def abandon_attempt(self, attempt_id: str, error: str) -> int:
         """Close (`failed`) whatever run of this attempt is still marked running, and its
         unfinished steps: the engine's last word as the attempt's task ends, however it
         ended (only that attempt's own rows). Returns how many runs it closed."""
-        with self.db.transaction():
+
+        def close() -> int:  # only SQL: run again if rolled back (store/rerun.py)
             args = {"attempt_id": attempt_id, "error": error}
             self.db.run(self.q.abandon_attempt_steps, args)
             return int(self.db.run(self.q.abandon_attempt_runs, args).rowcount)
+
+        return self.db.atomic(close)
 
     def end_unrecorded(self, ticket: Ticket, error: str) -> bool:
         """The attempt's run ended, and the store refused to record it and to fail its
@@ -219,7 +236,8 @@ class RunStore:
         attempt's own rows. Returns whether the mark was written."""
         assert ticket.attempt_id is not None
         args = {"attempt_id": ticket.attempt_id, "error": UNRECORDED_END + error}
-        with self.db.transaction():
+
+        def close() -> bool:  # only SQL: run again if rolled back (store/rerun.py)
             self.db.run(self.q.end_unrecorded_steps, args)
             if self.db.run(self.q.end_unrecorded_run, args).rowcount == 1:
                 return True
@@ -237,6 +255,8 @@ class RunStore:
                 },
             )
             return row is not None
+
+        return self.db.atomic(close)
 
     # -- reading ---------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict[str, Any]:

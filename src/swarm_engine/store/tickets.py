@@ -469,13 +469,16 @@ class TicketStore:
     def fail_attempt(self, ticket_id: int, attempt_id: str, error: str) -> bool:
         """Last resort when a run could not even be recorded: fail the ticket (fenced,
         CHECKs ignored so a malformed row cannot keep it claimed). Returns whether it did."""
-        with self.db.transaction(), self.db.checks_ignored():
-            done = self.db.run(
-                self.q.fail_attempt, {"id": ticket_id, "attempt_id": attempt_id, "error": error}
-            )
-            if done.rowcount == 1:
+
+        def fail() -> bool:  # only SQL: run again if rolled back (store/rerun.py)
+            with self.db.checks_ignored():
+                args = {"id": ticket_id, "attempt_id": attempt_id, "error": error}
+                if self.db.run(self.q.fail_attempt, args).rowcount != 1:
+                    return False
                 self.close_open_runs(ticket_id, "failed", error)
-        return done.rowcount == 1
+                return True
+
+        return self.db.atomic(fail)
 
     def release(self, ticket_id: int, attempt_id: str) -> bool:
         """Put a claimed ticket whose run never started back in the queue, its attempt not
