@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.support.cli import env_for, wait_until
+from tests.support.cli import env_for, swarm_inproc, wait_until
 from tests.support.postgres import pg_query, psql
 
 from swarm_engine.errors import StoreBusyError, StoreRolledBackError
@@ -46,7 +46,7 @@ BEGIN
     FOR i IN 1..6000 LOOP       -- wait on lock 1, so that its own wait for lock 2 closes
       EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'  -- the cycle
                         AND objid = 1 AND NOT granted);
-      PERFORM pg_sleep(0.01);
+      PERFORM pg_sleep(0.01);  -- sleep-ok: the poll interval of a condition wait
     END LOOP;
   END IF;
   PERFORM pg_advisory_xact_lock(2);
@@ -219,3 +219,41 @@ def test_ticket_create_rides_out_a_deadlock(pg_url: str, tmp_path: Path) -> None
     assert tries(pg_url) == 2
     assert tickets(pg_url) == [{"id": json.loads(out)["id"], "title": "crossed"}]
     assert pg_query(pg_url, "SELECT n FROM marks") == [{"n": 1}]
+
+
+ONE_AGENT = """
+CREATE SEQUENCE tries;
+CREATE FUNCTION failing() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.name = 'mine' AND nextval('tries') <= 1 THEN
+    RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER failing BEFORE INSERT ON agents FOR EACH ROW EXECUTE FUNCTION failing();
+"""
+"""The first insert of agent `mine` is rolled back as a deadlock's would be."""
+
+
+@pytest.mark.parametrize("package", [False, True])
+def test_agent_register_runs_again_only_without_a_package(
+    pg_url: str, tmp_path: Path, package: bool
+) -> None:
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", SWARM_DATABASE_URL=pg_url).returncode == 0
+    psql(pg_url, ONE_AGENT)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "agent.yaml").write_text("name: mine\nkind: shell\ncommand: echo hi\n")
+    if package:  # a file besides the definition: a package, swapped in by the transaction
+        (folder / "data.txt").write_text("x")
+    done = swarm_inproc(home, "agent", "register", str(folder), SWARM_DATABASE_URL=pg_url)
+    rows = pg_query(pg_url, "SELECT name FROM agents WHERE name = 'mine'")
+    if package:  # one try: a busy store, one line, exit 6, nothing registered
+        assert done.returncode == 6, done.stderr
+        assert done.stderr.strip().count("\n") == 0
+        assert done.stderr.strip().endswith("is unavailable for now: deadlock detected")
+        assert (tries(pg_url), rows) == (1, [])
+    else:
+        assert done.returncode == 0, done.stderr
+        assert (tries(pg_url), rows) == (2, [{"name": "mine"}])

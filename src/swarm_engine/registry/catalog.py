@@ -317,7 +317,10 @@ class Registry:
                             f"{spec.package_path}: cannot copy the agent package: "
                             + _first_copy_error(exc)
                         ) from exc
-            with self.defs.db.transaction():
+            if not staged:  # only rows: run again if PostgreSQL rolls it back (rerun.py)
+                self.defs.db.atomic(lambda: self.defs.put_agents(map(_agent_row, stored)))
+                return stored
+            with self.defs.db.transaction():  # one try: a package swapped in is not SQL
                 self.defs.put_agents(_agent_row(spec) for spec in stored)
                 for tmp, final in staged:  # each swapped in whole (package_folders.py)
                     install(tmp / "pkg", self.packages_dir, final.name, final.version)
