@@ -379,19 +379,27 @@ class TicketStore:
         if that is ignored while it stays claimable, failed (or else skipped)."""
         args = {"id": ticket_id, "engine_id": engine_id, "lease_ttl": lease_ttl,
                 "attempt_id": f"{attempt_id}-{ticket_id}", "statuses": ["open"]}  # fmt: skip
+
+        def claim() -> builtins.list[Ticket] | bool:  # only SQL: run again (store/rerun.py)
+            """The ticket claimed; [] if it is gone; else whether it was failed."""
+            row = self.db.one(self.q.claim, args)
+            if row is not None:
+                return [decode_ticket(row)]
+            if not self._claimable(ticket_id, lease_ttl):
+                return []  # taken by another engine meanwhile, or no longer open
+            return self.reject(ticket_id, IGNORED_CLAIM)
+
         try:
-            with self.db.transaction():
-                row = self.db.one(self.q.claim, args)
-                if row is not None:
-                    return [decode_ticket(row)]
-                if not self._claimable(ticket_id, lease_ttl):
-                    return []  # taken by another engine meanwhile, or no longer open
-                if self.reject(ticket_id, IGNORED_CLAIM):
-                    log.warning("ticket %s: failed: %s", ticket_id, IGNORED_CLAIM)
-                    return []
+            got = self.db.atomic(claim)
         except StoreIntegrityError as exc:  # the claim refused outright: as claim_next does
             if self._reject_or_pass_over(ticket_id, exc):
                 return []
+            got = False
+        if isinstance(got, list):
+            return got
+        if got:
+            log.warning("ticket %s: failed: %s", ticket_id, IGNORED_CLAIM)
+            return []
         self.skipped.add(ticket_id)
         log.warning(
             "ticket %s: %s, and so was failing it: this engine passes it over",
