@@ -160,19 +160,27 @@ def superuser(url: str) -> bool:
     return psql(url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") == "t"
 
 
+@pytest.mark.parametrize("write", ["statement", "transaction"])
 def test_a_real_deadlock_rolls_the_store_back_and_its_next_try_writes(
-    store: Store, pg_url: str
+    store: Store, pg_url: str, write: str
 ) -> None:
+    """`statement`: `ticket create`'s one insert, outside a transaction; `transaction`: a
+    trigger's firing (its claim row, then its ticket: the claim is made again, not kept)."""
     if not superuser(pg_url):
         pytest.skip("setting the client's deadlock_timeout needs a superuser")
     psql(pg_url, CROSSING)
     client = Client(pg_url)
-    made: list[int] = []
+    made: list[int | None] = []
     failed: list[BaseException] = []
 
     def create() -> None:
         try:
-            made.append(store.tickets.create(title="crossed", agent_id="echo"))
+            if write == "statement":
+                made.append(store.tickets.create(title="crossed", agent_id="echo"))
+            else:
+                fired = store.triggers.fire("t", "k", workflow_id="wf", title="crossed", inputs={})
+                assert fired[1] is True, fired
+                made.append(fired[0])
         except BaseException as exc:
             failed.append(exc)
 
