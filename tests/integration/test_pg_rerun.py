@@ -265,3 +265,19 @@ def test_agent_register_runs_again_only_without_a_package(
     else:
         assert done.returncode == 0, done.stderr
         assert (tries(pg_url), rows) == (2, [{"name": "mine"}])
+
+
+def test_ticket_create_rolled_back_at_every_try_exits_6_with_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", SWARM_DATABASE_URL=pg_url).returncode == 0
+    psql(pg_url, FAILING.format(fails=1000, code="40P01"))
+    done = swarm_inproc(
+        home, "ticket", "create", "--title", "never", "--agent", "echo", SWARM_DATABASE_URL=pg_url
+    )
+    assert done.returncode == 6, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: database postgresql://")
+    assert line.endswith(f"is unavailable for now: could not serialize access ({TRIES} tries)")
+    assert (tries(pg_url), tickets(pg_url)) == (TRIES, [])
