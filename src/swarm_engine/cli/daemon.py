@@ -26,6 +26,7 @@ from swarm_engine.cli.text import (
     reaped_when,
     short,
     stop_unrecorded,
+    stopped_after,
     terminal_width,
     visible,
 )
@@ -156,9 +157,10 @@ def start(
         )
         if lost is not None and sys.exc_info()[0] is not None:  # said with its error
             click.echo(f"warning: {lost}", err=True)
+    said = stopped_after(daemon.claimed, daemon.aborted)
     if lost is not None:  # records lost: not a clean stop
-        raise StoreError(f"engine stopped after running {daemon.claimed} ticket(s), {lost}")
-    click.echo(f"engine stopped after running {daemon.claimed} ticket(s)")
+        raise StoreError(f"{said}, {lost}")
+    click.echo(said)
 
 
 def use_pidfd_child_watcher() -> None:

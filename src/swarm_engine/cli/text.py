@@ -199,6 +199,14 @@ def left_running(ticket_ids: list[int], meant: str, lease_ttl: float) -> str:
     )
 
 
+def stopped_after(claimed: int, aborted: int) -> str:
+    """An engine's last line: `engine stopped after running 5 ticket(s)`, with `and
+    aborting 2` when it cut `aborted` of the `claimed` tickets short (a `stop --now`, or
+    left leased when the store was given up): those are not counted as run."""
+    said = f"engine stopped after running {claimed - aborted} ticket(s)"
+    return said + (f" and aborting {aborted}" if aborted else "")
+
+
 def stop_unrecorded(
     ticket_ids: list[int], end_unrecorded: bool, lease_ttl: float, trouble: str | None
 ) -> str | None:

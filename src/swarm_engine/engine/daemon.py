@@ -74,6 +74,10 @@ class Daemon:
         """Tickets holding one of the `max_vms` slots: claimed, until no step of theirs will
         boot a VM any more (recording a run's end does not hold a slot)."""
         self.claimed = 0
+        """Tickets claimed (launched), each time one is."""
+        self.aborted = 0
+        """Of those, the ones whose run this engine cut short: aborted (a second stop, a
+        store gone), or left leased to it when the store was given up (`unrecorded`)."""
         self._backlog = False
         """The last claim took every ticket it asked for: more are probably open."""
         self.started_report: ReapReport | None = None
@@ -474,6 +478,7 @@ class Daemon:
         self, session: EngineSession, claimed: Claimed, steps_over: Callable[[], None]
     ) -> None:
         ticket, plan, started = claimed
+        cut = False
         try:
             final = await session.run_claimed(ticket, steps_over, plan, started)
             if final is not None and session.runner.ended_here(ticket):  # not another's end
@@ -484,6 +489,7 @@ class Daemon:
                     extra={"ticket_id": ticket.id, "engine_id": session.engine_id},
                 )
         except asyncio.CancelledError:
+            cut = True
             log.warning("%s", session.runner.abort_outcome(ticket.id))
         except AttemptEndedError:
             pass  # logged where it ended (one line)
@@ -493,6 +499,9 @@ class Daemon:
             log.error("%s", _about(ticket.id, exc))
         except Exception:
             log.exception("ticket %s crashed the runner", ticket.id)
+        finally:
+            if cut or ticket.id in session.runner.unrecorded:
+                self.aborted += 1
 
 
 def _about(ticket_id: int, exc: BaseException) -> str:
