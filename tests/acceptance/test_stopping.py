@@ -567,7 +567,7 @@ def test_stop_now_counts_an_engine_gone_after_its_first_signal_as_stopped(
     """`stop --now` signals twice, 0.1 s apart; an idle engine may exit on the first, so
     the second found no process (a `ProcessLookupError` traceback). Here the pause waits
     until the real engine has exited on the first signal and is reaped."""
-    from swarm_engine.cli import daemon
+    from swarm_engine.cli import stop as stop_cmd
 
     proc = start_engine(home)
     engines.append(proc)
@@ -579,7 +579,9 @@ def test_stop_now_counts_an_engine_gone_after_its_first_signal_as_stopped(
         pause(seconds)
 
     # (only `stop`'s own clock: `proc.wait` sleeps with the real one)
-    monkeypatch.setattr(daemon, "time", SimpleNamespace(sleep=until_gone, monotonic=time.monotonic))
+    monkeypatch.setattr(
+        stop_cmd, "time", SimpleNamespace(sleep=until_gone, monotonic=time.monotonic)
+    )
     done = swarm_inproc(home, "stop", "--now", "--timeout", "60")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and done.stdout.rstrip().endswith("stopped")

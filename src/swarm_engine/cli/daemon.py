@@ -16,14 +16,12 @@ from swarm_engine.cli.app import (
     Seconds,
     Whole,
     example,
-    pass_existing,
     pass_settings_waiting,
     store_of,
 )
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.text import (
     ms,
-    reaped_when,
     short,
     stop_unrecorded,
     stopped_after,
@@ -34,15 +32,13 @@ from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.hostlock import (
-    engine_lock_held,
-    engines_holding,
     hold_engine_lock,
     holding,
 )
 from swarm_engine.errors import ConflictError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.osthreads import name_file_workers
 from swarm_engine.store import Store
-from swarm_engine.vm.proctree import is_engine, pid_alive, started_at
+from swarm_engine.vm.proctree import is_engine, started_at
 
 START_TIMEOUT = 15.0
 STORE_WAIT = 300.0
@@ -140,7 +136,7 @@ def start(
         f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
         f"home {visible(str(settings.home))} (Ctrl-C to stop)"
     )
-    try:  # this home's mark of its engine: what `stop` signals (see `_ours`)
+    try:  # this home's mark of its engine: what `stop` signals (see `ours`)
         settings.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.run_dir / f"engine-{os.getpid()}.pid").write_text(f"{os.getpid()}\n")
     except OSError as exc:
@@ -176,7 +172,7 @@ def use_pidfd_child_watcher() -> None:
         return
 
 
-def _ours(settings: Settings, pid: object) -> bool:
+def ours(settings: Settings, pid: object) -> bool:
     """True if `pid` is an engine of this host on this store that `stop` may signal: a
     live `swarm-engine start` that holds the store's engine lock for this `host_id` (the
     kernel says so, whatever home or name of the store it was started with), or one
@@ -196,58 +192,6 @@ def _ours(settings: Settings, pid: object) -> bool:
     return began is not None and written >= began - 1.0  # (boot time: whole seconds)
 
 
-def _still_running(settings: Settings, pids: list[int], timeout: float) -> str:
-    """`stop`'s error when engines outlive its wait: those still draining are aborted by
-    another `stop`; those aborting already are past what any `stop` does (a busy or
-    silent store delays their exit by at most half a lease_ttl after the abort)."""
-    aborting = [p for p in pids if _mark(settings, p) == "aborting"]
-    draining = [p for p in pids if p not in aborting]
-    said = []
-    if draining:
-        said.append(
-            f"{draining} still draining (their running tickets have not finished):"
-            " 'swarm-engine stop' again aborts them"
-        )
-    if aborting:
-        said.append(
-            f"{aborting} still aborting (recording their tickets' ends; another stop changes"
-            " nothing): 'kill -9 PID' ends one at once, leaving its tickets to be re-queued"
-            " when their leases expire and its VMs to 'swarm-engine cleanup'"
-        )
-    return f"engines still running after {timeout:g}s: " + "; ".join(said)
-
-
-def _terminate(pid: int) -> bool:
-    """SIGTERM to engine `pid`; False when it is gone already (it may exit between being
-    found and signalled, or on the first of `stop --now`'s two signals): stopped too."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _mark(settings: Settings, pid: int) -> str | None:
-    """The stop phase `stop` or the engine marked `pid` with, if any."""
-    with contextlib.suppress(OSError):
-        return (settings.run_dir / f"engine-{pid}.stopping").read_text(errors="replace").strip()
-    return None
-
-
-def _draining(settings: Settings, pid: int) -> bool:
-    """True if engine `pid` (one of this home's, see `_ours`) got a stop already: its
-    own mark, written when it did (`start`), names a phase, and was written after it
-    started (a mark a killed engine left names a pid that may be reused)."""
-    mark = settings.run_dir / f"engine-{pid}.stopping"
-    try:
-        written = mark.stat().st_mtime
-        phase = mark.read_text(errors="replace").strip()
-    except OSError:
-        return False
-    began = started_at(pid)
-    return phase in ("draining", "aborting") and began is not None and written >= began - 1.0
-
-
 def _refuse_a_second(settings: Settings) -> None:
     """A ConflictError when an engine already runs on this host with this store."""
     with store_of(settings) as store:
@@ -257,7 +201,7 @@ def _refuse_a_second(settings: Settings) -> None:
             e["kind"] == "daemon"
             and e["state"] == "running"
             and e["host"] == settings.host_id
-            and _ours(settings, e["pid"])
+            and ours(settings, e["pid"])
         ):
             raise ConflictError(
                 f"engine {e['id']} is already running on this host with this store"
@@ -504,94 +448,3 @@ def _exited_at_start(code: int, logfile: Path, offset: int) -> SwarmError:
     error = SwarmError(line.removeprefix("error: "))
     error.exit_code = code if code > 0 else 1
     return error
-
-
-@click.command(
-    short_help="Stop this host's engines (drain; --now aborts).",
-    epilog=example("swarm-engine stop --now"),
-)
-@click.option("--now", is_flag=True, help="Abort running tickets instead of draining.")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until engines exit.")
-@click.option(
-    "--timeout",
-    type=Seconds(min=0, max=365 * 86400.0),
-    default=600.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for them (then: an error saying what each one still does).",
-)
-@pass_existing("tickets")
-def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
-    """Stop the engines of this host that use this store (drain; --now aborts)."""
-    with store_of(settings) as store:
-        engines = [
-            e
-            for e in store.engines.running()
-            if e["host"] == settings.host_id and e["kind"] == "daemon"
-        ]
-        gone = [
-            e
-            for e in store.engines.gone_unreaped(settings.host_id, pid_alive, settings.lease_ttl)
-            if e["kind"] == "daemon"
-        ]
-    # a row's pid is anything a writer put there: only engines holding this store's lock,
-    # or started from this home, each once; and this user's engines holding the lock
-    # whatever the rows say (a pid edited, an engine in another pid namespace)
-    pids = list(dict.fromkeys(e["pid"] for e in engines if _ours(settings, e["pid"])))
-    pids += [p for p in engines_holding(settings.tickets_target, settings.host_id) if p not in pids]
-    if not pids:
-        if engine_lock_held(settings.tickets_target, settings.host_id):
-            raise ConflictError(
-                "this store's engine lock on this host is held by a process that is not an "
-                "engine of this user (another user's engine is stopped by that user's "
-                "'swarm-engine stop'); nothing was stopped"
-            )
-        click.echo("no engine is running on this host")
-        if len(gone) == 1:  # what `status` shows with no process: its row says running
-            (e,) = gone
-            click.echo(
-                f"engine {visible(str(e['id']))}: its process {visible(str(e['pid']))} is not"
-                f" on this host (its row says {visible(str(e['state']))});"
-                f" {reaped_when(e['reaped_in'])}"
-            )
-        elif gone:  # one line, however many rows another client wrote (see `status`)
-            click.echo(
-                f"{len(gone)} engine rows of this host say running, their process not on this"
-                " host (see 'swarm-engine status'); each: "
-                + reaped_when(min(e["reaped_in"] for e in gone))
-            )
-        return
-    # an engine that drains already aborts at this stop (its own mark says so)
-    already = [pid for pid in pids if _draining(settings, pid)]
-    aborting = [pid for pid in pids if now or pid in already]
-    for pid in pids:
-        if _terminate(pid) and now and pid not in already:
-            time.sleep(0.1)
-            _terminate(pid)
-    draining = [pid for pid in pids if pid not in aborting]
-    for pid in pids:  # marked now too, for a `stop` that comes before the engine marks it
-        with contextlib.suppress(OSError):
-            phase = "aborting" if pid in aborting else "draining"
-            (settings.run_dir / f"engine-{pid}.stopping").write_text(f"{phase}\n")
-    if draining:
-        click.echo(
-            f"draining {len(draining)} engine(s): {draining} (running tickets finish;"
-            " 'swarm-engine stop' again aborts them)"
-        )
-    if aborting:
-        click.echo(
-            f"aborting the running tickets of {len(aborting)} engine(s): {aborting} (their"
-            " runs are recorded failed, their VMs destroyed, the tickets re-queued)"
-        )
-    if not wait:
-        return
-    deadline = time.monotonic() + timeout
-    while any(pid_alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            raise SwarmError(_still_running(settings, [p for p in pids if pid_alive(p)], timeout))
-        time.sleep(0.1)
-    for pid in pids:
-        (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)
-        (settings.run_dir / f"engine-{pid}.stopping").unlink(missing_ok=True)
-        (settings.run_dir / f"engine-{pid}.ready").unlink(missing_ok=True)
-    click.echo("stopped")

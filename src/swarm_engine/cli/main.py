@@ -30,7 +30,7 @@ COMMANDS = {
     "agent": "swarm_engine.cli.registry_cmds:agent",
     "workflow": "swarm_engine.cli.registry_cmds:workflow",
     "start": "swarm_engine.cli.daemon:start",
-    "stop": "swarm_engine.cli.daemon:stop",
+    "stop": "swarm_engine.cli.stop:stop",
     "serve": "swarm_engine.cli.serve:serve",
     "vm": "swarm_engine.cli.vm:vm_group",
 }
