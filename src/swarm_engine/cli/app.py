@@ -168,14 +168,16 @@ pass_settings = _passing(ensure_home)
 """For commands that add to the store: the first one creates the home and both databases."""
 
 
-def _wait_then_ensure(settings: Settings) -> None:
+def wait_then_ensure(settings: Settings) -> None:
+    """`ensure_home` for a long-running command (`start`): a database server not up yet
+    is waited for first (`wait_for_store`)."""
     wait_for_store(settings)
     ensure_home(settings)
 
 
-pass_settings_waiting = _passing(_wait_then_ensure)
-"""`pass_settings` for a long-running command (`start`): a database server not up yet is
-waited for first (`wait_for_store`)."""
+pass_settings_unprepared = _passing(lambda settings: None)
+"""The settings alone, for `start`: it checks what must come before anything is made
+(its open-file limit), then calls `wait_then_ensure` itself."""
 
 
 def store_label(target: str | Path) -> str:

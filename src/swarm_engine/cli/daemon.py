@@ -16,8 +16,9 @@ from swarm_engine.cli.app import (
     Seconds,
     Whole,
     example,
-    pass_settings_waiting,
+    pass_settings_unprepared,
     store_of,
+    wait_then_ensure,
 )
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.text import (
@@ -31,6 +32,7 @@ from swarm_engine.cli.text import (
 from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.engine.daemon import Daemon
 from swarm_engine.engine.events import Event
+from swarm_engine.engine.fdlimit import ensure_open_files
 from swarm_engine.engine.hostlock import (
     hold_engine_lock,
     holding,
@@ -77,7 +79,7 @@ terminal's width)."""
     is_flag=True,
     help="Start even though an engine already runs on this host with this store.",
 )
-@pass_settings_waiting  # a store not up yet is waited for (one line), not an exit 6
+@pass_settings_unprepared
 def start(
     settings: Settings,
     foreground: bool,
@@ -93,6 +95,10 @@ def start(
     it with 'swarm-engine stop' (or Ctrl-C): the first stop drains, a second aborts.
     One engine per host and store is the rule; --another starts a second one.
     """
+    # before anything is made: an engine short of open files is refused (exit 7), its
+    # soft limit raised to the hard one first (inherited by a daemonized engine)
+    ensure_open_files(max_vms or settings.max_vms)
+    wait_then_ensure(settings)  # a store not up yet is waited for (one line), not an exit 6
     if not another:
         _refuse_a_second(settings)
     if not foreground:
