@@ -1,15 +1,29 @@
 """What an engine's stop says of how it ended: its last line counts the tickets it
-aborted apart from those it ran (docs/engine.md, "Stopping")."""
+aborted apart from those it ran, and `stop` relays that line and the engine's exit code,
+claiming nothing the engine could not record (docs/engine.md, "Stopping")."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from tests.acceptance.conftest import engine_ready, status_of, write_agent
-from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+from tests.support.cli import (
+    env_for,
+    query,
+    start_engine,
+    swarm,
+    swarm_inproc,
+    wait_until,
+    write_lock,
+)
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
+LEASE = 6.0
 
 
 def register(home: Path, tmp_path: Path, name: str, command: str) -> None:
@@ -48,7 +62,10 @@ def test_stop_now_counts_the_aborted_tickets_apart_from_those_run(
     assert stopped.returncode == 0, stopped.stderr
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
-    assert out.splitlines()[-1] == "engine stopped after running 1 ticket(s) and aborting 2", out
+    said = "engine stopped after running 1 ticket(s) and aborting 2"
+    assert out.splitlines()[-1] == said, out
+    assert stopped.stdout.splitlines()[-2:] == [said, "stopped"], stopped.stdout  # relayed
+    assert not list((home / "run").iterdir())  # its end read, and removed
     assert [status_of(home, t) for t in (1, 2, 3)] == ["done", "open", "open"]
 
 
@@ -63,3 +80,64 @@ def test_an_engine_that_aborted_nothing_says_only_what_it_ran(
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert out.splitlines()[-1] == "engine stopped after running 2 ticket(s)", out
+
+
+@pytest.mark.parametrize("now", [True, False])
+def test_stop_of_an_engine_whose_store_stays_locked_relays_its_line_and_exit_6(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]], now: bool
+) -> None:
+    """Another client holds the write lock (`BEGIN IMMEDIATE`) through the stop: the
+    engine gives the store up after a lease and exits 6 naming the tickets left leased.
+    `stop --now` printed `aborting ... (their runs are recorded failed ...)`, then
+    `stopped`, exit 0, though nothing could be recorded."""
+    db = home / "tickets.db"
+    register(home, tmp_path, "long", "sleep 300")
+    ticket(home, "long")
+    ticket(home, "long")
+    proc = start_engine(home, "--max-vms", "2", **FAST, SWARM_LEASE_TTL=f"{LEASE:g}")
+    engines.append(proc)
+    engine_ready(home, proc)
+    wait_until(lambda: running_steps(db) == 2, 60, "the long steps to run")
+    with write_lock(db):
+        stopped = swarm(home, "stop", *(["--now"] if now else []), "--timeout", "120")
+        assert proc.wait(timeout=5) == 6  # (gone before `stop` ended)
+        assert [status_of(home, t) for t in (1, 2)] == ["running", "running"]  # nothing written
+    out, _ = proc.communicate(timeout=60)
+    (line,) = [x for x in out.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: engine stopped after running 0 ticket(s) and aborting 2,")
+    assert "ticket(s) 1, 2 left leased to it" in line, line
+
+    assert stopped.returncode == 6, (stopped.stdout, stopped.stderr)
+    assert stopped.stderr.splitlines() == [line], stopped.stderr  # the engine's own line
+    assert "stopped" not in stopped.stdout.splitlines(), stopped.stdout
+    assert "recorded failed" not in stopped.stdout and "re-queued" not in stopped.stdout
+    assert "Traceback" not in stopped.stderr + out
+
+
+def test_stop_says_when_it_cannot_know_how_an_engine_ended(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """An engine killed (`kill -9`) while `stop` waits for its drain leaves no end: `stop`
+    says it cannot know how it ended, and (the process gone) exits 0."""
+    register(home, tmp_path, "long", "sleep 300")
+    ticket(home, "long")
+    proc = start_engine(home, **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "60"],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    marked = home / "run" / f"engine-{proc.pid}.stopping"
+    wait_until(marked.exists, 30, "stop to signal the engine")  # draining: the step sleeps on
+    os.killpg(proc.pid, signal.SIGKILL)  # (its sandbox with it)
+    proc.communicate(timeout=30)
+    out, err = stop.communicate(timeout=60)
+    assert stop.returncode == 0, err
+    assert f"engine (pid {proc.pid}) has exited; how it ended is not known here" in out, out
+    assert out.splitlines()[-1] == "stopped", out

@@ -20,6 +20,7 @@ from swarm_engine.cli.app import (
     store_of,
     wait_then_ensure,
 )
+from swarm_engine.cli.engine_end import end_path, recorded_end
 from swarm_engine.cli.logsetup import setup_logging
 from swarm_engine.cli.text import (
     ms,
@@ -148,20 +149,22 @@ def start(
     except OSError as exc:
         click.echo(f"warning: no pid file in {settings.run_dir} ({exc.strerror}):"
                    " 'swarm-engine stop' will not find this engine", err=True)  # fmt: skip
-    try:
-        asyncio.run(main())
-    finally:
-        (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
-        stopping.unlink(missing_ok=True)
-        ready.unlink(missing_ok=True)
-        lost = stop_unrecorded(
-            daemon.unrecorded, daemon.end_unrecorded, settings.lease_ttl, daemon.store_trouble
-        )
-        if lost is not None and sys.exc_info()[0] is not None:  # said with its error
-            click.echo(f"warning: {lost}", err=True)
-    said = stopped_after(daemon.claimed, daemon.aborted)
-    if lost is not None:  # records lost: not a clean stop
-        raise StoreError(f"{said}, {lost}")
+    with recorded_end(settings.run_dir) as last_line:  # how it ended, for `stop`
+        try:
+            asyncio.run(main())
+        finally:
+            (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
+            stopping.unlink(missing_ok=True)
+            ready.unlink(missing_ok=True)
+            lost = stop_unrecorded(
+                daemon.unrecorded, daemon.end_unrecorded, settings.lease_ttl, daemon.store_trouble
+            )
+            if lost is not None and sys.exc_info()[0] is not None:  # said with its error
+                click.echo(f"warning: {lost}", err=True)
+        said = stopped_after(daemon.claimed, daemon.aborted)
+        if lost is not None:  # records lost: not a clean stop
+            raise StoreError(f"{said}, {lost}")
+        last_line(said)
     click.echo(said)
 
 
@@ -341,9 +344,9 @@ def _registered(
         store: Store | None = None
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                pidfile.unlink(missing_ok=True)
-                ready.unlink(missing_ok=True)
+            if done:  # (its end is said here: not left for a `stop`)
+                for left in (pidfile, ready, end_path(settings.run_dir, pid)):
+                    left.unlink(missing_ok=True)
                 code = os.waitstatus_to_exitcode(status)
                 if code == 0:  # (--until-idle with nothing to run; a `stop` at once)
                     click.echo(f"engine (pid {pid}) started and has stopped already (exit 0);"
@@ -426,7 +429,8 @@ def _stop_unstarted(pid: int, pidfile: Path, ready: Path) -> None:
                 os.waitpid(pid, 0)
                 break
             time.sleep(0.05)
-    for left in (pidfile, ready, pidfile.with_suffix(".stopping")):  # (its own, if killed)
+    ended = pidfile.with_suffix(".ended")
+    for left in (pidfile, ready, pidfile.with_suffix(".stopping"), ended):  # (its own, if killed)
         left.unlink(missing_ok=True)
 
 

@@ -11,6 +11,7 @@ import click
 
 from swarm_engine.cli.app import Seconds, example, pass_existing, store_of
 from swarm_engine.cli.daemon import ours
+from swarm_engine.cli.engine_end import end_path, read_end
 from swarm_engine.cli.text import reaped_when, visible
 from swarm_engine.config import Settings
 from swarm_engine.engine.hostlock import engine_lock_held, engines_holding
@@ -125,6 +126,7 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
                 + reaped_when(min(e["reaped_in"] for e in gone))
             )
         return
+    began = {pid: started_at(pid) for pid in pids}  # (whose end file is whose)
     # an engine that drains already aborts at this stop (its own mark says so)
     already = [pid for pid in pids if _draining(settings, pid)]
     aborting = [pid for pid in pids if now or pid in already]
@@ -145,7 +147,8 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     if aborting:
         click.echo(
             f"aborting the running tickets of {len(aborting)} engine(s): {aborting} (their"
-            " runs are recorded failed, their VMs destroyed, the tickets re-queued)"
+            " VMs are destroyed; each engine records the runs failed and re-queues the"
+            " tickets as far as its store lets it, and says so as it ends)"
         )
     if not wait:
         return
@@ -154,8 +157,39 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise SwarmError(_still_running(settings, [p for p in pids if pid_alive(p)], timeout))
         time.sleep(0.1)
+    ends = {pid: read_end(end_path(settings.run_dir, pid), began[pid]) for pid in pids}
     for pid in pids:
-        (settings.run_dir / f"engine-{pid}.pid").unlink(missing_ok=True)
-        (settings.run_dir / f"engine-{pid}.stopping").unlink(missing_ok=True)
-        (settings.run_dir / f"engine-{pid}.ready").unlink(missing_ok=True)
-    click.echo("stopped")
+        for what in ("pid", "stopping", "ready", "ended"):
+            with contextlib.suppress(OSError):
+                (settings.run_dir / f"engine-{pid}.{what}").unlink(missing_ok=True)
+    relay_ends(ends)
+
+
+def relay_ends(ends: dict[int, tuple[int, str] | None]) -> None:
+    """Say how each engine `stop` waited for ended, as the engine itself said it (its last
+    line, `engine_end.py`): `stopped` when every one ended well (exit 0); else each
+    failing engine's `error:` line, and `stop` exits with the last one's code (6 for an
+    engine that could not record its stop: what `stop` cannot know, it does not claim)."""
+    several = len(ends) > 1
+    failed: list[tuple[int, int, str]] = []
+    for pid, end in ends.items():
+        if end is None:
+            click.echo(
+                f"engine (pid {pid}) has exited; how it ended is not known here (no end"
+                " recorded in this home's run folder: see its output or log)"
+            )
+        elif end[0] != 0:
+            failed.append((pid, end[0], end[1].removeprefix("error: ")))
+        elif several and end[1]:
+            click.echo(f"pid {pid}: {visible(end[1])}")
+        elif end[1]:
+            click.echo(visible(end[1]))
+    if not failed:
+        click.echo("stopped")
+        return
+    for pid, _, line in failed[:-1]:
+        click.echo(f"error: pid {pid}: {visible(line)}", err=True)
+    pid, code, line = failed[-1]
+    error = SwarmError(f"pid {pid}: {line}" if several else line)
+    error.exit_code = code
+    raise error
