@@ -9,10 +9,11 @@ idle (its databases and their `-wal`/`-shm` files, the store watcher, the event 
 its log) and 4 more per busy slot (the step's `output.log`, its pidfd and two pipes);
 a command's start needs about 8 more for a moment, and several slots start at once. The
 smallest soft limit under which N slots all started with no shortage wait: 32 for 1, 48
-for 4, 66 for 8, 104 for 16. A PostgreSQL store holds sockets instead of files (up to 4
-pooled connections for each of the store and the registry, and a listener); a QEMU VM
-its monitor socket and pipes; a Claude agent its connections. `BASE` and `PER_SLOT` hold
-room for those.
+for 4, 66 for 8, 104 for 16. On PostgreSQL (a throwaway 15 server) it holds 12 idle (6
+of them sockets: pooled connections and the listener) and the same 4 per busy slot.
+With QEMU microVMs (SQLite, 3 `sleep` steps): 20 idle, 3 per busy slot. `BASE` and
+`PER_SLOT` hold room above those, for an agent's connections (a Claude agent's, not
+measured) and commands starting at once.
 """
 
 from __future__ import annotations
