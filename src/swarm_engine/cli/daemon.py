@@ -98,7 +98,7 @@ def start(
     """
     # before anything is made: an engine short of open files is refused (exit 7), its
     # soft limit raised to the hard one first (inherited by a daemonized engine)
-    ensure_open_files(max_vms or settings.max_vms)
+    ensure_open_files(max_vms or settings.max_vms, backend or settings.backend)
     wait_then_ensure(settings)  # a store not up yet is waited for (one line), not an exit 6
     if not another:
         _refuse_a_second(settings)

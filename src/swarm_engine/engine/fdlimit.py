@@ -1,7 +1,9 @@
 """The open files (RLIMIT_NOFILE) an engine needs for its `max_vms` slots, made sure of
 before it starts: the soft limit raised up to the hard limit when it is lower, and a
 start refused in one line when the hard limit itself is (fail closed: an engine short of
-descriptors would start and then fail, or hold up, every ticket).
+descriptors would start and then fail, or hold up, every ticket). With the process
+sandbox the hard limit must also allow the open files each command is given
+(`COMMAND_FILES`), or every step is refused (`vm/hostlimits.py`).
 
 Measured with the process sandbox on SQLite (`ls /proc/PID/fd` of an engine with N
 `sleep` steps running; docs/engine.md, "Open files"): an engine holds 21 descriptors
@@ -21,6 +23,7 @@ from __future__ import annotations
 import resource
 
 from swarm_engine.errors import VMError
+from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.hostlimits import can_raise_limits
 
 BASE = 48
@@ -28,6 +31,8 @@ BASE = 48
 PostgreSQL store's connections, and for commands starting."""
 PER_SLOT = 8
 """Descriptors each busy slot may hold (measured: 4 for a process-sandbox step)."""
+COMMAND_FILES = VMSpec().max_open_files
+"""The open files the process sandbox gives each command (`prlimit --nofile`)."""
 NR_OPEN = "/proc/sys/fs/nr_open"
 """The most a soft limit may be (an unlimited hard limit cannot be the soft one)."""
 
@@ -37,34 +42,54 @@ def needed(max_vms: int) -> int:
     return BASE + PER_SLOT * max_vms
 
 
-def ensure_open_files(max_vms: int) -> tuple[int, int] | None:
-    """Make this process's open-file limit hold `max_vms` slots: a soft limit below
-    `needed` is raised up to the hard limit (or, for a process that may raise its hard
-    limit, CAP_SYS_RESOURCE, both to the need when the hard one is lower). Returns
-    (old soft, new soft) when it raised it, None when it was enough. Raises `VMError`
-    (one line naming the limit, the need and how to raise it) when the hard limit is
-    below the need and cannot be raised: the engine does not start."""
+def hard_needed(max_vms: int, backend: str) -> int:
+    """The hard limit it needs: `needed`, and, for the process sandbox, what each of its
+    commands is given (`prlimit --nofile`, which a sandbox in a user namespace cannot
+    raise past the engine's own hard limit: every step would be refused)."""
+    return max(needed(max_vms), COMMAND_FILES if backend == "process" else 0)
+
+
+def ensure_open_files(max_vms: int, backend: str) -> tuple[int, int] | None:
+    """Make this process's open-file limit hold `max_vms` slots of `backend` (the
+    engine's default backend): a soft limit below `needed` is raised up to the hard
+    limit. A hard limit below `hard_needed` is raised to it by a process that may
+    (CAP_SYS_RESOURCE); else `VMError`, one line naming the limit, the need and how to
+    raise it: the engine does not start. Returns (old soft, new soft) when it raised
+    the soft limit, None when it was enough."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = needed(max_vms)
-    if soft == resource.RLIM_INFINITY or soft >= need:
-        return None
-    if hard == resource.RLIM_INFINITY or hard >= need:
-        target = _ceiling() if hard == resource.RLIM_INFINITY else hard
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, need), hard))
-        return soft, max(target, need)
-    if can_raise_limits():
+    need, hard_need = needed(max_vms), hard_needed(max_vms, backend)
+    unlimited = resource.RLIM_INFINITY
+    if hard != unlimited and hard < hard_need:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
-            return soft, need
+            if not can_raise_limits():
+                raise PermissionError
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard_need))
         except (OSError, ValueError):
-            pass  # (refused below)
+            raise VMError(_too_low(max_vms, hard, hard_need)) from None
+        return (soft, max(soft, need)) if soft < need else None
+    if soft == unlimited or soft >= need:
+        return None
+    target = _ceiling() if hard == unlimited else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, need), hard))
+    return soft, max(target, need)
+
+
+def _too_low(max_vms: int, hard: int, hard_need: int) -> str:
+    how = (
+        f"raise it before 'swarm-engine start' (ulimit -Hn {hard_need} as root,"
+        f" LimitNOFILE={hard_need} in a systemd unit, nofile in /etc/security/limits.conf)"
+    )
+    if hard_need > needed(max_vms):  # the sandbox's commands ask more than the slots
+        return (
+            f"the open-file limit is too low for the process sandbox: each command is given"
+            f" {COMMAND_FILES} open files, above this engine's hard limit (ulimit -Hn) of"
+            f" {hard}: {how}, or use --backend qemu"
+        )
     fits = (hard - BASE) // PER_SLOT
-    raise VMError(
-        f"the open-file limit is too low for --max-vms {max_vms}: an engine needs {need}"
-        f" open files ({BASE} + {PER_SLOT} per VM) and its hard limit (ulimit -Hn) is"
-        f" {hard}: raise it before 'swarm-engine start' (ulimit -Hn {need} as root,"
-        f" LimitNOFILE={need} in a systemd unit, nofile in /etc/security/limits.conf)"
-        + (f", or lower --max-vms to {fits}" if fits >= 1 else "")
+    return (
+        f"the open-file limit is too low for --max-vms {max_vms}: an engine needs"
+        f" {hard_need} open files ({BASE} + {PER_SLOT} per VM) and its hard limit (ulimit"
+        f" -Hn) is {hard}: {how}" + (f", or lower --max-vms to {fits}" if fits >= 1 else "")
     )
 
 
