@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -464,6 +465,7 @@ class QemuBackend:
         qmp_listener = listen_socket(qmp_path) if qmp_path is not None else None
         proc: asyncio.subprocess.Process | None = None
         writer: asyncio.StreamWriter | None = None
+        conn: socket.socket | None = None
         try:
             proc = await start_qemu(machine, folder / "qemu.log")
             (folder / "qemu.pid").write_text(f"{proc.pid}\n")
@@ -487,6 +489,8 @@ class QemuBackend:
         except BaseException as exc:
             if writer is not None:
                 writer.close()
+            elif conn is not None:  # accepted, but no stream made of it yet
+                conn.close()
             if proc is not None:
                 kill_group(proc.pid)
                 await asyncio.shield(proc.wait())

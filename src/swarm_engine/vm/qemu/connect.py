@@ -20,13 +20,21 @@ T = TypeVar("T")
 async def until_ready(
     work: Awaitable[T], proc: asyncio.subprocess.Process, timeout: float, folder: Path, what: str
 ) -> T:
-    """Await `work`, but fail at once if QEMU exits first (with its log in the error)."""
+    """Await `work`, but fail at once if QEMU exits first (with its log in the error).
+    Cancelled just as `work` ended, what it made (an accepted socket) is closed, not
+    dropped open."""
     task = asyncio.ensure_future(work)
     exited = asyncio.ensure_future(proc.wait())
     try:
         done, _ = await asyncio.wait(
             {task, exited}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
         )
+    except BaseException:
+        if task.done() and not task.cancelled() and task.exception() is None:
+            made = task.result()
+            if isinstance(made, socket.socket):
+                made.close()
+        raise
     finally:
         exited.cancel()
         if not task.done():
