@@ -466,6 +466,7 @@ class QemuBackend:
         proc: asyncio.subprocess.Process | None = None
         writer: asyncio.StreamWriter | None = None
         conn: socket.socket | None = None
+        qmp_conn: socket.socket | None = None
         try:
             proc = await start_qemu(machine, folder / "qemu.log")
             (folder / "qemu.pid").write_text(f"{proc.pid}\n")
@@ -491,6 +492,8 @@ class QemuBackend:
                 writer.close()
             elif conn is not None:  # accepted, but no stream made of it yet
                 conn.close()
+            if qmp_conn is not None:  # (the restore's wait is over: nothing else holds it)
+                qmp_conn.close()
             if proc is not None:
                 kill_group(proc.pid)
                 await asyncio.shield(proc.wait())
