@@ -298,6 +298,13 @@ async def test_memory_is_bounded(backend: QemuBackend, own_vm: QemuVM) -> None:
         assert res.stderr.endswith(b"(raise memory_mb, or use less)\n"), res.stderr[-300:]
         assert b"swarm-engine: the step ran out of memory" in res.stderr
         assert (await own_vm.exec("echo alive")).stdout == b"alive\n"
+    # memory no process maps (a memfd written to, never mapped): nobody's resident memory,
+    # so once the guest has stayed low for a second the command holding the most goes
+    fill = "import os\nfd = os.memfd_create('m')\nwhile True:\n os.write(fd, b'x' * (1 << 20))"
+    res = await own_vm.exec(["python3", "-c", fill])
+    assert res.exit_code == 137 and not res.timed_out, res
+    assert b"swarm-engine: the step ran out of memory" in res.stderr, res.stderr[-300:]
+    assert (await own_vm.exec("echo alive")).stdout == b"alive\n"
     # a command that uses a good part of the memory and then ends is left alone
     res = await own_vm.exec(["python3", "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * 16384"])
     assert res.ok, res

@@ -510,6 +510,7 @@ typedef struct proc {
     pid_t pid;
     char cgroup[PATH_MAX];
     int out_of_memory; /* killed by memory_guard (set under procs_lock) */
+    int memory_low;    /* memory was low while it ran (set under procs_lock) */
     struct proc *next;
 } proc_t;
 
@@ -555,8 +556,13 @@ static void do_kill(long rid, const json *h) {
  * command runs, MemAvailable is read every GUARD_MS, and once it is below a twentieth of
  * MemTotal (between GUARD_MIN_KIB and GUARD_MAX_KIB) the command whose processes hold the
  * most resident memory (and at least that much) is killed whole, as earlyoom and
- * systemd-oomd do on a host. Its exit is 137 with one line saying why. */
+ * systemd-oomd do on a host. Memory no process maps (a memfd written to, pipe buffers,
+ * tmpfs files) is nobody's resident memory: when the guest stays that low for GUARD_GRACE_MS
+ * with no command over the floor, the command holding the most is killed anyway (its
+ * files and pipes go with it), one at a time. Its exit is 137 with one line saying why;
+ * so is a SIGKILL of a command (the kernel's OOM killer, first) while memory was low. */
 #define GUARD_MS 50
+#define GUARD_GRACE_MS 1000
 #define GUARD_MIN_KIB (8L * 1024)
 #define GUARD_MAX_KIB (128L * 1024)
 
@@ -601,9 +607,10 @@ static void *memory_guard(void *unused) {
     int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return NULL;
     char text[4096];
+    int low_polls = 0; /* how many polls in a row found memory low */
     for (;;) {
         pthread_mutex_lock(&procs_lock);
-        while (!procs) pthread_cond_wait(&procs_added, &procs_lock);
+        while (!procs) { low_polls = 0; pthread_cond_wait(&procs_added, &procs_lock); }
         pthread_mutex_unlock(&procs_lock);
         struct timespec pause = {0, GUARD_MS * 1000000L};
         nanosleep(&pause, NULL);
@@ -615,11 +622,15 @@ static void *memory_guard(void *unused) {
         long floor = total / 20;
         if (floor < GUARD_MIN_KIB) floor = GUARD_MIN_KIB;
         if (floor > GUARD_MAX_KIB) floor = GUARD_MAX_KIB;
-        if (avail >= floor) continue;
+        if (avail >= floor) { low_polls = 0; continue; }
+        low_polls++;
         pthread_mutex_lock(&procs_lock);
         proc_t *victim = NULL;
-        long most = floor - 1; /* a command holding less would not give enough back */
+        /* a command holding less than the floor would not give enough back, unless no
+         * process maps what fills the guest (then, after the grace, whoever holds most) */
+        long most = low_polls * GUARD_MS >= GUARD_GRACE_MS ? -1 : floor - 1;
         for (proc_t *p = procs; p; p = p->next) {
+            p->memory_low = 1;
             if (p->out_of_memory) { victim = NULL; most = LONG_MAX; break; } /* still dying */
             long kib = command_kib(p);
             if (kib > most) { most = kib; victim = p; }
@@ -627,6 +638,7 @@ static void *memory_guard(void *unused) {
         if (victim) {
             victim->out_of_memory = 1;
             kill_tree(victim->pid, victim->cgroup);
+            low_polls = 0;
         }
         pthread_mutex_unlock(&procs_lock);
     }
@@ -979,12 +991,18 @@ static void exec_request(request_t *req) {
     if (pidfd >= 0) close(pidfd);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     slot = release_if_empty(slot);
-    if (me->out_of_memory && !timed_out) { /* (forget() above: no lock needed to read it) */
-        static const char note[] =
+    /* (forget() above: no lock needed to read the guard's marks) */
+    if (!timed_out && (me->out_of_memory || (code == 128 + SIGKILL && me->memory_low))) {
+        static const char guard[] =
             "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
             " (MemAvailable under a twentieth of MemTotal), and the command holding the most"
             " was killed; it fails with exit code 137 (raise memory_mb, or use less)\n";
-        send_out(rid, "stderr", note, sizeof note - 1);
+        static const char kernel[] =
+            "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
+            " (MemAvailable under a twentieth of MemTotal), and the kernel killed the command;"
+            " it fails with exit code 137 (raise memory_mb, or use less)\n";
+        if (me->out_of_memory) send_out(rid, "stderr", guard, sizeof guard - 1);
+        else send_out(rid, "stderr", kernel, sizeof kernel - 1);
         code = 137;
     }
     send_exit(rid, timed_out ? 124 : code, timed_out, started);
