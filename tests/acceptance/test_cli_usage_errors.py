@@ -52,6 +52,22 @@ from tests.support.cli import snapshot, swarm, swarm_inproc
         ),
         (["--bogus", "status"], "error: no such option '--bogus' (see 'swarm-engine --help')"),
         (["--home"], "error: option '--home' requires an argument (see 'swarm-engine --help')"),
+        # an empty path is not the current folder (`Path("")` is `.`: stores were made there)
+        (
+            ["--home", "", "ticket", "create", "--title", "x", "--agent", "echo"],
+            "error: --home: '' is empty; leave it out for the default, or give a path"
+            " (see 'swarm-engine --help')",
+        ),
+        (
+            ["--tickets-db", " ", "status"],
+            "error: --tickets-db: ' ' is empty; leave it out for the default, or give a path"
+            " (see 'swarm-engine --help')",
+        ),
+        (
+            ["agent", "register", ""],
+            "error: [PATH]: '' is empty; leave it out for the default, or give a path"
+            " (see 'swarm-engine agent register --help')",
+        ),
     ],
 )
 def test_click_usage_errors_are_one_documented_line(home: Path, args: list[str], line: str) -> None:

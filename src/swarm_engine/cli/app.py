@@ -357,6 +357,24 @@ class Whole(click.IntRange):
 INT64 = Whole(-(2**63), 2**63 - 1)
 
 
+class PathName(click.Path):
+    """A path given on the command line. An empty or blank one is refused (one line naming
+    the option: `--home: '' is empty; ...`), not read as the current folder (as
+    `Path("")` is)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail(
+                f"{value!r} is empty; leave it out for the default, or give a path",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 class Seconds(click.FloatRange):
     """A finite number of seconds (no nan, no inf) within a range, in plain decimal
     (`_DECIMAL`): the type of every option given in seconds. Anything else is one line naming the option and what it

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from swarm_engine import __version__
-from swarm_engine.cli.app import example
+from swarm_engine.cli.app import PathName, example
 from swarm_engine.cli.lazy import LazyGroup
 from swarm_engine.cli.text import visible
 from swarm_engine.errors import SwarmError
@@ -60,23 +60,23 @@ among them, refuses a broken file."""
 )
 @click.option(
     "--home",
-    type=click.Path(path_type=Path),
+    type=PathName(),
     help="Home folder [env SWARM_HOME; default ~/.local/share/swarm-engine].",
 )
 @click.option(
     "--tickets-db",
-    type=click.Path(path_type=Path),
+    type=PathName(),
     help="Ticket store [env SWARM_TICKETS_DB; default HOME/tickets.db].",
 )
 @click.option(
     "--registry-db",
-    type=click.Path(path_type=Path),
+    type=PathName(),
     help="Registry of agents and workflows [env SWARM_REGISTRY_DB; default HOME/registry.db].",
 )
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(path_type=Path),
+    type=PathName(),
     metavar="FILE",
     help="Config file (TOML) [env SWARM_CONFIG; default HOME/config.toml].",
 )
@@ -158,9 +158,9 @@ def usage_error_line(exc: click.UsageError, argv: list[str]) -> str:
 
 def _says_what_it_takes(param: click.Parameter) -> bool:
     """An id or a number (`cli/app.py`): its line names the parameter and what it takes."""
-    from swarm_engine.cli.app import Id, Seconds, Whole
+    from swarm_engine.cli.app import Id, PathName, Seconds, Whole
 
-    return isinstance(param.type, Id | Whole | Seconds)
+    return isinstance(param.type, Id | Whole | Seconds | PathName)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from swarm_engine.cli.app import Whole, example, pass_existing, pass_settings, registry_of, store_of
+from swarm_engine.cli.app import (
+    PathName,
+    Whole,
+    example,
+    pass_existing,
+    pass_settings,
+    registry_of,
+    store_of,
+)
 from swarm_engine.cli.output import (
     Col,
     ago,
@@ -41,11 +49,11 @@ def agent() -> None:
 
 
 @agent.command("register", epilog=example("swarm-engine agent register --all examples/agents"))
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=PathName())
 @click.option(
     "--all",
     "all_dir",
-    type=click.Path(path_type=Path),
+    type=PathName(),
     metavar="DIR",
     help="Every agent package (folder with an agent.yaml) under DIR.",
 )
@@ -164,11 +172,11 @@ def workflow() -> None:
 @workflow.command(
     "register", epilog=example("swarm-engine workflow register examples/workflows/text-report")
 )
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=PathName())
 @click.option(
     "--all",
     "all_dir",
-    type=click.Path(path_type=Path),
+    type=PathName(),
     metavar="DIR",
     help="Every workflow.yaml under DIR.",
 )
