@@ -306,12 +306,15 @@ def test_cleanup_reaps_the_vm_of_a_killed_run(home: Path, tmp_path: Path, isolat
 LAPSE_ENV = {"SWARM_LEASE_TTL": "2", "SWARM_HEARTBEAT_INTERVAL": "0.3"}
 
 
-def _lapsed_ticket(home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]) -> Path:
+def _lapsed_ticket(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]], attempts: int = 3
+) -> Path:
     """Ticket 1, running when its engine was `kill -9`ed, whose lease has since expired."""
     db = home / "tickets.db"
     write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 3; echo rested\n")
     swarm(home, "agent", "register", str(tmp_path / "nap"), check=True)
-    swarm(home, "ticket", "create", "--title", "t", "--agent", "nap", check=True)
+    create = ["ticket", "create", "--title", "t", "--agent", "nap", "--max-attempts", str(attempts)]
+    swarm(home, *create, check=True)
     proc = start_engine(home, "--max-vms", "1", **LAPSE_ENV)
     engines.append(proc)
     wait_until(
@@ -365,6 +368,24 @@ def test_run_ticket_re_queues_a_killed_engines_ticket_once_its_lease_expired(
     assert again.stdout == "ticket 1 is already queued\n", again.stdout
     swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "1", check=True, **LAPSE_ENV)
     _ran_twice_once_each(db)
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["queue", "wait"])
+def test_run_ticket_says_a_lapsed_ticket_with_no_attempts_left_was_failed(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]], wait: bool
+) -> None:
+    """Its one attempt spent, the reclaim `run-ticket` does fails it: it says so (it said
+    only `ticket 1 is failed (use 'ticket reopen' first)`, as if it had failed before)."""
+    db = _lapsed_ticket(home, tmp_path, engines, attempts=1)
+    done = swarm(home, "run-ticket", "1", *(["--wait"] if wait else []), **LAPSE_ENV)
+    assert done.returncode == 4, done.stderr
+    last = done.stderr.splitlines()[-1]  # (after a line naming the VM stopped, if any)
+    assert last.startswith(
+        "error: ticket 1: its lease ran out with no attempts left, and it was failed ('lease"
+    ), done.stderr
+    assert last.endswith("'swarm-engine ticket reopen 1' queues it again"), done.stderr
+    (ticket,) = query(db, "SELECT status, attempts FROM tickets")
+    assert (ticket["status"], ticket["attempts"]) == ("failed", 1), ticket
 
 
 READ_ONLY = [

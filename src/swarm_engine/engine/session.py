@@ -44,7 +44,7 @@ from swarm_engine.schema_check import MAX_HELPERS, SchemaChecker
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.engines import holder
 from swarm_engine.store.passover import PASS_OVER_HEARTBEATS
-from swarm_engine.store.tickets import lease_ran_out, not_claimable
+from swarm_engine.store.tickets import lease_ran_out, not_claimable, spent_by_reclaim
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VMBackend, VMInfo, VMSpec
 from swarm_engine.vm.bwrap import SHORTAGES
@@ -347,6 +347,8 @@ class EngineSession:
         await self.gate.retrying(left.close, self.store, ticket_id)
         if ticket.status not in ("draft", "open"):  # its lease ran out: re-queued above,
             ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)  # or not
+            if ticket.status == "failed":
+                raise spent_by_reclaim(ticket)
             if ticket.status not in ("draft", "open"):
                 raise not_claimable(ticket, await self._holder(ticket))
         self.claiming = True  # (an interrupt from now on may leave it claimed)

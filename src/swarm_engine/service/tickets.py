@@ -37,7 +37,7 @@ from swarm_engine.service.runs import (
 from swarm_engine.service.values import MAX_ID, MIN_INT, check_ids, check_json, check_text
 from swarm_engine.store.engines import holder
 from swarm_engine.store.rows import Ticket
-from swarm_engine.store.tickets import lease_ran_out
+from swarm_engine.store.tickets import lease_ran_out, spent_by_reclaim
 
 if TYPE_CHECKING:
     from swarm_engine.registry import Registry
@@ -358,6 +358,8 @@ def queue(
                 f"ticket {ticket_id}: its lease had run out (its engine stopped renewing it);"
                 " re-queued: a running engine ('swarm-engine start') will run it"
             )
+        if row.status == "failed":
+            raise spent_by_reclaim(row)
     if row.status == "draft":
         store.tickets.open(ticket_id)
         return f"ticket {ticket_id} queued; a running engine ('swarm-engine start') will run it"

@@ -55,6 +55,16 @@ def lease_ran_out(ticket: Ticket) -> bool:
     return ticket.status in LIVE and expires is not None and expires <= datetime.now(UTC)
 
 
+def spent_by_reclaim(ticket: Ticket) -> ConflictError:
+    """Why a ticket whose lease ran out cannot run: the reclaim failed it, its attempts
+    spent (its `error` says so)."""
+    return ConflictError(
+        f"ticket {ticket.id}: its lease ran out with no attempts left, and it was failed"
+        f" ({shown(ticket.error or '', 200)}); 'swarm-engine ticket reopen {ticket.id}'"
+        " queues it again"
+    )
+
+
 def not_claimable(ticket: Ticket, holder: str | None = None) -> ConflictError:
     """Why a ticket cannot be claimed, as the error to raise; `holder`: who holds a live
     one, if known better than by its `engine_id` (`store.engines.holder`)."""
