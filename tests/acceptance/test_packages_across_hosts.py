@@ -118,9 +118,9 @@ def test_a_host_whose_package_differs_from_the_registered_one_fails_its_ticket(
     (h2.home / "packages" / "reader" / "1.0.0" / "hello.txt").write_text("changed\n")
     code, out = h2.run("reader")
     assert code != 0
-    assert "its package on this host" in out
-    assert "is not the registered one (its files differ" in out
-    assert "register it on this host again" in out
+    assert "its files on this host" in out
+    assert "are not the ones this step was planned with (its files differ" in out
+    assert "registering it on this host again fixes it" in out
     (folder / "hello.txt").write_text("other\n")
     code, out = h2.swarm("agent", "register", str(folder))
     assert code == 4, out
@@ -146,7 +146,7 @@ def test_a_rows_package_path_names_no_folder_a_step_reads(tmp_path: Path) -> Non
     (h.home / "packages" / "peek" / "1.0.0").mkdir(parents=True)  # here, but not its files
     code, out = h.run("peek")
     assert code != 0
-    assert "is not the registered one" in out
+    assert "are not the ones this step was planned with" in out
     assert "root:" not in out
 
 

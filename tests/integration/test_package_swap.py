@@ -103,7 +103,9 @@ def test_reads_see_one_whole_package_while_it_is_re_registered(tmp_path: Path) -
     assert len(copies) == 1 and os.readlink(folder / "1.0.0") == copies[0]
     assert os.listdir(packages_dir / TRASH) == []
     assert _letters(package_contents(spec, packages_dir)) == {b"Y"}
-    with pytest.raises(AgentError, match=r"is not the registered one \(its files differ"):
+    with pytest.raises(
+        AgentError, match=r"are not the ones this step was planned with \(its files differ"
+    ):
         package_contents(planned, packages_dir)  # X's digest: Y's files are not run as X's
 
 

@@ -261,10 +261,12 @@ def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[
                 files = folder_contents(root, agent.ref)
                 if want is not None and package_digest(files) != want:
                     raise AgentError(
-                        f"agent {agent.ref}: its package on this host ({root}) is not the"
-                        " registered one (its files differ: registered again since this"
-                        " step began, here or on another host); register it on this host"
-                        f" again: {REGISTER}"
+                        f"agent {agent.ref}: its files on this host ({root}) are not the"
+                        " ones this step was planned with (its files differ: either it was"
+                        " registered again with other files since the ticket's run began,"
+                        " and 'swarm-engine ticket reopen' runs the ticket with them, or"
+                        " this host holds an older registration than the store's, and"
+                        f" registering it on this host again fixes it: {REGISTER})"
                     )
                 return files
         last = copy
