@@ -4,6 +4,7 @@
     <packages_dir>/<name>/.<version>.<16 hex>  one copy, whole before the link names it
     <packages_dir>/<name>/.lock                held while a registration swaps the link
     <packages_dir>/.trash/<16 hex>             a copy on its way out
+    <packages_dir>/.staging-<random>           a registration's copy being made (locked)
 
 `agent register --force` writes each package into a copy of its own, then renames a new
 symlink over `<version>` (one `rename`: a reader resolves either the old copy or the new
@@ -20,11 +21,17 @@ import errno
 import fcntl
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 TRASH = ".trash"
 LOCK = ".lock"
+STAGING = ".staging-"
+STAGING_GRACE = 60.0
+"""Seconds a staging folder nobody holds is left alone (it may be just made, not yet
+locked) before `sweep` removes it (a registration killed while it copied)."""
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -80,13 +87,49 @@ def _is_any_copy(entry: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def staging(packages_dir: Path) -> Iterator[Path]:
+    """A new folder in `packages_dir` to copy a package into, held (a shared `flock`)
+    until the block ends, so that `sweep` never takes it from a registration that runs
+    and does take it from one killed while it copied."""
+    folder = Path(tempfile.mkdtemp(prefix=STAGING, dir=packages_dir))
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield folder
+    finally:
+        os.close(fd)
+
+
+def _sweep_staging(packages_dir: Path, entry: str) -> bool:
+    """Remove the staging folder `entry` if no registration holds it and it is older than
+    `STAGING_GRACE`; whether it did."""
+    path = packages_dir / entry
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if time.time() - os.fstat(fd).st_mtime < STAGING_GRACE:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a registration copies into it
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
 def sweep(packages_dir: Path) -> list[str]:
     """Retire every copy in `packages_dir` that no `<version>` link names and nobody reads
     (one a step still holds stays), and empty the trash. Safe while engines run and
     registrations happen: each name's folder is swept under its registration lock.
 
-    Returns the `<name>/<copy>` entries removed. Raises OSError if the folder cannot be
-    read (a missing folder is nothing to sweep)."""
+    Staging folders of registrations killed while they copied go too (`staging`).
+    Returns the `<name>/<copy>` (and `.staging-...`) entries removed. Raises OSError if
+    the folder cannot be read (a missing folder is nothing to sweep)."""
     removed: list[str] = []
     try:
         names = sorted(os.listdir(packages_dir))
@@ -94,6 +137,10 @@ def sweep(packages_dir: Path) -> list[str]:
         return removed
     for name in names:
         folder = packages_dir / name
+        if name.startswith(STAGING):
+            if _sweep_staging(packages_dir, name):
+                removed.append(name)
+            continue
         if name.startswith(".") or folder.is_symlink() or not folder.is_dir():
             continue
         with _locked(folder / LOCK):

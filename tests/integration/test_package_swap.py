@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,15 @@ from tests.support.cli import swarm
 from swarm_engine.agents.files import package_contents
 from swarm_engine.errors import AgentError
 from swarm_engine.models import AgentSpec
-from swarm_engine.package_folders import TRASH, is_copy_of, reading, sweep
+from swarm_engine.package_folders import (
+    STAGING,
+    STAGING_GRACE,
+    TRASH,
+    is_copy_of,
+    reading,
+    staging,
+    sweep,
+)
 from swarm_engine.registry.catalog import Registry
 from swarm_engine.service.registry import register_agent_files
 
@@ -150,3 +159,22 @@ def test_cleanup_removes_the_old_copies_no_step_holds_any_more(tmp_path: Path) -
     assert _letters(package_contents(spec, packages_dir)) == {b"Y"}  # the link's copy stays
     again = swarm(home, "cleanup", check=True)
     assert "0 old agent package copy(ies)" in again.stdout
+
+
+def test_a_killed_registrations_staging_folder_is_swept_a_held_one_is_not(tmp_path: Path) -> None:
+    packages_dir = tmp_path / "packages"
+    packages_dir.mkdir()
+    old = time.time() - STAGING_GRACE - 5
+    with staging(packages_dir) as held:  # a registration still copying
+        (held / "pkg").mkdir()
+        os.utime(held, (old, old))
+        left = packages_dir / f"{STAGING}killed"  # one whose registration was kill -9ed
+        (left / "pkg").mkdir(parents=True)
+        (left / "pkg" / "big.bin").write_bytes(b"x" * 1000)
+        os.utime(left, (old, old))
+        new = packages_dir / f"{STAGING}justmade"  # made a moment ago, not yet locked
+        new.mkdir()
+        assert sweep(packages_dir) == [left.name]
+        assert held.is_dir() and new.is_dir() and not left.exists()
+    assert sweep(packages_dir) == [held.name]  # no longer held (as if its process died)
+    assert new.is_dir()  # still young

@@ -6,9 +6,9 @@ pydantic and models.py are imported when a definition is built: `require_agent` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -271,7 +271,7 @@ class Registry:
     def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
         """Register all or none. Package files are copied under the home folder."""
         from swarm_engine.agents.files import SKIP_NAMES
-        from swarm_engine.package_folders import install
+        from swarm_engine.package_folders import install, staging
         from swarm_engine.registry.agents import check_agent
 
         for spec in specs:
@@ -300,10 +300,11 @@ class Registry:
                 else spec
             )
         staged: list[tuple[Path, AgentSpec]] = []
+        held = contextlib.ExitStack()  # each staging folder held until the end (sweep)
         try:
             for spec, final in zip(specs, stored, strict=True):
                 if spec.package_path:
-                    tmp = Path(tempfile.mkdtemp(dir=self._ensure_packages_dir()))
+                    tmp = held.enter_context(staging(self._ensure_packages_dir()))
                     staged.append((tmp, final))
                     try:
                         shutil.copytree(
@@ -327,6 +328,7 @@ class Registry:
         finally:
             for tmp, _ in staged:
                 shutil.rmtree(tmp, ignore_errors=True)
+            held.close()
         return stored
 
     def _ensure_packages_dir(self) -> Path:
