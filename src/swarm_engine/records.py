@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -410,21 +411,54 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class TooManyDigits(ValueError):
+    """JSON text holding an integer of more digits than Python converts to an int
+    (`sys.get_int_max_str_digits`, 4300): `line` is the one line every reader shows."""
+
+    def __init__(self) -> None:
+        self.limit = sys.get_int_max_str_digits()
+        super().__init__(self.line)
+
+    @property
+    def line(self) -> str:
+        """`a number of more than 4300 digits`."""
+        return f"a number of more than {self.limit} digits"
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise TooManyDigits() from None
+
+
+def _loads(text: str | bytes, **options: Any) -> Any:
+    """`json.loads(text, **options)`, but `TooManyDigits` (not Python's ValueError, with
+    its advice to call `sys.set_int_max_str_digits`) for an integer too long to convert.
+    Only text that fails is read again to find out, so a good one costs no more."""
+    try:
+        return json.loads(text, **options)
+    except (DuplicateKey, json.JSONDecodeError):
+        raise
+    except ValueError:
+        json.loads(text, parse_int=_whole, **options)  # raises TooManyDigits if that is why
+        raise
+
+
 def strict_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     """`json.loads` as the store's `json_valid` and other JSON readers see it: no NaN or
     Infinity, no number that overflows to infinity (`1e999`); with `unique_keys`, no
     object holding a key twice (which `json.loads` would keep the last of). Raises
-    ValueError."""
+    ValueError (`TooManyDigits` for an integer too long to read)."""
     hook = _unique_keys if unique_keys else None
-    return json.loads(
-        text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook
-    )
+    return _loads(text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook)
 
 
 def loads_unique(text: str | bytes) -> Any:
     """`json.loads(text)`, but `DuplicateKey` for an object holding a key twice, at any
-    depth (`json.JSONDecodeError` for text that is not JSON, as `json.loads`)."""
-    return json.loads(text, object_pairs_hook=_unique_keys)
+    depth (`json.JSONDecodeError` for text that is not JSON, as `json.loads`;
+    `TooManyDigits` for an integer too long to read)."""
+    return _loads(text, object_pairs_hook=_unique_keys)
 
 
 def check_unique_keys(text: str) -> None:

@@ -191,3 +191,23 @@ def test_a_webhook_of_a_row_that_fails_validation_is_not_found(
         assert made.status_code == 201, made.text  # type: ignore[attr-defined]
     finally:
         server.stop()
+
+
+def test_a_body_with_a_too_long_integer_is_the_422_every_route_answers(
+    api: Api, store_target: Target
+) -> None:
+    # An integer of 4301 digits: Python will not read it; the answer is the API's own 422
+    # (as `POST /v1/tickets` gives), not a 400 with Python's advice to raise the limit.
+    body = b'{"a": ' + b"9" * 4301 + b"}"
+    got = deliver(api, "on-push", body, "long-number")
+    assert got.status_code == 422, got.text  # type: ignore[attr-defined]
+    assert got.json() == {  # type: ignore[attr-defined]
+        "error": "invalid_request",
+        "message": "body: a number of more than 4300 digits",
+    }
+    same = api.post("/v1/tickets", data=b'{"workflow_id": "hooked", "inputs": {"a": '
+                    + b"9" * 4301 + b"}}", headers={"Content-Type": "application/json"})  # fmt: skip
+    assert same.status_code == 422 and same.json() == got.json()  # type: ignore[attr-defined]
+    assert store_target.rows("SELECT id FROM tickets") == []
+    unsigned = deliver(api, "on-push", body, "long-number", secret="not-the-secret-at-all-0000")
+    assert unsigned.status_code == 401  # type: ignore[attr-defined]  # the signature first

@@ -8,7 +8,6 @@ FastAPI's 400 `There was an error parsing the body`."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from swarm_engine.records import DuplicateKey, loads_unique
+from swarm_engine.records import DuplicateKey, TooManyDigits, loads_unique
 
 
 class UniqueKeysRequest(Request):
@@ -32,11 +31,15 @@ class UniqueKeysRequest(Request):
                 raise HTTPException(status_code=422, detail=f"body: {exc.line}") from None
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise  # FastAPI's answers (422 naming where it stops being JSON; 400)
-            except ValueError:  # an integer past `sys.get_int_max_str_digits`
-                digits = sys.get_int_max_str_digits()
-                detail = f"body: a number of more than {digits} digits"
-                raise HTTPException(status_code=422, detail=detail) from None
+            except TooManyDigits as exc:  # an integer past `sys.get_int_max_str_digits`
+                raise too_many_digits(exc) from None
         return self._json
+
+
+def too_many_digits(exc: TooManyDigits) -> HTTPException:
+    """The answer to a JSON body holding an integer too long to read, on every route:
+    422 `invalid_request`, `body: a number of more than 4300 digits`."""
+    return HTTPException(status_code=422, detail=f"body: {exc.line}")
 
 
 class UniqueKeysRoute(APIRoute):

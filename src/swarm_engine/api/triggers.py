@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 
+from swarm_engine.api.bodies import too_many_digits
 from swarm_engine.api.deps import RegistryDep, ServerDep, StoreDep
 from swarm_engine.api.models import ErrorBody
+from swarm_engine.records import TooManyDigits
 from swarm_engine.service.triggers import WebhookRefused, deliver
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
@@ -23,6 +25,7 @@ router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
         201: {"description": "the ticket made"},
         403: {"description": "no secret for this trigger here", "model": ErrorBody},
         409: {"description": "the name is declared by more than one workflow", "model": ErrorBody},
+        422: {"description": "a number of more than 4300 digits in the body", "model": ErrorBody},
     },
 )
 async def webhook(
@@ -45,6 +48,8 @@ async def webhook(
             deliver, store, registry, server.settings, name, body, x_swarm_signature,
             idempotency_key,
         )  # fmt: skip
+    except TooManyDigits as exc:  # the answer every JSON body gets (api/bodies.py)
+        raise too_many_digits(exc) from None
     except WebhookRefused as exc:
         code = "unauthorized" if exc.status == 401 else "forbidden"
         return JSONResponse({"error": code, "message": str(exc)}, status_code=exc.status)

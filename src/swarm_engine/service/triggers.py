@@ -22,7 +22,7 @@ from typing import Any
 from swarm_engine.config import Settings
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError, SwarmError, UsageError
 from swarm_engine.models import strict_json
-from swarm_engine.records import DuplicateKey, shown
+from swarm_engine.records import DuplicateKey, TooManyDigits, shown
 from swarm_engine.registry import Registry
 from swarm_engine.registry.triggers import ambiguity
 from swarm_engine.service.values import check_json
@@ -69,13 +69,15 @@ def read_body(body: bytes) -> Any:
     """The delivery's body as JSON, read as every JSON body of the API is: a key given
     twice in one object, at any depth, is refused (`the body: duplicate key "a"`), never
     read as its last value; so is an empty or blank body (it is not JSON). `UsageError`
-    (400) with one line."""
+    (400) with one line; `TooManyDigits` for an integer too long to read."""
     if not body.strip():
         raise UsageError("the body is not JSON: it is empty")
     try:
         return strict_json(body.decode("utf-8"), unique_keys=True)
     except DuplicateKey as exc:
         raise UsageError(f"the body: {exc.line}") from exc
+    except TooManyDigits:
+        raise  # answered as on every route (api/bodies.py): 422, not "not JSON"
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
         raise UsageError(f"the body is not JSON: {exc}") from exc
 
