@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +143,38 @@ def test_a_draft_stream_ends_at_once(live: Live) -> None:
         events = list(sse_events(response))
     assert [e["event"] for e in events] == ["end"]
     assert json.loads(events[0]["data"])["never_ran"] is True
+
+
+def test_sigterm_ends_an_open_stream_at_once_and_serve_says_one_line(live: Live) -> None:
+    """SIGTERM while a live stream of a running ticket is open: the stream ends (without
+    an `end` event: the ticket still runs; a client reconnects with `Last-Event-ID`) well
+    before the 5 s open requests are given, and `serve` exits 0 with its one line. It used
+    to hold the stream until uvicorn cancelled it, printing ~60 lines of traceback."""
+    ticket = live.create("--title", "held open", "--agent", "waits")
+    api = start_api(live.home, token=TOKEN, **live.target.env)
+    try:
+        with stream(api, ticket) as response:
+            events = sse_events(response)
+            first = next(events)
+            assert first["event"] == "log", first
+            started = time.monotonic()
+            api.proc.terminate()  # SIGTERM
+            rest = list(events)  # ends when the server ends the response
+            took = time.monotonic() - started
+        assert [e["event"] for e in rest] == [], rest
+        assert took < 3, f"the stream took {took:.1f}s to end"
+        api.proc.wait(timeout=30)
+    finally:
+        said = api.stop()
+        busy = wait_until(lambda: [v for v in live.api.get("/v1/vms").json()
+                                   if v["state"] == "busy"], 30, "a busy VM")  # fmt: skip
+        for vm in busy:
+            (Path(vm["workspace"]) / "go").write_text("")
+        wait_until(lambda: live.api.get(f"/v1/tickets/{ticket}").json()["status"] == "done",
+                   60, "the held ticket done")  # fmt: skip
+    assert api.proc.returncode == 0, said
+    assert "Traceback" not in said and "Exception in ASGI" not in said, said
+    assert "Cancel" not in said, said
+    assert said.rstrip().splitlines()[-1] == (
+        "API stopped (SIGTERM): open requests were given their time to end"
+    ), said

@@ -70,6 +70,9 @@ class Server:
     gone: str | None = None
     """Why the server stopped serving: its SQLite store's or registry's file was deleted
     or replaced while it served it (see `check_file`); None while it serves."""
+    stopping: bool = False
+    """Set when the server starts to stop (`serve`, on SIGTERM or Ctrl-C): open log
+    streams then end their response, so the server need not cancel them."""
     on_gone: Callable[[str], None] = lambda why: None
     """Called once, with `gone`, when that is seen (`serve` stops the server)."""
     _watched: dict[str, tuple[Path, Identity | None]] = field(default_factory=dict)

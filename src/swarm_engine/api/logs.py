@@ -15,7 +15,8 @@ another client writes one) comes as several events, all but its last with id `ID
 ends with an `end` event once the ticket has ended and every chunk is out. Each look at
 the store runs in a worker thread; an idle stream looks less and less often (every
 `POLL_SECONDS`, up to every `IDLE_POLL_SECONDS`), and at most `deps.MAX_LOG_STREAMS`
-streams are open at once (one more is a 503 with `Retry-After`).
+streams are open at once (one more is a 503 with `Retry-After`). When the server stops
+(`Server.stopping`), a stream ends its response at its next look, without an `end` event.
 
 A stream's memory is bounded whatever the client does: it reads at most about
 `STREAM_BATCH_BYTES` of log per look (in pieces of at most `STREAM_PIECE_BYTES`), and looks
@@ -261,6 +262,8 @@ async def _events(
             if quiet >= KEEPALIVE_SECONDS:
                 yield ": keep-alive\n\n"
                 quiet = 0.0
+        if server.stopping:  # the server stops: the response ends (its client reconnects)
+            return
         try:
             batch = await _poll(server, follower)
         except Exception as exc:  # the ticket was deleted, the store went away, ...

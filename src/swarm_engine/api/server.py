@@ -82,6 +82,12 @@ def serve(
             loop.set_exception_handler(quiet_accept_errors(bounds.notices))
             await super().startup(sockets)
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # open log streams end their responses (within a poll), before uvicorn would
+            # cancel them at `GRACEFUL_SECONDS`, with a traceback each (api/logs.py)
+            state.stopping = True
+            await super().shutdown(sockets)
+
     sock = bind(host, port)
     try:
         app = create_app(settings, token)
