@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up (including QEMU), build or restore the microVM images from their
 # cache (the default `cloud` image and the fast-booting `tiny` one), lint and type-check, run
-# the QEMU suites on `tiny`, then the whole suite on the default image.
+# the QEMU suites on `tiny`, then the whole suite on the default image (in parallel workers).
 # Extra arguments go to the main pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +18,12 @@ SWARM_QEMU_IMAGE=tiny .venv/bin/python -m pytest -q -k "not process" \
     tests/integration/test_vm_contract.py tests/integration/test_qemu_backend.py \
     tests/integration/test_qemu_escape.py tests/acceptance/test_qemu_engine.py
 echo "== the whole suite (default image) =="
-.venv/bin/python -m pytest "$@"
+# In SWARM_TEST_WORKERS parallel workers (pytest-xdist; 4 by default: most of a test's time
+# is spent waiting on processes, VMs and the store, not on the 2 cores), each test file on
+# one worker in file order, as its module-scoped fixtures expect. 0 runs it in this process.
+workers="${SWARM_TEST_WORKERS:-4}"
+if [[ ! $workers =~ ^[0-9]+$ ]]; then
+    echo "error: SWARM_TEST_WORKERS must be a whole number (0 runs the suite in one process), not '$workers'" >&2
+    exit 2
+fi
+.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"

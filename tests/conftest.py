@@ -14,6 +14,12 @@ import pytest
 
 from tests.support.postgres import Server, pg_query, psql, start_server
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # pytest-xdist's workers set COLUMNS=80 and LINES=24; the commands the tests run must
+    # see what they see under a plain pytest (no COLUMNS: 140 columns when piped)
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_workspace_mounts_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

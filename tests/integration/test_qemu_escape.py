@@ -202,7 +202,9 @@ async def test_no_network_without_declared_ports(
     try:
         got = await connect(bare, f"10.0.2.2:{allowed.port}", f"10.0.2.100:{allowed.port}",
                             f"127.0.0.1:{allowed.port}")  # fmt: skip
-        assert set(got.values()) <= {"ConnectionRefusedError", "TimeoutError"}, got
+        # refused, or no answer: the 2 s timeout, or the guest's ARP giving up first
+        # (EHOSTUNREACH, an OSError) on a loaded host; never a connection
+        assert set(got.values()) <= {"ConnectionRefusedError", "TimeoutError", "OSError"}, got
     finally:
         await bare.destroy()
     assert allowed.accepted == 0

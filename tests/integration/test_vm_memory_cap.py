@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -289,7 +290,11 @@ def test_cleanup_reaps_a_dead_engines_cgroups_and_kills_what_runs_in_them(
         wait_until(lambda: str(left.pid) in procs.read_text(), 10, "the process to join")
         done = swarm(home, "cleanup")
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "removed 1 leftover memory cgroup folder(s)" in done.stdout, done.stdout
+        removed = re.search(r"removed (\d+) leftover memory cgroup folder", done.stdout)
+        assert removed is not None, done.stdout
+        # cgroups are the host's: a `cleanup` of another home (the suite's other workers)
+        # may have reaped this one first; in one process only this test's is there to reap
+        assert removed[1] == "1" or "PYTEST_XDIST_WORKER" in os.environ, done.stdout
         assert left.wait(timeout=10) == -9
         assert not dead.exists()
         assert live.parent.is_dir()
