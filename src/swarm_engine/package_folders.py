@@ -1,7 +1,8 @@
 """Agent package folders on disk, replaced atomically for their readers.
 
     <packages_dir>/<name>/<version>            a symlink to the version's current copy
-    <packages_dir>/<name>/.<version>.<16 hex>  one copy, whole before the link names it
+    <packages_dir>/<name>/.<version>.<16 hex>  one copy, whole before the link names it;
+                                               the hex: its digest's first 16 (`content_name`)
     <packages_dir>/<name>/.lock                held while a registration swaps the link
     <packages_dir>/.trash/<16 hex>             a copy on its way out
     <packages_dir>/.staging-<random>           a registration's copy being made (locked)
@@ -12,7 +13,13 @@ one, never a mix and never nothing). A reader holds a shared `flock` on the copy
 (`reading`); a copy no longer linked is moved to the trash and deleted only while
 nobody holds it (`retire`, an exclusive lock taken without waiting), else a later
 registration of that name, or `cleanup` (`sweep`), does it. A `<version>` that is a folder itself (registered
-before this layout) is exchanged with the link in one `renameat2(RENAME_EXCHANGE)`."""
+before this layout) is exchanged with the link in one `renameat2(RENAME_EXCHANGE)`.
+
+A run holds each copy it was planned with the same way for as long as it runs (`hold`,
+`HeldCopy`): a registration with other files meanwhile links its new copy for the runs
+planned after it, and the held copy stays, found by its digest's name (`content_name`)
+or wherever it was moved in its name's folder (`HeldCopy.where`), until the run ends and
+a later registration or `sweep` retires it."""
 
 from __future__ import annotations
 
@@ -40,6 +47,17 @@ def copy_name(version: str) -> str:
     return f".{version}.{os.urandom(8).hex()}"
 
 
+def content_name(version: str, digest: str | None) -> str | None:
+    """The copy name `install` gives `version`'s package whose files have `digest`
+    (`sha256:<hex>`, `agents.files.package_digest`): its first 16 hex digits, so that a
+    run finds a copy of the files it was planned with by their digest, linked or not.
+    None for a digest not of that form. (Only a name: a reader checks the files.)"""
+    hexpart = (digest or "").removeprefix("sha256:")[:16]
+    if len(hexpart) != 16 or not set(hexpart) <= _HEX:
+        return None
+    return f".{version}.{hexpart}"
+
+
 def is_copy_of(entry: str, version: str) -> bool:
     """Whether the folder entry `entry` is a copy of `version`'s package (`copy_name`)."""
     prefix = f".{version}."
@@ -53,14 +71,19 @@ def is_package_folder(entry: str, version: str) -> bool:
     return entry == version or is_copy_of(entry, version)
 
 
-def install(staged: Path, packages_dir: Path, name: str, version: str) -> None:
+def install(
+    staged: Path, packages_dir: Path, name: str, version: str, digest: str | None = None
+) -> None:
     """Make the whole folder `staged` (on the same file system) `name@version`'s package:
-    moved in as a new copy, then the link renamed over the old one; copies nobody reads
-    any more are retired."""
+    moved in as a new copy (named by `digest`, `content_name`, unless a copy of that name
+    is still there: then a random one), then the link renamed over the old one; copies
+    nobody reads or holds any more are retired."""
     folder = packages_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / LOCK):
-        copy = copy_name(version)
+        copy = content_name(version, digest)
+        if copy is None or os.path.lexists(folder / copy):
+            copy = copy_name(version)
         staged.rename(folder / copy)
         link = folder / version
         new_link = folder / copy_name(version)  # a copy's name: retired if left behind
@@ -199,6 +222,69 @@ def reading(copy: str) -> Iterator[bool]:
         yield here is not None and os.path.samestat(here, os.fstat(fd))
     finally:
         os.close(fd)
+
+
+class HeldCopy:
+    """A copy a run holds open with a shared `flock` until `release`: `retire` (so a
+    registration's swap, and `sweep`) leaves it where it is. `folder`: its name's folder
+    (`<packages_dir>/<name>`, a real path)."""
+
+    def __init__(self, folder: Path, fd: int) -> None:
+        self.folder = folder
+        self.fd: int | None = fd
+
+    def where(self) -> str | None:
+        """The copy's path now: its entry in `folder` (a copy is never moved out of it
+        while held; a folder of the layout before copies is renamed within it when a
+        registration swaps it for a link). None once released, or if it is gone."""
+        if self.fd is None:
+            return None
+        held = os.fstat(self.fd)
+        try:
+            entries = os.listdir(self.folder)
+        except OSError:
+            return None
+        for entry in entries:
+            path = self.folder / entry
+            try:
+                if os.path.samestat(os.lstat(path), held):
+                    return str(path)
+            except OSError:
+                continue
+        return None
+
+    def release(self) -> None:
+        """Let the copy go (a later registration of its name, or `sweep`, retires it
+        when no link names it and nobody else holds it). Safe to call again."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def hold(copy: str) -> HeldCopy | None:
+    """Hold the copy folder `copy` (a real path in its name's folder, no symlink in it)
+    until `HeldCopy.release`; None when it is not there, or was retired before the lock
+    was taken."""
+    try:
+        fd = os.open(copy, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link: not a copy
+            return None
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # `retire` holds it only for one rename
+        here = os.stat(copy, follow_symlinks=False)
+        if os.path.samestat(here, os.fstat(fd)):
+            return HeldCopy(Path(copy).parent, fd)
+    except FileNotFoundError:
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
 @contextlib.contextmanager

@@ -324,7 +324,13 @@ class Registry:
             with self.defs.db.transaction():  # one try: a package swapped in is not SQL
                 self.defs.put_agents(_agent_row(spec) for spec in stored)
                 for tmp, final in staged:  # each swapped in whole (package_folders.py)
-                    install(tmp / "pkg", self.packages_dir, final.name, final.version)
+                    install(
+                        tmp / "pkg",
+                        self.packages_dir,
+                        final.name,
+                        final.version,
+                        final.package_digest,
+                    )
         finally:
             for tmp, _ in staged:
                 shutil.rmtree(tmp, ignore_errors=True)
