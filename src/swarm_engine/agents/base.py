@@ -17,6 +17,7 @@ from swarm_engine.vm.base import VM
 
 if TYPE_CHECKING:
     from swarm_engine.agents.claude.settings import Price
+    from swarm_engine.package_folders import HeldCopy
 
 LogCallback = Callable[[str, str], Awaitable[None] | None]
 """(stream, text): stream is 'stdout', 'stderr' or 'agent'."""
@@ -64,6 +65,9 @@ class StepContext:
     """Where `agent register` copies packages (`<home>/packages`): an agent's package is
     read only from `<packages_dir>/<name>/<version>` (`agents.files.package_root`); None:
     an agent with a package fails."""
+    package: HeldCopy | None = None
+    """The copy of the agent's package the step's run holds (the files it was planned
+    with, `agents.files.hold_package`): read before the link. None: the link's."""
     log: LogCallback | None = None
     host_env: Mapping[str, str] = field(default_factory=dict)
     model_api: ModelApi | None = None

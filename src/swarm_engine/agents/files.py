@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarm_engine.errors import AgentError, VMError
-from swarm_engine.package_folders import is_package_folder, reading
+from swarm_engine.package_folders import (
+    HeldCopy,
+    content_name,
+    hold,
+    is_package_folder,
+    reading,
+)
 from swarm_engine.records import readable_json
 from swarm_engine.vm.base import VM
 from swarm_engine.vm.shortage import patiently
@@ -166,11 +172,17 @@ async def read_outputs_file(vm: VM) -> dict[str, Any] | None:
 
 
 async def upload_package(
-    vm: VM, agent: AgentSpec, packages_dir: Path | None, *, timeout: float
+    vm: VM,
+    agent: AgentSpec,
+    packages_dir: Path | None,
+    *,
+    timeout: float,
+    held: HeldCopy | None = None,
 ) -> int:
     """Copy an agent's package folder into the workspace; returns the file count (0 for
     an agent without one). The package is read only from where `agent register` put it
-    (`package_root`) and only as `package_contents` allows; anything else is an
+    (`package_root`; `held`: the copy the step's run holds, `hold_package`) and only as
+    `package_contents` allows; anything else is an
     `AgentError` (one line) and nothing is uploaded. It is read off the event loop; a host
     short of descriptors or memory is waited out up to `timeout` seconds
     (`vm/shortage.py`)."""
@@ -178,7 +190,7 @@ async def upload_package(
         return 0
     deadline = time.monotonic() + timeout
     files = await patiently(
-        lambda: asyncio.to_thread(package_contents, agent, packages_dir), deadline=deadline,
+        lambda: asyncio.to_thread(package_contents, agent, packages_dir, held), deadline=deadline,
         doing=f"read the package of agent {agent.ref}", vm_id=vm.id,
     )  # fmt: skip
     for rel, executable, data in files:
@@ -238,14 +250,59 @@ def package_digest(files: list[tuple[str, bool, bytes]]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[str, bool, bytes]]:
+def hold_package(agent: AgentSpec, packages_dir: Path | None) -> HeldCopy | None:
+    """Hold this host's copy of `agent`'s package for a run planned with it (until
+    `HeldCopy.release`): the copy named by its `package_digest` (`content_name`: a
+    registration with other files since may have linked another), else the one its link
+    names. None for a row without a digest (it reads whatever the link names) or a
+    package not on this host (its step says so). Raises `AgentError` for a row naming no
+    package folder of its own (`package_root`). Blocking: run it in a worker thread."""
+    if agent.package_digest is None or packages_dir is None:
+        return None
+    for _ in range(READ_TRIES):
+        _, copy = package_root(agent, packages_dir)
+        named = content_name(agent.version, agent.package_digest)
+        found = [os.path.join(os.path.dirname(copy), named)] if named else []
+        for path in [*found, copy]:
+            held = hold(path)
+            if held is not None:
+                return held
+        if not os.path.lexists(copy):
+            return None
+    return None
+
+
+def _held_files(agent: AgentSpec, held: HeldCopy) -> list[tuple[str, bool, bytes]] | None:
+    """The files of the copy `held` (`package_folders.HeldCopy`); None if it is gone or
+    is no package (`folder_contents`' `AgentError`: the link's copy is read then)."""
+    for _ in range(READ_TRIES):
+        root = held.where()
+        if root is None:
+            return None
+        with reading(root) as found:
+            if found:
+                try:
+                    return folder_contents(root, agent.ref)
+                except AgentError:
+                    return None
+    return None
+
+
+def package_contents(
+    agent: AgentSpec, packages_dir: Path | None, held: HeldCopy | None = None
+) -> list[tuple[str, bool, bytes]]:
     """Each file of the agent's package (`package_root`): relative path, executable,
     bytes, as `folder_contents` reads them, all of one registration's copy (held against
-    removal while it is read, `package_folders.reading`). A row's `package_digest` must
-    be theirs: this host's copy missing or holding another content is an `AgentError`
-    saying to register the agent on this host (docs/scale-out.md). Blocking: run it in a
-    worker thread."""
+    removal while it is read, `package_folders.reading`). With `held` (the copy the
+    step's run holds, `hold_package`), that copy's files when they have the row's
+    digest, else the link's. A row's `package_digest` must be theirs: this host's copy
+    missing or holding another content is an `AgentError` saying to register the agent
+    on this host (docs/scale-out.md). Blocking: run it in a worker thread."""
     want = agent.package_digest
+    if held is not None and want is not None:
+        files = _held_files(agent, held)
+        if files is not None and package_digest(files) == want:
+            return files
     last = None
     for _ in range(READ_TRIES):
         root, copy = package_root(agent, packages_dir)
@@ -254,19 +311,20 @@ def package_contents(agent: AgentSpec, packages_dir: Path | None) -> list[tuple[
                 f"agent {agent.ref}: its package is not on this host ({root});"
                 f" register it on this host too: {REGISTER}"
             )
-        if copy == last:  # not a copy retired as it was found (each has a new name): none
+        if copy == last and not os.path.lexists(copy):  # not a copy retired as it was
+            # found (then the link names another, or a new copy of the same files): none
             raise AgentError(f"agent {agent.ref}: its package folder {root} is missing")
-        with reading(copy) as held:
-            if held:
+        with reading(copy) as found:
+            if found:
                 files = folder_contents(root, agent.ref)
                 if want is not None and package_digest(files) != want:
                     raise AgentError(
                         f"agent {agent.ref}: its files on this host ({root}) are not the"
-                        " ones this step was planned with (its files differ: either it was"
-                        " registered again with other files since the ticket's run began,"
-                        " and 'swarm-engine ticket reopen' runs the ticket with them, or"
-                        " this host holds an older registration than the store's, and"
-                        f" registering it on this host again fixes it: {REGISTER})"
+                        " ones this step was planned with (its files differ: either this"
+                        " host holds another registration than the store's, and"
+                        f" registering it on this host again fixes it: {REGISTER}; or it"
+                        " was registered again just as the run began, and 'swarm-engine"
+                        " ticket reopen' runs the ticket with the new files)"
                     )
                 return files
         last = copy

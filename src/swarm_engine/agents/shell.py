@@ -138,7 +138,9 @@ class ShellAgent:
             command, refs = self.command(ctx)
         except AgentError as exc:
             return StepOutcome(error=str(exc))
-        await upload_package(ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
+        await upload_package(
+            ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds, held=ctx.package
+        )
         env = {k: str(v) for k, v in ctx.agent.env.items()}
         try:
             for key, value in env.items():

@@ -238,6 +238,7 @@ class StepAttempt:
                         artifacts_dir=self.folder,
                         timeout_seconds=step.timeout_seconds,
                         packages_dir=runner.settings.packages_dir,
+                        package=runner.package(ticket, step.agent),
                         log=on_log,
                         host_env=runner.host_env,
                         model_api=api.bind(vm),

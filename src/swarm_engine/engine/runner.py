@@ -29,6 +29,7 @@ from swarm_engine.engine.events import Event, EventSink, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.opening import Started, only_step, started_from
+from swarm_engine.engine.packages import RunPackages, hold_for
 from swarm_engine.engine.plan import (
     Plan,
     run_context,
@@ -46,6 +47,8 @@ from swarm_engine.errors import (
     SwarmError,
     TicketDeletedError,
 )
+from swarm_engine.models import AgentSpec
+from swarm_engine.package_folders import HeldCopy
 from swarm_engine.schema_check import SchemaChecker
 from swarm_engine.store import Store, Ticket
 from swarm_engine.store.tickets import REOPENED
@@ -123,6 +126,13 @@ class TicketRunner(Refusals):
         (`EngineRowLostError`): the daemon stops."""
         self._refusals: set[asyncio.Task[None]] = set()
         """Attempts being ended because the store refused their lease renewal."""
+        self._packages: dict[str, RunPackages] = {}
+        """The package copies each running attempt's run was planned with (`package`)."""
+
+    def package(self, ticket: Ticket, agent: AgentSpec) -> HeldCopy | None:
+        """The copy of `agent`'s package `ticket`'s run holds (`engine/packages.py`)."""
+        held = self._packages.get(str(ticket.attempt_id))
+        return None if held is None else held.of(agent)
 
     async def write(self, ticket: Ticket, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
         """A store call for this attempt: retried while the store is busy and the lease is
@@ -209,7 +219,10 @@ class TicketRunner(Refusals):
         )
         self._stops[ticket.attempt_id] = (main, on_lost)
         crash: Exception | None = None
+        attempt = ticket.attempt_id
         try:
+            if not isinstance(plan, SwarmError):  # its steps' packages, until the run ends
+                self._packages[attempt] = await hold_for(plan, self.settings.packages_dir)
             return await self._run(ticket, plan, main, stop_reason, steps_over or _nothing, started)
         except asyncio.CancelledError:
             if self.stopping and not stop_reason and ticket.id not in self._aborted:
@@ -219,6 +232,7 @@ class TicketRunner(Refusals):
             crash = None if isinstance(exc, SwarmError) else exc
             raise
         finally:
+            self._packages.pop(attempt, RunPackages()).release()
             self.keeper.release(ticket.attempt_id)
             self._stops.pop(ticket.attempt_id, None)
             self._ended.pop(ticket.attempt_id, None)

@@ -112,7 +112,9 @@ class Session:
 
     async def _loop(self, client: anthropic.AsyncAnthropic, toolbox: ToolBox) -> None:
         ctx = self.ctx
-        await upload_package(ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
+        await upload_package(
+            ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds, held=ctx.package
+        )
         await put_inputs(self.ctx.vm, self.ctx.inputs, self.ctx.inputs_json)
         self.messages.append({"role": "user", "content": self.task()})
         cfg = self.config

@@ -196,7 +196,9 @@ class _Run:
         try:
             for arg in argv:
                 check_exec_size("a claude-code setting", arg, "shorten it in agent.yaml")
-            await upload_package(vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds)
+            await upload_package(
+                vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds, held=ctx.package
+            )
             await put_inputs(vm, ctx.inputs, ctx.inputs_json)
             before = await snapshot(vm)
         except (SwarmError, OSError) as exc:
