@@ -18,8 +18,10 @@ from swarm_engine.agents.files import (
     package_contents,
     package_digest,
 )
+from swarm_engine.engine.packages import MAX_HELD, RunPackages
+from swarm_engine.engine.plan import Plan, PlannedStep
 from swarm_engine.errors import AgentError
-from swarm_engine.models import AgentSpec
+from swarm_engine.models import AgentSpec, RetryPolicy
 from swarm_engine.package_folders import content_name, is_copy_of, sweep
 from swarm_engine.registry.catalog import Registry
 from swarm_engine.service.registry import register_agent_files
@@ -142,3 +144,31 @@ def test_a_held_folder_of_the_layout_before_copies_is_found_after_its_swap(
     assert _which(package_contents(spec, packages, held)) == b"X"
     held.release()
     assert sweep(packages) == [f"held/{os.path.basename(moved)}"]
+
+
+def test_a_run_holds_at_most_max_held_packages(tmp_path: Path) -> None:
+    """Bounded: a plan of more distinct packages than `MAX_HELD` holds the first ones in
+    its steps' order (one descriptor each); a step of a further one reads the link's."""
+    packages = tmp_path / "packages"
+    sources = []
+    for n in range(MAX_HELD + 1):
+        folder = tmp_path / f"src{n}"
+        folder.mkdir()
+        (folder / "agent.yaml").write_text(f"name: a{n}\nkind: shell\ncommand: 'true'\n")
+        (folder / "which.txt").write_text(str(n))
+        sources.append(folder)
+    with contextlib.closing(Registry(tmp_path / "registry.db", packages)) as registry:
+        specs = register_agent_files(registry, sources)
+    steps = {
+        f"s{n}": PlannedStep(f"s{n}", spec, {}, set(), 10.0, RetryPolicy())
+        for n, spec in enumerate(specs)
+    }
+    held = RunPackages.hold(Plan(steps), packages)
+    try:
+        copies = [held.of(spec) for spec in specs]
+        assert all(c is not None for c in copies[:MAX_HELD]) and copies[MAX_HELD] is None
+        assert held.of(AgentSpec(name="a0", kind="shell", command="true")) is None  # no digest
+        assert sweep(packages) == []
+    finally:
+        held.release()
+    assert all(c is None or c.where() is None for c in copies)  # released

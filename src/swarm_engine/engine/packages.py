@@ -22,6 +22,11 @@ from swarm_engine.package_folders import HeldCopy
 
 log = logging.getLogger(__name__)
 
+MAX_HELD = 4
+"""The most packages one run holds (one open descriptor each, within the room an engine
+keeps per slot: `engine/fdlimit.py`): the first ones in its steps' order. A step of a
+further package reads the copy its link names, as a run's single read always did."""
+
 
 class RunPackages:
     """The package copies one run holds, one per agent (name, version, digest)."""
@@ -40,6 +45,9 @@ class RunPackages:
                 agent = step.agent
                 key = _key(agent)
                 if key is None or key in out._held:
+                    continue
+                if len(out._held) >= MAX_HELD:
+                    log.debug("agent %s: its package is not held (%d are)", agent.ref, MAX_HELD)
                     continue
                 try:
                     held = hold_package(agent, packages_dir)
@@ -73,7 +81,10 @@ def _key(agent: AgentSpec) -> tuple[str, str, str] | None:
 
 async def hold_for(plan: Plan, packages_dir: Path | None) -> RunPackages:
     """`RunPackages.hold` off the event loop. A cancel while it runs releases what it
-    held once it is done (never left held for the engine's life)."""
+    held once it is done (never left held for the engine's life). A plan without a
+    package to hold is no hop to a thread."""
+    if all(_key(step.agent) is None for step in plan.steps.values()):
+        return RunPackages()
     job = asyncio.ensure_future(asyncio.to_thread(RunPackages.hold, plan, packages_dir))
     try:
         return await asyncio.shield(job)
