@@ -2,9 +2,9 @@
 agent, alternating two packages, while an engine runs that agent's tickets. Every ticket
 ends `done` with the package of one registration (`XXX` or `YYY`), never a mix and never
 `cannot read the package of agent racer@1.0.0: [Errno 2] No such file or directory`; or,
-when the package's files changed between the step's plan and its read, fails with the
-one line that says so (the files of another registration are not run for the one the
-step was planned with)."""
+when the package's files changed between the run's plan and the moment the run held its
+copy (`engine/packages.py`), fails with the one line that says so (the files of another
+registration are not run for the one the step was planned with)."""
 
 from __future__ import annotations
 
