@@ -12,13 +12,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.acceptance.conftest import write_agent
-from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+from tests.support.cli import env_for, query, start_engine, swarm_inproc, wait_until
 from tests.support.postgres import pg_query
 from tests.support.tcpproxy import TcpProxy
 
@@ -163,9 +164,11 @@ def sqlite_home(tmp_path: Path) -> Path:
     return home
 
 
-def running(home: Path, engines: list[subprocess.Popen[str]], n: int) -> subprocess.Popen[str]:
-    """An engine of `home` running `n` long tickets."""
-    proc = start_engine(home, "--max-vms", "2", **FAST)
+def running(
+    home: Path, engines: list[subprocess.Popen[str]], n: int, **env: str
+) -> subprocess.Popen[str]:
+    """An engine of `home` running `n` long tickets (`env`: settings besides `FAST`)."""
+    proc = start_engine(home, "--max-vms", "2", **{**FAST, **env})
     engines.append(proc)
     ready(home, proc)
     for i in range(n):
@@ -182,19 +185,24 @@ class Shell:
 
     def __init__(self, db: Path) -> None:
         self.proc = subprocess.Popen(
-            ["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            ["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("BEGIN IMMEDIATE;\nUPDATE tickets SET title = title;\n")
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        # waiting out the engine's own short writes (without `.timeout`, a `BEGIN` that
+        # met the engine's heartbeat failed, and the test went on with no lock held)
+        self.proc.stdin.write(
+            ".bail on\n.timeout 10000\nBEGIN IMMEDIATE;\n"
+            "UPDATE tickets SET title = title;\nSELECT 'held';\n"
+        )
         self.proc.stdin.flush()
+        assert self.proc.stdout.readline() == "held\n", "the shell's BEGIN IMMEDIATE failed"
         wait_until(lambda: locked(db), 10, "the shell to hold the write lock")
 
     def release(self) -> None:
+        assert self.proc.stdin is not None
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
             self.proc.stdin.write("COMMIT;\n.quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
+        self.proc.communicate(timeout=30)  # (closes its pipes)
 
 
 def locked(db: Path) -> bool:
@@ -247,6 +255,38 @@ def test_a_sqlite_store_locked_by_a_shell_through_the_stop_is_given_up_within_a_
         return all(r["status"] == "open" for r in query(db, "SELECT status FROM tickets"))
 
     wait_until(requeued, 30, "cleanup to re-queue the tickets once their leases expired")
+
+
+def test_reads_that_go_through_a_held_write_lock_do_not_stretch_the_stop(
+    sqlite_home: Path, engines: list[subprocess.Popen[str]], shells: list[Shell]
+) -> None:
+    """With a busy timeout shorter than the grace, the engine's reads (the lease keeper's
+    held-check, the reclaimer's) went through between its busy writes, each one counted
+    as the store answering: `stop` took three lease_ttl and more (20 s for a 6 s lease).
+    Only a write the store takes is an answer once stopping: one lease_ttl after the
+    stop, plus about a second and the processes' start-up."""
+    db = sqlite_home / "tickets.db"
+    proc = running(sqlite_home, engines, 1, SWARM_BUSY_TIMEOUT="0.5")
+    shells.append(Shell(db))
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "120"],
+        env=env_for(sqlite_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # the bound: one lease_ttl from the stop (+ a second, + teardown), and the start-up of
+    # two Python processes on a shared machine; three lease_ttl before
+    out, _ = proc.communicate(timeout=1.6 * LEASE + 5)
+    said, _ = stop.communicate(timeout=30)
+
+    assert proc.returncode == 6, out
+    (line,) = error_lines(out)
+    assert "busy or unreachable (database " in line and "database is locked" in line, line
+    assert "ticket(s) 1 left leased to it" in line, line
+    assert stop.returncode == 6 and line in said, said
+    shells[0].release()
+    no_leftovers(sqlite_home)
 
 
 def test_a_store_busy_for_less_than_the_grace_is_waited_for_and_the_stop_recorded(

@@ -1,19 +1,23 @@
 """`StoreGate` once the engine is told to stop: a store that does not answer for the
 grace is given up, a call stuck on it is no longer waited for (and does not keep the
-process from ending), and a store that answers within the grace is waited for."""
+process from ending), a store that answers within the grace is waited for, and only a
+write it takes is an answer."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.errors import StoreBusyError
+from swarm_engine.store.sqlite import connect
 
 
 def test_a_call_stuck_on_a_silent_store_is_given_up_after_the_grace() -> None:
@@ -95,3 +99,36 @@ def test_a_process_whose_store_call_never_returns_still_ends() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.strip() == "given up", done.stderr
+
+
+def test_once_stopping_only_a_write_the_store_takes_is_an_answer(tmp_path: Path) -> None:
+    """Another client holds the write lock: reads still go through, so a read that reset
+    the silence kept a stopping engine going one `lease_ttl` after its last read (twice
+    the bound, or more, under a held lock), not after the stop."""
+    db = connect(tmp_path / "t.db", "tickets", busy_timeout=0.05)
+    other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    write = "UPDATE engines SET pid = 1"
+
+    async def main() -> None:
+        gate = StoreGate(db.wait_at_most, lambda: db.writes)
+        gate.stopping(3600.0)
+        bound = gate.deadline()
+        other.execute("BEGIN IMMEDIATE")
+        assert await gate(db.one, "SELECT count(*) FROM tickets") is not None
+        with pytest.raises(StoreBusyError):
+            await gate(db.run, write)
+        for _ in range(3):  # a read answers, the write lock still held: nothing moves
+            await gate(db.one, "SELECT count(*) FROM tickets")
+            assert gate.deadline() == bound
+            assert "database is locked" in (gate.trouble or "")
+        other.execute("ROLLBACK")
+        await gate(db.run, write)  # the store takes a write: it answers again
+        assert (gate.deadline() or 0) > (bound or 0)
+        assert gate.trouble is None
+        assert gate.close() is True
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+        db.close()

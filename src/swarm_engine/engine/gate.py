@@ -7,8 +7,9 @@ another call's transaction. `retrying` turns a busy store into a delay: a transi
 `StoreBusyError` is retried with capped exponential backoff for as long as the caller
 says it still makes sense (typically: while the attempt's lease is held), and never past
 the deadline an engine that is being stopped sets: one `lease_ttl` without an answer from
-the store once it is told to stop (`stopping`), one `lease_ttl` after its abort
-(`give_up_after`). From then on each call waits for a lock only until that deadline (none
+the store once it is told to stop (`stopping`; an answer then is a write the store took:
+reads go through while another client holds the write lock), one `lease_ttl` after its
+abort (`give_up_after`). From then on each call waits for a lock only until that deadline (none
 at all once it has passed), so calls queued on the one thread do not each wait out a
 whole busy timeout in turn, and a call that never returns (a server paused or cut off
 mid-query) is no longer waited for: the engine exits in bounded time however the store
@@ -51,10 +52,18 @@ def store_said(exc: BaseException) -> str:
 class StoreGate:
     """Runs store calls on one worker thread. Close it after the last call."""
 
-    def __init__(self, wait_at_most: Callable[[float | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        wait_at_most: Callable[[float | None], None] | None = None,
+        writes: Callable[[], int] | None = None,
+    ) -> None:
         self._thread = OneThread("store")
         self._wait_at_most = wait_at_most
         """How to cap the lock wait of the store's next calls (`Database.wait_at_most`)."""
+        self._writes = writes
+        """How many writes the store has taken so far (`Database.writes`): once stopping,
+        only a call during which it grew is an answer. None: every call that ends
+        otherwise than busy is one (calls that are not on a database)."""
         self._last_warning = 0.0
         self._give_up_at: float | None = None
         """Monotonic time after which a busy store is no longer waited out (see
@@ -65,8 +74,9 @@ class StoreGate:
         self._stopped_at = 0.0
         self._gave_up = False
         self.answered_at = time.monotonic()
-        """When a store call last ended otherwise than busy, or a call was asked of a
-        store that owed no answer (monotonic): the start of its silence, if any."""
+        """When the store last answered (monotonic): the start of its silence, if any.
+        Until the stop, a call that ended otherwise than busy, or a call asked of a store
+        that owed no answer; from the stop on, only a call that got a write through."""
         self.trouble: str | None = None
         """What the last busy (or unanswered) call since the store's last answer said,
         for the line of a stop given up."""
@@ -82,8 +92,9 @@ class StoreGate:
         call = functools.partial(fn, *args, **kwargs)
         if self._pending and self.given_up():  # the thread still waits on a store given up
             raise self._unanswered()
-        if not self._pending and self.trouble is None:  # the store owes nothing: its
-            self.answered_at = time.monotonic()  # silence counts from this call on
+        if not self._pending and self.trouble is None and self._grace is None:
+            self.answered_at = time.monotonic()  # the store owes nothing: its silence
+            # counts from this call on (once stopping, from the stop or its last write)
         job = self._thread.submit(self._bounded, call)
         self._pending.add(job)
         job.add_done_callback(self._pending.discard)
@@ -139,24 +150,40 @@ class StoreGate:
         """On the store thread, as the call starts (a call queued before the deadline was
         set is bounded too): once a give-up deadline is set, the call waits for a lock
         only until it (not at all once it has passed: it is still tried, since a free
-        store takes it at once). A call that ends otherwise than busy is an answer."""
+        store takes it at once). What is an answer: `_ended`."""
         deadline = self.deadline()
         if deadline is not None and self._wait_at_most is not None:
             self._wait_at_most(max(0.0, deadline - time.monotonic()))
+        writes = self._writes() if self._writes is not None else 0
         try:
             result = call()
         except StoreBusyError as exc:
-            self.trouble = str(exc)
+            self._ended(writes, str(exc))
             raise
         except BaseException:
-            self._answered()
+            self._ended(writes, None)
             raise
-        self._answered()
+        self._ended(writes, None)
         return result
 
-    def _answered(self) -> None:
-        self.answered_at = time.monotonic()
-        self.trouble = None
+    def _ended(self, writes_before: int, busy: str | None) -> None:
+        """A call ended, busy (`busy` says how) or not. Until the stop, a call that
+        ended otherwise than busy is an answer. Once stopping, only a call during which
+        the store took a write is (even one that then went busy): a read goes through
+        while another client holds the write lock, so it shows nothing of whether the
+        stop can be recorded, and must not keep the stop's bound moving."""
+        counted = self._writes  # (None: no count of writes, every answer is one)
+        wrote = busy is None if counted is None else counted() != writes_before
+        if self._grace is not None:
+            if wrote:
+                self.answered_at = time.monotonic()
+            if busy is not None or wrote:  # (a read leaves the last busy call's word)
+                self.trouble = busy
+        elif busy is None:
+            self.answered_at = time.monotonic()
+            self.trouble = None
+        else:
+            self.trouble = busy
 
     async def retrying(
         self,
@@ -195,8 +222,10 @@ class StoreGate:
         without answering (busy, unreachable, or a call that never returns), counted from
         now or from its last answer if later, is given up: each retrying call raises its
         last `StoreBusyError`, a call under way is no longer waited for, and every later
-        call is tried once (`LAST_TRY`), so the engine exits in bounded time. The first
-        call counts."""
+        call is tried once (`LAST_TRY`), so the engine exits in bounded time. From now
+        on only a write the store takes is an answer (`_ended`): a store whose write lock
+        another client holds is given up `grace` after the stop, however many reads it
+        answers meanwhile."""
         if self._grace is None:
             self._grace = grace
             self._stopped_at = time.monotonic()

@@ -146,7 +146,7 @@ class EngineSession:
         except BaseException:
             self.store.close()
             raise
-        self.gate = StoreGate(self.store.db.wait_at_most)
+        self.gate = StoreGate(self.store.db.wait_at_most, lambda: self.store.db.writes)
         self.gate.on_gone = self._store_gone
         self.row = EngineRow(
             self.store, self.engine_id, kind=kind, host=settings.host_id, pid=os.getpid(),

@@ -92,6 +92,12 @@ class Database(Protocol):
     dialect: Dialect
     where: str
     """How errors name this database: `database /path/tickets.db`, `database postgresql://host/db`."""
+    writes: int
+    """How many writes the database has taken from this object so far (a count that only
+    grows): each transaction committed that wrote (SQLite: every one, its `BEGIN
+    IMMEDIATE` took the write lock) and each write statement run on its own, whether it
+    changed rows or not. Reads never count: another client's write lock lets them
+    through, so only a write shows that the store answers (`StoreGate.stopping`)."""
 
     def run(self, sql: str, params: Params | None = None) -> Outcome:
         """Execute one statement (in this dialect's SQL, named parameters) and fetch all

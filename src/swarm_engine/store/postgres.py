@@ -48,6 +48,9 @@ MIGRATION_LOCK = 0x5357_4D01  # pg_advisory_xact_lock key: "SWM" 1
 SEQUENCE_REPAIRS = 3
 """How many times one statement repairs a wedged id sequence and runs again (another
 client may wedge it again in between, as SQLite's `store/sqlite.py` allows for too)."""
+WRITE_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+"""The command tags (`cursor.statusmessage`) of a statement that writes: one the server
+ran counts as a write it took (`Database.writes`), whatever rows it changed."""
 WRITES = re.compile(r"\b(INSERT|UPDATE)\b", re.IGNORECASE)
 """A statement that may take an id (an insert, or an update whose trigger writes a
 `ticket_events` row): run so that a wedged id sequence can be repaired and it run again."""
@@ -152,6 +155,10 @@ class PostgresDatabase:
             weakref.WeakKeyDictionary()
         )
         self._ms_lock = threading.Lock()
+        self.writes = 0
+        """Writes the server took from this pool (`Database.writes`): transactions
+        committed that ran a write statement, write statements run on their own, and id
+        sequences repaired; counted under `_ms_lock` (any thread may write)."""
 
     def _capped(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
         """`conn`, its `lock_timeout` made what calls may wait now (outside a transaction
@@ -247,16 +254,26 @@ class PostgresDatabase:
                 conn = self._capped(conn)
                 if not any(s.wedged for s in pgsequences.read(conn)):
                     return []
-                return pgsequences.repair(conn, self.where)
+                repaired = pgsequences.repair(conn, self.where)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
+        self._count_write()
+        return repaired
 
-    @staticmethod
-    def _execute(conn: psycopg.Connection[Any], sql: str, params: Params | None) -> Outcome:
+    def _execute(self, conn: psycopg.Connection[Any], sql: str, params: Params | None) -> Outcome:
         with conn.cursor(row_factory=_record_rows) as cur:
             cur.execute(sql, dict(bounded_params(params)) if params else {})  # (errortext.py)
             rows: list[Row] = cur.fetchall() if cur.description else []
+            if (cur.statusmessage or "").split(" ", 1)[0] in WRITE_TAGS:
+                if self._pinned() is conn:  # counted when its transaction commits
+                    self._local.wrote = True
+                else:
+                    self._count_write()
             return Outcome(rows, cur.rowcount)
+
+    def _count_write(self) -> None:
+        with self._ms_lock:
+            self.writes += 1
 
     def script(self, sql: str) -> None:
         """Run several statements as given (no parameters; a migration)."""
@@ -287,12 +304,15 @@ class PostgresDatabase:
             ):
                 self._local.conn = conn
                 self._local.savepoint = False
+                self._local.wrote = False
                 try:
                     yield self
                 finally:
                     self._local.conn = None
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
+        if self._local.wrote:  # committed
+            self._count_write()
 
     def atomic(self, body: Callable[[], T]) -> T:
         """`body()` in one transaction (`transaction`); when PostgreSQL rolls it back to

@@ -123,6 +123,10 @@ class SQLiteDatabase:
         """The file opened (`pin`), checked before each transaction; None: not checked."""
         self.gone: str | None = None
         """Why the name no longer names the file opened, once seen (`StoreGoneError`)."""
+        self.writes = 0
+        """Writes the file took from this connection (`Database.writes`): transactions
+        committed (`BEGIN IMMEDIATE` took its write lock), and statements outside one that
+        write (INSERT, UPDATE, DELETE, REPLACE: those sqlite3 gives a row count)."""
 
     def pin(self) -> None:
         """From now on, each transaction (and each statement outside one) first checks
@@ -151,6 +155,8 @@ class SQLiteDatabase:
             try:
                 cur = self.conn.execute(sql, _bind(params))
                 rows: list[Row] = cur.fetchall()
+                if cur.rowcount >= 0 and not self._in_transaction:  # a write, taken
+                    self.writes += 1
                 return Outcome(rows, cur.rowcount)
             except sqlite3.Error as exc:
                 table = self._raised_sequence(exc)
@@ -225,6 +231,7 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             self._rollback()
             raise self._translate(exc) from exc
+        self.writes += 1
 
     def atomic(self, body: Callable[[], T]) -> T:
         """`body()` in one `transaction` (SQLite has no deadlock: its busy timeout waits)."""
