@@ -34,6 +34,7 @@ from fastapi import (
 from fastapi import (
     Path as PathParam,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
@@ -43,7 +44,7 @@ from swarm_engine.api.auth import COOKIE, bearer, require_token
 from swarm_engine.api.deps import RegistryDep, Server, ServerDep, StoreDep
 from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.errors import SwarmError
-from swarm_engine.records import loads_unique, money
+from swarm_engine.records import loads_unique, money, shown
 from swarm_engine.registry import Registry
 from swarm_engine.registry.workflows import dependencies
 from swarm_engine.service import tickets as tickets_service
@@ -97,8 +98,9 @@ templates = Environment(
 )
 templates.filters["money"] = money
 TicketPath = Annotated[int, PathParam(ge=MIN_INT, le=MAX_ID), ASCII_WHOLE]
-TICKET_ID_TEXT = re.compile(r"-?[0-9]{1,19}", re.ASCII)
-"""A checked row's id as the bulk cancel form sends it (any 64-bit integer)."""
+TICKET_ID_TEXT = re.compile(r"-?[0-9]+", re.ASCII)
+"""A checked row's id as the bulk cancel form sends it: ASCII digits, as every route
+reads an id (`api/numbers.py`), of a 64-bit integer (`form_ids`)."""
 
 
 def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -211,7 +213,10 @@ async def _form(request: Request) -> dict[str, list[str]]:
             400, f"a dashboard form is sent as {FORM_TYPE} (this body's type: {shown_kind})"
         )
     try:
-        return parse_qs(raw.decode("utf-8"), max_num_fields=MAX_FORM_FIELDS, errors="strict")
+        return parse_qs(  # (a blank field kept: `id=` is a bad id, not no id)
+            raw.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",
+        )  # fmt: skip
     except UnicodeDecodeError:
         raise HTTPException(400, "the form is not valid UTF-8 text") from None
     except ValueError:  # parse_qs: "Max number of fields exceeded"
@@ -244,10 +249,29 @@ def create_ticket(store: StoreDep, registry: RegistryDep, form: FormDep) -> HTML
     return _told(message, "refresh-rows")
 
 
+def form_ids(form: dict[str, list[str]]) -> list[int]:
+    """The form's `id` fields as ticket ids. One that is not ASCII digits (`-?[0-9]+`)
+    of a 64-bit integer is a 422 naming it (`form.id: ...`), as a bad id in a path is:
+    all or nothing, never the other ids without it (`1_0`, `' 1'` or `\u0663` were
+    dropped, and the rest cancelled)."""
+    ids = []
+    for text in form.get("id", []):
+        if TICKET_ID_TEXT.fullmatch(text) is None:
+            why = "is not a whole number in ASCII digits (-?[0-9]+)"
+        elif len(text.lstrip("-").lstrip("0")) > 19 or not MIN_INT <= int(text) <= MAX_ID:
+            why = f"is not a ticket id ({MIN_INT} to {MAX_ID})"
+        else:
+            ids.append(int(text))
+            continue
+        error = {"loc": ("form", "id"), "msg": f"{shown(text, 40)} {why}", "type": "int_parsing"}
+        raise RequestValidationError([error])
+    return ids
+
+
 @router.post("/tickets/cancel", response_class=HTMLResponse)
 def cancel_tickets(store: StoreDep, form: FormDep) -> HTMLResponse:
     """Bulk cancel of the checked rows, in one statement (`service.tickets.cancel_many`)."""
-    ids = [int(i) for i in form.get("id", []) if TICKET_ID_TEXT.fullmatch(i)]
+    ids = form_ids(form)
     if not ids:
         message = "no ticket checked"
     else:
