@@ -4,11 +4,13 @@ use until it has answered (borrowed from the server's pools, `api/pools.py`)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 
 from swarm_engine.api.pools import Pool
@@ -71,8 +73,15 @@ class Server:
     """Why the server stopped serving: its SQLite store's or registry's file was deleted
     or replaced while it served it (see `check_file`); None while it serves."""
     stopping: bool = False
-    """Set when the server starts to stop (`serve`, on SIGTERM or Ctrl-C): open log
-    streams then end their response, so the server need not cancel them."""
+    """Set when the server starts to stop (`serve`, on SIGTERM or Ctrl-C, `stop`): open
+    log streams then end their response, so the server need not cancel them."""
+    stop_by: float = math.inf
+    """Once stopping, when (`anyio.current_time()`) every log response must have ended:
+    one still going then (a download, or a stream whose client stopped reading) is
+    dropped (`api/logs.py`)."""
+    sends: set[anyio.CancelScope] = field(default_factory=set)
+    """The deadlines of the log responses' sends under way (`api/logs.py`): a send that
+    waits on a client that stopped reading ends at `stop_by` at the latest."""
     on_gone: Callable[[str], None] = lambda why: None
     """Called once, with `gone`, when that is seen (`serve` stops the server)."""
     _watched: dict[str, tuple[Path, Identity | None]] = field(default_factory=dict)
@@ -104,6 +113,14 @@ class Server:
                 made._watched[what] = (path, file_identity(path))
                 pool.check = made.check_file
         return made
+
+    def stop(self, drain: float) -> None:
+        """The server starts to stop (on its event loop): the log responses still open
+        get `drain` seconds more to end (`stop_by`), a send waiting on its client too."""
+        self.stop_by = anyio.current_time() + drain
+        self.stopping = True
+        for scope in list(self.sends):
+            scope.deadline = min(scope.deadline, self.stop_by)
 
     def check_file(self) -> None:
         """Raise `StoreError` (503) once the SQLite store's or the registry's name no

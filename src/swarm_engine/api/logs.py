@@ -16,7 +16,10 @@ ends with an `end` event once the ticket has ended and every chunk is out. Each 
 the store runs in a worker thread; an idle stream looks less and less often (every
 `POLL_SECONDS`, up to every `IDLE_POLL_SECONDS`), and at most `deps.MAX_LOG_STREAMS`
 streams are open at once (one more is a 503 with `Retry-After`). When the server stops
-(`Server.stopping`), a stream ends its response at its next look, without an `end` event.
+(`Server.stopping`), a stream ends its response at its next look, without an `end` event;
+a stream whose client stopped reading, and a download, still going
+`server.LOG_DRAIN_SECONDS` after the stop (`Server.stop_by`) are dropped, so that uvicorn
+never cancels one.
 
 A stream's memory is bounded whatever the client does: it reads at most about
 `STREAM_BATCH_BYTES` of log per look (in pieces of at most `STREAM_PIECE_BYTES`), and looks
@@ -183,6 +186,10 @@ class _Stalled(Exception):
     """The client took no event for `stream_stall_timeout` seconds."""
 
 
+class _Stopped(Exception):
+    """The server stops, and the response did not end by `Server.stop_by`."""
+
+
 class _SlotStream(StreamingResponse):
     """A streamed response that gives its slot (of `slots`) back once it is over, however
     it ends (the stream's end, the client gone, the server stopping, the client
@@ -197,14 +204,24 @@ class _SlotStream(StreamingResponse):
         stall = self.server.settings.stream_stall_timeout
 
         async def send_in_time(message: Message) -> None:
+            server = self.server
+            if server.stopping and anyio.current_time() >= server.stop_by:
+                raise _Stopped  # (a send that would not wait is no checkpoint)
             try:
-                with anyio.fail_after(stall):
-                    await send(message)  # waits while the connection's buffer is full
+                with anyio.fail_after(stall) as deadline:
+                    deadline.deadline = min(deadline.deadline, server.stop_by)
+                    server.sends.add(deadline)  # (`Server.stop` brings it forward)
+                    try:
+                        await send(message)  # waits while the connection's buffer is full
+                    finally:
+                        server.sends.discard(deadline)
             except TimeoutError:
-                raise _Stalled from None
+                raise _Stopped if server.stopping else _Stalled from None
 
         try:
             await super().__call__(scope, receive, send_in_time)
+        except _Stopped:  # dropped: a download cut short must not look whole, and a
+            await _drop(scope, receive)  # stream's client reconnects (`Last-Event-ID`)
         except _Stalled:
             what = "download" if self.slots is self.server.downloads else "stream"
             if what == "stream":

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from swarm_engine.api.deps import Server
 
 GRACEFUL_SECONDS = 5
-"""On stop, open requests and log streams get this long to finish."""
+"""On stop, open requests get this long to finish (then uvicorn cancels them)."""
+LOG_DRAIN_SECONDS = 2.0
+"""On stop, open log responses get this long to end: a download, or a stream whose client
+stopped reading (its socket's buffers full), still going then is dropped (`api/logs.py`),
+well before `GRACEFUL_SECONDS`, so none is cancelled with a traceback."""
 BACKLOG = 2048
 
 
@@ -85,7 +89,7 @@ def serve(
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # open log streams end their responses (within a poll), before uvicorn would
             # cancel them at `GRACEFUL_SECONDS`, with a traceback each (api/logs.py)
-            state.stopping = True
+            state.stop(LOG_DRAIN_SECONDS)
             await super().shutdown(sockets)
 
     sock = bind(host, port)
