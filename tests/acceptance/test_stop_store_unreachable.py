@@ -257,6 +257,28 @@ def test_a_sqlite_store_locked_by_a_shell_through_the_stop_is_given_up_within_a_
     wait_until(requeued, 30, "cleanup to re-queue the tickets once their leases expired")
 
 
+def stop_within_a_lease(home: Path, proc: subprocess.Popen[str], **env: str) -> str:
+    """`swarm-engine stop` (a drain) while the store's write lock is held: the engine
+    ends within the bound, exit 6, and `stop` relays its line. The line."""
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "120"],
+        env=env_for(home, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # the bound: one lease_ttl from the stop (+ a second, + teardown), and the start-up of
+    # two Python processes on a shared machine; three lease_ttl and more before
+    out, _ = proc.communicate(timeout=1.6 * LEASE + 5)
+    said, _ = stop.communicate(timeout=30)
+    assert proc.returncode == 6, out
+    (line,) = error_lines(out)
+    assert "busy or unreachable (database " in line, line
+    assert "ticket(s) 1 left leased to it" in line, line
+    assert stop.returncode == 6 and line in said, said
+    return line
+
+
 def test_reads_that_go_through_a_held_write_lock_do_not_stretch_the_stop(
     sqlite_home: Path, engines: list[subprocess.Popen[str]], shells: list[Shell]
 ) -> None:
@@ -265,28 +287,40 @@ def test_reads_that_go_through_a_held_write_lock_do_not_stretch_the_stop(
     as the store answering: `stop` took three lease_ttl and more (20 s for a 6 s lease).
     Only a write the store takes is an answer once stopping: one lease_ttl after the
     stop, plus about a second and the processes' start-up."""
-    db = sqlite_home / "tickets.db"
     proc = running(sqlite_home, engines, 1, SWARM_BUSY_TIMEOUT="0.5")
-    shells.append(Shell(db))
-    stop = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "120"],
-        env=env_for(sqlite_home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    # the bound: one lease_ttl from the stop (+ a second, + teardown), and the start-up of
-    # two Python processes on a shared machine; three lease_ttl before
-    out, _ = proc.communicate(timeout=1.6 * LEASE + 5)
-    said, _ = stop.communicate(timeout=30)
-
-    assert proc.returncode == 6, out
-    (line,) = error_lines(out)
-    assert "busy or unreachable (database " in line and "database is locked" in line, line
-    assert "ticket(s) 1 left leased to it" in line, line
-    assert stop.returncode == 6 and line in said, said
+    shells.append(Shell(sqlite_home / "tickets.db"))
+    line = stop_within_a_lease(sqlite_home, proc)
+    assert "database is locked" in line, line
     shells[0].release()
     no_leftovers(sqlite_home)
+
+
+def test_reads_that_go_through_held_table_locks_do_not_stretch_the_stop_on_postgresql(
+    proxied: tuple[Path, str, TcpProxy], engines: list[subprocess.Popen[str]]
+) -> None:
+    """The same on PostgreSQL: another client holds the engine's tables in EXCLUSIVE
+    mode (its reads go through, its writes wait `lock_timeout`, then are busy)."""
+    import psycopg
+
+    home, url, _ = proxied
+    env = {"SWARM_DATABASE_URL": url}
+    proc = start_engine(home, "--max-vms", "2", SWARM_BUSY_TIMEOUT="0.5", **env, **FAST)
+    engines.append(proc)
+    ready(home, proc)
+    made = swarm_inproc(home, "ticket", "create", "--title", "l", "--agent", "long", **env)
+    assert made.returncode == 0, made.stderr
+    steps = "SELECT count(*) AS n FROM step_executions WHERE status = 'running'"
+    wait_until(lambda: pg_query(url, steps)[0]["n"] == 1, 60, "the step to run")
+    with psycopg.connect(url) as other:  # (a transaction, rolled back as it closes)
+        other.execute(
+            "LOCK TABLE tickets, ticket_events, engines, vms, workflow_runs, step_executions,"
+            " step_logs IN EXCLUSIVE MODE"
+        )
+        assert pg_query(url, "SELECT count(*) AS n FROM tickets")[0]["n"] == 1  # reads pass
+        line = stop_within_a_lease(home, proc, **env)
+        other.rollback()
+    assert "lock timeout" in line, line
+    no_leftovers(home)
 
 
 def test_a_store_busy_for_less_than_the_grace_is_waited_for_and_the_stop_recorded(
