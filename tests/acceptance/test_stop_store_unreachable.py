@@ -323,6 +323,31 @@ def test_reads_that_go_through_held_table_locks_do_not_stretch_the_stop_on_postg
     no_leftovers(home)
 
 
+def test_a_drain_longer_than_the_grace_on_a_store_that_answers_is_not_cut_short(
+    sqlite_home: Path, engines: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """The stop's grace bounds a store that does not answer, never a drain: a ticket that
+    runs on for longer than the grace after the stop, on a store that answers, still ends
+    `done`, and the stop is recorded (only writes count as answers once stopping; a
+    draining engine writes its heartbeat every `heartbeat_interval`)."""
+    db = sqlite_home / "tickets.db"
+    write_agent(tmp_path / "slow", f"name: slow\nkind: shell\ncommand: sleep {1.5 * LEASE:g}\n")
+    assert swarm_inproc(sqlite_home, "agent", "register", str(tmp_path / "slow")).returncode == 0
+    proc = start_engine(sqlite_home, **FAST)
+    engines.append(proc)
+    ready(sqlite_home, proc)
+    made = swarm_inproc(sqlite_home, "ticket", "create", "--title", "s", "--agent", "slow")
+    assert made.returncode == 0, made.stderr
+    steps = "SELECT count(*) AS n FROM step_executions WHERE status = 'running'"
+    wait_until(lambda: query(db, steps)[0]["n"] == 1, 60, "the step to run")
+    out = stopped(proc)
+    assert proc.returncode == 0, out
+    assert not error_lines(out) and "engine stopped after running 1 ticket(s)" in out, out
+    assert [r["status"] for r in query(db, "SELECT status FROM tickets")] == ["done"]
+    (engine,) = query(db, "SELECT state FROM engines")
+    assert engine["state"] == "stopped", engine
+
+
 def test_a_store_busy_for_less_than_the_grace_is_waited_for_and_the_stop_recorded(
     sqlite_home: Path, engines: list[subprocess.Popen[str]], shells: list[Shell]
 ) -> None:
