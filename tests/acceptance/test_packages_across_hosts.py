@@ -120,7 +120,7 @@ def test_a_host_whose_package_differs_from_the_registered_one_fails_its_ticket(
     code, out = h2.run("reader")
     assert code != 0
     assert "its files on this host" in out
-    assert "are not the ones this step was planned with (its files differ" in out
+    assert "differ from the ones this step was planned with: either" in out
     assert "registering it on this host again fixes it" in out
     (folder / "hello.txt").write_text("other\n")
     code, out = h2.swarm("agent", "register", str(folder))
@@ -147,7 +147,7 @@ def test_a_rows_package_path_names_no_folder_a_step_reads(tmp_path: Path) -> Non
     (h.home / "packages" / "peek" / "1.0.0").mkdir(parents=True)  # here, but not its files
     code, out = h.run("peek")
     assert code != 0
-    assert "are not the ones this step was planned with" in out
+    assert "differ from the ones this step was planned with" in out
     assert "root:" not in out
 
 

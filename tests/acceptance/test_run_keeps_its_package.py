@@ -153,7 +153,7 @@ def test_across_hosts_a_run_keeps_its_hosts_copy_and_a_stale_host_says_so(
     stale = _ticket(h1, **env1)  # planned with the new digest: host2 has the old files
     row = _ended(rows, stale)
     assert row["status"] == "failed", row
-    assert "are not the ones this step was planned with" in str(row["error"]), row
+    assert "differ from the ones this step was planned with" in str(row["error"]), row
     assert "registering it on this host again fixes it" in str(row["error"]), row
 
     swarm(h2, "agent", "register", str(new), check=True, **env2)  # the new files, here too

@@ -68,7 +68,7 @@ def test_a_held_copy_outlives_a_registration_with_other_files_and_a_sweep(
         copy = held.where()
         newer = _register(registry, _package(tmp_path / "Y", "Y"))
     assert os.readlink(folder / VERSION) == content_name(VERSION, newer.package_digest)
-    with pytest.raises(AgentError, match="are not the ones this step was planned with"):
+    with pytest.raises(AgentError, match="differ from the ones this step was planned with"):
         package_contents(planned, packages)  # through the link: Y's files, not X's
     assert _which(package_contents(planned, packages, held)) == b"X"  # the run's copy
     assert _which(package_contents(newer, packages, held)) == b"Y"  # (another digest: the link's)

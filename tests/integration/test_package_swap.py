@@ -31,6 +31,7 @@ from swarm_engine.package_folders import (
 )
 from swarm_engine.registry.catalog import Registry
 from swarm_engine.service.registry import register_agent_files
+from swarm_engine.store.errortext import MAX_ERROR_CHARS, bounded_error
 
 REGISTRARS = 3
 REGISTRATIONS = 15  # each registrar's
@@ -113,9 +114,28 @@ def test_reads_see_one_whole_package_while_it_is_re_registered(tmp_path: Path) -
     assert os.listdir(packages_dir / TRASH) == []
     assert _letters(package_contents(spec, packages_dir)) == {b"Y"}
     with pytest.raises(
-        AgentError, match=r"are not the ones this step was planned with \(its files differ"
+        AgentError, match=r"differ from the ones this step was planned with: either"
     ):
         package_contents(planned, packages_dir)  # X's digest: Y's files are not run as X's
+
+
+def test_the_stale_copy_line_keeps_its_fixes_under_a_deep_home(tmp_path: Path) -> None:
+    """A step planned with files another registration replaced fails with a line whose
+    fixes survive the 500-character bound of a stored error however deep the home (the
+    path came first, and a deep one pushed the fixes into the part left out)."""
+    deep = tmp_path.joinpath(*(["a-folder-of-a-deep-home"] * 12))
+    packages_dir = deep / "packages"
+    sources = [_package(tmp_path / letter, letter) for letter in "XY"]
+    with contextlib.closing(Registry(tmp_path / "registry.db", packages_dir)) as registry:
+        (planned,) = register_agent_files(registry, [sources[0]])
+        register_agent_files(registry, [sources[1]], force=True)
+    with pytest.raises(AgentError) as failed:
+        package_contents(planned, packages_dir)
+    stored = bounded_error(f"step 'main' failed: {failed.value}")
+    assert str(packages_dir) in stored or len(stored) <= MAX_ERROR_CHARS
+    for fix in ("registering it on this host again fixes it", "swarm-engine agent register",
+                "'swarm-engine ticket reopen' runs the ticket with the new files"):  # fmt: skip
+        assert fix in stored, stored
 
 
 def test_a_package_of_the_old_layout_is_swapped_for_a_link(tmp_path: Path) -> None:

@@ -318,13 +318,15 @@ def package_contents(
             if found:
                 files = folder_contents(root, agent.ref)
                 if want is not None and package_digest(files) != want:
+                    # no path: a stored error keeps the start of a long line and its
+                    # end (store/errortext.py), and a deep home's path pushed the fixes
+                    # into the part left out
                     raise AgentError(
-                        f"agent {agent.ref}: its files on this host ({root}) are not the"
-                        " ones this step was planned with (its files differ: either this"
-                        " host holds another registration than the store's, and"
-                        f" registering it on this host again fixes it: {REGISTER}; or it"
-                        " was registered again just as the run began, and 'swarm-engine"
-                        " ticket reopen' runs the ticket with the new files)"
+                        f"agent {agent.ref}: its files on this host differ from the ones"
+                        " this step was planned with: either this host holds another"
+                        " registration (registering it on this host again fixes it:"
+                        f" {REGISTER}) or it was registered again as the run began"
+                        " ('swarm-engine ticket reopen' runs the ticket with the new files)"
                     )
                 return files
         last = copy
