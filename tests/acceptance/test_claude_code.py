@@ -104,6 +104,7 @@ def test_claude_code_writes_a_file_in_its_sandbox_and_is_metered(
     assert leaks == []
 
 
+@pytest.mark.timeout(600)  # Claude Code under TCG: 41 s alone, minutes on a loaded host
 @pytest.mark.parametrize("backend", ["process", pytest.param("qemu", marks=pytest.mark.qemu)])
 def test_a_budget_stops_claude_code_mid_run(
     claude_code: Path, home: Path, tmp_path: Path, backend: str
@@ -189,6 +190,7 @@ def bash_call(command: str, used: dict[str, int]) -> dict[str, object]:
 
 
 @pytest.mark.qemu
+@pytest.mark.timeout(900)  # as its run-ticket: Claude Code under TCG on a loaded host
 def test_claude_code_runs_a_ticket_in_a_microvm_and_is_metered(
     claude_code: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -262,6 +264,7 @@ def test_claude_code_runs_a_ticket_in_a_microvm_and_is_metered(
 
 
 @pytest.mark.qemu
+@pytest.mark.timeout(300)
 def test_without_its_drive_claude_code_does_not_run_in_a_microvm(
     claude_code: Path, home: Path, tmp_path: Path
 ) -> None:
