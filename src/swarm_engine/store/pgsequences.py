@@ -3,7 +3,10 @@
 The ticket store's ids are identity columns (`tickets`, `ticket_events`,
 `workflow_runs`, `step_executions`, `step_logs`). Another client may wedge one:
 `setval(seq, 9223372036854775807)` (every `nextval` then fails, SQLSTATE 2200H) or
-`ALTER SEQUENCE ... MAXVALUE`/`INCREMENT`/`MINVALUE`/`CYCLE`/`AS integer`. The store
+`ALTER SEQUENCE ... MAXVALUE`/`INCREMENT`/`MINVALUE`/`CYCLE`/`AS integer`, or insert a
+row with an explicit id ahead of it (`INSERT INTO tickets (id, ...) VALUES (2, ...)`:
+the next `nextval` hands out that id again, and the insert fails with a unique violation
+of `tickets_pkey`, SQLSTATE 23505, whoever's ticket it was for). The store
 (`PostgresDatabase.run`) then repairs it and runs the statement once more; a running
 engine looks every heartbeat interval too (one read when none is wedged). A sequence is
 wedged when
@@ -15,7 +18,11 @@ wedged when
 - its last value is at or above 2^62 (SQLite's guard, `store/sqlite.py`): it is lowered
   to the table's largest id below 2^62 (`setval`). A new row's id at or above 2^62 is
   refused (0010_sequence_repair.sql, with `nextval`'s own SQLSTATE 2200H), so a sequence
-  set just below the maximum never writes a row there.
+  set just below the maximum never writes a row there; or
+- its last value is below the table's largest id below 2^62 (a client's row ahead of it;
+  a sequence never called counts as 0): it is raised to that id (`setval`), so the next
+  id is above every row's. A unique violation of another constraint (`workflow_runs`'
+  `attempt_id`, a registry table's key) is not this and stays an error.
 
 The repair holds `SHARE ROW EXCLUSIVE` on the table (so no insert runs meanwhile and the
 largest id is final), in the caller's transaction or a short one of its own. A user that
@@ -53,12 +60,15 @@ STATE = (
     " SELECT t.name, p.seqrelid::regclass::text AS seq, t.top, p.seqtypid::regtype::text"
     " AS type, p.seqincrement AS increment, p.seqmin AS min, p.seqmax AS max,"
     " p.seqcycle AS cycle, CASE WHEN has_sequence_privilege(p.seqrelid, 'SELECT,USAGE')"
-    " THEN pg_sequence_last_value(p.seqrelid) END AS last"
+    " THEN pg_sequence_last_value(p.seqrelid) END AS last,"
+    " has_sequence_privilege(p.seqrelid, 'SELECT,USAGE') AS readable"
     " FROM t JOIN pg_sequence p ON p.seqrelid = t.seq::regclass"
     " WHERE t.name = ANY(%(tables)s)"
 )
 """Each id table's sequence, its parameters, its last value and the table's largest id
-below 2^62 (a row above it, written before 0010_sequence_repair.sql, is left alone)."""
+below 2^62 (a row above it, written before 0010_sequence_repair.sql, is left alone);
+`last` is NULL when the sequence was never called or this user may not read it
+(`readable`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +79,22 @@ class Sequence:
     changed: bool
     """Its parameters are not the identity's own."""
     last: int | None
+    readable: bool = True
+    """This user may read its last value (else `last` is None and nothing is told)."""
 
     @property
     def raised(self) -> bool:
         return self.last is not None and self.last >= GUARD and self.last > self.top
 
     @property
+    def behind(self) -> bool:
+        """A row another client wrote (with its own id) is ahead of it: its next id may
+        be one in use. Never called (`last` None) counts as 0."""
+        return self.readable and (self.last or 0) < self.top
+
+    @property
     def wedged(self) -> bool:
-        return self.changed or self.raised
+        return self.changed or self.raised or self.behind
 
 
 def read(conn: psycopg.Connection[Any], tables: tuple[str, ...] = ID_TABLES) -> list[Sequence]:
@@ -89,6 +107,7 @@ def read(conn: psycopg.Connection[Any], tables: tuple[str, ...] = ID_TABLES) -> 
             top=int(r[2]),
             changed=(r[3], r[4], r[5], r[6], r[7]) != ("bigint", 1, 1, MAX_ID, False),
             last=None if r[8] is None else int(r[8]),
+            readable=bool(r[9]),
         )
         for r in rows
     ]
@@ -119,6 +138,21 @@ def failed_tables(exc: BaseException) -> tuple[str, ...]:
     return (named[0],) if len(named) == 1 else ID_TABLES
 
 
+def collided_table(exc: BaseException) -> str | None:
+    """The id table whose primary key a unique violation (SQLSTATE 23505) names in `exc`
+    (`duplicate key value violates unique constraint "tickets_pkey"`: its sequence may be
+    behind a row another client wrote), None for any other constraint's."""
+    if not isinstance(exc, psycopg.errors.UniqueViolation):
+        return None
+    diag = getattr(exc, "diag", None)
+    constraint = getattr(diag, "constraint_name", None)
+    table = getattr(diag, "table_name", None)
+    for t in ID_TABLES:
+        if constraint == f"{t}_pkey" and table in (t, None):
+            return t
+    return None
+
+
 def _repair(conn: psycopg.Connection[Any], where: str, tables: tuple[str, ...]) -> list[str]:
     done: list[tuple[str, str]] = []  # (table, what was done)
     for seq in read(conn, tables):
@@ -132,21 +166,26 @@ def _repair(conn: psycopg.Connection[Any], where: str, tables: tuple[str, ...]) 
                 continue
             if now.changed:
                 conn.execute(f"ALTER SEQUENCE {now.name} {OWN}")
-            if now.raised or now.changed:
-                conn.execute(
-                    "SELECT setval(%(seq)s::regclass, %(v)s, %(called)s)",
-                    {"seq": now.name, "v": max(now.top, 1), "called": now.top > 0},
-                )
+            conn.execute(  # lowered when raised, raised when behind: to the largest id
+                "SELECT setval(%(seq)s::regclass, %(v)s, %(called)s)",
+                {"seq": now.name, "v": max(now.top, 1), "called": now.top > 0},
+            )
         except psycopg.errors.InsufficientPrivilege as exc:
+            how = (
+                f"is behind ids another client wrote (last value {seq.last}, largest id {seq.top})"
+                if seq.behind and not seq.changed
+                else f"was changed by another client (last value {seq.last})"
+            )
             raise StoreIntegrityError(
-                f"{where}: the id sequence {seq.name} of table {table!r} was changed by"
-                f" another client (last value {seq.last}) and this user may not repair it"
+                f"{where}: the id sequence {seq.name} of table {table!r} {how}"
+                f" and this user may not repair it"
                 f" ({_first(exc)}): as its owner run ALTER SEQUENCE {seq.name} {OWN};"
                 f" SELECT setval('{seq.name}', (SELECT greatest(max(id), 1) FROM {table}"
                 f" WHERE id < {GUARD}))"
             ) from exc
         put_back = f", parameters put back to {OWN}" if now.changed else ""
-        done.append((table, f"{now.name} of {table} from {seq.last} to {now.top}{put_back}"))
+        ahead = ", past the ids another client wrote" if now.behind else ""
+        done.append((table, f"{now.name} of {table} from {now.last} to {now.top}{put_back}{ahead}"))
     if done:  # one line however many
         log.warning(
             "repaired the id sequence %s (another client changed %s)",

@@ -203,8 +203,10 @@ class PostgresDatabase:
         in_transaction: bool,
     ) -> Outcome:
         """`_execute`; a write that fails because another client wedged an id sequence
-        (`nextval` at its limit, SQLSTATE 2200H) is run once more after the sequence is
-        repaired (`pgsequences.repair`). In a transaction, a write that draws an id
+        (`nextval` at its limit, SQLSTATE 2200H; or a unique violation of an id table's
+        primary key, 23505, as a sequence behind a client's row hands out an id in use)
+        is run once more after the sequence is repaired (`pgsequences.repair`). A unique
+        violation of any other constraint is raised as it is. In a transaction, a write that draws an id
         (`DRAWS`) runs after a savepoint, rolled back to when it fails, so that failing it
         does not end the transaction. One round trip per such write: the savepoint of the
         transaction's previous one is released in the same query (`_savepoint`), and the
@@ -217,20 +219,27 @@ class PostgresDatabase:
                 if guarded:
                     self._savepoint(conn)
                 return self._execute(conn, sql, params)
-            except psycopg.errors.SequenceGeneratorLimitExceeded as exc:
-                if attempt == SEQUENCE_REPAIRS or (in_transaction and not guarded):
+            except psycopg.Error as exc:
+                tables = self._wedged_by(exc, in_transaction=in_transaction)
+                if not tables or attempt == SEQUENCE_REPAIRS or (in_transaction and not guarded):
+                    if guarded and conn.info.transaction_status == _FAILED:
+                        with contextlib.suppress(psycopg.Error):  # the rest of it stands
+                            conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
                     raise
                 if guarded:
                     conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-                tables = pgsequences.failed_tables(exc) if in_transaction else pgsequences.ID_TABLES
                 pgsequences.repair(conn, self.where, tables)  # (none wedged now: another engine
                 # repaired it meanwhile, or it is not ours: run again all the same, bounded)
-            except psycopg.Error:
-                if guarded and conn.info.transaction_status == _FAILED:
-                    with contextlib.suppress(psycopg.Error):  # the rest of it stands
-                        conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-                raise
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _wedged_by(exc: psycopg.Error, *, in_transaction: bool) -> tuple[str, ...]:
+        """The id tables whose sequences to repair for a write that failed with `exc`:
+        none when it is not a wedged sequence's error."""
+        if isinstance(exc, psycopg.errors.SequenceGeneratorLimitExceeded):
+            return pgsequences.failed_tables(exc) if in_transaction else pgsequences.ID_TABLES
+        table = pgsequences.collided_table(exc)  # an id in use: its sequence may be behind
+        return () if table is None else (table,)
 
     def _savepoint(self, conn: psycopg.Connection[Any]) -> None:
         """Set this transaction's savepoint before a write: the previous one (at most one
