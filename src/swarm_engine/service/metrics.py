@@ -14,7 +14,15 @@
 
 A row is counted once it is settled: a step once it ended, anything once it is
 `SETTLE_SECONDS` old (on PostgreSQL a row with a lower id can become visible after one
-with a higher id, while its transaction commits). Rows are untrusted: a value that cannot
+with a higher id, while its transaction commits). On PostgreSQL the walk also stops at
+the id the table's sequence last handed out (the store's `events_after`/`steps_after`
+bound it; 0 when it never handed one out): a row another client wrote with an id of its
+own ahead of the sequence (say 900002 while the engine's ids are at 50) would otherwise
+move the mark past every id the sequence hands out until it gets there, and those rows
+would never be counted. Such a row is counted once the sequence passes it: a running
+engine's next heartbeat raises a sequence behind a row to it, as does an insert that
+meets such a row's id (`store/pgsequences.py`). On SQLite no bound is needed: a
+new rowid is above the largest. Rows are untrusted: a value that cannot
 be read is left out, never an error; so is an implausible one (records.py: a step's tokens
 of a kind over 2**40, its cost over 1e6 USD, its duration over 366 days, or any of them
 negative: the store reads it as NULL, `steps_after`, and it is checked here again), so

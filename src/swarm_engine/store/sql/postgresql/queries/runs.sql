@@ -299,7 +299,8 @@ SELECT CASE WHEN octet_length(step_id) <= 1024 THEN step_id END AS step_id
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
 -- name: steps_after
--- Step executions from id :first on, oldest first, with their usage (metrics).
+-- Step executions from id :first on, oldest first, with their usage (metrics); up to the
+-- id the table's sequence last handed out, as `events_after` in tickets.sql.
 -- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
 -- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
 -- as NULL, counted nowhere (the step's own read names the defect); `usage_values`: how many
@@ -317,7 +318,12 @@ SELECT id,
        CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
        CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
        (duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
-  FROM step_executions WHERE id >= :first ORDER BY id LIMIT :limit
+  FROM step_executions WHERE id >= :first
+   AND id <= (SELECT CASE WHEN has_sequence_privilege(h.seq, 'SELECT,USAGE')
+                        THEN coalesce(pg_sequence_last_value(h.seq), 0)
+                        ELSE 9223372036854775807 END
+                   FROM (SELECT pg_get_serial_sequence('step_executions', 'id')::regclass AS seq) h)
+ ORDER BY id LIMIT :limit
 
 -- name: abandon_attempt_steps
 UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),

@@ -335,7 +335,11 @@ RETURNING id
 
 -- name: events_after
 -- Claims, and live tickets going back to open or failed, from :first on (see the SQLite file;
--- only the first 200 characters of `note`).
+-- only the first 200 characters of `note`), up to the id the table's sequence last handed
+-- out (0 when it never did; no bound when this user may not read it): a row another
+-- client wrote with an id ahead of it comes after the ids the sequence hands out before
+-- it passes that row (repaired: store/pgsequences.py), so a reader that resumes after
+-- the last id it saw would skip those.
 SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
        CASE WHEN octet_length(e.attempt_id) <= 1024 THEN e.attempt_id END AS attempt_id,
        octet_length(e.attempt_id) AS attempt_id_bytes,
@@ -345,6 +349,10 @@ SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
                AND o.new_status = 'open' ORDER BY o.id DESC LIMIT 1) END AS opened_at
   FROM ticket_events e
  WHERE e.id >= :first
+   AND e.id <= (SELECT CASE WHEN has_sequence_privilege(h.seq, 'SELECT,USAGE')
+                        THEN coalesce(pg_sequence_last_value(h.seq), 0)
+                        ELSE 9223372036854775807 END
+                   FROM (SELECT pg_get_serial_sequence('ticket_events', 'id')::regclass AS seq) h)
    AND ((e.old_status = 'open' AND e.new_status = 'claimed')
         OR (e.old_status IN ('claimed','running') AND e.new_status IN ('open','failed')))
  ORDER BY e.id LIMIT :limit
