@@ -72,3 +72,7 @@ def test_the_form_as_the_page_sends_it_still_cancels(api: Api) -> None:
     status, _, body = cancel(api, "01", "3", "-5", str(MAX), str(MIN))  # (01: ticket 1)
     assert status == 200 and "cancelled 2" in body, body
     assert statuses(api) == {1: "cancelled", 3: "cancelled", 10: "draft", 100: "draft"}
+    # leading zeros past int()'s 4300-digit limit (a 500 with a traceback, before)
+    status, _, body = cancel(api, "0" * 5000 + "10", "-" + "0" * 5000 + "1")
+    assert status == 200 and "cancelled 1" in body, body
+    assert statuses(api)[10] == "cancelled"

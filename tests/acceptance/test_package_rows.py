@@ -158,3 +158,30 @@ def test_registration_refuses_a_package_holding_a_fifo(home: Path, tmp_path: Pat
     assert done.returncode == 5, done.stdout + done.stderr
     assert "pipe: not a regular file" in done.stderr and "\n" not in done.stderr.strip()
     assert not (home / "packages" / "a").exists()
+
+
+def test_a_row_with_a_digest_but_no_package_path_still_gets_its_package(
+    home: Path, tmp_path: Path
+) -> None:
+    """`package_digest` is a package's record and `package_path` only says where it was
+    registered: a row whose path another writer emptied or nulled still runs with its
+    package's files (read through this host's link, checked against the digest); it ran
+    with none before, and its ticket could end done without them."""
+    for name in ("nulled", "emptied"):
+        _register(home, tmp_path / name, name, "test -f hello.txt")
+    with contextlib.closing(sqlite3.connect(home / "registry.db")) as conn, conn:
+        conn.execute(
+            "UPDATE agents SET spec = json_set(spec, '$.package_path', json('null'))"
+            " WHERE name = 'nulled'"
+        )
+        conn.execute(
+            "UPDATE agents SET spec = json_set(spec, '$.package_path', '') WHERE name = 'emptied'"
+        )
+    db = home / "tickets.db"
+    _tickets(db, [("nulled", "nulled"), ("emptied", "emptied")])
+    _run_until_idle(home)
+    rows = query(db, "SELECT title, status, error FROM tickets ORDER BY id")
+    assert [(r["title"], r["status"]) for r in rows] == [
+        ("nulled", "done"),
+        ("emptied", "done"),
+    ], rows

@@ -186,8 +186,8 @@ async def upload_package(
     `AgentError` (one line) and nothing is uploaded. It is read off the event loop; a host
     short of descriptors or memory is waited out up to `timeout` seconds
     (`vm/shortage.py`)."""
-    if not agent.package_path:
-        return 0
+    if not agent.package_path and agent.package_digest is None:
+        return 0  # (a digest is the record of a package: a row with one and no path has one)
     deadline = time.monotonic() + timeout
     files = await patiently(
         lambda: asyncio.to_thread(package_contents, agent, packages_dir, held), deadline=deadline,
@@ -211,8 +211,9 @@ def package_root(agent: AgentSpec, packages_dir: Path | None) -> tuple[str, str]
     digest stands for it); an older row's `package_path` (a stored value: any writer may
     have put any path there) must resolve to a copy of that name@version or inside it,
     or `AgentError`."""
-    where = agent.package_path
-    if packages_dir is None or not isinstance(where, str) or "\x00" in where:
+    path = agent.package_path
+    unnamed = not isinstance(path, str) or "\x00" in path
+    if packages_dir is None or (unnamed and agent.package_digest is None):
         raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
     packages = os.path.realpath(packages_dir)
     link = Path(os.path.normpath(os.path.join(packages, agent.name, agent.version)))
@@ -221,8 +222,7 @@ def package_root(agent: AgentSpec, packages_dir: Path | None) -> tuple[str, str]
         agent.version,
     ):  # a name or version that is a path (`..`, `/`): no package of its own
         raise AgentError(f"agent {agent.ref}: its package_path is not a registered package")
-    if agent.package_digest is not None:
-        where = str(link)
+    where = str(link) if agent.package_digest is not None or path is None else path
     given = Path(os.path.realpath(where))
     parts = given.relative_to(packages).parts if given.is_relative_to(packages) else ()
     if len(parts) < 2 or parts[0] != agent.name or not is_package_folder(parts[1], agent.version):

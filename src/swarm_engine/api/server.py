@@ -62,9 +62,8 @@ def serve(
     ready: Callable[[str], None] = lambda url: None,
 ) -> str | None:
     """Serve the API until SIGINT or SIGTERM. `ready(url)` is called once it listens.
-    Returns "SIGTERM" when a SIGTERM stopped it (open requests were given
-    `GRACEFUL_SECONDS` to end), None when it stopped otherwise; SIGINT raises
-    `KeyboardInterrupt` once it has stopped, as any command's Ctrl-C does.
+    Returns "SIGTERM" or "SIGINT" when that signal stopped it (open requests were given
+    `GRACEFUL_SECONDS` to end), None when it stopped otherwise.
     `UsageError` for a non-loopback `host` without `token`, or an address that cannot be
     used; `SwarmError` when the server stopped because its SQLite store's or registry's
     file was deleted or replaced while it served it (`Server.check_file`)."""
@@ -122,21 +121,26 @@ def serve(
         # uvicorn stops on SIGTERM, puts back the handler it found and sends the signal
         # again: to this one, which notes it (the default would end the process unsaid)
         # (signals reach the main thread only; a server run on another has none)
+        # (SIGINT too: Ctrl-C is how a server in a terminal is stopped, not an abort)
         terminated: list[int] = []
         main = threading.current_thread() is threading.main_thread()
+        stops = (signal.SIGTERM, signal.SIGINT)
         if main:
-            previous = signal.signal(signal.SIGTERM, lambda sig, _: terminated.append(sig))
+            previous = {s: signal.signal(s, lambda sig, _: terminated.append(sig)) for s in stops}
         try:
             server.run(sockets=[sock])
         finally:
             stop.set()
             if main:
-                signal.signal(signal.SIGTERM, previous)
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
         if state.gone is not None:
             raise SwarmError(f"API stopped: {state.gone}")
         if not server.started:
             raise SwarmError("the API server did not start (see the log above)")
-        return "SIGTERM" if terminated else None
+        if not terminated:
+            return None
+        return "SIGINT" if terminated[0] == signal.SIGINT else "SIGTERM"
     finally:
         sock.close()
 

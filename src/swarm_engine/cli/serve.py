@@ -53,5 +53,7 @@ def serve(settings: Settings, host: str, port: int, token: str | None) -> None:
         guard = "bearer token required" if token else "no token: this machine only"
         click.echo(f"serving the API on {url} ({guard}; Ctrl-C stops it)", err=True)
 
-    if run(settings, host, port, token, ready=ready) == "SIGTERM":
-        click.echo("API stopped (SIGTERM): open requests were given their time to end", err=True)
+    why = run(settings, host, port, token, ready=ready)
+    if why is not None:
+        how = "Ctrl-C" if why == "SIGINT" else why
+        click.echo(f"API stopped ({how}): open requests were given their time to end", err=True)
