@@ -7,7 +7,9 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -133,11 +135,25 @@ def start(
         with contextlib.suppress(OSError):
             stopping.write_text(f"{phase}\n")
 
+    # a stop signal from here on, before the loop's handlers are in place, is a stop too
+    # (it killed the engine unsaid, exit -15, while it was starting)
+    early: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = {sig: signal.signal(sig, lambda n, _: early.append(n)) for sig in stops} if (
+        main_thread
+    ) else {}  # fmt: skip
+
     async def main() -> None:
-        use_pidfd_child_watcher()
-        name_file_workers(asyncio.get_running_loop())
-        daemon.install_signal_handlers(mark)
-        await daemon.run()
+        restore = use_pidfd_child_watcher()
+        try:
+            name_file_workers(asyncio.get_running_loop())
+            daemon.install_signal_handlers(mark)
+            if early:
+                mark(daemon.request_stop())
+            await daemon.run()
+        finally:
+            restore()
 
     click.echo(
         f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
@@ -153,6 +169,8 @@ def start(
         try:
             asyncio.run(main())
         finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
             (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
             stopping.unlink(missing_ok=True)
             ready.unlink(missing_ok=True)
@@ -168,17 +186,28 @@ def start(
     click.echo(said)
 
 
-def use_pidfd_child_watcher() -> None:
+def use_pidfd_child_watcher() -> Callable[[], None]:
     """Python 3.11 waits for each sandbox's process with a thread of its own; a pidfd in
-    the event loop does it without threads (3.12 does this by itself)."""
+    the event loop does it without threads (3.12 does this by itself). Returns what puts
+    the process's previous watcher back, for when the loop ends: an engine run inside a
+    process that goes on (a test's in-process command) must not leave it a watcher bound
+    to a closed loop (its next subprocess, Playwright's say, failed `... is not
+    activated`)."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
+        return lambda: None
     try:
+        previous = asyncio.get_child_watcher()
         watcher = asyncio.PidfdChildWatcher()
         watcher.attach_loop(asyncio.get_running_loop())
         asyncio.set_child_watcher(watcher)
     except OSError:  # no pidfd in this kernel: keep the default
-        return
+        return lambda: None
+
+    def restore() -> None:
+        watcher.close()
+        asyncio.set_child_watcher(previous)
+
+    return restore
 
 
 def ours(settings: Settings, pid: object) -> bool:
