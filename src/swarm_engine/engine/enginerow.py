@@ -62,22 +62,32 @@ class EngineRow:
         self.registered = True
 
     def restore(self) -> bool:
-        """Put the row back if it is gone (one statement); whether it was gone. Nothing
-        before `register` (`run-ticket` registers as it claims)."""
+        """Put the row back if it is gone (one statement); whether it was gone (counted
+        and logged). Nothing before `register` (`run-ticket` registers as it claims)."""
+        back = self.put_back()
+        if back:
+            self.note_put_back()
+        return back
+
+    def put_back(self) -> bool:
+        """`restore`'s statement alone (neither counted nor logged): for a transaction
+        that may be run again (the lease renewal's), which tells `note_put_back` once it
+        committed."""
         if not self.registered:
             return False
-        back = self.store.engines.restore(
+        return self.store.engines.restore(
             self.engine_id, kind=self.kind, host=self.host, pid=self.pid,
             max_vms=self.max_vms, backend=self.backend,
         )  # fmt: skip
-        if back:
-            self.restored += 1
-            log.warning(
-                "engine %s: its row in engines was deleted by another writer; put back",
-                self.engine_id,
-                extra={"engine_id": self.engine_id},
-            )
-        return back
+
+    def note_put_back(self) -> None:
+        """Count and log a row put back (`put_back`, committed)."""
+        self.restored += 1
+        log.warning(
+            "engine %s: its row in engines was deleted by another writer; put back",
+            self.engine_id,
+            extra={"engine_id": self.engine_id},
+        )
 
     def keeping(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn` (one write that names this engine, a transaction of its own); if the store

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -96,6 +97,7 @@ class LeaseKeeper:
         busy_vms: Callable[[], int],
         state: Callable[[], str | None] = lambda: None,
         restore_row: Callable[[], bool] = lambda: False,
+        row_restored: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.gate = gate
@@ -105,8 +107,12 @@ class LeaseKeeper:
         self.busy_vms = busy_vms
         self.state = state
         self.restore_row = restore_row
-        """(On the store thread.) Put the engine's row back if it is gone; whether it was
-        (`EngineRow.restore`)."""
+        """(On the store thread, in the renewal's transaction.) Put the engine's row back
+        if it is gone; whether it was (`EngineRow.put_back`): only store SQL, as it is run
+        again with the renewal when PostgreSQL rolls that back."""
+        self.row_restored = row_restored
+        """(On the store thread.) Told once a renewal that put the row back committed
+        (`EngineRow.note_put_back`: counted and logged once, whatever the tries)."""
         self.holdings: dict[str, Holding] = {}
         self.renewals = 0
         self.failed_renewals = 0
@@ -197,7 +203,7 @@ class LeaseKeeper:
         started = time.monotonic()
         ids = list(self.holdings)
         try:
-            kept, refusals = await self.gate(self._write, ids)
+            kept, refusals = await self.gate(self.write, ids)
         except StoreBusyError as exc:
             self.failed_renewals += 1
             self.gate.warn(f"lease renewal delayed (store busy): {exc}")
@@ -214,13 +220,23 @@ class LeaseKeeper:
                 holding.on_refused(refusals[attempt_id])
         return True
 
-    def _write(self, attempt_ids: list[str]) -> tuple[set[str], dict[str, StoreError]]:
-        """One transaction: the leases, then the heartbeat (runs on the store thread).
-        Returns the attempts still held, and those whose renewal the store refused."""
+    def write(self, attempt_ids: list[str]) -> tuple[set[str], dict[str, StoreError]]:
+        """One renewal (on the store thread): one transaction, the leases, then the
+        heartbeat. Returns the attempts still held, and those whose renewal the store
+        refused. Each transaction is only store SQL, so PostgreSQL rolling it back to break
+        a deadlock runs it again from its start (`Store.atomic`); the engine's row put back
+        in it is counted and logged once it commits (`row_restored`)."""
+        put_back: list[bool] = []  # (the committed try's: each try starts it anew)
+
+        def renew() -> set[str]:
+            put_back.clear()
+            kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
+            put_back.append(self._heartbeat())
+            return kept
+
         try:
-            with self.store.transaction():
-                kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
-                self._heartbeat()
+            kept = self.store.atomic(renew)
+            self._told(put_back)
             return kept, {}
         except StoreError as exc:
             if not refused(exc) or isinstance(exc, HeartbeatRefusedError):
@@ -229,22 +245,38 @@ class LeaseKeeper:
         kept, refusals = set(), {}
         for attempt_id in attempt_ids:
             try:
-                with self.store.transaction():
-                    kept |= self.store.tickets.renew_leases([attempt_id], self.lease_ttl)
+                kept |= self.store.atomic(functools.partial(self._renew_one, attempt_id))
             except StoreError as exc:
                 if not refused(exc):
                     raise
                 refusals[attempt_id] = exc
-        with self.store.transaction():
-            self._heartbeat()
+
+        def beat() -> None:
+            put_back.clear()
+            put_back.append(self._heartbeat())
+
+        self.store.atomic(beat)
+        self._told(put_back)
         return kept, refusals
 
-    def _heartbeat(self) -> None:
+    def _renew_one(self, attempt_id: str) -> set[str]:
+        return self.store.tickets.renew_leases([attempt_id], self.lease_ttl)
+
+    def _told(self, put_back: list[bool]) -> None:
+        if any(put_back):
+            self.row_restored()
+
+    def _heartbeat(self) -> bool:
         """Stamp the engine's row; a row another writer deleted (the heartbeat touches no
-        row) is put back at once, with the same id, and stamped."""
+        row) is put back at once, with the same id, and stamped: whether it was (only
+        store SQL, in the caller's transaction)."""
         try:
-            if not self._stamp() and self.restore_row():
-                self._stamp()
+            if self._stamp():
+                return False
+            if not self.restore_row():
+                return False
+            self._stamp()
+            return True
         except StoreError as exc:
             if not refused(exc):
                 raise

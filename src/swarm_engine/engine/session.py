@@ -174,7 +174,8 @@ class EngineSession:
             heartbeat_interval=settings.heartbeat_interval,
             busy_vms=lambda: self.pool.busy,
             state=lambda: self.state,
-            restore_row=self.row.restore,
+            restore_row=self.row.put_back,
+            row_restored=self.row.note_put_back,
         )
         self.keeper_task: asyncio.Task[None] | None = None
         self.runner = TicketRunner(

@@ -318,19 +318,22 @@ class Registry:
                             f"{spec.package_path}: cannot copy the agent package: "
                             + _first_copy_error(exc)
                         ) from exc
-            if not staged:  # only rows: run again if PostgreSQL rolls it back (rerun.py)
-                self.defs.db.atomic(lambda: self.defs.put_agents(map(_agent_row, stored)))
-                return stored
-            with self.defs.db.transaction():  # one try: a package swapped in is not SQL
+            installed: set[int] = set()  # (kept across tries: a swap is made once)
+
+            def put() -> None:  # run again if PostgreSQL rolls it back (store/rerun.py)
                 self.defs.put_agents(_agent_row(spec) for spec in stored)
-                for tmp, final in staged:  # each swapped in whole (package_folders.py)
-                    install(
-                        tmp / "pkg",
-                        self.packages_dir,
-                        final.name,
-                        final.version,
-                        final.package_digest,
-                    )
+                for n, (tmp, final) in enumerate(staged):  # each swapped in whole
+                    if n not in installed:  # (package_folders.py)
+                        install(
+                            tmp / "pkg",
+                            self.packages_dir,
+                            final.name,
+                            final.version,
+                            final.package_digest,
+                        )
+                        installed.add(n)
+
+            self.defs.db.atomic(put)
         finally:
             for tmp, _ in staged:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,14 @@
 """Reclaiming tickets whose lease ran out (`TicketStore.reclaim_expired`): re-queued or
 failed, their runs closed, in one transaction; the live VMs of their expired attempts
 stopped first (`Fence`), so that no ticket runs again while its old VM may still run.
+
+PostgreSQL may roll the transaction back to break a deadlock or a serialization conflict
+(`store/rerun.py`): it is then run again from its start (`Database.atomic`), the fence
+included. That is safe because a fence is idempotent: it stops what the VMs still run,
+and a second call finds nothing left of what the first stopped (it signals nothing and
+says nothing), while a VM that could not be stopped is looked for again. Fencing again,
+rather than trusting the rolled-back try's, is fail closed: each try that re-queues a
+ticket has itself seen its VMs stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ if TYPE_CHECKING:
 FENCED_VMS = 1000
 """At most this many VMs are handed to a reclaim's `Fence` at once."""
 Fence = Callable[[list[dict[str, Any]]], dict[int, str]]
-"""Called by `reclaim_expired` inside its transaction, before it changes anything, with
+"""Called by `reclaim_expired` inside its transaction (again in each try of it that
+PostgreSQL rolls back and the store runs again: it must be idempotent, as stopping what
+runs is), before it changes anything, with
 the live `vms` rows (each with its `ticket_id`) busy with a step of an expired attempt
 and booted by the engine that holds the ticket; it stops what they run on this host and
 returns, by ticket id, why a ticket must be left as it is this round (a VM that could not
@@ -70,28 +80,38 @@ def reclaim_expired(store: TicketStore, fence: Fence | None = None) -> list[Expi
 
 
 def _reclaim(store: TicketStore, only: int | None, fence: Fence | None) -> list[Expired]:
+    """One reclaim transaction, run again from its start (fence and all) when PostgreSQL
+    rolls it back to break a deadlock (`Database.atomic`)."""
+
+    def once() -> list[Expired]:
+        with store.db.checks_ignored():
+            return _reclaim_once(store, only, fence)
+
+    return store.db.atomic(once)
+
+
+def _reclaim_once(store: TicketStore, only: int | None, fence: Fence | None) -> list[Expired]:
     expired: list[Expired] = []
-    with store.db.transaction(), store.db.checks_ignored():
-        lock = store.db.one(store.q.reclaim_lock)
-        if lock is None or not lock[0]:
-            return []  # another engine is reclaiming right now
-        left = {} if fence is None else _fence(store, only, fence)
-        expired += [Expired(ticket_id, "stuck", why) for ticket_id, why in left.items()]
-        if not left:
-            rows = store.db.all(store.q.reclaim_expired, {"only": only})
-        else:  # the others, one by one
-            ids = [int(r["id"]) for r in store.db.all(store.q.expired_ids)]
-            rows = [
-                row
-                for ticket_id in ids
-                if ticket_id not in left and only in (None, ticket_id)
-                for row in store.db.all(store.q.reclaim_expired, {"only": ticket_id})
-            ]
-        for row in rows:
-            store.close_open_runs(
-                int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
-            )
-            expired.append(Expired(int(row["id"]), str(row["status"])))
+    lock = store.db.one(store.q.reclaim_lock)
+    if lock is None or not lock[0]:
+        return []  # another engine is reclaiming right now
+    left = {} if fence is None else _fence(store, only, fence)
+    expired += [Expired(ticket_id, "stuck", why) for ticket_id, why in left.items()]
+    if not left:
+        rows = store.db.all(store.q.reclaim_expired, {"only": only})
+    else:  # the others, one by one
+        ids = [int(r["id"]) for r in store.db.all(store.q.expired_ids)]
+        rows = [
+            row
+            for ticket_id in ids
+            if ticket_id not in left and only in (None, ticket_id)
+            for row in store.db.all(store.q.reclaim_expired, {"only": ticket_id})
+        ]
+    for row in rows:
+        store.close_open_runs(
+            int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
+        )
+        expired.append(Expired(int(row["id"]), str(row["status"])))
     return expired
 
 
