@@ -7,7 +7,8 @@ attempts are held) notices an attempt that lost its ticket: cancelled by a user,
 reclaimed by another engine after the lease ran out.
 
 A busy or failing store is a delay, not a failure: a renewal that fails transiently is
-retried with backoff. The keeper gives an attempt up only when its lease is about to run
+retried with backoff; one PostgreSQL rolls back to break a deadlock is run again at once
+from its start, a few times (`Store.atomic`: its transactions are only store SQL). The keeper gives an attempt up only when its lease is about to run
 out by this engine's own clock (three quarters of `lease_ttl` after the start of the last
 renewal that succeeded, checked by a loop that never waits on the store); then the
 attempt's run is stopped and its VM destroyed before any other engine can see the lease

@@ -318,7 +318,9 @@ class Registry:
                             f"{spec.package_path}: cannot copy the agent package: "
                             + _first_copy_error(exc)
                         ) from exc
-            installed: set[int] = set()  # (kept across tries: a swap is made once)
+            installed: set[int] = set()  # kept across tries: a rollback at the commit
+            # comes after a swap, whose staged copy has moved in; the next try writes the
+            # rows for it and swaps only what is left (docs/engine.md)
 
             def put() -> None:  # run again if PostgreSQL rolls it back (store/rerun.py)
                 self.defs.put_agents(_agent_row(spec) for spec in stored)

@@ -48,7 +48,8 @@ class Store:
     def atomic(self, body: Callable[[], T]) -> T:
         """`body()`, several store calls, as one transaction, run again from its start when
         PostgreSQL rolls it back to break a deadlock (`Database.atomic`): only store calls
-        in `body`, nothing else that a second try would do twice."""
+        in `body`, nothing else that a second try would do twice (or that it must not:
+        what a try made is skipped by the next, or doing it again is harmless)."""
         return self.db.atomic(body)
 
     def lower_raised_sequences(self) -> list[str]:

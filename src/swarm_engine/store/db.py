@@ -117,7 +117,8 @@ class Database(Protocol):
         """`body()` in one `transaction`, its result returned. PostgreSQL: run again from
         the start when the server rolls it back to break a deadlock or a serialization
         conflict, a few times (`store/rerun.py`), so `body` must be only SQL through this
-        database (no file written, nothing kept between tries). SQLite: `transaction`.
+        database, or else safe to run again (a step made once and skipped by the next
+        try, or idempotent; nothing else kept between tries). SQLite: `transaction`.
         Nested in a transaction, part of that one (only its owner may run it again)."""
         ...
 

@@ -6,9 +6,13 @@ cannot be serialized (40001), and rolls it back whole: it did nothing, so runnin
 is safe, and is what PostgreSQL's manual asks of the client ("Serialization Failure
 Handling"). `PostgresDatabase` does so where it owns the transaction: an autocommit
 statement (`run` outside a transaction) and `atomic(body)`, whose body is only SQL through
-the store (no file written, no process started, nothing kept in memory between tries). A
+the store, or does besides only what is safe to do again: a step made once and skipped by
+the next try (`agent register`'s package swap, `registry/catalog.py`), or one that is
+idempotent (the lease reclaim's fence, `store/reclaim.py`); whatever else it keeps in
+memory is told after the commit (`engine/leases.py`: a row put back). A
 `with db.transaction():` block is not run again: a context manager cannot run its block
-twice, so its caller gets `StoreRolledBackError` (a `StoreBusyError`) as before.
+twice, so its caller gets `StoreRolledBackError` (a `StoreBusyError`); no such block is
+left outside the store (docs/engine.md lists what runs again).
 
 At most `TRIES` tries, with a jittered pause between them (about 20 ms, doubling), all
 within the calls' wait (`busy_timeout`, or less under `wait_at_most`): a pause that would
