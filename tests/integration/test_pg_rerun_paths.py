@@ -69,35 +69,56 @@ def crossed(url: str, call: Callable[[], Any]) -> Any:
     return got[0]
 
 
-@pytest.mark.parametrize("where", ["lease", "heartbeat"])
+REFUSING = """
+CREATE FUNCTION refusing() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'no renewal for this one';
+END $$;
+CREATE TRIGGER refusing BEFORE UPDATE ON tickets FOR EACH ROW
+  WHEN (NEW.attempt_id = :'v1') EXECUTE FUNCTION refusing();
+"""
+"""Another client's rule: the store refuses to renew the lease of attempt `v1`."""
+
+
+@pytest.mark.parametrize("where", ["lease", "heartbeat", "fallback"])
 def test_a_lease_renewal_rolled_back_runs_again_and_puts_the_row_back_once(
     store: Store, pg_url: str, where: str
 ) -> None:
     """`lease`: the renewal's first statement (the leases) is rolled back; `heartbeat`: its
     last, the stamp of the engine's row just put back (a deleted row, another writer's):
-    the row is put back by the try that commits, counted and logged once."""
+    the row is put back by the try that commits, counted and logged once. `fallback`: the
+    store refuses the batch (one lease it will not renew), so each lease is renewed apart
+    and then the heartbeat, whose transaction is the one rolled back."""
     row = EngineRow(store, "e", kind="daemon", host=HOST, pid=1, max_vms=1, backend="process")
     row.register()
-    ticket_id = store.tickets.create(title="t", agent_id="echo")
-    attempt = uuid.uuid4().hex
-    store.tickets.claim(ticket_id, engine_id="e", attempt_id=attempt, lease_ttl=30)
+    attempts = {}
+    for title in ("kept", "refused") if where == "fallback" else ("kept",):
+        attempts[title] = uuid.uuid4().hex
+        ticket_id = store.tickets.create(title=title, agent_id="echo")
+        store.tickets.claim(ticket_id, engine_id="e", attempt_id=attempts[title], lease_ttl=30)
     psql(pg_url, "DELETE FROM engines WHERE id = 'e'")
-    before = pg_query(pg_url, "SELECT lease_expires_at AS at FROM tickets")[0]["at"]
-    table = "tickets" if where == "lease" else "engines"
-    psql(pg_url, crossing(table, "UPDATE"))
+    lease = "SELECT lease_expires_at AS at FROM tickets WHERE title = 'kept'"
+    before = pg_query(pg_url, lease)[0]["at"]
+    if where == "fallback":
+        psql(pg_url, REFUSING, attempts["refused"])
+    psql(pg_url, crossing("tickets" if where == "lease" else "engines", "UPDATE"))
     gate = StoreGate()
     keeper = LeaseKeeper(
         store, gate, "e", lease_ttl=3600, heartbeat_interval=1, busy_vms=lambda: 0,
         restore_row=row.put_back, row_restored=row.note_put_back,
     )  # fmt: skip
     try:
-        kept, refusals = crossed(pg_url, lambda: keeper.write([attempt]))
+        kept, refusals = crossed(pg_url, lambda: keeper.write(list(attempts.values())))
     finally:
         gate.close()
-    assert (kept, refusals) == ({attempt}, {})
+    assert kept == {attempts["kept"]}
+    if where == "fallback":
+        assert list(refusals) == [attempts["refused"]]
+        assert "no renewal for this one" in str(refusals[attempts["refused"]])
+    else:
+        assert refusals == {}
     assert tries(pg_url) == 2  # the first try rolled back, the second kept
-    after = pg_query(pg_url, "SELECT lease_expires_at AS at FROM tickets")[0]["at"]
-    assert after > before  # renewed for an hour, from 30 s
+    assert pg_query(pg_url, lease)[0]["at"] > before  # renewed for an hour, from 30 s
     assert pg_query(pg_url, "SELECT id FROM engines WHERE heartbeat_at IS NOT NULL") == [
         {"id": "e"}
     ]
