@@ -8,11 +8,12 @@ reclaimed by another engine after the lease ran out.
 
 A busy or failing store is a delay, not a failure: a renewal that fails transiently is
 retried with backoff; one PostgreSQL rolls back to break a deadlock is run again at once
-from its start, a few times (`Store.atomic`: its transactions are only store SQL). The keeper gives an attempt up only when its lease is about to run
-out by this engine's own clock (three quarters of `lease_ttl` after the start of the last
-renewal that succeeded, checked by a loop that never waits on the store); then the
-attempt's run is stopped and its VM destroyed before any other engine can see the lease
-as expired, and the store's fencing refuses every late write of that attempt.
+from its start, a few times (`Store.atomic`: its transactions are only store SQL). The
+keeper gives an attempt up only when its lease is about to run out by this engine's own
+clock (three quarters of `lease_ttl` after the start of the last renewal that succeeded,
+checked by a loop that never waits on the store); then the attempt's run is stopped and
+its VM destroyed before any other engine can see the lease as expired, and the store's
+fencing refuses every late write of that attempt.
 
 Rows are any writer's, triggers included: a renewal the store refuses outright (a
 trigger's `RAISE`, a constraint) is not transient. The renewal is one statement for all
