@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from swarm_engine.api.auth import check_exposure
 from swarm_engine.config import Settings
 from swarm_engine.errors import StoreError, SwarmError, UsageError
+from swarm_engine.signals import noted_signals
 
 if TYPE_CHECKING:
     from swarm_engine.api.deps import Server
@@ -122,18 +123,11 @@ def serve(
         # again: to this one, which notes it (the default would end the process unsaid)
         # (signals reach the main thread only; a server run on another has none)
         # (SIGINT too: Ctrl-C is how a server in a terminal is stopped, not an abort)
-        terminated: list[int] = []
-        main = threading.current_thread() is threading.main_thread()
-        stops = (signal.SIGTERM, signal.SIGINT)
-        if main:
-            previous = {s: signal.signal(s, lambda sig, _: terminated.append(sig)) for s in stops}
         try:
-            server.run(sockets=[sock])
+            with noted_signals((signal.SIGTERM, signal.SIGINT)) as terminated:
+                server.run(sockets=[sock])
         finally:
             stop.set()
-            if main:
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
         if state.gone is not None:
             raise SwarmError(f"API stopped: {state.gone}")
         if not server.started:

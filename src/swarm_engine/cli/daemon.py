@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from swarm_engine.engine.hostlock import (
 )
 from swarm_engine.errors import ConflictError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.osthreads import name_file_workers
+from swarm_engine.signals import noted_signals
 from swarm_engine.store import Store
 from swarm_engine.vm.proctree import is_engine, started_at
 
@@ -136,53 +136,50 @@ def start(
             stopping.write_text(f"{phase}\n")
 
     # a stop signal from here on, before the loop's handlers are in place, is a stop too
-    # (it killed the engine unsaid, exit -15, while it was starting)
-    early: list[int] = []
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    main_thread = threading.current_thread() is threading.main_thread()
-    before = {sig: signal.signal(sig, lambda n, _: early.append(n)) for sig in stops} if (
-        main_thread
-    ) else {}  # fmt: skip
+    # (it killed the engine unsaid, exit -15, while it was starting); the loop's own
+    # handlers take over while it runs (its end leaves the defaults)
+    with noted_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) as early:
 
-    async def main() -> None:
-        restore = use_pidfd_child_watcher()
-        try:
-            name_file_workers(asyncio.get_running_loop())
-            daemon.install_signal_handlers(mark)
-            if early:
-                mark(daemon.request_stop())
-            await daemon.run()
-        finally:
-            restore()
+        async def main() -> None:
+            restore = use_pidfd_child_watcher()
+            try:
+                name_file_workers(asyncio.get_running_loop())
+                daemon.install_signal_handlers(mark)
+                if early:
+                    mark(daemon.request_stop())
+                await daemon.run()
+            finally:
+                restore()
 
-    click.echo(
-        f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
-        f"home {visible(str(settings.home))} (Ctrl-C to stop)"
-    )
-    try:  # this home's mark of its engine: what `stop` signals (see `ours`)
-        settings.run_dir.mkdir(parents=True, exist_ok=True)
-        (settings.run_dir / f"engine-{os.getpid()}.pid").write_text(f"{os.getpid()}\n")
-    except OSError as exc:
-        click.echo(f"warning: no pid file in {settings.run_dir} ({exc.strerror}):"
-                   " 'swarm-engine stop' will not find this engine", err=True)  # fmt: skip
-    with recorded_end(settings.run_dir) as last_line:  # how it ended, for `stop`
-        try:
-            asyncio.run(main())
-        finally:
-            for sig, handler in before.items():
-                signal.signal(sig, handler)
-            (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
-            stopping.unlink(missing_ok=True)
-            ready.unlink(missing_ok=True)
-            lost = stop_unrecorded(
-                daemon.unrecorded, daemon.end_unrecorded, settings.lease_ttl, daemon.store_trouble
-            )
-            if lost is not None and sys.exc_info()[0] is not None:  # said with its error
-                click.echo(f"warning: {lost}", err=True)
-        said = stopped_after(daemon.claimed, daemon.aborted)
-        if lost is not None:  # records lost: not a clean stop
-            raise StoreError(f"{said}, {lost}")
-        last_line(said)
+        click.echo(
+            f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
+            f"home {visible(str(settings.home))} (Ctrl-C to stop)"
+        )
+        try:  # this home's mark of its engine: what `stop` signals (see `ours`)
+            settings.run_dir.mkdir(parents=True, exist_ok=True)
+            (settings.run_dir / f"engine-{os.getpid()}.pid").write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            click.echo(f"warning: no pid file in {settings.run_dir} ({exc.strerror}):"
+                       " 'swarm-engine stop' will not find this engine", err=True)  # fmt: skip
+        with recorded_end(settings.run_dir) as last_line:  # how it ended, for `stop`
+            try:
+                asyncio.run(main())
+            finally:
+                (settings.run_dir / f"engine-{os.getpid()}.pid").unlink(missing_ok=True)
+                stopping.unlink(missing_ok=True)
+                ready.unlink(missing_ok=True)
+                lost = stop_unrecorded(
+                    daemon.unrecorded,
+                    daemon.end_unrecorded,
+                    settings.lease_ttl,
+                    daemon.store_trouble,
+                )
+                if lost is not None and sys.exc_info()[0] is not None:  # said with its error
+                    click.echo(f"warning: {lost}", err=True)
+            said = stopped_after(daemon.claimed, daemon.aborted)
+            if lost is not None:  # records lost: not a clean stop
+                raise StoreError(f"{said}, {lost}")
+            last_line(said)
     click.echo(said)
 
 
