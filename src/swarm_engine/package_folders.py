@@ -6,6 +6,7 @@
     <packages_dir>/<name>/.lock                held while a registration swaps the link
     <packages_dir>/.trash/<16 hex>             a copy on its way out
     <packages_dir>/.staging-<random>           a registration's copy being made (locked)
+    <packages_dir>/tmp<8 random>               the same, made by an older version (no lock)
 
 `agent register --force` writes each package into a copy of its own, then renames a new
 symlink over `<version>` (one `rename`: a reader resolves either the old copy or the new
@@ -27,10 +28,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TRASH = ".trash"
@@ -39,6 +41,18 @@ STAGING = ".staging-"
 STAGING_GRACE = 60.0
 """Seconds a staging folder nobody holds is left alone (it may be just made, not yet
 locked) before `sweep` removes it (a registration killed while it copied)."""
+LEGACY_STAGING = re.compile(r"tmp[a-z0-9_]{8}\Z")
+"""What `tempfile.mkdtemp(dir=packages_dir)` named the staging folder of a registration
+before `.staging-*` (its `pkg` inside, the package being copied); no version since makes
+one (`staging` names its folders by `STAGING`)."""
+LEGACY_STAGING_AGE = 24 * 3600.0
+"""Seconds since an older version's staging folder (or its `pkg`) last changed before
+`sweep` removes it. Such a folder has no lock to tell a live registration from a killed
+one: its age is the only sign. A registration's copy (at most 64 MiB and 2,000 files
+today, a local copy) and its store transaction (a busy store: `busy_timeout`) take
+seconds to minutes, and an older version still registering during an upgrade touches
+`pkg` as it copies; a day is far past all of it. Waiting costs only the disk space of a
+dead copy for that day."""
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -145,14 +159,47 @@ def _sweep_staging(packages_dir: Path, entry: str) -> bool:
         os.close(fd)
 
 
-def sweep(packages_dir: Path) -> list[str]:
+def _legacy_staging_changed(folder: Path) -> float | None:
+    """When `folder` (named `LEGACY_STAGING`) or its `pkg` last changed, if it has an
+    older version's staging folder's shape: a real folder holding nothing but a real
+    folder `pkg` (and the `.lock` an earlier `sweep` made in it, as in any name's
+    folder); None if not."""
+    try:
+        if folder.is_symlink() or not folder.is_dir():
+            return None
+        if set(os.listdir(folder)) - {"pkg", LOCK}:
+            return None
+        changed = folder.lstat().st_mtime
+        pkg = folder / "pkg"
+        if os.path.lexists(pkg):
+            if pkg.is_symlink() or not pkg.is_dir():
+                return None
+            changed = max(changed, pkg.lstat().st_mtime)
+    except OSError:
+        return None
+    return changed
+
+
+def _unregistered(registered: Callable[[str], bool], name: str) -> bool:
+    """No agent is registered as `name` (one registered before copies has a folder of a
+    staging folder's shape, `<name>/<version>`, and its version may be `pkg`). False
+    when the registry cannot say: the folder is kept (fail closed)."""
+    try:
+        return not registered(name)
+    except Exception:
+        return False
+
+
+def sweep(packages_dir: Path, registered: Callable[[str], bool] | None = None) -> list[str]:
     """Retire every copy in `packages_dir` that no `<version>` link names and nobody reads
     (one a step still holds stays), and empty the trash. Safe while engines run and
     registrations happen: each name's folder is swept under its registration lock.
 
-    Staging folders of registrations killed while they copied go too (`staging`).
-    Returns the `<name>/<copy>` (and `.staging-...`) entries removed. Raises OSError if
-    the folder cannot be read (a missing folder is nothing to sweep)."""
+    Staging folders of registrations killed while they copied go too (`staging`); with
+    `registered` (whether an agent of a name is registered), so do those of an older
+    version (`tmp*`, `LEGACY_STAGING_AGE`). Returns the `<name>/<copy>` (and
+    `.staging-...`, `tmp...`) entries removed. Raises OSError if the folder cannot be read
+    (a missing folder is nothing to sweep)."""
     removed: list[str] = []
     try:
         names = sorted(os.listdir(packages_dir))
@@ -164,6 +211,15 @@ def sweep(packages_dir: Path) -> list[str]:
             if _sweep_staging(packages_dir, name):
                 removed.append(name)
             continue
+        if registered is not None and LEGACY_STAGING.match(name):
+            changed = _legacy_staging_changed(folder)
+            if changed is not None:  # (not locked as a name's folder: its age stays)
+                old = time.time() - changed >= LEGACY_STAGING_AGE
+                if old and _unregistered(registered, name):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    if not os.path.lexists(folder):
+                        removed.append(name)
+                continue
         if name.startswith(".") or folder.is_symlink() or not folder.is_dir():
             continue
         with _locked(folder / LOCK):

@@ -16,6 +16,7 @@ from swarm_engine.cli.app import (
     example,
     pass_existing,
     pass_settings,
+    registry_of,
     require_home,
     store_label,
     store_of,
@@ -413,6 +414,10 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
     too, when no engine of this host runs), expired leases."""
     from swarm_engine.engine.reaper import cleanup
 
+    def registered(name: str) -> bool:  # asked only of an older version's staging folder
+        with registry_of(settings) as registry:
+            return registry.has_agent(name)
+
     with store_of(settings) as store:
         report = cleanup(
             store,
@@ -422,6 +427,7 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
             store_target=settings.tickets_target,
             silent_after=settings.lease_ttl,
             packages_dir=settings.packages_dir,
+            agent_registered=registered,
         )
     if as_json:
         emit_json(report.__dict__)
@@ -431,7 +437,7 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"{len(report.folders)} leftover folder(s); stopped {len(report.helpers)} leftover VM "
         f"helper process(es); re-queued {len(report.requeued)} and failed "
         f"{len(report.failed)} ticket(s) with expired leases; removed {len(report.cgroups)} "
-        f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies)"
+        f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies) or staging folder(s)"
     )
     for e in report.waiting:
         console.print(

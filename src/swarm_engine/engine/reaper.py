@@ -49,7 +49,8 @@ class ReapReport:
     not reaped yet (`id`, `pid`, `reaped_in` seconds; `EngineStore.gone_unreaped`)."""
     packages: list[str] = field(default_factory=list)
     """Old agent package copies no link names and no step reads any more, removed
-    (`<name>/<copy>`; `package_folders.sweep`)."""
+    (`<name>/<copy>`; `package_folders.sweep`), and the staging folders of registrations
+    killed while they copied (`.staging-*`, an older version's `tmp*`)."""
 
 
 SILENT_AFTER = 30.0
@@ -327,6 +328,7 @@ def cleanup(
     store_target: str | Path | None = None,
     silent_after: float = SILENT_AFTER,
     packages_dir: Path | None = None,
+    agent_registered: Callable[[str], bool] | None = None,
 ) -> ReapReport:
     """Reap this host's dead engines and orphan VMs and its leftover VM folders (those with
     no `vms` row too: `reap_unrecorded`), then
@@ -340,11 +342,13 @@ def cleanup(
     kernel says this store's engine lock of this host is held (an engine runs, whatever
     the rows say: one line says so); expired leases are still reclaimed. With
     `packages_dir`, old agent package copies nobody reads any more are removed (whatever
-    runs: a copy a step holds stays; a folder that cannot be swept is a warning line)."""
+    runs: a copy a step holds stays; a folder that cannot be swept is a warning line);
+    with `agent_registered` too, an older version's staging folders a day old
+    (`package_folders.LEGACY_STAGING_AGE`)."""
     report = ReapReport()
     if packages_dir is not None:
         try:
-            report.packages = sweep(packages_dir)
+            report.packages = sweep(packages_dir, agent_registered)
         except OSError as exc:
             log.warning("old agent package copies in %s not removed: %s", packages_dir, exc)
     if store_target is not None and engine_lock_held(store_target, host):
