@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,13 +94,17 @@ class Server:
         target = settings.tickets_target
 
         def store() -> Store:
-            return open_store(target, busy_timeout=settings.busy_timeout)
+            # a lock wait given up once the stop's time is up (`past_stop`; `made`: by
+            # the time one is opened)
+            return open_store(target, busy_timeout=settings.busy_timeout, give_up=made.past_stop)
 
         def registry() -> Registry:
-            return Registry(
+            opened = Registry(
                 settings.registry_target, settings.packages_dir,
                 busy_timeout=settings.busy_timeout,
             )  # fmt: skip
+            opened.defs.db.give_up_when(made.past_stop)
+            return opened
 
         registry_target = settings.registry_target
         stores: Pool[Store] = Pool(store, Store.close, shared=is_url(target))
@@ -121,6 +126,14 @@ class Server:
         self.stopping = True
         for scope in list(self.sends):
             scope.deadline = min(scope.deadline, self.stop_by)
+
+    def past_stop(self) -> bool:
+        """The server stops and `stop_by` has passed: a request's store call still waiting
+        for a lock another client holds then gives up (`Database.give_up_when`; a 503, or
+        a log response dropped), for its worker thread cannot be cancelled and would hold
+        the stop for as long as the busy timeout. Called from any thread (`stop_by` is on
+        the event loop's clock, `time.monotonic`)."""
+        return self.stopping and time.monotonic() >= self.stop_by
 
     def check_file(self) -> None:
         """Raise `StoreError` (503) once the SQLite store's or the registry's name no

@@ -19,7 +19,8 @@ streams are open at once (one more is a 503 with `Retry-After`). When the server
 (`Server.stopping`), a stream ends its response at its next look, without an `end` event;
 a stream whose client stopped reading, and a download, still going
 `server.LOG_DRAIN_SECONDS` after the stop (`Server.stop_by`) are dropped, so that uvicorn
-never cancels one.
+never cancels one; so is one whose look at the store waits then for a lock another client
+holds (`Server.past_stop`: the look gives up, for its thread cannot be cancelled).
 
 A stream's memory is bounded whatever the client does: it reads at most about
 `STREAM_BATCH_BYTES` of log per look (in pieces of at most `STREAM_PIECE_BYTES`), and looks
@@ -230,6 +231,9 @@ class _SlotStream(StreamingResponse):
             await _drop(scope, receive)
         except SwarmError as exc:  # a download's store failed midway (a stream says so
             # in an event): dropped, so the client does not take a cut text for the whole
+            if self.server.past_stop():  # its read gave up on a lock: the server stops
+                await _drop(scope, receive)
+                return
             why = " ".join(str(exc).split())
             log.warning("a log download failed midway, its connection dropped: %s", why)
             await _drop(scope, receive)
@@ -284,6 +288,8 @@ async def _events(
         try:
             batch = await _poll(server, follower)
         except Exception as exc:  # the ticket was deleted, the store went away, ...
+            if server.stopping:  # (a look that gave up on a lock: `Server.past_stop`)
+                return
             yield _event("error", {"message": " ".join(str(exc).split())})
             return
 

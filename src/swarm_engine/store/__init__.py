@@ -96,11 +96,16 @@ def redact(url: str) -> str:
 
 
 def open_database(
-    target: str | Path, schema: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    target: str | Path,
+    schema: str,
+    *,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    give_up: Callable[[], bool] | None = None,
 ) -> Database:
     """Open (creating and migrating) the `schema` ('tickets' or 'registry') database.
 
     `target`: a path (SQLite), `sqlite:///abs/path`, or `postgresql://user@host/db`.
+    `give_up`: see `Database.give_up_when` (SQLite: its opening's waits too).
     Raises `ConfigError` for a URL of another kind, `StoreError` when it cannot be used.
     """
     if isinstance(target, str):
@@ -116,12 +121,18 @@ def open_database(
             )
     from swarm_engine.store.sqlite import connect
 
-    return connect(target, schema, busy_timeout=busy_timeout)
+    return connect(target, schema, busy_timeout=busy_timeout, give_up=give_up)
 
 
-def open_store(target: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
-    """Open the ticket store. Raises `StoreError` (`ConfigError` for a bad URL)."""
-    db = open_database(target, "tickets", busy_timeout=busy_timeout)
+def open_store(
+    target: str | Path,
+    *,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    give_up: Callable[[], bool] | None = None,
+) -> Store:
+    """Open the ticket store (`give_up`: `open_database`). Raises `StoreError`
+    (`ConfigError` for a bad URL)."""
+    db = open_database(target, "tickets", busy_timeout=busy_timeout, give_up=give_up)
     return Store(
         db, TicketStore(db), RunStore(db), VMStore(db), EngineStore(db), LogStore(db),
         TriggerStore(db),

@@ -134,6 +134,15 @@ class Database(Protocol):
         connection's `lock_timeout`, set as it is lent, at least 1 ms)."""
         ...
 
+    def give_up_when(self, give_up: Callable[[], bool] | None) -> None:
+        """From now on (None: no longer), a call that waits for a lock another client
+        holds stops waiting once `give_up()` says so, within a quarter of a second, its
+        lock error raised (`StoreBusyError`) as after the busy timeout: for a caller whose
+        thread cannot be cancelled (a server that stops: `api/logs.py`). SQLite: each
+        statement outside a transaction; PostgreSQL: nothing (a read there waits for a
+        lock only behind DDL, and at most `lock_timeout`)."""
+        ...
+
     def open_value(
         self, table: str, column: str, rowid: int
     ) -> AbstractContextManager[ValueReader | None]:

@@ -347,6 +347,9 @@ class PostgresDatabase:
         with self._ms_lock:
             self._wait_ms = ms
 
+    def give_up_when(self, give_up: Callable[[], bool] | None) -> None:
+        pass  # (see `Database.give_up_when`)
+
     def open_value(
         self, table: str, column: str, rowid: int
     ) -> AbstractContextManager[ValueReader | None]:

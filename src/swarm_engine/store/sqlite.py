@@ -64,6 +64,9 @@ SEQUENCE_REFUSED = re.compile(r"(\w+)\.id sequence at or above 2\^62 is refused"
 """The message of a `<table>_sequence_guard` trigger (0009_ids_past_the_guard.sql)."""
 
 SEQUENCE_REPAIRS = 3
+WAIT_SLICE_MS = 250
+"""Under `give_up_when`, a statement waits for a lock this long at a time, then looks
+whether to wait on (`give_up_when`): how late it notices that it should stop."""
 """How many times one statement lowers a raised sequence and runs again (outside a
 transaction another client may raise it again in between; inside one it cannot)."""
 
@@ -83,15 +86,22 @@ def translate(exc: sqlite3.Error, where: str) -> StoreError:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreIntegrityError(f"{where}: {text}")
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
-        primary is None and "database is locked" in text  # (an error with no code)
-    ):
+    if _is_lock_error(exc):
         return StoreBusyError(f"{where} is busy: {text}")
     if primary == sqlite3.SQLITE_FULL:  # a spent AUTOINCREMENT: see `spent_sequence`
         return StoreBusyError(f"{where} is unavailable for now: {text} ({FULL_CAUSES})")
     if primary in TRANSIENT_CODES:
         return StoreBusyError(f"{where} is unavailable for now: {text}")
     return StoreError(f"{where}: {text}")
+
+
+def _is_lock_error(exc: sqlite3.Error) -> bool:
+    """Another client holds a lock (its busy timeout waited out)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+        primary is None and "database is locked" in str(exc)  # (an error with no code)
+    )
 
 
 def _bind(params: Params | None) -> dict[str, Any] | tuple[()]:
@@ -117,6 +127,9 @@ class SQLiteDatabase:
         self._busy_ms = int(busy_timeout * 1000)
         self._wait_ms = self._busy_ms
         """The busy timeout in force now (`wait_at_most`)."""
+        self._give_up: Callable[[], bool] | None = None
+        """While set, when a statement outside a transaction stops waiting for a lock
+        (`give_up_when`)."""
         self.what = "store"
         """What the file is to users, for errors: `store` or `registry`."""
         self._opened: Identity | None = None
@@ -153,7 +166,7 @@ class SQLiteDatabase:
             self._same_file()
         for attempt in range(SEQUENCE_REPAIRS + 1):
             try:
-                cur = self.conn.execute(sql, _bind(params))
+                cur = self._execute(sql, params)
                 rows: list[Row] = cur.fetchall()
                 if cur.rowcount >= 0 and not self._in_transaction:  # a write, taken
                     self.writes += 1
@@ -169,6 +182,33 @@ class SQLiteDatabase:
             except OverflowError as exc:  # a Python int past SQLite's 64 bits
                 raise StoreIntegrityError(f"{self.where}: a number is out of range") from exc
         raise AssertionError("unreachable")
+
+    def _execute(self, sql: str, params: Params | None) -> sqlite3.Cursor:
+        return self._waiting(lambda: self.conn.execute(sql, _bind(params)))
+
+    def _waiting(self, call: Callable[[], T]) -> T:
+        """`call()` (one statement, or a blob's opening); under `give_up_when`, outside a
+        transaction, one that meets a lock waits for it `WAIT_SLICE_MS` at a time and is
+        made again after each (one that met a lock did nothing), until the busy timeout
+        in force has passed in all or the caller gives up (the lock error then, as after
+        the timeout)."""
+        give_up = self._give_up
+        if give_up is None or self._in_transaction or self._wait_ms <= WAIT_SLICE_MS:
+            return call()
+        deadline = time.monotonic() + self._wait_ms / 1000
+        self.conn.execute(f"PRAGMA busy_timeout = {WAIT_SLICE_MS}")
+        try:
+            while True:
+                try:
+                    return call()
+                except sqlite3.OperationalError as exc:
+                    if not _is_lock_error(exc) or time.monotonic() >= deadline or give_up():
+                        raise
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {self._wait_ms}")
+
+    def give_up_when(self, give_up: Callable[[], bool] | None) -> None:
+        self._give_up = give_up
 
     def _raised_sequence(self, exc: sqlite3.Error) -> str | None:
         """The ticket-store table whose raised id sequence refused this statement (the
@@ -271,7 +311,7 @@ class SQLiteDatabase:
     @contextmanager
     def open_value(self, table: str, column: str, rowid: int) -> Iterator[BlobReader | None]:
         try:
-            blob = self.conn.blobopen(table, column, rowid, readonly=True)
+            blob = self._waiting(lambda: self.conn.blobopen(table, column, rowid, readonly=True))
         except sqlite3.Error as exc:
             if not str(exc).startswith("no such rowid"):
                 raise translate(exc, self.where) from exc
@@ -436,27 +476,38 @@ def migrations(schema: str, dialect: Dialect = "sqlite") -> list[tuple[int, str]
 
 
 def connect(
-    path: Path, schema: str, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+    path: Path,
+    schema: str,
+    *,
+    busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+    give_up: Callable[[], bool] | None = None,
 ) -> SQLiteDatabase:
     """Open (creating if needed) the database at `path` and bring its schema up to date.
+    With `give_up`, its calls give up waiting for a lock once it says so
+    (`SQLiteDatabase.give_up_when`), opening's own included.
 
     Raises `StoreError` when the file cannot be opened or is not a usable database,
-    `StoreBusyError` when it stays locked past `SETUP_ATTEMPTS` tries.
+    `StoreBusyError` when it stays locked past `SETUP_ATTEMPTS` tries (with `give_up`:
+    past the busy timeout, or once `give_up()` says so).
     """
     one_name(path)
+    full_ms = int(busy_timeout * 1000)
+    setup_ms = full_ms if give_up is None else min(full_ms, WAIT_SLICE_MS)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            path, timeout=setup_ms / 1000, isolation_level=None, check_same_thread=False
         )
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
     conn.text_factory = decode_text
     db = SQLiteDatabase(conn, path, busy_timeout)
-    for attempt in range(SETUP_ATTEMPTS):
+    deadline = time.monotonic() + busy_timeout
+    attempt = 0
+    while True:
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {setup_ms}")
             conn.execute("PRAGMA foreign_keys = ON")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -467,23 +518,30 @@ def connect(
             one_name(path)  # again: a link made while it opened
             db.what = "store" if schema == "tickets" else schema
             db.pin()
+            conn.execute(f"PRAGMA busy_timeout = {full_ms}")
+            db.give_up_when(give_up)
             return db
         except (sqlite3.OperationalError, StoreBusyError) as exc:
             # switching a brand-new file to WAL needs a moment alone with it; when many
             # processes open it at once, some are told "locked" without waiting: retry
-            if "locked" not in str(exc) or attempt == SETUP_ATTEMPTS - 1:
+            # (with `give_up`, a lock is waited for a slice at a time, as by its calls)
+            attempt += 1
+            if give_up is None:
+                waits_on = attempt < SETUP_ATTEMPTS
+            else:
+                waits_on = time.monotonic() < deadline and not give_up()
+            if "locked" not in str(exc) or not waits_on:
                 conn.close()
                 if isinstance(exc, StoreError):
                     raise
                 raise translate(exc, f"database {path}") from exc
-            time.sleep(0.01 * (attempt + 1))
+            time.sleep(0.01 * min(attempt, 5))
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"database {path} is not usable: {exc}") from exc
         except StoreError:
             conn.close()
             raise
-    raise AssertionError("unreachable")
 
 
 def _migrate(db: SQLiteDatabase, schema: str, path: Path) -> None:
