@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -38,7 +40,7 @@ from swarm_engine.cli.output import (
 )
 from swarm_engine.cli.text import left_running, reaped_when
 from swarm_engine.config import BACKEND_NAMES, Settings
-from swarm_engine.errors import TicketFailed
+from swarm_engine.errors import StoreError, TicketFailed
 from swarm_engine.records import shown
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
@@ -154,9 +156,17 @@ async def _run_and_wait(
         interrupted()
 
     session.on_gone = interrupted  # the store's file went away: nothing more is written
+    lost: list[str] = []  # why the store was given up (`_store_silence`)
+
+    def silent(why: str) -> None:
+        lost.append(why)
+        session.runner.abort_error = f"run-ticket --wait gave up on the store: {why}"
+        session.abort()  # (what is left to write is waited for one lease_ttl more)
+        main.cancel()
 
     for sig, how in STOP_SIGNALS.items():
         loop.add_signal_handler(sig, signalled, how)
+    watch = asyncio.create_task(_store_silence(session, settings, silent), name="store-watch")
     try:
         async with session:
             with progress if not quiet else contextlib.nullcontext():
@@ -171,14 +181,42 @@ async def _run_and_wait(
 
         if session.gone is not None:  # exit 6, as any store error
             raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
+        if lost:  # exit 6: what became of the ticket is the reclaim's, once it answers
+            raise StoreError(
+                f"run-ticket stopped: {lost[0]}; ticket {ticket_id}'s run could not be"
+                " recorded: once the store answers, its expired lease is reclaimed (by an"
+                " engine or 'swarm-engine cleanup')"
+            ) from None
 
         line = visible(_interrupted(settings, session, ticket_id))
         with contextlib.suppress(OSError):  # (SIGHUP: the terminal may be gone)
             err_console.print(line, markup=False, highlight=False)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
+        watch.cancel()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+async def _store_silence(
+    session: EngineSession, settings: Settings, give_up: Callable[[str], None]
+) -> None:
+    """Until cancelled, every heartbeat: once the store has not answered for a whole
+    `lease_ttl` while a call waits on it (busy, or unreachable), the run's lease has run
+    out unrenewed and the run cannot be recorded as this process's any more: `give_up`
+    is called, once, with why. (Before that, a store that does not answer is a delay.)"""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(settings.heartbeat_interval)
+        gate = session.gate
+        quiet = time.monotonic() - gate.answered_at
+        if gate.trouble is not None and quiet >= settings.lease_ttl:
+            give_up(
+                f"the store has not answered for {quiet:.0f}s, past the ticket's lease"
+                f" (lease_ttl {settings.lease_ttl:g}s): {gate.trouble[:300]}"
+            )
+            return
 
 
 def _interrupted(settings: Settings, session: EngineSession, ticket_id: int) -> str:
