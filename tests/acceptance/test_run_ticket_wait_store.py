@@ -111,6 +111,7 @@ def test_a_postgresql_server_stopped_mid_run_ends_it_with_one_line(tmp_path: Pat
     finally:
         server.stop()
     assert proc.returncode == 6, (out, lines)
+    assert not any("Traceback" in x or "never retrieved" in x for x in lines), lines
     last = lines[-1].strip()
     assert last.startswith("error: run-ticket stopped: the store has not answered for "), lines
     assert "past the ticket's lease (lease_ttl 3s)" in last and "cleanup" in last, last

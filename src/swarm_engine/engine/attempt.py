@@ -345,8 +345,18 @@ async def record_destroyed(gate: StoreGate, writes: RunWrites, destroyed: list[D
     if not gone:
         return
     del destroyed[: len(gone)]
+    job = asyncio.ensure_future(gate.retrying(writes.vms_destroyed, gone))
+    job.add_done_callback(_seen)  # (shielded: its error is the reaper's, never a traceback)
     with contextlib.suppress(StoreError):
-        await asyncio.shield(gate.retrying(writes.vms_destroyed, gone))
+        await asyncio.shield(job)
+
+
+def _seen(job: asyncio.Future[None]) -> None:
+    """Take a shielded write's outcome, so that one ending in an error after its waiter
+    was cancelled (a store given up) is not reported `Task exception was never
+    retrieved`, with a traceback."""
+    if not job.cancelled():
+        job.exception()
 
 
 def _attach_later(sink: StepLog, job: asyncio.Future[BinaryIO | OSError]) -> None:
