@@ -9,10 +9,13 @@
  * worker thread; started vfork-style, in its own session and, with cgroup v2, a cgroup
  * of its own whose pids.max is the step's process limit; over when its own process
  * exits, which kills what it left running), put, get, ping, kill, restored, shutdown.
+ * With the memory controller, every command's cgroup is under one `commands` cgroup whose
+ * memory.max leaves the guest a reserve (see setup_commands_cgroup): the kernel's OOM
+ * killer then acts among the commands, never on the agent or the guest as a whole.
  * While a command runs, a guard thread kills the command holding the most memory once the
- * guest is nearly out of it (see memory_guard), before the kernel would thrash.
+ * guest (or the commands' share) is nearly out of it (see memory_guard), before the
+ * kernel would thrash.
  * Arguments: --workspace DIR --cgroup-root DIR|none --fd N --port DEV.
- * Keep it in step with agent.py (the host tests run both over a socketpair).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -271,6 +274,11 @@ static int chan_fd = -1;
 static pthread_mutex_t chan_lock = PTHREAD_MUTEX_INITIALIZER;
 static char workspace[PATH_MAX];
 static const char *cgroup_root;
+/* Where the commands' cgroups are made: `<cgroup_root>/commands` when the memory
+ * controller bounds them (setup_commands_cgroup), else cgroup_root itself. */
+static char slots_root[PATH_MAX - 64];
+static long commands_max_kib = -1; /* the commands cgroup's memory.max; -1: none */
+static int commands_stat_fd = -1;  /* its memory.stat, read by memory_guard */
 
 static void write_all(int fd, const char *p, size_t n) {
     while (n) {
@@ -511,6 +519,7 @@ typedef struct proc {
     char cgroup[PATH_MAX];
     int out_of_memory; /* killed by memory_guard (set under procs_lock) */
     int memory_low;    /* memory was low while it ran (set under procs_lock) */
+    long oom_kills;    /* its cgroup's memory.events oom_kill as it started; -1: none */
     struct proc *next;
 } proc_t;
 
@@ -566,6 +575,15 @@ static void do_kill(long rid, const json *h) {
 #define GUARD_MIN_KIB (8L * 1024)
 #define GUARD_MAX_KIB (128L * 1024)
 
+/* Below this many KiB of MemAvailable the guest is low on memory: a twentieth of
+ * MemTotal, between GUARD_MIN_KIB and GUARD_MAX_KIB. */
+static long guard_floor_kib(long total_kib) {
+    long floor = total_kib / 20;
+    if (floor < GUARD_MIN_KIB) floor = GUARD_MIN_KIB;
+    if (floor > GUARD_MAX_KIB) floor = GUARD_MAX_KIB;
+    return floor;
+}
+
 static long meminfo_kib(const char *text, const char *key) {
     const char *at = strstr(text, key);
     return at ? strtol(at + strlen(key), NULL, 10) : -1;
@@ -602,6 +620,28 @@ static long command_kib(const proc_t *p) {
     return total;
 }
 
+/* The value of `key` in a memory.stat text ("anon 1234\n..."; bytes), in KiB; 0 if absent. */
+static long stat_kib(const char *text, const char *key) {
+    size_t len = strlen(key);
+    for (const char *line = text; line; line = strchr(line, '\n')) {
+        if (*line == '\n') line++;
+        if (!strncmp(line, key, len) && line[len] == ' ') return strtol(line + len + 1, NULL, 10) / 1024;
+    }
+    return 0;
+}
+
+/* KiB the commands cgroup can still take before its memory.max: the limit less what
+ * cannot be reclaimed (anonymous memory and shmem: memfds, tmpfs files, SysV shared
+ * memory; memory.stat gives bytes). LONG_MAX when there is no such cgroup. */
+static long commands_headroom_kib(void) {
+    if (commands_stat_fd < 0 || commands_max_kib < 0) return LONG_MAX;
+    char text[8192];
+    ssize_t n = pread(commands_stat_fd, text, sizeof text - 1, 0);
+    if (n <= 0) return LONG_MAX;
+    text[n] = '\0';
+    return commands_max_kib - stat_kib(text, "anon") - stat_kib(text, "shmem");
+}
+
 static void *memory_guard(void *unused) {
     (void)unused;
     int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
@@ -619,9 +659,8 @@ static void *memory_guard(void *unused) {
         text[n] = '\0';
         long total = meminfo_kib(text, "MemTotal:"), avail = meminfo_kib(text, "MemAvailable:");
         if (total <= 0 || avail < 0) continue;
-        long floor = total / 20;
-        if (floor < GUARD_MIN_KIB) floor = GUARD_MIN_KIB;
-        if (floor > GUARD_MAX_KIB) floor = GUARD_MAX_KIB;
+        long floor = guard_floor_kib(total), headroom = commands_headroom_kib();
+        if (headroom < avail) avail = headroom;
         if (avail >= floor) { low_polls = 0; continue; }
         low_polls++;
         pthread_mutex_lock(&procs_lock);
@@ -673,6 +712,35 @@ static void send_exit(long rid, int code, int timed_out, double started) {
     send_frame(&b, NULL, 0);
 }
 
+/* Writes `value` to `<dir>/<name>` (a cgroup control file); 0, or -1 with errno. */
+static int write_file(const char *dir, const char *name, const char *value) {
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t w = write(fd, value, strlen(value));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return w < 0 ? -1 : 0;
+}
+
+/* How many of a slot's processes an OOM killer has killed (memory.events oom_kill), or
+ * -1 without the memory controller. */
+static long oom_kills(const char *cgroup) {
+    if (commands_max_kib < 0) return -1;
+    char path[PATH_MAX + 16], text[512];
+    snprintf(path, sizeof path, "%s/memory.events", cgroup);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    text[n] = '\0';
+    const char *at = strstr(text, "oom_kill ");
+    return at ? strtol(at + 9, NULL, 10) : -1;
+}
+
 /* Exec cgroups are kept and reused: making and removing one costs ~1 ms of guest time
  * under TCG (controller state allocated, then freed through workqueues and RCU), while
  * moving a new process into an existing one costs next to nothing. A slot is free
@@ -696,7 +764,7 @@ static slot_t *take_slot(void) {
     for (int k = 0; k < nslots && !slot; k++)
         if (!slots[k]->busy) slot = slots[k];
     if (!slot && nslots < MAX_SLOTS && (slot = calloc(1, sizeof *slot))) {
-        snprintf(slot->path, sizeof slot->path, "%s/exec-%d", cgroup_root, nslots);
+        snprintf(slot->path, sizeof slot->path, "%s/exec-%d", slots_root, nslots);
         char events[PATH_MAX + 16], procs_path[PATH_MAX + 16];
         snprintf(events, sizeof events, "%s/cgroup.events", slot->path);
         snprintf(procs_path, sizeof procs_path, "%s/cgroup.procs", slot->path);
@@ -710,6 +778,8 @@ static slot_t *take_slot(void) {
         } else {
             slot->pids_max = -2;
             slots[nslots++] = slot;
+            /* an OOM kill in it takes the whole command, as memory_guard does */
+            if (commands_max_kib >= 0) write_file(slot->path, "memory.oom.group", "1");
         }
     }
     if (slot) slot->busy = 1;
@@ -868,9 +938,11 @@ static void exec_request(request_t *req) {
     json *limits = jget(h, "limits");
     long nofile = (long)jnum(limits, "nofile", -1), nproc = (long)jnum(limits, "nproc", -1);
     slot = cgroup_root ? take_slot() : NULL;
+    me->oom_kills = -1;
     if (slot) {
         snprintf(me->cgroup, sizeof me->cgroup, "%s", slot->path);
         set_pids_max(slot, nproc);
+        me->oom_kills = oom_kills(slot->path);
     }
     json *stdin_j = jget(h, "stdin");
     int want_stdin = stdin_j && stdin_j->type == J_BOOL && stdin_j->boolean;
@@ -990,9 +1062,12 @@ static void exec_request(request_t *req) {
     }
     if (pidfd >= 0) close(pidfd);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    /* the kernel's OOM killer acted in the command's own cgroup (commands at memory.max) */
+    long kills = me->oom_kills >= 0 ? oom_kills(me->cgroup) : -1;
+    int capped = kills > me->oom_kills && me->oom_kills >= 0;
     slot = release_if_empty(slot);
     /* (forget() above: no lock needed to read the guard's marks) */
-    if (!timed_out && (me->out_of_memory || (code == 128 + SIGKILL && me->memory_low))) {
+    if (!timed_out && (me->out_of_memory || capped || (code == 128 + SIGKILL && me->memory_low))) {
         static const char guard[] =
             "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
             " (MemAvailable under a twentieth of MemTotal), and the command holding the most"
@@ -1001,7 +1076,12 @@ static void exec_request(request_t *req) {
             "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
             " (MemAvailable under a twentieth of MemTotal), and the kernel killed the command;"
             " it fails with exit code 137 (raise memory_mb, or use less)\n";
+        static const char cap[] =
+            "\nswarm-engine: the step ran out of memory: the commands used all the memory the"
+            " VM gives them (its memory less a reserve for the guest), and the kernel killed"
+            " the command; it fails with exit code 137 (raise memory_mb, or use less)\n";
         if (me->out_of_memory) send_out(rid, "stderr", guard, sizeof guard - 1);
+        else if (capped) send_out(rid, "stderr", cap, sizeof cap - 1);
         else send_out(rid, "stderr", kernel, sizeof kernel - 1);
         code = 137;
     }
@@ -1107,6 +1187,41 @@ static const char *find_port(void) {
     exit(1);
 }
 
+/* With the memory controller: `<cgroup_root>/commands`, the parent of every command's
+ * cgroup, with memory.max = what the guest has available now (at boot, before any
+ * command) less a reserve of twice the guard's floor (at least half of it is left to the
+ * commands). Memory the commands fill faster than memory_guard acts (a memfd written in a
+ * loop) then meets the limit: the kernel's OOM killer kills inside `commands`, and the
+ * agent and the guest keep their memory. Without this, such a fill once left the kernel
+ * with nothing it may kill (the agent is -1000) and the guest panicked ("System is
+ * deadlocked on memory"). Without the controller, the commands' cgroups are made in
+ * cgroup_root as before and memory_guard alone bounds them. */
+static void setup_commands_cgroup(void) {
+    char path[sizeof slots_root], text[4096];
+    if (write_file(cgroup_root, "cgroup.subtree_control", "+memory")) return;
+    snprintf(path, sizeof path, "%s/commands", cgroup_root);
+    if (mkdir(path, 0755) && errno != EEXIST) return;
+    if (write_file(path, "cgroup.subtree_control", "+pids")) { /* no pids controller */ }
+    if (write_file(path, "cgroup.subtree_control", "+memory")) return;
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+    if (fd >= 0) close(fd);
+    if (n <= 0) return;
+    text[n] = '\0';
+    long total = meminfo_kib(text, "MemTotal:"), avail = meminfo_kib(text, "MemAvailable:");
+    if (total <= 0 || avail <= 0) return;
+    long max = avail - 2 * guard_floor_kib(total);
+    if (max < avail / 2) max = avail / 2;
+    char value[32];
+    snprintf(value, sizeof value, "%ld", max * 1024);
+    if (write_file(path, "memory.max", value)) return;
+    char stat_path[PATH_MAX + 16];
+    snprintf(stat_path, sizeof stat_path, "%s/memory.stat", path);
+    commands_stat_fd = open(stat_path, O_RDONLY | O_CLOEXEC);
+    snprintf(slots_root, sizeof slots_root, "%s", path);
+    commands_max_kib = max;
+}
+
 int main(int argc, char **argv) {
     const char *ws = "/workspace", *port = NULL, *cg = "/sys/fs/cgroup";
     int fd = -1;
@@ -1123,9 +1238,9 @@ int main(int argc, char **argv) {
     snprintf(probe, sizeof probe, "%s/cgroup.controllers", cg);
     cgroup_root = strcmp(cg, "none") && access(probe, F_OK) == 0 ? cg : NULL;
     if (cgroup_root) { /* once: each exec's cgroup gets pids.max (if the kernel has it) */
-        snprintf(probe, sizeof probe, "%s/cgroup.subtree_control", cg);
-        int ctl = open(probe, O_WRONLY | O_CLOEXEC);
-        if (ctl >= 0) { if (write(ctl, "+pids", 5) < 0) { /* no pids controller */ } close(ctl); }
+        snprintf(slots_root, sizeof slots_root, "%s", cgroup_root);
+        if (write_file(cgroup_root, "cgroup.subtree_control", "+pids")) { /* no pids controller */ }
+        setup_commands_cgroup();
     }
     if (cgroup_root) { /* the first slot is made at boot (and so is in the snapshot) */
         slot_t *first = take_slot();
