@@ -5,6 +5,13 @@
 # Extra arguments go to the main pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# checked first, before the set-up and the QEMU suites: unset or empty means 4
+workers="${SWARM_TEST_WORKERS:-4}"
+if [[ ! $workers =~ ^[0-9]{1,3}$ ]] || (( 10#$workers > 64 )); then
+    echo "error: SWARM_TEST_WORKERS must be a whole number from 0 to 64 (0 runs the suite in one process), not '$workers'" >&2
+    exit 2
+fi
+workers=$((10#$workers))
 bash scripts/setup.sh --vm
 export SWARM_QEMU_IMAGES="${SWARM_QEMU_IMAGES:-${SWARM_IMAGE_CACHE:-/var/cache/swarm-engine}/current}"
 PYTHON=.venv/bin/python bash scripts/build-images.sh
@@ -21,9 +28,4 @@ echo "== the whole suite (default image) =="
 # In SWARM_TEST_WORKERS parallel workers (pytest-xdist; 4 by default: most of a test's time
 # is spent waiting on processes, VMs and the store, not on the 2 cores), each test file on
 # one worker in file order, as its module-scoped fixtures expect. 0 runs it in this process.
-workers="${SWARM_TEST_WORKERS:-4}"
-if [[ ! $workers =~ ^[0-9]+$ ]]; then
-    echo "error: SWARM_TEST_WORKERS must be a whole number (0 runs the suite in one process), not '$workers'" >&2
-    exit 2
-fi
 .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
