@@ -725,22 +725,6 @@ static int write_file(const char *dir, const char *name, const char *value) {
     return w < 0 ? -1 : 0;
 }
 
-/* How many of a slot's processes an OOM killer has killed (memory.events oom_kill), or
- * -1 without the memory controller. */
-static long oom_kills(const char *cgroup) {
-    if (commands_max_kib < 0) return -1;
-    char path[PATH_MAX + 16], text[512];
-    snprintf(path, sizeof path, "%s/memory.events", cgroup);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    text[n] = '\0';
-    const char *at = strstr(text, "oom_kill ");
-    return at ? strtol(at + 9, NULL, 10) : -1;
-}
-
 /* Exec cgroups are kept and reused: making and removing one costs ~1 ms of guest time
  * under TCG (controller state allocated, then freed through workqueues and RCU), while
  * moving a new process into an existing one costs next to nothing. A slot is free
@@ -750,8 +734,20 @@ typedef struct {
     int events_fd;  /* its cgroup.events: "populated 0" once empty */
     int procs_fd;   /* its cgroup.procs, open for writing: a child writes "0" to join */
     long pids_max;  /* what its pids.max was last set to; -2: never set */
+    int memory_events_fd; /* its memory.events, or -1 without the memory controller */
     int busy;
 } slot_t;
+
+/* How many of a slot's processes an OOM killer has killed (memory.events oom_kill), or
+ * -1 without the memory controller. */
+static long oom_kills(const slot_t *slot) {
+    char text[512];
+    ssize_t n = slot->memory_events_fd < 0 ? -1 : pread(slot->memory_events_fd, text, sizeof text - 1, 0);
+    if (n <= 0) return -1;
+    text[n] = '\0';
+    const char *at = strstr(text, "oom_kill ");
+    return at ? strtol(at + 9, NULL, 10) : -1;
+}
 
 #define MAX_SLOTS 256
 static slot_t *slots[MAX_SLOTS];
@@ -778,8 +774,13 @@ static slot_t *take_slot(void) {
         } else {
             slot->pids_max = -2;
             slots[nslots++] = slot;
-            /* an OOM kill in it takes the whole command, as memory_guard does */
-            if (commands_max_kib >= 0) write_file(slot->path, "memory.oom.group", "1");
+            slot->memory_events_fd = -1;
+            if (commands_max_kib >= 0) { /* an OOM kill in it takes the whole command */
+                write_file(slot->path, "memory.oom.group", "1");
+                char memory_events[PATH_MAX + 16];
+                snprintf(memory_events, sizeof memory_events, "%s/memory.events", slot->path);
+                slot->memory_events_fd = open(memory_events, O_RDONLY | O_CLOEXEC);
+            }
         }
     }
     if (slot) slot->busy = 1;
@@ -942,7 +943,7 @@ static void exec_request(request_t *req) {
     if (slot) {
         snprintf(me->cgroup, sizeof me->cgroup, "%s", slot->path);
         set_pids_max(slot, nproc);
-        me->oom_kills = oom_kills(slot->path);
+        me->oom_kills = oom_kills(slot);
     }
     json *stdin_j = jget(h, "stdin");
     int want_stdin = stdin_j && stdin_j->type == J_BOOL && stdin_j->boolean;
@@ -1063,7 +1064,7 @@ static void exec_request(request_t *req) {
     if (pidfd >= 0) close(pidfd);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     /* the kernel's OOM killer acted in the command's own cgroup (commands at memory.max) */
-    long kills = me->oom_kills >= 0 ? oom_kills(me->cgroup) : -1;
+    long kills = me->oom_kills >= 0 && slot ? oom_kills(slot) : -1;
     int capped = kills > me->oom_kills && me->oom_kills >= 0;
     slot = release_if_empty(slot);
     /* (forget() above: no lock needed to read the guard's marks) */
