@@ -254,3 +254,36 @@ def test_an_engine_goes_on_while_a_client_wedges_its_sequences(
     out = stop(proc)
     assert proc.returncode == 0 and "Traceback" not in out, out
     assert "repaired the id sequence" in out, out
+
+
+CEILING = 2**62 - 2**32
+
+
+@pytest.mark.parametrize("how", ["row", "setval"])
+@pytest.mark.parametrize("table", TABLES)
+def test_ids_just_below_the_guard_leave_the_sequence_room(
+    pg_url: str, table: str, how: str
+) -> None:
+    """A client's row at 2^62 - 1 (the guard lets it in), or the sequence set a few ids
+    below 2^62, never wedges the table: the heartbeat check and each insert keep the
+    sequence below 2^62 - 2^32 with room above it, so every later insert goes through
+    (before, the sequence was raised to 2^62 - 1 and every next id refused)."""
+    store = open_store(pg_url)
+    plain = {t: AHEAD[t].format(next=f"nextval(pg_get_serial_sequence('{t}', 'id'))")
+             for t in TABLES}  # fmt: skip
+    for t in TABLES:  # a row in each, for the next table's reference
+        psql(pg_url, plain[t])
+    if how == "row":
+        psql(pg_url, AHEAD[table].format(next=GUARD - 1))
+    else:
+        psql(pg_url, f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {GUARD - 4})")
+    for _ in range(6):
+        store.lower_raised_sequences()  # what a running engine's heartbeat does
+        psql(pg_url, plain[table])  # raises CalledProcessError when refused
+    store.tickets.create(title="after", agent_id="echo")
+    last = pg_query(
+        pg_url, f"SELECT pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')) AS v"
+    )[0]["v"]
+    assert last < CEILING, last
+    assert store.lower_raised_sequences() == []
+    store.close()

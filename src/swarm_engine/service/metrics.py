@@ -15,8 +15,8 @@
 A row is counted once it is settled: a step once it ended, anything once it is
 `SETTLE_SECONDS` old (on PostgreSQL a row with a lower id can become visible after one
 with a higher id, while its transaction commits). On PostgreSQL the walk also stops at
-the id the table's sequence last handed out (the store's `events_after`/`steps_after`
-bound it; 0 when it never handed one out): a row another client wrote with an id of its
+the id the table's sequence last handed out, and below 2^62 - 2^32 (the store's
+`events_after`/`steps_after` bound it; 0 when it never handed one out): a row another client wrote with an id of its
 own ahead of the sequence (say 900002 while the engine's ids are at 50) would otherwise
 move the mark past every id the sequence hands out until it gets there, and those rows
 would never be counted. Such a row is counted once the sequence passes it: a running

@@ -15,14 +15,20 @@ wedged when
   MAXVALUE 9223372036854775807 NO CYCLE`): they are put back, since the store owns
   these sequences and no other value is of use to it (a raised INCREMENT spends ids, a
   lowered MAXVALUE ends them, CYCLE hands out ids in use); or
-- its last value is at or above 2^62 (SQLite's guard, `store/sqlite.py`): it is lowered
-  to the table's largest id below 2^62 (`setval`). A new row's id at or above 2^62 is
-  refused (0010_sequence_repair.sql, with `nextval`'s own SQLSTATE 2200H), so a sequence
-  set just below the maximum never writes a row there; or
-- its last value is below the table's largest id below 2^62 (a client's row ahead of it;
-  a sequence never called counts as 0): it is raised to that id (`setval`), so the next
-  id is above every row's. A unique violation of another constraint (`workflow_runs`'
+- its last value is at or above `CEILING` (2^62 - 2^32): it is lowered (`setval`) to
+  `top`, the table's largest id below `CEILING` with `ROOM` (2^32) free ids above it (0
+  when none). A new row's id at or above 2^62 is refused (0010_sequence_repair.sql, with
+  `nextval`'s own SQLSTATE 2200H), so a sequence set just below the maximum never writes
+  a row there; or
+- its last value is below `top` (a client's row ahead of it; a sequence never called
+  counts as 0), or the id it hands out next is in use: it is set to `top`, so the next
+  ids are free. A unique violation of another constraint (`workflow_runs'
   `attempt_id`, a registry table's key) is not this and stays an error.
+
+Setting it to `top`, not to the largest id, keeps a client's row from wedging a table:
+one at 2^62 - 1 (which the guard lets in) would make the next id 2^62, refused, for
+every later write. Ids from `CEILING` up are a client's: the engine's sequence is never
+left there, and `/metrics`' walk stops below it (queries `events_after`, `steps_after`).
 
 The repair holds `SHARE ROW EXCLUSIVE` on the table (so no insert runs meanwhile and the
 largest id is final), in the caller's transaction or a short one of its own. A user that
@@ -46,27 +52,41 @@ log = logging.getLogger(__name__)
 
 ID_TABLES = ("tickets", "ticket_events", "workflow_runs", "step_executions", "step_logs")
 GUARD = 2**62
+ROOM = 2**32
+"""Free ids a sequence is given above the id it is set to (a repair)."""
+CEILING = GUARD - ROOM
+"""The engine's ids stay below it: ids from here to GUARD are a client's alone (see the
+module doc)."""
 MAX_ID = 2**63 - 1
 OWN = "AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 NO CYCLE"
 """An identity column's own sequence parameters (bigint), put back when changed."""
 
+_ROOMY = (  # the largest id below CEILING with ROOM free ids above it (0 when none)
+    "coalesce((SELECT s.id FROM (SELECT id, lag(id) OVER (ORDER BY id DESC) AS above"
+    " FROM {t} WHERE id > 0 AND id < {ceiling}) s WHERE coalesce(s.above, {ceiling}) - s.id"
+    " > {room} ORDER BY s.id DESC LIMIT 1), 0)"
+)
 _TABLES = " UNION ALL ".join(
-    f"SELECT '{t}' AS name, pg_get_serial_sequence('{t}', 'id') AS seq,"
-    f" (SELECT coalesce(max(id), 0) FROM {t} WHERE id < {GUARD}) AS top"
+    f"SELECT '{t}' AS name, q.seq, {_ROOMY.format(t=t, ceiling=CEILING, room=ROOM)} AS top,"
+    f" CASE WHEN q.last < {MAX_ID} THEN EXISTS (SELECT 1 FROM {t} WHERE id = q.last + 1)"
+    " ELSE false END AS next_taken"
+    f" FROM (SELECT h.seq, CASE WHEN has_sequence_privilege(h.seq::regclass, 'SELECT,USAGE')"
+    " THEN coalesce(pg_sequence_last_value(h.seq::regclass), 0) END AS last"
+    f" FROM (SELECT pg_get_serial_sequence('{t}', 'id') AS seq) h) q"
     for t in ID_TABLES
 )
 STATE = (
     f"WITH t AS ({_TABLES})"
     " SELECT t.name, p.seqrelid::regclass::text AS seq, t.top, p.seqtypid::regtype::text"
     " AS type, p.seqincrement AS increment, p.seqmin AS min, p.seqmax AS max,"
-    " p.seqcycle AS cycle, CASE WHEN has_sequence_privilege(p.seqrelid, 'SELECT,USAGE')"
+    " p.seqcycle AS cycle, t.next_taken, CASE WHEN has_sequence_privilege(p.seqrelid, 'SELECT,USAGE')"
     " THEN pg_sequence_last_value(p.seqrelid) END AS last,"
     " has_sequence_privilege(p.seqrelid, 'SELECT,USAGE') AS readable"
     " FROM t JOIN pg_sequence p ON p.seqrelid = t.seq::regclass"
     " WHERE t.name = ANY(%(tables)s)"
 )
-"""Each id table's sequence, its parameters, its last value and the table's largest id
-below 2^62 (a row above it, written before 0010_sequence_repair.sql, is left alone);
+"""Each id table's sequence, its parameters, its last value, whether the id after it is
+in use (`next_taken`) and the id a repair sets it to (`top`, see `Sequence.top`);
 `last` is NULL when the sequence was never called or this user may not read it
 (`readable`)."""
 
@@ -76,6 +96,12 @@ class Sequence:
     table: str
     name: str
     top: int
+    """The largest id below `CEILING` with `ROOM` free ids above it (0 when none): the
+    id a repair sets the sequence to. Rows of an engine's own are below it or in its
+    room; a client's row at or above `CEILING` (up to 2^62 - 1, which the guard lets
+    in) or in a run of rows too close to it never moves the sequence there."""
+    next_taken: bool
+    """The id the sequence hands out next is in use (a client's row)."""
     changed: bool
     """Its parameters are not the identity's own."""
     last: int | None
@@ -84,13 +110,18 @@ class Sequence:
 
     @property
     def raised(self) -> bool:
-        return self.last is not None and self.last >= GUARD and self.last > self.top
+        """At or above `CEILING` (set there by a client, or walked there through a
+        client's rows): lowered to `top`, whose room lies below it."""
+        return self.last is not None and self.last >= CEILING
 
     @property
     def behind(self) -> bool:
-        """A row another client wrote (with its own id) is ahead of it: its next id may
-        be one in use. Never called (`last` None) counts as 0."""
-        return self.readable and (self.last or 0) < self.top
+        """A row another client wrote (with its own id) is ahead of it: raised to `top`
+        when that is above it, else (its next id in use, no room above) lowered to
+        `top`. Never called (`last` None) counts as 0."""
+        if not self.readable:
+            return False
+        return (self.last or 0) < self.top or self.next_taken
 
     @property
     def wedged(self) -> bool:
@@ -105,9 +136,10 @@ def read(conn: psycopg.Connection[Any], tables: tuple[str, ...] = ID_TABLES) -> 
             table=str(r[0]),
             name=str(r[1]),
             top=int(r[2]),
+            next_taken=bool(r[8]),
             changed=(r[3], r[4], r[5], r[6], r[7]) != ("bigint", 1, 1, MAX_ID, False),
-            last=None if r[8] is None else int(r[8]),
-            readable=bool(r[9]),
+            last=None if r[9] is None else int(r[9]),
+            readable=bool(r[10]),
         )
         for r in rows
     ]
@@ -166,13 +198,13 @@ def _repair(conn: psycopg.Connection[Any], where: str, tables: tuple[str, ...]) 
                 continue
             if now.changed:
                 conn.execute(f"ALTER SEQUENCE {now.name} {OWN}")
-            conn.execute(  # lowered when raised, raised when behind: to the largest id
+            conn.execute(  # to the id with room above it: raised or lowered
                 "SELECT setval(%(seq)s::regclass, %(v)s, %(called)s)",
                 {"seq": now.name, "v": max(now.top, 1), "called": now.top > 0},
             )
         except psycopg.errors.InsufficientPrivilege as exc:
             how = (
-                f"is behind ids another client wrote (last value {seq.last}, largest id {seq.top})"
+                f"is behind ids another client wrote (last value {seq.last}, free from {seq.top + 1})"
                 if seq.behind and not seq.changed
                 else f"was changed by another client (last value {seq.last})"
             )
@@ -180,8 +212,7 @@ def _repair(conn: psycopg.Connection[Any], where: str, tables: tuple[str, ...]) 
                 f"{where}: the id sequence {seq.name} of table {table!r} {how}"
                 f" and this user may not repair it"
                 f" ({_first(exc)}): as its owner run ALTER SEQUENCE {seq.name} {OWN};"
-                f" SELECT setval('{seq.name}', (SELECT greatest(max(id), 1) FROM {table}"
-                f" WHERE id < {GUARD}))"
+                f" SELECT setval('{seq.name}', {max(seq.top, 1)}, {str(seq.top > 0).lower()})"
             ) from exc
         put_back = f", parameters put back to {OWN}" if now.changed else ""
         ahead = ", past the ids another client wrote" if now.behind else ""

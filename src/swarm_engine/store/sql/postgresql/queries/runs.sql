@@ -320,8 +320,8 @@ SELECT id,
        (duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
   FROM step_executions WHERE id >= :first
    AND id <= (SELECT CASE WHEN has_sequence_privilege(h.seq, 'SELECT,USAGE')
-                        THEN coalesce(pg_sequence_last_value(h.seq), 0)
-                        ELSE 9223372036854775807 END
+                        THEN least(coalesce(pg_sequence_last_value(h.seq), 0), 4611686014132420607)
+                        ELSE 4611686014132420607 END
                    FROM (SELECT pg_get_serial_sequence('step_executions', 'id')::regclass AS seq) h)
  ORDER BY id LIMIT :limit
 

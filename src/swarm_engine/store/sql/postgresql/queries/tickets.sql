@@ -339,7 +339,8 @@ RETURNING id
 -- out (0 when it never did; no bound when this user may not read it): a row another
 -- client wrote with an id ahead of it comes after the ids the sequence hands out before
 -- it passes that row (repaired: store/pgsequences.py), so a reader that resumes after
--- the last id it saw would skip those.
+-- the last id it saw would skip those. Never past 2^62 - 2^32 (pgsequences.CEILING): ids
+-- from there on are a client's (a sequence a client set there is lowered below them).
 SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
        CASE WHEN octet_length(e.attempt_id) <= 1024 THEN e.attempt_id END AS attempt_id,
        octet_length(e.attempt_id) AS attempt_id_bytes,
@@ -350,8 +351,8 @@ SELECT e.id, e.ticket_id, e.at, e.old_status, e.new_status,
   FROM ticket_events e
  WHERE e.id >= :first
    AND e.id <= (SELECT CASE WHEN has_sequence_privilege(h.seq, 'SELECT,USAGE')
-                        THEN coalesce(pg_sequence_last_value(h.seq), 0)
-                        ELSE 9223372036854775807 END
+                        THEN least(coalesce(pg_sequence_last_value(h.seq), 0), 4611686014132420607)
+                        ELSE 4611686014132420607 END
                    FROM (SELECT pg_get_serial_sequence('ticket_events', 'id')::regclass AS seq) h)
    AND ((e.old_status = 'open' AND e.new_status = 'claimed')
         OR (e.old_status IN ('claimed','running') AND e.new_status IN ('open','failed')))
