@@ -14,7 +14,10 @@
 
 A row is counted once it is settled: a step once it ended, anything once it is
 `SETTLE_SECONDS` old (on PostgreSQL a row with a lower id can become visible after one
-with a higher id, while its transaction commits). On PostgreSQL the walk also stops at
+with a higher id, while its transaction commits). A step still queued or running when
+the walk reaches it does not hold the walk up: its id is kept (`Tally.pending`, at most
+`MAX_PENDING`) and read again at each refresh until it ends, so the steps after it are
+counted meanwhile, and each step once. On PostgreSQL the walk also stops at
 the id the table's sequence last handed out, and below 2^62 - 2^32 (the store's
 `events_after`/`steps_after` bound it; 0 when it never handed one out): a row another client wrote with an id of its
 own ahead of the sequence (say 900002 while the engine's ids are at 50) would otherwise
@@ -58,6 +61,9 @@ COUNTS_TTL = 5.0
 SETTLE_SECONDS = 10.0
 STUCK_SECONDS = 8 * 86400.0
 """A step unfinished this long (past any timeout) is not waited for any more."""
+MAX_PENDING = 10_000
+"""Unfinished steps the walk has passed and looks at again (`Tally.pending`); past this
+many, it waits at the next unfinished one, as it did for each before."""
 CHUNK = 5000
 CATCH_UP_SECONDS = 2.0
 """A refresh stops reading history after about this long (a scrape must not time out);
@@ -110,6 +116,10 @@ class Tally:
     step_mark: int = BEFORE_ALL
     """The last `ticket_events` and `step_executions` ids counted (ids of 0 and below
     are any client's, and counted too)."""
+    pending: set[int] = field(default_factory=set)
+    """Ids of steps below `step_mark` that were unfinished when the walk passed them
+    (at most `MAX_PENDING`): read again at each refresh, counted once they end, dropped
+    when gone or unfinished for `STUCK_SECONDS`."""
     models: dict[tuple[str, str], str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -147,19 +157,40 @@ class Tally:
         model_of: Callable[[str, str, str], str],
         deadline: float,
     ) -> None:
+        self._pending_steps(store, now, model_of)
         while time.monotonic() < deadline:
             rows = store.runs.steps_after(self.step_mark, CHUNK)
             for row in rows:
-                queued = _time(row.get("queued_at"))
-                age = (now - queued).total_seconds() if queued is not None else math.inf
-                unfinished = row.get("status") in ("queued", "running")
-                if age < SETTLE_SECONDS or (unfinished and age < STUCK_SECONDS):
+                age = _age(row, now)
+                if age < SETTLE_SECONDS:
                     return
-                self.step_mark = int(row["id"])
-                if not unfinished:
+                step_id = int(row["id"])
+                if _unfinished(row) and age < STUCK_SECONDS:
+                    if len(self.pending) >= MAX_PENDING:
+                        return  # waits here until one of them ends
+                    self.pending.add(step_id)
+                elif not _unfinished(row):
                     self._count_step(row, model_of)
+                self.step_mark = step_id
             if len(rows) < CHUNK:
                 return
+
+    def _pending_steps(
+        self, store: Store, now: datetime, model_of: Callable[[str, str, str], str]
+    ) -> None:
+        """Count the passed steps that have ended since; drop those gone or stuck."""
+        ids = sorted(self.pending)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            rows = {int(r["id"]): r for r in store.runs.steps_with_ids(chunk)}
+            for step_id in chunk:
+                row = rows.get(step_id)
+                if row is not None and _unfinished(row):
+                    if _age(row, now) < STUCK_SECONDS:
+                        continue
+                elif row is not None:
+                    self._count_step(row, model_of)
+                self.pending.discard(step_id)
 
     def _count_step(self, row: dict[str, Any], model_of: Callable[[str, str, str], str]) -> None:
         duration = _number(row.get("duration_ms"))
@@ -190,6 +221,16 @@ class Tally:
                 )
         if cost > 0:
             self.cost[model] = self.cost.get(model, 0.0) + cost
+
+
+def _unfinished(row: dict[str, Any]) -> bool:
+    return row.get("status") in ("queued", "running")
+
+
+def _age(row: dict[str, Any], now: datetime) -> float:
+    """Seconds since a step was queued (infinite when that cannot be read)."""
+    queued = _time(row.get("queued_at"))
+    return (now - queued).total_seconds() if queued is not None else math.inf
 
 
 def _is_reclaim(row: dict[str, Any]) -> bool:

@@ -424,6 +424,15 @@ class RunStore:
         rows = self.db.all(self.q.steps_after, {"first": first, "limit": limit})
         return [as_mapping(r) for r in rows]
 
+    def steps_with_ids(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """For metrics: these step executions (those that exist), as `steps_after`
+        reads them."""
+        wanted = list(ids)
+        if not wanted:
+            return []
+        rows = self.db.all(self.q.steps_with_ids, {"ids": wanted})
+        return [as_mapping(r) for r in rows]
+
     def _fenced_step(self, rowcount: int, step_exec_id: int) -> None:
         if rowcount != 1:
             raise StaleAttemptError(f"step execution {step_exec_id} belongs to a stale attempt")

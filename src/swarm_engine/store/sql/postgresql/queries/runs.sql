@@ -325,6 +325,24 @@ SELECT id,
                    FROM (SELECT pg_get_serial_sequence('step_executions', 'id')::regclass AS seq) h)
  ORDER BY id LIMIT :limit
 
+-- name: steps_with_ids
+-- These step executions (ids :ids), as `steps_after` reads them: metrics picks up the
+-- steps it passed while they were unfinished.
+SELECT id,
+       CASE WHEN octet_length(status) <= 1024 THEN status END AS status,
+       CASE WHEN octet_length(agent_name) <= 1024 THEN agent_name END AS agent_name,
+       CASE WHEN octet_length(agent_version) <= 1024 THEN agent_version END AS agent_version,
+       CASE WHEN octet_length(agent_kind) <= 1024 THEN agent_kind END AS agent_kind,
+       queued_at,
+       CASE WHEN duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
+       CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
+       CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
+       CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
+       CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
+       CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
+       (duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
+  FROM step_executions WHERE id = ANY(:ids)
+
 -- name: abandon_attempt_steps
 UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
        completed_at = now()
