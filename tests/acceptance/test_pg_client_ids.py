@@ -244,3 +244,32 @@ def test_a_tally_past_a_client_row_far_ahead_counts_the_engines_later_steps(
     assert counted() == 1111
     assert tally.step_mark == 900003
     store.close()
+
+
+def test_a_tally_counts_no_client_row_near_the_guard(pg_url: str) -> None:
+    """A client's finished step with id 2^62 - 1: the heartbeat's check leaves the
+    sequence where it is (it would give 2^62 next, refused), the engine's later steps
+    are written and counted, the client's row never (ids from 2^62 - 2^32 are a
+    client's)."""
+    store = open_store(pg_url)
+    store.engines.register("e", kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    tid = store.tickets.create(title="x", agent_id="echo")
+    ticket = store.tickets.claim(tid, engine_id="e", attempt_id="a1", lease_ttl=300)
+    run_id = store.runs.start_run(
+        ticket, engine_id="e", workflow_name=None, workflow_version=None, inputs={}
+    )
+    assert _step(store, run_id, 1) == 1
+    psql(
+        pg_url,
+        "INSERT INTO step_executions (id, run_id, step_id, agent_name, agent_version,"
+        f" agent_kind, status, input_tokens) VALUES ({2**62 - 1}, {run_id}, 'far', 'echo',"
+        " '1', 'echo', 'done', 100)",
+    )
+    assert store.lower_raised_sequences() == []
+    assert _step(store, run_id, 10) == 2
+    psql(pg_url, "UPDATE step_executions SET queued_at = now() - interval '1 hour'")
+    tally = Tally()
+    tally.refresh(store, lambda *_: "m")
+    assert tally.tokens.get(("m", "input"), 0) == 11
+    assert tally.step_mark == 2
+    store.close()
