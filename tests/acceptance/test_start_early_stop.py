@@ -16,31 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.cli import env_for, wait_until
-
-FULL = 1 << 20
-"""More than any pipe's buffer: what `full_pipe` writes at most."""
-
-
-def full_pipe() -> tuple[int, int, int]:
-    """A pipe whose buffer is full: its read end, its write end, how many bytes it holds."""
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    held = 0
-    try:
-        while held < FULL:
-            held += os.write(write_end, b"x" * 4096)
-    except BlockingIOError:
-        pass
-    os.set_blocking(write_end, True)
-    return read_end, write_end, held
-
-
-def blocked_writing(pid: int) -> bool:
-    """The process's main thread waits in `write` to a full pipe."""
-    try:
-        return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
-    except OSError:
-        return False
+from tests.support.pipes import blocked_writing, full_pipe
 
 
 @pytest.mark.parametrize(

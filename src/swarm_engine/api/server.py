@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from swarm_engine.api.auth import check_exposure
@@ -81,6 +82,15 @@ def serve(
     )
 
     class QuietServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # the first stop signal names the stop (uvicorn sends the signals it caught
+            # again last first); a second one changes nothing: uvicorn's force exit on a
+            # second SIGINT skipped the app's shutdown, whose task was then cancelled with
+            # a traceback, and the stop is bounded anyway (`LOG_DRAIN_SECONDS`,
+            # `GRACEFUL_SECONDS`)
+            stops.append(sig)
+            self.should_exit = True
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             loop = asyncio.get_running_loop()
             loop.set_exception_handler(quiet_accept_errors(bounds.notices))
@@ -92,6 +102,7 @@ def serve(
             state.stop(LOG_DRAIN_SECONDS)
             await super().shutdown(sockets)
 
+    stops: list[int] = []  # the stop signals uvicorn caught, in order
     sock = bind(host, port)
     try:
         app = create_app(settings, token)
@@ -132,9 +143,10 @@ def serve(
             raise SwarmError(f"API stopped: {state.gone}")
         if not server.started:
             raise SwarmError("the API server did not start (see the log above)")
-        if not terminated:
+        caught = stops or terminated
+        if not caught:
             return None
-        return "SIGINT" if terminated[0] == signal.SIGINT else "SIGTERM"
+        return "SIGINT" if caught[0] == signal.SIGINT else "SIGTERM"
     finally:
         sock.close()
 
