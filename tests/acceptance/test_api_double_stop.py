@@ -76,3 +76,43 @@ def test_a_second_stop_signal_keeps_the_first_ones_clean_stop(
     assert "Traceback" not in err, err
     last = err.splitlines()[-1]
     assert last == f"API stopped ({how}): open requests were given their time to end", err
+
+
+def test_a_sigint_ignored_as_serve_starts_stays_ignored(home: Path) -> None:
+    """A background job of a non-interactive shell (scripts/demo.sh) starts with SIGINT
+    ignored: so it stays, while the server starts and while it serves (uvicorn put its
+    own handler in). A Ctrl-C and then a SIGTERM: the SIGTERM stops it (pending together,
+    SIGINT is delivered first, and would have named the stop)."""
+    read_end, write_end = os.pipe()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # (inherited through exec)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarm_engine", "--log-level", "INFO", "serve", "--port", "0"],
+            env=env_for(home),
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    os.close(write_end)
+    said = b""
+    try:
+        while READY not in said:
+            chunk = os.read(read_end, 65536)
+            assert chunk, said.decode()
+            said += chunk
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        said += b"".join(iter(lambda: os.read(read_end, 65536), b""))
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(read_end)
+    err = said.decode(errors="replace")
+    assert code == 0, (code, err)
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("API stopped (SIGTERM): "), err

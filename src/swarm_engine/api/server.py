@@ -9,7 +9,7 @@ import resource
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -82,18 +82,36 @@ def serve(
     )
 
     class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn's, but for the stop signals this process does not ignore only: a
+            # SIGINT ignored as the server started (a background job of a
+            # non-interactive shell, scripts/demo.sh) stays ignored for its whole life, as
+            # POSIX shells mean it to; and the signals caught are not sent again at its
+            # end (`stops` has them)
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            found = {sig: signal.signal(sig, self.handle_exit) for sig in listened}
+            try:
+                yield
+            finally:
+                for sig, handler in found.items():
+                    signal.signal(sig, handler)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # the first stop signal names the stop (uvicorn sends the signals it caught
-            # again last first); a second one changes nothing: uvicorn's force exit on a
-            # second SIGINT skipped the app's shutdown, whose task was then cancelled with
-            # a traceback, and the stop is bounded anyway (`LOG_DRAIN_SECONDS`,
-            # `GRACEFUL_SECONDS`)
+            # the first stop signal names the stop; a second one changes nothing:
+            # uvicorn's force exit on a second SIGINT skipped the app's shutdown, whose
+            # task was then cancelled with a traceback, and the stop is bounded anyway
+            # (`LOG_DRAIN_SECONDS`, `GRACEFUL_SECONDS`)
             stops.append(sig)
             self.should_exit = True
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             loop = asyncio.get_running_loop()
             loop.set_exception_handler(quiet_accept_errors(bounds.notices))
+            if terminated:  # a stop signal noted before uvicorn listened for its own
+                self.handle_exit(terminated[0], None)
             await super().startup(sockets)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -103,6 +121,8 @@ def serve(
             await super().shutdown(sockets)
 
     stops: list[int] = []  # the stop signals uvicorn caught, in order
+    listened = [s for s in (signal.SIGTERM, signal.SIGINT) if not ignored(s)]
+    terminated: list[int] = []
     sock = bind(host, port)
     try:
         app = create_app(settings, token)
@@ -130,12 +150,12 @@ def serve(
             name="store-file-watch", daemon=True,
         ).start()  # fmt: skip
         ready(url_of(sock))
-        # uvicorn stops on SIGTERM, puts back the handler it found and sends the signal
-        # again: to this one, which notes it (the default would end the process unsaid)
+        # a stop signal before uvicorn listens for its own is noted, and stops it once it
+        # starts (the default would end the process unsaid); SIGINT too: Ctrl-C is how a
+        # server in a terminal is stopped, not an abort
         # (signals reach the main thread only; a server run on another has none)
-        # (SIGINT too: Ctrl-C is how a server in a terminal is stopped, not an abort)
         try:
-            with noted_signals((signal.SIGTERM, signal.SIGINT)) as terminated:
+            with noted_signals(listened) as terminated:
                 server.run(sockets=[sock])
         finally:
             stop.set()
@@ -149,6 +169,11 @@ def serve(
         return "SIGINT" if caught[0] == signal.SIGINT else "SIGTERM"
     finally:
         sock.close()
+
+
+def ignored(sig: signal.Signals) -> bool:
+    """`sig` is ignored in this process (inherited so: `nohup`, a background job)."""
+    return signal.getsignal(sig) == signal.SIG_IGN
 
 
 def _watch(state: Server, stop: threading.Event, every: float) -> None:
