@@ -1,3 +1,3 @@
-from swarm_engine.cli.main import main
+from swarm_engine.cli.entry import main
 
 main()
