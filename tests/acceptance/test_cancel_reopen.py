@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,27 @@ def heartbeat(fleet: Fleet, pid: int) -> float:
     """The last heartbeat of the engine with this pid, in epoch seconds."""
     rows = fleet.rows("SELECT heartbeat_at FROM engines WHERE pid = %(p)s", p=pid)
     return instant(rows[0]["heartbeat_at"])
+
+
+def freeze(fleet: Fleet, pid: int) -> None:
+    """SIGSTOP the engine `pid` at a moment it holds no open transaction. Frozen inside
+    one (its lease renewal runs every 0.3 s here), it would hold that ticket's row lock,
+    and every other writer of the row would wait for it until it resumed: the cancel
+    below then failed with `lock timeout` (2 runs in 4 on a loaded host). That is how
+    PostgreSQL treats any frozen client, not what these tests are about."""
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        if fleet.target.dialect != "postgresql":
+            return
+        time.sleep(0.4)  # sleep-ok: a transaction open this long is the frozen engine's
+        if not fleet.rows(
+            "SELECT 1 FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%'"
+            " AND now() - state_change > interval '300 milliseconds'"
+        ):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)  # sleep-ok: let it commit before the next try
+    raise AssertionError(f"engine {pid} kept a transaction open through 50 freezes")
 
 
 @pytest.mark.parametrize(
@@ -81,7 +103,7 @@ def test_a_reopened_ticket_waits_until_its_stopping_engine_closed_the_old_run(
         "the second engine",
     )
 
-    os.kill(holder.pid, signal.SIGSTOP)  # it cannot notice the cancel: its sandbox runs on
+    freeze(fleet, holder.pid)  # it cannot notice the cancel: its sandbox runs on
     try:
         assert fleet.cli("ticket", "cancel", "1").returncode == 0
         if recorded == "dead":
