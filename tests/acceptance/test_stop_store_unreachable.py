@@ -133,6 +133,10 @@ def test_a_postgres_store_gone_while_the_engine_drains_is_given_up_within_a_leas
         assert "left leased" not in line, line
     assert "Traceback" not in out, out
     no_leftovers(home)
+    # the engine is gone, and so are its connections (a healed network, or TCP's own
+    # timeout): the server ends a transaction a freeze left open (its lease renewal runs
+    # every 0.3 s here), whose row locks held cleanup's writes below (`lock timeout`)
+    proxy.cut()
 
     # nothing ran twice: the tickets are where the engine left them, running on its
     # attempt, until their leases expire and cleanup re-queues them (attempt counted)
