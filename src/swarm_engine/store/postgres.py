@@ -44,6 +44,14 @@ from swarm_engine.store.timestamps import UnheldInstant
 
 POOL_MAX = 4
 CONNECT_TIMEOUT = 10.0
+IDLE_IN_TRANSACTION_MS = 60_000
+"""`idle_in_transaction_session_timeout` of each connection, unless the server, the
+database, the role or the URL's `options` already set one: a client that stops sending
+inside a transaction (a frozen process, a network cut that leaves the socket open) holds
+its row locks at most this long before the server ends its session and rolls it back,
+instead of blocking every writer of those rows until it resumes. The longest a
+transaction of ours waits on its own work between statements is a lease reclaim's fence
+(stopping VMs), well under this."""
 MIGRATION_LOCK = 0x5357_4D01  # pg_advisory_xact_lock key: "SWM" 1
 SEQUENCE_REPAIRS = 3
 """How many times one statement repairs a wedged id sequence and runs again (another
@@ -99,6 +107,11 @@ def _configure(conn: psycopg.Connection[Any], lock_timeout_ms: int) -> None:
     conn.adapters.register_loader("json", TextLoader)
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
+    source = conn.execute(
+        "SELECT source FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
+    ).fetchone()
+    if source is not None and source[0] == "default":  # nobody chose: ours (see the constant)
+        conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
 
 
 def translate(exc: BaseException, where: str) -> StoreError:
@@ -119,6 +132,8 @@ def translate(exc: BaseException, where: str) -> StoreError:
         exc,
         psycopg.OperationalError  # lost connection, lock/statement timeout, admin shutdown
         | psycopg.errors.TransactionRollback  # the rest of class 40 (not run again)
+        | psycopg.errors.IdleInTransactionSessionTimeout  # 25P03: our session was ended
+        | psycopg.errors.TransactionTimeout  # 25P04 (PostgreSQL 17): likewise
         | psycopg_pool.PoolTimeout
         | psycopg.errors.InsufficientResources  # disk full, too many connections
         | psycopg.InterfaceError,

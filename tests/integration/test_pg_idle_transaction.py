@@ -1,0 +1,115 @@
+"""PostgreSQL: a client of ours that stops inside a transaction (a frozen engine, a cut
+network that leaves the socket open) holds its row locks only until the server's
+`idle_in_transaction_session_timeout` ends its session: another writer of those rows (a
+`ticket cancel`) then goes through, and the frozen client, once it goes on, meets a busy
+store, not a crash, and its next transaction works on a new connection. Every connection
+sets the timeout unless the server, database, role or URL chose one (`store/postgres.py`).
+Real server, real command."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from tests.support.cli import swarm
+from tests.support.postgres import pg_query, psql
+
+from swarm_engine.errors import StoreBusyError
+from swarm_engine.store import Store, open_store
+from swarm_engine.store.postgres import IDLE_IN_TRANSACTION_MS
+
+
+def with_options(url: str, options: str) -> str:
+    """`url` with libpq's `options` (server settings for each of its sessions)."""
+    return f"{url}{'&' if '?' in url else '?'}options={quote(options)}"
+
+
+def idle_timeout(store: Store) -> int:
+    """The session's `idle_in_transaction_session_timeout`, in ms (0: no limit)."""
+    row = store.db.one(
+        "SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
+    )
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[Store]:
+    opened = open_store(pg_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_each_connection_bounds_its_idle_transactions(store: Store) -> None:
+    assert idle_timeout(store) == IDLE_IN_TRANSACTION_MS
+
+
+def test_a_value_chosen_in_the_url_or_the_database_is_kept(pg_url: str) -> None:
+    chosen = open_store(with_options(pg_url, "-c idle_in_transaction_session_timeout=1500"))
+    try:
+        assert idle_timeout(chosen) == 1500
+    finally:
+        chosen.close()
+    off = open_store(with_options(pg_url, "-c idle_in_transaction_session_timeout=0"))
+    try:
+        assert idle_timeout(off) == 0  # no limit, as whoever set it chose
+    finally:
+        off.close()
+    database = pg_query(pg_url, "SELECT current_database() AS name")[0]["name"]
+    psql(pg_url, f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = 90000')
+    by_database = open_store(pg_url)
+    try:
+        assert idle_timeout(by_database) == 90_000
+    finally:
+        by_database.close()
+
+
+def test_a_frozen_transaction_lets_go_of_its_rows(
+    pg_url: str, store: Store, tmp_path: Path
+) -> None:
+    ticket = store.tickets.create(title="held", agent_id="echo", inputs={"n": 1})
+    # the frozen client: a store whose sessions end after 1 s idle in a transaction
+    frozen = open_store(with_options(pg_url, "-c idle_in_transaction_session_timeout=1000"))
+    locked, resume, seen = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        try:
+            with frozen.db.transaction():
+                frozen.db.run(
+                    "UPDATE tickets SET priority = priority + 1 WHERE id = %(id)s", {"id": ticket}
+                )
+                locked.set()
+                resume.wait(120)  # frozen mid-transaction, holding the row's lock
+                frozen.db.run("SELECT 1")
+        except BaseException as exc:
+            seen.append(exc)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        # another writer of the row, waiting for a lock at most 20 s: without the
+        # timeout it ends with exit 6 (lock timeout), since the holder never lets go
+        done = swarm(
+            tmp_path / "home", "ticket", "cancel", str(ticket),
+            SWARM_DATABASE_URL=pg_url, SWARM_BUSY_TIMEOUT="20",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        resume.set()
+        holder.join(60)
+    assert not holder.is_alive()
+    # the frozen client, going on, met a busy store (its session was ended), not a crash
+    assert len(seen) == 1 and isinstance(seen[0], StoreBusyError), seen
+    row = pg_query(pg_url, "SELECT status, priority FROM tickets WHERE id = %(id)s",
+                   {"id": ticket})  # fmt: skip
+    assert row == [{"status": "cancelled", "priority": 0}]  # its write undone
+    # and its next transaction works, on a new connection
+    with frozen.db.transaction():
+        assert frozen.db.one("SELECT 1 AS one") is not None
+    frozen.close()
