@@ -210,6 +210,21 @@ def test_an_image_held_for_a_vm_is_never_pruned(tmp_path: Path) -> None:
 
 
 @needs_mksquashfs
+def test_an_image_let_go_is_pruned_by_the_next_use_of_the_cache(tmp_path: Path) -> None:
+    """An image held while a pack pruned stays over the bound only until it is let go:
+    the next use of the cache, even a hit that packs nothing, prunes it."""
+    cache = tmp_path / "cache"
+    a, b = (tools(tmp_path / f"tools-{n}", f"{n}\n") for n in "ab")
+    with contextlib.ExitStack() as holds:
+        (held,) = mounts.pack_all([(str(a), "/opt/a")], cache, holds, keep=1)
+        image_b = mounts.pack(b, cache, keep=1)
+        assert held.image.exists()
+        assert len(cached(cache)) == 2  # a is held: over the bound for now
+    assert mounts.pack(b, cache, keep=1) == image_b  # a hit: nothing packed
+    assert cached(cache) == [image_b.name]  # and a, let go, is gone
+
+
+@needs_mksquashfs
 def test_engines_packing_and_pruning_at_once_never_lose_a_held_image(tmp_path: Path) -> None:
     """Many engines (threads, each with its own files and locks) share one cache bounded
     to one image, each packing a folder of its own and one shared with another: every

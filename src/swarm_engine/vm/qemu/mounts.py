@@ -123,8 +123,10 @@ def hold(folder: Path, cache_dir: Path, *, keep: int = KEEP) -> tuple[Path, Bina
     """The squashfs image of `folder`, packed now unless the cache has it for this exact
     content, and the image opened under a shared `flock`: no pruner deletes it until that
     file is closed. Written to a temporary file and renamed into place, under a lock, so
-    engines sharing `cache_dir` never pack one folder twice or see half an image; then the
-    cache is pruned to `keep` images (`prune`)."""
+    engines sharing `cache_dir` never pack one folder twice or see half an image. Either
+    way the cache is then pruned to `keep` images (`prune`): an image that was held when
+    the last pack pruned is deleted by the next use of the cache once it is let go, not
+    only by the next pack of a new image."""
     if not folder.is_dir():
         raise VMError(f"cannot show {folder} in a microVM: not a folder")
     real = folder.resolve()
@@ -133,6 +135,7 @@ def hold(folder: Path, cache_dir: Path, *, keep: int = KEEP) -> tuple[Path, Bina
     target = cache_dir / f"{stem}{_content_key(real)}.squashfs"
     held = _hold(target)
     if held is not None:
+        prune(cache_dir, keep)  # (ours is held: never deleted by it)
         return target, held
     if shutil.which(MKSQUASHFS) is None:
         raise VMError(
@@ -149,6 +152,7 @@ def hold(folder: Path, cache_dir: Path, *, keep: int = KEEP) -> tuple[Path, Bina
     with _locked(_stem_lock(cache_dir, stem)):
         held = _hold(target)
         if held is not None:  # another engine packed it meanwhile
+            prune(cache_dir, keep, locked=stem)
             return target, held
         why = damage(target)
         if why != "missing":
