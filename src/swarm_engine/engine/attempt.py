@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,7 +222,7 @@ class StepAttempt:
                 step.agent,
                 artifacts_dir=self.folder,
                 log=on_log,
-                environ={**os.environ, **runner.host_env},
+                environ=ChainMap(runner.host_env, os.environ),  # read, not copied
             )
             async with api:  # its tools and model API gateway, if it has any (issue 14)
                 spec = await api.vm_spec(spec)
