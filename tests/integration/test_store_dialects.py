@@ -196,6 +196,21 @@ def test_every_read_of_a_run_step_or_event_measures_its_big_columns(dialect: Dia
     assert tickets.event_columns in tickets.events
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_metrics_reads_steps_through_one_column_list(dialect: Dialect) -> None:
+    """`steps_after` (the walk) and `steps_with_ids` (the unfinished steps it passed) read
+    the same columns, `{{step_usage_columns}}`, written once: a step's usage is counted
+    alike whichever of them read it."""
+    from swarm_engine.records import MAX_NAME_BYTES
+
+    runs = load(dialect, "runs")
+    columns = runs.step_usage_columns
+    assert columns.startswith("id,") and columns.endswith("AS usage_values")
+    assert f"<= {MAX_NAME_BYTES} THEN agent_name END AS agent_name" in columns
+    for name in ("steps_after", "steps_with_ids"):
+        assert f"SELECT {columns}\n  FROM step_executions WHERE id" in getattr(runs, name), name
+
+
 def test_a_statement_may_hold_another() -> None:
     from swarm_engine.store.queries import parse
 

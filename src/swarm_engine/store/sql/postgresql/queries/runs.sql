@@ -298,26 +298,31 @@ SELECT CASE WHEN octet_length(step_id) <= 1024 THEN step_id END AS step_id
 -- name: count_steps
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
+-- name: step_usage_columns
+-- A step's usage as metrics reads it ({{step_usage_columns}}: `steps_after` and
+-- `steps_with_ids` read the same columns). Names over 1 KiB (MAX_NAME_BYTES) as NULL,
+-- as {{step_columns}}; a usage value out of its bounds (records.py: tokens 0 .. 2**40,
+-- cost 0 .. 1e6 USD, duration 0 .. 366 days) as NULL, counted nowhere (the step's own
+-- read names the defect); `usage_values`: how many of those six values the row holds
+-- at all, so the caller can count the ones left out.
+id,
+CASE WHEN octet_length(status) <= 1024 THEN status END AS status,
+CASE WHEN octet_length(agent_name) <= 1024 THEN agent_name END AS agent_name,
+CASE WHEN octet_length(agent_version) <= 1024 THEN agent_version END AS agent_version,
+CASE WHEN octet_length(agent_kind) <= 1024 THEN agent_kind END AS agent_kind,
+queued_at,
+CASE WHEN duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
+CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
+CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
+CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
+CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
+CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
+(duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
+
 -- name: steps_after
 -- Step executions from id :first on, oldest first, with their usage (metrics); up to the
 -- id the table's sequence last handed out, as `events_after` in tickets.sql.
--- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
--- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
--- as NULL, counted nowhere (the step's own read names the defect); `usage_values`: how many
--- of those six values the row holds at all, so the caller can count the ones left out.
-SELECT id,
-       CASE WHEN octet_length(status) <= 1024 THEN status END AS status,
-       CASE WHEN octet_length(agent_name) <= 1024 THEN agent_name END AS agent_name,
-       CASE WHEN octet_length(agent_version) <= 1024 THEN agent_version END AS agent_version,
-       CASE WHEN octet_length(agent_kind) <= 1024 THEN agent_kind END AS agent_kind,
-       queued_at,
-       CASE WHEN duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
-       CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
-       CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
-       CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
-       CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
-       CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
-       (duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
+SELECT {{step_usage_columns}}
   FROM step_executions WHERE id >= :first
    AND id <= (SELECT CASE WHEN has_sequence_privilege(h.seq, 'SELECT,USAGE')
                         THEN least(coalesce(pg_sequence_last_value(h.seq), 0), 4611686014132420607)
@@ -328,19 +333,7 @@ SELECT id,
 -- name: steps_with_ids
 -- These step executions (ids :ids), as `steps_after` reads them: metrics picks up the
 -- steps it passed while they were unfinished.
-SELECT id,
-       CASE WHEN octet_length(status) <= 1024 THEN status END AS status,
-       CASE WHEN octet_length(agent_name) <= 1024 THEN agent_name END AS agent_name,
-       CASE WHEN octet_length(agent_version) <= 1024 THEN agent_version END AS agent_version,
-       CASE WHEN octet_length(agent_kind) <= 1024 THEN agent_kind END AS agent_kind,
-       queued_at,
-       CASE WHEN duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
-       CASE WHEN input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
-       CASE WHEN output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
-       CASE WHEN cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
-       CASE WHEN cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
-       CASE WHEN cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
-       (duration_ms IS NOT NULL)::int + (input_tokens IS NOT NULL)::int + (output_tokens IS NOT NULL)::int + (cache_creation_input_tokens IS NOT NULL)::int + (cache_read_input_tokens IS NOT NULL)::int + (cost_usd IS NOT NULL)::int AS usage_values
+SELECT {{step_usage_columns}}
   FROM step_executions WHERE id = ANY(:ids)
 
 -- name: abandon_attempt_steps

@@ -301,43 +301,36 @@ SELECT CASE WHEN length(CAST(step_id AS BLOB)) <= 1024 THEN step_id END AS step_
 -- name: count_steps
 SELECT count(*) FROM step_executions WHERE run_id = :run_id
 
+-- name: step_usage_columns
+-- A step's usage as metrics reads it ({{step_usage_columns}}: `steps_after` and
+-- `steps_with_ids` read the same columns). Names over 1 KiB (MAX_NAME_BYTES) as NULL,
+-- as {{step_columns}}; a usage value out of its bounds (records.py: tokens 0 .. 2**40,
+-- cost 0 .. 1e6 USD, duration 0 .. 366 days) as NULL, counted nowhere (the step's own
+-- read names the defect); `usage_values`: how many of those six values the row holds
+-- at all, so the caller can count the ones left out.
+id,
+CASE WHEN length(CAST(status AS BLOB)) <= 1024 THEN status END AS status,
+CASE WHEN length(CAST(agent_name AS BLOB)) <= 1024 THEN agent_name END AS agent_name,
+CASE WHEN length(CAST(agent_version AS BLOB)) <= 1024 THEN agent_version END AS agent_version,
+CASE WHEN length(CAST(agent_kind AS BLOB)) <= 1024 THEN agent_kind END AS agent_kind,
+queued_at,
+CASE WHEN typeof(duration_ms) = 'integer' AND duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
+CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
+CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
+CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
+CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
+CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
+(duration_ms IS NOT NULL) + (input_tokens IS NOT NULL) + (output_tokens IS NOT NULL) + (cache_creation_input_tokens IS NOT NULL) + (cache_read_input_tokens IS NOT NULL) + (cost_usd IS NOT NULL) AS usage_values
+
 -- name: steps_after
 -- Step executions from id :first on, oldest first, with their usage (metrics).
--- Names over 1 KiB (MAX_NAME_BYTES) as NULL, as {{step_columns}}; a usage value out of
--- its bounds (records.py: tokens 0 .. 2**40, cost 0 .. 1e6 USD, duration 0 .. 366 days)
--- as NULL, counted nowhere (the step's own read names the defect); `usage_values`: how many
--- of those six values the row holds at all, so the caller can count the ones left out.
-SELECT id,
-       CASE WHEN length(CAST(status AS BLOB)) <= 1024 THEN status END AS status,
-       CASE WHEN length(CAST(agent_name AS BLOB)) <= 1024 THEN agent_name END AS agent_name,
-       CASE WHEN length(CAST(agent_version AS BLOB)) <= 1024 THEN agent_version END AS agent_version,
-       CASE WHEN length(CAST(agent_kind AS BLOB)) <= 1024 THEN agent_kind END AS agent_kind,
-       queued_at,
-       CASE WHEN typeof(duration_ms) = 'integer' AND duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
-       CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
-       CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
-       CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
-       CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
-       CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
-       (duration_ms IS NOT NULL) + (input_tokens IS NOT NULL) + (output_tokens IS NOT NULL) + (cache_creation_input_tokens IS NOT NULL) + (cache_read_input_tokens IS NOT NULL) + (cost_usd IS NOT NULL) AS usage_values
+SELECT {{step_usage_columns}}
   FROM step_executions WHERE id >= :first ORDER BY id LIMIT :limit
 
 -- name: steps_with_ids
 -- These step executions (ids :ids), as `steps_after` reads them: metrics picks up the
 -- steps it passed while they were unfinished.
-SELECT id,
-       CASE WHEN length(CAST(status AS BLOB)) <= 1024 THEN status END AS status,
-       CASE WHEN length(CAST(agent_name AS BLOB)) <= 1024 THEN agent_name END AS agent_name,
-       CASE WHEN length(CAST(agent_version AS BLOB)) <= 1024 THEN agent_version END AS agent_version,
-       CASE WHEN length(CAST(agent_kind AS BLOB)) <= 1024 THEN agent_kind END AS agent_kind,
-       queued_at,
-       CASE WHEN typeof(duration_ms) = 'integer' AND duration_ms BETWEEN 0 AND 31622400000 THEN duration_ms END AS duration_ms,
-       CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND 1099511627776 THEN input_tokens END AS input_tokens,
-       CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND 1099511627776 THEN output_tokens END AS output_tokens,
-       CASE WHEN typeof(cache_creation_input_tokens) = 'integer' AND cache_creation_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_creation_input_tokens END AS cache_creation_input_tokens,
-       CASE WHEN typeof(cache_read_input_tokens) = 'integer' AND cache_read_input_tokens BETWEEN 0 AND 1099511627776 THEN cache_read_input_tokens END AS cache_read_input_tokens,
-       CASE WHEN typeof(cost_usd) IN ('integer','real') AND cost_usd BETWEEN 0 AND 1000000.0 THEN cost_usd END AS cost_usd,
-       (duration_ms IS NOT NULL) + (input_tokens IS NOT NULL) + (output_tokens IS NOT NULL) + (cache_creation_input_tokens IS NOT NULL) + (cache_read_input_tokens IS NOT NULL) + (cost_usd IS NOT NULL) AS usage_values
+SELECT {{step_usage_columns}}
   FROM step_executions WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: abandon_attempt_steps
