@@ -3,7 +3,9 @@
 `start` (before its engine's loop has handlers of its own) and `serve` (uvicorn puts back
 the handler it found and sends the signal again) both need the same thing: for a while, a
 stop signal is only noted, so the command can stop cleanly and say so; after it, the
-handlers found are put back.
+handlers found are put back. Both heed only the stop signals the process was not started
+with ignored (`heeded`): `nohup` (SIGHUP) and a background job of a non-interactive shell
+(SIGINT) mean them ignored for the process's whole life.
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ from typing import Any
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
 """What `signal.signal` takes and returns (a `signal.Handlers` is an int)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops `start --foreground` and `serve`: Ctrl-C, `kill`, a closed terminal."""
+
+
+def ignored(sig: signal.Signals) -> bool:
+    """`sig` is ignored in this process (inherited so: `nohup`, a background job)."""
+    return signal.getsignal(sig) == signal.SIG_IGN
+
+
+def heeded(signals: Iterable[signal.Signals] = STOP_SIGNALS) -> list[signal.Signals]:
+    """Those of `signals` this process does not ignore, in order: the ones a command may
+    take a handler for. Asked before any handler of the command's own is in (a handler put
+    in for a signal ignored at start would turn it back on)."""
+    return [sig for sig in signals if not ignored(sig)]
 
 
 @contextlib.contextmanager

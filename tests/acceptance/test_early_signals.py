@@ -48,6 +48,7 @@ sys.meta_path.insert(0, Hold())
         (["start", "--foreground"], signal.SIGINT, 0, "engine stopped (Ctrl-C) before it started"),
         (["serve", "--port", "0"], signal.SIGTERM, 0, "API stopped (SIGTERM) before it served"),
         (["serve", "--port", "0"], signal.SIGINT, 0, "API stopped (Ctrl-C) before it served"),
+        (["serve", "--port", "0"], signal.SIGHUP, 0, "API stopped (SIGHUP) before it served"),
         (["status"], signal.SIGINT, 130, "error: aborted"),
     ],
 )

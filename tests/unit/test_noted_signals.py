@@ -10,7 +10,7 @@ from types import FrameType
 
 import pytest
 
-from swarm_engine.signals import noted_signals
+from swarm_engine.signals import heeded, noted_signals
 
 
 def test_signals_are_noted_in_order_and_the_handlers_found_put_back() -> None:
@@ -63,3 +63,15 @@ def test_outside_the_main_thread_nothing_is_installed() -> None:
     thread.join(timeout=30)
     assert inside == [before, []]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_heeded_leaves_out_the_signals_ignored() -> None:
+    """What `start --foreground` and `serve` take handlers for: a stop signal the process
+    was started with ignored (`nohup`: SIGHUP) is left out, so it stays ignored."""
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        assert heeded((signal.SIGUSR1, signal.SIGUSR2)) == [signal.SIGUSR2]
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        assert heeded((signal.SIGUSR2, signal.SIGUSR1)) == [signal.SIGUSR2, signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

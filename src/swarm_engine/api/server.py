@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from swarm_engine.api.auth import check_exposure
 from swarm_engine.config import Settings
 from swarm_engine.errors import StoreError, SwarmError, UsageError
-from swarm_engine.signals import noted_signals
+from swarm_engine.signals import heeded, noted_signals
 
 if TYPE_CHECKING:
     from swarm_engine.api.deps import Server
@@ -63,9 +63,10 @@ def serve(
     *,
     ready: Callable[[str], None] = lambda url: None,
 ) -> str | None:
-    """Serve the API until SIGINT or SIGTERM. `ready(url)` is called once it listens.
-    Returns "SIGTERM" or "SIGINT" when that signal stopped it (open requests were given
-    `GRACEFUL_SECONDS` to end), None when it stopped otherwise.
+    """Serve the API until SIGINT, SIGTERM or SIGHUP (each one the process was not started
+    with ignored). `ready(url)` is called once it listens. Returns "SIGINT", "SIGTERM" or
+    "SIGHUP" when that signal stopped it (open requests were given `GRACEFUL_SECONDS` to
+    end), None when it stopped otherwise.
     `UsageError` for a non-loopback `host` without `token`, or an address that cannot be
     used; `SwarmError` when the server stopped because its SQLite store's or registry's
     file was deleted or replaced while it served it (`Server.check_file`)."""
@@ -86,9 +87,11 @@ def serve(
         def capture_signals(self) -> Iterator[None]:
             # uvicorn's, but for the stop signals this process does not ignore only: a
             # SIGINT ignored as the server started (a background job of a
-            # non-interactive shell, scripts/demo.sh) stays ignored for its whole life, as
-            # POSIX shells mean it to; and the signals caught are not sent again at its
-            # end (`stops` has them)
+            # non-interactive shell, scripts/demo.sh) or a SIGHUP (`nohup`) stays ignored
+            # for its whole life, as POSIX shells mean it to; SIGHUP otherwise (its
+            # terminal closed) is a stop as SIGTERM is (uvicorn takes SIGINT and SIGTERM
+            # only: SIGHUP killed the server unsaid, exit -1); and the signals caught are
+            # not sent again at its end (`stops` has them)
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
@@ -121,7 +124,7 @@ def serve(
             await super().shutdown(sockets)
 
     stops: list[int] = []  # the stop signals uvicorn caught, in order
-    listened = [s for s in (signal.SIGTERM, signal.SIGINT) if not ignored(s)]
+    listened = heeded()
     terminated: list[int] = []
     sock = bind(host, port)
     try:
@@ -149,13 +152,14 @@ def serve(
             target=_watch, args=(state, stop, settings.heartbeat_interval),
             name="store-file-watch", daemon=True,
         ).start()  # fmt: skip
-        ready(url_of(sock))
         # a stop signal before uvicorn listens for its own is noted, and stops it once it
         # starts (the default would end the process unsaid); SIGINT too: Ctrl-C is how a
-        # server in a terminal is stopped, not an abort
-        # (signals reach the main thread only; a server run on another has none)
+        # server in a terminal is stopped, not an abort. Its ready line is said within:
+        # a stop right after it is the server's stop (it was the entry point's `before it
+        # served`). (Signals reach the main thread only; a server run on another has none)
         try:
             with noted_signals(listened) as terminated:
+                ready(url_of(sock))
                 server.run(sockets=[sock])
         finally:
             stop.set()
@@ -166,14 +170,9 @@ def serve(
         caught = stops or terminated
         if not caught:
             return None
-        return "SIGINT" if caught[0] == signal.SIGINT else "SIGTERM"
+        return signal.Signals(caught[0]).name
     finally:
         sock.close()
-
-
-def ignored(sig: signal.Signals) -> bool:
-    """`sig` is ignored in this process (inherited so: `nohup`, a background job)."""
-    return signal.getsignal(sig) == signal.SIG_IGN
 
 
 def _watch(state: Server, stop: threading.Event, every: float) -> None:

@@ -41,7 +41,7 @@ from swarm_engine.engine.hostlock import (
 )
 from swarm_engine.errors import ConflictError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.osthreads import name_file_workers
-from swarm_engine.signals import noted_signals
+from swarm_engine.signals import heeded, noted_signals
 from swarm_engine.store import Store
 from swarm_engine.vm.proctree import is_engine, started_at
 
@@ -137,14 +137,17 @@ def start(
 
     # a stop signal from here on, before the loop's handlers are in place, is a stop too
     # (it killed the engine unsaid, exit -15, while it was starting); the loop's own
-    # handlers take over while it runs (its end leaves the defaults)
-    with noted_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) as early:
+    # handlers take over while it runs (its end leaves the defaults). One the engine was
+    # started with ignored (`nohup`: SIGHUP) gets no handler, now or later: it stays
+    # ignored for the engine's whole life (the loop's handler turned SIGHUP back on)
+    stops = heeded()
+    with noted_signals(stops) as early:
 
         async def main() -> None:
             restore = use_pidfd_child_watcher()
             try:
                 name_file_workers(asyncio.get_running_loop())
-                daemon.install_signal_handlers(mark)
+                daemon.install_signal_handlers(mark, signals=stops)
                 if early:
                     mark(daemon.request_stop())
                 await daemon.run()

@@ -21,7 +21,7 @@ from types import FrameType
 EXIT_INTERRUPTED = 130
 STOPS = {
     "start": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),  # (with --foreground)
-    "serve": (signal.SIGINT, signal.SIGTERM),
+    "serve": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
 }
 """The commands that take their stop signals from the start, and which."""
 VALUED = frozenset({"--home", "--tickets-db", "--registry-db", "--config", "--log-level"})

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +145,15 @@ class Daemon:
         """What the store last said in failing a call (busy, unreachable), if it did."""
         return None if self.session is None else self.session.gate.trouble
 
-    def install_signal_handlers(self, on_stop: Callable[[str], None] | None = None) -> None:
-        """SIGINT, SIGTERM and SIGHUP (a closed terminal) call `request_stop`, then
-        `on_stop` with what it returned."""
+    def install_signal_handlers(
+        self,
+        on_stop: Callable[[str], None] | None = None,
+        *,
+        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+    ) -> None:
+        """`signals` (SIGINT, SIGTERM and SIGHUP, a closed terminal) call `request_stop`,
+        then `on_stop` with what it returned. A signal left out keeps what it does: the
+        caller leaves out those the process was started with ignored (`nohup`)."""
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
@@ -155,7 +161,7 @@ class Daemon:
             if on_stop is not None:
                 on_stop(phase)
 
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in signals:
             loop.add_signal_handler(sig, stop)
 
     # -- running -------------------------------------------------------------------------
