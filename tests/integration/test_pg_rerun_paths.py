@@ -2,7 +2,8 @@
 when the server rolls them back to break a deadlock (`store/rerun.py`): lease renewal
 with the heartbeat, the lease reclaim (its fence run again: idempotent), and `agent
 register` of an agent with a package rolled back at its commit, after the swap (made
-once, not again). Real server, real deadlocks (`tests/support/pgdeadlock.py`)."""
+once, not again), and what its one line says when every try is rolled back. Real
+server, real deadlocks (`tests/support/pgdeadlock.py`)."""
 
 from __future__ import annotations
 
@@ -193,4 +194,67 @@ def test_agent_register_rolled_back_at_its_commit_after_the_swap_runs_again(
     copies = [e for e in entries if e.startswith(".") and e != ".lock" and e not in links]
     assert len(links) == 1 and len(copies) == 1, entries
     assert (home / "packages" / "mine" / links[0] / "data.txt").read_text() == "x"
+    assert not [p for p in (home / "packages").iterdir() if p.name.startswith(".staging-")]
+
+
+@pytest.mark.parametrize("at_commit", [True, False], ids=["after-the-swap", "before-it"])
+def test_agent_register_rolled_back_every_try_says_what_it_swapped(
+    pg_url: str, tmp_path: Path, at_commit: bool
+) -> None:
+    """Every try rolled back (each one's deadlock crossed by the client): exit 6, one
+    line. At the commit (after the swap) the line says the package folder was swapped in
+    but the rows were not written, and that registering again writes them, which it does;
+    on the rows (before any swap) it says no such thing, and no folder is swapped in."""
+    if not superuser(pg_url):
+        pytest.skip("setting the client's deadlock_timeout needs a superuser")
+    from swarm_engine.store.rerun import TRIES
+
+    home = tmp_path / "home"
+    env = env_for(home, SWARM_DATABASE_URL=pg_url, SWARM_BUSY_TIMEOUT="120")  # (every try)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "agent.yaml").write_text("name: mine\nversion: 1.0.0\nkind: shell\ncommand: echo\n")
+    (folder / "data.txt").write_text("x")
+
+    def swarm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "swarm_engine", *args],
+            env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    init = swarm("status", "--init")
+    assert init.returncode == 0, init.stderr
+    psql(pg_url, crossing("agents", when="NEW.name = 'mine'", at_commit=at_commit, every_try=True))
+    client = Client(pg_url)
+    got: list[subprocess.CompletedProcess[str]] = []
+    worker = threading.Thread(target=lambda: got.append(swarm("agent", "register", str(folder))))
+    worker.start()
+    try:
+        client.cross_each(TRIES)
+    finally:
+        worker.join(300)
+        client.close()
+    (done,) = got
+    assert tries(pg_url) == TRIES
+    assert pg_query(pg_url, "SELECT count(*) AS n FROM marks") == [{"n": TRIES}]
+    lines = done.stderr.splitlines()
+    assert done.returncode == 6 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and f"({TRIES} tries)" in lines[0], lines
+    assert "deadlock detected" in lines[0], lines
+    assert pg_query(pg_url, "SELECT name FROM agents WHERE name = 'mine'") == []
+    link = home / "packages" / "mine" / "1.0.0"
+    if at_commit:
+        assert lines[0].endswith(
+            f"; agent mine@1.0.0: its package folder was swapped in ({link}) but its rows"
+            " were not written: registering it again writes them"
+        ), lines
+        assert link.is_symlink() and (link / "data.txt").read_text() == "x"
+    else:
+        assert "swapped" not in lines[0], lines
+        assert not link.exists() and not link.is_symlink()
+    psql(pg_url, "DROP TRIGGER crossing ON agents")
+    again = swarm("agent", "register", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert pg_query(pg_url, "SELECT name FROM agents WHERE name = 'mine'") == [{"name": "mine"}]
+    assert link.is_symlink() and (link / "data.txt").read_text() == "x"
     assert not [p for p in (home / "packages").iterdir() if p.name.startswith(".staging-")]

@@ -4,7 +4,9 @@ client (`Client`) waits on lock 1, then wants lock 2, which that client holds. T
 own wait closes the cycle; PostgreSQL's check runs in the waiter whose `deadlock_timeout`
 (1 s) ends first, and the client's is 60 s, so the store's statement (or commit) is the
 one rolled back, every time. The sequence `tries` counts the trigger's firings (a sequence
-is not transactional: the count survives the rollback)."""
+is not transactional: the count survives the rollback). With `every_try`, each try waits
+for the client, which crosses as many tries as it is told (`Client.cross_each`): every
+one is rolled back."""
 
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ CREATE SEQUENCE tries;
 CREATE FUNCTION crossing() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_advisory_xact_lock(1);
-  IF nextval('tries') = 1 THEN  -- the first try waits (at most 60 s) for the client to
-    FOR i IN 1..6000 LOOP       -- wait on lock 1, so that its own wait for lock 2 closes
-      EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'  -- the cycle
-                        AND objid = 1 AND NOT granted);
+  IF {waits} THEN  -- the first try (or each: every_try) waits (at most 60 s)
+    FOR i IN 1..6000 LOOP  -- for the client to wait on lock 1, so that its own wait
+      EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'  -- for lock 2
+                        AND objid = 1 AND NOT granted);  -- closes the cycle
       PERFORM pg_sleep(0.01);  -- sleep-ok: the poll interval of a condition wait
     END LOOP;
   END IF;
@@ -31,10 +33,18 @@ END $$;
 """
 
 
-def crossing(table: str, event: str = "INSERT", *, when: str = "", at_commit: bool = False) -> str:
+def crossing(
+    table: str,
+    event: str = "INSERT",
+    *,
+    when: str = "",
+    at_commit: bool = False,
+    every_try: bool = False,
+) -> str:
     """SQL installing the crossing trigger on `table`, before each row's `event` (`when`:
     an SQL condition on NEW, or every row); `at_commit`: a constraint trigger deferred to
-    the commit, so that it is the COMMIT that the server rolls back."""
+    the commit, so that it is the COMMIT that the server rolls back; `every_try`: each
+    firing waits for the client, not the first only."""
     condition = f"WHEN ({when})" if when else ""
     if at_commit:
         trigger = (
@@ -43,7 +53,9 @@ def crossing(table: str, event: str = "INSERT", *, when: str = "", at_commit: bo
         )
     else:
         trigger = f"CREATE TRIGGER crossing BEFORE {event} ON {table}"
-    return f"{CROSSING_FUNCTION}{trigger} FOR EACH ROW {condition} EXECUTE FUNCTION crossing();"
+    waits = "nextval('tries') > 0" if every_try else "nextval('tries') = 1"
+    function = CROSSING_FUNCTION.replace("{waits}", waits)
+    return f"{function}{trigger} FOR EACH ROW {condition} EXECUTE FUNCTION crossing();"
 
 
 class Client:
@@ -69,6 +81,15 @@ class Client:
         )
         self.conn.execute("SELECT pg_advisory_xact_lock(1)")  # granted once the store's
         self.conn.commit()  # write is rolled back; the store's next try waits for this
+
+    def cross_each(self, times: int) -> None:
+        """Cross the store's next `times` tries (a trigger made with `every_try`): after
+        each one's rollback, hold lock 2 again, in a new transaction, for the next."""
+        for n in range(times):
+            if n:
+                self.conn.execute("SELECT pg_advisory_xact_lock(2)")
+                self.conn.execute("INSERT INTO marks VALUES (1)")
+            self.cross()
 
     def close(self) -> None:
         self.conn.close()

@@ -6,9 +6,7 @@ pydantic and models.py are imported when a definition is built: `require_agent` 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,6 +25,7 @@ from swarm_engine.records import (
     text_over,
 )
 from swarm_engine.registry import listing
+from swarm_engine.registry.agent_packages import write_agents
 from swarm_engine.registry.builtins import BUILTIN_REFS, BUILTIN_VERSIONS
 from swarm_engine.registry.listing import PAGE_DEFINITIONS, DefinitionPage
 from swarm_engine.registry.plain import plain_agent
@@ -191,17 +190,6 @@ def check_agent_row(row: Row) -> None:
     _check_names(where, row, *plain)
 
 
-def _first_copy_error(exc: OSError | shutil.Error) -> str:
-    """One line from a copy failure (`shutil.Error` carries a list of them)."""
-    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
-        problems = exc.args[0]
-        if problems:
-            source, _, why = problems[0]
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            return f"{source}: {why}{more}"
-    return str(exc)
-
-
 def _same_package(row: Row, spec: AgentSpec) -> bool:
     """Whether `row` holds `spec` with the same package files (`package_digest`): so
     registering it again, on another host sharing the registry, only copies its package
@@ -270,8 +258,6 @@ class Registry:
     # -- agents ----------------------------------------------------------------------------
     def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
         """Register all or none. Package files are copied under the home folder."""
-        from swarm_engine.agents.files import SKIP_NAMES
-        from swarm_engine.package_folders import install, staging
         from swarm_engine.registry.agents import check_agent
 
         for spec in specs:
@@ -299,52 +285,8 @@ class Registry:
                 if spec.package_path
                 else spec
             )
-        staged: list[tuple[Path, AgentSpec]] = []
-        held = contextlib.ExitStack()  # each staging folder held until the end (sweep)
-        try:
-            for spec, final in zip(specs, stored, strict=True):
-                if spec.package_path:
-                    tmp = held.enter_context(staging(self._ensure_packages_dir()))
-                    staged.append((tmp, final))
-                    try:
-                        shutil.copytree(
-                            spec.package_path,
-                            tmp / "pkg",
-                            symlinks=True,
-                            ignore=shutil.ignore_patterns(*SKIP_NAMES),
-                        )
-                    except (OSError, shutil.Error) as exc:
-                        raise ConfigError(
-                            f"{spec.package_path}: cannot copy the agent package: "
-                            + _first_copy_error(exc)
-                        ) from exc
-            installed: set[int] = set()  # kept across tries: a rollback at the commit
-            # comes after a swap, whose staged copy has moved in; the next try writes the
-            # rows for it and swaps only what is left (docs/engine.md)
-
-            def put() -> None:  # run again if PostgreSQL rolls it back (store/rerun.py)
-                self.defs.put_agents(_agent_row(spec) for spec in stored)
-                for n, (tmp, final) in enumerate(staged):  # each swapped in whole
-                    if n not in installed:  # (package_folders.py)
-                        install(
-                            tmp / "pkg",
-                            self.packages_dir,
-                            final.name,
-                            final.version,
-                            final.package_digest,
-                        )
-                        installed.add(n)
-
-            self.defs.db.atomic(put)
-        finally:
-            for tmp, _ in staged:
-                shutil.rmtree(tmp, ignore_errors=True)
-            held.close()
+        write_agents(self.defs, self.packages_dir, specs, stored, [_agent_row(s) for s in stored])
         return stored
-
-    def _ensure_packages_dir(self) -> Path:
-        self.packages_dir.mkdir(parents=True, exist_ok=True)
-        return self.packages_dir
 
     def _package_dir(self, spec: AgentSpec) -> Path:
         return self.packages_dir / spec.name / spec.version

@@ -7,7 +7,7 @@ is safe, and is what PostgreSQL's manual asks of the client ("Serialization Fail
 Handling"). `PostgresDatabase` does so where it owns the transaction: an autocommit
 statement (`run` outside a transaction) and `atomic(body)`, whose body is only SQL through
 the store, or does besides only what is safe to do again: a step made once and skipped by
-the next try (`agent register`'s package swap, `registry/catalog.py`), or one that is
+the next try (`agent register`'s package swap, `registry/agent_packages.py`), or one that is
 idempotent (the lease reclaim's fence, `store/reclaim.py`); whatever else it keeps in
 memory is told after the commit (`engine/leases.py`: a row put back). A
 `with db.transaction():` block is not run again: a context manager cannot run its block
