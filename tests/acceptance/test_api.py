@@ -656,13 +656,17 @@ def test_implausible_usage_spoils_no_total(world: World) -> None:
     assert steps["fine"]["defects"] == []
 
 
-@pytest.mark.parametrize(("sig", "named"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+@pytest.mark.parametrize(
+    ("sig", "named"),
+    [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C"), (signal.SIGHUP, "SIGHUP")],
+)
 def test_a_stop_signal_stops_the_server_saying_so(
     tmp_path: Path, sig: signal.Signals, named: str
 ) -> None:
-    """SIGTERM (a service manager's stop) and SIGINT (Ctrl-C in its terminal) end `serve`
-    with exit 0 and one line: SIGTERM used to kill it (exit 143) without a word, and
-    Ctrl-C said `error: aborted` with exit 130, where docs/api.md promised the line."""
+    """SIGTERM (a service manager's stop), SIGINT (Ctrl-C in its terminal) and SIGHUP (its
+    terminal closed) end `serve` with exit 0 and one line: SIGTERM used to kill it (exit
+    143) without a word, SIGHUP too (exit -1), and Ctrl-C said `error: aborted` with exit
+    130, where docs/api.md promised the line."""
     home = tmp_path / "home"
     assert swarm_inproc(home, "status", "--init").returncode == 0
     api = start_api(home)
