@@ -14,12 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from tests.support.cli import env_for, wait_until
-from tests.support.pipes import blocked_writing, full_pipe
+from tests.support.pipes import HeldStart, blocked_writing, full_pipe
 
 NOHUP = shutil.which("nohup")
 SERVING = b"serving the API on "
@@ -47,53 +46,27 @@ def test_start_foreground_under_nohup_ignores_sighup_for_its_whole_life(home: Pa
     handlers in): SIGHUP is ignored at both, SIGINT and SIGTERM are caught. A SIGHUP then
     a SIGTERM: one stop (a drain, no abort), exit 0."""
     assert NOHUP is not None
-    read_end, write_end, held = full_pipe()
-    proc = subprocess.Popen(
-        [NOHUP, sys.executable, "-m", "swarm_engine", "start", "--foreground"],
-        env=env_for(home),
-        stdout=write_end,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    os.close(write_end)
-    errors: list[str] = []
-    drain = threading.Thread(
-        target=lambda: errors.append(proc.stderr.read() if proc.stderr else "")
-    )
-    drain.start()
-    chunks: list[bytes] = []
-    reader = threading.Thread(
-        target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b""))
-    )
+    start = HeldStart(home, NOHUP)
+    pid = start.proc.pid
     try:
-        wait_until(lambda: blocked_writing(proc.pid), 60, "`engine starting` to block")
-        noted = [catches(proc.pid, s) for s in (signal.SIGINT, signal.SIGTERM)]
-        assert (ignores(proc.pid, signal.SIGHUP), noted) == (True, [True, True])
-        reader.start()
-        ready = home / "run" / f"engine-{proc.pid}.ready"
+        wait_until(lambda: blocked_writing(pid), 60, "`engine starting` to block")
+        noted = [catches(pid, s) for s in (signal.SIGINT, signal.SIGTERM)]
+        assert (ignores(pid, signal.SIGHUP), noted) == (True, [True, True])
+        start.release()
+        ready = home / "run" / f"engine-{pid}.ready"
         wait_until(ready.exists, 60, "the engine to be ready")
-        assert proc.poll() is None
-        handled = [catches(proc.pid, s) for s in (signal.SIGINT, signal.SIGTERM)]
-        assert (ignores(proc.pid, signal.SIGHUP), handled) == (True, [True, True])
-        proc.send_signal(signal.SIGHUP)  # (dropped by the kernel: it is ignored)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-        reader.join(timeout=60)
-        drain.join(timeout=60)
+        assert start.proc.poll() is None
+        handled = [catches(pid, s) for s in (signal.SIGINT, signal.SIGTERM)]
+        assert (ignores(pid, signal.SIGHUP), handled) == (True, [True, True])
+        start.proc.send_signal(signal.SIGHUP)  # (dropped by the kernel: it is ignored)
+        start.proc.send_signal(signal.SIGTERM)
+        code, out, err = start.ended()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        os.close(read_end)
-        if proc.stderr is not None:
-            proc.stderr.close()
-    out = b"".join(chunks)[held:].decode()
-    assert code == 0, (code, out, errors)
+        start.close()
+    assert code == 0, (code, out, err)
     assert out.splitlines()[-1] == "engine stopped after running 0 ticket(s)", out
-    assert errors[0].count("stopping: draining") == 1, errors
-    assert "aborting" not in errors[0] and "Traceback" not in errors[0], errors
+    assert err.count("stopping: draining") == 1, err
+    assert "aborting" not in err and "Traceback" not in err, err
 
 
 def serve(home: Path, *wrapper: str) -> tuple[subprocess.Popen[bytes], int, bytes]:

@@ -4,6 +4,10 @@ write to it until the test reads (`blocked_writing` tells when it waits there)."
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 FULL = 1 << 20
@@ -35,3 +39,61 @@ def blocked_writing(pid: int) -> bool:
         return "pipe_write" in Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
         return False
+
+
+class HeldStart:
+    """A `start --foreground` whose stdout is a full pipe: its `engine starting` line
+    blocks in `write` until `release`; its stderr is read whole meanwhile."""
+
+    def __init__(self, home: Path, *wrapper: str) -> None:
+        """Started (run by `wrapper`, say `nohup`, if given)."""
+        from tests.support.cli import env_for
+
+        self.read_end, write_end, self.held = full_pipe()
+        self.proc = subprocess.Popen(
+            [*wrapper, sys.executable, "-m", "swarm_engine", "start", "--foreground"],
+            env=env_for(home),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        os.close(write_end)
+        self.errors: list[str] = []
+        self.drain = threading.Thread(target=self._drain)
+        self.drain.start()
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read)
+
+    def _drain(self) -> None:
+        self.errors.append(self.proc.stderr.read() if self.proc.stderr else "")
+
+    def _read(self) -> None:
+        self.chunks.extend(iter(lambda: os.read(self.read_end, 65536), b""))
+
+    def release(self) -> None:
+        """Read its stdout from here on: its writes go on."""
+        if self.reader.ident is None:
+            self.reader.start()
+
+    def ended(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Released, once it ends: its exit code, its stdout (after the filler), its
+        stderr."""
+        self.release()
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=timeout)
+        self.drain.join(timeout=timeout)
+        out = b"".join(self.chunks)[self.held :].decode()
+        return code, out, self.errors[0] if self.errors else ""
+
+    def close(self) -> None:
+        """Killed (its process group) if it still runs; its pipes closed."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.reader.ident is not None:  # (it reads to the end of the pipe)
+            self.reader.join(timeout=60)
+        os.close(self.read_end)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
