@@ -19,24 +19,11 @@ from pathlib import Path
 import pytest
 from tests.support.cli import env_for, wait_until
 from tests.support.pipes import HeldStart, blocked_writing, full_pipe
+from tests.support.sigmask import catches, ignores
 
 NOHUP = shutil.which("nohup")
 SERVING = b"serving the API on "
 STARTED = b"Application startup complete."
-
-
-def ignores(pid: int, sig: signal.Signals) -> bool:
-    """The kernel says process `pid` ignores `sig` (its `SigIgn` mask)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    (mask,) = [line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")]
-    return bool(int(mask, 16) >> (sig - 1) & 1)
-
-
-def catches(pid: int, sig: signal.Signals) -> bool:
-    """Process `pid` has a handler for `sig` (its `SigCgt` mask)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    (mask,) = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
-    return bool(int(mask, 16) >> (sig - 1) & 1)
 
 
 @pytest.mark.skipif(NOHUP is None, reason="no nohup command")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from tests.support.cli import (
     wait_until,
     write_lock,
 )
+from tests.support.sigmask import catches, ignores
 
 BUSY = {
     "SWARM_BUSY_TIMEOUT": "0.2",
@@ -260,6 +262,37 @@ def test_ctrl_c_on_run_ticket_wait_fails_the_ticket_and_says_how_to_run_it_again
     assert query(db, "SELECT state FROM engines")[0]["state"] == "stopped"
     helped = swarm(home, "run-ticket", "--help").stdout
     assert "Ctrl-C" in helped and "ticket reopen" in helped, helped
+
+
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="no nohup command")
+def test_run_ticket_wait_under_nohup_outlives_its_terminal(home: Path, tmp_path: Path) -> None:
+    """`nohup run-ticket ID --wait`: SIGHUP (its terminal closed) stays ignored while the
+    ticket runs (its loop put a handler in for it, and a closed terminal failed the
+    ticket); SIGTERM still stops it. Read from the kernel while the step runs."""
+    db = home / "tickets.db"
+    long_ticket(home, tmp_path)
+    nohup = shutil.which("nohup")
+    assert nohup is not None
+    proc = subprocess.Popen(
+        [nohup, sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        running = "SELECT 1 FROM step_executions WHERE status = 'running'"
+        wait_until(lambda: query(db, running), 30, "the step to run")
+        handled = [catches(proc.pid, s) for s in (signal.SIGINT, signal.SIGTERM)]
+        assert (ignores(proc.pid, signal.SIGHUP), handled) == (True, [True, True])
+        proc.send_signal(signal.SIGHUP)  # (dropped by the kernel: it is ignored)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (out, err)
+    (ticket,) = query(db, "SELECT status, error FROM tickets")
+    assert ticket["error"].startswith("interrupted: run-ticket --wait was stopped (SIGTERM)")
 
 
 def test_ctrl_c_on_run_ticket_wait_before_the_claim_says_the_ticket_is_untouched(

@@ -42,6 +42,7 @@ from swarm_engine.cli.text import left_running, reaped_when
 from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.errors import StoreError, TicketFailed
 from swarm_engine.records import shown
+from swarm_engine.signals import heeded
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 """The signals that stop `run-ticket --wait` (its run recorded failed, 'interrupted'),
@@ -82,7 +83,8 @@ def run_ticket(
     With --wait the ticket runs in this process: Ctrl-C (or SIGTERM, or SIGHUP: its
     terminal closed) stops it, its VMs are destroyed and it is recorded failed
     ('interrupted'); it is not re-queued, so no engine runs it again until you reopen
-    it ('swarm-engine ticket reopen ID').
+    it ('swarm-engine ticket reopen ID'). A signal ignored as it starts stays ignored
+    ('nohup swarm-engine run-ticket ID --wait' outlives its terminal).
 
     Exit status: 0 done, 1 failed or cancelled, 3 no such ticket, 4 not runnable
     (already claimed, or finished: reopen it first), 130 interrupted.
@@ -164,8 +166,8 @@ async def _run_and_wait(
         session.abort()  # (what is left to write is waited for one lease_ttl more)
         main.cancel()
 
-    for sig, how in STOP_SIGNALS.items():
-        loop.add_signal_handler(sig, signalled, how)
+    for sig in heeded(STOP_SIGNALS):  # one ignored as it started (`nohup`) stays so
+        loop.add_signal_handler(sig, signalled, STOP_SIGNALS[sig])
     watch = asyncio.create_task(_store_silence(session, settings, silent), name="store-watch")
     try:
         async with session:
