@@ -8,11 +8,14 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.postgres import Server, pg_query, psql, start_server
+
+if TYPE_CHECKING:
+    from swarm_engine.store import Store
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     # pytest-xdist's workers set COLUMNS=80 and LINES=24; the commands the tests run must
@@ -52,6 +55,18 @@ def postgres() -> Iterator[Server]:
 def pg_url(postgres: Server) -> str:
     """A new, empty database on the throwaway server."""
     return postgres.create_database()
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    """The ticket store on a new, empty database of the throwaway server."""
+    from swarm_engine.store import open_store
+
+    opened = open_store(pg_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @dataclass

@@ -9,7 +9,6 @@ Real server, real command."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,12 +36,8 @@ def idle_timeout(store: Store) -> int:
 
 
 @pytest.fixture
-def store(pg_url: str) -> Iterator[Store]:
-    opened = open_store(pg_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(pg_store: Store) -> Store:
+    return pg_store
 
 
 def test_each_connection_bounds_its_idle_transactions(store: Store) -> None:

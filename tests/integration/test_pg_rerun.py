@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,8 @@ CROSSING = crossing("tickets")
 
 
 @pytest.fixture
-def store(pg_url: str) -> Iterator[Store]:
-    opened = open_store(pg_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(pg_store: Store) -> Store:
+    return pg_store
 
 
 def tickets(url: str) -> list[dict[str, Any]]:
