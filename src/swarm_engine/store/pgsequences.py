@@ -62,10 +62,22 @@ OWN = "AS bigint INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 NO CYCLE
 """An identity column's own sequence parameters (bigint), put back when changed."""
 
 _ROOMY = (  # the largest id below CEILING with ROOM free ids above it (0 when none)
-    "coalesce((SELECT s.id FROM (SELECT id, lag(id) OVER (ORDER BY id DESC) AS above"
-    " FROM {t} WHERE id > 0 AND id < {ceiling}) s WHERE coalesce(s.above, {ceiling}) - s.id"
-    " > {room} ORDER BY s.id DESC LIMIT 1), 0)"
+    "(WITH RECURSIVE walk(u, t) AS ("
+    " SELECT {ceiling}::bigint,"
+    " coalesce((SELECT max(id) FROM {t} WHERE id > 0 AND id < {ceiling}), 0)"
+    " UNION ALL SELECT j.lo, coalesce((SELECT max(id) FROM {t} WHERE id > 0 AND id < j.lo), 0)"
+    " FROM walk w CROSS JOIN LATERAL (SELECT (SELECT min(id) FROM {t}"
+    " WHERE id > greatest(w.t - {room}, 0) AND id <= w.t) AS lo) j"
+    " WHERE w.t > 0 AND w.u - w.t <= {room})"
+    " SELECT t FROM walk WHERE t = 0 OR u - t > {room} LIMIT 1)"
 )
+"""Jumps down from `CEILING`: `t` is the largest id below `u`; when the gap from `t` up to
+`u` is `ROOM` or less, no id from `lo` (the least id within `ROOM` below `t`) up to `t`
+has room either (the next id above each is within `ROOM`), so the search goes on below
+`lo`. Each step is a few index lookups, and a run of a client's rows closer together than
+`ROOM` is one step however many rows it holds (a walk of every row read all of a run of
+a million rows on each heartbeat: 0.55 s)."""
+
 _TABLES = " UNION ALL ".join(
     f"SELECT '{t}' AS name, q.seq, {_ROOMY.format(t=t, ceiling=CEILING, room=ROOM)} AS top,"
     f" CASE WHEN q.last < {MAX_ID} THEN EXISTS (SELECT 1 FROM {t} WHERE id = q.last + 1)"
