@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from tests.support.cli import swarm
 from tests.support.postgres import pg_query, psql
@@ -108,3 +110,58 @@ def test_a_frozen_transaction_lets_go_of_its_rows(
     with frozen.db.transaction():
         assert frozen.db.one("SELECT 1 AS one") is not None
     frozen.close()
+
+
+def hold_rows(url: str, ids: list[int]) -> psycopg.Connection[Any]:
+    """A client's open transaction holding these ticket rows locked (`FOR UPDATE`), idle."""
+    client = psycopg.connect(url)
+    client.execute("SELECT id FROM tickets WHERE id = ANY(%(ids)s) FOR UPDATE", {"ids": ids})
+    return client
+
+
+def claimed(store: Store, n: int) -> list[tuple[int, str]]:
+    """`n` tickets claimed by one engine: (id, attempt id) each."""
+    store.engines.register("e1", kind="daemon", host="h", pid=1, max_vms=n, backend="process")
+    for i in range(n):
+        store.tickets.create(title=f"t{i}", agent_id="echo")
+    got = store.tickets.claim_next(engine_id="e1", attempt_id="a", lease_ttl=30, limit=n)
+    return [(t.id, str(t.attempt_id)) for t in got]
+
+
+def test_a_row_locked_elsewhere_costs_only_its_own_lease_renewal(pg_url: str) -> None:
+    """A client holding one running ticket's row locked: the engine's renewal skips that
+    lease and renews the others at once (before, it waited for the lock up to the busy
+    timeout, and then renewed none: every lease of the engine ran out together)."""
+    store = open_store(pg_url, busy_timeout=5)
+    try:
+        (one, a1), (_, a2) = claimed(store, 2)
+        client = hold_rows(pg_url, [one])
+        try:
+            assert store.tickets.renew_leases([a1, a2], lease_ttl=30) == {a2}
+            assert store.tickets.held([a1, a2]) == {a1, a2}  # (still its: not lost)
+        finally:
+            client.close()
+        assert store.tickets.renew_leases([a1, a2], lease_ttl=30) == {a1, a2}
+    finally:
+        store.close()
+
+
+def test_the_reclaim_passes_over_an_expired_row_locked_elsewhere(pg_url: str) -> None:
+    """Two expired tickets, one held locked by a frozen client: the reclaim re-queues the
+    other and leaves that one for a later round (before, it waited for the lock up to the
+    busy timeout on the engine's store thread, its own renewals waiting behind it, and
+    then reclaimed neither)."""
+    store = open_store(pg_url, busy_timeout=5)
+    try:
+        (one, _), (two, _) = claimed(store, 2)
+        psql(pg_url, "UPDATE tickets SET lease_expires_at = now() - interval '1 minute'")
+        client = hold_rows(pg_url, [one])
+        try:
+            assert [(e.ticket_id, e.status) for e in store.tickets.reclaim_expired()] == [
+                (two, "open")
+            ]
+        finally:
+            client.close()
+        assert [(e.ticket_id, e.status) for e in store.tickets.reclaim_expired()] == [(one, "open")]
+    finally:
+        store.close()

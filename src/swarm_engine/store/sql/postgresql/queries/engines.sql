@@ -136,13 +136,22 @@ SELECT DISTINCT s.vm_id FROM workflow_runs r JOIN step_executions s ON s.run_id 
 -- Engines just recorded dead (forget_silent) held no live ticket, but may have left runs
 -- `running` of tickets they lost (cancelled and reopened while they ran): closed failed,
 -- with their unfinished steps. Only those engines' own rows.
+-- A run whose ticket its attempt holds again is not one of them: the check that the
+-- engine held no live ticket was an earlier statement (READ COMMITTED), and an engine
+-- that woke up in between may have claimed and started it since (`{{left_runs}}`).
 UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
        completed_at = now()
  WHERE status IN ('queued','running')
-   AND run_id IN (SELECT id FROM workflow_runs WHERE status = 'running'
-                   AND engine_id = ANY(:ids))
+   AND run_id IN (SELECT r.id FROM workflow_runs r WHERE r.status = 'running'
+                   AND r.engine_id = ANY(:ids) AND {{left_runs}})
 
 -- name: close_dead_runs
-UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
+-- (Not the runs whose ticket their attempt holds again: see close_dead_steps.)
+UPDATE workflow_runs r SET status = 'failed', error = coalesce(error, :error),
        completed_at = now()
- WHERE status = 'running' AND engine_id = ANY(:ids)
+ WHERE r.status = 'running' AND r.engine_id = ANY(:ids) AND {{left_runs}}
+
+-- name: left_runs
+-- (A fragment.) Run `r` is not its ticket's live attempt.
+NOT EXISTS (SELECT 1 FROM tickets t WHERE t.attempt_id = r.attempt_id
+              AND t.status IN ('claimed','running'))

@@ -213,9 +213,15 @@ UPDATE tickets SET status = 'open', attempts = GREATEST(attempts - 1, 0), engine
  WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
 
 -- name: renew_leases
+-- A row another client holds locked (a frozen engine's or a client's open transaction)
+-- is skipped, not waited for: its lease alone is not renewed this round, and the others'
+-- are (a wait for it held every lease of this engine up to lock_timeout). Whether it is
+-- still held is the keeper's plain read (`held`), which no lock blocks.
 UPDATE tickets
    SET lease_expires_at = now() + make_interval(secs => :lease_ttl)
- WHERE attempt_id = ANY(:attempt_ids)
+ WHERE id IN (SELECT id FROM tickets WHERE attempt_id = ANY(:attempt_ids)
+                 AND status IN ('claimed','running') FOR UPDATE SKIP LOCKED)
+   AND attempt_id = ANY(:attempt_ids)
    AND status IN ('claimed','running')
 RETURNING attempt_id
 
@@ -279,6 +285,9 @@ SELECT
 
 -- name: reclaim_expired
 -- :only NULL: every expired ticket; else that one (when the store refused the batch).
+-- A row another client holds locked (a frozen engine inside its renewal) is skipped this
+-- round, not waited for: the wait held this engine's store thread, and so its own lease
+-- renewals, up to lock_timeout.
 UPDATE tickets SET
        status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
        error = CASE WHEN attempts < max_attempts THEN NULL
@@ -293,12 +302,22 @@ UPDATE tickets SET
    AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
                      AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %')
+   AND id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
+                 AND (lease_expires_at IS NULL OR lease_expires_at < now()
+                      OR lease_expires_at > now() + interval '7 days 1 hour')
+                 AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+                 FOR UPDATE SKIP LOCKED)
 RETURNING id, status
 
 -- name: reclaim_lock
 -- One reclaimer at a time across every host: a transaction-scoped advisory lock; an
--- engine that does not get it skips this round.
-SELECT pg_try_advisory_xact_lock(1398230274)
+-- engine that does not get it skips this round. The reclaim's transaction waits for a
+-- row lock at most 1.5 s (then it is busy, and tried again next round): it runs on the
+-- engine's store thread, where a longer wait (on a row a frozen engine holds locked)
+-- held up the engine's own lease renewals until its leases ran out. (Longer than the
+-- server's deadlock check, 1 s by default: a deadlocked reclaim is still rolled back and
+-- run again at once, store/rerun.py.)
+SELECT pg_try_advisory_xact_lock(1398230274), set_config('lock_timeout', '1500ms', true)
 
 -- name: page
 -- One page of tickets, newest first, up to id :through (see the SQLite file).
