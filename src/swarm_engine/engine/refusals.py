@@ -50,10 +50,39 @@ class Refusals:
     writes: RunWrites
     on_row_lost: Callable[[str], None]
     _ended: dict[str, AttemptEndedError]
+    _ending: dict[str, asyncio.Future[StaleAttemptError]]
+    """The attempts whose refusal is being handled now (`_refused`), and its outcome."""
     _stops: dict[str, tuple[asyncio.Task[Any], Callable[[LostReason], None]]]
     _refusals: set[asyncio.Task[None]]
 
     async def _refused(self, ticket: Ticket, name: str, exc: StoreError) -> StaleAttemptError:
+        """`_refused_once`, once per attempt: a second refusal of the same attempt while
+        the first is being handled (its lease's renewal, refused as the run's end was)
+        waits for the first's outcome instead of failing the ticket again and saying so
+        twice."""
+        attempt = str(ticket.attempt_id)
+        if attempt in self._ended:
+            return self._ended[attempt]
+        pending = self._ending.get(attempt)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        ending: asyncio.Future[StaleAttemptError] = asyncio.get_running_loop().create_future()
+        self._ending[attempt] = ending
+        try:
+            outcome = await self._refused_once(ticket, name, exc)
+        except asyncio.CancelledError:
+            ending.cancel()
+            raise
+        except BaseException as error:
+            ending.set_exception(error)
+            ending.exception()  # (retrieved: there may be no one waiting)
+            raise
+        finally:
+            del self._ending[attempt]
+        ending.set_result(outcome)
+        return outcome
+
+    async def _refused_once(self, ticket: Ticket, name: str, exc: StoreError) -> StaleAttemptError:
         """A fenced write of this attempt was refused: find out at once why, and end the
         attempt when it is over. If the attempt still holds the ticket (another writer
         changed a row of it, or a trigger deleted or changed the ticket inside the
@@ -67,8 +96,6 @@ class Refusals:
         is closed as ended unrecorded (`RunWrites.refused`): the ticket stays as the store
         keeps it, is never run again (no reclaim re-queues it), and one line says so."""
         attempt = str(ticket.attempt_id)
-        if attempt in self._ended:
-            return self._ended[attempt]
         what = RECORDS.get(name, "a write of its run")
         line = (
             f"{what} could not be recorded: another writer (a trigger?) deleted or changed"

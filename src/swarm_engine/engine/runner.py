@@ -98,6 +98,7 @@ class TicketRunner(Refusals):
         self._stops: dict[str, tuple[asyncio.Task[Any], Callable[[LostReason], None]]] = {}
         """Each running attempt's main task and how to stop it (see `run`)."""
         self._ended: dict[str, AttemptEndedError] = {}
+        self._ending: dict[str, asyncio.Future[StaleAttemptError]] = {}
         """Attempts a refused write ended (see `_refused`), with why."""
         self._aborted: set[int] = set()
         """Tickets whose run's abort was recorded, or tried (see `_abort`)."""
