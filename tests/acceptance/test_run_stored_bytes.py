@@ -19,10 +19,13 @@ from tests.support.cli import swarm, swarm_inproc
 MIB = 1024 * 1024
 BIG = 200 * 1024  # characters of a ticket input each step names
 OVER = re.compile(
-    r"step 's\d+' failed: (inputs|outputs): [\d,]+ bytes of JSON would bring the run's stored"
+    r"step 's\d+' failed: (inputs: [\d,]+ bytes of JSON|outputs: [\d,]+ bytes of JSON"
+    r"|log of step 's\d+': [\d,]+ bytes) would bring the run's stored"
     r" step values to ([\d,]+) bytes, more than the 1 MiB a run may store \(setting"
     r" max_run_stored_bytes\)"
 )
+"""The run's end at the limit: whichever of a step's values (its inputs, its outputs, or
+its log, as steps run side by side) would have taken the run past it first."""
 
 
 def home_with(store_target: Target, tmp_path: Path, steps: str) -> Path:

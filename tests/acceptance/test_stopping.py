@@ -361,8 +361,13 @@ def take_away(db: Path, how: str) -> None:
             src.backup(dst)
         os.replace(copy, db)
     elif how == "linked":  # moved away, a symlink to it in its place: SQLite would keep
-        os.replace(db, db.with_name("real.db"))  # a second -wal next to the new name
-        db.symlink_to("real.db")
+        # a second -wal next to the new name. Done without a moment where the name is
+        # gone (which the engine, looking then, rightly calls deleted): a second name for
+        # the file, then a symlink to it renamed over the first
+        os.link(db, db.with_name("real.db"))
+        link = db.with_name("link.tmp")
+        link.symlink_to("real.db")
+        os.replace(link, db)
     else:
         db.unlink()
 
