@@ -167,3 +167,34 @@ def test_the_reclaim_passes_over_an_expired_row_locked_elsewhere(pg_url: str) ->
         assert [(e.ticket_id, e.status) for e in store.tickets.reclaim_expired()] == [(one, "open")]
     finally:
         store.close()
+
+
+def test_a_session_limit_too_short_for_a_transaction_is_refused_in_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A limit of milliseconds (a typo for seconds, say) would end every session in the
+    middle of its transactions: each write would fail as a busy store and be retried in
+    vain until `busy_timeout`, ending as "unavailable for now". It is refused at once,
+    named with where it was set; nothing is written."""
+    home = tmp_path / "home"
+    short = with_options(pg_url, "-c idle_in_transaction_session_timeout=5")
+    done = swarm(home, "ticket", "create", "--title", "t", "--agent", "echo",
+                 SWARM_DATABASE_URL=short, SWARM_BUSY_TIMEOUT="3")  # fmt: skip
+    assert done.returncode == 6, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "idle_in_transaction_session_timeout is 5ms (set by the URL's options" in lines[0]
+    assert "needs at least 1000ms, or 0 (no limit)" in lines[0]
+    assert "unavailable for now" not in lines[0]
+    database = pg_query(pg_url, "SELECT current_database() AS name")[0]["name"]
+    psql(pg_url, f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = 999')
+    done = swarm(home, "status", "--init", SWARM_DATABASE_URL=pg_url)
+    assert done.returncode == 6 and "is 999ms (set by database)" in done.stderr, done
+    # the schema was never made: nothing was written by either command
+    assert pg_query(pg_url, "SELECT to_regclass('tickets') IS NULL AS none")[0]["none"]
+    # the smallest allowed value, and no limit, are taken
+    for value in ("1000", "0"):
+        psql(
+            pg_url, f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = {value}'
+        )
+        assert swarm(home, "status", "--init", SWARM_DATABASE_URL=pg_url).returncode == 0

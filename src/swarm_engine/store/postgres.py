@@ -52,6 +52,16 @@ its row locks at most this long before the server ends its session and rolls it 
 instead of blocking every writer of those rows until it resumes. The longest a
 transaction of ours waits on its own work between statements is a lease reclaim's fence
 (stopping VMs), well under this."""
+SESSION_LIMITS_MIN_MS = 1_000
+"""The least `idle_in_transaction_session_timeout` (and PostgreSQL 17's
+`transaction_timeout`) a store may be given by the server, the database, the role or the
+URL (0, no limit, is fine). The statements of one of its transactions follow each other
+within milliseconds; below a second, the server would end sessions in the middle of
+transactions that are only doing their work, and every write would fail as a busy store
+and be retried in vain until `busy_timeout`. `connect` refuses such a setting in one line
+instead. (A value of a few seconds works, but a lease reclaim that stops VMs between two
+of its statements may outlast it and be run again: keep it at a minute or more.)"""
+SESSION_LIMITS = ("idle_in_transaction_session_timeout", "transaction_timeout")
 MIGRATION_LOCK = 0x5357_4D01  # pg_advisory_xact_lock key: "SWM" 1
 SEQUENCE_REPAIRS = 3
 """How many times one statement repairs a wedged id sequence and runs again (another
@@ -385,13 +395,18 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
 
     where = f"database {redact(url)}"
     try:
-        psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
+        with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as probe:
+            limits = probe.execute(
+                "SELECT name, setting, source FROM pg_settings WHERE name = ANY(%s)",
+                [list(SESSION_LIMITS)],
+            ).fetchall()
     except psycopg.OperationalError as exc:
         if _no_answer(exc):
             raise StoreUnreachableError(redact(url), _scrub(exc, url)) from None
         raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
+    _refuse_short_session_limits(where, limits)
     lock_ms = max(1, int(busy_timeout * 1000))
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # its retries: not news
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
@@ -416,6 +431,24 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
         db.close()
         raise
     return db
+
+
+def _refuse_short_session_limits(where: str, limits: Sequence[tuple[Any, Any, Any]]) -> None:
+    """Raise `StoreError` (one line) for a session limit of `SESSION_LIMITS` set above 0 and
+    below `SESSION_LIMITS_MIN_MS`; `limits` are `pg_settings` rows (name, setting in
+    milliseconds, source)."""
+    for name, setting, source in limits:
+        try:
+            ms = int(setting)
+        except (TypeError, ValueError):
+            continue
+        if 0 < ms < SESSION_LIMITS_MIN_MS:
+            chosen = "the URL's options or the session" if source == "client" else source
+            raise StoreError(
+                f"{where}: {name} is {ms}ms (set by {chosen}): swarm-engine needs at least "
+                f"{SESSION_LIMITS_MIN_MS}ms, or 0 (no limit), or the server would end "
+                "its sessions in the middle of their transactions"
+            )
 
 
 NO_ANSWER = (
