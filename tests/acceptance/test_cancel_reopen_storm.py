@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import subprocess
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from tests.acceptance.conftest import write_agent
 from tests.acceptance.test_cancel_reopen import instant
 from tests.acceptance.test_engine_dialects import FAST, Fleet, fleet, register
 from tests.support.cli import query, swarm, swarm_inproc, wait_until
+from tests.support.pipes import read_lines
 
 from swarm_engine.config import load_settings
 from swarm_engine.engine import leases
@@ -63,13 +63,6 @@ def hammer(fleet: Fleet, stop: threading.Event, seed: int, done: list[int]) -> N
         done.append(calls)
 
 
-def drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
-    """Read an engine's output as it comes (a full pipe would block its logging)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-
-
 def test_a_storm_of_cancels_and_reopens_leaves_no_ticket_stuck(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -79,7 +72,7 @@ def test_a_storm_of_cancels_and_reopens_leaves_no_ticket_stuck(
     logs: list[str] = []
     for _ in range(3):
         engine = fleet.start("--max-vms", "4", "--another", **FAST)
-        threading.Thread(target=drain, args=(engine, logs), daemon=True).start()
+        read_lines(engine, lambda line: logs.append(line.rstrip("\n")))
     wait_until(
         lambda: len(fleet.rows("SELECT 1 FROM step_executions WHERE status = 'running'")) >= 4,
         60,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import queue
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from tests.conftest import Target
 from tests.support.cli import env_for, start_engine, swarm, swarm_inproc
+from tests.support.pipes import read_lines
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.3", "SWARM_POLL_INTERVAL": "0.5"}
 
@@ -32,13 +32,7 @@ def register(home: Path, target: Target, folder: Path, yaml_text: str) -> None:
 def lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
     """The process's stdout lines, as they come, read by a thread."""
     out: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    read_lines(proc, out.put)
     return out
 
 

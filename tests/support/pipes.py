@@ -3,11 +3,13 @@ write to it until the test reads (`blocked_writing` tells when it waits there)."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 FULL = 1 << 20
@@ -97,3 +99,20 @@ class HeldStart:
         os.close(self.read_end)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+def read_lines(proc: subprocess.Popen[str], put: Callable[[str], object]) -> threading.Thread:
+    """A daemon thread that hands each line of `proc`'s stdout (newline kept) to `put` as it
+    comes, so a full pipe never blocks the process's output. It ends at the end of the
+    output, or quietly when the test's teardown closes the pipe under it (stopping the
+    process reads what is left itself)."""
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):  # closed under the read
+            for line in proc.stdout:
+                put(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
