@@ -11,6 +11,7 @@ image; CI runs it on the `tiny` image (scripts/test.sh).
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -323,6 +324,74 @@ async def test_memory_is_bounded(backend: QemuBackend, own_vm: QemuVM) -> None:
     await host_is_fine(backend, own_vm)
 
 
+# Six small processes (a static program: no Python, so each holds ~100 KiB, under the
+# guard's floor) fill pipes (each grown to 1 MiB, as root may) or unix socket pairs (send
+# buffers forced to 1 MiB), never read, until each runs out of descriptors: kernel memory
+# that no process maps and that a kernel without kernel-memory accounting (the tiny
+# image's, SLOB) charges to no cgroup, so the guest as a whole runs out.
+BUFFER_FILL_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static char chunk[65536];
+int main(int argc, char **argv) {
+    int sock = argc > 1 && !strcmp(argv[1], "socket"), size = 1 << 20;
+    memset(chunk, 'x', sizeof chunk);
+    for (int i = 0; i < 6; i++) {
+        if (fork()) continue;
+        for (int fd[2]; !(sock ? socketpair(AF_UNIX, SOCK_STREAM, 0, fd) : pipe(fd));) {
+            int w = sock ? fd[0] : fd[1];
+            if (sock) setsockopt(w, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+            else fcntl(w, F_SETPIPE_SZ, size);
+            fcntl(w, F_SETFL, O_NONBLOCK);
+            while (write(w, chunk, sizeof chunk) > 0) {}
+        }
+        pause();
+    }
+    while (wait(NULL) > 0) {}
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def buffer_fill(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """BUFFER_FILL_C, compiled static here (as the image's agent is; skipped without gcc)."""
+    folder = tmp_path_factory.mktemp("fill")
+    (folder / "fill.c").write_text(BUFFER_FILL_C)
+    try:
+        subprocess.run(["gcc", "-static", "-O2", "-o", str(folder / "fill"), str(folder / "fill.c")],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot build the buffer filler: {exc}")
+    return (folder / "fill").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+async def test_pipe_and_socket_buffers_fail_the_step_with_an_honest_reason(
+    backend: QemuBackend, own_vm: QemuVM, buffer_fill: bytes, kind: str
+) -> None:
+    # far more than the guest's memory: the step fails fast (the guard, the commands'
+    # memory.max where the kernel charges these buffers to it, or the kernel's OOM killer),
+    # never at its timeout, and its line says the commands' limit only when it was reached
+    events = "cat /sys/fs/cgroup/commands/memory.events"
+    before = dict(line.split() for line in (await own_vm.exec(events)).stdout.decode().splitlines())
+    await own_vm.put_file("fill", buffer_fill, mode=0o755)
+    res = await own_vm.exec(["./fill", kind], timeout=20)
+    assert res.exit_code == 137 and not res.timed_out, res
+    reason = res.stderr.decode().strip().splitlines()[-1]
+    assert reason.startswith("swarm-engine: the step ran out of memory"), res.stderr[-300:]
+    after = dict(line.split() for line in (await own_vm.exec(events)).stdout.decode().splitlines())
+    limit_reached = int(after["oom"]) > int(before["oom"])
+    assert ("the commands used all the memory the VM gives them" in reason) == limit_reached, (
+        reason, before, after)  # fmt: skip
+    assert (await own_vm.exec("echo alive")).stdout == b"alive\n"
+    await host_is_fine(backend, own_vm)
+
+
 async def test_pids_are_bounded(own_vm: QemuVM) -> None:
     # RLIMIT_NPROC does not hold root, so the agent puts each command in a cgroup whose
     # pids.max is the spec's max_processes (the python below is one of them)
@@ -341,6 +410,18 @@ print(len(started), refused)
         res = await own_vm.exec(["python3", "-c", script])
         started, refused = map(int, res.stdout.split())
         assert 0 < started < 10 and refused == 30 - started  # max_processes = 10
+
+
+async def test_a_burst_of_processes_runs_or_fails_at_once(vm: QemuVM) -> None:
+    # 100 background processes at once in the default 256 MiB guest (measured: 101 pids,
+    # ~15 MiB of stacks, page tables and memory): they run, and the step ends with them
+    res = await vm.exec("for i in $(seq 100); do sleep 1 & done; wait; echo done", timeout=30)
+    assert res.ok and res.stdout == b"done\n", res
+    # more than max_processes (256 by default): the shell cannot fork and the step fails
+    # then, not at its timeout (what it started is killed with it)
+    res = await vm.exec("for i in $(seq 300); do sleep 60 & done; wait", timeout=30)
+    assert res.exit_code != 0 and not res.timed_out and b"fork" in res.stderr, res
+    assert (await vm.exec("echo alive")).stdout == b"alive\n"
 
 
 async def test_a_fork_bomb_ends_with_its_command(backend: QemuBackend, own_vm: QemuVM) -> None:

@@ -279,6 +279,7 @@ static const char *cgroup_root;
 static char slots_root[PATH_MAX - 64];
 static long commands_max_kib = -1; /* the commands cgroup's memory.max; -1: none */
 static int commands_stat_fd = -1;  /* its memory.stat, read by memory_guard */
+static int commands_events_fd = -1; /* its memory.events: "oom" counts its memory.max hit */
 
 static void write_all(int fd, const char *p, size_t n) {
     while (n) {
@@ -520,6 +521,7 @@ typedef struct proc {
     int out_of_memory; /* killed by memory_guard (set under procs_lock) */
     int memory_low;    /* memory was low while it ran (set under procs_lock) */
     long oom_kills;    /* its cgroup's memory.events oom_kill as it started; -1: none */
+    long limit_ooms;   /* the commands cgroup's memory.events oom as it started; -1: none */
     struct proc *next;
 } proc_t;
 
@@ -738,15 +740,23 @@ typedef struct {
     int busy;
 } slot_t;
 
-/* How many of a slot's processes an OOM killer has killed (memory.events oom_kill), or
- * -1 without the memory controller. */
-static long oom_kills(const slot_t *slot) {
-    char text[512];
-    ssize_t n = slot->memory_events_fd < 0 ? -1 : pread(slot->memory_events_fd, text, sizeof text - 1, 0);
+/* The count on the line `key` of a memory.events file ("low 0\nhigh 0\nmax 0\noom 0\n
+ * oom_kill 0\n..."), or -1 (no such file or line). */
+static long events_count(int fd, const char *key) {
+    char text[512], line[32];
+    ssize_t n = fd < 0 ? -1 : pread(fd, text + 1, sizeof text - 2, 0);
     if (n <= 0) return -1;
-    text[n] = '\0';
-    const char *at = strstr(text, "oom_kill ");
-    return at ? strtol(at + 9, NULL, 10) : -1;
+    text[0] = '\n';
+    text[n + 1] = '\0';
+    int len = snprintf(line, sizeof line, "\n%s ", key);
+    const char *at = strstr(text, line);
+    return at ? strtol(at + len, NULL, 10) : -1;
+}
+
+/* How many of a slot's processes an OOM killer has killed (memory.events oom_kill: the
+ * kernel's global OOM killer counts there too), or -1 without the memory controller. */
+static long oom_kills(const slot_t *slot) {
+    return events_count(slot->memory_events_fd, "oom_kill");
 }
 
 #define MAX_SLOTS 256
@@ -939,11 +949,12 @@ static void exec_request(request_t *req) {
     json *limits = jget(h, "limits");
     long nofile = (long)jnum(limits, "nofile", -1), nproc = (long)jnum(limits, "nproc", -1);
     slot = cgroup_root ? take_slot() : NULL;
-    me->oom_kills = -1;
+    me->oom_kills = me->limit_ooms = -1;
     if (slot) {
         snprintf(me->cgroup, sizeof me->cgroup, "%s", slot->path);
         set_pids_max(slot, nproc);
         me->oom_kills = oom_kills(slot);
+        me->limit_ooms = events_count(commands_events_fd, "oom");
     }
     json *stdin_j = jget(h, "stdin");
     int want_stdin = stdin_j && stdin_j->type == J_BOOL && stdin_j->boolean;
@@ -1063,20 +1074,26 @@ static void exec_request(request_t *req) {
     }
     if (pidfd >= 0) close(pidfd);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    /* the kernel's OOM killer acted in the command's own cgroup (commands at memory.max) */
+    /* the kernel's OOM killer acted in the command's own cgroup: either the commands
+     * cgroup reached its memory.max (its "oom" count rose), or the whole guest ran out
+     * (the global OOM killer: memory the cgroup is not charged for, such as pipe and
+     * socket buffers on a kernel without kernel-memory accounting, the tiny image's) */
     long kills = me->oom_kills >= 0 && slot ? oom_kills(slot) : -1;
-    int capped = kills > me->oom_kills && me->oom_kills >= 0;
+    int oom_killed = kills > me->oom_kills && me->oom_kills >= 0;
+    long limit_ooms = oom_killed ? events_count(commands_events_fd, "oom") : -1;
+    int capped = oom_killed && limit_ooms > me->limit_ooms && me->limit_ooms >= 0;
     slot = release_if_empty(slot);
     /* (forget() above: no lock needed to read the guard's marks) */
-    if (!timed_out && (me->out_of_memory || capped || (code == 128 + SIGKILL && me->memory_low))) {
+    if (!timed_out
+        && (me->out_of_memory || oom_killed || (code == 128 + SIGKILL && me->memory_low))) {
         static const char guard[] =
             "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
             " (MemAvailable under a twentieth of MemTotal), and the command holding the most"
             " was killed; it fails with exit code 137 (raise memory_mb, or use less)\n";
         static const char kernel[] =
-            "\nswarm-engine: the step ran out of memory: the VM's memory was nearly all used"
-            " (MemAvailable under a twentieth of MemTotal), and the kernel killed the command;"
-            " it fails with exit code 137 (raise memory_mb, or use less)\n";
+            "\nswarm-engine: the step ran out of memory: the VM's memory was all used (kernel"
+            " memory such as pipe and socket buffers counts too), and the kernel killed the"
+            " command; it fails with exit code 137 (raise memory_mb, or use less)\n";
         static const char cap[] =
             "\nswarm-engine: the step ran out of memory: the commands used all the memory the"
             " VM gives them (its memory less a reserve for the guest), and the kernel killed"
@@ -1219,6 +1236,8 @@ static void setup_commands_cgroup(void) {
     char stat_path[PATH_MAX + 16];
     snprintf(stat_path, sizeof stat_path, "%s/memory.stat", path);
     commands_stat_fd = open(stat_path, O_RDONLY | O_CLOEXEC);
+    snprintf(stat_path, sizeof stat_path, "%s/memory.events", path);
+    commands_events_fd = open(stat_path, O_RDONLY | O_CLOEXEC);
     snprintf(slots_root, sizeof slots_root, "%s", path);
     commands_max_kib = max;
 }
