@@ -25,7 +25,10 @@ move the mark past every id the sequence hands out until it gets there, and thos
 would never be counted. Such a row is counted once the sequence passes it: a running
 engine's next heartbeat raises a sequence behind a row to it, as does an insert that
 meets such a row's id (`store/pgsequences.py`). On SQLite no bound is needed: a
-new rowid is above the largest. Rows are untrusted: a value that cannot
+new rowid is above the largest. A row a client writes with its own id at or below the
+mark (a gap the ids skipped) is counted by a server started after it, not by one whose
+walk already passed it: rereading passed ids would cost every scrape the whole history.
+Rows are untrusted: a value that cannot
 be read is left out, never an error; so is an implausible one (records.py: a step's tokens
 of a kind over 2**40, its cost over 1e6 USD, its duration over 366 days, or any of them
 negative: the store reads it as NULL, `steps_after`, and it is checked here again), so
