@@ -5,8 +5,9 @@ The engine runs as a real `swarm-engine start --foreground`; once it is up, its 
 RLIMIT_NOFILE is lowered (`prlimit --pid`; the hard limit stays, as the sandbox needs),
 as another program using the descriptors would: an engine started under a soft limit
 below what its slots need raises it at start (tests/acceptance/test_open_file_limit.py).
-Measured on the test machine: an idle engine holds about 20 descriptors, and a step's
-command needs about 30 in all to start, so under 24 a command never starts.
+Measured on the test machine: an idle engine holds about 22 descriptors (2 of them the
+wake-up pair of its loop's stop-signal relay, `signals.Taken.relayed`), and a step's
+command needs about 32 in all to start, so under 26 a command never starts.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_a_ticket_timeout_that_cuts_a_shortage_wait_short_names_the_shortage(
     home: Path, tmp_path: Path
 ) -> None:
     register(home, tmp_path, "echo hi", timeout=120)  # the step would wait 120 s
-    out = run_engine_short_of_fds(home, 24, create(home, 1, "--timeout", "2"), "--max-vms", "1")
+    out = run_engine_short_of_fds(home, 26, create(home, 1, "--timeout", "2"), "--max-vms", "1")
     (ticket,) = query(home / "tickets.db", "SELECT status, error FROM tickets")
     assert ticket["status"] == "failed", (ticket, out)
     assert re.fullmatch(
@@ -84,12 +85,12 @@ def test_a_ticket_timeout_that_cuts_a_shortage_wait_short_names_the_shortage(
 def test_many_slots_under_a_tight_fd_limit_make_progress_and_keep_every_log_line(
     home: Path, tmp_path: Path
 ) -> None:
-    """8 slots under a soft limit of 32: the 8 steps claimed at once meet the shortage
+    """8 slots under a soft limit of 34: the 8 steps claimed at once meet the shortage
     together. Each waiting step held its open `output.log`, so none could ever start (all
     failed at their timeout); a step waiting now holds no log descriptor, the steps start
     one after another, and every log is whole, the file the same as the live copy."""
     register(home, tmp_path, "seq 1 2000", timeout=20)
-    out = run_engine_short_of_fds(home, 32, create(home, 16), "--max-vms", "8")
+    out = run_engine_short_of_fds(home, 34, create(home, 16), "--max-vms", "8")
     assert "trying again for up to" in out, out  # the shortage was met
     db = home / "tickets.db"
     tickets = query(db, "SELECT id, status, error FROM tickets")
@@ -109,18 +110,18 @@ def test_many_slots_under_a_tight_fd_limit_make_progress_and_keep_every_log_line
 def test_a_wait_no_step_can_end_fails_without_holding_the_engine(
     home: Path, tmp_path: Path
 ) -> None:
-    """Under a soft limit of 24 no command can start. When every running step waits for
+    """Under a soft limit of 26 no command can start. When every running step waits for
     descriptors, none will be given back (EMFILE is the engine's own limit): each step
     failed only at its timeout, and meanwhile the daemon claimed nothing. Now it fails
     once all have waited a few seconds, with a line that says why waiting is no use."""
     register(home, tmp_path, "echo hi", timeout=600)
-    out = run_engine_short_of_fds(home, 24, create(home, 3), "--max-vms", "2")
+    out = run_engine_short_of_fds(home, 26, create(home, 3), "--max-vms", "2")
     tickets = query(home / "tickets.db", "SELECT status, error FROM tickets")
     assert [t["status"] for t in tickets] == ["failed"] * 3, (tickets, out)
     for t in tickets:
         assert re.fullmatch(
             r"step 'main' failed: cannot start command in vm-\w+: no file descriptors free"
             r" \(EMFILE\) for \d+(\.\d)?s, and every running step waits for them too:"
-            r" raise ulimit -n \(now 24\) or lower --max-vms",
+            r" raise ulimit -n \(now 26\) or lower --max-vms",
             t["error"],
         ), (t, out)

@@ -41,7 +41,7 @@ from swarm_engine.engine.hostlock import (
 )
 from swarm_engine.errors import ConflictError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.osthreads import name_file_workers
-from swarm_engine.signals import heeded, noted_signals
+from swarm_engine.signals import heeded, taken_signals
 from swarm_engine.store import Store
 from swarm_engine.vm.proctree import is_engine, started_at
 
@@ -135,22 +135,26 @@ def start(
         with contextlib.suppress(OSError):
             stopping.write_text(f"{phase}\n")
 
-    # a stop signal from here on, before the loop's handlers are in place, is a stop too
-    # (it killed the engine unsaid, exit -15, while it was starting); the loop's own
-    # handlers take over while it runs (its end leaves the defaults). One the engine was
-    # started with ignored (`nohup`: SIGHUP) gets no handler, now or later: it stays
-    # ignored for the engine's whole life (the loop's handler turned SIGHUP back on)
+    # a stop signal from here on, before the loop runs, is a stop too (it killed the
+    # engine unsaid, exit -15, while it was starting): noted, then relayed to the loop
+    # (the first drains, the second aborts), then, once the loop has ended, only noted
+    # until the process exits. One handler all along (`signals.Taken`): no moment of
+    # default handlers between (the loop's own put them back as it closed: a second
+    # Ctrl-C there was `error: aborted` or exit -2, a SIGTERM exit -15). One the engine
+    # was started with ignored (`nohup`: SIGHUP) gets no handler: it stays ignored for
+    # the engine's whole life
     stops = heeded()
-    with noted_signals(stops) as early:
+    with taken_signals(stops) as taken:
+
+        def stop_engine(_: int) -> None:
+            mark(daemon.request_stop())
 
         async def main() -> None:
             restore = use_pidfd_child_watcher()
             try:
                 name_file_workers(asyncio.get_running_loop())
-                daemon.install_signal_handlers(mark, signals=stops)
-                if early:
-                    mark(daemon.request_stop())
-                await daemon.run()
+                with taken.relayed(asyncio.get_running_loop(), stop_engine):
+                    await daemon.run()
             finally:
                 restore()
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,25 +143,6 @@ class Daemon:
     def store_trouble(self) -> str | None:
         """What the store last said in failing a call (busy, unreachable), if it did."""
         return None if self.session is None else self.session.gate.trouble
-
-    def install_signal_handlers(
-        self,
-        on_stop: Callable[[str], None] | None = None,
-        *,
-        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
-    ) -> None:
-        """`signals` (SIGINT, SIGTERM and SIGHUP, a closed terminal) call `request_stop`,
-        then `on_stop` with what it returned. A signal left out keeps what it does: the
-        caller leaves out those the process was started with ignored (`nohup`)."""
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            phase = self.request_stop()
-            if on_stop is not None:
-                on_stop(phase)
-
-        for sig in signals:
-            loop.add_signal_handler(sig, stop)
 
     # -- running -------------------------------------------------------------------------
     async def run(self) -> None:
