@@ -1,7 +1,9 @@
 """A signal while `swarm-engine` is still importing its CLI, before any handler of the
 command's own (`cli/entry.py`): `start --foreground` and `serve` end with their stop line,
-exit 0 (a SIGTERM or SIGHUP ended them unsaid, -15 or -1); any other command's Ctrl-C is
-`error: aborted`, exit 130 (it was a KeyboardInterrupt traceback from an import).
+exit 0 (a SIGTERM or SIGHUP ended them unsaid, -15 or -1), the daemonizing `start` with
+`error: start interrupted (...): no engine was started`, exit 130; any other command's
+Ctrl-C is `error: aborted`, exit 130 (it was a KeyboardInterrupt traceback from an
+import).
 
 The process is held in that window for sure, not by luck: a `sitecustomize` on its
 PYTHONPATH (run as the interpreter starts, before our code) holds the first import of
@@ -46,6 +48,16 @@ sys.meta_path.insert(0, Hold())
         ),
         (["start", "--foreground"], signal.SIGHUP, 0, "engine stopped (SIGHUP) before it started"),
         (["start", "--foreground"], signal.SIGINT, 0, "engine stopped (Ctrl-C) before it started"),
+        # the daemonizing `start`: interrupted, exit 130, as later in its wait (a SIGTERM
+        # or SIGHUP ended it unsaid, a Ctrl-C was `error: aborted`)
+        (
+            ["start"],
+            signal.SIGTERM,
+            130,
+            "error: start interrupted (SIGTERM): no engine was started",
+        ),
+        (["start"], signal.SIGHUP, 130, "error: start interrupted (SIGHUP): no engine was started"),
+        (["start"], signal.SIGINT, 130, "error: start interrupted (Ctrl-C): no engine was started"),
         (["serve", "--port", "0"], signal.SIGTERM, 0, "API stopped (SIGTERM) before it served"),
         (["serve", "--port", "0"], signal.SIGINT, 0, "API stopped (Ctrl-C) before it served"),
         (["serve", "--port", "0"], signal.SIGHUP, 0, "API stopped (SIGHUP) before it served"),

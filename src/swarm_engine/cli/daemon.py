@@ -41,10 +41,12 @@ from swarm_engine.engine.hostlock import (
 )
 from swarm_engine.errors import ConflictError, StoreBusyError, StoreError, SwarmError
 from swarm_engine.osthreads import name_file_workers
-from swarm_engine.signals import heeded, taken_signals
+from swarm_engine.signals import Interrupted, Taken, heeded, how, taken_signals
 from swarm_engine.store import Store
 from swarm_engine.vm.proctree import is_engine, started_at
 
+EXIT_INTERRUPTED = 130
+"""A daemonizing `start` stopped by a signal while it waits (Ctrl-C's code)."""
 START_TIMEOUT = 15.0
 STORE_WAIT = 300.0
 """How much longer than `START_TIMEOUT` `start` waits for an engine that is alive and
@@ -98,18 +100,30 @@ def start(
     it with 'swarm-engine stop' (or Ctrl-C): the first stop drains, a second aborts.
     One engine per host and store is the rule; --another starts a second one.
     """
-    # before anything is made: an engine short of open files is refused (exit 7), its
-    # soft limit raised to the hard one first (inherited by a daemonized engine)
-    ensure_open_files(max_vms or settings.max_vms, backend or settings.backend)
-    wait_then_ensure(settings)  # a store not up yet is waited for (one line), not an exit 6
-    if not another:
-        _refuse_a_second(settings)
+
+    def prepare() -> None:
+        # before anything is made: an engine short of open files is refused (exit 7), its
+        # soft limit raised to the hard one first (inherited by a daemonized engine)
+        ensure_open_files(max_vms or settings.max_vms, backend or settings.backend)
+        wait_then_ensure(settings)  # a store not up yet is waited for (one line), not exit 6
+        if not another:
+            _refuse_a_second(settings)
+
     if not foreground:
         options = {"--max-vms": max_vms, "--poll-interval": poll_interval, "--backend": backend}
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
         flags = [*(["--until-idle"] if until_idle else []), *(["--another"] if another else [])]
-        _daemonize(settings, [*extra, *flags])
+        # a stop signal (Ctrl-C, SIGTERM, SIGHUP) from here until it says `started` ends
+        # the wait: the engine it spawned, if it did, is stopped, and it exits 130
+        with taken_signals(heeded()) as taken:
+            try:
+                with taken.raising():
+                    prepare()
+                    _daemonize(settings, [*extra, *flags], taken)
+            except Interrupted as stop:  # (before the spawn: `_daemonize` says its own)
+                raise _interrupted(stop.number, "no engine was started") from None
         return
+    prepare()
     setup_logging(settings.log_level)  # a daemonized engine logs at INFO (see _daemonize)
     if not another:  # held until this process ends: two `start`s at once cannot both run
         hold_engine_lock(settings.tickets_target, settings.host_id)
@@ -289,69 +303,90 @@ class _FinishedPrinter:
         click.echo(f"{head} ({visible(title)}): {visible(short(outcome or '', room))}", color=True)
 
 
-def _daemonize(settings: Settings, start_args: list[str]) -> None:
+def _interrupted(number: int, what: str) -> SwarmError:
+    """The error of a daemonizing `start` stopped by a signal while it waited: exit 130."""
+    error = SwarmError(f"start interrupted ({how(number)}): {what}")
+    error.exit_code = EXIT_INTERRUPTED
+    return error
+
+
+def _daemonize(settings: Settings, start_args: list[str], taken: Taken) -> None:
+    """Spawn the engine and wait until it has started (`_registered`). The first stop
+    signal meanwhile (`taken`, raising) ends the wait; as any error does, it stops the
+    engine (`_stop_unstarted`) before `start` says so: no engine is left running behind
+    an error. None cuts the spawn from the pid's record (`Taken.held`)."""
     logs = settings.home / "logs"
     logfile = logs / "engine.log"
     probe = settings.run_dir / f".start-{os.getpid()}"
-    try:  # where the engine's pid file and log go, before there is an engine
-        logs.mkdir(parents=True, exist_ok=True)
-        settings.run_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-        logfile.open("ab").close()
-    except OSError as exc:
-        where = exc.filename or settings.run_dir
-        raise SwarmError(f"cannot start an engine: {where}: {exc.strerror}") from None
-    level = settings.log_level if settings.log_level != "WARNING" else "INFO"
-    argv = [
-        sys.executable,
-        "-m",
-        "swarm_engine",
-        "--home",
-        str(settings.home),
-        "--log-level",
-        level,
-    ]
-    argv += [
-        "--tickets-db",
-        str(settings.tickets_path),
-        "--registry-db",
-        str(settings.registry_path),
-    ]
-    argv += ["start", "--foreground", *start_args]
-    # posix_spawn, not Popen: the engine outlives this command, which never waits for it
-    spawned = time.time()  # a `ready` file older than this is a killed engine's
-    with logfile.open("ab") as out, open(os.devnull, "rb") as null:
-        logged = out.tell()  # where what the engine writes begins
-        pid = os.posix_spawn(
+    pid: int | None = None
+    try:
+        _ready_to_spawn(settings, logs, logfile, probe)
+        level = settings.log_level if settings.log_level != "WARNING" else "INFO"
+        argv = [
             sys.executable,
-            argv,
-            dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
-                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
-            ],
-            setsid=True,
-        )
-    pidfile = settings.run_dir / f"engine-{pid}.pid"
-    try:
-        pidfile.write_text(f"{pid}\n")
-    except OSError as exc:  # an engine `stop` could not find: not left running
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise SwarmError(f"cannot start an engine: {pidfile}: {exc.strerror}") from None
-    # started: registered, and through its start-up and a first round of claims (it
-    # writes `ready` then): an engine that registers and dies on its first write to the
-    # store is reported with its error line and exit code, not as started
-    ready = settings.run_dir / f"engine-{pid}.ready"
-    try:
-        engine_id = _registered(settings, pid, spawned, logfile, logged)
-    except BaseException:  # an error, or Ctrl-C: no engine is left running behind it
-        _stop_unstarted(pid, pidfile, ready)
+            "-m",
+            "swarm_engine",
+            "--home",
+            str(settings.home),
+            "--log-level",
+            level,
+        ]
+        argv += [
+            "--tickets-db",
+            str(settings.tickets_path),
+            "--registry-db",
+            str(settings.registry_path),
+        ]
+        argv += ["start", "--foreground", *start_args]
+        # posix_spawn, not Popen: the engine outlives this command, which never waits for it
+        spawned = time.time()  # a `ready` file older than this is a killed engine's
+        with taken.held(), logfile.open("ab") as out, open(os.devnull, "rb") as null:
+            logged = out.tell()  # where what the engine writes begins
+            pid = os.posix_spawn(
+                sys.executable,
+                argv,
+                dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+                    (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                    (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+                ],
+                setsid=True,
+            )
+        pidfile = settings.run_dir / f"engine-{pid}.pid"
+        try:
+            pidfile.write_text(f"{pid}\n")
+        except OSError as exc:  # an engine `stop` could not find: not left running
+            raise SwarmError(f"cannot start an engine: {pidfile}: {exc.strerror}") from None
+        # started: registered, and through its start-up and a first round of claims (it
+        # writes `ready` then): an engine that registers and dies on its first write to the
+        # store is reported with its error line and exit code, not as started
+        engine_id = _registered(settings, pid, spawned, logfile, logged, taken.check)
+        taken.check()  # (one whose exception was dropped: see `Taken.check`)
+        taken.calm()  # (a signal from here on: the engine has started, and stays)
+    except BaseException as exc:  # an error, or a stop signal: no engine left running
+        error = exc
+        try:
+            taken.calm()
+        except Interrupted as late:  # (the one signal, come just as the error did)
+            error = late
+        if pid is not None:
+            _stop_unstarted(
+                pid,
+                settings.run_dir / f"engine-{pid}.pid",
+                settings.run_dir / f"engine-{pid}.ready",
+            )
+        if isinstance(error, Interrupted):
+            what = (
+                "no engine was started"
+                if pid is None
+                else f"engine (pid {pid}) stopped before it had started; log: {visible(str(logfile))}"
+            )
+            raise _interrupted(error.number, what) from None
         raise
     if engine_id is None:  # (exited with 0)
         return
+    ready = settings.run_dir / f"engine-{pid}.ready"
     note = (
         ""
         if _written_since(ready, spawned)
@@ -360,15 +395,34 @@ def _daemonize(settings: Settings, start_args: list[str]) -> None:
     click.echo(f"engine {engine_id} started (pid {pid}){note}; log: {visible(str(logfile))}")
 
 
+def _ready_to_spawn(settings: Settings, logs: Path, logfile: Path, probe: Path) -> None:
+    """Where the engine's pid file and log go, made and tried before there is an engine."""
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+        logfile.open("ab").close()
+    except OSError as exc:
+        where = exc.filename or settings.run_dir
+        raise SwarmError(f"cannot start an engine: {where}: {exc.strerror}") from None
+
+
 def _registered(
-    settings: Settings, pid: int, spawned: float, logfile: Path, logged: int
+    settings: Settings,
+    pid: int,
+    spawned: float,
+    logfile: Path,
+    logged: int,
+    check: Callable[[], None],
 ) -> str | None:
     """The id of engine `pid` once it registered (and, within `START_TIMEOUT`, wrote its
     ready file); None when it exited with 0 (said so). Raises the engine's own error when
     it exited otherwise, and `SwarmError` when it did not register in time: within
     `START_TIMEOUT`, or, while it is alive and only waiting for a busy store, within
-    `STORE_WAIT` more (one `waiting for the store` line on stderr meanwhile). The caller
-    stops the engine on any error."""
+    `STORE_WAIT` more (one `waiting for the store` line on stderr meanwhile). `check` is
+    called at each look (it raises to end the wait). The caller stops the engine on any
+    error."""
     ready = settings.run_dir / f"engine-{pid}.ready"
     pidfile = settings.run_dir / f"engine-{pid}.pid"
     deadline = time.monotonic() + START_TIMEOUT
@@ -376,6 +430,7 @@ def _registered(
     with contextlib.ExitStack() as stack:
         store: Store | None = None
         while True:
+            check()
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:  # (its end is said here: not left for a `stop`)
                 for left in (pidfile, ready, end_path(settings.run_dir, pid)):

@@ -5,10 +5,12 @@ engine's, uvicorn's), before any handler of ours is in place. A stop signal then
 `start --foreground` or `serve` unsaid (SIGTERM: exit -15, SIGHUP: -1), and a Ctrl-C gave
 any command a KeyboardInterrupt traceback from an import. So, first of all, those two
 commands take their stop signals (`STOPS`): one before the command has taken them
-itself ends it with its stop line, exit 0; a second, while that is said, does
+itself ends it with its stop line, exit 0 (a daemonizing `start`: `error: start
+interrupted (...): no engine was started`, exit 130); a second, while that is said, does
 nothing (it raised again inside the first's handling: a traceback). The command's own
 handler takes over from there (`signals.taken_signals`: `start` notes them until its
-loop runs, then relays them to it; `serve` notes them until uvicorn listens). Once the command has ended, a stop signal is
+loop runs, then relays them to it; the daemonizing `start` stops the engine it spawned;
+`serve` notes them until uvicorn listens). Once the command has ended, a stop signal is
 ignored until the process exits (the interpreter's end put the defaults back: a second
 Ctrl-C there killed it, exit -2). Any other command's Ctrl-C while it is imported is
 `error: aborted`, exit 130. A signal ignored as the process starts (`nohup`, a
@@ -25,7 +27,7 @@ from types import FrameType
 
 EXIT_INTERRUPTED = 130
 STOPS = {
-    "start": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),  # (with --foreground)
+    "start": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),  # (either form)
     "serve": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
 }
 """The commands that take their stop signals from the start, and which."""
@@ -33,10 +35,11 @@ VALUED = frozenset({"--home", "--tickets-db", "--registry-db", "--config", "--lo
 """The global options that take a value (as the next argument)."""
 STOPPED = {
     "start --foreground": ("engine stopped ({how}) before it started", 0),
+    "start": ("error: start interrupted ({how}): no engine was started", EXIT_INTERRUPTED),
     "serve": ("API stopped ({how}) before it served", 0),
 }
 """What a stop signal before the command has taken its signals ends it with: its line and
-exit code."""
+exit code (a daemonizing `start` is interrupted: exit 130, as later in its wait)."""
 
 
 class StopSignal(BaseException):
@@ -92,7 +95,7 @@ def main() -> None:
     command = command_of(argv)
     taken: list[signal.Signals] = []
     early = EarlyStop()
-    if command in STOPS and (command != "start" or "--foreground" in argv):
+    if command in STOPS:
         for sig in STOPS[command]:
             if signal.getsignal(sig) != signal.SIG_IGN:
                 signal.signal(sig, early)
