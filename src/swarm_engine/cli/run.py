@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -40,7 +38,7 @@ from swarm_engine.cli.output import (
 )
 from swarm_engine.cli.text import left_running, reaped_when
 from swarm_engine.config import BACKEND_NAMES, Settings
-from swarm_engine.errors import StoreError, TicketFailed
+from swarm_engine.errors import StoreError, SwarmError, TicketFailed
 from swarm_engine.records import shown
 from swarm_engine.signals import heeded
 
@@ -122,7 +120,11 @@ def run_ticket(
 
 
 async def _run_and_wait(
-    settings: Settings, ticket_id: int, max_vms: int | None, backend: str | None, quiet: bool
+    settings: Settings,
+    ticket_id: int,
+    max_vms: int | None,
+    backend: str | None,
+    quiet: bool,
 ) -> tuple[Ticket, dict[str, Any]]:
     import asyncio
 
@@ -158,17 +160,25 @@ async def _run_and_wait(
         interrupted()
 
     session.on_gone = interrupted  # the store's file went away: nothing more is written
-    lost: list[str] = []  # why the store was given up (`_store_silence`)
+    lost: list[str] = []  # why the store was given up (`watch_store`)
 
-    def silent(why: str) -> None:
+    async def watch_store() -> None:
+        # once the store has been silent for a whole lease_ttl while a call waits on it,
+        # the ticket's lease has run out unrenewed: the store is given up at once (every
+        # call waiting on it ends), the run stopped, and the command ends, once
+        silent, said = await session.gate.given_up_when_silent(settings.lease_ttl)
+        why = (
+            f"the store has not answered for {silent:.0f}s, past the ticket's lease"
+            f" (lease_ttl {settings.lease_ttl:g}s): {said}"
+        )
         lost.append(why)
         session.runner.abort_error = f"run-ticket --wait gave up on the store: {why}"
-        session.abort()  # (what is left to write is waited for one lease_ttl more)
+        session.abort()
         main.cancel()
 
     for sig in heeded(STOP_SIGNALS):  # one ignored as it started (`nohup`) stays so
         loop.add_signal_handler(sig, signalled, STOP_SIGNALS[sig])
-    watch = asyncio.create_task(_store_silence(session, settings, silent), name="store-watch")
+    watch = asyncio.create_task(watch_store(), name="store-watch")
     try:
         async with session:
             with progress if not quiet else contextlib.nullcontext():
@@ -177,19 +187,19 @@ async def _run_and_wait(
                 runs_with_steps, session.store, ticket_id, limit=1
             )  # (its newest steps, their values within a view's budget)
             return final, newest.items[-1] if newest.items else {}
-    except asyncio.CancelledError:  # one line says what the interrupt left, exit 130
+    except (asyncio.CancelledError, SwarmError) as exc:
+        # one line says what became of the ticket: the store given up (exit 6, whatever
+        # error its calls ended with meanwhile), or an interrupt (exit 130)
         from swarm_engine.cli.main import EXIT_INTERRUPTED
         from swarm_engine.errors import StoreGoneError
 
         if session.gone is not None:  # exit 6, as any store error
             raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
         if lost:  # exit 6: what became of the ticket is the reclaim's, once it answers
-            raise StoreError(
-                f"run-ticket stopped: {lost[0]}; ticket {ticket_id}'s run could not be"
-                " recorded: once the store answers, its expired lease is reclaimed (by an"
-                " engine or 'swarm-engine cleanup')"
-            ) from None
-
+            left = _unanswered(session, ticket_id)
+            raise StoreError(f"run-ticket stopped: {lost[0]}; {left}") from None
+        if not isinstance(exc, asyncio.CancelledError):
+            raise
         line = visible(_interrupted(settings, session, ticket_id))
         with contextlib.suppress(OSError):  # (SIGHUP: the terminal may be gone)
             err_console.print(line, markup=False, highlight=False)
@@ -200,25 +210,14 @@ async def _run_and_wait(
             loop.remove_signal_handler(sig)
 
 
-async def _store_silence(
-    session: EngineSession, settings: Settings, give_up: Callable[[str], None]
-) -> None:
-    """Until cancelled, every heartbeat: once the store has not answered for a whole
-    `lease_ttl` while a call waits on it (busy, or unreachable), the run's lease has run
-    out unrenewed and the run cannot be recorded as this process's any more: `give_up`
-    is called, once, with why. (Before that, a store that does not answer is a delay.)"""
-    import asyncio
-
-    while True:
-        await asyncio.sleep(settings.heartbeat_interval)
-        gate = session.gate
-        quiet = time.monotonic() - gate.answered_at
-        if gate.trouble is not None and quiet >= settings.lease_ttl:
-            give_up(
-                f"the store has not answered for {quiet:.0f}s, past the ticket's lease"
-                f" (lease_ttl {settings.lease_ttl:g}s): {gate.trouble[:300]}"
-            )
-            return
+def _unanswered(session: EngineSession, ticket_id: int) -> str:
+    """What a store given up left of `ticket_id` (the end of `run-ticket`'s line)."""
+    if not session.claiming:
+        return f"ticket {ticket_id} was not claimed: it is left as it was, not run"
+    return (
+        f"ticket {ticket_id}'s run could not be recorded: once the store answers, its"
+        " expired lease is reclaimed (by an engine or 'swarm-engine cleanup')"
+    )
 
 
 def _interrupted(settings: Settings, session: EngineSession, ticket_id: int) -> str:

@@ -73,8 +73,8 @@ async def close_left(
     write = gate.retrying(store.runs.abandon_attempt, attempt, error)
     try:
         closed = await to_the_end(asyncio.ensure_future(write))
-    except StoreBusyError as exc:  # the engine stops and gave the store up
-        log.warning(
+    except StoreBusyError as exc:  # the engine gave the store up: its last line says so
+        log.info(
             "ticket %s: its run could not be closed as its attempt ended: %s; left to"
             " the expired-lease reclaim", ticket.id, exc, extra={"ticket_id": ticket.id},
         )  # fmt: skip

@@ -13,7 +13,9 @@ abort (`give_up_after`). From then on each call waits for a lock only until that
 at all once it has passed), so calls queued on the one thread do not each wait out a
 whole busy timeout in turn, and a call that never returns (a server paused or cut off
 mid-query) is no longer waited for: the engine exits in bounded time however the store
-fails (docs/engine.md, "A store that does not answer while the engine stops").
+fails (docs/engine.md, "A store that does not answer while the engine stops"). The same
+give-up ends `run-ticket --wait` once its store has been silent for a whole `lease_ttl`
+(`given_up_when_silent`): its ticket's lease has run out unrenewed by then.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ WARN_EVERY = 5.0
 LAST_TRY = 1.0
 """Seconds a call started after the store was given up is waited for (it is still tried:
 a store that answers again takes it at once)."""
+SILENCE_TICK = 0.1
+"""How often `given_up_when_silent` looks at the store's silence (no store call: a clock)."""
 
 
 def store_said(exc: BaseException) -> str:
@@ -80,6 +84,12 @@ class StoreGate:
         self.trouble: str | None = None
         """What the last busy (or unanswered) call since the store's last answer said,
         for the line of a stop given up."""
+        self._owed_since: float | None = None
+        """When (monotonic) the first call that went busy since the store last took a
+        write started: from then on a read the store answers (it goes through while
+        another client holds the write lock) does not end its silence (`silent_for`)."""
+        self._owed_said: str | None = None
+        """What the last busy call since then said."""
         self._pending: set[Future[Any]] = set()
         """Calls handed to the thread and not ended yet."""
         self._news: asyncio.Future[None] | None = None
@@ -155,18 +165,19 @@ class StoreGate:
         if deadline is not None and self._wait_at_most is not None:
             self._wait_at_most(max(0.0, deadline - time.monotonic()))
         writes = self._writes() if self._writes is not None else 0
+        started = time.monotonic()
         try:
             result = call()
         except StoreBusyError as exc:
-            self._ended(writes, str(exc))
+            self._ended(writes, str(exc), started)
             raise
         except BaseException:
-            self._ended(writes, None)
+            self._ended(writes, None, started)
             raise
-        self._ended(writes, None)
+        self._ended(writes, None, started)
         return result
 
-    def _ended(self, writes_before: int, busy: str | None) -> None:
+    def _ended(self, writes_before: int, busy: str | None, started: float) -> None:
         """A call ended, busy (`busy` says how) or not. Until the stop, a call that
         ended otherwise than busy is an answer. Once stopping, only a call during which
         the store took a write is (even one that then went busy): a read goes through
@@ -174,6 +185,12 @@ class StoreGate:
         stop can be recorded, and must not keep the stop's bound moving."""
         counted = self._writes  # (None: no count of writes, every answer is one)
         wrote = busy is None if counted is None else counted() != writes_before
+        if wrote:
+            self._owed_since, self._owed_said = None, None
+        elif busy is not None:  # (a write, or a read, that waited for a lock in vain)
+            self._owed_said = busy
+            if self._owed_since is None:
+                self._owed_since = started
         if self._grace is not None:
             if wrote:
                 self.answered_at = time.monotonic()
@@ -231,6 +248,46 @@ class StoreGate:
             self._stopped_at = time.monotonic()
             self._tell()
 
+    def silent_for(self) -> float:
+        """Seconds the store has gone without answering while a call waits on it (a call
+        under way, a call that never returns included, or one that ended busy since its
+        last answer), counted as `deadline` counts them (once stopping, from the stop or
+        its last answer, if later); 0 when it owes no answer. A call that went busy
+        counts until the store takes a write, as once stopping: reads it answers
+        meanwhile (a SQLite store another client holds the write lock of) do not end
+        the silence of a lease that cannot be renewed."""
+        now = time.monotonic()
+        silent = 0.0
+        if self._pending or self.trouble is not None:
+            since = self.answered_at
+            if self._grace is not None:
+                since = max(since, self._stopped_at)
+            silent = now - since
+        if self._owed_since is not None:
+            silent = max(silent, now - self._owed_since)
+        return max(0.0, silent)
+
+    async def given_up_when_silent(self, grace: float) -> tuple[float, str]:
+        """Wait until the store has gone `grace` seconds without answering while a call
+        waits on it (`silent_for`); then give it up at once, as a stopping engine's is at
+        its deadline (`give_up_after`: every call waiting on it, one that never returns
+        included, ends `StoreBusyError`, and each later call is tried once). Returns the
+        seconds it was silent and what it last said (300 characters at most). A store
+        silent for less is a delay. (`run-ticket --wait`: its ticket's lease has run out
+        unrenewed by then.)"""
+        while True:
+            silent = self.silent_for()
+            if silent >= grace:
+                said = (
+                    self.trouble
+                    or self._owed_said
+                    or f"a call still unanswered after {silent:.0f}s"
+                )
+                self.give_up_after(0)
+                self.given_up()
+                return silent, said[:300]
+            await asyncio.sleep(min(SILENCE_TICK, grace - silent))
+
     def give_up_after(self, seconds: float) -> None:
         """The engine aborts: `seconds` from now on (an earlier deadline, this one's or
         `stopping`'s, stays), no call waits out a busy store any more: each retrying call
@@ -260,7 +317,11 @@ class StoreGate:
         return self._gave_up
 
     def warn(self, message: str) -> None:
-        """Log a transient trouble at most every few seconds (a lock can last minutes)."""
+        """Log a transient trouble at most every few seconds (a lock can last minutes);
+        none once the store was given up (no delay any more: the owner's last line says
+        what that left)."""
+        if self._gave_up:
+            return
         now = time.monotonic()
         if now - self._last_warning >= WARN_EVERY:
             self._last_warning = now

@@ -52,10 +52,11 @@ WATCH_INTERVAL = 0.2
 EXPIRY_TICK = 0.05
 EXPIRY_MARGIN = 0.25
 """An attempt is given up a quarter of `lease_ttl` before its lease would expire."""
-LostReason = Literal["cancelled", "lost", "deleted", "ended"]
-"""Why an attempt's run is stopped: its ticket was cancelled, lost (reclaimed, given
-another attempt, or the lease ran out), deleted, or `ended` by the runner itself after
-one of its writes was refused (`TicketRunner._refused`)."""
+LostReason = Literal["cancelled", "lost", "expired", "deleted", "ended"]
+"""Why an attempt's run is stopped: its ticket was cancelled, lost (reclaimed, or given
+another attempt), its lease `expired` by this engine's clock, unrenewed (the keeper said
+so in a line of its own), deleted, or `ended` by the runner itself after one of its
+writes was refused (`TicketRunner._refused`)."""
 OnLost = Callable[[LostReason], None]
 OnRefused = Callable[[StoreError], None]
 """Told (once) that the store refused the attempt's lease renewal, with what it raised."""
@@ -324,4 +325,4 @@ class LeaseKeeper:
                     extra={"ticket_id": holding.ticket_id},
                 )
                 del self.holdings[attempt_id]
-                holding.on_lost("lost")
+                holding.on_lost("expired")

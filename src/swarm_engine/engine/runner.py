@@ -349,12 +349,13 @@ class TicketRunner(Refusals):
                 except StaleAttemptError:  # reopened meanwhile: the reopen left the run
                     await self._unfenced(runs.cancel_run, run_id, REOPENED)  # to its engine
             else:
-                log.warning(
-                    "ticket %s: this attempt lost the ticket (reclaimed, or reset by another"
-                    " writer); run %s stopped",
-                    ticket.id,
-                    run_id,
-                )
+                if stop_reason[0] == "lost":  # (an expired lease: the keeper said so)
+                    log.warning(
+                        "ticket %s: this attempt lost the ticket (reclaimed, or reset by"
+                        " another writer); run %s stopped",
+                        ticket.id,
+                        run_id,
+                    )
                 await self._unfenced(
                     runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
                 )
