@@ -394,18 +394,28 @@ def connect(url: str, schema: str, *, busy_timeout: float = 10.0) -> PostgresDat
     from swarm_engine.store import redact
 
     where = f"database {redact(url)}"
-    try:
-        with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as probe:
-            limits = probe.execute(
-                "SELECT name, setting, source FROM pg_settings WHERE name = ANY(%s)",
-                [list(SESSION_LIMITS)],
-            ).fetchall()
+    try:  # (autocommit: no transaction of the probe's stays open for a limit to end)
+        probe = psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT), autocommit=True)
     except psycopg.OperationalError as exc:
         if _no_answer(exc):
             raise StoreUnreachableError(redact(url), _scrub(exc, url)) from None
         raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to {redact(url)}: {_scrub(exc, url)}") from None
+    try:
+        with probe:
+            limits = probe.execute(
+                "SELECT name, setting, source FROM pg_settings WHERE name = ANY(%s)",
+                [list(SESSION_LIMITS)],
+            ).fetchall()
+    except psycopg.errors.QueryCanceled as exc:  # a statement_timeout of a few ms
+        raise StoreError(
+            f"{where}: {_scrub(exc, url)} (its statement_timeout, set by the server's "
+            "configuration, the database, the role or the URL's options, is too short for "
+            "a statement of swarm-engine)"
+        ) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"{where}: {_scrub(exc, url)}") from None
     _refuse_short_session_limits(where, limits)
     lock_ms = max(1, int(busy_timeout * 1000))
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # its retries: not news
