@@ -356,9 +356,13 @@ class TicketRunner(Refusals):
                         ticket.id,
                         run_id,
                     )
-                await self._unfenced(
-                    runs.abandon_run, run_id, "stopped: this attempt lost the ticket"
+                why = (  # the keeper's own clock: the ticket may still be this attempt's
+                    "stopped: its lease ran out without a renewal (the store did not take"
+                    " one in time)"
+                    if stop_reason[0] == "expired"
+                    else "stopped: this attempt lost the ticket"
                 )
+                await self._unfenced(runs.abandon_run, run_id, why)
             await taken_back(main, [])  # (the keeper's cancel was taken back above)
         return await self._finished(ticket, run_id)
 
