@@ -2,16 +2,17 @@
 its event loop, by one handler that stays in place from when the command takes them to
 when it gives them back.
 
-`start` (before its engine's loop runs, then within the loop) and `serve` (uvicorn puts
-back the handler it found and sends the signal again) both need a stop signal to be only
-noted for a while, so the command can stop cleanly and say so; the daemonizing `start`
-needs one to end its wait for the engine it spawned, which it then stops. One handler
-(`Taken`) does all three, so no signal ever meets a default disposition between two
-phases (an event loop's own handlers put the defaults back as the loop closes: SIGTERM
-then killed the process unsaid, SIGINT raised a KeyboardInterrupt). As the block ends,
-however it ends, the handlers found are put back. Both heed only the stop signals the
-process was not started with ignored (`heeded`): `nohup` (SIGHUP) and a background job
-of a non-interactive shell (SIGINT) mean them ignored for the process's whole life.
+`start` and `run-ticket --wait` (before their loop runs, then within the loop) and
+`serve` (uvicorn puts back the handler it found and sends the signal again) need a stop
+signal to be only noted for a while, so the command can stop cleanly and say so; the
+daemonizing `start` needs one to end its wait for the engine it spawned, which it then
+stops. One handler (`Taken`) does all three, so no signal ever meets a default
+disposition between two phases (an event loop's own handlers put the defaults back as
+the loop closes: SIGTERM then killed the process unsaid, SIGINT raised a
+KeyboardInterrupt). As the block ends, however it ends, the handlers found are put back.
+All heed only the stop signals the process was not started with ignored (`heeded`):
+`nohup` (SIGHUP) and a background job of a non-interactive shell (SIGINT) mean them
+ignored for the process's whole life.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 Handler = Callable[[int, FrameType | None], Any] | int | None
 """What `signal.signal` takes and returns (a `signal.Handlers` is an int)."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""What stops `start --foreground` and `serve`: Ctrl-C, `kill`, a closed terminal."""
+"""What stops `start`, `serve` and `run-ticket --wait`: Ctrl-C, `kill`, a closed
+terminal."""
 
 
 def ignored(sig: signal.Signals) -> bool:

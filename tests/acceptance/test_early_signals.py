@@ -1,9 +1,11 @@
 """A signal while `swarm-engine` is still importing its CLI, before any handler of the
 command's own (`cli/entry.py`): `start --foreground` and `serve` end with their stop line,
 exit 0 (a SIGTERM or SIGHUP ended them unsaid, -15 or -1), the daemonizing `start` with
-`error: start interrupted (...): no engine was started`, exit 130; any other command's
-Ctrl-C is `error: aborted`, exit 130 (it was a KeyboardInterrupt traceback from an
-import).
+`error: start interrupted (...): no engine was started`, exit 130; `run-ticket ID --wait`
+says its ticket is left as it was, exit 130 (it too died unsaid), and so it does when the
+signal comes later but still before its claim (while it opens its store, or makes its VM
+backend ready); any other command's Ctrl-C is `error: aborted`, exit 130 (it was a
+KeyboardInterrupt traceback from an import).
 
 The process is held in that window for sure, not by luck: a `sitecustomize` on its
 PYTHONPATH (run as the interpreter starts, before our code) holds the first import of
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.support.cli import env_for
+from tests.support.cli import env_for, query, swarm_inproc
 
 HOLD = """\
 import os, sys
@@ -26,7 +28,7 @@ import os, sys
 
 class Hold:
     def find_spec(self, name, path=None, target=None):
-        if name == "click":
+        if name == HELD:
             sys.meta_path.remove(self)
             os.write(2, b"held\\n")
             os.read(0, 1)
@@ -35,6 +37,16 @@ class Hold:
 
 sys.meta_path.insert(0, Hold())
 """
+UNCLAIMED = "interrupted before ticket 1 was claimed: it is left as it was, not run"
+
+
+def hold_at(tmp_path: Path, module: str) -> Path:
+    """A folder for PYTHONPATH whose `sitecustomize` holds the process at its first
+    import of `module` (until a byte comes on its stdin)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(f"HELD = {module!r}\n{HOLD}")
+    return hook
 
 
 @pytest.mark.parametrize(
@@ -62,18 +74,18 @@ sys.meta_path.insert(0, Hold())
         (["serve", "--port", "0"], signal.SIGINT, 0, "API stopped (Ctrl-C) before it served"),
         (["serve", "--port", "0"], signal.SIGHUP, 0, "API stopped (SIGHUP) before it served"),
         (["status"], signal.SIGINT, 130, "error: aborted"),
+        (["run-ticket", "1", "--wait"], signal.SIGTERM, 130, UNCLAIMED),
+        (["run-ticket", "--max-vms", "2", "1", "--wait"], signal.SIGINT, 130, UNCLAIMED),
+        (["run-ticket", "1", "--wait"], signal.SIGHUP, 130, UNCLAIMED),
     ],
 )
 def test_a_signal_while_the_cli_is_imported(
     home: Path, tmp_path: Path, args: list[str], sig: signal.Signals, code: int, line: str
 ) -> None:
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD)
     read_end, write_end = os.pipe()
     proc = subprocess.Popen(
         [sys.executable, "-m", "swarm_engine", *args],
-        env=env_for(home, PYTHONPATH=str(hook)),
+        env=env_for(home, PYTHONPATH=str(hold_at(tmp_path, "click"))),
         stdin=read_end,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -91,3 +103,101 @@ def test_a_signal_while_the_cli_is_imported(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert (proc.returncode, err.decode().splitlines(), out) == (code, [line], b"")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "swarm_engine.engine.session",  # the CLI loaded, its store not open yet
+        "swarm_engine.vm.process",  # its VM backend being made ready
+    ],
+)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_run_ticket_wait_before_its_claim(
+    home: Path, tmp_path: Path, module: str, sig: signal.Signals
+) -> None:
+    made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "echo")
+    assert made.returncode == 0, made.stderr
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(home, PYTHONPATH=str(hold_at(tmp_path, module))),
+        stdin=read_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    os.close(read_end)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == b"held\n"  # (waits in its read of stdin)
+        proc.send_signal(sig)  # noted, not acted on, until the hold lets it go on
+        os.write(write_end, b"x")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(write_end)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert (proc.returncode, err.decode().splitlines(), out) == (130, [UNCLAIMED], b"")
+    (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
+    assert ticket == {"status": "open", "attempts": 0}
+    assert query(home / "tickets.db", "SELECT id FROM workflow_runs") == []
+
+
+DROP = """\
+import os, sys
+
+
+class Drop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            sys.meta_path.remove(self)
+            os.write(2, b"held\\n")
+            try:
+                os.read(0, 1)
+            except BaseException:  # dropped, as CPython drops one raised while it compiles
+                pass
+        return None
+
+
+sys.meta_path.insert(0, Drop())
+"""
+"""A `sitecustomize` that holds the first import of `click` and drops whatever a signal's
+handler raises meanwhile (CPython drops an exception a handler raises while it compiles
+a module for an import: a stale or missing `.pyc`)."""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_whose_exception_was_dropped_still_stops_run_ticket_wait(
+    home: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # the command went on as if no signal had come: it ran its ticket to the end, exit 0
+    made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "echo")
+    assert made.returncode == 0, made.stderr
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DROP)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
+        env=env_for(home, PYTHONPATH=str(hook)),
+        stdin=read_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    os.close(read_end)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == b"held\n"  # (waits in its read of stdin)
+        proc.send_signal(sig)  # its StopSignal is raised in the read, and dropped there
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(write_end)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert (proc.returncode, err.decode().splitlines(), out) == (130, [UNCLAIMED], b"")
+    (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
+    assert ticket == {"status": "open", "attempts": 0}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
-from swarm_engine.cli.entry import command_of
+from swarm_engine.cli.entry import EarlyStop, StopSignal, command_of, form_of, ticket_of
+from swarm_engine.signals import taken_signals
 
 
 @pytest.mark.parametrize(
@@ -22,3 +25,52 @@ def test_the_command_is_the_first_argument_that_is_no_global_option(
     argv: list[str], command: str | None
 ) -> None:
     assert command_of(argv) == command
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["run-ticket", "7", "--wait"], "ticket 7"),
+        (["--home", "run-ticket", "run-ticket", "--wait", "12"], "ticket 12"),
+        (["run-ticket", "--max-vms", "3", "--backend", "qemu", "4", "--wait"], "ticket 4"),
+        (["run-ticket", "--wait", "--json", "5"], "ticket 5"),
+        (["run-ticket", "\x1b[2J", "--wait"], "its ticket"),  # never printed as given
+        (["run-ticket", "٣", "--wait"], "its ticket"),
+        (["run-ticket", "--wait"], "its ticket"),
+    ],
+)
+def test_the_ticket_a_stop_before_the_claim_names(argv: list[str], said: str) -> None:
+    assert ticket_of(argv) == said
+
+
+@pytest.mark.parametrize(
+    ("argv", "form"),
+    [
+        (["start", "--foreground"], "start --foreground"),
+        (["--home", "h", "start"], "start"),
+        (["serve", "--port", "0"], "serve"),
+        (["run-ticket", "--max-vms", "2", "1", "--wait"], "run-ticket --wait"),
+        (["run-ticket", "1"], None),  # (queues it: a short command)
+        (["status"], None),
+        ([], None),
+    ],
+)
+def test_the_forms_that_take_their_stop_signals_first(argv: list[str], form: str | None) -> None:
+    assert form_of(argv) == form
+
+
+def test_a_stop_whose_exception_was_dropped_is_the_commands_to_act_on() -> None:
+    # CPython drops the exception a handler raises while it compiles a module for an
+    # import: the command went on as if no signal had come (it ran its ticket, exit 0)
+    early = EarlyStop()
+    found = signal.signal(signal.SIGUSR1, early)
+    try:
+        with pytest.raises(StopSignal):
+            signal.raise_signal(signal.SIGUSR1)  # raised, and (say) dropped on the way
+        with taken_signals([signal.SIGUSR1]) as taken:
+            signal.raise_signal(signal.SIGUSR1)  # the command's now: noted only
+            assert taken.noted == [signal.SIGUSR1, signal.SIGUSR1]
+        assert signal.getsignal(signal.SIGUSR1) is early  # put back, disarmed
+        signal.raise_signal(signal.SIGUSR1)  # (raises nothing: the command has ended)
+    finally:
+        signal.signal(signal.SIGUSR1, found)

@@ -2,19 +2,24 @@
 
 Importing the CLI takes a few tenths of a second (click, then a command's modules: the
 engine's, uvicorn's), before any handler of ours is in place. A stop signal then ended
-`start --foreground` or `serve` unsaid (SIGTERM: exit -15, SIGHUP: -1), and a Ctrl-C gave
-any command a KeyboardInterrupt traceback from an import. So, first of all, those two
-commands take their stop signals (`STOPS`): one before the command has taken them
-itself ends it with its stop line, exit 0 (a daemonizing `start`: `error: start
-interrupted (...): no engine was started`, exit 130); a second, while that is said, does
-nothing (it raised again inside the first's handling: a traceback). The command's own
-handler takes over from there (`signals.taken_signals`: `start` notes them until its
-loop runs, then relays them to it; the daemonizing `start` stops the engine it spawned;
-`serve` notes them until uvicorn listens). Once the command has ended, a stop signal is
-ignored until the process exits (the interpreter's end put the defaults back: a second
-Ctrl-C there killed it, exit -2). Any other command's Ctrl-C while it is imported is
-`error: aborted`, exit 130. A signal ignored as the process starts (`nohup`, a
-background job) stays ignored. A signal in the interpreter's own start-up, before this
+`start --foreground`, `serve` or `run-ticket --wait` unsaid (SIGTERM: exit -15, SIGHUP:
+-1), and a Ctrl-C gave any command a KeyboardInterrupt traceback from an import. So,
+first of all, the long-running forms (`STOPPED`: `start`, either form, `serve`,
+`run-ticket --wait`) take their stop signals: one before the command has taken them
+itself ends it with its form's line and exit code (`start --foreground`: `engine stopped
+(...) before it started`, exit 0; a daemonizing `start`: `error: start interrupted
+(...): no engine was started`, exit 130; `run-ticket ID --wait`: `interrupted before
+ticket ID was claimed: it is left as it was, not run`, exit 130); a second, while that is
+said, does nothing (it raised again inside the first's handling: a traceback). The
+command's own handler takes over from there (`signals.taken_signals`, which is handed
+every signal this one got, also one whose `StopSignal` was dropped on the way: `start`
+notes them until its loop runs, then relays them to it; the daemonizing `start` stops
+the engine it spawned; `serve` notes them until uvicorn listens; `run-ticket --wait`
+relays them to its loop, before its claim too). Once the command has ended, a stop
+signal is ignored until the process exits (the interpreter's end put the defaults back:
+a second Ctrl-C there killed it, exit -2). Any other command's Ctrl-C while it is
+imported is `error: aborted`, exit 130. A signal ignored as the process starts (`nohup`,
+a background job) stays ignored. A signal in the interpreter's own start-up, before this
 module runs, does what its default does: nothing of ours runs yet. Only `sys` and
 `signal` are imported here: a short command's start-up does not grow.
 """
@@ -26,24 +31,29 @@ import sys
 from types import FrameType
 
 EXIT_INTERRUPTED = 130
-STOPS = {
-    "start": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),  # (either form)
-    "serve": (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
-}
-"""The commands that take their stop signals from the start, and which."""
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The stop signals the forms of `STOPPED` take from the start."""
 VALUED = frozenset({"--home", "--tickets-db", "--registry-db", "--config", "--log-level"})
 """The global options that take a value (as the next argument)."""
+RUN_VALUED = frozenset({"--max-vms", "--backend"})
+"""The options of `run-ticket` that take a value."""
 STOPPED = {
     "start --foreground": ("engine stopped ({how}) before it started", 0),
     "start": ("error: start interrupted ({how}): no engine was started", EXIT_INTERRUPTED),
     "serve": ("API stopped ({how}) before it served", 0),
+    "run-ticket --wait": (
+        "interrupted before {ticket} was claimed: it is left as it was, not run",
+        EXIT_INTERRUPTED,
+    ),
 }
-"""What a stop signal before the command has taken its signals ends it with: its line and
-exit code (a daemonizing `start` is interrupted: exit 130, as later in its wait)."""
+"""The forms that take their stop signals from the start, and what a stop signal before
+the command has taken them ends it with: its line and exit code (a daemonizing `start` is
+interrupted: exit 130, as later in its wait; `run-ticket --wait`: the line of a stop
+before its claim, `cli/run.py`)."""
 
 
 class StopSignal(BaseException):
-    """A stop signal reached `start` or `serve` before it started anything (a
+    """A stop signal reached a form of `STOPPED` before it started anything (a
     BaseException, as KeyboardInterrupt: no `except Exception` takes it)."""
 
     def __init__(self, number: int) -> None:
@@ -64,7 +74,8 @@ class EarlyStop:
     def disarm(self) -> list[int]:
         """No more stops from here; returns the signals it got: when the command takes
         them over, any here were dropped on the way (raised inside an import's or a
-        finalizer's callback, which print an exception and go on) and are its to act on."""
+        finalizer's callback, or while a module is compiled for an import, where Python
+        prints or drops the exception and goes on) and are its to act on."""
         self.armed = False
         return self.got
 
@@ -89,14 +100,44 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
+def form_of(argv: list[str]) -> str | None:
+    """The form of `STOPPED` that `argv` runs (`start --foreground`, `run-ticket
+    --wait`, ...), or None (a short command: it takes no stop signals here)."""
+    command = command_of(argv)
+    if command == "start":
+        return "start --foreground" if "--foreground" in argv else "start"
+    if command == "run-ticket":
+        return "run-ticket --wait" if "--wait" in argv else None
+    return command if command in STOPPED else None
+
+
+def ticket_of(argv: list[str]) -> str:
+    """`ticket N` for the ticket id a `run-ticket` command line `argv` gives (ASCII
+    digits), or `its ticket` (an id that is none is the command's to refuse, never
+    printed here)."""
+    found, skip = False, False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in (RUN_VALUED if found else VALUED):
+            skip = True
+        elif token.startswith("-"):
+            continue
+        elif found:
+            return f"ticket {token}" if token.isascii() and token.isdigit() else "its ticket"
+        else:
+            found = True  # (the command)
+    return "its ticket"
+
+
 def main() -> None:
     """Run `swarm-engine` with the process's arguments; always ends in SystemExit."""
     argv = sys.argv[1:]
-    command = command_of(argv)
+    form = form_of(argv)
     taken: list[signal.Signals] = []
     early = EarlyStop()
-    if command in STOPS:
-        for sig in STOPS[command]:
+    if form is not None:
+        for sig in STOPS:
             if signal.getsignal(sig) != signal.SIG_IGN:
                 signal.signal(sig, early)
                 taken.append(sig)
@@ -106,9 +147,8 @@ def main() -> None:
         run()
     except StopSignal as stop:
         how = "Ctrl-C" if stop.number == signal.SIGINT else signal.Signals(stop.number).name
-        form = "start --foreground" if command == "start" and "--foreground" in argv else command
         line, code = STOPPED[form or ""]
-        print(line.format(how=how), file=sys.stderr)
+        print(line.format(how=how, ticket=ticket_of(argv)), file=sys.stderr)
         sys.exit(code)
     except KeyboardInterrupt:  # (while the CLI is imported: after, it says so itself)
         print("error: aborted", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -40,11 +39,7 @@ from swarm_engine.cli.text import left_running, reaped_when
 from swarm_engine.config import BACKEND_NAMES, Settings
 from swarm_engine.errors import StoreError, SwarmError, TicketFailed
 from swarm_engine.records import shown
-from swarm_engine.signals import heeded
-
-STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-"""The signals that stop `run-ticket --wait` (its run recorded failed, 'interrupted'),
-with how its error names each: SIGHUP is its terminal closing."""
+from swarm_engine.signals import Taken, heeded, how, taken_signals
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run it, not by `status`
     from swarm_engine.engine.session import EngineSession
@@ -107,7 +102,17 @@ def run_ticket(
         return
     import asyncio
 
-    final, run = asyncio.run(_run_and_wait(settings, ticket_id, max_vms, backend, as_json))
+    # a stop signal from here on is the command's (the process's entry took them first:
+    # one while the CLI loaded ended it before its claim, exit 130): noted until its loop
+    # runs, then relayed to it (a stop before the claim too: the ticket is left as it was),
+    # then, once the loop has ended, only noted (the run is over: nothing to stop). One
+    # handler all along (`signals.Taken`): no moment of default handlers between (the
+    # loop's own put them back as it closed: a SIGTERM then was exit -15). One ignored as
+    # it started (`nohup`) gets no handler: it stays ignored
+    with taken_signals(heeded()) as taken:
+        final, run = asyncio.run(
+            _run_and_wait(settings, ticket_id, max_vms, backend, as_json, taken)
+        )
     if as_json:
         emit_json(final.as_dict() | {"run": run})
     else:
@@ -125,7 +130,10 @@ async def _run_and_wait(
     max_vms: int | None,
     backend: str | None,
     quiet: bool,
+    taken: Taken,
 ) -> tuple[Ticket, dict[str, Any]]:
+    """Run the ticket here; each stop signal `taken` gets, those noted before the loop
+    ran first, stops it (before its claim: the ticket is left as it was)."""
     import asyncio
 
     from swarm_engine.cli.progress import Progress
@@ -176,38 +184,38 @@ async def _run_and_wait(
         session.abort()
         main.cancel()
 
-    for sig in heeded(STOP_SIGNALS):  # one ignored as it started (`nohup`) stays so
-        loop.add_signal_handler(sig, signalled, STOP_SIGNALS[sig])
-    watch = asyncio.create_task(watch_store(), name="store-watch")
-    try:
-        async with session:
-            with progress if not quiet else contextlib.nullcontext():
-                final = await session.run_ticket(ticket_id)
-            newest = await session.gate.retrying(
-                runs_with_steps, session.store, ticket_id, limit=1
-            )  # (its newest steps, their values within a view's budget)
-            return final, newest.items[-1] if newest.items else {}
-    except (asyncio.CancelledError, SwarmError) as exc:
-        # one line says what became of the ticket: the store given up (exit 6, whatever
-        # error its calls ended with meanwhile), or an interrupt (exit 130)
-        from swarm_engine.cli.main import EXIT_INTERRUPTED
-        from swarm_engine.errors import StoreGoneError
+    def on_stop(number: int) -> None:
+        signalled(how(number))
 
-        if session.gone is not None:  # exit 6, as any store error
-            raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
-        if lost:  # exit 6: what became of the ticket is the reclaim's, once it answers
-            left = _unanswered(session, ticket_id)
-            raise StoreError(f"run-ticket stopped: {lost[0]}; {left}") from None
-        if not isinstance(exc, asyncio.CancelledError):
-            raise
-        line = visible(_interrupted(settings, session, ticket_id))
-        with contextlib.suppress(OSError):  # (SIGHUP: the terminal may be gone)
-            err_console.print(line, markup=False, highlight=False)
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        watch.cancel()
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+    with taken.relayed(loop, on_stop):  # (those noted before: now, before the claim)
+        watch = asyncio.create_task(watch_store(), name="store-watch")
+        try:
+            async with session:
+                with progress if not quiet else contextlib.nullcontext():
+                    final = await session.run_ticket(ticket_id)
+                newest = await session.gate.retrying(
+                    runs_with_steps, session.store, ticket_id, limit=1
+                )  # (its newest steps, their values within a view's budget)
+                return final, newest.items[-1] if newest.items else {}
+        except (asyncio.CancelledError, SwarmError) as exc:
+            # one line says what became of the ticket: the store given up (exit 6, whatever
+            # error its calls ended with meanwhile), or an interrupt (exit 130)
+            from swarm_engine.cli.main import EXIT_INTERRUPTED
+            from swarm_engine.errors import StoreGoneError
+
+            if session.gone is not None:  # exit 6, as any store error
+                raise StoreGoneError(f"run-ticket stopped: {session.gone}") from None
+            if lost:  # exit 6: what became of the ticket is the reclaim's, once it answers
+                left = _unanswered(session, ticket_id)
+                raise StoreError(f"run-ticket stopped: {lost[0]}; {left}") from None
+            if not isinstance(exc, asyncio.CancelledError):
+                raise
+            line = visible(_interrupted(settings, session, ticket_id))
+            with contextlib.suppress(OSError):  # (SIGHUP: the terminal may be gone)
+                err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            watch.cancel()
 
 
 def _unanswered(session: EngineSession, ticket_id: int) -> str:
