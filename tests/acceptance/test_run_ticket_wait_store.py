@@ -251,3 +251,28 @@ def test_a_sqlite_store_locked_past_the_lease_ends_it_once(home: Path, tmp_path:
     ]
     runs = query(db, "SELECT status FROM workflow_runs")  # (closed by the reclaim)
     assert runs == [{"status": "running"}], runs
+
+
+def test_a_store_silent_before_the_claim_leaves_the_ticket_as_it_was(
+    home: Path, tmp_path: Path
+) -> None:
+    slow_ticket(home, tmp_path)
+    db = home / "tickets.db"
+    with write_lock(db):  # from before its start: its engine row cannot be written
+        proc, lines = run_ticket(home, SWARM_BUSY_TIMEOUT="0.2", **SILENT)
+        try:
+            wait_until(lambda: proc.poll() is not None, SILENCE, "run-ticket to end")
+            out = ended(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 6, (out, lines)
+    errors = [x for x in lines if x.startswith("error:")]
+    assert errors == [lines[-1]], lines
+    assert errors[0].startswith("error: run-ticket stopped: the store has not answered for ")
+    assert f", a whole lease (lease_ttl {LEASE:g}s): " in errors[0], errors
+    assert "database is locked" in errors[0], errors
+    assert errors[0].endswith("; ticket 1 was not claimed: it is left as it was, not run\n")
+    assert query(db, "SELECT status, attempts FROM tickets") == [{"status": "open", "attempts": 0}]
+    assert query(db, "SELECT id FROM workflow_runs") == []

@@ -175,8 +175,9 @@ async def _run_and_wait(
         # the ticket's lease has run out unrenewed: the store is given up at once (every
         # call waiting on it ends), the run stopped, and the command ends, once
         silent, said = await session.gate.given_up_when_silent(settings.lease_ttl)
+        past = "past the ticket's lease" if session.claiming else "a whole lease"
         why = (
-            f"the store has not answered for {silent:.0f}s, past the ticket's lease"
+            f"the store has not answered for {silent:.0f}s, {past}"
             f" (lease_ttl {settings.lease_ttl:g}s): {said}"
         )
         lost.append(why)
@@ -222,6 +223,11 @@ def _unanswered(session: EngineSession, ticket_id: int) -> str:
     """What a store given up left of `ticket_id` (the end of `run-ticket`'s line)."""
     if not session.claiming:
         return f"ticket {ticket_id} was not claimed: it is left as it was, not run"
+    if not session.claimed:  # the claim's write was under way: it may have been taken
+        return (
+            f"ticket {ticket_id} may have been claimed: if so, once the store answers,"
+            " its expired lease is reclaimed (by an engine or 'swarm-engine cleanup')"
+        )
     return (
         f"ticket {ticket_id}'s run could not be recorded: once the store answers, its"
         " expired lease is reclaimed (by an engine or 'swarm-engine cleanup')"

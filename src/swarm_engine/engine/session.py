@@ -134,6 +134,8 @@ class EngineSession:
         self.registered = False
         self.claiming = False
         """`run_ticket` started to claim its ticket."""
+        self.claimed = False
+        """`run_ticket` claimed its ticket (the store said so)."""
         self.state: str | None = None
         """What the heartbeat records as the engine's state (None: leave it)."""
         self.store: Store = open_store(settings.tickets_target, busy_timeout=settings.busy_timeout)
@@ -360,6 +362,7 @@ class EngineSession:
             attempt_id=uuid.uuid4().hex,
             lease_ttl=self.settings.lease_ttl,
         )
+        self.claimed = True
         return await self.runner.run(claimed, plan)
 
     async def _holder(self, ticket: Ticket) -> str | None:
