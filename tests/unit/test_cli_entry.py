@@ -37,6 +37,8 @@ def test_the_command_is_the_first_argument_that_is_no_global_option(
         (["run-ticket", "\x1b[2J", "--wait"], "its ticket"),  # never printed as given
         (["run-ticket", "٣", "--wait"], "its ticket"),
         (["run-ticket", "--wait"], "its ticket"),
+        (["run-ticket", "007", "--wait"], "ticket 7"),
+        (["run-ticket", "9" * 5000, "--wait"], "its ticket"),  # (no 5000-digit line)
     ],
 )
 def test_the_ticket_a_stop_before_the_claim_names(argv: list[str], said: str) -> None:

@@ -113,8 +113,8 @@ def form_of(argv: list[str]) -> str | None:
 
 def ticket_of(argv: list[str]) -> str:
     """`ticket N` for the ticket id a `run-ticket` command line `argv` gives (ASCII
-    digits), or `its ticket` (an id that is none is the command's to refuse, never
-    printed here)."""
+    digits, at most 19: as the command says it, `007` as 7), or `its ticket` (an id that
+    is none is the command's to refuse, never printed here)."""
     found, skip = False, False
     for token in argv:
         if skip:
@@ -124,7 +124,8 @@ def ticket_of(argv: list[str]) -> str:
         elif token.startswith("-"):
             continue
         elif found:
-            return f"ticket {token}" if token.isascii() and token.isdigit() else "its ticket"
+            digits = token.isascii() and token.isdigit() and len(token) <= 19
+            return f"ticket {int(token)}" if digits else "its ticket"
         else:
             found = True  # (the command)
     return "its ticket"
