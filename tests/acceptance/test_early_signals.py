@@ -13,14 +13,12 @@ PYTHONPATH (run as the interpreter starts, before our code) holds the first impo
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from tests.support.cli import env_for, query, swarm_inproc
+from tests.support.pipes import HeldByStdin
 
 HOLD = """\
 import os, sys
@@ -82,26 +80,13 @@ def hold_at(tmp_path: Path, module: str) -> Path:
 def test_a_signal_while_the_cli_is_imported(
     home: Path, tmp_path: Path, args: list[str], sig: signal.Signals, code: int, line: str
 ) -> None:
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", *args],
-        env=env_for(home, PYTHONPATH=str(hold_at(tmp_path, "click"))),
-        stdin=read_end,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    os.close(read_end)
-    try:
+    env = env_for(home, PYTHONPATH=str(hold_at(tmp_path, "click")))
+    with HeldByStdin(args, env) as held:
+        proc = held.proc
         assert proc.stderr is not None
         assert proc.stderr.readline() == b"held\n"  # (waits in its read of stdin)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-    finally:
-        os.close(write_end)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert (proc.returncode, err.decode().splitlines(), out) == (code, [line], b"")
 
 
@@ -118,27 +103,14 @@ def test_a_signal_to_run_ticket_wait_before_its_claim(
 ) -> None:
     made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "echo")
     assert made.returncode == 0, made.stderr
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
-        env=env_for(home, PYTHONPATH=str(hold_at(tmp_path, module))),
-        stdin=read_end,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    os.close(read_end)
-    try:
+    env = env_for(home, PYTHONPATH=str(hold_at(tmp_path, module)))
+    with HeldByStdin(["run-ticket", "1", "--wait"], env) as held:
+        proc = held.proc
         assert proc.stderr is not None
         assert proc.stderr.readline() == b"held\n"  # (waits in its read of stdin)
         proc.send_signal(sig)  # noted, not acted on, until the hold lets it go on
-        os.write(write_end, b"x")
+        held.release()
         out, err = proc.communicate(timeout=60)
-    finally:
-        os.close(write_end)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert (proc.returncode, err.decode().splitlines(), out) == (130, [UNCLAIMED], b"")
     (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
     assert ticket == {"status": "open", "attempts": 0}
@@ -178,26 +150,12 @@ def test_a_stop_whose_exception_was_dropped_still_stops_run_ticket_wait(
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(DROP)
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
-        env=env_for(home, PYTHONPATH=str(hook)),
-        stdin=read_end,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    os.close(read_end)
-    try:
+    with HeldByStdin(["run-ticket", "1", "--wait"], env_for(home, PYTHONPATH=str(hook))) as held:
+        proc = held.proc
         assert proc.stderr is not None
         assert proc.stderr.readline() == b"held\n"  # (waits in its read of stdin)
         proc.send_signal(sig)  # its StopSignal is raised in the read, and dropped there
         out, err = proc.communicate(timeout=60)
-    finally:
-        os.close(write_end)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert (proc.returncode, err.decode().splitlines(), out) == (130, [UNCLAIMED], b"")
     (ticket,) = query(home / "tickets.db", "SELECT status, attempts FROM tickets")
     assert ticket == {"status": "open", "attempts": 0}

@@ -10,14 +10,12 @@ of a stdin pipe until the test writes."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from tests.support.cli import env_for, query, swarm_inproc
+from tests.support.pipes import HeldByStdin
 
 HOLD_AFTER_LOOP = """\
 import os
@@ -47,31 +45,17 @@ def test_a_stop_after_run_ticket_waits_loop_closed_is_ignored(
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOLD_AFTER_LOOP)
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", "run-ticket", "1", "--wait"],
-        env=env_for(home, PYTHONPATH=str(hook), HOLD_AFTER_LOOP="1"),
-        stdin=read_end,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    os.close(read_end)
-    try:
+    env = env_for(home, PYTHONPATH=str(hook), HOLD_AFTER_LOOP="1")
+    with HeldByStdin(["run-ticket", "1", "--wait"], env, text=True) as held:
+        proc = held.proc
         assert proc.stderr is not None
         before = []
         while (line := proc.stderr.readline()) not in ("loop closed\n", ""):
             before.append(line)
         assert line == "loop closed\n", before
         proc.send_signal(sig)  # the run is over: nothing to stop
-        os.write(write_end, b"x")
+        held.release()
         out, err = proc.communicate(timeout=60)
-    finally:
-        os.close(write_end)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert (proc.returncode, err) == (0, ""), (out, before)
     assert out.splitlines()[-2].startswith("ticket 1 done"), out
     (ticket,) = query(home / "tickets.db", "SELECT status FROM tickets")

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 FULL = 1 << 20
 """More than any pipe's buffer: what `fill` writes at most."""
@@ -116,3 +117,36 @@ def read_lines(proc: subprocess.Popen[str], put: Callable[[str], object]) -> thr
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     return thread
+
+
+class HeldByStdin:
+    """`swarm-engine ARGS` whose stdin is a pipe the test holds: a `sitecustomize` hook on
+    its PYTHONPATH that reads a byte from stdin holds the process there until `release`.
+    Use as a context manager: on leaving, the pipe is closed and, if it still runs, its
+    process group killed."""
+
+    def __init__(self, args: list[str], env: dict[str, str], *, text: bool = False) -> None:
+        read_end, self.write_end = os.pipe()
+        self.proc: subprocess.Popen[Any] = subprocess.Popen(
+            [sys.executable, "-m", "swarm_engine", *args],
+            env=env,
+            stdin=read_end,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=text,
+            start_new_session=True,
+        )
+        os.close(read_end)
+
+    def release(self) -> None:
+        """Let the hold go on (one byte on its stdin)."""
+        os.write(self.write_end, b"x")
+
+    def __enter__(self) -> HeldByStdin:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        os.close(self.write_end)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
