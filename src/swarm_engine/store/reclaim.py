@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 FENCED_VMS = 1000
 """At most this many VMs are handed to a reclaim's `Fence` at once."""
+LOCKED_ELSEWHERE = (
+    "a row of its run is locked by another client (an open transaction); tried again next round"
+)
+"""Why an expired ticket is left as it is this round when a row the reclaim would close
+(a run or a step of it) is held locked elsewhere (`_locked_elsewhere`)."""
 Fence = Callable[[list[dict[str, Any]]], dict[int, str]]
 """Called by `reclaim_expired` inside its transaction (again in each try of it that
 PostgreSQL rolls back and the store runs again: it must be idempotent, as stopping what
@@ -41,9 +46,10 @@ class Expired:
 
     ticket_id: int
     status: str
-    """'open' (re-queued), 'failed' (attempts used up), or 'stuck': the store refused to
-    change the row (a trigger's RAISE, a constraint; `error` says what it said), which is
-    left as it is and tried again next round."""
+    """'open' (re-queued), 'failed' (attempts used up), or 'stuck': left as it is and
+    tried again next round, `error` saying why: the store refused to change the row (a
+    trigger's RAISE, a constraint; what it said), a VM of it could not be stopped, or a
+    row of its run is locked by another client (`LOCKED_ELSEWHERE`)."""
     error: str | None = None
     refused: bool = False
     """'stuck' because the store refused the reclaim (not a VM the fence could not stop)."""
@@ -96,23 +102,37 @@ def _reclaim_once(store: TicketStore, only: int | None, fence: Fence | None) -> 
     if lock is None or not lock[0]:
         return []  # another engine is reclaiming right now
     left = {} if fence is None else _fence(store, only, fence)
+    for ticket_id in sorted(_locked_elsewhere(store, only)):
+        left.setdefault(ticket_id, LOCKED_ELSEWHERE)
     expired += [Expired(ticket_id, "stuck", why) for ticket_id, why in left.items()]
-    if not left:
-        rows = store.db.all(store.q.reclaim_expired, {"only": only})
-    else:  # the others, one by one
-        ids = [int(r["id"]) for r in store.db.all(store.q.expired_ids)]
-        rows = [
-            row
-            for ticket_id in ids
-            if ticket_id not in left and only in (None, ticket_id)
-            for row in store.db.all(store.q.reclaim_expired, {"only": ticket_id})
-        ]
+    rows = store.db.all(store.q.reclaim_expired, {"only": only, "skip": sorted(left)})
     for row in rows:
         store.close_open_runs(
             int(row["id"]), "failed", "lease expired: its engine did not renew it in time"
         )
         expired.append(Expired(int(row["id"]), str(row["status"])))
     return expired
+
+
+def _locked_elsewhere(store: TicketStore, only: int | None) -> set[int]:
+    """(In the reclaim's transaction.) Lock the rows the reclaim closes (the expired
+    tickets' runs still `running` and their unfinished steps), passing over those another
+    client holds locked (PostgreSQL's `SKIP LOCKED`): the tickets with such a row, left as
+    they are this round. The reclaim then never waits for a row lock held elsewhere, on
+    the engine's store thread where its lease renewals wait behind it. (SQLite: none;
+    its write transaction holds the whole database.)"""
+    args = {"only": only}
+    held: set[int] = set()
+    for every, lockable in (
+        (store.q.expired_run_rows, store.q.lock_expired_run_rows),
+        (store.q.expired_step_rows, store.q.lock_expired_step_rows),
+    ):
+        rows = store.db.all(every, args)
+        if not rows:
+            continue
+        locked = {int(r[0]) for r in store.db.all(lockable, args)}
+        held |= {int(r[1]) for r in rows if int(r[0]) not in locked}
+    return held
 
 
 def _fence(store: TicketStore, only: int | None, fence: Fence) -> dict[int, str]:

@@ -285,6 +285,8 @@ SELECT
 
 -- name: reclaim_expired
 -- :only NULL: every expired ticket; else that one (when the store refused the batch).
+-- :skip: tickets left as they are this round (a VM not stopped, a row of a run locked
+-- elsewhere: `expired_run_rows`).
 -- A row another client holds locked (a frozen engine inside its renewal) is skipped this
 -- round, not waited for: the wait held this engine's store thread, and so its own lease
 -- renewals, up to lock_timeout.
@@ -302,12 +304,74 @@ UPDATE tickets SET
    AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs u WHERE u.attempt_id = tickets.attempt_id
                      AND u.status <> 'running' AND u.error LIKE 'ended unrecorded: %')
+   AND NOT (id = ANY(:skip))
    AND id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
                  AND (lease_expires_at IS NULL OR lease_expires_at < now()
                       OR lease_expires_at > now() + interval '7 days 1 hour')
                  AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
                  FOR UPDATE SKIP LOCKED)
 RETURNING id, status
+
+-- name: expired_run_rows
+-- The runs still `running` of the expired tickets (:only NULL: all; else that one's),
+-- each with its ticket: what the reclaim closes. A plain read, no lock taken: compared
+-- with what `lock_expired_run_rows` could lock, it names the tickets one of whose run rows
+-- another client holds locked (a frozen engine inside a write of its run, a `psql`
+-- session's `SELECT ... FOR UPDATE`), which the reclaim leaves to a later round instead of
+-- waiting for the lock on the engine's store thread.
+SELECT r.id, r.ticket_id FROM workflow_runs r
+ WHERE r.status = 'running'
+   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
+                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
+                               OR lease_expires_at > now() + interval '7 days 1 hour')
+                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
+                                           WHERE u.attempt_id = tickets.attempt_id
+                                             AND u.status <> 'running'
+                                             AND u.error LIKE 'ended unrecorded: %'))
+
+-- name: lock_expired_run_rows
+-- (In the reclaim's transaction.) The rows of `expired_run_rows` locked for the reclaim's
+-- close, passing over those another client holds locked.
+SELECT r.id, r.ticket_id FROM workflow_runs r
+ WHERE r.status = 'running'
+   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
+                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
+                               OR lease_expires_at > now() + interval '7 days 1 hour')
+                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
+                                           WHERE u.attempt_id = tickets.attempt_id
+                                             AND u.status <> 'running'
+                                             AND u.error LIKE 'ended unrecorded: %'))
+   FOR UPDATE SKIP LOCKED
+
+-- name: expired_step_rows
+-- The unfinished steps of those runs, each with its ticket (as `expired_run_rows`).
+SELECT s.id, r.ticket_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id
+ WHERE s.status IN ('queued','running') AND r.status = 'running'
+   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
+                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
+                               OR lease_expires_at > now() + interval '7 days 1 hour')
+                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
+                                           WHERE u.attempt_id = tickets.attempt_id
+                                             AND u.status <> 'running'
+                                             AND u.error LIKE 'ended unrecorded: %'))
+
+-- name: lock_expired_step_rows
+-- (In the reclaim's transaction.) The rows of `expired_step_rows` locked, passing over
+-- those another client holds locked.
+SELECT s.id, r.ticket_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id
+ WHERE s.status IN ('queued','running') AND r.status = 'running'
+   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
+                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
+                               OR lease_expires_at > now() + interval '7 days 1 hour')
+                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
+                                           WHERE u.attempt_id = tickets.attempt_id
+                                             AND u.status <> 'running'
+                                             AND u.error LIKE 'ended unrecorded: %'))
+   FOR UPDATE OF s SKIP LOCKED
 
 -- name: reclaim_lock
 -- One reclaimer at a time across every host: a transaction-scoped advisory lock; an

@@ -1,0 +1,122 @@
+"""PostgreSQL: a row another client holds locked (an open transaction: a frozen engine, a
+`psql` session's `SELECT ... FOR UPDATE`) costs only the ticket it belongs to. The lease
+reclaim passes over an expired ticket one of whose run or step rows is held, instead of
+waiting for the lock (on the engine's store thread, its lease renewals queued behind it)
+and then failing the whole round. Real server; each client is a real connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from tests.support.postgres import pg_query, psql
+
+from swarm_engine.store import Store, open_store
+
+BUSY = 5.0
+"""The stores' busy timeout: a wait for the held lock would end busy after it."""
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[Store]:
+    opened = open_store(pg_url, busy_timeout=BUSY)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@contextmanager
+def locked(url: str, sql: str, **params: Any) -> Iterator[None]:
+    """Another client's transaction holding the rows `sql` (a `SELECT ... FOR UPDATE`)
+    picks, idle until the block ends; rolled back then (a close alone lets the server
+    release the locks a moment later)."""
+    client = psycopg.connect(url)
+    try:
+        assert client.execute(sql, params).fetchall(), "the client locked no row"
+        yield
+    finally:
+        client.rollback()
+        client.close()
+
+
+def running(store: Store, n: int) -> list[tuple[int, str, int, int]]:
+    """`n` tickets claimed by engine e1, each with a run started and one step queued:
+    (ticket id, attempt id, run id, step id) each."""
+    store.engines.register("e1", kind="daemon", host="h", pid=1, max_vms=n, backend="process")
+    for i in range(n):
+        store.tickets.create(title=f"t{i}", agent_id="echo")
+    out = []
+    for ticket in store.tickets.claim_next(engine_id="e1", attempt_id="a", lease_ttl=30, limit=n):
+        run = store.runs.start_run(
+            ticket, engine_id="e1", workflow_name=None, workflow_version=None, inputs={}
+        )
+        step = store.runs.add_step(
+            run, step_id="main", agent_name="echo", agent_version="1", agent_kind="process",
+            inputs={},
+        )  # fmt: skip
+        out.append((ticket.id, str(ticket.attempt_id), run, step))
+    return out
+
+
+def expire_all(url: str) -> None:
+    psql(url, "UPDATE tickets SET lease_expires_at = now() - interval '1 minute'")
+
+
+def statuses(url: str) -> dict[int, tuple[str, ...]]:
+    """Each ticket's status, with its runs' and their steps' (by id)."""
+    rows = pg_query(
+        url,
+        "SELECT t.id, t.status, r.status AS run, s.status AS step FROM tickets t"
+        " JOIN workflow_runs r ON r.ticket_id = t.id"
+        " JOIN step_executions s ON s.run_id = r.id ORDER BY t.id",
+    )
+    return {r["id"]: (r["status"], r["run"], r["step"]) for r in rows}
+
+
+@pytest.mark.parametrize(
+    "held",
+    [
+        "SELECT id FROM workflow_runs WHERE id = %(run)s FOR UPDATE",
+        "SELECT id FROM step_executions WHERE id = %(step)s FOR UPDATE",
+    ],
+    ids=["run-row", "step-row"],
+)
+def test_the_reclaim_passes_over_a_ticket_whose_run_rows_are_locked_elsewhere(
+    pg_url: str, store: Store, held: str
+) -> None:
+    """Two expired tickets; a client holds a row of the first one's run. The reclaim
+    re-queues the second at once and leaves the first as it is this round, saying why
+    (before: it waited for the lock, then failed as a busy store: neither re-queued,
+    round after round, while the client held the row)."""
+    (one, _, run, step), (two, _, _, _) = running(store, 2)
+    expire_all(pg_url)
+    with locked(pg_url, held, run=run, step=step):
+        got = store.tickets.reclaim_expired()
+        assert [(e.ticket_id, e.status) for e in got] == [(one, "stuck"), (two, "open")]
+        assert "locked by another client" in str(got[0].error)
+        assert statuses(pg_url) == {
+            one: ("running", "running", "queued"),  # left whole: nothing half-closed
+            two: ("open", "failed", "failed"),
+        }
+    # once the client lets go, the next round re-queues it
+    got = store.tickets.reclaim_expired()
+    assert [(e.ticket_id, e.status) for e in got] == [(one, "open")]
+    assert statuses(pg_url)[one] == ("open", "failed", "failed")
+
+
+def test_a_reclaim_never_closes_a_run_locked_by_its_live_attempt(pg_url: str, store: Store) -> None:
+    """The rows a reclaim passes over are not closed later in the same round by another
+    path: the ticket whose lease is live is never touched, locked or not."""
+    (one, _, run, _), (two, _, _, _) = running(store, 2)
+    psql(
+        pg_url,
+        f"UPDATE tickets SET lease_expires_at = now() - interval '1 minute' WHERE id = {two}",
+    )
+    with locked(pg_url, "SELECT id FROM workflow_runs WHERE id = %(run)s FOR UPDATE", run=run):
+        got = store.tickets.reclaim_expired()
+    assert [(e.ticket_id, e.status) for e in got] == [(two, "open")]
+    assert statuses(pg_url)[one] == ("running", "running", "queued")
