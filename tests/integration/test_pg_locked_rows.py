@@ -2,7 +2,8 @@
 `psql` session's `SELECT ... FOR UPDATE`) costs only the ticket it belongs to. The lease
 reclaim passes over an expired ticket one of whose run or step rows is held, instead of
 waiting for the lock (on the engine's store thread, its lease renewals queued behind it)
-and then failing the whole round. Real server; each client is a real connection."""
+and then failing the whole round; the lease renewal renews the engine's leases even
+while its own `engines` row is held. Real server; each client is a real connection."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import psycopg
 import pytest
 from tests.support.postgres import pg_query, psql
 
+from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.store import Store, open_store
 
 BUSY = 5.0
@@ -120,3 +123,47 @@ def test_a_reclaim_never_closes_a_run_locked_by_its_live_attempt(pg_url: str, st
         got = store.tickets.reclaim_expired()
     assert [(e.ticket_id, e.status) for e in got] == [(two, "open")]
     assert statuses(pg_url)[one] == ("running", "running", "queued")
+
+
+def test_the_renewal_renews_the_leases_while_the_engine_row_is_locked_elsewhere(
+    pg_url: str, store: Store
+) -> None:
+    """A client holds the engine's own `engines` row: its heartbeat cannot be stamped
+    now, but the leases of its tickets are renewed all the same, at once (before: the
+    renewal's transaction waited for the row up to the busy timeout, then renewed none,
+    and every lease of the engine ran out together)."""
+    tickets = running(store, 2)
+    psql(pg_url, "UPDATE tickets SET lease_expires_at = now() + interval '2 seconds'")
+    gate = StoreGate()
+    keeper = LeaseKeeper(store, gate, "e1", lease_ttl=30, heartbeat_interval=1, busy_vms=lambda: 2)
+    try:
+        with locked(pg_url, "SELECT id FROM engines WHERE id = 'e1' FOR UPDATE"):
+            kept, refused = keeper.write([attempt for _, attempt, _, _ in tickets])
+            assert (kept, refused) == ({t[1] for t in tickets}, {})
+            left = pg_query(
+                pg_url,
+                "SELECT count(*) AS n FROM tickets"
+                " WHERE lease_expires_at > now() + interval '20 seconds'",
+            )
+            assert left == [{"n": 2}]  # both renewed a whole lease
+            assert keeper.heartbeats_passed_over == 1
+        # the client gone, the next renewal stamps the heartbeat again
+        beat = pg_query(pg_url, "SELECT heartbeat_at FROM engines WHERE id = 'e1'")
+        keeper.write([attempt for _, attempt, _, _ in tickets])
+        again = pg_query(pg_url, "SELECT heartbeat_at FROM engines WHERE id = 'e1'")
+        assert again[0]["heartbeat_at"] > beat[0]["heartbeat_at"]
+        assert keeper.heartbeats_passed_over == 1
+    finally:
+        gate.close()
+
+
+def test_engines_recorded_dead_pass_over_a_row_locked_elsewhere(pg_url: str, store: Store) -> None:
+    """Two engines silent for long, one's `engines` row held by a client: the other is
+    recorded dead at once, that one at a later round (before: the round waited for the
+    lock up to the busy timeout, then recorded neither)."""
+    for name in ("gone1", "gone2"):
+        store.engines.register(name, kind="daemon", host="h", pid=1, max_vms=1, backend="process")
+    psql(pg_url, "UPDATE engines SET heartbeat_at = now() - interval '1 hour'")
+    with locked(pg_url, "SELECT id FROM engines WHERE id = 'gone1' FOR UPDATE"):
+        assert [e["id"] for e in store.engines.forget_silent(60)] == ["gone2"]
+    assert [e["id"] for e in store.engines.forget_silent(60)] == ["gone1"]

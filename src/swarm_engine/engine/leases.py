@@ -1,8 +1,9 @@
 """One lease keeper per engine: renews every attempt's lease and the engine's heartbeat.
 
 Every `heartbeat_interval` one short write transaction extends the leases of all the
-attempts this engine holds and stamps its `engines` row; nothing else is written while
-the engine is idle. Between renewals a cheap read (every `WATCH_INTERVAL`, only while
+attempts this engine holds, and another then stamps its `engines` row (a row another
+client holds locked is passed over: the leases never wait on the heartbeat); nothing
+else is written while the engine is idle. Between renewals a cheap read (every `WATCH_INTERVAL`, only while
 attempts are held) notices an attempt that lost its ticket: cancelled by a user, or
 reclaimed by another engine after the lease ran out.
 
@@ -18,7 +19,7 @@ fencing refuses every late write of that attempt.
 Rows are any writer's, triggers included: a renewal the store refuses outright (a
 trigger's `RAISE`, a constraint) is not transient. The renewal is one statement for all
 held attempts; when the store refuses it, each lease is renewed apart, in a transaction
-of its own, and the heartbeat too: an attempt whose renewal is refused is ended by its
+of its own, then the heartbeat: an attempt whose renewal is refused is ended by its
 runner (`OnRefused`: the ticket failed with one line saying what the store said), the
 others keep their leases. A heartbeat the store refuses stops the engine (it could not
 show it is alive), with one line (`HeartbeatRefusedError`).
@@ -45,6 +46,7 @@ from swarm_engine.errors import (
     SwarmError,
 )
 from swarm_engine.store import Store
+from swarm_engine.store.engines import Beat
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,9 @@ class LeaseKeeper:
         self.holdings: dict[str, Holding] = {}
         self.renewals = 0
         self.failed_renewals = 0
+        self.heartbeats_passed_over = 0
+        """Renewals whose heartbeat could not be stamped (the engine's row locked by
+        another client, or the heartbeat busy) while the leases were renewed."""
         self._wake = asyncio.Event()
         self._next_check = 0.0  # monotonic time of the next held-check
         self.aborting = False
@@ -224,27 +229,40 @@ class LeaseKeeper:
         return True
 
     def write(self, attempt_ids: list[str]) -> tuple[set[str], dict[str, StoreError]]:
-        """One renewal (on the store thread): one transaction, the leases, then the
-        heartbeat. Returns the attempts still held, and those whose renewal the store
-        refused. Each transaction is only store SQL, so PostgreSQL rolling it back to break
-        a deadlock runs it again from its start (`Store.atomic`); the engine's row put back
-        in it is counted and logged once it commits (`row_restored`)."""
-        put_back: list[bool] = []  # (the committed try's: each try starts it anew)
+        """One renewal (on the store thread): the leases in one transaction, then the
+        heartbeat in another, so that the heartbeat never holds the leases hostage (its
+        `engines` row another client holds locked is passed over, and a heartbeat that
+        is busy all the same leaves the leases renewed: it is tried again next round).
+        Returns the attempts still held, and those whose renewal the store refused. Each
+        transaction waits at most a short while for a row lock held elsewhere
+        (`EngineStore.short_lock_wait`) and is only store SQL, so PostgreSQL rolling it
+        back to break a deadlock runs it again from its start (`Store.atomic`); the
+        engine's row put back in it is counted and logged once it commits
+        (`row_restored`)."""
+        kept, refusals = self._renew_all(attempt_ids)
+        try:
+            self._beat()
+        except StoreBusyError as exc:
+            if not attempt_ids or isinstance(exc, StoreGoneError):
+                raise  # (nothing else was written: the renewal as a whole is delayed)
+            self.heartbeats_passed_over += 1
+            self.gate.warn(f"heartbeat delayed (store busy), the leases renewed: {exc}")
+        return kept, refusals
+
+    def _renew_all(self, attempt_ids: list[str]) -> tuple[set[str], dict[str, StoreError]]:
+        if not attempt_ids:
+            return set(), {}
 
         def renew() -> set[str]:
-            put_back.clear()
-            kept = self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
-            put_back.append(self._heartbeat())
-            return kept
+            self.store.engines.short_lock_wait()
+            return self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
 
         try:
-            kept = self.store.atomic(renew)
-            self._told(put_back)
-            return kept, {}
+            return self.store.atomic(renew), {}
         except StoreError as exc:
-            if not refused(exc) or isinstance(exc, HeartbeatRefusedError):
+            if not refused(exc):
                 raise
-        # refused as a whole: which lease (or the heartbeat) does the store refuse?
+        # refused as a whole: which lease does the store refuse?
         kept, refusals = set(), {}
         for attempt_id in attempt_ids:
             try:
@@ -253,28 +271,45 @@ class LeaseKeeper:
                 if not refused(exc):
                     raise
                 refusals[attempt_id] = exc
+        return kept, refusals
+
+    def _beat(self) -> None:
+        put_back: list[bool] = []  # (the committed try's: each try starts it anew)
+        locked: list[bool] = []
 
         def beat() -> None:
             put_back.clear()
-            put_back.append(self._heartbeat())
+            locked.clear()
+            self.store.engines.short_lock_wait()
+            put_back.append(self._heartbeat(locked))
 
         self.store.atomic(beat)
         self._told(put_back)
-        return kept, refusals
+        if any(locked):
+            self.heartbeats_passed_over += 1
+            self.gate.warn(
+                "heartbeat delayed: another client holds this engine's row in engines"
+                " locked (the leases are renewed all the same)"
+            )
 
     def _renew_one(self, attempt_id: str) -> set[str]:
+        self.store.engines.short_lock_wait()
         return self.store.tickets.renew_leases([attempt_id], self.lease_ttl)
 
     def _told(self, put_back: list[bool]) -> None:
         if any(put_back):
             self.row_restored()
 
-    def _heartbeat(self) -> bool:
+    def _heartbeat(self, locked: list[bool]) -> bool:
         """Stamp the engine's row; a row another writer deleted (the heartbeat touches no
         row) is put back at once, with the same id, and stamped: whether it was (only
-        store SQL, in the caller's transaction)."""
+        store SQL, in the caller's transaction). A row another client holds locked is
+        passed over (`locked` told so): stamped at a later round."""
         try:
-            if self._stamp():
+            beat = self._stamp()
+            if beat == "locked":
+                locked.append(True)
+            if beat != "missing":
                 return False
             if not self.restore_row():
                 return False
@@ -287,7 +322,7 @@ class LeaseKeeper:
                 f"its heartbeat could not be recorded: the store refused it ({store_said(exc)})"
             ) from exc
 
-    def _stamp(self) -> bool:
+    def _stamp(self) -> Beat:
         return self.store.engines.heartbeat(self.engine_id, self.busy_vms(), self.state())
 
     async def _check_held(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
 from swarm_engine.store.db import Database
@@ -14,6 +14,8 @@ from swarm_engine.store.rows import Ticket, decode_record
 from swarm_engine.store.timestamps import parse_timestamp
 
 DEAD_RUN = "its engine stopped heartbeating before it closed the run"
+Beat = Literal["stamped", "locked", "missing"]
+"""What a heartbeat did (`EngineStore.heartbeat`)."""
 
 
 class EngineStore:
@@ -49,11 +51,20 @@ class EngineStore:
             )
         return False
 
-    def heartbeat(self, engine_id: str, busy_vms: int, state: str | None = None) -> bool:
-        """Stamp the engine's row; False when there is no such row (deleted by another
-        writer: see `restore`)."""
+    def heartbeat(self, engine_id: str, busy_vms: int, state: str | None = None) -> Beat:
+        """Stamp the engine's row: `stamped`; `missing` when there is no such row (deleted
+        by another writer: see `restore`); `locked` when another client holds it locked
+        (PostgreSQL: passed over, not waited for; stamped at a later round)."""
         args = {"id": engine_id, "busy_vms": busy_vms, "state": state}
-        return self.db.run(self.q.heartbeat, args).rowcount > 0
+        if self.db.run(self.q.heartbeat, args).rowcount > 0:
+            return "stamped"
+        return "missing" if self.get(engine_id) is None else "locked"
+
+    def short_lock_wait(self) -> None:
+        """(In a transaction.) The rest of it waits at most 1.5 s for a row lock another
+        client holds, then is busy (PostgreSQL; SQLite has no row locks): for the
+        transactions of an engine's lease-critical path, on its one store thread."""
+        self.db.run(self.q.lock_wait)
 
     def stopped(self, engine_id: str, state: str = "stopped") -> None:
         self.db.run(self.q.stopped, {"id": engine_id, "state": state})
@@ -130,6 +141,7 @@ class EngineStore:
         closed = {"ids": engine_ids, "error": DEAD_RUN}
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
+            self.short_lock_wait()
             self.db.run(self.q.close_dead_steps, closed)
             self.db.run(self.q.close_dead_runs, closed)
 
@@ -179,6 +191,7 @@ class EngineStore:
 
     def _forget(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         def forget() -> list[dict[str, Any]]:  # only SQL: run again if rolled back (rerun.py)
+            self.short_lock_wait()
             gone = [decode_record(r) for r in self.db.all(self.q.forget_silent, args)]
             if gone:
                 closed = {"ids": [str(e["id"]) for e in gone], "error": DEAD_RUN}

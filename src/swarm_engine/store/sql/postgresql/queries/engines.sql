@@ -32,9 +32,23 @@ VALUES (:id, :kind, :host, :pid, :max_vms, :backend)
 ON CONFLICT (id) DO NOTHING
 
 -- name: heartbeat
+-- A row another client holds locked (a `psql` session's `SELECT ... FOR UPDATE`) is
+-- passed over, not waited for: the stamp waits for the next round, and the engine's
+-- lease renewals, on the same store thread, are not held up by it (engines.py tells a
+-- row passed over from a row gone).
 UPDATE engines SET heartbeat_at = now(), busy_vms = :busy_vms,
        state = coalesce(:state, state)
  WHERE id = :id
+   AND id IN (SELECT id FROM engines WHERE id = :id FOR NO KEY UPDATE SKIP LOCKED)
+
+-- name: lock_wait
+-- The rest of this transaction waits at most 1.5 s for a row lock another client holds
+-- (then it is busy, and tried again next round): for the transactions of the engine's
+-- lease-critical path (its lease renewal, the reclaim, the closes of dead engines' runs),
+-- which run on its one store thread, where a longer wait held up its lease renewals
+-- until its leases ran out. (Longer than the server's deadlock check, 1 s by default: a
+-- deadlocked transaction is still rolled back and run again at once, store/rerun.py.)
+SELECT set_config('lock_timeout', '1500ms', true)
 
 -- name: stopped
 UPDATE engines SET state = :state, stopped_at = now(), busy_vms = 0
@@ -88,7 +102,7 @@ SELECT CASE WHEN octet_length(h.host) <= 1024 THEN h.host END AS host,
 -- name: forget_silent
 -- Engines of any host silent for longer than :seconds and holding no live ticket any
 -- more (their leases ran out and were reclaimed first) are recorded as dead (:only: that
--- one engine, NULL: all).
+-- one engine, NULL: all). A row another client holds locked is passed over this round.
 UPDATE engines SET state = 'dead', stopped_at = now(), busy_vms = 0
  WHERE state IN ('running','draining')
    AND (heartbeat_at < now() - make_interval(secs => :seconds)
@@ -96,6 +110,10 @@ UPDATE engines SET state = 'dead', stopped_at = now(), busy_vms = 0
    AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.engine_id = engines.id
                      AND t.status IN ('claimed','running'))
    AND (CAST(:only AS TEXT) IS NULL OR id = CAST(:only AS TEXT)) AND octet_length(id) <= 1024
+   AND id IN (SELECT id FROM engines WHERE state IN ('running','draining')
+                 AND (heartbeat_at < now() - make_interval(secs => :seconds)
+                      OR heartbeat_at > now() + interval '1 hour')
+                 FOR NO KEY UPDATE SKIP LOCKED)
 RETURNING id, CASE WHEN octet_length(host) <= 1024 THEN host END AS host
 
 -- name: stopped_with_runs

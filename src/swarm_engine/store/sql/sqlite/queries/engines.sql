@@ -35,6 +35,11 @@ UPDATE engines SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms
        state = coalesce(:state, state)
  WHERE id = :id
 
+-- name: lock_wait
+-- (PostgreSQL: the rest of the transaction waits at most 1.5 s for a row lock. SQLite has
+-- no row locks: its write transaction waits for the whole database, by busy_timeout.)
+SELECT 1
+
 -- name: stopped
 UPDATE engines SET state = :state, stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), busy_vms = 0
  WHERE id = :id
