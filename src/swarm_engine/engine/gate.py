@@ -44,6 +44,12 @@ LAST_TRY = 1.0
 """Seconds a call started after the store was given up is waited for (it is still tried:
 a store that answers again takes it at once)."""
 SILENCE_TICK = 0.1
+ROW_LOCK_SLICE = 1.5
+"""Seconds an engine's store call on PostgreSQL waits at most for a row lock another
+client holds (a quarter of `lease_ttl` when that is less; never past the busy timeout)
+before it is busy and, if its caller retries, tried again after a backoff
+(`StoreGate`'s `lock_slice`). As the lease-critical transactions' own bound (the SQL
+`lock_wait`, `reclaim_lock`): longer than the server's deadlock check, 1 s by default."""
 """How often `given_up_when_silent` looks at the store's silence (no store call: a clock)."""
 
 
@@ -60,10 +66,17 @@ class StoreGate:
         self,
         wait_at_most: Callable[[float | None], None] | None = None,
         writes: Callable[[], int] | None = None,
+        lock_slice: float | None = None,
     ) -> None:
         self._thread = OneThread("store")
         self._wait_at_most = wait_at_most
         """How to cap the lock wait of the store's next calls (`Database.wait_at_most`)."""
+        self._slice = lock_slice
+        """Seconds each call waits at most for a row lock another client holds (None: the
+        busy timeout): then it is busy, and a caller that retries tries again after a
+        backoff, while the calls queued behind it on the one thread (the lease renewals)
+        go first. PostgreSQL's row locks (`EngineSession`: `ROW_LOCK_SLICE`): one row held
+        locked elsewhere then delays only the calls that write it."""
         self._writes = writes
         """How many writes the store has taken so far (`Database.writes`): once stopping,
         only a call during which it grew is an answer. None: every call that ends
@@ -161,9 +174,12 @@ class StoreGate:
         set is bounded too): once a give-up deadline is set, the call waits for a lock
         only until it (not at all once it has passed: it is still tried, since a free
         store takes it at once). What is an answer: `_ended`."""
-        deadline = self.deadline()
-        if deadline is not None and self._wait_at_most is not None:
-            self._wait_at_most(max(0.0, deadline - time.monotonic()))
+        cap, deadline = self._slice, self.deadline()
+        if deadline is not None:
+            left = max(0.0, deadline - time.monotonic())
+            cap = left if cap is None else min(cap, left)
+        if cap is not None and self._wait_at_most is not None:
+            self._wait_at_most(cap)
         writes = self._writes() if self._writes is not None else 0
         started = time.monotonic()
         try:

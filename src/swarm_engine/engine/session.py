@@ -21,7 +21,7 @@ from swarm_engine.agents.kinds import get_agent, load_kinds
 from swarm_engine.config import Settings
 from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import EventSink, ignore
-from swarm_engine.engine.gate import StoreGate
+from swarm_engine.engine.gate import ROW_LOCK_SLICE, StoreGate
 from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.opening import Started
@@ -148,7 +148,12 @@ class EngineSession:
         except BaseException:
             self.store.close()
             raise
-        self.gate = StoreGate(self.store.db.wait_at_most, lambda: self.store.db.writes)
+        row_locks = self.store.db.dialect == "postgresql"  # (SQLite: one lock, for all)
+        self.gate = StoreGate(
+            self.store.db.wait_at_most,
+            lambda: self.store.db.writes,
+            lock_slice=min(ROW_LOCK_SLICE, settings.lease_ttl / 4) if row_locks else None,
+        )
         self.gate.on_gone = self._store_gone
         self.row = EngineRow(
             self.store, self.engine_id, kind=kind, host=settings.host_id, pid=os.getpid(),
