@@ -1,8 +1,10 @@
-"""PostgreSQL: a client holding one running ticket's step row locked delays only that
-ticket's writes. The engine's other tickets keep their leases: the write that waits for
-the row gives way (a short lock wait, then tried again) to the lease renewals queued
-behind it on the engine's one store thread. Real engine, real server, real `psql`-like
-client holding the row; the lease shorter than the busy timeout, as in the field."""
+"""PostgreSQL: a row another client holds locked costs only its own ticket, with a lease
+shorter than the busy timeout, as in the field. A running ticket's step row held: only
+that ticket's writes wait (a short lock wait, then tried again), the lease renewals
+queued behind them on the engine's one store thread go first, and the engine's other
+tickets keep their leases. An expired ticket's run row held: a new engine's start-up
+reclaim leaves that ticket for a later round and the engine runs the open tickets. Real
+engine, real server, a real client holding the row."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import psycopg
 import pytest
 from tests.acceptance.conftest import write_agent
 from tests.support.cli import end_engine, start_engine, swarm_inproc, wait_until
-from tests.support.postgres import pg_query
+from tests.support.postgres import pg_query, psql
 
 LEASE = 3.0
 SHORT = {
@@ -106,3 +108,60 @@ def test_a_step_row_locked_elsewhere_costs_the_other_tickets_nothing(
         ]
     finally:
         end_engine(proc)
+
+
+def test_a_new_engine_claims_the_open_tickets_while_an_expired_ones_run_row_is_held(
+    pg_url: str, engine_env: tuple[Path, dict[str, str]]
+) -> None:
+    """A hand-written expired ticket whose running run a client holds locked: a new
+    engine's start-up reclaim leaves that ticket for a later round and the engine runs
+    the open tickets meanwhile (before: its start-up reclaim failed busy, retried for as
+    long as the row was held, and nothing was claimed); once the row is let go, the
+    expired ticket is re-queued and run too."""
+    home, env = engine_env
+    psql(
+        pg_url,
+        "INSERT INTO engines (id, host, pid, max_vms, backend, state, heartbeat_at)"
+        " VALUES ('ghost', 'elsewhere', 1, 1, 'process', 'running', now() - interval '5 minutes');"
+        " INSERT INTO tickets (title, status, agent_id, attempts, attempt_id, engine_id,"
+        " lease_expires_at) VALUES ('ghost', 'running', 'echo', 1, 'att-ghost', 'ghost',"
+        " now() - interval '1 minute');"
+        " INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, engine_id, execution_mode)"
+        " VALUES (1, 1, 'att-ghost', 'ghost', 'single')",
+    )
+    for i in range(3):
+        made = swarm_inproc(home, "ticket", "create", "--title", f"t{i}", "--agent", "echo", **env)
+        assert made.returncode == 0, made.stderr
+    client = psycopg.connect(pg_url)
+    proc: subprocess.Popen[str] | None = None
+    try:
+        assert client.execute(
+            "SELECT id FROM workflow_runs WHERE attempt_id = 'att-ghost' FOR UPDATE"
+        ).fetchall()
+        proc = start_engine(home, "--max-vms", "3", **env)
+        wait_until(
+            lambda: (
+                pg_query(
+                    pg_url, "SELECT count(*) AS n FROM tickets WHERE id > 1 AND status = 'done'"
+                )[0]["n"]
+                == 3
+            ),
+            60,
+            "the open tickets to be run while the row is held",
+        )
+        ghost = pg_query(pg_url, "SELECT status, attempts FROM tickets WHERE id = 1")
+        assert ghost == [{"status": "running", "attempts": 1}]  # left as it was, whole
+        client.rollback()
+        wait_until(
+            lambda: (
+                pg_query(pg_url, "SELECT status FROM tickets WHERE id = 1")[0]["status"] == "done"
+            ),
+            60,
+            "the expired ticket to be re-queued and run once the row is let go",
+        )
+        runs = pg_query(pg_url, "SELECT status FROM workflow_runs WHERE ticket_id = 1 ORDER BY id")
+        assert [r["status"] for r in runs] == ["failed", "done"]
+    finally:
+        client.close()
+        if proc is not None:
+            end_engine(proc)
