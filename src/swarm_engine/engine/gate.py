@@ -46,9 +46,11 @@ a store that answers again takes it at once)."""
 SILENCE_TICK = 0.1
 ROW_LOCK_SLICE = 1.5
 """Seconds an engine's store call on PostgreSQL waits at most for a row lock another
-client holds (a quarter of `lease_ttl` when that is less; never past the busy timeout)
-before it is busy and, if its caller retries, tried again after a backoff
-(`StoreGate`'s `lock_slice`). As the lease-critical transactions' own bound (the SQL
+client holds (a quarter of `heartbeat_interval` when that is less, so that a few calls
+waiting in turn on the one store thread, a run's write and its log's, say, still let the
+lease renewal through well within its lease; never past the busy timeout) before it is
+busy and, if its caller retries, tried again after a backoff (`StoreGate`'s
+`lock_slice`). As the lease-critical transactions' own bound (the SQL
 `lock_wait`, `reclaim_lock`): longer than the server's deadlock check, 1 s by default."""
 """How often `given_up_when_silent` looks at the store's silence (no store call: a clock)."""
 

@@ -152,7 +152,7 @@ class EngineSession:
         self.gate = StoreGate(
             self.store.db.wait_at_most,
             lambda: self.store.db.writes,
-            lock_slice=min(ROW_LOCK_SLICE, settings.lease_ttl / 4) if row_locks else None,
+            lock_slice=min(ROW_LOCK_SLICE, settings.heartbeat_interval / 4) if row_locks else None,
         )
         self.gate.on_gone = self._store_gone
         self.row = EngineRow(
