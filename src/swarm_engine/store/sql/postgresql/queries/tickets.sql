@@ -321,57 +321,42 @@ RETURNING id, status
 -- waiting for the lock on the engine's store thread.
 SELECT r.id, r.ticket_id FROM workflow_runs r
  WHERE r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
-                               OR lease_expires_at > now() + interval '7 days 1 hour')
-                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
 
 -- name: lock_expired_run_rows
 -- (In the reclaim's transaction.) The rows of `expired_run_rows` locked for the reclaim's
 -- close, passing over those another client holds locked.
 SELECT r.id, r.ticket_id FROM workflow_runs r
  WHERE r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
-                               OR lease_expires_at > now() + interval '7 days 1 hour')
-                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
    FOR UPDATE SKIP LOCKED
 
 -- name: expired_step_rows
 -- The unfinished steps of those runs, each with its ticket (as `expired_run_rows`).
 SELECT s.id, r.ticket_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id
  WHERE s.status IN ('queued','running') AND r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
-                               OR lease_expires_at > now() + interval '7 days 1 hour')
-                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
 
 -- name: lock_expired_step_rows
 -- (In the reclaim's transaction.) The rows of `expired_step_rows` locked, passing over
 -- those another client holds locked.
 SELECT s.id, r.ticket_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id
  WHERE s.status IN ('queued','running') AND r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (lease_expires_at IS NULL OR lease_expires_at < now()
-                               OR lease_expires_at > now() + interval '7 days 1 hour')
-                          AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
    FOR UPDATE OF s SKIP LOCKED
+
+-- name: expired_ticket_ids
+-- (A fragment.) The ids of the expired tickets the reclaim takes (:only NULL: all;
+-- else that one), as `expired_run_rows`, `lock_expired_run_rows`, `expired_step_rows`
+-- and `lock_expired_step_rows` read them.
+SELECT id FROM tickets WHERE status IN ('claimed','running')
+  AND (lease_expires_at IS NULL OR lease_expires_at < now()
+       OR lease_expires_at > now() + interval '7 days 1 hour')
+  AND (CAST(:only AS BIGINT) IS NULL OR id = CAST(:only AS BIGINT))
+  AND NOT EXISTS (SELECT 1 FROM workflow_runs u
+                   WHERE u.attempt_id = tickets.attempt_id
+                     AND u.status <> 'running'
+                     AND u.error LIKE 'ended unrecorded: %')
 
 -- name: reclaim_lock
 -- One reclaimer at a time across every host: a transaction-scoped advisory lock; an

@@ -317,64 +317,40 @@ RETURNING id, status
 -- write transaction holds the whole database, and `lock_expired_run_rows` is the same read).
 SELECT r.id, r.ticket_id FROM workflow_runs r
  WHERE r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
-                               OR lower(substr(lease_expires_at, 1, 3)) = 'now'
-                               OR julianday(lease_expires_at, 'auto') IS NULL
-                               OR julianday(lease_expires_at, 'auto') < julianday('now')
-                               OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
-                          AND (:only IS NULL OR id = :only)
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
 
 -- name: lock_expired_run_rows
 -- (SQLite has no row locks: every row `expired_run_rows` reads is the reclaim's to write.)
 SELECT r.id, r.ticket_id FROM workflow_runs r
  WHERE r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
-                               OR lower(substr(lease_expires_at, 1, 3)) = 'now'
-                               OR julianday(lease_expires_at, 'auto') IS NULL
-                               OR julianday(lease_expires_at, 'auto') < julianday('now')
-                               OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
-                          AND (:only IS NULL OR id = :only)
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
 
 -- name: expired_step_rows
 SELECT s.id, r.ticket_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id
  WHERE s.status IN ('queued','running') AND r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
-                               OR lower(substr(lease_expires_at, 1, 3)) = 'now'
-                               OR julianday(lease_expires_at, 'auto') IS NULL
-                               OR julianday(lease_expires_at, 'auto') < julianday('now')
-                               OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
-                          AND (:only IS NULL OR id = :only)
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
 
 -- name: lock_expired_step_rows
 -- (As `lock_expired_run_rows`: the same read.)
 SELECT s.id, r.ticket_id FROM step_executions s JOIN workflow_runs r ON r.id = s.run_id
  WHERE s.status IN ('queued','running') AND r.status = 'running'
-   AND r.ticket_id IN (SELECT id FROM tickets WHERE status IN ('claimed','running')
-                          AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
-                               OR lower(substr(lease_expires_at, 1, 3)) = 'now'
-                               OR julianday(lease_expires_at, 'auto') IS NULL
-                               OR julianday(lease_expires_at, 'auto') < julianday('now')
-                               OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
-                          AND (:only IS NULL OR id = :only)
-                          AND NOT EXISTS (SELECT 1 FROM workflow_runs u
-                                           WHERE u.attempt_id = tickets.attempt_id
-                                             AND u.status <> 'running'
-                                             AND u.error LIKE 'ended unrecorded: %'))
+   AND r.ticket_id IN ({{expired_ticket_ids}})
+
+-- name: expired_ticket_ids
+-- (A fragment.) The ids of the expired tickets the reclaim takes (:only NULL: all;
+-- else that one), as `expired_run_rows`, `lock_expired_run_rows`, `expired_step_rows`
+-- and `lock_expired_step_rows` read them.
+SELECT id FROM tickets WHERE status IN ('claimed','running')
+  AND (typeof(lease_expires_at) NOT IN ('text','integer','real')
+       OR lower(substr(lease_expires_at, 1, 3)) = 'now'
+       OR julianday(lease_expires_at, 'auto') IS NULL
+       OR julianday(lease_expires_at, 'auto') < julianday('now')
+       OR julianday(lease_expires_at, 'auto') > julianday('now', '+7 days', '+1 hour'))
+  AND (:only IS NULL OR id = :only)
+  AND NOT EXISTS (SELECT 1 FROM workflow_runs u
+                   WHERE u.attempt_id = tickets.attempt_id
+                     AND u.status <> 'running'
+                     AND u.error LIKE 'ended unrecorded: %')
 
 -- name: reclaim_lock
 -- One reclaimer at a time: on SQLite the write transaction (BEGIN IMMEDIATE) already is.
