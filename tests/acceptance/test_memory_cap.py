@@ -14,7 +14,7 @@ from tests.acceptance.conftest import write_agent
 from tests.support.cgroups import no_memory_cgroup
 from tests.support.cli import query, swarm, swarm_inproc
 
-from swarm_engine.vm.memcap import find_hierarchy
+from swarm_engine.vm.memcap import PARENT, find_hierarchy
 from swarm_engine.vm.process import bwrap_problem
 
 NO_SANDBOX = bwrap_problem() or no_memory_cgroup()
@@ -45,8 +45,16 @@ def tickets(home: Path) -> dict[str, list[dict[str, object]]]:
     return found
 
 
-def backend_folders() -> set[str]:
-    return {p.name for p in find_hierarchy().base.iterdir() if p.name.startswith("swarm-vms-")}
+def engine_folders(home: Path) -> set[str]:
+    """The backend folders of this home's engines (by their pids in `engines`): the other
+    tests' engines, running beside this one, make and remove their own."""
+    pids = {int(str(row["pid"])) for row in query(home / "tickets.db", "SELECT pid FROM engines")}
+    assert pids, "the engine recorded no row"
+    return {
+        p.name
+        for p in find_hierarchy().base.iterdir()
+        if (found := PARENT.fullmatch(p.name)) is not None and int(found.group(2)) in pids
+    }
 
 
 @needs_cgroup
@@ -54,7 +62,6 @@ def test_a_step_past_memory_mb_fails_its_ticket_while_the_others_go_on(
     home: Path, tmp_path: Path
 ) -> None:
     setup(home, tmp_path, 'tmp_mb = 8\ndisk_cap = "measured"\n')
-    before = backend_folders()
     done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "2", timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done
     found = tickets(home)
@@ -63,7 +70,7 @@ def test_a_step_past_memory_mb_fails_its_ticket_while_the_others_go_on(
     assert "the step ran out of memory" in str(hog["error"]), hog
     assert "memory_mb = 64 MiB" in str(hog["error"]), hog
     assert [t["status"] for t in found["ok"]] == ["done"] * 3, found
-    assert not backend_folders() - before  # its VMs' cgroups went with them, its folder too
+    assert not engine_folders(home)  # its VMs' cgroups went with them, its folder too
 
 
 @needs_cgroup
