@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import signal
 
+import click
 import pytest
 
-from swarm_engine.cli.entry import EarlyStop, StopSignal, command_of, form_of, ticket_of
+from swarm_engine.cli.entry import (
+    RUN_VALUED,
+    START_VALUED,
+    EarlyStop,
+    StopSignal,
+    command_of,
+    form_of,
+    ticket_of,
+)
 from swarm_engine.signals import taken_signals
 
 
@@ -53,12 +62,37 @@ def test_the_ticket_a_stop_before_the_claim_names(argv: list[str], said: str) ->
         (["serve", "--port", "0"], "serve"),
         (["run-ticket", "--max-vms", "2", "1", "--wait"], "run-ticket --wait"),
         (["run-ticket", "1"], None),  # (queues it: a short command)
+        (["--home", "--wait", "run-ticket", "1"], None),  # a home named `--wait`
+        (["run-ticket", "1", "--max-vms", "--wait"], None),  # (a value click refuses)
+        (["run-ticket", "--", "--wait"], None),  # (after `--`: an id, refused)
+        (["start", "--backend", "--foreground"], "start"),
+        (["start", "--poll-interval", "1", "--foreground"], "start --foreground"),
+        (["--config", "--foreground", "start"], "start"),
         (["status"], None),
         ([], None),
     ],
 )
 def test_the_forms_that_take_their_stop_signals_first(argv: list[str], form: str | None) -> None:
     assert form_of(argv) == form
+
+
+@pytest.mark.parametrize(
+    ("command", "valued"), [("start", START_VALUED), ("run-ticket", RUN_VALUED)]
+)
+def test_the_options_said_to_take_a_value_are_the_commands_own(
+    command: str, valued: frozenset[str]
+) -> None:
+    from swarm_engine.cli.main import cli
+
+    found = cli.get_command(click.Context(cli), command)
+    assert found is not None
+    taking = {
+        name
+        for param in found.params
+        if isinstance(param, click.Option) and not param.is_flag and param.nargs == 1
+        for name in param.opts
+    }
+    assert taking == valued
 
 
 def test_a_stop_whose_exception_was_dropped_is_the_commands_to_act_on() -> None:

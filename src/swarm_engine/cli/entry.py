@@ -37,6 +37,8 @@ VALUED = frozenset({"--home", "--tickets-db", "--registry-db", "--config", "--lo
 """The global options that take a value (as the next argument)."""
 RUN_VALUED = frozenset({"--max-vms", "--backend"})
 """The options of `run-ticket` that take a value."""
+START_VALUED = frozenset({"--max-vms", "--poll-interval", "--backend"})
+"""The options of `start` that take a value."""
 STOPPED = {
     "start --foreground": ("engine stopped ({how}) before it started", 0),
     "start": ("error: start interrupted ({how}): no engine was started", EXIT_INTERRUPTED),
@@ -105,10 +107,28 @@ def form_of(argv: list[str]) -> str | None:
     --wait`, ...), or None (a short command: it takes no stop signals here)."""
     command = command_of(argv)
     if command == "start":
-        return "start --foreground" if "--foreground" in argv else "start"
+        return "start --foreground" if _given("--foreground", argv, START_VALUED) else "start"
     if command == "run-ticket":
-        return "run-ticket --wait" if "--wait" in argv else None
+        return "run-ticket --wait" if _given("--wait", argv, RUN_VALUED) else None
     return command if command in STOPPED else None
+
+
+def _given(flag: str, argv: list[str], valued: frozenset[str]) -> bool:
+    """Whether `flag` is given as an option in `argv`: not as the value of an option
+    (global ones, then the command's `valued`), nor after `--`."""
+    skip, found = False, False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--":
+            return False
+        elif token == flag and found:
+            return True
+        elif token in (valued if found else VALUED):
+            skip = True
+        elif not found and not token.startswith("-"):
+            found = True  # (the command)
+    return False
 
 
 def ticket_of(argv: list[str]) -> str:
