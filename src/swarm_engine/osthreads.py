@@ -12,10 +12,10 @@ C library), the threads are unnamed as before and nothing fails.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import functools
 import os
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -84,26 +84,47 @@ class OneThread(Executor):
     calls run on (`engine/gate.py`). Unlike a `ThreadPoolExecutor`, whose threads the
     interpreter joins as it exits, a call that never returns (a database server that
     stopped answering mid-query) cannot keep the process from ending: `shutdown(wait=False)`
-    leaves it behind."""
+    leaves it behind. `submit_first` puts a call ahead of every queued one (the lease
+    renewals: they never wait behind other calls' lock waits, only for the call under way)."""
 
     def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue()
+        self._jobs: collections.deque[tuple[Future[Any], Callable[[], Any]] | None] = (
+            collections.deque()
         )
+        self._ready = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._work, name=name, args=(name,), daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        if self._closed:
-            raise RuntimeError("cannot schedule new calls after shutdown")
+        return self._put(False, functools.partial(fn, *args, **kwargs))
+
+    def submit_first(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Like `submit`, but run next: after the call under way, before every queued one
+        (the latest of several such calls goes first)."""
+        return self._put(True, functools.partial(fn, *args, **kwargs))
+
+    def _put(self, first: bool, call: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
-        self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            if first:
+                self._jobs.appendleft((future, call))
+            else:
+                self._jobs.append((future, call))
+            self._ready.notify()
         return future
 
     def _work(self, name: str) -> None:
         name_this_thread(name)
-        while (job := self._jobs.get()) is not None:
+        while True:
+            with self._ready:
+                while not self._jobs:
+                    self._ready.wait()
+                job = self._jobs.popleft()
+            if job is None:
+                return
             future, call = job
             if not future.set_running_or_notify_cancel():
                 continue
@@ -118,15 +139,13 @@ class OneThread(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new calls; the queued ones still run (all of them cancelled first with
         `cancel_futures`); `wait`: until the thread has run them all."""
-        self._closed = True
-        if cancel_futures:
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job[0].cancel()
-        self._jobs.put(None)
+        with self._ready:
+            self._closed = True
+            if cancel_futures:
+                for job in self._jobs:
+                    if job is not None:
+                        job[0].cancel()
+            self._jobs.append(None)
+            self._ready.notify()
         if wait:
             self._thread.join()

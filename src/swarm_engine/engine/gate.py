@@ -114,13 +114,22 @@ class StoreGate:
         caller sees it: the store's file went away, so its owner stops (`EngineSession`)."""
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        call = functools.partial(fn, *args, **kwargs)
+        return await self._call(False, functools.partial(fn, *args, **kwargs))
+
+    async def first(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Like calling it, but ahead of every call queued on the thread: it waits only
+        for the call under way (the lease renewals, which must not wait behind the tries
+        of the calls that wait in turn for a row another client holds)."""
+        return await self._call(True, functools.partial(fn, *args, **kwargs))
+
+    async def _call(self, first: bool, call: Callable[[], T]) -> T:
         if self._pending and self.given_up():  # the thread still waits on a store given up
             raise self._unanswered()
         if not self._pending and self.trouble is None and self._grace is None:
             self.answered_at = time.monotonic()  # the store owes nothing: its silence
             # counts from this call on (once stopping, from the stop or its last write)
-        job = self._thread.submit(self._bounded, call)
+        submit = self._thread.submit_first if first else self._thread.submit
+        job = submit(self._bounded, call)
         self._pending.add(job)
         job.add_done_callback(self._pending.discard)
         try:

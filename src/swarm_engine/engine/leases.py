@@ -1,20 +1,22 @@
 """One lease keeper per engine: renews every attempt's lease and the engine's heartbeat.
 
 Every `heartbeat_interval` one short write transaction extends the leases of all the
-attempts this engine holds, and another then stamps its `engines` row (a row another
+attempts this engine holds (run ahead of every call queued on the store thread: it waits
+only for the call under way, never behind the tries of writes that wait in turn for a
+row another client holds), and another then stamps its `engines` row (a row another
 client holds locked is passed over: the leases never wait on the heartbeat); nothing
-else is written while the engine is idle. Between renewals a cheap read (every `WATCH_INTERVAL`, only while
-attempts are held) notices an attempt that lost its ticket: cancelled by a user, or
-reclaimed by another engine after the lease ran out.
+else is written while the engine is idle. Between renewals a cheap read (every
+`WATCH_INTERVAL`, only while attempts are held) notices an attempt that lost its ticket:
+cancelled by a user, or reclaimed by another engine after the lease ran out.
 
 A busy or failing store is a delay, not a failure: a renewal that fails transiently is
 retried with backoff; one PostgreSQL rolls back to break a deadlock is run again at once
 from its start, a few times (`Store.atomic`: its transactions are only store SQL). The
 keeper gives an attempt up only when its lease is about to run out by this engine's own
-clock (three quarters of `lease_ttl` after the start of the last renewal that succeeded,
-checked by a loop that never waits on the store); then the attempt's run is stopped and
-its VM destroyed before any other engine can see the lease as expired, and the store's
-fencing refuses every late write of that attempt.
+clock (three quarters of `lease_ttl` after the last renewal that succeeded began on the
+store thread, checked by a loop that never waits on the store); then the attempt's run
+is stopped and its VM destroyed before any other engine can see the lease as expired,
+and the store's fencing refuses every late write of that attempt.
 
 Rows are any writer's, triggers included: a renewal the store refuses outright (a
 trigger's `RAISE`, a constraint) is not transient. The renewal is one statement for all
@@ -81,7 +83,7 @@ def refused(exc: BaseException) -> bool:
 class Holding:
     ticket_id: int
     attempt_id: str
-    renewed_at: float  # monotonic time at the start of the last successful renewal
+    renewed_at: float  # monotonic time the last successful renewal began on the store thread
     on_lost: OnLost
     on_refused: OnRefused
     finishing: bool = False
@@ -208,10 +210,9 @@ class LeaseKeeper:
             await asyncio.sleep(EXPIRY_TICK)
 
     async def _renew(self) -> bool:
-        started = time.monotonic()
         ids = list(self.holdings)
         try:
-            kept, refusals = await self.gate(self.write, ids)
+            started, (kept, refusals) = await self.gate.first(self._timed_write, ids)
         except StoreBusyError as exc:
             self.failed_renewals += 1
             self.gate.warn(f"lease renewal delayed (store busy): {exc}")
@@ -227,6 +228,15 @@ class LeaseKeeper:
                 holding.refused = True
                 holding.on_refused(refusals[attempt_id])
         return True
+
+    def _timed_write(
+        self, attempt_ids: list[str]
+    ) -> tuple[float, tuple[set[str], dict[str, StoreError]]]:
+        """`write`, and when it began on the store thread (monotonic): a lease it renews
+        runs from then on, not from when the renewal was queued (the store's own clock
+        starts the new lease later still, as its transaction starts)."""
+        began = time.monotonic()
+        return began, self.write(attempt_ids)
 
     def write(self, attempt_ids: list[str]) -> tuple[set[str], dict[str, StoreError]]:
         """One renewal (on the store thread): the leases in one transaction, then the
