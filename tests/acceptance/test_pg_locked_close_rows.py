@@ -62,7 +62,7 @@ def test_rows_of_the_close_held_elsewhere_delay_their_tickets_alone(
 ) -> None:
     home, env = engine_env
     # the held tickets' steps end soon after their rows are taken, the free one's later
-    register(home, env, tmp_path / "held", "held", "sleep 3; echo rested")
+    register(home, env, tmp_path / "held", "held", "sleep 5; echo rested")
     register(home, env, tmp_path / "free", "free", "sleep 8; echo rested")
     for agent in ["held"] * len(HELD) + ["free"]:
         made = swarm_inproc(home, "ticket", "create", "--title", agent, "--agent", agent, **env)
@@ -78,9 +78,18 @@ def test_rows_of_the_close_held_elsewhere_delay_their_tickets_alone(
         try:
             for ticket_id, sql in HELD.items():
                 assert len(client.execute(sql, (ticket_id,)).fetchall()) == 1
+            # (taken before any held ticket could close: their steps still ran)
+            assert count(pg_url, "step_executions WHERE status = 'running'") == FREE
             # the held tickets' steps end, and each close waits for its row
             wait_until(
-                lambda: count(pg_url, "pg_stat_activity WHERE wait_event_type = 'Lock'") > 0,
+                lambda: (
+                    count(
+                        pg_url,
+                        "pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()",
+                    )
+                    > 0
+                ),
                 60,
                 "an engine's close to wait for a held row",
             )

@@ -7,6 +7,8 @@ while its own `engines` row is held. Real server; each client is a real connecti
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -167,3 +169,35 @@ def test_engines_recorded_dead_pass_over_a_row_locked_elsewhere(pg_url: str, sto
     with locked(pg_url, "SELECT id FROM engines WHERE id = 'gone1' FOR UPDATE"):
         assert [e["id"] for e in store.engines.forget_silent(60)] == ["gone2"]
     assert [e["id"] for e in store.engines.forget_silent(60)] == ["gone1"]
+
+
+def test_a_lease_given_up_for_its_ticket_row_held_elsewhere_says_so(
+    pg_url: str, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client holds one running ticket's own row: the renewal cannot write that lease
+    (the others are renewed), so it runs out by the engine's clock and the keeper gives
+    it up, by design, with one line that says why: the renewals passed its ticket row
+    over, another client holding it locked. The other ticket keeps its lease."""
+    (one, held, _, _), (two, free, _, _) = running(store, 2)
+    lost: list[str] = []
+
+    async def main() -> None:
+        gate = StoreGate()
+        keeper = LeaseKeeper(store, gate, "e1", lease_ttl=4, heartbeat_interval=1, busy_vms=int)
+        for ticket_id, attempt in ((one, held), (two, free)):
+            keeper.hold(ticket_id, attempt, lost.append, lambda exc: None)
+        try:
+            with locked(pg_url, f"SELECT id FROM tickets WHERE id = {one} FOR UPDATE"):
+                assert await keeper._renew()
+            assert keeper.holdings[held].passed_over and not keeper.holdings[free].passed_over
+            keeper.holdings[held].renewed_at -= 4  # (its lease ran out by the engine's clock)
+            with caplog.at_level(logging.ERROR, logger="swarm_engine.engine.leases"):
+                keeper._expire_locally()
+            assert lost == ["expired"] and list(keeper.holdings) == [free]
+        finally:
+            gate.close()
+
+    asyncio.run(main())
+    line = caplog.records[-1].getMessage()
+    assert f"ticket {one}: lease ran out after" in line
+    assert "passed its ticket row over: another client holds it locked" in line

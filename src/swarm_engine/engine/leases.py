@@ -56,6 +56,11 @@ WATCH_INTERVAL = 0.2
 EXPIRY_TICK = 0.05
 EXPIRY_MARGIN = 0.25
 """An attempt is given up a quarter of `lease_ttl` before its lease would expire."""
+PASSED_OVER = (
+    " (the renewals went through but passed its ticket row over: another client holds it locked)"
+)
+"""Why, when the renewals that went through left this lease alone: the ticket still this
+attempt's (else the held-check had seen it lost), its row held locked elsewhere."""
 LostReason = Literal["cancelled", "lost", "expired", "deleted", "ended"]
 """Why an attempt's run is stopped: its ticket was cancelled, lost (reclaimed, or given
 another attempt), its lease `expired` by this engine's clock, unrenewed (the keeper said
@@ -88,6 +93,10 @@ class Holding:
     on_refused: OnRefused
     finishing: bool = False
     refused: bool = False  # the store refused its renewal (`on_refused` was told)
+    passed_over: bool = False
+    """The last renewal that went through did not renew this lease: its ticket row held
+    locked by another client (PostgreSQL: passed over, not waited for), or no longer
+    this attempt's (which the held-check tells apart)."""
 
 
 class LeaseKeeper:
@@ -222,6 +231,7 @@ class LeaseKeeper:
             holding = self.holdings.get(attempt_id)
             if holding is None:
                 continue
+            holding.passed_over = attempt_id not in kept and attempt_id not in refusals
             if attempt_id in kept:
                 holding.renewed_at = started
             elif attempt_id in refusals and not holding.refused:
@@ -364,9 +374,10 @@ class LeaseKeeper:
             if now >= self.deadline(holding):
                 log.log(
                     logging.DEBUG if self.aborting else logging.ERROR,
-                    "ticket %s: lease ran out after %.1fs without a renewal; stopping its run",
+                    "ticket %s: lease ran out after %.1fs without a renewal%s; stopping its run",
                     holding.ticket_id,
                     now - holding.renewed_at,
+                    PASSED_OVER if holding.passed_over else "",
                     extra={"ticket_id": holding.ticket_id},
                 )
                 del self.holdings[attempt_id]
