@@ -25,6 +25,15 @@ def write_agent(folder: Path, yaml_text: str, files: dict[str, str] | None = Non
     return folder
 
 
+def pg_home(pg_url: str, tmp_path: Path, timings: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A home whose ticket store is the database `pg_url`, made ready, with the
+    environment (`timings` among it) its commands run with."""
+    home = tmp_path / "home"
+    env = {"SWARM_DATABASE_URL": pg_url, **timings}
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    return home, env
+
+
 def write_workflow(folder: Path, yaml_text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "workflow.yaml").write_text(textwrap.dedent(yaml_text))

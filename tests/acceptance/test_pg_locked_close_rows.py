@@ -14,12 +14,11 @@ up ("lease ran out after 4.5s without a renewal") and run again."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from tests.acceptance.conftest import write_agent
+from tests.acceptance.conftest import pg_home, write_agent
 from tests.support.cli import end_engine, start_engine, swarm_inproc, wait_until
 from tests.support.postgres import pg_query
 
@@ -41,11 +40,8 @@ FREE = 5
 
 
 @pytest.fixture
-def engine_env(pg_url: str, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    home = tmp_path / "home"
-    env = {"SWARM_DATABASE_URL": pg_url, **TIMINGS}
-    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
-    yield home, env
+def engine_env(pg_url: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    return pg_home(pg_url, tmp_path, TIMINGS)
 
 
 def register(home: Path, env: dict[str, str], folder: Path, name: str, command: str) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from tests.acceptance.conftest import write_agent
+from tests.acceptance.conftest import pg_home, write_agent
 from tests.support.cli import end_engine, start_engine, swarm_inproc, wait_until
 from tests.support.postgres import pg_query, psql
 
@@ -29,11 +28,8 @@ SHORT = {
 
 
 @pytest.fixture
-def engine_env(pg_url: str, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    home = tmp_path / "home"
-    env = {"SWARM_DATABASE_URL": pg_url, **SHORT}
-    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
-    yield home, env
+def engine_env(pg_url: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    return pg_home(pg_url, tmp_path, SHORT)
 
 
 def nap(home: Path, env: dict[str, str], folder: Path, name: str, seconds: float) -> None:
