@@ -5,6 +5,8 @@ than `MAX_READ_DEPTH` is a defect with the fallback value, never a server error 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from swarm_engine.errors import UsageError
 from swarm_engine.records import MAX_READ_DEPTH, finite_only, readable_json, strict_dumps
+from swarm_engine.service.values import check_json
 from swarm_engine.store.rows import Decoder, decode_record
 
 ANY = TypeAdapter(Any)
@@ -123,3 +127,33 @@ def test_a_number_beyond_json_is_null() -> None:
     assert strict_dumps({"c": float("inf"), "d": [float("nan"), -float("inf"), 1e308]}) == (
         '{"c": null, "d": [null, null, 1e+308]}'
     )
+
+
+@pytest.mark.parametrize(
+    "number",
+    [int(sys.float_info.max), -int(sys.float_info.max), 10**308, -(10**308)],
+)
+def test_an_integer_within_a_doubles_range_is_read_as_it_is(number: int) -> None:
+    assert readable_json(f'{{"s": {number}}}') == {"s": number}
+    assert check_json({"s": number}, "inputs") == {"s": number}
+
+
+@pytest.mark.parametrize("number", [2**1024, -(2**1024), 10**400, -(10**4000)])
+def test_an_integer_past_a_doubles_range_is_refused_as_1e400_is(number: int) -> None:
+    """PostgreSQL's `jsonb` keeps `1e400` as 401 digits, which SQLite reads as infinity:
+    every reader refuses both alike, and a client cannot store one either."""
+    digits = len(str(abs(number)))
+    line = f"number {'-' if number < 0 else ''}{str(abs(number))[:12]}… ({digits:,} digits) is out of range"
+    for text in (f'{{"s": {number}}}', f'{{"s": {number}}}'.encode(), f"[1, [{number}]]"):
+        with pytest.raises(ValueError, match=re.escape(line)):
+            readable_json(text)
+    d = Decoder({"inputs": f'{{"s": {number}}}'})
+    assert d.json_object("inputs") == {}
+    assert d.defects == [f"inputs: not valid JSON ({line})"]
+    with pytest.raises(UsageError, match=re.escape(f"inputs.s: {line}")):
+        check_json({"s": number}, "inputs")
+
+
+def test_long_digits_in_text_or_a_fraction_are_no_integer() -> None:
+    assert readable_json(json.dumps(["1" * 500])) == ["1" * 500]
+    assert readable_json("0." + "0" * 400 + "1") == 0.0

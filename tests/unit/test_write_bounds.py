@@ -18,7 +18,7 @@ from swarm_engine.engine.bounds import (
     step_outputs_json,
 )
 from swarm_engine.errors import AgentError
-from swarm_engine.records import JsonText, json_size, json_text
+from swarm_engine.records import MAX_READ_DEPTH, JsonText, json_size, json_text, readable_json
 from swarm_engine.templating import TemplateError, render
 
 MIB = 1024 * 1024
@@ -148,3 +148,49 @@ def test_text_built_by_references_is_refused_before_it_is_made() -> None:
     whole = render({f"v{i}": "${inputs.x}" for i in range(20)}, context, max_text=8 * MIB)
     assert all(v is context["inputs"]["x"] for v in whole.values())
     assert render("a ${inputs.x}", context, max_text=MIB + 2) == "a " + "z" * MIB
+
+
+def _deep(levels: int, leaf: Any = 0) -> Any:
+    """`leaf` inside `levels` lists."""
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+def test_step_inputs_nested_as_deep_as_the_readers_read_are_written_one_level_more_refused() -> (
+    None
+):
+    fits = step_inputs_json({"x": _deep(MAX_READ_DEPTH - 1)})
+    assert fits.depth == MAX_READ_DEPTH
+    assert readable_json(fits.text) == {"x": _deep(MAX_READ_DEPTH - 1)}
+    line = f"JSON nested deeper than the {MAX_READ_DEPTH} levels a step's inputs may have"
+    with pytest.raises(AgentError, match=f"^{line}$"):
+        step_inputs_json({"x": _deep(MAX_READ_DEPTH)})
+    with pytest.raises(AgentError, match=f"^{line}$"):  # (a list is stored as {"value": ...})
+        step_inputs_json(_deep(MAX_READ_DEPTH))
+    with pytest.raises(AgentError, match=f"^{line}$"):  # far deeper: never a RecursionError
+        step_inputs_json({"x": _deep(5000)})
+
+
+def test_a_shared_value_is_refused_where_it_is_named_deepest() -> None:
+    """A template's value is measured once: named again further down, its depth counts
+    there too (a ticket input of 60 levels named at the top and 80 levels down)."""
+    shared = _deep(60)
+    with pytest.raises(AgentError, match="nested deeper than the 128 levels"):
+        step_inputs_json({"near": shared, "far": _deep(80, shared)})
+    assert step_inputs_json({"near": shared, "far": _deep(60, shared)}).depth == 121
+
+
+def test_outputs_and_results_nested_past_what_readers_read_are_refused() -> None:
+    with pytest.raises(AgentError, match=r"^outputs: JSON nested deeper than the 128 levels a step's outputs may have \(not stored\)$"):  # fmt: skip
+        step_outputs_json({"v": _deep(128)})
+    with pytest.raises(AgentError, match=r"^result: JSON nested deeper than the 128 levels a ticket's result may have \(not stored\)$"):  # fmt: skip
+        result_json({"v": _deep(128)})
+    # leaf outputs joined by step id nest one level deeper than the deepest of them
+    deepest = step_outputs_json({"v": _deep(127)})
+    assert deepest.depth == 128
+    with pytest.raises(AgentError, match=r"^result: JSON nested deeper than the 128 levels"):
+        combined_json({"a": step_outputs_json({"v": 1}), "b": deepest})
+    joined = combined_json({"a": step_outputs_json({"v": _deep(126)})})
+    assert joined.depth == 128
+    assert readable_json(joined.text) == {"a": {"v": _deep(126)}}

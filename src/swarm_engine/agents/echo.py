@@ -48,7 +48,12 @@ class EchoAgent:
             )
         # stdout is kept bounded (head and tail): a large round trip, whole in length (above),
         # is read from what was sent
-        outputs = readable_json(sent if result.stdout_cut else result.stdout)
+        try:  # (the engine sends no inputs its readers refuse: `engine.bounds`)
+            outputs = readable_json(sent if result.stdout_cut else result.stdout)
+        except ValueError as exc:
+            return StepOutcome(
+                exit_code=1, error=f"echo failed: what came back is not readable JSON ({exc})"
+            )
         if ctx.log:
             maybe = ctx.log("stdout", result.stdout.decode())
             if maybe is not None:

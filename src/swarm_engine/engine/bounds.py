@@ -7,7 +7,12 @@ it is written once (`records.JsonText`), the text the store then stores as it is
 
 The caps are those of the store's readers (`records.MAX_RECORD_JSON_BYTES`,
 `MAX_RESULT_BYTES`) and the documented bound of a step's outputs
-(`agents.files.MAX_OUTPUTS_BYTES`): the engine never stores a row its own readers refuse.
+(`agents.files.MAX_OUTPUTS_BYTES`); the nesting is that of the readers too
+(`records.MAX_READ_DEPTH`, 128 levels of arrays and objects): the engine never stores a
+row its own readers refuse. A ticket's inputs nest at most 64 levels when a client gives
+them, but a template nests what it names deeper (a step's inputs naming `${inputs.x}`
+55 levels down, or another step's outputs): such a step fails before its row is written
+or any VM boots for it.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from typing import Any
 from swarm_engine.agents.files import MAX_OUTPUTS_BYTES
 from swarm_engine.errors import AgentError
 from swarm_engine.records import (
+    MAX_READ_DEPTH,
     MAX_RECORD_JSON_BYTES,
     MAX_RESULT_BYTES,
     JsonText,
     JsonTooBig,
+    JsonTooDeep,
     bounded_json,
     mib,
 )
@@ -39,17 +46,24 @@ def _over(exc: JsonTooBig, whose: str) -> str:
     return f"{exc.size:,} bytes of JSON, more than the {mib(exc.limit)} {whose} may hold"
 
 
+def _deep(exc: JsonTooDeep, whose: str) -> str:
+    return f"JSON nested deeper than the {exc.limit} levels {whose} may have"
+
+
 def step_inputs_json(inputs: Any) -> JsonText:
     """A step's rendered `inputs` as its row stores them (an object as it is, another
     value as `{"value": ...}`), measured before it is written. `AgentError` (one line,
     which the caller prefixes with `inputs: `, as for inputs that do not render: `N bytes
-    of JSON, more than the 8 MiB a step's inputs may hold`) over `STEP_INPUTS_BYTES`, or
-    for a value JSON cannot hold."""
+    of JSON, more than the 8 MiB a step's inputs may hold`) over `STEP_INPUTS_BYTES`,
+    nested deeper than `MAX_READ_DEPTH` (`JSON nested deeper than the 128 levels a step's
+    inputs may have`), or for a value JSON cannot hold."""
     row = inputs if isinstance(inputs, dict) else {"value": inputs}
     try:
-        return bounded_json(row, STEP_INPUTS_BYTES)
+        return bounded_json(row, STEP_INPUTS_BYTES, MAX_READ_DEPTH)
     except JsonTooBig as exc:
         raise AgentError(_over(exc, "a step's inputs")) from None
+    except JsonTooDeep as exc:
+        raise AgentError(_deep(exc, "a step's inputs")) from None
     except (ValueError, TypeError) as exc:
         raise AgentError(f"cannot be written as JSON: {exc}") from None
 
@@ -57,13 +71,17 @@ def step_inputs_json(inputs: Any) -> JsonText:
 def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
     """A step's `outputs` as its row stores them, measured before anything is written.
     `AgentError` (one line: `outputs: N bytes of JSON, more than the 4 MiB a step's
-    outputs may hold (not stored)`) over `STEP_OUTPUTS_BYTES`, or for a value JSON cannot
-    hold."""
+    outputs may hold (not stored)`) over `STEP_OUTPUTS_BYTES`, nested deeper than
+    `MAX_READ_DEPTH` (`outputs: JSON nested deeper than the 128 levels a step's outputs
+    may have (not stored)`), or for a value JSON cannot hold."""
     try:
-        return bounded_json(outputs, STEP_OUTPUTS_BYTES)
+        return bounded_json(outputs, STEP_OUTPUTS_BYTES, MAX_READ_DEPTH)
     except JsonTooBig as exc:
         over = _over(exc, "a step's outputs")
         raise AgentError(f"outputs: {over} (not stored)") from None
+    except JsonTooDeep as exc:
+        deep = _deep(exc, "a step's outputs")
+        raise AgentError(f"outputs: {deep} (not stored)") from None
     except (ValueError, TypeError) as exc:
         raise AgentError(f"outputs cannot be written as JSON: {exc}") from None
 
@@ -71,12 +89,17 @@ def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
 def result_json(result: Any) -> JsonText:
     """A ticket's `result` (a workflow's `outputs:` rendered) as stored, measured before
     it is written. `AgentError` (one line: `result: N bytes of JSON, more than the 8 MiB a
-    ticket's result may hold (not stored)`) over `RESULT_BYTES`."""
+    ticket's result may hold (not stored)`) over `RESULT_BYTES`, or nested deeper than
+    `MAX_READ_DEPTH` (`result: JSON nested deeper than the 128 levels a ticket's result
+    may have (not stored)`)."""
     try:
-        return bounded_json(result, RESULT_BYTES)
+        return bounded_json(result, RESULT_BYTES, MAX_READ_DEPTH)
     except JsonTooBig as exc:
         over = _over(exc, "a ticket's result")
         raise AgentError(f"result: {over} (not stored)") from None
+    except JsonTooDeep as exc:
+        deep = _deep(exc, "a ticket's result")
+        raise AgentError(f"result: {deep} (not stored)") from None
     except (ValueError, TypeError) as exc:
         raise AgentError(f"result cannot be written as JSON: {exc}") from None
 
@@ -85,15 +108,21 @@ def combined_json(parts: dict[str, JsonText]) -> JsonText:
     """The object `{step id: outputs}` (a workflow's result by default: its leaf steps'
     outputs) written from each part's text, as `json.dumps` writes it, without writing
     any part again; `AgentError` (one line, as `result_json`) when it would be over
-    `RESULT_BYTES` (three steps' legal 3 MiB outputs make 9 MiB): measured before it is
+    `RESULT_BYTES` (three steps' legal 3 MiB outputs make 9 MiB), or nested deeper than
+    `MAX_READ_DEPTH` (each part one level deeper than itself): measured before it is
     joined."""
+    depth = 1 + max((t.depth for t in parts.values()), default=0)
+    if depth > MAX_READ_DEPTH:
+        deep = _deep(JsonTooDeep(MAX_READ_DEPTH), "a ticket's result")
+        raise AgentError(f"result: {deep} (not stored)")
     keys = {key: json.dumps(key) for key in parts}
     size = 2 + sum(len(keys[k]) + 2 + len(t.text) for k, t in parts.items())
     size += 2 * max(len(parts) - 1, 0)
     if size > RESULT_BYTES:
         over = _over(JsonTooBig(size, RESULT_BYTES), "a ticket's result")
         raise AgentError(f"result: {over} (not stored)")
-    return JsonText("{" + ", ".join(f"{keys[k]}: {t.text}" for k, t in parts.items()) + "}")
+    text = "{" + ", ".join(f"{keys[k]}: {t.text}" for k, t in parts.items()) + "}"
+    return JsonText(text, depth)
 
 
 class RunBudgetError(AgentError):

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from swarm_engine.errors import UsageError
-from swarm_engine.records import shown
+from swarm_engine.records import fits_double, out_of_range, shown
 
 MAX_JSON_DEPTH = 64
 MAX_ID = 2**63 - 1
@@ -42,8 +42,9 @@ def check_text(value: str, field: str) -> str:
 
 def check_json(value: Any, field: str) -> Any:
     """`value` (a JSON-like structure), or `UsageError` naming where it cannot be stored:
-    a number that is not finite, text `check_text` refuses, a key that is not text,
-    nesting deeper than `MAX_JSON_DEPTH`, a value that is not JSON at all."""
+    a number that is not finite or an integer past a double's range, text `check_text`
+    refuses, a key that is not text, nesting deeper than `MAX_JSON_DEPTH`, a value that
+    is not JSON at all."""
     _walk(value, field, 0)
     return value
 
@@ -54,6 +55,8 @@ def _walk(value: Any, where: str, depth: int) -> None:
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
+        if not fits_double(value):  # (what every store's reader refuses: `strict_json`)
+            raise UsageError(f"{where}: {out_of_range(value)}")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
