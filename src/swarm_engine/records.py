@@ -550,6 +550,29 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+"""A NUL's escape in JSON text (`\\u0000`, not an escaped backslash followed by `u0000`)."""
+
+
+def stored_text(text: str) -> str:
+    """A step's text as the engine stores it (a piece of its live log, its error): each
+    NUL (U+0000) as U+FFFD, on every store alike (PostgreSQL's text and jsonb cannot hold
+    a NUL; SQLite could, so the rule is the engine's, not a store's). Bytes that are not
+    UTF-8 already become U+FFFD where a step's output is decoded; the log file
+    (`output.log`) keeps the raw bytes."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def stored_json(text: str) -> str:
+    """JSON text as `json.dumps` writes it (ASCII) with `stored_text`'s rule applied to
+    every string and key in it: each NUL's escape (`\\u0000`) written as U+FFFD's
+    (`\\ufffd`), the same length (so a measured size still holds). One scan in C when
+    the text holds no NUL."""
+    if "\\u0000" not in text:
+        return text
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text)
+
+
 class TooDeep(ValueError):
     """A JSON value nested deeper than `MAX_READ_DEPTH` levels."""
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.kinds import get_agent
-from swarm_engine.engine.bounds import step_outputs_json
+from swarm_engine.engine.bounds import stored_outputs
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.loglines import LogLines
@@ -43,7 +43,7 @@ from swarm_engine.errors import (
     VMError,
 )
 from swarm_engine.models import Usage
-from swarm_engine.records import JsonText
+from swarm_engine.records import JsonText, stored_text
 from swarm_engine.store import Ticket
 from swarm_engine.vm import shortage
 from swarm_engine.vm.base import VM, VMSpec
@@ -324,19 +324,26 @@ class StepAttempt:
         return outcome
 
     def _bounded(self, outcome: StepOutcome) -> StepOutcome:
-        """`outcome` with its outputs measured (`outputs_json` set); over their cap or
+        """`outcome` as stored (`records.stored_text`, `bounds.stored_outputs`: each NUL
+        in its error and its outputs as U+FFFD) with its outputs measured (`outputs_json`
+        set); over their cap or
         what the run may still store (`bounds.RunBudget`), the outcome failed with one
         line, its outputs dropped (never stored nor passed on)."""
+        error = None if outcome.error is None else stored_text(outcome.error)
         try:
-            self.outputs_json = step_outputs_json(outcome.outputs)
+            outputs, self.outputs_json = stored_outputs(outcome.outputs)
             self.runner.budget(self.run_id).charge(self.outputs_json, "outputs: ")
         except AgentError as exc:
             self.outputs_json = None
-            error = str(exc) if outcome.ok else f"{outcome.error}; {exc}"
+            error = str(exc) if error is None else f"{error}; {exc}"
             return StepOutcome(
                 outputs={}, exit_code=outcome.exit_code, error=error, usage=outcome.usage
             )
-        return outcome
+        if outputs is outcome.outputs and error == outcome.error:
+            return outcome
+        return StepOutcome(
+            outputs=outputs, exit_code=outcome.exit_code, error=error, usage=outcome.usage
+        )
 
 
 async def record_destroyed(gate: StoreGate, writes: RunWrites, destroyed: list[Destroyed]) -> None:

@@ -31,6 +31,7 @@ from swarm_engine.records import (
     JsonTooDeep,
     bounded_json,
     mib,
+    stored_json,
 )
 
 STEP_INPUTS_BYTES = MAX_RECORD_JSON_BYTES
@@ -69,13 +70,14 @@ def step_inputs_json(inputs: Any) -> JsonText:
 
 
 def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
-    """A step's `outputs` as its row stores them, measured before anything is written.
+    """A step's `outputs` as its row stores them, measured before anything is written,
+    each NUL in a string or key stored as U+FFFD (`records.stored_json`).
     `AgentError` (one line: `outputs: N bytes of JSON, more than the 4 MiB a step's
     outputs may hold (not stored)`) over `STEP_OUTPUTS_BYTES`, nested deeper than
     `MAX_READ_DEPTH` (`outputs: JSON nested deeper than the 128 levels a step's outputs
     may have (not stored)`), or for a value JSON cannot hold."""
     try:
-        return bounded_json(outputs, STEP_OUTPUTS_BYTES, MAX_READ_DEPTH)
+        return JsonText(stored_json(bounded_json(outputs, STEP_OUTPUTS_BYTES, MAX_READ_DEPTH).text))
     except JsonTooBig as exc:
         over = _over(exc, "a step's outputs")
         raise AgentError(f"outputs: {over} (not stored)") from None
@@ -86,14 +88,29 @@ def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
         raise AgentError(f"outputs cannot be written as JSON: {exc}") from None
 
 
+def stored_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], JsonText]:
+    """`step_outputs_json(outputs)` and the outputs that later steps' templates, the
+    ticket's result and the step's event see: the stored ones, read back from that text
+    when a NUL in them became U+FFFD (else `outputs` as they are). `AgentError` as
+    `step_outputs_json`."""
+    stored = step_outputs_json(outputs)
+    if "\\ufffd" not in stored.text:  # (one scan in C: no NUL was mended)
+        return outputs, stored
+    try:
+        return json.loads(stored.text), stored
+    except (ValueError, RecursionError):
+        raise AgentError("outputs cannot be written as JSON: nested too deep") from None
+
+
 def result_json(result: Any) -> JsonText:
     """A ticket's `result` (a workflow's `outputs:` rendered) as stored, measured before
-    it is written. `AgentError` (one line: `result: N bytes of JSON, more than the 8 MiB a
-    ticket's result may hold (not stored)`) over `RESULT_BYTES`, or nested deeper than
+    it is written, each NUL in a string or key stored as U+FFFD (`records.stored_json`).
+    `AgentError` (one line: `result: N bytes of JSON, more than the 8 MiB a ticket's
+    result may hold (not stored)`) over `RESULT_BYTES`, or nested deeper than
     `MAX_READ_DEPTH` (`result: JSON nested deeper than the 128 levels a ticket's result
     may have (not stored)`)."""
     try:
-        return bounded_json(result, RESULT_BYTES, MAX_READ_DEPTH)
+        return JsonText(stored_json(bounded_json(result, RESULT_BYTES, MAX_READ_DEPTH).text))
     except JsonTooBig as exc:
         over = _over(exc, "a ticket's result")
         raise AgentError(f"result: {over} (not stored)") from None

@@ -1,7 +1,8 @@
 """Shipping a step's log to the store while the step runs (`step_logs`, issue 13).
 
 `StepLog` hands every piece of the log it keeps to `LogShipper.feed` (so the store gets
-exactly what `output.log` holds: bounded by `max_log_bytes`). What has gathered is written
+what `output.log` holds, decoded: bytes that are not UTF-8 and NUL bytes as U+FFFD,
+`records.stored_text`; bounded by `max_log_bytes`). What has gathered is written
 as one chunk `FLUSH_SECONDS` after its first byte, or sooner when `CHUNK_BYTES` are
 waiting, by a task of the shipper's own (started only then: a step that ends sooner
 never has one), through the runner's `write` (retried while the store is busy and the
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from swarm_engine.errors import StaleAttemptError
+from swarm_engine.records import stored_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ FLUSH_SECONDS = 0.05
 CHUNK_BYTES = 32 * 1024
 ROW_BYTES = 256 * 1024
 """The most one stored chunk holds (bytes of the log; its text may be a little longer where
-bytes that are not UTF-8 became U+FFFD): what gathered while the store was slow is stored
+bytes that are not UTF-8, and NUL bytes, became U+FFFD: `records.stored_text`): what gathered while the store was slow is stored
 as several rows, so whoever reads the log back (`logs`, the API) holds one bounded row at a
 time."""
 
@@ -86,7 +88,7 @@ class LogShipper:
         self._pending.clear()
         self._pending_len = 0
         self._stopped = True
-        return self._decoder.decode(data, final=True)
+        return stored_text(self._decoder.decode(data, final=True))
 
     async def __aenter__(self) -> LogShipper:
         return self
@@ -128,7 +130,7 @@ class LogShipper:
         """Store what waits, in rows of at most `ROW_BYTES` (what comes meanwhile too)."""
         while not self._stopped and self._pending:
             data = self._take(ROW_BYTES)
-            text = self._decoder.decode(data, final=final and not self._pending)
+            text = stored_text(self._decoder.decode(data, final=final and not self._pending))
             if not text:
                 continue
             try:

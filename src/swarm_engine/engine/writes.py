@@ -18,7 +18,7 @@ from swarm_engine.engine.gate import store_said
 from swarm_engine.engine.leases import refused
 from swarm_engine.errors import NotFoundError, StoreError, StoreIntegrityError
 from swarm_engine.models import Usage
-from swarm_engine.records import JsonText
+from swarm_engine.records import JsonText, stored_text
 from swarm_engine.store import Store, Ticket
 from swarm_engine.vm.base import VM
 
@@ -176,7 +176,7 @@ class RunWrites:
                 ticket,
                 status=status,
                 outputs=outputs,
-                error=error,
+                error=None if error is None else stored_text(error),  # (a step's error in it)
                 ticket_status=ticket_status,
                 outputs_in_steps=outputs_in_steps,
             )
