@@ -489,7 +489,9 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"reaped {len(report.vms)} VM(s), {len(report.engines)} dead engine(s), "
         f"{len(report.folders)} leftover folder(s); stopped {len(report.helpers)} leftover VM "
         f"helper process(es); re-queued {len(report.requeued)} and failed "
-        f"{len(report.failed)} ticket(s) with expired leases; removed {len(report.cgroups)} "
+        f"{len(report.failed)} ticket(s) with expired leases; closed {len(report.runs)} run(s)"
+        " no engine held; removed "
+        f"{len(report.cgroups)} "
         f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies) or staging folder(s)"
     )
     for e in report.waiting:

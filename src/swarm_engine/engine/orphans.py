@@ -19,16 +19,25 @@ daemon's rounds and for `run-ticket` before its claim:
 
 Across hosts a frozen engine cannot be told from a dead one: after two leases it counts
 as dead (docs/engine.md).
+
+A run that names no engine (`engine_id` NULL: no engine made it, another writer did) has
+no one to close it: it is closed failed at once, unless its ticket is held under its
+attempt (`claimed`/`running` with its `attempt_id`: that ticket's lease settles it).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store import Store
+from swarm_engine.store.engines import UNOWNED_RUN
 from swarm_engine.vm.proctree import pid_alive, tagged_ids
+
+log = logging.getLogger(__name__)
 
 
 class LeftRuns:
@@ -51,6 +60,8 @@ class LeftRuns:
         self.silent_for = 2 * float(lease_ttl)
         self.alive = alive
         self.clock = clock
+        self.unowned_refused = False
+        """Whether the last close of the runs no engine holds was refused (said once)."""
         self.missing_since: dict[str, float] = {}
         """Engines named by `running` runs whose row is gone: when this closer first saw
         that (kept to the engines still missing at the last look)."""
@@ -76,11 +87,30 @@ class LeftRuns:
         running runs."""
         return bool(self.tagged(store.engines.running_vm_ids([engine_id])))
 
+    def close_unowned(self, store: Store) -> None:
+        """Close the runs no engine can close (`EngineStore.close_unowned_runs`: no
+        `engine_id`, their ticket not held under their attempt), saying so in one line;
+        a close the store refuses is said once, and left to the next round."""
+        try:
+            runs = store.engines.close_unowned_runs()
+        except StoreBusyError:
+            raise
+        except StoreError as exc:
+            if not self.unowned_refused:
+                self.unowned_refused = True
+                log.warning("runs that no engine holds left running: the store refused to"
+                            " close them (%s)", exc)  # fmt: skip
+            return
+        self.unowned_refused = False
+        if runs:
+            log.warning("runs %s closed failed: %s", runs, UNOWNED_RUN)
+
     def close(self, store: Store, ticket_id: int | None = None) -> list[str]:
         """Close the runs of engines that are gone by the rule above; returns the ids of
         the engines whose runs were closed. `ticket_id`: of the engines with a row, only
         those holding a run of that ticket. Raises what the store raises (busy, gone);
         a close the store refuses leaves the runs as they are."""
+        self.close_unowned(store)
         closed = store.engines.close_silent_runs(self.silent_for, self.spare(store), ticket_id)
         missing = store.engines.runs_without_engine()
         now = self.clock()

@@ -20,6 +20,7 @@ from swarm_engine.engine.hostlock import engine_lock_held
 from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.package_folders import sweep
 from swarm_engine.store import Store
+from swarm_engine.store.engines import UNOWNED_RUN
 from swarm_engine.store.tickets import Fence
 from swarm_engine.vm.backends import BACKENDS, create_backend
 from swarm_engine.vm.base import OrphanRecord, VMBackend, is_plain_name
@@ -47,6 +48,9 @@ class ReapReport:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     """Engines of this host whose process is gone but that heartbeated within the lease:
     not reaped yet (`id`, `pid`, `reaped_in` seconds; `EngineStore.gone_unreaped`)."""
+    runs: list[int] = field(default_factory=list)
+    """Runs left `running` that no engine can close (`engine_id` NULL) and whose ticket
+    is not held under their attempt, closed failed (`close_unowned_runs`)."""
     packages: list[str] = field(default_factory=list)
     """Old agent package copies no link names and no step reads any more, removed
     (`<name>/<copy>`; `package_folders.sweep`), and the staging folders of registrations
@@ -319,6 +323,26 @@ def reclaim_expired(store: Store, report: ReapReport, fence: Fence | None = None
         (report.requeued if expired.status == "open" else report.failed).append(expired.ticket_id)
 
 
+def close_unowned_runs(store: Store, report: ReapReport) -> None:
+    """Close, failed with one line, the runs left `running` that no engine can close
+    (`engine_id` NULL: a row another writer made) and whose ticket is not held under
+    their attempt (`EngineStore.close_unowned_runs`); a run of any engine is its
+    engine's (or, once that is gone, `engine/orphans.py`'s) to close. A close the store
+    refuses leaves them as they are, said in one line; a busy store is raised."""
+    try:
+        closed = store.engines.close_unowned_runs()
+    except StoreBusyError:
+        raise
+    except StoreError as exc:
+        log.warning(
+            "runs that no engine holds left running: the store refused to close them (%s)", exc
+        )
+        return
+    if closed:
+        log.warning("runs %s closed failed: %s", closed, UNOWNED_RUN)
+    report.runs += closed
+
+
 def cleanup(
     store: Store,
     home: Path,
@@ -340,7 +364,8 @@ def cleanup(
     dead when its process is gone and it has not heartbeated for `silent_after` s (the
     caller's `lease_ttl`). With `store_target`, nothing of this host is reaped while the
     kernel says this store's engine lock of this host is held (an engine runs, whatever
-    the rows say: one line says so); expired leases are still reclaimed. With
+    the rows say: one line says so); expired leases are still reclaimed, and the runs no
+    engine can close are closed (`close_unowned_runs`). With
     `packages_dir`, old agent package copies nobody reads any more are removed (whatever
     runs: a copy a step holds stays; a folder that cannot be swept is a warning line);
     with `agent_registered` too, an older version's staging folders a day old
@@ -370,4 +395,5 @@ def cleanup(
         reap_helpers(store, home, host, report)
         reap_memory_groups(report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))
+    close_unowned_runs(store, report)
     return report

@@ -14,6 +14,10 @@ from swarm_engine.store.rows import Ticket, decode_record
 from swarm_engine.store.timestamps import parse_timestamp
 
 DEAD_RUN = "its engine stopped heartbeating before it closed the run"
+UNOWNED_RUN = (
+    "no engine held this run (engine_id NULL) and its ticket was not held under its"
+    " attempt: closed by the reaper"
+)
 Beat = Literal["stamped", "locked", "missing"]
 """What a heartbeat did (`EngineStore.heartbeat`)."""
 
@@ -152,6 +156,26 @@ class EngineStore:
         except StoreError:
             return False
         return True
+
+    def close_unowned_runs(self) -> list[int]:
+        """Close, failed (`UNOWNED_RUN`), the runs still `running` that no engine can
+        close (`engine_id` NULL: another writer's row, no engine's) and whose ticket is
+        not held under their attempt (not `claimed`/`running` with that `attempt_id`),
+        with their unfinished steps, at most 1000 a call, in one transaction; returns
+        their ids. A run with an `engine_id` is never touched: its
+        engine (or, once that is gone, `close_silent_runs`) closes it. A close the store
+        refuses (a trigger, a constraint) raises as the store does."""
+
+        def close() -> list[int]:  # only SQL: run again if rolled back (store/rerun.py)
+            self.short_lock_wait()
+            rows = self.db.all(self.q.close_unowned_runs, {"error": UNOWNED_RUN})
+            closed = [r[0] for r in rows if isinstance(r[0], int)]  # (the primary key)
+            if closed:
+                args = {"ids": closed, "error": UNOWNED_RUN}
+                self.db.run(self.q.close_unowned_steps, args)
+            return closed
+
+        return self.db.atomic(close)
 
     def running_vm_ids(self, engine_ids: list[str]) -> set[str]:
         """The VM ids of the steps of these engines' runs still `running` (at most

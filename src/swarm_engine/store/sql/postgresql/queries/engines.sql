@@ -173,3 +173,22 @@ UPDATE workflow_runs r SET status = 'failed', error = coalesce(error, :error),
 -- (A fragment.) Run `r` is not its ticket's live attempt.
 NOT EXISTS (SELECT 1 FROM tickets t WHERE t.attempt_id = r.attempt_id
               AND t.status IN ('claimed','running'))
+
+-- name: close_unowned_runs
+-- Runs `running` that no engine can close (`engine_id` NULL: no engine's run, a row
+-- another writer made) and whose ticket their attempt does not hold (`{{left_runs}}`; a
+-- claim made meanwhile gives the ticket a new attempt id, never this run's): closed
+-- failed, at most 1000 a call, each row locked and checked again (`FOR UPDATE`: a run
+-- another writer changed meanwhile is left out). Their steps: close_unowned_steps.
+UPDATE workflow_runs r SET status = 'failed', error = coalesce(error, :error),
+       completed_at = now()
+ WHERE r.id IN (SELECT r.id FROM workflow_runs r WHERE r.status = 'running'
+                   AND r.engine_id IS NULL AND {{left_runs}} LIMIT 1000 FOR UPDATE SKIP LOCKED)
+   AND r.status = 'running' AND r.engine_id IS NULL
+RETURNING id
+
+-- name: close_unowned_steps
+-- The unfinished steps of the runs close_unowned_runs just closed (:ids).
+UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+       completed_at = now()
+ WHERE status IN ('queued','running') AND run_id = ANY(:ids)
