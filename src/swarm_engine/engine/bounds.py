@@ -76,8 +76,16 @@ def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
     outputs may hold (not stored)`) over `STEP_OUTPUTS_BYTES`, nested deeper than
     `MAX_READ_DEPTH` (`outputs: JSON nested deeper than the 128 levels a step's outputs
     may have (not stored)`), or for a value JSON cannot hold."""
+    return stored_outputs(outputs)[1]
+
+
+def stored_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], JsonText]:
+    """`step_outputs_json(outputs)` and the outputs that later steps' templates, the
+    ticket's result and the step's event see: the stored ones, read back from that text
+    when a NUL in them became U+FFFD (else `outputs` as they are, not read back).
+    `AgentError` as `step_outputs_json`."""
     try:
-        return JsonText(stored_json(bounded_json(outputs, STEP_OUTPUTS_BYTES, MAX_READ_DEPTH).text))
+        written = bounded_json(outputs, STEP_OUTPUTS_BYTES, MAX_READ_DEPTH)
     except JsonTooBig as exc:
         over = _over(exc, "a step's outputs")
         raise AgentError(f"outputs: {over} (not stored)") from None
@@ -86,18 +94,11 @@ def step_outputs_json(outputs: dict[str, Any]) -> JsonText:
         raise AgentError(f"outputs: {deep} (not stored)") from None
     except (ValueError, TypeError) as exc:
         raise AgentError(f"outputs cannot be written as JSON: {exc}") from None
-
-
-def stored_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], JsonText]:
-    """`step_outputs_json(outputs)` and the outputs that later steps' templates, the
-    ticket's result and the step's event see: the stored ones, read back from that text
-    when a NUL in them became U+FFFD (else `outputs` as they are). `AgentError` as
-    `step_outputs_json`."""
-    stored = step_outputs_json(outputs)
-    if "\\ufffd" not in stored.text:  # (one scan in C: no NUL was mended)
-        return outputs, stored
+    stored = stored_json(written.text)
+    if stored is written.text:  # (no NUL: one scan in C)
+        return outputs, written
     try:
-        return json.loads(stored.text), stored
+        return json.loads(stored), JsonText(stored, written.depth)
     except (ValueError, RecursionError):
         raise AgentError("outputs cannot be written as JSON: nested too deep") from None
 
@@ -110,7 +111,8 @@ def result_json(result: Any) -> JsonText:
     `MAX_READ_DEPTH` (`result: JSON nested deeper than the 128 levels a ticket's result
     may have (not stored)`)."""
     try:
-        return JsonText(stored_json(bounded_json(result, RESULT_BYTES, MAX_READ_DEPTH).text))
+        written = bounded_json(result, RESULT_BYTES, MAX_READ_DEPTH)
+        return JsonText(stored_json(written.text), written.depth)
     except JsonTooBig as exc:
         over = _over(exc, "a ticket's result")
         raise AgentError(f"result: {over} (not stored)") from None
