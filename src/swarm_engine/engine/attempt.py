@@ -19,6 +19,7 @@ import os
 import time
 from collections import ChainMap
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -325,25 +326,24 @@ class StepAttempt:
 
     def _bounded(self, outcome: StepOutcome) -> StepOutcome:
         """`outcome` as stored (`records.stored_text`, `bounds.stored_outputs`: each NUL
-        in its error and its outputs as U+FFFD) with its outputs measured (`outputs_json`
+        in its error, its outputs and its usage's `stop_reason` as U+FFFD) with its outputs measured (`outputs_json`
         set); over their cap or
         what the run may still store (`bounds.RunBudget`), the outcome failed with one
         line, its outputs dropped (never stored nor passed on)."""
         error = None if outcome.error is None else stored_text(outcome.error)
+        usage = outcome.usage
+        if usage.stop_reason is not None and "\x00" in usage.stop_reason:  # (the VM's text)
+            usage = replace(usage, stop_reason=stored_text(usage.stop_reason))
         try:
             outputs, self.outputs_json = stored_outputs(outcome.outputs)
             self.runner.budget(self.run_id).charge(self.outputs_json, "outputs: ")
         except AgentError as exc:
             self.outputs_json = None
             error = str(exc) if error is None else f"{error}; {exc}"
-            return StepOutcome(
-                outputs={}, exit_code=outcome.exit_code, error=error, usage=outcome.usage
-            )
-        if outputs is outcome.outputs and error == outcome.error:
+            return StepOutcome(outputs={}, exit_code=outcome.exit_code, error=error, usage=usage)
+        if outputs is outcome.outputs and error == outcome.error and usage is outcome.usage:
             return outcome
-        return StepOutcome(
-            outputs=outputs, exit_code=outcome.exit_code, error=error, usage=outcome.usage
-        )
+        return StepOutcome(outputs=outputs, exit_code=outcome.exit_code, error=error, usage=usage)
 
 
 async def record_destroyed(gate: StoreGate, writes: RunWrites, destroyed: list[Destroyed]) -> None:
