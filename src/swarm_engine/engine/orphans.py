@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from swarm_engine.errors import StoreBusyError, StoreError
+from swarm_engine.errors import StoreBusyError, StoreError, StoreGoneError
 from swarm_engine.store import Store
 from swarm_engine.store.engines import UNOWNED_RUN
 from swarm_engine.vm.proctree import pid_alive, tagged_ids
@@ -93,7 +93,7 @@ class LeftRuns:
         a close the store refuses is said once, and left to the next round."""
         try:
             runs = store.engines.close_unowned_runs()
-        except StoreBusyError:
+        except (StoreBusyError, StoreGoneError):
             raise
         except StoreError as exc:
             if not self.unowned_refused:
