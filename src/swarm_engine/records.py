@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from swarm_engine.jsonrange import fits_double as fits_double
+from swarm_engine.jsonrange import long_digits
+from swarm_engine.jsonrange import out_of_range as out_of_range
 from swarm_engine.jsonsize import JsonText as JsonText
 from swarm_engine.jsonsize import JsonTooBig as JsonTooBig
 from swarm_engine.jsonsize import JsonTooDeep as JsonTooDeep
@@ -440,52 +443,11 @@ def _whole(text: str) -> int:
         raise TooManyDigits() from None
 
 
-def fits_double(value: int) -> bool:
-    """Whether the integer `value` is within the range of a double (about 1.8e308), as
-    every number a JSON reader takes must be (SQLite's reads `1e400` as infinity)."""
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
-
-
-def out_of_range(value: int) -> str:
-    """`number 100000000000… (401 digits) is out of range`: the line for an integer past
-    the range of a double (`fits_double`), as `1e400`'s is `number 1e400 is out of
-    range`."""
-    sign = "-" if value < 0 else ""
-    try:
-        digits = str(abs(value))
-    except ValueError:  # (more than Python converts: `TooManyDigits`)
-        return f"number of more than {sys.get_int_max_str_digits()} digits is out of range"
-    return f"number {sign}{digits[:12]}… ({len(digits):,} digits) is out of range"
-
-
 def _ranged(text: str) -> int:
     value = _whole(text)
     if not fits_double(value):
         raise ValueError(out_of_range(value))
     return value
-
-
-_LONG_DIGITS = re.compile(r"(?<![0-9])[0-9]{309}")
-_LONG_DIGITS_BYTES = re.compile(rb"(?<![0-9])[0-9]{309}")
-"""309 digits in a row: the least an integer past the range of a double has (a run is
-tried once, at its first digit, so the search costs linear time)."""
-
-
-def _long_digits(text: str | bytes) -> bool:
-    """Whether `text` holds 309 digits in a row (`_LONG_DIGITS`): text with fewer digits
-    in all (counted in C, some 3 ms a MiB) is not searched (some 17 ms a MiB)."""
-    if len(text) < 309:
-        return False
-    if isinstance(text, bytes):
-        return sum(text.count(d) for d in b"0123456789") >= 309 and bool(
-            _LONG_DIGITS_BYTES.search(text)
-        )
-    digits = sum(text.count(d) for d in "0123456789")
-    return digits >= 309 and bool(_LONG_DIGITS.search(text))
 
 
 def _loads(text: str | bytes, **options: Any) -> Any:
@@ -511,7 +473,7 @@ def strict_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     to read)."""
     hook = _unique_keys if unique_keys else None
     value = _loads(text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook)
-    if _long_digits(text):  # (rare) read again, each integer checked
+    if long_digits(text):  # (rare) read again, each integer checked
         value = _loads(
             text,
             parse_float=_finite,
