@@ -492,7 +492,8 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"{len(report.failed)} ticket(s) with expired leases; closed {len(report.runs)} run(s)"
         " no engine held; removed "
         f"{len(report.cgroups)} "
-        f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies) or staging folder(s)"
+        f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies) or staging folder(s)",
+        soft_wrap=True,  # one line, also in a pipe: its phrases are grepped
     )
     for e in report.waiting:
         console.print(

@@ -179,6 +179,8 @@ class Daemon:
                 self.settings.backend_options,
                 silent_after=self.settings.lease_ttl,
             )
+            for ticket_id in self.started_report.stuck:  # said by the start's cleanup: the
+                self._stuck_said.add(ticket_id)  # reclaimer's first rounds say it no more
             watcher = open_watcher(self.settings)
             watcher.start()
             assert session.keeper_task is not None

@@ -51,6 +51,9 @@ class ReapReport:
     runs: list[int] = field(default_factory=list)
     """Runs left `running` that no engine can close (`engine_id` NULL) and whose ticket
     is not held under their attempt, closed failed (`close_unowned_runs`)."""
+    stuck: list[int] = field(default_factory=list)
+    """Tickets whose lease ran out but whose re-queue the store refused (a trigger, a
+    constraint): left as they are, each said once in a line of its own."""
     packages: list[str] = field(default_factory=list)
     """Old agent package copies no link names and no step reads any more, removed
     (`<name>/<copy>`; `package_folders.sweep`), and the staging folders of registrations
@@ -319,6 +322,7 @@ def reclaim_expired(store: Store, report: ReapReport, fence: Fence | None = None
     for expired in store.tickets.reclaim_expired(fence):
         if expired.status == "stuck":  # the store refused to change it: left as it is
             log.warning("ticket %s: its lease ran out, but %s", expired.ticket_id, expired.error)
+            report.stuck.append(expired.ticket_id)
             continue
         (report.requeued if expired.status == "open" else report.failed).append(expired.ticket_id)
 
