@@ -189,15 +189,19 @@ class ShellAgent:
                 exit_code=result.exit_code,
                 error=f"timed out after {ctx.timeout_seconds:g}s; process tree killed",
             )
+        written_error: str | None = None
         try:
             outputs = merged_outputs(outputs, await read_outputs_file(ctx.vm))
         except AgentError as exc:
-            return StepOutcome(outputs=outputs, exit_code=result.exit_code, error=str(exc))
+            if result.exit_code == 0:
+                return StepOutcome(outputs=outputs, exit_code=0, error=str(exc))
+            written_error = str(exc)
         if result.exit_code != 0:
+            # the command's own failure comes first; a bad outputs file it left is only
+            # mentioned after it (a failed step's outputs are not used anyway)
             detail = tail(result.stderr) or tail(result.stdout)
-            return StepOutcome(
-                outputs=outputs,
-                exit_code=result.exit_code,
-                error=f"command exited with {result.exit_code}" + (f": {detail}" if detail else ""),
-            )
+            error = f"command exited with {result.exit_code}" + (f": {detail}" if detail else "")
+            if written_error is not None:
+                error += f" ({cut_message(written_error, 200)}; ignored)"
+            return StepOutcome(outputs=outputs, exit_code=result.exit_code, error=error)
         return StepOutcome(outputs=outputs, exit_code=0)
