@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from swarm_engine.errors import ConfigError
 
 Accel = Literal["auto", "kvm", "tcg"]
 TCG_TB_MB = 64
@@ -16,10 +19,25 @@ it runs new code (Python's start: ~30 MB more); below ~16 MB execs thrash on flu
 (docs/qemu.md, "TCG translation buffer")."""
 
 
+IMAGE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+"""What an image name may be: a folder name under `images_dir`, never a path."""
+IMAGE_NAME_RULE = "1 to 63 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
+
+
 def default_image() -> str:
     """The image booted when none is configured: $SWARM_QEMU_IMAGE, else `cloud` (lets a
-    test or benchmark run pick the `tiny` image without editing any option)."""
-    return os.environ.get("SWARM_QEMU_IMAGE") or "cloud"
+    test or benchmark run pick the `tiny` image without editing any option). A value that
+    is no image name is `ConfigError` (one line naming the variable, exit 5) for every
+    command that reads it, never pydantic's error blamed on a config file."""
+    value = os.environ.get("SWARM_QEMU_IMAGE") or "cloud"
+    if re.fullmatch(IMAGE_NAME, value) is None:
+        from swarm_engine.records import shown
+
+        raise ConfigError(
+            f"setting backend_options.qemu.image: {shown(value, 40)} is not an image name"
+            f" ({IMAGE_NAME_RULE}) (in SWARM_QEMU_IMAGE)"
+        )
+    return value
 
 
 class QemuOptions(BaseModel):
@@ -30,9 +48,7 @@ class QemuOptions(BaseModel):
     tcg_tb_mb: int = Field(default=TCG_TB_MB, ge=16, le=1024, strict=True)
     """TCG's translation buffer per VM in MiB (`-accel tcg,tb-size=N`): the most host
     memory a busy VM's translated code takes; smaller means more retranslation."""
-    image: str = Field(
-        default_factory=default_image, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", validate_default=True
-    )
+    image: str = Field(default_factory=default_image, pattern=IMAGE_NAME, validate_default=True)
     """Image name under `images_dir`; default $SWARM_QEMU_IMAGE, else `cloud`."""
     images_dir: Path | None = None
     """Where images live; default $SWARM_QEMU_IMAGES, else `<home>/images`."""
