@@ -482,8 +482,11 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
             packages_dir=settings.packages_dir,
             agent_registered=registered,
         )
+    from swarm_engine.cli.engine_files import remove_gone_engine_files
+
+    engine_files = remove_gone_engine_files(settings.run_dir)
     if as_json:
-        emit_json(report.__dict__)
+        emit_json({**report.__dict__, "engine_files": engine_files})
         return
     console.print(
         f"reaped {len(report.vms)} VM(s), {len(report.engines)} dead engine(s), "
