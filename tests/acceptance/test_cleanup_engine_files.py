@@ -32,6 +32,14 @@ def test_cleanup_removes_the_files_of_gone_engines_only(
         f"engine-{killed.pid}.ready",
     }
 
+    said = swarm(home, "cleanup", check=True)
+    assert (
+        f"removed 2 pid/ready file(s) of gone engines: engine-{killed.pid}.pid,"
+        f" engine-{killed.pid}.ready"
+    ) in said.stdout, said.stdout
+    for what in ("pid", "ready"):  # again, for the --json run below
+        (run_dir / f"engine-{killed.pid}.{what}").write_text(f"{killed.pid}\n")
+
     other = subprocess.Popen(["sleep", "120"])  # a pid an engine's files name, reused
     try:
         for what in ("pid", "ready"):
@@ -56,8 +64,9 @@ def test_cleanup_removes_the_files_of_gone_engines_only(
         assert running.poll() is None
         assert (run_dir / "engine-notapid.pid").exists()
 
+        assert "pid/ready file(s) of gone engines" not in done.stdout  # (JSON alone)
         again = swarm(home, "cleanup", check=True)
-        assert "0 pid/ready file(s) of gone engines" in again.stdout, again.stdout
+        assert "pid/ready file(s)" not in again.stdout, again.stdout  # none left to remove
         assert engine_files(run_dir, running.pid) != set()
     finally:
         other.kill()

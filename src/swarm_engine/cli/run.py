@@ -498,6 +498,15 @@ def cleanup_cmd(settings: Settings, as_json: bool) -> None:
         f"leftover memory cgroup folder(s), {len(report.packages)} old agent package copy(ies) or staging folder(s)",
         soft_wrap=True,  # one line, also in a pipe: its phrases are grepped
     )
+    if engine_files:  # (a line of its own: the summary above is long enough to wrap)
+        shown_names = ", ".join(engine_files[:6]) + (
+            f" and {len(engine_files) - 6} more" if len(engine_files) > 6 else ""
+        )
+        console.print(
+            f"removed {len(engine_files)} pid/ready file(s) of gone engines: {shown_names}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for e in report.waiting:
         console.print(
             f"engine {label(e['id'])}: its process {label(e['pid'])} is not on this host, but"
