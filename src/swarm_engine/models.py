@@ -19,6 +19,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 # the pydantic-free records and name patterns live in records.py (the store, short commands
@@ -48,6 +49,12 @@ a time (from about 1.8e19 s, `prlimit --cpu` cannot take it); a registry row pas
 not decode, so its tickets fail with one line naming the field."""
 RUN_TIMEOUT_MAX = 365 * 24 * 3600
 """The longest a workflow's `timeout_seconds` may be: a year, as a ticket's."""
+
+
+QEMU_MIN_MEMORY_MB = 128
+"""The least `memory_mb` a qemu VM gets: the image's kernel panics ("System is deadlocked on
+memory") below about 80 MiB and hangs silently at 16; 128 leaves it room. Other backends
+take 16 (a memory cap on a process tree, not a guest kernel's RAM)."""
 
 
 class VMRequirements(_Strict):
@@ -161,6 +168,16 @@ class AgentSpec(_Strict):
                 "must be lowercase letters, digits, '.', '_' or '-' (optionally '_template:' first)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _qemu_memory(self) -> AgentSpec:
+        memory = self.vm.memory_mb or self.memory_mb
+        if self.vm.backend == "qemu" and memory < QEMU_MIN_MEMORY_MB:
+            raise ValueError(
+                f"memory_mb {memory} is below {QEMU_MIN_MEMORY_MB}, the least a qemu VM "
+                "boots with (vm.backend: qemu)"
+            )
+        return self
 
     @field_validator("version")
     @classmethod

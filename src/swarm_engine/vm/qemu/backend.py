@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
-from swarm_engine.models import first_error
+from swarm_engine.models import QEMU_MIN_MEMORY_MB, first_error
 from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.vm.proctree import live_work, pid_alive, runs_swarm_engine
 from swarm_engine.vm.qemu import mounts
@@ -27,6 +27,7 @@ from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.accel import AccelChoice, choose_accel
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.connect import accept_one, close_listeners, until_ready
+from swarm_engine.vm.qemu.console import ConsoleSink
 from swarm_engine.vm.qemu.folders import (
     OWNER_FILE,
     SERVING_FILE,
@@ -44,6 +45,7 @@ from swarm_engine.vm.qemu.machine import (
     is_our_qemu,
     kill_group,
     listen_socket,
+    log_line,
     start_qemu,
 )
 from swarm_engine.vm.qemu.protocol import Channel
@@ -125,6 +127,11 @@ class QemuBackend:
 
     # -- VMBackend ---------------------------------------------------------------------
     async def boot(self, vm_id: str, spec: VMSpec) -> QemuVM:
+        if spec.memory_mb < QEMU_MIN_MEMORY_MB:  # (a row registered before the minimum)
+            raise VMError(
+                f"memory_mb {spec.memory_mb} is below {QEMU_MIN_MEMORY_MB}, "
+                "the least a qemu VM boots with"
+            )
         if spec.mounts:  # extra drives: no template or warm VM has those devices
             return await self._boot_with_mounts(vm_id, spec)
         if self._warm is not None:
@@ -464,29 +471,36 @@ class QemuBackend:
         listener = listen_socket(sock_path)
         qmp_listener = listen_socket(qmp_path) if qmp_path is not None else None
         proc: asyncio.subprocess.Process | None = None
+        console: ConsoleSink | None = None
         writer: asyncio.StreamWriter | None = None
         conn: socket.socket | None = None
         qmp_conn: socket.socket | None = None
         try:
             proc = await start_qemu(machine, folder / "qemu.log")
+            if proc.stdout is not None and machine.console_log is not None:
+                console = ConsoleSink(proc.stdout, machine.console_log)
             (folder / "qemu.pid").write_text(f"{proc.pid}\n")
             budget = self.options.boot_timeout
             if qmp_listener is not None and incoming is not None:
-                qmp_conn = await until_ready(accept_one(qmp_listener), proc, budget, folder, "QMP")
+                qmp_conn = await until_ready(
+                    accept_one(qmp_listener), proc, budget, folder, "QMP", console
+                )
                 restore = start_restore(qmp_conn, incoming)
-                await until_ready(restore, proc, budget, folder, "the restore started")
-            conn = await until_ready(accept_one(listener), proc, budget, folder, "connecting")
+                await until_ready(restore, proc, budget, folder, "the restore started", console)
+            conn = await until_ready(
+                accept_one(listener), proc, budget, folder, "connecting", console
+            )
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             channel = Channel(reader, writer)
             left = budget - (time.monotonic() - started)
             if incoming is None:
                 await until_ready(
-                    channel.handshake(left), proc, left, folder, "its agent was ready"
+                    channel.handshake(left), proc, left, folder, "its agent was ready", console
                 )
             else:
                 channel.start()
                 hello = channel.call({"t": "restored", "time": time.time()}, os.urandom(64))
-                await until_ready(hello, proc, left, folder, "the restored agent answered")
+                await until_ready(hello, proc, left, folder, "the restored agent answered", console)
         except BaseException as exc:
             if writer is not None:
                 writer.close()
@@ -497,11 +511,15 @@ class QemuBackend:
             if proc is not None:
                 kill_group(proc.pid)
                 await asyncio.shield(proc.wait())
+            if console is not None:
+                console.close()
             close_listeners(listener, qmp_listener)
+            tail = log_line(folder / "console.log") if isinstance(exc, TimeoutError) else ""
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, TimeoutError):
+                said = f"; its console ends: {tail}" if tail else "; its console is empty"
                 raise VMError(
-                    f"VM {vm_id} was not ready within {self.options.boot_timeout:.0f} s"
+                    f"VM {vm_id} was not ready within {self.options.boot_timeout:.0f} s{said}"
                 ) from exc
             raise
         close_listeners(listener, qmp_listener)  # QEMU is connected; the paths are names only
@@ -518,6 +536,7 @@ class QemuBackend:
             accel=accel.mode,
             booted_ms=booted_ms,
             start=start,
+            console=console,
         )
 
 

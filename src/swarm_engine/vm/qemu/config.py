@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarm_engine.errors import ConfigError
+from swarm_engine.models import QEMU_MIN_MEMORY_MB
 
 Accel = Literal["auto", "kvm", "tcg"]
 TCG_TB_MB = 64
@@ -79,5 +80,5 @@ class QemuOptions(BaseModel):
     """Seconds past an exec timeout before the host gives up on the guest and kills the VM."""
     console_log: bool = True
     """Keep the guest's serial console in `<run_dir>/<vm>/console.log` (for `vm doctor`)."""
-    default_memory_mb: int = Field(default=512, ge=64, le=65536)
+    default_memory_mb: int = Field(default=512, ge=QEMU_MIN_MEMORY_MB, le=65536)
     default_vcpus: int = Field(default=1, ge=1, le=64)

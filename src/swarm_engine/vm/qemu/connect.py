@@ -12,15 +12,25 @@ from pathlib import Path
 from typing import TypeVar
 
 from swarm_engine.errors import VMError
-from swarm_engine.vm.qemu.machine import log_tail
+from swarm_engine.vm.qemu.console import ConsoleSink
+from swarm_engine.vm.qemu.machine import log_line
 
 T = TypeVar("T")
+EXIT_WAIT = 2.0
+"""How long a start-up step that failed (the guest's channel closed) waits for QEMU's exit,
+whose own error line says why better than the closed channel does."""
 
 
 async def until_ready(
-    work: Awaitable[T], proc: asyncio.subprocess.Process, timeout: float, folder: Path, what: str
+    work: Awaitable[T],
+    proc: asyncio.subprocess.Process,
+    timeout: float,
+    folder: Path,
+    what: str,
+    console: ConsoleSink | None = None,
 ) -> T:
-    """Await `work`, but fail at once if QEMU exits first (with its log in the error).
+    """Await `work`, but fail at once if QEMU exits first (with its log in the error); if
+    `work` fails and QEMU exits within `EXIT_WAIT` s, that exit is the error said.
     Cancelled just as `work` ended, what it made (an accepted socket) is closed, not
     dropped open."""
     task = asyncio.ensure_future(work)
@@ -42,11 +52,26 @@ async def until_ready(
             with contextlib.suppress(BaseException):
                 await task
     if task in done:
+        failed = task.exception()
+        if isinstance(failed, VMError):  # the channel closed: most often QEMU is ending
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), EXIT_WAIT)
+            if proc.returncode is not None:
+                raise await exit_error(proc, folder, what, console) from failed
         return task.result()
     if exited in done:
-        detail = log_tail(folder / "qemu.log") or log_tail(folder / "console.log")
-        raise VMError(f"QEMU exited ({proc.returncode}) before {what}: {detail}")
+        raise await exit_error(proc, folder, what, console)
     raise TimeoutError(what)
+
+
+async def exit_error(
+    proc: asyncio.subprocess.Process, folder: Path, what: str, console: ConsoleSink | None
+) -> VMError:
+    """One line: QEMU's exit and why (its own last error line, else the console's tail)."""
+    if console is not None:
+        await console.flushed()
+    detail = log_line(folder / "qemu.log", 1) or log_line(folder / "console.log")
+    return VMError(f"QEMU exited ({proc.returncode}) before {what}: {detail or 'no output'}")
 
 
 async def accept_one(listener: socket.socket) -> socket.socket:

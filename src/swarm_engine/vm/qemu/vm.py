@@ -22,6 +22,7 @@ from swarm_engine.vm.base import (
     safe_relpath,
 )
 from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.qemu.console import ConsoleSink
 from swarm_engine.vm.qemu.machine import kill_group
 from swarm_engine.vm.qemu.protocol import MAX_FILE, Channel, ChannelClosed, Frame
 from swarm_engine.vm.workspace import remove_folder
@@ -53,6 +54,7 @@ class QemuVM:
         accel: str,
         booted_ms: int,
         start: str = "boot",
+        console: ConsoleSink | None = None,
     ) -> None:
         self.id = vm_id
         self.spec = spec
@@ -67,6 +69,8 @@ class QemuVM:
         self._channel = channel
         self._kill_grace = kill_grace
         self._destroyed = False
+        self._console = console
+        """Reads the guest's serial console into a bounded console.log while QEMU runs."""
         channel.on_violation = self._guest_broke_protocol
 
     def _guest_broke_protocol(self, problem: str) -> None:
@@ -220,6 +224,8 @@ class QemuVM:
         with contextlib.suppress(ChannelClosed, Exception):
             await self._channel.close()
         await self._proc.wait()
+        if self._console is not None:
+            self._console.close()
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
         left = await asyncio.to_thread(remove_folder, self.folder)

@@ -1,0 +1,55 @@
+"""The guest's serial console, kept in `console.log` with a bounded size.
+
+QEMU writes the serial port to its standard output (`-serial stdio`), a pipe only the
+engine reads: the first `CONSOLE_LOG_MAX` bytes go to the file (the boot, which is what
+the console is read for: the reason a guest did not come up), then one line saying the
+rest was left out, and the rest is read and dropped. The guest cannot get around it: it
+only ever reaches the pipe, never the file (`-serial file:` grew without bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+CONSOLE_LOG_MAX = 1024 * 1024
+"""The most bytes of the guest's serial console kept in `console.log` (its start)."""
+READ_CHUNK = 64 * 1024
+FLUSH_WAIT = 1.0
+"""How long a boot failure waits for the console's last bytes before its tail is read."""
+
+
+class ConsoleSink:
+    """Reads QEMU's standard output to its end, keeping its start in a file."""
+
+    def __init__(self, stream: asyncio.StreamReader, path: Path, limit: int | None = None):
+        self.path = path
+        self.limit = CONSOLE_LOG_MAX if limit is None else limit
+        self._task = asyncio.ensure_future(self._drain(stream))
+
+    async def _drain(self, stream: asyncio.StreamReader) -> None:
+        kept = 0
+        dropped = False
+        try:
+            with self.path.open("ab", buffering=0) as out:
+                while chunk := await stream.read(READ_CHUNK):
+                    part = chunk[: max(self.limit - kept, 0)]
+                    if part:
+                        out.write(part)
+                        kept += len(part)
+                    if len(chunk) > len(part) and not dropped:
+                        out.write(f"\n[console.log ends at {self.limit} bytes]\n".encode())
+                        dropped = True
+        except OSError:  # the folder is gone or the disk is full: drop the rest
+            pass
+        while await stream.read(READ_CHUNK):  # never let QEMU block on a full pipe
+            pass
+
+    async def flushed(self, timeout: float = FLUSH_WAIT) -> None:
+        """Wait (at most `timeout` s) until everything QEMU wrote is read (it exited)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+
+    def close(self) -> None:
+        self._task.cancel()

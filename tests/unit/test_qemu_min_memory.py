@@ -1,0 +1,19 @@
+"""Registration refuses a qemu agent whose memory no guest kernel of the image boots in
+(it used to pass, then time out three times, 60 s each, with no reason)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from swarm_engine.models import AgentSpec
+
+
+def test_registration_refuses_a_qemu_agent_too_small_to_boot() -> None:
+    base = {"name": "small", "command": ["true"]}
+    with pytest.raises(ValidationError, match="memory_mb 16 is below 128"):
+        AgentSpec.model_validate({**base, "memory_mb": 16, "vm": {"backend": "qemu"}})
+    with pytest.raises(ValidationError, match="memory_mb 64 is below 128"):
+        AgentSpec.model_validate({**base, "vm": {"backend": "qemu", "memory_mb": 64}})
+    assert AgentSpec.model_validate({**base, "memory_mb": 128, "vm": {"backend": "qemu"}})
+    assert AgentSpec.model_validate({**base, "memory_mb": 16}).memory_mb == 16  # not qemu
