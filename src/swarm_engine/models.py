@@ -29,6 +29,7 @@ from swarm_engine.records import ENV_MAX_VARS, ENV_NAME_MAX, MAX_STEP_COST_USD, 
 from swarm_engine.records import ENV_NAME_RE as ENV_NAME_RE
 from swarm_engine.records import IMAGE_RE as IMAGE_RE
 from swarm_engine.records import NAME_RE as NAME_RE
+from swarm_engine.records import QEMU_MIN_MEMORY_MB as QEMU_MIN_MEMORY_MB
 from swarm_engine.records import TERMINAL as TERMINAL
 from swarm_engine.records import VERSION_RE as VERSION_RE
 from swarm_engine.records import TicketStatus as TicketStatus
@@ -49,12 +50,6 @@ a time (from about 1.8e19 s, `prlimit --cpu` cannot take it); a registry row pas
 not decode, so its tickets fail with one line naming the field."""
 RUN_TIMEOUT_MAX = 365 * 24 * 3600
 """The longest a workflow's `timeout_seconds` may be: a year, as a ticket's."""
-
-
-QEMU_MIN_MEMORY_MB = 128
-"""The least `memory_mb` a qemu VM gets: the image's kernel panics ("System is deadlocked on
-memory") below about 80 MiB and hangs silently at 16; 128 leaves it room. Other backends
-take 16 (a memory cap on a process tree, not a guest kernel's RAM)."""
 
 
 class VMRequirements(_Strict):

@@ -50,6 +50,11 @@ ENV_NAME_MAX = 256
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 """A name in an agent's `env` (a shell variable's name, at most `ENV_NAME_MAX` characters):
 match it with `fullmatch`."""
+QEMU_MIN_MEMORY_MB = 128
+"""The least `memory_mb` a qemu VM gets: the image's kernel panics ("System is deadlocked on
+memory") below about 80 MiB and hangs silently at 16; 128 leaves it room. Other backends
+take 16 (a memory cap on a process tree, not a guest kernel's RAM)."""
+
 ENV_MAX_VARS = 1000
 """The most variables an agent's `env:` may set (a command's environment holds at most
 2,500, `vm.sandbox_env.MAX_ENV_VARS`: room is left for its `INPUT_*` variables)."""

@@ -80,7 +80,7 @@ def test_built_in_and_registered_definitions_are_plain() -> None:
             kind="shell",
             command=["sh", "-c", "true"],
             env={"A": "é"},
-            vm={"backend": "qemu", "memory_mb": 64, "allowed_ports": [80, 443], "image": "x.y"},
+            vm={"backend": "qemu", "memory_mb": 128, "allowed_ports": [80, 443], "image": "x.y"},
             retry={"attempts": 3, "backoff_seconds": 0},
             model_api={"budget": {"max_tokens": 10, "max_usd": 0.5}},
             output_files=["out.txt"],

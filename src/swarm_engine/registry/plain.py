@@ -23,7 +23,14 @@ import math
 from typing import Any
 
 from swarm_engine.errors import VMError
-from swarm_engine.records import ENV_MAX_VARS, ENV_NAME_RE, IMAGE_RE, NAME_RE, VERSION_RE
+from swarm_engine.records import (
+    ENV_MAX_VARS,
+    ENV_NAME_RE,
+    IMAGE_RE,
+    NAME_RE,
+    QEMU_MIN_MEMORY_MB,
+    VERSION_RE,
+)
 from swarm_engine.vm.base import output_file_path
 
 # Each model's fields and the rule its value must meet: a type (`str`, `int` and `bool`
@@ -106,6 +113,10 @@ def plain_agent(raw: str) -> tuple[str, str, str] | None:
         return None
     if not (type(data) is dict and "name" in data and _model(data, "AgentSpec")):
         return None
+    vm = data.get("vm") or {}
+    memory = vm.get("memory_mb") or data.get("memory_mb")  # (the default, 512, is enough)
+    if vm.get("backend") == "qemu" and memory is not None and memory < QEMU_MIN_MEMORY_MB:
+        return None  # AgentSpec refuses it (too small for a qemu VM): the model says so
     return (
         data["name"],
         data.get("version", DEFAULTS["version"]),
