@@ -286,7 +286,7 @@ def test_default_image_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert QemuOptions().image == "tiny"
     assert QemuOptions(image="cloud").image == "cloud"
     monkeypatch.setenv("SWARM_QEMU_IMAGE", "../bad")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"not an image name .* \(in SWARM_QEMU_IMAGE\)"):
         QemuOptions()
 
 
