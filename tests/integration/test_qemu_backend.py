@@ -4,25 +4,37 @@ crashed engine, limits and the restricted network. Skipped without QEMU or an im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
-from swarm_engine.vm.base import OrphanRecord, VMSpec
+from swarm_engine.vm.base import ExecResult, OrphanRecord, VMSpec
 from swarm_engine.vm.qemu import machine
 from swarm_engine.vm.qemu import template as templates
-from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.backend import (
+    QemuBackend,
+    create,
+    images_dir_for,
+    stop_leftover_relays,
+)
 from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.forwards import MAX_FORWARDED_CONNECTIONS, relay_command
 from swarm_engine.vm.qemu.image import load_image
 
 
@@ -600,3 +612,146 @@ async def test_a_folder_that_cannot_map_guest_ram_gets_a_copy_template(
     finally:
         await backend.close()
     assert expected in caplog.text and "trying a copy template" in caplog.text
+
+
+def relays_for_port(port: int) -> list[int]:
+    """Host pids of port relays (vm/qemu/relay.py) forwarding to `port`, whatever their
+    command line's shape (this engine's or an older one's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        relay = any(a.endswith(b"/relay.py") for a in argv) and str(port).encode() in argv
+        if relay and is_running(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+async def _until(check: Callable[[], bool], timeout: float) -> bool:
+    """Whether `check` holds within `timeout` s, looked at every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)  # sleep-ok: polling processes the host kernel starts
+    return True
+
+
+HOLD_CONNECTIONS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("10.0.2.100", int(sys.argv[1])), timeout=10))
+    except OSError:
+        pass
+time.sleep(120)  # sleep-ok: the guest holds its connections until the host ends the VM
+"""
+
+
+async def test_guest_connections_to_a_port_are_bounded_and_end_with_their_vm(
+    backend: QemuBackend, tmp_path: Path
+) -> None:
+    """A guest opening more connections than `MAX_FORWARDED_CONNECTIONS` gets at most that
+    many relays on the host (the rest are closed at once), and none outlives its QEMU, even
+    while the host server keeps all of its connections open."""
+    limit = MAX_FORWARDED_CONNECTIONS
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    holding: list[asyncio.Future[ExecResult]] = []
+    vm = await backend.boot(_vm_id(), VMSpec(memory_mb=256, network=True, allowed_ports=(port,)))
+    try:
+        await vm.put_file("hold.py", HOLD_CONNECTIONS.encode())
+        # (the step holds them: a command's leftover processes end with it)
+        holding.append(
+            asyncio.ensure_future(
+                vm.exec(["python3", "hold.py", str(port), str(limit + 8)], timeout=120)
+            )
+        )
+        assert await _until(lambda: len(held) >= limit, 80), (len(held), relays_for_port(port))
+        # those past the limit exit at once (each starts, finds no slot and ends): then at
+        # most `limit` remain, the ones whose connections the host holds
+        assert await _until(lambda: len(relays_for_port(port)) <= limit, 30)
+        for _ in range(20):
+            assert len(relays_for_port(port)) <= limit
+            await asyncio.sleep(0.1)  # sleep-ok: sampling the host's processes
+        assert len(held) == limit
+        # QEMU gone (as when the engine is SIGKILLed): its relays end by themselves
+        os.killpg(vm.pid, signal.SIGKILL)
+        assert await _until(lambda: not relays_for_port(port), 10), relays_for_port(port)
+    finally:
+        await vm.destroy()
+        for task in holding:
+            with contextlib.suppress(VMError, asyncio.CancelledError):
+                await task
+        stop.set()
+        acceptor.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+async def test_destroy_and_cleanup_stop_the_relays_a_vm_left(
+    backend: QemuBackend, tmp_path: Path
+) -> None:
+    """A relay that has not ended by itself (stopped here with SIGSTOP, its QEMU end held
+    open and its host connection held too) is killed by `cleanup` once its QEMU is gone
+    (an engine killed with its VMs), and by its VM's `destroy`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    port = listener.getsockname()[1]
+    strays: list[subprocess.Popen[bytes]] = []
+    ends: list[socket.socket] = []
+
+    def stray(folder: Path) -> subprocess.Popen[bytes]:
+        qemu_end, relay_end = socket.socketpair()
+        proc = subprocess.Popen(  # what QEMU starts for a connection, its QEMU end held
+            shlex.split(relay_command(port, folder).replace(",,", ",")),
+            stdin=relay_end.fileno(),
+            stdout=relay_end.fileno(),
+            start_new_session=True,
+        )
+        relay_end.close()
+        strays.append(proc)
+        ends.append(qemu_end)
+        ends.append(listener.accept()[0])  # it has its slot and its QEMU: it runs
+        os.kill(proc.pid, signal.SIGSTOP)
+        return proc
+
+    spec = VMSpec(memory_mb=256, network=True, allowed_ports=(port,))
+    try:
+        killed = await backend.boot(_vm_id(), spec)
+        first = stray(backend.run_dir / killed.id)
+        os.killpg(killed.pid, signal.SIGKILL)  # its QEMU gone, its folder left
+        await wait_exit(killed.pid)
+        options = {"images_dir": str(qemu_images_dir())}
+        assert stop_leftover_relays(tmp_path / "home", options) == [first.pid]
+        assert first.wait(5) == -signal.SIGKILL
+        await killed.destroy()
+
+        vm = await backend.boot(_vm_id(), spec)
+        second = stray(backend.run_dir / vm.id)
+        assert stop_leftover_relays(tmp_path / "home", options) == []  # a live VM's: kept
+        await vm.destroy()
+        assert second.wait(5) == -signal.SIGKILL
+        assert not relays_for_port(port)
+    finally:
+        for proc in strays:
+            proc.kill()
+            proc.wait()
+        for end in ends:
+            end.close()
+        listener.close()

@@ -31,6 +31,7 @@ from swarm_engine.vm.qemu.builder import (
     strip_module_signature,
 )
 from swarm_engine.vm.qemu.config import QemuOptions
+from swarm_engine.vm.qemu.forwards import MAX_FORWARDED_CONNECTIONS
 from swarm_engine.vm.qemu.image import GUEST_DIR, recipe_hash
 from swarm_engine.vm.qemu.initramfs import Entry, write_cpio
 from swarm_engine.vm.qemu.machine import MachineSpec
@@ -310,7 +311,15 @@ def test_command_line_has_no_network_unless_asked(tmp_path: Path) -> None:
     netdev = net.argv()[net.argv().index("-netdev") + 1]
     assert "restrict=on" in netdev
     # one relay process per guest connection (a tcp: chardev would be one connection)
-    assert "guestfwd=tcp:10.0.2.100:8080-cmd:" in netdev and netdev.endswith("relay.py 8080")
+    # one relay process per guest connection (a tcp: chardev would be one connection), told
+    # its VM's folder (its slots, its QEMU) and the per-VM limit
+    assert "guestfwd=tcp:10.0.2.100:8080-cmd:" in netdev
+    assert netdev.endswith(f"relay.py 8080 {tmp_path} {MAX_FORWARDED_CONNECTIONS}")
+    comma = MachineSpec(
+        image, AccelChoice("tcg", "test"), "qemu", tmp_path / "s.sock",
+        network=True, allowed_ports=(8080,), folder=tmp_path / "a,b",
+    )  # fmt: skip
+    assert f"relay.py 8080 {tmp_path}/a,,b 16" in comma.argv()[comma.argv().index("-netdev") + 1]
     assert "hostfwd" not in netdev
 
 

@@ -232,6 +232,22 @@ def reap_helpers(store: Store, home: Path, host: str, report: ReapReport) -> Non
         report.helpers += pids
 
 
+def reap_relays(
+    home: Path, report: ReapReport, backend_options: Mapping[str, BackendOptions]
+) -> None:
+    """Kill the QEMU backend's port relays (vm/qemu/relay.py) whose VM is gone (its folder
+    deleted, or its QEMU not running): each a process QEMU started in a session of its own
+    for one guest connection, which a host server holding its connection open kept
+    running. A live VM's relays are left alone. Each pid killed is named in
+    `report.helpers`."""
+    from swarm_engine.vm.qemu.backend import stop_leftover_relays
+
+    try:
+        report.helpers += stop_leftover_relays(home, as_mapping(backend_options.get("qemu")))
+    except Exception as exc:  # the rest of the cleanup goes on; say what failed
+        log.warning("could not stop the qemu backend's leftover port relays: %s", exc)
+
+
 def reap_memory_groups(report: ReapReport) -> None:
     """Remove the memory cgroups (what runs in them killed) that process backends of
     engines now gone left below this process's memory cgroup (`vm/memcap.py`: `sweep`,
@@ -397,6 +413,7 @@ def cleanup(
         reap_folders(store, home, report)
         reap_unrecorded(store, home, report)
         reap_helpers(store, home, host, report)
+        reap_relays(home, report, backend_options or {})
         reap_memory_groups(report)
     reclaim_expired(store, report, vm_fence(home, host, backend_options))
     close_unowned_runs(store, report)

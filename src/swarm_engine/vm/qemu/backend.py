@@ -38,6 +38,7 @@ from swarm_engine.vm.qemu.folders import (
     read_pid,
     serves,
 )
+from swarm_engine.vm.qemu.forwards import kill_relays, relays_of, stop_strays
 from swarm_engine.vm.qemu.image import Image, image_identity, load_image
 from swarm_engine.vm.qemu.machine import (
     MAX_SOCKET_PATH,
@@ -170,6 +171,7 @@ class QemuBackend:
             if why is not None:
                 raise VMError(f"VM folder {folder} left as it is: {why}")
             kill_group(qemu)
+        kill_relays(relays_of(folder))  # (in a session of their own: not in QEMU's group)
         with contextlib.suppress(OSError):
             sock.unlink()
         left = remove_folder(folder)
@@ -242,6 +244,10 @@ class QemuBackend:
             if not folder.exists():  # (a folder that could not be removed is not counted)
                 removed.append(folder.name)
         return removed
+
+    def stop_stray_relays(self) -> list[int]:
+        """Kill the relays of this backend's VMs that are gone (`forwards.stop_strays`)."""
+        return stop_strays(self.run_dir)
 
     def _socket_path(self, folder: Path, name: str = "agent") -> Path:
         path = folder / f"{name}.sock"
@@ -466,6 +472,7 @@ class QemuBackend:
             ram_shared=ram_shared,
             drives=drives,
             tcg_cpu=mounts.TCG_CPU if drives else None,
+            folder=folder,
         )
         started = time.monotonic()
         listener = listen_socket(sock_path)
@@ -511,6 +518,7 @@ class QemuBackend:
             if proc is not None:
                 kill_group(proc.pid)
                 await asyncio.shield(proc.wait())
+                kill_relays(await asyncio.to_thread(relays_of, folder))
             if console is not None:
                 console.close()
             close_listeners(listener, qmp_listener)
@@ -569,6 +577,7 @@ def _new_id(prefix: str) -> str:
 def create(home: Path, options: dict[str, Any]) -> QemuBackend:
     backend = QemuBackend(Path(home), _options(options))
     backend.sweep()
+    backend.stop_stray_relays()
     return backend
 
 
@@ -583,6 +592,16 @@ def sweep_leftovers(home: Path, options: dict[str, Any]) -> list[str]:
     if not run_dir_of(Path(home), config).is_dir():
         return []
     return QemuBackend(Path(home), config).sweep()
+
+
+def stop_leftover_relays(home: Path, options: dict[str, Any]) -> list[int]:
+    """For `cleanup`: the relays that VMs now gone left running (`stop_stray_relays`),
+    killed; their pids."""
+    config = _options(options)
+    run_dir = run_dir_of(Path(home), config)
+    if not run_dir.is_dir():
+        return []
+    return QemuBackend(Path(home), config).stop_stray_relays()
 
 
 def _options(options: dict[str, Any]) -> QemuOptions:

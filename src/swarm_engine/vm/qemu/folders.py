@@ -21,7 +21,7 @@ VM_FOLDER = re.compile(r"(?:vm|warm|template)-[0-9a-f]{12}|doctor-[0-9a-f]{8}")
 booted there (the engine's `vm-`, warm and template VMs', `vm doctor`'s)."""
 VM_FILES = frozenset(
     {OWNER_FILE, SERVING_FILE, "socket", "qemu.pid", "qemu.log", "console.log", "agent.sock",
-     "qmp.sock"}
+     "qmp.sock", "relays.lock"}
 )  # fmt: skip
 """All that `_launch` (and QEMU) put in a VM folder: a folder holding anything else, or
 named otherwise, is not this backend's, and is never removed nor counted (a run folder

@@ -14,13 +14,13 @@ import os
 import shlex
 import signal
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.qemu import mounts
 from swarm_engine.vm.qemu.accel import AccelChoice
+from swarm_engine.vm.qemu.forwards import relay_command
 from swarm_engine.vm.qemu.image import Image
 from swarm_engine.vm.qemu.mounts import Disk
 
@@ -71,6 +71,10 @@ class MachineSpec:
     incoming_qmp: Path | None = None
     """Restore later (`-incoming defer`): QEMU connects its QMP monitor to this socket (the
     host listens), where the host sets `x-ignore-shared` and starts the restore."""
+    folder: Path | None = None
+    """The VM's folder, named to each relay of its allowed ports (their slots are in it,
+    and `destroy` / `cleanup` find them by it: vm/qemu/forwards.py); default: the agent
+    socket's folder."""
 
     def cmdline(self) -> str:
         parts = [self.image.cmdline_extra or "console=ttyS0 quiet panic=-1 rdinit=/init"]
@@ -129,9 +133,10 @@ class MachineSpec:
             argv += ["-incoming", f"exec:cat {shlex.quote(str(self.incoming))}"]
         if self.network:
             netdev = "user,id=net0,restrict=on"
-            for port in self.allowed_ports:  # one relay process per guest connection
-                relay = f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(RELAY))} {int(port)}"
-                netdev += f",guestfwd=tcp:{GUEST_FORWARD_IP}:{port}-cmd:{relay}"
+            folder = self.folder or self.socket_path.parent
+            for port in self.allowed_ports:  # one relay process per guest connection, bounded
+                relay = relay_command(port, folder)
+                netdev += f",guestfwd=tcp:{GUEST_FORWARD_IP}:{int(port)}-cmd:{relay}"
             argv += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
         return argv
 
@@ -142,10 +147,6 @@ def ram_backend(path: Path, memory_mb: int, shared: bool) -> str:
     mem_path = str(path).replace(",", ",,")  # QEMU's escape for a comma in an option
     share = "on" if shared else "off"
     return f"memory-backend-file,id=ram,size={memory_mb}M,mem-path={mem_path},share={share}"
-
-
-RELAY = Path(__file__).with_name("relay.py")
-"""Relays one guest connection to an allowed port of the host's loopback (vm/qemu/relay.py)."""
 
 
 def _die_with_parent() -> None:

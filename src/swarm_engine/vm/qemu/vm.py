@@ -23,6 +23,7 @@ from swarm_engine.vm.base import (
 )
 from swarm_engine.vm.output import BoundedOutput
 from swarm_engine.vm.qemu.console import ConsoleSink
+from swarm_engine.vm.qemu.forwards import kill_relays, relays_of
 from swarm_engine.vm.qemu.machine import kill_group
 from swarm_engine.vm.qemu.protocol import MAX_FILE, Channel, ChannelClosed, Frame
 from swarm_engine.vm.workspace import remove_folder
@@ -224,6 +225,9 @@ class QemuVM:
         with contextlib.suppress(ChannelClosed, Exception):
             await self._channel.close()
         await self._proc.wait()
+        # its relays end by themselves once QEMU is gone; one that has not yet is killed
+        # here, whatever the host server at its other end does (vm/qemu/forwards.py)
+        kill_relays(await asyncio.to_thread(relays_of, self.folder))
         if self._console is not None:
             self._console.close()
         with contextlib.suppress(OSError):
