@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from swarm_engine.engine.reaper import ReapReport, reap_relays
 from swarm_engine.vm.qemu.forwards import relay_command, relays_of
 
 
@@ -137,3 +139,31 @@ def test_a_relay_without_a_running_qemu_is_refused(tmp_path: Path, host: socket.
             host.accept()
     finally:
         relays.close()
+
+
+def test_cleanup_stops_the_relays_of_gone_vms_only(tmp_path: Path, host: socket.socket) -> None:
+    """`cleanup`'s reaper kills a relay still running (stopped here) whose VM folder is gone
+    and spares the relay of a VM whose QEMU runs; the pid is named in `helpers`."""
+    run_dir = tmp_path / "home" / "run" / "qemu"
+    live_qemu = subprocess.Popen(["bash", "-c", "exec -a qemu-system-x86_64 sleep 600"])
+    gone, live = Relays(run_dir / "vm-00000000000a", 0), Relays(run_dir / "vm-00000000000b", 0)
+    try:
+        for relays in (gone, live):
+            relays.port = host.getsockname()[1]
+            relays.folder.mkdir(parents=True)
+            (relays.folder / "qemu.pid").write_text(f"{live_qemu.pid}\n")
+            relays.start()
+            relays.guest_ends.append(host.accept()[0])  # it runs: held by the host
+        os.kill(gone.procs[0].pid, signal.SIGSTOP)  # one that has not ended by itself
+        for name in ("qemu.pid", "relays.lock"):
+            (gone.folder / name).unlink()
+        gone.folder.rmdir()  # its VM destroyed by an engine since killed
+        report = ReapReport()
+        reap_relays(tmp_path / "home", report, {})
+        assert report.helpers == [gone.procs[0].pid]
+        assert gone.procs[0].wait(5) == -signal.SIGKILL and live.procs[0].poll() is None
+    finally:
+        gone.close()
+        live.close()
+        live_qemu.kill()
+        live_qemu.wait()
