@@ -87,7 +87,12 @@ def relay(sock: socket.socket, qemu: int) -> None:
     while True:
         poll.register(GUEST_IN, 0 if guest_done or to_host else select.POLLIN)
         poll.register(GUEST_OUT, select.POLLOUT if to_guest else 0)
-        poll.register(sock, (0 if to_guest else select.POLLIN) | (select.POLLOUT if to_host else 0))
+        host_events = (0 if to_guest else select.POLLIN) | (select.POLLOUT if to_host else 0)
+        if host_events:
+            poll.register(sock, host_events)
+        else:  # (a hang-up is said even for no events: no spinning on it meanwhile)
+            with contextlib.suppress(KeyError):
+                poll.unregister(sock)
         for fd, events in poll.poll():
             if fd == qemu:
                 return  # the VM is gone
