@@ -247,7 +247,7 @@ class QemuBackend:
 
     def stop_stray_relays(self) -> list[int]:
         """Kill the relays of this backend's VMs that are gone (`forwards.stop_strays`)."""
-        return stop_strays(self.run_dir)
+        return stop_strays(self.run_dir, is_our_qemu)
 
     def _socket_path(self, folder: Path, name: str = "agent") -> Path:
         path = folder / f"{name}.sock"

@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from swarm_engine.vm.qemu.folders import is_vm_folder, read_pid
@@ -68,12 +69,11 @@ def kill_relays(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def stop_strays(run_dir: Path) -> list[int]:
+def stop_strays(run_dir: Path, is_our_qemu: Callable[[int, str | None], bool]) -> list[int]:
     """Kill the relays of the VMs of `run_dir` that are gone: their folder deleted (or no
-    longer of a VM folder's shape), or its QEMU no longer running. A live VM's are left
-    alone (its folder and QEMU are there for as long as they may run). The pids killed."""
-    from swarm_engine.vm.qemu.machine import is_our_qemu  # (machine imports this module)
-
+    longer of a VM folder's shape), or its QEMU no longer running (`is_our_qemu`, from
+    machine.py, which imports this module). A live VM's are left alone (its folder and
+    QEMU are there for as long as they may run). The pids killed."""
     killed: list[int] = []
     for folder, pids in relays_under(run_dir).items():
         if is_vm_folder(folder):
