@@ -34,9 +34,10 @@ from _common import install_sigterm_handler, machine, percentile, temp_root
 
 from swarm_engine.config import load_settings
 from swarm_engine.vm.base import VMSpec
-from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.backend import QemuBackend, create
 from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.image import load_image
 from swarm_engine.vm.qemu.vm import QemuVM
 

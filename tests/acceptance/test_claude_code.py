@@ -22,8 +22,8 @@ from swarm_engine.agents.claude_code import install
 from swarm_engine.agents.claude_code.settings import DEFAULT_VERSION, default_cache_dir
 from swarm_engine.config import load_settings
 from swarm_engine.errors import AgentError
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 
 KEY = "sk-ant-api03-claude-code-KEY-0000SECRET9999"
 AGENT = """

@@ -20,8 +20,8 @@ from tests.support.messages_server import MessagesServer, text, usage
 from tests.support.sdk_bundle import RUN, sdk_tarball, usable
 
 from swarm_engine.config import load_settings
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 
 KEY = "sk-ant-api03-gateway-acceptance-KEY-0000SECRET"
 pytestmark = pytest.mark.skipif(usable() is not None, reason=f"SDK bundle: {usable()}")

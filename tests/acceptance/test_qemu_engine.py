@@ -14,8 +14,8 @@ from tests.acceptance.conftest import write_agent
 from tests.support.cli import EXAMPLES, query, sqlite_shell, start_engine, swarm, wait_until
 
 from swarm_engine.config import load_settings
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 
 pytestmark = [pytest.mark.qemu]
 

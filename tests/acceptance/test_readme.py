@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from tests.support.cli import REPO, env_for, swarm
 
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.image import list_images
 
 README = REPO / "README.md"

@@ -29,11 +29,11 @@ from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.backend import (
     QemuBackend,
     create,
-    images_dir_for,
     stop_leftover_relays,
 )
 from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.forwards import MAX_FORWARDED_CONNECTIONS, relay_command
 from swarm_engine.vm.qemu.image import load_image
 

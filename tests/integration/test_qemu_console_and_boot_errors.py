@@ -14,8 +14,9 @@ import pytest
 from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
-from swarm_engine.vm.qemu.backend import create, images_dir_for
+from swarm_engine.vm.qemu.backend import create
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 
 pytestmark = [pytest.mark.qemu]
 MiB = 1024 * 1024

@@ -23,8 +23,9 @@ from tests.support.listener import Greeter as Listener
 from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
-from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.backend import QemuBackend, create
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.vm import GUEST_ENV, QemuVM
 
 pytestmark = [pytest.mark.qemu, pytest.mark.asyncio(loop_scope="module")]

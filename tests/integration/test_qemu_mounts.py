@@ -24,8 +24,9 @@ from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu import mounts
 from swarm_engine.vm.qemu.accel import AccelChoice
-from swarm_engine.vm.qemu.backend import QemuBackend, create, images_dir_for
+from swarm_engine.vm.qemu.backend import QemuBackend, create
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.image import Image
 from swarm_engine.vm.qemu.machine import MachineSpec
 

@@ -34,8 +34,8 @@ from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VM, VMBackend, VMSpec
 from swarm_engine.vm.output import SLACK
 from swarm_engine.vm.process import bwrap_works
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 
 VARIANTS = ["process-none", "process-bwrap", "qemu"]
 CUT = re.compile(rb"\n\[\.\.\. (\d+) bytes cut \.\.\.\]\n")

@@ -19,8 +19,8 @@ from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.backends import create_backend
 from swarm_engine.vm.base import VM, VMBackend, VMSpec
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.doctor import unavailable
+from swarm_engine.vm.qemu.folders import images_dir_for
 
 BACKENDS = ["process", "qemu"]
 

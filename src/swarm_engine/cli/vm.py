@@ -10,10 +10,10 @@ import click
 from swarm_engine.cli.app import example
 from swarm_engine.config import Settings, load_settings
 from swarm_engine.errors import VMError
-from swarm_engine.vm.qemu.backend import images_dir_for
 from swarm_engine.vm.qemu.builder import BuildRequest, build_image
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.doctor import Check, run_boot_check, run_checks
+from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.image import list_images
 
 if TYPE_CHECKING:

@@ -32,11 +32,14 @@ from swarm_engine.vm.qemu.folders import (
     OWNER_FILE,
     SERVING_FILE,
     age,
+    images_dir_for,
     is_vm_folder,
     owner_of,
     pid_namespace,
     read_pid,
+    run_dir_of,
     serves,
+    writable_or,
 )
 from swarm_engine.vm.qemu.forwards import kill_relays, relays_of, stop_strays
 from swarm_engine.vm.qemu.image import Image, image_identity, load_image
@@ -88,7 +91,7 @@ class QemuBackend:
     @functools.cached_property
     def snapshot_dir(self) -> Path:
         """Where template states live; made when first asked for (a sweep makes nothing)."""
-        return self.options.snapshot_dir or _writable_or(
+        return self.options.snapshot_dir or writable_or(
             self.images_dir / ".snapshots", self._home / "run" / "qemu-snapshots"
         )
 
@@ -262,7 +265,7 @@ class QemuBackend:
         """A VM that shows host folders (`spec.mounts`), booted cold: each folder packed
         into a cached squashfs image on a read-only drive, mounted by the guest; or no VM
         (`VMError`) if any of that fails (vm/qemu/mounts.py)."""
-        cache = _writable_or(*self._mounts_dirs)
+        cache = writable_or(*self._mounts_dirs)
         keep = self.options.mounts_keep
         with contextlib.ExitStack() as holds:  # no engine prunes them until QEMU has them open
             drives = await asyncio.to_thread(mounts.pack_all, spec.mounts, cache, holds, keep=keep)
@@ -546,28 +549,6 @@ class QemuBackend:
             start=start,
             console=console,
         )
-
-
-def run_dir_of(home: Path, options: QemuOptions) -> Path:
-    """The VM folders' parent: `run_dir` (a relative one from the home, never from the
-    current folder of whichever command reads it: `start`, `cleanup`), else
-    `<home>/run/qemu`."""
-    return home / options.run_dir if options.run_dir is not None else home / "run" / "qemu"
-
-
-def images_dir_for(home: Path) -> Path:
-    """Images live in `<home>/images`, unless $SWARM_QEMU_IMAGES names a shared folder (CI
-    builds or restores one image there for every test home)."""
-    shared = os.environ.get("SWARM_QEMU_IMAGES")
-    return Path(shared) if shared else home / "images"
-
-
-def _writable_or(preferred: Path, fallback: Path) -> Path:
-    try:
-        preferred.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return fallback
-    return preferred if os.access(preferred, os.W_OK) else fallback
 
 
 def _new_id(prefix: str) -> str:

@@ -8,9 +8,13 @@ import re
 import stat
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swarm_engine.vm.owner import OWNER_FILE as OWNER_FILE  # re-exported
 from swarm_engine.vm.owner import owner_of as owner_of  # re-exported
+
+if TYPE_CHECKING:
+    from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.owner import pid_namespace as pid_namespace  # re-exported
 
 SERVING_FILE = "vm.id"
@@ -69,3 +73,26 @@ def age(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def run_dir_of(home: Path, options: QemuOptions) -> Path:
+    """The VM folders' parent: `run_dir` (a relative one from the home, never from the
+    current folder of whichever command reads it: `start`, `cleanup`), else
+    `<home>/run/qemu`."""
+    return home / options.run_dir if options.run_dir is not None else home / "run" / "qemu"
+
+
+def images_dir_for(home: Path) -> Path:
+    """Images live in `<home>/images`, unless $SWARM_QEMU_IMAGES names a shared folder (CI
+    builds or restores one image there for every test home)."""
+    shared = os.environ.get("SWARM_QEMU_IMAGES")
+    return Path(shared) if shared else home / "images"
+
+
+def writable_or(preferred: Path, fallback: Path) -> Path:
+    """`preferred` (made if missing) when this process can write in it, else `fallback`."""
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return fallback
+    return preferred if os.access(preferred, os.W_OK) else fallback
