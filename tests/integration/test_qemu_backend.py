@@ -755,3 +755,23 @@ async def test_destroy_and_cleanup_stop_the_relays_a_vm_left(
         for end in ends:
             end.close()
         listener.close()
+
+
+async def test_a_vm_killed_mid_command_says_how_qemu_ended(backend: QemuBackend) -> None:
+    """QEMU killed while a command runs (the host's OOM killer, a person): the command's
+    error says QEMU was killed and by which signal, not only that the channel closed."""
+    vm = await backend.boot(_vm_id(), VMSpec(memory_mb=256))
+    running = asyncio.Event()
+    try:
+        command = asyncio.ensure_future(
+            vm.exec("echo started; sleep 60", on_output=lambda _s, _d: running.set())
+        )
+        await asyncio.wait_for(running.wait(), 60)
+        os.killpg(vm.pid, signal.SIGKILL)
+        with pytest.raises(VMError) as failed:
+            await asyncio.wait_for(command, 30)
+        said = str(failed.value)
+        assert said.startswith(f"QEMU was killed by SIGKILL during exec in VM {vm.id}"), said
+        assert "\n" not in said, said
+    finally:
+        await vm.destroy()

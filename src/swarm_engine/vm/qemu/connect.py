@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import Awaitable
 from pathlib import Path
@@ -65,13 +66,35 @@ async def until_ready(
 
 
 async def exit_error(
-    proc: asyncio.subprocess.Process, folder: Path, what: str, console: ConsoleSink | None
+    proc: asyncio.subprocess.Process,
+    folder: Path,
+    what: str,
+    console: ConsoleSink | None,
+    *,
+    when: str | None = None,
 ) -> VMError:
-    """One line: QEMU's exit and why (its own last error line, else the console's tail)."""
+    """One line: QEMU's exit (`exit_status`) and why (its own last error line, else the
+    console's tail), said as `QEMU exited (...) before {what}`, or `{when}` if given."""
     if console is not None:
         await console.flushed()
     detail = log_line(folder / "qemu.log", 1) or log_line(folder / "console.log")
-    return VMError(f"QEMU exited ({proc.returncode}) before {what}: {detail or 'no output'}")
+    if when is None:  # (a boot that said nothing: said so)
+        return VMError(
+            f"QEMU {exit_status(proc.returncode)} before {what}: {detail or 'no output'}"
+        )
+    return VMError(
+        f"QEMU {exit_status(proc.returncode)} {when}" + (f": {detail}" if detail else "")
+    )
+
+
+def exit_status(code: int | None) -> str:
+    """`exited (1)`, or `was killed by SIGKILL` for a process a signal ended (code -9)."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited ({code})"
 
 
 async def accept_one(listener: socket.socket) -> socket.socket:

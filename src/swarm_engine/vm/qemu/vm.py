@@ -22,6 +22,7 @@ from swarm_engine.vm.base import (
     safe_relpath,
 )
 from swarm_engine.vm.output import BoundedOutput
+from swarm_engine.vm.qemu.connect import EXIT_WAIT, exit_error
 from swarm_engine.vm.qemu.console import ConsoleSink
 from swarm_engine.vm.qemu.forwards import kill_relays, relays_of
 from swarm_engine.vm.qemu.machine import kill_group
@@ -155,9 +156,7 @@ class QemuVM:
                         await self.destroy()
                     return ExecResult.of(TIMEOUT_EXIT, out, err, started, timed_out=True)
                 if frame is None:
-                    raise VMError(
-                        f"VM {self.id} went away during exec: {self._channel.close_reason}"
-                    )
+                    raise await self._gone("during exec")
                 header, data = frame  # types checked by the channel (protocol.check_reply)
                 kind = header["t"]
                 if kind == "out":
@@ -175,6 +174,20 @@ class QemuVM:
                     raise VMError(f"{self.id}: {str(header.get('message', 'exec failed'))[:1000]}")
                 else:
                     self._channel.fail(f"{kind} frame in reply to exec")
+
+    async def _gone(self, when: str) -> VMError:
+        """The guest's channel closed mid-call: when QEMU exits within `EXIT_WAIT` s (it
+        was killed, the guest powered off or panicked), its exit and its last words (QEMU's
+        error line, else the console's tail) say why; else the channel's close reason."""
+        if not self._destroyed and self._channel.violation is None:  # (else: its own line)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), EXIT_WAIT)
+            if self._proc.returncode is not None:
+                gone = await exit_error(
+                    self._proc, self.folder, "", self._console, when=f"{when} in VM {self.id}"
+                )
+                return gone
+        return VMError(f"VM {self.id} went away {when}: {self._channel.close_reason}")
 
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self._check()
@@ -202,6 +215,10 @@ class QemuVM:
         limit = self.spec.timeout_seconds + self._kill_grace
         try:
             return await self._channel.call(header, payload, max_reply=max_reply, timeout=limit)
+        except ChannelClosed as exc:
+            if self._channel.violation is not None or self._destroyed:
+                raise
+            raise await self._gone(f"during {header.get('t')}") from exc
         except TimeoutError:
             log.warning("guest did not answer %s", header.get("t"), extra={"vm_id": self.id})
             with contextlib.suppress(VMError):  # the unanswered call is the error to report
