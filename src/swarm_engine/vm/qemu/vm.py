@@ -60,6 +60,9 @@ class QemuVM:
     ) -> None:
         self.id = vm_id
         self.spec = spec
+        self._forwards = bool(spec.allowed_ports)
+        """Its QEMU was started with port forwards, so it may have relays (`destroy`); a
+        warm VM handed out (`spec` replaced) keeps what its QEMU was started with."""
         self.folder = folder
         self.socket_path = socket_path
         self.accel = accel
@@ -243,8 +246,10 @@ class QemuVM:
             await self._channel.close()
         await self._proc.wait()
         # its relays end by themselves once QEMU is gone; one that has not yet is killed
-        # here, whatever the host server at its other end does (vm/qemu/forwards.py)
-        kill_relays(await asyncio.to_thread(relays_of, self.folder))
+        # here, whatever the host server at its other end does (vm/qemu/forwards.py); a
+        # QEMU without forwards starts none, and /proc is not scanned for them
+        if self._forwards:
+            kill_relays(await asyncio.to_thread(relays_of, self.folder))
         if self._console is not None:
             self._console.close()
         with contextlib.suppress(OSError):
