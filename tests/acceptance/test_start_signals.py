@@ -218,5 +218,8 @@ def test_two_quick_ctrl_cs_end_a_foreground_engine_with_its_last_line(home: Path
         else:
             ended = err.strip().splitlines()[-1:] == ["engine stopped (Ctrl-C) before it started"]
         if code != 0 or not ended or "Traceback" in err or "Exception ignored" in err:
-            wrong.append((first, gap, code, out[-200:], err[-600:]))
-    assert wrong == [], wrong
+            wrong.append(
+                f"first {first} gap {gap}: exit {code}\nstdout:\n{out[-1500:]}\nstderr:\n{err[-3000:]}"
+            )
+    if wrong:  # (whole: pytest's repr of a list cuts the middle of each item, where it failed)
+        pytest.fail("\n\n".join(wrong), pytrace=False)
