@@ -29,6 +29,11 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (`typing` is loaded by click anyway)
+    from collections.abc import Callable
+    from sys import UnraisableHookArgs
 
 EXIT_INTERRUPTED = 130
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -151,6 +156,23 @@ def ticket_of(argv: list[str]) -> str:
     return "its ticket"
 
 
+def quiet_stops(
+    previous: Callable[[UnraisableHookArgs], object],
+) -> Callable[[UnraisableHookArgs], object]:
+    """`sys.unraisablehook` that drops a `StopSignal` and hands any other error on: a
+    stop signal whose handler ran inside a finalizer (`__del__`, a weakref's callback,
+    the garbage collector's) cannot be raised there, and Python printed it as `Exception
+    ignored in: ...` with a traceback; that stop is noted (`EarlyStop.got`) and the
+    command acts on it when it takes its signals."""
+
+    def hook(unraisable: UnraisableHookArgs) -> object:
+        if isinstance(unraisable.exc_value, StopSignal):
+            return None
+        return previous(unraisable)
+
+    return hook
+
+
 def main() -> None:
     """Run `swarm-engine` with the process's arguments; always ends in SystemExit."""
     argv = sys.argv[1:]
@@ -162,6 +184,7 @@ def main() -> None:
             if signal.getsignal(sig) != signal.SIG_IGN:
                 signal.signal(sig, early)
                 taken.append(sig)
+        sys.unraisablehook = quiet_stops(sys.unraisablehook)
     try:
         from swarm_engine.cli.main import main as run
 
