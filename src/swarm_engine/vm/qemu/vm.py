@@ -186,10 +186,8 @@ class QemuVM:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), EXIT_WAIT)
             if self._proc.returncode is not None:
-                gone = await exit_error(
-                    self._proc, self.folder, "", self._console, when=f"{when} in VM {self.id}"
-                )
-                return gone
+                where = f"{when} in VM {self.id}"
+                return await exit_error(self._proc, self.folder, "", self._console, when=where)
         return VMError(f"VM {self.id} went away {when}: {self._channel.close_reason}")
 
     async def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
