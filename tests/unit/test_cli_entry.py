@@ -145,3 +145,42 @@ def test_a_stop_signal_inside_a_finalizer_is_noted_not_printed() -> None:
     assert done.stdout == f"noted [{int(signal.SIGINT)}]\n"
     assert "StopSignal" not in done.stderr and "Finalized" not in done.stderr, done.stderr
     assert "ValueError: another finalizer's error" in done.stderr
+
+
+WRAPPED_STOP = """
+import signal, sys
+import swarm_engine.cli.main as cli_main
+def run(argv=None):
+    class Slot:
+        def __set_name__(self, owner, name):
+            signal.raise_signal(signal.SIGINT)  # its handler runs here, as a class is built
+            sum(range(100))
+    class Model:  # (as pydantic builds a model while the CLI loads)
+        x = Slot()
+cli_main.main = run
+sys.argv = ["swarm-engine", *sys.argv[1:]]
+from swarm_engine.cli.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "line", "code"),
+    [
+        (["serve"], "API stopped (Ctrl-C) before it served", 0),
+        (["start", "--foreground"], "engine stopped (Ctrl-C) before it started", 0),
+        (["run-ticket", "7", "--wait"], "interrupted before ticket 7 was claimed", 130),
+    ],
+)
+def test_a_stop_signal_wrapped_in_another_error_is_the_stop_it_was(
+    argv: list[str], line: str, code: int
+) -> None:
+    """A Ctrl-C whose handler ran while a class was built (pydantic's models as the CLI
+    loads) came out wrapped (`RuntimeError: Error calling __set_name__ ...`, pydantic's
+    `SchemaError`): a traceback and exit 1 (a tester, 9 of 1,400 early signals). Before
+    the command has taken its signals, it ends as the stop it was."""
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPED_STOP, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith(line) and done.stderr.count("\n") == 1, done.stderr

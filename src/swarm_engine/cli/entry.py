@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # (`typing` is loaded by click anyway)
+TYPE_CHECKING = False  # (not `typing`'s: importing it here widens the window before `main`)
+if TYPE_CHECKING:
     from collections.abc import Callable
     from sys import UnraisableHookArgs
+    from types import FrameType
 
 EXIT_INTERRUPTED = 130
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -77,6 +77,10 @@ class EarlyStop:
     def __init__(self) -> None:
         self.armed = True
         self.got: list[int] = []
+        self.raised: int | None = None
+        """The signal it raised as `StopSignal`, if it did."""
+        self.handed = False
+        """The command has taken its signals over (`disarm`)."""
 
     def disarm(self) -> list[int]:
         """No more stops from here; returns the signals it got: when the command takes
@@ -84,12 +88,23 @@ class EarlyStop:
         finalizer's callback, or while a module is compiled for an import, where Python
         prints or drops the exception and goes on) and are its to act on."""
         self.armed = False
+        self.handed = True
         return self.got
+
+    def cut_short(self) -> int | None:
+        """The stop signal that an error escaping the command stands for, or None: one
+        this handler raised before the command took its signals over. Raised inside a
+        class being built (pydantic's schema building, `__set_name__`), `StopSignal` comes
+        out wrapped in another error (`SchemaError`, `RuntimeError`), often with nothing
+        left to chain it by; before the command has started anything, any error is the
+        stop's doing."""
+        return None if self.handed else self.raised
 
     def __call__(self, number: int, _: FrameType | None) -> None:
         self.got.append(number)
         if self.armed:
             self.armed = False
+            self.raised = number
             raise StopSignal(number)
 
 
@@ -190,16 +205,27 @@ def main() -> None:
 
         run()
     except StopSignal as stop:
-        how = "Ctrl-C" if stop.number == signal.SIGINT else signal.Signals(stop.number).name
-        line, code = STOPPED[form or ""]
-        print(line.format(how=how, ticket=ticket_of(argv)), file=sys.stderr)
-        sys.exit(code)
+        _stopped(form, argv, stop.number)
     except KeyboardInterrupt:  # (while the CLI is imported: after, it says so itself)
         print("error: aborted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception:
+        number = early.cut_short()
+        if number is None:
+            raise
+        _stopped(form, argv, number)  # (the error is the stop's, wrapped: not shown)
     finally:
         early.disarm()
         # the command has said how it ended: a stop signal from here on, as the interpreter
         # ends (which puts the defaults back: they killed it, exit -2 or -15), is ignored
         for sig in taken:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _stopped(form: str | None, argv: list[str], number: int) -> None:
+    """End the process as a stop before the command started anything: its form's line
+    (`STOPPED`) and exit code."""
+    how = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+    line, code = STOPPED[form or ""]
+    print(line.format(how=how, ticket=ticket_of(argv)), file=sys.stderr)
+    sys.exit(code)
