@@ -773,5 +773,25 @@ async def test_a_vm_killed_mid_command_says_how_qemu_ended(backend: QemuBackend)
         said = str(failed.value)
         assert said.startswith(f"QEMU was killed by SIGKILL during exec in VM {vm.id}"), said
         assert "\n" not in said, said
+        with pytest.raises(VMError, match=r"is not running \(QEMU was killed by SIGKILL\)$"):
+            await vm.put_file("later.txt", b"")  # (a call after it: said the same way)
+    finally:
+        await vm.destroy()
+
+
+async def test_a_guest_that_panics_after_flooding_its_console_says_the_panic(
+    backend: QemuBackend,
+) -> None:
+    """console.log keeps only the console's first MiB: a guest that floods it, then
+    panics, is said by the console's real end (kept in memory), the panic line, not by the
+    flood that filled the file."""
+    vm = await backend.boot(_vm_id(), VMSpec(memory_mb=256))
+    try:
+        flood = "yes flood-line | head -c 1500000 > /dev/ttyS0; echo c > /proc/sysrq-trigger"
+        with pytest.raises(VMError) as failed:
+            await asyncio.wait_for(vm.exec(flood + "; sleep 60"), 120)
+        said = str(failed.value)
+        assert said.startswith(f"QEMU exited (0) during exec in VM {vm.id}: "), said
+        assert "Kernel panic" in said and "\n" not in said, said
     finally:
         await vm.destroy()

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.qemu.console import ConsoleSink
-from swarm_engine.vm.qemu.machine import log_line
+from swarm_engine.vm.qemu.machine import log_line, text_line
 
 T = TypeVar("T")
 EXIT_WAIT = 2.0
@@ -75,9 +75,12 @@ async def exit_error(
 ) -> VMError:
     """One line: QEMU's exit (`exit_status`) and why (its own last error line, else the
     console's tail), said as `QEMU exited (...) before {what}`, or `{when}` if given."""
-    if console is not None:
+    if console is not None:  # its end as it came (the file keeps only its start)
         await console.flushed()
-    detail = log_line(folder / "qemu.log", 1) or log_line(folder / "console.log")
+        said = text_line(console.end.decode(errors="replace"))
+    else:
+        said = log_line(folder / "console.log")
+    detail = log_line(folder / "qemu.log", 1) or said
     if when is None:  # (a boot that said nothing: said so)
         return VMError(
             f"QEMU {exit_status(proc.returncode)} before {what}: {detail or 'no output'}"

@@ -3,7 +3,8 @@
 QEMU writes the serial port to its standard output (`-serial stdio`), a pipe only the
 engine reads: the first `CONSOLE_LOG_MAX` bytes go to the file (the boot, which is what
 the console is read for: the reason a guest did not come up), then one line saying the
-rest was left out, and the rest is read and dropped. The guest cannot get around it: it
+rest was left out, and the rest is read and dropped. Its last `END_KEPT` bytes are kept in
+memory too, for the error of a guest that dies (a panic after a flood of output). The guest cannot get around it: it
 only ever reaches the pipe, never the file (`-serial file:` grew without bound).
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 CONSOLE_LOG_MAX = 1024 * 1024
 """The most bytes of the guest's serial console kept in `console.log` (its start)."""
 READ_CHUNK = 64 * 1024
+END_KEPT = 16 * 1024
+"""The console's last bytes kept in memory (`ConsoleSink.end`)."""
 FLUSH_WAIT = 1.0
 """How long a boot failure waits for the console's last bytes before its tail is read."""
 
@@ -26,7 +29,13 @@ class ConsoleSink:
     def __init__(self, stream: asyncio.StreamReader, path: Path, limit: int | None = None):
         self.path = path
         self.limit = CONSOLE_LOG_MAX if limit is None else limit
+        self.end = b""
+        """The console's last `END_KEPT` bytes, wherever they went (kept or dropped): what
+        a guest said as it died after more than `limit` bytes (a panic after a flood)."""
         self._task = asyncio.ensure_future(self._drain(stream))
+
+    def _keep_end(self, chunk: bytes) -> None:
+        self.end = (self.end + chunk)[-END_KEPT:]
 
     async def _drain(self, stream: asyncio.StreamReader) -> None:
         kept = 0
@@ -34,6 +43,7 @@ class ConsoleSink:
         try:
             with self.path.open("ab", buffering=0) as out:
                 while chunk := await stream.read(READ_CHUNK):
+                    self._keep_end(chunk)
                     part = chunk[: max(self.limit - kept, 0)]
                     if part:
                         out.write(part)
@@ -43,8 +53,8 @@ class ConsoleSink:
                         dropped = True
         except OSError:  # the folder is gone or the disk is full: drop the rest
             pass
-        while await stream.read(READ_CHUNK):  # never let QEMU block on a full pipe
-            pass
+        while chunk := await stream.read(READ_CHUNK):  # never let QEMU block on a full pipe
+            self._keep_end(chunk)
 
     async def flushed(self, timeout: float = FLUSH_WAIT) -> None:
         """Wait (at most `timeout` s) until everything QEMU wrote is read (it exited)."""

@@ -237,6 +237,11 @@ def log_line(path: Path, lines: int = 3) -> str:
             text = fh.read().decode(errors="replace")
     except OSError:
         return ""
+    return text_line(text, lines)
+
+
+def text_line(text: str, lines: int = 3) -> str:
+    """`log_line` of a log's end already read (`text`)."""
     kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
     panics = [ln for ln in kept if "Kernel panic" in ln]
     kept = panics[-1:] or kept[-lines:]

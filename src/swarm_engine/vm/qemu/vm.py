@@ -22,7 +22,7 @@ from swarm_engine.vm.base import (
     safe_relpath,
 )
 from swarm_engine.vm.output import BoundedOutput
-from swarm_engine.vm.qemu.connect import EXIT_WAIT, exit_error
+from swarm_engine.vm.qemu.connect import EXIT_WAIT, exit_error, exit_status
 from swarm_engine.vm.qemu.console import ConsoleSink
 from swarm_engine.vm.qemu.forwards import kill_relays, relays_of
 from swarm_engine.vm.qemu.machine import kill_group
@@ -110,7 +110,9 @@ class QemuVM:
         if self._channel.violation is not None:
             raise VMError(f"VM {self.id} was ended: {self._channel.close_reason}")
         if self._proc.returncode is not None:
-            raise VMError(f"VM {self.id} is not running (QEMU exited {self._proc.returncode})")
+            raise VMError(
+                f"VM {self.id} is not running (QEMU {exit_status(self._proc.returncode)})"
+            )
 
     async def exec(
         self,
