@@ -462,3 +462,23 @@ def test_a_forged_run_duration_is_shown_as_data(home: Path) -> None:
         "done (huge): ",
         "done (text): ",
     ], lines
+
+
+def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> None:
+    """`run-ticket --wait`'s step line and its `error:` line are one line each, however
+    long, also when its output is a pipe (rich broke them at 140 columns: a script that
+    reads the `error:` line got its start only)."""
+    home = tmp_path / "home"
+    words = " ".join(f"w{i}" for i in range(80))
+    command = f"echo {words} >&2; exit 3"
+    made = swarm(home, "ticket", "create", "--agent", "shell", "--title", "long",
+                 "--input", f"command={command}")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    done = swarm(home, "run-ticket", "1", "--wait")
+    assert done.returncode != 0
+    lines = done.stdout.splitlines()
+    error = [ln for ln in lines if ln.startswith("error: ")]
+    step = [ln for ln in lines if ln.startswith("step main failed")]
+    assert len(error) == 1 and len(step) == 1, done.stdout
+    assert error[0].endswith("w79") and step[0].endswith("w79"), done.stdout
+    assert not any(ln.startswith("w") for ln in lines), done.stdout

@@ -92,4 +92,4 @@ class Progress:
         """One progress line (off a terminal): step ids, VM ids and errors are any writer's
         or any step's text, shown as data (`visible`: no control or bidi character)."""
         if self.live is None:
-            self.console.print(visible(text), markup=False, highlight=False)
+            self.console.print(visible(text), markup=False, highlight=False, soft_wrap=True)

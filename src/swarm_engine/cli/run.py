@@ -266,10 +266,13 @@ def _summary(ticket: Ticket, run: dict[str, Any]) -> None:
         if usage:
             line += f" · {usage}"
     console.print(line)
+    # one line each, however long (a pipe's reader, a script, looks for `error:`): the
+    # terminal wraps it, never rich (it broke it at 80 or 140 columns, its text split)
     if ticket.status == "done":
-        console.print(f"result: {plain(short(ticket.result, 300))}", highlight=False)
+        result = plain(short(ticket.result, 300))
+        console.print(f"result: {result}", highlight=False, soft_wrap=True)
     elif ticket.error:
-        console.print(f"[red]error:[/red] {plain(ticket.error)}", highlight=False)
+        console.print(f"[red]error:[/red] {plain(ticket.error)}", highlight=False, soft_wrap=True)
 
 
 def sandbox(backend: Any, isolation: Any) -> str:
