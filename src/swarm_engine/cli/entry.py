@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from sys import UnraisableHookArgs
     from types import FrameType
+    from typing import NoReturn
 
 EXIT_INTERRUPTED = 130
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -194,19 +195,21 @@ def main() -> None:
     form = form_of(argv)
     taken: list[signal.Signals] = []
     early = EarlyStop()
-    if form is not None:
-        for sig in STOPS:
-            if signal.getsignal(sig) != signal.SIG_IGN:
-                signal.signal(sig, early)
-                taken.append(sig)
-        sys.unraisablehook = quiet_stops(sys.unraisablehook)
     try:
+        if form is not None:  # (in the `try`: the first handler may raise as the next is set)
+            sys.unraisablehook = quiet_stops(sys.unraisablehook)
+            for sig in STOPS:
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    signal.signal(sig, early)
+                    taken.append(sig)
         from swarm_engine.cli.main import main as run
 
         run()
     except StopSignal as stop:
         _stopped(form, argv, stop.number)
     except KeyboardInterrupt:  # (while the CLI is imported: after, it says so itself)
+        if form is not None:  # (Python's own handler, before ours was set)
+            _stopped(form, argv, signal.SIGINT)
         print("error: aborted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except Exception:
@@ -222,7 +225,7 @@ def main() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _stopped(form: str | None, argv: list[str], number: int) -> None:
+def _stopped(form: str | None, argv: list[str], number: int) -> NoReturn:
     """End the process as a stop before the command started anything: its form's line
     (`STOPPED`) and exit code."""
     how = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
