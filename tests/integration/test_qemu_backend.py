@@ -787,6 +787,9 @@ async def test_a_guest_that_panics_after_flooding_its_console_says_the_panic(
     flood that filled the file."""
     vm = await backend.boot(_vm_id(), VMSpec(memory_mb=256))
     try:
+        can = await vm.exec("test -w /proc/sysrq-trigger && test -w /dev/ttyS0")
+        if can.exit_code != 0:  # (the tiny image's kernel has no magic SysRq)
+            pytest.skip("this image's guest cannot crash its kernel on demand (no sysrq)")
         flood = "yes flood-line | head -c 1500000 > /dev/ttyS0; echo c > /proc/sysrq-trigger"
         with pytest.raises(VMError) as failed:
             await asyncio.wait_for(vm.exec(flood + "; sleep 60"), 120)
