@@ -647,6 +647,7 @@ for _ in range(int(sys.argv[2])):
         held.append(socket.create_connection(("10.0.2.100", int(sys.argv[1])), timeout=10))
     except OSError:
         pass
+print("tried", flush=True)  # no more connections from here
 time.sleep(120)  # sleep-ok: the guest holds its connections until the host ends the VM
 """
 
@@ -676,14 +677,21 @@ async def test_guest_connections_to_a_port_are_bounded_and_end_with_their_vm(
     try:
         await vm.put_file("hold.py", HOLD_CONNECTIONS.encode())
         # (the step holds them: a command's leftover processes end with it)
+        tried = asyncio.Event()
         holding.append(
             asyncio.ensure_future(
-                vm.exec(["python3", "hold.py", str(port), str(limit + 8)], timeout=120)
+                vm.exec(
+                    ["python3", "hold.py", str(port), str(limit + 8)],
+                    timeout=120,
+                    on_output=lambda _s, data: tried.set() if b"tried" in data else None,
+                )
             )
         )
         assert await _until(lambda: len(held) >= limit, 80), (len(held), relays_for_port(port))
-        # those past the limit exit at once (each starts, finds no slot and ends): then at
-        # most `limit` remain, the ones whose connections the host holds
+        await asyncio.wait_for(tried.wait(), 80)  # the guest tries no more connections
+        # those past the limit exit at once (each starts, finds no slot and ends; one the
+        # guest is still making exists for a moment): then at most `limit` remain, the ones
+        # whose connections the host holds
         assert await _until(lambda: len(relays_for_port(port)) <= limit, 30)
         for _ in range(20):
             assert len(relays_for_port(port)) <= limit
