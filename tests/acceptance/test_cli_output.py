@@ -482,3 +482,12 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     assert len(error) == 1 and len(step) == 1, done.stdout
     assert error[0].endswith("w79") and step[0].endswith("w79"), done.stdout
     assert not any(ln.startswith("w") for ln in lines), done.stdout
+    # `ticket show`'s fields, piped: the error whole on its line, nothing padded after it
+    shown = swarm(home, "ticket", "show", "1")
+    assert shown.returncode == 0, shown.stderr
+    fields = shown.stdout.split("\n\n")[0].splitlines()[1:]  # (before the runs' tables)
+    error = [ln for ln in fields if ln.startswith("error ")]
+    assert len(error) == 1 and error[0].endswith("w79"), shown.stdout
+    assert error[0].split()[1:6] == ["step", "'main'", "failed:", "command", "exited"]
+    assert all(ln == ln.rstrip() for ln in fields), shown.stdout
+    assert all(ln.startswith(" " * 9) for ln in fields if not ln[:1].strip()), shown.stdout

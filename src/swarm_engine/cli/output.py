@@ -102,6 +102,28 @@ def block(value: Any) -> str:
     return escape(visible_lines(text))
 
 
+def print_fields(rows: Sequence[tuple[str, str]]) -> None:
+    """Print `(name, markup value)` rows as a block of fields, names in a column, values
+    beside them; empty values are left out. On a terminal the values wrap at its width
+    under their own column; piped (no terminal, no `COLUMNS`) each value line is printed
+    whole, its next lines indented under it, with no padding after it: a long error or
+    result is one line that `grep` finds."""
+    shown = [(name, value) for name, value in rows if value]
+    if console.is_terminal or "COLUMNS" in os.environ:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name, value in shown:
+            grid.add_row(name, Text.from_markup(value))
+        console.print(grid, highlight=False)
+        return
+    indent = max((len(name) for name, _ in shown), default=0) + 2
+    for name, value in shown:
+        for i, line in enumerate(Text.from_markup(value).split("\n", allow_blank=True)):
+            head = name.ljust(indent) if i == 0 else " " * indent
+            console.print(Text(head, style="dim") + line, highlight=False, soft_wrap=True)
+
+
 def plain(value: Any) -> str:
     """Any value as text that Rich prints literally: no markup and no control characters
     from stored data; cut at `BLOCK_MAX_CHARS` as `brief` cuts (a name, an id or a title

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from swarm_engine.cli.app import (
     INT64,
@@ -34,6 +32,7 @@ from swarm_engine.cli.output import (
     money,
     ms,
     plain,
+    print_fields,
     short,
     styled,
     table,
@@ -273,9 +272,6 @@ def show(
         _more_runs(ticket_id, found, err=True)
         return
     console.print(f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False)
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="dim", no_wrap=True)
-    grid.add_column(overflow="fold")
     fields = [
         (
             "status",
@@ -292,10 +288,7 @@ def show(
     if row.error:
         fields.append(("error", f"[red]{block(row.error)}[/red]"))
     fields += [("malformed", f"[yellow]{plain(d)}[/yellow]") for d in row.defects]
-    for name, value in fields:
-        if value:
-            grid.add_row(name, Text.from_markup(value))
-    console.print(grid, highlight=False)
+    print_fields(fields)
     for run in runs:
         usage = usage_line(run)
         steps = run["steps"]
