@@ -806,3 +806,24 @@ async def test_a_guest_that_panics_after_flooding_its_console_says_the_panic(
         assert "Kernel panic" in said and "\n" not in said, said
     finally:
         await vm.destroy()
+
+
+async def test_a_guest_whose_agent_is_killed_says_so(backend: QemuBackend) -> None:
+    """The guest agent killed inside the guest (by a command, its OOM killer): its init
+    ends the guest, QEMU exits (on the tiny image's kernel too, which has no ACPI to power
+    off with: a power-off halted it, QEMU ran on and the call waited out its timeout), and
+    the call's error says how the agent ended, not the kernel's restart line after it."""
+    vm = await backend.boot(_vm_id(), VMSpec(memory_mb=256))
+    try:
+        kill = (
+            "for p in /proc/[0-9]*; do"
+            ' [ "$(cat $p/comm 2>/dev/null)" = swarm-agent ] && kill -9 ${p#/proc/};'
+            " done; sleep 60"
+        )
+        with pytest.raises(VMError) as failed:
+            await asyncio.wait_for(vm.exec(kill), 60)
+        said = str(failed.value)
+        assert said.startswith(f"QEMU exited (0) during exec in VM {vm.id}: "), said
+        assert said.endswith("swarm-init: the guest agent was killed by signal 9 (Killed)"), said
+    finally:
+        await vm.destroy()

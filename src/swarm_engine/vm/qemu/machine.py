@@ -243,7 +243,11 @@ def log_line(path: Path, lines: int = 3) -> str:
 def text_line(text: str, lines: int = 3) -> str:
     """`log_line` of a log's end already read (`text`)."""
     kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    panics = [ln for ln in kept if "Kernel panic" in ln]
-    kept = panics[-1:] or kept[-lines:]
+    # what ended the guest, when a line says so: the kernel's panic, else the guest init's
+    # word on how its agent ended (guest/init.c), not the power-off line after it
+    ends = [ln for ln in kept if "Kernel panic" in ln] or [
+        ln for ln in kept if ln.startswith("swarm-init: the guest agent ")
+    ]
+    kept = ends[-1:] or kept[-lines:]
     joined = "; ".join("".join(c for c in ln if c.isprintable()) for ln in kept)
     return joined if len(joined) <= TAIL_CHARS else "..." + joined[-TAIL_CHARS:]

@@ -6,7 +6,7 @@
  *
  * Loads the modules listed in /modules/order (and /modules/order.net with swarm.net=1),
  * mounts the read-only squashfs root with a tmpfs overlay, copies the guest agent in,
- * switches root and stays PID 1: it reaps orphans and powers off when the agent exits.
+ * switches root and stays PID 1: it reaps orphans and ends the guest when the agent exits.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -33,9 +33,17 @@ static void say(const char *what, const char *arg) {
     fprintf(stderr, "swarm-init: %s %s (%s)\n", what, arg, why);
 }
 
+/* End the guest: a reset, which ends QEMU (it runs with -no-reboot) on every kernel; a
+ * power-off only halts a kernel without ACPI (the tiny image's), leaving QEMU running and
+ * the host waiting for a guest that is gone. */
+static void end_guest(void) {
+    sync();
+    reboot(RB_AUTOBOOT);
+}
+
 static void die(const char *what, const char *arg) {
     say(what, arg);
-    reboot(RB_POWER_OFF);
+    end_guest();
     _exit(1);
 }
 
@@ -172,12 +180,21 @@ int main(void) {
         execv(argv[0], argv);
         die("cannot start", argv[0]);
     }
-    /* PID 1: reap every orphan; power off when the agent is gone. */
+    /* PID 1: reap every orphan; end the guest when the agent is gone, saying how it ended
+     * on the console (the host names a VM that ended mid-call by that line). */
+    int status = 0;
     for (;;) {
-        pid_t gone = wait(NULL);
-        if (gone == agent || (gone < 0 && errno == ECHILD)) break;
+        pid_t gone = wait(&status);
+        if (gone == agent) {
+            if (WIFSIGNALED(status))
+                fprintf(stderr, "swarm-init: the guest agent was killed by signal %d (%s)\n",
+                        WTERMSIG(status), strsignal(WTERMSIG(status)));
+            else
+                fprintf(stderr, "swarm-init: the guest agent exited (%d)\n", WEXITSTATUS(status));
+            break;
+        }
+        if (gone < 0 && errno == ECHILD) break;
     }
-    sync();
-    reboot(RB_POWER_OFF);
+    end_guest();
     return 0;
 }
