@@ -218,8 +218,8 @@ def use_pidfd_child_watcher() -> Callable[[], None]:
         watcher = asyncio.PidfdChildWatcher()
         watcher.attach_loop(asyncio.get_running_loop())
         asyncio.set_child_watcher(watcher)
-    except OSError:  # no pidfd in this kernel: keep the default
-        return lambda: None
+    except (OSError, NotImplementedError):  # no pidfd in this kernel, or a loop policy
+        return lambda: None  # without child watchers (uvloop's): keep what there is
 
     def restore() -> None:
         watcher.close()
