@@ -20,8 +20,11 @@ Runs alternate (baseline, engine, ...) `--reps` times; medians. With `--perf`, `
 record` samples the engine between the same two points (perf must be installed) and the
 top kernel and user symbols of the engine's threads are printed.
 
+With `--uvloop` the engine's event loop runs on uvloop (pip-installed by hand first; not a
+dependency of the project), to compare loops.
+
 Usage: python benchmarks/engine_cpu.py [-n 3000] [--slots 4] [--reps 3] [--perf] [--quick]
-                                      [--json F]
+                                      [--uvloop] [--json F]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import (
+    REPO,
     connect,
     init_home,
     insert_tickets,
@@ -88,12 +92,26 @@ def wait_done(db: Path, proc: subprocess.Popen[bytes], target: int, timeout: flo
     return n
 
 
-def run_engine(root: Path, n: int, slots: int, rep: int, perf: bool) -> dict[str, float]:
+UVLOOP_SITE = """
+import asyncio, uvloop
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+"""
+
+
+def run_engine(
+    root: Path, n: int, slots: int, rep: int, perf: bool, uvloop: bool = False
+) -> dict[str, float]:
     home = root / f"engine-{rep}"
     db = init_home(home)
     insert_tickets(db, "echo", [{"message": f"m{i}"} for i in range(n)])
     recorder: subprocess.Popen[bytes] | None = None
-    with running_engine(home, "--until-idle", "--max-vms", str(slots)) as proc:
+    env: dict[str, str] = {}
+    if uvloop:  # the engine's loop on uvloop: set by a sitecustomize on its PYTHONPATH
+        site = root / "uvloop-site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(UVLOOP_SITE, encoding="utf-8")
+        env["PYTHONPATH"] = f"{site}{os.pathsep}{REPO / 'src'}"
+    with running_engine(home, "--until-idle", "--max-vms", str(slots), **env) as proc:
         first = wait_done(db, proc, n // 10, 300)
         before = thread_cpu(proc.pid)
         if perf:
@@ -170,11 +188,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--hand-offs", type=int, default=9)
     parser.add_argument("--perf", action="store_true")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="the engine's loop on uvloop (pip install uvloop)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 200, 1 repetition")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.quick:
         args.n, args.reps = 200, 1
+    if args.uvloop:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            sys.exit("error: --uvloop needs uvloop in this environment (pip install uvloop)")
     if args.perf and shutil.which("perf") is None:
         sys.exit("engine_cpu: --perf needs `perf` (apt-get install linux-perf)")
     print_machine()
@@ -186,7 +212,7 @@ def main() -> None:
         for rep in range(1, args.reps + 1):
             base.append(hand_offs(args.n, args.slots, args.hand_offs))
             print(f"rep {rep} hand-offs alone {base[-1]['cpu ms/ticket']:5.2f} ms/ticket")
-            engine.append(run_engine(root, args.n, args.slots, rep, args.perf))
+            engine.append(run_engine(root, args.n, args.slots, rep, args.perf, args.uvloop))
             row = engine[-1]
             parts = "  ".join(f"{k} {row[k + ' user']:.2f}+{row[k + ' sys']:.2f}" for k in KINDS)
             print(f"rep {rep} engine {row['total']:5.2f} ms/ticket (user+sys)  {parts}"
