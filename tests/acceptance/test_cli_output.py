@@ -472,6 +472,7 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     words = " ".join(f"w{i}" for i in range(80))
     command = f"echo {words} >&2; exit 3"
     made = swarm(home, "ticket", "create", "--agent", "shell", "--title", "long",
+                 "--description", "\nsecond\n\nfourth   ",
                  "--input", f"command={command}")  # fmt: skip
     assert made.returncode == 0, made.stderr
     done = swarm(home, "run-ticket", "1", "--wait")
@@ -485,9 +486,13 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     # `ticket show`'s fields, piped: the error whole on its line, nothing padded after it
     shown = swarm(home, "ticket", "show", "1")
     assert shown.returncode == 0, shown.stderr
-    fields = shown.stdout.split("\n\n")[0].splitlines()[1:]  # (before the runs' tables)
+    lines = shown.stdout.splitlines()
+    runs = next(i for i, ln in enumerate(lines) if ln.startswith("run 1 "))
+    fields = lines[1 : runs - 1]  # (before the blank line and the runs' tables)
     error = [ln for ln in fields if ln.startswith("error ")]
     assert len(error) == 1 and error[0].endswith("w79"), shown.stdout
     assert error[0].split()[1:6] == ["step", "'main'", "failed:", "command", "exited"]
-    assert all(ln == ln.rstrip() for ln in fields), shown.stdout
-    assert all(ln.startswith(" " * 9) for ln in fields if not ln[:1].strip()), shown.stdout
+    assert all(ln == ln.rstrip() for ln in fields), shown.stdout  # (blank lines: empty)
+    at = fields.index("description")  # its first line blank: the name alone
+    assert fields[at + 1 : at + 4] == [" " * 13 + "second", "", " " * 13 + "fourth"], fields
+    assert all(ln.startswith(" " * 13) for ln in fields if ln[:1] == " "), shown.stdout

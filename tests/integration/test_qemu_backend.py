@@ -827,3 +827,21 @@ async def test_a_guest_whose_agent_is_killed_says_so(backend: QemuBackend) -> No
         assert said.endswith("swarm-init: the guest agent was killed by signal 9 (Killed)"), said
     finally:
         await vm.destroy()
+
+
+async def test_a_guest_that_halts_is_ended_and_said(backend: QemuBackend) -> None:
+    """A guest whose kernel halts (a command calls reboot(2) with HALT; on the tiny
+    image a power-off halts too, its kernel has no ACPI) stops its CPUs and QEMU runs on:
+    the engine ends QEMU once the console says so, and the call fails with the halt,
+    not at its timeout; a later call says the same."""
+    vm = await backend.boot(_vm_id(), VMSpec(memory_mb=256))
+    try:
+        halt = "python3 -c 'import ctypes; ctypes.CDLL(None).reboot(0xCDEF0123)'; sleep 60"
+        with pytest.raises(VMError) as failed:
+            await asyncio.wait_for(vm.exec(halt), 30)
+        said = str(failed.value)
+        assert said == f"the guest halted during exec in VM {vm.id}: reboot: System halted", said
+        with pytest.raises(VMError, match=r"is not running \(its guest halted: reboot: System"):
+            await vm.put_file("later.txt", b"")
+    finally:
+        await vm.destroy()

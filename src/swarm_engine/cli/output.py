@@ -35,7 +35,7 @@ err_console = Console(stderr=True, highlight=False)
 unbroken token's length (an 80,000-character description took 77 s); nothing the CLI
 prints is highlighted, what is styled is our own `Markup`."""
 for _c in (console, err_console):
-    if not _c.is_terminal and "COLUMNS" not in os.environ:
+    if not _c.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         _c.width = 140  # piped or logged: don't squeeze tables into 80 columns
 
 STATUS_STYLE = {
@@ -109,7 +109,7 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
     whole, its next lines indented under it, with no padding after it: a long error or
     result is one line that `grep` finds."""
     shown = [(name, value) for name, value in rows if value]
-    if console.is_terminal or "COLUMNS" in os.environ:
+    if console.is_terminal or _columns_given():
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
@@ -121,7 +121,15 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
     for name, value in shown:
         for i, line in enumerate(Text.from_markup(value).split("\n", allow_blank=True)):
             head = name.ljust(indent) if i == 0 else " " * indent
-            console.print(Text(head, style="dim") + line, highlight=False, soft_wrap=True)
+            text = Text(head, style="dim") + line
+            text.rstrip()  # (a blank line, or one that ends in spaces: nothing after it)
+            console.print(text, highlight=False, soft_wrap=True)
+
+
+def _columns_given() -> bool:
+    """`COLUMNS` holds a width (as Rich reads it: digits); empty or not a number, it is
+    as if unset."""
+    return os.environ.get("COLUMNS", "").strip().isdigit()
 
 
 def plain(value: Any) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 CONSOLE_LOG_MAX = 1024 * 1024
@@ -21,6 +23,10 @@ END_KEPT = 16 * 1024
 """The console's last bytes kept in memory (`ConsoleSink.end`)."""
 FLUSH_WAIT = 1.0
 """How long a boot failure waits for the console's last bytes before its tail is read."""
+HALTED = re.compile(rb"reboot: (?:System halted|Power down)")
+"""The kernel's last line when the guest halts or powers off (`kernel_halt`,
+`kernel_power_off`): a kernel without ACPI (the tiny image's) then only stops its CPUs,
+and QEMU runs on with nothing left in it."""
 
 
 class ConsoleSink:
@@ -32,10 +38,23 @@ class ConsoleSink:
         self.end = b""
         """The console's last `END_KEPT` bytes, wherever they went (kept or dropped): what
         a guest said as it died after more than `limit` bytes (a panic after a flood)."""
+        self.on_halt: Callable[[str], None] | None = None
+        """Called once, with the line, when the console says the guest halted (`HALTED`)."""
+        self._halt_seen = False
         self._task = asyncio.ensure_future(self._drain(stream))
 
     def _keep_end(self, chunk: bytes) -> None:
         self.end = (self.end + chunk)[-END_KEPT:]
+        if (
+            self._halt_seen
+            or self.on_halt is None
+            or b"reboot: " not in self.end[-len(chunk) - 8 :]
+        ):
+            return
+        found = HALTED.search(self.end, max(0, len(self.end) - len(chunk) - 32))
+        if found is not None:
+            self._halt_seen = True
+            self.on_halt(found.group().decode())
 
     async def _drain(self, stream: asyncio.StreamReader) -> None:
         kept = 0

@@ -76,7 +76,27 @@ class QemuVM:
         self._destroyed = False
         self._console = console
         """Reads the guest's serial console into a bounded console.log while QEMU runs."""
+        self._halted: str | None = None
+        """The kernel's halt line, once the engine ended a QEMU whose guest halted."""
+        self._halt_task: asyncio.Task[None] | None = None
         channel.on_violation = self._guest_broke_protocol
+        if console is not None:
+            console.on_halt = self._guest_halted
+
+    def _guest_halted(self, line: str) -> None:
+        """The guest's kernel halted (or powered off): QEMU is given `EXIT_WAIT` s to end by
+        itself (a power-off with ACPI does), then ended, so that a call waiting on the
+        guest fails now with the halt said, not at its timeout."""
+        if self._halt_task is None and not self._destroyed:
+            self._halt_task = asyncio.ensure_future(self._end_halted(line))
+
+    async def _end_halted(self, line: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), EXIT_WAIT)
+        if self._proc.returncode is None and not self._destroyed:
+            log.warning("ending VM: its guest halted (%s)", line, extra={"vm_id": self.id})
+            self._halted = line
+            kill_group(self._proc.pid)
 
     def _guest_broke_protocol(self, problem: str) -> None:
         """The guest is not to be trusted any more: end the whole VM now (`destroy` still
@@ -109,6 +129,8 @@ class QemuVM:
             raise VMError(f"VM {self.id} is destroyed")
         if self._channel.violation is not None:
             raise VMError(f"VM {self.id} was ended: {self._channel.close_reason}")
+        if self._halted is not None:
+            raise VMError(f"VM {self.id} is not running (its guest halted: {self._halted})")
         if self._proc.returncode is not None:
             raise VMError(
                 f"VM {self.id} is not running (QEMU {exit_status(self._proc.returncode)})"
@@ -187,6 +209,8 @@ class QemuVM:
         if not self._destroyed and self._channel.violation is None:  # (else: its own line)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), EXIT_WAIT)
+            if self._halted is not None:  # (QEMU ended by the engine: `_end_halted`)
+                return VMError(f"the guest halted {when} in VM {self.id}: {self._halted}")
             if self._proc.returncode is not None:
                 where = f"{when} in VM {self.id}"
                 return await exit_error(self._proc, self.folder, "", self._console, when=where)
@@ -241,6 +265,8 @@ class QemuVM:
         if self._destroyed:
             return
         self._destroyed = True
+        if self._halt_task is not None:
+            self._halt_task.cancel()
         kill_group(self._proc.pid)
         with contextlib.suppress(ChannelClosed, Exception):
             await self._channel.close()
