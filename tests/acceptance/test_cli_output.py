@@ -496,3 +496,23 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     at = fields.index("description")  # its first line blank: the name alone
     assert fields[at + 1 : at + 4] == [" " * 13 + "second", "", " " * 13 + "fourth"], fields
     assert all(ln.startswith(" " * 13) for ln in fields if ln[:1] == " "), shown.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [("--version",), ("status",), ("ticket", "list"), ("ticket", "list", "--json")]
+)
+def test_output_to_a_full_disk_is_one_line_and_a_failure(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """`> file` on a full disk (here /dev/full, whose every write fails with ENOSPC): one
+    `error:` line on stderr and exit 1, not a traceback (nor `Exception ignored` as the
+    interpreter flushes the output again at exit)."""
+    home = tmp_path / "home"
+    swarm(home, "status", "--init", check=True)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "swarm_engine", *args], env=env_for(home), stdout=full,
+            stderr=subprocess.PIPE, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "error: cannot write the output: No space left on device\n"

@@ -7,6 +7,7 @@ option or command, a command group given no command): one `error: ...` line with
 
 from __future__ import annotations
 
+import errno
 import gc
 import sys
 from pathlib import Path
@@ -199,4 +200,29 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _drop_output()
+        click.echo(f"error: cannot write the output: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_OUTPUT_ERRNOS = frozenset({errno.EIO, errno.EFBIG, errno.ENOSPC, errno.EDQUOT})
+"""What a write to standard output meets behind `> file` on
+a full disk or quota (`/dev/full`), or a failing device; a file the command itself opens
+would have its name in the error."""
+
+
+def _drop_output() -> None:
+    """Point standard output at /dev/null, so that nothing later (the interpreter's own
+    flush at exit) fails on it again."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # (no file descriptor: a test's buffer)
+        pass
