@@ -32,7 +32,7 @@ from swarm_engine.config import hostname
 from swarm_engine.engine.hostlock import hold_engine_lock
 
 LONG_TITLE = "a rather long title that says more than any table column at 80 has room for"
-MARKUP_TITLE = "[b]x[/b] [red]y"
+MARKUP_TITLE = "[b]x[/b] [red]y :warning: \\[z\\"  # markup, an emoji code, backslashes
 STEP_IDS = ("count_first", "count_second", "report")
 
 
@@ -124,6 +124,10 @@ def test_ticket_show_has_whole_values_and_one_line_per_step(shown: Path, width: 
     flat = " ".join(sleeper.split())  # the whole title and result, however they wrap
     assert " ".join(LONG_TITLE.split()) in flat
     assert re.search(r'"started": "20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"', flat), sleeper
+    # a stored title is text: its markup, emoji code and backslashes shown as they are
+    assert (
+        run_at(shown, width, "ticket", "show", "4").splitlines()[0] == f"ticket 4: {MARKUP_TITLE}"
+    )
 
 
 @pytest.mark.parametrize("width", [80, 120])

@@ -4,10 +4,22 @@ others shown whole; stored text is never read as markup. Rendered to fixed width
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 from rich.text import Text
 
-from swarm_engine.cli.output import NAME_CHARS, Col, cell, duration, fit, ms, styled, table
+from swarm_engine.cli.output import (
+    NAME_CHARS,
+    Col,
+    cell,
+    duration,
+    fit,
+    literal,
+    ms,
+    styled,
+    table,
+)
 
 ROWS = [
     (1, styled("done"), "a short title", "workflow:text-report", {"words": 4}),
@@ -72,3 +84,17 @@ def test_a_cell_and_a_status_show_at_most_a_short_form_of_a_long_value() -> None
     long = cell("w" * 3_000_000)
     assert long.plain == "w" * NAME_CHARS + "… (3,000,000 characters)"
     assert "(1,000,000 characters)" in Text.from_markup(styled("s" * 1_000_000)).plain
+
+
+@given(
+    st.text(alphabet=st.sampled_from("ab\\[]/ #@:="), max_size=16),
+    st.sampled_from(["{}", "[red]{}[/red]", "[bold]x[/bold] {} y", "{}[dim] z[/dim]"]),
+)
+def test_stored_text_prints_as_it_is_wherever_its_markup_goes(text: str, context: str) -> None:
+    """`literal(text)` prints `text` (backslashes, brackets, `:emoji:` codes) alone, before
+    a tag and after one, as the CLI's consoles render markup (no emoji codes): Rich's
+    `escape` printed a text ending in one backslash with two when no tag followed it (a
+    title `t\\` showed as `t\\\\`), one ending in two with one before a tag, and dropped the
+    backslash of a `\\[` that starts no tag."""
+    shown = Text.from_markup(context.format(literal(text)), emoji=False).plain
+    assert shown == Text.from_markup(context.format("Q"), emoji=False).plain.replace("Q", text)

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.cells import cell_len
-from rich.markup import escape
 
 from swarm_engine.cli.app import RUN_ID, TICKET_ID, IdCommand, example, pass_existing, store_of
-from swarm_engine.cli.output import brief, console, plain, visible, visible_lines
+from swarm_engine.cli.output import brief, console, literal, plain, visible, visible_lines
 from swarm_engine.cli.text import error_line
 from swarm_engine.config import Settings
 from swarm_engine.service.logs import (
@@ -92,7 +91,7 @@ def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
     )
     width, used = console.width, cell_len(title)
     if console.is_terminal or "utf" not in console.encoding.lower() or used + 4 > width:
-        console.rule(escape(title))
+        console.rule(literal(title))
         return
     side = (width - used) // 2  # as rich.rule.Rule centres a title
     left = side - 1

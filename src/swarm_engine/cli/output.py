@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,11 +30,12 @@ from swarm_engine.records import money as money  # re-exported
 from swarm_engine.records import strict_dumps
 from swarm_engine.store.timestamps import format_ts, parse_timestamp
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 """Without Rich's highlighting: its patterns take time that grows with the square of an
 unbroken token's length (an 80,000-character description took 77 s); nothing the CLI
-prints is highlighted, what is styled is our own `Markup`."""
+prints is highlighted, what is styled is our own `Markup`. Without its emoji codes: a
+stored `:warning:` is text, not a sign (stored text goes through `literal`)."""
 for _c in (console, err_console):
     if not _c.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         _c.width = 140  # piped or logged: don't squeeze tables into 80 columns
@@ -81,7 +83,7 @@ def styled(status: str | None) -> Markup:
     if not status:
         return Markup("")
     style = STATUS_STYLE.get(status)
-    text = escape(brief(status))
+    text = literal(brief(status))
     return Markup(f"[{style}]{text}[/{style}]" if style else text)
 
 
@@ -98,8 +100,8 @@ def block(value: Any) -> str:
     if more > 0:
         text = text[:BLOCK_MAX_CHARS]
         tail = f"\n[... {more} more characters: --json shows all of it ...]"
-        return escape(visible_lines(text)) + escape(tail)
-    return escape(visible_lines(text))
+        return literal(visible_lines(text)) + escape(tail)
+    return literal(visible_lines(text))
 
 
 def print_fields(rows: Sequence[tuple[str, str]]) -> None:
@@ -114,12 +116,14 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
         for name, value in shown:
-            grid.add_row(name, Text.from_markup(value))
+            grid.add_row(name, Text.from_markup(value, emoji=False))
         console.print(grid, highlight=False)
         return
     indent = max((len(name) for name, _ in shown), default=0) + 2
     for name, value in shown:
-        for i, line in enumerate(Text.from_markup(value).split("\n", allow_blank=True)):
+        for i, line in enumerate(
+            Text.from_markup(value, emoji=False).split("\n", allow_blank=True)
+        ):
             head = name.ljust(indent) if i == 0 else " " * indent
             text = Text(head, style="dim") + line
             text.rstrip()  # (a blank line, or one that ends in spaces: nothing after it)
@@ -138,13 +142,41 @@ def plain(value: Any) -> str:
     is shown by `label`, shorter)."""
     if isinstance(value, Markup):
         return value
-    return escape(brief(value, BLOCK_MAX_CHARS))
+    return literal(brief(value, BLOCK_MAX_CHARS))
 
 
 def label(value: Any) -> str:
     """A stored name, id or title as Rich prints it literally, on one line and at most
     `NAME_CHARS` of it, the cut said (`brief`): ticket titles, step ids, agents."""
-    return escape(brief(value))
+    return literal(brief(value))
+
+
+def literal(text: str) -> str:
+    """Markup that Rich prints as `text` is, wherever the markup is put. Rich's `escape`
+    is not enough: a backslash before a `[` that starts no tag was dropped (`\\[` printed
+    `[`), and a text ending in one backslash is right only when a tag follows it (it
+    doubles the backslash: alone, two were printed), one ending in two only when none does.
+    Here each `[` that starts a tag is escaped (its backslashes doubled, as Rich reads
+    them), each other `[` after a backslash gets one more, and a text that ends in
+    backslashes is closed by a tag of the null style, its trailing backslashes doubled."""
+    out = _BRACKETS.sub(_bracket, text) if "[" in text else text
+    body = out.rstrip("\\")
+    if len(body) == len(out):
+        return out
+    doubled = "\\" * (2 * (len(out) - len(body)))
+    return f"[none]{body}{doubled}[/none]"
+
+
+_BRACKETS = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?)")
+"""A `[` with the backslashes before it; with the rest of its tag when it starts one (as
+Rich's markup parser reads tags)."""
+
+
+def _bracket(found: re.Match[str]) -> str:
+    slashes, bracket = found.group(1), found.group(2)
+    if len(bracket) > 1:  # a tag: Rich halves the backslashes before it, one escapes it
+        return slashes * 2 + "\\" + bracket
+    return slashes + ("\\" if slashes else "") + bracket  # Rich drops one before a `[`
 
 
 @dataclass(frozen=True)
@@ -171,7 +203,7 @@ def cell(value: Any) -> Text:
     a carriage return as `\\x0d`) and spaces as they are: a value is never rewritten to
     look like another (`a  b` is not `a b`, nor `a\\nb`)."""
     if isinstance(value, Markup):
-        return Text.from_markup(value)
+        return Text.from_markup(value, emoji=False)
     text = "" if value is None else str(value)
     more = f"… ({len(text):,} characters)" if len(text) > NAME_CHARS else ""
     return Text(visible(text[:NAME_CHARS]) + more)
