@@ -475,7 +475,7 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     home = tmp_path / "home"
     words = " ".join(f"w{i}" for i in range(80))
     command = f"echo {words} >&2; exit 3"
-    made = swarm(home, "ticket", "create", "--agent", "shell", "--title", "long",
+    made = swarm(home, "ticket", "create", "--agent", "shell", "--title", "long " * 36,
                  "--description", "\nsecond\n\nfourth   ",
                  "--input", f"command={command}")  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -491,6 +491,7 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     shown = swarm(home, "ticket", "show", "1")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
+    assert lines[0] == "ticket 1: " + "long " * 36, lines[:2]  # one line too
     runs = next(i for i, ln in enumerate(lines) if ln.startswith("run 1 "))
     fields = lines[1 : runs - 1]  # (before the blank line and the runs' tables)
     error = [ln for ln in fields if ln.startswith("error ")]

@@ -271,7 +271,9 @@ def show(
             _more_steps(ticket_id, run, err=True)
         _more_runs(ticket_id, found, err=True)
         return
-    console.print(f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False)
+    console.print(
+        f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False, soft_wrap=True
+    )
     fields = [
         (
             "status",
