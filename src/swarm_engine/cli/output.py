@@ -111,7 +111,7 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
     whole, its next lines indented under it, with no padding after it: a long error or
     result is one line that `grep` finds."""
     shown = [(name, value) for name, value in rows if value]
-    if console.is_terminal or _columns_given():
+    if not piped():
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
@@ -130,10 +130,11 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
             console.print(text, highlight=False, soft_wrap=True)
 
 
-def _columns_given() -> bool:
-    """`COLUMNS` holds a width (as Rich reads it: digits); empty or not a number, it is
-    as if unset."""
-    return os.environ.get("COLUMNS", "").strip().isdigit()
+def piped() -> bool:
+    """Standard output is not a terminal and no width was given (`COLUMNS`, as Rich reads
+    it: digits; empty or not a number, it is as if unset): a line is printed whole there,
+    for `grep`, where a terminal would wrap it."""
+    return not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit()
 
 
 def plain(value: Any) -> str:

@@ -31,6 +31,7 @@ from swarm_engine.cli.output import (
     label,
     money,
     ms,
+    piped,
     plain,
     print_fields,
     short,
@@ -272,7 +273,7 @@ def show(
         _more_runs(ticket_id, found, err=True)
         return
     console.print(
-        f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False, soft_wrap=True
+        f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False, soft_wrap=piped()
     )
     fields = [
         (
