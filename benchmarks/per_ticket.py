@@ -78,9 +78,12 @@ def fresh_home(root: Path, name: str, n: int) -> Path:
     return home
 
 
-def run_engine(home: Path, slots: int, prefix: list[str], **env: str) -> float:
-    """Run the engine to idle under `prefix` (a profiler or tracer); wall seconds."""
-    argv = [*prefix, sys.executable, "-m", "swarm_engine", "start", "--foreground"]
+def run_engine(
+    home: Path, slots: int, prefix: list[str], env: dict[str, str], python: tuple[str, ...] = ()
+) -> float:
+    """Run the engine to idle under `prefix` (a tracer), with `python` options (a
+    profiler's); wall seconds."""
+    argv = [*prefix, sys.executable, *python, "-m", "swarm_engine", "start", "--foreground"]
     argv += ["--until-idle", "--max-vms", str(slots)]
     started = time.monotonic()
     done = subprocess.run(
@@ -99,7 +102,7 @@ def statements(root: Path, n: int, slots: int, env: dict[str, str]) -> dict[str,
     home = fresh_home(root, "sql", n)
     out = root / "sql.txt"
     path = f"{root / 'site'}:{env_for(home)['PYTHONPATH']}"
-    run_engine(home, slots, [], **{**env, "PYTHONPATH": path, "BENCH_SQL_OUT": str(out)})
+    run_engine(home, slots, [], {**env, "PYTHONPATH": path, "BENCH_SQL_OUT": str(out)})
     grouped: collections.Counter[str] = collections.Counter()
     for line in out.read_text(encoding="utf-8").splitlines():
         count, _, sql = line.partition("\t")
@@ -115,7 +118,7 @@ def statements(root: Path, n: int, slots: int, env: dict[str, str]) -> dict[str,
 def python_calls(root: Path, n: int, slots: int, env: dict[str, str]) -> dict[str, float]:
     home = fresh_home(root, "calls", n)
     prof = root / "engine.prof"
-    wall = run_engine_profiled(home, slots, prof, env)
+    wall = run_engine(home, slots, [], env, ("-m", "cProfile", "-o", str(prof)))
     stats = pstats.Stats(str(prof))
     raw = stats.stats  # type: ignore[attr-defined]
     calls = sum(v[1] for v in raw.values())
@@ -130,24 +133,11 @@ def python_calls(root: Path, n: int, slots: int, env: dict[str, str]) -> dict[st
     return {"python_calls": calls / n, "loop_busy_ms_profiled": busy / n * 1000}
 
 
-def run_engine_profiled(home: Path, slots: int, prof: Path, env: dict[str, str]) -> float:
-    argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "swarm_engine", "start",
-            "--foreground", "--until-idle", "--max-vms", str(slots)]  # fmt: skip
-    started = time.monotonic()
-    done = subprocess.run(
-        argv, env=env_for(home, **env), stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"engine exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return time.monotonic() - started
-
-
 def system_calls(root: Path, n: int, slots: int, env: dict[str, str]) -> dict[str, float]:
     home = fresh_home(root, "strace", n)
     traces = root / "trace"
     traces.mkdir()
-    run_engine(home, slots, ["strace", "-ff", "-qq", "-o", str(traces / "t")], **env)
+    run_engine(home, slots, ["strace", "-ff", "-qq", "-o", str(traces / "t")], env)
     files = {int(p.name.split(".")[1]): p for p in traces.iterdir()}
     main = min(files)
     threads, todo = {main}, [main]
