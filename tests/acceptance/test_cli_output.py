@@ -521,3 +521,58 @@ def test_output_to_a_full_disk_is_one_line_and_a_failure(
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert done.stderr == "error: cannot write the output: No space left on device\n"
+
+
+def test_output_that_fails_mid_run_never_touches_the_run(tmp_path: Path) -> None:
+    """`run-ticket --wait` whose output cannot be written (a full disk behind `>`; a pipe
+    whose reader quit) and a foreground engine whose reader quit after its first line:
+    the runs go on and end as they would (the tickets `done`, run once), the output is
+    dropped, and only a full disk is an error, said once at the end. (A printing failure
+    inside the run failed its step as an internal error or left the ticket `running`; a
+    closed pipe recorded it interrupted, as if by Ctrl-C, with a traceback.)"""
+    home = tmp_path / "home"
+    for n in range(5):
+        made = swarm(home, "ticket", "create", "--title", f"t{n}", "--agent", "shell",
+                     "--input", "command=sleep 0.2; echo hi")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    argv = [sys.executable, "-m", "swarm_engine"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*argv, "run-ticket", "1", "--wait"], env=env_for(home),
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
+        "error: cannot write the output: No space left on device\n",
+    )
+    closed = subprocess.Popen([*argv, "run-ticket", "2", "--wait"], env=env_for(home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert closed.stdout is not None
+    closed.stdout.close()  # its reader is gone before the run prints anything
+    _, err = closed.communicate(timeout=120)
+    assert (closed.returncode, err) == (0, ""), err
+    engine = subprocess.Popen([*argv, "start", "--foreground", "--until-idle"], env=env_for(home),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert engine.stdout is not None
+    assert engine.stdout.readline().startswith("engine starting")
+    engine.stdout.close()  # `| head -1`
+    _, err = engine.communicate(timeout=120)
+    assert engine.returncode == 0 and "Traceback" not in err and "crashed" not in err, err
+    rows = query(home / "tickets.db", "SELECT status, attempts FROM tickets ORDER BY id")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("done", 1)] * 5
+
+
+@pytest.mark.parametrize(
+    "args", [("status", "--json"), ("ticket", "list", "--json"), ("logs", "1")]
+)
+def test_a_closed_stdout_drops_the_output_without_a_traceback(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Standard output closed as the command starts (`>&-`): Python makes it None, and a
+    write to it was an `AttributeError` traceback; what goes there is dropped, as `print`
+    drops it."""
+    home = tmp_path / "home"
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "swarm_engine", *args], env=env_for(home), stderr=subprocess.PIPE,
+        text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr and done.returncode == 0, done.stderr

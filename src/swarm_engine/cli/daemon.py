@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from swarm_engine.cli import unwritable
 from swarm_engine.cli.app import (
     Seconds,
     Whole,
@@ -281,6 +282,12 @@ class _FinishedPrinter:
     def __call__(self, event: Event) -> None:
         if event.kind != "run_finished":
             return
+        # a line that cannot be written (a closed pipe, a full disk) is dropped with the
+        # rest, never the engine's concern: `start` says so as it ends (`cli/unwritable.py`)
+        with unwritable.guard(sys.stdout):
+            self._print(event)
+
+    def _print(self, event: Event) -> None:
         ticket, run = event.data["ticket"], event.data["run"]
         if ticket.status not in FINISHED or run.get("attempt_id") != ticket.attempt_id:
             return  # a run this engine stopped: the ticket is not (or no longer) its own

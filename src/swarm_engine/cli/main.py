@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from swarm_engine import __version__
+from swarm_engine.cli import unwritable
 from swarm_engine.cli.app import PathName, example
 from swarm_engine.cli.lazy import LazyGroup
 from swarm_engine.cli.text import visible
@@ -181,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    # a stream closed as the process started (`>&-`) is None here: what goes to it is
+    # dropped, as `print` drops it, not a traceback
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    code: object = 1
     try:
         code = cli.main(args=argv, prog_name="swarm-engine", standalone_mode=False)
     except SwarmError as exc:
@@ -198,31 +206,21 @@ def _main(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:
+    except BrokenPipeError as exc:  # its reader is done (`| head`): not an error
+        unwritable.drop(exc, sys.stdout)
         sys.exit(0)
     except OSError as exc:
         if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
             raise
-        _drop_output()
-        click.echo(f"error: cannot write the output: {exc.strerror or exc}", err=True)
+        unwritable.drop(exc, sys.stdout)
+    lost = unwritable.failure()
+    if lost is not None:  # (the command went on without its output, or stopped at it)
+        click.echo(f"error: cannot write the output: {lost.strerror or lost}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
 _OUTPUT_ERRNOS = frozenset({errno.EIO, errno.EFBIG, errno.ENOSPC, errno.EDQUOT})
-"""What a write to standard output meets behind `> file` on
-a full disk or quota (`/dev/full`), or a failing device; a file the command itself opens
-would have its name in the error."""
-
-
-def _drop_output() -> None:
-    """Point standard output at /dev/null, so that nothing later (the interpreter's own
-    flush at exit) fails on it again."""
-    import os
-
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-    except (OSError, ValueError, AttributeError):  # (no file descriptor: a test's buffer)
-        pass
+"""What a write to standard output meets behind `> file` on a full disk or quota
+(`/dev/full`), or a failing device; a file the command itself opens would have its name
+in the error."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,8 +31,17 @@ from swarm_engine.records import money as money  # re-exported
 from swarm_engine.records import strict_dumps
 from swarm_engine.store.timestamps import format_ts, parse_timestamp
 
-console = Console(highlight=False, emoji=False)
-err_console = Console(stderr=True, highlight=False, emoji=False)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A closed pipe is an `OSError` like any output that cannot be written (Rich's
+        own ends the process, `SystemExit(1)`, from inside whatever printed: a ticket's
+        run under `run-ticket --wait`, cut short): `cli/unwritable.py` handles it."""
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+console = _Console(highlight=False, emoji=False)
+err_console = _Console(stderr=True, highlight=False, emoji=False)
 """Without Rich's highlighting: its patterns take time that grows with the square of an
 unbroken token's length (an 80,000-character description took 77 s); nothing the CLI
 prints is highlighted, what is styled is our own `Markup`. Without its emoji codes: a

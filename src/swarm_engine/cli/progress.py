@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from swarm_engine.cli import unwritable
 from swarm_engine.cli.output import Col, duration, label, styled, table, visible
 from swarm_engine.engine.events import Event
 
@@ -62,6 +63,12 @@ class Progress:
         return table(label(title), columns, rows, width=self.console.width)
 
     def __call__(self, event: Event) -> None:
+        # output that cannot be written (a closed pipe, a full disk) stops the view, never
+        # the run: `run-ticket` says so at its end (`cli/unwritable.py`)
+        with unwritable.guard(self.console.file):
+            self._show(event)
+
+    def _show(self, event: Event) -> None:
         sid = event.step_id or ""
         if event.kind == "run_started":
             self.run_id = event.run_id

@@ -25,7 +25,7 @@ from swarm_engine.engine.bounds import RunBudget
 from swarm_engine.engine.closing import close_left, taken_back, to_the_end, unfenced
 from swarm_engine.engine.dag import Queued, RunFailed, execute
 from swarm_engine.engine.enginerow import EngineRow
-from swarm_engine.engine.events import Event, EventSink, ignore
+from swarm_engine.engine.events import Event, EventSink, guarded, ignore
 from swarm_engine.engine.gate import StoreGate
 from swarm_engine.engine.leases import LeaseKeeper, LostReason
 from swarm_engine.engine.opening import Started, only_step, started_from
@@ -84,7 +84,7 @@ class TicketRunner(Refusals):
         self.pool = pool
         self.settings = settings
         self.engine_id = engine_id
-        self.events = events
+        self.events = guarded(events)
         self.writes = RunWrites(store, engine_row)
         self.checker = checker or SchemaChecker()
         """Checks steps' inputs against their agents' schemas; its owner closes it."""

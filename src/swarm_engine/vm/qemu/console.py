@@ -27,6 +27,8 @@ HALTED = re.compile(rb"reboot: (?:System halted|Power down)")
 """The kernel's last line when the guest halts or powers off (`kernel_halt`,
 `kernel_power_off`): a kernel without ACPI (the tiny image's) then only stops its CPUs,
 and QEMU runs on with nothing left in it."""
+HALT_LINE_MAX = 32
+"""More bytes than the longest text `HALTED` matches."""
 
 
 class ConsoleSink:
@@ -45,13 +47,11 @@ class ConsoleSink:
 
     def _keep_end(self, chunk: bytes) -> None:
         self.end = (self.end + chunk)[-END_KEPT:]
-        if (
-            self._halt_seen
-            or self.on_halt is None
-            or b"reboot: " not in self.end[-len(chunk) - 8 :]
-        ):
+        if self._halt_seen or self.on_halt is None:
             return
-        found = HALTED.search(self.end, max(0, len(self.end) - len(chunk) - 32))
+        # the line may come in pieces (the serial port's bytes as QEMU's reads took them):
+        # the search starts far enough back to take in a line begun in an earlier read
+        found = HALTED.search(self.end, max(0, len(self.end) - len(chunk) - HALT_LINE_MAX))
         if found is not None:
             self._halt_seen = True
             self.on_halt(found.group().decode())
