@@ -527,7 +527,8 @@ def test_output_that_fails_mid_run_never_touches_the_run(tmp_path: Path) -> None
     """`run-ticket --wait` whose output cannot be written (a full disk behind `>`; a pipe
     whose reader quit) and a foreground engine whose reader quit after its first line:
     the runs go on and end as they would (the tickets `done`, run once), the output is
-    dropped, and only a full disk is an error, said once at the end. (A printing failure
+    dropped, and only a full disk is an error, said once at the end. A foreground engine
+    whose first line cannot be written still does its work. (A printing failure
     inside the run failed its step as an internal error or left the ticket `running`; a
     closed pipe recorded it interrupted, as if by Ctrl-C, with a traceback.)"""
     home = tmp_path / "home"
@@ -549,15 +550,31 @@ def test_output_that_fails_mid_run_never_touches_the_run(tmp_path: Path) -> None
     closed.stdout.close()  # its reader is gone before the run prints anything
     _, err = closed.communicate(timeout=120)
     assert (closed.returncode, err) == (0, ""), err
-    engine = subprocess.Popen([*argv, "start", "--foreground", "--until-idle"], env=env_for(home),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert engine.stdout is not None
-    assert engine.stdout.readline().startswith("engine starting")
-    engine.stdout.close()  # `| head -1`
-    _, err = engine.communicate(timeout=120)
-    assert engine.returncode == 0 and "Traceback" not in err and "crashed" not in err, err
+    foreground = [*argv, "start", "--foreground", "--until-idle"]
+
+    def engine_after(lines: int) -> subprocess.Popen[str]:
+        """A foreground engine whose reader quits after its first `lines` lines."""
+        engine = subprocess.Popen(foreground, env=env_for(home), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert engine.stdout is not None
+        for _ in range(lines):
+            assert engine.stdout.readline().startswith("engine starting")
+        engine.stdout.close()
+        return engine
+
+    for lines in (0, 1):  # (0: before its first line; 1: `| head -1`)
+        engine = engine_after(lines)
+        _, err = engine.communicate(timeout=120)
+        assert engine.returncode == 0 and "Traceback" not in err and "crashed" not in err, err
+        swarm(home, "ticket", "create", "--title", "more", "--agent", "shell",
+              "--input", "command=echo hi", check=True)  # fmt: skip
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(foreground, env=env_for(home), stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr  # its work done, then the error said
+    assert done.stderr.endswith("error: cannot write the output: No space left on device\n")
     rows = query(home / "tickets.db", "SELECT status, attempts FROM tickets ORDER BY id")
-    assert [(r["status"], r["attempts"]) for r in rows] == [("done", 1)] * 5
+    assert [(r["status"], r["attempts"]) for r in rows] == [("done", 1)] * 7
 
 
 @pytest.mark.parametrize(

@@ -173,10 +173,11 @@ def start(
             finally:
                 restore()
 
-        click.echo(
-            f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
-            f"home {visible(str(settings.home))} (Ctrl-C to stop)"
-        )
+        with unwritable.guard(sys.stdout):  # (output that fails stops no engine's work)
+            click.echo(
+                f"engine starting: max-vms {daemon.max_vms}, backend {daemon.backend}, "
+                f"home {visible(str(settings.home))} (Ctrl-C to stop)"
+            )
         try:  # this home's mark of its engine: what `stop` signals (see `ours`)
             settings.run_dir.mkdir(parents=True, exist_ok=True)
             (settings.run_dir / f"engine-{os.getpid()}.pid").write_text(f"{os.getpid()}\n")
@@ -202,7 +203,8 @@ def start(
             if lost is not None:  # records lost: not a clean stop
                 raise StoreError(f"{said}, {lost}")
             last_line(said)
-    click.echo(said)
+    with unwritable.guard(sys.stdout):
+        click.echo(said)
 
 
 def use_pidfd_child_watcher() -> Callable[[], None]:

@@ -216,7 +216,7 @@ def _main(argv: list[str] | None) -> None:
     lost = unwritable.failure()
     if lost is not None:  # (the command went on without its output, or stopped at it)
         click.echo(f"error: cannot write the output: {lost.strerror or lost}", err=True)
-        sys.exit(1)
+        sys.exit(code if isinstance(code, int) and code != 0 else 1)  # (130 stays 130)
     sys.exit(code if isinstance(code, int) else 0)
 
 
