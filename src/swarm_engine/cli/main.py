@@ -188,6 +188,7 @@ def _main(argv: list[str] | None) -> None:
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    unwritable.LOST.clear()  # (a command run in-process after another: its own output)
     code: object = 1
     try:
         code = cli.main(args=argv, prog_name="swarm-engine", standalone_mode=False)

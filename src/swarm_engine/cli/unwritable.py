@@ -21,14 +21,15 @@ def drop(exc: OSError, stream: IO[Any] | None) -> None:
     """A write to `stream` failed with `exc`: keep why, and point `stream` at /dev/null."""
     if not LOST:
         LOST.append(exc)
+    if stream is None:
+        return
     try:
-        assert stream is not None
         null = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(null, stream.fileno())
         finally:
             os.close(null)
-    except (AssertionError, OSError, ValueError, AttributeError):  # (no descriptor: a buffer)
+    except (OSError, ValueError, AttributeError):  # (no descriptor: an in-memory buffer)
         pass
 
 
