@@ -593,3 +593,34 @@ def test_a_closed_stdout_drops_the_output_without_a_traceback(
         text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(1),
     )  # fmt: skip
     assert "Traceback" not in done.stderr and done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("ticket", "list"),
+        ("ticket", "list", "--json"),
+        ("ticket", "show", "1"),
+        ("agent", "list"),
+        ("logs", "1"),
+        ("--help",),
+    ],
+)
+def test_a_reader_that_quits_ends_any_command_quietly(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """`swarm-engine ... | head -1`, its reader gone before the first write: exit 0 and
+    nothing on stderr, for every command (click's own handling ended most with 1; a view
+    small enough to sit in the pipe's buffer met the closed pipe at the interpreter's
+    exit, with its `Exception ignored` lines)."""
+    home = tmp_path / "home"
+    swarm(home, "ticket", "create", "--title", "t", "--agent", "echo", check=True)
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", *args], env=env_for(home),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert reader_gone.stdout is not None
+    reader_gone.stdout.close()
+    _, err = reader_gone.communicate(timeout=60)
+    assert (reader_gone.returncode, err) == (0, "")

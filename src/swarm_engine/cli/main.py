@@ -7,11 +7,14 @@ option or command, a command group given no command): one `error: ...` line with
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,8 +55,36 @@ engine started before the file was broken. Every other command, `start` and the 
 among them, refuses a broken file."""
 
 
+class _Cli(LazyGroup):
+    """The top group: a reader that quits (`| head -1`) ends any command quietly, exit 0,
+    its output dropped (click itself would exit 1)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _quiet_on_closed_pipe():  # (`--help` and `--version` print here)
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> object:
+        with _quiet_on_closed_pipe():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _quiet_on_closed_pipe() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError as exc:
+        unwritable.drop(exc, sys.stdout)
+        raise click.exceptions.Exit(0) from None
+
+
 @click.group(
-    cls=LazyGroup,
+    cls=_Cli,
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=example(
@@ -192,6 +223,7 @@ def _main(argv: list[str] | None) -> None:
     code: object = 1
     try:
         code = cli.main(args=argv, prog_name="swarm-engine", standalone_mode=False)
+        sys.stdout.flush()  # (what a pipe holds back meets a closed pipe here, not at exit)
     except SwarmError as exc:
         click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
