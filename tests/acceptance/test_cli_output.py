@@ -471,7 +471,8 @@ def test_a_forged_run_duration_is_shown_as_data(home: Path) -> None:
 def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> None:
     """`run-ticket --wait`'s step line and its `error:` line are one line each, however
     long, also when its output is a pipe (rich broke them at 140 columns: a script that
-    reads the `error:` line got its start only)."""
+    reads the `error:` line got its start only). `ticket show` and `ticket list`, piped:
+    nothing pads a line after its last character (a table's title and last column did)."""
     home = tmp_path / "home"
     words = " ".join(f"w{i}" for i in range(80))
     command = f"echo {words} >&2; exit 3"
@@ -501,6 +502,11 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     at = fields.index("description")  # its first line blank: the name alone
     assert fields[at + 1 : at + 4] == [" " * 13 + "second", "", " " * 13 + "fourth"], fields
     assert all(ln.startswith(" " * 13) for ln in fields if ln[:1] == " "), shown.stdout
+    # its run table and `ticket list`'s: no line padded to the table's width either
+    listed = swarm(home, "ticket", "list")
+    assert listed.returncode == 0, listed.stderr
+    for out in (lines[runs:], listed.stdout.splitlines()):
+        assert out and all(ln == ln.rstrip() for ln in out), out
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -244,7 +245,7 @@ def table(
     rows: Iterable[Sequence[Any]],
     *,
     width: int | None = None,
-) -> Table:
+) -> Unpadded:
     """A table whose every row is one line of at most `width` (default: the terminal's)
     characters: flex columns are cut to fit, and no cell ever wraps. Cells are shown
     literally (stored text is data, not markup), except `Markup` that we wrote."""
@@ -276,7 +277,36 @@ def table(
         t.add_column(c.header, width=w, no_wrap=True, overflow="ellipsis", justify=c.justify)
     for r in body:
         t.add_row(*r)
-    return t
+    return Unpadded(t)
+
+
+class Unpadded:
+    """A table as Rich renders it, each line without the spaces that pad it to the
+    table's width (its title, its last column): nothing after a line's last character,
+    in a pipe or a terminal."""
+
+    def __init__(self, inner: Table) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in console.render_lines(self.inner, options, pad=False):
+            yield from _rstripped(line)
+            yield Segment.line()
+
+
+def _rstripped(line: list[Segment]) -> list[Segment]:
+    """`line` without its trailing spaces (each segment keeps its style)."""
+    kept = list(line)
+    while kept:
+        last = kept[-1]
+        if last.control is not None:  # (a control code: kept as it is, and what precedes)
+            break
+        text = last.text.rstrip(" ")
+        if text:
+            kept[-1] = Segment(text, last.style, last.control)
+            break
+        kept.pop()
+    return kept
 
 
 def ago(ts: str | datetime | None) -> str:

@@ -8,10 +8,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from swarm_engine.cli import unwritable
-from swarm_engine.cli.output import Col, duration, label, styled, table, visible
+from swarm_engine.cli.output import Col, Unpadded, duration, label, styled, table, visible
 from swarm_engine.engine.events import Event
 
 
@@ -45,7 +44,7 @@ class Progress:
             self.live.update(self.render())
             self.live.__exit__(None, None, None)
 
-    def render(self) -> Table:
+    def render(self) -> Unpadded:
         title = f"ticket {self.ticket_id}" + (f" · run {self.run_id}" if self.run_id else "")
         now = time.monotonic()
         rows = []
