@@ -472,7 +472,8 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     """`run-ticket --wait`'s step line and its `error:` line are one line each, however
     long, also when its output is a pipe (rich broke them at 140 columns: a script that
     reads the `error:` line got its start only). `ticket show` and `ticket list`, piped:
-    nothing pads a line after its last character (a table's title and last column did)."""
+    nothing pads a line after its last character (a table's title and last column did),
+    and a field's tab stays a tab (Rich expanded it to spaces)."""
     home = tmp_path / "home"
     words = " ".join(f"w{i}" for i in range(80))
     command = f"echo {words} >&2; exit 3"
@@ -500,6 +501,12 @@ def test_run_ticket_says_a_long_error_on_one_line_in_a_pipe(tmp_path: Path) -> N
     assert error[0].split()[1:6] == ["step", "'main'", "failed:", "command", "exited"]
     assert all(ln == ln.rstrip() for ln in fields), shown.stdout  # (blank lines: empty)
     at = fields.index("description")  # its first line blank: the name alone
+    tabbed = swarm(home, "ticket", "create", "--title", "t", "--agent", "echo",
+                   "--description", "a\tb\n\tc")  # fmt: skip
+    assert tabbed.returncode == 0, tabbed.stderr
+    shown_tabs = swarm(home, "ticket", "show", "2").stdout.splitlines()
+    at_tabs = next(i for i, ln in enumerate(shown_tabs) if ln.startswith("description"))
+    assert shown_tabs[at_tabs : at_tabs + 2] == ["description  a\tb", " " * 13 + "\tc"]
     assert fields[at + 1 : at + 4] == [" " * 13 + "second", "", " " * 13 + "fourth"], fields
     assert all(ln.startswith(" " * 13) for ln in fields if ln[:1] == " "), shown.stdout
     # its run table and `ticket list`'s: no line padded to the table's width either

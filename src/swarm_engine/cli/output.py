@@ -119,8 +119,8 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
     """Print `(name, markup value)` rows as a block of fields, names in a column, values
     beside them; empty values are left out. On a terminal the values wrap at its width
     under their own column; piped (no terminal, no `COLUMNS`) each value line is printed
-    whole, its next lines indented under it, with no padding after it: a long error or
-    result is one line that `grep` finds."""
+    whole, its next lines indented under it, with no padding after it, its tabs kept: a
+    long error or result is one line that `grep` finds."""
     shown = [(name, value) for name, value in rows if value]
     if not piped():
         grid = Table.grid(padding=(0, 2))
@@ -136,9 +136,8 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
             Text.from_markup(value, emoji=False).split("\n", allow_blank=True)
         ):
             head = name.ljust(indent) if i == 0 else " " * indent
-            text = Text(head, style="dim") + line
-            text.rstrip()  # (a blank line, or one that ends in spaces: nothing after it)
-            console.print(text, highlight=False, soft_wrap=True)
+            # as it is: no style in a pipe, and a tab stays a tab (Rich expands it)
+            console.file.write((head + line.plain).rstrip() + "\n")
 
 
 def piped() -> bool:
