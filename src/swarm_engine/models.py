@@ -247,7 +247,12 @@ class StepSpec(_Strict):
     @classmethod
     def _id(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", v):
-            raise ValueError("step id must be a letter or '_' then letters, digits, '_' or '-'")
+            raise ValueError(
+                "step id must be a letter or '_' then letters, digits, '_' or '-',"
+                f" at most 64 characters in all (this one has {len(v):,})"
+                if len(v) > 64
+                else "step id must be a letter or '_' then letters, digits, '_' or '-'"
+            )
         return v
 
 

@@ -104,6 +104,17 @@ def strings(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
             yield from strings(v, f"{where}.{n}" if where else str(n))
 
 
+def _keys(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every mapping key in a nested value, with the dotted location of its mapping."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield where or "(top)", str(k)
+            yield from _keys(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list | tuple):
+        for n, v in enumerate(value):
+            yield from _keys(v, f"{where}.{n}" if where else str(n))
+
+
 def references(value: Any) -> Iterator[str]:
     """Every well-formed reference path in a (nested) value (escapes and malformed `${`
     are skipped; `check_template` reports the latter)."""
@@ -144,7 +155,14 @@ def check_template(
     """The first problem in the templates of a (nested) definition value, as
     (location, message), or None. Problems: a malformed `${`, a reference outside
     `namespaces` or of the wrong shape. What the references point to (steps, declared
-    inputs) is the caller's to check."""
+    inputs) is the caller's to check. A mapping's key is never rendered, so a `${` in one
+    (`$${` too) is a problem as well."""
+    for location, key in _keys(value, where):
+        if "${" in key:
+            return location, (
+                f"the key {key[:60]!r} holds '${{': a key is taken as it is, never"
+                " rendered (a reference or a '$${' goes in a value)"
+            )
     for location, text in strings(value, where):
         problem = malformed(text)
         if problem is None:
