@@ -117,7 +117,10 @@ def test_ticket_show_has_whole_values_and_one_line_per_step(shown: Path, width: 
     assert [r.split()[0] for r in rows] == list(STEP_IDS)
     assert all(r.split()[1] == "1" for r in rows)  # attempt 1: counted from 1
     assert ("vm-" in rows[0]) == (width >= 100)
+    # the run's heading names the workflow it ran (its row's; the ticket's may change)
+    assert re.search(r"^run \d+ \(ticket attempt 1, workflow text-report@\S+\): ", out, re.M)
     flaky = run_at(shown, width, "ticket", "show", "3")
+    assert re.search(r"^run \d+ \(ticket attempt 1\): ", flaky, re.M), flaky  # one agent
     rows = rows_after_header(flaky, "step ", 2, r"^main ")
     assert [r.split()[1] for r in rows] == ["1", "2"]
     sleeper = run_at(shown, width, "ticket", "show", "1")

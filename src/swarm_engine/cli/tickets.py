@@ -299,8 +299,9 @@ def show(
         console.print()
         console.print(
             table(
-                f"run {run['id']} (ticket attempt {label(run['attempt'])}):"
-                f" {styled(run['status'])} in {ms(run['duration_ms']) or '-'}"
+                f"run {run['id']} (ticket attempt {label(run['attempt'])}"
+                + _ran(run)
+                + f"): {styled(run['status'])} in {ms(run['duration_ms']) or '-'}"
                 + (f" · {usage}" if usage else ""),
                 [
                     Col("step", flex=True, min=12),
@@ -471,3 +472,13 @@ def open_(settings: Settings, ticket_id: int) -> None:
     with store_of(settings) as store:
         service.open_draft(store, ticket_id)
     console.print(f"ticket {ticket_id} is open")
+
+
+def _ran(run: dict[str, Any]) -> str:
+    """The workflow a run ran, as its row says (the ticket's row may name another since:
+    any client can write it), for the run's heading; nothing for a single-agent run."""
+    name = run.get("workflow_name")
+    if not name:
+        return ""
+    version = run.get("workflow_version")
+    return f", workflow {label(name)}" + (f"@{label(version)}" if version else "")
