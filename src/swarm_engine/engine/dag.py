@@ -61,6 +61,7 @@ async def execute(
     pending = dict(plan.steps)
     running: dict[asyncio.Task[tuple[dict[str, Any], JsonText]], str] = {}
     texts: dict[str, JsonText] = {}  # each step's outputs, as its row holds them
+    rowed = set(queued)  # steps with a row (a sibling's failure stops some before theirs)
     failure: StepFailed | None = None
     try:
         while pending or running:
@@ -75,7 +76,7 @@ async def execute(
                         task = asyncio.create_task(
                             _run_step(
                                 runner, step, context, ticket, run_id, queued.get(sid),
-                                hold_end, (before, written),
+                                hold_end, (before, written), rowed,
                             )
                         )  # fmt: skip
                         task.add_done_callback(functools.partial(_release, written))
@@ -105,9 +106,11 @@ async def execute(
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
-    if failure is not None:
-        for sid in pending:
-            step = plan.steps[sid]
+    if failure is not None:  # every step without a row: the ones not started, and the
+        # ones the failure stopped before their row was written
+        for sid, step in plan.steps.items():
+            if sid in rowed:
+                continue
             with contextlib.suppress(StaleAttemptError):
                 await runner.write(
                     ticket,
@@ -155,12 +158,14 @@ async def _run_step(
     queued: Queued | None,
     hold_end: bool,
     order: Order = (None, None),
+    rowed: set[str] | None = None,
 ) -> tuple[dict[str, Any], JsonText]:
     """The step's attempts, to the outputs of the one that succeeded (with their JSON as
     its row holds them); `queued`: its first attempt's row, if that was written with the
     run's start; `order`: its first row is written once
     `order[0]` is done, and `order[1]` is done once it is (or, by the DAG loop's
-    done-callback, once the step ended without)."""
+    done-callback, once the step ended without); `rowed`: the step's id is added to it
+    as a row of it is written."""
     outcome = StepOutcome(error="not run")
     for attempt in range(step.retry.attempts):
         if attempt:
@@ -173,8 +178,9 @@ async def _run_step(
             exec_id, inputs, sent = queued
         else:
             exec_id, inputs, sent = await _queue(
-                runner, step, context, ticket, run_id, attempt, order if attempt == 0 else None
-            )
+                runner, step, context, ticket, run_id, attempt, order if attempt == 0 else None,
+                rowed,
+            )  # fmt: skip
         runner.events(Event("step_queued", ticket.id, run_id, step.id, {"attempt": attempt}))
         run = StepAttempt(
             runner, step, exec_id, inputs, ticket, run_id, attempt,
@@ -196,6 +202,7 @@ async def _queue(
     run_id: int,
     attempt: int,
     order: Order | None = None,
+    rowed: set[str] | None = None,
 ) -> Queued:
     """A step attempt's inputs rendered, checked and measured, and its row written
     (`queued`); if the inputs do not render, are refused or are over
@@ -210,6 +217,8 @@ async def _queue(
         before, written = order or (None, None)
         if before is not None:  # (`wait`: a cancel of this step leaves `before` alone)
             await asyncio.wait([before])
+        if rowed is not None:  # (from the write's start: a row cut short by a cancel
+            rowed.add(step.id)  # may be in the store, and is never written twice)
         try:
             return await runner.write(
                 ticket, runner.store.runs.add_step, run_id, step_id=step.id,
