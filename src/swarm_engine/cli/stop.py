@@ -15,7 +15,7 @@ from swarm_engine.cli.engine_end import end_path, read_end
 from swarm_engine.cli.text import reaped_when, visible
 from swarm_engine.config import Settings
 from swarm_engine.engine.hostlock import engine_lock_held, engines_holding
-from swarm_engine.errors import ConflictError, SwarmError
+from swarm_engine.errors import ConflictError, StoreError, SwarmError
 from swarm_engine.vm.proctree import pid_alive, started_at
 
 
@@ -88,17 +88,29 @@ def _draining(settings: Settings, pid: int) -> bool:
 @pass_existing("tickets")
 def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     """Stop the engines of this host that use this store (drain; --now aborts)."""
-    with store_of(settings) as store:
-        engines = [
-            e
-            for e in store.engines.running()
-            if e["host"] == settings.host_id and e["kind"] == "daemon"
-        ]
-        gone = [
-            e
-            for e in store.engines.gone_unreaped(settings.host_id, pid_alive, settings.lease_ttl)
-            if e["kind"] == "daemon"
-        ]
+    try:
+        with store_of(settings) as store:
+            engines = [
+                e
+                for e in store.engines.running()
+                if e["host"] == settings.host_id and e["kind"] == "daemon"
+            ]
+            gone = [
+                e
+                for e in store.engines.gone_unreaped(
+                    settings.host_id, pid_alive, settings.lease_ttl
+                )
+                if e["kind"] == "daemon"
+            ]
+    except StoreError as exc:  # (down, paused, locked, unreadable): an engine's lock is
+        # this host's own, so its engines are found and stopped all the same
+        why = " ".join(str(exc).split())[:300]
+        click.echo(
+            f"note: the store did not answer ({why}); stopping the engines that hold its"
+            " engine lock on this host",
+            err=True,
+        )
+        engines, gone = [], []
     # a row's pid is anything a writer put there: only engines holding this store's lock,
     # or started from this home, each once; and this user's engines holding the lock
     # whatever the rows say (a pid edited, an engine in another pid namespace)
