@@ -53,7 +53,7 @@ def test_connections_ended_again_and_again_cost_no_lease(
                 " %(db)s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
                 {"db": database},
             )
-            time.sleep(2)  # (the pace of the kills, not a wait for a result)
+            time.sleep(2)  # sleep-ok: the pace of the kills, not a wait for a result
         ended = "SELECT count(*) AS n FROM tickets WHERE status IN ('done', 'failed')"
         wait_until(lambda: pg_query(pg_url, ended)[0]["n"] == TICKETS, 120, "every ticket")
         rows = pg_query(pg_url, "SELECT status, attempts, count(*) AS n FROM tickets GROUP BY 1, 2")
