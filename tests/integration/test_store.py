@@ -766,3 +766,21 @@ def test_a_run_whose_engine_row_is_gone_closes_after_two_leases_elsewhere(
     assert closer.close(store) == ["e"]
     assert store.runs.get_run(run_id)["status"] == "failed"
     store.close()
+
+
+def test_a_runs_negative_duration_is_a_defect(store_target: Target) -> None:
+    """A run's `duration_ms` is any writer's: a negative one reads as None with a defect
+    (`duration_ms: implausible (-99: a run lasts 0 ms or more)`), as a step's does; a
+    long one (any number of steps) is read as it is (tester h-195: -99 was shown)."""
+    store = open_store(store_target.target)
+    store.tickets.create(title="x", agent_id="echo", inputs={})
+    store_target.sql(
+        "INSERT INTO workflow_runs (ticket_id, attempt, attempt_id, execution_mode, status,"
+        " duration_ms) VALUES (1, 1, 'a', 'single', 'done', -99),"
+        " (1, 2, 'b', 'single', 'done', 90000000000)"
+    )
+    short, long = store.runs.get_run(1), store.runs.get_run(2)
+    assert short["duration_ms"] is None
+    assert short["defects"] == ["duration_ms: implausible (-99: a run lasts 0 ms or more)"]
+    assert long["duration_ms"] == 90000000000 and "defects" not in long
+    store.close()

@@ -472,6 +472,11 @@ def decode_record(row: Row | Mapping[str, Any]) -> dict[str, Any]:
             out[key] = d.usage(key, *USAGE_BOUNDS[key])
         elif key == "duration_ms" and "step_id" in d.keys:
             out[key] = d.usage(key, *STEP_DURATION_BOUND)
+        elif key == "duration_ms":  # a run's: any number of steps long, never negative
+            out[key] = d.opt_integer(key)
+            if out[key] is not None and out[key] < 0:
+                d.bad(key, f"implausible ({_show(out[key])}: a run lasts 0 ms or more)")
+                out[key] = None
         elif key in COUNT_COLUMNS:
             out[key] = d.opt_count(key)
         elif key in INTEGER_COLUMNS:
