@@ -161,26 +161,34 @@ def test_stop_stops_this_hosts_engine_while_its_postgres_store_does_not_answer(
     proxied: tuple[Path, str, TcpProxy], engines: list[subprocess.Popen[str]], fault: str
 ) -> None:
     """`swarm-engine stop` while the database is down or paused (for this host alone):
-    it finds this host's engine by its engine lock, not by the store's rows, and stops it
-    (it exited 6 at once, `cannot connect`, the engine left running; tester h-196)."""
+    it finds this host's engine by its engine lock, and this home's `--another` one by
+    its pid file, not by the store's rows, and stops both (it exited 6 at once, `cannot
+    connect`, the engines left running; tester h-196; the `--another` one was missed,
+    tester h-198)."""
     home, url, proxy = proxied
     env = {"SWARM_DATABASE_URL": proxy.url(url), **FAST}
     proc = start_engine(home, "--max-vms", "2", **env)
     engines.append(proc)
     ready(home, proc)
+    another = start_engine(home, "--another", "--max-vms", "1", **env)
+    engines.append(another)
+    ready(home, another)
     getattr(proxy, fault)()
     done = subprocess.run(
         [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "120"],
         env=env_for(home, **env), capture_output=True, text=True, timeout=180,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    out, _ = proc.communicate(timeout=EXIT_DEADLINE)
-    assert proc.returncode == 6, out  # (it could not record its own stop: said below)
+    for engine in (proc, another):
+        out, _ = engine.communicate(timeout=EXIT_DEADLINE)
+        assert engine.returncode == 6, out  # (it could not record its own stop: said below)
     note = done.stderr.splitlines()[0]
     assert note.startswith("note: the store did not answer (") and note.endswith(
-        "stopping the engines that hold its engine lock on this host"
+        "stopping the engines that hold its engine lock on this host, and this home's own"
+        " (`--another`)"
     ), done.stderr
-    assert f"draining 1 engine(s): [{proc.pid}]" in done.stdout, done.stdout
+    drained = sorted((proc.pid, another.pid))
+    assert f"draining 2 engine(s): {drained}" in done.stdout, done.stdout
     assert "without recording all of its stop" in done.stdout + done.stderr, done
     assert "Traceback" not in done.stderr + out, done.stderr + out
 

@@ -50,6 +50,19 @@ def _terminate(pid: int) -> bool:
     return True
 
 
+def _home_engines(settings: Settings) -> list[int]:
+    """The pids this home's run folder names (`engine-PID.pid`, written by each engine
+    started from it, `--another` ones too), lowest first; `ours` then keeps the live
+    ones."""
+    pids = []
+    with contextlib.suppress(OSError):
+        for path in settings.run_dir.glob("engine-*.pid"):
+            number = path.name[len("engine-") : -len(".pid")]
+            if number.isascii() and number.isdigit() and len(number) < 10:
+                pids.append(int(number))
+    return sorted(pids)
+
+
 def _mark(settings: Settings, pid: int) -> str | None:
     """The stop phase `stop` or the engine marked `pid` with, if any."""
     with contextlib.suppress(OSError):
@@ -107,10 +120,10 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
         why = " ".join(str(exc).split())[:300]
         click.echo(
             f"note: the store did not answer ({why}); stopping the engines that hold its"
-            " engine lock on this host",
+            " engine lock on this host, and this home's own (`--another`)",
             err=True,
         )
-        engines, gone = [], []
+        engines, gone = [{"pid": pid} for pid in _home_engines(settings)], []
     # a row's pid is anything a writer put there: only engines holding this store's lock,
     # or started from this home, each once; and this user's engines holding the lock
     # whatever the rows say (a pid edited, an engine in another pid namespace)
