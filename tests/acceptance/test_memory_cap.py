@@ -97,6 +97,10 @@ def test_vm_doctor_says_whether_each_vms_memory_is_capped(home: Path) -> None:
     check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process memory cap")
     assert check["level"] == "ok", check
     assert check["message"].startswith("each VM is a memory cgroup of its own (cgroup v"), check
+    # in a pipe each check is one line, as its JSON says it, with nothing after it
+    piped = swarm(home, "vm", "doctor").stdout.splitlines()
+    assert f"ok   process memory cap: {check['message']}" in piped, piped
+    assert all(line == line.rstrip() for line in piped), piped
     (home / "config.toml").write_text('[backend_options.process]\nmemory_cap = "rlimit"\n')
     doctor = swarm(home, "vm", "doctor", "--json")
     check = next(c for c in json.loads(doctor.stdout) if c["name"] == "process memory cap")

@@ -107,7 +107,7 @@ def image_list(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
     """Explain what works on this host: qemu, KVM or TCG, images, build tools."""
-    from swarm_engine.cli.output import console, emit_json, plain
+    from swarm_engine.cli.output import console, emit_json, piped, plain
 
     options = _qemu_options(settings)
     images_dir = _images_dir(settings)
@@ -119,7 +119,10 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
         emit_json([c.__dict__ for c in checks])
     else:
         for c in checks:
-            console.print(f"{MARK[c.level]} [bold]{plain(c.name)}[/bold]: {plain(c.message)}")
+            console.print(  # (a check is one line in a pipe: `grep` finds it whole)
+                f"{MARK[c.level]} [bold]{plain(c.name)}[/bold]: {plain(c.message)}",
+                soft_wrap=piped(),
+            )
     # the exit status answers "can the default backend run steps here?"
     failing = [
         c
