@@ -72,6 +72,20 @@ ran counts as a write it took (`Database.writes`), whatever rows it changed."""
 WRITES = re.compile(r"\b(INSERT|UPDATE)\b", re.IGNORECASE)
 """A statement that may take an id (an insert, or an update whose trigger writes a
 `ticket_events` row): run so that a wedged id sequence can be repaired and it run again."""
+READS = re.compile(r"\s*(SELECT|WITH)\b", re.IGNORECASE)
+CHANGES = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|nextval|setval|pg_notify|pg_advisory\w*|pg_terminate\w*)\b",
+    re.IGNORECASE,
+)
+
+
+def _only_reads(sql: str) -> bool:
+    """Whether running `sql` twice is as running it once: a query that reads and names
+    nothing that changes a row, a sequence or a lock (`store/postgres.py`'s own queries;
+    when in doubt, not)."""
+    return READS.match(sql) is not None and CHANGES.search(sql) is None
+
+
 DRAWS = re.compile(
     r"\bINSERT\s+INTO\s+(?:" + "|".join(pgsequences.ID_TABLES) + r")\b|\bUPDATE\s+tickets\b",
     re.IGNORECASE,
@@ -233,11 +247,20 @@ class PostgresDatabase:
         return rerun(lambda: self._run_alone(sql, params), self._wait_ms)
 
     def _run_alone(self, sql: str, params: Params | None) -> Outcome:
-        try:
-            with self._connection() as conn:
-                return self._write(self._capped(conn), sql, params, in_transaction=False)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            raise translate(exc, self.where) from exc
+        """One statement on its own; a read whose connection the server ended under it
+        (`pg_terminate_backend`, a restart) is run once more, on another connection (a
+        write is not: whether it was committed before the end is unknown)."""
+        for tries_left in (1, 0):
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                with self._connection() as conn:
+                    return self._write(self._capped(conn), sql, params, in_transaction=False)
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                ended = isinstance(exc, psycopg.OperationalError) and bool(conn and conn.broken)
+                if tries_left and ended and _only_reads(sql):
+                    continue
+                raise translate(exc, self.where) from exc
+        raise AssertionError("unreachable")
 
     def _write(
         self,
