@@ -45,6 +45,7 @@ ODD_ROWS = [
     ("an unknown execution mode (past the CHECK)", {"execution_mode": "swarm"}, True, "constraint"),
     ("max_attempts of zero (past the CHECK)", {"max_attempts": 0}, True, "max_attempts"),
     ("a negative timeout", {"timeout_seconds": -5}, False, "timeout_seconds"),
+    ("open with its attempts spent", {"attempts": 100, "max_attempts": 3}, False, "max_attempts"),
     ("a blob for a title", {"title": b"\x00\x01binary"}, False, "title"),
     ("a time before year 1", {"created_at": "0000-01-01 00:00:00"}, False, "created_at"),
 ]
@@ -108,6 +109,30 @@ def test_an_odd_row_fails_alone_and_the_engine_goes_on(
     again = swarm(home, "start", "--foreground", "--until-idle", timeout=60, **FAST)
     assert again.returncode == 0 and "running 0 ticket" in again.stdout, again.stdout + again.stderr
     assert status_of(home, bad) == "failed"
+
+
+def test_run_ticket_refuses_an_attempt_past_max_attempts_and_changes_nothing(
+    home: Path,
+) -> None:
+    """An open row whose attempts were written past its max_attempts is refused before
+    the claim: one line naming the way out, a non-zero exit, the row as it was."""
+    db = home / "tickets.db"
+    spent = raw_insert(db, {"title": "spent", "status": "open", "agent_id": "echo",
+                            "attempts": 3, "max_attempts": 3})  # fmt: skip
+    done = swarm(home, "run-ticket", str(spent), "--wait", timeout=60)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    [line] = [x for x in done.stderr.splitlines() if "attempt" in x]
+    assert "attempt 4 of at most 3" in line and f"ticket reopen {spent}" in line, line
+    [row] = query(db, "SELECT status, attempts, error FROM tickets WHERE id = ?", spent)
+    assert dict(row) == {"status": "open", "attempts": 3, "error": None}
+    assert not query(db, "SELECT 1 FROM workflow_runs WHERE ticket_id = ?", spent)
+    # with attempts written back below its limit it runs
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE tickets SET attempts = 2 WHERE id = ?", (spent,))
+    done = swarm(home, "run-ticket", str(spent), "--wait", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert status_of(home, spent) == "done"
 
 
 def test_a_blob_holding_json_text_is_said_to_be_binary(home: Path) -> None:

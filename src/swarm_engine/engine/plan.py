@@ -59,6 +59,20 @@ class Plan:
         return [s for s in self.steps if s not in needed]
 
 
+def attempts_exceeded(ticket: Ticket, attempt: int) -> str | None:
+    """One line when `attempt` (1-based: the attempt about to run) is past the ticket's
+    `max_attempts`, else None. The engine re-queues a ticket only while attempts remain,
+    so an open row past its limit was written so by hand: it is failed, never run as
+    attempt 100 of 3."""
+    if attempt <= ticket.max_attempts:
+        return None
+    return (
+        f"ticket {ticket.id}: this would be attempt {attempt} of at most"
+        f" {ticket.max_attempts} (max_attempts); 'swarm-engine ticket reopen {ticket.id}'"
+        " counts its attempts from 0 again"
+    )
+
+
 def _runnable(agent: AgentSpec) -> AgentSpec:
     """`agent`, if it can run: not a template, and its command one that registration
     would take (the row is untrusted: `registry.agents.check_agent_command`)."""

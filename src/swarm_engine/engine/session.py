@@ -26,7 +26,7 @@ from swarm_engine.engine.leases import LeaseKeeper
 from swarm_engine.engine.model_api import preflight as model_api_preflight
 from swarm_engine.engine.opening import Started
 from swarm_engine.engine.orphans import LeftRuns
-from swarm_engine.engine.plan import Plan, build_plan
+from swarm_engine.engine.plan import Plan, attempts_exceeded, build_plan
 from swarm_engine.engine.reaper import ReapReport, reap_engines, reap_vms, vm_fence
 from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import (
@@ -300,11 +300,16 @@ class EngineSession:
             log.exception("ticket %s: resolving its plan crashed", ticket.id)
             return ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
 
-    def plan(self, ticket: Ticket) -> Plan:
+    def plan(self, ticket: Ticket, *, claimed: bool = True) -> Plan:
         """Resolve the ticket's agent/workflow and run each agent kind's host checks.
-        A malformed row or definition raises `ConfigError` naming the field."""
+        A malformed row or definition raises `ConfigError` naming the field, as does an
+        attempt past the ticket's `max_attempts` (`claimed`: whether `ticket.attempts`
+        already counts the attempt about to run)."""
         if ticket.problem is not None:
             raise ConfigError(ticket.problem)
+        over = attempts_exceeded(ticket, ticket.attempts + (0 if claimed else 1))
+        if over is not None:
+            raise ConfigError(over)
         try:
             plan = build_plan(ticket, self.registry)
             for step in plan.steps.values():
@@ -324,7 +329,7 @@ class EngineSession:
         the claim, so they change nothing.
         """
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
-        plan = self.plan(ticket)
+        plan = self.plan(ticket, claimed=False)
         if ticket.status not in ("draft", "open") and not lease_ran_out(ticket):
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one
