@@ -138,6 +138,8 @@ def test_the_renewal_renews_the_leases_while_the_engine_row_is_locked_elsewhere(
     psql(pg_url, "UPDATE tickets SET lease_expires_at = now() + interval '2 seconds'")
     gate = StoreGate()
     keeper = LeaseKeeper(store, gate, "e1", lease_ttl=30, heartbeat_interval=1, busy_vms=lambda: 2)
+    for ticket_id, attempt, _, _ in tickets:  # (only the leases it holds are renewed)
+        keeper.hold(ticket_id, attempt, lambda reason: None, lambda exc: None)
     try:
         with locked(pg_url, "SELECT id FROM engines WHERE id = 'e1' FOR UPDATE"):
             kept, refused = keeper.write([attempt for _, attempt, _, _ in tickets])

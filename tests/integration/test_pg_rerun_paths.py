@@ -92,10 +92,10 @@ def test_a_lease_renewal_rolled_back_runs_again_and_puts_the_row_back_once(
     and then the heartbeat, whose transaction is the one rolled back."""
     row = EngineRow(store, "e", kind="daemon", host=HOST, pid=1, max_vms=1, backend="process")
     row.register()
-    attempts = {}
+    attempts, ids = {}, {}
     for title in ("kept", "refused") if where == "fallback" else ("kept",):
         attempts[title] = uuid.uuid4().hex
-        ticket_id = store.tickets.create(title=title, agent_id="echo")
+        ids[title] = ticket_id = store.tickets.create(title=title, agent_id="echo")
         store.tickets.claim(ticket_id, engine_id="e", attempt_id=attempts[title], lease_ttl=30)
     psql(pg_url, "DELETE FROM engines WHERE id = 'e'")
     lease = "SELECT lease_expires_at AS at FROM tickets WHERE title = 'kept'"
@@ -108,6 +108,8 @@ def test_a_lease_renewal_rolled_back_runs_again_and_puts_the_row_back_once(
         store, gate, "e", lease_ttl=3600, heartbeat_interval=1, busy_vms=lambda: 0,
         restore_row=row.put_back, row_restored=row.note_put_back,
     )  # fmt: skip
+    for title, attempt in attempts.items():  # (only the leases it holds are renewed)
+        keeper.hold(ids[title], attempt, lambda reason: None, lambda exc: None)
     try:
         kept, refusals = crossed(pg_url, lambda: keeper.write(list(attempts.values())))
     finally:

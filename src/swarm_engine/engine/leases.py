@@ -275,7 +275,7 @@ class LeaseKeeper:
 
         def renew() -> set[str]:
             self.store.engines.short_lock_wait()
-            return self.store.tickets.renew_leases(attempt_ids, self.lease_ttl)
+            return self.store.tickets.renew_leases(self._still_held(attempt_ids), self.lease_ttl)
 
         try:
             return self.store.atomic(renew), {}
@@ -314,7 +314,15 @@ class LeaseKeeper:
 
     def _renew_one(self, attempt_id: str) -> set[str]:
         self.store.engines.short_lock_wait()
-        return self.store.tickets.renew_leases([attempt_id], self.lease_ttl)
+        return self.store.tickets.renew_leases(self._still_held([attempt_id]), self.lease_ttl)
+
+    def _still_held(self, attempt_ids: list[str]) -> list[str]:
+        """(On the store thread, inside the renewal's transaction: on SQLite once its
+        write lock is taken.) The attempts this engine still holds by its own clock now. A
+        renewal queued while it held them may reach the store only after it gave them up
+        (another client held the write lock past the lease): renewing them then would keep
+        their tickets `running`, with nobody running them, for one more lease."""
+        return [a for a in attempt_ids if self.holds(a)]
 
     def _told(self, put_back: list[bool]) -> None:
         if any(put_back):
