@@ -137,12 +137,12 @@ def test_a_row_locked_elsewhere_costs_only_its_own_lease_renewal(pg_url: str) ->
         (one, a1), (_, a2) = claimed(store, 2)
         client = hold_rows(pg_url, [one])
         try:
-            assert store.tickets.renew_leases([a1, a2], lease_ttl=30) == {a2}
+            assert store.tickets.renew_leases([a1, a2], lease_ttl=30, engine_id="e1") == {a2}
             assert store.tickets.held([a1, a2]) == {a1, a2}  # (still its: not lost)
         finally:  # its locks let go before the next call (a close alone lets the
             client.rollback()  # server notice the gone client later, the rows still locked)
             client.close()
-        assert store.tickets.renew_leases([a1, a2], lease_ttl=30) == {a1, a2}
+        assert store.tickets.renew_leases([a1, a2], lease_ttl=30, engine_id="e1") == {a1, a2}
     finally:
         store.close()
 

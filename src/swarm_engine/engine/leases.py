@@ -275,7 +275,9 @@ class LeaseKeeper:
 
         def renew() -> set[str]:
             self.store.engines.short_lock_wait()
-            return self.store.tickets.renew_leases(self._still_held(attempt_ids), self.lease_ttl)
+            return self.store.tickets.renew_leases(
+                self._still_held(attempt_ids), self.lease_ttl, self.engine_id
+            )
 
         try:
             return self.store.atomic(renew), {}
@@ -314,7 +316,9 @@ class LeaseKeeper:
 
     def _renew_one(self, attempt_id: str) -> set[str]:
         self.store.engines.short_lock_wait()
-        return self.store.tickets.renew_leases(self._still_held([attempt_id]), self.lease_ttl)
+        return self.store.tickets.renew_leases(
+            self._still_held([attempt_id]), self.lease_ttl, self.engine_id
+        )
 
     def _still_held(self, attempt_ids: list[str]) -> list[str]:
         """(On the store thread, inside the renewal's transaction: on SQLite once its

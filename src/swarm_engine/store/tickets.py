@@ -505,12 +505,17 @@ class TicketStore:
         with self.db.checks_ignored():
             return self.db.run(self.q.release, args).rowcount == 1
 
-    def renew_leases(self, attempt_ids: Iterable[str], lease_ttl: float) -> set[str]:
-        """Extend the leases of live attempts; returns those still held."""
+    def renew_leases(
+        self, attempt_ids: Iterable[str], lease_ttl: float, engine_id: str
+    ) -> set[str]:
+        """Extend the leases of live attempts, each `lease_ttl` seconds from now, and write
+        `engine_id` (the engine holding them) on their tickets again; returns those still
+        held."""
         ids = builtins.list(attempt_ids)
         if not ids:
             return set()
-        rows = self.db.all(self.q.renew_leases, {"attempt_ids": ids, "lease_ttl": float(lease_ttl)})
+        args = {"attempt_ids": ids, "lease_ttl": float(lease_ttl), "engine_id": engine_id}
+        rows = self.db.all(self.q.renew_leases, args)
         return {str(r[0]) for r in rows}
 
     def held(self, attempt_ids: Iterable[str]) -> set[str]:

@@ -217,8 +217,9 @@ UPDATE tickets SET status = 'open', attempts = GREATEST(attempts - 1, 0), engine
 -- is skipped, not waited for: its lease alone is not renewed this round, and the others'
 -- are (a wait for it held every lease of this engine up to lock_timeout). Whether it is
 -- still held is the keeper's plain read (`held`), which no lock blocks.
+-- engine_id is written again too (see the SQLite file).
 UPDATE tickets
-   SET lease_expires_at = now() + make_interval(secs => :lease_ttl)
+   SET lease_expires_at = now() + make_interval(secs => :lease_ttl), engine_id = :engine_id
  WHERE id IN (SELECT id FROM tickets WHERE attempt_id = ANY(:attempt_ids)
                  AND status IN ('claimed','running') FOR UPDATE SKIP LOCKED)
    AND attempt_id = ANY(:attempt_ids)

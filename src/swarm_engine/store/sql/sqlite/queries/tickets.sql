@@ -210,8 +210,12 @@ UPDATE tickets SET status = 'open', attempts = max(attempts - 1, 0), engine_id =
  WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
 
 -- name: renew_leases
+-- engine_id written again too: the attempt is this engine's (its fencing token says so),
+-- whatever another client wrote there since the claim (the reclaim names the engine and
+-- finds the attempt's VMs by it).
 UPDATE tickets
-   SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
+   SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl)),
+       engine_id = :engine_id
  WHERE attempt_id IN (SELECT value FROM json_each(:attempt_ids))
    AND status IN ('claimed','running')
 RETURNING attempt_id
