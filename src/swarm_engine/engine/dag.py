@@ -3,13 +3,14 @@ independent ones at once (bounded by the VM pool), each attempt a `StepAttempt`.
 
 `execute` is called by the ticket runner (`engine/runner.py`) with the run's context, in
 which each finished step's outputs feed later steps (`${steps.<id>.outputs.<key>}`). A
-step that fails stops its running siblings; the steps not started are recorded skipped.
+step that fails stops its running siblings; the steps not started are recorded skipped
+with the run's end (`not_run`), as they are when the run ends in any other way its
+engine records (a timeout, a cancel, the engine's stop).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,8 @@ from swarm_engine.engine.attempt import StepAttempt
 from swarm_engine.engine.bounds import RESULT_BYTES, RunBudgetError, combined_json, result_json
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.plan import Plan, PlannedStep, checked_inputs
-from swarm_engine.errors import AgentError, StaleAttemptError, SwarmError
+from swarm_engine.engine.writes import NotRun
+from swarm_engine.errors import AgentError, SwarmError
 from swarm_engine.records import JsonText
 from swarm_engine.store import Ticket
 from swarm_engine.templating import render
@@ -50,18 +52,22 @@ async def execute(
     run_id: int,
     context: dict[str, Any],
     queued: dict[str, Queued],
+    rowed: set[str],
 ) -> JsonText:
     """Run the DAG and return the run's result as it is to be stored: the only step's
     outputs (single agent), the workflow's `outputs:` rendered, or else its leaf steps'
     outputs by step id. `queued`: steps whose first attempt's row is already written, by
-    step id. Raises `StepFailed` for a failed step, `RunFailed` (one line: `result: N bytes
-    of JSON, more than the 8 MiB a ticket's result may hold (not stored)`) for a result
-    over `bounds.RESULT_BYTES`, which is never written."""
+    step id; `rowed`: each step's id is added to it as a row of it is first written (from
+    the write's start: a row a cancel cut short may be in the store), so that the run's
+    end records the others as never run (`not_run`). Raises `StepFailed` for a failed
+    step, `RunFailed` (one line: `result: N bytes of JSON, more than the 8 MiB a ticket's
+    result may hold (not stored)`) for a result over `bounds.RESULT_BYTES`, which is never
+    written."""
     hold_end = len(plan.steps) == 1  # the only step's end goes with the run's end
     pending = dict(plan.steps)
     running: dict[asyncio.Task[tuple[dict[str, Any], JsonText]], str] = {}
     texts: dict[str, JsonText] = {}  # each step's outputs, as its row holds them
-    rowed = set(queued)  # steps with a row (a sibling's failure stops some before theirs)
+    rowed.update(queued)
     failure: StepFailed | None = None
     try:
         while pending or running:
@@ -106,24 +112,7 @@ async def execute(
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
-    if failure is not None:  # every step without a row: the ones not started, and the
-        # ones the failure stopped before their row was written
-        for sid, step in plan.steps.items():
-            if sid in rowed:
-                continue
-            with contextlib.suppress(StaleAttemptError):
-                await runner.write(
-                    ticket,
-                    runner.store.runs.add_step,
-                    run_id,
-                    step_id=sid,
-                    agent_name=step.agent.name,
-                    agent_version=step.agent.version,
-                    agent_kind=step.agent.kind,
-                    inputs={},
-                    status="skipped",
-                    error=f"not run: step {failure.step_id!r} failed",
-                )
+    if failure is not None:  # (the steps without a row: recorded with the run's end)
         raise failure
     if plan.workflow is None:  # (measured as the step's outputs, at most 4 MiB)
         return texts[next(iter(plan.steps))]
@@ -147,6 +136,16 @@ def _release(written: asyncio.Future[None], _task: object = None) -> None:
 
 Order = tuple["asyncio.Future[None] | None", "asyncio.Future[None] | None"]
 """(the row to be written before this step's first, this step's first row written)."""
+
+
+def not_run(plan: Plan, rowed: set[str], why: str) -> list[NotRun]:
+    """The steps of `plan` without a row (`rowed`: those with one), each to be recorded
+    `skipped` with the run's end, `not run: WHY`, in the plan's order."""
+    return [
+        NotRun(sid, step.agent.name, step.agent.version, step.agent.kind, f"not run: {why}")
+        for sid, step in plan.steps.items()
+        if sid not in rowed
+    ]
 
 
 async def _run_step(

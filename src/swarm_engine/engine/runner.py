@@ -23,7 +23,7 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.attempt import record_destroyed
 from swarm_engine.engine.bounds import RunBudget
 from swarm_engine.engine.closing import close_left, taken_back, to_the_end, unfenced
-from swarm_engine.engine.dag import Queued, RunFailed, execute
+from swarm_engine.engine.dag import Queued, RunFailed, StepFailed, execute, not_run
 from swarm_engine.engine.enginerow import EngineRow
 from swarm_engine.engine.events import Event, EventSink, guarded, ignore
 from swarm_engine.engine.gate import StoreGate
@@ -35,7 +35,7 @@ from swarm_engine.engine.plan import (
     run_context,
 )
 from swarm_engine.engine.refusals import Refusals
-from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
+from swarm_engine.engine.writes import Destroyed, NewStep, NotRun, RunWrites, StepEnd
 from swarm_engine.errors import (
     AttemptEndedError,
     EngineRowLostError,
@@ -95,6 +95,9 @@ class TicketRunner(Refusals):
         """What each run of this runner has stored in its steps' rows (`budget`)."""
         self._held: dict[int, StepEnd] = {}
         """The end of a run's only step, held back to be written with the run's end."""
+        self._rowed: dict[int, tuple[Plan, set[str]]] = {}
+        """Each running run's plan and the steps that have a row: the others are recorded
+        never run (`dag.not_run`) with a run's end that is not `done`."""
         self._stops: dict[str, tuple[asyncio.Task[Any], Callable[[LostReason], None]]] = {}
         """Each running attempt's main task and how to stop it (see `run`)."""
         self._ended: dict[str, AttemptEndedError] = {}
@@ -288,12 +291,14 @@ class TicketRunner(Refusals):
         steps_over: Callable[[], None],
     ) -> Ticket:
         runs = self.store.runs
+        rowed = set(queued)  # (the first step's row was written with the run's start)
+        self._rowed[run_id] = (plan, rowed)
         try:
             try:
                 # a host shortage that the ticket's timeout cuts short is named with it
                 with shortage.noticing() as cut:
                     async with asyncio.timeout(plan.timeout_seconds):
-                        outputs = await execute(self, plan, ticket, run_id, context, queued)
+                        outputs = await execute(self, plan, ticket, run_id, context, queued, rowed)
                 over = self.budget(run_id).over  # a step's log passed it as its step ended
                 if over is not None:
                     raise RunFailed(over)
@@ -309,12 +314,13 @@ class TicketRunner(Refusals):
                 outputs_in_steps=plan.workflow is None or plan.workflow.outputs is None,
             )
         except RunFailed as exc:  # a step failed, or the result is over its cap
-            await self._close(ticket, run_id, status="failed", error=str(exc))
+            why = f"step {exc.step_id!r} failed" if isinstance(exc, StepFailed) else str(exc)
+            await self._close(ticket, run_id, status="failed", error=str(exc), not_run=why)
         except TimeoutError:
             error = f"ticket timed out after {plan.timeout_seconds:g}s"
             if cut:  # its steps' starts were waiting on a shortage of the host
                 error += f" while waiting on a host shortage: {cut[0]}"
-            await self._close(ticket, run_id, status="failed", error=error)
+            await self._close(ticket, run_id, status="failed", error=error, not_run=error)
         except StaleAttemptError as exc:
             # the attempt is over: the keeper has nothing left to stop (its cancel, for the
             # loss this close is about, came while the close waited on the store and cut
@@ -345,7 +351,9 @@ class TicketRunner(Refusals):
                 pass  # the ticket was failed, its run closed, and that logged (`_refused`)
             elif stop_reason[0] == "cancelled":
                 try:
-                    await self._close(ticket, run_id, status="cancelled")
+                    await self._close(
+                        ticket, run_id, status="cancelled", not_run="the ticket was cancelled"
+                    )
                 except StaleAttemptError:  # reopened meanwhile: the reopen left the run
                     await self._unfenced(runs.cancel_run, run_id, REOPENED)  # to its engine
             else:
@@ -364,6 +372,8 @@ class TicketRunner(Refusals):
                 )
                 await self._unfenced(runs.abandon_run, run_id, why)
             await taken_back(main, [])  # (the keeper's cancel was taken back above)
+        finally:
+            self._rowed.pop(run_id, None)
         return await self._finished(ticket, run_id)
 
     async def _abort(self, ticket: Ticket, run_id: int) -> None:
@@ -378,16 +388,18 @@ class TicketRunner(Refusals):
         requeue = self.abort_status == "open" and ticket.attempts < ticket.max_attempts
         self.keeper.finishing(attempt)
         destroyed = self._aborting.pop(run_id, [])
+        error = self.abort_error.format(id=ticket.id)
         write = self.gate.retrying_while(
             lambda: self.keeper.holds(attempt),
             self.writes.close_run,
             run_id,
             ticket,
             status="failed",
-            error=self.abort_error.format(id=ticket.id),
+            error=error,
             ticket_status="open" if requeue else "failed",
             step_end=self._held.get(run_id),
             destroyed=destroyed,
+            not_run=self._not_run(run_id, error),
         )
         try:
             await to_the_end(asyncio.ensure_future(write))
@@ -469,10 +481,12 @@ class TicketRunner(Refusals):
         outputs: Any = None,
         error: str | None = None,
         outputs_in_steps: bool = False,
+        not_run: str | None = None,
     ) -> None:
         """Close the run and the ticket (`RunStore.finish_run`), fenced and retried; the
-        end of its only step goes first if it was held back for it; the final rows are
-        read in the same transaction, for `_finished`."""
+        end of its only step goes first if it was held back for it, and with a `not_run`
+        reason the steps that never had a row are recorded skipped (`not run: REASON`);
+        the final rows are read in the same transaction, for `_finished`."""
         self._closed[run_id] = await self.write(
             ticket,
             self.writes.close_run,
@@ -483,8 +497,14 @@ class TicketRunner(Refusals):
             error=error,
             outputs_in_steps=outputs_in_steps,
             step_end=self._held.get(run_id),
+            not_run=None if not_run is None else self._not_run(run_id, not_run),
         )
         self._emit_held(run_id)
+
+    def _not_run(self, run_id: int, why: str) -> list[NotRun]:
+        """Run `run_id`'s steps that never had a row, to be recorded with its end."""
+        plan, rowed = self._rowed.get(run_id, (None, set()))
+        return [] if plan is None else not_run(plan, rowed, why)
 
     def budget(self, run_id: int) -> RunBudget:
         """What run `run_id` may still store in its steps' rows (`bounds.RunBudget`)."""

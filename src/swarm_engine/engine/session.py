@@ -53,6 +53,9 @@ from swarm_engine.vm.proctree import pid_alive
 
 log = logging.getLogger(__name__)
 
+OPEN = ("draft", "open")
+"""The statuses `run-ticket` claims a ticket from (a lapsed lease is reclaimed first)."""
+
 Claimed = tuple[Ticket, Plan | SwarmError | None, Started | None]
 """A ticket claimed by the daemon, its plan and its run (see `claim_planned`)."""
 
@@ -300,14 +303,14 @@ class EngineSession:
             log.exception("ticket %s: resolving its plan crashed", ticket.id)
             return ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
 
-    def plan(self, ticket: Ticket, *, claimed: bool = True) -> Plan:
+    def plan(self, ticket: Ticket, *, attempt: int | None = None) -> Plan:
         """Resolve the ticket's agent/workflow and run each agent kind's host checks.
         A malformed row or definition raises `ConfigError` naming the field, as does an
-        attempt past the ticket's `max_attempts` (`claimed`: whether `ticket.attempts`
-        already counts the attempt about to run)."""
+        `attempt` (1-based; by default `ticket.attempts`, which a claim has counted it
+        in; 0: not checked) past the ticket's `max_attempts`."""
         if ticket.problem is not None:
             raise ConfigError(ticket.problem)
-        over = attempts_exceeded(ticket, ticket.attempts + (0 if claimed else 1))
+        over = attempts_exceeded(ticket, ticket.attempts if attempt is None else attempt)
         if over is not None:
             raise ConfigError(over)
         try:
@@ -329,8 +332,10 @@ class EngineSession:
         the claim, so they change nothing.
         """
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
-        plan = self.plan(ticket, claimed=False)
-        if ticket.status not in ("draft", "open") and not lease_ran_out(ticket):
+        # an open ticket's next attempt is checked here; a lapsed one's reclaim, below,
+        # re-queues or fails it by its attempts as every reclaim does
+        plan = self.plan(ticket, attempt=ticket.attempts + 1 if ticket.status in OPEN else 0)
+        if ticket.status not in OPEN and not lease_ran_out(ticket):
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one
         # that cannot boot is a `VMError` (exit 7) that leaves the ticket as it was
@@ -358,11 +363,11 @@ class EngineSession:
         spare = left.spare(self.store)
         await self.gate.retrying(self.store.engines.forget_silent, left.silent_for, spare)
         await self.gate.retrying(left.close, self.store, ticket_id)
-        if ticket.status not in ("draft", "open"):  # its lease ran out: re-queued above,
+        if ticket.status not in OPEN:  # its lease ran out: re-queued above,
             ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)  # or not
             if ticket.status == "failed":
                 raise spent_by_reclaim(ticket)
-            if ticket.status not in ("draft", "open"):
+            if ticket.status not in OPEN:
                 raise not_claimable(ticket, await self._holder(ticket))
         self.claiming = True  # (an interrupt from now on may leave it claimed)
         claimed = await self.gate.retrying(

@@ -47,6 +47,19 @@ class NewStep:
 
 
 @dataclass
+class NotRun:
+    """A step of a plan that ended without its row ever being written (it never started:
+    its turn never came, or the run ended first), recorded `skipped` with `error` (`not
+    run: ...`) with the run's end."""
+
+    step_id: str
+    agent_name: str
+    agent_version: str
+    agent_kind: str
+    error: str
+
+
+@dataclass
 class StepEnd:
     """A step attempt's end: the rest of its live log, its VMs destroyed and its row; and
     the event to emit once it is stored."""
@@ -160,17 +173,25 @@ class RunWrites:
         ticket_status: str | None = None,
         step_end: StepEnd | None = None,
         destroyed: list[Destroyed] | None = None,
+        not_run: list[NotRun] | None = None,
     ) -> tuple[Ticket, dict[str, Any]]:
         """The run's end (`RunStore.finish_run`), after the end of its last step if that
-        was held back for it (`step_end`) and the VMs of its steps that are gone but not
-        yet recorded (`destroyed`: an abort's), then the final ticket and run rows read
-        back. A run still `running` after its close (the store dropped the write without
-        an error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
+        was held back for it (`step_end`), the VMs of its steps that are gone but not
+        yet recorded (`destroyed`: an abort's) and the rows of its steps that never
+        started (`not_run`, `skipped`), then the final ticket and run rows read back. A
+        run still `running` after its close (the store dropped the write without an
+        error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
 
         def close() -> tuple[Ticket, dict[str, Any]]:  # only SQL: run again (store/rerun.py)
             if step_end is not None:
                 self.step_finished(step_end)
             self.vms_destroyed(destroyed or [])
+            for step in not_run or []:
+                self.store.runs.add_step(
+                    run_id, step_id=step.step_id, agent_name=step.agent_name,
+                    agent_version=step.agent_version, agent_kind=step.agent_kind,
+                    inputs={}, status="skipped", error=stored_text(step.error),
+                )  # fmt: skip
             self.store.runs.finish_run(
                 run_id,
                 ticket,

@@ -199,7 +199,14 @@ UPDATE workflow_runs SET status = :status, outputs = CAST(:outputs AS jsonb), er
  WHERE workflow_runs.id = :run_id
 
 -- name: cancel_open_steps
-UPDATE step_executions SET status = 'cancelled', completed_at = now()
+-- With the run's end: a step still running is stopped (`cancelled`), one still queued
+-- never started (`skipped`, as the steps that never had a row: engine/dag.py not_run).
+UPDATE step_executions
+   SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'cancelled' END,
+       error = coalesce(error, CASE WHEN status = 'queued'
+                                    THEN 'not run: the run ended before it started'
+                                    ELSE 'cancelled' END),
+       completed_at = now()
  WHERE run_id = :run_id AND status IN ('queued','running')
 
 -- name: abandon_steps
