@@ -88,6 +88,10 @@ def run_at(home: Path, width: int, *args: str) -> str:
     assert done.returncode == 0, done.stderr
     too_wide = [line for line in done.stdout.splitlines() if len(line) > width]
     assert too_wide == [], f"lines wider than {width}:\n" + "\n".join(too_wide)
+    # as on a terminal (COLUMNS given): nothing after a line's last character (tester
+    # h-198: `ticket show`'s fields were padded to the terminal's width)
+    padded = [line for line in done.stdout.splitlines() if line != line.rstrip()]
+    assert padded == [], "lines padded with spaces:\n" + "\n".join(map(repr, padded))
     return done.stdout
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rich import box
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.markup import escape
 from rich.segment import Segment
 from rich.table import Table
@@ -118,7 +118,7 @@ def block(value: Any) -> str:
 def print_fields(rows: Sequence[tuple[str, str]]) -> None:
     """Print `(name, markup value)` rows as a block of fields, names in a column, values
     beside them; empty values are left out. On a terminal the values wrap at its width
-    under their own column; piped (no terminal, no `COLUMNS`) each value line is printed
+    under their own column, no spaces after them; piped (no terminal, no `COLUMNS`) each value line is printed
     whole, its next lines indented under it, with no padding after it, its tabs kept: a
     long error or result is one line that `grep` finds."""
     shown = [(name, value) for name, value in rows if value]
@@ -128,7 +128,7 @@ def print_fields(rows: Sequence[tuple[str, str]]) -> None:
         grid.add_column(overflow="fold")
         for name, value in shown:
             grid.add_row(name, Text.from_markup(value, emoji=False))
-        console.print(grid, highlight=False)
+        console.print(Unpadded(grid), highlight=False)  # (no spaces after a value)
         return
     indent = max((len(name) for name, _ in shown), default=0) + 2
     for name, value in shown:
@@ -279,12 +279,23 @@ def table(
     return Unpadded(t)
 
 
-class Unpadded:
-    """A table as Rich renders it, each line without the spaces that pad it to the
-    table's width (its title, its last column): nothing after a line's last character,
-    in a pipe or a terminal."""
+def say(markup: str) -> None:
+    """Print a line of markup (stored values in it escaped by the caller): on a terminal
+    wrapped at its width with nothing after each line's last character (a wrap leaves
+    the space it broke at), piped whole (`piped`)."""
+    text = Text.from_markup(markup, emoji=False)
+    if piped():
+        console.print(text, soft_wrap=True, highlight=False)
+    else:
+        console.print(Unpadded(text), highlight=False)
 
-    def __init__(self, inner: Table) -> None:
+
+class Unpadded:
+    """A table (or any renderable) as Rich renders it, each line without the spaces that
+    pad it to the table's width (its title, its last column) or that a wrap left: nothing
+    after a line's last character, in a pipe or a terminal."""
+
+    def __init__(self, inner: RenderableType) -> None:
         self.inner = inner
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

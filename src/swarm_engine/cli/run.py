@@ -29,6 +29,7 @@ from swarm_engine.cli.output import (
     label,
     ms,
     plain,
+    say,
     short,
     styled,
     table,
@@ -317,7 +318,7 @@ def status(settings: Settings, init: bool, as_json: bool) -> None:
         return
     counts = data["tickets"]
     order = ["draft", "open", "claimed", "running", "done", "failed", "cancelled"]
-    console.print(f"home: {plain(settings.home)}   ticket store: {plain(data['tickets_db'])}")
+    say(f"home: {plain(settings.home)}   ticket store: {plain(data['tickets_db'])}")
     console.print("tickets: " + "  ".join(f"{styled(s)} {counts.get(s, 0)}" for s in order))
     odd = {s: n for s, n in counts.items() if s not in order}
     if odd:

@@ -31,9 +31,9 @@ from swarm_engine.cli.output import (
     label,
     money,
     ms,
-    piped,
     plain,
     print_fields,
+    say,
     short,
     styled,
     table,
@@ -272,9 +272,7 @@ def show(
             _more_steps(ticket_id, run, err=True)
         _more_runs(ticket_id, found, err=True)
         return
-    console.print(
-        f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}", highlight=False, soft_wrap=piped()
-    )
+    say(f"[bold]ticket {ticket_id}[/bold]: {label(row.title)}")
     fields = [
         (
             "status",
