@@ -543,6 +543,30 @@ def test_output_to_a_full_disk_is_one_line_and_a_failure(
     assert done.stderr == "error: cannot write the output: No space left on device\n"
 
 
+def test_a_start_whose_line_meets_a_full_disk_says_its_engine_runs(tmp_path: Path) -> None:
+    """`start > file` on a full disk: the engine started before its line was written, so
+    the one `error:` line says so and how to stop it (tester h-198: it said only that
+    the output could not be written, exit 1, as if nothing had started)."""
+    home = tmp_path / "home"
+    swarm(home, "status", "--init", check=True)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "swarm_engine", "start", "--max-vms", "1"],
+            env=env_for(home), stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        assert done.returncode == 1, done.stderr
+        [line] = done.stderr.splitlines()
+        [pid] = query(home / "tickets.db", "SELECT pid FROM engines WHERE state = 'running'")
+        assert line == (
+            "error: cannot write the output: No space left on device;"
+            f" engine (pid {pid['pid']}) started all the same: 'swarm-engine stop' stops it"
+        )
+    finally:
+        assert swarm(home, "stop").returncode == 0
+
+
 def test_output_that_fails_mid_run_never_touches_the_run(tmp_path: Path) -> None:
     """`run-ticket --wait` whose output cannot be written (a full disk behind `>`; a pipe
     whose reader quit) and a foreground engine whose reader quit after its first line:

@@ -401,6 +401,7 @@ def _daemonize(settings: Settings, start_args: list[str], taken: Taken) -> None:
         if _written_since(ready, spawned)
         else f" (its start-up not done within {START_TIMEOUT:g}s)"
     )
+    unwritable.done(f"engine (pid {pid}) started all the same: 'swarm-engine stop' stops it")
     click.echo(f"engine {engine_id} started (pid {pid}){note}; log: {visible(str(logfile))}")
 
 

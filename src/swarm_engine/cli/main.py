@@ -220,6 +220,7 @@ def _main(argv: list[str] | None) -> None:
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
     unwritable.LOST.clear()  # (a command run in-process after another: its own output)
+    unwritable.DONE.clear()
     code: object = 1
     try:
         code = cli.main(args=argv, prog_name="swarm-engine", standalone_mode=False)
@@ -248,7 +249,8 @@ def _main(argv: list[str] | None) -> None:
         unwritable.drop(exc, sys.stdout)
     lost = unwritable.failure()
     if lost is not None:  # (the command went on without its output, or stopped at it)
-        click.echo(f"error: cannot write the output: {lost.strerror or lost}", err=True)
+        did = "".join(f"; {what}" for what in unwritable.DONE)
+        click.echo(f"error: cannot write the output: {lost.strerror or lost}{did}", err=True)
         sys.exit(code if isinstance(code, int) and code != 0 else 1)  # (130 stays 130)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -15,6 +15,15 @@ from typing import IO, Any
 
 LOST: list[OSError] = []
 """Why a write of the command's output failed, the first time (`drop`)."""
+DONE: list[str] = []
+"""What the command did that its lost output was to say (`done`): said on stderr with
+the output's failure, so that its non-zero exit does not read as nothing done."""
+
+
+def done(what: str) -> None:
+    """The command did `what` (one line: `the engine started (pid 5)`) whatever becomes
+    of its output; told with the error if that output cannot be written."""
+    DONE.append(what)
 
 
 def drop(exc: OSError, stream: IO[Any] | None) -> None:
