@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -62,6 +62,10 @@ class TriggerHostSettings(BaseModel):
 
     secret: str | None = Field(default=None, min_length=MIN_SECRET_LENGTH)
     secret_env: str | None = Field(default=None, min_length=1)
+    signature: Literal["standard-webhooks", "body"] = "standard-webhooks"
+    """How deliveries are signed (service/triggers.py): `standard-webhooks` (the Standard
+    Webhooks scheme: the delivery's id and time signed with its body, 5 minutes' window),
+    or `body` (`X-Swarm-Signature` over the body alone, as GitHub's: replayable)."""
 
     @field_validator("secret")
     @classmethod

@@ -1,11 +1,15 @@
 """Webhook triggers over real HTTP: a signed delivery makes one ticket; a retried delivery
-with the same idempotency key makes none; a bad signature, a missing key or a trigger with
-no secret on this host is refused."""
+with the same id makes none; a bad signature, a missing id or a trigger with no secret on
+this host is refused. Signatures are the Standard Webhooks scheme's by default (the id and
+time signed with the body: no replay under another id, none after 5 minutes), or the
+body's alone (`signature = "body"`)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from tests.conftest import Target
 from tests.support.api import Api, start_api
 from tests.support.cli import sqlite_shell, swarm, swarm_inproc
 
-from swarm_engine.service.triggers import sign
+from swarm_engine.service.triggers import sign, sign_standard
 
 SECRET = "a-webhook-secret-of-some-length"
 
@@ -37,19 +41,39 @@ def api(store_target: Target, tmp_path: Path) -> Iterator[Api]:
             inputs: {source: "ci"}
           - name: unsecret
             webhook: true
+          - name: legacy
+            webhook: true
         """))  # fmt: skip
     done = swarm_inproc(home, "workflow", "register", str(folder), **store_target.env)
     assert done.returncode == 0, done.stderr
-    server = start_api(home, SWARM_TRIGGERS=json.dumps({"on-push": {"secret": SECRET}}),
-                       **store_target.env)  # fmt: skip
+    hooks = {"on-push": {"secret": SECRET},
+             "legacy": {"secret": SECRET, "signature": "body"}}  # fmt: skip
+    server = start_api(home, SWARM_TRIGGERS=json.dumps(hooks), **store_target.env)
     yield server
     server.stop()
 
 
-def deliver(api: Api, name: str, body: bytes, key: str | None, secret: str = SECRET) -> object:
-    headers = {"X-Swarm-Signature": sign(secret, body), "Content-Type": "application/json"}
+def deliver(
+    api: Api, name: str, body: bytes, key: str | None, secret: str = SECRET, sent: int | None = None
+) -> object:
+    """A delivery signed as a Standard Webhooks sender signs it, `key` its id (None: no
+    `webhook-id` header), sent at `sent` (Unix seconds; now by default)."""
+    headers = sign_standard(secret, key or "", int(time.time()) if sent is None else sent, body)
+    if key is None:
+        del headers["webhook-id"]
+    return post(api, name, body, headers)
+
+
+def deliver_body_signed(api: Api, name: str, body: bytes, key: str | None) -> object:
+    """A delivery signed the older way: `X-Swarm-Signature` over the body alone."""
+    headers = {"X-Swarm-Signature": sign(SECRET, body)}
     if key is not None:
         headers["Idempotency-Key"] = key
+    return post(api, name, body, headers)
+
+
+def post(api: Api, name: str, body: bytes, headers: dict[str, str]) -> object:
+    headers = {**headers, "Content-Type": "application/json"}
     return api.post(f"/v1/triggers/{name}", data=body, headers=headers, token=None)
 
 
@@ -73,7 +97,7 @@ def test_a_delivery_makes_one_ticket_and_a_retry_makes_none(api: Api, store_targ
     ("name", "secret", "key", "status", "says"),
     [
         ("on-push", "not-the-secret-at-all-0000", "k", 401, "does not match"),
-        ("on-push", SECRET, None, 400, "Idempotency-Key"),
+        ("on-push", SECRET, None, 401, "a delivery needs the webhook-id header"),
         ("unsecret", SECRET, "k", 403, "no secret configured"),
         ("nope", SECRET, "k", 404, "no webhook trigger named 'nope'"),
     ],
@@ -211,3 +235,83 @@ def test_a_body_with_a_too_long_integer_is_the_422_every_route_answers(
     assert store_target.rows("SELECT id FROM tickets") == []
     unsigned = deliver(api, "on-push", body, "long-number", secret="not-the-secret-at-all-0000")
     assert unsigned.status_code == 401  # type: ignore[attr-defined]  # the signature first
+
+
+def test_a_seen_delivery_sent_again_under_another_id_or_later_is_refused(
+    api: Api, store_target: Target
+) -> None:
+    """Whoever saw one signed delivery (a proxy's log) cannot make a ticket with it: its
+    id is signed with its body (another id: 401), its time too (5 minutes on: 401); the
+    same id again is a retry (200, no second ticket)."""
+    body = b'{"ref": "refs/heads/main"}'
+    now = int(time.time())
+    seen = sign_standard(SECRET, "delivery-1", now, body)
+    assert post(api, "on-push", body, seen).status_code == 201  # type: ignore[attr-defined]
+    assert post(api, "on-push", body, seen).status_code == 200  # type: ignore[attr-defined]
+    replayed = post(api, "on-push", body, {**seen, "webhook-id": "delivery-2"})
+    assert replayed.status_code == 401  # type: ignore[attr-defined]
+    assert replayed.json()["message"] == (  # type: ignore[attr-defined]
+        "the webhook-signature header does not match the webhook-id, webhook-timestamp and body"
+    )
+    for sent in (now - 6 * 60, now + 6 * 60):  # (a clock up to 5 minutes off is taken)
+        late = deliver(api, "on-push", body, f"late-{sent}", sent=sent)
+        assert late.status_code == 401, late.text  # type: ignore[attr-defined]
+        assert "more than 5 minutes from this host's clock" in late.json()["message"]  # type: ignore[attr-defined]
+    bad_time = post(api, "on-push", body, {**seen, "webhook-timestamp": "yesterday"})
+    assert bad_time.status_code == 401  # type: ignore[attr-defined]
+    assert bad_time.json()["message"] == "the webhook-timestamp is not a time in Unix seconds"  # type: ignore[attr-defined]
+    assert len(store_target.rows("SELECT id FROM tickets")) == 1
+
+
+def test_a_trigger_set_to_body_signatures_takes_those_and_no_others(
+    api: Api, store_target: Target
+) -> None:
+    body = b'{"ref": "x"}'
+    made = deliver_body_signed(api, "legacy", body, "k1")
+    assert made.status_code == 201, made.text  # type: ignore[attr-defined]
+    again = deliver_body_signed(api, "legacy", body, "k1")
+    assert again.status_code == 200 and again.json()["created"] is False  # type: ignore[attr-defined]
+    keyless = deliver_body_signed(api, "legacy", body, None)
+    assert keyless.status_code == 400 and "Idempotency-Key" in keyless.json()["message"]  # type: ignore[attr-defined]
+    standard = deliver(api, "legacy", body, "k2")
+    assert standard.status_code == 401  # type: ignore[attr-defined]
+    assert "X-Swarm-Signature header does not match" in standard.json()["message"]  # type: ignore[attr-defined]
+    # and a trigger of Standard Webhooks signatures says what it takes
+    old_way = deliver_body_signed(api, "on-push", body, "k3")
+    assert old_way.status_code == 401  # type: ignore[attr-defined]
+    assert old_way.json()["message"] == (  # type: ignore[attr-defined]
+        "a delivery needs the webhook-id, webhook-timestamp, webhook-signature header (this"
+        " trigger takes Standard Webhooks signatures, not X-Swarm-Signature:"
+        ' signature = "body" in [triggers.on-push] takes that)'
+    )
+    assert len(store_target.rows("SELECT id FROM tickets")) == 1
+
+
+def test_a_whsec_secret_is_the_key_it_encodes(tmp_path: Path) -> None:
+    """A secret written as Standard Webhooks senders give it (`whsec_` and base64): the
+    signature is made with the bytes it encodes, as by any sender of the scheme."""
+    from standardwebhooks import Webhook
+
+    home = tmp_path / "home"
+    folder = tmp_path / "hooked"
+    folder.mkdir()
+    (folder / "workflow.yaml").write_text(
+        "name: hooked\nsteps:\n  - {id: a, agent: echo}\n"
+        "triggers:\n  - {name: on-push, webhook: true}\n"
+    )
+    assert swarm_inproc(home, "workflow", "register", str(folder)).returncode == 0
+    key = bytes(range(32))
+    secret = "whsec_" + base64.b64encode(key).decode()
+    server = start_api(home, SWARM_TRIGGERS=json.dumps({"on-push": {"secret": secret}}))
+    try:
+        body = b'{"ref": "x"}'
+        now = int(time.time())
+        from datetime import UTC, datetime
+
+        signature = Webhook(key).sign("d-1", datetime.fromtimestamp(now, tz=UTC), body)
+        headers = {"webhook-id": "d-1", "webhook-timestamp": str(now),
+                   "webhook-signature": signature}  # fmt: skip
+        made = post(server, "on-push", body, headers)
+        assert made.status_code == 201, made.text  # type: ignore[attr-defined]
+    finally:
+        server.stop()

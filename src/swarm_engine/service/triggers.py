@@ -1,14 +1,22 @@
 """Webhook triggers: a signed delivery makes one ticket of the trigger's workflow, once.
 
 A delivery is `POST /v1/triggers/<name>` with the raw body signed by the trigger's secret
-(host configuration, `[triggers.<name>]`): header `X-Swarm-Signature: sha256=<hex HMAC-SHA256
-of the body>`, and an `Idempotency-Key` header: a retried delivery with the same key makes
-no second ticket (`trigger_firings`, key `webhook:<key>`). The ticket's inputs are the
-trigger's literal `inputs` plus `webhook`: the body parsed as JSON (data, never a template),
-read as every JSON body of the API is (`read_body`: a key given twice, or an empty body, is
-refused). The secret is held to one rule (16+ characters, not blank) whether it is given
-inline or by `secret_env`: `serve` checks the variables when it starts (`check_secrets`),
-and each delivery checks its secret again.
+(host configuration, `[triggers.<name>]`). By default the signature is the Standard
+Webhooks scheme's (https://www.standardwebhooks.com/, checked by the `standardwebhooks`
+library): headers `webhook-id` (the delivery's id), `webhook-timestamp` (Unix seconds) and
+`webhook-signature: v1,<base64 HMAC-SHA256 of "ID.TIMESTAMP.BODY">`; a timestamp more than
+5 minutes from this host's clock is refused, so a delivery seen once cannot be sent again
+later, nor under another id. With `signature = "body"` the trigger takes the older,
+GitHub-style `X-Swarm-Signature: sha256=<hex HMAC-SHA256 of the body>` and an
+`Idempotency-Key` header instead (the body alone signed: replayable under a new key).
+Either way a retried delivery with the same id makes no second ticket (`trigger_firings`,
+key `webhook:<id>`). The ticket's inputs are the trigger's literal `inputs` plus
+`webhook`: the body parsed as JSON (data, never a template), read as every JSON body of
+the API is (`read_body`: a key given twice, or an empty body, is refused). The secret is
+held to one rule (16+ characters, not blank) whether it is given inline or by
+`secret_env`: `serve` checks the variables when it starts (`check_secrets`), and each
+delivery checks its secret again. A Standard Webhooks secret written `whsec_<base64>` is
+the key it encodes; any other is its UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +24,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from swarm_engine.config import Settings
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError, SwarmError, UsageError
@@ -30,7 +42,12 @@ from swarm_engine.store import Store
 
 SIGNATURE_HEADER = "X-Swarm-Signature"
 KEY_HEADER = "Idempotency-Key"
+STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+"""A Standard Webhooks delivery's headers (lower case, as `deliver` takes them)."""
 MAX_KEY = 200
+WINDOW_MINUTES = 5
+"""How far a Standard Webhooks delivery's timestamp may be from this host's clock (the
+`standardwebhooks` library's tolerance)."""
 
 
 class WebhookRefused(SwarmError):
@@ -50,8 +67,60 @@ class Delivery:
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The signature header's value for `body`: `sha256=<hex>`."""
+    """The `X-Swarm-Signature` header's value for `body` (`signature = "body"`):
+    `sha256=<hex>`."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def standard_webhook(secret: str) -> Webhook:
+    """The Standard Webhooks signer and checker of `secret`: a `whsec_<base64>` secret is
+    the key it encodes (as the scheme's senders write it), any other its UTF-8 bytes."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
+
+
+def sign_standard(secret: str, delivery_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """A Standard Webhooks delivery's headers for `body`, sent at `timestamp` (Unix
+    seconds): what a sender writes (tests and examples use it)."""
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    signature = standard_webhook(secret).sign(delivery_id, when, body)
+    return {"webhook-id": delivery_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature}  # fmt: skip
+
+
+def _check_standard(name: str, secret: str, body: bytes, headers: Mapping[str, str]) -> str:
+    """The delivery's id, once its Standard Webhooks signature is checked; else
+    `WebhookRefused` (401) saying which part failed."""
+    given = {h: headers.get(h) for h in STANDARD_HEADERS}
+    missing = [h for h, v in given.items() if not v]
+    if missing:
+        hint = (
+            f" (this trigger takes Standard Webhooks signatures, not {SIGNATURE_HEADER}:"
+            f' signature = "body" in [triggers.{name}] takes that)'
+            if headers.get(SIGNATURE_HEADER.lower())
+            else ""
+        )
+        raise WebhookRefused(401, f"a delivery needs the {', '.join(missing)} header{hint}")
+    try:
+        standard_webhook(secret).verify(body, {h: str(v) for h, v in given.items()},
+                                        json_parse=False)  # fmt: skip
+    except WebhookVerificationError as exc:
+        said = str(exc)
+        if "too old" in said or "too new" in said:
+            raise WebhookRefused(
+                401,
+                f"the webhook-timestamp is more than {WINDOW_MINUTES} minutes from this"
+                " host's clock (a delivery is signed with the time it is sent)",
+            ) from None
+        if "Invalid Signature Headers" in said:
+            raise WebhookRefused(
+                401, "the webhook-timestamp is not a time in Unix seconds"
+            ) from None
+        raise WebhookRefused(
+            401,
+            "the webhook-signature header does not match the webhook-id, webhook-timestamp"
+            " and body",
+        ) from None
+    return str(given["webhook-id"])
 
 
 def check_secrets(settings: Settings) -> None:
@@ -88,13 +157,13 @@ def deliver(
     settings: Settings,
     name: str,
     body: bytes,
-    signature: str | None,
-    key: str | None,
+    headers: Mapping[str, str],
 ) -> Delivery:
-    """Check and fire one webhook delivery. Raises `NotFoundError` (no such webhook
-    trigger), `WebhookRefused` (401/403), `ConflictError` (409: the name is declared by
-    more than one workflow, registry/triggers.py), `UsageError` (no key, or a body that is
-    not JSON)."""
+    """Check and fire one webhook delivery (`headers`: the request's, names in lower
+    case). Raises `NotFoundError` (no such webhook trigger), `WebhookRefused` (401/403),
+    `ConflictError` (409: the name is declared by more than one workflow,
+    registry/triggers.py), `UsageError` (no key or an unusable one, or a body that is not
+    JSON)."""
     declared = [
         (workflow, trigger)
         for workflow, _ in registry.latest_workflows()
@@ -112,8 +181,15 @@ def deliver(
         ) from exc
     if secret is None:
         raise WebhookRefused(403, f"trigger {shown(name)} has no secret configured on this host")
-    if signature is None or not hmac.compare_digest(signature.strip(), sign(secret, body)):
-        raise WebhookRefused(401, f"the {SIGNATURE_HEADER} header does not match the body")
+    assert host is not None
+    if host.signature == "standard-webhooks":
+        key: str | None = _check_standard(name, secret, body, headers)
+        key_header = "webhook-id"
+    else:
+        signature = headers.get(SIGNATURE_HEADER.lower())
+        if signature is None or not hmac.compare_digest(signature.strip(), sign(secret, body)):
+            raise WebhookRefused(401, f"the {SIGNATURE_HEADER} header does not match the body")
+        key, key_header = headers.get(KEY_HEADER.lower()), KEY_HEADER
     # a name declared by more than one workflow (rows any client may write): for none
     # of them, never the first one read; said only to a sender holding the secret
     problem = ambiguity(name, [w.name for w, _ in declared])
@@ -123,7 +199,7 @@ def deliver(
     if key is None or not key.strip():
         raise UsageError(f"a delivery needs an {KEY_HEADER} header")
     if len(key) > MAX_KEY or not key.isprintable():
-        raise UsageError(f"the {KEY_HEADER} is at most {MAX_KEY} printable characters")
+        raise UsageError(f"the {key_header} is at most {MAX_KEY} printable characters")
     payload = read_body(body)
     check_json(payload, "the body")  # what POST /v1/tickets refuses, a delivery may not bring
     inputs = {**trigger.inputs, "webhook": payload}
