@@ -36,7 +36,10 @@ while it is sent)."""
 
 ABORT_EXTENSION = "swarm.abort"
 """The ASGI scope extension (`scope["extensions"]`) through which a handler may drop its
-connection at once: `{"abort": callable}` (`api.protocol` adds it; other servers do not)."""
+connection at once, `{"abort": callable, "gone": callable}` (`api.protocol` adds it;
+other servers do not). `gone()` is True once the connection is closing: the client hung
+up (a write to it failed) even before the server has told the app (`http.disconnect`),
+which it does only at the event loop's next turn."""
 
 
 @dataclass

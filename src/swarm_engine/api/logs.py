@@ -28,6 +28,12 @@ again only once the last look's events were handed to the connection, which take
 only when its buffer has drained (uvicorn's flow control). A client that stops reading
 is disconnected once one event has waited `stream_stall_timeout` seconds (a setting,
 default 30), which frees its slot.
+
+A response whose client hung up ends at its next event: a look can hand hundreds of
+events to the connection in one go (small chunks), and once a write to the gone client
+fails, asyncio takes every further one as a write to a lost connection (a warning line
+each from the fifth) until the server tells the app, at the event loop's next turn. So
+each event is sent only while the connection is not closing (`deps.ABORT_EXTENSION`).
 """
 
 from __future__ import annotations
@@ -191,6 +197,11 @@ class _Stopped(Exception):
     """The server stops, and the response did not end by `Server.stop_by`."""
 
 
+class _Gone(Exception):
+    """The client hung up: its connection is closing (a write to it failed), though the
+    server has not told the app yet."""
+
+
 class _SlotStream(StreamingResponse):
     """A streamed response that gives its slot (of `slots`) back once it is over, however
     it ends (the stream's end, the client gone, the server stopping, the client
@@ -203,11 +214,14 @@ class _SlotStream(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stall = self.server.settings.stream_stall_timeout
+        gone = _extension(scope).get("gone")
 
         async def send_in_time(message: Message) -> None:
             server = self.server
             if server.stopping and anyio.current_time() >= server.stop_by:
                 raise _Stopped  # (a send that would not wait is no checkpoint)
+            if callable(gone) and gone():  # (nor is a send to a lost connection: no
+                raise _Gone  # turn of the loop between two of a look's events)
             try:
                 with anyio.fail_after(stall) as deadline:
                     deadline.deadline = min(deadline.deadline, server.stop_by)
@@ -223,6 +237,8 @@ class _SlotStream(StreamingResponse):
             await super().__call__(scope, receive, send_in_time)
         except _Stopped:  # dropped: a download cut short must not look whole, and a
             await _drop(scope, receive)  # stream's client reconnects (`Last-Event-ID`)
+        except _Gone:  # ended: the server sees the client gone at the loop's next turn
+            await _disconnected(receive)
         except _Stalled:
             what = "download" if self.slots is self.server.downloads else "stream"
             if what == "stream":
@@ -246,10 +262,22 @@ async def _drop(scope: Scope, receive: Receive) -> None:
     for the stalled client to take them), when the server can (`api.protocol`); then wait
     (briefly) for it to be gone, so the server does not take the unfinished response for a
     bug."""
-    abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    abort = _extension(scope).get("abort")
     if not callable(abort):
         return
     abort()
+    await _disconnected(receive)
+
+
+def _extension(scope: Scope) -> dict[str, Any]:
+    """The server's `deps.ABORT_EXTENSION` of this request (empty: not this server)."""
+    found: dict[str, Any] = scope.get("extensions", {}).get(ABORT_EXTENSION, {})
+    return found
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Wait (briefly) for the server to tell that the connection is gone, so that it
+    does not take the unfinished response for a bug."""
     with anyio.move_on_after(1):
         while (await receive())["type"] != "http.disconnect":
             pass

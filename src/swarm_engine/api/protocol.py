@@ -19,10 +19,10 @@
 - a socket that cannot be accepted (no file descriptor left) is one log line a minute
   (`quiet_accept_errors`), not a traceback per try.
 
-Each request's scope also carries a way to drop its connection at once
-(`deps.ABORT_EXTENSION`). A plain close waits until the client has taken every byte still
-buffered, which a client that stopped reading never does; a live log stream whose client
-stalled drops it instead (`api/logs.py`). Dropping resets the connection (`reset`:
+Each request's scope also carries a way to drop its connection at once, and to tell
+whether it is gone already (`deps.ABORT_EXTENSION`). A plain close waits until the
+client has taken every byte still buffered, which a client that stopped reading never
+does; a live log stream whose client stalled drops it instead (`api/logs.py`). Dropping resets the connection (`reset`:
 `SO_LINGER` 0, then the transport's abort): asyncio's abort alone discards only its own
 buffer and closes the socket, and the kernel then goes on sending what it holds (some
 MiB: the socket stayed in FIN-WAIT-1, the client saw no end) as if closed gracefully.
@@ -197,7 +197,7 @@ class AbortableH11Protocol(H11Protocol):
         # a new request's handler task is made here, but runs only after this returns
         if self.cycle is not None:
             extensions = self.cycle.scope.setdefault("extensions", {})
-            extensions[ABORT_EXTENSION] = {"abort": self.reset}
+            extensions[ABORT_EXTENSION] = {"abort": self.reset, "gone": self.transport.is_closing}
         if self.transport.is_closing():
             self._wait("", 0)
         elif self.conn.their_state is h11.IDLE:
