@@ -147,7 +147,7 @@ def test_the_keepers_cancel_does_not_cut_short_the_close_of_a_lost_run(
     before its step starts; the step's start is refused, and the runner abandons its run.
     That close meets a busy store, and while it waits the lease keeper sees the attempt's
     loss and cancels the run's task. The close is still written (the run `failed`, its
-    step too) and the task ends as a lost ticket's does, not as an engine's abort."""
+    step, which never started, `skipped`) and the task ends as a lost ticket's does, not as an engine's abort."""
     db = home / "tickets.db"
     write_agent(tmp_path / "slow", "name: slow\nkind: shell\ncommand: sleep 30\n")
     assert swarm_inproc(home, "agent", "register", str(tmp_path / "slow")).returncode == 0
@@ -165,7 +165,7 @@ def test_the_keepers_cancel_does_not_cut_short_the_close_of_a_lost_run(
                 keeper._next_check = 0.0
                 keeper._wake.set()
 
-            def abandon_run(run_id: int, error: str) -> None:  # (on the store thread)
+            def abandon_run(run_id: int, error: str, **rows: object) -> None:  # (store thread)
                 calls.append("abandon")
                 # busy for as long as the keeper still holds the lost attempt and has not
                 # looked yet: it is told to look now, and its cancel comes meanwhile
@@ -173,7 +173,7 @@ def test_the_keepers_cancel_does_not_cut_short_the_close_of_a_lost_run(
                     if calls.count("abandon") == 1:
                         loop.call_soon_threadsafe(look)
                     raise StoreBusyError("database is locked (held by another writer)")
-                real_abandon(run_id, error)
+                real_abandon(run_id, error, **rows)
 
             def held(attempt_ids: Iterable[str]) -> set[str]:
                 found = real_held(attempt_ids)
@@ -207,6 +207,8 @@ def test_the_keepers_cancel_does_not_cut_short_the_close_of_a_lost_run(
     assert calls[0] == "abandon", calls
     (run,) = query(db, "SELECT * FROM workflow_runs")
     (step,) = query(db, "SELECT * FROM step_executions")
-    assert run["status"] == step["status"] == "failed", (run, step)
+    assert run["status"] == "failed", (run, step)
     assert run["error"].startswith("stopped: this attempt lost the ticket"), run
+    # its step never started (its start refused): skipped, saying why
+    assert step["status"] == "skipped" and step["error"] == f"not run: {run['error']}", step
     assert isinstance(outcome, Ticket) and outcome.status == "open", outcome

@@ -8,10 +8,13 @@ NULL)."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+import zlib
 from pathlib import Path
 
 from tests.acceptance.conftest import write_agent, write_workflow
+from tests.conftest import Target
 from tests.support.cli import end_engine, query, start_engine, swarm, wait_until
 
 CHAIN = """name: chain
@@ -27,72 +30,148 @@ steps:
     needs: [second]
   - id: beside
     agent: nap
+  - id: wide1
+    agent: nap
+  - id: wide2
+    agent: nap
 """
-"""Two steps that run at once (`first`, `beside`), two that wait for `first`."""
+"""Four steps ready at once (`first`, `beside`, `wide1`, `wide2`), of which two run on the
+engine's two slots while the other two wait for a VM, their rows queued; two steps that
+wait for `first`."""
 
 
-def ticket_with_a_chain(home: Path, tmp_path: Path, *options: str) -> None:
-    nap = write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 300\n")
-    assert swarm(home, "agent", "register", str(nap)).returncode == 0
-    made = swarm(home, "workflow", "register", str(write_workflow(tmp_path / "wf", CHAIN)))
+def nap_of(tmp_path: Path) -> str:
+    """The steps' command: a sleep no other process of this host runs (found in /proc),
+    whatever other test runs beside this one."""
+    return f"sleep {10**6 + zlib.crc32(str(tmp_path).encode()) % 10**6}"
+
+
+def ticket_with_a_chain(home: Path, tmp_path: Path, *options: str, **env: str) -> None:
+    nap = write_agent(tmp_path / "nap", f"name: nap\nkind: shell\ncommand: {nap_of(tmp_path)}\n")
+    assert swarm(home, "agent", "register", str(nap), **env).returncode == 0
+    wf = write_workflow(tmp_path / "wf", CHAIN)
+    made = swarm(home, "workflow", "register", str(wf), **env)
     assert made.returncode == 0, made.stderr
-    made = swarm(home, "ticket", "create", "--title", "t", "--workflow", "chain", *options)
+    made = swarm(home, "ticket", "create", "--title", "t", "--workflow", "chain", *options, **env)
     assert made.returncode == 0, made.stderr
 
 
-def both_running(db: Path) -> bool:
-    rows = query(db, "SELECT 1 FROM step_executions WHERE status = 'running'")
-    return len(rows) == 2
+def two_running(target: Target) -> bool:
+    rows = target.rows("SELECT status FROM step_executions")
+    return [r["status"] for r in rows].count("running") == 2 and len(rows) == 4
 
 
-def steps_of_the_ended_run(db: Path) -> dict[str, tuple[str, str | None]]:
+def naps(command: str) -> int:
+    """The processes running `command` on this host now."""
+    found = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            found += (proc / "cmdline").read_bytes() == command.replace(" ", "\0").encode() + b"\0"
+        except OSError:
+            continue
+    return found
+
+
+def steps_of_the_ended_run(target: Target) -> dict[str, tuple[str, str | None, bool]]:
+    """Each step's (status, error, whether it started), once the run's end is recorded."""
     [run] = wait_until(
-        lambda: query(db, "SELECT id FROM workflow_runs WHERE status <> 'running'"),
+        lambda: target.rows("SELECT id FROM workflow_runs WHERE status <> 'running'"),
         60,
         "the run's end to be recorded",
     )
-    rows = query(
-        db, "SELECT step_id, status, error FROM step_executions WHERE run_id = ?", run["id"]
+    rows = target.rows(
+        "SELECT step_id, status, error, started_at IS NOT NULL AS started"
+        f" FROM step_executions WHERE run_id = {int(run['id'])}"
     )
-    steps = {r["step_id"]: (r["status"], r["error"]) for r in rows}
-    assert len(rows) == len(steps) == 4, rows  # one row per step, none twice
+    steps = {r["step_id"]: (r["status"], r["error"], bool(r["started"])) for r in rows}
+    assert len(rows) == len(steps) == 6, rows  # one row per step, none twice
     return steps
 
 
-def assert_ended(steps: dict[str, tuple[str, str | None]], why: str) -> None:
-    assert steps["first"] == steps["beside"] == ("cancelled", "cancelled"), steps
-    assert steps["second"] == steps["third"] == ("skipped", f"not run: {why}"), steps
+def assert_ended(steps: dict[str, tuple[str, str | None, bool]], why: str) -> None:
+    started = {sid for sid, (_, _, began) in steps.items() if began}
+    assert len(started) == 2 and started <= {"first", "beside", "wide1", "wide2"}, steps
+    for sid, (status, error, _) in steps.items():
+        # a step that ran was stopped; one that never did (its row queued for a VM, or
+        # never written) was skipped, saying why
+        want = ("cancelled", "cancelled") if sid in started else ("skipped", f"not run: {why}")
+        assert (status, error) == want, (sid, steps)
 
 
 def test_a_cancelled_run_records_the_steps_it_never_started(
-    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]], store_target: Target
 ) -> None:
-    db = home / "tickets.db"
-    ticket_with_a_chain(home, tmp_path)
-    engines.append(start_engine(home, "--max-vms", "2"))
-    wait_until(lambda: both_running(db), 60, "two steps to run")
-    assert swarm(home, "ticket", "cancel", "1").returncode == 0
-    assert_ended(steps_of_the_ended_run(db), "the ticket was cancelled")
+    env = store_target.env
+    ticket_with_a_chain(home, tmp_path, **env)
+    engines.append(start_engine(home, "--max-vms", "2", **env))
+    wait_until(lambda: two_running(store_target), 60, "two steps to run")
+    assert swarm(home, "ticket", "cancel", "1", **env).returncode == 0
+    assert_ended(steps_of_the_ended_run(store_target), "the ticket was cancelled")
 
 
-def test_a_timed_out_run_records_the_steps_it_never_started(home: Path, tmp_path: Path) -> None:
-    ticket_with_a_chain(home, tmp_path, "--timeout", "3")
-    done = swarm(home, "run-ticket", "1", "--wait", timeout=120)
+def test_a_timed_out_run_records_the_steps_it_never_started(
+    home: Path, tmp_path: Path, store_target: Target
+) -> None:
+    env = store_target.env
+    ticket_with_a_chain(home, tmp_path, "--timeout", "3", **env)
+    done = swarm(home, "run-ticket", "1", "--wait", timeout=120, SWARM_MAX_VMS="2", **env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "timed out after 3s" in done.stdout + done.stderr
-    assert_ended(steps_of_the_ended_run(home / "tickets.db"), "ticket timed out after 3s")
+    assert_ended(steps_of_the_ended_run(store_target), "ticket timed out after 3s")
 
 
 def test_a_run_the_engine_stops_records_the_steps_it_never_started(
-    home: Path, tmp_path: Path
+    home: Path, tmp_path: Path, store_target: Target
 ) -> None:
-    db = home / "tickets.db"
-    ticket_with_a_chain(home, tmp_path)
-    engine = start_engine(home, "--max-vms", "2")
+    env = store_target.env
+    ticket_with_a_chain(home, tmp_path, **env)
+    engine = start_engine(home, "--max-vms", "2", **env)
     try:
-        wait_until(lambda: both_running(db), 60, "two steps to run")
+        wait_until(lambda: two_running(store_target), 60, "two steps to run")
     finally:
         end_engine(engine)  # SIGTERM twice: the second aborts the runs
-    [run] = query(db, "SELECT error FROM workflow_runs")
+    [run] = store_target.rows("SELECT error FROM workflow_runs")
     assert run["error"] == "aborted: the engine was stopped during the run"
-    assert_ended(steps_of_the_ended_run(db), run["error"])
+    assert_ended(steps_of_the_ended_run(store_target), run["error"])
+
+
+def test_a_run_cancelled_then_reopened_before_its_end_was_recorded_records_every_step(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """The ticket is cancelled, and reopened by another client before its engine could
+    record the run's end (the store's write lock held meanwhile): the engine closes its own
+    run as cancelled, unfenced, with the same rows as any cancelled run (tester h-200:
+    1 or 2 steps of such runs had no row)."""
+    db = home / "tickets.db"
+    ticket_with_a_chain(home, tmp_path)
+    engines.append(start_engine(home, "--max-vms", "2"))
+    wait_until(lambda: two_running(Target("sqlite", db, {})), 60, "two steps to run")
+    wait_until(lambda: naps(nap_of(tmp_path)) == 2, 60, "the two steps' processes")
+    assert swarm(home, "ticket", "cancel", "1").returncode == 0
+    lock = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # (readers go on: the engine sees the cancel)
+        wait_until(lambda: naps(nap_of(tmp_path)) == 0, 60, "the engine to stop its steps")
+        lock.execute(
+            "UPDATE tickets SET status = 'open', attempts = 0, engine_id = NULL,"
+            " attempt_id = NULL, lease_expires_at = NULL, error = NULL WHERE id = 1"
+        )
+        lock.execute("COMMIT")
+    finally:
+        lock.close()
+    [run] = wait_until(
+        lambda: query(
+            db, "SELECT status, error FROM workflow_runs WHERE id = 1 AND status <> 'running'"
+        ),
+        60,
+        "the first run's end",
+    )
+    assert run["status"] == "cancelled" and "reopened" in run["error"], run
+    rows = query(
+        db,
+        "SELECT step_id, status, error, started_at IS NOT NULL AS started"
+        " FROM step_executions WHERE run_id = 1",
+    )
+    steps = {r["step_id"]: (r["status"], r["error"], bool(r["started"])) for r in rows}
+    assert len(rows) == len(steps) == 6, rows
+    assert_ended(steps, "the ticket was cancelled")

@@ -284,6 +284,7 @@ def say(markup: str) -> None:
     wrapped at its width with nothing after each line's last character (a wrap leaves
     the space it broke at), piped whole (`piped`)."""
     text = Text.from_markup(markup, emoji=False)
+    text.rstrip()  # (a value that ends in spaces, or is empty: `ticket 7: `)
     if piped():
         console.print(text, soft_wrap=True, highlight=False)
     else:

@@ -94,6 +94,9 @@ class StepAttempt:
         self.folder = runner.settings.artifacts_dir / f"run-{run_id}" / f"{step.id}.{attempt + 1}"
         self.destroyed: list[Destroyed] = []
         """VMs gone but not yet recorded destroyed."""
+        self.started = False
+        """Whether its VM was ready and its start being recorded (`_on_ready`): a step
+        cancelled before that never started."""
         self.sink: StepLog | None = None
         self.opening: asyncio.Future[BinaryIO | OSError] | None = None
 
@@ -148,6 +151,7 @@ class StepAttempt:
 
     async def _on_ready(self, vm: VM) -> None:
         runner = self.runner
+        self.started = True  # (from the write's start: a cancel may cut it short, stored)
         assert self.sink is not None and self.opening is not None
         await self._attach(self.sink, self.opening)  # the artifacts folder is there now
         await runner.write(self.ticket, runner.writes.step_started, self.exec_id, vm)
@@ -265,6 +269,8 @@ class StepAttempt:
                 raise
             # first, as patiently as ever
             await record_destroyed(runner.gate, runner.writes, self.destroyed)
+            if not self.started:  # left queued: the run's end records it skipped, saying
+                raise  # why the run ended (`RunStore.finish_run`)
             with contextlib.suppress(StaleAttemptError, StoreBusyError):
                 await runner.gate(
                     runner.store.runs.step_finished,

@@ -19,10 +19,10 @@ from swarm_engine.engine.attempt import StepAttempt
 from swarm_engine.engine.bounds import RESULT_BYTES, RunBudgetError, combined_json, result_json
 from swarm_engine.engine.events import Event
 from swarm_engine.engine.plan import Plan, PlannedStep, checked_inputs
-from swarm_engine.engine.writes import NotRun
 from swarm_engine.errors import AgentError, SwarmError
 from swarm_engine.records import JsonText
 from swarm_engine.store import Ticket
+from swarm_engine.store.runs import SkippedStep
 from swarm_engine.templating import render
 
 if TYPE_CHECKING:
@@ -138,11 +138,11 @@ Order = tuple["asyncio.Future[None] | None", "asyncio.Future[None] | None"]
 """(the row to be written before this step's first, this step's first row written)."""
 
 
-def not_run(plan: Plan, rowed: set[str], why: str) -> list[NotRun]:
-    """The steps of `plan` without a row (`rowed`: those with one), each to be recorded
-    `skipped` with the run's end, `not run: WHY`, in the plan's order."""
+def not_run(plan: Plan, rowed: set[str]) -> list[SkippedStep]:
+    """The steps of `plan` without a row (`rowed`: those with one), in the plan's order:
+    recorded `skipped` with the run's end (`RunStore.finish_run`)."""
     return [
-        NotRun(sid, step.agent.name, step.agent.version, step.agent.kind, f"not run: {why}")
+        SkippedStep(sid, step.agent.name, step.agent.version, step.agent.kind)
         for sid, step in plan.steps.items()
         if sid not in rowed
     ]

@@ -59,17 +59,26 @@ class Plan:
         return [s for s in self.steps if s not in needed]
 
 
-def attempts_exceeded(ticket: Ticket, attempt: int) -> str | None:
+def attempts_exceeded(ticket: Ticket, attempt: int, *, claimed: bool = True) -> str | None:
     """One line when `attempt` (1-based: the attempt about to run) is past the ticket's
-    `max_attempts`, else None. The engine re-queues a ticket only while attempts remain,
-    so an open row past its limit was written so by hand: it is failed, never run as
-    attempt 100 of 3."""
-    if attempt <= ticket.max_attempts:
+    `max_attempts`, or is no count at all (the row's `attempts` negative), else None.
+    The engine re-queues a ticket only while attempts remain, so an open row past its
+    limit was written so by hand: it is failed (`claimed`: by the engine that claimed it,
+    after which `ticket reopen` puts it back) or refused (`run-ticket`: it stays open), never
+    run as attempt 101 of 3."""
+    if 1 <= attempt <= ticket.max_attempts:
         return None
+    again = (
+        f"'swarm-engine ticket reopen {ticket.id}' counts its attempts from 0 again"
+        if claimed
+        else f"cancel it, then 'swarm-engine ticket reopen {ticket.id}' counts its attempts"
+        " from 0 again"
+    )
+    if attempt < 1:
+        return f"ticket {ticket.id}: attempts is {attempt - 1}, not a count (0 or more); {again}"
     return (
         f"ticket {ticket.id}: this would be attempt {attempt} of at most"
-        f" {ticket.max_attempts} (max_attempts); 'swarm-engine ticket reopen {ticket.id}'"
-        " counts its attempts from 0 again"
+        f" {ticket.max_attempts} (max_attempts); {again}"
     )
 
 

@@ -35,7 +35,7 @@ from swarm_engine.engine.plan import (
     run_context,
 )
 from swarm_engine.engine.refusals import Refusals
-from swarm_engine.engine.writes import Destroyed, NewStep, NotRun, RunWrites, StepEnd
+from swarm_engine.engine.writes import Destroyed, NewStep, RunWrites, StepEnd
 from swarm_engine.errors import (
     AttemptEndedError,
     EngineRowLostError,
@@ -51,6 +51,7 @@ from swarm_engine.models import AgentSpec
 from swarm_engine.package_folders import HeldCopy
 from swarm_engine.schema_check import SchemaChecker
 from swarm_engine.store import Store, Ticket
+from swarm_engine.store.runs import SkippedStep
 from swarm_engine.store.tickets import REOPENED
 from swarm_engine.vm import shortage
 from swarm_engine.vm.pool import VMPool
@@ -355,7 +356,11 @@ class TicketRunner(Refusals):
                         ticket, run_id, status="cancelled", not_run="the ticket was cancelled"
                     )
                 except StaleAttemptError:  # reopened meanwhile: the reopen left the run
-                    await self._unfenced(runs.cancel_run, run_id, REOPENED)  # to its engine
+                    cancel = functools.partial(  # to its engine
+                        runs.cancel_run, skipped=self._not_run(run_id),
+                        why="the ticket was cancelled",
+                    )  # fmt: skip
+                    await self._unfenced(cancel, run_id, REOPENED)
             else:
                 if stop_reason[0] == "lost":  # (an expired lease: the keeper said so)
                     log.warning(
@@ -370,7 +375,7 @@ class TicketRunner(Refusals):
                     if stop_reason[0] == "expired"
                     else "stopped: this attempt lost the ticket"
                 )
-                await self._unfenced(runs.abandon_run, run_id, why)
+                await self._abandon(run_id, why)
             await taken_back(main, [])  # (the keeper's cancel was taken back above)
         finally:
             self._rowed.pop(run_id, None)
@@ -399,7 +404,8 @@ class TicketRunner(Refusals):
             ticket_status="open" if requeue else "failed",
             step_end=self._held.get(run_id),
             destroyed=destroyed,
-            not_run=self._not_run(run_id, error),
+            skipped=self._not_run(run_id),
+            why=error,
         )
         try:
             await to_the_end(asyncio.ensure_future(write))
@@ -453,7 +459,8 @@ class TicketRunner(Refusals):
         self.unrecorded[ticket.id] = None
 
     async def _abandon(self, run_id: int, error: str) -> None:
-        await self._unfenced(self.store.runs.abandon_run, run_id, error)
+        abandon = functools.partial(self.store.runs.abandon_run, skipped=self._not_run(run_id))
+        await self._unfenced(abandon, run_id, error)
 
     async def _unfenced(self, close: Callable[[int, str], None], run_id: int, error: str) -> None:
         await unfenced(self.gate, close, run_id, error)
@@ -497,14 +504,15 @@ class TicketRunner(Refusals):
             error=error,
             outputs_in_steps=outputs_in_steps,
             step_end=self._held.get(run_id),
-            not_run=None if not_run is None else self._not_run(run_id, not_run),
+            skipped=[] if not_run is None else self._not_run(run_id),
+            why=not_run,
         )
         self._emit_held(run_id)
 
-    def _not_run(self, run_id: int, why: str) -> list[NotRun]:
+    def _not_run(self, run_id: int) -> list[SkippedStep]:
         """Run `run_id`'s steps that never had a row, to be recorded with its end."""
         plan, rowed = self._rowed.get(run_id, (None, set()))
-        return [] if plan is None else not_run(plan, rowed, why)
+        return [] if plan is None else not_run(plan, rowed)
 
     def budget(self, run_id: int) -> RunBudget:
         """What run `run_id` may still store in its steps' rows (`bounds.RunBudget`)."""

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from swarm_engine.agents.kinds import get_agent, load_kinds
 from swarm_engine.config import Settings
@@ -53,6 +53,8 @@ from swarm_engine.vm.proctree import pid_alive
 
 log = logging.getLogger(__name__)
 
+AttemptCount = Literal["claimed", "next"] | None
+"""Which attempt of a ticket `Session.plan` checks against its `max_attempts`."""
 OPEN = ("draft", "open")
 """The statuses `run-ticket` claims a ticket from (a lapsed lease is reclaimed first)."""
 
@@ -303,14 +305,22 @@ class EngineSession:
             log.exception("ticket %s: resolving its plan crashed", ticket.id)
             return ConfigError(f"cannot resolve ticket {ticket.id}: {type(exc).__name__}: {exc}")
 
-    def plan(self, ticket: Ticket, *, attempt: int | None = None) -> Plan:
+    def plan(self, ticket: Ticket, *, attempt: AttemptCount = "claimed") -> Plan:
         """Resolve the ticket's agent/workflow and run each agent kind's host checks.
         A malformed row or definition raises `ConfigError` naming the field, as does an
-        `attempt` (1-based; by default `ticket.attempts`, which a claim has counted it
-        in; 0: not checked) past the ticket's `max_attempts`."""
+        attempt past the ticket's `max_attempts` (`attempt`: `claimed`, the one a claim
+        counted in `ticket.attempts`; `next`, the one after them; None: not checked)."""
         if ticket.problem is not None:
             raise ConfigError(ticket.problem)
-        over = attempts_exceeded(ticket, ticket.attempts if attempt is None else attempt)
+        over = (
+            None
+            if attempt is None
+            else attempts_exceeded(
+                ticket,
+                ticket.attempts + (attempt == "next"),
+                claimed=attempt == "claimed",
+            )
+        )
         if over is not None:
             raise ConfigError(over)
         try:
@@ -334,7 +344,7 @@ class EngineSession:
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
         # an open ticket's next attempt is checked here; a lapsed one's reclaim, below,
         # re-queues or fails it by its attempts as every reclaim does
-        plan = self.plan(ticket, attempt=ticket.attempts + 1 if ticket.status in OPEN else 0)
+        plan = self.plan(ticket, attempt="next" if ticket.status in OPEN else None)
         if ticket.status not in OPEN and not lease_ran_out(ticket):
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one

@@ -8,6 +8,7 @@ runner, waiting for a busy store but never for a lease).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from swarm_engine.errors import NotFoundError, StoreError, StoreIntegrityError
 from swarm_engine.models import Usage
 from swarm_engine.records import JsonText, stored_text
 from swarm_engine.store import Store, Ticket
+from swarm_engine.store.runs import SkippedStep
 from swarm_engine.vm.base import VM
 
 Destroyed = tuple[str, str | None, datetime]
@@ -44,19 +46,6 @@ class NewStep:
     agent_kind: str
     inputs: JsonText
     """Its rendered inputs as the row holds them (`bounds.step_inputs_json`)."""
-
-
-@dataclass
-class NotRun:
-    """A step of a plan that ended without its row ever being written (it never started:
-    its turn never came, or the run ended first), recorded `skipped` with `error` (`not
-    run: ...`) with the run's end."""
-
-    step_id: str
-    agent_name: str
-    agent_version: str
-    agent_kind: str
-    error: str
 
 
 @dataclass
@@ -173,12 +162,13 @@ class RunWrites:
         ticket_status: str | None = None,
         step_end: StepEnd | None = None,
         destroyed: list[Destroyed] | None = None,
-        not_run: list[NotRun] | None = None,
+        skipped: Sequence[SkippedStep] = (),
+        why: str | None = None,
     ) -> tuple[Ticket, dict[str, Any]]:
         """The run's end (`RunStore.finish_run`), after the end of its last step if that
         was held back for it (`step_end`), the VMs of its steps that are gone but not
         yet recorded (`destroyed`: an abort's) and the rows of its steps that never
-        started (`not_run`, `skipped`), then the final ticket and run rows read back. A
+        started (`skipped`, and those queued: `not run: WHY`), then the final ticket and run rows read back. A
         run still `running` after its close (the store dropped the write without an
         error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
 
@@ -186,12 +176,6 @@ class RunWrites:
             if step_end is not None:
                 self.step_finished(step_end)
             self.vms_destroyed(destroyed or [])
-            for step in not_run or []:
-                self.store.runs.add_step(
-                    run_id, step_id=step.step_id, agent_name=step.agent_name,
-                    agent_version=step.agent_version, agent_kind=step.agent_kind,
-                    inputs={}, status="skipped", error=stored_text(step.error),
-                )  # fmt: skip
             self.store.runs.finish_run(
                 run_id,
                 ticket,
@@ -200,6 +184,8 @@ class RunWrites:
                 error=None if error is None else stored_text(error),  # (a step's error in it)
                 ticket_status=ticket_status,
                 outputs_in_steps=outputs_in_steps,
+                skipped=skipped,
+                why=None if why is None else stored_text(why),
             )
             run = self.store.runs.get_run(run_id)
             if run.get("status") == "running":  # the close dropped (a trigger's IGNORE):

@@ -6,7 +6,8 @@ ticket (reclaimed by another engine) cannot be written any more.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
@@ -20,6 +21,22 @@ UNRECORDED_END = "ended unrecorded: "
 """How the error of a run begins whose end the store refused, and the failing of its
 ticket too (`RunStore.end_unrecorded`): the mark, matched by the ticket statements, that
 keeps the ticket from being re-queued when its lease runs out."""
+
+
+NOT_STARTED = "the run ended before it started"
+"""Why a step whose row was queued but that never started was not run, when the run's
+end gives no reason of its own (`not run: ...`)."""
+
+
+@dataclass(frozen=True)
+class SkippedStep:
+    """A step of a run's plan that never had a row: recorded `skipped` with the run's
+    end (`not run: WHY`)."""
+
+    step_id: str
+    agent_name: str
+    agent_version: str
+    agent_kind: str
 
 
 ALL_VALUES = MAX_RECORD_JSON_BYTES
@@ -150,8 +167,13 @@ class RunStore:
         error: str | None = None,
         ticket_status: str | None = None,
         outputs_in_steps: bool = False,
+        skipped: Sequence[SkippedStep] = (),
+        why: str | None = None,
     ) -> None:
         """Close the run (usage rolled up from its steps) and the ticket, atomically.
+        Its steps that never had a row (`skipped`) and those queued but never started are
+        recorded `skipped`, `not run: WHY` (`why`, else `NOT_STARTED`); a step still
+        running, `cancelled`.
 
         `ticket_status` defaults to the run status; 'open' re-queues the ticket (a retry).
         A cancelled ticket keeps its status; the run is recorded as cancelled.
@@ -166,6 +188,7 @@ class RunStore:
             held = self.db.one(self.q.held_status, {"run_id": run_id})
             if held is None:
                 raise StaleAttemptError(f"run {run_id} no longer holds its ticket")
+            self._skip(run_id, skipped, why)
             cancelled = held[0] == "cancelled"
             if cancelled:
                 status, error = "cancelled", error or "cancelled by user"
@@ -179,7 +202,7 @@ class RunStore:
                     "error": error,
                 },
             )
-            self.db.run(self.q.cancel_open_steps, {"run_id": run_id})
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "why": why or NOT_STARTED})
             # a run stopped for a cancel whose ticket was put back meanwhile (a cancel, then
             # a reopen, by another writer) closes as cancelled and leaves the ticket alone
             if not cancelled and status != "cancelled":
@@ -193,26 +216,42 @@ class RunStore:
 
         self.db.atomic(lambda: close(status, error))  # (each try from the arguments)
 
-    def abandon_run(self, run_id: int, error: str) -> None:
+    def abandon_run(self, run_id: int, error: str, skipped: Sequence[SkippedStep] = ()) -> None:
         """Close a run its own engine stopped because its attempt lost the ticket (and the
-        run's unfinished steps). Not fenced: it only closes that run's own rows."""
+        run's unfinished steps: running ones failed with `error`, the ones that never
+        started, and `skipped`, `not run: ERROR`). Not fenced: it only closes that run's
+        own rows."""
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
+            self._skip(run_id, skipped, error)
             self.db.run(self.q.abandon_steps, {"run_id": run_id, "error": error})
             self.db.run(self.q.abandon_run, {"run_id": run_id, "error": error})
 
         self.db.atomic(close)
 
-    def cancel_run(self, run_id: int, error: str) -> None:
+    def cancel_run(
+        self, run_id: int, error: str, skipped: Sequence[SkippedStep] = (), why: str | None = None
+    ) -> None:
         """Close as cancelled a run its own engine stopped for a cancel, when the ticket
-        was reopened before the run's end could be recorded (and its unfinished steps).
-        Not fenced: it only closes that run's own rows."""
+        was reopened before the run's end could be recorded (and its unfinished steps, as
+        `finish_run` does). Not fenced: it only closes that run's own rows."""
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
-            self.db.run(self.q.cancel_open_steps, {"run_id": run_id})
+            self._skip(run_id, skipped, why)
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "why": why or NOT_STARTED})
             self.db.run(self.q.cancel_run, {"run_id": run_id, "error": error})
 
         self.db.atomic(close)
+
+    def _skip(self, run_id: int, skipped: Sequence[SkippedStep], why: str | None) -> None:
+        """(In the caller's transaction.) A `skipped` row for each step that never had one."""
+        for step in skipped:
+            self.db.run(
+                self.q.add_skipped_step,
+                {"run_id": run_id, "step_id": step.step_id, "agent_name": step.agent_name,
+                 "agent_version": step.agent_version, "agent_kind": step.agent_kind,
+                 "error": f"not run: {why or NOT_STARTED}"},
+            )  # fmt: skip
 
     def abandon_attempt(self, attempt_id: str, error: str) -> int:
         """Close (`failed`) whatever run of this attempt is still marked running, and its

@@ -200,19 +200,31 @@ UPDATE workflow_runs SET status = :status, outputs = CAST(:outputs AS jsonb), er
 
 -- name: cancel_open_steps
 -- With the run's end: a step still running is stopped (`cancelled`), one still queued
--- never started (`skipped`, as the steps that never had a row: engine/dag.py not_run).
+-- never started (`skipped`, `not run: WHY`, as the steps that never had a row:
+-- add_skipped_step).
 UPDATE step_executions
    SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'cancelled' END,
-       error = coalesce(error, CASE WHEN status = 'queued'
-                                    THEN 'not run: the run ended before it started'
+       error = coalesce(error, CASE WHEN status = 'queued' THEN 'not run: ' || CAST(:why AS text)
                                     ELSE 'cancelled' END),
        completed_at = now()
  WHERE run_id = :run_id AND status IN ('queued','running')
 
 -- name: abandon_steps
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+-- A step still queued never started: `skipped`, as in cancel_open_steps.
+UPDATE step_executions
+   SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN 'not run: ' || CAST(:error AS text)
+                                    ELSE CAST(:error AS text) END),
        completed_at = now()
  WHERE run_id = :run_id AND status IN ('queued','running')
+
+-- name: add_skipped_step
+-- A step of the run that never had a row, recorded with the run's end by the engine that
+-- ran it (its own run: not fenced, as abandon_run and cancel_run are not).
+INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind, inputs,
+                             retry_count, status, error, completed_at)
+VALUES (:run_id, CAST(:step_id AS text), CAST(:agent_name AS text),
+        CAST(:agent_version AS text), CAST(:agent_kind AS text), '{}', 0, 'skipped', CAST(:error AS text), now())
 
 -- name: abandon_run
 UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
