@@ -34,6 +34,14 @@ def pg_home(pg_url: str, tmp_path: Path, timings: dict[str, str]) -> tuple[Path,
     return home, env
 
 
+def nap_ticket(home: Path, tmp_path: Path, **env: str) -> None:
+    """Ticket 1, of an agent `nap` (shell, `sleep 300`): a step that runs until stopped."""
+    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 300\n")
+    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap"), **env).returncode == 0
+    made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "nap", **env)
+    assert made.returncode == 0, made.stderr
+
+
 def write_workflow(folder: Path, yaml_text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "workflow.yaml").write_text(textwrap.dedent(yaml_text))

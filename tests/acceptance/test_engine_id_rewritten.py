@@ -11,8 +11,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.acceptance.conftest import write_agent
-from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+from tests.acceptance.conftest import nap_ticket
+from tests.support.cli import query, start_engine, wait_until
 
 SHORT = {"SWARM_LEASE_TTL": "3", "SWARM_HEARTBEAT_INTERVAL": "0.5", "SWARM_POLL_INTERVAL": "0.5"}
 
@@ -21,10 +21,7 @@ def test_the_holding_engine_writes_its_id_back_at_the_next_renewal(
     home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
 ) -> None:
     db = home / "tickets.db"
-    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 300\n")
-    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap")).returncode == 0
-    made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "nap")
-    assert made.returncode == 0, made.stderr
+    nap_ticket(home, tmp_path)
     engines.append(start_engine(home, "--max-vms", "1", **SHORT))
     wait_until(
         lambda: query(db, "SELECT 1 FROM step_executions WHERE status = 'running'"),

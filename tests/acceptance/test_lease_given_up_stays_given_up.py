@@ -12,8 +12,8 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tests.acceptance.conftest import write_agent
-from tests.support.cli import query, start_engine, swarm_inproc, wait_until
+from tests.acceptance.conftest import nap_ticket
+from tests.support.cli import query, start_engine, wait_until
 
 TTL = 3.0
 SHORT = {
@@ -29,10 +29,7 @@ def test_a_renewal_that_waited_for_the_lock_does_not_renew_a_lease_given_up(
     home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
 ) -> None:
     db = home / "tickets.db"
-    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 300\n")
-    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap")).returncode == 0
-    made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "nap")
-    assert made.returncode == 0, made.stderr
+    nap_ticket(home, tmp_path)
     # the default busy timeout (10 s) lets a renewal wait inside BEGIN IMMEDIATE for the
     # whole time the lock is held: it was queued while the engine still held the lease
     engine = start_engine(home, "--max-vms", "1", **SHORT)

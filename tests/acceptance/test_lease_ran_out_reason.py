@@ -9,9 +9,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.acceptance.conftest import write_agent
+from tests.acceptance.conftest import nap_ticket
 from tests.integration.test_pg_idle_transaction import hold_rows
-from tests.support.cli import start_engine, swarm_inproc, wait_until
+from tests.support.cli import start_engine, wait_until
 from tests.support.postgres import pg_query
 
 SHORT = {"SWARM_LEASE_TTL": "3", "SWARM_HEARTBEAT_INTERVAL": "1", "SWARM_POLL_INTERVAL": "0.5"}
@@ -22,10 +22,7 @@ def test_a_lease_run_out_on_the_engines_clock_is_recorded_as_such(
 ) -> None:
     home = tmp_path / "home"
     env = {"SWARM_DATABASE_URL": pg_url, **SHORT}
-    write_agent(tmp_path / "nap", "name: nap\nkind: shell\ncommand: sleep 300\n")
-    assert swarm_inproc(home, "agent", "register", str(tmp_path / "nap"), **env).returncode == 0
-    made = swarm_inproc(home, "ticket", "create", "--title", "t", "--agent", "nap", **env)
-    assert made.returncode == 0, made.stderr
+    nap_ticket(home, tmp_path, **env)
     engines.append(start_engine(home, "--max-vms", "1", **env))
     wait_until(
         lambda: pg_query(pg_url, "SELECT 1 FROM step_executions WHERE status = 'running'"),
