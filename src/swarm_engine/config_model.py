@@ -8,6 +8,8 @@ Bad values are refused here, with pydantic's message for the first problem.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -39,9 +41,33 @@ MIN_SECRET_LENGTH = 16
 """The fewest characters a webhook trigger's secret may hold (its HMAC key), blank never."""
 
 
+WHSEC = "whsec_"
+"""How a Standard Webhooks secret written as its key's base64 begins."""
+
+
+def whsec_key(value: str) -> bytes | None:
+    """The key a `whsec_<base64>` secret encodes (as the Standard Webhooks scheme's senders
+    write one), or None for any other secret (its UTF-8 bytes are the key). `ValueError`
+    when what follows `whsec_` is not base64 of a key."""
+    if not value.startswith(WHSEC):
+        return None
+    rest = value[len(WHSEC) :]
+    try:
+        key = base64.b64decode(rest + "=" * (-len(rest) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise ValueError(
+            "starts with whsec_ but what follows is not the base64 of a key (a Standard"
+            " Webhooks secret is whsec_ and its key's base64)"
+        )
+    return key
+
+
 def secret_problem(value: str) -> str | None:
-    """Why `value` cannot be a webhook secret (shorter than `MIN_SECRET_LENGTH`, or
-    blank: only whitespace), or None. The secret itself is never in the line."""
+    """Why `value` cannot be a webhook secret (shorter than `MIN_SECRET_LENGTH`, blank:
+    only whitespace, or `whsec_` and no base64 after it), or None. The secret itself is
+    never in the line."""
     if not value.strip():
         return "is blank (only whitespace)"
     if len(value) < MIN_SECRET_LENGTH:
@@ -49,6 +75,10 @@ def secret_problem(value: str) -> str | None:
             f"holds {len(value)} character{'s' if len(value) != 1 else ''}, fewer than the"
             f" {MIN_SECRET_LENGTH} a webhook secret needs"
         )
+    try:
+        whsec_key(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -72,6 +102,8 @@ class TriggerHostSettings(BaseModel):
     def _not_blank(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             raise ValueError("must not be blank (only whitespace)")
+        if v is not None:
+            whsec_key(v)  # (its ValueError, one line, is the setting's error)
         return v
 
     @model_validator(mode="after")

@@ -275,12 +275,15 @@ def test_a_trigger_set_to_body_signatures_takes_those_and_no_others(
     assert keyless.status_code == 400 and "Idempotency-Key" in keyless.json()["message"]  # type: ignore[attr-defined]
     standard = deliver(api, "legacy", body, "k2")
     assert standard.status_code == 401  # type: ignore[attr-defined]
-    assert "X-Swarm-Signature header does not match" in standard.json()["message"]  # type: ignore[attr-defined]
+    assert standard.json()["message"] == "a delivery needs the X-Swarm-Signature header"  # type: ignore[attr-defined]
+    forged = post(api, "legacy", body, {"X-Swarm-Signature": "sha256=00", "Idempotency-Key": "k"})
+    assert forged.status_code == 401  # type: ignore[attr-defined]
+    assert "X-Swarm-Signature header does not match" in forged.json()["message"]  # type: ignore[attr-defined]
     # and a trigger of Standard Webhooks signatures says what it takes
     old_way = deliver_body_signed(api, "on-push", body, "k3")
     assert old_way.status_code == 401  # type: ignore[attr-defined]
     assert old_way.json()["message"] == (  # type: ignore[attr-defined]
-        "a delivery needs the webhook-id, webhook-timestamp, webhook-signature header (this"
+        "a delivery needs the webhook-id, webhook-timestamp, webhook-signature headers (this"
         " trigger takes Standard Webhooks signatures, not X-Swarm-Signature:"
         ' signature = "body" in [triggers.on-push] takes that)'
     )
@@ -315,3 +318,32 @@ def test_a_whsec_secret_is_the_key_it_encodes(tmp_path: Path) -> None:
         assert made.status_code == 201, made.text  # type: ignore[attr-defined]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("delivery_id", ["d\u00e9", "x" * 201, "tab\there"])
+def test_an_id_a_sender_cannot_sign_as_written_is_refused(
+    api: Api, store_target: Target, delivery_id: str
+) -> None:
+    """A header is read as Latin-1, so only an ASCII id is signed as its sender wrote it
+    (tester h-201: `d\u00e9` signed as UTF-8 got 401, signed as mojibake 201); ids past 200
+    characters or not printable get the same one line (400), never a framework's 422."""
+    body = b'{"ref": "x"}'
+    headers = sign_standard(SECRET, delivery_id, int(time.time()), body)
+    headers["webhook-id"] = delivery_id.encode().decode("latin-1")  # (as it goes on the wire)
+    refused = post(api, "on-push", body, headers)
+    assert refused.status_code == 400, refused.text  # type: ignore[attr-defined]
+    assert refused.json()["message"] == "the webhook-id is at most 200 printable ASCII characters"  # type: ignore[attr-defined]
+    assert store_target.rows("SELECT id FROM tickets") == []
+
+
+@pytest.mark.parametrize("secret", ["whsec_!!!notbase64!!!!", "whsec_abcdefghijklmnopq="])
+def test_serve_refuses_a_whsec_secret_that_is_not_base64(tmp_path: Path, secret: str) -> None:
+    """Inline or from a variable: one line, exit 5, `serve` not started (tester h-201: it
+    started, and every delivery was a 500 with a traceback)."""
+    home = tmp_path / "home"
+    for hooks, env in (({"hk": {"secret": secret}}, {}),
+                       ({"hk": {"secret_env": "HK_SECRET"}}, {"HK_SECRET": secret})):  # fmt: skip
+        done = swarm(home, "serve", "--port", "0", SWARM_TRIGGERS=json.dumps(hooks), **env)
+        assert done.returncode == 5, done.stderr
+        assert "starts with whsec_ but what follows is not the base64 of a key" in done.stderr
+        assert len(done.stderr.splitlines()) == 1 and secret not in done.stderr, done.stderr

@@ -35,11 +35,11 @@ async def webhook(
     registry: RegistryDep,
     server: ServerDep,
     name: Annotated[str, Path(max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")],
-    webhook_id: Annotated[str | None, Header(max_length=200)] = None,
-    webhook_timestamp: Annotated[str | None, Header(max_length=32)] = None,
+    webhook_id: Annotated[str | None, Header(max_length=1000)] = None,
+    webhook_timestamp: Annotated[str | None, Header(max_length=1000)] = None,
     webhook_signature: Annotated[str | None, Header(max_length=1000)] = None,
-    x_swarm_signature: Annotated[str | None, Header(max_length=200)] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_swarm_signature: Annotated[str | None, Header(max_length=1000)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> JSONResponse:
     """One delivery of webhook trigger `name`, signed with the trigger's secret: by
     default the Standard Webhooks way (`webhook-id`, `webhook-timestamp` in Unix seconds,

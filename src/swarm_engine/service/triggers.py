@@ -32,6 +32,7 @@ from typing import Any
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from swarm_engine.config import Settings
+from swarm_engine.config_model import whsec_key
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError, SwarmError, UsageError
 from swarm_engine.models import strict_json
 from swarm_engine.records import DuplicateKey, TooManyDigits, shown
@@ -74,8 +75,11 @@ def sign(secret: str, body: bytes) -> str:
 
 def standard_webhook(secret: str) -> Webhook:
     """The Standard Webhooks signer and checker of `secret`: a `whsec_<base64>` secret is
-    the key it encodes (as the scheme's senders write it), any other its UTF-8 bytes."""
-    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
+    the key it encodes (as the scheme's senders write it), any other its UTF-8 bytes.
+    `ValueError` for a `whsec_` secret with no base64 after it (`config_model.whsec_key`:
+    the settings refuse one before a delivery comes)."""
+    key = whsec_key(secret)
+    return Webhook(key if key is not None else secret.encode())
 
 
 def sign_standard(secret: str, delivery_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -99,10 +103,18 @@ def _check_standard(name: str, secret: str, body: bytes, headers: Mapping[str, s
             if headers.get(SIGNATURE_HEADER.lower())
             else ""
         )
-        raise WebhookRefused(401, f"a delivery needs the {', '.join(missing)} header{hint}")
+        plural = "s" if len(missing) > 1 else ""
+        raise WebhookRefused(401, f"a delivery needs the {', '.join(missing)} header{plural}{hint}")
+    delivery_id = str(given["webhook-id"])
+    if len(delivery_id) > MAX_KEY or not (delivery_id.isascii() and delivery_id.isprintable()):
+        # (a header is read as Latin-1: only ASCII is signed as its sender wrote it)
+        raise UsageError(f"the webhook-id is at most {MAX_KEY} printable ASCII characters")
     try:
-        standard_webhook(secret).verify(body, {h: str(v) for h, v in given.items()},
-                                        json_parse=False)  # fmt: skip
+        checker = standard_webhook(secret)
+    except ValueError as exc:  # (a variable changed since start-up)
+        raise WebhookRefused(403, f"trigger {shown(name)} has no usable secret: {exc}") from exc
+    try:
+        checker.verify(body, {h: str(v) for h, v in given.items()}, json_parse=False)
     except WebhookVerificationError as exc:
         said = str(exc)
         if "too old" in said or "too new" in said:
@@ -120,7 +132,7 @@ def _check_standard(name: str, secret: str, body: bytes, headers: Mapping[str, s
             "the webhook-signature header does not match the webhook-id, webhook-timestamp"
             " and body",
         ) from None
-    return str(given["webhook-id"])
+    return delivery_id
 
 
 def check_secrets(settings: Settings) -> None:
@@ -187,7 +199,9 @@ def deliver(
         key_header = "webhook-id"
     else:
         signature = headers.get(SIGNATURE_HEADER.lower())
-        if signature is None or not hmac.compare_digest(signature.strip(), sign(secret, body)):
+        if signature is None:
+            raise WebhookRefused(401, f"a delivery needs the {SIGNATURE_HEADER} header")
+        if not hmac.compare_digest(signature.strip(), sign(secret, body)):
             raise WebhookRefused(401, f"the {SIGNATURE_HEADER} header does not match the body")
         key, key_header = headers.get(KEY_HEADER.lower()), KEY_HEADER
     # a name declared by more than one workflow (rows any client may write): for none
