@@ -20,9 +20,10 @@ from typing import Any
 
 MAX_ERROR_CHARS = 500
 """The most characters of error text the engine stores (docs/schema.md: one line)."""
-ERROR_PARAMS = frozenset({"error"})
+ERROR_PARAMS = frozenset({"error", "not_run"})
 """The statement parameters that are error text (every statement that writes an error
-column names its value `:error`)."""
+column names its value `:error`, or `:not_run` for the steps of a run that never
+started, beside the run's own `:error`)."""
 _HEAD_SHARE = 0.7
 """The part of a cut line's room given to its start (the rest to its end)."""
 

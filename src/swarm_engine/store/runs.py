@@ -28,6 +28,11 @@ NOT_STARTED = "the run ended before it started"
 end gives no reason of its own (`not run: ...`)."""
 
 
+def _not_run(why: str | None) -> str:
+    """The error of a step that never started (bounded as any error text is)."""
+    return f"not run: {why or NOT_STARTED}"
+
+
 @dataclass(frozen=True)
 class SkippedStep:
     """A step of a run's plan that never had a row: recorded `skipped` with the run's
@@ -202,7 +207,7 @@ class RunStore:
                     "error": error,
                 },
             )
-            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "why": why or NOT_STARTED})
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "not_run": _not_run(why)})
             # a run stopped for a cancel whose ticket was put back meanwhile (a cancel, then
             # a reopen, by another writer) closes as cancelled and leaves the ticket alone
             if not cancelled and status != "cancelled":
@@ -224,7 +229,8 @@ class RunStore:
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self._skip(run_id, skipped, error)
-            self.db.run(self.q.abandon_steps, {"run_id": run_id, "error": error})
+            args = {"run_id": run_id, "error": error, "not_run": _not_run(error)}
+            self.db.run(self.q.abandon_steps, args)
             self.db.run(self.q.abandon_run, {"run_id": run_id, "error": error})
 
         self.db.atomic(close)
@@ -238,7 +244,7 @@ class RunStore:
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self._skip(run_id, skipped, why)
-            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "why": why or NOT_STARTED})
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "not_run": _not_run(why)})
             self.db.run(self.q.cancel_run, {"run_id": run_id, "error": error})
 
         self.db.atomic(close)
@@ -250,7 +256,7 @@ class RunStore:
                 self.q.add_skipped_step,
                 {"run_id": run_id, "step_id": step.step_id, "agent_name": step.agent_name,
                  "agent_version": step.agent_version, "agent_kind": step.agent_kind,
-                 "error": f"not run: {why or NOT_STARTED}"},
+                 "error": _not_run(why)},
             )  # fmt: skip
 
     def abandon_attempt(self, attempt_id: str, error: str) -> int:

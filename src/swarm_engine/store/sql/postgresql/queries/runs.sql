@@ -200,12 +200,11 @@ UPDATE workflow_runs SET status = :status, outputs = CAST(:outputs AS jsonb), er
 
 -- name: cancel_open_steps
 -- With the run's end: a step still running is stopped (`cancelled`), one still queued
--- never started (`skipped`, `not run: WHY`, as the steps that never had a row:
+-- never started (`skipped`, :not_run: `not run: WHY`, as the steps that never had a row:
 -- add_skipped_step).
 UPDATE step_executions
    SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'cancelled' END,
-       error = coalesce(error, CASE WHEN status = 'queued' THEN 'not run: ' || CAST(:why AS text)
-                                    ELSE 'cancelled' END),
+       error = coalesce(error, CASE WHEN status = 'queued' THEN CAST(:not_run AS text) ELSE 'cancelled' END),
        completed_at = now()
  WHERE run_id = :run_id AND status IN ('queued','running')
 
@@ -213,8 +212,7 @@ UPDATE step_executions
 -- A step still queued never started: `skipped`, as in cancel_open_steps.
 UPDATE step_executions
    SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
-       error = coalesce(error, CASE WHEN status = 'queued' THEN 'not run: ' || CAST(:error AS text)
-                                    ELSE CAST(:error AS text) END),
+       error = coalesce(error, CASE WHEN status = 'queued' THEN CAST(:not_run AS text) ELSE CAST(:error AS text) END),
        completed_at = now()
  WHERE run_id = :run_id AND status IN ('queued','running')
 

@@ -201,12 +201,11 @@ UPDATE workflow_runs SET status = :status, outputs = :outputs, error = :error,
 
 -- name: cancel_open_steps
 -- With the run's end: a step still running is stopped (`cancelled`), one still queued
--- never started (`skipped`, `not run: WHY`, as the steps that never had a row:
+-- never started (`skipped`, :not_run: `not run: WHY`, as the steps that never had a row:
 -- add_skipped_step).
 UPDATE step_executions
    SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'cancelled' END,
-       error = coalesce(error, CASE WHEN status = 'queued' THEN 'not run: ' || :why
-                                    ELSE 'cancelled' END),
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE 'cancelled' END),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE run_id = :run_id AND status IN ('queued','running')
 
@@ -214,8 +213,7 @@ UPDATE step_executions
 -- A step still queued never started: `skipped`, as in cancel_open_steps.
 UPDATE step_executions
    SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
-       error = coalesce(error, CASE WHEN status = 'queued' THEN 'not run: ' || :error
-                                    ELSE :error END),
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE run_id = :run_id AND status IN ('queued','running')
 
