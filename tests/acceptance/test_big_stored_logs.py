@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.support.api import start_api
 from tests.support.cli import env_for
+from tests.support.stored_logs import failed_ticket
 
 from swarm_engine.engine.logship import CHUNK_BYTES
 from swarm_engine.service.logs import LOG_KEEP_BYTES, as_text
@@ -36,22 +37,8 @@ def chunk(step: int, n: int) -> str:
 def write_run(home: Path, sizes: list[int]) -> None:
     """Ticket 100, its run 1 and one step per entry of `sizes` (ids 1...), each with that
     many bytes of stored log (in whole 32 KiB chunks) and an error."""
-    conn = sqlite3.connect(home / "tickets.db")
-    with conn:
-        conn.execute(
-            "INSERT INTO tickets (id, title, status, agent_id, error, attempt_id)"
-            " VALUES (100, 't', 'failed', 'echo', 'no', 'a1')"
-        )
-        conn.execute(
-            "INSERT INTO workflow_runs (id, ticket_id, attempt, attempt_id, execution_mode,"
-            " status) VALUES (1, 100, 1, 'a1', 'workflow', 'failed')"
-        )
-        for sid in range(1, len(sizes) + 1):
-            conn.execute(
-                "INSERT INTO step_executions (id, run_id, step_id, agent_name, agent_version,"
-                " agent_kind, status, error) VALUES (?, 1, ?, 'echo', '1', 'echo', 'failed', ?)",
-                (sid, f"s{sid}", f"step {sid} failed"),
-            )
+    conn = failed_ticket(home / "tickets.db", len(sizes))
+    conn.commit()
     conn.close()
     store = open_store(home / "tickets.db")
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from tests.support.api import Api, sse_events, start_api
 from tests.support.cli import swarm_inproc, wait_until
+from tests.support.stored_logs import failed_ticket
 
 KiB = 1024
 CHUNK = 64
@@ -42,20 +43,8 @@ def home(tmp_path: Path) -> Path:
     as any SQLite client may write them."""
     home = tmp_path / "home"
     assert swarm_inproc(home, "status", "--init").returncode == 0
-    conn = sqlite3.connect(home / "tickets.db")
+    conn = failed_ticket(home / "tickets.db", 1)
     with conn:
-        conn.execute(
-            "INSERT INTO tickets (id, title, status, agent_id, error, attempt_id)"
-            " VALUES (100, 't', 'failed', 'echo', 'no', 'a1')"
-        )
-        conn.execute(
-            "INSERT INTO workflow_runs (id, ticket_id, attempt, attempt_id, execution_mode,"
-            " status) VALUES (1, 100, 1, 'a1', 'workflow', 'failed')"
-        )
-        conn.execute(
-            "INSERT INTO step_executions (id, run_id, step_id, agent_name, agent_version,"
-            " agent_kind, status, error) VALUES (1, 1, 's1', 'echo', '1', 'echo', 'failed', 'no')"
-        )
         conn.executemany(
             "INSERT INTO step_logs (step_execution_id, data) VALUES (1, ?)",
             ((f"{n:08d}".ljust(CHUNK - 1, "x") + "\n",) for n in range(CHUNKS)),
