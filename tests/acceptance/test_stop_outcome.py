@@ -65,7 +65,8 @@ def test_stop_now_counts_the_aborted_tickets_apart_from_those_run(
     said = "engine stopped after running 1 ticket(s) and aborting 2"
     assert out.splitlines()[-1] == said, out
     assert stopped.stdout.splitlines()[-2:] == [said, "stopped"], stopped.stdout  # relayed
-    assert not list((home / "run").iterdir())  # its end read, and removed
+    # its marks removed; its end kept for any other `stop` waiting for it (pruned later)
+    assert [p.name for p in (home / "run").iterdir()] == [f"engine-{proc.pid}.ended"]
     assert [status_of(home, t) for t in (1, 2, 3)] == ["done", "open", "open"]
 
 
@@ -141,3 +142,41 @@ def test_stop_says_when_it_cannot_know_how_an_engine_ended(
     assert stop.returncode == 0, err
     assert f"engine (pid {proc.pid}) has exited; how it ended is not known here" in out, out
     assert out.splitlines()[-1] == "stopped", out
+
+
+def test_a_second_stop_and_the_first_both_relay_how_the_engine_ended(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """A `stop` waits for a draining engine; a second `stop` aborts it (a user pressing it
+    twice): both relay the engine's own line and `stopped`. Before, the first to read the
+    engine's end removed it, and the other said the end was not known."""
+    register(home, tmp_path, "long", "sleep 300")
+    ticket(home, "long")
+    proc = start_engine(home, **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
+
+    def stop() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "60"],
+            env=env_for(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    first = stop()
+    marked = home / "run" / f"engine-{proc.pid}.stopping"
+    wait_until(marked.exists, 30, "the first stop to signal the engine")  # it waits now
+    second = stop()
+    said = [first.communicate(timeout=90), second.communicate(timeout=90)]
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    line = "engine stopped after running 0 ticket(s) and aborting 1"
+    assert out.splitlines()[-1] == line, out
+    for stopped, (stdout, stderr) in zip((first, second), said, strict=True):
+        assert stopped.returncode == 0, stderr
+        assert stdout.splitlines()[-2:] == [line, "stopped"], stdout
+    assert status_of(home, 1) == "open"  # re-queued by the abort

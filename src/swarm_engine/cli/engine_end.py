@@ -23,7 +23,7 @@ MAX_BYTES = 8192
 by the engine's own error texts)."""
 EXIT_INTERRUPTED = 130
 KEPT_SECONDS = 600.0
-"""How long an end no `stop` read is kept (`prune`)."""
+"""How long an end is kept (`prune`): every `stop` waiting for its engine reads it."""
 
 
 def end_path(run_dir: Path, pid: int) -> Path:
@@ -57,8 +57,9 @@ def recorded_end(run_dir: Path) -> Iterator[Callable[[str], None]]:
 
 
 def prune(run_dir: Path) -> None:
-    """Remove the ends no `stop` read (an engine stopped by a signal, Ctrl-C) once they
-    are `KEPT_SECONDS` old: a `stop` reads an end at once, so the folder stays bounded."""
+    """Remove the ends once they are `KEPT_SECONDS` old (read by every `stop` that waited
+    for their engine, or by none: an engine stopped by a signal, Ctrl-C), so the folder
+    stays bounded."""
     now = time.time()
     with contextlib.suppress(OSError):
         for left in run_dir.glob("engine-*.ended*"):

@@ -11,7 +11,7 @@ import click
 
 from swarm_engine.cli.app import Seconds, example, pass_existing, store_of
 from swarm_engine.cli.daemon import ours
-from swarm_engine.cli.engine_end import end_path, read_end
+from swarm_engine.cli.engine_end import end_path, prune, read_end
 from swarm_engine.cli.text import reaped_when, visible
 from swarm_engine.config import Settings
 from swarm_engine.engine.hostlock import engine_lock_held, engines_holding
@@ -184,9 +184,13 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
         time.sleep(0.1)
     ends = {pid: read_end(end_path(settings.run_dir, pid), began[pid]) for pid in pids}
     for pid in pids:
-        for what in ("pid", "stopping", "ready", "ended"):
+        for what in ("pid", "stopping", "ready"):
             with contextlib.suppress(OSError):
                 (settings.run_dir / f"engine-{pid}.{what}").unlink(missing_ok=True)
+    # an end is left for the other `stop`s waiting for the same engine (the first to read
+    # it removing it made the others say the end was not known): ends are removed once
+    # `KEPT_SECONDS` old, here and as an engine starts
+    prune(settings.run_dir)
     relay_ends(ends)
 
 
