@@ -37,6 +37,11 @@ class ConfigError(SwarmError):
     exit_code = 5
 
 
+class AttemptsUsedError(ConfigError):
+    """An open ticket whose `attempts` already reached its `max_attempts` (or is negative):
+    a row written so by hand, refused rather than run (`engine/plan.attempts_exceeded`)."""
+
+
 class WorkflowError(ConfigError):
     """A workflow definition that cannot be registered (cycle, unknown step or agent)."""
 

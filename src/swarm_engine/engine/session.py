@@ -30,6 +30,7 @@ from swarm_engine.engine.plan import Plan, attempts_exceeded, build_plan
 from swarm_engine.engine.reaper import ReapReport, reap_engines, reap_vms, vm_fence
 from swarm_engine.engine.runner import TicketRunner
 from swarm_engine.errors import (
+    AttemptsUsedError,
     ConfigError,
     HostShortageError,
     NotFoundError,
@@ -322,7 +323,7 @@ class EngineSession:
             )
         )
         if over is not None:
-            raise ConfigError(over)
+            raise AttemptsUsedError(over)
         try:
             plan = build_plan(ticket, self.registry)
             for step in plan.steps.values():
@@ -412,10 +413,22 @@ class EngineSession:
         out: list[Claimed] = []
         for ticket in claimed:
             plan = self._try_plan(ticket)
-            out.append(
-                (ticket, plan, None if plan is None else self.runner.start_now(ticket, plan))
-            )
+            # (no run is started for a ticket past its attempts: `run_claimed` refuses it)
+            run = None if plan is None or isinstance(plan, AttemptsUsedError) else plan
+            out.append((ticket, plan, None if run is None else self.runner.start_now(ticket, run)))
         return out
+
+    async def _refuse_claimed(self, ticket: Ticket, why: AttemptsUsedError) -> None:
+        """Fail a claimed ticket that was open past its attempts, without a run: its
+        `attempts` back as its writer stored them (the claim counted one more that never
+        ran), the reason in its `error` and one line in the log."""
+        assert ticket.attempt_id is not None
+        if await self.gate.retrying(
+            self.store.tickets.refuse_claimed, ticket.id, ticket.attempt_id, str(why)
+        ):
+            log.error("%s", why)
+        else:  # cancelled or reclaimed meanwhile: its new owner's to say
+            log.info("ticket %s: not refused: it changed since its claim", ticket.id)
 
     def _try_plan(self, ticket: Ticket) -> Plan | SwarmError | None:
         try:
@@ -451,6 +464,9 @@ class EngineSession:
                 if self.runner.stopping:  # claimed, no run: left to the lease reclaim
                     self.runner.left_claimed(ticket)
                 raise
+        if isinstance(plan, AttemptsUsedError):
+            await self._refuse_claimed(ticket, plan)
+            return None
         try:
             return await self.runner.run(ticket, plan, steps_over, started)
         except (asyncio.CancelledError, StaleAttemptError):

@@ -498,6 +498,14 @@ class TicketStore:
 
         return self.db.atomic(fail)
 
+    def refuse_claimed(self, ticket_id: int, attempt_id: str, error: str) -> bool:
+        """Fail a claimed ticket that must not run (it was open past its `max_attempts`),
+        without a run, its `attempts` put back as stored before the claim (fenced; CHECKs
+        ignored, as `fail_attempt`). Returns whether it did."""
+        args = {"id": ticket_id, "attempt_id": attempt_id, "error": error}
+        with self.db.checks_ignored():
+            return self.db.run(self.q.refuse_claimed, args).rowcount == 1  # (errortext)
+
     def release(self, ticket_id: int, attempt_id: str) -> bool:
         """Put a claimed ticket whose run never started back in the queue, its attempt not
         counted (fenced; CHECKs ignored, as `fail_attempt`). Returns whether it did."""

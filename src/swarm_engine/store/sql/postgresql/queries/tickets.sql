@@ -205,6 +205,14 @@ UPDATE tickets SET status = 'failed', error = :error,
        completed_at = now(), lease_expires_at = NULL
  WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
 
+-- name: refuse_claimed
+-- A claimed ticket that was open with its attempts already used up (a row written so by
+-- hand): failed with :error, never run, and its attempts put back as its writer stored
+-- them (the claim counted one that never ran: `4 of 3 attempts used`).
+UPDATE tickets SET status = 'failed', error = :error, attempts = attempts - 1,
+       completed_at = now(), lease_expires_at = NULL
+ WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
+
 -- name: release
 -- A claimed ticket whose run could not start for a reason of its engine's own (its row in
 -- engines gone for good): back in the queue for another engine, the attempt not counted.
