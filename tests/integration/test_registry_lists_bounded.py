@@ -182,3 +182,40 @@ def test_a_definition_over_1_mib_is_refused_by_the_api_as_by_a_file(
         assert got.status_code == 201, got.text
     finally:
         api.stop()
+
+
+def test_lists_flag_what_cannot_run_in_either_dialect(store_target: Target, tmp_path: Path) -> None:
+    """`cannot_run` (tests/unit/test_list_flags_unrunnable.py) from each dialect's SQL: a
+    workflow's step agents read in SQL, the agents they name read once a page."""
+    home, env = tmp_path / "home", store_target.env
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    assert swarm_inproc(home, "agent", "list", **env).returncode == 0  # (the registry made)
+    for name, kind in (("good", "shell"), ("odd", "nosuch")):
+        spec = json.dumps({"name": name, "version": "1.0.0", "kind": kind, "command": "true"})
+        registry_sql(
+            store_target, home,
+            f"INSERT INTO agents (name, version, kind, spec) VALUES ('{name}', '1.0.0', '{kind}', '{spec}')",
+        )  # fmt: skip
+    flows = {
+        "w-good": (["good", "echo"], None),
+        "w-ghost": (["good", "ghost", "ghost", 7], "unknown agent 'ghost'"),
+        "w-odd": (["odd"], "agent 'odd': unknown kind 'nosuch'"),
+        "w-bad": ([7], "a step names no agent"),
+    }
+    for name, (agents, _) in flows.items():
+        steps = [{"id": f"s{i}", "agent": a} for i, a in enumerate(agents)]
+        spec = json.dumps({"name": name, "version": "1.0.0", "steps": steps})
+        registry_sql(
+            store_target, home,
+            f"INSERT INTO workflows (name, version, spec) VALUES ('{name}', '1.0.0', '{spec}')",
+        )  # fmt: skip
+    for args in (["workflow", "list", "--json"], ["workflow", "list"]):
+        done = swarm_inproc(home, *args, **env)
+        assert done.returncode == 0, done.stderr
+    listed = json.loads(swarm_inproc(home, "workflow", "list", "--json", **env).stdout)
+    assert {d["name"]: d["cannot_run"] for d in listed} == {n: w for n, (_, w) in flows.items()}
+    agents = json.loads(swarm_inproc(home, "agent", "list", "--json", **env).stdout)
+    why = {d["name"]: d["cannot_run"] for d in agents}
+    assert why["odd"] == "unknown kind 'nosuch'" and why["good"] is None
+    table = swarm_inproc(home, "workflow", "list", **env).stdout
+    assert "cannot run" in table.splitlines()[0] and "unknown agent 'ghost'" in table

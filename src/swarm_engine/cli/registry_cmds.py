@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,7 @@ from swarm_engine.cli.app import (
 )
 from swarm_engine.cli.output import (
     Col,
+    Markup,
     ago,
     console,
     emit_json,
@@ -94,6 +96,21 @@ def paging(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return wrap
 
 
+CANNOT_RUN = Col("cannot run", flex=True, min=16)
+"""The column of a list that flags rows that can never run (`cannot_run`: an unknown
+kind, a step's agent not registered, ...), shown only when a row of the page has one: a
+list of runnable definitions reads as it always did."""
+
+
+def _flagged(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("cannot_run") for r in rows)
+
+
+def _cannot_run(row: dict[str, Any]) -> Markup | str:
+    why = row.get("cannot_run")
+    return Markup(f"[yellow]{plain(why)}[/yellow]") if why else ""
+
+
 def _next_page(found: DefinitionPage, command: str, limit: int, *, err: bool = False) -> None:
     """Say how to list the rest when some were left out: past `--limit`, or sooner under
     --json when the page's specs hold `LIST_BYTES` (never a page cut silently). On stderr
@@ -118,12 +135,13 @@ def agent_list(settings: Settings, limit: int, cursor: str | None, as_json: bool
     """Agents and versions, by name and version: one line each (descriptions cut;
     'agent show' has a definition whole)."""
     with registry_of(settings) as registry:
-        found = service.agents(registry, cursor, limit, specs=as_json)
+        found = service.agents(registry, cursor, limit, specs=as_json, flagged=True)
     rows = found.items
     if as_json:
         emit_json(rows)
         _next_page(found, "agent list --json", limit, err=True)
         return
+    flagged = _flagged(rows)
     console.print(
         table(
             None,
@@ -132,6 +150,7 @@ def agent_list(settings: Settings, limit: int, cursor: str | None, as_json: bool
                 "version",
                 "kind",
                 "built in",
+                *([CANNOT_RUN] if flagged else []),
                 Col("description", flex=True, min=12),
             ],
             (
@@ -140,6 +159,7 @@ def agent_list(settings: Settings, limit: int, cursor: str | None, as_json: bool
                     short(escaped_name(r["version"]), VERSION_WIDTH),
                     r["kind"],
                     "yes" if r["builtin"] else "",
+                    *([_cannot_run(r)] if flagged else []),
                     r["description"],
                 )
                 for r in rows
@@ -206,7 +226,7 @@ def workflow_list(settings: Settings, limit: int, cursor: str | None, as_json: b
     """Workflows and versions, by name and version: one line each (descriptions cut;
     'workflow show' has a definition whole)."""
     with registry_of(settings) as registry:
-        found = service.workflows(registry, cursor, limit, specs=as_json)
+        found = service.workflows(registry, cursor, limit, specs=as_json, flagged=True)
     rows = found.items
     if as_json:
         emit_json(rows)
@@ -215,6 +235,7 @@ def workflow_list(settings: Settings, limit: int, cursor: str | None, as_json: b
     if not rows and cursor is None:
         console.print("no workflows (register one: swarm-engine workflow register PATH)")
         return
+    flagged = _flagged(rows)
     console.print(
         table(
             None,
@@ -222,6 +243,7 @@ def workflow_list(settings: Settings, limit: int, cursor: str | None, as_json: b
                 Col("name", flex=True, min=12),
                 "version",
                 "steps",
+                *([CANNOT_RUN] if flagged else []),
                 Col("description", flex=True, min=12),
             ],
             (
@@ -229,6 +251,7 @@ def workflow_list(settings: Settings, limit: int, cursor: str | None, as_json: b
                     escaped_name(r["name"]),
                     short(escaped_name(r["version"]), VERSION_WIDTH),
                     "?" if r.get("steps") is None else r["steps"],
+                    *([_cannot_run(r)] if flagged else []),
                     r["description"],
                 )
                 for r in rows

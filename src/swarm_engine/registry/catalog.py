@@ -24,7 +24,7 @@ from swarm_engine.records import (
     split_ref,
     text_over,
 )
-from swarm_engine.registry import listing
+from swarm_engine.registry import listing, runnable
 from swarm_engine.registry.agent_packages import write_agents
 from swarm_engine.registry.builtins import BUILTIN_REFS, BUILTIN_VERSIONS
 from swarm_engine.registry.listing import PAGE_DEFINITIONS, DefinitionPage
@@ -360,15 +360,23 @@ class Registry:
         return True
 
     def agents(
-        self, cursor: str | None = None, limit: int = PAGE_DEFINITIONS, *, specs: bool = True
+        self,
+        cursor: str | None = None,
+        limit: int = PAGE_DEFINITIONS,
+        *,
+        specs: bool = True,
+        flagged: bool = False,
     ) -> DefinitionPage:
         """A page of agents and versions (`registry/listing.py`: keyset, bounded in bytes),
         as `agent()` gives them: a built-in agent's row shows the code's spec (its `kind`,
         `description` and `spec` (without `specs`: None), `builtin` 1), whatever the row
         holds; a row of a built-in's name in another version (hand-written: no ticket can
         run it) is left out; any other row is shown as stored (decoded leniently),
-        `builtin` 0 whatever its column says."""
+        `builtin` 0 whatever its column says. `flagged`: each with `cannot_run`, why it
+        cannot run or None (`registry/runnable.py`)."""
         from swarm_engine.registry.builtins import builtin_spec
+
+        kinds = runnable.known_kinds() if flagged else frozenset()
 
         def shown(record: dict[str, Any]) -> dict[str, Any] | None:
             name = record.get("name")
@@ -386,6 +394,8 @@ class Registry:
                 record.pop("defects", None)  # (of columns the code's spec replaced)
             else:
                 record["builtin"] = 0
+            if flagged:
+                record["cannot_run"] = runnable.agent_problem(record, kinds)
             return record
 
         return listing.page(self.defs, "agents", cursor, limit, specs=specs, shown=shown)
@@ -521,8 +531,25 @@ class Registry:
         return None
 
     def workflows(
-        self, cursor: str | None = None, limit: int = PAGE_DEFINITIONS, *, specs: bool = True
+        self,
+        cursor: str | None = None,
+        limit: int = PAGE_DEFINITIONS,
+        *,
+        specs: bool = True,
+        flagged: bool = False,
     ) -> DefinitionPage:
         """A page of workflows and versions as stored (`registry/listing.py`); without
-        `specs`, each with `steps` (how many its spec has; None: not readable) instead."""
-        return listing.page(self.defs, "workflows", cursor, limit, specs=specs)
+        `specs`, each with `steps` (how many its spec has; None: not readable) instead.
+        `flagged`: each with `cannot_run`, why it cannot run or None, the agents its steps
+        name read once for the page (`registry/runnable.py`)."""
+        found = listing.page(self.defs, "workflows", cursor, limit, specs=specs)
+        if flagged:
+            refs = (r for d in found.items for r in runnable.step_agents(d) or ())
+            named = self.defs.agents_named(sorted(runnable.names_of(refs)))
+            agents = runnable.versions_of(named)
+            kinds = runnable.known_kinds()
+            for record in found.items:
+                record["cannot_run"] = runnable.workflow_problem(record, agents, kinds)
+        for record in found.items:
+            record.pop("step_agents", None)  # (read for `cannot_run` only)
+        return found

@@ -85,12 +85,14 @@ def agents(
     limit: int = PAGE_DEFINITIONS,
     *,
     specs: bool = True,
+    flagged: bool = False,
 ) -> DefinitionPage:
     """A page of agents and versions by name and version, as stored (`name`, `version`,
     `kind`, `description`, `spec`, `builtin`, `created_at`), from `cursor` (the previous
     page's `next_cursor`), at most `limit`, their specs within `LIST_BYTES`
-    (registry/listing.py). `UsageError` for a bad limit or cursor."""
-    return registry.agents(_cursor(cursor), limit, specs=specs)
+    (registry/listing.py). `UsageError` for a bad limit or cursor. `flagged`: each with
+    `cannot_run`, why it cannot run or None (registry/runnable.py)."""
+    return registry.agents(_cursor(cursor), limit, specs=specs, flagged=flagged)
 
 
 def agent(registry: Registry, ref: str) -> AgentSpec:
@@ -105,10 +107,11 @@ def workflows(
     limit: int = PAGE_DEFINITIONS,
     *,
     specs: bool = True,
+    flagged: bool = False,
 ) -> DefinitionPage:
     """A page of workflows and versions, as stored: as `agents` (without `specs`, each
     with `steps` instead of its spec)."""
-    return registry.workflows(_cursor(cursor), limit, specs=specs)
+    return registry.workflows(_cursor(cursor), limit, specs=specs, flagged=flagged)
 
 
 def _cursor(cursor: str | None) -> str | None:

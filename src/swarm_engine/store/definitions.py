@@ -47,6 +47,11 @@ class DefinitionStore:
         query = self.q.agent_versions if table == "agents" else self.q.workflow_versions
         return [(r[0], r[1]) for r in self.db.all(query, {"name": name})]
 
+    def agents_named(self, names: list[str]) -> list[Row]:
+        """`name`, `version` and `kind` (None over 1 KiB) of every agent named in `names`
+        whose version is text of at most 1 KiB: one read for a page of a list."""
+        return self.db.all(self.q.agents_named, {"names": names}) if names else []
+
     def workflows(self) -> list[Row]:
         return self.db.all(self.q.workflows)
 

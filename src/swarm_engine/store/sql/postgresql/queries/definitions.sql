@@ -83,6 +83,14 @@ ON CONFLICT (name, version) DO UPDATE SET description = excluded.description,
 -- name: workflow
 SELECT {{workflow_columns}} FROM workflows WHERE workflows.name = :name AND workflows.version = :version
 
+-- name: agents_named
+-- The agents named in :names (a list) whose version is text of at most 1 KiB: `name`,
+-- `version`, and `kind` (NULL over 1 KiB); what a list of workflows reads once a page to
+-- say which step names an agent that cannot run (registry/runnable.py).
+SELECT name, version, CASE WHEN octet_length(kind) <= 1024 THEN kind END AS kind
+  FROM agents
+ WHERE name = ANY(:names) AND octet_length(version) <= 1024
+
 -- name: workflow_versions
 SELECT CASE WHEN octet_length(version) <= 1024 THEN version END AS version,
        octet_length(version) AS version_bytes FROM workflows WHERE name = :name
@@ -157,6 +165,9 @@ SELECT CASE WHEN octet_length(d.name) <= 1024 THEN d.name END AS name, octet_len
 -- the page's first (`nth` 1); else `spec` is NULL and `description` its first 200
 -- characters (a list's page ends at the first row not read whole: service/registry.py).
 -- :specs false reads no spec (a summary: a workflow's `steps` counted here instead).
+-- `step_agents`: a JSON array of the first 64 different `agent` values of its first 1000
+-- steps, in step order, each text of at most 128 bytes (a longer one, or none: null); NULL
+-- when the spec holds no array of steps (registry/runnable.py says why a row cannot run).
 WITH keys AS (
   SELECT name AS key_name, version AS key_version,
          CASE WHEN octet_length(spec::text) <= 8388608 THEN octet_length(spec::text) ELSE 0 END
@@ -181,6 +192,13 @@ SELECT d.name, octet_length(d.name) AS name_bytes, d.version, octet_length(d.ver
        octet_length(d.spec::text) AS spec_bytes,
        CASE WHEN NOT :specs AND octet_length(d.spec::text) <= 8388608
           AND jsonb_typeof(d.spec -> 'steps') = 'array' THEN jsonb_array_length(d.spec -> 'steps') END AS steps,
+       CASE WHEN octet_length(d.spec::text) <= 8388608 AND jsonb_typeof(d.spec -> 'steps') = 'array'
+          THEN (SELECT coalesce(jsonb_agg(g.a ORDER BY g.first), '[]'::jsonb) FROM (
+                  SELECT CASE WHEN jsonb_typeof(s.value -> 'agent') = 'string'
+                               AND octet_length(s.value ->> 'agent') <= 128
+                              THEN s.value ->> 'agent' END AS a, min(s.n) AS first
+                    FROM jsonb_array_elements(d.spec -> 'steps') WITH ORDINALITY AS s(value, n)
+                   WHERE s.n <= 1000 GROUP BY 1 ORDER BY 2 LIMIT 64) AS g) END AS step_agents,
        d.created_at, z.total, z.nth,
        convert_to(d.name, 'UTF8') AS key_name, convert_to(d.version, 'UTF8') AS key_version
   FROM sized z JOIN workflows d ON d.name = z.key_name AND d.version = z.key_version

@@ -83,6 +83,15 @@ ON CONFLICT (name, version) DO UPDATE SET description = excluded.description,
 -- name: workflow
 SELECT {{workflow_columns}} FROM workflows WHERE workflows.name = :name AND workflows.version = :version
 
+-- name: agents_named
+-- The agents named in :names (a list) whose version is text of at most 1 KiB: `name`,
+-- `version`, and `kind` (NULL over 1 KiB); what a list of workflows reads once a page to
+-- say which step names an agent that cannot run (registry/runnable.py).
+SELECT name, version, CASE WHEN length(CAST(kind AS BLOB)) <= 1024 THEN kind END AS kind
+  FROM agents
+ WHERE name IN (SELECT value FROM json_each(:names))
+   AND typeof(version) = 'text' AND length(CAST(version AS BLOB)) <= 1024
+
 -- name: workflow_versions
 SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS version,
        length(CAST(version AS BLOB)) AS version_bytes FROM workflows WHERE name = :name
@@ -159,6 +168,9 @@ SELECT CASE WHEN length(CAST(d.name AS BLOB)) <= 1024 THEN d.name END AS name, l
 -- the page's first (`nth` 1); else `spec` is NULL and `description` its first 200
 -- characters (a list's page ends at the first row not read whole: service/registry.py).
 -- :specs false reads no spec (a summary: a workflow's `steps` counted here instead).
+-- `step_agents`: a JSON array of the first 64 different `agent` values of its first 1000
+-- steps, in step order, each text of at most 128 bytes (a longer one, or none: null); NULL
+-- when the spec holds no array of steps (registry/runnable.py says why a row cannot run).
 WITH keys AS (
   SELECT name AS key_name, version AS key_version,
          CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN length(CAST(spec AS BLOB)) ELSE 0 END
@@ -184,6 +196,15 @@ SELECT d.name, length(CAST(d.name AS BLOB)) AS name_bytes, d.version, length(CAS
        length(CAST(d.spec AS BLOB)) AS spec_bytes,
        CASE WHEN NOT :specs AND length(CAST(d.spec AS BLOB)) <= 8388608 AND json_valid(d.spec)
           AND json_type(d.spec, '$.steps') = 'array' THEN json_array_length(d.spec, '$.steps') END AS steps,
+       CASE WHEN length(CAST(d.spec AS BLOB)) <= 8388608 AND json_valid(d.spec)
+          AND json_type(d.spec, '$.steps') = 'array'
+          THEN (SELECT json_group_array(a) FROM (
+                  SELECT CASE WHEN s.type <> 'object' THEN NULL
+                              WHEN json_type(s.value, '$.agent') = 'text'
+                               AND length(CAST(json_extract(s.value, '$.agent') AS BLOB)) <= 128
+                              THEN json_extract(s.value, '$.agent') END AS a, min(s.key) AS first
+                    FROM json_each(d.spec, '$.steps') s WHERE s.key < 1000
+                   GROUP BY a ORDER BY first LIMIT 64)) END AS step_agents,
        d.created_at, z.total, z.nth,
        CAST(d.name AS BLOB) AS key_name, CAST(d.version AS BLOB) AS key_version
   FROM sized z JOIN workflows d ON d.name = z.key_name AND d.version = z.key_version
