@@ -153,3 +153,24 @@ def test_a_page_of_workflows_reads_the_agents_its_steps_name_once(
     assert len(page.items) == 10 and len(reads) == 1
     assert sorted(reads[0]) == sorted({"good", "dual", *(f"ghost{i}" for i in range(10))})
     assert all(d["cannot_run"] == f"unknown agent 'ghost{i}'" for i, d in enumerate(page.items))
+
+
+def test_show_notes_an_unknown_kind_on_stderr_and_keeps_the_definition(home: Path) -> None:
+    """`agent show` / `workflow show` of a definition whose agent kind is unknown print the
+    definition as ever (stdout, exit 0) and say on stderr why it cannot run; a runnable one
+    says nothing more."""
+    for name, spec in WORKFLOWS.items():
+        write(home, "workflows", name, steps=spec[0])
+    odd = swarm_inproc(home, "agent", "show", "odd", "--json")
+    assert odd.returncode == 0, odd.stderr
+    assert json.loads(odd.stdout)["kind"] == "nosuch"
+    assert odd.stderr.startswith("note: this agent cannot run: unknown kind 'nosuch' (this")
+    assert "echo" in odd.stderr and len(odd.stderr.splitlines()) == 1, odd.stderr
+    latest = swarm_inproc(home, "workflow", "show", "w-latest")
+    assert latest.returncode == 0, latest.stderr
+    assert "agent: dual" in latest.stdout, latest.stdout
+    said = "note: this workflow cannot run: agent 'dual': unknown kind 'gone'"
+    assert latest.stderr.startswith(said), latest.stderr
+    for args in (("agent", "show", "good"), ("workflow", "show", "w-good")):
+        fine = swarm_inproc(home, *args)
+        assert (fine.returncode, fine.stderr) == (0, ""), (args, fine.stderr)

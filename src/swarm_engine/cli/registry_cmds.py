@@ -177,7 +177,10 @@ def agent_show(settings: Settings, ref: str, as_json: bool) -> None:
     """One agent (NAME or NAME@VERSION; latest by default)."""
     with registry_of(settings) as registry:
         spec: AgentSpec = service.agent(registry, ref)
+        problems = service.kind_problems(registry, spec)
     data = spec.model_dump(mode="json")
+    for problem in problems:  # (stderr: the definition on stdout stays as it is)
+        click.echo(f"note: this agent cannot run: {problem}", err=True)
     if as_json:
         emit_json(data)
     else:
@@ -269,7 +272,10 @@ def workflow_show(settings: Settings, ref: str, as_json: bool) -> None:
     """One workflow (NAME or NAME@VERSION; latest by default)."""
     with registry_of(settings) as registry:
         spec: WorkflowSpec = service.workflow(registry, ref)
+        problems = service.kind_problems(registry, spec)
     data = spec.model_dump(mode="json", exclude_none=True)
+    for problem in problems:  # (stderr: the definition on stdout stays as it is)
+        click.echo(f"note: this workflow cannot run: {problem}", err=True)
     if as_json:
         emit_json(data)
     else:

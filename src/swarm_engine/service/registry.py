@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swarm_engine.errors import ConfigError, UsageError
+from swarm_engine.errors import ConfigError, SwarmError, UsageError
+from swarm_engine.records import shown
 from swarm_engine.registry.listing import PAGE_DEFINITIONS, DefinitionPage
 from swarm_engine.service.values import check_json, check_text
 
@@ -124,3 +125,30 @@ def workflow(registry: Registry, ref: str) -> WorkflowSpec:
     """One workflow: `NAME` (latest version) or `NAME@VERSION`."""
     check_text(ref, "workflow")
     return registry.workflow(ref)
+
+
+def kind_problems(registry: Registry, spec: AgentSpec | WorkflowSpec) -> list[str]:
+    """Why `spec` cannot run for want of an agent kind, one line each: the agent's own
+    `kind`, or each step's agent's (each agent looked up once), when no agent kind of
+    this engine has that name (a row any client wrote: the engine fails its tickets
+    with the same reason). Empty when every kind is known; an agent that cannot be
+    read is not this function's to say (`workflow show` and the engine say it)."""
+    from swarm_engine.models import AgentSpec
+    from swarm_engine.registry.runnable import known_kinds
+
+    kinds = known_kinds()
+    agents: list[tuple[str, AgentSpec]] = []
+    if isinstance(spec, AgentSpec):
+        agents.append(("", spec))
+    else:
+        for ref in dict.fromkeys(step.agent for step in spec.steps):
+            try:
+                agents.append((f"agent {shown(ref, 40)}: ", registry.agent(ref)))
+            except SwarmError:
+                continue
+    return [
+        f"{where}unknown kind {shown(agent.kind, 40)} (this engine's kinds:"
+        f" {', '.join(sorted(kinds))})"
+        for where, agent in agents
+        if agent.kind not in kinds
+    ]
