@@ -29,6 +29,7 @@ from swarm_engine.api.auth import require_token
 from swarm_engine.api.deps import Server
 from swarm_engine.api.methods import HeadAsGet
 from swarm_engine.api.models import Health
+from swarm_engine.api.queries import one_value_each
 from swarm_engine.api.sites import LoopbackHost, SameOrigin
 from swarm_engine.config import Settings
 
@@ -65,13 +66,17 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(SameOrigin)
     app.add_middleware(LoopbackHost, checked=token is None)  # outermost: before all else
-    secured = [Depends(require_token)]
+    one_value = Depends(one_value_each)  # a repeated single-valued query: 422 (after 401)
+    secured = [Depends(require_token), one_value]
     for module in (tickets, logs, runs, fleet, registry, metrics):
         app.include_router(module.router, dependencies=secured)
     dashboard.install(app)  # /ui: the web dashboard (its pages check the token themselves)
-    app.include_router(triggers.router)  # signed by the trigger's secret, not the token
+    app.include_router(triggers.router, dependencies=[one_value])  # signed, not the token
 
-    @app.get("/healthz", response_model=Health, tags=["server"], summary="Liveness")
+    @app.get(
+        "/healthz", response_model=Health, tags=["server"], summary="Liveness",
+        dependencies=[one_value],
+    )  # fmt: skip
     def healthz() -> Health:
         """Answers while the server runs (no token needed; reads nothing)."""
         return Health()

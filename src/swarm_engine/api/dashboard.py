@@ -43,6 +43,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from swarm_engine.api.auth import COOKIE, bearer, require_token
 from swarm_engine.api.deps import RegistryDep, Server, ServerDep, StoreDep
 from swarm_engine.api.numbers import ASCII_WHOLE
+from swarm_engine.api.queries import one_value_each
 from swarm_engine.errors import SwarmError
 from swarm_engine.records import loads_unique, money, shown
 from swarm_engine.registry import Registry
@@ -87,9 +88,11 @@ def htmx_only(request: Request) -> None:
 
 router = APIRouter(
     prefix="/ui", include_in_schema=False,
-    dependencies=[Depends(page_token), Depends(htmx_only)],
+    dependencies=[Depends(page_token), Depends(htmx_only), Depends(one_value_each)],
 )  # fmt: skip
-login_router = APIRouter(prefix="/ui", include_in_schema=False)
+login_router = APIRouter(
+    prefix="/ui", include_in_schema=False, dependencies=[Depends(one_value_each)]
+)
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -119,7 +122,7 @@ def install(app: FastAPI) -> None:
     async def to_login(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse("/ui/login", status_code=303)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[Depends(one_value_each)])
     def root() -> RedirectResponse:
         return RedirectResponse("/ui", status_code=303)
 

@@ -84,6 +84,9 @@ them before it reads more): what one download holds at a time."""
 STREAM_PIECE_BYTES = 64 * KiB
 """A stored chunk longer than this (the engine writes 32 KiB ones, rarely up to 256 KiB)
 comes as several events (ids `ID:END`): one event holds at most this many bytes of log."""
+PROBE_BYTES = 4
+"""A look for where a character starts (`_char_start`) reads a piece of this many bytes."""
+REPLACEMENT = "\ufffd"
 log = logging.getLogger(__name__)
 
 
@@ -167,15 +170,17 @@ async def stream(
         if found is None:
             raise UsageError(f"Last-Event-ID {text[:32]!r} is not an event id of this stream")
         position = found
-    follower = LogFollower(
-        ticket_id, run, step, after=position[0], start=position[1], strict=True,
-        budget=STREAM_BATCH_BYTES, piece=STREAM_PIECE_BYTES,
-    )  # fmt: skip
     if not server.streams.take():
         message = f"{server.streams.limit} log streams are open, as many as this server serves"
         return errors.body(503, "too_many_streams", message,
                            headers={"Retry-After": STREAMS_RETRY_AFTER})  # fmt: skip
     try:
+        if position[1]:  # `ID:END`: END moved back to its character's start (a client's own)
+            position = await _char_start(server, ticket_id, run, step, position)
+        follower = LogFollower(
+            ticket_id, run, step, after=position[0], start=position[1], strict=True,
+            budget=STREAM_BATCH_BYTES, piece=STREAM_PIECE_BYTES,
+        )  # fmt: skip
         first = await _poll(server, follower)  # a missing ticket, run or step is a 404 here
     except BaseException:
         server.streams.give_back()
@@ -287,6 +292,46 @@ async def _poll(server: ServerState, follower: LogFollower) -> list[Chunk]:
     def look() -> list[Chunk]:
         with server.stores.borrow() as store:
             return follower.poll(store)
+
+    return await anyio.to_thread.run_sync(look)
+
+
+async def _char_start(
+    server: ServerState,
+    ticket_id: int,
+    run: int | None,
+    step: str | None,
+    position: tuple[int, int],
+) -> tuple[int, int]:
+    """`position` (chunk `after`, byte `start` > 0 of it) with `start` moved back to the
+    first byte of the character it falls inside; as it is when it starts a character (every
+    `ID:END` this server sends does), or when the bytes there are not UTF-8 (they read as
+    U+FFFD from any byte), or the chunk is not the stream's. The bytes are not at hand
+    here, only their text (`store.logs`): a look of one small piece at `start`, then at
+    each of the 3 bytes before it until one starts a character (its text does not begin
+    with U+FFFD, which every byte inside a character reads as); that character takes
+    `start` in when it is longer than the bytes stepped back. A character at byte 0 is
+    read from there as (`after` - 1, 0): the chunks after the one before it."""
+    after, start = position
+
+    def look() -> tuple[int, int]:
+        with server.stores.borrow() as store:
+            for back in range(min(3, start) + 1):
+                at = start - back
+                probe = LogFollower(
+                    ticket_id, run, step, after=after if at else after - 1, start=at,
+                    strict=True, budget=PROBE_BYTES, piece=PROBE_BYTES,
+                )  # fmt: skip
+                got = probe.poll(store)
+                if not got or got[0].id != after or not got[0].data:
+                    return position  # not this stream's chunk, or past its end
+                first = got[0].data[0]
+                if first == REPLACEMENT:
+                    continue  # inside a character, or a byte that is not UTF-8
+                if back == 0 or len(first.encode()) <= back:
+                    return position  # a character starts at `start`, or ends before it
+                return (after, at) if at else (after - 1, 0)
+        return position
 
     return await anyio.to_thread.run_sync(look)
 
