@@ -65,7 +65,8 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.add_middleware(HeadAsGet)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(SameOrigin)
-    app.add_middleware(LoopbackHost, checked=token is None)  # outermost: before all else
+    app.add_middleware(LoopbackHost, checked=token is None)
+    app.add_middleware(errors.OneFraming)  # outermost: before all else
     one_value = Depends(one_value_each)  # a repeated single-valued query: 422 (after 401)
     secured = [Depends(require_token), one_value]
     for module in (tickets, logs, runs, fleet, registry, metrics):

@@ -112,6 +112,30 @@ def install(app: FastAPI) -> None:
         return body(500, "internal", f"the server failed: {type(exc).__name__}")
 
 
+class OneFraming:
+    """ASGI middleware: a request that gives both `Content-Length` and `Transfer-Encoding`
+    is answered 400 (`bad_request`) and its connection closed, unread. h11 reads such a
+    body by its chunks and goes on with what follows on the connection; a proxy in front
+    that went by the length would send the rest as a request of its own (request
+    smuggling: RFC 9112, section 6.3, says to treat such a message as an error)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope.get("headers") or ()}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                message = (
+                    "the request gives both Content-Length and Transfer-Encoding; send one"
+                    " (RFC 9112, section 6.3)"
+                )
+                headers = {"Connection": "close"}  # (what follows it is never read)
+                await body(400, "bad_request", message, headers=headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413 with the JSON
     error body: at once when its Content-Length says so, else as soon as that many bytes
