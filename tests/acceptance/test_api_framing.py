@@ -90,3 +90,39 @@ def test_one_framing_alone_is_read_as_ever(api: Api, head: bytes, data: bytes) -
     got = exchange(api, head + b"Connection: close\r\n", data)
     assert got.startswith(b"HTTP/1.1 201 "), got[:300]
     assert [t["title"] for t in api.get("/v1/tickets").json()["items"]] == ["framed"]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        (b"GARBAGE\r\n\r\n", "illegal request line"),
+        (b"GET /v1/tickets HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "illegal header line"),
+        (
+            b"GET /v1/tickets HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "conflicting Content-Length headers",
+        ),
+    ],
+)
+def test_what_is_not_http_is_a_json_400_said_once_in_the_log(
+    api: Api, request_bytes: bytes, reason: str
+) -> None:
+    """Bytes h11 cannot read as a request are answered as every error of the API is (JSON,
+    `bad_request`, h11's reason), not uvicorn's text/plain `Invalid HTTP request
+    received.`, and 20 of them make one line in the server's log, not 20."""
+    host, port = api.url.split("://", 1)[1].rsplit(":", 1)
+    for _ in range(20):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request_bytes)
+            got = b""
+            while more := sock.recv(65536):
+                got += more
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:300]
+        assert b"content-type: application/json" in head.lower(), head
+        payload = json.loads(body)
+        assert payload["error"] == "bad_request"
+        assert payload["message"].startswith(f"invalid HTTP request: {reason}"), payload
+    assert api.get("/v1/tickets").status_code == 200  # the server goes on
+    said = api.stop()
+    assert "Invalid HTTP request received." not in said, said
+    assert said.count("a request was refused: invalid HTTP request") == 1, said

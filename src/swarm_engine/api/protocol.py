@@ -42,6 +42,7 @@ import json
 import logging
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -232,6 +233,24 @@ class AbortableH11Protocol(H11Protocol):
         else:  # a handler waits for the body: it sees the client gone
             self.reset()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what h11 cannot read as HTTP (it calls this while handling
+        h11's `RemoteProtocolError`), as JSON like every other error of the API, with
+        h11's reason (bounded) and its status (431 for a head too large), not uvicorn's
+        text/plain `Invalid HTTP request received.`; the connection is closed."""
+        exc = sys.exc_info()[1]
+        status, why = 400, ""
+        if isinstance(exc, h11.RemoteProtocolError):
+            status, why = exc.error_status_hint, " ".join(str(exc).split())
+        phrase = {431: "Request Header Fields Too Large"}.get(status, "Bad Request")
+        status = status if status == 431 else 400
+        code = "headers_too_large" if status == 431 else "bad_request"
+        shown = why[:200] + ("…" if len(why) > 200 else "")
+        message = f"invalid HTTP request: {shown}" if shown else "invalid HTTP request"
+        self.transport.write(_answer(f"{status} {phrase}", code, message))
+        self.transport.close()
+        self.bounds.notices.note("unreadable", f"a request was refused: {message}")
+
     def reset(self) -> None:
         """Drop the connection at once: an RST, with every byte not yet sent discarded,
         the kernel's too (`SO_LINGER` 0), not a close that waits for the client to take
@@ -243,8 +262,20 @@ class AbortableH11Protocol(H11Protocol):
         self.transport.abort()
 
 
+UVICORN_INVALID = "Invalid HTTP request received."
+"""uvicorn's own warning for each request h11 cannot read: a line per request that any
+client can send in a loop; `send_400_response`'s notice says it at most once a minute."""
+
+
+def _not_uvicorns_invalid(record: logging.LogRecord) -> bool:
+    return record.getMessage() != UVICORN_INVALID
+
+
 def bounded(bounds: Bounds) -> type[AbortableH11Protocol]:
     """The protocol class for a server with these bounds."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _not_uvicorns_invalid not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_not_uvicorns_invalid)
 
     class BoundedH11Protocol(AbortableH11Protocol):
         pass
