@@ -8,6 +8,8 @@ NULL)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import zlib
@@ -133,6 +135,40 @@ def test_a_run_the_engine_stops_records_the_steps_it_never_started(
     [run] = store_target.rows("SELECT error FROM workflow_runs")
     assert run["error"] == "aborted: the engine was stopped during the run"
     assert_ended(steps_of_the_ended_run(store_target), run["error"])
+
+
+def test_a_run_whose_engine_died_is_closed_with_its_queued_steps_skipped(
+    home: Path, tmp_path: Path, store_target: Target
+) -> None:
+    """An engine killed (`kill -9`, its sandboxes with it) while two steps run and two
+    wait for a VM: the run is closed by another engine (the lease reclaim, or the close of
+    a dead engine's runs, whichever comes first), which knows only the rows written: its
+    running steps `failed` with the run's error, the queued ones `skipped` with `not run:`
+    and that error (before: `failed`, as if they had run); none of them ran again."""
+    env = store_target.env
+    fast = {"SWARM_LEASE_TTL": "3", "SWARM_HEARTBEAT_INTERVAL": "0.3", **env}
+    ticket_with_a_chain(home, tmp_path, "--max-attempts", "1", **env)
+    engine = start_engine(home, "--max-vms", "2", **fast)
+    try:
+        wait_until(lambda: two_running(store_target), 60, "two steps to run")
+    finally:
+        os.killpg(engine.pid, signal.SIGKILL)  # (its sandboxes with it)
+        engine.communicate(timeout=30)
+    wait_until(lambda: naps(nap_of(tmp_path)) == 0, 30, "the killed engine's steps to end")
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120, **fast)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run] = store_target.rows("SELECT status, error FROM workflow_runs")
+    assert run["status"] == "failed" and run["error"], run
+    rows = store_target.rows("SELECT step_id, status, error, started_at FROM step_executions")
+    assert len(rows) == 4, rows  # the rows written: steps that never had one have none
+    for row in rows:
+        if row["started_at"] is not None:
+            assert (row["status"], row["error"]) == ("failed", run["error"]), rows
+        else:
+            assert (row["status"], row["error"]) == ("skipped", f"not run: {run['error']}"), rows
+    assert [r["status"] for r in rows].count("skipped") == 2, rows
+    [ticket] = store_target.rows("SELECT status FROM tickets")
+    assert ticket["status"] == "failed"
 
 
 def test_a_run_cancelled_then_reopened_before_its_end_was_recorded_records_every_step(

@@ -105,12 +105,12 @@ def test_the_reclaim_passes_over_a_ticket_whose_run_rows_are_locked_elsewhere(
         assert "locked by another client" in str(got[0].error)
         assert statuses(pg_url) == {
             one: ("running", "running", "queued"),  # left whole: nothing half-closed
-            two: ("open", "failed", "failed"),
+            two: ("open", "failed", "skipped"),  # its step never started
         }
     # once the client lets go, the next round re-queues it
     got = store.tickets.reclaim_expired()
     assert [(e.ticket_id, e.status) for e in got] == [(one, "open")]
-    assert statuses(pg_url)[one] == ("open", "failed", "failed")
+    assert statuses(pg_url)[one] == ("open", "failed", "skipped")
 
 
 def test_a_reclaim_never_closes_a_run_locked_by_its_live_attempt(pg_url: str, store: Store) -> None:

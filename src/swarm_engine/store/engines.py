@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from swarm_engine.errors import StoreBusyError, StoreError, StoreIntegrityError
 from swarm_engine.store.db import Database
+from swarm_engine.store.errortext import not_run
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, decode_record
 from swarm_engine.store.timestamps import parse_timestamp
@@ -142,7 +143,7 @@ class EngineStore:
     def close_runs_of(self, engine_ids: list[str]) -> bool:
         """Close, failed (`DEAD_RUN`), every run still `running` of these engines, with
         their unfinished steps, in one transaction; False when the store refused it."""
-        closed = {"ids": engine_ids, "error": DEAD_RUN}
+        closed = {"ids": engine_ids, "error": DEAD_RUN, "not_run": not_run(DEAD_RUN)}
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self.short_lock_wait()
@@ -171,7 +172,7 @@ class EngineStore:
             rows = self.db.all(self.q.close_unowned_runs, {"error": UNOWNED_RUN})
             closed = [r[0] for r in rows if isinstance(r[0], int)]  # (the primary key)
             if closed:
-                args = {"ids": closed, "error": UNOWNED_RUN}
+                args = {"ids": closed, "error": UNOWNED_RUN, "not_run": not_run(UNOWNED_RUN)}
                 self.db.run(self.q.close_unowned_steps, args)
             return closed
 
@@ -218,7 +219,11 @@ class EngineStore:
             self.short_lock_wait()
             gone = [decode_record(r) for r in self.db.all(self.q.forget_silent, args)]
             if gone:
-                closed = {"ids": [str(e["id"]) for e in gone], "error": DEAD_RUN}
+                closed = {
+                    "ids": [str(e["id"]) for e in gone],
+                    "error": DEAD_RUN,
+                    "not_run": not_run(DEAD_RUN),
+                }
                 self.db.run(self.q.close_dead_steps, closed)
                 self.db.run(self.q.close_dead_runs, closed)
             return gone

@@ -24,6 +24,16 @@ ERROR_PARAMS = frozenset({"error", "not_run"})
 """The statement parameters that are error text (every statement that writes an error
 column names its value `:error`, or `:not_run` for the steps of a run that never
 started, beside the run's own `:error`)."""
+NOT_STARTED = "the run ended before it started"
+"""Why a step never started, when its run's end gives no reason of its own."""
+
+
+def not_run(why: str | None) -> str:
+    """The error of a step that never started, recorded `skipped`: `not run: WHY` (bound
+    as `:not_run`, so bounded as every error text is)."""
+    return f"not run: {why or NOT_STARTED}"
+
+
 _HEAD_SHARE = 0.7
 """The part of a cut line's room given to its start (the rest to its end)."""
 

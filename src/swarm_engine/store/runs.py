@@ -13,6 +13,7 @@ from typing import Any
 from swarm_engine.errors import NotFoundError, StaleAttemptError, StoreIntegrityError
 from swarm_engine.records import MAX_RECORD_JSON_BYTES, JsonText, Usage, json_text
 from swarm_engine.store.db import Database, Row
+from swarm_engine.store.errortext import not_run
 from swarm_engine.store.queries import load
 from swarm_engine.store.rows import Ticket, as_mapping, decode_record
 from swarm_engine.store.tickets import BEFORE_ALL, MAX_ID, MIN_ID, TicketStore, first_after
@@ -23,14 +24,8 @@ ticket too (`RunStore.end_unrecorded`): the mark, matched by the ticket statemen
 keeps the ticket from being re-queued when its lease runs out."""
 
 
-NOT_STARTED = "the run ended before it started"
 """Why a step whose row was queued but that never started was not run, when the run's
 end gives no reason of its own (`not run: ...`)."""
-
-
-def _not_run(why: str | None) -> str:
-    """The error of a step that never started (bounded as any error text is)."""
-    return f"not run: {why or NOT_STARTED}"
 
 
 @dataclass(frozen=True)
@@ -207,7 +202,7 @@ class RunStore:
                     "error": error,
                 },
             )
-            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "not_run": _not_run(why)})
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "not_run": not_run(why)})
             # a run stopped for a cancel whose ticket was put back meanwhile (a cancel, then
             # a reopen, by another writer) closes as cancelled and leaves the ticket alone
             if not cancelled and status != "cancelled":
@@ -229,7 +224,7 @@ class RunStore:
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self._skip(run_id, skipped, error)
-            args = {"run_id": run_id, "error": error, "not_run": _not_run(error)}
+            args = {"run_id": run_id, "error": error, "not_run": not_run(error)}
             self.db.run(self.q.abandon_steps, args)
             self.db.run(self.q.abandon_run, {"run_id": run_id, "error": error})
 
@@ -244,7 +239,7 @@ class RunStore:
 
         def close() -> None:  # only SQL: run again if rolled back (store/rerun.py)
             self._skip(run_id, skipped, why)
-            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "not_run": _not_run(why)})
+            self.db.run(self.q.cancel_open_steps, {"run_id": run_id, "not_run": not_run(why)})
             self.db.run(self.q.cancel_run, {"run_id": run_id, "error": error})
 
         self.db.atomic(close)
@@ -256,7 +251,7 @@ class RunStore:
                 self.q.add_skipped_step,
                 {"run_id": run_id, "step_id": step.step_id, "agent_name": step.agent_name,
                  "agent_version": step.agent_version, "agent_kind": step.agent_kind,
-                 "error": _not_run(why)},
+                 "error": not_run(why)},
             )  # fmt: skip
 
     def abandon_attempt(self, attempt_id: str, error: str) -> int:
@@ -265,7 +260,7 @@ class RunStore:
         ended (only that attempt's own rows). Returns how many runs it closed."""
 
         def close() -> int:  # only SQL: run again if rolled back (store/rerun.py)
-            args = {"attempt_id": attempt_id, "error": error}
+            args = {"attempt_id": attempt_id, "error": error, "not_run": not_run(error)}
             self.db.run(self.q.abandon_attempt_steps, args)
             return int(self.db.run(self.q.abandon_attempt_runs, args).rowcount)
 
@@ -280,7 +275,8 @@ class RunStore:
         run is so closed, and `any_unfinished` does not count it. Not fenced: only that
         attempt's own rows. Returns whether the mark was written."""
         assert ticket.attempt_id is not None
-        args = {"attempt_id": ticket.attempt_id, "error": UNRECORDED_END + error}
+        args = {"attempt_id": ticket.attempt_id, "error": UNRECORDED_END + error,
+                "not_run": not_run(UNRECORDED_END + error)}  # fmt: skip
 
         def close() -> bool:  # only SQL: run again if rolled back (store/rerun.py)
             self.db.run(self.q.end_unrecorded_steps, args)

@@ -23,6 +23,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.records import TERMINAL, TicketStatus, json_text, shown
 from swarm_engine.store.db import Database
+from swarm_engine.store.errortext import not_run
 from swarm_engine.store.ids import BEFORE_ALL as BEFORE_ALL
 from swarm_engine.store.ids import MAX_ID as MAX_ID
 from swarm_engine.store.ids import MIN_ID as MIN_ID
@@ -300,7 +301,7 @@ class TicketStore:
         run the store keeps `running` (its close dropped by a trigger's RAISE(IGNORE)) is
         let go of instead if the store allows that: its `engine_id` cleared, so that no
         claim guard waits for the engine that ran it (only its error, if none, is set)."""
-        args = {"id": ticket_id, "status": status, "error": error}
+        args = {"id": ticket_id, "status": status, "error": error, "not_run": not_run(error)}
         self.db.run(self.q.close_open_steps, args)
         self.db.run(self.q.close_open_runs, args)
         self.db.run(self.q.let_go_open_runs, args)

@@ -157,7 +157,8 @@ SELECT DISTINCT s.vm_id FROM workflow_runs r JOIN step_executions s ON s.run_id 
 -- A run whose ticket its attempt holds again is not one of them: the check that the
 -- engine held no live ticket was an earlier statement (READ COMMITTED), and an engine
 -- that woke up in between may have claimed and started it since (`{{left_runs}}`).
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = now()
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT r.id FROM workflow_runs r WHERE r.status = 'running'
@@ -189,6 +190,7 @@ RETURNING id
 
 -- name: close_unowned_steps
 -- The unfinished steps of the runs close_unowned_runs just closed (:ids).
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = now()
  WHERE status IN ('queued','running') AND run_id = ANY(:ids)

@@ -354,7 +354,8 @@ SELECT {{step_usage_columns}}
   FROM step_executions WHERE id = ANY(:ids)
 
 -- name: abandon_attempt_steps
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = now()
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
@@ -369,7 +370,8 @@ UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
 -- The attempt's run ended and the store refused both its end and the ticket's failure:
 -- its run is closed with an error beginning `ended unrecorded: `, the mark that keeps the
 -- reclaim from re-queuing the ticket (see any_expired in tickets.sql). Only its own rows.
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = now()
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')

@@ -111,7 +111,8 @@ UPDATE tickets SET status = 'open', error = NULL, result = NULL, attempts = 0,
 RETURNING {{ticket_columns}}
 
 -- name: close_open_steps
-UPDATE step_executions SET status = :status, error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE :status END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = now()
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT id FROM workflow_runs WHERE ticket_id = :id AND status = 'running')

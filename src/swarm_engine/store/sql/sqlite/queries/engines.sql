@@ -147,7 +147,8 @@ SELECT DISTINCT s.vm_id FROM workflow_runs r JOIN step_executions s ON s.run_id 
 -- A run whose ticket its attempt holds again is not one of them (`{{left_runs}}`: on
 -- PostgreSQL an engine may claim between the check and this statement; here the write
 -- transaction excludes that, and the fragment changes nothing).
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT r.id FROM workflow_runs r WHERE r.status = 'running'
@@ -178,6 +179,7 @@ RETURNING id
 
 -- name: close_unowned_steps
 -- The unfinished steps of the runs close_unowned_runs just closed (:ids).
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE status IN ('queued','running') AND run_id IN (SELECT value FROM json_each(:ids))

@@ -351,7 +351,8 @@ SELECT {{step_usage_columns}}
   FROM step_executions WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: abandon_attempt_steps
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
@@ -367,7 +368,8 @@ UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
 -- The attempt's run ended and the store refused both its end and the ticket's failure:
 -- its run is closed with an error beginning `ended unrecorded: `, the mark that keeps the
 -- reclaim from re-queuing the ticket (see any_expired in tickets.sql). Only its own rows.
-UPDATE step_executions SET status = 'failed', error = coalesce(error, :error),
+UPDATE step_executions SET status = CASE WHEN status = 'queued' THEN 'skipped' ELSE 'failed' END,
+       error = coalesce(error, CASE WHEN status = 'queued' THEN :not_run ELSE :error END),
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
  WHERE status IN ('queued','running')
    AND run_id IN (SELECT id FROM workflow_runs WHERE attempt_id = :attempt_id AND status = 'running')
