@@ -100,7 +100,8 @@ def test_a_workflow_spec_holding_steps_twice_is_refused(home: Path) -> None:
     listed = json.loads(swarm_inproc(home, "workflow", "list", "--json").stdout)
     assert listed == [{"name": "twice", "version": "1.0.0", "description": "", "spec": None,
                        "created_at": listed[0]["created_at"],
-                       "defects": ['spec: duplicate key "steps"']}]  # fmt: skip
+                       "defects": ['spec: duplicate key "steps"'],
+                       "cannot_run": "unreadable spec (defects: --json)"}]  # fmt: skip
 
 
 def test_an_agent_spec_holding_a_key_twice_deep_down_is_refused(home: Path) -> None:

@@ -211,3 +211,44 @@ def test_a_run_cancelled_then_reopened_before_its_end_was_recorded_records_every
     steps = {r["step_id"]: (r["status"], r["error"], bool(r["started"])) for r in rows}
     assert len(rows) == len(steps) == 6, rows
     assert_ended(steps, "the ticket was cancelled")
+
+
+def test_steps_whose_first_row_a_failing_sibling_cut_short_still_get_one_row(
+    home: Path, tmp_path: Path, store_target: Target
+) -> None:
+    """A step fails on its inputs while the siblings that became ready with it write their
+    first rows: the write the run's end cuts short took its row or did not, and either way
+    the step ends with exactly one row (tester h-204: the step after the failing one in
+    plan order had none in 2-4 runs of 10, on both stores, as the engine counted it
+    written from the write's start)."""
+    env = store_target.env
+    fan = "\n".join(
+        f'  - id: f{i}\n    agent: echo\n    inputs: {{v: "${{steps.a.outputs.v}}"}}\n    needs: [a]'
+        for i in range(30)
+    )
+    wf = write_workflow(
+        tmp_path / "wf",
+        'name: race\nversion: "1"\nsteps:\n  - id: a\n    agent: echo\n    inputs: {v: 1}\n'
+        '  - id: bad\n    agent: echo\n    inputs: {x: "${steps.a.outputs.nope}"}\n'
+        f"    needs: [a]\n{fan}\n",
+    )
+    made = swarm(home, "workflow", "register", str(wf), **env)
+    assert made.returncode == 0, made.stderr
+    for _ in range(10):
+        made = swarm(home, "ticket", "create", "--title", "t", "--workflow", "race", **env)
+        assert made.returncode == 0, made.stderr
+    done = swarm(home, "start", "--foreground", "--until-idle", "--max-vms", "4",
+                 timeout=300, **env)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    tickets = store_target.rows("SELECT status, error FROM tickets")
+    assert [t["status"] for t in tickets] == ["failed"] * 10, tickets
+    assert all("steps.a.outputs.nope" in t["error"] for t in tickets), tickets
+    counts = store_target.rows(
+        "SELECT r.id, count(s.id) AS steps, count(DISTINCT s.step_id) AS ids"
+        " FROM workflow_runs r LEFT JOIN step_executions s ON s.run_id = r.id GROUP BY r.id"
+    )
+    assert len(counts) == 10, counts
+    assert all((c["steps"], c["ids"]) == (32, 32) for c in counts), counts
+    assert not store_target.rows(
+        "SELECT 1 FROM step_executions WHERE status IN ('queued', 'running')"
+    )

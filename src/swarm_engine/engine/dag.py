@@ -57,9 +57,9 @@ async def execute(
     """Run the DAG and return the run's result as it is to be stored: the only step's
     outputs (single agent), the workflow's `outputs:` rendered, or else its leaf steps'
     outputs by step id. `queued`: steps whose first attempt's row is already written, by
-    step id; `rowed`: each step's id is added to it as a row of it is first written (from
-    the write's start: a row a cancel cut short may be in the store), so that the run's
-    end records the others as never run (`not_run`). Raises `StepFailed` for a failed
+    step id; `rowed`: each step's id is added to it once a row of it is written, so that
+    the run's end records the others as never run (`not_run`: a step whose first row's
+    write a cancel cut short is one of them, and gets a row unless that write took one). Raises `StepFailed` for a failed
     step, `RunFailed` (one line: `result: N bytes of JSON, more than the 8 MiB a ticket's
     result may hold (not stored)`) for a result over `bounds.RESULT_BYTES`, which is never
     written."""
@@ -216,15 +216,16 @@ async def _queue(
         before, written = order or (None, None)
         if before is not None:  # (`wait`: a cancel of this step leaves `before` alone)
             await asyncio.wait([before])
-        if rowed is not None:  # (from the write's start: a row cut short by a cancel
-            rowed.add(step.id)  # may be in the store, and is never written twice)
         try:
-            return await runner.write(
+            exec_id = await runner.write(
                 ticket, runner.store.runs.add_step, run_id, step_id=step.id,
                 agent_name=step.agent.name, agent_version=step.agent.version,
                 agent_kind=step.agent.kind, inputs=inputs, retry_count=attempt,
                 status=status, error=error,
             )  # fmt: skip
+            if rowed is not None:  # (a write a cancel cut short may have taken its row
+                rowed.add(step.id)  # or not: the run's end writes one only if it did not)
+            return exec_id
         finally:
             if written is not None and not written.done():
                 written.set_result(None)

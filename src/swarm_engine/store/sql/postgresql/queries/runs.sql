@@ -218,11 +218,15 @@ UPDATE step_executions
 
 -- name: add_skipped_step
 -- A step of the run that never had a row, recorded with the run's end by the engine that
--- ran it (its own run: not fenced, as abandon_run and cancel_run are not).
+-- ran it (its own run: not fenced, as abandon_run and cancel_run are not). Not when a row
+-- of it is there: a write of its first row that a cancel cut short may have taken (the
+-- engine's writes run in order, so it ended before this one).
 INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind, inputs,
                              retry_count, status, error, completed_at)
-VALUES (:run_id, CAST(:step_id AS text), CAST(:agent_name AS text),
-        CAST(:agent_version AS text), CAST(:agent_kind AS text), '{}', 0, 'skipped', CAST(:error AS text), now())
+SELECT CAST(:run_id AS bigint), CAST(:step_id AS text), CAST(:agent_name AS text),
+       CAST(:agent_version AS text), CAST(:agent_kind AS text), '{}', 0, 'skipped', CAST(:error AS text), now()
+ WHERE NOT EXISTS (SELECT 1 FROM step_executions
+                    WHERE run_id = CAST(:run_id AS bigint) AND step_id = CAST(:step_id AS text))
 
 -- name: abandon_run
 UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),

@@ -219,11 +219,14 @@ UPDATE step_executions
 
 -- name: add_skipped_step
 -- A step of the run that never had a row, recorded with the run's end by the engine that
--- ran it (its own run: not fenced, as abandon_run and cancel_run are not).
+-- ran it (its own run: not fenced, as abandon_run and cancel_run are not). Not when a row
+-- of it is there: a write of its first row that a cancel cut short may have taken (the
+-- engine's writes run in order, so it ended before this one).
 INSERT INTO step_executions (run_id, step_id, agent_name, agent_version, agent_kind, inputs,
                              retry_count, status, error, completed_at)
-VALUES (:run_id, :step_id, :agent_name,
-        :agent_version, :agent_kind, '{}', 0, 'skipped', :error, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+SELECT :run_id, :step_id, :agent_name,
+       :agent_version, :agent_kind, '{}', 0, 'skipped', :error, strftime('%Y-%m-%dT%H:%M:%fZ','now')
+ WHERE NOT EXISTS (SELECT 1 FROM step_executions WHERE run_id = :run_id AND step_id = :step_id)
 
 -- name: abandon_run
 UPDATE workflow_runs SET status = 'failed', error = coalesce(error, :error),
