@@ -252,3 +252,27 @@ def test_steps_whose_first_row_a_failing_sibling_cut_short_still_get_one_row(
     assert not store_target.rows(
         "SELECT 1 FROM step_executions WHERE status IN ('queued', 'running')"
     )
+
+
+def test_workflow_outputs_that_do_not_resolve_are_not_blamed_on_a_step(
+    home: Path, tmp_path: Path
+) -> None:
+    """A workflow's `outputs:` naming a key no step gave fails the run with a line about
+    the workflow's outputs, not `step 'outputs' failed` (tester h-204: ambiguous beside a
+    step whose id is `outputs`, whose row says done)."""
+    wf = write_workflow(
+        tmp_path / "wf",
+        'name: outs\nversion: "1"\nsteps:\n  - id: outputs\n    agent: echo\n'
+        '    inputs: {v: 1}\noutputs:\n  got: "${steps.outputs.outputs.missing}"\n',
+    )
+    assert swarm(home, "workflow", "register", str(wf)).returncode == 0
+    made = swarm(home, "ticket", "create", "--title", "t", "--workflow", "outs")
+    assert made.returncode == 0, made.stderr
+    done = swarm(home, "run-ticket", "1", "--wait", timeout=120)
+    assert done.returncode != 0, done.stdout
+    [ticket] = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed"
+    assert ticket["error"].startswith("the workflow's outputs: "), ticket
+    assert "steps.outputs.outputs.missing" in ticket["error"], ticket
+    [step] = query(home / "tickets.db", "SELECT step_id, status FROM step_executions")
+    assert (step["step_id"], step["status"]) == ("outputs", "done")

@@ -121,7 +121,7 @@ async def execute(
             try:
                 rendered = render(plan.workflow.outputs, context, max_text=RESULT_BYTES)
             except SwarmError as exc:
-                raise StepFailed("outputs", str(exc)) from exc
+                raise RunFailed(f"the workflow's outputs: {exc}") from exc
             return result_json(rendered)
         return combined_json({sid: texts[sid] for sid in plan.leaves()})
     except AgentError as exc:
