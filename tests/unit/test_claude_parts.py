@@ -12,7 +12,7 @@ from tests.support.messages_server import MessagesServer, text, tool_use, usage
 
 from swarm_engine.agents.claude import DEFAULT_CONFIG
 from swarm_engine.agents.claude.api import MalformedResponse, backoff, validate_message
-from swarm_engine.agents.claude.keys import resolve_api_key
+from swarm_engine.agents.claude.keys import MAX_KEY_BYTES, resolve_api_key
 from swarm_engine.agents.claude.pricing import PRICES, cost_usd, price_for
 from swarm_engine.agents.claude.redact import REDACTED, Redactor
 from swarm_engine.agents.claude.settings import (
@@ -103,6 +103,28 @@ def test_key_sources_in_order(tmp_path: Any) -> None:
         resolve_api_key(parse_host_config({"api_key_command": ["false"]}), {})
     with pytest.raises(AgentError, match=r"(?i)no such file"):
         resolve_api_key(parse_host_config({"api_key_file": str(tmp_path / "none")}), {})
+
+
+def test_key_sources_are_read_bounded_and_a_key_must_be_one_word(tmp_path: Any) -> None:
+    """A key command that prints without end is stopped at `MAX_KEY_BYTES` (tester h-205:
+    `yes` took 24 GB of the host's memory and 50 s); a key file as big is refused unread
+    past it; a key holding a line break (an extra HTTP header) is refused up front with a
+    line that does not quote it (before: a VM booted and three retries said `connection
+    error`)."""
+    endless = parse_host_config({"api_key_command": ["sh", "-c", "yes sk-ant-key"]})
+    with pytest.raises(AgentError, match=f"printed more than {MAX_KEY_BYTES} bytes"):
+        resolve_api_key(endless, {})
+    big = tmp_path / "big"
+    big.write_bytes(b"k" * (MAX_KEY_BYTES + 1))
+    with pytest.raises(AgentError, match=f"holds more than {MAX_KEY_BYTES} bytes"):
+        resolve_api_key(parse_host_config({"api_key_file": str(big)}), {})
+    for bad in ("sk-ant-one\nX-Evil: 1", "sk ant", "sk-\u00e9"):
+        with pytest.raises(AgentError, match="one word of visible ASCII") as caught:
+            resolve_api_key(parse_host_config({}), {"ANTHROPIC_API_KEY": bad})
+        assert bad not in str(caught.value)
+    said = parse_host_config({"api_key_command": ["printf", "sk-ant-a\\nsk-ant-b"]})
+    with pytest.raises(AgentError, match="api_key_command printf: the key holds"):
+        resolve_api_key(said, {})
 
 
 def test_redactor_scrubs_nested_values_and_key_shapes() -> None:

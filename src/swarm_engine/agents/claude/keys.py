@@ -7,8 +7,13 @@ callers redact it from everything they write.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import selectors
 import shlex
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +24,9 @@ KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 COMMAND_TIMEOUT = 30.0
+"""Seconds `api_key_command` has to print the key and end."""
+MAX_KEY_BYTES = 4096
+"""The most bytes of a key (and of what `api_key_file` or `api_key_command` gives)."""
 
 MISSING_KEY = (
     f"{KEY_ENV} is not set: export it on the host, or set api_key_file or api_key_command "
@@ -27,22 +35,41 @@ MISSING_KEY = (
 
 
 def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
-    """Return the key or raise `AgentError` with one clear line (never containing the key)."""
+    """Return the key or raise `AgentError` with one clear line (never containing the key).
+    A key is at most `MAX_KEY_BYTES` of visible ASCII (no space, newline or control
+    character: it goes into an HTTP header); what a file or command gives is read up to
+    that and no further."""
     key = environ.get(KEY_ENV, "").strip()
     if key:
-        return key
+        return _checked(key, KEY_ENV)
     if host.api_key_file:
         path = Path(host.api_key_file).expanduser()
         try:
-            key = path.read_text().strip()
+            with path.open("rb") as file:
+                data = file.read(MAX_KEY_BYTES + 1)
         except OSError as exc:
             raise AgentError(f"api_key_file {path}: {exc.strerror or exc}") from None
+        if len(data) > MAX_KEY_BYTES:
+            raise AgentError(f"api_key_file {path} holds more than {MAX_KEY_BYTES} bytes")
+        key = data.decode("utf-8", "replace").strip()
         if not key:
             raise AgentError(f"api_key_file {path} is empty")
-        return key
+        return _checked(key, f"api_key_file {path}")
     if host.api_key_command:
         return _run_key_command(host.api_key_command)
     raise AgentError(MISSING_KEY)
+
+
+def _checked(key: str, source: str) -> str:
+    """`key`, if it can be sent as one: else the line saying why (never the key itself)."""
+    if len(key.encode("utf-8", "replace")) > MAX_KEY_BYTES:
+        raise AgentError(f"{source}: the key is longer than {MAX_KEY_BYTES} bytes")
+    if not all("!" <= ch <= "~" for ch in key):
+        raise AgentError(
+            f"{source}: the key holds a space, a line break, a control or a non-ASCII"
+            " character (a key is one word of visible ASCII)"
+        )
+    return key
 
 
 def resolve_endpoint(host: HostConfig, environ: Mapping[str, str]) -> str:
@@ -52,21 +79,55 @@ def resolve_endpoint(host: HostConfig, environ: Mapping[str, str]) -> str:
 
 
 def _run_key_command(command: str | list[str]) -> str:
+    """Its stdout, stripped: at most `MAX_KEY_BYTES` read, within `COMMAND_TIMEOUT`
+    seconds (a command printing without end is killed, not read into memory)."""
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     shown = argv[0] if argv else "''"
     try:
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # (its group is killed: a `sh -c` and what it started)
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise AgentError(f"api_key_command {shown} could not run: {exc}") from None
-    if proc.returncode != 0:
-        raise AgentError(f"api_key_command {shown} exited with {proc.returncode}")
-    key = proc.stdout.decode("utf-8", "replace").strip()
+    assert proc.stdout is not None
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    data = b""
+    why = None
+    with proc, selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"did not end within {COMMAND_TIMEOUT:g}s"
+                break
+            if not sel.select(left):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_KEY_BYTES:
+                why = f"printed more than {MAX_KEY_BYTES} bytes"
+                break
+        if why is not None:
+            _kill_group(proc)
+        try:
+            code = proc.wait(timeout=max(0.0, deadline - time.monotonic()) if why is None else 5)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.wait()
+            why = f"did not end within {COMMAND_TIMEOUT:g}s"
+    if why is not None:
+        raise AgentError(f"api_key_command {shown} {why}; it was stopped")
+    if code != 0:
+        raise AgentError(f"api_key_command {shown} exited with {code}")
+    key = data.decode("utf-8", "replace").strip()
     if not key:
         raise AgentError(f"api_key_command {shown} printed nothing")
-    return key
+    return _checked(key, f"api_key_command {shown}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
