@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from swarm_engine.errors import (
+    ConfigError,
     ConflictError,
     NotFoundError,
     StaleAttemptError,
@@ -249,15 +250,37 @@ class TicketStore:
         return int(row[0])
 
     def open(self, ticket_id: int) -> Ticket:
-        """draft -> open (queue it for an engine)."""
-        row = self.db.one(self.q.open, {"id": ticket_id})
+        """draft -> open (queue it for an engine). `ConflictError` for a ticket that is no
+        draft; `ConfigError` for a draft that names no agent (or no workflow, in workflow
+        mode: a draft may lack it, an open ticket may not)."""
+        try:
+            row = self.db.one(self.q.open, {"id": ticket_id})
+        except StoreIntegrityError:
+            self._targetless(ticket_id, "queued")
+            raise  # (another constraint, a trigger's: the store's own line)
         if row is None:
             t = self.get(ticket_id)
             raise ConflictError(f"ticket {ticket_id} is {t.status}; only a draft can be queued")
         return decode_ticket(row)
 
+    def _targetless(self, ticket_id: int, doing: str) -> None:
+        """(A draft's change the store refused.) `ConfigError` when the draft names no
+        agent (or no workflow, in workflow mode), which only a draft may lack (the store's
+        CHECK): no status change of it is taken, a cancel's neither."""
+        draft = self.get(ticket_id)
+        field = "workflow_id" if draft.execution_mode == "workflow" else "agent_id"
+        if draft.status == "draft" and not getattr(draft, field):
+            raise ConfigError(
+                f"ticket {ticket_id} is a draft with no {field} (only a draft may lack it): it"
+                f" cannot be {doing}; set its {field}, or delete the draft"
+            ) from None
+
     def cancel(self, ticket_id: int) -> Ticket:
-        row = self.db.one(self.q.cancel, {"id": ticket_id})
+        try:
+            row = self.db.one(self.q.cancel, {"id": ticket_id})
+        except StoreIntegrityError:
+            self._targetless(ticket_id, "cancelled")
+            raise
         if row is None:
             t = self.get(ticket_id)
             raise ConflictError(f"ticket {ticket_id} is already {t.status}")
