@@ -16,12 +16,17 @@ leases: the slots around now of each distinct schedule are computed off the loop
 A workflow has at most `models.MAX_TRIGGERS` triggers; a registry row with more does not
 decode, and this task says so in one warning line.
 
-The registry is read whole every `SCHEDULES_EVERY` seconds; before a slot fires, one small
-query (`workflows_seen`: the rows' count and newest `created_at`) tells whether a workflow
-was added, deleted or registered again since, and then it is read again first: a deleted
-or changed definition does not fire at its next slot. A cron trigger's name declared by
-more than one workflow (a row any client may write: registry/triggers.py) fires for none
-of them, with one warning line per change.
+Every `SCHEDULES_EVERY` seconds, and before a slot fires, one small query
+(`workflows_seen`: SQLite's `data_version`, PostgreSQL's rows' count, newest `created_at`
+and transaction ids; no row read) tells whether the registry changed since it was last
+read; only then is it read again (`registry/schedules.py`): the latest version of each
+workflow, one row at a time, a spec handed over only when it may declare triggers, at
+most `SCAN_ROWS` rows and `SCAN_BYTES` bytes of specs per round, the rest the next round
+(the schedules read before stay until the pass ends; one warning line when a pass takes
+more than one round). A deleted or changed definition does not fire at its next slot once
+a pass has read it. A cron trigger's name declared by more than one workflow (a row any
+client may write: registry/triggers.py) fires for none of them, with one warning line per
+change.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.errors import StoreBusyError, SwarmError
 from swarm_engine.models import TriggerSpec, WorkflowSpec
 from swarm_engine.registry import Registry
+from swarm_engine.registry.schedules import ScheduleScan
 from swarm_engine.registry.triggers import ambiguity, trigger_owners
 from swarm_engine.store import Store
 from swarm_engine.store.timestamps import parse_timestamp
@@ -43,7 +49,12 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 GRACE_SECONDS = 60.0
 SCHEDULES_EVERY = 10.0
-"""Seconds between re-reads of the registry's workflows (new or changed triggers)."""
+"""Seconds between looks at whether the registry changed (then it is read again)."""
+SCAN_ROWS = 10_000
+"""Registry rows (their keys) a round of a pass reads at most."""
+SCAN_BYTES = 64 * 2**20
+"""Bytes of specs (checked in SQL or read) a round of a pass measures at most (about: a
+row is read whole or not at all, and a spec holds at most 8 MiB)."""
 
 
 def slot_key(slot: datetime) -> str:
@@ -97,8 +108,14 @@ class CronFirer:
         self._read_at = -SCHEDULES_EVERY
         self._slots: dict[str, Bounds] = {}
         """schedule -> its slots around now (`slot_bounds`), kept until the next one."""
-        self._seen: tuple[object, object] = (None, None)
-        """The registry's `workflows_seen` when the schedules were last read."""
+        self._seen: object = None
+        """The registry's `workflows_seen` when the last whole pass began."""
+        self._scan: ScheduleScan | None = None
+        """A pass over the registry under way (more than one round: `SCAN_ROWS`...)."""
+        self._quiet: dict[tuple[bytes, bytes], str] = {}
+        """The last pass's rows without triggers (`ScheduleScan.quiet`)."""
+        self._cut_warned = False
+        """Whether a pass longer than one round was told (once, until one is not)."""
         self._ambiguous: dict[str, str] = {}
         """trigger name declared by more than one workflow -> the line warned about it
         (registry/triggers.py): such a name fires for none of them."""
@@ -139,15 +156,13 @@ class CronFirer:
         return due
 
     async def _registry_changed(self) -> bool:
-        """Whether a workflow row was added, deleted or registered again since the last
-        read (`workflows_seen`: one small query, made only when a slot is due), so that
-        a deleted or changed definition does not fire at its next slot. A row another
-        client edits in place, keeping its `created_at`, is seen at the next full read
-        (`SCHEDULES_EVERY`)."""
+        """Whether the registry changed since the last pass began (`workflows_seen`: one
+        small query, made only when a slot is due), so that a deleted or changed
+        definition does not fire at its next slot."""
         try:
             seen = await self.gate(self.registry.defs.workflows_seen)
         except (StoreBusyError, SwarmError):
-            return False  # (the full read says so when it fails too)
+            return False  # (the next read says so when it fails too)
         return seen != self._seen
 
     async def _refresh_slots(self, now: datetime) -> None:
@@ -171,14 +186,36 @@ class CronFirer:
         self._slots.update(fresh)
 
     async def _read_schedules(self) -> None:
-        skipped: list[str] = []
+        """One round: when the registry changed since the last pass (or a pass is under
+        way), read on (`ScheduleScan.step`); at a pass's end, its schedules replace the
+        last ones."""
         try:
-            seen = await self.gate(self.registry.defs.workflows_seen)  # (read first)
-            latest = await self.gate(self.registry.latest_workflows, skipped)
+            if self._scan is None:
+                seen = await self.gate(self.registry.defs.workflows_seen)
+                if seen == self._seen:
+                    return  # unchanged: nothing read
+                self._scan = ScheduleScan(self.registry, seen, self._quiet)
+            done = await self.gate(self._scan.step, SCAN_ROWS, SCAN_BYTES)
         except (StoreBusyError, SwarmError) as exc:
             log.warning("cron triggers: the registry cannot be read now: %s", exc)
+            self._scan = None  # (read again from the start next round)
             return
-        self._seen = seen
+        scan = self._scan
+        if not done:
+            if not self._cut_warned:
+                self._cut_warned = True
+                log.warning(
+                    "cron triggers: the registry is read in parts (at most %d rows and %g MiB"
+                    " of specs every %g s): new or changed schedules are seen late",
+                    SCAN_ROWS, round(SCAN_BYTES / 2**20, 1), SCHEDULES_EVERY,
+                )  # fmt: skip
+            return
+        self._scan = None
+        if scan.steps == 1:
+            self._cut_warned = False
+        self._seen = scan.marker
+        self._quiet = scan.quiet
+        skipped, latest = scan.skipped, scan.found
         for problem in skipped:  # e.g. more than MAX_TRIGGERS triggers: told once
             if ("", problem) not in self._warned:
                 self._warned.add(("", problem))

@@ -109,10 +109,27 @@ class DefinitionStore:
 
         return self.db.atomic(locked)
 
-    def workflows_seen(self) -> tuple[object, object]:
-        """`(rows, newest created_at)` of the workflows table (see `workflows_seen`)."""
+    def workflows_seen(self) -> tuple[object, ...]:
+        """What changes when the registry changes, whoever wrote it (`workflows_seen`: no
+        row is read), with this object's own writes (`Database.writes`)."""
         row = self.db.one(self.q.workflows_seen)
-        return (None, None) if row is None else (row[0], row[1])
+        values = () if row is None else tuple(row[k] for k in row.keys())  # noqa: SIM118
+        return (self.db.writes, *values)
+
+    def workflow_keys(self, after: tuple[bytes, bytes] | None, limit: int) -> list[Row]:
+        """`name`, `version`, `key_name` and `key_version` of at most `limit` workflows
+        rows after `after` (as in `page`), in that order: nothing else is read."""
+        name, version = _keyset(self.db.dialect, after)
+        args = {"after_name": name, "after_version": version, "limit": limit}
+        return self.db.all(self.q.workflow_keys, args)
+
+    def workflow_quiet(self, key: tuple[bytes, bytes], seen: str | None) -> Row | None:
+        """`quiet` (1: declares no triggers), `seen` and `spec_bytes` of the row of `key`
+        (a `workflow_keys` row's `key_name` and `key_version`); `seen`: what it had when
+        found quiet before (see `workflow_quiet`). No spec is handed over."""
+        name, version = _keyset(self.db.dialect, key)
+        args = {"name": name, "version": version, "seen": seen}
+        return self.db.one(self.q.workflow_quiet, args)
 
     def put_workflows(self, rows: Iterable[dict[str, str]]) -> None:
         """Insert or replace workflows (name, version, description, spec), all or none."""
@@ -126,6 +143,17 @@ class DefinitionStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _keyset(
+    dialect: str, key: tuple[bytes, bytes] | None
+) -> tuple[bytes | str | None, bytes | str | None]:
+    """A key as UTF-8 bytes, as the dialect's queries take it (PostgreSQL: text)."""
+    if key is None:
+        return None, None
+    if dialect == "postgresql":
+        return _pg_text(key[0]), _pg_text(key[1])
+    return key
 
 
 def _pg_text(value: bytes) -> str:

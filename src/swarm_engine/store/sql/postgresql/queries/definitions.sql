@@ -67,9 +67,44 @@ SELECT CASE WHEN octet_length(version) <= 1024 THEN version END AS version,
 SELECT pg_advisory_xact_lock(1398230275)
 
 -- name: workflows_seen
--- What changes when a workflow row is added, deleted or registered again (its created_at
--- is set anew): the engine's cron task compares it before firing (engine/cron.py).
-SELECT count(*) AS rows, max(created_at) AS newest FROM workflows
+-- What changes when a client commits a change to the registry: the rows' count, newest
+-- created_at and the sum of their `xmin` (the transaction that last wrote each: a row
+-- edited in place too), of workflows and of agents (a workflow's checks read agents).
+-- Only row headers and created_at are read (a spec is TOASTed apart). The engine's cron
+-- task reads the registry again only when it changed (engine/cron.py).
+SELECT (SELECT count(*) FROM workflows) AS rows,
+       (SELECT max(created_at) FROM workflows) AS newest,
+       (SELECT sum(xmin::text::bigint) FROM workflows) AS version,
+       (SELECT count(*) FROM agents) AS agents,
+       (SELECT sum(xmin::text::bigint) FROM agents) AS agents_version
+
+-- name: workflow_keys
+-- The keys of at most :limit workflows rows after (:after_name, :after_version) (NULL:
+-- from the first; UTF-8 bytes, a row's `key_name` and `key_version`, as workflows_page),
+-- in that order, of those whose name and version are text of at most 1 KiB; nothing else
+-- of a row is read (the cron task's scan: registry/schedules.py).
+SELECT name, version, convert_to(name, 'UTF8') AS key_name,
+       convert_to(version, 'UTF8') AS key_version
+  FROM workflows
+ WHERE octet_length(name) <= 1024 AND octet_length(version) <= 1024
+   AND (CAST(:after_name AS text) IS NULL
+        OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))
+ ORDER BY name, version LIMIT :limit
+
+-- name: workflow_quiet
+-- Whether one workflow row (by `key_name` and `key_version` as workflow_keys gave them)
+-- declares no triggers, for the cron task, its spec not handed over: `quiet` 1 when its
+-- spec (of at most 8 MiB) has no `triggers` or an empty array, or when its `seen` (its
+-- `xmin`: the transaction that last wrote it) is :seen, what a row found quiet before had
+-- (the JSON is not looked at again); else 0 (the caller reads the row). `spec_bytes`: its
+-- size as stored (compressed: not detoasted to be measured).
+SELECT pg_column_size(spec) AS spec_bytes, xmin::text AS seen,
+       CASE WHEN xmin::text = CAST(:seen AS text) THEN 1
+            WHEN octet_length(spec::text) > 8388608 THEN 0
+            WHEN spec -> 'triggers' IS NULL OR spec -> 'triggers' = '[]'::jsonb THEN 1
+            ELSE 0 END AS quiet
+  FROM workflows
+ WHERE name = CAST(:name AS text) AND version = CAST(:version AS text)
 
 -- name: workflow_exists
 SELECT 1 FROM workflows WHERE name = :name AND version = :version

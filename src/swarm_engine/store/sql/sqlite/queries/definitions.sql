@@ -67,9 +67,50 @@ SELECT CASE WHEN length(CAST(version AS BLOB)) <= 1024 THEN version END AS versi
 SELECT 1
 
 -- name: workflows_seen
--- What changes when a workflow row is added, deleted or registered again (its created_at
--- is set anew): the engine's cron task compares it before firing (engine/cron.py).
-SELECT count(*) AS rows, max(created_at) AS newest FROM workflows
+-- What changes when another client commits a change to the registry (SQLite's
+-- `data_version`, of this connection: any write to this file by another connection, a
+-- row edited in place too); `DefinitionStore.workflows_seen` adds this connection's own
+-- writes. The engine's cron task reads the registry again only when it changed
+-- (engine/cron.py); no row is read here.
+SELECT data_version AS version FROM pragma_data_version
+
+-- name: workflow_keys
+-- The keys of at most :limit workflows rows after (:after_name, :after_version) (NULL:
+-- from the first; UTF-8 bytes, a row's `key_name` and `key_version`, as workflows_page),
+-- in that order, of those whose name and version are text of at most 1 KiB; nothing else
+-- of a row is read (the cron task's scan: registry/schedules.py).
+SELECT name, version, CAST(name AS BLOB) AS key_name, CAST(version AS BLOB) AS key_version
+  FROM workflows
+ WHERE typeof(name) = 'text' AND typeof(version) = 'text'
+   AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
+   AND (:after_name IS NULL
+        OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
+ ORDER BY name, version LIMIT :limit
+
+-- name: workflow_quiet
+-- Whether one workflow row (by `key_name` and `key_version` as workflow_keys gave them)
+-- declares no triggers, for the cron task, its spec not handed over: `quiet` 1 when its
+-- `seen` (its spec's size and its created_at) is :seen, what it had when found quiet
+-- before (its JSON is not checked again), or when its spec (of at most 8 MiB, valid JSON)
+-- has no `triggers` or an empty array; else 0 (the caller reads the row: a malformed one
+-- too, whose decode says why). `spec_bytes`: its size. (Each subquery is a co-routine, its
+-- columns computed once: a spec is loaded once to be measured, and once more to be checked
+-- only when its row is not as seen before.)
+SELECT n AS spec_bytes, printf('%d:%s:%s', n, t, c) AS seen,
+       CASE WHEN printf('%d:%s:%s', n, t, c) = :seen THEN 1
+            WHEN n > 8388608 THEN 0
+            ELSE (SELECT CASE WHEN NOT json_valid(spec) THEN 0
+                              WHEN json_type(spec, '$.triggers') IS NULL THEN 1
+                              WHEN json_type(spec, '$.triggers') = 'array'
+                               AND json_array_length(spec, '$.triggers') = 0 THEN 1
+                              ELSE 0 END
+                    FROM (SELECT spec FROM workflows WHERE rowid = r.id LIMIT 1) WHERE 1)
+       END AS quiet
+  FROM (SELECT rowid AS id, length(CAST(spec AS BLOB)) AS n, typeof(created_at) AS t,
+               substr(created_at, 1, 100) AS c
+          FROM workflows
+         WHERE name = CAST(:name AS TEXT) AND version = CAST(:version AS TEXT) LIMIT 1) AS r
+ WHERE 1
 
 -- name: workflow_exists
 SELECT 1 FROM workflows WHERE name = :name AND version = :version

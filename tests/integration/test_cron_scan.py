@@ -1,0 +1,221 @@
+"""The cron task's read of the registry is cheap and bounded whatever its rows hold: it
+hands over no spec of a workflow without triggers, reads nothing while the registry is
+unchanged, sees a row edited in place, and reads at most a bounded amount a round (the
+rest the next round, told once)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.postgres import pg_query
+
+from swarm_engine.engine import cron
+from swarm_engine.engine.cron import CronFirer
+from swarm_engine.registry import Registry
+
+BIG = 400_000
+"""Bytes of the spec of each workflow without triggers (its steps' padding)."""
+
+
+class _NoStore:
+    pass
+
+
+async def _now(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def _spec(name: str, triggers: list[dict[str, Any]], pad: int = 0) -> str:
+    step = {"id": "s", "agent": "echo", "inputs": {"text": "x" * pad}}
+    return json.dumps({"name": name, "version": "1.0.0", "steps": [step], "triggers": triggers})
+
+
+class _Target:
+    """A registry (SQLite file or PostgreSQL URL) and a way to write it as another client."""
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = target
+
+    def write(self, sql: str, *args: Any) -> None:
+        """SQLite only."""
+        assert isinstance(self.target, Path)
+        conn = sqlite3.connect(self.target, isolation_level=None)
+        try:
+            conn.execute(sql, args)
+        finally:
+            conn.close()
+
+    def insert(self, name: str, spec: str) -> None:
+        if isinstance(self.target, str):
+            import psycopg
+
+            with psycopg.connect(self.target, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO workflows (name, version, spec) VALUES (%s, '1.0.0', %s::jsonb)",
+                    (name, spec),
+                )
+            return
+        self.write(
+            "INSERT INTO workflows (name, version, spec, created_at) VALUES (?, '1.0.0', ?,"
+            " strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+            name,
+            spec,
+        )
+
+    def update_spec(self, name: str, spec: str) -> None:
+        """Edit a row in place, keeping its created_at."""
+        if isinstance(self.target, str):
+            import psycopg
+
+            with psycopg.connect(self.target, autocommit=True) as conn:
+                conn.execute("UPDATE workflows SET spec = %s::jsonb WHERE name = %s", (spec, name))
+            return
+        self.write("UPDATE workflows SET spec = ? WHERE name = ?", spec, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> _Target:
+    if request.param == "sqlite":
+        return _Target(tmp_path / "registry.db")
+    return _Target(str(request.getfixturevalue("pg_url")))
+
+
+@pytest.fixture
+def registry(target: _Target, tmp_path: Path) -> Iterator[Registry]:
+    reg = Registry(target.target, tmp_path / "packages")
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+class _Counted:
+    """The registry's database, counting the rows and the bytes of text it hands over."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.rows = 0
+        self.bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def _count(self, rows: list[Any]) -> None:
+        for row in rows:
+            self.rows += 1
+            self.bytes += sum(len(str(row[k])) for k in row.keys())  # noqa: SIM118
+
+    def one(self, sql: str, params: Any = None) -> Any:
+        row = self._db.one(sql, params)
+        self._count([] if row is None else [row])
+        return row
+
+    def all(self, sql: str, params: Any = None) -> list[Any]:
+        rows: list[Any] = self._db.all(sql, params)
+        self._count(rows)
+        return rows
+
+
+def _counted(registry: Registry) -> _Counted:
+    counted = _Counted(registry.defs.db)
+    registry.defs.db = counted
+    return counted
+
+
+async def test_the_scan_reads_only_workflows_with_triggers_and_nothing_when_unchanged(
+    target: _Target, registry: Registry
+) -> None:
+    for i in range(5):
+        target.insert(f"quiet{i}", _spec(f"quiet{i}", [], pad=BIG))
+    target.insert("nightly", _spec("nightly", [{"name": "nightly-t", "cron": "0 3 * * *"}]))
+    counted = _counted(registry)
+    firer = CronFirer(_NoStore(), registry, _now)  # type: ignore[arg-type]
+
+    await firer._read_schedules()
+    assert [(w.ref, t.cron) for w, t, _ in firer._schedules] == [("nightly@1.0.0", "0 3 * * *")]
+    assert counted.bytes < 20_000  # (5 specs of 400 kB not handed over)
+
+    before = counted.rows
+    for _ in range(3):  # unchanged: one small query a round, no workflow row read
+        await firer._read_schedules()
+    assert counted.rows - before == 3
+
+    # a row edited in place by another client (its created_at kept) is seen at the next round
+    target.update_spec("nightly", _spec("nightly", [{"name": "nightly-t", "cron": "0 4 * * *"}]))
+    await firer._read_schedules()
+    assert [t.cron for _, t, _ in firer._schedules] == ["0 4 * * *"]
+    assert counted.bytes < 40_000
+
+    # so is a row without triggers that gains one in place
+    target.update_spec("quiet3", _spec("quiet3", [{"name": "q-t", "cron": "0 5 * * *"}], pad=BIG))
+    await firer._read_schedules()
+    assert sorted(t.name for _, t, _ in firer._schedules) == ["nightly-t", "q-t"]
+
+
+async def test_the_latest_version_decides_even_without_triggers(
+    target: _Target, registry: Registry
+) -> None:
+    target.insert("w", _spec("w", [{"name": "w-t", "cron": "0 3 * * *"}]))
+    firer = CronFirer(_NoStore(), registry, _now)  # type: ignore[arg-type]
+    await firer._read_schedules()
+    assert [t.name for _, t, _ in firer._schedules] == ["w-t"]
+    spec = json.loads(_spec("w", []))
+    spec["version"] = "2.0.0"
+    if isinstance(target.target, str):
+        pg_query(
+            target.target,
+            "INSERT INTO workflows (name, version, spec) VALUES ('w', '2.0.0', %(s)s::jsonb)"
+            " RETURNING 1",
+            {"s": json.dumps(spec)},
+        )
+    else:
+        target.write(
+            "INSERT INTO workflows (name, version, spec, created_at) VALUES ('w', '2.0.0', ?,"
+            " strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+            json.dumps(spec),
+        )
+    await firer._read_schedules()
+    assert firer._schedules == []  # w@2.0.0 declares none: w@1.0.0's no longer fires
+
+
+async def test_a_pass_is_bounded_a_round_and_a_cut_is_told_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = _Target(tmp_path / "registry.db")
+    reg = Registry(target.target, tmp_path / "packages")
+    try:
+        for i in range(4):
+            target.insert(f"quiet{i}", _spec(f"quiet{i}", [], pad=BIG))
+        target.insert("zz", _spec("zz", [{"name": "zz-t", "cron": "0 3 * * *"}]))
+        bad = json.loads(_spec("zz-bad", []))
+        bad["triggers"] = 5  # malformed: told once, whatever happens next
+        target.insert("zz-bad", json.dumps(bad))
+        monkeypatch.setattr(cron, "SCAN_BYTES", BIG)  # about one big row a round
+        monkeypatch.setattr(cron, "SCAN_ROWS", 2)
+        counted = _counted(reg)
+        firer = CronFirer(_NoStore(), reg, _now)  # type: ignore[arg-type]
+        rounds = 0
+        with caplog.at_level(logging.WARNING, logger="swarm_engine.engine.cron"):
+            while not firer._schedules:
+                rounds += 1
+                last = counted.rows
+                await firer._read_schedules()
+                assert counted.rows - last <= 5  # the marker, 2 keys, at most 2 rows read
+            assert rounds >= 4
+            target.insert("other", _spec("other", []))  # the registry changed: a new pass
+            for _ in range(8):
+                await firer._read_schedules()
+        assert [t.name for _, t, _ in firer._schedules] == ["zz-t"]
+        warnings = [r.getMessage() for r in caplog.records]
+        assert sum("read in parts" in w for w in warnings) == 1, warnings
+        assert sum("zz-bad@1.0.0" in w for w in warnings) == 1, warnings
+    finally:
+        reg.close()
