@@ -60,6 +60,17 @@ ENV_MAX_VARS = 1000
 2,500, `vm.sandbox_env.MAX_ENV_VARS`: room is left for its `INPUT_*` variables)."""
 
 
+STORE_INT_MIN, STORE_INT_MAX = -(2**63), 2**63 - 1
+"""The integers every store holds (SQLite's INTEGER, PostgreSQL's bigint)."""
+_USAGE_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "turns",
+)
+
+
 class TicketStatus(StrEnum):
     DRAFT = "draft"
     OPEN = "open"
@@ -84,6 +95,15 @@ class Usage:
     turns: int = 0
     cost_usd: float = 0.0
     stop_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        # Defence in depth: a count the store cannot hold (its integers end at 2^63-1)
+        # would fail the write of the step's end, and with it the run's. Readers refuse
+        # such counts long before (agents/claude/usage.py, at most 2^40 an answer).
+        for name in _USAGE_COUNTS:
+            value = getattr(self, name)
+            if type(value) is not int or not STORE_INT_MIN <= value <= STORE_INT_MAX:
+                raise ValueError(f"usage {name} {shown(value, 40)} is not a storable count")
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

@@ -539,3 +539,76 @@ async def test_a_package_path_of_a_row_outside_the_packages_folder_fails_the_ste
     assert outcome.error is not None and "is not its registered package folder" in outcome.error
     assert "\n" not in outcome.error
     assert server.requests == []
+
+
+def cut_reply(reset: bool) -> Reply:
+    """A 200 announcing 5000 bytes, sending 10, then a reset (RST) or a close (FIN)."""
+    return Reply(status=200, raw=b'{"id": "ms' + b" " * 4990, cut=10, reset=reset)
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["rst", "fin"])
+async def test_a_body_cut_short_is_retried_like_a_connection_error(
+    vm: VM, server: MessagesServer, tmp_path: Path, reset: bool
+) -> None:
+    server.push(cut_reply(reset), text("all good", used=usage(11, 7)))
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
+    assert outcome.ok, outcome.error
+    assert outcome.outputs["answer"] == "all good"
+    assert len(server.message_requests()) == 2
+    assert usage_of(outcome) == usage(11, 7)
+    transcript = json.loads((tmp_path / "artifacts" / "transcript.json").read_text())
+    (retry,) = [e for e in transcript["events"] if e["type"] == "retry"]
+    assert "connection error: the response broke off after 10 of 5000 bytes" in json.dumps(retry)
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["rst", "fin"])
+async def test_a_body_always_cut_short_fails_with_one_clear_line_after_the_retries(
+    vm: VM,
+    server: MessagesServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    reset: bool,
+) -> None:
+    server.fallback = cut_reply(reset)
+    caplog.set_level(logging.DEBUG)
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
+    assert not outcome.ok and outcome.error is not None
+    assert len(server.message_requests()) == 1 + FAST_RETRY["max_retries"]
+    assert outcome.error.startswith(
+        "API request failed after 4 attempts: connection error: "
+        "the response broke off after 10 of 5000 bytes: "
+    ), outcome.error
+    said = outcome.error.rsplit("bytes: ", 1)[1]
+    assert said.strip() and "\n" not in outcome.error
+    assert said.startswith("ReadError" if reset else "RemoteProtocolError"), said
+    assert outcome.usage.stop_reason == "api_error"
+    assert "failed unexpectedly" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"input_tokens": 10**30},
+        {"output_tokens": 2**63},
+        {"cache_read_input_tokens": 2**40 + 1},
+        {"output_tokens": 100.0},
+        {"input_tokens": True},
+        {"cache_creation_input_tokens": "5"},
+    ],
+    ids=["10^30", "2^63", "past-2^40", "float", "bool", "string"],
+)
+async def test_usage_that_is_no_count_is_malformed_and_never_counted(
+    vm: VM, server: MessagesServer, tmp_path: Path, counts: dict[str, Any]
+) -> None:
+    bad = text("bad usage", used=usage(1, 1))
+    bad["usage"].update(counts)
+    server.fallback = bad
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path))
+    assert not outcome.ok and outcome.error is not None
+    assert len(server.message_requests()) == 1 + FAST_RETRY["max_retries"]
+    (key,) = counts
+    assert f"malformed response: response has no valid usage ({key} is " in outcome.error
+    assert "not a count" in outcome.error
+    assert usage_of(outcome) == dict.fromkeys(usage(), 0)  # nothing of it counted
+    assert outcome.usage.stop_reason == "api_error"

@@ -16,8 +16,12 @@ Callables run in the server thread: to look into a VM from one, use
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import socket
+import struct
+import termios
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +74,11 @@ class Reply:
     drip: float = 0.0
     """Seconds between the body's bytes, sent one at a time after the headers (a slow
     endpoint that is never silent for long)."""
+    cut: int | None = None
+    """Send only this many bytes of the body (its whole length still announced in
+    `content-length`), then close the connection: a body cut short."""
+    reset: bool = False
+    """With `cut`: close with a TCP reset (RST), not a FIN."""
 
 
 Step = Reply | dict[str, Any] | Callable[[Recorded], "Reply | dict[str, Any]"]
@@ -279,6 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+        if reply.cut is not None:
+            self._send_cut(reply, data)
+            return
         self.send_response(reply.status)
         self.send_header("content-type", reply.content_type)
         self.send_header("content-length", str(len(data)))
@@ -295,6 +307,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[i : i + 1])
             self.wfile.flush()
 
+    def _send_cut(self, reply: Reply, data: bytes) -> None:
+        """The head announcing all of `data`, `reply.cut` bytes of it, then a FIN or RST."""
+        assert reply.cut is not None
+        self.send_response(reply.status)
+        self.send_header("content-type", reply.content_type)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        sock = self.connection
+        sock.sendall(data[: reply.cut])
+        self.close_connection = True
+        if not reply.reset:
+            sock.shutdown(socket.SHUT_RDWR)
+            return
+        # a reset discards what is still queued: wait (briefly, on loopback) until the
+        # client's kernel has acknowledged every byte sent, so it reads them, then the RST
+        stopping = self.server.owner._stopping
+        for _ in range(2000):
+            if _unacked(sock) == 0 or stopping.wait(0.001):  # sleep-ok: bounded, ~never
+                break
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
     def _send_events(self, reply: Reply) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -306,6 +340,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
             self.wfile.flush()
         self.close_connection = True
+
+
+def _unacked(sock: socket.socket) -> int:
+    """Bytes sent on `sock` the peer has not acknowledged yet (Linux's SIOCOUTQ)."""
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", buf)[0])
 
 
 def sse_events(msg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

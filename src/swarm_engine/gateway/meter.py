@@ -1,11 +1,14 @@
 """What a step's model API use costs: usage read from every response, priced, summed, and
 held against the step's budget.
 
-Usage is read the way the built-in `claude` agent counts it (docs/claude.md): a response's
-`usage` exactly as reported, `input_tokens`, `output_tokens`, `cache_creation_input_tokens`,
-`cache_read_input_tokens` (missing counts are 0). A streamed response (server-sent events)
-reports its usage in `message_start` and, cumulatively, in `message_delta`; what the last
-event seen says is what counts, so a stream cut short still counts what it reported. Each
+Usage is read by the rule the built-in `claude` agent reads it by (docs/claude.md,
+`agents/claude/usage.py`): a response's `usage` exactly as reported, `input_tokens`,
+`output_tokens`, `cache_creation_input_tokens`, `cache_read_input_tokens` (missing counts
+are 0). A value that is no count (`100.0`, `true`, `-1`, `"5"`, past 2^40) counts 0 and
+flags the response (`Counted.problem`; it is `unmetered`), where the `claude` kind
+refuses it. A streamed response (server-sent events) reports its usage in
+`message_start` and, cumulatively, in `message_delta`; what the last event seen says is
+what counts, so a stream cut short still counts what it reported. Each
 response is priced by its model (`agents/claude/pricing.py`), so a step that uses two
 models pays each one's price.
 """
@@ -19,14 +22,10 @@ from typing import Any
 
 from swarm_engine.agents.claude.pricing import cost_usd, price_for
 from swarm_engine.agents.claude.settings import Price
+from swarm_engine.agents.claude.usage import COUNTS as COUNTS
+from swarm_engine.agents.claude.usage import read_usage
 from swarm_engine.models import Usage
 
-COUNTS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-)
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 """One server-sent event larger than this is skipped (not parsed) by the usage reader."""
 
@@ -56,7 +55,7 @@ class Meter:
     refused: int = 0
     """Requests the gateway answered itself (budget, unknown path, no price...)."""
     unmetered: int = 0
-    """Successful message responses whose usage could not be read."""
+    """Successful message responses whose usage could not be read (or not all of it)."""
     unauthorized: int = 0
     """Requests without the step's token (answered 401, never recorded one by one)."""
     busy: int = 0
@@ -117,15 +116,12 @@ class Counted:
         self._meter = meter
         self.model: str | None = None
         self.used = Usage()
+        self.problem: str | None = None
+        """What the last usage seen held that is no count (those count 0), or None."""
 
     def update(self, model: str | None, raw: Mapping[str, Any]) -> None:
-        new = Usage(
-            input_tokens=_count(raw.get("input_tokens")),
-            output_tokens=_count(raw.get("output_tokens")),
-            cache_creation_input_tokens=_count(raw.get("cache_creation_input_tokens")),
-            cache_read_input_tokens=_count(raw.get("cache_read_input_tokens")),
-            turns=1,
-        )
+        read = read_usage(raw)
+        new, self.problem = read.usage, read.problem
         new.cost_usd = cost_usd(new, self._meter.price(model) if model else None)
         old = self.used
         delta = Usage(
@@ -208,7 +204,3 @@ class EventUsage:
                 if value is not None:
                     current[key] = value
             self.usage = current
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

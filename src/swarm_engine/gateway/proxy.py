@@ -15,8 +15,9 @@ key-shaped), it is replaced by `[REDACTED]` on the way, in the body and in every
 Answers of its own are API-style errors (`{"type": "error", "error": {...}}`), so every
 client reports them as it reports the API's: 401 for a missing or foreign token, 402
 `billing_error` once the budget is used up (the step is then stopped), 404, 413, 400 for a
-model without a price under a USD budget or a server tool, 503 for a request with the
-token past `max_connections`, 502/504 when the endpoint cannot be reached.
+model without a price under a USD budget, a server tool or a body holding a key twice
+(at any depth), 503 for a request with the token past `max_connections`, 502/504 when the
+endpoint cannot be reached.
 
 Connections are bounded in two pools: those that have not yet presented the step's token
 (any local process may open them; at most `max_pending`, a new one closing the oldest, each
@@ -32,7 +33,6 @@ import contextlib
 import dataclasses
 import errno
 import hmac
-import json
 import logging
 import random
 import re
@@ -52,6 +52,7 @@ from swarm_engine.gateway.request_log import RequestLog, clip
 from swarm_engine.gateway.scrub import StreamScrubber
 from swarm_engine.gateway.settings import GatewaySettings
 from swarm_engine.models import Usage
+from swarm_engine.records import DuplicateKey, loads_unique
 
 log = logging.getLogger(__name__)
 
@@ -269,13 +270,14 @@ class StepGateway:
         metered = ex.method == "POST" and path == MESSAGES
         self.meter.requests += 1
         model, refusal = None, None
-        if metered:
+        if ex.body:  # every body forwarded is read (a message request's is checked too)
             allow = self._settings.allow_server_tools
             if len(ex.body) > PARSE_ON_LOOP:
-                model, refusal = await asyncio.to_thread(_inspect, ex.body, allow)
+                model, refusal = await asyncio.to_thread(_inspect, ex.body, allow, metered)
             else:
-                model, refusal = _inspect(ex.body, allow)
-            record["model"] = model
+                model, refusal = _inspect(ex.body, allow, metered)
+            if metered:
+                record["model"] = model
         if refusal is not None:
             await self._refuse(ex, record, 400, "invalid_request_error", refusal)
             return
@@ -425,6 +427,13 @@ class StepGateway:
             return
         record["model"] = counted.model
         record["usage"] = {k: getattr(used, k) for k in COUNTS}
+        if counted.problem is not None:  # counted what it could; the rest counts 0
+            self.meter.unmetered += 1
+            record["error"] = clip(f"usage not all readable: {counted.problem}")
+            self._tell(
+                f"model API: {record['path']} answered 200 with usage that is no count,"
+                f" counted as 0: {clip(counted.problem)}"
+            )
         total = self.meter.usage
         self._tell(
             f"model API: {counted.model} in={used.input_tokens} out={used.output_tokens} "
@@ -473,13 +482,21 @@ async def _try(sending: Awaitable[None]) -> bool:
     return True
 
 
-def _inspect(body: bytes, allow_server_tools: bool) -> tuple[str | None, str | None]:
-    """(the model a message request names, why it is refused or None)."""
+def _inspect(
+    body: bytes, allow_server_tools: bool, message: bool = True
+) -> tuple[str | None, str | None]:
+    """(the model a message request names, why it is refused or None). A body holding a
+    key twice, at any depth, is refused: the gateway would check one value (Python keeps
+    the last) and the API might act on the other (`"model"` given twice passed the
+    price check with the cheap one). Only a message request's (`message`) is checked
+    further; a body that is not JSON is left to the API to refuse."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = loads_unique(body)
+    except DuplicateKey as exc:
+        return None, f"malformed request body: {exc.line}; give each key once"
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not message:
         return None, None
     model = data.get("model") if isinstance(data.get("model"), str) else None
     if allow_server_tools:

@@ -2,8 +2,10 @@
 
 The SDK's own retries are off (`max_retries=0`) so that every retry, its reason and its
 delay are ours: logged, visible in the transcript, and tunable (tests use tiny delays).
-Retried: 408, 409, 429, 5xx (incl. 529 overloaded), timeouts, connection errors and
-malformed responses (bad JSON, missing fields). Other statuses fail at once.
+Retried: 408, 409, 429, 5xx (incl. 529 overloaded), timeouts, connection errors (a body
+cut short included: the connection reset or closed before its `content-length` arrived)
+and malformed responses (bad JSON, missing fields, usage that is no count). Other statuses
+fail at once.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 
 from swarm_engine.agents.claude.settings import RetrySettings
+from swarm_engine.agents.claude.usage import read_usage
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -42,6 +46,10 @@ class ApiFailure(Exception):
 
 class MalformedResponse(Exception):
     pass
+
+
+class BodyCut(Exception):
+    """The connection broke (reset, closed, undecodable) while the body was being read."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +103,14 @@ async def create_message(
                 raise ApiFailure(f"API request failed: {reason}", status) from None
             retry_after = _retry_after(exc.response.headers)
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}", status)
-        except (anthropic.APITimeoutError, TimeoutError):
+        except (anthropic.APITimeoutError, TimeoutError, httpx2.TimeoutException):
+            # (httpx2's own: a read of the body that timed out, after the SDK let go of it)
             reason = f"request timed out after {request_timeout:g}s"
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
         except anthropic.APIConnectionError as exc:
+            reason = f"connection error: {str(exc) or _said(exc)}"
+            failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
+        except BodyCut as exc:
             reason = f"connection error: {exc}"
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
         except (MalformedResponse, anthropic.APIResponseValidationError) as exc:
@@ -116,13 +128,20 @@ async def _read_json(raw: Any) -> Any:
     """The JSON of a streamed response's body, read up to `MAX_RESPONSE_BYTES` (raises
     `ApiFailure` past it, `MalformedResponse` when it is not JSON)."""
     body = bytearray()
-    async for chunk in raw.iter_bytes():
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise ApiFailure(
-                f"API request failed: the response is over {MAX_RESPONSE_BYTES // 2**20} MiB"
-                " (no Messages API answer is); not retried"
-            )
+    try:
+        async for chunk in raw.iter_bytes():
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ApiFailure(
+                    f"API request failed: the response is over {MAX_RESPONSE_BYTES // 2**20}"
+                    " MiB (no Messages API answer is); not retried"
+                )
+    except httpx2.TimeoutException:
+        raise
+    except httpx2.RequestError as exc:  # the SDK wraps none of these once the body streams
+        expected = raw.headers.get("content-length")
+        of = f" of {expected}" if expected and expected.isdigit() else ""
+        raise BodyCut(f"the response broke off after {len(body)}{of} bytes: {_said(exc)}") from None
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -142,16 +161,13 @@ def validate_message(data: object, on_rejected_usage: UsageHook | None = None) -
     if not isinstance(data, dict):
         raise MalformedResponse("response body is not a JSON object")
     usage = data.get("usage")
-    usage_ok = (
-        isinstance(usage, dict)
-        and _is_count(usage.get("input_tokens"))
-        and _is_count(usage.get("output_tokens"))
-    )
+    read = read_usage(usage, required=("input_tokens", "output_tokens"))
+    usage_ok = read.problem is None
     try:
         if data.get("type", "message") != "message":
             raise MalformedResponse(f"unexpected response type {data.get('type')!r}")
         if not usage_ok:
-            raise MalformedResponse("response has no valid usage")
+            raise MalformedResponse(f"response has no valid usage ({read.problem})")
         content = data.get("content")
         if not isinstance(content, list):
             raise MalformedResponse("response has no content list")
@@ -182,8 +198,18 @@ def _validate_block(block: object) -> None:
         raise MalformedResponse("tool_use block needs id, name and an input object")
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _said(exc: BaseException) -> str:
+    """What an exception says, in one line and never empty: httpx2's ReadError on a reset
+    says nothing, the OSError it was raised from does (`Connection reset by peer`)."""
+    cause: BaseException | None = exc
+    for _ in range(5):
+        if cause is None:
+            break
+        text = " ".join(str(cause).split())
+        if text:
+            return f"{type(exc).__name__}: {text}"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def _api_message(exc: anthropic.APIStatusError) -> str:

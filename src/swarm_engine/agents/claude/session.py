@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from swarm_engine.agents.claude.pricing import cost_usd
 from swarm_engine.agents.claude.redact import Redactor
 from swarm_engine.agents.claude.settings import ClaudeConfig, Price, RetrySettings
 from swarm_engine.agents.claude.tools import ToolBox
+from swarm_engine.agents.claude.usage import read_usage
 from swarm_engine.agents.files import put_inputs, upload_package
 from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.errors import AgentError, VMError
@@ -167,13 +168,7 @@ class Session:
         except ApiFailure as exc:
             raise _Stop("api_error", str(exc)) from None
         raw = resp.data["usage"]
-        used = Usage(
-            input_tokens=raw["input_tokens"],
-            output_tokens=raw["output_tokens"],
-            cache_creation_input_tokens=_count(raw.get("cache_creation_input_tokens")),
-            cache_read_input_tokens=_count(raw.get("cache_read_input_tokens")),
-            turns=1,
-        )
+        used = read_usage(raw).usage  # (checked by create_message: every count is one)
         self._add_usage(used)
         self.turns.append(
             {
@@ -248,14 +243,7 @@ class Session:
         self.usage = total
 
     def _on_rejected_usage(self, raw: Any) -> None:
-        self._add_usage(
-            Usage(
-                input_tokens=_count(raw.get("input_tokens")),
-                output_tokens=_count(raw.get("output_tokens")),
-                cache_creation_input_tokens=_count(raw.get("cache_creation_input_tokens")),
-                cache_read_input_tokens=_count(raw.get("cache_read_input_tokens")),
-            )
-        )
+        self._add_usage(replace(read_usage(raw).usage, turns=0))  # billed, but no turn
         self.events.append({"type": "rejected_response_usage", "usage": dict(raw)})
 
     async def _on_retry(self, attempt: int, reason: str, delay: float) -> None:
@@ -315,10 +303,6 @@ class Session:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("could not write transcript %s: %s", path, exc)
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _short(args: Any, limit: int = 200) -> str:

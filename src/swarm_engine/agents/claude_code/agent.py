@@ -30,6 +30,7 @@ from swarm_engine.agents.base import (
     StepOutcome,
 )
 from swarm_engine.agents.claude.redact import Redactor
+from swarm_engine.agents.claude.usage import count as _count
 from swarm_engine.agents.claude_code import install
 from swarm_engine.agents.claude_code.changes import compare, copy_changed, snapshot
 from swarm_engine.agents.claude_code.settings import (
@@ -321,10 +322,6 @@ def _reported_usage(result: Mapping[str, Any]) -> dict[str, int] | None:
     if isinstance(usage, dict):
         return {k: _count(usage.get(k)) for k in USAGE_KEYS}
     return None
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _short(text: str, limit: int = 500) -> str:

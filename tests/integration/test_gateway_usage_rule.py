@@ -1,0 +1,84 @@
+"""The gateway reads usage by the `claude` kind's rule (agents/claude/usage.py) and refuses
+request bodies holding a key twice. Real listener, real SDK, the local Messages API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from tests.integration.test_gateway import KEY, MODEL, client, gateway
+from tests.support.messages_server import MessagesServer, text, usage
+
+from swarm_engine.agents.base import ModelApiNeeds
+
+
+@pytest.fixture
+def server() -> Iterator[MessagesServer]:
+    with MessagesServer(api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**30, 2**63, 2**40 + 1, 100.0, True, -5, "5"],
+    ids=["10^30", "2^63", "past-2^40", "float", "bool", "negative", "string"],
+)
+async def test_usage_that_is_no_count_counts_0_and_flags_the_answer(
+    server: MessagesServer, tmp_path: Path, value: Any
+) -> None:
+    bad = text("odd usage", used=usage(10, 20, 30, 40))
+    bad["usage"]["output_tokens"] = value
+    server.push(bad)
+    async for gw in gateway(server, tmp_path):
+        async with client(gw) as sdk:
+            # the answer is passed on as the endpoint gave it (the client judges it)
+            await sdk.messages.with_raw_response.create(
+                model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
+        used, meter = gw.usage(), gw.meter
+    assert (used.input_tokens, used.output_tokens) == (10, 0)
+    assert (used.cache_creation_input_tokens, used.cache_read_input_tokens) == (30, 40)
+    assert used.turns == 1 and meter.unmetered == 1
+    doc = json.loads((tmp_path / "model_api.json").read_text())
+    (entry,) = doc["requests_log"]
+    assert entry["error"].startswith("usage not all readable: output_tokens is "), entry
+    assert "not a count" in entry["error"]
+    assert entry["usage"]["output_tokens"] == 0
+
+
+BODIES = {
+    "model twice": '{"model": "cheap", "max_tokens": 5, "messages": [],'
+    ' "model": "claude-sonnet-4-6"}',
+    "tools twice": '{"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [],'
+    ' "tools": [{"type": "web_search_20250305", "name": "web_search"}], "tools": []}',
+    "deep": '{"model": "claude-sonnet-4-6", "max_tokens": 5,'
+    ' "messages": [{"role": "user", "content": [{"type": "text", "text": "a", "text": "b"}]}]}',
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+@pytest.mark.parametrize("body", list(BODIES.values()), ids=list(BODIES))
+async def test_a_request_body_holding_a_key_twice_is_refused(
+    server: MessagesServer, tmp_path: Path, body: str, path: str
+) -> None:
+    server.fallback = text("never asked")
+    async for gw in gateway(server, tmp_path, ModelApiNeeds(max_usd=1.0)):
+        base, token = gw.vm_env("127.0.0.1").values()
+        async with httpx2.AsyncClient() as http:
+            answer = await http.post(
+                f"{base}{path}",
+                headers={"x-api-key": token, "content-type": "application/json"},
+                content=body.encode(),
+            )
+        refused = gw.meter.refused
+    assert answer.status_code == 400, answer.text
+    error = answer.json()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert "malformed request body: duplicate key" in error["error"]["message"]
+    assert refused == 1
+    assert server.requests == []  # never forwarded
