@@ -76,6 +76,10 @@ class StepContext:
     """`inputs` as JSON, as the step's row holds them (measured against their cap when
     they were rendered): what `agents.files.put_inputs` writes, not serialized again.
     None: `inputs` is written out afresh."""
+    on_usage: Callable[[Usage], None] | None = None
+    """Told, by an agent that counts its usage itself (`claude`), the usage billed so far
+    when its run is cancelled (a step stopped from outside: its ticket's timeout, a
+    cancel, the engine's abort), before the cancel goes on: its `cancelled` row keeps it."""
 
 
 @dataclass

@@ -219,6 +219,7 @@ class StepAttempt:
                 )
             )
 
+        api: StepModelApi | None = None
         try:
             agent = get_agent(step.agent.kind, runner.settings.agents.get(step.agent.kind))
             api = StepModelApi(
@@ -253,6 +254,7 @@ class StepAttempt:
                             if self.inputs_json is not None and isinstance(self.inputs, dict)
                             else None
                         ),
+                        on_usage=api.report,
                     )
                     try:
                         async with asyncio.timeout(step.timeout_seconds + TIMEOUT_GRACE):
@@ -264,8 +266,21 @@ class StepAttempt:
                         )
             outcome = api.settle(outcome)  # the usage the gateway counted
         except asyncio.CancelledError:
+            # stopped from outside: the row keeps the usage billed so far (its gateway's
+            # count, else the agent's), in the write that records the step's end
+            end = StepEnd(
+                self.exec_id,
+                [],
+                None,
+                status="cancelled",
+                outputs=None,
+                exit_code=None,
+                error="cancelled",
+                usage=Usage() if api is None else api.so_far(),
+                log_path=str(logfile),
+            )
             if runner.stopping:  # the engine's abort: recorded with the run's, in one write
-                runner.aborted_step(run_id, self.destroyed)
+                runner.aborted_step(run_id, self.destroyed, end if self.started else None)
                 raise
             # first, as patiently as ever
             await record_destroyed(runner.gate, runner.writes, self.destroyed)
@@ -275,12 +290,12 @@ class StepAttempt:
                 await runner.gate(
                     runner.store.runs.step_finished,
                     self.exec_id,
-                    status="cancelled",
+                    status=end.status,
                     outputs=None,
                     exit_code=None,
-                    error="cancelled",
-                    usage=Usage(),
-                    log_path=str(logfile),
+                    error=end.error,
+                    usage=end.usage,
+                    log_path=end.log_path,
                 )
             raise
         except StaleAttemptError:

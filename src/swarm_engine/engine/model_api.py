@@ -113,6 +113,8 @@ class StepModelApi:
         self.log = log
         self.environ = environ
         self.gateway: StepGateway | None = None
+        self.told = Usage()
+        """The usage the agent told as it was stopped (`report`), for one without a gateway."""
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> StepModelApi:
@@ -189,6 +191,18 @@ class StepModelApi:
         if work.cancelled():  # stopped for the budget (`settle` says why)
             return StepOutcome(exit_code=1, error=self.gateway.stop_message)
         return work.result()
+
+    def report(self, usage: Usage) -> None:
+        """`StepContext.on_usage`: the agent's usage so far, as it is stopped."""
+        self.told = usage
+
+    def so_far(self) -> Usage:
+        """The usage of a step stopped from outside, recorded with its `cancelled` row:
+        what its gateway counted (after it closed: every answer it read), else what the
+        agent told last (`report`). Its `stop_reason` is None (the row says `cancelled`)."""
+        usage = self.gateway.usage() if self.gateway is not None else dataclasses.replace(self.told)
+        usage.stop_reason = None
+        return usage
 
     def settle(self, outcome: StepOutcome) -> StepOutcome:
         """After the gateway closed: the step's usage is what it counted; a step whose

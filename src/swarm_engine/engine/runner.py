@@ -126,6 +126,9 @@ class TicketRunner(Refusals):
         """Tickets whose abort the store refused (a constraint, a trigger), with why."""
         self._aborting: dict[int, list[Destroyed]] = {}
         """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
+        self._stopped: dict[int, list[StepEnd]] = {}
+        """Ends (`cancelled`, with their usage so far) of an aborted run's running steps,
+        recorded with the run's abort."""
         self.on_row_lost: Callable[[str], None] = lambda why: None
         """Told (with why) when a run's start finds this engine's row gone for good
         (`EngineRowLostError`): the daemon stops."""
@@ -273,6 +276,7 @@ class TicketRunner(Refusals):
             held = self._held.pop(run_id, None)
             if held is not None:
                 await record_destroyed(self.gate, self.writes, held.destroyed)
+            self._stopped.pop(run_id, None)
             left = self._aborting.pop(run_id, [])  # (a step stopped as the run ended anyway)
             await record_destroyed(self.gate, self.writes, left)
 
@@ -404,6 +408,7 @@ class TicketRunner(Refusals):
             ticket_status="open" if requeue else "failed",
             step_end=self._held.get(run_id),
             destroyed=destroyed,
+            stopped=self._stopped.pop(run_id, []),
             skipped=self._not_run(run_id),
             why=error,
         )
@@ -447,11 +452,16 @@ class TicketRunner(Refusals):
             return f"ticket {ticket_id} aborted: its run recorded failed"
         return f"ticket {ticket_id} aborted"
 
-    def aborted_step(self, run_id: int, destroyed: list[Destroyed]) -> None:
+    def aborted_step(
+        self, run_id: int, destroyed: list[Destroyed], end: StepEnd | None = None
+    ) -> None:
         """A step of run `run_id` was stopped by the engine's abort: its VMs (moved out of
-        `destroyed`) are recorded destroyed with the run's abort (`_abort`)."""
+        `destroyed`) and its end, if it started (`cancelled`, with the usage it was billed
+        so far), are recorded with the run's abort (`_abort`)."""
         self._aborting.setdefault(run_id, []).extend(destroyed)
         del destroyed[:]
+        if end is not None:
+            self._stopped.setdefault(run_id, []).append(end)
 
     def left_claimed(self, ticket: Ticket) -> None:
         """The engine stops without recording the end of `ticket`'s attempt: the store

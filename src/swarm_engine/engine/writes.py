@@ -162,12 +162,14 @@ class RunWrites:
         ticket_status: str | None = None,
         step_end: StepEnd | None = None,
         destroyed: list[Destroyed] | None = None,
+        stopped: Sequence[StepEnd] = (),
         skipped: Sequence[SkippedStep] = (),
         why: str | None = None,
     ) -> tuple[Ticket, dict[str, Any]]:
         """The run's end (`RunStore.finish_run`), after the end of its last step if that
         was held back for it (`step_end`), the VMs of its steps that are gone but not
-        yet recorded (`destroyed`: an abort's) and the rows of its steps that never
+        yet recorded (`destroyed`: an abort's), the ends of its steps an abort stopped
+        (`stopped`: `cancelled`, with their usage so far) and the rows of its steps that never
         started (`skipped`, and those queued: `not run: WHY`), then the final ticket and run rows read back. A
         run still `running` after its close (the store dropped the write without an
         error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
@@ -175,6 +177,8 @@ class RunWrites:
         def close() -> tuple[Ticket, dict[str, Any]]:  # only SQL: run again (store/rerun.py)
             if step_end is not None:
                 self.step_finished(step_end)
+            for end in stopped:
+                self.step_finished(end)
             self.vms_destroyed(destroyed or [])
             self.store.runs.finish_run(
                 run_id,

@@ -64,6 +64,9 @@ class Meter:
     evicted: int = 0
     """Connections closed before showing the token, to make room for newer ones
     (`max_pending`)."""
+    cut_off: int = 0
+    """Requests the step's end cut off before their answer was through: each counts the
+    usage its answer had shown (none, if it was cut off before its answer's usage came)."""
 
     def price(self, model: str) -> Price | None:
         return price_for(model, *self.prices)
@@ -103,6 +106,7 @@ class Meter:
             "unauthorized": self.unauthorized,
             "busy": self.busy,
             "evicted": self.evicted,
+            "cut_off": self.cut_off,
         }
 
 

@@ -76,6 +76,7 @@ DROP_RESPONSE = frozenset(
 )  # fmt: skip
 
 Say = Callable[[str], None]
+CUT_OFF = "cut off: the step ended before its answer was through"
 
 
 def api_error(kind: str, message: str) -> dict[str, Any]:
@@ -262,6 +263,10 @@ class StepGateway:
         record: dict[str, Any] = {"method": ex.method, "path": path}
         try:
             await self._answer(ex, path, record)
+        except asyncio.CancelledError:  # the step ended (`close`) before it was through
+            self.meter.cut_off += 1
+            record.setdefault("error", CUT_OFF)
+            raise
         finally:
             record["ms"] = int((time.monotonic() - started) * 1000)
             self.log.add(record)
@@ -409,6 +414,12 @@ class StepGateway:
             if to_client:
                 await ex.send(scrub.flush())
                 await ex.end()
+        except asyncio.CancelledError:  # the step ended: an answer read whole still counts
+            if whole and counted is not None and body:
+                model, raw = json_usage(bytes(body))
+                if raw is not None:
+                    counted.update(model or record.get("model"), raw)
+            raise
         finally:
             await response.aclose()
             if reader is not None and counted is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -84,7 +85,12 @@ class ClaudeAgent:
             price=self._price(config, host),
             retry=self._retry(ctx.agent, config, host),
         )
-        return await session.run()
+        try:
+            return await session.run()
+        except asyncio.CancelledError:  # stopped from outside: the usage billed so far
+            if ctx.on_usage is not None:
+                ctx.on_usage(session.usage)
+            raise
 
     def host_config(self) -> HostConfig:
         if self._host is None:
