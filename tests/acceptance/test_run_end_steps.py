@@ -8,6 +8,7 @@ NULL)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -276,3 +277,34 @@ def test_workflow_outputs_that_do_not_resolve_are_not_blamed_on_a_step(
     assert "steps.outputs.outputs.missing" in ticket["error"], ticket
     [step] = query(home / "tickets.db", "SELECT step_id, status FROM step_executions")
     assert (step["step_id"], step["status"]) == ("outputs", "done")
+
+
+def test_the_run_of_a_workflow_that_does_not_resolve_names_it(home: Path) -> None:
+    """A workflow row another client wrote with a cycle fails its ticket at plan time; the
+    failed run names the workflow and version the ticket asked for, so `workflow runs
+    NAME` lists it (tester h-204: its name and version were NULL, and the failed runs of a
+    broken workflow could not be listed)."""
+    spec = (
+        '{"name": "loop", "version": "1.0.0", "steps": ['
+        '{"id": "a", "agent": "echo", "needs": ["b"]}, {"id": "b", "agent": "echo", "needs": ["a"]}]}'
+    )
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    conn.execute("INSERT INTO workflows (name, version, spec) VALUES ('loop', '1.0.0', ?)", (spec,))
+    conn.close()
+    db = home / "tickets.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "INSERT INTO tickets (title, status, execution_mode, workflow_id) VALUES"
+        " ('latest', 'open', 'workflow', 'loop'), ('pinned', 'open', 'workflow', 'loop@1.0.0')"
+    )
+    conn.close()
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = query(db, "SELECT ticket_id, status, workflow_name, workflow_version FROM workflow_runs")
+    assert [(r["ticket_id"], r["status"], r["workflow_name"], r["workflow_version"])
+            for r in runs] == [(1, "failed", "loop", None), (2, "failed", "loop", "1.0.0")]  # fmt: skip
+    listed = swarm(home, "workflow", "runs", "loop", "--json")
+    assert listed.returncode == 0, listed.stderr
+    shown = json.loads(listed.stdout)
+    assert sorted((r["ticket_id"], r["status"]) for r in shown) == [(1, "failed"), (2, "failed")]
+    assert swarm(home, "workflow", "runs", "nosuch").returncode == 3  # not registered

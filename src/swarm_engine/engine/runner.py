@@ -49,6 +49,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.models import AgentSpec
 from swarm_engine.package_folders import HeldCopy
+from swarm_engine.records import NAME_RE, VERSION_RE
 from swarm_engine.schema_check import SchemaChecker
 from swarm_engine.store import Store, Ticket
 from swarm_engine.store.runs import SkippedStep
@@ -187,12 +188,15 @@ class TicketRunner(Refusals):
         context = {} if isinstance(plan, SwarmError) else run_context(plan, ticket)
         limit = self.settings.max_run_stored_bytes
         first = None if isinstance(plan, SwarmError) else only_step(plan, context, limit)
+        name, version = (
+            named_workflow(ticket) if isinstance(plan, SwarmError) else (plan.name, plan.version)
+        )
         start = functools.partial(
             self.writes.start_run,
             ticket,
             engine_id=self.engine_id,
-            workflow_name=None if isinstance(plan, SwarmError) else plan.name,
-            workflow_version=None if isinstance(plan, SwarmError) else plan.version,
+            workflow_name=name,
+            workflow_version=version,
             first=None if first is None else first[0],
         )
         return context, first, start
@@ -554,3 +558,15 @@ class TicketRunner(Refusals):
 
 def _nothing() -> None:
     return None
+
+
+def named_workflow(ticket: Ticket) -> tuple[str | None, str | None]:
+    """The workflow (name, version or None) a workflow ticket names, as far as its
+    `workflow_id` reads as a reference: what the run of a plan that failed to resolve
+    records, so `workflow runs NAME` lists the failed runs of a broken workflow too."""
+    if ticket.execution_mode != "workflow" or not ticket.workflow_id:
+        return None, None
+    name, _, version = ticket.workflow_id.partition("@")
+    if not NAME_RE.match(name):
+        return None, None
+    return name, version if VERSION_RE.match(version) else None

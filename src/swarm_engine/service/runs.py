@@ -7,11 +7,13 @@ has the `workflow_runs` columns, a step the `step_executions` columns plus `atte
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from swarm_engine.errors import UsageError
+from swarm_engine.errors import ConfigError, UsageError
+from swarm_engine.records import split_ref
 from swarm_engine.service.values import MAX_ID, MIN_INT
 
 if TYPE_CHECKING:
@@ -233,9 +235,13 @@ def of_workflow(
     store: Store, registry: Registry, ref: str, limit: int = 20
 ) -> list[dict[str, Any]]:
     """The newest runs of a registered workflow (`NAME` or `NAME@VERSION`: every version's
-    runs), newest first. `NotFoundError` for a workflow that is not registered."""
+    runs), newest first. `NotFoundError` for a workflow that is not registered; one whose
+    stored definition does not decode (a cycle another client wrote) has its runs listed
+    all the same: they are how its tickets failed."""
     _check_limit(limit)
-    registry.workflow(ref)
+    split_ref(ref)  # (`ConfigError` for a reference that is none: `NAME@`)
+    with contextlib.suppress(ConfigError):
+        registry.workflow(ref)
     runs = store.runs.runs_for_workflow(ref.partition("@")[0], limit, values=False, errors=False)
     _fill_runs(store, runs)
     return runs
