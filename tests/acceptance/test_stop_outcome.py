@@ -36,6 +36,18 @@ def ticket(home: Path, agent: str) -> None:
     assert made.returncode == 0, made.stderr
 
 
+def stop_in_background(home: Path) -> subprocess.Popen[str]:
+    """`swarm-engine stop` (waiting for the engines), as a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "60"],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def running_steps(db: Path) -> int:
     sql = "SELECT count(*) AS n FROM step_executions WHERE status = 'running'"
     return int(query(db, sql)[0]["n"])
@@ -126,14 +138,7 @@ def test_stop_says_when_it_cannot_know_how_an_engine_ended(
     engines.append(proc)
     engine_ready(home, proc)
     wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
-    stop = subprocess.Popen(
-        [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "60"],
-        env=env_for(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    stop = stop_in_background(home)
     marked = home / "run" / f"engine-{proc.pid}.stopping"
     wait_until(marked.exists, 30, "stop to signal the engine")  # draining: the step sleeps on
     os.killpg(proc.pid, signal.SIGKILL)  # (its sandbox with it)
@@ -156,21 +161,10 @@ def test_a_second_stop_and_the_first_both_relay_how_the_engine_ended(
     engines.append(proc)
     engine_ready(home, proc)
     wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
-
-    def stop() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "swarm_engine", "stop", "--timeout", "60"],
-            env=env_for(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-
-    first = stop()
+    first = stop_in_background(home)
     marked = home / "run" / f"engine-{proc.pid}.stopping"
     wait_until(marked.exists, 30, "the first stop to signal the engine")  # it waits now
-    second = stop()
+    second = stop_in_background(home)
     said = [first.communicate(timeout=90), second.communicate(timeout=90)]
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out

@@ -86,9 +86,7 @@ SELECT (SELECT count(*) FROM workflows) AS rows,
 SELECT name, version, convert_to(name, 'UTF8') AS key_name,
        convert_to(version, 'UTF8') AS key_version
   FROM workflows
- WHERE octet_length(name) <= 1024 AND octet_length(version) <= 1024
-   AND (CAST(:after_name AS text) IS NULL
-        OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))
+ WHERE {{key_after}}
  ORDER BY name, version LIMIT :limit
 
 -- name: workflow_quiet
@@ -149,9 +147,7 @@ WITH keys AS (
          CASE WHEN octet_length(spec::text) <= 8388608 THEN octet_length(spec::text) ELSE 0 END
          + CASE WHEN octet_length(description) <= 1048576 THEN octet_length(description) ELSE 200 END AS size
     FROM agents
-   WHERE octet_length(name) <= 1024 AND octet_length(version) <= 1024
-     AND (CAST(:after_name AS text) IS NULL
-          OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))
+   WHERE {{key_after}}
    ORDER BY name, version LIMIT :limit
 ), sized AS (
   SELECT key_name, key_version,
@@ -208,9 +204,7 @@ WITH keys AS (
          CASE WHEN octet_length(spec::text) <= 8388608 THEN octet_length(spec::text) ELSE 0 END
          + CASE WHEN octet_length(description) <= 1048576 THEN octet_length(description) ELSE 200 END AS size
     FROM workflows
-   WHERE octet_length(name) <= 1024 AND octet_length(version) <= 1024
-     AND (CAST(:after_name AS text) IS NULL
-          OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))
+   WHERE {{key_after}}
    ORDER BY name, version LIMIT :limit
 ), sized AS (
   SELECT key_name, key_version,
@@ -252,3 +246,10 @@ SELECT CASE WHEN octet_length(d.name) <= 1024 THEN d.name END AS name, octet_len
   FROM workflows d
  WHERE octet_length(d.name) > 1024 OR octet_length(d.version) > 1024
  ORDER BY d.name, d.version LIMIT :limit OFFSET :offset
+
+-- name: key_after
+-- (A fragment.) A row whose name and version are text of at most 1 KiB (MAX_NAME_BYTES),
+-- past (:after_name, :after_version) in the pages' order (NULL: from the first).
+octet_length(name) <= 1024 AND octet_length(version) <= 1024
+   AND (CAST(:after_name AS text) IS NULL
+        OR (name, version) > (CAST(:after_name AS text), CAST(:after_version AS text)))

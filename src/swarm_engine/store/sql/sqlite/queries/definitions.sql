@@ -81,10 +81,7 @@ SELECT data_version AS version FROM pragma_data_version
 -- of a row is read (the cron task's scan: registry/schedules.py).
 SELECT name, version, CAST(name AS BLOB) AS key_name, CAST(version AS BLOB) AS key_version
   FROM workflows
- WHERE typeof(name) = 'text' AND typeof(version) = 'text'
-   AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
-   AND (:after_name IS NULL
-        OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
+ WHERE {{key_after}}
  ORDER BY name, version LIMIT :limit
 
 -- name: workflow_quiet
@@ -156,10 +153,7 @@ WITH keys AS (
          CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN length(CAST(spec AS BLOB)) ELSE 0 END
          + CASE WHEN length(CAST(description AS BLOB)) <= 1048576 THEN length(CAST(description AS BLOB)) ELSE 200 END AS size
     FROM agents
-   WHERE typeof(name) = 'text' AND typeof(version) = 'text'
-     AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
-     AND (:after_name IS NULL
-          OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
+   WHERE {{key_after}}
    ORDER BY name, version LIMIT :limit
 ), sized AS (
   SELECT key_name, key_version,
@@ -217,10 +211,7 @@ WITH keys AS (
          CASE WHEN length(CAST(spec AS BLOB)) <= 8388608 THEN length(CAST(spec AS BLOB)) ELSE 0 END
          + CASE WHEN length(CAST(description AS BLOB)) <= 1048576 THEN length(CAST(description AS BLOB)) ELSE 200 END AS size
     FROM workflows
-   WHERE typeof(name) = 'text' AND typeof(version) = 'text'
-     AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
-     AND (:after_name IS NULL
-          OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
+   WHERE {{key_after}}
    ORDER BY name, version LIMIT :limit
 ), sized AS (
   SELECT key_name, key_version,
@@ -265,3 +256,11 @@ SELECT CASE WHEN length(CAST(d.name AS BLOB)) <= 1024 THEN d.name END AS name, l
  WHERE NOT (typeof(d.name) = 'text' AND typeof(d.version) = 'text'
             AND length(CAST(d.name AS BLOB)) <= 1024 AND length(CAST(d.version AS BLOB)) <= 1024)
  ORDER BY d.name, d.version LIMIT :limit OFFSET :offset
+
+-- name: key_after
+-- (A fragment.) A row whose name and version are text of at most 1 KiB (MAX_NAME_BYTES),
+-- past (:after_name, :after_version) in the pages' order (NULL: from the first).
+typeof(name) = 'text' AND typeof(version) = 'text'
+   AND length(CAST(name AS BLOB)) <= 1024 AND length(CAST(version AS BLOB)) <= 1024
+   AND (:after_name IS NULL
+        OR (name, version) > (CAST(:after_name AS TEXT), CAST(:after_version AS TEXT)))
