@@ -158,6 +158,27 @@ async def test_the_scan_reads_only_workflows_with_triggers_and_nothing_when_unch
     assert sorted(t.name for _, t, _ in firer._schedules) == ["nightly-t", "q-t"]
 
 
+async def test_an_edit_in_place_keeping_the_size_that_adds_a_trigger_is_seen(
+    target: _Target, registry: Registry
+) -> None:
+    """Another client renames a misspelt key in place (`triggerz` -> `triggers`): the row
+    keeps its size and created_at, and its schedule fires from the next round (tester
+    h-209: on SQLite the scan took the row as unchanged, so never until a restart)."""
+    spec = _spec("typo", [{"name": "typo-t", "cron": "0 3 * * *"}], pad=BIG)
+    target.insert("typo", spec.replace('"triggers"', '"triggerz"'))
+    firer = CronFirer(_NoStore(), registry, _now)  # type: ignore[arg-type]
+    await firer._read_schedules()
+    assert firer._schedules == []
+    target.update_spec("typo", spec)
+    await firer._read_schedules()
+    assert [t.name for _, t, _ in firer._schedules] == ["typo-t"]
+    # and a trigger spelt with an escape in its key is seen too
+    escaped = spec.replace('"triggers"', '"trigger\\u0073"').replace("typo", "typo2")
+    target.insert("typo2", escaped)
+    await firer._read_schedules()
+    assert sorted(t.name for _, t, _ in firer._schedules) == ["typo-t", "typo2-t"]
+
+
 async def test_the_latest_version_decides_even_without_triggers(
     target: _Target, registry: Registry
 ) -> None:

@@ -120,7 +120,9 @@ class ScheduleScan:
         if problem is not None:
             self.skipped.append(problem)
             return size
-        slim = spec.model_copy(update={"steps": [], "variables": {}, "outputs": None})
+        slim = spec.model_copy(
+            update={"steps": [], "variables": {}, "outputs": None, "description": ""}
+        )
         self.found.append((slim, created_at))
         return size
 

@@ -87,16 +87,21 @@ SELECT name, version, CAST(name AS BLOB) AS key_name, CAST(version AS BLOB) AS k
 -- name: workflow_quiet
 -- Whether one workflow row (by `key_name` and `key_version` as workflow_keys gave them)
 -- declares no triggers, for the cron task, its spec not handed over: `quiet` 1 when its
--- `seen` (its spec's size and its created_at) is :seen, what it had when found quiet
--- before (its JSON is not checked again), or when its spec (of at most 8 MiB, valid JSON)
--- has no `triggers` or an empty array; else 0 (the caller reads the row: a malformed one
--- too, whose decode says why). `spec_bytes`: its size. (Each subquery is a co-routine, its
--- columns computed once: a spec is loaded once to be measured, and once more to be checked
--- only when its row is not as seen before.)
+-- spec (of at most 8 MiB) cannot hold a `triggers` key, its text holding neither
+-- `"triggers"` nor an escaped lower-case letter (`\u0061` to `\u007a`: a key may be spelt
+-- so; a scan of the text, no JSON parse: SQLite has no cheap mark of a row's change, and
+-- an edit in place may keep its size and created_at), or when it is valid JSON with no
+-- `triggers` or an empty array; else 0 (the caller reads the row: a malformed one too,
+-- whose decode says why; so is one with such an escape, as SQLite's JSON paths match a
+-- key as it is written). `spec_bytes`: its size; `seen` (its size
+-- and created_at) is only told back. (Each subquery is a co-routine, its columns computed
+-- once: a spec is loaded once to be measured, and once more to be checked.)
 SELECT n AS spec_bytes, printf('%d:%s:%s', n, t, c) AS seen,
-       CASE WHEN printf('%d:%s:%s', n, t, c) = :seen THEN 1
-            WHEN n > 8388608 THEN 0
-            ELSE (SELECT CASE WHEN NOT json_valid(spec) THEN 0
+       CASE WHEN n > 8388608 THEN 0
+            ELSE (SELECT CASE WHEN instr(spec, '"triggers"') = 0 AND instr(spec, '\u006') = 0
+                                   AND instr(spec, '\u007') = 0 THEN 1
+                              WHEN instr(spec, '\u006') > 0 OR instr(spec, '\u007') > 0 THEN 0
+                              WHEN NOT json_valid(spec) THEN 0
                               WHEN json_type(spec, '$.triggers') IS NULL THEN 1
                               WHEN json_type(spec, '$.triggers') = 'array'
                                AND json_array_length(spec, '$.triggers') = 0 THEN 1
