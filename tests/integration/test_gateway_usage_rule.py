@@ -82,3 +82,35 @@ async def test_a_request_body_holding_a_key_twice_is_refused(
     assert "malformed request body: duplicate key" in error["error"]["message"]
     assert refused == 1
     assert server.requests == []  # never forwarded
+
+
+NESTED = "[" * 5000 + "]" * 5000
+UNREADABLE = {
+    "server tool past a deep value": '{"model": "claude-sonnet-4-6", "max_tokens": 5,'
+    ' "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}],'
+    f' "x": {NESTED}}}',
+    "model twice past a deep value": '{"model": "cheap", "model": "claude-sonnet-4-6",'
+    f' "max_tokens": 5, "messages": [], "x": {NESTED}}}',
+    "not JSON": '{"model": "claude-sonnet-4-6", "tools": [{"type": "web_search_2025',
+}
+
+
+@pytest.mark.parametrize("body", list(UNREADABLE.values()), ids=list(UNREADABLE))
+async def test_a_request_body_the_gateway_cannot_read_is_refused(
+    server: MessagesServer, tmp_path: Path, body: str
+) -> None:
+    """A body nested past Python's recursion limit (or not JSON) is refused, not forwarded
+    unchecked (tester h-210: a server tool or a key given twice beside 5,000 levels of
+    `[` went through to the endpoint)."""
+    server.fallback = text("never asked")
+    async for gw in gateway(server, tmp_path, ModelApiNeeds(max_usd=1.0)):
+        base, token = gw.vm_env("127.0.0.1").values()
+        async with httpx2.AsyncClient() as http:
+            answer = await http.post(
+                f"{base}/v1/messages",
+                headers={"x-api-key": token, "content-type": "application/json"},
+                content=body.encode(),
+            )
+    assert answer.status_code == 400, answer.text
+    assert "malformed request body: " in answer.json()["error"]["message"]
+    assert server.requests == []  # never forwarded

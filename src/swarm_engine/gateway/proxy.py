@@ -500,13 +500,17 @@ def _inspect(
     key twice, at any depth, is refused: the gateway would check one value (Python keeps
     the last) and the API might act on the other (`"model"` given twice passed the
     price check with the cheap one). Only a message request's (`message`) is checked
-    further; a body that is not JSON is left to the API to refuse."""
+    further. A body the gateway cannot read as JSON (not JSON, not UTF-8, or nested past
+    Python's recursion limit) is refused too: forwarded unread, it passed every check
+    above (a server tool and a key given twice beside a deep enough value)."""
     try:
         data = loads_unique(body)
     except DuplicateKey as exc:
         return None, f"malformed request body: {exc.line}; give each key once"
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, None
+    except RecursionError:
+        return None, "malformed request body: JSON nested too deeply for the gateway to check"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"malformed request body: not JSON ({clip(str(exc), 120)})"
     if not isinstance(data, dict) or not message:
         return None, None
     model = data.get("model") if isinstance(data.get("model"), str) else None
