@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from tests.support.messages_server import (
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.claude.agent import ClaudeAgent
 from swarm_engine.agents.claude.api import MAX_RESPONSE_BYTES
+from swarm_engine.agents.claude.keys import resolve_api_key
 from swarm_engine.agents.claude.pricing import PRICES, cost_usd
+from swarm_engine.agents.claude.settings import parse_host_config
 from swarm_engine.errors import AgentError, ConfigError
 from swarm_engine.models import AgentSpec, Usage
 from swarm_engine.vm.backends import create_backend
@@ -480,6 +483,35 @@ async def test_key_from_host_command_and_base_url_from_env(
     assert server.message_requests()[0].api_key == KEY
 
 
+async def test_a_key_source_is_read_when_the_step_runs_never_at_the_claim(
+    vm: VM, tmp_path: Path
+) -> None:
+    """The claim (on the engine's store thread, for every ticket) only checks that the
+    host gives a key somehow; the file is read, or the command run, when the step runs,
+    off the event loop, and a bad one fails that step with one line (tester h-210: a
+    FIFO as `api_key_file` held the store thread, so every ticket of the engine, and a
+    hanging command every ticket for 30 s). A FIFO is refused unread."""
+    spec_ = AgentSpec(name="c", kind="claude", config={"model": MODEL})
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    hangs = ["sleep", "1000"]
+    for host, said in (
+        ({"api_key_file": str(fifo)}, f"api_key_file {fifo}: not a regular file"),
+        ({"api_key_file": str(empty)}, f"api_key_file {empty} is empty"),
+    ):
+        agent = ClaudeAgent(host_config=host, environ={})
+        agent.preflight(spec_)  # at once: nothing read
+        outcome = await agent.run(context(vm, spec_, tmp_path))
+        assert not outcome.ok and outcome.error is not None
+        assert outcome.error.startswith(said) and "\n" not in outcome.error, outcome.error
+    ClaudeAgent(host_config={"api_key_command": hangs}, environ={}).preflight(spec_)  # not run
+    # a command that ends, leaving a child that keeps its stdout open: its key is taken
+    lasting = ["sh", "-c", f"setsid sleep 3 & echo {KEY}"]
+    assert resolve_api_key(parse_host_config({"api_key_command": lasting}), {}) == KEY
+
+
 def test_preflight_errors_are_one_clear_line(tmp_path: Path) -> None:
     spec_ = AgentSpec(name="c", kind="claude", config={})
     with pytest.raises(AgentError, match=r"^ANTHROPIC_API_KEY is not set: ") as err:
@@ -488,11 +520,6 @@ def test_preflight_errors_are_one_clear_line(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
     ClaudeAgent(host_config={"api_key_file": str(key_file)}, environ={}).preflight(spec_)
-    with pytest.raises(AgentError, match=r"api_key_file .* is empty"):
-        (tmp_path / "empty").write_text("")
-        ClaudeAgent(host_config={"api_key_file": str(tmp_path / "empty")}, environ={}).preflight(
-            spec_
-        )
     bad = AgentSpec(name="c", kind="claude", config={"api_key_command": "cat /etc/passwd"})
     with pytest.raises(ConfigError, match="only be set on the host"):
         agent_with_key().preflight(bad)

@@ -58,12 +58,12 @@ def preflight(
     needs = needs_of(agent, spec)
     if needs is None:
         return
-    from swarm_engine.agents.claude.keys import resolve_api_key
+    from swarm_engine.agents.claude.keys import check_key_source
     from swarm_engine.agents.claude.pricing import price_for
     from swarm_engine.agents.claude.settings import parse_host_config
 
     host = parse_host_config(settings.agents.get("claude"))
-    resolve_api_key(host, environ)
+    check_key_source(host, environ)  # (no file read, no command run: the step's)
     priced = needs.model is None or price_for(needs.model, host.prices, needs.prices)
     if needs.max_usd is not None and not priced:
         raise ConfigError(

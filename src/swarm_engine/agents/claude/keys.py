@@ -12,6 +12,7 @@ import os
 import selectors
 import shlex
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -45,8 +46,7 @@ def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
     if host.api_key_file:
         path = Path(host.api_key_file).expanduser()
         try:
-            with path.open("rb") as file:
-                data = file.read(MAX_KEY_BYTES + 1)
+            data = _read_key_file(path)
         except OSError as exc:
             raise AgentError(f"api_key_file {path}: {exc.strerror or exc}") from None
         if len(data) > MAX_KEY_BYTES:
@@ -58,6 +58,40 @@ def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
     if host.api_key_command:
         return _run_key_command(host.api_key_command)
     raise AgentError(MISSING_KEY)
+
+
+def check_key_source(host: HostConfig, environ: Mapping[str, str]) -> None:
+    """What a ticket's claim checks (on the engine's store thread, for every claim): that
+    the host gives a key somehow, with no file read and no command run (a FIFO for a file,
+    a command that hangs, held every ticket of the engine); the key is read when the step
+    runs (`resolve_api_key`, off the event loop), which fails the step with one line. A
+    key in the environment is checked whole here. Raises `AgentError` (`MISSING_KEY`)."""
+    key = environ.get(KEY_ENV, "").strip()
+    if key:
+        _checked(key, KEY_ENV)
+        return
+    if not (host.api_key_file or host.api_key_command):
+        raise AgentError(MISSING_KEY)
+
+
+def _read_key_file(path: Path) -> bytes:
+    """Up to `MAX_KEY_BYTES` + 1 bytes of a regular file, opened without blocking (a FIFO
+    or a device is refused, never waited on)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file (a key file is read whole, never waited on)")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_KEY_BYTES:
+            chunk = os.read(fd, MAX_KEY_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _checked(key: str, source: str) -> str:
@@ -101,7 +135,9 @@ def _run_key_command(command: str | list[str]) -> str:
             if left <= 0:
                 why = f"did not end within {COMMAND_TIMEOUT:g}s"
                 break
-            if not sel.select(left):
+            if not sel.select(min(left, 0.05)):
+                if proc.poll() is not None:  # ended, what it printed read: a child it
+                    break  # left (an agent of its own) may keep the pipe open
                 continue
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
