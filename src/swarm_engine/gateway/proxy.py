@@ -77,6 +77,8 @@ DROP_RESPONSE = frozenset(
 
 Say = Callable[[str], None]
 CUT_OFF = "cut off: the step ended before its answer was through"
+UNREADABLE = "usage not readable"
+"""The error of an answer (200) whose usage could not be read at all."""
 
 
 def api_error(kind: str, message: str) -> dict[str, Any]:
@@ -265,7 +267,10 @@ class StepGateway:
             await self._answer(ex, path, record)
         except asyncio.CancelledError:  # the step ended (`close`) before it was through
             self.meter.cut_off += 1
-            record.setdefault("error", CUT_OFF)
+            if record.get("error") == UNREADABLE:  # (its count ended with the cut: the
+                self.meter.unmetered -= 1  # answer was cut off, not one without usage)
+            if record.get("error") is None or record["error"] == UNREADABLE:
+                record["error"] = CUT_OFF
             raise
         finally:
             record["ms"] = int((time.monotonic() - started) * 1000)
@@ -433,7 +438,7 @@ class StepGateway:
         used = counted.used
         if used.turns == 0:
             self.meter.unmetered += 1
-            record["error"] = "usage not readable"
+            record["error"] = UNREADABLE
             self._tell(f"model API: {record['path']} answered 200 without readable usage")
             return
         record["model"] = counted.model
