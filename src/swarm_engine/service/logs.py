@@ -392,12 +392,16 @@ class Chunk:
 def parse_position(text: str, most: int) -> tuple[int, int] | None:
     """A `Chunk.position` (`ID` or `ID:END`, decimal, each at most `most`; `ID` may be
     negative, down to -2^63: any client may write such a chunk) as (`after`, `start`);
-    None for anything else."""
+    None for anything else, `ID:0` too: no piece ends there (`position` says `ID` after a
+    whole chunk), and taken as `ID` it skipped the chunk a client asked for from its
+    start."""
     head, sep, tail = text.partition(":")
     parts = [head.removeprefix("-"), tail] if sep else [head.removeprefix("-")]
     if not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
         return None
     after, start = int(head), int(tail) if sep else 0
+    if sep and start == 0:
+        return None
     return (after, start) if MIN_ID <= after <= most and start <= most else None
 
 
