@@ -36,6 +36,19 @@ def ticket(home: Path, agent: str) -> None:
     assert made.returncode == 0, made.stderr
 
 
+def engine_with_a_long_step(
+    home: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+) -> subprocess.Popen[str]:
+    """An engine running one ticket whose step sleeps on (5 minutes)."""
+    register(home, tmp_path, "long", "sleep 300")
+    ticket(home, "long")
+    proc = start_engine(home, **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
+    return proc
+
+
 def stop_in_background(home: Path) -> subprocess.Popen[str]:
     """`swarm-engine stop` (waiting for the engines), as a process of its own."""
     return subprocess.Popen(
@@ -132,12 +145,7 @@ def test_stop_says_when_it_cannot_know_how_an_engine_ended(
 ) -> None:
     """An engine killed (`kill -9`) while `stop` waits for its drain leaves no end: `stop`
     says it cannot know how it ended, and (the process gone) exits 0."""
-    register(home, tmp_path, "long", "sleep 300")
-    ticket(home, "long")
-    proc = start_engine(home, **FAST)
-    engines.append(proc)
-    engine_ready(home, proc)
-    wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
+    proc = engine_with_a_long_step(home, tmp_path, engines)
     stop = stop_in_background(home)
     marked = home / "run" / f"engine-{proc.pid}.stopping"
     wait_until(marked.exists, 30, "stop to signal the engine")  # draining: the step sleeps on
@@ -155,12 +163,7 @@ def test_a_second_stop_and_the_first_both_relay_how_the_engine_ended(
     """A `stop` waits for a draining engine; a second `stop` aborts it (a user pressing it
     twice): both relay the engine's own line and `stopped`. Before, the first to read the
     engine's end removed it, and the other said the end was not known."""
-    register(home, tmp_path, "long", "sleep 300")
-    ticket(home, "long")
-    proc = start_engine(home, **FAST)
-    engines.append(proc)
-    engine_ready(home, proc)
-    wait_until(lambda: running_steps(home / "tickets.db") == 1, 60, "the step to run")
+    proc = engine_with_a_long_step(home, tmp_path, engines)
     first = stop_in_background(home)
     marked = home / "run" / f"engine-{proc.pid}.stopping"
     wait_until(marked.exists, 30, "the first stop to signal the engine")  # it waits now

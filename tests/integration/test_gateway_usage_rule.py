@@ -50,6 +50,24 @@ async def test_usage_that_is_no_count_counts_0_and_flags_the_answer(
     assert entry["usage"]["output_tokens"] == 0
 
 
+async def post_raw(
+    server: MessagesServer, tmp_path: Path, path: str, body: str
+) -> tuple[httpx2.Response, int]:
+    """`body` as a step's request to its gateway at `path`: the answer, and how many
+    requests the gateway refused."""
+    server.fallback = text("never asked")
+    async for gw in gateway(server, tmp_path, ModelApiNeeds(max_usd=1.0)):
+        base, token = gw.vm_env("127.0.0.1").values()
+        async with httpx2.AsyncClient() as http:
+            answer = await http.post(
+                f"{base}{path}",
+                headers={"x-api-key": token, "content-type": "application/json"},
+                content=body.encode(),
+            )
+        refused = gw.meter.refused
+    return answer, refused
+
+
 BODIES = {
     "model twice": '{"model": "cheap", "max_tokens": 5, "messages": [],'
     ' "model": "claude-sonnet-4-6"}',
@@ -65,16 +83,7 @@ BODIES = {
 async def test_a_request_body_holding_a_key_twice_is_refused(
     server: MessagesServer, tmp_path: Path, body: str, path: str
 ) -> None:
-    server.fallback = text("never asked")
-    async for gw in gateway(server, tmp_path, ModelApiNeeds(max_usd=1.0)):
-        base, token = gw.vm_env("127.0.0.1").values()
-        async with httpx2.AsyncClient() as http:
-            answer = await http.post(
-                f"{base}{path}",
-                headers={"x-api-key": token, "content-type": "application/json"},
-                content=body.encode(),
-            )
-        refused = gw.meter.refused
+    answer, refused = await post_raw(server, tmp_path, path, body)
     assert answer.status_code == 400, answer.text
     error = answer.json()
     assert error["type"] == "error"
@@ -102,15 +111,8 @@ async def test_a_request_body_the_gateway_cannot_read_is_refused(
     """A body nested past Python's recursion limit (or not JSON) is refused, not forwarded
     unchecked (tester h-210: a server tool or a key given twice beside 5,000 levels of
     `[` went through to the endpoint)."""
-    server.fallback = text("never asked")
-    async for gw in gateway(server, tmp_path, ModelApiNeeds(max_usd=1.0)):
-        base, token = gw.vm_env("127.0.0.1").values()
-        async with httpx2.AsyncClient() as http:
-            answer = await http.post(
-                f"{base}/v1/messages",
-                headers={"x-api-key": token, "content-type": "application/json"},
-                content=body.encode(),
-            )
+    answer, refused = await post_raw(server, tmp_path, "/v1/messages", body)
     assert answer.status_code == 400, answer.text
     assert "malformed request body: " in answer.json()["error"]["message"]
+    assert refused == 1
     assert server.requests == []  # never forwarded
