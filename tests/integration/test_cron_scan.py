@@ -179,6 +179,24 @@ async def test_an_edit_in_place_keeping_the_size_that_adds_a_trigger_is_seen(
     assert sorted(t.name for _, t, _ in firer._schedules) == ["typo-t", "typo2-t"]
 
 
+async def test_a_row_giving_triggers_twice_is_decoded_and_said_once(
+    target: _Target, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`triggers` given twice, the empty one first: the row does not decode (a key given
+    twice), so its schedule is skipped with its warning line (tester h-211: SQLite's JSON
+    path read the first, empty, and the row was taken as without triggers, silently)."""
+    if isinstance(target.target, str):
+        pytest.skip("PostgreSQL's jsonb keeps the last of a key given twice: one triggers")
+    spec = _spec("twice", [{"name": "twice-t", "cron": "0 3 * * *"}])
+    target.insert("twice", spec.replace('"triggers"', '"triggers": [], "triggers"'))
+    firer = CronFirer(_NoStore(), registry, _now)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING):
+        await firer._read_schedules()
+    assert firer._schedules == []
+    said = [r.getMessage() for r in caplog.records if "twice" in r.getMessage()]
+    assert len(said) == 1 and 'duplicate key "triggers"' in said[0], said
+
+
 async def test_the_latest_version_decides_even_without_triggers(
     target: _Target, registry: Registry
 ) -> None:

@@ -3,14 +3,17 @@ checks, backoff, file tools, and the test server's streaming form."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
+from tests.support.cli import wait_until
 from tests.support.messages_server import MessagesServer, text, tool_use, usage
 
-from swarm_engine.agents.claude import DEFAULT_CONFIG
+from swarm_engine.agents.claude import DEFAULT_CONFIG, keys
 from swarm_engine.agents.claude.api import MalformedResponse, backoff, validate_message
 from swarm_engine.agents.claude.keys import MAX_KEY_BYTES, resolve_api_key
 from swarm_engine.agents.claude.pricing import PRICES, cost_usd, price_for
@@ -239,3 +242,42 @@ async def test_server_streams_the_same_message() -> None:
     block = final.content[1]
     assert block.type == "tool_use" and block.input == {"command": "ls"}
     assert server.requests[0].body["stream"] is True
+
+
+async def test_hung_key_commands_hold_only_the_key_readers(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key commands that hang hold the threads kept for keys, never the event loop's
+    default pool that the engine's other work shares (tester h-211: six hung commands
+    held an echo ticket's file work 25 s); each fails with its one line."""
+    monkeypatch.setattr(keys, "COMMAND_TIMEOUT", 3.0)
+    hung = parse_host_config({"api_key_command": ["sleep", "60"]})
+    reads = [
+        asyncio.ensure_future(keys.resolve_api_key_async(hung, {}))
+        for _ in range(keys.KEY_READERS + 4)
+    ]
+    assert await asyncio.to_thread(lambda: "free") == "free"  # (the default pool)
+    assert not any(read.done() for read in reads)  # still hung: the pool was not theirs
+    for read in reads:
+        with pytest.raises(AgentError, match="did not end within 3s; it was stopped"):
+            await read
+
+
+def test_what_a_key_command_leaves_running_ends_with_it(tmp_path: Any) -> None:
+    """A command that prints the key and leaves a child in its group (`sleep &`): the key
+    is taken at its end, and the child is ended (tester h-211: one `sleep` per step
+    outlived the engine)."""
+    pid_file = tmp_path / "child"
+    command = ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; echo sk-ant-key-123456"]
+    assert resolve_api_key(parse_host_config({"api_key_command": command}), {}) == (
+        "sk-ant-key-123456"
+    )
+    child = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+
+    def ended() -> bool:  # killed: a zombie until init reaps it, or gone
+        try:
+            return child.read_text().split(") ")[1].startswith("Z")
+        except (OSError, IndexError):
+            return True
+
+    wait_until(ended, 10, "the child the key command left to be killed")

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from swarm_engine.agents.base import ModelApiNeeds
-from swarm_engine.agents.claude.keys import resolve_api_key, resolve_endpoint
+from swarm_engine.agents.claude.keys import resolve_api_key_async, resolve_endpoint
 from swarm_engine.agents.claude.settings import HostConfig
 from swarm_engine.gateway.meter import Budget, Meter
 from swarm_engine.gateway.proxy import Say, StepGateway
@@ -41,7 +41,7 @@ async def open_step_gateway(
 ) -> AsyncIterator[StepGateway]:
     """A started gateway for one step; `AgentError` (one line) if the key cannot be had or
     no port is free. Closed, and its record written, on exit."""
-    api_key = await asyncio.to_thread(resolve_api_key, host, environ)
+    api_key = await resolve_api_key_async(host, environ)
     meter = Meter(Budget(needs.max_tokens, needs.max_usd), prices=(host.prices, needs.prices))
     gateway = StepGateway(
         api_key=api_key,

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from swarm_engine.agents.base import StepContext, StepOutcome
-from swarm_engine.agents.claude.keys import check_key_source, resolve_api_key
+from swarm_engine.agents.claude.keys import check_key_source, resolve_api_key_async
 from swarm_engine.agents.claude.pricing import price_for
 from swarm_engine.agents.claude.session import Session
 from swarm_engine.agents.claude.settings import (
@@ -71,7 +71,7 @@ class ClaudeAgent:
         try:
             config = parse_config(ctx.agent.config, ctx.agent.name)
             host = self.host_config()
-            api_key = await asyncio.to_thread(resolve_api_key, host, env)
+            api_key = await resolve_api_key_async(host, env)
         except SwarmError as exc:
             return StepOutcome(exit_code=1, error=str(exc), usage=Usage(stop_reason="error"))
         if ctx.vm.info().isolation == "none" and not host.allow_unisolated:  # issue 9

@@ -7,6 +7,7 @@ callers redact it from everything they write.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import selectors
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from swarm_engine.agents.claude.settings import HostConfig
@@ -58,6 +60,19 @@ def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
     if host.api_key_command:
         return _run_key_command(host.api_key_command)
     raise AgentError(MISSING_KEY)
+
+
+KEY_READERS = 4
+"""Threads that read keys (`resolve_api_key_async`): a key file or command that hangs holds
+one of them, never a thread of the event loop's default pool, which the engine's other
+work shares (tester h-211: six hung key commands held every ticket's file work)."""
+_readers = ThreadPoolExecutor(max_workers=KEY_READERS, thread_name_prefix="api-key")
+
+
+async def resolve_api_key_async(host: HostConfig, environ: Mapping[str, str]) -> str:
+    """`resolve_api_key` on one of the `KEY_READERS` threads kept for it."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_readers, resolve_api_key, host, environ)
 
 
 def check_key_source(host: HostConfig, environ: Mapping[str, str]) -> None:
@@ -154,6 +169,7 @@ def _run_key_command(command: str | list[str]) -> str:
             _kill_group(proc)
             proc.wait()
             why = f"did not end within {COMMAND_TIMEOUT:g}s"
+        _kill_group(proc)  # what it left running in its group ends with it (never its key)
     if why is not None:
         raise AgentError(f"api_key_command {shown} {why}; it was stopped")
     if code != 0:

@@ -93,7 +93,8 @@ SELECT name, version, CAST(name AS BLOB) AS key_name, CAST(version AS BLOB) AS k
 -- an edit in place may keep its size and created_at), or when it is valid JSON with no
 -- `triggers` or an empty array; else 0 (the caller reads the row: a malformed one too,
 -- whose decode says why; so is one with such an escape, as SQLite's JSON paths match a
--- key as it is written). `spec_bytes`: its size; `seen` (its size
+-- key as it is written, and one whose text holds `"triggers"` twice, as they read the
+-- first of a key given twice). `spec_bytes`: its size; `seen` (its size
 -- and created_at) is only told back. (Each subquery is a co-routine, its columns computed
 -- once: a spec is loaded once to be measured, and once more to be checked.)
 SELECT n AS spec_bytes, printf('%d:%s:%s', n, t, c) AS seen,
@@ -101,6 +102,8 @@ SELECT n AS spec_bytes, printf('%d:%s:%s', n, t, c) AS seen,
             ELSE (SELECT CASE WHEN instr(spec, '"triggers"') = 0 AND instr(spec, '\u006') = 0
                                    AND instr(spec, '\u007') = 0 THEN 1
                               WHEN instr(spec, '\u006') > 0 OR instr(spec, '\u007') > 0 THEN 0
+                              WHEN instr(substr(spec, instr(spec, '"triggers"') + 10), '"triggers"') > 0
+                              THEN 0  -- (written twice: SQLite's paths read the first)
                               WHEN NOT json_valid(spec) THEN 0
                               WHEN json_type(spec, '$.triggers') IS NULL THEN 1
                               WHEN json_type(spec, '$.triggers') = 'array'
