@@ -513,7 +513,7 @@ def test_rows_that_once_stopped_the_engine_affect_their_tickets_alone(
     assert proc.poll() is None, "the engine stopped"
     for args, code, shown in (
         (("workflow", "show", "vk"), 0, "version: 1.0.0"),
-        (("workflow", "runs", "vk"), 0, "vk"),
+        (("workflow", "runs", "vk"), 0, "inputs.variables must be a JSON object"),
         (("workflow", "list"), 0, "rchain"),
         (("agent", "show", "vka"), 0, "version: 1.0.0"),
         (("agent", "list"), 0, "vka"),
