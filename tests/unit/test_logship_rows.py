@@ -58,3 +58,31 @@ def test_rows_hold_the_log_in_order_whatever_its_bytes(pieces: list[bytes], hold
     expected = b"".join(pieces).decode("utf-8", errors="replace")
     assert "".join(rows) == expected.replace("\x00", "\ufffd")  # (records.stored_text)
     assert all(row_bound(r) for r in rows)
+
+
+def test_the_rest_is_taken_only_once_every_piece_passed_append() -> None:
+    """A step's end is decided knowing its whole log (a log that passes the run's budget
+    fails its own step, not the next one): once the shipper's task has started, taking
+    the rest waits for it to have handed every piece to `append`, however slow."""
+
+    async def scenario() -> tuple[str | None, list[str], bytes]:
+        rows: list[str] = []
+        gate = asyncio.Event()
+
+        async def append(text: str) -> None:
+            await gate.wait()
+            rows.append(text)
+
+        fed = b"x" * (3 * CHUNK_BYTES)
+        async with LogShipper(append) as shipper:
+            shipper.feed(fed[:CHUNK_BYTES])  # (starts the task: its write is held)
+            await asyncio.sleep(0)  # sleep-ok: one turn of the loop for the task to take it
+            shipper.feed(fed[CHUNK_BYTES:])
+            asyncio.get_running_loop().call_soon(gate.set)
+            rest = await shipper.take_rest()
+            seen = list(rows)
+        return rest, seen, fed
+
+    rest, seen, fed = asyncio.run(scenario())
+    assert rest is None
+    assert "".join(seen) == fed.decode()

@@ -312,7 +312,7 @@ class StepAttempt:
         Outputs over `bounds.STEP_OUTPUTS_BYTES` are not stored (nor seen by any later
         step): the step fails with one line (after its own error, if it failed)."""
         runner, ticket = self.runner, self.ticket
-        rest = shipper.take_rest()
+        rest = await shipper.take_rest()  # (the whole log passed the budget)
         if rest:
             rest = runner.budget(self.run_id).log_chunk(rest, self.step.id) or None
         outcome = self._bounded(outcome)

@@ -8,7 +8,8 @@ waiting, by a task of the shipper's own (started only then: a step that ends soo
 never has one), through the runner's `write` (retried while the store is busy and the
 lease is held). A slow store is a delay: what waits is held in memory, and that is
 bounded by the log's own cap. Once the attempt loses its ticket, shipping stops. At the
-step's end the runner may take the rest (`take_rest`) and store it with the step's end.
+step's end the runner takes the rest (`take_rest`): it stores it with the step's end, or,
+once the task has started, waits for the task to ship it first.
 """
 
 from __future__ import annotations
@@ -73,11 +74,16 @@ class LogShipper:
             self._task = asyncio.create_task(self._run(), name="step-log-shipper")
         self._wake.set()
 
-    def take_rest(self) -> str | None:
+    async def take_rest(self) -> str | None:
         """All that waits, as text, for the caller to store itself (then the shipper
-        stops); None when a chunk may still be on its way (the shipper ships the rest
-        itself on leaving, keeping the order)."""
+        stops). When the shipper's task has started, it ships the rest itself (keeping
+        the order) and this waits for it to end, returning None: every piece of the log
+        has then passed `append` (which may refuse it: `bounds.RunBudget`), so the step's
+        end is decided knowing its whole log."""
         if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await self._task
             return None
         if self._timer is not None:
             self._timer.cancel()
