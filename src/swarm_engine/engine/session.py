@@ -44,6 +44,7 @@ from swarm_engine.registry import Registry
 from swarm_engine.schema_check import MAX_HELPERS, SchemaChecker
 from swarm_engine.store import Store, Ticket, open_store
 from swarm_engine.store.engines import holder
+from swarm_engine.store.errortext import UNCOUNTED
 from swarm_engine.store.passover import PASS_OVER_HEARTBEATS
 from swarm_engine.store.tickets import lease_ran_out, not_claimable, spent_by_reclaim
 from swarm_engine.vm.backends import create_backend
@@ -313,15 +314,20 @@ class EngineSession:
         counted in `ticket.attempts`; `next`, the one after them; None: not checked)."""
         if ticket.problem is not None:
             raise ConfigError(ticket.problem)
+        # a claim counts no attempt for a row whose attempts are no count below its
+        # max_attempts (`errortext.UNCOUNTED`): its check is then of the attempt after them
+        uncounted = attempt == "claimed" and ticket.error == UNCOUNTED
         over = (
             None
             if attempt is None
             else attempts_exceeded(
                 ticket,
-                ticket.attempts + (attempt == "next"),
+                ticket.attempts + (attempt == "next" or uncounted),
                 claimed=attempt == "claimed",
             )
         )
+        if over is None and uncounted:  # (the store and this check disagree: never run it)
+            over = f"ticket {ticket.id}: {UNCOUNTED}"
         if over is not None:
             raise AttemptsUsedError(over)
         try:

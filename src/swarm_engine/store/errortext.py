@@ -25,6 +25,11 @@ ERROR_PARAMS = frozenset({"error", "not_run"})
 column names its value `:error`, or `:not_run` for the steps of a run that never
 started, beside the run's own `:error`)."""
 NOT_STARTED = "the run ended before it started"
+UNCOUNTED = "claimed without counting an attempt: its attempts are no count below max_attempts"
+"""The `error` a claim gives a ticket whose `attempts` it did not count (bound as
+`:uncounted`: a row whose attempts are negative, at or past its `max_attempts`, or no
+integer the store can add 1 to): the engine that claimed it fails it unrun
+(`engine.session`), its attempts as written."""
 """Why a step never started, when its run's end gives no reason of its own."""
 
 

@@ -24,7 +24,7 @@ from swarm_engine.errors import (
 )
 from swarm_engine.records import TERMINAL, TicketStatus, json_text, shown
 from swarm_engine.store.db import Database
-from swarm_engine.store.errortext import not_run
+from swarm_engine.store.errortext import UNCOUNTED, not_run
 from swarm_engine.store.ids import BEFORE_ALL as BEFORE_ALL
 from swarm_engine.store.ids import MAX_ID as MAX_ID
 from swarm_engine.store.ids import MIN_ID as MIN_ID
@@ -349,6 +349,7 @@ class TicketStore:
                 "attempt_id": attempt_id,
                 "lease_ttl": float(lease_ttl),
                 "statuses": allowed,
+                "uncounted": UNCOUNTED,
             },
         )
         if row is None:
@@ -385,7 +386,7 @@ class TicketStore:
         skip = sorted(self.skipped)
         args: dict[str, Any] = {"engine_id": engine_id, "attempt_prefix": attempt_id,
                                 "lease_ttl": float(lease_ttl), "limit": limit,
-                                "skip": skip}  # fmt: skip
+                                "skip": skip, "uncounted": UNCOUNTED}  # fmt: skip
         # a read first: when nothing is open (the common wake-up) no write lock is taken
         chosen = self.db.all(
             self.q.next_open, {"lease_ttl": float(lease_ttl), "limit": limit, "skip": skip}
@@ -412,7 +413,8 @@ class TicketStore:
         """A ticket `claim_next` chose but did not claim: claimed on its own if it can be;
         if that is ignored while it stays claimable, failed (or else skipped)."""
         args = {"id": ticket_id, "engine_id": engine_id, "lease_ttl": lease_ttl,
-                "attempt_id": f"{attempt_id}-{ticket_id}", "statuses": ["open"]}  # fmt: skip
+                "attempt_id": f"{attempt_id}-{ticket_id}", "statuses": ["open"],
+                "uncounted": UNCOUNTED}  # fmt: skip
 
         def claim() -> builtins.list[Ticket] | bool:  # only SQL: run again (store/rerun.py)
             """The ticket claimed; [] if it is gone; else whether it was failed."""
@@ -523,9 +525,10 @@ class TicketStore:
         return self.db.atomic(fail)
 
     def refuse_claimed(self, ticket_id: int, attempt_id: str, error: str) -> bool:
-        """Fail a claimed ticket that must not run (it was open past its `max_attempts`),
-        without a run, its `attempts` put back as stored before the claim (fenced; CHECKs
-        ignored, as `fail_attempt`). Returns whether it did."""
+        """Fail a claimed ticket that must not run (it was open past its `max_attempts`, or
+        its attempts were no count: the claim did not count one, `errortext.UNCOUNTED`),
+        without a run, its `attempts` as stored (fenced; CHECKs ignored, as
+        `fail_attempt`). Returns whether it did."""
         args = {"id": ticket_id, "attempt_id": attempt_id, "error": error}
         with self.db.checks_ignored():
             return self.db.run(self.q.refuse_claimed, args).rowcount == 1  # (errortext)

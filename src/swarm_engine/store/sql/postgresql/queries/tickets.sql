@@ -129,10 +129,20 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
 UPDATE workflow_runs SET engine_id = NULL, error = coalesce(error, :error)
  WHERE ticket_id = :id AND status = 'running'
 
+-- name: counted
+-- Whether a claim counts the attempt it makes (`attempts + 1`): only when the row's
+-- attempts are a count below its max_attempts. Another client's row may hold anything
+-- there (the largest 64-bit integer, whose `+ 1` overflows and fails the claim): the claim
+-- then leaves it as written and sets `error` to errortext.UNCOUNTED, by which the engine fails the
+-- ticket unrun with its attempts as written (session.plan, refuse_claimed).
+attempts >= 0 AND attempts < max_attempts
+
 -- name: claim
 UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :attempt_id,
-       attempts = attempts + 1, claimed_at = now(),
-       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       attempts = CASE WHEN {{counted}} THEN attempts + 1 ELSE attempts END,
+       claimed_at = now(),
+       started_at = NULL, completed_at = NULL, result = NULL,
+       error = CASE WHEN {{counted}} THEN NULL ELSE :uncounted END,
        lease_expires_at = now() + make_interval(secs => :lease_ttl)
  WHERE id = :id AND status = ANY(:statuses)
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
@@ -178,8 +188,10 @@ WITH ready AS (
 )
 UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
        attempt_id = CAST(:attempt_prefix AS text) || '-' || tickets.id,
-       attempts = attempts + 1, claimed_at = now(),
-       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       attempts = CASE WHEN {{counted}} THEN attempts + 1 ELSE attempts END,
+       claimed_at = now(),
+       started_at = NULL, completed_at = NULL, result = NULL,
+       error = CASE WHEN {{counted}} THEN NULL ELSE :uncounted END,
        lease_expires_at = now() + make_interval(secs => :lease_ttl)
   FROM ready
  WHERE tickets.id = ready.id
@@ -207,10 +219,10 @@ UPDATE tickets SET status = 'failed', error = :error,
  WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
 
 -- name: refuse_claimed
--- A claimed ticket that was open with its attempts already used up (a row written so by
--- hand): failed with :error, never run, and its attempts put back as its writer stored
--- them (the claim counted one that never ran: `4 of 3 attempts used`).
-UPDATE tickets SET status = 'failed', error = :error, attempts = attempts - 1,
+-- A claimed ticket that was open with its attempts already used up, or no count at all (a
+-- row written so by hand): failed with :error, never run, its attempts as its writer
+-- stored them (the claim did not count one: `counted`).
+UPDATE tickets SET status = 'failed', error = :error,
        completed_at = now(), lease_expires_at = NULL
  WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
 

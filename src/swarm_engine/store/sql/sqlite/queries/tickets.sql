@@ -131,10 +131,21 @@ UPDATE workflow_runs SET status = :status, error = coalesce(error, :error),
 UPDATE workflow_runs SET engine_id = NULL, error = coalesce(error, :error)
  WHERE ticket_id = :id AND status = 'running'
 
+-- name: counted
+-- Whether a claim counts the attempt it makes (`attempts + 1`): only when the row's
+-- attempts are a count below its max_attempts. Another client's row may hold anything
+-- there (a REAL, text, the largest 64-bit integer, whose `+ 1` turns into a REAL): the claim
+-- then leaves it as written and sets `error` to errortext.UNCOUNTED, by which the engine fails the
+-- ticket unrun with its attempts as written (session.plan, refuse_claimed).
+typeof(attempts) IN ('integer','real') AND attempts = CAST(attempts AS INTEGER)
+    AND attempts >= 0 AND attempts < max_attempts
+
 -- name: claim
 UPDATE tickets SET status = 'claimed', engine_id = :engine_id, attempt_id = :attempt_id,
-       attempts = attempts + 1, claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
-       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       attempts = CASE WHEN {{counted}} THEN attempts + 1 ELSE attempts END,
+       claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       started_at = NULL, completed_at = NULL, result = NULL,
+       error = CASE WHEN {{counted}} THEN NULL ELSE :uncounted END,
        lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
  WHERE id = :id AND status IN (SELECT value FROM json_each(:statuses))
    AND NOT EXISTS (SELECT 1 FROM workflow_runs r
@@ -170,8 +181,10 @@ SELECT 1 FROM tickets t
 -- Up to :limit open tickets, best first (priority, then age), in one statement.
 UPDATE tickets SET status = 'claimed', engine_id = :engine_id,
        attempt_id = :attempt_prefix || '-' || id,
-       attempts = attempts + 1, claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
-       started_at = NULL, completed_at = NULL, error = NULL, result = NULL,
+       attempts = CASE WHEN {{counted}} THEN attempts + 1 ELSE attempts END,
+       claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+       started_at = NULL, completed_at = NULL, result = NULL,
+       error = CASE WHEN {{counted}} THEN NULL ELSE :uncounted END,
        lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ','now', printf('%+.3f seconds', :lease_ttl))
  WHERE id IN (SELECT id FROM tickets t
                WHERE status = 'open' AND id NOT IN (SELECT value FROM json_each(:skip))
@@ -204,10 +217,10 @@ UPDATE tickets SET status = 'failed', error = :error,
  WHERE id = :id AND attempt_id = :attempt_id AND status IN ('claimed','running')
 
 -- name: refuse_claimed
--- A claimed ticket that was open with its attempts already used up (a row written so by
--- hand): failed with :error, never run, and its attempts put back as its writer stored
--- them (the claim counted one that never ran: `4 of 3 attempts used`).
-UPDATE tickets SET status = 'failed', error = :error, attempts = attempts - 1,
+-- A claimed ticket that was open with its attempts already used up, or no count at all (a
+-- row written so by hand): failed with :error, never run, its attempts as its writer
+-- stored them (the claim did not count one: `counted`).
+UPDATE tickets SET status = 'failed', error = :error,
        completed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now'), lease_expires_at = NULL
  WHERE id = :id AND attempt_id = :attempt_id AND status = 'claimed'
 

@@ -1,0 +1,60 @@
+"""An open row whose `attempts` another client wrote at the edge of what the column holds
+(the largest 64-bit integer; on SQLite a REAL or text too) fails alone, with one line
+naming its attempts as written, while the tickets beside it run. The claim counts an
+attempt with `attempts + 1`: on PostgreSQL that overflowed `bigint` and failed the whole
+claim, so no ticket ran; on SQLite it turned the count into a REAL, and the line quoted a
+value nobody wrote. Both stores, the real engine command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.conftest import Target
+from tests.support.cli import swarm, swarm_inproc
+
+TOP = 2**63 - 1
+GOOD = 3
+
+EDGES = [
+    # (what, the value written, the line's part, runs recorded: a row past its attempts
+    # is refused unrun; a malformed row fails at its plan, which records a run)
+    ("the largest 64-bit count", str(TOP), f"attempts: out of range ({TOP})", 1),
+    ("attempts spent", "3", "this would be attempt 4 of at most 3", 0),
+    ("a negative count", "-5", "attempts is -5, not a count", 0),
+    ("a REAL count", "1.5", "attempts: not an integer (1.5)", 1),
+    ("a text count", "'many'", "attempts: not an integer ('many')", 1),
+]
+
+
+@pytest.mark.parametrize(("what", "value", "line", "runs"), EDGES, ids=[e[0] for e in EDGES])
+def test_an_attempts_value_at_the_edge_fails_its_ticket_alone(
+    store_target: Target, tmp_path: Path, what: str, value: str, line: str, runs: int
+) -> None:
+    if store_target.dialect == "postgresql" and value in ("1.5", "'many'"):
+        pytest.skip("PostgreSQL's bigint column holds integers only")
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    store_target.sql(
+        "INSERT INTO tickets (title, status, agent_id, inputs) VALUES"
+        + ", ".join(f" ('good {i}', 'open', 'echo', '{{}}')" for i in range(GOOD))
+    )
+    store_target.sql(
+        "INSERT INTO tickets (title, status, agent_id, inputs, attempts, max_attempts)"
+        f" VALUES ('edge', 'open', 'echo', '{{}}', {value}, 3)"
+    )
+    done = swarm(
+        home, "start", "--foreground", "--until-idle", "--max-vms", "2", timeout=120,
+        **store_target.env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    rows = store_target.rows("SELECT title, status, error, attempts FROM tickets ORDER BY id")
+    assert [r["status"] for r in rows[:GOOD]] == ["done"] * GOOD, rows
+    edge = rows[GOOD]
+    assert edge["status"] == "failed", edge
+    assert "\n" not in edge["error"] and line in edge["error"], edge["error"]
+    written = {"1.5": 1.5, "'many'": "many"}.get(value)
+    assert edge["attempts"] == (int(value) if written is None else written)  # as stored
+    (recorded,) = store_target.rows("SELECT count(*) AS n FROM workflow_runs WHERE ticket_id = 4")
+    assert recorded["n"] == runs
