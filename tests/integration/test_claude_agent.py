@@ -7,11 +7,13 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.cli import wait_until
 from tests.support.messages_server import (
     MessagesServer,
     Recorded,
@@ -510,6 +512,49 @@ async def test_a_key_source_is_read_when_the_step_runs_never_at_the_claim(
     # a command that ends, leaving a child that keeps its stdout open: its key is taken
     lasting = ["sh", "-c", f"setsid sleep 3 & echo {KEY}"]
     assert resolve_api_key(parse_host_config({"api_key_command": lasting}), {}) == KEY
+
+
+def test_a_stopped_step_stops_its_key_command_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step cancelled (its ticket's timeout, a cancel, the engine's stop) while its key
+    command hangs ends that command with its group, so its reader thread is free: the
+    engine's stop waited out the command's whole timeout before it could exit (a thread
+    that reads a key is joined at exit)."""
+    from swarm_engine.agents.claude import keys
+
+    monkeypatch.setattr(keys, "COMMAND_TIMEOUT", 3600.0)  # (only the cancel can end it)
+    started = tmp_path / "pid"
+    hangs = [
+        "sh",
+        "-c",
+        f"echo $$ > {started}.tmp && mv {started}.tmp {started} && exec sleep 3600",
+    ]
+    host = parse_host_config({"api_key_command": hangs})
+
+    async def cancelled_while_it_hangs() -> int:
+        reading = asyncio.ensure_future(keys.resolve_api_key_async(host, {}))
+        await asyncio.to_thread(wait_until, started.exists, 30, "the key command to start")
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        return int(started.read_text())
+
+    pid = asyncio.run(cancelled_while_it_hangs())
+    # every reader thread is free again: KEY_READERS jobs that wait for one another all run
+    # (well within the command's 3600 s; a thread still running it would keep one waiting)
+    together = threading.Barrier(keys.KEY_READERS, timeout=30)
+    for job in [keys._readers.submit(together.wait) for _ in range(keys.KEY_READERS)]:
+        job.result(timeout=60)
+    assert "zombie" in _state(pid)  # killed, with its group (reaped once its reader waits)
+
+
+def _state(pid: int) -> str:
+    """The process's state line, or `zombie` once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie (gone)"
 
 
 def test_preflight_errors_are_one_clear_line(tmp_path: Path) -> None:

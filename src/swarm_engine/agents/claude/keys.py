@@ -15,6 +15,7 @@ import shlex
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +38,14 @@ MISSING_KEY = (
 )
 
 
-def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
+def resolve_api_key(
+    host: HostConfig, environ: Mapping[str, str], stop: threading.Event | None = None
+) -> str:
     """Return the key or raise `AgentError` with one clear line (never containing the key).
     A key is at most `MAX_KEY_BYTES` of visible ASCII (no space, newline or control
     character: it goes into an HTTP header); what a file or command gives is read up to
-    that and no further."""
+    that and no further. `stop`, once set, ends a key command still running (with its
+    process group) within about 50 ms: its step was stopped."""
     key = environ.get(KEY_ENV, "").strip()
     if key:
         return _checked(key, KEY_ENV)
@@ -58,7 +62,7 @@ def resolve_api_key(host: HostConfig, environ: Mapping[str, str]) -> str:
             raise AgentError(f"api_key_file {path} is empty")
         return _checked(key, f"api_key_file {path}")
     if host.api_key_command:
-        return _run_key_command(host.api_key_command)
+        return _run_key_command(host.api_key_command, stop)
     raise AgentError(MISSING_KEY)
 
 
@@ -70,9 +74,16 @@ _readers = ThreadPoolExecutor(max_workers=KEY_READERS, thread_name_prefix="api-k
 
 
 async def resolve_api_key_async(host: HostConfig, environ: Mapping[str, str]) -> str:
-    """`resolve_api_key` on one of the `KEY_READERS` threads kept for it."""
+    """`resolve_api_key` on one of the `KEY_READERS` threads kept for it. Cancelled, it
+    stops a key command still running, so the thread is free at once (an engine's stop
+    waited out a hung key command, up to `COMMAND_TIMEOUT`, before it could exit)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_readers, resolve_api_key, host, environ)
+    stop = threading.Event()
+    try:
+        return await loop.run_in_executor(_readers, resolve_api_key, host, environ, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def check_key_source(host: HostConfig, environ: Mapping[str, str]) -> None:
@@ -127,9 +138,10 @@ def resolve_endpoint(host: HostConfig, environ: Mapping[str, str]) -> str:
     return environ.get(BASE_URL_ENV) or host.base_url or DEFAULT_ENDPOINT
 
 
-def _run_key_command(command: str | list[str]) -> str:
+def _run_key_command(command: str | list[str], stop: threading.Event | None = None) -> str:
     """Its stdout, stripped: at most `MAX_KEY_BYTES` read, within `COMMAND_TIMEOUT`
-    seconds (a command printing without end is killed, not read into memory)."""
+    seconds (a command printing without end is killed, not read into memory), and only
+    until `stop` is set."""
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     shown = argv[0] if argv else "''"
     try:
@@ -149,6 +161,9 @@ def _run_key_command(command: str | list[str]) -> str:
             left = deadline - time.monotonic()
             if left <= 0:
                 why = f"did not end within {COMMAND_TIMEOUT:g}s"
+                break
+            if stop is not None and stop.is_set():
+                why = "was not waited for: its step was stopped"
                 break
             if not sel.select(min(left, 0.05)):
                 if proc.poll() is not None:  # ended, what it printed read: a child it
