@@ -1,13 +1,16 @@
 """What the cron task's read of the registry costs the engine, with big workflow rows.
 
-A registry (SQLite) holds `--rows` workflows of about `--mb` MB each without triggers, as
-any outside client may write, and one with a cron trigger. The engine's cron task
-(`CronFirer._read_schedules`, what its daemon runs every 10 s) is run in this process:
-its first read of the registry, then rounds while nothing changed, then a round after one
-row changed. Printed: CPU seconds and resident memory (RSS, MB) after each phase, and the
-peak RSS. Run it against another checkout with `PYTHONPATH=<checkout>/src`.
+A registry (SQLite) holds `--rows` workflows of about `--mb` MB each without triggers (with
+`--triggers`: each with a cron trigger of its own), as any outside client may write, and
+one small one with a cron trigger. The engine's cron task (`CronFirer._read_schedules`,
+what its daemon runs every 10 s) is run in this process: its first read of the registry,
+then rounds while nothing changed, then a round after an unrelated change (an agent
+registered by another client), then a round after one row changed. Printed: CPU seconds
+and resident memory (RSS, MB) after each phase, and the peak RSS. Run it against another
+checkout with `PYTHONPATH=<checkout>/src`.
 
     .venv/bin/python benchmarks/cron_scan.py --rows 30 --mb 7
+    .venv/bin/python benchmarks/cron_scan.py --rows 30 --mb 5 --triggers
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def _insert(db: Path, name: str, spec: str) -> None:
     conn.close()
 
 
+def _agent(db: Path, name: str) -> None:
+    spec = json.dumps({"name": name, "version": "1.0.0", "kind": "shell", "command": "true"})
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "INSERT INTO agents (name, version, kind, spec) VALUES (?, '1.0.0', 'shell', ?)",
+        (name, spec),
+    )
+    conn.close()
+
+
 async def _direct(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)  # (the daemon runs store calls on its store thread: same work)
 
@@ -57,6 +70,7 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--mb", type=float, default=7.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--triggers", action="store_true", help="big rows declare a trigger")
     args = parser.parse_args()
 
     from swarm_engine.engine.cron import CronFirer
@@ -65,14 +79,17 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "registry.db"
         registry = Registry(db, Path(tmp) / "packages")
-        big = _spec("quiet", [], args.mb)
+        big = _spec(
+            "quiet", [{"name": "quiet", "cron": "0 1 * * *"}] if args.triggers else [], args.mb
+        )
         for i in range(args.rows):
-            _insert(db, f"quiet{i:03d}", big.replace('"quiet"', f'"quiet{i:03d}"', 1))
+            _insert(db, f"quiet{i:03d}", big.replace('"quiet"', f'"quiet{i:03d}"', 2))
         del big
         cron = [{"name": "nightly", "cron": "0 3 * * *"}]
         _insert(db, "nightly", _spec("nightly", cron, 0))
         firer = CronFirer(None, registry, _direct)  # type: ignore[arg-type]
-        print(f"{args.rows} rows of {args.mb} MB without triggers, 1 with a cron trigger")
+        kind = "each with a cron trigger" if args.triggers else "without triggers"
+        print(f"{args.rows} rows of {args.mb} MB {kind}, 1 small with a cron trigger")
         print(f"start: rss {_rss_mb():.0f} MB")
 
         async def phase(label: str, rounds: int) -> None:
@@ -87,10 +104,14 @@ async def main() -> None:
 
         await phase("first read (x1)", 1)
         passes = 1
-        while not firer._schedules and passes < 50:  # a pass cut in rounds (new code)
+        while (firer._scan is not None or not firer._schedules) and passes < 50:  # (cut)
             await phase("first read, next round", 1)
             passes += 1
         await phase(f"unchanged (x{args.rounds})", args.rounds)
+        _agent(db, "unrelated")
+        await phase("after an agent registered (x1)", 1)
+        while firer._scan is not None:  # (a pass cut in rounds)
+            await phase("after an agent registered, next round", 1)
         _insert(db, "nightly", _spec("nightly", [{"name": "nightly", "cron": "0 4 * * *"}], 0))
         await phase("after one row changed (x1)", 1)
         registry.close()

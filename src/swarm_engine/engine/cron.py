@@ -39,7 +39,7 @@ from swarm_engine.engine.gate import StoreGate
 from swarm_engine.errors import StoreBusyError, SwarmError
 from swarm_engine.models import TriggerSpec, WorkflowSpec
 from swarm_engine.registry import Registry
-from swarm_engine.registry.schedules import ScheduleScan
+from swarm_engine.registry.schedules import Kept, ScheduleScan
 from swarm_engine.registry.triggers import ambiguity, trigger_owners
 from swarm_engine.store import Store
 from swarm_engine.store.timestamps import parse_timestamp
@@ -114,6 +114,9 @@ class CronFirer:
         """A pass over the registry under way (more than one round: `SCAN_ROWS`...)."""
         self._quiet: dict[tuple[bytes, bytes], str] = {}
         """The last pass's rows without triggers (`ScheduleScan.quiet`)."""
+        self._kept: dict[tuple[bytes, bytes], Kept] = {}
+        """What the last pass found of each row declaring triggers (`ScheduleScan.kept`):
+        read and decoded again only once it changed."""
         self._cut_warned = False
         """Whether a pass longer than one round was told (once, until one is not)."""
         self._ambiguous: dict[str, str] = {}
@@ -194,7 +197,7 @@ class CronFirer:
                 seen = await self.gate(self.registry.defs.workflows_seen)
                 if seen == self._seen:
                     return  # unchanged: nothing read
-                self._scan = ScheduleScan(self.registry, seen, self._quiet)
+                self._scan = ScheduleScan(self.registry, seen, self._quiet, self._kept)
             done = await self.gate(self._scan.step, SCAN_ROWS, SCAN_BYTES)
         except (StoreBusyError, SwarmError) as exc:
             log.warning("cron triggers: the registry cannot be read now: %s", exc)
@@ -215,6 +218,7 @@ class CronFirer:
             self._cut_warned = False
         self._seen = scan.marker
         self._quiet = scan.quiet
+        self._kept = scan.kept
         skipped, latest = scan.skipped, scan.found
         for problem in skipped:  # e.g. more than MAX_TRIGGERS triggers: told once
             if ("", problem) not in self._warned:

@@ -6,14 +6,18 @@ writes rows (decoded by the registry, since anyone may have written them).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
+from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.store.db import Database, Row, T
 from swarm_engine.store.queries import load
 
 Table = Literal["agents", "workflows"]
+MARK_PIECE = 2**20
+"""Bytes of a spec read (or encoded) at a time to tell its mark (`workflow_mark`)."""
 
 
 class DefinitionStore:
@@ -130,6 +134,55 @@ class DefinitionStore:
         name, version = _keyset(self.db.dialect, key)
         args = {"name": name, "version": version, "seen": seen}
         return self.db.one(self.q.workflow_quiet, args)
+
+    def workflow_head(self, key: tuple[bytes, bytes]) -> Row | None:
+        """`spec_bytes`, `created_at` and what `workflow_mark` needs of the row of `key`
+        (as `workflow_quiet`), or None when there is none. No spec is handed over."""
+        name, version = _keyset(self.db.dialect, key)
+        return self.db.one(self.q.workflow_head, {"name": name, "version": version})
+
+    def workflow_mark(self, head: Row) -> tuple[str | None, int]:
+        """What tells whether the spec of a workflow row (`head`: its `workflow_head`) is
+        the one read before (`read_mark`), and the bytes of it read to tell. PostgreSQL:
+        its `xmin` (any write of the row gives it a new one; nothing read). SQLite, which
+        keeps no mark of a change (an edit in place may keep its size and created_at): a
+        blake2b digest of its spec's text, read in `MARK_PIECE` pieces (never loaded
+        whole, never decoded). None: none (a spec over 8 MiB or not text, or the row gone
+        or changed while it was read): the caller reads the row."""
+        if self.db.dialect == "postgresql":
+            return (None if head["mark"] is None else str(head["mark"])), 0
+        rowid = head["row_id"]
+        if not isinstance(rowid, int):
+            return None, 0
+        digest = hashlib.blake2b(digest_size=16)
+        read = 0
+        try:
+            with self.db.open_value("workflows", "spec", rowid) as value:
+                if value is None:
+                    return None, 0
+                while piece := value.read(read, MARK_PIECE):
+                    digest.update(piece)
+                    read += len(piece)
+        except StoreBusyError:
+            raise
+        except StoreError:  # (the row changed while it was read)
+            return None, read
+        return digest.hexdigest(), read
+
+    def read_mark(self, found: Row, spec: object) -> str | None:
+        """`workflow_mark` of the spec text `spec` a caller read of a row whose
+        `workflow_quiet` row, asked before that read, is `found`. PostgreSQL: its `seen`
+        (its `xmin` then: a later write gives another); SQLite: the digest of that very
+        text, so that what a pass keeps is what that text holds, whatever another client
+        wrote meanwhile. None for a value that is not text (or not UTF-8)."""
+        if self.db.dialect == "postgresql":
+            return None if found["seen"] is None else str(found["seen"])
+        if type(spec) is not str:  # (InvalidText: not the bytes stored)
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        for start in range(0, len(spec), MARK_PIECE):  # (UTF-8 piece by piece: bounded)
+            digest.update(spec[start : start + MARK_PIECE].encode())
+        return digest.hexdigest()
 
     def put_workflows(self, rows: Iterable[dict[str, str]]) -> None:
         """Insert or replace workflows (name, version, description, spec), all or none."""

@@ -95,12 +95,25 @@ SELECT name, version, convert_to(name, 'UTF8') AS key_name,
 -- spec (of at most 8 MiB) has no `triggers` or an empty array, or when its `seen` (its
 -- `xmin`: the transaction that last wrote it) is :seen, what a row found quiet before had
 -- (the JSON is not looked at again); else 0 (the caller reads the row). `spec_bytes`: its
--- size as stored (compressed: not detoasted to be measured).
+-- size as stored (compressed: not detoasted to be measured). (`seen` is also the mark of
+-- a row then read and decoded: `DefinitionStore.read_mark`.)
 SELECT pg_column_size(spec) AS spec_bytes, xmin::text AS seen,
        CASE WHEN xmin::text = CAST(:seen AS text) THEN 1
             WHEN octet_length(spec::text) > 8388608 THEN 0
             WHEN spec -> 'triggers' IS NULL OR spec -> 'triggers' = '[]'::jsonb THEN 1
             ELSE 0 END AS quiet
+  FROM workflows
+ WHERE name = CAST(:name AS text) AND version = CAST(:version AS text)
+
+-- name: workflow_head
+-- What tells the cron task whether one workflow row declaring triggers (by `key_name` and
+-- `key_version`) is the one it read before, its spec not handed over: `mark`, its `xmin`
+-- (the transaction that last wrote it: any write of the row, in place too, gives it a new
+-- one; `DefinitionStore.workflow_mark`), `spec_bytes` (as stored, not detoasted), and its
+-- `created_at` (as `workflow` reads it: taken afresh each time); `row_id` is SQLite's
+-- (NULL here).
+SELECT pg_column_size(spec) AS spec_bytes, xmin::text AS mark, NULL::bigint AS row_id,
+       created_at
   FROM workflows
  WHERE name = CAST(:name AS text) AND version = CAST(:version AS text)
 

@@ -117,6 +117,21 @@ SELECT n AS spec_bytes, printf('%d:%s:%s', n, t, c) AS seen,
          WHERE name = CAST(:name AS TEXT) AND version = CAST(:version AS TEXT) LIMIT 1) AS r
  WHERE 1
 
+-- name: workflow_head
+-- What tells the cron task whether one workflow row declaring triggers (by `key_name` and
+-- `key_version`) is the one it read before, its spec not handed over: `spec_bytes`, its
+-- rowid as `row_id` when its spec is text of at most 8 MiB (else NULL:
+-- `DefinitionStore.workflow_mark` reads that text in pieces and digests it, as SQLite
+-- keeps no mark of a row's change; an edit in place may keep its size and created_at),
+-- and its `created_at` (as `workflow` reads it: taken afresh each time); `mark` is
+-- PostgreSQL's (NULL here). (The subquery is a co-routine: the spec measured once.)
+SELECT n AS spec_bytes, NULL AS mark, CASE WHEN st = 'text' AND n <= 8388608 THEN id END AS row_id,
+       created_at
+  FROM (SELECT rowid AS id, length(CAST(spec AS BLOB)) AS n, typeof(spec) AS st, created_at
+          FROM workflows
+         WHERE name = CAST(:name AS TEXT) AND version = CAST(:version AS TEXT) LIMIT 1)
+ WHERE 1
+
 -- name: workflow_exists
 SELECT 1 FROM workflows WHERE name = :name AND version = :version
 
