@@ -145,3 +145,25 @@ def test_every_route_refuses_repeats(tmp_path: Path) -> None:
         assert len(checked) > 30 and "/ui/login" in checked and "/v1/tickets" in checked
     finally:
         app.state.server.close()
+
+
+def test_a_header_the_route_reads_once_given_twice_is_a_422(api: Api) -> None:
+    """`Last-Event-ID` twice (a proxy adding its own, say) was read as its first value:
+    now the request is refused naming it, as a repeated query parameter is."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(api.url)
+    assert where.hostname is not None and where.port is not None
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        conn.putrequest("GET", "/v1/tickets/1/logs/stream")
+        for name, value in (*api.headers().items(), ("Last-Event-ID", "1"), ("last-event-id", "9")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        got = conn.getresponse()
+        body = got.read()
+    finally:
+        conn.close()
+    assert got.status == 422, body[:300]
+    assert b"header.last-event-id: given 2 times; it takes one value" in body, body[:300]
