@@ -298,6 +298,30 @@ async def test_a_pass_is_bounded_a_round_and_a_cut_is_told_once(
         reg.close()
 
 
+async def test_rows_known_quiet_still_count_against_a_rounds_bytes(
+    target: _Target, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row found without triggers before is checked again in SQL after any registry
+    change (on SQLite a scan of its text: an edit in place may keep its size): that work
+    counts against the round's `SCAN_BYTES`, so a pass over big rows is spread over rounds
+    as the first one was (a tester's finding: 30 rows of 7 MB, 2.5 CPU-s in one round).
+    PostgreSQL measures a row as stored (compressed: this padding takes a few bytes)."""
+    if isinstance(target.target, str):
+        pytest.skip("PostgreSQL stores this padding compressed, a few bytes to check")
+    for i in range(4):
+        target.insert(f"quiet{i}", _spec(f"quiet{i}", [], pad=BIG))
+    monkeypatch.setattr(cron, "SCAN_BYTES", BIG)  # about one big row a round
+    scans = _scans(monkeypatch)
+    firer = CronFirer(_NoStore(), registry, _now)  # type: ignore[arg-type]
+    for _ in range(8):
+        await firer._read_schedules()
+    assert len(scans) == 1 and scans[0].steps >= 4
+    _agent_row(target, "unrelated")  # the registry changed: a new pass
+    for _ in range(8):
+        await firer._read_schedules()
+    assert len(scans) == 2 and scans[1].steps >= 4, scans[1].steps
+
+
 async def test_a_pass_after_an_unrelated_change_decodes_no_workflow_with_triggers(
     target: _Target, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

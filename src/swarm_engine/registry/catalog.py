@@ -95,15 +95,34 @@ def _short(value: object, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@functools.lru_cache(maxsize=256)
+CACHED_SPECS = 256
+"""How many decoded specs `_validated` keeps (the latest used)."""
+CACHED_SPEC_CHARS = 64 * 1024
+"""The longest spec text whose decoded spec is kept: a larger one is decoded each time
+it is read. The cache holds at most `CACHED_SPECS` texts of this size and their specs
+(16 MiB of text; it kept every text, up to the 8 MiB a row holds: 30 workflows of 5 MB
+held about 300 MB for as long as the engine ran, a tester's finding)."""
+
+
 def _validated(model: type[D], raw: str) -> D:
-    """`model.model_validate_json(raw)`, once per spec text: every ticket of an agent
-    reads its row again (definitions change), but validating the same text again is waste.
-    Specs are not changed once made (`model_copy` makes a new one). `DuplicateKey` first
-    for a text holding a key twice in an object, at any depth: the model's parser keeps
-    the last, SQL's `json_extract` the first, so what runs would not be what SQL shows."""
+    """`model.model_validate_json(raw)`, once per spec text up to `CACHED_SPEC_CHARS`:
+    every ticket of an agent reads its row again (definitions change), but validating the
+    same text again is waste. Specs are not changed once made (`model_copy` makes a new
+    one). `DuplicateKey` first for a text holding a key twice in an object, at any depth:
+    the model's parser keeps the last, SQL's `json_extract` the first, so what runs would
+    not be what SQL shows."""
+    if len(raw) > CACHED_SPEC_CHARS:
+        return _decode(model, raw)
+    spec: D = _decode_cached(model, raw)
+    return spec
+
+
+def _decode(model: type[D], raw: str) -> D:
     check_unique_keys(raw)
     return model.model_validate_json(raw)
+
+
+_decode_cached = functools.lru_cache(maxsize=CACHED_SPECS)(_decode)
 
 
 def _where(what: str, row: Row) -> str:
