@@ -343,6 +343,15 @@ HALF_SPECS = [
         "agent blob-spec@1.0.0 in the registry: spec is binary (a BLOB of 20 bytes), not text:"
         " write CAST(x AS TEXT)",
     ),
+    (  # a kind stored as a BLOB: said as the spec's is (it read `kind column b'shell'`)
+        "agents",
+        "('blob-kind', '1.0.0', CAST('shell' AS BLOB),"
+        ' \'{"name":"blob-kind","version":"1.0.0","kind":"shell","command":"true"}\')',
+        "single",
+        "blob-kind",
+        "agent blob-kind@1.0.0 in the registry: kind is binary (a BLOB of 5 bytes), not text:"
+        " write CAST(x AS TEXT)",
+    ),
     (
         "workflows",
         "('rchain', '1.0.0', '"

@@ -170,6 +170,8 @@ def _check_names(where: str, row: Row, name: str, version: str, kind: str | None
     if (name, version) != (row["name"], row["version"]):
         raise ConfigError(f"{where}: spec names {name}@{version}")
     column = row["kind"] if "kind" in row.keys() else None  # noqa: SIM118 (Row: `in` is values)
+    if isinstance(column, bytes):  # (as `agent list --json` says it: not `b'shell'`)
+        raise ConfigError(f"{where}: kind is {binary_not_text(column)}")
     if column is not None and kind is not None and column != kind:
         raise ConfigError(f"{where}: kind column {shown(column)} but spec.kind {shown(kind)}")
 
