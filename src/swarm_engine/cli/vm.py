@@ -10,6 +10,7 @@ import click
 from swarm_engine.cli.app import example
 from swarm_engine.config import Settings, load_settings
 from swarm_engine.errors import VMError
+from swarm_engine.vm.options import as_mapping
 from swarm_engine.vm.qemu.builder import BuildRequest, build_image
 from swarm_engine.vm.qemu.config import QemuOptions
 from swarm_engine.vm.qemu.doctor import Check, run_boot_check, run_checks
@@ -112,9 +113,10 @@ def doctor(settings: Settings, boot: bool, as_json: bool) -> None:
     options = _qemu_options(settings)
     images_dir = _images_dir(settings)
     checks: list[Check] = _process_checks(settings)
-    checks += run_checks(images_dir, options.qemu_binary)
+    checks += run_checks(images_dir, options.qemu_binary, options.image)
     if boot and not any(c.level == "fail" for c in checks):
-        checks.append(run_boot_check(settings.home, images_dir, options.image))
+        booted = {**as_mapping(options), "images_dir": str(images_dir), "image": options.image}
+        checks.append(run_boot_check(settings.home, booted))
     if as_json:
         emit_json([c.__dict__ for c in checks])
     else:

@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
@@ -59,7 +60,12 @@ def _qemu_version(binary: str) -> str | None:
     return first.replace("QEMU emulator version", "").strip() or None
 
 
-def run_checks(images_dir: Path, qemu_binary: str = "qemu-system-x86_64") -> list[Check]:
+def run_checks(
+    images_dir: Path, qemu_binary: str = "qemu-system-x86_64", booted: str | None = None
+) -> list[Check]:
+    """The host's checks; `booted` is the image the backend boots (default: as
+    `unavailable`)."""
+    booted = booted or default_image()
     checks: list[Check] = []
     path = shutil.which(qemu_binary)
     if path is None:
@@ -73,8 +79,12 @@ def run_checks(images_dir: Path, qemu_binary: str = "qemu-system-x86_64") -> lis
         else:
             checks.append(Check("accel", "warn", f"{why}. VMs will use TCG software emulation: "
                                 "slower (seconds to boot) but fully working"))  # fmt: skip
-    images = list_images(images_dir)
-    if not images:
+    unreadable: list[str] = []
+    images = list_images(images_dir, unreadable)
+    for line in unreadable:  # (a failure when it is the image the backend boots)
+        level: Level = "fail" if line.startswith(f"qemu image {booted!r}") else "warn"
+        checks.append(Check("image", level, line))
+    if not images and not unreadable:
         checks.append(Check("image", "fail", f"no guest image in {images_dir}; "
                             "build one with: swarm-engine vm image build"))  # fmt: skip
     for image in images:
@@ -107,11 +117,13 @@ def run_checks(images_dir: Path, qemu_binary: str = "qemu-system-x86_64") -> lis
     return checks
 
 
-async def boot_check(home: Path, images_dir: Path, image: str) -> Check:
-    """Boot one VM, run a command in it and destroy it; report the timings."""
+async def boot_check(home: Path, options: Mapping[str, Any]) -> Check:
+    """Boot one VM with the home's qemu `options` (those the engine's backend is made
+    with: `vm.options.as_mapping`; its snapshot, run folder, accelerator and timeouts, not
+    only its images), run a command in it and destroy it; report the timings."""
     from swarm_engine.vm.qemu.backend import create
 
-    backend = create(home, {"images_dir": str(images_dir), "image": image})
+    backend = create(home, dict(options))
     try:
         started = time.monotonic()
         vm = await backend.boot(f"doctor-{uuid.uuid4().hex[:8]}", VMSpec(timeout_seconds=60))
@@ -133,5 +145,5 @@ async def boot_check(home: Path, images_dir: Path, image: str) -> Check:
                  f"{rtt * 1000:.1f} ms; Python runs in the guest")  # fmt: skip
 
 
-def run_boot_check(home: Path, images_dir: Path, image: str) -> Check:
-    return asyncio.run(boot_check(home, images_dir, image))
+def run_boot_check(home: Path, options: Mapping[str, Any]) -> Check:
+    return asyncio.run(boot_check(home, options))

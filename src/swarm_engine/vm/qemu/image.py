@@ -89,6 +89,29 @@ def image_identity(path: Path, *, inodes: bool = True) -> tuple[int, ...]:
     return tuple(found)
 
 
+MANIFEST_BYTES = 64 * 1024
+"""The most a manifest holds (what the builder writes is a few hundred bytes)."""
+MANIFEST_TEXT = ("cmdline", "machine", "kernel", "kernel_version", "recipe", "built_at")
+"""The manifest's keys that are text when given (`cmdline` and `machine` go on QEMU's
+command line as they are)."""
+
+
+def manifest_problem(manifest: object) -> str | None:
+    """Why `manifest` (a manifest.json as read) is not one the backend can boot from, in a
+    few words, or None: it is a JSON object whose `MANIFEST_TEXT` keys are text (a file
+    holding `[]` failed the boot as `'list' object has no attribute 'get'`, and a number
+    as `cmdline` reached QEMU's command line)."""
+    if not isinstance(manifest, dict):
+        return f"not a JSON object (a {type(manifest).__name__})"
+    for key in MANIFEST_TEXT:
+        value = manifest.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} is not text"
+        if isinstance(value, str) and ("\x00" in value or "\n" in value):
+            return f"{key} holds a NUL or a line break"
+    return None
+
+
 def load_image(images_dir: Path, name: str) -> Image:
     if not IMAGE_RE.fullmatch(name):  # a row written by hand may hold anything
         raise VMError(f"qemu image {name!r}: not an image name (images are looked up by name)")
@@ -99,9 +122,16 @@ def load_image(images_dir: Path, name: str) -> Image:
             f"qemu image {name!r} is not built (looked in {path}); run: swarm-engine vm image build"
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
+        with open(manifest_path, "rb") as file:
+            data = file.read(MANIFEST_BYTES + 1)
+        if len(data) > MANIFEST_BYTES:
+            raise ValueError(f"more than {MANIFEST_BYTES // 1024} KiB")
+        manifest = json.loads(data)
+    except (OSError, ValueError, RecursionError) as exc:
         raise VMError(f"qemu image {name!r}: unreadable manifest: {exc}") from exc
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise VMError(f"qemu image {name!r}: unreadable manifest: {problem}")
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise VMError(
@@ -110,7 +140,9 @@ def load_image(images_dir: Path, name: str) -> Image:
     return Image(name, path, manifest)
 
 
-def list_images(images_dir: Path) -> list[Image]:
+def list_images(images_dir: Path, unreadable: list[str] | None = None) -> list[Image]:
+    """The images under `images_dir` that load; the line of each that does not (an
+    unreadable manifest, a missing file) is added to `unreadable` when given."""
     if not images_dir.is_dir():
         return []
     found = []
@@ -118,6 +150,7 @@ def list_images(images_dir: Path) -> list[Image]:
         if entry.is_dir() and (entry / MANIFEST).is_file():
             try:
                 found.append(load_image(images_dir, entry.name))
-            except VMError:
-                continue
+            except VMError as exc:
+                if unreadable is not None:
+                    unreadable.append(str(exc))
     return found
