@@ -58,3 +58,54 @@ def test_an_attempts_value_at_the_edge_fails_its_ticket_alone(
     assert edge["attempts"] == (int(value) if written is None else written)  # as stored
     (recorded,) = store_target.rows("SELECT count(*) AS n FROM workflow_runs WHERE ticket_id = 4")
     assert recorded["n"] == runs
+
+
+MAX_EDGES = [
+    # (what, attempts, max_attempts as written, the line's part): the claim must not count
+    # an attempt of a row whose max_attempts the engine will refuse
+    ("max_attempts past 2^62", "0", str(TOP), f"max_attempts: out of range ({TOP})"),
+    ("attempts at 2^62", str(2**62), str(2**62 + 1), f"max_attempts: out of range ({2**62 + 1})"),
+    ("a REAL max_attempts", "2", "2.5", "max_attempts: not an integer (2.5)"),
+    ("a text max_attempts", "0", "'many'", "max_attempts: not an integer ('many')"),
+]
+
+
+@pytest.mark.parametrize(("what", "attempts", "most", "line"), MAX_EDGES,
+                         ids=[e[0] for e in MAX_EDGES])  # fmt: skip
+def test_a_max_attempts_the_engine_refuses_leaves_attempts_as_written(
+    store_target: Target, tmp_path: Path, what: str, attempts: str, most: str, line: str
+) -> None:
+    if store_target.dialect == "postgresql" and most in ("2.5", "'many'"):
+        pytest.skip("PostgreSQL's bigint column holds integers only")
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    store_target.sql(
+        "INSERT INTO tickets (title, status, agent_id, inputs, attempts, max_attempts)"
+        f" VALUES ('edge', 'open', 'echo', '{{}}', {attempts}, {most})"
+    )
+    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120, **store_target.env)
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    (edge,) = store_target.rows("SELECT status, error, attempts FROM tickets")
+    assert edge["status"] == "failed" and line in edge["error"], edge
+    assert edge["attempts"] == int(attempts)  # as written: the claim counted none
+
+
+def test_run_ticket_of_a_lapsed_row_with_no_count_of_attempts_never_runs_it(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """A `running` row whose lease ran out and whose attempts are -5: its reclaim re-queues
+    it, and `run-ticket` then refuses it as it refuses such an open row (it claimed it
+    uncounted and ran it to `done`, attempts still -5)."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
+    store_target.sql(
+        "INSERT INTO tickets (title, status, agent_id, inputs, attempts, max_attempts,"
+        " engine_id, attempt_id, lease_expires_at)"
+        " VALUES ('lapsed', 'running', 'echo', '{}', -5, 3, 'ghost', 'x1', '2020-01-01')"
+    )
+    ran = swarm(home, "run-ticket", "1", "--wait", timeout=120, **store_target.env)
+    assert ran.returncode == 5, ran.stdout + ran.stderr
+    assert ran.stderr.count("\n") == 1 and "attempts is -5, not a count" in ran.stderr
+    (row,) = store_target.rows("SELECT status, attempts FROM tickets")
+    assert row["status"] != "done" and row["attempts"] == -5, row
+    assert not store_target.rows("SELECT 1 FROM step_executions")  # never ran

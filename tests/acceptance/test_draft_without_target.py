@@ -26,6 +26,7 @@ def test_a_draft_without_its_agent_or_workflow_is_refused_with_one_line(
     for args, doing in (
         (("ticket", "open", "1"), "queued"),
         (("run-ticket", "1"), "queued"),
+        (("run-ticket", "1", "--wait"), "run"),  # (it said `workflow_id is empty`)
         (("ticket", "cancel", "1"), "cancelled"),
     ):
         done = swarm_inproc(home, *args, **env)

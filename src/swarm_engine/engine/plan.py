@@ -17,6 +17,7 @@ from swarm_engine.registry import Registry
 from swarm_engine.registry.agents import check_agent_command
 from swarm_engine.registry.workflows import check_shell_step_inputs, dependencies
 from swarm_engine.store import Ticket
+from swarm_engine.store.tickets import targetless_draft
 from swarm_engine.templating import render
 
 if TYPE_CHECKING:
@@ -91,6 +92,14 @@ def _runnable(agent: AgentSpec) -> AgentSpec:
     return agent
 
 
+def _targetless(ticket: Ticket, field: str) -> str:
+    """Why a ticket whose `field` is empty cannot run: a draft's line as `ticket open`
+    says it; another row's (written past the store's CHECK) that it is empty."""
+    if ticket.status == "draft":
+        return targetless_draft(ticket.id, field, "run")
+    return f"ticket {ticket.id}: {field} is empty"
+
+
 def build_plan(ticket: Ticket, registry: Registry) -> Plan:
     """Resolve a ticket's agent or workflow. Raises NotFoundError / ConfigError (a
     `WorkflowError` for a step of a shell agent embedding a reference inside text in an
@@ -99,7 +108,7 @@ def build_plan(ticket: Ticket, registry: Registry) -> Plan:
     ticket_timeout = ticket.timeout_seconds
     if ticket.execution_mode == "single":
         if not ticket.agent_id:
-            raise ConfigError(f"ticket {ticket.id}: agent_id is empty")
+            raise ConfigError(_targetless(ticket, "agent_id"))
         agent = _runnable(registry.agent(ticket.agent_id))
         step = PlannedStep(
             id=SINGLE_STEP_ID,
@@ -111,7 +120,7 @@ def build_plan(ticket: Ticket, registry: Registry) -> Plan:
         )
         return Plan({SINGLE_STEP_ID: step}, timeout_seconds=ticket_timeout)
     if not ticket.workflow_id:
-        raise ConfigError(f"ticket {ticket.id}: workflow_id is empty")
+        raise ConfigError(_targetless(ticket, "workflow_id"))
     workflow = registry.workflow(ticket.workflow_id)
     deps = dependencies(workflow)
     steps: dict[str, PlannedStep] = {}

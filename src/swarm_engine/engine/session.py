@@ -386,6 +386,9 @@ class EngineSession:
                 raise spent_by_reclaim(ticket)
             if ticket.status not in OPEN:
                 raise not_claimable(ticket, await self._holder(ticket))
+            # re-queued: its next attempt is checked as an open ticket's is (a lapsed row
+            # whose attempts were -5 was re-queued, claimed uncounted and run)
+            plan = self.plan(ticket, attempt="next")
         self.claiming = True  # (an interrupt from now on may leave it claimed)
         claimed = await self.gate.retrying(
             self.store.tickets.claim,
@@ -395,6 +398,12 @@ class EngineSession:
             lease_ttl=self.settings.lease_ttl,
         )
         self.claimed = True
+        if claimed.error == UNCOUNTED:  # changed since it was read: never run uncounted
+            try:
+                self.plan(claimed)
+            except AttemptsUsedError as exc:
+                await self._refuse_claimed(claimed, exc)
+                raise
         return await self.runner.run(claimed, plan)
 
     async def _holder(self, ticket: Ticket) -> str | None:

@@ -79,6 +79,15 @@ def not_claimable(ticket: Ticket, holder: str | None = None) -> ConflictError:
     return ConflictError(f"ticket {ticket.id} is {ticket.status}{hint}")
 
 
+def targetless_draft(ticket_id: int, field: str, doing: str) -> str:
+    """The line for a draft whose `field` (`agent_id`, `workflow_id`) is empty, which only
+    a draft may lack: what cannot be `doing` (`queued`, `run`, `cancelled`)."""
+    return (
+        f"ticket {ticket_id} is a draft with no {field} (only a draft may lack it): it"
+        f" cannot be {doing}; set its {field}, or delete the draft"
+    )
+
+
 class TicketStore:
     """Tickets: reading them, users' writes, and engines' claims, leases and results.
 
@@ -270,10 +279,7 @@ class TicketStore:
         draft = self.get(ticket_id)
         field = "workflow_id" if draft.execution_mode == "workflow" else "agent_id"
         if draft.status == "draft" and not getattr(draft, field):
-            raise ConfigError(
-                f"ticket {ticket_id} is a draft with no {field} (only a draft may lack it): it"
-                f" cannot be {doing}; set its {field}, or delete the draft"
-            ) from None
+            raise ConfigError(targetless_draft(ticket_id, field, doing)) from None
 
     def cancel(self, ticket_id: int) -> Ticket:
         try:

@@ -133,11 +133,14 @@ UPDATE workflow_runs SET engine_id = NULL, error = coalesce(error, :error)
 
 -- name: counted
 -- Whether a claim counts the attempt it makes (`attempts + 1`): only when the row's
--- attempts are a count below its max_attempts. Another client's row may hold anything
+-- attempts are a count below its max_attempts, itself a count the engine reads (at most
+-- 2^62, as store/rows.py reads counters). Another client's row may hold anything
 -- there (a REAL, text, the largest 64-bit integer, whose `+ 1` turns into a REAL): the claim
 -- then leaves it as written and sets `error` to errortext.UNCOUNTED, by which the engine fails the
 -- ticket unrun with its attempts as written (session.plan, refuse_claimed).
 typeof(attempts) IN ('integer','real') AND attempts = CAST(attempts AS INTEGER)
+    AND typeof(max_attempts) IN ('integer','real')
+    AND max_attempts = CAST(max_attempts AS INTEGER) AND max_attempts <= 4611686018427387904
     AND attempts >= 0 AND attempts < max_attempts
 
 -- name: claim
