@@ -27,21 +27,19 @@ EDGES = [
 ]
 
 
-@pytest.mark.parametrize(("what", "value", "line", "runs"), EDGES, ids=[e[0] for e in EDGES])
-def test_an_attempts_value_at_the_edge_fails_its_ticket_alone(
-    store_target: Target, tmp_path: Path, what: str, value: str, line: str, runs: int
-) -> None:
-    if store_target.dialect == "postgresql" and value in ("1.5", "'many'"):
-        pytest.skip("PostgreSQL's bigint column holds integers only")
+def run_beside(store_target: Target, tmp_path: Path, attempts: str, most: str, good: int) -> None:
+    """`good` open echo tickets, then one whose attempts and max_attempts are the SQL
+    `attempts` and `most` as written, run by `start --until-idle` to the end."""
     home = tmp_path / "home"
     assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
-    store_target.sql(
-        "INSERT INTO tickets (title, status, agent_id, inputs) VALUES"
-        + ", ".join(f" ('good {i}', 'open', 'echo', '{{}}')" for i in range(GOOD))
-    )
+    if good:
+        store_target.sql(
+            "INSERT INTO tickets (title, status, agent_id, inputs) VALUES"
+            + ", ".join(f" ('good {i}', 'open', 'echo', '{{}}')" for i in range(good))
+        )
     store_target.sql(
         "INSERT INTO tickets (title, status, agent_id, inputs, attempts, max_attempts)"
-        f" VALUES ('edge', 'open', 'echo', '{{}}', {value}, 3)"
+        f" VALUES ('edge', 'open', 'echo', '{{}}', {attempts}, {most})"
     )
     done = swarm(
         home, "start", "--foreground", "--until-idle", "--max-vms", "2", timeout=120,
@@ -49,6 +47,15 @@ def test_an_attempts_value_at_the_edge_fails_its_ticket_alone(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("what", "value", "line", "runs"), EDGES, ids=[e[0] for e in EDGES])
+def test_an_attempts_value_at_the_edge_fails_its_ticket_alone(
+    store_target: Target, tmp_path: Path, what: str, value: str, line: str, runs: int
+) -> None:
+    if store_target.dialect == "postgresql" and value in ("1.5", "'many'"):
+        pytest.skip("PostgreSQL's bigint column holds integers only")
+    run_beside(store_target, tmp_path, value, "3", good=GOOD)
     rows = store_target.rows("SELECT title, status, error, attempts FROM tickets ORDER BY id")
     assert [r["status"] for r in rows[:GOOD]] == ["done"] * GOOD, rows
     edge = rows[GOOD]
@@ -77,14 +84,7 @@ def test_a_max_attempts_the_engine_refuses_leaves_attempts_as_written(
 ) -> None:
     if store_target.dialect == "postgresql" and most in ("2.5", "'many'"):
         pytest.skip("PostgreSQL's bigint column holds integers only")
-    home = tmp_path / "home"
-    assert swarm_inproc(home, "status", "--init", **store_target.env).returncode == 0
-    store_target.sql(
-        "INSERT INTO tickets (title, status, agent_id, inputs, attempts, max_attempts)"
-        f" VALUES ('edge', 'open', 'echo', '{{}}', {attempts}, {most})"
-    )
-    done = swarm(home, "start", "--foreground", "--until-idle", timeout=120, **store_target.env)
-    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    run_beside(store_target, tmp_path, attempts, most, good=0)
     (edge,) = store_target.rows("SELECT status, error, attempts FROM tickets")
     assert edge["status"] == "failed" and line in edge["error"], edge
     assert edge["attempts"] == int(attempts)  # as written: the claim counted none
