@@ -42,6 +42,7 @@ from swarm_engine.vm.qemu.folders import (
     writable_or,
 )
 from swarm_engine.vm.qemu.forwards import kill_relays, relays_of, stop_strays
+from swarm_engine.vm.qemu.hostfit import fit_problem
 from swarm_engine.vm.qemu.image import Image, image_identity, load_image
 from swarm_engine.vm.qemu.machine import (
     MAX_SOCKET_PATH,
@@ -83,9 +84,7 @@ class QemuBackend:
         self._warm: WarmPool | None = None
         if options.warm:
             spec = VMSpec(memory_mb=options.default_memory_mb, vcpus=options.default_vcpus)
-            self._warm = WarmPool(
-                options.warm, spec, options.image, lambda: self._boot_new(_new_id("warm"), spec)
-            )
+            self._warm = WarmPool(options.warm, spec, options.image, lambda: self._boot_warm(spec))
 
     # -- configuration -----------------------------------------------------------------
     @functools.cached_property
@@ -131,11 +130,7 @@ class QemuBackend:
 
     # -- VMBackend ---------------------------------------------------------------------
     async def boot(self, vm_id: str, spec: VMSpec) -> QemuVM:
-        if spec.memory_mb < QEMU_MIN_MEMORY_MB:  # (a row registered before the minimum)
-            raise VMError(
-                f"memory_mb {spec.memory_mb} is below {QEMU_MIN_MEMORY_MB}, "
-                "the least a qemu VM boots with"
-            )
+        self._check_spec(spec)
         if spec.mounts:  # extra drives: no template or warm VM has those devices
             return await self._boot_with_mounts(vm_id, spec)
         if self._warm is not None:
@@ -149,6 +144,24 @@ class QemuBackend:
                         (vm.folder / SERVING_FILE).write_text(f"{vm_id}\n")
                     return vm
         return await self._boot_new(vm_id, spec)
+
+    @staticmethod
+    def _check_spec(spec: VMSpec) -> None:
+        """Refuse, in one line and before anything is made or started (a VM folder, a
+        template, QEMU), a spec no VM of this host can have: too little memory to boot,
+        or more memory or vCPUs than the host has (`hostfit`)."""
+        if spec.memory_mb < QEMU_MIN_MEMORY_MB:  # (a row registered before the minimum)
+            raise VMError(
+                f"memory_mb {spec.memory_mb} is below {QEMU_MIN_MEMORY_MB}, "
+                "the least a qemu VM boots with"
+            )
+        problem = fit_problem(spec)
+        if problem is not None:
+            raise VMError(problem)
+
+    async def _boot_warm(self, spec: VMSpec) -> QemuVM:
+        self._check_spec(spec)  # (the default spec: it may ask more than this host has)
+        return await self._boot_new(_new_id("warm"), spec)
 
     def reap(self, record: OrphanRecord) -> None:
         """Kill and delete what is left of a VM whose engine is gone. Only its folder in
