@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from swarm_engine.errors import ConfigError, VMError
-from swarm_engine.models import QEMU_MIN_MEMORY_MB, first_error
+from swarm_engine.models import IMAGE_RE, QEMU_MIN_MEMORY_MB, first_error
 from swarm_engine.vm.base import OrphanRecord, VMSpec
 from swarm_engine.vm.proctree import live_work, pid_alive, runs_swarm_engine
 from swarm_engine.vm.qemu import mounts
@@ -84,7 +84,13 @@ class QemuBackend:
         self._warm: WarmPool | None = None
         if options.warm:
             spec = VMSpec(memory_mb=options.default_memory_mb, vcpus=options.default_vcpus)
-            self._warm = WarmPool(options.warm, spec, options.image, lambda: self._boot_warm(spec))
+            self._warm = WarmPool(
+                options.warm,
+                spec,
+                options.image,
+                lambda: self._boot_warm(spec),
+                lambda: self.build(options.image),
+            )
 
     # -- configuration -----------------------------------------------------------------
     @functools.cached_property
@@ -107,15 +113,24 @@ class QemuBackend:
         """The image `name`, read again whenever its files changed on disk (a rebuild
         while this engine runs): a few `stat` calls per boot, so a restore never pairs
         a template of the old build with the new root filesystem."""
+        return self._image(name)[0]
+
+    def build(self, name: str | None = None) -> tuple[int, ...]:
+        """Which build of image `name` a boot now uses: its files' identity (`image`)."""
+        return self._image(name)[1]
+
+    def _image(self, name: str | None) -> tuple[Image, tuple[int, ...]]:
         key = name or self.options.image
         cached = self._images.get(key)
-        identity = image_identity(self.images_dir / key) if cached is not None else None
+        # Its files' identity before they are read (a change while they are read is seen
+        # next time); a name that is no image name is refused by `load_image`.
+        identity = image_identity(self.images_dir / key) if IMAGE_RE.fullmatch(key) else ()
         if cached is None or identity != cached[1]:
             if cached is not None:
                 log.info("qemu image %s changed on disk; using the new build", key)
             image = load_image(self.images_dir, key)
-            self._images[key] = cached = (image, image_identity(image.path))
-        return cached[0]
+            self._images[key] = cached = (image, identity)
+        return cached
 
     @property
     def warm_pool(self) -> WarmPool | None:

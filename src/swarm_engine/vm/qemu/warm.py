@@ -3,7 +3,9 @@
 Every warm VM is still used by exactly one step and then destroyed; a background task
 boots replacements one at a time (booting several at once only slows each down on a
 small host). Only requests for the pool's spec (memory, vcpus, image, no network) are
-served from it; anything else boots cold.
+served from it; anything else boots cold. Each warm VM keeps the build of the image it
+was booted from (`build`, asked before its boot starts); one of an older build than the
+image on disk now is destroyed when it would be handed out, never handed out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
@@ -24,13 +26,22 @@ MAX_BACKOFF = 30.0
 
 class WarmPool:
     def __init__(
-        self, size: int, spec: VMSpec, image: str, boot: Callable[[], Awaitable[QemuVM]]
+        self,
+        size: int,
+        spec: VMSpec,
+        image: str,
+        boot: Callable[[], Awaitable[QemuVM]],
+        build: Callable[[], Hashable],
     ) -> None:
         self.size = size
         self.spec = spec
         self.image = image
         self._boot = boot
+        self._build = build
+        """Which build of the image a boot now uses (raises `VMError` like a boot)."""
         self._ready: list[QemuVM] = []
+        self._builds: dict[str, Hashable] = {}
+        """The build each ready VM (by id) was booted from."""
         self._wanted = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -65,10 +76,15 @@ class WarmPool:
         await asyncio.wait_for(_wait(), timeout)
 
     async def take(self) -> QemuVM | None:
+        """A ready VM of the image's current build, or None; older builds' are destroyed."""
+        now = self._build() if self._ready else None
         while self._ready:
             vm = self._ready.pop(0)
+            built = self._builds.pop(vm.id, None)
             self._wanted.set()
-            if await vm.is_alive():
+            if built != now:
+                log.info("warm VM %s was booted from an older build of the image: destroyed", vm.id)
+            elif await vm.is_alive():
                 return vm
             await vm.destroy()
         self._wanted.set()
@@ -81,6 +97,7 @@ class WarmPool:
             self._wanted.clear()
             while not self._closed and len(self._ready) < self.size:
                 try:
+                    built = self._build()  # (before the boot: a change meanwhile is newer)
                     vm = await self._boot()
                 except VMError as exc:
                     self.failures += 1
@@ -93,6 +110,7 @@ class WarmPool:
                 if self._closed:
                     await vm.destroy()
                     return
+                self._builds[vm.id] = built
                 self._ready.append(vm)
                 async with self._changed:
                     self._changed.notify_all()
@@ -111,5 +129,6 @@ class WarmPool:
                 await self._task
             self._task = None
         ready, self._ready = self._ready, []
+        self._builds.clear()
         for vm in ready:
             await vm.destroy()
