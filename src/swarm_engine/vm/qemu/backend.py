@@ -63,6 +63,15 @@ from swarm_engine.vm.workspace import remove_folder
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+TEMPLATE_RETRY_AFTER = 300.0
+"""Seconds a template key that failed (made, or restored from) is not tried again by this
+engine, its VMs booting cold meanwhile: a failure may pass (a boot timeout on a loaded
+host, a full disk), so it is not for the engine's lifetime."""
+
+
+class BootTimedOut(VMError):
+    """A VM was not ready within `boot_timeout`: its guest may hang at boot."""
+
 
 class QemuBackend:
     name = "qemu"
@@ -76,7 +85,8 @@ class QemuBackend:
         if options.mounts_dir is not None:
             self._mounts_dirs = (options.mounts_dir, options.mounts_dir)
         self._snapshot_lock = asyncio.Lock()
-        self._snapshot_failed: set[str] = set()
+        self._snapshot_failed: dict[str, float] = {}
+        """Template keys that failed, and when (`time.monotonic`): see `_failed`."""
         self._templates: dict[str, templates.Template] = {}
         self._unmappable: set[Path] = set()
         self._accel: AccelChoice | None = None
@@ -316,7 +326,7 @@ class QemuBackend:
             except VMError as exc:
                 log.warning("restore from %s failed, booting cold: %s", template.folder, exc)
                 if template.problem() is None:  # not deleted meanwhile by another engine
-                    self._snapshot_failed.add(template.key)  # cold boots from now on
+                    self._fail(template.key)  # cold boots for a while
                     await asyncio.to_thread(templates.discard, template.folder)
             else:
                 if template.key.startswith(f"{self._stamp(spec)}-"):
@@ -355,7 +365,7 @@ class QemuBackend:
                 modes.insert(0, "mapped")
             for mode in modes:
                 key = self._template_key(spec, accel, mode)
-                if key in self._snapshot_failed:
+                if self._failed(key):
                     continue
                 found = self._templates.get(key)
                 if found is None or found.problem() is not None:
@@ -392,8 +402,23 @@ class QemuBackend:
                 return await self._make_template(spec, parent, key, mode)
         except OSError as exc:
             log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
-            self._snapshot_failed.add(key)
+            self._fail(key)
             return None
+
+    def _failed(self, key: str) -> bool:
+        """Whether template `key` failed less than `TEMPLATE_RETRY_AFTER` seconds ago."""
+        at = self._snapshot_failed.get(key)
+        if at is None:
+            return False
+        if time.monotonic() - at < TEMPLATE_RETRY_AFTER:
+            return True
+        del self._snapshot_failed[key]
+        log.info("trying template %s again (it failed %.0f s ago)", key, time.monotonic() - at)
+        return False
+
+    def _fail(self, *keys: str) -> None:
+        for key in keys:
+            self._snapshot_failed[key] = time.monotonic()
 
     async def _make_template(
         self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
@@ -405,7 +430,7 @@ class QemuBackend:
         full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
         if full is not None:
             log.warning("cannot save a %s template: %s; booting cold", mode, full)
-            self._snapshot_failed.add(key)
+            self._fail(key)
             return None
         tmp = templates.tmp_folder(parent, key)
         try:
@@ -422,7 +447,7 @@ class QemuBackend:
             await settled(tmp.mkdir)
         except OSError as exc:
             log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
-            self._snapshot_failed.add(key)
+            self._fail(key)
             return None
         ram = tmp / "ram" if mode == "mapped" else None
         refused = await settled(templates.unmappable, tmp) if ram else None
@@ -447,11 +472,21 @@ class QemuBackend:
                 await template.destroy()
             built_at = self._built_at(spec)
             made = await settled(templates.publish, tmp, key, mode, built_at)
+        except BootTimedOut as exc:
+            # A guest that hangs at boot hangs as a copy template and booted cold too: the
+            # step fails now (one boot_timeout, not three) and both kinds of template wait
+            # `TEMPLATE_RETRY_AFTER` (a timeout may be the host's load; later steps boot cold).
+            accel = await self.accel()
+            self._fail(*(self._template_key(spec, accel, kind) for kind in ("mapped", "copy")))
+            raise BootTimedOut(
+                f"the template {exc}; not tried again as a copy template or a cold boot in "
+                "this step (a guest that hangs at boot would hang there too)"
+            ) from exc
         except (VMError, OSError) as exc:
             full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
             why = f"{exc}; {full}" if full else str(exc)
             log.warning("cannot save a %s template VM: %s", mode, why)
-            self._snapshot_failed.add(key)
+            self._fail(key)
             return None
         log.info("saved template %s (%s) in %d ms", made.folder, mode, saved_ms)
         await asyncio.to_thread(templates.prune, parent, self._stamp(spec), built_at)
@@ -557,7 +592,7 @@ class QemuBackend:
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, TimeoutError):
                 said = f"; its console ends: {tail}" if tail else "; its console is empty"
-                raise VMError(
+                raise BootTimedOut(
                     f"VM {vm_id} was not ready within {self.options.boot_timeout:.0f} s{said}"
                 ) from exc
             raise
