@@ -7,7 +7,8 @@ as one chunk `FLUSH_SECONDS` after its first byte, or sooner when `CHUNK_BYTES` 
 waiting, by a task of the shipper's own (started only then: a step that ends sooner
 never has one), through the runner's `write` (retried while the store is busy and the
 lease is held). A slow store is a delay: what waits is held in memory, and that is
-bounded by the log's own cap. Once the attempt loses its ticket, shipping stops. At the
+bounded by the log's own cap. Once the attempt loses its ticket, shipping stops. A step
+stopped from outside ships the rest too, for at most `STOPPED_SHIP_SECONDS`. At the
 step's end the runner takes the rest (`take_rest`): it stores it with the step's end, or,
 once the task has started, waits for the task to ship it first.
 """
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
 CHUNK_BYTES = 32 * 1024
+STOPPED_SHIP_SECONDS = 2.0
+"""How long a stopped step's end waits for the rest of its log to be stored."""
 ROW_BYTES = 256 * 1024
 """The most one stored chunk holds (bytes of the log; its text may be a little longer where
 bytes that are not UTF-8, and NUL bytes, became U+FFFD: `records.stored_text`): what gathered while the store was slow is stored
@@ -105,16 +108,15 @@ class LogShipper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Ship the rest and stop; when the step was cancelled, just stop (the rest is
-        still in `output.log`)."""
+        """Ship the rest and stop. When the step was stopped (cancelled: its ticket's
+        cancel or timeout, `stop --now`), the rest is shipped too, for at most
+        `STOPPED_SHIP_SECONDS` (then, or on another cancel, what is left stays in
+        `output.log` only): its last lines were lost from the stored log."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await self._ship_rest_within(STOPPED_SHIP_SECONDS)
             return
         self._closing = True
         if self._task is None:
@@ -122,6 +124,24 @@ class LogShipper:
             return
         self._wake.set()
         await self._task
+
+    async def _ship_rest_within(self, seconds: float) -> None:
+        """Ship what waits (after what the task is shipping, in order) for at most
+        `seconds`, then stop shipping. The caller was cancelled: this is not."""
+        self._closing = True
+        if self._task is None:
+            if not self._pending or self._stopped:
+                return
+            self._task = asyncio.create_task(self._ship(final=True), name="step-log-rest")
+        else:
+            self._wake.set()
+        task = self._task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), seconds)
+        except (TimeoutError, asyncio.CancelledError):  # (a slow store, or cancelled again)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self) -> None:
         while True:
