@@ -7,6 +7,7 @@ value nobody wrote. Both stores, the real engine command."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,29 @@ def test_run_ticket_of_a_lapsed_row_with_no_count_of_attempts_never_runs_it(
     (row,) = store_target.rows("SELECT status, attempts FROM tickets")
     assert row["status"] != "done" and row["attempts"] == -5, row
     assert not store_target.rows("SELECT 1 FROM step_executions")  # never ran
+
+
+def test_a_lapsed_row_whose_attempts_are_bytes_is_failed_with_a_readable_line(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a lapsed `claimed` row whose attempts are a BLOB (`x'00'`) is failed by the
+    lease reclaim with a line that holds no byte of it (it held a NUL, which cut the line
+    short in `sqlite3`)."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    conn = sqlite3.connect(home / "tickets.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO tickets (title, status, agent_id, inputs, attempts, max_attempts,"
+            " engine_id, attempt_id, lease_expires_at)"
+            " VALUES ('blob', 'claimed', 'echo', '{}', x'00', 3, 'ghost', 'x1', '2020-01-01')"
+        )
+    conn.close()
+    done = swarm(home, "cleanup", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    conn = sqlite3.connect(home / "tickets.db")
+    ((status, error, attempts),) = conn.execute("SELECT status, error, attempts FROM tickets")
+    conn.close()
+    assert status == "failed" and "\x00" not in error, error
+    assert error.startswith("lease expired after ? attempt(s); engine ghost"), error
+    assert attempts == b"\x00"  # as written

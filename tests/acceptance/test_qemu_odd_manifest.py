@@ -17,10 +17,25 @@ from tests.support.cli import swarm
 from swarm_engine.vm.qemu.image import FILES, MANIFEST_BYTES
 
 ODD = [
-    ("a list", "[]", "not a JSON object (a list)"),
-    ("a number as cmdline", '{"cmdline": 5, "kernel": "tiny"}', "cmdline is not text"),
-    ("null machine", '{"cmdline": "x", "machine": {"a": 1}}', "machine is not text"),
-    ("a NUL in cmdline", '{"cmdline": "a\\u0000b"}', "cmdline holds a NUL or a line break"),
+    ("a list", "[]", "not a JSON object (an array)"),
+    ("null", "null", "not a JSON object (null)"),
+    ("an empty object", "{}", "no cmdline (not a manifest `vm image build` wrote)"),
+    ("a number as cmdline", '{"cmdline": 5, "built_at": "x"}', "cmdline is not text"),
+    (
+        "an object as machine",
+        '{"cmdline": "x", "built_at": "x", "machine": {"a": 1}}',
+        "machine is not text",
+    ),
+    (
+        "a NUL in cmdline",
+        '{"cmdline": "a\\u0000b", "built_at": "x"}',
+        "cmdline holds a NUL or a line break",
+    ),
+    (
+        "a 60 KB cmdline",
+        '{"cmdline": "' + "a=b " * 15000 + '", "built_at": "x"}',
+        "cmdline is longer than 1024 bytes",
+    ),
     ("a huge file", '{"pad": "' + "x" * MANIFEST_BYTES + '"}', "more than 64 KiB"),
 ]
 

@@ -96,13 +96,28 @@ MANIFEST_TEXT = ("cmdline", "machine", "kernel", "kernel_version", "recipe", "bu
 command line as they are)."""
 
 
+MANIFEST_NEEDED = ("cmdline", "built_at")
+"""Keys every manifest `vm image build` writes has, and a boot needs (`{}` booted the
+default command line and failed 11 s later)."""
+MAX_CMDLINE_BYTES = 1024
+"""The longest `cmdline` taken: x86's kernel command line holds 2048 bytes, and the
+backend adds its own (a 60 KB one panicked the guest at boot)."""
+
+
 def manifest_problem(manifest: object) -> str | None:
     """Why `manifest` (a manifest.json as read) is not one the backend can boot from, in a
     few words, or None: it is a JSON object whose `MANIFEST_TEXT` keys are text (a file
     holding `[]` failed the boot as `'list' object has no attribute 'get'`, and a number
     as `cmdline` reached QEMU's command line)."""
     if not isinstance(manifest, dict):
-        return f"not a JSON object (a {type(manifest).__name__})"
+        kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+        return f"not a JSON object ({kind.get(type(manifest), 'a number')})"
+    for key in MANIFEST_NEEDED:
+        if key not in manifest:
+            return f"no {key} (not a manifest `vm image build` wrote)"
+    cmdline = manifest.get("cmdline")
+    if isinstance(cmdline, str) and len(cmdline.encode("utf-8", "replace")) > MAX_CMDLINE_BYTES:
+        return f"cmdline is longer than {MAX_CMDLINE_BYTES} bytes (the kernel takes 2048 in all)"
     for key in MANIFEST_TEXT:
         value = manifest.get(key)
         if value is not None and not isinstance(value, str):

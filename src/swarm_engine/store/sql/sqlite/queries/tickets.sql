@@ -323,7 +323,9 @@ SELECT
 UPDATE tickets SET
        status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
        error = CASE WHEN attempts < max_attempts THEN NULL
-                    ELSE 'lease expired after ' || attempts || ' attempt(s); engine '
+                    ELSE 'lease expired after '
+                         || CASE WHEN typeof(attempts) IN ('integer','real') THEN attempts ELSE '?' END
+                         || ' attempt(s); engine '
                          || coalesce(engine_id,'?') || ' did not renew it in time' END,
        completed_at = CASE WHEN attempts < max_attempts THEN NULL
                            ELSE strftime('%Y-%m-%dT%H:%M:%fZ','now') END,
