@@ -21,6 +21,8 @@ from swarm_engine.vm.qemu.vm import QemuVM
 
 log = logging.getLogger(__name__)
 
+FIRST_BACKOFF = 1.0
+"""Seconds before the first retry of a failed warm boot; doubled each time."""
 MAX_BACKOFF = 30.0
 
 
@@ -91,7 +93,8 @@ class WarmPool:
         return None
 
     async def _refill(self) -> None:
-        backoff = 1.0
+        backoff = FIRST_BACKOFF
+        said = ""  # the last failure's line logged
         while not self._closed:
             await self._wanted.wait()
             self._wanted.clear()
@@ -101,12 +104,16 @@ class WarmPool:
                     vm = await self._boot()
                 except VMError as exc:
                     self.failures += 1
-                    log.warning("warm VM failed to boot: %s", exc)
+                    if str(exc) != said:  # (a refusal that stays, its spec too big for
+                        said = str(exc)  # the host, is said once, not every 30 s)
+                        log.warning("warm VM failed to boot: %s", exc)
+                    else:
+                        log.debug("warm VM failed to boot again: %s", exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_closed(), backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
-                backoff = 1.0
+                backoff = FIRST_BACKOFF
                 if self._closed:
                     await vm.destroy()
                     return
