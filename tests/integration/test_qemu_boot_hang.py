@@ -12,14 +12,11 @@ from typing import Any
 
 import pytest
 
-from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu import backend as qemu_backend
 from swarm_engine.vm.qemu.backend import create
 from swarm_engine.vm.qemu.config import default_image
-from swarm_engine.vm.qemu.doctor import unavailable
-from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.image import load_image
 from swarm_engine.vm.qemu.machine import MachineSpec
 
@@ -29,12 +26,8 @@ NOT_AGAIN = "not tried again as a copy template or a cold boot in this step"
 
 
 @pytest.fixture
-def images() -> Path:
-    found = images_dir_for(load_settings().home)
-    reason = unavailable(found)
-    if reason is not None:
-        pytest.skip(reason)
-    return found
+def images(qemu_images: Path) -> Path:
+    return qemu_images
 
 
 def _hanging_image(images: Path, tmp_path: Path) -> Path:

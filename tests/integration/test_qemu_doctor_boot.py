@@ -11,18 +11,11 @@ from pathlib import Path
 import pytest
 from tests.support.cli import swarm
 
-from swarm_engine.config import load_settings
-from swarm_engine.vm.qemu.doctor import unavailable
-from swarm_engine.vm.qemu.folders import images_dir_for
-
 pytestmark = [pytest.mark.qemu]
 
 
-def test_the_doctors_boot_uses_the_homes_qemu_options(tmp_path: Path) -> None:
-    images = images_dir_for(load_settings().home)
-    reason = unavailable(images)
-    if reason is not None:
-        pytest.skip(reason)
+def test_the_doctors_boot_uses_the_homes_qemu_options(tmp_path: Path, qemu_images: Path) -> None:
+    images = qemu_images
     home, run_dir = tmp_path / "home", tmp_path / "vms"
     home.mkdir()
     (home / "config.toml").write_text(

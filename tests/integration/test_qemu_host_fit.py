@@ -11,25 +11,18 @@ from typing import Any
 
 import pytest
 
-from swarm_engine.config import load_settings
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu import backend as qemu_backend
 from swarm_engine.vm.qemu.backend import create
-from swarm_engine.vm.qemu.doctor import unavailable
-from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.hostfit import host_cpus, host_memory_mib
 
 pytestmark = [pytest.mark.qemu]
 
 
 @pytest.fixture
-def images() -> Path:
-    found = images_dir_for(load_settings().home)
-    reason = unavailable(found)
-    if reason is not None:
-        pytest.skip(reason)
-    return found
+def images(qemu_images: Path) -> Path:
+    return qemu_images
 
 
 def _too_much_memory() -> tuple[VMSpec, str]:

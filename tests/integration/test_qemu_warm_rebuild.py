@@ -9,24 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from swarm_engine.config import load_settings
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu.backend import create
 from swarm_engine.vm.qemu.config import default_image
-from swarm_engine.vm.qemu.doctor import unavailable
-from swarm_engine.vm.qemu.folders import images_dir_for
 from swarm_engine.vm.qemu.image import load_image
 
 pytestmark = [pytest.mark.qemu]
 
 
 @pytest.fixture
-def images() -> Path:
-    found = images_dir_for(load_settings().home)
-    reason = unavailable(found)
-    if reason is not None:
-        pytest.skip(reason)
-    return found
+def images(qemu_images: Path) -> Path:
+    return qemu_images
 
 
 async def test_a_warm_vm_of_an_older_build_is_never_handed_out(
