@@ -15,6 +15,7 @@ import pytest
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu import backend as qemu_backend
+from swarm_engine.vm.qemu import templating
 from swarm_engine.vm.qemu.backend import create
 from swarm_engine.vm.qemu.config import default_image
 from swarm_engine.vm.qemu.image import load_image
@@ -76,7 +77,7 @@ async def test_a_guest_that_hangs_at_boot_costs_one_boot_timeout(
         assert NOT_AGAIN not in str(second.value)
         assert started == ["template", "cold"]
         # Once the wait is over the template is tried again (time moved, not slept).
-        monkeypatch.setattr(qemu_backend, "TEMPLATE_RETRY_AFTER", 0.0)
+        monkeypatch.setattr(templating, "TEMPLATE_RETRY_AFTER", 0.0)
         with pytest.raises(VMError, match=NOT_AGAIN):
             await backend.boot("vm-000000000003", VMSpec())
         assert started == ["template", "cold", "template"]

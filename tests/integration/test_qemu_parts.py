@@ -404,7 +404,7 @@ def test_the_fence_kills_a_folders_qemu_only_for_the_row_of_that_vm(tmp_path: Pa
         folder's socket, as `is_our_qemu` checks)."""
         folder = backend.run_dir / name
         folder.mkdir(parents=True)
-        sock = backend._socket_path(folder)
+        sock = backend.socket_path(folder)
         proc = subprocess.Popen(
             ["bash", "-c", 'exec -a qemu-system-x86_64 "$0" -c "import time; time.sleep(300)"'
              ' "$1"', sys.executable, f"socket,id=agent,path={sock}"],

@@ -54,23 +54,14 @@ from swarm_engine.vm.qemu.machine import (
     start_qemu,
 )
 from swarm_engine.vm.qemu.protocol import Channel
-from swarm_engine.vm.qemu.snapshot import WARM_UP, WARM_UP_TIMEOUT, save_state, start_restore
+from swarm_engine.vm.qemu.snapshot import start_restore
+from swarm_engine.vm.qemu.templating import BootTimedOut, TemplateMaker
 from swarm_engine.vm.qemu.vm import QemuVM
 from swarm_engine.vm.qemu.warm import WarmPool
-from swarm_engine.vm.settled import settled
 from swarm_engine.vm.workspace import remove_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-TEMPLATE_RETRY_AFTER = 300.0
-"""Seconds a template key that failed (made, or restored from) is not tried again by this
-engine, its VMs booting cold meanwhile: a failure may pass (a boot timeout on a loaded
-host, a full disk), so it is not for the engine's lifetime."""
-
-
-class BootTimedOut(VMError):
-    """A VM was not ready within `boot_timeout`: its guest may hang at boot."""
 
 
 class QemuBackend:
@@ -84,11 +75,7 @@ class QemuBackend:
         self._mounts_dirs = (self.images_dir / ".mounts", home / "run" / "qemu-mounts")
         if options.mounts_dir is not None:
             self._mounts_dirs = (options.mounts_dir, options.mounts_dir)
-        self._snapshot_lock = asyncio.Lock()
-        self._snapshot_failed: dict[str, float] = {}
-        """Template keys that failed, and when (`time.monotonic`): see `_failed`."""
-        self._templates: dict[str, templates.Template] = {}
-        self._unmappable: set[Path] = set()
+        self.templates = TemplateMaker(self)
         self._accel: AccelChoice | None = None
         self._images: dict[str, tuple[Image, tuple[int, ...]]] = {}
         self._warm: WarmPool | None = None
@@ -205,7 +192,7 @@ class QemuBackend:
         mine = owner == os.getpid() and not runs_swarm_engine(owner)  # (a test's, in-process)
         if owner is not None and pid_alive(owner) and not mine:
             raise VMError(f"VM folder {folder} belongs to a running engine (pid {owner})")
-        sock = self._socket_path(folder)
+        sock = self.socket_path(folder)
         qemu = read_pid(folder / "qemu.pid")
         if qemu is not None and is_our_qemu(qemu, str(sock)):
             why = live_work([qemu])  # the engine above it, whatever owner.pid says
@@ -232,7 +219,7 @@ class QemuBackend:
         if (
             qemu is None
             or not pid_alive(qemu)
-            or not is_our_qemu(qemu, str(self._socket_path(folder)))
+            or not is_our_qemu(qemu, str(self.socket_path(folder)))
         ):
             return 0
         kill_group(qemu)
@@ -290,7 +277,7 @@ class QemuBackend:
         """Kill the relays of this backend's VMs that are gone (`forwards.stop_strays`)."""
         return stop_strays(self.run_dir, is_our_qemu)
 
-    def _socket_path(self, folder: Path, name: str = "agent") -> Path:
+    def socket_path(self, folder: Path, name: str = "agent") -> Path:
         path = folder / f"{name}.sock"
         if len(str(path)) <= MAX_SOCKET_PATH:
             return path
@@ -307,7 +294,7 @@ class QemuBackend:
         keep = self.options.mounts_keep
         with contextlib.ExitStack() as holds:  # no engine prunes them until QEMU has them open
             drives = await asyncio.to_thread(mounts.pack_all, spec.mounts, cache, holds, keep=keep)
-            vm = await self._launch(vm_id, spec, drives=drives)
+            vm = await self.launch(vm_id, spec, drives=drives)
         try:
             await mounts.mount(vm, drives)
         except BaseException:
@@ -320,13 +307,13 @@ class QemuBackend:
         template = await self.snapshot_for(spec) if self.options.snapshot else None
         if template is not None:
             try:
-                vm = await self._launch(
+                vm = await self.launch(
                     vm_id, spec, incoming=template.state, ram=template.ram, start=template.mode
                 )
             except VMError as exc:
                 log.warning("restore from %s failed, booting cold: %s", template.folder, exc)
                 if template.problem() is None:  # not deleted meanwhile by another engine
-                    self._fail(template.key)  # cold boots for a while
+                    self.templates.fail(template.key)  # cold boots for a while
                     await asyncio.to_thread(templates.discard, template.folder)
             else:
                 if template.key.startswith(f"{self._stamp(spec)}-"):
@@ -335,167 +322,17 @@ class QemuBackend:
                 # new files): never run an old build's template on them; start again.
                 await vm.destroy()
                 return await self._boot_new(vm_id, spec)
-        return await self._launch(vm_id, spec)
-
-    def _template_key(self, spec: VMSpec, accel: AccelChoice, mode: templates.Mode) -> str:
-        return templates.key_for(self._stamp(spec), spec.memory_mb, spec.vcpus, accel.mode, mode)
+        return await self.launch(vm_id, spec)
 
     def _stamp(self, spec: VMSpec) -> str:
-        """Which build of the image a template was made from: its recipe, build time and
-        the size and mtime of its kernel, initramfs and root filesystem (a root filesystem
-        replaced without a new manifest is another build too)."""
-        image = self.image(spec.image)
-        build = hashlib.sha256(str(image.manifest.get("built_at")).encode())
-        build.update(repr(image_identity(image.path, inodes=False)).encode())
-        return f"{image.manifest.get('recipe')}-{build.hexdigest()[:8]}"
+        return self.templates.stamp(spec)
 
     async def snapshot_for(self, spec: VMSpec) -> templates.Template | None:
-        """The template for `spec`, made now if missing; None if it cannot be used.
+        """The template for `spec`, made now if missing; None if it cannot be used
+        (`TemplateMaker.snapshot_for`)."""
+        return await self.templates.snapshot_for(spec)
 
-        Mapped mode (the default) falls back to a copy template only if the snapshot
-        folder cannot hold a mapped RAM file, and says so in the log: a copy template is
-        as isolated (each clone gets RAM of its own), only slower and larger."""
-        if spec.network:
-            return None
-        accel = await self.accel()
-        parent = self.snapshot_dir / self.image(spec.image).name
-        async with self._snapshot_lock:
-            modes: list[templates.Mode] = ["copy"]
-            if self.options.snapshot_memory == "mapped" and parent not in self._unmappable:
-                modes.insert(0, "mapped")
-            for mode in modes:
-                key = self._template_key(spec, accel, mode)
-                if self._failed(key):
-                    continue
-                found = self._templates.get(key)
-                if found is None or found.problem() is not None:
-                    found = await asyncio.to_thread(templates.find, parent, key)
-                if found is not None:
-                    problem = found.problem()
-                    if problem is None:
-                        self._templates[key] = found
-                        return found
-                    log.error("dropping template %s: %s", found.folder, problem)
-                    await asyncio.to_thread(templates.discard, found.folder)
-                made = await self._make_template_once(spec, parent, key, mode)
-                if made is not None:
-                    self._templates[key] = made
-                    return made
-                if mode == "mapped":
-                    log.warning(
-                        "no mapped template in %s; trying a copy template (as isolated: "
-                        "each clone reads guest RAM into memory of its own; slower, larger)",
-                        parent,
-                    )
-        return None
-
-    async def _make_template_once(
-        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
-    ) -> templates.Template | None:
-        """Make `key`'s template under the lock every engine sharing `parent` takes, or
-        use the one another engine made while this one waited."""
-        try:
-            async with templates.locked(parent, key):
-                found = await asyncio.to_thread(templates.find, parent, key)
-                if found is not None and found.problem() is None:
-                    return found
-                return await self._make_template(spec, parent, key, mode)
-        except OSError as exc:
-            log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
-            self._fail(key)
-            return None
-
-    def _failed(self, key: str) -> bool:
-        """Whether template `key` failed less than `TEMPLATE_RETRY_AFTER` seconds ago."""
-        at = self._snapshot_failed.get(key)
-        if at is None:
-            return False
-        if time.monotonic() - at < TEMPLATE_RETRY_AFTER:
-            return True
-        del self._snapshot_failed[key]
-        log.info("trying template %s again (it failed %.0f s ago)", key, time.monotonic() - at)
-        return False
-
-    def _fail(self, *keys: str) -> None:
-        for key in keys:
-            self._snapshot_failed[key] = time.monotonic()
-
-    async def _make_template(
-        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
-    ) -> templates.Template | None:
-        """Boot a template VM and save it; None (logged) if that fails. Its temporary
-        folder is deleted on every end but its publishing (a failure, a cancel: a step's
-        timeout, an engine's abort), off the event loop and to the end whatever cancel
-        comes meanwhile (`vm/settled.py`); file work in it never outlives a cancel."""
-        full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
-        if full is not None:
-            log.warning("cannot save a %s template: %s; booting cold", mode, full)
-            self._fail(key)
-            return None
-        tmp = templates.tmp_folder(parent, key)
-        try:
-            return await self._save_template(spec, parent, key, mode, tmp)
-        finally:  # once published the folder has another name: nothing is left to delete
-            await settled(templates.discard, tmp, drop=False)
-
-    async def _save_template(
-        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode, tmp: Path
-    ) -> templates.Template | None:
-        """`_make_template`'s work in `tmp` (made here, published at the end when all went
-        well; the caller deletes it otherwise)."""
-        try:
-            await settled(tmp.mkdir)
-        except OSError as exc:
-            log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
-            self._fail(key)
-            return None
-        ram = tmp / "ram" if mode == "mapped" else None
-        refused = await settled(templates.unmappable, tmp) if ram else None
-        if refused is not None:
-            log.warning("guest RAM cannot be mapped from a file in %s: %s", parent, refused)
-            self._unmappable.add(parent)
-            return None
-        try:
-            template = await self._launch(
-                _new_id("template"), spec, qmp=True, ram=ram, ram_shared=True
-            )
-            try:
-                warmed = await template.exec(WARM_UP, timeout=WARM_UP_TIMEOUT)
-                if warmed.exit_code != 0:
-                    raise VMError(f"the template VM's first command `{WARM_UP}` failed")
-                saved_ms = await save_state(
-                    self._socket_path(template.folder, "qmp"),
-                    tmp / "state",
-                    mapped=mode == "mapped",
-                )
-            finally:
-                await template.destroy()
-            built_at = self._built_at(spec)
-            made = await settled(templates.publish, tmp, key, mode, built_at)
-        except BootTimedOut as exc:
-            # A guest that hangs at boot hangs as a copy template and booted cold too: the
-            # step fails now (one boot_timeout, not three) and both kinds of template wait
-            # `TEMPLATE_RETRY_AFTER` (a timeout may be the host's load; later steps boot cold).
-            accel = await self.accel()
-            self._fail(*(self._template_key(spec, accel, kind) for kind in ("mapped", "copy")))
-            raise BootTimedOut(
-                f"the template {exc}; not tried again as a copy template or a cold boot in "
-                "this step (a guest that hangs at boot would hang there too)"
-            ) from exc
-        except (VMError, OSError) as exc:
-            full = await asyncio.to_thread(templates.space_problem, parent, spec.memory_mb)
-            why = f"{exc}; {full}" if full else str(exc)
-            log.warning("cannot save a %s template VM: %s", mode, why)
-            self._fail(key)
-            return None
-        log.info("saved template %s (%s) in %d ms", made.folder, mode, saved_ms)
-        await asyncio.to_thread(templates.prune, parent, self._stamp(spec), built_at)
-        return made
-
-    def _built_at(self, spec: VMSpec) -> str:
-        return str(self.image(spec.image).manifest.get("built_at") or "")
-
-    async def _launch(
+    async def launch(
         self,
         vm_id: str,
         spec: VMSpec,
@@ -515,12 +352,12 @@ class QemuBackend:
         except OSError as exc:
             raise VMError(f"cannot create the run folder of {vm_id}: {exc}") from exc
         (folder / OWNER_FILE).write_text(f"{os.getpid()} {pid_namespace()}\n")
-        sock_path = self._socket_path(folder)
+        sock_path = self.socket_path(folder)
         (folder / "socket").write_text(f"{sock_path}\n")
         # A clone of a mapped template waits (`-incoming defer`) for the host to switch on
         # `x-ignore-shared` through QMP, which QEMU connects to us like the agent's port.
         deferred = incoming is not None and ram is not None
-        qmp_path = self._socket_path(folder, "qmp") if deferred else None
+        qmp_path = self.socket_path(folder, "qmp") if deferred else None
         machine = MachineSpec(
             image=image,
             accel=accel,
@@ -531,7 +368,7 @@ class QemuBackend:
             network=spec.network,
             allowed_ports=spec.allowed_ports,
             console_log=folder / "console.log" if self.options.console_log else None,
-            qmp_socket=self._socket_path(folder, "qmp") if qmp else None,
+            qmp_socket=self.socket_path(folder, "qmp") if qmp else None,
             incoming=None if deferred else incoming,
             incoming_qmp=qmp_path,
             ram_file=ram,
