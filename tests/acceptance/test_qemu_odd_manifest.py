@@ -20,6 +20,8 @@ ODD = [
     ("a list", "[]", "not a JSON object (an array)"),
     ("null", "null", "not a JSON object (null)"),
     ("an empty object", "{}", "no cmdline (not a manifest `vm image build` wrote)"),
+    ("a null built_at", '{"cmdline": "x", "built_at": null}', "no built_at"),
+    ("an empty cmdline", '{"cmdline": " ", "built_at": "x"}', "no cmdline"),
     ("a number as cmdline", '{"cmdline": 5, "built_at": "x"}', "cmdline is not text"),
     (
         "an object as machine",

@@ -113,7 +113,8 @@ def manifest_problem(manifest: object) -> str | None:
         kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
         return f"not a JSON object ({kind.get(type(manifest), 'a number')})"
     for key in MANIFEST_NEEDED:
-        if key not in manifest:
+        value = manifest.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):  # (or `""`)
             return f"no {key} (not a manifest `vm image build` wrote)"
     cmdline = manifest.get("cmdline")
     if isinstance(cmdline, str) and len(cmdline.encode("utf-8", "replace")) > MAX_CMDLINE_BYTES:

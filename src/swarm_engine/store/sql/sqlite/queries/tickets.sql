@@ -324,7 +324,7 @@ UPDATE tickets SET
        status = CASE WHEN attempts < max_attempts THEN 'open' ELSE 'failed' END,
        error = CASE WHEN attempts < max_attempts THEN NULL
                     ELSE 'lease expired after '
-                         || CASE WHEN typeof(attempts) IN ('integer','real') THEN attempts ELSE '?' END
+                         || CASE WHEN typeof(attempts) = 'integer' THEN attempts ELSE '?' END
                          || ' attempt(s); engine '
                          || coalesce(engine_id,'?') || ' did not renew it in time' END,
        completed_at = CASE WHEN attempts < max_attempts THEN NULL
