@@ -6,19 +6,17 @@ an image."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.images import linked_image, write_manifest
 
 from swarm_engine.errors import VMError
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu import backend as qemu_backend
 from swarm_engine.vm.qemu import templating
 from swarm_engine.vm.qemu.backend import create
-from swarm_engine.vm.qemu.config import default_image
-from swarm_engine.vm.qemu.image import load_image
 from swarm_engine.vm.qemu.machine import MachineSpec
 
 pytestmark = [pytest.mark.qemu]
@@ -34,17 +32,11 @@ def images(qemu_images: Path) -> Path:
 def _hanging_image(images: Path, tmp_path: Path) -> Path:
     """A copy of the test image whose guest hangs at boot: no init to run, and a kernel
     that waits forever after its panic (`panic=0`) instead of rebooting."""
-    source = load_image(images, default_image())
-    folder = tmp_path / "images" / source.name
-    folder.mkdir(parents=True)
-    for item in source.path.iterdir():
-        if item.name != "manifest.json":
-            (folder / item.name).symlink_to(item)
-    manifest = dict(source.manifest)
+    folder, manifest = linked_image(images, tmp_path)
     words = str(manifest.get("cmdline") or "console=ttyS0 quiet panic=-1 rdinit=/init").split()
     words = [w for w in words if not w.startswith(("panic=", "rdinit="))]
     manifest["cmdline"] = " ".join([*words, "panic=0", "rdinit=/swarm-missing"])
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     return folder.parent
 
 

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.support.images import linked_image
 
 from swarm_engine.vm.base import VMSpec
 from swarm_engine.vm.qemu.backend import create
-from swarm_engine.vm.qemu.config import default_image
-from swarm_engine.vm.qemu.image import load_image
 
 pytestmark = [pytest.mark.qemu]
 
@@ -25,17 +24,10 @@ def images(qemu_images: Path) -> Path:
 async def test_a_warm_vm_of_an_older_build_is_never_handed_out(
     tmp_path: Path, images: Path
 ) -> None:
-    source = load_image(images, default_image())
-    folder = tmp_path / "images" / source.name
-    folder.mkdir(parents=True)
-    for item in source.path.iterdir():
-        if item.name != "manifest.json":
-            (folder / item.name).symlink_to(item)
-    manifest = dict(source.manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    folder, manifest = linked_image(images, tmp_path)
     options = {
         "images_dir": str(folder.parent),
-        "image": source.name,
+        "image": folder.name,
         "warm": 1,
         "snapshot_dir": str(tmp_path / "snap"),
         "run_dir": str(tmp_path / "run"),
