@@ -64,6 +64,23 @@ Claimed = tuple[Ticket, Plan | SwarmError | None, Started | None]
 """A ticket claimed by the daemon, its plan and its run (see `claim_planned`)."""
 
 
+def attempts_over(ticket: Ticket, attempt: AttemptCount) -> AttemptsUsedError | None:
+    """Why `ticket` must not run the attempt `attempt` names (`claimed`: the one a claim
+    counted in `ticket.attempts`; `next`: the one after them; None: not checked), or None.
+    A claim counts no attempt for a row whose attempts are no count below its
+    max_attempts (`errortext.UNCOUNTED` in its `error`): such a claim is always refused,
+    with the line of the attempt after them."""
+    if attempt is None:
+        return None
+    uncounted = attempt == "claimed" and ticket.error == UNCOUNTED
+    over = attempts_exceeded(
+        ticket, ticket.attempts + (attempt == "next" or uncounted), claimed=attempt == "claimed"
+    )
+    if over is None and uncounted:  # (the store and this check disagree: never run it)
+        over = f"ticket {ticket.id}: {UNCOUNTED}"
+    return None if over is None else AttemptsUsedError(over)
+
+
 class StoreRecorder:
     """Records the pool's VM transitions in the `vms` table (through the gate, patiently:
     bookkeeping waits for a busy store rather than failing the step; once an engine that
@@ -314,22 +331,9 @@ class EngineSession:
         counted in `ticket.attempts`; `next`, the one after them; None: not checked)."""
         if ticket.problem is not None:
             raise ConfigError(ticket.problem)
-        # a claim counts no attempt for a row whose attempts are no count below its
-        # max_attempts (`errortext.UNCOUNTED`): its check is then of the attempt after them
-        uncounted = attempt == "claimed" and ticket.error == UNCOUNTED
-        over = (
-            None
-            if attempt is None
-            else attempts_exceeded(
-                ticket,
-                ticket.attempts + (attempt == "next" or uncounted),
-                claimed=attempt == "claimed",
-            )
-        )
-        if over is None and uncounted:  # (the store and this check disagree: never run it)
-            over = f"ticket {ticket.id}: {UNCOUNTED}"
+        over = attempts_over(ticket, attempt)
         if over is not None:
-            raise AttemptsUsedError(over)
+            raise over
         try:
             plan = build_plan(ticket, self.registry)
             for step in plan.steps.values():
@@ -398,12 +402,13 @@ class EngineSession:
             lease_ttl=self.settings.lease_ttl,
         )
         self.claimed = True
-        if claimed.error == UNCOUNTED:  # changed since it was read: never run uncounted
-            try:
-                self.plan(claimed)
-            except AttemptsUsedError as exc:
-                await self._refuse_claimed(claimed, exc)
-                raise
+        if claimed.error == UNCOUNTED:  # changed since it was read: never run uncounted,
+            # whatever else its row now holds (a plan of the changed row could raise a
+            # ConfigError first and leave it claimed until its lease ran out)
+            why = attempts_over(claimed, "claimed")
+            assert why is not None  # (an uncounted claim is always refused)
+            await self._refuse_claimed(claimed, why)
+            raise why
         return await self.runner.run(claimed, plan)
 
     async def _holder(self, ticket: Ticket) -> str | None:
