@@ -182,3 +182,28 @@ def test_a_dashboard_form_is_urlencoded_utf8_or_refused(api: Api) -> None:
     assert good.status_code == 200 and "ticket 1 created" in good.text, good.text
     assert [t["title"] for t in api.get("/v1/tickets").json()["items"]] == ["café"]
     assert "Traceback" not in api.stop()
+
+
+def test_a_json_body_is_utf8_without_a_bom_or_refused(api: Api) -> None:
+    """`json.loads` on bytes skips a UTF-8 byte-order mark and reads UTF-16 and UTF-32:
+    such a ticket was made, though JSON between systems MUST be UTF-8 without a BOM (RFC
+    8259 section 8.1). Now a 400 `bad_request` with one line; nothing is made."""
+    ticket = json.dumps({"title": "café", "agent": "echo", "draft": True})
+    js = {"Content-Type": "application/json"}
+    for body, said in [
+        (b"\xef\xbb\xbf" + ticket.encode(), "body: it is UTF-8 with a byte-order mark"),
+        (ticket.encode("utf-16"), "body: it is UTF-16 (it starts with a byte-order mark)"),
+        (ticket.encode("utf-32"), "body: it is UTF-32 (it starts with a byte-order mark)"),
+        (ticket.replace("\\u00e9", "\u00e9").encode("latin-1"), "body: it is not UTF-8 (byte 14"),
+    ]:
+        answer = api.post("/v1/tickets", data=body, headers=js)
+        assert answer.status_code == 400, (body[:20], answer.text[:200])
+        assert answer.json()["error"] == "bad_request"
+        message = answer.json()["message"]
+        assert message.startswith(said) and "RFC 8259" in message and "\n" not in message
+    bare = api.post("/v1/tickets", data=ticket.encode("utf-16-le"), headers=js)  # no mark
+    assert bare.status_code == 422 and bare.json()["error"] == "invalid_request", bare.text
+    assert api.get("/v1/tickets").json()["items"] == []
+    good = api.post("/v1/tickets", data=ticket.encode(), headers=js)
+    assert good.status_code == 201 and good.json()["title"] == "café", good.text
+    assert "Traceback" not in api.stop()

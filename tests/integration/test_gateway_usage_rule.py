@@ -1,5 +1,6 @@
 """The gateway reads usage by the `claude` kind's rule (agents/claude/usage.py) and refuses
-request bodies holding a key twice. Real listener, real SDK, the local Messages API."""
+request bodies holding a key twice, or that are not UTF-8 JSON without a byte-order mark.
+Real listener, real SDK, the local Messages API."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ async def test_usage_that_is_no_count_counts_0_and_flags_the_answer(
 
 
 async def post_raw(
-    server: MessagesServer, tmp_path: Path, path: str, body: str
+    server: MessagesServer, tmp_path: Path, path: str, body: str | bytes
 ) -> tuple[httpx2.Response, int]:
     """`body` as a step's request to its gateway at `path`: the answer, and how many
     requests the gateway refused."""
@@ -62,7 +63,7 @@ async def post_raw(
             answer = await http.post(
                 f"{base}{path}",
                 headers={"x-api-key": token, "content-type": "application/json"},
-                content=body.encode(),
+                content=body.encode() if isinstance(body, str) else body,
             )
         refused = gw.meter.refused
     return answer, refused
@@ -114,5 +115,36 @@ async def test_a_request_body_the_gateway_cannot_read_is_refused(
     answer, refused = await post_raw(server, tmp_path, "/v1/messages", body)
     assert answer.status_code == 400, answer.text
     assert "malformed request body: " in answer.json()["error"]["message"]
+    assert refused == 1
+    assert server.requests == []  # never forwarded
+
+
+WIRE = '{"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []}'
+NOT_UTF8 = {
+    "utf-8 BOM": (b"\xef\xbb\xbf" + WIRE.encode(), "it is UTF-8 with a byte-order mark"),
+    "utf-16": (WIRE.encode("utf-16"), "it is UTF-16 (it starts with a byte-order mark)"),
+    "utf-16-be BOM": (b"\xfe\xff" + WIRE.encode("utf-16-be"), "it is UTF-16"),
+    "utf-32": (WIRE.encode("utf-32"), "it is UTF-32 (it starts with a byte-order mark)"),
+    "utf-16-le": (WIRE.encode("utf-16-le"), "not JSON"),  # (ASCII text: NULs between)
+    "latin-1": (WIRE.replace("[]", '[{"role": "user", "content": "caf\u00e9"}]').encode("latin-1"),
+                "it is not UTF-8 (byte 93: invalid continuation byte)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+@pytest.mark.parametrize(("body", "said"), list(NOT_UTF8.values()), ids=list(NOT_UTF8))
+async def test_a_request_body_that_is_not_utf8_without_a_bom_is_refused(
+    server: MessagesServer, tmp_path: Path, body: bytes, said: str, path: str
+) -> None:
+    """`json.loads` on bytes skips a UTF-8 byte-order mark and reads UTF-16 and UTF-32:
+    such bodies were forwarded, though JSON between systems MUST be UTF-8 without a BOM
+    (RFC 8259 section 8.1). Now a 400 in the API's shape, one line, never forwarded."""
+    answer, refused = await post_raw(server, tmp_path, path, body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    message = error["error"]["message"]
+    assert message.startswith("swarm-engine gateway: malformed request body: ") and said in message
+    assert "\n" not in message
     assert refused == 1
     assert server.requests == []  # never forwarded

@@ -3,7 +3,10 @@ depth) is refused with 422 `invalid_request` and one line (`body: duplicate key 
 instead of the last value silently winning (Python's reading; SQLite's `json_extract`
 reads the first), as `ticket create --inputs-json` refuses one. An integer of more digits
 than Python reads (4300) is a 422 too (`body: a number of more than 4300 digits`), not
-FastAPI's 400 `There was an error parsing the body`."""
+FastAPI's 400 `There was an error parsing the body`. A body that is not UTF-8, or starts
+with a byte-order mark (`json.loads` on bytes reads UTF-16, UTF-32 and a BOM: RFC 8259
+section 8.1 allows neither), is a 400 `bad_request` with one line (`body: it is UTF-16
+(it starts with a byte-order mark); ...`), never read."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from swarm_engine.jsonwire import NotUtf8Json, wire_text
 from swarm_engine.records import DuplicateKey, TooManyDigits, loads_unique
 
 
@@ -26,11 +30,13 @@ class UniqueKeysRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             try:
-                self._json = loads_unique(await self.body())
+                self._json = loads_unique(wire_text(await self.body()))
+            except NotUtf8Json as exc:
+                raise HTTPException(status_code=400, detail=f"body: {exc}") from None
             except DuplicateKey as exc:
                 raise HTTPException(status_code=422, detail=f"body: {exc.line}") from None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise  # FastAPI's answers (422 naming where it stops being JSON; 400)
+            except json.JSONDecodeError:
+                raise  # FastAPI's answer: 422 naming where it stops being JSON
             except TooManyDigits as exc:  # an integer past `sys.get_int_max_str_digits`
                 raise too_many_digits(exc) from None
         return self._json

@@ -15,8 +15,8 @@ key-shaped), it is replaced by `[REDACTED]` on the way, in the body and in every
 Answers of its own are API-style errors (`{"type": "error", "error": {...}}`), so every
 client reports them as it reports the API's: 401 for a missing or foreign token, 402
 `billing_error` once the budget is used up (the step is then stopped), 404, 413, 400 for a
-model without a price under a USD budget, a server tool or a body holding a key twice
-(at any depth), 503 for a request with the token past `max_connections`, 502/504 when the
+model without a price under a USD budget, a server tool, a body holding a key twice
+(at any depth) or one that is not UTF-8 JSON without a byte-order mark, 503 for a request with the token past `max_connections`, 502/504 when the
 endpoint cannot be reached.
 
 Connections are bounded in two pools: those that have not yet presented the step's token
@@ -51,6 +51,7 @@ from swarm_engine.gateway.meter import COUNTS, Counted, EventUsage, Meter, json_
 from swarm_engine.gateway.request_log import RequestLog, clip
 from swarm_engine.gateway.scrub import StreamScrubber
 from swarm_engine.gateway.settings import GatewaySettings
+from swarm_engine.jsonwire import NotUtf8Json, wire_text
 from swarm_engine.models import Usage
 from swarm_engine.records import DuplicateKey, loads_unique
 
@@ -507,9 +508,14 @@ def _inspect(
     price check with the cheap one). Only a message request's (`message`) is checked
     further. A body the gateway cannot read as JSON (not JSON, not UTF-8, or nested past
     Python's recursion limit) is refused too: forwarded unread, it passed every check
-    above (a server tool and a key given twice beside a deep enough value)."""
+    above (a server tool and a key given twice beside a deep enough value). So is one
+    with a byte-order mark, or in UTF-16 or UTF-32 (`jsonwire.wire_text`): `json.loads`
+    reads those, the endpoint may not (RFC 8259 section 8.1: JSON between systems is
+    UTF-8 without a BOM)."""
     try:
-        data = loads_unique(body)
+        data = loads_unique(wire_text(body))
+    except NotUtf8Json as exc:
+        return None, f"malformed request body: {exc}"
     except DuplicateKey as exc:
         return None, f"malformed request body: {exc.line}; give each key once"
     except RecursionError:

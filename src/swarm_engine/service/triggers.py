@@ -34,6 +34,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from swarm_engine.config import Settings
 from swarm_engine.config_model import whsec_key
 from swarm_engine.errors import ConfigError, ConflictError, NotFoundError, SwarmError, UsageError
+from swarm_engine.jsonwire import wire_text
 from swarm_engine.models import strict_json
 from swarm_engine.records import DuplicateKey, TooManyDigits, shown
 from swarm_engine.registry import Registry
@@ -149,12 +150,13 @@ def check_secrets(settings: Settings) -> None:
 def read_body(body: bytes) -> Any:
     """The delivery's body as JSON, read as every JSON body of the API is: a key given
     twice in one object, at any depth, is refused (`the body: duplicate key "a"`), never
-    read as its last value; so is an empty or blank body (it is not JSON). `UsageError`
+    read as its last value; so is an empty or blank body (it is not JSON), and one that
+    is not UTF-8 or starts with a byte-order mark (`jsonwire.wire_text`). `UsageError`
     (400) with one line; `TooManyDigits` for an integer too long to read."""
     if not body.strip():
         raise UsageError("the body is not JSON: it is empty")
     try:
-        return strict_json(body.decode("utf-8"), unique_keys=True)
+        return strict_json(wire_text(body), unique_keys=True)  # (UTF-8, no BOM)
     except DuplicateKey as exc:
         raise UsageError(f"the body: {exc.line}") from exc
     except TooManyDigits:
