@@ -115,18 +115,21 @@ def load(folder: Path) -> Template | None:
 
 
 @contextlib.asynccontextmanager
-async def locked(parent: Path, key: str) -> AsyncIterator[None]:
+async def locked(parent: Path, key: str, deadline: float | None = None) -> AsyncIterator[None]:
     """Hold the lock for making `key`'s template (`flock` on `.<key>.lock`), shared by
-    every engine using `parent`. Lock files stay (deleting one could let two holders in)."""
+    every engine using `parent`. Lock files stay (deleting one could let two holders in).
+    Raises `TimeoutError` if the lock is not had by `deadline` (the event loop's clock;
+    None: wait as long as it takes), `OSError` if the lock file cannot be made."""
     parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(parent / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(LOCK_POLL)
+        async with asyncio.timeout_at(deadline):
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(LOCK_POLL)
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the lock

@@ -3,11 +3,14 @@ kind) key's template is found, or made once under a lock every engine sharing th
 snapshot folder takes, and restored by every clone (docs/qemu.md, "Snapshots"). A key
 whose template failed (made, or restored from) is left for `TEMPLATE_RETRY_AFTER`, its
 VMs booting cold meanwhile; a template VM that hangs at boot fails its step after one
-`boot_timeout` (`BootTimedOut`)."""
+`boot_timeout` (`BootTimedOut`). A step waits for others' template boots (the same key's,
+in this engine or another; one `TEMPLATE_BOOTS` slot for any key) at most its
+`boot_timeout` in all, then boots cold (`WaitedOut`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -33,8 +36,20 @@ engine, its VMs booting cold meanwhile: a failure may pass (a boot timeout on a 
 host, a full disk), so it is not for the engine's lifetime."""
 
 
+TEMPLATE_BOOTS = 1
+"""Template VMs one engine boots at once, whatever their keys: each writes a RAM file up
+to its guest's memory and is followed by a save, which side by side would crowd a small
+host. Steps of other keys wait for this slot at most their `boot_timeout` (`WaitedOut`)."""
+
+
 class BootTimedOut(VMError):
     """A VM was not ready within `boot_timeout`: its guest may hang at boot."""
+
+
+class WaitedOut(Exception):
+    """A step waited its `boot_timeout` for others' template boots (a key's lock, in this
+    engine or another, or the `TEMPLATE_BOOTS` slot): it boots cold this time, and the
+    key is not marked failed (the template being made is used by later steps)."""
 
 
 class Launcher(Protocol):
@@ -62,7 +77,9 @@ class TemplateMaker:
 
     def __init__(self, backend: Launcher) -> None:
         self.backend = backend
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        """One lock per template key: a step waits only for its own key's making here."""
+        self._boots = asyncio.Semaphore(TEMPLATE_BOOTS)
         self._failed_at: dict[str, float] = {}
         """Template keys that failed, and when (`time.monotonic`): see `failed`."""
         self._made: dict[str, templates.Template] = {}
@@ -81,22 +98,45 @@ class TemplateMaker:
         return f"{image.manifest.get('recipe')}-{build.hexdigest()[:8]}"
 
     async def snapshot_for(self, spec: VMSpec) -> templates.Template | None:
-        """The template for `spec`, made now if missing; None if it cannot be used.
+        """The template for `spec`, made now if missing; None if it cannot be used (then
+        the step boots cold).
 
         Mapped mode (the default) falls back to a copy template only if the snapshot
         folder cannot hold a mapped RAM file, and says so in the log: a copy template is
-        as isolated (each clone gets RAM of its own), only slower and larger."""
+        as isolated (each clone gets RAM of its own), only slower and larger.
+
+        Waits for other steps' template boots (the key's lock in this engine, its file
+        lock shared by every engine, the `TEMPLATE_BOOTS` slot) take at most
+        `boot_timeout` seconds from this call in all: past that it returns None, logged
+        (`WaitedOut`), without marking the key failed. Raises `BootTimedOut` when its own
+        template VM hangs at boot."""
         if spec.network:
             return None
         accel = await self.backend.accel()
         parent = self.backend.snapshot_dir / self.backend.image(spec.image).name
-        async with self._lock:
-            modes: list[templates.Mode] = ["copy"]
-            if self.backend.options.snapshot_memory == "mapped" and parent not in self._unmappable:
-                modes.insert(0, "mapped")
-            for mode in modes:
-                key = self.key(spec, accel, mode)
-                if self.failed(key):
+        waited_from = asyncio.get_running_loop().time()
+        deadline = waited_from + self.backend.options.boot_timeout
+        try:
+            return await self._find_or_make(spec, accel, parent, deadline)
+        except WaitedOut as exc:
+            waited = asyncio.get_running_loop().time() - waited_from
+            log.warning("waited %.1f s for %s (boot_timeout); booting cold", waited, exc)
+            return None
+
+    async def _find_or_make(
+        self, spec: VMSpec, accel: AccelChoice, parent: Path, deadline: float
+    ) -> templates.Template | None:
+        modes: list[templates.Mode] = ["copy"]
+        if self.backend.options.snapshot_memory == "mapped" and parent not in self._unmappable:
+            modes.insert(0, "mapped")
+        for mode in modes:
+            key = self.key(spec, accel, mode)
+            if self.failed(key):
+                continue
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            await _acquire(lock, deadline, f"template {key} being made in this engine")
+            try:
+                if self.failed(key):  # (its making failed while this step waited)
                     continue
                 found = self._made.get(key)
                 if found is None or found.problem() is not None:
@@ -108,29 +148,41 @@ class TemplateMaker:
                         return found
                     log.error("dropping template %s: %s", found.folder, problem)
                     await asyncio.to_thread(templates.discard, found.folder)
-                made = await self._make_once(spec, parent, key, mode)
-                if made is not None:
-                    self._made[key] = made
-                    return made
-                if mode == "mapped":
-                    log.warning(
-                        "no mapped template in %s; trying a copy template (as isolated: "
-                        "each clone reads guest RAM into memory of its own; slower, larger)",
-                        parent,
-                    )
+                made = await self._make_once(spec, parent, key, mode, deadline)
+            finally:
+                lock.release()
+            if made is not None:
+                self._made[key] = made
+                return made
+            if mode == "mapped":
+                log.warning(
+                    "no mapped template in %s; trying a copy template (as isolated: "
+                    "each clone reads guest RAM into memory of its own; slower, larger)",
+                    parent,
+                )
         return None
 
     async def _make_once(
-        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode
+        self, spec: VMSpec, parent: Path, key: str, mode: templates.Mode, deadline: float
     ) -> templates.Template | None:
         """Make `key`'s template under the lock every engine sharing `parent` takes, or
-        use the one another engine made while this one waited."""
+        use the one another engine made while this one waited; in this engine's one
+        template boot slot (`TEMPLATE_BOOTS`). `WaitedOut` when the lock or the slot is
+        not had by `deadline` (the event loop's clock)."""
         try:
-            async with templates.locked(parent, key):
+            async with contextlib.AsyncExitStack() as held:
+                try:
+                    await held.enter_async_context(templates.locked(parent, key, deadline))
+                except TimeoutError:
+                    raise WaitedOut(f"template {key} being made by another engine") from None
                 found = await asyncio.to_thread(templates.find, parent, key)
                 if found is not None and found.problem() is None:
                     return found
-                return await self._make(spec, parent, key, mode)
+                await _acquire(self._boots, deadline, "this engine's template boot slot")
+                try:
+                    return await self._make(spec, parent, key, mode)
+                finally:
+                    self._boots.release()
         except OSError as exc:
             log.warning("cannot save templates in %s (%s); booting cold", parent, exc)
             self.fail(key)
@@ -225,3 +277,12 @@ class TemplateMaker:
 
     def _built_at(self, spec: VMSpec) -> str:
         return str(self.backend.image(spec.image).manifest.get("built_at") or "")
+
+
+async def _acquire(lock: asyncio.Lock | asyncio.Semaphore, deadline: float, what: str) -> None:
+    """Take `lock` by `deadline` (the event loop's clock), else raise `WaitedOut(what)`."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await lock.acquire()
+    except TimeoutError:
+        raise WaitedOut(what) from None
