@@ -1,9 +1,9 @@
 """The guest's serial console, kept in `console.log` with a bounded size.
 
 QEMU writes the serial port to its standard output (`-serial stdio`), a pipe only the
-engine reads: the first `CONSOLE_LOG_MAX` bytes go to the file (the boot, which is what
-the console is read for: the reason a guest did not come up), then one line saying the
-rest was left out, and the rest is read and dropped. Its last `END_KEPT` bytes are kept in
+engine reads: its start goes to the file (the boot, which is what the console is read
+for: the reason a guest did not come up), at most `CONSOLE_LOG_MAX` bytes with the line
+that says the rest was left out, and the rest is read and dropped. Its last `END_KEPT` bytes are kept in
 memory too, for the error of a guest that dies (a panic after a flood of output). The guest cannot get around it: it
 only ever reaches the pipe, never the file (`-serial file:` grew without bound).
 """
@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 CONSOLE_LOG_MAX = 1024 * 1024
-"""The most bytes of the guest's serial console kept in `console.log` (its start)."""
+"""The most bytes `console.log` ever holds: the console's start and, when the console
+went on past it, the line saying so (`ConsoleSink.marker`)."""
 READ_CHUNK = 64 * 1024
 END_KEPT = 16 * 1024
 """The console's last bytes kept in memory (`ConsoleSink.end`)."""
@@ -56,20 +57,39 @@ class ConsoleSink:
             self._halt_seen = True
             self.on_halt(found.group().decode())
 
+    def marker(self) -> bytes:
+        """The line ending a `console.log` whose console went on past `limit` bytes (cut
+        to `limit` bytes when the limit is smaller than the line)."""
+        return f"\n[console.log ends at {self.limit} bytes]\n".encode()[: self.limit]
+
     async def _drain(self, stream: asyncio.StreamReader) -> None:
+        """Write the console's start to the file, never more than `limit` bytes in all,
+        the marker included: up to `limit` bytes of console when that is all there is,
+        else its first `limit - len(marker)` bytes and the marker. The last bytes that
+        may be the marker's room are held until the console ends or goes past `limit`."""
+        marker = self.marker()
+        room = self.limit - len(marker)
         kept = 0
+        held = b""
         dropped = False
         try:
             with self.path.open("ab", buffering=0) as out:
-                while chunk := await stream.read(READ_CHUNK):
-                    self._keep_end(chunk)
-                    part = chunk[: max(self.limit - kept, 0)]
-                    if part:
-                        out.write(part)
-                        kept += len(part)
-                    if len(chunk) > len(part) and not dropped:
-                        out.write(f"\n[console.log ends at {self.limit} bytes]\n".encode())
-                        dropped = True
+                try:
+                    while chunk := await stream.read(READ_CHUNK):
+                        self._keep_end(chunk)
+                        if dropped:
+                            continue
+                        part = chunk[: max(room - kept, 0)]
+                        if part:
+                            out.write(part)
+                            kept += len(part)
+                        held += chunk[len(part) :]
+                        if kept + len(held) > self.limit:  # more than fits: the rest goes
+                            out.write(marker)
+                            held, dropped = b"", True
+                finally:  # the console ended (or the sink was closed) within the limit
+                    if held:
+                        out.write(held)
         except OSError:  # the folder is gone or the disk is full: drop the rest
             pass
         while chunk := await stream.read(READ_CHUNK):  # never let QEMU block on a full pipe
