@@ -63,6 +63,8 @@ class Session:
         self.redactor = Redactor([api_key])
         self.usage = Usage()
         self.messages: list[dict[str, Any]] = []
+        self.sent_bytes = 2
+        """The size of `messages` as compact UTF-8 JSON (`[]` to begin with)."""
         self.turns: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.answer = ""
@@ -117,14 +119,16 @@ class Session:
             ctx.vm, ctx.agent, ctx.packages_dir, timeout=ctx.timeout_seconds, held=ctx.package
         )
         await put_inputs(self.ctx.vm, self.ctx.inputs, self.ctx.inputs_json)
-        self.messages.append({"role": "user", "content": self.task()})
+        self._add({"role": "user", "content": self.task()}, "the task")
         cfg = self.config
         while True:
             data = await self._request(client, toolbox)
             # A secret the model repeats must not travel on in the history, logs or outputs.
             content: list[dict[str, Any]] = self.redactor.data(data["content"])
             stop = data.get("stop_reason")
-            self.messages.append({"role": "assistant", "content": content})
+            # (kept even past the bound: the transcript keeps what the model said; an
+            # answer is bounded by max_tokens, and one the loop goes on from is checked)
+            self._add({"role": "assistant", "content": content}, "", held=True)
             tool_uses = [b for b in content if b["type"] == "tool_use"]
             if stop in FINAL_STOPS or (stop is None and not tool_uses):
                 self.answer = "".join(b["text"] for b in content if b["type"] == "text").strip()
@@ -139,9 +143,37 @@ class Session:
             if stop not in ("tool_use", "pause_turn", None):
                 raise _Stop("error", f"unexpected stop_reason {stop!r}")
             self._check_limits()
+            turn = self.usage.turns
+            self._check_size(self.sent_bytes, f"turn {turn}'s answer")  # before its tools run
             if tool_uses:
                 results = [await self._tool(toolbox, block) for block in tool_uses]
-                self.messages.append({"role": "user", "content": results})
+                self._add({"role": "user", "content": results}, f"turn {turn}'s tool results")
+
+    def _add(self, message: dict[str, Any], what: str, *, held: bool = False) -> None:
+        """Add `message` to the conversation every later request carries, counting its
+        bytes as compact UTF-8 JSON. Past `max_transcript_bytes`: `_Stop`, the message
+        left out (never cut: the model never sees part of it), unless `held`."""
+        size = len(
+            json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(
+                "utf-8", "surrogatepass"
+            )
+        )
+        total = self.sent_bytes + size + (1 if self.messages else 0)  # (a comma between)
+        if not held:
+            self._check_size(total, what)
+        self.messages.append(message)
+        self.sent_bytes = total
+
+    def _check_size(self, total: int, what: str) -> None:
+        """Fail the step (closed) when the next request would carry a conversation of
+        `total` bytes, over `max_transcript_bytes`."""
+        cap = self.config.max_transcript_bytes
+        if total > cap:
+            raise _Stop(
+                "max_transcript_bytes",
+                f"max_transcript_bytes ({cap}) reached: the next request would carry "
+                f"{total} bytes of conversation with {what}",
+            )
 
     async def _request(self, client: anthropic.AsyncAnthropic, toolbox: ToolBox) -> dict[str, Any]:
         cfg = self.config

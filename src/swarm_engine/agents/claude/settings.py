@@ -36,6 +36,10 @@ DEFAULT_SYSTEM = (
     "final answer that states what you did and the result."
 )
 
+MAX_TRANSCRIPT_BYTES = 8 * 1024 * 1024
+"""`max_transcript_bytes` unless the agent says otherwise: more than any model's context
+window holds as text (1M tokens are about 4 MB), under the API's 32 MB request limit."""
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "model": DEFAULT_MODEL,
     "max_tokens": 8192,
@@ -120,6 +124,12 @@ class ClaudeConfig(_Strict):
     request_timeout: float = Field(default=600.0, strict=True, gt=0, le=3600)
     tool_timeout: float = Field(default=300.0, strict=True, gt=0, le=7 * 24 * 3600)
     max_tool_output: int = Field(default=30_000, strict=True, ge=256, le=1_000_000)
+    max_transcript_bytes: int = Field(
+        default=MAX_TRANSCRIPT_BYTES, strict=True, ge=64 * 1024, le=32 * 1024 * 1024
+    )
+    """The most the conversation sent back to the model each turn (`messages`, as compact
+    UTF-8 JSON) may hold: the step fails before a request that would carry more (at most
+    32 MiB, the Messages API's request limit)."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
 
     @property
