@@ -81,4 +81,8 @@ class QemuOptions(BaseModel):
     console_log: bool = True
     """Keep the guest's serial console in `<run_dir>/<vm>/console.log` (for `vm doctor`)."""
     default_memory_mb: int = Field(default=512, ge=QEMU_MIN_MEMORY_MB, le=65536)
+    """MiB of the warm pool's VMs only (`warm`): a step's VM, of an agent without a `vm:`
+    block too, gets the agent's size (`vm.memory_mb`, else its `memory_mb`: `spec_for` in
+    vm/pool.py, the same under every backend) and takes a warm VM only when that matches."""
     default_vcpus: int = Field(default=1, ge=1, le=64)
+    """vCPUs of the warm pool's VMs only, as `default_memory_mb`."""
