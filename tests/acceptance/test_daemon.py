@@ -366,16 +366,22 @@ def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
     killed engine's pool were left for the next `start` to remove, and `cleanup` said
     nothing of them. It now names and removes them, but only while no engine of this host
     runs with this store (by its row or by the engine lock), and never a folder whose
-    owner process lives."""
+    owner process lives. An engine's start removes them itself (each folder judged by its
+    owner), before it ever makes a qemu backend."""
     pool = home / "run" / "qemu"
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
-    folders = {"warm-0123456789ab": int(ended.stdout), "warm-ba9876543210": os.getpid()}
-    for name, owner in folders.items():  # a gone engine's warm VM; a live process's one
+    dead = int(ended.stdout)
+    folders = {"warm-0123456789ab": dead, "warm-ba9876543210": os.getpid()}
+
+    def warm(name: str, owner: int) -> None:
         (pool / name).mkdir(parents=True)
         (pool / name / "owner.pid").write_text(f"{owner}\n")
         (pool / name / "socket").write_text(f"{pool / name / 'agent.sock'}\n")
         (pool / name / "console.log").write_text("booted\n")
+
+    for name, owner in folders.items():  # a gone engine's warm VM; a live process's one
+        warm(name, owner)
 
     def cleanup() -> dict[str, list[object]]:
         done = swarm(home, "cleanup", "--json")
@@ -387,6 +393,13 @@ def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
     proc = start_engine(home, "--another", **FAST)  # (takes no engine lock: seen by its row)
     engines.append(proc)
     engine_ready(home, proc)
+    started = "the engine's start to remove the gone engine's warm folder"
+    wait_until(lambda: not (pool / "warm-0123456789ab").exists(), 30, started)
+    assert (pool / "warm-ba9876543210").is_dir()  # its owner lives
+    # another gone engine's, made once the start's sweep had listed the run folder (it
+    # removed the first one after): `cleanup` leaves it while an engine runs
+    folders = {"warm-0123456789cd": dead, "warm-ba9876543210": os.getpid()}
+    warm("warm-0123456789cd", dead)
     assert cleanup()["folders"] == []  # an engine of this home runs: its pool is its own
     stop(proc)
     assert proc.returncode == 0
@@ -400,7 +413,7 @@ def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
     finally:
         holder.communicate("")  # its stdin closed: it ends, and the lock goes with it
     assert all((pool / name).is_dir() for name in folders)
-    assert cleanup()["folders"] == ["warm-0123456789ab"]
+    assert cleanup()["folders"] == ["warm-0123456789cd"]
     assert sorted(p.name for p in pool.iterdir()) == ["warm-ba9876543210"]
     said = swarm(home, "cleanup")
     assert said.stdout.startswith("reaped 0 VM(s), 0 dead engine(s), 0 leftover folder(s);")

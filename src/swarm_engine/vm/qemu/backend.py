@@ -243,15 +243,31 @@ class QemuBackend:
         except OSError:
             return None
 
+    def leftover_dirs(self) -> list[Path]:
+        """The folders `sweep` looks in that exist (nothing is made): the run folder and
+        the snapshot folders (`snapshot_dir`, else both places it may be)."""
+        places = [self.run_dir, *self._snapshot_dirs()]
+        return [p for p in places if p.is_dir()]
+
+    def _snapshot_dirs(self) -> tuple[Path, ...]:
+        if self.options.snapshot_dir is not None:
+            return (self.options.snapshot_dir,)
+        return (self.images_dir / ".snapshots", self._home / "run" / "qemu-snapshots")
+
     def sweep(self) -> list[str]:
         """Delete VM folders whose owning engine process is gone (e.g. warm VMs of a crashed
-        engine, which are not in the `vms` table), and half-packed mount images of dead
-        engines. Returns the names of the VM folders removed. Only folders of the shape
-        this backend makes (`is_vm_folder`) are looked at; one that cannot be removed is
-        said in a warning line (every sweep, until it is gone) and not counted."""
+        engine, which are not in the `vms` table), unfinished template folders of engines
+        that died saving one (`templates.sweep_unfinished`), and half-packed mount images
+        of dead engines. Returns the names of the VM folders removed (a template folder's
+        as `<image>/<name>`). Only folders of the shape this backend makes
+        (`is_vm_folder`, `templates.TMP_NAME`) are looked at; a VM folder that cannot be
+        removed is said in a warning line (every sweep, until it is gone) and not
+        counted. Nothing is made (no snapshot folder either)."""
         removed: list[str] = []
         for cache in dict.fromkeys(self._mounts_dirs):  # squashfs files of dead packers
             mounts.sweep(cache)
+        for snapshots in dict.fromkeys(self._snapshot_dirs()):
+            removed += templates.sweep_unfinished(snapshots)
         if not self.run_dir.is_dir():
             return removed
         for folder in self.run_dir.iterdir():
@@ -463,16 +479,17 @@ def create(home: Path, options: dict[str, Any]) -> QemuBackend:
 
 
 def sweep_leftovers(home: Path, options: dict[str, Any]) -> list[str]:
-    """What `create` sweeps, for `cleanup` (which first makes sure that no engine of the
-    home runs): the VM folders whose owner process is gone, a warm pool's included (no
-    `vms` row names those), of the shape this backend makes (`is_vm_folder`: nothing else
-    in a shared or odd `run_dir` is touched); the names of the folders removed. Nothing
-    is made (no snapshot folder either), and the backend is not set up, when its run
-    folder does not exist."""
-    config = _options(options)
-    if not run_dir_of(Path(home), config).is_dir():
+    """What `create` sweeps (`QemuBackend.sweep`), for an engine's start and `cleanup`:
+    the VM folders whose owner process is gone, a warm pool's included (no `vms` row
+    names those), of the shape this backend makes (`is_vm_folder`: nothing else in a
+    shared or odd `run_dir` is touched), and the unfinished template folders of engines
+    that died saving one; the names of the folders removed. Nothing is made (no snapshot
+    folder either), and nothing is looked at when neither the run folder nor a snapshot
+    folder exists. Raises `ConfigError` for options that are not valid."""
+    backend = QemuBackend(Path(home), _options(options))
+    if not backend.leftover_dirs():
         return []
-    return QemuBackend(Path(home), config).sweep()
+    return backend.sweep()
 
 
 def stop_leftover_relays(home: Path, options: dict[str, Any]) -> list[int]:

@@ -36,6 +36,7 @@ import fcntl
 import json
 import mmap
 import os
+import re
 import shutil
 import time
 import uuid
@@ -44,12 +45,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from swarm_engine.vm.owner import pid_namespace
 from swarm_engine.vm.proctree import pid_alive
 
 Mode = Literal["mapped", "copy"]
 META = "template.json"
 STALE_TMP = 3600.0
 """A `*.tmp` folder this old is a template whose engine died while saving it."""
+TMP_NAME = re.compile(r"(?P<key>.+)\.(?P<pid>[0-9]+)(?:-(?P<ns>[0-9]+))?\.[0-9a-f]{8}\.tmp")
+"""An unfinished template's folder: `<key>.<pid>-<pid namespace>.<nonce>.tmp`, the pid and
+pid namespace (the number in `/proc/self/ns/pid`) of the engine saving it; earlier
+versions, and an engine that cannot read its namespace, leave the namespace out."""
 LOCK_POLL = 0.05
 """How often a waiting engine retries the per-key lock (flock cannot be awaited)."""
 
@@ -136,9 +142,12 @@ async def locked(parent: Path, key: str, deadline: float | None = None) -> Async
 
 
 def tmp_folder(parent: Path, key: str) -> Path:
-    """A new name for a folder to save a template into (`<key>.<pid>.<nonce>.tmp`; not
-    made yet): known before it is made, so that whoever makes it can always delete it."""
-    return parent / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    """A new name for a folder to save a template into (`TMP_NAME`: its owner, this
+    process, is in its name; not made yet): known before it is made, so that whoever
+    makes it can always delete it, and whose it is known the moment it exists."""
+    ns = _namespace_number()
+    owner = f"{os.getpid()}-{ns}" if ns else str(os.getpid())
+    return parent / f"{key}.{owner}.{uuid.uuid4().hex[:8]}.tmp"
 
 
 def new_folder(parent: Path, key: str) -> Path:
@@ -272,12 +281,47 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def sweep_unfinished(snapshots: Path) -> list[str]:
+    """Delete the unfinished template folders (`TMP_NAME`) in `snapshots`' image folders
+    whose engine is gone (`_abandoned`): an engine killed while it saved a template left
+    one, up to its guest's memory in size. Never one whose owner runs, or records another
+    pid namespace (judged by its age only). Links and other names are not touched.
+    Returns the folders removed, as `<image>/<name>`; one that cannot be removed is left
+    (and not named)."""
+    removed: list[str] = []
+    try:
+        parents = [p for p in snapshots.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for parent in parents:
+        with contextlib.suppress(OSError):
+            for entry in parent.iterdir():
+                if TMP_NAME.fullmatch(entry.name) is None or entry.is_symlink():
+                    continue
+                if entry.is_dir() and _abandoned(entry):
+                    discard(entry)
+                    if not os.path.lexists(entry):
+                        removed.append(f"{parent.name}/{entry.name}")
+    return removed
+
+
 def _abandoned(folder: Path) -> bool:
-    """An unfinished folder (`<key>.<pid>.<nonce>.tmp`) whose engine is gone, or old."""
-    parts = folder.name.rsplit(".", 3)
-    if len(parts) == 4 and parts[1].isdigit() and not pid_alive(int(parts[1])):
-        return True
+    """An unfinished folder (`TMP_NAME`) whose engine is gone, or older than `STALE_TMP`.
+    Its pid is judged only when it was recorded in this pid namespace (or in none, as
+    earlier versions did; `owner.owner_of`'s rule): another namespace's pid means nothing
+    here, so a live engine of a container sharing the folder never loses its folder."""
+    found = TMP_NAME.fullmatch(folder.name)
+    if found is not None:
+        ns = found["ns"]
+        here = ns is None or ns == _namespace_number()
+        if here and not pid_alive(int(found["pid"])):
+            return True
     return _age(folder) > STALE_TMP
+
+
+def _namespace_number() -> str:
+    """The number of this process's pid namespace (`pid:[4026531836]`), "" if unknown."""
+    return "".join(c for c in pid_namespace() if c.isdigit())
 
 
 def _age(path: Path) -> float:
