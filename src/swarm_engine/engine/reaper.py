@@ -283,6 +283,24 @@ def reap_pool_folders(
         log.warning("could not sweep the qemu backend's VM folders: %s", exc)
 
 
+def reap_qemu_leftovers(
+    home: Path, report: ReapReport, backend_options: Mapping[str, BackendOptions]
+) -> None:
+    """An engine's start: delete what engines now gone left of the QEMU backend that no
+    `vms` row names, as creating the backend does (`QemuBackend.sweep`), whatever other
+    engines of this host run: a warm pool's VM folders and the unfinished template
+    folders (`*.tmp`) of an engine killed while it saved one, each judged by its own
+    recorded owner (a live one's, or another pid namespace's, is never touched). Before,
+    they stayed until this engine first made its qemu backend, or the next template was
+    saved. Each one removed is named in `report.folders`."""
+    from swarm_engine.vm.qemu.backend import sweep_leftovers
+
+    try:
+        report.folders += sweep_leftovers(home, as_mapping(backend_options.get("qemu")))
+    except Exception as exc:  # the rest of the cleanup goes on; say what failed
+        log.warning("could not sweep the qemu backend's leftover folders: %s", exc)
+
+
 def vm_fence(
     home: Path, host: str, backend_options: Mapping[str, BackendOptions] | None = None
 ) -> Fence:
@@ -380,7 +398,9 @@ def cleanup(
     their VMs of this host still run is stopped first, `vm_fence`). With `store_target`
     (the store's path or URL, as the engine lock names it; the `cleanup` command's), the
     VM folders of gone engines' warm pools too, when no engine of this host runs
-    (`reap_pool_folders`; an engine's own start sweeps them for itself). An engine is
+    (`reap_pool_folders`); without it (an engine's start) those and the unfinished
+    template folders of engines gone, each by its recorded owner whatever else runs
+    (`reap_qemu_leftovers`). An engine is
     dead when its process is gone and it has not heartbeated for `silent_after` s (the
     caller's `lease_ttl`). With `store_target`, nothing of this host is reaped while the
     kernel says this store's engine lock of this host is held (an engine runs, whatever
@@ -409,6 +429,8 @@ def cleanup(
         ]
         if store_target is not None:
             reap_pool_folders(store, home, host, report, backend_options or {}, store_target)
+        else:  # an engine's start: what the gone left, each folder judged by its owner
+            reap_qemu_leftovers(home, report, backend_options or {})
         reap_vms(store, home, host, report, backend_options or {}, silent_after)
         reap_folders(store, home, report)
         reap_unrecorded(store, home, report)
