@@ -130,6 +130,17 @@ class StepAttempt:
             async with shipper:
                 return await self._in_vm(spec, shipper, opening)
         finally:  # VMs not recorded with the step's end (cancelled, lost, crashed)
+            kept = self.folder / "output.log"
+            note = shipper.cut_note(str(kept))
+            if note is not None:  # stopped, its rest not stored: said with the run's end
+                runner.log_cut(self.run_id, self.exec_id, note)
+                log.warning(
+                    "step %s of run %s: stopped while the store was busy; the rest of its"
+                    " log is not stored, only in %s",
+                    self.step.id,
+                    self.run_id,
+                    kept,
+                )
             if self.sink is None:  # cancelled before the log was made: its file is closed
                 opening.add_done_callback(_close_unused)
             await record_destroyed(runner.gate, runner.writes, self.destroyed)

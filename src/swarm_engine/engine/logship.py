@@ -8,9 +8,11 @@ waiting, by a task of the shipper's own (started only then: a step that ends soo
 never has one), through the runner's `write` (retried while the store is busy and the
 lease is held). A slow store is a delay: what waits is held in memory, and that is
 bounded by the log's own cap. Once the attempt loses its ticket, shipping stops. A step
-stopped from outside ships the rest too, for at most `STOPPED_SHIP_SECONDS`. At the
-step's end the runner takes the rest (`take_rest`): it stores it with the step's end, or,
-once the task has started, waits for the task to ship it first.
+stopped from outside ships the rest too, for at most `STOPPED_SHIP_SECONDS`; when the
+store did not take it by then, the stored log is cut short, and `cut_note` gives the line
+that says so, stored with the run's end (`TicketRunner.log_cut`). At the step's end the
+runner takes the rest (`take_rest`): it stores it with the step's end, or, once the task
+has started, waits for the task to ship it first.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ bytes that are not UTF-8, and NUL bytes, became U+FFFD: `records.stored_text`): 
 as several rows, so whoever reads the log back (`logs`, the API) holds one bounded row at a
 time."""
 
+CUT_NOTE = (
+    "[swarm-engine: the step was stopped while the store was busy and the rest of its log"
+    " was not stored within {seconds:g}s: the stored log may end early here; the whole log"
+    " is in {path}]\n"
+)
+"""The line that ends the stored log of a stopped step whose rest the store did not take."""
+
 Append = Callable[[str], Awaitable[object]]
 
 
@@ -55,6 +64,10 @@ class LogShipper:
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self._closing = False
+        self._open_line = False
+        """Whether the text stored last ended mid-line."""
+        self.cut_short = False
+        """Whether the rest of a stopped step's log was given up unstored (`cut_note`)."""
 
     def feed(self, data: bytes) -> None:
         if self._stopped:
@@ -142,6 +155,16 @@ class LogShipper:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            self.cut_short = not self._stopped  # (stopped: the attempt lost its ticket)
+
+    def cut_note(self, path: str) -> str | None:
+        """The line to store after the log of a step whose rest was given up unstored
+        (`cut_short`), naming the file that holds it whole (`path`, its `output.log`);
+        None when nothing was given up. Its own line, after a stored line left open."""
+        if not self.cut_short:
+            return None
+        note = CUT_NOTE.format(seconds=STOPPED_SHIP_SECONDS, path=path)
+        return stored_text(("\n" if self._open_line else "") + note)
 
     async def _run(self) -> None:
         while True:
@@ -161,6 +184,7 @@ class LogShipper:
                 continue
             try:
                 await self._append(text)
+                self._open_line = not text.endswith("\n")
             except StaleAttemptError:
                 self._stopped = True  # the attempt lost its ticket: its log is not wanted
             except Exception as exc:  # a store failure must not fail the step: the file has it

@@ -128,6 +128,9 @@ class TicketRunner(Refusals):
         self._aborting: dict[int, list[Destroyed]] = {}
         """VMs of an aborted run's steps, to be recorded destroyed with the run's abort."""
         self._stopped: dict[int, list[StepEnd]] = {}
+        self._log_notes: dict[int, list[tuple[int, str]]] = {}
+        """Lines to end the stored logs of a run's stopped steps with (`log_cut`), stored
+        with the run's end."""
         """Ends (`cancelled`, with their usage so far) of an aborted run's running steps,
         recorded with the run's abort."""
         self.on_row_lost: Callable[[str], None] = lambda why: None
@@ -281,6 +284,7 @@ class TicketRunner(Refusals):
             if held is not None:
                 await record_destroyed(self.gate, self.writes, held.destroyed)
             self._stopped.pop(run_id, None)
+            self._log_notes.pop(run_id, None)
             left = self._aborting.pop(run_id, [])  # (a step stopped as the run ended anyway)
             await record_destroyed(self.gate, self.writes, left)
 
@@ -415,6 +419,7 @@ class TicketRunner(Refusals):
             stopped=self._stopped.pop(run_id, []),
             skipped=self._not_run(run_id),
             why=error,
+            log_notes=self._log_notes.pop(run_id, []),
         )
         try:
             await to_the_end(asyncio.ensure_future(write))
@@ -466,6 +471,12 @@ class TicketRunner(Refusals):
         del destroyed[:]
         if end is not None:
             self._stopped.setdefault(run_id, []).append(end)
+
+    def log_cut(self, run_id: int, exec_id: int, note: str) -> None:
+        """The stored log of step `exec_id` of run `run_id` is cut short (stopped while the
+        store was busy: `LogShipper.cut_note`): `note` ends it, stored with the run's end
+        (the attempt's next write; the store was busy until now)."""
+        self._log_notes.setdefault(run_id, []).append((exec_id, note))
 
     def left_claimed(self, ticket: Ticket) -> None:
         """The engine stops without recording the end of `ticket`'s attempt: the store
@@ -520,6 +531,7 @@ class TicketRunner(Refusals):
             step_end=self._held.get(run_id),
             skipped=[] if not_run is None else self._not_run(run_id),
             why=not_run,
+            log_notes=self._log_notes.pop(run_id, []),
         )
         self._emit_held(run_id)
 

@@ -165,12 +165,15 @@ class RunWrites:
         stopped: Sequence[StepEnd] = (),
         skipped: Sequence[SkippedStep] = (),
         why: str | None = None,
+        log_notes: Sequence[tuple[int, str]] = (),
     ) -> tuple[Ticket, dict[str, Any]]:
         """The run's end (`RunStore.finish_run`), after the end of its last step if that
         was held back for it (`step_end`), the VMs of its steps that are gone but not
         yet recorded (`destroyed`: an abort's), the ends of its steps an abort stopped
         (`stopped`: `cancelled`, with their usage so far) and the rows of its steps that never
-        started (`skipped`, and those queued: `not run: WHY`), then the final ticket and run rows read back. A
+        started (`skipped`, and those queued: `not run: WHY`), the lines that end the stored
+        logs of its steps stopped while the store was busy (`log_notes`: `(step execution
+        id, line)`, `TicketRunner.log_cut`), then the final ticket and run rows read back. A
         run still `running` after its close (the store dropped the write without an
         error) undoes it all: `StoreIntegrityError`, a refused write of the run's end."""
 
@@ -179,6 +182,8 @@ class RunWrites:
                 self.step_finished(step_end)
             for end in stopped:
                 self.step_finished(end)
+            for exec_id, note in log_notes:  # (after what the step's end stored)
+                self.store.logs.append(exec_id, note)
             self.vms_destroyed(destroyed or [])
             self.store.runs.finish_run(
                 run_id,
