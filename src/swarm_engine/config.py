@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from swarm_engine.config_file import default_home, locate_config
 from swarm_engine.errors import ConfigError
-from swarm_engine.records import HOST_ID_RE
+from swarm_engine.records import HOST_ID_RE, strict_json
 from swarm_engine.typecheck import scalar_problem, table, type_problem
 
 if TYPE_CHECKING:
@@ -381,7 +381,7 @@ def load_settings_tolerant(
     import tomllib
 
     try:
-        values = tomllib.loads(text) if text is not None else {}
+        values = _toml(text) if text is not None else {}
     except tomllib.TOMLDecodeError as exc:
         if not keep:
             raise ConfigError(f"config file {path}: {exc}") from exc
@@ -467,9 +467,20 @@ def _parsed(path: Path, text: str | None) -> dict[str, Any]:
     import tomllib
 
     try:
-        return tomllib.loads(text)
+        return _toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def _toml(text: str) -> dict[str, Any]:
+    """`tomllib.loads(text)`; `tomllib.TOMLDecodeError` (never RecursionError) for arrays
+    or inline tables nested deeper than its reader goes."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("nested too deep to read") from None
 
 
 def _settings(
@@ -563,10 +574,11 @@ def _from_environment() -> dict[str, Any]:
         if raw is None or name == "home":
             continue
         if name in JSON_FIELDS:
-            try:
-                values[name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"SWARM_{name.upper()} is not valid JSON: {exc.msg}") from exc
+            try:  # (no NaN, no key twice, `TooDeep` past a reader's depth)
+                values[name] = strict_json(raw, unique_keys=True)
+            except ValueError as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise ConfigError(f"SWARM_{name.upper()} is not valid JSON: {why}") from exc
         else:
             values[name] = _plain_text(name, raw)
     return values

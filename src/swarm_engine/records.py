@@ -495,17 +495,23 @@ def strict_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     reads as infinity: both are refused alike, `number 100000000000… (401 digits) is out
     of range`); with `unique_keys`, no object holding a key twice (which `json.loads`
     would keep the last of). Raises ValueError (`TooManyDigits` for an integer too long
-    to read)."""
+    to read; `TooDeep`, never RecursionError, for a value nested deeper than Python's
+    reader goes)."""
     hook = _unique_keys if unique_keys else None
-    value = _loads(text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook)
-    if long_digits(text):  # (rare) read again, each integer checked
+    try:
         value = _loads(
-            text,
-            parse_float=_finite,
-            parse_int=_ranged,
-            parse_constant=_no_constant,
-            object_pairs_hook=hook,
+            text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook
         )
+        if long_digits(text):  # (rare) read again, each integer checked
+            value = _loads(
+                text,
+                parse_float=_finite,
+                parse_int=_ranged,
+                parse_constant=_no_constant,
+                object_pairs_hook=hook,
+            )
+    except RecursionError:  # (thousands of levels: every reader's limit is far below)
+        raise TooDeep(f"nested deeper than {MAX_READ_DEPTH} levels") from None
     return value
 
 
@@ -572,10 +578,7 @@ def readable_json(text: str | bytes, *, unique_keys: bool = False) -> Any:
     (at any depth) raises `DuplicateKey`. Raises ValueError (never RecursionError)."""
     if isinstance(text, bytes):
         text = text.decode(json.detect_encoding(text))
-    try:
-        value = strict_json(text, unique_keys=unique_keys)
-    except RecursionError:
-        raise TooDeep(f"nested deeper than {MAX_READ_DEPTH} levels") from None
+    value = strict_json(text, unique_keys=unique_keys)
     # only walk the value when it may need it (both checks run in C over the text)
     if text.count("[") + text.count("{") > MAX_READ_DEPTH or _SURROGATE_ESCAPE.search(text):
         value = _mend(value, 0)

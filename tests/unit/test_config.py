@@ -497,3 +497,37 @@ def test_a_plain_number_setting_s_variable_still_loads(
     monkeypatch.setenv("SWARM_MAX_VMS", "-1")  # a `-` is read: its range refuses it
     with pytest.raises(ConfigError, match="greater than or equal to 1"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("SWARM_BACKEND_OPTIONS", '{"a":' * 1000 + "1" + "}" * 1000, "nested deeper than"),
+        ("SWARM_GATEWAY", "[" * 5000 + "]" * 5000, "nested deeper than"),
+        ("SWARM_TRIGGERS", '{"a": 1, "a": 2}', "key 'a' is given twice"),
+        ("SWARM_BACKEND_OPTIONS", '{"process": {"cpu_seconds": NaN}}', "NaN is not JSON"),
+    ],
+)
+def test_a_json_setting_too_deep_or_ambiguous_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    """A JSON variable nested thousands of levels deep ended every command in a
+    RecursionError traceback; a key given twice was read as its last value, NaN as a
+    number. Each is now one `ConfigError` naming the variable."""
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=f"{variable} is not valid JSON: {said}"):
+        load_settings()
+
+
+def test_a_config_file_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    """A config.toml whose array is nested 500 levels deep ended in a RecursionError
+    traceback (exit 1); it is a bad config file: one line, exit 5."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    (home / "config.toml").write_text("max_vms = [" + "[" * 500 + "]" * 500 + "]\n")
+    done = swarm_inproc(home, "ticket", "list")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: config file {home / 'config.toml'}: nested too deep to read"
+    ]

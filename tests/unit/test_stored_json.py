@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from swarm_engine.errors import UsageError
-from swarm_engine.records import MAX_READ_DEPTH, finite_only, readable_json, strict_dumps
+from swarm_engine.records import (
+    MAX_READ_DEPTH,
+    TooDeep,
+    finite_only,
+    readable_json,
+    strict_dumps,
+    strict_json,
+)
 from swarm_engine.service.values import check_json
 from swarm_engine.store.rows import Decoder, decode_record
 
@@ -157,3 +164,11 @@ def test_an_integer_past_a_doubles_range_is_refused_as_1e400_is(number: int) -> 
 def test_long_digits_in_text_or_a_fraction_are_no_integer() -> None:
     assert readable_json(json.dumps(["1" * 500])) == ["1" * 500]
     assert readable_json("0." + "0" * 400 + "1") == 0.0
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000])
+def test_json_nested_past_the_reader_is_a_value_error_never_a_recursion_error(text: str) -> None:
+    """`strict_json` (the CLI's `--inputs-json` and `--input`, the JSON settings) let
+    Python's RecursionError out for text nested thousands of levels deep: a traceback."""
+    with pytest.raises(TooDeep, match=f"nested deeper than {MAX_READ_DEPTH} levels"):
+        strict_json(text, unique_keys=True)

@@ -73,8 +73,8 @@ def decode_cursor(cursor: str) -> tuple[bytes, bytes] | int:
             return bytes.fromhex(value[1]), bytes.fromhex(value[2])
         if value[0] == "u" and len(value) == 2 and type(value[1]) is int and value[1] >= 0:
             return int(value[1])
-    except (ValueError, TypeError, KeyError, IndexError, binascii.Error):
-        raise bad from None
+    except (ValueError, TypeError, KeyError, IndexError, binascii.Error, RecursionError):
+        raise bad from None  # (RecursionError: 9,000 levels of `[` fit in a cursor)
     raise bad
 
 
