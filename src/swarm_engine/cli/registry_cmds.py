@@ -31,6 +31,7 @@ from swarm_engine.cli.output import (
     styled,
     table,
     usage_line,
+    visible,
 )
 from swarm_engine.config import Settings
 from swarm_engine.models import AgentSpec, WorkflowSpec
@@ -71,8 +72,18 @@ def agent_register(
     folders = definition_folders(path, all_dir, "agent.yaml")
     with registry_of(settings) as registry:
         stored = service.register_agent_files(registry, folders, force=force)
-    for spec in stored:
-        console.print(f"registered agent {spec.ref} ({spec.kind})")
+    for spec in stored:  # (a package's folder named: every file in it reaches the VM)
+        line = f"registered agent {spec.ref} ({spec.kind})"
+        if spec.package_path is not None:
+            line += f", its folder's files copied to {visible(spec.package_path)}"
+        click.echo(line)  # (never wrapped: a path stays one piece)
+    if path is not None and path.name != "agent.yaml" and not path.is_dir():
+        shown = visible(str(path))
+        click.echo(
+            f"note: {shown} is no agent.yaml: its definition alone is registered, no package"
+            " (only the folder of an agent.yaml is copied into the VM)",
+            err=True,
+        )
 
 
 def paging(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:

@@ -218,8 +218,15 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
 
 
 def load_agent(path: Path) -> AgentSpec:
+    """The agent defined by `path`: a folder holding `agent.yaml`, or that file, whose
+    folder is its package (every file in it is copied into the VM); a file of another
+    name (`my-agent.yaml`) is its definition alone, with no package, for its folder is
+    no agent's (a `~/custom.yaml` copied the whole home folder, dotfiles and all, into
+    every VM). Raises `ConfigError` with one line naming the file."""
     file = _definition_file(path, "agent.yaml")
     spec = agent_from_mapping(read_yaml(file), str(file))
+    if file.name != "agent.yaml":
+        return spec
     check_package(file.parent)
     folder = file.parent.resolve()
     try:
