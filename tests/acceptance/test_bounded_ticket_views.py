@@ -170,7 +170,8 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
     `--json` keeps every value whole (and the same newest steps), but a title over its
     64 KiB, which the store hands over as its first 200 characters and its size, and a
     step id over 1 KiB (`MAX_NAME_BYTES`), which it hands over as null with its size."""
-    title, agent, step = "T" * 3_000_000, "a" * 1_000_000, "s" * 200_000
+    # (an agent name over 1 KiB is read as null: test_big_row_names.py)
+    title, agent, step = "T" * 3_000_000, "a" * 1_000, "s" * 200_000
     sql(
         home,
         "INSERT INTO tickets (id, title, status, agent_id) VALUES (1, ?, 'done', ?)",
@@ -198,7 +199,7 @@ def test_human_views_cut_long_names_and_show_a_runs_newest_steps(home: Path) -> 
         assert len(done.stdout) < 100_000
     shown = "".join(show.stdout.split())  # (Rich wraps a line past the width)
     assert "T" * NAME_CHARS in shown and "title:3,000,000bytesoftext" in shown
-    assert "a" * NAME_CHARS + "…(1,000,000characters)" in shown
+    assert "a" * NAME_CHARS + "…(1,000characters)" in shown
     assert f"{SHOWN_STEPS} of {steps} steps shown (the newest); 50 older" in show.stdout
     assert "step51 " in show.stdout and "step50 " not in show.stdout
     assert logs.stdout.count(" · step ") == steps and "s" * (NAME_CHARS + 1) not in logs.stdout

@@ -27,15 +27,19 @@ def insert(db: Path, agent_id: str, inputs: object) -> int:
         conn.close()
 
 
+NAME = 1000
+"""A name within the 1 KiB a ticket's `agent_id` may hold, long past what a line shows."""
+
+
 def test_a_long_value_in_a_row_is_named_briefly_in_its_error(home: Path) -> None:
     db = home / "tickets.db"
-    unknown = insert(db, "a" * LONG, {})
+    unknown = insert(db, "a" * NAME, {})  # (a name over 1 KiB is not read: test_big_row_names)
     refused = insert(db, "shell", {"command": ["b" * LONG]})
     swarm(home, "start", "--foreground", "--until-idle", check=True)
     rows = {r["id"]: r for r in query(db, "SELECT id, status, error FROM tickets")}
     assert rows[unknown]["status"] == rows[refused]["status"] == "failed"
     assert rows[unknown]["error"].startswith("unknown agent 'aaaa")
-    assert f"… ({LONG:,} characters) (see 'swarm-engine agent list')" in rows[unknown]["error"]
+    assert f"… ({NAME:,} characters) (see 'swarm-engine agent list')" in rows[unknown]["error"]
     assert "is not of type 'string'" in rows[refused]["error"]
     assert "… (100,004 characters)" in rows[refused]["error"]  # ['b…b'] as jsonschema names it
     notes = query(db, "SELECT max(length(note)) n FROM ticket_events WHERE note IS NOT NULL")

@@ -320,3 +320,53 @@ def test_run_step_and_event_names_over_their_caps_are_read_as_null(
     assert swarm_inproc(home, "status", **env).returncode == 0
     logs = swarm_inproc(home, "logs", "1", **env)
     assert logs.returncode == 0 and len(logs.stdout) < SMALL, logs.stderr
+
+
+def test_ticket_names_over_their_caps_are_read_as_null(
+    store_target: Target, tmp_path: Path
+) -> None:
+    """A ticket's `agent_id` or `workflow_id` of 1 MB fails that ticket alone, with a line
+    giving its size, and a `engine_id` or `attempt_id` of 1 MB is shown as null with a
+    defect: every view stays small (they were read whole: a 200 MB `agent_id` made `ticket
+    list --limit 5` take 611 MB and the engine 2 GB; tester h-221)."""
+    home, env = tmp_path / "home", store_target.env
+    assert swarm_inproc(home, "status", "--init", **env).returncode == 0
+    keyed = MB if store_target.dialect == "sqlite" else 100_000  # (see above: indexed)
+    store_target.sql(
+        "INSERT INTO tickets (title, status, agent_id, inputs) VALUES"
+        f" ('agent', 'open', {text(store_target, keyed, 'a')}, '{{}}');"
+        " INSERT INTO tickets (title, status, execution_mode, workflow_id, inputs) VALUES"
+        f" ('workflow', 'open', 'workflow', {text(store_target, keyed, 'w')}, '{{}}');"
+        " INSERT INTO tickets (title, status, agent_id, inputs, engine_id, attempt_id) VALUES"
+        f" ('done', 'done', 'echo', '{{}}', {text(store_target, MB, 'e')},"
+        f" {text(store_target, MB, 'x')});"
+        " INSERT INTO tickets (title, status, agent_id, inputs) VALUES ('good', 'open', 'echo', '{}')"
+    )
+    ran = swarm_inproc(home, "start", "--foreground", "--until-idle", **env)
+    assert ran.returncode == 0, ran.stderr
+    rows = store_target.rows("SELECT title, status, error FROM tickets ORDER BY id")
+    assert [r["status"] for r in rows] == ["failed", "failed", "done", "done"], rows
+    for row, name in zip(rows, ("agent_id", "workflow_id"), strict=False):
+        assert row["error"] == f"ticket {rows.index(row) + 1} row is malformed: {name}: " + (
+            name_over(keyed)
+        )
+
+    listed = swarm_inproc(home, "ticket", "list", "--json", **env)
+    assert listed.returncode == 0 and len(listed.stdout) < SMALL, len(listed.stdout)
+    shown = {t["title"]: t for t in json.loads(listed.stdout)}
+    assert shown["agent"]["agent_id"] is None and shown["workflow"]["workflow_id"] is None
+    assert shown["done"]["engine_id"] is None and shown["done"]["attempt_id"] is None
+    assert shown["done"]["defects"] == [
+        f"engine_id: {name_over(MB)}",
+        f"attempt_id: {name_over(MB)}",
+    ]
+    for ticket_id in ("1", "3"):
+        one = swarm_inproc(home, "ticket", "show", ticket_id, "--json", **env)
+        assert one.returncode == 0 and len(one.stdout) < SMALL, len(one.stdout)
+    assert swarm_inproc(home, "ticket", "list", **env).returncode == 0
+    api = start_api(home, token=TOKEN, **env)
+    try:
+        got = api.get("/v1/tickets")
+        assert got.status_code == 200 and len(got.content) < SMALL, len(got.content)
+    finally:
+        api.stop()

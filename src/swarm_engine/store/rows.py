@@ -345,8 +345,8 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         )
         timeout = None
     mode = d.choice("execution_mode", MODES, "single")
-    agent_id = d.opt_text("agent_id")
-    workflow_id = d.opt_text("workflow_id")
+    agent_id = d.sized_text("agent_id", MAX_NAME_BYTES)  # (NULL past it: `ticket_columns`)
+    workflow_id = d.sized_text("workflow_id", MAX_NAME_BYTES)
     status = d.choice("status", STATUSES, "draft")
     return Ticket(
         id=ticket_id,
@@ -365,8 +365,8 @@ def decode_ticket(row: Row | Mapping[str, Any]) -> Ticket:
         timeout_seconds=timeout,
         result=d.sized_json("result", None, result_too_big, MAX_RESULT_BYTES, RESULT_OVER),
         error=d.opt_bounded_text("error", MAX_ERROR_BYTES),
-        engine_id=d.opt_text("engine_id"),
-        attempt_id=d.opt_text("attempt_id"),
+        engine_id=d.sized_text("engine_id", MAX_NAME_BYTES),
+        attempt_id=d.sized_text("attempt_id", MAX_NAME_BYTES),
         lease_expires_at=d.timestamp("lease_expires_at"),
         created_at=d.timestamp("created_at"),
         updated_at=d.timestamp("updated_at"),

@@ -13,7 +13,9 @@
 -- parses) a larger value any client wrote. Likewise `title` and `description` over
 -- 64 KiB and 1 MiB (MAX_TITLE_BYTES, MAX_DESCRIPTION_BYTES): only their first 200
 -- characters, with their sizes in `title_bytes` and `description_bytes`; `error` over
--- 64 KiB (MAX_ERROR_BYTES) likewise, with `error_bytes`.
+-- 64 KiB (MAX_ERROR_BYTES) likewise, with `error_bytes`. Its names (`agent_id`,
+-- `workflow_id`, `engine_id`, `attempt_id`) only up to 1 KiB (MAX_NAME_BYTES), else NULL
+-- (never cut: names are looked up and acted on), with their sizes in `<name>_bytes`.
 tickets.id,
 CASE WHEN octet_length(tickets.title) <= 65536 THEN tickets.title
      ELSE left(tickets.title, 200) END AS title,
@@ -22,7 +24,10 @@ CASE WHEN octet_length(tickets.description) <= 1048576 THEN tickets.description
      ELSE left(tickets.description, 200) END AS description,
 octet_length(tickets.description) AS description_bytes,
 tickets.status, tickets.execution_mode,
-tickets.agent_id, tickets.workflow_id,
+CASE WHEN octet_length(tickets.agent_id) <= 1024 THEN tickets.agent_id END AS agent_id,
+octet_length(tickets.agent_id) AS agent_id_bytes,
+CASE WHEN octet_length(tickets.workflow_id) <= 1024 THEN tickets.workflow_id END AS workflow_id,
+octet_length(tickets.workflow_id) AS workflow_id_bytes,
 CASE WHEN octet_length(tickets.inputs::text) <= 8388608 THEN tickets.inputs END AS inputs,
 octet_length(tickets.inputs::text) AS inputs_bytes,
 tickets.priority, tickets.attempts, tickets.max_attempts, tickets.timeout_seconds,
@@ -31,7 +36,11 @@ octet_length(tickets.result::text) AS result_bytes,
 CASE WHEN octet_length(tickets.error) <= 65536 THEN tickets.error
      ELSE left(tickets.error, 200) END AS error,
 octet_length(tickets.error) AS error_bytes,
-tickets.engine_id, tickets.attempt_id, tickets.lease_expires_at,
+CASE WHEN octet_length(tickets.engine_id) <= 1024 THEN tickets.engine_id END AS engine_id,
+octet_length(tickets.engine_id) AS engine_id_bytes,
+CASE WHEN octet_length(tickets.attempt_id) <= 1024 THEN tickets.attempt_id END AS attempt_id,
+octet_length(tickets.attempt_id) AS attempt_id_bytes,
+tickets.lease_expires_at,
 tickets.cancel_requested, tickets.created_at, tickets.updated_at, tickets.claimed_at,
 tickets.started_at, tickets.completed_at
 

@@ -13,7 +13,9 @@
 -- parses) a larger value any client wrote. Likewise `title` and `description` over
 -- 64 KiB and 1 MiB (MAX_TITLE_BYTES, MAX_DESCRIPTION_BYTES): only their first 200
 -- characters, with their sizes in `title_bytes` and `description_bytes`; `error` over
--- 64 KiB (MAX_ERROR_BYTES) likewise, with `error_bytes`.
+-- 64 KiB (MAX_ERROR_BYTES) likewise, with `error_bytes`. Its names (`agent_id`,
+-- `workflow_id`, `engine_id`, `attempt_id`) only up to 1 KiB (MAX_NAME_BYTES), else NULL
+-- (never cut: names are looked up and acted on), with their sizes in `<name>_bytes`.
 -- (SQLite loads a value to measure it, in its own memory, freed at the next row;
 -- `length` of text counts characters, hence the CAST.)
 tickets.id,
@@ -24,7 +26,10 @@ CASE WHEN length(CAST(tickets.description AS BLOB)) <= 1048576 THEN tickets.desc
      ELSE substr(tickets.description, 1, 200) END AS description,
 length(CAST(tickets.description AS BLOB)) AS description_bytes,
 tickets.status, tickets.execution_mode,
-tickets.agent_id, tickets.workflow_id,
+CASE WHEN length(CAST(tickets.agent_id AS BLOB)) <= 1024 THEN tickets.agent_id END AS agent_id,
+length(CAST(tickets.agent_id AS BLOB)) AS agent_id_bytes,
+CASE WHEN length(CAST(tickets.workflow_id AS BLOB)) <= 1024 THEN tickets.workflow_id END AS workflow_id,
+length(CAST(tickets.workflow_id AS BLOB)) AS workflow_id_bytes,
 CASE WHEN length(CAST(tickets.inputs AS BLOB)) <= 8388608 THEN tickets.inputs END AS inputs,
 length(CAST(tickets.inputs AS BLOB)) AS inputs_bytes,
 tickets.priority, tickets.attempts, tickets.max_attempts, tickets.timeout_seconds,
@@ -33,7 +38,11 @@ length(CAST(tickets.result AS BLOB)) AS result_bytes,
 CASE WHEN length(CAST(tickets.error AS BLOB)) <= 65536 THEN tickets.error
      ELSE substr(tickets.error, 1, 200) END AS error,
 length(CAST(tickets.error AS BLOB)) AS error_bytes,
-tickets.engine_id, tickets.attempt_id, tickets.lease_expires_at,
+CASE WHEN length(CAST(tickets.engine_id AS BLOB)) <= 1024 THEN tickets.engine_id END AS engine_id,
+length(CAST(tickets.engine_id AS BLOB)) AS engine_id_bytes,
+CASE WHEN length(CAST(tickets.attempt_id AS BLOB)) <= 1024 THEN tickets.attempt_id END AS attempt_id,
+length(CAST(tickets.attempt_id AS BLOB)) AS attempt_id_bytes,
+tickets.lease_expires_at,
 tickets.cancel_requested, tickets.created_at, tickets.updated_at, tickets.claimed_at,
 tickets.started_at, tickets.completed_at
 
