@@ -8,12 +8,14 @@ from __future__ import annotations
 import codecs
 
 _BOMS = (
-    (codecs.BOM_UTF32_LE, "UTF-32"),  # (before UTF-16's: it starts with the same bytes)
-    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF32_LE, "UTF-32 (it starts with a byte-order mark)"),  # (before UTF-16's)
+    (codecs.BOM_UTF32_BE, "UTF-32 (it starts with a byte-order mark)"),
     (codecs.BOM_UTF8, "UTF-8 with a byte-order mark"),
-    (codecs.BOM_UTF16_LE, "UTF-16"),
-    (codecs.BOM_UTF16_BE, "UTF-16"),
+    (codecs.BOM_UTF16_LE, "UTF-16 (it starts with a byte-order mark)"),
+    (codecs.BOM_UTF16_BE, "UTF-16 (it starts with a byte-order mark)"),
 )
+"""Each mark and what the refusal calls a body that starts with it (a UTF-32 LE mark
+starts with UTF-16 LE's bytes, so it is tried first)."""
 
 
 class NotUtf8Json(ValueError):
@@ -24,11 +26,10 @@ def wire_text(body: bytes) -> str:
     """`body` decoded as UTF-8, strictly; `NotUtf8Json` for one that starts with a
     byte-order mark (of any encoding) or holds bytes that are not UTF-8 (UTF-16 without a
     mark, where its text is ASCII, decodes and is then not JSON at all)."""
-    for mark, encoding in _BOMS:
+    for mark, what in _BOMS:
         if body.startswith(mark):
             raise NotUtf8Json(
-                f"it is {encoding} (it starts with a byte-order mark); JSON must be UTF-8"
-                " without one (RFC 8259 section 8.1)"
+                f"it is {what}; JSON must be UTF-8 without one (RFC 8259 section 8.1)"
             )
     try:
         return body.decode("utf-8")
