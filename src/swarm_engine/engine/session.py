@@ -350,7 +350,8 @@ class EngineSession:
         """Claim one ticket by id and run it to the end (`run-ticket --wait`).
 
         Resolution errors (unknown agent, missing key, a malformed row) are raised before
-        the claim, so they change nothing.
+        the claim, so they change nothing. The claimed row is planned again (another
+        client may have changed it since it was read): what fails then fails the ticket.
         """
         ticket = await self.gate.retrying(self.store.tickets.get, ticket_id)
         # an open ticket's next attempt is checked here; a lapsed one's reclaim, below,
@@ -360,7 +361,7 @@ class EngineSession:
             raise not_claimable(ticket, await self._holder(ticket))
         # each VM backend its steps name is made ready first (its image checked): one
         # that cannot boot is a `VMError` (exit 7) that leaves the ticket as it was
-        names = {s.agent.vm.backend or self.pool.default_backend for s in plan.steps.values()}
+        names = self._backends_of(plan)
         for name in sorted(names):
             await self.pool.backend(name).start()
         await self._register()
@@ -409,7 +410,25 @@ class EngineSession:
             assert why is not None  # (an uncounted claim is always refused)
             await self._refuse_claimed(claimed, why)
             raise why
-        return await self.runner.run(claimed, plan)
+        # the row as claimed is what runs: another client may have changed it since it was
+        # read (its agent, its inputs), so its plan is made again from it (the plan of the
+        # row read first ran another agent than the run recorded); a plan that now fails
+        # fails the ticket with its line, as a daemon's claim does
+        again = await self._plan_patiently(claimed)
+        if isinstance(again, AttemptsUsedError):
+            await self._refuse_claimed(claimed, again)
+            raise again
+        if not isinstance(again, SwarmError):
+            try:  # a backend the first plan did not name
+                for name in sorted(self._backends_of(again) - names):
+                    await self.pool.backend(name).start()
+            except SwarmError as exc:
+                again = exc
+        return await self.runner.run(claimed, again)
+
+    def _backends_of(self, plan: Plan) -> set[str]:
+        """The VM backends the steps of `plan` run on, by name."""
+        return {s.agent.vm.backend or self.pool.default_backend for s in plan.steps.values()}
 
     async def _holder(self, ticket: Ticket) -> str | None:
         """Who holds a live ticket, and whether it runs (`store.engines.holder`)."""

@@ -1,0 +1,54 @@
+"""`run-ticket ID --wait` runs the row as its claim found it. Another client may change
+the ticket between the command's first read and its claim (its VM backend is made ready,
+its engine registered and gone engines reaped in between: about 0.1 s with QEMU): a
+trigger on the engine's own registration makes that moment certain here. The plan of the
+row read first ran the old agent while the run recorded the new one, on the new inputs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.support.cli import query, swarm, swarm_inproc
+
+
+def _changed_at_registration(tmp_path: Path, change: str) -> tuple[Path, int]:
+    """A home with one open echo ticket that `change` (SQL SET clause) rewrites as the
+    engine of `run-ticket 1 --wait` registers; the command's exit code."""
+    home = tmp_path / "home"
+    assert swarm_inproc(home, "status", "--init").returncode == 0
+    conn = sqlite3.connect(home / "tickets.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO tickets (title, status, agent_id, inputs)"
+            " VALUES ('x', 'open', 'echo', '{\"first\": true}')"
+        )
+        conn.execute(
+            f"CREATE TRIGGER meddle AFTER INSERT ON engines BEGIN UPDATE tickets SET {change}"
+            " WHERE id = 1; END"
+        )
+    conn.close()
+    ran = swarm(home, "run-ticket", "1", "--wait", timeout=120)
+    assert "Traceback" not in ran.stdout + ran.stderr, ran.stderr
+    return home, ran.returncode
+
+
+def test_the_agent_and_inputs_as_claimed_are_what_runs_and_is_recorded(tmp_path: Path) -> None:
+    home, code = _changed_at_registration(
+        tmp_path, "agent_id = 'shell', inputs = '{\"command\": \"echo CHANGED\"}'"
+    )
+    assert code == 0
+    (ticket,) = query(home / "tickets.db", "SELECT status, agent_id, result FROM tickets")
+    assert ticket["status"] == "done" and ticket["agent_id"] == "shell"
+    assert json.loads(ticket["result"])["stdout"].strip() == "CHANGED"  # the shell agent ran
+    (step,) = query(home / "tickets.db", "SELECT agent_name FROM step_executions")
+    assert step["agent_name"] == "shell"
+
+
+def test_a_claimed_row_whose_agent_is_now_unknown_fails_with_its_line(tmp_path: Path) -> None:
+    home, code = _changed_at_registration(tmp_path, "agent_id = 'nobody'")
+    assert code == 1
+    (ticket,) = query(home / "tickets.db", "SELECT status, error FROM tickets")
+    assert ticket["status"] == "failed" and ticket["error"].startswith("unknown agent 'nobody'")
+    assert not query(home / "tickets.db", "SELECT 1 FROM step_executions")
