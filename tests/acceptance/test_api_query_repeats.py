@@ -167,3 +167,42 @@ def test_a_header_the_route_reads_once_given_twice_is_a_422(api: Api) -> None:
         conn.close()
     assert got.status == 422, body[:300]
     assert b"header.last-event-id: given 2 times; it takes one value" in body, body[:300]
+
+
+def raw_get(api: Api, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, str]:
+    """GET `path` with `headers` as given, repeats kept: (status, body, WWW-Authenticate)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(api.url)
+    assert where.hostname is not None and where.port is not None
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        got = conn.getresponse()
+        return got.status, got.read(), got.getheader("WWW-Authenticate") or ""
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/tickets", "/v1/tickets/1", "/metrics", "/ui/tickets/rows"])
+def test_an_authorization_header_given_twice_is_a_401_whatever_its_order(
+    api: Api, path: str
+) -> None:
+    """The server's token and a wrong one, as two Authorization headers (a proxy adding
+    its own, say): the first was read, so one order passed (200) and the other did not.
+    Authorization is a singleton field (RFC 9110 section 11.6.2): now a 401 either way,
+    the token right twice included, never either value read."""
+    good, bad = f"Bearer {TOKEN}", "Bearer wrong-token-wrong-token"
+    for pair in ((good, bad), (bad, good), (good, good)):
+        headers = [("Authorization", pair[0]), ("authorization", pair[1]), ("HX-Request", "true")]
+        status, body, challenge = raw_get(api, path, headers)
+        assert status == 401, (pair, body[:300])
+        assert challenge == "Bearer"
+        assert b"the Authorization header is given 2 times; it takes one value" in body
+        assert b"unauthorized" in body or path.startswith("/ui"), body[:300]
+    status, body, _ = raw_get(api, path, [("Authorization", good), ("HX-Request", "true")])
+    assert status == 200, body[:300]  # once, it is read as ever

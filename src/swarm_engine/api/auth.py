@@ -75,10 +75,20 @@ def require_token(
     """A dependency: 401 unless the request carries the server's token (when it has one),
     in the Authorization header or in the dashboard's cookie. A request that changes
     something with the cookie alone must also carry `HX-Request` (htmx sends it; another
-    site's form cannot), on top of SameSite=Strict."""
+    site's form cannot), on top of SameSite=Strict. An Authorization header given more
+    than once is a 401 whatever the values (a singleton field, RFC 9110), never read as
+    its first."""
     expected: str | None = request.app.state.token
     if expected is None:
         return
+    lines = len(request.headers.getlist("authorization"))
+    if lines > 1:  # (HTTPBearer reads the first: a proxy's or a client's second went unseen)
+        raise HTTPException(
+            status_code=401,
+            detail=f"the Authorization header is given {lines} times; it takes one value"
+            " (RFC 9110 section 11.6.2)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     given = credentials.credentials if credentials is not None else ""
     cookie = request.cookies.get(COOKIE)
     if (
