@@ -288,7 +288,9 @@ def test_register_and_show_definitions(world: World) -> None:
              "inputs": {"type": "object", "properties": {"who": {"type": "string"}}}}  # fmt: skip
     made = ok(api.post("/v1/agents", json=agent), 201)
     assert made["name"] == "api-hello" and made["version"] == "1.5"
-    assert "already registered" in str(refused(api.post("/v1/agents", json=agent), 409)["message"])
+    assert ok(api.post("/v1/agents", json=agent), 200) == made  # the same: left as is
+    other = agent | {"command": "echo bye"}
+    assert "already registered" in str(refused(api.post("/v1/agents", json=other), 409)["message"])
     ok(api.post("/v1/agents", params={"force": "true"}, json=agent), 201)
     for builtin in ("echo", "shell", "claude"):  # no version of a built-in's name, forced or not
         taken = agent | {"name": builtin, "version": "2.0.0"}

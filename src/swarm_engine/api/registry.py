@@ -53,11 +53,19 @@ SizedDefinition = Depends(definition_size)
 def register_agent(
     definition: Annotated[dict[str, Any], Body(examples=[AGENT_EXAMPLE])],
     registry: RegistryDep,
+    response: Response,
     force: Force = False,
 ) -> dict[str, Any]:
     """Register an agent from its definition (agent.yaml's fields, as JSON; see
-    docs/agents.md). 422 names the first invalid field; 409 when name@version exists."""
-    spec = service.register_agent(registry, definition, force=force, source="agent")
+    docs/agents.md): 201, or 200 when name@version holds this very definition already
+    (left as it is). 422 names the first invalid field; 409 when name@version holds
+    another definition (unless `force`)."""
+    identical: set[str] = set()
+    spec = service.register_agent(
+        registry, definition, force=force, source="agent", identical=identical
+    )
+    if identical:
+        response.status_code = 200
     return spec.model_dump(mode="json")
 
 
@@ -102,11 +110,18 @@ def agent(ref: Ref, registry: RegistryDep) -> dict[str, Any]:
 def register_workflow(
     definition: Annotated[dict[str, Any], Body(examples=[WORKFLOW_EXAMPLE])],
     registry: RegistryDep,
+    response: Response,
     force: Force = False,
 ) -> dict[str, Any]:
     """Register a workflow from its definition (workflow.yaml's fields, as JSON): steps,
-    references and agents are checked as for a file."""
-    spec = service.register_workflow(registry, definition, force=force, source="workflow")
+    references and agents are checked as for a file. 201, or 200 when name@version
+    holds this very definition already (left as it is); 409 when it holds another."""
+    identical: set[str] = set()
+    spec = service.register_workflow(
+        registry, definition, force=force, source="workflow", identical=identical
+    )
+    if identical:
+        response.status_code = 200
     return spec.model_dump(mode="json", exclude_none=True)
 
 

@@ -67,13 +67,20 @@ def agent_register(
 ) -> None:
     """Register an agent package (a folder with agent.yaml), or all under --all DIR.
 
-    All or nothing: if one definition is invalid, none is registered.
+    All or nothing: if one definition is invalid, none is registered. One registered
+    already with the same definition and files is accepted (its files copied to this
+    host): `agent NAME@VERSION already registered, identical`.
     """
     folders = definition_folders(path, all_dir, "agent.yaml")
+    identical: set[str] = set()
     with registry_of(settings) as registry:
-        stored = service.register_agent_files(registry, folders, force=force)
+        stored = service.register_agent_files(registry, folders, force=force, identical=identical)
     for spec in stored:  # (a package's folder named: every file in it reaches the VM)
-        line = f"registered agent {spec.ref} ({spec.kind})"
+        line = (
+            f"agent {spec.ref} already registered, identical"
+            if spec.ref in identical
+            else f"registered agent {spec.ref} ({spec.kind})"
+        )
         if spec.package_path is not None:
             line += f", its folder's files copied to {visible(spec.package_path)}"
         click.echo(line)  # (never wrapped: a path stays one piece)
@@ -219,12 +226,19 @@ def workflow() -> None:
 def workflow_register(
     settings: Settings, path: Path | None, all_dir: Path | None, force: bool
 ) -> None:
-    """Validate and register a workflow.yaml (or all under --all DIR); all or nothing."""
+    """Validate and register a workflow.yaml (or all under --all DIR); all or nothing.
+
+    One registered already as it is is accepted and left as it is.
+    """
     files = definition_folders(path, all_dir, "workflow.yaml")
+    identical: set[str] = set()
     with registry_of(settings) as registry:
-        stored = service.register_workflow_files(registry, files, force=force)
+        stored = service.register_workflow_files(registry, files, force=force, identical=identical)
     for spec in stored:
-        console.print(f"registered workflow {spec.ref} ({len(spec.steps)} steps)")
+        if spec.ref in identical:
+            console.print(f"workflow {spec.ref} already registered, identical")
+        else:
+            console.print(f"registered workflow {spec.ref} ({len(spec.steps)} steps)")
 
 
 @workflow.command("list", epilog=example("swarm-engine workflow list --json"))

@@ -211,20 +211,33 @@ def check_agent_row(row: Row) -> None:
     _check_names(where, row, *plain)
 
 
-def _same_package(row: Row, spec: AgentSpec) -> bool:
-    """Whether `row` holds `spec` with the same package files (`package_digest`): so
-    registering it again, on another host sharing the registry, only copies its package
-    into this host's home (docs/scale-out.md)."""
+def _same_agent(row: Row, spec: AgentSpec) -> bool:
+    """Whether `row` holds `spec`: the same definition and the same package files
+    (`package_digest`), or no package on either side. Registering it again (on another
+    host sharing the registry, docs/scale-out.md) leaves the row as it is and only copies
+    its package, if it has one, into this host's home. A row of an older engine (a
+    `package_path`, no digest) is never the same: `--force` records it the new way."""
     from swarm_engine.models import AgentSpec
 
-    if spec.package_digest is None:
-        return False
     try:
         stored = decode_definition(AgentSpec, "agent", row)
     except ConfigError:
         return False
+    if spec.package_digest is None and stored.package_path is not None:
+        return False
     host_own = {"package_path"}  # the registering host's folder: no host reads it
     return stored.model_dump(exclude=host_own) == spec.model_dump(exclude=host_own)
+
+
+def _same_workflow(row: Row, spec: WorkflowSpec) -> bool:
+    """Whether `row` holds `spec` as it is (a row that does not decode: no)."""
+    from swarm_engine.models import WorkflowSpec
+
+    try:
+        stored = decode_definition(WorkflowSpec, "workflow", row)
+    except ConfigError:
+        return False
+    return stored.model_dump() == spec.model_dump()
 
 
 def _agent_row(spec: AgentSpec) -> dict[str, str]:
@@ -277,8 +290,20 @@ class Registry:
         self.defs.seed_agents(_agent_row(spec) for spec in builtin_agents())
 
     # -- agents ----------------------------------------------------------------------------
-    def register_agents(self, specs: list[AgentSpec], *, force: bool = False) -> list[AgentSpec]:
-        """Register all or none. Package files are copied under the home folder."""
+    def register_agents(
+        self,
+        specs: list[AgentSpec],
+        *,
+        force: bool = False,
+        identical: set[str] | None = None,
+    ) -> list[AgentSpec]:
+        """Register all or none: the agents as stored (`package_path` this host's copy).
+        Package files are copied under the home folder. An agent registered already
+        with the same definition and package (`_same_agent`) is accepted without `force`:
+        its row is left as it is, its package (if any) copied to this host, and its ref
+        added to `identical` when given. `ConflictError` for a built-in agent's name, or
+        a name@version registered with another definition or files (unless `force`);
+        `ConfigError` for an invalid definition or a package that cannot be copied."""
         from swarm_engine.registry.agents import check_agent
 
         for spec in specs:
@@ -288,6 +313,7 @@ class Registry:
         if dupes:
             raise ConfigError(f"agent {sorted(dupes)[0]} is defined twice")
         stored: list[AgentSpec] = []
+        same: set[str] = set()
         for spec in specs:
             if spec.name in BUILTIN_VERSIONS:  # any version: `echo` would then name it
                 raise ConflictError(
@@ -297,7 +323,9 @@ class Registry:
             existing = self._agent_row(spec.name, spec.version)
             if existing is not None and existing["builtin"]:
                 raise ConflictError(f"agent {spec.ref} is built in and cannot be replaced")
-            if existing is not None and not force and not _same_package(existing, spec):
+            if existing is not None and not force and _same_agent(existing, spec):
+                same.add(spec.ref)
+            elif existing is not None and not force:
                 raise ConflictError(
                     f"agent {spec.ref} is already registered (bump its version, or use --force)"
                 )
@@ -306,7 +334,10 @@ class Registry:
                 if spec.package_path
                 else spec
             )
-        write_agents(self.defs, self.packages_dir, specs, stored, [_agent_row(s) for s in stored])
+        rows = [_agent_row(s) for s in stored if s.ref not in same]  # the same: left as is
+        write_agents(self.defs, self.packages_dir, specs, stored, rows)
+        if identical is not None:
+            identical.update(same)
         return stored
 
     def _package_dir(self, spec: AgentSpec) -> Path:
@@ -423,9 +454,19 @@ class Registry:
 
     # -- workflows -------------------------------------------------------------------------
     def register_workflows(
-        self, specs: list[tuple[WorkflowSpec, str]], *, force: bool = False
+        self,
+        specs: list[tuple[WorkflowSpec, str]],
+        *,
+        force: bool = False,
+        identical: set[str] | None = None,
     ) -> list[WorkflowSpec]:
-        """Validate every workflow (source names the file), then write all or none."""
+        """Validate every workflow (source names the file), then write all or none. One
+        registered already as it is (`_same_workflow`) is accepted without `force`: its
+        row is left as it is (its `created_at` too, which cron schedules count from), and
+        its ref added to `identical` when given. `ConflictError` for a name@version
+        registered with another definition (unless `force`), or a trigger name another
+        workflow owns; `ConfigError` / `WorkflowError` for an invalid definition."""
+        same: set[str] = set()
         from swarm_engine.registry.workflows import check_shell_step_inputs, check_workflow
 
         names = [s.ref for s, _ in specs]
@@ -436,6 +477,7 @@ class Registry:
             check_shell_step_inputs(spec, self.agent, source)
 
         def register() -> None:  # store reads and writes only (run again if rolled back)
+            same.clear()
             owners = trigger_owners(w for w, _ in self.latest_workflows())
             for spec, source in specs:
                 for trigger in spec.triggers:  # a trigger's name is its address: one owner
@@ -445,8 +487,10 @@ class Registry:
                             f"{source}: trigger {trigger.name!r} belongs to workflow {others[0]!r}"
                         )
                     owners[trigger.name] = [spec.name]
-                exists = self.defs.workflow(spec.name, spec.version) is not None
-                if exists and not force:
+                row = self.defs.workflow(spec.name, spec.version)
+                if row is not None and not force and _same_workflow(row, spec):
+                    same.add(spec.ref)
+                elif row is not None and not force:
                     raise ConflictError(
                         f"workflow {spec.ref} is already registered (bump its version, or use"
                         " --force)"
@@ -459,9 +503,12 @@ class Registry:
                     "spec": spec.model_dump_json(),
                 }
                 for spec, _ in specs
+                if spec.ref not in same
             )
 
         self.defs.registering(register)  # the owners read hold until the insert commits
+        if identical is not None:
+            identical.update(same)
         return [s for s, _ in specs]
 
     def workflow(self, ref: str) -> WorkflowSpec:

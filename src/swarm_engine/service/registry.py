@@ -2,8 +2,8 @@
 body, checked exactly as `agent.yaml` / `workflow.yaml` are), list and show.
 
 Errors: `UsageError` (neither or both of a path and a folder), `ConfigError` (an invalid
-definition, one line naming the field), `ConflictError` (name@version registered already,
-or built in), `NotFoundError` (unknown agent or workflow).
+definition, one line naming the field), `ConflictError` (name@version registered already
+with another definition, or built in), `NotFoundError` (unknown agent or workflow).
 """
 
 from __future__ import annotations
@@ -39,45 +39,70 @@ def definition_folders(path: Path | None, all_dir: Path | None, filename: str) -
 
 
 def register_agent_files(
-    registry: Registry, folders: list[Path], *, force: bool = False
+    registry: Registry,
+    folders: list[Path],
+    *,
+    force: bool = False,
+    identical: set[str] | None = None,
 ) -> list[AgentSpec]:
-    """Register agent packages (folders with an agent.yaml), all or none."""
+    """Register agent packages (folders with an agent.yaml), all or none. An agent
+    registered already with the same definition and files is accepted (its package
+    copied to this host) and its ref added to `identical` (`Registry.register_agents`)."""
     from swarm_engine.registry.loader import load_agent
 
-    return registry.register_agents([load_agent(p) for p in folders], force=force)
+    specs = [load_agent(p) for p in folders]
+    return registry.register_agents(specs, force=force, identical=identical)
 
 
 def register_workflow_files(
-    registry: Registry, paths: list[Path], *, force: bool = False
+    registry: Registry,
+    paths: list[Path],
+    *,
+    force: bool = False,
+    identical: set[str] | None = None,
 ) -> list[WorkflowSpec]:
-    """Register workflow.yaml files (or folders holding one), all or none."""
+    """Register workflow.yaml files (or folders holding one), all or none; one
+    registered already as it is is accepted, its ref added to `identical`."""
     from swarm_engine.registry.loader import load_workflow
 
     loaded = [(load_workflow(p), str(p / "workflow.yaml" if p.is_dir() else p)) for p in paths]
-    return registry.register_workflows(loaded, force=force)
+    return registry.register_workflows(loaded, force=force, identical=identical)
 
 
 def register_agent(
-    registry: Registry, data: dict[str, Any], *, force: bool = False, source: str = "agent"
+    registry: Registry,
+    data: dict[str, Any],
+    *,
+    force: bool = False,
+    source: str = "agent",
+    identical: set[str] | None = None,
 ) -> AgentSpec:
     """Register one agent from its definition as a mapping (what agent.yaml holds),
-    without a package: its command runs with what the VM has."""
+    without a package: its command runs with what the VM has. The same definition
+    registered already is accepted as it is, its ref added to `identical`."""
     from swarm_engine.registry.loader import agent_from_mapping
 
     check_json(data, source)
     spec = agent_from_mapping(data, source)
-    return registry.register_agents([spec], force=force)[0]
+    return registry.register_agents([spec], force=force, identical=identical)[0]
 
 
 def register_workflow(
-    registry: Registry, data: dict[str, Any], *, force: bool = False, source: str = "workflow"
+    registry: Registry,
+    data: dict[str, Any],
+    *,
+    force: bool = False,
+    source: str = "workflow",
+    identical: set[str] | None = None,
 ) -> WorkflowSpec:
-    """Register one workflow from its definition as a mapping (what workflow.yaml holds)."""
+    """Register one workflow from its definition as a mapping (what workflow.yaml
+    holds). The same definition registered already is accepted as it is, its ref added
+    to `identical`."""
     from swarm_engine.registry.loader import workflow_from_mapping
 
     check_json(data, source)
     spec = workflow_from_mapping(data, source)
-    return registry.register_workflows([(spec, source)], force=force)[0]
+    return registry.register_workflows([(spec, source)], force=force, identical=identical)[0]
 
 
 def agents(
