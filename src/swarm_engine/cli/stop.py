@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from typing import Any
 
 import click
 
@@ -63,6 +64,28 @@ def _home_engines(settings: Settings) -> list[int]:
     return sorted(pids)
 
 
+def _other_host_ids(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    """Say which engines this home started run under another host id (`SWARM_HOST_ID`
+    or `host_id` set when it started, not now): `stop` looks for this host id's only."""
+    hosts = {e.get("pid"): e.get("host") for e in rows}
+    for pid in _home_engines(settings):
+        if not ours(settings, pid):
+            continue
+        host = hosts.get(pid)
+        if isinstance(host, str) and host != settings.host_id:
+            click.echo(
+                f"note: this home's engine (pid {pid}) runs as host {visible(host)!r}:"
+                f" 'SWARM_HOST_ID={visible(host)} swarm-engine stop' stops it",
+                err=True,
+            )
+        else:
+            click.echo(
+                f"note: this home's engine (pid {pid}) runs under another host id than"
+                f" {settings.host_id!r} (its `engines` row says which)",
+                err=True,
+            )
+
+
 def _mark(settings: Settings, pid: int) -> str | None:
     """The stop phase `stop` or the engine marked `pid` with, if any."""
     with contextlib.suppress(OSError):
@@ -103,11 +126,8 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
     """Stop the engines of this host that use this store (drain; --now aborts)."""
     try:
         with store_of(settings) as store:
-            engines = [
-                e
-                for e in store.engines.running()
-                if e["host"] == settings.host_id and e["kind"] == "daemon"
-            ]
+            every = store.engines.running()
+            engines = [e for e in every if e["host"] == settings.host_id and e["kind"] == "daemon"]
             gone = [
                 e
                 for e in store.engines.gone_unreaped(
@@ -124,6 +144,7 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
             err=True,
         )
         engines, gone = [{"pid": pid} for pid in _home_engines(settings)], []
+        every = engines
     # a row's pid is anything a writer put there: only engines holding this store's lock,
     # or started from this home, each once; and this user's engines holding the lock
     # whatever the rows say (a pid edited, an engine in another pid namespace)
@@ -137,6 +158,7 @@ def stop(settings: Settings, now: bool, wait: bool, timeout: float) -> None:
                 "'swarm-engine stop'); nothing was stopped"
             )
         click.echo("no engine is running on this host")
+        _other_host_ids(settings, every)
         if len(gone) == 1:  # what `status` shows with no process: its row says running
             (e,) = gone
             click.echo(
