@@ -3,7 +3,7 @@ status chosen from the `SwarmError` tree the service raised.
 
 | error | status | code |
 |---|---|---|
-| request body or parameter of the wrong shape | 422 | `invalid_request` |
+| request body or parameter of the wrong shape (a reference `echo@`: `api/refs.py`) | 422 | `invalid_request` |
 | `UsageError` (a value that can never work) | 400 | `bad_request` |
 | no or wrong bearer token | 401 | `unauthorized` |
 | another site's `Origin`; a tokenless server's non-loopback `Host` (`api/sites.py`) | 403 | `forbidden` |

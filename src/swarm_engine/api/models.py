@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from swarm_engine.api.refs import REFERENCE
 from swarm_engine.service.values import MAX_ID, MIN_INT
 
 TicketStatusName = Literal["draft", "open", "claimed", "running", "done", "failed", "cancelled"]
@@ -215,8 +216,8 @@ class NewTicket(BaseModel):
 
     title: str = Field(examples=["count words"])  # at most 64 KiB (MAX_TITLE_BYTES): 400
     description: str = ""
-    agent: str | None = Field(None, max_length=200, examples=["word-count"])
-    workflow: str | None = Field(None, max_length=200)
+    agent: Annotated[str | None, REFERENCE] = Field(None, max_length=200, examples=["word-count"])
+    workflow: Annotated[str | None, REFERENCE] = Field(None, max_length=200)
     inputs: dict[str, Any] = Field(default_factory=dict, examples=[{"text": "hello there"}])
     priority: int = Field(0, ge=MIN_INT, le=MAX_ID, description="Higher is claimed first.")
     max_attempts: int = Field(3, ge=1, le=100)

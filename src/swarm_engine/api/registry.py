@@ -12,6 +12,7 @@ from swarm_engine.api import models
 from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.api.numbers import ASCII_WHOLE
+from swarm_engine.api.refs import REFERENCE
 from swarm_engine.records import MAX_DEFINITION_BYTES
 from swarm_engine.registry.listing import (
     MAX_CURSOR_CHARS,
@@ -23,7 +24,9 @@ from swarm_engine.service import registry as service
 from swarm_engine.service import runs as run_service
 
 router = APIRouter(prefix="/v1", tags=["registry"], route_class=UniqueKeysRoute)
-Ref = Annotated[str, Path(max_length=200, description="NAME (latest version) or NAME@VERSION.")]
+Ref = Annotated[
+    str, Path(max_length=200, description="NAME (latest version) or NAME@VERSION."), REFERENCE
+]
 Force = Annotated[bool, Query(description="Replace a registered name@version.")]
 AGENT_EXAMPLE = {"name": "hello", "version": "1.0.0", "kind": "shell",
                  "command": "echo hello ${inputs.who}",

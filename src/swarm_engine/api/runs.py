@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from swarm_engine.api import models
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.api.numbers import ASCII_WHOLE
+from swarm_engine.api.refs import REFERENCE
 from swarm_engine.api.tickets import paged
 from swarm_engine.service import runs as service
 from swarm_engine.service.values import MAX_ID, MIN_INT
@@ -24,7 +25,9 @@ def recent(
     store: StoreDep,
     registry: RegistryDep,
     workflow: Annotated[
-        str | None, Query(max_length=200, description="Only this workflow's runs (NAME).")
+        str | None,
+        Query(max_length=200, description="Only this workflow's runs (NAME)."),
+        REFERENCE,
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000), ASCII_WHOLE] = 20,
 ) -> list[dict[str, Any]]:

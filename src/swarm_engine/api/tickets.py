@@ -12,6 +12,7 @@ from swarm_engine.api import models
 from swarm_engine.api.bodies import UniqueKeysRoute
 from swarm_engine.api.deps import RegistryDep, StoreDep
 from swarm_engine.api.numbers import ASCII_WHOLE
+from swarm_engine.api.refs import REFERENCE
 from swarm_engine.service import tickets as service
 from swarm_engine.service.runs import MAX_PAGE_RUNS, PAGE_RUNS, Window, runs_of_ticket
 from swarm_engine.service.values import MAX_ID, MIN_INT
@@ -42,9 +43,9 @@ def list_tickets(
         Query(description="Only these statuses (repeat it for several)."),
     ] = None,
     agent: Annotated[
-        str | None, Query(max_length=200, description="Agent NAME or NAME@VERSION.")
+        str | None, Query(max_length=200, description="Agent NAME or NAME@VERSION."), REFERENCE
     ] = None,
-    workflow: Annotated[str | None, Query(max_length=200)] = None,
+    workflow: Annotated[str | None, Query(max_length=200), REFERENCE] = None,
     limit: Annotated[int, Query(ge=1, le=1000), ASCII_WHOLE] = 50,
     cursor: Annotated[
         int | None,
