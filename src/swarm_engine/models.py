@@ -264,7 +264,8 @@ class TriggerSpec(_Strict):
 
     name: str
     cron: str | None = None
-    """Five fields (minute hour day month weekday) or six (seconds last), UTC."""
+    """Five fields (minute hour day month weekday) or six (seconds last), UTC
+    (`cronrules.cron_problem` says which field is wrong)."""
     webhook: bool = False
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-(2**63), le=2**63 - 1)
@@ -281,16 +282,11 @@ class TriggerSpec(_Strict):
     def _cron(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from croniter import croniter
+        from swarm_engine.cronrules import cron_problem
 
-        if len(v.split()) not in (5, 6) or not croniter.is_valid(v):
-            raise ValueError(f"{v!r} is not a cron schedule (5 or 6 fields)")
-        from datetime import UTC, datetime
-
-        try:  # a valid-looking schedule may never match (`0 0 31 2 *`: 31 February)
-            croniter(v, datetime.now(UTC)).get_next(datetime)
-        except (ValueError, KeyError, ArithmeticError) as exc:
-            raise ValueError(f"{v!r} never matches a time") from exc
+        problem = cron_problem(v)  # (naming the field at fault)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
 
