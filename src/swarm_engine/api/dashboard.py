@@ -42,8 +42,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from swarm_engine.api.auth import COOKIE, bearer, require_token
 from swarm_engine.api.deps import RegistryDep, Server, ServerDep, StoreDep
+from swarm_engine.api.models import TicketStatusName
 from swarm_engine.api.numbers import ASCII_WHOLE
 from swarm_engine.api.queries import one_value_each
+from swarm_engine.api.refs import REFERENCE
 from swarm_engine.errors import SwarmError
 from swarm_engine.records import loads_unique, money, shown
 from swarm_engine.registry import Registry
@@ -148,19 +150,22 @@ class Filters:
     """The ticket list's filters, from the query string (empty fields are no filter)."""
 
     def __init__(self, status: list[str], agent: str, workflow: str, cursor: int | None) -> None:
-        self.status = [s for s in status if s in tickets_service.STATUS_NAMES]
+        self.status = status
         self.agent = agent.strip() or None
         self.workflow = workflow.strip() or None
         self.cursor = cursor
 
 
 def _filters(
-    status: Annotated[list[str] | None, Query()] = None,
-    agent: Annotated[str, Query(max_length=200)] = "",
-    workflow: Annotated[str, Query(max_length=200)] = "",
+    status: Annotated[list[TicketStatusName] | None, Query()] = None,
+    agent: Annotated[str, Query(max_length=200), REFERENCE] = "",
+    workflow: Annotated[str, Query(max_length=200), REFERENCE] = "",
     cursor: Annotated[int | None, Query(ge=MIN_INT, le=MAX_ID), ASCII_WHOLE] = None,
 ) -> Filters:
-    return Filters(status or [], agent, workflow, cursor)
+    """The filters, each read as `GET /v1/tickets` reads it: a status that is none
+    (`?status=bogus`) or a reference with no version after its `@` is a 422 naming it
+    (`query.status.0: Input should be 'draft', ...`), never dropped to list every ticket."""
+    return Filters(list(status or []), agent, workflow, cursor)
 
 
 FiltersDep = Annotated[Filters, Depends(_filters)]
@@ -231,10 +236,36 @@ async def _form(request: Request) -> dict[str, list[str]]:
 FormDep = Annotated[dict[str, list[str]], Depends(_form)]
 
 
+CREATE_FIELDS = {"title": True, "target": True, "inputs": False}
+"""The create form's fields, each taking one value, and whether it is required."""
+
+
+def form_values(form: dict[str, list[str]], fields: dict[str, bool]) -> dict[str, str]:
+    """The one value of each of `fields` (name: required) in `form`; "" for an optional
+    one not given. A field given more than once or a required one missing is a 422
+    naming it, as the JSON API refuses such a body (`form.title: given 2 times; it takes
+    one value`, `form.title: Field required`), every such field in `details`: the first
+    value was taken, and a form without a title made a ticket titled ""."""
+    errors = []
+    for name, required in fields.items():
+        given = len(form.get(name, ()))
+        if given > 1:
+            msg, kind = f"given {given} times; it takes one value", "repeated_parameter"
+        elif required and not given:
+            msg, kind = "Field required", "missing"
+        else:
+            continue
+        errors.append({"loc": ("form", name), "msg": msg, "type": kind})
+    if errors:
+        raise RequestValidationError(errors)
+    return {name: (form.get(name) or [""])[0] for name in fields}
+
+
 @router.post("/tickets/create", response_class=HTMLResponse)
 def create_ticket(store: StoreDep, registry: RegistryDep, form: FormDep) -> HTMLResponse:
-    """Create a ticket from the form: `target` is `agent NAME` or `workflow NAME`."""
-    title, target, inputs = ((form.get(k) or [""])[0] for k in ("title", "target", "inputs"))
+    """Create a ticket from the form: `target` is `agent NAME` or `workflow NAME`; a 422
+    for a field given twice or missing (`form_values`)."""
+    title, target, inputs = form_values(form, CREATE_FIELDS).values()
     kind, _, name = target.strip().partition(" ")
     try:
         values = loads_unique(inputs) if inputs.strip() else {}  # a key twice: refused
