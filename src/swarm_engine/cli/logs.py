@@ -16,6 +16,7 @@ from swarm_engine.config import Settings
 from swarm_engine.service.logs import (
     LogFollower,
     chunks,
+    no_steps,
     pick_run,
     read_log_file,
     step_artifacts,
@@ -49,7 +50,8 @@ def logs(
 ) -> None:
     """Print the output of a ticket's steps (of its latest run, or run N): what each
     step's `output.log` holds, read from the store, so any host can show it (all of it,
-    chunk by chunk as it is read: a log of any size takes little memory)."""
+    chunk by chunk as it is read: a log of any size takes little memory). A run without
+    steps (its plan failed before any) is one line with its error."""
     with store_of(settings) as store:
         if follow:
             _follow(store, ticket_id, run_id, step_id)
@@ -62,7 +64,9 @@ def logs(
             )
             return
         artifacts_dir = settings.artifacts_dir
+        any_step = False
         for s in steps_of(store, run, step_id):
+            any_step = True
             _rule(run, s)
             stored = False
             for data in chunks(store, int(s["id"])):
@@ -79,6 +83,15 @@ def logs(
                 click.echo(f"artifact: {visible(str(artifact))}")
             if more:
                 click.echo(f"(more artifacts in {visible(str(listed[0].parent))} are not listed)")
+        if not any_step:  # (with --step, steps_of said there is no such step)
+            _say_no_steps(run)
+
+
+def _say_no_steps(run: dict[str, Any]) -> None:
+    """One line for a run without steps (its plan failed before any: `ticket show`
+    points here), with its error escaped as a step's is."""
+    error = f": error: {error_line(run['error'])}" if run.get("error") else ""
+    click.echo(no_steps(run, brief(run.get("status"))) + error)
 
 
 def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
@@ -131,6 +144,8 @@ def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | Non
             highlight=False,
         )
         return
+    if follower.steps_total == 0 and step_id is None and follower.run is not None:
+        _say_no_steps(follower.run)
     for s in follower.steps.values():
         if s["error"]:
             click.echo(f"error ({brief(s['step_id'])}): {error_line(s['error'])}")

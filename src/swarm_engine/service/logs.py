@@ -212,6 +212,13 @@ def step_log(
             return
 
 
+def no_steps(run: dict[str, Any], status: object) -> str:
+    """What is said of a run that has no step (its plan failed before any, or it has not
+    made one yet): `run N has no steps (failed)`, `status` as the reader shows it; its
+    error follows, as each reader shows errors."""
+    return f"run {run['id']} has no steps ({status})"
+
+
 def log_text(
     borrow: Borrow, ticket_id: int, run_id: int | None = None, step_id: str | None = None,
     artifacts: Path | None = None, *, keep: int = LOG_KEEP_BYTES, most: int = MAX_TEXT_BYTES,
@@ -223,7 +230,9 @@ def log_text(
     longer, with a line saying how much was left out and how to get all of it); once
     the steps' logs hold `most` bytes, the logs of the steps after are left out, each
     with such a line (headers and errors stay, for `MAX_STEPS_LEFT_OUT` steps, then one
-    line for the rest): the text holds at most about `most` + 2 x `keep` bytes. Steps are
+    line for the rest): the text holds at most about `most` + 2 x `keep` bytes. A run
+    without steps (its plan failed) is one line, `no_steps`' with its error
+    (`run 3 has no steps (failed): error: ...`). Steps are
     read a batch at a time, logs `budget` bytes at a time: memory holds one batch. A step
     whose log was not stored (a run recorded before logs were) is read from its log file
     when that lies under `artifacts` (at most `MAX_FILE_BYTES`). Returns (run, pieces);
@@ -236,8 +245,9 @@ def log_text(
     steps = _steps(borrow, run, step_id)
     first = next(steps, None)
     found = run
-    if first is None:
-        return found, iter(())
+    if first is None:  # (its plan failed before any step, say): one line, with its error
+        error = f": error: {run['error']}" if run.get("error") else ""
+        return found, iter((f"{no_steps(run, run.get('status'))}{error}\n",))
 
     def pieces() -> Iterator[str]:
         size = left_out = 0
@@ -429,6 +439,8 @@ class LogFollower:
     finished: bool = False
     never_ran: bool = False
     ticket: Ticket | None = None
+    run: dict[str, Any] | None = None
+    """Once `finished` (and not `never_ran`): the run the stream ended on, with its error."""
     steps: dict[int, dict[str, Any]] = field(default_factory=dict)
     steps_total: int = 0
 
@@ -484,6 +496,7 @@ class LogFollower:
         return chunks
 
     def _last_steps(self, store: Store, run: dict[str, Any]) -> None:
+        self.run = run
         run_id = int(run["id"])
         if self.step_id is None:
             shown = store.runs.last_steps(run_id, SHOWN_STEPS, values=False)
