@@ -77,6 +77,7 @@ class QemuBackend:
             self._mounts_dirs = (options.mounts_dir, options.mounts_dir)
         self.templates = TemplateMaker(self)
         self._accel: AccelChoice | None = None
+        self._accel_lock = asyncio.Lock()  # (bound to a loop only once waited on)
         self._images: dict[str, tuple[Image, tuple[int, ...]]] = {}
         self._warm: WarmPool | None = None
         if options.warm:
@@ -98,13 +99,21 @@ class QemuBackend:
         )
 
     async def accel(self) -> AccelChoice:
-        if self._accel is None:
-            options = self.options
-            self._accel = await asyncio.to_thread(
-                choose_accel, options.accel, options.qemu_binary, options.tcg_tb_mb
-            )
-            log.info("qemu accel: %s (%s)", self._accel.mode, self._accel.reason)
-        return self._accel
+        """The accelerator of every VM this backend boots (`choose_accel`), chosen once:
+        the first call probes KVM (a QEMU process, in a thread) and logs the choice in
+        one line; calls made meanwhile wait for it under a lock (six steps starting at
+        once started six probes and logged six lines). `VMError` as `choose_accel`
+        raises it; a choice that failed is tried again by the next call."""
+        if self._accel is not None:
+            return self._accel
+        async with self._accel_lock:
+            if self._accel is None:
+                options = self.options
+                self._accel = await asyncio.to_thread(
+                    choose_accel, options.accel, options.qemu_binary, options.tcg_tb_mb
+                )
+                log.info("qemu accel: %s (%s)", self._accel.mode, self._accel.reason)
+            return self._accel
 
     def image(self, name: str | None = None) -> Image:
         """The image `name`, read again whenever its files changed on disk (a rebuild
