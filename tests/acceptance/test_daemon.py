@@ -419,6 +419,30 @@ def test_cleanup_removes_a_gone_engines_warm_pool_folders_never_a_running_ones(
     assert said.stdout.startswith("reaped 0 VM(s), 0 dead engine(s), 0 leftover folder(s);")
 
 
+def test_an_engines_start_says_which_leftover_folders_it_removed(
+    home: Path, engines: list[subprocess.Popen[str]]
+) -> None:
+    """The start's cleanup removed a gone engine's QEMU folders without a word (only
+    `cleanup` printed counts): it now says so in one warning line, bounded, the count and
+    the first 6 names (`removed 8 leftover folder(s): warm-..., ... and 2 more`)."""
+    pool = home / "run" / "qemu"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    names = [f"warm-{i:012x}" for i in range(8)]
+    for name in names:  # a gone engine's warm VMs
+        (pool / name).mkdir(parents=True)
+        (pool / name / "owner.pid").write_text(f"{int(ended.stdout)}\n")
+    proc = start_engine(home, "--another", **FAST)
+    engines.append(proc)
+    engine_ready(home, proc)
+    wait_until(lambda: not any(pool.iterdir()), 30, "the start to remove the warm folders")
+    said = [line for line in stop(proc).splitlines() if "leftover folder(s)" in line]
+    assert len(said) == 1, said
+    line = said[0].partition("engine start: ")[2]
+    assert line.startswith("removed 8 leftover folder(s): ") and line.endswith(" and 2 more"), line
+    assert len([n for n in names if n in line]) == 6, line
+
+
 HOLD_LOCK = """
 import sys
 from pathlib import Path

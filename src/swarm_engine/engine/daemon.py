@@ -25,7 +25,14 @@ from swarm_engine.config import Settings
 from swarm_engine.engine.cron import CronFirer
 from swarm_engine.engine.events import EventSink, ignore
 from swarm_engine.engine.orphans import LeftRuns
-from swarm_engine.engine.reaper import ReapReport, cleanup, reap_engines, reap_vms, vm_fence
+from swarm_engine.engine.reaper import (
+    ReapReport,
+    cleanup,
+    reap_engines,
+    reap_vms,
+    removed_line,
+    vm_fence,
+)
 from swarm_engine.engine.session import Claimed, EngineSession
 from swarm_engine.engine.wakeup import Watcher, open_watcher
 from swarm_engine.errors import (
@@ -179,6 +186,8 @@ class Daemon:
                 self.settings.backend_options,
                 silent_after=self.settings.lease_ttl,
             )
+            if removed := removed_line(self.started_report):  # (gone engines' leftovers)
+                log.warning("engine start: %s", removed)
             for ticket_id in self.started_report.stuck:  # said by the start's cleanup: the
                 self._stuck_said.add(ticket_id)  # reclaimer's first rounds say it no more
             watcher = open_watcher(self.settings)

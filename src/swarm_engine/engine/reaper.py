@@ -19,6 +19,7 @@ from typing import Any
 from swarm_engine.engine.hostlock import engine_lock_held
 from swarm_engine.errors import StoreBusyError, StoreError
 from swarm_engine.package_folders import sweep
+from swarm_engine.records import escaped_name
 from swarm_engine.store import Store
 from swarm_engine.store.engines import UNOWNED_RUN
 from swarm_engine.store.tickets import Fence
@@ -58,6 +59,26 @@ class ReapReport:
     """Old agent package copies no link names and no step reads any more, removed
     (`<name>/<copy>`; `package_folders.sweep`), and the staging folders of registrations
     killed while they copied (`.staging-*`, an older version's `tmp*`)."""
+
+
+SHOWN_NAMES = 6
+"""How many names a line of what was removed shows (`removed_line`); the rest counted."""
+
+
+def removed_line(report: ReapReport) -> str:
+    """One line naming the leftover folders `report` removed, as the engine's start logs
+    it (`Daemon._run`; the `cleanup` command prints counts): `removed 3 leftover
+    folder(s): warm-ab12, template-x.tmp, 7f3e`, the first `SHOWN_NAMES` of each kind
+    and how many more; the memory cgroup folders after a `;`. "" when none was removed."""
+    parts = []
+    for names, what in ((report.folders, "leftover folder(s)"),
+                        (report.cgroups, "leftover memory cgroup folder(s)")):  # fmt: skip
+        if names:
+            more = len(names) - SHOWN_NAMES
+            shown_names = ", ".join(escaped_name(n) for n in names[:SHOWN_NAMES])
+            shown_names += f" and {more} more" if more > 0 else ""
+            parts.append(f"{len(names)} {what}: {shown_names}")
+    return f"removed {'; '.join(parts)}" if parts else ""
 
 
 SILENT_AFTER = 30.0
