@@ -6,7 +6,13 @@ no field).
 Five fields (minute hour day month weekday) or six (seconds last), UTC. The rule is
 checked wherever a workflow is decoded: at registration (`workflow register`,
 `POST /v1/workflows`) and by the engine's cron task for a row another client wrote (its
-workflow's triggers are skipped, with one warning line)."""
+workflow's triggers are skipped, with one warning line).
+
+A schedule fires at most once a minute unless its trigger says `sub_minute: true`: a
+sixth (seconds) field names one second (`30`), not several (`*/10`, `0-59`), for each
+firing makes a ticket (`0-59 0-23 1-31 1-12 0-6 0-59` made 86,400 a day). That rule is
+`registry.workflows.check_workflow`'s, which `per_minute` serves: checked at registration
+and on every read of a stored workflow (the cron task's too)."""
 
 from __future__ import annotations
 
@@ -88,3 +94,19 @@ def _bad_item(item: str, name: str, low: int, high: int) -> str | None:
             value = bound if len(bound) <= 20 else shown(bound, 20)
             return f"{name} {value} is out of range ({low}-{high})"
     return None
+
+
+def per_minute(cron: str) -> int:
+    """How many times a minute `cron` (a valid schedule) fires at most: 1 for five
+    fields, else how many seconds its sixth field names (60 for `*`); 0 for text
+    croniter refuses (`cron_problem` says why)."""
+    fields = cron.split()
+    if len(fields) != 6:
+        return 1
+    from croniter import croniter
+
+    try:
+        seconds = croniter(cron).expanded[5]
+    except (ValueError, KeyError, ArithmeticError):
+        return 0
+    return 60 if seconds == ["*"] else len(seconds)

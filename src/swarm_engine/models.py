@@ -267,6 +267,9 @@ class TriggerSpec(_Strict):
     """Five fields (minute hour day month weekday) or six (seconds last), UTC
     (`cronrules.cron_problem` says which field is wrong)."""
     webhook: bool = False
+    sub_minute: bool = False
+    """Lets `cron` fire more than once a minute (a sixth field naming several seconds):
+    without it such a schedule is refused (`registry.workflows.check_workflow`)."""
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-(2**63), le=2**63 - 1)
 

@@ -56,6 +56,7 @@ def test_two_engines_make_exactly_one_ticket_per_slot(
     folder = workflow(tmp_path / "tick", "tick", """\
         - name: every-second
           cron: "* * * * * *"
+          sub_minute: true
           inputs: {said: "tick"}
         """)  # fmt: skip
     done = register(home, store_target, folder)
@@ -158,11 +159,13 @@ def test_a_cron_name_two_rows_declare_fires_for_none_and_a_deleted_one_stops(
     and `other` are deleted, `tick` fires again and `other` stops at its next slot (not
     at the next full read of the registry, up to 10 s later)."""
     for name, trigger in (("tick", "every-second"), ("other", "other-second")):
-        folder = workflow(tmp_path / name, name, f'- name: {trigger}\n  cron: "* * * * * *"\n')
+        folder = workflow(
+            tmp_path / name, name, f'- name: {trigger}\n  cron: "* * * * * *"\n  sub_minute: true\n'
+        )
         assert register(home, store_target, folder).returncode == 0
     evil = (
         '{"name": "evil", "version": "1.0.0", "steps": [{"id": "a", "agent": "echo"}],'
-        ' "triggers": [{"name": "every-second", "cron": "* * * * * *"}]}'
+        ' "triggers": [{"name": "every-second", "cron": "* * * * * *", "sub_minute": true}]}'
     )
     registry_sql(home, store_target, f"INSERT INTO workflows (name, version, spec)"
                                      f" VALUES ('evil', '1.0.0', '{evil}')")  # fmt: skip
@@ -232,7 +235,11 @@ def test_a_row_that_fails_validation_fires_no_cron_trigger(
     """Rows that decode but fail `workflow show`'s checks (a trigger both cron and webhook,
     a dependency cycle, an unknown agent) fire nothing, each skipped with one warning line
     however many times the registry is read, while a valid workflow beside them fires."""
-    folder = workflow(tmp_path / "tick", "tick", '- name: every-second\n  cron: "* * * * * *"\n')
+    folder = workflow(
+        tmp_path / "tick",
+        "tick",
+        '- name: every-second\n  cron: "* * * * * *"\n  sub_minute: true\n',
+    )
     assert register(home, store_target, folder).returncode == 0
     insert_invalid_rows(home, store_target)
     for name, (_, _, line) in INVALID_ROWS.items():

@@ -233,7 +233,7 @@ def test_a_cron_workflow_registered_in_a_form_sqlite_reads_fires(
         home,
         "workflows",
         {"name": "cronz", "version": "1.0.0", "steps": [{"id": "s", "agent": "echo"}],
-         "triggers": [{"name": "tick", "cron": "* * * * * *"}]},
+         "triggers": [{"name": "tick", "cron": "* * * * * *", "sub_minute": True}]},
         created_at="2026-01-02T10:00:00.123456z",
     )  # fmt: skip
     proc = start_engine(home, **FAST)
@@ -469,7 +469,7 @@ def test_rows_that_once_stopped_the_engine_affect_their_tickets_alone(
     for version in ("1.0.0", HUGE_VERSION):
         registry_row(home, "workflows", {"name": "vk", "version": version, "steps": steps})
         registry_row(home, "agents", {"name": "vka", "version": version, "kind": "echo"})
-    every_second = [{"name": "tick", "cron": "* * * * * *"}]
+    every_second = [{"name": "tick", "cron": "* * * * * *", "sub_minute": True}]
     registry_row(
         home,
         "workflows",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from graphlib import CycleError, TopologicalSorter
 
 from swarm_engine.agents.shell_step_inputs import shell_step_problem
+from swarm_engine.cronrules import per_minute
 from swarm_engine.errors import ConfigError, WorkflowError
 from swarm_engine.models import AgentSpec, WorkflowSpec
 from swarm_engine.records import shown, split_ref
@@ -83,6 +84,13 @@ def check_workflow(spec: WorkflowSpec, agent_exists: Callable[[str], bool], sour
         if (trigger.cron is None) == (not trigger.webhook):
             raise WorkflowError(
                 f"{source}: trigger {_name(trigger.name)} needs exactly one of cron or webhook: true"
+            )
+        times = 0 if trigger.cron is None or trigger.sub_minute else per_minute(trigger.cron)
+        if times > 1:  # (each firing is a ticket: cronrules.py)
+            raise WorkflowError(
+                f"{source}: trigger {_name(trigger.name)} fires up to {times} times a minute"
+                f" ({shown(trigger.cron, 40)}: up to {times * 1440:,} tickets a day); a"
+                " schedule fires at most once a minute unless its trigger says sub_minute: true"
             )
 
 
