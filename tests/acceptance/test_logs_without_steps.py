@@ -31,6 +31,9 @@ def test_logs_of_a_run_without_steps(store_target: Target, tmp_path: Path) -> No
     for follow in ((), ("--follow",)):
         done = swarm_inproc(home, "logs", "1", *follow, **env)
         assert (done.returncode, done.stdout, done.stderr) == (0, line, ""), follow
+    done = swarm_inproc(home, "logs", "1", "--step", "main", **env)
+    assert done.returncode == 3
+    assert done.stderr == f"error: run {run['id']} has no step 'main' (it has no steps)\n"
     # an error holding control characters (another client's): escaped as a step's is
     esc = "char(27)" if store_target.dialect == "sqlite" else "chr(27)"
     store_target.sql(f"UPDATE workflow_runs SET error = 'bad' || {esc} || '[31m red'")

@@ -149,7 +149,8 @@ def _steps(
         with borrow() as store:
             some = dict.fromkeys(str(i) for i in store.runs.first_step_ids(run_id, 200))
         known = cut_message(", ".join(sorted(some)), SHOWN_CHARS)
-        raise NotFoundError(f"run {run['id']} has no step {shown(step_id)} (its steps: {known})")
+        has = f"its steps: {known}" if some else "it has no steps"  # (its plan failed, say)
+        raise NotFoundError(f"run {run['id']} has no step {shown(step_id)} ({has})")
 
 
 def _pieces(borrow: Borrow, step_execution_id: int, budget: int, piece: int) -> Iterator[bytes]:
