@@ -48,10 +48,18 @@ async def definition_size(request: Request) -> None:
 
 
 SizedDefinition = Depends(definition_size)
+IDENTICAL: dict[int | str, dict[str, Any]] = {
+    200: {"description": "name@version holds this very definition already: left as it is"}
+}
+"""The answer of a registration that changed nothing (201 when it wrote)."""
 
 
 @router.post(
-    "/agents", status_code=201, summary="Register an agent", dependencies=[SizedDefinition]
+    "/agents",
+    status_code=201,
+    summary="Register an agent",
+    dependencies=[SizedDefinition],
+    responses=IDENTICAL,
 )
 def register_agent(
     definition: Annotated[dict[str, Any], Body(examples=[AGENT_EXAMPLE])],
@@ -108,7 +116,11 @@ def agent(ref: Ref, registry: RegistryDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/workflows", status_code=201, summary="Register a workflow", dependencies=[SizedDefinition]
+    "/workflows",
+    status_code=201,
+    summary="Register a workflow",
+    dependencies=[SizedDefinition],
+    responses=IDENTICAL,
 )
 def register_workflow(
     definition: Annotated[dict[str, Any], Body(examples=[WORKFLOW_EXAMPLE])],
