@@ -23,8 +23,8 @@ from swarm_engine.models import (
     VMRequirements,
     WorkflowSpec,
 )
-from swarm_engine.registry.catalog import latest_key
 from swarm_engine.registry.plain import plain_agent
+from swarm_engine.registry.versions import latest_key
 
 CONTROL = st.one_of(
     st.just("\n"),  # what `$` let through at the end

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from swarm_engine.errors import ConfigError
 from swarm_engine.registry import Registry
-from swarm_engine.registry.catalog import latest_key, version_key
+from swarm_engine.registry.versions import latest_key, version_key
 
 HUGE = "9" * 5000  # more digits than Python converts to an int (4,300)
 

@@ -97,7 +97,7 @@ def versions_of(rows: Iterable[Row]) -> dict[str, dict[str, object]]:
 
 def _ref_problem(ref: object, agents: Versions, kinds: frozenset[str]) -> str | None:
     """Why a step's `agent:` cannot run, as `registry.agent` and the plan would refuse it."""
-    from swarm_engine.registry.catalog import latest_key
+    from swarm_engine.registry.versions import latest_key
 
     if not isinstance(ref, str):
         return "a step names no agent"

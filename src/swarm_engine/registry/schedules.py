@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from swarm_engine.errors import ConfigError
-from swarm_engine.registry.catalog import decode_definition, latest_key
+from swarm_engine.registry.catalog import decode_definition
+from swarm_engine.registry.versions import latest_key
 
 if TYPE_CHECKING:
     from swarm_engine.models import StepSpec, WorkflowSpec
