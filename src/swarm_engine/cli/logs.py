@@ -65,17 +65,19 @@ def logs(
             return
         artifacts_dir = settings.artifacts_dir
         any_step = False
+        log = _Log()
         for s in steps_of(store, run, step_id):
             any_step = True
             _rule(run, s)
             stored = False
             for data in chunks(store, int(s["id"])):
-                _out(data)
+                log.out(data)
                 stored = True
             if not stored:  # a run recorded before logs were stored: its log file, as the
                 text = read_log_file(s["log_path"], artifacts_dir)  # API reads it
                 if text:
-                    _out(text)
+                    log.out(text)
+            log.end_line()
             if s["error"]:
                 click.echo(f"error: {error_line(s['error'])}")
             listed, more = step_artifacts(s["log_path"], artifacts_dir)
@@ -112,11 +114,27 @@ def _rule(run: dict[str, Any], step: dict[str, Any]) -> None:
     sys.stdout.write(f"{'─' * left} {title} {'─' * right}\n")
 
 
-def _out(text: str) -> None:
-    """Stored log text, its control characters shown as `\\xNN` (newlines and tabs kept),
-    to a terminal and a pipe alike (docs/cli.md; the API's log download is verbatim)."""
-    sys.stdout.write(visible_lines(text))
-    sys.stdout.flush()
+class _Log:
+    """Stored log text to stdout, its control characters shown as `\\xNN` (newlines and
+    tabs kept), to a terminal and a pipe alike (docs/cli.md; the API's log download is
+    verbatim); what follows a log that ends mid-line (a step's rule, its error) starts on
+    a line of its own (`12345error: boom` was one line)."""
+
+    def __init__(self) -> None:
+        self.mid_line = False
+
+    def out(self, text: str) -> None:
+        if not text:
+            return
+        sys.stdout.write(visible_lines(text))
+        sys.stdout.flush()
+        self.mid_line = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        """End the line a log left open, if it did."""
+        if self.mid_line:
+            sys.stdout.write("\n")
+            self.mid_line = False
 
 
 def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | None) -> None:
@@ -126,17 +144,20 @@ def _follow(store: Store, ticket_id: int, run_id: int | None, step_id: str | Non
     for a run that is not the ticket's or a step the run does not have."""
     follower = LogFollower(ticket_id, run_id, step_id, strict=True)
     shown: tuple[Any, Any] | None = None
+    log = _Log()
     while True:
         batch = follower.poll(store)
         for chunk in batch:
             if shown != (chunk.run["id"], chunk.step["id"]):
+                log.end_line()
                 _rule(chunk.run, chunk.step)
                 shown = (chunk.run["id"], chunk.step["id"])
-            _out(chunk.data)
+            log.out(chunk.data)
         if follower.finished:
             break
         if not batch:
             time.sleep(FOLLOW_POLL)
+    log.end_line()
     if follower.never_ran:
         assert follower.ticket is not None
         console.print(
