@@ -24,8 +24,10 @@ from swarm_engine.agents.claude.pricing import cost_usd, price_for
 from swarm_engine.agents.claude.settings import Price
 from swarm_engine.agents.claude.usage import COUNTS as COUNTS
 from swarm_engine.agents.claude.usage import read_usage
+from swarm_engine.jsonwire import top_level
 from swarm_engine.models import Usage
 
+_MODEL_AND_USAGE = frozenset({"model", "usage"})
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 """One server-sent event larger than this is skipped (not parsed) by the usage reader."""
 
@@ -141,9 +143,13 @@ class Counted:
 
 
 def json_usage(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
-    """(model, usage) of a JSON message response; usage None when it has none."""
+    """(model, usage) of a JSON message response; usage None when it has none. An answer
+    nested past what `json.loads` reads (a tool's input 5,000 levels deep) is billed all
+    the same: its top-level `model` and `usage` are read alone (`jsonwire.top_level`)."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        data = top_level(body, _MODEL_AND_USAGE)
     except (ValueError, UnicodeDecodeError):
         return None, None
     if not isinstance(data, dict):
@@ -191,7 +197,7 @@ class EventUsage:
             return
         try:
             event = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # (usage events are flat)
             return
         if not isinstance(event, dict):
             return

@@ -22,6 +22,7 @@ import httpx2
 
 from swarm_engine.agents.claude.settings import RetrySettings
 from swarm_engine.agents.claude.usage import read_usage
+from swarm_engine.jsonwire import top_level
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -45,7 +46,32 @@ class ApiFailure(Exception):
 
 
 class MalformedResponse(Exception):
-    pass
+    """A 200 that is no usable Messages API answer; `usage`: what it reported, when the
+    answer could not be read as a whole (it is counted all the same)."""
+
+    def __init__(self, message: str, usage: object = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+MAX_ANSWER_DEPTH = 128
+"""An answer nested deeper than this (a tool's input of 5,000 levels) is malformed: the
+agent's readers of it (the redactor, the transcript) walk it level by level."""
+_USAGE = frozenset({"usage"})
+
+
+def deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` (parsed JSON) holds lists or objects more than `levels` deep; no
+    recursion, and never looks past that depth."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= levels:
+                return True
+            inner = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in inner if isinstance(child, dict | list))
+    return False
 
 
 class BodyCut(Exception):
@@ -114,6 +140,11 @@ async def create_message(
             reason = f"connection error: {exc}"
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
         except (MalformedResponse, anthropic.APIResponseValidationError) as exc:
+            if isinstance(exc, MalformedResponse) and isinstance(exc.usage, dict):
+                # (an answer not read as a whole: its usage, read alone, is billed too)
+                read = read_usage(exc.usage, required=("input_tokens", "output_tokens"))
+                if read.problem is None and on_rejected_usage is not None:
+                    on_rejected_usage(exc.usage)
             reason = f"malformed response: {exc}"
             failure = ApiFailure(f"API request failed after {attempt} attempts: {reason}")
         if attempt > retry.max_retries:
@@ -144,6 +175,11 @@ async def _read_json(raw: Any) -> Any:
         raise BodyCut(f"the response broke off after {len(body)}{of} bytes: {_said(exc)}") from None
     try:
         return json.loads(body)
+    except RecursionError:  # billed all the same: its usage, read alone, is counted
+        raise MalformedResponse(
+            f"response is nested deeper than {MAX_ANSWER_DEPTH} levels",
+            top_level(bytes(body), _USAGE).get("usage"),
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedResponse(f"response is not JSON: {exc}") from None
 
@@ -157,7 +193,9 @@ def backoff(retry: RetrySettings, attempt: int, retry_after: float | None = None
 
 
 def validate_message(data: object, on_rejected_usage: UsageHook | None = None) -> None:
-    """Raise `MalformedResponse` unless `data` is a usable Messages API response."""
+    """Raise `MalformedResponse` unless `data` is a usable Messages API response (its
+    content nested at most `MAX_ANSWER_DEPTH` levels); the usage of a rejected one is
+    handed to `on_rejected_usage`."""
     if not isinstance(data, dict):
         raise MalformedResponse("response body is not a JSON object")
     usage = data.get("usage")
@@ -171,6 +209,8 @@ def validate_message(data: object, on_rejected_usage: UsageHook | None = None) -
         content = data.get("content")
         if not isinstance(content, list):
             raise MalformedResponse("response has no content list")
+        if deeper_than(content, MAX_ANSWER_DEPTH - 1):
+            raise MalformedResponse(f"response is nested deeper than {MAX_ANSWER_DEPTH} levels")
         for block in content:
             _validate_block(block)
         stop = data.get("stop_reason")
