@@ -149,3 +149,34 @@ async def test_a_request_body_that_is_not_utf8_without_a_bom_is_refused(
     assert message.count("byte-order mark") <= 1, message  # (it said so twice for UTF-8's)
     assert refused == 1
     assert server.requests == []  # never forwarded
+
+
+@pytest.mark.parametrize("value", [b"caf\xe9", b"\xe2\x80\xa8x"], ids=["latin-1", "utf-8"])
+async def test_a_request_header_that_is_not_ascii_is_refused_in_one_line(
+    server: MessagesServer, tmp_path: Path, value: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A header whose value is not ASCII made the upstream client raise outside every
+    handler: no answer, and a 2 KB traceback in the engine's log per request (a step
+    looping on it wrote 10 MB in 10 s). Now a 400 in the API's shape, never forwarded."""
+    server.fallback = text("never asked")
+    async for gw in gateway(server, tmp_path, ModelApiNeeds(max_usd=1.0)):
+        base, token = gw.vm_env("127.0.0.1").values()
+        async with httpx2.AsyncClient() as http:
+            answer = await http.post(
+                f"{base}/v1/messages",
+                headers={
+                    "x-api-key": token,
+                    "content-type": "application/json",
+                    "anthropic-beta": value,
+                },
+                content=json.dumps({"model": MODEL, "max_tokens": 5, "messages": []}).encode(),
+            )
+        refused = gw.meter.refused
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]["message"]
+    assert message == (
+        "swarm-engine gateway: request header 'anthropic-beta' holds bytes that are not ASCII;"
+        " it is not forwarded"
+    )
+    assert refused == 1 and server.requests == []
+    assert "Traceback" not in caplog.text and "Unhandled exception" not in caplog.text
