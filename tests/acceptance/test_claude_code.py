@@ -288,3 +288,34 @@ def test_without_its_drive_claude_code_does_not_run_in_a_microvm(
     assert step["error"] == (
         f"cannot show {claude_code} in a microVM: cannot create /dev/null/cache: Not a directory"
     )
+
+
+def test_claude_code_that_leaves_a_background_task_ends_with_its_result(
+    claude_code: Path, home: Path, tmp_path: Path
+) -> None:
+    """Claude Code waits for the background tasks it started (`run_in_background`, or a
+    command it moved there past its own 2 minutes) before it exits, after printing its
+    result: the step was held to its timeout and failed (exit 124) though it succeeded.
+    It is now stopped `RESULT_GRACE` seconds after its result, which stands."""
+    background = {"type": "tool_use", "id": "toolu_bg1", "name": "Bash",
+                  "input": {"command": "sleep 300", "run_in_background": True,
+                            "description": "a task that outlives the answer"}}  # fmt: skip
+    with MessagesServer(api_key=KEY) as server:
+        server.push(
+            message([background], "tool_use", used=usage(800, 40, 0, 0)),
+            text("Started it; done.", used=usage(900, 12, 0, 0)),
+        )
+        server.fallback = text("Still done.", used=usage(10, 2, 0, 0))
+        write_agent(
+            tmp_path / "coder", AGENT.replace("timeout_seconds: 300", "timeout_seconds: 90")
+        )
+        swarm(home, "agent", "register", str(tmp_path / "coder"), check=True)
+        swarm(home, "ticket", "create", "--title", "bg", "--agent", "coder", check=True)
+        done = swarm(home, "run-ticket", "1", "--wait", timeout=300,
+                     ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=server.url)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    step = query(home / "tickets.db", "SELECT * FROM step_executions")[0]
+    assert step["status"] == "done" and step["exit_code"] == 0, step
+    assert json.loads(step["outputs"])["result"] == "Started it; done."
+    said = Path(step["log_path"]).read_text()
+    assert "claude printed its result but had not exited" in said, said[-2000:]

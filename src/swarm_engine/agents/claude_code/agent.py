@@ -17,6 +17,7 @@ changed files under `workspace/`, and the gateway's `model_api.json`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.agents.shell import check_exec_size
 from swarm_engine.errors import AgentError, SwarmError, VMError
 from swarm_engine.models import AgentSpec, Usage
-from swarm_engine.vm.base import VM, output_file_path
+from swarm_engine.vm.base import VM, ExecResult, output_file_path
 
 log = logging.getLogger(__name__)
 
@@ -207,24 +208,41 @@ class _Run:
         prompt = task_prompt(ctx.ticket, ctx.inputs, ctx.agent.output_files)
         transcript = StreamTranscript(Path(ctx.artifacts_dir) / TRANSCRIPT_NAME, self.redactor)
 
+        answered = asyncio.Event()
+
         async def on_output(stream: str, chunk: bytes) -> None:
             if stream == "stdout":
                 for line in transcript.feed(chunk):
                     await self._say(line)
+                if transcript.result is not None:
+                    answered.set()
             elif ctx.log is not None:
                 await _log(ctx.log, self.redactor.text(chunk.decode(errors="replace")), "stderr")
 
-        try:
-            done = await vm.exec(
+        job = asyncio.ensure_future(
+            vm.exec(
                 argv,
                 env=self.env(),
                 stdin=prompt.encode(),
                 timeout=ctx.timeout_seconds,
                 on_output=on_output,
             )
+        )
+        try:
+            done = await _until_exit_or_past_result(job, answered)
         finally:
+            if not job.done():  # (this step cancelled: its command's tree is killed)
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
             for line in transcript.close():
                 await self._say(line)
+        if done is None:
+            await self._say(
+                f"claude printed its result but had not exited {RESULT_GRACE:g}s later"
+                " (a background task it left, still running): stopped"
+            )
+            done = ExecResult(exit_code=0, stdout=b"", stderr=b"", duration_ms=0)
         result = transcript.result or {}
         outputs: dict[str, Any] = {
             "result": result.get("result") if isinstance(result.get("result"), str) else "",
@@ -300,6 +318,35 @@ class _Run:
         log.info("%s", text, extra={"run_id": self.ctx.run_id, "step_id": self.ctx.step_id})
         if self.ctx.log is not None:
             await _log(self.ctx.log, text)
+
+
+RESULT_GRACE = 10.0
+"""Seconds Claude Code has to exit once it printed its `result`: past them it is stopped
+and its result stands. It waits for the background tasks it started (a dev server, a
+command it moved to the background past its own 2 minutes), which held the VM to the
+step's timeout and failed a step that had succeeded."""
+
+
+async def _until_exit_or_past_result(
+    job: asyncio.Future[ExecResult], answered: asyncio.Event
+) -> ExecResult | None:
+    """The command's result when it exits; None when it printed its result and had not
+    exited `RESULT_GRACE` seconds later (it is then stopped: its process tree killed)."""
+    said = asyncio.ensure_future(answered.wait())
+    either: set[asyncio.Future[Any]] = {job, said}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        said.cancel()
+    if not job.done():
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), RESULT_GRACE)
+        except TimeoutError:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            return None
+    return job.result()
 
 
 async def _log(log_to: LogCallback, text: str, stream: str = "agent") -> None:
