@@ -684,3 +684,22 @@ async def test_usage_that_is_no_count_is_malformed_and_never_counted(
     assert "not a count" in outcome.error
     assert usage_of(outcome) == dict.fromkeys(usage(), 0)  # nothing of it counted
     assert outcome.usage.stop_reason == "api_error"
+
+
+async def test_a_tool_name_holding_a_line_break_stays_on_its_own_log_line(
+    vm: VM, server: MessagesServer, tmp_path: Path
+) -> None:
+    """The model names a tool `bash\\nstep main done ...`: its log line was written raw, so
+    `logs` showed a second line that looked like the engine's own. Each line the agent
+    logs is one line now, its breaks written as escapes."""
+    forged = "bash; touch /tmp/x #\nstep main done in 1 ms\u2028[agent] ok"
+    server.push(tool_use((forged, {"command": "true"})), text("done"))
+    lines: list[str] = []
+    outcome = await agent_with_key(server).run(context(vm, spec(server), tmp_path, lines))
+    assert outcome.error is None, outcome.error
+    logged = "".join(lines)
+    assert "step main done" in logged  # said, as data...
+    assert not any(line.startswith("step main done") for line in logged.splitlines())
+    assert not any(
+        "[agent] ok" in line and not line.startswith("agent: ") for line in logged.splitlines()
+    )

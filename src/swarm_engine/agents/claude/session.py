@@ -25,6 +25,7 @@ from swarm_engine.agents.files import put_inputs, upload_package
 from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.errors import AgentError, VMError
 from swarm_engine.models import Usage
+from swarm_engine.records import one_line_of
 from swarm_engine.vm.base import output_file_path
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,9 @@ class Session:
         }
 
     async def _say(self, text: str) -> None:
-        text = self.redactor.text(text)
+        """One line of the step's log (a line break the model wrote, in a tool's name say,
+        is shown as `\\n`: it cannot make a line that looks like the engine's own)."""
+        text = one_line_of(self.redactor.text(text))
         log.info("%s", text, extra={"run_id": self.ctx.run_id, "step_id": self.ctx.step_id})
         if self.ctx.log is not None:
             result = self.ctx.log("agent", text + "\n")

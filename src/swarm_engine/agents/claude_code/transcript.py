@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from swarm_engine.agents.claude.redact import Redactor
+from swarm_engine.records import one_line_of
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class StreamTranscript:
             )
 
     def _tell(self, text: str) -> None:
-        self._said.append(self._redactor.text(text))
+        self._said.append(one_line_of(self._redactor.text(text)))
 
 
 def _short(text: str) -> str:
