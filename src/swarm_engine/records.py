@@ -193,17 +193,6 @@ def escaped_name(value: Any) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
-_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\x0b": "\\x0b", "\x0c": "\\x0c",
-                              "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e",
-                              "\x85": "\\x85", "\u2028": "\\u2028", "\u2029": "\\u2029"})  # fmt: skip
-
-
-def one_line_of(text: str) -> str:
-    """`text` with every character `str.splitlines` breaks a line at written as its escape
-    (`\\n`, `\\u2028`): a line of a log that another writer's text cannot split in two."""
-    return text.translate(_LINE_BREAKS)
-
-
 SHOWN_CHARS = 200
 """How much of a value a one-line error shows (`shown`)."""
 

@@ -33,3 +33,14 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.data(v) for v in value]
         return value
+
+
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\x0b": "\\x0b", "\x0c": "\\x0c",
+                              "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e",
+                              "\x85": "\\x85", "\u2028": "\\u2028", "\u2029": "\\u2029"})  # fmt: skip
+
+
+def one_line_of(text: str) -> str:
+    """`text` with every character `str.splitlines` breaks a line at written as its escape
+    (`\\n`, `\\u2028`): a line of a log that another writer's text cannot split in two."""
+    return text.translate(_LINE_BREAKS)

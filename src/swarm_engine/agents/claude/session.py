@@ -17,7 +17,7 @@ import anthropic
 from swarm_engine.agents.base import StepContext, StepOutcome
 from swarm_engine.agents.claude.api import ApiFailure, create_message, make_client
 from swarm_engine.agents.claude.pricing import cost_usd
-from swarm_engine.agents.claude.redact import Redactor
+from swarm_engine.agents.claude.redact import Redactor, one_line_of
 from swarm_engine.agents.claude.settings import ClaudeConfig, Price, RetrySettings
 from swarm_engine.agents.claude.tools import ToolBox
 from swarm_engine.agents.claude.usage import read_usage
@@ -25,7 +25,6 @@ from swarm_engine.agents.files import put_inputs, upload_package
 from swarm_engine.agents.prompt import task_prompt
 from swarm_engine.errors import AgentError, VMError
 from swarm_engine.models import Usage
-from swarm_engine.records import one_line_of
 from swarm_engine.vm.base import output_file_path
 
 log = logging.getLogger(__name__)

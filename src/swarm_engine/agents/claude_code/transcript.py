@@ -12,8 +12,7 @@ import logging
 from pathlib import Path
 from typing import IO, Any
 
-from swarm_engine.agents.claude.redact import Redactor
-from swarm_engine.records import one_line_of
+from swarm_engine.agents.claude.redact import Redactor, one_line_of
 
 log = logging.getLogger(__name__)
 
