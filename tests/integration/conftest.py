@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.listener import Greeter
+
+from swarm_engine.vm.backends import create_backend
+from swarm_engine.vm.base import VM, VMSpec
 
 
 @pytest.fixture
@@ -31,3 +34,15 @@ def qemu_images() -> Path:
     if reason is not None:
         pytest.skip(reason)
     return found
+
+
+@pytest.fixture
+async def vm(tmp_path: Path) -> AsyncIterator[VM]:
+    """A VM of the process backend (its defaults), destroyed after the test."""
+    backend = create_backend("process", tmp_path / "home", {})
+    booted = await backend.boot("vm-test", VMSpec())
+    try:
+        yield booted
+    finally:
+        await booted.destroy()
+        await backend.close()

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +33,11 @@ from swarm_engine.agents.claude.pricing import PRICES, cost_usd
 from swarm_engine.agents.claude.settings import parse_host_config
 from swarm_engine.errors import AgentError, ConfigError
 from swarm_engine.models import AgentSpec, Usage
-from swarm_engine.vm.backends import create_backend
-from swarm_engine.vm.base import VM, VMSpec
+from swarm_engine.vm.base import VM
 
 KEY = "sk-ant-test-0123456789abcdefSECRET"
 FAST_RETRY = {"max_retries": 3, "backoff_seconds": 0.001, "max_backoff_seconds": 0.01}
 MODEL = "claude-sonnet-4-6"
-
-
-@pytest.fixture
-async def vm(tmp_path: Path) -> AsyncIterator[VM]:
-    backend = create_backend("process", tmp_path / "home", {})
-    booted = await backend.boot("vm-claude", VMSpec())
-    try:
-        yield booted
-    finally:
-        await booted.destroy()
-        await backend.close()
 
 
 @pytest.fixture
@@ -165,7 +153,7 @@ async def test_scripted_session_writes_runs_and_answers(
     assert seen["write_result"]["content"] == f"wrote {len(SCRIPT)} bytes to hello.sh"
     # The tool result the server got is the real output of the command in the VM.
     real = await vm.exec("sh hello.sh")
-    assert real.stdout.decode().startswith("hello from vm-claude in /")
+    assert real.stdout.decode().startswith("hello from vm-test in /")
     assert seen["run_result"]["content"] == real.stdout.decode().rstrip("\n") + "\n[exit code: 0]"
     assert "is_error" not in seen["run_result"]
     # Outputs: the final answer and the declared file, read from the VM.
@@ -450,7 +438,7 @@ async def test_key_never_leaks(
 
     assert server.message_requests()[0].api_key == KEY  # it was used...
     env_output = results[0]["content"]
-    assert "OTHER=visible" in env_output and "SWARM_VM_ID=vm-claude" in env_output
+    assert "OTHER=visible" in env_output and "SWARM_VM_ID=vm-test" in env_output
     own_env = (await vm.exec("env")).stdout.decode()
     files = read_tree(Path(vm.info().workspace or ""))
     transcript = (tmp_path / "artifacts" / "transcript.json").read_text()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ import pytest
 from swarm_engine.agents.base import StepContext
 from swarm_engine.agents.claude.agent import ClaudeAgent
 from swarm_engine.models import AgentSpec
-from swarm_engine.vm.backends import create_backend
-from swarm_engine.vm.base import VM, VMSpec
+from swarm_engine.vm.base import VM
 
 pytestmark = [
     pytest.mark.live,
@@ -28,17 +26,6 @@ pytestmark = [
         reason="ANTHROPIC_API_KEY is not set; this test talks to the real Anthropic API",
     ),
 ]
-
-
-@pytest.fixture
-async def vm(tmp_path: Path) -> AsyncIterator[VM]:
-    backend = create_backend("process", tmp_path / "home", {})
-    booted = await backend.boot("vm-live", VMSpec())
-    try:
-        yield booted
-    finally:
-        await booted.destroy()
-        await backend.close()
 
 
 @pytest.mark.timeout(300)

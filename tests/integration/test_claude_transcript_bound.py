@@ -5,7 +5,7 @@ the model sees is cut. The real SDK, the local Messages API server, a process-ba
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +14,10 @@ from tests.support.messages_server import MessagesServer, text, tool_use
 
 from swarm_engine.agents.claude.session import TRANSCRIPT_NAME
 from swarm_engine.agents.claude.settings import MAX_TRANSCRIPT_BYTES, ClaudeConfig
-from swarm_engine.vm.backends import create_backend
-from swarm_engine.vm.base import VM, VMSpec
+from swarm_engine.vm.base import VM
 
 CAP = 64 * 1024
 PRINT_30K = {"command": "head -c 30000 /dev/zero | tr '\\0' x"}
-
-
-@pytest.fixture
-async def vm(tmp_path: Path) -> AsyncIterator[VM]:
-    backend = create_backend("process", tmp_path / "home", {})
-    booted = await backend.boot("vm-claude-bound", VMSpec())
-    try:
-        yield booted
-    finally:
-        await booted.destroy()
-        await backend.close()
 
 
 @pytest.fixture

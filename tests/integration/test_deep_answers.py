@@ -9,7 +9,7 @@ an answer as malformed in one line. Real SDK, real gateway, the local Messages A
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -21,8 +21,7 @@ from tests.support.messages_server import MessagesServer, Reply
 
 from swarm_engine.agents.base import ModelApiNeeds
 from swarm_engine.agents.claude.api import MAX_ANSWER_DEPTH
-from swarm_engine.vm.backends import create_backend
-from swarm_engine.vm.base import VM, VMSpec
+from swarm_engine.vm.base import VM
 
 BILLED = 2_000_000
 
@@ -70,17 +69,6 @@ async def _through_the_gateway(server: MessagesServer, tmp_path: Path) -> None:
     assert used.input_tokens == BILLED and used.turns == 1
     assert refused.value.status_code == 402 and "budget is used up" in str(refused.value)
     assert len(server.message_requests()) == 1
-
-
-@pytest.fixture
-async def vm(tmp_path: Path) -> AsyncIterator[VM]:
-    backend = create_backend("process", tmp_path / "home", {})
-    booted = await backend.boot("vm-claude-deep", VMSpec())
-    try:
-        yield booted
-    finally:
-        await booted.destroy()
-        await backend.close()
 
 
 @pytest.mark.parametrize("levels", [5000, MAX_ANSWER_DEPTH + 10])
