@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -46,3 +47,22 @@ async def vm(tmp_path: Path) -> AsyncIterator[VM]:
     finally:
         await booted.destroy()
         await backend.close()
+
+
+@pytest.fixture
+def live_engine() -> Iterator[int]:
+    """The pid of a running process whose command line is swarm-engine's, as a running
+    engine's is (the folders it owns are a live engine's)."""
+    proc = subprocess.Popen(["swarm-engine", "-c", "sleep 120; :"], executable="/bin/sh")
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def dead_pid() -> int:
+    """A pid whose process has exited (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

@@ -8,12 +8,9 @@ another pid namespace (its pid means nothing here)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.integration.conftest import dead_pid
 
 from swarm_engine.engine.reaper import cleanup
 from swarm_engine.store import open_store
@@ -22,23 +19,6 @@ from swarm_engine.vm.qemu import template as templates
 from swarm_engine.vm.qemu.config import QemuOptions
 
 KEY = "tiny-0123abcd-512m-1c-tcg-mapped"
-
-
-@pytest.fixture
-def live_engine() -> Iterator[int]:
-    """A running process (its folders are a live engine's)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def warm_folder(run: Path, name: str, owner: int, ns: str) -> Path:

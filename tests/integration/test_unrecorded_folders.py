@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.conftest import Target
+from tests.integration.conftest import dead_pid
 from tests.support.cli import swarm
 
 from swarm_engine.engine.reaper import UNOWNED_GRACE, cleanup
@@ -34,23 +34,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
     template = Template.build(8, 200, tmp_path_factory.mktemp("sizing"))
     yield template
     template.close()
-
-
-@pytest.fixture
-def live_engine() -> Iterator[int]:
-    """A process whose command line is swarm-engine's, as a running engine's is."""
-    proc = subprocess.Popen(["swarm-engine", "-c", "sleep 120; :"], executable="/bin/sh")
-    try:
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def owned_by(folder: Path, pid: int | None) -> Path:
