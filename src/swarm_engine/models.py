@@ -266,8 +266,9 @@ class TriggerSpec(_Strict):
     cron: str | None = None
     """Five fields (minute hour day month weekday) or six (seconds last), UTC
     (`cronrules.cron_problem` says which field is wrong)."""
-    webhook: bool = False
-    sub_minute: bool = False
+    webhook: bool = Field(default=False, strict=True)
+    """Only `true` or `false` (`"yes"` or `1` is refused, not read as true)."""
+    sub_minute: bool = Field(default=False, strict=True)
     """Lets `cron` fire more than once a minute (a sixth field naming several seconds):
     without it such a schedule is refused (`registry.workflows.check_workflow`)."""
     inputs: dict[str, Any] = Field(default_factory=dict)
