@@ -66,7 +66,8 @@ def test_agents_registered_again_on_a_second_host(store_target: Target, tmp_path
     code, out, err = _run(second, "agent", "register", "--all", str(agents))
     assert code == 4, out + err
     assert err.strip() == (
-        "error: agent claude-coder@1.0.0 is already registered (bump its version, or use --force)"
+        "error: agent claude-coder@1.0.0 is already registered with another definition (bump"
+        " its version, or replace it: --force, or ?force=true in the API)"
     )
     code, out, err = _run(second, "agent", "register", "--force", str(agents / "claude-coder"))
     assert code == 0, err

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from swarm_engine.models import AgentSpec, WorkflowSpec
 
 D = TypeVar("D", "AgentSpec", "WorkflowSpec")
+REPLACE = "--force, or ?force=true in the API)"
+"""How a definition registered under its name@version is replaced, whichever way it came."""
 
 
 def _short(value: object, width: int = 40) -> str:
@@ -280,7 +282,8 @@ class Registry:
                 same.add(spec.ref)
             elif existing is not None and not force:
                 raise ConflictError(
-                    f"agent {spec.ref} is already registered (bump its version, or use --force)"
+                    f"agent {spec.ref} is already registered with another definition (bump its"
+                    f" version, or replace it: {REPLACE}"
                 )
             stored.append(
                 spec.model_copy(update={"package_path": str(self._package_dir(spec))})
@@ -445,8 +448,8 @@ class Registry:
                     same.add(spec.ref)
                 elif row is not None and not force:
                     raise ConflictError(
-                        f"workflow {spec.ref} is already registered (bump its version, or use"
-                        " --force)"
+                        f"workflow {spec.ref} is already registered with another definition (bump"
+                        f" its version, or replace it: {REPLACE}"
                     )
             self.defs.put_workflows(
                 {
