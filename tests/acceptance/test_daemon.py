@@ -423,8 +423,9 @@ def test_an_engines_start_says_which_leftover_folders_it_removed(
     home: Path, engines: list[subprocess.Popen[str]]
 ) -> None:
     """The start's cleanup removed a gone engine's QEMU folders without a word (only
-    `cleanup` printed counts): it now says so in one warning line, bounded, the count and
-    the first 6 names (`removed 8 leftover folder(s): warm-..., ... and 2 more`)."""
+    `cleanup` printed counts): it now says so in one line at INFO (a daemon's log), bounded,
+    the count and the first 6 names (`removed 8 leftover folder(s): warm-..., ... and 2
+    more`)."""
     pool = home / "run" / "qemu"
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
@@ -432,7 +433,7 @@ def test_an_engines_start_says_which_leftover_folders_it_removed(
     for name in names:  # a gone engine's warm VMs
         (pool / name).mkdir(parents=True)
         (pool / name / "owner.pid").write_text(f"{int(ended.stdout)}\n")
-    proc = start_engine(home, "--another", **FAST)
+    proc = start_engine(home, "--another", SWARM_LOG_LEVEL="info", **FAST)
     engines.append(proc)
     engine_ready(home, proc)
     wait_until(lambda: not any(pool.iterdir()), 30, "the start to remove the warm folders")

@@ -186,8 +186,8 @@ class Daemon:
                 self.settings.backend_options,
                 silent_after=self.settings.lease_ttl,
             )
-            if removed := removed_line(self.started_report):  # (gone engines' leftovers)
-                log.warning("engine start: %s", removed)
+            if removed := removed_line(self.started_report):  # (gone engines' leftovers:
+                log.info("engine start: %s", removed)  # housekeeping, not a warning)
             for ticket_id in self.started_report.stuck:  # said by the start's cleanup: the
                 self._stuck_said.add(ticket_id)  # reclaimer's first rounds say it no more
             watcher = open_watcher(self.settings)
