@@ -29,7 +29,11 @@ def test_a_log_that_ends_mid_line_is_followed_by_its_error_on_a_line_of_its_own(
     assert made.returncode == 0, made.stderr
     ran = swarm(home, "run-ticket", "1", "--wait", timeout=120)
     assert ran.returncode == 1, ran.stdout + ran.stderr
-    sqlite_shell(home / "tickets.db", "UPDATE step_logs SET data = '12345'")  # no newline
+    sqlite_shell(  # the whole stored log one chunk, with no newline at its end
+        home / "tickets.db",
+        "DELETE FROM step_logs WHERE id > (SELECT min(id) FROM step_logs);"
+        " UPDATE step_logs SET data = '12345'",
+    )
     shown = swarm_inproc(home, "logs", "1", *(["--follow"] if follow else []))
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()

@@ -61,6 +61,11 @@ def test_a_stopped_steps_log_cut_short_by_a_held_store_ends_with_a_line_saying_s
     proc.send_signal(signal.SIGTERM)  # drain
     wait_for_line(lines, "draining", seen)
     with write_lock(db):  # held until the engine gave the rest of the log up
+        # a rest to give up: the step prints past what the store took before the lock
+        # (readers pass a write lock in WAL mode), then it is stopped
+        taken = len(stored_log(db).encode())
+        (kept_file,) = (home / "artifacts").glob("run-*/*/output.log")
+        wait_until(lambda: kept_file.stat().st_size > taken + 1000, 60, "output past the store")
         proc.send_signal(signal.SIGTERM)  # abort: the step is stopped
         said = wait_for_line(lines, GIVEN_UP, seen, timeout=STOPPED_SHIP_SECONDS + 3)
         assert proc.poll() is None  # the abort's record waits for the store
